@@ -1,0 +1,64 @@
+/**
+ * The agent API (DESIGN.md §3). An agent reads each direction's byte stream once and in order
+ * and answers with edits of that stream. It never sees sequence numbers, packets or
+ * retransmissions: positions are 0-based byte positions in the *original* stream of one
+ * direction (position 0 = the first data byte after the SYN).
+ *
+ * Contract, per direction (the engine checks it and treats a violation as an agent bug: the
+ * connection falls back to pass-through for that direction, counted):
+ * - `feed` is called with consecutive ranges [pos, pos + data.length), each byte once.
+ * - The returned edits are sorted, do not overlap, and lie inside the bytes fed so far that are
+ *   not yet decided: `at >= previous undecidedFrom` (an agent may edit bytes it held back), and
+ *   `at + len <= undecidedFrom` of this answer.
+ * - `undecidedFrom` (default: the end of the data fed) says that bytes from there on are not
+ *   decided yet (the seed's "PORT 40, " case): the engine releases the segment without them and
+ *   asks again when more bytes come. It never decreases, and bytes before it are final.
+ * - `flush` decides everything still undecided (end of stream, hold timeout, hold limit): its
+ *   answer's `undecidedFrom` is ignored and taken as the end of the data fed.
+ * - `snapshot` returns plain data (JSON-serialisable) from which `restore` rebuilds the agent:
+ *   the cluster moves it between nodes.
+ */
+
+export type Direction = 'c2s' | 's2c';
+
+export interface Edit {
+  /** First original byte replaced (0-based stream position). */
+  at: number;
+  /** How many original bytes are replaced (0 = pure insertion before `at`). */
+  len: number;
+  /** Replacement bytes (may be empty: deletion). */
+  data: Uint8Array;
+}
+
+export interface AgentOutput {
+  edits: Edit[];
+  /** Bytes from this position on are undecided (held back). Absent = everything fed is decided. */
+  undecidedFrom?: number;
+}
+
+export type FlushReason = 'fin' | 'rst' | 'timeout' | 'limit';
+
+/** What an agent knows about its connection. Runtime handles (sinks, loggers) live here, not in state. */
+export interface AgentContext {
+  /** Stable connection id, e.g. "10.200.0.1:40000-10.200.0.2:80#0". */
+  flowId: string;
+  client: { addr: string; port: number };
+  server: { addr: string; port: number };
+  /** Which directions this agent may edit (a rule may restrict itself to one). */
+  directions: ReadonlySet<Direction>;
+}
+
+export interface Agent {
+  readonly name: string;
+  feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput;
+  flush(dir: Direction, reason: FlushReason): AgentOutput;
+  snapshot(): unknown;
+}
+
+export interface AgentFactory<Cfg = unknown> {
+  readonly name: string;
+  create(cfg: Cfg, ctx: AgentContext): Agent;
+  restore(cfg: Cfg, ctx: AgentContext, state: unknown): Agent;
+}
+
+export const NO_EDITS: AgentOutput = Object.freeze({ edits: [] }) as AgentOutput;

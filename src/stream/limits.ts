@@ -1,0 +1,48 @@
+/**
+ * Every queue, buffer and table of the engine has a named limit here (STYLE.md rule 4); each is
+ * paired with a counter in `Counters` that says how often it was hit.
+ */
+export interface Limits {
+  /** Connection table size; a SYN beyond it is refused (passed through untracked), counted. */
+  maxConnections: number;
+  /** Bytes of early (out-of-order) segments delayed per direction of one connection. */
+  queueBytesPerConn: number;
+  /** Segments delayed per direction of one connection. */
+  queueSegmentsPerConn: number;
+  /** Bytes of early segments delayed over all connections. */
+  queueBytesGlobal: number;
+  /** Segments beginning further than this past x are discarded rather than delayed. */
+  maxAheadBytes: number;
+  /** Held-back (undecided) bytes per direction; beyond, the agent is made to decide (flush). */
+  maxHeldBytes: number;
+  /** Held bytes are flushed after this long without the agent deciding. */
+  holdTimeoutMs: number;
+  /** Processed-but-unacknowledged original bytes kept per direction for inline normalisation. */
+  normalizeBytesPerConn: number;
+  /** Commands kept per direction above the acknowledged point; older ones are erased. 0 = no cap. */
+  maxCommands: number;
+  /** Commands older than this are erased. 0 = no cap. */
+  commandMaxAgeMs: number;
+  /** Idle timeout for established connections. */
+  idleTimeoutMs: number;
+  /** Timeout for half-open / closing connections. */
+  closingTimeoutMs: number;
+  /** Retransmissions of gateway-originated (flushed) bytes before giving up. */
+  maxSynthRetries: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxConnections: 100_000,
+  queueBytesPerConn: 1 << 20,
+  queueSegmentsPerConn: 512,
+  queueBytesGlobal: 64 << 20,
+  maxAheadBytes: 8 << 20,
+  maxHeldBytes: 64 << 10,
+  holdTimeoutMs: 200,
+  normalizeBytesPerConn: 4 << 20,
+  maxCommands: 0,
+  commandMaxAgeMs: 0,
+  idleTimeoutMs: 3_600_000,
+  closingTimeoutMs: 120_000,
+  maxSynthRetries: 8,
+});
