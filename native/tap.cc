@@ -1,0 +1,627 @@
+// tap.cc — the TAP device addon of tapgate (phy/ layer, see DESIGN.md §1 and §4).
+//
+// One TapDevice = one file descriptor on /dev/net/tun attached to a TAP interface with
+// IFF_TAP | IFF_NO_PI, optionally IFF_VNET_HDR (10-byte struct virtio_net_hdr in front of every
+// frame, TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) so GSO frames up to 64 KiB with
+// partial checksums come and go).
+//
+// Reading. The fd is O_NONBLOCK and watched with a libuv uv_poll_t on the Node event loop, so no
+// thread is parked per device. When readable, frames are read in a batch (until EAGAIN, the
+// frame cap, or until the batch buffer has less than one maximal frame left) into ONE
+// preallocated Buffer, packed back to back (each frame start 8-byte aligned); a preallocated
+// Uint32Array holds [offset0, length0, offset1, length1, ...]. Both are created once, when the
+// device is opened, and exposed as properties; the JS callback receives only the frame count.
+// So a batch costs one JS call and zero allocations. The price: frames are only valid until
+// the callback returns (the next batch overwrites them); a consumer that keeps one must copy.
+//
+// Writing. write(buf) / writeBatch(bufs) call write(2) synchronously. A TAP write does not
+// queue (the frame is handed to netif_rx at once), so it practically never returns EAGAIN; when
+// it does (or ENOBUFS), the frame is counted in txDrops and writeBatch stops and counts the rest
+// as dropped too (the fd is full, retrying now would only spin). A frame the kernel refuses
+// (EINVAL: malformed virtio header, EIO: link down, EBADFD: device gone) is counted in txDrops
+// and writeBatch goes on with the next frame. Writes never throw for such per-frame errors.
+//
+// Errors. open() throws a JS Error with `code`: TAP_NO_TUN (no /dev/net/tun), TAP_PERM (needs
+// CAP_NET_ADMIN), TAP_BUSY (name used by a non-TAP device, or a TAP already attached),
+// TAP_OFFLOAD (vnet header / offload ioctls refused), TAP_OPEN (anything else). A read error
+// while running (the device was deleted: EBADFD, ENODEV, ENXIO, EIO) stops polling and calls
+// the error callback with code TAP_GONE (TAP_IO for other errnos): never a crash.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/if_tun.h>
+
+namespace {
+
+// The largest frame a TAP can hand us: virtio header (10) + Ethernet + 802.1Q (18) + a 64 KiB
+// IP packet (a GSO super-frame is bounded by the IPv4 total length, 65535). Rounded up.
+constexpr size_t kVnetHdrLen = 10;
+constexpr size_t kMaxFrame = 65600;
+constexpr uint32_t kDefaultBatchFrames = 64;
+constexpr size_t kDefaultBatchBytes = 1 << 20;
+
+enum Counter {
+  kRxFrames,
+  kRxBytes,
+  kRxBatches,
+  kRxErrors,
+  kTxFrames,
+  kTxBytes,
+  kTxDrops,
+  kCounterCount
+};
+
+const char* ErrnoName(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EIO: return "EIO";
+    case ENXIO: return "ENXIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case ENODEV: return "ENODEV";
+    case EINVAL: return "EINVAL";
+    case ENOBUFS: return "ENOBUFS";
+    case EBADFD: return "EBADFD";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ENOTTY: return "ENOTTY";
+    default: return "E?";
+  }
+}
+
+Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& msg, int err,
+                      const char* syscall) {
+  std::string full = msg;
+  if (err != 0) {
+    full += " (";
+    full += syscall;
+    full += ": ";
+    full += ErrnoName(err);
+    full += ", ";
+    full += std::strerror(err);
+    full += ")";
+  }
+  Napi::Error e = Napi::Error::New(env, full);
+  e.Set("code", Napi::String::New(env, code));
+  if (err != 0) {
+    e.Set("errno", Napi::Number::New(env, err));
+    e.Set("errnoName", Napi::String::New(env, ErrnoName(err)));
+    e.Set("syscall", Napi::String::New(env, syscall));
+  }
+  return e;
+}
+
+int IfIoctl(const char* name, unsigned long req, struct ifreq* ifr) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return errno;
+  std::strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+  int rc = ioctl(s, req, ifr);
+  int err = rc < 0 ? errno : 0;
+  close(s);
+  return err;
+}
+
+class TapDevice : public Napi::ObjectWrap<TapDevice> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(
+        env, "TapDevice",
+        {
+            InstanceMethod<&TapDevice::Start>("start"),
+            InstanceMethod<&TapDevice::Pause>("pause"),
+            InstanceMethod<&TapDevice::Write>("write"),
+            InstanceMethod<&TapDevice::WriteBatch>("writeBatch"),
+            InstanceMethod<&TapDevice::Close>("close"),
+            InstanceMethod<&TapDevice::Stats>("stats"),
+            InstanceMethod<&TapDevice::SetUp>("setUp"),
+            InstanceMethod<&TapDevice::SetMtu>("setMtu"),
+            InstanceMethod<&TapDevice::GetMtu>("getMtu"),
+            InstanceMethod<&TapDevice::RefLoop>("ref"),
+            InstanceMethod<&TapDevice::UnrefLoop>("unref"),
+        });
+    exports.Set("TapDevice", ctor);
+    exports.Set("VNET_HDR_LEN", Napi::Number::New(env, kVnetHdrLen));
+    exports.Set("MAX_FRAME", Napi::Number::New(env, kMaxFrame));
+    return exports;
+  }
+
+  // new TapDevice(name, vnetHdr, batchFrames, batchBytes)
+  explicit TapDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapDevice>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean()) {
+      Napi::TypeError::New(env, "TapDevice(name: string, vnetHdr: boolean, batchFrames?, batchBytes?)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    vnet_ = info[1].As<Napi::Boolean>().Value();
+    if (info.Length() > 2 && info[2].IsNumber()) {
+      batch_frames_ = info[2].As<Napi::Number>().Uint32Value();
+    }
+    if (info.Length() > 3 && info[3].IsNumber()) {
+      batch_bytes_ = static_cast<size_t>(info[3].As<Napi::Number>().Int64Value());
+    }
+    if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
+      Napi::Error e = MakeError(env, "TAP_NAME", "invalid interface name '" + name +
+                                "' (1 to 15 characters, no '/')", 0, "");
+      e.ThrowAsJavaScriptException();
+      return;
+    }
+    if (batch_frames_ < 1 || batch_frames_ > 4096) batch_frames_ = kDefaultBatchFrames;
+    if (batch_bytes_ < kMaxFrame) batch_bytes_ = kMaxFrame;
+
+    fd_ = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd_ < 0) {
+      int err = errno;
+      if (err == ENOENT || err == ENODEV || err == ENXIO) {
+        MakeError(env, "TAP_NO_TUN",
+                  "cannot open /dev/net/tun: the tun driver or its device node is missing "
+                  "(modprobe tun; mknod /dev/net/tun c 10 200)", err, "open")
+            .ThrowAsJavaScriptException();
+      } else if (err == EACCES || err == EPERM) {
+        MakeError(env, "TAP_PERM",
+                  "cannot open /dev/net/tun for TAP '" + name +
+                  "': needs CAP_NET_ADMIN: run as root or inside `unshare -r -n` "
+                  "(and /dev/net/tun must be readable+writable, mode 0666 is the udev default)",
+                  err, "open")
+            .ThrowAsJavaScriptException();
+      } else {
+        MakeError(env, "TAP_OPEN", "cannot open /dev/net/tun", err, "open")
+            .ThrowAsJavaScriptException();
+      }
+      return;
+    }
+
+    struct ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_ ? IFF_VNET_HDR : 0);
+    if (ioctl(fd_, TUNSETIFF, &ifr) < 0) {
+      int err = errno;
+      CloseFd();
+      if (err == EPERM || err == EACCES) {
+        MakeError(env, "TAP_PERM",
+                  "cannot attach TAP '" + name +
+                  "': needs CAP_NET_ADMIN: run as root or inside `unshare -r -n`",
+                  err, "ioctl(TUNSETIFF)")
+            .ThrowAsJavaScriptException();
+      } else if (err == EBUSY || err == EINVAL) {
+        MakeError(env, "TAP_BUSY",
+                  "cannot attach TAP '" + name +
+                  "': the name is used by a non-TAP device (or a TUN), or the TAP is already "
+                  "attached by another process",
+                  err, "ioctl(TUNSETIFF)")
+            .ThrowAsJavaScriptException();
+      } else {
+        MakeError(env, "TAP_OPEN", "cannot attach TAP '" + name + "'", err, "ioctl(TUNSETIFF)")
+            .ThrowAsJavaScriptException();
+      }
+      return;
+    }
+    name_ = ifr.ifr_name;  // the kernel may have expanded a pattern like "tap%d"
+
+    // Offloads live on the device, not on the fd: a persistent TAP keeps what its previous
+    // user set. Without a vnet header, TSO/CSUM offload MUST be off or the kernel would hand us
+    // GSO super-frames with partial checksums and no header to say so. So always set them.
+    unsigned int offload = vnet_ ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) : 0;
+    if (vnet_) {
+      int sz = static_cast<int>(kVnetHdrLen);
+      if (ioctl(fd_, TUNSETVNETHDRSZ, &sz) < 0) {
+        int err = errno;
+        CloseFd();
+        MakeError(env, "TAP_OFFLOAD", "cannot set the virtio-net header size on '" + name_ + "'",
+                  err, "ioctl(TUNSETVNETHDRSZ)")
+            .ThrowAsJavaScriptException();
+        return;
+      }
+    }
+    if (ioctl(fd_, TUNSETOFFLOAD, offload) < 0) {
+      int err = errno;
+      CloseFd();
+      MakeError(env, "TAP_OFFLOAD", "cannot set offloads on '" + name_ + "'", err,
+                "ioctl(TUNSETOFFLOAD)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+
+    // The batch buffer and the offsets array live in the JS heap (so no external-buffer
+    // restrictions apply) and are never reallocated: their backing stores do not move.
+    Napi::Buffer<uint8_t> batch = Napi::Buffer<uint8_t>::New(env, batch_bytes_);
+    batch_ = batch.Data();
+    Napi::Uint32Array offsets = Napi::Uint32Array::New(env, 2 * batch_frames_);
+    offsets_ = offsets.Data();
+    Napi::Object self = info.This().As<Napi::Object>();
+    self.Set("name", Napi::String::New(env, name_));
+    self.Set("vnetHdrLen", Napi::Number::New(env, vnet_ ? kVnetHdrLen : 0));
+    self.Set("batch", batch);
+    self.Set("offsets", offsets);
+    self.Set("batchFrames", Napi::Number::New(env, batch_frames_));
+    batch_ref_ = Napi::Persistent(batch.As<Napi::Object>());
+    offsets_ref_ = Napi::Persistent(offsets.As<Napi::Object>());
+
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &TapDevice::EnvCleanup, this);
+    cleanup_hook_ = true;
+  }
+
+  ~TapDevice() override {
+    if (cleanup_hook_) napi_remove_env_cleanup_hook(env_, &TapDevice::EnvCleanup, this);
+    pinned_ = false;  // the wrapper is being destroyed: no reference left to drop
+    Shutdown();
+    delete async_ctx_;
+  }
+
+ private:
+  // start(onFrames: (count) => void, onError: (err) => void)
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "start(onFrames, onError)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    on_frames_ = Napi::Persistent(info[0].As<Napi::Function>());
+    on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+    if (!async_ctx_) async_ctx_ = new Napi::AsyncContext(env, "TapDevice");
+    if (poll_ == nullptr) {
+      uv_loop_t* loop = nullptr;
+      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+        Napi::Error::New(env, "cannot get the libuv loop").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      poll_ = new uv_poll_t;
+      int rc = uv_poll_init(loop, poll_, fd_);
+      if (rc != 0) {
+        delete poll_;
+        poll_ = nullptr;
+        MakeError(env, "TAP_IO", "uv_poll_init failed on '" + name_ + "'", -rc, "uv_poll_init")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      poll_->data = this;
+      if (!loop_ref_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    }
+    if (!polling_) {
+      int rc = uv_poll_start(poll_, UV_READABLE, &TapDevice::OnPoll);
+      if (rc != 0) {
+        MakeError(env, "TAP_IO", "uv_poll_start failed on '" + name_ + "'", -rc, "uv_poll_start")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      polling_ = true;
+      if (!pinned_) {
+        Ref();  // a polling device must not be collected while the kernel may deliver frames
+        pinned_ = true;
+      }
+    }
+    return env.Undefined();
+  }
+
+  // pause(): stop reading (frames queue in the kernel, then the TAP's txqueue drops them).
+  Napi::Value Pause(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr && polling_) {
+      uv_poll_stop(poll_);
+      polling_ = false;
+    }
+    return info.Env().Undefined();
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int /*events*/) {
+    TapDevice* self = static_cast<TapDevice*>(handle->data);
+    if (self == nullptr || self->fd_ < 0) return;
+    // libuv reports EPOLLERR (what a deleted TAP raises) as UV_EBADF and stops the handle;
+    // a read then tells the real reason (EBADFD), so read first and fall back to the status.
+    if (status < 0) self->polling_ = false;
+    bool failed = self->ReadBatch();
+    if (status < 0 && !failed && self->fd_ >= 0) self->Fail(-status, "poll");
+  }
+
+  // Returns true when a read error was reported (Fail called).
+  bool ReadBatch() {
+    size_t off = 0;
+    uint32_t n = 0;
+    int err = 0;
+    uint64_t bytes = 0;
+    while (n < batch_frames_ && batch_bytes_ - off >= kMaxFrame) {
+      ssize_t r = read(fd_, batch_ + off, kMaxFrame);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        err = errno;
+        break;
+      }
+      if (r == 0) break;
+      offsets_[2 * n] = static_cast<uint32_t>(off);
+      offsets_[2 * n + 1] = static_cast<uint32_t>(r);
+      n++;
+      bytes += static_cast<uint64_t>(r);
+      off += (static_cast<size_t>(r) + 7) & ~static_cast<size_t>(7);
+    }
+    if (n > 0) {
+      counters_[kRxFrames] += n;
+      counters_[kRxBytes] += bytes;
+      counters_[kRxBatches] += 1;
+      Napi::HandleScope scope(env_);
+      CallJs(on_frames_, {Napi::Number::New(env_, n)});
+    }
+    if (err != 0 && fd_ >= 0) {
+      Fail(err, "read");
+      return true;
+    }
+    return false;
+  }
+
+  // Call into JS from a libuv callback: MakeCallback runs the microtask/nextTick queues after
+  // the call; a JS exception becomes an 'uncaughtException' (like a throwing event listener).
+  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+    if (fn.IsEmpty()) return;
+    // Hold a reference across the call: JS may close() and drop the device inside it.
+    Ref();
+    Napi::Object recv = Value();
+    napi_value result;
+    napi_status st = napi_make_callback(env_, async_ctx_ ? static_cast<napi_async_context>(*async_ctx_) : nullptr,
+                                        recv, fn.Value(), args.size(), args.begin(), &result);
+    if (st != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env_, &pending);
+      if (pending) {
+        napi_value exc;
+        napi_get_and_clear_last_exception(env_, &exc);
+        napi_fatal_exception(env_, exc);
+      }
+    }
+    Unref();
+  }
+
+  void Fail(int err, const char* syscall) {
+    counters_[kRxErrors] += 1;
+    if (poll_ != nullptr && polling_) {
+      uv_poll_stop(poll_);
+      polling_ = false;
+    }
+    bool gone = err == EBADFD || err == ENODEV || err == ENXIO || err == EIO || err == EBADF;
+    Napi::HandleScope scope(env_);
+    Napi::Error e = MakeError(env_, gone ? "TAP_GONE" : "TAP_IO",
+                              gone ? "TAP '" + name_ + "' vanished (deleted or detached)"
+                                   : "read error on TAP '" + name_ + "'",
+                              err, syscall);
+    e.Set("device", Napi::String::New(env_, name_));
+    CallJs(on_error_, {e.Value()});
+  }
+
+  static bool WriteOne(TapDevice* self, const uint8_t* data, size_t len, int* err) {
+    for (;;) {
+      ssize_t r = write(self->fd_, data, len);
+      if (r >= 0) {
+        self->counters_[kTxFrames] += 1;
+        self->counters_[kTxBytes] += static_cast<uint64_t>(r);
+        *err = 0;
+        return true;
+      }
+      if (errno == EINTR) continue;
+      *err = errno;
+      self->counters_[kTxDrops] += 1;
+      self->last_tx_errno_ = errno;
+      return false;
+    }
+  }
+
+  static bool AsBytes(Napi::Value v, const uint8_t** data, size_t* len) {
+    if (!v.IsTypedArray()) return false;
+    Napi::TypedArray ta = v.As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_uint8_array) return false;
+    Napi::Uint8Array u8 = ta.As<Napi::Uint8Array>();
+    *data = u8.Data();
+    *len = u8.ByteLength();
+    return true;
+  }
+
+  // write(frame: Uint8Array): boolean
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    const uint8_t* data;
+    size_t len;
+    if (info.Length() < 1 || !AsBytes(info[0], &data, &len)) {
+      Napi::TypeError::New(env, "write(frame: Uint8Array)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int err;
+    return Napi::Boolean::New(env, WriteOne(this, data, len, &err));
+  }
+
+  // writeBatch(frames: Uint8Array[]): number written
+  Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    if (info.Length() < 1 || !info[0].IsArray()) {
+      Napi::TypeError::New(env, "writeBatch(frames: Uint8Array[])").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array arr = info[0].As<Napi::Array>();
+    uint32_t n = arr.Length();
+    uint32_t written = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      const uint8_t* data;
+      size_t len;
+      if (!AsBytes(arr.Get(i), &data, &len)) {
+        Napi::TypeError::New(env, "writeBatch: element " + std::to_string(i) + " is not a Uint8Array")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      int err;
+      if (WriteOne(this, data, len, &err)) {
+        written++;
+      } else if (err == EAGAIN || err == ENOBUFS) {
+        counters_[kTxDrops] += n - i - 1;  // the fd is full: the rest of the batch is dropped
+        break;
+      }
+    }
+    return Napi::Number::New(env, written);
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("rxFrames", Napi::Number::New(env, static_cast<double>(counters_[kRxFrames])));
+    o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(counters_[kRxBytes])));
+    o.Set("rxBatches", Napi::Number::New(env, static_cast<double>(counters_[kRxBatches])));
+    o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(counters_[kRxErrors])));
+    o.Set("txFrames", Napi::Number::New(env, static_cast<double>(counters_[kTxFrames])));
+    o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes])));
+    o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops])));
+    if (last_tx_errno_ != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last_tx_errno_)));
+    return o;
+  }
+
+  // setUp(up: boolean): SIOCSIFFLAGS IFF_UP on this device (in the caller's network namespace).
+  Napi::Value SetUp(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    bool up = info.Length() < 1 || info[0].ToBoolean().Value();
+    struct ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    int err = IfIoctl(name_.c_str(), SIOCGIFFLAGS, &ifr);
+    if (err == 0) {
+      if (up) ifr.ifr_flags |= IFF_UP;
+      else ifr.ifr_flags &= ~IFF_UP;
+      err = IfIoctl(name_.c_str(), SIOCSIFFLAGS, &ifr);
+    }
+    if (err != 0) ThrowIfErr(env, err, "cannot set link state of '" + name_ + "'", "ioctl(SIOCSIFFLAGS)");
+    return env.Undefined();
+  }
+
+  Napi::Value SetMtu(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "setMtu(mtu: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    struct ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_mtu = info[0].As<Napi::Number>().Int32Value();
+    int err = IfIoctl(name_.c_str(), SIOCSIFMTU, &ifr);
+    if (err != 0) ThrowIfErr(env, err, "cannot set the MTU of '" + name_ + "'", "ioctl(SIOCSIFMTU)");
+    return env.Undefined();
+  }
+
+  Napi::Value GetMtu(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    struct ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    int err = IfIoctl(name_.c_str(), SIOCGIFMTU, &ifr);
+    if (err != 0) {
+      ThrowIfErr(env, err, "cannot read the MTU of '" + name_ + "'", "ioctl(SIOCGIFMTU)");
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, ifr.ifr_mtu);
+  }
+
+  Napi::Value RefLoop(const Napi::CallbackInfo& info) {
+    loop_ref_ = true;
+    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefLoop(const Napi::CallbackInfo& info) {
+    loop_ref_ = false;
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void ThrowIfErr(Napi::Env env, int err, const std::string& msg, const char* syscall) {
+    const char* code = (err == EPERM || err == EACCES) ? "TAP_PERM"
+                       : (err == ENODEV || err == ENXIO) ? "TAP_GONE"
+                                                         : "TAP_IO";
+    MakeError(env, code, msg, err, syscall).ThrowAsJavaScriptException();
+  }
+
+  Napi::Value ThrowClosed(Napi::Env env) {
+    MakeError(env, "TAP_CLOSED", "TAP '" + name_ + "' is closed", 0, "").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // Stop polling, release the handle and the fd. Idempotent. The fd may be closed right after
+  // uv_close (libuv docs); the handle memory is freed in the close callback.
+  void Shutdown() {
+    if (poll_ != nullptr) {
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+      polling_ = false;
+    }
+    CloseFd();
+    if (pinned_) {
+      pinned_ = false;
+      Unref();
+    }
+  }
+
+  void CloseFd() {
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  static void EnvCleanup(void* arg) {
+    TapDevice* self = static_cast<TapDevice*>(arg);
+    self->cleanup_hook_ = false;
+    if (self->poll_ != nullptr) {
+      self->poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(self->poll_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      self->poll_ = nullptr;
+    }
+    self->CloseFd();
+  }
+
+  napi_env env_ = nullptr;
+  int fd_ = -1;
+  bool vnet_ = false;
+  std::string name_;
+  uint32_t batch_frames_ = kDefaultBatchFrames;
+  size_t batch_bytes_ = kDefaultBatchBytes;
+  uint8_t* batch_ = nullptr;
+  uint32_t* offsets_ = nullptr;
+  Napi::ObjectReference batch_ref_;
+  Napi::ObjectReference offsets_ref_;
+  Napi::FunctionReference on_frames_;
+  Napi::FunctionReference on_error_;
+  Napi::AsyncContext* async_ctx_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  bool polling_ = false;
+  bool pinned_ = false;
+  bool loop_ref_ = true;
+  bool cleanup_hook_ = false;
+  uint64_t counters_[kCounterCount] = {};
+  int last_tx_errno_ = 0;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) { return TapDevice::Init(env, exports); }
+
+}  // namespace
+
+NODE_API_MODULE(tap, Init)

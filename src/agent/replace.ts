@@ -1,0 +1,543 @@
+/**
+ * The `replace` agent (DESIGN.md §3): literal and regex find/replace on each direction's byte
+ * stream, with a result that does not depend on how the stream was cut into `feed` calls.
+ *
+ * Semantics (per direction, on the original stream S of that direction):
+ * - Matches are found left to right and never overlap: from the current position, the match with
+ *   the earliest start wins; at equal starts the rule listed first wins; scanning resumes right
+ *   after the accepted match. Unmatched bytes pass unchanged.
+ * - Literal rule `{ find, with, ignoreCase? }`: `find` and `with` are UTF-8 encoded and matched as
+ *   bytes. `ignoreCase` folds ASCII letters only (A-Z = a-z); other bytes must be equal.
+ * - Regex rule `{ regex, with, maxMatch, flags? }`: a JavaScript RegExp (flags from "imsu") run
+ *   on the stream read as latin1, one char per byte, so any byte value works and lengths are byte
+ *   lengths; non-ASCII in the pattern matches latin1 code units (e.g. "é" is the byte 0xE9, not
+ *   the UTF-8 pair C3 A9). The match at position p is what the regex finds, sticky at p, in the
+ *   *window* S[p-1, p+maxMatch): one byte of context before p (so `^` with the `m` flag, `\b` and
+ *   one-byte lookbehinds see the real preceding byte; `^` without `m` is the stream start) and at
+ *   most maxMatch bytes from p. Hence a match longer than maxMatch is never found: greedy
+ *   quantifiers stop at the window end, and a pattern that needs more bytes fails. The window end
+ *   looks like the end of input to `$`, `\b` and lookaheads. Empty matches are ignored.
+ *   In `with`, `$&`, `$1`..`$99`, `$<name>` and `$$` work as in String.prototype.replace; their
+ *   text is emitted as the original bytes, the rest of `with` as UTF-8. "$`" and "$'" are refused
+ *   (the input around a match is a window, not a string).
+ *
+ * Streaming (the seed's "PORT 40, " case, Figure 7 text): the agent answers edits for matches that
+ * are decided and holds back the *undecided tail*: the earliest position that could still start
+ * a match which more bytes might complete or change, and everything after it.
+ * - Literal rule: the longest suffix of the data that is a proper prefix of `find` (KMP over at
+ *   most len(find)-1 bytes), so at most len(find)-1 bytes.
+ * - Regex rule: a start p is decided once p + maxMatch bytes are available (its window is
+ *   complete), so the last maxMatch-1 bytes are always held. A match at p is accepted only when
+ *   p is decided and no earlier start (and no earlier rule at p) is undecided.
+ * - `flush` decides the tail as if the stream ended there (windows are cut at the end of data):
+ *   complete matches inside it are still replaced. After a mid-stream flush (hold timeout or
+ *   limit) matches spanning the flush point are not found: that is what a flush means.
+ * State per direction is the position, the tail (bounded by the longest pattern / maxMatch - 1)
+ * and the byte before it; `snapshot` is that as plain JSON.
+ *
+ * Efficiency: literals are searched with Buffer.indexOf (memchr-like); each rule caches its next
+ * candidate so the data is not rescanned from scratch for every match. Regexes without
+ * end-sensitive constructs ($, \b, \B, lookarounds) are located with one global search per block
+ * and then checked in their window; the others are run in the window at every position (slower).
+ */
+
+import type {
+  Agent,
+  AgentContext,
+  AgentFactory,
+  AgentOutput,
+  Direction,
+  Edit,
+  FlushReason,
+} from './types.js';
+import { NO_EDITS } from './types.js';
+
+export interface LiteralRule {
+  find: string;
+  with: string;
+  ignoreCase?: boolean;
+}
+
+export interface RegexRule {
+  regex: string;
+  with: string;
+  /** Longest match found, in bytes: 1..MAX_MATCH_LIMIT. Also the hold-back bound (maxMatch - 1). */
+  maxMatch: number;
+  /** Subset of REGEX_FLAGS. */
+  flags?: string;
+}
+
+export type ReplaceRule = LiteralRule | RegexRule;
+export type ReplaceConfig = readonly ReplaceRule[];
+
+export const MAX_MATCH_LIMIT = 65536;
+export const REGEX_FLAGS = 'imsu';
+
+/** One problem with a rule: which field, and what is wrong. */
+export interface RuleProblem {
+  field: 'find' | 'regex' | 'with' | 'maxMatch' | 'flags' | 'ignoreCase' | 'rule';
+  message: string;
+}
+
+/** The state `snapshot` returns (version 1). */
+export interface ReplaceSnapshot {
+  v: 1;
+  dirs: Record<Direction, { pos: number; undecided: number; prev: number; tail: string }>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiled rules
+
+/** A piece of a replacement template: literal bytes, a group number, or a group name. */
+type TplPart = Buffer | number | string;
+
+interface CompiledLiteral {
+  kind: 'lit';
+  /** Pattern bytes (ASCII-lowered when ci). */
+  pat: Buffer;
+  /** KMP failure function of pat. */
+  fail: Int32Array;
+  ci: boolean;
+  out: Buffer;
+}
+
+interface CompiledRegex {
+  kind: 're';
+  maxMatch: number;
+  /** Sticky: run at one position of a window. */
+  sticky: RegExp;
+  /** Global: locates candidates; null when the pattern is end-sensitive (slow path). */
+  scan: RegExp | null;
+  tpl: TplPart[];
+}
+
+type CompiledRule = CompiledLiteral | CompiledRegex;
+
+/** Constructs whose result can change when input continues past the window end (or lookbehind). */
+const END_SENSITIVE = /\$|\\[bB]|\(\?<?[=!]/;
+
+function isRegexRule(r: ReplaceRule): r is RegexRule {
+  return typeof (r as RegexRule).regex === 'string';
+}
+
+/**
+ * Everything wrong with one rule (empty = valid). The config loader reports these with file
+ * positions; `compileReplaceRules` throws on the first.
+ */
+export function replaceRuleProblems(rule: unknown): RuleProblem[] {
+  const out: RuleProblem[] = [];
+  if (typeof rule !== 'object' || rule === null) {
+    return [{ field: 'rule', message: 'expected an object with `find` or `regex`' }];
+  }
+  const r = rule as Record<string, unknown>;
+  const hasFind = r['find'] !== undefined;
+  const hasRegex = r['regex'] !== undefined;
+  if (hasFind === hasRegex) {
+    out.push({ field: 'rule', message: 'expected exactly one of `find` (literal) or `regex`' });
+    return out;
+  }
+  if (typeof r['with'] !== 'string') out.push({ field: 'with', message: 'expected a string' });
+  if (hasFind) {
+    if (typeof r['find'] !== 'string' || r['find'] === '') {
+      out.push({ field: 'find', message: 'expected a non-empty string' });
+    }
+    if (r['ignoreCase'] !== undefined && typeof r['ignoreCase'] !== 'boolean') {
+      out.push({ field: 'ignoreCase', message: 'expected a boolean' });
+    }
+    return out;
+  }
+  const mm = r['maxMatch'];
+  if (mm === undefined) {
+    out.push({ field: 'maxMatch', message: `required for a regex rule: the longest match in bytes, 1 to ${MAX_MATCH_LIMIT}` });
+  } else if (typeof mm !== 'number' || !Number.isInteger(mm) || mm < 1 || mm > MAX_MATCH_LIMIT) {
+    out.push({ field: 'maxMatch', message: `expected an integer from 1 to ${MAX_MATCH_LIMIT}` });
+  }
+  const flags = r['flags'] ?? '';
+  if (typeof flags !== 'string') {
+    out.push({ field: 'flags', message: `expected a string of flags from "${REGEX_FLAGS}"` });
+    return out;
+  }
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i]!;
+    if (!REGEX_FLAGS.includes(f) || flags.indexOf(f) !== i) {
+      out.push({
+        field: 'flags',
+        message: `flag "${f}" ${REGEX_FLAGS.includes(f) ? 'repeated' : 'not allowed'}; allowed: "${REGEX_FLAGS}"`,
+      });
+      return out;
+    }
+  }
+  if (typeof r['regex'] !== 'string' || r['regex'] === '') {
+    out.push({ field: 'regex', message: 'expected a non-empty string' });
+    return out;
+  }
+  let re: RegExp;
+  try {
+    re = new RegExp(r['regex'], flags);
+  } catch (e) {
+    out.push({ field: 'regex', message: `does not compile: ${(e as Error).message}` });
+    return out;
+  }
+  if (typeof r['with'] === 'string') {
+    const p = parseTemplate(r['with'], re);
+    if (typeof p === 'string') out.push({ field: 'with', message: p });
+  }
+  return out;
+}
+
+/** Validate and compile; throws an Error naming the rule on the first problem. */
+export function compileReplaceRules(cfg: unknown): CompiledRule[] {
+  if (!Array.isArray(cfg) || cfg.length === 0) {
+    throw new Error('replace: expected a non-empty list of rules');
+  }
+  return cfg.map((rule: unknown, i: number): CompiledRule => {
+    const problems = replaceRuleProblems(rule);
+    if (problems.length > 0) {
+      const p = problems[0]!;
+      throw new Error(`replace: rule ${i}: ${p.field}: ${p.message}`);
+    }
+    const r = rule as ReplaceRule;
+    if (!isRegexRule(r)) {
+      const ci = r.ignoreCase === true;
+      const raw = Buffer.from(r.find, 'utf8');
+      const pat = ci ? asciiLower(raw) : raw;
+      return { kind: 'lit', pat, fail: kmpFailure(pat), ci, out: Buffer.from(r.with, 'utf8') };
+    }
+    const flags = r.flags ?? '';
+    const sticky = new RegExp(r.regex, flags + 'y');
+    const tpl = parseTemplate(r.with, sticky) as TplPart[];
+    const scan = END_SENSITIVE.test(r.regex) ? null : new RegExp(r.regex, flags + 'g');
+    return { kind: 're', maxMatch: r.maxMatch, sticky, scan, tpl };
+  });
+}
+
+/**
+ * Split a replacement template into parts, following GetSubstitution (ECMA-262) for `$$`, `$&`,
+ * `$n`, `$nn`, `$<name>`. Returns an error message for "$`" and "$'".
+ */
+function parseTemplate(t: string, re: RegExp): TplPart[] | string {
+  const probe = new RegExp(`${re.source}|`, re.flags.replace(/[gy]/g, '')).exec('')!;
+  const groups = probe.length - 1;
+  const named = probe.groups !== undefined;
+  const parts: TplPart[] = [];
+  let lit = '';
+  const pushLit = (): void => {
+    if (lit !== '') parts.push(Buffer.from(lit, 'utf8'));
+    lit = '';
+  };
+  for (let i = 0; i < t.length; i++) {
+    const c = t[i]!;
+    if (c !== '$' || i + 1 >= t.length) {
+      lit += c;
+      continue;
+    }
+    const n = t[i + 1]!;
+    if (n === '$') {
+      lit += '$';
+      i++;
+    } else if (n === '&') {
+      pushLit();
+      parts.push(0);
+      i++;
+    } else if (n === '`' || n === "'") {
+      return `"$${n}" is not supported in a stream (the text around a match is not known)`;
+    } else if (n >= '0' && n <= '9') {
+      const two = i + 2 < t.length && t[i + 2]! >= '0' && t[i + 2]! <= '9' ? Number(n + t[i + 2]) : -1;
+      const one = Number(n);
+      if (two >= 1 && two <= groups) {
+        pushLit();
+        parts.push(two);
+        i += 2;
+      } else if (one >= 1 && one <= groups) {
+        pushLit();
+        parts.push(one);
+        i++;
+      } else {
+        lit += '$';
+      }
+    } else if (n === '<' && named) {
+      const end = t.indexOf('>', i + 2);
+      if (end < 0) {
+        lit += '$';
+      } else {
+        pushLit();
+        parts.push(t.slice(i + 2, end));
+        i = end;
+      }
+    } else {
+      lit += '$';
+    }
+  }
+  pushLit();
+  return parts;
+}
+
+function expand(tpl: TplPart[], m: RegExpExecArray): Buffer {
+  if (tpl.length === 1 && Buffer.isBuffer(tpl[0])) return tpl[0];
+  const bufs: Buffer[] = [];
+  for (const p of tpl) {
+    if (Buffer.isBuffer(p)) bufs.push(p);
+    else {
+      const s = typeof p === 'number' ? m[p] : m.groups?.[p];
+      if (s !== undefined && s !== '') bufs.push(Buffer.from(s, 'latin1'));
+    }
+  }
+  return bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+}
+
+function kmpFailure(p: Uint8Array): Int32Array {
+  const f = new Int32Array(p.length);
+  let k = 0;
+  for (let i = 1; i < p.length; i++) {
+    while (k > 0 && p[i] !== p[k]) k = f[k - 1]!;
+    if (p[i] === p[k]) k++;
+    f[i] = k;
+  }
+  return f;
+}
+
+function asciiLower(b: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(b.length);
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!;
+    out[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scanner: one pass over the bytes [base, base + buf.length) of a direction
+
+/** Next event of one rule from a position: a decided match, an undecided start, or nothing. */
+interface RuleEvent {
+  /** Index in buf; Infinity = no match and nothing undecided from the position on. */
+  start: number;
+  len: number;
+  decided: boolean;
+  out: Buffer;
+}
+
+const NONE: RuleEvent = Object.freeze({ start: Infinity, len: 0, decided: true, out: Buffer.alloc(0) });
+const EMPTY = Buffer.alloc(0);
+
+/** Candidate starts examined per global search of a regex (plus maxMatch of look-ahead). */
+const REGEX_BLOCK = 16 * 1024;
+
+interface ScanResult {
+  edits: Edit[];
+  /** Index in buf where the undecided tail starts (buf.length = nothing held). */
+  hold: number;
+}
+
+class Scan {
+  private lowered: Buffer | undefined;
+  private str: string | undefined;
+  /** 1 when str starts with the context byte before buf, else 0. */
+  private readonly off: number;
+
+  constructor(
+    private readonly buf: Buffer,
+    private readonly prev: number,
+    private readonly final: boolean,
+  ) {
+    this.off = prev >= 0 ? 1 : 0;
+  }
+
+  run(rules: readonly CompiledRule[], base: number): ScanResult {
+    const edits: Edit[] = [];
+    const ev: (RuleEvent | undefined)[] = new Array(rules.length);
+    let pos = 0;
+    for (;;) {
+      let best: RuleEvent = NONE;
+      for (let r = 0; r < rules.length; r++) {
+        let e = ev[r];
+        if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, pos);
+        if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
+      }
+      if (best.start === Infinity) return { edits, hold: this.buf.length };
+      if (!best.decided) return { edits, hold: best.start };
+      edits.push({ at: base + best.start, len: best.len, data: best.out });
+      pos = best.start + best.len;
+    }
+  }
+
+  private next(rule: CompiledRule, pos: number): RuleEvent {
+    return rule.kind === 'lit' ? this.nextLiteral(rule, pos) : this.nextRegex(rule, pos);
+  }
+
+  private nextLiteral(rule: CompiledLiteral, pos: number): RuleEvent {
+    const hay = rule.ci ? (this.lowered ??= asciiLower(this.buf)) : this.buf;
+    const pat = rule.pat;
+    const m = pat.length;
+    const i = hay.indexOf(pat, pos);
+    if (i >= 0) return { start: i, len: m, decided: true, out: rule.out };
+    if (this.final) return NONE;
+    // No complete match: the longest suffix (starting at or after pos) that is a proper prefix
+    // of the pattern is undecided. Fewer than m bytes are looked at, so k < m.
+    const n = hay.length;
+    const fail = rule.fail;
+    let k = 0;
+    for (let j = Math.max(pos, n - m + 1); j < n; j++) {
+      const c = hay[j]!;
+      while (k > 0 && pat[k] !== c) k = fail[k - 1]!;
+      if (pat[k] === c) k++;
+    }
+    return k > 0 ? { start: n - k, len: 0, decided: false, out: EMPTY } : NONE;
+  }
+
+  private nextRegex(rule: CompiledRegex, pos: number): RuleEvent {
+    const n = this.buf.length;
+    const mm = rule.maxMatch;
+    // Starts below decidedEnd have their whole window available.
+    const decidedEnd = this.final ? n : Math.max(pos, n - mm + 1);
+    const s = (this.str ??= (this.off ? String.fromCharCode(this.prev) : '') + this.buf.toString('latin1'));
+    const off = this.off;
+    if (rule.scan === null) {
+      for (let q = pos; q < decidedEnd; q++) {
+        const e = this.windowMatch(rule, s, q);
+        if (e) return e;
+      }
+    } else {
+      const g = rule.scan;
+      for (let q0 = pos; q0 < decidedEnd; q0 += REGEX_BLOCK) {
+        const q1 = Math.min(q0 + REGEX_BLOCK, decidedEnd);
+        // The block string holds every window of the starts [q0, q1) (and a context byte).
+        const ts = q0 + off > 0 ? q0 + off - 1 : 0;
+        const t = s.substring(ts, Math.min(q1 - 1 + off + mm, s.length));
+        let from = q0 + off - ts;
+        for (;;) {
+          g.lastIndex = from;
+          const m = g.exec(t);
+          if (m === null) break;
+          const q = m.index + ts - off;
+          if (q >= q1) break;
+          // No match on the longer string at a start means none in its window (the pattern has
+          // no end-sensitive construct); a match there must still be checked in the window.
+          const e = this.windowMatch(rule, s, q);
+          if (e) return e;
+          from = m.index + 1;
+        }
+      }
+    }
+    if (this.final || decidedEnd >= n) return NONE;
+    return { start: decidedEnd, len: 0, decided: false, out: EMPTY };
+  }
+
+  /** The rule's match at buf index q, seen through its window, or undefined. */
+  private windowMatch(rule: CompiledRegex, s: string, q: number): RuleEvent | undefined {
+    const at = q + this.off;
+    const ws = at > 0 ? at - 1 : 0;
+    const w = s.substring(ws, Math.min(at + rule.maxMatch, s.length));
+    const re = rule.sticky;
+    re.lastIndex = at - ws;
+    const m = re.exec(w);
+    if (m === null || m[0].length === 0) return undefined;
+    return { start: q, len: m[0].length, decided: true, out: expand(rule.tpl, m) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent
+
+interface DirState {
+  /** End of the data fed: the next `feed` must start here. */
+  pos: number;
+  /** Start of the undecided tail (the last answer's undecidedFrom). */
+  undecided: number;
+  /** Bytes [undecided, pos). */
+  tail: Buffer;
+  /** The byte at undecided - 1 (regex context), -1 at the stream start. */
+  prev: number;
+}
+
+function freshDir(): DirState {
+  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1 };
+}
+
+class ReplaceAgent implements Agent {
+  readonly name = 'replace';
+  private readonly st: Record<Direction, DirState>;
+
+  constructor(
+    private readonly rules: readonly CompiledRule[],
+    private readonly dirs: ReadonlySet<Direction>,
+    st?: Record<Direction, DirState>,
+  ) {
+    this.st = st ?? { c2s: freshDir(), s2c: freshDir() };
+  }
+
+  feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput {
+    if (!this.dirs.has(dir)) return NO_EDITS;
+    const st = this.st[dir];
+    if (pos !== st.pos) {
+      throw new Error(`replace: ${dir} fed at ${pos}, expected ${st.pos} (engine bug)`);
+    }
+    if (data.length === 0) return { edits: [], undecidedFrom: st.undecided };
+    const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const buf = st.tail.length > 0 ? Buffer.concat([st.tail, chunk]) : chunk;
+    st.pos = pos + data.length;
+    return this.decide(st, buf, false);
+  }
+
+  flush(dir: Direction, _reason: FlushReason): AgentOutput {
+    if (!this.dirs.has(dir)) return NO_EDITS;
+    const st = this.st[dir];
+    if (st.tail.length === 0) return { edits: [], undecidedFrom: st.pos };
+    return this.decide(st, st.tail, true);
+  }
+
+  private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
+    const base = st.undecided;
+    const { edits, hold } = new Scan(buf, st.prev, final).run(this.rules, base);
+    if (hold > 0) {
+      st.prev = buf[hold - 1]!;
+      st.undecided = base + hold;
+      // Copy: the caller may reuse its buffer, and a concat would pin the whole chunk.
+      st.tail = hold < buf.length ? Buffer.from(buf.subarray(hold)) : EMPTY;
+    } else if (buf !== st.tail) {
+      st.tail = Buffer.from(buf);
+    }
+    return { edits, undecidedFrom: st.undecided };
+  }
+
+  snapshot(): ReplaceSnapshot {
+    const d = (s: DirState) => ({
+      pos: s.pos,
+      undecided: s.undecided,
+      prev: s.prev,
+      tail: s.tail.toString('base64'),
+    });
+    return { v: 1, dirs: { c2s: d(this.st.c2s), s2c: d(this.st.s2c) } };
+  }
+}
+
+function restoreDir(x: unknown, dir: Direction): DirState {
+  const o = x as Record<string, unknown> | null;
+  const bad = (why: string): never => {
+    throw new Error(`replace: bad snapshot (${dir}: ${why})`);
+  };
+  if (typeof o !== 'object' || o === null) return bad('not an object');
+  const { pos, undecided, prev, tail } = o;
+  if (!Number.isSafeInteger(pos) || !Number.isSafeInteger(undecided)) return bad('positions');
+  if (!Number.isInteger(prev) || (prev as number) < -1 || (prev as number) > 255) return bad('prev');
+  if (typeof tail !== 'string') return bad('tail');
+  const t = Buffer.from(tail, 'base64');
+  if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
+  if (((undecided as number) === 0) !== (prev === -1)) return bad('prev at stream start');
+  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t };
+}
+
+export const replaceFactory: AgentFactory<ReplaceConfig> = {
+  name: 'replace',
+  create(cfg: ReplaceConfig, ctx: AgentContext): Agent {
+    return new ReplaceAgent(compileReplaceRules(cfg), ctx.directions);
+  },
+  restore(cfg: ReplaceConfig, ctx: AgentContext, state: unknown): Agent {
+    const s = state as Partial<ReplaceSnapshot> | null;
+    if (typeof s !== 'object' || s === null || s.v !== 1 || typeof s.dirs !== 'object') {
+      throw new Error('replace: bad snapshot (expected { v: 1, dirs })');
+    }
+    const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
+    return new ReplaceAgent(compileReplaceRules(cfg), ctx.directions, st);
+  },
+};

@@ -1,0 +1,15 @@
+/** Config: YAML loading, validation with precise errors, rule selection. */
+export { ConfigError, formatIssue, formatPath, type ConfigIssue } from './errors.js';
+export { cidrContains, formatCidr, formatIPv4, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
+export {
+  loadConfig,
+  parseConfig,
+  ruleMatches,
+  selectRule,
+  type Config,
+  type ConnKey,
+  type Matcher,
+  type PortRange,
+  type Rule,
+  type RuleDirection,
+} from './load.js';

@@ -1,0 +1,266 @@
+/**
+ * Loading the YAML config: parse (yaml), validate (zod, ./schema.ts), map every issue back to the
+ * file's line:column through the document's node ranges, check cross-field limits, and compile
+ * the rules into matchers. `selectRule` picks the agent rule for a new connection.
+ */
+
+import { readFileSync } from 'node:fs';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import type { MonitorConfig } from '../agent/monitor.js';
+import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
+import type { Direction } from '../agent/types.js';
+import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
+import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
+import { cidrContains, type Cidr } from './ipv4.js';
+import { configSchema, type PortRange, type RawConfig } from './schema.js';
+
+export type { PortRange } from './schema.js';
+
+/** All given conditions must hold; none given = every connection. */
+export interface Matcher {
+  /** Either side's port. */
+  port?: readonly PortRange[];
+  clientPort?: readonly PortRange[];
+  serverPort?: readonly PortRange[];
+  /** Either side's address. */
+  address?: readonly Cidr[];
+  clientAddress?: readonly Cidr[];
+  serverAddress?: readonly Cidr[];
+}
+
+export type RuleDirection = 'both' | 'c2s' | 's2c';
+
+interface RuleCommon {
+  /** Position in `rules` (0-based). */
+  index: number;
+  name?: string;
+  match: Matcher;
+  direction: RuleDirection;
+  /** The directions the agent may edit (AgentContext.directions). */
+  directions: ReadonlySet<Direction>;
+  /** Where the rule is written (1-based line:column), for logs. */
+  line: number;
+  col: number;
+}
+
+/** A rule with its agent's config, ready for `createAgent(rule.agent, rule.config, ctx)`. */
+export type Rule = RuleCommon &
+  ({ agent: 'replace'; config: ReplaceConfig } | { agent: 'monitor'; config: MonitorConfig });
+
+export interface Config {
+  fileName: string;
+  /** First match wins; no match = pass-through (no agent). */
+  rules: readonly Rule[];
+  /** DEFAULT_LIMITS with the file's overrides. */
+  limits: Readonly<Limits>;
+}
+
+/** A new connection as the flow table sees it (client = the side that sent the first SYN). */
+export interface ConnKey {
+  /** IPv4 as uint32. */
+  clientAddr: number;
+  clientPort: number;
+  serverAddr: number;
+  serverPort: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(path, [{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
+  }
+  return parseConfig(text, path);
+}
+
+export function parseConfig(text: string, fileName = '<config>'): Config {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number | undefined): { line?: number; col?: number } => {
+    if (offset === undefined) return {};
+    const p = lc.linePos(offset);
+    return { line: p.line, col: p.col };
+  };
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      fileName,
+      doc.errors.map((e) => ({
+        file: fileName,
+        ...at(e.pos[0]),
+        path: '',
+        message: `YAML: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
+      })),
+    );
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 1000 });
+  } catch (e) {
+    throw new ConfigError(fileName, [{ file: fileName, line: 1, col: 1, path: '', message: `YAML: ${(e as Error).message}` }]);
+  }
+  if (data === null || data === undefined) {
+    throw new ConfigError(fileName, [{ file: fileName, line: 1, col: 1, path: '', message: 'empty config: expected a mapping with `rules:`' }]);
+  }
+
+  const issue = (path: readonly PropertyKey[], message: string, onKey = false): ConfigIssue => ({
+    file: fileName,
+    ...at(locate(doc, path, onKey)),
+    path: formatPath(path),
+    message,
+  });
+
+  const res = configSchema.safeParse(data);
+  if (!res.success) {
+    throw new ConfigError(
+      fileName,
+      res.error.issues.map((iss) => {
+        if (iss.code === 'unrecognized_keys') {
+          // Point at the (first) unknown key itself.
+          return issue([...iss.path, iss.keys[0]!], iss.message, true);
+        }
+        const value = valueAt(data, iss.path);
+        let msg = iss.message;
+        if (value === undefined && (iss.code === 'invalid_type' || iss.code === 'invalid_value')) msg = `missing; ${msg}`;
+        else if (value !== undefined && ['invalid_type', 'invalid_value', 'too_small', 'too_big'].includes(iss.code)) {
+          msg = `${msg}, got ${show(value)}`;
+        }
+        return issue(iss.path, msg);
+      }),
+    );
+  }
+  const raw = res.data;
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  for (const [k, v] of Object.entries(raw.limits ?? {})) {
+    if (v !== undefined) limits[k as keyof Limits] = v;
+  }
+
+  // Cross-check: an agent that must hold more bytes than the engine allows would be flushed
+  // mid-match and silently miss it.
+  const held: ConfigIssue[] = [];
+  raw.rules.forEach((r, i) => {
+    r.replace?.forEach((x, j) => {
+      const need = x.regex !== undefined ? (x.maxMatch ?? 1) - 1 : Buffer.byteLength(x.find ?? '', 'utf8') - 1;
+      if (need > limits.maxHeldBytes) {
+        const field = x.regex !== undefined ? 'maxMatch' : 'find';
+        held.push(
+          issue(
+            ['rules', i, 'replace', j, field],
+            `needs up to ${need} held-back bytes, more than limits.maxHeldBytes (${limits.maxHeldBytes})`,
+          ),
+        );
+      }
+    });
+  });
+  if (held.length > 0) throw new ConfigError(fileName, held);
+
+  return { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits };
+}
+
+function compileRule(r: RawConfig['rules'][number], index: number, offset: number | undefined, lc: LineCounter): Rule {
+  const pos = offset === undefined ? { line: 0, col: 0 } : lc.linePos(offset);
+  const m = r.match ?? {};
+  const match: Matcher = {};
+  if (m.port !== undefined) match.port = m.port;
+  if (m.clientPort !== undefined) match.clientPort = m.clientPort;
+  if (m.serverPort !== undefined) match.serverPort = m.serverPort;
+  if (m.address !== undefined) match.address = m.address;
+  if (m.clientAddress !== undefined) match.clientAddress = m.clientAddress;
+  if (m.serverAddress !== undefined) match.serverAddress = m.serverAddress;
+  const directions = new Set<Direction>(r.direction === 'both' ? ['c2s', 's2c'] : [r.direction]);
+  const common: RuleCommon = { index, match, direction: r.direction, directions, line: pos.line, col: pos.col };
+  if (r.name !== undefined) common.name = r.name;
+  if (r.agent === 'replace') {
+    const rules: ReplaceRule[] = (r.replace ?? []).map((x) => {
+      if (x.regex !== undefined) {
+        const rr: ReplaceRule = { regex: x.regex, with: x.with, maxMatch: x.maxMatch ?? 1 };
+        if (x.flags !== undefined) rr.flags = x.flags;
+        return rr;
+      }
+      const lr: ReplaceRule = { find: x.find ?? '', with: x.with };
+      if (x.ignoreCase !== undefined) lr.ignoreCase = x.ignoreCase;
+      return lr;
+    });
+    return { ...common, agent: 'replace', config: rules };
+  }
+  return { ...common, agent: 'monitor', config: undefined };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule selection
+
+const inPorts = (rs: readonly PortRange[], p: number): boolean => rs.some((r) => p >= r.lo && p <= r.hi);
+const inAddrs = (cs: readonly Cidr[], a: number): boolean => cs.some((c) => cidrContains(c, a));
+
+export function ruleMatches(rule: Rule, c: ConnKey): boolean {
+  const m = rule.match;
+  return (
+    (m.port === undefined || inPorts(m.port, c.clientPort) || inPorts(m.port, c.serverPort)) &&
+    (m.clientPort === undefined || inPorts(m.clientPort, c.clientPort)) &&
+    (m.serverPort === undefined || inPorts(m.serverPort, c.serverPort)) &&
+    (m.address === undefined || inAddrs(m.address, c.clientAddr) || inAddrs(m.address, c.serverAddr)) &&
+    (m.clientAddress === undefined || inAddrs(m.clientAddress, c.clientAddr)) &&
+    (m.serverAddress === undefined || inAddrs(m.serverAddress, c.serverAddr))
+  );
+}
+
+/** The first rule matching the connection, or undefined (pass-through, no agent). */
+export function selectRule(config: Config, conn: ConnKey): { rule: Rule; index: number } | undefined {
+  const rules = config.rules;
+  for (let i = 0; i < rules.length; i++) {
+    if (ruleMatches(rules[i]!, conn)) return { rule: rules[i]!, index: i };
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mapping document paths to text positions
+
+/**
+ * Offset of the node at `path` (or of its key when `onKey`); when the path goes beyond what is
+ * written (a missing key), the deepest existing node: the mapping that lacks the key.
+ */
+function locate(doc: Document, path: readonly PropertyKey[], onKey = false): number | undefined {
+  let node: unknown = doc.contents;
+  let best = rangeStart(node);
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i]!;
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && String(isScalar(p.key) ? p.key.value : p.key) === String(seg));
+      if (pair === undefined) break;
+      const keyPos = rangeStart(pair.key);
+      if (last && onKey) return keyPos ?? best;
+      node = pair.value;
+      best = rangeStart(node) ?? keyPos ?? best; // `key:` with no value: the key
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = node.items[seg];
+      best = rangeStart(node) ?? best;
+    } else break;
+  }
+  return best;
+}
+
+function rangeStart(node: unknown): number | undefined {
+  const r = (node as { range?: [number, number, number] } | null)?.range;
+  return r === undefined ? undefined : r[0];
+}
+
+function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+  let v = data;
+  for (const seg of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[seg];
+  }
+  return v;
+}
+
+function show(v: unknown): string {
+  if (Array.isArray(v)) return v.length === 0 ? 'an empty list' : `a list of ${v.length}`;
+  if (v === null) return 'null (empty)';
+  if (typeof v === 'object') return 'a mapping';
+  const s = JSON.stringify(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}

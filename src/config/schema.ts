@@ -1,0 +1,170 @@
+/**
+ * The config file's schema (zod v4). Every message says what was expected; the loader adds the
+ * file, line:column, document path and the value found. Objects are strict: an unknown key is an
+ * error that lists the allowed keys (a typo must never silently disable a rule).
+ */
+
+import { z } from 'zod';
+import { AGENT_NAMES } from '../agent/registry.js';
+import { MAX_MATCH_LIMIT, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
+import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
+import { parseCidr, type Cidr } from './ipv4.js';
+
+export interface PortRange {
+  lo: number;
+  hi: number;
+}
+
+/** A strict object whose unknown-key error lists the allowed keys. */
+function strict<S extends z.ZodRawShape>(shape: S, what: string) {
+  const allowed = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (iss) => {
+      if (iss.code === 'unrecognized_keys') {
+        const ks = iss.keys.map((k) => `"${k}"`).join(', ');
+        return `unknown key${iss.keys.length > 1 ? 's' : ''} ${ks} in ${what}; allowed: ${allowed}`;
+      }
+      if (iss.code === 'invalid_type') return `expected ${what} (a mapping)`;
+      return undefined;
+    },
+  });
+}
+
+function intIn(lo: number, hi: number, what: string) {
+  const e = hi === Number.MAX_SAFE_INTEGER
+    ? `expected ${what}: an integer >= ${lo}`
+    : `expected ${what}: an integer from ${lo} to ${hi}`;
+  return z.number({ error: e }).int({ error: e }).min(lo, { error: e }).max(hi, { error: e });
+}
+
+const PORT_ERR = 'expected a port 1..65535, a range "lo-hi", or a list of those';
+
+function parsePortItem(v: unknown): PortRange | string {
+  if (typeof v === 'number') {
+    return Number.isInteger(v) && v >= 1 && v <= 65535 ? { lo: v, hi: v } : `port ${v} out of range: ${PORT_ERR}`;
+  }
+  if (typeof v !== 'string') return PORT_ERR;
+  const m = /^\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?$/.exec(v);
+  if (m === null) return PORT_ERR;
+  const lo = Number(m[1]);
+  const hi = m[2] === undefined ? lo : Number(m[2]);
+  if (lo < 1 || hi > 65535 || lo > 65535) return `port range "${v}" out of 1..65535`;
+  if (lo > hi) return `port range "${v}" is empty (${lo} > ${hi})`;
+  return { lo, hi };
+}
+
+/** A port spec: 8080 | "8000-8099" | [80, "8000-8099"] → ranges. */
+const portSpec = z.unknown().transform((v, ctx): PortRange[] => {
+  const items = Array.isArray(v) ? v : [v];
+  if (Array.isArray(v) && v.length === 0) {
+    ctx.issues.push({ code: 'custom', message: `empty list: ${PORT_ERR}`, input: v });
+  }
+  const out: PortRange[] = [];
+  items.forEach((it, i) => {
+    const r = parsePortItem(it);
+    if (typeof r === 'string') {
+      ctx.issues.push({ code: 'custom', message: r, input: it, path: Array.isArray(v) ? [i] : [] });
+    } else out.push(r);
+  });
+  return out;
+});
+
+const ADDR_ERR = 'expected an IPv4 address or CIDR ("10.0.0.0/8"), or a list of those';
+
+/** An address spec: "10.0.0.1" | "10.0.0.0/8" | [...] → CIDR blocks. */
+const addressSpec = z.unknown().transform((v, ctx): Cidr[] => {
+  const items = Array.isArray(v) ? v : [v];
+  if (Array.isArray(v) && v.length === 0) {
+    ctx.issues.push({ code: 'custom', message: `empty list: ${ADDR_ERR}`, input: v });
+  }
+  const out: Cidr[] = [];
+  items.forEach((it, i) => {
+    const r = typeof it === 'string' ? parseCidr(it.trim()) : ADDR_ERR;
+    if (typeof r === 'string') {
+      ctx.issues.push({ code: 'custom', message: r, input: it, path: Array.isArray(v) ? [i] : [] });
+    } else out.push(r);
+  });
+  return out;
+});
+
+export const matchSchema = strict(
+  {
+    port: portSpec.optional(),
+    clientPort: portSpec.optional(),
+    serverPort: portSpec.optional(),
+    address: addressSpec.optional(),
+    clientAddress: addressSpec.optional(),
+    serverAddress: addressSpec.optional(),
+  },
+  'match',
+);
+
+export const replaceItemSchema = strict(
+  {
+    find: z.string({ error: 'expected a string (the literal to find)' }).optional(),
+    regex: z.string({ error: 'expected a string (a JavaScript regular expression)' }).optional(),
+    with: z.string({ error: 'expected a string (the replacement; may be empty "")' }),
+    ignoreCase: z.boolean({ error: 'expected true or false' }).optional(),
+    maxMatch: intIn(1, MAX_MATCH_LIMIT, 'the longest match in bytes').optional(),
+    flags: z.string({ error: `expected a string of regex flags from "${REGEX_FLAGS}"` }).optional(),
+  },
+  'a replace rule',
+).superRefine((r, ctx) => {
+  for (const p of replaceRuleProblems(r)) {
+    // A present maxMatch was range-checked by zod already: do not report it twice.
+    if (p.field === 'maxMatch' && r.maxMatch !== undefined) continue;
+    ctx.addIssue({ code: 'custom', message: p.message, path: p.field === 'rule' ? [] : [p.field] });
+  }
+  if (r.find !== undefined && r.regex === undefined) {
+    if (r.maxMatch !== undefined) ctx.addIssue({ code: 'custom', message: '`maxMatch` applies to regex rules only', path: ['maxMatch'] });
+    if (r.flags !== undefined) ctx.addIssue({ code: 'custom', message: '`flags` applies to regex rules only', path: ['flags'] });
+  }
+  if (r.regex !== undefined && r.find === undefined && r.ignoreCase !== undefined) {
+    ctx.addIssue({ code: 'custom', message: '`ignoreCase` applies to find rules; for a regex use flags: "i"', path: ['ignoreCase'] });
+  }
+});
+
+const AGENT_ERR = `expected one of: ${AGENT_NAMES.join(', ')}`;
+
+export const ruleSchema = strict(
+  {
+    name: z.string({ error: 'expected a string' }).optional(),
+    match: matchSchema.nullish(),
+    direction: z.enum(['both', 'c2s', 's2c'], { error: 'expected one of: both, c2s, s2c' }).default('both'),
+    agent: z.enum(AGENT_NAMES, { error: AGENT_ERR }),
+    replace: z
+      .array(replaceItemSchema, { error: 'expected a list of { find, with } / { regex, with, maxMatch } rules' })
+      .min(1, { error: 'expected at least one find/regex rule' })
+      .optional(),
+  },
+  'a rule',
+).superRefine((r, ctx) => {
+  if (r.agent === 'replace' && r.replace === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'agent replace needs `replace:`, a list of find/regex rules', path: ['replace'] });
+  }
+  if (r.agent !== 'replace' && r.replace !== undefined) {
+    ctx.addIssue({ code: 'custom', message: `\`replace\` is only for agent replace (this rule's agent is ${r.agent})`, path: ['replace'] });
+  }
+});
+
+/** Limits that may be 0 ("no cap" / "never retry"); the others must be at least 1. */
+const ZERO_OK: ReadonlySet<keyof Limits> = new Set(['maxCommands', 'commandMaxAgeMs', 'maxSynthRetries']);
+
+const limitsShape = Object.fromEntries(
+  (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((k) => [
+    k,
+    intIn(ZERO_OK.has(k) ? 0 : 1, Number.MAX_SAFE_INTEGER, k).optional(),
+  ]),
+) as { [K in keyof Limits]: z.ZodOptional<ReturnType<typeof intIn>> };
+
+export const limitsSchema = strict(limitsShape, 'limits');
+
+export const configSchema = strict(
+  {
+    rules: z.array(ruleSchema, { error: 'expected a list of rules' }),
+    limits: limitsSchema.optional(),
+  },
+  'the config',
+);
+
+export type RawConfig = z.output<typeof configSchema>;

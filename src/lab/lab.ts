@@ -1,0 +1,608 @@
+/**
+ * The lab (DESIGN.md §4): three network namespaces and the gateway's two TAPs on bridges.
+ *
+ *   ${prefix}-client                ${prefix}-gw                              ${prefix}-server
+ *   eth0 10.200.0.1/24 ─veth─ vc ─[br-c]─ tap-c ⇄ gateway ⇄ tap-s ─[br-s]─ vs ─veth─ eth0 10.200.0.2/24
+ *
+ * Client and server are on one IP subnet: the gateway is an Ethernet bridge (it forwards or
+ * rewrites frames between tap-c and tap-s; nothing is routed). The TAPs are persistent
+ * (`ip tuntap add mode tap`) so the gateway process, started inside ${prefix}-gw, attaches by
+ * name; until it does, they have NO-CARRIER and nothing passes.
+ *
+ * MTU and offloads. Every link gets `config.mtu` (1500). Offloads stay at the kernel defaults
+ * (`offloads: 'on'`): the veths do TSO/GSO and TX checksum offload, so the endpoints emit
+ * 64 KiB GSO skbs with partial checksums. That is what TAP GSO needs: a gateway attached with a
+ * vnet header receives them whole (virtio header gso_type TCPV4, NEEDS_CSUM). A gateway attached
+ * WITHOUT a vnet header is also correct with offloads on, because the TAP then advertises no
+ * offload features and the kernel segments and completes checksums in software before the frame
+ * reaches the TAP (validate_xmit_skb) — the TAP addon explicitly clears TUNSETOFFLOAD for that
+ * reason, since offload flags persist on a persistent TAP. `offloads: 'off'` (ethtool -K tso gso
+ * gro tx off on the endpoint veths) makes the endpoints themselves emit MTU-sized, fully
+ * checksummed frames — for captures that should look like a real wire.
+ * IPv6 is disabled in all three namespaces (the gateway is IPv4; no RS/MLD noise on the TAPs).
+ *
+ * Unprivileged use: run inside `unshare -r -m -n` with a tmpfs on /run (see netns/unpriv.sh);
+ * the state dir is then /run/tapgate/<prefix> on that tmpfs. Everything dies with the namespace.
+ *
+ * Processes the lab starts (the gateway, servers from `labSpawn`) are detached, log to
+ * <stateDir>/<name>.log and have <stateDir>/<name>.pid ({pid, startTime, ...}); `labDown` kills
+ * them (checking the start time against pid reuse), then any process left in the lab's
+ * namespaces, then deletes the namespaces (which deletes every link in them). It needs no
+ * memory of `labUp`: it works after a crash.
+ */
+
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type LabRole = 'client' | 'server' | 'gw';
+
+export interface LabConfig {
+  /** MTU of every lab link (veths, bridges, TAPs). */
+  mtu: number;
+  /** 'on': kernel defaults (TSO/GSO/csum offload, needed to see GSO frames); 'off': ethtool them off. */
+  offloads: 'on' | 'off';
+  /** CIDR of the client's eth0. */
+  clientAddr: string;
+  /** CIDR of the server's eth0. */
+  serverAddr: string;
+  /** Fixed MACs, so captures and NAT rules are reproducible. */
+  clientMac: string;
+  serverMac: string;
+  /** Bridges forget MACs at once (ageing_time 0): every frame floods, as for cluster nodes (§5). */
+  hub: boolean;
+  /** Leave IPv6 enabled in the namespaces. */
+  ipv6: boolean;
+}
+
+export const DEFAULT_LAB_CONFIG: LabConfig = {
+  mtu: 1500,
+  offloads: 'on',
+  clientAddr: '10.200.0.1/24',
+  serverAddr: '10.200.0.2/24',
+  clientMac: '02:00:0a:c8:00:01',
+  serverMac: '02:00:0a:c8:00:02',
+  hub: false,
+  ipv6: false,
+};
+
+/** Interface names (fixed: they live in the lab's own namespaces). */
+export const LAB_IFACES = {
+  /** The endpoint's interface in client and server. */
+  endpoint: 'eth0',
+  tapClient: 'tap-c',
+  tapServer: 'tap-s',
+  bridgeClient: 'br-c',
+  bridgeServer: 'br-s',
+  vethClient: 'vc',
+  vethServer: 'vs',
+} as const;
+
+export interface LabOptions {
+  prefix?: string;
+  config?: Partial<LabConfig>;
+  /** Spawned detached inside ${prefix}-gw (unless already running), logged to gateway.log. */
+  gatewayCommand?: string[] | undefined;
+  gatewayEnv?: Record<string, string>;
+  /** Working directory of the gateway process (default: process.cwd()). */
+  cwd?: string;
+  /** Wait until the gateway has attached both TAPs (carrier up). Default 15000 ms; 0 = don't. */
+  attachTimeoutMs?: number;
+  stateDir?: string;
+}
+
+export interface LabInfo {
+  prefix: string;
+  stateDir: string;
+  namespaces: Record<LabRole, string>;
+  config: LabConfig;
+  /** Address without prefix length, e.g. 10.200.0.1. */
+  clientIp: string;
+  serverIp: string;
+  gatewayPid: number | undefined;
+}
+
+export interface LabProcess {
+  name: string;
+  pid: number;
+  alive: boolean;
+  role: LabRole;
+  argv: string[];
+  log: string;
+}
+
+export interface LabStatus {
+  prefix: string;
+  stateDir: string;
+  namespaces: Record<LabRole, boolean>;
+  /** All three namespaces exist. */
+  up: boolean;
+  /** Per TAP: exists in gw, and a process is attached (no NO-CARRIER). */
+  taps: Record<'tap-c' | 'tap-s', { exists: boolean; attached: boolean }>;
+  processes: LabProcess[];
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  timeoutMs?: number;
+  input?: string;
+  env?: Record<string, string>;
+  cwd?: string;
+}
+
+/** A lab operation failed; `code` names what. */
+export class LabError extends Error {
+  constructor(
+    readonly code: 'LAB_ENV' | 'LAB_CMD' | 'LAB_GATEWAY' | 'LAB_ARG',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LabError';
+  }
+}
+
+const ROLES: readonly LabRole[] = ['client', 'server', 'gw'];
+const PREFIX_RE = /^[a-z][a-z0-9]{0,7}$/;
+
+/** netns/icmp-ping.py, from src/lab/ and dist/lab/ alike. */
+export const PING_SCRIPT = fileURLToPath(new URL('../../netns/icmp-ping.py', import.meta.url));
+
+export function nsName(prefix: string, role: LabRole): string {
+  return `${prefix}-${role}`;
+}
+
+/** Where pid files and logs go: /run/tapgate/<prefix> as (mapped) root, else $XDG_RUNTIME_DIR. */
+export function labStateDir(prefix: string): string {
+  if (process.getuid?.() === 0) return join('/run/tapgate', prefix);
+  return join(process.env['XDG_RUNTIME_DIR'] ?? tmpdir(), 'tapgate', prefix);
+}
+
+/**
+ * What stops the lab from running here, as readable sentences (empty = fine). Cheap; used by
+ * tests and the CLI to fail with a clear message instead of a cryptic `ip` error.
+ */
+export function labPreflight(): string[] {
+  const problems: string[] = [];
+  if (process.platform !== 'linux') return ['the lab needs Linux (network namespaces, TAP)'];
+  if (process.getuid?.() !== 0) {
+    problems.push(
+      'the lab needs root, or mapped root in a user namespace: run as root or via netns/unpriv.sh ' +
+        '(unshare -r -m -n with a tmpfs on /run)',
+    );
+  }
+  for (const bin of ['ip', 'python3']) {
+    if (spawnSync(bin, ['-V'], { stdio: 'ignore' }).error !== undefined) {
+      problems.push(`\`${bin}\` not found in PATH (${bin === 'ip' ? 'iproute2' : 'python3'} is needed)`);
+    }
+  }
+  if (!existsSync('/dev/net/tun')) {
+    problems.push('/dev/net/tun is missing (modprobe tun)');
+  } else {
+    try {
+      accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
+    } catch {
+      // In a user namespace, mapped root gets no access to a host device node it does not own.
+      problems.push(
+        '/dev/net/tun is not read+writable by this user: unprivileged TAPs need mode 0666 ' +
+          '(the udev default; `chmod 0666 /dev/net/tun` as root)',
+      );
+    }
+  }
+  return problems;
+}
+
+function checkPrefix(prefix: string): void {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new LabError('LAB_ARG', `lab prefix '${prefix}' must match ${PREFIX_RE} (it names namespaces)`);
+  }
+}
+
+function sh(argv: string[], allowFail = false): SpawnSyncReturns<string> {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  if (r.error !== undefined) throw new LabError('LAB_ENV', `cannot run ${argv[0]}: ${r.error.message}`);
+  if (r.status !== 0 && !allowFail) {
+    throw new LabError('LAB_CMD', `\`${argv.join(' ')}\` failed (${r.status}): ${r.stderr.trim()}`);
+  }
+  return r;
+}
+
+function nsList(): Set<string> {
+  const r = sh(['ip', 'netns', 'list'], true);
+  const out = new Set<string>();
+  if (r.status !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    const name = line.split(' ')[0];
+    if (name) out.add(name);
+  }
+  return out;
+}
+
+function linkExists(ns: string, dev: string): boolean {
+  return sh(['ip', '-n', ns, 'link', 'show', 'dev', dev], true).status === 0;
+}
+
+interface LinkInfo {
+  flags?: string[];
+  master?: string;
+}
+
+function linkInfo(ns: string, dev: string): LinkInfo | undefined {
+  const r = sh(['ip', '-n', ns, '-j', 'link', 'show', 'dev', dev], true);
+  if (r.status !== 0) return undefined;
+  try {
+    const arr = JSON.parse(r.stdout) as LinkInfo[];
+    return arr[0];
+  } catch {
+    return undefined;
+  }
+}
+
+function sysctl(ns: string, key: string, value: string): void {
+  sh(['ip', 'netns', 'exec', ns, 'sysctl', '-q', '-w', `${key}=${value}`], true);
+}
+
+function ipOf(cidr: string): string {
+  return cidr.split('/')[0]!;
+}
+
+/**
+ * Create (or complete) the lab. Idempotent: what exists is kept, what is missing is created,
+ * settings are re-applied; a gateway already running (live pid file) is not started again.
+ */
+export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
+  const prefix = options.prefix ?? 'tg';
+  checkPrefix(prefix);
+  const problems = labPreflight();
+  if (problems.length > 0) throw new LabError('LAB_ENV', `cannot build the lab: ${problems.join('; ')}`);
+  const config: LabConfig = { ...DEFAULT_LAB_CONFIG, ...options.config };
+  const stateDir = options.stateDir ?? labStateDir(prefix);
+  mkdirSync(stateDir, { recursive: true });
+  const ns = { client: nsName(prefix, 'client'), server: nsName(prefix, 'server'), gw: nsName(prefix, 'gw') };
+  const I = LAB_IFACES;
+  const mtu = String(config.mtu);
+
+  const existing = nsList();
+  for (const role of ROLES) {
+    if (!existing.has(ns[role])) sh(['ip', 'netns', 'add', ns[role]]);
+    sh(['ip', '-n', ns[role], 'link', 'set', 'lo', 'up']);
+    if (!config.ipv6) {
+      sysctl(ns[role], 'net.ipv6.conf.all.disable_ipv6', '1');
+      sysctl(ns[role], 'net.ipv6.conf.default.disable_ipv6', '1');
+    }
+  }
+
+  // Bridges first, so ports can be enslaved as they appear.
+  for (const br of [I.bridgeClient, I.bridgeServer]) {
+    if (!linkExists(ns.gw, br)) {
+      sh(['ip', '-n', ns.gw, 'link', 'add', br, 'type', 'bridge', 'stp_state', '0', 'mcast_snooping', '0']);
+    }
+    sh(['ip', '-n', ns.gw, 'link', 'set', br, 'type', 'bridge', 'ageing_time', config.hub ? '0' : '30000']);
+  }
+
+  const sides = [
+    { role: 'client' as const, veth: I.vethClient, br: I.bridgeClient, tap: I.tapClient, addr: config.clientAddr, mac: config.clientMac },
+    { role: 'server' as const, veth: I.vethServer, br: I.bridgeServer, tap: I.tapServer, addr: config.serverAddr, mac: config.serverMac },
+  ];
+  for (const s of sides) {
+    const endNs = ns[s.role];
+    if (!linkExists(ns.gw, s.veth) || !linkExists(endNs, I.endpoint)) {
+      // A half-built pair (crash mid-way) is removed and made again.
+      sh(['ip', '-n', ns.gw, 'link', 'del', s.veth], true);
+      sh(['ip', '-n', endNs, 'link', 'del', I.endpoint], true);
+      sh(['ip', '-n', ns.gw, 'link', 'add', s.veth, 'type', 'veth', 'peer', 'name', I.endpoint, 'netns', endNs]);
+    }
+    sh(['ip', '-n', endNs, 'link', 'set', I.endpoint, 'address', s.mac, 'mtu', mtu]);
+    sh(['ip', '-n', endNs, 'addr', 'replace', s.addr, 'dev', I.endpoint]);
+    sh(['ip', '-n', endNs, 'link', 'set', I.endpoint, 'up']);
+    sh(['ip', '-n', ns.gw, 'link', 'set', s.veth, 'mtu', mtu, 'master', s.br, 'up']);
+    if (!linkExists(ns.gw, s.tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', s.tap]);
+    sh(['ip', '-n', ns.gw, 'link', 'set', s.tap, 'mtu', mtu, 'master', s.br, 'up']);
+    sh(['ip', '-n', ns.gw, 'link', 'set', s.br, 'mtu', mtu, 'up']);
+    if (config.offloads === 'off') {
+      const r = sh(['ip', 'netns', 'exec', endNs, 'ethtool', '-K', I.endpoint, 'tso', 'off', 'gso', 'off', 'gro', 'off', 'tx', 'off'], true);
+      if (r.status !== 0) throw new LabError('LAB_ENV', `offloads 'off' needs ethtool: ${r.stderr.trim() || r.error?.message}`);
+    }
+  }
+  writeFileSync(join(stateDir, 'lab.json'), JSON.stringify({ prefix, config, namespaces: ns }, null, 2));
+
+  let gatewayPid: number | undefined;
+  if (options.gatewayCommand !== undefined && options.gatewayCommand.length > 0) {
+    const running = readPidFile(stateDir, 'gateway');
+    if (running !== undefined && running.alive) {
+      gatewayPid = running.pid;
+    } else {
+      gatewayPid = labSpawn(prefix, 'gw', 'gateway', options.gatewayCommand, {
+        ...(options.gatewayEnv !== undefined ? { env: options.gatewayEnv } : {}),
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        stateDir,
+      });
+    }
+    const wait = options.attachTimeoutMs ?? 15_000;
+    if (wait > 0) await waitAttached(prefix, stateDir, gatewayPid, wait);
+  }
+  return {
+    prefix,
+    stateDir,
+    namespaces: ns,
+    config,
+    clientIp: ipOf(config.clientAddr),
+    serverIp: ipOf(config.serverAddr),
+    gatewayPid,
+  };
+}
+
+async function waitAttached(prefix: string, stateDir: string, pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const st = labStatus(prefix, { stateDir });
+    if (st.taps['tap-c'].attached && st.taps['tap-s'].attached) return;
+    if (!pidAlive(pid)) {
+      throw new LabError('LAB_GATEWAY', `the gateway (pid ${pid}) exited before attaching the TAPs; log:\n${tail(join(stateDir, 'gateway.log'))}`);
+    }
+    if (Date.now() > deadline) {
+      throw new LabError('LAB_GATEWAY', `the gateway (pid ${pid}) did not attach tap-c and tap-s within ${timeoutMs} ms; log:\n${tail(join(stateDir, 'gateway.log'))}`);
+    }
+    await sleep(50);
+  }
+}
+
+function tail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: pid files with the kernel start time, so a recycled pid is never killed.
+
+interface PidFile {
+  pid: number;
+  startTime: string;
+  role: LabRole;
+  argv: string[];
+  log: string;
+}
+
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22 (starttime), counted after the ")" that ends the command name.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return rest[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+function readPidFile(stateDir: string, name: string): (PidFile & { alive: boolean }) | undefined {
+  try {
+    const p = JSON.parse(readFileSync(join(stateDir, `${name}.pid`), 'utf8')) as PidFile;
+    const alive = pidAlive(p.pid) && procStartTime(p.pid) === p.startTime;
+    return { ...p, alive };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Start a long-running process detached inside a lab namespace (`ip netns exec`), stdout and
+ * stderr to <stateDir>/<name>.log, pid in <stateDir>/<name>.pid. Returns its pid. `labDown`
+ * (or `labKill`) ends it.
+ */
+export function labSpawn(
+  prefix: string,
+  role: LabRole,
+  name: string,
+  argv: string[],
+  opts: { env?: Record<string, string>; cwd?: string; stateDir?: string } = {},
+): number {
+  checkPrefix(prefix);
+  if (!/^[a-z0-9_-]+$/i.test(name)) throw new LabError('LAB_ARG', `process name '${name}' must be [a-z0-9_-]+`);
+  if (argv.length === 0) throw new LabError('LAB_ARG', 'empty command');
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  mkdirSync(stateDir, { recursive: true });
+  const log = join(stateDir, `${name}.log`);
+  const fd = openSync(log, 'a');
+  try {
+    // `ip netns exec` execs the command itself: the pid is the command's, and `detached`
+    // makes it a process-group leader so labDown can signal its children too.
+    const child = spawn('ip', ['netns', 'exec', nsName(prefix, role), ...argv], {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      cwd: opts.cwd ?? process.cwd(),
+      env: { ...process.env, ...opts.env },
+    });
+    if (child.pid === undefined) throw new LabError('LAB_CMD', `cannot spawn ${argv.join(' ')}`);
+    child.on('error', () => {});
+    child.unref();
+    const pf: PidFile = { pid: child.pid, startTime: procStartTime(child.pid) ?? '', role, argv, log };
+    writeFileSync(join(stateDir, `${name}.pid`), JSON.stringify(pf));
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** End a process started by `labSpawn`/`labUp` (SIGTERM to its group, SIGKILL after graceMs). */
+export async function labKill(prefix: string, name: string, opts: { stateDir?: string; graceMs?: number } = {}): Promise<void> {
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  const p = readPidFile(stateDir, name);
+  if (p !== undefined && p.alive) await terminate(p.pid, true, opts.graceMs ?? 3000);
+  rmSync(join(stateDir, `${name}.pid`), { force: true });
+}
+
+async function terminate(pid: number, group: boolean, graceMs: number): Promise<void> {
+  const signal = (sig: NodeJS.Signals): void => {
+    try {
+      process.kill(group ? -pid : pid, sig);
+    } catch {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  signal('SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (pidAlive(pid) && Date.now() < deadline) await sleep(25);
+  if (pidAlive(pid)) signal('SIGKILL');
+  const hard = Date.now() + 2000;
+  while (pidAlive(pid) && Date.now() < hard) await sleep(25);
+}
+
+/**
+ * Remove the lab: processes from pid files, any process left in its namespaces, the
+ * namespaces (and so every veth, bridge and TAP in them), the state dir. Harmless when nothing
+ * exists; needs nothing from a previous run but the prefix.
+ */
+export async function labDown(prefix = 'tg', opts: { stateDir?: string } = {}): Promise<void> {
+  checkPrefix(prefix);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  if (existsSync(stateDir)) {
+    for (const f of readdirSync(stateDir)) {
+      if (f.endsWith('.pid')) await labKill(prefix, f.slice(0, -4), { stateDir, graceMs: 2000 });
+    }
+  }
+  const existing = nsList();
+  for (const role of ROLES) {
+    const ns = nsName(prefix, role);
+    if (!existing.has(ns)) continue;
+    // Whatever still runs in our namespace was started for the lab (labExec, a crashed test).
+    const r = sh(['ip', 'netns', 'pids', ns], true);
+    const pids = r.stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 0 && n !== process.pid);
+    for (const pid of pids) await terminate(pid, false, 500);
+    sh(['ip', 'netns', 'del', ns], true);
+  }
+  rmSync(stateDir, { recursive: true, force: true });
+  try {
+    rmdirSync(dirname(stateDir)); // /run/tapgate, if no other lab uses it
+  } catch {
+    /* not empty, or not ours */
+  }
+}
+
+export function labStatus(prefix = 'tg', opts: { stateDir?: string } = {}): LabStatus {
+  checkPrefix(prefix);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  const existing = nsList();
+  const namespaces = {
+    client: existing.has(nsName(prefix, 'client')),
+    server: existing.has(nsName(prefix, 'server')),
+    gw: existing.has(nsName(prefix, 'gw')),
+  };
+  const tap = (dev: string): { exists: boolean; attached: boolean } => {
+    if (!namespaces.gw) return { exists: false, attached: false };
+    const li = linkInfo(nsName(prefix, 'gw'), dev);
+    if (li === undefined) return { exists: false, attached: false };
+    const flags = li.flags ?? [];
+    return { exists: true, attached: flags.includes('UP') && !flags.includes('NO-CARRIER') };
+  };
+  const processes: LabProcess[] = [];
+  if (existsSync(stateDir)) {
+    for (const f of readdirSync(stateDir)) {
+      if (!f.endsWith('.pid')) continue;
+      const name = f.slice(0, -4);
+      const p = readPidFile(stateDir, name);
+      if (p !== undefined) processes.push({ name, pid: p.pid, alive: p.alive, role: p.role, argv: p.argv, log: p.log });
+    }
+  }
+  return {
+    prefix,
+    stateDir,
+    namespaces,
+    up: namespaces.client && namespaces.server && namespaces.gw,
+    taps: { 'tap-c': tap(LAB_IFACES.tapClient), 'tap-s': tap(LAB_IFACES.tapServer) },
+    processes,
+  };
+}
+
+/** Run argv inside a lab namespace (`ip netns exec`) and collect its output. Never throws on exit code. */
+export function labExec(prefix: string, role: LabRole, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  checkPrefix(prefix);
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', nsName(prefix, role), ...argv], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      cwd: opts.cwd ?? process.cwd(),
+      env: { ...process.env, ...opts.env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer =
+      opts.timeoutMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+    child.on('error', (e) => {
+      if (timer !== undefined) clearTimeout(timer);
+      reject(new LabError('LAB_ENV', `cannot run ip netns exec: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      if (timer !== undefined) clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+export interface PingResult {
+  sent: number;
+  received: number;
+  rttMs: number[];
+  raw: ExecResult;
+}
+
+/** ICMP echo from a lab namespace (netns/icmp-ping.py: raw socket, no iputils needed). */
+export async function labPing(
+  prefix: string,
+  from: LabRole,
+  dst: string,
+  opts: { count?: number; timeoutMs?: number; size?: number } = {},
+): Promise<PingResult> {
+  const count = opts.count ?? 3;
+  const timeoutS = (opts.timeoutMs ?? 1000) / 1000;
+  const raw = await labExec(prefix, from, ['python3', PING_SCRIPT, dst, String(count), String(timeoutS), String(opts.size ?? 56)], {
+    timeoutMs: count * (timeoutS + 0.1) * 1000 + 5000,
+  });
+  try {
+    const j = JSON.parse(raw.stdout.trim().split('\n').pop() ?? '') as { sent: number; received: number; rtt_ms: number[] };
+    return { sent: j.sent, received: j.received, rttMs: j.rtt_ms, raw };
+  } catch {
+    throw new LabError('LAB_CMD', `ping from ${from} to ${dst} failed: ${raw.stderr.trim() || raw.stdout.trim()}`);
+  }
+}

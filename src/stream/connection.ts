@@ -1,0 +1,193 @@
+/**
+ * The rewriting of one TCP connection: both stream directions plus the header translations that
+ * tie them together (DESIGN.md §2):
+ * - sequence numbers of data, FIN and RST follow F of the sender's direction;
+ * - ACKs follow G of the reverse direction; SACK blocks are translated conservatively (never
+ *   claim bytes the receiver did not get: RFC 2018 blocks shrink inward); the advertised window's
+ *   right edge is translated too (RFC 7323 scaling applied); the urgent pointer follows F.
+ *
+ * Sequence numbers are converted to positions here, once, with `wire/seq`; the directions work in
+ * positions. Headers come in and go out as plain `TcpFields`; building frames is the caller's job.
+ */
+import type { Agent, Direction } from '../agent/types.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, type Half } from '../flow/table.js';
+import { offsetToSeq, seqToOffset, type Seq } from '../wire/seq.js';
+import type { GlobalBudget, StreamCounters } from './counters.js';
+import { StreamDirection, type Release } from './direction.js';
+import type { Limits } from './limits.js';
+
+/** The TCP header fields the engine reads and rewrites. */
+export interface TcpFields {
+  seq: Seq;
+  ack: Seq;
+  flags: number;
+  window: number;
+  urgent: number;
+  /** SACK blocks as [left, right) sequence numbers, or null when the segment has none. */
+  sack: Array<[Seq, Seq]> | null;
+}
+
+export interface TcpOut<T> {
+  tag: T;
+  fields: TcpFields;
+  payload: Uint8Array;
+  /** Payload differs from the original segment's (the frame must be rebuilt). */
+  changed: boolean;
+  /** Gateway-originated (flushed held bytes): a data segment built on the template `tag`. */
+  synth: boolean;
+}
+
+const DIRS: readonly [Direction, Direction] = ['c2s', 's2c'];
+
+export class Connection<T extends { fields: TcpFields }> {
+  /** dirs[0]: client → server (data the client sends); dirs[1]: server → client. */
+  readonly dirs: [StreamDirection<T>, StreamDirection<T>];
+  /** Last fields seen from each side (for the ACK of gateway-originated segments). */
+  private lastFields: [TcpFields | null, TcpFields | null] = [null, null];
+
+  constructor(
+    private readonly halves: [Half, Half],
+    agent: Agent | null,
+    limits: Limits,
+    private readonly counters: StreamCounters,
+    budget: GlobalBudget,
+    retain?: (tag: T) => T,
+  ) {
+    this.dirs = [
+      new StreamDirection<T>(DIRS[0], agent, limits, counters, budget, retain),
+      new StreamDirection<T>(DIRS[1], agent, limits, counters, budget, retain),
+    ];
+  }
+
+  /** Both ISNs are known: positions can be computed for both directions. */
+  get ready(): boolean {
+    return this.halves[0].isn !== undefined && this.halves[1].isn !== undefined;
+  }
+
+  /** Original stream position of a sequence number sent by `side` (0 = first data byte). */
+  private pos(side: 0 | 1, s: Seq): number {
+    const d = this.dirs[side];
+    return seqToOffset(s, this.halves[side].isn!, d.x + 1) - 1;
+  }
+  private seqOf(side: 0 | 1, pos: number): Seq {
+    return offsetToSeq(pos + 1, this.halves[side].isn!);
+  }
+
+  /**
+   * One segment from `side`. SYN segments pass with their sequence number unchanged (the ISN
+   * is not translated); everything else goes through the engine. Releases are appended to `out`.
+   */
+  handle(side: 0 | 1, f: TcpFields, payload: Uint8Array, tag: T, nowMs: number, out: TcpOut<T>[]): void {
+    this.lastFields[side] = f;
+    const d = this.dirs[side];
+    if (f.flags & TCP_SYN) {
+      // The SYN itself: seq unchanged; a SYN-ACK's ACK (client ISN + 1) maps to itself. Data on
+      // a SYN (TCP Fast Open) is not rewritable before the handshake: it is dropped from the
+      // segment so the sender retransmits it after the handshake (RFC 7413 §4.2 fallback).
+      const fields = { ...f, sack: f.sack };
+      if (f.flags & TCP_ACK) fields.ack = this.translateAck(side, f.ack);
+      out.push({ tag, fields, payload: payload.length > 0 ? new Uint8Array(0) : payload, changed: payload.length > 0, synth: false });
+      return;
+    }
+    const hasData = payload.length > 0 || (f.flags & (TCP_FIN | TCP_RST)) !== 0;
+    if (!hasData) {
+      out.push({ tag, fields: this.translate(side, f, d.mapEmpty(this.pos(side, f.seq)), 0), payload, changed: false, synth: false });
+      return;
+    }
+    const rel: Release<T>[] = [];
+    d.onSegment(
+      { pos: this.pos(side, f.seq), payload, fin: (f.flags & TCP_FIN) !== 0, rst: (f.flags & TCP_RST) !== 0, tag },
+      nowMs,
+      rel,
+    );
+    for (const r of rel) out.push(this.emit(side, r));
+  }
+
+  /** Timers of both directions; gateway-originated segments go to `out`. */
+  tick(nowMs: number, out: TcpOut<T>[]): void {
+    for (const side of [0, 1] as const) {
+      const rel: Release<T>[] = [];
+      this.dirs[side].tick(nowMs, rel);
+      for (const r of rel) out.push(this.emit(side, r));
+    }
+  }
+
+  nextTimerMs(): number {
+    return Math.min(this.dirs[0].nextTimerMs(), this.dirs[1].nextTimerMs());
+  }
+
+  dispose(): void {
+    this.dirs[0].dispose();
+    this.dirs[1].dispose();
+  }
+
+  /** Fields of a released segment: its own header's; for a gateway-originated one, the latest
+   *  header seen from that side (its ACK is the freshest). */
+  private emit(side: 0 | 1, r: Release<T>): TcpOut<T> {
+    const base = r.synth ? (this.lastFields[side] ?? r.tag.fields) : r.tag.fields;
+    let f = this.translate(side, base, r.newPos, r.payload.length);
+    if (r.synth) {
+      f = { ...f, flags: TCP_ACK | 0x08, urgent: 0, sack: null };
+    } else if (!r.fin && (f.flags & TCP_FIN)) {
+      f = { ...f, flags: f.flags & ~TCP_FIN };
+    }
+    return { tag: r.tag, fields: f, payload: r.payload, changed: r.changed, synth: r.synth };
+  }
+
+  /** Translates seq (to `newPos`), ack, window, SACK and urgent pointer of a segment from `side`. */
+  private translate(side: 0 | 1, f: TcpFields, newPos: number, newLen: number): TcpFields {
+    const other = (1 - side) as 0 | 1;
+    const out: TcpFields = { seq: this.seqOf(side, newPos), ack: f.ack, flags: f.flags, window: f.window, urgent: f.urgent, sack: f.sack };
+    if (f.flags & TCP_ACK) {
+      const rev = this.dirs[other];
+      const ackNew = this.pos(other, f.ack);
+      const ackOrg = rev.onReceiverAck(ackNew);
+      out.ack = this.seqOf(other, ackOrg);
+      this.counters.acksTranslated++;
+      // Window: the right edge ack + wnd (in the reverse direction's new space) → original space.
+      const shift = this.windowShift(side);
+      const edgeNew = ackNew + f.window * 2 ** shift;
+      const edgeOrg = edgeNew >= rev.mapEnd(rev.x) ? edgeNew - rev.cmds.offsetAfterLast() : rev.unmap(edgeNew);
+      let w = Math.floor(Math.max(0, edgeOrg - ackOrg) / 2 ** shift);
+      if (w === 0 && f.window > 0 && edgeOrg > ackOrg) w = 1;
+      out.window = Math.min(w, 0xffff);
+      if (f.sack) {
+        const blocks: Array<[Seq, Seq]> = [];
+        for (const [l, r] of f.sack) {
+          const lNew = this.pos(other, l);
+          const rNew = this.pos(other, r);
+          // Conservative: [min p with F(p) ≥ L, max p with F(p) ≤ R).
+          const lo = rev.cmds.unmap(lNew - 1, Infinity) + 1;
+          const hi = rev.unmap(rNew);
+          if (hi > lo) {
+            blocks.push([this.seqOf(other, lo), this.seqOf(other, hi)]);
+            this.counters.sackTranslated++;
+          } else this.counters.sackDropped++;
+        }
+        out.sack = blocks;
+      }
+    }
+    if ((f.flags & TCP_URG) && f.urgent > 0) {
+      const d = this.dirs[side];
+      const origPos = this.pos(side, f.seq) + f.urgent;
+      const u = d.map(origPos) - newPos;
+      out.urgent = Math.max(0, Math.min(u, 0xffff));
+      if (u <= 0 || newLen === 0) out.flags &= ~TCP_URG;
+    }
+    return out;
+  }
+
+  private windowShift(side: 0 | 1): number {
+    const a = this.halves[0].wscale;
+    const b = this.halves[1].wscale;
+    return a >= 0 && b >= 0 ? this.halves[side].wscale : 0;
+  }
+
+  /** ACK of a SYN-ACK (client ISN + 1) or of anything before data: through G as usual. */
+  private translateAck(side: 0 | 1, ack: Seq): Seq {
+    const other = (1 - side) as 0 | 1;
+    if (this.halves[other].isn === undefined) return ack;
+    const rev = this.dirs[other];
+    return this.seqOf(other, rev.onReceiverAck(this.pos(other, ack)));
+  }
+}

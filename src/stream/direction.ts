@@ -1,0 +1,592 @@
+/**
+ * One direction (sender S → receiver R) of one connection: the seed's method (Figures 5–6C),
+ * DESIGN.md §2.
+ *
+ * `x` is the next original stream position not yet processed. A segment carrying original bytes
+ * [n, m) (plus a FIN at m, which occupies position m):
+ * - n > x: declined and delayed in a bounded queue (or discarded over budget, counted);
+ * - m ≤ x: already processed: rewritten with the stored commands only, and released;
+ * - otherwise bytes [x, m) go to the agent once, the whole segment is rewritten and released,
+ *   then queued segments that became contiguous are drained in order.
+ *
+ * Positions are 0-based stream positions; sequence numbers never appear here (the connection
+ * converts them at the edge). Segments are opaque `T` to this module: it returns them inside
+ * `Release` records with their new position and payload, and the caller builds the frames.
+ *
+ * Hold-back (seed, Figure 7 text, "PORT 40, "): when the agent says bytes from h on are
+ * undecided, the segment is released without them (a delete command; the bytes are now the
+ * gateway's responsibility, so ACKs may cover them) and they are kept here. When they are
+ * decided, one command at the first undecided position carries the agent's output for them.
+ * If the sender sends nothing more (FIN, RST, timeout, limit), the decision is flushed as an
+ * insertion at x and the gateway originates a segment carrying it (retransmitted until R has it).
+ */
+import type { Agent, AgentOutput, Direction, Edit, FlushReason } from '../agent/types.js';
+import { ByteStore } from './bytestore.js';
+import { CommandList } from './commands.js';
+import type { GlobalBudget, StreamCounters } from './counters.js';
+import type { Limits } from './limits.js';
+
+export interface SegIn<T> {
+  /** Original stream position of the first payload byte (or of the FIN / RST when empty). */
+  pos: number;
+  payload: Uint8Array;
+  fin: boolean;
+  rst: boolean;
+  /** Opaque to the engine (the caller's frame and parsed headers). */
+  tag: T;
+}
+
+export interface Release<T> {
+  /** The segment this release came from (for a gateway-originated one: the template). */
+  tag: T;
+  /** New stream position of the first payload byte (or of the FIN / RST). */
+  newPos: number;
+  payload: Uint8Array;
+  fin: boolean;
+  rst: boolean;
+  /** True when the payload differs from the original segment's (frame must be rebuilt). */
+  changed: boolean;
+  /** A gateway-originated segment (flushed held bytes): build it from the template, data only. */
+  synth: boolean;
+}
+
+interface Queued<T> {
+  seg: SegIn<T>;
+  end: number;
+}
+
+interface Synth {
+  newPos: number;
+  data: Uint8Array;
+  sentMs: number;
+  tries: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Serializable state of one direction (the cluster moves it; see toJSON). */
+export interface DirectionJson {
+  x: number;
+  heldFrom: number;
+  held: string;
+  heldSinceMs: number;
+  finPos: number;
+  finProcessed: boolean;
+  agentOff: boolean;
+  rcvAckNew: number;
+  sndAckOrg: number;
+  commands: ReturnType<CommandList['toJSON']>;
+  store: { start: number; data: string };
+  synth: { newPos: number; data: string; sentMs: number; tries: number } | null;
+}
+
+export class StreamDirection<T> {
+  readonly cmds = new CommandList();
+  /** Next original position not yet processed (the seed's x). */
+  x = 0;
+  /** Held (undecided) original bytes [heldFrom, x). */
+  private held = new ByteStore(0);
+  private heldSinceMs = 0;
+  /** Processed original bytes not yet acknowledged, for inline normalisation. */
+  private store = new ByteStore(0);
+  private queue: Queued<T>[] = [];
+  private queueBytes = 0;
+  /** Position of the FIN once seen (−1 = none). */
+  finPos = -1;
+  finProcessed = false;
+  /** Agent disabled for this direction after a contract violation or an exception. */
+  private agentOff = false;
+  /** Highest new position R acknowledged. */
+  rcvAckNew = 0;
+  /** Highest original position acknowledged to S (= G of rcvAckNew). */
+  sndAckOrg = 0;
+  private synth: Synth | null = null;
+  /** Gateway-originated releases made while handling a segment: sent after its own release. */
+  private synthOut: Release<T>[] = [];
+  /** Last segment seen from S: the template for gateway-originated segments (retained only
+   *  while bytes are held or a gateway-originated segment is outstanding). */
+  private lastTag: T | undefined;
+
+  constructor(
+    readonly dir: Direction,
+    private readonly agent: Agent | null,
+    private readonly limits: Limits,
+    private readonly counters: StreamCounters,
+    private readonly budget: GlobalBudget,
+    /** Makes a tag safe to keep past the current call (the caller's buffers may be reused). */
+    private readonly retain: (tag: T) => T = (t) => t,
+  ) {}
+
+  get heldFrom(): number {
+    return this.held.start;
+  }
+  get heldBytes(): number {
+    return this.held.size;
+  }
+  get queuedSegments(): number {
+    return this.queue.length;
+  }
+  get queuedBytes(): number {
+    return this.queueBytes;
+  }
+
+  /** F: original position → new position. */
+  map(p: number): number {
+    return this.cmds.map(p);
+  }
+
+  /** Where a FIN/RST/pure ACK at original position p (≥ x) goes: after any insertion at p. */
+  mapEnd(p: number): number {
+    if (p >= this.x) return p + this.cmds.offsetAfterLast();
+    return this.cmds.map(p);
+  }
+
+  /**
+   * Sequence position for a segment without payload (pure ACK, window update, keep-alive).
+   * Below x a keep-alive (SEG.SEQ = SND.UNA − 1) must stay below what R has, or R would not
+   * answer it: min(F(p), F(p+1) − 1).
+   */
+  mapEmpty(p: number): number {
+    if (p >= this.x) return this.mapEnd(p);
+    const a = this.cmds.map(p);
+    const b = this.cmds.map(p + 1) - 1;
+    return a < b ? a : b;
+  }
+
+  /** G: new position acknowledged by R → original position to acknowledge to S. */
+  unmap(ackNew: number): number {
+    return this.cmds.unmap(ackNew, this.x);
+  }
+
+  /**
+   * R acknowledged new position `ackNew`: translate it for S, prune what is no longer needed.
+   * Returns the original position to acknowledge to S.
+   */
+  onReceiverAck(ackNew: number): number {
+    const p = this.unmap(ackNew);
+    if (ackNew > this.rcvAckNew) this.rcvAckNew = ackNew;
+    if (p > this.sndAckOrg) {
+      this.sndAckOrg = p;
+      this.counters.commandsPruned += this.cmds.prune(p);
+      this.store.dropBelow(p);
+    }
+    if (this.synth && this.rcvAckNew >= this.synth.newPos + this.synth.data.length) this.synth = null;
+    return p;
+  }
+
+  /** Handles one segment from S; releases go to `out` in the order they must be sent. */
+  onSegment(seg: SegIn<T>, nowMs: number, out: Release<T>[]): void {
+    this.counters.segments++;
+    this.lastTag = seg.tag;
+    if (seg.rst) {
+      this.flush('rst', nowMs);
+      this.takeSynth(out);
+      out.push(this.release(seg, this.mapEmpty(seg.pos), EMPTY, false, false));
+      return;
+    }
+    this.handle(seg, nowMs, out);
+    this.drain(nowMs, out);
+    this.takeSynth(out);
+    // A template for segments the gateway may have to originate later, kept only when needed.
+    if (this.held.size > 0 || this.synth) this.lastTag = this.retain(seg.tag);
+  }
+
+  private takeSynth(out: Release<T>[]): void {
+    if (this.synthOut.length === 0) return;
+    for (const r of this.synthOut) out.push(r);
+    this.synthOut = [];
+  }
+
+  private handle(seg: SegIn<T>, nowMs: number, out: Release<T>[]): void {
+    let n = seg.pos;
+    let payload = seg.payload;
+    const m = n + payload.length;
+    const end = seg.fin ? m + 1 : m;
+
+    if (this.finPos >= 0 && m > this.finPos) {
+      // Bytes past the FIN: no receiver may accept them. Cut them off (counted).
+      this.counters.dataAfterFin++;
+      if (n >= this.finPos) {
+        out.push(this.release(seg, this.mapEmpty(n), EMPTY, seg.fin, true));
+        return;
+      }
+      payload = payload.subarray(0, this.finPos - n);
+      return this.handle({ ...seg, payload, fin: true }, nowMs, out);
+    }
+
+    // Below the floor: the receiver has these bytes and their commands may be gone.
+    const floor = this.cmds.floorPos;
+    if (payload.length > 0 && n < floor) {
+      if (m <= floor && !(seg.fin && m === floor)) {
+        this.counters.belowFloor++;
+        out.push(this.release(seg, this.cmds.map(floor) - 1, EMPTY, false, true));
+        return;
+      }
+      const cut = Math.min(floor, m) - n;
+      this.counters.trimmed++;
+      payload = payload.subarray(cut);
+      n += cut;
+    }
+    if (n < this.cmds.erasedPos && end > n && payload.length > 0) {
+      this.counters.erasedDiscard++;
+      return;
+    }
+
+    if (n > this.x) {
+      this.enqueue({ ...seg, pos: n, payload }, end);
+      return;
+    }
+
+    // Inline normalisation of the already-processed part [n, min(m, x)).
+    if (n < this.x && payload.length > 0) payload = this.normalize(n, payload);
+
+    if (end > this.x) {
+      this.counters.processed++;
+      if (m > this.x) this.process(payload.subarray(this.x - n), m, nowMs);
+      if (seg.fin && !this.finProcessed) {
+        this.finPos = m;
+        this.flush('fin', nowMs);
+        this.finProcessed = true;
+        this.x = m + 1;
+      }
+    } else {
+      this.counters.alreadyProcessed++;
+    }
+
+    const rewritten = this.cmds.rewrite(n, payload, seg.fin);
+    const changed = rewritten !== seg.payload;
+    if (rewritten.length === 0 && payload.length > 0 && !seg.fin) {
+      // Everything this segment carried was deleted or held: a probe below what R has keeps
+      // keep-alives and zero-window probes answered.
+      out.push(this.release(seg, this.cmds.map(m) - 1, EMPTY, false, true));
+      return;
+    }
+    out.push(this.release(seg, this.cmds.map(n), rewritten, seg.fin, changed));
+  }
+
+  private release(seg: SegIn<T>, newPos: number, payload: Uint8Array, fin: boolean, changed: boolean): Release<T> {
+    return { tag: seg.tag, newPos, payload, fin, rst: seg.rst, changed, synth: false };
+  }
+
+  private enqueue(seg: SegIn<T>, end: number): void {
+    if (seg.pos - this.x > this.limits.maxAheadBytes) {
+      this.counters.farAhead++;
+      return;
+    }
+    const q = this.queue;
+    // Sorted by start; a segment covered by a queued one with the same start is a duplicate.
+    let i = q.length;
+    while (i > 0 && q[i - 1]!.seg.pos > seg.pos) i--;
+    const prev = q[i - 1];
+    if (prev && prev.seg.pos === seg.pos && prev.end >= end) {
+      this.counters.queueDuplicate++;
+      return;
+    }
+    const bytes = seg.payload.length;
+    // Over budget: what is nearest to x is worth most (it unblocks the stream first), so make
+    // room by discarding from the far end of the queue, as Linux prunes its out-of-order queue.
+    while (this.overBudget(bytes) && q.length > i) {
+      const last = q.pop()!;
+      this.queueBytes -= last.seg.payload.length;
+      this.budget.queueBytes -= last.seg.payload.length;
+      this.counters.queueOverflow++;
+    }
+    if (this.overBudget(bytes)) {
+      this.counters.queueOverflow++;
+      return;
+    }
+    // The caller's buffers may be reused (TAP batches): the queue keeps its own copy.
+    q.splice(i, 0, { seg: { ...seg, payload: seg.payload.slice(), tag: this.retain(seg.tag) }, end });
+    this.queueBytes += bytes;
+    this.budget.queueBytes += bytes;
+    this.counters.delayed++;
+  }
+
+  private overBudget(bytes: number): boolean {
+    return (
+      this.queue.length >= this.limits.queueSegmentsPerConn ||
+      this.queueBytes + bytes > this.limits.queueBytesPerConn ||
+      this.budget.queueBytes + bytes > this.limits.queueBytesGlobal
+    );
+  }
+
+  private drain(nowMs: number, out: Release<T>[]): void {
+    while (this.queue.length > 0 && this.queue[0]!.seg.pos <= this.x) {
+      const q = this.queue.shift()!;
+      this.queueBytes -= q.seg.payload.length;
+      this.budget.queueBytes -= q.seg.payload.length;
+      this.counters.drained++;
+      this.handle(q.seg, nowMs, out);
+    }
+  }
+
+  /** Drops every queued segment (connection closed or removed): returns the budget. */
+  dispose(): void {
+    this.budget.queueBytes -= this.queueBytes;
+    this.queueBytes = 0;
+    this.queue = [];
+  }
+
+  private normalize(n: number, payload: Uint8Array): Uint8Array {
+    const upto = Math.min(n + payload.length, this.x);
+    if (n < this.store.start) this.counters.normalizeUnverified += Math.min(upto, this.store.start) - n;
+    const diff = this.store.firstDifference(n, payload.subarray(0, upto - n));
+    if (diff < 0) return payload;
+    this.counters.normalized++;
+    const fixed = payload.slice();
+    const from = Math.max(n, this.store.start);
+    fixed.set(this.store.read(from, upto), from - n);
+    return fixed;
+  }
+
+  /** Gives new bytes [x, m) to the agent and turns its answer into commands. */
+  private process(data: Uint8Array, m: number, nowMs: number): void {
+    const x0 = this.x;
+    this.store.append(data);
+    this.x = m;
+    const lim = this.limits.normalizeBytesPerConn;
+    if (this.store.size > lim) {
+      this.counters.normalizeEvicted += this.store.size - lim;
+      this.store.dropBelow(this.store.end - lim);
+    }
+    this.counters.agentBytes += data.length;
+    if (!this.agent || this.agentOff) return;
+
+    const h = this.held.start;
+    let res: AgentOutput;
+    try {
+      res = this.agent.feed(this.dir, x0, data);
+    } catch {
+      this.counters.agentError++;
+      this.disableAgent(x0, m, nowMs, data);
+      return;
+    }
+    const u = res.undecidedFrom ?? m;
+    if (!validEdits(res.edits, h, u, m)) {
+      this.counters.agentViolation++;
+      this.disableAgent(x0, m, nowMs, data);
+      return;
+    }
+    const edits = res.edits;
+    const now = nowMs;
+    if (u <= x0) {
+      // Nothing past the old held region is decided: the new bytes join the held region and
+      // whatever was decided of it [h, u) is emitted at x0.
+      const decided = this.held.read(h, u);
+      const d = applyEdits(edits, decided, h);
+      this.cmds.add(x0, m - x0, d, now);
+      this.counters.commands++;
+      this.held.dropBelow(u);
+      this.held.append(data);
+    } else {
+      // The old held region [h, x0) is decided, together with any edit that begins in it.
+      let e0 = x0;
+      let k = 0;
+      for (; k < edits.length && edits[k]!.at < x0; k++) {
+        const e = edits[k]!.at + edits[k]!.len;
+        if (e > e0) e0 = e;
+      }
+      if (h < x0 || e0 > x0) {
+        const region = concat(this.held.read(h, x0), data.subarray(0, e0 - x0));
+        this.cmds.add(x0, e0 - x0, applyEdits(edits.slice(0, k), region, h), now);
+        this.counters.commands++;
+      }
+      for (; k < edits.length; k++) {
+        const e = edits[k]!;
+        this.cmds.add(e.at, e.len, e.data, now);
+        this.counters.commands++;
+      }
+      this.held.reset(u);
+      if (u < m) {
+        this.cmds.add(u, m - u, EMPTY, now);
+        this.counters.commands++;
+        this.held.append(data.subarray(u - x0));
+      }
+    }
+    if (this.held.size > 0) {
+      if (h === this.held.start && h < x0) {
+        // still the same hold
+      } else {
+        this.heldSinceMs = nowMs;
+        this.counters.holds++;
+      }
+      if (this.held.size > this.limits.maxHeldBytes) this.flush('limit', nowMs);
+    }
+    this.capCommands(nowMs);
+  }
+
+  private disableAgent(x0: number, m: number, nowMs: number, data: Uint8Array): void {
+    // The held bytes and the new ones go out unmodified, as the agent never decided them.
+    this.agentOff = true;
+    const pending = concat(this.held.read(this.held.start, x0), data);
+    this.held.reset(m);
+    if (pending.length > data.length) {
+      this.cmds.add(x0, m - x0, pending, nowMs);
+      this.counters.commands++;
+    }
+  }
+
+  /**
+   * Makes the agent decide everything it holds (FIN, RST, timeout, limit) and emits the decision
+   * as an insertion at x. For FIN the FIN segment itself carries it; otherwise the gateway
+   * originates a segment with it.
+   */
+  flush(reason: FlushReason, nowMs: number): void {
+    if (this.held.size === 0) return;
+    const h = this.held.start;
+    const region = this.held.read(h, this.x);
+    let d = region;
+    if (this.agent && !this.agentOff) {
+      try {
+        const res = this.agent.flush(this.dir, reason);
+        if (validEdits(res.edits, h, this.x, this.x)) d = applyEdits(res.edits, region, h);
+        else this.counters.agentViolation++;
+      } catch {
+        this.counters.agentError++;
+      }
+    }
+    this.held.reset(this.x);
+    switch (reason) {
+      case 'fin': this.counters.flushFin++; break;
+      case 'rst': this.counters.flushRst++; break;
+      case 'timeout': this.counters.flushTimeout++; break;
+      case 'limit': this.counters.flushLimit++; break;
+    }
+    if (d.length === 0) return;
+    const newPos = this.mapEnd(this.x);
+    this.cmds.add(this.x, 0, d, nowMs);
+    this.counters.commands++;
+    if (reason !== 'fin' && this.lastTag !== undefined) {
+      this.synth = { newPos, data: d, sentMs: nowMs, tries: 0 };
+      this.counters.synthSent++;
+      this.synthOut.push({ tag: this.lastTag, newPos, payload: d, fin: false, rst: false, changed: true, synth: true });
+    }
+  }
+
+  /** Timers: hold timeout, retransmission of gateway-originated bytes, the command age cap. */
+  tick(nowMs: number, out: Release<T>[]): void {
+    if (this.held.size > 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
+      this.flush('timeout', nowMs);
+      this.takeSynth(out);
+    }
+    const s = this.synth;
+    if (s && this.lastTag !== undefined) {
+      const rto = 200 * 2 ** Math.min(s.tries, 6);
+      if (nowMs - s.sentMs >= rto) {
+        if (s.tries >= this.limits.maxSynthRetries) {
+          this.counters.synthGiveUp++;
+          this.synth = null;
+        } else {
+          s.tries++;
+          s.sentMs = nowMs;
+          this.counters.synthRetransmit++;
+          out.push({ tag: this.lastTag, newPos: s.newPos, payload: s.data, fin: false, rst: false, changed: true, synth: true });
+        }
+      }
+    }
+    this.capCommands(nowMs);
+  }
+
+  /** When the next timer of this direction is due (Infinity when none). */
+  nextTimerMs(): number {
+    let t = Infinity;
+    if (this.held.size > 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
+    if (this.synth) t = Math.min(t, this.synth.sentMs + 200 * 2 ** Math.min(this.synth.tries, 6));
+    return t;
+  }
+
+  private capCommands(nowMs: number): void {
+    if (this.limits.maxCommands > 0 || this.limits.commandMaxAgeMs > 0) {
+      this.counters.commandsErased += this.cmds.cap(this.limits.maxCommands, this.limits.commandMaxAgeMs, nowMs);
+    }
+  }
+
+  toJSON(): DirectionJson {
+    return {
+      x: this.x,
+      heldFrom: this.held.start,
+      held: b64(this.held.read(this.held.start, this.held.end)),
+      heldSinceMs: this.heldSinceMs,
+      finPos: this.finPos,
+      finProcessed: this.finProcessed,
+      agentOff: this.agentOff,
+      rcvAckNew: this.rcvAckNew,
+      sndAckOrg: this.sndAckOrg,
+      commands: this.cmds.toJSON(),
+      store: { start: this.store.start, data: b64(this.store.read(this.store.start, this.store.end)) },
+      synth: this.synth ? { ...this.synth, data: b64(this.synth.data) } : null,
+    };
+  }
+
+  /** Restores state saved by toJSON (queued segments are not part of it: the sender resends). */
+  restore(j: DirectionJson): void {
+    this.x = j.x;
+    this.held.reset(j.heldFrom);
+    this.held.append(unb64(j.held));
+    this.heldSinceMs = j.heldSinceMs;
+    this.finPos = j.finPos;
+    this.finProcessed = j.finProcessed;
+    this.agentOff = j.agentOff;
+    this.rcvAckNew = j.rcvAckNew;
+    this.sndAckOrg = j.sndAckOrg;
+    const c = CommandList.fromJSON(j.commands);
+    Object.assign(this.cmds, c);
+    this.store.reset(j.store.start);
+    this.store.append(unb64(j.store.data));
+    this.synth = j.synth ? { ...j.synth, data: unb64(j.synth.data) } : null;
+  }
+}
+
+function b64(a: Uint8Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+function unb64(s: string): Uint8Array {
+  return new Uint8Array(Buffer.from(s, 'base64'));
+}
+
+/** The agent contract of agent/types.ts: sorted, non-overlapping, inside [h, u], h ≤ u ≤ m. */
+function validEdits(edits: readonly Edit[], h: number, u: number, m: number): boolean {
+  if (!(u >= h && u <= m)) return false;
+  let prev = h;
+  let prevInsertAt = -1;
+  for (const e of edits) {
+    if (!(e.at >= prev && Number.isInteger(e.len) && e.len >= 0 && e.at + e.len <= u)) return false;
+    if (!(e.data instanceof Uint8Array)) return false;
+    // Two insertions (or an insertion and a replacement) at one position are ambiguous.
+    if (e.at === prevInsertAt) return false;
+    prevInsertAt = e.len === 0 ? e.at : -1;
+    prev = e.at + e.len;
+  }
+  return true;
+}
+
+/** Applies edits (positions absolute) to `bytes`, which start at position `base`. */
+export function applyEdits(edits: readonly Edit[], bytes: Uint8Array, base: number): Uint8Array {
+  if (edits.length === 0) return bytes;
+  const parts: Uint8Array[] = [];
+  let pos = base;
+  for (const e of edits) {
+    if (e.at > pos) parts.push(bytes.subarray(pos - base, e.at - base));
+    parts.push(e.data);
+    pos = e.at + e.len;
+  }
+  if (pos - base < bytes.length) parts.push(bytes.subarray(pos - base));
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  if (b.length === 0) return a;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}

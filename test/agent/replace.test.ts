@@ -1,0 +1,411 @@
+/**
+ * The replace agent's result must not depend on how the stream is cut: fed in random pieces, one
+ * byte at a time, or snapshotted and restored in between, it must produce exactly the edits of a
+ * naive reference that scans the whole stream at once.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  compileReplaceRules,
+  replaceFactory,
+  replaceRuleProblems,
+  type ReplaceRule,
+} from '../../src/agent/replace.js';
+import type { Agent, AgentContext, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
+
+const BOTH: AgentContext = {
+  flowId: 'test',
+  client: { addr: '10.0.0.1', port: 40000 },
+  server: { addr: '10.0.0.2', port: 21 },
+  directions: new Set<Direction>(['c2s', 's2c']),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reference: scan the whole stream; at each position (earliest start first) try the rules in
+// order; the first that matches there wins; continue after the match.
+
+interface RefEdit {
+  at: number;
+  len: number;
+  data: Buffer;
+}
+
+function asciiFold(c: number): number {
+  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+}
+
+function refMatchAt(rule: ReplaceRule, s: Buffer, q: number): { len: number; out: Buffer } | undefined {
+  if ('find' in rule) {
+    const p = Buffer.from(rule.find, 'utf8');
+    if (q + p.length > s.length) return undefined;
+    for (let i = 0; i < p.length; i++) {
+      const a = s[q + i]!;
+      const b = p[i]!;
+      if (rule.ignoreCase ? asciiFold(a) !== asciiFold(b) : a !== b) return undefined;
+    }
+    return { len: p.length, out: Buffer.from(rule.with, 'utf8') };
+  }
+  // The window: one byte of context before q, at most maxMatch bytes from q.
+  const str = s.toString('latin1');
+  const ws = q > 0 ? q - 1 : 0;
+  const w = str.substring(ws, Math.min(s.length, q + rule.maxMatch));
+  const re = new RegExp(rule.regex, (rule.flags ?? '') + 'y');
+  re.lastIndex = q - ws;
+  const m = re.exec(w);
+  if (m === null || m[0].length === 0) return undefined;
+  const len = m[0].length;
+  re.lastIndex = q - ws;
+  const replaced = w.replace(re, rule.with); // JS's own $-substitution
+  const repl = replaced.slice(q - ws, replaced.length - (w.length - (q - ws + len)));
+  return { len, out: Buffer.from(repl, 'latin1') }; // templates in the random tests are ASCII
+}
+
+function reference(rules: readonly ReplaceRule[], s: Buffer): RefEdit[] {
+  const edits: RefEdit[] = [];
+  let pos = 0;
+  while (pos < s.length) {
+    let found: RefEdit | undefined;
+    for (let q = pos; q < s.length && found === undefined; q++) {
+      for (const r of rules) {
+        const m = refMatchAt(r, s, q);
+        if (m) {
+          found = { at: q, len: m.len, data: m.out };
+          break;
+        }
+      }
+    }
+    if (found === undefined) break;
+    edits.push(found);
+    pos = found.at + found.len;
+  }
+  return edits;
+}
+
+function applyEdits(s: Buffer, edits: readonly Edit[]): Buffer {
+  const parts: Uint8Array[] = [];
+  let p = 0;
+  for (const e of edits) {
+    parts.push(s.subarray(p, e.at), e.data);
+    p = e.at + e.len;
+  }
+  parts.push(s.subarray(p));
+  return Buffer.concat(parts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver: feed pieces, check the contract of types.ts on every answer, flush at the end.
+
+class Driver {
+  edits: Edit[] = [];
+  private undecided = 0;
+  private fed = 0;
+  constructor(public agent: Agent, private readonly dir: Direction = 'c2s') {}
+
+  private check(out: AgentOutput, flushed: boolean): void {
+    const und = flushed ? this.fed : (out.undecidedFrom ?? this.fed);
+    expect(und).toBeGreaterThanOrEqual(this.undecided); // monotone
+    expect(und).toBeLessThanOrEqual(this.fed);
+    let prevEnd = this.undecided;
+    for (const e of out.edits) {
+      expect(e.at).toBeGreaterThanOrEqual(prevEnd); // sorted, non-overlapping, >= previous undecidedFrom
+      expect(e.len).toBeGreaterThanOrEqual(0);
+      expect(e.at + e.len).toBeLessThanOrEqual(und); // decided and within fed data
+      prevEnd = e.at + e.len;
+      this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
+    }
+    this.undecided = und;
+  }
+
+  feed(data: Uint8Array): AgentOutput {
+    const copy = new Uint8Array(data); // then scribble on it: the agent must not keep our buffer
+    const out = this.agent.feed(this.dir, this.fed, copy);
+    copy.fill(0x7e);
+    this.fed += data.length;
+    this.check(out, false);
+    return out;
+  }
+
+  flush(): AgentOutput {
+    const out = this.agent.flush(this.dir, 'fin');
+    this.check(out, true);
+    return out;
+  }
+}
+
+function run(
+  rules: readonly ReplaceRule[],
+  s: Buffer,
+  cuts: readonly number[],
+  snapshotAfter: ReadonlySet<number> = new Set(),
+): Edit[] {
+  const d = new Driver(replaceFactory.create(rules, BOTH));
+  let p = 0;
+  const ends = [...cuts.filter((c) => c > 0 && c < s.length), s.length];
+  ends.forEach((end, i) => {
+    if (end > p) d.feed(s.subarray(p, end));
+    p = Math.max(p, end);
+    if (snapshotAfter.has(i)) {
+      const state = JSON.parse(JSON.stringify(d.agent.snapshot())) as unknown;
+      d.agent = replaceFactory.restore(rules, BOTH, state);
+    }
+  });
+  d.flush();
+  return d.edits;
+}
+
+const norm = (es: readonly Edit[]) => es.map((e) => ({ at: e.at, len: e.len, data: Buffer.from(e.data).toString('hex') }));
+
+// ---------------------------------------------------------------------------------------------
+// Generators: a small alphabet so that matches, overlaps and near-matches are frequent.
+
+const streamArb = fc
+  .array(fc.constantFrom(0x61, 0x62, 0x61, 0x62, 0x61, 0x20, 0x41, 0x0a, 0xff), { maxLength: 90 })
+  .map((a) => Buffer.from(a));
+
+const literalArb: fc.Arbitrary<ReplaceRule> = fc.record(
+  {
+    find: fc.array(fc.constantFrom('a', 'b', 'A', ' '), { minLength: 1, maxLength: 5 }).map((a) => a.join('')),
+    with: fc.constantFrom('', 'X', 'XYZWV', 'é', 'ab'),
+    ignoreCase: fc.boolean(),
+  },
+  { requiredKeys: ['find', 'with'] },
+);
+
+const regexArb: fc.Arbitrary<ReplaceRule> = fc.record(
+  {
+    regex: fc.constantFrom(
+      'a+b', '(a)b*', 'ba?', '[ab]{2}', 'a(b|a)a', '(?<x>b)a*', 'b+$', '\\ba', 'a(?=b)', 'a(?!b)',
+      '^a', '(?<=b)a', 'a\\xff', '[^ ]*', 'a.*b', 'b\\n?a', '(a|ab)(c|bcd)?',
+    ),
+    with: fc.constantFrom('', 'X', '$1$1', '$&Y$&', 'Q$<x>', '$$', 'LONGER-TEXT'),
+    maxMatch: fc.integer({ min: 1, max: 7 }),
+    flags: fc.constantFrom('', 'i', 'm', 's', 'im'),
+  },
+  { requiredKeys: ['regex', 'with', 'maxMatch'] },
+);
+
+const rulesArb = fc.array(fc.oneof(literalArb, literalArb, regexArb), { minLength: 1, maxLength: 4 });
+
+const caseArb = streamArb.chain((s) =>
+  fc.record({
+    s: fc.constant(s),
+    rules: rulesArb,
+    cuts: fc.uniqueArray(fc.integer({ min: 1, max: Math.max(1, s.length) }), { maxLength: 12 }).map((c) => c.sort((a, b) => a - b)),
+    snaps: fc.uniqueArray(fc.nat(12), { maxLength: 4 }),
+  }),
+);
+
+describe('replace agent: chunking never changes the result', () => {
+  it('random pieces = every single byte = one piece = the whole-stream reference', () => {
+    fc.assert(
+      fc.property(caseArb, ({ s, rules }) => {
+        const want = norm(reference(rules, s));
+        const every = Array.from({ length: s.length }, (_, i) => i);
+        expect(norm(run(rules, s, []))).toEqual(want);
+        expect(norm(run(rules, s, every))).toEqual(want);
+      }),
+      { seed: 0x7a96a7e, numRuns: 400 },
+    );
+  });
+
+  it('random cut points give the reference output', () => {
+    fc.assert(
+      fc.property(caseArb, ({ s, rules, cuts }) => {
+        const ref = reference(rules, s);
+        const got = run(rules, s, cuts);
+        expect(norm(got)).toEqual(norm(ref));
+        expect(applyEdits(s, got).equals(applyEdits(s, ref))).toBe(true);
+      }),
+      { seed: 20240611, numRuns: 600 },
+    );
+  });
+
+  it('snapshot/restore (through JSON) at random points changes nothing', () => {
+    fc.assert(
+      fc.property(caseArb, ({ s, rules, cuts, snaps }) => {
+        const want = norm(reference(rules, s));
+        expect(norm(run(rules, s, cuts, new Set(snaps)))).toEqual(want);
+        const every = Array.from({ length: s.length }, (_, i) => i);
+        expect(norm(run(rules, s, every, new Set(every.filter((i) => i % 3 === 0))))).toEqual(want);
+      }),
+      { seed: 1337, numRuns: 300 },
+    );
+  });
+
+  it('literal-only rule sets over a 2-letter alphabet (dense overlaps)', () => {
+    const s2 = fc.array(fc.constantFrom(0x61, 0x62), { maxLength: 120 }).map((a) => Buffer.from(a));
+    const lit = fc.record({
+      find: fc.array(fc.constantFrom('a', 'b'), { minLength: 1, maxLength: 6 }).map((a) => a.join('')),
+      with: fc.constantFrom('', 'Z', 'ZZZZZZZ'),
+    });
+    fc.assert(
+      fc.property(s2, fc.array(lit, { minLength: 1, maxLength: 5 }), (s, rules) => {
+        const every = Array.from({ length: s.length }, (_, i) => i);
+        expect(norm(run(rules, s, every))).toEqual(norm(reference(rules, s)));
+      }),
+      { seed: 99, numRuns: 400 },
+    );
+  });
+});
+
+describe('replace agent: behaviour', () => {
+  const feedAll = (agent: Agent, dir: Direction, chunks: string[]): AgentOutput[] => {
+    let pos = 0;
+    return chunks.map((c) => {
+      const b = Buffer.from(c, 'latin1');
+      const out = agent.feed(dir, pos, b);
+      pos += b.length;
+      return out;
+    });
+  };
+
+  it('holds back "PORT 40, " when it arrives alone, then replaces the whole command (seed, Figure 7 text)', () => {
+    const agent = replaceFactory.create(
+      [{ find: 'PORT 40, 4, 4, 5, 4, 123', with: 'PORT 10, 10, 11, 1, 1, 12' }],
+      BOTH,
+    );
+    const [first, second] = feedAll(agent, 'c2s', ['PORT 40, ', '4, 4, 5, 4, 123\r\n']);
+    expect(first!.edits).toEqual([]);
+    expect(first!.undecidedFrom).toBe(0); // all of "PORT 40, " is held
+    expect(second!.edits).toHaveLength(1);
+    expect(second!.edits[0]!.at).toBe(0);
+    expect(second!.edits[0]!.len).toBe(24);
+    expect(Buffer.from(second!.edits[0]!.data).toString()).toBe('PORT 10, 10, 11, 1, 1, 12');
+    expect(second!.undecidedFrom).toBe(26);
+  });
+
+  it('releases "PORT 40, " when the rest does not match', () => {
+    const agent = replaceFactory.create([{ find: 'PORT 40, 4, 4, 5, 4, 123', with: 'X' }], BOTH);
+    const [first, second] = feedAll(agent, 'c2s', ['PORT 40, ', '1, 1, 1, 3, 3\r\n']);
+    expect(first!.undecidedFrom).toBe(0);
+    expect(second!.edits).toEqual([]);
+    expect(second!.undecidedFrom).toBe(24);
+  });
+
+  it('holds only the suffix that is a prefix of a pattern', () => {
+    const agent = replaceFactory.create([{ find: 'Hello world', with: 'Hi there' }], BOTH);
+    const [o] = feedAll(agent, 'c2s', ['xxHelloHel']);
+    expect(o!.undecidedFrom).toBe(7);
+  });
+
+  it('"Hello world" → "Hi there" split at every byte (seed walk-through)', () => {
+    const s = Buffer.from('Hello world');
+    const edits = run([{ find: 'Hello world', with: 'Hi there' }], s, Array.from({ length: 11 }, (_, i) => i));
+    expect(applyEdits(s, edits).toString()).toBe('Hi there');
+  });
+
+  it('edits only the directions of its rule; the other passes without hold', () => {
+    const ctx: AgentContext = { ...BOTH, directions: new Set<Direction>(['s2c']) };
+    const agent = replaceFactory.create([{ find: 'ab', with: 'X' }], ctx);
+    expect(agent.feed('c2s', 0, Buffer.from('xaba'))).toEqual({ edits: [] });
+    expect(agent.flush('c2s', 'fin')).toEqual({ edits: [] });
+    const out = agent.feed('s2c', 0, Buffer.from('xaba'));
+    expect(out.edits.map((e) => [e.at, e.len])).toEqual([[1, 2]]);
+    expect(out.undecidedFrom).toBe(3);
+  });
+
+  it('a regex match is accepted only when its window is complete; flush decides the tail', () => {
+    const agent = replaceFactory.create([{ regex: 'a+', with: '<$&>', maxMatch: 4 }], BOTH);
+    const d = new Driver(agent);
+    expect(d.feed(Buffer.from('xaa')).edits).toEqual([]); // "aa" could still grow
+    expect(d.feed(Buffer.from('a')).undecidedFrom).toBe(1);
+    const out = d.feed(Buffer.from('aaa')); // window at 1 complete: "aaaa"
+    expect(out.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString()])).toEqual([[1, 4, '<aaaa>']]);
+    expect(out.undecidedFrom).toBe(5);
+    const f = d.flush();
+    expect(f.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString()])).toEqual([[5, 2, '<aa>']]);
+    expect(f.undecidedFrom).toBe(7);
+  });
+
+  it('a regex never matches more than maxMatch bytes (a pattern needing more is not found)', () => {
+    const s = Buffer.from('Server: abcdefghij\r\nServer: x\r\n');
+    const edits = run([{ regex: 'Server: [^\\r]*\\r', with: 'Server: tapgate\r', maxMatch: 12 }], s, [3, 9, 17]);
+    expect(applyEdits(s, edits).toString()).toBe('Server: abcdefghij\r\nServer: tapgate\r\n');
+  });
+
+  it('captured bytes are emitted as they were, literal replacement text as UTF-8', () => {
+    const s = Buffer.from([0x78, 0xe9, 0xff, 0x79]);
+    const edits = run([{ regex: 'x([\\xe9\\xff]+)y', with: 'é[$1]', maxMatch: 10 }], s, [2]);
+    expect([...applyEdits(s, edits)]).toEqual([0xc3, 0xa9, 0x5b, 0xe9, 0xff, 0x5d]);
+  });
+
+  it('literal find/with are UTF-8 bytes; ignoreCase folds ASCII only', () => {
+    const s = Buffer.from('Ünïcode HELLO hello Ü', 'utf8');
+    const edits = run(
+      [{ find: 'Ünïcode', with: 'U' }, { find: 'hello', with: 'hi', ignoreCase: true }, { find: 'ü', with: '?', ignoreCase: true }],
+      s,
+      [1, 2, 3],
+    );
+    expect(applyEdits(s, edits).toString('utf8')).toBe('U hi hi Ü');
+  });
+
+  it('at equal starts the rule listed first wins, even if shorter', () => {
+    const s = Buffer.from('abcd');
+    const edits = run([{ find: 'ab', with: '1' }, { find: 'abcd', with: '2' }], s, [1]);
+    expect(applyEdits(s, edits).toString()).toBe('1cd');
+  });
+
+  it('continues correctly after a mid-stream (timeout) flush', () => {
+    const d = new Driver(replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH));
+    d.feed(Buffer.from('zab'));
+    d.flush(); // "ab" decided as is
+    d.feed(Buffer.from('cabc'));
+    d.flush();
+    expect(d.edits.map((e) => [e.at, e.len])).toEqual([[4, 3]]);
+  });
+
+  it('throws on a feed at the wrong position (engine bug)', () => {
+    const agent = replaceFactory.create([{ find: 'a', with: 'b' }], BOTH);
+    agent.feed('c2s', 0, Buffer.from('xyz'));
+    expect(() => agent.feed('c2s', 2, Buffer.from('q'))).toThrow(/expected 3/);
+  });
+
+  it('snapshot is plain JSON data: tail as base64 and positions', () => {
+    const agent = replaceFactory.create([{ find: 'PORT 40, 4', with: 'X' }], BOTH);
+    agent.feed('c2s', 0, Buffer.from('xPORT 40, '));
+    const snap = agent.snapshot();
+    expect(JSON.parse(JSON.stringify(snap))).toEqual(snap);
+    expect(snap).toMatchObject({
+      v: 1,
+      dirs: { c2s: { pos: 10, undecided: 1, prev: 0x78, tail: Buffer.from('PORT 40, ').toString('base64') } },
+    });
+    expect(() => replaceFactory.restore([{ find: 'a', with: 'b' }], BOTH, { v: 2 })).toThrow(/bad snapshot/);
+  });
+
+  it('rejects bad rules with the field at fault', () => {
+    expect(replaceRuleProblems({ find: '', with: 'x' })).toEqual([{ field: 'find', message: 'expected a non-empty string' }]);
+    expect(replaceRuleProblems({ regex: '(', with: 'x', maxMatch: 3 })[0]!.field).toBe('regex');
+    expect(replaceRuleProblems({ regex: 'a', with: 'x', maxMatch: 0 })[0]!.field).toBe('maxMatch');
+    expect(replaceRuleProblems({ regex: 'a', with: 'x', maxMatch: 3, flags: 'g' })[0]!.field).toBe('flags');
+    expect(replaceRuleProblems({ regex: 'a', with: "$'", maxMatch: 3 })[0]!.field).toBe('with');
+    expect(replaceRuleProblems({ find: 'a', regex: 'a', with: 'x' })[0]!.field).toBe('rule');
+    expect(() => compileReplaceRules([])).toThrow(/non-empty/);
+    expect(() => compileReplaceRules([{ find: 'a', with: 'b' }, { regex: '[', with: '', maxMatch: 2 }])).toThrow(/rule 1: regex/);
+  });
+
+  it('handles a multi-MB stream in MSS-sized pieces quickly, same result as one piece', () => {
+    const n = 8 << 20;
+    const s = Buffer.alloc(n);
+    let x = 12345;
+    for (let i = 0; i < n; i++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      s[i] = 0x61 + ((x >>> 16) % 26);
+    }
+    const marks = ['Hello world', 'Server: nginx/1.2\r', 'PORT 40, 4, 4, 5, 4, 123'];
+    for (let i = 0; i < 2000; i++) s.write(marks[i % 3]!, (i * 4099) % (n - 40), 'latin1');
+    const rules: ReplaceRule[] = [
+      { find: 'Hello world', with: 'Hi there' },
+      { find: 'port 40, 4, 4, 5, 4, 123', with: 'PORT 10, 10, 11, 1, 1, 12', ignoreCase: true },
+      { regex: 'Server: [^\\r]*', with: 'Server: tapgate', maxMatch: 200 },
+    ];
+    const cuts: number[] = [];
+    for (let p = 1460; p < n; p += 1460) cuts.push(p);
+    const t0 = performance.now();
+    const got = run(rules, s, cuts);
+    const ms = performance.now() - t0;
+    const one = run(rules, s, []);
+    expect(norm(got)).toEqual(norm(one));
+    expect(got.length).toBeGreaterThan(1900);
+    expect(ms).toBeLessThan(20_000);
+  });
+});

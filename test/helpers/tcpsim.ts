@@ -1,0 +1,332 @@
+/**
+ * A small reference TCP pair for engine tests: two endpoints that each send a byte stream and
+ * receive the other's, through a lossy, reordering, duplicating network and the gateway's
+ * `Connection`. Time is simulated. The endpoints are deliberately simple but honest about what
+ * matters here: cumulative ACKs, optional SACK, retransmission from SND.UNA with *different*
+ * segment boundaries each time, FIN, and verification that every byte received is consistent
+ * with what was received before at the same position.
+ */
+import type { Agent } from '../../src/agent/types.js';
+import type { Half } from '../../src/flow/table.js';
+import { newStreamCounters } from '../../src/stream/counters.js';
+import { Connection, type TcpFields, type TcpOut } from '../../src/stream/connection.js';
+import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
+import { offsetToSeq, seqToOffset } from '../../src/wire/seq.js';
+
+const FIN = 0x01;
+const ACK = 0x10;
+
+export interface SimOptions {
+  rand: () => number;
+  data: [Uint8Array, Uint8Array];
+  isn: [number, number];
+  mss: number;
+  loss: number;
+  dup: number;
+  /** Probability that a packet gets an extra random delay (reordering). */
+  reorder: number;
+  sack: boolean;
+  agent: Agent | null;
+  limits?: Partial<Limits>;
+  maxTimeMs?: number;
+  /** Largest single segment (before re-segmentation by the gateway). */
+  window?: number;
+}
+
+interface Pkt {
+  f: TcpFields;
+  payload: Uint8Array;
+}
+
+interface Tag {
+  fields: TcpFields;
+}
+
+class Endpoint {
+  sndUna = 0;
+  sndNxt = 0;
+  /** Highest position sent (pure ACKs carry it, as Linux does, even after a go-back). */
+  sndMax = 0;
+  finSent = false;
+  finAcked = false;
+  sacked: Array<[number, number]> = [];
+  lastSendMs = 0;
+  rto = 50;
+  // receive side
+  rcvNxt = 0;
+  rcvBuf: Uint8Array;
+  have: Uint8Array;
+  finAt = -1;
+  finReceived = false;
+  errors: string[] = [];
+  acksSeen: number[] = [];
+
+  constructor(
+    readonly isn: number,
+    readonly data: Uint8Array,
+    readonly peerIsn: number,
+    capacity: number,
+  ) {
+    this.rcvBuf = new Uint8Array(capacity);
+    this.have = new Uint8Array(capacity);
+  }
+
+  get done(): boolean {
+    return this.finAcked && this.finReceived;
+  }
+
+  ackFields(sack: boolean): TcpFields {
+    const ackPos = this.rcvNxt + (this.finReceived ? 1 : 0);
+    return {
+      seq: offsetToSeq(Math.max(this.sndMax, this.sndNxt) + 1, this.isn),
+      ack: offsetToSeq(ackPos + 1, this.peerIsn),
+      flags: ACK,
+      window: 65535,
+      urgent: 0,
+      sack: sack ? this.sackBlocks() : null,
+    };
+  }
+
+  private sackBlocks(): Array<[number, number]> {
+    const blocks: Array<[number, number]> = [];
+    let p = this.rcvNxt;
+    while (p < this.have.length && blocks.length < 3) {
+      while (p < this.have.length && !this.have[p]) p++;
+      if (p >= this.have.length) break;
+      const s = p;
+      while (p < this.have.length && this.have[p]) p++;
+      if (s > this.rcvNxt) blocks.push([offsetToSeq(s + 1, this.peerIsn), offsetToSeq(p + 1, this.peerIsn)]);
+    }
+    return blocks;
+  }
+
+  /** New data (or retransmission) to send now, cut at random boundaries. */
+  output(nowMs: number, mss: number, rand: () => number, window: number, sack: boolean): Pkt[] {
+    const out: Pkt[] = [];
+    if (nowMs - this.lastSendMs >= this.rto && this.sndUna < this.sndNxt + (this.finSent && !this.finAcked ? 1 : 0)) {
+      // Retransmission timeout: go back to SND.UNA, new segment boundaries.
+      this.sndNxt = this.sndUna;
+      if (this.finSent && !this.finAcked) this.finSent = false;
+      this.rto = Math.min(this.rto * 2, 400);
+    }
+    while (this.sndNxt < this.data.length && this.sndNxt - this.sndUna < window) {
+      if (sack && this.isSacked(this.sndNxt)) {
+        this.sndNxt++;
+        continue;
+      }
+      const len = Math.min(1 + Math.floor(rand() * mss), this.data.length - this.sndNxt);
+      const payload = this.data.subarray(this.sndNxt, this.sndNxt + len);
+      const f = this.ackFields(sack);
+      f.seq = offsetToSeq(this.sndNxt + 1, this.isn);
+      this.sndNxt += len;
+      if (this.sndNxt > this.sndMax) this.sndMax = this.sndNxt;
+      const fin = this.sndNxt === this.data.length && rand() < 0.5;
+      if (fin) {
+        f.flags |= FIN;
+        this.finSent = true;
+      }
+      out.push({ f, payload });
+      this.lastSendMs = nowMs;
+    }
+    if (this.sndNxt >= this.data.length && !this.finSent) {
+      const f = this.ackFields(sack);
+      f.seq = offsetToSeq(this.data.length + 1, this.isn);
+      f.flags |= FIN;
+      this.finSent = true;
+      out.push({ f, payload: new Uint8Array(0) });
+      this.lastSendMs = nowMs;
+    }
+    return out;
+  }
+
+  private isSacked(p: number): boolean {
+    for (const [l, r] of this.sacked) if (p >= l && p < r) return true;
+    return false;
+  }
+
+  receive(p: Pkt, sack: boolean): Pkt | null {
+    const f = p.f;
+    if (f.flags & ACK) {
+      const a = seqToOffset(f.ack, this.isn, this.sndUna + 1) - 1;
+      this.acksSeen.push(a);
+      const limit = this.data.length + (this.finSent || this.finAcked ? 1 : 0);
+      if (a > limit) this.errors.push(`ACK ${a} beyond what was sent (${limit})`);
+      if (a > this.sndUna) {
+        this.sndUna = Math.min(a, this.data.length);
+        this.rto = 50;
+        if (a === this.data.length + 1) this.finAcked = true;
+        if (this.sndNxt < this.sndUna) this.sndNxt = this.sndUna;
+      }
+      if (sack && f.sack) {
+        for (const [l, r] of f.sack) {
+          const lo = seqToOffset(l, this.isn, this.sndUna + 1) - 1;
+          const hi = seqToOffset(r, this.isn, this.sndUna + 1) - 1;
+          if (hi > this.data.length) this.errors.push(`SACK beyond data: ${lo}-${hi}`);
+          this.sacked.push([lo, hi]);
+        }
+        if (this.sacked.length > 64) this.sacked = this.sacked.slice(-32);
+      }
+    }
+    const pos = seqToOffset(f.seq, this.peerIsn, this.rcvNxt + 1) - 1;
+    let changed = false;
+    for (let i = 0; i < p.payload.length; i++) {
+      const q = pos + i;
+      if (q < 0) continue;
+      if (q >= this.have.length) {
+        this.errors.push(`byte at ${q} beyond capacity`);
+        break;
+      }
+      if (this.have[q]) {
+        if (this.rcvBuf[q] !== p.payload[i]) this.errors.push(`inconsistent byte at ${q}`);
+      } else {
+        this.have[q] = 1;
+        this.rcvBuf[q] = p.payload[i]!;
+        changed = true;
+      }
+    }
+    if (f.flags & FIN) {
+      const at = pos + p.payload.length;
+      if (this.finAt >= 0 && this.finAt !== at) this.errors.push(`FIN moved from ${this.finAt} to ${at}`);
+      this.finAt = at;
+    }
+    while (this.rcvNxt < this.have.length && this.have[this.rcvNxt]) this.rcvNxt++;
+    if (this.finAt >= 0 && this.rcvNxt === this.finAt) this.finReceived = true;
+    if (this.rcvNxt > this.finAt && this.finAt >= 0) this.errors.push('data beyond FIN');
+    // Answer everything with data or FIN, and out-of-window probes, with an ACK.
+    if (p.payload.length > 0 || f.flags & FIN || changed || pos < this.rcvNxt) return { f: this.ackFields(sack), payload: new Uint8Array(0) };
+    return null;
+  }
+
+  received(): Uint8Array {
+    return this.rcvBuf.subarray(0, this.rcvNxt);
+  }
+}
+
+export interface SimResult {
+  finished: boolean;
+  received: [Uint8Array, Uint8Array];
+  errors: string[];
+  counters: ReturnType<typeof newStreamCounters>;
+  maxCommands: number;
+  finalCommands: number;
+  timeMs: number;
+  conn: Connection<Tag>;
+}
+
+export function simulate(o: SimOptions): SimResult {
+  const halves: [Half, Half] = [
+    { isn: o.isn[0], mss: o.mss, wscale: -1, sackPermitted: o.sack, timestamps: false, finSeen: false, rstSeen: false },
+    { isn: o.isn[1], mss: o.mss, wscale: -1, sackPermitted: o.sack, timestamps: false, finSeen: false, rstSeen: false },
+  ];
+  const counters = newStreamCounters();
+  const limits = { ...DEFAULT_LIMITS, ...(o.limits ?? {}) };
+  const conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0 });
+  const cap = (o.data[0].length + o.data[1].length) * 4 + 1024;
+  const ep = [new Endpoint(o.isn[0], o.data[0], o.isn[1], cap), new Endpoint(o.isn[1], o.data[1], o.isn[0], cap)];
+  // Event queue: [time, seq, kind, side, pkt]
+  type Ev = { t: number; n: number; to: 'gw' | 'ep'; side: 0 | 1; p: Pkt };
+  const evs = new Heap<Ev>((a, b) => a.t - b.t || a.n - b.n);
+  let evn = 0;
+  const errors: string[] = [];
+  let now = 0;
+  let maxCommands = 0;
+  const send = (to: 'gw' | 'ep', side: 0 | 1, p: Pkt) => {
+    if (o.rand() < o.loss) return;
+    const copies = o.rand() < o.dup ? 2 : 1;
+    for (let c = 0; c < copies; c++) {
+      const delay = 1 + o.rand() * 2 + (o.rand() < o.reorder ? o.rand() * 20 : 0);
+      if (evs.size > 200_000) return;
+      evs.push({ t: now + delay, n: evn++, to, side, p: { f: { ...p.f, sack: p.f.sack ? p.f.sack.map((b) => [b[0], b[1]] as [number, number]) : null }, payload: p.payload } });
+    }
+  };
+  const fromGw = (outs: TcpOut<Tag>[], fromSide: 0 | 1) => {
+    for (const r of outs) {
+      // Check the engine's checksum-free invariants: payload within MSS is the caller's job.
+      send('ep', (1 - fromSide) as 0 | 1, { f: r.fields, payload: r.payload });
+    }
+  };
+  const window = o.window ?? 4000;
+  const maxT = o.maxTimeMs ?? 60_000;
+  while (now < maxT) {
+    for (const side of [0, 1] as const) {
+      for (const p of ep[side]!.output(now, o.mss, o.rand, window, o.sack)) send('gw', side, p);
+    }
+    const outs: TcpOut<Tag>[] = [];
+    conn.tick(now, outs);
+    // Gateway-originated segments: tell which side they go to by the direction they came from.
+    for (const r of outs) {
+      const side = r.tag === undefined ? 0 : (r.tag as Tag & { side: 0 | 1 }).side;
+      send('ep', (1 - side) as 0 | 1, { f: r.fields, payload: r.payload });
+    }
+    if (ep[0]!.done && ep[1]!.done) break;
+    if (evs.size === 0) {
+      now += 5;
+      continue;
+    }
+    const e = evs.pop()!;
+    now = Math.max(now, e.t);
+    if (e.to === 'gw') {
+      const out: TcpOut<Tag>[] = [];
+      const tag = { fields: e.p.f, side: e.side };
+      conn.handle(e.side, e.p.f, e.p.payload, tag, now, out);
+      fromGw(out, e.side);
+      const n = conn.dirs[0].cmds.length + conn.dirs[1].cmds.length;
+      if (n > maxCommands) maxCommands = n;
+    } else {
+      const reply = ep[e.side]!.receive(e.p, o.sack);
+      if (reply) send('gw', e.side, reply);
+    }
+  }
+  for (const e of ep) errors.push(...e.errors);
+  return {
+    finished: ep[0]!.done && ep[1]!.done,
+    received: [ep[1]!.received(), ep[0]!.received()],
+    errors,
+    counters,
+    maxCommands,
+    finalCommands: conn.dirs[0].cmds.length + conn.dirs[1].cmds.length,
+    timeMs: now,
+    conn,
+  };
+}
+
+/** A binary min-heap (the event queue). */
+class Heap<T> {
+  private a: T[] = [];
+  constructor(private readonly less: (x: T, y: T) => number) {}
+  get size(): number {
+    return this.a.length;
+  }
+  push(v: T): void {
+    const a = this.a;
+    a.push(v);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (this.less(a[i]!, a[p]!) >= 0) break;
+      [a[i], a[p]] = [a[p]!, a[i]!];
+      i = p;
+    }
+  }
+  pop(): T | undefined {
+    const a = this.a;
+    if (a.length === 0) return undefined;
+    const top = a[0]!;
+    const last = a.pop()!;
+    if (a.length > 0) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && this.less(a[l]!, a[m]!) < 0) m = l;
+        if (r < a.length && this.less(a[r]!, a[m]!) < 0) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m]!, a[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}

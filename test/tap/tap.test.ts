@@ -1,0 +1,118 @@
+/**
+ * The TAP addon against the real kernel. Each scenario runs test/tap/fixtures/tap-probe.ts in a
+ * fresh network namespace (`unshare -n`): nothing it creates can outlive it.
+ */
+import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { expect, it } from 'vitest';
+import { describeE2E, e2eProblems, ensureTestUser, runFixture, SAFE_PATH } from '../lab/e2e-env.js';
+
+const PROBE = 'test/tap/fixtures/tap-probe.ts';
+
+interface Stats {
+  rxFrames: number;
+  rxBatches: number;
+  txFrames: number;
+  txDrops: number;
+  rxErrors: number;
+  lastTxError?: string;
+}
+interface Err {
+  code: string;
+  message: string;
+}
+
+function probe(scenario: string, vnet: boolean, wrapper: string[] = ['unshare', '-n']): Record<string, unknown> {
+  const r = runFixture(wrapper, PROBE, [scenario, ...(vnet ? ['--vnet'] : [])]);
+  if (r.json === undefined || typeof r.json !== 'object') {
+    throw new Error(`tap-probe ${scenario} printed no result (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
+  return r.json as Record<string, unknown>;
+}
+
+describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), () => {
+  for (const vnet of [false, true]) {
+    const mode = vnet ? 'with vnet hdr' : 'without vnet hdr';
+
+    it(`${mode}: a written ARP request is answered by the kernel, and a kernel ARP request is read`, () => {
+      const r = probe('roundtrip', vnet);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['arpReply']).toBe(true);
+      expect(r['arpRequestFor']).toBe('10.9.0.3');
+      expect(r['vnetHdrLen']).toBe(vnet ? 10 : 0);
+      // A plain frame from the kernel carries an all-zero virtio header (no GSO, no csum).
+      expect(r['hdr']).toBe(vnet ? '00'.repeat(10) : '');
+      expect(r['len']).toBe(42 + (vnet ? 10 : 0));
+      const st = r['stats'] as Stats;
+      expect(st.txFrames).toBe(1);
+      expect(st.rxFrames).toBeGreaterThanOrEqual(2);
+    });
+
+    it(`${mode}: frames queued in the kernel come in batches of at most 64, in order, one call each`, () => {
+      const r = probe('batch', vnet);
+      expect(r['timeout']).toBeUndefined();
+      const batches = r['batches'] as number[];
+      expect(Math.max(...batches)).toBe(64);
+      expect(batches.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(150);
+      expect(r['seqs']).toEqual(Array.from({ length: 150 }, (_, i) => i));
+      const st = r['stats'] as Stats;
+      expect(st.rxBatches).toBe(batches.length);
+      // With TUN_F_CSUM the stack leaves UDP checksums partial: NEEDS_CSUM on every datagram.
+      expect(r['csumFlags']).toBe(vnet ? 150 : 0);
+    });
+
+    it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
+      const r = probe('baddrop', vnet);
+      expect(r['tooShort']).toBe(false);
+      expect(r['batchWritten']).toBe(2);
+      const st = r['stats'] as Stats;
+      expect(st.txDrops).toBe(2);
+      expect(st.txFrames).toBe(2);
+      expect(st.lastTxError).toBe('EINVAL');
+    });
+
+    it(`${mode}: a name held by a non-TAP device or an attached TAP is TAP_BUSY`, () => {
+      const r = probe('busy', vnet);
+      expect((r['lo'] as Err).code).toBe('TAP_BUSY');
+      expect((r['twice'] as Err).code).toBe('TAP_BUSY');
+      expect((r['twice'] as Err).message).toContain('EBUSY');
+      expect((r['bridge'] as Err).code).toBe('TAP_BUSY');
+      expect((r['longName'] as Err).code).toBe('TAP_NAME');
+      expect((r['afterClose'] as Err).code).toBe('TAP_CLOSED');
+    });
+
+    it(`${mode}: deleting the interface under an open device raises an 'error' event (TAP_GONE), no crash`, () => {
+      const r = probe('gone', vnet);
+      expect(r['timeout']).toBeUndefined();
+      expect((r['error'] as Err).code).toBe('TAP_GONE');
+      expect((r['error'] as Err).message).toMatch(/EBADFD|ENODEV|EIO/);
+      expect(r['alive']).toBe(true);
+      expect((r['stats'] as Stats).rxErrors).toBe(1);
+    });
+  }
+
+  it('an ordinary user without a user namespace gets TAP_PERM naming CAP_NET_ADMIN', () => {
+    ensureTestUser();
+    const r = probe('open', false, ['runuser', '-u', 'tgtest', '--', 'env', `PATH=${SAFE_PATH}`, 'HOME=/home/tgtest']);
+    const e = r['error'] as Err;
+    expect(e.code).toBe('TAP_PERM');
+    expect(e.message).toContain('needs CAP_NET_ADMIN: run as root or inside `unshare -r -n`');
+    // Either open(/dev/net/tun) (mode 0600) or TUNSETIFF (mode 0666) refused it.
+    const mode = statSync('/dev/net/tun').mode & 0o777;
+    expect(e.message).toContain((mode & 0o006) === 0o006 ? 'EPERM' : 'EACCES');
+  });
+
+  it('without /dev/net/tun the error is TAP_NO_TUN', () => {
+    // A private mount namespace with an empty tmpfs over /dev/net.
+    const ok = spawnSync('unshare', ['-m', 'true']).status === 0;
+    expect(ok).toBe(true);
+    const r = runFixture(
+      ['unshare', '-m', '-n', 'sh', '-c', 'mount -t tmpfs tgnotun /dev/net && exec "$@"', 'sh'],
+      PROBE,
+      ['open'],
+    );
+    const e = (r.json as { error?: Err } | undefined)?.error;
+    expect(e?.code, r.stderr).toBe('TAP_NO_TUN');
+    expect(e?.message).toContain('/dev/net/tun');
+  });
+});
