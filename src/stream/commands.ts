@@ -267,7 +267,6 @@ export class CommandList {
       // An insertion at p is needed by the segment starting at p: erasing it makes p unmappable.
       const unmappable = c.orgLen === 0 ? end + 1 : end;
       if (unmappable > this.erasedPos) this.erasedPos = unmappable;
-      if (unmappable > this.floorPos) this.floorPos = unmappable;
       this.head++;
       n++;
     }

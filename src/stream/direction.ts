@@ -181,7 +181,10 @@ export class StreamDirection<T> {
     if (seg.rst) {
       this.flush('rst', nowMs);
       this.takeSynth(out);
-      out.push(this.release(seg, this.mapEmpty(seg.pos), EMPTY, false, false));
+      // A RST at or past the FIN / the processed front goes after everything released.
+      const p = seg.pos;
+      const atEnd = p >= this.x || (this.finProcessed && p >= this.finPos);
+      out.push(this.release(seg, atEnd ? p + this.cmds.offsetAfterLast() : this.mapEmpty(p), EMPTY, false, false));
       return;
     }
     this.handle(seg, nowMs, out);
@@ -227,7 +230,7 @@ export class StreamDirection<T> {
       payload = payload.subarray(cut);
       n += cut;
     }
-    if (n < this.cmds.erasedPos && end > n && payload.length > 0) {
+    if (n < this.cmds.erasedPos && payload.length > 0) {
       this.counters.erasedDiscard++;
       return;
     }

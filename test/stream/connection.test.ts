@@ -1,0 +1,248 @@
+/**
+ * The connection layer: sequence numbers ↔ positions at the edge (ISNs near 0 and near the 2^32
+ * wrap), ACK/SACK/window translation in the reverse direction, the seed's prior-art failures,
+ * keep-alives, FIN and RST positions, hold-back with flush, and hostile segment patterns.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Agent, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
+import type { Half } from '../../src/flow/table.js';
+import { Connection, type TcpFields, type TcpOut } from '../../src/stream/connection.js';
+import { newStreamCounters } from '../../src/stream/counters.js';
+import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
+import { offsetToSeq, seqToOffset } from '../../src/wire/seq.js';
+import { literalAgent } from '../helpers/literal-agent.js';
+
+const ACK = 0x10;
+const FIN = 0x01;
+const RST = 0x04;
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+type Tag = { fields: TcpFields; id: string };
+
+function half(isn: number, mss = 1460): Half {
+  return { isn, mss, wscale: -1, sackPermitted: true, timestamps: false, finSeen: false, rstSeen: false };
+}
+
+function scripted(script: Record<number, Edit[]>): Agent {
+  return {
+    name: 'scripted',
+    feed: (_d: Direction, pos: number): AgentOutput => ({ edits: script[pos] ?? [] }),
+    flush: () => ({ edits: [] }),
+    snapshot: () => null,
+  };
+}
+
+function setup(isnC: number, isnS: number, agent: Agent | null, limits: Partial<Limits> = {}) {
+  const counters = newStreamCounters();
+  const budget = { queueBytes: 0 };
+  const conn = new Connection<Tag>([half(isnC), half(isnS)], agent, { ...DEFAULT_LIMITS, ...limits }, counters, budget);
+  /** Client sends data at 1-based seed position `p` (seq = isnC + p). */
+  const data = (p: number, text: string, flags = ACK, now = 0) => {
+    const f: TcpFields = { seq: offsetToSeq(p, isnC), ack: offsetToSeq(1, isnS), flags, window: 1000, urgent: 0, sack: null };
+    const out: TcpOut<Tag>[] = [];
+    conn.handle(0, f, enc(text), { fields: f, id: text }, now, out);
+    return out.map((o) => [seqToOffset(o.fields.seq, isnC, p), dec(o.payload), o.fields.flags] as const);
+  };
+  /** Server acknowledges 1-based new position `a`, optionally with SACK blocks; returns the ACK the client sees. */
+  const ack = (a: number, sack: Array<[number, number]> | null = null, window = 1000) => {
+    const f: TcpFields = {
+      seq: offsetToSeq(1, isnS),
+      ack: offsetToSeq(a, isnC),
+      flags: ACK,
+      window,
+      urgent: 0,
+      sack: sack ? sack.map(([l, r]) => [offsetToSeq(l, isnC), offsetToSeq(r, isnC)] as [number, number]) : null,
+    };
+    const out: TcpOut<Tag>[] = [];
+    conn.handle(1, f, new Uint8Array(0), { fields: f, id: 'ack' }, 0, out);
+    const o = out[0]!.fields;
+    return {
+      ack: seqToOffset(o.ack, isnC, a),
+      window: o.window,
+      sack: o.sack?.map(([l, r]) => [seqToOffset(l, isnC, a), seqToOffset(r, isnC, a)]) ?? null,
+    };
+  };
+  return { conn, counters, budget, data, ack };
+}
+
+const SEED_SCRIPT = {
+  0: [{ at: 1, len: 2, data: enc('i') }],
+  3: [{ at: 3, len: 2, data: enc('') }],
+  6: [{ at: 6, len: 3, data: enc('the') }],
+  9: [{ at: 9, len: 2, data: enc('re') }],
+};
+
+describe('the seed worked example on wire sequence numbers', () => {
+  for (const isn of [0, 1, 0xfffffffe, 0xfffffff8, 0xffffffff]) {
+    it(`Hello world → Hi there with client ISN ${isn}`, () => {
+      const { data, ack } = setup(isn, 0x7ffffff0, scripted(SEED_SCRIPT));
+      expect(data(4, 'lo ')).toEqual([]);
+      expect(data(1, 'Hel')).toEqual([[1, 'Hi', ACK], [3, ' ', ACK]]);
+      expect(ack(3).ack).toBe(6);
+      expect(ack(4).ack).toBe(7);
+      expect(data(10, 'ld')).toEqual([]);
+      expect(data(4, 'lo wor')).toEqual([[3, ' the', ACK], [7, 're', ACK]]);
+      expect(ack(5).ack).toBe(7);
+      expect(ack(7).ack).toBe(10);
+      expect(ack(9).ack).toBe(12);
+    });
+  }
+});
+
+describe("the seed's prior-art failures", () => {
+  it('ACK for 500 after modifications at 532 and 1000 is not shifted', () => {
+    // +3 at 532 and +2 at 1000 (1-based seq), as in the seed's background section.
+    const agent = scripted({
+      0: [{ at: 531, len: 1, data: enc('XXXX') }],
+      600: [{ at: 999, len: 1, data: enc('YYY') }],
+    });
+    const { data, ack } = setup(1000, 2000, agent);
+    data(1, 'a'.repeat(600));
+    data(601, 'b'.repeat(600));
+    expect(ack(500).ack).toBe(500);
+    expect(ack(540).ack).toBe(537);
+    expect(ack(1010).ack).toBe(1005);
+  });
+
+  it('retransmission of 532 after 1000 was processed is rewritten from the stored commands', () => {
+    const agent = scripted({
+      531: [{ at: 531, len: 1, data: enc('XXXX') }],
+      999: [{ at: 999, len: 1, data: enc('YYY') }],
+    });
+    const { data, counters } = setup(7, 9, agent);
+    data(1, 'a'.repeat(531));
+    const first = data(532, 'k'.repeat(468));
+    data(1000, 'z'.repeat(100));
+    const again = data(532, 'k'.repeat(468));
+    expect(again).toEqual(first);
+    expect(first[0]![1].startsWith('XXXX')).toBe(true);
+    expect(counters.alreadyProcessed).toBe(1);
+    expect(counters.commands).toBe(2);
+  });
+});
+
+describe('header translation', () => {
+  it('translates SACK blocks conservatively and the window right edge', () => {
+    const { data, ack } = setup(100, 200, literalAgent('bb', 'BBBB'));
+    data(1, 'aabbaa');
+    data(7, 'ccbbcc');
+    // New stream: a a B B B B a a c c B B B B c c (positions 1..16)
+    // A SACK of new [11, 17) covers org [9, 13) (ccbbcc's "bbcc" part: "BBBBcc").
+    const r = ack(1, [[11, 17]]);
+    expect(r.sack).toEqual([[9, 13]]);
+    // A SACK of new [12, 17) starts inside "BBBB": "BBBB" belongs to org 9 (its first byte), so
+    // org 9 is not claimable; org 10's image is empty and "cc" (11, 12) was received.
+    expect(ack(1, [[12, 17]]).sack).toEqual([[10, 13]]);
+    // Window: right edge new 17 + 3 = 20 → beyond x: org = 20 − offset(4) = 16; ack org 13 → 3.
+    const w = ack(17, null, 3);
+    expect(w.ack).toBe(13);
+    expect(w.window).toBe(3);
+  });
+
+  it('keeps a keep-alive below what the receiver has even when its byte was deleted', () => {
+    const { data, ack } = setup(5, 6, literalAgent('x', ''));
+    data(1, 'abx');
+    ack(3);
+    // Keep-alive: SEG.SEQ = SND.UNA − 1 with the (deleted) last byte.
+    const out = data(3, 'x');
+    expect(out).toHaveLength(1);
+    expect(out[0]![0]).toBeLessThan(3);
+    expect(out[0]![1]).toBe('');
+  });
+
+  it('puts FIN and RST after the rewritten data, and flushes held bytes before the FIN', () => {
+    const { data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'));
+    // "PORT 40, " is a prefix of the pattern: held back. What goes out is an empty probe below
+    // what the receiver has, so it answers with an ACK (which acknowledges the held bytes).
+    const held = data(1, 'PORT 40, ');
+    expect(held).toHaveLength(1);
+    expect(held[0]![1]).toBe('');
+    expect(held[0]![0]).toBeLessThan(1);
+    // The FIN comes without the rest: the held bytes go out with the FIN.
+    const fin = data(10, '', ACK | FIN);
+    expect(fin).toEqual([[1, 'PORT 40, ', ACK | FIN]]);
+    expect(counters.flushFin).toBe(1);
+    // A retransmitted FIN carries them again.
+    expect(data(10, '', ACK | FIN)).toEqual([[1, 'PORT 40, ', ACK | FIN]]);
+    const rst = data(10, '', RST);
+    expect(rst[0]![0]).toBe(10);
+  });
+
+  it('flushes held bytes on a timeout with a gateway-originated segment, resent until acknowledged', () => {
+    const { conn, data, ack, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
+    data(1, 'abc PORT 4');
+    // The held tail is acknowledged to the sender (the gateway's responsibility now).
+    expect(ack(5).ack).toBe(11);
+    const out: TcpOut<Tag>[] = [];
+    conn.tick(50, out);
+    expect(out).toHaveLength(0);
+    conn.tick(100, out);
+    expect(out.map((o) => dec(o.payload))).toEqual(['PORT 4']);
+    expect(counters.synthSent).toBe(1);
+    out.length = 0;
+    conn.tick(400, out);
+    expect(out.map((o) => dec(o.payload))).toEqual(['PORT 4']);
+    ack(11);
+    out.length = 0;
+    conn.tick(5000, out);
+    expect(out).toHaveLength(0);
+  });
+});
+
+describe('hostile segment patterns', () => {
+  it('rewrites an overlapping retransmission with different bytes to the processed bytes', () => {
+    const { data, counters } = setup(0, 0, literalAgent('zz', 'y'));
+    data(1, 'abcdef');
+    const out = data(3, 'XXXXgh');
+    expect(out).toEqual([[3, 'cdefgh', ACK]]);
+    expect(counters.normalized).toBe(1);
+  });
+
+  it('discards segments far ahead of x, counted', () => {
+    const { data, counters } = setup(0, 0, literalAgent('zz', 'y'), { maxAheadBytes: 1000 });
+    expect(data(100_000, 'far')).toEqual([]);
+    expect(counters.farAhead).toBe(1);
+    expect(counters.delayed).toBe(0);
+  });
+
+  it('bounds a flood of tiny out-of-order segments by the queue budgets', () => {
+    const { conn, data, counters, budget } = setup(0, 0, literalAgent('zz', 'y'), {
+      queueSegmentsPerConn: 64,
+      queueBytesPerConn: 4096,
+    });
+    for (let i = 0; i < 10_000; i++) data(10 + 2 * i, 'q');
+    expect(conn.dirs[0].queuedSegments).toBeLessThanOrEqual(64);
+    expect(budget.queueBytes).toBeLessThanOrEqual(4096);
+    expect(counters.queueOverflow).toBeGreaterThan(9000);
+    // The gap is filled: what is queued drains, in order, and the stream goes on.
+    const out = data(1, 'abcdefghi');
+    expect(out[0]).toEqual([1, 'abcdefghi', ACK]);
+    expect(out.length).toBe(2);
+    conn.dispose();
+    expect(budget.queueBytes).toBe(0);
+  });
+
+  it('shares the global queue budget between connections', () => {
+    const counters = newStreamCounters();
+    const budget = { queueBytes: 0 };
+    const limits = { ...DEFAULT_LIMITS, queueBytesGlobal: 100 };
+    const conns = [0, 1, 2].map(() => new Connection<Tag>([half(0), half(0)], literalAgent('zz', 'y'), limits, counters, budget));
+    for (const c of conns) {
+      const f: TcpFields = { seq: 50, ack: 1, flags: ACK, window: 1000, urgent: 0, sack: null };
+      c.handle(0, f, new Uint8Array(60), { fields: f, id: '' }, 0, []);
+    }
+    expect(budget.queueBytes).toBeLessThanOrEqual(100);
+    expect(counters.queueOverflow).toBe(2);
+  });
+
+  it('erases commands over the cap and discards segments that would need them, counted', () => {
+    const { data, counters, conn } = setup(0, 0, literalAgent('a', 'AA'), { maxCommands: 4 });
+    for (let i = 0; i < 10; i++) data(1 + i, 'a');
+    expect(conn.dirs[0].cmds.length).toBeLessThanOrEqual(4);
+    expect(counters.commandsErased).toBe(6);
+    // A retransmission of the first bytes can no longer be rewritten: discarded, never sent wrong.
+    expect(data(1, 'aa')).toEqual([]);
+    expect(counters.erasedDiscard).toBe(1);
+  });
+});
