@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { replaceFactory } from '../../src/agent/replace.js';
 import { literalAgent } from '../helpers/literal-agent.js';
 import { simulate } from '../helpers/tcpsim.js';
 
@@ -72,6 +73,54 @@ describe('engine against a reference TCP pair', () => {
         },
       ),
       { numRuns: 300, seed: 42 },
+    );
+  });
+});
+
+/** Reference for several literal rules: earliest start wins, then the rule listed first. */
+function replaceAll(s: string, rules: Array<{ find: string; with: string }>): string {
+  let out = '';
+  let i = 0;
+  while (i < s.length) {
+    let hit: { find: string; with: string } | undefined;
+    for (const r of rules) if (s.startsWith(r.find, i)) { hit = r; break; }
+    if (hit) {
+      out += hit.with;
+      i += hit.find.length;
+    } else out += s[i++];
+  }
+  return out;
+}
+
+describe('engine with the real replace agent', () => {
+  it('delivers streams rewritten by several literal rules under impairment', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          seed: fc.integer(),
+          rules: fc.array(fc.record({ find: fc.stringMatching(/^[abc]{1,5}$/), with: fc.stringMatching(/^[xyzab]{0,8}$/) }), { minLength: 1, maxLength: 3 }),
+          mss: fc.integer({ min: 1, max: 60 }),
+          loss: fc.constantFrom(0, 0.05),
+          reorder: fc.constantFrom(0, 0.25),
+          sack: fc.boolean(),
+          isn: fc.constantFrom(...ISNS),
+        }),
+        (c) => {
+          const rand = mulberry32(c.seed);
+          const gen = (n: number) => Uint8Array.from({ length: n }, () => 'abc'.charCodeAt(Math.floor(rand() * 3)));
+          const d0 = gen(1500);
+          const d1 = gen(700);
+          const ctx = { flowId: 't', client: { addr: '10.0.0.1', port: 1 }, server: { addr: '10.0.0.2', port: 2 }, directions: new Set(['c2s', 's2c'] as const) };
+          const agent = replaceFactory.create(c.rules, ctx);
+          const res = simulate({ rand, data: [d0, d1], isn: [c.isn, 0xfffffff0], mss: c.mss, loss: c.loss, dup: 0.02, reorder: c.reorder, sack: c.sack, agent, limits: { holdTimeoutMs: 1e9 } });
+          expect(res.errors).toEqual([]);
+          expect(res.finished).toBe(true);
+          expect(Buffer.from(res.received[0]).toString('latin1')).toBe(replaceAll(Buffer.from(d0).toString('latin1'), c.rules));
+          expect(Buffer.from(res.received[1]).toString('latin1')).toBe(replaceAll(Buffer.from(d1).toString('latin1'), c.rules));
+          expect(res.finalCommands).toBeLessThanOrEqual(2);
+        },
+      ),
+      { numRuns: 150, seed: 7 },
     );
   });
 });
