@@ -97,12 +97,13 @@ function median(xs: number[]): number {
 
 function timeIt(sc: EngineScenario, runs: number, body: (frames: Uint8Array[]) => void): number {
   const times: number[] = [];
-  for (let r = 0; r < runs + 1; r++) {
+  const warmup = 3;
+  for (let r = 0; r < runs + warmup; r++) {
     const copies = sc.frames.map((f) => f.slice());
     const t0 = process.hrtime.bigint();
     body(copies);
     const t = Number(process.hrtime.bigint() - t0) / 1e9;
-    if (r > 0) times.push(t); // the first run warms the JIT
+    if (r >= warmup) times.push(t); // the first runs warm the JIT up
   }
   return median(times);
 }

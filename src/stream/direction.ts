@@ -66,6 +66,7 @@ const EMPTY = new Uint8Array(0);
 
 /** Serializable state of one direction (the cluster moves it; see toJSON). */
 export interface DirectionJson {
+  v: 1;
   x: number;
   heldFrom: number;
   held: string;
@@ -506,6 +507,7 @@ export class StreamDirection<T> {
 
   toJSON(): DirectionJson {
     return {
+      v: 1,
       x: this.x,
       heldFrom: this.held.start,
       held: b64(this.held.read(this.held.start, this.held.end)),
@@ -523,6 +525,7 @@ export class StreamDirection<T> {
 
   /** Restores state saved by toJSON (queued segments are not part of it: the sender resends). */
   restore(j: DirectionJson): void {
+    if (j.v !== 1) throw new Error(`unsupported stream direction state version ${String(j.v)}`);
     this.x = j.x;
     this.held.reset(j.heldFrom);
     this.held.append(unb64(j.held));

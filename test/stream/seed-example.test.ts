@@ -89,3 +89,26 @@ describe('the seed worked example, Hello world → Hi there', () => {
     expect(send(8, 'orl')).toEqual([[7, 're']]);
   });
 });
+
+describe('direction state is plain data', () => {
+  it('continues identically after a JSON round trip of its state (what the cluster moves)', () => {
+    const a = seedDirection();
+    a.send(1, 'Hel');
+    a.send(4, 'lo_');
+    a.ack(4);
+    const state = JSON.parse(JSON.stringify(a.dir.toJSON()));
+    const agent = {
+      name: 'scripted',
+      feed: (_d: Direction, pos: number) => ({ edits: pos === 6 ? [{ at: 6, len: 3, data: enc('the') }] : pos === 9 ? [{ at: 9, len: 2, data: enc('re') }] : [] }),
+      flush: () => ({ edits: [] }),
+      snapshot: () => null,
+    };
+    const b = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, newStreamCounters(), { queueBytes: 0 });
+    b.restore(state);
+    const out: Release<string>[] = [];
+    b.onSegment({ pos: 3, payload: enc('lo wor'), fin: false, rst: false, tag: 'x' }, 0, out);
+    b.onSegment({ pos: 9, payload: enc('ld'), fin: false, rst: false, tag: 'y' }, 0, out);
+    expect(out.map((r) => [r.newPos + 1, dec(r.payload)])).toEqual([[3, ' the'], [7, 're']]);
+    expect(b.unmap(8) + 1).toBe(12);
+  });
+});
