@@ -883,13 +883,20 @@ export class PcapWriter {
     this.records++;
     this.bytes += buf.byteLength;
     if (!this.out.write(buf)) {
-      await Promise.race([
-        once(this.out, 'drain'),
-        once(this.out, 'error').then(([e]) => {
-          throw e;
-        }),
-        once(this.out, 'close'),
-      ]);
+      // Whichever event comes first, the other listeners are removed (no listener leak).
+      const ac = new AbortController();
+      const { signal } = ac;
+      try {
+        await Promise.race([
+          once(this.out, 'drain', { signal }),
+          once(this.out, 'error', { signal }).then(([e]) => {
+            throw e;
+          }),
+          once(this.out, 'close', { signal }),
+        ]);
+      } finally {
+        ac.abort();
+      }
     }
     if (this.failure !== undefined) throw this.failure;
   }
