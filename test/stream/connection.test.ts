@@ -246,3 +246,44 @@ describe('hostile segment patterns', () => {
     expect(counters.erasedDiscard).toBe(1);
   });
 });
+
+describe('more header cases', () => {
+  it('translates the urgent pointer through F', () => {
+    const { conn } = setup(0, 0, literalAgent('ab', 'X'));
+    const f: TcpFields = { seq: 1, ack: 1, flags: ACK | 0x20, window: 100, urgent: 6, sack: null };
+    const out: TcpOut<Tag>[] = [];
+    // "ababcd": urgent data ends before byte 7 (1-based), i.e. after "ababcd"[0..6) → "XXcd".
+    conn.handle(0, f, enc('ababcd'), { fields: f, id: 'u' }, 0, out);
+    expect(dec(out[0]!.payload)).toBe('XXcd');
+    expect(out[0]!.fields.urgent).toBe(4);
+  });
+
+  it('makes the agent decide when held bytes exceed maxHeldBytes (flush on limit)', () => {
+    // A literal agent holds at most pattern-1 bytes; a regex-like hold is simulated by an agent
+    // that never decides.
+    const undecided: Agent = {
+      name: 'undecided',
+      feed: (_d, pos) => ({ edits: [], undecidedFrom: pos === 0 ? 0 : Math.min(pos, 0) }),
+      flush: () => ({ edits: [] }),
+      snapshot: () => null,
+    };
+    const { data, counters } = setup(0, 0, undecided, { maxHeldBytes: 10 });
+    expect(data(1, 'abcdef')[0]![1]).toBe('');
+    const out = data(7, 'ghijkl');
+    expect(counters.flushLimit).toBe(1);
+    // The flushed bytes go out as a gateway-originated segment after the (emptied) segment.
+    expect(out.map((o) => o[1]).join('')).toBe('abcdefghijkl');
+  });
+
+  it('answers a zero-window probe whose byte is held with an empty probe below the receiver', () => {
+    const { data, ack } = setup(0, 0, literalAgent('xy', 'Z'));
+    data(1, 'abc');
+    ack(4, null, 0);
+    const probe = data(4, 'x');
+    expect(probe).toHaveLength(1);
+    expect(probe[0]![1]).toBe('');
+    expect(probe[0]![0]).toBeLessThan(4);
+    // The receiver's answer (still ack 4, window 0) acknowledges the held byte to the sender.
+    expect(ack(4, null, 0).ack).toBe(5);
+  });
+});
