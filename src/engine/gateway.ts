@@ -11,6 +11,28 @@
  * Malformed frames are dropped and counted by reason (a security gateway does not forward what it
  * cannot parse); with `verifyChecksums: false` (captures taken with checksum offload) checksums
  * are not checked, and rewritten frames get correct ones anyway.
+ *
+ * TAP GSO (`vnetHdr: true`, DESIGN.md §4): every frame in and out starts with the 10-byte
+ * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
+ * the stream engine. Frames flagged NEEDS_CSUM (partial checksum) or DATA_VALID are decoded
+ * without checksum verification; others are verified as usual. What Linux puts in a partial TCP
+ * checksum field was checked on this kernel by reading GSO frames from a TAP (tcp_v4_send_check
+ * → `th->check = ~tcp_v4_check(skb->len, saddr, daddr, 0)`): the folded, NOT complemented,
+ * pseudo-header sum WITH the full TCP length (header + all payload of the super-frame); hdr_len
+ * is Ethernet + IP + TCP header length, csum_start the TCP header, csum_offset 16. The kernel's
+ * GSO code (tcp_gso_segment) adjusts that sum from the super-frame length to each segment's.
+ * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.)
+ *
+ * Forwarding with a vnet header:
+ * - payload unchanged, headers rewritten: a partial frame keeps its partial semantics — fields
+ *   are set plainly and the checksum field is left alone (the device sums the header later; only
+ *   a pseudo-header change would need an adjustment, and the engine changes no address or
+ *   length); a frame with a full checksum gets RFC 1624 incremental updates as without GSO;
+ * - payload changed (rebuilt): more payload than one segment (the sender's gso_size, else the
+ *   receiver's MSS less the TCP options) → one GSO frame (TCPV4, NEEDS_CSUM, partial sum with the
+ *   new length); at most one segment → gso_type NONE, partial if the original was partial, else
+ *   a full checksum with flags 0. Frames are split only where IPv4's 64 KiB total length forces.
+ * Both TAPs are opened the same way, so a partial frame leaves partial; the kernel completes it.
  */
 import type { Logger } from 'pino';
 import type { AgentContext } from '../agent/types.js';
@@ -20,9 +42,20 @@ import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, 
 import { Connection, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
-import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
+import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
+import { WireError } from '../wire/error.js';
 import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { TcpSegment } from '../wire/tcp.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_LEN,
+  VirtioNetHdr,
+  VirtioNetHdrRepr,
+} from '../wire/virtio.js';
 
 export type Side = 0 | 1;
 export type Emit = (frame: Uint8Array, to: Side) => void;
@@ -34,7 +67,14 @@ export interface GatewayOptions {
   log?: Logger;
   registry?: AgentRegistry;
   limits?: Limits;
+  /** Frames in and out start with a 10-byte virtio_net_hdr (TAP opened with IFF_VNET_HDR). */
+  vnetHdr?: boolean;
 }
+
+/** Offset of the TCP checksum field in the TCP header (virtio csum_offset). */
+const TCP_CSUM_OFFSET = 16;
+/** Largest IPv4 total length: bounds what one (GSO) frame may carry. */
+const IPV4_MAX_TOTAL = 65535;
 
 /** What the engine keeps of a segment: its header fields and a (possibly copied) frame. */
 interface SegTag {
@@ -47,6 +87,14 @@ interface SegTag {
   from: Side;
   /** The frame buffer belongs to the caller and may be reused. */
   borrowed: boolean;
+  /** Bytes of virtio_net_hdr in front of the Ethernet header (0 or 10); offsets above include it. */
+  vh: number;
+  /** The TCP checksum field holds a partial (pseudo-header) sum: NEEDS_CSUM. */
+  partial: boolean;
+  /** virtio gso_type of the original frame (NONE without vnet header). */
+  gsoType: number;
+  /** virtio gso_size of the original frame (payload bytes per segment), 0 when not GSO. */
+  gsoSize: number;
 }
 
 export function newGatewayCounters() {
@@ -69,6 +117,14 @@ export function newGatewayCounters() {
     rebuilt: 0,
     /** Frames whose headers were rewritten in place. */
     headerRewrites: 0,
+    /** TCP frames that arrived as GSO super-frames (vnet header gso_type TCPV4). */
+    gsoIn: 0,
+    /** Rebuilt frames sent as GSO super-frames (a grown payload kept whole). */
+    gsoOut: 0,
+    /** TCP frames that arrived with a partial checksum (NEEDS_CSUM). */
+    partialIn: 0,
+    /** TCP frames carrying RST, as received (a clean transfer has none). */
+    rstIn: 0,
     /** Segments the engine withheld (delayed or discarded); the stream counters say which. */
     withheld: 0,
     /** Agents that could not be created (bad agent config at run time). */
@@ -85,6 +141,7 @@ export class Gateway {
   private readonly limits: Limits;
   private readonly link: LinkType;
   private readonly verify: boolean;
+  private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
   private lastExpireMs = 0;
 
@@ -92,6 +149,7 @@ export class Gateway {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
     this.link = opts.link ?? 'ethernet';
     this.verify = opts.verifyChecksums ?? true;
+    this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.flows = new FlowTable(this.limits);
     this.flows.onRemove = (f) => f.conn?.dispose();
   }
@@ -106,19 +164,63 @@ export class Gateway {
 
   /** Handles one frame that arrived on `from` (replay: always 0; out frames go to `1 - from`). */
   handleFrame(frame: Uint8Array, from: Side, nowMs: number, emit: Emit, link: LinkType = this.link): void {
+    // A Node Buffer's slice() is a view, not a copy: everything below that keeps bytes (held
+    // bytes, queued segments, retained templates) copies with slice(), so a Buffer from a reused
+    // batch buffer (the TAP addon's) would be aliased and later overwritten. Plain view instead.
+    if (Buffer.isBuffer(frame)) frame = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength);
     const c = this.counters;
     c.framesIn++;
     c.bytesIn += frame.length;
-    const d = decodeFrame(frame, { link, verifyChecksums: this.verify });
+    const vh = this.vh;
+    let verify = this.verify;
+    let flags = 0;
+    let gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    let gsoSize = 0;
+    let csumStart = 0;
+    let csumOffset = 0;
+    if (vh !== 0) {
+      const h = VirtioNetHdr.parse(frame);
+      const r = h instanceof WireError ? h : VirtioNetHdrRepr.parse(h, frame.length - vh);
+      if (r instanceof WireError) {
+        this.malformed(r.reason, r.detail);
+        return;
+      }
+      flags = r.flags;
+      gsoType = r.gsoType;
+      gsoSize = r.gsoSize;
+      csumStart = r.csumStart;
+      csumOffset = r.csumOffset;
+      // A partial sum cannot verify; DATA_VALID says the device already did.
+      if (flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) verify = false;
+    }
+    const d = decodeFrame(vh === 0 ? frame : frame.subarray(vh), { link, verifyChecksums: verify });
     switch (d.kind) {
       case 'error':
-        c.malformed[d.reason] = (c.malformed[d.reason] ?? 0) + 1;
-        if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ reason: d.reason, detail: d.detail }, 'malformed frame dropped');
+        this.malformed(d.reason, d.detail);
         return;
-      case 'tcp':
+      case 'tcp': {
         c.tcp++;
-        this.handleTcp(d, frame, from, nowMs, emit);
+        const partial = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+        const gso = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE;
+        if (partial) {
+          c.partialIn++;
+          // The rewrite paths below assume the partial sum is the TCP checksum (Linux always
+          // does this for TCP); anything else cannot be rewritten safely.
+          if (csumStart !== d.l4Off || csumOffset !== TCP_CSUM_OFFSET) {
+            this.malformed('virtio-csum-not-tcp', `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
+            return;
+          }
+        }
+        if (gso) {
+          if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0 || !partial) {
+            this.malformed('virtio-bad-gso', `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
+            return;
+          }
+          c.gsoIn++;
+        }
+        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gso ? gsoSize : 0);
         return;
+      }
       case 'ipv4-other':
         if (d.protocol === 6 && d.isFragment) c.fragments++;
         else c.nonTcp++;
@@ -128,6 +230,12 @@ export class Gateway {
         c.nonTcp++;
         this.out(frame, from, emit);
     }
+  }
+
+  private malformed(reason: string, detail: string): void {
+    const c = this.counters;
+    c.malformed[reason] = (c.malformed[reason] ?? 0) + 1;
+    if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ reason, detail }, 'malformed frame dropped');
   }
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */
@@ -150,12 +258,23 @@ export class Gateway {
     emit(frame, (1 - from) as Side);
   }
 
-  private handleTcp(d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
+  private handleTcp(
+    d: FrameTcp,
+    frame: Uint8Array,
+    from: Side,
+    nowMs: number,
+    emit: Emit,
+    vh: number,
+    partial: boolean,
+    gsoType: number,
+    gsoSize: number,
+  ): void {
     const tcp = d.tcp;
     const src = { addr: d.ip.src, port: tcp.srcPort };
     const dst = { addr: d.ip.dst, port: tcp.dstPort };
     const flags = tcp.flags;
     const seq = tcp.seq;
+    if (flags & TCP_RST) this.counters.rstIn++;
     const r = this.flows.lookup(src, dst, flags, seq, nowMs);
     if (r.kind === 'refused') {
       this.counters.synRefused++;
@@ -196,8 +315,20 @@ export class Gateway {
       urgent: tcp.urgent,
       sack: readSack(tcp),
     };
-    const tag: SegTag = { fields, frame, l3Off: d.l3Off, l4Off: d.l4Off, payloadOff: d.payloadOff, from, borrowed: true };
-    const payload = frame.subarray(d.payloadOff, d.payloadOff + d.payloadLen);
+    const tag: SegTag = {
+      fields,
+      frame,
+      l3Off: d.l3Off + vh,
+      l4Off: d.l4Off + vh,
+      payloadOff: d.payloadOff + vh,
+      from,
+      borrowed: true,
+      vh,
+      partial,
+      gsoType,
+      gsoSize,
+    };
+    const payload = frame.subarray(tag.payloadOff, tag.payloadOff + d.payloadLen);
     conn.handle(side, fields, payload, tag, nowMs, this.outs);
     if (this.outs.length === 0) this.counters.withheld++;
     this.flushOuts(f, emit);
@@ -235,13 +366,23 @@ export class Gateway {
     for (let i = 0; i < outs.length; i++) {
       const o = outs[i]!;
       const to = (1 - o.tag.from) as Side;
-      // The receiver's MSS bounds what a grown segment may carry (never below what the sender
-      // already sent in one segment: captures and GSO frames may be larger than the MSS).
-      const rcvSide = f.sideOf({ addr: this.dstAddrOf(o.tag), port: TcpSegment.unchecked(o.tag.frame.subarray(o.tag.l4Off)).dstPort });
-      const mss = Math.max(f.halves[rcvSide].mss, o.tag.frame.length - o.tag.payloadOff);
-      if (!o.changed && !o.synth) {
+      // The receiver's MSS bounds what a grown segment may carry.
+      const t = o.tag;
+      const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: TcpSegment.unchecked(t.frame.subarray(t.l4Off)).dstPort });
+      // MSS counts data only: TCP options in the template take their room (RFC 6691 §2), or
+      // a grown segment would exceed the link MTU and be dropped by the bridge.
+      const tcpOpts = t.payloadOff - t.l4Off - 20;
+      const segMax = Math.max(1, f.halves[rcvSide].mss - tcpOpts);
+      // Without a vnet header, never below what the sender already sent in one segment
+      // (captures taken with offload hold frames larger than the MSS).
+      const sent = t.borrowed ? t.frame.length - t.payloadOff : o.changed ? 0 : o.payload.length;
+      const mss = Math.max(segMax, sent);
+      if (!o.changed && !o.synth && t.borrowed) {
+        // The frame as it came in (a retained tag holds headers only: that one is rebuilt).
         emitHeaderRewrite(o, this.counters);
-        this.countOut(o.tag.frame, emit, to);
+        this.countOut(t.frame, emit, to);
+      } else if (t.vh !== 0) {
+        this.flushVnet(o, segMax, emit, to);
       } else if (o.payload.length <= mss) {
         this.counters.rebuilt++;
         this.countOut(buildFrame(o.tag, o.fields, o.payload), emit, to);
@@ -260,6 +401,39 @@ export class Gateway {
       }
     }
     outs.length = 0;
+  }
+
+  /**
+   * A rebuilt segment leaving with a vnet header: kept whole as one GSO frame when it carries more
+   * than one segment's worth (the device or the receiving stack segments it), split only where
+   * IPv4's total length forces it.
+   */
+  private flushVnet(o: TcpOut<SegTag>, segMax: number, emit: Emit, to: Side): void {
+    const t = o.tag;
+    // A GSO template's gso_size is what the sender's stack chose per segment: keep it.
+    const segSize = t.gsoSize > 0 ? t.gsoSize : segMax;
+    const frameMax = IPV4_MAX_TOTAL - (t.payloadOff - t.l3Off);
+    const n = o.payload.length;
+    if (n > frameMax) this.stream.splits++;
+    let off = 0;
+    do {
+      const len = Math.min(frameMax, n - off);
+      const last = off + len >= n;
+      const fl: TcpFields = last && off === 0 ? o.fields : {
+        ...o.fields,
+        seq: (o.fields.seq + off) >>> 0,
+        flags: last ? o.fields.flags : o.fields.flags & ~(TCP_FIN | TCP_PSH),
+      };
+      const gso = len > segSize;
+      this.counters.rebuilt++;
+      if (gso) this.counters.gsoOut++;
+      const ecn = t.gsoType & VIRTIO_NET_HDR_GSO_ECN;
+      const vnet: VnetOut = gso
+        ? { gsoType: VIRTIO_NET_HDR_GSO_TCPV4 | ecn, gsoSize: segSize, partial: true }
+        : { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: t.partial };
+      this.countOut(buildFrame(t, fl, o.payload.subarray(off, off + len), vnet), emit, to);
+      off += len;
+    } while (off < n);
   }
 
   private dstAddrOf(t: SegTag): number {
@@ -287,7 +461,7 @@ export class Gateway {
 function retainTag(t: SegTag): SegTag {
   if (!t.borrowed) return t;
   // Only the headers are needed to rebuild a frame; the payload travels separately.
-  return { ...t, frame: t.frame.slice(0, t.payloadOff), borrowed: false };
+  return { ...t, frame: new Uint8Array(t.frame.subarray(0, t.payloadOff)), borrowed: false };
 }
 
 function readSack(tcp: TcpSegment): Array<[number, number]> | null {
@@ -307,6 +481,10 @@ function emitHeaderRewrite(o: TcpOut<SegTag>, c: ReturnType<typeof newGatewayCou
   const seg = TcpSegment.unchecked(t.frame.subarray(t.l4Off, t.payloadOff + o.payload.length));
   const f = o.fields;
   const old = t.fields;
+  if (t.partial) {
+    if (setHeaderFields(seg, f, old)) c.headerRewrites++;
+    return;
+  }
   let changed = false;
   if (f.seq !== old.seq) { seg.rewriteSeq(f.seq); changed = true; }
   if (f.ack !== old.ack) { seg.rewriteAck(f.ack); changed = true; }
@@ -328,8 +506,47 @@ function emitHeaderRewrite(o: TcpOut<SegTag>, c: ReturnType<typeof newGatewayCou
   if (changed) c.headerRewrites++;
 }
 
-/** Builds a new frame from a template's headers, new TCP fields and a new payload. */
-export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array): Uint8Array {
+/**
+ * Partial checksum (NEEDS_CSUM): the field holds the pseudo-header sum, which covers no header
+ * field the engine changes, and the device sums the TCP header and payload later. So fields are
+ * set plainly and the checksum is NOT adjusted (an RFC 1624 update here would corrupt it).
+ */
+function setHeaderFields(seg: TcpSegment, f: TcpFields, old: TcpFields): boolean {
+  let changed = false;
+  if (f.seq !== old.seq) { seg.setSeq(f.seq); changed = true; }
+  if (f.ack !== old.ack) { seg.setAck(f.ack); changed = true; }
+  if (f.window !== old.window) { seg.setWindow(f.window); changed = true; }
+  if (f.urgent !== old.urgent) { seg.setUrgent(f.urgent); changed = true; }
+  if (f.flags !== old.flags) { seg.setFlags(f.flags); changed = true; }
+  if (f.sack && old.sack) {
+    const n = seg.sackBlockCount();
+    for (let i = 0; i < n; i++) {
+      const b = f.sack[i] ?? f.sack[0] ?? [f.ack, f.ack];
+      if (b[0] !== old.sack[i]![0] || b[1] !== old.sack[i]![1]) {
+        seg.setSackLeft(i, b[0]);
+        seg.setSackRight(i, b[1]);
+        changed = true;
+      }
+    }
+  }
+  return changed;
+}
+
+/** The virtio header of a rebuilt frame (only with a vnet header). */
+export interface VnetOut {
+  gsoType: number;
+  /** Payload bytes per segment; 0 unless GSO. */
+  gsoSize: number;
+  /** NEEDS_CSUM with the pseudo-header sum in the field (always for GSO), else a full checksum. */
+  partial: boolean;
+}
+
+/**
+ * Builds a new frame from a template's headers, new TCP fields and a new payload. With a vnet
+ * header in the template (`t.vh`), `vnet` says what the rebuilt frame's virtio header carries
+ * (default: no GSO, full checksum).
+ */
+export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: VnetOut): Uint8Array {
   const tpl = t.frame;
   const tcpHdrLen = t.payloadOff - t.l4Off;
   const ipHdrLen = t.l4Off - t.l3Off;
@@ -365,7 +582,29 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array): Uint8A
   const src = ((out[t.l3Off + 12]! << 24) | (out[t.l3Off + 13]! << 16) | (out[t.l3Off + 14]! << 8) | out[t.l3Off + 15]!) >>> 0;
   const dst = ((out[t.l3Off + 16]! << 24) | (out[t.l3Off + 17]! << 16) | (out[t.l3Off + 18]! << 8) | out[t.l3Off + 19]!) >>> 0;
   const tcpLen = tcpHdrLen + payload.length;
-  seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
+  if (t.vh === 0) {
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
+    return out;
+  }
+  const v = vnet ?? { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: false };
+  const hdr = v.partial
+    ? new VirtioNetHdrRepr({
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gsoType: v.gsoType,
+        hdrLen: t.payloadOff - t.vh,
+        gsoSize: v.gsoSize,
+        csumStart: t.l4Off - t.vh,
+        csumOffset: TCP_CSUM_OFFSET,
+      })
+    : new VirtioNetHdrRepr();
+  hdr.emit(out);
+  if (v.partial) {
+    // What Linux's tcp_v4_send_check leaves for the device: the folded pseudo-header sum with
+    // the whole TCP length, not complemented (see the file comment).
+    seg.setChecksum(fold16(ipv4PseudoHeaderSum(src, dst, 6, tcpLen)));
+  } else {
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
+  }
   return out;
 }
 

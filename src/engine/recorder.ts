@@ -515,12 +515,12 @@ export class StreamRecorder {
       const chEnd = ch.off + ch.data.length;
       if (chEnd <= pos) continue;
       if (ch.off >= end) break;
-      if (ch.off > pos) pieces.push({ off: pos, data: data.slice(pos - off, ch.off - off) });
+      if (ch.off > pos) pieces.push({ off: pos, data: new Uint8Array(data.subarray(pos - off, ch.off - off)) });
       const covered = Math.min(chEnd, end) - Math.max(ch.off, pos);
       k.duplicateBytes += covered;
       pos = Math.max(pos, chEnd);
     }
-    if (pos < end) pieces.push({ off: pos, data: data.slice(pos - off, end - off) });
+    if (pos < end) pieces.push({ off: pos, data: new Uint8Array(data.subarray(pos - off, end - off)) });
     for (const p of pieces) {
       ooo.push(p);
       half.buffered += p.data.length;

@@ -31,7 +31,8 @@ export class ByteStore {
   /** Appends bytes at `end` (copied). */
   append(data: Uint8Array): void {
     if (data.length === 0) return;
-    this.chunks.push(data.slice());
+    // new Uint8Array(x) copies; Buffer#slice would only make a view of the caller's buffer.
+    this.chunks.push(new Uint8Array(data));
     this.end += data.length;
   }
 

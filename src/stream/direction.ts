@@ -300,7 +300,7 @@ export class StreamDirection<T> {
       return;
     }
     // The caller's buffers may be reused (TAP batches): the queue keeps its own copy.
-    q.splice(i, 0, { seg: { ...seg, payload: seg.payload.slice(), tag: this.retain(seg.tag) }, end });
+    q.splice(i, 0, { seg: { ...seg, payload: new Uint8Array(seg.payload), tag: this.retain(seg.tag) }, end });
     this.queueBytes += bytes;
     this.budget.queueBytes += bytes;
     this.counters.delayed++;
@@ -337,7 +337,7 @@ export class StreamDirection<T> {
     const diff = this.store.firstDifference(n, payload.subarray(0, upto - n));
     if (diff < 0) return payload;
     this.counters.normalized++;
-    const fixed = payload.slice();
+    const fixed = new Uint8Array(payload);
     const from = Math.max(n, this.store.start);
     fixed.set(this.store.read(from, upto), from - n);
     return fixed;

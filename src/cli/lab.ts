@@ -1,0 +1,195 @@
+/**
+ * `tapgate lab up|exec|status|down`: the command-line front of src/lab/lab.ts.
+ *
+ * `lab up` builds (or completes: running it twice is harmless) the three namespaces and the two
+ * TAPs, and starts `node <repo>/bin/tapgate.js run --tap tap-c --tap tap-s [--config FILE]` inside
+ * the gw namespace, detached, logging to <stateDir>/gateway.log. A gateway already running is
+ * left alone (to change its config: `lab down`, then `lab up --config ...`). The config is
+ * checked before anything is created.
+ */
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { ConfigError, loadConfig } from '../config/index.js';
+import { LAB_IFACES, LabError, labDown, labStatus, labUp, nsName, type LabRole, type LabStatus } from '../lab/lab.js';
+
+/** bin/tapgate.js of this checkout, from src/cli/ and dist/cli/ alike. */
+export const TAPGATE_BIN = fileURLToPath(new URL('../../bin/tapgate.js', import.meta.url));
+
+export interface LabUpArgs {
+  name: string;
+  config?: string;
+  vnetHdr: boolean;
+  pcap?: string;
+  offloads: 'on' | 'off';
+  json?: boolean;
+}
+
+/** The gateway command `lab up` runs in the gw namespace. */
+export function gatewayArgv(a: { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined }): string[] {
+  const argv = [process.execPath, TAPGATE_BIN, 'run', '--tap', LAB_IFACES.tapClient, '--tap', LAB_IFACES.tapServer];
+  if (a.config !== undefined) argv.push('--config', resolve(a.config));
+  if (!a.vnetHdr) argv.push('--no-vnet-hdr');
+  if (a.pcap !== undefined) argv.push('--pcap', resolve(a.pcap));
+  return argv;
+}
+
+function fail(e: unknown): void {
+  if (e instanceof ConfigError || e instanceof LabError) {
+    process.stderr.write(`tapgate lab: ${e.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  throw e;
+}
+
+function describeStatus(st: LabStatus): string {
+  const lines = [`lab '${st.prefix}': ${st.up ? 'up' : Object.values(st.namespaces).some(Boolean) ? 'partly up' : 'down'}`];
+  for (const role of ['client', 'server', 'gw'] as const) {
+    lines.push(`  namespace ${nsName(st.prefix, role).padEnd(12)} ${st.namespaces[role] ? 'present' : 'missing'}`);
+  }
+  for (const [tap, t] of Object.entries(st.taps)) {
+    lines.push(`  TAP ${tap.padEnd(20)} ${t.exists ? (t.attached ? 'attached' : 'exists, no gateway attached') : 'missing'}`);
+  }
+  for (const p of st.processes) {
+    lines.push(`  process ${p.name.padEnd(16)} pid ${p.pid} ${p.alive ? 'running' : 'dead'} in ${p.role}; log ${p.log}`);
+  }
+  lines.push(`  state dir ${st.stateDir}`);
+  return lines.join('\n');
+}
+
+const up: CommandModule<object, LabUpArgs> = {
+  command: 'up',
+  describe: 'Create the lab (namespaces client/server/gw, bridges, TAPs) and start the gateway in it',
+  builder: (y: Argv) =>
+    y
+      .option('name', { type: 'string', default: 'tg', describe: 'lab prefix (namespaces <name>-client, -server, -gw)' })
+      .option('config', { type: 'string', describe: 'gateway YAML config (rules, limits)' })
+      .option('vnet-hdr', { type: 'boolean', default: true, describe: 'gateway uses TAP GSO; --no-vnet-hdr to disable' })
+      .option('pcap', { type: 'string', describe: 'gateway records DIR/a.pcap (client side) and DIR/b.pcap (server side)' })
+      .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
+      .option('json', { type: 'boolean', describe: 'print what was made as JSON' }) as unknown as Argv<LabUpArgs>,
+  handler: async (a: ArgumentsCamelCase<LabUpArgs>) => {
+    try {
+      if (a.config !== undefined) loadConfig(a.config); // a bad config fails before anything exists
+      const before = labStatus(a.name);
+      const wasRunning = before.processes.some((p) => p.name === 'gateway' && p.alive);
+      const info = await labUp({ prefix: a.name, config: { offloads: a.offloads }, gatewayCommand: gatewayArgv(a) });
+      const st = labStatus(a.name);
+      const gw = st.processes.find((p) => p.name === 'gateway');
+      if (a.json === true) {
+        process.stdout.write(JSON.stringify({ ...info, gatewayLog: gw?.log, alreadyRunning: wasRunning }) + '\n');
+        return;
+      }
+      const out = [
+        `lab '${info.prefix}' is up`,
+        `  client  ${info.namespaces.client.padEnd(12)} eth0 ${info.config.clientAddr} (${info.config.clientMac})`,
+        `  server  ${info.namespaces.server.padEnd(12)} eth0 ${info.config.serverAddr} (${info.config.serverMac})`,
+        `  gw      ${info.namespaces.gw.padEnd(12)} ${LAB_IFACES.bridgeClient}[${LAB_IFACES.vethClient}, ${LAB_IFACES.tapClient}]  ${LAB_IFACES.bridgeServer}[${LAB_IFACES.vethServer}, ${LAB_IFACES.tapServer}]  mtu ${info.config.mtu}, offloads ${info.config.offloads}`,
+        `  gateway pid ${info.gatewayPid ?? '-'}${wasRunning ? ' (already running; `lab down` first to change its options)' : ''}, log ${gw?.log ?? '-'}`,
+        `          ${(gw?.argv ?? gatewayArgv(a)).join(' ')}`,
+        `try:  tapgate lab exec client -- curl http://${info.serverIp}:8000/   (after: tapgate lab exec server -- python3 -m http.server 8000)`,
+        `stop: tapgate lab down${a.name !== 'tg' ? ` --name ${a.name}` : ''}`,
+      ];
+      process.stdout.write(out.join('\n') + '\n');
+    } catch (e) {
+      fail(e);
+    }
+  },
+};
+
+interface ExecArgs {
+  name: string;
+  role: LabRole;
+  cmd: string[];
+}
+
+const exec: CommandModule<object, ExecArgs> = {
+  command: 'exec <role> [cmd..]',
+  describe: 'Run a command inside a lab namespace: lab exec client -- curl http://10.200.0.2:8000/',
+  builder: (y: Argv) =>
+    y
+      .positional('role', { choices: ['client', 'server', 'gw'] as const, demandOption: true })
+      .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (after --)' })
+      .option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<ExecArgs>,
+  handler: async (a: ArgumentsCamelCase<ExecArgs>) => {
+    // yargs puts what follows `--` into `_` after the command names: take it verbatim from argv.
+    const dd = process.argv.indexOf('--');
+    const extra = dd >= 0 ? process.argv.slice(dd + 1) : [];
+    const cmd = [...(a.cmd ?? []).map(String), ...extra];
+    if (cmd.length === 0) {
+      process.stderr.write('tapgate lab exec: name a command after --\n');
+      process.exitCode = 1;
+      return;
+    }
+    const st = labStatus(a.name);
+    if (!st.namespaces[a.role]) {
+      process.stderr.write(`tapgate lab exec: namespace ${nsName(a.name, a.role)} does not exist: run \`tapgate lab up\` first\n`);
+      process.exitCode = 1;
+      return;
+    }
+    const child = spawn('ip', ['netns', 'exec', nsName(a.name, a.role), ...cmd], { stdio: 'inherit' });
+    // Ctrl-C reaches the child through the terminal's process group; just wait for it.
+    const noop = (): void => {};
+    process.on('SIGINT', noop);
+    const code = await new Promise<number>((res) => {
+      child.on('error', (e) => {
+        process.stderr.write(`tapgate lab exec: ${e.message}\n`);
+        res(127);
+      });
+      child.on('close', (c, sig) => res(c ?? (sig ? 128 : 1)));
+    });
+    process.off('SIGINT', noop);
+    process.exitCode = code;
+  },
+};
+
+interface NameArgs {
+  name: string;
+  json?: boolean;
+}
+
+const status: CommandModule<object, NameArgs> = {
+  command: 'status',
+  describe: 'Show what of the lab exists and runs',
+  builder: (y: Argv) =>
+    y
+      .option('name', { type: 'string', default: 'tg', describe: 'lab prefix' })
+      .option('json', { type: 'boolean', describe: 'as JSON' }) as unknown as Argv<NameArgs>,
+  handler: (a: ArgumentsCamelCase<NameArgs>) => {
+    try {
+      const st = labStatus(a.name);
+      process.stdout.write((a.json === true ? JSON.stringify(st) : describeStatus(st)) + '\n');
+    } catch (e) {
+      fail(e);
+    }
+  },
+};
+
+const down: CommandModule<object, NameArgs> = {
+  command: 'down',
+  describe: 'Stop the lab processes and delete its namespaces (harmless when nothing exists)',
+  builder: (y: Argv) => y.option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<NameArgs>,
+  handler: async (a: ArgumentsCamelCase<NameArgs>) => {
+    try {
+      await labDown(a.name);
+      process.stdout.write(`lab '${a.name}' is down\n`);
+    } catch (e) {
+      fail(e);
+    }
+  },
+};
+
+export const labCommand: CommandModule = {
+  command: 'lab <command>',
+  describe: 'Build, use and remove the three-namespace test lab around the gateway',
+  builder: (y: Argv) =>
+    y
+      .command(up)
+      .command(exec)
+      .command(status)
+      .command(down)
+      .demandCommand(1, 'name a lab command: up, exec, status, down'),
+  handler: () => {},
+};

@@ -1,0 +1,249 @@
+/**
+ * The live gateway (DESIGN.md §1): two TAP devices bridged through one `Gateway`.
+ *
+ *   TAP a ──read batch──▶ Gateway.handleFrame(side 0) ──collected per batch──▶ writeBatch ▶ TAP b
+ *   TAP b ──read batch──▶ Gateway.handleFrame(side 1) ──collected per batch──▶ writeBatch ▶ TAP a
+ *   timer (~10 ms) ─────▶ Gateway.tick ──▶ writeBatch to whichever side
+ *
+ * Frames handed over by the TAP addon are views into its batch buffer and valid only during the
+ * callback: the gateway emits header-rewritten frames as those same views, so every frame
+ * emitted while handling a batch is written before the callback returns (one `writeBatch` per
+ * destination per read batch). Non-TCP frames pass unchanged (the gateway bridges them).
+ *
+ * Both TAPs are opened the same way (`vnetHdr`): with it, GSO super-frames and partial checksums
+ * cross the gateway whole (see engine/gateway.ts), which is what makes it fast.
+ *
+ * Capture (`pcapDir`): DIR/a.pcap holds every frame seen on TAP a — read from it (what the
+ * a-side endpoint sent) and written to it (what the gateway delivered to that side); DIR/b.pcap
+ * the same for TAP b. So a.pcap is the a-side's view of each connection and b.pcap the b-side's,
+ * as tcpdump on each TAP would show them. The virtio header is not recorded; a GSO frame is one
+ * large record (as tcpdump shows GSO packets) and partial checksums appear as bad checksums
+ * (as with any capture taken with checksum offload). A capture that cannot keep up drops records
+ * (counted in `pcapDropped`) rather than buffering without bound.
+ *
+ * Time is read here (the one place that owns a clock) and injected into the gateway.
+ */
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { PcapWriter } from '../phy/pcap.js';
+import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
+import { Gateway, type Side } from './gateway.js';
+
+export interface LiveOptions {
+  /** TAP a (side 0) and TAP b (side 1); both must exist in this network namespace. */
+  taps: readonly [string, string];
+  config: Config | null;
+  /** Open both TAPs with IFF_VNET_HDR + offloads (TAP GSO). */
+  vnetHdr: boolean;
+  /** Record both sides as DIR/a.pcap and DIR/b.pcap. */
+  pcapDir?: string | undefined;
+  log: Logger;
+  /** Period of Gateway.tick. Default 10 ms. */
+  tickMs?: number;
+  /** Most queued capture bytes before records are dropped. Default 64 MiB. */
+  pcapMaxQueued?: number;
+}
+
+export interface LiveStats {
+  uptimeS: number;
+  taps: Record<string, TapCounters>;
+  pcap?: { files: string[]; records: number; dropped: number };
+  [k: string]: unknown;
+}
+
+interface Capture {
+  writer: PcapWriter;
+  stream: WriteStream;
+  path: string;
+}
+
+export class LiveGateway {
+  readonly gateway: Gateway;
+  private readonly devs: TapDevice[] = [];
+  private readonly pending: [Uint8Array[], Uint8Array[]] = [[], []];
+  private readonly caps: Capture[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly startedMs = performance.now();
+  /** performance.now() origin in Unix-epoch ns, for capture timestamps. */
+  private readonly epochNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(performance.now() * 1e6));
+  private pcapDropped = 0;
+  private stopped = false;
+  private failure: TapError | undefined;
+  /** Resolves when the gateway stops on its own (a TAP vanished). */
+  readonly failed: Promise<TapError>;
+  private onFail!: (e: TapError) => void;
+
+  private constructor(private readonly opts: LiveOptions) {
+    this.gateway = new Gateway({
+      config: opts.config,
+      vnetHdr: opts.vnetHdr,
+      verifyChecksums: true,
+      log: opts.log.child({ mod: 'gateway' }),
+    });
+    this.failed = new Promise((r) => (this.onFail = r));
+  }
+
+  /**
+   * Opens both TAPs (and the capture files), then starts forwarding. Throws the addon's
+   * TapError (code TAP_PERM, TAP_BUSY, ...) with nothing left open when a TAP cannot be opened.
+   */
+  static async start(opts: LiveOptions): Promise<LiveGateway> {
+    const g = new LiveGateway(opts);
+    try {
+      for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr }));
+      if (opts.pcapDir !== undefined) {
+        mkdirSync(opts.pcapDir, { recursive: true });
+        for (const n of ['a', 'b']) {
+          const path = join(opts.pcapDir, `${n}.pcap`);
+          const stream = createWriteStream(path);
+          const writer = PcapWriter.fromStream(stream, { link: 'ethernet', precision: 'nano', snaplen: 262144 });
+          g.caps.push({ writer, stream, path });
+        }
+      }
+    } catch (e) {
+      for (const d of g.devs) d.close();
+      for (const c of g.caps) c.stream.destroy();
+      throw e;
+    }
+    g.devs.forEach((d, i) => {
+      const side = i as Side;
+      d.on('error', (err) => g.fail(err));
+      d.onFrames((b) => g.onBatch(side, b));
+    });
+    const tickMs = opts.tickMs ?? 10;
+    g.timer = setInterval(() => g.onTick(), tickMs);
+    return g;
+  }
+
+  get taps(): readonly TapDevice[] {
+    return this.devs;
+  }
+
+  private fail(err: TapError): void {
+    if (this.failure !== undefined) return;
+    this.failure = err;
+    this.opts.log.error({ code: err.code, err: err.message }, 'TAP failed; stopping');
+    this.onFail(err);
+  }
+
+  private readonly emit = (frame: Uint8Array, to: Side): void => {
+    this.pending[to].push(frame);
+  };
+
+  private onBatch(side: Side, b: FrameBatch): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    const gw = this.gateway;
+    const buf = b.buf;
+    const cap = this.caps.length > 0;
+    for (let i = 0; i < b.count; i++) {
+      const off = b.offset(i);
+      // A plain Uint8Array view, not a Buffer: the engine copies with slice() (see Gateway).
+      const frame = new Uint8Array(buf.buffer, buf.byteOffset + off, b.length(i));
+      if (cap) this.record(side, frame, now);
+      gw.handleFrame(frame, side, now, this.emit);
+    }
+    this.flush(now);
+  }
+
+  private onTick(): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    this.gateway.tick(now, this.emit);
+    this.flush(now);
+  }
+
+  private flush(now: number): void {
+    for (const to of [0, 1] as const) {
+      const q = this.pending[to];
+      if (q.length === 0) continue;
+      if (this.caps.length > 0) for (const f of q) this.record(to, f, now);
+      this.devs[to]!.writeBatch(q);
+      q.length = 0;
+    }
+  }
+
+  private record(side: Side, frame: Uint8Array, nowMs: number): void {
+    const c = this.caps[side]!;
+    if (c.stream.writableLength > (this.opts.pcapMaxQueued ?? 64 << 20)) {
+      this.pcapDropped++;
+      return;
+    }
+    const vh = this.opts.vnetHdr ? 10 : 0;
+    const tsNs = this.epochNs + BigInt(Math.round(nowMs * 1e6));
+    // encodePcapRecord copies synchronously: the TAP's buffer may be reused afterwards.
+    c.writer.write({ data: frame.subarray(vh), tsNs }).catch((e: Error) => {
+      this.pcapDropped++;
+      this.opts.log.warn({ file: c.path, err: e.message }, 'capture write failed');
+    });
+  }
+
+  stats(): LiveStats {
+    const taps: Record<string, TapCounters> = {};
+    for (const d of this.devs) taps[d.name] = d.stats();
+    const out: LiveStats = {
+      uptimeS: Math.round((performance.now() - this.startedMs) / 10) / 100,
+      vnetHdr: this.opts.vnetHdr,
+      taps,
+      ...this.gateway.stats(),
+    };
+    if (this.caps.length > 0) {
+      out.pcap = {
+        files: this.caps.map((c) => c.path),
+        records: this.caps.reduce((a, c) => a + c.writer.records, 0),
+        dropped: this.pcapDropped,
+      };
+    }
+    return out;
+  }
+
+  /** One line for a terminal: rates since the previous call. */
+  private last = { t: 0, rx: 0, tx: 0 };
+  statusLine(): string {
+    const now = performance.now();
+    let rx = 0;
+    let tx = 0;
+    let drops = 0;
+    for (const d of this.devs) {
+      const s = d.stats();
+      rx += s.rxBytes;
+      tx += s.txBytes;
+      drops += s.txDrops;
+    }
+    const dt = (now - (this.last.t || this.startedMs)) / 1000;
+    const mbit = (b: number): string => ((b * 8) / 1e6 / Math.max(dt, 1e-3)).toFixed(1);
+    const s = this.gateway.stats();
+    const malformed = Object.values(s.gateway.malformed).reduce((a, b) => a + b, 0);
+    const line =
+      `up ${((now - this.startedMs) / 1000).toFixed(0)}s  in ${mbit(rx - this.last.rx)} Mbit/s  out ${mbit(tx - this.last.tx)} Mbit/s  ` +
+      `frames ${s.gateway.framesIn}/${s.gateway.framesOut}  flows ${s.flows.active}  rewritten ${s.gateway.connectionsRewritten}  ` +
+      `rebuilt ${s.gateway.rebuilt}  gso ${s.gateway.gsoIn}/${s.gateway.gsoOut}  malformed ${malformed}  txDrops ${drops}`;
+    this.last = { t: now, rx, tx };
+    return line;
+  }
+
+  /**
+   * Stops reading, flushes what the gateway still holds (hold timeouts fire early, so held bytes
+   * are delivered rather than lost), closes the TAPs and the captures. Idempotent; returns the
+   * final statistics.
+   */
+  async stop(): Promise<LiveStats> {
+    if (!this.stopped) {
+      if (this.timer !== undefined) clearInterval(this.timer);
+      for (const d of this.devs) d.pause();
+      const now = performance.now();
+      if (this.failure === undefined) {
+        this.gateway.tick(now + this.gateway.holdTimeoutMs + 1, this.emit);
+        this.flush(now);
+      }
+      this.stopped = true;
+    }
+    const st = this.stats();
+    for (const d of this.devs) d.close();
+    await Promise.all(this.caps.map((c) => c.writer.close().catch(() => {})));
+    return st;
+  }
+}
