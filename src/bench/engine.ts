@@ -7,6 +7,7 @@
 import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { decodeFrame } from '../wire/frame.js';
+import { mulberry32 } from '../util/prng.js';
 import { tcpFrame } from './frames.js';
 
 const SYN = 0x02;
@@ -21,20 +22,10 @@ export interface EngineScenario {
   payloadBytes: number;
 }
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Server → client: `segments` segments of 1448 bytes; the client ACKs every second one. */
 export function buildScenario(segments: number, reorder: number, seed = 1): EngineScenario {
-  const rand = rng(seed);
+  const rand = mulberry32(seed);
   const isnC = 0xfffff000;
   const isnS = 0x7ffff000;
   const mss = 1448;

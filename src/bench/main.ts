@@ -4,8 +4,10 @@
  * with a note when `--engine-only` is given.
  */
 import { runEngineBench } from './engine.js';
+import { benchLive } from './live.js';
 
 const quick = process.argv.includes('--quick');
+const engineOnly = process.argv.includes('--engine-only');
 
 function table(rows: Array<Record<string, string | number>>): string {
   const cols = Object.keys(rows[0] ?? {});
@@ -30,6 +32,14 @@ async function main(): Promise<void> {
       })),
     ),
   );
+  if (engineOnly) return;
+  if (process.getuid?.() !== 0) {
+    console.log('\nLive (lab) figures skipped: they need root (namespaces, TAPs).');
+    return;
+  }
+  console.log('\nLive, iperf3 client → server through the lab (median; ratio against the kernel bridge in the same run):');
+  const live = await benchLive(quick ? { seconds: 2, runs: 1, log: (l) => console.error(l) } : { log: (l) => console.error(l) });
+  console.log(table(live.map((r) => ({ path: r.name, 'Gbit/s': r.gbps, 'vs bridge': r.ratio }))));
 }
 
 await main();

@@ -479,57 +479,44 @@ function readSack(tcp: TcpSegment): Array<[number, number]> | null {
 function emitHeaderRewrite(o: TcpOut<SegTag>, c: ReturnType<typeof newGatewayCounters>): void {
   const t = o.tag;
   const seg = TcpSegment.unchecked(t.frame.subarray(t.l4Off, t.payloadOff + o.payload.length));
-  const f = o.fields;
-  const old = t.fields;
-  if (t.partial) {
-    if (setHeaderFields(seg, f, old)) c.headerRewrites++;
-    return;
-  }
-  let changed = false;
-  if (f.seq !== old.seq) { seg.rewriteSeq(f.seq); changed = true; }
-  if (f.ack !== old.ack) { seg.rewriteAck(f.ack); changed = true; }
-  if (f.window !== old.window) { seg.rewriteWindow(f.window); changed = true; }
-  if (f.urgent !== old.urgent) { seg.rewriteUrgent(f.urgent); changed = true; }
-  if (f.flags !== old.flags) { seg.rewriteFlags(f.flags); changed = true; }
-  if (f.sack && old.sack) {
-    const n = seg.sackBlockCount();
-    for (let i = 0; i < n; i++) {
-      // Blocks that translate to nothing are replaced by a copy of a surviving block (or, with
-      // none left, by an empty block at the ACK): the option's layout stays as it was.
-      const b = f.sack[i] ?? f.sack[0] ?? [f.ack, f.ack];
-      if (b[0] !== old.sack[i]![0] || b[1] !== old.sack[i]![1]) {
-        seg.rewriteSackBlock(i, b[0], b[1]);
-        changed = true;
-      }
-    }
-  }
-  if (changed) c.headerRewrites++;
+  if (rewriteHeaderFields(seg, o.fields, t.fields, t.partial)) c.headerRewrites++;
 }
 
 /**
- * Partial checksum (NEEDS_CSUM): the field holds the pseudo-header sum, which covers no header
- * field the engine changes, and the device sums the TCP header and payload later. So fields are
- * set plainly and the checksum is NOT adjusted (an RFC 1624 update here would corrupt it).
+ * Sets the fields that differ. With a full checksum each change updates it per RFC 1624 eqn. 3.
+ * With a partial one (NEEDS_CSUM) the field holds the pseudo-header sum, which covers no header
+ * field changed here, and the device sums header and payload later: fields are set plainly and
+ * the checksum is NOT adjusted (an RFC 1624 update there would corrupt it).
  */
-function setHeaderFields(seg: TcpSegment, f: TcpFields, old: TcpFields): boolean {
+function rewriteHeaderFields(seg: TcpSegment, f: TcpFields, old: TcpFields, partial: boolean): boolean {
   let changed = false;
-  if (f.seq !== old.seq) { seg.setSeq(f.seq); changed = true; }
-  if (f.ack !== old.ack) { seg.setAck(f.ack); changed = true; }
-  if (f.window !== old.window) { seg.setWindow(f.window); changed = true; }
-  if (f.urgent !== old.urgent) { seg.setUrgent(f.urgent); changed = true; }
-  if (f.flags !== old.flags) { seg.setFlags(f.flags); changed = true; }
+  if (f.seq !== old.seq) { if (partial) seg.setSeq(f.seq); else seg.rewriteSeq(f.seq); changed = true; }
+  if (f.ack !== old.ack) { if (partial) seg.setAck(f.ack); else seg.rewriteAck(f.ack); changed = true; }
+  if (f.window !== old.window) { if (partial) seg.setWindow(f.window); else seg.rewriteWindow(f.window); changed = true; }
+  if (f.urgent !== old.urgent) { if (partial) seg.setUrgent(f.urgent); else seg.rewriteUrgent(f.urgent); changed = true; }
+  if (f.flags !== old.flags) { if (partial) seg.setFlags(f.flags); else seg.rewriteFlags(f.flags); changed = true; }
   if (f.sack && old.sack) {
     const n = seg.sackBlockCount();
     for (let i = 0; i < n; i++) {
-      const b = f.sack[i] ?? f.sack[0] ?? [f.ack, f.ack];
-      if (b[0] !== old.sack[i]![0] || b[1] !== old.sack[i]![1]) {
+      const b = sackBlockAt(f, i);
+      if (b[0] === old.sack[i]![0] && b[1] === old.sack[i]![1]) continue;
+      if (partial) {
         seg.setSackLeft(i, b[0]);
         seg.setSackRight(i, b[1]);
-        changed = true;
-      }
+      } else seg.rewriteSackBlock(i, b[0], b[1]);
+      changed = true;
     }
   }
   return changed;
+}
+
+/**
+ * The i-th translated SACK block for an option laid out for the original blocks: blocks that
+ * translated to nothing are replaced by a copy of a surviving block (or, with none left, by an
+ * empty block at the ACK), so the option's layout stays as it was.
+ */
+function sackBlockAt(f: TcpFields, i: number): [number, number] {
+  return f.sack?.[i] ?? f.sack?.[0] ?? [f.ack, f.ack];
 }
 
 /** The virtio header of a rebuilt frame (only with a vnet header). */
@@ -573,7 +560,7 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
   if (f.sack && seg.sackOptionOffset() >= 0) {
     const n = seg.sackBlockCount();
     for (let i = 0; i < n; i++) {
-      const b = f.sack[i] ?? f.sack[0] ?? [f.ack, f.ack];
+      const b = sackBlockAt(f, i);
       seg.setSackLeft(i, b[0]);
       seg.setSackRight(i, b[1]);
     }

@@ -117,29 +117,23 @@ export class CommandList {
 
   /** Index (absolute into cmds) of the last command with org <= p, or head-1 if none. */
   private lastAtOrBefore(p: number): number {
-    let lo = this.head;
-    let hi = this.cmds.length - 1;
-    let ans = this.head - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.cmds[mid]!.org <= p) {
-        ans = mid;
-        lo = mid + 1;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    return ans;
+    return this.lastWhere(p, false);
   }
 
   /** Index of the last command with newSeq <= A, or head-1 if none. */
   private lastNewAtOrBefore(a: number): number {
+    return this.lastWhere(a, true);
+  }
+
+  /** Binary search over the live commands, ordered by org and (so) by newSeq alike. */
+  private lastWhere(v: number, byNew: boolean): number {
     let lo = this.head;
     let hi = this.cmds.length - 1;
     let ans = this.head - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.cmds[mid]!.newSeq <= a) {
+      const c = this.cmds[mid]!;
+      if ((byNew ? c.newSeq : c.org) <= v) {
         ans = mid;
         lo = mid + 1;
       } else {

@@ -8,19 +8,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { replaceFactory } from '../../src/agent/replace.js';
+import { mulberry32 } from '../../src/util/prng.js';
 import { literalAgent } from '../helpers/literal-agent.js';
 import { simulate } from '../helpers/tcpsim.js';
 
-function mulberry32(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ISNS = [0, 1, 0xffffffff, 0xfffffff0, 0x7fffffff, 123456789];
 
