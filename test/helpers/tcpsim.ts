@@ -239,10 +239,35 @@ export function simulate(o: SimOptions): SimResult {
       evs.push({ t: now + delay, n: evn++, to, side, p: { f: { ...p.f, sack: p.f.sack ? p.f.sack.map((b) => [b[0], b[1]] as [number, number]) : null }, payload: p.payload } });
     }
   };
+  /**
+   * The property that makes the gateway safe: an ACK or SACK block the gateway sends to an
+   * endpoint about that endpoint's own data (original positions) only covers bytes whose
+   * rewritten image the other endpoint really has.
+   */
+  const checkAck = (target: 0 | 1, f: TcpFields) => {
+    if (!(f.flags & ACK)) return;
+    const d = conn.dirs[target];
+    const receiver = ep[1 - target]!;
+    const a = seqToOffset(f.ack, o.isn[target], d.x + 1) - 1;
+    if (a <= o.data[target].length && receiver.rcvNxt < d.map(a)) {
+      errors.push(`ACK ${a} to side ${target} claims new ${d.map(a)} but the receiver has ${receiver.rcvNxt}`);
+    }
+    for (const [l, r] of f.sack ?? []) {
+      const lo = d.map(seqToOffset(l, o.isn[target], d.x + 1) - 1);
+      const hi = d.map(seqToOffset(r, o.isn[target], d.x + 1) - 1);
+      for (let q = lo; q < hi; q++) {
+        if (!receiver.have[q]) {
+          errors.push(`SACK to side ${target} claims new byte ${q} the receiver does not have`);
+          break;
+        }
+      }
+    }
+  };
   const fromGw = (outs: TcpOut<Tag>[], fromSide: 0 | 1) => {
     for (const r of outs) {
-      // Check the engine's checksum-free invariants: payload within MSS is the caller's job.
-      send('ep', (1 - fromSide) as 0 | 1, { f: r.fields, payload: r.payload });
+      const target = (1 - fromSide) as 0 | 1;
+      checkAck(target, r.fields);
+      send('ep', target, { f: r.fields, payload: r.payload });
     }
   };
   const window = o.window ?? 4000;
