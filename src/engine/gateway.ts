@@ -2,7 +2,7 @@
  * The gateway loop body (DESIGN.md §1): one frame in → zero or more frames out.
  *
  *   frame ─▶ wire.decodeFrame ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ frames
- *              non-TCP / ARP / fragments / unrewritten connections ─▶ passed on unchanged
+ *              non-TCP / ARP / unrewritten connections ─▶ passed on unchanged
  *
  * It owns no device and no clock: the caller (replay, `tapgate run`) passes frames with the time
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
@@ -11,6 +11,31 @@
  * Malformed frames are dropped and counted by reason (a security gateway does not forward what it
  * cannot parse); with `verifyChecksums: false` (captures taken with checksum offload) checksums
  * are not checked, and rewritten frames get correct ones anyway.
+ *
+ * Hostile input (issue 6). Every drop below has a counter in `stats()` and a rate-limited warn
+ * line (util/ratelog.ts: a flood costs counter increments, not a log line per frame):
+ * - frames larger than `limits.maxFrameBytes` (`malformed['frame-oversized']`), and IPv4 packets
+ *   followed by more bytes than Ethernet minimum-size padding (`malformed['ipv4-trailing-bytes']`:
+ *   a packet whose total length says less than the frame holds is lying about one of the two;
+ *   what a receiver makes of the extra bytes is not ours to guess), besides every wire error of
+ *   decodeFrame under its own reason code (truncations, bad IHL / data offset, total lengths
+ *   that lie, IPv4 and TCP option lists running past the header, bad checksums);
+ * - IPv4 fragments of TCP (`tcpFragmentsDropped`), first or not: the gateway does not reassemble,
+ *   and a rewriting gateway must not let TCP bytes it never saw in order reach an endpoint (a
+ *   fragmented segment would bypass the rules). Dropping is safe because the endpoints use PMTU
+ *   discovery (DF set, RFC 1191): a TCP sender never needs fragmentation on the lab's or a
+ *   bridged segment's equal-MTU path. Reassembly (bounded, with timeouts, overlaps refused as in
+ *   RFC 5722's spirit) would be the alternative for paths that fragment; it is not needed here and
+ *   is a classic source of evasion and memory exhaustion. Non-TCP fragments are bridged as is;
+ * - TCP segments with flag combinations no TCP sends (`badFlags` by class: `null` (no flags),
+ *   `syn-fin`, `syn-rst`, `rst-fin`, and `fin-no-ack` / `psh-no-ack` / `urg-no-ack`: a segment
+ *   without ACK must carry SYN or RST, RFC 9293 §3.10.7), port 0, the same endpoint as source and
+ *   destination ("land"), or a broadcast/multicast/unspecified address (`badEndpoints`). These
+ *   are scans and stack attacks; dropping them before the flow table also keeps them out of it;
+ * - SYN floods: the flow table caps and times out embryonic connections (flow/table.ts;
+ *   `flows.halfOpenFull`, `flows.expiredHalfOpen`), so a flood cannot deny established ones;
+ * - engine drops (segments far ahead of the window, queue budget overflow, data after FIN,
+ *   differing overlaps normalised) are counted by the stream engine (`stream.*`) and logged here.
  *
  * TAP GSO (`vnetHdr: true`, DESIGN.md §4): every frame in and out starts with the 10-byte
  * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
@@ -43,6 +68,7 @@ import { Connection, type TcpFields, type TcpOut } from '../stream/connection.js
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
+import { RateLog, type RateLogOptions } from '../util/ratelog.js';
 import { WireError } from '../wire/error.js';
 import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { TcpSegment } from '../wire/tcp.js';
@@ -69,12 +95,50 @@ export interface GatewayOptions {
   limits?: Limits;
   /** Frames in and out start with a 10-byte virtio_net_hdr (TAP opened with IFF_VNET_HDR). */
   vnetHdr?: boolean;
+  /** Rate limit of the warn lines about dropped hostile / malformed input (util/ratelog.ts). */
+  logRate?: RateLogOptions;
 }
 
 /** Offset of the TCP checksum field in the TCP header (virtio csum_offset). */
 const TCP_CSUM_OFFSET = 16;
 /** Largest IPv4 total length: bounds what one (GSO) frame may carry. */
 const IPV4_MAX_TOTAL = 65535;
+/**
+ * Bytes after the IPv4 packet are accepted only as Ethernet minimum-size padding: up to a frame
+ * of 60 bytes, 64 with slack for an 802.1Q tag or a trailing FCS on a minimum-size frame.
+ */
+const ETH_PADDED_MIN = 64;
+
+const F_FIN = 0x01;
+const F_SYN = 0x02;
+const F_RST = 0x04;
+const F_ACK = 0x10;
+const F_URG = 0x20;
+
+/**
+ * The class of a flag combination no TCP sends (RFC 9293 §3.1, §3.10.7), or null. Only the six
+ * classic bits count; ECE/CWR/NS are ECN's business.
+ */
+export function badFlagClass(flags: number): string | null {
+  const f = flags & 0x3f;
+  if (f === 0) return 'null';
+  if ((f & (F_SYN | F_FIN)) === (F_SYN | F_FIN)) return 'syn-fin';
+  if ((f & (F_SYN | F_RST)) === (F_SYN | F_RST)) return 'syn-rst';
+  if ((f & (F_RST | F_FIN)) === (F_RST | F_FIN)) return 'rst-fin';
+  // Without ACK a segment must be a SYN (opening) or a RST (answering a segment without ACK).
+  if ((f & (F_ACK | F_SYN | F_RST)) === 0) return f & F_FIN ? 'fin-no-ack' : f & F_URG ? 'urg-no-ack' : 'psh-no-ack';
+  return null;
+}
+
+/** A TCP endpoint pair no TCP connection can have, or null. */
+export function badEndpointClass(src: number, dst: number, srcPort: number, dstPort: number): string | null {
+  if (srcPort === 0 || dstPort === 0) return 'port-zero';
+  if (src === dst && srcPort === dstPort) return 'land';
+  // 224/4 multicast, 240/4 reserved and broadcast: TCP is unicast (RFC 1122 §4.2.3.10); 0/8 as
+  // a source is "this host", never on the wire for TCP.
+  if (src >>> 28 >= 0xe || dst >>> 28 >= 0xe || src >>> 24 === 0 || dst >>> 24 === 0) return 'martian';
+  return null;
+}
 
 /** What the engine keeps of a segment: its header fields and a (possibly copied) frame. */
 interface SegTag {
@@ -107,10 +171,18 @@ export function newGatewayCounters() {
     nonTcp: 0,
     /** Malformed frames dropped, by reason code. */
     malformed: {} as Record<string, number>,
-    /** TCP inside IPv4 fragments: passed on unrewritten (see README: fragments). */
-    fragments: 0,
-    /** SYNs dropped because the connection table was full. */
+    /** Frames larger than limits.maxFrameBytes, dropped (also in `malformed['frame-oversized']`). */
+    oversized: 0,
+    /** IPv4 fragments carrying TCP (first or later), dropped: never reassembled (see file comment). */
+    tcpFragmentsDropped: 0,
+    /** TCP segments with impossible flag combinations, dropped, by class (badFlagClass). */
+    badFlags: {} as Record<string, number>,
+    /** TCP segments with impossible endpoints (port 0, land, multicast...), dropped, by class. */
+    badEndpoints: {} as Record<string, number>,
+    /** SYNs dropped because the connection table or its half-open cap was full (flows.* say which). */
     synRefused: 0,
+    /** Bare SYNs with a new ISN on a confirmed connection: passed on untracked (flow/table.ts). */
+    straySyn: 0,
     /** Data on a rewritten connection before both ISNs were known: dropped (resent later). */
     notReady: 0,
     /** Frames rebuilt because their payload changed. */
@@ -144,6 +216,9 @@ export class Gateway {
   private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
   private lastExpireMs = 0;
+  private readonly ratelog: RateLog;
+  /** Engine drop counters as last logged (logStreamEvents). */
+  private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
@@ -152,6 +227,14 @@ export class Gateway {
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.flows = new FlowTable(this.limits);
     this.flows.onRemove = (f) => f.conn?.dispose();
+    const log = opts.log;
+    this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
+  }
+
+  /** A rate-limited warn line about dropped input (nothing is built when no logger is set). */
+  private warn(key: string, nowMs: number, obj: () => Record<string, unknown>, msg: string): void {
+    if (this.opts.log === undefined) return;
+    this.ratelog.log(key, nowMs, obj(), msg);
   }
 
   get holdTimeoutMs(): number {
@@ -172,6 +255,11 @@ export class Gateway {
     c.framesIn++;
     c.bytesIn += frame.length;
     const vh = this.vh;
+    if (frame.length - vh > this.limits.maxFrameBytes) {
+      c.oversized++;
+      this.malformed('frame-oversized', nowMs, () => `frame of ${frame.length - vh} bytes > maxFrameBytes ${this.limits.maxFrameBytes}`);
+      return;
+    }
     let verify = this.verify;
     let flags = 0;
     let gsoType = VIRTIO_NET_HDR_GSO_NONE;
@@ -182,7 +270,7 @@ export class Gateway {
       const h = VirtioNetHdr.parse(frame);
       const r = h instanceof WireError ? h : VirtioNetHdrRepr.parse(h, frame.length - vh);
       if (r instanceof WireError) {
-        this.malformed(r.reason, r.detail);
+        this.malformed(r.reason, nowMs, () => r.detail);
         return;
       }
       flags = r.flags;
@@ -194,11 +282,31 @@ export class Gateway {
       if (flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) verify = false;
     }
     const d = decodeFrame(vh === 0 ? frame : frame.subarray(vh), { link, verifyChecksums: verify });
+    if (d.kind === 'tcp' || d.kind === 'ipv4-other') {
+      const allowed = link === 'ethernet' ? Math.max(0, ETH_PADDED_MIN - d.ipEnd) : 0;
+      if (d.paddingLen > allowed) {
+        this.malformed('ipv4-trailing-bytes', nowMs, () => `${d.paddingLen} bytes after an IPv4 packet of ${d.ipEnd - d.l3Off}`);
+        return;
+      }
+    }
     switch (d.kind) {
       case 'error':
-        this.malformed(d.reason, d.detail);
+        this.malformed(d.reason, nowMs, () => d.detail);
         return;
       case 'tcp': {
+        const tcp = d.tcp;
+        const bf = badFlagClass(tcp.flags);
+        if (bf !== null) {
+          c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
+          this.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...endpoints(d) }), 'TCP segment with impossible flags dropped');
+          return;
+        }
+        const be = badEndpointClass(d.ip.src, d.ip.dst, tcp.srcPort, tcp.dstPort);
+        if (be !== null) {
+          c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
+          this.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...endpoints(d) }), 'TCP segment with impossible endpoints dropped');
+          return;
+        }
         c.tcp++;
         const partial = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
         const gso = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE;
@@ -207,13 +315,13 @@ export class Gateway {
           // The rewrite paths below assume the partial sum is the TCP checksum (Linux always
           // does this for TCP); anything else cannot be rewritten safely.
           if (csumStart !== d.l4Off || csumOffset !== TCP_CSUM_OFFSET) {
-            this.malformed('virtio-csum-not-tcp', `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
+            this.malformed('virtio-csum-not-tcp', nowMs, () => `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
             return;
           }
         }
         if (gso) {
           if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0 || !partial) {
-            this.malformed('virtio-bad-gso', `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
+            this.malformed('virtio-bad-gso', nowMs, () => `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
             return;
           }
           c.gsoIn++;
@@ -222,8 +330,16 @@ export class Gateway {
         return;
       }
       case 'ipv4-other':
-        if (d.protocol === 6 && d.isFragment) c.fragments++;
-        else c.nonTcp++;
+        if (d.protocol === 6 && d.isFragment) {
+          // Every fragment of a TCP packet carries protocol 6 (and Linux reassembles only
+          // fragments with equal protocols), so this drops every piece: see the file comment.
+          c.tcpFragmentsDropped++;
+          this.warn('tcp-fragment', nowMs, () => ({
+            src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), id: d.ip.ident, fragOffset: d.fragOffset, moreFrags: d.moreFrags,
+          }), 'IPv4 fragment of TCP dropped (not reassembled)');
+          return;
+        }
+        c.nonTcp++;
         this.out(frame, from, emit);
         return;
       default:
@@ -232,10 +348,10 @@ export class Gateway {
     }
   }
 
-  private malformed(reason: string, detail: string): void {
+  private malformed(reason: string, nowMs: number, detail: () => string): void {
     const c = this.counters;
     c.malformed[reason] = (c.malformed[reason] ?? 0) + 1;
-    if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ reason, detail }, 'malformed frame dropped');
+    this.warn(`malformed:${reason}`, nowMs, () => ({ reason, detail: detail() }), 'malformed frame dropped');
   }
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */
@@ -249,6 +365,7 @@ export class Gateway {
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
       this.flows.expire(nowMs);
+      this.ratelog.flush(nowMs);
     }
   }
 
@@ -278,6 +395,15 @@ export class Gateway {
     const r = this.flows.lookup(src, dst, flags, seq, nowMs);
     if (r.kind === 'refused') {
       this.counters.synRefused++;
+      this.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: this.flows.halfOpen, flows: this.flows.size }), 'SYN refused: connection table full');
+      return;
+    }
+    if (r.kind === 'stray-syn') {
+      // Not a new connection (flow/table.ts): passed on untracked, so the receiver can answer it
+      // with a challenge ACK (RFC 5961 §4); never with data, which no engine would have seen.
+      this.counters.straySyn++;
+      this.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq }), 'SYN with a new ISN on an established connection: not tracked');
+      if (d.payloadLen === 0) this.out(frame, from, emit);
       return;
     }
     if (r.kind === 'untracked') {
@@ -305,6 +431,7 @@ export class Gateway {
     }
     if (!(flags & TCP_SYN) && !conn.ready) {
       this.counters.notReady++;
+      this.warn('not-ready', nowMs, () => ({ flow: f.id, state: f.state }), 'segment before the handshake completed dropped');
       return;
     }
     const fields: TcpFields = {
@@ -329,9 +456,25 @@ export class Gateway {
       gsoSize,
     };
     const payload = frame.subarray(tag.payloadOff, tag.payloadOff + d.payloadLen);
+    const s = this.stream;
+    const drops0 = s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation;
     conn.handle(side, fields, payload, tag, nowMs, this.outs);
     if (this.outs.length === 0) this.counters.withheld++;
+    if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
+      this.logStreamEvents(f.id, seq, nowMs);
+    }
     this.flushOuts(f, emit);
+  }
+
+  /** Which engine counters moved during the last segment; one rate-limited line per kind. */
+  private logStreamEvents(flow: string, seq: number, nowMs: number): void {
+    const s = this.stream;
+    const last = this.lastStream;
+    for (const k of Object.keys(last) as Array<keyof typeof last>) {
+      if (s[k] === last[k]) continue;
+      last[k] = s[k];
+      this.warn(`stream:${k}`, nowMs, () => ({ flow, seq, event: k, total: s[k] }), STREAM_EVENT_MSG[k]);
+    }
   }
 
   private attachAgent(f: Flow<Connection<SegTag>>): void {
@@ -452,10 +595,25 @@ export class Gateway {
   stats() {
     return {
       gateway: { ...this.counters, malformed: { ...this.counters.malformed } },
-      flows: { ...this.flows.counters, active: this.flows.size },
+      flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
+      log: { ...this.ratelog.counters },
     };
   }
+}
+
+const STREAM_EVENT_MSG = {
+  farAhead: 'segment far ahead of the stream discarded',
+  queueOverflow: 'out-of-order segment discarded: queue budget full',
+  dataAfterFin: 'data after FIN cut off',
+  erasedDiscard: 'segment needing an erased command discarded',
+  normalized: 'retransmission with different bytes rewritten to the processed bytes',
+  agentError: 'agent threw: direction passes through unmodified',
+  agentViolation: 'agent broke its contract: direction passes through unmodified',
+} as const;
+
+function endpoints(d: FrameTcp): Record<string, unknown> {
+  return { src: `${ipv4Str(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4Str(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
 }
 
 function retainTag(t: SegTag): SegTag {

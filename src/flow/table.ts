@@ -11,6 +11,23 @@
  * The table is bounded (`maxConnections`); a SYN that would exceed it is refused (dropped,
  * counted): a security gateway must not let a connection it would have rewritten through
  * unrewritten. Idle and closing connections expire on `expire(now)`.
+ *
+ * SYN floods: a connection is *embryonic* until it is confirmed — its handshake completed (the
+ * client's ACK of the SYN-ACK), or, picked up mid-stream, a segment was seen from each side.
+ * Embryonic entries have their own cap (`maxHalfOpen`: a SYN beyond it is refused, counted, and a
+ * mid-stream segment beyond it is passed untracked, as when the table is full) and their own
+ * short timeout (`synTimeoutMs`, from creation, whatever was sent since: retransmitted SYNs do
+ * not keep an entry alive). So a flood of spoofed SYNs (or of SYN/RST pairs, or of ACKs for
+ * random 4-tuples) holds at most `maxHalfOpen` entries for at most `synTimeoutMs`, and the rest
+ * of the table stays for confirmed and new legitimate connections; nothing is ever evicted to
+ * make room (evicting an entry with an agent would let the rest of its connection through
+ * unrewritten as a mid-stream one).
+ *
+ * A bare SYN with a new ISN for a *confirmed* connection that is not closing is not a new
+ * connection (RFC 9293 §3.10.7.4 / RFC 5961 §4: the receiver answers it with a challenge ACK):
+ * it is reported `stray-syn` and the state is left alone, as Linux conntrack ignores it. Taking
+ * it as a new connection would let one spoofed SYN with a known 4-tuple reset the tracking (and
+ * the rewriting) of a live connection.
  */
 import type { Seq } from '../wire/seq.js';
 
@@ -50,6 +67,11 @@ export class Flow<C = unknown> {
   lastMs: number;
   /** Closing started (both FINs, or a RST) at this time. */
   closedMs = 0;
+  readonly createdMs: number;
+  /** Handshake completed, or (mid-stream) both sides seen: no longer counts as half-open. */
+  confirmed = false;
+  /** A segment was seen from side 0 / side 1 (mid-stream confirmation). */
+  readonly seen: [boolean, boolean] = [false, false];
   constructor(
     readonly key: string,
     readonly id: string,
@@ -61,6 +83,7 @@ export class Flow<C = unknown> {
     this.state = midstream ? 'established' : 'syn-sent';
     this.halves = [newHalf(), newHalf()];
     this.lastMs = nowMs;
+    this.createdMs = nowMs;
   }
 
   /** 0 when the segment came from the client, 1 from the server. */
@@ -89,6 +112,10 @@ export interface TableLimits {
   maxConnections: number;
   idleTimeoutMs: number;
   closingTimeoutMs: number;
+  /** Lifetime of an embryonic entry (default: idleTimeoutMs). */
+  synTimeoutMs?: number;
+  /** Embryonic entries at once (default: no cap beyond maxConnections). */
+  maxHalfOpen?: number;
 }
 
 export function newFlowCounters() {
@@ -99,6 +126,14 @@ export function newFlowCounters() {
     tableFull: 0,
     /** Non-SYN segments of unknown connections not tracked because the table was full. */
     untrackedFull: 0,
+    /** SYNs refused because `maxHalfOpen` embryonic connections were in the table. */
+    halfOpenFull: 0,
+    /** Non-SYN segments of unknown connections not tracked because of `maxHalfOpen`. */
+    untrackedHalfOpen: 0,
+    /** Embryonic connections removed by `synTimeoutMs`. */
+    expiredHalfOpen: 0,
+    /** Bare SYNs with a new ISN on a confirmed connection: not a new connection, ignored. */
+    straySyn: 0,
     expiredIdle: 0,
     expiredClosed: 0,
     /** A new SYN replaced a closed/closing connection with the same 4-tuple. */
@@ -122,8 +157,11 @@ export function ipv4Str(a: number): string {
 
 export type LookupResult<C> =
   | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean }
-  | { kind: 'refused' }
-  | { kind: 'untracked' };
+  /** A SYN refused: the table (`table-full`) or the embryonic cap (`half-open-full`) is full. */
+  | { kind: 'refused'; why: 'table-full' | 'half-open-full' }
+  | { kind: 'untracked' }
+  /** A bare SYN with a new ISN for a confirmed, open connection: not tracked (see the file comment). */
+  | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 };
 
 export class FlowTable<C = unknown> {
   private readonly flows = new Map<string, Flow<C>>();
@@ -132,11 +170,18 @@ export class FlowTable<C = unknown> {
   readonly counters = newFlowCounters();
   /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
   onRemove: ((f: Flow<C>) => void) | undefined;
+  /** Embryonic (not yet confirmed) connections in the table. */
+  private embryonic = 0;
 
   constructor(private readonly limits: TableLimits) {}
 
   get size(): number {
     return this.flows.size;
+  }
+
+  /** Embryonic (half-open or unconfirmed mid-stream) connections in the table. */
+  get halfOpen(): number {
+    return this.embryonic;
   }
 
   values(): IterableIterator<Flow<C>> {
@@ -155,8 +200,13 @@ export class FlowTable<C = unknown> {
     if (f && syn) {
       const side = f.sideOf(src);
       const h = f.halves[side];
-      const fresh = f.state === 'closed' || f.state === 'closing' || (h.isn !== undefined && h.isn !== seq && f.state !== 'syn-sent');
-      if (fresh) {
+      const closing = f.state === 'closed' || f.state === 'closing';
+      const newIsn = h.isn !== undefined && h.isn !== seq && f.state !== 'syn-sent';
+      if (newIsn && !closing && f.confirmed) {
+        this.counters.straySyn++;
+        return { kind: 'stray-syn', flow: f, side };
+      }
+      if (closing || newIsn) {
         this.remove(f);
         this.counters.reused++;
         f = undefined;
@@ -172,9 +222,17 @@ export class FlowTable<C = unknown> {
     if (this.flows.size >= this.limits.maxConnections) {
       if (syn) {
         this.counters.tableFull++;
-        return { kind: 'refused' };
+        return { kind: 'refused', why: 'table-full' };
       }
       this.counters.untrackedFull++;
+      return { kind: 'untracked' };
+    }
+    if (this.embryonic >= (this.limits.maxHalfOpen ?? Infinity)) {
+      if (syn) {
+        this.counters.halfOpenFull++;
+        return { kind: 'refused', why: 'half-open-full' };
+      }
+      this.counters.untrackedHalfOpen++;
       return { kind: 'untracked' };
     }
     const n = this.reuse.get(key) ?? 0;
@@ -186,6 +244,7 @@ export class FlowTable<C = unknown> {
     const id = `${ipv4Str(client.addr)}.${client.port}-${ipv4Str(server.addr)}.${server.port}${n > 0 ? `#${n}` : ''}`;
     f = new Flow<C>(key, id, { ...client }, { ...server }, midstream, nowMs);
     this.flows.set(key, f);
+    this.embryonic++;
     this.counters.created++;
     if (midstream) this.counters.midstream++;
     return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: true };
@@ -205,6 +264,11 @@ export class FlowTable<C = unknown> {
       if (side === 1 && (flags & TCP_ACK) && f.state === 'syn-sent') f.state = 'syn-received';
     } else if ((flags & TCP_ACK) && f.state === 'syn-received' && side === 0) {
       f.state = 'established';
+      this.confirm(f);
+    }
+    if (f.midstream && !f.seen[side]) {
+      f.seen[side] = true;
+      if (f.seen[0] && f.seen[1]) this.confirm(f);
     }
     if (flags & TCP_RST) {
       h.rstSeen = true;
@@ -224,16 +288,30 @@ export class FlowTable<C = unknown> {
     f.lastMs = nowMs;
   }
 
+  private confirm(f: Flow<C>): void {
+    if (f.confirmed) return;
+    f.confirmed = true;
+    this.embryonic--;
+  }
+
   remove(f: Flow<C>): void {
-    if (this.flows.get(f.key) === f) this.flows.delete(f.key);
+    if (this.flows.get(f.key) !== f) return;
+    this.flows.delete(f.key);
+    if (!f.confirmed) this.embryonic--;
     this.onRemove?.(f);
   }
 
   /** Removes idle and long-closed connections. */
   expire(nowMs: number): number {
     let n = 0;
+    const synTimeout = this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs;
     for (const f of this.flows.values()) {
-      if (f.state === 'closed' || f.state === 'closing') {
+      if (!f.confirmed && nowMs - f.createdMs > synTimeout) {
+        // Whatever its state (a SYN answered by a RST is `closed` but was never a connection).
+        this.remove(f);
+        this.counters.expiredHalfOpen++;
+        n++;
+      } else if (f.state === 'closed' || f.state === 'closing') {
         const since = f.state === 'closed' ? f.closedMs : f.lastMs;
         if (nowMs - since > this.limits.closingTimeoutMs || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
           this.remove(f);

@@ -25,8 +25,24 @@ export interface Limits {
   commandMaxAgeMs: number;
   /** Idle timeout for established connections. */
   idleTimeoutMs: number;
-  /** Timeout for half-open / closing connections. */
+  /** Timeout for closing / closed connections (FIN or RST seen). */
   closingTimeoutMs: number;
+  /**
+   * Embryonic connections (handshake not completed; mid-stream ones not yet seen from both
+   * sides) are removed this long after they were created: a SYN flood's entries go quickly.
+   */
+  synTimeoutMs: number;
+  /**
+   * Embryonic connections in the table at once; a SYN beyond it is refused (dropped, counted)
+   * so that a flood cannot fill the table and deny established and new legitimate connections.
+   */
+  maxHalfOpen: number;
+  /**
+   * Largest frame accepted, link header + IPv4 packet (a virtio_net_hdr in front is not
+   * counted); larger frames are dropped, counted (`frame-oversized`). The default is what the
+   * largest IPv4 packet takes behind Ethernet with two VLAN tags.
+   */
+  maxFrameBytes: number;
   /** Retransmissions of gateway-originated (flushed) bytes before giving up. */
   maxSynthRetries: number;
 }
@@ -44,5 +60,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   commandMaxAgeMs: 0,
   idleTimeoutMs: 3_600_000,
   closingTimeoutMs: 120_000,
+  synTimeoutMs: 30_000,
+  maxHalfOpen: 25_000,
+  maxFrameBytes: 14 + 8 + 65_535,
   maxSynthRetries: 8,
 });

@@ -23,6 +23,8 @@ export type WireErrorReason =
   | 'ipv4-header-exceeds-frame'
   | 'ipv4-total-length-below-header'
   | 'ipv4-total-length-exceeds-frame'
+  | 'ipv4-option-overflow'
+  | 'ipv4-option-bad-length'
   | 'ipv4-bad-checksum'
   // TCP (RFC 9293)
   | 'tcp-truncated'

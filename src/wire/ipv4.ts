@@ -86,6 +86,25 @@ export class Ipv4Packet {
     if (tl > n) {
       return new WireError('ipv4', 'ipv4-total-length-exceeds-frame', `total length ${tl} > ${n} bytes`);
     }
+    // The option list must be well formed (RFC 791 §3.1; Linux ip_options_compile refuses the
+    // same): EOL ends it, NOP is one byte, every other option has a length byte >= 2 that
+    // stays inside the header. Options are carried byte-exact, never interpreted here.
+    let i = IPV4_MIN_HEADER_LEN;
+    while (i < hl) {
+      const k = buf[i]!;
+      if (k === 0) break;
+      if (k === 1) {
+        i++;
+        continue;
+      }
+      if (i + 1 >= hl) return new WireError('ipv4', 'ipv4-option-overflow', `option ${k} at ${i} has no length byte`);
+      const l = buf[i + 1]!;
+      if (l < 2) return new WireError('ipv4', 'ipv4-option-bad-length', `option ${k} at ${i} has length ${l}`);
+      if (i + l > hl) {
+        return new WireError('ipv4', 'ipv4-option-overflow', `option ${k} at ${i} of length ${l} runs past header ${hl}`);
+      }
+      i += l;
+    }
     return null;
   }
 
