@@ -6,12 +6,19 @@
  * the gw namespace, detached, logging to <stateDir>/gateway.log. A gateway already running is
  * left alone (to change its config: `lab down`, then `lab up --config ...`). The config is
  * checked before anything is created.
+ *
+ * Impairment: `--impair SPEC` is passed on as the gateway's `--impair` (frames it writes to both
+ * TAPs); `--impair-client` / `--impair-server` impair the frames written to the TAP towards the
+ * client (tap-c, TAP a) / server (tap-s, TAP b); `--impair-in`, `--impair-in-client`,
+ * `--impair-in-server` the frames read from them, before the gateway. Specs are checked before
+ * anything is created.
  */
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig } from '../config/index.js';
+import { FaultSpecError, parseFaultSpec } from '../phy/fault.js';
 import { LAB_IFACES, LabError, labDown, labStatus, labUp, nsName, type LabRole, type LabStatus } from '../lab/lab.js';
 
 /** bin/tapgate.js of this checkout, from src/cli/ and dist/cli/ alike. */
@@ -24,14 +31,51 @@ export interface LabUpArgs {
   pcap?: string;
   offloads: 'on' | 'off';
   json?: boolean;
+  impair?: string | undefined;
+  impairClient?: string | undefined;
+  impairServer?: string | undefined;
+  impairIn?: string | undefined;
+  impairInClient?: string | undefined;
+  impairInServer?: string | undefined;
+}
+
+type ImpairArgs = Pick<LabUpArgs, 'impair' | 'impairClient' | 'impairServer' | 'impairIn' | 'impairInClient' | 'impairInServer'>;
+
+/** lab option → gateway option (tap-c is the gateway's TAP a, tap-s its TAP b). */
+const IMPAIR_OPTIONS: ReadonlyArray<[keyof ImpairArgs, string, string]> = [
+  ['impair', 'impair', 'impair'],
+  ['impairClient', 'impair-client', 'impair-a'],
+  ['impairServer', 'impair-server', 'impair-b'],
+  ['impairIn', 'impair-in', 'impair-in'],
+  ['impairInClient', 'impair-in-client', 'impair-in-a'],
+  ['impairInServer', 'impair-in-server', 'impair-in-b'],
+];
+
+/** Throws LabError naming the option when an impairment spec is bad (before the lab is built). */
+export function checkImpairArgs(a: ImpairArgs): void {
+  for (const [key, opt] of IMPAIR_OPTIONS) {
+    const v: unknown = a[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string') throw new LabError('LAB_ARG', `--${opt} is given more than once`);
+    try {
+      parseFaultSpec(v);
+    } catch (e) {
+      if (e instanceof FaultSpecError) throw new LabError('LAB_ARG', `--${opt}: ${e.message}`);
+      throw e;
+    }
+  }
 }
 
 /** The gateway command `lab up` runs in the gw namespace. */
-export function gatewayArgv(a: { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined }): string[] {
+export function gatewayArgv(a: { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined } & ImpairArgs): string[] {
   const argv = [process.execPath, TAPGATE_BIN, 'run', '--tap', LAB_IFACES.tapClient, '--tap', LAB_IFACES.tapServer];
   if (a.config !== undefined) argv.push('--config', resolve(a.config));
   if (!a.vnetHdr) argv.push('--no-vnet-hdr');
   if (a.pcap !== undefined) argv.push('--pcap', resolve(a.pcap));
+  for (const [key, , runOpt] of IMPAIR_OPTIONS) {
+    const v = a[key];
+    if (v !== undefined) argv.push(`--${runOpt}`, v);
+  }
   return argv;
 }
 
@@ -69,10 +113,18 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('vnet-hdr', { type: 'boolean', default: true, describe: 'gateway uses TAP GSO; --no-vnet-hdr to disable' })
       .option('pcap', { type: 'string', describe: 'gateway records DIR/a.pcap (client side) and DIR/b.pcap (server side)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
-      .option('json', { type: 'boolean', describe: 'print what was made as JSON' }) as unknown as Argv<LabUpArgs>,
+      .option('json', { type: 'boolean', describe: 'print what was made as JSON' })
+      .option('impair', { type: 'string', describe: 'gateway impairs frames it writes towards both client and server (spec: see tapgate run --help)' })
+      .option('impair-client', { type: 'string', describe: 'impair frames written to tap-c, towards the client; overrides --impair' })
+      .option('impair-server', { type: 'string', describe: 'impair frames written to tap-s, towards the server; overrides --impair' })
+      .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway' })
+      .option('impair-in-client', { type: 'string', describe: 'impair frames read from tap-c (sent by the client), before the gateway' })
+      .option('impair-in-server', { type: 'string', describe: 'impair frames read from tap-s (sent by the server), before the gateway' })
+      .example('$0 lab up --config examples/demo.yaml --impair "loss=2%,reorder=10%:3"', 'a lossy, reordering path through the gateway') as unknown as Argv<LabUpArgs>,
   handler: async (a: ArgumentsCamelCase<LabUpArgs>) => {
     try {
       if (a.config !== undefined) loadConfig(a.config); // a bad config fails before anything exists
+      checkImpairArgs(a); // so does a bad impairment spec
       const before = labStatus(a.name);
       const wasRunning = before.processes.some((p) => p.name === 'gateway' && p.alive);
       const info = await labUp({ prefix: a.name, config: { offloads: a.offloads }, gatewayCommand: gatewayArgv(a) });

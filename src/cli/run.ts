@@ -10,11 +10,18 @@
  * Output: pino logs on stderr (pretty on a TTY); the final statistics as JSON on stdout (one line
  * unless stdout is a TTY), also on SIGUSR1 while running; a one-line live status on stderr when
  * stderr is a TTY (or with --status: one line per second on a non-TTY).
+ *
+ * Impairment (phy/fault.ts, engine/live.ts): `--impair SPEC` impairs the frames the gateway
+ * writes to both TAPs, `--impair-a` / `--impair-b` those written to TAP a / b (overriding
+ * `--impair` for that side); `--impair-in`, `--impair-in-a`, `--impair-in-b` the same for frames
+ * read from the TAPs, before the gateway sees them. A bad spec is refused (exit 1) before any
+ * device is touched. The counters appear in the statistics under `impair`.
  */
 import { spawnSync } from 'node:child_process';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
-import { LiveGateway, type LiveStats } from '../engine/live.js';
+import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from '../engine/live.js';
+import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
 
@@ -24,6 +31,39 @@ export interface RunArgs {
   vnetHdr: boolean;
   pcap?: string;
   status?: boolean;
+  impair?: string;
+  impairA?: string;
+  impairB?: string;
+  impairIn?: string;
+  impairInA?: string;
+  impairInB?: string;
+}
+
+/**
+ * The injectors `a` asks for, by point: the per-side option wins over the both-sides one.
+ * Throws RunError (exit 1) naming the option for a bad spec.
+ */
+export function impairSpecs(a: Pick<RunArgs, 'impair' | 'impairA' | 'impairB' | 'impairIn' | 'impairInA' | 'impairInB'>): ImpairSpecs {
+  const out: ImpairSpecs = {};
+  const take = (point: ImpairPoint, opt: string, text: unknown): void => {
+    if (text === undefined) return;
+    if (typeof text !== 'string') throw new RunError(`--${opt} is given more than once`, 1);
+    try {
+      out[point] = parseFaultSpec(text);
+    } catch (e) {
+      if (e instanceof FaultSpecError) throw new RunError(`--${opt}: ${e.message}`, 1);
+      throw e;
+    }
+  };
+  take('out-a', 'impair', a.impair);
+  take('out-b', 'impair', a.impair);
+  take('out-a', 'impair-a', a.impairA);
+  take('out-b', 'impair-b', a.impairB);
+  take('in-a', 'impair-in', a.impairIn);
+  take('in-b', 'impair-in', a.impairIn);
+  take('in-a', 'impair-in-a', a.impairInA);
+  take('in-b', 'impair-in-b', a.impairInB);
+  return out;
 }
 
 export class RunError extends Error {
@@ -67,6 +107,7 @@ export async function run(a: RunArgs): Promise<number> {
   }
   let config: Config | null = null;
   if (a.config !== undefined) config = loadConfig(a.config); // ConfigError: before any device
+  const impair = impairSpecs(a); // RunError: before any device
   for (const t of a.tap) {
     const p = tapProblem(t);
     if (p !== undefined) throw new RunError(p, 2);
@@ -79,6 +120,7 @@ export async function run(a: RunArgs): Promise<number> {
       vnetHdr: a.vnetHdr,
       pcapDir: a.pcap,
       log,
+      impair,
     });
   } catch (e) {
     const te = e as TapError;
@@ -88,8 +130,9 @@ export async function run(a: RunArgs): Promise<number> {
     }
     throw e;
   }
+  const impairLog = Object.fromEntries(Object.entries(impair).map(([p, s]) => [p, formatFaultSpec(s)]));
   log.info(
-    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, config: a.config, pcap: a.pcap },
+    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
     'gateway running',
   );
 
@@ -137,7 +180,17 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option('pcap', { type: 'string', describe: 'record DIR/a.pcap and DIR/b.pcap: every frame read from and written to each TAP' })
       .option('status', { type: 'boolean', describe: 'live status line on stderr (default: only when stderr is a TTY)' })
-      .example('$0 run --tap tap-c --tap tap-s --config examples/replace.yaml', 'bridge the lab TAPs, rewriting per config') as unknown as Argv<RunArgs>,
+      .option('impair', {
+        type: 'string',
+        describe: 'impair frames written to both TAPs, e.g. "loss=2%,reorder=10%:3,dup=1%,delay=2ms,jitter=1ms,rate=100mbit,corrupt=0.1%,seed=7" (src/phy/fault.ts)',
+      })
+      .option('impair-a', { type: 'string', describe: 'impair frames written to TAP a (the first --tap); overrides --impair' })
+      .option('impair-b', { type: 'string', describe: 'impair frames written to TAP b (the second --tap); overrides --impair' })
+      .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway sees them' })
+      .option('impair-in-a', { type: 'string', describe: 'impair frames read from TAP a; overrides --impair-in' })
+      .option('impair-in-b', { type: 'string', describe: 'impair frames read from TAP b; overrides --impair-in' })
+      .example('$0 run --tap tap-c --tap tap-s --config examples/replace.yaml', 'bridge the lab TAPs, rewriting per config')
+      .example('$0 run --tap tap-c --tap tap-s --impair loss=1%,delay=5ms', 'the same over a lossy, slow link') as unknown as Argv<RunArgs>,
   handler: async (a: ArgumentsCamelCase<RunArgs>) => {
     try {
       process.exitCode = await run(a);

@@ -21,13 +21,29 @@
  * (as with any capture taken with checksum offload). A capture that cannot keep up drops records
  * (counted in `pcapDropped`) rather than buffering without bound.
  *
- * Time is read here (the one place that owns a clock) and injected into the gateway.
+ * Impairment (`impair`, phy/fault.ts; the kernel here has no netem): a fault injector may sit at
+ * four points, each with its own spec and seed stream:
+ *
+ *   TAP a ─read─▶ [in-a] ─▶ Gateway ─▶ [out-b] ─write─▶ TAP b
+ *   TAP a ◀write─ [out-a] ◀─ Gateway ◀─ [in-b] ◀─read─ TAP b
+ *
+ * `out-x` impairs the frames the gateway writes to TAP x (what the x-side endpoint receives);
+ * `in-x` the frames read from TAP x before the gateway sees them (so the gateway itself meets
+ * loss, reordering and duplicates: its delayed/drained/retransmission paths). Frames an injector
+ * keeps (delay, reorder, rate queue) are copies; it is polled on every batch and tick and, while
+ * it holds frames, on a timer armed for its next due time. Captures record frames as they cross
+ * the TAP: read frames before `in-x`, written frames after `out-x`. On stop, everything the
+ * injectors still hold is released at once.
+ *
+ * Time is read here (the one place that owns a clock) and injected into the gateway and the
+ * injectors.
  */
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
+import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
 import { PcapWriter } from '../phy/pcap.js';
 import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
 import { Gateway, type Side } from './gateway.js';
@@ -45,12 +61,27 @@ export interface LiveOptions {
   tickMs?: number;
   /** Most queued capture bytes before records are dropped. Default 64 MiB. */
   pcapMaxQueued?: number;
+  /** Fault injectors by point (see the file comment); none by default. */
+  impair?: ImpairSpecs | undefined;
 }
+
+/** `out-a`: frames written to TAP a; `in-a`: frames read from TAP a (before the gateway). */
+export type ImpairPoint = 'out-a' | 'out-b' | 'in-a' | 'in-b';
+export type ImpairSpecs = Partial<Record<ImpairPoint, FaultSpec>>;
+
+/**
+ * Mixed into each point's seed (FaultOptions.salt), so one spec given for several points draws
+ * different numbers at each; `out-a` uses the seed as given.
+ */
+const IMPAIR_SALT: Record<ImpairPoint, number> = { 'out-a': 0, 'out-b': 0x9e3779b9, 'in-a': 0x85ebca6b, 'in-b': 0xc2b2ae35 };
+
+export type ImpairStats = FaultCounters & { tap: string; spec: string; pending: FaultPending };
 
 export interface LiveStats {
   uptimeS: number;
   taps: Record<string, TapCounters>;
   pcap?: { files: string[]; records: number; dropped: number };
+  impair?: Partial<Record<ImpairPoint, ImpairStats>>;
   [k: string]: unknown;
 }
 
@@ -70,6 +101,25 @@ export class LiveGateway {
   /** performance.now() origin in Unix-epoch ns, for capture timestamps. */
   private readonly epochNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(performance.now() * 1e6));
   private pcapDropped = 0;
+  /** Fault injectors on the way out to TAP [a, b] and on the way in from TAP [a, b]. */
+  private readonly faultOut: [FaultInjector | undefined, FaultInjector | undefined] = [undefined, undefined];
+  private readonly faultIn: [FaultInjector | undefined, FaultInjector | undefined] = [undefined, undefined];
+  /** What the out-injectors release, per destination, written at the end of a flush. */
+  private readonly released: [Uint8Array[], Uint8Array[]] = [[], []];
+  private readonly releaseTo: [(f: Uint8Array) => void, (f: Uint8Array) => void] = [
+    (f) => this.released[0].push(f),
+    (f) => this.released[1].push(f),
+  ];
+  /** What the in-injectors release goes into the gateway at `this.nowMs`. */
+  private readonly deliverFrom: [(f: Uint8Array) => void, (f: Uint8Array) => void] = [
+    (f) => this.gateway.handleFrame(f, 0, this.nowMs, this.emit),
+    (f) => this.gateway.handleFrame(f, 1, this.nowMs, this.emit),
+  ];
+  /** All injectors (empty without impairment: then no per-batch work is done for them). */
+  private readonly injectors: FaultInjector[] = [];
+  private nowMs = 0;
+  private faultTimer: NodeJS.Timeout | undefined;
+  private faultTimerDueMs = Infinity;
   private stopped = false;
   private failure: TapError | undefined;
   /** Resolves when the gateway stops on its own (a TAP vanished). */
@@ -84,6 +134,14 @@ export class LiveGateway {
       log: opts.log.child({ mod: 'gateway' }),
     });
     this.failed = new Promise((r) => (this.onFail = r));
+    const vnetHdr = opts.vnetHdr;
+    for (const [point, spec] of Object.entries(opts.impair ?? {}) as Array<[ImpairPoint, FaultSpec | undefined]>) {
+      if (spec === undefined) continue;
+      const inj = new FaultInjector(spec, { vnetHdr, salt: IMPAIR_SALT[point] });
+      const side = point.endsWith('a') ? 0 : 1;
+      (point.startsWith('out') ? this.faultOut : this.faultIn)[side] = inj;
+      this.injectors.push(inj);
+    }
   }
 
   /**
@@ -136,15 +194,20 @@ export class LiveGateway {
   private onBatch(side: Side, b: FrameBatch): void {
     if (this.stopped) return;
     const now = performance.now();
+    this.nowMs = now;
     const gw = this.gateway;
     const buf = b.buf;
     const cap = this.caps.length > 0;
+    const fin = this.faultIn[side];
+    // Frames already due leave before this batch's (an injector never lets a frame overtake one due).
+    if (fin !== undefined) fin.poll(now, this.deliverFrom[side]);
     for (let i = 0; i < b.count; i++) {
       const off = b.offset(i);
       // A plain Uint8Array view, not a Buffer: the engine copies with slice() (see Gateway).
       const frame = new Uint8Array(buf.buffer, buf.byteOffset + off, b.length(i));
       if (cap) this.record(side, frame, now);
-      gw.handleFrame(frame, side, now, this.emit);
+      if (fin !== undefined) fin.push(frame, now, this.deliverFrom[side]);
+      else gw.handleFrame(frame, side, now, this.emit);
     }
     this.flush(now);
   }
@@ -152,18 +215,61 @@ export class LiveGateway {
   private onTick(): void {
     if (this.stopped) return;
     const now = performance.now();
+    this.pollIn(now);
     this.gateway.tick(now, this.emit);
     this.flush(now);
   }
 
-  private flush(now: number): void {
+  /** An injector's due time came (armed by `armFaultTimer`). */
+  private onFaultTimer(): void {
+    this.faultTimer = undefined;
+    this.faultTimerDueMs = Infinity;
+    if (this.stopped) return;
+    const now = performance.now();
+    this.pollIn(now);
+    this.flush(now);
+  }
+
+  private pollIn(now: number): void {
+    this.nowMs = now;
+    for (const side of [0, 1] as const) this.faultIn[side]?.poll(now, this.deliverFrom[side]);
+  }
+
+  /**
+   * Writes what the gateway emitted, through the out-injectors when there are any. `final`
+   * (stop) releases everything the out-injectors still hold.
+   */
+  private flush(now: number, final = false): void {
     for (const to of [0, 1] as const) {
-      const q = this.pending[to];
+      let q = this.pending[to];
+      const fo = this.faultOut[to];
+      if (fo !== undefined) {
+        const sink = this.releaseTo[to];
+        fo.poll(now, sink);
+        for (const f of q) fo.push(f, now, sink);
+        q.length = 0;
+        if (final) fo.flush(sink);
+        q = this.released[to];
+      }
       if (q.length === 0) continue;
       if (this.caps.length > 0) for (const f of q) this.record(to, f, now);
       this.devs[to]!.writeBatch(q);
       q.length = 0;
     }
+    if (!final && this.injectors.length > 0) this.armFaultTimer(now);
+  }
+
+  /** Arms one timer for the earliest due time of any injector (none when nothing waits). */
+  private armFaultTimer(now: number): void {
+    let due = Infinity;
+    for (const inj of this.injectors) {
+      const d = inj.nextDueMs();
+      if (d !== undefined && d < due) due = d;
+    }
+    if (due === Infinity || due >= this.faultTimerDueMs) return;
+    if (this.faultTimer !== undefined) clearTimeout(this.faultTimer);
+    this.faultTimerDueMs = due;
+    this.faultTimer = setTimeout(() => this.onFaultTimer(), Math.max(0, due - now));
   }
 
   private record(side: Side, frame: Uint8Array, nowMs: number): void {
@@ -190,6 +296,16 @@ export class LiveGateway {
       taps,
       ...this.gateway.stats(),
     };
+    const impair: Partial<Record<ImpairPoint, ImpairStats>> = {};
+    for (const side of [0, 1] as const) {
+      const name = this.opts.taps[side];
+      const ab = side === 0 ? 'a' : 'b';
+      const o = this.faultOut[side];
+      const i = this.faultIn[side];
+      if (o !== undefined) impair[`out-${ab}`] = { tap: name, ...o.stats() };
+      if (i !== undefined) impair[`in-${ab}`] = { tap: name, ...i.stats() };
+    }
+    if (Object.keys(impair).length > 0) out.impair = impair;
     if (this.caps.length > 0) {
       out.pcap = {
         files: this.caps.map((c) => c.path),
@@ -220,9 +336,26 @@ export class LiveGateway {
     const line =
       `up ${((now - this.startedMs) / 1000).toFixed(0)}s  in ${mbit(rx - this.last.rx)} Mbit/s  out ${mbit(tx - this.last.tx)} Mbit/s  ` +
       `frames ${s.gateway.framesIn}/${s.gateway.framesOut}  flows ${s.flows.active}  rewritten ${s.gateway.connectionsRewritten}  ` +
-      `rebuilt ${s.gateway.rebuilt}  gso ${s.gateway.gsoIn}/${s.gateway.gsoOut}  malformed ${malformed}  txDrops ${drops}`;
+      `rebuilt ${s.gateway.rebuilt}  gso ${s.gateway.gsoIn}/${s.gateway.gsoOut}  malformed ${malformed}  txDrops ${drops}` +
+      this.impairLine();
     this.last = { t: now, rx, tx };
     return line;
+  }
+
+  /** Impairment totals over all points, for the status line ('' without impairment). */
+  private impairLine(): string {
+    const injs = this.injectors;
+    if (injs.length === 0) return '';
+    const t = { lost: 0, dup: 0, reord: 0, corrupt: 0, dropped: 0 };
+    for (const x of injs) {
+      const c = x.counters;
+      t.lost += c.lost;
+      t.dup += c.duplicated;
+      t.reord += c.reordered;
+      t.corrupt += c.corrupted;
+      t.dropped += c.queueFull + c.rateDropped;
+    }
+    return `  impair lost ${t.lost} dup ${t.dup} reord ${t.reord} corrupt ${t.corrupt} qdrop ${t.dropped}`;
   }
 
   /**
@@ -233,11 +366,14 @@ export class LiveGateway {
   async stop(): Promise<LiveStats> {
     if (!this.stopped) {
       if (this.timer !== undefined) clearInterval(this.timer);
+      if (this.faultTimer !== undefined) clearTimeout(this.faultTimer);
       for (const d of this.devs) d.pause();
       const now = performance.now();
       if (this.failure === undefined) {
+        this.nowMs = now;
+        for (const side of [0, 1] as const) this.faultIn[side]?.flush(this.deliverFrom[side]);
         this.gateway.tick(now + this.gateway.holdTimeoutMs + 1, this.emit);
-        this.flush(now);
+        this.flush(now, true);
       }
       this.stopped = true;
     }

@@ -87,6 +87,7 @@ export class StreamDirection<T> {
   x = 0;
   /** Held (undecided) original bytes [heldFrom, x). */
   private held = new ByteStore(0);
+  /** When the sender last sent a segment (the hold timer's start). */
   private heldSinceMs = 0;
   /** Processed original bytes not yet acknowledged, for inline normalisation. */
   private store = new ByteStore(0);
@@ -179,6 +180,9 @@ export class StreamDirection<T> {
   onSegment(seg: SegIn<T>, nowMs: number, out: Release<T>[]): void {
     this.counters.segments++;
     this.lastTag = seg.tag;
+    // The hold timer runs from the sender's last segment: while data (or retransmissions) keep
+    // coming, the match may still complete, so the agent is not made to decide yet.
+    this.heldSinceMs = nowMs;
     if (seg.rst) {
       this.flush('rst', nowMs);
       this.takeSynth(out);
@@ -408,12 +412,7 @@ export class StreamDirection<T> {
       }
     }
     if (this.held.size > 0) {
-      if (h === this.held.start && h < x0) {
-        // still the same hold
-      } else {
-        this.heldSinceMs = nowMs;
-        this.counters.holds++;
-      }
+      if (!(h === this.held.start && h < x0)) this.counters.holds++;
       if (this.held.size > this.limits.maxHeldBytes) this.flush('limit', nowMs);
     }
     this.capCommands(nowMs);
@@ -469,7 +468,9 @@ export class StreamDirection<T> {
 
   /** Timers: hold timeout, retransmission of gateway-originated bytes, the command age cap. */
   tick(nowMs: number, out: Release<T>[]): void {
-    if (this.held.size > 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
+    // Not while segments wait in the queue: there is a gap before them that the sender will
+    // fill (a retransmission), and flushing now would decide a match that may still complete.
+    if (this.held.size > 0 && this.queue.length === 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
       this.flush('timeout', nowMs);
       this.takeSynth(out);
     }
@@ -494,7 +495,7 @@ export class StreamDirection<T> {
   /** When the next timer of this direction is due (Infinity when none). */
   nextTimerMs(): number {
     let t = Infinity;
-    if (this.held.size > 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
+    if (this.held.size > 0 && this.queue.length === 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
     if (this.synth) t = Math.min(t, this.synth.sentMs + 200 * 2 ** Math.min(this.synth.tries, 6));
     return t;
   }

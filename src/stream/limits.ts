@@ -15,7 +15,11 @@ export interface Limits {
   maxAheadBytes: number;
   /** Held-back (undecided) bytes per direction; beyond, the agent is made to decide (flush). */
   maxHeldBytes: number;
-  /** Held bytes are flushed after this long without the agent deciding. */
+  /**
+   * Held bytes are flushed (decided as they stand) after the sender has been silent this long
+   * and no gap is waiting to be filled. Longer than Linux's initial RTO (1 s) so that a lost
+   * segment's retransmission, not the timer, normally completes a split match.
+   */
   holdTimeoutMs: number;
   /** Processed-but-unacknowledged original bytes kept per direction for inline normalisation. */
   normalizeBytesPerConn: number;
@@ -54,7 +58,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   queueBytesGlobal: 64 << 20,
   maxAheadBytes: 8 << 20,
   maxHeldBytes: 64 << 10,
-  holdTimeoutMs: 200,
+  holdTimeoutMs: 1500,
   normalizeBytesPerConn: 4 << 20,
   maxCommands: 0,
   commandMaxAgeMs: 0,

@@ -190,6 +190,30 @@ describe('header translation', () => {
   });
 });
 
+describe('hold timer', () => {
+  it('does not time a hold out while a gap waits to be filled, and runs from the last segment', () => {
+    const { conn, data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
+    data(1, 'abc PORT 4', ACK, 0); // "PORT 4" held
+    data(20, 'zzz', ACK, 50); // early: queued behind the gap [11, 20)
+    const out: TcpOut<Tag>[] = [];
+    conn.tick(1000, out);
+    expect(out).toHaveLength(0);
+    expect(counters.flushTimeout).toBe(0);
+    // The retransmission fills the gap and completes the split match.
+    const r = data(11, '0, 4abcde', ACK, 1100);
+    expect(r.map((x) => x[1]).join('')).toBe('PORT 10, 1abcdezzz');
+    // A new hold: the timer restarts with each segment from the sender.
+    data(23, 'PORT', ACK, 1200);
+    conn.tick(1250, out);
+    data(27, ' 4', ACK, 1280); // still a prefix: held, and the sender is active
+    conn.tick(1350, out);
+    expect(out).toHaveLength(0);
+    conn.tick(1380, out);
+    expect(out.map((o) => dec(o.payload))).toEqual(['PORT 4']);
+    expect(counters.flushTimeout).toBe(1);
+  });
+});
+
 describe('hostile segment patterns', () => {
   it('rewrites an overlapping retransmission with different bytes to the processed bytes', () => {
     const { data, counters } = setup(0, 0, literalAgent('zz', 'y'));

@@ -1,0 +1,295 @@
+/**
+ * `tapgate run` in the lab under impairment (src/phy/fault.ts), as root, TAP GSO on and off.
+ *
+ * A `replace` rule (shorter and longer replacements, occurrences spread so that many straddle
+ * segment and GSO-frame boundaries) is active on ports 8001 (HTTP download, python http.server
+ * in the server namespace, curl in the client) and 8002 (upload: a raw TCP sink that answers
+ * with the sha256 of what it received). Frames are lost, reordered and duplicated both BEFORE the
+ * gateway (`--impair-in*`: the gateway itself meets gaps, reordering and duplicates) and AFTER it
+ * (`--impair*`: the endpoints do, and retransmit through the gateway). Every transfer must
+ * complete with exactly the rewritten content (sha256 computed here), and the gateway's own
+ * counters must show that the paths under test were taken: early segments delayed and later
+ * drained, already-processed segments (retransmissions, duplicates) rewritten from the stored
+ * commands, and the injectors' counters that the impairment happened.
+ * The gateway runs from the sources (tsx), so the test does not depend on a fresh dist/.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labDown, labExec, labKill, labSpawn, labStateDir, labStatus, labUp } from '../../src/lab/lab.js';
+import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+
+const P = 'tgi';
+const SERVER = '10.200.0.2';
+const MAIN = join(REPO, 'src/cli/main.ts');
+const FIND_SHORT = 'needle-long-word';
+const WITH_SHORT = 'pin';
+const FIND_LONG = 'cat';
+const WITH_LONG = 'a much longer replacement text for cat';
+
+// holdTimeoutMs: bytes the agent holds back (a segment ending in "ca" or "needle-") are flushed
+// unrewritten when the next bytes take longer than the hold timeout — by design (DESIGN.md §2).
+// The default (200 ms) equals Linux's minimum RTO, so under loss a retransmission timeout right
+// at a hold leaves a match unrewritten and the content would depend on timing. Here the timeout
+// is long, and the test checks that no hold timed out, so that "exact content" means exact.
+const CONFIG = `
+rules:
+  - name: rewrite
+    match: { port: [8001, 8002] }
+    agent: replace
+    replace:
+      - { find: "${FIND_SHORT}", with: "${WITH_SHORT}" }
+      - { find: "${FIND_LONG}", with: "${WITH_LONG}" }
+limits:
+  holdTimeoutMs: 20000
+`;
+
+/** Reads one connection to EOF at a time and answers "<sha256> <length>\n". */
+const SINK = `
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+while True:
+    c, _ = s.accept()
+    h = hashlib.sha256(); n = 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d: break
+        h.update(d); n += len(d)
+    c.sendall(("%s %d\\n" % (h.hexdigest(), n)).encode()); c.close()
+`;
+
+/** Sends a file, half-closes, prints the sink's answer. */
+const SEND = `
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+c.sendall(open(sys.argv[3], 'rb').read()); c.shutdown(socket.SHUT_WR)
+r = b''
+while True:
+    d = c.recv(4096)
+    if not d: break
+    r += d
+print(r.decode().strip())
+`;
+
+interface Case {
+  name: string;
+  vnet: boolean;
+  /** Gateway options (spec strings per option). */
+  impair: Record<string, string>;
+}
+
+// Sides: tap-c is the gateway's TAP a (client), tap-s its TAP b (server). Download data flows
+// server → tap-s → [in-b] → gateway → [out-a] → tap-c → client; its ACKs the other way.
+const CASES: Case[] = [
+  {
+    name: 'loss 5% before the gateway both ways, dup 2% after it (GSO)',
+    vnet: true,
+    impair: { 'impair-in': 'loss=5%,seed=1', impair: 'dup=2%,seed=2' },
+  },
+  {
+    name: 'reorder 25% by 3 frames and dup 5% before, loss 2% after (GSO)',
+    vnet: true,
+    impair: { 'impair-in': 'reorder=25%:3,dup=5%,seed=3', impair: 'loss=2%,seed=4' },
+  },
+  {
+    name: 'loss 3% + reorder 10% + dup 3% before, loss 5% + reorder 25% after (no GSO)',
+    vnet: false,
+    impair: { 'impair-in': 'loss=3%,reorder=10%:2,dup=3%,seed=5', impair: 'loss=5%,reorder=25%:3,seed=6' },
+  },
+  {
+    name: 'reorder 25% by 2 ms, delay 1±1 ms, corrupt 1%, dup 5% before; corrupt 1% after (no GSO)',
+    vnet: false,
+    impair: {
+      'impair-in-b': 'reorder=25%:2ms,delay=1ms,jitter=1ms,corrupt=1%,dup=5%,seed=7',
+      'impair-in-a': 'loss=2%,seed=8',
+      impair: 'corrupt=1%,loss=1%,seed=9',
+    },
+  },
+];
+
+function netnsList(): string[] {
+  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+}
+
+const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
+
+/** Text where the patterns fall everywhere, including across 1448-byte segments and GSO frames. */
+function rewriteText(size: number): string {
+  const parts: string[] = [];
+  let n = 0;
+  let i = 0;
+  while (n < size) {
+    const filler = 'x'.repeat((i * 37) % 1500) + ` ${i} `;
+    const p = i % 3 === 0 ? FIND_SHORT : i % 3 === 1 ? FIND_LONG : `${FIND_LONG}${FIND_SHORT}`;
+    parts.push(filler, p);
+    n += filler.length + p.length;
+    i++;
+  }
+  return parts.join('');
+}
+
+function expectedRewrite(s: string): string {
+  return s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
+}
+
+type Stats = Record<string, Record<string, any>>;
+
+/** The running gateway's statistics (SIGUSR1 → one JSON line in its log). */
+function gatewayStats(): Stats {
+  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
+  const log = join(labStateDir(P), 'gateway.log');
+  const before = readFileSync(log, 'utf8').length;
+  process.kill(pid, 'SIGUSR1');
+  const end = Date.now() + 5000;
+  while (Date.now() < end) {
+    const text = readFileSync(log, 'utf8').slice(before);
+    for (const line of text.split('\n')) {
+      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Stats;
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
+}
+
+function firstDifference(got: string, exp: string): string {
+  let i = 0;
+  while (i < got.length && got[i] === exp[i]) i++;
+  return `lengths ${got.length}/${exp.length}, first difference at byte ${i}: got ${JSON.stringify(got.slice(i - 20, i + 20))}, expected ${JSON.stringify(exp.slice(i - 20, i + 20))}`;
+}
+
+describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'python3', 'curl']), () => {
+  const nsBefore = netnsList();
+  let dir = '';
+  let text = '';
+  let expected = '';
+  let upText = '';
+  let upExpected = '';
+  const timings: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tapgate-impair-'));
+    chmodSync(dir, 0o755);
+    text = rewriteText(3 << 20);
+    expected = expectedRewrite(text);
+    writeFileSync(join(dir, 'text.txt'), text);
+    upText = rewriteText(1 << 20);
+    upExpected = expectedRewrite(upText);
+    writeFileSync(join(dir, 'up.txt'), upText);
+    writeFileSync(join(dir, 'config.yaml'), CONFIG);
+    writeFileSync(join(dir, 'sink.py'), SINK);
+    writeFileSync(join(dir, 'send.py'), SEND);
+    await labDown(P);
+    // The lab without a gateway first; each case starts its own.
+    await labUp({ prefix: P });
+    labSpawn(P, 'server', 'http8001', ['python3', '-m', 'http.server', '8001', '--bind', SERVER, '--directory', dir]);
+    labSpawn(P, 'server', 'sink8002', ['python3', join(dir, 'sink.py'), SERVER, '8002']);
+  });
+
+  afterAll(async () => {
+    await labDown(P);
+    rmSync(dir, { recursive: true, force: true });
+    if (timings.length > 0) process.stdout.write(`impair e2e timings:\n  ${timings.join('\n  ')}\n`);
+    expect(netnsList().filter((n) => n.startsWith(`${P}-`))).toEqual([]);
+    expect(netnsList().sort()).toEqual(nsBefore.sort());
+  });
+
+  for (const c of CASES) {
+    describe(c.name, () => {
+      let before: Stats;
+
+      beforeAll(async () => {
+        await labKill(P, 'gateway');
+        const argv = [
+          process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s',
+          '--config', join(dir, 'config.yaml'), ...(c.vnet ? [] : ['--no-vnet-hdr']),
+          ...Object.entries(c.impair).flatMap(([k, v]) => [`--${k}`, v]),
+        ];
+        await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
+        // The server through the (impaired) gateway: a few tries may be needed.
+        const end = Date.now() + 20_000;
+        for (;;) {
+          const r = await labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://${SERVER}:8001/config.yaml`]);
+          if (r.stdout === '200') break;
+          if (Date.now() > end) throw new Error(`http.server not reachable through the gateway: ${r.stderr}`);
+          await new Promise((res) => setTimeout(res, 200));
+        }
+        before = gatewayStats();
+      });
+
+      it('downloads 3 MiB twice, each exactly rewritten', async () => {
+        for (let k = 0; k < 2; k++) {
+          const out = join(dir, `got-${k}`);
+          const t0 = Date.now();
+          const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '60', '--ignore-content-length', '-o', out, '-w', '%{http_code}', `http://${SERVER}:8001/text.txt`]);
+          timings.push(`${c.name}: download ${k + 1} ${Date.now() - t0} ms`);
+          expect(r.code, r.stderr).toBe(0);
+          expect(r.stdout).toBe('200');
+          const got = readFileSync(out, 'latin1');
+          rmSync(out);
+          if (sha(got) !== sha(expected)) throw new Error(firstDifference(got, expected));
+        }
+      });
+
+      it('uploads 1 MiB, exactly rewritten on the way to the server', async () => {
+        const t0 = Date.now();
+        const r = await labExec(P, 'client', ['python3', join(dir, 'send.py'), SERVER, '8002', join(dir, 'up.txt')], { timeoutMs: 60_000 });
+        timings.push(`${c.name}: upload ${Date.now() - t0} ms`);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.trim()).toBe(`${sha(upExpected)} ${Buffer.byteLength(upExpected, 'latin1')}`);
+      });
+
+      it('took the delayed, drained and already-processed paths, and impaired what it was asked to', () => {
+        const after = gatewayStats();
+        const d = (group: string, key: string): number => (after[group]![key] as number) - (before[group]![key] as number);
+        const stream = ['delayed', 'drained', 'alreadyProcessed', 'processed', 'queueOverflow', 'queueDuplicate', 'normalized', 'holds', 'flushTimeout', 'commands', 'commandsPruned'];
+        const gw = ['framesIn', 'framesOut', 'rebuilt', 'gsoIn', 'gsoOut', 'withheld', 'rstIn'];
+        const delta = {
+          stream: Object.fromEntries(stream.map((k) => [k, d('stream', k)])),
+          gateway: Object.fromEntries(gw.map((k) => [k, d('gateway', k)])),
+          malformed: after['gateway']!['malformed'],
+          impair: Object.fromEntries(
+            Object.entries(after['impair']!).map(([p, s]) => [p, Object.fromEntries(['in', 'out', 'lost', 'duplicated', 'reordered', 'delayed', 'corrupted', 'corruptSkipped', 'queueFull', 'rateDropped'].map((k) => [k, s[k]]))]),
+          ),
+        };
+        timings.push(`${c.name}: ${JSON.stringify(delta)}`);
+        expect(delta.stream['delayed'], 'early segments delayed at the gateway').toBeGreaterThan(0);
+        expect(delta.stream['drained'], 'delayed segments drained after the gap filled').toBeGreaterThan(0);
+        expect(delta.stream['alreadyProcessed'], 'retransmissions / duplicates rewritten from stored commands').toBeGreaterThan(0);
+        expect(delta.stream['commands']).toBeGreaterThan(0);
+        expect(delta.stream['flushTimeout'], 'no hold timed out').toBe(0);
+        if (c.vnet) expect(delta.gateway['gsoIn']).toBeGreaterThan(0);
+        else expect(delta.gateway['gsoIn']).toBe(0);
+        // Every configured point impaired frames, and the counts add up.
+        const points = Object.keys(after['impair']!);
+        expect(points.length).toBeGreaterThan(0);
+        for (const p of points) {
+          const s = after['impair']![p]!;
+          expect(s['in'], p).toBeGreaterThan(0);
+          expect(s['lost'] + s['duplicated'] + s['reordered'] + s['corrupted'], `${p} impaired nothing`).toBeGreaterThan(0);
+          const pend = s['pending'];
+          expect(s['in'] + s['duplicated'], `${p} counts add up`).toBe(s['out'] + s['lost'] + s['queueFull'] + s['rateDropped'] + pend.held + pend.delay + pend.rate);
+        }
+        if (c.impair['impair-in-b']?.includes('corrupt')) {
+          // Corrupted frames read from tap-s are caught by the gateway's own checksum check.
+          const bad = Object.entries(after['gateway']!['malformed'] as Record<string, number>).filter(([k]) => /checksum/.test(k)).reduce((a, [, v]) => a + v, 0);
+          expect(after['impair']!['in-b']!['corrupted']).toBeGreaterThan(0);
+          expect(bad, JSON.stringify(after['gateway']!['malformed'])).toBeGreaterThan(0);
+        }
+      });
+    });
+  }
+
+  it('refuses a bad impairment spec before touching a device (run and lab up)', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'run', '--tap', 'tgnone0', '--tap', 'tgnone1', '--impair-b', 'loss=2'], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('--impair-b: bad impairment spec "loss=2": loss=2: 2 is not a probability; write 2% for 2 percent');
+    const l = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'lab', 'up', '--name', 'tgbad', '--impair-server', 'delay=5'], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    expect(l.status).toBe(1);
+    expect(l.stderr).toContain('--impair-server: bad impairment spec "delay=5": delay=5: give a unit: 5ms, 5us or 5s');
+    expect(labStatus('tgbad').namespaces).toEqual({ client: false, server: false, gw: false });
+  });
+});
