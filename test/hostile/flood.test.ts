@@ -3,6 +3,7 @@
  * live connection) and against the stream engine's budgets, at frame level.
  */
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { tcpFrame } from '../../src/bench/frames.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { ACK, CLIENT, Harness, REGEX_CONFIG, RST, SERVER, SYN, fakeLogger, payloadOf } from './harness.js';
@@ -159,7 +160,7 @@ describe('hostile segments against the stream engine, at frame level', () => {
       const conn = [...h.gw.flows.values()][0]!.conn!;
       expect(conn.dirs[0].heldBytes).toBeLessThan(256);
     }
-    h.advance(1000); // hold timeout: the tail is flushed by a gateway-originated segment
+    h.advance(DEFAULT_LIMITS.holdTimeoutMs + 1); // hold timeout: the tail is flushed by a gateway-originated segment
     const flushed = h.out.at(-1)!;
     emitted += payloadOf(flushed.frame).length;
     expect(pos).toBe(3000 * 1400);
