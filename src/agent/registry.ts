@@ -5,13 +5,14 @@
  * stored in agent state.
  */
 
+import { createFtp, type FtpHooksProvider } from './ftp.js';
 import { createMonitor } from './monitor.js';
 import type { MonitorSink } from './monitor.js';
 import { replaceFactory } from './replace.js';
 import type { Agent, AgentContext, AgentFactory } from './types.js';
 
-/** Agents a rule may name. ftp, http, smtp will join. */
-export const AGENT_NAMES = ['replace', 'monitor'] as const;
+/** Agents a rule may name. http, smtp will join. */
+export const AGENT_NAMES = ['replace', 'monitor', 'ftp'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
 
 export type AgentRegistry = ReadonlyMap<string, AgentFactory<unknown>>;
@@ -19,12 +20,18 @@ export type AgentRegistry = ReadonlyMap<string, AgentFactory<unknown>>;
 export interface RegistryOptions {
   /** Sink for every monitor agent's chunks. */
   monitorSink?: MonitorSink;
+  /**
+   * Translation hooks for each ftp agent (the gateway's NAT). Default: the rule's static
+   * `clientAddress` / `serverAddress` mapping, no expectations.
+   */
+  ftpHooks?: FtpHooksProvider;
 }
 
 export function makeRegistry(opts: RegistryOptions = {}): AgentRegistry {
   return new Map<string, AgentFactory<unknown>>([
     ['replace', replaceFactory as AgentFactory<unknown>],
     ['monitor', createMonitor(opts.monitorSink) as AgentFactory<unknown>],
+    ['ftp', createFtp(opts.ftpHooks) as AgentFactory<unknown>],
   ]);
 }
 

@@ -6,6 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import type { FtpConfig } from '../agent/ftp.js';
 import type { MonitorConfig } from '../agent/monitor.js';
 import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
 import type { Direction } from '../agent/types.js';
@@ -45,7 +46,11 @@ interface RuleCommon {
 
 /** A rule with its agent's config, ready for `createAgent(rule.agent, rule.config, ctx)`. */
 export type Rule = RuleCommon &
-  ({ agent: 'replace'; config: ReplaceConfig } | { agent: 'monitor'; config: MonitorConfig });
+  (
+    | { agent: 'replace'; config: ReplaceConfig }
+    | { agent: 'monitor'; config: MonitorConfig }
+    | { agent: 'ftp'; config: FtpConfig }
+  );
 
 export interface Config {
   fileName: string;
@@ -184,6 +189,14 @@ function compileRule(r: RawConfig['rules'][number], index: number, offset: numbe
       return lr;
     });
     return { ...common, agent: 'replace', config: rules };
+  }
+  if (r.agent === 'ftp') {
+    const f = r.ftp ?? {};
+    const config: FtpConfig = {};
+    if (f.maxLine !== undefined) config.maxLine = f.maxLine;
+    if (f.clientAddress !== undefined) config.clientAddress = { from: f.clientAddress.from.trim(), to: f.clientAddress.to.trim() };
+    if (f.serverAddress !== undefined) config.serverAddress = { from: f.serverAddress.from.trim(), to: f.serverAddress.to.trim() };
+    return { ...common, agent: 'ftp', config };
   }
   return { ...common, agent: 'monitor', config: undefined };
 }

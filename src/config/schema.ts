@@ -6,6 +6,7 @@
 
 import { z } from 'zod';
 import { AGENT_NAMES } from '../agent/registry.js';
+import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
 import { MAX_MATCH_LIMIT, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { parseCidr, type Cidr } from './ipv4.js';
@@ -124,6 +125,35 @@ export const replaceItemSchema = strict(
   }
 });
 
+const ADDR_ONE_ERR = 'expected an IPv4 address or CIDR, e.g. 10.200.0.1 or 10.200.0.0/24';
+
+/** `{ from, to }`: an address or CIDR announced, and the same-sized one to announce instead. */
+export const ftpAddressMapSchema = strict(
+  {
+    from: z.string({ error: ADDR_ONE_ERR }),
+    to: z.string({ error: ADDR_ONE_ERR }),
+  },
+  'an address mapping { from, to }',
+).superRefine((m, ctx) => {
+  const f = parseCidr(m.from.trim());
+  const t = parseCidr(m.to.trim());
+  if (typeof f === 'string') ctx.addIssue({ code: 'custom', message: f, path: ['from'] });
+  if (typeof t === 'string') ctx.addIssue({ code: 'custom', message: t, path: ['to'] });
+  if (typeof f !== 'string' && typeof t !== 'string' && f.prefix !== t.prefix) {
+    ctx.addIssue({ code: 'custom', message: `from (/${f.prefix}) and to (/${t.prefix}) must be the same size`, path: ['to'] });
+  }
+});
+
+/** Options of the ftp agent. */
+export const ftpSchema = strict(
+  {
+    maxLine: intIn(16, FTP_MAX_LINE_LIMIT, 'the longest PORT/EPRT/227/229 line held, in bytes').optional(),
+    clientAddress: ftpAddressMapSchema.optional(),
+    serverAddress: ftpAddressMapSchema.optional(),
+  },
+  'ftp options',
+);
+
 const AGENT_ERR = `expected one of: ${AGENT_NAMES.join(', ')}`;
 
 export const ruleSchema = strict(
@@ -136,6 +166,7 @@ export const ruleSchema = strict(
       .array(replaceItemSchema, { error: 'expected a list of { find, with } / { regex, with, maxMatch } rules' })
       .min(1, { error: 'expected at least one find/regex rule' })
       .optional(),
+    ftp: ftpSchema.nullish(),
   },
   'a rule',
 ).superRefine((r, ctx) => {
@@ -144,6 +175,9 @@ export const ruleSchema = strict(
   }
   if (r.agent !== 'replace' && r.replace !== undefined) {
     ctx.addIssue({ code: 'custom', message: `\`replace\` is only for agent replace (this rule's agent is ${r.agent})`, path: ['replace'] });
+  }
+  if (r.agent !== 'ftp' && r.ftp !== undefined && r.ftp !== null) {
+    ctx.addIssue({ code: 'custom', message: `\`ftp\` is only for agent ftp (this rule's agent is ${r.agent})`, path: ['ftp'] });
   }
 });
 

@@ -70,7 +70,7 @@ describe('config: errors name the file, line:column, document path and what was 
     ['empty replace list', base('      []\n'), 5, 'rules[0].replace', /at least one/],
     ['replace missing', 'rules:\n  - agent: replace\n', 2, 'rules[0].replace', /needs `replace:`/],
     ['replace on monitor', 'rules:\n  - agent: monitor\n    replace: [{ find: a, with: b }]\n', 3, 'rules[0].replace', /only for agent replace/],
-    ['unknown agent', 'rules:\n  - agent: monitor\n  - agent: ftpx\n', 3, 'rules[1].agent', /one of: replace, monitor, got "ftpx"/],
+    ['unknown agent', 'rules:\n  - agent: monitor\n  - agent: ftpx\n', 3, 'rules[1].agent', /one of: replace, monitor, ftp, got "ftpx"/],
     ['agent missing', 'rules:\n  - name: x\n', 2, 'rules[0].agent', /missing; expected one of/],
     ['bad direction', 'rules:\n  - agent: monitor\n    direction: up\n', 3, 'rules[0].direction', /both, c2s, s2c, got "up"/],
     ['unknown key in match', 'rules:\n  - agent: monitor\n    match:\n      prot: 80\n', 4, 'rules[0].match.prot', /allowed: port, clientPort, serverPort, address, clientAddress, serverAddress/],

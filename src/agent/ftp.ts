@@ -1,0 +1,619 @@
+/**
+ * The `ftp` agent (DESIGN.md §3, §4): rewrites the data-connection endpoints that an FTP control
+ * connection carries, so that FTP works through NAT, and announces the data connections it saw
+ * so that the NAT can expect them.
+ *
+ * What is rewritten (RFC 959, RFC 1123 §4.1.2.6, RFC 2428):
+ * - c2s `PORT h1,h2,h3,h4,p1,p2` (verb case-insensitive; spaces around the numbers tolerated, as
+ *   the seed's "PORT 40, 4, 4, 5, 4, 123" example has them; nothing but spaces/CR may follow);
+ * - c2s `EPRT |1|a.b.c.d|port|` (any delimiter 33..126); other families (|2| = IPv6) pass
+ *   unchanged, counted;
+ * - s2c `227 ...h1,h2,h3,h4,p1,p2...`: the address starts at the first digit after "227 " (RFC
+ *   1123: "the User-PI should scan the reply for the first digit"), with or without parentheses;
+ *   what follows the six numbers is free text;
+ * - s2c `229 ...(|||port|)`: the port after the first "(" and three delimiters.
+ * Only the endpoint text is replaced (`10,200,0,1,195,80`, `10.200.0.1|50000`, `50000`); the verb,
+ * reply text, delimiters and line ends stay byte-exact. Replies in a multi-line reply (`227-`
+ * ... `227 `) are text except its final line; lines of another code's multi-line reply are text.
+ *
+ * Streaming (the seed's "PORT 40, " case): the stream is cut into lines at LF. A line that cannot
+ * be one of the above is decided at once (released, nothing held) and skipped to its LF. A line
+ * that still can be holds back only from the first byte an edit could touch (the first digit of
+ * the address/port): the verb and reply text before it are never rewritten, so they are released
+ * ("It is possible to leave 'PORT_' within the first data packet", seed). The line is decided at
+ * its end (PORT/EPRT: the line end, since trailing garbage makes the command invalid) or as soon
+ * as the endpoint is complete (227 after the sixth number, 229 at the closing ")"), or when it is
+ * malformed (a number > 255, a missing field, a stray byte: passed unchanged, counted). A
+ * candidate line longer than `maxLine` bytes is decided as pass-through (counted) and skipped to
+ * its LF, so at most maxLine bytes are ever held. `flush` releases held bytes unchanged (counted)
+ * and skips the rest of that line. The decision depends only on the bytes, never on how they
+ * were cut into `feed` calls.
+ *
+ * Translation is not state: it comes from runtime hooks (`FtpHooks`) that the factory gets from
+ * an `FtpHooksProvider` when the registry is made (like the monitor's sink). The gateway will
+ * supply hooks backed by its NAT table (`NatTable.expectData` allocates the announced port and
+ * registers the expectation); without one, the hooks come from the rule's static mapping
+ * (`clientAddress` / `serverAddress`). Each hook is called exactly once per decided endpoint, in
+ * stream order, when its line is decided, and never again after a snapshot/restore.
+ */
+
+import { formatIPv4, parseCidr, type Cidr } from '../config/ipv4.js';
+import type { Agent, AgentContext, AgentFactory, AgentOutput, Direction, Edit, FlushReason } from './types.js';
+import { NO_EDITS } from './types.js';
+
+// ---------------------------------------------------------------------------------------------
+// Config and hooks
+
+export interface FtpAddressMap {
+  /** Address or CIDR as announced. */
+  from: string;
+  /** Address or CIDR (same size) to announce instead; host bits are kept. */
+  to: string;
+}
+
+export interface FtpConfig {
+  /** Longest candidate line held (bytes, without LF). Default 512. */
+  maxLine?: number;
+  /** Static mapping for PORT/EPRT (the address the client announces → what the server sees). */
+  clientAddress?: FtpAddressMap;
+  /** Static mapping for 227 (the address the server announces → what the client sees). */
+  serverAddress?: FtpAddressMap;
+}
+
+export const FTP_DEFAULT_MAX_LINE = 512;
+export const FTP_MAX_LINE_LIMIT = 65536;
+
+export type FtpKind = 'PORT' | 'EPRT' | 'PASV' | 'EPSV';
+
+export interface FtpEndpoint {
+  /** Dotted quad. */
+  addr: string;
+  port: number;
+}
+
+export interface FtpAnnouncement {
+  /** PORT/EPRT (c2s, active mode) or the 227 (PASV) / 229 (EPSV) reply (s2c, passive mode). */
+  kind: FtpKind;
+  /** As written in the stream. EPSV carries no address: `addr` is `ctx.server.addr`. */
+  endpoint: FtpEndpoint;
+  ctx: AgentContext;
+}
+
+export interface FtpExpectation {
+  flowId: string;
+  kind: FtpKind;
+  /** Who will open the data connection: the server for PORT/EPRT, the client for PASV/EPSV. */
+  opener: 'client' | 'server';
+  /** The opener's address as the agent's context has it. */
+  openerAddr: string;
+  /** What the opener was told (after translation): where its SYN will go. */
+  announced: FtpEndpoint;
+  /** The endpoint as the announcing side wrote it: where the connection must really arrive. */
+  original: FtpEndpoint;
+}
+
+/**
+ * Runtime hooks of one ftp agent. A translate hook returns the endpoint to announce instead, or
+ * undefined to leave it unchanged. For EPSV only the port can be written: the returned address
+ * is reported in the expectation but not in the stream. A hook that throws or returns an invalid
+ * endpoint leaves the text unchanged (counted as hookErrors).
+ */
+export interface FtpHooks {
+  translateClientEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined;
+  translateServerEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined;
+  expect(x: FtpExpectation): void;
+}
+
+export type FtpHooksProvider = (cfg: FtpConfig, ctx: AgentContext) => FtpHooks;
+
+/** Everything wrong with an ftp config (empty = valid), as [field, message]. */
+export function ftpConfigProblems(cfg: unknown): [string, string][] {
+  const out: [string, string][] = [];
+  if (cfg === undefined || cfg === null) return out;
+  if (typeof cfg !== 'object') return [['', 'expected a mapping']];
+  const c = cfg as Record<string, unknown>;
+  for (const k of Object.keys(c)) {
+    if (!['maxLine', 'clientAddress', 'serverAddress'].includes(k)) out.push([k, 'unknown key; allowed: maxLine, clientAddress, serverAddress']);
+  }
+  const ml = c['maxLine'];
+  if (ml !== undefined && (typeof ml !== 'number' || !Number.isInteger(ml) || ml < 16 || ml > FTP_MAX_LINE_LIMIT)) {
+    out.push(['maxLine', `expected an integer from 16 to ${FTP_MAX_LINE_LIMIT}`]);
+  }
+  for (const k of ['clientAddress', 'serverAddress'] as const) {
+    const m = c[k] as Record<string, unknown> | undefined;
+    if (m === undefined) continue;
+    if (typeof m !== 'object' || m === null) {
+      out.push([k, 'expected { from, to }']);
+      continue;
+    }
+    const f = typeof m['from'] === 'string' ? parseCidr(m['from']) : 'expected an address or CIDR';
+    const t = typeof m['to'] === 'string' ? parseCidr(m['to']) : 'expected an address or CIDR';
+    if (typeof f === 'string') out.push([`${k}.from`, f]);
+    if (typeof t === 'string') out.push([`${k}.to`, t]);
+    if (typeof f !== 'string' && typeof t !== 'string' && f.prefix !== t.prefix) out.push([k, `from /${f.prefix} and to /${t.prefix} differ in size`]);
+  }
+  return out;
+}
+
+function compileMap(m: FtpAddressMap | undefined): ((a: FtpEndpoint) => FtpEndpoint | undefined) | undefined {
+  if (m === undefined) return undefined;
+  const f = parseCidr(m.from) as Cidr;
+  const t = parseCidr(m.to) as Cidr;
+  return (e) => {
+    const a = parseAddr(e.addr);
+    if (a === undefined || ((a & f.mask) >>> 0) !== f.addr) return undefined;
+    return { addr: formatIPv4((t.addr | (a & ~f.mask)) >>> 0), port: e.port };
+  };
+}
+
+/** Hooks from the rule's static mapping; expectations are not registered anywhere. */
+export const staticFtpHooks: FtpHooksProvider = (cfg) => {
+  const c = compileMap(cfg.clientAddress);
+  const s = compileMap(cfg.serverAddress);
+  return {
+    translateClientEndpoint: (a) => c?.(a.endpoint),
+    translateServerEndpoint: (a) => s?.(a.endpoint),
+    expect: () => {},
+  };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Line parsing: a pure function of the bytes of one line so far
+
+const SP = 0x20;
+const CR = 0x0d;
+const LF = 0x0a;
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+const upper = (c: number): number => (c >= 0x61 && c <= 0x7a ? c - 0x20 : c);
+
+type Why = 'none' | 'malformed' | 'noEndpoint' | 'otherFamily';
+
+type Parse =
+  | { k: 'need'; /** Line index from which bytes are undecided (= line length: nothing held). */ hold: number }
+  | { k: 'pass'; why: Why }
+  | { k: 'found'; kind: FtpKind; start: number; end: number; addr: string; port: number; delim: number };
+
+const NEED = (hold: number): Parse => ({ k: 'need', hold });
+const PASS = (why: Why): Parse => ({ k: 'pass', why });
+
+/** `word` (4 bytes + SP) at the line start: 'yes', 'maybe' (prefix so far) or 'no'. */
+function startsWith(b: Uint8Array, n: number, word: string): 'yes' | 'maybe' | 'no' {
+  const m = Math.min(n, word.length);
+  for (let i = 0; i < m; i++) if (upper(b[i]!) !== word.charCodeAt(i)) return 'no';
+  return n >= word.length ? 'yes' : 'maybe';
+}
+
+/** Index after a run of spaces. */
+function skipSp(b: Uint8Array, i: number, n: number): number {
+  while (i < n && b[i] === SP) i++;
+  return i;
+}
+
+/** After the argument of a command: only spaces, then CR, may remain. */
+function lineEnd(b: Uint8Array, i: number, n: number, complete: boolean): 'ok' | 'need' | 'bad' {
+  i = skipSp(b, i, n);
+  if (i < n && b[i] === CR) i++;
+  if (i < n) return 'bad';
+  return complete ? 'ok' : 'need';
+}
+
+/** Six comma-separated decimal numbers 0..255 from b[i] (a digit or spaces before one). */
+function tuple6(b: Uint8Array, i: number, n: number, complete: boolean): { end: number; nums: number[] } | 'need' | 'bad' {
+  const nums: number[] = [];
+  for (let f = 0; f < 6; f++) {
+    i = skipSp(b, i, n);
+    if (i === n) return complete ? 'bad' : 'need';
+    if (!isDigit(b[i]!)) return 'bad';
+    let v = 0;
+    let len = 0;
+    while (i < n && isDigit(b[i]!)) {
+      v = v * 10 + b[i]! - 0x30;
+      if (++len > 3) return 'bad';
+      i++;
+    }
+    if (i === n && !complete) return 'need'; // the number may go on
+    if (v > 255) return 'bad';
+    nums.push(v);
+    if (f === 5) return { end: i, nums };
+    i = skipSp(b, i, n);
+    if (i === n) return complete ? 'bad' : 'need';
+    if (b[i] !== 0x2c) return 'bad';
+    i++;
+  }
+  return 'bad';
+}
+
+/** Decimal 0..65535 from b[i] up to a non-digit; 'need' when it may go on. */
+function port5(b: Uint8Array, i: number, n: number, complete: boolean): { end: number; v: number } | 'need' | 'bad' {
+  let v = 0;
+  let len = 0;
+  while (i < n && isDigit(b[i]!)) {
+    v = v * 10 + b[i]! - 0x30;
+    if (++len > 5) return 'bad';
+    i++;
+  }
+  if (i === n && !complete) return 'need';
+  if (len === 0 || v > 65535) return 'bad';
+  return { end: i, v };
+}
+
+const quad = (x: number[]): string => `${x[0]}.${x[1]}.${x[2]}.${x[3]}`;
+
+function parsePortCmd(b: Uint8Array, n: number, complete: boolean): Parse {
+  const i = skipSp(b, 5, n);
+  if (i === n) return complete ? PASS('malformed') : NEED(n);
+  const t = tuple6(b, i, n, complete);
+  if (t === 'need') return NEED(i);
+  if (t === 'bad') return PASS('malformed');
+  const e = lineEnd(b, t.end, n, complete);
+  if (e === 'need') return NEED(i);
+  if (e === 'bad') return PASS('malformed');
+  return { k: 'found', kind: 'PORT', start: i, end: t.end, addr: quad(t.nums), port: t.nums[4]! * 256 + t.nums[5]!, delim: 0 };
+}
+
+function parseEprt(b: Uint8Array, n: number, complete: boolean): Parse {
+  let i = 5;
+  const need = (): Parse => (complete ? PASS('malformed') : NEED(n));
+  if (i === n) return need();
+  const d = b[i++]!;
+  if (d < 33 || d > 126 || isDigit(d) || d === 0x2e) return PASS('malformed');
+  const afStart = i;
+  while (i < n && isDigit(b[i]!)) i++;
+  if (i === n) return need();
+  if (b[i] !== d || i === afStart) return PASS('malformed');
+  if (i - afStart !== 1 || b[afStart] !== 0x31) return PASS('otherFamily');
+  const start = ++i;
+  // IPv4 dotted quad, then the delimiter.
+  const parts: number[] = [];
+  let v = -1;
+  let len = 0;
+  for (; i < n && b[i] !== d; i++) {
+    const c = b[i]!;
+    if (isDigit(c)) {
+      v = (v < 0 ? 0 : v * 10) + c - 0x30;
+      if (++len > 3 || v > 255) return PASS('malformed');
+    } else if (c === 0x2e && v >= 0 && parts.length < 3) {
+      parts.push(v);
+      v = -1;
+      len = 0;
+    } else return PASS('malformed');
+  }
+  if (i === n) return complete ? PASS('malformed') : NEED(start);
+  if (v < 0 || parts.length !== 3) return PASS('malformed');
+  parts.push(v);
+  const p = port5(b, ++i, n, complete);
+  if (p === 'need') return NEED(start);
+  if (p === 'bad' || b[p.end] !== d) return PASS('malformed');
+  const e = lineEnd(b, p.end + 1, n, complete);
+  if (e === 'need') return NEED(start);
+  if (e === 'bad') return PASS('malformed');
+  return { k: 'found', kind: 'EPRT', start, end: p.end, addr: quad(parts), port: p.v, delim: d };
+}
+
+function parse227(b: Uint8Array, n: number, complete: boolean): Parse {
+  let i = 4;
+  while (i < n && !isDigit(b[i]!)) i++;
+  if (i === n) return complete ? PASS('noEndpoint') : NEED(n);
+  const t = tuple6(b, i, n, complete);
+  if (t === 'need') return NEED(i);
+  if (t === 'bad') return PASS('malformed');
+  return { k: 'found', kind: 'PASV', start: i, end: t.end, addr: quad(t.nums), port: t.nums[4]! * 256 + t.nums[5]!, delim: 0 };
+}
+
+function parse229(b: Uint8Array, n: number, complete: boolean, serverAddr: string): Parse {
+  let i = 4;
+  while (i < n && b[i] !== 0x28) i++;
+  if (i === n) return complete ? PASS('noEndpoint') : NEED(n);
+  const need = (): Parse => (complete ? PASS('malformed') : NEED(n));
+  if (++i === n) return need();
+  const d = b[i]!;
+  if (d < 33 || d > 126 || isDigit(d)) return PASS('malformed');
+  for (let k = 1; k <= 2; k++) {
+    if (i + k === n) return need();
+    if (b[i + k] !== d) return PASS('malformed');
+  }
+  const start = i + 3;
+  if (start === n) return need();
+  const p = port5(b, start, n, complete);
+  if (p === 'need') return NEED(start);
+  if (p === 'bad' || b[p.end] !== d) return PASS('malformed');
+  if (p.end + 1 === n) return complete ? PASS('malformed') : NEED(start);
+  if (b[p.end + 1] !== 0x29) return PASS('malformed');
+  return { k: 'found', kind: 'EPSV', start, end: p.end, addr: serverAddr, port: p.v, delim: d };
+}
+
+/** The verdict on a line so far (without its LF). `ml` = the open multi-line reply's code or -1. */
+function parseLine(dir: Direction, b: Uint8Array, n: number, complete: boolean, ml: number, serverAddr: string): Parse {
+  if (dir === 'c2s') {
+    const port = startsWith(b, n, 'PORT ');
+    const eprt = startsWith(b, n, 'EPRT ');
+    if (port === 'yes') return parsePortCmd(b, n, complete);
+    if (eprt === 'yes') return parseEprt(b, n, complete);
+    return (port === 'maybe' || eprt === 'maybe') && !complete ? NEED(n) : PASS('none');
+  }
+  const ok = (code: number): boolean => ml === -1 || ml === code;
+  const r227 = ok(227) ? startsWith(b, n, '227 ') : 'no';
+  const r229 = ok(229) ? startsWith(b, n, '229 ') : 'no';
+  if (r227 === 'yes') return parse227(b, n, complete);
+  if (r229 === 'yes') return parse229(b, n, complete, serverAddr);
+  return (r227 === 'maybe' || r229 === 'maybe') && !complete ? NEED(n) : PASS('none');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent
+
+export function newFtpCounters() {
+  return {
+    /** Endpoints rewritten, by kind. */
+    PORT: 0,
+    EPRT: 0,
+    PASV: 0,
+    EPSV: 0,
+    /** Endpoints found that the hook left unchanged. */
+    unchanged: 0,
+    /** Candidate lines that did not parse (number > 255, missing field, stray byte). */
+    malformed: 0,
+    /** 227/229 replies without an endpoint ("227 Logout."). */
+    noEndpoint: 0,
+    /** EPRT with a family other than 1 (IPv4). */
+    otherFamily: 0,
+    /** Candidate lines longer than maxLine, passed. */
+    longLines: 0,
+    /** Lines whose held bytes were released by a flush. */
+    flushedLines: 0,
+    /** A hook threw or returned an invalid endpoint. */
+    hookErrors: 0,
+  };
+}
+export type FtpCounters = ReturnType<typeof newFtpCounters>;
+
+interface DirState {
+  /** End of the data fed. */
+  pos: number;
+  /** Stream position of the current line's first byte. */
+  lineStart: number;
+  /** The current line's bytes while it is a candidate (≤ maxLine + 1); empty when skipping. */
+  line: Buffer;
+  /** 'scan': the line may still be a candidate; 'skip': decided, pass up to its LF. */
+  mode: 'scan' | 'skip';
+  /** The last undecidedFrom answered. */
+  undecided: number;
+  /** s2c: up to the first 4 bytes of the current line (latin1), for multi-line reply tracking. */
+  head: string;
+  /** s2c: the code of the open multi-line reply ("227-"), -1 when none. */
+  ml: number;
+}
+
+/** The state `snapshot` returns (version 1). */
+export interface FtpSnapshot {
+  v: 1;
+  dirs: Record<Direction, Omit<DirState, 'line'> & { line: string }>;
+  counters: FtpCounters;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function freshDir(): DirState {
+  return { pos: 0, lineStart: 0, line: EMPTY, mode: 'scan', undecided: 0, head: '', ml: -1 };
+}
+
+function parseAddr(s: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (m === null) return undefined;
+  let a = 0;
+  for (let i = 1; i <= 4; i++) {
+    const v = Number(m[i]);
+    if (v > 255) return undefined;
+    a = a * 256 + v;
+  }
+  return a;
+}
+
+export class FtpAgent implements Agent {
+  readonly name = 'ftp';
+  readonly counters: FtpCounters;
+  private readonly st: Record<Direction, DirState>;
+
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly hooks: FtpHooks,
+    private readonly maxLine: number,
+    snap?: { st: Record<Direction, DirState>; counters: FtpCounters },
+  ) {
+    this.st = snap?.st ?? { c2s: freshDir(), s2c: freshDir() };
+    this.counters = snap?.counters ?? newFtpCounters();
+  }
+
+  feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput {
+    if (!this.ctx.directions.has(dir)) return NO_EDITS;
+    const st = this.st[dir];
+    if (pos !== st.pos) throw new Error(`ftp: ${dir} fed at ${pos}, expected ${st.pos} (engine bug)`);
+    const edits: Edit[] = [];
+    const n = data.length;
+    let i = 0;
+    while (i < n) {
+      const lf = data.indexOf(LF, i);
+      const end = lf < 0 ? n : lf; // bytes [i, end) belong to the current line
+      if (dir === 's2c' && st.head.length < 4) st.head += Buffer.from(data.buffer, data.byteOffset + i, Math.min(end - i, 4 - st.head.length)).toString('latin1');
+      if (st.mode === 'scan') {
+        // Keep at most maxLine + 1 bytes: one more than allowed decides the line as too long.
+        const room = this.maxLine + 1 - st.line.length;
+        const take = Math.min(end - i, room);
+        const part = Buffer.from(data.buffer, data.byteOffset + i, take);
+        const line = st.line.length === 0 ? part : Buffer.concat([st.line, part]);
+        const complete = lf >= 0 && take === end - i;
+        st.pos = pos + i + take;
+        this.decide(dir, st, line, complete, edits);
+        i += take;
+        if (st.mode === 'scan' && !complete) {
+          if (i < end) continue; // cut at maxLine + 1: decide() switched to skip
+          st.line = Buffer.from(line); // copy: the caller may reuse its buffer
+          continue;
+        }
+      }
+      // Skip (or the line just completed): up to and including the LF.
+      i = lf < 0 ? n : lf + 1;
+      st.pos = pos + i;
+      if (lf >= 0) this.endLine(dir, st);
+      else st.undecided = st.pos;
+    }
+    st.pos = pos + n;
+    if (st.mode === 'skip') st.undecided = st.pos;
+    return { edits, undecidedFrom: st.undecided };
+  }
+
+  flush(dir: Direction, _reason: FlushReason): AgentOutput {
+    if (!this.ctx.directions.has(dir)) return NO_EDITS;
+    const st = this.st[dir];
+    if (st.undecided < st.pos) {
+      // Held bytes leave unchanged; the rest of this line is not a candidate any more.
+      this.counters.flushedLines++;
+      st.mode = 'skip';
+      st.line = EMPTY;
+    }
+    st.undecided = st.pos;
+    return { edits: [], undecidedFrom: st.pos };
+  }
+
+  snapshot(): FtpSnapshot {
+    const d = (s: DirState) => ({ ...s, line: s.line.toString('base64') });
+    return { v: 1, dirs: { c2s: d(this.st.c2s), s2c: d(this.st.s2c) }, counters: { ...this.counters } };
+  }
+
+  /** Apply the verdict on the current line so far; `st.pos` is the end of `line`. */
+  private decide(dir: Direction, st: DirState, line: Buffer, complete: boolean, edits: Edit[]): void {
+    // Only the first maxLine bytes are looked at; one byte more (not the LF) makes a line that is
+    // still undecided there a long line. Parsing is monotone in the prefix, so this does not
+    // depend on where the chunks end.
+    const long = line.length > this.maxLine;
+    let v = parseLine(dir, line, long ? this.maxLine : line.length, complete && !long, st.ml, this.ctx.server.addr);
+    if (v.k === 'need' && long) {
+      this.counters.longLines++;
+      v = PASS('none');
+    }
+    if (v.k === 'need') {
+      st.undecided = Math.max(st.undecided, st.lineStart + v.hold);
+      return;
+    }
+    st.mode = 'skip';
+    st.line = EMPTY;
+    st.undecided = st.pos;
+    if (v.k === 'pass') {
+      if (v.why !== 'none') this.counters[v.why]++;
+      return;
+    }
+    const rep = this.translate(dir, v);
+    if (rep !== undefined) edits.push({ at: st.lineStart + v.start, len: v.end - v.start, data: Buffer.from(rep, 'latin1') });
+  }
+
+  private endLine(dir: Direction, st: DirState): void {
+    if (dir === 's2c') {
+      const m = /^(\d{3})([- ])/.exec(st.head);
+      if (m !== null) {
+        const code = Number(m[1]);
+        if (st.ml === -1 && m[2] === '-') st.ml = code;
+        else if (st.ml === code && m[2] === ' ') st.ml = -1;
+      }
+    }
+    st.lineStart = st.pos;
+    st.undecided = st.pos;
+    st.line = EMPTY;
+    st.head = '';
+    st.mode = 'scan';
+  }
+
+  /** Call the hooks for an endpoint; the replacement text, or undefined to leave it. */
+  private translate(dir: Direction, f: Extract<Parse, { k: 'found' }>): string | undefined {
+    const original: FtpEndpoint = { addr: f.addr, port: f.port };
+    const a: FtpAnnouncement = { kind: f.kind, endpoint: { ...original }, ctx: this.ctx };
+    let t: FtpEndpoint | undefined;
+    try {
+      t = dir === 'c2s' ? this.hooks.translateClientEndpoint(a) : this.hooks.translateServerEndpoint(a);
+    } catch {
+      this.counters.hookErrors++;
+      t = undefined;
+    }
+    let addr = t?.addr;
+    if (t !== undefined && (parseAddr(t.addr) === undefined || !Number.isInteger(t.port) || t.port < 0 || t.port > 65535)) {
+      this.counters.hookErrors++;
+      t = undefined;
+      addr = undefined;
+    }
+    const announced: FtpEndpoint = t === undefined ? original : { addr: addr!, port: t.port };
+    try {
+      this.hooks.expect({
+        flowId: this.ctx.flowId,
+        kind: f.kind,
+        opener: dir === 'c2s' ? 'server' : 'client',
+        openerAddr: dir === 'c2s' ? this.ctx.server.addr : this.ctx.client.addr,
+        announced,
+        original,
+      });
+    } catch {
+      this.counters.hookErrors++;
+    }
+    const same = f.kind === 'EPSV' ? announced.port === original.port : announced.addr === original.addr && announced.port === original.port;
+    if (same) {
+      this.counters.unchanged++;
+      return undefined;
+    }
+    this.counters[f.kind]++;
+    const [a1, a2, a3, a4] = announced.addr.split('.').map(Number) as [number, number, number, number];
+    switch (f.kind) {
+      case 'PORT':
+      case 'PASV':
+        return `${a1},${a2},${a3},${a4},${announced.port >> 8},${announced.port & 255}`;
+      case 'EPRT':
+        return `${announced.addr}${String.fromCharCode(f.delim)}${announced.port}`;
+      case 'EPSV':
+        return `${announced.port}`;
+    }
+  }
+}
+
+function maxLineOf(cfg: FtpConfig | undefined): number {
+  return cfg?.maxLine ?? FTP_DEFAULT_MAX_LINE;
+}
+
+function checkCfg(cfg: unknown): FtpConfig {
+  const p = ftpConfigProblems(cfg);
+  if (p.length > 0) throw new Error(`ftp: ${p[0]![0] === '' ? '' : `${p[0]![0]}: `}${p[0]![1]}`);
+  return (cfg ?? {}) as FtpConfig;
+}
+
+function restoreDir(x: unknown, dir: Direction): DirState {
+  const bad = (why: string): never => {
+    throw new Error(`ftp: bad snapshot (${dir}: ${why})`);
+  };
+  const o = x as Record<string, unknown> | null;
+  if (typeof o !== 'object' || o === null) return bad('not an object');
+  const { pos, lineStart, line, mode, undecided, head, ml } = o;
+  if (![pos, lineStart, undecided].every((v) => Number.isSafeInteger(v) && (v as number) >= 0)) return bad('positions');
+  if (typeof line !== 'string' || (mode !== 'scan' && mode !== 'skip') || typeof head !== 'string' || head.length > 4) return bad('line');
+  if (!Number.isInteger(ml) || (ml as number) < -1 || (ml as number) > 999) return bad('ml');
+  const l = Buffer.from(line, 'base64');
+  if ((lineStart as number) + l.length > (pos as number) || (undecided as number) > (pos as number)) return bad('line length');
+  return { pos: pos as number, lineStart: lineStart as number, line: l, mode, undecided: undecided as number, head, ml: ml as number };
+}
+
+/** The ftp agent factory; hooks per connection come from `hooksFor` (default: static mapping). */
+export function createFtp(hooksFor: FtpHooksProvider = staticFtpHooks): AgentFactory<FtpConfig | undefined> {
+  return {
+    name: 'ftp',
+    create(cfg, ctx) {
+      const c = checkCfg(cfg);
+      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c));
+    },
+    restore(cfg, ctx, state) {
+      const c = checkCfg(cfg);
+      const s = state as Partial<FtpSnapshot> | null;
+      if (typeof s !== 'object' || s === null || s.v !== 1 || typeof s.dirs !== 'object' || typeof s.counters !== 'object') {
+        throw new Error('ftp: bad snapshot (expected { v: 1, dirs, counters })');
+      }
+      const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
+      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c), { st, counters: { ...newFtpCounters(), ...s.counters } });
+    },
+  };
+}
+
+export const ftpFactory = createFtp();

@@ -1,0 +1,49 @@
+/**
+ * FTP agent hooks backed by a NatTable (DESIGN.md §4 "FTP data connections are expected and
+ * translated"): how the gateway will supply `FtpHooks` once NAT runs on the bridge.
+ *
+ * - PORT/EPRT (the client announces where the server should connect): the client's endpoint is
+ *   translated as the NAT shows it on the server's side (1:1 → the mapped address, same port;
+ *   masquerade → the shared address and a newly allocated port, with an expectation that sends
+ *   the server's connection back to the client's real endpoint).
+ * - 227/229 (the server announces where the client should connect): the same, from the server's
+ *   side (a published server behind 1:1 → its public address; behind masquerade → an allocated
+ *   port with an expectation).
+ * The NAT registers the expectation itself (`expectData`), so the agent's `expect` hook only
+ * forwards to an optional observer (logs, metrics). Time comes from `now()`, a runtime handle of
+ * the gateway (its injected clock), never read inside.
+ *
+ * `AgentContext` addresses are taken as the gateway will fill them for a NATed flow: the real
+ * addresses of each side (the client's before source NAT, the server's after destination NAT).
+ */
+
+import type { AgentContext } from '../agent/types.js';
+import type { FtpEndpoint, FtpExpectation, FtpHooks, FtpHooksProvider } from '../agent/ftp.js';
+import { formatIPv4, parseIPv4 } from '../config/ipv4.js';
+import type { NatSide, NatTable } from './nat.js';
+
+export interface NatFtpOptions {
+  /** Side of the bridge the FTP clients are on (the servers are on the other). */
+  clientSide: NatSide;
+  /** The gateway's clock, ms. */
+  now: () => number;
+  /** Sees every expectation the agent announces. */
+  observe?: (x: FtpExpectation) => void;
+}
+
+export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvider {
+  const serverSide: NatSide = opts.clientSide === 0 ? 1 : 0;
+  const via = (side: NatSide, e: FtpEndpoint, peer: string, ctx: AgentContext): FtpEndpoint | undefined => {
+    const a = parseIPv4(e.addr);
+    if (a === undefined) return undefined;
+    const r = nat.expectData(side, 'tcp', a, e.port, parseIPv4(peer), opts.now(), ctx.flowId);
+    // null = refused (no port / too many expectations, counted by the NAT): announce unchanged;
+    // the data connection will then fail as it would without the gateway.
+    return r === undefined || r === null ? undefined : { addr: formatIPv4(r.addr), port: r.port };
+  };
+  return (_cfg, ctx): FtpHooks => ({
+    translateClientEndpoint: (a) => via(opts.clientSide, a.endpoint, ctx.server.addr, ctx),
+    translateServerEndpoint: (a) => via(serverSide, a.endpoint, ctx.client.addr, ctx),
+    expect: (x) => opts.observe?.(x),
+  });
+}

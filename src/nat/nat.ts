@@ -1,0 +1,590 @@
+/**
+ * NAT translation state for the bridge (DESIGN.md §4), pure: no I/O, no clock (time is passed
+ * in as `now`, ms), no logging. The gateway will call `translate` for every IPv4 packet it
+ * forwards and rewrite addresses/ports (and checksums) with the answer.
+ *
+ * Model (conntrack-like, RFC 4787 / RFC 3022 vocabulary):
+ * - A packet is a tuple (proto, src, sport, dst, dport) arriving `from` side 0 or 1. For ICMP
+ *   query messages (echo) both ports carry the identifier.
+ * - 1:1 mappings `{ side, real, mapped }` are stateless: hosts of `real` on `side` appear as
+ *   `mapped` on the other side (same host bits). A packet from `side` with src in `real` gets
+ *   src := mapped (source NAT for clients); a packet from the other side with dst in `mapped`
+ *   gets dst := real (destination NAT: a published server, and the replies of the first case).
+ * - Masquerade (many-to-one with port translation) `{ side, sources, address, ports, icmpIds }`:
+ *   a packet from `side` with src in `sources` and no entry gets an *entry*: its source becomes
+ *   `address` and a port (or ICMP id) allocated from the range, unique per (proto, address),
+ *   port-preserving when the original is free, otherwise the next free one after a per-pool
+ *   cursor (deterministic). The mapping is per connection (address and port dependent, like
+ *   Linux masquerade without port overloading): a reply matches only from the exact remote.
+ * - An entry stores `orig` (the tuple as it arrived from the initiator's side) and `repl` (the
+ *   tuple a reply arrives with from the other side). A packet matching `orig` leaves as
+ *   invert(repl); one matching `repl` leaves as invert(orig). Entries expire (timeouts per
+ *   protocol; TCP FIN/RST and bare SYN use the short "transitory" timeout).
+ * - Expectations (FTP data connections, RFC 959 PORT / PASV): "a connection arriving from side F
+ *   to dst:dport (from src, if given) is expected; translate its destination to `to`". The first
+ *   matching packet consumes it and creates an entry; unconsumed ones expire. `expectData`
+ *   allocates the announced endpoint for an FTP agent hook and registers the expectation.
+ * - Limits: entries and expectations are bounded; refusals are counted (STYLE.md rule 4).
+ * - `snapshot()` is plain JSON (version 1); `NatTable.restore(cfg, snap)` rebuilds the table (the
+ *   cluster moves it).
+ *
+ * Addresses are IPv4 as uint32 numbers (the flow table's representation).
+ */
+
+import { cidrContains, type Cidr } from '../config/ipv4.js';
+
+export type NatSide = 0 | 1;
+export type NatProto = 'tcp' | 'udp' | 'icmp';
+export const NAT_PROTOS: readonly NatProto[] = ['tcp', 'udp', 'icmp'];
+
+export interface Tuple {
+  proto: NatProto;
+  src: number;
+  sport: number;
+  dst: number;
+  dport: number;
+}
+
+export interface NatPacket extends Tuple {
+  /** Side the packet arrived on. */
+  from: NatSide;
+  /** TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); selects the TCP timeout. */
+  tcpFlags?: number;
+}
+
+export interface PortRange {
+  lo: number;
+  hi: number;
+}
+
+export interface OneToOne {
+  /** The side the `real` hosts are on. */
+  side: NatSide;
+  real: Cidr;
+  /** Same prefix length as `real`. */
+  mapped: Cidr;
+}
+
+export interface Masquerade {
+  /** The side of the hidden hosts. */
+  side: NatSide;
+  sources: readonly Cidr[];
+  /** The single address they share on the other side. */
+  address: number;
+  ports: PortRange;
+  icmpIds: PortRange;
+  /** Keep the original port/id when it is in range and free (default true). */
+  preservePort: boolean;
+}
+
+export interface NatLimits {
+  /** Entries (translated connections); beyond it a new connection is dropped, counted. */
+  maxEntries: number;
+  /** Pending expectations; beyond it `expect` is refused, counted. */
+  maxExpectations: number;
+}
+
+/** Milliseconds. */
+export interface NatTimeouts {
+  tcpEstablished: number;
+  /** SYN-only, FIN or RST seen. */
+  tcpTransitory: number;
+  udp: number;
+  icmp: number;
+  expectation: number;
+}
+
+export interface NatConfig {
+  oneToOne: readonly OneToOne[];
+  masquerade: readonly Masquerade[];
+  limits: NatLimits;
+  timeouts: NatTimeouts;
+}
+
+export const DEFAULT_NAT_LIMITS: Readonly<NatLimits> = Object.freeze({ maxEntries: 65536, maxExpectations: 1024 });
+/** Linux conntrack defaults (tcp established 5 days is too long for a gateway; RFC 5382 says >= 2h4m). */
+export const DEFAULT_NAT_TIMEOUTS: Readonly<NatTimeouts> = Object.freeze({
+  tcpEstablished: 7_440_000,
+  tcpTransitory: 240_000,
+  udp: 300_000,
+  icmp: 60_000,
+  expectation: 60_000,
+});
+
+export interface NatConfigInput {
+  oneToOne?: readonly OneToOne[];
+  masquerade?: readonly (Partial<Masquerade> & Pick<Masquerade, 'side' | 'sources' | 'address'>)[];
+  limits?: Partial<NatLimits>;
+  timeouts?: Partial<NatTimeouts>;
+}
+
+/** A config with defaults for what is not given. */
+export function natConfig(c: NatConfigInput): NatConfig {
+  return {
+    oneToOne: c.oneToOne ?? [],
+    masquerade: (c.masquerade ?? []).map((m) => ({
+      side: m.side,
+      sources: m.sources,
+      address: m.address,
+      ports: m.ports ?? { lo: 1024, hi: 65535 },
+      icmpIds: m.icmpIds ?? { lo: 1, hi: 65535 },
+      preservePort: m.preservePort ?? true,
+    })),
+    limits: { ...DEFAULT_NAT_LIMITS, ...c.limits },
+    timeouts: { ...DEFAULT_NAT_TIMEOUTS, ...c.timeouts },
+  };
+}
+
+/** Everything wrong with a config (empty = valid). */
+export function natConfigProblems(c: NatConfig): string[] {
+  const out: string[] = [];
+  const range = (r: PortRange, what: string, min: number): void => {
+    if (!Number.isInteger(r.lo) || !Number.isInteger(r.hi) || r.lo < min || r.hi > 65535 || r.lo > r.hi) {
+      out.push(`${what}: expected ${min} <= lo <= hi <= 65535, got ${r.lo}-${r.hi}`);
+    }
+  };
+  c.oneToOne.forEach((m, i) => {
+    if (m.real.prefix !== m.mapped.prefix) out.push(`oneToOne[${i}]: real /${m.real.prefix} and mapped /${m.mapped.prefix} differ in size`);
+  });
+  c.masquerade.forEach((m, i) => {
+    range(m.ports, `masquerade[${i}].ports`, 1);
+    range(m.icmpIds, `masquerade[${i}].icmpIds`, 0);
+    if (m.sources.length === 0) out.push(`masquerade[${i}].sources: empty`);
+  });
+  for (const [k, v] of Object.entries(c.limits)) if (!Number.isInteger(v) || v < 0) out.push(`limits.${k}: expected an integer >= 0`);
+  for (const [k, v] of Object.entries(c.timeouts)) if (!Number.isInteger(v) || v < 1) out.push(`timeouts.${k}: expected an integer >= 1 (ms)`);
+  return out;
+}
+
+export type DropReason = 'table-full' | 'ports-exhausted' | 'no-entry';
+
+export type NatVerdict =
+  | { kind: 'none' }
+  | { kind: 'translate'; tuple: Tuple; /** Entry id; absent for stateless 1:1. */ entry?: number }
+  | { kind: 'drop'; reason: DropReason };
+
+export interface Entry {
+  id: number;
+  /** Side the first packet arrived on. */
+  init: NatSide;
+  orig: Tuple;
+  repl: Tuple;
+  expiresAt: number;
+  /** How it began: outbound masquerade or a consumed expectation. */
+  origin: 'masquerade' | 'expectation';
+}
+
+export interface Expectation {
+  id: number;
+  proto: NatProto;
+  /** Side the data connection's first packet will arrive on. */
+  from: NatSide;
+  /** Opener's address as it arrives; undefined = any. */
+  src?: number;
+  dst: number;
+  dport: number;
+  /** Rewrite the destination to this. */
+  to: { addr: number; port: number };
+  expiresAt: number;
+  /** Free text for logs, e.g. the control connection's flow id. */
+  tag?: string;
+}
+
+export function newNatCounters() {
+  return {
+    translated: 0,
+    oneToOne: 0,
+    entriesCreated: 0,
+    entriesExpired: 0,
+    /** maxEntries hit: a new connection was dropped. */
+    tableFull: 0,
+    /** No free port/id in a masquerade pool. */
+    portsExhausted: 0,
+    /** Unsolicited packet to a masquerade address. */
+    noEntry: 0,
+    expectationsAdded: 0,
+    expectationsConsumed: 0,
+    expectationsExpired: 0,
+    /** maxExpectations hit, or no port for it. */
+    expectationsRefused: 0,
+  };
+}
+export type NatCounters = ReturnType<typeof newNatCounters>;
+
+export interface NatSnapshot {
+  v: 1;
+  nextId: number;
+  cursors: Record<string, number>;
+  entries: Entry[];
+  expectations: Expectation[];
+  counters: NatCounters;
+}
+
+export function invert(t: Tuple): Tuple {
+  return { proto: t.proto, src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
+}
+
+const tupleKey = (from: NatSide, t: Tuple): string => `${from}|${t.proto}|${t.src}|${t.sport}|${t.dst}|${t.dport}`;
+const expectKey = (from: NatSide, proto: NatProto, dst: number, dport: number): string => `${from}|${proto}|${dst}|${dport}`;
+const portKey = (proto: NatProto, addr: number, port: number): string => `${proto}|${addr}|${port}`;
+const other = (s: NatSide): NatSide => (s === 0 ? 1 : 0);
+const mapAddr = (a: number, from: Cidr, to: Cidr): number => ((to.addr | (a & ~from.mask)) >>> 0);
+
+export class NatTable {
+  readonly counters: NatCounters;
+  private nextId = 1;
+  /** Per pool "proto|address": the last port handed out. */
+  private readonly cursors = new Map<string, number>();
+  private readonly entries = new Map<number, Entry>();
+  /** tupleKey(init, orig) and tupleKey(other(init), repl) → entry id. */
+  private readonly byTuple = new Map<string, number>();
+  private readonly expectations = new Map<number, Expectation>();
+  /** expectKey → ids of the expectations waiting there (a new connection looks up one key). */
+  private readonly expectIndex = new Map<string, Set<number>>();
+  /** Ports/ids in use on masquerade addresses (entries and expectations). */
+  private readonly usedPorts = new Set<string>();
+
+  constructor(readonly cfg: NatConfig, snap?: NatSnapshot) {
+    const problems = natConfigProblems(cfg);
+    if (problems.length > 0) throw new Error(`nat: bad config: ${problems.join('; ')}`);
+    this.counters = newNatCounters();
+    if (snap !== undefined) this.load(snap);
+  }
+
+  static restore(cfg: NatConfig, snap: unknown): NatTable {
+    return new NatTable(cfg, checkSnapshot(snap));
+  }
+
+  get size(): { entries: number; expectations: number } {
+    return { entries: this.entries.size, expectations: this.expectations.size };
+  }
+
+  /** The translation for one packet (creating an entry or consuming an expectation if needed). */
+  translate(p: NatPacket, now: number): NatVerdict {
+    const t: Tuple = { proto: p.proto, src: p.src, sport: p.sport, dst: p.dst, dport: p.dport };
+    const hit = this.find(p.from, t, now);
+    if (hit !== undefined) {
+      const [e, isOrig] = hit;
+      e.expiresAt = now + this.timeout(p);
+      this.counters.translated++;
+      return { kind: 'translate', tuple: invert(isOrig ? e.repl : e.orig), entry: e.id };
+    }
+    const x = this.matchExpectation(p.from, t, now);
+    if (x !== undefined) {
+      if (this.entries.size >= this.cfg.limits.maxEntries) return this.drop('table-full');
+      this.unindexExpectation(x);
+      this.counters.expectationsConsumed++;
+      // The port reserved for the expectation now belongs to the entry (same key).
+      const out = { ...this.oneToOne(p.from, t), dst: x.to.addr, dport: x.to.port };
+      const e = this.addEntry(p.from, t, out, now + this.timeout(p), 'expectation');
+      this.counters.translated++;
+      return { kind: 'translate', tuple: out, entry: e.id };
+    }
+    const s = this.oneToOne(p.from, t);
+    if (s.src !== t.src || s.dst !== t.dst) {
+      this.counters.oneToOne++;
+      this.counters.translated++;
+      return { kind: 'translate', tuple: s };
+    }
+    const m = this.cfg.masquerade.find((r) => r.side === p.from && r.sources.some((c) => cidrContains(c, t.src)));
+    if (m !== undefined) {
+      if (this.entries.size >= this.cfg.limits.maxEntries) return this.drop('table-full');
+      const port = this.allocate(m, t.proto, t.sport);
+      if (port === undefined) return this.drop('ports-exhausted');
+      const out: Tuple = { ...t, src: m.address, sport: port };
+      if (t.proto === 'icmp') out.dport = port;
+      const e = this.addEntry(p.from, t, out, now + this.timeout(p), 'masquerade');
+      this.counters.translated++;
+      return { kind: 'translate', tuple: out, entry: e.id };
+    }
+    if (this.cfg.masquerade.some((r) => r.side !== p.from && r.address === t.dst)) return this.drop('no-entry');
+    return { kind: 'none' };
+  }
+
+  /**
+   * Read-only lookup of an entry's translation (no refresh, no creation): for ICMP errors, whose
+   * embedded header is the packet *we sent*, and for diagnostics. `from` is the side it arrives on.
+   */
+  lookup(from: NatSide, t: Tuple, now: number): Tuple | undefined {
+    const e = this.byTuple.get(tupleKey(from, t));
+    if (e === undefined) return undefined;
+    const en = this.entries.get(e)!;
+    if (en.expiresAt <= now) return undefined;
+    return invert(en.init === from ? en.repl : en.orig);
+  }
+
+  /**
+   * Register an expected connection. Refused (undefined, counted) when the table is at
+   * maxExpectations or the port it names is in use.
+   */
+  expect(x: Omit<Expectation, 'id' | 'expiresAt'>, now: number): Expectation | undefined {
+    if (this.expectations.size >= this.cfg.limits.maxExpectations) {
+      this.counters.expectationsRefused++;
+      return undefined;
+    }
+    const masq = this.isMasqAddress(x.proto, x.dst, x.from);
+    if (masq && this.usedPorts.has(portKey(x.proto, x.dst, x.dport))) {
+      this.counters.expectationsRefused++;
+      return undefined;
+    }
+    const e: Expectation = { ...x, id: this.nextId++, expiresAt: now + this.cfg.timeouts.expectation };
+    this.addExpectation(e);
+    if (masq) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+    this.counters.expectationsAdded++;
+    return e;
+  }
+
+  /**
+   * For an FTP agent hook: `addr:port` on side `side` announces a data endpoint that a peer on the
+   * other side (`peer`, if known) will connect to. Returns the endpoint to announce instead:
+   * - 1:1 mapped address: the mapped address, same port (stateless, nothing registered);
+   * - masqueraded address: the masquerade address and a newly allocated port, with an
+   *   expectation that translates the incoming connection back to addr:port;
+   * - otherwise `undefined` (no NAT: announce unchanged). `null` = refused (counted).
+   */
+  expectData(
+    side: NatSide,
+    proto: NatProto,
+    addr: number,
+    port: number,
+    peer: number | undefined,
+    now: number,
+    tag?: string,
+  ): { addr: number; port: number } | undefined | null {
+    for (const m of this.cfg.oneToOne) {
+      if (m.side === side && cidrContains(m.real, addr)) return { addr: mapAddr(addr, m.real, m.mapped), port };
+    }
+    const m = this.cfg.masquerade.find((r) => r.side === side && r.sources.some((c) => cidrContains(c, addr)));
+    if (m === undefined) return undefined;
+    if (this.expectations.size >= this.cfg.limits.maxExpectations) {
+      this.counters.expectationsRefused++;
+      return null;
+    }
+    const p = this.allocate(m, proto, port);
+    if (p === undefined) {
+      this.counters.expectationsRefused++;
+      return null;
+    }
+    const x: Omit<Expectation, 'id' | 'expiresAt'> = { proto, from: other(side), dst: m.address, dport: p, to: { addr, port } };
+    if (peer !== undefined) x.src = peer;
+    if (tag !== undefined) x.tag = tag;
+    this.usedPorts.delete(portKey(proto, m.address, p)); // expect() re-adds it
+    this.expect(x, now);
+    return { addr: m.address, port: p };
+  }
+
+  /** Remove expired entries and expectations; returns how many went. */
+  expire(now: number): number {
+    let n = 0;
+    for (const e of [...this.entries.values()]) {
+      if (e.expiresAt <= now) {
+        this.removeEntry(e);
+        this.counters.entriesExpired++;
+        n++;
+      }
+    }
+    for (const x of [...this.expectations.values()]) {
+      if (x.expiresAt <= now) {
+        this.removeExpectation(x);
+        this.counters.expectationsExpired++;
+        n++;
+      }
+    }
+    return n;
+  }
+
+  entryList(): readonly Entry[] {
+    return [...this.entries.values()];
+  }
+
+  expectationList(): readonly Expectation[] {
+    return [...this.expectations.values()];
+  }
+
+  snapshot(): NatSnapshot {
+    const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
+    return {
+      v: 1,
+      nextId: this.nextId,
+      cursors: Object.fromEntries(this.cursors),
+      entries: clone([...this.entries.values()]),
+      expectations: clone([...this.expectations.values()]),
+      counters: { ...this.counters },
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private drop(reason: DropReason): NatVerdict {
+    if (reason === 'table-full') this.counters.tableFull++;
+    else if (reason === 'ports-exhausted') this.counters.portsExhausted++;
+    else this.counters.noEntry++;
+    return { kind: 'drop', reason };
+  }
+
+  private timeout(p: NatPacket): number {
+    const to = this.cfg.timeouts;
+    if (p.proto === 'udp') return to.udp;
+    if (p.proto === 'icmp') return to.icmp;
+    const f = p.tcpFlags ?? 0x10;
+    return f & 0x05 || (f & 0x12) === 0x02 ? to.tcpTransitory : to.tcpEstablished;
+  }
+
+  private find(from: NatSide, t: Tuple, now: number): [Entry, boolean] | undefined {
+    const id = this.byTuple.get(tupleKey(from, t));
+    if (id === undefined) return undefined;
+    const e = this.entries.get(id)!;
+    if (e.expiresAt <= now) {
+      this.removeEntry(e);
+      this.counters.entriesExpired++;
+      return undefined;
+    }
+    return [e, e.init === from];
+  }
+
+  private matchExpectation(from: NatSide, t: Tuple, now: number): Expectation | undefined {
+    const ids = this.expectIndex.get(expectKey(from, t.proto, t.dst, t.dport));
+    if (ids === undefined) return undefined;
+    for (const id of [...ids]) {
+      const x = this.expectations.get(id)!;
+      if (x.src !== undefined && x.src !== t.src) continue;
+      if (x.expiresAt <= now) {
+        this.removeExpectation(x);
+        this.counters.expectationsExpired++;
+        continue;
+      }
+      return x;
+    }
+    return undefined;
+  }
+
+  private oneToOne(from: NatSide, t: Tuple): Tuple {
+    let { src, dst } = t;
+    for (const m of this.cfg.oneToOne) {
+      if (m.side === from && src === t.src && cidrContains(m.real, t.src)) src = mapAddr(t.src, m.real, m.mapped);
+      if (m.side !== from && dst === t.dst && cidrContains(m.mapped, t.dst)) dst = mapAddr(t.dst, m.mapped, m.real);
+    }
+    return { ...t, src, dst };
+  }
+
+  /** Is `addr` a masquerade address as seen by packets arriving from `from`? */
+  private isMasqAddress(_proto: NatProto, addr: number, from: NatSide): boolean {
+    return this.cfg.masquerade.some((m) => m.address === addr && m.side !== from);
+  }
+
+  /** A free port/id in the rule's pool: `want` if allowed and free, else the next after the cursor. */
+  private allocate(m: Masquerade, proto: NatProto, want: number): number | undefined {
+    const r = proto === 'icmp' ? m.icmpIds : m.ports;
+    const pool = `${proto}|${m.address}`;
+    const used = this.usedPorts;
+    if (m.preservePort && want >= r.lo && want <= r.hi && !used.has(portKey(proto, m.address, want))) {
+      used.add(portKey(proto, m.address, want));
+      return want;
+    }
+    const n = r.hi - r.lo + 1;
+    const cur = this.cursors.get(pool) ?? r.hi;
+    for (let i = 1; i <= n; i++) {
+      const p = r.lo + ((cur - r.lo + i) % n + n) % n;
+      const k = portKey(proto, m.address, p);
+      if (!used.has(k)) {
+        used.add(k);
+        this.cursors.set(pool, p);
+        return p;
+      }
+    }
+    return undefined;
+  }
+
+  private addEntry(init: NatSide, orig: Tuple, out: Tuple, expiresAt: number, origin: Entry['origin']): Entry {
+    const e: Entry = { id: this.nextId++, init, orig, repl: invert(out), expiresAt, origin };
+    this.index(e);
+    this.counters.entriesCreated++;
+    return e;
+  }
+
+  private index(e: Entry): void {
+    this.entries.set(e.id, e);
+    this.byTuple.set(tupleKey(e.init, e.orig), e.id);
+    this.byTuple.set(tupleKey(other(e.init), e.repl), e.id);
+    for (const k of this.entryPorts(e)) this.usedPorts.add(k);
+  }
+
+  /**
+   * Ports on masquerade addresses an entry holds: where its replies arrive (outbound
+   * masquerade), or where its first packet arrived (a consumed expectation).
+   */
+  private entryPorts(e: Entry): string[] {
+    const out: string[] = [];
+    const { orig: o, repl: r } = e;
+    if (this.isMasqAddress(r.proto, r.dst, other(e.init))) out.push(portKey(r.proto, r.dst, r.dport));
+    if (this.isMasqAddress(o.proto, o.dst, e.init)) out.push(portKey(o.proto, o.dst, o.dport));
+    return out;
+  }
+
+  private removeEntry(e: Entry): void {
+    this.entries.delete(e.id);
+    this.byTuple.delete(tupleKey(e.init, e.orig));
+    this.byTuple.delete(tupleKey(other(e.init), e.repl));
+    for (const k of this.entryPorts(e)) this.usedPorts.delete(k);
+  }
+
+  private addExpectation(x: Expectation): void {
+    this.expectations.set(x.id, x);
+    const k = expectKey(x.from, x.proto, x.dst, x.dport);
+    const ids = this.expectIndex.get(k);
+    if (ids === undefined) this.expectIndex.set(k, new Set([x.id]));
+    else ids.add(x.id);
+  }
+
+  /** Forget an expectation but keep its port (consumed: the new entry takes the port over). */
+  private unindexExpectation(x: Expectation): void {
+    this.expectations.delete(x.id);
+    const k = expectKey(x.from, x.proto, x.dst, x.dport);
+    const ids = this.expectIndex.get(k);
+    ids?.delete(x.id);
+    if (ids?.size === 0) this.expectIndex.delete(k);
+  }
+
+  private removeExpectation(x: Expectation): void {
+    this.unindexExpectation(x);
+    if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.delete(portKey(x.proto, x.dst, x.dport));
+  }
+
+  private load(s: NatSnapshot): void {
+    this.nextId = s.nextId;
+    for (const [k, v] of Object.entries(s.cursors)) this.cursors.set(k, v);
+    for (const e of s.entries) this.index({ ...e, orig: { ...e.orig }, repl: { ...e.repl } });
+    for (const x of s.expectations) {
+      this.addExpectation({ ...x, to: { ...x.to } });
+      if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+    }
+    Object.assign(this.counters, s.counters);
+  }
+}
+
+function checkSnapshot(x: unknown): NatSnapshot {
+  const bad = (why: string): never => {
+    throw new Error(`nat: bad snapshot (${why})`);
+  };
+  const s = x as Partial<NatSnapshot> | null;
+  if (typeof s !== 'object' || s === null || s.v !== 1) return bad('expected { v: 1, ... }');
+  if (!Number.isSafeInteger(s.nextId)) bad('nextId');
+  if (typeof s.cursors !== 'object' || s.cursors === null) bad('cursors');
+  if (!Array.isArray(s.entries) || !Array.isArray(s.expectations)) bad('entries/expectations');
+  if (typeof s.counters !== 'object' || s.counters === null) bad('counters');
+  const isTuple = (t: unknown): boolean => {
+    const u = t as Tuple | null;
+    return (
+      typeof u === 'object' && u !== null && NAT_PROTOS.includes(u.proto) &&
+      [u.src, u.dst].every((a) => Number.isInteger(a) && a >= 0 && a <= 0xffffffff) &&
+      [u.sport, u.dport].every((p) => Number.isInteger(p) && p >= 0 && p <= 65535)
+    );
+  };
+  for (const e of s.entries!) {
+    if (!Number.isSafeInteger(e.id) || (e.init !== 0 && e.init !== 1) || !isTuple(e.orig) || !isTuple(e.repl) || !Number.isFinite(e.expiresAt)) bad(`entry ${JSON.stringify(e)}`);
+  }
+  for (const e of s.expectations!) {
+    if (!Number.isSafeInteger(e.id) || (e.from !== 0 && e.from !== 1) || !NAT_PROTOS.includes(e.proto) || typeof e.to !== 'object') bad(`expectation ${JSON.stringify(e)}`);
+  }
+  return s as NatSnapshot;
+}
