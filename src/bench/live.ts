@@ -1,95 +1,344 @@
 /**
- * Live throughput: iperf3 (TCP, client → server) through the lab, in one run:
- * - `bridge`: the kernel alone — a veth pair joins br-c and br-s directly (no gateway attached);
- * - `gateway gso`: `tapgate run` with TAP GSO (vnet header);
- * - `gateway no-gso`: `tapgate run --no-vnet-hdr` (the kernel segments and checksums first).
- * Each case runs `seconds` s, `runs` times; the median is reported, with the ratio to `bridge`.
- * Needs root, iperf3 (Debian package `iperf3`), iproute2, python3 and a built dist/ (the gateway
- * is started from bin/tapgate.js). The lab it builds is removed at the end, also on error.
+ * Live figures through real namespaces (issue 7), every one next to its baselines measured in
+ * the same run:
+ *
+ * Throughput — iperf3 (TCP, one flow, client → server, `seconds` s, median of `runs`):
+ * - `kernel bridge`: a veth pair joins br-c and br-s directly (no gateway attached);
+ * - `C forwarder`: bench/tapfwd.c (compiled here with `cc -O2`) on tap-c/tap-s in place of the
+ *   gateway, with and without the vnet header (TSO);
+ * - `Node proxy`: a routed topology of its own (client 10.201.1.1/24 — proxy 10.201.1.254 |
+ *   10.201.2.254 — server 10.201.2.1/24, forwarding on in the proxy namespace) with
+ *   dist/bench/proxy.js listening in the middle and piping sockets both ways; also the kernel
+ *   routing the same topology;
+ * - `tapgate`: `tapgate run` with a replace rule on the iperf3 (and HTTP) port whose pattern
+ *   never occurs in iperf3's payload (the agent sees every byte, rewrites none), GSO on and off;
+ *   and GSO on without a rule (pass-through), for reference.
+ * Latency — ping RTT (iputils ping, `pings` probes 10 ms apart, median) via the kernel bridge,
+ * the C forwarder (with and without vnet header) and tapgate (GSO, rule).
+ * New connections/s — wrk (1 thread, `wrkConns` connections, `Connection: close`, so every
+ * request is a new TCP connection) against nginx (`return 200`, keepalive off) in the server
+ * namespace, via the kernel bridge and via tapgate (rule on the port); median of `runs`.
+ * Profile (`profile: true`) — one more iperf3 run through tapgate (GSO, rule) started with
+ * `node --cpu-prof`; top self-time functions.
+ *
+ * Needs root, iproute2, iperf3, iputils-ping, cc (gcc), wrk and nginx (nginx-light), and a
+ * built dist/. Missing wrk/nginx skip the connections/s rows with a note. Both topologies are
+ * removed at the end, also on error (labDown).
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gatewayArgv } from '../cli/lab.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labUp, nsName } from '../lab/lab.js';
+import { summarizeProfileFile, type ProfileEntry } from './profile.js';
 
-export interface LiveBenchRow {
+export interface LiveRow {
   name: string;
-  /** Median goodput in Gbit/s (iperf3 receiver side). */
-  gbps: number;
-  /** gbps / the kernel bridge's gbps. */
-  ratio: number;
+  value: number;
+  /** The individual runs (the value is their median). */
+  runs: number[];
+}
+
+export interface LiveReport {
+  throughput: LiveRow[];
+  latency: LiveRow[];
+  connsPerSec: LiveRow[];
+  notes: string[];
+  profile?: ProfileEntry[] | undefined;
 }
 
 export interface LiveBenchOptions {
   /** Seconds per iperf3 run. Default 5. */
   seconds?: number;
-  /** Runs per case (median). Default 3. */
+  /** Runs per throughput / connections-per-second case (median). Default 3. */
   runs?: number;
-  /** Lab prefix. Default 'tgbench'. */
+  /** Pings per latency case (median). Default 200. */
+  pings?: number;
+  /** Seconds per wrk run. Default 5. */
+  wrkSeconds?: number;
+  /** wrk connections. Default 16. */
+  wrkConns?: number;
+  /** Record and summarize a CPU profile of tapgate under iperf3. */
+  profile?: boolean;
+  /** Lab prefix. Default 'tgbench'; the proxy topology uses 'tgbpx'. */
   prefix?: string;
+  proxyPrefix?: string;
   /** Progress lines. */
   log?: (line: string) => void;
 }
 
-function sh(argv: string[]): void {
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`\`${argv.join(' ')}\` failed: ${r.stderr || r.error?.message}`);
+export const IPERF_PORT = 5201;
+export const HTTP_PORT = 8080;
+/** Never occurs in iperf3's payload: the rule is engaged (every byte scanned) but never rewrites. */
+export const NEVER_PATTERN = 'tapgate-bench-never-matches';
+
+export const BENCH_RULE_YAML = `# npm run bench: a replace rule that is engaged on the measured ports but (almost) never matches
+rules:
+  - match: { port: [${IPERF_PORT}, ${HTTP_PORT}] }
+    agent: replace
+    replace:
+      - { find: "${NEVER_PATTERN}", with: "REWRITTEN" }
+`;
+
+/** bench/tapfwd.c of this checkout, from src/bench/ and dist/bench/ alike. */
+export const TAPFWD_SOURCE = fileURLToPath(new URL('../../bench/tapfwd.c', import.meta.url));
+/** dist/bench/proxy.js (the proxy runs from the build). */
+const PROXY_JS = fileURLToPath(new URL('../../dist/bench/proxy.js', import.meta.url));
+
+/** Compiles bench/tapfwd.c with `cc -O2` into `dir`; returns the binary's path. */
+export function compileTapfwd(dir: string): string {
+  const out = join(dir, 'tapfwd');
+  const r = spawnSync('cc', ['-O2', '-Wall', '-o', out, TAPFWD_SOURCE], { encoding: 'utf8' });
+  if (r.error !== undefined) throw new Error(`cannot run cc (Debian: apt-get install gcc): ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`cc -O2 bench/tapfwd.c failed: ${r.stderr}`);
+  return out;
 }
 
-function median(xs: number[]): number {
+export function nginxConf(dir: string, listen: string): string {
+  return `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout 0;
+  client_body_temp_path ${dir}/nginx-body;
+  proxy_temp_path ${dir}/nginx-proxy;
+  fastcgi_temp_path ${dir}/nginx-fastcgi;
+  uwsgi_temp_path ${dir}/nginx-uwsgi;
+  scgi_temp_path ${dir}/nginx-scgi;
+  server {
+    listen ${listen} backlog=4096;
+    location / { return 200 "ok\\n"; }
+  }
+}
+`;
+}
+
+/** iperf3 -J output → receiver goodput in bit/s. */
+export function parseIperf(json: string): number {
+  const j = JSON.parse(json) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
+  const bps = j.end?.sum_received?.bits_per_second;
+  if (typeof bps !== 'number') throw new Error(j.error ?? 'no end.sum_received in iperf3 output');
+  return bps;
+}
+
+/** iputils ping output → RTTs in ms. */
+export function parsePing(out: string): number[] {
+  const rtts: number[] = [];
+  for (const m of out.matchAll(/time=([\d.]+) ms/g)) rtts.push(Number(m[1]));
+  return rtts;
+}
+
+/** wrk output → requests/s, and socket errors / non-2xx (a run with many is suspicious). */
+export function parseWrk(out: string): { rps: number; errors: number; requests: number } {
+  const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!m) throw new Error(`no Requests/sec in wrk output: ${out.slice(0, 500)}`);
+  let errors = 0;
+  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  if (se) errors += Number(se[1]) + Number(se[3]) + Number(se[4]); // read errors: the server's close
+  const nx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  if (nx) errors += Number(nx[1]);
+  const rq = /(\d+) requests in/.exec(out);
+  return { rps: Number(m[1]), errors, requests: rq ? Number(rq[1]) : 0 };
+}
+
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+  if (s.length === 0) return NaN;
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
-export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveBenchRow[]> {
+function sh(argv: string[], allowFail = false): void {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  if (r.status !== 0 && !allowFail) throw new Error(`\`${argv.join(' ')}\` failed: ${r.stderr || r.error?.message}`);
+}
+
+function have(bin: string, arg = '--version'): boolean {
+  return spawnSync(bin, [arg], { stdio: 'ignore' }).error === undefined;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport> {
   const seconds = opts.seconds ?? 5;
   const runs = opts.runs ?? 3;
+  const pings = opts.pings ?? 200;
+  const wrkSeconds = opts.wrkSeconds ?? 5;
+  const wrkConns = opts.wrkConns ?? 16;
   const P = opts.prefix ?? 'tgbench';
+  const PX = opts.proxyPrefix ?? 'tgbpx';
   const log = opts.log ?? (() => {});
-  if (spawnSync('iperf3', ['--version'], { stdio: 'ignore' }).error !== undefined) {
-    throw new Error('iperf3 is not installed (Debian: apt-get install iperf3)');
+  for (const [bin, pkg, arg] of [['iperf3', 'iperf3', '--version'], ['ping', 'iputils-ping', '-V'], ['cc', 'gcc', '--version']] as const) {
+    if (!have(bin, arg)) throw new Error(`${bin} is not installed (Debian: apt-get install ${pkg})`);
   }
-  const gw = nsName(P, 'gw');
-  const server = '10.200.0.2';
+  const notes: string[] = [];
+  const withWrk = have('wrk', '-v') && have('nginx', '-v');
+  if (!withWrk) notes.push('connections/s skipped: needs wrk and nginx (Debian: apt-get install wrk nginx-light)');
 
-  const measure = async (name: string): Promise<number> => {
-    const xs: number[] = [];
-    for (let i = 0; i < runs; i++) {
-      const r = await labExec(P, 'client', ['iperf3', '-c', server, '-t', String(seconds), '-J'], { timeoutMs: (seconds + 20) * 1000 });
-      let bps: number | undefined;
-      try {
-        bps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
-      } catch {
-        throw new Error(`iperf3 (${name}) failed: ${r.stderr || r.stdout.slice(0, 500)}`);
-      }
-      xs.push(bps / 1e9);
-      log(`${name} run ${i + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
-    }
-    return median(xs);
-  };
-
-  const rows: Array<{ name: string; gbps: number }> = [];
+  const tmp = mkdtempSync(join(tmpdir(), 'tapgate-bench-'));
+  const report: LiveReport = { throughput: [], latency: [], connsPerSec: [], notes };
   try {
+    const tapfwd = compileTapfwd(tmp);
+    const config = join(tmp, 'bench.yaml');
+    writeFileSync(config, BENCH_RULE_YAML);
+    const server = '10.200.0.2';
+
+    const iperf = async (prefix: string, dst: string, name: string): Promise<LiveRow> => {
+      // One unmeasured second first: JIT warm-up for the Node rows, ARP and caches for all.
+      await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', '1'], { timeoutMs: 20_000 });
+      const xs: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+          timeoutMs: (seconds + 20) * 1000,
+        });
+        let bps: number;
+        try {
+          bps = parseIperf(r.stdout);
+        } catch (e) {
+          throw new Error(`iperf3 (${name}) failed: ${(e as Error).message} ${r.stderr.slice(0, 300)}`);
+        }
+        xs.push(bps / 1e9);
+        log(`${name} run ${i + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
+      }
+      const row = { name, value: median(xs), runs: xs };
+      report.throughput.push(row);
+      return row;
+    };
+    const ping = async (name: string): Promise<void> => {
+      const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
+      const rtts = parsePing(r.stdout).map((ms) => ms * 1000);
+      if (rtts.length < pings / 2) throw new Error(`ping (${name}): ${rtts.length}/${pings} answered: ${r.stderr || r.stdout.slice(-300)}`);
+      // The first probe may wait for ARP: the median does not care.
+      report.latency.push({ name, value: median(rtts), runs: [] });
+      log(`${name}: ping median ${median(rtts).toFixed(1)} µs (${rtts.length}/${pings})`);
+    };
+    const wrk = async (name: string): Promise<void> => {
+      if (!withWrk) return;
+      const xs: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const r = await labExec(
+          P,
+          'client',
+          ['wrk', '-t1', `-c${wrkConns}`, `-d${wrkSeconds}s`, '-H', 'Connection: close', `http://${server}:${HTTP_PORT}/`],
+          { timeoutMs: (wrkSeconds + 20) * 1000 },
+        );
+        const w = parseWrk(r.stdout);
+        if (w.errors > w.requests / 100) notes.push(`${name} wrk run ${i + 1}: ${w.errors} errors in ${w.requests} requests`);
+        xs.push(w.rps);
+        log(`${name} wrk run ${i + 1}: ${w.rps.toFixed(0)} conn/s (${w.errors} errors)`);
+        await sleep(500);
+      }
+      report.connsPerSec.push({ name, value: median(xs), runs: xs });
+    };
+
+    // ---- The lab: bridge, C forwarder, tapgate --------------------------------------------
     await labDown(P);
     await labUp({ prefix: P });
-    labSpawn(P, 'server', 'iperf3', ['iperf3', '-s', '-B', server]);
-    await new Promise((r) => setTimeout(r, 500));
+    const cns = nsName(P, 'client');
+    // Many short connections: a wide port range, and TIME_WAIT ports reused for new ones.
+    sh(['ip', 'netns', 'exec', cns, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
+    sh(['ip', 'netns', 'exec', cns, 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
+    sh(['ip', 'netns', 'exec', nsName(P, 'server'), 'sysctl', '-q', '-w', 'net.core.somaxconn=4096'], true);
+    labSpawn(P, 'server', 'iperf3', ['iperf3', '-s', '-B', server, '-p', String(IPERF_PORT)]);
+    if (withWrk) {
+      writeFileSync(join(tmp, 'nginx.conf'), nginxConf(tmp, `${server}:${HTTP_PORT}`));
+      labSpawn(P, 'server', 'nginx', ['nginx', '-p', tmp, '-c', join(tmp, 'nginx.conf')]);
+    }
+    await sleep(500);
 
-    // Kernel baseline: the bridges joined by a veth pair, TAPs unattached.
+    const gw = nsName(P, 'gw');
     sh(['ip', '-n', gw, 'link', 'add', 'bx-c', 'type', 'veth', 'peer', 'name', 'bx-s']);
     sh(['ip', '-n', gw, 'link', 'set', 'bx-c', 'master', LAB_IFACES.bridgeClient, 'up']);
     sh(['ip', '-n', gw, 'link', 'set', 'bx-s', 'master', LAB_IFACES.bridgeServer, 'up']);
-    rows.push({ name: 'bridge (kernel, veth between bridges)', gbps: await measure('bridge') });
+    await iperf(P, server, 'kernel bridge');
+    await ping('kernel bridge');
+    await wrk('kernel bridge');
     sh(['ip', '-n', gw, 'link', 'del', 'bx-c']);
 
-    for (const vnetHdr of [true, false]) {
-      await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr }) });
-      const name = `gateway ${vnetHdr ? 'gso (vnet hdr)' : 'no-gso (--no-vnet-hdr)'}`;
-      rows.push({ name, gbps: await measure(name) });
+    for (const vnet of [false, true]) {
+      await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
+      const name = `C forwarder ${vnet ? 'GSO (vnet hdr)' : '1500 (no vnet hdr)'}`;
+      await iperf(P, server, name);
+      await ping(name);
       await labKill(P, 'gateway');
     }
+
+    const tapgateCases = [
+      { name: 'tapgate GSO, rule', vnetHdr: true, rule: true, lat: true, wrk: true },
+      { name: 'tapgate no GSO, rule', vnetHdr: false, rule: true, lat: true, wrk: false },
+      { name: 'tapgate GSO, no rule', vnetHdr: true, rule: false, lat: false, wrk: false },
+    ];
+    for (const c of tapgateCases) {
+      await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr: c.vnetHdr, ...(c.rule ? { config } : {}) }) });
+      await iperf(P, server, c.name);
+      if (c.lat) await ping(c.name);
+      if (c.wrk) await wrk(c.name);
+      await labKill(P, 'gateway');
+    }
+
+    if (opts.profile === true) {
+      // The profile covers the process's whole life: start-up (module loading) is a fixed ~0.5 s,
+      // diluted by `seconds` of traffic; the event loop's idle time is left out of the summary.
+      const profDir = join(tmp, 'prof');
+      const argv = gatewayArgv({ vnetHdr: true, config });
+      argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
+      await labUp({ prefix: P, gatewayCommand: argv });
+      const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+        timeoutMs: (seconds + 20) * 1000,
+      });
+      log(`profiled run (tapgate GSO, rule, --cpu-prof): ${(parseIperf(r.stdout) / 1e9).toFixed(2)} Gbit/s`);
+      await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
+      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+      if (files.length === 0) notes.push('profile: no .cpuprofile written');
+      else report.profile = summarizeProfileFile(join(profDir, files[0]!), 20);
+    }
+    await labDown(P);
+
+    // ---- The routed topology: kernel router, Node proxy ------------------------------------
+    await buildRouted(PX);
+    labSpawn(PX, 'server', 'iperf3', ['iperf3', '-s', '-B', '10.201.2.1', '-p', String(IPERF_PORT)]);
+    await sleep(500);
+    await iperf(PX, '10.201.2.1', 'kernel router (routed)');
+    labSpawn(PX, 'gw', 'proxy', [process.execPath, PROXY_JS, '10.201.1.254', String(IPERF_PORT), '10.201.2.1', String(IPERF_PORT)]);
+    await sleep(700);
+    await iperf(PX, '10.201.1.254', 'Node proxy (net pipe)');
   } finally {
     await labDown(P);
+    await labDown(PX);
+    rmSync(tmp, { recursive: true, force: true });
   }
-  const base = rows[0]!.gbps;
-  return rows.map((r) => ({ name: r.name, gbps: Math.round(r.gbps * 100) / 100, ratio: Math.round((r.gbps / base) * 1000) / 1000 }));
+  return report;
+}
+
+/**
+ * Client and server in different subnets, routed by the `gw` namespace (where the Node proxy
+ * listens): ${p}-client eth0 10.201.1.1/24 ─ vc 10.201.1.254 [${p}-gw] vs 10.201.2.254 ─ eth0
+ * 10.201.2.1/24 ${p}-server. Namespace names follow the lab's, so labExec/labSpawn/labDown work.
+ */
+export async function buildRouted(p: string): Promise<void> {
+  await labDown(p);
+  const ns = { client: nsName(p, 'client'), server: nsName(p, 'server'), gw: nsName(p, 'gw') };
+  for (const n of Object.values(ns)) {
+    sh(['ip', 'netns', 'add', n]);
+    sh(['ip', '-n', n, 'link', 'set', 'lo', 'up']);
+    sh(['ip', 'netns', 'exec', n, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1'], true);
+  }
+  const sides = [
+    { end: ns.client, veth: 'vc', mine: '10.201.1.1/24', gwAddr: '10.201.1.254' },
+    { end: ns.server, veth: 'vs', mine: '10.201.2.1/24', gwAddr: '10.201.2.254' },
+  ];
+  for (const s of sides) {
+    sh(['ip', '-n', ns.gw, 'link', 'add', s.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s.end]);
+    sh(['ip', '-n', s.end, 'addr', 'add', s.mine, 'dev', 'eth0']);
+    sh(['ip', '-n', s.end, 'link', 'set', 'eth0', 'mtu', '1500', 'up']);
+    sh(['ip', '-n', s.end, 'route', 'add', 'default', 'via', s.gwAddr]);
+    sh(['ip', '-n', ns.gw, 'addr', 'add', `${s.gwAddr}/24`, 'dev', s.veth]);
+    sh(['ip', '-n', ns.gw, 'link', 'set', s.veth, 'mtu', '1500', 'up']);
+  }
+  sh(['ip', 'netns', 'exec', ns.gw, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
 }

@@ -1,24 +1,136 @@
 /**
- * `npm run bench`: every figure next to a baseline measured in the same run, medians, ratios.
- * `--quick` runs smaller workloads. Live (lab) figures need root and the lab; they are skipped
- * with a note when `--engine-only` is given.
+ * `npm run bench`: every figure next to baselines measured in the same run, medians, ratios
+ * (issue 7). Sections: engine (in process), memory per idle tracked connection (child process
+ * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
+ *
+ *   npm run bench [-- --quick] [--engine-only] [--profile] [--no-live] [--no-memory]
+ *
+ * `--quick` runs smaller workloads (about 1.5 minutes instead of about 4); `--engine-only` only
+ * the engine table; `--profile` adds a CPU profile of tapgate under iperf3 (top self-time
+ * functions). Progress goes to stderr, the tables to stdout.
  */
+import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
-import { benchLive } from './live.js';
+import { benchLive, type LiveReport, type LiveRow } from './live.js';
+import { runMemoryBench, type MemoryResult } from './memory.js';
 
-const quick = process.argv.includes('--quick');
-const engineOnly = process.argv.includes('--engine-only');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const engineOnly = args.includes('--engine-only');
+const profile = args.includes('--profile');
+const noLive = args.includes('--no-live');
+const noMemory = args.includes('--no-memory');
 
-function table(rows: Array<Record<string, string | number>>): string {
+type Cell = string | number;
+
+export function table(rows: Array<Record<string, Cell>>): string {
   const cols = Object.keys(rows[0] ?? {});
-  const cell = (v: string | number) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)) : v);
-  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(cell(r[c]!)).length)));
+  const cell = (v: Cell | undefined) =>
+    v === undefined ? '' : typeof v === 'number' ? (!Number.isFinite(v) ? '-' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)) : v;
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(cell(r[c])).length)));
   const line = (vals: string[]) => '| ' + vals.map((v, i) => v.padEnd(widths[i]!)).join(' | ') + ' |';
-  return [line(cols), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map((r) => line(cols.map((c) => String(cell(r[c]!)))))].join('\n');
+  return [line(cols), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map((r) => line(cols.map((c) => String(cell(r[c])))))].join('\n');
+}
+
+const find = (rows: LiveRow[], prefix: string): LiveRow | undefined => rows.find((r) => r.name.startsWith(prefix));
+const ratio = (a: LiveRow | undefined, b: LiveRow | undefined): number => (a && b && b.value > 0 ? a.value / b.value : NaN);
+
+/** The issue's earlier measurements on this box (for orientation only; ratios use this run). */
+const ISSUE_BASELINE: Record<string, string> = {
+  'kernel bridge': '~9.8',
+  'C forwarder 1500': '~0.76',
+  'C forwarder GSO': '~7.1',
+  'Node proxy': '~3.5',
+};
+const issue = (name: string): string => Object.entries(ISSUE_BASELINE).find(([k]) => name.startsWith(k))?.[1] ?? '';
+
+function printLive(live: LiveReport): string[] {
+  const T = live.throughput;
+  const cg = find(T, 'C forwarder GSO');
+  const np = find(T, 'Node proxy');
+  const br = find(T, 'kernel bridge');
+  console.log('\nThroughput: iperf3, one TCP flow client → server (median Gbit/s; ratios against rows of this run):');
+  console.log(
+    table(
+      T.map((r) => ({
+        path: r.name,
+        'Gbit/s': r.value,
+        runs: r.runs.map((x) => x.toFixed(2)).join(' '),
+        'vs C fwd GSO': ratio(r, cg),
+        'vs Node proxy': ratio(r, np),
+        'vs bridge': ratio(r, br),
+        'issue (earlier)': issue(r.name),
+      })),
+    ),
+  );
+  const L = live.latency;
+  const lcg = find(L, 'C forwarder GSO');
+  const lc1 = find(L, 'C forwarder 1500');
+  const lbr = find(L, 'kernel bridge');
+  if (L.length > 0) {
+    console.log('\nLatency: ping RTT client → server (median µs):');
+    console.log(
+      table(
+        L.map((r) => ({
+          path: r.name,
+          'RTT µs': r.value,
+          'vs C fwd GSO': ratio(r, lcg),
+          'vs C fwd 1500': ratio(r, lc1),
+          'vs bridge': ratio(r, lbr),
+          'issue (earlier)': r.name.startsWith('kernel') ? '~58' : r.name.startsWith('C forwarder') ? '~124' : '',
+        })),
+      ),
+    );
+  }
+  const C = live.connsPerSec;
+  const cbr = find(C, 'kernel bridge');
+  if (C.length > 0) {
+    console.log('\nNew connections/s: wrk, Connection: close, nginx `return 200` (median of runs):');
+    console.log(table(C.map((r) => ({ path: r.name, 'conn/s': r.value, runs: r.runs.map((x) => x.toFixed(0)).join(' '), 'vs bridge': ratio(r, cbr) }))));
+  }
+  if (live.profile !== undefined) {
+    console.log('\nCPU profile of tapgate (GSO, rule) under iperf3: top self time');
+    console.log(table(live.profile.map((p) => ({ function: p.fn, where: p.where, 'self ms': p.selfMs, '%': p.pct }))));
+  }
+  for (const n of live.notes) console.log(`note: ${n}`);
+
+  const tg = find(T, 'tapgate GSO, rule');
+  const goals: string[] = [];
+  const verdict = (ok: boolean) => (ok ? 'HOLDS' : 'MISSED');
+  if (tg && np) goals.push(`throughput ≥ Node proxy: ${tg.value.toFixed(2)} vs ${np.value.toFixed(2)} Gbit/s (×${ratio(tg, np).toFixed(2)}) — ${verdict(tg.value >= np.value)}`);
+  if (tg && cg) goals.push(`throughput ≥ ½ C forwarder GSO: ${tg.value.toFixed(2)} vs ${(cg.value / 2).toFixed(2)} Gbit/s (×${ratio(tg, cg).toFixed(2)}) — ${verdict(tg.value >= cg.value / 2)}`);
+  const ltg = find(L, 'tapgate GSO, rule');
+  if (ltg && lcg) goals.push(`ping RTT ≤ 1.5× C forwarder GSO: ${ltg.value.toFixed(0)} vs ${lcg.value.toFixed(0)} µs (×${ratio(ltg, lcg).toFixed(2)}) — ${verdict(ltg.value <= 1.5 * lcg.value)}`);
+  const ctg = find(C, 'tapgate GSO, rule');
+  if (ctg && cbr) goals.push(`connections/s ≥ ½ kernel bridge: ${ctg.value.toFixed(0)} vs ${cbr.value.toFixed(0)} (×${ratio(ctg, cbr).toFixed(2)}) — ${verdict(ctg.value >= cbr.value / 2)}`);
+  return goals;
+}
+
+function printMemory(mem: MemoryResult[]): string[] {
+  console.log('\nMemory per idle tracked connection (in process, full handshakes, heap + ArrayBuffers after forced GC):');
+  console.log(
+    table(
+      mem.map((m) => ({
+        case: m.rule ? 'replace rule (Connection + 2 directions)' : 'no rule (flow tracking only)',
+        connections: m.connections,
+        tracked: m.tracked,
+        'with engine': m.withEngine,
+        'bytes/conn': m.bytesPerConn,
+        'heap/conn': m.heapPerConn,
+        'ArrayBuffer/conn': m.arrayBuffersPerConn,
+        'vs 1 KiB goal': m.bytesPerConn / 1024,
+      })),
+    ),
+  );
+  const r = mem.find((m) => m.rule);
+  return r ? [`memory ≤ 1 KiB per idle connection (rule, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`] : [];
 }
 
 async function main(): Promise<void> {
-  console.log(`tapgate bench (${quick ? 'quick' : 'full'}) — node ${process.version}, ${new Date().toISOString()}`);
+  const t0 = Date.now();
+  const load = () => loadavg()[0]!.toFixed(2);
+  console.log(`tapgate bench (${quick ? 'quick' : 'full'}) — node ${process.version}, ${cpus().length} CPUs, load ${load()}, ${new Date().toISOString()}`);
+  if (loadavg()[0]! > 0.5) console.log('note: the machine is busy (load average > 0.5): absolute figures suffer; ratios less so');
   console.log('\nEngine, in process (median of runs; ratio against pass-through in the same run):');
   const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
   const base = rows.find((r) => r.name.startsWith('pass-through'))!;
@@ -33,13 +145,21 @@ async function main(): Promise<void> {
     ),
   );
   if (engineOnly) return;
-  if (process.getuid?.() !== 0) {
+  const goals: string[] = [];
+  if (!noMemory) goals.push(...printMemory(runMemoryBench(quick ? 20_000 : 100_000)));
+  if (noLive) {
+    // nothing
+  } else if (process.getuid?.() !== 0) {
     console.log('\nLive (lab) figures skipped: they need root (namespaces, TAPs).');
-    return;
+  } else {
+    const log = (l: string) => console.error(`  ${l}`);
+    const live = await benchLive(
+      quick ? { seconds: 2, runs: 3, pings: 100, wrkSeconds: 2, profile, log } : { seconds: 5, runs: 3, pings: 200, wrkSeconds: 5, profile, log },
+    );
+    goals.unshift(...printLive(live));
   }
-  console.log('\nLive, iperf3 client → server through the lab (median; ratio against the kernel bridge in the same run):');
-  const live = await benchLive(quick ? { seconds: 2, runs: 1, log: (l) => console.error(l) } : { log: (l) => console.error(l) });
-  console.log(table(live.map((r) => ({ path: r.name, 'Gbit/s': r.gbps, 'vs bridge': r.ratio }))));
+  if (goals.length > 0) console.log(`\nGoals (issue 7):\n${goals.map((g) => `  - ${g}`).join('\n')}`);
+  console.log(`\n(${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${load()})`);
 }
 
 await main();

@@ -1,0 +1,108 @@
+/**
+ * Smoke test of `npm run bench`'s in-process parts with tiny sizes, so a broken bench fails
+ * `npm test`. No timing assertions: only that every part runs and its output is well-formed.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { createConnection, createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/index.js';
+import { runEngineBench } from '../../src/bench/engine.js';
+import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
+import { measureConnMemory } from '../../src/bench/memory.js';
+import { summarizeProfile } from '../../src/bench/profile.js';
+import { startProxy } from '../../src/bench/proxy.js';
+
+const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).error === undefined;
+
+describe('bench (smoke)', () => {
+  it('engine bench runs', () => {
+    const rows = runEngineBench({ segments: 50, runs: 1 });
+    expect(rows.map((r) => r.name)).toContain('pass-through, in order');
+    for (const r of rows) expect(r.segPerSec).toBeGreaterThan(0);
+  });
+
+  it('memory per connection: every handshake tracked, an engine per flow with the rule', () => {
+    const none = measureConnMemory({ connections: 300, rule: false });
+    expect(none.tracked).toBe(300);
+    expect(none.withEngine).toBe(0);
+    const rule = measureConnMemory({ connections: 300, rule: true });
+    expect(rule.tracked).toBe(300);
+    expect(rule.withEngine).toBe(300);
+    expect(Number.isFinite(rule.bytesPerConn)).toBe(true);
+  });
+
+  it('the live bench config and nginx config are valid', () => {
+    const cfg = parseConfig(BENCH_RULE_YAML, 'bench.yaml');
+    expect(cfg.rules.length).toBe(1);
+    expect(nginxConf('/tmp/x', '10.200.0.2:8080')).toContain('listen 10.200.0.2:8080');
+  });
+
+  it('parses iperf3, ping and wrk output', () => {
+    expect(parseIperf(JSON.stringify({ end: { sum_received: { bits_per_second: 4e9 } } }))).toBe(4e9);
+    expect(() => parseIperf(JSON.stringify({ error: 'unable to connect' }))).toThrow(/unable/);
+    expect(parsePing('64 bytes from 10.200.0.2: icmp_seq=1 ttl=64 time=0.058 ms\n64 bytes from 10.200.0.2: icmp_seq=2 ttl=64 time=0.124 ms\n')).toEqual([0.058, 0.124]);
+    const w = parseWrk(
+      'Running 5s test @ http://10.200.0.2:8080/\n  56902 requests in 5.00s, 8.30MB read\n  Socket errors: connect 0, read 3, write 0, timeout 2\nRequests/sec:  11379.51\n',
+    );
+    expect(w).toEqual({ rps: 11379.51, errors: 2, requests: 56902 });
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+  });
+
+  it('summarizes a CPU profile by self time, without idle', () => {
+    const cf = (functionName: string, line: number) => ({ functionName, url: 'file:///x/a.js', lineNumber: line, columnNumber: 0 });
+    const top = summarizeProfile(
+      {
+        nodes: [
+          { id: 1, callFrame: cf('(root)', -1), children: [2, 3, 4] },
+          { id: 2, callFrame: cf('hot', 9) },
+          { id: 3, callFrame: cf('cold', 19) },
+          { id: 4, callFrame: { functionName: '(idle)', url: '', lineNumber: -1, columnNumber: -1 } },
+        ],
+        startTime: 0,
+        endTime: 500,
+        samples: [2, 2, 2, 3, 4, 2],
+        timeDeltas: [0, 100, 100, 100, 100, 100],
+      },
+      5,
+      '/x',
+    );
+    expect(top[0]).toMatchObject({ fn: 'hot', where: 'a.js:10' });
+    expect(top[0]!.pct).toBeGreaterThan(top[1]!.pct);
+    expect(top.some((e) => e.fn === '(idle)')).toBe(false);
+  });
+
+  it.skipIf(!hasCc)('bench/tapfwd.c compiles with cc -O2', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tapfwd-test-'));
+    try {
+      const bin = compileTapfwd(dir);
+      const r = spawnSync(bin, [], { encoding: 'utf8' });
+      expect(r.status).toBe(1); // usage
+      expect(r.stderr).toMatch(/usage/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the Node proxy pipes both ways', async () => {
+    const echo = createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    echo.listen(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const proxy = await startProxy('127.0.0.1', 0, '127.0.0.1', (echo.address() as AddressInfo).port);
+    try {
+      const c = createConnection((proxy.address() as AddressInfo).port, '127.0.0.1');
+      c.end('hello through the proxy');
+      let got = '';
+      c.setEncoding('utf8').on('data', (d: string) => (got += d));
+      await once(c, 'close');
+      expect(got).toBe('hello through the proxy');
+    } finally {
+      proxy.close();
+      echo.close();
+    }
+  });
+});
