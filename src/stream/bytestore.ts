@@ -5,6 +5,8 @@
  * inline normalisation compares retransmissions against. It copies what it is given: callers'
  * buffers (TAP batches) are reused.
  */
+import { copyBytes } from '../util/bytes.js';
+
 export class ByteStore {
   private chunks: Uint8Array[] = [];
   /** Position of chunks[0][0]. */
@@ -12,7 +14,8 @@ export class ByteStore {
   /** Position just after the last stored byte. */
   end = 0;
 
-  constructor(start = 0) {
+  /** `longLived`: bytes may stay for long (held bytes of an idle connection): see copyBytes. */
+  constructor(start = 0, private readonly longLived = false) {
     this.start = start;
     this.end = start;
   }
@@ -31,8 +34,7 @@ export class ByteStore {
   /** Appends bytes at `end` (copied). */
   append(data: Uint8Array): void {
     if (data.length === 0) return;
-    // new Uint8Array(x) copies; Buffer#slice would only make a view of the caller's buffer.
-    this.chunks.push(new Uint8Array(data));
+    this.chunks.push(copyBytes(data, this.longLived));
     this.end += data.length;
   }
 

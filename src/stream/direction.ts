@@ -21,6 +21,7 @@
  * insertion at x and the gateway originates a segment carrying it (retransmitted until R has it).
  */
 import type { Agent, AgentOutput, Direction, Edit, FlushReason } from '../agent/types.js';
+import { copyBytes } from '../util/bytes.js';
 import { ByteStore } from './bytestore.js';
 import { CommandList } from './commands.js';
 import type { GlobalBudget, StreamCounters } from './counters.js';
@@ -86,7 +87,7 @@ export class StreamDirection<T> {
   /** Next original position not yet processed (the seed's x). */
   x = 0;
   /** Held (undecided) original bytes [heldFrom, x). */
-  private held = new ByteStore(0);
+  private held = new ByteStore(0, true);
   /** When the sender last sent a segment (the hold timer's start). */
   private heldSinceMs = 0;
   /** Processed original bytes not yet acknowledged, for inline normalisation. */
@@ -304,7 +305,7 @@ export class StreamDirection<T> {
       return;
     }
     // The caller's buffers may be reused (TAP batches): the queue keeps its own copy.
-    q.splice(i, 0, { seg: { ...seg, payload: new Uint8Array(seg.payload), tag: this.retain(seg.tag) }, end });
+    q.splice(i, 0, { seg: { ...seg, payload: copyBytes(seg.payload), tag: this.retain(seg.tag) }, end });
     this.queueBytes += bytes;
     this.budget.queueBytes += bytes;
     this.counters.delayed++;
@@ -341,7 +342,7 @@ export class StreamDirection<T> {
     const diff = this.store.firstDifference(n, payload.subarray(0, upto - n));
     if (diff < 0) return payload;
     this.counters.normalized++;
-    const fixed = new Uint8Array(payload);
+    const fixed = copyBytes(payload);
     const from = Math.max(n, this.store.start);
     fixed.set(this.store.read(from, upto), from - n);
     return fixed;
