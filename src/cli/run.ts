@@ -132,7 +132,7 @@ export async function run(a: RunArgs): Promise<number> {
   }
   const impairLog = Object.fromEntries(Object.entries(impair).map(([p, s]) => [p, formatFaultSpec(s)]));
   log.info(
-    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
+    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, ...(config?.nat !== undefined ? { nat: { oneToOne: config.nat.table.oneToOne.length, masquerade: config.nat.table.masquerade.length } } : {}), config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
     'gateway running',
   );
 

@@ -8,6 +8,7 @@ export {
   selectRule,
   type Config,
   type ConnKey,
+  type NatSettings,
   type Matcher,
   type PortRange,
   type Rule,

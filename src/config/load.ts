@@ -14,6 +14,7 @@ import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
 import { cidrContains, type Cidr } from './ipv4.js';
 import { configSchema, type PortRange, type RawConfig } from './schema.js';
+import { natConfig, natConfigProblems, type Masquerade, type NatConfig, type NatConfigInput, type NatSide } from '../nat/nat.js';
 
 export type { PortRange } from './schema.js';
 
@@ -58,6 +59,14 @@ export interface Config {
   rules: readonly Rule[];
   /** DEFAULT_LIMITS with the file's overrides. */
   limits: Readonly<Limits>;
+  /** NAT on the bridge (DESIGN.md §4); absent = no NAT. Side 0 = client side (first TAP). */
+  nat?: NatSettings;
+}
+
+export interface NatSettings {
+  table: NatConfig;
+  /** Side of the FTP clients for the ftp agent's NAT hooks. */
+  ftpClientSide: NatSide;
 }
 
 /** A new connection as the flow table sees it (client = the side that sent the first SYN). */
@@ -161,7 +170,40 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
   });
   if (held.length > 0) throw new ConfigError(fileName, held);
 
-  return { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits };
+  const cfg: Config = { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits };
+  if (raw.nat !== undefined) {
+    const nat = compileNat(raw.nat);
+    const problems = natConfigProblems(nat.table);
+    if (problems.length > 0) throw new ConfigError(fileName, problems.map((m) => issue(['nat'], m)));
+    cfg.nat = nat;
+  }
+  return cfg;
+}
+
+const sideOf = (s: 'client' | 'server'): NatSide => (s === 'client' ? 0 : 1);
+
+function compileNat(n: NonNullable<RawConfig['nat']>): NatSettings {
+  const input: NatConfigInput = {
+    oneToOne: (n.oneToOne ?? []).map((m) => ({ side: sideOf(m.side), real: m.real, mapped: m.mapped })),
+    masquerade: (n.masquerade ?? []).map((m) => {
+      const r: Partial<Masquerade> & Pick<Masquerade, 'side' | 'sources' | 'address'> = {
+        side: sideOf(m.side),
+        sources: m.sources ?? [{ addr: 0, prefix: 0, mask: 0 }],
+        address: m.address.addr,
+      };
+      if (m.ports !== undefined) r.ports = m.ports;
+      if (m.icmpIds !== undefined) r.icmpIds = m.icmpIds;
+      if (m.preservePort !== undefined) r.preservePort = m.preservePort;
+      return r;
+    }),
+  };
+  const lim: Record<string, number> = {};
+  for (const [k, v] of Object.entries(n.limits ?? {})) if (v !== undefined) lim[k] = v;
+  const to: Record<string, number> = {};
+  for (const [k, v] of Object.entries(n.timeouts ?? {})) if (v !== undefined) to[k] = v;
+  input.limits = lim;
+  input.timeouts = to;
+  return { table: natConfig(input), ftpClientSide: sideOf(n.ftpClientSide ?? 'client') };
 }
 
 function compileRule(r: RawConfig['rules'][number], index: number, offset: number | undefined, lc: LineCounter): Rule {

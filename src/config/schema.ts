@@ -193,10 +193,88 @@ const limitsShape = Object.fromEntries(
 
 export const limitsSchema = strict(limitsShape, 'limits');
 
+const SIDE_ERR = 'expected client or server (the side of the bridge the hosts are on)';
+const natSide = z.enum(['client', 'server'], { error: SIDE_ERR });
+
+/** One address or CIDR (for NAT mappings). */
+const oneCidr = z.string({ error: ADDR_ONE_ERR }).transform((v, ctx): Cidr => {
+  const r = parseCidr(v.trim());
+  if (typeof r === 'string') {
+    ctx.issues.push({ code: 'custom', message: r, input: v });
+    return { addr: 0, prefix: 32, mask: 0xffff_ffff };
+  }
+  return r;
+});
+
+/** A single port range "lo-hi" (or one number). */
+const oneRange = z.unknown().transform((v, ctx): PortRange => {
+  const r = parsePortItem(v);
+  if (typeof r === 'string') {
+    ctx.issues.push({ code: 'custom', message: r, input: v });
+    return { lo: 1, hi: 1 };
+  }
+  return r;
+});
+
+/** `{ side, real, mapped }`: hosts of `real` on `side` appear as `mapped` on the other side. */
+export const natOneToOneSchema = strict(
+  { side: natSide, real: oneCidr, mapped: oneCidr },
+  'a 1:1 mapping { side, real, mapped }',
+).superRefine((m, ctx) => {
+  if (m.real.prefix !== m.mapped.prefix) {
+    ctx.addIssue({ code: 'custom', message: `real (/${m.real.prefix}) and mapped (/${m.mapped.prefix}) must be the same size`, path: ['mapped'] });
+  }
+});
+
+/** `{ side, address, ports, sources?, icmpIds?, preservePort? }`: many-to-one with port translation. */
+export const natMasqueradeSchema = strict(
+  {
+    side: natSide,
+    address: oneCidr,
+    sources: addressSpec.optional(),
+    ports: oneRange.optional(),
+    icmpIds: oneRange.optional(),
+    preservePort: z.boolean({ error: 'expected true or false' }).optional(),
+  },
+  'a masquerade rule { side, address, ports }',
+).superRefine((m, ctx) => {
+  if (m.address.prefix !== 32) ctx.addIssue({ code: 'custom', message: 'expected one address (no /prefix)', path: ['address'] });
+});
+
+const msPos = (what: string) => intIn(1, Number.MAX_SAFE_INTEGER, `${what} in ms`).optional();
+
+export const natSchema = strict(
+  {
+    oneToOne: z.array(natOneToOneSchema, { error: 'expected a list of { side, real, mapped }' }).optional(),
+    masquerade: z.array(natMasqueradeSchema, { error: 'expected a list of { side, address, ports }' }).optional(),
+    timeouts: strict(
+      {
+        tcpEstablished: msPos('tcpEstablished'),
+        tcpTransitory: msPos('tcpTransitory'),
+        udp: msPos('udp'),
+        icmp: msPos('icmp'),
+        expectation: msPos('expectation'),
+      },
+      'nat timeouts',
+    ).optional(),
+    limits: strict(
+      {
+        maxEntries: intIn(0, Number.MAX_SAFE_INTEGER, 'maxEntries').optional(),
+        maxExpectations: intIn(0, Number.MAX_SAFE_INTEGER, 'maxExpectations').optional(),
+      },
+      'nat limits',
+    ).optional(),
+    /** Side of the FTP clients (for the ftp agent's NAT hooks); default client. */
+    ftpClientSide: natSide.optional(),
+  },
+  'the nat section',
+);
+
 export const configSchema = strict(
   {
     rules: z.array(ruleSchema, { error: 'expected a list of rules' }),
     limits: limitsSchema.optional(),
+    nat: natSchema.optional(),
   },
   'the config',
 );

@@ -58,10 +58,26 @@
  *   new length); at most one segment → gso_type NONE, partial if the original was partial, else
  *   a full checksum with flags 0. Frames are split only where IPv4's 64 KiB total length forces.
  * Both TAPs are opened the same way, so a partial frame leaves partial; the kernel completes it.
+ *
+ * NAT (issue 5, DESIGN.md §4; `config.nat`, side 0 = client side = the first TAP): every IPv4
+ * packet and ARP frame is translated in place, before the flow table, by nat-frames.ts (RFC 1624
+ * incremental checksum updates; partial sums adjusted with sumReplace32), so every frame leaves
+ * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
+ * translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
+ * rule selection and the agents see ONE view of a NATed connection: each endpoint by its REAL
+ * address on its own side — the source as it arrived (before source NAT) and the destination
+ * after destination NAT. E.g. with the client 10.200.0.1 mapped to 10.200.0.101, the flow is
+ * 10.200.0.1 ⇄ 10.200.0.2 in both directions, rules match 10.200.0.1, and the ftp agent's
+ * context holds 10.200.0.1 (what natFtpHooks expects). The ftp agent then gets NAT-backed hooks
+ * (natFtpHooks: PORT/EPRT/227/229 endpoints translated, expectations registered in the NAT)
+ * unless a registry is passed in.
  */
 import type { Logger } from 'pino';
 import type { AgentContext } from '../agent/types.js';
-import { createAgent, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
+import { createAgent, makeRegistry, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
+import { NatTable } from '../nat/nat.js';
+import { natFtpHooks } from '../nat/ftp-hooks.js';
+import { natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
 import { selectRule, type Config } from '../config/index.js';
 import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type SynOptions } from '../flow/table.js';
 import { Connection, type TcpFields, type TcpOut } from '../stream/connection.js';
@@ -97,6 +113,8 @@ export interface GatewayOptions {
   vnetHdr?: boolean;
   /** Rate limit of the warn lines about dropped hostile / malformed input (util/ratelog.ts). */
   logRate?: RateLogOptions;
+  /** A NAT table to use instead of one built from `config.nat` (tests, the cluster's restore). */
+  nat?: NatTable;
 }
 
 /** Offset of the TCP checksum field in the TCP header (virtio csum_offset). */
@@ -138,6 +156,12 @@ export function badEndpointClass(src: number, dst: number, srcPort: number, dstP
   // a source is "this host", never on the wire for TCP.
   if (src >>> 28 >= 0xe || dst >>> 28 >= 0xe || src >>> 24 === 0 || dst >>> 24 === 0) return 'martian';
   return null;
+}
+
+/** The flow table's endpoints for a NATed segment (see handleFrame). */
+interface NatView {
+  src: { addr: number; port: number };
+  dst: { addr: number; port: number };
 }
 
 /** What the engine keeps of a segment: its header fields and a (possibly copied) frame. */
@@ -202,6 +226,10 @@ export function newGatewayCounters() {
     /** Agents that could not be created (bad agent config at run time). */
     agentCreateFailed: 0,
     connectionsRewritten: 0,
+    /** Packets (IPv4 and ARP) rewritten by NAT. */
+    natTranslated: 0,
+    /** Packets dropped by NAT, by reason (nat-frames.ts NatDropReason). */
+    natDropped: {} as Record<string, number>,
   };
 }
 
@@ -219,6 +247,11 @@ export class Gateway {
   private readonly ratelog: RateLog;
   /** Engine drop counters as last logged (logStreamEvents). */
   private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
+  /** NAT on the bridge (DESIGN.md §4), from `config.nat`; null = none. */
+  readonly nat: NatTable | null;
+  private readonly registry: AgentRegistry;
+  /** Time of the frame being handled (the NAT-backed ftp hooks read it). */
+  private nowMs = 0;
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
@@ -229,6 +262,33 @@ export class Gateway {
     this.flows.onRemove = (f) => f.conn?.dispose();
     const log = opts.log;
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
+    const natCfg = opts.config?.nat;
+    this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
+    if (opts.registry !== undefined) this.registry = opts.registry;
+    else if (this.nat !== null) {
+      const nat = this.nat;
+      const clientSide = natCfg?.ftpClientSide ?? 0;
+      this.registry = makeRegistry({
+        ftpHooks: natFtpHooks(nat, {
+          clientSide,
+          now: () => this.nowMs,
+          observe: (x) => log?.info({ flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original }, 'ftp data connection expected'),
+        }),
+      });
+    } else this.registry = DEFAULT_REGISTRY;
+  }
+
+  /** Counts a NAT verdict; true when the frame must be dropped. */
+  private natVerdict(r: NatFrameResult, nowMs: number, what: () => Record<string, unknown>): boolean {
+    if (r.kind === 'translated') this.counters.natTranslated++;
+    else if (r.kind === 'drop') {
+      const reason: NatDropReason = r.reason;
+      const c = this.counters.natDropped;
+      c[reason] = (c[reason] ?? 0) + 1;
+      this.warn(`nat:${reason}`, nowMs, () => ({ reason, ...what() }), 'packet dropped by NAT');
+      return true;
+    }
+    return false;
   }
 
   /** A rate-limited warn line about dropped input (nothing is built when no logger is set). */
@@ -254,6 +314,7 @@ export class Gateway {
     const c = this.counters;
     c.framesIn++;
     c.bytesIn += frame.length;
+    this.nowMs = nowMs;
     const vh = this.vh;
     if (frame.length - vh > this.limits.maxFrameBytes) {
       c.oversized++;
@@ -326,7 +387,19 @@ export class Gateway {
           }
           c.gsoIn++;
         }
-        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gso ? gsoSize : 0);
+        let view: NatView | undefined;
+        if (this.nat !== null) {
+          // The flow table's view of a NATed connection: each endpoint by its real address on
+          // its own side (the source as it arrived, the destination after translation).
+          const srcA = d.ip.src;
+          const srcP = tcp.srcPort;
+          const r = natIpv4(this.nat, {
+            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: false, partial, tcpFlags: tcp.flags,
+          }, from, nowMs);
+          if (this.natVerdict(r, nowMs, () => endpoints(d))) return;
+          if (r.kind === 'translated') view = { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: tcp.dstPort } };
+        }
+        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gso ? gsoSize : 0, view);
         return;
       }
       case 'ipv4-other':
@@ -340,6 +413,21 @@ export class Gateway {
           return;
         }
         c.nonTcp++;
+        if (this.nat !== null) {
+          const fp = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off;
+          const r = natIpv4(this.nat, {
+            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: fp,
+          }, from, nowMs);
+          if (this.natVerdict(r, nowMs, () => ({ src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), proto: d.protocol }))) return;
+        }
+        this.out(frame, from, emit);
+        return;
+      case 'arp':
+        c.nonTcp++;
+        if (this.nat !== null) {
+          const r = natArp(this.nat, d.arp, from);
+          if (this.natVerdict(r, nowMs, () => ({ arpSender: ipv4Str(d.arp.senderIp), arpTarget: ipv4Str(d.arp.targetIp) }))) return;
+        }
         this.out(frame, from, emit);
         return;
       default:
@@ -365,6 +453,7 @@ export class Gateway {
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
       this.flows.expire(nowMs);
+      this.nat?.expire(nowMs);
       this.ratelog.flush(nowMs);
     }
   }
@@ -385,10 +474,11 @@ export class Gateway {
     partial: boolean,
     gsoType: number,
     gsoSize: number,
+    view?: NatView,
   ): void {
     const tcp = d.tcp;
-    const src = { addr: d.ip.src, port: tcp.srcPort };
-    const dst = { addr: d.ip.dst, port: tcp.dstPort };
+    const src = view?.src ?? { addr: d.ip.src, port: tcp.srcPort };
+    const dst = view?.dst ?? { addr: d.ip.dst, port: tcp.dstPort };
     const flags = tcp.flags;
     const seq = tcp.seq;
     if (flags & TCP_RST) this.counters.rstIn++;
@@ -494,7 +584,7 @@ export class Gateway {
       directions: sel.rule.directions,
     };
     try {
-      const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.opts.registry ?? DEFAULT_REGISTRY);
+      const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
       this.counters.connectionsRewritten++;
       if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ flow: f.id, rule: sel.index, agent: sel.rule.agent }, 'agent attached');
@@ -594,10 +684,11 @@ export class Gateway {
   /** A flat snapshot of every counter, for statistics and tests. */
   stats() {
     return {
-      gateway: { ...this.counters, malformed: { ...this.counters.malformed } },
+      gateway: { ...this.counters, malformed: { ...this.counters.malformed }, natDropped: { ...this.counters.natDropped } },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       log: { ...this.ratelog.counters },
+      ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size } } : {}),
     };
   }
 }

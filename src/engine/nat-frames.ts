@@ -1,0 +1,303 @@
+/**
+ * NAT applied to frames (DESIGN.md §4): the gateway's glue between the wire views and the pure
+ * NatTable (src/nat/nat.ts). Everything here rewrites a frame IN PLACE with RFC 1624 incremental
+ * checksum updates (csumReplace16/32 for full checksums; sumReplace16/32 for a partial checksum,
+ * virtio NEEDS_CSUM, whose field holds the uncomplemented pseudo-header sum and whose header
+ * bytes the device sums later, so port changes leave it alone).
+ *
+ * What is translated, per IPv4 packet arriving from side F:
+ * - TCP/UDP: addresses (IPv4 header checksum, pseudo-header part of the L4 checksum) and ports
+ *   (L4 checksum). UDP checksum 0 (none) stays 0; a computed 0 is sent as 0xffff (RFC 768).
+ * - ICMP query (echo, timestamp, info, address mask): addresses and the identifier (ICMP
+ *   checksum; ICMP has no pseudo-header).
+ * - ICMP errors (3, 4, 5, 11, 12) quoting a packet we translated: the quoted packet is the one
+ *   that left on side F, so its inverse is a "reply" arriving from F: the NAT's read-only lookup
+ *   (entries) or the stateless 1:1 mapping gives its translation, the quoted header is rewritten
+ *   to what the original sender sent (inner IPv4 checksum, inner ports and, when quoted, the
+ *   inner TCP/UDP checksum), the outer destination becomes that sender and the outer source is
+ *   mapped like any source; the ICMP checksum is recomputed over the message.
+ * - Non-first fragments (and first fragments, whose ports other fragments cannot follow): 1:1
+ *   address mapping only; a fragment that would need masquerade is dropped (`fragment`).
+ * - Leaks: a packet from F addressed to a `real` address of a 1:1 mapping on the other side is
+ *   dropped (`real-address`): each side only ever reaches the other's mapped addresses.
+ *
+ * ARP (choice: translate the payload as it crosses, no proxy ARP). A 1:1 mapping is stateless,
+ * so an ARP request "who has mapped? tell X" from the other side becomes "who has real? tell X"
+ * and the real host answers with its own MAC, whose reply's sender address becomes the mapped
+ * one again. MACs cross the bridge unchanged (the gateway is a bridge), so neighbours learn the
+ * real host's MAC for the mapped address, exactly as with proxy ARP, without the gateway
+ * keeping any ARP state or needing a MAC of its own. Every sender/target address in the real
+ * range of a mapping on the arrival side is mapped; a request from the other side for a real
+ * address is dropped (`arp-real-address`), so the real address never leaks and is unreachable.
+ * Masquerade addresses are not answered for (see the report: a masquerade address has no host
+ * behind it and would need proxy ARP plus MAC rewriting on the bridge).
+ */
+import { cidrContains } from '../config/ipv4.js';
+import type { NatProto, NatSide, NatTable, Tuple } from '../nat/nat.js';
+import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
+import type { ArpPacket } from '../wire/arp.js';
+
+const IP_PROTO_ICMP = 1;
+const IP_PROTO_TCP = 6;
+const IP_PROTO_UDP = 17;
+
+export type NatDropReason = 'table-full' | 'ports-exhausted' | 'no-entry' | 'real-address' | 'fragment' | 'arp-real-address';
+
+export type NatFrameResult =
+  | { kind: 'pass' }
+  /** Rewritten in place. */
+  | { kind: 'translated' }
+  | { kind: 'drop'; reason: NatDropReason };
+
+const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
+const set16 = (b: Uint8Array, o: number, v: number): void => {
+  b[o] = (v >>> 8) & 0xff;
+  b[o + 1] = v & 0xff;
+};
+const get32 = (b: Uint8Array, o: number): number => ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+const set32 = (b: Uint8Array, o: number, v: number): void => {
+  b[o] = v >>> 24;
+  b[o + 1] = (v >>> 16) & 0xff;
+  b[o + 2] = (v >>> 8) & 0xff;
+  b[o + 3] = v & 0xff;
+};
+const other = (s: NatSide): NatSide => (s === 0 ? 1 : 0);
+
+/** ICMP query types whose identifier is at offset 4 (echo, timestamp, info, address mask). */
+const ICMP_QUERY = new Set([0, 8, 13, 14, 15, 16, 17, 18]);
+const ICMP_ERROR = new Set([3, 4, 5, 11, 12]);
+
+/** Stateless 1:1 translation of the addresses of a packet from `from` (src real → mapped, dst mapped → real). */
+export function oneToOneAddrs(nat: NatTable, from: NatSide, src: number, dst: number): [number, number] {
+  let s = src;
+  let d = dst;
+  for (const m of nat.cfg.oneToOne) {
+    if (m.side === from && s === src && cidrContains(m.real, src)) s = (m.mapped.addr | (src & ~m.real.mask)) >>> 0;
+    if (m.side !== from && d === dst && cidrContains(m.mapped, dst)) d = (m.real.addr | (dst & ~m.mapped.mask)) >>> 0;
+  }
+  return [s, d];
+}
+
+/** Is `a` a real (hidden) address of a 1:1 mapping whose hosts are on `side`? */
+export function isHiddenReal(nat: NatTable, side: NatSide, a: number): boolean {
+  return nat.cfg.oneToOne.some((m) => m.side === side && cidrContains(m.real, a));
+}
+
+/** Where the L4 checksum is, or -1 (none / not in the packet). */
+function l4CsumOff(proto: number, l4Off: number, ipEnd: number): number {
+  if (proto === IP_PROTO_TCP) return l4Off + 18 <= ipEnd ? l4Off + 16 : -1;
+  if (proto === IP_PROTO_UDP) return l4Off + 8 <= ipEnd ? l4Off + 6 : -1;
+  return -1;
+}
+
+export interface PacketRef {
+  buf: Uint8Array;
+  l3Off: number;
+  l4Off: number;
+  ipEnd: number;
+  /** Not a first fragment (no L4 header here) or a first fragment of several. */
+  fragment: boolean;
+  /** The L4 checksum field holds a partial sum (virtio NEEDS_CSUM at the L4 header). */
+  partial: boolean;
+  /** TCP flags (for the NAT's TCP timeouts). */
+  tcpFlags?: number;
+}
+
+/** Translates one IPv4 packet from `from` in place. */
+export function natIpv4(nat: NatTable, p: PacketRef, from: NatSide, now: number): NatFrameResult {
+  const b = p.buf;
+  const proto = b[p.l3Off + 9]!;
+  const src = get32(b, p.l3Off + 12);
+  const dst = get32(b, p.l3Off + 16);
+  if (isHiddenReal(nat, other(from), dst)) return { kind: 'drop', reason: 'real-address' };
+  if (p.fragment) {
+    const [s, d] = oneToOneAddrs(nat, from, src, dst);
+    if (s === src && d === dst) {
+      const masq = nat.cfg.masquerade.some((m) => (m.side === from && m.sources.some((c) => cidrContains(c, src))) || (m.side !== from && m.address === dst));
+      return masq ? { kind: 'drop', reason: 'fragment' } : { kind: 'pass' };
+    }
+    rewriteAddrs(p, proto, s, d, !isFirstFragment(p));
+    return { kind: 'translated' };
+  }
+  const l4 = p.l4Off;
+  let np: NatProto;
+  let sport: number;
+  let dport: number;
+  if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) {
+    if (l4 + 4 > p.ipEnd) return { kind: 'pass' };
+    np = proto === IP_PROTO_TCP ? 'tcp' : 'udp';
+    sport = get16(b, l4);
+    dport = get16(b, l4 + 2);
+  } else if (proto === IP_PROTO_ICMP) {
+    if (l4 + 8 > p.ipEnd) return { kind: 'pass' };
+    const type = b[l4]!;
+    if (ICMP_ERROR.has(type)) return natIcmpError(nat, p, from, now);
+    if (!ICMP_QUERY.has(type)) {
+      const [s, d] = oneToOneAddrs(nat, from, src, dst);
+      if (s === src && d === dst) return { kind: 'pass' };
+      rewriteAddrs(p, proto, s, d, true);
+      return { kind: 'translated' };
+    }
+    np = 'icmp';
+    sport = dport = get16(b, l4 + 4);
+  } else {
+    const [s, d] = oneToOneAddrs(nat, from, src, dst);
+    if (s === src && d === dst) return { kind: 'pass' };
+    rewriteAddrs(p, proto, s, d, true);
+    return { kind: 'translated' };
+  }
+  const pkt = { proto: np, src, sport, dst, dport, from, ...(p.tcpFlags !== undefined ? { tcpFlags: p.tcpFlags } : {}) };
+  const v = nat.translate(pkt, now);
+  if (v.kind === 'none') return { kind: 'pass' };
+  if (v.kind === 'drop') return { kind: 'drop', reason: v.reason };
+  const t = v.tuple;
+  rewriteAddrs(p, proto, t.src, t.dst, false);
+  if (np === 'icmp') {
+    if (t.sport !== sport) {
+      set16(b, l4 + 4, t.sport);
+      set16(b, l4 + 2, csumReplace16(get16(b, l4 + 2), sport, t.sport));
+    }
+  } else {
+    const co = l4CsumOff(proto, l4, p.ipEnd);
+    const noCsum = proto === IP_PROTO_UDP && co >= 0 && get16(b, co) === 0;
+    for (const [off, old, nw] of [[l4, sport, t.sport], [l4 + 2, dport, t.dport]] as const) {
+      if (old === nw) continue;
+      set16(b, off, nw);
+      if (co >= 0 && !noCsum && !p.partial) set16(b, co, udpFix(proto, csumReplace16(get16(b, co), old, nw)));
+    }
+  }
+  return { kind: 'translated' };
+}
+
+function isFirstFragment(p: PacketRef): boolean {
+  const fo = get16(p.buf, p.l3Off + 6) & 0x1fff;
+  return fo === 0;
+}
+
+const udpFix = (proto: number, c: number): number => (proto === IP_PROTO_UDP && c === 0 ? 0xffff : c);
+
+/** Sets src/dst with IPv4 header and (unless `noL4`) TCP/UDP pseudo-header checksum updates. */
+function rewriteAddrs(p: PacketRef, proto: number, s: number, d: number, noL4: boolean): void {
+  const b = p.buf;
+  const co = noL4 ? -1 : l4CsumOff(proto, p.l4Off, p.ipEnd);
+  const noCsum = proto === IP_PROTO_UDP && co >= 0 && get16(b, co) === 0;
+  for (const [off, nw] of [[p.l3Off + 12, s], [p.l3Off + 16, d]] as const) {
+    const old = get32(b, off);
+    if (old === nw) continue;
+    set32(b, off, nw);
+    set16(b, p.l3Off + 10, csumReplace32(get16(b, p.l3Off + 10), old, nw));
+    if (co >= 0 && !noCsum) {
+      const c = get16(b, co);
+      set16(b, co, p.partial ? sumReplace32(c, old, nw) : udpFix(proto, csumReplace32(c, old, nw)));
+    }
+  }
+}
+
+/** An ICMP error from `from` quoting a packet that left on `from` (see the file comment). */
+function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): NatFrameResult {
+  const b = p.buf;
+  const l4 = p.l4Off;
+  const i3 = l4 + 8;
+  if (i3 + 20 > p.ipEnd) return { kind: 'pass' };
+  const ihl = (b[i3]! & 0x0f) * 4;
+  const i4 = i3 + ihl;
+  if (ihl < 20 || i4 > p.ipEnd) return { kind: 'pass' };
+  const iproto = b[i3 + 9]!;
+  const isrc = get32(b, i3 + 12);
+  const idst = get32(b, i3 + 16);
+  const outerSrc = get32(b, p.l3Off + 12);
+  const outerDst = get32(b, p.l3Off + 16);
+  // The quoted packet as a reply arriving from `from`: invert(inner).
+  let np: NatProto | undefined;
+  let isp = 0;
+  let idp = 0;
+  if ((iproto === IP_PROTO_TCP || iproto === IP_PROTO_UDP) && i4 + 4 <= p.ipEnd) {
+    np = iproto === IP_PROTO_TCP ? 'tcp' : 'udp';
+    isp = get16(b, i4);
+    idp = get16(b, i4 + 2);
+  } else if (iproto === IP_PROTO_ICMP && i4 + 8 <= p.ipEnd && ICMP_QUERY.has(b[i4]!)) {
+    np = 'icmp';
+    isp = idp = get16(b, i4 + 4);
+  }
+  let t: Tuple | undefined;
+  if (np !== undefined) t = nat.lookup(from, { proto: np, src: idst, sport: idp, dst: isrc, dport: isp }, now);
+  // New inner = invert(t): src = t.dst, sport = t.dport, dst = t.src, dport = t.sport.
+  let nsrc: number;
+  let ndst: number;
+  let nsp = isp;
+  let ndp = idp;
+  if (t !== undefined) {
+    nsrc = t.dst;
+    ndst = t.src;
+    nsp = t.dport;
+    ndp = t.sport;
+  } else {
+    const [rs, rd] = oneToOneAddrs(nat, from, idst, isrc);
+    nsrc = rd;
+    ndst = rs;
+  }
+  const [os] = oneToOneAddrs(nat, from, outerSrc, outerDst);
+  const masq = nat.cfg.masquerade.find((m) => m.side === from && m.sources.some((c) => cidrContains(c, outerSrc)));
+  const nOuterSrc = os !== outerSrc ? os : masq !== undefined ? masq.address : outerSrc;
+  const nOuterDst = nsrc;
+  if (nsrc === isrc && ndst === idst && nsp === isp && ndp === idp && nOuterSrc === outerSrc && nOuterDst === outerDst) {
+    return isHiddenReal(nat, other(from), outerDst) ? { kind: 'drop', reason: 'real-address' } : { kind: 'pass' };
+  }
+  // Inner header: addresses (inner IPv4 checksum), ports/id, inner L4 checksum when quoted.
+  const ico = l4CsumOff(iproto, i4, p.ipEnd);
+  const iNoCsum = iproto === IP_PROTO_UDP && ico >= 0 && get16(b, ico) === 0;
+  for (const [off, nw] of [[i3 + 12, nsrc], [i3 + 16, ndst]] as const) {
+    const old = get32(b, off);
+    if (old === nw) continue;
+    set32(b, off, nw);
+    set16(b, i3 + 10, csumReplace32(get16(b, i3 + 10), old, nw));
+    if (ico >= 0 && !iNoCsum) set16(b, ico, udpFix(iproto, csumReplace32(get16(b, ico), old, nw)));
+  }
+  if (np === 'icmp') {
+    if (nsp !== isp && i4 + 8 <= p.ipEnd) {
+      set16(b, i4 + 4, nsp);
+      set16(b, i4 + 2, csumReplace16(get16(b, i4 + 2), isp, nsp));
+    }
+  } else if (np !== undefined) {
+    for (const [off, old, nw] of [[i4, isp, nsp], [i4 + 2, idp, ndp]] as const) {
+      if (old === nw) continue;
+      set16(b, off, nw);
+      if (ico >= 0 && !iNoCsum) set16(b, ico, udpFix(iproto, csumReplace16(get16(b, ico), old, nw)));
+    }
+  }
+  // Outer addresses (no pseudo-header for ICMP), then the ICMP checksum over the message.
+  for (const [off, nw] of [[p.l3Off + 12, nOuterSrc], [p.l3Off + 16, nOuterDst]] as const) {
+    const old = get32(b, off);
+    if (old === nw) continue;
+    set32(b, off, nw);
+    set16(b, p.l3Off + 10, csumReplace32(get16(b, p.l3Off + 10), old, nw));
+  }
+  set16(b, l4 + 2, 0);
+  set16(b, l4 + 2, finish(sum16(b, l4, p.ipEnd)));
+  return { kind: 'translated' };
+}
+
+/**
+ * ARP crossing from `from` (see the file comment): real addresses of 1:1 mappings on `from`
+ * become their mapped ones; mapped addresses of mappings on the other side become real; a
+ * request from `from` for a real address of the other side is dropped.
+ */
+export function natArp(nat: NatTable, arp: ArpPacket, from: NatSide): NatFrameResult {
+  const s = arp.senderIp;
+  const t = arp.targetIp;
+  if (isHiddenReal(nat, other(from), t) || isHiddenReal(nat, other(from), s)) return { kind: 'drop', reason: 'arp-real-address' };
+  const ns = mapArpAddr(nat, from, s);
+  const nt = mapArpAddr(nat, from, t);
+  if (ns === s && nt === t) return { kind: 'pass' };
+  arp.setSenderIp(ns);
+  arp.setTargetIp(nt);
+  return { kind: 'translated' };
+}
+
+function mapArpAddr(nat: NatTable, from: NatSide, a: number): number {
+  for (const m of nat.cfg.oneToOne) {
+    if (m.side === from && cidrContains(m.real, a)) return (m.mapped.addr | (a & ~m.real.mask)) >>> 0;
+    if (m.side !== from && cidrContains(m.mapped, a)) return (m.real.addr | (a & ~m.mapped.mask)) >>> 0;
+  }
+  return a;
+}

@@ -1,0 +1,169 @@
+/**
+ * FTP through NAT on the bridge, end to end in the lab, as root (issue 5):
+ * - the gateway runs `tapgate run` with examples/ftp-nat.yaml: the client 10.200.0.1 appears to
+ *   the server side as 10.200.0.101 (1:1), the ftp agent on port 21 with NAT-backed hooks;
+ * - vsftpd (Debian) in the server namespace, anonymous with an upload directory, a private
+ *   config file, passive ports 40000-40100, port_promiscuous=NO (the default: PORT/EPRT must name
+ *   the control connection's peer, so an untranslated PORT would be refused);
+ * - curl in the client namespace: passive (EPSV, and PASV with --disable-epsv) and active (EPRT,
+ *   and PORT with --disable-eprt), each downloading and uploading a 4 MiB random file, sha256
+ *   equal on both ends; lftp active and passive;
+ * - vsftpd's log names 10.200.0.101 and never 10.200.0.1; from the server namespace 10.200.0.1
+ *   does not answer ping while 10.200.0.101 does.
+ * All of it with TAP GSO (vnet header, partial checksums) and without.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { labDown, labExec, labPing, labSpawn, labStateDir, labUp } from '../../src/lab/lab.js';
+import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+
+const P = 'tgf';
+const SERVER = '10.200.0.2';
+const CLIENT = '10.200.0.1';
+const MAPPED = '10.200.0.101';
+const SIZE = 4 << 20;
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+function netnsList(): string[] {
+  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+}
+
+function gatewayStats(): Record<string, Record<string, unknown>> {
+  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
+  const log = join(labStateDir(P), 'gateway.log');
+  const before = readFileSync(log, 'utf8').length;
+  process.kill(pid, 'SIGUSR1');
+  const end = Date.now() + 5000;
+  while (Date.now() < end) {
+    const text = readFileSync(log, 'utf8').slice(before);
+    for (const line of text.split('\n')) {
+      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Record<string, Record<string, unknown>>;
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
+}
+
+const ftpId = (): number => Number(spawnSync('id', ['-u', 'ftp'], { encoding: 'utf8' }).stdout.trim());
+
+for (const vnet of [true, false]) describeE2E(`FTP through NAT in the lab (${vnet ? 'TAP GSO' : 'no vnet header'})`, [...e2eProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'lftp']), ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)'])], () => {
+  const nsBefore = netnsList();
+  let dir = '';
+  let root = '';
+  let vlog = '';
+  let data = Buffer.alloc(0);
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tapgate-ftp-'));
+    chmodSync(dir, 0o755);
+    // vsftpd refuses a writable anonymous root: root is root's, uploads go to up/ (ftp's).
+    root = join(dir, 'root');
+    mkdirSync(root, { mode: 0o755 });
+    mkdirSync(join(root, 'up'), { mode: 0o755 });
+    chownSync(join(root, 'up'), ftpId(), ftpId());
+    mkdirSync(join(dir, 'empty'), { mode: 0o755 });
+    data = randomBytes(SIZE);
+    writeFileSync(join(root, 'data.bin'), data);
+    chmodSync(join(root, 'data.bin'), 0o644);
+    writeFileSync(join(dir, 'upload.bin'), data);
+    vlog = join(dir, 'vsftpd.log');
+    writeFileSync(join(dir, 'vsftpd.conf'), [
+      'listen=YES', 'listen_ipv6=NO', `listen_address=${SERVER}`, 'listen_port=21', 'background=NO',
+      'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'local_enable=NO',
+      'write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022',
+      'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
+      'port_promiscuous=NO', 'pasv_promiscuous=NO',
+      `secure_chroot_dir=${join(dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
+      'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${vlog}`,
+      '',
+    ].join('\n'));
+    writeFileSync(join(dir, 'ftp-nat.yaml'), readFileSync(join(REPO, 'examples/ftp-nat.yaml')));
+    await labDown(P);
+    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'ftp-nat.yaml'), ...(vnet ? [] : ['--no-vnet-hdr'])];
+    await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
+    labSpawn(P, 'server', 'vsftpd', ['vsftpd', join(dir, 'vsftpd.conf')]);
+    const end = Date.now() + 15_000;
+    for (;;) {
+      const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '3', `ftp://${SERVER}/`]);
+      if (r.code === 0 && r.stdout.includes('data.bin')) break;
+      if (Date.now() > end) throw new Error(`vsftpd not reachable through the gateway: ${r.stderr}`);
+      await new Promise((res) => setTimeout(res, 300));
+    }
+  }, 90_000);
+
+  afterAll(async () => {
+    await labDown(P);
+    rmSync(dir, { recursive: true, force: true });
+    expect(netnsList().filter((n) => n.startsWith(`${P}-`))).toEqual([]);
+    expect(netnsList().sort()).toEqual(nsBefore.sort());
+  });
+
+  const modes: Array<[string, string[]]> = [
+    ['passive EPSV', []],
+    ['passive PASV (--disable-epsv)', ['--disable-epsv']],
+    ['active EPRT (-P 10.200.0.1)', ['-P', CLIENT]],
+    ['active PORT (-P 10.200.0.1 --disable-eprt)', ['-P', CLIENT, '--disable-eprt']],
+    ['active EPRT (--ftp-port -)', ['--ftp-port', '-']],
+  ];
+  modes.forEach(([name, opts], i) => {
+    it(`curl ${name}: 4 MiB download and upload, sha256 equal`, async () => {
+      const out = join(dir, `got-${i}`);
+      const d = await labExec(P, 'client', ['curl', '-sS', '--max-time', '60', ...opts, '-o', out, `ftp://${SERVER}/data.bin`], { timeoutMs: 70_000 });
+      expect(d.code, d.stderr).toBe(0);
+      const got = readFileSync(out);
+      expect(got.length).toBe(SIZE);
+      expect(sha(got)).toBe(sha(data));
+      const u = await labExec(P, 'client', ['curl', '-sS', '--max-time', '60', ...opts, '-T', join(dir, 'upload.bin'), `ftp://${SERVER}/up/u${i}.bin`], { timeoutMs: 70_000 });
+      expect(u.code, u.stderr).toBe(0);
+      const up = readFileSync(join(root, 'up', `u${i}.bin`));
+      expect(up.length).toBe(SIZE);
+      expect(sha(up)).toBe(sha(data));
+    }, 120_000);
+  });
+
+  for (const passive of [true, false]) {
+    it(`lftp ${passive ? 'passive' : 'active'}: download and upload`, async () => {
+      const out = join(dir, `lftp-${passive}`);
+      const name = `lftp-${passive}.bin`;
+      const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
+        `open ftp://${SERVER}; get data.bin -o ${out}; cd up; put ${join(dir, 'upload.bin')} -o ${name}; bye`;
+      const r = await labExec(P, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(sha(readFileSync(out))).toBe(sha(data));
+      expect(sha(readFileSync(join(root, 'up', name)))).toBe(sha(data));
+    }, 120_000);
+  }
+
+  it('vsftpd sees only the mapped client address', () => {
+    const log = readFileSync(vlog, 'utf8');
+    expect(log).toContain(`"${MAPPED}"`);
+    expect(log).not.toContain(`"${CLIENT}"`);
+    expect(log).toMatch(/OK UPLOAD/);
+    expect(log).toMatch(/OK DOWNLOAD/);
+  });
+
+  it('from the server side the real client address is unreachable, the mapped one answers', async () => {
+    const bad = await labPing(P, 'server', CLIENT, { count: 2, timeoutMs: 500 });
+    expect(bad.received).toBe(0);
+    const good = await labPing(P, 'server', MAPPED, { count: 3 });
+    expect(good.received).toBe(3);
+    // The server learnt the client's MAC for the mapped address; nothing for the real one.
+    const neigh = await labExec(P, 'server', ['ip', 'neigh', 'show']);
+    expect(neigh.stdout).toContain(MAPPED);
+    expect(neigh.stdout).not.toMatch(new RegExp(`^${CLIENT.replace(/\./g, '\\.')} .*lladdr`, 'm'));
+    const c2s = await labPing(P, 'client', SERVER, { count: 2 });
+    expect(c2s.received).toBe(2);
+    const s = gatewayStats();
+    const g = s['gateway']!;
+    expect(g['natTranslated'] as number).toBeGreaterThan(0);
+    const dropped = g['natDropped'] as Record<string, number>;
+    expect((dropped['arp-real-address'] ?? 0) + (dropped['real-address'] ?? 0)).toBeGreaterThan(0);
+    expect(g['malformed']).toEqual({});
+    expect(g['connectionsRewritten'] as number).toBeGreaterThan(0);
+  });
+});

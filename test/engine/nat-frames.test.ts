@@ -1,0 +1,289 @@
+/**
+ * NAT in the gateway (src/engine/nat-frames.ts wired in gateway.ts): frames built by hand cross
+ * the gateway; what leaves carries translated addresses/ports/ids with checksums equal to a full
+ * recomputation (RFC 1624 updates), ICMP errors are translated inside and out, ARP payloads are
+ * translated and real addresses never cross. Plus the `nat:` config section.
+ */
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../../src/config/index.js';
+import { Gateway, type Side } from '../../src/engine/gateway.js';
+import { finish, ipv4PseudoHeaderSum, sum16 } from '../../src/wire/checksum.js';
+import { decodeFrame } from '../../src/wire/frame.js';
+
+const ip = (s: string): number => s.split('.').reduce((a, o) => a * 256 + Number(o), 0) >>> 0;
+const str = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
+const MAC_C = [2, 0, 10, 200, 0, 1];
+const MAC_S = [2, 0, 10, 200, 0, 2];
+
+function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = (v >>> 8) & 255;
+  b[o + 1] = v & 255;
+}
+function put32(b: Uint8Array, o: number, v: number): void {
+  put16(b, o, v >>> 16);
+  put16(b, o + 2, v & 0xffff);
+}
+const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
+const get32 = (b: Uint8Array, o: number): number => ((get16(b, o) << 16) | get16(b, o + 2)) >>> 0;
+
+/** An IPv4 packet (header checksum set) with `l4` as payload; the L4 checksum is the caller's. */
+function ipv4(proto: number, src: string, dst: string, l4: Uint8Array, id = 1): Uint8Array {
+  const b = new Uint8Array(20 + l4.length);
+  b[0] = 0x45;
+  put16(b, 2, b.length);
+  put16(b, 4, id);
+  b[6] = 0x40;
+  b[8] = 64;
+  b[9] = proto;
+  put32(b, 12, ip(src));
+  put32(b, 16, ip(dst));
+  put16(b, 10, finish(sum16(b, 0, 20)));
+  b.set(l4, 20);
+  return b;
+}
+
+function l4csum(proto: number, src: string, dst: string, l4: Uint8Array, off: number): void {
+  put16(l4, off, 0);
+  let c = finish(sum16(l4, 0, l4.length, ipv4PseudoHeaderSum(ip(src), ip(dst), proto, l4.length)));
+  if (proto === 17 && c === 0) c = 0xffff;
+  put16(l4, off, c);
+}
+
+function eth(payload: Uint8Array, type = 0x0800, dstMac = MAC_S, srcMac = MAC_C): Uint8Array {
+  const b = new Uint8Array(14 + payload.length);
+  b.set(dstMac, 0);
+  b.set(srcMac, 6);
+  put16(b, 12, type);
+  b.set(payload, 14);
+  return b;
+}
+
+function tcp(src: string, sport: number, dst: string, dport: number, flags = 0x02, payload = new Uint8Array(0)): Uint8Array {
+  const l4 = new Uint8Array(20 + payload.length);
+  put16(l4, 0, sport);
+  put16(l4, 2, dport);
+  put32(l4, 4, 1000);
+  put32(l4, 8, flags & 0x10 ? 5000 : 0);
+  l4[12] = 0x50;
+  l4[13] = flags;
+  put16(l4, 14, 65535);
+  l4.set(payload, 20);
+  l4csum(6, src, dst, l4, 16);
+  return eth(ipv4(6, src, dst, l4));
+}
+
+function udp(src: string, sport: number, dst: string, dport: number, payload: Uint8Array, csum = true): Uint8Array {
+  const l4 = new Uint8Array(8 + payload.length);
+  put16(l4, 0, sport);
+  put16(l4, 2, dport);
+  put16(l4, 4, l4.length);
+  l4.set(payload, 8);
+  if (csum) l4csum(17, src, dst, l4, 6);
+  return ipv4(17, src, dst, l4);
+}
+
+function icmpMsg(type: number, code: number, rest: Uint8Array): Uint8Array {
+  const l4 = new Uint8Array(4 + rest.length);
+  l4[0] = type;
+  l4[1] = code;
+  l4.set(rest, 4);
+  put16(l4, 2, finish(sum16(l4, 0, l4.length)));
+  return l4;
+}
+
+function echo(src: string, dst: string, type: number, id: number, seq = 1): Uint8Array {
+  const rest = new Uint8Array(4 + 8);
+  put16(rest, 0, id);
+  put16(rest, 2, seq);
+  return eth(ipv4(1, src, dst, icmpMsg(type, 0, rest)));
+}
+
+function arp(op: number, smac: number[], sip: string, tip: string): Uint8Array {
+  const a = new Uint8Array(28);
+  put16(a, 0, 1);
+  put16(a, 2, 0x0800);
+  a[4] = 6;
+  a[5] = 4;
+  put16(a, 6, op);
+  a.set(smac, 8);
+  put32(a, 14, ip(sip));
+  put32(a, 24, ip(tip));
+  return eth(a, 0x0806, [255, 255, 255, 255, 255, 255], smac);
+}
+
+/** Every checksum of an Ethernet/IPv4 frame verified by full recomputation. */
+function checkSums(f: Uint8Array): void {
+  const p = f.subarray(14);
+  const ihl = (p[0]! & 15) * 4;
+  expect(sum16(p, 0, ihl) === 0xffff || finish(sum16(p, 0, ihl)) === 0, 'ipv4 header checksum').toBe(true);
+  const proto = p[9]!;
+  const l4 = p.subarray(ihl, get16(p, 2));
+  if (proto === 1) expect(finish(sum16(l4, 0, l4.length)), 'icmp checksum').toBe(0);
+  else if (proto === 17 && get16(l4, 6) === 0) return;
+  else expect(finish(sum16(l4, 0, l4.length, ipv4PseudoHeaderSum(get32(p, 12), get32(p, 16), proto, l4.length))), `proto ${proto} checksum`).toBe(0);
+}
+
+const ONE_TO_ONE = `
+nat:
+  oneToOne:
+    - { side: client, real: 10.200.0.1, mapped: 10.200.0.101 }
+rules: []
+`;
+const MASQ = `
+nat:
+  masquerade:
+    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.250, ports: "20000-20001", icmpIds: "300-301" }
+rules: []
+`;
+
+function gw(cfg: string): { g: Gateway; send: (f: Uint8Array, from: Side) => Uint8Array[] } {
+  const g = new Gateway({ config: parseConfig(cfg, 'nat.yaml') });
+  let now = 1000;
+  return {
+    g,
+    send: (f, from) => {
+      const out: Uint8Array[] = [];
+      g.handleFrame(f, from, (now += 1), (x, to) => {
+        expect(to).toBe(1 - from);
+        out.push(x.slice());
+      });
+      return out;
+    },
+  };
+}
+
+const ipSrc = (f: Uint8Array): string => str(get32(f, 14 + 12));
+const ipDst = (f: Uint8Array): string => str(get32(f, 14 + 16));
+
+describe('NAT in the gateway', () => {
+  it('1:1: the client appears as its mapped address; replies go back to the real one; checksums stay right', () => {
+    const { g, send } = gw(ONE_TO_ONE);
+    const [syn] = send(tcp('10.200.0.1', 40000, '10.200.0.2', 80, 0x02), 0);
+    expect(ipSrc(syn!)).toBe('10.200.0.101');
+    expect(ipDst(syn!)).toBe('10.200.0.2');
+    checkSums(syn!);
+    expect(decodeFrame(syn!, { link: 'ethernet', verifyChecksums: true }).kind).toBe('tcp');
+    const [sa] = send(tcp('10.200.0.2', 80, '10.200.0.101', 40000, 0x12), 1);
+    expect(ipDst(sa!)).toBe('10.200.0.1');
+    checkSums(sa!);
+    // One flow, seen with the real client address.
+    expect(g.flows.size).toBe(1);
+    const f = [...g.flows.values()][0]!;
+    expect(str(f.client.addr)).toBe('10.200.0.1');
+    expect(str(f.server.addr)).toBe('10.200.0.2');
+    const [u] = send(eth(udp('10.200.0.2', 53, '10.200.0.101', 5353, new TextEncoder().encode('abc'))), 1);
+    expect(ipDst(u!)).toBe('10.200.0.1');
+    checkSums(u!);
+    const [u0] = send(eth(udp('10.200.0.1', 5353, '10.200.0.2', 53, new TextEncoder().encode('abc'), false)), 0);
+    expect(get16(u0!, 14 + 20 + 6)).toBe(0); // no UDP checksum stays none
+    expect(g.stats().gateway.natTranslated).toBe(4);
+  });
+
+  it('1:1: the real address is unreachable from the other side (IP and ARP), counted', () => {
+    const { g, send } = gw(ONE_TO_ONE);
+    expect(send(tcp('10.200.0.2', 80, '10.200.0.1', 40000, 0x02), 1)).toEqual([]);
+    expect(send(echo('10.200.0.2', '10.200.0.1', 8, 7), 1)).toEqual([]);
+    expect(send(arp(1, MAC_S, '10.200.0.2', '10.200.0.1'), 1)).toEqual([]);
+    expect(g.stats().gateway.natDropped).toEqual({ 'real-address': 2, 'arp-real-address': 1 });
+  });
+
+  it('ARP payload addresses are translated as they cross (MACs unchanged)', () => {
+    const { send } = gw(ONE_TO_ONE);
+    const [req] = send(arp(1, MAC_S, '10.200.0.2', '10.200.0.101'), 1);
+    expect(str(get32(req!, 14 + 24))).toBe('10.200.0.1');
+    expect(str(get32(req!, 14 + 14))).toBe('10.200.0.2');
+    const [rep] = send(arp(2, MAC_C, '10.200.0.1', '10.200.0.2'), 0);
+    expect(str(get32(rep!, 14 + 14))).toBe('10.200.0.101');
+    expect([...rep!.subarray(14 + 8, 14 + 14)]).toEqual(MAC_C);
+    const [other] = send(arp(1, MAC_C, '10.200.0.7', '10.200.0.2'), 0);
+    expect(str(get32(other!, 14 + 14))).toBe('10.200.0.7');
+  });
+
+  it('masquerade: ports and ICMP ids translated and back; unsolicited and exhausted dropped, counted', () => {
+    const { g, send } = gw(MASQ);
+    const [a] = send(eth(udp('10.200.0.1', 5000, '10.200.0.2', 53, new Uint8Array([1, 2, 3]))), 0);
+    expect(ipSrc(a!)).toBe('10.200.0.250');
+    const pa = get16(a!, 34);
+    expect(pa).toBeGreaterThanOrEqual(20000);
+    checkSums(a!);
+    const [b] = send(eth(udp('10.200.0.7', 5000, '10.200.0.2', 53, new Uint8Array([1, 2, 3]))), 0);
+    const pb = get16(b!, 34);
+    expect(pb).not.toBe(pa);
+    checkSums(b!);
+    expect(send(eth(udp('10.200.0.8', 5000, '10.200.0.2', 53, new Uint8Array([1])))!, 0)).toEqual([]);
+    const [r] = send(eth(udp('10.200.0.2', 53, '10.200.0.250', pb, new Uint8Array([9]))), 1);
+    expect(ipDst(r!)).toBe('10.200.0.7');
+    expect(get16(r!, 36)).toBe(5000);
+    checkSums(r!);
+    expect(send(eth(udp('10.200.0.2', 53, '10.200.0.250', 29999, new Uint8Array([9]))), 1)).toEqual([]);
+    const [e] = send(echo('10.200.0.1', '10.200.0.2', 8, 7), 0);
+    const id = get16(e!, 14 + 20 + 4);
+    expect(id).toBeGreaterThanOrEqual(300);
+    checkSums(e!);
+    const [er] = send(echo('10.200.0.2', '10.200.0.250', 0, id), 1);
+    expect(ipDst(er!)).toBe('10.200.0.1');
+    expect(get16(er!, 14 + 20 + 4)).toBe(7);
+    checkSums(er!);
+    expect(g.stats().gateway.natDropped).toEqual({ 'ports-exhausted': 1, 'no-entry': 1 });
+    expect(g.stats().nat?.entries).toBe(3);
+  });
+
+  it('ICMP errors quoting a translated packet are translated inside and out', () => {
+    const { send } = gw(MASQ);
+    const [a] = send(eth(udp('10.200.0.1', 5000, '10.200.0.2', 53, new Uint8Array([1, 2, 3, 4]))), 0);
+    const sent = a!.subarray(14);
+    // Port unreachable from the server, quoting the packet as it arrived there.
+    const rest = new Uint8Array(4 + sent.length);
+    rest.set(sent, 4);
+    const [err] = send(eth(ipv4(1, '10.200.0.2', '10.200.0.250', icmpMsg(3, 3, rest))), 1);
+    expect(err).toBeDefined();
+    checkSums(err!);
+    expect(ipDst(err!)).toBe('10.200.0.1');
+    const inner = err!.subarray(14 + 20 + 8);
+    expect(str(get32(inner, 12))).toBe('10.200.0.1');
+    expect(str(get32(inner, 16))).toBe('10.200.0.2');
+    expect(get16(inner, 20)).toBe(5000);
+    expect(finish(sum16(inner, 0, 20))).toBe(0);
+    const il4 = inner.subarray(20);
+    expect(finish(sum16(il4, 0, il4.length, ipv4PseudoHeaderSum(get32(inner, 12), get32(inner, 16), 17, il4.length)))).toBe(0);
+  });
+
+  it('1:1: an ICMP error from the server side about the mapped client is delivered to the real one', () => {
+    const { send } = gw(ONE_TO_ONE);
+    const [a] = send(eth(udp('10.200.0.1', 5000, '10.200.0.2', 9, new Uint8Array([1, 2]))), 0);
+    const rest = new Uint8Array(4 + 28);
+    rest.set(a!.subarray(14, 14 + 28), 4);
+    const [err] = send(eth(ipv4(1, '10.200.0.2', '10.200.0.101', icmpMsg(3, 3, rest))), 1);
+    checkSums(err!);
+    expect(ipDst(err!)).toBe('10.200.0.1');
+    expect(str(get32(err!, 14 + 28 + 12))).toBe('10.200.0.1');
+  });
+});
+
+describe('the nat: config section', () => {
+  it('parses 1:1, masquerade, timeouts and limits', () => {
+    const c = parseConfig(`${MASQ}\n`.replace('rules: []', 'rules: []\n') + '', 'x.yaml');
+    expect(c.nat?.table.masquerade[0]?.ports).toEqual({ lo: 20000, hi: 20001 });
+    const d = parseConfig('nat:\n  oneToOne: [{ side: server, real: 10.0.0.0/24, mapped: 192.168.0.0/24 }]\n  timeouts: { udp: 1000 }\n  limits: { maxEntries: 5 }\nrules: []\n');
+    expect(d.nat?.table.oneToOne[0]?.side).toBe(1);
+    expect(d.nat?.table.timeouts.udp).toBe(1000);
+    expect(d.nat?.table.limits.maxEntries).toBe(5);
+    expect(parseConfig('rules: []\n').nat).toBeUndefined();
+  });
+
+  it('reports bad entries with file:line', () => {
+    const bad = (t: string): string => {
+      try {
+        parseConfig(t, 'bad.yaml');
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as Error).message;
+      }
+      throw new Error('accepted');
+    };
+    expect(bad('nat:\n  oneToOne:\n    - { side: left, real: 10.0.0.1, mapped: 10.0.0.2 }\nrules: []\n')).toMatch(/bad\.yaml:3:.*client or server/);
+    expect(bad('nat:\n  oneToOne:\n    - { side: client, real: 10.0.0.0/24, mapped: 10.1.0.1 }\nrules: []\n')).toMatch(/bad\.yaml:3:.*same size/);
+    expect(bad('nat:\n  masquerade:\n    - { side: client, address: 10.0.0.1, ports: "9-3" }\nrules: []\n')).toMatch(/bad\.yaml:3:.*empty/);
+    expect(bad('nat:\n  bogus: 1\nrules: []\n')).toMatch(/bad\.yaml:2:.*unknown key "bogus"/);
+  });
+});
