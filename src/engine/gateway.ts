@@ -70,14 +70,19 @@
  * 10.200.0.1 ⇄ 10.200.0.2 in both directions, rules match 10.200.0.1, and the ftp agent's
  * context holds 10.200.0.1 (what natFtpHooks expects). The ftp agent then gets NAT-backed hooks
  * (natFtpHooks: PORT/EPRT/227/229 endpoints translated, expectations registered in the NAT)
- * unless a registry is passed in.
+ * unless a registry is passed in. With masquerade on Ethernet, MasqL2 (nat-frames.ts) owns the
+ * shared address at layer 2 after the IPv4 translation: proxy ARP for it with a MAC of its own
+ * (answers go back out of the side they came from), source MACs of masqueraded hosts rewritten
+ * to it, replies given the real host's MAC (learnt per real address, bounded), the hosts' ARP
+ * requests relayed as the shared address and the replies delivered to each asker; `nat.l2` in
+ * `stats()` counts it.
  */
 import type { Logger } from 'pino';
 import type { AgentContext } from '../agent/types.js';
 import { createAgent, makeRegistry, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
 import { NatTable } from '../nat/nat.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
-import { natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
+import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
 import { selectRule, type Config } from '../config/index.js';
 import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type SynOptions } from '../flow/table.js';
 import { Connection, type TcpFields, type TcpOut } from '../stream/connection.js';
@@ -249,6 +254,8 @@ export class Gateway {
   private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
   /** NAT on the bridge (DESIGN.md §4), from `config.nat`; null = none. */
   readonly nat: NatTable | null;
+  /** Masquerade at layer 2 (proxy ARP, MAC rewriting); null without masquerade or Ethernet. */
+  readonly masqL2: MasqL2 | null;
   private readonly registry: AgentRegistry;
   /** Time of the frame being handled (the NAT-backed ftp hooks read it). */
   private nowMs = 0;
@@ -264,6 +271,7 @@ export class Gateway {
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
     const natCfg = opts.config?.nat;
     this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
+    this.masqL2 = this.nat !== null && this.nat.cfg.masquerade.length > 0 && this.link === 'ethernet' ? new MasqL2(this.nat) : null;
     if (opts.registry !== undefined) this.registry = opts.registry;
     else if (this.nat !== null) {
       const nat = this.nat;
@@ -281,6 +289,7 @@ export class Gateway {
   /** Counts a NAT verdict; true when the frame must be dropped. */
   private natVerdict(r: NatFrameResult, nowMs: number, what: () => Record<string, unknown>): boolean {
     if (r.kind === 'translated') this.counters.natTranslated++;
+    else if (r.kind === 'consumed') return true;
     else if (r.kind === 'drop') {
       const reason: NatDropReason = r.reason;
       const c = this.counters.natDropped;
@@ -392,11 +401,16 @@ export class Gateway {
           // The flow table's view of a NATed connection: each endpoint by its real address on
           // its own side (the source as it arrived, the destination after translation).
           const srcA = d.ip.src;
+          const dstA = d.ip.dst;
           const srcP = tcp.srcPort;
           const r = natIpv4(this.nat, {
             buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: false, partial, tcpFlags: tcp.flags,
           }, from, nowMs);
           if (this.natVerdict(r, nowMs, () => endpoints(d))) return;
+          if (this.masqL2 !== null && link === 'ethernet') {
+            const r2 = this.masqL2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
+            if (r2.kind === 'drop' && this.natVerdict(r2, nowMs, () => endpoints(d))) return;
+          }
           if (r.kind === 'translated') view = { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: tcp.dstPort } };
         }
         this.handleTcp(d, frame, from, nowMs, emit, vh, partial, gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gso ? gsoSize : 0, view);
@@ -415,23 +429,38 @@ export class Gateway {
         c.nonTcp++;
         if (this.nat !== null) {
           const fp = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off;
+          const srcA = d.ip.src;
+          const dstA = d.ip.dst;
           const r = natIpv4(this.nat, {
             buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: fp,
           }, from, nowMs);
-          if (this.natVerdict(r, nowMs, () => ({ src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), proto: d.protocol }))) return;
+          const what = (): Record<string, unknown> => ({ src: ipv4Str(srcA), dst: ipv4Str(dstA), proto: d.protocol });
+          if (this.natVerdict(r, nowMs, what)) return;
+          if (this.masqL2 !== null && link === 'ethernet') {
+            const r2 = this.masqL2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
+            if (r2.kind === 'drop' && this.natVerdict(r2, nowMs, what)) return;
+          }
         }
         this.out(frame, from, emit);
         return;
       case 'arp':
         c.nonTcp++;
         if (this.nat !== null) {
+          const what = (): Record<string, unknown> => ({ arpSender: ipv4Str(d.arp.senderIp), arpTarget: ipv4Str(d.arp.targetIp) });
+          if (this.masqL2 !== null) {
+            const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
+            for (const f of m.back) this.countOut(this.withVnet(f), emit, from);
+            for (const f of m.across) this.countOut(this.withVnet(f), emit, (1 - from) as Side);
+            if (this.natVerdict(m.r, nowMs, what)) return;
+          }
           const r = natArp(this.nat, d.arp, from);
-          if (this.natVerdict(r, nowMs, () => ({ arpSender: ipv4Str(d.arp.senderIp), arpTarget: ipv4Str(d.arp.targetIp) }))) return;
+          if (this.natVerdict(r, nowMs, what)) return;
         }
         this.out(frame, from, emit);
         return;
       default:
         c.nonTcp++;
+        if (this.masqL2 !== null && link === 'ethernet' && this.natVerdict(this.masqL2.other(frame.subarray(vh), from), nowMs, () => ({}))) return;
         this.out(frame, from, emit);
     }
   }
@@ -675,6 +704,14 @@ export class Gateway {
     return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
   }
 
+  /** A frame the gateway made (Ethernet only), with a zero virtio header when TAPs carry one. */
+  private withVnet(eth: Uint8Array): Uint8Array {
+    if (this.vh === 0) return eth;
+    const f = new Uint8Array(this.vh + eth.length);
+    f.set(eth, this.vh);
+    return f;
+  }
+
   private countOut(frame: Uint8Array, emit: Emit, to: Side): void {
     this.counters.framesOut++;
     this.counters.bytesOut += frame.length;
@@ -688,7 +725,7 @@ export class Gateway {
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       log: { ...this.ratelog.counters },
-      ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size } } : {}),
+      ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
     };
   }
 }

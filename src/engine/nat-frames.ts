@@ -29,24 +29,46 @@
  * keeping any ARP state or needing a MAC of its own. Every sender/target address in the real
  * range of a mapping on the arrival side is mapped; a request from the other side for a real
  * address is dropped (`arp-real-address`), so the real address never leaks and is unreachable.
- * Masquerade addresses are not answered for (see the report: a masquerade address has no host
- * behind it and would need proxy ARP plus MAC rewriting on the bridge).
+ *
+ * Masquerade on the bridge (MasqL2 below): a masquerade address has no host behind it, so the
+ * gateway owns it at layer 2 with a MAC of its own, stable and locally administered, derived from
+ * the address (masqMac: 02:74:a.b.c.d). On the shared address's side:
+ * - ARP "who has <address>?" is answered by the gateway (proxy ARP) with that MAC, never
+ *   forwarded; unicast probes included;
+ * - frames of masqueraded hosts leave with that MAC as Ethernet source; replies (to that MAC and
+ *   the shared address) get the real host's MAC as destination with the address/port translated
+ *   back. The real MAC comes from a per-real-address table learnt from what the hosts send
+ *   (IPv4 sources and ARP senders on their side; bounded, `macTableFull` counted; a reply for a
+ *   host whose MAC is unknown is dropped, `no-mac`);
+ * - ARP requests of masqueraded hosts for addresses on the other side are relayed as the shared
+ *   address and MAC (sender rewritten); the reply, addressed to the shared address, is delivered
+ *   to each host that asked for that address (pending askers, bounded), as if answered to it;
+ * - nothing else from a masqueraded host crosses with its real address or MAC: ARP replies and
+ *   requests for its own neighbours (learnt hosts) are dropped (`arp-real-address`), IPv4 packets
+ *   the NAT could not translate (unsupported protocol) and non-IPv4 frames from a learnt MAC are
+ *   dropped (`masquerade-untranslated`); from the other side, packets and ARP requests for a
+ *   masqueraded source address (other than the shared one) are dropped (`real-address`,
+ *   `arp-real-address`).
  */
 import { cidrContains } from '../config/ipv4.js';
-import type { NatProto, NatSide, NatTable, Tuple } from '../nat/nat.js';
+import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from '../nat/nat.js';
 import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
-import type { ArpPacket } from '../wire/arp.js';
+import { ARP_OP_REPLY, ARP_OP_REQUEST, type ArpPacket } from '../wire/arp.js';
 
 const IP_PROTO_ICMP = 1;
 const IP_PROTO_TCP = 6;
 const IP_PROTO_UDP = 17;
 
-export type NatDropReason = 'table-full' | 'ports-exhausted' | 'no-entry' | 'real-address' | 'fragment' | 'arp-real-address';
+export type NatDropReason =
+  | 'table-full' | 'ports-exhausted' | 'no-entry' | 'real-address' | 'fragment' | 'arp-real-address'
+  | 'no-mac' | 'masquerade-untranslated';
 
 export type NatFrameResult =
   | { kind: 'pass' }
   /** Rewritten in place. */
   | { kind: 'translated' }
+  /** Taken by the gateway (an ARP request it answered, a reply it delivered): not forwarded. */
+  | { kind: 'consumed' }
   | { kind: 'drop'; reason: NatDropReason };
 
 const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
@@ -300,4 +322,197 @@ function mapArpAddr(nat: NatTable, from: NatSide, a: number): number {
     if (m.side !== from && cidrContains(m.mapped, a)) return (m.real.addr | (a & ~m.mapped.mask)) >>> 0;
   }
   return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masquerade at layer 2 (see the file comment).
+
+/** The gateway's MAC for a masquerade address: locally administered unicast 02:74:a:b:c:d. */
+export function masqMac(address: number): Uint8Array {
+  return Uint8Array.of(0x02, 0x74, address >>> 24, (address >>> 16) & 0xff, (address >>> 8) & 0xff, address & 0xff);
+}
+
+const macKey = (b: Uint8Array, o: number): number => b[o]! * 2 ** 40 + b[o + 1]! * 2 ** 32 + get32(b, o + 2);
+const BROADCAST_KEY = 0xffff_ffff_ffff;
+
+export function newMasqL2Counters() {
+  return {
+    /** Real addresses whose MAC is known (gauge). */
+    macs: 0,
+    /** A new real address not learnt: the table was full. */
+    macTableFull: 0,
+    /** ARP requests for a masquerade address answered by the gateway. */
+    arpAnswered: 0,
+    /** ARP requests of masqueraded hosts relayed as the shared address. */
+    arpRelayed: 0,
+    /** ARP replies to the shared address delivered to the hosts that asked. */
+    arpDelivered: 0,
+    /** Pending askers not recorded: the table was full. */
+    arpPendingFull: 0,
+  };
+}
+
+interface Asker {
+  ip: number;
+  mac: Uint8Array;
+}
+
+/** Masquerade at layer 2: the gateway's MACs, the real hosts' MACs, relayed ARP (bounded). */
+export class MasqL2 {
+  readonly counters = newMasqL2Counters();
+  /** Real address → MAC. */
+  private readonly macs = new Map<number, Uint8Array>();
+  private readonly macSet = new Set<number>();
+  /** Target address of a relayed request → hosts that asked. */
+  private readonly pending = new Map<number, Asker[]>();
+  private readonly gwMacs: Uint8Array[];
+
+  constructor(private readonly nat: NatTable, readonly maxHosts = 4096) {
+    this.gwMacs = nat.cfg.masquerade.map((m) => masqMac(m.address));
+  }
+
+  /** The rule whose hidden hosts on `side` include `a` (and `a` is not a shared address). */
+  private ruleOfSource(side: NatSide, a: number): number {
+    return this.nat.cfg.masquerade.findIndex((m) => m.side === side && m.address !== a && m.sources.some((c) => cidrContains(c, a)));
+  }
+
+  private ruleOfAddress(otherSide: NatSide, a: number): number {
+    return this.nat.cfg.masquerade.findIndex((m: Masquerade) => m.side !== otherSide && m.address === a);
+  }
+
+  /** Is this MAC one of a masqueraded host seen so far? */
+  knownMac(eth: Uint8Array, off: number): boolean {
+    return this.macSet.has(macKey(eth, off));
+  }
+
+  macOf(ip: number): Uint8Array | undefined {
+    return this.macs.get(ip);
+  }
+
+  private learn(ip: number, eth: Uint8Array, off: number): void {
+    const k = macKey(eth, off);
+    if (k === BROADCAST_KEY || (eth[off]! & 1) !== 0 || k === 0) return;
+    const cur = this.macs.get(ip);
+    if (cur !== undefined && macKey(cur, 0) === k) return;
+    if (cur === undefined && this.macs.size >= this.maxHosts) {
+      this.counters.macTableFull++;
+      return;
+    }
+    if (cur !== undefined) this.macSet.delete(macKey(cur, 0));
+    this.macs.set(ip, eth.slice(off, off + 6));
+    this.macSet.add(k);
+    this.counters.macs = this.macs.size;
+  }
+
+  /**
+   * Layer 2 of an IPv4 frame (`eth` = the Ethernet frame, translated in place by natIpv4
+   * already) from `from`: `src0`/`dst0` as it arrived, `src1`/`dst1` as it leaves.
+   */
+  ipv4(eth: Uint8Array, from: NatSide, src0: number, dst0: number, src1: number, dst1: number): NatFrameResult {
+    const ri = this.ruleOfSource(from, src0);
+    if (ri >= 0) {
+      this.learn(src0, eth, 6);
+      const m = this.nat.cfg.masquerade[ri]!;
+      if (src1 === src0) return { kind: 'drop', reason: 'masquerade-untranslated' };
+      if (src1 === m.address) eth.set(this.gwMacs[ri]!, 6);
+      return { kind: 'translated' };
+    }
+    const ai = this.ruleOfAddress(from, dst0);
+    if (ai >= 0) {
+      if (dst1 === dst0) return { kind: 'pass' };
+      const mac = this.macs.get(dst1);
+      if (mac === undefined) return { kind: 'drop', reason: 'no-mac' };
+      eth.set(mac, 0);
+      return { kind: 'translated' };
+    }
+    if (this.ruleOfSource(other(from), dst0) >= 0) return { kind: 'drop', reason: 'real-address' };
+    return { kind: 'pass' };
+  }
+
+  /** A non-IPv4, non-ARP frame from `from`: a masqueraded host's MAC must not cross. */
+  other(eth: Uint8Array, from: NatSide): NatFrameResult {
+    if (this.nat.cfg.masquerade.some((m) => m.side === from) && this.knownMac(eth, 6)) {
+      return { kind: 'drop', reason: 'masquerade-untranslated' };
+    }
+    return { kind: 'pass' };
+  }
+
+  /**
+   * ARP from `from` (`eth` = the Ethernet frame, `arp` a view into it). Returns the verdict for
+   * the frame itself and frames to send: `back` (to `from`), `across` (to the other side).
+   */
+  arp(eth: Uint8Array, arpOff: number, arp: ArpPacket, from: NatSide): { r: NatFrameResult; back: Uint8Array[]; across: Uint8Array[] } {
+    const none = { back: [] as Uint8Array[], across: [] as Uint8Array[] };
+    const op = arp.operation;
+    const spa = arp.senderIp;
+    const tpa = arp.targetIp;
+    // A masqueraded host speaking.
+    const ri = this.ruleOfSource(from, spa);
+    if (ri >= 0) {
+      this.learn(spa, arp.senderMac, 0);
+      // Replies, requests for the shared address or for a neighbour of its own side stay there.
+      if (op !== ARP_OP_REQUEST || (this.ruleOfSource(from, tpa) >= 0 && this.macs.has(tpa)) || this.ruleOfAddress(other(from), tpa) >= 0 || spa === tpa) {
+        return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
+      }
+      const m = this.nat.cfg.masquerade[ri]!;
+      let list = this.pending.get(tpa);
+      if (list === undefined) {
+        if (this.pending.size >= this.maxHosts) {
+          this.counters.arpPendingFull++;
+          return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
+        }
+        list = [];
+        this.pending.set(tpa, list);
+      }
+      if (!list.some((a) => a.ip === spa)) {
+        if (list.length >= 64) list.shift();
+        list.push({ ip: spa, mac: arp.senderMac.slice() });
+      }
+      const gw = this.gwMacs[ri]!;
+      eth.set(gw, 6);
+      arp.setSenderMac(gw);
+      arp.setSenderIp(m.address);
+      this.counters.arpRelayed++;
+      return { r: { kind: 'translated' }, ...none };
+    }
+    // The other side about a shared address.
+    const ai = this.ruleOfAddress(from, tpa);
+    if (ai >= 0) {
+      const gw = this.gwMacs[ai]!;
+      if (op === ARP_OP_REQUEST) {
+        if (spa === tpa) return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none }; // a conflict probe: not ours to answer
+        const f = eth.slice();
+        const rep = f.subarray(arpOff);
+        f.set(eth.subarray(6, 12), 0);
+        f.set(gw, 6);
+        set16(rep, 6, ARP_OP_REPLY);
+        rep.set(eth.subarray(arpOff + 8, arpOff + 14), 18); // tha := requester's sha
+        set32(rep, 24, spa);
+        rep.set(gw, 8);
+        set32(rep, 14, tpa);
+        this.counters.arpAnswered++;
+        return { r: { kind: 'consumed' }, back: [f], across: [] };
+      }
+      if (op === ARP_OP_REPLY) {
+        const askers = this.pending.get(spa) ?? [];
+        this.pending.delete(spa);
+        const across = askers.map((a) => {
+          const f = eth.slice();
+          f.set(a.mac, 0);
+          const rep = f.subarray(arpOff);
+          rep.set(a.mac, 18);
+          set32(rep, 24, a.ip);
+          return f;
+        });
+        this.counters.arpDelivered += across.length;
+        return { r: { kind: 'consumed' }, back: [], across };
+      }
+      return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
+    }
+    // The other side asking for a masqueraded host.
+    if (this.ruleOfSource(other(from), tpa) >= 0 && (op === ARP_OP_REQUEST || this.macs.has(tpa))) {
+      return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
+    }
+    return { r: { kind: 'pass' }, ...none };
+  }
 }

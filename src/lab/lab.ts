@@ -49,7 +49,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type LabRole = 'client' | 'server' | 'gw';
+export type LabRole = 'client' | 'server' | 'gw' | 'client2';
+/** The namespaces every lab has (`client2` only with `clients: 2`). */
+type CoreRole = 'client' | 'server' | 'gw';
 
 export interface LabConfig {
   /** MTU of every lab link (veths, bridges, TAPs). */
@@ -67,6 +69,10 @@ export interface LabConfig {
   hub: boolean;
   /** Leave IPv6 enabled in the namespaces. */
   ipv6: boolean;
+  /** Client namespaces on br-c: 1, or 2 (adds ${prefix}-client2 with client2Addr/client2Mac). */
+  clients: 1 | 2;
+  client2Addr: string;
+  client2Mac: string;
 }
 
 export const DEFAULT_LAB_CONFIG: LabConfig = {
@@ -78,6 +84,9 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   serverMac: '02:00:0a:c8:00:02',
   hub: false,
   ipv6: false,
+  clients: 1,
+  client2Addr: '10.200.0.3/24',
+  client2Mac: '02:00:0a:c8:00:03',
 };
 
 /** Interface names (fixed: they live in the lab's own namespaces). */
@@ -108,7 +117,7 @@ export interface LabOptions {
 export interface LabInfo {
   prefix: string;
   stateDir: string;
-  namespaces: Record<LabRole, string>;
+  namespaces: Record<CoreRole, string> & { client2?: string };
   config: LabConfig;
   /** Address without prefix length, e.g. 10.200.0.1. */
   clientIp: string;
@@ -128,7 +137,8 @@ export interface LabProcess {
 export interface LabStatus {
   prefix: string;
   stateDir: string;
-  namespaces: Record<LabRole, boolean>;
+  /** `client2` only when that namespace exists. */
+  namespaces: Record<CoreRole, boolean> & { client2?: boolean };
   /** All three namespaces exist. */
   up: boolean;
   /** Per TAP: exists in gw, and a process is attached (no NO-CARRIER). */
@@ -161,7 +171,9 @@ export class LabError extends Error {
   }
 }
 
-const ROLES: readonly LabRole[] = ['client', 'server', 'gw'];
+const ROLES: readonly CoreRole[] = ['client', 'server', 'gw'];
+/** Every namespace labDown removes. */
+const ALL_ROLES: readonly LabRole[] = ['client', 'client2', 'server', 'gw'];
 const PREFIX_RE = /^[a-z][a-z0-9]{0,7}$/;
 
 /** netns/icmp-ping.py, from src/lab/ and dist/lab/ alike. */
@@ -277,17 +289,20 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   const config: LabConfig = { ...DEFAULT_LAB_CONFIG, ...options.config };
   const stateDir = options.stateDir ?? labStateDir(prefix);
   mkdirSync(stateDir, { recursive: true });
-  const ns = { client: nsName(prefix, 'client'), server: nsName(prefix, 'server'), gw: nsName(prefix, 'gw') };
+  const ns: Record<CoreRole, string> & { client2?: string } = { client: nsName(prefix, 'client'), server: nsName(prefix, 'server'), gw: nsName(prefix, 'gw') };
+  if (config.clients === 2) ns.client2 = nsName(prefix, 'client2');
   const I = LAB_IFACES;
   const mtu = String(config.mtu);
 
   const existing = nsList();
-  for (const role of ROLES) {
-    if (!existing.has(ns[role])) sh(['ip', 'netns', 'add', ns[role]]);
-    sh(['ip', '-n', ns[role], 'link', 'set', 'lo', 'up']);
+  const roles: LabRole[] = config.clients === 2 ? [...ROLES, 'client2'] : [...ROLES];
+  for (const role of roles) {
+    const n = nsName(prefix, role);
+    if (!existing.has(n)) sh(['ip', 'netns', 'add', n]);
+    sh(['ip', '-n', n, 'link', 'set', 'lo', 'up']);
     if (!config.ipv6) {
-      sysctl(ns[role], 'net.ipv6.conf.all.disable_ipv6', '1');
-      sysctl(ns[role], 'net.ipv6.conf.default.disable_ipv6', '1');
+      sysctl(n, 'net.ipv6.conf.all.disable_ipv6', '1');
+      sysctl(n, 'net.ipv6.conf.default.disable_ipv6', '1');
     }
   }
 
@@ -302,9 +317,11 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   const sides = [
     { role: 'client' as const, veth: I.vethClient, br: I.bridgeClient, tap: I.tapClient, addr: config.clientAddr, mac: config.clientMac },
     { role: 'server' as const, veth: I.vethServer, br: I.bridgeServer, tap: I.tapServer, addr: config.serverAddr, mac: config.serverMac },
-  ];
+  ] as Array<{ role: LabRole; veth: string; br: string; tap: string; addr: string; mac: string }>;
+  // The second client: its own veth (vc2) on br-c, behind the same TAP.
+  if (config.clients === 2) sides.push({ role: 'client2', veth: `${I.vethClient}2`, br: I.bridgeClient, tap: I.tapClient, addr: config.client2Addr, mac: config.client2Mac });
   for (const s of sides) {
-    const endNs = ns[s.role];
+    const endNs = nsName(prefix, s.role);
     if (!linkExists(ns.gw, s.veth) || !linkExists(endNs, I.endpoint)) {
       // A half-built pair (crash mid-way) is removed and made again.
       sh(['ip', '-n', ns.gw, 'link', 'del', s.veth], true);
@@ -501,7 +518,7 @@ export async function labDown(prefix = 'tg', opts: { stateDir?: string } = {}): 
     }
   }
   const existing = nsList();
-  for (const role of ROLES) {
+  for (const role of ALL_ROLES) {
     const ns = nsName(prefix, role);
     if (!existing.has(ns)) continue;
     // Whatever still runs in our namespace was started for the lab (labExec, a crashed test).
@@ -526,6 +543,7 @@ export function labStatus(prefix = 'tg', opts: { stateDir?: string } = {}): LabS
     client: existing.has(nsName(prefix, 'client')),
     server: existing.has(nsName(prefix, 'server')),
     gw: existing.has(nsName(prefix, 'gw')),
+    ...(existing.has(nsName(prefix, 'client2')) ? { client2: true } : {}),
   };
   const tap = (dev: string): { exists: boolean; attached: boolean } => {
     if (!namespaces.gw) return { exists: false, attached: false };
@@ -576,6 +594,8 @@ export function labExec(prefix: string, role: LabRole, argv: string[], opts: Exe
       if (timer !== undefined) clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
+    // A command that exits without reading its stdin (EPIPE) is not an error of ours.
+    child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -260,6 +260,130 @@ describe('NAT in the gateway', () => {
   });
 });
 
+const MASQ_L2 = `
+nat:
+  masquerade:
+    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100, ports: "20000-29999" }
+rules: []
+`;
+const MAC_C2 = [2, 0, 10, 200, 0, 3];
+const GW_MAC = [0x02, 0x74, 10, 200, 0, 100];
+const BCAST = [255, 255, 255, 255, 255, 255];
+const macAt = (f: Uint8Array, o: number): number[] => [...f.subarray(o, o + 6)];
+const withMacs = (f: Uint8Array, dst: number[], src: number[]): Uint8Array => {
+  f.set(dst, 0);
+  f.set(src, 6);
+  return f;
+};
+
+/** Frames out of the gateway with the side each left on. */
+function gwAny(cfg: string): { g: Gateway; send: (f: Uint8Array, from: Side) => Array<{ f: Uint8Array; to: Side }> } {
+  const g = new Gateway({ config: parseConfig(cfg, 'nat.yaml') });
+  let now = 1000;
+  return {
+    g,
+    send: (f, from) => {
+      const out: Array<{ f: Uint8Array; to: Side }> = [];
+      g.handleFrame(f, from, (now += 1), (x, to) => out.push({ f: x.slice(), to }));
+      return out;
+    },
+  };
+}
+
+describe('masquerade at layer 2 (proxy ARP, MAC rewriting)', () => {
+  it('answers ARP for the shared address on the server side with its own MAC, never forwards it', () => {
+    const { g, send } = gwAny(MASQ_L2);
+    const out = send(arp(1, MAC_S, '10.200.0.2', '10.200.0.100'), 1);
+    expect(out.length).toBe(1);
+    const { f, to } = out[0]!;
+    expect(to).toBe(1);
+    expect(macAt(f, 0)).toEqual(MAC_S);
+    expect(macAt(f, 6)).toEqual(GW_MAC);
+    expect(get16(f, 14 + 6)).toBe(2);
+    expect(macAt(f, 14 + 8)).toEqual(GW_MAC);
+    expect(str(get32(f, 14 + 14))).toBe('10.200.0.100');
+    expect(macAt(f, 14 + 18)).toEqual(MAC_S);
+    expect(str(get32(f, 14 + 24))).toBe('10.200.0.2');
+    expect(g.stats().nat?.['l2']).toMatchObject({ arpAnswered: 1 });
+  });
+
+  it('two clients share the address: source MACs become the gateway\'s, replies get each real MAC back', () => {
+    const { send } = gwAny(MASQ_L2);
+    const [a] = send(withMacs(tcp('10.200.0.1', 40000, '10.200.0.2', 21, 0x02), MAC_S, MAC_C), 0);
+    const [b] = send(withMacs(tcp('10.200.0.3', 40000, '10.200.0.2', 21, 0x02), MAC_S, MAC_C2), 0);
+    for (const x of [a!, b!]) {
+      expect(x.to).toBe(1);
+      expect(ipSrc(x.f)).toBe('10.200.0.100');
+      expect(macAt(x.f, 6)).toEqual(GW_MAC);
+      expect(macAt(x.f, 0)).toEqual(MAC_S);
+      checkSums(x.f);
+    }
+    const pa = get16(a!.f, 34);
+    const pb = get16(b!.f, 34);
+    expect(pa).not.toBe(pb);
+    const [ra] = send(withMacs(tcp('10.200.0.2', 21, '10.200.0.100', pa, 0x12), GW_MAC, MAC_S), 1);
+    const [rb] = send(withMacs(tcp('10.200.0.2', 21, '10.200.0.100', pb, 0x12), GW_MAC, MAC_S), 1);
+    expect([ra!.to, ipDst(ra!.f), get16(ra!.f, 36), macAt(ra!.f, 0)]).toEqual([0, '10.200.0.1', 40000, MAC_C]);
+    expect([rb!.to, ipDst(rb!.f), get16(rb!.f, 36), macAt(rb!.f, 0)]).toEqual([0, '10.200.0.3', 40000, MAC_C2]);
+    checkSums(ra!.f);
+    checkSums(rb!.f);
+  });
+
+  it('relays a client\'s ARP request as the shared address and delivers the reply to each asker', () => {
+    const { g, send } = gwAny(MASQ_L2);
+    const [q1] = send(arp(1, MAC_C, '10.200.0.1', '10.200.0.2'), 0);
+    expect(q1!.to).toBe(1);
+    expect(macAt(q1!.f, 6)).toEqual(GW_MAC);
+    expect(macAt(q1!.f, 14 + 8)).toEqual(GW_MAC);
+    expect(str(get32(q1!.f, 14 + 14))).toBe('10.200.0.100');
+    const [q2] = send(arp(1, MAC_C2, '10.200.0.3', '10.200.0.2'), 0);
+    expect(str(get32(q2!.f, 14 + 14))).toBe('10.200.0.100');
+    // The server answers the shared address.
+    const rep = arp(2, MAC_S, '10.200.0.2', '10.200.0.100');
+    rep.set(GW_MAC, 0);
+    rep.set(GW_MAC, 14 + 18);
+    const out = send(rep, 1);
+    expect(out.map((o) => [o.to, macAt(o.f, 0), macAt(o.f, 14 + 18), str(get32(o.f, 14 + 24)), macAt(o.f, 14 + 8)])).toEqual([
+      [0, MAC_C, MAC_C, '10.200.0.1', MAC_S],
+      [0, MAC_C2, MAC_C2, '10.200.0.3', MAC_S],
+    ]);
+    // Answered once: a second reply finds no asker.
+    expect(send(rep, 1)).toEqual([]);
+    expect(g.stats().nat?.['l2']).toMatchObject({ arpRelayed: 2, arpDelivered: 2, macs: 2 });
+  });
+
+  it('the server side never sees or reaches a real client address or MAC', () => {
+    const { g, send } = gwAny(MASQ_L2);
+    send(withMacs(tcp('10.200.0.1', 40000, '10.200.0.2', 21, 0x02), MAC_S, MAC_C), 0);
+    // Server → real client: IP and ARP dropped.
+    expect(send(withMacs(echo('10.200.0.2', '10.200.0.1', 8, 7), MAC_C, MAC_S), 1)).toEqual([]);
+    expect(send(arp(1, MAC_S, '10.200.0.2', '10.200.0.3'), 1)).toEqual([]);
+    // A client's ARP reply or a request for a known neighbour does not cross.
+    expect(send(withMacs(arp(2, MAC_C, '10.200.0.1', '10.200.0.2'), MAC_S, MAC_C), 0)).toEqual([]);
+    expect(send(arp(1, MAC_C2, '10.200.0.3', '10.200.0.1'), 0)).toEqual([]);
+    // An untranslatable protocol (GRE) and a non-IPv4 frame from a client's MAC.
+    expect(send(eth(ipv4(47, '10.200.0.1', '10.200.0.2', new Uint8Array(8))), 0)).toEqual([]);
+    expect(send(eth(new Uint8Array(46), 0x88cc), 0)).toEqual([]);
+    expect(g.stats().gateway.natDropped).toEqual({ 'real-address': 1, 'arp-real-address': 3, 'masquerade-untranslated': 2 });
+    // A connection for a host whose MAC was never seen: dropped, counted.
+    const r = g.nat!.expectData(0, 'tcp', ip('10.200.0.9'), 45000, ip('10.200.0.2'), 1001, 'x');
+    expect(send(withMacs(tcp('10.200.0.2', 20, '10.200.0.100', r!.port, 0x02), GW_MAC, MAC_S), 1)).toEqual([]);
+    expect(g.stats().gateway.natDropped['no-mac']).toBe(1);
+  });
+
+  it('an expected connection from the server (active FTP) reaches the right client MAC', () => {
+    const { g, send } = gwAny(MASQ_L2);
+    send(withMacs(tcp('10.200.0.3', 40001, '10.200.0.2', 21, 0x02), MAC_S, MAC_C2), 0);
+    const r = g.nat!.expectData(0, 'tcp', ip('10.200.0.3'), 45000, ip('10.200.0.2'), 1001, 'x');
+    expect(r).toBeTruthy();
+    const [c] = send(withMacs(tcp('10.200.0.2', 20, '10.200.0.100', r!.port, 0x02), GW_MAC, MAC_S), 1);
+    expect([c!.to, ipDst(c!.f), get16(c!.f, 36), macAt(c!.f, 0)]).toEqual([0, '10.200.0.3', 45000, MAC_C2]);
+    checkSums(c!.f);
+    const [back] = send(withMacs(tcp('10.200.0.3', 45000, '10.200.0.2', 20, 0x12), MAC_S, MAC_C2), 0);
+    expect([ipSrc(back!.f), get16(back!.f, 34), macAt(back!.f, 6)]).toEqual(['10.200.0.100', r!.port, GW_MAC]);
+  });
+});
+
 describe('the nat: config section', () => {
   it('parses 1:1, masquerade, timeouts and limits', () => {
     const c = parseConfig(`${MASQ}\n`.replace('rules: []', 'rules: []\n') + '', 'x.yaml');
