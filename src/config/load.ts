@@ -206,6 +206,8 @@ function compileNat(n: NonNullable<RawConfig['nat']>): NatSettings {
   return { table: natConfig(input), ftpClientSide: sideOf(n.ftpClientSide ?? 'client') };
 }
 
+const FTP_CONTROL_PORT: PortRange = { lo: 21, hi: 21 };
+
 function compileRule(r: RawConfig['rules'][number], index: number, offset: number | undefined, lc: LineCounter): Rule {
   const pos = offset === undefined ? { line: 0, col: 0 } : lc.linePos(offset);
   const m = r.match ?? {};
@@ -216,6 +218,8 @@ function compileRule(r: RawConfig['rules'][number], index: number, offset: numbe
   if (m.address !== undefined) match.address = m.address;
   if (m.clientAddress !== undefined) match.clientAddress = m.clientAddress;
   if (m.serverAddress !== undefined) match.serverAddress = m.serverAddress;
+  // The ftp agent's well-known port: a rule `agent: ftp` without `match` applies to port 21.
+  if (r.agent === 'ftp' && r.match == null) match.serverPort = [FTP_CONTROL_PORT];
   const directions = new Set<Direction>(r.direction === 'both' ? ['c2s', 's2c'] : [r.direction]);
   const common: RuleCommon = { index, match, direction: r.direction, directions, line: pos.line, col: pos.col };
   if (r.name !== undefined) common.name = r.name;

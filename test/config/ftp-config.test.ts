@@ -18,6 +18,14 @@ function errorOf(text: string): ConfigError {
 }
 
 describe('config: agent ftp', () => {
+  it('an ftp rule without match applies to the FTP control port 21 (server side) only', () => {
+    const c = parseConfig('rules:\n  - agent: ftp\n', 'conf.yaml');
+    const conn = (serverPort: number) => ({ clientAddr: parseIPv4('10.0.0.1')!, clientPort: 40000, serverAddr: parseIPv4('10.0.0.2')!, serverPort });
+    expect(selectRule(c, conn(21))?.rule.agent).toBe('ftp');
+    expect(selectRule(c, conn(80))).toBeUndefined();
+    expect(selectRule(c, { ...conn(2121), clientPort: 21 })).toBeUndefined();
+  });
+
   it('examples/ftp-static.yaml loads: an ftp rule on server port 21 with both static mappings', () => {
     const c = loadConfig(example('ftp-static.yaml'));
     expect(c.rules).toHaveLength(1);
