@@ -249,6 +249,8 @@ export class Gateway {
   private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
   private lastExpireMs = 0;
+  /** Flows whose connection has a timer pending (see tick). */
+  private readonly timed = new Set<Flow<Connection<SegTag>>>();
   private readonly ratelog: RateLog;
   /** Engine drop counters as last logged (logStreamEvents). */
   private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
@@ -266,7 +268,10 @@ export class Gateway {
     this.verify = opts.verifyChecksums ?? true;
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.flows = new FlowTable(this.limits);
-    this.flows.onRemove = (f) => f.conn?.dispose();
+    this.flows.onRemove = (f) => {
+      f.conn?.dispose();
+      this.timed.delete(f);
+    };
     const log = opts.log;
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
     const natCfg = opts.config?.nat;
@@ -473,11 +478,20 @@ export class Gateway {
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */
   tick(nowMs: number, emit: Emit): void {
-    for (const f of this.flows.values()) {
+    // Only connections with a timer pending (held bytes, a gateway-originated segment) are
+    // visited: walking the whole table every tick made the cost grow with idle connections.
+    for (const f of this.timed) {
       const conn = f.conn;
-      if (!conn || conn.nextTimerMs() > nowMs) continue;
+      if (!conn) {
+        this.timed.delete(f);
+        continue;
+      }
+      const due = conn.nextTimerMs();
+      if (due === Infinity) this.timed.delete(f);
+      if (due > nowMs) continue;
       conn.tick(nowMs, this.outs);
       this.flushOuts(f, emit);
+      if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
     }
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
@@ -578,6 +592,7 @@ export class Gateway {
     const s = this.stream;
     const drops0 = s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation;
     conn.handle(side, fields, payload, tag, nowMs, this.outs);
+    if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
     if (this.outs.length === 0) this.counters.withheld++;
     if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
       this.logStreamEvents(f.id, seq, nowMs);
