@@ -16,14 +16,13 @@
  *   the addresses it connected to) and lftp's debug transcript name 10.200.0.102 only; vsftpd's
  *   log names 10.200.0.101 only; the client cannot reach 10.200.0.2 at all.
  */
-import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec, labPing, labSpawn, labStateDir, labUp } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import { labDown, labExec, labPing } from '../../src/lab/lab.js';
+import { describeE2E, REPO } from '../lab/e2e-env.js';
+import { ftpProblems, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
+import { gatewayStats as stats, labUpWithGateway, netnsList, randomFile, sha, shaFile } from './lab-helpers.js';
 
 const P = 'tgfd';
 const SERVER = '10.200.0.2';
@@ -35,36 +34,9 @@ const BIG = 50 << 20;
 /** The real server address in dotted or 227 (comma) form, not as a prefix of e.g. 10.200.0.20x. */
 const REAL_SERVER_RE = /(?<![\d.,])10[.,]200[.,]0[.,]2(?![\d])/;
 
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-const shaFile = (path: string): Promise<string> =>
-  new Promise((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(path).on('data', (c) => h.update(c)).on('end', () => res(h.digest('hex'))).on('error', rej);
-  });
+const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
 
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
-
-function gatewayStats(): Record<string, Record<string, unknown>> {
-  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
-  const log = join(labStateDir(P), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Record<string, Record<string, unknown>>;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
-
-const ftpId = (): number => Number(spawnSync('id', ['-u', 'ftp'], { encoding: 'utf8' }).stdout.trim());
-
-describeE2E('FTP to a published server through destination NAT in the lab', [...e2eProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'lftp']), ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)'])], () => {
+describeE2E('FTP to a published server through destination NAT in the lab', ftpProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'lftp']), () => {
   let dir = '';
   let root = '';
   let vlog = '';
@@ -73,44 +45,14 @@ describeE2E('FTP to a published server through destination NAT in the lab', [...
   const timings: string[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-ftpd-'));
-    chmodSync(dir, 0o755);
-    root = join(dir, 'root');
-    mkdirSync(root, { mode: 0o755 });
-    mkdirSync(join(root, 'up'), { mode: 0o755 });
-    chownSync(join(root, 'up'), ftpId(), ftpId());
-    mkdirSync(join(dir, 'empty'), { mode: 0o755 });
-    data = randomBytes(SIZE);
-    writeFileSync(join(root, 'data.bin'), data);
-    chmodSync(join(root, 'data.bin'), 0o644);
-    const big = randomBytes(BIG);
-    bigSha = sha(big);
-    writeFileSync(join(root, 'big.bin'), big);
-    chmodSync(join(root, 'big.bin'), 0o644);
-    writeFileSync(join(dir, 'upload.bin'), data);
-    vlog = join(dir, 'vsftpd.log');
-    writeFileSync(join(dir, 'vsftpd.conf'), [
-      'listen=YES', 'listen_ipv6=NO', `listen_address=${SERVER}`, 'listen_port=21', 'background=NO',
-      'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'local_enable=NO',
-      'write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022',
-      'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
-      'port_promiscuous=NO', 'pasv_promiscuous=NO',
-      `secure_chroot_dir=${join(dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
-      'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${vlog}`,
-      '',
-    ].join('\n'));
+    const fx = vsftpdFixture(SERVER, SIZE, 'tapgate-ftpd-');
+    ({ dir, root, vlog, data } = fx);
+    bigSha = sha(randomFile(join(root, 'big.bin'), BIG, 0o644));
     writeFileSync(join(dir, 'ftp-dnat.yaml'), readFileSync(join(REPO, 'examples/ftp-dnat.yaml')));
     await labDown(P);
-    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'ftp-dnat.yaml')];
-    await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
-    labSpawn(P, 'server', 'vsftpd', ['vsftpd', join(dir, 'vsftpd.conf')]);
-    const end = Date.now() + 15_000;
-    for (;;) {
-      const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '3', `ftp://${PUBLISHED}/`]);
-      if (r.code === 0 && r.stdout.includes('data.bin')) break;
-      if (Date.now() > end) throw new Error(`vsftpd not reachable at ${PUBLISHED} through the gateway: ${r.stderr}`);
-      await new Promise((res) => setTimeout(res, 300));
-    }
+    await labUpWithGateway(P, join(dir, 'ftp-dnat.yaml'));
+    startVsftpd(P, fx.conf);
+    await waitVsftpd(P, PUBLISHED);
   }, 90_000);
 
   afterAll(async () => {

@@ -1,38 +1,57 @@
 /**
- * Shared by the FTP end-to-end tests (ftp-nat, ftp-masq): the namespaces present, the gateway's
- * statistics (SIGUSR1), and a vsftpd (Debian) served directory with a private config.
+ * Shared by the FTP end-to-end tests (ftp-nat, ftp-masq, ftp-dnat, ftp-split, kernel-ftp): the
+ * preflight (an `ftp` user), a vsftpd (Debian) served directory with a private config, and
+ * waiting until vsftpd answers. Lab-wide helpers (sha256, namespaces, gateway statistics) are in
+ * lab-helpers.ts and re-exported here.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labStateDir } from '../../src/lab/lab.js';
+import { labExec, labSpawn, type LabRole } from '../../src/lab/lab.js';
+import { e2eProblems } from '../lab/e2e-env.js';
+import { randomFile, tempDir, waitUntil } from './lab-helpers.js';
 
-export const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-export function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
-
-/** The gateway's statistics line, printed on SIGUSR1 into the lab's gateway.log. */
-export function gatewayStats(prefix: string): Record<string, Record<string, unknown>> {
-  const pid = JSON.parse(readFileSync(join(labStateDir(prefix), 'gateway.pid'), 'utf8')).pid as number;
-  const log = join(labStateDir(prefix), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Record<string, Record<string, unknown>>;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
+export { gatewayStats, netnsList, sha } from './lab-helpers.js';
 
 export const ftpId = (): number => Number(spawnSync('id', ['-u', 'ftp'], { encoding: 'utf8' }).stdout.trim());
+
+/** e2eProblems(tools), plus the `ftp` user vsftpd needs. */
+export function ftpProblems(tools: string[]): string[] {
+  return [...e2eProblems(tools), ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)'])];
+}
+
+/**
+ * A vsftpd served tree in a new temporary directory: vsftpd refuses a writable anonymous root, so
+ * root/ is root's and uploads go to root/up (ftp's); empty/ is the secure_chroot_dir.
+ */
+export function vsftpdTree(tmpPrefix: string): { dir: string; root: string } {
+  const dir = tempDir(tmpPrefix);
+  const root = join(dir, 'root');
+  mkdirSync(root, { mode: 0o755 });
+  mkdirSync(join(root, 'up'), { mode: 0o755 });
+  chownSync(join(root, 'up'), ftpId(), ftpId());
+  mkdirSync(join(dir, 'empty'), { mode: 0o755 });
+  return { dir, root };
+}
+
+/**
+ * A vsftpd config: anonymous (with uploads unless `write` is false), listening on `listen`:21,
+ * passive ports 40000-40100, port_promiscuous=NO (PORT/EPRT must name the control connection's
+ * peer), the protocol logged to `log`.
+ */
+export function vsftpdConf(o: { dir: string; root: string; listen: string; log: string; write?: boolean }): string {
+  const write = o.write ?? true;
+  return [
+    'listen=YES', 'listen_ipv6=NO', `listen_address=${o.listen}`, 'listen_port=21', 'background=NO',
+    'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${o.root}`, 'local_enable=NO',
+    ...(write ? ['write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022'] : ['write_enable=NO']),
+    'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
+    'port_promiscuous=NO', 'pasv_promiscuous=NO',
+    `secure_chroot_dir=${join(o.dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
+    'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${o.log}`,
+    '',
+  ].join('\n');
+}
 
 export interface FtpFixture {
   /** Temporary directory (remove it when done). */
@@ -44,38 +63,31 @@ export interface FtpFixture {
   /** vsftpd's config file. */
   conf: string;
   /** The random content of root/data.bin and dir/upload.bin. */
-  data: Buffer;
+  data: Buffer<ArrayBuffer>;
 }
 
 /**
- * A vsftpd served tree and config: anonymous with an upload directory, listening on `server`:21,
- * passive ports 40000-40100, port_promiscuous=NO (PORT/EPRT must name the control connection's
- * peer), the protocol logged.
+ * vsftpdTree + vsftpdConf (with uploads, listening on `server`) in dir/vsftpd.conf, logging to
+ * dir/vsftpd.log, and `size` random bytes in root/data.bin and dir/upload.bin.
  */
-export function vsftpdFixture(server: string, size: number): FtpFixture {
-  const dir = mkdtempSync(join(tmpdir(), 'tapgate-ftp-'));
-  chmodSync(dir, 0o755);
-  // vsftpd refuses a writable anonymous root: root is root's, uploads go to up/ (ftp's).
-  const root = join(dir, 'root');
-  mkdirSync(root, { mode: 0o755 });
-  mkdirSync(join(root, 'up'), { mode: 0o755 });
-  chownSync(join(root, 'up'), ftpId(), ftpId());
-  mkdirSync(join(dir, 'empty'), { mode: 0o755 });
-  const data = randomBytes(size);
-  writeFileSync(join(root, 'data.bin'), data);
-  chmodSync(join(root, 'data.bin'), 0o644);
+export function vsftpdFixture(server: string, size: number, tmpPrefix = 'tapgate-ftp-'): FtpFixture {
+  const { dir, root } = vsftpdTree(tmpPrefix);
+  const data = randomFile(join(root, 'data.bin'), size, 0o644);
   writeFileSync(join(dir, 'upload.bin'), data);
   const vlog = join(dir, 'vsftpd.log');
   const conf = join(dir, 'vsftpd.conf');
-  writeFileSync(conf, [
-    'listen=YES', 'listen_ipv6=NO', `listen_address=${server}`, 'listen_port=21', 'background=NO',
-    'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'local_enable=NO',
-    'write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022',
-    'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
-    'port_promiscuous=NO', 'pasv_promiscuous=NO',
-    `secure_chroot_dir=${join(dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
-    'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${vlog}`,
-    '',
-  ].join('\n'));
+  writeFileSync(conf, vsftpdConf({ dir, root, listen: server, log: vlog }));
   return { dir, root, vlog, conf, data };
+}
+
+/** Starts vsftpd with `conf` in the lab's server namespace. */
+export function startVsftpd(prefix: string, conf: string): number {
+  return labSpawn(prefix, 'server', 'vsftpd', ['vsftpd', conf]);
+}
+
+/** Waits (15 s) until curl in `role` lists `server`'s root with data.bin in it. */
+export async function waitVsftpd(prefix: string, server: string, role: LabRole = 'client'): Promise<void> {
+  await waitUntil(15_000, 300, () => labExec(prefix, role, ['curl', '-sS', '--max-time', '3', `ftp://${server}/`]),
+    (r) => r.code === 0 && r.stdout.includes('data.bin'),
+    (r) => `vsftpd not reachable at ${server} from ${prefix} ${role}: ${r.stderr}`);
 }

@@ -16,9 +16,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec, labKill, labPing, labSpawn, labUp, type LabRole } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
-import { gatewayStats, netnsList, sha, vsftpdFixture, type FtpFixture } from './ftp-helpers.js';
+import { labDown, labExec, labKill, labPing, labSpawn, type LabRole } from '../../src/lab/lab.js';
+import { REPO, describeE2E } from '../lab/e2e-env.js';
+import { ftpProblems, gatewayStats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd, type FtpFixture } from './ftp-helpers.js';
+import { labUpWithGateway } from './lab-helpers.js';
 
 const P = 'tgm';
 const SERVER = '10.200.0.2';
@@ -30,10 +31,7 @@ const CLIENTS: Array<{ role: LabRole; ip: string; mac: string }> = [
   { role: 'client2', ip: '10.200.0.3', mac: '02:00:0a:c8:00:03' },
 ];
 const SIZE = 4 << 20;
-const problems = [
-  ...e2eProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'tcpdump']),
-  ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)']),
-];
+const problems = ftpProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'tcpdump']);
 
 for (const vnet of [true, false]) describeE2E(`FTP through masquerade in the lab, two clients at once (${vnet ? 'TAP GSO' : 'no vnet header'})`, problems, () => {
   const nsBefore = netnsList();
@@ -44,21 +42,12 @@ for (const vnet of [true, false]) describeE2E(`FTP through masquerade in the lab
     fx = vsftpdFixture(SERVER, SIZE);
     pcap = join(fx.dir, 'server.pcap');
     await labDown(P);
-    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(REPO, 'examples/masquerade.yaml'), ...(vnet ? [] : ['--no-vnet-hdr'])];
-    await labUp({ prefix: P, config: { clients: 2 }, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
+    await labUpWithGateway(P, join(REPO, 'examples/masquerade.yaml'), vnet ? [] : ['--no-vnet-hdr'], { config: { clients: 2 } });
     // Everything the server's interface sees, from before the first frame crosses.
     labSpawn(P, 'server', 'tcpdump', ['tcpdump', '-i', 'eth0', '-nn', '-U', '-s', '128', '-w', pcap]);
-    labSpawn(P, 'server', 'vsftpd', ['vsftpd', fx.conf]);
+    startVsftpd(P, fx.conf);
     await new Promise((res) => setTimeout(res, 500));
-    for (const c of CLIENTS) {
-      const end = Date.now() + 15_000;
-      for (;;) {
-        const r = await labExec(P, c.role, ['curl', '-sS', '--max-time', '3', `ftp://${SERVER}/`]);
-        if (r.code === 0 && r.stdout.includes('data.bin')) break;
-        if (Date.now() > end) throw new Error(`vsftpd not reachable from ${c.ip} through the gateway: ${r.stderr}`);
-        await new Promise((res) => setTimeout(res, 300));
-      }
-    }
+    for (const c of CLIENTS) await waitVsftpd(P, SERVER, c.role);
   }, 90_000);
 
   afterAll(async () => {

@@ -12,13 +12,13 @@
  *   does not answer ping while 10.200.0.101 does.
  * All of it with TAP GSO (vnet header, partial checksums) and without.
  */
-import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec, labPing, labSpawn, labUp } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
-import { gatewayStats as stats, netnsList, sha, vsftpdFixture } from './ftp-helpers.js';
+import { labDown, labExec, labPing } from '../../src/lab/lab.js';
+import { describeE2E, REPO } from '../lab/e2e-env.js';
+import { ftpProblems, gatewayStats as stats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
+import { labUpWithGateway } from './lab-helpers.js';
 
 const P = 'tgf';
 const SERVER = '10.200.0.2';
@@ -28,7 +28,7 @@ const SIZE = 4 << 20;
 
 const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
 
-for (const vnet of [true, false]) describeE2E(`FTP through NAT in the lab (${vnet ? 'TAP GSO' : 'no vnet header'})`, [...e2eProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'lftp']), ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)'])], () => {
+for (const vnet of [true, false]) describeE2E(`FTP through NAT in the lab (${vnet ? 'TAP GSO' : 'no vnet header'})`, ftpProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'lftp']), () => {
   const nsBefore = netnsList();
   let dir = '';
   let root = '';
@@ -40,16 +40,9 @@ for (const vnet of [true, false]) describeE2E(`FTP through NAT in the lab (${vne
     ({ dir, root, vlog, data } = fx);
     writeFileSync(join(dir, 'ftp-nat.yaml'), readFileSync(join(REPO, 'examples/ftp-nat.yaml')));
     await labDown(P);
-    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'ftp-nat.yaml'), ...(vnet ? [] : ['--no-vnet-hdr'])];
-    await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
-    labSpawn(P, 'server', 'vsftpd', ['vsftpd', fx.conf]);
-    const end = Date.now() + 15_000;
-    for (;;) {
-      const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '3', `ftp://${SERVER}/`]);
-      if (r.code === 0 && r.stdout.includes('data.bin')) break;
-      if (Date.now() > end) throw new Error(`vsftpd not reachable through the gateway: ${r.stderr}`);
-      await new Promise((res) => setTimeout(res, 300));
-    }
+    await labUpWithGateway(P, join(dir, 'ftp-nat.yaml'), vnet ? [] : ['--no-vnet-hdr']);
+    startVsftpd(P, fx.conf);
+    await waitVsftpd(P, SERVER);
   }, 90_000);
 
   afterAll(async () => {

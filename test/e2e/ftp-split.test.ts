@@ -19,14 +19,13 @@
  * part 2 held (in order). The client repeats each k (a new data port each time) until it has seen
  * a reordered try, so every k is proven with its parts reordered, and every try must work.
  */
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec, labSpawn, labStateDir, labUp } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import { labDown, labExec } from '../../src/lab/lab.js';
+import { describeE2E, REPO } from '../lab/e2e-env.js';
+import { ftpProblems, startVsftpd, vsftpdConf, vsftpdTree } from './ftp-helpers.js';
+import { gatewayStats as stats, labUpWithGateway, netnsList, sha, waitUntil } from './lab-helpers.js';
 
 const P = 'tgfs';
 const SERVER = '10.200.0.2';
@@ -39,27 +38,7 @@ const REORDER_MS = 90;
 interface KResult { k: number; tries: number; ok: boolean; reordered: boolean; latMs: number[]; error?: string }
 interface SplitReport { cmd: string; len: number; command: string; results: KResult[]; okAll: boolean; reorderedAll: boolean; tries: number; ms: number }
 
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
-
-function gatewayStats(): Record<string, Record<string, unknown>> {
-  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
-  const log = join(labStateDir(P), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Record<string, Record<string, unknown>>;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
-
-const ftpId = (): number => Number(spawnSync('id', ['-u', 'ftp'], { encoding: 'utf8' }).stdout.trim());
+const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
 
 const summary = (r: SplitReport): string => {
   const lats = r.results.flatMap((x) => x.latMs);
@@ -80,47 +59,29 @@ const variants: Array<{ name: string; impairIn?: string; clientArgs: string[] }>
   },
 ];
 
-for (const variant of variants) describeE2E(`FTP PORT/EPRT split across two segments at every byte (${variant.name})`, [...e2eProblems(['ip', 'unshare', 'python3', 'vsftpd']), ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)'])], () => {
+for (const variant of variants) describeE2E(`FTP PORT/EPRT split across two segments at every byte (${variant.name})`, ftpProblems(['ip', 'unshare', 'python3', 'vsftpd']), () => {
   let dir = '';
   let vlog = '';
   let smallSha = '';
   const lines: string[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-ftps-'));
-    chmodSync(dir, 0o755);
-    const root = join(dir, 'root');
-    mkdirSync(root, { mode: 0o755 });
-    mkdirSync(join(root, 'up'), { mode: 0o755 });
-    chownSync(join(root, 'up'), ftpId(), ftpId());
-    mkdirSync(join(dir, 'empty'), { mode: 0o755 });
+    let root: string;
+    ({ dir, root } = vsftpdTree('tapgate-ftps-'));
     const small = Buffer.from('split PORT/EPRT test file\n'.repeat(200));
-    smallSha = createHash('sha256').update(small).digest('hex');
+    smallSha = sha(small);
     writeFileSync(join(root, 'small.txt'), small);
     chmodSync(join(root, 'small.txt'), 0o644);
     vlog = join(dir, 'vsftpd.log');
-    writeFileSync(join(dir, 'vsftpd.conf'), [
-      'listen=YES', 'listen_ipv6=NO', `listen_address=${SERVER}`, 'listen_port=21', 'background=NO',
-      'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'local_enable=NO',
-      'write_enable=NO', 'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
-      'port_promiscuous=NO', 'pasv_promiscuous=NO',
-      `secure_chroot_dir=${join(dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
-      'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${vlog}`,
-      '',
-    ].join('\n'));
+    writeFileSync(join(dir, 'vsftpd.conf'), vsftpdConf({ dir, root, listen: SERVER, log: vlog, write: false }));
     writeFileSync(join(dir, 'ftp-nat.yaml'), readFileSync(join(REPO, 'examples/ftp-nat.yaml')));
     await labDown(P);
-    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'ftp-nat.yaml'),
-      ...(variant.impairIn !== undefined ? ['--impair-in-a', variant.impairIn] : [])];
-    await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
-    labSpawn(P, 'server', 'vsftpd', ['vsftpd', join(dir, 'vsftpd.conf')]);
-    const end = Date.now() + 15_000;
-    for (;;) {
-      const r = await labExec(P, 'client', ['python3', '-c', `import socket; s=socket.create_connection(('${SERVER}',21),2); assert s.recv(100).startswith(b'220')`]);
-      if (r.code === 0) break;
-      if (Date.now() > end) throw new Error(`vsftpd not reachable through the gateway: ${r.stderr}`);
-      await new Promise((res) => setTimeout(res, 300));
-    }
+    await labUpWithGateway(P, join(dir, 'ftp-nat.yaml'), variant.impairIn !== undefined ? ['--impair-in-a', variant.impairIn] : []);
+    startVsftpd(P, join(dir, 'vsftpd.conf'));
+    await waitUntil(15_000, 300,
+      () => labExec(P, 'client', ['python3', '-c', `import socket; s=socket.create_connection(('${SERVER}',21),2); assert s.recv(100).startswith(b'220')`]),
+      (r) => r.code === 0,
+      (r) => `vsftpd not reachable through the gateway: ${r.stderr}`);
   }, 90_000);
 
   afterAll(async () => {

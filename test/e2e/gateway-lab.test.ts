@@ -7,21 +7,18 @@
  * - ping, ARP and UDP are bridged unchanged.
  * The gateway runs from the sources (tsx), so the test does not depend on a fresh dist/.
  */
-import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labExec, labPing, labSpawn, labStateDir, labUp } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import { labDown, labExec, labPing, labSpawn } from '../../src/lab/lab.js';
+import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
+import {
+  expectedRewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText, sha, startHttpServer,
+  tempDir, waitUntil, WITH_LONG, WITH_SHORT,
+} from './lab-helpers.js';
 
 const P = 'tge';
 const SERVER = '10.200.0.2';
-const FIND_SHORT = 'needle-long-word';
-const WITH_SHORT = 'pin';
-const FIND_LONG = 'cat';
-const WITH_LONG = 'a much longer replacement text for cat';
 
 const CONFIG = `
 rules:
@@ -33,48 +30,7 @@ rules:
       - { find: "${FIND_LONG}", with: "${WITH_LONG}" }
 `;
 
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
-
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-/** Text where the patterns fall everywhere, including across 1448-byte segments and GSO frames. */
-function rewriteText(size: number): string {
-  const parts: string[] = [];
-  let n = 0;
-  let i = 0;
-  while (n < size) {
-    // Filler of varying length walks the occurrences through every offset of a segment.
-    const filler = 'x'.repeat((i * 37) % 1500) + ` ${i} `;
-    const p = i % 3 === 0 ? FIND_SHORT : i % 3 === 1 ? FIND_LONG : `${FIND_LONG}${FIND_SHORT}`;
-    parts.push(filler, p);
-    n += filler.length + p.length;
-    i++;
-  }
-  return parts.join('');
-}
-
-function expectedRewrite(s: string): string {
-  // The replace agent picks the leftmost match; these patterns never overlap each other.
-  return s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
-}
-
-function gatewayStats(): Record<string, Record<string, unknown>> {
-  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
-  const log = join(labStateDir(P), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Record<string, Record<string, unknown>>;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
+const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
 
 describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', 'curl']), () => {
   const nsBefore = netnsList();
@@ -83,12 +39,8 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
   let text = '';
 
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-e2e-'));
-    chmodSync(dir, 0o755);
-    for (const [name, size] of [['1k', 1024], ['1m', 1 << 20], ['50m', 50 << 20]] as const) {
-      files[name] = randomBytes(size);
-      writeFileSync(join(dir, name), files[name]!);
-    }
+    dir = tempDir('tapgate-e2e-');
+    for (const [name, size] of [['1k', 1024], ['1m', 1 << 20], ['50m', 50 << 20]] as const) files[name] = randomFile(join(dir, name), size);
     text = rewriteText(3 << 20);
     writeFileSync(join(dir, 'text.txt'), text);
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
@@ -105,27 +57,18 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
     describe(vnet ? 'with TAP GSO (vnet header)' : 'without vnet header', () => {
       beforeAll(async () => {
         await labDown(P);
-        const argv = [
-          process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run',
-          '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'config.yaml'), ...(vnet ? [] : ['--no-vnet-hdr']),
-        ];
-        await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
-        for (const port of ['8000', '8001']) {
-          labSpawn(P, 'server', `http${port}`, ['python3', '-m', 'http.server', port, '--bind', SERVER, '--directory', dir]);
-        }
+        await labUpWithGateway(P, join(dir, 'config.yaml'), vnet ? [] : ['--no-vnet-hdr']);
+        for (const port of ['8000', '8001']) startHttpServer(P, SERVER, port, dir);
         labSpawn(P, 'server', 'udpecho', [
           'python3', '-c',
           'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("0.0.0.0",9999))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d[::-1],a)',
         ]);
         // Wait for both HTTP servers (through the gateway).
         for (const port of ['8000', '8001']) {
-          const end = Date.now() + 15_000;
-          for (;;) {
-            const r = await labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${port}/1k`]);
-            if (r.stdout === '200') break;
-            if (Date.now() > end) throw new Error(`http.server on ${port} not reachable through the gateway: ${r.stderr}`);
-            await new Promise((res) => setTimeout(res, 200));
-          }
+          await waitUntil(15_000, 200,
+            () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${port}/1k`]),
+            (r) => r.stdout === '200',
+            (r) => `http.server on ${port} not reachable through the gateway: ${r.stderr}`);
         }
       });
 

@@ -14,21 +14,18 @@
  * The gateway runs from the sources (tsx), so the test does not depend on a fresh dist/.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labExec, labKill, labSpawn, labStateDir, labStatus, labUp } from '../../src/lab/lab.js';
+import { labDown, labExec, labKill, labSpawn, labStatus, labUp } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import {
+  expectedRewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, MAIN, netnsList, rewriteText, sha, startHttpServer, tempDir,
+  waitUntil, WITH_LONG, WITH_SHORT, type GatewayStats,
+} from './lab-helpers.js';
 
 const P = 'tgi';
 const SERVER = '10.200.0.2';
-const MAIN = join(REPO, 'src/cli/main.ts');
-const FIND_SHORT = 'needle-long-word';
-const WITH_SHORT = 'pin';
-const FIND_LONG = 'cat';
-const WITH_LONG = 'a much longer replacement text for cat';
 
 // holdTimeoutMs: bytes the agent holds back (a segment ending in "ca" or "needle-") are flushed
 // unrewritten when the next bytes take longer than the hold timeout — by design (DESIGN.md §2).
@@ -111,49 +108,10 @@ const CASES: Case[] = [
   },
 ];
 
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
-
-const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
-
-/** Text where the patterns fall everywhere, including across 1448-byte segments and GSO frames. */
-function rewriteText(size: number): string {
-  const parts: string[] = [];
-  let n = 0;
-  let i = 0;
-  while (n < size) {
-    const filler = 'x'.repeat((i * 37) % 1500) + ` ${i} `;
-    const p = i % 3 === 0 ? FIND_SHORT : i % 3 === 1 ? FIND_LONG : `${FIND_LONG}${FIND_SHORT}`;
-    parts.push(filler, p);
-    n += filler.length + p.length;
-    i++;
-  }
-  return parts.join('');
-}
-
-function expectedRewrite(s: string): string {
-  return s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
-}
-
-type Stats = Record<string, Record<string, any>>;
+type Stats = GatewayStats;
 
 /** The running gateway's statistics (SIGUSR1 → one JSON line in its log). */
-function gatewayStats(): Stats {
-  const pid = JSON.parse(readFileSync(join(labStateDir(P), 'gateway.pid'), 'utf8')).pid as number;
-  const log = join(labStateDir(P), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Stats;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
+const gatewayStats = (): Stats => stats(P);
 
 function firstDifference(got: string, exp: string): string {
   let i = 0;
@@ -171,8 +129,7 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
   const timings: string[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-impair-'));
-    chmodSync(dir, 0o755);
+    dir = tempDir('tapgate-impair-');
     text = rewriteText(3 << 20);
     expected = expectedRewrite(text);
     writeFileSync(join(dir, 'text.txt'), text);
@@ -185,7 +142,7 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
     await labDown(P);
     // The lab without a gateway first; each case starts its own.
     await labUp({ prefix: P });
-    labSpawn(P, 'server', 'http8001', ['python3', '-m', 'http.server', '8001', '--bind', SERVER, '--directory', dir]);
+    startHttpServer(P, SERVER, 8001, dir);
     labSpawn(P, 'server', 'sink8002', ['python3', join(dir, 'sink.py'), SERVER, '8002']);
   });
 
@@ -203,20 +160,15 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
 
       beforeAll(async () => {
         await labKill(P, 'gateway');
-        const argv = [
-          process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s',
-          '--config', join(dir, 'config.yaml'), ...(c.vnet ? [] : ['--no-vnet-hdr']),
+        await labUpWithGateway(P, join(dir, 'config.yaml'), [
+          ...(c.vnet ? [] : ['--no-vnet-hdr']),
           ...Object.entries(c.impair).flatMap(([k, v]) => [`--${k}`, v]),
-        ];
-        await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
+        ]);
         // The server through the (impaired) gateway: a few tries may be needed.
-        const end = Date.now() + 20_000;
-        for (;;) {
-          const r = await labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://${SERVER}:8001/config.yaml`]);
-          if (r.stdout === '200') break;
-          if (Date.now() > end) throw new Error(`http.server not reachable through the gateway: ${r.stderr}`);
-          await new Promise((res) => setTimeout(res, 200));
-        }
+        await waitUntil(20_000, 200,
+          () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://${SERVER}:8001/config.yaml`]),
+          (r) => r.stdout === '200',
+          (r) => `http.server not reachable through the gateway: ${r.stderr}`);
         before = gatewayStats();
       });
 

@@ -29,13 +29,13 @@
  *    "500 Illegal PORT command.". Through tapgate: 200, transfer OK.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labExec, labSpawn, labUp, nsName } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import { labDown, labExec, nsName } from '../../src/lab/lab.js';
+import { describeE2E, REPO } from '../lab/e2e-env.js';
+import { ftpProblems, startVsftpd, vsftpdConf, vsftpdTree, waitVsftpd } from './ftp-helpers.js';
+import { labUpWithGateway, netnsList, randomFile, sha } from './lab-helpers.js';
 
 const K = 'tgkf'; // kernel, routed
 const T = 'tgkt'; // tapgate, bridge lab
@@ -47,13 +47,6 @@ const T_SERVER = '10.200.0.2';
 const T_MAPPED = '10.200.0.101';
 const SIZE = 4 << 20;
 const FIXTURE = join(REPO, 'test/e2e/fixtures/ftp_kernel_client.py');
-
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
 
 function sh(argv: string[], input?: string): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', ...(input !== undefined ? { input } : {}) });
@@ -97,31 +90,6 @@ async function buildKernelRouted(): Promise<void> {
   sh(['ip', 'netns', 'exec', ns.gw, 'nft', '-f', '-'], NFT_RULESET);
 }
 
-const ftpId = (): number => Number(spawnSync('id', ['-u', 'ftp'], { encoding: 'utf8' }).stdout.trim());
-
-function vsftpdConf(dir: string, root: string, listen: string, log: string): string {
-  return [
-    'listen=YES', 'listen_ipv6=NO', `listen_address=${listen}`, 'listen_port=21', 'background=NO',
-    'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'local_enable=NO',
-    'write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022',
-    'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
-    'port_promiscuous=NO', 'pasv_promiscuous=NO',
-    `secure_chroot_dir=${join(dir, 'empty')}`, 'seccomp_sandbox=NO', 'isolate_network=NO',
-    'xferlog_enable=YES', 'xferlog_std_format=NO', 'log_ftp_protocol=YES', `vsftpd_log_file=${log}`,
-    '',
-  ].join('\n');
-}
-
-async function waitFtp(prefix: string, server: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  for (;;) {
-    const r = await labExec(prefix, 'client', ['curl', '-sS', '--max-time', '3', `ftp://${server}/`]);
-    if (r.code === 0 && r.stdout.includes('data.bin')) return;
-    if (Date.now() > end) throw new Error(`vsftpd not reachable in ${prefix}: ${r.stderr}`);
-    await sleep(300);
-  }
-}
-
 interface ClientResult {
   mode: string;
   ok: boolean;
@@ -152,8 +120,7 @@ async function scripted(prefix: string, server: string, local: string, mode: str
 const report: Record<string, unknown> = {};
 
 describeE2E('FTP NAT: the kernel (nf_nat_ftp) side by side with tapgate', [
-  ...e2eProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'nft']),
-  ...(spawnSync('id', ['ftp']).status === 0 ? [] : ['no `ftp` user (apt-get install vsftpd creates it)']),
+  ...ftpProblems(['ip', 'unshare', 'python3', 'curl', 'vsftpd', 'nft']),
 ], () => {
   let dir = '';
   let root = '';
@@ -162,32 +129,23 @@ describeE2E('FTP NAT: the kernel (nf_nat_ftp) side by side with tapgate', [
   let data = Buffer.alloc(0);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-kftp-'));
-    chmodSync(dir, 0o755);
-    root = join(dir, 'root');
-    mkdirSync(root, { mode: 0o755 });
-    mkdirSync(join(root, 'up'), { mode: 0o755 });
-    chownSync(join(root, 'up'), ftpId(), ftpId());
-    mkdirSync(join(dir, 'empty'), { mode: 0o755 });
-    data = randomBytes(SIZE);
-    writeFileSync(join(root, 'data.bin'), data);
-    chmodSync(join(root, 'data.bin'), 0o644);
+    ({ dir, root } = vsftpdTree('tapgate-kftp-'));
+    data = randomFile(join(root, 'data.bin'), SIZE, 0o644);
     writeFileSync(join(dir, 'upload.bin'), data);
     klog = join(dir, 'vsftpd-kernel.log');
     tlog = join(dir, 'vsftpd-tapgate.log');
-    writeFileSync(join(dir, 'vsftpd-kernel.conf'), vsftpdConf(dir, root, K_SERVER, klog));
-    writeFileSync(join(dir, 'vsftpd-tapgate.conf'), vsftpdConf(dir, root, T_SERVER, tlog));
+    writeFileSync(join(dir, 'vsftpd-kernel.conf'), vsftpdConf({ dir, root, listen: K_SERVER, log: klog }));
+    writeFileSync(join(dir, 'vsftpd-tapgate.conf'), vsftpdConf({ dir, root, listen: T_SERVER, log: tlog }));
     writeFileSync(join(dir, 'ftp-nat.yaml'), readFileSync(join(REPO, 'examples/ftp-nat.yaml')));
 
     await buildKernelRouted();
-    labSpawn(K, 'server', 'vsftpd', ['vsftpd', join(dir, 'vsftpd-kernel.conf')]);
+    startVsftpd(K, join(dir, 'vsftpd-kernel.conf'));
 
     await labDown(T);
-    const argv = [process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'ftp-nat.yaml')];
-    await labUp({ prefix: T, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
-    labSpawn(T, 'server', 'vsftpd', ['vsftpd', join(dir, 'vsftpd-tapgate.conf')]);
+    await labUpWithGateway(T, join(dir, 'ftp-nat.yaml'));
+    startVsftpd(T, join(dir, 'vsftpd-tapgate.conf'));
 
-    await Promise.all([waitFtp(K, K_SERVER), waitFtp(T, T_SERVER)]);
+    await Promise.all([waitVsftpd(K, K_SERVER), waitVsftpd(T, T_SERVER)]);
   }, 60_000);
 
   afterAll(async () => {

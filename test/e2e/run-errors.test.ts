@@ -3,13 +3,11 @@
  * a clear message and a non-zero exit code, leaving no device, namespace or process behind.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { describeE2E, e2eProblems, ensureTestUser, REPO, SAFE_PATH } from '../lab/e2e-env.js';
-
-const MAIN = join(REPO, 'src/cli/main.ts');
+import { MAIN, tempDir } from './lab-helpers.js';
 
 function tapgate(args: string[], wrapper: string[] = []): { code: number | null; stdout: string; stderr: string } {
   const argv = [...wrapper, process.execPath, '--import', 'tsx', MAIN, ...args];
@@ -21,8 +19,7 @@ const links = (): string => spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }
 const netns = (): string => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
 
 describeE2E('tapgate run errors', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tapgate-err-'));
-  chmodSync(dir, 0o755);
+  const dir = tempDir('tapgate-err-');
   const linksBefore = links();
   const nsBefore = netns();
   afterAll(() => {

@@ -21,14 +21,16 @@
  *   queued bytes at the end.
  * The RSS curve is printed (start, warm, peak, end and every sample).
  */
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec, labSpawn, labStateDir, labUp } from '../../src/lab/lab.js';
-import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
+import { labDown, labExec, labSpawn } from '../../src/lab/lab.js';
+import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
+import {
+  expectedRewrite as rewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, netnsList, rewriteText as block, tempDir,
+  waitUntil, WITH_LONG, WITH_SHORT, type GatewayStats,
+} from './lab-helpers.js';
 
 const P = 'tgk';
 const SERVER = '10.200.0.2';
@@ -37,10 +39,6 @@ const MIB = Number(process.env['TAPGATE_SOAK_MIB'] ?? 2048);
 const VNET = process.env['TAPGATE_SOAK_VNET'] !== '0';
 const SAMPLE_MS = Number(process.env['TAPGATE_SOAK_SAMPLE_MS'] ?? 500);
 const RSS_SLACK_MIB = 48;
-const FIND_SHORT = 'needle-long-word';
-const WITH_SHORT = 'pin';
-const FIND_LONG = 'cat';
-const WITH_LONG = 'a much longer replacement text for cat';
 
 const CONFIG = `
 rules:
@@ -95,30 +93,9 @@ while True:
 print(h.hexdigest(), n, round(time.time() - t, 3))
 `;
 
-/**
- * A 1 MiB-ish block of text where the patterns fall at every offset. It starts with a space
- * and ends with a whole pattern, so no match spans two blocks: the rewrite of the block
- * repeated is the rewritten block repeated.
- */
-function block(size: number): string {
-  const parts: string[] = [];
-  let n = 0;
-  let i = 0;
-  while (n < size) {
-    const filler = 'x'.repeat((i * 37) % 1500) + ` ${i} `;
-    const p = i % 3 === 0 ? FIND_SHORT : i % 3 === 1 ? FIND_LONG : `${FIND_LONG}${FIND_SHORT}`;
-    parts.push(filler, p);
-    n += filler.length + p.length;
-    i++;
-  }
-  return parts.join('');
-}
-
-const rewrite = (s: string): string => s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
-
-function netnsList(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
-}
+// block(size): rewriteText — a 1 MiB-ish block of text where the patterns fall at every offset.
+// It starts with a space and ends with a whole pattern, so no match spans two blocks: the
+// rewrite of the block repeated is the rewritten block repeated.
 
 function rssKiB(pid: number): number | undefined {
   try {
@@ -129,21 +106,9 @@ function rssKiB(pid: number): number | undefined {
   }
 }
 
-type Stats = Record<string, Record<string, any>>;
+type Stats = GatewayStats;
 
-function gatewayStats(pid: number): Stats {
-  const log = join(labStateDir(P), 'gateway.log');
-  const before = readFileSync(log, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    for (const line of readFileSync(log, 'utf8').slice(before).split('\n')) {
-      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as Stats;
-    }
-    spawnSync('sleep', ['0.05']);
-  }
-  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
-}
+const gatewayStats = (pid: number): Stats => stats(P, pid);
 
 describeE2E(`soak: ${MIB} MiB rewritten through the lab${VNET ? '' : ' (no GSO)'}`, e2eProblems(['ip', 'unshare', 'python3']), () => {
   const nsBefore = netnsList();
@@ -153,27 +118,19 @@ describeE2E(`soak: ${MIB} MiB rewritten through the lab${VNET ? '' : ' (no GSO)'
   const blkOut = rewrite(blk);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tapgate-soak-'));
-    chmodSync(dir, 0o755);
+    dir = tempDir('tapgate-soak-');
     writeFileSync(join(dir, 'block.txt'), blk);
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
     writeFileSync(join(dir, 'server.py'), SERVER_PY);
     writeFileSync(join(dir, 'client.py'), CLIENT_PY);
     await labDown(P);
-    const argv = [
-      process.execPath, '--import', 'tsx', join(REPO, 'src/cli/main.ts'), 'run',
-      '--tap', 'tap-c', '--tap', 'tap-s', '--config', join(dir, 'config.yaml'), ...(VNET ? [] : ['--no-vnet-hdr']),
-    ];
-    const info = await labUp({ prefix: P, gatewayCommand: argv, cwd: REPO, attachTimeoutMs: 30_000 });
+    const info = await labUpWithGateway(P, join(dir, 'config.yaml'), VNET ? [] : ['--no-vnet-hdr']);
     gwPid = info.gatewayPid!;
     labSpawn(P, 'server', 'blocks', ['python3', join(dir, 'server.py'), SERVER, String(PORT), join(dir, 'block.txt')]);
-    const end = Date.now() + 15_000;
-    for (;;) {
-      const r = await labExec(P, 'client', ['python3', join(dir, 'client.py'), SERVER, String(PORT), '0']);
-      if (r.code === 0) break;
-      if (Date.now() > end) throw new Error(`soak server not reachable through the gateway: ${r.stderr}`);
-      await new Promise((res) => setTimeout(res, 200));
-    }
+    await waitUntil(15_000, 200,
+      () => labExec(P, 'client', ['python3', join(dir, 'client.py'), SERVER, String(PORT), '0']),
+      (r) => r.code === 0,
+      (r) => `soak server not reachable through the gateway: ${r.stderr}`);
   });
 
   afterAll(async () => {

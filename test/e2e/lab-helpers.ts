@@ -1,0 +1,124 @@
+/**
+ * Shared by the end-to-end tests in the lab: the namespaces present, sha256 helpers, temporary
+ * directories and random files, the gateway (`tapgate run` from the sources, tsx) started in a lab
+ * and its statistics (SIGUSR1), a python http.server, polling until a service answers, and the
+ * replace-rule text whose patterns fall across segment and GSO-frame boundaries.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, createReadStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { labSpawn, labStateDir, labUp, type LabInfo, type LabOptions } from '../../src/lab/lab.js';
+import { REPO } from '../lab/e2e-env.js';
+
+/** The CLI entry point, run from the sources (so the tests do not depend on a fresh dist/). */
+export const MAIN = join(REPO, 'src/cli/main.ts');
+
+export const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
+
+export const shaFile = (path: string): Promise<string> =>
+  new Promise((res, rej) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('end', () => res(h.digest('hex'))).on('error', rej);
+  });
+
+export function netnsList(): string[] {
+  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+}
+
+/** A new temporary directory, world-readable (the lab's servers run as other users). */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** Writes `size` random bytes to `path` (with `mode` if given) and returns them. */
+export function randomFile(path: string, size: number, mode?: number): Buffer<ArrayBuffer> {
+  const data = randomBytes(size);
+  writeFileSync(path, data);
+  if (mode !== undefined) chmodSync(path, mode);
+  return data;
+}
+
+/** `tapgate run` between the lab's TAPs tap-c and tap-s, from the sources. */
+export function gatewayArgv(config: string, extra: string[] = []): string[] {
+  return [process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', config, ...extra];
+}
+
+/** The lab `prefix` with the gateway running `config`, waiting until it has attached both TAPs. */
+export function labUpWithGateway(prefix: string, config: string, extra: string[] = [], opts: Omit<LabOptions, 'prefix' | 'gatewayCommand'> = {}): Promise<LabInfo> {
+  return labUp({ prefix, gatewayCommand: gatewayArgv(config, extra), cwd: REPO, attachTimeoutMs: 30_000, ...opts });
+}
+
+export type GatewayStats = Record<string, Record<string, any>>;
+
+/**
+ * The gateway's statistics line, printed on SIGUSR1 into the lab's gateway.log. The pid is read
+ * from the lab's gateway.pid unless given.
+ */
+export function gatewayStats(prefix: string, pid?: number): GatewayStats {
+  const target = pid ?? (JSON.parse(readFileSync(join(labStateDir(prefix), 'gateway.pid'), 'utf8')).pid as number);
+  const log = join(labStateDir(prefix), 'gateway.log');
+  const before = readFileSync(log, 'utf8').length;
+  process.kill(target, 'SIGUSR1');
+  const end = Date.now() + 5000;
+  while (Date.now() < end) {
+    const text = readFileSync(log, 'utf8').slice(before);
+    for (const line of text.split('\n')) {
+      if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as GatewayStats;
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+  throw new Error(`the gateway printed no statistics on SIGUSR1; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
+}
+
+/** python3 -m http.server in the lab's server namespace (process name `http<port>`). */
+export function startHttpServer(prefix: string, bind: string, port: number | string, dir: string): number {
+  return labSpawn(prefix, 'server', `http${port}`, ['python3', '-m', 'http.server', String(port), '--bind', bind, '--directory', dir]);
+}
+
+/**
+ * Runs `attempt` every `intervalMs` until `done` says so; after `timeoutMs` throws the error
+ * `fail` describes. Returns the successful attempt's result.
+ */
+export async function waitUntil<R>(timeoutMs: number, intervalMs: number, attempt: () => Promise<R>, done: (r: R) => boolean, fail: (r: R) => string): Promise<R> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await attempt();
+    if (done(r)) return r;
+    if (Date.now() > end) throw new Error(fail(r));
+    await new Promise((res) => setTimeout(res, intervalMs));
+  }
+}
+
+/** The replace rule's patterns (see rewriteText). */
+export const FIND_SHORT = 'needle-long-word';
+export const WITH_SHORT = 'pin';
+export const FIND_LONG = 'cat';
+export const WITH_LONG = 'a much longer replacement text for cat';
+
+/**
+ * Text where the patterns fall everywhere, including across 1448-byte segments and GSO frames.
+ * It starts with a space and ends with a whole pattern, so no match spans two copies of it.
+ */
+export function rewriteText(size: number): string {
+  const parts: string[] = [];
+  let n = 0;
+  let i = 0;
+  while (n < size) {
+    // Filler of varying length walks the occurrences through every offset of a segment.
+    const filler = 'x'.repeat((i * 37) % 1500) + ` ${i} `;
+    const p = i % 3 === 0 ? FIND_SHORT : i % 3 === 1 ? FIND_LONG : `${FIND_LONG}${FIND_SHORT}`;
+    parts.push(filler, p);
+    n += filler.length + p.length;
+    i++;
+  }
+  return parts.join('');
+}
+
+/** The replace agent picks the leftmost match; these patterns never overlap each other. */
+export function expectedRewrite(s: string): string {
+  return s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
+}
