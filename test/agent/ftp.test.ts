@@ -14,7 +14,8 @@ import {
   type FtpSnapshot,
 } from '../../src/agent/ftp.js';
 import { createAgent, makeRegistry } from '../../src/agent/registry.js';
-import type { Agent, AgentContext, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
+import type { AgentContext, AgentOutput, Direction } from '../../src/agent/types.js';
+import { AgentDriver, applyEdits } from '../helpers/agent-driver.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { simulate } from '../helpers/tcpsim.js';
 
@@ -48,56 +49,6 @@ class FakeNat {
   });
 }
 
-function applyEdits(s: Buffer, edits: readonly Edit[]): Buffer {
-  const parts: Uint8Array[] = [];
-  let p = 0;
-  for (const e of edits) {
-    parts.push(s.subarray(p, e.at), e.data);
-    p = e.at + e.len;
-  }
-  parts.push(s.subarray(p));
-  return Buffer.concat(parts);
-}
-
-/** Feeds pieces and checks the contract of types.ts on every answer. */
-class Driver {
-  edits: Edit[] = [];
-  undecided = 0;
-  fed = 0;
-  constructor(
-    public agent: Agent,
-    private readonly dir: Direction,
-  ) {}
-
-  private check(out: AgentOutput, flushed: boolean): void {
-    const und = flushed ? this.fed : (out.undecidedFrom ?? this.fed);
-    expect(und).toBeGreaterThanOrEqual(this.undecided); // monotone
-    expect(und).toBeLessThanOrEqual(this.fed);
-    let prevEnd = this.undecided;
-    for (const e of out.edits) {
-      expect(e.at).toBeGreaterThanOrEqual(prevEnd); // sorted, non-overlapping, not before the last undecidedFrom
-      expect(e.at + e.len).toBeLessThanOrEqual(und);
-      prevEnd = e.at + e.len;
-      this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
-    }
-    this.undecided = und;
-  }
-
-  feed(data: Uint8Array): AgentOutput {
-    const copy = new Uint8Array(data);
-    const out = this.agent.feed(this.dir, this.fed, copy);
-    copy.fill(0x7e); // the agent must not keep our buffer
-    this.fed += data.length;
-    this.check(out, false);
-    return out;
-  }
-
-  flush(): AgentOutput {
-    const out = this.agent.flush(this.dir, 'fin');
-    this.check(out, true);
-    return out;
-  }
-}
 
 interface RunResult {
   out: string;
@@ -117,7 +68,7 @@ function run(
   const s = typeof text === 'string' ? Buffer.from(text, 'latin1') : text;
   const nat = new FakeNat();
   const f = createFtp(nat.hooks);
-  const d = new Driver(f.create(cfg, CTX), dir);
+  const d = new AgentDriver(f.create(cfg, CTX), dir);
   let p = 0;
   let maxHeld = 0;
   const ends = [...cuts.filter((c) => c > 0 && c < s.length), s.length];
@@ -362,7 +313,7 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
 
   it('a mid-line flush releases the held bytes unchanged and skips the rest of that line', () => {
     const nat = new FakeNat();
-    const d = new Driver(createFtp(nat.hooks).create({}, CTX), 'c2s');
+    const d = new AgentDriver(createFtp(nat.hooks).create({}, CTX), 'c2s');
     d.feed(Buffer.from('PORT 10,200'));
     expect(d.undecided).toBe(5);
     d.flush();

@@ -12,6 +12,7 @@ import {
   type ReplaceRule,
 } from '../../src/agent/replace.js';
 import type { Agent, AgentContext, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
+import { AgentDriver, applyEdits } from '../helpers/agent-driver.js';
 
 const BOTH: AgentContext = {
   flowId: 'test',
@@ -81,56 +82,7 @@ function reference(rules: readonly ReplaceRule[], s: Buffer): RefEdit[] {
   return edits;
 }
 
-function applyEdits(s: Buffer, edits: readonly Edit[]): Buffer {
-  const parts: Uint8Array[] = [];
-  let p = 0;
-  for (const e of edits) {
-    parts.push(s.subarray(p, e.at), e.data);
-    p = e.at + e.len;
-  }
-  parts.push(s.subarray(p));
-  return Buffer.concat(parts);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Driver: feed pieces, check the contract of types.ts on every answer, flush at the end.
-
-class Driver {
-  edits: Edit[] = [];
-  private undecided = 0;
-  private fed = 0;
-  constructor(public agent: Agent, private readonly dir: Direction = 'c2s') {}
-
-  private check(out: AgentOutput, flushed: boolean): void {
-    const und = flushed ? this.fed : (out.undecidedFrom ?? this.fed);
-    expect(und).toBeGreaterThanOrEqual(this.undecided); // monotone
-    expect(und).toBeLessThanOrEqual(this.fed);
-    let prevEnd = this.undecided;
-    for (const e of out.edits) {
-      expect(e.at).toBeGreaterThanOrEqual(prevEnd); // sorted, non-overlapping, >= previous undecidedFrom
-      expect(e.len).toBeGreaterThanOrEqual(0);
-      expect(e.at + e.len).toBeLessThanOrEqual(und); // decided and within fed data
-      prevEnd = e.at + e.len;
-      this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
-    }
-    this.undecided = und;
-  }
-
-  feed(data: Uint8Array): AgentOutput {
-    const copy = new Uint8Array(data); // then scribble on it: the agent must not keep our buffer
-    const out = this.agent.feed(this.dir, this.fed, copy);
-    copy.fill(0x7e);
-    this.fed += data.length;
-    this.check(out, false);
-    return out;
-  }
-
-  flush(): AgentOutput {
-    const out = this.agent.flush(this.dir, 'fin');
-    this.check(out, true);
-    return out;
-  }
-}
+// The driver (contract checks on every answer) is test/helpers/agent-driver.ts.
 
 function run(
   rules: readonly ReplaceRule[],
@@ -138,7 +90,7 @@ function run(
   cuts: readonly number[],
   snapshotAfter: ReadonlySet<number> = new Set(),
 ): Edit[] {
-  const d = new Driver(replaceFactory.create(rules, BOTH));
+  const d = new AgentDriver(replaceFactory.create(rules, BOTH));
   let p = 0;
   const ends = [...cuts.filter((c) => c > 0 && c < s.length), s.length];
   ends.forEach((end, i) => {
@@ -306,7 +258,7 @@ describe('replace agent: behaviour', () => {
 
   it('a regex match is accepted only when its window is complete; flush decides the tail', () => {
     const agent = replaceFactory.create([{ regex: 'a+', with: '<$&>', maxMatch: 4 }], BOTH);
-    const d = new Driver(agent);
+    const d = new AgentDriver(agent);
     expect(d.feed(Buffer.from('xaa')).edits).toEqual([]); // "aa" could still grow
     expect(d.feed(Buffer.from('a')).undecidedFrom).toBe(1);
     const out = d.feed(Buffer.from('aaa')); // window at 1 complete: "aaaa"
@@ -346,7 +298,7 @@ describe('replace agent: behaviour', () => {
   });
 
   it('continues correctly after a mid-stream (timeout) flush', () => {
-    const d = new Driver(replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH));
+    const d = new AgentDriver(replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH));
     d.feed(Buffer.from('zab'));
     d.flush(); // "ab" decided as is
     d.feed(Buffer.from('cabc'));
