@@ -475,6 +475,14 @@ export class FtpAgent implements Agent {
     return { edits: [], undecidedFrom: st.pos };
   }
 
+  /**
+   * Cluster takeover after a gap (types.ts): where the next line starts is unknown, so the rest
+   * of the current line passes unexamined (skip to its LF), as after a line too long.
+   */
+  resync(dir: Direction, pos: number): void {
+    this.st[dir] = { pos, lineStart: pos, line: EMPTY, mode: 'skip', undecided: pos, head: 'xxxx', ml: -1 };
+  }
+
   snapshot(): FtpSnapshot {
     const d = (s: DirState) => ({ ...s, line: s.line.toString('base64') });
     return { v: 1, dirs: { c2s: d(this.st.c2s), s2c: d(this.st.s2c) }, counters: { ...this.counters } };

@@ -73,6 +73,11 @@ export class MonitorAgent implements Agent {
     return structuredClone(this.st[dir]);
   }
 
+  /** Cluster takeover after a gap (types.ts): the bytes before `pos` were not seen here. */
+  resync(dir: Direction, pos: number): void {
+    this.st[dir].bytes = pos;
+  }
+
   snapshot(): MonitorSnapshot {
     return structuredClone({ v: 1, dirs: this.st });
   }

@@ -185,6 +185,23 @@ export function replaceRuleProblems(rule: unknown): RuleProblem[] {
   return out;
 }
 
+/**
+ * Compiled rules per config object: a rule set is compiled once, not per connection (the
+ * compiled form is read-only; the RegExps' lastIndex is set before every use). Configs are not
+ * mutated after loading.
+ */
+const compiledCache = new WeakMap<object, readonly CompiledRule[]>();
+
+function compiledRules(cfg: unknown): readonly CompiledRule[] {
+  if (typeof cfg !== 'object' || cfg === null) return compileReplaceRules(cfg);
+  let c = compiledCache.get(cfg);
+  if (c === undefined) {
+    c = compileReplaceRules(cfg);
+    compiledCache.set(cfg, c);
+  }
+  return c;
+}
+
 /** Validate and compile; throws an Error naming the rule on the first problem. */
 export function compileReplaceRules(cfg: unknown): CompiledRule[] {
   if (!Array.isArray(cfg) || cfg.length === 0) {
@@ -454,25 +471,46 @@ function freshDir(): DirState {
   return { pos: 0, undecided: 0, tail: EMPTY, prev: -1 };
 }
 
+/** The state of a direction never fed (shared, read-only: `st` copies it before a change). */
+const FRESH: Readonly<DirState> = Object.freeze(freshDir());
+
 class ReplaceAgent implements Agent {
-  readonly name = 'replace';
-  private readonly st: Record<Direction, DirState>;
+  /** Per-direction state, created on the first non-empty feed (an idle connection holds none). */
+  private c2s: DirState | null;
+  private s2c: DirState | null;
 
   constructor(
     private readonly rules: readonly CompiledRule[],
     private readonly dirs: ReadonlySet<Direction>,
     st?: Record<Direction, DirState>,
   ) {
-    this.st = st ?? { c2s: freshDir(), s2c: freshDir() };
+    this.c2s = st?.c2s ?? null;
+    this.s2c = st?.s2c ?? null;
+  }
+
+  get name(): string {
+    return 'replace';
+  }
+
+  /** The state of `dir` for reading (FRESH when never fed). */
+  private peek(dir: Direction): Readonly<DirState> {
+    return (dir === 'c2s' ? this.c2s : this.s2c) ?? FRESH;
+  }
+
+  /** The state of `dir` for changing (created on first use). */
+  private st(dir: Direction): DirState {
+    if (dir === 'c2s') return (this.c2s ??= freshDir());
+    return (this.s2c ??= freshDir());
   }
 
   feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput {
     if (!this.dirs.has(dir)) return NO_EDITS;
-    const st = this.st[dir];
-    if (pos !== st.pos) {
-      throw new Error(`replace: ${dir} fed at ${pos}, expected ${st.pos} (engine bug)`);
+    const cur = this.peek(dir);
+    if (pos !== cur.pos) {
+      throw new Error(`replace: ${dir} fed at ${pos}, expected ${cur.pos} (engine bug)`);
     }
-    if (data.length === 0) return { edits: [], undecidedFrom: st.undecided };
+    if (data.length === 0) return { edits: [], undecidedFrom: cur.undecided };
+    const st = this.st(dir);
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const buf = st.tail.length > 0 ? Buffer.concat([st.tail, chunk]) : chunk;
     st.pos = pos + data.length;
@@ -481,8 +519,9 @@ class ReplaceAgent implements Agent {
 
   flush(dir: Direction, _reason: FlushReason): AgentOutput {
     if (!this.dirs.has(dir)) return NO_EDITS;
-    const st = this.st[dir];
-    if (st.tail.length === 0) return { edits: [], undecidedFrom: st.pos };
+    const cur = this.peek(dir);
+    if (cur.tail.length === 0) return { edits: [], undecidedFrom: cur.pos };
+    const st = this.st(dir);
     return this.decide(st, st.tail, true);
   }
 
@@ -500,14 +539,23 @@ class ReplaceAgent implements Agent {
     return { edits, undecidedFrom: st.undecided };
   }
 
+  /** Cluster takeover after a gap (types.ts): a match in progress is abandoned. */
+  resync(dir: Direction, pos: number): void {
+    const st = this.st(dir);
+    st.pos = pos;
+    st.undecided = pos;
+    st.tail = EMPTY;
+    st.prev = -1;
+  }
+
   snapshot(): ReplaceSnapshot {
-    const d = (s: DirState) => ({
+    const d = (s: Readonly<DirState>) => ({
       pos: s.pos,
       undecided: s.undecided,
       prev: s.prev,
       tail: s.tail.toString('base64'),
     });
-    return { v: 1, dirs: { c2s: d(this.st.c2s), s2c: d(this.st.s2c) } };
+    return { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
   }
 }
 
@@ -523,14 +571,15 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if (typeof tail !== 'string') return bad('tail');
   const t = Buffer.from(tail, 'base64');
   if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
-  if (((undecided as number) === 0) !== (prev === -1)) return bad('prev at stream start');
+  // prev is -1 at the stream start, and after a cluster resync (no context known there).
+  if ((undecided as number) === 0 && prev !== -1) return bad('prev at stream start');
   return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t };
 }
 
 export const replaceFactory: AgentFactory<ReplaceConfig> = {
   name: 'replace',
   create(cfg: ReplaceConfig, ctx: AgentContext): Agent {
-    return new ReplaceAgent(compileReplaceRules(cfg), ctx.directions);
+    return new ReplaceAgent(compiledRules(cfg), ctx.directions);
   },
   restore(cfg: ReplaceConfig, ctx: AgentContext, state: unknown): Agent {
     const s = state as Partial<ReplaceSnapshot> | null;
@@ -538,6 +587,6 @@ export const replaceFactory: AgentFactory<ReplaceConfig> = {
       throw new Error('replace: bad snapshot (expected { v: 1, dirs })');
     }
     const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
-    return new ReplaceAgent(compileReplaceRules(cfg), ctx.directions, st);
+    return new ReplaceAgent(compiledRules(cfg), ctx.directions, st);
   },
 };

@@ -53,6 +53,13 @@ export interface Agent {
   feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput;
   flush(dir: Direction, reason: FlushReason): AgentOutput;
   snapshot(): unknown;
+  /**
+   * Cluster takeover (DESIGN.md §5): the bytes of `dir` before `pos` were released by another
+   * node after the snapshot this agent was restored from, unseen by it. Drop any partial state
+   * (a match in progress, a half line) and expect the next `feed` at `pos`. An agent without it
+   * is turned off for that direction after such a gap (counted).
+   */
+  resync?(dir: Direction, pos: number): void;
 }
 
 export interface AgentFactory<Cfg = unknown> {

@@ -1,6 +1,7 @@
 /**
  * The `tapgate` command line: one yargs command module per command, thin handlers.
  */
+import { clusterCommand } from './cluster.js';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { labCommand } from './lab.js';
@@ -12,6 +13,7 @@ await yargs(hideBin(process.argv))
   .command(replayCommand)
   .command(runCommand)
   .command(labCommand)
+  .command(clusterCommand)
   .demandCommand(1, 'name a command')
   .strict()
   .fail((msg, err, y) => {

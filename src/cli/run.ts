@@ -24,6 +24,11 @@ import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from 
 import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
+import { ClusterNode } from '../cluster/node.js';
+import { stringKey } from '../cluster/rendezvous.js';
+
+/** Masquerade port slices: node i allocates ports p with p % NAT_SLICES === its index. */
+export const NAT_SLICES = 16;
 
 export interface RunArgs {
   tap: string[];
@@ -37,6 +42,8 @@ export interface RunArgs {
   impairIn?: string;
   impairInA?: string;
   impairInB?: string;
+  cluster?: string;
+  nodeId?: string;
 }
 
 /**
@@ -95,7 +102,7 @@ export function tapProblem(name: string): string | undefined {
   return undefined;
 }
 
-function printStats(st: LiveStats): void {
+function printStats(st: LiveStats | (LiveStats & { cluster: unknown })): void {
   process.stdout.write((process.stdout.isTTY ? JSON.stringify(st, null, 2) : JSON.stringify(st)) + '\n');
 }
 
@@ -108,6 +115,16 @@ export async function run(a: RunArgs): Promise<number> {
   let config: Config | null = null;
   if (a.config !== undefined) config = loadConfig(a.config); // ConfigError: before any device
   const impair = impairSpecs(a); // RunError: before any device
+  if ((a.cluster === undefined) !== (a.nodeId === undefined)) throw new RunError('--cluster and --node-id go together', 1);
+  let node: ClusterNode | undefined;
+  if (a.cluster !== undefined) {
+    if (!/^nats:\/\/[^\s]+$/.test(a.cluster)) throw new RunError(`--cluster: expected nats://HOST:PORT, got '${a.cluster}'`, 1);
+    try {
+      node = new ClusterNode({ url: a.cluster, nodeId: String(a.nodeId), log: log.child({ mod: 'cluster' }) });
+    } catch (e) {
+      throw new RunError((e as Error).message, 1);
+    }
+  }
   for (const t of a.tap) {
     const p = tapProblem(t);
     if (p !== undefined) throw new RunError(p, 2);
@@ -121,6 +138,7 @@ export async function run(a: RunArgs): Promise<number> {
       pcapDir: a.pcap,
       log,
       impair,
+      cluster: node,
     });
   } catch (e) {
     const te = e as TapError;
@@ -129,6 +147,19 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError(`cannot open TAP: [${te.code}] ${te.message}${hint}`, 2);
     }
     throw e;
+  }
+  if (node !== undefined) {
+    const nat = live.gateway.nat;
+    if (nat !== null) {
+      const n = Number(a.nodeId);
+      nat.slice = { index: (Number.isInteger(n) ? n : stringKey(String(a.nodeId))) % NAT_SLICES, count: NAT_SLICES };
+    }
+    try {
+      await node.start();
+    } catch (e) {
+      await live.stop();
+      throw new RunError(`cannot join the cluster at ${a.cluster}: ${(e as Error).message}`, 2);
+    }
   }
   const impairLog = Object.fromEntries(Object.entries(impair).map(([p, s]) => [p, formatFaultSpec(s)]));
   log.info(
@@ -146,18 +177,25 @@ export async function run(a: RunArgs): Promise<number> {
         }, 1000)
       : undefined;
 
-  const onUsr1 = (): void => printStats(live.stats());
+  const onUsr1 = (): void => printStats(node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats());
   process.on('SIGUSR1', onUsr1);
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
+    // `tapgate cluster drain`: the node hands everything over, then stops as on SIGTERM.
+    if (node !== undefined) node.onDrained = () => resolve('SIGTERM');
   });
   const why = await Promise.race([stopSignal, live.failed]);
   if (statusTimer !== undefined) clearInterval(statusTimer);
   if (tty) process.stderr.write('\r\x1b[2K');
   process.off('SIGUSR1', onUsr1);
+  if (node !== undefined) {
+    // Graceful: every connection goes to another node with its final state before we leave.
+    await node.drain();
+    await node.stop();
+  }
   const st = await live.stop();
-  printStats(st);
+  printStats(node !== undefined ? { ...st, cluster: node.status() } : st);
   if (typeof why === 'string') {
     log.info({ signal: why }, 'gateway stopped');
     return 0;
@@ -189,6 +227,9 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway sees them' })
       .option('impair-in-a', { type: 'string', describe: 'impair frames read from TAP a; overrides --impair-in' })
       .option('impair-in-b', { type: 'string', describe: 'impair frames read from TAP b; overrides --impair-in' })
+      .option('cluster', { type: 'string', describe: 'run as a node of a gateway cluster synced over NATS JetStream at this URL (nats://HOST:PORT)' })
+      .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })
+      .example('$0 run --tap tap-c1 --tap tap-s1 --cluster nats://10.250.0.254:4222 --node-id 1', 'a cluster node (see tapgate cluster --help)')
       .example('$0 run --tap tap-c --tap tap-s --config examples/replace.yaml', 'bridge the lab TAPs, rewriting per config')
       .example('$0 run --tap tap-c --tap tap-s --impair loss=1%,delay=5ms', 'the same over a lossy, slow link') as unknown as Argv<RunArgs>,
   handler: async (a: ArgumentsCamelCase<RunArgs>) => {

@@ -80,12 +80,13 @@
 import type { Logger } from 'pino';
 import type { AgentContext } from '../agent/types.js';
 import { createAgent, makeRegistry, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
-import { NatTable } from '../nat/nat.js';
+import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
+import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
 import { selectRule, type Config } from '../config/index.js';
-import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type SynOptions } from '../flow/table.js';
-import { Connection, type TcpFields, type TcpOut } from '../stream/connection.js';
+import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
+import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
@@ -120,6 +121,49 @@ export interface GatewayOptions {
   logRate?: RateLogOptions;
   /** A NAT table to use instead of one built from `config.nat` (tests, the cluster's restore). */
   nat?: NatTable;
+  /** Cluster membership (src/cluster): which frames this node handles, and output gating. */
+  cluster?: ClusterHooks;
+}
+
+/** A frame's 4-tuple as it arrived (before NAT), on the side it arrived on. */
+export interface RawTuple {
+  src: number;
+  sport: number;
+  dst: number;
+  dport: number;
+}
+
+/**
+ * What a gateway node of a cluster (src/cluster/node.ts) decides per frame (DESIGN.md §5).
+ * Without it the gateway handles everything.
+ */
+export interface ClusterHooks {
+  /** A TCP frame before NAT: false = another node owns its connection (dropped here, counted). */
+  preTcp(from: Side, raw: RawTuple, flags: number, ack: number): boolean;
+  /**
+   * A TCP frame after NAT by its connection's real endpoints (side0 = the endpoint on side 0),
+   * when no local flow has it: false = not handled here (another node's, or held for a
+   * hand-over in progress; the hook keeps a copy of `frame` if it will replay it). May import
+   * the connection from a spare copy (Gateway.importConnection) before returning true.
+   */
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean;
+  /** Every TCP frame of a local connection: false = dropped (it came back from another node). */
+  tcpLocal(f: Flow<unknown>, side: 0 | 1, from: Side, raw: RawTuple): boolean;
+  /** Non-TCP frames: true = this node forwards them (one node of the cluster does). */
+  nonTcp(frame: Uint8Array, from: Side): boolean;
+  /** Frames of a local connection about to leave: the emit to use (the hook may hold them). */
+  gate(f: Flow<unknown>, emit: Emit): Emit;
+  /** A connection left the table (closed, expired, handed over). */
+  flowRemoved(f: Flow<unknown>): void;
+}
+
+/** One connection's state, everything a node needs to continue it (src/cluster/snapshot.ts). */
+export interface ConnectionState {
+  flow: FlowJson;
+  /** Agent name and its snapshot (null: the connection is not rewritten). */
+  agent: { name: string; state: unknown } | null;
+  conn: ConnectionJson | null;
+  nat: NatFlowState | null;
 }
 
 /** Offset of the TCP checksum field in the TCP header (virtio csum_offset). */
@@ -235,6 +279,14 @@ export function newGatewayCounters() {
     natTranslated: 0,
     /** Packets dropped by NAT, by reason (nat-frames.ts NatDropReason). */
     natDropped: {} as Record<string, number>,
+    /** Cluster: TCP frames of connections another node owns; non-TCP frames another node forwards. */
+    notOwner: 0,
+    nonTcpNotForwarder: 0,
+    /** Cluster: frames of a local connection arriving on the wrong side (forwarded by another node). */
+    wrongSide: 0,
+    /** Cluster: connections imported from another node's state, or refused (table full, bad state). */
+    imported: 0,
+    importFailed: 0,
   };
 }
 
@@ -261,16 +313,21 @@ export class Gateway {
   private readonly registry: AgentRegistry;
   /** Time of the frame being handled (the NAT-backed ftp hooks read it). */
   private nowMs = 0;
+  private readonly cluster: ClusterHooks | null;
+  /** The TCP frame being handled as it arrived (before NAT), for the cluster hooks. */
+  private readonly raw: RawTuple = { src: 0, sport: 0, dst: 0, dport: 0 };
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
     this.link = opts.link ?? 'ethernet';
     this.verify = opts.verifyChecksums ?? true;
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
+    this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
     this.flows.onRemove = (f) => {
       f.conn?.dispose();
       this.timed.delete(f);
+      this.cluster?.flowRemoved(f);
     };
     const log = opts.log;
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
@@ -401,6 +458,15 @@ export class Gateway {
           }
           c.gsoIn++;
         }
+        const raw = this.raw;
+        raw.src = d.ip.src;
+        raw.sport = tcp.srcPort;
+        raw.dst = d.ip.dst;
+        raw.dport = tcp.dstPort;
+        if (this.cluster !== null && !this.cluster.preTcp(from, raw, tcp.flags, tcp.ack)) {
+          c.notOwner++;
+          return;
+        }
         let view: NatView | undefined;
         if (this.nat !== null) {
           // The flow table's view of a NATed connection: each endpoint by its real address on
@@ -432,6 +498,10 @@ export class Gateway {
           return;
         }
         c.nonTcp++;
+        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
+          c.nonTcpNotForwarder++;
+          return;
+        }
         if (this.nat !== null) {
           const fp = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off;
           const srcA = d.ip.src;
@@ -450,6 +520,10 @@ export class Gateway {
         return;
       case 'arp':
         c.nonTcp++;
+        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
+          c.nonTcpNotForwarder++;
+          return;
+        }
         if (this.nat !== null) {
           const what = (): Record<string, unknown> => ({ arpSender: ipv4Str(d.arp.senderIp), arpTarget: ipv4Str(d.arp.targetIp) });
           if (this.masqL2 !== null) {
@@ -465,6 +539,10 @@ export class Gateway {
         return;
       default:
         c.nonTcp++;
+        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
+          c.nonTcpNotForwarder++;
+          return;
+        }
         if (this.masqL2 !== null && link === 'ethernet' && this.natVerdict(this.masqL2.other(frame.subarray(vh), from), nowMs, () => ({}))) return;
         this.out(frame, from, emit);
     }
@@ -490,7 +568,7 @@ export class Gateway {
       if (due === Infinity) this.timed.delete(f);
       if (due > nowMs) continue;
       conn.tick(nowMs, this.outs);
-      this.flushOuts(f, emit);
+      this.flushOuts(f, this.cluster !== null ? this.cluster.gate(f, emit) : emit);
       if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
     }
     if (nowMs - this.lastExpireMs >= 1000) {
@@ -525,6 +603,14 @@ export class Gateway {
     const flags = tcp.flags;
     const seq = tcp.seq;
     if (flags & TCP_RST) this.counters.rstIn++;
+    const cl = this.cluster;
+    if (cl !== null && this.flows.peek(src, dst) === undefined) {
+      const s0 = from === 0 ? src : dst;
+      if (!cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame)) {
+        this.counters.notOwner++;
+        return;
+      }
+    }
     const r = this.flows.lookup(src, dst, flags, seq, nowMs);
     if (r.kind === 'refused') {
       this.counters.synRefused++;
@@ -545,6 +631,10 @@ export class Gateway {
     }
     const f = r.flow;
     const side = r.side;
+    if (cl !== null && !cl.tcpLocal(f, side, from, this.raw)) {
+      this.counters.wrongSide++;
+      return;
+    }
     let opts: SynOptions | undefined;
     if (flags & TCP_SYN) {
       opts = {
@@ -597,7 +687,7 @@ export class Gateway {
     if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
       this.logStreamEvents(f.id, seq, nowMs);
     }
-    this.flushOuts(f, emit);
+    this.flushOuts(f, cl !== null ? cl.gate(f, emit) : emit);
   }
 
   /** Which engine counters moved during the last segment; one rate-limited line per kind. */
@@ -731,6 +821,67 @@ export class Gateway {
     this.counters.framesOut++;
     this.counters.bytesOut += frame.length;
     emit(frame, to);
+  }
+
+  /**
+   * A connection's whole state (cluster, DESIGN.md §5): the flow entry, the engine's two
+   * directions, the agent's snapshot and its NAT entries/expectations. `raw` = the tuple its
+   * frames have as they arrive on side 0 / side 1 (for the NAT entries).
+   */
+  exportConnection(f: Flow<Connection<SegTag>>, raw: readonly [Tuple | undefined, Tuple | undefined]): ConnectionState {
+    const conn = f.conn;
+    const agent = conn?.agent ?? null;
+    return {
+      flow: this.flows.exportFlow(f),
+      agent: agent === null ? null : { name: agent.name, state: agent.snapshot() },
+      conn: conn === null ? null : conn.toJSON(false),
+      nat: this.nat === null ? null : this.nat.exportFor(raw, f.id),
+    };
+  }
+
+  /**
+   * Continues a connection from another node's state: the flow entry, the agent restored from its
+   * snapshot (the rule is selected again: every node has the same config), the engine's
+   * directions, its NAT state; then `acks` (the highest ACK each side sent meanwhile, seen on the
+   * segments) bring a snapshot that is behind up to what the receivers have. An existing entry
+   * for the same 4-tuple is replaced. Null (counted) when the table is full or the state is bad.
+   */
+  importConnection(st: ConnectionState, nowMs: number, acks: readonly [number | undefined, number | undefined]): Flow<Connection<SegTag>> | null {
+    try {
+      const f = this.flows.importFlow(st.flow, nowMs);
+      if (f === null) {
+        this.counters.importFailed++;
+        return null;
+      }
+      if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
+      if (st.conn !== null && st.agent !== null && this.opts.config) {
+        const sel = selectRule(this.opts.config, { clientAddr: f.client.addr, clientPort: f.client.port, serverAddr: f.server.addr, serverPort: f.server.port });
+        if (sel === undefined || sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
+        const ctx: AgentContext = {
+          flowId: f.id,
+          client: { addr: ipv4Str(f.client.addr), port: f.client.port },
+          server: { addr: ipv4Str(f.server.addr), port: f.server.port },
+          directions: sel.rule.directions,
+        };
+        const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.registry);
+        const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
+        conn.restore(st.conn);
+        f.conn = conn;
+        conn.adoptAcks(acks);
+        if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
+      }
+      this.counters.imported++;
+      return f;
+    } catch (e) {
+      this.counters.importFailed++;
+      this.opts.log?.error({ err: (e as Error).message }, 'connection state could not be imported');
+      return null;
+    }
+  }
+
+  /** Forgets a connection another node now owns (its NAT entries expire on their own). */
+  releaseConnection(f: Flow<Connection<SegTag>>): void {
+    this.flows.remove(f);
   }
 
   /** A flat snapshot of every counter, for statistics and tests. */

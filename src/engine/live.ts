@@ -46,9 +46,23 @@ import type { Config } from '../config/index.js';
 import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
 import { PcapWriter } from '../phy/pcap.js';
 import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
-import { Gateway, type Side } from './gateway.js';
+import { Gateway, type ClusterHooks, type Side } from './gateway.js';
+
+/**
+ * The gateway's clock: Unix-epoch milliseconds with sub-ms resolution (monotonic within the
+ * process). Epoch-based so that times inside connection state mean the same on every node of
+ * a cluster (snapshots carry hold timers, expiry times, command ages).
+ */
+export const clock = (): number => performance.timeOrigin + performance.now();
+
+/** Lets a cluster node write frames outside a TAP batch (released gated output, replays). */
+export interface ClusterAttach extends ClusterHooks {
+  attach(io: { gateway: Gateway; inject: (fn: (emit: (frame: Uint8Array, to: Side) => void, nowMs: number) => void) => void }): void;
+}
 
 export interface LiveOptions {
+  /** Run as a node of a cluster (src/cluster/node.ts). */
+  cluster?: ClusterAttach | undefined;
   /** TAP a (side 0) and TAP b (side 1); both must exist in this network namespace. */
   taps: readonly [string, string];
   config: Config | null;
@@ -97,9 +111,9 @@ export class LiveGateway {
   private readonly pending: [Uint8Array[], Uint8Array[]] = [[], []];
   private readonly caps: Capture[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private readonly startedMs = performance.now();
-  /** performance.now() origin in Unix-epoch ns, for capture timestamps. */
-  private readonly epochNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(performance.now() * 1e6));
+  private readonly startedMs = clock();
+  /** clock() origin in Unix-epoch ns, for capture timestamps (0 with today's clock). */
+  private readonly epochNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(clock() * 1e6));
   private pcapDropped = 0;
   /** Fault injectors on the way out to TAP [a, b] and on the way in from TAP [a, b]. */
   private readonly faultOut: [FaultInjector | undefined, FaultInjector | undefined] = [undefined, undefined];
@@ -132,6 +146,17 @@ export class LiveGateway {
       vnetHdr: opts.vnetHdr,
       verifyChecksums: true,
       log: opts.log.child({ mod: 'gateway' }),
+      ...(opts.cluster !== undefined ? { cluster: opts.cluster } : {}),
+    });
+    opts.cluster?.attach({
+      gateway: this.gateway,
+      inject: (fn) => {
+        if (this.stopped) return;
+        const now = clock();
+        this.nowMs = now;
+        fn(this.emit, now);
+        this.flush(now);
+      },
     });
     this.failed = new Promise((r) => (this.onFail = r));
     const vnetHdr = opts.vnetHdr;
@@ -193,7 +218,7 @@ export class LiveGateway {
 
   private onBatch(side: Side, b: FrameBatch): void {
     if (this.stopped) return;
-    const now = performance.now();
+    const now = clock();
     this.nowMs = now;
     const gw = this.gateway;
     const buf = b.buf;
@@ -214,7 +239,7 @@ export class LiveGateway {
 
   private onTick(): void {
     if (this.stopped) return;
-    const now = performance.now();
+    const now = clock();
     this.pollIn(now);
     this.gateway.tick(now, this.emit);
     this.flush(now);
@@ -225,7 +250,7 @@ export class LiveGateway {
     this.faultTimer = undefined;
     this.faultTimerDueMs = Infinity;
     if (this.stopped) return;
-    const now = performance.now();
+    const now = clock();
     this.pollIn(now);
     this.flush(now);
   }
@@ -291,7 +316,7 @@ export class LiveGateway {
     const taps: Record<string, TapCounters> = {};
     for (const d of this.devs) taps[d.name] = d.stats();
     const out: LiveStats = {
-      uptimeS: Math.round((performance.now() - this.startedMs) / 10) / 100,
+      uptimeS: Math.round((clock() - this.startedMs) / 10) / 100,
       vnetHdr: this.opts.vnetHdr,
       taps,
       ...this.gateway.stats(),
@@ -319,7 +344,7 @@ export class LiveGateway {
   /** One line for a terminal: rates since the previous call. */
   private last = { t: 0, rx: 0, tx: 0 };
   statusLine(): string {
-    const now = performance.now();
+    const now = clock();
     let rx = 0;
     let tx = 0;
     let drops = 0;
@@ -368,7 +393,7 @@ export class LiveGateway {
       if (this.timer !== undefined) clearInterval(this.timer);
       if (this.faultTimer !== undefined) clearTimeout(this.faultTimer);
       for (const d of this.devs) d.pause();
-      const now = performance.now();
+      const now = clock();
       if (this.failure === undefined) {
         this.nowMs = now;
         for (const side of [0, 1] as const) this.faultIn[side]?.flush(this.deliverFrom[side]);

@@ -59,6 +59,10 @@ export interface Half {
 
 export type FlowState = 'syn-sent' | 'syn-received' | 'established' | 'closing' | 'closed';
 
+const FLOW_CONFIRMED = 1;
+const FLOW_SEEN = 6;
+const FLOW_MIDSTREAM = 8;
+
 export class Flow<C = unknown> {
   state: FlowState;
   readonly halves: [Half, Half];
@@ -68,27 +72,103 @@ export class Flow<C = unknown> {
   /** Closing started (both FINs, or a RST) at this time. */
   closedMs = 0;
   readonly createdMs: number;
-  /** Handshake completed, or (mid-stream) both sides seen: no longer counts as half-open. */
-  confirmed = false;
-  /** A segment was seen from side 0 / side 1 (mid-stream confirmation). */
-  readonly seen: [boolean, boolean] = [false, false];
+  /** FLOW_* bits: confirmed, seen from side 0 / 1, midstream. */
+  private bits: number;
+  // Endpoints as plain small integers (addresses as int32: no heap number per address; both
+  // ports in one), so that an entry is one object plus its halves; `client`, `server`, `key`,
+  // `id` are derived.
+  private readonly ca: number;
+  private readonly sa: number;
+  /** Client port << 16 | server port. */
+  private readonly ports: number;
+
   constructor(
-    readonly key: string,
-    readonly id: string,
-    readonly client: Endpoint,
-    readonly server: Endpoint,
-    readonly midstream: boolean,
+    client: Endpoint,
+    server: Endpoint,
+    midstream: boolean,
     nowMs: number,
+    /** How many connections this 4-tuple had before this one (the id's "#n"). */
+    readonly gen = 0,
   ) {
     this.state = midstream ? 'established' : 'syn-sent';
     this.halves = [newHalf(), newHalf()];
     this.lastMs = nowMs;
     this.createdMs = nowMs;
+    this.bits = midstream ? FLOW_MIDSTREAM : 0;
+    this.ca = client.addr | 0;
+    this.sa = server.addr | 0;
+    this.ports = (client.port << 16) | server.port;
+  }
+
+  private get cp(): number {
+    return this.ports >>> 16;
+  }
+  private get sp(): number {
+    return this.ports & 0xffff;
+  }
+
+  /** Handshake completed, or (mid-stream) both sides seen: no longer counts as half-open. */
+  get confirmed(): boolean {
+    return (this.bits & FLOW_CONFIRMED) !== 0;
+  }
+  set confirmed(v: boolean) {
+    this.bits = v ? this.bits | FLOW_CONFIRMED : this.bits & ~FLOW_CONFIRMED;
+  }
+  /** First seen mid-stream (no SYN): positions unknown, never rewritten. */
+  get midstream(): boolean {
+    return (this.bits & FLOW_MIDSTREAM) !== 0;
+  }
+  /** @internal Bit s set: a segment was seen from side s (mid-stream confirmation); see `seen`. */
+  get seenMask(): number {
+    return (this.bits & FLOW_SEEN) >>> 1;
+  }
+  set seenMask(v: number) {
+    this.bits = (this.bits & ~FLOW_SEEN) | ((v << 1) & FLOW_SEEN);
+  }
+
+  /** The side that sent the first SYN (a fresh object). */
+  get client(): Endpoint {
+    return { addr: this.ca >>> 0, port: this.cp };
+  }
+  get server(): Endpoint {
+    return { addr: this.sa >>> 0, port: this.sp };
+  }
+
+  /** The canonical 4-tuple key (flowKey), derived on demand. */
+  get key(): string {
+    return flowKey(this.client, this.server);
+  }
+
+  /** Connection id, e.g. "10.0.0.1.40000-10.0.0.2.80" ("#n" appended for a reused 4-tuple). */
+  get id(): string {
+    const n = this.gen;
+    return `${ipv4Str(this.ca >>> 0)}.${this.cp}-${ipv4Str(this.sa >>> 0)}.${this.sp}${n > 0 ? `#${n}` : ''}`;
+  }
+
+  /** A segment was seen from side 0 / side 1 (a fresh array: read-only view of `seenMask`). */
+  get seen(): [boolean, boolean] {
+    return [(this.seenMask & 1) !== 0, (this.seenMask & 2) !== 0];
   }
 
   /** 0 when the segment came from the client, 1 from the server. */
   sideOf(src: Endpoint): 0 | 1 {
-    return src.addr === this.client.addr && src.port === this.client.port ? 0 : 1;
+    return (src.addr | 0) === this.ca && src.port === this.ports >>> 16 ? 0 : 1;
+  }
+
+  /** @internal This flow's 4-tuple is {a, b} (either order). */
+  is(a: Endpoint, b: Endpoint): boolean {
+    const x = a.addr | 0;
+    const y = b.addr | 0;
+    const ports = this.ports;
+    return (
+      (x === this.ca && y === this.sa && ((a.port << 16) | b.port) === ports) ||
+      (x === this.sa && y === this.ca && ((b.port << 16) | a.port) === ports)
+    );
+  }
+
+  /** @internal The table's hash of this flow's 4-tuple (tupleHash). */
+  hash(): number {
+    return tupleHash(this.ca, this.cp, this.sa, this.sp);
   }
 
   /** Wscale is in force only if both SYNs carried the option (RFC 7323 §2.2). */
@@ -97,8 +177,98 @@ export class Flow<C = unknown> {
   }
 }
 
+/**
+ * A small-integer (Smi) hash of a 4-tuple, the same in both directions: the table is keyed by
+ * it (no string per lookup or per entry); colliding flows share a bucket.
+ */
+function tupleHash(a1: number, p1: number, a2: number, p2: number): number {
+  let x = Math.imul(a1 ^ (p1 << 16) ^ p1, 0x9e3779b1);
+  let y = Math.imul(a2 ^ (p2 << 16) ^ p2, 0x9e3779b1);
+  x ^= x >>> 15;
+  y ^= y >>> 15;
+  // Symmetric: the same for (a, b) and (b, a).
+  let h = Math.imul(x ^ y, 0x85ebca6b) + Math.imul(x + y, 0xc2b2ae35);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0x27d4eb2f);
+  return (h ^ (h >>> 16)) | 0;
+}
+
+// TrackedHalf.bits: mss in bits 0-15, wscale + 1 in bits 16-19, then one bit per flag.
+const MSS_MASK = 0xffff;
+const WS_SHIFT = 16;
+const WS_MASK = 0xf << WS_SHIFT;
+const SACK_BIT = 1 << 20;
+const TS_BIT = 1 << 21;
+const FIN_BIT = 1 << 22;
+const RST_BIT = 1 << 23;
+
+/**
+ * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
+ * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
+ * the plain form (but object spread would not: use `plainHalf`).
+ */
+class TrackedHalf implements Half {
+  isn: Seq | undefined = undefined;
+  private bits = 536 | (0 << WS_SHIFT); // mss 536, wscale −1, no flags
+
+  get mss(): number {
+    return this.bits & MSS_MASK;
+  }
+  set mss(v: number) {
+    this.bits = (this.bits & ~MSS_MASK) | (v & MSS_MASK);
+  }
+  /** −1 (none) to 14. */
+  get wscale(): number {
+    return ((this.bits & WS_MASK) >>> WS_SHIFT) - 1;
+  }
+  set wscale(v: number) {
+    this.bits = (this.bits & ~WS_MASK) | (((v + 1) << WS_SHIFT) & WS_MASK);
+  }
+  get sackPermitted(): boolean {
+    return (this.bits & SACK_BIT) !== 0;
+  }
+  set sackPermitted(v: boolean) {
+    this.bits = v ? this.bits | SACK_BIT : this.bits & ~SACK_BIT;
+  }
+  get timestamps(): boolean {
+    return (this.bits & TS_BIT) !== 0;
+  }
+  set timestamps(v: boolean) {
+    this.bits = v ? this.bits | TS_BIT : this.bits & ~TS_BIT;
+  }
+  get finSeen(): boolean {
+    return (this.bits & FIN_BIT) !== 0;
+  }
+  set finSeen(v: boolean) {
+    this.bits = v ? this.bits | FIN_BIT : this.bits & ~FIN_BIT;
+  }
+  get rstSeen(): boolean {
+    return (this.bits & RST_BIT) !== 0;
+  }
+  set rstSeen(v: boolean) {
+    this.bits = v ? this.bits | RST_BIT : this.bits & ~RST_BIT;
+  }
+
+  toJSON(): Half {
+    return plainHalf(this);
+  }
+}
+
+/** A plain-object copy of a Half. */
+export function plainHalf(h: Half): Half {
+  return {
+    isn: h.isn,
+    mss: h.mss,
+    wscale: h.wscale,
+    sackPermitted: h.sackPermitted,
+    timestamps: h.timestamps,
+    finSeen: h.finSeen,
+    rstSeen: h.rstSeen,
+  };
+}
+
 function newHalf(): Half {
-  return { isn: undefined, mss: 536, wscale: -1, sackPermitted: false, timestamps: false, finSeen: false, rstSeen: false };
+  return new TrackedHalf();
 }
 
 export interface SynOptions {
@@ -139,6 +309,8 @@ export function newFlowCounters() {
     /** A new SYN replaced a closed/closing connection with the same 4-tuple. */
     reused: 0,
     simultaneousOpen: 0,
+    /** importFlow refused because the table was full. */
+    importRefused: 0,
   };
 }
 export type FlowCounters = ReturnType<typeof newFlowCounters>;
@@ -163,9 +335,34 @@ export type LookupResult<C> =
   /** A bare SYN with a new ISN for a confirmed, open connection: not tracked (see the file comment). */
   | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 };
 
+/** A flow as plain JSON-able data (version 1): the cluster moves entries between nodes. */
+export interface FlowJson {
+  v: 1;
+  client: Endpoint;
+  server: Endpoint;
+  midstream: boolean;
+  state: FlowState;
+  halves: [Half, Half];
+  confirmed: boolean;
+  seen: [boolean, boolean];
+  createdMs: number;
+  lastMs: number;
+  closedMs: number;
+}
+
+const FLOW_STATES: readonly FlowState[] = ['syn-sent', 'syn-received', 'established', 'closing', 'closed'];
+
+/** A bucket of the table: one flow, or (4-tuples with the same hash, rare) several. */
+type Bucket<C> = Flow<C> | Flow<C>[];
+
 export class FlowTable<C = unknown> {
-  private readonly flows = new Map<string, Flow<C>>();
-  /** How many connections each 4-tuple has had (for ids "…#1", "…#2"). */
+  /** Keyed by tupleHash (a small integer: no string per lookup or per entry). */
+  private readonly flows = new Map<number, Bucket<C>>();
+  private count = 0;
+  /**
+   * For 4-tuples whose last connection left the table: how many connections they had (for ids
+   * "…#1", "…#2"). A live flow carries its own number (`gen`).
+   */
   private readonly reuse = new Map<string, number>();
   readonly counters = newFlowCounters();
   /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
@@ -176,7 +373,7 @@ export class FlowTable<C = unknown> {
   constructor(private readonly limits: TableLimits) {}
 
   get size(): number {
-    return this.flows.size;
+    return this.count;
   }
 
   /** Embryonic (half-open or unconfirmed mid-stream) connections in the table. */
@@ -184,8 +381,52 @@ export class FlowTable<C = unknown> {
     return this.embryonic;
   }
 
-  values(): IterableIterator<Flow<C>> {
-    return this.flows.values();
+  /** Every flow (flows may be removed while iterating). */
+  *values(): IterableIterator<Flow<C>> {
+    for (const b of this.flows.values()) {
+      if (b instanceof Flow) yield b;
+      else for (const f of b.slice()) yield f;
+    }
+  }
+
+  /** The flow of the 4-tuple {a, b} (either direction), if any; changes nothing. */
+  peek(a: Endpoint, b: Endpoint): Flow<C> | undefined {
+    return this.find(a, b, tupleHash(a.addr | 0, a.port, b.addr | 0, b.port));
+  }
+
+  /** The flow of the 4-tuple {a, b} (either direction), if any. */
+  private find(a: Endpoint, b: Endpoint, h: number): Flow<C> | undefined {
+    const bucket = this.flows.get(h);
+    if (bucket === undefined) return undefined;
+    if (bucket instanceof Flow) return bucket.is(a, b) ? bucket : undefined;
+    for (const f of bucket) if (f.is(a, b)) return f;
+    return undefined;
+  }
+
+  private insert(f: Flow<C>, h: number): void {
+    const bucket = this.flows.get(h);
+    if (bucket === undefined) this.flows.set(h, f);
+    else if (bucket instanceof Flow) this.flows.set(h, [bucket, f]);
+    else bucket.push(f);
+    this.count++;
+  }
+
+  /** Takes `f` out of its bucket; false when it is not in the table. */
+  private unlink(f: Flow<C>): boolean {
+    const h = f.hash();
+    const bucket = this.flows.get(h);
+    if (bucket === undefined) return false;
+    if (bucket instanceof Flow) {
+      if (bucket !== f) return false;
+      this.flows.delete(h);
+    } else {
+      const i = bucket.indexOf(f);
+      if (i < 0) return false;
+      bucket.splice(i, 1);
+      if (bucket.length === 1) this.flows.set(h, bucket[0]!);
+    }
+    this.count--;
+    return true;
   }
 
   /**
@@ -194,8 +435,8 @@ export class FlowTable<C = unknown> {
    * flow.
    */
   lookup(src: Endpoint, dst: Endpoint, flags: number, seq: Seq, nowMs: number): LookupResult<C> {
-    const key = flowKey(src, dst);
-    let f = this.flows.get(key);
+    const hash = tupleHash(src.addr | 0, src.port, dst.addr | 0, dst.port);
+    let f = this.find(src, dst, hash);
     const syn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     if (f && syn) {
       const side = f.sideOf(src);
@@ -219,7 +460,7 @@ export class FlowTable<C = unknown> {
       f.lastMs = nowMs;
       return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: false };
     }
-    if (this.flows.size >= this.limits.maxConnections) {
+    if (this.count >= this.limits.maxConnections) {
       if (syn) {
         this.counters.tableFull++;
         return { kind: 'refused', why: 'table-full' };
@@ -235,19 +476,78 @@ export class FlowTable<C = unknown> {
       this.counters.untrackedHalfOpen++;
       return { kind: 'untracked' };
     }
-    const n = this.reuse.get(key) ?? 0;
-    this.reuse.set(key, n + 1);
-    if (this.reuse.size > this.limits.maxConnections * 2) this.reuse.clear();
+    let n = 0;
+    if (this.reuse.size > 0) {
+      const key = flowKey(src, dst);
+      const r = this.reuse.get(key);
+      if (r !== undefined) {
+        n = r;
+        this.reuse.delete(key); // the new flow carries it from now on
+      }
+    }
     const midstream = !syn;
     // Mid-stream: we cannot know who opened; take the lower port as the server's (a guess).
     const [client, server] = midstream && dst.port > src.port ? [dst, src] : [src, dst];
-    const id = `${ipv4Str(client.addr)}.${client.port}-${ipv4Str(server.addr)}.${server.port}${n > 0 ? `#${n}` : ''}`;
-    f = new Flow<C>(key, id, { ...client }, { ...server }, midstream, nowMs);
-    this.flows.set(key, f);
+    f = new Flow<C>(client, server, midstream, nowMs, n);
+    this.insert(f, hash);
     this.embryonic++;
     this.counters.created++;
     if (midstream) this.counters.midstream++;
     return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: true };
+  }
+
+  /** The flow as plain JSON-able data (see FlowJson; `conn` is not part of it). */
+  exportFlow(f: Flow<C>): FlowJson {
+    const half = plainHalf;
+    return {
+      v: 1,
+      client: f.client,
+      server: f.server,
+      midstream: f.midstream,
+      state: f.state,
+      halves: [half(f.halves[0]), half(f.halves[1])],
+      confirmed: f.confirmed,
+      seen: f.seen,
+      createdMs: f.createdMs,
+      lastMs: f.lastMs,
+      closedMs: f.closedMs,
+    };
+  }
+
+  /**
+   * Inserts a flow saved by exportFlow (another node's), replacing an entry of the same 4-tuple
+   * (onRemove is called for it). `nowMs` counts as activity (lastMs is at least nowMs). Returns
+   * null, counted (`importRefused`), when the table is full; throws on a malformed snapshot.
+   */
+  importFlow(j: FlowJson, nowMs: number): Flow<C> | null {
+    const v = validFlowJson(j);
+    const hash = tupleHash(v.client.addr | 0, v.client.port, v.server.addr | 0, v.server.port);
+    const old = this.find(v.client, v.server, hash);
+    if (old === undefined && this.count >= this.limits.maxConnections) {
+      this.counters.importRefused++;
+      return null;
+    }
+    if (old !== undefined) this.remove(old);
+    let gen = 0;
+    if (this.reuse.size > 0) {
+      const key = flowKey(v.client, v.server);
+      const r = this.reuse.get(key);
+      if (r !== undefined) {
+        gen = r;
+        this.reuse.delete(key);
+      }
+    }
+    const f = new Flow<C>(v.client, v.server, v.midstream, v.createdMs, gen);
+    f.state = v.state;
+    Object.assign(f.halves[0], v.halves[0]);
+    Object.assign(f.halves[1], v.halves[1]);
+    f.seenMask = (v.seen[0] ? 1 : 0) | (v.seen[1] ? 2 : 0);
+    f.lastMs = Math.max(v.lastMs, nowMs);
+    f.closedMs = v.closedMs;
+    f.confirmed = v.confirmed;
+    this.insert(f, hash);
+    if (!f.confirmed) this.embryonic++;
+    return f;
   }
 
   /** Updates the tracked state with a segment from `side`. */
@@ -266,9 +566,9 @@ export class FlowTable<C = unknown> {
       f.state = 'established';
       this.confirm(f);
     }
-    if (f.midstream && !f.seen[side]) {
-      f.seen[side] = true;
-      if (f.seen[0] && f.seen[1]) this.confirm(f);
+    if (f.midstream && (f.seenMask & (1 << side)) === 0) {
+      f.seenMask |= 1 << side;
+      if (f.seenMask === 3) this.confirm(f);
     }
     if (flags & TCP_RST) {
       h.rstSeen = true;
@@ -294,10 +594,16 @@ export class FlowTable<C = unknown> {
     this.embryonic--;
   }
 
+  /**
+   * Takes `f` out of the table (expired, replaced, or moved to another node): onRemove is called.
+   * Nothing happens when `f` is not (or no longer) in the table.
+   */
   remove(f: Flow<C>): void {
-    if (this.flows.get(f.key) !== f) return;
-    this.flows.delete(f.key);
+    if (!this.unlink(f)) return;
     if (!f.confirmed) this.embryonic--;
+    // A later connection of this 4-tuple gets the next number.
+    this.reuse.set(f.key, f.gen + 1);
+    if (this.reuse.size > this.limits.maxConnections * 2) this.reuse.clear();
     this.onRemove?.(f);
   }
 
@@ -305,7 +611,7 @@ export class FlowTable<C = unknown> {
   expire(nowMs: number): number {
     let n = 0;
     const synTimeout = this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs;
-    for (const f of this.flows.values()) {
+    for (const f of this.values()) {
       if (!f.confirmed && nowMs - f.createdMs > synTimeout) {
         // Whatever its state (a SYN answered by a RST is `closed` but was never a connection).
         this.remove(f);
@@ -326,4 +632,62 @@ export class FlowTable<C = unknown> {
     }
     return n;
   }
+}
+
+/** Checks a FlowJson (from another node: untrusted shape); throws Error('flow: bad snapshot (…)'). */
+function validFlowJson(j: unknown): FlowJson {
+  const bad = (why: string): never => {
+    throw new Error(`flow: bad snapshot (${why})`);
+  };
+  if (typeof j !== 'object' || j === null) return bad('not an object');
+  const o = j as Record<string, unknown>;
+  if (o['v'] !== 1) return bad(`version ${String(o['v'])}`);
+  const u32 = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffffffff;
+  const port = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffff;
+  const endpoint = (x: unknown, name: string): Endpoint => {
+    const e = x as Record<string, unknown> | null;
+    if (typeof e !== 'object' || e === null || !u32(e['addr']) || !port(e['port'])) return bad(name);
+    return { addr: e['addr'] as number, port: e['port'] as number };
+  };
+  const client = endpoint(o['client'], 'client');
+  const server = endpoint(o['server'], 'server');
+  const bool = (x: unknown, name: string): boolean => (typeof x === 'boolean' ? x : bad(name));
+  const time = (x: unknown, name: string): number => (Number.isFinite(x) ? (x as number) : bad(name));
+  const pair = (x: unknown, name: string): unknown[] => (Array.isArray(x) && x.length === 2 ? x : bad(name));
+  const half = (x: unknown, i: number): Half => {
+    const h = x as Record<string, unknown> | null;
+    const name = `halves[${i}]`;
+    if (typeof h !== 'object' || h === null) return bad(name);
+    const isn = h['isn'];
+    if (isn !== undefined && isn !== null && !u32(isn)) return bad(`${name}.isn`);
+    if (!port(h['mss'])) return bad(`${name}.mss`);
+    const ws = h['wscale'];
+    if (!Number.isInteger(ws) || (ws as number) < -1 || (ws as number) > 14) return bad(`${name}.wscale`);
+    return {
+      isn: isn === undefined || isn === null ? undefined : (isn as Seq),
+      mss: h['mss'] as number,
+      wscale: ws as number,
+      sackPermitted: bool(h['sackPermitted'], `${name}.sackPermitted`),
+      timestamps: bool(h['timestamps'], `${name}.timestamps`),
+      finSeen: bool(h['finSeen'], `${name}.finSeen`),
+      rstSeen: bool(h['rstSeen'], `${name}.rstSeen`),
+    };
+  };
+  const state = o['state'];
+  if (!FLOW_STATES.includes(state as FlowState)) return bad('state');
+  const halves = pair(o['halves'], 'halves');
+  const seen = pair(o['seen'], 'seen');
+  return {
+    v: 1,
+    client,
+    server,
+    midstream: bool(o['midstream'], 'midstream'),
+    state: state as FlowState,
+    halves: [half(halves[0], 0), half(halves[1], 1)],
+    confirmed: bool(o['confirmed'], 'confirmed'),
+    seen: [bool(seen[0], 'seen[0]'), bool(seen[1], 'seen[1]')],
+    createdMs: time(o['createdMs'], 'createdMs'),
+    lastMs: time(o['lastMs'], 'lastMs'),
+    closedMs: time(o['closedMs'], 'closedMs'),
+  };
 }

@@ -230,8 +230,19 @@ const portKey = (proto: NatProto, addr: number, port: number): string => `${prot
 const other = (s: NatSide): NatSide => (s === 0 ? 1 : 0);
 const mapAddr = (a: number, from: Cidr, to: Cidr): number => ((to.addr | (a & ~from.mask)) >>> 0);
 
+/** One connection's NAT entries and expectations (NatTable.exportFor / importState). */
+export interface NatFlowState {
+  entries: Entry[];
+  expectations: Expectation[];
+}
+
 export class NatTable {
   readonly counters: NatCounters;
+  /**
+   * Cluster: this node allocates masquerade ports/ids p with p % count === index only, so nodes
+   * sharing one address never hand out the same port (null = all of the range).
+   */
+  slice: { index: number; count: number } | null = null;
   private nextId = 1;
   /** Per pool "proto|address": the last port handed out. */
   private readonly cursors = new Map<string, number>();
@@ -401,6 +412,45 @@ export class NatTable {
     return [...this.expectations.values()];
   }
 
+  /**
+   * Cluster (DESIGN.md §5): the entries of one connection — found by the tuple its packets have
+   * as they arrive on either side — and the expectations it registered (tagged with its flow
+   * id), as plain data for its snapshot. `importState` merges them into another node's table.
+   */
+  exportFor(raw: readonly [Tuple | undefined, Tuple | undefined], tag: string): NatFlowState {
+    const entries: Entry[] = [];
+    for (const side of [0, 1] as const) {
+      const t = raw[side];
+      if (t === undefined) continue;
+      const id = this.byTuple.get(tupleKey(side, t));
+      const e = id === undefined ? undefined : this.entries.get(id);
+      if (e !== undefined && !entries.includes(e)) entries.push(e);
+    }
+    const expectations = [...this.expectations.values()].filter((x) => x.tag === tag);
+    return JSON.parse(JSON.stringify({ entries, expectations })) as NatFlowState;
+  }
+
+  /** Merges a connection's NAT state from another node (ids are renumbered here). */
+  importState(st: NatFlowState): void {
+    const chk = checkSnapshot({ v: 1, nextId: 0, cursors: {}, counters: {}, entries: st.entries, expectations: st.expectations });
+    for (const e of chk.entries) {
+      const id = this.byTuple.get(tupleKey(e.init, e.orig));
+      const have = id === undefined ? undefined : this.entries.get(id);
+      if (have !== undefined) {
+        if (e.expiresAt > have.expiresAt) have.expiresAt = e.expiresAt;
+        continue;
+      }
+      this.index({ ...e, id: this.nextId++, orig: { ...e.orig }, repl: { ...e.repl } });
+    }
+    for (const x of chk.expectations) {
+      const k = expectKey(x.from, x.proto, x.dst, x.dport);
+      const same = [...(this.expectIndex.get(k) ?? [])].some((id) => this.expectations.get(id)?.tag === x.tag);
+      if (same) continue;
+      this.addExpectation({ ...x, id: this.nextId++, to: { ...x.to } });
+      if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+    }
+  }
+
   snapshot(): NatSnapshot {
     const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
     return {
@@ -477,7 +527,9 @@ export class NatTable {
     const r = proto === 'icmp' ? m.icmpIds : m.ports;
     const pool = `${proto}|${m.address}`;
     const used = this.usedPorts;
-    if (m.preservePort && want >= r.lo && want <= r.hi && !used.has(portKey(proto, m.address, want))) {
+    const sl = this.slice;
+    const mine = (p: number): boolean => sl === null || p % sl.count === sl.index;
+    if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !used.has(portKey(proto, m.address, want))) {
       used.add(portKey(proto, m.address, want));
       return want;
     }
@@ -486,7 +538,7 @@ export class NatTable {
     for (let i = 1; i <= n; i++) {
       const p = r.lo + ((cur - r.lo + i) % n + n) % n;
       const k = portKey(proto, m.address, p);
-      if (!used.has(k)) {
+      if (mine(p) && !used.has(k)) {
         used.add(k);
         this.cursors.set(pool, p);
         return p;

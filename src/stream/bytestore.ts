@@ -7,8 +7,11 @@
  */
 import { copyBytes } from '../util/bytes.js';
 
+/** The chunks of every empty store (shared, never written: `append` replaces it first). */
+const NO_CHUNKS = Object.freeze([]) as unknown as Uint8Array[];
+
 export class ByteStore {
-  private chunks: Uint8Array[] = [];
+  private chunks: Uint8Array[] = NO_CHUNKS;
   /** Position of chunks[0][0]. */
   start = 0;
   /** Position just after the last stored byte. */
@@ -26,7 +29,7 @@ export class ByteStore {
 
   /** Empties the store and moves it to `pos`. */
   reset(pos: number): void {
-    this.chunks = [];
+    this.chunks = NO_CHUNKS;
     this.start = pos;
     this.end = pos;
   }
@@ -34,6 +37,7 @@ export class ByteStore {
   /** Appends bytes at `end` (copied). */
   append(data: Uint8Array): void {
     if (data.length === 0) return;
+    if (this.chunks === NO_CHUNKS) this.chunks = [];
     this.chunks.push(copyBytes(data, this.longLived));
     this.end += data.length;
   }

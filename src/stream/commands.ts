@@ -45,9 +45,13 @@ export interface CommandJson {
 
 const EMPTY = new Uint8Array(0);
 
+/** The commands of every empty list (shared, never written: `add` replaces it first), so an
+ *  idle direction holds no array of its own. */
+const NO_COMMANDS = Object.freeze([]) as unknown as Command[];
+
 export class CommandList {
   /** Ordered, non-overlapping. Invariant: cmds[i].org + cmds[i].orgLen <= cmds[i+1].org. */
-  private cmds: Command[] = [];
+  private cmds: Command[] = NO_COMMANDS;
   /** Index of the first live command (pruned ones are removed lazily, in batches). */
   private head = 0;
   /** Cumulative offset of every command below `floorPos` (pruned or erased). */
@@ -105,6 +109,7 @@ export class CommandList {
       throw new Error(`command at ${org} overlaps the previous one ending at ${prevEnd}`);
     }
     const prevOffset = last ? last.offset : this.floorOffset;
+    if (this.cmds === NO_COMMANDS) this.cmds = [];
     this.cmds.push({
       org,
       orgLen,
@@ -273,7 +278,7 @@ export class CommandList {
       this.cmds = this.cmds.slice(this.head);
       this.head = 0;
     } else if (this.head === this.cmds.length && this.head > 0) {
-      this.cmds = [];
+      this.cmds = NO_COMMANDS;
       this.head = 0;
     }
   }

@@ -13,7 +13,7 @@ import type { Agent, Direction } from '../agent/types.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, type Half } from '../flow/table.js';
 import { offsetToSeq, seqToOffset, type Seq } from '../wire/seq.js';
 import type { GlobalBudget, StreamCounters } from './counters.js';
-import { StreamDirection, type Release } from './direction.js';
+import { StreamDirection, type DirectionJson, type Release } from './direction.js';
 import type { Limits } from './limits.js';
 
 /** The TCP header fields the engine reads and rewrites. */
@@ -39,6 +39,12 @@ export interface TcpOut<T> {
 
 const DIRS: readonly [Direction, Direction] = ['c2s', 's2c'];
 
+/** Both directions' state (the agent's is its own snapshot, kept beside it by the caller). */
+export interface ConnectionJson {
+  v: 1;
+  dirs: [DirectionJson, DirectionJson];
+}
+
 export class Connection<T extends { fields: TcpFields }> {
   /** dirs[0]: client → server (data the client sends); dirs[1]: server → client. */
   readonly dirs: [StreamDirection<T>, StreamDirection<T>];
@@ -47,7 +53,7 @@ export class Connection<T extends { fields: TcpFields }> {
 
   constructor(
     private readonly halves: [Half, Half],
-    agent: Agent | null,
+    readonly agent: Agent | null,
     limits: Limits,
     private readonly counters: StreamCounters,
     budget: GlobalBudget,
@@ -114,6 +120,41 @@ export class Connection<T extends { fields: TcpFields }> {
 
   nextTimerMs(): number {
     return Math.min(this.dirs[0].nextTimerMs(), this.dirs[1].nextTimerMs());
+  }
+
+  /** Commands created in both directions (grows whenever a release depends on a new one). */
+  get changes(): number {
+    return this.dirs[0].changes + this.dirs[1].changes;
+  }
+
+  /** Stream positions processed in both directions (grows while the connection moves data). */
+  get progress(): number {
+    return this.dirs[0].x + this.dirs[1].x;
+  }
+
+  toJSON(withStore = true): ConnectionJson {
+    return { v: 1, dirs: [this.dirs[0].toJSON(withStore), this.dirs[1].toJSON(withStore)] };
+  }
+
+  /** State from `toJSON` (on a connection built with the same halves and a restored agent). */
+  restore(j: ConnectionJson): void {
+    if (j?.v !== 1 || !Array.isArray(j.dirs) || j.dirs.length !== 2) throw new Error('connection: bad snapshot (expected { v: 1, dirs: [2] })');
+    this.dirs[0].restore(j.dirs[0]);
+    this.dirs[1].restore(j.dirs[1]);
+  }
+
+  /**
+   * Takeover (cluster): the highest ACK each side sent while another node owned the connection
+   * (seen on the shared segment), as if it had passed here — a direction restored from a
+   * snapshot that is behind skips ahead to what its receiver already has (StreamDirection.skipTo).
+   */
+  adoptAcks(acks: readonly [Seq | undefined, Seq | undefined]): void {
+    for (const side of [0, 1] as const) {
+      const a = acks[side];
+      const other = (1 - side) as 0 | 1;
+      if (a === undefined || this.halves[other].isn === undefined) continue;
+      this.dirs[other].onReceiverAck(this.pos(other, a));
+    }
   }
 
   dispose(): void {

@@ -62,6 +62,10 @@ export function newStreamCounters() {
     acksTranslated: 0,
     sackTranslated: 0,
     sackDropped: 0,
+    /** Cluster takeovers from a snapshot behind the receiver: skips, bytes taken as passed, held bytes dropped. */
+    adoptSkips: 0,
+    adoptSkippedBytes: 0,
+    adoptHeldDropped: 0,
   };
 }
 

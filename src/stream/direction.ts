@@ -64,6 +64,9 @@ interface Synth {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The queue / synthOut of every direction that has none (shared, never written: replaced by a
+ *  fresh array before a push), so an idle direction holds no arrays of its own. */
+const NO_LIST = Object.freeze([]) as unknown as never[];
 
 /** Serializable state of one direction (the cluster moves it; see toJSON). */
 export interface DirectionJson {
@@ -82,49 +85,200 @@ export interface DirectionJson {
   synth: { newPos: number; data: string; sentMs: number; tries: number } | null;
 }
 
-export class StreamDirection<T> {
-  readonly cmds = new CommandList();
-  /** Next original position not yet processed (the seed's x). */
-  x = 0;
-  /** Held (undecided) original bytes [heldFrom, x). */
-  private held = new ByteStore(0, true);
+/**
+ * State a direction needs only once data flowed (bytes held, stored or queued, a FIN, a
+ * gateway-originated segment, the agent switched off): created on first use, so a direction
+ * that only saw the handshake is small (issue 7). StreamDirection reaches these fields through
+ * accessors of the same names; writing a field's initial value does not create the object.
+ */
+class Busy<T> {
+  held: ByteStore | null = null;
   /** When the sender last sent a segment (the hold timer's start). */
-  private heldSinceMs = 0;
-  /** Processed original bytes not yet acknowledged, for inline normalisation. */
-  private store = new ByteStore(0);
-  private queue: Queued<T>[] = [];
-  private queueBytes = 0;
-  /** Position of the FIN once seen (−1 = none). */
+  heldSinceMs = 0;
+  store: ByteStore | null = null;
+  queue: Queued<T>[] = NO_LIST;
+  queueBytes = 0;
   finPos = -1;
   finProcessed = false;
-  /** Agent disabled for this direction after a contract violation or an exception. */
-  private agentOff = false;
+  agentOff = false;
+  adopting = false;
+  synth: Synth | null = null;
+  synthOut: Release<T>[] = NO_LIST;
+  lastTag: T | undefined = undefined;
+}
+
+/** What the directions of one gateway share (one object per direction kind and gateway). */
+interface Env {
+  readonly dir: Direction;
+  readonly limits: Limits;
+  readonly counters: StreamCounters;
+  readonly budget: GlobalBudget;
+  readonly retain: (tag: never) => unknown;
+}
+
+const IDENTITY = <T>(t: T): T => t;
+/** Recently used environments (a gateway has two: one per direction). */
+const envs: Env[] = [];
+
+function envFor(dir: Direction, limits: Limits, counters: StreamCounters, budget: GlobalBudget, retain: (tag: never) => unknown): Env {
+  for (const e of envs) {
+    if (e.dir === dir && e.limits === limits && e.counters === counters && e.budget === budget && e.retain === retain) return e;
+  }
+  const e: Env = { dir, limits, counters, budget, retain };
+  envs.unshift(e);
+  if (envs.length > 8) envs.pop();
+  return e;
+}
+
+/** The commands of a direction that has none yet (shared, read-only: frozen). */
+const NO_COMMANDS = Object.freeze(new CommandList()) as CommandList;
+
+export class StreamDirection<T> {
+  /** Own command list, created with the first command (`cmds` reads a shared empty one before). */
+  private _cmds: CommandList | null = null;
+  /** Next original position not yet processed (the seed's x). */
+  x = 0;
   /** Highest new position R acknowledged. */
   rcvAckNew = 0;
   /** Highest original position acknowledged to S (= G of rcvAckNew). */
   sndAckOrg = 0;
-  private synth: Synth | null = null;
-  /** Gateway-originated releases made while handling a segment: sent after its own release. */
-  private synthOut: Release<T>[] = [];
-  /** Last segment seen from S: the template for gateway-originated segments (retained only
-   *  while bytes are held or a gateway-originated segment is outstanding). */
-  private lastTag: T | undefined;
+  /** Commands created so far (the cluster publishes a snapshot before releasing bytes that
+   *  depend on a new one: it compares this number with the one last published). */
+  changes = 0;
+  /** The rest of the state, once needed (see Busy). */
+  private busy: Busy<T> | null = null;
+  private readonly env: Env;
 
   constructor(
-    readonly dir: Direction,
+    dir: Direction,
     private readonly agent: Agent | null,
-    private readonly limits: Limits,
-    private readonly counters: StreamCounters,
-    private readonly budget: GlobalBudget,
+    limits: Limits,
+    counters: StreamCounters,
+    budget: GlobalBudget,
     /** Makes a tag safe to keep past the current call (the caller's buffers may be reused). */
-    private readonly retain: (tag: T) => T = (t) => t,
-  ) {}
+    retain: (tag: T) => T = IDENTITY,
+  ) {
+    this.env = envFor(dir, limits, counters, budget, retain as (tag: never) => unknown);
+  }
+
+  get dir(): Direction {
+    return this.env.dir;
+  }
+  private get limits(): Limits {
+    return this.env.limits;
+  }
+  private get counters(): StreamCounters {
+    return this.env.counters;
+  }
+  private get budget(): GlobalBudget {
+    return this.env.budget;
+  }
+  private get retain(): (tag: T) => T {
+    return this.env.retain as (tag: T) => T;
+  }
+
+  /** The modification commands (a shared, frozen empty list until the first command). */
+  get cmds(): CommandList {
+    const c = this._cmds;
+    return c === null ? NO_COMMANDS : c;
+  }
+  /** The command list to add to (created on first use). */
+  private ownCmds(): CommandList {
+    return (this._cmds ??= new CommandList());
+  }
+
+  private get b(): Busy<T> {
+    return (this.busy ??= new Busy<T>());
+  }
+  private get _held(): ByteStore | null {
+    return this.busy === null ? null : this.busy.held;
+  }
+  private get heldSinceMs(): number {
+    return this.busy === null ? 0 : this.busy.heldSinceMs;
+  }
+  private set heldSinceMs(v: number) {
+    if (this.busy !== null || v !== 0) this.b.heldSinceMs = v;
+  }
+  private get queue(): Queued<T>[] {
+    return this.busy === null ? NO_LIST : this.busy.queue;
+  }
+  private set queue(v: Queued<T>[]) {
+    if (this.busy !== null || v !== NO_LIST) this.b.queue = v;
+  }
+  private get queueBytes(): number {
+    return this.busy === null ? 0 : this.busy.queueBytes;
+  }
+  private set queueBytes(v: number) {
+    if (this.busy !== null || v !== 0) this.b.queueBytes = v;
+  }
+  /** Position of the FIN once seen (−1 = none). */
+  get finPos(): number {
+    return this.busy === null ? -1 : this.busy.finPos;
+  }
+  set finPos(v: number) {
+    if (this.busy !== null || v !== -1) this.b.finPos = v;
+  }
+  get finProcessed(): boolean {
+    return this.busy === null ? false : this.busy.finProcessed;
+  }
+  set finProcessed(v: boolean) {
+    if (this.busy !== null || v) this.b.finProcessed = v;
+  }
+  /** Agent disabled for this direction after a contract violation or an exception. */
+  private get agentOff(): boolean {
+    return this.busy === null ? false : this.busy.agentOff;
+  }
+  private set agentOff(v: boolean) {
+    if (this.busy !== null || v) this.b.agentOff = v;
+  }
+  /** Restored from a snapshot that may be behind what a previous owner released (see adopt). */
+  private get adopting(): boolean {
+    return this.busy === null ? false : this.busy.adopting;
+  }
+  private set adopting(v: boolean) {
+    if (this.busy !== null || v) this.b.adopting = v;
+  }
+  private get synth(): Synth | null {
+    return this.busy === null ? null : this.busy.synth;
+  }
+  private set synth(v: Synth | null) {
+    if (this.busy !== null || v !== null) this.b.synth = v;
+  }
+  /** Gateway-originated releases made while handling a segment: sent after its own release. */
+  private get synthOut(): Release<T>[] {
+    return this.busy === null ? NO_LIST : this.busy.synthOut;
+  }
+  private set synthOut(v: Release<T>[]) {
+    if (this.busy !== null || v !== NO_LIST) this.b.synthOut = v;
+  }
+  /** Last segment seen from S: the template for gateway-originated segments (retained only
+   *  while bytes are held or a gateway-originated segment is outstanding). */
+  private get lastTag(): T | undefined {
+    return this.busy === null ? undefined : this.busy.lastTag;
+  }
+  private set lastTag(v: T | undefined) {
+    if (this.busy !== null || v !== undefined) this.b.lastTag = v;
+  }
+
+  /** The held bytes' store, created on first use (an idle direction has none). Reads that
+   *  must not create it use heldFrom / heldBytes. */
+  private get held(): ByteStore {
+    const b = this.b;
+    return (b.held ??= new ByteStore(0, true));
+  }
+  /** The processed-unacknowledged bytes' store, created on first use. */
+  private get store(): ByteStore {
+    const b = this.b;
+    return (b.store ??= new ByteStore(0));
+  }
 
   get heldFrom(): number {
-    return this.held.start;
+    const h = this._held;
+    return h === null ? 0 : h.start;
   }
   get heldBytes(): number {
-    return this.held.size;
+    const h = this._held;
+    return h === null ? 0 : h.size;
   }
   get queuedSegments(): number {
     return this.queue.length;
@@ -166,6 +320,7 @@ export class StreamDirection<T> {
    * Returns the original position to acknowledge to S.
    */
   onReceiverAck(ackNew: number): number {
+    if (this.adopting && ackNew > this.mapEnd(this.x)) this.skipTo(ackNew - this.cmds.offsetAfterLast());
     const p = this.unmap(ackNew);
     if (ackNew > this.rcvAckNew) this.rcvAckNew = ackNew;
     if (p > this.sndAckOrg) {
@@ -197,13 +352,13 @@ export class StreamDirection<T> {
     this.drain(nowMs, out);
     this.takeSynth(out);
     // A template for segments the gateway may have to originate later, kept only when needed.
-    if (this.held.size > 0 || this.synth) this.lastTag = this.retain(seg.tag);
+    if (this.heldBytes > 0 || this.synth) this.lastTag = this.retain(seg.tag);
   }
 
   private takeSynth(out: Release<T>[]): void {
     if (this.synthOut.length === 0) return;
     for (const r of this.synthOut) out.push(r);
-    this.synthOut = [];
+    this.synthOut = NO_LIST;
   }
 
   private handle(seg: SegIn<T>, nowMs: number, out: Release<T>[]): void {
@@ -282,7 +437,7 @@ export class StreamDirection<T> {
       this.counters.farAhead++;
       return;
     }
-    const q = this.queue;
+    const q = this.queue === NO_LIST ? (this.queue = []) : this.queue;
     // Sorted by start; a segment covered by a queued one with the same start is a duplicate.
     let i = q.length;
     while (i > 0 && q[i - 1]!.seg.pos > seg.pos) i--;
@@ -333,7 +488,7 @@ export class StreamDirection<T> {
   dispose(): void {
     this.budget.queueBytes -= this.queueBytes;
     this.queueBytes = 0;
-    this.queue = [];
+    this.queue = NO_LIST;
   }
 
   private normalize(n: number, payload: Uint8Array): Uint8Array {
@@ -351,6 +506,7 @@ export class StreamDirection<T> {
   /** Gives new bytes [x, m) to the agent and turns its answer into commands. */
   private process(data: Uint8Array, m: number, nowMs: number): void {
     const x0 = this.x;
+    this.adopting = false;
     this.store.append(data);
     this.x = m;
     const lim = this.limits.normalizeBytesPerConn;
@@ -383,8 +539,9 @@ export class StreamDirection<T> {
       // whatever was decided of it [h, u) is emitted at x0.
       const decided = this.held.read(h, u);
       const d = applyEdits(edits, decided, h);
-      this.cmds.add(x0, m - x0, d, now);
+      this.ownCmds().add(x0, m - x0, d, now);
       this.counters.commands++;
+      this.changes++;
       this.held.dropBelow(u);
       this.held.append(data);
     } else {
@@ -397,18 +554,21 @@ export class StreamDirection<T> {
       }
       if (h < x0 || e0 > x0) {
         const region = concat(this.held.read(h, x0), data.subarray(0, e0 - x0));
-        this.cmds.add(x0, e0 - x0, applyEdits(edits.slice(0, k), region, h), now);
+        this.ownCmds().add(x0, e0 - x0, applyEdits(edits.slice(0, k), region, h), now);
         this.counters.commands++;
+        this.changes++;
       }
       for (; k < edits.length; k++) {
         const e = edits[k]!;
-        this.cmds.add(e.at, e.len, e.data, now);
+        this.ownCmds().add(e.at, e.len, e.data, now);
         this.counters.commands++;
+        this.changes++;
       }
       this.held.reset(u);
       if (u < m) {
-        this.cmds.add(u, m - u, EMPTY, now);
+        this.ownCmds().add(u, m - u, EMPTY, now);
         this.counters.commands++;
+        this.changes++;
         this.held.append(data.subarray(u - x0));
       }
     }
@@ -425,8 +585,9 @@ export class StreamDirection<T> {
     const pending = concat(this.held.read(this.held.start, x0), data);
     this.held.reset(m);
     if (pending.length > data.length) {
-      this.cmds.add(x0, m - x0, pending, nowMs);
+      this.ownCmds().add(x0, m - x0, pending, nowMs);
       this.counters.commands++;
+      this.changes++;
     }
   }
 
@@ -436,7 +597,7 @@ export class StreamDirection<T> {
    * originates a segment with it.
    */
   flush(reason: FlushReason, nowMs: number): void {
-    if (this.held.size === 0) return;
+    if (this.heldBytes === 0) return;
     const h = this.held.start;
     const region = this.held.read(h, this.x);
     let d = region;
@@ -458,11 +619,13 @@ export class StreamDirection<T> {
     }
     if (d.length === 0) return;
     const newPos = this.mapEnd(this.x);
-    this.cmds.add(this.x, 0, d, nowMs);
+    this.ownCmds().add(this.x, 0, d, nowMs);
     this.counters.commands++;
+    this.changes++;
     if (reason !== 'fin' && this.lastTag !== undefined) {
       this.synth = { newPos, data: d, sentMs: nowMs, tries: 0 };
       this.counters.synthSent++;
+      if (this.synthOut === NO_LIST) this.synthOut = [];
       this.synthOut.push({ tag: this.lastTag, newPos, payload: d, fin: false, rst: false, changed: true, synth: true });
     }
   }
@@ -471,7 +634,7 @@ export class StreamDirection<T> {
   tick(nowMs: number, out: Release<T>[]): void {
     // Not while segments wait in the queue: there is a gap before them that the sender will
     // fill (a retransmission), and flushing now would decide a match that may still complete.
-    if (this.held.size > 0 && this.queue.length === 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
+    if (this.heldBytes > 0 && this.queue.length === 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
       this.flush('timeout', nowMs);
       this.takeSynth(out);
     }
@@ -496,7 +659,7 @@ export class StreamDirection<T> {
   /** When the next timer of this direction is due (Infinity when none). */
   nextTimerMs(): number {
     let t = Infinity;
-    if (this.held.size > 0 && this.queue.length === 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
+    if (this.heldBytes > 0 && this.queue.length === 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
     if (this.synth) t = Math.min(t, this.synth.sentMs + 200 * 2 ** Math.min(this.synth.tries, 6));
     return t;
   }
@@ -507,7 +670,9 @@ export class StreamDirection<T> {
     }
   }
 
-  toJSON(): DirectionJson {
+  /** `withStore` false: the normalisation store is left out (a cluster snapshot stays small;
+   *  a node that restores it cannot check retransmissions of those bytes: normalizeUnverified). */
+  toJSON(withStore = true): DirectionJson {
     return {
       v: 1,
       x: this.x,
@@ -520,7 +685,7 @@ export class StreamDirection<T> {
       rcvAckNew: this.rcvAckNew,
       sndAckOrg: this.sndAckOrg,
       commands: this.cmds.toJSON(),
-      store: { start: this.store.start, data: b64(this.store.read(this.store.start, this.store.end)) },
+      store: withStore ? { start: this.store.start, data: b64(this.store.read(this.store.start, this.store.end)) } : { start: this.x, data: '' },
       synth: this.synth ? { ...this.synth, data: b64(this.synth.data) } : null,
     };
   }
@@ -538,10 +703,45 @@ export class StreamDirection<T> {
     this.rcvAckNew = j.rcvAckNew;
     this.sndAckOrg = j.sndAckOrg;
     const c = CommandList.fromJSON(j.commands);
-    Object.assign(this.cmds, c);
+    Object.assign(this.ownCmds(), c);
     this.store.reset(j.store.start);
     this.store.append(unb64(j.store.data));
     this.synth = j.synth ? { ...j.synth, data: unb64(j.synth.data) } : null;
+    this.adopting = true;
+  }
+
+  /**
+   * Cluster takeover from a snapshot that is behind (DESIGN.md §5): the previous owner went on
+   * processing after it, but published every command before releasing a byte that depended on
+   * it — so the bytes between the snapshot's x and what R acknowledged were released unchanged,
+   * at the offset after the last command. When R acknowledges new position `ackNew` past
+   * F(x), those bytes are taken as processed (pass-through) and the agent resynchronises at the
+   * new x; nothing below it is decided again. Only while `adopting` (from `restore` until the
+   * first byte processed in order): at any other time an ACK beyond what was sent is ignored as
+   * always, so a receiver cannot make the gateway skip bytes.
+   */
+  private skipTo(p: number): void {
+    if (this.finPos >= 0 && p > this.finPos) p = this.finPos;
+    if (p <= this.x) return;
+    this.counters.adoptSkips++;
+    this.counters.adoptSkippedBytes += p - this.x;
+    if (this.held.size > 0) this.counters.adoptHeldDropped += this.held.size;
+    this.x = p;
+    this.held.reset(p);
+    this.store.reset(p);
+    this.adopting = false;
+    if (this.agent === null || this.agentOff) return;
+    if (this.agent.resync === undefined) {
+      this.agentOff = true;
+      this.counters.agentError++;
+      return;
+    }
+    try {
+      this.agent.resync(this.dir, p);
+    } catch {
+      this.agentOff = true;
+      this.counters.agentError++;
+    }
   }
 }
 

@@ -31,6 +31,13 @@ export interface SimOptions {
   maxTimeMs?: number;
   /** Largest single segment (before re-segmentation by the gateway). */
   window?: number;
+  /**
+   * Cluster failover (src/cluster/node.ts): at each time in `times` the gateway dies; for `gapMs`
+   * nothing is forwarded; then a new Connection continues from the last snapshot — taken at every
+   * new command (before the release that depends on it: the invariant) and every `periodMs`
+   * otherwise — with the highest ACK each side sent meanwhile (spares watch the segments).
+   */
+  failover?: { times: number[]; periodMs: number; gapMs: number; restore: (state: unknown) => Agent | null };
 }
 
 interface Pkt {
@@ -48,6 +55,8 @@ class Endpoint {
   /** Highest position sent (pure ACKs carry it, as Linux does, even after a go-back). */
   sndMax = 0;
   finSent = false;
+  /** A FIN was sent at least once (an RTO clears finSent to resend it; its ACK may still come). */
+  finEver = false;
   finAcked = false;
   sacked: Array<[number, number]> = [];
   lastSendMs = 0;
@@ -124,6 +133,7 @@ class Endpoint {
       if (fin) {
         f.flags |= FIN;
         this.finSent = true;
+        this.finEver = true;
       }
       out.push({ f, payload });
       this.lastSendMs = nowMs;
@@ -133,6 +143,7 @@ class Endpoint {
       f.seq = offsetToSeq(this.data.length + 1, this.isn);
       f.flags |= FIN;
       this.finSent = true;
+        this.finEver = true;
       out.push({ f, payload: new Uint8Array(0) });
       this.lastSendMs = nowMs;
     }
@@ -149,7 +160,7 @@ class Endpoint {
     if (f.flags & ACK) {
       const a = seqToOffset(f.ack, this.isn, this.sndUna + 1) - 1;
       this.acksSeen.push(a);
-      const limit = this.data.length + (this.finSent || this.finAcked ? 1 : 0);
+      const limit = this.data.length + (this.finSent || this.finAcked || this.finEver ? 1 : 0);
       if (a > limit) this.errors.push(`ACK ${a} beyond what was sent (${limit})`);
       if (a > this.sndUna) {
         this.sndUna = Math.min(a, this.data.length);
@@ -220,7 +231,20 @@ export function simulate(o: SimOptions): SimResult {
   ];
   const counters = newStreamCounters();
   const limits = { ...DEFAULT_LIMITS, ...(o.limits ?? {}) };
-  const conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0 });
+  let conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0 });
+  const fo = o.failover;
+  const failTimes = [...(fo?.times ?? [])].sort((a, b) => a - b);
+  let snap: { conn: ReturnType<Connection<Tag>['toJSON']>; agent: unknown; changes: number; ms: number } | null = null;
+  const acks: [number | undefined, number | undefined] = [undefined, undefined];
+  let deadUntil = -1;
+  const takeSnap = (t: number): void => {
+    snap = { conn: conn.toJSON(false), agent: conn.agent?.snapshot() ?? null, changes: conn.changes, ms: t };
+  };
+  const observe = (side: 0 | 1, f: TcpFields): void => {
+    if (!(f.flags & ACK)) return;
+    const a = acks[side];
+    if (a === undefined || ((f.ack - a) | 0) > 0) acks[side] = f.ack;
+  };
   const cap = (o.data[0].length + o.data[1].length) * 4 + 1024;
   const ep = [new Endpoint(o.isn[0], o.data[0], o.isn[1], cap), new Endpoint(o.isn[1], o.data[1], o.isn[0], cap)];
   // Event queue: [time, seq, kind, side, pkt]
@@ -276,8 +300,24 @@ export function simulate(o: SimOptions): SimResult {
     for (const side of [0, 1] as const) {
       for (const p of ep[side]!.output(now, o.mss, o.rand, window, o.sack)) send('gw', side, p);
     }
+    if (fo !== undefined) {
+      if (failTimes.length > 0 && now >= failTimes[0]! && deadUntil < 0) {
+        failTimes.shift();
+        deadUntil = now + fo.gapMs;
+      }
+      if (deadUntil >= 0 && now >= deadUntil) {
+        deadUntil = -1;
+        const s0 = snap as { conn: ReturnType<Connection<Tag>['toJSON']>; agent: unknown } | null;
+        const next = new Connection<Tag>(halves, s0 === null ? o.agent : fo.restore(JSON.parse(JSON.stringify(s0.agent))), limits, counters, { queueBytes: 0 });
+        if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ReturnType<Connection<Tag>['toJSON']>);
+        next.adoptAcks(acks);
+        conn = next;
+        takeSnap(now);
+      }
+    }
     const outs: TcpOut<Tag>[] = [];
-    conn.tick(now, outs);
+    if (deadUntil < 0) conn.tick(now, outs);
+    if (fo !== undefined && deadUntil < 0 && conn.changes !== (snap as { changes: number } | null)?.changes) takeSnap(now);
     // Gateway-originated segments: tell which side they go to by the direction they came from.
     for (const r of outs) {
       const side = r.tag === undefined ? 0 : (r.tag as Tag & { side: 0 | 1 }).side;
@@ -291,9 +331,18 @@ export function simulate(o: SimOptions): SimResult {
     const e = evs.pop()!;
     now = Math.max(now, e.t);
     if (e.to === 'gw') {
+      if (fo !== undefined) {
+        observe(e.side, e.p.f);
+        if (deadUntil >= 0) continue; // nobody forwards while the owner is dead
+      }
       const out: TcpOut<Tag>[] = [];
       const tag = { fields: e.p.f, side: e.side };
       conn.handle(e.side, e.p.f, e.p.payload, tag, now, out);
+      if (fo !== undefined) {
+        const sn = snap as { changes: number; ms: number } | null;
+        // A new command: the snapshot goes before the release (the invariant); else periodically.
+        if (sn === null || conn.changes !== sn.changes || now - sn.ms >= fo.periodMs) takeSnap(now);
+      }
       fromGw(out, e.side);
       const n = conn.dirs[0].cmds.length + conn.dirs[1].cmds.length;
       if (n > maxCommands) maxCommands = n;

@@ -1,0 +1,847 @@
+/**
+ * A gateway node of a cluster (DESIGN.md §5; the seed's Figures 8–10). All nodes see every
+ * frame of both segments (bridges in hub mode); each TCP connection has one owner, the only node
+ * that forwards (and rewrites) it; one node forwards everything that is not TCP.
+ *
+ * Membership: each node publishes a heartbeat on core NATS every `heartbeatMs`; a node not heard
+ * for `deadMs` is dead. The *view* is the sorted list of live, ready, not-draining nodes. While
+ * this node's own NATS connection is down the view is frozen (nobody is declared dead: a NATS
+ * restart must not make every node take every connection).
+ *
+ * Ownership: rendezvous hashing (rendezvous.ts) of the connection's side-0 host address (the
+ * real address of the endpoint on TAP a) over the view. Keying by host keeps an FTP control
+ * connection and its data connections on one node (NAT expectations are local state), at the
+ * price of balancing by host rather than by connection.
+ *
+ * State transfer: the owner publishes each connection's state (Gateway.exportConnection: flow
+ * entry, both stream directions with their command lists, the agent's snapshot, NAT entries and
+ * expectations) to a JetStream key-value bucket, key = the connection. Every node watches the
+ * bucket and keeps the latest value of every connection it does not own: the spare copies.
+ *
+ * The invariant that makes failover safe: no byte is released whose rewriting depends on a
+ * command the spares might not have. When handling a frame creates a command (Connection.changes
+ * grows), the state is published at once and every frame of that connection waits (copied)
+ * until JetStream acknowledges that put; frames of other connections are not delayed. The wait
+ * is bounded by `syncHoldMs`: past it (NATS down) the frames go anyway, counted in
+ * `unsyncedReleases` — forwarding outlives a sync outage. Without a new command the state is
+ * published at most every `periodMs` (20 ms) while the connection changes, not waited for: the
+ * spare may then be behind in sequence progress, but everything released after it was released
+ * unchanged at the last command's offset, which is what a takeover relies on (below).
+ *
+ * Takeover: when the owner dies, the next node by rendezvous imports the spare copy on the
+ * connection's next frame (or at once, on the view change). The copy may be behind: the highest
+ * ACK each side sent meanwhile (spares watch the segments: every node sees every frame) moves
+ * each direction forward past what its receiver already has, and the agent resynchronises there
+ * (StreamDirection.skipTo, Agent.resync). Nothing already released is decided again: bytes below
+ * the new x are rewritten from the commands only.
+ *
+ * Hand-over (drain, join): the old owner publishes a final state naming the new owner and
+ * forgets the connection; the new owner holds the connection's frames (bounded) until that
+ * final state arrives (or `handoffWaitMs` passes), imports it, and replays them.
+ *
+ * Loops: a frame of a local connection arriving on the wrong side was forwarded by another node
+ * (Gateway counts `wrongSide`); a non-TCP frame this node forwarded that comes back on the
+ * other side within `loopWindowMs` is dropped (`loopDrops`).
+ */
+import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
+import type { Logger } from 'pino';
+import type { Endpoint, Flow } from '../flow/table.js';
+import type { Tuple } from '../nat/nat.js';
+import type { ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
+import type { ClusterAttach } from '../engine/live.js';
+import { seqGt } from '../wire/seq.js';
+import { ownerOf, stringKey } from './rendezvous.js';
+
+export interface ClusterOptions {
+  url: string;
+  nodeId: string;
+  log: Logger;
+  /** Cluster name: subjects and the bucket are namespaced by it. Default 'tapgate'. */
+  name?: string;
+  heartbeatMs?: number;
+  deadMs?: number;
+  /** Longest a frame waits for its snapshot's acknowledgement before it goes anyway. */
+  syncHoldMs?: number;
+  /** Snapshots at least this often while a connection changes. */
+  periodMs?: number;
+  /** How long a new owner waits for the old owner's final state before importing its spare. */
+  handoffWaitMs?: number;
+  loopWindowMs?: number;
+  /** Bounds: frames held for sync or hand-over (bytes, all connections). */
+  maxHeldBytes?: number;
+  /** Bound on spare copies kept. */
+  maxSpares?: number;
+  /** JetStream replicas of the bucket (3 in production with 3 NATS servers). */
+  replicas?: number;
+}
+
+/** What goes into the bucket for one connection. */
+export interface ClusterSnapshot {
+  v: 1;
+  owner: string;
+  /** Increases with every publication by one owner. */
+  seq: number;
+  /** Unix ms of the publication. */
+  ms: number;
+  /** The ownership key: side-0 host. */
+  host: number;
+  /** The connection's frames as they arrive on side 0 / side 1 (before NAT), when seen. */
+  raw: [RawTuple | null, RawTuple | null];
+  /** Final state of a hand-over: the node that takes over (null otherwise). */
+  final: string | null;
+  state: ConnectionState;
+}
+
+interface Spare {
+  key: string;
+  snap: ClusterSnapshot;
+  /** Highest ACK sent by side 0 / side 1 since (seen on the segments). */
+  acks: [number | undefined, number | undefined];
+  rawKeys: string[];
+}
+
+interface Held {
+  frame: Uint8Array;
+  to: Side;
+  /** Publication seq this frame waits for. */
+  need: number;
+  sinceMs: number;
+}
+
+interface LocalRec {
+  key: string;
+  host: number;
+  clientFrom: Side;
+  raw: [RawTuple | null, RawTuple | null];
+  pubSeq: number;
+  ackedSeq: number;
+  /** Publication the next frames wait for (0 = none). */
+  needSeq: number;
+  pubChanges: number;
+  pubProgress: number;
+  pubState: string;
+  lastPubMs: number;
+  queue: Held[];
+  holdEmit: Emit | null;
+  /** Given to another node (its removal from the table must not delete the bucket entry). */
+  handedOff: boolean;
+}
+
+interface Waiting {
+  sinceMs: number;
+  frames: Array<{ frame: Uint8Array; from: Side }>;
+}
+
+export function newClusterCounters() {
+  return {
+    published: 0,
+    publishErrors: 0,
+    acked: 0,
+    /** Frames that waited for a snapshot acknowledgement, and how long (sum, max ms). */
+    heldFrames: 0,
+    heldMsSum: 0,
+    heldMsMax: 0,
+    /** Frames released without their snapshot acknowledged (sync outage past syncHoldMs, or the bound). */
+    unsyncedReleases: 0,
+    heldOverflow: 0,
+    takeovers: 0,
+    takeoverFailed: 0,
+    handoffs: 0,
+    handoffWaits: 0,
+    handoffTimeouts: 0,
+    replayed: 0,
+    sparesKept: 0,
+    sparesRefused: 0,
+    badSnapshots: 0,
+    loopDrops: 0,
+    viewChanges: 0,
+    nodesDead: 0,
+  };
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function tupleKey(side: Side, t: RawTuple): string {
+  return `${side}:${t.src}:${t.sport}:${t.dst}:${t.dport}`;
+}
+
+function connKey(a: Endpoint, b: Endpoint): string {
+  return `c.${a.addr}_${a.port}.${b.addr}_${b.port}`;
+}
+
+function asTuple(t: RawTuple | null): Tuple | undefined {
+  return t === null ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
+}
+
+/** A short digest of a frame (FNV-1a), for the non-TCP loop filter. */
+function digest(b: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) {
+    h ^= b[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) ^ (b.length << 20);
+}
+
+export interface NodeInfo {
+  id: string;
+  lastMs: number;
+  startedMs: number;
+  draining: boolean;
+  ready: boolean;
+  owned: number;
+  spares: number;
+  lagMs: number;
+}
+
+export class ClusterNode implements ClusterAttach {
+  readonly counters = newClusterCounters();
+  readonly id: string;
+  private readonly o: Required<Omit<ClusterOptions, 'log'>>;
+  private readonly log: Logger;
+  private nc: NatsConnection | null = null;
+  private kv: KV | null = null;
+  private subs: Subscription[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private gw: Gateway | null = null;
+  private inject: ((fn: (emit: Emit, nowMs: number) => void) => void) | null = null;
+  readonly members = new Map<string, NodeInfo>();
+  private view: string[] = [];
+  private ownerCache = new Map<number, boolean>();
+  private nonTcpMine = false;
+  private connected = false;
+  /** Heard the bucket's initial values and a heartbeat round: may own connections. */
+  private ready = false;
+  private draining = false;
+  private readonly startedMs = Date.now();
+  private readonly spares = new Map<string, Spare>();
+  private readonly sparesByRaw = new Map<string, Spare>();
+  private readonly local = new Map<Flow<unknown>, LocalRec>();
+  private readonly localByKey = new Map<string, Flow<unknown>>();
+  private readonly dirty = new Set<Flow<unknown>>();
+  private readonly gated = new Set<LocalRec>();
+  private readonly waiting = new Map<string, Waiting>();
+  private heldBytes = 0;
+  private readonly emitted = new Map<number, { side: Side; ms: number }>();
+  private readonly pendingAcks = new Set<Promise<unknown>>();
+  private stopped = false;
+
+  constructor(opts: ClusterOptions) {
+    this.id = opts.nodeId;
+    this.log = opts.log;
+    this.o = {
+      url: opts.url,
+      nodeId: opts.nodeId,
+      name: opts.name ?? 'tapgate',
+      heartbeatMs: opts.heartbeatMs ?? 100,
+      deadMs: opts.deadMs ?? 400,
+      syncHoldMs: opts.syncHoldMs ?? 500,
+      periodMs: opts.periodMs ?? 20,
+      handoffWaitMs: opts.handoffWaitMs ?? 300,
+      loopWindowMs: opts.loopWindowMs ?? 200,
+      maxHeldBytes: opts.maxHeldBytes ?? 64 * 1024 * 1024,
+      maxSpares: opts.maxSpares ?? 200_000,
+      replicas: opts.replicas ?? 1,
+    };
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
+  }
+
+  private subj(s: string): string {
+    return `${this.o.name}.${s}`;
+  }
+
+  /** Connects to NATS, opens the bucket, starts heartbeats and the spare watch. */
+  async start(): Promise<void> {
+    const nc = await connect({
+      servers: this.o.url,
+      name: `tapgate-${this.id}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+      pingInterval: 2000,
+      timeout: 5000,
+    });
+    this.nc = nc;
+    this.connected = true;
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type === 'disconnect' || st.type === 'reconnecting') {
+          if (this.connected) this.log.warn({ type: st.type }, 'cluster sync connection lost: view frozen, forwarding goes on');
+          this.connected = false;
+        } else if (st.type === 'reconnect') {
+          this.connected = true;
+          this.log.info('cluster sync connection back');
+          // Every node seen before the outage gets a fresh deadline.
+          const now = Date.now();
+          for (const m of this.members.values()) m.lastMs = now;
+        }
+      }
+    })();
+    const js = nc.jetstream();
+    this.kv = await js.views.kv(`${this.o.name}-conns`, { history: 1, replicas: this.o.replicas, ttl: 10 * 60_000 });
+    this.subs.push(
+      nc.subscribe(this.subj('hb'), { callback: (_e, m) => this.onHeartbeat(m.data) }),
+      nc.subscribe(this.subj(`ctl.${this.id}`), { callback: (_e, m) => this.onControl(m.data, (d) => m.respond(d)) }),
+      nc.subscribe(this.subj('ctl.all'), { callback: (_e, m) => this.onControl(m.data, (d) => m.respond(d)) }),
+    );
+    let initialized!: () => void;
+    const init = new Promise<void>((r) => (initialized = r));
+    const w = await this.kv.watch({ key: '>', initializedFn: () => initialized() });
+    void (async () => {
+      for await (const e of w) {
+        if (e.operation === 'PUT') this.onSpare(e.key, e.value);
+        else this.dropSpare(e.key);
+      }
+    })();
+    await init;
+    this.heartbeat();
+    this.timers.push(setInterval(() => this.heartbeat(), this.o.heartbeatMs));
+    this.timers.push(setInterval(() => this.onTimer(), Math.min(this.o.periodMs, 10)));
+    // One heartbeat round to hear the others before owning anything.
+    await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
+    this.ready = true;
+    this.heartbeat();
+    this.recomputeView();
+    this.log.info({ node: this.id, view: this.view }, 'cluster node ready');
+  }
+
+  attach(io: { gateway: Gateway; inject: (fn: (emit: Emit, nowMs: number) => void) => void }): void {
+    this.gw = io.gateway;
+    this.inject = io.inject;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Membership
+
+  private heartbeat(): void {
+    if (this.nc === null || this.stopped) return;
+    const info: NodeInfo = {
+      id: this.id,
+      lastMs: Date.now(),
+      startedMs: this.startedMs,
+      draining: this.draining,
+      ready: this.ready,
+      owned: this.local.size,
+      spares: this.spares.size,
+      lagMs: this.maxLagMs(),
+    };
+    try {
+      this.nc.publish(this.subj('hb'), enc.encode(JSON.stringify(info)));
+    } catch {
+      /* disconnected: the client buffers or drops; membership is frozen meanwhile */
+    }
+  }
+
+  private onHeartbeat(data: Uint8Array): void {
+    let h: NodeInfo;
+    try {
+      h = JSON.parse(dec.decode(data)) as NodeInfo;
+    } catch {
+      return;
+    }
+    if (typeof h?.id !== 'string') return;
+    const prev = this.members.get(h.id);
+    this.members.set(h.id, { ...h, lastMs: Date.now() });
+    if (prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready) this.recomputeView();
+  }
+
+  private onTimer(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    if (this.connected) {
+      let dead = false;
+      for (const [id, m] of this.members) {
+        if (id !== this.id && now - m.lastMs > this.o.deadMs) {
+          this.members.delete(id);
+          this.counters.nodesDead++;
+          this.log.warn({ node: id, silentMs: now - m.lastMs }, 'cluster node dead');
+          dead = true;
+        }
+      }
+      if (dead) this.recomputeView();
+    }
+    this.publishDirty(now);
+    this.expireHeld(now);
+    this.expireWaiting(now);
+    for (const [d, e] of this.emitted) if (now - e.ms > this.o.loopWindowMs) this.emitted.delete(d);
+  }
+
+  private recomputeView(): void {
+    const v = [...this.members.values()].filter((m) => m.ready && !m.draining).map((m) => m.id);
+    if (this.ready && !this.draining && !v.includes(this.id)) v.push(this.id);
+    if (!this.ready || this.draining) {
+      const i = v.indexOf(this.id);
+      if (i >= 0) v.splice(i, 1);
+    }
+    v.sort();
+    if (v.join(',') === this.view.join(',')) return;
+    this.view = v;
+    this.ownerCache.clear();
+    this.nonTcpMine = ownerOf(stringKey('non-tcp'), v) === this.id;
+    this.counters.viewChanges++;
+    this.log.info({ view: v, nonTcp: this.nonTcpMine }, 'cluster view');
+    this.rebalance();
+  }
+
+  private ownsHost(host: number): boolean {
+    let m = this.ownerCache.get(host);
+    if (m === undefined) {
+      m = ownerOf(host, this.view) === this.id;
+      if (this.ownerCache.size > 65536) this.ownerCache.clear();
+      this.ownerCache.set(host, m);
+    }
+    return m;
+  }
+
+  /** After a view change: hand over what is no longer ours, take over what now is. */
+  private rebalance(): void {
+    if (this.inject === null) return;
+    this.inject((emit, now) => {
+      for (const [f, rec] of [...this.local]) {
+        if (this.ownsHost(rec.host)) continue;
+        const to = ownerOf(rec.host, this.view) ?? null;
+        this.handOff(f, rec, to, now, emit);
+      }
+      for (const sp of [...this.spares.values()]) {
+        if (!this.ownsHost(sp.snap.host) || this.localByKey.has(sp.key)) continue;
+        if (!this.prevOwnerGone(sp)) continue;
+        this.takeOver(sp, now, emit);
+      }
+    });
+  }
+
+  /** The spare's publisher is dead, or its state is final: importing it cannot race the owner. */
+  private prevOwnerGone(sp: Spare): boolean {
+    if (sp.snap.final !== null) return true;
+    if (sp.snap.owner === this.id) return true;
+    return !this.members.has(sp.snap.owner);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Gateway hooks (engine/gateway.ts ClusterHooks)
+
+  preTcp(from: Side, raw: RawTuple, _flags: number, ack: number): boolean {
+    let host: number | undefined;
+    let sp: Spare | undefined;
+    if (from === 0) host = raw.src;
+    else {
+      // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
+      // translation (tcpNew decides then).
+      sp = this.sparesByRaw.get(tupleKey(1, raw));
+      if (sp !== undefined) host = sp.snap.host;
+    }
+    if (host === undefined) return this.ready && !this.draining ? true : this.observeOnly(from, raw, ack, sp);
+    if (this.ownsHost(host)) return true;
+    return this.observeOnly(from, raw, ack, sp);
+  }
+
+  /** Another node's frame: remember the highest ACK for the spare copy; never forwarded. */
+  private observeOnly(from: Side, raw: RawTuple, ack: number, sp?: Spare): false {
+    sp ??= this.sparesByRaw.get(tupleKey(from, raw));
+    if (sp !== undefined) {
+      const a = sp.acks[from];
+      if (a === undefined || seqGt(ack, a)) sp.acks[from] = ack;
+    }
+    return false;
+  }
+
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, _flags: number, frame: Uint8Array): boolean {
+    if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
+    const key = connKey(side0, side1);
+    const sp = this.spares.get(key);
+    if (sp === undefined) return true;
+    if (!this.prevOwnerGone(sp)) {
+      // Hand-over in progress: keep the frame until the old owner's final state arrives.
+      let w = this.waiting.get(key);
+      if (w === undefined) {
+        w = { sinceMs: Date.now(), frames: [] };
+        this.waiting.set(key, w);
+        this.counters.handoffWaits++;
+      }
+      if (this.heldBytes + frame.length <= this.o.maxHeldBytes) {
+        w.frames.push({ frame: frame.slice(), from });
+        this.heldBytes += frame.length;
+      } else this.counters.heldOverflow++;
+      return false;
+    }
+    // Imported here, inside the gateway's handling of this frame; it then goes on with it.
+    return this.importSpare(sp) !== null;
+  }
+
+  tcpLocal(f: Flow<unknown>, side: 0 | 1, from: Side, raw: RawTuple): boolean {
+    let rec = this.local.get(f);
+    if (rec === undefined) {
+      const clientFrom = (side === 0 ? from : 1 - from) as Side;
+      const s0 = clientFrom === 0 ? f.client : f.server;
+      const s1 = clientFrom === 0 ? f.server : f.client;
+      rec = this.newRec(connKey(s0, s1), s0.addr, clientFrom);
+      this.local.set(f, rec);
+      this.localByKey.set(rec.key, f);
+      this.dirty.add(f);
+    }
+    const expected = side === 0 ? rec.clientFrom : 1 - rec.clientFrom;
+    if (from !== expected) return false;
+    if (rec.raw[from] === null) {
+      rec.raw[from] = { ...raw };
+      this.dirty.add(f);
+    }
+    return true;
+  }
+
+  private newRec(key: string, host: number, clientFrom: Side): LocalRec {
+    return {
+      key,
+      host,
+      clientFrom,
+      raw: [null, null],
+      pubSeq: 0,
+      ackedSeq: 0,
+      needSeq: 0,
+      pubChanges: 0,
+      pubProgress: -1,
+      pubState: '',
+      lastPubMs: 0,
+      queue: [],
+      holdEmit: null,
+      handedOff: false,
+    };
+  }
+
+  nonTcp(frame: Uint8Array, from: Side): boolean {
+    if (!this.nonTcpMine) return false;
+    const d = digest(frame);
+    const e = this.emitted.get(d);
+    const now = Date.now();
+    if (e !== undefined && e.side === from && now - e.ms <= this.o.loopWindowMs) {
+      this.counters.loopDrops++;
+      return false;
+    }
+    if (this.emitted.size < 4096) this.emitted.set(d, { side: (1 - from) as Side, ms: now });
+    return true;
+  }
+
+  gate(f: Flow<unknown>, emit: Emit): Emit {
+    const rec = this.local.get(f);
+    if (rec === undefined) return emit;
+    this.dirty.add(f);
+    const conn = (f as Flow<{ changes: number }>).conn;
+    if (conn !== null) {
+      const ch = conn.changes;
+      if (ch !== rec.pubChanges) {
+        rec.pubChanges = ch;
+        rec.needSeq = this.publish(f, rec, null);
+      }
+    }
+    if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
+    this.gated.add(rec);
+    return (rec.holdEmit ??= (frame, to) => {
+      if (this.heldBytes + frame.length > this.o.maxHeldBytes) {
+        // Over the bound: this one goes now (order kept: everything before it goes first).
+        this.counters.heldOverflow++;
+        this.releaseQueue(rec, Infinity, emit);
+        this.counters.unsyncedReleases++;
+        emit(frame, to);
+        return;
+      }
+      rec.queue.push({ frame: frame.slice(), to, need: rec.needSeq, sinceMs: Date.now() });
+      this.heldBytes += frame.length;
+      this.counters.heldFrames++;
+    });
+  }
+
+  /** A local flow left the table (closed, expired, handed over). */
+  flowRemoved(f: Flow<unknown>): void {
+    const rec = this.local.get(f);
+    if (rec === undefined) return;
+    this.local.delete(f);
+    this.localByKey.delete(rec.key);
+    this.dirty.delete(f);
+    if (rec.queue.length > 0 && this.inject !== null) {
+      const q = rec.queue;
+      this.inject((emit) => this.releaseQueue({ ...rec, queue: q }, Infinity, emit));
+    }
+    this.gated.delete(rec);
+    if (!rec.handedOff && this.kv !== null) {
+      this.kv.delete(rec.key).catch(() => {});
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Publishing
+
+  private publish(f: Flow<unknown>, rec: LocalRec, final: string | null): number {
+    const gw = this.gw;
+    const kv = this.kv;
+    const seq = ++rec.pubSeq;
+    if (gw === null || kv === null) return seq;
+    const snap: ClusterSnapshot = {
+      v: 1,
+      owner: this.id,
+      seq,
+      ms: Date.now(),
+      host: rec.host,
+      raw: rec.raw,
+      final,
+      state: gw.exportConnection(f as never, [asTuple(rec.raw[0]), asTuple(rec.raw[1])]),
+    };
+    rec.lastPubMs = snap.ms;
+    this.counters.published++;
+    const p = kv
+      .put(rec.key, enc.encode(JSON.stringify(snap)))
+      .then(() => {
+        this.counters.acked++;
+        if (seq > rec.ackedSeq) rec.ackedSeq = seq;
+        if (rec.queue.length > 0 && this.inject !== null) this.inject((emit) => this.releaseQueue(rec, rec.ackedSeq, emit));
+      })
+      .catch((e: Error) => {
+        this.counters.publishErrors++;
+        this.log.debug({ err: e.message, key: rec.key }, 'snapshot not stored');
+      })
+      .finally(() => this.pendingAcks.delete(p));
+    this.pendingAcks.add(p);
+    return seq;
+  }
+
+  /** Frames whose publication is acknowledged (need ≤ upTo) go, in order. */
+  private releaseQueue(rec: LocalRec, upTo: number, emit: Emit): void {
+    const q = rec.queue;
+    const now = Date.now();
+    let i = 0;
+    while (i < q.length && q[i]!.need <= upTo) {
+      const h = q[i]!;
+      const waited = now - h.sinceMs;
+      this.counters.heldMsSum += waited;
+      if (waited > this.counters.heldMsMax) this.counters.heldMsMax = waited;
+      this.heldBytes -= h.frame.length;
+      emit(h.frame, h.to);
+      i++;
+    }
+    if (i > 0) q.splice(0, i);
+    if (q.length === 0) this.gated.delete(rec);
+  }
+
+  private expireHeld(now: number): void {
+    if (this.gated.size === 0 || this.inject === null) return;
+    const late: LocalRec[] = [];
+    for (const rec of this.gated) {
+      const h = rec.queue[0];
+      if (h !== undefined && now - h.sinceMs > this.o.syncHoldMs) late.push(rec);
+    }
+    if (late.length === 0) return;
+    this.inject((emit) => {
+      for (const rec of late) {
+        this.counters.unsyncedReleases += rec.queue.length;
+        this.releaseQueue(rec, Infinity, emit);
+      }
+    });
+  }
+
+  /** Periodic snapshots of connections that changed (no waiting on these). */
+  private publishDirty(now: number): void {
+    if (this.dirty.size === 0) return;
+    for (const f of this.dirty) {
+      const rec = this.local.get(f);
+      if (rec === undefined) {
+        this.dirty.delete(f);
+        continue;
+      }
+      if (now - rec.lastPubMs < this.o.periodMs) continue;
+      const conn = (f as Flow<{ progress: number }>).conn;
+      const progress = conn === null ? 0 : conn.progress;
+      const st = `${f.state}|${rec.raw[0] !== null ? 1 : 0}${rec.raw[1] !== null ? 1 : 0}`;
+      this.dirty.delete(f);
+      if (progress === rec.pubProgress && st === rec.pubState) continue;
+      rec.pubProgress = progress;
+      rec.pubState = st;
+      this.publish(f, rec, null);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Spares, takeover, hand-over
+
+  private onSpare(key: string, value: Uint8Array): void {
+    let snap: ClusterSnapshot;
+    try {
+      snap = JSON.parse(dec.decode(value)) as ClusterSnapshot;
+      if (snap?.v !== 1 || typeof snap.owner !== 'string' || typeof snap.host !== 'number' || typeof snap.state !== 'object') throw new Error('shape');
+    } catch {
+      this.counters.badSnapshots++;
+      return;
+    }
+    if (snap.owner === this.id && snap.final === null) return; // our own publication
+    let sp = this.spares.get(key);
+    if (sp === undefined) {
+      if (this.spares.size >= this.o.maxSpares) {
+        this.counters.sparesRefused++;
+        return;
+      }
+      sp = { key, snap, acks: [undefined, undefined], rawKeys: [] };
+      this.spares.set(key, sp);
+      this.counters.sparesKept++;
+    } else if (sp.snap.owner === snap.owner && snap.seq < sp.snap.seq && snap.final === null) return;
+    sp.snap = snap;
+    for (const side of [0, 1] as const) {
+      const t = snap.raw[side];
+      if (t === null) continue;
+      const rk = tupleKey(side, t);
+      if (!sp.rawKeys.includes(rk)) {
+        sp.rawKeys.push(rk);
+        this.sparesByRaw.set(rk, sp);
+      }
+    }
+    // A hand-over to us (or a final state of a connection that is now ours): continue it.
+    if (snap.final !== null && this.ready && this.ownsHost(snap.host) && !this.localByKey.has(key) && this.inject !== null) {
+      this.inject((emit, now) => this.takeOver(sp, now, emit));
+    }
+  }
+
+  private dropSpare(key: string): void {
+    const sp = this.spares.get(key);
+    if (sp === undefined) return;
+    this.spares.delete(key);
+    for (const rk of sp.rawKeys) if (this.sparesByRaw.get(rk) === sp) this.sparesByRaw.delete(rk);
+  }
+
+  private importSpare(sp: Spare): Flow<unknown> | null {
+    const gw = this.gw;
+    if (gw === null) return null;
+    const now = this.nowMs();
+    const f = gw.importConnection(sp.snap.state, now, sp.acks);
+    this.dropSpare(sp.key);
+    if (f === null) {
+      this.counters.takeoverFailed++;
+      return null;
+    }
+    this.counters.takeovers++;
+    const rec = this.newRec(sp.key, sp.snap.host, f.client.addr === sp.snap.host ? 0 : 1);
+    rec.raw = [sp.snap.raw[0], sp.snap.raw[1]];
+    this.local.set(f, rec);
+    this.localByKey.set(sp.key, f);
+    this.log.info({ flow: f.id, from: sp.snap.owner, final: sp.snap.final !== null, ageMs: Date.now() - sp.snap.ms }, 'connection taken over');
+    // Our own first publication: the spares elsewhere now follow us.
+    rec.needSeq = this.publish(f, rec, null);
+    return f;
+  }
+
+  private takeOver(sp: Spare, now: number, emit: Emit): void {
+    if (this.localByKey.has(sp.key)) return;
+    const f = this.importSpare(sp);
+    const w = this.waiting.get(sp.key);
+    if (w !== undefined) {
+      this.waiting.delete(sp.key);
+      for (const x of w.frames) this.heldBytes -= x.frame.length;
+      if (f !== null) {
+        for (const x of w.frames) {
+          this.counters.replayed++;
+          this.gw!.handleFrame(x.frame, x.from, now, emit);
+        }
+      }
+    }
+  }
+
+  private expireWaiting(now: number): void {
+    if (this.waiting.size === 0 || this.inject === null) return;
+    for (const [key, w] of [...this.waiting]) {
+      if (now - w.sinceMs < this.o.handoffWaitMs) continue;
+      this.counters.handoffTimeouts++;
+      const sp = this.spares.get(key);
+      if (sp === undefined) {
+        this.waiting.delete(key);
+        for (const x of w.frames) this.heldBytes -= x.frame.length;
+        continue;
+      }
+      this.inject((emit, t) => this.takeOver(sp, t, emit));
+    }
+  }
+
+  /** Publishes the final state of `f` for `to` and forgets it here. */
+  private handOff(f: Flow<unknown>, rec: LocalRec, to: string | null, _now: number, emit: Emit): void {
+    this.releaseQueue(rec, Infinity, emit);
+    this.publish(f, rec, to ?? '*');
+    rec.handedOff = true;
+    this.counters.handoffs++;
+    this.gw!.releaseConnection(f as never);
+  }
+
+  private nowMs(): number {
+    return performance.timeOrigin + performance.now();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operations
+
+  private maxLagMs(): number {
+    const now = Date.now();
+    let lag = 0;
+    for (const rec of this.local.values()) {
+      if (rec.pubSeq > rec.ackedSeq) lag = Math.max(lag, now - rec.lastPubMs);
+    }
+    return lag;
+  }
+
+  /** Status of this node for `tapgate cluster status`. */
+  status(): Record<string, unknown> {
+    const now = Date.now();
+    let spareAgeMax = 0;
+    for (const sp of this.spares.values()) spareAgeMax = Math.max(spareAgeMax, now - sp.snap.ms);
+    return {
+      node: this.id,
+      ready: this.ready,
+      draining: this.draining,
+      connected: this.connected,
+      view: this.view,
+      nonTcpForwarder: this.nonTcpMine,
+      owned: [...this.local.values()].map((r) => ({ key: r.key, pub: r.pubSeq, acked: r.ackedSeq, held: r.queue.length })),
+      spares: this.spares.size,
+      spareAgeMaxMs: spareAgeMax,
+      syncLagMs: this.maxLagMs(),
+      heldBytes: this.heldBytes,
+      counters: { ...this.counters },
+    };
+  }
+
+  private onControl(data: Uint8Array, respond: (d: Uint8Array) => boolean): void {
+    let op = '';
+    try {
+      op = String((JSON.parse(dec.decode(data)) as { op?: unknown }).op);
+    } catch {
+      /* */
+    }
+    if (op === 'status') respond(enc.encode(JSON.stringify(this.status())));
+    else if (op === 'drain') {
+      respond(enc.encode(JSON.stringify({ node: this.id, draining: true })));
+      void this.drain().then(() => this.onDrained?.());
+    } else respond(enc.encode(JSON.stringify({ error: `unknown op '${op}'` })));
+  }
+
+  /** Called when a drain asked over NATS (`tapgate cluster drain`) has finished. */
+  onDrained: (() => void) | undefined;
+
+  /**
+   * Graceful drain: announce it, let the others see it, hand every connection over with its
+   * final state, wait until the bucket has them all.
+   */
+  async drain(timeoutMs = 5000): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.heartbeat();
+    await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
+    this.recomputeView();
+    const deadline = Date.now() + timeoutMs;
+    while (this.pendingAcks.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.pendingAcks]), new Promise((r) => setTimeout(r, 50))]);
+    }
+    this.log.info({ handoffs: this.counters.handoffs, left: this.local.size }, 'cluster node drained');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const s of this.subs) s.unsubscribe();
+    const nc = this.nc;
+    this.nc = null;
+    if (nc !== null) await nc.drain().catch(() => nc.close());
+  }
+}
