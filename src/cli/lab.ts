@@ -12,14 +12,34 @@
  * client (tap-c, TAP a) / server (tap-s, TAP b); `--impair-in`, `--impair-in-client`,
  * `--impair-in-server` the frames read from them, before the gateway. Specs are checked before
  * anything is created.
+ *
+ * Cluster lab: `lab up --nodes N` builds the hub-mode lab with TAPs tap-c<i>/tap-s<i>, the sync
+ * network and nats-server (src/lab/lab.ts), then starts node i (1..N) in the gw namespace as
+ * `node bin/tapgate.js run --tap tap-c<i> --tap tap-s<i> --cluster nats://10.250.0.254:4222
+ * --node-id <i>` plus the same --config/--no-vnet-hdr/--impair* options as the single gateway;
+ * `--pcap DIR` becomes DIR/node<i>. Logs: <stateDir>/node<i>.log and nats.log. Nodes are not
+ * waited for (use `lab status` to see them attach).
  */
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { FaultSpecError, parseFaultSpec } from '../phy/fault.js';
-import { LAB_IFACES, LabError, labDown, labStatus, labUp, nsName, type LabRole, type LabStatus } from '../lab/lab.js';
+import {
+  LAB_IFACES,
+  LAB_SYNC,
+  LabError,
+  MAX_LAB_NODES,
+  labDown,
+  labStartNode,
+  labStatus,
+  labUp,
+  nodeTaps,
+  nsName,
+  type LabRole,
+  type LabStatus,
+} from '../lab/lab.js';
 
 /** bin/tapgate.js of this checkout, from src/cli/ and dist/cli/ alike. */
 export const TAPGATE_BIN = fileURLToPath(new URL('../../bin/tapgate.js', import.meta.url));
@@ -30,6 +50,8 @@ export interface LabUpArgs {
   vnetHdr: boolean;
   pcap?: string;
   offloads: 'on' | 'off';
+  /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
+  nodes: number;
   json?: boolean;
   impair?: string | undefined;
   impairClient?: string | undefined;
@@ -66,17 +88,36 @@ export function checkImpairArgs(a: ImpairArgs): void {
   }
 }
 
-/** The gateway command `lab up` runs in the gw namespace. */
-export function gatewayArgv(a: { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined } & ImpairArgs): string[] {
-  const argv = [process.execPath, TAPGATE_BIN, 'run', '--tap', LAB_IFACES.tapClient, '--tap', LAB_IFACES.tapServer];
+type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined } & ImpairArgs;
+
+/** --config/--no-vnet-hdr/--pcap/--impair* of a gateway or node command. */
+function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined): string[] {
+  const argv: string[] = [];
   if (a.config !== undefined) argv.push('--config', resolve(a.config));
   if (!a.vnetHdr) argv.push('--no-vnet-hdr');
-  if (a.pcap !== undefined) argv.push('--pcap', resolve(a.pcap));
+  if (pcapDir !== undefined) argv.push('--pcap', pcapDir);
   for (const [key, , runOpt] of IMPAIR_OPTIONS) {
     const v = a[key];
     if (v !== undefined) argv.push(`--${runOpt}`, v);
   }
   return argv;
+}
+
+/** The gateway command `lab up` runs in the gw namespace. */
+export function gatewayArgv(a: GatewayOptionArgs): string[] {
+  return [
+    process.execPath, TAPGATE_BIN, 'run', '--tap', LAB_IFACES.tapClient, '--tap', LAB_IFACES.tapServer,
+    ...gatewayOptions(a, a.pcap !== undefined ? resolve(a.pcap) : undefined),
+  ];
+}
+
+/** The command of cluster node i that `lab up --nodes N` runs in the gw namespace (pcap in DIR/node<i>). */
+export function nodeArgv(i: number, natsUrl: string, a: GatewayOptionArgs): string[] {
+  const t = nodeTaps(i);
+  return [
+    process.execPath, TAPGATE_BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', natsUrl, '--node-id', String(i),
+    ...gatewayOptions(a, a.pcap !== undefined ? join(resolve(a.pcap), `node${i}`) : undefined),
+  ];
 }
 
 function fail(e: unknown): void {
@@ -90,11 +131,27 @@ function fail(e: unknown): void {
 
 function describeStatus(st: LabStatus): string {
   const lines = [`lab '${st.prefix}': ${st.up ? 'up' : Object.values(st.namespaces).some(Boolean) ? 'partly up' : 'down'}`];
-  for (const role of ['client', 'server', 'gw'] as const) {
-    lines.push(`  namespace ${nsName(st.prefix, role).padEnd(12)} ${st.namespaces[role] ? 'present' : 'missing'}`);
+  const cluster = st.nodes.length > 0 || st.nats !== undefined;
+  for (const role of ['client', 'server', 'gw', ...(cluster ? (['nats'] as const) : [])] as const) {
+    lines.push(`  namespace ${nsName(st.prefix, role).padEnd(12)} ${st.namespaces[role] === true ? 'present' : 'missing'}`);
   }
-  for (const [tap, t] of Object.entries(st.taps)) {
-    lines.push(`  TAP ${tap.padEnd(20)} ${t.exists ? (t.attached ? 'attached' : 'exists, no gateway attached') : 'missing'}`);
+  if (!cluster) {
+    for (const [tap, t] of Object.entries(st.taps)) {
+      lines.push(`  TAP ${tap.padEnd(20)} ${t.exists ? (t.attached ? 'attached' : 'exists, no gateway attached') : 'missing'}`);
+    }
+  } else {
+    lines.push(`  nodes ${st.nodes.length}`);
+    for (const n of st.nodes) {
+      const tap = (t: { name: string; exists: boolean; attached: boolean; master: string | undefined }): string =>
+        `${t.name} ${t.exists ? `${t.attached ? 'attached' : 'not attached'}${t.master !== undefined ? ` on ${t.master}` : ''}` : 'missing'}`;
+      const p = n.process;
+      lines.push(`  node ${String(n.node).padEnd(3)} ${tap(n.client)}, ${tap(n.server)}; ${p === undefined ? 'no process' : `pid ${p.pid} ${p.alive ? 'running' : 'dead'}`}`);
+    }
+    const nats = st.nats;
+    if (nats !== undefined) {
+      const p = nats.process;
+      lines.push(`  nats     ${nats.url} ${p === undefined ? 'no process' : `pid ${p.pid} ${p.alive ? 'running' : 'dead'}`}, ${nats.healthy ? 'healthy' : 'not healthy'}`);
+    }
   }
   for (const p of st.processes) {
     lines.push(`  process ${p.name.padEnd(16)} pid ${p.pid} ${p.alive ? 'running' : 'dead'} in ${p.role}; log ${p.log}`);
@@ -113,6 +170,11 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('vnet-hdr', { type: 'boolean', default: true, describe: 'gateway uses TAP GSO; --no-vnet-hdr to disable' })
       .option('pcap', { type: 'string', describe: 'gateway records DIR/a.pcap (client side) and DIR/b.pcap (server side)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
+      .option('nodes', {
+        type: 'number',
+        default: 0,
+        describe: `cluster lab: N (1..${MAX_LAB_NODES}) gateway nodes on hub bridges (TAPs tap-c<i>/tap-s<i>), a sync network and nats-server; 0 = one gateway`,
+      })
       .option('json', { type: 'boolean', describe: 'print what was made as JSON' })
       .option('impair', { type: 'string', describe: 'gateway impairs frames it writes towards both client and server (spec: see tapgate run --help)' })
       .option('impair-client', { type: 'string', describe: 'impair frames written to tap-c, towards the client; overrides --impair' })
@@ -120,18 +182,29 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway' })
       .option('impair-in-client', { type: 'string', describe: 'impair frames read from tap-c (sent by the client), before the gateway' })
       .option('impair-in-server', { type: 'string', describe: 'impair frames read from tap-s (sent by the server), before the gateway' })
-      .example('$0 lab up --config examples/demo.yaml --impair "loss=2%,reorder=10%:3"', 'a lossy, reordering path through the gateway') as unknown as Argv<LabUpArgs>,
+      .example('$0 lab up --config examples/demo.yaml --impair "loss=2%,reorder=10%:3"', 'a lossy, reordering path through the gateway')
+      .example('$0 lab up --nodes 3 --config examples/demo.yaml', 'three cluster nodes syncing over nats-server') as unknown as Argv<LabUpArgs>,
   handler: async (a: ArgumentsCamelCase<LabUpArgs>) => {
     try {
       if (a.config !== undefined) loadConfig(a.config); // a bad config fails before anything exists
       checkImpairArgs(a); // so does a bad impairment spec
+      const nodes = a.nodes ?? 0;
+      if (typeof nodes !== 'number' || !Number.isInteger(nodes) || nodes < 0 || nodes > MAX_LAB_NODES) {
+        throw new LabError('LAB_ARG', `--nodes must be an integer in 0..${MAX_LAB_NODES}`);
+      }
+      if (nodes > 0) {
+        await upCluster(a, nodes);
+        return;
+      }
       const before = labStatus(a.name);
       const wasRunning = before.processes.some((p) => p.name === 'gateway' && p.alive);
       const info = await labUp({ prefix: a.name, config: { offloads: a.offloads }, gatewayCommand: gatewayArgv(a) });
       const st = labStatus(a.name);
       const gw = st.processes.find((p) => p.name === 'gateway');
       if (a.json === true) {
-        process.stdout.write(JSON.stringify({ ...info, gatewayLog: gw?.log, alreadyRunning: wasRunning }) + '\n');
+        // As before cluster labs existed: no node fields.
+        const { nodes: _n, natsUrl: _u, nodeInfo: _i, natsPid: _p, ...classic } = info;
+        process.stdout.write(JSON.stringify({ ...classic, gatewayLog: gw?.log, alreadyRunning: wasRunning }) + '\n');
         return;
       }
       const out = [
@@ -151,6 +224,46 @@ const up: CommandModule<object, LabUpArgs> = {
   },
 };
 
+/** `lab up --nodes N`: the cluster lab, then node i = `tapgate run ... --cluster URL --node-id i`. */
+async function upCluster(a: ArgumentsCamelCase<LabUpArgs>, nodes: number): Promise<void> {
+  const before = labStatus(a.name, { probeNats: false });
+  const wasRunning = new Set(before.nodes.filter((n) => n.process?.alive === true).map((n) => n.node));
+  const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, nodes } });
+  const natsUrl = info.natsUrl ?? LAB_SYNC.natsUrl;
+  const started = [];
+  for (let i = 1; i <= nodes; i++) {
+    const pid = labStartNode(a.name, i, nodeArgv(i, natsUrl, a), { stateDir: info.stateDir });
+    started.push({ node: i, pid, taps: nodeTaps(i), alreadyRunning: wasRunning.has(i) });
+  }
+  const st = labStatus(a.name, { probeNats: false });
+  const proc = (name: string) => st.processes.find((p) => p.name === name);
+  if (a.json === true) {
+    process.stdout.write(
+      JSON.stringify({
+        ...info,
+        nodeInfo: started.map((n) => ({ ...n, log: proc(`node${n.node}`)?.log, argv: proc(`node${n.node}`)?.argv })),
+        natsLog: proc('nats')?.log,
+      }) + '\n',
+    );
+    return;
+  }
+  const out = [
+    `lab '${info.prefix}' is up: cluster of ${nodes} node${nodes === 1 ? '' : 's'}, hub bridges`,
+    `  client  ${info.namespaces.client.padEnd(12)} eth0 ${info.config.clientAddr} (${info.config.clientMac})`,
+    `  server  ${info.namespaces.server.padEnd(12)} eth0 ${info.config.serverAddr} (${info.config.serverMac})`,
+    `  gw      ${info.namespaces.gw.padEnd(12)} ${LAB_IFACES.bridgeClient}[${LAB_IFACES.vethClient}, tap-c1..${nodes}]  ${LAB_IFACES.bridgeServer}[${LAB_IFACES.vethServer}, tap-s1..${nodes}]  sync ${LAB_SYNC.gwAddr}  mtu ${info.config.mtu}, offloads ${info.config.offloads}`,
+    `  nats    ${(info.namespaces.nats ?? '').padEnd(12)} eth0 ${LAB_SYNC.natsAddr}: ${natsUrl} (JetStream), monitor ${LAB_SYNC.monitorUrl}; pid ${info.natsPid ?? '-'}, log ${proc('nats')?.log ?? '-'}`,
+  ];
+  for (const n of started) {
+    const p = proc(`node${n.node}`);
+    out.push(`  node ${n.node} pid ${n.pid}${n.alreadyRunning ? ' (already running)' : ''}, log ${p?.log ?? '-'}`);
+    out.push(`          ${(p?.argv ?? []).join(' ')}`);
+  }
+  out.push(`see:  tapgate lab status${a.name !== 'tg' ? ` --name ${a.name}` : ''}`);
+  out.push(`stop: tapgate lab down${a.name !== 'tg' ? ` --name ${a.name}` : ''}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
 interface ExecArgs {
   name: string;
   role: LabRole;
@@ -162,7 +275,7 @@ const exec: CommandModule<object, ExecArgs> = {
   describe: 'Run a command inside a lab namespace: lab exec client -- curl http://10.200.0.2:8000/',
   builder: (y: Argv) =>
     y
-      .positional('role', { choices: ['client', 'server', 'gw'] as const, demandOption: true })
+      .positional('role', { choices: ['client', 'server', 'gw', 'nats'] as const, demandOption: true })
       .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (after --)' })
       .option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<ExecArgs>,
   handler: async (a: ArgumentsCamelCase<ExecArgs>) => {
@@ -176,7 +289,7 @@ const exec: CommandModule<object, ExecArgs> = {
       return;
     }
     const st = labStatus(a.name);
-    if (!st.namespaces[a.role]) {
+    if (st.namespaces[a.role as 'client' | 'server' | 'gw' | 'nats'] !== true) {
       process.stderr.write(`tapgate lab exec: namespace ${nsName(a.name, a.role)} does not exist: run \`tapgate lab up\` first\n`);
       process.exitCode = 1;
       return;

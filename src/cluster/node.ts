@@ -71,6 +71,10 @@ export interface ClusterOptions {
   maxHeldBytes?: number;
   /** Bound on spare copies kept. */
   maxSpares?: number;
+  /** How far back the frames replayed at takeover go (ms), and the bytes kept per connection / in all. */
+  recentMs?: number;
+  recentBytesPerConn?: number;
+  recentBytesTotal?: number;
   /** JetStream replicas of the bucket (3 in production with 3 NATS servers). */
   replicas?: number;
 }
@@ -98,6 +102,13 @@ interface Spare {
   /** Highest ACK sent by side 0 / side 1 since (seen on the segments). */
   acks: [number | undefined, number | undefined];
   rawKeys: string[];
+  /**
+   * The connection's latest frames as seen on the segments (copies, the last `recentMs`, bounded):
+   * replayed at takeover, so what the sender sent while the owner was dead crosses at once
+   * instead of after its next retransmission timeout.
+   */
+  recent: Array<{ frame: Uint8Array; from: Side; ms: number }>;
+  recentBytes: number;
 }
 
 interface Held {
@@ -150,6 +161,9 @@ export function newClusterCounters() {
     handoffWaits: 0,
     handoffTimeouts: 0,
     replayed: 0,
+    /** Frames of other nodes' connections kept for replay, and those not kept (a bound). */
+    recentKept: 0,
+    recentDropped: 0,
     sparesKept: 0,
     sparesRefused: 0,
     badSnapshots: 0,
@@ -223,6 +237,9 @@ export class ClusterNode implements ClusterAttach {
   private readonly gated = new Set<LocalRec>();
   private readonly waiting = new Map<string, Waiting>();
   private heldBytes = 0;
+  private recentBytes = 0;
+  /** When dead nodes were last heard (frames since then were forwarded by nobody). */
+  private readonly lastHeard = new Map<string, number>();
   private readonly emitted = new Map<number, { side: Side; ms: number }>();
   private readonly pendingAcks = new Set<Promise<unknown>>();
   private stopped = false;
@@ -242,6 +259,9 @@ export class ClusterNode implements ClusterAttach {
       loopWindowMs: opts.loopWindowMs ?? 200,
       maxHeldBytes: opts.maxHeldBytes ?? 64 * 1024 * 1024,
       maxSpares: opts.maxSpares ?? 200_000,
+      recentMs: opts.recentMs ?? 1000,
+      recentBytesPerConn: opts.recentBytesPerConn ?? 512 * 1024,
+      recentBytesTotal: opts.recentBytesTotal ?? 64 * 1024 * 1024,
       replicas: opts.replicas ?? 1,
     };
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
@@ -353,6 +373,8 @@ export class ClusterNode implements ClusterAttach {
       for (const [id, m] of this.members) {
         if (id !== this.id && now - m.lastMs > this.o.deadMs) {
           this.members.delete(id);
+          this.lastHeard.set(id, m.lastMs);
+          if (this.lastHeard.size > 1024) this.lastHeard.clear();
           this.counters.nodesDead++;
           this.log.warn({ node: id, silentMs: now - m.lastMs }, 'cluster node dead');
           dead = true;
@@ -420,7 +442,7 @@ export class ClusterNode implements ClusterAttach {
   // ---------------------------------------------------------------------------------------------
   // Gateway hooks (engine/gateway.ts ClusterHooks)
 
-  preTcp(from: Side, raw: RawTuple, _flags: number, ack: number): boolean {
+  preTcp(from: Side, raw: RawTuple, _flags: number, ack: number, frame: Uint8Array): boolean {
     let host: number | undefined;
     let sp: Spare | undefined;
     if (from === 0) host = raw.src;
@@ -430,19 +452,40 @@ export class ClusterNode implements ClusterAttach {
       sp = this.sparesByRaw.get(tupleKey(1, raw));
       if (sp !== undefined) host = sp.snap.host;
     }
-    if (host === undefined) return this.ready && !this.draining ? true : this.observeOnly(from, raw, ack, sp);
+    if (host === undefined) return this.ready && !this.draining ? true : this.observeOnly(from, raw, ack, frame, sp);
     if (this.ownsHost(host)) return true;
-    return this.observeOnly(from, raw, ack, sp);
+    return this.observeOnly(from, raw, ack, frame, sp);
   }
 
   /** Another node's frame: remember the highest ACK for the spare copy; never forwarded. */
-  private observeOnly(from: Side, raw: RawTuple, ack: number, sp?: Spare): false {
+  private observeOnly(from: Side, raw: RawTuple, ack: number, frame: Uint8Array, sp?: Spare): false {
     sp ??= this.sparesByRaw.get(tupleKey(from, raw));
     if (sp !== undefined) {
       const a = sp.acks[from];
       if (a === undefined || seqGt(ack, a)) sp.acks[from] = ack;
+      this.keepRecent(sp, frame, from);
     }
     return false;
+  }
+
+  private keepRecent(sp: Spare, frame: Uint8Array, from: Side): void {
+    const now = Date.now();
+    const r = sp.recent;
+    let drop = 0;
+    while (drop < r.length && (now - r[drop]!.ms > this.o.recentMs || sp.recentBytes + frame.length > this.o.recentBytesPerConn)) {
+      sp.recentBytes -= r[drop]!.frame.length;
+      this.recentBytes -= r[drop]!.frame.length;
+      drop++;
+    }
+    if (drop > 0) r.splice(0, drop);
+    if (frame.length > this.o.recentBytesPerConn || this.recentBytes + frame.length > this.o.recentBytesTotal) {
+      this.counters.recentDropped++;
+      return;
+    }
+    r.push({ frame: frame.slice(), from, ms: now });
+    sp.recentBytes += frame.length;
+    this.recentBytes += frame.length;
+    this.counters.recentKept++;
   }
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, _flags: number, frame: Uint8Array): boolean {
@@ -676,7 +719,7 @@ export class ClusterNode implements ClusterAttach {
         this.counters.sparesRefused++;
         return;
       }
-      sp = { key, snap, acks: [undefined, undefined], rawKeys: [] };
+      sp = { key, snap, acks: [undefined, undefined], rawKeys: [], recent: [], recentBytes: 0 };
       this.spares.set(key, sp);
       this.counters.sparesKept++;
     } else if (sp.snap.owner === snap.owner && snap.seq < sp.snap.seq && snap.final === null) return;
@@ -700,6 +743,8 @@ export class ClusterNode implements ClusterAttach {
     const sp = this.spares.get(key);
     if (sp === undefined) return;
     this.spares.delete(key);
+    this.recentBytes -= sp.recentBytes;
+    sp.recentBytes = 0;
     for (const rk of sp.rawKeys) if (this.sparesByRaw.get(rk) === sp) this.sparesByRaw.delete(rk);
   }
 
@@ -721,6 +766,27 @@ export class ClusterNode implements ClusterAttach {
     this.log.info({ flow: f.id, from: sp.snap.owner, final: sp.snap.final !== null, ageMs: Date.now() - sp.snap.ms }, 'connection taken over');
     // Our own first publication: the spares elsewhere now follow us.
     rec.needSeq = this.publish(f, rec, null);
+    // What the sender sent while nobody forwarded goes now (after the frame being handled, if
+    // any: never re-entering the gateway). Frames the old owner had already forwarded arrive
+    // again as retransmissions: rewritten from the commands, or moved past by the ACKs.
+    // Only frames from after the old owner was last heard (a heartbeat of margin), and only for
+    // a connection still open: older frames it forwarded itself, and replaying a closed
+    // connection's frames would only make the endpoints answer with resets.
+    const since = (this.lastHeard.get(sp.snap.owner) ?? Date.now()) - this.o.heartbeatMs;
+    const recent = sp.recent.filter((x) => x.ms >= since);
+    sp.recent = [];
+    const open = f.state !== 'closing' && f.state !== 'closed';
+    if (recent.length > 0 && open && sp.snap.final === null) {
+      setImmediate(() => {
+        this.inject?.((emit, now) => {
+          for (const x of recent) {
+            if (this.local.get(f) === undefined) break;
+            this.counters.replayed++;
+            this.gw!.handleFrame(x.frame, x.from, now, emit);
+          }
+        });
+      });
+    }
     return f;
   }
 

@@ -139,7 +139,7 @@ export interface RawTuple {
  */
 export interface ClusterHooks {
   /** A TCP frame before NAT: false = another node owns its connection (dropped here, counted). */
-  preTcp(from: Side, raw: RawTuple, flags: number, ack: number): boolean;
+  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean;
   /**
    * A TCP frame after NAT by its connection's real endpoints (side0 = the endpoint on side 0),
    * when no local flow has it: false = not handled here (another node's, or held for a
@@ -463,8 +463,9 @@ export class Gateway {
         raw.sport = tcp.srcPort;
         raw.dst = d.ip.dst;
         raw.dport = tcp.dstPort;
-        if (this.cluster !== null && !this.cluster.preTcp(from, raw, tcp.flags, tcp.ack)) {
+        if (this.cluster !== null && !this.cluster.preTcp(from, raw, tcp.flags, tcp.ack, frame)) {
           c.notOwner++;
+          if (this.masqL2 !== null && link === 'ethernet') this.masqL2.observe(frame.subarray(vh), from, raw.src);
           return;
         }
         let view: NatView | undefined;
@@ -704,17 +705,20 @@ export class Gateway {
   private attachAgent(f: Flow<Connection<SegTag>>): void {
     const cfg = this.opts.config;
     if (!cfg) return;
+    // f.client / f.server build a fresh object per read: once each per new connection.
+    const client = f.client;
+    const server = f.server;
     const sel = selectRule(cfg, {
-      clientAddr: f.client.addr,
-      clientPort: f.client.port,
-      serverAddr: f.server.addr,
-      serverPort: f.server.port,
+      clientAddr: client.addr,
+      clientPort: client.port,
+      serverAddr: server.addr,
+      serverPort: server.port,
     });
     if (!sel) return;
     const ctx: AgentContext = {
       flowId: f.id,
-      client: { addr: ipv4Str(f.client.addr), port: f.client.port },
-      server: { addr: ipv4Str(f.server.addr), port: f.server.port },
+      client: { addr: ipv4Str(client.addr), port: client.port },
+      server: { addr: ipv4Str(server.addr), port: server.port },
       directions: sel.rule.directions,
     };
     try {
@@ -735,7 +739,8 @@ export class Gateway {
       const to = (1 - o.tag.from) as Side;
       // The receiver's MSS bounds what a grown segment may carry.
       const t = o.tag;
-      const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: TcpSegment.unchecked(t.frame.subarray(t.l4Off)).dstPort });
+      // Destination port read in place (no subarray view or segment object per frame out).
+      const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: (t.frame[t.l4Off + 2]! << 8) | t.frame[t.l4Off + 3]! });
       // MSS counts data only: TCP options in the template take their room (RFC 6691 §2), or
       // a grown segment would exceed the link MTU and be dropped by the bridge.
       const tcpOpts = t.payloadOff - t.l4Off - 20;

@@ -405,6 +405,14 @@ export class MasqL2 {
   }
 
   /**
+   * Learning only, for frames another cluster node forwards: every node keeps the masqueraded
+   * hosts' MACs, so the one that takes a connection over can address replies at once.
+   */
+  observe(eth: Uint8Array, from: NatSide, src: number): void {
+    if (this.ruleOfSource(from, src) >= 0) this.learn(src, eth, 6);
+  }
+
+  /**
    * Layer 2 of an IPv4 frame (`eth` = the Ethernet frame, translated in place by natIpv4
    * already) from `from`: `src0`/`dst0` as it arrived, `src1`/`dst1` as it leaves.
    */

@@ -29,6 +29,20 @@
  * them (checking the start time against pid reuse), then any process left in the lab's
  * namespaces, then deletes the namespaces (which deletes every link in them). It needs no
  * memory of `labUp`: it works after a crash.
+ *
+ * Cluster lab (`nodes: N` ≥ 1, issue 8). N gateway nodes share the two segments instead of one
+ * gateway owning them, so both bridges are hubs (ageing_time 0, `learning off` on every port:
+ * every frame floods to every port) and each node i gets its own persistent TAP pair
+ * `tap-c<i>` on br-c and `tap-s<i>` on br-s (tap-c/tap-s are not made). The nodes sync over NATS
+ * JetStream on a separate network:
+ *
+ *   ${prefix}-gw: sync 10.250.0.1/24 ─veth─ eth0 10.250.0.254/24 :${prefix}-nats (nats-server)
+ *
+ * nats-server (JetStream on, store <stateDir>/nats-js, client port 4222, monitoring port 8222)
+ * is a lab process named `nats`; `labUp` returns once /healthz answers ok from the gw namespace.
+ * Node processes are lab processes `node<i>` in gw (`labStartNode`, `labKillNode`);
+ * `labStopNats`/`labStartNats`/`labRestartNats` make a sync outage. A hub floods frames a node
+ * writes to its TAP to the other nodes' TAPs too: recognising those is the nodes' business.
  */
 
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
@@ -49,7 +63,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type LabRole = 'client' | 'server' | 'gw' | 'client2';
+export type LabRole = 'client' | 'server' | 'gw' | 'client2' | 'nats';
 /** The namespaces every lab has (`client2` only with `clients: 2`). */
 type CoreRole = 'client' | 'server' | 'gw';
 
@@ -73,6 +87,11 @@ export interface LabConfig {
   clients: 1 | 2;
   client2Addr: string;
   client2Mac: string;
+  /**
+   * Cluster gateway nodes: 0 = one gateway on tap-c/tap-s (the classic lab); N ≥ 1 = hub
+   * bridges, TAPs tap-c<i>/tap-s<i> for i in 1..N, the sync network and nats-server.
+   */
+  nodes: number;
 }
 
 export const DEFAULT_LAB_CONFIG: LabConfig = {
@@ -87,7 +106,49 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   clients: 1,
   client2Addr: '10.200.0.3/24',
   client2Mac: '02:00:0a:c8:00:03',
+  nodes: 0,
 };
+
+/** Most nodes a cluster lab has (TAP names stay short). */
+export const MAX_LAB_NODES = 32;
+
+/** The cluster lab's sync network and NATS server (`nodes` ≥ 1). */
+export const LAB_SYNC = {
+  /** veth in gw. */
+  gwIface: 'sync',
+  gwAddr: '10.250.0.1/24',
+  /** veth in ${prefix}-nats. */
+  natsIface: 'eth0',
+  natsAddr: '10.250.0.254/24',
+  natsIp: '10.250.0.254',
+  clientPort: 4222,
+  monitorPort: 8222,
+  natsUrl: 'nats://10.250.0.254:4222',
+  monitorUrl: 'http://10.250.0.254:8222',
+  /** JetStream store, under the state dir. */
+  storeDir: 'nats-js',
+} as const;
+
+/** Where Debian's nats-server package installs the server. */
+export const NATS_SERVER_BIN = '/usr/sbin/nats-server';
+
+/** TAP names of cluster node i (1-based): tap-c<i> on br-c, tap-s<i> on br-s. */
+export function nodeTaps(i: number): { client: string; server: string } {
+  checkNode(i);
+  return { client: `tap-c${i}`, server: `tap-s${i}` };
+}
+
+/** Lab process name of cluster node i. */
+export function nodeProcessName(i: number): string {
+  checkNode(i);
+  return `node${i}`;
+}
+
+function checkNode(i: number): void {
+  if (!Number.isInteger(i) || i < 1 || i > MAX_LAB_NODES) {
+    throw new LabError('LAB_ARG', `node number ${i} must be an integer in 1..${MAX_LAB_NODES}`);
+  }
+}
 
 /** Interface names (fixed: they live in the lab's own namespaces). */
 export const LAB_IFACES = {
@@ -112,17 +173,31 @@ export interface LabOptions {
   /** Wait until the gateway has attached both TAPs (carrier up). Default 15000 ms; 0 = don't. */
   attachTimeoutMs?: number;
   stateDir?: string;
+  /**
+   * Cluster lab only: the command of node i (1..nodes), started with `labStartNode` unless it
+   * runs already. Not waited for (see `labWaitNodesAttached`).
+   */
+  nodeCommand?: ((i: number, natsUrl: string) => string[]) | undefined;
+  /** Cluster lab only: how long to wait for nats-server to be healthy. Default 15000 ms. */
+  natsTimeoutMs?: number;
 }
 
 export interface LabInfo {
   prefix: string;
   stateDir: string;
-  namespaces: Record<CoreRole, string> & { client2?: string };
+  namespaces: Record<CoreRole, string> & { client2?: string; nats?: string };
   config: LabConfig;
   /** Address without prefix length, e.g. 10.200.0.1. */
   clientIp: string;
   serverIp: string;
   gatewayPid: number | undefined;
+  /** Cluster nodes (config.nodes); 0 for the single-gateway lab. */
+  nodes: number;
+  /** nats://10.250.0.254:4222 with nodes ≥ 1, reachable from the gw namespace; else undefined. */
+  natsUrl: string | undefined;
+  /** Per node (index 0 = node 1): its TAP names and, if `nodeCommand` was given, its pid. */
+  nodeInfo: Array<{ node: number; taps: { client: string; server: string }; pid: number | undefined }>;
+  natsPid: number | undefined;
 }
 
 export interface LabProcess {
@@ -138,12 +213,31 @@ export interface LabStatus {
   prefix: string;
   stateDir: string;
   /** `client2` only when that namespace exists. */
-  namespaces: Record<CoreRole, boolean> & { client2?: boolean };
+  namespaces: Record<CoreRole, boolean> & { client2?: boolean; nats?: boolean };
   /** All three namespaces exist. */
   up: boolean;
   /** Per TAP: exists in gw, and a process is attached (no NO-CARRIER). */
   taps: Record<'tap-c' | 'tap-s', { exists: boolean; attached: boolean }>;
   processes: LabProcess[];
+  /** Cluster nodes found (node TAPs in gw, or node processes), by node number; [] in a classic lab. */
+  nodes: LabNodeStatus[];
+  /** The sync side: present when the nats namespace exists or a `nats` pid file does. */
+  nats?: { namespace: boolean; process: LabProcess | undefined; healthy: boolean; url: string };
+}
+
+export interface TapStatus {
+  name: string;
+  exists: boolean;
+  attached: boolean;
+  /** The bridge it is enslaved to. */
+  master: string | undefined;
+}
+
+export interface LabNodeStatus {
+  node: number;
+  client: TapStatus;
+  server: TapStatus;
+  process: LabProcess | undefined;
 }
 
 export interface ExecResult {
@@ -163,7 +257,7 @@ export interface ExecOptions {
 /** A lab operation failed; `code` names what. */
 export class LabError extends Error {
   constructor(
-    readonly code: 'LAB_ENV' | 'LAB_CMD' | 'LAB_GATEWAY' | 'LAB_ARG',
+    readonly code: 'LAB_ENV' | 'LAB_CMD' | 'LAB_GATEWAY' | 'LAB_ARG' | 'LAB_NATS',
     message: string,
   ) {
     super(message);
@@ -173,7 +267,7 @@ export class LabError extends Error {
 
 const ROLES: readonly CoreRole[] = ['client', 'server', 'gw'];
 /** Every namespace labDown removes. */
-const ALL_ROLES: readonly LabRole[] = ['client', 'client2', 'server', 'gw'];
+const ALL_ROLES: readonly LabRole[] = ['client', 'client2', 'server', 'gw', 'nats'];
 const PREFIX_RE = /^[a-z][a-z0-9]{0,7}$/;
 
 /** netns/icmp-ping.py, from src/lab/ and dist/lab/ alike. */
@@ -287,6 +381,17 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   const problems = labPreflight();
   if (problems.length > 0) throw new LabError('LAB_ENV', `cannot build the lab: ${problems.join('; ')}`);
   const config: LabConfig = { ...DEFAULT_LAB_CONFIG, ...options.config };
+  const nodes = config.nodes;
+  if (!Number.isInteger(nodes) || nodes < 0 || nodes > MAX_LAB_NODES) {
+    throw new LabError('LAB_ARG', `nodes must be an integer in 0..${MAX_LAB_NODES} (got ${nodes})`);
+  }
+  if (nodes > 0) {
+    config.hub = true; // every node's TAP must get every frame
+    if (options.gatewayCommand !== undefined && options.gatewayCommand.length > 0) {
+      throw new LabError('LAB_ARG', 'a cluster lab (nodes ≥ 1) has no single gateway: use nodeCommand / labStartNode');
+    }
+  }
+  const natsBin = nodes > 0 ? natsServerBin() : undefined; // fail before anything is made
   const stateDir = options.stateDir ?? labStateDir(prefix);
   mkdirSync(stateDir, { recursive: true });
   const ns: Record<CoreRole, string> & { client2?: string } = { client: nsName(prefix, 'client'), server: nsName(prefix, 'server'), gw: nsName(prefix, 'gw') };
@@ -295,7 +400,9 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   const mtu = String(config.mtu);
 
   const existing = nsList();
+  if (existing.has(ns.gw)) reconcileTaps(prefix, stateDir, nodes);
   const roles: LabRole[] = config.clients === 2 ? [...ROLES, 'client2'] : [...ROLES];
+  if (nodes > 0) roles.push('nats');
   for (const role of roles) {
     const n = nsName(prefix, role);
     if (!existing.has(n)) sh(['ip', 'netns', 'add', n]);
@@ -313,6 +420,15 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     }
     sh(['ip', '-n', ns.gw, 'link', 'set', br, 'type', 'bridge', 'ageing_time', config.hub ? '0' : '30000']);
   }
+  /** Every port of a cluster lab's hubs: no learning, flood everything (ageing_time 0 already stops learning). */
+  const hubPort = (dev: string): void => {
+    if (nodes > 0) sh(['ip', '-n', ns.gw, 'link', 'set', 'dev', dev, 'type', 'bridge_slave', 'learning', 'off', 'flood', 'on', 'mcast_flood', 'on']);
+  };
+  const addTap = (tap: string, br: string): void => {
+    if (!linkExists(ns.gw, tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap]);
+    sh(['ip', '-n', ns.gw, 'link', 'set', tap, 'mtu', mtu, 'master', br, 'up']);
+    hubPort(tap);
+  };
 
   const sides = [
     { role: 'client' as const, veth: I.vethClient, br: I.bridgeClient, tap: I.tapClient, addr: config.clientAddr, mac: config.clientMac },
@@ -332,15 +448,48 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     sh(['ip', '-n', endNs, 'addr', 'replace', s.addr, 'dev', I.endpoint]);
     sh(['ip', '-n', endNs, 'link', 'set', I.endpoint, 'up']);
     sh(['ip', '-n', ns.gw, 'link', 'set', s.veth, 'mtu', mtu, 'master', s.br, 'up']);
-    if (!linkExists(ns.gw, s.tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', s.tap]);
-    sh(['ip', '-n', ns.gw, 'link', 'set', s.tap, 'mtu', mtu, 'master', s.br, 'up']);
+    hubPort(s.veth);
+    if (nodes === 0) {
+      addTap(s.tap, s.br);
+    } else {
+      for (let i = 1; i <= nodes; i++) addTap(s.br === I.bridgeClient ? nodeTaps(i).client : nodeTaps(i).server, s.br);
+    }
     sh(['ip', '-n', ns.gw, 'link', 'set', s.br, 'mtu', mtu, 'up']);
     if (config.offloads === 'off') {
       const r = sh(['ip', 'netns', 'exec', endNs, 'ethtool', '-K', I.endpoint, 'tso', 'off', 'gso', 'off', 'gro', 'off', 'tx', 'off'], true);
       if (r.status !== 0) throw new LabError('LAB_ENV', `offloads 'off' needs ethtool: ${r.stderr.trim() || r.error?.message}`);
     }
   }
-  writeFileSync(join(stateDir, 'lab.json'), JSON.stringify({ prefix, config, namespaces: ns }, null, 2));
+  const nsOut: LabInfo['namespaces'] = { ...ns, ...(nodes > 0 ? { nats: nsName(prefix, 'nats') } : {}) };
+  writeFileSync(join(stateDir, 'lab.json'), JSON.stringify({ prefix, config, namespaces: nsOut }, null, 2));
+
+  let natsPid: number | undefined;
+  const nodeInfo: LabInfo['nodeInfo'] = [];
+  if (nodes > 0) {
+    const natsNs = nsName(prefix, 'nats');
+    const S = LAB_SYNC;
+    if (!linkExists(ns.gw, S.gwIface) || !linkExists(natsNs, S.natsIface)) {
+      sh(['ip', '-n', ns.gw, 'link', 'del', S.gwIface], true);
+      sh(['ip', '-n', natsNs, 'link', 'del', S.natsIface], true);
+      sh(['ip', '-n', ns.gw, 'link', 'add', S.gwIface, 'type', 'veth', 'peer', 'name', S.natsIface, 'netns', natsNs]);
+    }
+    sh(['ip', '-n', ns.gw, 'addr', 'replace', S.gwAddr, 'dev', S.gwIface]);
+    sh(['ip', '-n', ns.gw, 'link', 'set', S.gwIface, 'up']);
+    sh(['ip', '-n', natsNs, 'addr', 'replace', S.natsAddr, 'dev', S.natsIface]);
+    sh(['ip', '-n', natsNs, 'link', 'set', S.natsIface, 'up']);
+    natsPid = await startNats(prefix, stateDir, natsBin!, options.natsTimeoutMs ?? 15_000);
+    for (let i = 1; i <= nodes; i++) {
+      let pid: number | undefined;
+      if (options.nodeCommand !== undefined) {
+        pid = labStartNode(prefix, i, options.nodeCommand(i, S.natsUrl), {
+          ...(options.gatewayEnv !== undefined ? { env: options.gatewayEnv } : {}),
+          ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+          stateDir,
+        });
+      }
+      nodeInfo.push({ node: i, taps: nodeTaps(i), pid });
+    }
+  }
 
   let gatewayPid: number | undefined;
   if (options.gatewayCommand !== undefined && options.gatewayCommand.length > 0) {
@@ -360,12 +509,239 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   return {
     prefix,
     stateDir,
-    namespaces: ns,
+    namespaces: nsOut,
     config,
     clientIp: ipOf(config.clientAddr),
     serverIp: ipOf(config.serverAddr),
     gatewayPid,
+    nodes,
+    natsUrl: nodes > 0 ? LAB_SYNC.natsUrl : undefined,
+    nodeInfo,
+    natsPid,
   };
+}
+
+/** TAPs in gw by kind: the classic pair and cluster node numbers. */
+function gwTaps(prefix: string): { classic: string[]; nodes: Set<number> } {
+  const r = sh(['ip', '-n', nsName(prefix, 'gw'), '-j', 'link', 'show'], true);
+  const out = { classic: [] as string[], nodes: new Set<number>() };
+  if (r.status !== 0) return out;
+  let links: Array<{ ifname?: string }> = [];
+  try {
+    links = JSON.parse(r.stdout) as Array<{ ifname?: string }>;
+  } catch {
+    return out;
+  }
+  for (const l of links) {
+    const name = l.ifname ?? '';
+    if (name === LAB_IFACES.tapClient || name === LAB_IFACES.tapServer) out.classic.push(name);
+    const m = /^tap-[cs]([0-9]+)$/.exec(name);
+    if (m !== null) out.nodes.add(Number(m[1]));
+  }
+  return out;
+}
+
+/**
+ * Make the gw namespace's TAPs fit `nodes` before (re)building: a lab changes between classic and
+ * cluster, or loses nodes, only when no process uses what goes away.
+ */
+function reconcileTaps(prefix: string, stateDir: string, nodes: number): void {
+  const gw = nsName(prefix, 'gw');
+  const t = gwTaps(prefix);
+  if (nodes === 0) {
+    if (t.nodes.size > 0 || nsList().has(nsName(prefix, 'nats'))) {
+      throw new LabError('LAB_ARG', `lab '${prefix}' is a cluster lab (node TAPs, nats): \`lab down\` first to make a single-gateway lab`);
+    }
+    return;
+  }
+  if (t.classic.length > 0) {
+    if (readPidFile(stateDir, 'gateway')?.alive === true) {
+      throw new LabError('LAB_ARG', `lab '${prefix}' runs a single gateway on tap-c/tap-s: \`lab down\` first to make a cluster lab`);
+    }
+    for (const tap of t.classic) sh(['ip', '-n', gw, 'link', 'del', tap], true);
+  }
+  for (const i of t.nodes) {
+    if (i <= nodes) continue;
+    if (readPidFile(stateDir, `node${i}`)?.alive === true) {
+      throw new LabError('LAB_ARG', `node ${i} of lab '${prefix}' is running: stop it (labKillNode) before shrinking the lab to ${nodes} nodes`);
+    }
+    for (const tap of [`tap-c${i}`, `tap-s${i}`]) sh(['ip', '-n', gw, 'link', 'del', tap], true);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster lab: nats-server and node processes.
+
+/** The nats-server binary (Debian package path, else PATH), or LabError LAB_ENV. */
+function natsServerBin(): string {
+  if (existsSync(NATS_SERVER_BIN)) return NATS_SERVER_BIN;
+  const r = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
+  const found = r.status === 0 ? r.stdout.trim() : '';
+  if (found !== '') return found;
+  throw new LabError('LAB_ENV', `a cluster lab needs nats-server (${NATS_SERVER_BIN} is missing): apt-get install nats-server`);
+}
+
+function natsArgv(prefix: string, stateDir: string, bin: string): string[] {
+  const S = LAB_SYNC;
+  return [bin, '-n', `${prefix}-nats`, '-js', '-sd', join(stateDir, S.storeDir), '-a', S.natsIp, '-p', String(S.clientPort), '-m', String(S.monitorPort)];
+}
+
+const HEALTH_PROBE = [
+  'import sys, urllib.request',
+  'try:',
+  '    r = urllib.request.urlopen(sys.argv[1], timeout=1)',
+  '    sys.stdout.write(r.read().decode())',
+  'except Exception as e:',
+  '    sys.stdout.write(getattr(e, "read", lambda: b"")().decode() if hasattr(e, "read") else "")',
+  '    sys.exit(1)',
+].join('\n');
+
+/** One look at nats-server's /healthz (JetStream included), from the gw namespace. */
+function natsHealthy(prefix: string): boolean {
+  const url = `${LAB_SYNC.monitorUrl}/healthz?js-enabled-only=true`;
+  const r = spawnSync('ip', ['netns', 'exec', nsName(prefix, 'gw'), 'python3', '-c', HEALTH_PROBE, url], { encoding: 'utf8', timeout: 3000 });
+  return r.status === 0 && /"status"\s*:\s*"ok"/.test(r.stdout);
+}
+
+async function startNats(prefix: string, stateDir: string, bin: string, timeoutMs: number): Promise<number> {
+  const running = readPidFile(stateDir, 'nats');
+  let pid: number;
+  if (running !== undefined && running.alive) {
+    pid = running.pid;
+  } else {
+    mkdirSync(join(stateDir, LAB_SYNC.storeDir), { recursive: true });
+    pid = labSpawn(prefix, 'nats', 'nats', natsArgv(prefix, stateDir, bin), { stateDir });
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (natsHealthy(prefix)) return pid;
+    if (!pidAlive(pid)) {
+      throw new LabError('LAB_NATS', `nats-server (pid ${pid}) exited before it was healthy; log:\n${tail(join(stateDir, 'nats.log'))}`);
+    }
+    if (Date.now() > deadline) {
+      throw new LabError('LAB_NATS', `nats-server (pid ${pid}) not healthy at ${LAB_SYNC.monitorUrl}/healthz within ${timeoutMs} ms; log:\n${tail(join(stateDir, 'nats.log'))}`);
+    }
+    await sleep(100);
+  }
+}
+
+function requireClusterLab(prefix: string): void {
+  checkPrefix(prefix);
+  const have = nsList();
+  for (const role of ['gw', 'nats'] as const) {
+    if (!have.has(nsName(prefix, role))) {
+      throw new LabError('LAB_ARG', `namespace ${nsName(prefix, role)} does not exist: labUp({ config: { nodes: N } }) first`);
+    }
+  }
+}
+
+/**
+ * Start nats-server in ${prefix}-nats (same store dir as before, so JetStream state survives) and
+ * wait until it is healthy from gw. A server already running is kept. Returns its pid.
+ */
+export async function labStartNats(prefix: string, opts: { stateDir?: string; timeoutMs?: number } = {}): Promise<number> {
+  requireClusterLab(prefix);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  return startNats(prefix, stateDir, natsServerBin(), opts.timeoutMs ?? 15_000);
+}
+
+/**
+ * Stop nats-server: 'SIGKILL' (default: a crash, immediate) or 'SIGTERM' (clean shutdown, SIGKILL
+ * after graceMs). Returns once it is gone; the sync outage lasts until `labStartNats`.
+ */
+export async function labStopNats(prefix: string, opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number } = {}): Promise<void> {
+  checkPrefix(prefix);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  await stopProcess(stateDir, 'nats', opts.signal ?? 'SIGKILL', opts.graceMs ?? 3000);
+}
+
+/** `labStopNats` then `labStartNats` (same store dir), waiting until healthy. Returns the new pid. */
+export async function labRestartNats(
+  prefix: string,
+  opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; timeoutMs?: number } = {},
+): Promise<number> {
+  requireClusterLab(prefix);
+  await labStopNats(prefix, opts);
+  return labStartNats(prefix, opts);
+}
+
+/**
+ * Start cluster node i (1-based) in the gw namespace: lab process `node<i>`, log
+ * <stateDir>/node<i>.log (appended across restarts). argv is the whole command, e.g.
+ * [node, bin/tapgate.js, 'run', '--tap', nodeTaps(i).client, '--tap', nodeTaps(i).server,
+ * '--cluster', info.natsUrl, '--node-id', String(i)]. A node already running is kept: its pid is
+ * returned.
+ */
+export function labStartNode(
+  prefix: string,
+  i: number,
+  argv: string[],
+  opts: { env?: Record<string, string>; cwd?: string; stateDir?: string } = {},
+): number {
+  checkPrefix(prefix);
+  const name = nodeProcessName(i);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  const running = readPidFile(stateDir, name);
+  if (running !== undefined && running.alive) return running.pid;
+  return labSpawn(prefix, 'gw', name, argv, { ...opts, stateDir });
+}
+
+/**
+ * Stop cluster node i. 'SIGKILL': at once, to its whole process group, no grace (a node crash).
+ * 'SIGTERM': a graceful stop (a node drains), SIGKILL only after graceMs (default 30000).
+ * Resolves when it is gone, with the pid it had (undefined if it was not running).
+ */
+export async function labKillNode(
+  prefix: string,
+  i: number,
+  signal: 'SIGKILL' | 'SIGTERM',
+  opts: { stateDir?: string; graceMs?: number } = {},
+): Promise<number | undefined> {
+  checkPrefix(prefix);
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  return stopProcess(stateDir, nodeProcessName(i), signal, opts.graceMs ?? 30_000);
+}
+
+async function stopProcess(stateDir: string, name: string, sig: 'SIGKILL' | 'SIGTERM', graceMs: number): Promise<number | undefined> {
+  const p = readPidFile(stateDir, name);
+  let pid: number | undefined;
+  if (p !== undefined && p.alive) {
+    pid = p.pid;
+    if (sig === 'SIGKILL') {
+      signalGroup(p.pid, 'SIGKILL');
+      const hard = Date.now() + 2000;
+      while (pidAlive(p.pid) && Date.now() < hard) await sleep(5);
+      await waitReaped(p.pid);
+    } else {
+      await terminate(p.pid, true, graceMs);
+    }
+  }
+  rmSync(join(stateDir, `${name}.pid`), { force: true });
+  return pid;
+}
+
+/** Wait until nodes 1..n have attached their TAPs (carrier up on tap-c<i> and tap-s<i>). */
+export async function labWaitNodesAttached(prefix: string, n: number, opts: { stateDir?: string; timeoutMs?: number } = {}): Promise<void> {
+  const stateDir = opts.stateDir ?? labStateDir(prefix);
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  for (;;) {
+    const st = labStatus(prefix, { stateDir, probeNats: false });
+    const missing = [];
+    for (let i = 1; i <= n; i++) {
+      const ns = st.nodes.find((x) => x.node === i);
+      if (ns === undefined || !ns.client.attached || !ns.server.attached) missing.push(i);
+    }
+    if (missing.length === 0) return;
+    const dead = missing.filter((i) => st.nodes.find((x) => x.node === i)?.process?.alive !== true);
+    if (Date.now() > deadline || dead.length > 0) {
+      const i = dead[0] ?? missing[0]!;
+      throw new LabError(
+        'LAB_GATEWAY',
+        `node ${missing.join(', ')} did not attach ${dead.length > 0 ? `(node ${dead.join(', ')} not running)` : `within ${opts.timeoutMs ?? 15_000} ms`}; node${i}.log:\n${tail(join(stateDir, `node${i}.log`))}`,
+      );
+    }
+    await sleep(50);
+  }
 }
 
 async function waitAttached(prefix: string, stateDir: string, pid: number, timeoutMs: number): Promise<void> {
@@ -484,24 +860,37 @@ export async function labKill(prefix: string, name: string, opts: { stateDir?: s
   rmSync(join(stateDir, `${name}.pid`), { force: true });
 }
 
-async function terminate(pid: number, group: boolean, graceMs: number): Promise<void> {
-  const signal = (sig: NodeJS.Signals): void => {
+function signalGroup(pid: number, sig: NodeJS.Signals, group = true): void {
+  try {
+    process.kill(group ? -pid : pid, sig);
+  } catch {
     try {
-      process.kill(group ? -pid : pid, sig);
+      process.kill(pid, sig);
     } catch {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        /* already gone */
-      }
+      /* already gone */
     }
-  };
+  }
+}
+
+async function terminate(pid: number, group: boolean, graceMs: number): Promise<void> {
+  const signal = (sig: NodeJS.Signals): void => signalGroup(pid, sig, group);
   signal('SIGTERM');
   const deadline = Date.now() + graceMs;
   while (pidAlive(pid) && Date.now() < deadline) await sleep(25);
   if (pidAlive(pid)) signal('SIGKILL');
   const hard = Date.now() + 2000;
   while (pidAlive(pid) && Date.now() < hard) await sleep(25);
+  await waitReaped(pid);
+}
+
+/**
+ * A dead child of this process stays a zombie (/proc/<pid> exists) until the event loop reaps it:
+ * give it a moment, so "gone" means gone to whoever looks next. Bounded: a zombie whose parent is
+ * not us nor init may stay.
+ */
+async function waitReaped(pid: number, ms = 500): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pidAlive(pid) && existsSync(`/proc/${pid}`) && Date.now() < end) await sleep(5);
 }
 
 /**
@@ -535,23 +924,34 @@ export async function labDown(prefix = 'tg', opts: { stateDir?: string } = {}): 
   }
 }
 
-export function labStatus(prefix = 'tg', opts: { stateDir?: string } = {}): LabStatus {
+/**
+ * What of the lab exists and runs. In a cluster lab also the nodes (TAPs, attached or not, and
+ * process) and nats (namespace, process, /healthz from gw — `probeNats: false` skips that probe,
+ * which runs python3 in gw, and reports healthy false).
+ */
+export function labStatus(prefix = 'tg', opts: { stateDir?: string; probeNats?: boolean } = {}): LabStatus {
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
   const existing = nsList();
+  const hasNats = existing.has(nsName(prefix, 'nats'));
   const namespaces = {
     client: existing.has(nsName(prefix, 'client')),
     server: existing.has(nsName(prefix, 'server')),
     gw: existing.has(nsName(prefix, 'gw')),
     ...(existing.has(nsName(prefix, 'client2')) ? { client2: true } : {}),
+    ...(hasNats ? { nats: true } : {}),
   };
   const tap = (dev: string): { exists: boolean; attached: boolean } => {
-    if (!namespaces.gw) return { exists: false, attached: false };
-    const li = linkInfo(nsName(prefix, 'gw'), dev);
-    if (li === undefined) return { exists: false, attached: false };
-    const flags = li.flags ?? [];
-    return { exists: true, attached: flags.includes('UP') && !flags.includes('NO-CARRIER') };
+    const t = tapStatus(dev);
+    return { exists: t.exists, attached: t.attached };
   };
+  function tapStatus(dev: string): TapStatus {
+    if (!namespaces.gw) return { name: dev, exists: false, attached: false, master: undefined };
+    const li = linkInfo(nsName(prefix, 'gw'), dev);
+    if (li === undefined) return { name: dev, exists: false, attached: false, master: undefined };
+    const flags = li.flags ?? [];
+    return { name: dev, exists: true, attached: flags.includes('UP') && !flags.includes('NO-CARRIER'), master: li.master };
+  }
   const processes: LabProcess[] = [];
   if (existsSync(stateDir)) {
     for (const f of readdirSync(stateDir)) {
@@ -561,6 +961,29 @@ export function labStatus(prefix = 'tg', opts: { stateDir?: string } = {}): LabS
       if (p !== undefined) processes.push({ name, pid: p.pid, alive: p.alive, role: p.role, argv: p.argv, log: p.log });
     }
   }
+  const nodeNums = namespaces.gw ? gwTaps(prefix).nodes : new Set<number>();
+  for (const p of processes) {
+    const m = /^node([0-9]+)$/.exec(p.name);
+    if (m !== null) nodeNums.add(Number(m[1]));
+  }
+  const nodes: LabNodeStatus[] = [...nodeNums]
+    .sort((a, b) => a - b)
+    .map((i) => ({
+      node: i,
+      client: tapStatus(`tap-c${i}`),
+      server: tapStatus(`tap-s${i}`),
+      process: processes.find((p) => p.name === `node${i}`),
+    }));
+  const natsProc = processes.find((p) => p.name === 'nats');
+  const nats =
+    hasNats || natsProc !== undefined
+      ? {
+          namespace: hasNats,
+          process: natsProc,
+          healthy: opts.probeNats !== false && hasNats && namespaces.gw && natsProc?.alive === true && natsHealthy(prefix),
+          url: LAB_SYNC.natsUrl,
+        }
+      : undefined;
   return {
     prefix,
     stateDir,
@@ -568,6 +991,8 @@ export function labStatus(prefix = 'tg', opts: { stateDir?: string } = {}): LabS
     up: namespaces.client && namespaces.server && namespaces.gw,
     taps: { 'tap-c': tap(LAB_IFACES.tapClient), 'tap-s': tap(LAB_IFACES.tapServer) },
     processes,
+    nodes,
+    ...(nats !== undefined ? { nats } : {}),
   };
 }
 

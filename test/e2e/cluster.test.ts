@@ -1,0 +1,263 @@
+/**
+ * The gateway cluster end to end (issue 8, DESIGN.md §5), as root: the lab with 3 nodes on hub
+ * bridges (every node sees every frame), nats-server with JetStream on the sync network, two
+ * clients behind one masquerade address (examples/cluster.yaml: NAT + ftp agent + a replace rule
+ * on HTTP port 8001). Transfers in flight while:
+ * - the owning node is killed with SIGKILL at seeded random moments (repeatedly; the text has a
+ *   replacement every few hundred bytes, so every moment is right after a rewrite) and restarted
+ *   (it joins again and takes its share back by hand-over);
+ * - a node drains (SIGTERM) and a node joins;
+ * - nats-server is killed and restarted, and stopped for 1.5 s.
+ * Every transfer must complete with the exact expected content (HTTP body rewritten, FTP files
+ * byte-exact through NAT, passive and active), and no connection may be reset: the clients'
+ * captures hold no RST. The forwarding gap at each failover (the longest silence of the HTTP
+ * download around the kill, from the client's capture) is reported (median, max).
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import {
+  LAB_SYNC,
+  labDown,
+  labExec,
+  labKillNode,
+  labRestartNats,
+  labSpawn,
+  labStartNats,
+  labStartNode,
+  labStopNats,
+  labUp,
+  labWaitNodesAttached,
+  nodeTaps,
+} from '../../src/lab/lab.js';
+import { ownerOf } from '../../src/cluster/rendezvous.js';
+import { readPcapAll } from '../../src/phy/pcap.js';
+import { decodeFrame } from '../../src/wire/frame.js';
+import { mulberry32 } from '../../src/util/prng.js';
+import { REPO, describeE2E } from '../lab/e2e-env.js';
+import { ftpProblems, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd, type FtpFixture } from './ftp-helpers.js';
+import { expectedRewrite, rewriteText, startHttpServer, waitUntil } from './lab-helpers.js';
+
+const P = 'tgk';
+const SERVER = '10.200.0.2';
+const C1 = { role: 'client' as const, ip: '10.200.0.1', addr: 0x0ac80001 };
+const C2 = { role: 'client2' as const, ip: '10.200.0.3', addr: 0x0ac80003 };
+const URL = LAB_SYNC.natsUrl;
+const BIN = join(REPO, 'bin/tapgate.js');
+const CONFIG = join(REPO, 'examples/cluster.yaml');
+const NODES = [1, 2, 3];
+const SEED = Number(process.env['TAPGATE_CLUSTER_SEED'] ?? 20261124);
+const problems = ftpProblems(['ip', 'python3', 'curl', 'vsftpd', 'tcpdump', 'nats-server']);
+
+const nodeArgv = (i: number): string[] => {
+  const t = nodeTaps(i);
+  return [process.execPath, BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', URL, '--node-id', String(i), '--config', CONFIG];
+};
+
+type NodeStatus = { node: string; ready: boolean; connected: boolean; view: string[]; owned: Array<{ key: string }>; counters: Record<string, number> };
+
+async function status(): Promise<NodeStatus[]> {
+  const r = await labExec(P, 'gw', [process.execPath, BIN, 'cluster', 'status', '--cluster', URL, '--json', '--wait-ms', '300'], { timeoutMs: 10_000 });
+  if (r.code !== 0) return [];
+  return JSON.parse(r.stdout) as NodeStatus[];
+}
+
+/** Until every node in `ids` is ready and all of them see exactly `ids`. */
+async function waitView(ids: number[]): Promise<NodeStatus[]> {
+  const want = ids.map(String).sort().join(',');
+  return waitUntil(30_000, 200, status,
+    (st) => st.length === ids.length && st.every((n) => n.ready && n.connected && [...n.view].sort().join(',') === want),
+    (st) => `cluster view never became [${want}]: ${JSON.stringify(st.map((n) => ({ node: n.node, ready: n.ready, view: n.view })))}`);
+}
+
+const ownerNode = (addr: number, view: number[]): number => Number(ownerOf(addr, view.map(String)));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)', problems, () => {
+  const nsBefore = netnsList();
+  let fx: FtpFixture;
+  let text = '';
+  const gaps: number[] = [];
+  const caps: Record<string, string> = {};
+  const totals: Record<string, number> = {};
+
+  beforeAll(async () => {
+    fx = vsftpdFixture(SERVER, 4 << 20, 'tapgate-cluster-');
+    text = rewriteText(3 << 20);
+    writeFileSync(join(fx.root, 'text.txt'), text);
+    await labDown(P);
+    await labUp({ prefix: P, config: { nodes: 3, clients: 2 }, cwd: REPO });
+    for (const i of NODES) labStartNode(P, i, nodeArgv(i), { cwd: REPO });
+    await labWaitNodesAttached(P, 3, { timeoutMs: 30_000 });
+    await waitView(NODES);
+    startVsftpd(P, fx.conf);
+    startHttpServer(P, SERVER, 8001, fx.root);
+    for (const c of [C1, C2]) {
+      caps[c.role] = join(fx.dir, `${c.role}.pcap`);
+      labSpawn(P, c.role, `tcpdump-${c.role}`, ['tcpdump', '-i', 'eth0', '-nn', '-U', '-w', caps[c.role]!, 'tcp']);
+    }
+    await sleep(500);
+    for (const c of [C1, C2]) await waitVsftpd(P, SERVER, c.role);
+  }, 120_000);
+
+  afterAll(async () => {
+    if (gaps.length > 0) {
+      const s = [...gaps].sort((a, b) => a - b);
+      const line = `cluster failover forwarding gap (ms): n=${s.length} median=${s[s.length >> 1]!.toFixed(0)} max=${s[s.length - 1]!.toFixed(0)} all=[${s.map((g) => g.toFixed(0)).join(', ')}]`;
+      console.log(line);
+    }
+    await labDown(P);
+    rmSync(fx.dir, { recursive: true, force: true });
+    expect(netnsList().filter((n) => n.startsWith(`${P}-`))).toEqual([]);
+    expect(nsBefore.filter((n) => n.startsWith(`${P}-`))).toEqual([]);
+  });
+
+  /**
+   * Three transfers at once: client 1 downloads the HTTP text (rewritten) and uploads by active
+   * FTP (EPRT through the masquerade: vsftpd connects back to the NAT's expected port); client 2
+   * downloads by passive FTP. Rate-limited to last about `seconds`.
+   */
+  /** Transfers of each client still running (set by `transfers`). */
+  const running = { client: 0, client2: 0 };
+
+  function transfers(tag: string, seconds: number): Promise<void> {
+    const rateHttp = Math.ceil(text.length / seconds);
+    const rateFtp = Math.ceil(fx.data.length / seconds);
+    const http = join(fx.dir, `http-${tag}`);
+    const down = join(fx.dir, `ftp-${tag}`);
+    const up = `up-${tag}.bin`;
+    const curl = (role: 'client' | 'client2', args: string[]) => {
+      running[role]++;
+      return labExec(P, role, ['curl', '-sS', '--max-time', String(seconds * 4 + 30), ...args], { timeoutMs: (seconds * 4 + 40) * 1000 }).finally(() => running[role]--);
+    };
+    const t0 = Date.now();
+    const took = (what: string): void => console.log(`${tag}: ${what} done after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const runs = [
+      curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then((r) => {
+        took('http');
+        expect(r.code, `http ${tag}: ${r.stderr}`).toBe(0);
+        const got = readFileSync(http, 'latin1');
+        const exp = expectedRewrite(text);
+        if (got !== exp) {
+          let i = 0;
+          while (got[i] === exp[i]) i++;
+          throw new Error(`http ${tag}: ${got.length} bytes vs ${exp.length} expected, first difference at ${i}: ${JSON.stringify(got.slice(i - 20, i + 20))}`);
+        }
+      }),
+      curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then((r) => {
+        took('ftp download');
+        expect(r.code, `ftp download ${tag}: ${r.stderr}`).toBe(0);
+        expect(sha(readFileSync(down))).toBe(sha(fx.data));
+      }),
+      curl('client', ['-P', C1.ip, '--limit-rate', String(rateFtp), '-T', join(fx.dir, 'upload.bin'), `ftp://${SERVER}/up/${up}`]).then((r) => {
+        took('ftp upload');
+        expect(r.code, `ftp upload ${tag}: ${r.stderr}`).toBe(0);
+        expect(sha(readFileSync(join(fx.root, 'up', up)))).toBe(sha(fx.data));
+      }),
+    ];
+    return Promise.all(runs).then(() => undefined);
+  }
+
+  /** RSTs on the client segment so far (a reset connection shows one; the hub shows all). */
+  async function resets(): Promise<number> {
+    let n = 0;
+    for (const path of [caps['client']!]) {
+      for (const rec of (await readPcapAll(path)).records) {
+        const d = decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: false });
+        if (d.kind === 'tcp' && (d.tcp.flags & 0x04) !== 0) {
+          n++;
+          if (n <= 5) console.log(`RST ${d.ip.src >>> 0 & 0xff}:${d.tcp.srcPort} > ${d.ip.dst & 0xff}:${d.tcp.dstPort} at ${Number(rec.tsNs / 1_000_000n)}`);
+        }
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Longest silence around time `t` (Unix ms) of the data client `c` exchanges with the server
+   * (its downloads and uploads, not the FTP control connection), from a client-side capture (the
+   * hub bridge shows both clients' traffic in each).
+   */
+  async function gapAt(t: number, c: { addr: number }): Promise<number> {
+    let before = -Infinity;
+    let after = Infinity;
+    for (const rec of (await readPcapAll(caps['client']!)).records) {
+      const d = decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: false });
+      if (d.kind !== 'tcp' || d.payloadLen === 0 || d.tcp.srcPort === 21 || d.tcp.dstPort === 21) continue;
+      if (d.ip.src !== c.addr && d.ip.dst !== c.addr) continue;
+      const x = Number(rec.tsNs / 1_000_000n);
+      if (x <= t && x > before) before = x;
+      if (x > t && x < after) after = x;
+    }
+    return after - before;
+  }
+
+  it('SIGKILL of the owning node at seeded random moments, repeatedly: every transfer completes exactly, no reset', async () => {
+    const rand = mulberry32(SEED);
+    const rst0 = await resets();
+    const done = transfers("kill", 30);
+    const kills: Array<{ t: number; c: typeof C1 | typeof C2 }> = [];
+    let view = [...NODES];
+    for (let round = 0; round < 3; round++) {
+      await sleep(600 + rand() * 900);
+      // Alternately the owner of client 1 and of client 2, whichever still has a transfer running.
+      const c = round % 2 === 1 && running.client2 > 0 ? C2 : C1;
+      const victim = ownerNode(c.addr, view);
+      await labKillNode(P, victim, 'SIGKILL');
+      kills.push({ t: Date.now(), c });
+      view = view.filter((n) => n !== victim);
+      await sleep(1200);
+      // It comes back and takes its share again (a join: hand-over from the others).
+      labStartNode(P, victim, nodeArgv(victim), { cwd: REPO });
+      view = [...NODES];
+      await waitView(NODES);
+    }
+    await done;
+    const st = await status();
+    totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
+    expect((await resets()) - rst0).toBe(0);
+    for (const k of kills) gaps.push(await gapAt(k.t, k.c));
+    // Every kill hit a transfer in flight (data before and after it).
+    expect(gaps.filter(Number.isFinite).length).toBe(3);
+    expect(totals['takeovers']).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('drain (SIGTERM) hands connections over with zero resets; a joining node takes its share and they keep working', async () => {
+    const rst0 = await resets();
+    const done = transfers('drain', 10);
+    await sleep(1500);
+    const victim = ownerNode(C1.addr, NODES);
+    await labKillNode(P, victim, 'SIGTERM', { graceMs: 15_000 });
+    const rest = NODES.filter((n) => n !== victim);
+    await waitView(rest);
+    await sleep(1500);
+    // The drained node joins again while the transfers go on.
+    labStartNode(P, victim, nodeArgv(victim), { cwd: REPO });
+    const st = await waitView(NODES);
+    await done;
+    expect((await resets()) - rst0).toBe(0);
+    // The rejoined node took its share back from the others by hand-over (final states).
+    const back = st.find((n) => n.node === String(victim))!;
+    const after = (await status()).find((n) => n.node === String(victim))!;
+    expect((after.counters['takeovers'] ?? 0) + (back.counters['takeovers'] ?? 0)).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('a NATS server restart and a 1.5 s sync outage: forwarding goes on, sync resumes', async () => {
+    const rst0 = await resets();
+    const done = transfers('nats', 10);
+    await sleep(1500);
+    await labRestartNats(P);
+    await sleep(1500);
+    await labStopNats(P);
+    await sleep(1500);
+    await labStartNats(P);
+    await done;
+    expect((await resets()) - rst0).toBe(0);
+    // Every node is back on the sync network and its snapshots are acknowledged again.
+    const st = await waitView(NODES);
+    const acked0 = st.reduce((a, n) => a + (n.counters['acked'] ?? 0), 0);
+    await transfers('nats-after', 3);
+    const st2 = await status();
+    expect(st2.reduce((a, n) => a + (n.counters['acked'] ?? 0), 0)).toBeGreaterThan(acked0);
+  }, 180_000);
+});
