@@ -13,11 +13,13 @@
  * - `tapgate`: `tapgate run` with a replace rule on the iperf3 (and HTTP) port whose pattern
  *   never occurs in iperf3's payload (the agent sees every byte, rewrites none), GSO on and off;
  *   and GSO on without a rule (pass-through), for reference.
- * Latency — ping RTT (iputils ping, `pings` probes 10 ms apart, median) via the kernel bridge,
+ * Latency — ping RTT (iputils ping, `runs` rounds of `pings` probes 10 ms apart; the median of the
+ * rounds' medians) via the kernel bridge,
  * the C forwarder (with and without vnet header) and tapgate (GSO, rule).
  * New connections/s — wrk (1 thread, `wrkConns` connections, `Connection: close`, so every
  * request is a new TCP connection) against nginx (`return 200`, keepalive off) in the server
- * namespace, via the kernel bridge and via tapgate (rule on the port); median of `runs`.
+ * namespace, via the kernel bridge, the C forwarder (GSO) and tapgate (rule on the port); median
+ * of `runs`.
  * Profile (`profile: true`) — one more iperf3 run through tapgate (GSO, rule) started with
  * `node --cpu-prof`; top self-time functions.
  *
@@ -26,13 +28,17 @@
  * removed at the end, also on error (labDown).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gatewayArgv } from '../cli/lab.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labUp, nsName } from '../lab/lab.js';
 import { summarizeProfileFile, type ProfileEntry } from './profile.js';
+
+export type LivePart = 'iperf' | 'ping' | 'wrk' | 'proxy';
+export const LIVE_PARTS: readonly LivePart[] = ['iperf', 'ping', 'wrk', 'proxy'];
+export type ProfileWorkload = 'iperf' | 'wrk' | 'ping';
 
 export interface LiveRow {
   name: string;
@@ -47,6 +53,8 @@ export interface LiveReport {
   connsPerSec: LiveRow[];
   notes: string[];
   profile?: ProfileEntry[] | undefined;
+  /** The workload the profile was taken under. */
+  profileWorkload?: ProfileWorkload | undefined;
 }
 
 export interface LiveBenchOptions {
@@ -60,8 +68,20 @@ export interface LiveBenchOptions {
   wrkSeconds?: number;
   /** wrk connections. Default 16. */
   wrkConns?: number;
-  /** Record and summarize a CPU profile of tapgate under iperf3. */
-  profile?: boolean;
+  /**
+   * Record and summarize a CPU profile of tapgate (GSO, rule) under a workload: `true` or
+   * 'iperf' = one iperf3 run, 'wrk' = one wrk run (short connections), 'ping' = one ping run.
+   */
+  profile?: boolean | ProfileWorkload | undefined;
+  /**
+   * Only these live parts (default all): 'iperf' (throughput rows), 'ping' (latency), 'wrk'
+   * (connections/s), 'proxy' (routed topology: kernel router, Node proxy). The bridge, C
+   * forwarder and tapgate cases run only where a selected part needs them; a tapgate case still
+   * gets its unmeasured 1 s iperf3 warm-up (JIT) when its iperf rows are skipped.
+   */
+  only?: ReadonlySet<LivePart> | undefined;
+  /** Copy the .cpuprofile there (for a closer look in DevTools or summarizeProfileFile). */
+  keepProfile?: string | undefined;
   /** Lab prefix. Default 'tgbench'; the proxy topology uses 'tgbpx'. */
   prefix?: string;
   proxyPrefix?: string;
@@ -173,12 +193,16 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
   const P = opts.prefix ?? 'tgbench';
   const PX = opts.proxyPrefix ?? 'tgbpx';
   const log = opts.log ?? (() => {});
+  const part = (p: LivePart): boolean => opts.only === undefined || opts.only.has(p);
+  const doIperf = part('iperf');
+  const doPing = part('ping');
+  const profWorkload: ProfileWorkload | undefined = opts.profile === true ? 'iperf' : opts.profile === false ? undefined : opts.profile;
   for (const [bin, pkg, arg] of [['iperf3', 'iperf3', '--version'], ['ping', 'iputils-ping', '-V'], ['cc', 'gcc', '--version']] as const) {
     if (!have(bin, arg)) throw new Error(`${bin} is not installed (Debian: apt-get install ${pkg})`);
   }
   const notes: string[] = [];
-  const withWrk = have('wrk', '-v') && have('nginx', '-v');
-  if (!withWrk) notes.push('connections/s skipped: needs wrk and nginx (Debian: apt-get install wrk nginx-light)');
+  const withWrk = part('wrk') || profWorkload === 'wrk' ? have('wrk', '-v') && have('nginx', '-v') : false;
+  if (!withWrk && (part('wrk') || profWorkload === 'wrk')) notes.push('connections/s skipped: needs wrk and nginx (Debian: apt-get install wrk nginx-light)');
 
   const tmp = mkdtempSync(join(tmpdir(), 'tapgate-bench-'));
   const report: LiveReport = { throughput: [], latency: [], connsPerSec: [], notes };
@@ -188,9 +212,10 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
     writeFileSync(config, BENCH_RULE_YAML);
     const server = '10.200.0.2';
 
-    const iperf = async (prefix: string, dst: string, name: string): Promise<LiveRow> => {
+    const iperf = async (prefix: string, dst: string, name: string): Promise<void> => {
       // One unmeasured second first: JIT warm-up for the Node rows, ARP and caches for all.
       await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', '1'], { timeoutMs: 20_000 });
+      if (!doIperf) return;
       const xs: number[] = [];
       for (let i = 0; i < runs; i++) {
         const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
@@ -205,20 +230,25 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
         xs.push(bps / 1e9);
         log(`${name} run ${i + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
       }
-      const row = { name, value: median(xs), runs: xs };
-      report.throughput.push(row);
-      return row;
+      report.throughput.push({ name, value: median(xs), runs: xs });
     };
     const ping = async (name: string): Promise<void> => {
-      const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
-      const rtts = parsePing(r.stdout).map((ms) => ms * 1000);
-      if (rtts.length < pings / 2) throw new Error(`ping (${name}): ${rtts.length}/${pings} answered: ${r.stderr || r.stdout.slice(-300)}`);
-      // The first probe may wait for ARP: the median does not care.
-      report.latency.push({ name, value: median(rtts), runs: [] });
-      log(`${name}: ping median ${median(rtts).toFixed(1)} µs (${rtts.length}/${pings})`);
+      if (!doPing) return;
+      // `runs` rounds of `pings` probes: the value is the median of the rounds' medians (a
+      // shared box's load moves a whole round; one round's median alone is a coin toss).
+      const xs: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
+        const rtts = parsePing(r.stdout).map((ms) => ms * 1000);
+        if (rtts.length < pings / 2) throw new Error(`ping (${name}): ${rtts.length}/${pings} answered: ${r.stderr || r.stdout.slice(-300)}`);
+        // The first probe may wait for ARP: the median does not care.
+        xs.push(median(rtts));
+        log(`${name} ping round ${i + 1}: median ${median(rtts).toFixed(1)} µs (${rtts.length}/${pings})`);
+      }
+      report.latency.push({ name, value: median(xs), runs: xs });
     };
     const wrk = async (name: string): Promise<void> => {
-      if (!withWrk) return;
+      if (!withWrk || !part('wrk')) return;
       const xs: number[] = [];
       for (let i = 0; i < runs; i++) {
         const r = await labExec(
@@ -260,11 +290,14 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
     await wrk('kernel bridge');
     sh(['ip', '-n', gw, 'link', 'del', 'bx-c']);
 
-    for (const vnet of [false, true]) {
+    for (const vnet of doIperf || doPing || part('wrk') ? [false, true] : []) {
       await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
       const name = `C forwarder ${vnet ? 'GSO (vnet hdr)' : '1500 (no vnet hdr)'}`;
       await iperf(P, server, name);
       await ping(name);
+      // The C forwarder's connections/s (GSO only): what any single-threaded TAP forwarder
+      // reaches here, for orientation next to the goal's kernel-bridge baseline.
+      if (vnet) await wrk(name);
       await labKill(P, 'gateway');
     }
 
@@ -274,6 +307,7 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       { name: 'tapgate GSO, no rule', vnetHdr: true, rule: false, lat: false, wrk: false },
     ];
     for (const c of tapgateCases) {
+      if (!doIperf && !(c.lat && doPing) && !(c.wrk && part('wrk'))) continue;
       await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr: c.vnetHdr, ...(c.rule ? { config } : {}) }) });
       await iperf(P, server, c.name);
       if (c.lat) await ping(c.name);
@@ -281,25 +315,43 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       await labKill(P, 'gateway');
     }
 
-    if (opts.profile === true) {
+    if (profWorkload !== undefined && (profWorkload !== 'wrk' || withWrk)) {
       // The profile covers the process's whole life: start-up (module loading) is a fixed ~0.5 s,
-      // diluted by `seconds` of traffic; the event loop's idle time is left out of the summary.
+      // diluted by the workload; the event loop's idle time is left out of the summary.
       const profDir = join(tmp, 'prof');
       const argv = gatewayArgv({ vnetHdr: true, config });
       argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
       await labUp({ prefix: P, gatewayCommand: argv });
-      const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
-        timeoutMs: (seconds + 20) * 1000,
-      });
-      log(`profiled run (tapgate GSO, rule, --cpu-prof): ${(parseIperf(r.stdout) / 1e9).toFixed(2)} Gbit/s`);
+      if (profWorkload === 'iperf') {
+        const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+          timeoutMs: (seconds + 20) * 1000,
+        });
+        log(`profiled run (tapgate GSO, rule, --cpu-prof, iperf3): ${(parseIperf(r.stdout) / 1e9).toFixed(2)} Gbit/s`);
+      } else if (profWorkload === 'wrk') {
+        const r = await labExec(
+          P,
+          'client',
+          ['wrk', '-t1', `-c${wrkConns}`, `-d${wrkSeconds}s`, '-H', 'Connection: close', `http://${server}:${HTTP_PORT}/`],
+          { timeoutMs: (wrkSeconds + 20) * 1000 },
+        );
+        log(`profiled run (tapgate GSO, rule, --cpu-prof, wrk): ${parseWrk(r.stdout).rps.toFixed(0)} conn/s`);
+      } else {
+        const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
+        log(`profiled run (tapgate GSO, rule, --cpu-prof, ping): median ${median(parsePing(r.stdout).map((ms) => ms * 1000)).toFixed(1)} µs`);
+      }
       await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
       const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
       if (files.length === 0) notes.push('profile: no .cpuprofile written');
-      else report.profile = summarizeProfileFile(join(profDir, files[0]!), 20);
+      else {
+        report.profile = summarizeProfileFile(join(profDir, files[0]!), 20);
+        report.profileWorkload = profWorkload;
+        if (opts.keepProfile !== undefined) copyFileSync(join(profDir, files[0]!), opts.keepProfile);
+      }
     }
     await labDown(P);
 
     // ---- The routed topology: kernel router, Node proxy ------------------------------------
+    if (!doIperf || !part('proxy')) return report;
     await buildRouted(PX);
     labSpawn(PX, 'server', 'iperf3', ['iperf3', '-s', '-B', '10.201.2.1', '-p', String(IPERF_PORT)]);
     await sleep(500);

@@ -3,23 +3,43 @@
  * (issue 7). Sections: engine (in process), memory per idle tracked connection (child process
  * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
  *
- *   npm run bench [-- --quick] [--engine-only] [--profile] [--no-live] [--no-memory]
+ *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping]] [--no-live] [--no-memory]
+ *                    [--only engine,memory,iperf,ping,wrk,proxy] [--keep-profile FILE]
  *
  * `--quick` runs smaller workloads (about 1.5 minutes instead of about 4); `--engine-only` only
- * the engine table; `--profile` adds a CPU profile of tapgate under iperf3 (top self-time
- * functions). Progress goes to stderr, the tables to stdout.
+ * the engine table; `--profile` adds a CPU profile of tapgate under iperf3 (`--profile=wrk`:
+ * under wrk's short connections, `--profile=ping`: under ping) with the top self-time
+ * functions, `--keep-profile FILE` keeps the .cpuprofile. `--only` runs just the listed parts
+ * (e.g. `--only wrk,ping`: bridge, C forwarder and tapgate for connections/s and latency, in
+ * about a minute). Progress goes to stderr, the tables to stdout.
  */
 import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
-import { benchLive, type LiveReport, type LiveRow } from './live.js';
+import { benchLive, LIVE_PARTS, type LivePart, type LiveReport, type LiveRow, type ProfileWorkload } from './live.js';
 import { runMemoryBench, type MemoryResult } from './memory.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const engineOnly = args.includes('--engine-only');
-const profile = args.includes('--profile');
-const noLive = args.includes('--no-live');
-const noMemory = args.includes('--no-memory');
+/** `--name value` or `--name=value`. */
+function argValue(name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+}
+const profArg = args.find((a) => a === '--profile' || a.startsWith('--profile='));
+const profile: ProfileWorkload | undefined =
+  profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload);
+if (profile !== undefined && !['iperf', 'wrk', 'ping'].includes(profile)) throw new Error(`--profile=${profile}: expected iperf, wrk or ping`);
+const keepProfile = argValue('--keep-profile');
+const onlyArg = argValue('--only');
+const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS];
+const only = onlyArg === undefined ? undefined : new Set(onlyArg.split(',').filter((x) => x !== ''));
+for (const p of only ?? []) if (!ONLY_PARTS.includes(p)) throw new Error(`--only ${p}: expected some of ${ONLY_PARTS.join(',')}`);
+const liveOnly = only === undefined ? undefined : new Set(LIVE_PARTS.filter((p) => only.has(p))) as ReadonlySet<LivePart>;
+const noEngine = only !== undefined && !only.has('engine');
+const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly.size === 0 && profile === undefined);
+const noMemory = args.includes('--no-memory') || (only !== undefined && !only.has('memory'));
 
 type Cell = string | number;
 
@@ -49,31 +69,34 @@ function printLive(live: LiveReport): string[] {
   const cg = find(T, 'C forwarder GSO');
   const np = find(T, 'Node proxy');
   const br = find(T, 'kernel bridge');
-  console.log('\nThroughput: iperf3, one TCP flow client → server (median Gbit/s; ratios against rows of this run):');
-  console.log(
-    table(
-      T.map((r) => ({
-        path: r.name,
-        'Gbit/s': r.value,
-        runs: r.runs.map((x) => x.toFixed(2)).join(' '),
-        'vs C fwd GSO': ratio(r, cg),
-        'vs Node proxy': ratio(r, np),
-        'vs bridge': ratio(r, br),
-        'issue (earlier)': issue(r.name),
-      })),
-    ),
-  );
+  if (T.length > 0) {
+    console.log('\nThroughput: iperf3, one TCP flow client → server (median Gbit/s; ratios against rows of this run):');
+    console.log(
+      table(
+        T.map((r) => ({
+          path: r.name,
+          'Gbit/s': r.value,
+          runs: r.runs.map((x) => x.toFixed(2)).join(' '),
+          'vs C fwd GSO': ratio(r, cg),
+          'vs Node proxy': ratio(r, np),
+          'vs bridge': ratio(r, br),
+          'issue (earlier)': issue(r.name),
+        })),
+      ),
+    );
+  }
   const L = live.latency;
   const lcg = find(L, 'C forwarder GSO');
   const lc1 = find(L, 'C forwarder 1500');
   const lbr = find(L, 'kernel bridge');
   if (L.length > 0) {
-    console.log('\nLatency: ping RTT client → server (median µs):');
+    console.log('\nLatency: ping RTT client → server (µs; median of the rounds\' medians):');
     console.log(
       table(
         L.map((r) => ({
           path: r.name,
           'RTT µs': r.value,
+          runs: r.runs.map((x) => x.toFixed(0)).join(' '),
           'vs C fwd GSO': ratio(r, lcg),
           'vs C fwd 1500': ratio(r, lc1),
           'vs bridge': ratio(r, lbr),
@@ -86,10 +109,15 @@ function printLive(live: LiveReport): string[] {
   const cbr = find(C, 'kernel bridge');
   if (C.length > 0) {
     console.log('\nNew connections/s: wrk, Connection: close, nginx `return 200` (median of runs):');
-    console.log(table(C.map((r) => ({ path: r.name, 'conn/s': r.value, runs: r.runs.map((x) => x.toFixed(0)).join(' '), 'vs bridge': ratio(r, cbr) }))));
+    const ccg = find(C, 'C forwarder GSO');
+    console.log(
+      table(
+        C.map((r) => ({ path: r.name, 'conn/s': r.value, runs: r.runs.map((x) => x.toFixed(0)).join(' '), 'vs bridge': ratio(r, cbr), 'vs C fwd GSO': ratio(r, ccg) })),
+      ),
+    );
   }
   if (live.profile !== undefined) {
-    console.log('\nCPU profile of tapgate (GSO, rule) under iperf3: top self time');
+    console.log(`\nCPU profile of tapgate (GSO, rule) under ${live.profileWorkload ?? 'iperf'}: top self time (idle excluded)`);
     console.log(table(live.profile.map((p) => ({ function: p.fn, where: p.where, 'self ms': p.selfMs, '%': p.pct }))));
   }
   for (const n of live.notes) console.log(`note: ${n}`);
@@ -131,19 +159,21 @@ async function main(): Promise<void> {
   const load = () => loadavg()[0]!.toFixed(2);
   console.log(`tapgate bench (${quick ? 'quick' : 'full'}) — node ${process.version}, ${cpus().length} CPUs, load ${load()}, ${new Date().toISOString()}`);
   if (loadavg()[0]! > 0.5) console.log('note: the machine is busy (load average > 0.5): absolute figures suffer; ratios less so');
-  console.log('\nEngine, in process (median of runs; ratio against pass-through in the same run):');
-  const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
-  const base = rows.find((r) => r.name.startsWith('pass-through'))!;
-  console.log(
-    table(
-      rows.map((r) => ({
-        case: r.name,
-        'segments/s': Math.round(r.segPerSec),
-        'MB/s': r.mbPerSec,
-        'vs pass-through': r.segPerSec / base.segPerSec,
-      })),
-    ),
-  );
+  if (!noEngine) {
+    console.log('\nEngine, in process (median of runs; ratio against pass-through in the same run):');
+    const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
+    const base = rows.find((r) => r.name.startsWith('pass-through'))!;
+    console.log(
+      table(
+        rows.map((r) => ({
+          case: r.name,
+          'segments/s': Math.round(r.segPerSec),
+          'MB/s': r.mbPerSec,
+          'vs pass-through': r.segPerSec / base.segPerSec,
+        })),
+      ),
+    );
+  }
   if (engineOnly) return;
   const goals: string[] = [];
   if (!noMemory) goals.push(...printMemory(runMemoryBench(quick ? 20_000 : 100_000)));
@@ -154,7 +184,13 @@ async function main(): Promise<void> {
   } else {
     const log = (l: string) => console.error(`  ${l}`);
     const live = await benchLive(
-      quick ? { seconds: 2, runs: 3, pings: 100, wrkSeconds: 2, profile, log } : { seconds: 5, runs: 3, pings: 200, wrkSeconds: 5, profile, log },
+      {
+        ...(quick ? { seconds: 2, runs: 3, pings: 100, wrkSeconds: 2 } : { seconds: 5, runs: 3, pings: 200, wrkSeconds: 5 }),
+        profile,
+        keepProfile,
+        only: liveOnly,
+        log,
+      },
     );
     goals.unshift(...printLive(live));
   }

@@ -83,6 +83,8 @@ export interface ClusterOptions {
 export interface ClusterSnapshot {
   v: 1;
   owner: string;
+  /** The owner's incarnation (its start time): a node restarted with the same id is another. */
+  ownerEpoch: number;
   /** Increases with every publication by one owner. */
   seq: number;
   /** Unix ms of the publication. */
@@ -166,6 +168,8 @@ export function newClusterCounters() {
     recentDropped: 0,
     sparesKept: 0,
     sparesRefused: 0,
+    /** Spare copies dropped because a new connection (SYN) reused their 4-tuple. */
+    sparesStale: 0,
     badSnapshots: 0,
     loopDrops: 0,
     viewChanges: 0,
@@ -186,6 +190,35 @@ function connKey(a: Endpoint, b: Endpoint): string {
 
 function asTuple(t: RawTuple | null): Tuple | undefined {
   return t === null ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
+}
+
+/**
+ * A digest of an IPv4/TCP frame's headers (addresses, ports, IP id and length, seq, ack, flags):
+ * the same frame forwarded unchanged by another node has the same one. Undefined when the frame
+ * is not Ethernet/IPv4/TCP (at offset vh).
+ */
+export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
+  let l3 = vh + 14;
+  if (b.length < l3 + 20) return undefined;
+  let et = (b[vh + 12]! << 8) | b[vh + 13]!;
+  while ((et === 0x8100 || et === 0x88a8) && b.length >= l3 + 24) {
+    et = (b[l3 + 2]! << 8) | b[l3 + 3]!;
+    l3 += 4;
+  }
+  if (et !== 0x0800 || b[l3 + 9] !== 6) return undefined;
+  const l4 = l3 + (b[l3]! & 0x0f) * 4;
+  if (b.length < l4 + 14) return undefined;
+  let h = 0x811c9dc5;
+  const mix = (o: number, n: number): void => {
+    for (let i = 0; i < n; i++) {
+      h ^= b[o + i]!;
+      h = Math.imul(h, 0x01000193);
+    }
+  };
+  mix(l3 + 2, 4); // total length, identification
+  mix(l3 + 12, 8); // addresses
+  mix(l4, 14); // ports, seq, ack, data offset + flags
+  return h >>> 0;
 }
 
 /** A short digest of a frame (FNV-1a), for the non-TCP loop filter. */
@@ -238,6 +271,15 @@ export class ClusterNode implements ClusterAttach {
   private readonly waiting = new Map<string, Waiting>();
   private heldBytes = 0;
   private recentBytes = 0;
+  /** Where each new connection's SYN arrived (tuple as sent), for the loop check; 10 s. */
+  private readonly synSide = new Map<string, { side: Side; ms: number }>();
+  /** Tuples of local connections' frames as they arrive on each side (tupleKey). */
+  private readonly localRaw = new Set<string>();
+  private lastSynSweepMs = 0;
+  /** Header digests of TCP frames this node sent, by the side they went out (loopWindowMs). */
+  private readonly emittedTcp = new Map<number, { side: Side; ms: number }>();
+  /** virtio-net header length of the frames (the gateway's). */
+  private vh = 0;
   /** When dead nodes were last heard (frames since then were forwarded by nobody). */
   private readonly lastHeard = new Map<string, number>();
   private readonly emitted = new Map<number, { side: Side; ms: number }>();
@@ -327,6 +369,7 @@ export class ClusterNode implements ClusterAttach {
 
   attach(io: { gateway: Gateway; inject: (fn: (emit: Emit, nowMs: number) => void) => void }): void {
     this.gw = io.gateway;
+    this.vh = io.gateway.vnetHeaderLength;
     this.inject = io.inject;
   }
 
@@ -386,6 +429,11 @@ export class ClusterNode implements ClusterAttach {
     this.expireHeld(now);
     this.expireWaiting(now);
     for (const [d, e] of this.emitted) if (now - e.ms > this.o.loopWindowMs) this.emitted.delete(d);
+    for (const [d, e] of this.emittedTcp) if (now - e.ms > this.o.loopWindowMs) this.emittedTcp.delete(d);
+    if (now - this.lastSynSweepMs > 1000) {
+      this.lastSynSweepMs = now;
+      for (const [k, e] of this.synSide) if (now - e.ms > 10_000) this.synSide.delete(k);
+    }
   }
 
   private recomputeView(): void {
@@ -436,13 +484,34 @@ export class ClusterNode implements ClusterAttach {
   private prevOwnerGone(sp: Spare): boolean {
     if (sp.snap.final !== null) return true;
     if (sp.snap.owner === this.id) return true;
-    return !this.members.has(sp.snap.owner);
+    const m = this.members.get(sp.snap.owner);
+    return m === undefined || m.startedMs !== sp.snap.ownerEpoch;
   }
 
   // ---------------------------------------------------------------------------------------------
   // Gateway hooks (engine/gateway.ts ClusterHooks)
 
-  preTcp(from: Side, raw: RawTuple, _flags: number, ack: number, frame: Uint8Array): boolean {
+  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean {
+    // A frame another node forwarded, seen again on the side it left by (the hub shows it to
+    // everyone): its tuple is the reverse of one that *arrives* on this side (the spare copies'
+    // and local connections' tuples), or, before the first snapshot, the tuple of a SYN that
+    // arrived on the other side.
+    const rk = `${from}:${raw.dst}:${raw.dport}:${raw.src}:${raw.sport}`;
+    const dk = `${raw.src}:${raw.sport}>${raw.dst}:${raw.dport}`;
+    const syn = this.synSide.get(dk);
+    if (this.sparesByRaw.has(rk) || this.localRaw.has(rk) || (syn !== undefined && syn.side !== from)) {
+      this.counters.loopDrops++;
+      return false;
+    }
+    // One of our own frames (sent to one side) coming back from the other, forwarded by a node
+    // that took it for its own: never forwarded twice.
+    const h = tcpDigest(frame, this.vh);
+    const mine = h === undefined ? undefined : this.emittedTcp.get(h);
+    if (mine !== undefined && mine.side !== from && Date.now() - mine.ms <= this.o.loopWindowMs) {
+      this.counters.loopDrops++;
+      return false;
+    }
+    if ((flags & 0x12) === 0x02 && syn === undefined && this.synSide.size < 65536) this.synSide.set(dk, { side: from, ms: Date.now() });
     let host: number | undefined;
     let sp: Spare | undefined;
     if (from === 0) host = raw.src;
@@ -488,11 +557,17 @@ export class ClusterNode implements ClusterAttach {
     this.counters.recentKept++;
   }
 
-  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, _flags: number, frame: Uint8Array): boolean {
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean {
     if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
     const key = connKey(side0, side1);
     const sp = this.spares.get(key);
     if (sp === undefined) return true;
+    if ((flags & 0x12) === 0x02) {
+      // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
+      this.dropSpare(key);
+      this.counters.sparesStale++;
+      return true;
+    }
     if (!this.prevOwnerGone(sp)) {
       // Hand-over in progress: keep the frame until the old owner's final state arrives.
       let w = this.waiting.get(key);
@@ -526,6 +601,7 @@ export class ClusterNode implements ClusterAttach {
     if (from !== expected) return false;
     if (rec.raw[from] === null) {
       rec.raw[from] = { ...raw };
+      this.localRaw.add(tupleKey(from, raw));
       this.dirty.add(f);
     }
     return true;
@@ -550,6 +626,38 @@ export class ClusterNode implements ClusterAttach {
     };
   }
 
+  /**
+   * Every frame, first: a frame whose source MAC lives on the other segment is a copy another
+   * node forwarded (the hub shows it to us too). Where a MAC lives is learnt from the first
+   * frame seen from it — the original always arrives before any copy of it — and relearnt
+   * when it has not been seen on its side for `macMoveMs` (a host that moved).
+   */
+  fromSegment(frame: Uint8Array, from: Side): boolean {
+    const o = this.vh + 6;
+    if (frame.length < o + 6) return true;
+    const mac = (frame[o]! * 2 ** 40) + (frame[o + 1]! * 2 ** 32) + (((frame[o + 2]! << 24) | (frame[o + 3]! << 16) | (frame[o + 4]! << 8) | frame[o + 5]!) >>> 0);
+    const now = Date.now();
+    const e = this.macSide.get(mac);
+    if (e === undefined) {
+      if (this.macSide.size < 65536) this.macSide.set(mac, { side: from, ms: now });
+      return true;
+    }
+    if (e.side === from) {
+      e.ms = now;
+      return true;
+    }
+    if (now - e.ms > this.macMoveMs) {
+      e.side = from;
+      e.ms = now;
+      return true;
+    }
+    this.counters.loopDrops++;
+    return false;
+  }
+
+  private readonly macSide = new Map<number, { side: Side; ms: number }>();
+  private readonly macMoveMs = 30_000;
+
   nonTcp(frame: Uint8Array, from: Side): boolean {
     if (!this.nonTcpMine) return false;
     const d = digest(frame);
@@ -563,9 +671,10 @@ export class ClusterNode implements ClusterAttach {
     return true;
   }
 
-  gate(f: Flow<unknown>, emit: Emit): Emit {
+  gate(f: Flow<unknown>, emit0: Emit): Emit {
     const rec = this.local.get(f);
-    if (rec === undefined) return emit;
+    if (rec === undefined) return emit0;
+    const emit = this.recording(emit0);
     this.dirty.add(f);
     const conn = (f as Flow<{ changes: number }>).conn;
     if (conn !== null) {
@@ -592,6 +701,20 @@ export class ClusterNode implements ClusterAttach {
     });
   }
 
+  private recorder: { inner: Emit; fn: Emit } | null = null;
+
+  /** `emit` that remembers each TCP frame's header digest (the loop check in preTcp). */
+  private recording(inner: Emit): Emit {
+    if (this.recorder?.inner === inner) return this.recorder.fn;
+    const fn: Emit = (frame, to) => {
+      const h = tcpDigest(frame, this.vh);
+      if (h !== undefined && this.emittedTcp.size < 65536) this.emittedTcp.set(h, { side: to, ms: Date.now() });
+      inner(frame, to);
+    };
+    this.recorder = { inner, fn };
+    return fn;
+  }
+
   /** A local flow left the table (closed, expired, handed over). */
   flowRemoved(f: Flow<unknown>): void {
     const rec = this.local.get(f);
@@ -599,6 +722,10 @@ export class ClusterNode implements ClusterAttach {
     this.local.delete(f);
     this.localByKey.delete(rec.key);
     this.dirty.delete(f);
+    for (const side of [0, 1] as const) {
+      const t = rec.raw[side];
+      if (t !== null) this.localRaw.delete(tupleKey(side, t));
+    }
     if (rec.queue.length > 0 && this.inject !== null) {
       const q = rec.queue;
       this.inject((emit) => this.releaseQueue({ ...rec, queue: q }, Infinity, emit));
@@ -620,6 +747,7 @@ export class ClusterNode implements ClusterAttach {
     const snap: ClusterSnapshot = {
       v: 1,
       owner: this.id,
+      ownerEpoch: this.startedMs,
       seq,
       ms: Date.now(),
       host: rec.host,
@@ -646,7 +774,8 @@ export class ClusterNode implements ClusterAttach {
   }
 
   /** Frames whose publication is acknowledged (need ≤ upTo) go, in order. */
-  private releaseQueue(rec: LocalRec, upTo: number, emit: Emit): void {
+  private releaseQueue(rec: LocalRec, upTo: number, emit0: Emit): void {
+    const emit = this.recording(emit0);
     const q = rec.queue;
     const now = Date.now();
     let i = 0;
@@ -712,7 +841,7 @@ export class ClusterNode implements ClusterAttach {
       this.counters.badSnapshots++;
       return;
     }
-    if (snap.owner === this.id && snap.final === null) return; // our own publication
+    if (snap.owner === this.id && snap.ownerEpoch === this.startedMs && snap.final === null) return; // our own publication
     let sp = this.spares.get(key);
     if (sp === undefined) {
       if (this.spares.size >= this.o.maxSpares) {
@@ -761,6 +890,10 @@ export class ClusterNode implements ClusterAttach {
     this.counters.takeovers++;
     const rec = this.newRec(sp.key, sp.snap.host, f.client.addr === sp.snap.host ? 0 : 1);
     rec.raw = [sp.snap.raw[0], sp.snap.raw[1]];
+    for (const side of [0, 1] as const) {
+      const t = rec.raw[side];
+      if (t !== null) this.localRaw.add(tupleKey(side, t));
+    }
     this.local.set(f, rec);
     this.localByKey.set(sp.key, f);
     this.log.info({ flow: f.id, from: sp.snap.owner, final: sp.snap.final !== null, ageMs: Date.now() - sp.snap.ms }, 'connection taken over');

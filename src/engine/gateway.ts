@@ -147,6 +147,8 @@ export interface ClusterHooks {
    * the connection from a spare copy (Gateway.importConnection) before returning true.
    */
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean;
+  /** Every frame first (cluster loops): false = a copy another node forwarded (dropped, counted). */
+  fromSegment(frame: Uint8Array, from: Side): boolean;
   /** Every TCP frame of a local connection: false = dropped (it came back from another node). */
   tcpLocal(f: Flow<unknown>, side: 0 | 1, from: Side, raw: RawTuple): boolean;
   /** Non-TCP frames: true = this node forwards them (one node of the cluster does). */
@@ -159,6 +161,8 @@ export interface ClusterHooks {
 
 /** One connection's state, everything a node needs to continue it (src/cluster/snapshot.ts). */
 export interface ConnectionState {
+  /** The connection's id as its agent and NAT expectations know it (kept across moves). */
+  id: string;
   flow: FlowJson;
   /** Agent name and its snapshot (null: the connection is not rewritten). */
   agent: { name: string; state: unknown } | null;
@@ -316,6 +320,8 @@ export class Gateway {
   private readonly cluster: ClusterHooks | null;
   /** The TCP frame being handled as it arrived (before NAT), for the cluster hooks. */
   private readonly raw: RawTuple = { src: 0, sport: 0, dst: 0, dport: 0 };
+  /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
+  private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
@@ -368,6 +374,11 @@ export class Gateway {
     this.ratelog.log(key, nowMs, obj(), msg);
   }
 
+  /** Bytes of virtio-net header before each frame (0 or 10). */
+  get vnetHeaderLength(): number {
+    return this.vh;
+  }
+
   get holdTimeoutMs(): number {
     return this.limits.holdTimeoutMs;
   }
@@ -390,6 +401,10 @@ export class Gateway {
     if (frame.length - vh > this.limits.maxFrameBytes) {
       c.oversized++;
       this.malformed('frame-oversized', nowMs, () => `frame of ${frame.length - vh} bytes > maxFrameBytes ${this.limits.maxFrameBytes}`);
+      return;
+    }
+    if (this.cluster !== null && !this.cluster.fromSegment(frame, from)) {
+      c.wrongSide++;
       return;
     }
     let verify = this.verify;
@@ -836,11 +851,13 @@ export class Gateway {
   exportConnection(f: Flow<Connection<SegTag>>, raw: readonly [Tuple | undefined, Tuple | undefined]): ConnectionState {
     const conn = f.conn;
     const agent = conn?.agent ?? null;
+    const id = this.ids.get(f) ?? f.id;
     return {
+      id,
       flow: this.flows.exportFlow(f),
       agent: agent === null ? null : { name: agent.name, state: agent.snapshot() },
       conn: conn === null ? null : conn.toJSON(false),
-      nat: this.nat === null ? null : this.nat.exportFor(raw, f.id),
+      nat: this.nat === null ? null : this.nat.exportFor(raw, id),
     };
   }
 
@@ -852,18 +869,21 @@ export class Gateway {
    * for the same 4-tuple is replaced. Null (counted) when the table is full or the state is bad.
    */
   importConnection(st: ConnectionState, nowMs: number, acks: readonly [number | undefined, number | undefined]): Flow<Connection<SegTag>> | null {
+    let f: Flow<Connection<SegTag>> | null = null;
     try {
-      const f = this.flows.importFlow(st.flow, nowMs);
+      if (typeof st?.id !== 'string') throw new Error('bad state: id');
+      f = this.flows.importFlow(st.flow, nowMs);
       if (f === null) {
         this.counters.importFailed++;
         return null;
       }
+      this.ids.set(f, st.id);
       if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
       if (st.conn !== null && st.agent !== null && this.opts.config) {
         const sel = selectRule(this.opts.config, { clientAddr: f.client.addr, clientPort: f.client.port, serverAddr: f.server.addr, serverPort: f.server.port });
         if (sel === undefined || sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
         const ctx: AgentContext = {
-          flowId: f.id,
+          flowId: st.id,
           client: { addr: ipv4Str(f.client.addr), port: f.client.port },
           server: { addr: ipv4Str(f.server.addr), port: f.server.port },
           directions: sel.rule.directions,
@@ -879,6 +899,8 @@ export class Gateway {
       return f;
     } catch (e) {
       this.counters.importFailed++;
+      // Not half-imported: a flow without its engine would pass the rest unrewritten.
+      if (f !== null) this.flows.remove(f);
       this.opts.log?.error({ err: (e as Error).message }, 'connection state could not be imported');
       return null;
     }

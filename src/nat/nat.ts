@@ -636,7 +636,14 @@ function checkSnapshot(x: unknown): NatSnapshot {
     if (!Number.isSafeInteger(e.id) || (e.init !== 0 && e.init !== 1) || !isTuple(e.orig) || !isTuple(e.repl) || !Number.isFinite(e.expiresAt)) bad(`entry ${JSON.stringify(e)}`);
   }
   for (const e of s.expectations!) {
-    if (!Number.isSafeInteger(e.id) || (e.from !== 0 && e.from !== 1) || !NAT_PROTOS.includes(e.proto) || typeof e.to !== 'object') bad(`expectation ${JSON.stringify(e)}`);
+    const to = e.to as { addr?: unknown; port?: unknown } | null;
+    const addrOk = (a: unknown): boolean => Number.isInteger(a) && (a as number) >= 0 && (a as number) <= 0xffffffff;
+    const portOk = (p: unknown): boolean => Number.isInteger(p) && (p as number) >= 0 && (p as number) <= 65535;
+    if (
+      !Number.isSafeInteger(e.id) || (e.from !== 0 && e.from !== 1) || !NAT_PROTOS.includes(e.proto) ||
+      typeof to !== 'object' || to === null || !addrOk(to.addr) || !portOk(to.port) ||
+      !addrOk(e.dst) || !portOk(e.dport) || (e.src !== undefined && !addrOk(e.src)) || !Number.isFinite(e.expiresAt)
+    ) bad(`expectation ${JSON.stringify(e)}`);
   }
   return s as NatSnapshot;
 }

@@ -13,6 +13,7 @@
  * captures hold no RST. The forwarding gap at each failover (the longest silence of the HTTP
  * download around the kill, from the client's capture) is reported (median, max).
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -106,6 +107,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       const line = `cluster failover forwarding gap (ms): n=${s.length} median=${s[s.length >> 1]!.toFixed(0)} max=${s[s.length - 1]!.toFixed(0)} all=[${s.map((g) => g.toFixed(0)).join(', ')}]`;
       console.log(line);
     }
+    if (process.env['TAPGATE_CLUSTER_KEEP_LOGS'] !== undefined) spawnSync('sh', ['-c', `cp /run/tapgate/${P}/*.log ${process.env['TAPGATE_CLUSTER_KEEP_LOGS']}/`]);
     await labDown(P);
     rmSync(fx.dir, { recursive: true, force: true });
     expect(netnsList().filter((n) => n.startsWith(`${P}-`))).toEqual([]);
@@ -217,6 +219,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
     expect((await resets()) - rst0).toBe(0);
     for (const k of kills) gaps.push(await gapAt(k.t, k.c));
+    console.log(`kills at ${kills.map((k) => `${k.t} (${k.c.ip})`).join(', ')}`);
     // Every kill hit a transfer in flight (data before and after it).
     expect(gaps.filter(Number.isFinite).length).toBe(3);
     expect(totals['takeovers']).toBeGreaterThan(0);

@@ -1,0 +1,224 @@
+/**
+ * Cluster membership over a real NATS server (src/cluster/node.ts with a real nats-server, JetStream
+ * on, bound to 127.0.0.1 on a free port; each ClusterNode attached to its own in-process Gateway).
+ * Shows: two nodes become ready and see the view ['a','b'] within 2 s, and status() reports what
+ * `tapgate cluster status` relies on; a node that stops (no drain) is declared dead by the other
+ * within deadMs + 1 s; when the NATS server dies (SIGKILL) a node keeps its view frozen (nobody
+ * declared dead, `connected` false) for as long as the outage lasts, and after nats-server
+ * restarts on the same port and store dir the connection comes back and heartbeats resume.
+ * Every nats-server started here is killed in afterEach/afterAll whatever happens.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ClusterNode } from '../../src/cluster/node.js';
+import { Gateway, type Emit, type Side } from '../../src/engine/gateway.js';
+
+const NATS = '/usr/sbin/nats-server';
+const HAVE_NATS = existsSync(NATS);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a !== null ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection({ host: '127.0.0.1', port });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** Polls `cond` every 20 ms until it holds or `ms` pass; returns whether it held. */
+async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await sleep(20);
+  }
+  return cond();
+}
+
+/** One nats-server process (restartable on the same port and store dir). */
+class NatsServer {
+  proc: ChildProcess | null = null;
+  log = '';
+  constructor(readonly port: number, readonly storeDir: string) {}
+
+  async start(): Promise<void> {
+    const p = spawn(NATS, ['-js', '-sd', this.storeDir, '-a', '127.0.0.1', '-p', String(this.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = p;
+    p.stdout!.on('data', (d: Buffer) => (this.log += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
+    const end = Date.now() + 15_000;
+    while (Date.now() < end) {
+      if (p.exitCode !== null) throw new Error(`nats-server exited (${p.exitCode}):\n${this.log}`);
+      if (this.log.includes('Server is ready') && (await canConnect(this.port))) return;
+      await sleep(25);
+    }
+    throw new Error(`nats-server did not become ready:\n${this.log}`);
+  }
+
+  /** SIGKILL and wait for the process to be gone. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    this.proc = null;
+    if (p === null || p.exitCode !== null || p.signalCode !== null) return;
+    const gone = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGKILL');
+    await Promise.race([gone, sleep(5000)]);
+  }
+}
+
+interface Member {
+  node: ClusterNode;
+  gw: Gateway;
+  out: Array<{ frame: Uint8Array; to: Side }>;
+}
+
+function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number } = {}): Member {
+  const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
+  const gw = new Gateway({ cluster: node });
+  const out: Member['out'] = [];
+  const emit: Emit = (frame, to) => out.push({ frame: frame.slice(), to });
+  node.attach({ gateway: gw, inject: (fn) => fn(emit, Date.now()) });
+  return { node, gw, out };
+}
+
+const viewOf = (m: Member): string[] => m.node.status().view as string[];
+const connectedOf = (m: Member): boolean => m.node.status().connected as boolean;
+
+let seq = 0;
+const clusterName = (): string => `t${process.pid}-${Date.now().toString(36)}-${++seq}`;
+
+describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
+  let dir = '';
+  let server: NatsServer;
+  let url = '';
+  const nodes: Member[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tapgate-nats-'));
+    server = new NatsServer(await freePort(), join(dir, 'store'));
+    url = `nats://127.0.0.1:${server.port}`;
+    await server.start();
+  });
+
+  afterEach(async () => {
+    // Nodes first (while the server may still be up, so drain completes), bounded anyway.
+    if (server.proc === null) await server.start().catch(() => {});
+    await Promise.all(nodes.splice(0).map((m) => Promise.race([m.node.stop().catch(() => {}), sleep(3000)])));
+  });
+
+  afterAll(async () => {
+    await server?.kill();
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function two(extra: { deadMs?: number; heartbeatMs?: number } = {}): Promise<[Member, Member]> {
+    const name = clusterName();
+    const a = member(url, 'a', name, extra);
+    const b = member(url, 'b', name, extra);
+    nodes.push(a, b);
+    await Promise.all([a.node.start(), b.node.start()]);
+    return [a, b];
+  }
+
+  it('two nodes become ready and see the view [a, b] within 2 s; status() fields', async () => {
+    const t0 = Date.now();
+    const [a, b] = await two();
+    expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000 - (Date.now() - t0))).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    for (const [m, id] of [[a, 'a'], [b, 'b']] as const) {
+      const s = m.node.status();
+      expect(s.node).toBe(id);
+      expect(s.ready).toBe(true);
+      expect(s.draining).toBe(false);
+      expect(s.connected).toBe(true);
+      expect(s.view).toEqual(['a', 'b']);
+      expect(typeof s.nonTcpForwarder).toBe('boolean');
+      expect(s.owned).toEqual([]);
+      expect(s.spares).toBe(0);
+      expect(s.spareAgeMaxMs).toBe(0);
+      expect(s.syncLagMs).toBe(0);
+      expect(s.heldBytes).toBe(0);
+      const c = s.counters as Record<string, number>;
+      expect(c.nodesDead).toBe(0);
+      expect(c.viewChanges).toBeGreaterThanOrEqual(1);
+      expect(c.badSnapshots).toBe(0);
+      // Status is plain JSON (it travels over NATS for `tapgate cluster status`).
+      expect(JSON.parse(JSON.stringify(s))).toEqual(s);
+    }
+    // Exactly one node forwards non-TCP traffic.
+    expect(Number(a.node.status().nonTcpForwarder) + Number(b.node.status().nonTcpForwarder)).toBe(1);
+    // Both know each other as members.
+    expect([...a.node.members.keys()].sort()).toEqual(['a', 'b']);
+    expect(b.node.members.get('a')?.ready).toBe(true);
+  });
+
+  it('a node that stops without drain is declared dead within deadMs + 1 s', async () => {
+    const deadMs = 400;
+    const [a, b] = await two({ deadMs });
+    expect(await until(() => viewOf(b).join() === 'a,b', 2000)).toBe(true);
+    await a.node.stop();
+    nodes.splice(nodes.indexOf(a), 1);
+    const t0 = Date.now();
+    expect(await until(() => viewOf(b).join() === 'b', deadMs + 1000)).toBe(true);
+    expect(Date.now() - t0).toBeLessThanOrEqual(deadMs + 1000);
+    const c = b.node.status().counters as Record<string, number>;
+    expect(c.nodesDead).toBeGreaterThanOrEqual(1);
+    expect(b.node.members.has('a')).toBe(false);
+    // b now forwards non-TCP traffic: it is alone.
+    expect(b.node.status().nonTcpForwarder).toBe(true);
+  });
+
+  it('a NATS outage freezes the view; after a restart the connection and heartbeats come back', async () => {
+    const [a, b] = await two({ deadMs: 400 });
+    expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
+
+    await server.kill();
+    expect(await until(() => !connectedOf(a) && !connectedOf(b), 3000)).toBe(true);
+    // Frozen: far longer than deadMs, nobody is declared dead.
+    const outageStart = Date.now();
+    while (Date.now() - outageStart < 2200) {
+      expect(viewOf(a)).toEqual(['a', 'b']);
+      expect(viewOf(b)).toEqual(['a', 'b']);
+      await sleep(100);
+    }
+    expect((a.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+    expect((b.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+    expect(connectedOf(a)).toBe(false);
+
+    await server.start();
+    const restarted = Date.now();
+    expect(await until(() => connectedOf(a) && connectedOf(b), 10_000)).toBe(true);
+    // Heartbeats resume: each hears the other again after the restart.
+    expect(
+      await until(() => (a.node.members.get('b')?.lastMs ?? 0) > restarted && (b.node.members.get('a')?.lastMs ?? 0) > restarted, 5000),
+    ).toBe(true);
+    const heardA = b.node.members.get('a')!.lastMs;
+    await sleep(600);
+    expect(b.node.members.get('a')!.lastMs).toBeGreaterThan(heardA);
+    expect(viewOf(a)).toEqual(['a', 'b']);
+    expect(viewOf(b)).toEqual(['a', 'b']);
+    // The reconnect gave every member a fresh deadline: nobody was declared dead on the way.
+    expect((a.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+    expect((b.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+  });
+});
