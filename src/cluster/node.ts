@@ -273,11 +273,14 @@ export class ClusterNode implements ClusterAttach {
   private recentBytes = 0;
   /** Where each new connection's SYN arrived (tuple as sent), for the loop check; 10 s. */
   private readonly synSide = new Map<string, { side: Side; ms: number }>();
+  /** The same by the SYN's source endpoint. */
+  private readonly synSrcSide = new Map<string, { side: Side; ms: number }>();
   /** Tuples of local connections' frames as they arrive on each side (tupleKey). */
   private readonly localRaw = new Set<string>();
   private lastSynSweepMs = 0;
-  /** Header digests of TCP frames this node sent, by the side they went out (loopWindowMs). */
-  private readonly emittedTcp = new Map<number, { side: Side; ms: number }>();
+  private lastSeenSweepMs = 0;
+  /** Header digests of TCP frames seen on (or sent to) each side in the last loopWindowMs. */
+  private readonly seenTcp = new Map<number, { side: Side; ms: number }>();
   /** virtio-net header length of the frames (the gateway's). */
   private vh = 0;
   /** When dead nodes were last heard (frames since then were forwarded by nobody). */
@@ -429,10 +432,14 @@ export class ClusterNode implements ClusterAttach {
     this.expireHeld(now);
     this.expireWaiting(now);
     for (const [d, e] of this.emitted) if (now - e.ms > this.o.loopWindowMs) this.emitted.delete(d);
-    for (const [d, e] of this.emittedTcp) if (now - e.ms > this.o.loopWindowMs) this.emittedTcp.delete(d);
+    if (now - this.lastSeenSweepMs >= this.o.loopWindowMs) {
+      this.lastSeenSweepMs = now;
+      for (const [d, e] of this.seenTcp) if (now - e.ms > this.o.loopWindowMs) this.seenTcp.delete(d);
+    }
     if (now - this.lastSynSweepMs > 1000) {
       this.lastSynSweepMs = now;
       for (const [k, e] of this.synSide) if (now - e.ms > 10_000) this.synSide.delete(k);
+      for (const [k, e] of this.synSrcSide) if (now - e.ms > 10_000) this.synSrcSide.delete(k);
     }
   }
 
@@ -494,24 +501,31 @@ export class ClusterNode implements ClusterAttach {
   preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean {
     // A frame another node forwarded, seen again on the side it left by (the hub shows it to
     // everyone): its tuple is the reverse of one that *arrives* on this side (the spare copies'
-    // and local connections' tuples), or, before the first snapshot, the tuple of a SYN that
-    // arrived on the other side.
+    // and local connections' tuples); or, before the first snapshot, a SYN's tuple seen on the
+    // other side, or the reverse of a SYN's tuple on the SYN's own side (replies come from the
+    // other). This also keeps copies from being picked up mid-stream as connections.
     const rk = `${from}:${raw.dst}:${raw.dport}:${raw.src}:${raw.sport}`;
     const dk = `${raw.src}:${raw.sport}>${raw.dst}:${raw.dport}`;
     const syn = this.synSide.get(dk);
-    if (this.sparesByRaw.has(rk) || this.localRaw.has(rk) || (syn !== undefined && syn.side !== from)) {
+    const synRev = this.synSide.get(`${raw.dst}:${raw.dport}>${raw.src}:${raw.sport}`);
+    const isSyn = (flags & 0x12) === 0x02;
+    // A SYN from an endpoint whose SYN was just seen on the other side: the same SYN, translated
+    // (an inbound connection through NAT reaches side 0 with a new destination).
+    const synSrc = isSyn ? this.synSrcSide.get(`${raw.src}:${raw.sport}`) : undefined;
+    if (this.sparesByRaw.has(rk) || this.localRaw.has(rk) || (syn !== undefined && syn.side !== from) || synRev?.side === from || (synSrc !== undefined && synSrc.side !== from)) {
       this.counters.loopDrops++;
+      if (this.counters.loopDrops <= 50 && this.log.isLevelEnabled('debug')) {
+        this.log.debug({ from, tuple: dk, spare: this.sparesByRaw.has(rk), local: this.localRaw.has(rk), syn: syn?.side, synRev: synRev?.side, synSrc: synSrc?.side }, 'frame taken for a copy');
+      }
       return false;
     }
-    // One of our own frames (sent to one side) coming back from the other, forwarded by a node
-    // that took it for its own: never forwarded twice.
-    const h = tcpDigest(frame, this.vh);
-    const mine = h === undefined ? undefined : this.emittedTcp.get(h);
-    if (mine !== undefined && mine.side !== from && Date.now() - mine.ms <= this.o.loopWindowMs) {
-      this.counters.loopDrops++;
-      return false;
+    // Where a connection began: its SYN's side (replies come from the other). A SYN from an
+    // address the NAT owns is a translated copy, never where a connection began.
+    if (isSyn && syn === undefined && this.synSide.size < 65536 && this.gw?.nat?.ownsAddress(from, raw.src) !== true) {
+      const e = { side: from, ms: Date.now() };
+      this.synSide.set(dk, e);
+      if (synSrc === undefined) this.synSrcSide.set(`${raw.src}:${raw.sport}`, e);
     }
-    if ((flags & 0x12) === 0x02 && syn === undefined && this.synSide.size < 65536) this.synSide.set(dk, { side: from, ms: Date.now() });
     let host: number | undefined;
     let sp: Spare | undefined;
     if (from === 0) host = raw.src;
@@ -627,36 +641,28 @@ export class ClusterNode implements ClusterAttach {
   }
 
   /**
-   * Every frame, first: a frame whose source MAC lives on the other segment is a copy another
-   * node forwarded (the hub shows it to us too). Where a MAC lives is learnt from the first
-   * frame seen from it — the original always arrives before any copy of it — and relearnt
-   * when it has not been seen on its side for `macMoveMs` (a host that moved).
+   * Every frame, first: a TCP frame whose headers (tcpDigest) were seen on the other side within
+   * `loopWindowMs` — received there, or sent there by this node — is a copy another node
+   * forwarded (the hub shows it to everyone), or one of ours coming back: never forwarded twice.
+   * (Where hosts live cannot be learnt from MACs: a node reads its two TAPs in either order, so
+   * at start it may see a copy before the original.)
    */
   fromSegment(frame: Uint8Array, from: Side): boolean {
-    const o = this.vh + 6;
-    if (frame.length < o + 6) return true;
-    const mac = (frame[o]! * 2 ** 40) + (frame[o + 1]! * 2 ** 32) + (((frame[o + 2]! << 24) | (frame[o + 3]! << 16) | (frame[o + 4]! << 8) | frame[o + 5]!) >>> 0);
+    const h = tcpDigest(frame, this.vh);
+    if (h === undefined) return true;
     const now = Date.now();
-    const e = this.macSide.get(mac);
-    if (e === undefined) {
-      if (this.macSide.size < 65536) this.macSide.set(mac, { side: from, ms: now });
-      return true;
-    }
-    if (e.side === from) {
+    const e = this.seenTcp.get(h);
+    if (e !== undefined && now - e.ms <= this.o.loopWindowMs) {
+      if (e.side !== from) {
+        this.counters.loopDrops++;
+        return false;
+      }
       e.ms = now;
       return true;
     }
-    if (now - e.ms > this.macMoveMs) {
-      e.side = from;
-      e.ms = now;
-      return true;
-    }
-    this.counters.loopDrops++;
-    return false;
+    if (this.seenTcp.size < 262144) this.seenTcp.set(h, { side: from, ms: now });
+    return true;
   }
-
-  private readonly macSide = new Map<number, { side: Side; ms: number }>();
-  private readonly macMoveMs = 30_000;
 
   nonTcp(frame: Uint8Array, from: Side): boolean {
     if (!this.nonTcpMine) return false;
@@ -708,7 +714,7 @@ export class ClusterNode implements ClusterAttach {
     if (this.recorder?.inner === inner) return this.recorder.fn;
     const fn: Emit = (frame, to) => {
       const h = tcpDigest(frame, this.vh);
-      if (h !== undefined && this.emittedTcp.size < 65536) this.emittedTcp.set(h, { side: to, ms: Date.now() });
+      if (h !== undefined && this.seenTcp.size < 262144) this.seenTcp.set(h, { side: to, ms: Date.now() });
       inner(frame, to);
     };
     this.recorder = { inner, fn };

@@ -76,6 +76,12 @@ export interface LabConfig {
   clientAddr: string;
   /** CIDR of the server's eth0. */
   serverAddr: string;
+  /**
+   * Cluster lab: node TAPs are isolated bridge ports (they receive the endpoints' frames but not
+   * each other's), the layout DESIGN.md §5 recommends; false lets every node see the others'
+   * output too (the nodes' own loop guards then have to drop it).
+   */
+  isolateNodes: boolean;
   /** Fixed MACs, so captures and NAT rules are reproducible. */
   clientMac: string;
   serverMac: string;
@@ -102,6 +108,7 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   clientMac: '02:00:0a:c8:00:01',
   serverMac: '02:00:0a:c8:00:02',
   hub: false,
+  isolateNodes: true,
   ipv6: false,
   clients: 1,
   client2Addr: '10.200.0.3/24',
@@ -428,6 +435,9 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     if (!linkExists(ns.gw, tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap]);
     sh(['ip', '-n', ns.gw, 'link', 'set', tap, 'mtu', mtu, 'master', br, 'up']);
     hubPort(tap);
+    // Node ports isolated from each other (as on a switch with protected / private-VLAN edge
+    // ports): every node gets every endpoint's frames, none gets another node's output.
+    if (nodes > 0) sh(['ip', '-n', ns.gw, 'link', 'set', 'dev', tap, 'type', 'bridge_slave', 'isolated', config.isolateNodes ? 'on' : 'off']);
   };
 
   const sides = [

@@ -413,6 +413,14 @@ export class NatTable {
   }
 
   /**
+   * True when `addr` arriving as a source from side `from` is an address this NAT hands out
+   * there (a masquerade address, a 1:1 mapped address): such a packet is a translated copy.
+   */
+  ownsAddress(from: NatSide, addr: number): boolean {
+    return this.cfg.masquerade.some((m) => m.side !== from && m.address === addr) || this.cfg.oneToOne.some((m) => m.side !== from && cidrContains(m.mapped, addr));
+  }
+
+  /**
    * Cluster (DESIGN.md §5): the entries of one connection — found by the tuple its packets have
    * as they arrive on either side — and the expectations it registered (tagged with its flow
    * id), as plain data for its snapshot. `importState` merges them into another node's table.
