@@ -50,6 +50,7 @@ import type { Tuple } from '../nat/nat.js';
 import type { ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
 import type { ClusterAttach } from '../engine/live.js';
 import { seqGt } from '../wire/seq.js';
+import { clock } from '../util/clock.js';
 import { ownerOf, stringKey } from './rendezvous.js';
 
 export interface ClusterOptions {
@@ -208,27 +209,25 @@ export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
   if (et !== 0x0800 || b[l3 + 9] !== 6) return undefined;
   const l4 = l3 + (b[l3]! & 0x0f) * 4;
   if (b.length < l4 + 14) return undefined;
-  let h = 0x811c9dc5;
-  const mix = (o: number, n: number): void => {
-    for (let i = 0; i < n; i++) {
-      h ^= b[o + i]!;
-      h = Math.imul(h, 0x01000193);
-    }
-  };
-  mix(l3 + 2, 4); // total length, identification
-  mix(l3 + 12, 8); // addresses
-  mix(l4, 14); // ports, seq, ack, data offset + flags
-  return h >>> 0;
+  let h = fnv1a(b, l3 + 2, 4, FNV_BASIS); // total length, identification
+  h = fnv1a(b, l3 + 12, 8, h); // addresses
+  return fnv1a(b, l4, 14, h) >>> 0; // ports, seq, ack, data offset + flags
+}
+
+const FNV_BASIS = 0x811c9dc5;
+
+/** FNV-1a over b[off, off + len), continuing from `h`. */
+function fnv1a(b: Uint8Array, off: number, len: number, h: number): number {
+  for (let i = off; i < off + len; i++) {
+    h ^= b[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h;
 }
 
 /** A short digest of a frame (FNV-1a), for the non-TCP loop filter. */
 function digest(b: Uint8Array): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < b.length; i++) {
-    h ^= b[i]!;
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) ^ (b.length << 20);
+  return (fnv1a(b, 0, b.length, FNV_BASIS) >>> 0) ^ (b.length << 20);
 }
 
 export interface NodeInfo {
@@ -886,7 +885,7 @@ export class ClusterNode implements ClusterAttach {
   private importSpare(sp: Spare): Flow<unknown> | null {
     const gw = this.gw;
     if (gw === null) return null;
-    const now = this.nowMs();
+    const now = clock();
     const f = gw.importConnection(sp.snap.state, now, sp.acks);
     this.dropSpare(sp.key);
     if (f === null) {
@@ -967,10 +966,6 @@ export class ClusterNode implements ClusterAttach {
     rec.handedOff = true;
     this.counters.handoffs++;
     this.gw!.releaseConnection(f as never);
-  }
-
-  private nowMs(): number {
-    return performance.timeOrigin + performance.now();
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -717,25 +717,28 @@ export class Gateway {
     }
   }
 
-  private attachAgent(f: Flow<Connection<SegTag>>): void {
+  /** The config's rule for a connection and the context its agent gets (id: the agent's flow id). */
+  private ruleFor(f: Flow<Connection<SegTag>>, id: string): { sel: NonNullable<ReturnType<typeof selectRule>>; ctx: AgentContext } | undefined {
     const cfg = this.opts.config;
-    if (!cfg) return;
+    if (!cfg) return undefined;
     // f.client / f.server build a fresh object per read: once each per new connection.
     const client = f.client;
     const server = f.server;
-    const sel = selectRule(cfg, {
-      clientAddr: client.addr,
-      clientPort: client.port,
-      serverAddr: server.addr,
-      serverPort: server.port,
-    });
-    if (!sel) return;
+    const sel = selectRule(cfg, { clientAddr: client.addr, clientPort: client.port, serverAddr: server.addr, serverPort: server.port });
+    if (!sel) return undefined;
     const ctx: AgentContext = {
-      flowId: f.id,
+      flowId: id,
       client: { addr: ipv4Str(client.addr), port: client.port },
       server: { addr: ipv4Str(server.addr), port: server.port },
       directions: sel.rule.directions,
     };
+    return { sel, ctx };
+  }
+
+  private attachAgent(f: Flow<Connection<SegTag>>): void {
+    const r = this.ruleFor(f, f.id);
+    if (r === undefined) return;
+    const { sel, ctx } = r;
     try {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
@@ -880,14 +883,9 @@ export class Gateway {
       this.ids.set(f, st.id);
       if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
       if (st.conn !== null && st.agent !== null && this.opts.config) {
-        const sel = selectRule(this.opts.config, { clientAddr: f.client.addr, clientPort: f.client.port, serverAddr: f.server.addr, serverPort: f.server.port });
-        if (sel === undefined || sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
-        const ctx: AgentContext = {
-          flowId: st.id,
-          client: { addr: ipv4Str(f.client.addr), port: f.client.port },
-          server: { addr: ipv4Str(f.server.addr), port: f.server.port },
-          directions: sel.rule.directions,
-        };
+        const r = this.ruleFor(f, st.id);
+        if (r === undefined || r.sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
+        const { sel, ctx } = r;
         const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.registry);
         const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
         conn.restore(st.conn);

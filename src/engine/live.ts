@@ -40,20 +40,13 @@
  */
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
 import { PcapWriter } from '../phy/pcap.js';
 import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
 import { Gateway, type ClusterHooks, type Side } from './gateway.js';
-
-/**
- * The gateway's clock: Unix-epoch milliseconds with sub-ms resolution (monotonic within the
- * process). Epoch-based so that times inside connection state mean the same on every node of
- * a cluster (snapshots carry hold timers, expiry times, command ages).
- */
-export const clock = (): number => performance.timeOrigin + performance.now();
+import { clock } from '../util/clock.js';
 
 /** Lets a cluster node write frames outside a TAP batch (released gated output, replays). */
 export interface ClusterAttach extends ClusterHooks {

@@ -454,8 +454,7 @@ export class NatTable {
       const k = expectKey(x.from, x.proto, x.dst, x.dport);
       const same = [...(this.expectIndex.get(k) ?? [])].some((id) => this.expectations.get(id)?.tag === x.tag);
       if (same) continue;
-      this.addExpectation({ ...x, id: this.nextId++, to: { ...x.to } });
-      if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+      this.addStoredExpectation({ ...x, id: this.nextId++ });
     }
   }
 
@@ -596,6 +595,12 @@ export class NatTable {
     else ids.add(x.id);
   }
 
+  /** An expectation from saved state (a snapshot, another node's): indexed, its port taken. */
+  private addStoredExpectation(x: Expectation): void {
+    this.addExpectation({ ...x, to: { ...x.to } });
+    if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+  }
+
   /** Forget an expectation but keep its port (consumed: the new entry takes the port over). */
   private unindexExpectation(x: Expectation): void {
     this.expectations.delete(x.id);
@@ -614,10 +619,7 @@ export class NatTable {
     this.nextId = s.nextId;
     for (const [k, v] of Object.entries(s.cursors)) this.cursors.set(k, v);
     for (const e of s.entries) this.index({ ...e, orig: { ...e.orig }, repl: { ...e.repl } });
-    for (const x of s.expectations) {
-      this.addExpectation({ ...x, to: { ...x.to } });
-      if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
-    }
+    for (const x of s.expectations) this.addStoredExpectation(x);
     Object.assign(this.counters, s.counters);
   }
 }

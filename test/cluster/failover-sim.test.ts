@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { replaceFactory } from '../../src/agent/replace.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { simulate } from '../helpers/tcpsim.js';
+import { abcData, simulate } from '../helpers/tcpsim.js';
 
 const CTX: AgentContext = {
   flowId: 'sim',
@@ -46,13 +46,8 @@ describe('takeover from a spare snapshot (behind, with observed ACKs)', () => {
         }),
         (c) => {
           const rand = mulberry32(c.seed);
-          const gen = (n: number): Uint8Array => {
-            const b = new Uint8Array(n);
-            for (let i = 0; i < n; i++) b[i] = 'abc'.charCodeAt(Math.floor(rand() * 3));
-            return b;
-          };
-          const d0 = gen(c.len0);
-          const d1 = gen(c.len1);
+          const d0 = abcData(rand, c.len0);
+          const d1 = abcData(rand, c.len1);
           const cfg = [{ find: c.find, with: c.repl }];
           const res = simulate({
             rand,

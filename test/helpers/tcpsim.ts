@@ -9,7 +9,7 @@
 import type { Agent } from '../../src/agent/types.js';
 import type { Half } from '../../src/flow/table.js';
 import { newStreamCounters } from '../../src/stream/counters.js';
-import { Connection, type TcpFields, type TcpOut } from '../../src/stream/connection.js';
+import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../../src/stream/connection.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
 import { offsetToSeq, seqToOffset } from '../../src/wire/seq.js';
 
@@ -213,6 +213,13 @@ class Endpoint {
   }
 }
 
+/** n random bytes from 'abc' (rich in partial matches of short [ab] patterns). */
+export function abcData(rand: () => number, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = 'abc'.charCodeAt(Math.floor(rand() * 3));
+  return b;
+}
+
 export interface SimResult {
   finished: boolean;
   received: [Uint8Array, Uint8Array];
@@ -234,11 +241,12 @@ export function simulate(o: SimOptions): SimResult {
   let conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0 });
   const fo = o.failover;
   const failTimes = [...(fo?.times ?? [])].sort((a, b) => a - b);
-  let snap: { conn: ReturnType<Connection<Tag>['toJSON']>; agent: unknown; changes: number; ms: number } | null = null;
+  // In a box: assigned inside takeSnap, read in the loop (a plain `let` would be narrowed to null).
+  const last: { snap: { conn: ConnectionJson; agent: unknown; changes: number; ms: number } | null } = { snap: null };
   const acks: [number | undefined, number | undefined] = [undefined, undefined];
   let deadUntil = -1;
   const takeSnap = (t: number): void => {
-    snap = { conn: conn.toJSON(false), agent: conn.agent?.snapshot() ?? null, changes: conn.changes, ms: t };
+    last.snap = { conn: conn.toJSON(false), agent: conn.agent?.snapshot() ?? null, changes: conn.changes, ms: t };
   };
   const observe = (side: 0 | 1, f: TcpFields): void => {
     if (!(f.flags & ACK)) return;
@@ -307,9 +315,9 @@ export function simulate(o: SimOptions): SimResult {
       }
       if (deadUntil >= 0 && now >= deadUntil) {
         deadUntil = -1;
-        const s0 = snap as { conn: ReturnType<Connection<Tag>['toJSON']>; agent: unknown } | null;
+        const s0 = last.snap;
         const next = new Connection<Tag>(halves, s0 === null ? o.agent : fo.restore(JSON.parse(JSON.stringify(s0.agent))), limits, counters, { queueBytes: 0 });
-        if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ReturnType<Connection<Tag>['toJSON']>);
+        if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ConnectionJson);
         next.adoptAcks(acks);
         conn = next;
         takeSnap(now);
@@ -317,7 +325,7 @@ export function simulate(o: SimOptions): SimResult {
     }
     const outs: TcpOut<Tag>[] = [];
     if (deadUntil < 0) conn.tick(now, outs);
-    if (fo !== undefined && deadUntil < 0 && conn.changes !== (snap as { changes: number } | null)?.changes) takeSnap(now);
+    if (fo !== undefined && deadUntil < 0 && conn.changes !== last.snap?.changes) takeSnap(now);
     // Gateway-originated segments: tell which side they go to by the direction they came from.
     for (const r of outs) {
       const side = r.tag === undefined ? 0 : (r.tag as Tag & { side: 0 | 1 }).side;
@@ -339,7 +347,7 @@ export function simulate(o: SimOptions): SimResult {
       const tag = { fields: e.p.f, side: e.side };
       conn.handle(e.side, e.p.f, e.p.payload, tag, now, out);
       if (fo !== undefined) {
-        const sn = snap as { changes: number; ms: number } | null;
+        const sn = last.snap;
         // A new command: the snapshot goes before the release (the invariant); else periodically.
         if (sn === null || conn.changes !== sn.changes || now - sn.ms >= fo.periodMs) takeSnap(now);
       }

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { replaceFactory } from '../../src/agent/replace.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { literalAgent } from '../helpers/literal-agent.js';
-import { simulate } from '../helpers/tcpsim.js';
+import { abcData, simulate } from '../helpers/tcpsim.js';
 
 
 const ISNS = [0, 1, 0xffffffff, 0xfffffff0, 0x7fffffff, 123456789];
@@ -35,13 +35,8 @@ describe('engine against a reference TCP pair', () => {
         }),
         (c) => {
           const rand = mulberry32(c.seed);
-          const gen = (n: number) => {
-            const b = new Uint8Array(n);
-            for (let i = 0; i < n; i++) b[i] = 'abc'.charCodeAt(Math.floor(rand() * 3));
-            return b;
-          };
-          const d0 = gen(c.len0);
-          const d1 = gen(c.len1);
+          const d0 = abcData(rand, c.len0);
+          const d1 = abcData(rand, c.len1);
           const res = simulate({
             rand,
             data: [d0, d1],
@@ -98,9 +93,8 @@ describe('engine with the real replace agent', () => {
         }),
         (c) => {
           const rand = mulberry32(c.seed);
-          const gen = (n: number) => Uint8Array.from({ length: n }, () => 'abc'.charCodeAt(Math.floor(rand() * 3)));
-          const d0 = gen(1500);
-          const d1 = gen(700);
+          const d0 = abcData(rand, 1500);
+          const d1 = abcData(rand, 700);
           const ctx = { flowId: 't', client: { addr: '10.0.0.1', port: 1 }, server: { addr: '10.0.0.2', port: 2 }, directions: new Set(['c2s', 's2c'] as const) };
           const agent = replaceFactory.create(c.rules, ctx);
           const res = simulate({ rand, data: [d0, d1], isn: [c.isn, 0xfffffff0], mss: c.mss, loss: c.loss, dup: 0.02, reorder: c.reorder, sack: c.sack, agent, limits: { holdTimeoutMs: 1e9 } });
