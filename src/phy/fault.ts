@@ -50,7 +50,8 @@
  * Frames: a frame handed to `push` may be a view the caller reuses after the call (a TAP batch
  * buffer). Frames given to `out` during the call may be that same view (valid as long as the
  * caller's own frame is); anything kept past the call is copied, and a frame is copied before it
- * is corrupted, so the caller's bytes are never modified.
+ * is corrupted, so the caller's bytes are never modified. `out` may modify what it is given (the
+ * gateway patches headers in place): a duplicate is copied before its twin is handed out.
  *
  * Spec strings: see `parseFaultSpec`.
  */
@@ -478,10 +479,16 @@ export class FaultInjector {
       return;
     }
     const copies = s.dup > 0 && this.rnd() < s.dup ? 2 : 1;
-    if (copies === 2) c.duplicated++;
+    // The receiver of the first copy may rewrite it in place (the gateway patches headers of the
+    // frames it forwards): the second copy is taken from the bytes as they came in, before that.
+    let second: Uint8Array | undefined;
+    if (copies === 2) {
+      c.duplicated++;
+      second = copyFrame(frame);
+    }
     for (let i = 0; i < copies; i++) {
-      let f = frame;
-      let owned = false;
+      let f = i === 0 ? frame : second!;
+      let owned = i > 0;
       if (s.corrupt > 0 && this.rnd() < s.corrupt) {
         const g = this.corrupt(f);
         if (g !== undefined) {
@@ -572,7 +579,7 @@ export class FaultInjector {
       if (this.held.length < s.limit && this.heldBytes + f.length <= s.qbytes) {
         const timed = s.reorderMs !== undefined;
         this.held.push({
-          frame: owned ? f : f.slice(),
+          frame: owned ? f : copyFrame(f),
           left: timed ? Infinity : s.reorderFrames,
           dueMs: this.nowMs + (timed ? s.reorderMs! : s.holdMs),
         });
@@ -607,7 +614,7 @@ export class FaultInjector {
     const j = s.jitterMs > 0 ? (this.rnd() * 2 - 1) * s.jitterMs : 0;
     const due = Math.max(this.nowMs + Math.max(0, s.delayMs + j), this.lastDueMs);
     this.lastDueMs = due;
-    this.line.push({ frame: owned ? f : f.slice(), dueMs: due });
+    this.line.push({ frame: owned ? f : copyFrame(f), dueMs: due });
     this.lineBytes += f.length;
     this.counters.delayed++;
   }
@@ -627,7 +634,7 @@ export class FaultInjector {
       this.counters.rateDropped++;
       return;
     }
-    this.rq.push(owned ? f : f.slice());
+    this.rq.push(owned ? f : copyFrame(f));
     this.rqBytes += f.length;
     this.counters.rateWaited++;
   }
@@ -681,7 +688,7 @@ export class FaultInjector {
         this.counters.corruptSkipped++;
         return undefined;
       }
-      g = f.slice();
+      g = copyFrame(f);
       if (h.needsCsum) {
         const body = g.subarray(vh);
         if (h.csumStart + h.csumOffset + 2 > body.length) {
@@ -693,7 +700,7 @@ export class FaultInjector {
       // Neither NEEDS_CSUM nor DATA_VALID: the receiver must verify every checksum.
       g[0] = h.flags & ~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID);
     } else {
-      g = f.slice();
+      g = copyFrame(f);
     }
     const at = from + Math.floor(this.rnd() * (end - from));
     g[at] = g[at]! ^ (1 + Math.floor(this.rnd() * 255));
@@ -710,4 +717,9 @@ function burstOf(s: FaultSpec): number {
   if (s.rateBps <= 0) return 0;
   if (s.burstBytes > 0) return s.burstBytes;
   return Math.max(65536, Math.round((s.rateBps / 8) * 0.005));
+}
+
+/** A copy of a frame's bytes (`slice` on a Node Buffer would be a view of the caller's memory). */
+function copyFrame(f: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(f);
 }

@@ -347,6 +347,28 @@ describe('FaultInjector', () => {
     expect(diff).toBe(1);
   });
 
+  it('hands out each duplicate with the bytes that came in, even when the receiver rewrites the first in place', () => {
+    // The gateway patches the headers of frames it forwards in place; a duplicate that shared the
+    // first copy's bytes (or was copied after it left) arrived with already-translated sequence
+    // numbers: a valid frame carrying the wrong stream position (seen in the impairment e2e).
+    for (const s of ['dup=100%', 'dup=100%,reorder=50%:1,seed=4', 'dup=100%,delay=1ms', 'dup=100%,rate=1mbit,seed=3']) {
+      const inj = new FaultInjector(spec(s));
+      const got: Uint8Array[] = [];
+      const receiver = (g: Uint8Array): void => {
+        got.push(g.slice());
+        g.fill(0x5a); // what a receiver may do with a frame it was given
+      };
+      const frames = [0, 1, 2, 3].map((i) => ipv4TcpFrame(Buffer.from(`segment ${i}`)));
+      const orig = frames.map((f) => f.slice());
+      frames.forEach((f, i) => inj.push(f, i, receiver));
+      inj.poll(1e6, receiver);
+      inj.flush(receiver);
+      expect(got.length, s).toBe(8);
+      for (const g of got) expect(orig.some((o) => Buffer.compare(o, g) === 0), s).toBe(true);
+      for (const o of orig) expect(got.filter((g) => Buffer.compare(o, g) === 0).length, s).toBe(2);
+    }
+  });
+
   it('corrupts so that the receiver\'s checksum catches it, every time', () => {
     const inj = new FaultInjector(spec('corrupt=100%,seed=21'));
     const payload = Buffer.alloc(1000, 'a');
