@@ -44,6 +44,8 @@ export interface RunArgs {
   impairInB?: string;
   cluster?: string;
   nodeId?: string;
+  /** JIT warm-up before forwarding (default true; src/engine/warmup.ts). */
+  warmup?: boolean;
 }
 
 /**
@@ -139,6 +141,7 @@ export async function run(a: RunArgs): Promise<number> {
       log,
       impair,
       cluster: node,
+      warmup: a.warmup !== false,
     });
   } catch (e) {
     const te = e as TapError;
@@ -218,6 +221,11 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option('pcap', { type: 'string', describe: 'record DIR/a.pcap and DIR/b.pcap: every frame read from and written to each TAP' })
       .option('status', { type: 'boolean', describe: 'live status line on stderr (default: only when stderr is a TTY)' })
+      .option('warmup', {
+        type: 'boolean',
+        default: true,
+        describe: 'before forwarding, run synthetic traffic of every kind through a scratch gateway so the JIT has optimised the frame path (about 0.1 s); --no-warmup to skip',
+      })
       .option('impair', {
         type: 'string',
         describe: 'impair frames written to both TAPs, e.g. "loss=2%,reorder=10%:3,dup=1%,delay=2ms,jitter=1ms,rate=100mbit,corrupt=0.1%,seed=7" (src/phy/fault.ts)',

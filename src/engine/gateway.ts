@@ -78,6 +78,7 @@
  * `stats()` counts it.
  */
 import type { Logger } from 'pino';
+import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
 import type { AgentContext } from '../agent/types.js';
 import { createAgent, makeRegistry, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
@@ -915,6 +916,8 @@ export class Gateway {
       gateway: { ...this.counters, malformed: { ...this.counters.malformed }, natDropped: { ...this.counters.natDropped } },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
+      /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
+      storePool: { ...bytestorePool, bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },
       ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
     };

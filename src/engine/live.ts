@@ -42,6 +42,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
+import { warmUp } from './warmup.js';
 import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
 import { PcapWriter } from '../phy/pcap.js';
 import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
@@ -64,6 +65,8 @@ export interface LiveOptions {
   /** Record both sides as DIR/a.pcap and DIR/b.pcap. */
   pcapDir?: string | undefined;
   log: Logger;
+  /** JIT warm-up (src/engine/warmup.ts) after the TAPs opened, before the first frame. Default true. */
+  warmup?: boolean;
   /** Period of Gateway.tick. Default 10 ms. */
   tickMs?: number;
   /** Most queued capture bytes before records are dropped. Default 64 MiB. */
@@ -183,6 +186,11 @@ export class LiveGateway {
       for (const d of g.devs) d.close();
       for (const c of g.caps) c.stream.destroy();
       throw e;
+    }
+    if (opts.warmup !== false) {
+      // Frames arriving meanwhile wait in the TAP queues (a tenth of a second).
+      const w = warmUp({ config: opts.config, vnetHdr: opts.vnetHdr, log: opts.log });
+      opts.log.info({ frames: w.frames, ms: Math.round(w.ms) }, 'JIT warm-up done');
     }
     g.devs.forEach((d, i) => {
       const side = i as Side;

@@ -4,15 +4,93 @@
  * Used for the held-back (undecided) bytes and for the processed-but-unacknowledged bytes that
  * inline normalisation compares retransmissions against. It copies what it is given: callers'
  * buffers (TAP batches) are reused.
+ *
+ * Storage is one ring per store (capacity a power of two, at least 256 bytes), doubled when an
+ * append does not fit. An empty store holds no ring (idle connections cost nothing here). At
+ * multi-Gbit/s, a fresh buffer per appended 64 KiB frame meant page faults on newly mapped memory
+ * and GC pressure, so rings of 64 KiB or more released by an emptied store go to a bounded
+ * module-level free list, keyed by capacity, and the next store needing that capacity reuses one:
+ * a busy connection's memory stays mapped and hot.
  */
-import { copyBytes } from '../util/bytes.js';
 
-/** The chunks of every empty store (shared, never written: `append` replaces it first). */
-const NO_CHUNKS = Object.freeze([]) as unknown as Uint8Array[];
+/** Smallest ring. */
+const MIN_CAPACITY = 256;
+/** Rings of at least this capacity are pooled when released. */
+const POOL_MIN_CAPACITY = 64 * 1024;
+/** Bounds of the free list: total bytes, and rings per capacity. */
+const POOL_MAX_BYTES = 64 * 1024 * 1024;
+const POOL_MAX_PER_CAPACITY = 64;
+
+/** Free rings by capacity. */
+const pool = new Map<number, Uint8Array[]>();
+let pooledBytes = 0;
+
+/** What the free list did: rings taken from it, put into it, and discarded (list full). */
+export const bytestorePool = { reused: 0, released: 0, dropped: 0 };
+
+/** Bytes currently held by the free list. */
+export function bytestorePoolBytes(): number {
+  return pooledBytes;
+}
+
+/** Empties the free list and zeroes its counters (tests). */
+export function clearBytestorePool(): void {
+  pool.clear();
+  pooledBytes = 0;
+  bytestorePool.reused = 0;
+  bytestorePool.released = 0;
+  bytestorePool.dropped = 0;
+}
+
+function acquireRing(capacity: number, longLived: boolean): Uint8Array {
+  if (capacity >= POOL_MIN_CAPACITY) {
+    const free = pool.get(capacity);
+    if (free !== undefined && free.length > 0) {
+      pooledBytes -= capacity;
+      bytestorePool.reused++;
+      return free.pop()!;
+    }
+  }
+  // Small short-lived rings come from Node's shared 8 KiB pool slabs; a long-lived small one would
+  // pin a whole slab, so it (and every large one) gets its own backing store. See copyBytes.
+  const b = capacity < 4096 && !longLived ? Buffer.allocUnsafe(capacity) : Buffer.allocUnsafeSlow(capacity);
+  return new Uint8Array(b.buffer, b.byteOffset, capacity);
+}
+
+function releaseRing(ring: Uint8Array): void {
+  const capacity = ring.length;
+  if (capacity < POOL_MIN_CAPACITY) return;
+  let free = pool.get(capacity);
+  if (free === undefined) pool.set(capacity, (free = []));
+  if (free.length >= POOL_MAX_PER_CAPACITY || pooledBytes + capacity > POOL_MAX_BYTES) {
+    bytestorePool.dropped++;
+    return;
+  }
+  free.push(ring);
+  pooledBytes += capacity;
+  bytestorePool.released++;
+}
+
+/** Below this many bytes, `firstDifference` compares with a loop rather than Buffer.compare. */
+const NATIVE_COMPARE_MIN = 64;
+
+/** Index of the first difference of a[ai, ai+n) and b[bi, bi+n), or -1. */
+function diffAt(a: Uint8Array, ai: number, b: Uint8Array, bi: number, n: number): number {
+  if (n >= NATIVE_COMPARE_MIN) {
+    const x = Buffer.from(a.buffer, a.byteOffset + ai, n);
+    const y = Buffer.from(b.buffer, b.byteOffset + bi, n);
+    if (Buffer.compare(x, y) === 0) return -1;
+  }
+  for (let i = 0; i < n; i++) if (a[ai + i] !== b[bi + i]) return i;
+  return -1;
+}
 
 export class ByteStore {
-  private chunks: Uint8Array[] = NO_CHUNKS;
-  /** Position of chunks[0][0]. */
+  /** The ring, null exactly when the store is empty. */
+  private ring: Uint8Array | null = null;
+  /** Index in the ring of the byte at `start`. */
+  private head = 0;
+  /** Position of the first stored byte. */
   start = 0;
   /** Position just after the last stored byte. */
   end = 0;
@@ -27,37 +105,70 @@ export class ByteStore {
     return this.end - this.start;
   }
 
+  /** Bytes of the ring (0 when empty). */
+  get capacity(): number {
+    return this.ring === null ? 0 : this.ring.length;
+  }
+
   /** Empties the store and moves it to `pos`. */
   reset(pos: number): void {
-    this.chunks = NO_CHUNKS;
+    if (this.ring !== null) {
+      releaseRing(this.ring);
+      this.ring = null;
+    }
+    this.head = 0;
     this.start = pos;
     this.end = pos;
   }
 
   /** Appends bytes at `end` (copied). */
   append(data: Uint8Array): void {
-    if (data.length === 0) return;
-    if (this.chunks === NO_CHUNKS) this.chunks = [];
-    this.chunks.push(copyBytes(data, this.longLived));
-    this.end += data.length;
+    const n = data.length;
+    if (n === 0) return;
+    const size = this.end - this.start;
+    let ring = this.ring;
+    if (ring === null || size + n > ring.length) ring = this.grow(size + n);
+    const cap = ring.length;
+    let tail = this.head + size;
+    if (tail >= cap) tail -= cap;
+    const first = cap - tail;
+    if (n <= first) ring.set(data, tail);
+    else {
+      ring.set(data.subarray(0, first), tail);
+      ring.set(data.subarray(first), 0);
+    }
+    this.end += n;
+  }
+
+  /** Replaces the ring with one of at least `need` bytes holding the live bytes from index 0. */
+  private grow(need: number): Uint8Array {
+    let cap = MIN_CAPACITY;
+    while (cap < need) cap *= 2;
+    const ring = acquireRing(cap, this.longLived);
+    const old = this.ring;
+    if (old !== null) {
+      const size = this.end - this.start;
+      const first = Math.min(size, old.length - this.head);
+      ring.set(old.subarray(this.head, this.head + first), 0);
+      if (first < size) ring.set(old.subarray(0, size - first), first);
+      releaseRing(old);
+    }
+    this.ring = ring;
+    this.head = 0;
+    return ring;
   }
 
   /** Drops every byte below `pos`. */
   dropBelow(pos: number): void {
     if (pos <= this.start) return;
     if (pos >= this.end) {
-      this.reset(Math.max(pos, this.end));
-      if (pos > this.end) return;
+      this.reset(pos);
       return;
     }
-    let cut = pos - this.start;
-    let i = 0;
-    while (i < this.chunks.length && cut >= this.chunks[i]!.length) {
-      cut -= this.chunks[i]!.length;
-      i++;
-    }
-    if (i > 0) this.chunks.splice(0, i);
-    if (cut > 0) this.chunks[0] = this.chunks[0]!.subarray(cut);
+    const ring = this.ring!;
+    let h = this.head + (pos - this.start);
+    if (h >= ring.length) h -= ring.length;
+    this.head = h;
     this.start = pos;
   }
 
@@ -66,20 +177,14 @@ export class ByteStore {
     const a = Math.max(from, this.start);
     const b = Math.min(to, this.end);
     if (b <= a) return new Uint8Array(0);
-    const out = new Uint8Array(b - a);
-    let pos = this.start;
-    let o = 0;
-    for (const c of this.chunks) {
-      const cEnd = pos + c.length;
-      if (cEnd > a && pos < b) {
-        const s = Math.max(a, pos) - pos;
-        const e = Math.min(b, cEnd) - pos;
-        out.set(c.subarray(s, e), o);
-        o += e - s;
-      }
-      pos = cEnd;
-      if (pos >= b) break;
-    }
+    const ring = this.ring!;
+    const n = b - a;
+    const out = new Uint8Array(n);
+    let i = this.head + (a - this.start);
+    if (i >= ring.length) i -= ring.length;
+    const first = Math.min(n, ring.length - i);
+    out.set(ring.subarray(i, i + first), 0);
+    if (first < n) out.set(ring.subarray(0, n - first), first);
     return out;
   }
 
@@ -91,18 +196,16 @@ export class ByteStore {
     const a = Math.max(at, this.start);
     const b = Math.min(at + data.length, this.end);
     if (b <= a) return -1;
-    let pos = this.start;
-    for (const c of this.chunks) {
-      const cEnd = pos + c.length;
-      if (cEnd > a && pos < b) {
-        const s = Math.max(a, pos);
-        const e = Math.min(b, cEnd);
-        for (let p = s; p < e; p++) {
-          if (c[p - pos] !== data[p - at]) return p;
-        }
-      }
-      pos = cEnd;
-      if (pos >= b) break;
+    const ring = this.ring!;
+    const n = b - a;
+    let i = this.head + (a - this.start);
+    if (i >= ring.length) i -= ring.length;
+    const first = Math.min(n, ring.length - i);
+    let d = diffAt(ring, i, data, a - at, first);
+    if (d >= 0) return a + d;
+    if (first < n) {
+      d = diffAt(ring, 0, data, a - at + first, n - first);
+      if (d >= 0) return a + first + d;
     }
     return -1;
   }

@@ -1,0 +1,84 @@
+/**
+ * The JIT warm-up (src/engine/warmup.ts): its synthetic traffic is valid and reaches every part
+ * it is meant to warm (no malformed frame, no NAT drop, handshakes completed, every rule's agent
+ * fed, GSO frames with a vnet header), and — checked with V8's own trace in a child process —
+ * a real gateway built after it runs its first frames of every kind (ARP, ICMP, UDP, TCP) in the
+ * optimised code, without deoptimising handleFrame or its output path.
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { warmUp } from '../../src/engine/warmup.js';
+
+const REPO = join(import.meta.dirname, '../..');
+const example = (f: string) => loadConfig(join(REPO, 'examples', f));
+
+describe('warmUp', () => {
+  const cases = [
+    { name: 'no config', config: null, vnetHdr: false, rules: 0, nat: false },
+    { name: 'no config, vnet header', config: null, vnetHdr: true, rules: 0, nat: false },
+    { name: 'replace rules, vnet header', config: example('replace.yaml'), vnetHdr: true, rules: 1, nat: false },
+    { name: 'masquerade + ftp + replace (cluster.yaml)', config: example('cluster.yaml'), vnetHdr: true, rules: 2, nat: true },
+    { name: 'one-to-one NAT + ftp (ftp-nat.yaml)', config: example('ftp-nat.yaml'), vnetHdr: false, rules: 1, nat: true },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: valid traffic that reaches what it warms`, () => {
+      const r = warmUp({ config: c.config, vnetHdr: c.vnetHdr, frames: 3000 });
+      const s = r.stats;
+      expect(r.frames).toBeGreaterThanOrEqual(3000);
+      expect(s.gateway.framesIn).toBe(r.frames);
+      expect(s.gateway.malformed).toEqual({});
+      expect(s.gateway.natDropped).toEqual({});
+      // Every frame goes out again (the retransmitted duplicate too); rewrites may add some.
+      expect(s.gateway.framesOut).toBeGreaterThanOrEqual(r.frames);
+      expect(s.flows.created).toBeGreaterThan(0);
+      expect(s.flows.halfOpen).toBe(0);
+      if (c.vnetHdr) expect(s.gateway.gsoIn).toBeGreaterThan(0);
+      else expect(s.gateway.gsoIn).toBe(0);
+      if (c.rules > 0) {
+        expect(s.stream.agentBytes).toBeGreaterThan(0);
+        expect(s.stream.delayed, 'out-of-order segments queued').toBeGreaterThan(0);
+        expect(s.stream.drained).toBe(s.stream.delayed);
+        expect(s.stream.alreadyProcessed, 'retransmissions').toBeGreaterThan(0);
+        expect(s.stream.agentError + s.stream.agentViolation).toBe(0);
+      }
+      if (c.nat) expect(s.nat!.translated).toBeGreaterThan(0);
+    });
+  }
+
+  it('leaves a real gateway built with the same options optimised for every frame kind (V8 trace)', () => {
+    // The child builds the real gateway first (as LiveGateway does), warms up, then sends the real
+    // gateway ARP, ICMP, UDP and TCP frames at fractional times to a different output function.
+    const script = `
+      import { Gateway } from './src/engine/gateway.ts';
+      import { warmUp } from './src/engine/warmup.ts';
+      import { loadConfig } from './src/config/index.ts';
+      import { pino } from 'pino';
+      const log = pino({ level: 'silent' });
+      const config = loadConfig('examples/replace.yaml');
+      const gw = new Gateway({ config, vnetHdr: true, verifyChecksums: true, log: log.child({ mod: 'gateway' }) });
+      // The frames the warm-up builds, captured from a second warm-up's scratch gateway's input.
+      const frames = [];
+      const orig = Gateway.prototype.handleFrame;
+      Gateway.prototype.handleFrame = function (f, from, now, emit) { if (frames.length < 400) frames.push([f.slice(), from]); return orig.call(this, f, from, now, emit); };
+      warmUp({ config, vnetHdr: true, log, frames: 400 });
+      Gateway.prototype.handleFrame = orig;
+      warmUp({ config, vnetHdr: true, log });
+      await new Promise((r) => setTimeout(r, 200)); // concurrent compilation finishes
+      console.log('REAL-TRAFFIC-START');
+      let out = 0;
+      const emit = function realEmit(f) { out += f.length; };
+      let now = 5000.123;
+      for (const [f, from] of frames) gw.handleFrame(f, from, (now += 0.37), emit);
+      console.log('REAL-TRAFFIC-END', out > 0);
+    `;
+    const r = spawnSync(process.execPath, ['--trace-deopt', '--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const after = r.stdout.slice(r.stdout.indexOf('REAL-TRAFFIC-START'));
+    expect(after).toContain('REAL-TRAFFIC-END true');
+    const during = after.slice(0, after.indexOf('REAL-TRAFFIC-END'));
+    const bailouts = during.split('\n').filter((l) => l.includes('bailout') && /<JSFunction (handleFrame|handleTcp|out|decodeFrame|lookup|onSegment|handle)\b/.test(l));
+    expect(bailouts).toEqual([]);
+  });
+});
