@@ -282,6 +282,8 @@ export interface TableLimits {
   maxConnections: number;
   idleTimeoutMs: number;
   closingTimeoutMs: number;
+  /** How long a connection closed both ways (or reset) stays (default: closingTimeoutMs). */
+  closedTimeoutMs?: number;
   /** Lifetime of an embryonic entry (default: idleTimeoutMs). */
   synTimeoutMs?: number;
   /** Embryonic entries at once (default: no cap beyond maxConnections). */
@@ -308,6 +310,8 @@ export function newFlowCounters() {
     expiredClosed: 0,
     /** A new SYN replaced a closed/closing connection with the same 4-tuple. */
     reused: 0,
+    /** Closed connections removed early to make room for a new one (the table was full). */
+    evictedClosed: 0,
     simultaneousOpen: 0,
     /** importFlow refused because the table was full. */
     importRefused: 0,
@@ -359,6 +363,12 @@ export class FlowTable<C = unknown> {
   /** Keyed by tupleHash (a small integer: no string per lookup or per entry). */
   private readonly flows = new Map<number, Bucket<C>>();
   private count = 0;
+  /**
+   * Connections closed both ways or reset, oldest first: when the table is full, a new SYN takes
+   * the place of the oldest of them (what Linux conntrack's early drop does with unassured
+   * entries) rather than being refused while the table waits for closed entries to expire.
+   */
+  private readonly closed = new Set<Flow<C>>();
   /**
    * For 4-tuples whose last connection left the table: how many connections they had (for ids
    * "…#1", "…#2"). A live flow carries its own number (`gen`).
@@ -460,6 +470,11 @@ export class FlowTable<C = unknown> {
       f.lastMs = nowMs;
       return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: false };
     }
+    if (this.count >= this.limits.maxConnections && syn && this.closed.size > 0) {
+      const oldest = this.closed.values().next().value as Flow<C>;
+      this.remove(oldest);
+      this.counters.evictedClosed++;
+    }
     if (this.count >= this.limits.maxConnections) {
       if (syn) {
         this.counters.tableFull++;
@@ -546,6 +561,7 @@ export class FlowTable<C = unknown> {
     f.closedMs = v.closedMs;
     f.confirmed = v.confirmed;
     this.insert(f, hash);
+    if (f.state === 'closed') this.closed.add(f);
     if (!f.confirmed) this.embryonic++;
     return f;
   }
@@ -572,20 +588,20 @@ export class FlowTable<C = unknown> {
     }
     if (flags & TCP_RST) {
       h.rstSeen = true;
-      if (f.state !== 'closed') {
-        f.state = 'closed';
-        f.closedMs = nowMs;
-      }
+      if (f.state !== 'closed') this.close(f, nowMs);
     } else if (flags & TCP_FIN) {
       h.finSeen = true;
       if (f.halves[0].finSeen && f.halves[1].finSeen) {
-        if (f.state !== 'closed') {
-          f.state = 'closed';
-          f.closedMs = nowMs;
-        }
+        if (f.state !== 'closed') this.close(f, nowMs);
       } else if (f.state !== 'closed') f.state = 'closing';
     }
     f.lastMs = nowMs;
+  }
+
+  private close(f: Flow<C>, nowMs: number): void {
+    f.state = 'closed';
+    f.closedMs = nowMs;
+    this.closed.add(f);
   }
 
   private confirm(f: Flow<C>): void {
@@ -600,6 +616,7 @@ export class FlowTable<C = unknown> {
    */
   remove(f: Flow<C>): void {
     if (!this.unlink(f)) return;
+    this.closed.delete(f);
     if (!f.confirmed) this.embryonic--;
     // A later connection of this 4-tuple gets the next number.
     this.reuse.set(f.key, f.gen + 1);
@@ -618,8 +635,10 @@ export class FlowTable<C = unknown> {
         this.counters.expiredHalfOpen++;
         n++;
       } else if (f.state === 'closed' || f.state === 'closing') {
-        const since = f.state === 'closed' ? f.closedMs : f.lastMs;
-        if (nowMs - since > this.limits.closingTimeoutMs || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
+        const closed = f.state === 'closed';
+        const since = closed ? f.closedMs : f.lastMs;
+        const timeout = closed ? (this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs) : this.limits.closingTimeoutMs;
+        if (nowMs - since > timeout || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
           this.remove(f);
           this.counters.expiredClosed++;
           n++;

@@ -94,6 +94,9 @@ export class ByteStore {
   start = 0;
   /** Position just after the last stored byte. */
   end = 0;
+  /** Most bytes held by the current ring, and the capacity to start the next ring with. */
+  private peak = 0;
+  private hint = 0;
 
   /** `longLived`: bytes may stay for long (held bytes of an idle connection): see copyBytes. */
   constructor(start = 0, private readonly longLived = false) {
@@ -112,8 +115,14 @@ export class ByteStore {
 
   /** Empties the store and moves it to `pos`. */
   reset(pos: number): void {
-    if (this.ring !== null) {
-      releaseRing(this.ring);
+    const ring = this.ring;
+    if (ring !== null) {
+      // The next ring starts at this one's capacity when it was well used (a busy connection
+      // empties its store at every full ACK: it must not grow again step by step, copying, each
+      // time), at half of it otherwise (a burst long ago does not keep a big ring).
+      this.hint = this.peak * 4 > ring.length ? ring.length : ring.length >>> 1;
+      this.peak = 0;
+      releaseRing(ring);
       this.ring = null;
     }
     this.head = 0;
@@ -128,6 +137,7 @@ export class ByteStore {
     const size = this.end - this.start;
     let ring = this.ring;
     if (ring === null || size + n > ring.length) ring = this.grow(size + n);
+    if (size + n > this.peak) this.peak = size + n;
     const cap = ring.length;
     let tail = this.head + size;
     if (tail >= cap) tail -= cap;
@@ -142,7 +152,7 @@ export class ByteStore {
 
   /** Replaces the ring with one of at least `need` bytes holding the live bytes from index 0. */
   private grow(need: number): Uint8Array {
-    let cap = MIN_CAPACITY;
+    let cap = this.ring === null && this.hint > MIN_CAPACITY ? this.hint : MIN_CAPACITY;
     while (cap < need) cap *= 2;
     const ring = acquireRing(cap, this.longLived);
     const old = this.ring;

@@ -29,8 +29,16 @@ export interface Limits {
   commandMaxAgeMs: number;
   /** Idle timeout for established connections. */
   idleTimeoutMs: number;
-  /** Timeout for closing / closed connections (FIN or RST seen). */
+  /** Timeout for closing connections (a FIN seen one way), from their last segment. */
   closingTimeoutMs: number;
+  /**
+   * How long a connection closed both ways (both FINs) or reset stays in the table, from its
+   * close: long enough to translate the retransmitted FINs and last ACKs of a close whose final
+   * ACK was lost (Linux: 200 ms, then doubling), short enough that a gateway opening thousands of
+   * connections a second does not keep minutes of dead ones (Linux conntrack: 10 s after a
+   * RST). When the table is full, the oldest of them also makes room for a new SYN.
+   */
+  closedTimeoutMs: number;
   /**
    * Embryonic connections (handshake not completed; mid-stream ones not yet seen from both
    * sides) are removed this long after they were created: a SYN flood's entries go quickly.
@@ -64,6 +72,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   commandMaxAgeMs: 0,
   idleTimeoutMs: 3_600_000,
   closingTimeoutMs: 120_000,
+  closedTimeoutMs: 10_000,
   synTimeoutMs: 30_000,
   maxHalfOpen: 25_000,
   maxFrameBytes: 14 + 8 + 65_535,

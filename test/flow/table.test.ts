@@ -87,6 +87,63 @@ describe('flow table', () => {
     expect(t.counters.expiredIdle).toBe(1);
   });
 
+  it('keeps a connection closed both ways (or reset) for closedTimeoutMs, a half-closed one for closingTimeoutMs', () => {
+    const t = new FlowTable({ ...limits, maxConnections: 10, closedTimeoutMs: 200 });
+    const open = (port: number, now: number) => {
+      const c = { ...C, port };
+      const r = t.lookup(c, S, TCP_SYN, 1, now);
+      if (r.kind !== 'flow') throw new Error('no flow');
+      t.track(r.flow, 0, TCP_SYN, 1, undefined, now);
+      t.track(r.flow, 1, TCP_SYN | TCP_ACK, 5, undefined, now);
+      t.track(r.flow, 0, TCP_ACK, 2, undefined, now);
+      return r.flow;
+    };
+    const both = open(1, 0);
+    t.track(both, 0, TCP_FIN | TCP_ACK, 2, undefined, 10);
+    t.track(both, 1, TCP_FIN | TCP_ACK, 6, undefined, 20);
+    const reset = open(2, 0);
+    t.track(reset, 1, TCP_RST, 6, undefined, 30);
+    const half = open(3, 0);
+    t.track(half, 0, TCP_FIN | TCP_ACK, 2, undefined, 40);
+    expect([both.state, reset.state, half.state]).toEqual(['closed', 'closed', 'closing']);
+    t.expire(20 + 199);
+    expect(t.size).toBe(3);
+    t.expire(30 + 201);
+    expect(t.size).toBe(1);
+    expect(t.counters.expiredClosed).toBe(2);
+    t.expire(40 + 1_001);
+    expect(t.size).toBe(0);
+    expect(t.counters.expiredClosed).toBe(3);
+  });
+
+  it('a new SYN takes the place of the oldest closed connection when the table is full', () => {
+    const t = new FlowTable({ ...limits, closedTimeoutMs: 60_000 });
+    const flows = [0, 1, 2].map((i) => {
+      const r = t.lookup({ ...C, port: 1000 + i }, S, TCP_SYN, i, 0);
+      if (r.kind !== 'flow') throw new Error('no flow');
+      t.track(r.flow, 0, TCP_SYN, i, undefined, 0);
+      t.track(r.flow, 1, TCP_SYN | TCP_ACK, 50 + i, undefined, 0);
+      t.track(r.flow, 0, TCP_ACK, i + 1, undefined, 0);
+      return r.flow;
+    });
+    // Closed in the order 2, 0 (1 stays open): 2 is the oldest closed one.
+    t.track(flows[2]!, 0, TCP_RST, 3, undefined, 5);
+    t.track(flows[0]!, 0, TCP_FIN | TCP_ACK, 1, undefined, 6);
+    t.track(flows[0]!, 1, TCP_FIN | TCP_ACK, 51, undefined, 7);
+    const a = t.lookup({ ...C, port: 2000 }, S, TCP_SYN, 9, 8);
+    expect(a.kind).toBe('flow');
+    expect(t.counters.evictedClosed).toBe(1);
+    expect(t.lookup({ ...C, port: 1002 }, S, TCP_ACK, 4, 8).kind, 'the evicted one is gone').not.toBe('flow');
+    expect(t.lookup({ ...C, port: 1000 }, S, TCP_ACK, 2, 8).kind, 'the younger closed one stays').toBe('flow');
+    const b = t.lookup({ ...C, port: 2001 }, S, TCP_SYN, 9, 9);
+    expect(b.kind).toBe('flow');
+    expect(t.counters.evictedClosed).toBe(2);
+    // Only open connections left: refused as before, and a non-SYN never evicts.
+    expect(t.lookup({ ...C, port: 2002 }, S, TCP_SYN, 9, 10).kind).toBe('refused');
+    expect(t.counters.tableFull).toBe(1);
+    expect(t.size).toBe(3);
+  });
+
   it('refuses SYNs beyond the table size, counted', () => {
     const t = new FlowTable(limits);
     for (let i = 0; i < 3; i++) expect(t.lookup({ ...C, port: 1000 + i }, S, TCP_SYN, i, 0).kind).toBe('flow');

@@ -244,6 +244,23 @@ describe('ByteStore ring', () => {
     expect(Buffer.from(s.read(0, 5)).toString()).toBe('hello');
   });
 
+  it('starts the next ring at the last one\'s size when it was well used, at half when not', () => {
+    const s = new ByteStore(0);
+    const chunk = new Uint8Array(64 << 10);
+    for (let i = 0; i < 16; i++) s.append(chunk); // 1 MiB, grown step by step
+    expect(s.capacity).toBe(1 << 20);
+    s.dropBelow(s.end); // everything acknowledged: the ring goes back
+    expect(s.capacity).toBe(0);
+    s.append(chunk);
+    expect(s.capacity, 'no regrowth from 256 bytes for a busy connection').toBe(1 << 20);
+    s.dropBelow(s.end); // this ring held 64 KiB of 1 MiB
+    s.append(new Uint8Array(10));
+    expect(s.capacity).toBe(512 << 10);
+    s.reset(s.end);
+    s.append(new Uint8Array(10));
+    expect(s.capacity).toBe(256 << 10);
+  });
+
   it('reuses a released ring from the free list', () => {
     const chunk = new Uint8Array(64 * 1024).fill(1);
     const a = new ByteStore(0);
