@@ -13,6 +13,7 @@ import { tcpFrame } from './frames.js';
 const SYN = 0x02;
 const ACK = 0x10;
 const PSH = 0x08;
+const FIN = 0x01;
 const C = 0x0a000001;
 const S = 0x0a000002;
 
@@ -63,6 +64,41 @@ export function buildScenario(segments: number, reorder: number, seed = 1): Engi
     }
   }
   return { frames, dataSegments: segments, payloadBytes: segments * mss };
+}
+
+/**
+ * Short HTTP-like connections (what wrk with `Connection: close` makes): per connection SYN,
+ * SYN-ACK, ACK, a request, its ACK, a response, its ACK, the server's FIN, its ACK, the client's
+ * FIN, the last ACK — 11 frames; every connection has its own client port (and address).
+ */
+export function buildShortConnections(connections: number): EngineScenario & { connections: number } {
+  const frames: Uint8Array[] = [];
+  const req = Buffer.from('GET / HTTP/1.1\r\nHost: 10.0.0.2\r\nUser-Agent: wrk\r\nConnection: close\r\n\r\n', 'latin1');
+  const res = Buffer.from('HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n', 'latin1');
+  for (let i = 0; i < connections; i++) {
+    const c = (0x0a010000 + (i >>> 14)) >>> 0;
+    const port = 1024 + (i & 0x3fff);
+    const isnC = (0x10000000 + i * 7919) >>> 0;
+    const isnS = (0x70000000 + i * 104729) >>> 0;
+    const c2s = (seq: number, ack: number, flags: number, payload?: Uint8Array) =>
+      frames.push(tcpFrame({ src: c, dst: S, srcPort: port, dstPort: 80, seq, ack, flags, ...(payload ? { payload } : {}) }));
+    const s2c = (seq: number, ack: number, flags: number, payload?: Uint8Array) =>
+      frames.push(tcpFrame({ src: S, dst: c, srcPort: 80, dstPort: port, seq, ack, flags, ...(payload ? { payload } : {}) }));
+    c2s(isnC, 0, SYN);
+    s2c(isnS, isnC + 1, SYN | ACK);
+    c2s(isnC + 1, isnS + 1, ACK);
+    c2s(isnC + 1, isnS + 1, ACK | PSH, req);
+    const cEnd = isnC + 1 + req.length;
+    s2c(isnS + 1, cEnd, ACK);
+    s2c(isnS + 1, cEnd, ACK | PSH, res);
+    const sEnd = isnS + 1 + res.length;
+    c2s(cEnd, sEnd, ACK);
+    s2c(sEnd, cEnd, ACK | FIN);
+    c2s(cEnd, sEnd + 1, ACK);
+    c2s(cEnd, sEnd + 1, ACK | FIN);
+    s2c(sEnd + 1, cEnd + 1, ACK);
+  }
+  return { frames, dataSegments: frames.length, payloadBytes: connections * (req.length + res.length), connections };
 }
 
 const RULE = parseConfig(
@@ -119,6 +155,13 @@ export function runEngineBench(opts: { segments?: number; runs?: number } = {}):
   row('pass-through, in order', inOrder, timeIt(inOrder, runs, through(null)));
   row('replace rule, in order', inOrder, timeIt(inOrder, runs, through(RULE)));
   row('replace rule, 5% reordered', reordered, timeIt(reordered, runs, through(RULE)));
+  // Short connections: "segments" here are frames (11 per connection).
+  const short = buildShortConnections(Math.max(1000, Math.round(segments / 2)));
+  row('short connections: decode only', short, timeIt(short, runs, (fr) => {
+    for (const f of fr) sink += decodeFrame(f, { link: 'ethernet', verifyChecksums: true }).kind.length;
+  }));
+  row('short connections: pass-through', short, timeIt(short, runs, through(null)));
+  row('short connections: replace rule', short, timeIt(short, runs, through(RULE)));
   if (sink === -1) console.log(sink);
   return rows;
 }

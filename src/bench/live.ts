@@ -212,61 +212,58 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
     writeFileSync(config, BENCH_RULE_YAML);
     const server = '10.200.0.2';
 
-    const iperf = async (prefix: string, dst: string, name: string): Promise<void> => {
+    // Rounds, interleaved: every path is measured once per round, in the same order, so a load
+    // change on the shared box moves every path's figures alike instead of one path's (a path
+    // measured as one block against its baseline minutes later was a coin toss: ping baselines
+    // moved 75 ↔ 121 µs between runs). Each value is the median over the rounds.
+    const results = new Map<string, { tp: number[]; lat: number[]; cps: number[] }>();
+    const rec = (name: string) => {
+      let r = results.get(name);
+      if (r === undefined) results.set(name, (r = { tp: [], lat: [], cps: [] }));
+      return r;
+    };
+    const iperfOnce = async (prefix: string, dst: string, name: string, round: number): Promise<void> => {
       // One unmeasured second first: JIT warm-up for the Node rows, ARP and caches for all.
       await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', '1'], { timeoutMs: 20_000 });
       if (!doIperf) return;
-      const xs: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
-          timeoutMs: (seconds + 20) * 1000,
-        });
-        let bps: number;
-        try {
-          bps = parseIperf(r.stdout);
-        } catch (e) {
-          throw new Error(`iperf3 (${name}) failed: ${(e as Error).message} ${r.stderr.slice(0, 300)}`);
-        }
-        xs.push(bps / 1e9);
-        log(`${name} run ${i + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
+      const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+        timeoutMs: (seconds + 20) * 1000,
+      });
+      let bps: number;
+      try {
+        bps = parseIperf(r.stdout);
+      } catch (e) {
+        throw new Error(`iperf3 (${name}) failed: ${(e as Error).message} ${r.stderr.slice(0, 300)}`);
       }
-      report.throughput.push({ name, value: median(xs), runs: xs });
+      rec(name).tp.push(bps / 1e9);
+      log(`${name} round ${round + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
     };
-    const ping = async (name: string): Promise<void> => {
+    const pingOnce = async (name: string, round: number): Promise<void> => {
       if (!doPing) return;
-      // `runs` rounds of `pings` probes: the value is the median of the rounds' medians (a
-      // shared box's load moves a whole round; one round's median alone is a coin toss).
-      const xs: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
-        const rtts = parsePing(r.stdout).map((ms) => ms * 1000);
-        if (rtts.length < pings / 2) throw new Error(`ping (${name}): ${rtts.length}/${pings} answered: ${r.stderr || r.stdout.slice(-300)}`);
-        // The first probe may wait for ARP: the median does not care.
-        xs.push(median(rtts));
-        log(`${name} ping round ${i + 1}: median ${median(rtts).toFixed(1)} µs (${rtts.length}/${pings})`);
-      }
-      report.latency.push({ name, value: median(xs), runs: xs });
+      // One round of `pings` probes; the value is the median of the rounds' medians.
+      const r = await labExec(P, 'client', ['ping', '-n', '-c', String(pings), '-i', '0.01', '-W', '1', server], { timeoutMs: pings * 50 + 10_000 });
+      const rtts = parsePing(r.stdout).map((ms) => ms * 1000);
+      if (rtts.length < pings / 2) throw new Error(`ping (${name}): ${rtts.length}/${pings} answered: ${r.stderr || r.stdout.slice(-300)}`);
+      // The first probe may wait for ARP: the median does not care.
+      rec(name).lat.push(median(rtts));
+      log(`${name} ping round ${round + 1}: median ${median(rtts).toFixed(1)} µs (${rtts.length}/${pings})`);
     };
-    const wrk = async (name: string): Promise<void> => {
+    const wrkOnce = async (name: string, round: number): Promise<void> => {
       if (!withWrk || !part('wrk')) return;
-      const xs: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        const r = await labExec(
-          P,
-          'client',
-          ['wrk', '-t1', `-c${wrkConns}`, `-d${wrkSeconds}s`, '-H', 'Connection: close', `http://${server}:${HTTP_PORT}/`],
-          { timeoutMs: (wrkSeconds + 20) * 1000 },
-        );
-        const w = parseWrk(r.stdout);
-        if (w.errors > w.requests / 100) notes.push(`${name} wrk run ${i + 1}: ${w.errors} errors in ${w.requests} requests`);
-        xs.push(w.rps);
-        log(`${name} wrk run ${i + 1}: ${w.rps.toFixed(0)} conn/s (${w.errors} errors)`);
-        await sleep(500);
-      }
-      report.connsPerSec.push({ name, value: median(xs), runs: xs });
+      const r = await labExec(
+        P,
+        'client',
+        ['wrk', '-t1', `-c${wrkConns}`, `-d${wrkSeconds}s`, '-H', 'Connection: close', `http://${server}:${HTTP_PORT}/`],
+        { timeoutMs: (wrkSeconds + 20) * 1000 },
+      );
+      const w = parseWrk(r.stdout);
+      if (w.errors > w.requests / 100) notes.push(`${name} wrk round ${round + 1}: ${w.errors} errors in ${w.requests} requests`);
+      rec(name).cps.push(w.rps);
+      log(`${name} wrk round ${round + 1}: ${w.rps.toFixed(0)} conn/s (${w.errors} errors)`);
+      await sleep(500);
     };
 
-    // ---- The lab: bridge, C forwarder, tapgate --------------------------------------------
+    // ---- The labs: bridged (bridge, C forwarder, tapgate) and routed (kernel router, proxy) ----
     await labDown(P);
     await labUp({ prefix: P });
     const cns = nsName(P, 'client');
@@ -279,40 +276,82 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       writeFileSync(join(tmp, 'nginx.conf'), nginxConf(tmp, `${server}:${HTTP_PORT}`));
       labSpawn(P, 'server', 'nginx', ['nginx', '-p', tmp, '-c', join(tmp, 'nginx.conf')]);
     }
-    await sleep(500);
-
-    const gw = nsName(P, 'gw');
-    sh(['ip', '-n', gw, 'link', 'add', 'bx-c', 'type', 'veth', 'peer', 'name', 'bx-s']);
-    sh(['ip', '-n', gw, 'link', 'set', 'bx-c', 'master', LAB_IFACES.bridgeClient, 'up']);
-    sh(['ip', '-n', gw, 'link', 'set', 'bx-s', 'master', LAB_IFACES.bridgeServer, 'up']);
-    await iperf(P, server, 'kernel bridge');
-    await ping('kernel bridge');
-    await wrk('kernel bridge');
-    sh(['ip', '-n', gw, 'link', 'del', 'bx-c']);
-
-    for (const vnet of doIperf || doPing || part('wrk') ? [false, true] : []) {
-      await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
-      const name = `C forwarder ${vnet ? 'GSO (vnet hdr)' : '1500 (no vnet hdr)'}`;
-      await iperf(P, server, name);
-      await ping(name);
-      // The C forwarder's connections/s (GSO only): what any single-threaded TAP forwarder
-      // reaches here, for orientation next to the goal's kernel-bridge baseline.
-      if (vnet) await wrk(name);
-      await labKill(P, 'gateway');
+    const routed = doIperf && part('proxy');
+    if (routed) {
+      await buildRouted(PX);
+      labSpawn(PX, 'server', 'iperf3', ['iperf3', '-s', '-B', '10.201.2.1', '-p', String(IPERF_PORT)]);
     }
+    await sleep(500);
+    const gw = nsName(P, 'gw');
 
-    const tapgateCases = [
-      { name: 'tapgate GSO, rule', vnetHdr: true, rule: true, lat: true, wrk: true },
-      { name: 'tapgate no GSO, rule', vnetHdr: false, rule: true, lat: true, wrk: false },
-      { name: 'tapgate GSO, no rule', vnetHdr: true, rule: false, lat: false, wrk: false },
-    ];
-    for (const c of tapgateCases) {
-      if (!doIperf && !(c.lat && doPing) && !(c.wrk && part('wrk'))) continue;
-      await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr: c.vnetHdr, ...(c.rule ? { config } : {}) }) });
-      await iperf(P, server, c.name);
-      if (c.lat) await ping(c.name);
-      if (c.wrk) await wrk(c.name);
-      await labKill(P, 'gateway');
+    interface Path {
+      name: string;
+      /** Measured here (iperf rows are measured for every path when iperf is on). */
+      lat: boolean;
+      wrk: boolean;
+      up: () => Promise<void>;
+      down: () => Promise<void>;
+      /** iperf3 target: the bridged lab's server or the routed lab's. */
+      prefix: string;
+      dst: string;
+    }
+    const bridged = (name: string, lat: boolean, wrkToo: boolean, up: () => Promise<void>, down: () => Promise<void>): Path =>
+      ({ name, lat, wrk: wrkToo, up, down, prefix: P, dst: server });
+    const paths: Path[] = [];
+    if (doIperf || doPing || part('wrk')) {
+      paths.push(bridged('kernel bridge', true, true, async () => {
+        sh(['ip', '-n', gw, 'link', 'add', 'bx-c', 'type', 'veth', 'peer', 'name', 'bx-s']);
+        sh(['ip', '-n', gw, 'link', 'set', 'bx-c', 'master', LAB_IFACES.bridgeClient, 'up']);
+        sh(['ip', '-n', gw, 'link', 'set', 'bx-s', 'master', LAB_IFACES.bridgeServer, 'up']);
+      }, async () => sh(['ip', '-n', gw, 'link', 'del', 'bx-c'])));
+      for (const vnet of [false, true]) {
+        // The C forwarder's connections/s (GSO only): what any single-threaded TAP forwarder
+        // reaches here, for orientation next to the goal's kernel-bridge baseline.
+        paths.push(bridged(`C forwarder ${vnet ? 'GSO (vnet hdr)' : '1500 (no vnet hdr)'}`, true, vnet, async () => {
+          await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
+        }, async () => void (await labKill(P, 'gateway'))));
+      }
+      const tapgateCases = [
+        { name: 'tapgate GSO, rule', vnetHdr: true, rule: true, lat: true, wrk: true },
+        { name: 'tapgate no GSO, rule', vnetHdr: false, rule: true, lat: true, wrk: false },
+        { name: 'tapgate GSO, no rule', vnetHdr: true, rule: false, lat: false, wrk: false },
+      ];
+      for (const c of tapgateCases) {
+        if (!doIperf && !(c.lat && doPing) && !(c.wrk && part('wrk'))) continue;
+        paths.push(bridged(c.name, c.lat, c.wrk, async () => {
+          await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr: c.vnetHdr, ...(c.rule ? { config } : {}) }) });
+        }, async () => void (await labKill(P, 'gateway'))));
+      }
+    }
+    if (routed) {
+      paths.push({ name: 'kernel router (routed)', lat: false, wrk: false, up: async () => {}, down: async () => {}, prefix: PX, dst: '10.201.2.1' });
+      paths.push({
+        name: 'Node proxy (net pipe)', lat: false, wrk: false, prefix: PX, dst: '10.201.1.254',
+        up: async () => {
+          labSpawn(PX, 'gw', 'proxy', [process.execPath, PROXY_JS, '10.201.1.254', String(IPERF_PORT), '10.201.2.1', String(IPERF_PORT)]);
+          await sleep(700);
+        },
+        down: async () => void (await labKill(PX, 'proxy')),
+      });
+    }
+    for (let round = 0; round < runs; round++) {
+      for (const path of paths) {
+        await path.up();
+        try {
+          await iperfOnce(path.prefix, path.dst, path.name, round);
+          if (path.lat) await pingOnce(path.name, round);
+          if (path.wrk) await wrkOnce(path.name, round);
+        } finally {
+          await path.down();
+        }
+      }
+    }
+    for (const path of paths) {
+      const r = results.get(path.name);
+      if (r === undefined) continue;
+      if (r.tp.length > 0) report.throughput.push({ name: path.name, value: median(r.tp), runs: r.tp });
+      if (r.lat.length > 0) report.latency.push({ name: path.name, value: median(r.lat), runs: r.lat });
+      if (r.cps.length > 0) report.connsPerSec.push({ name: path.name, value: median(r.cps), runs: r.cps });
     }
 
     if (profWorkload !== undefined && (profWorkload !== 'wrk' || withWrk)) {
@@ -349,16 +388,7 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       }
     }
     await labDown(P);
-
-    // ---- The routed topology: kernel router, Node proxy ------------------------------------
-    if (!doIperf || !part('proxy')) return report;
-    await buildRouted(PX);
-    labSpawn(PX, 'server', 'iperf3', ['iperf3', '-s', '-B', '10.201.2.1', '-p', String(IPERF_PORT)]);
-    await sleep(500);
-    await iperf(PX, '10.201.2.1', 'kernel router (routed)');
-    labSpawn(PX, 'gw', 'proxy', [process.execPath, PROXY_JS, '10.201.1.254', String(IPERF_PORT), '10.201.2.1', String(IPERF_PORT)]);
-    await sleep(700);
-    await iperf(PX, '10.201.1.254', 'Node proxy (net pipe)');
+    await labDown(PX);
   } finally {
     await labDown(P);
     await labDown(PX);

@@ -163,13 +163,27 @@ async function main(): Promise<void> {
     console.log('\nEngine, in process (median of runs; ratio against pass-through in the same run):');
     const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
     const base = rows.find((r) => r.name.startsWith('pass-through'))!;
+    const bulk = rows.filter((r) => !r.name.startsWith('short'));
     console.log(
       table(
-        rows.map((r) => ({
+        bulk.map((r) => ({
           case: r.name,
           'segments/s': Math.round(r.segPerSec),
           'MB/s': r.mbPerSec,
           'vs pass-through': r.segPerSec / base.segPerSec,
+        })),
+      ),
+    );
+    const short = rows.filter((r) => r.name.startsWith('short'));
+    const sbase = short.find((r) => r.name.endsWith('decode only'))!;
+    console.log('\nShort connections (11 frames each: handshake, request, response, close), in process:');
+    console.log(
+      table(
+        short.map((r) => ({
+          case: r.name.replace('short connections: ', ''),
+          'frames/s': Math.round(r.segPerSec),
+          'connections/s': Math.round(r.segPerSec / 11),
+          'vs decode only': r.segPerSec / sbase.segPerSec,
         })),
       ),
     );

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
-import { runEngineBench } from '../../src/bench/engine.js';
+import { buildShortConnections, runEngineBench } from '../../src/bench/engine.js';
+import { Gateway } from '../../src/engine/gateway.js';
 import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
 import { measureConnMemory } from '../../src/bench/memory.js';
 import { summarizeProfile } from '../../src/bench/profile.js';
@@ -22,7 +23,25 @@ describe('bench (smoke)', () => {
   it('engine bench runs', () => {
     const rows = runEngineBench({ segments: 50, runs: 1 });
     expect(rows.map((r) => r.name)).toContain('pass-through, in order');
+    expect(rows.map((r) => r.name)).toContain('short connections: replace rule');
     for (const r of rows) expect(r.segPerSec).toBeGreaterThan(0);
+  });
+
+  it('short-connection scenario: whole connections (handshake, request, response, both FINs)', () => {
+    const sc = buildShortConnections(500);
+    expect(sc.frames.length).toBe(500 * 11);
+    const gw = new Gateway({ config: parseConfig(BENCH_RULE_YAML.replace(/port: \[[^\]]*\]/, 'port: 80'), 'b.yaml') });
+    let out = 0;
+    let t = 0;
+    for (const f of sc.frames) gw.handleFrame(f, 0, (t += 0.01), () => out++);
+    const st = gw.stats();
+    expect(st.gateway.malformed).toEqual({});
+    expect(out).toBe(sc.frames.length);
+    expect(st.flows.created).toBe(500);
+    expect(st.flows.midstream).toBe(0);
+    expect(st.stream.agentBytes, 'the rule saw every request and response').toBe(sc.payloadBytes);
+    gw.tick(t + 10_001, () => {});
+    expect(gw.stats().flows.active, 'all closed both ways: gone after closedTimeoutMs').toBe(0);
   });
 
   it('memory per connection: every handshake tracked, an engine per flow with the rule', () => {
