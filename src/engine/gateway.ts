@@ -280,6 +280,8 @@ export function newGatewayCounters() {
     /** Agents that could not be created (bad agent config at run time). */
     agentCreateFailed: 0,
     connectionsRewritten: 0,
+    /** Engines of closed, never-rewritten, fully acknowledged connections released early. */
+    enginesReleased: 0,
     /** Packets (IPv4 and ARP) rewritten by NAT. */
     natTranslated: 0,
     /** Packets dropped by NAT, by reason (nat-frames.ts NatDropReason). */
@@ -705,6 +707,15 @@ export class Gateway {
       this.logStreamEvents(f.id, seq, nowMs);
     }
     this.flushOuts(f, cl !== null ? cl.gate(f, emit) : emit);
+    if (f.state === 'closed' && cl === null && conn.settled) {
+      // Closed both ways and everything acknowledged, never rewritten: what is left of it (a
+      // retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent go
+      // now rather than after closedTimeoutMs: short connections' state dies young (cheap GC).
+      conn.dispose();
+      f.conn = null;
+      this.timed.delete(f);
+      this.counters.enginesReleased++;
+    }
   }
 
   /** Which engine counters moved during the last segment; one rate-limited line per kind. */

@@ -157,6 +157,14 @@ export class Connection<T extends { fields: TcpFields }> {
     }
   }
 
+  /**
+   * Both directions settled (StreamDirection.settled): forwarding the rest of this connection
+   * unchanged is exactly what this engine would do, so a closed connection can let it go early.
+   */
+  get settled(): boolean {
+    return this.dirs[0].settled && this.dirs[1].settled;
+  }
+
   dispose(): void {
     this.dirs[0].dispose();
     this.dirs[1].dispose();

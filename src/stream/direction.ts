@@ -287,6 +287,17 @@ export class StreamDirection<T> {
     return this.queueBytes;
   }
 
+  /**
+   * Nothing left that a later segment would need: no command was ever made (F and G are the
+   * identity), nothing is held, queued or being originated, and R acknowledged everything
+   * processed (the FIN included once processed). See Connection.settled.
+   */
+  get settled(): boolean {
+    if (this.changes !== 0 || this.sndAckOrg < this.x) return false;
+    const b = this.busy;
+    return b === null || ((b.held === null || b.held.size === 0) && b.queue.length === 0 && b.synth === null);
+  }
+
   /** F: original position → new position. */
   map(p: number): number {
     return this.cmds.map(p);
