@@ -23,7 +23,11 @@
  * grows), the state is published at once and every frame of that connection waits (copied)
  * until JetStream acknowledges that put; frames of other connections are not delayed. The wait
  * is bounded by `syncHoldMs`: past it (NATS down) the frames go anyway, counted in
- * `unsyncedReleases` — forwarding outlives a sync outage. Without a new command the state is
+ * `unsyncedReleases` — forwarding outlives a sync outage. While the sync is known to be down (this
+ * node's NATS connection lost, or the last put refused and none acknowledged since) nothing waits
+ * at all and a refused put releases what waited for it: holding frames for an acknowledgement
+ * that cannot come would only throttle every rewriting connection to one burst per `syncHoldMs`
+ * (seen once: a 70 s HTTP download across a NATS restart). Without a new command the state is
  * published at most every `periodMs` (20 ms) while the connection changes, not waited for: the
  * spare may then be behind in sequence progress, but everything released after it was released
  * unchanged at the last command's offset, which is what a takeover relies on (below).
@@ -257,6 +261,8 @@ export class ClusterNode implements ClusterAttach {
   private ownerCache = new Map<number, boolean>();
   private nonTcpMine = false;
   private connected = false;
+  /** The last put was acknowledged (false from a refused put until the next acknowledged one). */
+  private syncOk = true;
   /** Heard the bucket's initial values and a heartbeat round: may own connections. */
   private ready = false;
   private draining = false;
@@ -690,6 +696,15 @@ export class ClusterNode implements ClusterAttach {
       }
     }
     if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
+    if (!this.connected || !this.syncOk) {
+      // Sync down: no acknowledgement is coming. What waits goes first, in order; nothing more waits.
+      if (rec.queue.length > 0) {
+        this.counters.unsyncedReleases += rec.queue.length;
+        this.releaseQueue(rec, Infinity, emit);
+      }
+      if (rec.ackedSeq < rec.needSeq) this.counters.unsyncedReleases++;
+      return emit;
+    }
     this.gated.add(rec);
     return (rec.holdEmit ??= (frame, to) => {
       if (this.heldBytes + frame.length > this.o.maxHeldBytes) {
@@ -766,12 +781,22 @@ export class ClusterNode implements ClusterAttach {
       .put(rec.key, enc.encode(JSON.stringify(snap)))
       .then(() => {
         this.counters.acked++;
+        this.syncOk = true;
         if (seq > rec.ackedSeq) rec.ackedSeq = seq;
         if (rec.queue.length > 0 && this.inject !== null) this.inject((emit) => this.releaseQueue(rec, rec.ackedSeq, emit));
       })
       .catch((e: Error) => {
         this.counters.publishErrors++;
-        this.log.debug({ err: e.message, key: rec.key }, 'snapshot not stored');
+        if (this.syncOk) this.log.warn({ err: e.message, key: rec.key }, 'snapshot not stored: frames no longer wait for the sync until a put is acknowledged');
+        this.syncOk = false;
+        // The acknowledgement this put's frames wait for will not come.
+        if (rec.queue.length > 0 && rec.ackedSeq < seq && this.inject !== null) {
+          this.inject((emit) => {
+            const held = rec.queue.filter((h) => h.need <= seq).length;
+            this.counters.unsyncedReleases += held;
+            this.releaseQueue(rec, seq, emit);
+          });
+        }
       })
       .finally(() => this.pendingAcks.delete(p));
     this.pendingAcks.add(p);
@@ -990,6 +1015,7 @@ export class ClusterNode implements ClusterAttach {
       ready: this.ready,
       draining: this.draining,
       connected: this.connected,
+      syncOk: this.syncOk,
       view: this.view,
       nonTcpForwarder: this.nonTcpMine,
       owned: [...this.local.values()].map((r) => ({ key: r.key, pub: r.pubSeq, acked: r.ackedSeq, held: r.queue.length })),

@@ -17,6 +17,8 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterNode } from '../../src/cluster/node.js';
 import { Gateway, type Emit, type Side } from '../../src/engine/gateway.js';
+import { tcpFrame } from '../../src/bench/frames.js';
+import { parseConfig } from '../../src/config/index.js';
 
 const NATS = '/usr/sbin/nats-server';
 const HAVE_NATS = existsSync(NATS);
@@ -92,9 +94,11 @@ interface Member {
   out: Array<{ frame: Uint8Array; to: Side }>;
 }
 
-function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number } = {}): Member {
+const REWRITE = parseConfig('rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n      - { find: "Hello", with: "Hi" }\n', 'r.yaml');
+
+function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number } = {}, rewrite = false): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
-  const gw = new Gateway({ cluster: node });
+  const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : {}) });
   const out: Member['out'] = [];
   const emit: Emit = (frame, to) => out.push({ frame: frame.slice(), to });
   node.attach({ gateway: gw, inject: (fn) => fn(emit, Date.now()) });
@@ -220,5 +224,37 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     // The reconnect gave every member a fresh deadline: nobody was declared dead on the way.
     expect((a.node.status().counters as Record<string, number>).nodesDead).toBe(0);
     expect((b.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+  });
+
+  it('frames wait for the snapshot while the sync works, not while it is down (NATS killed)', async () => {
+    const m = member(url, 'a', clusterName(), { syncHoldMs: 3000 }, true);
+    nodes.push(m);
+    await m.node.start();
+    expect(await until(() => viewOf(m).join() === 'a', 2000)).toBe(true);
+    const C = 0x0a000001;
+    const S = 0x0a000002;
+    const c2s = (seq: number, ack: number, flags: number) => tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq, ack, flags });
+    const s2c = (seq: number, ack: number, flags: number, text?: string) =>
+      tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq, ack, flags, ...(text !== undefined ? { payload: Buffer.from(text) } : {}) });
+    const emit: Emit = (frame, to) => m.out.push({ frame: frame.slice(), to });
+    const send = (f: Uint8Array, from: Side) => m.gw.handleFrame(f, from, Date.now(), emit);
+    send(c2s(100, 0, 0x02), 0);
+    send(s2c(500, 101, 0x12), 1);
+    send(c2s(101, 501, 0x10), 0);
+    const counters = () => m.node.status().counters as Record<string, number>;
+    // A rewrite (a new command): the frame waits for JetStream's acknowledgement, then goes.
+    const n0 = m.out.length;
+    send(s2c(501, 101, 0x18, 'Hello world\n'), 1);
+    expect(m.out.length, 'held until the put is acknowledged').toBe(n0);
+    expect(await until(() => m.out.length === n0 + 1, 2500)).toBe(true);
+    expect(counters().unsyncedReleases).toBe(0);
+    // Sync down: the next rewrite goes at once (nothing to wait for), counted.
+    await server.kill();
+    expect(await until(() => !connectedOf(m), 3000)).toBe(true);
+    const n1 = m.out.length;
+    send(s2c(513, 101, 0x18, 'Hello again\n'), 1);
+    expect(m.out.length, 'not held while the sync is down').toBe(n1 + 1);
+    expect(counters().unsyncedReleases).toBeGreaterThan(0);
+    expect(Buffer.from(m.out.at(-1)!.frame).includes(Buffer.from('Hi again'))).toBe(true);
   });
 });
