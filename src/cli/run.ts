@@ -156,6 +156,7 @@ export async function run(a: RunArgs): Promise<number> {
     if (nat !== null) {
       const n = Number(a.nodeId);
       nat.slice = { index: (Number.isInteger(n) ? n : stringKey(String(a.nodeId))) % NAT_SLICES, count: NAT_SLICES };
+      nat.seedCursors(Math.random);
     }
     try {
       await node.start();

@@ -529,6 +529,21 @@ export class NatTable {
     return this.cfg.masquerade.some((m) => m.address === addr && m.side !== from);
   }
 
+  /**
+   * Starts every masquerade pool's cursor at a random point of its range (`rand` in [0, 1)).
+   * Cluster nodes do this: a restarted node's fresh table would otherwise hand out the very ports
+   * its previous incarnation did, which connections handed over to other nodes may still use.
+   */
+  seedCursors(rand: () => number): void {
+    for (const m of this.cfg.masquerade) {
+      for (const proto of ['tcp', 'udp', 'icmp'] as const) {
+        const r = proto === 'icmp' ? m.icmpIds : m.ports;
+        const n = r.hi - r.lo + 1;
+        this.cursors.set(`${proto}|${m.address}`, r.lo + Math.min(n - 1, Math.floor(rand() * n)));
+      }
+    }
+  }
+
   /** A free port/id in the rule's pool: `want` if allowed and free, else the next after the cursor. */
   private allocate(m: Masquerade, proto: NatProto, want: number): number | undefined {
     const r = proto === 'icmp' ? m.icmpIds : m.ports;

@@ -157,6 +157,29 @@ describe('NatTable.exportFor / importState', () => {
 });
 
 describe('NatTable.slice: each node allocates its own ports', () => {
+  it('seedCursors: a restarted node does not hand out its previous incarnation\'s ports again', () => {
+    const first = (seed: number) => {
+      const t = new NatTable(cfg({ lo: 20000, hi: 29999 }, false));
+      t.slice = { index: 3, count: 16 };
+      let x = seed;
+      t.seedCursors(() => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648));
+      const v = t.translate(pkt(0, '10.200.0.1', 40000, '10.200.1.2', 80, 0x02), T0);
+      const p = (v as { tuple: Tuple }).tuple.sport;
+      expect(p % 16).toBe(3);
+      expect(p).toBeGreaterThanOrEqual(20000);
+      expect(p).toBeLessThanOrEqual(29999);
+      return p;
+    };
+    const ports = new Set([1, 2, 3, 4, 5, 6, 7, 8].map(first));
+    expect(ports.size, 'different incarnations start at different ports').toBeGreaterThan(4);
+    // Unseeded (deterministic), two fresh tables give the same first port: what a restart did.
+    const t1 = new NatTable(cfg({ lo: 20000, hi: 29999 }, false));
+    const t2 = new NatTable(cfg({ lo: 20000, hi: 29999 }, false));
+    const a = (t1.translate(pkt(0, '10.200.0.1', 40000, '10.200.1.2', 80, 0x02), T0) as { tuple: Tuple }).tuple.sport;
+    const b = (t2.translate(pkt(0, '10.200.0.1', 40000, '10.200.1.2', 80, 0x02), T0) as { tuple: Tuple }).tuple.sport;
+    expect(a).toBe(b);
+  });
+
   it('allocates only p % count === index, with and without preservePort', () => {
     for (const preservePort of [true, false]) {
       const t = new NatTable(cfg({ lo: 20000, hi: 29999 }, preservePort));
