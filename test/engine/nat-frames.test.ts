@@ -268,7 +268,6 @@ rules: []
 `;
 const MAC_C2 = [2, 0, 10, 200, 0, 3];
 const GW_MAC = [0x02, 0x74, 10, 200, 0, 100];
-const BCAST = [255, 255, 255, 255, 255, 255];
 const macAt = (f: Uint8Array, o: number): number[] => [...f.subarray(o, o + 6)];
 const withMacs = (f: Uint8Array, dst: number[], src: number[]): Uint8Array => {
   f.set(dst, 0);
