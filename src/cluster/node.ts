@@ -897,6 +897,9 @@ export class ClusterNode implements ClusterAttach {
       this.counters.sparesKept++;
     } else if (sp.snap.owner === snap.owner && snap.seq < sp.snap.seq && snap.final === null) return;
     sp.snap = snap;
+    // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
+    const r1 = snap.raw[1];
+    if (r1 !== null && r1 !== undefined) this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
     for (const side of [0, 1] as const) {
       const t = snap.raw[side];
       if (t === null) continue;
@@ -916,6 +919,7 @@ export class ClusterNode implements ClusterAttach {
     const sp = this.spares.get(key);
     if (sp === undefined) return;
     this.spares.delete(key);
+    this.gw?.nat?.releaseExternal(key);
     this.recentBytes -= sp.recentBytes;
     sp.recentBytes = 0;
     for (const rk of sp.rawKeys) if (this.sparesByRaw.get(rk) === sp) this.sparesByRaw.delete(rk);

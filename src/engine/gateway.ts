@@ -930,7 +930,7 @@ export class Gateway {
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
       storePool: { ...bytestorePool, bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },
-      ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
+      ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, externalReserved: this.nat.externalReserved, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
     };
   }
 }

@@ -254,6 +254,9 @@ export class NatTable {
   private readonly expectIndex = new Map<string, Set<number>>();
   /** Ports/ids in use on masquerade addresses (entries and expectations). */
   private readonly usedPorts = new Set<string>();
+  /** portKey → how many of other nodes' connections use it; owner (spare key) → its portKeys. */
+  private readonly externalPorts = new Map<string, number>();
+  private readonly externalOwners = new Map<string, string[]>();
 
   constructor(readonly cfg: NatConfig, snap?: NatSnapshot) {
     const problems = natConfigProblems(cfg);
@@ -530,6 +533,41 @@ export class NatTable {
   }
 
   /**
+   * Ports of the masquerade addresses that connections owned by other cluster nodes use (known
+   * from their spare copies): allocation skips them, so a node never hands out a port a connection
+   * it does not own still uses (e.g. one its previous incarnation translated, handed over since).
+   * `owner` is the spare's key; a later call for the same owner replaces its ports.
+   */
+  reserveExternal(owner: string, endpoints: ReadonlyArray<{ addr: number; port: number }>, proto: NatProto = 'tcp'): void {
+    this.releaseExternal(owner);
+    const keys: string[] = [];
+    for (const e of endpoints) {
+      if (!this.cfg.masquerade.some((m) => m.address === e.addr)) continue;
+      const k = portKey(proto, e.addr, e.port);
+      keys.push(k);
+      this.externalPorts.set(k, (this.externalPorts.get(k) ?? 0) + 1);
+    }
+    if (keys.length > 0) this.externalOwners.set(owner, keys);
+  }
+
+  /** Forgets the ports `reserveExternal` recorded for `owner` (its spare was dropped or taken over). */
+  releaseExternal(owner: string): void {
+    const keys = this.externalOwners.get(owner);
+    if (keys === undefined) return;
+    this.externalOwners.delete(owner);
+    for (const k of keys) {
+      const n = (this.externalPorts.get(k) ?? 1) - 1;
+      if (n <= 0) this.externalPorts.delete(k);
+      else this.externalPorts.set(k, n);
+    }
+  }
+
+  /** Ports reserved by other nodes' connections (reserveExternal). */
+  get externalReserved(): number {
+    return this.externalPorts.size;
+  }
+
+  /**
    * Starts every masquerade pool's cursor at a random point of its range (`rand` in [0, 1)).
    * Cluster nodes do this: a restarted node's fresh table would otherwise hand out the very ports
    * its previous incarnation did, which connections handed over to other nodes may still use.
@@ -550,8 +588,9 @@ export class NatTable {
     const pool = `${proto}|${m.address}`;
     const used = this.usedPorts;
     const sl = this.slice;
+    const ext = this.externalPorts;
     const mine = (p: number): boolean => sl === null || p % sl.count === sl.index;
-    if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !used.has(portKey(proto, m.address, want))) {
+    if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !used.has(portKey(proto, m.address, want)) && !ext.has(portKey(proto, m.address, want))) {
       used.add(portKey(proto, m.address, want));
       return want;
     }
@@ -560,7 +599,7 @@ export class NatTable {
     for (let i = 1; i <= n; i++) {
       const p = r.lo + ((cur - r.lo + i) % n + n) % n;
       const k = portKey(proto, m.address, p);
-      if (mine(p) && !used.has(k)) {
+      if (mine(p) && !used.has(k) && !ext.has(k)) {
         used.add(k);
         this.cursors.set(pool, p);
         return p;

@@ -157,6 +157,30 @@ describe('NatTable.exportFor / importState', () => {
 });
 
 describe('NatTable.slice: each node allocates its own ports', () => {
+  it('reserveExternal: ports other nodes\' connections use are never handed out, until released', () => {
+    const t = new NatTable(cfg({ lo: 20000, hi: 20063 }, true));
+    t.slice = { index: 1, count: 16 }; // 20001, 20017, 20033, 20049
+    const masq = ip('10.200.0.100');
+    t.reserveExternal('conn-a', [{ addr: masq, port: 20017 }, { addr: ip('10.200.1.2'), port: 80 }]);
+    t.reserveExternal('conn-b', [{ addr: masq, port: 20033 }]);
+    expect(t.externalReserved, 'only the masquerade address counts').toBe(2);
+    const got: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      // The first asks to keep 20017 (preservePort; in the slice, but reserved): refused like a used one.
+      const v = t.translate(pkt(0, `10.200.0.${1 + i}`, i === 0 ? 20017 : 40000 + i, '10.200.1.2', 80, 0x02), T0);
+      expect(v.kind).toBe('translate');
+      got.push((v as { tuple: Tuple }).tuple.sport);
+    }
+    expect(got.sort()).toEqual([20001, 20049]);
+    // The slice has 4 ports, 2 reserved, 2 now used: full.
+    expect(t.translate(pkt(0, '10.200.0.9', 40009, '10.200.1.2', 80, 0x02), T0).kind).not.toBe('translate');
+    t.releaseExternal('conn-b');
+    const v = t.translate(pkt(0, '10.200.0.10', 40010, '10.200.1.2', 80, 0x02), T0);
+    expect((v as { tuple: Tuple }).tuple.sport).toBe(20033);
+    t.reserveExternal('conn-a', []); // replaced: 20017 free again
+    expect(t.externalReserved).toBe(0);
+  });
+
   it('seedCursors: a restarted node does not hand out its previous incarnation\'s ports again', () => {
     const first = (seed: number) => {
       const t = new NatTable(cfg({ lo: 20000, hi: 29999 }, false));
