@@ -1,10 +1,11 @@
 /**
- * Builds Ethernet/IPv4/TCP frames from plain fields (for benchmarks, fuzzing and tests): uses
- * the wire reprs, so every frame has correct checksums.
+ * Builds Ethernet/IPv4/TCP frames from plain fields (for benchmarks, fuzzing, tests and the JIT
+ * warm-up): uses the wire reprs, so every frame has correct checksums (or the partial checksum a
+ * TAP with offloads hands over, `checksum: 'partial'`).
  */
 import { EthernetRepr } from '../wire/ethernet.js';
 import { Ipv4Repr } from '../wire/ipv4.js';
-import { TcpRepr, type TcpOption } from '../wire/tcp.js';
+import { TcpRepr, type TcpChecksumMode, type TcpOption } from '../wire/tcp.js';
 
 export interface TcpFrameSpec {
   src: number;
@@ -17,6 +18,11 @@ export interface TcpFrameSpec {
   window?: number;
   options?: readonly TcpOption[];
   payload?: Uint8Array;
+  /** Bytes left free before the Ethernet header (a virtio-net header the caller writes). */
+  headroom?: number;
+  srcMac?: Uint8Array;
+  dstMac?: Uint8Array;
+  checksum?: TcpChecksumMode;
 }
 
 const MAC_A = new Uint8Array([2, 0, 0, 0, 0, 1]);
@@ -34,10 +40,11 @@ export function tcpFrame(s: TcpFrameSpec): Uint8Array {
     payload: s.payload ?? new Uint8Array(0),
   });
   const ip = new Ipv4Repr({ src: s.src, dst: s.dst, protocol: 6, payloadLen: tcp.bufferLen(), ttl: 64, dontFrag: true });
-  const eth = new EthernetRepr(MAC_B, MAC_A, 0x0800);
-  const out = new Uint8Array(eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
-  let o = eth.emit(out);
+  const eth = new EthernetRepr(s.dstMac ?? MAC_B, s.srcMac ?? MAC_A, 0x0800);
+  const head = s.headroom ?? 0;
+  const out = new Uint8Array(head + eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
+  let o = head + eth.emit(out.subarray(head));
   o += ip.emit(out.subarray(o));
-  tcp.emit(out.subarray(o), s.src, s.dst);
+  tcp.emit(out.subarray(o), s.src, s.dst, s.checksum ?? 'full');
   return out;
 }

@@ -712,10 +712,7 @@ export class ClusterNode implements ClusterAttach {
     if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
     if (!this.connected || !this.syncOk) {
       // Sync down: no acknowledgement is coming. What waits goes first, in order; nothing more waits.
-      if (rec.queue.length > 0) {
-        this.counters.unsyncedReleases += rec.queue.length;
-        this.releaseQueue(rec, Infinity, emit);
-      }
+      this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
       if (rec.ackedSeq < rec.needSeq) this.counters.unsyncedReleases++;
       return emit;
     }
@@ -805,11 +802,7 @@ export class ClusterNode implements ClusterAttach {
         this.syncOk = false;
         // The acknowledgement this put's frames wait for will not come.
         if (rec.queue.length > 0 && rec.ackedSeq < seq && this.inject !== null) {
-          this.inject((emit) => {
-            const held = rec.queue.filter((h) => h.need <= seq).length;
-            this.counters.unsyncedReleases += held;
-            this.releaseQueue(rec, seq, emit);
-          });
+          this.inject((emit) => void (this.counters.unsyncedReleases += this.releaseQueue(rec, seq, emit)));
         }
       })
       .finally(() => this.pendingAcks.delete(p));
@@ -817,8 +810,8 @@ export class ClusterNode implements ClusterAttach {
     return seq;
   }
 
-  /** Frames whose publication is acknowledged (need ≤ upTo) go, in order. */
-  private releaseQueue(rec: LocalRec, upTo: number, emit0: Emit): void {
+  /** Frames whose publication is acknowledged (need ≤ upTo) go, in order; returns how many. */
+  private releaseQueue(rec: LocalRec, upTo: number, emit0: Emit): number {
     const emit = this.recording(emit0);
     const q = rec.queue;
     const now = Date.now();
@@ -834,6 +827,7 @@ export class ClusterNode implements ClusterAttach {
     }
     if (i > 0) q.splice(0, i);
     if (q.length === 0) this.gated.delete(rec);
+    return i;
   }
 
   private expireHeld(now: number): void {
@@ -845,10 +839,7 @@ export class ClusterNode implements ClusterAttach {
     }
     if (late.length === 0) return;
     this.inject((emit) => {
-      for (const rec of late) {
-        this.counters.unsyncedReleases += rec.queue.length;
-        this.releaseQueue(rec, Infinity, emit);
-      }
+      for (const rec of late) this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
     });
   }
 

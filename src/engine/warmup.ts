@@ -24,7 +24,8 @@ import { EthernetRepr } from '../wire/ethernet.js';
 import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { ArpRepr, ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST } from '../wire/arp.js';
 import { Ipv4Repr, IP_PROTO_ICMP, IP_PROTO_UDP } from '../wire/ipv4.js';
-import { TcpRepr } from '../wire/tcp.js';
+import { decodeFrame, type DecodedFrame } from '../wire/frame.js';
+import { tcpFrame } from '../bench/frames.js';
 import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
 
@@ -144,17 +145,24 @@ function hostOf(c: Cidr): number {
 class Seen {
   frame: Uint8Array | null = null;
   constructor(private readonly vh: number) {}
-  addr(fallback: number): number {
+  private last: { f: Uint8Array; d: (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null } | null = null;
+  private decoded(): (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null {
     const f = this.frame;
-    if (f === null || f.length < this.vh + 34) return fallback;
-    const ip = this.vh + 14;
-    return ((f[ip + 12]! << 24) | (f[ip + 13]! << 16) | (f[ip + 14]! << 8) | f[ip + 15]!) >>> 0;
+    if (f === null) return null;
+    if (this.last?.f !== f) {
+      const d = decodeFrame(f.subarray(this.vh), { link: 'ethernet', verifyChecksums: false });
+      this.last = { f, d: d.kind === 'tcp' || d.kind === 'ipv4-other' ? d : null };
+    }
+    return this.last.d;
+  }
+  addr(fallback: number): number {
+    return this.decoded()?.ip.src ?? fallback;
   }
   port(l4Off: number, fallback: number): number {
-    const f = this.frame;
-    if (f === null) return fallback;
-    const ip = this.vh + 14;
-    const at = ip + (f[ip]! & 0x0f) * 4 + l4Off;
+    const d = this.decoded();
+    if (d === null) return fallback;
+    const at = this.vh + d.l4Off + l4Off;
+    const f = this.frame!;
     return at + 2 <= f.length ? (f[at]! << 8) | f[at + 1]! : fallback;
   }
 }
@@ -258,34 +266,22 @@ class Builder {
   }
 
   tcp(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, payload?: Uint8Array, gso = false): Uint8Array {
-    const tcp = new TcpRepr({
-      srcPort: sport,
-      dstPort: dport,
-      seq: seq >>> 0,
-      ack: ack >>> 0,
-      flags: flags | (flags & SYN ? 0 : ACK),
-      window: 65535,
-      options: flags & SYN ? [{ kind: 'mss', mss: MSS }] : [],
-      payload: payload ?? new Uint8Array(0),
-    });
-    const ip = new Ipv4Repr({ src, dst, protocol: 6, payloadLen: tcp.bufferLen(), ttl: 64, dontFrag: true });
     const toServer = dst === SERVER;
-    const eth = new EthernetRepr(toServer ? MAC_S : MAC_C, toServer ? MAC_C : MAC_S, ETH_IPV4);
-    const f = new Uint8Array(this.vh + eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
-    let o = this.vh + eth.emit(f.subarray(this.vh));
-    o += ip.emit(f.subarray(o));
     const partial = gso && this.vh > 0;
-    tcp.emit(f.subarray(o), src, dst, partial ? 'partial' : 'full');
+    const f = tcpFrame({
+      src, dst, srcPort: sport, dstPort: dport, seq, ack,
+      flags: flags | (flags & SYN ? 0 : ACK),
+      options: flags & SYN ? [{ kind: 'mss', mss: MSS }] : [],
+      ...(payload !== undefined ? { payload } : {}),
+      headroom: this.vh,
+      srcMac: toServer ? MAC_C : MAC_S,
+      dstMac: toServer ? MAC_S : MAC_C,
+      checksum: partial ? 'partial' : 'full',
+    });
     if (partial) {
-      // A GSO frame as a TAP with offloads hands it over: partial checksum, segments of MSS.
-      new VirtioNetHdrRepr({
-        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gsoType: VIRTIO_NET_HDR_GSO_TCPV4,
-        hdrLen: o - this.vh + tcp.headerLen(),
-        gsoSize: MSS,
-        csumStart: o - this.vh,
-        csumOffset: 16,
-      }).emit(f);
+      // A GSO frame as a TAP with offloads hands it over: partial checksum, segments of MSS
+      // (a data segment: IPv4 and TCP headers of 20 bytes, no options).
+      new VirtioNetHdrRepr({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 14 + 20 + 20, gsoSize: MSS, csumStart: 14 + 20, csumOffset: 16 }).emit(f);
     }
     return f;
   }

@@ -588,10 +588,12 @@ export class NatTable {
     const pool = `${proto}|${m.address}`;
     const used = this.usedPorts;
     const sl = this.slice;
-    const ext = this.externalPorts;
     const mine = (p: number): boolean => sl === null || p % sl.count === sl.index;
-    if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !used.has(portKey(proto, m.address, want)) && !ext.has(portKey(proto, m.address, want))) {
-      used.add(portKey(proto, m.address, want));
+    // Taken: used here, or by another node's connection (reserveExternal).
+    const taken = (k: string): boolean => used.has(k) || this.externalPorts.has(k);
+    const wk = portKey(proto, m.address, want);
+    if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !taken(wk)) {
+      used.add(wk);
       return want;
     }
     const n = r.hi - r.lo + 1;
@@ -599,7 +601,7 @@ export class NatTable {
     for (let i = 1; i <= n; i++) {
       const p = r.lo + ((cur - r.lo + i) % n + n) % n;
       const k = portKey(proto, m.address, p);
-      if (mine(p) && !used.has(k) && !ext.has(k)) {
+      if (mine(p) && !taken(k)) {
         used.add(k);
         this.cursors.set(pool, p);
         return p;

@@ -55,6 +55,7 @@
  *
  * Spec strings: see `parseFaultSpec`.
  */
+import { copyBytes } from '../util/bytes.js';
 import { mulberry32 } from '../util/prng.js';
 import {
   completePartialChecksum,
@@ -484,7 +485,7 @@ export class FaultInjector {
     let second: Uint8Array | undefined;
     if (copies === 2) {
       c.duplicated++;
-      second = copyFrame(frame);
+      second = copyBytes(frame);
     }
     for (let i = 0; i < copies; i++) {
       let f = i === 0 ? frame : second!;
@@ -579,7 +580,7 @@ export class FaultInjector {
       if (this.held.length < s.limit && this.heldBytes + f.length <= s.qbytes) {
         const timed = s.reorderMs !== undefined;
         this.held.push({
-          frame: owned ? f : copyFrame(f),
+          frame: owned ? f : copyBytes(f),
           left: timed ? Infinity : s.reorderFrames,
           dueMs: this.nowMs + (timed ? s.reorderMs! : s.holdMs),
         });
@@ -614,7 +615,7 @@ export class FaultInjector {
     const j = s.jitterMs > 0 ? (this.rnd() * 2 - 1) * s.jitterMs : 0;
     const due = Math.max(this.nowMs + Math.max(0, s.delayMs + j), this.lastDueMs);
     this.lastDueMs = due;
-    this.line.push({ frame: owned ? f : copyFrame(f), dueMs: due });
+    this.line.push({ frame: owned ? f : copyBytes(f), dueMs: due });
     this.lineBytes += f.length;
     this.counters.delayed++;
   }
@@ -634,7 +635,7 @@ export class FaultInjector {
       this.counters.rateDropped++;
       return;
     }
-    this.rq.push(owned ? f : copyFrame(f));
+    this.rq.push(owned ? f : copyBytes(f));
     this.rqBytes += f.length;
     this.counters.rateWaited++;
   }
@@ -688,7 +689,7 @@ export class FaultInjector {
         this.counters.corruptSkipped++;
         return undefined;
       }
-      g = copyFrame(f);
+      g = copyBytes(f);
       if (h.needsCsum) {
         const body = g.subarray(vh);
         if (h.csumStart + h.csumOffset + 2 > body.length) {
@@ -700,7 +701,7 @@ export class FaultInjector {
       // Neither NEEDS_CSUM nor DATA_VALID: the receiver must verify every checksum.
       g[0] = h.flags & ~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID);
     } else {
-      g = copyFrame(f);
+      g = copyBytes(f);
     }
     const at = from + Math.floor(this.rnd() * (end - from));
     g[at] = g[at]! ^ (1 + Math.floor(this.rnd() * 255));
@@ -717,9 +718,4 @@ function burstOf(s: FaultSpec): number {
   if (s.rateBps <= 0) return 0;
   if (s.burstBytes > 0) return s.burstBytes;
   return Math.max(65536, Math.round((s.rateBps / 8) * 0.005));
-}
-
-/** A copy of a frame's bytes (`slice` on a Node Buffer would be a view of the caller's memory). */
-function copyFrame(f: Uint8Array): Uint8Array {
-  return Uint8Array.prototype.slice.call(f);
 }
