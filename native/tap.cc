@@ -13,6 +13,8 @@
 // device is opened, and exposed as properties; the JS callback receives only the frame count.
 // So a batch costs one JS call and zero allocations. The price: frames are only valid until
 // the callback returns (the next batch overwrites them); a consumer that keeps one must copy.
+// readNow() reads a batch synchronously into the same buffer and returns its count instead of
+// calling back (the live gateway reads the other device right after writing to it).
 //
 // Writing. write(buf) / writeBatch(bufs) call write(2) synchronously. A TAP write does not
 // queue (the frame is handed to netif_rx at once), so it practically never returns EAGAIN; when
@@ -126,6 +128,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
             InstanceMethod<&TapDevice::Pause>("pause"),
             InstanceMethod<&TapDevice::Write>("write"),
             InstanceMethod<&TapDevice::WriteBatch>("writeBatch"),
+            InstanceMethod<&TapDevice::ReadNow>("readNow"),
             InstanceMethod<&TapDevice::Close>("close"),
             InstanceMethod<&TapDevice::Stats>("stats"),
             InstanceMethod<&TapDevice::SetUp>("setUp"),
@@ -327,12 +330,29 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     // libuv reports EPOLLERR (what a deleted TAP raises) as UV_EBADF and stops the handle;
     // a read then tells the real reason (EBADFD), so read first and fall back to the status.
     if (status < 0) self->polling_ = false;
-    bool failed = self->ReadBatch();
+    uint32_t n = 0;
+    bool failed = self->ReadBatch(true, &n);
     if (status < 0 && !failed && self->fd_ >= 0) self->Fail(-status, "poll");
   }
 
-  // Returns true when a read error was reported (Fail called).
-  bool ReadBatch() {
+  // readNow(): number. Reads a batch at once, without waiting for the event loop, into the same
+  // buffer and offsets the poll callback uses, and returns the frame count (0: nothing ready)
+  // instead of calling back: the caller processes `batch`/`offsets` itself. The live gateway
+  // uses it right after writing to the other device, when an answer is likely already queued
+  // (a TAP write runs the receiver's stack inside write(2)): that answer is handled in the same
+  // JS call, without an epoll round trip and a second entry into JS. A read error is reported
+  // through the error callback as in polling (and 0 returned).
+  Napi::Value ReadNow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return ThrowClosed(env);
+    uint32_t n = 0;
+    ReadBatch(false, &n);
+    return Napi::Number::New(env, n);
+  }
+
+  // Reads until EAGAIN or the batch is full; `*count` = frames read. With `call_js` the frame
+  // callback gets them. Returns true when a read error was reported (Fail called).
+  bool ReadBatch(bool call_js, uint32_t* count) {
     size_t off = 0;
     uint32_t n = 0;
     int err = 0;
@@ -352,12 +372,15 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       bytes += static_cast<uint64_t>(r);
       off += (static_cast<size_t>(r) + 7) & ~static_cast<size_t>(7);
     }
+    *count = n;
     if (n > 0) {
       counters_[kRxFrames] += n;
       counters_[kRxBytes] += bytes;
       counters_[kRxBatches] += 1;
-      Napi::HandleScope scope(env_);
-      CallJs(on_frames_, {Napi::Number::New(env_, n)});
+      if (call_js) {
+        Napi::HandleScope scope(env_);
+        CallJs(on_frames_, {Napi::Number::New(env_, n)});
+      }
     }
     if (err != 0 && fd_ >= 0) {
       Fail(err, "read");

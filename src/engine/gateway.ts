@@ -92,7 +92,6 @@ import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
-import { WireError } from '../wire/error.js';
 import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { TcpSegment } from '../wire/tcp.js';
 import {
@@ -102,7 +101,6 @@ import {
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_LEN,
-  VirtioNetHdr,
   VirtioNetHdrRepr,
 } from '../wire/virtio.js';
 
@@ -323,6 +321,8 @@ export class Gateway {
   private readonly cluster: ClusterHooks | null;
   /** The TCP frame being handled as it arrived (before NAT), for the cluster hooks. */
   private readonly raw: RawTuple = { src: 0, sport: 0, dst: 0, dport: 0 };
+  /** The virtio header of the frame being handled (read into, not allocated, per frame). */
+  private readonly vnetIn = new VirtioNetHdrRepr();
   /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
 
@@ -417,10 +417,10 @@ export class Gateway {
     let csumStart = 0;
     let csumOffset = 0;
     if (vh !== 0) {
-      const h = VirtioNetHdr.parse(frame);
-      const r = h instanceof WireError ? h : VirtioNetHdrRepr.parse(h, frame.length - vh);
-      if (r instanceof WireError) {
-        this.malformed(r.reason, nowMs, () => r.detail);
+      const r = this.vnetIn;
+      const err = VirtioNetHdrRepr.readInto(frame, frame.length - vh, r);
+      if (err !== null) {
+        this.malformed(err.reason, nowMs, () => err.detail);
         return;
       }
       flags = r.flags;

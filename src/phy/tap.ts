@@ -105,6 +105,7 @@ interface NativeTap {
   pause(): void;
   write(frame: Uint8Array): boolean;
   writeBatch(frames: readonly Uint8Array[]): number;
+  readNow(): number;
   close(): void;
   stats(): TapCounters;
   setUp(up: boolean): void;
@@ -235,6 +236,25 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
 
   resume(): void {
     if (!this.#closed && this.#cb !== undefined) this.#native.start(this.#onCount, this.#onError);
+  }
+
+  /**
+   * Reads what is ready now, without waiting for the event loop: the frames land in `batch` (the
+   * object the callback gets, same validity rules) and their count is returned (0: none ready).
+   * Meant to be called from inside a frame callback (of this device or another one), e.g. right
+   * after writing to this device, when its answer is likely queued already. Read errors go to the
+   * 'error' event, as when polling.
+   */
+  readNow(): number {
+    if (this.#closed) return 0;
+    const n = this.#native.readNow();
+    this.#batch.count = n;
+    return n;
+  }
+
+  /** The batch object the callback receives (and `readNow` fills). */
+  get batch(): FrameBatch {
+    return this.#batch;
   }
 
   /** Write one frame (with its virtio header when vnetHdr). False = dropped (counted). */

@@ -135,7 +135,23 @@ export class VirtioNetHdrRepr {
    * NEEDS_CSUM is set, that the checksum field lies inside the frame.
    */
   static parse(h: VirtioNetHdr, frameLen?: number): VirtioNetHdrRepr | WireError<'virtio'> {
-    const base = h.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const r = new VirtioNetHdrRepr();
+    return VirtioNetHdrRepr.readInto(h.buf, frameLen ?? Infinity, r, h.littleEndian) ?? r;
+  }
+
+  /**
+   * `parse` without the view and without allocating: reads and validates the header at the start
+   * of `buf` into `into` (the per-frame path reuses one Repr). `frameLen`: bytes after the header
+   * (Infinity skips the checksum-field check). On error `into` is left partly written.
+   */
+  static readInto(buf: Uint8Array, frameLen: number, into: VirtioNetHdrRepr, littleEndian = true): WireError<'virtio'> | null {
+    if (buf.length < VIRTIO_NET_HDR_LEN) {
+      return new WireError('virtio', 'virtio-truncated', `header of ${buf.length} bytes < 10`);
+    }
+    const g = littleEndian ? get16le : get16;
+    const flags = buf[FLAGS]!;
+    const gsoType = buf[GSO_TYPE]!;
+    const base = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
     if (
       base !== VIRTIO_NET_HDR_GSO_NONE &&
       base !== VIRTIO_NET_HDR_GSO_TCPV4 &&
@@ -143,23 +159,24 @@ export class VirtioNetHdrRepr {
       base !== VIRTIO_NET_HDR_GSO_TCPV6 &&
       base !== VIRTIO_NET_HDR_GSO_UDP_L4
     ) {
-      return new WireError('virtio', 'virtio-bad-gso-type', `gso_type 0x${h.gsoType.toString(16)}`);
+      return new WireError('virtio', 'virtio-bad-gso-type', `gso_type 0x${gsoType.toString(16)}`);
     }
-    if (frameLen !== undefined && h.needsCsum && h.csumStart + h.csumOffset + 2 > frameLen) {
+    const csumStart = g(buf, CSUM_START);
+    const csumOffset = g(buf, CSUM_OFFSET);
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart + csumOffset + 2 > frameLen) {
       return new WireError(
         'virtio',
         'virtio-bad-csum-offset',
-        `csum_start ${h.csumStart} + csum_offset ${h.csumOffset} + 2 > frame of ${frameLen}`,
+        `csum_start ${csumStart} + csum_offset ${csumOffset} + 2 > frame of ${frameLen}`,
       );
     }
-    return new VirtioNetHdrRepr({
-      flags: h.flags,
-      gsoType: h.gsoType,
-      hdrLen: h.hdrLen,
-      gsoSize: h.gsoSize,
-      csumStart: h.csumStart,
-      csumOffset: h.csumOffset,
-    });
+    into.flags = flags;
+    into.gsoType = gsoType;
+    into.hdrLen = g(buf, HDR_LEN);
+    into.gsoSize = g(buf, GSO_SIZE);
+    into.csumStart = csumStart;
+    into.csumOffset = csumOffset;
+    return null;
   }
 
   bufferLen(): number {

@@ -61,6 +61,17 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect(r['csumFlags']).toBe(vnet ? 150 : 0);
     });
 
+    it(`${mode}: readNow reads what is queued at once (the answer to a write), 0 when nothing is, 0 after close`, () => {
+      const r = probe('readnow', vnet);
+      expect(r['before']).toBe(0);
+      expect(r['wrote']).toBe(true);
+      expect(r['n']).toBeGreaterThanOrEqual(1);
+      expect(r['count']).toBe(r['n']);
+      expect(r['arpReply']).toBe(true);
+      expect(r['after']).toBe(0);
+      expect(r['closed']).toBe(0);
+    });
+
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
       const r = probe('baddrop', vnet);
       expect(r['tooShort']).toBe(false);
