@@ -10,15 +10,17 @@
  *   10.201.2.254 — server 10.201.2.1/24, forwarding on in the proxy namespace) with
  *   dist/bench/proxy.js listening in the middle and piping sockets both ways; also the kernel
  *   routing the same topology;
+ * - `Node forwarder`: src/bench/nodefwd.ts, the TAP addon forwarding every frame unchanged with
+ *   the live gateway's I/O structure and no gateway (GSO): the floor of any Node.js program here;
  * - `tapgate`: `tapgate run` with a replace rule on the iperf3 (and HTTP) port whose pattern
  *   never occurs in iperf3's payload (the agent sees every byte, rewrites none), GSO on and off;
  *   and GSO on without a rule (pass-through), for reference.
  * Latency — ping RTT (iputils ping, `runs` rounds of `pings` probes 10 ms apart; the median of the
  * rounds' medians) via the kernel bridge,
- * the C forwarder (with and without vnet header) and tapgate (GSO, rule).
+ * the C forwarder (with and without vnet header), the Node forwarder and tapgate (GSO, rule).
  * New connections/s — wrk (1 thread, `wrkConns` connections, `Connection: close`, so every
  * request is a new TCP connection) against nginx (`return 200`, keepalive off) in the server
- * namespace, via the kernel bridge, the C forwarder (GSO) and tapgate (rule on the port); median
+ * namespace, via the kernel bridge, the C forwarder (GSO), the Node forwarder and tapgate (rule on the port); median
  * of `runs`.
  * Profile (`profile: true`) — one more iperf3 run through tapgate (GSO, rule) started with
  * `node --cpu-prof`; top self-time functions.
@@ -106,6 +108,8 @@ rules:
 export const TAPFWD_SOURCE = fileURLToPath(new URL('../../bench/tapfwd.c', import.meta.url));
 /** dist/bench/proxy.js (the proxy runs from the build). */
 const PROXY_JS = fileURLToPath(new URL('../../dist/bench/proxy.js', import.meta.url));
+/** dist/bench/nodefwd.js: the minimal Node forwarder on the TAP addon. */
+const NODEFWD_JS = fileURLToPath(new URL('../../dist/bench/nodefwd.js', import.meta.url));
 
 /** Compiles bench/tapfwd.c with `cc -O2` into `dir`; returns the binary's path. */
 export function compileTapfwd(dir: string): string {
@@ -311,6 +315,10 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
           await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
         }, async () => void (await labKill(P, 'gateway'))));
       }
+      // The runtime's floor: a Node program forwarding frames with the addon and nothing else.
+      paths.push(bridged('Node forwarder GSO (addon only)', true, true, async () => {
+        await labUp({ prefix: P, gatewayCommand: [process.execPath, NODEFWD_JS, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet'] });
+      }, async () => void (await labKill(P, 'gateway'))));
       const tapgateCases = [
         { name: 'tapgate GSO, rule', vnetHdr: true, rule: true, lat: true, wrk: true },
         { name: 'tapgate no GSO, rule', vnetHdr: false, rule: true, lat: true, wrk: false },
