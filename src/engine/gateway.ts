@@ -273,6 +273,12 @@ export function newGatewayCounters() {
     partialIn: 0,
     /** TCP frames carrying RST, as received (a clean transfer has none). */
     rstIn: 0,
+    /** RSTs at the expected sequence number (flow/window.ts): they end the connection. */
+    rstAccepted: 0,
+    /** RSTs inside the window but not exact: forwarded (challenge ACK), the connection kept. */
+    rstNotExact: 0,
+    /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`. */
+    tcpInvalid: {} as Record<string, number>,
     /** Segments the engine withheld (delayed or discarded); the stream counters say which. */
     withheld: 0,
     /** Agents that could not be created (bad agent config at run time). */
@@ -663,7 +669,26 @@ export class Gateway {
         timestamps: tcp.tsval() !== null,
       };
     }
-    this.flows.track(f, side, flags, seq, opts, nowMs);
+    // Would the receiver take this RST / FIN (flow/window.ts)? Only then does it end anything.
+    const len = d.payloadLen;
+    const verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, tcp.ack, len);
+    if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window') {
+      const ti = this.counters.tcpInvalid;
+      ti[verdict] = (ti[verdict] ?? 0) + 1;
+      this.warn(`tcp-invalid:${verdict}`, nowMs, () => ({ flow: f.id, class: verdict, seq, ...endpoints(d) }), 'segment outside the window dropped');
+      return;
+    }
+    const rstTaken = verdict !== 'rst-not-exact';
+    if (!rstTaken) {
+      // Forwarded (the receiver answers with a challenge ACK) but not tracked: the connection
+      // stays open and inspected.
+      this.counters.rstNotExact++;
+      this.warn('rst-not-exact', nowMs, () => ({ flow: f.id, seq, ...endpoints(d) }), 'RST not at the expected sequence number: forwarded, connection kept');
+    } else {
+      if (verdict === 'rst-close') this.counters.rstAccepted++;
+      this.flows.track(f, side, flags, seq, opts, nowMs);
+      this.flows.observe(f, side, flags, seq, tcp.ack, tcp.window, len);
+    }
     if (r.isNew && !f.midstream) this.attachAgent(f);
 
     const conn = f.conn;
@@ -700,17 +725,19 @@ export class Gateway {
     const payload = frame.subarray(tag.payloadOff, tag.payloadOff + d.payloadLen);
     const s = this.stream;
     const drops0 = s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation;
-    conn.handle(side, fields, payload, tag, nowMs, this.outs);
+    conn.handle(side, fields, payload, tag, nowMs, this.outs, rstTaken);
     if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
     if (this.outs.length === 0) this.counters.withheld++;
     if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
       this.logStreamEvents(f.id, seq, nowMs);
     }
     this.flushOuts(f, cl !== null ? cl.gate(f, emit) : emit);
-    if (f.state === 'closed' && cl === null && conn.settled) {
-      // Closed both ways and everything acknowledged, never rewritten: what is left of it (a
-      // retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent go
-      // now rather than after closedTimeoutMs: short connections' state dies young (cheap GC).
+    if (f.state === 'closed' && cl === null && conn.ended && conn.settled) {
+      // Both FINs reached in order, everything acknowledged, never rewritten: what is left of
+      // it (a retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent
+      // go now rather than after closedTimeoutMs: short connections' state dies young (cheap
+      // GC). Never at a RST: the endpoints may keep a connection the tracker saw reset (a
+      // spoofed RST that looked exact), and the rest of it must still pass the agent.
       conn.dispose();
       f.conn = null;
       this.timed.delete(f);
@@ -924,7 +951,7 @@ export class Gateway {
   /** A flat snapshot of every counter, for statistics and tests. */
   stats() {
     return {
-      gateway: { ...this.counters, malformed: { ...this.counters.malformed }, natDropped: { ...this.counters.natDropped } },
+      gateway: { ...this.counters, malformed: { ...this.counters.malformed }, natDropped: { ...this.counters.natDropped }, tcpInvalid: { ...this.counters.tcpInvalid } },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */

@@ -29,7 +29,8 @@
  * it as a new connection would let one spoofed SYN with a known 4-tuple reset the tracking (and
  * the rewriting) of a live connection.
  */
-import type { Seq } from '../wire/seq.js';
+import { seqAdd, seqToOffset, type Seq } from '../wire/seq.js';
+import { inWindow, judge, type Verdict, type WindowView } from './window.js';
 
 export const TCP_FIN = 0x01;
 export const TCP_SYN = 0x02;
@@ -65,7 +66,7 @@ const FLOW_MIDSTREAM = 8;
 
 export class Flow<C = unknown> {
   state: FlowState;
-  readonly halves: [Half, Half];
+  readonly halves: [TrackedHalf, TrackedHalf];
   /** Runtime: the connection's stream engine when an agent rewrites it. */
   conn: C | null = null;
   lastMs: number;
@@ -201,13 +202,15 @@ const SACK_BIT = 1 << 20;
 const TS_BIT = 1 << 21;
 const FIN_BIT = 1 << 22;
 const RST_BIT = 1 << 23;
+const END_BIT = 1 << 24;
+const ACK_BIT = 1 << 25;
 
 /**
  * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
  * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
  * the plain form (but object spread would not: use `plainHalf`).
  */
-class TrackedHalf implements Half {
+export class TrackedHalf implements Half {
   isn: Seq | undefined = undefined;
   private bits = 536 | (0 << WS_SHIFT); // mss 536, wscale −1, no flags
 
@@ -249,9 +252,63 @@ class TrackedHalf implements Half {
     this.bits = v ? this.bits | RST_BIT : this.bits & ~RST_BIT;
   }
 
+  // What the window judgement (flow/window.ts) learns of this side, in byte offsets of the
+  // sequence spaces (small integers for the first GiB, where the sequence numbers themselves
+  // would be heap numbers): see FlowTable.observe.
+  /** Start of this side's offsets when its SYN was not seen: the sequence number before its first segment. */
+  midBase: Seq | undefined = undefined;
+  /** One past the highest offset this side sent (valid with END_BIT). */
+  end = 0;
+  /** This side's highest ACK, an offset of the other side's space (valid with ACK_BIT). */
+  ack = 0;
+  /** The largest window this side advertised, scaled. */
+  maxWin = 0;
+
+  /** Offset 0 of this side's sequence space: its ISN, else the one before its first segment. */
+  get base(): Seq | undefined {
+    return this.isn ?? this.midBase;
+  }
+  get endSet(): boolean {
+    return (this.bits & END_BIT) !== 0;
+  }
+  setEnd(v: number): void {
+    this.end = v;
+    this.bits |= END_BIT;
+  }
+  get ackSet(): boolean {
+    return (this.bits & ACK_BIT) !== 0;
+  }
+  setAck(v: number): void {
+    this.ack = v;
+    this.bits |= ACK_BIT;
+  }
+  /** The window state as plain data (cluster snapshots). */
+  windowJson(): HalfWindowJson {
+    return {
+      ...(this.midBase !== undefined ? { midBase: this.midBase } : {}),
+      ...(this.endSet ? { end: this.end } : {}),
+      ...(this.ackSet ? { ack: this.ack } : {}),
+      maxWin: this.maxWin,
+    };
+  }
+  restoreWindow(w: HalfWindowJson): void {
+    this.midBase = w.midBase;
+    if (w.end !== undefined) this.setEnd(w.end);
+    if (w.ack !== undefined) this.setAck(w.ack);
+    this.maxWin = w.maxWin;
+  }
+
   toJSON(): Half {
     return plainHalf(this);
   }
+}
+
+/** What the window judgement learnt of one side (TrackedHalf), as plain data. */
+export interface HalfWindowJson {
+  midBase?: Seq;
+  end?: number;
+  ack?: number;
+  maxWin: number;
 }
 
 /** A plain-object copy of a Half. */
@@ -267,7 +324,7 @@ export function plainHalf(h: Half): Half {
   };
 }
 
-function newHalf(): Half {
+function newHalf(): TrackedHalf {
   return new TrackedHalf();
 }
 
@@ -315,6 +372,8 @@ export function newFlowCounters() {
     simultaneousOpen: 0,
     /** importFlow refused because the table was full. */
     importRefused: 0,
+    /** Connections closed by a RST that carried data again afterwards: the RST did not end them. */
+    rstRevived: 0,
   };
 }
 export type FlowCounters = ReturnType<typeof newFlowCounters>;
@@ -352,6 +411,8 @@ export interface FlowJson {
   createdMs: number;
   lastMs: number;
   closedMs: number;
+  /** What the window judgement learnt (absent in older snapshots: learnt again from the traffic). */
+  window?: [HalfWindowJson, HalfWindowJson];
 }
 
 const FLOW_STATES: readonly FlowState[] = ['syn-sent', 'syn-received', 'established', 'closing', 'closed'];
@@ -451,7 +512,10 @@ export class FlowTable<C = unknown> {
     if (f && syn) {
       const side = f.sideOf(src);
       const h = f.halves[side];
-      const closing = f.state === 'closed' || f.state === 'closing';
+      // Only a connection closed both ways (or reset) makes room for a new one: a half-closed
+      // one is still synchronized, and its endpoints answer a SYN with a challenge ACK (RFC 5961
+      // §4) — so one spoofed FIN and SYN cannot restart its tracking.
+      const closing = f.state === 'closed';
       const newIsn = h.isn !== undefined && h.isn !== seq && f.state !== 'syn-sent';
       if (newIsn && !closing && f.confirmed) {
         this.counters.straySyn++;
@@ -526,6 +590,7 @@ export class FlowTable<C = unknown> {
       createdMs: f.createdMs,
       lastMs: f.lastMs,
       closedMs: f.closedMs,
+      window: [f.halves[0].windowJson(), f.halves[1].windowJson()],
     };
   }
 
@@ -556,6 +621,10 @@ export class FlowTable<C = unknown> {
     f.state = v.state;
     Object.assign(f.halves[0], v.halves[0]);
     Object.assign(f.halves[1], v.halves[1]);
+    if (v.window !== undefined) {
+      f.halves[0].restoreWindow(v.window[0]);
+      f.halves[1].restoreWindow(v.window[1]);
+    }
     f.seenMask = (v.seen[0] ? 1 : 0) | (v.seen[1] ? 2 : 0);
     f.lastMs = Math.max(v.lastMs, nowMs);
     f.closedMs = v.closedMs;
@@ -564,6 +633,73 @@ export class FlowTable<C = unknown> {
     if (f.state === 'closed') this.closed.add(f);
     if (!f.confirmed) this.embryonic++;
     return f;
+  }
+
+  /** What is known of the direction `side` sends: its progress and its receiver's answers. */
+  private view(f: Flow<C>, side: 0 | 1): WindowView {
+    const s = f.halves[side];
+    const r = f.halves[1 - side]!;
+    return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, maxWin: r.maxWin };
+  }
+
+  /** Offset of `seq` in the sequence space of `side` (NaN when nothing of it is known yet). */
+  private offsetOf(f: Flow<C>, side: 0 | 1, seq: Seq): number {
+    const h = f.halves[side];
+    const base = h.base;
+    if (base === undefined) return NaN;
+    const r = f.halves[1 - side]!;
+    return seqToOffset(seq, base, h.endSet ? h.end : r.ackSet ? r.ack : 1);
+  }
+
+  /**
+   * Would the receiver take this RST or FIN from `side` (flow/window.ts)? Call it before `track`;
+   * only a segment judged `accept` or `rst-close` should be tracked with its RST/FIN flags.
+   */
+  judge(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, len: number): Verdict {
+    const rst = (flags & TCP_RST) !== 0;
+    const fin = (flags & TCP_FIN) !== 0;
+    if (!rst && !fin) return 'accept';
+    // A RST answering the client's SYN: taken only with an ACK of exactly that SYN.
+    const client = f.halves[0];
+    const synSent = rst && side === 1 && f.state === 'syn-sent' && !f.midstream;
+    const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1);
+    return judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
+  }
+
+  /**
+   * Learns the window edges from a segment from `side` that was let through (after `track`, so a
+   * SYN's ISN is known): the sender's highest sequence, its ACK of the other side and its largest
+   * window. Segments outside the window teach nothing (a spoofed segment cannot move the edges
+   * far), nor do RSTs. A segment with data on a connection a RST closed revives it: that RST was
+   * not the end the tracker took it for (the endpoint answered it with a challenge ACK).
+   */
+  observe(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, window: number, len: number): void {
+    if (flags & TCP_RST) return;
+    const s = f.halves[side];
+    const r = f.halves[1 - side]!;
+    if (s.base === undefined) s.midBase = seqAdd(seq, -1);
+    const off = this.offsetOf(f, side, seq);
+    const end = off + len + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
+    if (!s.endSet) s.setEnd(end);
+    else if (end > s.end && inWindow(this.view(f, side), off, len)) s.setEnd(end);
+    if (flags & TCP_ACK) {
+      if (r.base === undefined) r.midBase = seqAdd(ack, -1);
+      const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);
+      // An ACK of more than the other side sent (plus a window: its segments may not all have
+      // passed here, e.g. in a capture) is not learnt.
+      if (!s.ackSet || (a > s.ack && (!r.endSet || a <= r.end + Math.max(s.maxWin, 65_535)))) s.setAck(a);
+    }
+    // Windows in a SYN are never scaled (RFC 7323 §2.2).
+    const w = flags & TCP_SYN || !f.windowScaling ? window : window * 2 ** s.wscale;
+    if (w > s.maxWin) s.maxWin = w;
+    if (len > 0 && f.state === 'closed' && (s.rstSeen || r.rstSeen)) {
+      s.rstSeen = false;
+      r.rstSeen = false;
+      f.state = s.finSeen || r.finSeen ? 'closing' : 'established';
+      f.closedMs = 0;
+      this.closed.delete(f);
+      this.counters.rstRevived++;
+    }
   }
 
   /** Updates the tracked state with a segment from `side`. */
@@ -692,6 +828,25 @@ function validFlowJson(j: unknown): FlowJson {
       rstSeen: bool(h['rstSeen'], `${name}.rstSeen`),
     };
   };
+  const windowHalf = (x: unknown, i: number): HalfWindowJson => {
+    const w = x as Record<string, unknown> | null;
+    const name = `window[${i}]`;
+    if (typeof w !== 'object' || w === null) return bad(name);
+    const off = (k: string): number | undefined => {
+      const y = w[k];
+      if (y === undefined) return undefined;
+      return Number.isSafeInteger(y) ? (y as number) : bad(`${name}.${k}`);
+    };
+    const mb = w['midBase'];
+    if (mb !== undefined && !u32(mb)) return bad(`${name}.midBase`);
+    const maxWin = w['maxWin'];
+    if (!Number.isInteger(maxWin) || (maxWin as number) < 0 || (maxWin as number) > 2 ** 30) return bad(`${name}.maxWin`);
+    const end = off('end');
+    const ack = off('ack');
+    return { ...(mb !== undefined ? { midBase: mb as Seq } : {}), ...(end !== undefined ? { end } : {}), ...(ack !== undefined ? { ack } : {}), maxWin: maxWin as number };
+  };
+  const win = o['window'];
+  const windowPair = win === undefined ? undefined : pair(win, 'window');
   const state = o['state'];
   if (!FLOW_STATES.includes(state as FlowState)) return bad('state');
   const halves = pair(o['halves'], 'halves');
@@ -708,5 +863,6 @@ function validFlowJson(j: unknown): FlowJson {
     createdMs: time(o['createdMs'], 'createdMs'),
     lastMs: time(o['lastMs'], 'lastMs'),
     closedMs: time(o['closedMs'], 'closedMs'),
+    ...(windowPair !== undefined ? { window: [windowHalf(windowPair[0], 0), windowHalf(windowPair[1], 1)] as [HalfWindowJson, HalfWindowJson] } : {}),
   };
 }

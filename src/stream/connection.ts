@@ -38,6 +38,7 @@ export interface TcpOut<T> {
 }
 
 const DIRS: readonly [Direction, Direction] = ['c2s', 's2c'];
+const EMPTY = new Uint8Array(0);
 
 /** Both directions' state (the agent's is its own snapshot, kept beside it by the caller). */
 export interface ConnectionJson {
@@ -83,9 +84,20 @@ export class Connection<T extends { fields: TcpFields }> {
    * One segment from `side`. SYN segments pass with their sequence number unchanged (the ISN
    * is not translated); everything else goes through the engine. Releases are appended to `out`.
    */
-  handle(side: 0 | 1, f: TcpFields, payload: Uint8Array, tag: T, nowMs: number, out: TcpOut<T>[]): void {
-    this.lastFields[side] = f;
+  handle(side: 0 | 1, f: TcpFields, payload: Uint8Array, tag: T, nowMs: number, out: TcpOut<T>[], rstTaken = true): void {
     const d = this.dirs[side];
+    if ((f.flags & TCP_RST) && !rstTaken) {
+      // A RST its receiver will not take (flow/window.ts: in the window, not exact). It is
+      // forwarded at its translated position, so the receiver answers it with a challenge ACK
+      // (RFC 5961 §3.2) as it would without the gateway, and it touches nothing here: not the
+      // stream, not the ACK translation (its ACK field is ignored by the receiver, and may be
+      // spoofed), not the last fields a gateway-originated segment copies. Its text is
+      // diagnostic, not data (RFC 9293 §3.10.7.4): not forwarded.
+      const fields = { ...f, seq: this.seqOf(side, d.mapEmpty(this.pos(side, f.seq))) };
+      out.push({ tag, fields, payload: EMPTY, changed: payload.length > 0, synth: false });
+      return;
+    }
+    this.lastFields[side] = f;
     if (f.flags & TCP_SYN) {
       // The SYN itself: seq unchanged; a SYN-ACK's ACK (client ISN + 1) maps to itself. Data on
       // a SYN (TCP Fast Open) is not rewritable before the handshake: it is dropped from the
@@ -163,6 +175,11 @@ export class Connection<T extends { fields: TcpFields }> {
    */
   get settled(): boolean {
     return this.dirs[0].settled && this.dirs[1].settled;
+  }
+
+  /** Both directions' FINs were reached in order (not merely seen): both streams really ended. */
+  get ended(): boolean {
+    return this.dirs[0].finProcessed && this.dirs[1].finProcessed;
   }
 
   dispose(): void {

@@ -102,6 +102,8 @@ class Busy<T> {
   finProcessed = false;
   agentOff = false;
   adopting = false;
+  /** A RST was taken while bytes were held or originated: timers stop until data comes again. */
+  reset = false;
   synth: Synth | null = null;
   synthOut: Release<T>[] = NO_LIST;
   lastTag: T | undefined = undefined;
@@ -238,6 +240,13 @@ export class StreamDirection<T> {
   private set adopting(v: boolean) {
     if (this.busy !== null || v) this.b.adopting = v;
   }
+  /** See Busy.reset. */
+  private get reset(): boolean {
+    return this.busy === null ? false : this.busy.reset;
+  }
+  private set reset(v: boolean) {
+    if (this.busy !== null || v) this.b.reset = v;
+  }
   private get synth(): Synth | null {
     return this.busy === null ? null : this.busy.synth;
   }
@@ -351,14 +360,21 @@ export class StreamDirection<T> {
     // coming, the match may still complete, so the agent is not made to decide yet.
     this.heldSinceMs = nowMs;
     if (seg.rst) {
-      this.flush('rst', nowMs);
-      this.takeSynth(out);
-      // A RST at or past the FIN / the processed front goes after everything released.
+      // A RST is not a decision point: it may be spoofed and not taken by the receiver (the
+      // tracker only lets exact ones close, but "exact" from the middle can still differ from
+      // the receiver's RCV.NXT), and held bytes decided now would let a pattern split around it
+      // through unrewritten. Held bytes stay held and the timers stop (nothing is originated
+      // towards a connection that ended) until data comes again.
+      if (this.heldBytes > 0 || this.synth !== null) this.reset = true;
+      // A RST at or past the FIN / the processed front goes after everything released: at the
+      // first held byte when bytes are held (the receiver has everything before it).
       const p = seg.pos;
       const atEnd = p >= this.x || (this.finProcessed && p >= this.finPos);
-      out.push(this.release(seg, atEnd ? p + this.cmds.offsetAfterLast() : this.mapEmpty(p), EMPTY, false, false));
+      const q = atEnd && this.heldBytes > 0 ? this.held.start : p;
+      out.push(this.release(seg, atEnd ? q + this.cmds.offsetAfterLast() : this.mapEmpty(p), EMPTY, false, false));
       return;
     }
+    if (seg.payload.length > 0) this.reset = false;
     this.handle(seg, nowMs, out);
     this.drain(nowMs, out);
     this.takeSynth(out);
@@ -645,6 +661,7 @@ export class StreamDirection<T> {
   tick(nowMs: number, out: Release<T>[]): void {
     // Not while segments wait in the queue: there is a gap before them that the sender will
     // fill (a retransmission), and flushing now would decide a match that may still complete.
+    if (this.reset) return;
     if (this.heldBytes > 0 && this.queue.length === 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
       this.flush('timeout', nowMs);
       this.takeSynth(out);
@@ -669,6 +686,7 @@ export class StreamDirection<T> {
 
   /** When the next timer of this direction is due (Infinity when none). */
   nextTimerMs(): number {
+    if (this.reset) return Infinity;
     let t = Infinity;
     if (this.heldBytes > 0 && this.queue.length === 0) t = this.heldSinceMs + this.limits.holdTimeoutMs;
     if (this.synth) t = Math.min(t, this.synth.sentMs + 200 * 2 ** Math.min(this.synth.tries, 6));
