@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, createReadStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labSpawn, labStateDir, labUp, type LabInfo, type LabOptions } from '../../src/lab/lab.js';
+import { labExec, labSpawn, labStateDir, labUp, type LabInfo, type LabOptions, type LabRole } from '../../src/lab/lab.js';
 import { REPO } from '../lab/e2e-env.js';
 
 /** The CLI entry point, run from the sources (so the tests do not depend on a fresh dist/). */
@@ -121,4 +121,24 @@ export function rewriteText(size: number): string {
 /** The replace agent picks the leftmost match; these patterns never overlap each other. */
 export function expectedRewrite(s: string): string {
   return s.split(FIND_SHORT).join(WITH_SHORT).split(FIND_LONG).join(WITH_LONG);
+}
+
+/**
+ * The TCP counters of a lab namespace's kernel: /proc/net/snmp `Tcp:` and /proc/net/netstat
+ * `TcpExt:` by name (e.g. `EstabResets`, `TCPChallengeACK`), as that namespace counts them.
+ */
+export async function nsTcpCounters(prefix: string, role: LabRole): Promise<Record<string, number>> {
+  const r = await labExec(prefix, role, ['cat', '/proc/net/snmp', '/proc/net/netstat']);
+  if (r.code !== 0) throw new Error(`cannot read the TCP counters of ${role}: ${r.stderr}`);
+  const out: Record<string, number> = {};
+  const lines = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
+  for (let i = 0; i + 1 < lines.length; i++) {
+    const [key, ...names] = lines[i]!;
+    const [key2, ...values] = lines[i + 1]!;
+    // Each table is a line of names followed by a line of values under the same key.
+    if (key !== key2 || (key !== 'Tcp:' && key !== 'TcpExt:') || !/^-?\d+$/.test(values[0] ?? '')) continue;
+    names.forEach((n, j) => (out[n] = Number(values[j])));
+    i++;
+  }
+  return out;
 }
