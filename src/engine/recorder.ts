@@ -24,7 +24,11 @@
  *        after a gap that was never filled is flushed and the gap counted (`gapsAtEnd`).
  *        tshark drops such data silently; we report it instead.
  *  - A FIN ends a direction at its sequence number (later data counted in `afterFinBytes`).
- *    An RST ends the whole connection; its payload is not stream data (`rstDataBytes`).
+ *    A RST ends the whole connection; its payload is not stream data (`rstDataBytes`). Both are
+ *    judged first as their receiver judges them (flow/window.ts, shared with the gateway's
+ *    tracker): a RST ends the connection only at the expected sequence number (else it is
+ *    counted `rstNotExact` / `rstOutOfWindow` and ignored), a FIN outside the window is ignored
+ *    (`finOutOfWindow`). A spoofed RST does not cut the recorded stream short.
  *  - A connection that ended stays in the table as a tombstone so stray ACKs and retransmitted
  *    FINs are not taken for a new mid-stream connection; only a SYN (without ACK) starts a new
  *    connection on the same 4-tuple.
@@ -48,6 +52,7 @@ import { ipv4ToString } from '../wire/ipv4.js';
 import { type Seq, seqAdd, seqToOffset } from '../wire/seq.js';
 import { TcpFlag } from '../wire/tcp.js';
 import { WireError } from '../wire/error.js';
+import { judge } from '../flow/window.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options, counters, results
@@ -103,6 +108,11 @@ export interface RecorderCounters {
   outOfWindowSegments: number;
   afterFinBytes: number;
   rstDataBytes: number;
+  /** RSTs the receiver would not take (flow/window.ts): in the window but not exact, or outside it. */
+  rstNotExact: number;
+  rstOutOfWindow: number;
+  /** FINs outside the window: their direction does not end there. */
+  finOutOfWindow: number;
   /** Non-SYN segments of an ended connection (final ACKs, retransmitted FINs). */
   afterEndSegments: number;
   connectionsEvicted: number;
@@ -128,6 +138,9 @@ function zeroCounters(): RecorderCounters {
     outOfWindowSegments: 0,
     afterFinBytes: 0,
     rstDataBytes: 0,
+    rstNotExact: 0,
+    rstOutOfWindow: 0,
+    finOutOfWindow: 0,
     afterEndSegments: 0,
     connectionsEvicted: 0,
     fileReopens: 0,
@@ -172,6 +185,14 @@ interface HalfState {
   finOff: number;
   ended: boolean;
   gapBytes: number;
+  /** One past the highest offset sent (FIN included), for the RST/FIN judgement (flow/window.ts). */
+  sentEnd: number | undefined;
+  /** The receiver's highest ACK of this direction, as an offset. */
+  acked: number | undefined;
+  /** The largest window the receiver advertised (scaled when both SYNs carried the option). */
+  rcvMaxWin: number;
+  /** Window scale this direction's sender announced in its SYN (−1: none or not seen). */
+  wscale: number;
 }
 
 interface ConnState {
@@ -210,7 +231,12 @@ interface Conn {
 }
 
 function newHalf(dir: 'c2s' | 's2c'): Half {
-  return { st: { started: false, base: 0, next: 0, finOff: -1, ended: false, gapBytes: 0 }, ooo: [], buffered: 0, dir };
+  return {
+    st: { started: false, base: 0, next: 0, finOff: -1, ended: false, gapBytes: 0, sentEnd: undefined, acked: undefined, rcvMaxWin: 0, wscale: -1 },
+    ooo: [],
+    buffered: 0,
+    dir,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,30 +423,52 @@ export class StreamRecorder {
     const half = fromClient ? c.c2s : c.s2c;
     const peer = fromClient ? c.s2c : c.c2s;
 
+    const syn = (flags & TcpFlag.SYN) !== 0;
+    const dataSeq = syn ? seqAdd(seq, 1) : seq;
+    const h = half.st;
+    const len = f.payloadLen;
+    // RSTs and FINs are judged as the receiver judges them (flow/window.ts, the same function
+    // the gateway's tracker uses): only an exact RST ends the connection, a FIN outside the
+    // window does not end its direction; judged ones teach nothing.
+    if (flags & (TcpFlag.RST | TcpFlag.FIN)) {
+      const rst = (flags & TcpFlag.RST) !== 0;
+      const synSent = rst && !fromClient && !h.started && c.st.synSeq !== null;
+      const ackOfSyn = synSent && (flags & TcpFlag.ACK) !== 0 && c.st.synSeq !== null && tcp.ack === seqAdd(c.st.synSeq, 1);
+      const view = { end: h.sentEnd, ack: h.acked, maxWin: h.rcvMaxWin };
+      const v = judge(view, rst, !rst, h.started ? seqToOffset(dataSeq, h.base, h.next) : NaN, len, synSent, ackOfSyn);
+      if (v === 'rst-close') {
+        k.rstDataBytes += len;
+        this.finish(c, 'rst');
+        return;
+      }
+      if (v !== 'accept') {
+        if (v === 'rst-not-exact') k.rstNotExact++;
+        else if (v === 'rst-out-of-window') k.rstOutOfWindow++;
+        else k.finOutOfWindow++;
+        return;
+      }
+    }
+
     // The peer acknowledging past buffered data means the receiver has the missing bytes.
     if (flags & TcpFlag.ACK && peer.st.started) {
       const ackOff = seqToOffset(tcp.ack, peer.st.base, peer.st.next);
+      if (peer.st.acked === undefined || ackOff > peer.st.acked) peer.st.acked = ackOff;
       while (peer.ooo.length > 0 && ackOff > peer.ooo[0]!.off) {
         k.gapsAcked++;
         this.skipGap(c, peer);
       }
     }
+    if (syn) h.wscale = tcp.windowScale() ?? -1;
+    const scaled = !syn && h.wscale >= 0 && peer.st.wscale >= 0 ? tcp.window * 2 ** h.wscale : tcp.window;
+    if (scaled > peer.st.rcvMaxWin) peer.st.rcvMaxWin = scaled;
 
-    if (flags & TcpFlag.RST) {
-      k.rstDataBytes += f.payloadLen;
-      this.finish(c, 'rst');
-      return;
-    }
-
-    const syn = (flags & TcpFlag.SYN) !== 0;
-    const dataSeq = syn ? seqAdd(seq, 1) : seq;
-    const h = half.st;
     if (!h.started) {
       h.started = true;
       h.base = dataSeq;
     }
     const off = seqToOffset(dataSeq, h.base, h.next);
-    const len = f.payloadLen;
+    const segEnd = off + len + (flags & TcpFlag.FIN ? 1 : 0);
+    if (h.sentEnd === undefined || segEnd > h.sentEnd) h.sentEnd = segEnd;
     if (flags & TcpFlag.FIN && h.finOff < 0 && off + len >= h.next) h.finOff = off + len;
     // After the FIN was delivered, `insert` counts the text as duplicate or after-FIN bytes.
     if (len > 0) this.insert(c, half, off, frame.subarray(f.payloadOff, f.payloadOff + len));
