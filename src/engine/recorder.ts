@@ -113,6 +113,8 @@ export interface RecorderCounters {
   rstOutOfWindow: number;
   /** FINs outside the window: their direction does not end there. */
   finOutOfWindow: number;
+  /** Connections a RST ended whose handshake went on (a SYN-ACK after it): recorded on. */
+  rstRevived: number;
   /** Non-SYN segments of an ended connection (final ACKs, retransmitted FINs). */
   afterEndSegments: number;
   connectionsEvicted: number;
@@ -141,6 +143,7 @@ function zeroCounters(): RecorderCounters {
     rstNotExact: 0,
     rstOutOfWindow: 0,
     finOutOfWindow: 0,
+    rstRevived: 0,
     afterEndSegments: 0,
     connectionsEvicted: 0,
     fileReopens: 0,
@@ -408,6 +411,13 @@ export class StreamRecorder {
       if (isSyn && (c.st.done || !fromClient || c.st.synSeq !== seq)) {
         this.finish(c, 'open');
         c = undefined;
+      } else if (c.st.done && c.st.end === 'rst' && (flags & (TcpFlag.SYN | TcpFlag.RST)) === TcpFlag.SYN) {
+        // The handshake going on (a SYN-ACK) after a RST taken as ending it: the endpoints kept
+        // the connection (e.g. a RST forged to answer the SYN, which the client ignored). Data
+        // after a RST is not enough: it may have been in flight, and the receiver gone.
+        c.st.done = false;
+        c.st.end = 'open';
+        k.rstRevived++;
       } else if (c.st.done) {
         k.afterEndSegments++;
         this.table.set(key, c);
