@@ -6,13 +6,14 @@
  */
 
 import { createFtp, type FtpHooksProvider } from './ftp.js';
+import { httpFactory } from './http/agent.js';
 import { createMonitor } from './monitor.js';
 import type { MonitorSink } from './monitor.js';
 import { replaceFactory } from './replace.js';
 import type { Agent, AgentContext, AgentFactory } from './types.js';
 
-/** Agents a rule may name. http, smtp will join. */
-export const AGENT_NAMES = ['replace', 'monitor', 'ftp'] as const;
+/** Agents a rule may name. smtp will join. */
+export const AGENT_NAMES = ['replace', 'monitor', 'ftp', 'http'] as const;
 export type AgentName = (typeof AGENT_NAMES)[number];
 
 export type AgentRegistry = ReadonlyMap<string, AgentFactory<unknown>>;
@@ -32,6 +33,7 @@ export function makeRegistry(opts: RegistryOptions = {}): AgentRegistry {
     ['replace', replaceFactory as AgentFactory<unknown>],
     ['monitor', createMonitor(opts.monitorSink) as AgentFactory<unknown>],
     ['ftp', createFtp(opts.ftpHooks) as AgentFactory<unknown>],
+    ['http', httpFactory as AgentFactory<unknown>],
   ]);
 }
 

@@ -8,8 +8,9 @@
  *   after the accepted match. Unmatched bytes pass unchanged.
  * - Literal rule `{ find, with, ignoreCase? }`: `find` and `with` are UTF-8 encoded and matched as
  *   bytes. `ignoreCase` folds ASCII letters only (A-Z = a-z); other bytes must be equal.
- * - Regex rule `{ regex, with, maxMatch, flags? }`: a JavaScript RegExp (flags from "imsu") run
- *   on the stream read as latin1, one char per byte, so any byte value works and lengths are byte
+ * - Regex rule `{ regex, with, maxMatch, flags?, engine?, maxSteps? }`: JavaScript RegExp syntax
+ *   and semantics (flags from "imsu"; ./regex-engine.ts runs it, not V8's backtracking RegExp) on
+ *   the stream read as latin1, one char per byte, so any byte value works and lengths are byte
  *   lengths; non-ASCII in the pattern matches latin1 code units (e.g. "é" is the byte 0xE9, not
  *   the UTF-8 pair C3 A9). The match at position p is what the regex finds, sticky at p, in the
  *   *window* S[p-1, p+maxMatch): one byte of context before p (so `^` with the `m` flag, `\b` and
@@ -17,6 +18,14 @@
  *   most maxMatch bytes from p. Hence a match longer than maxMatch is never found: greedy
  *   quantifiers stop at the window end, and a pattern that needs more bytes fails. The window end
  *   looks like the end of input to `$`, `\b` and lookaheads. Empty matches are ignored.
+ *   Engines: `linear` (a Pike VM: time O(window × pattern) per attempt whatever the input, so a
+ *   pattern like `(a|aa)+b` cannot stall the event loop) runs everything but lookarounds and
+ *   backreferences; `backtracking` runs those too and gives an attempt up after `maxSteps` steps
+ *   (counted: regexBudgetExceeded; no match there), so a stream costs at most maxSteps steps per
+ *   byte and rule. Steps rather than a time limit: the same input gives the same result on every
+ *   node, and Node's only interruptible RegExp (vm `timeout`) cost 74 µs per call here. Without
+ *   `engine` the agent picks linear when it can; the config loader refuses a pattern the linear
+ *   engine cannot run unless `engine: backtracking` is written.
  *   In `with`, `$&`, `$1`..`$99`, `$<name>` and `$$` work as in String.prototype.replace; their
  *   text is emitted as the original bytes, the rest of `with` as UTF-8. "$`" and "$'" are refused
  *   (the input around a match is a window, not a string).
@@ -36,9 +45,9 @@
  * and the byte before it; `snapshot` is that as plain JSON.
  *
  * Efficiency: literals are searched with Buffer.indexOf (memchr-like); each rule caches its next
- * candidate so the data is not rescanned from scratch for every match. Regexes without
- * end-sensitive constructs ($, \b, \B, lookarounds) are located with one global search per block
- * and then checked in their window; the others are run in the window at every position (slower).
+ * candidate so the data is not rescanned from scratch for every match. A regex is run only at
+ * candidate starts: its literal prefix found with Buffer.indexOf, or bytes that can start a match,
+ * with a byte that can end one inside the window (`nextRegex`).
  */
 
 import type {
@@ -51,6 +60,7 @@ import type {
   FlushReason,
 } from './types.js';
 import { NO_EDITS } from './types.js';
+import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from './regex-engine.js';
 
 export interface LiteralRule {
   find: string;
@@ -65,17 +75,44 @@ export interface RegexRule {
   maxMatch: number;
   /** Subset of REGEX_FLAGS. */
   flags?: string;
+  /**
+   * 'linear' (Pike VM, no backreferences or lookarounds) or 'backtracking' (everything, each
+   * match attempt stopped after maxSteps). Absent: linear when the pattern allows it, else
+   * backtracking with DEFAULT_MAX_STEPS (the config loader demands it be written).
+   */
+  engine?: RegexEngine;
+  /** Backtracking only: steps one match attempt may take, 1..MAX_STEPS_LIMIT. */
+  maxSteps?: number;
 }
+
+export type RegexEngine = 'linear' | 'backtracking';
 
 export type ReplaceRule = LiteralRule | RegexRule;
 export type ReplaceConfig = readonly ReplaceRule[];
 
 export const MAX_MATCH_LIMIT = 65536;
 export const REGEX_FLAGS = 'imsu';
+export const REGEX_ENGINES: readonly RegexEngine[] = ['linear', 'backtracking'];
+/**
+ * Default step budget of a backtracking match attempt: a few times what an ordinary pattern
+ * needs in a 1,000-byte window, far below what a catastrophic one needs (fib(64) for
+ * `(a|aa)+b` over 64 bytes). One step is one instruction, about 10 ns.
+ */
+export const DEFAULT_MAX_STEPS = 10_000;
+export const MAX_STEPS_LIMIT = 10_000_000;
+
+/** The agent's counters (per connection; the snapshot carries them). */
+export function newReplaceCounters() {
+  return {
+    /** Backtracking match attempts stopped by their maxSteps budget, taken as no match there. */
+    regexBudgetExceeded: 0,
+  };
+}
+export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
 
 /** One problem with a rule: which field, and what is wrong. */
 export interface RuleProblem {
-  field: 'find' | 'regex' | 'with' | 'maxMatch' | 'flags' | 'ignoreCase' | 'rule';
+  field: 'find' | 'regex' | 'with' | 'maxMatch' | 'flags' | 'ignoreCase' | 'engine' | 'maxSteps' | 'rule';
   message: string;
 }
 
@@ -83,6 +120,8 @@ export interface RuleProblem {
 export interface ReplaceSnapshot {
   v: 1;
   dirs: Record<Direction, { pos: number; undecided: number; prev: number; tail: string }>;
+  /** Present once a counter is non-zero. */
+  counters?: ReplaceCounters;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -104,17 +143,14 @@ interface CompiledLiteral {
 interface CompiledRegex {
   kind: 're';
   maxMatch: number;
-  /** Sticky: run at one position of a window. */
-  sticky: RegExp;
-  /** Global: locates candidates; null when the pattern is end-sensitive (slow path). */
-  scan: RegExp | null;
+  cp: CompiledPattern;
+  /** The linear engine, or null: backtracking with maxSteps. */
+  pike: PikeVM | null;
+  maxSteps: number;
   tpl: TplPart[];
 }
 
 type CompiledRule = CompiledLiteral | CompiledRegex;
-
-/** Constructs whose result can change when input continues past the window end (or lookbehind). */
-const END_SENSITIVE = /\$|\\[bB]|\(\?<?[=!]/;
 
 function isRegexRule(r: ReplaceRule): r is RegexRule {
   return typeof (r as RegexRule).regex === 'string';
@@ -124,7 +160,7 @@ function isRegexRule(r: ReplaceRule): r is RegexRule {
  * Everything wrong with one rule (empty = valid). The config loader reports these with file
  * positions; `compileReplaceRules` throws on the first.
  */
-export function replaceRuleProblems(rule: unknown): RuleProblem[] {
+export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boolean } = {}): RuleProblem[] {
   const out: RuleProblem[] = [];
   if (typeof rule !== 'object' || rule === null) {
     return [{ field: 'rule', message: 'expected an object with `find` or `regex`' }];
@@ -178,11 +214,41 @@ export function replaceRuleProblems(rule: unknown): RuleProblem[] {
     out.push({ field: 'regex', message: `does not compile: ${(e as Error).message}` });
     return out;
   }
+  const engine = r['engine'];
+  if (engine !== undefined && !REGEX_ENGINES.includes(engine as RegexEngine)) {
+    out.push({ field: 'engine', message: `expected one of: ${REGEX_ENGINES.join(', ')}` });
+  }
+  const steps = r['maxSteps'];
+  if (steps !== undefined) {
+    if (typeof steps !== 'number' || !Number.isInteger(steps) || steps < 1 || steps > MAX_STEPS_LIMIT) {
+      out.push({ field: 'maxSteps', message: `expected an integer from 1 to ${MAX_STEPS_LIMIT}` });
+    } else if (engine !== 'backtracking') {
+      out.push({ field: 'maxSteps', message: 'applies to engine: backtracking only (the linear engine needs no budget)' });
+    }
+  }
+  const cp = compilePattern(r['regex'], flags);
+  if (typeof cp === 'string') {
+    out.push({ field: 'regex', message: cp });
+    return out;
+  }
+  if (cp.nonLinear !== undefined && engine !== 'backtracking' && (engine === 'linear' || opts.requireEngine === true)) {
+    out.push({ field: 'regex', message: linearRefusal(cp.nonLinear) });
+  }
   if (typeof r['with'] === 'string') {
     const p = parseTemplate(r['with'], re);
     if (typeof p === 'string') out.push({ field: 'with', message: p });
   }
   return out;
+}
+
+/** Why the linear engine refuses a pattern, and what to do. */
+function linearRefusal(n: { what: string; offset: number }): string {
+  return (
+    `the linear engine cannot run the ${n.what} at pattern index ${n.offset}: lookarounds and ` +
+    'backreferences need backtracking, which can take exponential time; rewrite the pattern ' +
+    'without it, or set `engine: backtracking` (each match attempt then stops after `maxSteps` ' +
+    `steps, default ${DEFAULT_MAX_STEPS}, counted as regexBudgetExceeded)`
+  );
 }
 
 /**
@@ -221,10 +287,17 @@ export function compileReplaceRules(cfg: unknown): CompiledRule[] {
       return { kind: 'lit', pat, fail: kmpFailure(pat), ci, out: Buffer.from(r.with, 'utf8') };
     }
     const flags = r.flags ?? '';
-    const sticky = new RegExp(r.regex, flags + 'y');
-    const tpl = parseTemplate(r.with, sticky) as TplPart[];
-    const scan = END_SENSITIVE.test(r.regex) ? null : new RegExp(r.regex, flags + 'g');
-    return { kind: 're', maxMatch: r.maxMatch, sticky, scan, tpl };
+    const tpl = parseTemplate(r.with, new RegExp(r.regex, flags)) as TplPart[];
+    const cp = compilePattern(r.regex, flags) as CompiledPattern;
+    const linear = r.engine === 'linear' || (r.engine === undefined && cp.nonLinear === undefined);
+    return {
+      kind: 're',
+      maxMatch: r.maxMatch,
+      cp,
+      pike: linear ? new PikeVM(cp) : null,
+      maxSteps: r.maxSteps ?? DEFAULT_MAX_STEPS,
+      tpl,
+    };
   });
 }
 
@@ -289,14 +362,18 @@ function parseTemplate(t: string, re: RegExp): TplPart[] | string {
   return parts;
 }
 
-function expand(tpl: TplPart[], m: RegExpExecArray): Buffer {
+/** The replacement for a match: `caps` are slot pairs into the latin1 string `s`. */
+function expand(tpl: TplPart[], caps: Int32Array, s: string, names: ReadonlyMap<string, number>): Buffer {
   if (tpl.length === 1 && Buffer.isBuffer(tpl[0])) return tpl[0];
   const bufs: Buffer[] = [];
   for (const p of tpl) {
     if (Buffer.isBuffer(p)) bufs.push(p);
     else {
-      const s = typeof p === 'number' ? m[p] : m.groups?.[p];
-      if (s !== undefined && s !== '') bufs.push(Buffer.from(s, 'latin1'));
+      const g = typeof p === 'number' ? p : names.get(p);
+      if (g === undefined) continue;
+      const cs = caps[2 * g]!;
+      const ce = caps[2 * g + 1]!;
+      if (cs >= 0 && ce > cs) bufs.push(Buffer.from(s.substring(cs, ce), 'latin1'));
     }
   }
   return bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
@@ -337,13 +414,12 @@ interface RuleEvent {
 const NONE: RuleEvent = Object.freeze({ start: Infinity, len: 0, decided: true, out: Buffer.alloc(0) });
 const EMPTY = Buffer.alloc(0);
 
-/** Candidate starts examined per global search of a regex (plus maxMatch of look-ahead). */
-const REGEX_BLOCK = 16 * 1024;
-
 interface ScanResult {
   edits: Edit[];
   /** Index in buf where the undecided tail starts (buf.length = nothing held). */
   hold: number;
+  /** Backtracking attempts stopped by their budget. */
+  giveUps: number;
 }
 
 class Scan {
@@ -351,6 +427,7 @@ class Scan {
   private str: string | undefined;
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
+  private giveUps = 0;
 
   constructor(
     private readonly buf: Buffer,
@@ -371,8 +448,8 @@ class Scan {
         if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, pos);
         if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
       }
-      if (best.start === Infinity) return { edits, hold: this.buf.length };
-      if (!best.decided) return { edits, hold: best.start };
+      if (best.start === Infinity) return { edits, hold: this.buf.length, giveUps: this.giveUps };
+      if (!best.decided) return { edits, hold: best.start, giveUps: this.giveUps };
       edits.push({ at: base + best.start, len: best.len, data: best.out });
       pos = best.start + best.len;
     }
@@ -402,54 +479,63 @@ class Scan {
     return k > 0 ? { start: n - k, len: 0, decided: false, out: EMPTY } : NONE;
   }
 
+  /**
+   * Candidates are starts whose bytes can begin a match (`cp.first`, the fixed `cp.prefix`, found
+   * with Buffer.indexOf when it is a literal) and whose window holds a byte that can end one
+   * (`cp.last`); only those are run. So a pattern such as `(a|aa)+b` costs one pass over a run
+   * of "a" without "b", whatever the engine.
+   */
   private nextRegex(rule: CompiledRegex, pos: number): RuleEvent {
-    const n = this.buf.length;
+    const buf = this.buf;
+    const n = buf.length;
     const mm = rule.maxMatch;
+    const { first, last, prefix, literal } = rule.cp;
     // Starts below decidedEnd have their whole window available.
     const decidedEnd = this.final ? n : Math.max(pos, n - mm + 1);
-    const s = (this.str ??= (this.off ? String.fromCharCode(this.prev) : '') + this.buf.toString('latin1'));
-    const off = this.off;
-    if (rule.scan === null) {
-      for (let q = pos; q < decidedEnd; q++) {
-        const e = this.windowMatch(rule, s, q);
-        if (e) return e;
+    let lastAt = -1; // the first index >= q holding a byte in `last` (n = none)
+    next: for (let q = pos; q < decidedEnd; q++) {
+      if (literal !== null) {
+        q = buf.indexOf(literal, q); // memchr-like, as literal rules
+        if (q < 0 || q >= decidedEnd) break;
+      } else if (first[buf[q]!] === 0) continue;
+      const end = Math.min(q + mm, n); // the window
+      for (let k = 0; k < prefix.length; k++) {
+        if (q + k >= end || prefix[k]![buf[q + k]!] === 0) continue next;
       }
-    } else {
-      const g = rule.scan;
-      for (let q0 = pos; q0 < decidedEnd; q0 += REGEX_BLOCK) {
-        const q1 = Math.min(q0 + REGEX_BLOCK, decidedEnd);
-        // The block string holds every window of the starts [q0, q1) (and a context byte).
-        const ts = q0 + off > 0 ? q0 + off - 1 : 0;
-        const t = s.substring(ts, Math.min(q1 - 1 + off + mm, s.length));
-        let from = q0 + off - ts;
-        for (;;) {
-          g.lastIndex = from;
-          const m = g.exec(t);
-          if (m === null) break;
-          const q = m.index + ts - off;
-          if (q >= q1) break;
-          // No match on the longer string at a start means none in its window (the pattern has
-          // no end-sensitive construct); a match there must still be checked in the window.
-          const e = this.windowMatch(rule, s, q);
-          if (e) return e;
-          from = m.index + 1;
-        }
+      if (lastAt < q) {
+        lastAt = q;
+        while (lastAt < n && last[buf[lastAt]!] === 0) lastAt++;
       }
+      if (lastAt >= n) break;
+      if (lastAt >= q + mm) {
+        q = lastAt - mm; // the next window that reaches lastAt starts at lastAt - mm + 1
+        continue;
+      }
+      const e = this.windowMatch(rule, q);
+      if (e) return e;
     }
     if (this.final || decidedEnd >= n) return NONE;
     return { start: decidedEnd, len: 0, decided: false, out: EMPTY };
   }
 
   /** The rule's match at buf index q, seen through its window, or undefined. */
-  private windowMatch(rule: CompiledRegex, s: string, q: number): RuleEvent | undefined {
+  private windowMatch(rule: CompiledRegex, q: number): RuleEvent | undefined {
+    const s = (this.str ??= (this.off ? String.fromCharCode(this.prev) : '') + this.buf.toString('latin1'));
     const at = q + this.off;
-    const ws = at > 0 ? at - 1 : 0;
-    const w = s.substring(ws, Math.min(at + rule.maxMatch, s.length));
-    const re = rule.sticky;
-    re.lastIndex = at - ws;
-    const m = re.exec(w);
-    if (m === null || m[0].length === 0) return undefined;
-    return { start: q, len: m[0].length, decided: true, out: expand(rule.tpl, m) };
+    const lo = at > 0 ? at - 1 : 0;
+    const hi = Math.min(at + rule.maxMatch, s.length);
+    let caps: Int32Array | null;
+    if (rule.pike !== null) caps = rule.pike.run(s, lo, at, hi);
+    else {
+      const r = backtrackRun(rule.cp, s, lo, at, hi, { left: rule.maxSteps });
+      if (r === BUDGET_EXCEEDED) {
+        this.giveUps++;
+        return undefined;
+      }
+      caps = r;
+    }
+    if (caps === null || caps[1] === caps[0]) return undefined;
+    return { start: q, len: caps[1]! - caps[0]!, decided: true, out: expand(rule.tpl, caps, s, rule.cp.names) };
   }
 }
 
@@ -478,18 +564,26 @@ class ReplaceAgent implements Agent {
   /** Per-direction state, created on the first non-empty feed (an idle connection holds none). */
   private c2s: DirState | null;
   private s2c: DirState | null;
+  /** Created on the first count (most connections never count anything). */
+  private ctr: ReplaceCounters | null;
 
   constructor(
     private readonly rules: readonly CompiledRule[],
     private readonly dirs: ReadonlySet<Direction>,
     st?: Record<Direction, DirState>,
+    counters?: ReplaceCounters,
   ) {
     this.c2s = st?.c2s ?? null;
     this.s2c = st?.s2c ?? null;
+    this.ctr = counters ?? null;
   }
 
   get name(): string {
     return 'replace';
+  }
+
+  get counters(): ReplaceCounters {
+    return (this.ctr ??= newReplaceCounters());
   }
 
   /** The state of `dir` for reading (FRESH when never fed). */
@@ -527,7 +621,8 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    const { edits, hold } = new Scan(buf, st.prev, final).run(this.rules, base);
+    const { edits, hold, giveUps } = new Scan(buf, st.prev, final).run(this.rules, base);
+    if (giveUps > 0) this.counters.regexBudgetExceeded += giveUps;
     if (hold > 0) {
       st.prev = buf[hold - 1]!;
       st.undecided = base + hold;
@@ -555,7 +650,9 @@ class ReplaceAgent implements Agent {
       prev: s.prev,
       tail: s.tail.toString('base64'),
     });
-    return { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
+    const snap: ReplaceSnapshot = { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
+    if (this.ctr !== null && this.ctr.regexBudgetExceeded > 0) snap.counters = { ...this.ctr };
+    return snap;
   }
 }
 
@@ -587,6 +684,10 @@ export const replaceFactory: AgentFactory<ReplaceConfig> = {
       throw new Error('replace: bad snapshot (expected { v: 1, dirs })');
     }
     const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
-    return new ReplaceAgent(compiledRules(cfg), ctx.directions, st);
+    const c = s.counters;
+    const counters = typeof c === 'object' && c !== null && Number.isSafeInteger(c.regexBudgetExceeded)
+      ? { ...newReplaceCounters(), regexBudgetExceeded: c.regexBudgetExceeded }
+      : undefined;
+    return new ReplaceAgent(compiledRules(cfg), ctx.directions, st, counters);
   },
 };

@@ -2,13 +2,17 @@
 export { ConfigError, formatIssue, formatPath, type ConfigIssue } from './errors.js';
 export { cidrContains, formatCidr, formatIPv4, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
 export {
+  DEFAULT_POLICY,
   loadConfig,
   parseConfig,
   ruleMatches,
+  rulePortsMatch,
   selectRule,
   type Config,
   type ConnKey,
   type NatSettings,
+  type PolicyAction,
+  type PolicySettings,
   type Matcher,
   type PortRange,
   type Rule,

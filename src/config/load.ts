@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { FtpConfig } from '../agent/ftp.js';
+import { HTTP_DEFAULTS, type HttpConfig, type HttpSideConfig } from '../agent/http/config.js';
 import type { MonitorConfig } from '../agent/monitor.js';
 import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
 import type { Direction } from '../agent/types.js';
@@ -51,6 +52,7 @@ export type Rule = RuleCommon &
     | { agent: 'replace'; config: ReplaceConfig }
     | { agent: 'monitor'; config: MonitorConfig }
     | { agent: 'ftp'; config: FtpConfig }
+    | { agent: 'http'; config: HttpConfig }
   );
 
 export interface Config {
@@ -61,7 +63,24 @@ export interface Config {
   limits: Readonly<Limits>;
   /** NAT on the bridge (DESIGN.md §4); absent = no NAT. Side 0 = client side (first TAP). */
   nat?: NatSettings;
+  /** What happens to traffic a rule may cover that cannot be inspected (engine/policy.ts). */
+  policy: PolicySettings;
 }
+
+export type PolicyAction = 'drop' | 'pass';
+
+/** The `policy:` section with its defaults applied (README "Fail closed"). */
+export interface PolicySettings {
+  /** TCP over IPv6 on a port a rule names (IPv6 is not inspected yet). */
+  ipv6: PolicyAction;
+  /** Tunnels and encapsulations the gateway does not unwrap (wire/opaque.ts), when any rule exists. */
+  encapsulated: PolicyAction;
+  /** Connections first seen mid-stream that a rule matches: dropped, passed, or inspected from the first byte seen. */
+  midstream: PolicyAction | 'inspect';
+}
+
+/** A security gateway's defaults: nothing a rule may cover passes uninspected unless the config says so. */
+export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop' });
 
 export interface NatSettings {
   table: NatConfig;
@@ -168,9 +187,18 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
       }
     });
   });
+  raw.rules.forEach((r, i) => {
+    if (r.agent === 'http') held.push(...httpHeldProblems(r.http ?? {}, limits).map(([path, m]) => issue(['rules', i, 'http', ...path], m)));
+  });
   if (held.length > 0) throw new ConfigError(fileName, held);
 
-  const cfg: Config = { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits };
+  const p = raw.policy ?? {};
+  const policy: PolicySettings = {
+    ipv6: p.ipv6 ?? p.uninspectable ?? DEFAULT_POLICY.ipv6,
+    encapsulated: p.encapsulated ?? p.uninspectable ?? DEFAULT_POLICY.encapsulated,
+    midstream: p.midstream ?? DEFAULT_POLICY.midstream,
+  };
+  const cfg: Config = { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits, policy };
   if (raw.nat !== undefined) {
     const nat = compileNat(raw.nat);
     const problems = natConfigProblems(nat.table);
@@ -228,6 +256,8 @@ function compileRule(r: RawConfig['rules'][number], index: number, offset: numbe
       if (x.regex !== undefined) {
         const rr: ReplaceRule = { regex: x.regex, with: x.with, maxMatch: x.maxMatch ?? 1 };
         if (x.flags !== undefined) rr.flags = x.flags;
+        if (x.engine !== undefined) rr.engine = x.engine;
+        if (x.maxSteps !== undefined) rr.maxSteps = x.maxSteps;
         return rr;
       }
       const lr: ReplaceRule = { find: x.find ?? '', with: x.with };
@@ -244,7 +274,66 @@ function compileRule(r: RawConfig['rules'][number], index: number, offset: numbe
     if (f.serverAddress !== undefined) config.serverAddress = { from: f.serverAddress.from.trim(), to: f.serverAddress.to.trim() };
     return { ...common, agent: 'ftp', config };
   }
+  if (r.agent === 'http') return { ...common, agent: 'http', config: compileHttp(r.http ?? {}) };
   return { ...common, agent: 'monitor', config: undefined };
+}
+
+type RawHttp = NonNullable<RawConfig['rules'][number]['http']>;
+
+/**
+ * What an http rule holds at most (a header section, with a body of up to maxBufferedBody when
+ * its Content-Length is fixed; a body rule's undecided tail) against limits.maxHeldBytes: past
+ * it the engine would flush mid-header and the agent could not fix the framing.
+ */
+function httpHeldProblems(h: RawHttp, limits: Limits): [(string | number)[], string][] {
+  const out: [(string | number)[], string][] = [];
+  const header = h.maxHeaderBytes ?? HTTP_DEFAULTS.maxHeaderBytes;
+  const body = h.maxBufferedBody ?? HTTP_DEFAULTS.maxBufferedBody;
+  if (header + body > limits.maxHeldBytes) {
+    const field = h.maxBufferedBody !== undefined || h.maxHeaderBytes === undefined ? 'maxBufferedBody' : 'maxHeaderBytes';
+    out.push([[field], `maxHeaderBytes + maxBufferedBody (${header} + ${body}) is more than limits.maxHeldBytes (${limits.maxHeldBytes}), which the held header and body must fit in`]);
+  }
+  for (const side of ['request', 'response'] as const) {
+    h[side]?.replace?.forEach((x, j) => {
+      const need = x.regex !== undefined ? (x.maxMatch ?? 1) - 1 : Buffer.byteLength(x.find ?? '', 'utf8') - 1;
+      if (need > limits.maxHeldBytes) {
+        out.push([[side, 'replace', j, x.regex !== undefined ? 'maxMatch' : 'find'], `needs up to ${need} held-back bytes, more than limits.maxHeldBytes (${limits.maxHeldBytes})`]);
+      }
+    });
+  }
+  return out;
+}
+
+/** An object without its undefined properties (exactOptionalPropertyTypes). */
+function defined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+function compileHttp(h: RawHttp): HttpConfig {
+  const side = (s: NonNullable<RawHttp['request']> | null | undefined): HttpSideConfig | undefined => {
+    if (s == null) return undefined;
+    const out: HttpSideConfig = {};
+    // Body rules are the replace agent's own (same schema), passed as written.
+    if (s.replace !== undefined) out.replace = s.replace.map((x) => defined(x) as ReplaceRule);
+    if (s.setHeaders != null) out.setHeaders = { ...s.setHeaders };
+    if (s.removeHeaders != null) out.removeHeaders = [...s.removeHeaders];
+    return out;
+  };
+  const c: HttpConfig = {};
+  const req = side(h.request);
+  const resp = side(h.response);
+  if (req !== undefined) c.request = req;
+  if (resp !== undefined) {
+    c.response = resp;
+    const id = (h.response as { identity?: boolean } | null | undefined)?.identity;
+    if (id !== undefined) c.response.identity = id;
+  }
+  for (const k of ['maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline'] as const) {
+    const v = h[k];
+    if (v !== undefined) c[k] = v;
+  }
+  if (h.assumeHttp11Server !== undefined) c.assumeHttp11Server = h.assumeHttp11Server;
+  return c;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,12 +345,20 @@ const inAddrs = (cs: readonly Cidr[], a: number): boolean => cs.some((c) => cidr
 export function ruleMatches(rule: Rule, c: ConnKey): boolean {
   const m = rule.match;
   return (
-    (m.port === undefined || inPorts(m.port, c.clientPort) || inPorts(m.port, c.serverPort)) &&
-    (m.clientPort === undefined || inPorts(m.clientPort, c.clientPort)) &&
-    (m.serverPort === undefined || inPorts(m.serverPort, c.serverPort)) &&
+    rulePortsMatch(rule, c.clientPort, c.serverPort) &&
     (m.address === undefined || inAddrs(m.address, c.clientAddr) || inAddrs(m.address, c.serverAddr)) &&
     (m.clientAddress === undefined || inAddrs(m.clientAddress, c.clientAddr)) &&
     (m.serverAddress === undefined || inAddrs(m.serverAddress, c.serverAddr))
+  );
+}
+
+/** The rule's port conditions hold for this client and server port (its addresses are not looked at). */
+export function rulePortsMatch(rule: Rule, clientPort: number, serverPort: number): boolean {
+  const m = rule.match;
+  return (
+    (m.port === undefined || inPorts(m.port, clientPort) || inPorts(m.port, serverPort)) &&
+    (m.clientPort === undefined || inPorts(m.clientPort, clientPort)) &&
+    (m.serverPort === undefined || inPorts(m.serverPort, serverPort))
   );
 }
 

@@ -7,7 +7,8 @@
 import { z } from 'zod';
 import { AGENT_NAMES } from '../agent/registry.js';
 import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
-import { MAX_MATCH_LIMIT, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
+import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS } from '../agent/http/config.js';
+import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { parseCidr, type Cidr } from './ipv4.js';
 
@@ -108,17 +109,25 @@ export const replaceItemSchema = strict(
     ignoreCase: z.boolean({ error: 'expected true or false' }).optional(),
     maxMatch: intIn(1, MAX_MATCH_LIMIT, 'the longest match in bytes').optional(),
     flags: z.string({ error: `expected a string of regex flags from "${REGEX_FLAGS}"` }).optional(),
+    engine: z.enum(REGEX_ENGINES, { error: `expected one of: ${REGEX_ENGINES.join(', ')}` }).optional(),
+    maxSteps: intIn(1, MAX_STEPS_LIMIT, 'the steps one backtracking match attempt may take').optional(),
   },
   'a replace rule',
 ).superRefine((r, ctx) => {
-  for (const p of replaceRuleProblems(r)) {
-    // A present maxMatch was range-checked by zod already: do not report it twice.
+  // requireEngine: a pattern only the backtracking engine can run must say so (engine:
+  // backtracking), so that no rule can stall the gateway unless it was written to accept a budget.
+  for (const p of replaceRuleProblems(r, { requireEngine: true })) {
+    // A present maxMatch / maxSteps / engine was checked by zod already: do not report it twice.
     if (p.field === 'maxMatch' && r.maxMatch !== undefined) continue;
+    if (p.field === 'engine') continue;
+    if (p.field === 'maxSteps' && p.message.startsWith('expected')) continue;
     ctx.addIssue({ code: 'custom', message: p.message, path: p.field === 'rule' ? [] : [p.field] });
   }
   if (r.find !== undefined && r.regex === undefined) {
     if (r.maxMatch !== undefined) ctx.addIssue({ code: 'custom', message: '`maxMatch` applies to regex rules only', path: ['maxMatch'] });
     if (r.flags !== undefined) ctx.addIssue({ code: 'custom', message: '`flags` applies to regex rules only', path: ['flags'] });
+    if (r.engine !== undefined) ctx.addIssue({ code: 'custom', message: '`engine` applies to regex rules only', path: ['engine'] });
+    if (r.maxSteps !== undefined) ctx.addIssue({ code: 'custom', message: '`maxSteps` applies to regex rules only', path: ['maxSteps'] });
   }
   if (r.regex !== undefined && r.find === undefined && r.ignoreCase !== undefined) {
     ctx.addIssue({ code: 'custom', message: '`ignoreCase` applies to find rules; for a regex use flags: "i"', path: ['ignoreCase'] });
@@ -154,6 +163,56 @@ export const ftpSchema = strict(
   'ftp options',
 );
 
+/** A field value for http setHeaders: a string (a number is taken as its text). */
+const httpFieldValue = z
+  .union([z.string(), z.number()], { error: 'expected a string (the field value)' })
+  .transform((v) => String(v))
+  .superRefine((v, ctx) => {
+    const p = fieldValueProblem(v);
+    if (p !== '') ctx.addIssue({ code: 'custom', message: p });
+  });
+
+/** One direction of the http agent: body find/replace, header fields set and removed. */
+function httpSide(what: string, extra: z.ZodRawShape = {}) {
+  return strict(
+    {
+      replace: z
+        .array(replaceItemSchema, { error: 'expected a list of { find, with } / { regex, with, maxMatch } rules (matched on the body)' })
+        .min(1, { error: 'expected at least one find/regex rule' })
+        .optional(),
+      setHeaders: z.record(z.string(), httpFieldValue, { error: 'expected a mapping of field name to value' }).nullish(),
+      removeHeaders: z.array(z.string({ error: 'expected a field name' }), { error: 'expected a list of field names' }).nullish(),
+      ...extra,
+    },
+    what,
+  ).superRefine((o, ctx) => {
+    for (const n of Object.keys(o.setHeaders ?? {})) {
+      const p = fieldNameProblem(n);
+      if (p !== '') ctx.addIssue({ code: 'custom', message: p, path: ['setHeaders', n] });
+    }
+    (o.removeHeaders ?? []).forEach((n, i) => {
+      const p = fieldNameProblem(n);
+      if (p !== '') ctx.addIssue({ code: 'custom', message: p, path: ['removeHeaders', i] });
+    });
+  });
+}
+
+const httpBound = (k: keyof typeof HTTP_LIMITS, what: string) => intIn(HTTP_LIMITS[k][0], HTTP_LIMITS[k][1], what).optional();
+
+/** Options of the http agent (src/agent/http/config.ts). */
+export const httpSchema = strict(
+  {
+    request: httpSide('http request options').nullish(),
+    response: httpSide('http response options', { identity: z.boolean({ error: 'expected true or false' }).optional() }).nullish(),
+    maxHeaderBytes: httpBound('maxHeaderBytes', 'the longest header section held, in bytes'),
+    maxBufferedBody: httpBound('maxBufferedBody', 'the largest body held whole to fix its Content-Length, in bytes'),
+    maxChunkLine: httpBound('maxChunkLine', 'the longest chunk-size line, in bytes'),
+    maxPipeline: httpBound('maxPipeline', 'the requests awaiting responses'),
+    assumeHttp11Server: z.boolean({ error: 'expected true or false' }).optional(),
+  },
+  'http options',
+);
+
 const AGENT_ERR = `expected one of: ${AGENT_NAMES.join(', ')}`;
 
 export const ruleSchema = strict(
@@ -167,6 +226,7 @@ export const ruleSchema = strict(
       .min(1, { error: 'expected at least one find/regex rule' })
       .optional(),
     ftp: ftpSchema.nullish(),
+    http: httpSchema.nullish(),
   },
   'a rule',
 ).superRefine((r, ctx) => {
@@ -178,6 +238,16 @@ export const ruleSchema = strict(
   }
   if (r.agent !== 'ftp' && r.ftp !== undefined && r.ftp !== null) {
     ctx.addIssue({ code: 'custom', message: `\`ftp\` is only for agent ftp (this rule's agent is ${r.agent})`, path: ['ftp'] });
+  }
+  if (r.agent !== 'http' && r.http !== undefined && r.http !== null) {
+    ctx.addIssue({ code: 'custom', message: `\`http\` is only for agent http (this rule's agent is ${r.agent})`, path: ['http'] });
+  }
+  if (r.agent === 'http' && r.direction !== 'both') {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'agent http reads both directions (responses are paired with requests); choose what is rewritten with http.request / http.response',
+      path: ['direction'],
+    });
   }
 });
 
@@ -270,11 +340,26 @@ export const natSchema = strict(
   'the nat section',
 );
 
+const POLICY_ERR = 'expected drop or pass';
+const policyAction = z.enum(['drop', 'pass'], { error: POLICY_ERR });
+
+/** What the gateway does with traffic a rule may cover but it cannot inspect (engine/policy.ts). */
+export const policySchema = strict(
+  {
+    uninspectable: policyAction.optional(),
+    ipv6: policyAction.optional(),
+    encapsulated: policyAction.optional(),
+    midstream: z.enum(['drop', 'pass', 'inspect'], { error: 'expected drop, pass or inspect' }).optional(),
+  },
+  'the policy section',
+);
+
 export const configSchema = strict(
   {
     rules: z.array(ruleSchema, { error: 'expected a list of rules' }),
     limits: limitsSchema.optional(),
     nat: natSchema.optional(),
+    policy: policySchema.optional(),
   },
   'the config',
 );

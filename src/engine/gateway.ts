@@ -93,6 +93,9 @@ import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
 import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
+import { seqAdd } from '../wire/seq.js';
+import { Policy } from './policy.js';
 import { TcpSegment } from '../wire/tcp.js';
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
@@ -279,6 +282,8 @@ export function newGatewayCounters() {
     rstNotExact: 0,
     /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`. */
     tcpInvalid: {} as Record<string, number>,
+    /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */
+    midstreamInspected: 0,
     /** Segments the engine withheld (delayed or discarded); the stream counters say which. */
     withheld: 0,
     /** Agents that could not be created (bad agent config at run time). */
@@ -331,6 +336,8 @@ export class Gateway {
   private readonly vnetIn = new VirtioNetHdrRepr();
   /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
+  /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
+  readonly policy: Policy;
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
@@ -339,6 +346,7 @@ export class Gateway {
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
+    this.policy = new Policy(opts.config ?? null);
     this.flows.onRemove = (f) => {
       f.conn?.dispose();
       this.timed.delete(f);
@@ -523,6 +531,10 @@ export class Gateway {
           return;
         }
         c.nonTcp++;
+        {
+          const o = opaqueIpv4(vh === 0 ? frame : frame.subarray(vh), d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
+          if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), proto: d.protocol }))) return;
+        }
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
           return;
@@ -562,15 +574,26 @@ export class Gateway {
         }
         this.out(frame, from, emit);
         return;
-      default:
+      default: {
         c.nonTcp++;
+        const o = opaqueEtherType(vh === 0 ? frame : frame.subarray(vh), d.etherType, d.l3Off);
+        if (o !== null && this.opaqueDropped(o, nowMs, () => ({ etherType: `0x${d.etherType.toString(16)}` }))) return;
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
           return;
         }
         if (this.masqL2 !== null && link === 'ethernet' && this.natVerdict(this.masqL2.other(frame.subarray(vh), from), nowMs, () => ({}))) return;
         this.out(frame, from, emit);
+      }
     }
+  }
+
+  /** The policy on a frame wire/opaque.ts classified: true = dropped (counted and logged). */
+  private opaqueDropped(o: Opaque, nowMs: number, what: () => Record<string, unknown>): boolean {
+    const action = this.policy.opaque(o.cls, o.srcPort, o.dstPort);
+    if (action === 'pass') return false;
+    this.warn(`policy:${o.cls}`, nowMs, () => ({ class: o.cls, ...(o.dstPort !== undefined ? { srcPort: o.srcPort, dstPort: o.dstPort } : {}), ...what() }), 'traffic a rule may cover cannot be inspected: dropped (policy)');
+    return true;
   }
 
   private malformed(reason: string, nowMs: number, detail: () => string): void {
@@ -651,6 +674,12 @@ export class Gateway {
       return;
     }
     if (r.kind === 'untracked') {
+      // The table has no room: a connection a rule matches cannot be inspected.
+      if (this.policy.midstreamRule(src, dst)) {
+        const action = this.policy.count('midstream', this.policy.midstreamAction === 'pass' ? 'pass' : 'drop');
+        this.warn(`policy:midstream-untracked`, nowMs, () => ({ action, ...endpoints(d) }), 'segment of an untracked connection a rule matches (table full)');
+        if (action === 'drop') return;
+      }
       this.out(frame, from, emit);
       return;
     }
@@ -660,6 +689,17 @@ export class Gateway {
       this.counters.wrongSide++;
       return;
     }
+    if (f.midstream && f.conn === null) {
+      if (r.isNew) this.decideMidstream(f, side, seq, src, dst, nowMs, d);
+      const mark = f.mark;
+      if (mark !== 'none') {
+        this.policy.count('midstream', mark);
+        if (mark === 'drop') return;
+      }
+    } else if (f.midstream && f.halves[side].isn === undefined) {
+      // Inspected from the first byte seen: this side's positions start at its first segment.
+      f.halves[side].isn = seqAdd(seq, -1);
+    }
     let opts: SynOptions | undefined;
     if (flags & TCP_SYN) {
       opts = {
@@ -667,11 +707,15 @@ export class Gateway {
         wscale: tcp.windowScale() ?? undefined,
         sackPermitted: tcp.sackPermitted(),
         timestamps: tcp.tsval() !== null,
+        tsval: tcp.tsval() ?? undefined,
       };
     }
     // Would the receiver take this RST / FIN (flow/window.ts)? Only then does it end anything.
     const len = d.payloadLen;
-    const verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, tcp.ack, len);
+    // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
+    // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.
+    const ack = f.conn !== null && f.conn.ready ? f.conn.ackOriginal(side, tcp.ack) : tcp.ack;
+    const verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, tcp.ack, len, tcp.tsecr());
     if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window') {
       const ti = this.counters.tcpInvalid;
       ti[verdict] = (ti[verdict] ?? 0) + 1;
@@ -687,7 +731,7 @@ export class Gateway {
     } else {
       if (verdict === 'rst-close') this.counters.rstAccepted++;
       this.flows.track(f, side, flags, seq, opts, nowMs);
-      this.flows.observe(f, side, flags, seq, tcp.ack, tcp.window, len);
+      this.flows.observe(f, side, flags, seq, ack, tcp.window, len);
     }
     if (r.isNew && !f.midstream) this.attachAgent(f);
 
@@ -697,6 +741,11 @@ export class Gateway {
       return;
     }
     if (!(flags & TCP_SYN) && !conn.ready) {
+      if (verdict === 'rst-close' && d.payloadLen === 0) {
+        // A refusal (RST+ACK of the SYN): nothing to translate yet; the client must get it.
+        this.out(frame, from, emit);
+        return;
+      }
       this.counters.notReady++;
       this.warn('not-ready', nowMs, () => ({ flow: f.id, state: f.state }), 'segment before the handshake completed dropped');
       return;
@@ -743,6 +792,28 @@ export class Gateway {
       this.timed.delete(f);
       this.counters.enginesReleased++;
     }
+  }
+
+  /**
+   * A connection first seen mid-stream: when a rule matches it, the policy drops it, passes it
+   * uninspected (the user chose so), or inspects it from the first byte seen: the agent starts
+   * there, each side's positions from its first segment (a pseudo-ISN one before it), as a
+   * cluster node continues a connection it did not see open. Bytes before that are never
+   * rewritten; a retransmission of them is released empty (the receiver had them).
+   */
+  private decideMidstream(f: Flow<Connection<SegTag>>, side: 0 | 1, seq: number, src: Endpoint, dst: Endpoint, nowMs: number, d: FrameTcp): void {
+    if (!this.policy.midstreamRule(src, dst)) return;
+    const action = this.policy.midstreamAction;
+    if (action === 'inspect') {
+      f.halves[side].isn = seqAdd(seq, -1);
+      this.attachAgent(f);
+      if (f.conn !== null) {
+        this.counters.midstreamInspected++;
+        return;
+      }
+    }
+    f.mark = action === 'pass' ? 'pass' : 'drop';
+    this.warn(`policy:midstream`, nowMs, () => ({ flow: f.id, action: f.mark, ...endpoints(d) }), f.mark === 'drop' ? 'connection a rule matches picked up mid-stream: dropped (policy)' : 'connection a rule matches picked up mid-stream: passed uninspected (policy)');
   }
 
   /** Which engine counters moved during the last segment; one rate-limited line per kind. */
@@ -951,7 +1022,13 @@ export class Gateway {
   /** A flat snapshot of every counter, for statistics and tests. */
   stats() {
     return {
-      gateway: { ...this.counters, malformed: { ...this.counters.malformed }, natDropped: { ...this.counters.natDropped }, tcpInvalid: { ...this.counters.tcpInvalid } },
+      gateway: {
+        ...this.counters,
+        malformed: { ...this.counters.malformed },
+        natDropped: { ...this.counters.natDropped },
+        tcpInvalid: { ...this.counters.tcpInvalid },
+        policy: { dropped: { ...this.policy.counters.dropped }, passed: { ...this.policy.counters.passed } },
+      },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */

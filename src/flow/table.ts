@@ -29,7 +29,7 @@
  * it as a new connection would let one spoofed SYN with a known 4-tuple reset the tracking (and
  * the rewriting) of a live connection.
  */
-import { seqAdd, seqToOffset, type Seq } from '../wire/seq.js';
+import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
 import { inWindow, judge, type Verdict, type WindowView } from './window.js';
 
 export const TCP_FIN = 0x01;
@@ -58,11 +58,23 @@ export interface Half {
   rstSeen: boolean;
 }
 
+/**
+ * How far past the SYN's TSval a RST answering it may echo: 2^20 timestamp ticks, 17 minutes at
+ * Linux's 1 kHz clock (retransmitted SYNs carry later TSvals).
+ */
+const SYN_TS_SPAN = 2 ** 20;
+
 export type FlowState = 'syn-sent' | 'syn-received' | 'established' | 'closing' | 'closed';
 
 const FLOW_CONFIRMED = 1;
 const FLOW_SEEN = 6;
 const FLOW_MIDSTREAM = 8;
+const FLOW_POLICY = 48;
+const POLICY_SHIFT = 4;
+
+/** What the fail-closed policy decided for a connection first seen mid-stream (engine/policy.ts). */
+export type MidstreamMark = 'none' | 'drop' | 'pass';
+const MARKS: readonly MidstreamMark[] = ['none', 'drop', 'pass'];
 
 export class Flow<C = unknown> {
   state: FlowState;
@@ -118,6 +130,13 @@ export class Flow<C = unknown> {
   /** First seen mid-stream (no SYN): positions unknown, never rewritten. */
   get midstream(): boolean {
     return (this.bits & FLOW_MIDSTREAM) !== 0;
+  }
+  /** The policy's decision for this mid-stream connection ('none': not decided or inspected). */
+  get mark(): MidstreamMark {
+    return MARKS[(this.bits & FLOW_POLICY) >>> POLICY_SHIFT]!;
+  }
+  set mark(m: MidstreamMark) {
+    this.bits = (this.bits & ~FLOW_POLICY) | (MARKS.indexOf(m) << POLICY_SHIFT);
   }
   /** @internal Bit s set: a segment was seen from side s (mid-stream confirmation); see `seen`. */
   get seenMask(): number {
@@ -263,6 +282,11 @@ export class TrackedHalf implements Half {
   ack = 0;
   /** The largest window this side advertised, scaled. */
   maxWin = 0;
+  /**
+   * TSval of this side's first SYN (RFC 7323), −1 when none: a RST answering it must echo a
+   * time from then on (see FlowTable.judge). Cleared once the handshake completed.
+   */
+  synTs = -1;
 
   /** Offset 0 of this side's sequence space: its ISN, else the one before its first segment. */
   get base(): Seq | undefined {
@@ -333,6 +357,8 @@ export interface SynOptions {
   wscale: number | undefined;
   sackPermitted: boolean;
   timestamps: boolean;
+  /** TSval of the timestamps option, when present. */
+  tsval?: number | undefined;
 }
 
 export interface TableLimits {
@@ -655,14 +681,18 @@ export class FlowTable<C = unknown> {
    * Would the receiver take this RST or FIN from `side` (flow/window.ts)? Call it before `track`;
    * only a segment judged `accept` or `rst-close` should be tracked with its RST/FIN flags.
    */
-  judge(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, len: number): Verdict {
+  judge(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, len: number, tsecr: number | null = null): Verdict {
     const rst = (flags & TCP_RST) !== 0;
     const fin = (flags & TCP_FIN) !== 0;
     if (!rst && !fin) return 'accept';
-    // A RST answering the client's SYN: taken only with an ACK of exactly that SYN.
+    // A RST answering the client's SYN: taken only with an ACK of exactly that SYN (RFC 9293
+    // §3.10.7.3) and, when it carries timestamps and the SYN did, an echo of a time since the
+    // SYN was sent (Linux's check in tcp_rcv_synsent_state_process; RFC 7323 §5.3): a RST
+    // forged from the SYN alone echoes something else, and the client ignores it.
     const client = f.halves[0];
     const synSent = rst && side === 1 && f.state === 'syn-sent' && !f.midstream;
-    const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1);
+    const echoOk = tsecr === null || client.synTs < 0 || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
+    const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1) && echoOk;
     return judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
   }
 
@@ -670,8 +700,9 @@ export class FlowTable<C = unknown> {
    * Learns the window edges from a segment from `side` that was let through (after `track`, so a
    * SYN's ISN is known): the sender's highest sequence, its ACK of the other side and its largest
    * window. Segments outside the window teach nothing (a spoofed segment cannot move the edges
-   * far), nor do RSTs. A segment with data on a connection a RST closed revives it: that RST was
-   * not the end the tracker took it for (the endpoint answered it with a challenge ACK).
+   * far), nor do RSTs. A segment with data (or a SYN) on a connection a RST closed revives it:
+   * that RST was not the end the tracker took it for (the endpoint ignored it, or answered it
+   * with a challenge ACK).
    */
   observe(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, window: number, len: number): void {
     if (flags & TCP_RST) return;
@@ -692,13 +723,18 @@ export class FlowTable<C = unknown> {
     // Windows in a SYN are never scaled (RFC 7323 §2.2).
     const w = flags & TCP_SYN || !f.windowScaling ? window : window * 2 ** s.wscale;
     if (w > s.maxWin) s.maxWin = w;
-    if (len > 0 && f.state === 'closed' && (s.rstSeen || r.rstSeen)) {
+    if ((len > 0 || flags & TCP_SYN) && f.state === 'closed' && (s.rstSeen || r.rstSeen)) {
+      // Data, or the handshake going on (a SYN-ACK after a RST forged to answer the SYN).
       s.rstSeen = false;
       r.rstSeen = false;
-      f.state = s.finSeen || r.finSeen ? 'closing' : 'established';
       f.closedMs = 0;
       this.closed.delete(f);
       this.counters.rstRevived++;
+      if (flags & TCP_SYN && !f.confirmed) f.state = side === 1 ? 'syn-received' : 'syn-sent';
+      else {
+        f.state = s.finSeen || r.finSeen ? 'closing' : 'established';
+        this.confirm(f);
+      }
     }
   }
 
@@ -712,10 +748,12 @@ export class FlowTable<C = unknown> {
         h.wscale = opts.wscale !== undefined ? Math.min(opts.wscale, 14) : -1;
         h.sackPermitted = opts.sackPermitted;
         h.timestamps = opts.timestamps;
+        if (opts.tsval !== undefined && !(flags & TCP_ACK) && h.synTs < 0) h.synTs = opts.tsval;
       }
       if (side === 1 && (flags & TCP_ACK) && f.state === 'syn-sent') f.state = 'syn-received';
     } else if ((flags & TCP_ACK) && f.state === 'syn-received' && side === 0) {
       f.state = 'established';
+      f.halves[0].synTs = -1;
       this.confirm(f);
     }
     if (f.midstream && (f.seenMask & (1 << side)) === 0) {

@@ -121,6 +121,17 @@ export class Connection<T extends { fields: TcpFields }> {
     for (const r of rel) out.push(this.emit(side, r));
   }
 
+  /**
+   * An ACK from `side` as the other side's original sequence space has it (what the tracker
+   * compares that side's RSTs with): the ACK counts the rewritten stream the receiver got.
+   * Changes nothing.
+   */
+  ackOriginal(side: 0 | 1, ack: Seq): Seq {
+    const other = (1 - side) as 0 | 1;
+    if (this.halves[other].isn === undefined) return ack;
+    return this.seqOf(other, this.dirs[other].unmap(this.pos(other, ack)));
+  }
+
   /** Timers of both directions; gateway-originated segments go to `out`. */
   tick(nowMs: number, out: TcpOut<T>[]): void {
     for (const side of [0, 1] as const) {

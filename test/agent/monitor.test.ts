@@ -47,14 +47,14 @@ describe('monitor agent', () => {
 
 describe('agent registry', () => {
   it('creates and restores agents by name; unknown names are refused with the known ones', () => {
-    expect(AGENT_NAMES).toEqual(['replace', 'monitor', 'ftp']);
+    expect(AGENT_NAMES).toEqual(['replace', 'monitor', 'ftp', 'http']);
     const r = createAgent('replace', [{ find: 'a', with: 'b' }], ctx(['c2s']));
     expect(r.name).toBe('replace');
     expect(r.feed('c2s', 0, Buffer.from('xa')).edits).toHaveLength(1);
     const r2 = restoreAgent('replace', [{ find: 'a', with: 'b' }], ctx(['c2s']), r.snapshot());
     expect(r2.feed('c2s', 2, Buffer.from('a')).edits[0]!.at).toBe(2);
     expect(createAgent('monitor', undefined, ctx(['c2s'])).name).toBe('monitor');
-    expect(() => createAgent('ftpx', undefined, ctx(['c2s']))).toThrow(/unknown agent "ftpx"; known: replace, monitor, ftp/);
+    expect(() => createAgent('ftpx', undefined, ctx(['c2s']))).toThrow(/unknown agent "ftpx"; known: replace, monitor, ftp, http/);
     expect(() => createAgent('replace', [], ctx(['c2s']))).toThrow(/non-empty/);
   });
 

@@ -70,7 +70,7 @@ describe('config: errors name the file, line:column, document path and what was 
     ['empty replace list', base('      []\n'), 5, 'rules[0].replace', /at least one/],
     ['replace missing', 'rules:\n  - agent: replace\n', 2, 'rules[0].replace', /needs `replace:`/],
     ['replace on monitor', 'rules:\n  - agent: monitor\n    replace: [{ find: a, with: b }]\n', 3, 'rules[0].replace', /only for agent replace/],
-    ['unknown agent', 'rules:\n  - agent: monitor\n  - agent: ftpx\n', 3, 'rules[1].agent', /one of: replace, monitor, ftp, got "ftpx"/],
+    ['unknown agent', 'rules:\n  - agent: monitor\n  - agent: ftpx\n', 3, 'rules[1].agent', /one of: replace, monitor, ftp, http, got "ftpx"/],
     ['agent missing', 'rules:\n  - name: x\n', 2, 'rules[0].agent', /missing; expected one of/],
     ['bad direction', 'rules:\n  - agent: monitor\n    direction: up\n', 3, 'rules[0].direction', /both, c2s, s2c, got "up"/],
     ['unknown key in match', 'rules:\n  - agent: monitor\n    match:\n      prot: 80\n', 4, 'rules[0].match.prot', /allowed: port, clientPort, serverPort, address, clientAddress, serverAddress/],
@@ -121,6 +121,46 @@ describe('config: errors name the file, line:column, document path and what was 
   it('an empty file and a missing file are errors naming the file', () => {
     expect(errorOf('').message).toContain('conf.yaml:1:1: empty config');
     expect(() => loadConfig('/nonexistent/tapgate.yaml')).toThrow(/\/nonexistent\/tapgate\.yaml: cannot read/);
+  });
+});
+
+describe('config: regex engines', () => {
+  const one = (rule: string) => `rules:\n  - agent: replace\n    replace:\n      - ${rule}\n`;
+  const BT =
+    'lookarounds and backreferences need backtracking, which can take exponential time; rewrite the pattern ' +
+    'without it, or set `engine: backtracking` (each match attempt then stops after `maxSteps` steps, default ' +
+    '10000, counted as regexBudgetExceeded)';
+
+  it('refuses a lookahead or a backreference for the linear engine, with the file:line:column and the reason', () => {
+    expect(errorOf(one('{ regex: "Server: (?=nginx)\\\\w+", with: "x", maxMatch: 64 }')).message).toBe(
+      'invalid config conf.yaml: 1 error\n' +
+        `  conf.yaml:4:18: rules[0].replace[0].regex: the linear engine cannot run the lookahead "(?=nginx)" at pattern index 8: ${BT}`,
+    );
+    expect(errorOf(one('{ regex: "(a)\\\\1", with: "x", maxMatch: 64, engine: linear }')).message).toBe(
+      'invalid config conf.yaml: 1 error\n' +
+        `  conf.yaml:4:18: rules[0].replace[0].regex: the linear engine cannot run the backreference "\\1" at pattern index 3: ${BT}`,
+    );
+    expect(errorOf(one('{ regex: "(?<=x)a", with: "x", maxMatch: 8 }')).issues[0]!.message).toMatch(/lookbehind "\(\?<=x\)" at pattern index 0/);
+  });
+
+  it('accepts them with engine: backtracking and a step budget, passed through to the agent', () => {
+    const c = parseConfig(one('{ regex: "(a)\\\\1(?=b)", with: "x", maxMatch: 64, engine: backtracking, maxSteps: 5000 }'), 'conf.yaml');
+    expect(c.rules[0]!.config).toEqual([{ regex: '(a)\\1(?=b)', with: 'x', maxMatch: 64, engine: 'backtracking', maxSteps: 5000 }]);
+    const d = parseConfig(one('{ regex: "(a|aa)+b", with: "x", maxMatch: 64, engine: linear }'), 'conf.yaml');
+    expect(d.rules[0]!.config).toEqual([{ regex: '(a|aa)+b', with: 'x', maxMatch: 64, engine: 'linear' }]);
+  });
+
+  const cases: [string, string, number, string, string][] = [
+    ['maxSteps without backtracking', one('{ regex: "a", with: "x", maxMatch: 64, maxSteps: 5000 }'), 58, 'rules[0].replace[0].maxSteps', 'applies to engine: backtracking only (the linear engine needs no budget)'],
+    ['unknown engine', one('{ regex: "a", with: "x", maxMatch: 64, engine: fast }'), 56, 'rules[0].replace[0].engine', 'expected one of: linear, backtracking, got "fast"'],
+    ['engine on a literal rule', one('{ find: "a", with: "x", engine: linear }'), 41, 'rules[0].replace[0].engine', '`engine` applies to regex rules only'],
+    ['maxSteps out of range', one('{ regex: "a", with: "x", maxMatch: 64, engine: backtracking, maxSteps: 0 }'), 80, 'rules[0].replace[0].maxSteps', 'expected the steps one backtracking match attempt may take: an integer from 1 to 10000000, got 0'],
+    ['program too large', one('{ regex: "(?:a{1000}){30}", with: "x", maxMatch: 64 }'), 18, 'rules[0].replace[0].regex', 'too large: more than 20000 instructions once counted repetitions are expanded; lower the {n,m} counts'],
+  ];
+  it.each(cases)('%s', (_what, text, col, path, msg) => {
+    const e = errorOf(text);
+    expect(e.issues).toHaveLength(1);
+    expect(e.message).toBe(`invalid config conf.yaml: 1 error\n  conf.yaml:4:${col}: ${path}: ${msg}`);
   });
 });
 

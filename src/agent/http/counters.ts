@@ -1,0 +1,140 @@
+/**
+ * What the http agent counts: messages, how each rewritten body was framed, why a body passed
+ * unchanged, every normalisation (RFC 9112 §2.2, §5.1, §5.2, §6.3) and every refusal by reason.
+ * Plain numbers: they travel in the agent's snapshot.
+ */
+
+/** Why a message (and the rest of its direction) was refused. */
+export const REFUSE_REASONS = [
+  /** Not a request-line / status-line (RFC 9112 §3, §4), HTTP/0.9 included. */
+  'startLine',
+  /** An HTTP version other than 1.x. */
+  'version',
+  /** A field line without a colon or with a name that is not a token (RFC 9112 §5). */
+  'fieldName',
+  /** A control character in a field value (RFC 9110 §5.5). */
+  'fieldValue',
+  /** Whitespace between a request's field name and colon (RFC 9112 §5.1: MUST reject). */
+  'wsBeforeColon',
+  /** Transfer-Encoding in an HTTP/1.0 message (RFC 9112 §6.1: framing faulty). */
+  'teHttp10',
+  /** Transfer-Encoding not ending in exactly one chunked (requests), or not parseable. */
+  'transferEncoding',
+  /** Content-Length invalid or differing values (RFC 9112 §6.3 point 5). */
+  'contentLength',
+  /** More than one Host field line (RFC 9112 §3.2). */
+  'multipleHost',
+  /** Header or trailer section longer than maxHeaderBytes. */
+  'headerTooLong',
+  /** An invalid chunk-size line or chunk-data not followed by CRLF (RFC 9112 §7.1). */
+  'chunk',
+  /** A chunk-size line longer than maxChunkLine. */
+  'chunkLineTooLong',
+  /** More than maxPipeline requests awaiting responses. */
+  'pipelineFull',
+  /** A 206 for a resource whose responses are rewritten (original bytes must not be delivered). */
+  'range',
+  /** A 101 to a request that asked for no upgrade (RFC 9110 §15.2.2). */
+  'unexpected101',
+  /** Bytes sent after CONNECT / Upgrade before the answer, held past the hold timeout or bound. */
+  'await',
+  /** A normalisation was needed on header bytes already released by a hold timeout. */
+  'unnormalised',
+  /** Cluster takeover after a gap outside a body of known length: where messages start is lost. */
+  'resync',
+] as const;
+export type RefuseReason = (typeof REFUSE_REASONS)[number];
+
+export function newHttpCounters() {
+  return {
+    requests: 0,
+    responses: 0,
+    /** 1xx responses other than 101. */
+    informational: 0,
+    /** Responses with no request waiting for them (paired as a GET). */
+    unpairedResponses: 0,
+
+    /** Bodies that went through the body rules, and replacements made in them. */
+    bodiesRewritten: 0,
+    bodyMatches: 0,
+    /** How rewritten bodies were framed: Content-Length fixed (held whole), ... */
+    framedFixedLength: 0,
+    /** ... Content-Length re-framed as chunked, ... */
+    framedChunked: 0,
+    /** ... chunked re-chunked, ... */
+    rechunked: 0,
+    /** ... Content-Length re-framed as close-delimited, ... */
+    framedClose: 0,
+    /** ... close-delimited as sent. */
+    closeDelimited: 0,
+    /** Bodies with rules that passed unchanged: content-coded (gzip...), ... */
+    passEncoded: 0,
+    /** ... transfer-coded other than chunked alone, ... */
+    passTransferCoded: 0,
+    /** ... too large to hold and no other framing the peer accepts, ... */
+    passNoFraming: 0,
+    /** ... request with Expect: 100-continue too large or not chunkable, ... */
+    passExpect: 0,
+    /** ... header released early (hold timeout) before its framing could be changed. */
+    passReleased: 0,
+
+    /** Header lines removed / added by setHeaders and removeHeaders. */
+    headersRemoved: 0,
+    headersAdded: 0,
+    /** Requests asked for identity coding (Accept-Encoding), Range/If-Range removed. */
+    identityRequested: 0,
+    rangeRemoved: 0,
+    /** HTTP/1.0 keep-alive requests made to close (their responses may be close-delimited). */
+    keepAliveClosed: 0,
+    /** Connections switched to a tunnel (CONNECT 2xx, 101): the rest passes unparsed. */
+    tunnels: 0,
+
+    /** Normalised: bare LF line ends (CR added), bare CR (→ SP), NUL in values (→ SP), ... */
+    bareLF: 0,
+    bareCR: 0,
+    nulInValue: 0,
+    /** ... obs-fold (→ SP), whitespace before a response field's colon (removed), ... */
+    obsFold: 0,
+    wsBeforeColon: 0,
+    /** ... whitespace-preceded lines after the start-line (removed), empty lines before it, ... */
+    wsLines: 0,
+    emptyLines: 0,
+    /** ... Content-Length removed beside Transfer-Encoding, or rewritten to one plain value, ... */
+    teWithCl: 0,
+    contentLengthFixed: 0,
+    /** ... framing fields removed from messages that have no body (1xx, 204, 304) or trailers. */
+    bodylessFraming: 0,
+    trailerFramingRemoved: 0,
+
+    /** Refusals per direction, and by reason. */
+    refusedRequests: 0,
+    refusedResponses: 0,
+    refused: Object.fromEntries(REFUSE_REASONS.map((r) => [r, 0])) as Record<RefuseReason, number>,
+    /** Header sections released by a hold timeout before they were complete. */
+    headerFlushed: 0,
+    /** Cosmetic header edits (set/remove) that fell on bytes already released. */
+    editsLost: 0,
+    /** Bytes deleted after a response re-framed as close-delimited (the server sent more). */
+    afterCloseBytes: 0,
+    /** Cluster takeovers after a gap: continued inside a known-length body / lost. */
+    resyncKept: 0,
+    resyncLost: 0,
+  };
+}
+export type HttpCounters = ReturnType<typeof newHttpCounters>;
+
+/** A deep copy (restore, snapshot); unknown keys of `from` are ignored. */
+export function copyCounters(from: Partial<HttpCounters> | undefined): HttpCounters {
+  const c = newHttpCounters();
+  if (from === undefined) return c;
+  for (const k of Object.keys(c) as (keyof HttpCounters)[]) {
+    if (k === 'refused') continue;
+    const v = from[k];
+    if (typeof v === 'number') (c as Record<string, unknown>)[k] = v;
+  }
+  for (const r of REFUSE_REASONS) {
+    const v = from.refused?.[r];
+    if (typeof v === 'number') c.refused[r] = v;
+  }
+  return c;
+}

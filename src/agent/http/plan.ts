@@ -1,0 +1,289 @@
+/**
+ * What to do with one message, decided from its complete header section: framing normalised
+ * (./framing.ts), configured header edits, and the *body method* — how a body whose length may
+ * change is framed on the way out. Pure: `decide*` returns a decision, `render` turns it into
+ * unit replacements, refusing what it cannot do on bytes a hold timeout already released.
+ *
+ * Body method per message (RFC 9112 §6; a body is rewritten only when its direction has rules
+ * and it is identity-coded):
+ * - Content-Length n ≤ maxBufferedBody (and no Expect: 100-continue): `fixlen` — header and body
+ *   are held whole and Content-Length is fixed. Works for any version; no framing change.
+ * - Content-Length, larger: `chunked` — Content-Length replaced by Transfer-Encoding: chunked
+ *   when the recipient is known to speak HTTP/1.1: a response whose request and status line are
+ *   both 1.1 (§6.1: no Transfer-Encoding unless the request indicates 1.1), a request once the
+ *   server answered 1.1 on this connection or `assumeHttp11Server` is set (§6.1: a client MUST
+ *   NOT send Transfer-Encoding unless it knows the server handles 1.1).
+ * - Else, a response after which the connection closes anyway (§9.3 persistence: `close`
+ *   option, or HTTP/1.0 without keep-alive on either side): `toclose` — Content-Length removed,
+ *   the body ends when the server closes (§6.3 point 8). HTTP/1.0 keep-alive requests are made
+ *   to close (when responses are rewritten) so that this applies to their responses.
+ * - Else the body passes unchanged (counted: passNoFraming, passExpect).
+ * - Chunked bodies stay chunked (`rechunk`); close-delimited ones stay so (`close`).
+ * With response rules, requests lose Range / If-Range (the whole representation is asked for,
+ * so no original bytes of a rewritten resource are delivered in pieces) and, unless
+ * `identity: false`, ask for `Accept-Encoding: identity` (and lose TE).
+ */
+
+import { fieldUnits, fieldValues, type ParsedBlock } from './block.js';
+import type { ResolvedHttpConfig } from './config.js';
+import type { HttpCounters, RefuseReason } from './counters.js';
+import { EMPTY } from './edits.js';
+import { requestFraming, responseFraming, type BodyFraming, type Framing } from './framing.js';
+import { connectionOptions } from './syntax.js';
+
+/** What a response needs to know of its request. Plain data (it is queued and snapshotted). */
+export interface ReqInfo {
+  method: string;
+  v11: boolean;
+  /** The server closes after answering (close option, or HTTP/1.0 without keep-alive). */
+  close: boolean;
+  /** CONNECT, or a request with Upgrade: the connection may become a tunnel. */
+  tunnel: 'connect' | 'upgrade' | null;
+}
+
+/** A response with no request waiting for it is read as the answer to a GET. */
+export const UNPAIRED: Readonly<ReqInfo> = Object.freeze({ method: 'GET', v11: true, close: false, tunnel: null });
+
+export type BodyMethod = 'none' | 'pass' | 'fixlen' | 'chunked' | 'rechunk' | 'close' | 'toclose';
+export type PassWhy = 'passEncoded' | 'passTransferCoded' | 'passNoFraming' | 'passExpect' | 'passReleased';
+export type After = 'start' | 'await' | 'tunnel' | 'drop';
+
+interface Action {
+  data: Buffer;
+  /** norm: required for an unambiguous message; frame: the body method needs it; edit: configured. */
+  kind: 'norm' | 'frame' | 'edit';
+}
+
+type CountKey = { [K in keyof HttpCounters]: HttpCounters[K] extends number ? K : never }[keyof HttpCounters];
+
+export interface Decision {
+  error?: RefuseReason;
+  body: BodyFraming;
+  method: BodyMethod;
+  passWhy?: PassWhy;
+  actions: Map<number, Action>;
+  /** Lines added before the empty line, with their kind. */
+  adds: { data: Buffer; kind: Action['kind'] }[];
+  /** The first Content-Length unit (fixlen rewrites it at the end). */
+  clUnit: number;
+  after: After;
+  /** Requests: what the response will need. */
+  req?: ReqInfo;
+  /** Counters for the normalisations and header edits (added once, when committed). */
+  counts: CountKey[];
+}
+
+export interface DecideOpts {
+  /** Do not hold the body (a hold timeout flushed, or the header was partly released). */
+  noFixlen?: boolean;
+  /** Framing cannot be changed (its Content-Length line was released): pass instead. */
+  noReframe?: boolean;
+}
+
+const line = (name: string, value: string): Buffer => Buffer.from(`${name}: ${value}\r\n`, 'latin1');
+const TE_CHUNKED = line('Transfer-Encoding', 'chunked');
+
+function base(pb: ParsedBlock, f: Framing): Decision {
+  const d: Decision = { body: f.body, method: 'none', actions: new Map(), adds: [], clUnit: -1, after: 'start', counts: [] };
+  if (f.error !== undefined) d.error = f.error;
+  for (const x of f.drop) {
+    d.actions.set(x.unit, { data: EMPTY, kind: 'norm' });
+    d.counts.push(x.why);
+  }
+  if (f.clFix !== undefined) {
+    d.actions.set(f.clFix.unit, { data: line('Content-Length', String(f.clFix.n)), kind: 'norm' });
+    d.counts.push('contentLengthFixed');
+  }
+  d.clUnit = fieldUnits(pb, 'content-length')[0] ?? -1;
+  return d;
+}
+
+/** Remove every line of `names` (not already acted on). */
+function removeFields(pb: ParsedBlock, d: Decision, names: ReadonlySet<string>, kind: Action['kind'], count?: CountKey): number {
+  let n = 0;
+  pb.units.forEach((u, i) => {
+    if (u.kind === 'field' && names.has(u.name) && !d.actions.has(i)) {
+      d.actions.set(i, { data: EMPTY, kind });
+      if (count !== undefined) d.counts.push(count);
+      n++;
+    }
+  });
+  return n;
+}
+
+function addLines(d: Decision, data: Buffer, kind: Action['kind']): void {
+  if (data.length === 0) return;
+  d.adds.push({ data, kind });
+  if (kind === 'edit') for (let i = data.indexOf(0x0a); i >= 0; i = data.indexOf(0x0a, i + 1)) d.counts.push('headersAdded');
+}
+
+/** Body rewriting possible at all: rules present and the body identity-coded. */
+function rewritable(pb: ParsedBlock, f: Framing, rules: unknown): PassWhy | 'yes' | 'no' {
+  if (rules === null) return 'no';
+  if (!(f.codings.length === 0 || (f.codings.length === 1 && f.codings[0] === 'chunked'))) return 'passTransferCoded';
+  const ce = fieldValues(pb, 'content-encoding')
+    .flatMap((v) => v.split(','))
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '' && s !== 'identity');
+  return ce.length > 0 ? 'passEncoded' : 'yes';
+}
+
+/** Replace every Content-Length line by `first` (EMPTY = remove them all). */
+function replaceCl(pb: ParsedBlock, d: Decision, first: Buffer): void {
+  fieldUnits(pb, 'content-length').forEach((u, i) => d.actions.set(u, { data: i === 0 ? first : EMPTY, kind: 'frame' }));
+}
+
+export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11: boolean, o: DecideOpts = {}): Decision {
+  const f = requestFraming(pb);
+  const d = base(pb, f);
+  if (d.error !== undefined) return d;
+  if (fieldUnits(pb, 'host').length > 1) return { ...d, error: 'multipleHost' };
+  const r = pb.request!;
+  const v11 = r.version.minor >= 1;
+  const conn = connectionOptions(fieldValues(pb, 'connection')) ?? new Set<string>();
+  const side = cfg.request;
+  removeFields(pb, d, side.remove, 'edit', 'headersRemoved');
+  addLines(d, side.add, 'edit');
+  let forcedClose = false;
+  if (cfg.response.replace !== null) {
+    if (cfg.identity && !cfg.request.remove.has('accept-encoding')) {
+      removeFields(pb, d, new Set(['accept-encoding', 'te']), 'edit');
+      addLines(d, line('Accept-Encoding', 'identity'), 'edit');
+      d.counts.push('identityRequested');
+    }
+    if (removeFields(pb, d, new Set(['range', 'if-range']), 'edit') > 0) d.counts.push('rangeRemoved');
+    if (!v11 && conn.has('keep-alive') && !conn.has('close')) {
+      removeFields(pb, d, new Set(['connection', 'keep-alive']), 'frame');
+      addLines(d, line('Connection', 'close'), 'frame');
+      d.counts.push('keepAliveClosed');
+      forcedClose = true;
+    }
+  }
+  const tunnel = r.method === 'CONNECT' ? 'connect' : fieldUnits(pb, 'upgrade').length > 0 ? 'upgrade' : null;
+  d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel };
+  d.after = tunnel !== null ? 'await' : 'start';
+  const expect = fieldValues(pb, 'expect').some((v) => /(^|,)[ \t]*100-continue[ \t]*(,|$)/i.test(v));
+  chooseBody(pb, f, d, cfg.request.replace, o, {
+    fixlen: !expect,
+    fixlenMax: cfg.maxBufferedBody,
+    chunked: v11 && (server11 || cfg.assumeHttp11Server),
+    toclose: false,
+    tooLarge: expect ? 'passExpect' : 'passNoFraming',
+  });
+  return d;
+}
+
+export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: ReqInfo, o: DecideOpts = {}): Decision {
+  const st = pb.status!;
+  const s = st.status;
+  const f = responseFraming(pb, { head: req.method === 'HEAD', connect: req.tunnel === 'connect' });
+  const d = base(pb, f);
+  if (d.error !== undefined) return d;
+  if (s === 101) {
+    if (req.tunnel !== 'upgrade') return { ...d, error: 'unexpected101' };
+    d.after = 'tunnel';
+    return d;
+  }
+  if (s < 200) return d;
+  const v11 = st.version.minor >= 1;
+  const conn = connectionOptions(fieldValues(pb, 'connection')) ?? new Set<string>();
+  const rules = cfg.response.replace;
+  if (s === 206 && rules !== null && f.body.kind !== 'none') return { ...d, error: 'range' };
+  removeFields(pb, d, cfg.response.remove, 'edit', 'headersRemoved');
+  addLines(d, cfg.response.add, 'edit');
+  if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
+  const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
+  chooseBody(pb, f, d, rules, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
+  if (d.method === 'toclose' && !conn.has('close')) addLines(d, line('Connection', 'close'), 'frame');
+  return d;
+}
+
+function chooseBody(
+  pb: ParsedBlock,
+  f: Framing,
+  d: Decision,
+  rules: unknown,
+  o: DecideOpts,
+  can: { fixlen: boolean; fixlenMax: number; chunked: boolean; toclose: boolean; tooLarge: PassWhy },
+): void {
+  const b = f.body;
+  if (b.kind === 'none') return;
+  const rw = rewritable(pb, f, rules);
+  if (rw !== 'yes') {
+    d.method = 'pass';
+    if (rw !== 'no') d.passWhy = rw;
+    return;
+  }
+  if (b.kind === 'chunked') d.method = 'rechunk';
+  else if (b.kind === 'close') d.method = 'close';
+  else if (can.fixlen && !o.noFixlen && !o.noReframe && b.n <= can.fixlenMax) d.method = 'fixlen';
+  else if (o.noReframe) {
+    d.method = 'pass';
+    d.passWhy = 'passReleased';
+  } else if (can.chunked) {
+    d.method = 'chunked';
+    replaceCl(pb, d, TE_CHUNKED);
+  } else if (can.toclose) {
+    d.method = 'toclose';
+    replaceCl(pb, d, EMPTY);
+    d.after = 'drop';
+  } else {
+    d.method = 'pass';
+    d.passWhy = can.tooLarge;
+  }
+}
+
+/** Decision for a trailer section: framing fields are removed (RFC 9110 §6.5.1). */
+export function decideTrailers(pb: ParsedBlock): Decision {
+  const d: Decision = { body: { kind: 'none' }, method: 'none', actions: new Map(), adds: [], clUnit: -1, after: 'start', counts: [] };
+  removeFields(pb, d, new Set(['content-length', 'transfer-encoding', 'host']), 'norm', 'trailerFramingRemoved');
+  return d;
+}
+
+export interface Rendered {
+  /** Unit replacements, in stream order, none before `released`. */
+  ops: { at: number; len: number; data: Buffer }[];
+  /** A normalisation fell on released bytes: the message must be refused. */
+  refuse: boolean;
+  /** A framing change fell on released bytes: decide again with noReframe. */
+  frameLost: boolean;
+  /** Configured edits that fell on released bytes (dropped). */
+  lost: number;
+}
+
+/**
+ * Unit replacements for a decision. Units starting before `released` (already forwarded by a
+ * hold timeout) cannot change. `fixlen` = the new Content-Length for a fixlen body.
+ */
+export function render(pb: ParsedBlock, d: Decision, released: number, fixlen?: number): Rendered {
+  const r: Rendered = { ops: [], refuse: false, frameLost: false, lost: 0 };
+  const actions = new Map(d.actions);
+  if (fixlen !== undefined) replaceClFixlen(pb, actions, fixlen);
+  pb.units.forEach((u, i) => {
+    let data: Buffer;
+    let kind: Action['kind'];
+    const a = actions.get(i);
+    if (u.kind === 'end' && d.adds.length > 0) {
+      data = Buffer.concat([...d.adds.map((x) => x.data), Buffer.from('\r\n')]);
+      kind = d.adds.some((x) => x.kind === 'frame') ? 'frame' : 'edit';
+    } else if (a !== undefined) {
+      data = a.data;
+      kind = a.kind;
+    } else if (u.norm !== null) {
+      data = u.norm;
+      kind = 'norm';
+    } else return;
+    if (u.at < released) {
+      if (u.norm !== null || kind === 'norm') r.refuse = true;
+      else if (kind === 'frame') r.frameLost = true;
+      else r.lost++;
+      return;
+    }
+    r.ops.push({ at: u.at, len: u.len, data });
+  });
+  return r;
+}
+
+function replaceClFixlen(pb: ParsedBlock, actions: Map<number, Action>, n: number): void {
+  fieldUnits(pb, 'content-length').forEach((u, i) => actions.set(u, { data: i === 0 ? line('Content-Length', String(n)) : EMPTY, kind: 'frame' }));
+}

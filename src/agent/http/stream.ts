@@ -1,0 +1,735 @@
+/**
+ * One direction of an HTTP/1.x connection (RFC 9112): a pg-protocol-style parser that takes
+ * each chunk of the ordered stream, consumes every complete unit (start-line and fields as one
+ * held section, chunk-size lines, chunk data, trailers), keeps only a bounded remainder, and
+ * answers the edits and the undecided position of agent/types.ts.
+ *
+ * What is held (undecided), and its bound:
+ * - a header or trailer section, from its first byte until its empty line (maxHeaderBytes);
+ * - a `fixlen` body with its header (maxHeaderBytes + maxBufferedBody);
+ * - the body matcher's undecided tail (the longest pattern - 1 body bytes, framing between);
+ * - bytes a client sends after CONNECT / Upgrade before the answer came (maxHeaderBytes).
+ * Everything else is decided as it arrives. A flush (FIN, hold timeout, engine limit) decides
+ * what is held: a partial section is released unchanged (what it then needs on released bytes
+ * is refused or dropped, see ./plan.ts `render`), a held body falls back to streaming.
+ *
+ * Refusal (a message that cannot be forwarded unambiguously): every byte of this direction from
+ * the message's first undecided byte on is deleted, counted by reason. The peer never sees the
+ * message complete, so no recipient can act on it. A refused *response* whose header is still
+ * held is replaced by a generated `502 Bad Gateway` with `Connection: close` (RFC 9112 §5.2,
+ * §6.3: a proxy answers 502 for an invalid response), so the client is told; a request cannot be
+ * answered from here (the agent only edits the stream it is given), it just goes nowhere.
+ */
+
+import type { AgentOutput, Direction, FlushReason } from '../types.js';
+import { parseBlock, type BlockKind, type ParsedBlock } from './block.js';
+import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
+import type { ResolvedHttpConfig } from './config.js';
+import type { HttpCounters, RefuseReason } from './counters.js';
+import { EditBuilder, EMPTY } from './edits.js';
+import { decideRequest, decideResponse, decideTrailers, render, UNPAIRED, type After, type BodyMethod, type Decision, type ReqInfo } from './plan.js';
+import { CR, LF, parseChunkLine } from './syntax.js';
+
+export type Phase =
+  | 'start' // before a start-line: empty lines are removed
+  | 'head' // header section, held
+  | 'body' // Content-Length body, up to `end`
+  | 'chunkLine' // a chunk-size line
+  | 'chunkData' // chunk data, up to `end`
+  | 'chunkCrlf' // the CRLF after chunk data
+  | 'trailers' // trailer section, held
+  | 'close' // close-delimited body: to the end of the stream
+  | 'await' // c2s after CONNECT / Upgrade: held until the answer
+  | 'tunnel' // not HTTP any more: passes unparsed
+  | 'refused' // deleted
+  | 'drop'; // after a body re-framed as close-delimited: deleted
+
+/** State both directions share (plain data). */
+export interface Shared {
+  /** Requests awaiting a response, oldest first (c2s pushes, s2c pairs). */
+  queue: ReqInfo[];
+  /** An HTTP/1.1 response was seen on this connection (RFC 9112 §6.1: the server does 1.1). */
+  server11: boolean;
+  /** The answer to the CONNECT / Upgrade request c2s waits on, once s2c has it. */
+  awaitResult: 'tunnel' | 'http' | null;
+  /** s2c still parses responses (not a tunnel, not refused): c2s queues requests for it. */
+  s2cParsing: boolean;
+}
+
+/** The message in progress. */
+interface Msg {
+  after: After;
+  /** The body ends with a last chunk added (Content-Length re-framed as chunked). */
+  terminate: boolean;
+  /** fixlen: the header section is held with the body; its bytes for the final plan. */
+  head: Buffer | null;
+  headAt: number;
+  /** Responses: the paired request; requests: their own. */
+  req: ReqInfo | null;
+}
+
+interface DirState {
+  /** End of the data fed; the last undecidedFrom answered. */
+  pos: number;
+  und: number;
+  phase: Phase;
+  /** head / trailers / await: first byte of the section, bytes released by a flush, the bytes. */
+  blockStart: number;
+  released: number;
+  block: Buffer;
+  /** Index in block of the current line's first byte. */
+  blkLine: number;
+  /** body / chunkData: stream position where it ends. */
+  end: number;
+  /** chunkLine: the line so far; chunkCrlf: CR seen. */
+  line: Buffer;
+  cr: boolean;
+  msg: Msg | null;
+}
+
+export interface StreamJson {
+  pos: number;
+  und: number;
+  phase: Phase;
+  blockStart: number;
+  released: number;
+  block: string;
+  blkLine: number;
+  end: number;
+  line: string;
+  cr: boolean;
+  msg: (Omit<Msg, 'head'> & { head: string | null }) | null;
+  rw: RewriterJson | null;
+}
+
+export interface StreamEnv {
+  cfg: ResolvedHttpConfig;
+  counters: HttpCounters;
+  shared: Shared;
+}
+
+const CR_BUF = Buffer.from('\r');
+const LAST_CHUNK = Buffer.from('0\r\n');
+const LAST_CHUNK_END = Buffer.from('0\r\n\r\n');
+const METHOD_COUNTER: Record<Exclude<BodyMethod, 'none' | 'pass'>, keyof HttpCounters> = {
+  fixlen: 'framedFixedLength',
+  chunked: 'framedChunked',
+  rechunk: 'rechunked',
+  close: 'closeDelimited',
+  toclose: 'framedClose',
+};
+const OUT: Record<Exclude<BodyMethod, 'none' | 'pass'>, OutFraming> = { fixlen: 'fixlen', chunked: 'chunked', rechunk: 'chunked', close: 'close', toclose: 'close' };
+
+function freshState(): DirState {
+  return { pos: 0, und: 0, phase: 'start', blockStart: 0, released: 0, block: EMPTY, blkLine: 0, end: 0, line: EMPTY, cr: false, msg: null };
+}
+
+const TERMINAL: ReadonlySet<Phase> = new Set(['tunnel', 'refused', 'drop']);
+
+export class HttpStream {
+  private st: DirState;
+  private rw: BodyRewriter | null;
+  private ob = new EditBuilder();
+
+  constructor(
+    readonly dir: Direction,
+    private readonly env: StreamEnv,
+    json?: StreamJson,
+  ) {
+    if (json === undefined) {
+      this.st = freshState();
+      this.rw = null;
+    } else {
+      const { rw, block, line, msg, ...rest } = json;
+      this.st = {
+        ...rest,
+        block: Buffer.from(block, 'base64'),
+        line: Buffer.from(line, 'base64'),
+        msg: msg === null ? null : { ...msg, head: msg.head === null ? null : Buffer.from(msg.head, 'base64'), req: msg.req === null ? null : { ...msg.req } },
+      };
+      this.rw = rw === null ? null : new BodyRewriter(this.rules()!, rw.out, 0, rw);
+    }
+  }
+
+  get phase(): Phase {
+    return this.st.phase;
+  }
+
+  private rules() {
+    return this.dir === 'c2s' ? this.env.cfg.request.replace : this.env.cfg.response.replace;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Agent API
+
+  feed(pos: number, data: Uint8Array): AgentOutput {
+    const st = this.st;
+    if (pos !== st.pos) throw new Error(`http: ${this.dir} fed at ${pos}, expected ${st.pos} (engine bug)`);
+    this.ob = new EditBuilder();
+    let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let base = pos;
+    if (st.phase === 'await' && this.env.shared.awaitResult !== null) {
+      // The answer came: the held bytes are parsed (or passed) together with the new ones.
+      buf = Buffer.concat([st.block, buf]);
+      base = st.blockStart;
+      this.resolveAwait();
+    }
+    this.run(base, buf);
+    return this.answer();
+  }
+
+  flush(reason: FlushReason): AgentOutput {
+    const st = this.st;
+    this.ob = new EditBuilder();
+    const p = st.pos;
+    switch (st.phase) {
+      case 'head':
+      case 'trailers':
+        if (st.released < p) {
+          // Released unchanged; what the section needs on these bytes is decided at its end.
+          this.env.counters.headerFlushed++;
+          st.released = p;
+        }
+        break;
+      case 'await':
+        if (st.block.length > 0) {
+          if (this.env.shared.awaitResult !== null) {
+            const held = st.block;
+            const at = st.blockStart;
+            this.resolveAwait();
+            this.run(at, held);
+            this.decideHeld(reason);
+          } else this.refuse('await', p, p);
+        }
+        break;
+      default:
+        this.decideHeld(reason);
+    }
+    this.emitBody();
+    st.und = st.pos;
+    return { edits: this.ob.take(), undecidedFrom: st.pos };
+  }
+
+  /** A flush inside a body: a held fixlen body falls back to streaming; the matcher decides. */
+  private decideHeld(reason: FlushReason): void {
+    if (this.st.phase === 'chunkLine' || this.st.phase === 'chunkCrlf') this.st.released = this.st.pos;
+    if (this.st.phase === 'head' || this.st.phase === 'trailers') {
+      if (this.st.released < this.st.pos) {
+        this.env.counters.headerFlushed++;
+        this.st.released = this.st.pos;
+      }
+      return;
+    }
+    const m = this.st.msg;
+    if (m !== null && m.head !== null) this.fixlenFallback();
+    if (this.rw !== null) this.env.counters.bodyMatches += this.rw.decideAll(reason);
+  }
+
+  /**
+   * Cluster takeover after a gap (types.ts): bytes before `pos` went out unseen. Inside a body of
+   * known length (Content-Length, chunk data, close-delimited) the position says where in it the
+   * stream is, and parsing goes on (held bytes are gone: the engine dropped them). Anywhere else
+   * where messages start is lost: requests are refused from here (never forwarded unparsed),
+   * responses pass as a tunnel.
+   */
+  resync(pos: number): void {
+    const st = this.st;
+    const c = this.env.counters;
+    if (pos < st.pos) throw new Error(`http: resync back to ${pos} from ${st.pos} (engine bug)`);
+    const known = (st.phase === 'body' || st.phase === 'chunkData') && pos <= st.end && st.msg?.head === null;
+    if (TERMINAL.has(st.phase) || known || st.phase === 'close' || (pos === st.pos && st.und === st.pos)) {
+      if (!TERMINAL.has(st.phase) && pos > st.pos) c.resyncKept++;
+      if (this.rw !== null) this.rw.resync(pos, this.rw.bodyFed + (pos - st.pos));
+      st.pos = st.und = pos;
+      return;
+    }
+    c.resyncLost++;
+    st.pos = st.und = pos;
+    this.rw = null;
+    st.msg = null;
+    st.block = st.line = EMPTY;
+    if (this.dir === 'c2s') {
+      c.refused.resync++;
+      c.refusedRequests++;
+      st.phase = 'refused';
+    } else {
+      st.phase = 'tunnel';
+      this.env.shared.s2cParsing = false;
+    }
+  }
+
+  toJSON(): StreamJson {
+    const st = this.st;
+    const m = st.msg;
+    return {
+      pos: st.pos,
+      und: st.und,
+      phase: st.phase,
+      blockStart: st.blockStart,
+      released: st.released,
+      block: st.block.toString('base64'),
+      blkLine: st.blkLine,
+      end: st.end,
+      line: st.line.toString('base64'),
+      cr: st.cr,
+      msg: m === null ? null : { ...m, head: m.head === null ? null : m.head.toString('base64'), req: m.req === null ? null : { ...m.req } },
+      rw: this.rw === null ? null : this.rw.toJSON(),
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The parser
+
+  private answer(): AgentOutput {
+    this.emitBody();
+    const st = this.st;
+    const und = this.frontier(st.pos);
+    st.und = und;
+    return { edits: this.ob.take(), undecidedFrom: und };
+  }
+
+  private emitBody(): void {
+    if (this.rw !== null && this.rw.out !== 'fixlen') this.rw.emit(this.ob);
+  }
+
+  /** First byte not decided when the parser stands at p. */
+  private frontier(p: number): number {
+    const st = this.st;
+    switch (st.phase) {
+      case 'head':
+      case 'trailers':
+      case 'await':
+        return st.released;
+      case 'chunkLine':
+      case 'chunkCrlf':
+        // Unchanged chunk framing is held until its size line is complete, so that a refusal
+        // starts at its first byte (a rewritten body deletes it anyway).
+        if (this.rw === null) return st.released;
+        return this.rw.frontier();
+      default:
+        if (st.msg !== null && st.msg.head !== null) return st.msg.headAt;
+        if (this.rw !== null) return this.rw.frontier();
+        return p;
+    }
+  }
+
+  private run(base: number, buf: Buffer): void {
+    const n = buf.length;
+    let i = 0;
+    while (i < n) {
+      const p = base + i;
+      switch (this.st.phase) {
+        case 'start':
+          i = this.start(buf, i, base);
+          break;
+        case 'head':
+        case 'trailers':
+          i = this.section(buf, i, base);
+          break;
+        case 'body':
+        case 'chunkData':
+          i = this.data(buf, i, base);
+          break;
+        case 'chunkLine':
+          i = this.chunkLine(buf, i, base);
+          break;
+        case 'chunkCrlf':
+          i = this.chunkCrlf(buf, i, base);
+          break;
+        case 'close':
+          if (this.rw !== null) this.env.counters.bodyMatches += this.rw.body(p, buf.subarray(i));
+          i = n;
+          break;
+        case 'await':
+          if (this.st.block.length + (n - i) > this.env.cfg.maxHeaderBytes) {
+            this.refuse('await', p, p);
+            break;
+          }
+          this.st.block = Buffer.concat([this.st.block, buf.subarray(i)]);
+          i = n;
+          break;
+        case 'tunnel':
+          i = n;
+          break;
+        case 'drop':
+          this.env.counters.afterCloseBytes += n - i;
+          this.ob.add(p, n - i);
+          i = n;
+          break;
+        case 'refused':
+          this.ob.add(p, n - i);
+          i = n;
+          break;
+      }
+      this.st.pos = base + i;
+    }
+    this.st.pos = base + n;
+  }
+
+  /** Empty lines before a start-line are removed (RFC 9112 §2.2 lets a server ignore them). */
+  private start(buf: Buffer, i: number, base: number): number {
+    let j = i;
+    while (j < buf.length && (buf[j] === CR || buf[j] === LF)) j++;
+    if (j > i) {
+      this.ob.add(base + i, j - i);
+      this.env.counters.emptyLines++;
+    }
+    if (j < buf.length) this.openSection('head', base + j);
+    return j;
+  }
+
+  private openSection(phase: 'head' | 'trailers' | 'await', at: number): void {
+    const st = this.st;
+    st.phase = phase;
+    st.blockStart = st.released = at;
+    st.block = EMPTY;
+    st.blkLine = 0;
+  }
+
+  /** Header / trailer section: held until its empty line, at most maxHeaderBytes. */
+  private section(buf: Buffer, i: number, base: number): number {
+    const st = this.st;
+    const n = buf.length;
+    while (i < n) {
+      const lf = buf.indexOf(LF, i);
+      const end = lf < 0 ? n : lf + 1;
+      if (st.block.length + (end - i) > this.env.cfg.maxHeaderBytes) {
+        this.refuse('headerTooLong', base + i, base + i);
+        return i;
+      }
+      st.block = st.block.length === 0 ? Buffer.from(buf.subarray(i, end)) : Buffer.concat([st.block, buf.subarray(i, end)]);
+      i = end;
+      if (lf < 0) break;
+      const ls = st.blkLine;
+      const le = st.block.length - 1;
+      st.blkLine = st.block.length;
+      if (le === ls || (le === ls + 1 && st.block[ls] === CR)) {
+        this.st.pos = base + i;
+        if (st.phase === 'head') this.headDone(base + i);
+        else this.trailersDone(base + i);
+        return i;
+      }
+    }
+    return i;
+  }
+
+  /** Body bytes up to `end` (Content-Length body, or one chunk's data). */
+  private data(buf: Buffer, i: number, base: number): number {
+    const st = this.st;
+    const p = base + i;
+    const k = Math.min(buf.length - i, st.end - p);
+    if (k > 0 && this.rw !== null) this.env.counters.bodyMatches += this.rw.body(p, buf.subarray(i, i + k));
+    if (p + k < st.end) return i + k;
+    if (st.phase === 'chunkData') {
+      st.phase = 'chunkCrlf';
+      st.cr = false;
+      st.blockStart = st.released = p + k;
+    } else this.bodyDone(p + k);
+    return i + k;
+  }
+
+  /** chunk-size line (RFC 9112 §7.1): parsed whole; in a rewritten body it is deleted. */
+  private chunkLine(buf: Buffer, i: number, base: number): number {
+    const st = this.st;
+    const lf = buf.indexOf(LF, i);
+    const end = lf < 0 ? buf.length : lf + 1;
+    if (st.line.length + (end - i) > this.env.cfg.maxChunkLine) {
+      this.refuse('chunkLineTooLong', base + i - st.line.length, base + i);
+      return i;
+    }
+    st.line = st.line.length === 0 ? Buffer.from(buf.subarray(i, end)) : Buffer.concat([st.line, buf.subarray(i, end)]);
+    this.rw?.frame(base + i, end - i);
+    if (lf < 0) return end;
+    const l = st.line;
+    const bare = l.length < 2 || l[l.length - 2] !== CR;
+    const size = parseChunkLine(l.toString('latin1', 0, l.length - (bare ? 1 : 2)));
+    const lfPos = base + lf;
+    st.pos = base + end;
+    if (size === undefined) {
+      this.refuse('chunk', lfPos, base + end);
+      return end;
+    }
+    st.line = EMPTY;
+    if (bare && this.rw === null) {
+      this.ob.add(lfPos, 0, CR_BUF);
+      this.env.counters.bareLF++;
+    }
+    if (size > 0) {
+      st.phase = 'chunkData';
+      st.end = base + end + size;
+      return end;
+    }
+    // The last chunk: the body ends here; trailers (or the empty line) follow.
+    if (this.rw !== null) {
+      this.env.counters.bodyMatches += this.rw.decideAll('fin');
+      this.rw.frame(base + end, 0, LAST_CHUNK);
+      this.rw.emit(this.ob);
+      this.rw = null;
+    }
+    this.openSection('trailers', base + end);
+    return end;
+  }
+
+  /** The CRLF after chunk data; a bare LF gets its CR, anything else is refused. */
+  private chunkCrlf(buf: Buffer, i: number, base: number): number {
+    const st = this.st;
+    const c = buf[i]!;
+    const p = base + i;
+    if (c === CR && !st.cr) {
+      st.cr = true;
+      this.rw?.frame(p, 1);
+      return i + 1;
+    }
+    if (c === LF) {
+      if (this.rw !== null) this.rw.frame(p, 1);
+      else if (!st.cr) {
+        this.ob.add(p, 0, CR_BUF);
+        this.env.counters.bareLF++;
+      }
+      st.phase = 'chunkLine';
+      st.line = EMPTY;
+      return i + 1;
+    }
+    this.refuse('chunk', p, p);
+    return i;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Messages
+
+  private headDone(endPos: number): void {
+    const st = this.st;
+    const c = this.env.counters;
+    const sh = this.env.shared;
+    const kind: BlockKind = this.dir === 'c2s' ? 'request' : 'response';
+    const pb = parseBlock(st.block, st.blockStart, kind);
+    if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
+    const partly = st.released > st.blockStart;
+    let d: Decision;
+    let req: ReqInfo | null;
+    if (this.dir === 'c2s') {
+      c.requests++;
+      d = decideRequest(pb, this.env.cfg, sh.server11, { noFixlen: partly });
+      req = d.req ?? null;
+    } else {
+      c.responses++;
+      const status = pb.status!.status;
+      if (pb.status!.version.minor >= 1) sh.server11 = true;
+      if (status < 200 && status !== 101) {
+        c.informational++;
+        req = null;
+        d = decideResponse(pb, this.env.cfg, sh.queue[0] ?? UNPAIRED);
+      } else {
+        req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
+        if (req === null && status !== 101) c.unpairedResponses++;
+        d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noFixlen: partly });
+        if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
+      }
+    }
+    if (d.error !== undefined) return this.refuse(d.error, st.blockStart, endPos);
+    if (this.dir === 'c2s' && sh.s2cParsing) {
+      if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos);
+      sh.queue.push(req!);
+    }
+    for (const [k, v] of Object.entries(pb.tally)) c[k as keyof typeof pb.tally] += v;
+    for (const k of d.counts) c[k]++;
+    const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
+    if (d.method === 'fixlen') {
+      // Held with its body; the plan is rendered when the body's length is known.
+      msg.head = st.block;
+    } else {
+      let r = render(pb, d, st.released);
+      if (r.frameLost) {
+        d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, { noReframe: true }) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noReframe: true });
+        msg.after = d.after;
+        r = render(pb, d, st.released);
+      }
+      if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
+      c.editsLost += r.lost;
+      for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
+    }
+    this.startBody(d, msg, endPos);
+  }
+
+  private startBody(d: Decision, msg: Msg, endPos: number): void {
+    const st = this.st;
+    const c = this.env.counters;
+    st.block = EMPTY;
+    st.msg = msg;
+    this.rw = null;
+    if (d.method === 'pass' && d.passWhy !== undefined) c[d.passWhy]++;
+    if (d.method !== 'none' && d.method !== 'pass') {
+      if (d.method !== 'fixlen') c[METHOD_COUNTER[d.method]]++;
+      c.bodiesRewritten++;
+      msg.terminate = d.method === 'chunked';
+      this.rw = new BodyRewriter(this.rules()!, OUT[d.method], endPos);
+    }
+    switch (d.body.kind) {
+      case 'none':
+        return this.messageDone(endPos);
+      case 'length':
+        st.phase = 'body';
+        st.end = endPos + d.body.n;
+        return;
+      case 'chunked':
+        st.phase = 'chunkLine';
+        st.line = EMPTY;
+        st.blockStart = st.released = endPos;
+        return;
+      case 'close':
+        st.phase = 'close';
+        return;
+    }
+  }
+
+  /** fixlen body complete (or flushed): render the held header with the new Content-Length. */
+  private fixlenDone(): void {
+    const m = this.st.msg!;
+    const rw = this.rw!;
+    const pb = this.reparse(m);
+    const d = this.redecide(pb, m, {});
+    const r = render(pb, d, m.headAt, rw.outputLength());
+    for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
+    this.env.counters.framedFixedLength++;
+    m.head = null;
+    rw.emit(this.ob);
+  }
+
+  /**
+   * A hold timeout (or limit) inside a held fixlen body: the header goes out now with the
+   * framing a body of unknown length can have (chunked, close-delimited), or unchanged with the
+   * body passing unchanged.
+   */
+  private fixlenFallback(): void {
+    const m = this.st.msg!;
+    const c = this.env.counters;
+    const pb = this.reparse(m);
+    const d = this.redecide(pb, m, { noFixlen: true });
+    const r = render(pb, d, m.headAt);
+    for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
+    m.head = null;
+    m.after = d.after;
+    if (d.method === 'pass') {
+      if (d.passWhy !== undefined) c[d.passWhy]++;
+      c.bodiesRewritten--;
+      this.rw = null;
+      return;
+    }
+    c[METHOD_COUNTER[d.method as Exclude<BodyMethod, 'none' | 'pass'>]]++;
+    m.terminate = d.method === 'chunked';
+    this.rw!.out = OUT[d.method as Exclude<BodyMethod, 'none' | 'pass'>];
+  }
+
+  private reparse(m: Msg): ParsedBlock {
+    return parseBlock(m.head!, m.headAt, this.dir === 'c2s' ? 'request' : 'response');
+  }
+
+  private redecide(pb: ParsedBlock, m: Msg, o: { noFixlen?: boolean }): Decision {
+    return this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, this.env.shared.server11, o) : decideResponse(pb, this.env.cfg, m.req ?? UNPAIRED, o);
+  }
+
+  /** End of a Content-Length body. */
+  private bodyDone(p: number): void {
+    const rw = this.rw;
+    if (rw !== null) {
+      this.env.counters.bodyMatches += rw.decideAll('fin');
+      if (this.st.msg?.head != null) this.fixlenDone();
+      else {
+        if (this.st.msg?.terminate === true) rw.frame(p, 0, LAST_CHUNK_END);
+        rw.emit(this.ob);
+      }
+      this.rw = null;
+    }
+    this.messageDone(p);
+  }
+
+  private trailersDone(endPos: number): void {
+    const st = this.st;
+    const c = this.env.counters;
+    const pb = parseBlock(st.block, st.blockStart, 'trailer');
+    if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
+    const d = decideTrailers(pb);
+    const r = render(pb, d, st.released);
+    if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
+    for (const [k, v] of Object.entries(pb.tally)) c[k as keyof typeof pb.tally] += v;
+    for (const k of d.counts) c[k]++;
+    for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
+    st.block = EMPTY;
+    this.messageDone(endPos);
+  }
+
+  private messageDone(p: number): void {
+    const st = this.st;
+    const after = st.msg?.after ?? 'start';
+    st.msg = null;
+    this.rw = null;
+    st.block = EMPTY;
+    switch (after) {
+      case 'start':
+        st.phase = 'start';
+        return;
+      case 'await':
+        this.openSection('await', p);
+        if (this.env.shared.awaitResult !== null) this.resolveAwait();
+        return;
+      case 'tunnel':
+        this.env.counters.tunnels++;
+        this.toTunnel();
+        return;
+      case 'drop':
+        st.phase = 'drop';
+        if (this.dir === 's2c') this.env.shared.s2cParsing = false;
+        return;
+    }
+  }
+
+  /** This direction (and a c2s waiting on this answer) becomes a tunnel. */
+  private toTunnel(): void {
+    this.st.phase = 'tunnel';
+    if (this.dir === 's2c') this.env.shared.s2cParsing = false;
+  }
+
+  /** c2s after CONNECT / Upgrade: the answer is known; held bytes are parsed by the caller. */
+  private resolveAwait(): void {
+    const r = this.env.shared.awaitResult;
+    this.env.shared.awaitResult = null;
+    this.st.block = EMPTY;
+    this.st.phase = r === 'tunnel' ? 'tunnel' : 'start';
+  }
+
+  /**
+   * Refuse: delete from the first undecided byte of the message (at most `at`) up to p, and
+   * everything after. A response whose header is still wholly held becomes a 502.
+   */
+  private refuse(reason: RefuseReason, at: number, p: number): void {
+    const st = this.st;
+    const c = this.env.counters;
+    c.refused[reason]++;
+    if (this.dir === 'c2s') c.refusedRequests++;
+    else c.refusedResponses++;
+    // Inside a rewritten body: from the first byte not emitted (decided bytes not emitted yet
+    // belong to the refused message too).
+    const held = this.rw !== null && st.msg?.head == null ? this.rw.start : this.frontier(p);
+    let from = Math.max(st.und, Math.min(at, held));
+    let data: Buffer = EMPTY;
+    if (this.dir === 's2c') {
+      const headAt = st.phase === 'head' && st.released === st.blockStart ? st.blockStart : st.msg?.head != null ? st.msg.headAt : -1;
+      if (headAt >= st.und) {
+        from = headAt;
+        data = badGateway(reason);
+      }
+      this.env.shared.s2cParsing = false;
+    }
+    this.ob.cutFrom(from);
+    this.ob.add(from, p - from, data);
+    st.phase = 'refused';
+    st.msg = null;
+    st.block = st.line = EMPTY;
+    this.rw = null;
+  }
+}
+
+/** The answer to a refused response (RFC 9112 §6.3 point 5 / §5.2: a proxy sends 502). */
+function badGateway(reason: RefuseReason): Buffer {
+  return Buffer.from(`HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\nX-Tapgate-Refused: ${reason}\r\n\r\n`, 'latin1');
+}

@@ -1,0 +1,185 @@
+/**
+ * The replace agent's regex engines, measured on one direction fed in 1448-byte segments:
+ * the linear engine (Pike VM), the budgeted backtracking engine, and, as the baseline in the
+ * same run, the RegExp path the agent used before (a global RegExp search per 16 KiB block, then
+ * a sticky RegExp in the candidate's window; reimplemented here for one rule, same algorithm).
+ * Each figure is the median of `runs` timed runs after warm-up runs.
+ *
+ *   npx tsx src/bench/regex.ts [--runs N]
+ */
+import { replaceFactory, type RegexRule } from '../agent/replace.js';
+import type { AgentContext, Direction } from '../agent/types.js';
+
+const MSS = 1448;
+const CTX: AgentContext = {
+  flowId: 'bench',
+  client: { addr: '10.0.0.1', port: 40000 },
+  server: { addr: '10.0.0.2', port: 80 },
+  directions: new Set<Direction>(['c2s', 's2c']),
+};
+
+export interface RegexScenario {
+  name: string;
+  rule: RegexRule;
+  data: Buffer;
+  /** The RegExp baseline is not run (it would not finish). */
+  noBaseline?: boolean;
+}
+
+export interface RegexRow {
+  scenario: string;
+  engine: string;
+  ms: number;
+  mbPerSec: number;
+  edits: number;
+}
+
+/** The scenarios: HTTP headers, the engine bench's text, and two catastrophic patterns. */
+export function regexScenarios(scale = 1): RegexScenario[] {
+  const http = Buffer.from(
+    (
+      'HTTP/1.1 200 OK\r\nServer: nginx/1.18.0 (Ubuntu)\r\nContent-Type: text/html\r\nContent-Length: 1024\r\n\r\n' +
+      'the quick brown fox jumps over the lazy dog 0123456789 Some Text With Capitals\n'.repeat(12)
+    ).repeat(Math.round(600 * scale)),
+    'latin1',
+  );
+  const text = Buffer.alloc(Math.round(2 * 1024 * 1024 * scale));
+  const line = 'the quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnopq\n';
+  for (let o = 0; o < text.length; o += line.length) text.write(line, o, 'latin1');
+  for (let o = 2000; o + 20 < text.length; o += 4096) text.write('tapgate-marker-here', o, 'latin1');
+  return [
+    { name: 'HTTP responses, Server header', rule: { regex: 'Server: [^\\r]*', with: 'Server: tapgate', maxMatch: 200 }, data: http },
+    { name: 'HTTP responses, (?m)^Content-Length: \\d+$', rule: { regex: '^Content-Length: (\\d+)$', with: 'Content-Length: $1', maxMatch: 40, flags: 'm' }, data: http },
+    { name: 'text, marker every 4 KiB', rule: { regex: 'tapgate-marker-[a-z]+', with: 'REWRITTEN', maxMatch: 64 }, data: text },
+    {
+      name: '(a|aa)+b over 20 "a" + "x", repeated (64 KiB)',
+      rule: { regex: '(a|aa)+b', with: 'X', maxMatch: 64 },
+      data: Buffer.from(`${'a'.repeat(20)}x`.repeat(Math.ceil(65536 / 21)).slice(0, 65536), 'latin1'),
+    },
+    {
+      name: '(a|aa)+b over 64 KiB of "a"',
+      rule: { regex: '(a|aa)+b', with: 'X', maxMatch: 64 },
+      data: Buffer.alloc(65536, 'a'),
+      noBaseline: true,
+    },
+  ];
+}
+
+/** Run the replace agent over `data` in MSS pieces; the number of edits. */
+function runAgent(rule: RegexRule, data: Buffer): number {
+  const a = replaceFactory.create([rule], CTX);
+  let n = 0;
+  for (let p = 0; p < data.length; p += MSS) n += a.feed('s2c', p, data.subarray(p, p + MSS)).edits.length;
+  return n + a.flush('s2c', 'fin').edits.length;
+}
+
+/** The previous RegExp path for one rule (same windows, same hold-back), counting edits. */
+function runRegExp(rule: RegexRule, data: Buffer): number {
+  const flags = rule.flags ?? '';
+  const sticky = new RegExp(rule.regex, `${flags}y`);
+  const scan = /\$|\\[bB]|\(\?<?[=!]/.test(rule.regex) ? null : new RegExp(rule.regex, `${flags}g`);
+  const mm = rule.maxMatch;
+  let tail = Buffer.alloc(0);
+  let prev = -1;
+  let edits = 0;
+  const decide = (buf: Buffer, final: boolean): void => {
+    const off = prev >= 0 ? 1 : 0;
+    const s = (off ? String.fromCharCode(prev) : '') + buf.toString('latin1');
+    const n = buf.length;
+    const windowMatch = (q: number): number => {
+      const at = q + off;
+      const ws = at > 0 ? at - 1 : 0;
+      sticky.lastIndex = at - ws;
+      const m = sticky.exec(s.substring(ws, Math.min(at + mm, s.length)));
+      return m === null ? 0 : m[0].length;
+    };
+    let pos = 0;
+    for (;;) {
+      const decidedEnd = final ? n : Math.max(pos, n - mm + 1);
+      let found = -1;
+      let len = 0;
+      if (scan === null) {
+        for (let q = pos; q < decidedEnd && found < 0; q++) if ((len = windowMatch(q)) > 0) found = q;
+      } else {
+        for (let q0 = pos; q0 < decidedEnd && found < 0; q0 += 16 * 1024) {
+          const q1 = Math.min(q0 + 16 * 1024, decidedEnd);
+          const ts = q0 + off > 0 ? q0 + off - 1 : 0;
+          const t = s.substring(ts, Math.min(q1 - 1 + off + mm, s.length));
+          let from = q0 + off - ts;
+          for (;;) {
+            scan.lastIndex = from;
+            const m = scan.exec(t);
+            if (m === null) break;
+            const q = m.index + ts - off;
+            if (q >= q1) break;
+            if ((len = windowMatch(q)) > 0) {
+              found = q;
+              break;
+            }
+            from = m.index + 1;
+          }
+        }
+      }
+      if (found < 0) {
+        const hold = final ? n : decidedEnd;
+        if (hold > 0) prev = buf[hold - 1]!;
+        tail = Buffer.from(buf.subarray(hold));
+        return;
+      }
+      edits++;
+      pos = found + len;
+    }
+  };
+  for (let p = 0; p < data.length; p += MSS) decide(Buffer.concat([tail, data.subarray(p, p + MSS)]), false);
+  decide(tail, true);
+  return edits;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+export function runRegexBench(opts: { runs?: number; scale?: number } = {}): RegexRow[] {
+  const runs = opts.runs ?? 7;
+  const rows: RegexRow[] = [];
+  for (const sc of regexScenarios(opts.scale)) {
+    const engines: [string, () => number][] = [];
+    if (sc.noBaseline !== true) engines.push(['RegExp (before)', () => runRegExp(sc.rule, sc.data)]);
+    engines.push(['linear', () => runAgent({ ...sc.rule, engine: 'linear' }, sc.data)]);
+    engines.push(['backtracking, maxSteps 10000', () => runAgent({ ...sc.rule, engine: 'backtracking', maxSteps: 10_000 }, sc.data)]);
+    // Interleaved rounds: every engine once per round, so load changes hit all alike.
+    const times = engines.map(() => [] as number[]);
+    const edits = engines.map(() => 0);
+    for (let r = 0; r < runs + 2; r++) {
+      engines.forEach(([, f], i) => {
+        const t0 = process.hrtime.bigint();
+        edits[i] = f();
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (r >= 2) times[i]!.push(ms);
+      });
+    }
+    engines.forEach(([name], i) => {
+      const ms = median(times[i]!);
+      rows.push({ scenario: sc.name, engine: name, ms, mbPerSec: sc.data.length / ms / 1e3, edits: edits[i]! });
+    });
+  }
+  return rows;
+}
+
+function main(): void {
+  const i = process.argv.indexOf('--runs');
+  const runs = i > 0 ? Number(process.argv[i + 1]) : 7;
+  const rows = runRegexBench({ runs });
+  let base: RegexRow | undefined;
+  console.log('| scenario | engine | median ms | MB/s | × RegExp | edits |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of rows) {
+    if (r.engine.startsWith('RegExp')) base = r;
+    else if (base !== undefined && base.scenario !== r.scenario) base = undefined;
+    const ratio = base === undefined ? 'n/a' : (base.ms / r.ms).toFixed(2);
+    console.log(`| ${r.scenario} | ${r.engine} | ${r.ms.toFixed(2)} | ${r.mbPerSec.toFixed(1)} | ${ratio} | ${r.edits} |`);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) main();

@@ -1,0 +1,78 @@
+/**
+ * The fail-closed policy (`policy:` in the config): what happens to traffic a rule may cover
+ * that the gateway cannot inspect. A rule is a promise that every byte of its connections goes
+ * through its agent; what cannot keep that promise is dropped unless the user chose `pass`.
+ * Every decision is counted by class (`stats().gateway.policy`), and the gateway logs each class
+ * at a limited rate.
+ *
+ * Classes and when a rule "may cover" them:
+ * - `ipv6-tcp` (setting `ipv6`): TCP over IPv6, which is not inspected yet, when a rule's port
+ *   conditions match its ports (addresses are not compared: a rule naming a host's IPv4 address
+ *   covers that host, and its IPv6 address is not known here); without ports (a later fragment,
+ *   an overlong extension-header chain) whenever any rule exists;
+ * - tunnels and encapsulations (`encapsulated`; wire/opaque.ts names them): whenever any rule
+ *   exists, since what they carry is not decoded;
+ * - `midstream` (`midstream`): a TCP connection first seen without its handshake that a rule
+ *   matches (either orientation: who opened it is unknown), or that cannot be tracked because the
+ *   table is full. `inspect` attaches the rule's agent from the first byte seen instead.
+ * Traffic no rule can cover is not the policy's business: it is bridged as before.
+ */
+import { rulePortsMatch, selectRule, DEFAULT_POLICY, type Config, type PolicyAction, type PolicySettings, type Rule } from '../config/index.js';
+import type { OpaqueClass } from '../wire/opaque.js';
+
+export type PolicyClass = OpaqueClass | 'midstream';
+
+export function newPolicyCounters() {
+  return {
+    /** Frames dropped by the policy, by class. */
+    dropped: {} as Record<string, number>,
+    /** Frames passed uninspected because the config says `pass`, by class. */
+    passed: {} as Record<string, number>,
+  };
+}
+
+export class Policy {
+  readonly counters = newPolicyCounters();
+  private readonly settings: Readonly<PolicySettings>;
+  private readonly rules: readonly Rule[];
+
+  constructor(private readonly config: Config | null) {
+    this.settings = config?.policy ?? DEFAULT_POLICY;
+    this.rules = config?.rules ?? [];
+  }
+
+  get midstreamAction(): PolicySettings['midstream'] {
+    return this.settings.midstream;
+  }
+
+  /**
+   * A frame carrying what wire/opaque.ts classified: 'pass' or 'drop' (counted either way when
+   * a rule may cover it; uncovered traffic passes uncounted).
+   */
+  opaque(cls: OpaqueClass, srcPort?: number, dstPort?: number): PolicyAction {
+    if (this.rules.length === 0) return 'pass';
+    let action: PolicyAction;
+    if (cls === 'ipv6-tcp') {
+      if (srcPort !== undefined && dstPort !== undefined && !this.rules.some((r) => rulePortsMatch(r, srcPort, dstPort) || rulePortsMatch(r, dstPort, srcPort))) return 'pass';
+      action = this.settings.ipv6;
+    } else action = this.settings.encapsulated;
+    return this.count(cls, action);
+  }
+
+  /** Whether a rule matches a connection first seen mid-stream between `a` and `b` (either may be the client). */
+  midstreamRule(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean {
+    const cfg = this.config;
+    if (cfg === null || this.rules.length === 0) return false;
+    return (
+      selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined ||
+      selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined
+    );
+  }
+
+  /** Counts a decision of class `cls`; returns it. */
+  count(cls: PolicyClass, action: PolicyAction): PolicyAction {
+    const c = action === 'drop' ? this.counters.dropped : this.counters.passed;
+    c[cls] = (c[cls] ?? 0) + 1;
+    return action;
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * What a frame the gateway does not decode may carry: TCP it cannot inspect. The decoder
+ * (frame.ts) hands such frames back as `other` (an EtherType it does not parse: IPv6, PPPoE
+ * sessions, MPLS) or `ipv4-other` (an IPv4 protocol other than TCP: tunnels among them); this
+ * module names the classes a rule could be bypassed through, so the gateway's policy can drop
+ * them (engine/policy.ts). Pure: no state, no judgement of its own.
+ *
+ * - `ipv6-tcp`: TCP over IPv6, found by walking the extension headers (RFC 8200 §4: Hop-by-Hop,
+ *   Routing, Fragment, Destination Options; AH per RFC 4302 §2.2, whose payload is in the
+ *   clear), at most `MAX_EXT_HEADERS` of them; with the ports when the TCP header is there (a
+ *   non-first fragment has none);
+ * - tunnels that carry IP (and so TCP) the gateway does not unwrap: IPv4 or IPv6 protocol 4
+ *   (IP-in-IP, RFC 2003), 41 (IPv6 in IP, RFC 4213), 47 (GRE, RFC 2784), 51 (AH) around TCP,
+ *   UDP to port 4789 (VXLAN, RFC 7348) or 6081 (Geneve, RFC 8926), and the EtherTypes 0x8864
+ *   (PPPoE session, RFC 2516) and 0x8847/0x8848 (MPLS, RFC 3032).
+ * Anything else (ICMP, UDP, ARP, ESP whose payload nobody can read, unknown EtherTypes) is not
+ * a way around a TCP rule and gets null.
+ */
+
+import { get16 } from './bytes.js';
+import { ETHERTYPE_IPV6 } from './ethernet.js';
+
+export type OpaqueClass = 'ipv6-tcp' | 'ip-in-ip' | 'ipv6-in-ip' | 'gre' | 'ah' | 'vxlan' | 'geneve' | 'pppoe' | 'mpls';
+
+export interface Opaque {
+  cls: OpaqueClass;
+  /** TCP ports of an `ipv6-tcp` packet when its header is present. */
+  srcPort?: number;
+  dstPort?: number;
+}
+
+export const ETHERTYPE_PPPOE_SESSION = 0x8864;
+export const ETHERTYPE_MPLS = 0x8847;
+export const ETHERTYPE_MPLS_MULTICAST = 0x8848;
+/** Extension headers walked before giving up (RFC 7112 asks for the chain in the first fragment; real chains are short). */
+export const MAX_EXT_HEADERS = 8;
+
+const IP_PROTO_IPIP = 4;
+const IP_PROTO_TCP = 6;
+const IP_PROTO_UDP = 17;
+const IP_PROTO_IPV6 = 41;
+const IP_PROTO_GRE = 47;
+const IP_PROTO_AH = 51;
+const UDP_VXLAN = 4789;
+const UDP_GENEVE = 6081;
+
+const TUNNEL: Readonly<Record<number, OpaqueClass>> = { [IP_PROTO_IPIP]: 'ip-in-ip', [IP_PROTO_IPV6]: 'ipv6-in-ip', [IP_PROTO_GRE]: 'gre' };
+
+/** An EtherType the decoder hands back undecoded, with its payload at `l3Off`. */
+export function opaqueEtherType(buf: Uint8Array, etherType: number, l3Off: number): Opaque | null {
+  if (etherType === ETHERTYPE_PPPOE_SESSION) return { cls: 'pppoe' };
+  if (etherType === ETHERTYPE_MPLS || etherType === ETHERTYPE_MPLS_MULTICAST) return { cls: 'mpls' };
+  if (etherType === ETHERTYPE_IPV6) return opaqueIpv6(buf, l3Off);
+  return null;
+}
+
+/**
+ * An IPv4 packet of protocol `proto` whose payload starts at `l4Off` and ends at `end`
+ * (`first`: not a later fragment, so a UDP header is there).
+ */
+export function opaqueIpv4(buf: Uint8Array, proto: number, l4Off: number, end: number, first: boolean): Opaque | null {
+  return upper(buf, proto, l4Off, end, first);
+}
+
+/** The class of what an IPv6 packet at `off` carries (see the file comment), or null. */
+export function opaqueIpv6(buf: Uint8Array, off: number): Opaque | null {
+  if (buf.length - off < 40 || buf[off]! >>> 4 !== 6) return null;
+  const end = Math.min(buf.length, off + 40 + get16(buf, off + 4));
+  let next = buf[off + 6]!;
+  let p = off + 40;
+  let first = true;
+  // Once a Fragment header was seen, a chain that stops short is not harmless: the rest of it
+  // (and the upper-layer header) may come in the next fragment (RFC 7112 forbids it; not every
+  // receiver drops it), so it is not inspected. Unfragmented, the receiver drops it.
+  let cut: Opaque | null = null;
+  for (let i = 0; i <= MAX_EXT_HEADERS; i++) {
+    if (next === 0 || next === 43 || next === 44 || next === 60 || next === IP_PROTO_AH) {
+      // A later fragment holds the middle of the payload after its Fragment header, never
+      // headers: what it carries was named in the first fragment.
+      if (!first) return { cls: 'ipv6-tcp' };
+      if (end - p < 8) return cut;
+    }
+    if (next === 0 || next === 43 || next === 60) {
+      next = buf[p]!;
+      p += (buf[p + 1]! + 1) * 8;
+    } else if (next === 44) {
+      // Fragment header: offset in 8-byte units in the top 13 bits of bytes 2–3.
+      if (get16(buf, p + 2) >>> 3 !== 0) first = false;
+      cut = { cls: 'ipv6-tcp' };
+      next = buf[p]!;
+      p += 8;
+    } else if (next === IP_PROTO_AH) {
+      next = buf[p]!;
+      p += (buf[p + 1]! + 2) * 4;
+    } else return upper(buf, next, p, end, first);
+  }
+  // A chain longer than any real one: whatever it hides, it is not inspected.
+  return { cls: 'ipv6-tcp' };
+}
+
+function upper(buf: Uint8Array, proto: number, l4Off: number, end: number, first: boolean): Opaque | null {
+  if (proto === IP_PROTO_TCP) {
+    // Only reached for IPv6 (IPv4 TCP is decoded); a later fragment has no ports.
+    return first && end - l4Off >= 4 ? { cls: 'ipv6-tcp', srcPort: get16(buf, l4Off), dstPort: get16(buf, l4Off + 2) } : { cls: 'ipv6-tcp' };
+  }
+  const t = TUNNEL[proto];
+  if (t !== undefined) return { cls: t };
+  if (proto === IP_PROTO_AH) {
+    // IPv4 AH (RFC 4302): the protected packet follows in the clear; TCP inside is a bypass.
+    // A later fragment has no AH header to read (its first fragment was classified).
+    if (!first || end - l4Off < 8) return null;
+    const inner = buf[l4Off]!;
+    return inner === IP_PROTO_TCP || TUNNEL[inner] !== undefined ? { cls: 'ah' } : null;
+  }
+  if (proto === IP_PROTO_UDP && first && end - l4Off >= 8) {
+    const dport = get16(buf, l4Off + 2);
+    if (dport === UDP_VXLAN) return { cls: 'vxlan' };
+    if (dport === UDP_GENEVE) return { cls: 'geneve' };
+  }
+  return null;
+}

@@ -1,0 +1,222 @@
+/**
+ * Request smuggling (RFC 9112 §6.3, §11.2) and the cases of public write-ups (Watchfire 2005
+ * "HTTP Request Smuggling"; PortSwigger's CL.TE / TE.CL / TE.TE obfuscations; chunk-extension
+ * and bare-LF desyncs): every message leaves the agent with one unambiguous framing, or is
+ * refused — never forwarded as sent. The check for "unambiguous": what the server receives
+ * decodes under a *strict* HTTP/1.1 parser (CRLF only, no obs-fold, one framing) into exactly the
+ * messages the agent saw; a refused message never reaches its end (the server cannot act on it).
+ */
+import { describe, expect, it } from 'vitest';
+import type { RefuseReason } from '../../src/agent/http/counters.js';
+import { c2s, decode, hv, run, s2c } from './http-helpers.js';
+
+const req = (head: string, body = '') => `POST /x HTTP/1.1\r\nHost: a\r\n${head}\r\n${body}`;
+const NEXT = 'GET /next HTTP/1.1\r\nHost: a\r\n\r\n';
+
+/** A request the agent must normalise: the server reads these messages, strictly. */
+function normalised(text: string) {
+  const r = run({}, [c2s(text)]);
+  const d = decode(r.c2s, 'request');
+  expect(d.rest.toString('latin1')).toBe('');
+  return { msgs: d.msgs, counters: r.counters, out: r.c2s.toString('latin1') };
+}
+
+/** A request the agent must refuse: nothing of it (nor after it) reaches the server. */
+function refused(text: string, reason: RefuseReason, before = '') {
+  const r = run({}, [c2s(before + text + NEXT)]);
+  expect(r.c2s.toString('latin1')).toBe(before);
+  expect(r.counters.refused[reason]).toBe(1);
+  expect(r.counters.refusedRequests).toBe(1);
+}
+
+describe('smuggling: Content-Length and Transfer-Encoding together (RFC 9112 §6.3 point 3)', () => {
+  it('CL.TE (front end reads Content-Length): Content-Length removed, the body is chunked, "G" starts the next request', () => {
+    const { msgs, counters, out } = normalised(req('Content-Length: 6\r\nTransfer-Encoding: chunked\r\n', '0\r\n\r\nG') + 'POST / HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(out).not.toMatch(/Content-Length/i);
+    expect(msgs.map((m) => [m.start, m.framing, m.body.toString()])).toEqual([
+      ['POST /x HTTP/1.1', 'chunked', ''],
+      ['GPOST / HTTP/1.1', 'none', ''],
+    ]);
+    expect(counters.teWithCl).toBe(1);
+  });
+
+  it('TE.CL (back end reads Content-Length): the same normalisation: the whole chunked body is one message', () => {
+    const { msgs } = normalised(req('Content-Length: 3\r\nTransfer-Encoding: chunked\r\n', '8\r\nSMUGGLED\r\n0\r\n\r\n') + NEXT);
+    expect(msgs.map((m) => m.body.toString())).toEqual(['SMUGGLED', '']);
+    expect(msgs).toHaveLength(2);
+  });
+
+  it('in a response too: Content-Length removed beside chunked', () => {
+    const r = run({}, [c2s(NEXT), s2c('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n')]);
+    const m = decode(r.s2c, 'response').msgs[0]!;
+    expect(hv(m, 'Content-Length')).toEqual([]);
+    expect(m.body.toString()).toBe('ok');
+  });
+});
+
+describe('smuggling: TE.TE obfuscations (one side must not see chunked where the other does)', () => {
+  const cases: [string, string, RefuseReason][] = [
+    ['unknown coding "xchunked"', 'Transfer-Encoding: xchunked\r\n', 'transferEncoding'],
+    ['chunked not last', 'Transfer-Encoding: chunked, identity\r\n', 'transferEncoding'],
+    ['a second field line with another coding', 'Transfer-Encoding: chunked\r\nTransfer-encoding: cow\r\n', 'transferEncoding'],
+    ['chunked twice', 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n', 'transferEncoding'],
+    ['space before the colon', 'Transfer-Encoding : chunked\r\n', 'wsBeforeColon'],
+    ['tab before the colon', 'Transfer-Encoding\t: chunked\r\n', 'wsBeforeColon'],
+    ['a vertical tab before the value', 'Transfer-Encoding:\x0bchunked\r\n', 'fieldValue'],
+    ['a name with no colon (LF inside the name)', 'Transfer-Encoding\r\n: chunked\r\n', 'fieldName'],
+    ['an empty value', 'Transfer-Encoding: \r\n', 'transferEncoding'],
+    ['a quoted coding', 'Transfer-Encoding: "chunked"\r\n', 'transferEncoding'],
+  ];
+  it.each(cases)('%s: refused', (_w, head, reason) => refused(req(head, '0\r\n\r\n'), reason));
+
+  it('Transfer-Encoding in HTTP/1.0 is refused (RFC 9112 §6.1: framing faulty)', () => {
+    refused('POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n', 'teHttp10');
+  });
+
+  it('case and optional whitespace are not obfuscation: "CHUNKED" with a tab after the colon is chunked', () => {
+    const { msgs } = normalised(req('Transfer-Encoding:\tCHUNKED \r\n', '3\r\nabc\r\n0\r\n\r\n'));
+    expect(msgs[0]!.body.toString()).toBe('abc');
+  });
+
+  it('whitespace before the colon in a response is removed, not forwarded (RFC 9112 §5.1)', () => {
+    const r = run({}, [c2s(NEXT), s2c('HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n')]);
+    expect(r.s2c.toString()).toContain('\r\nTransfer-Encoding: chunked\r\n');
+    expect(decode(r.s2c, 'response').msgs[0]!.body.toString()).toBe('ok');
+    expect(r.counters.wsBeforeColon).toBe(1);
+  });
+
+  it('a whitespace-preceded line after the request-line is removed unprocessed (RFC 9112 §2.2)', () => {
+    const { msgs, counters, out } = normalised('POST /x HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello');
+    expect(out).not.toContain('Transfer-Encoding');
+    expect(msgs[0]!.body.toString()).toBe('hello');
+    expect(counters.wsLines).toBe(1);
+  });
+
+  it('obs-fold hiding Transfer-Encoding in another field: folded into it (RFC 9112 §5.2), framing by Content-Length', () => {
+    const { msgs, counters } = normalised(req('X-Pad: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n', 'hello'));
+    expect(hv(msgs[0]!, 'X-Pad')).toEqual(['a  Transfer-Encoding: chunked']);
+    expect(hv(msgs[0]!, 'Transfer-Encoding')).toEqual([]);
+    expect(msgs[0]!.body.toString()).toBe('hello');
+    expect(counters.obsFold).toBe(1);
+  });
+
+  it('a bare CR is not a line end: "X: a<CR>Transfer-Encoding: chunked" is one field (CR → SP, RFC 9112 §2.2)', () => {
+    const { msgs, counters } = normalised(req('X: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n', 'hello'));
+    expect(hv(msgs[0]!, 'X')).toEqual(['a Transfer-Encoding: chunked']);
+    expect(msgs[0]!.body.toString()).toBe('hello');
+    expect(counters.bareCR).toBe(1);
+  });
+
+  it('a bare LF is a line end for the agent, so it gets its CR: every parser then sees the same fields', () => {
+    const { msgs, counters } = normalised('POST /x HTTP/1.1\nHost: a\nX: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n' + NEXT);
+    expect(msgs.map((m) => [m.start, m.body.toString()])).toEqual([
+      ['POST /x HTTP/1.1', 'hello'],
+      ['GET /next HTTP/1.1', ''],
+    ]);
+    expect(counters.bareLF).toBe(9); // 5 in the header, 3 in the chunked body, 1 ending the trailers
+  });
+
+  it('NUL in a value becomes SP (RFC 9110 §5.5); other control characters are refused', () => {
+    const { msgs, counters } = normalised(req('X: a\0b\r\nContent-Length: 0\r\n'));
+    expect(hv(msgs[0]!, 'X')).toEqual(['a b']);
+    expect(counters.nulInValue).toBe(1);
+    refused(req('X: a\x01b\r\n'), 'fieldValue');
+  });
+});
+
+describe('smuggling: Content-Length values (RFC 9112 §6.3 point 5, RFC 9110 §8.6)', () => {
+  const bad: [string, string][] = [
+    ['two lines, different values', 'Content-Length: 6\r\nContent-Length: 5\r\n'],
+    ['a list with different values', 'Content-Length: 5, 6\r\n'],
+    ['a sign', 'Content-Length: +5\r\n'],
+    ['negative', 'Content-Length: -1\r\n'],
+    ['hexadecimal', 'Content-Length: 0x5\r\n'],
+    ['two numbers', 'Content-Length: 5 5\r\n'],
+    ['a fraction', 'Content-Length: 5.0\r\n'],
+    ['empty', 'Content-Length: \r\n'],
+    ['larger than 2^53', 'Content-Length: 99999999999999999999\r\n'],
+  ];
+  it.each(bad)('%s: refused', (_w, head) => refused(req(head, 'hello'), 'contentLength'));
+
+  it('the same value repeated ("5, 5", or two lines) or leading zeros: one plain Content-Length', () => {
+    for (const head of ['Content-Length: 5, 5\r\n', 'Content-Length: 5\r\nContent-Length: 5\r\n', 'Content-Length: 005\r\n']) {
+      const { msgs, out } = normalised(req(head, 'hello') + NEXT);
+      expect(out.match(/Content-Length: [^\r]*/g)).toEqual(['Content-Length: 5']);
+      expect(msgs.map((m) => m.body.toString())).toEqual(['hello', '']);
+    }
+  });
+
+  it('in a response, differing values are a 502 to the client (RFC 9112 §6.3 point 5)', () => {
+    const r = run({}, [c2s(NEXT), s2c('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello')]);
+    expect(decode(r.s2c, 'response').msgs[0]!.start).toBe('HTTP/1.1 502 Bad Gateway');
+    expect(r.s2c.toString()).not.toContain('hello');
+  });
+});
+
+describe('smuggling: chunk sizes and chunk data (RFC 9112 §7.1)', () => {
+  const chunked = (body: string) => req('Transfer-Encoding: chunked\r\n', body);
+  const bad: [string, string][] = [
+    ['"0x" prefix', '0x5\r\nhello\r\n0\r\n\r\n'],
+    ['whitespace after the size (no extension)', '5 \r\nhello\r\n0\r\n\r\n'],
+    ['a sign', '+5\r\nhello\r\n0\r\n\r\n'],
+    ['an empty size', '\r\nhello\r\n0\r\n\r\n'],
+    ['more than 16 hex digits (wraps a 64-bit parser)', '10000000000000005\r\nhello\r\n0\r\n\r\n'],
+    ['a size over 2^53', 'fffffffffffffff\r\nhello\r\n0\r\n\r\n'],
+    ['an extension without a name', '5;\r\nhello\r\n0\r\n\r\n'],
+    ['an unterminated quoted extension (a bare LF inside)', '5;a="x\nhello\r\n0\r\n\r\n'],
+    ['a bare CR in the size line', '5\r;x\r\nhello\r\n0\r\n\r\n'],
+    ['chunk data longer than its size', '5\r\nhelloXX\r\n0\r\n\r\n'],
+    ['chunk data shorter than its size', '7\r\nhello\r\n0\r\n\r\n'],
+  ];
+  it.each(bad)('%s: refused from that point on', (_w, body) => {
+    const r = run({}, [c2s(chunked(body) + NEXT)]);
+    expect(r.counters.refused.chunk).toBe(1);
+    // Whatever left before the error, the server never sees the message end nor what follows.
+    expect(r.c2s.toString()).not.toContain('/next');
+    expect(decode(r.c2s, 'request').msgs).toHaveLength(0);
+  });
+
+  it('valid extensions (token and quoted values, spaces around ";" and "=") pass', () => {
+    const { msgs } = normalised(chunked('5 ; a = b ;c="d;\\"e"\r\nhello\r\n0;last\r\n\r\n'));
+    expect(msgs[0]!.body.toString()).toBe('hello');
+  });
+
+  it('a chunked response with an invalid size: the client sees the body cut, never a wrong next message', () => {
+    const r = run({}, [c2s(NEXT + NEXT), s2c('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')]);
+    expect(r.s2c.toString()).toBe('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok');
+    expect(r.counters.refusedResponses).toBe(1);
+  });
+});
+
+describe('smuggling: request-line and Host (RFC 9112 §3, §3.2)', () => {
+  const bad: [string, string, RefuseReason][] = [
+    ['two spaces', 'GET  / HTTP/1.1\r\nHost: a\r\n\r\n', 'startLine'],
+    ['a trailing space', 'GET / HTTP/1.1 \r\nHost: a\r\n\r\n', 'startLine'],
+    ['a tab as separator', 'GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n', 'startLine'],
+    ['a bare CR before the line end', 'GET / HTTP/1.1\r\r\nHost: a\r\n\r\n', 'startLine'],
+    ['HTTP/0.9 (no version)', 'GET /\r\n\r\n', 'startLine'],
+    ['lower-case "http/1.1"', 'GET / http/1.1\r\nHost: a\r\n\r\n', 'startLine'],
+    ['HTTP/2.0 in an HTTP/1 request-line', 'GET / HTTP/2.0\r\nHost: a\r\n\r\n', 'version'],
+    ['two Host lines', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'multipleHost'],
+  ];
+  it.each(bad)('%s: refused', (_w, text, reason) => refused(text, reason, NEXT));
+});
+
+describe('smuggling: responses that must not carry a body', () => {
+  it('204 / 304 / 1xx with Transfer-Encoding: the field is removed, so no lax client reads a body', () => {
+    const r = run({}, [
+      c2s(NEXT + NEXT + NEXT),
+      s2c('HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\nHTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nHTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n'),
+      s2c('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+    ]);
+    expect(r.s2c.toString()).not.toMatch(/Transfer-Encoding|Content-Length: 5/);
+    expect(decode(r.s2c, 'response').msgs.map((m) => m.start.slice(9, 12))).toEqual(['100', '204', '304', '200']);
+  });
+
+  it('a refused request is not answered from here: later requests are dropped, earlier responses still flow', () => {
+    const r = run({}, [c2s(NEXT + req('Content-Length: 1\r\nContent-Length: 2\r\n') + NEXT), s2c('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')]);
+    expect(r.c2s.toString()).toBe(NEXT);
+    expect(decode(r.s2c, 'response').msgs[0]!.body.toString()).toBe('ok');
+    expect(r.agent.phase('c2s')).toBe('refused');
+  });
+});
