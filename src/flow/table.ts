@@ -30,7 +30,7 @@
  * the rewriting) of a live connection.
  */
 import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
-import { inWindow, judge, type Verdict, type WindowView } from './window.js';
+import { judge, type Verdict, type WindowView } from './window.js';
 
 export const TCP_FIN = 0x01;
 export const TCP_SYN = 0x02;
@@ -63,6 +63,8 @@ export interface Half {
  * Linux's 1 kHz clock (retransmitted SYNs carry later TSvals).
  */
 const SYN_TS_SPAN = 2 ** 20;
+/** How far one segment may move a learnt window edge (see FlowTable.observe): 1 GiB. */
+const LEARN_SPAN = 2 ** 30;
 
 export type FlowState = 'syn-sent' | 'syn-received' | 'established' | 'closing' | 'closed';
 
@@ -306,33 +308,9 @@ export class TrackedHalf implements Half {
     this.ack = v;
     this.bits |= ACK_BIT;
   }
-  /** The window state as plain data (cluster snapshots). */
-  windowJson(): HalfWindowJson {
-    return {
-      ...(this.midBase !== undefined ? { midBase: this.midBase } : {}),
-      ...(this.endSet ? { end: this.end } : {}),
-      ...(this.ackSet ? { ack: this.ack } : {}),
-      maxWin: this.maxWin,
-    };
-  }
-  restoreWindow(w: HalfWindowJson): void {
-    this.midBase = w.midBase;
-    if (w.end !== undefined) this.setEnd(w.end);
-    if (w.ack !== undefined) this.setAck(w.ack);
-    this.maxWin = w.maxWin;
-  }
-
   toJSON(): Half {
     return plainHalf(this);
   }
-}
-
-/** What the window judgement learnt of one side (TrackedHalf), as plain data. */
-export interface HalfWindowJson {
-  midBase?: Seq;
-  end?: number;
-  ack?: number;
-  maxWin: number;
 }
 
 /** A plain-object copy of a Half. */
@@ -437,8 +415,6 @@ export interface FlowJson {
   createdMs: number;
   lastMs: number;
   closedMs: number;
-  /** What the window judgement learnt (absent in older snapshots: learnt again from the traffic). */
-  window?: [HalfWindowJson, HalfWindowJson];
 }
 
 const FLOW_STATES: readonly FlowState[] = ['syn-sent', 'syn-received', 'established', 'closing', 'closed'];
@@ -616,7 +592,6 @@ export class FlowTable<C = unknown> {
       createdMs: f.createdMs,
       lastMs: f.lastMs,
       closedMs: f.closedMs,
-      window: [f.halves[0].windowJson(), f.halves[1].windowJson()],
     };
   }
 
@@ -647,10 +622,7 @@ export class FlowTable<C = unknown> {
     f.state = v.state;
     Object.assign(f.halves[0], v.halves[0]);
     Object.assign(f.halves[1], v.halves[1]);
-    if (v.window !== undefined) {
-      f.halves[0].restoreWindow(v.window[0]);
-      f.halves[1].restoreWindow(v.window[1]);
-    }
+
     f.seenMask = (v.seen[0] ? 1 : 0) | (v.seen[1] ? 2 : 0);
     f.lastMs = Math.max(v.lastMs, nowMs);
     f.closedMs = v.closedMs;
@@ -699,8 +671,9 @@ export class FlowTable<C = unknown> {
   /**
    * Learns the window edges from a segment from `side` that was let through (after `track`, so a
    * SYN's ISN is known): the sender's highest sequence, its ACK of the other side and its largest
-   * window. Segments outside the window teach nothing (a spoofed segment cannot move the edges
-   * far), nor do RSTs. A segment with data (or a SYN) on a connection a RST closed revives it:
+   * window. RSTs teach nothing. The edges are not part of a cluster snapshot: a node continuing
+   * a connection learns them again from the traffic (until then RSTs are forwarded, not taken).
+   * A segment with data (or a SYN) on a connection a RST closed revives it:
    * that RST was not the end the tracker took it for (the endpoint ignored it, or answered it
    * with a challenge ACK).
    */
@@ -711,14 +684,16 @@ export class FlowTable<C = unknown> {
     if (s.base === undefined) s.midBase = seqAdd(seq, -1);
     const off = this.offsetOf(f, side, seq);
     const end = off + len + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
-    if (!s.endSet) s.setEnd(end);
-    else if (end > s.end && inWindow(this.view(f, side), off, len)) s.setEnd(end);
+    // The edges only move forward, and by less than LEARN_SPAN: a segment forged 2^31 away
+    // teaches nothing, while what the tracker missed (a connection continued on another cluster
+    // node, a capture with holes) is caught up with at the next segment. A forged segment inside
+    // the span can only widen the window, which makes judgements more lenient (a RST forwarded
+    // rather than dropped), never closes anything.
+    if (!s.endSet || (end > s.end && end - s.end < LEARN_SPAN)) s.setEnd(end);
     if (flags & TCP_ACK) {
       if (r.base === undefined) r.midBase = seqAdd(ack, -1);
       const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);
-      // An ACK of more than the other side sent (plus a window: its segments may not all have
-      // passed here, e.g. in a capture) is not learnt.
-      if (!s.ackSet || (a > s.ack && (!r.endSet || a <= r.end + Math.max(s.maxWin, 65_535)))) s.setAck(a);
+      if (!s.ackSet || (a > s.ack && a - s.ack < LEARN_SPAN)) s.setAck(a);
     }
     // Windows in a SYN are never scaled (RFC 7323 §2.2).
     const w = flags & TCP_SYN || !f.windowScaling ? window : window * 2 ** s.wscale;
@@ -866,25 +841,6 @@ function validFlowJson(j: unknown): FlowJson {
       rstSeen: bool(h['rstSeen'], `${name}.rstSeen`),
     };
   };
-  const windowHalf = (x: unknown, i: number): HalfWindowJson => {
-    const w = x as Record<string, unknown> | null;
-    const name = `window[${i}]`;
-    if (typeof w !== 'object' || w === null) return bad(name);
-    const off = (k: string): number | undefined => {
-      const y = w[k];
-      if (y === undefined) return undefined;
-      return Number.isSafeInteger(y) ? (y as number) : bad(`${name}.${k}`);
-    };
-    const mb = w['midBase'];
-    if (mb !== undefined && !u32(mb)) return bad(`${name}.midBase`);
-    const maxWin = w['maxWin'];
-    if (!Number.isInteger(maxWin) || (maxWin as number) < 0 || (maxWin as number) > 2 ** 30) return bad(`${name}.maxWin`);
-    const end = off('end');
-    const ack = off('ack');
-    return { ...(mb !== undefined ? { midBase: mb as Seq } : {}), ...(end !== undefined ? { end } : {}), ...(ack !== undefined ? { ack } : {}), maxWin: maxWin as number };
-  };
-  const win = o['window'];
-  const windowPair = win === undefined ? undefined : pair(win, 'window');
   const state = o['state'];
   if (!FLOW_STATES.includes(state as FlowState)) return bad('state');
   const halves = pair(o['halves'], 'halves');
@@ -901,6 +857,5 @@ function validFlowJson(j: unknown): FlowJson {
     createdMs: time(o['createdMs'], 'createdMs'),
     lastMs: time(o['lastMs'], 'lastMs'),
     closedMs: time(o['closedMs'], 'closedMs'),
-    ...(windowPair !== undefined ? { window: [windowHalf(windowPair[0], 0), windowHalf(windowPair[1], 1)] as [HalfWindowJson, HalfWindowJson] } : {}),
   };
 }
