@@ -347,6 +347,8 @@ export class Gateway {
     this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
     this.policy = new Policy(opts.config ?? null);
+    // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
+    this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.onRemove = (f) => {
       f.conn?.dispose();
       this.timed.delete(f);
@@ -675,7 +677,7 @@ export class Gateway {
     }
     if (r.kind === 'untracked') {
       // The table has no room: a connection a rule matches cannot be inspected.
-      if (this.policy.midstreamRule(src, dst)) {
+      if (this.policy.covers(src, dst)) {
         const action = this.policy.count('midstream', this.policy.midstreamAction === 'pass' ? 'pass' : 'drop');
         this.warn(`policy:midstream-untracked`, nowMs, () => ({ action, ...endpoints(d) }), 'segment of an untracked connection a rule matches (table full)');
         if (action === 'drop') return;
@@ -802,10 +804,13 @@ export class Gateway {
    * rewritten; a retransmission of them is released empty (the receiver had them).
    */
   private decideMidstream(f: Flow<Connection<SegTag>>, side: 0 | 1, seq: number, src: Endpoint, dst: Endpoint, nowMs: number, d: FrameTcp): void {
-    if (!this.policy.midstreamRule(src, dst)) return;
+    if (!this.policy.covers(src, dst)) return;
     const action = this.policy.midstreamAction;
     if (action === 'inspect') {
       f.halves[side].isn = seqAdd(seq, -1);
+      // The other side's positions start where this segment's ACK says it is: the connection
+      // is ready at once (a side that has nothing to say until it hears is not waited for).
+      if (d.tcp.flags & TCP_ACK) f.halves[1 - side]!.isn = seqAdd(d.tcp.ack, -1);
       this.attachAgent(f);
       if (f.conn !== null) {
         this.counters.midstreamInspected++;

@@ -59,8 +59,23 @@ export class Policy {
     return this.count(cls, action);
   }
 
-  /** Whether a rule matches a connection first seen mid-stream between `a` and `b` (either may be the client). */
-  midstreamRule(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean {
+  /**
+   * Whether a rule matches a connection first seen mid-stream between `a` and `b`, and in which
+   * orientation: true = with `a` as the client, false = only with `b` as the client, undefined
+   * = no rule matches either way.
+   */
+  midstreamRule(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean | undefined {
+    const cfg = this.config;
+    if (cfg === null || this.rules.length === 0) return undefined;
+    if (selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined) {
+      // Both orientations match (e.g. a `port` rule): no opinion, the table's guess stands.
+      return selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined ? undefined : true;
+    }
+    return selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined ? false : undefined;
+  }
+
+  /** A rule matches the connection between `a` and `b` in one orientation or the other. */
+  covers(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean {
     const cfg = this.config;
     if (cfg === null || this.rules.length === 0) return false;
     return (

@@ -440,6 +440,11 @@ export class FlowTable<C = unknown> {
   readonly counters = newFlowCounters();
   /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
   onRemove: ((f: Flow<C>) => void) | undefined;
+  /**
+   * For a flow picked up mid-stream: true = the sender of its first segment is the client,
+   * false = the receiver, undefined = no opinion (the lower port is taken as the server's).
+   */
+  orientMidstream: ((src: Endpoint, dst: Endpoint) => boolean | undefined) | undefined;
   /** Embryonic (not yet confirmed) connections in the table. */
   private embryonic = 0;
 
@@ -518,7 +523,8 @@ export class FlowTable<C = unknown> {
       // one is still synchronized, and its endpoints answer a SYN with a challenge ACK (RFC 5961
       // §4) — so one spoofed FIN and SYN cannot restart its tracking.
       const closing = f.state === 'closed';
-      const newIsn = h.isn !== undefined && h.isn !== seq && f.state !== 'syn-sent';
+      // A flow picked up mid-stream has no ISN of this side: any SYN is a new one.
+      const newIsn = (h.isn !== undefined ? h.isn !== seq : f.midstream) && f.state !== 'syn-sent';
       if (newIsn && !closing && f.confirmed) {
         this.counters.straySyn++;
         return { kind: 'stray-syn', flow: f, side };
@@ -567,8 +573,10 @@ export class FlowTable<C = unknown> {
       }
     }
     const midstream = !syn;
-    // Mid-stream: we cannot know who opened; take the lower port as the server's (a guess).
-    const [client, server] = midstream && dst.port > src.port ? [dst, src] : [src, dst];
+    // Mid-stream: who opened is unknown; `orientMidstream` may know (the side a rule names as
+    // the client), else the lower port is taken as the server's (a guess).
+    const srcIsClient = !midstream || (this.orientMidstream?.(src, dst) ?? dst.port <= src.port);
+    const [client, server] = srcIsClient ? [src, dst] : [dst, src];
     f = new Flow<C>(client, server, midstream, nowMs, n);
     this.insert(f, hash);
     this.embryonic++;
@@ -663,7 +671,8 @@ export class FlowTable<C = unknown> {
     // forged from the SYN alone echoes something else, and the client ignores it.
     const client = f.halves[0];
     const synSent = rst && side === 1 && f.state === 'syn-sent' && !f.midstream;
-    const echoOk = tsecr === null || client.synTs < 0 || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
+    // A zero echo is not checked (Linux: `rcv_tsecr && !between(...)`).
+    const echoOk = tsecr === null || tsecr === 0 || client.synTs < 0 || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
     const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1) && echoOk;
     return judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
   }

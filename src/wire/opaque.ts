@@ -8,11 +8,14 @@
  * - `ipv6-tcp`: TCP over IPv6, found by walking the extension headers (RFC 8200 §4: Hop-by-Hop,
  *   Routing, Fragment, Destination Options; AH per RFC 4302 §2.2, whose payload is in the
  *   clear), at most `MAX_EXT_HEADERS` of them; with the ports when the TCP header is there (a
- *   non-first fragment has none);
+ *   non-first fragment has none); also, without ports, a fragment that does not show what it
+ *   carries (a later one whose Fragment header names an extension header, a first one whose
+ *   chain or UDP header is cut: RFC 7112);
  * - tunnels that carry IP (and so TCP) the gateway does not unwrap: IPv4 or IPv6 protocol 4
  *   (IP-in-IP, RFC 2003), 41 (IPv6 in IP, RFC 4213), 47 (GRE, RFC 2784), 51 (AH) around TCP,
- *   UDP to port 4789 (VXLAN, RFC 7348) or 6081 (Geneve, RFC 8926), and the EtherTypes 0x8864
- *   (PPPoE session, RFC 2516) and 0x8847/0x8848 (MPLS, RFC 3032).
+ *   97/115/137 (EtherIP, L2TPv3, MPLS-in-IP), UDP to the ports of L2TP, GTP-U, Teredo, VXLAN,
+ *   VXLAN-GPE, Geneve and MPLS-in-UDP (`UDP_TUNNEL`), and the EtherTypes 0x8864 (PPPoE session,
+ *   RFC 2516) and 0x8847/0x8848 (MPLS, RFC 3032).
  * Anything else (ICMP, UDP, ARP, ESP whose payload nobody can read, unknown EtherTypes) is not
  * a way around a TCP rule and gets null.
  */
@@ -20,7 +23,23 @@
 import { get16 } from './bytes.js';
 import { ETHERTYPE_IPV6 } from './ethernet.js';
 
-export type OpaqueClass = 'ipv6-tcp' | 'ip-in-ip' | 'ipv6-in-ip' | 'gre' | 'ah' | 'vxlan' | 'geneve' | 'pppoe' | 'mpls';
+export type OpaqueClass =
+  | 'ipv6-tcp'
+  | 'ip-in-ip'
+  | 'ipv6-in-ip'
+  | 'gre'
+  | 'ah'
+  | 'etherip'
+  | 'l2tp'
+  | 'mpls-in-ip'
+  | 'vxlan'
+  | 'vxlan-gpe'
+  | 'geneve'
+  | 'gtp-u'
+  | 'teredo'
+  | 'mpls-in-udp'
+  | 'pppoe'
+  | 'mpls';
 
 export interface Opaque {
   cls: OpaqueClass;
@@ -44,7 +63,29 @@ const IP_PROTO_AH = 51;
 const UDP_VXLAN = 4789;
 const UDP_GENEVE = 6081;
 
-const TUNNEL: Readonly<Record<number, OpaqueClass>> = { [IP_PROTO_IPIP]: 'ip-in-ip', [IP_PROTO_IPV6]: 'ipv6-in-ip', [IP_PROTO_GRE]: 'gre' };
+/** IP protocols that carry IP or Ethernet frames: 97 EtherIP (RFC 3378), 115 L2TPv3 (RFC 3931), 137 MPLS-in-IP (RFC 4023). */
+const TUNNEL: Readonly<Record<number, OpaqueClass>> = {
+  [IP_PROTO_IPIP]: 'ip-in-ip',
+  [IP_PROTO_IPV6]: 'ipv6-in-ip',
+  [IP_PROTO_GRE]: 'gre',
+  97: 'etherip',
+  115: 'l2tp',
+  137: 'mpls-in-ip',
+};
+/**
+ * UDP destination ports of tunnels: 1701 L2TP (RFC 2661), 2152 GTP-U (3GPP TS 29.281), 3544
+ * Teredo (RFC 4380), 4789 VXLAN (RFC 7348), 4790 VXLAN-GPE, 6081 Geneve (RFC 8926), 6635
+ * MPLS-in-UDP (RFC 7510).
+ */
+const UDP_TUNNEL: ReadonlyMap<number, OpaqueClass> = new Map<number, OpaqueClass>([
+  [1701, 'l2tp'],
+  [2152, 'gtp-u'],
+  [3544, 'teredo'],
+  [UDP_VXLAN, 'vxlan'],
+  [4790, 'vxlan-gpe'],
+  [UDP_GENEVE, 'geneve'],
+  [6635, 'mpls-in-udp'],
+]);
 
 /** An EtherType the decoder hands back undecoded, with its payload at `l3Off`. */
 export function opaqueEtherType(buf: Uint8Array, etherType: number, l3Off: number): Opaque | null {
@@ -56,7 +97,7 @@ export function opaqueEtherType(buf: Uint8Array, etherType: number, l3Off: numbe
 
 /**
  * An IPv4 packet of protocol `proto` whose payload starts at `l4Off` and ends at `end`
- * (`first`: not a later fragment, so a UDP header is there).
+ * (`first`: not a later fragment, so a UDP or AH header is there).
  */
 export function opaqueIpv4(buf: Uint8Array, proto: number, l4Off: number, end: number, first: boolean): Opaque | null {
   return upper(buf, proto, l4Off, end, first);
@@ -92,7 +133,11 @@ export function opaqueIpv6(buf: Uint8Array, off: number): Opaque | null {
     } else if (next === IP_PROTO_AH) {
       next = buf[p]!;
       p += (buf[p + 1]! + 2) * 4;
-    } else return upper(buf, next, p, end, first);
+    } else {
+      // A first fragment without the whole UDP header: its port (VXLAN? Geneve?) is in the next one.
+      if (cut !== null && first && next === IP_PROTO_UDP && end - p < 8) return cut;
+      return upper(buf, next, p, end, first);
+    }
   }
   // A chain longer than any real one: whatever it hides, it is not inspected.
   return { cls: 'ipv6-tcp' };
@@ -113,9 +158,8 @@ function upper(buf: Uint8Array, proto: number, l4Off: number, end: number, first
     return inner === IP_PROTO_TCP || TUNNEL[inner] !== undefined ? { cls: 'ah' } : null;
   }
   if (proto === IP_PROTO_UDP && first && end - l4Off >= 8) {
-    const dport = get16(buf, l4Off + 2);
-    if (dport === UDP_VXLAN) return { cls: 'vxlan' };
-    if (dport === UDP_GENEVE) return { cls: 'geneve' };
+    const cls = UDP_TUNNEL.get(get16(buf, l4Off + 2));
+    if (cls !== undefined) return { cls };
   }
   return null;
 }

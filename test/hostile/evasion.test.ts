@@ -4,7 +4,9 @@
  * connections (ISNs by the 2^32 wrap; plain, 802.1Q and 802.1ad+802.1Q) carry "Hello world" both
  * ways with RSTs and a FIN outside the window or not exact injected; public captures of injection
  * evasions (suricata-verify bug-3286, zeek rst-inject-rae; see test/fixtures/README.md) go through
- * `tapgate replay --config --streams`. Each has a baseline without the injected segments.
+ * `tapgate replay --config --streams` where the files are present, and the three attack captures
+ * are rebuilt from this file's own bytes in the same shapes, which always run. Each has a baseline
+ * without the injected segments.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +20,8 @@ import { encodePcapHeader, encodePcapRecord, readPcapAll, type PcapRecord } from
 import { ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN, EthernetFrame, EthernetRepr, type VlanTag } from '../../src/wire/ethernet.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { seqDiff } from '../../src/wire/seq.js';
-import { ACK, Conn, FIN, Harness, RST, SYN, payloadOf, type Emitted } from './harness.js';
+import { TcpFlag, type TcpOption } from '../../src/wire/tcp.js';
+import { ACK, Conn, FIN, Harness, PSH, RST, SYN, payloadOf, refix, type Emitted } from './harness.js';
 
 // replay() logs every dropped segment at warn: keep the test output to errors.
 process.env['TAPGATE_LOG'] ??= 'error';
@@ -522,5 +525,332 @@ describe.skipIf(PUBLIC_DIR === undefined)('public captures of RST injection (tes
       const g = r.gateway;
       expect({ rstAccepted: g.rstAccepted, tcpInvalid: g.tcpInvalid, rstNotExact: g.rstNotExact }).toEqual(p.counters);
     });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Crafted reproductions of the public attack captures
+
+/**
+ * The three attack captures of PUBLIC rebuilt from this test's own bytes (its own HTTP text and
+ * binary payloads, ISNs and timestamps) in the same shapes: the same frames in the same order,
+ * flags, sequence numbers and ACKs relative to the ISNs, options, the injected frames' IP id,
+ * TTL and reserved bits, and the captures' pacing (the hold timeout fires between the same frames).
+ * They run everywhere, CI included, and each is held to its PUBLIC entry: the same frames
+ * injected, the same frames making each stream, the same counters.
+ */
+interface ReproFrame {
+  from: Side;
+  frame: Uint8Array;
+  /** Time since the previous frame, ms. */
+  dtMs: number;
+}
+
+interface Reproduction {
+  /** PUBLIC[].file of the capture it reproduces: its frame numbers and counters apply. */
+  capture: string;
+  config: string;
+  rewrites: ReadonlyArray<[string, string]>;
+  /** Counters without the injected frames (the genuine RSTs stay). */
+  baseline: PublicCapture['counters'];
+  /** flows.rstRevived (a SYN or data after a RST the tracker took), with and without them. */
+  revived: { attack: number; baseline: number };
+  /**
+   * The forged RST+ACK (frame 2): its ACK as an offset from the client's ISN (1: the SYN exactly),
+   * the TSecr it echoes (null: no timestamps), and whether the gateway drops it or, taking it,
+   * forwards it to the client unchanged.
+   */
+  forged: { ackOff: 0 | 1; tsecr: number | null; fate: 'dropped' | 'forwarded' };
+  /** The frames; frames[0] is frame 1 of the capture. */
+  frames(c: Conn): ReproFrame[];
+}
+
+const ts = (tsval: number, tsecr: number): TcpOption => ({ kind: 'timestamps', tsval: tsval >>> 0, tsecr: tsecr >>> 0 });
+const NOP: TcpOption = { kind: 'nop' };
+const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
+
+/** `frame` (untagged) with its IPv4 identification / TTL and TCP reserved bits set; checksums redone. */
+function tweak(frame: Uint8Array, t: { ident?: number; ttl?: number; reserved?: number }): Uint8Array {
+  const f = frame.slice();
+  const l3 = 14;
+  if (t.ident !== undefined) {
+    f[l3 + 4] = t.ident >>> 8;
+    f[l3 + 5] = t.ident & 0xff;
+  }
+  if (t.ttl !== undefined) f[l3 + 8] = t.ttl;
+  if (t.reserved !== undefined) {
+    const l4 = l3 + (f[l3]! & 0x0f) * 4;
+    f[l4 + 12] = (f[l4 + 12]! & 0xf1) | ((t.reserved & 7) << 1);
+  }
+  return refix(f);
+}
+
+/** `n` bytes (latin1) of a fixed pseudo-random sequence: xorshift32 from `seed`. */
+function noise(n: number, seed: number): string {
+  let x = seed >>> 0;
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    x = (x ^ (x << 13)) >>> 0;
+    x = (x ^ (x >>> 17)) >>> 0;
+    x = (x ^ (x << 5)) >>> 0;
+    s += String.fromCharCode(x & 0xff);
+  }
+  return s;
+}
+
+/** bug-3286's GET and answer; there only the answer has the pattern, here both (both directions checked). */
+const REQUEST = `GET /index.html HTTP/1.1\r\nHost: 10.0.0.2\r\nUser-Agent: evasion-test/1.0\r\nX-Greeting: ${PATTERN}\r\nAccept: */*\r\n\r\n`;
+const RESPONSE = `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n${PATTERN}\n`;
+const HTTP_REWRITES: ReadonlyArray<[string, string]> = [[PATTERN, REPLACEMENT]];
+
+/** The client's and the server's timestamp clocks (TSval), ms ticks. */
+const TS_C = 1_800_000_000;
+const TS_S = 400_000_000;
+/** The TSval = TSecr of the forged bug-3286 segments: before TS_C, as there. */
+const TS_FORGED = 100;
+
+/**
+ * bug-3286-02, Linux client (timestamps, window scale 7): after the SYN (1) a forged RST+ACK (2)
+ * and FIN+ACK (3), seq 0, ACKing the SYN exactly, TSval = TSecr = 100 and the SYN's IP id; the
+ * client's RST at its next sequence number (4: Linux's answer to the FIN+ACK, which fails its
+ * PAWS check in SYN-SENT as the RST+ACK does); the real SYN-ACK (5), ACK (6), the request (7),
+ * ACK (8), the response (9), ACK (10). The receivers ACK the rewritten streams.
+ */
+const REPRO_3286_02: Reproduction = {
+  capture: 'suricata-bug-3286-02-with_evasion_linux.pcap',
+  config: CONFIG,
+  rewrites: HTTP_REWRITES,
+  baseline: { rstAccepted: 0, tcpInvalid: {}, rstNotExact: 0 },
+  revived: { attack: 1, baseline: 0 },
+  // Its TSecr is from before the SYN: Linux ignores it, the tracker too (not taken, dropped).
+  forged: { ackOff: 1, tsecr: TS_FORGED, fate: 'dropped' },
+  frames(c) {
+    const sc = (off: number): number => (c.isnC + 1 + off) >>> 0;
+    const ss = (off: number): number => (c.isnS + 1 + off) >>> 0;
+    const ident = 0x5a17;
+    const synOpts = (tsval: number, tsecr: number): TcpOption[] => [{ kind: 'mss', mss: 1460 }, { kind: 'sack-permitted' }, ts(tsval, tsecr), NOP, { kind: 'wscale', shift: 7 }];
+    const forged = (flags: number): Uint8Array => tweak(c.frame(1, { flags, seq: 0, ack: sc(0), window: 64240, options: [ts(TS_FORGED, TS_FORGED)] }), { ident });
+    const tsC = (dt: number, ecr: number): TcpOption[] => [NOP, NOP, ts(TS_C + dt, ecr)];
+    const tsS = (dt: number, ecr: number): TcpOption[] => [NOP, NOP, ts(TS_S + dt, ecr)];
+    const req = rewritten(REQUEST).length;
+    const res = rewritten(RESPONSE).length;
+    return [
+      { from: 0, dtMs: 0, frame: tweak(c.frame(0, { flags: SYN, seq: c.isnC, window: 64240, options: synOpts(TS_C, 0) }), { ident }) },
+      { from: 1, dtMs: 62, frame: forged(RST | ACK) },
+      { from: 1, dtMs: 1, frame: forged(FIN | ACK) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: RST, seq: sc(0), window: 0 }) },
+      { from: 1, dtMs: 2, frame: c.frame(1, { flags: SYN | ACK, seq: c.isnS, ack: sc(0), window: 64240, options: synOpts(TS_S, TS_C) }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK, seq: sc(0), ack: ss(0), window: 502, options: tsC(66, TS_S) }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK | PSH, seq: sc(0), ack: ss(0), window: 502, options: tsC(66, TS_S), payload: bytes(REQUEST) }) },
+      { from: 1, dtMs: 117, frame: c.frame(1, { flags: ACK, seq: ss(0), ack: sc(req), window: 502, options: tsS(117, TS_C + 66) }) },
+      { from: 1, dtMs: 2, frame: c.frame(1, { flags: ACK | PSH, seq: ss(0), ack: sc(req), window: 502, options: tsS(119, TS_C + 66), payload: bytes(RESPONSE) }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK, seq: sc(REQUEST.length), ack: ss(res), window: 502, options: tsC(186, TS_S + 119) }) },
+    ];
+  },
+};
+
+/**
+ * bug-3286-03, Windows client (no timestamps; window scale 8): the same forged RST+ACK (2) and
+ * FIN+ACK (3), carrying timestamps the SYN did not offer, which Windows ignores and the tracker
+ * takes (an exact ACK of the SYN, nothing to echo against); the real SYN-ACK (4), ACK (5), the
+ * request (6), ACK (7), the response (8), ACK (9).
+ */
+const REPRO_3286_03: Reproduction = {
+  capture: 'suricata-bug-3286-03-with_evasion_windows.pcap',
+  config: CONFIG,
+  rewrites: HTTP_REWRITES,
+  baseline: { rstAccepted: 0, tcpInvalid: {}, rstNotExact: 0 },
+  revived: { attack: 1, baseline: 0 },
+  // Taken: the middle cannot tell it from a refusal, which the client must get. The SYN-ACK
+  // after it revives the connection, and the agent is still there.
+  forged: { ackOff: 1, tsecr: TS_FORGED, fate: 'forwarded' },
+  frames(c) {
+    const sc = (off: number): number => (c.isnC + 1 + off) >>> 0;
+    const ss = (off: number): number => (c.isnS + 1 + off) >>> 0;
+    const ident = 0x7e21;
+    const synOpts: TcpOption[] = [{ kind: 'mss', mss: 1460 }, NOP, { kind: 'wscale', shift: 8 }, NOP, NOP, { kind: 'sack-permitted' }];
+    const forged = (flags: number): Uint8Array => tweak(c.frame(1, { flags, seq: 0, ack: sc(0), window: 8192, options: [ts(TS_FORGED, TS_FORGED)] }), { ident });
+    const req = rewritten(REQUEST).length;
+    const res = rewritten(RESPONSE).length;
+    return [
+      { from: 0, dtMs: 0, frame: tweak(c.frame(0, { flags: SYN, seq: c.isnC, window: 8192, options: synOpts }), { ident }) },
+      { from: 1, dtMs: 26, frame: forged(RST | ACK) },
+      { from: 1, dtMs: 1, frame: forged(FIN | ACK) },
+      { from: 1, dtMs: 1, frame: c.frame(1, { flags: SYN | ACK, seq: c.isnS, ack: sc(0), window: 8192, options: synOpts }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK, seq: sc(0), ack: ss(0), window: 256 }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK | PSH, seq: sc(0), ack: ss(0), window: 256, payload: bytes(REQUEST) }) },
+      { from: 1, dtMs: 68, frame: c.frame(1, { flags: ACK, seq: ss(0), ack: sc(req), window: 256 }) },
+      { from: 1, dtMs: 1, frame: c.frame(1, { flags: ACK | PSH, seq: ss(0), ack: sc(req), window: 256, payload: bytes(RESPONSE) }) },
+      { from: 0, dtMs: 59, frame: c.frame(0, { flags: ACK, seq: sc(REQUEST.length), ack: ss(res), window: 256 }) },
+    ];
+  },
+};
+
+/** Binary originals of the rst-inject-rae reproduction (its own, not the capture's). */
+const RAE_FIRST = '\x5a\xa5\xc3\x3c';
+const RAE_SECOND = '\x9e\x37\x79\xb9\x7f\x4a';
+const RAE_DATA1 = noise(9, 0x2545f491) + RAE_FIRST + noise(12, 0x9e3779b9); // 25 bytes
+const RAE_DATA2 = noise(70, 0x85ebca6b) + RAE_SECOND + noise(74, 0xc2b2ae35); // 150 bytes
+const RAE_REWRITES: ReadonlyArray<[string, string]> = [
+  [RAE_FIRST, '<first>'],
+  [RAE_SECOND, '<second>'],
+];
+
+/**
+ * zeek rst-inject-rae: after the SYN (1) a forged RST+ACK (2) whose ACK is the client's ISN, not
+ * ISN + 1 (seq 0, no options, the SYN's IP id, a lower TTL, the reserved bits and NS set); the
+ * real SYN-ACK (3) and ACK (4); 25 bytes from the client (5); the server's ACK (6, 1.58 s later:
+ * past the hold timeout) and its genuine RST+ACK at its next sequence number (7); 150 more
+ * bytes from the client, sent before (7) arrived (8); the server's RST answering them (9, no
+ * ACK flag, the ACK field its own sequence number, as there).
+ */
+const REPRO_RAE: Reproduction = {
+  capture: 'zeek-rst-inject-rae.pcap',
+  config:
+    'rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n' +
+    "      - { regex: '\\x5a\\xa5\\xc3\\x3c', with: '<first>', maxMatch: 4 }\n" +
+    "      - { regex: '\\x9e\\x37\\x79\\xb9\\x7f\\x4a', with: '<second>', maxMatch: 6 }\n",
+  rewrites: RAE_REWRITES,
+  baseline: { rstAccepted: 2, tcpInvalid: {}, rstNotExact: 0 },
+  // Data after the genuine RST (7) revives the connection; (9) closes it again.
+  revived: { attack: 1, baseline: 1 },
+  // Not an ACK of the SYN: no receiver takes it (RFC 9293 §3.10.7.3).
+  forged: { ackOff: 0, tsecr: null, fate: 'dropped' },
+  frames(c) {
+    const sc = (off: number): number => (c.isnC + 1 + off) >>> 0;
+    const ss = (off: number): number => (c.isnS + 1 + off) >>> 0;
+    const ident = 0x1555;
+    const tsA = 600_000;
+    const tsB = 530_000;
+    const got1 = applyRewrites(RAE_DATA1, RAE_REWRITES).length;
+    return [
+      {
+        from: 0,
+        dtMs: 0,
+        frame: tweak(c.frame(0, { flags: SYN, seq: c.isnC, window: 16384, options: [{ kind: 'mss', mss: 1372 }, NOP, { kind: 'wscale', shift: 0 }, NOP, NOP, ts(tsA, 0), NOP, NOP, { kind: 'sack-permitted' }] }), { ident }),
+      },
+      { from: 1, dtMs: 234, frame: tweak(c.frame(1, { flags: TcpFlag.NS | RST | ACK, seq: 0, ack: c.isnC, window: 16384 }), { ident, ttl: 46, reserved: 7 }) },
+      {
+        from: 1,
+        dtMs: 1033,
+        frame: c.frame(1, { flags: SYN | ACK, seq: c.isnS, ack: sc(0), window: 65535, options: [{ kind: 'mss', mss: 1440 }, NOP, { kind: 'wscale', shift: 2 }, NOP, NOP, ts(tsB, tsA), NOP, NOP, { kind: 'sack-permitted' }] }),
+      },
+      { from: 0, dtMs: 2, frame: c.frame(0, { flags: ACK, seq: sc(0), ack: ss(0), window: 17232, options: [NOP, NOP, ts(tsA + 1266, tsB)] }) },
+      { from: 0, dtMs: 1, frame: c.frame(0, { flags: ACK | PSH, seq: sc(0), ack: ss(0), window: 17232, options: [NOP, NOP, ts(tsA + 1266, tsB)], payload: bytes(RAE_DATA1) }) },
+      { from: 1, dtMs: 1583, frame: c.frame(1, { flags: ACK, seq: ss(0), ack: sc(got1), window: 64134, options: [NOP, NOP, ts(tsB + 2850, tsA + 1266)] }) },
+      { from: 1, dtMs: 1, frame: c.frame(1, { flags: RST | ACK, seq: ss(0), ack: sc(got1), window: 0 }) },
+      { from: 0, dtMs: 2, frame: c.frame(0, { flags: ACK | PSH, seq: sc(RAE_DATA1.length), ack: ss(0), window: 17232, options: [NOP, NOP, ts(tsA + 2850, tsB + 2850)], payload: bytes(RAE_DATA2) }) },
+      { from: 1, dtMs: 1278, frame: c.frame(1, { flags: RST, seq: ss(0), ack: ss(0), window: 0 }) },
+    ];
+  },
+};
+
+const REPROS: readonly Reproduction[] = [REPRO_3286_02, REPRO_3286_03, REPRO_RAE];
+
+/**
+ * The ISNs each reproduction runs with: the client's stream across 2^32 and the server's ISN
+ * 2^31 - 32 from the forged seq 0; the SYN's ACK wrapping to 0 and the forged seq 0 being the
+ * server's real ISN; the client's ISN 0 (the rae forgery ACKs 0) and the server's at 2^32 - 1.
+ */
+const REPRO_ISNS: ReadonlyArray<{ c: number; s: number }> = [
+  { c: ISN_C, s: ISN_S },
+  { c: 0xffffffff, s: 0 },
+  { c: 0, s: 0xffffffff },
+];
+const REPRO_CPORT = 41000;
+
+interface ReproRun {
+  h: Harness;
+  frames: ReproFrame[];
+  /** What each frame sent made the gateway emit, by frame number. */
+  emitted: Map<number, Emitted[]>;
+  /** The streams as the receivers get them: the recorder fed every released frame in order. */
+  streams: RecordedStream[];
+}
+
+/** Sends the frames but `leaveOut` through a Gateway at the capture's pacing, then as replay ends. */
+async function runRepro(r: Reproduction, isn: { c: number; s: number }, leaveOut: readonly number[]): Promise<ReproRun> {
+  const h = new Harness({}, {}, r.config);
+  const frames = r.frames(new Conn(h, REPRO_CPORT, isn.c, isn.s));
+  const emitted = new Map<number, Emitted[]>();
+  for (const [i, f] of frames.entries()) {
+    h.advance(f.dtMs);
+    if (!leaveOut.includes(i + 1)) emitted.set(i + 1, h.send(f.frame, f.from));
+  }
+  // End of capture, as `tapgate replay` does: hold timeouts fire.
+  h.advance(h.gw.holdTimeoutMs + 1);
+  const rec = new StreamRecorder({ sink: 'memory' });
+  for (const e of h.out) rec.feed(e.frame, 'ethernet');
+  return { h, frames, emitted, streams: (await rec.close()).streams };
+}
+
+function isRst(frame: Uint8Array): boolean {
+  const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true });
+  return d.kind === 'tcp' && (d.tcp.flags & RST) !== 0;
+}
+
+/** The public capture's expectations on a run: no original released, streams exact, counters. */
+function expectLikePublic(run: ReproRun, r: Reproduction, p: PublicCapture, counters: PublicCapture['counters'], revived: number): void {
+  const { h, frames, streams } = run;
+  for (const e of h.out) for (const [from] of r.rewrites) expect(payloadOf(e.frame)).not.toContain(from);
+  const text = (ns: readonly number[]): string => ns.map((n) => payloadOf(frames[n - 1]!.frame)).join('');
+  expect(streams.map((s) => s.id)).toEqual([`10.0.0.1.${REPRO_CPORT}-10.0.0.2.80`]);
+  expect(latin1(streams[0]!.c2s)).toBe(applyRewrites(text(p.c2sFrames), r.rewrites));
+  expect(latin1(streams[0]!.s2c)).toBe(applyRewrites(text(p.s2cFrames), r.rewrites));
+  const { gateway: g, flows } = h.gw.stats();
+  expect({ rstAccepted: g.rstAccepted, tcpInvalid: g.tcpInvalid, rstNotExact: g.rstNotExact }).toEqual(counters);
+  expect(g.rstIn).toBe([...run.emitted.keys()].filter((n) => isRst(frames[n - 1]!.frame)).length);
+  expect(flows.rstRevived).toBe(revived);
+  expect(g.enginesReleased).toBe(0);
+}
+
+describe('crafted reproductions of the public attack captures (always run)', () => {
+  for (const r of REPROS) {
+    const p = PUBLIC.find((x) => x.file === r.capture)!;
+    const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+
+    it(`${r.capture}: the reproduction has the capture's shape (forged frames first, every original after them, in the stream frames)`, () => {
+      const frames = r.frames(new Conn(new Harness({}, {}, r.config), REPRO_CPORT, ISN_C, ISN_S));
+      const tcp = (n: number) => {
+        const d = decodeFrame(frames[n - 1]!.frame, { link: 'ethernet', verifyChecksums: true });
+        if (d.kind !== 'tcp') throw new Error(`frame ${n} is ${d.kind}`);
+        return d.tcp;
+      };
+      for (let n = 1; n <= frames.length; n++) tcp(n);
+      // The forged frames come right after the SYN and carry no data; the RST+ACK is the capture's.
+      const first = p.injected[0]!;
+      expect(first).toBe(2);
+      for (const n of p.injected) expect(payloadOf(frames[n - 1]!.frame)).toBe('');
+      expect(tcp(1).flags).toBe(SYN);
+      expect(tcp(2).flags & (RST | ACK | SYN | FIN)).toBe(RST | ACK);
+      expect(tcp(2).seq).toBe(0);
+      expect(tcp(2).ack).toBe((ISN_C + r.forged.ackOff) >>> 0);
+      expect(tcp(2).tsecr()).toBe(r.forged.tsecr);
+      // Every original the rules target comes after the forged frames.
+      const text = (ns: readonly number[]): string => ns.map((n) => payloadOf(frames[n - 1]!.frame)).join('');
+      const all = text(frames.map((_, i) => i + 1));
+      const after = text(frames.map((_, i) => i + 1).filter((n) => n > first));
+      for (const [from] of r.rewrites) {
+        expect(after).toContain(from);
+        expect(after.split(from).length).toBe(all.split(from).length);
+      }
+    });
+
+    for (const isn of REPRO_ISNS) {
+      const tag = `ISNs ${hex(isn.c)}/${hex(isn.s)}`;
+      it(`${r.capture} reproduced, ${tag}: baseline without frames ${p.injected.join(', ')}: rewritten, streams exact, counted`, async () => {
+        expectLikePublic(await runRepro(r, isn, p.injected), r, p, r.baseline, r.revived.baseline);
+      });
+      it(`${r.capture} reproduced, ${tag}: nothing after the forged RST passes unrewritten; streams as the receivers get them; counted as the capture`, async () => {
+        const run = await runRepro(r, isn, []);
+        expectLikePublic(run, r, p, p.counters, r.revived.attack);
+        const out = run.emitted.get(2)!;
+        if (r.forged.fate === 'dropped') expect(out).toEqual([]);
+        else {
+          expect(out.map((e) => e.to)).toEqual([0]);
+          expect(Buffer.from(out[0]!.frame).equals(Buffer.from(run.frames[1]!.frame))).toBe(true);
+        }
+      });
+    }
   }
 });
