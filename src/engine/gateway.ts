@@ -280,7 +280,7 @@ export function newGatewayCounters() {
     rstAccepted: 0,
     /** RSTs inside the window but not exact: forwarded (challenge ACK), the connection kept. */
     rstNotExact: 0,
-    /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`. */
+    /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`, `fin-bad-ack`. */
     tcpInvalid: {} as Record<string, number>,
     /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */
     midstreamInspected: 0,
@@ -349,6 +349,7 @@ export class Gateway {
     this.policy = new Policy(opts.config ?? null);
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
+    this.flows.ended = (f) => f.conn === null || f.conn.ended;
     this.flows.onRemove = (f) => {
       f.conn?.dispose();
       this.timed.delete(f);
@@ -717,8 +718,12 @@ export class Gateway {
     // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
     // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.
     const ack = f.conn !== null && f.conn.ready ? f.conn.ackOriginal(side, tcp.ack) : tcp.ack;
-    const verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, tcp.ack, len, tcp.tsecr());
-    if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window') {
+    let verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, ack, len, tcp.tsecr());
+    if (verdict === 'accept' && (flags & (TCP_FIN | TCP_ACK)) === (TCP_FIN | TCP_ACK) && f.conn !== null && f.conn.ready && f.conn.ackBeyondSent(side, tcp.ack)) {
+      // The upper edge in the receiver's (rewritten) numbering, which the tracker does not see.
+      verdict = 'fin-bad-ack';
+    }
+    if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window' || verdict === 'fin-bad-ack') {
       const ti = this.counters.tcpInvalid;
       ti[verdict] = (ti[verdict] ?? 0) + 1;
       this.warn(`tcp-invalid:${verdict}`, nowMs, () => ({ flow: f.id, class: verdict, seq, ...endpoints(d) }), 'segment outside the window dropped');

@@ -289,6 +289,8 @@ export class TrackedHalf implements Half {
    * time from then on (see FlowTable.judge). Cleared once the handshake completed.
    */
   synTs = -1;
+  /** Another ISN this side sent in a SYN before any answer (see FlowTable.lookup). */
+  altIsn: Seq | undefined = undefined;
 
   /** Offset 0 of this side's sequence space: its ISN, else the one before its first segment. */
   get base(): Seq | undefined {
@@ -441,6 +443,11 @@ export class FlowTable<C = unknown> {
   /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
   onRemove: ((f: Flow<C>) => void) | undefined;
   /**
+   * Whether a closed flow's streams really ended (the engine reached both FINs); undefined =
+   * closed is ended. A SYN replaces only a flow that ended.
+   */
+  ended: ((f: Flow<C>) => boolean) | undefined;
+  /**
    * For a flow picked up mid-stream: true = the sender of its first segment is the client,
    * false = the receiver, undefined = no opinion (the lower port is taken as the server's).
    */
@@ -516,16 +523,39 @@ export class FlowTable<C = unknown> {
     const hash = tupleHash(src.addr | 0, src.port, dst.addr | 0, dst.port);
     let f = this.find(src, dst, hash);
     const syn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+    if (f && (flags & TCP_SYN) && !syn) {
+      // A SYN-ACK with a new ISN on a confirmed connection: not an answer to anything the
+      // endpoints have open (they challenge-ACK it, RFC 5961 §4); it must not reset the tracked ISN.
+      const side = f.sideOf(src);
+      const h = f.halves[side];
+      if (f.confirmed && h.isn !== undefined && h.isn !== seq) {
+        this.counters.straySyn++;
+        return { kind: 'stray-syn', flow: f, side };
+      }
+    }
     if (f && syn) {
       const side = f.sideOf(src);
       const h = f.halves[side];
-      // Only a connection closed both ways (or reset) makes room for a new one: a half-closed
-      // one is still synchronized, and its endpoints answer a SYN with a challenge ACK (RFC 5961
-      // §4) — so one spoofed FIN and SYN cannot restart its tracking.
-      const closing = f.state === 'closed';
+      // Only a connection that really ended (closed both ways, or reset) makes room for a new
+      // one: a half-closed one, or one whose FINs were seen but not reached, is still
+      // synchronized, and its endpoints answer a SYN with a challenge ACK (RFC 5961 §4) — so
+      // one spoofed FIN and SYN cannot restart its tracking. A copy of the SYN that opened it
+      // (a late duplicate) is not a new connection either.
+      const repeat = side === 0 && h.isn === seq;
+      const closing = f.state === 'closed' && !repeat && (f.halves[0].rstSeen || f.halves[1].rstSeen || (this.finsAcked(f) && (this.ended?.(f) ?? true)));
+      if (f.state === 'syn-sent' && side === 0 && h.isn !== undefined && h.isn !== seq) {
+        // Another ISN before any answer: a forged SYN, or the client starting over. The first
+        // stays tracked; the other is remembered, and the SYN-ACK's ACK decides (observe).
+        h.altIsn = seq;
+        this.counters.straySyn++;
+        return { kind: 'stray-syn', flow: f, side };
+      }
       // A flow picked up mid-stream has no ISN of this side: any SYN is a new one.
       const newIsn = (h.isn !== undefined ? h.isn !== seq : f.midstream) && f.state !== 'syn-sent';
-      if (newIsn && !closing && f.confirmed) {
+      // From SYN-RECEIVED on, the server is synchronized too: a SYN with another ISN is not
+      // taken (Linux's tcp_check_req drops or resets it, RFC 9293 §3.10.7.4 challenges it).
+      const synced = f.confirmed || f.state === 'syn-received';
+      if (newIsn && !closing && synced) {
         this.counters.straySyn++;
         return { kind: 'stray-syn', flow: f, side };
       }
@@ -648,6 +678,17 @@ export class FlowTable<C = unknown> {
     return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, maxWin: r.maxWin };
   }
 
+  /**
+   * Both FINs acknowledged, as far as the learnt edges tell (each side's ACK covers the other's
+   * end, FIN included): until then an endpoint is in LAST-ACK or FIN-WAIT, not closed, and
+   * answers a SYN with a challenge ACK.
+   */
+  private finsAcked(f: Flow<C>): boolean {
+    const [a, b] = f.halves;
+    const acked = (s: TrackedHalf, r: TrackedHalf): boolean => !r.endSet || !s.ackSet || s.ack >= r.end;
+    return acked(a, b) && acked(b, a);
+  }
+
   /** Offset of `seq` in the sequence space of `side` (NaN when nothing of it is known yet). */
   private offsetOf(f: Flow<C>, side: 0 | 1, seq: Seq): number {
     const h = f.halves[side];
@@ -674,7 +715,25 @@ export class FlowTable<C = unknown> {
     // A zero echo is not checked (Linux: `rcv_tsecr && !between(...)`).
     const echoOk = tsecr === null || tsecr === 0 || client.synTs < 0 || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
     const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1) && echoOk;
-    return judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
+    const v = judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
+    if (v === 'accept' && fin && (flags & TCP_ACK) && !this.ackAcceptable(f, side, ack)) return 'fin-bad-ack';
+    return v;
+  }
+
+  /**
+   * Would the receiver take the ACK of a segment from `side` (RFC 5961 §5.2: SND.UNA −
+   * MAX.SND.WND ≤ SEG.ACK ≤ SND.NXT)? A segment whose ACK it refuses is dropped by the
+   * receiver, FIN and all.
+   */
+  private ackAcceptable(f: Flow<C>, side: 0 | 1, ack: Seq): boolean {
+    const s = f.halves[side];
+    const r = f.halves[1 - side]!;
+    if (!r.endSet) return true;
+    const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);
+    const w = Math.max(s.maxWin, r.maxWin, 65_535);
+    // SND.NXT is exact from the middle (everything the receiver sent passed here); the lower
+    // edge is known less precisely: a window of slack.
+    return a <= r.end && (!s.ackSet || a >= s.ack - w);
   }
 
   /**
@@ -690,6 +749,14 @@ export class FlowTable<C = unknown> {
     if (flags & TCP_RST) return;
     const s = f.halves[side];
     const r = f.halves[1 - side]!;
+    if ((flags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK) && r.altIsn !== undefined) {
+      // The SYN-ACK says which of the client's ISNs the server took.
+      if (ack === seqAdd(r.altIsn, 1)) {
+        r.isn = r.altIsn;
+        r.setEnd(1);
+      }
+      r.altIsn = undefined;
+    }
     if (s.base === undefined) s.midBase = seqAdd(seq, -1);
     const off = this.offsetOf(f, side, seq);
     const end = off + len + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0);
@@ -726,7 +793,8 @@ export class FlowTable<C = unknown> {
   track(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, opts: SynOptions | undefined, nowMs: number): void {
     const h = f.halves[side];
     if (flags & TCP_SYN) {
-      h.isn = seq;
+      // A confirmed connection's ISNs are settled (lookup turns SYNs with new ones away).
+      if (!f.confirmed || h.isn === undefined) h.isn = seq;
       if (opts) {
         if (opts.mss !== undefined) h.mss = opts.mss;
         h.wscale = opts.wscale !== undefined ? Math.min(opts.wscale, 14) : -1;

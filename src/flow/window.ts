@@ -38,7 +38,9 @@ export type Verdict =
   | 'rst-not-exact'
   /** Dropped: no receiver takes it. */
   | 'rst-out-of-window'
-  | 'fin-out-of-window';
+  | 'fin-out-of-window'
+  /** A FIN whose ACK its receiver refuses (RFC 5961 §5.2): dropped with the segment (FlowTable.judge). */
+  | 'fin-bad-ack';
 
 /**
  * The slack below and above the learnt window when the receiver announced none yet, and the

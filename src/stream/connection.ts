@@ -132,6 +132,19 @@ export class Connection<T extends { fields: TcpFields }> {
     return this.seqOf(other, this.dirs[other].unmap(this.pos(other, ack)));
   }
 
+  /**
+   * An ACK from `side` of more than the other direction released (new numbering): its receiver
+   * would refuse it (RFC 5961 §5.2, SEG.ACK > SND.NXT). `ackOriginal` cannot tell (G clamps to
+   * what was processed), so the gateway asks this on a rewritten connection.
+   */
+  ackBeyondSent(side: 0 | 1, ack: Seq): boolean {
+    const other = (1 - side) as 0 | 1;
+    if (this.halves[other].isn === undefined) return false;
+    const rev = this.dirs[other];
+    // Beyond both numberings: a replayed capture's receiver acknowledges the original stream.
+    return this.pos(other, ack) > Math.max(rev.mapEnd(rev.x), rev.x);
+  }
+
   /** Timers of both directions; gateway-originated segments go to `out`. */
   tick(nowMs: number, out: TcpOut<T>[]): void {
     for (const side of [0, 1] as const) {

@@ -366,12 +366,11 @@ export class StreamDirection<T> {
       // through unrewritten. Held bytes stay held and the timers stop (nothing is originated
       // towards a connection that ended) until data comes again.
       if (this.heldBytes > 0 || this.synth !== null) this.reset = true;
-      // A RST at or past the FIN / the processed front goes after everything released: at the
-      // first held byte when bytes are held (the receiver has everything before it).
+      // A RST at or past the FIN / the processed front goes after everything released (held
+      // bytes count as deleted until decided: the receiver's next byte is F(x)).
       const p = seg.pos;
       const atEnd = p >= this.x || (this.finProcessed && p >= this.finPos);
-      const q = atEnd && this.heldBytes > 0 ? this.held.start : p;
-      out.push(this.release(seg, atEnd ? q + this.cmds.offsetAfterLast() : this.mapEmpty(p), EMPTY, false, false));
+      out.push(this.release(seg, atEnd ? p + this.cmds.offsetAfterLast() : this.mapEmpty(p), EMPTY, false, false));
       return;
     }
     if (seg.payload.length > 0) this.reset = false;

@@ -5,6 +5,14 @@
  * matters here: cumulative ACKs, optional SACK, retransmission from SND.UNA with *different*
  * segment boundaries each time, FIN, and verification that every byte received is consistent
  * with what was received before at the same position.
+ *
+ * RST and SYN are judged as endpoints following RFC 9293 §3.10.7.4 and RFC 5961 do in a
+ * synchronized state: a RST resets only at exactly RCV.NXT, one elsewhere in the window is
+ * answered with a challenge ACK (an ACK with the current RCV.NXT), one outside it is ignored; a
+ * SYN is always answered with a challenge ACK. `strict` endpoints (gwsim.ts, where segments may
+ * be forged) judge every other segment too: without the ACK flag, with an ACK outside
+ * [SND.UNA − MAX.SND.WND, SND.NXT] (RFC 5961 §5.2) or beyond the window it is dropped (with a
+ * rate-limited ACK), and a FIN is taken only inside the window.
  */
 import type { Agent } from '../../src/agent/types.js';
 import type { Half } from '../../src/flow/table.js';
@@ -14,7 +22,17 @@ import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
 import { offsetToSeq, seqToOffset } from '../../src/wire/seq.js';
 
 const FIN = 0x01;
+const SYN = 0x02;
+const RST = 0x04;
 const ACK = 0x10;
+/** RCV.WND the endpoints offer (and MAX.SND.WND they see): 65,535, no window scaling. */
+const RCV_WND = 65_535;
+/**
+ * A `strict` endpoint answers unacceptable segments with at most one ACK per this time (Linux's
+ * tcp_invalid_ratelimit default; RFC 5961 §7 for challenge ACKs): without it two endpoints
+ * that find each other's ACKs unacceptable would answer each other for ever.
+ */
+const OOW_ACK_INTERVAL_MS = 500;
 
 export interface SimOptions {
   rand: () => number;
@@ -40,7 +58,7 @@ export interface SimOptions {
   failover?: { times: number[]; periodMs: number; gapMs: number; restore: (state: unknown) => Agent | null };
 }
 
-interface Pkt {
+export interface Pkt {
   f: TcpFields;
   payload: Uint8Array;
 }
@@ -49,7 +67,7 @@ interface Tag {
   fields: TcpFields;
 }
 
-class Endpoint {
+export class Endpoint {
   sndUna = 0;
   sndNxt = 0;
   /** Highest position sent (pure ACKs carry it, as Linux does, even after a go-back). */
@@ -69,6 +87,16 @@ class Endpoint {
   finReceived = false;
   errors: string[] = [];
   acksSeen: number[] = [];
+  /** Judge every segment, not only RST and SYN (see the file comment). */
+  strict = false;
+  /**
+   * Where the peer's real FIN is (the length of its stream as received), when known: a FIN taken
+   * anywhere else is a forged one that got through, or a real one the middle moved.
+   */
+  peerEnd = -1;
+  /** Why this endpoint no longer has the connection it had (reset, a FIN taken elsewhere), or null. */
+  disrupted: string | null = null;
+  private lastOowAckMs = -Infinity;
 
   constructor(
     readonly isn: number,
@@ -155,8 +183,14 @@ class Endpoint {
     return false;
   }
 
-  receive(p: Pkt, sack: boolean): Pkt | null {
+  receive(p: Pkt, sack: boolean, nowMs = 0): Pkt | null {
     const f = p.f;
+    if (this.disrupted !== null) return null;
+    const verdict = this.judge(p);
+    if (verdict !== 'accept') {
+      if (verdict === 'drop' || !this.oowAck(nowMs)) return null;
+      return { f: this.ackFields(sack), payload: new Uint8Array(0) };
+    }
     if (f.flags & ACK) {
       const a = seqToOffset(f.ack, this.isn, this.sndUna + 1) - 1;
       this.acksSeen.push(a);
@@ -197,19 +231,73 @@ class Endpoint {
     }
     if (f.flags & FIN) {
       const at = pos + p.payload.length;
-      if (this.finAt >= 0 && this.finAt !== at) this.errors.push(`FIN moved from ${this.finAt} to ${at}`);
-      this.finAt = at;
+      if (!this.strict) {
+        if (this.finAt >= 0 && this.finAt !== at) this.errors.push(`FIN moved from ${this.finAt} to ${at}`);
+        this.finAt = at;
+      } else if (this.finAt < 0 && at >= this.rcvNxt) {
+        // Inside the window (judge): taken. A FIN below RCV.NXT, or after one was taken, changes
+        // nothing (RFC 9293 §3.10.7.4: the first FIN fixes where the stream ends).
+        this.finAt = at;
+        if (this.peerEnd >= 0 && at !== this.peerEnd) this.disrupted = `took a FIN at ${at}, not at the end of the stream (${this.peerEnd})`;
+      }
     }
     while (this.rcvNxt < this.have.length && this.have[this.rcvNxt]) this.rcvNxt++;
     if (this.finAt >= 0 && this.rcvNxt === this.finAt) this.finReceived = true;
     if (this.rcvNxt > this.finAt && this.finAt >= 0) this.errors.push('data beyond FIN');
     // Answer everything with data or FIN, and out-of-window probes, with an ACK.
-    if (p.payload.length > 0 || f.flags & FIN || changed || pos < this.rcvNxt) return { f: this.ackFields(sack), payload: new Uint8Array(0) };
+    if (p.payload.length > 0 || f.flags & FIN || changed) return { f: this.ackFields(sack), payload: new Uint8Array(0) };
+    if (pos < this.rcvNxt && this.oowAck(nowMs)) return { f: this.ackFields(sack), payload: new Uint8Array(0) };
     return null;
+  }
+
+  /** May an unacceptable segment be answered now (rate-limited when `strict`)? */
+  private oowAck(nowMs: number): boolean {
+    if (!this.strict) return true;
+    if (nowMs - this.lastOowAckMs < OOW_ACK_INTERVAL_MS) return false;
+    this.lastOowAckMs = nowMs;
+    return true;
+  }
+
+  /**
+   * RFC 9293 §3.10.7.4 in a synchronized state, RST and SYN as RFC 5961 §3.2 / §4 refine it:
+   * 'accept', 'ack' (send an ACK with RCV.NXT, drop the segment) or 'drop'. Sets `disrupted`
+   * when a RST resets the connection.
+   */
+  private judge(p: Pkt): 'accept' | 'ack' | 'drop' {
+    const f = p.f;
+    // RCV.NXT as a position (the peer's FIN takes one).
+    const nxt = this.rcvNxt + (this.finReceived ? 1 : 0);
+    const pos = seqToOffset(f.seq, this.peerIsn, nxt + 1) - 1;
+    if (f.flags & RST) {
+      if (pos === nxt) {
+        this.disrupted = `reset by a RST at RCV.NXT (${pos})`;
+        return 'drop';
+      }
+      return pos > nxt && pos < nxt + RCV_WND ? 'ack' : 'drop';
+    }
+    if (f.flags & SYN) return 'ack';
+    if (!this.strict) return 'accept';
+    if (!(f.flags & ACK)) return 'drop';
+    const a = seqToOffset(f.ack, this.isn, this.sndUna + 1) - 1;
+    const sndNxt = this.sndMax + (this.finEver ? 1 : 0);
+    return a > sndNxt || a < this.sndUna - RCV_WND || pos >= nxt + RCV_WND ? 'ack' : 'accept';
   }
 
   received(): Uint8Array {
     return this.rcvBuf.subarray(0, this.rcvNxt);
+  }
+
+  /** Every run of consecutive bytes received, in order and out of order. */
+  runs(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let p = 0;
+    while (p < this.have.length) {
+      while (p < this.have.length && !this.have[p]) p++;
+      const s = p;
+      while (p < this.have.length && this.have[p]) p++;
+      if (p > s) out.push(this.rcvBuf.subarray(s, p));
+    }
+    return out;
   }
 }
 
@@ -373,7 +461,7 @@ export function simulate(o: SimOptions): SimResult {
 }
 
 /** A binary min-heap (the event queue). */
-class Heap<T> {
+export class Heap<T> {
   private a: T[] = [];
   constructor(private readonly less: (x: T, y: T) => number) {}
   get size(): number {
