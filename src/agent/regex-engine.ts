@@ -1,9 +1,11 @@
 /**
  * Regex engines for the replace agent: a JavaScript pattern (flags from "imsu") compiled once into
  * a small instruction program, run on latin1 text (one char per byte) by one of two executors:
- * - `pikeRun`: a Pike VM (Thompson NFA simulation with captures, threads kept in priority order),
- *   time O(window length × program size) whatever the input: no catastrophic backtracking. It
- *   cannot run backreferences or lookarounds (`linearProblem` names the first one).
+ * - `PikeVM`: a Pike VM (Thompson NFA simulation with captures, threads kept in priority order),
+ *   time O(window length × program size) whatever the input: no catastrophic backtracking. Its
+ *   `search` finds the leftmost start whose window has a match in one pass over the text, whatever
+ *   the window length; `run` then gives that match and its captures. It cannot run
+ *   backreferences or lookarounds (`nonLinear` names the first one).
  * - `backtrackRun`: a backtracking VM over the same program (plus backreferences and lookarounds)
  *   that stops after a budget of steps and says so: the caller counts it as given up.
  * Both give exactly what ECMAScript's RegExp gives on the same string (ECMA-262 §22.2.2): the
@@ -464,17 +466,328 @@ export class PikeVM {
   private nxt: ThreadList;
   private readonly stackPc: Int32Array;
   private readonly stackCaps: Int32Array[];
+  // `search` state, reused from search to search (see there).
+  /** The pattern has `$`, `\b` or `\B`: a window's end is not what the text says there. */
+  private readonly endSensitive: boolean;
+  /** Per instruction, a pseudo-random word: a thread set hashes to the sum over its members. */
+  private readonly pcHash: Int32Array;
+  private readonly mark: Int32Array;
+  private markGen = 0;
+  private readonly dfs: Int32Array;
+  private clsA: ClassList = newClassList();
+  private clsB: ClassList = newClassList();
+  // Open addressing from a thread set's hash to its class, valid where tblStamp = tblGen.
+  private tblCls: Int32Array = new Int32Array(16);
+  private tblStamp: Int32Array = new Int32Array(16);
+  private tblGen = 0;
+  // Pairing heaps of starts (nodes in injection order; hKey = the start).
+  private hKey: Int32Array = new Int32Array(64);
+  private hChild: Int32Array = new Int32Array(64);
+  private hSib: Int32Array = new Int32Array(64);
+  private hTmp: Int32Array = new Int32Array(64);
+  private nodes = 0;
 
   constructor(private readonly cp: CompiledPattern) {
     if (cp.nonLinear !== undefined) throw new Error(`regex: the Pike VM cannot run a ${cp.nonLinear.what} (compiler bug)`);
     this.width = cp.depth + 1;
-    const cap = cp.main.ops.length * this.width;
+    const m = cp.main.ops.length;
+    const cap = m * this.width;
     this.seen = new Int32Array(cap);
     this.cur = { pcs: new Int32Array(cap), caps: new Array<Int32Array>(cap), n: 0 };
     this.nxt = { pcs: new Int32Array(cap), caps: new Array<Int32Array>(cap), n: 0 };
     // Each instruction is pushed at most once per walk (dedup), SPLIT pushes two.
     this.stackPc = new Int32Array(2 * cap + 2);
     this.stackCaps = new Array<Int32Array>(2 * cap + 2);
+    let endSensitive = false;
+    for (let pc = 0; pc < m; pc++) {
+      const k = cp.main.a[pc]!;
+      if (cp.main.ops[pc] === ASSERT && (k === A_EOL || k === A_EOL_M || k === A_WORD || k === A_NOT_WORD)) endSensitive = true;
+    }
+    this.endSensitive = endSensitive;
+    this.pcHash = new Int32Array(m);
+    for (let pc = 0, x = 0x9e3779b9 | 0; pc < m; pc++) {
+      x ^= x << 13; // xorshift32: fixed sequence, no Math.random (same hashes on every node)
+      x ^= x >>> 17;
+      x ^= x << 5;
+      this.pcHash[pc] = x;
+    }
+    this.mark = new Int32Array(m);
+    // A walk pushes its seeds (at most m) and at most two successors per instruction it visits.
+    this.dfs = new Int32Array(3 * m + 2);
+  }
+
+  /**
+   * The leftmost start q in [from, to) whose window has a non-empty match, or -1; what `run` at q
+   * would say, for every q in turn, in one pass over the text. `buf` is the text as bytes, `s`
+   * the same as latin1 preceded by the context byte when `off` is 1, so buf[q] is s[q + off];
+   * q's window is s[.., q + off + maxMatch), cut at the end of `s`.
+   *
+   * Why not the textbook unanchored Pike VM (one thread list, a new lowest-priority thread per
+   * start, the earlier start kept when two threads meet): two threads of different starts that
+   * meet have the same future only without windows. The earlier one's window ends first; when it
+   * ends, the later start that was dropped in its favour may still have matched (`d*cd`, maxMatch
+   * 4, "dddddcd": RegExp in the windows finds "ddcd" at 3; the textbook simulation loses starts
+   * 1-3 with start 0 at its window end and reports "dcd" at 4). And `$`, `\b`, `\B` see the end of
+   * input at a window's end, which differs per start.
+   *
+   * So the simulation merges starts, not threads: a *class* is the set of live starts whose thread
+   * sets are equal (as sets of instructions: whether a match exists does not depend on priority,
+   * captures or the empty-iteration check, RepeatMatcher's step 2.b, since skipping an empty
+   * iteration leads to the same places). Equal sets stay equal, so a class never splits; classes
+   * whose sets become equal merge. Each class keeps its starts in a pairing heap, the earliest on
+   * top. Per position, every class takes one step; the start whose window ends there first gets
+   * its last chance (the closure with the end of input at that position, when it differs) and
+   * leaves its class; a class reaching MATCH makes its earliest start a success. A new start joins
+   * with the threads that come before its empty match in priority order (an empty match hides
+   * every lower-priority one, and the agent ignores empty matches). Once a start succeeded no new
+   * start is added, and only classes holding earlier starts go on.
+   *
+   * Work per position: the closures of the live classes. That is one class for the patterns whose
+   * thread set forgets where it started (`(a|aa)+b`, `(a+)+b`, `[^x]*y` once started), a few for
+   * `(.*a){20}` (one per number of "a" seen, capped at 20); it grows with maxMatch only for sets
+   * that count positions (`.{1000}`: at most one class per counter value). Never more than `run`
+   * at every start.
+   */
+  search(s: string, buf: Buffer, off: number, from: number, to: number, maxMatch: number): number {
+    const cand = new Candidates(this.cp, buf, maxMatch);
+    let inj = cand.next(from, to); // next start to add
+    if (inj < 0) return -1;
+    const len = s.length;
+    let cur = this.clsA;
+    let nxt = this.clsB;
+    cur.n = 0;
+    cur.used = 0;
+    this.nodes = 0;
+    let best = Infinity; // the earliest start that matched (s index)
+    let pos = inj + off;
+    for (;;) {
+      const atEnd = pos >= len;
+      const ch = atEnd ? -1 : s.charCodeAt(pos);
+      const ends = pos - maxMatch; // the start whose window ends at pos
+      nxt.n = 0;
+      nxt.used = 0;
+      this.newTable(cur.n + 1);
+      for (let c = 0; c < cur.n; c++) {
+        let root = cur.heap[c]!;
+        if (this.hKey[root]! >= best) continue; // cannot give an earlier start
+        if (this.endSensitive && this.hKey[root] === ends && !atEnd) {
+          if (this.closure(cur.pool, cur.off[c]!, cur.len[c]!, s, pos, pos, -1, nxt)) best = ends;
+          root = this.deleteMin(root);
+          if (root < 0) continue;
+        }
+        const at0 = nxt.used;
+        if (this.closure(cur.pool, cur.off[c]!, cur.len[c]!, s, pos, len, ch, nxt)) {
+          // Every start of the class matched; the others come later.
+          best = Math.min(best, this.hKey[root]!);
+          nxt.used = at0;
+          continue;
+        }
+        if (this.hKey[root] === ends) root = this.deleteMin(root); // its window ends: no further char
+        if (root < 0 || nxt.used === at0) {
+          nxt.used = at0;
+          continue;
+        }
+        this.addClass(nxt, at0, root);
+      }
+      if (inj >= 0 && inj + off === pos) {
+        if (best === Infinity) {
+          const at0 = nxt.used;
+          this.startSet(s, pos, Math.min(pos + maxMatch, len), ch, nxt);
+          if (nxt.used > at0) this.addClass(nxt, at0, this.newNode(pos));
+        }
+        inj = cand.next(inj + 1, to);
+      }
+      const t = cur;
+      cur = nxt;
+      nxt = t;
+      if (atEnd) break;
+      pos++;
+      if (cur.n === 0) {
+        if (best !== Infinity || inj < 0) break;
+        pos = inj + off; // nothing alive: skip to the next candidate
+      }
+    }
+    this.clsA = cur;
+    this.clsB = nxt;
+    return best === Infinity ? -1 : best - off;
+  }
+
+  /**
+   * Follow epsilon edges from pcs[from, from + count) at `pos`, `hi` being the end of input for
+   * the assertions, every instruction once (see `search` for why the empty-iteration CHECK is not
+   * applied). True when MATCH is reached; else the successors of the CHAR threads that accept `ch`
+   * (-1: none) are appended to `out`.
+   */
+  private closure(pcs: Int32Array, from: number, count: number, s: string, pos: number, hi: number, ch: number, out: ClassList): boolean {
+    const { ops, a, b, sets } = this.cp.main;
+    const mark = this.mark;
+    const dfs = this.dfs;
+    const gen = this.nextMark();
+    reserve(out, ops.length);
+    const pool = out.pool;
+    let used = out.used;
+    let top = 0;
+    for (let i = from + count - 1; i >= from; i--) dfs[top++] = pcs[i]!;
+    while (top > 0) {
+      const pc = dfs[--top]!;
+      if (mark[pc] === gen) continue;
+      mark[pc] = gen;
+      switch (ops[pc]) {
+        case CHAR:
+          if (ch >= 0 && sets[pc]![ch] === 1) pool[used++] = pc + 1;
+          break;
+        case MATCH:
+          return true;
+        case SPLIT:
+          dfs[top++] = b[pc]!;
+          dfs[top++] = a[pc]!;
+          break;
+        case JMP:
+          dfs[top++] = a[pc]!;
+          break;
+        case ASSERT:
+          if (assertion(a[pc]!, s, 0, hi, pos)) dfs[top++] = pc + 1;
+          break;
+        case SAVE:
+        case ENTER:
+        case RESET:
+        case CHECK:
+          dfs[top++] = pc + 1;
+          break;
+        default:
+          throw new Error(`regex: instruction ${ops[pc]} in a linear program (compiler bug)`);
+      }
+    }
+    out.used = used;
+    return false;
+  }
+
+  /**
+   * The threads a start at `pos` begins with, advanced over `ch`, appended to `out`: all of them
+   * when its closure has no MATCH, else those before its (empty) match in priority order.
+   */
+  private startSet(s: string, pos: number, hi: number, ch: number, out: ClassList): void {
+    const at0 = out.used;
+    if (!this.closure(ZERO, 0, 1, s, pos, hi, ch, out)) return;
+    out.used = at0;
+    const { ops, sets } = this.cp.main;
+    const init = new Int32Array(this.cp.slots).fill(-1);
+    init[0] = pos;
+    this.cur.n = 0;
+    this.bump();
+    this.add(this.cur, 0, init, pos, s, 0, hi);
+    const gen = this.nextMark(); // a pc may be listed more than once (different iteration keys)
+    let used = out.used;
+    for (let i = 0; i < this.cur.n; i++) {
+      const pc = this.cur.pcs[i]!;
+      if (ops[pc] === MATCH) break;
+      if (ch >= 0 && sets[pc]![ch] === 1 && this.mark[pc] !== gen) {
+        this.mark[pc] = gen;
+        out.pool[used++] = pc + 1;
+      }
+    }
+    out.used = used;
+  }
+
+  /** Make pool[start, used) a class with the starts of heap `root`, or merge it into its equal. */
+  private addClass(list: ClassList, start: number, root: number): void {
+    const pool = list.pool;
+    const count = list.used - start;
+    let h = count;
+    for (let i = start; i < list.used; i++) h = (h + this.pcHash[pool[i]!]!) | 0;
+    const mask = this.tblCls.length - 1;
+    let i = h & mask;
+    for (; this.tblStamp[i] === this.tblGen; i = (i + 1) & mask) {
+      const c = this.tblCls[i]!;
+      if (list.hash[c] === h && list.len[c] === count && this.sameSet(pool, list.off[c]!, start, count)) {
+        list.heap[c] = this.meld(list.heap[c]!, root);
+        list.used = start;
+        return;
+      }
+    }
+    if (list.n === list.off.length) growClasses(list);
+    const c = list.n++;
+    list.off[c] = start;
+    list.len[c] = count;
+    list.hash[c] = h;
+    list.heap[c] = root;
+    this.tblStamp[i] = this.tblGen;
+    this.tblCls[i] = c;
+  }
+
+  private sameSet(pool: Int32Array, x: number, y: number, count: number): boolean {
+    const gen = this.nextMark();
+    for (let i = 0; i < count; i++) this.mark[pool[x + i]!] = gen;
+    for (let i = 0; i < count; i++) if (this.mark[pool[y + i]!] !== gen) return false;
+    return true;
+  }
+
+  /** An empty hash table for up to `classes` classes (load at most 1/2). */
+  private newTable(classes: number): void {
+    if (this.tblCls.length < 2 * classes) {
+      let size = this.tblCls.length;
+      while (size < 2 * classes) size *= 2;
+      this.tblCls = new Int32Array(size);
+      this.tblStamp = new Int32Array(size);
+      this.tblGen = 0;
+    }
+    if (++this.tblGen === 0x7fffffff) {
+      this.tblStamp.fill(0);
+      this.tblGen = 1;
+    }
+  }
+
+  private nextMark(): number {
+    if (++this.markGen === 0x7fffffff) {
+      this.mark.fill(0);
+      this.markGen = 1;
+    }
+    return this.markGen;
+  }
+
+  private newNode(key: number): number {
+    if (this.nodes === this.hKey.length) {
+      this.hKey = grow(this.hKey);
+      this.hChild = grow(this.hChild);
+      this.hSib = grow(this.hSib);
+      this.hTmp = new Int32Array(this.hKey.length);
+    }
+    const i = this.nodes++;
+    this.hKey[i] = key;
+    this.hChild[i] = -1;
+    this.hSib[i] = -1;
+    return i;
+  }
+
+  private meld(x: number, y: number): number {
+    if (x < 0) return y;
+    if (y < 0) return x;
+    if (this.hKey[y]! < this.hKey[x]!) [x, y] = [y, x];
+    this.hSib[y] = this.hChild[x]!;
+    this.hChild[x] = y;
+    return x;
+  }
+
+  /** The heap without its root (pairing heap: children melded in pairs, then right to left). */
+  private deleteMin(root: number): number {
+    const tmp = this.hTmp;
+    let k = 0;
+    for (let c = this.hChild[root]!; c >= 0; ) {
+      const d = this.hSib[c]!;
+      this.hSib[c] = -1;
+      if (d < 0) {
+        tmp[k++] = c;
+        break;
+      }
+      const next = this.hSib[d]!;
+      this.hSib[d] = -1;
+      tmp[k++] = this.meld(c, d);
+      c = next;
+    }
+    if (k === 0) return -1;
+    let r = tmp[--k]!;
+    while (k > 0) r = this.meld(tmp[--k]!, r);
+    return r;
   }
 
   run(s: string, lo: number, at: number, hi: number): Int32Array | null {
@@ -601,6 +914,99 @@ interface ThreadList {
   pcs: Int32Array;
   caps: Int32Array[];
   n: number;
+}
+
+const ZERO = Int32Array.of(0);
+
+/** `search`'s classes at one position: class c's thread set is pool[off[c], off[c] + len[c]). */
+interface ClassList {
+  n: number;
+  off: Int32Array;
+  len: Int32Array;
+  hash: Int32Array;
+  /** Root of the pairing heap of the class's starts. */
+  heap: Int32Array;
+  pool: Int32Array;
+  used: number;
+}
+
+function newClassList(): ClassList {
+  return { n: 0, off: new Int32Array(8), len: new Int32Array(8), hash: new Int32Array(8), heap: new Int32Array(8), pool: new Int32Array(256), used: 0 };
+}
+
+/** A copy of x twice as long. */
+function grow(x: Int32Array): Int32Array {
+  const y = new Int32Array(x.length * 2);
+  y.set(x);
+  return y;
+}
+
+function growClasses(l: ClassList): void {
+  l.off = grow(l.off);
+  l.len = grow(l.len);
+  l.hash = grow(l.hash);
+  l.heap = grow(l.heap);
+}
+
+/** Room for `extra` more entries in the pool. */
+function reserve(l: ClassList, extra: number): void {
+  if (l.used + extra <= l.pool.length) return;
+  let size = l.pool.length * 2;
+  while (size < l.used + extra) size *= 2;
+  const p = new Int32Array(size);
+  p.set(l.pool.subarray(0, l.used));
+  l.pool = p;
+}
+
+/**
+ * The starts in a buffer worth trying: the byte can begin a match (`first`; the literal prefix,
+ * when there is one, found with Buffer.indexOf, memchr-like), the fixed `prefix` fits, and the
+ * window holds a byte that can end a match (`last`). So a pattern such as `(a|aa)+b` costs one
+ * pass over a run of "a" without "b". Called with increasing q, `next` is O(1) amortized.
+ */
+export class Candidates {
+  private litAt = -1; // the first literal occurrence at or after the last q (buf.length: none)
+  private lastAt = -1; // the first index at or after the last q holding a byte in `last`
+
+  constructor(
+    private readonly cp: CompiledPattern,
+    private readonly buf: Buffer,
+    private readonly maxMatch: number,
+  ) {}
+
+  /** The first candidate in [q, to), or -1. */
+  next(q: number, to: number): number {
+    const { first, last, prefix, literal } = this.cp;
+    const buf = this.buf;
+    const n = buf.length;
+    const mm = this.maxMatch;
+    next: for (; q < to; q++) {
+      if (literal !== null) {
+        if (this.litAt < q) {
+          const i = buf.indexOf(literal, q);
+          this.litAt = i < 0 ? n : i;
+        }
+        q = this.litAt;
+        if (q >= to) return -1;
+      } else if (first[buf[q]!] === 0) continue;
+      const end = Math.min(q + mm, n); // the window
+      for (let k = 0; k < prefix.length; k++) {
+        if (q + k >= end || prefix[k]![buf[q + k]!] === 0) continue next;
+      }
+      if (this.lastAt < q) {
+        let i = q;
+        while (i < n && last[buf[i]!] === 0) i++;
+        this.lastAt = i;
+      }
+      if (this.lastAt >= n) return -1;
+      if (this.lastAt >= q + mm) {
+        q = this.lastAt - mm; // the next window that reaches lastAt starts at lastAt - mm + 1
+        continue;
+      }
+      return q;
+    }
+    return -1;
+  }
 }
 
 /** `backtrackRun`'s answer when the step budget ran out. */

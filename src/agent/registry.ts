@@ -9,7 +9,7 @@ import { createFtp, type FtpHooksProvider } from './ftp.js';
 import { httpFactory } from './http/agent.js';
 import { createMonitor } from './monitor.js';
 import type { MonitorSink } from './monitor.js';
-import { replaceFactory } from './replace.js';
+import { createReplace, type ReplaceCounters } from './replace.js';
 import type { Agent, AgentContext, AgentFactory } from './types.js';
 
 /** Agents a rule may name. smtp will join. */
@@ -26,11 +26,15 @@ export interface RegistryOptions {
    * `clientAddress` / `serverAddress` mapping, no expectations.
    */
   ftpHooks?: FtpHooksProvider;
+  /** Counters every replace agent adds to (`newReplaceCounters()`), e.g. for the gateway's stats. */
+  replaceCounters?: ReplaceCounters;
 }
+
+export { newReplaceCounters, type ReplaceCounters } from './replace.js';
 
 export function makeRegistry(opts: RegistryOptions = {}): AgentRegistry {
   return new Map<string, AgentFactory<unknown>>([
-    ['replace', replaceFactory as AgentFactory<unknown>],
+    ['replace', createReplace({ counters: opts.replaceCounters }) as AgentFactory<unknown>],
     ['monitor', createMonitor(opts.monitorSink) as AgentFactory<unknown>],
     ['ftp', createFtp(opts.ftpHooks) as AgentFactory<unknown>],
     ['http', httpFactory as AgentFactory<unknown>],

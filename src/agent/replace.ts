@@ -18,11 +18,11 @@
  *   most maxMatch bytes from p. Hence a match longer than maxMatch is never found: greedy
  *   quantifiers stop at the window end, and a pattern that needs more bytes fails. The window end
  *   looks like the end of input to `$`, `\b` and lookaheads. Empty matches are ignored.
- *   Engines: `linear` (a Pike VM: time O(window × pattern) per attempt whatever the input, so a
- *   pattern like `(a|aa)+b` cannot stall the event loop) runs everything but lookarounds and
- *   backreferences; `backtracking` runs those too and gives an attempt up after `maxSteps` steps
- *   (counted: regexBudgetExceeded; no match there), so a stream costs at most maxSteps steps per
- *   byte and rule. Steps rather than a time limit: the same input gives the same result on every
+ *   Engines: `linear` (a Pike VM searching all starts in one pass: time O(text × pattern) per
+ *   search whatever the input and maxMatch, so a pattern like `(a|aa)+b` cannot stall the event
+ *   loop) runs everything but lookarounds and backreferences; `backtracking` runs those too and
+ *   gives an attempt up after `maxSteps` steps (counted: regexBudgetExceeded; no match there), so
+ *   a stream costs at most maxSteps steps per byte and rule. Steps rather than a time limit: the same input gives the same result on every
  *   node, and Node's only interruptible RegExp (vm `timeout`) cost 74 µs per call here. Without
  *   `engine` the agent picks linear when it can; the config loader refuses a pattern the linear
  *   engine cannot run unless `engine: backtracking` is written.
@@ -45,9 +45,11 @@
  * and the byte before it; `snapshot` is that as plain JSON.
  *
  * Efficiency: literals are searched with Buffer.indexOf (memchr-like); each rule caches its next
- * candidate so the data is not rescanned from scratch for every match. A regex is run only at
+ * candidate so the data is not rescanned from scratch for every match. A regex considers only
  * candidate starts: its literal prefix found with Buffer.indexOf, or bytes that can start a match,
- * with a byte that can end one inside the window (`nextRegex`).
+ * with a byte that can end one inside the window (`Candidates`). A search still reads the held
+ * tail again on every feed: up to maxMatch - 1 bytes per feed when the pattern's threads live
+ * that long.
  */
 
 import type {
@@ -60,7 +62,7 @@ import type {
   FlushReason,
 } from './types.js';
 import { NO_EDITS } from './types.js';
-import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from './regex-engine.js';
+import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, type CompiledPattern } from './regex-engine.js';
 
 export interface LiteralRule {
   find: string;
@@ -101,7 +103,10 @@ export const REGEX_ENGINES: readonly RegexEngine[] = ['linear', 'backtracking'];
 export const DEFAULT_MAX_STEPS = 10_000;
 export const MAX_STEPS_LIMIT = 10_000_000;
 
-/** The agent's counters (per connection; the snapshot carries them). */
+/**
+ * The agent's counters: each agent keeps its own (the snapshot carries them), and adds to the
+ * gateway-wide object given to `createReplace`, if any.
+ */
 export function newReplaceCounters() {
   return {
     /** Backtracking match attempts stopped by their maxSteps budget, taken as no match there. */
@@ -109,6 +114,17 @@ export function newReplaceCounters() {
   };
 }
 export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
+
+export interface ReplaceOptions {
+  /** Gateway-wide counters every agent of the factory adds to (not carried by snapshots). */
+  counters?: ReplaceCounters | undefined;
+  /**
+   * How the linear engine finds the leftmost match: 'unanchored' (default, one pass over the
+   * text) or 'per-start' (the Pike VM run at every candidate start: O(text × maxMatch × pattern)),
+   * kept for the benchmark and the differential tests.
+   */
+  linearSearch?: 'unanchored' | 'per-start';
+}
 
 /** One problem with a rule: which field, and what is wrong. */
 export interface RuleProblem {
@@ -433,6 +449,7 @@ class Scan {
     private readonly buf: Buffer,
     private readonly prev: number,
     private readonly final: boolean,
+    private readonly perStart: boolean,
   ) {
     this.off = prev >= 0 ? 1 : 0;
   }
@@ -480,47 +497,40 @@ class Scan {
   }
 
   /**
-   * Candidates are starts whose bytes can begin a match (`cp.first`, the fixed `cp.prefix`, found
-   * with Buffer.indexOf when it is a literal) and whose window holds a byte that can end one
-   * (`cp.last`); only those are run. So a pattern such as `(a|aa)+b` costs one pass over a run
-   * of "a" without "b", whatever the engine.
+   * The leftmost decided match from pos, else the first undecided start. The linear engine
+   * searches all candidate starts in one pass and runs the Pike VM once, at the start found, for
+   * the match and its captures; the backtracking engine is tried at each candidate in turn.
    */
   private nextRegex(rule: CompiledRegex, pos: number): RuleEvent {
-    const buf = this.buf;
-    const n = buf.length;
-    const mm = rule.maxMatch;
-    const { first, last, prefix, literal } = rule.cp;
+    const n = this.buf.length;
     // Starts below decidedEnd have their whole window available.
-    const decidedEnd = this.final ? n : Math.max(pos, n - mm + 1);
-    let lastAt = -1; // the first index >= q holding a byte in `last` (n = none)
-    next: for (let q = pos; q < decidedEnd; q++) {
-      if (literal !== null) {
-        q = buf.indexOf(literal, q); // memchr-like, as literal rules
-        if (q < 0 || q >= decidedEnd) break;
-      } else if (first[buf[q]!] === 0) continue;
-      const end = Math.min(q + mm, n); // the window
-      for (let k = 0; k < prefix.length; k++) {
-        if (q + k >= end || prefix[k]![buf[q + k]!] === 0) continue next;
+    const decidedEnd = this.final ? n : Math.max(pos, n - rule.maxMatch + 1);
+    if (rule.pike !== null && !this.perStart) {
+      const q = rule.pike.search(this.text(), this.buf, this.off, pos, decidedEnd, rule.maxMatch);
+      if (q >= 0) {
+        const e = this.windowMatch(rule, q);
+        if (e === undefined) throw new Error(`replace: the linear search found a match at ${q} that the Pike VM does not (engine bug)`);
+        return e;
       }
-      if (lastAt < q) {
-        lastAt = q;
-        while (lastAt < n && last[buf[lastAt]!] === 0) lastAt++;
+    } else {
+      const cand = new Candidates(rule.cp, this.buf, rule.maxMatch);
+      for (let q = cand.next(pos, decidedEnd); q >= 0; q = cand.next(q + 1, decidedEnd)) {
+        const e = this.windowMatch(rule, q);
+        if (e) return e;
       }
-      if (lastAt >= n) break;
-      if (lastAt >= q + mm) {
-        q = lastAt - mm; // the next window that reaches lastAt starts at lastAt - mm + 1
-        continue;
-      }
-      const e = this.windowMatch(rule, q);
-      if (e) return e;
     }
     if (this.final || decidedEnd >= n) return NONE;
     return { start: decidedEnd, len: 0, decided: false, out: EMPTY };
   }
 
+  /** The data as latin1, preceded by the context byte when there is one. */
+  private text(): string {
+    return (this.str ??= (this.off ? String.fromCharCode(this.prev) : '') + this.buf.toString('latin1'));
+  }
+
   /** The rule's match at buf index q, seen through its window, or undefined. */
   private windowMatch(rule: CompiledRegex, q: number): RuleEvent | undefined {
-    const s = (this.str ??= (this.off ? String.fromCharCode(this.prev) : '') + this.buf.toString('latin1'));
+    const s = this.text();
     const at = q + this.off;
     const lo = at > 0 ? at - 1 : 0;
     const hi = Math.min(at + rule.maxMatch, s.length);
@@ -570,6 +580,7 @@ class ReplaceAgent implements Agent {
   constructor(
     private readonly rules: readonly CompiledRule[],
     private readonly dirs: ReadonlySet<Direction>,
+    private readonly opts: ReplaceOptions,
     st?: Record<Direction, DirState>,
     counters?: ReplaceCounters,
   ) {
@@ -621,8 +632,11 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    const { edits, hold, giveUps } = new Scan(buf, st.prev, final).run(this.rules, base);
-    if (giveUps > 0) this.counters.regexBudgetExceeded += giveUps;
+    const { edits, hold, giveUps } = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start').run(this.rules, base);
+    if (giveUps > 0) {
+      this.counters.regexBudgetExceeded += giveUps;
+      if (this.opts.counters !== undefined) this.opts.counters.regexBudgetExceeded += giveUps;
+    }
     if (hold > 0) {
       st.prev = buf[hold - 1]!;
       st.undecided = base + hold;
@@ -673,21 +687,32 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t };
 }
 
-export const replaceFactory: AgentFactory<ReplaceConfig> = {
-  name: 'replace',
-  create(cfg: ReplaceConfig, ctx: AgentContext): Agent {
-    return new ReplaceAgent(compiledRules(cfg), ctx.directions);
-  },
-  restore(cfg: ReplaceConfig, ctx: AgentContext, state: unknown): Agent {
-    const s = state as Partial<ReplaceSnapshot> | null;
-    if (typeof s !== 'object' || s === null || s.v !== 1 || typeof s.dirs !== 'object') {
-      throw new Error('replace: bad snapshot (expected { v: 1, dirs })');
-    }
-    const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
-    const c = s.counters;
-    const counters = typeof c === 'object' && c !== null && Number.isSafeInteger(c.regexBudgetExceeded)
-      ? { ...newReplaceCounters(), regexBudgetExceeded: c.regexBudgetExceeded }
-      : undefined;
-    return new ReplaceAgent(compiledRules(cfg), ctx.directions, st, counters);
-  },
-};
+/** A replace factory whose agents add to `opts.counters` (the registry makes one per gateway). */
+export function createReplace(opts: ReplaceOptions = {}): AgentFactory<ReplaceConfig> {
+  return {
+    name: 'replace',
+    create(cfg: ReplaceConfig, ctx: AgentContext): Agent {
+      return new ReplaceAgent(compiledRules(cfg), ctx.directions, opts);
+    },
+    restore(cfg: ReplaceConfig, ctx: AgentContext, state: unknown): Agent {
+      return restoreReplace(cfg, ctx, state, opts);
+    },
+  };
+}
+
+/** Without gateway-wide counters. */
+export const replaceFactory: AgentFactory<ReplaceConfig> = createReplace();
+
+/** An agent from `snapshot()` output; its own counters resume, the gateway's are not touched. */
+function restoreReplace(cfg: ReplaceConfig, ctx: AgentContext, state: unknown, opts: ReplaceOptions): Agent {
+  const s = state as Partial<ReplaceSnapshot> | null;
+  if (typeof s !== 'object' || s === null || s.v !== 1 || typeof s.dirs !== 'object') {
+    throw new Error('replace: bad snapshot (expected { v: 1, dirs })');
+  }
+  const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
+  const c = s.counters;
+  const counters = typeof c === 'object' && c !== null && Number.isSafeInteger(c.regexBudgetExceeded)
+    ? { ...newReplaceCounters(), regexBudgetExceeded: c.regexBudgetExceeded }
+    : undefined;
+  return new ReplaceAgent(compiledRules(cfg), ctx.directions, opts, st, counters);
+}

@@ -209,10 +209,14 @@ export function decode(buf: Buffer, kind: 'request' | 'response', methods: reado
   return { msgs, rest: buf.subarray(p) };
 }
 
-/** Comparable form of decoded messages (bodies as text, chunk boundaries left out). */
+/**
+ * Comparable form of decoded messages (bodies as text, chunk boundaries left out). Of an
+ * incomplete last message only the first line counts: how much of a refused message left before
+ * its refusal depends on what earlier answers had decided.
+ */
 export function shape(d: Decoded): unknown {
   return {
     msgs: d.msgs.map((m) => ({ start: m.start, headers: m.headers, body: m.body.toString('latin1'), framing: m.framing, trailers: m.trailers })),
-    rest: d.rest.toString('latin1'),
+    rest: d.rest.toString('latin1').split('\r\n')[0],
   };
 }

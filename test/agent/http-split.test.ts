@@ -40,7 +40,7 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'large body re-framed as chunked, then a small one',
     cfg: RULES,
-    steps: [c2s(get('/a') + get('/b')), s2c('HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nHello world n12345 Hello world n1 Hello wHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nn7')],
+    steps: [c2s(get('/a') + get('/b')), s2c('HTTP/1.1 200 OK\r\nContent-Length: 41\r\n\r\nHello world n12345 Hello world n1 Hello wHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nn7')],
   },
   {
     name: 'chunked re-chunked: matches across chunks, extensions, trailers',
@@ -78,7 +78,6 @@ const SCENARIOS: Scenario[] = [
     name: 'smuggling refused mid-stream (bad chunk size), responses before it flow',
     cfg: RULES,
     steps: [c2s(get('/') + 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0x3\r\nabc\r\n0\r\n\r\n' + get('/x')), s2c('HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world')],
-    exact: true,
   },
   {
     name: 'Upgrade to a tunnel',
@@ -103,12 +102,15 @@ describe('http: the same output however the streams are cut', () => {
   it('the scenarios decode as intended in one piece', () => {
     const whole = SCENARIOS.map((sc) => run(sc.cfg, sc.steps));
     expect(decode(whole[0]!.s2c, 'response').msgs.map((m) => m.body.toString())).toEqual(['Hi there', '<n1> Hi there.']);
-    expect(decode(whole[1]!.s2c, 'response').msgs.map((m) => m.body.toString())).toEqual(['Hi there <n1234>5 Hi there <n1> Hello w', '<n7>']);
+    expect(decode(whole[1]!.s2c, 'response').msgs.map((m) => m.body.toString())).toEqual(['Hi there <n12345> Hi there <n1> Hello w', '<n7>']);
     expect(decode(whole[2]!.s2c, 'response').msgs[0]!.body.toString()).toBe('Hi there <n42>');
     expect(decode(whole[4]!.c2s, 'request').msgs.map((m) => m.body.toString())).toEqual(['my [redacted]', '[redacted]!']);
     expect(decode(whole[5]!.s2c, 'response').msgs[0]!.body.toString()).toBe('Hi there and <n99> and Hi there');
     expect(decode(whole[6]!.c2s, 'request').msgs.map((m) => m.start)).toEqual(['POST / HTTP/1.1', 'GPOST / HTTP/1.1']);
-    expect(whole[7]!.c2s.toString()).toBe(get('/').replace('gzip', 'identity').replace('\r\n\r\n', '\r\nX-Via: tg\r\n\r\n') + 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Via: tg\r\n\r\n5\r\nhello');
+    // The upload is refused at its bad size line: the server has a body that never ends.
+    const refused = decode(whole[7]!.c2s, 'request');
+    expect(refused.msgs.map((m) => m.start)).toEqual(['GET / HTTP/1.1']);
+    expect(refused.rest.toString()).toMatch(/^POST \/ HTTP\/1\.1\r\n[^]*\r\n\r\n$/);
     expect(whole[8]!.s2c.toString()).toMatch(/\r\n\r\nHello world$/);
   });
 
@@ -161,6 +163,9 @@ describe('http: the same output however the streams are cut', () => {
         for (const m of d.msgs) expect(m.body.toString()).not.toContain('Hello world');
         const got = run(RULES, steps, { cuts: () => sizes });
         expect(shape(decode(got.s2c, 'response'))).toEqual(shape(d));
+        // Held at most: a header section (< 80 bytes here) with a fixlen body (≤ 24), or a
+        // matcher tail (≤ 10 body bytes) with the chunk framing between them.
+        expect(got.maxHeld.s2c).toBeLessThanOrEqual(80 + 24);
       }),
       { numRuns: 200, seed: 1616 },
     );
@@ -206,7 +211,9 @@ describe('http: resync after a gap (cluster takeover from a snapshot that is beh
   }
 
   it('inside a Content-Length body: parsing goes on; the next response is rewritten', () => {
-    const { a, out } = gap({ response: { replace: [{ find: 'Hello world', with: 'Hi' }] }, maxBufferedBody: 0 }, 'HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n', 'aaaaa', 'bbbbbbbbbb', 'c'.repeat(15) + 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world');
+    // The first body passes (content-coded): a body of known length with nothing held.
+    const cfg: HttpConfig = { response: { replace: [{ find: 'Hello world', with: 'Hi' }] } };
+    const { a, out } = gap(cfg, 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 30\r\n\r\n', 'aaaaa', 'bbbbbbbbbb', 'c'.repeat(15) + 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world');
     expect(a.counters.resyncKept).toBe(1);
     expect(out).toMatch(/\r\n\r\nHi$/);
   });
@@ -216,6 +223,16 @@ describe('http: resync after a gap (cluster takeover from a snapshot that is beh
     expect(a.counters.resyncKept).toBe(1);
     expect(a.phase('s2c')).toBe('start');
     expect(out).toMatch(/0\r\n\r\n$/);
+  });
+
+  it('waiting for the answer to CONNECT when s2c already has it (a tunnel): c2s goes on as a tunnel', () => {
+    const a = httpFactory.create({}, CTX) as HttpAgent;
+    a.feed('c2s', 0, b('CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n'));
+    a.feed('s2c', 0, b('HTTP/1.1 200 OK\r\n\r\n'));
+    expect(a.phase('c2s')).toBe('await');
+    a.resync('c2s', 500);
+    expect(a.phase('c2s')).toBe('tunnel');
+    expect(a.feed('c2s', 500, b('\x16\x03\x01'))).toEqual({ edits: [], undecidedFrom: 503 });
   });
 
   it('where messages start is unknown: responses pass as a tunnel, requests are refused (counted)', () => {

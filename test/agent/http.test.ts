@@ -113,6 +113,15 @@ describe('http: framing of a rewritten response body, per message shape', () => 
     expect(r.counters).toMatchObject({ keepAliveClosed: 1, framedClose: 1, afterCloseBytes: 24 });
   });
 
+  it('close-delimited re-framing replaces a keep-alive the response carried (the request said close)', () => {
+    const r = run(SMALL, [c2s(get('/', 'Connection: close\r\n')), s2c(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: ${big.length}\r\n\r\n${big}`)]);
+    const m = decode(r.s2c, 'response').msgs[0]!;
+    expect(m.framing).toBe('close');
+    expect(hv(m, 'Connection')).toEqual(['close']);
+    expect(hv(m, 'Keep-Alive')).toEqual([]);
+    expect(m.body.toString()).toBe('Hi there! '.repeat(10));
+  });
+
   it('a persistent connection that cannot take chunked (HTTP/1.0 keep-alive response to 1.1): body passes, counted', () => {
     const r = run(SMALL, [c2s(get('/') + get('/2')), s2c(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: ${big.length}\r\n\r\n${big}` + ok('Hello world'))]);
     const [m1, m2] = decode(r.s2c, 'response').msgs;
@@ -251,6 +260,12 @@ describe('http: header edits, identity, Range', () => {
     expect(r.counters.refused.range).toBe(1);
   });
 
+  it('request.setHeaders wins over the identity request (the user asked for that coding)', () => {
+    const r = run({ ...HELLO, request: { setHeaders: { 'Accept-Encoding': 'br' } } }, [c2s(get('/', 'Accept-Encoding: gzip\r\n'))]);
+    expect(hv(decode(r.c2s, 'request').msgs[0]!, 'Accept-Encoding')).toEqual(['br']);
+    expect(r.counters.identityRequested).toBe(0);
+  });
+
   it('without response rules, Range and 206 pass', () => {
     const resp = 'HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\n\r\nHello';
     const r = run({}, [c2s(get('/', 'Range: bytes=0-4\r\n')), s2c(resp)]);
@@ -308,6 +323,13 @@ describe('http: tunnels (Upgrade, 101, CONNECT)', () => {
     const f = d.flush();
     expect(f.edits).toEqual([{ at: 35, len: 5, data: Buffer.alloc(0) }]);
     expect((a as HttpAgent).counters.refused.await).toBe(1);
+  });
+
+  it('bytes held after CONNECT are bounded by maxHeaderBytes: more is refused', () => {
+    const r = run({ maxHeaderBytes: 256 }, [c2s('CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n'), c2s('x'.repeat(200)), c2s('y'.repeat(100))], { fin: false });
+    expect(r.c2s.toString()).toBe('CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(r.counters.refused.await).toBe(1);
+    expect(r.maxHeld.c2s).toBeLessThanOrEqual(256);
   });
 
   it('a 101 to a request that asked for no upgrade is refused (502)', () => {

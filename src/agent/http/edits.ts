@@ -33,11 +33,14 @@ export class EditBuilder {
     this.list.push({ at, len, parts: data.length > 0 ? [data] : [] });
   }
 
-  /** Drop every edit from `pos` on (a refusal replaces them). */
+  /**
+   * Drop every edit of the bytes from `pos` on (a refusal replaces them). A pure insertion at
+   * `pos` stays: it ends what came before (the last chunk of the previous message).
+   */
   cutFrom(pos: number): void {
     while (this.list.length > 0) {
       const last = this.list[this.list.length - 1]!;
-      if (last.at >= pos) this.list.pop();
+      if (last.at > pos || (last.at === pos && last.len > 0)) this.list.pop();
       else if (last.at + last.len > pos) throw new Error(`http: cut at ${pos} inside an edit (agent bug)`);
       else break;
     }

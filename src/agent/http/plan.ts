@@ -64,8 +64,6 @@ export interface Decision {
   actions: Map<number, Action>;
   /** Lines added before the empty line, with their kind. */
   adds: { data: Buffer; kind: Action['kind'] }[];
-  /** The first Content-Length unit (fixlen rewrites it at the end). */
-  clUnit: number;
   after: After;
   /** Requests: what the response will need. */
   req?: ReqInfo;
@@ -83,8 +81,9 @@ export interface DecideOpts {
 const line = (name: string, value: string): Buffer => Buffer.from(`${name}: ${value}\r\n`, 'latin1');
 const TE_CHUNKED = line('Transfer-Encoding', 'chunked');
 
-function base(pb: ParsedBlock, f: Framing): Decision {
-  const d: Decision = { body: f.body, method: 'none', actions: new Map(), adds: [], clUnit: -1, after: 'start', counts: [] };
+/** The decision framing alone makes (normalisation of Content-Length / Transfer-Encoding). */
+function base(f: Framing): Decision {
+  const d: Decision = { body: f.body, method: 'none', actions: new Map(), adds: [], after: 'start', counts: [] };
   if (f.error !== undefined) d.error = f.error;
   for (const x of f.drop) {
     d.actions.set(x.unit, { data: EMPTY, kind: 'norm' });
@@ -94,7 +93,6 @@ function base(pb: ParsedBlock, f: Framing): Decision {
     d.actions.set(f.clFix.unit, { data: line('Content-Length', String(f.clFix.n)), kind: 'norm' });
     d.counts.push('contentLengthFixed');
   }
-  d.clUnit = fieldUnits(pb, 'content-length')[0] ?? -1;
   return d;
 }
 
@@ -135,7 +133,7 @@ function replaceCl(pb: ParsedBlock, d: Decision, first: Buffer): void {
 
 export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11: boolean, o: DecideOpts = {}): Decision {
   const f = requestFraming(pb);
-  const d = base(pb, f);
+  const d = base(f);
   if (d.error !== undefined) return d;
   if (fieldUnits(pb, 'host').length > 1) return { ...d, error: 'multipleHost' };
   const r = pb.request!;
@@ -177,7 +175,7 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   const st = pb.status!;
   const s = st.status;
   const f = responseFraming(pb, { head: req.method === 'HEAD', connect: req.tunnel === 'connect' });
-  const d = base(pb, f);
+  const d = base(f);
   if (d.error !== undefined) return d;
   if (s === 101) {
     if (req.tunnel !== 'upgrade') return { ...d, error: 'unexpected101' };
@@ -194,7 +192,11 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
   const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
   chooseBody(pb, f, d, rules, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
-  if (d.method === 'toclose' && !conn.has('close')) addLines(d, line('Connection', 'close'), 'frame');
+  if (d.method === 'toclose') {
+    // The body now ends with the connection: say so, without a keep-alive beside it.
+    removeFields(pb, d, new Set(['connection', 'keep-alive']), 'frame');
+    addLines(d, line('Connection', 'close'), 'frame');
+  }
   return d;
 }
 
@@ -235,7 +237,7 @@ function chooseBody(
 
 /** Decision for a trailer section: framing fields are removed (RFC 9110 §6.5.1). */
 export function decideTrailers(pb: ParsedBlock): Decision {
-  const d: Decision = { body: { kind: 'none' }, method: 'none', actions: new Map(), adds: [], clUnit: -1, after: 'start', counts: [] };
+  const d: Decision = { body: { kind: 'none' }, method: 'none', actions: new Map(), adds: [], after: 'start', counts: [] };
   removeFields(pb, d, new Set(['content-length', 'transfer-encoding', 'host']), 'norm', 'trailerFramingRemoved');
   return d;
 }

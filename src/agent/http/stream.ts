@@ -183,14 +183,6 @@ export class HttpStream {
     this.ob = new EditBuilder();
     const p = st.pos;
     switch (st.phase) {
-      case 'head':
-      case 'trailers':
-        if (st.released < p) {
-          // Released unchanged; what the section needs on these bytes is decided at its end.
-          this.env.counters.headerFlushed++;
-          st.released = p;
-        }
-        break;
       case 'await':
         if (st.block.length > 0) {
           if (this.env.shared.awaitResult !== null) {
@@ -210,7 +202,11 @@ export class HttpStream {
     return { edits: this.ob.take(), undecidedFrom: st.pos };
   }
 
-  /** A flush inside a body: a held fixlen body falls back to streaming; the matcher decides. */
+  /**
+   * Decide what is held: a partial section or chunk-size line is released unchanged (what it
+   * needs on those bytes is decided at its end), a held fixlen body falls back to streaming, the
+   * body matcher decides its tail.
+   */
   private decideHeld(reason: FlushReason): void {
     if (this.st.phase === 'chunkLine' || this.st.phase === 'chunkCrlf') this.st.released = this.st.pos;
     if (this.st.phase === 'head' || this.st.phase === 'trailers') {
@@ -240,6 +236,13 @@ export class HttpStream {
     if (TERMINAL.has(st.phase) || known || st.phase === 'close' || (pos === st.pos && st.und === st.pos)) {
       if (!TERMINAL.has(st.phase) && pos > st.pos) c.resyncKept++;
       if (this.rw !== null) this.rw.resync(pos, this.rw.bodyFed + (pos - st.pos));
+      st.pos = st.und = pos;
+      return;
+    }
+    if (st.phase === 'await' && this.env.shared.awaitResult === 'tunnel') {
+      // The other node released bytes after CONNECT / Upgrade: the answer opened the tunnel.
+      c.resyncKept++;
+      this.resolveAwait();
       st.pos = st.und = pos;
       return;
     }

@@ -80,14 +80,29 @@ export function parseStatusLine(line: string): StatusLine | undefined {
   return { version: { major: Number(m[1]), minor: Number(m[2]) }, status: Number(m[3]) };
 }
 
-/** Elements of a comma-separated list (RFC 9110 §5.6.1): OWS trimmed, empty elements dropped. */
+/**
+ * Elements of a comma-separated list (RFC 9110 §5.6.1): OWS trimmed, empty elements dropped; a
+ * comma inside a quoted-string (with its quoted-pairs) does not separate.
+ */
 export function listElements(values: readonly string[]): string[] {
   const out: string[] = [];
+  const push = (e: string): void => {
+    const t = e.replace(/^[ \t]+|[ \t]+$/g, '');
+    if (t !== '') out.push(t);
+  };
   for (const v of values) {
-    for (const e of v.split(',')) {
-      const t = e.replace(/^[ \t]+|[ \t]+$/g, '');
-      if (t !== '') out.push(t);
+    let start = 0;
+    let quoted = false;
+    for (let i = 0; i < v.length; i++) {
+      const c = v[i];
+      if (quoted && c === '\\') i++;
+      else if (c === '"') quoted = !quoted;
+      else if (c === ',' && !quoted) {
+        push(v.slice(start, i));
+        start = i + 1;
+      }
     }
+    push(v.slice(start));
   }
   return out;
 }
