@@ -94,6 +94,12 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await waitView(NODES);
     startVsftpd(P, fx.conf);
     startHttpServer(P, SERVER, 8001, fx.root);
+    // Listening before the first transfer (asked inside the server's namespace: no connection
+    // through the cluster). A SYN that arrives too early is refused, and refusals reach the client.
+    await waitUntil(15_000, 100,
+      () => labExec(P, 'server', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:8001/text.txt`]),
+      (r) => r.stdout === '200',
+      (r) => `http.server on 8001 not listening: ${r.stderr}`);
     for (const c of [C1, C2]) {
       caps[c.role] = join(fx.dir, `${c.role}.pcap`);
       labSpawn(P, c.role, `tcpdump-${c.role}`, ['tcpdump', '-i', 'eth0', '-nn', '-U', '-w', caps[c.role]!, 'tcp']);
