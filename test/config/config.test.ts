@@ -2,7 +2,6 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
-  ConfigError,
   loadConfig,
   parseCidr,
   parseConfig,
@@ -11,19 +10,11 @@ import {
   type ConnKey,
 } from '../../src/config/index.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
+import { errorOf } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
 const ip = (s: string) => parseIPv4(s)!;
 
-function errorOf(text: string, file = 'conf.yaml'): ConfigError {
-  try {
-    parseConfig(text, file);
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return e as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('config: examples', () => {
   it('examples/replace.yaml loads: one replace rule on port 8080 with both directions', () => {

@@ -3,19 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createAgent } from '../../src/agent/registry.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
-import { ConfigError, loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { errorOf } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
 
-function errorOf(text: string): ConfigError {
-  try {
-    parseConfig(text, 'conf.yaml');
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return e as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('config: agent ftp', () => {
   it('an ftp rule without match applies to the FTP control port 21 (server side) only', () => {

@@ -3,19 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createAgent } from '../../src/agent/registry.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
-import { ConfigError, loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { errorOf } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
 
-function errorOf(text: string): ConfigError {
-  try {
-    parseConfig(text, 'conf.yaml');
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return e as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('config: agent http', () => {
   it('examples/http.yaml loads: ports 80 and 8080, both directions, the issue\'s rewrites', () => {

@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { tcpFrame } from '../../src/bench/frames.js';
-import { ConfigError, parseConfig } from '../../src/config/index.js';
+import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { recordStreams } from '../../src/engine/recorder.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
@@ -17,6 +17,7 @@ import { EthernetRepr } from '../../src/wire/ethernet.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { Ipv4Repr } from '../../src/wire/ipv4.js';
 import { ACK, CLIENT, FIN, PSH, SERVER, SYN, expectWellFormed } from '../hostile/harness.js';
+import { errorOf } from '../helpers/config-error.js';
 
 // ---------------------------------------------------------------------------------------------
 // Frames
@@ -560,15 +561,6 @@ describe('policy: the connection table full', () => {
 // ---------------------------------------------------------------------------------------------
 // Config
 
-function errorOf(text: string, file = 'conf.yaml'): ConfigError {
-  try {
-    parseConfig(text, file);
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return e as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('policy: config', () => {
   it('defaults: drop, drop, drop', () => {
