@@ -1,15 +1,16 @@
 /**
  * Shared by the end-to-end tests in the lab: the namespaces present, sha256 helpers, temporary
  * directories and random files, the gateway (`tapgate run` from the sources, tsx) started in a lab
- * and its statistics (SIGUSR1), a python http.server, polling until a service answers, and the
- * replace-rule text whose patterns fall across segment and GSO-frame boundaries.
+ * and its statistics (SIGUSR1), a python http.server, polling until a service answers, where two
+ * contents first differ, and the replace-rule text whose patterns fall across segment and
+ * GSO-frame boundaries.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, createReadStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labExec, labSpawn, labStateDir, labUp, type LabInfo, type LabOptions, type LabRole } from '../../src/lab/lab.js';
+import { labExec, labKill, labSpawn, labStateDir, labUp, type LabInfo, type LabOptions, type LabRole } from '../../src/lab/lab.js';
 import { REPO } from '../lab/e2e-env.js';
 
 /** The CLI entry point, run from the sources (so the tests do not depend on a fresh dist/). */
@@ -52,6 +53,12 @@ export function labUpWithGateway(prefix: string, config: string, extra: string[]
   return labUp({ prefix, gatewayCommand: gatewayArgv(config, extra), cwd: REPO, attachTimeoutMs: 30_000, ...opts });
 }
 
+/** Stops the lab's gateway and starts it again with another config or options (same lab). */
+export async function restartGateway(prefix: string, config: string, extra: string[] = []): Promise<LabInfo> {
+  await labKill(prefix, 'gateway');
+  return labUpWithGateway(prefix, config, extra);
+}
+
 export type GatewayStats = Record<string, Record<string, any>>;
 
 /**
@@ -91,6 +98,26 @@ export async function waitUntil<R>(timeoutMs: number, intervalMs: number, attemp
     if (Date.now() > end) throw new Error(fail(r));
     await new Promise((res) => setTimeout(res, intervalMs));
   }
+}
+
+/**
+ * Waits until `url` answers 200 to curl run inside the lab's server namespace (not through the
+ * gateway: no refused connection crosses it while the server starts).
+ */
+export function waitForLocalServer(prefix: string, url: string, timeoutMs = 15_000): Promise<unknown> {
+  return waitUntil(timeoutMs, 100,
+    () => labExec(prefix, 'server', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', url]),
+    (r) => r.stdout === '200',
+    (r) => `${url} does not answer in the server namespace: ${r.stdout} ${r.stderr}`);
+}
+
+/** Where `got` first differs from `exp` (latin1), with 20 bytes of context: for error messages. */
+export function firstDifference(got: Uint8Array | string, exp: Uint8Array | string): string {
+  const g = typeof got === 'string' ? got : Buffer.from(got).toString('latin1');
+  const e = typeof exp === 'string' ? exp : Buffer.from(exp).toString('latin1');
+  let i = 0;
+  while (i < g.length && i < e.length && g[i] === e[i]) i++;
+  return `lengths ${g.length}/${e.length}, first difference at byte ${i}: got ${JSON.stringify(g.slice(Math.max(0, i - 20), i + 20))}, expected ${JSON.stringify(e.slice(Math.max(0, i - 20), i + 20))}`;
 }
 
 /** The replace rule's patterns (see rewriteText). */

@@ -21,7 +21,7 @@
  * answered from here (the agent only edits the stream it is given), it just goes nowhere.
  */
 
-import type { AgentOutput, Direction, FlushReason } from '../types.js';
+import type { AgentOutput, Direction, Edit, FlushReason } from '../types.js';
 import { parseBlock, type BlockKind, type ParsedBlock } from './block.js';
 import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
@@ -175,7 +175,7 @@ export class HttpStream {
       this.resolveAwait();
     }
     this.run(base, buf);
-    return this.answer();
+    return this.answer(buf.length > 0 ? buf[buf.length - 1]! : -1);
   }
 
   flush(reason: FlushReason): AgentOutput {
@@ -283,12 +283,13 @@ export class HttpStream {
   // -------------------------------------------------------------------------------------------
   // The parser
 
-  private answer(): AgentOutput {
+  /** `last`: the last byte fed (at st.pos - 1), -1 when none. */
+  private answer(last: number): AgentOutput {
     this.emitBody();
     const st = this.st;
     const und = this.frontier(st.pos);
     st.und = und;
-    return { edits: this.ob.take(), undecidedFrom: und };
+    return { edits: carryEndInsertion(this.ob.take(), st.pos, und, last), undecidedFrom: und };
   }
 
   private emitBody(): void {
@@ -730,6 +731,26 @@ export class HttpStream {
     st.block = st.line = EMPTY;
     this.rw = null;
   }
+}
+
+/**
+ * An insertion at the end of the data fed (the last chunk of a body re-framed as chunked, the
+ * CRLF after a chunk's data) would travel with the segment that starts there (stream/commands.ts):
+ * on a keep-alive connection that segment may never come, since the peer waits for this message
+ * before it asks for more. Such an insertion becomes a replacement of the last byte fed, so it
+ * leaves with the segment that carries that byte. Edits that touch are merged by EditBuilder, so
+ * the edit before it ends at `end - 1` at most; it is joined when it ends exactly there (the
+ * engine refuses two edits at one position).
+ */
+function carryEndInsertion(edits: Edit[], end: number, und: number, last: number): Edit[] {
+  const e = edits[edits.length - 1];
+  if (e === undefined || e.len !== 0 || e.at !== end || und !== end || last < 0) return edits;
+  const byte = Buffer.of(last);
+  const prev = edits.length > 1 ? edits[edits.length - 2]! : undefined;
+  if (prev !== undefined && prev.at + prev.len === end - 1) {
+    edits.splice(-2, 2, { at: prev.at, len: prev.len + 1, data: Buffer.concat([prev.data, byte, e.data]) });
+  } else edits[edits.length - 1] = { at: end - 1, len: 1, data: Buffer.concat([byte, e.data]) };
+  return edits;
 }
 
 /** The answer to a refused response (RFC 9112 §6.3 point 5 / §5.2: a proxy sends 502). */
