@@ -3,18 +3,23 @@
  * (issue 7). Sections: engine (in process), memory per idle tracked connection (child process
  * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
  *
- *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping]] [--no-live] [--no-memory]
- *                    [--only engine,memory,iperf,ping,wrk,proxy] [--keep-profile FILE]
+ *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk]] [--no-live] [--no-memory]
+ *                    [--only engine,memory,iperf,ping,wrk,proxy,http] [--keep-profile FILE]
  *
  * `--quick` runs smaller workloads (about 1.5 minutes instead of about 4); `--engine-only` only
  * the engine table; `--profile` adds a CPU profile of tapgate under iperf3 (`--profile=wrk`:
  * under wrk's short connections, `--profile=ping`: under ping) with the top self-time
  * functions, `--keep-profile FILE` keeps the .cpuprofile. `--only` runs just the listed parts
  * (e.g. `--only wrk,ping`: bridge, C forwarder and tapgate for connections/s and latency, in
- * about a minute). Progress goes to stderr, the tables to stdout.
+ * about a minute). `http` is the HTTP rewriting section (issue 16, http.ts: tapgate's http agent,
+ * mitmproxy and nginx sub_filter side by side, about 4.5 minutes, 2–3 with --quick;
+ * `--profile=http` profiles tapgate under its 50 MiB downloads, `--profile=http-wrk` under its
+ * small keep-alive requests). Progress goes to stderr, the tables to stdout.
  */
 import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
+import { benchHttp } from './http.js';
+import { printHttp } from './http-print.js';
 import { benchLive, LIVE_PARTS, type LivePart, type LiveReport, type LiveRow, type ProfileWorkload } from './live.js';
 import { runMemoryBench, type MemoryResult } from './memory.js';
 
@@ -28,17 +33,26 @@ function argValue(name: string): string | undefined {
   return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
 }
 const profArg = args.find((a) => a === '--profile' || a.startsWith('--profile='));
-const profile: ProfileWorkload | undefined =
-  profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload);
-if (profile !== undefined && !['iperf', 'wrk', 'ping'].includes(profile)) throw new Error(`--profile=${profile}: expected iperf, wrk or ping`);
+type HttpProfile = 'http' | 'http-wrk';
+const profile: ProfileWorkload | HttpProfile | undefined =
+  profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload | HttpProfile);
+if (profile !== undefined && !['iperf', 'wrk', 'ping', 'http', 'http-wrk'].includes(profile)) {
+  throw new Error(`--profile=${profile}: expected iperf, wrk, ping, http or http-wrk`);
+}
+/** `--profile=http` / `=http-wrk` belong to the HTTP section, the others to the live section. */
+const httpProfile = profile === 'http' ? 'download' : profile === 'http-wrk' ? 'wrk' : undefined;
+const liveProfile = httpProfile !== undefined ? undefined : (profile as ProfileWorkload | undefined);
 const keepProfile = argValue('--keep-profile');
 const onlyArg = argValue('--only');
-const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS];
+const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS, 'http'];
 const only = onlyArg === undefined ? undefined : new Set(onlyArg.split(',').filter((x) => x !== ''));
 for (const p of only ?? []) if (!ONLY_PARTS.includes(p)) throw new Error(`--only ${p}: expected some of ${ONLY_PARTS.join(',')}`);
 const liveOnly = only === undefined ? undefined : new Set(LIVE_PARTS.filter((p) => only.has(p))) as ReadonlySet<LivePart>;
 const noEngine = only !== undefined && !only.has('engine');
-const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly.size === 0 && profile === undefined);
+const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly.size === 0 && liveProfile === undefined);
+/** The HTTP section: measured when selected, or run for its profile alone (`--only= --profile=http`). */
+const httpMeasure = !args.includes('--no-live') && (only === undefined || only.has('http'));
+const httpRun = httpMeasure || (!args.includes('--no-live') && httpProfile !== undefined);
 const noMemory = args.includes('--no-memory') || (only !== undefined && !only.has('memory'));
 
 type Cell = string | number;
@@ -198,16 +212,17 @@ async function main(): Promise<void> {
   if (engineOnly) return;
   const goals: string[] = [];
   if (!noMemory) goals.push(...printMemory(runMemoryBench(quick ? 20_000 : 100_000)));
+  const root = process.getuid?.() === 0;
   if (noLive) {
     // nothing
-  } else if (process.getuid?.() !== 0) {
+  } else if (!root) {
     console.log('\nLive (lab) figures skipped: they need root (namespaces, TAPs).');
   } else {
     const log = (l: string) => console.error(`  ${l}`);
     const live = await benchLive(
       {
         ...(quick ? { seconds: 2, runs: 3, pings: 100, wrkSeconds: 2 } : { seconds: 5, runs: 3, pings: 200, wrkSeconds: 5 }),
-        profile,
+        profile: liveProfile,
         keepProfile,
         only: liveOnly,
         log,
@@ -215,7 +230,28 @@ async function main(): Promise<void> {
     );
     goals.unshift(...printLive(live));
   }
+  const httpGoals: string[] = [];
+  if (httpRun && !root) {
+    console.log('\nHTTP rewriting section skipped: it needs root (namespaces, TAPs).');
+  } else if (httpRun) {
+    const log = (l: string) => console.error(`  http: ${l}`);
+    try {
+      const rep = await benchHttp({
+        ...(quick ? { runs: 3, wrkSeconds: 2, keepAliveProbeSeconds: 5 } : { runs: 3, wrkSeconds: 5, keepAliveProbeSeconds: 10 }),
+        measure: httpMeasure,
+        profile: httpProfile,
+        keepProfile: httpProfile !== undefined ? keepProfile : undefined,
+        log,
+      });
+      httpGoals.push(...printHttp(rep, table));
+    } catch (e) {
+      // The other sections' figures stand; this one failed loudly.
+      console.log(`\n!!! HTTP rewriting section FAILED: ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
   if (goals.length > 0) console.log(`\nGoals (issue 7):\n${goals.map((g) => `  - ${g}`).join('\n')}`);
+  if (httpGoals.length > 0) console.log(`\nGoals (issue 16, HTTP rewriting):\n${httpGoals.map((g) => `  - ${g}`).join('\n')}`);
   console.log(`\n(${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${load()})`);
 }
 

@@ -1,0 +1,218 @@
+/**
+ * The HTTP rewriting section of `npm run bench` (src/bench/http.ts), without the lab: the bodies
+ * and the expected rewrite, the three paths' configurations (tapgate's rule parses, nginx accepts
+ * both configs, the mitmproxy addon's streaming replacement equals the whole-body one at every
+ * chunking), the output parsers, and what the section prints when skipped or failed.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { parseConfig } from '../../src/config/index.js';
+import {
+  BODY_LINE_BYTES,
+  SPARSE_EVERY_LINES,
+  HTTP_PATH_NAMES,
+  HTTP_REWRITES,
+  SMALL_BODY,
+  countMatches,
+  makeBody,
+  mitmAddonPy,
+  originNginxConf,
+  parseCurlW,
+  parseWrkLatency,
+  rewriteBody,
+  subFilterNginxConf,
+  tapgateHttpYaml,
+  type HttpReport,
+} from '../../src/bench/http.js';
+import { printHttp } from '../../src/bench/http-print.js';
+
+const hasPython = spawnSync('python3', ['--version'], { stdio: 'ignore' }).error === undefined;
+const nginxV = spawnSync('nginx', ['-V'], { encoding: 'utf8' });
+const hasNginxSub = nginxV.error === undefined && `${nginxV.stdout}${nginxV.stderr}`.includes('http_sub_module');
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'tapgate-http-bench-test-'));
+}
+
+describe('HTTP bench: bodies', () => {
+  it('the big body is exactly the size asked, a match of each pattern on every line', () => {
+    const L = BODY_LINE_BYTES;
+    const b = makeBody(L * 1000 + 10);
+    expect(b.length).toBe(L * 1000 + 10);
+    for (const r of HTTP_REWRITES) expect(countMatches(b, r.find)).toBe(1000);
+    const lower = Buffer.from(b.toString('latin1').toLowerCase(), 'latin1');
+    for (const r of HTTP_REWRITES) expect(countMatches(lower, r.find.toLowerCase()), 'no extra match for a case-insensitive sub_filter').toBe(1000);
+    expect(b.subarray(0, L).toString('latin1')).toMatch(/^00000000 Hello world, .* Good bye! .*\n$/);
+  });
+
+  it('the sparse body: the same size and line length, matches only on every n-th line', () => {
+    const n = SPARSE_EVERY_LINES;
+    const b = makeBody(BODY_LINE_BYTES * n * 3, n);
+    expect(b.length).toBe(BODY_LINE_BYTES * n * 3);
+    for (const r of HTTP_REWRITES) expect(countMatches(b, r.find)).toBe(3);
+    expect(countMatches(b, 'Hello wurld')).toBe(3 * (n - 1));
+    // nginx's sub_filter ignores case: no other line may match that way either.
+    const lower = Buffer.from(b.toString('latin1').toLowerCase(), 'latin1');
+    for (const r of HTTP_REWRITES) expect(countMatches(lower, r.find.toLowerCase())).toBe(3);
+  });
+
+  it('the expected rewrite replaces every match and leaves no pattern behind', () => {
+    const b = makeBody(BODY_LINE_BYTES * 50);
+    const r = rewriteBody(b);
+    for (const x of HTTP_REWRITES) {
+      expect(countMatches(r, x.find)).toBe(0);
+      expect(countMatches(r, x.with)).toBe(50);
+    }
+    const per = HTTP_REWRITES.reduce((n, x) => n + x.with.length - x.find.length, 0);
+    expect(r.length).toBe(b.length + 50 * per);
+    expect(rewriteBody(Buffer.from(SMALL_BODY, 'latin1')).toString('latin1')).toBe('Hi there! A small keep-alive response, Farewell, and thanks for all the fish! The end.\n');
+  });
+
+  it('no replacement contains a pattern and no pattern overlaps another (so every path has one right answer)', () => {
+    for (const a of HTTP_REWRITES) {
+      for (const b of HTTP_REWRITES) {
+        expect(a.with.includes(b.find)).toBe(false);
+        if (a !== b) for (let k = 1; k < Math.min(a.find.length, b.find.length); k++) expect(a.find.endsWith(b.find.slice(0, k))).toBe(false);
+      }
+    }
+  });
+});
+
+describe('HTTP bench: the paths', () => {
+  it("tapgate's rule is a valid http agent config on the port", () => {
+    const cfg = parseConfig(tapgateHttpYaml(8080), 'http-bench.yaml');
+    expect(cfg.rules.length).toBe(1);
+    expect(tapgateHttpYaml(8080)).toContain('agent: http');
+    expect(tapgateHttpYaml(8080)).toContain('{ find: "Hello world", with: "Hi there" }');
+  });
+
+  it.skipIf(!hasNginxSub)('nginx accepts the origin and the sub_filter configs (nginx -t)', () => {
+    const dir = tmp();
+    try {
+      const confs = {
+        origin: originNginxConf(dir, '127.0.0.1:18080', dir),
+        proxy: subFilterNginxConf(dir, '127.0.0.1:18081', '127.0.0.1:18080'),
+      };
+      expect(confs.proxy).toContain("sub_filter 'Hello world' 'Hi there';");
+      expect(confs.proxy).toContain('sub_filter_once off;');
+      expect(confs.proxy).toContain('proxy_http_version 1.1;');
+      for (const [name, text] of Object.entries(confs)) {
+        const f = join(dir, `${name}.conf`);
+        writeFileSync(f, text);
+        const r = spawnSync('nginx', ['-t', '-q', '-p', dir, '-c', f], { encoding: 'utf8' });
+        expect(r.status, `${name}: ${r.stderr}`).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(!hasPython)("the mitmproxy addon's streaming replacement equals the whole-body rewrite, chunked at every size, never with an empty chunk", () => {
+    const dir = tmp();
+    try {
+      writeFileSync(join(dir, 'rewrite_addon.py'), mitmAddonPy());
+      const body = makeBody(BODY_LINE_BYTES * 40 + 17);
+      writeFileSync(join(dir, 'body.bin'), body);
+      // Every chunk size 1..100 (each boundary falls at every offset of a match), and large ones.
+      const harness = `
+import sys
+sys.path.insert(0, ${JSON.stringify(dir)})
+import rewrite_addon as a
+body = open(${JSON.stringify(join(dir, 'body.bin'))}, "rb").read()
+sizes = list(range(1, 101)) + [1000, 4096, 65536]
+for n in sizes:
+    s = a.streamer()
+    out = []
+    for i in range(0, len(body), n):
+        out += s(body[i:i + n])
+    out += s(b"")
+    assert all(len(c) > 0 for c in out), n
+    sys.stdout.buffer.write(b"".join(out))
+    sys.stdout.buffer.write(b"\\n--\\n")
+sys.stdout.buffer.write(a.apply(body))
+`;
+      const r = spawnSync('python3', ['-c', harness], { maxBuffer: 64 * 1024 * 1024 });
+      expect(r.status, r.stderr.toString()).toBe(0);
+      const parts = r.stdout.toString('latin1').split('\n--\n');
+      const want = rewriteBody(body).toString('latin1');
+      expect(parts.length).toBe(104);
+      for (const p of parts) expect(p).toBe(want);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('HTTP bench: parsers', () => {
+  it('wrk --latency percentiles in µs, whatever the unit', () => {
+    const out = `  Latency Distribution
+     50%   81.00us
+     75%  103.00us
+     90%  136.00us
+     99%    1.34ms
+  52571 requests in 3.00s, 13.04MB read
+Requests/sec:  17514.70`;
+    expect(parseWrkLatency(out)).toEqual({ p50Us: 81, p99Us: 1340 });
+    expect(parseWrkLatency(out.replace('81.00us', '1.20s')).p50Us).toBe(1.2e6);
+    expect(() => parseWrkLatency('Requests/sec: 1')).toThrow(/50%/);
+  });
+
+  it('curl -w code, size and time', () => {
+    expect(parseCurlW('200 67745059 1.408282')).toEqual({ code: 200, bytes: 67745059, seconds: 1.408282 });
+    expect(() => parseCurlW('')).toThrow(/curl/);
+  });
+});
+
+describe('HTTP bench: what it prints', () => {
+  const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+  const table = (rows: Array<Record<string, string | number>>) => JSON.stringify(rows);
+  const base = (): HttpReport => ({
+    versions: ['nginx version: nginx/1.22.1', 'Mitmproxy: 8.1.1'],
+    bodyBytes: 1,
+    matches: 2,
+    sparseMatches: 1,
+    keepAliveProbeSeconds: 10,
+    verify: [],
+    throughput: [],
+    cpuSeconds: [],
+    sparseThroughput: [],
+    sparseCpuSeconds: [],
+    rps: [],
+    latency: [],
+    notes: [],
+  });
+  const printed = () => log.mock.calls.map((c) => String(c[0])).join('\n');
+  afterEach(() => {
+    log.mockClear();
+    process.exitCode = undefined;
+  });
+
+  it('a missing program: one line saying the section was skipped and why, no goals', () => {
+    const goals = printHttp({ ...base(), skipped: 'needs mitmdump (Debian: apt-get install mitmproxy)' }, table);
+    expect(goals).toEqual([]);
+    expect(printed()).toMatch(/SKIPPED — needs mitmdump \(Debian: apt-get install mitmproxy\)/);
+    expect(process.exitCode).toBeUndefined();
+  });
+
+  it('different bodies: FAILED loudly, a failing exit code, no figures', () => {
+    const goals = printHttp({ ...base(), failed: 'nginx sub_filter (reverse proxy): 50 MiB body sha256 …' }, table);
+    expect(printed()).toMatch(/!!! HTTP rewriting section FAILED/);
+    expect(goals.join('\n')).toMatch(/FAILED/);
+    expect(process.exitCode).toBe(1);
+  });
+
+  it('goal lines from the same run: 3× mitmproxy, ≥ nginx sub_filter, and a stalled keep-alive download', () => {
+    const row = (name: string, value: number) => ({ name, value, runs: [value] });
+    const rep = base();
+    rep.throughput = [row(HTTP_PATH_NAMES.tapgate, 90), row(HTTP_PATH_NAMES.mitmproxy, 30), row(HTTP_PATH_NAMES.nginx, 100)];
+    rep.verify = [{ path: HTTP_PATH_NAMES.tapgate, bigOk: true, sparseOk: true, smallOk: true, bigSha: 'ab', keepAliveSeconds: undefined }];
+    const goals = printHttp(rep, table);
+    expect(goals[0]).toMatch(/≥ 3× mitmproxy's: tapgate 90\.0 vs mitmproxy 30\.0 MB\/s \(×3\.00\) — HOLDS/);
+    expect(goals[1]).toMatch(/≥ nginx sub_filter's: tapgate 90\.0 vs nginx 100\.0 MB\/s \(×0\.90\) — MISSED/);
+    expect(goals[2]).toMatch(/keep-alive.*BROKEN/);
+    expect(printed()).toMatch(/NOT COMPLETE after 10 s/);
+  });
+});
