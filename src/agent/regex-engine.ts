@@ -466,26 +466,39 @@ export class PikeVM {
   private nxt: ThreadList;
   private readonly stackPc: Int32Array;
   private readonly stackCaps: Int32Array[];
-  // `search` state, reused from search to search (see there).
-  /** The pattern has `$`, `\b` or `\B`: a window's end is not what the text says there. */
+
+  // `search` scratch (per-connection state is in SearchState). Arrays indexed by instruction
+  // are valid where their stamp equals the current generation.
+  /** The pattern has `$`, `\b` or `\B`: at a window's end they see the end of input. */
   private readonly endSensitive: boolean;
   /** Per instruction, a pseudo-random word: a thread set hashes to the sum over its members. */
   private readonly pcHash: Int32Array;
+  private readonly lab: Int32Array; // classes that reached the instruction
+  private readonly done: Int32Array; // classes already followed from it
+  private readonly labStamp: Int32Array;
+  private readonly onStack: Int32Array;
+  private labGen = 0;
+  private readonly stack: Int32Array;
+  private readonly chars: Int32Array; // CHAR instructions reached
   private readonly mark: Int32Array;
   private markGen = 0;
   private readonly dfs: Int32Array;
-  private clsA: ClassList = newClassList();
-  private clsB: ClassList = newClassList();
-  // Open addressing from a thread set's hash to its class, valid where tblStamp = tblGen.
-  private tblCls: Int32Array = new Int32Array(16);
-  private tblStamp: Int32Array = new Int32Array(16);
+  private readonly succ: Int32Array; // one class's threads for the next position
+  private readonly taken: Int32Array; // one class's threads, taken out of its group
+  private readonly idx: Int32Array;
+  private hashes: Int32Array = new Int32Array(64);
+  private counts: Int32Array = new Int32Array(64);
+  private tblCls: Int32Array = new Int32Array(64);
+  private tblStamp: Int32Array = new Int32Array(64);
   private tblGen = 0;
-  // Pairing heaps of starts (nodes in injection order; hKey = the start).
-  private hKey: Int32Array = new Int32Array(64);
-  private hChild: Int32Array = new Int32Array(64);
-  private hSib: Int32Array = new Int32Array(64);
-  private hTmp: Int32Array = new Int32Array(64);
-  private nodes = 0;
+  private readonly scratch = new SearchState();
+  private heapTmp: Int32Array = new Int32Array(64);
+  private stopAt = 0;
+  private survivors = 0; // stepGroup: the classes that have threads for the next position
+  /** Length of the literal prefix (0: none), the instruction after it, its assertions (pc, offset). */
+  private readonly litLength: number;
+  private readonly litEnd: number;
+  private readonly litAsserts: Int32Array;
 
   constructor(private readonly cp: CompiledPattern) {
     if (cp.nonLinear !== undefined) throw new Error(`regex: the Pike VM cannot run a ${cp.nonLinear.what} (compiler bug)`);
@@ -506,138 +519,448 @@ export class PikeVM {
     this.endSensitive = endSensitive;
     this.pcHash = new Int32Array(m);
     for (let pc = 0, x = 0x9e3779b9 | 0; pc < m; pc++) {
-      x ^= x << 13; // xorshift32: fixed sequence, no Math.random (same hashes on every node)
+      x ^= x << 13; // xorshift32: a fixed sequence, so every node hashes alike
       x ^= x >>> 17;
       x ^= x << 5;
       this.pcHash[pc] = x;
     }
+    this.lab = new Int32Array(m);
+    this.done = new Int32Array(m);
+    this.labStamp = new Int32Array(m);
+    this.onStack = new Int32Array(m);
+    this.stack = new Int32Array(m);
+    this.chars = new Int32Array(m);
     this.mark = new Int32Array(m);
     // A walk pushes its seeds (at most m) and at most two successors per instruction it visits.
     this.dfs = new Int32Array(3 * m + 2);
+    this.succ = new Int32Array(m);
+    this.taken = new Int32Array(m);
+    this.idx = new Int32Array(m);
+    // The literal prefix is a straight line of CHAR, SAVE, RESET, ASSERT (`prefixSets`).
+    const asserts: number[] = [];
+    let pc = 0;
+    for (let k = 0; cp.literal !== null && k < cp.literal.length; pc++) {
+      if (cp.main.ops[pc] === CHAR) k++;
+      else if (cp.main.ops[pc] === ASSERT) asserts.push(pc, k);
+    }
+    this.litLength = cp.literal?.length ?? 0;
+    this.litEnd = pc;
+    this.litAsserts = Int32Array.from(asserts);
   }
 
   /**
-   * The leftmost start q in [from, to) whose window has a non-empty match, or -1; what `run` at q
-   * would say, for every q in turn, in one pass over the text. `buf` is the text as bytes, `s`
-   * the same as latin1 preceded by the context byte when `off` is 1, so buf[q] is s[q + off];
-   * q's window is s[.., q + off + maxMatch), cut at the end of `s`.
+   * The leftmost start q in [from, to) whose window has a non-empty match, or -1: what `run`
+   * would say at each q in turn, in one pass over the text. `buf` is the text as bytes, `text()`
+   * the same as latin1 preceded by the context byte when `off` is 1 (buf[q] is s[q + off]; only
+   * made when a start is tried: candidates are found in `buf`); q's
+   * window ends at q + off + maxMatch in `s`, or at the end of `s` (with `final`: the data ends
+   * the stream; else only starts whose window is complete are decided). With a `state` and
+   * `final` false, the search leaves there where it stopped at the end of the data, and the next
+   * search of the same stream with that state (`base`: stream offset of buf[0]) goes on from
+   * there instead of reading the data again.
    *
-   * Why not the textbook unanchored Pike VM (one thread list, a new lowest-priority thread per
-   * start, the earlier start kept when two threads meet): two threads of different starts that
-   * meet have the same future only without windows. The earlier one's window ends first; when it
-   * ends, the later start that was dropped in its favour may still have matched (`d*cd`, maxMatch
-   * 4, "dddddcd": RegExp in the windows finds "ddcd" at 3; the textbook simulation loses starts
-   * 1-3 with start 0 at its window end and reports "dcd" at 4). And `$`, `\b`, `\B` see the end of
-   * input at a window's end, which differs per start.
+   * Not the textbook unanchored Pike VM (one thread list, a new lowest-priority thread per start,
+   * the earlier start kept when two threads meet): two threads of different starts that meet
+   * have the same future only without windows. The earlier start's window ends first, and the
+   * later start dropped in its favour may still have matched: `d*cd` with maxMatch 4 on
+   * "dddddcd" matches "ddcd" at 3 in RegExp's windows, the textbook simulation drops starts 1-3
+   * into start 0, loses them when start 0's window ends at 4 and reports "dcd" at 4. And at a
+   * window's end `$`, `\b` and `\B` see the end of input, which depends on the start too.
    *
-   * So the simulation merges starts, not threads: a *class* is the set of live starts whose thread
-   * sets are equal (as sets of instructions: whether a match exists does not depend on priority,
-   * captures or the empty-iteration check, RepeatMatcher's step 2.b, since skipping an empty
-   * iteration leads to the same places). Equal sets stay equal, so a class never splits; classes
-   * whose sets become equal merge. Each class keeps its starts in a pairing heap, the earliest on
-   * top. Per position, every class takes one step; the start whose window ends there first gets
-   * its last chance (the closure with the end of input at that position, when it differs) and
-   * leaves its class; a class reaching MATCH makes its earliest start a success. A new start joins
-   * with the threads that come before its empty match in priority order (an empty match hides
-   * every lower-priority one, and the agent ignores empty matches). Once a start succeeded no new
-   * start is added, and only classes holding earlier starts go on.
+   * So the simulation merges starts, not threads. A *class* is a set of live starts whose thread
+   * sets are equal, as sets of instructions: whether a match exists does not depend on priority,
+   * captures or the empty-iteration check (ECMA-262 RepeatMatcher step 2.b; skipping the empty
+   * iteration reaches the same places). Equal sets stay equal, so a class never splits; classes
+   * whose sets become equal merge. A class keeps its starts in a pairing heap, earliest on top.
+   * At each position: the start whose window ends there gets its last chance (the closure with
+   * the end of input there, when the pattern can tell) and leaves; a class reaching MATCH makes
+   * its earliest start a success; the threads step over the char. A new start brings the
+   * threads that come before its empty match in priority order (an empty match hides every
+   * lower-priority one, and an empty match is no match here). Once a start succeeded no start is
+   * added, and only classes holding earlier starts go on.
    *
-   * Work per position: the closures of the live classes. That is one class for the patterns whose
-   * thread set forgets where it started (`(a|aa)+b`, `(a+)+b`, `[^x]*y` once started), a few for
-   * `(.*a){20}` (one per number of "a" seen, capped at 20); it grows with maxMatch only for sets
-   * that count positions (`.{1000}`: at most one class per counter value). Never more than `run`
-   * at every start.
+   * Up to 32 classes share one thread list (a *group*), each thread labelled with a bit per class
+   * that has it, so one walk serves them all: the work per position is the walk over the union
+   * of their threads, O(program). Merging equal classes is checked when their number has doubled
+   * (cost: the sum of their set sizes, amortized). More than 32 distinct classes take one group
+   * per 32: that happens for thread sets that count positions (`.{1000}`: one class per counter
+   * value, at most maxMatch), and costs one walk per group.
    */
-  search(s: string, buf: Buffer, off: number, from: number, to: number, maxMatch: number): number {
-    const cand = new Candidates(this.cp, buf, maxMatch);
-    let inj = cand.next(from, to); // next start to add
-    if (inj < 0) return -1;
-    const len = s.length;
-    let cur = this.clsA;
-    let nxt = this.clsB;
-    cur.n = 0;
-    cur.used = 0;
-    this.nodes = 0;
-    let best = Infinity; // the earliest start that matched (s index)
-    let pos = inj + off;
+  search(text: () => string, buf: Buffer, off: number, from: number, to: number, maxMatch: number, opts: SearchOptions = {}): number {
+    const base = opts.base ?? 0;
+    const final = opts.final ?? true;
+    const keep = opts.state !== undefined && !final;
+    const st = opts.state ?? this.scratch;
+    const A = base - off; // stream offset of s[0]
+    const len = buf.length + off;
+    let s = '';
+    const fromS = from + off;
+    const cand = opts.candidates ?? new Candidates(this.cp, buf, maxMatch);
+    let pos = 0;
+    let next = fromS; // starts from here on are yet to be considered
+    let best = Infinity; // the earliest start that matched
+    if (opts.state !== undefined && st.at >= 0 && st.at - A >= off && st.at - A <= len && st.from <= A + fromS && (st.best < 0 || st.best >= A + fromS)) {
+      pos = st.at - A;
+      next = Math.max(st.next - A, fromS);
+      if (st.best >= 0) best = st.best - A;
+      this.trim(st, A + fromS);
+    } else st.reset(A + fromS);
+    st.at = -1; // until the search stops at the end of the data
+    let inj = this.nextStart(cand, next, to, off, keep, st.classes === 0); // the next start to add
     for (;;) {
+      if (st.classes === 0) {
+        // Nothing alive: go to the next start.
+        if (best !== Infinity) break;
+        if (inj < 0) return this.stop(st, keep, A, pos, this.stopAt, best, off, to);
+        pos = inj;
+        if (s === '') s = text();
+        const L = this.litLength;
+        if (L > 0 && pos + L <= len) {
+          // Its literal prefix is there (Buffer.indexOf): its threads begin after it, unless
+          // another start falls inside it.
+          const after = this.nextStart(cand, pos + 1, to, off, keep, false);
+          if (after < 0 || after >= pos + L) {
+            if (!this.literalHolds(s, pos)) {
+              inj = this.nextStart(cand, pos + 1, to, off, keep, true);
+              continue;
+            }
+            this.succ[0] = this.litEnd;
+            this.newClass(st, A + pos, 1);
+            pos += L;
+            inj = after;
+          }
+        }
+      }
+      if (s === '') s = text();
+      if (pos >= len && !final) {
+        // The end of the data so far: the start whose window ends here is decided now.
+        best = this.expire(st, s, pos, A, pos - maxMatch, true, best);
+        return this.stop(st, keep, A, pos, pos, best, off, to);
+      }
       const atEnd = pos >= len;
       const ch = atEnd ? -1 : s.charCodeAt(pos);
       const ends = pos - maxMatch; // the start whose window ends at pos
-      nxt.n = 0;
-      nxt.used = 0;
-      this.newTable(cur.n + 1);
-      for (let c = 0; c < cur.n; c++) {
-        let root = cur.heap[c]!;
-        if (this.hKey[root]! >= best) continue; // cannot give an earlier start
-        if (this.endSensitive && this.hKey[root] === ends && !atEnd) {
-          if (this.closure(cur.pool, cur.off[c]!, cur.len[c]!, s, pos, pos, -1, nxt)) best = ends;
-          root = this.deleteMin(root);
-          if (root < 0) continue;
+      if (this.endSensitive && !atEnd) best = this.expire(st, s, pos, A, ends, true, best);
+      for (const g of st.groups) {
+        if (g.alive === 0) continue;
+        const m = this.stepGroup(g, s, pos, len, ch) & g.alive;
+        for (let x = m; x !== 0; x &= x - 1) {
+          const bit = 31 - Math.clz32(x & -x);
+          // Every start of the class matched; the earliest counts.
+          best = Math.min(best, st.key[g.heap[bit]!]! - A);
+          st.kill(g, bit);
         }
-        const at0 = nxt.used;
-        if (this.closure(cur.pool, cur.off[c]!, cur.len[c]!, s, pos, len, ch, nxt)) {
-          // Every start of the class matched; the others come later.
-          best = Math.min(best, this.hKey[root]!);
-          nxt.used = at0;
-          continue;
-        }
-        if (this.hKey[root] === ends) root = this.deleteMin(root); // its window ends: no further char
-        if (root < 0 || nxt.used === at0) {
-          nxt.used = at0;
-          continue;
-        }
-        this.addClass(nxt, at0, root);
+        // Classes left without threads: none of their starts can match.
+        for (let x = g.alive & ~this.survivors; x !== 0 && !atEnd; x &= x - 1) st.kill(g, 31 - Math.clz32(x & -x));
       }
-      if (inj >= 0 && inj + off === pos) {
-        if (best === Infinity) {
-          const at0 = nxt.used;
-          this.startSet(s, pos, Math.min(pos + maxMatch, len), ch, nxt);
-          if (nxt.used > at0) this.addClass(nxt, at0, this.newNode(pos));
-        }
-        inj = cand.next(inj + 1, to);
-      }
-      const t = cur;
-      cur = nxt;
-      nxt = t;
+      if (!this.endSensitive || atEnd) best = this.expire(st, s, pos, A, ends, false, best);
       if (atEnd) break;
-      pos++;
-      if (cur.n === 0) {
-        if (best !== Infinity || inj < 0) break;
-        pos = inj + off; // nothing alive: skip to the next candidate
+      if (best !== Infinity) st.prune(A + best);
+      if (pos === inj) {
+        if (best === Infinity) this.addStart(st, s, pos, A, Math.min(pos + maxMatch, len), ch);
+        inj = this.nextStart(cand, pos + 1, to, off, keep, false);
       }
+      st.dropEmptyGroups();
+      pos++;
+      // Idle now: the next start must have a byte that can end a match in the data so far.
+      if (st.classes === 0 && inj >= 0 && best === Infinity) inj = this.nextStart(cand, inj, to, off, keep, true);
     }
-    this.clsA = cur;
-    this.clsB = nxt;
-    return best === Infinity ? -1 : best - off;
+    return this.stop(st, keep, A, pos, pos, best, off, to);
+  }
+
+  /** Whether the assertions inside the literal prefix hold for a start at pos. */
+  private literalHolds(s: string, pos: number): boolean {
+    const la = this.litAsserts;
+    for (let i = 0; i < la.length; i += 2) {
+      if (!assertion(this.cp.main.a[la[i]!]!, s, 0, s.length, pos + la[i + 1]!)) return false;
+    }
+    return true;
   }
 
   /**
-   * Follow epsilon edges from pcs[from, from + count) at `pos`, `hi` being the end of input for
-   * the assertions, every instruction once (see `search` for why the empty-iteration CHECK is not
-   * applied). True when MATCH is reached; else the successors of the CHAR threads that accept `ch`
-   * (-1: none) are appended to `out`.
+   * The search's answer; with `keep`, where it stopped goes into `st`, which then holds no more
+   * memory than its live starts need (it lives as long as the connection).
    */
-  private closure(pcs: Int32Array, from: number, count: number, s: string, pos: number, hi: number, ch: number, out: ClassList): boolean {
+  private stop(st: SearchState, keep: boolean, A: number, at: number, next: number, best: number, off: number, to: number): number {
+    const found = best !== Infinity && best - off < to;
+    if (keep && !found) {
+      st.at = A + at;
+      st.next = A + next;
+      st.best = best === Infinity ? -1 : A + best;
+    }
+    if (st !== this.scratch) st.shrink();
+    return found ? best - off : -1;
+  }
+
+  /**
+   * The next start to add at or after s index i, or -1 (this.stopAt: from where none was
+   * considered). Below `to` the candidates (`Candidates`); when keeping state, undecided starts
+   * too: while threads are alive any that can begin a match (the simulation passes them anyway),
+   * when idle only those with a byte that can end a match in the data so far.
+   */
+  private nextStart(cand: Candidates, i: number, to: number, off: number, keep: boolean, idle: boolean): number {
+    let q = i - off;
+    if (q < to) {
+      const c = cand.next(q, to);
+      if (c >= 0) return c + off;
+      q = to;
+    }
+    const n = cand.length;
+    if (!keep) {
+      this.stopAt = n + off;
+      return -1;
+    }
+    q = cand.nextBegin(q);
+    if (q >= n || (idle && !cand.endsAfter(q))) {
+      this.stopAt = q + off;
+      return -1;
+    }
+    return q + off;
+  }
+
+  /**
+   * One step of group g at pos: the walk over its threads (`hi` = end of input for the
+   * assertions), the threads for pos + 1 over `ch` (-1: none). Returns the classes that reached
+   * MATCH.
+   */
+  private stepGroup(g: Group, s: string, pos: number, hi: number, ch: number): number {
+    const { ops, a, b, sets } = this.cp.main;
+    const lab = this.lab;
+    const done = this.done;
+    const stamp = this.labStamp;
+    const onStack = this.onStack;
+    const stack = this.stack;
+    const chars = this.chars;
+    if (++this.labGen === 0x7fffffff) {
+      stamp.fill(0);
+      onStack.fill(0);
+      this.labGen = 1;
+    }
+    const gen = this.labGen;
+    let top = 0;
+    for (let i = 0; i < g.n; i++) {
+      const l = g.labels[i]! & g.alive;
+      if (l === 0) continue;
+      const pc = g.pcs[i]!;
+      stamp[pc] = gen;
+      lab[pc] = l;
+      done[pc] = 0;
+      onStack[pc] = gen;
+      stack[top++] = pc;
+    }
+    let matched = 0;
+    let nc = 0;
+    while (top > 0) {
+      const pc = stack[--top]!;
+      onStack[pc] = 0;
+      const l = lab[pc]!;
+      const d = l & ~done[pc]!; // classes not followed from here yet
+      if (d === 0) continue;
+      const op = ops[pc]!;
+      if (op === CHAR) {
+        if (done[pc] === 0) chars[nc++] = pc;
+        done[pc] = l;
+        continue;
+      }
+      done[pc] = l;
+      let t1 = -1;
+      let t2 = -1;
+      switch (op) {
+        case MATCH:
+          matched |= d;
+          break;
+        case SPLIT:
+          t1 = a[pc]!;
+          t2 = b[pc]!;
+          break;
+        case JMP:
+          t1 = a[pc]!;
+          break;
+        case ASSERT:
+          if (assertion(a[pc]!, s, 0, hi, pos)) t1 = pc + 1;
+          break;
+        case SAVE:
+        case ENTER:
+        case RESET:
+        case CHECK: // not applied: see `search`
+          t1 = pc + 1;
+          break;
+        default:
+          throw new Error(`regex: instruction ${op} in a linear program (compiler bug)`);
+      }
+      // Give the classes d to t1 and t2 (written out twice: this loop is the hot one).
+      if (t1 >= 0) {
+        if (stamp[t1] !== gen) {
+          stamp[t1] = gen;
+          lab[t1] = d;
+          done[t1] = 0;
+          onStack[t1] = gen;
+          stack[top++] = t1;
+        } else if ((lab[t1]! | d) !== lab[t1]) {
+          lab[t1]! |= d;
+          if (onStack[t1] !== gen) {
+            onStack[t1] = gen;
+            stack[top++] = t1;
+          }
+        }
+      }
+      if (t2 >= 0) {
+        if (stamp[t2] !== gen) {
+          stamp[t2] = gen;
+          lab[t2] = d;
+          done[t2] = 0;
+          onStack[t2] = gen;
+          stack[top++] = t2;
+        } else if ((lab[t2]! | d) !== lab[t2]) {
+          lab[t2]! |= d;
+          if (onStack[t2] !== gen) {
+            onStack[t2] = gen;
+            stack[top++] = t2;
+          }
+        }
+      }
+    }
+    let k = 0;
+    let survivors = 0;
+    if (ch >= 0) {
+      g.reserve(nc);
+      for (let i = 0; i < nc; i++) {
+        const pc = chars[i]!;
+        if (sets[pc]![ch] === 1) {
+          g.next[k] = pc + 1;
+          survivors |= g.nextLabels[k++] = lab[pc]!;
+        }
+      }
+    }
+    g.swap(k);
+    this.survivors = survivors;
+    return matched;
+  }
+
+  /**
+   * The start `e` leaves (its window ends at pos); with `check`, it gets its last chance first:
+   * its class's threads walked with pos as the end of input.
+   */
+  private expire(st: SearchState, s: string, pos: number, A: number, e: number, check: boolean, best: number): number {
+    if (e < 0) return best;
+    for (const g of st.groups) {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        const root = g.heap[bit]!;
+        if (st.key[root] !== A + e) continue;
+        if (check && e < best) {
+          let k = 0;
+          for (let i = 0; i < g.n; i++) if ((g.labels[i]! >>> bit) & 1) this.taken[k++] = g.pcs[i]!;
+          if (this.closure(this.taken, k, s, pos, pos, -1) < 0) best = e;
+        }
+        const r = st.deleteMin(root, this.heapScratch(st));
+        if (r < 0) st.kill(g, bit);
+        else {
+          g.heap[bit] = r;
+          g.size[bit]!--;
+          st.live--;
+        }
+        return best;
+      }
+    }
+    return best;
+  }
+
+  /** A new start at pos (window end hi): a class of its own, merged later if it has an equal. */
+  private addStart(st: SearchState, s: string, pos: number, A: number, hi: number, ch: number): void {
+    const k = this.startSet(s, pos, hi, ch);
+    if (k > 0) this.newClass(st, A + pos, k);
+  }
+
+  /** A class for start `key` (stream offset) with the threads this.succ[0, k). */
+  private newClass(st: SearchState, key: number, k: number): void {
+    let g = st.groups.length > 0 ? st.groups[st.groups.length - 1]! : undefined;
+    if (g === undefined || g.alive === -1) {
+      if (st.classes >= 8) this.mergeClasses(st);
+      g = st.groups.find((x) => x.alive !== -1) ?? st.addGroup(this.cp.main.ops.length);
+    }
+    const bit = 31 - Math.clz32(~g.alive & (g.alive + 1)); // lowest free bit
+    const mask = 1 << bit;
+    // A freed bit may still label threads: clear it, then index the group's threads.
+    if (++this.markGen === 0x7fffffff) {
+      this.mark.fill(0);
+      this.markGen = 1;
+    }
+    const gen = this.markGen;
+    for (let i = 0; i < g.n; i++) {
+      g.labels[i]! &= ~mask;
+      this.mark[g.pcs[i]!] = gen;
+      this.idx[g.pcs[i]!] = i;
+    }
+    g.reserve(g.n + k);
+    for (let i = 0; i < k; i++) {
+      const pc = this.succ[i]!;
+      if (this.mark[pc] === gen) g.labels[this.idx[pc]!]! |= mask;
+      else {
+        g.pcs[g.n] = pc;
+        g.labels[g.n++] = mask;
+      }
+    }
+    g.alive |= mask;
+    g.heap[bit] = st.newNode(key);
+    g.size[bit] = 1;
+    st.classes++;
+    st.live++;
+    if (st.classes >= 2 * st.classesAtMerge + 8) this.mergeClasses(st);
+  }
+
+  /**
+   * The threads a start at `pos` begins with, stepped over `ch`, into this.succ (returns how
+   * many): all of them when its walk has no MATCH, else those before its empty match in
+   * priority order.
+   */
+  private startSet(s: string, pos: number, hi: number, ch: number): number {
+    this.taken[0] = 0;
+    const k = this.closure(this.taken, 1, s, pos, hi, ch);
+    if (k >= 0) return k;
+    const { ops, sets } = this.cp.main;
+    const init = new Int32Array(this.cp.slots).fill(-1);
+    init[0] = pos;
+    this.cur.n = 0;
+    this.bump();
+    this.add(this.cur, 0, init, pos, s, 0, hi);
+    const gen = this.nextMark(); // a pc may be listed more than once (different iteration keys)
+    let n = 0;
+    for (let i = 0; i < this.cur.n; i++) {
+      const pc = this.cur.pcs[i]!;
+      if (ops[pc] === MATCH) break;
+      if (ch >= 0 && sets[pc]![ch] === 1 && this.mark[pc] !== gen) {
+        this.mark[pc] = gen;
+        this.succ[n++] = pc + 1;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Walk from pcs[0, count) at pos, `hi` being the end of input for the assertions, every
+   * instruction once. -1 when MATCH is reached; else the successors of the CHAR threads that
+   * accept `ch` (-1: none) are put in this.succ and their number returned.
+   */
+  private closure(pcs: Int32Array, count: number, s: string, pos: number, hi: number, ch: number): number {
     const { ops, a, b, sets } = this.cp.main;
     const mark = this.mark;
     const dfs = this.dfs;
+    const succ = this.succ;
     const gen = this.nextMark();
-    reserve(out, ops.length);
-    const pool = out.pool;
-    let used = out.used;
+    let n = 0;
     let top = 0;
-    for (let i = from + count - 1; i >= from; i--) dfs[top++] = pcs[i]!;
+    for (let i = count - 1; i >= 0; i--) dfs[top++] = pcs[i]!;
     while (top > 0) {
       const pc = dfs[--top]!;
       if (mark[pc] === gen) continue;
       mark[pc] = gen;
       switch (ops[pc]) {
         case CHAR:
-          if (ch >= 0 && sets[pc]![ch] === 1) pool[used++] = pc + 1;
+          if (ch >= 0 && sets[pc]![ch] === 1) succ[n++] = pc + 1;
           break;
         case MATCH:
-          return true;
+          return -1;
         case SPLIT:
           dfs[top++] = b[pc]!;
           dfs[top++] = a[pc]!;
@@ -658,75 +981,56 @@ export class PikeVM {
           throw new Error(`regex: instruction ${ops[pc]} in a linear program (compiler bug)`);
       }
     }
-    out.used = used;
-    return false;
+    return n;
+  }
+
+  /** Starts before `from` leave (a later search began past them). */
+  private trim(st: SearchState, from: number): void {
+    for (const g of st.groups) {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        let root = g.heap[bit]!;
+        while (root >= 0 && st.key[root]! < from) {
+          root = st.deleteMin(root, this.heapScratch(st));
+          g.size[bit]!--;
+          st.live--;
+        }
+        if (root < 0) st.kill(g, bit);
+        else g.heap[bit] = root;
+      }
+    }
+    st.dropEmptyGroups();
+    st.compact();
   }
 
   /**
-   * The threads a start at `pos` begins with, advanced over `ch`, appended to `out`: all of them
-   * when its closure has no MATCH, else those before its (empty) match in priority order.
+   * Merge the classes whose thread sets are equal (any groups): sets hashed as the sum of their
+   * instructions' words, equal hashes compared exactly.
    */
-  private startSet(s: string, pos: number, hi: number, ch: number, out: ClassList): void {
-    const at0 = out.used;
-    if (!this.closure(ZERO, 0, 1, s, pos, hi, ch, out)) return;
-    out.used = at0;
-    const { ops, sets } = this.cp.main;
-    const init = new Int32Array(this.cp.slots).fill(-1);
-    init[0] = pos;
-    this.cur.n = 0;
-    this.bump();
-    this.add(this.cur, 0, init, pos, s, 0, hi);
-    const gen = this.nextMark(); // a pc may be listed more than once (different iteration keys)
-    let used = out.used;
-    for (let i = 0; i < this.cur.n; i++) {
-      const pc = this.cur.pcs[i]!;
-      if (ops[pc] === MATCH) break;
-      if (ch >= 0 && sets[pc]![ch] === 1 && this.mark[pc] !== gen) {
-        this.mark[pc] = gen;
-        out.pool[used++] = pc + 1;
-      }
+  private mergeClasses(st: SearchState): void {
+    const groups = st.groups;
+    const slots = 32 * groups.length;
+    if (this.hashes.length < slots) {
+      this.hashes = new Int32Array(2 * slots);
+      this.counts = new Int32Array(2 * slots);
     }
-    out.used = used;
-  }
-
-  /** Make pool[start, used) a class with the starts of heap `root`, or merge it into its equal. */
-  private addClass(list: ClassList, start: number, root: number): void {
-    const pool = list.pool;
-    const count = list.used - start;
-    let h = count;
-    for (let i = start; i < list.used; i++) h = (h + this.pcHash[pool[i]!]!) | 0;
-    const mask = this.tblCls.length - 1;
-    let i = h & mask;
-    for (; this.tblStamp[i] === this.tblGen; i = (i + 1) & mask) {
-      const c = this.tblCls[i]!;
-      if (list.hash[c] === h && list.len[c] === count && this.sameSet(pool, list.off[c]!, start, count)) {
-        list.heap[c] = this.meld(list.heap[c]!, root);
-        list.used = start;
-        return;
+    const hashes = this.hashes;
+    const counts = this.counts;
+    hashes.fill(0, 0, slots);
+    counts.fill(0, 0, slots);
+    groups.forEach((g, gi) => {
+      for (let i = 0; i < g.n; i++) {
+        const h = this.pcHash[g.pcs[i]!]!;
+        for (let x = g.labels[i]! & g.alive; x !== 0; x &= x - 1) {
+          const j = 32 * gi + 31 - Math.clz32(x & -x);
+          hashes[j] = (hashes[j]! + h) | 0;
+          counts[j]!++;
+        }
       }
-    }
-    if (list.n === list.off.length) growClasses(list);
-    const c = list.n++;
-    list.off[c] = start;
-    list.len[c] = count;
-    list.hash[c] = h;
-    list.heap[c] = root;
-    this.tblStamp[i] = this.tblGen;
-    this.tblCls[i] = c;
-  }
-
-  private sameSet(pool: Int32Array, x: number, y: number, count: number): boolean {
-    const gen = this.nextMark();
-    for (let i = 0; i < count; i++) this.mark[pool[x + i]!] = gen;
-    for (let i = 0; i < count; i++) if (this.mark[pool[y + i]!] !== gen) return false;
-    return true;
-  }
-
-  /** An empty hash table for up to `classes` classes (load at most 1/2). */
-  private newTable(classes: number): void {
-    if (this.tblCls.length < 2 * classes) {
-      let size = this.tblCls.length;
-      while (size < 2 * classes) size *= 2;
+    });
+    let size = this.tblCls.length;
+    while (size < 2 * st.classes) size *= 2;
+    if (size > this.tblCls.length) {
       this.tblCls = new Int32Array(size);
       this.tblStamp = new Int32Array(size);
       this.tblGen = 0;
@@ -735,6 +1039,49 @@ export class PikeVM {
       this.tblStamp.fill(0);
       this.tblGen = 1;
     }
+    const mask = size - 1;
+    groups.forEach((g, gi) => {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        const j = 32 * gi + bit;
+        const h = (hashes[j]! + counts[j]!) | 0;
+        let i = h & mask;
+        let merged = false;
+        for (; this.tblStamp[i] === this.tblGen; i = (i + 1) & mask) {
+          const o = this.tblCls[i]!;
+          if (hashes[o] !== hashes[j] || counts[o] !== counts[j]) continue;
+          const og = groups[o >>> 5]!;
+          const obit = o & 31;
+          if (!this.sameClass(og, obit, g, bit)) continue;
+          og.heap[obit] = st.meld(og.heap[obit]!, g.heap[bit]!);
+          og.size[obit]! += g.size[bit]!;
+          g.alive &= ~(1 << bit);
+          st.classes--;
+          merged = true;
+          break;
+        }
+        if (!merged) {
+          this.tblStamp[i] = this.tblGen;
+          this.tblCls[i] = j;
+        }
+      }
+    });
+    st.dropEmptyGroups();
+    st.classesAtMerge = st.classes;
+  }
+
+  /** Whether class (g, bit) and class (h, hbit) have the same threads (their counts are equal). */
+  private sameClass(g: Group, bit: number, h: Group, hbit: number): boolean {
+    const gen = this.nextMark();
+    for (let i = 0; i < g.n; i++) if ((g.labels[i]! >>> bit) & 1) this.mark[g.pcs[i]!] = gen;
+    for (let i = 0; i < h.n; i++) if ((h.labels[i]! >>> hbit) & 1 && this.mark[h.pcs[i]!] !== gen) return false;
+    return true;
+  }
+
+  /** Scratch for `st.deleteMin`. */
+  private heapScratch(st: SearchState): Int32Array {
+    if (this.heapTmp.length < st.nodeCount) this.heapTmp = new Int32Array(2 * st.nodeCount);
+    return this.heapTmp;
   }
 
   private nextMark(): number {
@@ -743,51 +1090,6 @@ export class PikeVM {
       this.markGen = 1;
     }
     return this.markGen;
-  }
-
-  private newNode(key: number): number {
-    if (this.nodes === this.hKey.length) {
-      this.hKey = grow(this.hKey);
-      this.hChild = grow(this.hChild);
-      this.hSib = grow(this.hSib);
-      this.hTmp = new Int32Array(this.hKey.length);
-    }
-    const i = this.nodes++;
-    this.hKey[i] = key;
-    this.hChild[i] = -1;
-    this.hSib[i] = -1;
-    return i;
-  }
-
-  private meld(x: number, y: number): number {
-    if (x < 0) return y;
-    if (y < 0) return x;
-    if (this.hKey[y]! < this.hKey[x]!) [x, y] = [y, x];
-    this.hSib[y] = this.hChild[x]!;
-    this.hChild[x] = y;
-    return x;
-  }
-
-  /** The heap without its root (pairing heap: children melded in pairs, then right to left). */
-  private deleteMin(root: number): number {
-    const tmp = this.hTmp;
-    let k = 0;
-    for (let c = this.hChild[root]!; c >= 0; ) {
-      const d = this.hSib[c]!;
-      this.hSib[c] = -1;
-      if (d < 0) {
-        tmp[k++] = c;
-        break;
-      }
-      const next = this.hSib[d]!;
-      this.hSib[d] = -1;
-      tmp[k++] = this.meld(c, d);
-      c = next;
-    }
-    if (k === 0) return -1;
-    let r = tmp[--k]!;
-    while (k > 0) r = this.meld(tmp[--k]!, r);
-    return r;
   }
 
   run(s: string, lo: number, at: number, hi: number): Int32Array | null {
@@ -916,57 +1218,269 @@ interface ThreadList {
   n: number;
 }
 
-const ZERO = Int32Array.of(0);
-
-/** `search`'s classes at one position: class c's thread set is pool[off[c], off[c] + len[c]). */
-interface ClassList {
-  n: number;
-  off: Int32Array;
-  len: Int32Array;
-  hash: Int32Array;
-  /** Root of the pairing heap of the class's starts. */
-  heap: Int32Array;
-  pool: Int32Array;
-  used: number;
+export interface SearchOptions {
+  /** Stream offset of buf[0] (positions in `state` are stream offsets). Default 0. */
+  base?: number;
+  /** The data ends the stream (a flush): windows are cut there. Default true. */
+  final?: boolean;
+  /** Where the previous search of this stream stopped; updated. Used when `final` is false. */
+  state?: SearchState;
+  /** The candidates of `buf` for this pattern and maxMatch, shared by searches at increasing `from`. */
+  candidates?: Candidates;
 }
 
-function newClassList(): ClassList {
-  return { n: 0, off: new Int32Array(8), len: new Int32Array(8), hash: new Int32Array(8), heap: new Int32Array(8), pool: new Int32Array(256), used: 0 };
-}
-
-/** A copy of x twice as long. */
-function grow(x: Int32Array): Int32Array {
-  const y = new Int32Array(x.length * 2);
-  y.set(x);
+/** A copy of x, `size` long. */
+function resized(x: Int32Array, size: number): Int32Array {
+  const y = new Int32Array(size);
+  y.set(x.subarray(0, Math.min(x.length, size)));
   return y;
 }
 
-function growClasses(l: ClassList): void {
-  l.off = grow(l.off);
-  l.len = grow(l.len);
-  l.hash = grow(l.hash);
-  l.heap = grow(l.heap);
+/**
+ * Up to 32 classes sharing one thread list: thread i waits at instruction pcs[i] for the classes
+ * whose bits are set in labels[i].
+ */
+class Group {
+  pcs: Int32Array;
+  labels: Int32Array;
+  n = 0;
+  next: Int32Array;
+  nextLabels: Int32Array;
+  /** Bits of the live classes (-1: all 32). */
+  alive = 0;
+  /** Per bit: root of the class's heap of starts, and how many starts it holds. */
+  readonly heap = new Int32Array(32);
+  readonly size = new Int32Array(32);
+
+  constructor(private readonly max: number) {
+    const cap = Math.min(max, 32);
+    this.pcs = new Int32Array(cap);
+    this.labels = new Int32Array(cap);
+    this.next = new Int32Array(cap);
+    this.nextLabels = new Int32Array(cap);
+  }
+
+  /** Room for `count` threads (never more than the program has instructions). */
+  reserve(count: number): void {
+    if (count <= this.pcs.length) return;
+    const cap = Math.min(this.max, Math.max(count, 2 * this.pcs.length));
+    this.pcs = resized(this.pcs, cap);
+    this.labels = resized(this.labels, cap);
+    this.next = resized(this.next, cap);
+    this.nextLabels = resized(this.nextLabels, cap);
+  }
+
+  /** next[0, n) becomes the thread list. */
+  swap(n: number): void {
+    [this.pcs, this.next] = [this.next, this.pcs];
+    [this.labels, this.nextLabels] = [this.nextLabels, this.labels];
+    this.n = n;
+  }
 }
 
-/** Room for `extra` more entries in the pool. */
-function reserve(l: ClassList, extra: number): void {
-  if (l.used + extra <= l.pool.length) return;
-  let size = l.pool.length * 2;
-  while (size < l.used + extra) size *= 2;
-  const p = new Int32Array(size);
-  p.set(l.pool.subarray(0, l.used));
-  l.pool = p;
+/**
+ * Where `PikeVM.search` stopped at the end of the data, to go on from there when more comes:
+ * the runtime state of one rule on one direction of a connection, never in a snapshot (without
+ * it, a search reads the held data again). Positions are stream offsets. Memory: nothing when no
+ * start is alive; else 12 bytes per heap node, at most twice the live starts (which are at most
+ * maxMatch: 1.5 MB at 65535 when every start stays alive), and the thread lists (16 bytes per
+ * instruction of the program, per 32 classes).
+ */
+export class SearchState {
+  /** Where the threads wait (the end of the data searched); -1: nothing to resume. */
+  at = -1;
+  /** Where the search began: every start from here to `next`, but the live ones and `best`, has no match. */
+  from = 0;
+  next = 0;
+  /** The earliest start known to match (not decided yet when kept), -1: none. */
+  best = -1;
+  groups: Group[] = [];
+  private spare: Group[] = [];
+  classes = 0;
+  classesAtMerge = 0;
+  /** Starts in the heaps. */
+  live = 0;
+  // Pairing heaps of starts: node i holds start key[i].
+  key: Int32Array = new Int32Array(16);
+  private child: Int32Array = new Int32Array(16);
+  private sib: Int32Array = new Int32Array(16);
+  private nodes = 0;
+
+  get nodeCount(): number {
+    return this.nodes;
+  }
+
+  /**
+   * Keep memory for the live starts only: when there is nothing to resume, one small group and
+   * small heap arrays at most (what most searches use: kept, not made again).
+   */
+  shrink(): void {
+    if (this.classes === 0 || this.at < 0) {
+      for (const g of this.groups) this.spare.push(g);
+      this.groups.length = 0;
+      this.classes = 0;
+      this.live = 0;
+      this.nodes = 0;
+      if (this.spare.length > 1 || (this.spare.length === 1 && this.spare[0]!.pcs.length > 256)) {
+        this.spare = this.spare.filter((g) => g.pcs.length <= 256).slice(0, 1);
+      }
+      if (this.key.length > 1024) {
+        this.key = new Int32Array(16);
+        this.child = new Int32Array(16);
+        this.sib = new Int32Array(16);
+      }
+      return;
+    }
+    this.spare.length = 0;
+    this.compact();
+  }
+
+  reset(from: number): void {
+    this.at = -1;
+    this.from = from;
+    this.next = from;
+    this.best = -1;
+    for (const g of this.groups) this.spare.push(g);
+    this.groups.length = 0;
+    this.classes = 0;
+    this.classesAtMerge = 0;
+    this.live = 0;
+    this.nodes = 0;
+  }
+
+  addGroup(max: number): Group {
+    const g = this.spare.pop() ?? new Group(max);
+    g.n = 0;
+    g.alive = 0;
+    this.groups.push(g);
+    return g;
+  }
+
+  dropEmptyGroups(): void {
+    if (this.groups.every((g) => g.alive !== 0)) return;
+    let j = 0;
+    for (const g of this.groups) {
+      if (g.alive !== 0) this.groups[j++] = g;
+      else this.spare.push(g);
+    }
+    this.groups.length = j;
+  }
+
+  /** The class leaves with its starts (matched, or none left that can beat the best). */
+  kill(g: Group, bit: number): void {
+    g.alive &= ~(1 << bit);
+    this.classes--;
+    this.live -= g.size[bit]!;
+  }
+
+  /** Kill the classes whose earliest start is not before `best`. */
+  prune(best: number): void {
+    for (const g of this.groups) {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        if (this.key[g.heap[bit]!]! >= best) this.kill(g, bit);
+      }
+    }
+  }
+
+  newNode(key: number): number {
+    // Full: renumber when a third is garbage (amortized O(1) per node), else grow.
+    if (this.nodes === this.key.length && this.nodes >= this.live + (this.live >> 1) + 64) this.compact(true);
+    if (this.nodes === this.key.length) {
+      const size = 2 * this.key.length;
+      this.key = resized(this.key, size);
+      this.child = resized(this.child, size);
+      this.sib = resized(this.sib, size);
+    }
+    const i = this.nodes++;
+    this.key[i] = key;
+    this.child[i] = -1;
+    this.sib[i] = -1;
+    return i;
+  }
+
+  meld(x: number, y: number): number {
+    if (x < 0) return y;
+    if (y < 0) return x;
+    if (this.key[y]! < this.key[x]!) [x, y] = [y, x];
+    this.sib[y] = this.child[x]!;
+    this.child[x] = y;
+    return x;
+  }
+
+  /**
+   * The heap without its root (pairing heap: children melded in pairs, then right to left);
+   * `tmp` is scratch, at least as long as the number of nodes.
+   */
+  deleteMin(root: number, tmp: Int32Array): number {
+    let k = 0;
+    for (let c = this.child[root]!; c >= 0; ) {
+      const d = this.sib[c]!;
+      this.sib[c] = -1;
+      if (d < 0) {
+        tmp[k++] = c;
+        break;
+      }
+      const next = this.sib[d]!;
+      this.sib[d] = -1;
+      tmp[k++] = this.meld(c, d);
+      c = next;
+    }
+    if (k === 0) return -1;
+    let r = tmp[--k]!;
+    while (k > 0) r = this.meld(tmp[--k]!, r);
+    return r;
+  }
+
+  /** Renumber the nodes, in arrays of twice the live starts, when most are gone (or `now`). */
+  compact(now = false): void {
+    if (!now && this.nodes <= 2 * this.live + 1024) return;
+    const keys: number[][] = [];
+    for (const g of this.groups) {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        const ks: number[] = [];
+        const todo = [g.heap[bit]!];
+        while (todo.length > 0) {
+          for (let c = todo.pop()!; c >= 0; c = this.sib[c]!) {
+            ks.push(this.key[c]!);
+            if (this.child[c]! >= 0) todo.push(this.child[c]!);
+          }
+        }
+        keys.push(ks);
+      }
+    }
+    this.nodes = 0;
+    const size = Math.max(16, 2 * this.live + 64);
+    this.key = new Int32Array(size);
+    this.child = new Int32Array(size);
+    this.sib = new Int32Array(size);
+    let i = 0;
+    for (const g of this.groups) {
+      for (let x = g.alive; x !== 0; x &= x - 1) {
+        const bit = 31 - Math.clz32(x & -x);
+        let root = -1;
+        for (const k of keys[i++]!) root = this.meld(root, this.newNode(k));
+        g.heap[bit] = root;
+      }
+    }
+  }
 }
 
 /**
  * The starts in a buffer worth trying: the byte can begin a match (`first`; the literal prefix,
  * when there is one, found with Buffer.indexOf, memchr-like), the fixed `prefix` fits, and the
  * window holds a byte that can end a match (`last`). So a pattern such as `(a|aa)+b` costs one
- * pass over a run of "a" without "b". Called with increasing q, `next` is O(1) amortized.
+ * pass over a run of "a" without "b". Called with increasing q (one buffer, any number of
+ * searches), `next` is O(1) amortized.
  */
 export class Candidates {
-  private litAt = -1; // the first literal occurrence at or after the last q (buf.length: none)
-  private lastAt = -1; // the first index at or after the last q holding a byte in `last`
+  // The first literal occurrence at or after litFrom (buf.length: none), and the first index at
+  // or after lastFrom holding a byte in `last`: valid for any q in [xFrom, xAt].
+  private litFrom = 0;
+  private litAt = -1;
+  private lastFrom = 0;
+  private lastAt = -1;
 
   constructor(
     private readonly cp: CompiledPattern,
@@ -974,31 +1488,26 @@ export class Candidates {
     private readonly maxMatch: number,
   ) {}
 
-  /** The first candidate in [q, to), or -1. */
+  get length(): number {
+    return this.buf.length;
+  }
+
+  /** The first candidate in [q, to), whose window lies inside the buffer, or -1. */
   next(q: number, to: number): number {
-    const { first, last, prefix, literal } = this.cp;
+    const { first, prefix, literal } = this.cp;
     const buf = this.buf;
     const n = buf.length;
     const mm = this.maxMatch;
     next: for (; q < to; q++) {
       if (literal !== null) {
-        if (this.litAt < q) {
-          const i = buf.indexOf(literal, q);
-          this.litAt = i < 0 ? n : i;
-        }
-        q = this.litAt;
+        q = this.literalAt(q);
         if (q >= to) return -1;
       } else if (first[buf[q]!] === 0) continue;
       const end = Math.min(q + mm, n); // the window
       for (let k = 0; k < prefix.length; k++) {
         if (q + k >= end || prefix[k]![buf[q + k]!] === 0) continue next;
       }
-      if (this.lastAt < q) {
-        let i = q;
-        while (i < n && last[buf[i]!] === 0) i++;
-        this.lastAt = i;
-      }
-      if (this.lastAt >= n) return -1;
+      if (!this.endsAfter(q)) return -1;
       if (this.lastAt >= q + mm) {
         q = this.lastAt - mm; // the next window that reaches lastAt starts at lastAt - mm + 1
         continue;
@@ -1006,6 +1515,59 @@ export class Candidates {
       return q;
     }
     return -1;
+  }
+
+  /** The first index at or after q that can begin a match as far as the buffer goes, or its length. */
+  nextBegin(q: number): number {
+    const literal = this.cp.literal;
+    const n = this.buf.length;
+    if (literal === null) {
+      while (q < n && !this.begins(q)) q++;
+      return q;
+    }
+    for (;;) {
+      const i = this.literalAt(q);
+      if (i >= n) break;
+      if (this.begins(i)) return i;
+      q = i + 1;
+    }
+    // Or the literal cut by the end of the buffer.
+    for (q = Math.max(q, n - literal.length + 1); q < n; q++) if (this.begins(q)) return q;
+    return n;
+  }
+
+  /** Whether q can begin a match as far as the buffer goes (its window may go beyond). */
+  begins(q: number): boolean {
+    const { first, prefix } = this.cp;
+    const buf = this.buf;
+    if (first[buf[q]!] === 0) return false;
+    for (let k = 0; k < prefix.length && q + k < buf.length; k++) {
+      if (k >= this.maxMatch || prefix[k]![buf[q + k]!] === 0) return false;
+    }
+    return true;
+  }
+
+  /** Whether a byte that can end a match lies at or after q (this.lastAt: the first). */
+  endsAfter(q: number): boolean {
+    const buf = this.buf;
+    const last = this.cp.last;
+    if (q < this.lastFrom || q > this.lastAt) {
+      let i = q;
+      while (i < buf.length && last[buf[i]!] === 0) i++;
+      this.lastFrom = q;
+      this.lastAt = i;
+    }
+    return this.lastAt < buf.length;
+  }
+
+  /** The first occurrence of the literal prefix at or after q (Buffer.indexOf), or buf.length. */
+  private literalAt(q: number): number {
+    if (q < this.litFrom || q > this.litAt) {
+      const i = this.buf.indexOf(this.cp.literal!, q);
+      this.litFrom = q;
+      this.litAt = i < 0 ? this.buf.length : i;
+    }
+    return this.litAt;
   }
 }
 

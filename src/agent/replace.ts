@@ -47,9 +47,10 @@
  * Efficiency: literals are searched with Buffer.indexOf (memchr-like); each rule caches its next
  * candidate so the data is not rescanned from scratch for every match. A regex considers only
  * candidate starts: its literal prefix found with Buffer.indexOf, or bytes that can start a match,
- * with a byte that can end one inside the window (`Candidates`). A search still reads the held
- * tail again on every feed: up to maxMatch - 1 bytes per feed when the pattern's threads live
- * that long.
+ * with a byte that can end one inside the window (`Candidates`). The linear engine's search
+ * stops at the end of the data with its threads kept (`SearchState`, per direction and rule,
+ * never in the snapshot), so the next feed goes on from there instead of reading the held tail
+ * again: a byte is stepped over once per search, not once per feed while it is held.
  */
 
 import type {
@@ -62,7 +63,7 @@ import type {
   FlushReason,
 } from './types.js';
 import { NO_EDITS } from './types.js';
-import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, type CompiledPattern } from './regex-engine.js';
+import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
 
 export interface LiteralRule {
   find: string;
@@ -444,12 +445,16 @@ class Scan {
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
   private giveUps = 0;
+  /** Per rule, its candidate starts in buf (searches come at increasing positions). */
+  private readonly cands: (Candidates | undefined)[] = [];
 
   constructor(
     private readonly buf: Buffer,
     private readonly prev: number,
     private readonly final: boolean,
     private readonly perStart: boolean,
+    /** Per rule, where the linear search stopped (kept from feed to feed). */
+    private readonly searches: (SearchState | undefined)[],
   ) {
     this.off = prev >= 0 ? 1 : 0;
   }
@@ -462,7 +467,7 @@ class Scan {
       let best: RuleEvent = NONE;
       for (let r = 0; r < rules.length; r++) {
         let e = ev[r];
-        if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, pos);
+        if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, r, pos, base);
         if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
       }
       if (best.start === Infinity) return { edits, hold: this.buf.length, giveUps: this.giveUps };
@@ -472,8 +477,8 @@ class Scan {
     }
   }
 
-  private next(rule: CompiledRule, pos: number): RuleEvent {
-    return rule.kind === 'lit' ? this.nextLiteral(rule, pos) : this.nextRegex(rule, pos);
+  private next(rule: CompiledRule, r: number, pos: number, base: number): RuleEvent {
+    return rule.kind === 'lit' ? this.nextLiteral(rule, pos) : this.nextRegex(rule, r, pos, base);
   }
 
   private nextLiteral(rule: CompiledLiteral, pos: number): RuleEvent {
@@ -501,20 +506,22 @@ class Scan {
    * searches all candidate starts in one pass and runs the Pike VM once, at the start found, for
    * the match and its captures; the backtracking engine is tried at each candidate in turn.
    */
-  private nextRegex(rule: CompiledRegex, pos: number): RuleEvent {
+  private nextRegex(rule: CompiledRegex, r: number, pos: number, base: number): RuleEvent {
     const n = this.buf.length;
     // Starts below decidedEnd have their whole window available.
     const decidedEnd = this.final ? n : Math.max(pos, n - rule.maxMatch + 1);
+    const candidates = (this.cands[r] ??= new Candidates(rule.cp, this.buf, rule.maxMatch));
     if (rule.pike !== null && !this.perStart) {
-      const q = rule.pike.search(this.text(), this.buf, this.off, pos, decidedEnd, rule.maxMatch);
+      const state = (this.searches[r] ??= new SearchState());
+      const opts = { base, final: this.final, state, candidates };
+      const q = rule.pike.search(() => this.text(), this.buf, this.off, pos, decidedEnd, rule.maxMatch, opts);
       if (q >= 0) {
         const e = this.windowMatch(rule, q);
         if (e === undefined) throw new Error(`replace: the linear search found a match at ${q} that the Pike VM does not (engine bug)`);
         return e;
       }
     } else {
-      const cand = new Candidates(rule.cp, this.buf, rule.maxMatch);
-      for (let q = cand.next(pos, decidedEnd); q >= 0; q = cand.next(q + 1, decidedEnd)) {
+      for (let q = candidates.next(pos, decidedEnd); q >= 0; q = candidates.next(q + 1, decidedEnd)) {
         const e = this.windowMatch(rule, q);
         if (e) return e;
       }
@@ -561,10 +568,12 @@ interface DirState {
   tail: Buffer;
   /** The byte at undecided - 1 (regex context), -1 at the stream start. */
   prev: number;
+  /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`). */
+  searches: (SearchState | undefined)[];
 }
 
 function freshDir(): DirState {
-  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1 };
+  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: [] };
 }
 
 /** The state of a direction never fed (shared, read-only: `st` copies it before a change). */
@@ -632,7 +641,8 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    const { edits, hold, giveUps } = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start').run(this.rules, base);
+    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st.searches);
+    const { edits, hold, giveUps } = scan.run(this.rules, base);
     if (giveUps > 0) {
       this.counters.regexBudgetExceeded += giveUps;
       if (this.opts.counters !== undefined) this.opts.counters.regexBudgetExceeded += giveUps;
@@ -655,6 +665,7 @@ class ReplaceAgent implements Agent {
     st.undecided = pos;
     st.tail = EMPTY;
     st.prev = -1;
+    st.searches = [];
   }
 
   snapshot(): ReplaceSnapshot {
@@ -684,7 +695,7 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
   // prev is -1 at the stream start, and after a cluster resync (no context known there).
   if ((undecided as number) === 0 && prev !== -1) return bad('prev at stream start');
-  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t };
+  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: [] };
 }
 
 /** A replace factory whose agents add to `opts.counters` (the registry makes one per gateway). */

@@ -1,13 +1,15 @@
 /**
  * The replace agent's regex engines, measured on one direction fed in 1448-byte segments:
- * the linear engine (Pike VM), the budgeted backtracking engine, and, as the baseline in the
- * same run, the RegExp path the agent used before (a global RegExp search per 16 KiB block, then
- * a sticky RegExp in the candidate's window; reimplemented here for one rule, same algorithm).
- * Each figure is the median of `runs` timed runs after warm-up runs.
+ * the linear engine (one pass over all starts), the same Pike VM run at every candidate start
+ * (`linearSearch: 'per-start'`, what the linear engine did before), the budgeted backtracking
+ * engine, and, as the baseline in the same run, the RegExp path the agent used before that (a
+ * global RegExp search per 16 KiB block, then a sticky RegExp in the candidate's window;
+ * reimplemented here for one rule, same algorithm). Each figure is the median of `runs` timed
+ * runs after warm-up runs.
  *
  *   npx tsx src/bench/regex.ts [--runs N]
  */
-import { replaceFactory, type RegexRule } from '../agent/replace.js';
+import { createReplace, type RegexRule } from '../agent/replace.js';
 import type { AgentContext, Direction } from '../agent/types.js';
 
 const MSS = 1448;
@@ -22,8 +24,8 @@ export interface RegexScenario {
   name: string;
   rule: RegexRule;
   data: Buffer;
-  /** The RegExp baseline is not run (it would not finish). */
-  noBaseline?: boolean;
+  /** Engines not run here (they would not finish, or take minutes). */
+  skip?: readonly ('RegExp' | 'per-start' | 'backtracking')[];
 }
 
 export interface RegexRow {
@@ -31,10 +33,16 @@ export interface RegexRow {
   engine: string;
   ms: number;
   mbPerSec: number;
+  /** Event-loop time per KiB of input: what a client sending that pattern's worst case costs. */
+  usPerKiB: number;
   edits: number;
 }
 
-/** The scenarios: HTTP headers, the engine bench's text, and two catastrophic patterns. */
+/**
+ * The scenarios: HTTP headers, the engine bench's text, catastrophic patterns, and the linear
+ * engine's worst cases (threads that live long, and many starts alive at once; maxMatch up to
+ * the limit).
+ */
 export function regexScenarios(scale = 1): RegexScenario[] {
   const http = Buffer.from(
     (
@@ -60,14 +68,42 @@ export function regexScenarios(scale = 1): RegexScenario[] {
       name: '(a|aa)+b over 64 KiB of "a"',
       rule: { regex: '(a|aa)+b', with: 'X', maxMatch: 64 },
       data: Buffer.alloc(65536, 'a'),
-      noBaseline: true,
+      skip: ['RegExp'],
+    },
+    {
+      name: 'worst case: (a|aa)+b over 40 "a" + "xb", repeated (64 KiB), maxMatch 64',
+      rule: { regex: '(a|aa)+b', with: 'X', maxMatch: 64 },
+      data: tile(`${'a'.repeat(40)}xb`, 65536),
+      skip: ['RegExp', 'backtracking'],
+    },
+    {
+      name: 'worst case: (.*a){20}, 19 "a" per window (16 KiB), maxMatch 256',
+      rule: { regex: '(.*a){20}', with: 'X', maxMatch: 256 },
+      data: tile(`a${'b'.repeat(13)}`, 16384),
+      skip: ['RegExp', 'backtracking'],
+    },
+    {
+      name: 'worst case: (.*a){20}, 19 "a" per window (256 KiB), maxMatch 65535',
+      rule: { regex: '(.*a){20}', with: 'X', maxMatch: 65535 },
+      data: tile(`a${'b'.repeat(3449)}`, 262144),
+      skip: ['RegExp', 'per-start', 'backtracking'],
+    },
+    {
+      name: 'worst case: [^z]*zq over 30 "a" + "q", repeated (256 KiB), maxMatch 65536',
+      rule: { regex: '[^z]*zq', with: 'X', maxMatch: 65536 },
+      data: tile(`${'a'.repeat(30)}q`, 262144),
+      skip: ['RegExp', 'per-start', 'backtracking'],
     },
   ];
 }
 
+function tile(unit: string, size: number): Buffer {
+  return Buffer.from(unit.repeat(Math.ceil(size / unit.length)).slice(0, size), 'latin1');
+}
+
 /** Run the replace agent over `data` in MSS pieces; the number of edits. */
-function runAgent(rule: RegexRule, data: Buffer): number {
-  const a = replaceFactory.create([rule], CTX);
+function runAgent(rule: RegexRule, data: Buffer, linearSearch: 'unanchored' | 'per-start' = 'unanchored'): number {
+  const a = createReplace({ linearSearch }).create([rule], CTX);
   let n = 0;
   for (let p = 0; p < data.length; p += MSS) n += a.feed('s2c', p, data.subarray(p, p + MSS)).edits.length;
   return n + a.flush('s2c', 'fin').edits.length;
@@ -145,9 +181,13 @@ export function runRegexBench(opts: { runs?: number; scale?: number } = {}): Reg
   const rows: RegexRow[] = [];
   for (const sc of regexScenarios(opts.scale)) {
     const engines: [string, () => number][] = [];
-    if (sc.noBaseline !== true) engines.push(['RegExp (before)', () => runRegExp(sc.rule, sc.data)]);
+    const skip = sc.skip ?? [];
+    if (!skip.includes('RegExp')) engines.push(['RegExp (before)', () => runRegExp(sc.rule, sc.data)]);
+    if (!skip.includes('per-start')) engines.push(['linear, per start (before)', () => runAgent({ ...sc.rule, engine: 'linear' }, sc.data, 'per-start')]);
     engines.push(['linear', () => runAgent({ ...sc.rule, engine: 'linear' }, sc.data)]);
-    engines.push(['backtracking, maxSteps 10000', () => runAgent({ ...sc.rule, engine: 'backtracking', maxSteps: 10_000 }, sc.data)]);
+    if (!skip.includes('backtracking')) {
+      engines.push(['backtracking, maxSteps 10000', () => runAgent({ ...sc.rule, engine: 'backtracking', maxSteps: 10_000 }, sc.data)]);
+    }
     // Interleaved rounds: every engine once per round, so load changes hit all alike.
     const times = engines.map(() => [] as number[]);
     const edits = engines.map(() => 0);
@@ -161,7 +201,7 @@ export function runRegexBench(opts: { runs?: number; scale?: number } = {}): Reg
     }
     engines.forEach(([name], i) => {
       const ms = median(times[i]!);
-      rows.push({ scenario: sc.name, engine: name, ms, mbPerSec: sc.data.length / ms / 1e3, edits: edits[i]! });
+      rows.push({ scenario: sc.name, engine: name, ms, mbPerSec: sc.data.length / ms / 1e3, usPerKiB: (ms * 1000) / (sc.data.length / 1024), edits: edits[i]! });
     });
   }
   return rows;
@@ -172,13 +212,13 @@ function main(): void {
   const runs = i > 0 ? Number(process.argv[i + 1]) : 7;
   const rows = runRegexBench({ runs });
   let base: RegexRow | undefined;
-  console.log('| scenario | engine | median ms | MB/s | × RegExp | edits |');
-  console.log('|---|---|---|---|---|---|');
+  console.log('| scenario | engine | median ms | MB/s | µs/KiB | × RegExp | edits |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const r of rows) {
     if (r.engine.startsWith('RegExp')) base = r;
     else if (base !== undefined && base.scenario !== r.scenario) base = undefined;
     const ratio = base === undefined ? 'n/a' : (base.ms / r.ms).toFixed(2);
-    console.log(`| ${r.scenario} | ${r.engine} | ${r.ms.toFixed(2)} | ${r.mbPerSec.toFixed(1)} | ${ratio} | ${r.edits} |`);
+    console.log(`| ${r.scenario} | ${r.engine} | ${r.ms.toFixed(2)} | ${r.mbPerSec.toFixed(1)} | ${r.usPerKiB.toFixed(1)} | ${ratio} | ${r.edits} |`);
   }
 }
 

@@ -1,13 +1,16 @@
 /**
  * The replace agent's regex engines (src/agent/regex-engine.ts) against V8's RegExp: on random
  * patterns and texts, the linear Pike VM and the budgeted backtracking VM find exactly the match
- * and captures that `RegExp` finds sticky at the same position of the same window.
+ * and captures that `RegExp` finds sticky at the same position of the same window, and the
+ * linear search finds the first start where it does. Then what the engines cost on hostile
+ * input, and the counters.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { createAgent, makeRegistry, newReplaceCounters } from '../../src/agent/registry.js';
 import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from '../../src/agent/regex-engine.js';
-import { compileReplaceRules, replaceFactory, type ReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
-import type { AgentContext, Direction, Edit } from '../../src/agent/types.js';
+import { compileReplaceRules, createReplace, replaceFactory, type ReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
+import type { Agent, AgentContext, Direction, Edit } from '../../src/agent/types.js';
 
 const compiled = (p: string, f: string): CompiledPattern => {
   const cp = compilePattern(p, f);
@@ -22,6 +25,17 @@ function native(p: string, f: string, s: string, lo: number, at: number, hi: num
   const m = re.exec(s.substring(lo, hi));
   if (m === null) return null;
   return m.indices!.flatMap((r) => (r === undefined ? [-1, -1] : [r[0] + lo, r[1] + lo]));
+}
+
+/** The first q in [from, to) (indices after the context byte) where V8 matches non-empty in q's window. */
+function nativeSearch(p: string, f: string, s: string, off: number, from: number, to: number, mm: number): number {
+  for (let q = from; q < to; q++) {
+    const at = q + off;
+    const lo = at > 0 ? at - 1 : 0;
+    const m = native(p, f, s, lo, at, Math.min(at + mm, s.length));
+    if (m !== null && m[1]! > m[0]!) return q;
+  }
+  return -1;
 }
 
 const groupSlots = (caps: Int32Array | null, groups: number): number[] | null =>
@@ -89,6 +103,86 @@ describe('regex engines agree with V8 RegExp', () => {
         expect({ p, f, got }).toEqual({ p, f, got: native(p, f, s, lo, at, hi) });
       }),
       { seed: 4242, numRuns: 3000 },
+    );
+  });
+
+  it('linear search: the first start in [from, to) whose window RegExp matches (non-empty), on random linear patterns', () => {
+    fc.assert(
+      fc.property(
+        fc.record({ p: patternArb(false), f: flagsArb, s: textArb, mm: fc.integer({ min: 1, max: 12 }), ctx: fc.boolean(), cut: fc.tuple(fc.nat(), fc.nat()) }),
+        ({ p, f, s, mm, ctx, cut }) => {
+          if (!valid(p, f)) return;
+          const off = ctx && s.length > 0 ? 1 : 0; // s[0] is the context byte
+          const buf = Buffer.from(s.slice(off), 'latin1');
+          const from = cut[0] % (buf.length + 1);
+          const to = from + (cut[1] % (buf.length - from + 1));
+          const got = new PikeVM(compiled(p, f)).search(() => s, buf, off, from, to, mm);
+          expect({ p, f, s, mm, got }).toEqual({ p, f, s, mm, got: nativeSearch(p, f, s, off, from, to, mm) });
+        },
+      ),
+      { seed: 5150, numRuns: 3000 },
+    );
+  });
+
+  it('linear search: a start dropped for an earlier one at the same thread is not lost when that one\'s window ends', () => {
+    // The textbook unanchored simulation keeps start 0 at each meeting, loses 1-3 with it at 4
+    // and reports "dcd" at 4; RegExp in the windows finds "ddcd" at 3.
+    const s = 'dddddcd';
+    expect(new PikeVM(compiled('d*cd', '')).search(() => s, Buffer.from(s, 'latin1'), 0, 0, s.length, 4)).toBe(3);
+    expect(nativeSearch('d*cd', '', s, 0, 0, s.length, 4)).toBe(3);
+    // `$` at a window's end: only windows of even length from an "a" match (maxMatch 5: none
+    // until the data ends).
+    const t = 'abababab';
+    expect(new PikeVM(compiled('(?:ab)+$', '')).search(() => t, Buffer.from(t, 'latin1'), 0, 0, t.length, 5)).toBe(4);
+    expect(nativeSearch('(?:ab)+$', '', t, 0, 0, t.length, 5)).toBe(4);
+  });
+
+  it('linear search: a start inside the literal prefix of an earlier one is still tried', () => {
+    // The search steps over a literal prefix found by Buffer.indexOf at once, but not over a
+    // start inside it: "aba" at 0 fails ($ at 3, and no "x" for the loop to the end of the
+    // data), "aba" at 2 matches.
+    for (const [p, s, want] of [['aba$', 'ababa', 2], ['aba(?:[^x]*x|$)', 'ababa', 2], ['aa\\bb?', 'aaaaa b', 3], ['(a)ab\\B', 'aaabab', 1]] as const) {
+      expect({ p, got: new PikeVM(compiled(p, '')).search(() => s, Buffer.from(s, 'latin1'), 0, 0, s.length, 8) }).toEqual({ p, got: want });
+      expect(nativeSearch(p, '', s, 0, 0, s.length, 8)).toBe(want);
+    }
+  });
+
+  it('linear search: same answer as the Pike VM run at every start, with many classes of starts (counters, nested loops, window-end assertions)', () => {
+    // Long texts and windows: more than 32 classes (several groups), merges, heaps. RegExp would
+    // backtrack for minutes on some of these; `run` is checked against it above.
+    const k = fc.integer({ min: 3, max: 80 });
+    const families = fc.oneof(
+      k.map((n) => `.{${n}}c`),
+      k.map((n) => `[ab ]{2,${n + 2}}c`),
+      k.map((n) => `.{${n}}$`),
+      k.map((n) => `(?:[^a]*a){${Math.ceil(n / 4)}}`),
+      k.map((n) => `(?:.*a){${Math.ceil(n / 4)}}\\b`),
+      k.map((n) => `(?:[ab]{2}){${n}}(?:c|$)`),
+      k.map((n) => `[^c]{${n},}c`),
+      k.map((n) => `(?:ab|ba){1,${n}}\\B`),
+      k.map((n) => `(a|aa)+(?:c|b{${n}})`),
+    );
+    const longText = fc
+      .tuple(fc.array(fc.constantFrom(...'aaabbbbbbbbbb  '), { maxLength: 600, size: 'max' }), fc.array(fc.nat(), { maxLength: 5 }), fc.constantFrom('c', 'a', ' '))
+      .map(([a, at, c]) => {
+        for (const i of at) if (a.length > 0) a[i % a.length] = c;
+        return a.join('');
+      });
+    fc.assert(
+      fc.property(families, fc.constantFrom('', 'm', 's'), longText, fc.integer({ min: 1, max: 300 }), fc.boolean(), (p, f, s, mm, ctx) => {
+        const cp = compiled(p, f);
+        const off = ctx && s.length > 0 ? 1 : 0;
+        const buf = Buffer.from(s.slice(off), 'latin1');
+        const vm = new PikeVM(cp);
+        let want = -1;
+        for (let q = 0; q < buf.length && want < 0; q++) {
+          const at = q + off;
+          const m = vm.run(s, at > 0 ? at - 1 : 0, at, Math.min(at + mm, s.length));
+          if (m !== null && m[1]! > m[0]!) want = q;
+        }
+        expect({ p, f, mm, got: new PikeVM(cp).search(() => s, buf, off, 0, buf.length, mm) }).toEqual({ p, f, mm, got: want });
+      }),
+      { seed: 1871, numRuns: 250 },
     );
   });
 
@@ -163,6 +257,39 @@ describe('replace agent: regexes cannot stall the event loop', () => {
     expect(big.edits.map((e) => [e.at, e.len])).toEqual([[0, 5]]);
   });
 
+  // Crafted for each pattern: every window holds a byte that can end a match (nothing is
+  // skipped) and threads die late or live to the window's end. The edits expected: none, or
+  // each "c" alone for (a|a)*c, or for the two that need a window's end on a pair boundary (odd
+  // maxMatch: never) one match reaching the end of the data, decided by the flush.
+  const KIB = 256 * 1024;
+  const tile = (unit: string): Buffer => Buffer.from(unit.repeat(Math.ceil(KIB / unit.length)).slice(0, KIB), 'latin1');
+  const none = (): [number, number][] => [];
+  const atEnd = (edits: Edit[]): [number, number][] => (edits.length === 1 ? [[edits[0]!.at + edits[0]!.len, 1]] : []);
+  const hostile: { re: string; input: (mm: number) => Buffer; want: (data: Buffer) => [number, number][]; got?: (e: Edit[]) => [number, number][] }[] = [
+    { re: '(a|aa)+b', input: () => tile(`${'a'.repeat(40)}xb`), want: none },
+    { re: '(a+)+b', input: () => tile(`${'a'.repeat(40)}xb`), want: none },
+    { re: '(a|a)*c', input: () => tile(`${'a'.repeat(40)}xbc`), want: (d) => [...d.keys()].filter((i) => d[i] === 0x63).map((i) => [i, 1]) },
+    // Fewer than 20 "a" in any window: all the counts of "a" alive at once.
+    { re: '(.*a){20}', input: (mm) => tile(`a${'b'.repeat(Math.floor(mm / 19))}`), want: none },
+    { re: '[^z]*zq', input: () => tile(`${'a'.repeat(30)}q`), want: none }, // threads live to every window's end
+    { re: '(?:[ab]{2})+$', input: () => tile('ab'), want: () => [[KIB, 1]], got: atEnd },
+    { re: '(?:\\w\\w)+\\b', input: () => tile('ab'), want: () => [[KIB, 1]], got: atEnd },
+  ];
+  it.each(hostile.flatMap((h) => [63, 4095, 65535].map((mm) => ({ ...h, mm }))))(
+    '$re, maxMatch $mm, over 256 KiB in 1448-byte segments: well under a second, whatever maxMatch',
+    ({ re, mm, input, want, got }) => {
+      // The bound is generous (CI); what it catches is a return of the O(text × maxMatch) cost
+      // (a search per start, or the held tail read again at every segment): minutes here.
+      const data = input(mm);
+      feedAll([{ regex: re, with: 'X', maxMatch: mm }], data.subarray(0, 16 * 1024)); // JIT warm-up
+      const { edits, ms } = feedAll([{ regex: re, with: 'X', maxMatch: mm }], data);
+      console.log(`replace-engine: ${re} maxMatch ${mm}: ${ms.toFixed(0)} ms for 256 KiB (${((ms * 1000) / 256).toFixed(0)} µs/KiB), ${edits.length} edits`);
+      expect(ms).toBeLessThan(1500);
+      expect((got ?? ((e: Edit[]) => e.map((x): [number, number] => [x.at, x.len])))(edits)).toEqual(want(data));
+    },
+    20_000,
+  );
+
   it('the budget counter travels in the snapshot (only once non-zero)', () => {
     const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100 }];
     const a = replaceFactory.create(rules, CTX);
@@ -183,5 +310,83 @@ describe('replace agent: regexes cannot stall the event loop', () => {
     expect(() => compileReplaceRules([{ regex: 'a(?=b)', with: 'X', maxMatch: 4, engine: 'linear' }])).toThrow(
       /rule 0: regex: the linear engine cannot run the lookahead "\(\?=b\)" at pattern index 1/,
     );
+  });
+});
+
+describe('replace agent: the linear search kept from segment to segment', () => {
+  it('gives the edits of the Pike VM run at every start, for random cuts, snapshots and rule sets', () => {
+    // The search stops at the end of each segment with its threads and goes on with the next;
+    // a snapshot drops that (restore starts over). `linearSearch: 'per-start'` is the reference.
+    const k = fc.integer({ min: 1, max: 60 });
+    const regex = fc.oneof(
+      k.map((n) => `.{${n}}c`),
+      k.map((n) => `.{${n}}$`),
+      k.map((n) => `(?:[^a]*a){${Math.ceil(n / 3)}}\\b`),
+      k.map((n) => `(?:[ab]{2}){${n}}(?:c|$)`),
+      k.map((n) => `[^c]{${n},}c`),
+      fc.constantFrom('(a|aa)+c', 'b*c', 'a+', '\\bab', 'ba?$', '(?:a|b)*?c', '(a)|b', '^a', '(?<x>b)a*c', '[ab]*', 'a|', 'x?'),
+    );
+    const rule = fc.record({ regex, with: fc.constantFrom('X', '', '$&$&'), maxMatch: fc.integer({ min: 1, max: 250 }), flags: fc.constantFrom('', 'm', 's', 'i') });
+    const stream = fc.array(fc.constantFrom(...'aaabbbbbbbbbb  c\n'), { maxLength: 500, size: 'max' }).map((a) => Buffer.from(a.join(''), 'latin1'));
+    const run = (linearSearch: 'unanchored' | 'per-start', rules: ReplaceRule[], s: Buffer, cuts: number[], snaps: Set<number>): string[] => {
+      const f = createReplace({ linearSearch });
+      let a = f.create(rules, CTX);
+      const out: string[] = [];
+      const take = (es: readonly Edit[]) => es.forEach((e) => out.push(`${e.at}+${e.len}=${Buffer.from(e.data).toString('latin1')}`));
+      let p = 0;
+      [...cuts.filter((c) => c > 0 && c < s.length), s.length].forEach((end, i) => {
+        if (end > p) take(a.feed('c2s', p, s.subarray(p, end)).edits);
+        p = Math.max(p, end);
+        if (snaps.has(i)) a = f.restore(rules, CTX, JSON.parse(JSON.stringify(a.snapshot())));
+      });
+      take(a.flush('c2s', 'fin').edits);
+      return out;
+    };
+    fc.assert(
+      fc.property(fc.array(rule, { minLength: 1, maxLength: 3 }), stream, fc.uniqueArray(fc.nat(500), { maxLength: 40 }), fc.array(fc.nat(40), { maxLength: 3 }), (rules, s, cuts, snaps) => {
+        cuts.sort((x, y) => x - y);
+        expect(run('unanchored', rules, s, cuts, new Set(snaps))).toEqual(run('per-start', rules, s, cuts, new Set()));
+      }),
+      { seed: 90210, numRuns: 300 },
+    );
+  });
+});
+
+describe('replace agent: counters', () => {
+  const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100 }];
+  const counted = (a: Agent): number => (a as Agent & { counters: ReplaceCounters }).counters.regexBudgetExceeded;
+
+  it('budget give-ups add to the gateway-wide counters of the factory; each agent keeps and snapshots its own', () => {
+    const shared = newReplaceCounters();
+    const f = createReplace({ counters: shared });
+    const a = f.create(rules, CTX);
+    const b = f.create(rules, CTX);
+    a.feed('c2s', 0, Buffer.alloc(100, 'a'));
+    b.feed('s2c', 0, Buffer.alloc(200, 'a'));
+    expect(counted(a)).toBeGreaterThan(0);
+    expect(counted(b)).toBeGreaterThan(counted(a));
+    expect(shared.regexBudgetExceeded).toBe(counted(a) + counted(b));
+    // A restored agent resumes its own count (counted already on the node that made it) and adds
+    // only what it counts afterwards.
+    const snap = JSON.parse(JSON.stringify(a.snapshot())) as { counters: ReplaceCounters };
+    expect(snap.counters.regexBudgetExceeded).toBe(counted(a));
+    const before = shared.regexBudgetExceeded;
+    const r = f.restore(rules, CTX, snap);
+    expect(shared.regexBudgetExceeded).toBe(before);
+    r.feed('c2s', 100, Buffer.alloc(100, 'a'));
+    expect(shared.regexBudgetExceeded - before).toBe(counted(r) - snap.counters.regexBudgetExceeded);
+    expect(counted(r) - snap.counters.regexBudgetExceeded).toBeGreaterThan(0);
+  });
+
+  it('a registry made with replaceCounters gives them to its replace agents; the default registry counts per agent only', () => {
+    const shared = newReplaceCounters();
+    const a = createAgent('replace', rules, CTX, makeRegistry({ replaceCounters: shared }));
+    a.feed('c2s', 0, Buffer.alloc(100, 'a'));
+    expect(shared.regexBudgetExceeded).toBe(counted(a));
+    expect(shared.regexBudgetExceeded).toBeGreaterThan(0);
+    const d = createAgent('replace', rules, CTX);
+    d.feed('c2s', 0, Buffer.alloc(100, 'a'));
+    expect(counted(d)).toBeGreaterThan(0);
+    expect(shared.regexBudgetExceeded).toBe(counted(a));
   });
 });
