@@ -80,7 +80,7 @@
 import type { Logger } from 'pino';
 import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
 import type { AgentContext } from '../agent/types.js';
-import { createAgent, makeRegistry, type AgentRegistry, DEFAULT_REGISTRY } from '../agent/registry.js';
+import { createAgent, makeRegistry, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
@@ -338,6 +338,10 @@ export class Gateway {
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
   /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
   readonly policy: Policy;
+  /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
+  private readonly replaceCounters = newReplaceCounters();
+  /** regexBudgetExceeded as last logged. */
+  private lastBudget = 0;
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
@@ -365,13 +369,14 @@ export class Gateway {
       const nat = this.nat;
       const clientSide = natCfg?.ftpClientSide ?? 0;
       this.registry = makeRegistry({
+        replaceCounters: this.replaceCounters,
         ftpHooks: natFtpHooks(nat, {
           clientSide,
           now: () => this.nowMs,
           observe: (x) => log?.info({ flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original }, 'ftp data connection expected'),
         }),
       });
-    } else this.registry = DEFAULT_REGISTRY;
+    } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters });
   }
 
   /** Counts a NAT verdict; true when the frame must be dropped. */
@@ -787,6 +792,11 @@ export class Gateway {
     if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
       this.logStreamEvents(f.id, seq, nowMs);
     }
+    const budget = this.replaceCounters.regexBudgetExceeded;
+    if (budget !== this.lastBudget) {
+      this.lastBudget = budget;
+      this.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');
+    }
     this.flushOuts(f, cl !== null ? cl.gate(f, emit) : emit);
     if (f.state === 'closed' && cl === null && conn.ended && conn.settled) {
       // Both FINs reached in order, everything acknowledged, never rewritten: what is left of
@@ -1041,6 +1051,8 @@ export class Gateway {
       },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
+      /** Shared by the replace agents (the opt-in backtracking engine's budget). */
+      agents: { replace: { ...this.replaceCounters } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
       storePool: { ...bytestorePool, bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },
