@@ -59,11 +59,14 @@ export function seqMin(a: Seq, b: Seq): Seq {
  * ISN (garbage, or a keep-alive probe just before the first byte).
  */
 export function seqToOffset(s: Seq, isn: Seq, near: number): number {
-  const nearSeq = offsetToSeq(near, isn);
-  return near + seqDiff(s, nearSeq);
+  // seqDiff(s, offsetToSeq(near, isn)) without the modulo: ToInt32 (`| 0`) reduces any integer
+  // below 2^53 modulo 2^32 exactly, so the difference of the unreduced values will do. (Per
+  // segment this runs a few times: it is the hot path of the tracker and the engine.)
+  return near + ((s - isn - near) | 0);
 }
 
 /** Converts a byte offset from `isn` back into a wire sequence number. */
 export function offsetToSeq(off: number, isn: Seq): Seq {
-  return seq(isn + (off % MOD));
+  // ToUint32 (`>>> 0`) is the modulo 2^32 of an integer below 2^53, negative ones included.
+  return (isn + off) >>> 0;
 }
