@@ -743,7 +743,7 @@ export class Gateway {
     } else {
       if (verdict === 'rst-close') this.counters.rstAccepted++;
       this.flows.track(f, side, flags, seq, opts, nowMs);
-      this.flows.observe(f, side, flags, seq, ack, tcp.window, len);
+      this.flows.observe(f, side, flags, seq, ack, len);
     }
     if (r.isNew && !f.midstream) this.attachAgent(f);
 

@@ -231,6 +231,13 @@ const ACK_BIT = 1 << 25;
  * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
  * the plain form (but object spread would not: use `plainHalf`).
  */
+/** The part of a TrackedHalf only a handshake or a mid-stream pickup needs. */
+class RareHalf {
+  midBase: Seq | undefined = undefined;
+  synTs: number | undefined = undefined;
+  altIsn: Seq | undefined = undefined;
+}
+
 export class TrackedHalf implements Half {
   isn: Seq | undefined = undefined;
   private bits = 536 | (0 << WS_SHIFT); // mss 536, wscale −1, no flags
@@ -275,22 +282,55 @@ export class TrackedHalf implements Half {
 
   // What the window judgement (flow/window.ts) learns of this side, in byte offsets of the
   // sequence spaces (small integers for the first GiB, where the sequence numbers themselves
-  // would be heap numbers): see FlowTable.observe.
-  /** Start of this side's offsets when its SYN was not seen: the sequence number before its first segment. */
-  midBase: Seq | undefined = undefined;
+  // would be heap numbers): see FlowTable.observe. Three fields: a tracked connection is mostly
+  // its halves (issue 7's memory goal), so what only the handshake or a mid-stream pickup needs
+  // lives in `rare`, made when first needed.
   /** One past the highest offset this side sent (valid with END_BIT). */
   end = 0;
   /** This side's highest ACK, an offset of the other side's space (valid with ACK_BIT). */
   ack = 0;
-  /** The largest window this side advertised, scaled. */
-  maxWin = 0;
+  private rare: RareHalf | undefined = undefined;
+
+  /** Start of this side's offsets when its SYN was not seen: the sequence number before its first segment. */
+  get midBase(): Seq | undefined {
+    return this.rare?.midBase;
+  }
+  set midBase(v: Seq | undefined) {
+    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).midBase = v;
+  }
   /**
-   * TSval of this side's first SYN (RFC 7323), −1 when none: a RST answering it must echo a
+   * TSval of this side's first SYN (RFC 7323), if it sent one: a RST answering it must echo a
    * time from then on (see FlowTable.judge). Cleared once the handshake completed.
    */
-  synTs = -1;
+  get synTs(): number | undefined {
+    return this.rare?.synTs;
+  }
+  set synTs(v: number | undefined) {
+    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).synTs = v;
+    this.dropRare();
+  }
   /** Another ISN this side sent in a SYN before any answer (see FlowTable.lookup). */
-  altIsn: Seq | undefined = undefined;
+  get altIsn(): Seq | undefined {
+    return this.rare?.altIsn;
+  }
+  set altIsn(v: Seq | undefined) {
+    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).altIsn = v;
+    this.dropRare();
+  }
+  private dropRare(): void {
+    const r = this.rare;
+    if (r !== undefined && r.midBase === undefined && r.synTs === undefined && r.altIsn === undefined) this.rare = undefined;
+  }
+
+  /**
+   * The largest window this side may advertise: 65,535 scaled by its shift when scaling is in
+   * force (RFC 7323 §2.2). The judgement takes it as the window (lenient: a wider window only
+   * makes more RSTs "not exact" rather than "out of window"; both keep the connection).
+   */
+  maxWindow(scaling: boolean): number {
+    const ws = this.wscale;
+    return scaling && ws > 0 ? 65_535 << ws : 65_535;
+  }
 
   /** Offset 0 of this side's sequence space: its ISN, else the one before its first segment. */
   get base(): Seq | undefined {
@@ -675,7 +715,7 @@ export class FlowTable<C = unknown> {
   private view(f: Flow<C>, side: 0 | 1): WindowView {
     const s = f.halves[side];
     const r = f.halves[1 - side]!;
-    return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, maxWin: r.maxWin };
+    return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, maxWin: r.maxWindow(f.windowScaling) };
   }
 
   /**
@@ -713,7 +753,7 @@ export class FlowTable<C = unknown> {
     const client = f.halves[0];
     const synSent = rst && side === 1 && f.state === 'syn-sent' && !f.midstream;
     // A zero echo is not checked (Linux: `rcv_tsecr && !between(...)`).
-    const echoOk = tsecr === null || tsecr === 0 || client.synTs < 0 || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
+    const echoOk = tsecr === null || tsecr === 0 || client.synTs === undefined || (seqGe(tsecr, client.synTs) && seqDiff(tsecr, client.synTs) <= SYN_TS_SPAN);
     const ackOfSyn = synSent && (flags & TCP_ACK) !== 0 && client.isn !== undefined && ack === seqAdd(client.isn, 1) && echoOk;
     const v = judge(this.view(f, side), rst, fin, this.offsetOf(f, side, seq), len, synSent, ackOfSyn);
     if (v === 'accept' && fin && (flags & TCP_ACK) && !this.ackAcceptable(f, side, ack)) return 'fin-bad-ack';
@@ -730,7 +770,7 @@ export class FlowTable<C = unknown> {
     const r = f.halves[1 - side]!;
     if (!r.endSet) return true;
     const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);
-    const w = Math.max(s.maxWin, r.maxWin, 65_535);
+    const w = Math.max(s.maxWindow(f.windowScaling), r.maxWindow(f.windowScaling));
     // SND.NXT is exact from the middle (everything the receiver sent passed here); the lower
     // edge is known less precisely: a window of slack.
     return a <= r.end && (!s.ackSet || a >= s.ack - w);
@@ -738,14 +778,14 @@ export class FlowTable<C = unknown> {
 
   /**
    * Learns the window edges from a segment from `side` that was let through (after `track`, so a
-   * SYN's ISN is known): the sender's highest sequence, its ACK of the other side and its largest
-   * window. RSTs teach nothing. The edges are not part of a cluster snapshot: a node continuing
+   * SYN's ISN is known): the sender's highest sequence and its ACK of the other side (the window
+   * is the largest the receiver may advertise, from its window scale). RSTs teach nothing. The edges are not part of a cluster snapshot: a node continuing
    * a connection learns them again from the traffic (until then RSTs are forwarded, not taken).
    * A segment with data (or a SYN) on a connection a RST closed revives it:
    * that RST was not the end the tracker took it for (the endpoint ignored it, or answered it
    * with a challenge ACK).
    */
-  observe(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, window: number, len: number): void {
+  observe(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq, len: number): void {
     if (flags & TCP_RST) return;
     const s = f.halves[side];
     const r = f.halves[1 - side]!;
@@ -771,9 +811,6 @@ export class FlowTable<C = unknown> {
       const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);
       if (!s.ackSet || (a > s.ack && a - s.ack < LEARN_SPAN)) s.setAck(a);
     }
-    // Windows in a SYN are never scaled (RFC 7323 §2.2).
-    const w = flags & TCP_SYN || !f.windowScaling ? window : window * 2 ** s.wscale;
-    if (w > s.maxWin) s.maxWin = w;
     if ((len > 0 || flags & TCP_SYN) && f.state === 'closed' && (s.rstSeen || r.rstSeen)) {
       // Data, or the handshake going on (a SYN-ACK after a RST forged to answer the SYN).
       s.rstSeen = false;
@@ -800,12 +837,12 @@ export class FlowTable<C = unknown> {
         h.wscale = opts.wscale !== undefined ? Math.min(opts.wscale, 14) : -1;
         h.sackPermitted = opts.sackPermitted;
         h.timestamps = opts.timestamps;
-        if (opts.tsval !== undefined && !(flags & TCP_ACK) && h.synTs < 0) h.synTs = opts.tsval;
+        if (opts.tsval !== undefined && !(flags & TCP_ACK) && h.synTs === undefined) h.synTs = opts.tsval;
       }
       if (side === 1 && (flags & TCP_ACK) && f.state === 'syn-sent') f.state = 'syn-received';
     } else if ((flags & TCP_ACK) && f.state === 'syn-received' && side === 0) {
       f.state = 'established';
-      f.halves[0].synTs = -1;
+      f.halves[0].synTs = undefined;
       this.confirm(f);
     }
     if (f.midstream && (f.seenMask & (1 << side)) === 0) {

@@ -15,8 +15,9 @@
  * - a RST or a FIN outside the window is one no receiver takes: it is dropped.
  *
  * Everything works in byte offsets of the sender's sequence space (wire/seq converts once); the
- * window edges are learnt from the traffic (ACKs and scaled windows) and kept generous: a wrong
- * "out of window" would drop a real close, a wrong "not exact" only keeps inspecting.
+ * window edges are learnt from the traffic (the sender's highest sequence, the receiver's ACKs)
+ * and the window is the largest the receiver may advertise: generous, since a wrong "out of
+ * window" would drop a real close, while a wrong "not exact" only keeps inspecting.
  */
 
 /** What the middle knows of one direction: the sender's progress and the receiver's answers. */
@@ -25,7 +26,7 @@ export interface WindowView {
   end: number | undefined;
   /** The receiver's highest ACK of this direction, if it sent one. */
   ack: number | undefined;
-  /** The largest window the receiver advertised (scaled, bytes); 0 when none seen. */
+  /** The largest window the receiver may advertise (scaled, bytes). */
   maxWin: number;
 }
 
