@@ -15,6 +15,11 @@
  *   asks again when more bytes come. It never decreases, and bytes before it are final.
  * - `flush` decides everything still undecided (end of stream, hold timeout, hold limit): its
  *   answer's `undecidedFrom` is ignored and taken as the end of the data fed.
+ * - A pure insertion (`len` 0) travels with the segment that *starts* at its position (F maps
+ *   an insertion at p to the front of p). One at the very end of the data fed therefore waits
+ *   for the sender's next byte, which may never come (a keep-alive connection between
+ *   messages): an agent that must append after the last byte fed replaces that byte instead
+ *   (the http agent's `carryEndInsertion`).
  * - `snapshot` returns plain data (JSON-serialisable) from which `restore` rebuilds the agent:
  *   the cluster moves it between nodes.
  */
