@@ -73,7 +73,10 @@ export function gatewayStats(prefix: string, pid?: number): GatewayStats {
   const end = Date.now() + 5000;
   while (Date.now() < end) {
     const text = readFileSync(log, 'utf8').slice(before);
-    for (const line of text.split('\n')) {
+    // Only whole lines: the gateway may be in the middle of writing the statistics line.
+    const lines = text.split('\n');
+    lines.pop();
+    for (const line of lines) {
       if (line.startsWith('{"uptimeS"')) return JSON.parse(line) as GatewayStats;
     }
     spawnSync('sleep', ['0.05']);
