@@ -18,6 +18,7 @@
  * Traffic no rule can cover is not the policy's business: it is bridged as before.
  */
 import { rulePortsMatch, selectRule, DEFAULT_POLICY, type Config, type PolicyAction, type PolicySettings, type Rule } from '../config/index.js';
+import type { Endpoint } from '../flow/table.js';
 import type { OpaqueClass } from '../wire/opaque.js';
 
 export type PolicyClass = OpaqueClass | 'midstream';
@@ -61,27 +62,28 @@ export class Policy {
 
   /**
    * Whether a rule matches a connection first seen mid-stream between `a` and `b`, and in which
-   * orientation: true = with `a` as the client, false = only with `b` as the client, undefined
-   * = no rule matches either way.
+   * orientation: true = only with `a` as the client, false = only with `b` as the client,
+   * undefined = either way, or neither (no opinion: the table's guess stands).
    */
-  midstreamRule(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean | undefined {
-    const cfg = this.config;
-    if (cfg === null || this.rules.length === 0) return undefined;
-    if (selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined) {
-      // Both orientations match (e.g. a `port` rule): no opinion, the table's guess stands.
-      return selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined ? undefined : true;
-    }
-    return selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined ? false : undefined;
+  midstreamRule(a: Endpoint, b: Endpoint): boolean | undefined {
+    const [ab, ba] = this.orientations(a, b);
+    return ab === ba ? undefined : ab;
   }
 
   /** A rule matches the connection between `a` and `b` in one orientation or the other. */
-  covers(a: { addr: number; port: number }, b: { addr: number; port: number }): boolean {
+  covers(a: Endpoint, b: Endpoint): boolean {
+    const [ab, ba] = this.orientations(a, b);
+    return ab || ba;
+  }
+
+  /** Whether a rule matches with `a` as the client, and with `b` as the client. */
+  private orientations(a: Endpoint, b: Endpoint): [boolean, boolean] {
     const cfg = this.config;
-    if (cfg === null || this.rules.length === 0) return false;
-    return (
-      selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined ||
-      selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined
-    );
+    if (cfg === null || this.rules.length === 0) return [false, false];
+    return [
+      selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined,
+      selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined,
+    ];
   }
 
   /** Counts a decision of class `cls`; returns it. */

@@ -10,7 +10,7 @@ import {
   type ConnKey,
 } from '../../src/config/index.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
-import { errorOf } from '../helpers/config-error.js';
+import { errorOf, expectOneIssue } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
 const ip = (s: string) => parseIPv4(s)!;
@@ -80,13 +80,7 @@ describe('config: errors name the file, line:column, document path and what was 
   ];
 
   it.each(cases)('%s', (_what, text, line, path, msg) => {
-    const e = errorOf(text);
-    expect(e.issues).toHaveLength(1);
-    const i = e.issues[0]!;
-    expect(i).toMatchObject({ file: 'conf.yaml', line, path });
-    expect(i.message).toMatch(msg);
-    expect(e.message).toContain(`conf.yaml:${line}:`);
-    expect(e.message).toContain(`${path}: `);
+    expectOneIssue(text, line, path, msg);
   });
 
   it('reports every problem at once, each at its own line and column', () => {

@@ -17,7 +17,7 @@ import { EthernetRepr } from '../../src/wire/ethernet.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { Ipv4Repr } from '../../src/wire/ipv4.js';
 import { ACK, CLIENT, FIN, PSH, SERVER, SYN, expectWellFormed } from '../hostile/harness.js';
-import { errorOf } from '../helpers/config-error.js';
+import { errorOf, expectOneIssue } from '../helpers/config-error.js';
 
 // ---------------------------------------------------------------------------------------------
 // Frames
@@ -587,13 +587,7 @@ describe('policy: config', () => {
   ];
 
   it.each(cases)('%s: file:line and path', (_what, text, line, path, msg) => {
-    const e = errorOf(text);
-    expect(e.issues).toHaveLength(1);
-    const i = e.issues[0]!;
-    expect(i).toMatchObject({ file: 'conf.yaml', line, path });
-    expect(i.message).toMatch(msg);
-    expect(e.message).toContain(`conf.yaml:${line}:`);
-    expect(e.message).toContain(`${path}: `);
+    expectOneIssue(text, line, path, msg);
   });
 
   it('policy not a mapping: an error at its line', () => {
