@@ -17,7 +17,7 @@ import type { TcpFields } from '../../src/stream/connection.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { offsetToSeq, seq as wrap, type Seq } from '../../src/wire/seq.js';
 import type { TcpOption } from '../../src/wire/tcp.js';
-import { Endpoint, Heap, type Pkt } from './tcpsim.js';
+import { Endpoint, Heap, type Pkt, type SimOptions } from './tcpsim.js';
 
 export const SIM_CLIENT = 0x0a000001;
 export const SIM_SERVER = 0x0a000002;
@@ -57,24 +57,13 @@ export interface Injected extends Injection {
   forwarded: number;
 }
 
-export interface GatewaySimOptions {
-  rand: () => number;
-  /** What each side sends: [client, server]. */
-  data: [Uint8Array, Uint8Array];
+/** The network and endpoints of tcpsim's simulation, with a whole Gateway in the middle. */
+export interface GatewaySimOptions extends Pick<SimOptions, 'rand' | 'data' | 'isn' | 'mss' | 'loss' | 'dup' | 'reorder' | 'sack' | 'maxTimeMs'> {
   /** The streams each receiver must end with when nothing disrupts the connection: [c2s, s2c]. */
   expected: [Uint8Array, Uint8Array];
-  isn: [number, number];
-  /** Largest segment an endpoint sends (segments are cut at random below it); also its MSS option. */
-  mss: number;
-  loss: number;
-  dup: number;
-  /** Probability that a packet gets an extra random delay (reordering). */
-  reorder: number;
-  sack: boolean;
   /** A gateway whose config has a rule for port 80. */
   gateway: Gateway;
   injections?: readonly Injection[];
-  maxTimeMs?: number;
   /** Bytes an endpoint sends beyond SND.UNA. */
   window?: number;
 }
