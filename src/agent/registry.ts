@@ -6,7 +6,8 @@
  */
 
 import { createFtp, type FtpHooksProvider } from './ftp.js';
-import { httpFactory } from './http/agent.js';
+import { createHttp } from './http/agent.js';
+import type { HttpCounters } from './http/counters.js';
 import { createMonitor } from './monitor.js';
 import type { MonitorSink } from './monitor.js';
 import { createReplace, type ReplaceCounters } from './replace.js';
@@ -28,16 +29,19 @@ export interface RegistryOptions {
   ftpHooks?: FtpHooksProvider;
   /** Counters every replace agent adds to (`newReplaceCounters()`), e.g. for the gateway's stats. */
   replaceCounters?: ReplaceCounters;
+  /** Counters every http agent adds to (`newHttpCounters()`). */
+  httpCounters?: HttpCounters;
 }
 
 export { newReplaceCounters, type ReplaceCounters } from './replace.js';
+export { newHttpCounters, type HttpCounters } from './http/counters.js';
 
 export function makeRegistry(opts: RegistryOptions = {}): AgentRegistry {
   return new Map<string, AgentFactory<unknown>>([
-    ['replace', createReplace({ counters: opts.replaceCounters }) as AgentFactory<unknown>],
+    ['replace', createReplace({ counters: opts.replaceCounters, joinMatches: true }) as AgentFactory<unknown>],
     ['monitor', createMonitor(opts.monitorSink) as AgentFactory<unknown>],
     ['ftp', createFtp(opts.ftpHooks) as AgentFactory<unknown>],
-    ['http', httpFactory as AgentFactory<unknown>],
+    ['http', createHttp(opts.httpCounters) as AgentFactory<unknown>],
   ]);
 }
 

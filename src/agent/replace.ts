@@ -112,6 +112,8 @@ export function newReplaceCounters() {
   return {
     /** Backtracking match attempts stopped by their maxSteps budget, taken as no match there. */
     regexBudgetExceeded: 0,
+    /** Matches replaced (several close ones may travel as one edit: see `EditRun`). */
+    matches: 0,
   };
 }
 export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
@@ -125,6 +127,12 @@ export interface ReplaceOptions {
    * kept for the benchmark and the differential tests.
    */
   linearSearch?: 'unanchored' | 'per-start';
+  /**
+   * Join close matches into one edit (see MERGE_GAP): what the gateway's factories do. Off, every
+   * match is its own edit (the agent's tests compare edit lists, which joining makes depend on
+   * how the stream was cut; the bytes do not).
+   */
+  joinMatches?: boolean;
 }
 
 /** One problem with a rule: which field, and what is wrong. */
@@ -431,8 +439,64 @@ interface RuleEvent {
 const NONE: RuleEvent = Object.freeze({ start: Infinity, len: 0, decided: true, out: Buffer.alloc(0) });
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * Close matches travel as one edit: an edit is a command in the engine's list (per-command work
+ * on every segment, ACK and retransmission), and a body with a match every few dozen bytes made
+ * that work, not the scan, the cost. Matches at most MERGE_GAP bytes apart are joined, with the
+ * original bytes between them copied into the replacement, while the joined original range stays
+ * within MERGE_SPAN bytes: that bounds what a receiver's ACK inside the range makes the sender
+ * resend (the engine maps such an ACK to the range's start). The output bytes are the same.
+ */
+export const MERGE_GAP = 256;
+export const MERGE_SPAN = 2048;
+
+/** Builds the edit list of one scan, joining close matches (see MERGE_GAP). */
+class EditRun {
+  readonly edits: Edit[] = [];
+  matches = 0;
+  /** The open edit: original range [at, end) in buf positions, its output in parts. */
+  private at = -1;
+  private end = -1;
+  private parts: Uint8Array[] = [];
+
+  constructor(
+    private readonly buf: Buffer,
+    private readonly base: number,
+    private readonly join: boolean,
+  ) {}
+
+  add(start: number, len: number, out: Uint8Array): void {
+    this.matches++;
+    if (this.join && this.at >= 0 && start - this.end <= MERGE_GAP && start + len - this.at <= MERGE_SPAN) {
+      if (start > this.end) this.parts.push(this.buf.subarray(this.end, start));
+      this.parts.push(out);
+      this.end = start + len;
+      return;
+    }
+    this.close();
+    this.at = start;
+    this.end = start + len;
+    this.parts = [out];
+  }
+
+  /** The edits; the joined ones own a copy of the bytes between their matches. */
+  finish(): Edit[] {
+    this.close();
+    return this.edits;
+  }
+
+  private close(): void {
+    if (this.at < 0) return;
+    const p = this.parts;
+    this.edits.push({ at: this.base + this.at, len: this.end - this.at, data: p.length === 1 ? p[0]! : Buffer.concat(p) });
+    this.at = -1;
+  }
+}
+
 interface ScanResult {
   edits: Edit[];
+  /** Matches in them. */
+  matches: number;
   /** Index in buf where the undecided tail starts (buf.length = nothing held). */
   hold: number;
   /** Backtracking attempts stopped by their budget. */
@@ -455,12 +519,13 @@ class Scan {
     private readonly perStart: boolean,
     /** Per rule, where the linear search stopped (kept from feed to feed). */
     private readonly searches: (SearchState | undefined)[],
+    private readonly join: boolean,
   ) {
     this.off = prev >= 0 ? 1 : 0;
   }
 
   run(rules: readonly CompiledRule[], base: number): ScanResult {
-    const edits: Edit[] = [];
+    const run = new EditRun(this.buf, base, this.join);
     const ev: (RuleEvent | undefined)[] = new Array(rules.length);
     let pos = 0;
     for (;;) {
@@ -470,9 +535,11 @@ class Scan {
         if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, r, pos, base);
         if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
       }
-      if (best.start === Infinity) return { edits, hold: this.buf.length, giveUps: this.giveUps };
-      if (!best.decided) return { edits, hold: best.start, giveUps: this.giveUps };
-      edits.push({ at: base + best.start, len: best.len, data: best.out });
+      if (best.start === Infinity || !best.decided) {
+        const hold = best.start === Infinity ? this.buf.length : best.start;
+        return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps };
+      }
+      run.add(best.start, best.len, best.out);
       pos = best.start + best.len;
     }
   }
@@ -641,11 +708,17 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st.searches);
-    const { edits, hold, giveUps } = scan.run(this.rules, base);
-    if (giveUps > 0) {
-      this.counters.regexBudgetExceeded += giveUps;
-      if (this.opts.counters !== undefined) this.opts.counters.regexBudgetExceeded += giveUps;
+    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st.searches, this.opts.joinMatches === true);
+    const { edits, matches, hold, giveUps } = scan.run(this.rules, base);
+    if (giveUps > 0 || matches > 0) {
+      const own = this.counters;
+      own.regexBudgetExceeded += giveUps;
+      own.matches += matches;
+      const all = this.opts.counters;
+      if (all !== undefined) {
+        all.regexBudgetExceeded += giveUps;
+        all.matches += matches;
+      }
     }
     if (hold > 0) {
       st.prev = buf[hold - 1]!;
@@ -676,7 +749,7 @@ class ReplaceAgent implements Agent {
       tail: s.tail.toString('base64'),
     });
     const snap: ReplaceSnapshot = { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
-    if (this.ctr !== null && this.ctr.regexBudgetExceeded > 0) snap.counters = { ...this.ctr };
+    if (this.ctr !== null && (this.ctr.regexBudgetExceeded > 0 || this.ctr.matches > 0)) snap.counters = { ...this.ctr };
     return snap;
   }
 }
@@ -722,8 +795,14 @@ function restoreReplace(cfg: ReplaceConfig, ctx: AgentContext, state: unknown, o
   }
   const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
   const c = s.counters;
-  const counters = typeof c === 'object' && c !== null && Number.isSafeInteger(c.regexBudgetExceeded)
-    ? { ...newReplaceCounters(), regexBudgetExceeded: c.regexBudgetExceeded }
-    : undefined;
+  let counters: ReplaceCounters | undefined;
+  if (typeof c === 'object' && c !== null) {
+    counters = newReplaceCounters();
+    // A field missing (a snapshot of an older node) or not a count starts at 0.
+    for (const k of Object.keys(counters) as (keyof ReplaceCounters)[]) {
+      const v = (c as Partial<ReplaceCounters>)[k];
+      if (Number.isSafeInteger(v) && v! >= 0) counters[k] = v!;
+    }
+  }
   return new ReplaceAgent(compiledRules(cfg), ctx.directions, opts, st, counters);
 }

@@ -80,7 +80,7 @@
 import type { Logger } from 'pino';
 import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
 import type { AgentContext } from '../agent/types.js';
-import { createAgent, makeRegistry, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
+import { createAgent, makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
@@ -340,6 +340,7 @@ export class Gateway {
   readonly policy: Policy;
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
+  private readonly httpCounters = newHttpCounters();
   /** regexBudgetExceeded as last logged. */
   private lastBudget = 0;
 
@@ -370,13 +371,14 @@ export class Gateway {
       const clientSide = natCfg?.ftpClientSide ?? 0;
       this.registry = makeRegistry({
         replaceCounters: this.replaceCounters,
+        httpCounters: this.httpCounters,
         ftpHooks: natFtpHooks(nat, {
           clientSide,
           now: () => this.nowMs,
           observe: (x) => log?.info({ flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original }, 'ftp data connection expected'),
         }),
       });
-    } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters });
+    } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters, httpCounters: this.httpCounters });
   }
 
   /** Counts a NAT verdict; true when the frame must be dropped. */
@@ -792,7 +794,7 @@ export class Gateway {
     if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
       this.logStreamEvents(f.id, seq, nowMs);
     }
-    const budget = this.replaceCounters.regexBudgetExceeded;
+    const budget = this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded;
     if (budget !== this.lastBudget) {
       this.lastBudget = budget;
       this.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');
@@ -1051,8 +1053,8 @@ export class Gateway {
       },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
-      /** Shared by the replace agents (the opt-in backtracking engine's budget). */
-      agents: { replace: { ...this.replaceCounters } },
+      /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
+      agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
       storePool: { ...bytestorePool, bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },

@@ -210,10 +210,12 @@ describe('http: pairing responses with requests', () => {
     ]);
     const msgs = decode(r.s2c, 'response', ['HEAD', 'GET', 'GET', 'GET']).msgs;
     expect(msgs.map((m) => m.start.slice(9, 12))).toEqual(['200', '204', '304', '103', '200']);
-    expect(hv(msgs[0]!, 'Content-Length')).toEqual(['11']);
+    // HEAD and 304: Content-Length says what a GET would send, which the rewrite changes: removed.
+    expect(hv(msgs[0]!, 'Content-Length')).toEqual([]);
+    expect(hv(msgs[2]!, 'Content-Length')).toEqual([]);
     expect(hv(msgs[1]!, 'Transfer-Encoding')).toEqual([]);
     expect(msgs[4]!.body.toString()).toBe('Hi there');
-    expect(r.counters).toMatchObject({ responses: 5, informational: 1, bodylessFraming: 1, unpairedResponses: 0 });
+    expect(r.counters).toMatchObject({ responses: 5, informational: 1, bodylessFraming: 1, unpairedResponses: 0, validatorsChanged: 2 });
     expect(r.agent.pending).toEqual([]);
   });
 
@@ -264,6 +266,25 @@ describe('http: header edits, identity, Range', () => {
     const r = run({ ...HELLO, request: { setHeaders: { 'Accept-Encoding': 'br' } } }, [c2s(get('/', 'Accept-Encoding: gzip\r\n'))]);
     expect(hv(decode(r.c2s, 'request').msgs[0]!, 'Accept-Encoding')).toEqual(['br']);
     expect(r.counters.identityRequested).toBe(0);
+  });
+
+  it('a rewritten representation: ETag made weak, Accept-Ranges removed; HEAD keeps Content-Length without body rules', () => {
+    const head = 'HTTP/1.1 200 OK\r\nETag: "5e1-a"\r\nAccept-Ranges: bytes\r\nContent-Length: 11\r\n\r\n';
+    const r = run(HELLO, [c2s(get('/') + 'HEAD / HTTP/1.1\r\nHost: a\r\n\r\n'), s2c(ok('Hello world', 'ETag: W/"w"\r\nAccept-Ranges: bytes\r\n') + head)]);
+    const [g, h] = decode(r.s2c, 'response', ['GET', 'HEAD']).msgs;
+    expect(g!.body.toString()).toBe('Hi there');
+    expect(hv(g!, 'ETag')).toEqual(['W/"w"']);
+    expect(hv(g!, 'Accept-Ranges')).toEqual([]);
+    expect(hv(h!, 'ETag')).toEqual(['W/"5e1-a"']);
+    expect(hv(h!, 'Content-Length')).toEqual([]);
+    expect(r.counters.validatorsChanged).toBe(2);
+    // Content-coded: not rewritten, so described as it is.
+    const gz = 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nETag: "z"\r\nContent-Length: 2\r\n\r\nzz';
+    const z = decode(run(HELLO, [c2s(get('/')), s2c(gz)]).s2c, 'response').msgs[0]!;
+    expect(hv(z, 'ETag')).toEqual(['"z"']);
+    expect(z.body.toString()).toBe('zz');
+    const plain = run({ request: { setHeaders: { 'X-A': '1' } } }, [c2s('HEAD / HTTP/1.1\r\nHost: a\r\n\r\n'), s2c(head)]);
+    expect(plain.s2c.toString()).toBe(head);
   });
 
   it('without response rules, Range and 206 pass', () => {

@@ -7,6 +7,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   compileReplaceRules,
+  createReplace,
+  MERGE_GAP,
+  MERGE_SPAN,
+  newReplaceCounters,
   replaceFactory,
   replaceRuleProblems,
   type ReplaceRule,
@@ -89,8 +93,9 @@ function run(
   s: Buffer,
   cuts: readonly number[],
   snapshotAfter: ReadonlySet<number> = new Set(),
+  factory = replaceFactory,
 ): Edit[] {
-  const d = new AgentDriver(replaceFactory.create(rules, BOTH));
+  const d = new AgentDriver(factory.create(rules, BOTH));
   let p = 0;
   const ends = [...cuts.filter((c) => c > 0 && c < s.length), s.length];
   ends.forEach((end, i) => {
@@ -98,7 +103,7 @@ function run(
     p = Math.max(p, end);
     if (snapshotAfter.has(i)) {
       const state = JSON.parse(JSON.stringify(d.agent.snapshot())) as unknown;
-      d.agent = replaceFactory.restore(rules, BOTH, state);
+      d.agent = factory.restore(rules, BOTH, state);
     }
   });
   d.flush();
@@ -197,6 +202,43 @@ describe('replace agent: chunking never changes the result', () => {
       }),
       { seed: 99, numRuns: 400 },
     );
+  });
+});
+
+describe('replace agent: close matches joined into one edit (the gateway\'s factories)', () => {
+  it('the same bytes and match count as one edit per match, whatever the cuts and snapshots', () => {
+    fc.assert(
+      fc.property(caseArb, ({ s, rules, cuts, snaps }) => {
+        const counters = newReplaceCounters();
+        const joined = run(rules, s, cuts, new Set(snaps), createReplace({ joinMatches: true, counters }));
+        const ref = reference(rules, s);
+        expect(applyEdits(s, joined).equals(applyEdits(s, ref))).toBe(true);
+        expect(counters.matches).toBe(ref.length);
+        expect(joined.length).toBeLessThanOrEqual(ref.length);
+      }),
+      { seed: 4242, numRuns: 400 },
+    );
+  });
+
+  it('a body with a match every few dozen bytes: spans of at most MERGE_SPAN, gaps over MERGE_GAP kept apart', () => {
+    const line = 'Hello world, filler Good bye! more filler text\n';
+    const far = 'x'.repeat(MERGE_GAP + 1);
+    const s = Buffer.from(line.repeat(20_000) + far + 'Hello world' + far, 'latin1');
+    const rules = [
+      { find: 'Hello world', with: 'Hi there' },
+      { find: 'Good bye!', with: 'Farewell, and thanks for all the fish!' },
+    ];
+    const cuts = Array.from({ length: Math.ceil(s.length / 1448) }, (_, i) => i * 1448);
+    const counters = newReplaceCounters();
+    const joined = run(rules, s, cuts, new Set(), createReplace({ joinMatches: true, counters }));
+    const ref = reference(rules, s);
+    expect(counters.matches).toBe(40_001);
+    expect(applyEdits(s, joined).equals(applyEdits(s, ref))).toBe(true);
+    // A 1448-byte piece holds ~60 matches; joined, a few edits per piece.
+    expect(joined.length).toBeLessThan(ref.length / 10);
+    for (const e of joined) expect(e.len).toBeLessThanOrEqual(MERGE_SPAN);
+    // The last match, more than MERGE_GAP bytes after the others, is an edit of its own.
+    expect(joined[joined.length - 1]).toMatchObject({ at: s.length - far.length - 11, len: 11 });
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * Counters the agents of one gateway share reach its statistics and its log: a regex rule on the
  * opt-in backtracking engine whose step budget runs out is counted (`agents.replace`) and logged
- * (rate-limited), and the traffic still passes.
+ * (rate-limited), and the traffic still passes; matches of replace and http agents, and what
+ * the http agents did, add up across connections (`agents.replace.matches`, `agents.http`).
  */
 import { describe, expect, it } from 'vitest';
 import { Harness, fakeLogger, payloadOf } from '../hostile/harness.js';
@@ -42,5 +43,37 @@ rules:
     h.send(c.data(0, 0, 'a'.repeat(3000)), 0);
     h.advance(5000);
     expect(h.gw.stats().agents.replace.regexBudgetExceeded).toBe(0);
+  });
+
+  it('matches and http message counts of every connection add up in stats().agents', () => {
+    const h = new Harness({}, {}, `
+rules:
+  - match: { port: 80 }
+    agent: http
+    http:
+      response:
+        replace:
+          - { find: "Hello world", with: "Hi there" }
+          - { regex: "(a|aa)+(?=b)", with: "X", maxMatch: 64, engine: backtracking, maxSteps: 200 }
+`);
+    const req = 'GET / HTTP/1.1\r\nHost: a\r\n\r\n';
+    const body = 'Hello world Hello world\n' + 'a'.repeat(100) + '\n';
+    for (const port of [40010, 40011]) {
+      const c = h.connect(port);
+      h.send(c.data(0, 0, req), 0);
+      h.send(c.data(1, 0, `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`, req.length), 1);
+    }
+    h.advance(5000);
+    const http = h.gw.stats().agents.http;
+    expect(http).toMatchObject({ requests: 2, responses: 2, bodiesRewritten: 2, bodyMatches: 4, framedFixedLength: 2 });
+    expect(http.regexBudgetExceeded).toBeGreaterThan(0);
+    const out = h.out.filter((g) => g.to === 0).map((g) => payloadOf(g.frame)).join('');
+    expect(out.split('Hi there Hi there\n').length).toBe(3);
+
+    const h2 = new Harness({}, {}, 'rules:\n  - match: { port: 80 }\n    agent: replace\n    replace: [ { find: "Hello world", with: "Hi there" } ]\n');
+    const r = h2.connect(40012);
+    h2.send(r.data(0, 0, 'Hello world, Hello world, Hello world'), 0);
+    h2.advance(5000);
+    expect(h2.gw.stats().agents.replace.matches).toBe(3);
   });
 });

@@ -13,7 +13,7 @@
 import type { Agent, AgentContext, AgentFactory, AgentOutput, Direction, FlushReason } from '../types.js';
 import { NO_EDITS } from '../types.js';
 import { resolveHttpConfig, type HttpConfig, type ResolvedHttpConfig } from './config.js';
-import { copyCounters, newHttpCounters, type HttpCounters } from './counters.js';
+import { copyCounters, newHttpCounters, Tally, type HttpCounters } from './counters.js';
 import type { ReqInfo } from './plan.js';
 import { HttpStream, type Phase, type Shared, type StreamJson } from './stream.js';
 
@@ -33,10 +33,10 @@ export class HttpAgent implements Agent {
   /** The agent edits both directions or none (a rule limited to one: pass-through, see below). */
   private readonly on: boolean;
 
-  constructor(cfg: ResolvedHttpConfig, ctx: AgentContext, snap?: HttpSnapshot) {
+  constructor(cfg: ResolvedHttpConfig, ctx: AgentContext, snap?: HttpSnapshot, total?: HttpCounters) {
     this.counters = snap !== undefined ? copyCounters(snap.counters) : newHttpCounters();
     this.shared = snap !== undefined ? { ...snap.shared, queue: snap.shared.queue.map((q) => ({ ...q })) } : { queue: [], server11: false, awaitResult: null, s2cParsing: true };
-    const env = { cfg, counters: this.counters, shared: this.shared };
+    const env = { cfg, count: new Tally(this.counters, total), shared: this.shared };
     this.streams = { c2s: new HttpStream('c2s', env, snap?.dirs.c2s), s2c: new HttpStream('s2c', env, snap?.dirs.s2c) };
     // Pairing needs both directions and normalising a request needs editing it: the config
     // refuses `direction:` on an http rule; a context without both makes a pass-through agent.
@@ -107,12 +107,21 @@ function checkSnapshot(s: unknown): HttpSnapshot {
   return o as HttpSnapshot;
 }
 
-export const httpFactory: AgentFactory<HttpConfig | undefined> = {
-  name: 'http',
-  create(cfg, ctx) {
-    return new HttpAgent(resolveHttpConfig(cfg), ctx);
-  },
-  restore(cfg, ctx, state) {
-    return new HttpAgent(resolveHttpConfig(cfg), ctx, checkSnapshot(state));
-  },
-};
+/**
+ * An http factory whose agents also add to `total` (the registry makes one per gateway:
+ * `stats().agents.http`); a restored agent resumes its own counts and adds only new ones there.
+ */
+export function createHttp(total?: HttpCounters): AgentFactory<HttpConfig | undefined> {
+  return {
+    name: 'http',
+    create(cfg, ctx) {
+      return new HttpAgent(resolveHttpConfig(cfg), ctx, undefined, total);
+    },
+    restore(cfg, ctx, state) {
+      return new HttpAgent(resolveHttpConfig(cfg), ctx, checkSnapshot(state), total);
+    },
+  };
+}
+
+/** Without gateway-wide counters. */
+export const httpFactory: AgentFactory<HttpConfig | undefined> = createHttp();

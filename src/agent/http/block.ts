@@ -124,17 +124,29 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBloc
     phys.push([i]);
     last = 'field';
   }
-  // Field units: join folded lines with SP, clean bare CR / NUL, split name and value.
+  // Field units: join folded lines with SP, clean bare CR / NUL, split name and value. The usual
+  // line (one physical line ending in CRLF, nothing to clean) keeps norm null without a copy.
   for (let u = 0; u < units.length; u++) {
     const un = units[u]!;
     if (un.kind !== 'field') continue;
-    const parts: Buffer[] = [];
-    for (const k of phys[u]!) {
-      const l = lines[k]!;
-      if (parts.length > 0) parts.push(Buffer.from(' '));
-      parts.push(cleanCR(b.subarray(l.s, l.ce), tally));
+    const ph = phys[u]!;
+    let content: Buffer;
+    let changed: boolean;
+    if (ph.length === 1) {
+      const l = lines[ph[0]!]!;
+      const raw = b.subarray(l.s, l.ce);
+      content = cleanCR(raw, tally);
+      changed = content !== raw || l.ce === l.lf;
+    } else {
+      const parts: Buffer[] = [];
+      for (const k of ph) {
+        const l = lines[k]!;
+        if (parts.length > 0) parts.push(Buffer.from(' '));
+        parts.push(cleanCR(b.subarray(l.s, l.ce), tally));
+      }
+      content = Buffer.concat(parts);
+      changed = true;
     }
-    const content = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     const colon = content.indexOf(0x3a);
     if (colon <= 0) return { ...out, error: 'fieldName' };
     let nameEnd = colon;
@@ -142,22 +154,29 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBloc
     if (nameEnd !== colon) {
       if (kind === 'request') return { ...out, error: 'wsBeforeColon' };
       tally.wsBeforeColon++;
+      changed = true;
     }
     const rawName = content.toString('latin1', 0, nameEnd);
     if (!isToken(rawName)) return { ...out, error: 'fieldName' };
-    const rest = Buffer.from(content.subarray(colon + 1));
+    let rest = content.subarray(colon + 1);
+    let copied = false;
     for (let k = 0; k < rest.length; k++) {
-      if (rest[k] === 0) {
+      const c = rest[k]!;
+      if (c === 0) {
+        if (!copied) rest = Buffer.from(rest); // never write the caller's bytes
+        copied = changed = true;
         rest[k] = SP;
         tally.nulInValue++;
-      } else if (!isFieldChar(rest[k]!)) return { ...out, error: 'fieldValue' };
+      } else if (!isFieldChar(c)) return { ...out, error: 'fieldValue' };
     }
+    let vs = 0;
+    let ve = rest.length;
+    while (vs < ve && (rest[vs] === SP || rest[vs] === HTAB)) vs++;
+    while (ve > vs && (rest[ve - 1] === SP || rest[ve - 1] === HTAB)) ve--;
     un.rawName = rawName;
     un.name = rawName.toLowerCase();
-    un.value = rest.toString('latin1').replace(/^[ \t]+|[ \t]+$/g, '');
-    const norm = Buffer.concat([Buffer.from(`${rawName}:`, 'latin1'), rest, CRLF]);
-    const orig = b.subarray(un.at - base, un.at - base + un.len);
-    un.norm = norm.equals(orig) ? null : norm;
+    un.value = rest.toString('latin1', vs, ve);
+    un.norm = changed ? Buffer.concat([Buffer.from(`${rawName}:`, 'latin1'), rest, CRLF]) : null;
   }
   return out;
 }

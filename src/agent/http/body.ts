@@ -19,8 +19,9 @@
  * pattern - 1 body bytes, plus framing between them) is held.
  */
 
-import { replaceFactory, type ReplaceConfig } from '../replace.js';
+import { createReplace, newReplaceCounters, type ReplaceConfig } from '../replace.js';
 import type { Agent, AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
+import type { Tally } from './counters.js';
 import { EMPTY, type EditBuilder } from './edits.js';
 
 export type OutFraming = 'fixlen' | 'chunked' | 'close';
@@ -66,11 +67,18 @@ export class BodyRewriter {
   /** Decided matcher edits (body positions) not emitted yet. */
   private edits: Edit[];
   private readonly matcher: Agent;
+  /** The matcher's counts (matches decided so far). */
+  private readonly counts = newReplaceCounters();
+  /** counts as last added to the tally. */
+  private matched = 0;
+  private giveUps = 0;
 
   constructor(
     rules: ReplaceConfig,
     public out: OutFraming,
     outPos: number,
+    /** Where matches (bodyMatches) and regex give-ups (regexBudgetExceeded) are counted. */
+    private readonly tally: Tally,
     json?: RewriterJson,
   ) {
     if (json === undefined) {
@@ -78,7 +86,7 @@ export class BodyRewriter {
       this.outPos = outPos;
       this.segs = [];
       this.edits = [];
-      this.matcher = replaceFactory.create(rules, MATCH_CTX);
+      this.matcher = createReplace({ counters: this.counts, joinMatches: true }).create(rules, MATCH_CTX);
     } else {
       this.fed = json.fed;
       this.decided = json.decided;
@@ -86,19 +94,19 @@ export class BodyRewriter {
       this.outPos = json.outPos;
       this.segs = json.segs.map((s) => ({ o: s.o, n: s.n, b: s.b, rep: Buffer.from(s.rep, 'base64') }));
       this.edits = json.edits.map((e) => ({ at: e.at, len: e.len, data: Buffer.from(e.data, 'base64') }));
-      this.matcher = replaceFactory.restore(rules, MATCH_CTX, json.matcher);
+      this.matcher = createReplace({ counters: this.counts, joinMatches: true }).restore(rules, MATCH_CTX, json.matcher);
     }
   }
 
-  /** Body bytes at stream position o. Returns the number of replacements decided. */
-  body(o: number, data: Uint8Array): number {
-    if (data.length === 0) return 0;
+  /** Body bytes at stream position o. */
+  body(o: number, data: Uint8Array): void {
+    if (data.length === 0) return;
     const last = this.segs[this.segs.length - 1];
     if (last !== undefined && last.b >= 0 && last.o + last.n === o && last.b + last.n === this.fed) last.n += data.length;
     else this.segs.push({ o, n: data.length, b: this.fed, rep: EMPTY });
     const r = this.matcher.feed(BODY, this.fed, data);
     this.fed += data.length;
-    return this.take(r);
+    this.take(r);
   }
 
   /** Framing bytes at stream position o (deleted), or an insertion (n = 0) of rep. */
@@ -113,17 +121,20 @@ export class BodyRewriter {
    * Decide the matcher's tail: at the body's end ('fin': complete matches in it are still
    * replaced), or mid-body when the engine flushes (matches across that point are not found).
    */
-  decideAll(reason: FlushReason): number {
-    const r = this.matcher.flush(BODY, reason);
-    const k = this.take(r);
+  decideAll(reason: FlushReason): void {
+    this.take(this.matcher.flush(BODY, reason));
     this.decided = this.fed;
-    return k;
   }
 
-  private take(r: AgentOutput): number {
-    for (const e of r.edits) this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
+  /** Keeps the matcher's edits (their data is never changed after an answer); counts. */
+  private take(r: AgentOutput): void {
+    for (const e of r.edits) this.edits.push(e);
     this.decided = r.undecidedFrom ?? this.fed;
-    return r.edits.length;
+    const c = this.counts;
+    if (c.matches !== this.matched) this.tally.add('bodyMatches', c.matches - this.matched);
+    if (c.regexBudgetExceeded !== this.giveUps) this.tally.add('regexBudgetExceeded', c.regexBudgetExceeded - this.giveUps);
+    this.matched = c.matches;
+    this.giveUps = c.regexBudgetExceeded;
   }
 
   /** Length of the output for the decided, not yet emitted body bytes. */
@@ -150,8 +161,13 @@ export class BodyRewriter {
     return last === undefined ? this.outPos : last.o + last.n;
   }
 
-  private posOf(b: number): number {
-    for (const s of this.segs) if (s.b >= 0 && b >= s.b && b < s.b + s.n) return s.o + (b - s.b);
+  /** Stream position of body position b, searching the segments from index `from` on. */
+  private posOf(b: number, from = 0): number {
+    const segs = this.segs;
+    for (let i = from; i < segs.length; i++) {
+      const s = segs[i]!;
+      if (s.b >= 0 && b >= s.b && b < s.b + s.n) return s.o + (b - s.b);
+    }
     throw new Error(`http: body position ${b} not held (agent bug)`);
   }
 
@@ -181,8 +197,9 @@ export class BodyRewriter {
       if (hdr !== null && s.b === b0) ob.add(s.o, 0, hdr);
       while (k < edits.length && edits[k]!.at < e) {
         const x = edits[k++]!;
-        const from = this.posOf(x.at);
-        const to = this.posOf(x.at + x.len - 1) + 1;
+        // Edits are sorted and start in this segment or an earlier one (spanning framing).
+        const from = x.at >= s.b ? s.o + (x.at - s.b) : this.posOf(x.at);
+        const to = x.len === 0 ? from : this.posOf(x.at + x.len - 1, i) + 1;
         ob.add(from, to - from, x.data);
         absorbEnd = to;
       }

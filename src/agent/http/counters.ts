@@ -57,6 +57,8 @@ export function newHttpCounters() {
     /** Bodies that went through the body rules, and replacements made in them. */
     bodiesRewritten: 0,
     bodyMatches: 0,
+    /** Backtracking regex attempts in bodies stopped by their maxSteps budget (no match there). */
+    regexBudgetExceeded: 0,
     /** How rewritten bodies were framed: Content-Length fixed (held whole), ... */
     framedFixedLength: 0,
     /** ... Content-Length re-framed as chunked, ... */
@@ -84,6 +86,13 @@ export function newHttpCounters() {
     /** Requests asked for identity coding (Accept-Encoding), Range/If-Range removed. */
     identityRequested: 0,
     rangeRemoved: 0,
+    /**
+     * Responses of a resource the rules rewrite whose metadata described the original bytes:
+     * Content-Length of a HEAD or 304 removed (RFC 9110 §8.6, §15.4.5: it must equal the length
+     * a GET would deliver, which only the rewrite knows), ETag made weak (§8.8.1: not the same
+     * bytes), Accept-Ranges removed (ranges of it are not served: Range is taken off requests).
+     */
+    validatorsChanged: 0,
     /** HTTP/1.0 keep-alive requests made to close (their responses may be close-delimited). */
     keepAliveClosed: 0,
     /** Connections switched to a tunnel (CONNECT 2xx, 101): the rest passes unparsed. */
@@ -122,6 +131,29 @@ export function newHttpCounters() {
   };
 }
 export type HttpCounters = ReturnType<typeof newHttpCounters>;
+/** The plain counts (every key but `refused`). */
+export type CountKey = Exclude<keyof HttpCounters, 'refused'>;
+
+/**
+ * Counts into a connection's counters (they travel in its snapshot) and, when given, the
+ * gateway's (every http agent of a registry adds to one object: `stats().agents.http`).
+ */
+export class Tally {
+  constructor(
+    readonly own: HttpCounters,
+    private readonly all?: HttpCounters,
+  ) {}
+
+  add(k: CountKey, n = 1): void {
+    this.own[k] += n;
+    if (this.all !== undefined) this.all[k] += n;
+  }
+
+  refuse(reason: RefuseReason): void {
+    this.own.refused[reason]++;
+    if (this.all !== undefined) this.all.refused[reason]++;
+  }
+}
 
 /** A deep copy (restore, snapshot); unknown keys of `from` are ignored. */
 export function copyCounters(from: Partial<HttpCounters> | undefined): HttpCounters {

@@ -26,7 +26,7 @@
 
 import { fieldUnits, fieldValues, type ParsedBlock } from './block.js';
 import type { ResolvedHttpConfig } from './config.js';
-import type { HttpCounters, RefuseReason } from './counters.js';
+import type { CountKey, RefuseReason } from './counters.js';
 import { EMPTY } from './edits.js';
 import { requestFraming, responseFraming, type BodyFraming, type Framing } from './framing.js';
 import { connectionOptions } from './syntax.js';
@@ -53,8 +53,6 @@ interface Action {
   /** norm: required for an unambiguous message; frame: the body method needs it; edit: configured. */
   kind: 'norm' | 'frame' | 'edit';
 }
-
-type CountKey = { [K in keyof HttpCounters]: HttpCounters[K] extends number ? K : never }[keyof HttpCounters];
 
 export interface Decision {
   error?: RefuseReason;
@@ -189,6 +187,7 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   if (s === 206 && rules !== null && f.body.kind !== 'none') return { ...d, error: 'range' };
   removeFields(pb, d, cfg.response.remove, 'edit', 'headersRemoved');
   addLines(d, cfg.response.add, 'edit');
+  if (req.tunnel !== 'connect' && rewritable(pb, f, rules) === 'yes') describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
   const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
   chooseBody(pb, f, d, rules, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
@@ -198,6 +197,29 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
     addLines(d, line('Connection', 'close'), 'frame');
   }
   return d;
+}
+
+/**
+ * Metadata of a representation the rules rewrite (counted once per message): a bodiless answer
+ * (HEAD, 304) loses the original Content-Length, an ETag becomes weak, Accept-Ranges goes (see
+ * HttpCounters.validatorsChanged). nginx's sub_filter does the same to ETag and Accept-Ranges.
+ */
+function describeRewritten(pb: ParsedBlock, d: Decision, bodiless: boolean): void {
+  let n = 0;
+  if (bodiless) {
+    for (const u of fieldUnits(pb, 'content-length')) {
+      d.actions.set(u, { data: EMPTY, kind: 'edit' });
+      n++;
+    }
+  }
+  n += removeFields(pb, d, new Set(['accept-ranges']), 'edit');
+  for (const u of fieldUnits(pb, 'etag')) {
+    const v = pb.units[u]!.value;
+    if (d.actions.has(u) || v.startsWith('W/')) continue;
+    d.actions.set(u, { data: line(pb.units[u]!.rawName, `W/${v}`), kind: 'edit' });
+    n++;
+  }
+  if (n > 0) d.counts.push('validatorsChanged');
 }
 
 function chooseBody(

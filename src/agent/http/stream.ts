@@ -25,7 +25,7 @@ import type { AgentOutput, Direction, Edit, FlushReason } from '../types.js';
 import { parseBlock, type BlockKind, type ParsedBlock } from './block.js';
 import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
-import type { HttpCounters, RefuseReason } from './counters.js';
+import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
 import { decideRequest, decideResponse, decideTrailers, render, UNPAIRED, type After, type BodyMethod, type Decision, type ReqInfo } from './plan.js';
 import { CR, LF, parseChunkLine } from './syntax.js';
@@ -104,14 +104,15 @@ export interface StreamJson {
 
 export interface StreamEnv {
   cfg: ResolvedHttpConfig;
-  counters: HttpCounters;
+  /** Adds to the connection's counters and the gateway's (./counters.ts `Tally`). */
+  count: Tally;
   shared: Shared;
 }
 
 const CR_BUF = Buffer.from('\r');
 const LAST_CHUNK = Buffer.from('0\r\n');
 const LAST_CHUNK_END = Buffer.from('0\r\n\r\n');
-const METHOD_COUNTER: Record<Exclude<BodyMethod, 'none' | 'pass'>, keyof HttpCounters> = {
+const METHOD_COUNTER: Record<Exclude<BodyMethod, 'none' | 'pass'>, CountKey> = {
   fixlen: 'framedFixedLength',
   chunked: 'framedChunked',
   rechunk: 'rechunked',
@@ -147,7 +148,7 @@ export class HttpStream {
         line: Buffer.from(line, 'base64'),
         msg: msg === null ? null : { ...msg, head: msg.head === null ? null : Buffer.from(msg.head, 'base64'), req: msg.req === null ? null : { ...msg.req } },
       };
-      this.rw = rw === null ? null : new BodyRewriter(this.rules()!, rw.out, 0, rw);
+      this.rw = rw === null ? null : new BodyRewriter(this.rules()!, rw.out, 0, this.env.count, rw);
     }
   }
 
@@ -211,14 +212,14 @@ export class HttpStream {
     if (this.st.phase === 'chunkLine' || this.st.phase === 'chunkCrlf') this.st.released = this.st.pos;
     if (this.st.phase === 'head' || this.st.phase === 'trailers') {
       if (this.st.released < this.st.pos) {
-        this.env.counters.headerFlushed++;
+        this.env.count.add('headerFlushed');
         this.st.released = this.st.pos;
       }
       return;
     }
     const m = this.st.msg;
     if (m !== null && m.head !== null) this.fixlenFallback();
-    if (this.rw !== null) this.env.counters.bodyMatches += this.rw.decideAll(reason);
+    if (this.rw !== null) this.rw.decideAll(reason);
   }
 
   /**
@@ -230,30 +231,30 @@ export class HttpStream {
    */
   resync(pos: number): void {
     const st = this.st;
-    const c = this.env.counters;
+    const c = this.env.count;
     if (pos < st.pos) throw new Error(`http: resync back to ${pos} from ${st.pos} (engine bug)`);
     const known = (st.phase === 'body' || st.phase === 'chunkData') && pos <= st.end && st.msg?.head === null;
     if (TERMINAL.has(st.phase) || known || st.phase === 'close' || (pos === st.pos && st.und === st.pos)) {
-      if (!TERMINAL.has(st.phase) && pos > st.pos) c.resyncKept++;
+      if (!TERMINAL.has(st.phase) && pos > st.pos) c.add('resyncKept');
       if (this.rw !== null) this.rw.resync(pos, this.rw.bodyFed + (pos - st.pos));
       st.pos = st.und = pos;
       return;
     }
     if (st.phase === 'await' && this.env.shared.awaitResult === 'tunnel') {
       // The other node released bytes after CONNECT / Upgrade: the answer opened the tunnel.
-      c.resyncKept++;
+      c.add('resyncKept');
       this.resolveAwait();
       st.pos = st.und = pos;
       return;
     }
-    c.resyncLost++;
+    c.add('resyncLost');
     st.pos = st.und = pos;
     this.rw = null;
     st.msg = null;
     st.block = st.line = EMPTY;
     if (this.dir === 'c2s') {
-      c.refused.resync++;
-      c.refusedRequests++;
+      c.refuse('resync');
+      c.add('refusedRequests');
       st.phase = 'refused';
     } else {
       st.phase = 'tunnel';
@@ -341,7 +342,7 @@ export class HttpStream {
           i = this.chunkCrlf(buf, i, base);
           break;
         case 'close':
-          if (this.rw !== null) this.env.counters.bodyMatches += this.rw.body(p, buf.subarray(i));
+          if (this.rw !== null) this.rw.body(p, buf.subarray(i));
           i = n;
           break;
         case 'await':
@@ -356,7 +357,7 @@ export class HttpStream {
           i = n;
           break;
         case 'drop':
-          this.env.counters.afterCloseBytes += n - i;
+          this.env.count.add('afterCloseBytes', n - i);
           this.ob.add(p, n - i);
           i = n;
           break;
@@ -376,7 +377,7 @@ export class HttpStream {
     while (j < buf.length && (buf[j] === CR || buf[j] === LF)) j++;
     if (j > i) {
       this.ob.add(base + i, j - i);
-      this.env.counters.emptyLines++;
+      this.env.count.add('emptyLines');
     }
     if (j < buf.length) this.openSection('head', base + j);
     return j;
@@ -390,30 +391,43 @@ export class HttpStream {
     st.blkLine = 0;
   }
 
-  /** Header / trailer section: held until its empty line, at most maxHeaderBytes. */
+  /**
+   * Header / trailer section: held until its empty line, at most maxHeaderBytes. The lines of one
+   * call are found in `buf` and appended to the held block with one copy.
+   */
   private section(buf: Buffer, i: number, base: number): number {
     const st = this.st;
     const n = buf.length;
+    const held = st.block.length;
+    const from = i;
+    /** The block's byte at position k (held bytes, then buf from `from`). */
+    const at = (k: number): number => (k < held ? st.block[k]! : buf[from + k - held]!);
+    const take = (to: number): void => {
+      if (to > from) st.block = held === 0 ? Buffer.from(buf.subarray(from, to)) : Buffer.concat([st.block, buf.subarray(from, to)]);
+    };
     while (i < n) {
       const lf = buf.indexOf(LF, i);
       const end = lf < 0 ? n : lf + 1;
-      if (st.block.length + (end - i) > this.env.cfg.maxHeaderBytes) {
+      const len = held + (end - from);
+      if (len > this.env.cfg.maxHeaderBytes) {
+        take(i);
         this.refuse('headerTooLong', base + i, base + i);
         return i;
       }
-      st.block = st.block.length === 0 ? Buffer.from(buf.subarray(i, end)) : Buffer.concat([st.block, buf.subarray(i, end)]);
       i = end;
       if (lf < 0) break;
       const ls = st.blkLine;
-      const le = st.block.length - 1;
-      st.blkLine = st.block.length;
-      if (le === ls || (le === ls + 1 && st.block[ls] === CR)) {
+      const le = len - 1;
+      st.blkLine = len;
+      if (le === ls || (le === ls + 1 && at(ls) === CR)) {
+        take(i);
         this.st.pos = base + i;
         if (st.phase === 'head') this.headDone(base + i);
         else this.trailersDone(base + i);
         return i;
       }
     }
+    take(i);
     return i;
   }
 
@@ -422,7 +436,7 @@ export class HttpStream {
     const st = this.st;
     const p = base + i;
     const k = Math.min(buf.length - i, st.end - p);
-    if (k > 0 && this.rw !== null) this.env.counters.bodyMatches += this.rw.body(p, buf.subarray(i, i + k));
+    if (k > 0 && this.rw !== null) this.rw.body(p, buf.subarray(i, i + k));
     if (p + k < st.end) return i + k;
     if (st.phase === 'chunkData') {
       st.phase = 'chunkCrlf';
@@ -456,7 +470,7 @@ export class HttpStream {
     st.line = EMPTY;
     if (bare && this.rw === null) {
       this.ob.add(lfPos, 0, CR_BUF);
-      this.env.counters.bareLF++;
+      this.env.count.add('bareLF');
     }
     if (size > 0) {
       st.phase = 'chunkData';
@@ -465,7 +479,7 @@ export class HttpStream {
     }
     // The last chunk: the body ends here; trailers (or the empty line) follow.
     if (this.rw !== null) {
-      this.env.counters.bodyMatches += this.rw.decideAll('fin');
+      this.rw.decideAll('fin');
       this.rw.frame(base + end, 0, LAST_CHUNK);
       this.rw.emit(this.ob);
       this.rw = null;
@@ -488,7 +502,7 @@ export class HttpStream {
       if (this.rw !== null) this.rw.frame(p, 1);
       else if (!st.cr) {
         this.ob.add(p, 0, CR_BUF);
-        this.env.counters.bareLF++;
+        this.env.count.add('bareLF');
       }
       st.phase = 'chunkLine';
       st.line = EMPTY;
@@ -503,7 +517,7 @@ export class HttpStream {
 
   private headDone(endPos: number): void {
     const st = this.st;
-    const c = this.env.counters;
+    const c = this.env.count;
     const sh = this.env.shared;
     const kind: BlockKind = this.dir === 'c2s' ? 'request' : 'response';
     const pb = parseBlock(st.block, st.blockStart, kind);
@@ -512,20 +526,20 @@ export class HttpStream {
     let d: Decision;
     let req: ReqInfo | null;
     if (this.dir === 'c2s') {
-      c.requests++;
+      c.add('requests');
       d = decideRequest(pb, this.env.cfg, sh.server11, { noFixlen: partly });
       req = d.req ?? null;
     } else {
-      c.responses++;
+      c.add('responses');
       const status = pb.status!.status;
       if (pb.status!.version.minor >= 1) sh.server11 = true;
       if (status < 200 && status !== 101) {
-        c.informational++;
+        c.add('informational');
         req = null;
         d = decideResponse(pb, this.env.cfg, sh.queue[0] ?? UNPAIRED);
       } else {
         req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
-        if (req === null && status !== 101) c.unpairedResponses++;
+        if (req === null && status !== 101) c.add('unpairedResponses');
         d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noFixlen: partly });
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
@@ -535,8 +549,8 @@ export class HttpStream {
       if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos);
       sh.queue.push(req!);
     }
-    for (const [k, v] of Object.entries(pb.tally)) c[k as keyof typeof pb.tally] += v;
-    for (const k of d.counts) c[k]++;
+    for (const [k, v] of Object.entries(pb.tally)) if (v > 0) c.add(k as keyof typeof pb.tally, v);
+    for (const k of d.counts) c.add(k);
     const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
     if (d.method === 'fixlen') {
       // Held with its body; the plan is rendered when the body's length is known.
@@ -549,7 +563,7 @@ export class HttpStream {
         r = render(pb, d, st.released);
       }
       if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
-      c.editsLost += r.lost;
+      if (r.lost > 0) c.add('editsLost', r.lost);
       for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     }
     this.startBody(d, msg, endPos);
@@ -557,16 +571,16 @@ export class HttpStream {
 
   private startBody(d: Decision, msg: Msg, endPos: number): void {
     const st = this.st;
-    const c = this.env.counters;
+    const c = this.env.count;
     st.block = EMPTY;
     st.msg = msg;
     this.rw = null;
-    if (d.method === 'pass' && d.passWhy !== undefined) c[d.passWhy]++;
+    if (d.method === 'pass' && d.passWhy !== undefined) c.add(d.passWhy);
     if (d.method !== 'none' && d.method !== 'pass') {
-      if (d.method !== 'fixlen') c[METHOD_COUNTER[d.method]]++;
-      c.bodiesRewritten++;
+      if (d.method !== 'fixlen') c.add(METHOD_COUNTER[d.method]);
+      c.add('bodiesRewritten');
       msg.terminate = d.method === 'chunked';
-      this.rw = new BodyRewriter(this.rules()!, OUT[d.method], endPos);
+      this.rw = new BodyRewriter(this.rules()!, OUT[d.method], endPos, this.env.count);
     }
     switch (d.body.kind) {
       case 'none':
@@ -594,7 +608,7 @@ export class HttpStream {
     const d = this.redecide(pb, m, {});
     const r = render(pb, d, m.headAt, rw.outputLength());
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
-    this.env.counters.framedFixedLength++;
+    this.env.count.add('framedFixedLength');
     m.head = null;
     rw.emit(this.ob);
   }
@@ -606,7 +620,7 @@ export class HttpStream {
    */
   private fixlenFallback(): void {
     const m = this.st.msg!;
-    const c = this.env.counters;
+    const c = this.env.count;
     const pb = this.reparse(m);
     const d = this.redecide(pb, m, { noFixlen: true });
     const r = render(pb, d, m.headAt);
@@ -614,12 +628,12 @@ export class HttpStream {
     m.head = null;
     m.after = d.after;
     if (d.method === 'pass') {
-      if (d.passWhy !== undefined) c[d.passWhy]++;
-      c.bodiesRewritten--;
+      if (d.passWhy !== undefined) c.add(d.passWhy);
+      c.add('bodiesRewritten', -1); // counted when the body was held as fixlen
       this.rw = null;
       return;
     }
-    c[METHOD_COUNTER[d.method as Exclude<BodyMethod, 'none' | 'pass'>]]++;
+    c.add(METHOD_COUNTER[d.method as Exclude<BodyMethod, 'none' | 'pass'>]);
     m.terminate = d.method === 'chunked';
     this.rw!.out = OUT[d.method as Exclude<BodyMethod, 'none' | 'pass'>];
   }
@@ -636,7 +650,7 @@ export class HttpStream {
   private bodyDone(p: number): void {
     const rw = this.rw;
     if (rw !== null) {
-      this.env.counters.bodyMatches += rw.decideAll('fin');
+      rw.decideAll('fin');
       if (this.st.msg?.head != null) this.fixlenDone();
       else {
         if (this.st.msg?.terminate === true) rw.frame(p, 0, LAST_CHUNK_END);
@@ -649,14 +663,14 @@ export class HttpStream {
 
   private trailersDone(endPos: number): void {
     const st = this.st;
-    const c = this.env.counters;
+    const c = this.env.count;
     const pb = parseBlock(st.block, st.blockStart, 'trailer');
     if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
     const d = decideTrailers(pb);
     const r = render(pb, d, st.released);
     if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
-    for (const [k, v] of Object.entries(pb.tally)) c[k as keyof typeof pb.tally] += v;
-    for (const k of d.counts) c[k]++;
+    for (const [k, v] of Object.entries(pb.tally)) if (v > 0) c.add(k as keyof typeof pb.tally, v);
+    for (const k of d.counts) c.add(k);
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     st.block = EMPTY;
     this.messageDone(endPos);
@@ -677,7 +691,7 @@ export class HttpStream {
         if (this.env.shared.awaitResult !== null) this.resolveAwait();
         return;
       case 'tunnel':
-        this.env.counters.tunnels++;
+        this.env.count.add('tunnels');
         this.toTunnel();
         return;
       case 'drop':
@@ -707,10 +721,10 @@ export class HttpStream {
    */
   private refuse(reason: RefuseReason, at: number, p: number): void {
     const st = this.st;
-    const c = this.env.counters;
-    c.refused[reason]++;
-    if (this.dir === 'c2s') c.refusedRequests++;
-    else c.refusedResponses++;
+    const c = this.env.count;
+    c.refuse(reason);
+    if (this.dir === 'c2s') c.add('refusedRequests');
+    else c.add('refusedResponses');
     // Inside a rewritten body: from the first byte not emitted (decided bytes not emitted yet
     // belong to the refused message too).
     const held = this.rw !== null && st.msg?.head == null ? this.rw.start : this.frontier(p);
