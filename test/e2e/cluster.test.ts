@@ -2,14 +2,16 @@
  * The gateway cluster end to end (issue 8, DESIGN.md §5), as root: the lab with 3 nodes on hub
  * bridges (every node sees every frame), nats-server with JetStream on the sync network, two
  * clients behind one masquerade address (examples/cluster.yaml: NAT + ftp agent + a replace rule
- * on HTTP port 8001). Transfers in flight while:
+ * on HTTP port 8001, the http agent on 8002). Transfers in flight while:
  * - the owning node is killed with SIGKILL at seeded random moments (repeatedly; the text has a
  *   replacement every few hundred bytes, so every moment is right after a rewrite) and restarted
  *   (it joins again and takes its share back by hand-over);
  * - a node drains (SIGTERM) and a node joins;
  * - nats-server is killed and restarted, and stopped for 1.5 s.
  * Every transfer must complete with the exact expected content (HTTP body rewritten, FTP files
- * byte-exact through NAT, passive and active), and no connection may be reset: the clients'
+ * byte-exact through NAT, passive and active; two files over one keep-alive connection through
+ * the http agent, one with Content-Length re-framed as chunked, one chunked by the origin, both
+ * moved between nodes in the middle of a body), and no connection may be reset: the clients'
  * captures hold no RST. The forwarding gap at each failover (the longest silence of the HTTP
  * download around the kill, from the client's capture) is reported (median, max).
  */
@@ -38,7 +40,7 @@ import { ipv4Str } from '../../src/flow/table.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { REPO, describeE2E } from '../lab/e2e-env.js';
 import { ftpProblems, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd, type FtpFixture } from './ftp-helpers.js';
-import { expectedRewrite, rewriteText, startHttpServer, waitUntil } from './lab-helpers.js';
+import { expectedRewrite, firstDifference, rewriteText, startHttpServer, waitUntil } from './lab-helpers.js';
 
 const P = 'tgk';
 const SERVER = '10.200.0.2';
@@ -50,6 +52,8 @@ const CONFIG = join(REPO, 'examples/cluster.yaml');
 const NODES = [1, 2, 3];
 const SEED = Number(process.env['TAPGATE_CLUSTER_SEED'] ?? 20261124);
 const problems = ftpProblems(['ip', 'python3', 'curl', 'vsftpd', 'tcpdump', 'nats-server']);
+/** An HTTP/1.1 keep-alive origin (Content-Length and chunked responses) for the http agent's rule. */
+const ORIGIN = join(REPO, 'test/e2e/fixtures/http_origin.py');
 
 const nodeArgv = (i: number): string[] => {
   const t = nodeTaps(i);
@@ -94,12 +98,15 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await waitView(NODES);
     startVsftpd(P, fx.conf);
     startHttpServer(P, SERVER, 8001, fx.root);
+    labSpawn(P, 'server', 'origin-8002', ['python3', ORIGIN, SERVER, '8002', fx.root, 'HTTP/1.1']);
     // Listening before the first transfer (asked inside the server's namespace: no connection
     // through the cluster). A SYN that arrives too early is refused, and refusals reach the client.
-    await waitUntil(15_000, 100,
-      () => labExec(P, 'server', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:8001/text.txt`]),
-      (r) => r.stdout === '200',
-      (r) => `http.server on 8001 not listening: ${r.stderr}`);
+    for (const port of [8001, 8002]) {
+      await waitUntil(15_000, 100,
+        () => labExec(P, 'server', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${port}/text.txt`]),
+        (r) => r.stdout === '200',
+        (r) => `http server on ${port} not listening: ${r.stderr}`);
+    }
     for (const c of [C1, C2]) {
       caps[c.role] = join(fx.dir, `${c.role}.pcap`);
       labSpawn(P, c.role, `tcpdump-${c.role}`, ['tcpdump', '-i', 'eth0', '-nn', '-U', '-w', caps[c.role]!, 'tcp']);
@@ -122,12 +129,14 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
   });
 
   /**
-   * Three transfers at once: client 1 downloads the HTTP text (rewritten) and uploads by active
+   * Four transfers at once: client 1 downloads the HTTP text (rewritten) and uploads by active
    * FTP (EPRT through the masquerade: vsftpd connects back to the NAT's expected port); client 2
-   * downloads by passive FTP. Rate-limited to last about `seconds`.
+   * downloads by passive FTP and fetches the text twice over one keep-alive connection through
+   * the http agent (Content-Length from the origin, then chunked). Rate-limited to last about
+   * `seconds`.
    */
   /** Transfers of each client still running (set by `transfers`). */
-  const running = { client: 0, client2: 0 };
+  const running = { client: 0, client2: 0, keepAlive: false };
 
   function transfers(tag: string, seconds: number): Promise<void> {
     const rateHttp = Math.ceil(text.length / seconds);
@@ -141,7 +150,22 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     };
     const t0 = Date.now();
     const took = (what: string): void => console.log(`${tag}: ${what} done after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const keep = [join(fx.dir, `ka1-${tag}`), join(fx.dir, `ka2-${tag}`)];
+    running.keepAlive = true;
     const runs = [
+      curl('client2', ['--limit-rate', String(2 * rateHttp), '-w', '%{num_connects} %{http_code}\\n',
+        '-o', keep[0]!, `http://${SERVER}:8002/text.txt`, '-o', keep[1]!, `http://${SERVER}:8002/chunked/text.txt?size=4093`]).then((r) => {
+        took('http keep-alive');
+        running.keepAlive = false;
+        expect(r.code, `http keep-alive ${tag}: ${r.stderr}`).toBe(0);
+        // One connection for both (the second reused it), both answered 200.
+        expect(r.stdout.trim().split('\n'), `http keep-alive ${tag}`).toEqual(['1 200', '0 200']);
+        const exp = expectedRewrite(text);
+        for (const f of keep) {
+          const got = readFileSync(f, 'latin1');
+          if (got !== exp) throw new Error(`http keep-alive ${tag} (${f}): ${firstDifference(got, exp)}`);
+        }
+      }),
       curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then((r) => {
         took('http');
         expect(r.code, `http ${tag}: ${r.stderr}`).toBe(0);
@@ -215,11 +239,15 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const done = transfers("kill", 30);
     const kills: Array<{ t: number; c: typeof C1 | typeof C2 }> = [];
     let view = [...NODES];
+    let keepAliveHit = false;
     for (let round = 0; round < 3; round++) {
       await sleep(600 + rand() * 900);
-      // Alternately the owner of client 1 and of client 2, whichever still has a transfer running.
-      const c = round % 2 === 1 && running.client2 > 0 ? C2 : C1;
+      // Alternately the owner of client 2 and of client 1, whichever still has a transfer
+      // running; client 2 first, while its keep-alive download through the http agent is
+      // surely in the middle of a body.
+      const c = round % 2 === 0 && running.client2 > 0 ? C2 : C1;
       const victim = ownerNode(c.addr, view);
+      if (c === C2 && running.keepAlive) keepAliveHit = true;
       await labKillNode(P, victim, 'SIGKILL');
       kills.push({ t: Date.now(), c });
       view = view.filter((n) => n !== victim);
@@ -230,11 +258,12 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       await waitView(NODES);
     }
     await done;
+    expect(keepAliveHit, 'a kill of client 2\'s owner while its http keep-alive download ran').toBe(true);
     const st = await status();
     totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
     expect(await resets(rst0)).toBe(0);
     for (const k of kills) gaps.push(await gapAt(k.t, k.c));
-    console.log(`kills at ${kills.map((k) => `${k.t} (${k.c.ip})`).join(', ')}`);
+    console.log(`kills at ${kills.map((k, i) => `${k.t} (${k.c.ip}: gap ${gaps[gaps.length - kills.length + i]!.toFixed(0)} ms)`).join(', ')}`);
     // Kills that hit a transfer in flight (data before and after them in the client's capture):
     // at least two of three (a transfer may finish before a late kill; seen once in a while).
     expect(gaps.filter(Number.isFinite).length).toBeGreaterThanOrEqual(2);
