@@ -18,6 +18,7 @@ import fc from 'fast-check';
 import { join } from 'node:path';
 import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
+import { isGatewayLink } from '../phy/capture-fixup.js';
 import { readPcapAll } from '../phy/pcap.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
@@ -37,7 +38,9 @@ export async function loadCorpus(dir: string, files: readonly string[] = CORPUS_
     const { records, error } = await readPcapAll(join(dir, name));
     if (error) throw new Error(`${name}: ${error.message}`);
     // Plain Uint8Array copies: a Buffer's slice() is a view, and mutate() relies on slice() copying.
-    out.push({ name, link: records[0]?.link ?? 'ethernet', frames: records.map((r) => new Uint8Array(r.data)) });
+    const link = records[0]?.link ?? 'ethernet';
+    if (!isGatewayLink(link)) throw new Error(`${name}: link ${link}: the corpus takes Ethernet or raw IP captures`);
+    out.push({ name, link, frames: records.map((r) => new Uint8Array(r.data)) });
   }
   return out;
 }

@@ -1,25 +1,59 @@
 /**
- * The `tapgate` command line: one yargs command module per command, thin handlers.
+ * The `tapgate` command line: one yargs command module per command, thin handlers. Errors a
+ * user can cause end in one line on stderr and an exit code from ./errors.ts; only a bug shows a
+ * stack trace (with -v).
  */
-import { clusterCommand } from './cluster.js';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { ConfigError } from '../config/index.js';
+import { checkCommand } from './check.js';
+import { clusterCommand } from './cluster.js';
+import { CliError, EXIT, EXIT_CODES_HELP } from './errors.js';
 import { labCommand } from './lab.js';
+import { logLevel, LOG_LEVELS } from './log.js';
 import { replayCommand } from './replay.js';
 import { runCommand } from './run.js';
 
-await yargs(hideBin(process.argv))
-  .scriptName('tapgate')
-  .command(replayCommand)
-  .command(runCommand)
-  .command(labCommand)
-  .command(clusterCommand)
-  .demandCommand(1, 'name a command')
-  .strict()
-  .fail((msg, err, y) => {
-    if (err) throw err;
-    process.stderr.write(`${y.help()}\n\n${msg}\n`);
-    process.exit(1);
-  })
-  .help()
-  .parseAsync();
+function report(err: unknown): void {
+  if (err instanceof CliError || err instanceof ConfigError) {
+    process.stderr.write(`tapgate: ${err.message}\n`);
+    process.exitCode = err instanceof CliError ? err.exitCode : EXIT.usage;
+    return;
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  const verbose = process.env.TAPGATE_LOG === 'debug' || process.env.TAPGATE_LOG === 'trace';
+  process.stderr.write(`tapgate: internal error: ${e.message} (a bug: please report it${verbose ? '' : '; -v shows where'})\n`);
+  if (verbose && e.stack !== undefined) process.stderr.write(`${e.stack}\n`);
+  process.exitCode = EXIT.internal;
+}
+
+try {
+  await yargs(hideBin(process.argv))
+    .scriptName('tapgate')
+    .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'log level (default info, or TAPGATE_LOG)', global: true })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'log errors only', global: true })
+    .option('verbose', { alias: 'v', type: 'boolean', describe: 'log debug messages (and the stack of an internal error)', global: true })
+    .middleware((a) => {
+      const level = a['logLevel'] as string | undefined ?? (a['verbose'] === true ? 'debug' : a['quiet'] === true ? 'error' : undefined);
+      if (level !== undefined) process.env.TAPGATE_LOG = level;
+      logLevel(); // an unknown TAPGATE_LOG is a usage error before anything starts
+    })
+    .command(replayCommand)
+    .command(runCommand)
+    .command(checkCommand)
+    .command(labCommand)
+    .command(clusterCommand)
+    .demandCommand(1, 'name a command')
+    .strict()
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`${y.help()}\n\ntapgate: ${msg}\n`);
+      process.exit(EXIT.usage);
+    })
+    .epilogue(EXIT_CODES_HELP)
+    .alias('h', 'help')
+    .help()
+    .parseAsync();
+} catch (e) {
+  report(e);
+}

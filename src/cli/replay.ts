@@ -3,42 +3,105 @@
  * capture's time injected, writes the frames the gateway releases, and (with --streams) each TCP
  * connection's two reassembled byte streams as the receivers get them.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { loadConfig, ConfigError, type Config } from '../config/index.js';
+import { loadConfig, type Config } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { StreamRecorder } from '../engine/recorder.js';
-import { PcapReader, PcapWriter, type PcapLink } from '../phy/pcap.js';
+import { ChecksumSurvey, fillOffloadedChecksums, newCaptureFixCounters, toReplayable, type CaptureFixCounters } from '../phy/capture-fixup.js';
+import { PcapReader, PcapWriter, type PcapItem } from '../phy/pcap.js';
+import type { LinkType } from '../wire/frame.js';
+import { formatIPv4 } from '../config/index.js';
+import { CliError, EXIT, fileError } from './errors.js';
 import { makeLogger } from './log.js';
+
+export type ChecksumMode = 'auto' | 'verify' | 'ignore';
 
 interface ReplayArgs {
   in: string;
   out?: string;
   config?: string;
   streams?: string;
-  checksums: 'verify' | 'ignore';
+  checksums: ChecksumMode;
+  json?: boolean;
 }
 
 export interface ReplayResult {
   exitCode: number;
   summary: Record<string, unknown>;
+  /** Frames dropped, by reason (gateway and capture), for the summary line. */
+  dropped: Record<string, number>;
+  /** Hosts treated as offloading their checksums (`--checksums auto`). */
+  offloading: string[];
 }
 
-export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: 'verify' | 'ignore' }): Promise<ReplayResult> {
+/** The input must be a readable file: a clear error before anything is created. */
+function checkInput(path: string): void {
+  try {
+    if (statSync(path).isDirectory()) throw new CliError(`capture ${path}: is a directory`, EXIT.io);
+  } catch (e) {
+    throw fileError(e, 'capture') ?? e;
+  }
+}
+
+function makeStreamsDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    if (!statSync(dir).isDirectory()) throw new CliError(`--streams ${dir}: is not a directory`, EXIT.io);
+  } catch (e) {
+    throw fileError(e, '--streams') ?? e;
+  }
+}
+
+/** Every record of the capture as the gateway takes it (capture-fixup.ts), or a capture error. */
+async function* replayable(path: string, fix: CaptureFixCounters): AsyncGenerator<{ item: Extract<PcapItem, { kind: 'record' }>; link: LinkType; data: Uint8Array } | { error: string }> {
+  for await (const item of new PcapReader(path)) {
+    if (item.kind === 'error') {
+      yield { error: item.error.message };
+      return;
+    }
+    const r = toReplayable(item.link, item.data, item.origLen === item.data.length, fix);
+    if (r !== null) yield { item, link: r.link, data: r.data };
+  }
+}
+
+export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: ChecksumMode }): Promise<ReplayResult> {
   const log = makeLogger().child({ mod: 'replay' });
+  checkInput(a.in);
   let config: Config | null = null;
   if (a.config) config = loadConfig(a.config);
-  const gw = new Gateway({ config, verifyChecksums: (a.checksums ?? 'verify') === 'verify', log: log.child({ mod: 'gateway' }) });
-  const reader = new PcapReader(a.in);
+  const mode = a.checksums ?? 'auto';
+  // --checksums auto: a first pass finds the hosts whose TCP checksums are all wrong (captured
+  // before the NIC computed them); their segments get the checksums the wire had.
+  let offload = new Map<number, { good: number; bad: number }>();
+  if (mode === 'auto') {
+    const survey = new ChecksumSurvey();
+    for await (const r of replayable(a.in, newCaptureFixCounters())) if (!('error' in r)) survey.add({ link: r.link, data: r.data });
+    offload = survey.offloadingHosts();
+    for (const [h, e] of offload) {
+      log.warn({ host: formatIPv4(h), bad: e.bad, good: e.good }, 'checksum offload: this host\'s TCP checksums are wrong in the capture; filled in (--checksums verify to drop them)');
+    }
+  }
+  const gw = new Gateway({ config, verifyChecksums: mode !== 'ignore', log: log.child({ mod: 'gateway' }) });
   let writer: PcapWriter | null = null;
   let recorder: StreamRecorder | null = null;
   if (a.streams) {
-    mkdirSync(a.streams, { recursive: true });
+    makeStreamsDir(a.streams);
     recorder = new StreamRecorder({ dir: a.streams });
   }
-  let link: PcapLink = 'ethernet';
+  const openOut = async (link: LinkType): Promise<PcapWriter> => {
+    try {
+      return await PcapWriter.open(a.out!, { link, precision: 'nano' });
+    } catch (e) {
+      throw fileError(e, '--out') ?? e;
+    }
+  };
+  const fix = newCaptureFixCounters();
+  let link: LinkType = 'ethernet';
   let tsNs = 0n;
   let nowMs = 0;
+  let records = 0;
+  let written = 0;
   let captureError: string | null = null;
   const pending: Uint8Array[] = [];
   const emit = (frame: Uint8Array) => {
@@ -46,40 +109,65 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: 'v
   };
   const drain = async () => {
     for (const f of pending) {
+      written++;
       if (writer) await writer.write({ data: f, tsNs });
       recorder?.feed(f, link);
     }
     pending.length = 0;
   };
-  for await (const item of reader) {
-    if (item.kind === 'error') {
-      captureError = item.error.message;
+  for await (const r of replayable(a.in, fix)) {
+    if ('error' in r) {
+      captureError = r.error;
       break;
     }
-    if (!writer && a.out) writer = await PcapWriter.open(a.out, { link: item.link, precision: 'nano' });
-    link = item.link;
-    tsNs = item.tsNs;
-    nowMs = Number(item.tsNs / 1000n) / 1000;
+    records++;
+    if (!writer && a.out) writer = await openOut(r.link);
+    if (offload.size > 0) fillOffloadedChecksums(r, offload, fix);
+    link = r.link;
+    tsNs = r.item.tsNs;
+    nowMs = Number(r.item.tsNs / 1000n) / 1000;
     gw.tick(nowMs, emit);
     await drain();
-    gw.handleFrame(item.data, 0, nowMs, emit, item.link);
+    gw.handleFrame(r.data, 0, nowMs, emit, r.link);
     await drain();
   }
   // End of capture: let hold timeouts fire so held bytes are not lost from the output.
   gw.tick(nowMs + gw.holdTimeoutMs + 1, emit);
   await drain();
-  if (!writer && a.out) writer = await PcapWriter.open(a.out, { link, precision: 'nano' });
+  if (!writer && a.out) writer = await openOut(link);
   await writer?.close();
   const rec = recorder ? await recorder.close() : null;
   const stats = gw.stats();
+  const g = stats.gateway;
+  const dropped: Record<string, number> = {};
+  const add = (prefix: string, o: Record<string, number>) => {
+    for (const [k, v] of Object.entries(o)) if (v > 0) dropped[`${prefix}${k}`] = v;
+  };
+  add('', g.malformed);
+  add('nat:', g.natDropped);
+  add('tcp-invalid:', g.tcpInvalid);
+  add('policy:', g.policy.dropped);
+  if (fix.linkNotIp > 0) dropped['link-not-ip'] = fix.linkNotIp;
   const summary: Record<string, unknown> = {
     input: a.in,
-    records: reader.stats.records,
+    records: records + fix.linkNotIp,
+    written,
     captureError,
+    capture: { ...fix, offloadingHosts: [...offload.keys()].map(formatIPv4).join(' ') || undefined },
     ...stats,
     streams: rec ? { connections: rec.connections, files: rec.files.length } : undefined,
   };
-  return { exitCode: captureError ? 2 : 0, summary };
+  return { exitCode: captureError ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(formatIPv4) };
+}
+
+/** One line for stderr: what came in, what went out, what was dropped and why. */
+export function summaryLine(r: ReplayResult): string {
+  const s = r.summary;
+  const drops = Object.entries(r.dropped).sort((x, y) => y[1] - x[1]);
+  const total = drops.reduce((n, [, v]) => n + v, 0);
+  const why = drops.length === 0 ? '' : ` (${drops.map(([k, v]) => `${k} ${v}`).join(', ')})`;
+  const err = s['captureError'] ? `; capture error: ${String(s['captureError'])}` : '';
+  return `tapgate replay: ${String(s['records'])} records, ${String(s['written'])} frames written, ${total} dropped${why}${err}`;
 }
 
 export const replayCommand: CommandModule<object, ReplayArgs> = {
@@ -87,28 +175,21 @@ export const replayCommand: CommandModule<object, ReplayArgs> = {
   describe: 'Run the frames of a pcap/pcapng capture through the gateway',
   builder: (y: Argv) =>
     y
-      .positional('in', { type: 'string', demandOption: true, describe: 'capture file (pcap or pcapng)' })
+      .positional('in', { type: 'string', demandOption: true, describe: 'capture file (pcap or pcapng: Ethernet, raw IP, Linux cooked SLL/SLL2, BSD NULL/LOOP)' })
       .option('out', { alias: 'o', type: 'string', describe: 'write released frames to this pcap' })
       .option('config', { type: 'string', describe: 'YAML config (rules, limits)' })
       .option('streams', { type: 'string', describe: 'write each connection\'s reassembled streams into this directory' })
       .option('checksums', {
-        choices: ['verify', 'ignore'] as const,
-        default: 'verify' as const,
-        describe: 'ignore: accept the bad TCP/IP checksums of captures taken with checksum offload',
-      }) as unknown as Argv<ReplayArgs>,
+        choices: ['auto', 'verify', 'ignore'] as const,
+        default: 'auto' as const,
+        describe: 'auto: drop bad checksums, except a host whose TCP checksums are all wrong (checksum offload on the capturing host: filled in, with a warning); verify: drop every bad one; ignore: accept them',
+      })
+      .option('json', { type: 'boolean', describe: 'print the summary as JSON' }) as unknown as Argv<ReplayArgs>,
   handler: async (a: ArgumentsCamelCase<ReplayArgs>) => {
-    try {
-      const r = await replay(a);
-      process.stdout.write(formatSummary(r.summary) + '\n');
-      process.exitCode = r.exitCode;
-    } catch (e) {
-      if (e instanceof ConfigError) {
-        process.stderr.write(`${e.message}\n`);
-        process.exitCode = 1;
-        return;
-      }
-      throw e;
-    }
+    const r = await replay(a);
+    process.stdout.write((a.json === true ? JSON.stringify(r.summary) : formatSummary(r.summary)) + '\n');
+    process.stderr.write(`${summaryLine(r)}\n`);
+    process.exitCode = r.exitCode;
   },
 };
 

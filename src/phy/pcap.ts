@@ -27,8 +27,12 @@ import type { Writable } from 'node:stream';
 // ---------------------------------------------------------------------------------------------
 // Link types
 
-/** What a record's bytes start with: an Ethernet header, or directly an IPv4 header. */
-export type PcapLink = 'ethernet' | 'raw-ipv4';
+/**
+ * What a record's bytes start with: an Ethernet header, directly an IP header, or a link header
+ * replay turns into raw IP (./capture-fixup.ts): Linux cooked v1/v2 (`tcpdump -i any`), BSD
+ * loopback (NULL: a host-order address family; LOOP: network order).
+ */
+export type PcapLink = 'ethernet' | 'raw-ipv4' | 'linux-sll' | 'linux-sll2' | 'null' | 'loop';
 
 export const LINKTYPE_ETHERNET = 1;
 /** LINKTYPE_RAW: raw IP (v4 here; the wire parser rejects anything else). */
@@ -36,8 +40,13 @@ export const LINKTYPE_RAW = 101;
 /** DLT_RAW as it appears literally in some files: 12 (most BSDs), 14 (OpenBSD). */
 export const DLT_RAW_12 = 12;
 export const DLT_RAW_14 = 14;
-/** LINKTYPE_IPV4: raw IPv4 only. */
+/** LINKTYPE_IPV4 / LINKTYPE_IPV6: raw IP of one version (the raw-IP parser tells them apart). */
 export const LINKTYPE_IPV4 = 228;
+export const LINKTYPE_IPV6 = 229;
+export const LINKTYPE_NULL = 0;
+export const LINKTYPE_LOOP = 108;
+export const LINKTYPE_LINUX_SLL = 113;
+export const LINKTYPE_LINUX_SLL2 = 276;
 
 const LINK_NAMES: Readonly<Record<number, string>> = {
   0: 'NULL (BSD loopback)',
@@ -65,7 +74,16 @@ export function linkFromLinkType(linkType: number): PcapLink | undefined {
     case DLT_RAW_12:
     case DLT_RAW_14:
     case LINKTYPE_IPV4:
+    case LINKTYPE_IPV6:
       return 'raw-ipv4';
+    case LINKTYPE_LINUX_SLL:
+      return 'linux-sll';
+    case LINKTYPE_LINUX_SLL2:
+      return 'linux-sll2';
+    case LINKTYPE_NULL:
+      return 'null';
+    case LINKTYPE_LOOP:
+      return 'loop';
     default:
       return undefined;
   }
@@ -73,7 +91,20 @@ export function linkFromLinkType(linkType: number): PcapLink | undefined {
 
 /** The link-type number the writer records for a `PcapLink`. */
 export function linkTypeFromLink(link: PcapLink): number {
-  return link === 'ethernet' ? LINKTYPE_ETHERNET : LINKTYPE_RAW;
+  switch (link) {
+    case 'ethernet':
+      return LINKTYPE_ETHERNET;
+    case 'raw-ipv4':
+      return LINKTYPE_RAW;
+    case 'linux-sll':
+      return LINKTYPE_LINUX_SLL;
+    case 'linux-sll2':
+      return LINKTYPE_LINUX_SLL2;
+    case 'null':
+      return LINKTYPE_NULL;
+    case 'loop':
+      return LINKTYPE_LOOP;
+  }
 }
 
 function linkTypeName(linkType: number): string {
@@ -83,8 +114,8 @@ function linkTypeName(linkType: number): string {
 
 function unsupportedLinkMessage(linkType: number): string {
   return (
-    `unsupported link type ${linkTypeName(linkType)}: tapgate replays only ` +
-    `1 (ETHERNET) and 101/12/14/228 (raw IPv4)`
+    `unsupported link type ${linkTypeName(linkType)}: tapgate replays ` +
+    `1 (ETHERNET), 101/12/14/228/229 (raw IP), 113/276 (LINUX_SLL, SLL2) and 0/108 (NULL, LOOP)`
   );
 }
 

@@ -1,6 +1,8 @@
 /**
  * `tapgate replay` end to end (the built CLI, as a user runs it): identity, --streams against
- * tshark, rewriting with --config, and bad input answered with a clear message and exit code.
+ * tshark, rewriting with --config, and bad input answered with a clear message and exit code;
+ * everyday captures (cooked and loopback links, FCS trailers, TSO lengths, checksum offload);
+ * `tapgate check`.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readPcapAll } from '../../src/phy/pcap.js';
+import { PcapWriter, readPcapAll } from '../../src/phy/pcap.js';
+import { crc32 } from '../../src/wire/crc32.js';
+import { decodeFrame } from '../../src/wire/frame.js';
 import { requireTool, tsharkFollowTcp, tsharkStreamCount } from '../helpers/tshark.js';
 
 const run = promisify(execFile);
@@ -19,8 +23,12 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 beforeAll(() => requireTool('tshark'));
 
 async function tapgate(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runWith({ TAPGATE_LOG: 'warn' }, args);
+}
+
+async function runWith(env: Record<string, string>, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [join(ROOT, 'bin/tapgate.js'), ...args], { env: { ...process.env, TAPGATE_LOG: 'warn' } });
+    const r = await run(process.execPath, [join(ROOT, 'bin/tapgate.js'), ...args], { env: { ...process.env, ...env } });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -95,16 +103,183 @@ describe('tapgate replay', () => {
   });
 
   it('refuses an unknown link type clearly', async () => {
-    const r = await tapgate('replay', join(FIX, 'any-sll2.pcap'));
+    const path = join(tmp, 'wifi.pcap');
+    await writeCapture(path, 105, [new Uint8Array(40)]);
+    const r = await tapgate('replay', path);
     expect(r.code).toBe(2);
-    expect(r.stdout).toMatch(/unsupported link type 276/);
+    expect(r.stdout).toMatch(/unsupported link type 105/);
+    expect(r.stderr).toMatch(/capture error: .*unsupported link type 105/);
   });
 
-  it('counts bad checksums unless --checksums ignore', async () => {
-    const v = await tapgate('replay', join(FIX, 'http-dumpcap.pcapng'));
+  it('--checksums verify counts bad checksums, ignore accepts them, auto (default) fills in an offloading host\'s', async () => {
+    const v = await tapgate('replay', join(FIX, 'http-dumpcap.pcapng'), '--checksums', 'verify');
     expect(v.stdout).toMatch(/tcp-bad-checksum: \d+/);
+    expect(v.stderr).toMatch(/dropped \(tcp-bad-checksum \d+\)/);
     const i = await tapgate('replay', join(FIX, 'http-dumpcap.pcapng'), '--checksums', 'ignore');
     expect(i.stdout).not.toMatch(/tcp-bad-checksum/);
     expect(i.code).toBe(0);
+    const out = join(tmp, 'dumpcap-auto.pcap');
+    const a = await tapgate('replay', join(FIX, 'http-dumpcap.pcapng'), '-o', out, '--json');
+    expect(a.code).toBe(0);
+    const sum = JSON.parse(a.stdout) as { capture: { offloadChecksumsFilled: number; offloadingHosts: string }; gateway: { malformed: Record<string, number> } };
+    expect(sum.gateway.malformed['tcp-bad-checksum'] ?? 0).toBe(0);
+    expect(sum.capture.offloadChecksumsFilled).toBeGreaterThan(0);
+    expect(a.stderr).toMatch(/checksum offload/);
+    expect(a.stderr).toContain(sum.capture.offloadingHosts.split(' ')[0]!);
+    // What was filled in is right: the released frames verify.
+    for (const rec of (await readPcapAll(out)).records) {
+      expect(decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: true }).kind).not.toBe('error');
+    }
+  });
+});
+
+/** A classic pcap of `frames` with link type `linkType`. */
+async function writeCapture(path: string, linkType: number, frames: Uint8Array[]): Promise<void> {
+  const w = await PcapWriter.open(path, { link: linkType });
+  let t = 1_700_000_000_000_000_000n;
+  for (const f of frames) await w.write({ data: f, tsNs: (t += 1_000_000n) });
+  await w.close();
+}
+
+/** The connections' streams `--streams` writes into dir, by file name. */
+function streamsOf(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of readdirSync(dir).sort()) out[f] = readFileSync(join(dir, f)).toString('hex');
+  return out;
+}
+
+describe('tapgate replay of everyday captures: other link layers, FCS, TSO', () => {
+  const src = join(FIX, 'http-small.pcap');
+  let frames: Uint8Array[] = [];
+  let want: Record<string, string> = {};
+  beforeAll(async () => {
+    frames = (await readPcapAll(src)).records.map((r) => new Uint8Array(r.data));
+    const dir = join(tmp, 'everyday-ref');
+    expect((await tapgate('replay', src, '--streams', dir)).code).toBe(0);
+    want = streamsOf(dir);
+    expect(Object.keys(want).length).toBeGreaterThan(0);
+  });
+
+  const cases: Array<[string, number, (eth: Uint8Array) => Uint8Array]> = [
+    // Linux cooked v1: packet type, ARPHRD_ETHER, address length 6, address (8), protocol.
+    ['LINUX_SLL', 113, (e) => Buffer.concat([Buffer.from([0, 0, 0, 1, 0, 6, ...e.subarray(6, 12), 0, 0]), e.subarray(12)])],
+    // Linux cooked v2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address length, address (8).
+    ['LINUX_SLL2', 276, (e) => Buffer.concat([e.subarray(12, 14), Buffer.from([0, 0, 0, 0, 0, 2, 0, 1, 0, 6, ...e.subarray(6, 12), 0, 0]), e.subarray(14)])],
+    ['NULL (little-endian host)', 0, (e) => Buffer.concat([Buffer.from([2, 0, 0, 0]), e.subarray(14)])],
+    ['LOOP', 108, (e) => Buffer.concat([Buffer.from([0, 0, 0, 2]), e.subarray(14)])],
+  ];
+  for (const [name, lt, conv] of cases) {
+    it(`${name}: replayed as raw IP, --streams as from the Ethernet capture`, async () => {
+      const path = join(tmp, `everyday-${lt}.pcap`);
+      const arp = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x06]), Buffer.alloc(28)]); // not IP: not replayed
+      await writeCapture(path, lt, [...frames.map(conv), ...(lt === 113 ? [conv(arp)] : [])]);
+      const dir = join(tmp, `everyday-${lt}-streams`);
+      const out = join(tmp, `everyday-${lt}-out.pcap`);
+      const r = await tapgate('replay', path, '--streams', dir, '-o', out, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      expect(streamsOf(dir)).toEqual(want);
+      const sum = JSON.parse(r.stdout) as { capture: { linkConverted: number; linkNotIp: number } };
+      expect(sum.capture.linkConverted).toBe(frames.length);
+      expect(sum.capture.linkNotIp).toBe(lt === 113 ? 1 : 0);
+      expect((await readPcapAll(out)).records.every((x) => x.link === 'raw-ipv4')).toBe(true);
+    });
+  }
+
+  it('Ethernet with an FCS trailer: stripped when it is the CRC-32, counted', async () => {
+    const path = join(tmp, 'everyday-fcs.pcap');
+    await writeCapture(path, 1, frames.map((f) => {
+      const b = Buffer.alloc(Math.max(f.length, 60) + 4);
+      b.set(f);
+      b.writeUInt32LE(crc32(b, 0, b.length - 4), b.length - 4);
+      return b;
+    }));
+    const dir = join(tmp, 'everyday-fcs-streams');
+    const r = await tapgate('replay', path, '--streams', dir, '--json');
+    expect(r.code).toBe(0);
+    expect(streamsOf(dir)).toEqual(want);
+    expect((JSON.parse(r.stdout) as { capture: { fcsStripped: number } }).capture.fcsStripped).toBe(frames.length);
+    expect(r.stderr).toMatch(/, 0 dropped/);
+  });
+
+  it('IPv4 total length 0 (TSO on the capturing host): the real length, counted', async () => {
+    const path = join(tmp, 'everyday-tso.pcap');
+    let n = 0;
+    await writeCapture(path, 1, frames.map((f) => {
+      const b = Buffer.from(f);
+      if (b.length > 54 + 100) {
+        b[16] = b[17] = 0;
+        n++;
+      }
+      return b;
+    }));
+    expect(n).toBeGreaterThan(0);
+    const dir = join(tmp, 'everyday-tso-streams');
+    const r = await tapgate('replay', path, '--streams', dir, '--json');
+    expect(r.code).toBe(0);
+    expect(streamsOf(dir)).toEqual(want);
+    expect((JSON.parse(r.stdout) as { capture: { tsoLengthFixed: number } }).capture.tsoLengthFixed).toBe(n);
+  });
+});
+
+describe('tapgate: user errors end in one line on stderr and an exit code, never a stack trace', () => {
+  const cases: Array<[string, string[], number, RegExp, Record<string, string>?]> = [
+    ['a missing capture', ['replay', '/nonexistent/x.pcap'], 2, /capture \/nonexistent\/x\.pcap: no such file or directory/],
+    ['a directory as the capture', ['replay', '/tmp'], 2, /capture \/tmp: is a directory/],
+    ['-o into a missing directory', ['replay', join(FIX, 'http-small.pcap'), '-o', '/nonexistent/dir/out.pcap'], 2, /--out \/nonexistent\/dir\/out\.pcap: no such file or directory/],
+    ['--streams onto a file', ['replay', join(FIX, 'http-small.pcap'), '--streams', join(FIX, 'http-small.pcap')], 2, /--streams .*http-small\.pcap: exists and is not a directory/],
+    ['a bad TAPGATE_LOG', ['replay', join(FIX, 'http-small.pcap')], 1, /log level 'loud' .*expected one of fatal, error/, { TAPGATE_LOG: 'loud' }],
+    ['an unknown option', ['replay', join(FIX, 'http-small.pcap'), '--bogus'], 1, /Unknown argument: bogus/],
+    ['check of a missing config', ['check', '/nonexistent.yaml'], 1, /\/nonexistent\.yaml: cannot read/],
+  ];
+  for (const [what, args, code, msg, env] of cases) {
+    it(what, async () => {
+      const r = await runWith({ TAPGATE_LOG: 'warn', ...env }, args);
+      expect(r.code).toBe(code);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    });
+  }
+
+  it('--help names the exit codes', async () => {
+    const r = await tapgate('--help');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Exit codes: 0 ok; 1 bad arguments or config; 2 an input or output problem/);
+  });
+});
+
+describe('tapgate check', () => {
+  it('a good config: exit 0, the rules as understood; a shadowed rule is warned about', async () => {
+    const cfg = join(tmp, 'check.yaml');
+    writeFileSync(cfg, [
+      'rules:',
+      '  - name: web',
+      '    match: { port: [80, 8000-8099] }',
+      '    agent: http',
+      '  - name: dead',
+      '    match: { serverPort: 8080, clientAddress: 10.0.0.0/8 }',
+      '    agent: replace',
+      '    replace: [ { find: a, with: b } ]',
+      '  - name: alive',
+      '    match: { serverPort: 21 }',
+      '    agent: ftp',
+      '',
+    ].join('\n'));
+    const r = await tapgate('check', cfg);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/3 rules/);
+    expect(r.stdout).toMatch(/rule 1 "web" \(line 2\): port 80,8000-8099 → agent http/);
+    expect(r.stdout).toMatch(/rule 3 "alive" \(line 9\): server port 21 → agent ftp/);
+    expect(r.stderr).toMatch(/warning: .*rule 2 "dead" \(line 5\) can never match: rule 1 "web" \(line 2\) takes every connection it matches/);
+    expect(r.stderr).not.toMatch(/rule 3/);
+  });
+
+  it('a bad config: exit 1, every error with file:line', async () => {
+    const cfg = join(tmp, 'check-bad.yaml');
+    writeFileSync(cfg, 'rules:\n  - match: { port: 70000 }\n    agent: replace\n    replace: []\n  - agent: nope\n');
+    const r = await tapgate('check', cfg);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/check-bad\.yaml:2:\d+: rules\[0\]\.match\.port/);
+    expect(r.stderr).toMatch(/check-bad\.yaml:5:\d+: rules\[1\]\.agent/);
+    expect(r.stdout).toBe('');
   });
 });

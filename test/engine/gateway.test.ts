@@ -4,6 +4,7 @@
  * leaves with correct checksums, and retransmitted / out-of-order segments took the engine's
  * already-processed and delayed paths.
  */
+import { isGatewayLink } from '../../src/phy/capture-fixup.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ async function runThrough(file: string, configText: string | null, verifyChecksu
     now = Number(r.tsNs / 1000n) / 1000;
     const emit = (f: Uint8Array) => out.push({ data: f.slice(), tsNs: r.tsNs });
     gw.tick(now, emit);
+    if (!isGatewayLink(r.link)) throw new Error(`fixture link ${r.link}: Ethernet or raw IP expected`);
     gw.handleFrame(r.data, 0, now, emit, r.link);
   }
   gw.tick(now + 10_000, (f) => out.push({ data: f.slice(), tsNs: 0n }));

@@ -4,6 +4,7 @@
  * for reordering, overlaps, the 2^32 wrap, 4-tuple reuse and mid-stream pickup. The cases where
  * the recorder deliberately differs from tshark pin both sides of the difference.
  */
+import { gatewayLink, isGatewayLink } from '../../src/phy/capture-fixup.js';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import { requireTool, tsharkFollowTcp, tsharkStreamCount } from '../helpers/tsha
 const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
 const fx = (name: string): string => join(FIXTURES, name);
 
-/** Every Ethernet / raw-IPv4 fixture (any-sll2.pcap is LINUX_SLL2, which tapgate refuses). */
+/** Every Ethernet / raw-IPv4 fixture (any-sll2.pcap is LINUX_SLL2: replay converts it first, test/cli/replay.test.ts). */
 const CAPTURES = [
   'http-small.pcap',
   'http-small.pcapng',
@@ -42,7 +43,10 @@ afterAll(() => {
 async function recordFile(path: string): Promise<{ streams: RecordedStream[]; counters: Record<string, number> }> {
   const { records, error } = await readPcapAll(path);
   expect(error).toBeUndefined();
-  const r = await recordStreams(records);
+  const r = await recordStreams(records.map((x) => {
+    if (!isGatewayLink(x.link)) throw new Error(`fixture link ${x.link}: Ethernet or raw IP expected`);
+    return { data: x.data, link: x.link };
+  }));
   return { streams: r.streams, counters: { ...r.counters } };
 }
 
@@ -95,7 +99,7 @@ describe('StreamRecorder: byte-exact with tshark follow on the fixtures', () => 
     const dir = join(tmp, 'small');
     const { records } = await readPcapAll(fx('http-small.pcap'));
     const r = new StreamRecorder({ dir, maxOpenFiles: 1 });
-    for (const rec of records) r.feed(rec.data, rec.link);
+    for (const rec of records) r.feed(rec.data, gatewayLink(rec.link));
     const res = await r.close();
     expect(res.connections).toBe(5);
     expect(res.files).toHaveLength(10);

@@ -8,6 +8,7 @@
  * are rebuilt from this file's own bytes in the same shapes, which always run. Each has a baseline
  * without the injected segments.
  */
+import { gatewayLink } from '../../src/phy/capture-fixup.js';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -366,7 +367,7 @@ async function replayCapture(pcap: string, config: string, name: string): Promis
   const released = await readPcapAll(out);
   expect(released.error).toBeUndefined();
   const payloads = released.records.map((rec) => {
-    const d = decodeFrame(rec.data, { link: rec.link, verifyChecksums: true });
+    const d = decodeFrame(rec.data, { link: gatewayLink(rec.link), verifyChecksums: true });
     if (d.kind !== 'tcp') expect.fail(`released a ${d.kind} frame`);
     return latin1(rec.data.subarray(d.payloadOff, d.payloadOff + d.payloadLen));
   });
@@ -473,7 +474,7 @@ function payloadsOf(records: readonly PcapRecord[], frames: readonly number[]): 
   return frames
     .map((n) => {
       const rec = records[n - 1]!;
-      const d = decodeFrame(rec.data, { link: rec.link, verifyChecksums: true });
+      const d = decodeFrame(rec.data, { link: gatewayLink(rec.link), verifyChecksums: true });
       if (d.kind !== 'tcp') throw new Error(`frame ${n} is ${d.kind}`);
       return latin1(rec.data.subarray(d.payloadOff, d.payloadOff + d.payloadLen));
     })
@@ -490,7 +491,7 @@ describe.skipIf(PUBLIC_DIR === undefined)('public captures of RST injection (tes
       expect(createHash('sha256').update(readFileSync(path())).digest('hex')).toBe(p.sha256);
       const { records, error } = await readPcapAll(path());
       expect(error).toBeUndefined();
-      for (const rec of records) expect(decodeFrame(rec.data, { link: rec.link, verifyChecksums: true }).kind).toBe('tcp');
+      for (const rec of records) expect(decodeFrame(rec.data, { link: gatewayLink(rec.link), verifyChecksums: true }).kind).toBe('tcp');
       // Every original the rule targets comes after the first injected segment, once.
       const all = payloadsOf(records, records.map((_, i) => i + 1));
       const after = payloadsOf(records, records.map((_, i) => i + 1).filter((n) => n > (p.injected[0] ?? 0)));

@@ -2,6 +2,7 @@
  * pcap / pcapng reader and writer, checked against real captures (test/fixtures, made by
  * scripts/make-fixtures.sh) and against tshark as an independent oracle.
  */
+import { gatewayLink } from '../../src/phy/capture-fixup.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -114,7 +115,7 @@ describe('real fixtures', () => {
   it('http-small.pcap: 5 TCP connections, two of them on the same 4-tuple (port reuse)', async () => {
     const { records } = await readPcapAll(fx('http-small.pcap'));
     expect(await tsharkStreamCount(fx('http-small.pcap'))).toBe(5);
-    const syns = records.filter((r) => (B.tcpFlags(r.data) & 0x12) === 0x02).map((r) => B.tcpTuple(r.data, r.link));
+    const syns = records.filter((r) => (B.tcpFlags(r.data) & 0x12) === 0x02).map((r) => B.tcpTuple(r.data, gatewayLink(r.link)));
     expect(syns).toHaveLength(5);
     expect(new Set(syns).size).toBe(4);
     expect(syns.filter((t) => t === '10.199.0.2:40123>10.199.0.1:8000')).toHaveLength(2);
@@ -166,13 +167,11 @@ describe('real fixtures', () => {
     expect(records.some((r) => r.tsNs % 1000n !== 0n)).toBe(true);
   });
 
-  it('any-sll2.pcap (tcpdump -i any, LINUX_SLL2) is refused with an error naming the link type', async () => {
+  it('any-sll2.pcap (tcpdump -i any, LINUX_SLL2) is read with its link (replay turns it into raw IP)', async () => {
     const res = await readPcapAll(fx('any-sll2.pcap'));
-    expect(res.records).toHaveLength(0);
-    expect(res.error).toBeInstanceOf(PcapFormatError);
-    expect(res.error?.code).toBe('unsupported-link-type');
-    expect(res.error?.message).toMatch(/unsupported link type 276 \(LINUX_SLL2/);
-    expect(res.error?.offset).toBe(20);
+    expect(res.error).toBeUndefined();
+    expect(res.records).toHaveLength(11);
+    for (const r of res.records) expect(r.link).toBe('linux-sll2');
   });
 
   it('reads the same from a Readable in odd chunk sizes as from the file', async () => {
@@ -383,13 +382,13 @@ describe('hand-made pcapng', () => {
 
   it('a packet on an interface with an unsupported link type is an error naming it', async () => {
     const le: B.Order = 'le';
-    const onlyDeclared = B.concat([B.shb(le), B.idb({ linkType: 1 }, le), B.idb({ linkType: 276 }, le), B.epb(0, 1n, frame(20, 1), le)]);
+    const onlyDeclared = B.concat([B.shb(le), B.idb({ linkType: 1 }, le), B.idb({ linkType: 105 }, le), B.epb(0, 1n, frame(20, 1), le)]);
     expect((await readBytes(onlyDeclared)).error).toBeUndefined();
     const used = B.concat([onlyDeclared, B.epb(1, 2n, frame(20, 2), le)]);
     const res = await readBytes(used);
     expect(res.records).toHaveLength(1);
     expect(res.error?.code).toBe('unsupported-link-type');
-    expect(res.error?.message).toMatch(/interface 1: unsupported link type 276 \(LINUX_SLL2/);
+    expect(res.error?.message).toMatch(/interface 1: unsupported link type 105 \(IEEE802_11/);
     expect(res.error?.offset).toBe(onlyDeclared.length);
   });
 });
@@ -444,7 +443,7 @@ describe('corrupt and truncated input', () => {
     ['caplen > origLen', () => B.concat([hdr(), rec(60, 59)]), 'bad-record', /exceeds its original length 59/],
     ['micro fraction >= 1e6', () => B.concat([hdr(), rec(10, 10, 1_000_000)]), 'bad-record', /fraction 1000000/],
     ['record past EOF', () => B.concat([hdr(), rec(60), rec(60).subarray(0, 50)]), 'truncated', /captured length 60 but the file ends after 34 bytes/],
-    ['unknown link type', () => hdr(65535, 147), 'unsupported-link-type', /unsupported link type 147: tapgate replays only 1 \(ETHERNET\)/],
+    ['unknown link type', () => hdr(65535, 147), 'unsupported-link-type', /unsupported link type 147: tapgate replays 1 \(ETHERNET\)/],
   ])('%s → %s', async (_what, make, code, message) => {
     const res = await readBytes(make());
     expect(res.error?.code).toBe(code);

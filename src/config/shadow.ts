@@ -1,0 +1,59 @@
+/**
+ * Rules that can never match: rules are tried in order and the first match wins, so a rule is
+ * shadowed when an earlier rule matches every connection it matches. The test is sufficient,
+ * not complete (it looks at each condition on its own): a rule it names is surely dead; one it
+ * does not name may still be.
+ */
+
+import type { Cidr } from './ipv4.js';
+import type { Matcher, PortRange, Rule } from './load.js';
+
+/** Every port of `inner` is in `outer` (ranges as written, possibly overlapping). */
+function portsWithin(inner: readonly PortRange[], outer: readonly PortRange[]): boolean {
+  const merged: PortRange[] = [];
+  for (const r of [...outer].sort((a, b) => a.lo - b.lo)) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && r.lo <= last.hi + 1) last.hi = Math.max(last.hi, r.hi);
+    else merged.push({ lo: r.lo, hi: r.hi });
+  }
+  return inner.every((r) => merged.some((m) => m.lo <= r.lo && r.hi <= m.hi));
+}
+
+/** Every address of `inner` is in `outer`. */
+function cidrsWithin(inner: readonly Cidr[], outer: readonly Cidr[]): boolean {
+  return inner.every((c) => outer.some((o) => c.prefix >= o.prefix && ((c.addr & o.mask) >>> 0) === o.addr));
+}
+
+/**
+ * A condition of `a` on either side holds for every connection `b` matches when one of b's
+ * conditions (either side, client side, server side) is within it.
+ */
+function eitherCovered<T>(a: readonly T[] | undefined, bs: (readonly T[] | undefined)[], within: (i: readonly T[], o: readonly T[]) => boolean): boolean {
+  return a === undefined || bs.some((b) => b !== undefined && within(b, a));
+}
+
+function sideCovered<T>(a: readonly T[] | undefined, b: readonly T[] | undefined, within: (i: readonly T[], o: readonly T[]) => boolean): boolean {
+  return a === undefined || (b !== undefined && within(b, a));
+}
+
+/** Every connection `b` matches, `a` matches too. */
+export function covers(a: Matcher, b: Matcher): boolean {
+  return (
+    eitherCovered(a.port, [b.port, b.clientPort, b.serverPort], portsWithin) &&
+    sideCovered(a.clientPort, b.clientPort, portsWithin) &&
+    sideCovered(a.serverPort, b.serverPort, portsWithin) &&
+    eitherCovered(a.address, [b.address, b.clientAddress, b.serverAddress], cidrsWithin) &&
+    sideCovered(a.clientAddress, b.clientAddress, cidrsWithin) &&
+    sideCovered(a.serverAddress, b.serverAddress, cidrsWithin)
+  );
+}
+
+/** Each rule no connection can reach, with the first earlier rule that takes all of its connections. */
+export function shadowedRules(rules: readonly Rule[]): { rule: Rule; by: Rule }[] {
+  const out: { rule: Rule; by: Rule }[] = [];
+  rules.forEach((r, i) => {
+    const by = rules.slice(0, i).find((e) => covers(e.match, r.match));
+    if (by !== undefined) out.push({ rule: r, by });
+  });
+  return out;
+}
