@@ -450,14 +450,22 @@ const EMPTY = Buffer.alloc(0);
 export const MERGE_GAP = 256;
 export const MERGE_SPAN = 2048;
 
+/**
+ * Where a joined edit's bytes are assembled (then copied out once): scans run one at a time, and
+ * an edit owns its copy before the next scan starts.
+ */
+let scratch = Buffer.allocUnsafe(16384);
+
 /** Builds the edit list of one scan, joining close matches (see MERGE_GAP). */
 class EditRun {
   readonly edits: Edit[] = [];
   matches = 0;
-  /** The open edit: original range [at, end) in buf positions, its output in parts. */
+  /** The open edit: original range [at, end) in buf positions; its output is `first` alone, or
+   *  scratch[0, len) once a second match joined it. */
   private at = -1;
   private end = -1;
-  private parts: Uint8Array[] = [];
+  private first: Uint8Array = EMPTY;
+  private len = -1;
 
   constructor(
     private readonly buf: Buffer,
@@ -468,15 +476,22 @@ class EditRun {
   add(start: number, len: number, out: Uint8Array): void {
     this.matches++;
     if (this.join && this.at >= 0 && start - this.end <= MERGE_GAP && start + len - this.at <= MERGE_SPAN) {
-      if (start > this.end) this.parts.push(this.buf.subarray(this.end, start));
-      this.parts.push(out);
+      if (this.len < 0) {
+        this.len = 0;
+        this.put(this.first);
+      }
+      this.reserve(start - this.end + out.length);
+      this.len += this.buf.copy(scratch, this.len, this.end, start);
+      scratch.set(out, this.len);
+      this.len += out.length;
       this.end = start + len;
       return;
     }
     this.close();
     this.at = start;
     this.end = start + len;
-    this.parts = [out];
+    this.first = out;
+    this.len = -1;
   }
 
   /** The edits; the joined ones own a copy of the bytes between their matches. */
@@ -485,10 +500,23 @@ class EditRun {
     return this.edits;
   }
 
+  private put(b: Uint8Array): void {
+    this.reserve(b.length);
+    scratch.set(b, this.len);
+    this.len += b.length;
+  }
+
+  private reserve(n: number): void {
+    if (this.len + n <= scratch.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, this.len + n));
+    scratch.copy(bigger, 0, 0, this.len);
+    scratch = bigger;
+  }
+
   private close(): void {
     if (this.at < 0) return;
-    const p = this.parts;
-    this.edits.push({ at: this.base + this.at, len: this.end - this.at, data: p.length === 1 ? p[0]! : Buffer.concat(p) });
+    const data = this.len < 0 ? this.first : Buffer.from(scratch.subarray(0, this.len));
+    this.edits.push({ at: this.base + this.at, len: this.end - this.at, data });
     this.at = -1;
   }
 }
