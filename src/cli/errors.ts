@@ -9,17 +9,19 @@ export const EXIT = {
   ok: 0,
   /** A bad argument or config (`check` found errors). */
   usage: 1,
-  /** An input or output problem: a capture that cannot be read or ends early, a file that cannot be written. */
+  /**
+   * An input, output or device problem: a capture that cannot be read or ends early, a file that
+   * cannot be written, a TAP that cannot be opened (missing, or no privilege), a cluster that
+   * cannot be joined.
+   */
   io: 2,
-  /** Missing privileges, devices or tools to run (see `tapgate run`). */
-  environment: 3,
   /** An internal error (a bug). */
   internal: 70,
 } as const;
 
 export const EXIT_CODES_HELP =
-  'Exit codes: 0 ok; 1 bad arguments or config; 2 an input or output problem (capture unreadable or truncated, file not writable); ' +
-  '3 missing privileges, devices or tools; 70 internal error (a bug: please report it).';
+  'Exit codes: 0 ok; 1 bad arguments or config; 2 an input, output or device problem (capture unreadable or truncated, ' +
+  'file not writable, TAP not openable, cluster not reachable); 70 internal error (a bug: please report it).';
 
 /** An error the user can fix: its message is all they see. */
 export class CliError extends Error {
