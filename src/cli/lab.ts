@@ -25,6 +25,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig } from '../config/index.js';
+import { parseListen } from '../engine/metrics.js';
 import { FaultSpecError, parseFaultSpec } from '../phy/fault.js';
 import {
   LAB_IFACES,
@@ -49,6 +50,8 @@ export interface LabUpArgs {
   config?: string;
   vnetHdr: boolean;
   pcap?: string;
+  /** The gateway's --metrics HOST:PORT (in the gw namespace). */
+  metrics?: string;
   offloads: 'on' | 'off';
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
@@ -88,14 +91,23 @@ export function checkImpairArgs(a: ImpairArgs): void {
   }
 }
 
-type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined } & ImpairArgs;
+type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined; metrics?: string | undefined } & ImpairArgs;
+
+/** --metrics HOST:PORT for cluster node i: each node in the gw namespace on its own port (PORT + i - 1). */
+function nodeMetrics(metrics: string | undefined, i: number): string | undefined {
+  if (metrics === undefined) return undefined;
+  const p = parseListen(metrics);
+  if (typeof p === 'string') return metrics; // the node refuses it with the message
+  return `${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port + i - 1}`;
+}
 
 /** --config/--no-vnet-hdr/--pcap/--impair* of a gateway or node command. */
-function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined): string[] {
+function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined, metrics = a.metrics): string[] {
   const argv: string[] = [];
   if (a.config !== undefined) argv.push('--config', resolve(a.config));
   if (!a.vnetHdr) argv.push('--no-vnet-hdr');
   if (pcapDir !== undefined) argv.push('--pcap', pcapDir);
+  if (metrics !== undefined) argv.push('--metrics', metrics);
   for (const [key, , runOpt] of IMPAIR_OPTIONS) {
     const v = a[key];
     if (v !== undefined) argv.push(`--${runOpt}`, v);
@@ -116,7 +128,7 @@ export function nodeArgv(i: number, natsUrl: string, a: GatewayOptionArgs): stri
   const t = nodeTaps(i);
   return [
     process.execPath, TAPGATE_BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', natsUrl, '--node-id', String(i),
-    ...gatewayOptions(a, a.pcap !== undefined ? join(resolve(a.pcap), `node${i}`) : undefined),
+    ...gatewayOptions(a, a.pcap !== undefined ? join(resolve(a.pcap), `node${i}`) : undefined, nodeMetrics(a.metrics, i)),
   ];
 }
 
@@ -169,6 +181,7 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('config', { type: 'string', describe: 'gateway YAML config (rules, limits)' })
       .option('vnet-hdr', { type: 'boolean', default: true, describe: 'gateway uses TAP GSO; --no-vnet-hdr to disable' })
       .option('pcap', { type: 'string', describe: 'gateway records DIR/a.pcap (client side) and DIR/b.pcap (server side)' })
+      .option('metrics', { type: 'string', describe: 'gateway serves Prometheus metrics at http://HOST:PORT/metrics inside the gw namespace (cluster node i: PORT + i - 1)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
       .option('nodes', {
         type: 'number',

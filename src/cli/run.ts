@@ -18,9 +18,11 @@
  * device is touched. The counters appear in the statistics under `impair`.
  */
 import { spawnSync } from 'node:child_process';
+import type { Server } from 'node:http';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from '../engine/live.js';
+import { GatewayMetrics, parseListen, serveMetrics } from '../engine/metrics.js';
 import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
@@ -46,6 +48,8 @@ export interface RunArgs {
   nodeId?: string;
   /** JIT warm-up before forwarding (default true; src/engine/warmup.ts). */
   warmup?: boolean;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics (src/engine/metrics.ts). */
+  metrics?: string;
 }
 
 /**
@@ -127,6 +131,8 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError((e as Error).message, 1);
     }
   }
+  const listen = a.metrics === undefined ? undefined : parseListen(a.metrics);
+  if (typeof listen === 'string') throw new RunError(listen, 1);
   for (const t of a.tap) {
     const p = tapProblem(t);
     if (p !== undefined) throw new RunError(p, 2);
@@ -165,6 +171,18 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError(`cannot join the cluster at ${a.cluster}: ${(e as Error).message}`, 2);
     }
   }
+  let metricsServer: Server | undefined;
+  if (listen !== undefined) {
+    const m = new GatewayMetrics(() => (node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats()));
+    try {
+      metricsServer = await serveMetrics(m, listen.host, listen.port);
+    } catch (e) {
+      if (node !== undefined) await node.stop();
+      await live.stop();
+      throw new RunError(`--metrics ${a.metrics}: cannot listen: ${(e as Error).message}`, 2);
+    }
+    log.info({ url: `http://${a.metrics}/metrics` }, 'metrics served');
+  }
   const impairLog = Object.fromEntries(Object.entries(impair).map(([p, s]) => [p, formatFaultSpec(s)]));
   log.info(
     { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, ...(config?.nat !== undefined ? { nat: { oneToOne: config.nat.table.oneToOne.length, masquerade: config.nat.table.masquerade.length } } : {}), config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
@@ -198,6 +216,7 @@ export async function run(a: RunArgs): Promise<number> {
     await node.drain();
     await node.stop();
   }
+  metricsServer?.close();
   const st = await live.stop();
   printStats(node !== undefined ? { ...st, cluster: node.status() } : st);
   if (typeof why === 'string') {
@@ -236,6 +255,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway sees them' })
       .option('impair-in-a', { type: 'string', describe: 'impair frames read from TAP a; overrides --impair-in' })
       .option('impair-in-b', { type: 'string', describe: 'impair frames read from TAP b; overrides --impair-in' })
+      .option('metrics', { type: 'string', describe: 'serve Prometheus metrics (every statistics counter, read at scrape time) at http://HOST:PORT/metrics' })
       .option('cluster', { type: 'string', describe: 'run as a node of a gateway cluster synced over NATS JetStream at this URL (nats://HOST:PORT)' })
       .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })
       .example('$0 run --tap tap-c1 --tap tap-s1 --cluster nats://10.250.0.254:4222 --node-id 1', 'a cluster node (see tapgate cluster --help)')

@@ -341,6 +341,8 @@ export class Gateway {
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
   private readonly httpCounters = newHttpCounters();
+  /** Connections given to each rule's agent (by rule index). */
+  private readonly ruleConnections: number[] = [];
   /** regexBudgetExceeded as last logged. */
   private lastBudget = 0;
 
@@ -875,6 +877,7 @@ export class Gateway {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
       this.counters.connectionsRewritten++;
+      this.ruleConnections[sel.index] = (this.ruleConnections[sel.index] ?? 0) + 1;
       if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ flow: f.id, rule: sel.index, agent: sel.rule.agent }, 'agent attached');
     } catch (e) {
       this.counters.agentCreateFailed++;
@@ -1053,6 +1056,8 @@ export class Gateway {
       },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
+      /** Per rule (its name, else its 1-based position): connections given to its agent. */
+      rules: Object.fromEntries((this.opts.config?.rules ?? []).map((r, i) => [r.name ?? String(i + 1), { connections: this.ruleConnections[i] ?? 0 }])),
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */

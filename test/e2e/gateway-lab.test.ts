@@ -31,6 +31,20 @@ rules:
 `;
 
 const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
+/** Where the gateway (with TAP GSO) serves its metrics, inside the gw namespace. */
+const METRICS = '127.0.0.1:9464';
+
+/** `name{labels}` → value of a Prometheus text scraped inside the gw namespace. */
+async function scrape(): Promise<Map<string, number>> {
+  const r = await labExec(P, 'gw', ['curl', '-sS', '--max-time', '5', `http://${METRICS}/metrics`]);
+  expect(r.code, r.stderr).toBe(0);
+  const out = new Map<string, number>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m !== null) out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
 
 describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', 'curl']), () => {
   const nsBefore = netnsList();
@@ -57,7 +71,7 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
     describe(vnet ? 'with TAP GSO (vnet header)' : 'without vnet header', () => {
       beforeAll(async () => {
         await labDown(P);
-        await labUpWithGateway(P, join(dir, 'config.yaml'), vnet ? [] : ['--no-vnet-hdr']);
+        await labUpWithGateway(P, join(dir, 'config.yaml'), vnet ? ['--metrics', METRICS] : ['--no-vnet-hdr']);
         for (const port of ['8000', '8001']) startHttpServer(P, SERVER, port, dir);
         labSpawn(P, 'server', 'udpecho', [
           'python3', '-c',
@@ -114,6 +128,27 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
         }
         rmSync(out);
       });
+
+      if (vnet) {
+        it('--metrics: scraped during a rewritten download, the counters move by what the transfer did', async () => {
+          const m0 = await scrape();
+          expect(m0.get('tapgate_flows_active')).toBeDefined();
+          const matches = text.split(FIND_SHORT).length - 1 + text.split(FIND_LONG).length - 1;
+          const out = join(dir, 'got-text-metrics');
+          const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '60', '--ignore-content-length', '-o', out, `http://${SERVER}:8001/text.txt`]);
+          expect(r.code, r.stderr).toBe(0);
+          const m1 = await scrape();
+          const d = (k: string): number => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
+          expect(d('tapgate_rules_connections_total{rule="rewrite-8001"}')).toBe(1);
+          expect(d('tapgate_agents_replace_matches_total')).toBe(matches);
+          // At least the body's bytes came in from the server side and went out to the client.
+          expect(d('tapgate_gateway_bytes_in_total')).toBeGreaterThan(text.length);
+          expect(d('tapgate_gateway_bytes_out_total')).toBeGreaterThan(expectedRewrite(text).length);
+          expect(d('tapgate_gateway_connections_rewritten_total')).toBe(1);
+          expect(d('tapgate_gateway_rst_in_total')).toBe(0);
+          expect(d('tapgate_taps_tx_frames_total{tap="tap-c"}')).toBeGreaterThan(0);
+        });
+      }
 
       it('bridges ping (and so ARP) and UDP unchanged; an echo reply is read in the request\'s call', async () => {
         const c0 = gatewayStats()['chainedBatches'] as unknown as number;
