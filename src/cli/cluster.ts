@@ -2,7 +2,8 @@
  * `tapgate cluster status|drain --cluster nats://HOST:PORT`: operations on a running cluster
  * (src/cluster/node.ts). `status` asks every node (subject <name>.ctl.all) and prints nodes,
  * their view, owned connections and sync lag; `drain --node-id N` makes node N hand every
- * connection over and exit (as SIGTERM does). Exit codes: 0 fine, 1 bad arguments, 2 NATS
+ * connection over and exit (as SIGTERM does); `reload` makes every node re-read its config (as
+ * SIGHUP does). Exit codes: 0 fine, 1 bad arguments, 2 NATS
  * unreachable or no node answered.
  */
 import { connect, createInbox, type NatsConnection } from 'nats';
@@ -28,13 +29,22 @@ async function open(url: string): Promise<NatsConnection> {
 }
 
 /** Every node's status (each answers <name>.ctl.all within waitMs). */
-export async function clusterStatus(url: string, name = 'tapgate', waitMs = 500): Promise<Array<Record<string, unknown>>> {
+export function clusterStatus(url: string, name = 'tapgate', waitMs = 500): Promise<Array<Record<string, unknown>>> {
+  return askAll(url, name, 'status', waitMs);
+}
+
+/** Every node re-reads its config; their answers ({ node, reloaded, digest } or { node, error }). */
+export function clusterReload(url: string, name = 'tapgate', waitMs = 1000): Promise<Array<Record<string, unknown>>> {
+  return askAll(url, name, 'reload', waitMs);
+}
+
+async function askAll(url: string, name: string, op: string, waitMs: number): Promise<Array<Record<string, unknown>>> {
   const nc = await open(url);
   try {
     const inbox = createInbox();
     const out: Array<Record<string, unknown>> = [];
     const sub = nc.subscribe(inbox, { callback: (_e, m) => out.push(JSON.parse(dec.decode(m.data)) as Record<string, unknown>) });
-    nc.publish(`${name}.ctl.all`, enc.encode(JSON.stringify({ op: 'status' })), { reply: inbox });
+    nc.publish(`${name}.ctl.all`, enc.encode(JSON.stringify({ op })), { reply: inbox });
     await new Promise((r) => setTimeout(r, waitMs));
     sub.unsubscribe();
     return out.sort((a, b) => String(a['node']).localeCompare(String(b['node'])));
@@ -118,9 +128,27 @@ const drain: CommandModule<object, ClusterArgs> = {
   },
 };
 
+const reload: CommandModule<object, ClusterArgs> = {
+  command: 'reload',
+  describe: 'Make every node re-read its config (as SIGHUP does): new connections get the new rules',
+  builder: (y: Argv) =>
+    common(y).option('wait-ms', { type: 'number', default: 1000, describe: 'how long to collect answers' }) as unknown as Argv<ClusterArgs>,
+  handler: async (a: ArgumentsCamelCase<ClusterArgs>) => {
+    try {
+      const r = await clusterReload(a.cluster, a.name, a.waitMs);
+      process.stdout.write(JSON.stringify(r) + '\n');
+      for (const n of r) if (n['error'] !== undefined) process.stderr.write(`tapgate cluster reload: node ${String(n['node'])}: ${String(n['error'])}\n`);
+      if (r.length === 0 || r.some((n) => n['error'] !== undefined)) process.exitCode = 2;
+    } catch (e) {
+      process.stderr.write(`tapgate cluster reload: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+    }
+  },
+};
+
 export const clusterCommand: CommandModule = {
   command: 'cluster <command>',
-  describe: 'Operate a gateway cluster: status, drain',
-  builder: (y: Argv) => y.command(status).command(drain).demandCommand(1, 'name a cluster command: status, drain'),
+  describe: 'Operate a gateway cluster: status, drain, reload',
+  builder: (y: Argv) => y.command(status).command(drain).command(reload).demandCommand(1, 'name a cluster command: status, drain, reload'),
   handler: () => {},
 };

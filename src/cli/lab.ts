@@ -21,6 +21,7 @@
  * waited for (use `lab status` to see them attach).
  */
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
@@ -345,6 +346,44 @@ const status: CommandModule<object, NameArgs> = {
   },
 };
 
+/**
+ * Sends the lab's gateway (or every cluster node) SIGHUP and reports what each logged about it:
+ * 'config reloaded' (exit 0) or 'config reload refused' with the errors (exit 2).
+ */
+export async function labReload(prefix: string): Promise<{ name: string; pid: number; ok: boolean; line: string }[]> {
+  const procs = labStatus(prefix).processes.filter((p) => p.alive && (p.name === 'gateway' || /^node\d+$/.test(p.name)));
+  if (procs.length === 0) throw new LabError('LAB_GATEWAY', `lab '${prefix}' has no running gateway to reload`);
+  const out: { name: string; pid: number; ok: boolean; line: string }[] = [];
+  for (const p of procs) {
+    const before = existsSync(p.log) ? statSync(p.log).size : 0;
+    process.kill(p.pid, 'SIGHUP');
+    const deadline = Date.now() + 5000;
+    let line = '';
+    while (line === '' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      const text = existsSync(p.log) ? readFileSync(p.log, 'utf8').slice(before) : '';
+      line = text.split('\n').find((l) => /config reload(ed| refused)/.test(l)) ?? '';
+    }
+    out.push({ name: p.name, pid: p.pid, ok: /config reloaded/.test(line), line: line === '' ? 'no answer in its log within 5 s' : line });
+  }
+  return out;
+}
+
+const reload: CommandModule<object, NameArgs> = {
+  command: 'reload',
+  describe: 'Make the lab gateway (or every cluster node) re-read its config: new connections get the new rules, connections in flight keep theirs',
+  builder: (y: Argv) => y.option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<NameArgs>,
+  handler: async (a: ArgumentsCamelCase<NameArgs>) => {
+    try {
+      const r = await labReload(a.name);
+      for (const x of r) (x.ok ? process.stdout : process.stderr).write(`${x.name} (pid ${x.pid}): ${x.line}\n`);
+      if (r.some((x) => !x.ok)) process.exitCode = 2;
+    } catch (e) {
+      fail(e);
+    }
+  },
+};
+
 const down: CommandModule<object, NameArgs> = {
   command: 'down',
   describe: 'Stop the lab processes and delete its namespaces (harmless when nothing exists)',
@@ -367,7 +406,8 @@ export const labCommand: CommandModule = {
       .command(up)
       .command(exec)
       .command(status)
+      .command(reload)
       .command(down)
-      .demandCommand(1, 'name a lab command: up, exec, status, down'),
+      .demandCommand(1, 'name a lab command: up, exec, status, reload, down'),
   handler: () => {},
 };

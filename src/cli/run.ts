@@ -201,6 +201,28 @@ export async function run(a: RunArgs): Promise<number> {
 
   const onUsr1 = (): void => printStats(node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats());
   process.on('SIGUSR1', onUsr1);
+  // Reload (SIGHUP, `tapgate cluster reload`): new connections get the file's rules now; an
+  // invalid file is refused with its errors and the running config stays.
+  const reload = (): Record<string, unknown> => {
+    if (a.config === undefined) {
+      log.warn('reload: the gateway runs without --config: nothing to re-read');
+      return { error: 'no --config to re-read' };
+    }
+    try {
+      const next = loadConfig(a.config);
+      live.gateway.reload(next);
+      const c = live.gateway.stats().config;
+      log.info({ config: a.config, digest: c.digest, rules: next.rules.length, reloads: c.reloads }, 'config reloaded: new connections get its rules, connections in flight keep theirs');
+      return { reloaded: true, digest: c.digest, rules: next.rules.length };
+    } catch (e) {
+      const msg = (e as Error).message;
+      log.error({ config: a.config, err: msg }, 'config reload refused: the running config stays');
+      return { error: msg };
+    }
+  };
+  const onHup = (): void => void reload();
+  process.on('SIGHUP', onHup);
+  if (node !== undefined) node.onReload = reload;
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -211,6 +233,7 @@ export async function run(a: RunArgs): Promise<number> {
   if (statusTimer !== undefined) clearInterval(statusTimer);
   if (tty) process.stderr.write('\r\x1b[2K');
   process.off('SIGUSR1', onUsr1);
+  process.off('SIGHUP', onHup);
   if (node !== undefined) {
     // Graceful: every connection goes to another node with its final state before we leave.
     await node.drain();

@@ -1047,11 +1047,16 @@ export class ClusterNode implements ClusterAttach {
     else if (op === 'drain') {
       respond(enc.encode(JSON.stringify({ node: this.id, draining: true })));
       void this.drain().then(() => this.onDrained?.());
+    } else if (op === 'reload') {
+      respond(enc.encode(JSON.stringify({ node: this.id, ...(this.onReload?.() ?? { error: 'this node cannot reload' }) })));
     } else respond(enc.encode(JSON.stringify({ error: `unknown op '${op}'` })));
   }
 
   /** Called when a drain asked over NATS (`tapgate cluster drain`) has finished. */
   onDrained: (() => void) | undefined;
+
+  /** Re-reads the config (`tapgate cluster reload`): what happened, for the answer. */
+  onReload: (() => Record<string, unknown>) | undefined;
 
   /**
    * Graceful drain: announce it, let the others see it, hand every connection over with its

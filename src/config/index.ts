@@ -2,6 +2,7 @@
 export { ConfigError, formatIssue, formatPath, type ConfigIssue } from './errors.js';
 export { cidrContains, formatCidr, formatIPv4, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
 export {
+  configDigest,
   DEFAULT_POLICY,
   loadConfig,
   parseConfig,

@@ -4,6 +4,7 @@
  * the rules into matchers. `selectRule` picks the agent rule for a new connection.
  */
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { FtpConfig } from '../agent/ftp.js';
@@ -98,6 +99,17 @@ export interface ConnKey {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * What a connection's rules depend on, as a short hash: the rules and the policy (cluster
+ * snapshots carry it, so a node taking a connection over after a reload selects its rule from
+ * the config it started under).
+ */
+export function configDigest(c: Config | null): string {
+  if (c === null) return 'none';
+  const rules = c.rules.map((r) => ({ ...r, directions: [...r.directions].sort() }));
+  return createHash('sha256').update(JSON.stringify({ rules, policy: c.policy })).digest('hex').slice(0, 16);
+}
 
 export function loadConfig(path: string): Config {
   let text: string;

@@ -85,7 +85,7 @@ import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
-import { selectRule, type Config } from '../config/index.js';
+import { configDigest, selectRule, type Config } from '../config/index.js';
 import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
@@ -165,6 +165,8 @@ export interface ClusterHooks {
 export interface ConnectionState {
   /** The connection's id as its agent and NAT expectations know it (kept across moves). */
   id: string;
+  /** Digest of the config whose rules it runs with (config/load.ts configDigest); absent from older nodes. */
+  config?: string;
   flow: FlowJson;
   /** Agent name and its snapshot (null: the connection is not rewritten). */
   agent: { name: string; state: unknown } | null;
@@ -181,6 +183,12 @@ const IPV4_MAX_TOTAL = 65535;
  * of 60 bytes, 64 with slack for an 802.1Q tag or a trailing FCS on a minimum-size frame.
  */
 const ETH_PADDED_MIN = 64;
+
+/** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
+const MAX_OLD_CONFIGS = 8;
+
+/** A rule in statistics: its name, else its 1-based position. */
+const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
 const F_FIN = 0x01;
 const F_SYN = 0x02;
@@ -303,6 +311,10 @@ export function newGatewayCounters() {
     /** Cluster: connections imported from another node's state, or refused (table full, bad state). */
     imported: 0,
     importFailed: 0,
+    /** Taken-over connections that started under a config this node does not know (they go on with the current one). */
+    importConfigUnknown: 0,
+    /** Configs taken by `reload`. */
+    reloads: 0,
   };
 }
 
@@ -337,12 +349,19 @@ export class Gateway {
   /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
   /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
-  readonly policy: Policy;
+  policy: Policy;
+  /** The rules new connections get (`reload` replaces them), and their digest. */
+  private config: Config | null;
+  private digest: string;
+  /** Configs connections still run with, by digest (after reloads; at most MAX_OLD_CONFIGS). */
+  private readonly oldConfigs = new Map<string, Config>();
+  /** Connections started under an older config: its digest (the rest run with `digest`). */
+  private readonly connDigest = new WeakMap<object, string>();
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
   private readonly httpCounters = newHttpCounters();
-  /** Connections given to each rule's agent (by rule index). */
-  private readonly ruleConnections: number[] = [];
+  /** Connections given to each rule's agent, by rule label (its name, else its 1-based position). */
+  private readonly ruleConnections = new Map<string, number>();
   /** regexBudgetExceeded as last logged. */
   private lastBudget = 0;
 
@@ -353,6 +372,8 @@ export class Gateway {
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
+    this.config = opts.config ?? null;
+    this.digest = configDigest(this.config);
     this.policy = new Policy(opts.config ?? null);
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
@@ -852,8 +873,8 @@ export class Gateway {
   }
 
   /** The config's rule for a connection and the context its agent gets (id: the agent's flow id). */
-  private ruleFor(f: Flow<Connection<SegTag>>, id: string): { sel: NonNullable<ReturnType<typeof selectRule>>; ctx: AgentContext } | undefined {
-    const cfg = this.opts.config;
+  private ruleFor(f: Flow<Connection<SegTag>>, id: string, config = this.config): { sel: NonNullable<ReturnType<typeof selectRule>>; ctx: AgentContext } | undefined {
+    const cfg = config;
     if (!cfg) return undefined;
     // f.client / f.server build a fresh object per read: once each per new connection.
     const client = f.client;
@@ -877,7 +898,8 @@ export class Gateway {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
       this.counters.connectionsRewritten++;
-      this.ruleConnections[sel.index] = (this.ruleConnections[sel.index] ?? 0) + 1;
+      const label = ruleLabel(sel.rule);
+      this.ruleConnections.set(label, (this.ruleConnections.get(label) ?? 0) + 1);
       if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ flow: f.id, rule: sel.index, agent: sel.rule.agent }, 'agent attached');
     } catch (e) {
       this.counters.agentCreateFailed++;
@@ -994,6 +1016,7 @@ export class Gateway {
       id,
       flow: this.flows.exportFlow(f),
       agent: agent === null ? null : { name: agent.name, state: agent.snapshot() },
+      ...(conn === null ? {} : { config: this.connDigest.get(conn) ?? this.digest }),
       conn: conn === null ? null : conn.toJSON(false),
       nat: this.nat === null ? null : this.nat.exportFor(raw, id),
     };
@@ -1017,14 +1040,21 @@ export class Gateway {
       }
       this.ids.set(f, st.id);
       if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
-      if (st.conn !== null && st.agent !== null && this.opts.config) {
-        const r = this.ruleFor(f, st.id);
+      if (st.conn !== null && st.agent !== null && this.config) {
+        // The rules the connection started with (a reload since: the config kept for it).
+        const old = st.config !== undefined && st.config !== this.digest ? this.oldConfigs.get(st.config) : undefined;
+        if (st.config !== undefined && st.config !== this.digest && old === undefined) {
+          this.counters.importConfigUnknown++;
+          this.opts.log?.warn({ flow: st.id, config: st.config, current: this.digest }, 'connection started under a config this node does not know: it continues with the current rules');
+        }
+        const r = this.ruleFor(f, st.id, old ?? this.config);
         if (r === undefined || r.sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
         const { sel, ctx } = r;
         const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.registry);
         const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
         conn.restore(st.conn);
         f.conn = conn;
+        if (old !== undefined) this.connDigest.set(conn, st.config!);
         conn.adoptAcks(acks);
         if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
       }
@@ -1044,6 +1074,32 @@ export class Gateway {
     this.flows.remove(f);
   }
 
+  /**
+   * A new config for new connections: its rules and policy. Connections in flight keep the rule
+   * and agent they started with (and a cluster node taking one over finds that config by its
+   * digest). The limits and the NAT section cannot change in a running gateway: a config that
+   * changes them is refused (throws, the old config stays).
+   */
+  reload(next: Config): void {
+    const cur = this.config;
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+    const problems: string[] = [];
+    if (!same(next.limits, this.limits)) problems.push('limits');
+    if (!same(next.nat ?? null, cur?.nat ?? null)) problems.push('nat');
+    if (problems.length > 0) throw new Error(`the ${problems.join(' and ')} section${problems.length > 1 ? 's' : ''} changed: restart the gateway to apply ${problems.length > 1 ? 'them' : 'it'}`);
+    const d = configDigest(next);
+    if (d !== this.digest && cur !== null) {
+      for (const f of this.flows.values()) if (f.conn !== null && !this.connDigest.has(f.conn)) this.connDigest.set(f.conn, this.digest);
+      this.oldConfigs.set(this.digest, cur);
+      while (this.oldConfigs.size > MAX_OLD_CONFIGS) this.oldConfigs.delete(this.oldConfigs.keys().next().value!);
+    }
+    this.oldConfigs.delete(d);
+    this.config = next;
+    this.digest = d;
+    this.policy = new Policy(next, this.policy.counters);
+    this.counters.reloads++;
+  }
+
   /** A flat snapshot of every counter, for statistics and tests. */
   stats() {
     return {
@@ -1057,7 +1113,8 @@ export class Gateway {
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
-      rules: Object.fromEntries((this.opts.config?.rules ?? []).map((r, i) => [r.name ?? String(i + 1), { connections: this.ruleConnections[i] ?? 0 }])),
+      rules: Object.fromEntries((this.config?.rules ?? []).map((r) => [ruleLabel(r), { connections: this.ruleConnections.get(ruleLabel(r)) ?? 0 }])),
+      config: { digest: this.digest, reloads: this.counters.reloads, older: this.oldConfigs.size },
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */

@@ -33,11 +33,14 @@ export function newPolicyCounters() {
 }
 
 export class Policy {
-  readonly counters = newPolicyCounters();
   private readonly settings: Readonly<PolicySettings>;
   private readonly rules: readonly Rule[];
 
-  constructor(private readonly config: Config | null) {
+  /** `counters`: a reloaded config's policy goes on counting where the old one was. */
+  constructor(
+    private readonly config: Config | null,
+    readonly counters = newPolicyCounters(),
+  ) {
     this.settings = config?.policy ?? DEFAULT_POLICY;
     this.rules = config?.rules ?? [];
   }

@@ -10,10 +10,11 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { labReload } from '../../src/cli/lab.js';
 import { labDown, labExec, labPing, labSpawn } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
 import {
-  expectedRewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText, sha, startHttpServer,
+  expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText, sha, startHttpServer,
   tempDir, waitUntil, WITH_LONG, WITH_SHORT,
 } from './lab-helpers.js';
 
@@ -147,6 +148,44 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
           expect(d('tapgate_gateway_connections_rewritten_total')).toBe(1);
           expect(d('tapgate_gateway_rst_in_total')).toBe(0);
           expect(d('tapgate_taps_tx_frames_total{tap="tap-c"}')).toBeGreaterThan(0);
+        });
+      }
+
+      if (vnet) {
+        it('reload (lab reload = SIGHUP): a download in flight keeps its rule byte for byte, a new connection gets the new one, a bad config is refused', async () => {
+          const cfg = join(dir, 'config.yaml');
+          const before = gatewayStats()['gateway']!;
+          const slow = join(dir, 'got-text-reload');
+          // About 4 s: the reload lands in the middle of it.
+          const inFlight = labExec(P, 'client', ['curl', '-sS', '--max-time', '60', '--ignore-content-length', '--limit-rate', String(Math.ceil(text.length / 4)), '-o', slow, `http://${SERVER}:8001/text.txt`]);
+          await new Promise((r) => setTimeout(r, 1000));
+          try {
+            writeFileSync(cfg, CONFIG.replace(`with: "${WITH_SHORT}"`, 'with: "RELOADED"'));
+            const ok = await labReload(P);
+            expect(ok.every((x) => x.ok), JSON.stringify(ok)).toBe(true);
+            const fresh = await labExec(P, 'client', ['curl', '-sS', '--max-time', '30', '--ignore-content-length', `http://${SERVER}:8001/text.txt`]);
+            expect(fresh.code, fresh.stderr).toBe(0);
+            expect(fresh.stdout).toBe(text.split(FIND_SHORT).join('RELOADED').split(FIND_LONG).join(WITH_LONG));
+            // A config that does not load is refused, with its errors in the log; the rules stay.
+            writeFileSync(cfg, 'rules:\n  - match: { port: 70000 }\n    agent: replace\n    replace: []\n');
+            const bad = await labReload(P);
+            expect(bad.some((x) => x.ok)).toBe(false);
+            expect(bad[0]!.line).toMatch(/config reload refused/);
+            expect(bad[0]!.line).toMatch(/config\.yaml:2:\d+: rules\[0\]\.match\.port/);
+            const still = await labExec(P, 'client', ['curl', '-sS', '--max-time', '30', '--ignore-content-length', `http://${SERVER}:8001/text.txt`]);
+            expect(still.stdout).toContain('RELOADED');
+          } finally {
+            writeFileSync(cfg, CONFIG);
+          }
+          const r = await inFlight;
+          expect(r.code, r.stderr).toBe(0);
+          const got = readFileSync(slow, 'latin1');
+          const exp = expectedRewrite(text);
+          if (got !== exp) throw new Error(`the download in flight: ${firstDifference(got, exp)}`);
+          const after = gatewayStats()['gateway']!;
+          expect(after['rstIn'], 'a RST crossed the gateway').toBe(before['rstIn']);
+          expect(after['reloads'] as number).toBe((before['reloads'] as number) + 1);
+          await labReload(P); // back to CONFIG for what follows
         });
       }
 
