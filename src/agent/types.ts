@@ -51,6 +51,8 @@ export interface AgentContext {
   server: { addr: string; port: number };
   /** Which directions this agent may edit (a rule may restrict itself to one). */
   directions: ReadonlySet<Direction>;
+  /** Runtime: where the agent reports what it did (the gateway's event log); absent = nobody listens. */
+  event?: (ev: Record<string, unknown>) => void;
 }
 
 export interface Agent {

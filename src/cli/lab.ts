@@ -53,6 +53,8 @@ export interface LabUpArgs {
   pcap?: string;
   /** The gateway's --metrics HOST:PORT (in the gw namespace). */
   metrics?: string;
+  /** The gateway's --events FILE (every cluster node appends to the same file). */
+  events?: string;
   offloads: 'on' | 'off';
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
@@ -92,7 +94,7 @@ export function checkImpairArgs(a: ImpairArgs): void {
   }
 }
 
-type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined; metrics?: string | undefined } & ImpairArgs;
+type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined; metrics?: string | undefined; events?: string | undefined } & ImpairArgs;
 
 /** --metrics HOST:PORT for cluster node i: each node in the gw namespace on its own port (PORT + i - 1). */
 function nodeMetrics(metrics: string | undefined, i: number): string | undefined {
@@ -109,6 +111,7 @@ function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined, metri
   if (!a.vnetHdr) argv.push('--no-vnet-hdr');
   if (pcapDir !== undefined) argv.push('--pcap', pcapDir);
   if (metrics !== undefined) argv.push('--metrics', metrics);
+  if (a.events !== undefined) argv.push('--events', resolve(a.events));
   for (const [key, , runOpt] of IMPAIR_OPTIONS) {
     const v = a[key];
     if (v !== undefined) argv.push(`--${runOpt}`, v);
@@ -182,6 +185,7 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('config', { type: 'string', describe: 'gateway YAML config (rules, limits)' })
       .option('vnet-hdr', { type: 'boolean', default: true, describe: 'gateway uses TAP GSO; --no-vnet-hdr to disable' })
       .option('pcap', { type: 'string', describe: 'gateway records DIR/a.pcap (client side) and DIR/b.pcap (server side)' })
+      .option('events', { type: 'string', describe: 'the gateway appends events as JSON lines to FILE (cluster: every node, each line names its flow)' })
       .option('metrics', { type: 'string', describe: 'gateway serves Prometheus metrics at http://HOST:PORT/metrics inside the gw namespace (cluster node i: PORT + i - 1)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
       .option('nodes', {

@@ -13,6 +13,7 @@ import { PcapReader, PcapWriter, type PcapItem } from '../phy/pcap.js';
 import type { LinkType } from '../wire/frame.js';
 import { formatIPv4 } from '../config/index.js';
 import { CliError, EXIT, fileError } from './errors.js';
+import { captureClock, EventFile } from '../engine/event-file.js';
 import { makeLogger } from './log.js';
 
 export type ChecksumMode = 'auto' | 'verify' | 'ignore';
@@ -24,6 +25,8 @@ interface ReplayArgs {
   streams?: string;
   checksums: ChecksumMode;
   json?: boolean;
+  /** Append events as JSON lines (engine/events.ts), stamped with the capture's time. */
+  events?: string;
 }
 
 export interface ReplayResult {
@@ -82,7 +85,15 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
       log.warn({ host: formatIPv4(h), bad: e.bad, good: e.good }, 'checksum offload: this host\'s TCP checksums are wrong in the capture; filled in (--checksums verify to drop them)');
     }
   }
-  const gw = new Gateway({ config, verifyChecksums: mode !== 'ignore', log: log.child({ mod: 'gateway' }) });
+  let events: EventFile | undefined;
+  if (a.events !== undefined) {
+    try {
+      events = await EventFile.open(a.events, captureClock);
+    } catch (e) {
+      throw fileError(e, '--events') ?? e;
+    }
+  }
+  const gw = new Gateway({ config, verifyChecksums: mode !== 'ignore', log: log.child({ mod: 'gateway' }), ...(events !== undefined ? { events: events.sink } : {}) });
   let writer: PcapWriter | null = null;
   let recorder: StreamRecorder | null = null;
   if (a.streams) {
@@ -136,6 +147,8 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
   await drain();
   if (!writer && a.out) writer = await openOut(link);
   await writer?.close();
+  gw.flushEvents(nowMs + gw.holdTimeoutMs + 1);
+  await events?.close();
   const rec = recorder ? await recorder.close() : null;
   const stats = gw.stats();
   const g = stats.gateway;
@@ -156,6 +169,7 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
     capture: { ...fix, offloadingHosts: [...offload.keys()].map(formatIPv4).join(' ') || undefined },
     ...stats,
     streams: rec ? { connections: rec.connections, files: rec.files.length } : undefined,
+    events: events !== undefined ? { ...events.counters, ...(events.error !== undefined ? { error: events.error.message } : {}) } : undefined,
   };
   return { exitCode: captureError ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(formatIPv4) };
 }
@@ -184,7 +198,8 @@ export const replayCommand: CommandModule<object, ReplayArgs> = {
         default: 'auto' as const,
         describe: 'auto: drop bad checksums, except a host whose TCP checksums are all wrong (checksum offload on the capturing host: filled in, with a warning); verify: drop every bad one; ignore: accept them',
       })
-      .option('json', { type: 'boolean', describe: 'print the summary as JSON' }) as unknown as Argv<ReplayArgs>,
+      .option('json', { type: 'boolean', describe: 'print the summary as JSON' })
+      .option('events', { type: 'string', describe: 'append events as JSON lines to FILE (a record per connection, ftp translations, drops), stamped with the capture\'s time' }) as unknown as Argv<ReplayArgs>,
   handler: async (a: ArgumentsCamelCase<ReplayArgs>) => {
     const r = await replay(a);
     process.stdout.write((a.json === true ? JSON.stringify(r.summary) : formatSummary(r.summary)) + '\n');

@@ -23,6 +23,8 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from '../engine/live.js';
 import { GatewayMetrics, parseListen, serveMetrics } from '../engine/metrics.js';
+import { EventFile, wallClock } from '../engine/event-file.js';
+import { fileError } from './errors.js';
 import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
@@ -50,6 +52,8 @@ export interface RunArgs {
   warmup?: boolean;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics (src/engine/metrics.ts). */
   metrics?: string;
+  /** Append events (flow records, agent events, drops) as JSON lines to this file. */
+  events?: string;
 }
 
 /**
@@ -137,6 +141,14 @@ export async function run(a: RunArgs): Promise<number> {
     const p = tapProblem(t);
     if (p !== undefined) throw new RunError(p, 2);
   }
+  let events: EventFile | undefined;
+  if (a.events !== undefined) {
+    try {
+      events = await EventFile.open(a.events, wallClock);
+    } catch (e) {
+      throw fileError(e, '--events') ?? e;
+    }
+  }
   let live: LiveGateway;
   try {
     live = await LiveGateway.start({
@@ -148,6 +160,7 @@ export async function run(a: RunArgs): Promise<number> {
       impair,
       cluster: node,
       warmup: a.warmup !== false,
+      events: events?.sink,
     });
   } catch (e) {
     const te = e as TapError;
@@ -241,6 +254,11 @@ export async function run(a: RunArgs): Promise<number> {
   }
   metricsServer?.close();
   const st = await live.stop();
+  if (events !== undefined) {
+    await events.close();
+    if (events.error !== undefined) log.error({ events: a.events, err: events.error.message }, 'event log write failed');
+    st['events'] = { ...events.counters };
+  }
   printStats(node !== undefined ? { ...st, cluster: node.status() } : st);
   if (typeof why === 'string') {
     log.info({ signal: why }, 'gateway stopped');
@@ -278,6 +296,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('impair-in', { type: 'string', describe: 'impair frames read from both TAPs, before the gateway sees them' })
       .option('impair-in-a', { type: 'string', describe: 'impair frames read from TAP a; overrides --impair-in' })
       .option('impair-in-b', { type: 'string', describe: 'impair frames read from TAP b; overrides --impair-in' })
+      .option('events', { type: 'string', describe: 'append events as JSON lines to FILE: a record per connection when it ends, ftp translations, drops (README "Operating")' })
       .option('metrics', { type: 'string', describe: 'serve Prometheus metrics (every statistics counter, read at scrape time) at http://HOST:PORT/metrics' })
       .option('cluster', { type: 'string', describe: 'run as a node of a gateway cluster synced over NATS JetStream at this URL (nats://HOST:PORT)' })
       .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })

@@ -86,6 +86,7 @@ import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
 import { configDigest, selectRule, type Config } from '../config/index.js';
+import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
 import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
@@ -121,6 +122,8 @@ export interface GatewayOptions {
   vnetHdr?: boolean;
   /** Rate limit of the warn lines about dropped hostile / malformed input (util/ratelog.ts). */
   logRate?: RateLogOptions;
+  /** The event log (`--events`, engine/events.ts): flow records, agent events, drops. */
+  events?: EventSink;
   /** A NAT table to use instead of one built from `config.nat` (tests, the cluster's restore). */
   nat?: NatTable;
   /** Cluster membership (src/cluster): which frames this node handles, and output gating. */
@@ -186,6 +189,13 @@ const ETH_PADDED_MIN = 64;
 
 /** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
 const MAX_OLD_CONFIGS = 8;
+
+/** How a connection the table drops ended: by its RST or FINs as seen, else by time. */
+function endOf(f: Flow<unknown>): FlowEnd {
+  if (f.halves[0].rstSeen || f.halves[1].rstSeen) return 'rst';
+  if (f.halves[0].finSeen && f.halves[1].finSeen) return 'fin';
+  return 'timeout';
+}
 
 /** A rule in statistics: its name, else its 1-based position. */
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
@@ -360,6 +370,12 @@ export class Gateway {
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
   private readonly httpCounters = newHttpCounters();
+  /** Per connection, what it carried (only with an event sink: engine/events.ts). */
+  private readonly tallies: Map<Flow<Connection<SegTag>>, FlowTally> | null;
+  /** Why the flow being removed goes (set around FlowTable.remove calls that know it). */
+  private removing: FlowEnd | null = null;
+  /** Drops and warnings as events, rate-limited per reason like the log. */
+  private readonly eventRate: RateLog | null;
   /** Connections given to each rule's agent, by rule label (its name, else its 1-based position). */
   private readonly ruleConnections = new Map<string, number>();
   /** regexBudgetExceeded as last logged. */
@@ -378,10 +394,14 @@ export class Gateway {
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
+    const events = opts.events;
+    this.tallies = events !== undefined ? new Map() : null;
+    this.eventRate = events !== undefined ? new RateLog((o, m) => events({ event: 'drop', msg: m, ...o }, this.nowMs), opts.logRate) : null;
     this.flows.onRemove = (f) => {
       f.conn?.dispose();
       this.timed.delete(f);
       this.cluster?.flowRemoved(f);
+      if (this.tallies !== null) this.flowEnded(f, this.removing ?? endOf(f));
     };
     const log = opts.log;
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
@@ -398,7 +418,11 @@ export class Gateway {
         ftpHooks: natFtpHooks(nat, {
           clientSide,
           now: () => this.nowMs,
-          observe: (x) => log?.info({ flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original }, 'ftp data connection expected'),
+          observe: (x) => {
+            const o = { flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original };
+            log?.info(o, 'ftp data connection expected');
+            this.agentEvent({ event: 'ftp', ...o });
+          },
         }),
       });
     } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters, httpCounters: this.httpCounters });
@@ -420,8 +444,33 @@ export class Gateway {
 
   /** A rate-limited warn line about dropped input (nothing is built when no logger is set). */
   private warn(key: string, nowMs: number, obj: () => Record<string, unknown>, msg: string): void {
-    if (this.opts.log === undefined) return;
-    this.ratelog.log(key, nowMs, obj(), msg);
+    if (this.opts.log === undefined && this.eventRate === null) return;
+    const o = obj();
+    if (this.opts.log !== undefined) this.ratelog.log(key, nowMs, o, msg);
+    this.eventRate?.log(key, nowMs, o, msg);
+  }
+
+  /** The flow event of a connection that ends (or is still open at `flushEvents`). */
+  private flowEnded(f: Flow<Connection<SegTag>>, end: FlowEnd): void {
+    const t = this.tallies!.get(f);
+    if (t === undefined) return;
+    this.tallies!.delete(f);
+    const c = f.client;
+    const sv = f.server;
+    const info = { id: this.ids.get(f) ?? f.id, client: `${ipv4Str(c.addr)}:${c.port}`, server: `${ipv4Str(sv.addr)}:${sv.port}`, createdMs: f.createdMs, midstream: f.midstream, state: f.state };
+    this.opts.events!(flowEvent(info, t, end, this.nowMs), this.nowMs);
+  }
+
+  /** Flow events for every connection still open (the gateway stops: replay's end, SIGTERM). */
+  flushEvents(nowMs: number): void {
+    if (this.tallies === null) return;
+    this.nowMs = nowMs;
+    for (const f of [...this.tallies.keys()]) this.flowEnded(f, f.state === 'closed' ? endOf(f) : 'open');
+  }
+
+  /** An event from an agent (ftp translations). */
+  agentEvent(ev: Record<string, unknown>): void {
+    this.opts.events?.(ev, this.nowMs);
   }
 
   /** Bytes of virtio-net header before each frame (0 or 10). */
@@ -722,6 +771,13 @@ export class Gateway {
       this.counters.wrongSide++;
       return;
     }
+    let tally: FlowTally | undefined;
+    if (this.tallies !== null) {
+      tally = this.tallies.get(f);
+      if (tally === undefined) this.tallies.set(f, (tally = newTally()));
+      tally.framesIn[side]++;
+      tally.bytesIn[side] += d.payloadLen;
+    }
     if (f.midstream && f.conn === null) {
       if (r.isNew) this.decideMidstream(f, side, seq, src, dst, nowMs, d);
       const mark = f.mark;
@@ -775,6 +831,10 @@ export class Gateway {
     const conn = f.conn;
     if (!conn) {
       this.out(frame, from, emit);
+      if (tally !== undefined) {
+        tally.framesOut[side]++;
+        tally.bytesOut[side] += d.payloadLen;
+      }
       return;
     }
     if (!(flags & TCP_SYN) && !conn.ready) {
@@ -887,6 +947,11 @@ export class Gateway {
       server: { addr: ipv4Str(server.addr), port: server.port },
       directions: sel.rule.directions,
     };
+    if (this.opts.events !== undefined) {
+      const agent = sel.rule.agent;
+      const rule = ruleLabel(sel.rule);
+      ctx.event = (e) => this.agentEvent({ ...e, flow: id, rule, agent });
+    }
     return { sel, ctx };
   }
 
@@ -900,6 +965,11 @@ export class Gateway {
       this.counters.connectionsRewritten++;
       const label = ruleLabel(sel.rule);
       this.ruleConnections.set(label, (this.ruleConnections.get(label) ?? 0) + 1);
+      const t = this.tallies?.get(f);
+      if (t !== undefined) {
+        t.rule = label;
+        t.agent = sel.rule.agent;
+      }
       if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ flow: f.id, rule: sel.index, agent: sel.rule.agent }, 'agent attached');
     } catch (e) {
       this.counters.agentCreateFailed++;
@@ -916,6 +986,13 @@ export class Gateway {
       const t = o.tag;
       // Destination port read in place (no subarray view or segment object per frame out).
       const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: (t.frame[t.l4Off + 2]! << 8) | t.frame[t.l4Off + 3]! });
+      if (this.tallies !== null) {
+        const ty = this.tallies.get(f);
+        if (ty !== undefined) {
+          ty.framesOut[1 - rcvSide]++;
+          ty.bytesOut[1 - rcvSide] += o.payload.length;
+        }
+      }
       // MSS counts data only: TCP options in the template take their room (RFC 6691 §2), or
       // a grown segment would exceed the link MTU and be dropped by the bridge.
       const tcpOpts = t.payloadOff - t.l4Off - 20;
@@ -1054,6 +1131,7 @@ export class Gateway {
         const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
         conn.restore(st.conn);
         f.conn = conn;
+        if (this.tallies !== null) this.tallies.set(f, { ...newTally(), rule: ruleLabel(sel.rule), agent: sel.rule.agent });
         if (old !== undefined) this.connDigest.set(conn, st.config!);
         conn.adoptAcks(acks);
         if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
@@ -1071,7 +1149,12 @@ export class Gateway {
 
   /** Forgets a connection another node now owns (its NAT entries expire on their own). */
   releaseConnection(f: Flow<Connection<SegTag>>): void {
-    this.flows.remove(f);
+    this.removing = 'moved';
+    try {
+      this.flows.remove(f);
+    } finally {
+      this.removing = null;
+    }
   }
 
   /**

@@ -46,6 +46,7 @@ import { warmUp } from './warmup.js';
 import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
 import { PcapWriter } from '../phy/pcap.js';
 import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
+import type { EventSink } from './events.js';
 import { Gateway, type ClusterHooks, type Side } from './gateway.js';
 import { clock } from '../util/clock.js';
 
@@ -73,6 +74,8 @@ export interface LiveOptions {
   pcapMaxQueued?: number;
   /** Fault injectors by point (see the file comment); none by default. */
   impair?: ImpairSpecs | undefined;
+  /** The event log (engine/events.ts). */
+  events?: EventSink | undefined;
 }
 
 /** `out-a`: frames written to TAP a; `in-a`: frames read from TAP a (before the gateway). */
@@ -150,6 +153,7 @@ export class LiveGateway {
       verifyChecksums: true,
       log: opts.log.child({ mod: 'gateway' }),
       ...(opts.cluster !== undefined ? { cluster: opts.cluster } : {}),
+      ...(opts.events !== undefined ? { events: opts.events } : {}),
     });
     opts.cluster?.attach({
       gateway: this.gateway,
@@ -438,6 +442,7 @@ export class LiveGateway {
         this.gateway.tick(now + this.gateway.holdTimeoutMs + 1, this.emit);
         this.flush(now, true);
       }
+      this.gateway.flushEvents(now);
       this.stopped = true;
     }
     const st = this.stats();

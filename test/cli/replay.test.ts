@@ -247,6 +247,36 @@ describe('tapgate: user errors end in one line on stderr and an exit code, never
   });
 });
 
+describe('tapgate replay --events', () => {
+  it('an HTTP rewrite: one flow record per connection, stamped with the capture\'s time, bytes before and after', async () => {
+    const cfg = join(tmp, 'ev.yaml');
+    writeFileSync(cfg, 'rules:\n  - name: web\n    match: { port: 8000 }\n    agent: http\n    http:\n      response:\n        replace: [ { find: "quick brown fox", with: "fox" } ]\n');
+    const ev = join(tmp, 'events.jsonl');
+    const r = await tapgate('replay', join(FIX, 'http-loss.pcap'), '--config', cfg, '--events', ev, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const lines = readFileSync(ev, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const flows = lines.filter((l) => l['event'] === 'flow');
+    expect(flows).toHaveLength(await tsharkStreamCount(join(FIX, 'http-loss.pcap')));
+    const f = flows[0]! as { ts: string; rule: string; agent: string; end: string; server: string; c2s: { bytes: number }; s2c: { bytes: number; bytesOut: number } };
+    expect(f).toMatchObject({ rule: 'web', agent: 'http', server: expect.stringMatching(/:8000$/) });
+    const first = (await readPcapAll(join(FIX, 'http-loss.pcap'))).records[0]!;
+    const t = new Date(f.ts).getTime();
+    expect(Math.abs(t - Number(first.tsNs / 1_000_000n))).toBeLessThan(60_000); // the capture's time, not now
+    const orig = await tsharkFollowTcp(join(FIX, 'http-loss.pcap'), 0);
+    const hits = orig.s2c.toString('latin1').split('quick brown fox').length - 1;
+    expect(hits).toBeGreaterThan(0);
+    // What the server sent, counted as it came in (retransmissions included) and as it went out.
+    expect(f.s2c.bytes).toBeGreaterThanOrEqual(orig.s2c.length);
+    expect(f.s2c.bytesOut).toBeLessThan(f.s2c.bytes);
+    expect((JSON.parse(r.stdout) as { events: { written: number; dropped: number } }).events).toEqual({ written: lines.length, dropped: 0 });
+    // Each response body that went through the rules: an http event with its matches.
+    const http = lines.filter((l) => l['event'] === 'http');
+    expect(http.length).toBeGreaterThan(0);
+    expect(http[0]).toMatchObject({ dir: 's2c', message: '200', framing: expect.stringMatching(/^(chunked|fixlen|close|toclose)$/), agent: 'http', rule: 'web' });
+    expect(http.reduce((n, l) => n + (l['matches'] as number), 0)).toBe(hits);
+  });
+});
+
 describe('tapgate check', () => {
   it('a good config: exit 0, the rules as understood; a shadowed rule is warned about', async () => {
     const cfg = join(tmp, 'check.yaml');

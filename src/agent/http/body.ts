@@ -149,6 +149,11 @@ export class BodyRewriter {
     return this.outPos;
   }
 
+  /** Matches replaced in this body so far (since this node has it). */
+  get matches(): number {
+    return this.counts.matches;
+  }
+
   /** Body bytes given to the matcher so far. */
   get bodyFed(): number {
     return this.fed;

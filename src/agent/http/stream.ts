@@ -66,6 +66,9 @@ interface Msg {
   headAt: number;
   /** Responses: the paired request; requests: their own. */
   req: ReqInfo | null;
+  /** For the event log: the start-line in short ("GET /a", "200") and the body method. */
+  line?: string;
+  method?: string;
 }
 
 interface DirState {
@@ -107,6 +110,8 @@ export interface StreamEnv {
   /** Adds to the connection's counters and the gateway's (./counters.ts `Tally`). */
   count: Tally;
   shared: Shared;
+  /** The event log's hook (AgentContext.event), if anyone listens. */
+  event?: ((ev: Record<string, unknown>) => void) | undefined;
 }
 
 const CR_BUF = Buffer.from('\r');
@@ -219,7 +224,16 @@ export class HttpStream {
     }
     const m = this.st.msg;
     if (m !== null && m.head !== null) this.fixlenFallback();
-    if (this.rw !== null) this.rw.decideAll(reason);
+    if (this.rw !== null) {
+      this.rw.decideAll(reason);
+      if (reason === 'fin') this.reportBody(this.rw); // a close-delimited body ends with the stream
+    }
+  }
+
+  /** The event of a body that went through the rules, when it is complete. */
+  private reportBody(rw: BodyRewriter): void {
+    const m = this.st.msg;
+    this.env.event?.({ event: 'http', dir: this.dir, message: m?.line ?? null, framing: m?.method ?? null, matches: rw.matches, bodyBytes: rw.bodyFed });
   }
 
   /**
@@ -482,6 +496,7 @@ export class HttpStream {
       this.rw.decideAll('fin');
       this.rw.frame(base + end, 0, LAST_CHUNK);
       this.rw.emit(this.ob);
+      this.reportBody(this.rw);
       this.rw = null;
     }
     this.openSection('trailers', base + end);
@@ -552,6 +567,10 @@ export class HttpStream {
     for (const [k, v] of Object.entries(pb.tally)) if (v > 0) c.add(k as keyof typeof pb.tally, v);
     for (const k of d.counts) c.add(k);
     const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
+    if (this.env.event !== undefined) {
+      msg.line = pb.request !== undefined ? `${pb.request.method} ${pb.request.target}`.slice(0, 200) : String(pb.status!.status);
+      msg.method = d.method;
+    }
     if (d.method === 'fixlen') {
       // Held with its body; the plan is rendered when the body's length is known.
       msg.head = st.block;
@@ -656,6 +675,7 @@ export class HttpStream {
         if (this.st.msg?.terminate === true) rw.frame(p, 0, LAST_CHUNK_END);
         rw.emit(this.ob);
       }
+      this.reportBody(rw);
       this.rw = null;
     }
     this.messageDone(p);
@@ -679,6 +699,7 @@ export class HttpStream {
   private messageDone(p: number): void {
     const st = this.st;
     const after = st.msg?.after ?? 'start';
+
     st.msg = null;
     this.rw = null;
     st.block = EMPTY;
@@ -723,6 +744,7 @@ export class HttpStream {
     const st = this.st;
     const c = this.env.count;
     c.refuse(reason);
+    this.env.event?.({ event: 'http', dir: this.dir, refused: reason, message: st.msg?.line ?? null });
     if (this.dir === 'c2s') c.add('refusedRequests');
     else c.add('refusedResponses');
     // Inside a rewritten body: from the first byte not emitted (decided bytes not emitted yet
