@@ -5,7 +5,8 @@
  *   become raw IP: the gateway parses Ethernet and raw IP; a record whose link protocol is not
  *   IP (ARP in a cooked capture) is not replayed (`linkNotIp`);
  * - an Ethernet frame check sequence (4 bytes after the frame, when they are the CRC-32 of
- *   it) is stripped (`fcsStripped`);
+ *   it) is stripped (`fcsStripped`), so are 4 zero bytes in its place (`fcsZeroStripped`: some
+ *   capture drivers keep the FCS's room, not its value);
  * - an IPv4 total length of 0 in a complete record (captured on a sending host with TCP
  *   segmentation offload: the NIC fills it in) gets the record's real length and a new header
  *   checksum (`tsoLengthFixed`);
@@ -27,6 +28,8 @@ export function newCaptureFixCounters() {
     linkConverted: 0,
     linkNotIp: 0,
     fcsStripped: 0,
+    /** Four zero bytes where the FCS goes (its room kept, its value not), stripped. */
+    fcsZeroStripped: 0,
     tsoLengthFixed: 0,
     offloadChecksumsFilled: 0,
   };
@@ -111,9 +114,17 @@ function fixEthernet(data: Uint8Array, complete: boolean, c: CaptureFixCounters)
   if (et === ETHERTYPE_IPV4 && data.length >= l3 + 20) end = l3 + ((data[l3 + 2]! << 8) | data[l3 + 3]!);
   else if (et === ETHERTYPE_IPV6 && data.length >= l3 + 40) end = l3 + 40 + ((data[l3 + 4]! << 8) | data[l3 + 5]!);
   else if (et === ETHERTYPE_ARP) end = l3 + 28;
-  if (end > l3 && complete && data.length >= Math.max(end, ETH_MIN) + 4 && hasValidFcs(data)) {
-    c.fcsStripped++;
-    data = data.subarray(0, data.length - 4);
+  // Exactly 4 bytes beyond the packet (and its minimum-size padding): the FCS when they are its
+  // CRC-32, or zeros (capture drivers that keep the FCS's room but not its value; Wireshark
+  // reads them as an FCS too).
+  if (end > l3 && complete && data.length - Math.max(end, ETH_MIN) === 4) {
+    const n = data.length;
+    const zero = data[n - 1] === 0 && data[n - 2] === 0 && data[n - 3] === 0 && data[n - 4] === 0;
+    if (zero || hasValidFcs(data)) {
+      if (zero) c.fcsZeroStripped++;
+      else c.fcsStripped++;
+      data = data.subarray(0, n - 4);
+    }
   }
   return et === ETHERTYPE_IPV4 && complete ? fixTsoLength(data, l3, c) : data;
 }

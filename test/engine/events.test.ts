@@ -52,7 +52,7 @@ describe('event log', () => {
       c2s: { bytes: req.length, bytesOut: req.length + 2 * ('[gone]'.length - 'secret'.length) },
       s2c: { bytes: 2, bytesOut: 2 },
     });
-    const f = flows[0]! as { c2s: { frames: number; framesOut: number }; durationMs: number };
+    const f = flows[0]! as unknown as { c2s: { frames: number; framesOut: number }; durationMs: number };
     expect(f.c2s.frames).toBe(5); // SYN, ACK, data, FIN, last ACK
     expect(f.c2s.framesOut).toBe(5);
     expect(f.durationMs).toBeGreaterThanOrEqual(0);

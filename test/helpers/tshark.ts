@@ -46,7 +46,7 @@ export function requireTool(name: string): void {
   }
 }
 
-async function tshark(args: string[]): Promise<string> {
+export async function tshark(args: string[]): Promise<string> {
   requireTool('tshark');
   // tshark prints a "Running as user root" warning on stderr: ignore stderr unless it fails.
   const { stdout } = await run('tshark', args, { maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' });
