@@ -39,6 +39,35 @@ function intIn(lo: number, hi: number, what: string) {
   return z.number({ error: e }).int({ error: e }).min(lo, { error: e }).max(hi, { error: e });
 }
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A duration in ms: a number (ms), or a string with a unit — "500ms", "10s", "1.5s", "2m", "1h",
+ * "7d" — that comes to whole milliseconds.
+ */
+export function parseDuration(v: unknown): number | string {
+  if (typeof v === 'number') return v;
+  if (typeof v !== 'string') return 'expected a duration: milliseconds, or a number with a unit (ms, s, m, h, d), e.g. "10s"';
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$/.exec(v);
+  if (m === null) return `"${v}" is not a duration: expected a number with a unit (ms, s, m, h, d), e.g. "10s", "2m"`;
+  const ms = Number(m[1]) * DURATION_UNITS[m[2]!]!;
+  if (!Number.isInteger(Math.round(ms * 1e6) / 1e6) || Math.abs(ms - Math.round(ms)) > 1e-9) return `"${v}" is not a whole number of milliseconds`;
+  return Math.round(ms);
+}
+
+/** A duration (see parseDuration) in ms, at least lo. */
+function durationIn(lo: number, what: string) {
+  const e = `expected ${what}: a duration >= ${lo} ms (milliseconds, or e.g. "10s", "2m")`;
+  return z.unknown().transform((v, ctx): number => {
+    const r = parseDuration(v);
+    if (typeof r === 'string') {
+      ctx.issues.push({ code: 'custom', message: r, input: v });
+      return lo;
+    }
+    return r;
+  }).pipe(z.number().int({ error: e }).min(lo, { error: e }).max(Number.MAX_SAFE_INTEGER, { error: e }));
+}
+
 const PORT_ERR = 'expected a port 1..65535, a range "lo-hi", or a list of those';
 
 function parsePortItem(v: unknown): PortRange | string {
@@ -257,9 +286,9 @@ const ZERO_OK: ReadonlySet<keyof Limits> = new Set(['maxCommands', 'commandMaxAg
 const limitsShape = Object.fromEntries(
   (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((k) => [
     k,
-    intIn(ZERO_OK.has(k) ? 0 : 1, Number.MAX_SAFE_INTEGER, k).optional(),
+    (k.endsWith('Ms') ? durationIn(ZERO_OK.has(k) ? 0 : 1, k) : intIn(ZERO_OK.has(k) ? 0 : 1, Number.MAX_SAFE_INTEGER, k)).optional(),
   ]),
-) as { [K in keyof Limits]: z.ZodOptional<ReturnType<typeof intIn>> };
+) as unknown as { [K in keyof Limits]: z.ZodOptional<z.ZodType<number, unknown>> };
 
 export const limitsSchema = strict(limitsShape, 'limits');
 
@@ -311,7 +340,7 @@ export const natMasqueradeSchema = strict(
   if (m.address.prefix !== 32) ctx.addIssue({ code: 'custom', message: 'expected one address (no /prefix)', path: ['address'] });
 });
 
-const msPos = (what: string) => intIn(1, Number.MAX_SAFE_INTEGER, `${what} in ms`).optional();
+const msPos = (what: string) => durationIn(1, what).optional();
 
 export const natSchema = strict(
   {

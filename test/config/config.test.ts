@@ -9,6 +9,7 @@ import {
   selectRule,
   type ConnKey,
 } from '../../src/config/index.js';
+import { parseDuration } from '../../src/config/schema.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { errorOf, expectOneIssue } from '../helpers/config-error.js';
 
@@ -227,5 +228,20 @@ describe('config: IPv4 helpers', () => {
     expect(parseCidr('0.0.0.0/0')).toEqual({ addr: 0, prefix: 0, mask: 0 });
     expect(parseCidr('10.0.0.1')).toEqual({ addr: 0x0a000001, prefix: 32, mask: 0xffffffff });
     expect(parseCidr('10.128.0.0/9')).toEqual({ addr: 0x0a800000, prefix: 9, mask: 0xff800000 });
+  });
+});
+
+describe('config: durations with units', () => {
+  it('limits ending in Ms and nat timeouts take milliseconds or "500ms", "10s", "1.5s", "2m", "1h", "7d"', () => {
+    const c = parseConfig('rules: []\nlimits:\n  holdTimeoutMs: "10s"\n  idleTimeoutMs: 2m\n  closedTimeoutMs: 1500\n  commandMaxAgeMs: "1.5s"\nnat:\n  timeouts: { tcpEstablished: 2h, udp: "7d", icmp: 250ms }\n', 'd.yaml');
+    expect(c.limits).toMatchObject({ holdTimeoutMs: 10_000, idleTimeoutMs: 120_000, closedTimeoutMs: 1500, commandMaxAgeMs: 1500 });
+    expect(c.nat?.table.timeouts).toMatchObject({ tcpEstablished: 7_200_000, udp: 604_800_000, icmp: 250 });
+    expect(parseDuration('0.5ms')).toMatch(/not a whole number of milliseconds/);
+  });
+
+  it('a bad duration is one precise error', () => {
+    expectOneIssue('rules: []\nlimits:\n  holdTimeoutMs: 10 seconds\n', 3, 'limits.holdTimeoutMs', /"10 seconds" is not a duration: expected a number with a unit \(ms, s, m, h, d\)/);
+    expectOneIssue('rules: []\nlimits:\n  holdTimeoutMs: 0s\n', 3, 'limits.holdTimeoutMs', /a duration >= 1 ms/);
+    expectOneIssue('rules: []\nnat:\n  timeouts: { udp: -5 }\n', 3, 'nat.timeouts.udp', /a duration >= 1 ms/);
   });
 });
