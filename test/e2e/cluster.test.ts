@@ -308,4 +308,15 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const st2 = await status();
     expect(st2.reduce((a, n) => a + (n.counters['acked'] ?? 0), 0)).toBeGreaterThan(acked0);
   }, 180_000);
+
+  it('tapgate cluster reload: every node re-reads the config and answers with the same digest', async () => {
+    const r = await labExec(P, 'gw', [process.execPath, BIN, 'cluster', 'reload', '--cluster', URL, '--wait-ms', '1500'], { timeoutMs: 15_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const answers = JSON.parse(r.stdout) as Array<{ node: string; reloaded?: boolean; digest?: string; error?: string }>;
+    expect(answers.map((a) => a.node).sort()).toEqual(NODES.map(String));
+    expect(answers.every((a) => a.reloaded === true)).toBe(true);
+    expect(new Set(answers.map((a) => a.digest)).size).toBe(1);
+    // Connections keep flowing after it.
+    await transfers('after-reload', 2);
+  }, 60_000);
 });
