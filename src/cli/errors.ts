@@ -56,3 +56,12 @@ export function fileError(e: unknown, what: string): CliError | undefined {
   const path = typeof x.path === 'string' ? ` ${x.path}` : '';
   return new CliError(`${what}${path}: ${FS_REASONS[x.code]}`, EXIT.io);
 }
+
+/** Runs `open`; a file-system error it throws becomes a CliError naming `what` (e.g. "--out"). */
+export async function opening<T>(what: string, open: () => Promise<T>): Promise<T> {
+  try {
+    return await open();
+  } catch (e) {
+    throw fileError(e, what) ?? e;
+  }
+}

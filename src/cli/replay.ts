@@ -12,7 +12,7 @@ import { ChecksumSurvey, fillOffloadedChecksums, newCaptureFixCounters, toReplay
 import { PcapReader, PcapWriter, type PcapItem } from '../phy/pcap.js';
 import type { LinkType } from '../wire/frame.js';
 import { formatIPv4 } from '../config/index.js';
-import { CliError, EXIT, fileError } from './errors.js';
+import { CliError, EXIT, fileError, opening } from './errors.js';
 import { captureClock, EventFile } from '../engine/event-file.js';
 import { makeLogger } from './log.js';
 
@@ -85,14 +85,8 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
       log.warn({ host: formatIPv4(h), bad: e.bad, good: e.good }, 'checksum offload: this host\'s TCP checksums are wrong in the capture; filled in (--checksums verify to drop them)');
     }
   }
-  let events: EventFile | undefined;
-  if (a.events !== undefined) {
-    try {
-      events = await EventFile.open(a.events, captureClock);
-    } catch (e) {
-      throw fileError(e, '--events') ?? e;
-    }
-  }
+  const ev = a.events;
+  const events = ev === undefined ? undefined : await opening('--events', () => EventFile.open(ev, captureClock));
   const gw = new Gateway({ config, verifyChecksums: mode !== 'ignore', log: log.child({ mod: 'gateway' }), ...(events !== undefined ? { events: events.sink } : {}) });
   let writer: PcapWriter | null = null;
   let recorder: StreamRecorder | null = null;
@@ -100,13 +94,7 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
     makeStreamsDir(a.streams);
     recorder = new StreamRecorder({ dir: a.streams });
   }
-  const openOut = async (link: LinkType): Promise<PcapWriter> => {
-    try {
-      return await PcapWriter.open(a.out!, { link, precision: 'nano' });
-    } catch (e) {
-      throw fileError(e, '--out') ?? e;
-    }
-  };
+  const openOut = (link: LinkType): Promise<PcapWriter> => opening('--out', () => PcapWriter.open(a.out!, { link, precision: 'nano' }));
   const fix = newCaptureFixCounters();
   let link: LinkType = 'ethernet';
   let tsNs = 0n;

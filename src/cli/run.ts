@@ -24,7 +24,7 @@ import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from '../engine/live.js';
 import { GatewayMetrics, parseListen, serveMetrics } from '../engine/metrics.js';
 import { EventFile, wallClock } from '../engine/event-file.js';
-import { fileError } from './errors.js';
+import { opening } from './errors.js';
 import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
@@ -141,14 +141,8 @@ export async function run(a: RunArgs): Promise<number> {
     const p = tapProblem(t);
     if (p !== undefined) throw new RunError(p, 2);
   }
-  let events: EventFile | undefined;
-  if (a.events !== undefined) {
-    try {
-      events = await EventFile.open(a.events, wallClock);
-    } catch (e) {
-      throw fileError(e, '--events') ?? e;
-    }
-  }
+  const ev = a.events;
+  const events = ev === undefined ? undefined : await opening('--events', () => EventFile.open(ev, wallClock));
   let live: LiveGateway;
   try {
     live = await LiveGateway.start({
