@@ -1129,7 +1129,7 @@ export class Gateway {
         const { sel, ctx } = r;
         const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.registry);
         const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
-        conn.restore(st.conn);
+        conn.restore(st.conn, nowMs);
         f.conn = conn;
         if (this.tallies !== null) this.tallies.set(f, { ...newTally(), rule: ruleLabel(sel.rule), agent: sel.rule.agent });
         if (old !== undefined) this.connDigest.set(conn, st.config!);

@@ -173,10 +173,11 @@ export class Connection<T extends { fields: TcpFields }> {
   }
 
   /** State from `toJSON` (on a connection built with the same halves and a restored agent). */
-  restore(j: ConnectionJson): void {
+  /** From a snapshot (cluster takeover at `nowMs`: hold timers restart then, StreamDirection.restore). */
+  restore(j: ConnectionJson, nowMs: number): void {
     if (j?.v !== 1 || !Array.isArray(j.dirs) || j.dirs.length !== 2) throw new Error('connection: bad snapshot (expected { v: 1, dirs: [2] })');
-    this.dirs[0].restore(j.dirs[0]);
-    this.dirs[1].restore(j.dirs[1]);
+    this.dirs[0].restore(j.dirs[0], nowMs);
+    this.dirs[1].restore(j.dirs[1], nowMs);
   }
 
   /**

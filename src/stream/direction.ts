@@ -718,13 +718,18 @@ export class StreamDirection<T> {
     };
   }
 
-  /** Restores state saved by toJSON (queued segments are not part of it: the sender resends). */
-  restore(j: DirectionJson): void {
+  /**
+   * Restores state saved by toJSON (queued segments are not part of it: the sender resends).
+   * The hold timer restarts at `nowMs`: the time since the old owner's last segment is an
+   * outage, not the sender's silence (a failover slower than the hold timeout must not flush a
+   * held pattern prefix before the sender's retransmission brings the rest).
+   */
+  restore(j: DirectionJson, nowMs: number): void {
     if (j.v !== 1) throw new Error(`unsupported stream direction state version ${String(j.v)}`);
     this.x = j.x;
     this.held.reset(j.heldFrom);
     this.held.append(unb64(j.held));
-    this.heldSinceMs = j.heldSinceMs;
+    this.heldSinceMs = this.held.end > this.held.start ? Math.max(j.heldSinceMs, nowMs) : j.heldSinceMs;
     this.finPos = j.finPos;
     this.finProcessed = j.finProcessed;
     this.agentOff = j.agentOff;

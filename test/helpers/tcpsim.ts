@@ -405,7 +405,7 @@ export function simulate(o: SimOptions): SimResult {
         deadUntil = -1;
         const s0 = last.snap;
         const next = new Connection<Tag>(halves, s0 === null ? o.agent : fo.restore(JSON.parse(JSON.stringify(s0.agent))), limits, counters, { queueBytes: 0 });
-        if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ConnectionJson);
+        if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ConnectionJson, now);
         next.adoptAcks(acks);
         conn = next;
         takeSnap(now);

@@ -37,7 +37,7 @@ describe('lazily allocated direction state', () => {
     const j = JSON.parse(JSON.stringify(d.toJSON()));
     expect(j).toMatchObject({ v: 1, x: 0, heldFrom: 0, held: '', finPos: -1, synth: null, store: { start: 0, data: '' } });
     const r = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
-    r.restore(j);
+    r.restore(j, 0);
     expect(JSON.parse(JSON.stringify(r.toJSON()))).toEqual(j);
     const out: Release<string>[] = [];
     r.onSegment({ pos: 5, payload: b('later'), fin: false, rst: false, tag: 'b' }, 0, out);

@@ -104,7 +104,7 @@ describe('direction state is plain data', () => {
       snapshot: () => null,
     };
     const b = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, newStreamCounters(), { queueBytes: 0 });
-    b.restore(state);
+    b.restore(state, 0);
     const out: Release<string>[] = [];
     b.onSegment({ pos: 3, payload: enc('lo wor'), fin: false, rst: false, tag: 'x' }, 0, out);
     b.onSegment({ pos: 9, payload: enc('ld'), fin: false, rst: false, tag: 'y' }, 0, out);

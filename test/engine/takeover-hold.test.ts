@@ -1,0 +1,66 @@
+/**
+ * A connection taken over with held bytes (a pattern's prefix the old owner was holding): the
+ * new owner's hold timer starts at the takeover, not at the old owner's last segment. Else a
+ * failover slower than the hold timeout would flush the prefix as it stands on the first tick,
+ * and the rest of the pattern, retransmitted by the sender, would reach the receiver unrewritten.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/index.js';
+import { Gateway } from '../../src/engine/gateway.js';
+import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
+import { Harness, payloadOf } from '../hostile/harness.js';
+
+const CONFIG = `
+rules:
+  - match: { port: 80 }
+    agent: replace
+    replace: [ { find: "needle-long-word", with: "pin" } ]
+`;
+
+describe('takeover with held bytes', () => {
+  for (const outageMs of [300, 2_000, 30_000]) {
+    it(`after a ${outageMs} ms outage the held prefix still completes the match`, () => {
+      const a = new Harness({}, {}, CONFIG);
+      const c = a.connect(40000);
+      a.send(c.data(1, 0, 'text before needle-long-'), 1);
+      // A holds "needle-long-" (it may still become the pattern) and dies.
+      expect(a.out.filter((g) => g.to === 0).map((g) => payloadOf(g.frame)).join('')).toBe('text before ');
+      const f = [...(a.gw as unknown as { flows: { values(): Iterable<unknown> } }).flows.values()][0] as Parameters<Gateway['exportConnection']>[0];
+      const st = JSON.parse(JSON.stringify(a.gw.exportConnection(f, [undefined, undefined])));
+      const b = Object.assign(Object.create(Harness.prototype) as Harness, {
+        gw: new Gateway({ config: parseConfig(CONFIG, 'c.yaml'), limits: { ...DEFAULT_LIMITS } }),
+        out: [],
+        now: a.now + outageMs,
+      });
+      expect(b.gw.importConnection(st, b.now, [undefined, undefined])).not.toBeNull();
+      b.advance(10); // the new owner's first ticks
+      b.advance(10);
+      // The sender goes on (its retransmission timer brings the rest).
+      b.send(c.data(1, 'text before needle-long-'.length, 'word and after'), 1);
+      b.advance(5_000);
+      expect(b.out.filter((g) => g.to === 0).map((g) => payloadOf(g.frame)).join('')).toBe('pin and after');
+    });
+  }
+
+  it('the timer still runs from the takeover: a sender silent for the hold timeout after it gets the prefix flushed', () => {
+    const a = new Harness({}, {}, CONFIG);
+    const c = a.connect(40001);
+    a.send(c.data(1, 0, 'text before needle-long-'), 1);
+    const f = [...(a.gw as unknown as { flows: { values(): Iterable<unknown> } }).flows.values()][0] as Parameters<Gateway['exportConnection']>[0];
+    const st = JSON.parse(JSON.stringify(a.gw.exportConnection(f, [undefined, undefined])));
+    const b = Object.assign(Object.create(Harness.prototype) as Harness, {
+      gw: new Gateway({ config: parseConfig(CONFIG, 'c.yaml'), limits: { ...DEFAULT_LIMITS } }),
+      out: [],
+      now: a.now + 10_000,
+    });
+    b.gw.importConnection(st, b.now, [undefined, undefined]);
+    b.advance(DEFAULT_LIMITS.holdTimeoutMs - 10);
+    expect(b.gw.stats().stream.flushTimeout).toBe(0);
+    b.advance(20);
+    expect(b.gw.stats().stream.flushTimeout).toBe(1);
+    // Released with the sender's next segment (this node has no frame of it to build one from);
+    // decided as it stood, so the pattern's rest is not joined to it (what a flush means).
+    b.send(c.data(1, 'text before needle-long-'.length, 'word'), 1);
+    expect(b.out.filter((g) => g.to === 0).map((g) => payloadOf(g.frame)).join('')).toBe('needle-long-word');
+  });
+});
