@@ -412,6 +412,11 @@ function parseAddr(s: string): number | undefined {
 export class FtpAgent implements Agent {
   readonly name = 'ftp';
   readonly counters: FtpCounters;
+
+  rewrites(): number {
+    const c = this.counters;
+    return c.PORT + c.EPRT + c.PASV + c.EPSV;
+  }
   private readonly st: Record<Direction, DirState>;
 
   constructor(

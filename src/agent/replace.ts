@@ -697,6 +697,10 @@ class ReplaceAgent implements Agent {
     return 'replace';
   }
 
+  rewrites(): number {
+    return this.ctr?.matches ?? 0;
+  }
+
   get counters(): ReplaceCounters {
     return (this.ctr ??= newReplaceCounters());
   }

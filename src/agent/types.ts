@@ -67,6 +67,8 @@ export interface Agent {
    * is turned off for that direction after such a gap (counted).
    */
   resync?(dir: Direction, pos: number): void;
+  /** Rewrites made so far (matches replaced, endpoints translated): per-rule statistics. */
+  rewrites?(): number;
 }
 
 export interface AgentFactory<Cfg = unknown> {

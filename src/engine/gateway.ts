@@ -197,6 +197,22 @@ function endOf(f: Flow<unknown>): FlowEnd {
   return 'timeout';
 }
 
+/** What the connections of one rule did (stats().rules). */
+interface RuleStats {
+  /** Connections given to its agent, and those of them still running here. */
+  connections: number;
+  active: number;
+  /** Rewrites its agents made (matches replaced, FTP endpoints translated). */
+  rewrites: number;
+  /** Bytes the rewriting added per direction (negative: removed). */
+  bytesAdded: { c2s: number; s2c: number };
+}
+
+/** A rewritten connection's running figures (agent rewrites, bytes added per direction). */
+function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c: number } {
+  return { rewrites: conn.agent?.rewrites?.() ?? 0, c2s: conn.dirs[0].growth, s2c: conn.dirs[1].growth };
+}
+
 /** A rule in statistics: its name, else its 1-based position. */
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
@@ -376,8 +392,10 @@ export class Gateway {
   private removing: FlowEnd | null = null;
   /** Drops and warnings as events, rate-limited per reason like the log. */
   private readonly eventRate: RateLog | null;
-  /** Connections given to each rule's agent, by rule label (its name, else its 1-based position). */
-  private readonly ruleConnections = new Map<string, number>();
+  /** Per rule label (its name, else its 1-based position): what its connections did. */
+  private readonly ruleStats = new Map<string, RuleStats>();
+  /** Connections taken over from another node: their figures at the takeover. */
+  private readonly importedBase = new WeakMap<object, { rewrites: number; c2s: number; s2c: number }>();
   /** regexBudgetExceeded as last logged. */
   private lastBudget = 0;
 
@@ -398,6 +416,7 @@ export class Gateway {
     this.tallies = events !== undefined ? new Map() : null;
     this.eventRate = events !== undefined ? new RateLog((o, m) => events({ event: 'drop', msg: m, ...o }, this.nowMs), opts.logRate) : null;
     this.flows.onRemove = (f) => {
+      if (f.conn !== null) this.retire(f.conn);
       f.conn?.dispose();
       this.timed.delete(f);
       this.cluster?.flowRemoved(f);
@@ -448,6 +467,44 @@ export class Gateway {
     const o = obj();
     if (this.opts.log !== undefined) this.ratelog.log(key, nowMs, o, msg);
     this.eventRate?.log(key, nowMs, o, msg);
+  }
+
+  private ruleStat(label: string): RuleStats {
+    let r = this.ruleStats.get(label);
+    if (r === undefined) this.ruleStats.set(label, (r = { connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } }));
+    return r;
+  }
+
+  /** A rewritten connection's engine goes (it ended, or moved): its figures join its rule's. */
+  private retire(conn: Connection<SegTag>): void {
+    if (conn.label === null) return;
+    const r = this.ruleStat(conn.label);
+    r.active--;
+    this.addFigures(r, conn);
+    conn.label = null;
+  }
+
+  /** What `conn` did on this node, added to `r`. */
+  private addFigures(r: RuleStats, conn: Connection<SegTag>): void {
+    const now = figures(conn);
+    const base = this.importedBase.get(conn);
+    r.rewrites += now.rewrites - (base?.rewrites ?? 0);
+    r.bytesAdded.c2s += now.c2s - (base?.c2s ?? 0);
+    r.bytesAdded.s2c += now.s2c - (base?.s2c ?? 0);
+  }
+
+  /** Per rule of the config in force (and any rule label that still has connections). */
+  private ruleStatsNow(): Record<string, RuleStats> {
+    const out: Record<string, RuleStats> = {};
+    for (const r of this.config?.rules ?? []) out[ruleLabel(r)] = { connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } };
+    for (const [k, v] of this.ruleStats) out[k] = { ...v, bytesAdded: { ...v.bytesAdded } };
+    // Live connections' rewrites so far (a rule's figures grow while its connections run).
+    for (const f of this.flows.values()) {
+      const c = f.conn;
+      if (c === null || c.label === null) continue;
+      this.addFigures(out[c.label]!, c);
+    }
+    return out;
   }
 
   /** The flow event of a connection that ends (or is still open at `flushEvents`). */
@@ -889,6 +946,7 @@ export class Gateway {
       // go now rather than after closedTimeoutMs: short connections' state dies young (cheap
       // GC). Never at a RST: the endpoints may keep a connection the tracker saw reset (a
       // spoofed RST that looked exact), and the rest of it must still pass the agent.
+      this.retire(conn);
       conn.dispose();
       f.conn = null;
       this.timed.delete(f);
@@ -964,7 +1022,10 @@ export class Gateway {
       f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
       this.counters.connectionsRewritten++;
       const label = ruleLabel(sel.rule);
-      this.ruleConnections.set(label, (this.ruleConnections.get(label) ?? 0) + 1);
+      f.conn.label = label;
+      const rs = this.ruleStat(label);
+      rs.connections++;
+      rs.active++;
       const t = this.tallies?.get(f);
       if (t !== undefined) {
         t.rule = label;
@@ -1132,6 +1193,10 @@ export class Gateway {
         conn.restore(st.conn, nowMs);
         f.conn = conn;
         if (this.tallies !== null) this.tallies.set(f, { ...newTally(), rule: ruleLabel(sel.rule), agent: sel.rule.agent });
+        conn.label = ruleLabel(sel.rule);
+        this.ruleStat(conn.label).active++;
+        // What it did on earlier owners is theirs to count (its agent's counts travel with it).
+        this.importedBase.set(conn, figures(conn));
         if (old !== undefined) this.connDigest.set(conn, st.config!);
         conn.adoptAcks(acks);
         if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
@@ -1196,7 +1261,7 @@ export class Gateway {
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
       stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
-      rules: Object.fromEntries((this.config?.rules ?? []).map((r) => [ruleLabel(r), { connections: this.ruleConnections.get(ruleLabel(r)) ?? 0 }])),
+      rules: this.ruleStatsNow(),
       config: { digest: this.digest, reloads: this.counters.reloads, older: this.oldConfigs.size },
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },

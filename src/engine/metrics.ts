@@ -45,6 +45,10 @@ const GAUGES: ReadonlySet<string> = new Set([
   'cluster.spareAgeMaxMs',
   'cluster.syncLagMs',
   'cluster.heldBytes',
+  'rules.active',
+  // Net bytes the rewriting added: may go down (a rule that shortens).
+  'rules.bytesAdded.c2s',
+  'rules.bytesAdded.s2c',
   'impair.pending.held',
   'impair.pending.delay',
   'impair.pending.rate',

@@ -51,6 +51,8 @@ export class Connection<T extends { fields: TcpFields }> {
   readonly dirs: [StreamDirection<T>, StreamDirection<T>];
   /** Last fields seen from each side (for the ACK of gateway-originated segments). */
   private lastFields: [TcpFields | null, TcpFields | null] = [null, null];
+  /** The owner's name for what made this connection rewritten (the gateway: its rule), for statistics. */
+  label: string | null = null;
 
   constructor(
     private readonly halves: [Half, Half],

@@ -511,6 +511,11 @@ export class StreamDirection<T> {
   }
 
   /** Drops every queued segment (connection closed or removed): returns the budget. */
+  /** Bytes the rewriting added so far (new − original length; negative when it removed). */
+  get growth(): number {
+    return this.cmds.offsetAfterLast();
+  }
+
   dispose(): void {
     this.budget.queueBytes -= this.queueBytes;
     this.queueBytes = 0;

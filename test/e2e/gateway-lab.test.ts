@@ -41,7 +41,7 @@ async function scrape(): Promise<Map<string, number>> {
   expect(r.code, r.stderr).toBe(0);
   const out = new Map<string, number>();
   for (const line of r.stdout.split('\n')) {
-    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    const m = /^([a-z0-9_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
     if (m !== null) out.set(m[1]!, Number(m[2]));
   }
   return out;
@@ -141,6 +141,8 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
           const m1 = await scrape();
           const d = (k: string): number => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
           expect(d('tapgate_rules_connections_total{rule="rewrite-8001"}')).toBe(1);
+          expect(d('tapgate_rules_rewrites_total{rule="rewrite-8001"}')).toBe(matches);
+          expect(d('tapgate_rules_bytes_added_s2c{rule="rewrite-8001"}')).toBe(expectedRewrite(text).length - text.length);
           expect(d('tapgate_agents_replace_matches_total')).toBe(matches);
           // At least the body's bytes came in from the server side and went out to the client.
           expect(d('tapgate_gateway_bytes_in_total')).toBeGreaterThan(text.length);

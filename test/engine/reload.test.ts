@@ -40,7 +40,8 @@ describe('Gateway.reload', () => {
     h.send(b.data(0, 0, 'a secret'), 0);
     h.advance(5000);
     expect(toServer(h, mark)).toBe('a NEW');
-    expect(h.gw.stats().rules).toEqual({ web: { connections: 2 } });
+    // Per rule: connections, those running, rewrites (3 matches) and bytes added ("secret" → 3 letters).
+    expect(h.gw.stats().rules).toEqual({ web: { connections: 2, active: 2, rewrites: 3, bytesAdded: { c2s: -9, s2c: 0 } } });
     // The same config again changes nothing but the count.
     h.gw.reload(parseConfig(V2, 'v2.yaml'));
     expect(h.gw.stats().config).toMatchObject({ reloads: 2, older: 1 });

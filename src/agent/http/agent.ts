@@ -57,6 +57,10 @@ export class HttpAgent implements Agent {
     if (this.on) this.streams[dir].resync(pos);
   }
 
+  rewrites(): number {
+    return this.counters.bodyMatches;
+  }
+
   /** Where each direction's parser is (for tests and status). */
   phase(dir: Direction): Phase {
     return this.streams[dir].phase;
