@@ -37,7 +37,8 @@
  * stream order, when its line is decided, and never again after a snapshot/restore.
  */
 
-import { formatIPv4, parseCidr, type Cidr } from '../config/ipv4.js';
+import { parseCidr, type Cidr } from '../config/ipv4.js';
+import { ipv4ToString } from '../wire/ipv4.js';
 import type { Agent, AgentContext, AgentFactory, AgentOutput, Direction, Edit, FlushReason } from './types.js';
 import { NO_EDITS } from './types.js';
 
@@ -142,7 +143,7 @@ function compileMap(m: FtpAddressMap | undefined): ((a: FtpEndpoint) => FtpEndpo
   return (e) => {
     const a = parseAddr(e.addr);
     if (a === undefined || ((a & f.mask) >>> 0) !== f.addr) return undefined;
-    return { addr: formatIPv4((t.addr | (a & ~f.mask)) >>> 0), port: e.port };
+    return { addr: ipv4ToString((t.addr | (a & ~f.mask)) >>> 0), port: e.port };
   };
 }
 

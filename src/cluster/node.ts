@@ -54,6 +54,7 @@ import type { Tuple } from '../nat/nat.js';
 import type { ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
 import type { ClusterAttach } from '../engine/live.js';
 import { seqGt } from '../wire/seq.js';
+import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { clock } from '../util/clock.js';
 import { ownerOf, stringKey } from './rendezvous.js';
 
@@ -519,7 +520,7 @@ export class ClusterNode implements ClusterAttach {
     const dk = `${raw.src}:${raw.sport}>${raw.dst}:${raw.dport}`;
     const syn = this.synSide.get(dk);
     const synRev = this.synSide.get(`${raw.dst}:${raw.dport}>${raw.src}:${raw.sport}`);
-    const isSyn = (flags & 0x12) === 0x02;
+    const isSyn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     // A SYN from an endpoint whose SYN was just seen on the other side: the same SYN, translated
     // (an inbound connection through NAT reaches side 0 with a new destination).
     const synSrc = isSyn ? this.synSrcSide.get(`${raw.src}:${raw.sport}`) : undefined;

@@ -4,6 +4,8 @@
  * wire/ parsers work on packets, these on configuration text.
  */
 
+import { ipv4ToString } from '../wire/ipv4.js';
+
 /** "10.0.0.1" → 0x0a000001; undefined unless exactly four decimal octets 0..255 (no leading zeros). */
 export function parseIPv4(s: string): number | undefined {
   const parts = s.split('.');
@@ -18,9 +20,6 @@ export function parseIPv4(s: string): number | undefined {
   return a;
 }
 
-export function formatIPv4(a: number): string {
-  return [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
-}
 
 export interface Cidr {
   /** Network address (host bits zero). */
@@ -45,7 +44,7 @@ export function parseCidr(s: string): Cidr | string {
   const prefix = Number(pt);
   const mask = prefixMask(prefix);
   if (((addr & mask) >>> 0) !== addr) {
-    return `${s} has host bits set; did you mean ${formatIPv4((addr & mask) >>> 0)}/${prefix}?`;
+    return `${s} has host bits set; did you mean ${ipv4ToString((addr & mask) >>> 0)}/${prefix}?`;
   }
   return { addr, prefix, mask };
 }
@@ -55,5 +54,5 @@ export function cidrContains(c: Cidr, addr: number): boolean {
 }
 
 export function formatCidr(c: Cidr): string {
-  return `${formatIPv4(c.addr)}/${c.prefix}`;
+  return `${ipv4ToString(c.addr)}/${c.prefix}`;
 }

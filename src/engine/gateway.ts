@@ -87,7 +87,8 @@ import { natFtpHooks } from '../nat/ftp-hooks.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
 import { configDigest, selectRule, type Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
-import { Flow, FlowTable, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, ipv4Str, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
+import { Flow, FlowTable, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
+import { ipv4ToString } from '../wire/ipv4.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
@@ -97,7 +98,7 @@ import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
-import { TcpSegment } from '../wire/tcp.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpSegment } from '../wire/tcp.js';
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -216,11 +217,6 @@ function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c
 /** A rule in statistics: its name, else its 1-based position. */
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
-const F_FIN = 0x01;
-const F_SYN = 0x02;
-const F_RST = 0x04;
-const F_ACK = 0x10;
-const F_URG = 0x20;
 
 /**
  * The class of a flag combination no TCP sends (RFC 9293 §3.1, §3.10.7), or null. Only the six
@@ -229,11 +225,11 @@ const F_URG = 0x20;
 export function badFlagClass(flags: number): string | null {
   const f = flags & 0x3f;
   if (f === 0) return 'null';
-  if ((f & (F_SYN | F_FIN)) === (F_SYN | F_FIN)) return 'syn-fin';
-  if ((f & (F_SYN | F_RST)) === (F_SYN | F_RST)) return 'syn-rst';
-  if ((f & (F_RST | F_FIN)) === (F_RST | F_FIN)) return 'rst-fin';
+  if ((f & (TCP_SYN | TCP_FIN)) === (TCP_SYN | TCP_FIN)) return 'syn-fin';
+  if ((f & (TCP_SYN | TCP_RST)) === (TCP_SYN | TCP_RST)) return 'syn-rst';
+  if ((f & (TCP_RST | TCP_FIN)) === (TCP_RST | TCP_FIN)) return 'rst-fin';
   // Without ACK a segment must be a SYN (opening) or a RST (answering a segment without ACK).
-  if ((f & (F_ACK | F_SYN | F_RST)) === 0) return f & F_FIN ? 'fin-no-ack' : f & F_URG ? 'urg-no-ack' : 'psh-no-ack';
+  if ((f & (TCP_ACK | TCP_SYN | TCP_RST)) === 0) return f & TCP_FIN ? 'fin-no-ack' : f & TCP_URG ? 'urg-no-ack' : 'psh-no-ack';
   return null;
 }
 
@@ -514,7 +510,7 @@ export class Gateway {
     this.tallies!.delete(f);
     const c = f.client;
     const sv = f.server;
-    const info = { id: this.ids.get(f) ?? f.id, client: `${ipv4Str(c.addr)}:${c.port}`, server: `${ipv4Str(sv.addr)}:${sv.port}`, createdMs: f.createdMs, midstream: f.midstream, state: f.state };
+    const info = { id: this.ids.get(f) ?? f.id, client: `${ipv4ToString(c.addr)}:${c.port}`, server: `${ipv4ToString(sv.addr)}:${sv.port}`, createdMs: f.createdMs, midstream: f.midstream, state: f.state };
     this.opts.events!(flowEvent(info, t, end, this.nowMs), this.nowMs);
   }
 
@@ -665,14 +661,14 @@ export class Gateway {
           // fragments with equal protocols), so this drops every piece: see the file comment.
           c.tcpFragmentsDropped++;
           this.warn('tcp-fragment', nowMs, () => ({
-            src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), id: d.ip.ident, fragOffset: d.fragOffset, moreFrags: d.moreFrags,
+            src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), id: d.ip.ident, fragOffset: d.fragOffset, moreFrags: d.moreFrags,
           }), 'IPv4 fragment of TCP dropped (not reassembled)');
           return;
         }
         c.nonTcp++;
         {
           const o = opaqueIpv4(vh === 0 ? frame : frame.subarray(vh), d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
-          if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4Str(d.ip.src), dst: ipv4Str(d.ip.dst), proto: d.protocol }))) return;
+          if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return;
         }
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
@@ -685,7 +681,7 @@ export class Gateway {
           const r = natIpv4(this.nat, {
             buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: fp,
           }, from, nowMs);
-          const what = (): Record<string, unknown> => ({ src: ipv4Str(srcA), dst: ipv4Str(dstA), proto: d.protocol });
+          const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
           if (this.natVerdict(r, nowMs, what)) return;
           if (this.masqL2 !== null && link === 'ethernet') {
             const r2 = this.masqL2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
@@ -701,7 +697,7 @@ export class Gateway {
           return;
         }
         if (this.nat !== null) {
-          const what = (): Record<string, unknown> => ({ arpSender: ipv4Str(d.arp.senderIp), arpTarget: ipv4Str(d.arp.targetIp) });
+          const what = (): Record<string, unknown> => ({ arpSender: ipv4ToString(d.arp.senderIp), arpTarget: ipv4ToString(d.arp.targetIp) });
           if (this.masqL2 !== null) {
             const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
             for (const f of m.back) this.countOut(this.withVnet(f), emit, from);
@@ -1001,8 +997,8 @@ export class Gateway {
     if (!sel) return undefined;
     const ctx: AgentContext = {
       flowId: id,
-      client: { addr: ipv4Str(client.addr), port: client.port },
-      server: { addr: ipv4Str(server.addr), port: server.port },
+      client: { addr: ipv4ToString(client.addr), port: client.port },
+      server: { addr: ipv4ToString(server.addr), port: server.port },
       directions: sel.rule.directions,
     };
     if (this.opts.events !== undefined) {
@@ -1284,7 +1280,7 @@ const STREAM_EVENT_MSG = {
 } as const;
 
 function endpoints(d: FrameTcp): Record<string, unknown> {
-  return { src: `${ipv4Str(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4Str(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
+  return { src: `${ipv4ToString(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
 }
 
 function retainTag(t: SegTag): SegTag {

@@ -25,6 +25,7 @@ import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { ArpRepr, ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST } from '../wire/arp.js';
 import { Ipv4Repr, IP_PROTO_ICMP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { decodeFrame, type DecodedFrame } from '../wire/frame.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { tcpFrame } from '../bench/frames.js';
 import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
@@ -53,11 +54,11 @@ export interface WarmupResult {
   stats: ReturnType<Gateway['stats']>;
 }
 
-const SYN = 0x02;
-const ACK = 0x10;
-const PSH = 0x08;
-const FIN = 0x01;
-const RST = 0x04;
+const SYN = TCP_SYN;
+const ACK = TCP_ACK;
+const PSH = TCP_PSH;
+const FIN = TCP_FIN;
+const RST = TCP_RST;
 const ETH_ARP = 0x0806;
 const ETH_IPV4 = 0x0800;
 const MAC_C = new Uint8Array([0x02, 0x77, 0x61, 0x72, 0x6d, 0x01]);

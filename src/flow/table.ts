@@ -30,14 +30,10 @@
  * the rewriting) of a live connection.
  */
 import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
+import { ipv4ToString } from '../wire/ipv4.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
 
-export const TCP_FIN = 0x01;
-export const TCP_SYN = 0x02;
-export const TCP_RST = 0x04;
-export const TCP_PSH = 0x08;
-export const TCP_ACK = 0x10;
-export const TCP_URG = 0x20;
 
 export interface Endpoint {
   addr: number;
@@ -164,7 +160,7 @@ export class Flow<C = unknown> {
   /** Connection id, e.g. "10.0.0.1.40000-10.0.0.2.80" ("#n" appended for a reused 4-tuple). */
   get id(): string {
     const n = this.gen;
-    return `${ipv4Str(this.ca >>> 0)}.${this.cp}-${ipv4Str(this.sa >>> 0)}.${this.sp}${n > 0 ? `#${n}` : ''}`;
+    return `${ipv4ToString(this.ca >>> 0)}.${this.cp}-${ipv4ToString(this.sa >>> 0)}.${this.sp}${n > 0 ? `#${n}` : ''}`;
   }
 
   /** A segment was seen from side 0 / side 1 (a fresh array: read-only view of `seenMask`). */
@@ -432,9 +428,6 @@ export function flowKey(a: Endpoint, b: Endpoint): string {
   return `${b.addr}:${b.port}-${a.addr}:${a.port}`;
 }
 
-export function ipv4Str(a: number): string {
-  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-}
 
 export type LookupResult<C> =
   | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean }

@@ -19,7 +19,8 @@
 
 import type { AgentContext } from '../agent/types.js';
 import type { FtpEndpoint, FtpExpectation, FtpHooks, FtpHooksProvider } from '../agent/ftp.js';
-import { formatIPv4, parseIPv4 } from '../config/ipv4.js';
+import { parseIPv4 } from '../config/ipv4.js';
+import { ipv4ToString } from '../wire/ipv4.js';
 import type { NatSide, NatTable } from './nat.js';
 
 export interface NatFtpOptions {
@@ -39,7 +40,7 @@ export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvide
     const r = nat.expectData(side, 'tcp', a, e.port, parseIPv4(peer), opts.now(), ctx.flowId);
     // null = refused (no port / too many expectations, counted by the NAT): announce unchanged;
     // the data connection will then fail as it would without the gateway.
-    return r === undefined || r === null ? undefined : { addr: formatIPv4(r.addr), port: r.port };
+    return r === undefined || r === null ? undefined : { addr: ipv4ToString(r.addr), port: r.port };
   };
   return (_cfg, ctx): FtpHooks => ({
     translateClientEndpoint: (a) => via(opts.clientSide, a.endpoint, ctx.server.addr, ctx),

@@ -10,7 +10,8 @@
  * positions. Headers come in and go out as plain `TcpFields`; building frames is the caller's job.
  */
 import type { Agent, Direction } from '../agent/types.js';
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, type Half } from '../flow/table.js';
+import { type Half } from '../flow/table.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG } from '../wire/tcp.js';
 import { offsetToSeq, seqToOffset, type Seq } from '../wire/seq.js';
 import type { GlobalBudget, StreamCounters } from './counters.js';
 import { StreamDirection, type DirectionJson, type Release } from './direction.js';

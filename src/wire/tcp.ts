@@ -24,13 +24,20 @@ export const TCP_MAX_HEADER_LEN = 60;
 export const TCP_MAX_OPTIONS_LEN = 40;
 
 /** Flag bits as returned by `TcpSegment.flags` (NS is bit 8, from byte 12). */
+export const TCP_FIN = 0x01;
+export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
+export const TCP_PSH = 0x08;
+export const TCP_ACK = 0x10;
+export const TCP_URG = 0x20;
+
 export const TcpFlag = {
-  FIN: 0x001,
-  SYN: 0x002,
-  RST: 0x004,
-  PSH: 0x008,
-  ACK: 0x010,
-  URG: 0x020,
+  FIN: TCP_FIN,
+  SYN: TCP_SYN,
+  RST: TCP_RST,
+  PSH: TCP_PSH,
+  ACK: TCP_ACK,
+  URG: TCP_URG,
   ECE: 0x040,
   CWR: 0x080,
   NS: 0x100,

@@ -36,7 +36,7 @@ import {
 import { ownerOf } from '../../src/cluster/rendezvous.js';
 import { readPcapAll } from '../../src/phy/pcap.js';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { ipv4Str } from '../../src/flow/table.js';
+import { ipv4ToString } from '../../src/wire/ipv4.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { REPO, describeE2E } from '../lab/e2e-env.js';
 import { ftpProblems, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd, type FtpFixture } from './ftp-helpers.js';
@@ -208,7 +208,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
         if ((d.tcp.flags & 0x12) === 0x02) conns.add(key(d.ip.src, d.tcp.srcPort, d.ip.dst, d.tcp.dstPort));
         if ((d.tcp.flags & 0x04) !== 0 && conns.has(key(d.ip.src, d.tcp.srcPort, d.ip.dst, d.tcp.dstPort))) {
           n++;
-          if (n <= 5) console.log(`RST ${ipv4Str(d.ip.src)}:${d.tcp.srcPort} > ${ipv4Str(d.ip.dst)}:${d.tcp.dstPort} at ${Number(rec.tsNs / 1_000_000n)}`);
+          if (n <= 5) console.log(`RST ${ipv4ToString(d.ip.src)}:${d.tcp.srcPort} > ${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort} at ${Number(rec.tsNs / 1_000_000n)}`);
         }
       }
     }

@@ -3,7 +3,8 @@
  * compact entry representation (issue 7) behaving like the plain one.
  */
 import { describe, expect, it } from 'vitest';
-import { Flow as FlowClass, FlowTable, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, type Endpoint, type Flow, type FlowJson } from '../../src/flow/table.js';
+import { Flow as FlowClass, FlowTable, type Endpoint, type Flow, type FlowJson } from '../../src/flow/table.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
 
 const C = { addr: 0xc0a80001, port: 40000 }; // 192.168.0.1: above 2^31 as an int
 const S = { addr: 0x0a000002, port: 80 };

@@ -2,7 +2,8 @@
  * Passive tracking of both halves and the bounded connection table.
  */
 import { describe, expect, it } from 'vitest';
-import { FlowTable, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/flow/table.js';
+import { FlowTable } from '../../src/flow/table.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
 
 const C = { addr: 0x0a000001, port: 40000 };
 const S = { addr: 0x0a000002, port: 80 };
