@@ -185,6 +185,22 @@ describe('tapgate replay of everyday captures: other link layers, FCS, TSO', () 
     });
   }
 
+  it('any-sll2.pcap (tcpdump -i any: LINUX_SLL2, loopback checksums): --streams as tshark follows it', async () => {
+    const path = join(FIX, 'any-sll2.pcap');
+    const dir = join(tmp, 'any-sll2-streams');
+    const r = await tapgate('replay', path, '--streams', dir, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/, 0 dropped/);
+    const sum = JSON.parse(r.stdout) as { capture: { linkConverted: number; offloadingHosts: string } };
+    expect(sum.capture.linkConverted).toBe(11);
+    expect(sum.capture.offloadingHosts).toBe('127.0.0.1'); // loopback: checksums never computed
+    const t = await tsharkFollowTcp(path, 0);
+    const base = `${t.client.replace(':', '.')}-${t.server.replace(':', '.')}`;
+    expect(readFileSync(join(dir, `${base}.c2s`)).equals(t.c2s)).toBe(true);
+    expect(readFileSync(join(dir, `${base}.s2c`)).equals(t.s2c)).toBe(true);
+    expect(t.s2c.length).toBeGreaterThan(0);
+  });
+
   it('Ethernet with an FCS trailer: stripped when it is the CRC-32, counted', async () => {
     const path = join(tmp, 'everyday-fcs.pcap');
     await writeCapture(path, 1, frames.map((f) => {
