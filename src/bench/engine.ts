@@ -8,7 +8,7 @@ import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { decodeFrame } from '../wire/frame.js';
 import { mulberry32 } from '../util/prng.js';
-import { tcpFrame } from './frames.js';
+import { tcpFrame } from '../wire/tcp-frame.js';
 
 const SYN = 0x02;
 const ACK = 0x10;

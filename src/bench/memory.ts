@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { DEFAULT_LIMITS } from '../stream/limits.js';
-import { tcpFrame } from './frames.js';
+import { tcpFrame } from '../wire/tcp-frame.js';
 
 const SYN = 0x02;
 const ACK = 0x10;

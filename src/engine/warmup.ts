@@ -26,7 +26,7 @@ import { ArpRepr, ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST } from '../wire/arp.js';
 import { Ipv4Repr, IP_PROTO_ICMP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { decodeFrame, type DecodedFrame } from '../wire/frame.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../wire/tcp.js';
-import { tcpFrame } from '../bench/frames.js';
+import { tcpFrame } from '../wire/tcp-frame.js';
 import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
 

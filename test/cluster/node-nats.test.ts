@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterNode } from '../../src/cluster/node.js';
 import { Gateway, type Emit, type Side } from '../../src/engine/gateway.js';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
 
 const NATS = '/usr/sbin/nats-server';

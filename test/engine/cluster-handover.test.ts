@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig, type Config } from '../../src/config/index.js';
 import { Gateway, type ConnectionState, type Side } from '../../src/engine/gateway.js';
 import type { Tuple } from '../../src/nat/nat.js';

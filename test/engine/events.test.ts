@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { decodeFrame } from '../../src/wire/frame.js';

@@ -8,7 +8,7 @@
  * receivers get). Config mistakes in `policy:` name the file, line and path.
  */
 import { describe, expect, it } from 'vitest';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { recordStreams } from '../../src/engine/recorder.js';

@@ -11,7 +11,7 @@
  * connection (a RST at RCV.NXT, a FIN before the stream's end) — then it is gone whatever a
  * middlebox does, and the run stops there.
  */
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import type { Gateway, Side } from '../../src/engine/gateway.js';
 import type { TcpFields } from '../../src/stream/connection.js';
 import { decodeFrame } from '../../src/wire/frame.js';

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { ACK, CLIENT, Harness, REGEX_CONFIG, RST, SERVER, SYN, fakeLogger, payloadOf } from './harness.js';
 

@@ -5,7 +5,7 @@
  * and 10.0.0.2:80 (server, side 1).
  */
 import { expect } from 'vitest';
-import { tcpFrame, type TcpFrameSpec } from '../../src/bench/frames.js';
+import { tcpFrame, type TcpFrameSpec } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type GatewayOptions, type Side } from '../../src/engine/gateway.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';

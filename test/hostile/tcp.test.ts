@@ -3,7 +3,7 @@
  * impossible endpoints. Each is dropped before the flow table, counted, and logged.
  */
 import { describe, expect, it } from 'vitest';
-import { tcpFrame } from '../../src/bench/frames.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { ACK, CLIENT, FIN, Harness, PSH, RST, SERVER, SYN, URG, fakeLogger, payloadOf, refix } from './harness.js';
 
 /** Splits the IPv4 payload of `f` into fragments of `size` bytes (a multiple of 8). */

@@ -1,6 +1,6 @@
 /**
- * Builds Ethernet/IPv4/TCP frames from plain fields (for benchmarks, fuzzing, tests and the JIT
- * warm-up): uses the wire reprs, so every frame has correct checksums (or the partial checksum a
+ * Builds Ethernet/IPv4/TCP frames from plain fields (for the JIT warm-up, benchmarks, fuzzing and
+ * tests): uses the wire reprs, so every frame has correct checksums (or the partial checksum a
  * TAP with offloads hands over, `checksum: 'partial'`).
  */
 import { EthernetRepr } from '../wire/ethernet.js';
