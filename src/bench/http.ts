@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gatewayArgv } from '../cli/lab.js';
+import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName } from '../lab/lab.js';
 import { median, parseWrk, type LiveRow } from './live.js';
 import { summarizeProfileFile, type ProfileEntry } from './profile.js';

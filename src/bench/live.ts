@@ -34,7 +34,7 @@ import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gatewayArgv } from '../cli/lab.js';
+import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labUp, nsName } from '../lab/lab.js';
 import { summarizeProfileFile, type ProfileEntry } from './profile.js';
 

@@ -22,11 +22,8 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig } from '../config/index.js';
-import { parseListen } from '../engine/metrics.js';
 import { FaultSpecError, parseFaultSpec } from '../phy/fault.js';
 import {
   LAB_IFACES,
@@ -42,11 +39,10 @@ import {
   type LabRole,
   type LabStatus,
 } from '../lab/lab.js';
+import { IMPAIR_OPTIONS, gatewayArgv, nodeArgv, type ImpairArgs } from '../lab/gateway-argv.js';
 
-/** bin/tapgate.js of this checkout, from src/cli/ and dist/cli/ alike. */
-export const TAPGATE_BIN = fileURLToPath(new URL('../../bin/tapgate.js', import.meta.url));
 
-export interface LabUpArgs {
+export interface LabUpArgs extends ImpairArgs {
   name: string;
   config?: string;
   vnetHdr: boolean;
@@ -59,25 +55,7 @@ export interface LabUpArgs {
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
   json?: boolean;
-  impair?: string | undefined;
-  impairClient?: string | undefined;
-  impairServer?: string | undefined;
-  impairIn?: string | undefined;
-  impairInClient?: string | undefined;
-  impairInServer?: string | undefined;
 }
-
-type ImpairArgs = Pick<LabUpArgs, 'impair' | 'impairClient' | 'impairServer' | 'impairIn' | 'impairInClient' | 'impairInServer'>;
-
-/** lab option → gateway option (tap-c is the gateway's TAP a, tap-s its TAP b). */
-const IMPAIR_OPTIONS: ReadonlyArray<[keyof ImpairArgs, string, string]> = [
-  ['impair', 'impair', 'impair'],
-  ['impairClient', 'impair-client', 'impair-a'],
-  ['impairServer', 'impair-server', 'impair-b'],
-  ['impairIn', 'impair-in', 'impair-in'],
-  ['impairInClient', 'impair-in-client', 'impair-in-a'],
-  ['impairInServer', 'impair-in-server', 'impair-in-b'],
-];
 
 /** Throws LabError naming the option when an impairment spec is bad (before the lab is built). */
 export function checkImpairArgs(a: ImpairArgs): void {
@@ -92,48 +70,6 @@ export function checkImpairArgs(a: ImpairArgs): void {
       throw e;
     }
   }
-}
-
-type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined; metrics?: string | undefined; events?: string | undefined } & ImpairArgs;
-
-/** --metrics HOST:PORT for cluster node i: each node in the gw namespace on its own port (PORT + i - 1). */
-function nodeMetrics(metrics: string | undefined, i: number): string | undefined {
-  if (metrics === undefined) return undefined;
-  const p = parseListen(metrics);
-  if (typeof p === 'string') return metrics; // the node refuses it with the message
-  return `${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port + i - 1}`;
-}
-
-/** --config/--no-vnet-hdr/--pcap/--impair* of a gateway or node command. */
-function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined, metrics = a.metrics): string[] {
-  const argv: string[] = [];
-  if (a.config !== undefined) argv.push('--config', resolve(a.config));
-  if (!a.vnetHdr) argv.push('--no-vnet-hdr');
-  if (pcapDir !== undefined) argv.push('--pcap', pcapDir);
-  if (metrics !== undefined) argv.push('--metrics', metrics);
-  if (a.events !== undefined) argv.push('--events', resolve(a.events));
-  for (const [key, , runOpt] of IMPAIR_OPTIONS) {
-    const v = a[key];
-    if (v !== undefined) argv.push(`--${runOpt}`, v);
-  }
-  return argv;
-}
-
-/** The gateway command `lab up` runs in the gw namespace. */
-export function gatewayArgv(a: GatewayOptionArgs): string[] {
-  return [
-    process.execPath, TAPGATE_BIN, 'run', '--tap', LAB_IFACES.tapClient, '--tap', LAB_IFACES.tapServer,
-    ...gatewayOptions(a, a.pcap !== undefined ? resolve(a.pcap) : undefined),
-  ];
-}
-
-/** The command of cluster node i that `lab up --nodes N` runs in the gw namespace (pcap in DIR/node<i>). */
-export function nodeArgv(i: number, natsUrl: string, a: GatewayOptionArgs): string[] {
-  const t = nodeTaps(i);
-  return [
-    process.execPath, TAPGATE_BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', natsUrl, '--node-id', String(i),
-    ...gatewayOptions(a, a.pcap !== undefined ? join(resolve(a.pcap), `node${i}`) : undefined, nodeMetrics(a.metrics, i)),
-  ];
 }
 
 function fail(e: unknown): void {

@@ -505,7 +505,8 @@ function vnetFrame(frame: Uint8Array, kind: 'partial' | 'gso'): Uint8Array {
 
 describe('impairment options of tapgate run and tapgate lab up', async () => {
   const { impairSpecs, RunError } = await import('../../src/cli/run.js');
-  const { checkImpairArgs, gatewayArgv } = await import('../../src/cli/lab.js');
+  const { checkImpairArgs } = await import('../../src/cli/lab.js');
+  const { gatewayArgv } = await import('../../src/lab/gateway-argv.js');
 
   it('run: --impair covers both out points, --impair-a/-b override it per side, --impair-in* the in points', () => {
     const s = impairSpecs({ impair: 'loss=1%', impairB: 'dup=2%', impairIn: 'reorder=5%', impairInA: 'delay=1ms' });
