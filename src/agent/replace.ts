@@ -515,7 +515,12 @@ class EditRun {
 
   private close(): void {
     if (this.at < 0) return;
-    const data = this.len < 0 ? this.first : Buffer.from(scratch.subarray(0, this.len));
+    let data = this.first;
+    if (this.len >= 0) {
+      const own = Buffer.allocUnsafe(this.len); // small: from Node's pool, one object
+      scratch.copy(own, 0, 0, this.len);
+      data = own;
+    }
     this.edits.push({ at: this.base + this.at, len: this.end - this.at, data });
     this.at = -1;
   }
