@@ -725,16 +725,19 @@ export class StreamDirection<T> {
 
   /**
    * Restores state saved by toJSON (queued segments are not part of it: the sender resends).
-   * The hold timer restarts at `nowMs`: the time since the old owner's last segment is an
-   * outage, not the sender's silence (a failover slower than the hold timeout must not flush a
-   * held pattern prefix before the sender's retransmission brings the rest).
+   * Held bytes get a fresh hold timer that first fires max(3 hold timeouts, TAKEOVER_HOLD_MS)
+   * after `nowMs`: the time since the old owner's last segment was an outage, not the sender's silence,
+   * and after one the sender's retransmission timer has backed off (each copy it sent meanwhile
+   * was dropped), so its next segment may take seconds. Flushing a held pattern prefix before it
+   * comes would let the pattern through split. Any segment from the sender resets the timer.
    */
   restore(j: DirectionJson, nowMs: number): void {
     if (j.v !== 1) throw new Error(`unsupported stream direction state version ${String(j.v)}`);
     this.x = j.x;
     this.held.reset(j.heldFrom);
     this.held.append(unb64(j.held));
-    this.heldSinceMs = this.held.end > this.held.start ? Math.max(j.heldSinceMs, nowMs) : j.heldSinceMs;
+    const hold = this.limits.holdTimeoutMs;
+    this.heldSinceMs = this.held.end > this.held.start ? Math.max(j.heldSinceMs, nowMs + Math.max(3 * hold, TAKEOVER_HOLD_MS) - hold) : j.heldSinceMs;
     this.finPos = j.finPos;
     this.finProcessed = j.finProcessed;
     this.agentOff = j.agentOff;
@@ -782,6 +785,14 @@ export class StreamDirection<T> {
     }
   }
 }
+
+/**
+ * How long a taken-over connection's held bytes wait for the sender at least (see restore):
+ * Linux's RTO doubles from 200 ms with every copy lost, so after an outage the sender's next
+ * retransmission can be seconds away (the cluster e2e saw silences of 4–14 s); 10 s covers
+ * five doublings. Only held bytes wait: nothing else is delayed.
+ */
+const TAKEOVER_HOLD_MS = 10_000;
 
 function b64(a: Uint8Array): string {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
