@@ -16,11 +16,11 @@
  * Pure functions over one record; the caller owns the copy they may change.
  */
 
-import type { LinkType } from '../wire/frame.js';
-import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { hasValidFcs } from '../wire/crc32.js';
-import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
-import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame } from '../wire/ethernet.js';
+import { WireError } from '../wire/error.js';
+import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { IP_PROTO_TCP, Ipv4Packet } from '../wire/ipv4.js';
 import type { PcapLink } from './pcap.js';
 
 export function newCaptureFixCounters() {
@@ -39,7 +39,6 @@ export type CaptureFixCounters = ReturnType<typeof newCaptureFixCounters>;
 /** Address families of IPv6 in BSD loopback headers (Linux, NetBSD/OpenBSD, FreeBSD, macOS). */
 const AF_INET = 2;
 const AF_INET6 = new Set([10, 24, 28, 30]);
-const ETH_HEADER_LEN = 14;
 /** The shortest Ethernet frame without its FCS: shorter frames are padded to it. */
 const ETH_MIN = 60;
 
@@ -102,13 +101,10 @@ function cooked(data: Uint8Array, hdr: number, etherType: number, complete: bool
 
 /** Ethernet: the FCS stripped when present, then the TSO length fixed. */
 function fixEthernet(data: Uint8Array, complete: boolean, c: CaptureFixCounters): Uint8Array {
-  let l3 = ETH_HEADER_LEN;
-  if (data.length < l3) return data;
-  let et = (data[12]! << 8) | data[13]!;
-  while (isVlanTpid(et) && data.length >= l3 + VLAN_TAG_LEN) {
-    et = (data[l3 + 2]! << 8) | data[l3 + 3]!;
-    l3 += VLAN_TAG_LEN;
-  }
+  const e = EthernetFrame.parse(data);
+  if (e instanceof WireError) return data;
+  const l3 = e.headerLen;
+  const et = e.etherType;
   // Where the frame's content ends, when its protocol says so (else: FCS not looked for).
   let end = -1;
   if (et === ETHERTYPE_IPV4 && data.length >= l3 + 20) end = l3 + ((data[l3 + 2]! << 8) | data[l3 + 3]!);
@@ -136,48 +132,17 @@ function fixTsoLength(data: Uint8Array, l3: number, c: CaptureFixCounters): Uint
   const len = data.length - l3;
   if (hl < 20 || len < hl || len > 0xffff || data[l3 + 9] !== IP_PROTO_TCP) return data;
   const out = data.slice();
-  out[l3 + 2] = len >>> 8;
-  out[l3 + 3] = len & 0xff;
-  setIpChecksum(out, l3, hl);
+  const ip = Ipv4Packet.unchecked(out.subarray(l3));
+  ip.setTotalLen(len);
+  ip.fillChecksum();
   c.tsoLengthFixed++;
   return out;
 }
 
-function setIpChecksum(b: Uint8Array, l3: number, hl: number): void {
-  b[l3 + 10] = b[l3 + 11] = 0;
-  const s = finish(sum16(b, l3, l3 + hl));
-  b[l3 + 10] = s >>> 8;
-  b[l3 + 11] = s & 0xff;
-}
-
-/** The IPv4 TCP segment in a replayable record: its offsets, or null. */
-function tcpIn(r: Replayable): { l3: number; hl: number; end: number; src: number } | null {
-  const d = r.data;
-  let l3 = 0;
-  if (r.link === 'ethernet') {
-    l3 = ETH_HEADER_LEN;
-    if (d.length < l3) return null;
-    let et = (d[12]! << 8) | d[13]!;
-    while (isVlanTpid(et) && d.length >= l3 + VLAN_TAG_LEN) {
-      et = (d[l3 + 2]! << 8) | d[l3 + 3]!;
-      l3 += VLAN_TAG_LEN;
-    }
-    if (et !== ETHERTYPE_IPV4) return null;
-  }
-  if (d.length < l3 + 20 || d[l3]! >>> 4 !== 4 || d[l3 + 9] !== IP_PROTO_TCP) return null;
-  const hl = (d[l3]! & 0x0f) * 4;
-  const end = l3 + ((d[l3 + 2]! << 8) | d[l3 + 3]!);
-  // Fragments and truncated records are left to the gateway's own checks.
-  if ((((d[l3 + 6]! << 8) | d[l3 + 7]!) & 0x3fff) !== 0 || hl < 20 || end > d.length || end < l3 + hl + 20) return null;
-  const src = ((d[l3 + 12]! << 24) | (d[l3 + 13]! << 16) | (d[l3 + 14]! << 8) | d[l3 + 15]!) >>> 0;
-  return { l3, hl, end, src };
-}
-
-function tcpSum(d: Uint8Array, t: { l3: number; hl: number; end: number }): number {
-  const l4 = t.l3 + t.hl;
-  const dst = ((d[t.l3 + 16]! << 24) | (d[t.l3 + 17]! << 16) | (d[t.l3 + 18]! << 8) | d[t.l3 + 19]!) >>> 0;
-  const src = ((d[t.l3 + 12]! << 24) | (d[t.l3 + 13]! << 16) | (d[t.l3 + 14]! << 8) | d[t.l3 + 15]!) >>> 0;
-  return sum16(d, l4, t.end, ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, t.end - l4));
+/** The record's IPv4 TCP segment, decoded (checksums not verified), or null. */
+function tcpIn(r: Replayable): FrameTcp | null {
+  const d = decodeFrame(r.data, { link: r.link, verifyChecksums: false });
+  return d.kind === 'tcp' ? d : null;
 }
 
 /**
@@ -190,9 +155,9 @@ export class ChecksumSurvey {
   add(r: Replayable): void {
     const t = tcpIn(r);
     if (t === null) return;
-    const ok = finish(tcpSum(r.data, t)) === 0 && finish(sum16(r.data, t.l3, t.l3 + t.hl)) === 0;
-    let e = this.seen.get(t.src);
-    if (e === undefined) this.seen.set(t.src, (e = { good: 0, bad: 0 }));
+    const ok = t.ip.verifyChecksum() && t.tcp.verifyChecksum(t.ip.src, t.ip.dst);
+    let e = this.seen.get(t.ip.src);
+    if (e === undefined) this.seen.set(t.ip.src, (e = { good: 0, bad: 0 }));
     if (ok) e.good++;
     else e.bad++;
   }
@@ -212,15 +177,10 @@ export class ChecksumSurvey {
 /** Fills in the TCP (and IPv4 header) checksum of a segment from one of `hosts` (in place). */
 export function fillOffloadedChecksums(r: Replayable, hosts: ReadonlyMap<number, unknown>, c: CaptureFixCounters): void {
   const t = tcpIn(r);
-  if (t === null || !hosts.has(t.src)) return;
-  const d = r.data;
-  const ck = t.l3 + t.hl + 16;
-  const old = (d[ck]! << 8) | d[ck + 1]!;
-  const ipOld = (d[t.l3 + 10]! << 8) | d[t.l3 + 11]!;
-  d[ck] = d[ck + 1] = 0;
-  const s = finish(tcpSum(d, t));
-  d[ck] = s >>> 8;
-  d[ck + 1] = s & 0xff;
-  setIpChecksum(d, t.l3, t.hl);
-  if (s !== old || ((d[t.l3 + 10]! << 8) | d[t.l3 + 11]!) !== ipOld) c.offloadChecksumsFilled++;
+  if (t === null || !hosts.has(t.ip.src)) return;
+  const tcpOld = t.tcp.checksum;
+  const ipOld = t.ip.checksum;
+  t.tcp.fillChecksum(t.ip.src, t.ip.dst);
+  t.ip.fillChecksum();
+  if (t.tcp.checksum !== tcpOld || t.ip.checksum !== ipOld) c.offloadChecksumsFilled++;
 }
