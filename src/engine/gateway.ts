@@ -209,6 +209,8 @@ interface RuleStats {
   bytesAdded: { c2s: number; s2c: number };
 }
 
+const newRuleStats = (): RuleStats => ({ connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } });
+
 /** A rewritten connection's running figures (agent rewrites, bytes added per direction). */
 function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c: number } {
   return { rewrites: conn.agent?.rewrites?.() ?? 0, c2s: conn.dirs[0].growth, s2c: conn.dirs[1].growth };
@@ -467,7 +469,7 @@ export class Gateway {
 
   private ruleStat(label: string): RuleStats {
     let r = this.ruleStats.get(label);
-    if (r === undefined) this.ruleStats.set(label, (r = { connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } }));
+    if (r === undefined) this.ruleStats.set(label, (r = newRuleStats()));
     return r;
   }
 
@@ -492,7 +494,7 @@ export class Gateway {
   /** Per rule of the config in force (and any rule label that still has connections). */
   private ruleStatsNow(): Record<string, RuleStats> {
     const out: Record<string, RuleStats> = {};
-    for (const r of this.config?.rules ?? []) out[ruleLabel(r)] = { connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } };
+    for (const r of this.config?.rules ?? []) out[ruleLabel(r)] = newRuleStats();
     for (const [k, v] of this.ruleStats) out[k] = { ...v, bytesAdded: { ...v.bytesAdded } };
     // Live connections' rewrites so far (a rule's figures grow while its connections run).
     for (const f of this.flows.values()) {
@@ -1036,6 +1038,7 @@ export class Gateway {
 
   private flushOuts(f: Flow<Connection<SegTag>>, emit: Emit): void {
     const outs = this.outs;
+    const tally = this.tallies?.get(f);
     for (let i = 0; i < outs.length; i++) {
       const o = outs[i]!;
       const to = (1 - o.tag.from) as Side;
@@ -1043,12 +1046,9 @@ export class Gateway {
       const t = o.tag;
       // Destination port read in place (no subarray view or segment object per frame out).
       const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: (t.frame[t.l4Off + 2]! << 8) | t.frame[t.l4Off + 3]! });
-      if (this.tallies !== null) {
-        const ty = this.tallies.get(f);
-        if (ty !== undefined) {
-          ty.framesOut[1 - rcvSide]++;
-          ty.bytesOut[1 - rcvSide] += o.payload.length;
-        }
+      if (tally !== undefined) {
+        tally.framesOut[1 - rcvSide]++;
+        tally.bytesOut[1 - rcvSide] += o.payload.length;
       }
       // MSS counts data only: TCP options in the template take their room (RFC 6691 §2), or
       // a grown segment would exceed the link MTU and be dropped by the bridge.
