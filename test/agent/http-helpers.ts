@@ -214,9 +214,26 @@ export function decode(buf: Buffer, kind: 'request' | 'response', methods: reado
  * incomplete last message only the first line counts: how much of a refused message left before
  * its refusal depends on what earlier answers had decided.
  */
-export function shape(d: Decoded): unknown {
+/**
+ * What a peer reads, for comparison. `anyFraming`: a rewritten Content-Length body may arrive
+ * with its length fixed or chunked (fixed only when it came whole with its header, which depends
+ * on how the stream was cut): the framing and its fields are left out.
+ */
+export function shape(d: Decoded, o: { anyFraming?: boolean } = {}): unknown {
+  const framed = (m: Msg) => o.anyFraming === true && (m.framing === 'length' || m.framing === 'chunked');
+  const FRAMING = new Set(['content-length', 'transfer-encoding']);
   return {
-    msgs: d.msgs.map((m) => ({ start: m.start, headers: m.headers, body: m.body.toString('latin1'), framing: m.framing, trailers: m.trailers })),
+    msgs: d.msgs.map((m) =>
+      framed(m)
+        ? { start: m.start, headers: m.headers.filter(([k]) => !FRAMING.has(k.toLowerCase())), body: m.body.toString('latin1'), framing: 'framed', trailers: m.trailers }
+        : { start: m.start, headers: m.headers, body: m.body.toString('latin1'), framing: m.framing, trailers: m.trailers },
+    ),
     rest: d.rest.toString('latin1').split('\r\n')[0],
   };
+}
+
+/** Counters, with how rewritten Content-Length bodies were framed summed (see shape's anyFraming). */
+export function framingBlind(c: Record<string, unknown>): Record<string, unknown> {
+  const { framedFixedLength, framedChunked, ...rest } = c;
+  return { ...rest, framedLength: Number(framedFixedLength ?? 0) + Number(framedChunked ?? 0) };
 }

@@ -3,14 +3,16 @@
  * same bytes split at every offset) nor on snapshot/restore between any two bytes (the cluster
  * moves connections mid-header, mid-chunk, mid-body). What peers read is compared as decoded
  * messages (chunk boundaries of a re-chunked body follow the cuts; their content does not), and
- * byte for byte where no re-chunking happens. Then resync after a gap.
+ * byte for byte where no framing can change (a rewritten Content-Length body keeps its length
+ * only when it arrived whole with its header, so elsewhere it may come chunked). Then resync
+ * after a gap.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { httpFactory, type HttpAgent } from '../../src/agent/http/agent.js';
 import type { HttpConfig } from '../../src/agent/http/config.js';
 import { AgentDriver, applyEdits } from '../helpers/agent-driver.js';
-import { b, c2s, CTX, decode, run, s2c, shape, type Step } from './http-helpers.js';
+import { b, c2s, CTX, decode, framingBlind, run, s2c, shape, type Step } from './http-helpers.js';
 
 const RULES: HttpConfig = {
   response: { replace: [{ find: 'Hello world', with: 'Hi there' }, { regex: 'n[0-9]+', with: '<$&>', maxMatch: 6 }], setHeaders: { 'X-R': '1' }, removeHeaders: ['Server'] },
@@ -24,7 +26,7 @@ interface Scenario {
   steps: Step[];
   /** Request methods the responses answer (HEAD / CONNECT change framing). */
   methods?: string[];
-  /** No re-chunking: the output must be identical byte for byte. */
+  /** No framing that depends on the cuts: the output must be identical byte for byte. */
   exact?: boolean;
 }
 
@@ -35,7 +37,6 @@ const SCENARIOS: Scenario[] = [
     name: 'keep-alive, Content-Length fixed (the issue)',
     cfg: RULES,
     steps: [c2s(get('/a') + get('/b')), s2c('HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 11\r\n\r\nHello worldHTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nn1 Hello world.')],
-    exact: true,
   },
   {
     name: 'large body re-framed as chunked, then a small one',
@@ -55,7 +56,6 @@ const SCENARIOS: Scenario[] = [
       s2c('HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world'),
     ],
     methods: ['HEAD', 'GET', 'GET', 'GET'],
-    exact: true,
   },
   {
     name: 'upload: small fixed, chunked re-chunked',
@@ -92,10 +92,11 @@ function compare(sc: Scenario, got: ReturnType<typeof run>, want: ReturnType<typ
     expect(got.c2s.toString('latin1')).toBe(want.c2s.toString('latin1'));
     expect(got.s2c.toString('latin1')).toBe(want.s2c.toString('latin1'));
   } else {
-    expect(shape(decode(got.c2s, 'request'))).toEqual(shape(decode(want.c2s, 'request')));
-    expect(shape(decode(got.s2c, 'response', sc.methods))).toEqual(shape(decode(want.s2c, 'response', sc.methods)));
+    const o = { anyFraming: true };
+    expect(shape(decode(got.c2s, 'request'), o)).toEqual(shape(decode(want.c2s, 'request'), o));
+    expect(shape(decode(got.s2c, 'response', sc.methods), o)).toEqual(shape(decode(want.s2c, 'response', sc.methods), o));
   }
-  expect(got.counters).toEqual(want.counters);
+  expect(framingBlind({ ...got.counters })).toEqual(framingBlind({ ...want.counters }));
 }
 
 describe('http: the same output however the streams are cut', () => {
@@ -119,7 +120,7 @@ describe('http: the same output however the streams are cut', () => {
       const want = run(sc.cfg, sc.steps);
       sc.steps.forEach((st, i) => {
         for (let k = 1; k < st.data.length; k++) {
-          compare(sc, run(sc.cfg, sc.steps, { cuts: (j) => (j === i ? [k] : [Infinity]) }), want);
+          compare(sc, run(sc.cfg, sc.steps, { cuts: (j) => (j === i ? [k, Infinity] : [Infinity]) }), want);
         }
       });
     });
@@ -162,7 +163,7 @@ describe('http: the same output however the streams are cut', () => {
         expect(d.msgs).toHaveLength(resps.length);
         for (const m of d.msgs) expect(m.body.toString()).not.toContain('Hello world');
         const got = run(RULES, steps, { cuts: () => sizes });
-        expect(shape(decode(got.s2c, 'response'))).toEqual(shape(d));
+        expect(shape(decode(got.s2c, 'response'), { anyFraming: true })).toEqual(shape(d, { anyFraming: true }));
         // Held at most: a header section (< 80 bytes here) with a fixlen body (≤ 24), or a
         // matcher tail (≤ 10 body bytes) with the chunk framing between them.
         expect(got.maxHeld.s2c).toBeLessThanOrEqual(80 + 24);

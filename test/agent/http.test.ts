@@ -448,19 +448,59 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters.refused.unnormalised).toBe(1);
   });
 
-  it('a held (fixlen) body flushed by the hold timeout falls back to chunked and goes on', () => {
+  it('a body that did not arrive with its header is streamed, not held: a Nagle sender waiting for the header\'s ACK goes on', () => {
     const a = httpFactory.create(HELLO, CTX) as HttpAgent;
     new AgentDriver(a, 'c2s').feed(b(get('/')));
     const d = new AgentDriver(a, 's2c');
-    const text = b(ok('Hello world, and Hello world again'));
-    const cut = text.length - 20;
+    const body = 'Hello world, and Hello world again';
+    const head = b(ok(body).slice(0, -body.length));
+    d.feed(head);
+    // The header section goes out at once (as chunked); nothing of it waits for the body.
+    expect(d.undecided).toBe(head.length);
+    d.feed(b(body));
+    d.flush();
+    const m = decode(applyEdits(b(ok(body)), d.edits), 'response').msgs[0]!;
+    expect(m.framing).toBe('chunked');
+    expect(m.body.toString()).toBe('Hi there, and Hi there again');
+    expect(a.counters).toMatchObject({ framedChunked: 1, framedFixedLength: 0 });
+  });
+
+  it('a body that came whole with its header keeps a fixed length', () => {
+    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    new AgentDriver(a, 'c2s').feed(b(get('/')));
+    const d = new AgentDriver(a, 's2c');
+    d.feed(b(ok('Hello world')));
+    const m = decode(applyEdits(b(ok('Hello world')), d.edits), 'response').msgs[0]!;
+    expect(m.framing).toBe('length');
+    expect(m.headers).toContainEqual(['Content-Length', '8']);
+  });
+
+  it('an upload held to fix its length (the server\'s version unknown) is flushed by the hold timeout: unchanged, counted', () => {
+    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    const d = new AgentDriver(a, 'c2s');
+    const text = b('POST /u HTTP/1.1\r\nHost: lab\r\nContent-Length: 16\r\n\r\nmy secret, again');
+    const cut = text.length - 5;
     d.feed(text.subarray(0, cut));
     expect(d.undecided).toBe(0);
     d.flush();
     d.feed(text.subarray(cut));
-    const m = decode(applyEdits(text, d.edits), 'response').msgs[0]!;
+    const m = decode(applyEdits(text, d.edits), 'request').msgs[0]!;
+    expect(m.body.toString()).toBe('my secret, again');
+    expect(a.counters).toMatchObject({ passNoFraming: 1, bodiesRewritten: 0 });
+  });
+
+  it('an upload held while the server turned out to speak 1.1 falls back to chunked at the hold timeout', () => {
+    const a = httpFactory.create({ ...HELLO, request: { replace: [{ find: 'secret', with: '[redacted]' }] } }, CTX) as HttpAgent;
+    const c = new AgentDriver(a, 'c2s');
+    const text = b(get('/a') + 'POST /u HTTP/1.1\r\nHost: lab\r\nContent-Length: 16\r\n\r\nmy secret, again');
+    const cut = text.length - 5;
+    c.feed(text.subarray(0, cut));
+    new AgentDriver(a, 's2c').feed(b(ok('x')));
+    c.flush();
+    c.feed(text.subarray(cut));
+    const m = decode(applyEdits(text, c.edits), 'request').msgs[1]!;
     expect(m.framing).toBe('chunked');
-    expect(m.body.toString()).toBe('Hi there, and Hi there again');
+    expect(m.body.toString()).toBe('my [redacted], again');
   });
 });
 

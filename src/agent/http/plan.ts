@@ -6,8 +6,10 @@
  *
  * Body method per message (RFC 9112 §6; a body is rewritten only when its direction has rules
  * and it is identity-coded):
- * - Content-Length n ≤ maxBufferedBody (and no Expect: 100-continue): `fixlen` — header and body
- *   are held whole and Content-Length is fixed. Works for any version; no framing change.
+ * - Content-Length n ≤ maxBufferedBody (and no Expect: 100-continue), the whole body arrived
+ *   with the header section: `fixlen` — header and body are held whole and Content-Length is
+ *   fixed. Works for any version; no framing change. A body still to come is held this way only
+ *   when neither of the next two applies (see DecideOpts.bodyInHand: Nagle's algorithm).
  * - Content-Length, larger: `chunked` — Content-Length replaced by Transfer-Encoding: chunked
  *   when the recipient is known to speak HTTP/1.1: a response whose request and status line are
  *   both 1.1 (§6.1: no Transfer-Encoding unless the request indicates 1.1), a request once the
@@ -74,6 +76,13 @@ export interface DecideOpts {
   noFixlen?: boolean;
   /** Framing cannot be changed (its Content-Length line was released): pass instead. */
   noReframe?: boolean;
+  /**
+   * Body bytes that arrived with the header section. A Content-Length body that did not all
+   * arrive with it is streamed (chunked, close-delimited) where the peer allows, not held: a
+   * sender using Nagle's algorithm waits for the ACK of a small header segment before it sends
+   * the rest, and the receiver cannot ACK what is held here.
+   */
+  bodyInHand?: number;
 }
 
 const line = (name: string, value: string): Buffer => Buffer.from(`${name}: ${value}\r\n`, 'latin1');
@@ -240,7 +249,7 @@ function chooseBody(
   }
   if (b.kind === 'chunked') d.method = 'rechunk';
   else if (b.kind === 'close') d.method = 'close';
-  else if (can.fixlen && !o.noFixlen && !o.noReframe && b.n <= can.fixlenMax) d.method = 'fixlen';
+  else if (can.fixlen && !o.noFixlen && !o.noReframe && b.n <= can.fixlenMax && !(b.n > (o.bodyInHand ?? b.n) && (can.chunked || can.toclose))) d.method = 'fixlen';
   else if (o.noReframe) {
     d.method = 'pass';
     d.passWhy = 'passReleased';

@@ -136,6 +136,8 @@ export class HttpStream {
   private st: DirState;
   private rw: BodyRewriter | null;
   private ob = new EditBuilder();
+  /** End of the bytes the current run has (what arrived with a header section ending in it). */
+  private runEnd = 0;
 
   constructor(
     readonly dir: Direction,
@@ -334,6 +336,7 @@ export class HttpStream {
 
   private run(base: number, buf: Buffer): void {
     const n = buf.length;
+    this.runEnd = base + n;
     let i = 0;
     while (i < n) {
       const p = base + i;
@@ -538,11 +541,12 @@ export class HttpStream {
     const pb = parseBlock(st.block, st.blockStart, kind);
     if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
     const partly = st.released > st.blockStart;
+    const first = { noFixlen: partly, bodyInHand: this.runEnd - endPos };
     let d: Decision;
     let req: ReqInfo | null;
     if (this.dir === 'c2s') {
       c.add('requests');
-      d = decideRequest(pb, this.env.cfg, sh.server11, { noFixlen: partly });
+      d = decideRequest(pb, this.env.cfg, sh.server11, first);
       req = d.req ?? null;
     } else {
       c.add('responses');
@@ -555,7 +559,7 @@ export class HttpStream {
       } else {
         req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
         if (req === null && status !== 101) c.add('unpairedResponses');
-        d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noFixlen: partly });
+        d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first);
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
     }
