@@ -466,6 +466,10 @@ class EditRun {
   private end = -1;
   private first: Uint8Array = EMPTY;
   private len = -1;
+  /** scratch[0, from) holds the bytes of this scan's closed joined edits; the open one's follow. */
+  private from = 0;
+  /** Per joined edit: its index in `edits` and its bytes' [from, to) in scratch. */
+  private readonly joined: number[] = [];
 
   constructor(
     private readonly buf: Buffer,
@@ -481,8 +485,8 @@ class EditRun {
         this.put(this.first);
       }
       this.reserve(start - this.end + out.length);
-      this.len += this.buf.copy(scratch, this.len, this.end, start);
-      scratch.set(out, this.len);
+      this.len += this.buf.copy(scratch, this.from + this.len, this.end, start);
+      scratch.set(out, this.from + this.len);
       this.len += out.length;
       this.end = start + len;
       return;
@@ -494,34 +498,39 @@ class EditRun {
     this.len = -1;
   }
 
-  /** The edits; the joined ones own a copy of the bytes between their matches. */
+  /** The edits; the joined ones share one copy of their bytes (one allocation per scan). */
   finish(): Edit[] {
     this.close();
+    const j = this.joined;
+    if (j.length > 0) {
+      const own = Buffer.allocUnsafe(this.from);
+      scratch.copy(own, 0, 0, this.from);
+      for (let k = 0; k < j.length; k += 3) this.edits[j[k]!]!.data = own.subarray(j[k + 1]!, j[k + 2]!);
+    }
     return this.edits;
   }
 
   private put(b: Uint8Array): void {
     this.reserve(b.length);
-    scratch.set(b, this.len);
+    scratch.set(b, this.from + this.len);
     this.len += b.length;
   }
 
   private reserve(n: number): void {
-    if (this.len + n <= scratch.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, this.len + n));
-    scratch.copy(bigger, 0, 0, this.len);
+    const used = this.from + this.len;
+    if (used + n <= scratch.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, used + n));
+    scratch.copy(bigger, 0, 0, used);
     scratch = bigger;
   }
 
   private close(): void {
     if (this.at < 0) return;
-    let data = this.first;
     if (this.len >= 0) {
-      const own = Buffer.allocUnsafe(this.len); // small: from Node's pool, one object
-      scratch.copy(own, 0, 0, this.len);
-      data = own;
-    }
-    this.edits.push({ at: this.base + this.at, len: this.end - this.at, data });
+      this.joined.push(this.edits.length, this.from, this.from + this.len);
+      this.from += this.len;
+      this.edits.push({ at: this.base + this.at, len: this.end - this.at, data: EMPTY });
+    } else this.edits.push({ at: this.base + this.at, len: this.end - this.at, data: this.first });
     this.at = -1;
   }
 }
