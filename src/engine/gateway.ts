@@ -1,8 +1,8 @@
 /**
  * The gateway loop body (DESIGN.md §1): one frame in → zero or more frames out.
  *
- *   frame ─▶ wire.decodeFrame ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ frames
- *              non-TCP / ARP / unrewritten connections ─▶ passed on unchanged
+ *   frame ─▶ wire.decodeFrame ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
+ *              non-TCP / ARP / unrewritten connections ─▶ passed on unchanged ─▶ emit.ts
  *
  * It owns no device and no clock: the caller (replay, `tapgate run`) passes frames with the time
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
@@ -46,18 +46,8 @@
  * pseudo-header sum WITH the full TCP length (header + all payload of the super-frame); hdr_len
  * is Ethernet + IP + TCP header length, csum_start the TCP header, csum_offset 16. The kernel's
  * GSO code (tcp_gso_segment) adjusts that sum from the super-frame length to each segment's.
- * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.)
- *
- * Forwarding with a vnet header:
- * - payload unchanged, headers rewritten: a partial frame keeps its partial semantics — fields
- *   are set plainly and the checksum field is left alone (the device sums the header later; only
- *   a pseudo-header change would need an adjustment, and the engine changes no address or
- *   length); a frame with a full checksum gets RFC 1624 incremental updates as without GSO;
- * - payload changed (rebuilt): more payload than one segment (the sender's gso_size, else the
- *   receiver's MSS less the TCP options) → one GSO frame (TCPV4, NEEDS_CSUM, partial sum with the
- *   new length); at most one segment → gso_type NONE, partial if the original was partial, else
- *   a full checksum with flags 0. Frames are split only where IPv4's 64 KiB total length forces.
- * Both TAPs are opened the same way, so a partial frame leaves partial; the kernel completes it.
+ * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.) How
+ * frames leave with a vnet header (GSO kept, partial sums, splits): engine/emit.ts.
  *
  * NAT (issue 5, DESIGN.md §4; `config.nat`, side 0 = client side = the first TAP): every IPv4
  * packet and ARP frame is translated in place, before the flow table, by nat-frames.ts (RFC 1624
@@ -92,13 +82,13 @@ import { ipv4ToString } from '../wire/ipv4.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
-import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
 import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpSegment } from '../wire/tcp.js';
+import { Emitter, retainTag, type Emit, type SegTag, type Side } from './emit.js';
+import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, TcpSegment } from '../wire/tcp.js';
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -109,8 +99,7 @@ import {
   VirtioNetHdrRepr,
 } from '../wire/virtio.js';
 
-export type Side = 0 | 1;
-export type Emit = (frame: Uint8Array, to: Side) => void;
+export type { Emit, Side } from './emit.js';
 
 export interface GatewayOptions {
   config?: Config | null;
@@ -178,10 +167,6 @@ export interface ConnectionState {
   nat: NatFlowState | null;
 }
 
-/** Offset of the TCP checksum field in the TCP header (virtio csum_offset). */
-const TCP_CSUM_OFFSET = 16;
-/** Largest IPv4 total length: bounds what one (GSO) frame may carry. */
-const IPV4_MAX_TOTAL = 65535;
 /**
  * Bytes after the IPv4 packet are accepted only as Ethernet minimum-size padding: up to a frame
  * of 60 bytes, 64 with slack for an 802.1Q tag or a trailing FCS on a minimum-size frame.
@@ -249,27 +234,6 @@ export function badEndpointClass(src: number, dst: number, srcPort: number, dstP
 interface NatView {
   src: { addr: number; port: number };
   dst: { addr: number; port: number };
-}
-
-/** What the engine keeps of a segment: its header fields and a (possibly copied) frame. */
-interface SegTag {
-  fields: TcpFields;
-  frame: Uint8Array;
-  l3Off: number;
-  l4Off: number;
-  payloadOff: number;
-  /** Side the frame arrived on (its copy leaves on the other side). */
-  from: Side;
-  /** The frame buffer belongs to the caller and may be reused. */
-  borrowed: boolean;
-  /** Bytes of virtio_net_hdr in front of the Ethernet header (0 or 10); offsets above include it. */
-  vh: number;
-  /** The TCP checksum field holds a partial (pseudo-header) sum: NEEDS_CSUM. */
-  partial: boolean;
-  /** virtio gso_type of the original frame (NONE without vnet header). */
-  gsoType: number;
-  /** virtio gso_size of the original frame (payload bytes per segment), 0 when not GSO. */
-  gsoSize: number;
 }
 
 export function newGatewayCounters() {
@@ -352,6 +316,8 @@ export class Gateway {
   private readonly verify: boolean;
   private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
+  /** Frames out (engine/emit.ts). */
+  private readonly emitter: Emitter;
   private lastExpireMs = 0;
   /** Flows whose connection has a timer pending (see tick). */
   private readonly timed = new Set<Flow<Connection<SegTag>>>();
@@ -402,6 +368,7 @@ export class Gateway {
     this.link = opts.link ?? 'ethernet';
     this.verify = opts.verifyChecksums ?? true;
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
+    this.emitter = new Emitter(this.counters, this.stream, this.vh);
     this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
     this.config = opts.config ?? null;
@@ -615,7 +582,7 @@ export class Gateway {
           c.partialIn++;
           // The rewrite paths below assume the partial sum is the TCP checksum (Linux always
           // does this for TCP); anything else cannot be rewritten safely.
-          if (csumStart !== d.l4Off || csumOffset !== TCP_CSUM_OFFSET) {
+          if (csumStart !== d.l4Off || csumOffset !== TCP_CHECKSUM_OFFSET) {
             this.malformed('virtio-csum-not-tcp', nowMs, () => `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
             return;
           }
@@ -702,8 +669,8 @@ export class Gateway {
           const what = (): Record<string, unknown> => ({ arpSender: ipv4ToString(d.arp.senderIp), arpTarget: ipv4ToString(d.arp.targetIp) });
           if (this.masqL2 !== null) {
             const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
-            for (const f of m.back) this.countOut(this.withVnet(f), emit, from);
-            for (const f of m.across) this.countOut(this.withVnet(f), emit, (1 - from) as Side);
+            for (const f of m.back) this.emitter.made(f, from, emit);
+            for (const f of m.across) this.emitter.made(f, (1 - from) as Side, emit);
             if (this.natVerdict(m.r, nowMs, what)) return;
           }
           const r = natArp(this.nat, d.arp, from);
@@ -753,7 +720,7 @@ export class Gateway {
       if (due === Infinity) this.timed.delete(f);
       if (due > nowMs) continue;
       conn.tick(nowMs, this.outs);
-      this.flushOuts(f, this.cluster !== null ? this.cluster.gate(f, emit) : emit);
+      this.emitter.segments(f, this.outs, this.tallies?.get(f), this.cluster !== null ? this.cluster.gate(f, emit) : emit);
       if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
     }
     if (nowMs - this.lastExpireMs >= 1000) {
@@ -765,9 +732,7 @@ export class Gateway {
   }
 
   private out(frame: Uint8Array, from: Side, emit: Emit): void {
-    this.counters.framesOut++;
-    this.counters.bytesOut += frame.length;
-    emit(frame, (1 - from) as Side);
+    this.emitter.pass(frame, from, emit);
   }
 
   private handleTcp(
@@ -937,7 +902,7 @@ export class Gateway {
       this.lastBudget = budget;
       this.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');
     }
-    this.flushOuts(f, cl !== null ? cl.gate(f, emit) : emit);
+    this.emitter.segments(f, this.outs, this.tallies?.get(f), cl !== null ? cl.gate(f, emit) : emit);
     if (f.state === 'closed' && cl === null && conn.ended && conn.settled) {
       // Both FINs reached in order, everything acknowledged, never rewritten: what is left of
       // it (a retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent
@@ -1034,107 +999,6 @@ export class Gateway {
       this.counters.agentCreateFailed++;
       this.opts.log?.error({ flow: f.id, err: (e as Error).message }, 'agent could not be created; connection passes unrewritten');
     }
-  }
-
-  private flushOuts(f: Flow<Connection<SegTag>>, emit: Emit): void {
-    const outs = this.outs;
-    const tally = this.tallies?.get(f);
-    for (let i = 0; i < outs.length; i++) {
-      const o = outs[i]!;
-      const to = (1 - o.tag.from) as Side;
-      // The receiver's MSS bounds what a grown segment may carry.
-      const t = o.tag;
-      // Destination port read in place (no subarray view or segment object per frame out).
-      const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: (t.frame[t.l4Off + 2]! << 8) | t.frame[t.l4Off + 3]! });
-      if (tally !== undefined) {
-        tally.framesOut[1 - rcvSide]++;
-        tally.bytesOut[1 - rcvSide] += o.payload.length;
-      }
-      // MSS counts data only: TCP options in the template take their room (RFC 6691 §2), or
-      // a grown segment would exceed the link MTU and be dropped by the bridge.
-      const tcpOpts = t.payloadOff - t.l4Off - 20;
-      const segMax = Math.max(1, f.halves[rcvSide].mss - tcpOpts);
-      // Without a vnet header, never below what the sender already sent in one segment
-      // (captures taken with offload hold frames larger than the MSS).
-      const sent = t.borrowed ? t.frame.length - t.payloadOff : o.changed ? 0 : o.payload.length;
-      const mss = Math.max(segMax, sent);
-      if (!o.changed && !o.synth && t.borrowed) {
-        // The frame as it came in (a retained tag holds headers only: that one is rebuilt).
-        emitHeaderRewrite(o, this.counters);
-        this.countOut(t.frame, emit, to);
-      } else if (t.vh !== 0) {
-        this.flushVnet(o, segMax, emit, to);
-      } else if (o.payload.length <= mss) {
-        this.counters.rebuilt++;
-        this.countOut(buildFrame(o.tag, o.fields, o.payload), emit, to);
-      } else {
-        this.stream.splits++;
-        for (let off = 0; off < o.payload.length; off += mss) {
-          const last = off + mss >= o.payload.length;
-          const fl: TcpFields = {
-            ...o.fields,
-            seq: (o.fields.seq + off) >>> 0,
-            flags: last ? o.fields.flags : o.fields.flags & ~(TCP_FIN | TCP_PSH),
-          };
-          this.counters.rebuilt++;
-          this.countOut(buildFrame(o.tag, fl, o.payload.subarray(off, off + mss)), emit, to);
-        }
-      }
-    }
-    outs.length = 0;
-  }
-
-  /**
-   * A rebuilt segment leaving with a vnet header: kept whole as one GSO frame when it carries more
-   * than one segment's worth (the device or the receiving stack segments it), split only where
-   * IPv4's total length forces it.
-   */
-  private flushVnet(o: TcpOut<SegTag>, segMax: number, emit: Emit, to: Side): void {
-    const t = o.tag;
-    // A GSO template's gso_size is what the sender's stack chose per segment: keep it.
-    const segSize = t.gsoSize > 0 ? t.gsoSize : segMax;
-    const frameMax = IPV4_MAX_TOTAL - (t.payloadOff - t.l3Off);
-    const n = o.payload.length;
-    if (n > frameMax) this.stream.splits++;
-    let off = 0;
-    do {
-      const len = Math.min(frameMax, n - off);
-      const last = off + len >= n;
-      const fl: TcpFields = last && off === 0 ? o.fields : {
-        ...o.fields,
-        seq: (o.fields.seq + off) >>> 0,
-        flags: last ? o.fields.flags : o.fields.flags & ~(TCP_FIN | TCP_PSH),
-      };
-      const gso = len > segSize;
-      this.counters.rebuilt++;
-      if (gso) this.counters.gsoOut++;
-      const ecn = t.gsoType & VIRTIO_NET_HDR_GSO_ECN;
-      const vnet: VnetOut = gso
-        ? { gsoType: VIRTIO_NET_HDR_GSO_TCPV4 | ecn, gsoSize: segSize, partial: true }
-        : { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: t.partial };
-      this.countOut(buildFrame(t, fl, o.payload.subarray(off, off + len), vnet), emit, to);
-      off += len;
-    } while (off < n);
-  }
-
-  private dstAddrOf(t: SegTag): number {
-    const b = t.frame;
-    const o = t.l3Off + 16;
-    return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-  }
-
-  /** A frame the gateway made (Ethernet only), with a zero virtio header when TAPs carry one. */
-  private withVnet(eth: Uint8Array): Uint8Array {
-    if (this.vh === 0) return eth;
-    const f = new Uint8Array(this.vh + eth.length);
-    f.set(eth, this.vh);
-    return f;
-  }
-
-  private countOut(frame: Uint8Array, emit: Emit, to: Side): void {
-    this.counters.framesOut++;
-    this.counters.bytesOut += frame.length;
-    emit(frame, to);
   }
 
   /**
@@ -1283,140 +1147,11 @@ function endpoints(d: FrameTcp): Record<string, unknown> {
   return { src: `${ipv4ToString(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
 }
 
-function retainTag(t: SegTag): SegTag {
-  if (!t.borrowed) return t;
-  // Only the headers are needed to rebuild a frame; the payload travels separately.
-  return { ...t, frame: new Uint8Array(t.frame.subarray(0, t.payloadOff)), borrowed: false };
-}
-
 function readSack(tcp: TcpSegment): Array<[number, number]> | null {
   if (tcp.sackOptionOffset() < 0) return null;
   const n = tcp.sackBlockCount();
   const out: Array<[number, number]> = [];
   for (let i = 0; i < n; i++) out.push([tcp.sackLeft(i), tcp.sackRight(i)]);
-  return out;
-}
-
-/**
- * Header-only change: seq/ack/window/urgent/flags/SACK rewritten in place with RFC 1624
- * incremental checksum updates (the payload is untouched, so its sum need not be recomputed).
- */
-function emitHeaderRewrite(o: TcpOut<SegTag>, c: ReturnType<typeof newGatewayCounters>): void {
-  const t = o.tag;
-  const seg = TcpSegment.unchecked(t.frame.subarray(t.l4Off, t.payloadOff + o.payload.length));
-  if (rewriteHeaderFields(seg, o.fields, t.fields, t.partial)) c.headerRewrites++;
-}
-
-/**
- * Sets the fields that differ. With a full checksum each change updates it per RFC 1624 eqn. 3.
- * With a partial one (NEEDS_CSUM) the field holds the pseudo-header sum, which covers no header
- * field changed here, and the device sums header and payload later: fields are set plainly and
- * the checksum is NOT adjusted (an RFC 1624 update there would corrupt it).
- */
-function rewriteHeaderFields(seg: TcpSegment, f: TcpFields, old: TcpFields, partial: boolean): boolean {
-  let changed = false;
-  if (f.seq !== old.seq) { if (partial) seg.setSeq(f.seq); else seg.rewriteSeq(f.seq); changed = true; }
-  if (f.ack !== old.ack) { if (partial) seg.setAck(f.ack); else seg.rewriteAck(f.ack); changed = true; }
-  if (f.window !== old.window) { if (partial) seg.setWindow(f.window); else seg.rewriteWindow(f.window); changed = true; }
-  if (f.urgent !== old.urgent) { if (partial) seg.setUrgent(f.urgent); else seg.rewriteUrgent(f.urgent); changed = true; }
-  if (f.flags !== old.flags) { if (partial) seg.setFlags(f.flags); else seg.rewriteFlags(f.flags); changed = true; }
-  if (f.sack && old.sack) {
-    const n = seg.sackBlockCount();
-    for (let i = 0; i < n; i++) {
-      const b = sackBlockAt(f, i);
-      if (b[0] === old.sack[i]![0] && b[1] === old.sack[i]![1]) continue;
-      if (partial) {
-        seg.setSackLeft(i, b[0]);
-        seg.setSackRight(i, b[1]);
-      } else seg.rewriteSackBlock(i, b[0], b[1]);
-      changed = true;
-    }
-  }
-  return changed;
-}
-
-/**
- * The i-th translated SACK block for an option laid out for the original blocks: blocks that
- * translated to nothing are replaced by a copy of a surviving block (or, with none left, by an
- * empty block at the ACK), so the option's layout stays as it was.
- */
-function sackBlockAt(f: TcpFields, i: number): [number, number] {
-  return f.sack?.[i] ?? f.sack?.[0] ?? [f.ack, f.ack];
-}
-
-/** The virtio header of a rebuilt frame (only with a vnet header). */
-export interface VnetOut {
-  gsoType: number;
-  /** Payload bytes per segment; 0 unless GSO. */
-  gsoSize: number;
-  /** NEEDS_CSUM with the pseudo-header sum in the field (always for GSO), else a full checksum. */
-  partial: boolean;
-}
-
-/**
- * Builds a new frame from a template's headers, new TCP fields and a new payload. With a vnet
- * header in the template (`t.vh`), `vnet` says what the rebuilt frame's virtio header carries
- * (default: no GSO, full checksum).
- */
-export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: VnetOut): Uint8Array {
-  const tpl = t.frame;
-  const tcpHdrLen = t.payloadOff - t.l4Off;
-  const ipHdrLen = t.l4Off - t.l3Off;
-  const total = t.payloadOff + payload.length;
-  const out = new Uint8Array(total);
-  out.set(tpl.subarray(0, t.payloadOff), 0);
-  out.set(payload, t.payloadOff);
-  // IPv4: total length and header checksum.
-  const ipTotal = ipHdrLen + tcpHdrLen + payload.length;
-  out[t.l3Off + 2] = ipTotal >>> 8;
-  out[t.l3Off + 3] = ipTotal & 0xff;
-  out[t.l3Off + 10] = 0;
-  out[t.l3Off + 11] = 0;
-  const ipc = finish(sum16(out, t.l3Off, t.l4Off));
-  out[t.l3Off + 10] = ipc >>> 8;
-  out[t.l3Off + 11] = ipc & 0xff;
-  // TCP fields, then the full checksum over pseudo-header, header and payload.
-  const seg = TcpSegment.unchecked(out.subarray(t.l4Off));
-  seg.setSeq(f.seq);
-  seg.setAck(f.ack);
-  seg.setFlags(f.flags);
-  seg.setWindow(f.window);
-  seg.setUrgent(f.flags & 0x20 ? f.urgent : 0);
-  if (f.sack && seg.sackOptionOffset() >= 0) {
-    const n = seg.sackBlockCount();
-    for (let i = 0; i < n; i++) {
-      const b = sackBlockAt(f, i);
-      seg.setSackLeft(i, b[0]);
-      seg.setSackRight(i, b[1]);
-    }
-  }
-  seg.setChecksum(0);
-  const src = ((out[t.l3Off + 12]! << 24) | (out[t.l3Off + 13]! << 16) | (out[t.l3Off + 14]! << 8) | out[t.l3Off + 15]!) >>> 0;
-  const dst = ((out[t.l3Off + 16]! << 24) | (out[t.l3Off + 17]! << 16) | (out[t.l3Off + 18]! << 8) | out[t.l3Off + 19]!) >>> 0;
-  const tcpLen = tcpHdrLen + payload.length;
-  if (t.vh === 0) {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
-    return out;
-  }
-  const v = vnet ?? { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: false };
-  const hdr = v.partial
-    ? new VirtioNetHdrRepr({
-        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gsoType: v.gsoType,
-        hdrLen: t.payloadOff - t.vh,
-        gsoSize: v.gsoSize,
-        csumStart: t.l4Off - t.vh,
-        csumOffset: TCP_CSUM_OFFSET,
-      })
-    : new VirtioNetHdrRepr();
-  hdr.emit(out);
-  if (v.partial) {
-    // What Linux's tcp_v4_send_check leaves for the device: the folded pseudo-header sum with
-    // the whole TCP length, not complemented (see the file comment).
-    seg.setChecksum(fold16(ipv4PseudoHeaderSum(src, dst, 6, tcpLen)));
-  } else {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
-  }
   return out;
 }
 

@@ -22,6 +22,8 @@ import type { Seq } from './seq.js';
 export const TCP_HEADER_LEN = 20;
 export const TCP_MAX_HEADER_LEN = 60;
 export const TCP_MAX_OPTIONS_LEN = 40;
+/** Offset of the checksum field in the TCP header (virtio csum_offset). */
+export const TCP_CHECKSUM_OFFSET = 16;
 
 /** Flag bits as returned by `TcpSegment.flags` (NS is bit 8, from byte 12). */
 export const TCP_FIN = 0x01;
