@@ -1,8 +1,8 @@
 /**
  * The gateway loop body (DESIGN.md §1): one frame in → zero or more frames out.
  *
- *   frame ─▶ wire.decodeFrame ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
- *              non-TCP / ARP / unrewritten connections ─▶ passed on unchanged ─▶ emit.ts
+ *   frame ─▶ admit.ts ─▶ NAT ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
+ *            (decode, drops)      non-TCP / ARP / unrewritten connections: passed on unchanged ─▶ emit.ts
  *
  * It owns no device and no clock: the caller (replay, `tapgate run`) passes frames with the time
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
@@ -12,8 +12,8 @@
  * cannot parse); with `verifyChecksums: false` (captures taken with checksum offload) checksums
  * are not checked, and rewritten frames get correct ones anyway.
  *
- * Hostile input (issue 6). Every drop below has a counter in `stats()` and a rate-limited warn
- * line (util/ratelog.ts: a flood costs counter increments, not a log line per frame):
+ * Hostile input (issue 6). Most drops below are admission's (engine/admit.ts); every one has a
+ * counter in `stats()` and a rate-limited warn line (util/ratelog.ts: a flood costs counter increments, not a log line per frame):
  * - frames larger than `limits.maxFrameBytes` (`malformed['frame-oversized']`), and IPv4 packets
  *   followed by more bytes than Ethernet minimum-size padding (`malformed['ipv4-trailing-bytes']`:
  *   a packet whose total length says less than the frame holds is lying about one of the two;
@@ -83,23 +83,16 @@ import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '..
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
-import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
-import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
+import type { FrameTcp, LinkType } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
+import { Admission, endpoints } from './admit.js';
 import { Emitter, retainTag, type Emit, type SegTag, type Side } from './emit.js';
-import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, TcpSegment } from '../wire/tcp.js';
-import {
-  VIRTIO_NET_HDR_F_DATA_VALID,
-  VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VIRTIO_NET_HDR_GSO_ECN,
-  VIRTIO_NET_HDR_GSO_NONE,
-  VIRTIO_NET_HDR_GSO_TCPV4,
-  VIRTIO_NET_HDR_LEN,
-  VirtioNetHdrRepr,
-} from '../wire/virtio.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment } from '../wire/tcp.js';
+import { VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 
 export type { Emit, Side } from './emit.js';
+export { badEndpointClass, badFlagClass } from './admit.js';
 
 export interface GatewayOptions {
   config?: Config | null;
@@ -167,12 +160,6 @@ export interface ConnectionState {
   nat: NatFlowState | null;
 }
 
-/**
- * Bytes after the IPv4 packet are accepted only as Ethernet minimum-size padding: up to a frame
- * of 60 bytes, 64 with slack for an 802.1Q tag or a trailing FCS on a minimum-size frame.
- */
-const ETH_PADDED_MIN = 64;
-
 /** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
 const MAX_OLD_CONFIGS = 8;
 
@@ -204,31 +191,6 @@ function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c
 /** A rule in statistics: its name, else its 1-based position. */
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
-
-/**
- * The class of a flag combination no TCP sends (RFC 9293 §3.1, §3.10.7), or null. Only the six
- * classic bits count; ECE/CWR/NS are ECN's business.
- */
-export function badFlagClass(flags: number): string | null {
-  const f = flags & 0x3f;
-  if (f === 0) return 'null';
-  if ((f & (TCP_SYN | TCP_FIN)) === (TCP_SYN | TCP_FIN)) return 'syn-fin';
-  if ((f & (TCP_SYN | TCP_RST)) === (TCP_SYN | TCP_RST)) return 'syn-rst';
-  if ((f & (TCP_RST | TCP_FIN)) === (TCP_RST | TCP_FIN)) return 'rst-fin';
-  // Without ACK a segment must be a SYN (opening) or a RST (answering a segment without ACK).
-  if ((f & (TCP_ACK | TCP_SYN | TCP_RST)) === 0) return f & TCP_FIN ? 'fin-no-ack' : f & TCP_URG ? 'urg-no-ack' : 'psh-no-ack';
-  return null;
-}
-
-/** A TCP endpoint pair no TCP connection can have, or null. */
-export function badEndpointClass(src: number, dst: number, srcPort: number, dstPort: number): string | null {
-  if (srcPort === 0 || dstPort === 0) return 'port-zero';
-  if (src === dst && srcPort === dstPort) return 'land';
-  // 224/4 multicast, 240/4 reserved and broadcast: TCP is unicast (RFC 1122 §4.2.3.10); 0/8 as
-  // a source is "this host", never on the wire for TCP.
-  if (src >>> 28 >= 0xe || dst >>> 28 >= 0xe || src >>> 24 === 0 || dst >>> 24 === 0) return 'martian';
-  return null;
-}
 
 /** The flow table's endpoints for a NATed segment (see handleFrame). */
 interface NatView {
@@ -316,7 +278,8 @@ export class Gateway {
   private readonly verify: boolean;
   private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
-  /** Frames out (engine/emit.ts). */
+  /** Frames in (engine/admit.ts) and out (engine/emit.ts). */
+  private readonly admission: Admission;
   private readonly emitter: Emitter;
   private lastExpireMs = 0;
   /** Flows whose connection has a timer pending (see tick). */
@@ -334,8 +297,6 @@ export class Gateway {
   private readonly cluster: ClusterHooks | null;
   /** The TCP frame being handled as it arrived (before NAT), for the cluster hooks. */
   private readonly raw: RawTuple = { src: 0, sport: 0, dst: 0, dport: 0 };
-  /** The virtio header of the frame being handled (read into, not allocated, per frame). */
-  private readonly vnetIn = new VirtioNetHdrRepr();
   /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
   /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
@@ -369,6 +330,15 @@ export class Gateway {
     this.verify = opts.verifyChecksums ?? true;
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
     this.emitter = new Emitter(this.counters, this.stream, this.vh);
+    this.admission = new Admission({
+      counters: this.counters,
+      limits: this.limits,
+      vh: this.vh,
+      verify: this.verify,
+      warn: (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg),
+      policy: () => this.policy,
+      fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),
+    });
     this.cluster = opts.cluster ?? null;
     this.flows = new FlowTable(this.limits);
     this.config = opts.config ?? null;
@@ -519,81 +489,12 @@ export class Gateway {
     c.bytesIn += frame.length;
     this.nowMs = nowMs;
     const vh = this.vh;
-    if (frame.length - vh > this.limits.maxFrameBytes) {
-      c.oversized++;
-      this.malformed('frame-oversized', nowMs, () => `frame of ${frame.length - vh} bytes > maxFrameBytes ${this.limits.maxFrameBytes}`);
-      return;
-    }
-    if (this.cluster !== null && !this.cluster.fromSegment(frame, from)) {
-      c.wrongSide++;
-      return;
-    }
-    let verify = this.verify;
-    let flags = 0;
-    let gsoType = VIRTIO_NET_HDR_GSO_NONE;
-    let gsoSize = 0;
-    let csumStart = 0;
-    let csumOffset = 0;
-    if (vh !== 0) {
-      const r = this.vnetIn;
-      const err = VirtioNetHdrRepr.readInto(frame, frame.length - vh, r);
-      if (err !== null) {
-        this.malformed(err.reason, nowMs, () => err.detail);
-        return;
-      }
-      flags = r.flags;
-      gsoType = r.gsoType;
-      gsoSize = r.gsoSize;
-      csumStart = r.csumStart;
-      csumOffset = r.csumOffset;
-      // A partial sum cannot verify; DATA_VALID says the device already did.
-      if (flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) verify = false;
-    }
-    const d = decodeFrame(vh === 0 ? frame : frame.subarray(vh), { link, verifyChecksums: verify });
-    if (d.kind === 'tcp' || d.kind === 'ipv4-other') {
-      const allowed = link === 'ethernet' ? Math.max(0, ETH_PADDED_MIN - d.ipEnd) : 0;
-      if (d.paddingLen > allowed) {
-        this.malformed('ipv4-trailing-bytes', nowMs, () => `${d.paddingLen} bytes after an IPv4 packet of ${d.ipEnd - d.l3Off}`);
-        return;
-      }
-    }
-    switch (d.kind) {
-      case 'error':
-        this.malformed(d.reason, nowMs, () => d.detail);
-        return;
+    const ad = this.admission.admit(frame, from, nowMs, link);
+    if (ad === null) return;
+    switch (ad.kind) {
       case 'tcp': {
+        const { d, partial } = ad;
         const tcp = d.tcp;
-        const bf = badFlagClass(tcp.flags);
-        if (bf !== null) {
-          c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
-          this.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...endpoints(d) }), 'TCP segment with impossible flags dropped');
-          return;
-        }
-        const be = badEndpointClass(d.ip.src, d.ip.dst, tcp.srcPort, tcp.dstPort);
-        if (be !== null) {
-          c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
-          this.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...endpoints(d) }), 'TCP segment with impossible endpoints dropped');
-          return;
-        }
-        c.tcp++;
-        const partial = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
-        const gso = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE;
-        if (partial) {
-          c.partialIn++;
-          // The rewrite paths below assume the partial sum is the TCP checksum (Linux always
-          // does this for TCP); anything else cannot be rewritten safely.
-          if (csumStart !== d.l4Off || csumOffset !== TCP_CHECKSUM_OFFSET) {
-            this.malformed('virtio-csum-not-tcp', nowMs, () => `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
-            return;
-          }
-        }
-        if (gso) {
-          if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0 || !partial) {
-            this.malformed('virtio-bad-gso', nowMs, () => `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
-            return;
-          }
-          c.gsoIn++;
-        }
         const raw = this.raw;
         raw.src = d.ip.src;
         raw.sport = tcp.srcPort;
@@ -621,34 +522,20 @@ export class Gateway {
           }
           if (r.kind === 'translated') view = { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: tcp.dstPort } };
         }
-        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gso ? gsoSize : 0, view);
+        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, ad.gsoType, ad.gsoSize, view);
         return;
       }
-      case 'ipv4-other':
-        if (d.protocol === 6 && d.isFragment) {
-          // Every fragment of a TCP packet carries protocol 6 (and Linux reassembles only
-          // fragments with equal protocols), so this drops every piece: see the file comment.
-          c.tcpFragmentsDropped++;
-          this.warn('tcp-fragment', nowMs, () => ({
-            src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), id: d.ip.ident, fragOffset: d.fragOffset, moreFrags: d.moreFrags,
-          }), 'IPv4 fragment of TCP dropped (not reassembled)');
-          return;
-        }
-        c.nonTcp++;
-        {
-          const o = opaqueIpv4(vh === 0 ? frame : frame.subarray(vh), d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
-          if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return;
-        }
+      case 'ipv4-other': {
+        const d = ad.d;
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
           return;
         }
         if (this.nat !== null) {
-          const fp = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off;
           const srcA = d.ip.src;
           const dstA = d.ip.dst;
           const r = natIpv4(this.nat, {
-            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: fp,
+            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: ad.partial,
           }, from, nowMs);
           const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
           if (this.natVerdict(r, nowMs, what)) return;
@@ -659,8 +546,9 @@ export class Gateway {
         }
         this.out(frame, from, emit);
         return;
-      case 'arp':
-        c.nonTcp++;
+      }
+      case 'arp': {
+        const d = ad.d;
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
           return;
@@ -678,32 +566,15 @@ export class Gateway {
         }
         this.out(frame, from, emit);
         return;
-      default: {
-        c.nonTcp++;
-        const o = opaqueEtherType(vh === 0 ? frame : frame.subarray(vh), d.etherType, d.l3Off);
-        if (o !== null && this.opaqueDropped(o, nowMs, () => ({ etherType: `0x${d.etherType.toString(16)}` }))) return;
+      }
+      case 'other':
         if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
           c.nonTcpNotForwarder++;
           return;
         }
         if (this.masqL2 !== null && link === 'ethernet' && this.natVerdict(this.masqL2.other(frame.subarray(vh), from), nowMs, () => ({}))) return;
         this.out(frame, from, emit);
-      }
     }
-  }
-
-  /** The policy on a frame wire/opaque.ts classified: true = dropped (counted and logged). */
-  private opaqueDropped(o: Opaque, nowMs: number, what: () => Record<string, unknown>): boolean {
-    const action = this.policy.opaque(o.cls, o.srcPort, o.dstPort);
-    if (action === 'pass') return false;
-    this.warn(`policy:${o.cls}`, nowMs, () => ({ class: o.cls, ...(o.dstPort !== undefined ? { srcPort: o.srcPort, dstPort: o.dstPort } : {}), ...what() }), 'traffic a rule may cover cannot be inspected: dropped (policy)');
-    return true;
-  }
-
-  private malformed(reason: string, nowMs: number, detail: () => string): void {
-    const c = this.counters;
-    c.malformed[reason] = (c.malformed[reason] ?? 0) + 1;
-    this.warn(`malformed:${reason}`, nowMs, () => ({ reason, detail: detail() }), 'malformed frame dropped');
   }
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */
@@ -1142,10 +1013,6 @@ const STREAM_EVENT_MSG = {
   agentError: 'agent threw: direction passes through unmodified',
   agentViolation: 'agent broke its contract: direction passes through unmodified',
 } as const;
-
-function endpoints(d: FrameTcp): Record<string, unknown> {
-  return { src: `${ipv4ToString(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
-}
 
 function readSack(tcp: TcpSegment): Array<[number, number]> | null {
   if (tcp.sackOptionOffset() < 0) return null;

@@ -1,0 +1,236 @@
+/**
+ * The first stage of the data path: admission. One frame as it came from a side — size, virtio
+ * header, wire decoding, and the drops a security gateway makes before any state is touched —
+ * becomes an admitted frame for the stages after it, or nothing (dropped, counted by reason,
+ * logged rate-limited). It keeps no state of its own besides the counters it adds to.
+ *
+ * What is dropped here (the gateway's file comment says why for each):
+ * - frames over `limits.maxFrameBytes` (`malformed['frame-oversized']`), a frame from the wrong
+ *   segment (cluster loop suppression, `wrongSide`), a bad virtio header, every wire error of
+ *   decodeFrame under its reason, IPv4 followed by more than Ethernet padding;
+ * - TCP: impossible flag combinations (`badFlags`), impossible endpoints (`badEndpoints`), a
+ *   partial checksum that is not TCP's (`virtio-csum-not-tcp`), GSO that is not TCPv4 with a
+ *   partial sum (`virtio-bad-gso`);
+ * - IPv4 fragments of TCP (`tcpFragmentsDropped`);
+ * - what the policy says of traffic that cannot be inspected (wire/opaque.ts, engine/policy.ts).
+ */
+import type { Limits } from '../stream/limits.js';
+import { decodeFrame, type FrameArp, type FrameIpv4Other, type FrameOther, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { ipv4ToString } from '../wire/ipv4.js';
+import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
+import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG } from '../wire/tcp.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VirtioNetHdrRepr,
+} from '../wire/virtio.js';
+import type { Side } from './emit.js';
+import type { Policy } from './policy.js';
+
+/**
+ * Bytes after the IPv4 packet are accepted only as Ethernet minimum-size padding: up to a frame
+ * of 60 bytes, 64 with slack for an 802.1Q tag or a trailing FCS on a minimum-size frame.
+ */
+const ETH_PADDED_MIN = 64;
+
+/** A frame the stages after admission handle. Offsets in `d` do not include the virtio header. */
+export type Admitted =
+  | { kind: 'tcp'; d: FrameTcp; partial: boolean; gsoType: number; gsoSize: number }
+  | { kind: 'ipv4-other'; d: FrameIpv4Other; partial: boolean }
+  | { kind: 'arp'; d: FrameArp }
+  | { kind: 'other'; d: FrameOther };
+
+/** The gateway's counters admission adds to. */
+export interface AdmitCounters {
+  oversized: number;
+  wrongSide: number;
+  malformed: Record<string, number>;
+  badFlags: Record<string, number>;
+  badEndpoints: Record<string, number>;
+  tcp: number;
+  nonTcp: number;
+  partialIn: number;
+  gsoIn: number;
+  tcpFragmentsDropped: number;
+}
+
+/** How a drop is logged (the gateway's rate-limited log and event log). */
+export type Warn = (key: string, nowMs: number, obj: () => Record<string, unknown>, msg: string) => void;
+
+export interface AdmitOptions {
+  counters: AdmitCounters;
+  limits: Limits;
+  /** Bytes of virtio header in front of every frame (0 or 10). */
+  vh: number;
+  /** Verify checksums of frames the device did not vouch for. */
+  verify: boolean;
+  warn: Warn;
+  /** The policy in force (a reload replaces it). */
+  policy: () => Policy;
+  /** Cluster loop suppression: false = the frame came from a segment it must not come from. */
+  fromSegment?: ((frame: Uint8Array, from: Side) => boolean) | undefined;
+}
+
+export class Admission {
+  /** The virtio header of the frame being admitted (read into, not allocated, per frame). */
+  private readonly vnetIn = new VirtioNetHdrRepr();
+
+  constructor(private readonly o: AdmitOptions) {}
+
+  /** `frame` as it arrived on `from`, or null when it is dropped (counted and logged). */
+  admit(frame: Uint8Array, from: Side, nowMs: number, link: LinkType): Admitted | null {
+    const c = this.o.counters;
+    const vh = this.o.vh;
+    const max = this.o.limits.maxFrameBytes;
+    if (frame.length - vh > max) {
+      c.oversized++;
+      this.malformed('frame-oversized', nowMs, () => `frame of ${frame.length - vh} bytes > maxFrameBytes ${max}`);
+      return null;
+    }
+    if (this.o.fromSegment !== undefined && !this.o.fromSegment(frame, from)) {
+      c.wrongSide++;
+      return null;
+    }
+    let verify = this.o.verify;
+    let flags = 0;
+    let gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    let gsoSize = 0;
+    let csumStart = 0;
+    let csumOffset = 0;
+    if (vh !== 0) {
+      const r = this.vnetIn;
+      const err = VirtioNetHdrRepr.readInto(frame, frame.length - vh, r);
+      if (err !== null) {
+        this.malformed(err.reason, nowMs, () => err.detail);
+        return null;
+      }
+      flags = r.flags;
+      gsoType = r.gsoType;
+      gsoSize = r.gsoSize;
+      csumStart = r.csumStart;
+      csumOffset = r.csumOffset;
+      // A partial sum cannot verify; DATA_VALID says the device already did.
+      if (flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) verify = false;
+    }
+    const eth = vh === 0 ? frame : frame.subarray(vh);
+    const d = decodeFrame(eth, { link, verifyChecksums: verify });
+    if (d.kind === 'tcp' || d.kind === 'ipv4-other') {
+      const allowed = link === 'ethernet' ? Math.max(0, ETH_PADDED_MIN - d.ipEnd) : 0;
+      if (d.paddingLen > allowed) {
+        this.malformed('ipv4-trailing-bytes', nowMs, () => `${d.paddingLen} bytes after an IPv4 packet of ${d.ipEnd - d.l3Off}`);
+        return null;
+      }
+    }
+    switch (d.kind) {
+      case 'error':
+        this.malformed(d.reason, nowMs, () => d.detail);
+        return null;
+      case 'tcp': {
+        const tcp = d.tcp;
+        const bf = badFlagClass(tcp.flags);
+        if (bf !== null) {
+          c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
+          this.o.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...endpoints(d) }), 'TCP segment with impossible flags dropped');
+          return null;
+        }
+        const be = badEndpointClass(d.ip.src, d.ip.dst, tcp.srcPort, tcp.dstPort);
+        if (be !== null) {
+          c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
+          this.o.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...endpoints(d) }), 'TCP segment with impossible endpoints dropped');
+          return null;
+        }
+        c.tcp++;
+        const partial = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+        const gso = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE;
+        if (partial) {
+          c.partialIn++;
+          // The rewrite paths assume the partial sum is the TCP checksum (Linux always does
+          // this for TCP); anything else cannot be rewritten safely.
+          if (csumStart !== d.l4Off || csumOffset !== TCP_CHECKSUM_OFFSET) {
+            this.malformed('virtio-csum-not-tcp', nowMs, () => `csum_start ${csumStart} csum_offset ${csumOffset}, TCP at ${d.l4Off}`);
+            return null;
+          }
+        }
+        if (gso) {
+          if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0 || !partial) {
+            this.malformed('virtio-bad-gso', nowMs, () => `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
+            return null;
+          }
+          c.gsoIn++;
+        }
+        return { kind: 'tcp', d, partial, gsoType: gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gsoSize: gso ? gsoSize : 0 };
+      }
+      case 'ipv4-other': {
+        if (d.protocol === 6 && d.isFragment) {
+          // Every fragment of a TCP packet carries protocol 6 (and Linux reassembles only
+          // fragments with equal protocols), so this drops every piece.
+          c.tcpFragmentsDropped++;
+          this.o.warn('tcp-fragment', nowMs, () => ({
+            src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), id: d.ip.ident, fragOffset: d.fragOffset, moreFrags: d.moreFrags,
+          }), 'IPv4 fragment of TCP dropped (not reassembled)');
+          return null;
+        }
+        c.nonTcp++;
+        const o = opaqueIpv4(eth, d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
+        if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return null;
+        return { kind: 'ipv4-other', d, partial: (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off };
+      }
+      case 'arp':
+        c.nonTcp++;
+        return { kind: 'arp', d };
+      default: {
+        c.nonTcp++;
+        const o = opaqueEtherType(eth, d.etherType, d.l3Off);
+        if (o !== null && this.opaqueDropped(o, nowMs, () => ({ etherType: `0x${d.etherType.toString(16)}` }))) return null;
+        return { kind: 'other', d };
+      }
+    }
+  }
+
+  /** The policy on a frame wire/opaque.ts classified: true = dropped (counted and logged). */
+  private opaqueDropped(o: Opaque, nowMs: number, what: () => Record<string, unknown>): boolean {
+    const action = this.o.policy().opaque(o.cls, o.srcPort, o.dstPort);
+    if (action === 'pass') return false;
+    this.o.warn(`policy:${o.cls}`, nowMs, () => ({ class: o.cls, ...(o.dstPort !== undefined ? { srcPort: o.srcPort, dstPort: o.dstPort } : {}), ...what() }), 'traffic a rule may cover cannot be inspected: dropped (policy)');
+    return true;
+  }
+
+  private malformed(reason: string, nowMs: number, detail: () => string): void {
+    const c = this.o.counters;
+    c.malformed[reason] = (c.malformed[reason] ?? 0) + 1;
+    this.o.warn(`malformed:${reason}`, nowMs, () => ({ reason, detail: detail() }), 'malformed frame dropped');
+  }
+}
+
+/** A TCP segment's endpoints and flags, for log lines. */
+export function endpoints(d: FrameTcp): Record<string, unknown> {
+  return { src: `${ipv4ToString(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
+}
+
+/**
+ * The class of a flag combination no TCP sends (RFC 9293 §3.1, §3.10.7), or null. Only the six
+ * classic bits count; ECE/CWR/NS are ECN's business.
+ */
+export function badFlagClass(flags: number): string | null {
+  const f = flags & 0x3f;
+  if (f === 0) return 'null';
+  if ((f & (TCP_SYN | TCP_FIN)) === (TCP_SYN | TCP_FIN)) return 'syn-fin';
+  if ((f & (TCP_SYN | TCP_RST)) === (TCP_SYN | TCP_RST)) return 'syn-rst';
+  if ((f & (TCP_RST | TCP_FIN)) === (TCP_RST | TCP_FIN)) return 'rst-fin';
+  // Without ACK a segment must be a SYN (opening) or a RST (answering a segment without ACK).
+  if ((f & (TCP_ACK | TCP_SYN | TCP_RST)) === 0) return f & TCP_FIN ? 'fin-no-ack' : f & TCP_URG ? 'urg-no-ack' : 'psh-no-ack';
+  return null;
+}
+
+/** A TCP endpoint pair no TCP connection can have, or null. */
+export function badEndpointClass(src: number, dst: number, srcPort: number, dstPort: number): string | null {
+  if (srcPort === 0 || dstPort === 0) return 'port-zero';
+  if (src === dst && srcPort === dstPort) return 'land';
+  // 224/4 multicast, 240/4 reserved and broadcast: TCP is unicast (RFC 1122 §4.2.3.10); 0/8 as
+  // a source is "this host", never on the wire for TCP.
+  if (src >>> 28 >= 0xe || dst >>> 28 >= 0xe || src >>> 24 === 0 || dst >>> 24 === 0) return 'martian';
+  return null;
+}
