@@ -1,4 +1,4 @@
-// tap.cc — the TAP device addon of tapgate (phy/ layer, see DESIGN.md §1 and §4).
+// tap.cc — the TAP device addon of tapgate (phy/ layer, see docs/ARCHITECTURE.md §1 and §6).
 //
 // One TapDevice = one file descriptor on /dev/net/tun attached to a TAP interface with
 // IFF_TAP | IFF_NO_PI, optionally IFF_VNET_HDR (10-byte struct virtio_net_hdr in front of every

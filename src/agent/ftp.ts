@@ -1,5 +1,5 @@
 /**
- * The `ftp` agent (DESIGN.md §3, §4): rewrites the data-connection endpoints that an FTP control
+ * The `ftp` agent (docs/ARCHITECTURE.md §3, §6): rewrites the data-connection endpoints that an FTP control
  * connection carries, so that FTP works through NAT, and announces the data connections it saw
  * so that the NAT can expect them.
  *

@@ -1,8 +1,8 @@
 /**
- * The `monitor` agent (DESIGN.md §3): never edits, only looks. It counts what each direction
+ * The `monitor` agent (docs/ARCHITECTURE.md §3): never edits, only looks. It counts what each direction
  * carries and, optionally, hands every chunk to a sink given when the factory is made. The sink
  * is a runtime handle (a recorder, a pcap-like writer, a test probe): it lives in the factory,
- * not in the agent's state, so a snapshot is plain counts (STYLE.md rule 5) and a restored agent
+ * not in the agent's state, so a snapshot is plain counts (docs/ARCHITECTURE.md §7 convention 5) and a restored agent
  * gets the sink of the factory that restores it.
  *
  * Only the directions in `ctx.directions` are recorded (a rule with `direction: c2s` monitors

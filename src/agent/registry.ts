@@ -1,5 +1,5 @@
 /**
- * Agent names → factories (DESIGN.md §3). Rules in the config name an agent; the engine makes one
+ * Agent names → factories (docs/ARCHITECTURE.md §3). Rules in the config name an agent; the engine makes one
  * per connection with `createAgent`, and the cluster rebuilds one from a snapshot with
  * `restoreAgent`. Runtime handles (the monitor's sink) are bound when a registry is made, never
  * stored in agent state.

@@ -1,5 +1,5 @@
 /**
- * The `replace` agent (DESIGN.md §3): literal and regex find/replace on each direction's byte
+ * The `replace` agent (docs/ARCHITECTURE.md §3): literal and regex find/replace on each direction's byte
  * stream, with a result that does not depend on how the stream was cut into `feed` calls.
  *
  * Semantics (per direction, on the original stream S of that direction):

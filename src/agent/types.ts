@@ -1,5 +1,5 @@
 /**
- * The agent API (DESIGN.md §3). An agent reads each direction's byte stream once and in order
+ * The agent API (docs/ARCHITECTURE.md §3). An agent reads each direction's byte stream once and in order
  * and answers with edits of that stream. It never sees sequence numbers, packets or
  * retransmissions: positions are 0-based byte positions in the *original* stream of one
  * direction (position 0 = the first data byte after the SYN).
@@ -61,7 +61,7 @@ export interface Agent {
   flush(dir: Direction, reason: FlushReason): AgentOutput;
   snapshot(): unknown;
   /**
-   * Cluster takeover (DESIGN.md §5): the bytes of `dir` before `pos` were released by another
+   * Cluster takeover (docs/ARCHITECTURE.md §5): the bytes of `dir` before `pos` were released by another
    * node after the snapshot this agent was restored from, unseen by it. Drop any partial state
    * (a match in progress, a half line) and expect the next `feed` at `pos`. An agent without it
    * is turned off for that direction after such a gap (counted).

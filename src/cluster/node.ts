@@ -1,5 +1,5 @@
 /**
- * A gateway node of a cluster (DESIGN.md §5; the seed's Figures 8–10). All nodes see every
+ * A gateway node of a cluster (docs/ARCHITECTURE.md §5; the seed's Figures 8–10). All nodes see every
  * frame of both segments (bridges in hub mode); each TCP connection has one owner, the only node
  * that forwards (and rewrites) it; one node forwards everything that is not TCP.
  *

@@ -62,7 +62,7 @@ export interface Config {
   rules: readonly Rule[];
   /** DEFAULT_LIMITS with the file's overrides. */
   limits: Readonly<Limits>;
-  /** NAT on the bridge (DESIGN.md §4); absent = no NAT. Side 0 = client side (first TAP). */
+  /** NAT on the bridge (docs/ARCHITECTURE.md §6); absent = no NAT. Side 0 = client side (first TAP). */
   nat?: NatSettings;
   /** What happens to traffic a rule may cover that cannot be inspected (engine/policy.ts). */
   policy: PolicySettings;

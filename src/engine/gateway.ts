@@ -1,5 +1,5 @@
 /**
- * The gateway loop body (DESIGN.md §1): one frame in → zero or more frames out.
+ * The gateway loop body (docs/ARCHITECTURE.md §1): one frame in → zero or more frames out.
  *
  *   frame ─▶ admit.ts ─▶ NAT ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
  *            (decode, drops)      non-TCP / ARP / unrewritten connections: passed on unchanged ─▶ emit.ts
@@ -13,7 +13,8 @@
  * are not checked, and rewritten frames get correct ones anyway.
  *
  * Hostile input (issue 6). Most drops below are admission's (engine/admit.ts); every one has a
- * counter in `stats()` and a rate-limited warn line (util/ratelog.ts: a flood costs counter increments, not a log line per frame):
+ * counter in `stats()` and a rate-limited warn line (util/ratelog.ts: a flood costs counter
+ * increments, not a log line per frame):
  * - frames larger than `limits.maxFrameBytes` (`malformed['frame-oversized']`), and IPv4 packets
  *   followed by more bytes than Ethernet minimum-size padding (`malformed['ipv4-trailing-bytes']`:
  *   a packet whose total length says less than the frame holds is lying about one of the two;
@@ -37,7 +38,7 @@
  * - engine drops (segments far ahead of the window, queue budget overflow, data after FIN,
  *   differing overlaps normalised) are counted by the stream engine (`stream.*`) and logged here.
  *
- * TAP GSO (`vnetHdr: true`, DESIGN.md §4): every frame in and out starts with the 10-byte
+ * TAP GSO (`vnetHdr: true`, docs/ARCHITECTURE.md §6): every frame in and out starts with the 10-byte
  * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
  * the stream engine. Frames flagged NEEDS_CSUM (partial checksum) or DATA_VALID are decoded
  * without checksum verification; others are verified as usual. What Linux puts in a partial TCP
@@ -49,7 +50,7 @@
  * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.) How
  * frames leave with a vnet header (GSO kept, partial sums, splits): engine/emit.ts.
  *
- * NAT (issue 5, DESIGN.md §4; `config.nat`, side 0 = client side = the first TAP): every IPv4
+ * NAT (issue 5, docs/ARCHITECTURE.md §6; `config.nat`, side 0 = client side = the first TAP): every IPv4
  * packet and ARP frame is translated in place, before the flow table, by nat-frames.ts (RFC 1624
  * incremental checksum updates; partial sums adjusted with sumReplace32), so every frame leaves
  * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
@@ -122,7 +123,7 @@ export interface RawTuple {
 }
 
 /**
- * What a gateway node of a cluster (src/cluster/node.ts) decides per frame (DESIGN.md §5).
+ * What a gateway node of a cluster (src/cluster/node.ts) decides per frame (docs/ARCHITECTURE.md §5).
  * Without it the gateway handles everything.
  */
 export interface ClusterHooks {
@@ -287,7 +288,7 @@ export class Gateway {
   private readonly ratelog: RateLog;
   /** Engine drop counters as last logged (logStreamEvents). */
   private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
-  /** NAT on the bridge (DESIGN.md §4), from `config.nat`; null = none. */
+  /** NAT on the bridge (docs/ARCHITECTURE.md §6), from `config.nat`; null = none. */
   readonly nat: NatTable | null;
   /** Masquerade at layer 2 (proxy ARP, MAC rewriting); null without masquerade or Ethernet. */
   readonly masqL2: MasqL2 | null;
@@ -873,7 +874,7 @@ export class Gateway {
   }
 
   /**
-   * A connection's whole state (cluster, DESIGN.md §5): the flow entry, the engine's two
+   * A connection's whole state (cluster, docs/ARCHITECTURE.md §5): the flow entry, the engine's two
    * directions, the agent's snapshot and its NAT entries/expectations. `raw` = the tuple its
    * frames have as they arrive on side 0 / side 1 (for the NAT entries).
    */

@@ -1,5 +1,5 @@
 /**
- * The live gateway (DESIGN.md §1): two TAP devices bridged through one `Gateway`.
+ * The live gateway (docs/ARCHITECTURE.md §1): two TAP devices bridged through one `Gateway`.
  *
  *   TAP a ──read batch──▶ Gateway.handleFrame(side 0) ──collected per batch──▶ writeBatch ▶ TAP b
  *   TAP b ──read batch──▶ Gateway.handleFrame(side 1) ──collected per batch──▶ writeBatch ▶ TAP a

@@ -1,5 +1,5 @@
 /**
- * NAT applied to frames (DESIGN.md §4): the gateway's glue between the wire views and the pure
+ * NAT applied to frames (docs/ARCHITECTURE.md §6): the gateway's glue between the wire views and the pure
  * NatTable (src/nat/nat.ts). Everything here rewrites a frame IN PLACE with RFC 1624 incremental
  * checksum updates (csumReplace16/32 for full checksums; sumReplace16/32 for a partial checksum,
  * virtio NEEDS_CSUM, whose field holds the uncomplemented pseudo-header sum and whose header

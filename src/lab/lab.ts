@@ -1,5 +1,5 @@
 /**
- * The lab (DESIGN.md §4): three network namespaces and the gateway's two TAPs on bridges.
+ * The lab (docs/ARCHITECTURE.md §6): three network namespaces and the gateway's two TAPs on bridges.
  *
  *   ${prefix}-client                ${prefix}-gw                              ${prefix}-server
  *   eth0 10.200.0.1/24 ─veth─ vc ─[br-c]─ tap-c ⇄ gateway ⇄ tap-s ─[br-s]─ vs ─veth─ eth0 10.200.0.2/24
@@ -78,8 +78,8 @@ export interface LabConfig {
   serverAddr: string;
   /**
    * Cluster lab: node TAPs are isolated bridge ports (they receive the endpoints' frames but not
-   * each other's), the layout DESIGN.md §5 recommends; false lets every node see the others'
-   * output too (the nodes' own loop guards then have to drop it).
+   * each other's), the layout the README's Cluster section recommends; false lets every node see
+   * the others' output too (the nodes' own loop guards then have to drop it).
    */
   isolateNodes: boolean;
   /** Fixed MACs, so captures and NAT rules are reproducible. */

@@ -1,5 +1,5 @@
 /**
- * FTP agent hooks backed by a NatTable (DESIGN.md §4 "FTP data connections are expected and
+ * FTP agent hooks backed by a NatTable (docs/ARCHITECTURE.md §6 "FTP data connections are expected and
  * translated"): how the gateway will supply `FtpHooks` once NAT runs on the bridge.
  *
  * - PORT/EPRT (the client announces where the server should connect): the client's endpoint is

@@ -1,3 +1,3 @@
-/** NAT on the bridge (DESIGN.md §4): pure translation state and the ftp agent's NAT-backed hooks. */
+/** NAT on the bridge (docs/ARCHITECTURE.md §6): pure translation state and the ftp agent's NAT-backed hooks. */
 export * from './nat.js';
 export { natFtpHooks, type NatFtpOptions } from './ftp-hooks.js';

@@ -1,5 +1,5 @@
 /**
- * NAT translation state for the bridge (DESIGN.md §4), pure: no I/O, no clock (time is passed
+ * NAT translation state for the bridge (docs/ARCHITECTURE.md §6), pure: no I/O, no clock (time is passed
  * in as `now`, ms), no logging. The gateway will call `translate` for every IPv4 packet it
  * forwards and rewrite addresses/ports (and checksums) with the answer.
  *
@@ -24,7 +24,7 @@
  *   to dst:dport (from src, if given) is expected; translate its destination to `to`". The first
  *   matching packet consumes it and creates an entry; unconsumed ones expire. `expectData`
  *   allocates the announced endpoint for an FTP agent hook and registers the expectation.
- * - Limits: entries and expectations are bounded; refusals are counted (STYLE.md rule 4).
+ * - Limits: entries and expectations are bounded; refusals are counted (docs/ARCHITECTURE.md §7 convention 4).
  * - `snapshot()` is plain JSON (version 1); `NatTable.restore(cfg, snap)` rebuilds the table (the
  *   cluster moves it).
  *
@@ -424,7 +424,7 @@ export class NatTable {
   }
 
   /**
-   * Cluster (DESIGN.md §5): the entries of one connection — found by the tuple its packets have
+   * Cluster (docs/ARCHITECTURE.md §5): the entries of one connection — found by the tuple its packets have
    * as they arrive on either side — and the expectations it registered (tagged with its flow
    * id), as plain data for its snapshot. `importState` merges them into another node's table.
    */

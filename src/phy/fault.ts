@@ -1,5 +1,5 @@
 /**
- * A fault injector (DESIGN.md §1 `phy/`): loss, reordering, duplication, delay with jitter, a
+ * A fault injector (docs/ARCHITECTURE.md §1 `phy/`): loss, reordering, duplication, delay with jitter, a
  * rate limit and corruption, because this kernel has no `netem` qdisc. Modelled on smoltcp's
  * `phy::FaultInjector`: a stage that sits between a frame source and a frame sink (the gateway's
  * output and a TAP write, or a TAP read and the gateway's input) and knows nothing about TCP.

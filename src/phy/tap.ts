@@ -1,5 +1,5 @@
 /**
- * The TAP device: where the gateway's frames come from and go to (DESIGN.md §1 `phy/`, §4).
+ * The TAP device: where the gateway's frames come from and go to (docs/ARCHITECTURE.md §1 `phy/`, §6).
  *
  * A thin typed wrapper over our N-API addon `native/tap.cc` (built by `npm install` into
  * `build/Release/tap.node`). One `TapDevice` is one attached fd on an existing or new TAP

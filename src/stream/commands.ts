@@ -1,6 +1,6 @@
 /**
  * The modification-command list of one direction of a connection (seed, Figure 7 text;
- * DESIGN.md §2) and the two mappings it defines:
+ * docs/ARCHITECTURE.md §2) and the two mappings it defines:
  *
  * - `F(p)`, original stream position → new stream position. A command's replacement text is
  *   attached to its first original byte; positions strictly inside a replaced or deleted range

@@ -1,6 +1,6 @@
 /**
  * The rewriting of one TCP connection: both stream directions plus the header translations that
- * tie them together (DESIGN.md §2):
+ * tie them together (docs/ARCHITECTURE.md §2):
  * - sequence numbers of data, FIN and RST follow F of the sender's direction;
  * - ACKs follow G of the reverse direction; SACK blocks are translated conservatively (never
  *   claim bytes the receiver did not get: RFC 2018 blocks shrink inward); the advertised window's

@@ -1,5 +1,5 @@
 /**
- * Engine counters: every limit, drop and unusual path has one (STYLE.md rules 3 and 4). Plain
+ * Engine counters: every limit, drop and unusual path has one (docs/ARCHITECTURE.md §7 conventions 3 and 4). Plain
  * numbers in one object so statistics, tests and the cluster can read them without ceremony.
  */
 export function newStreamCounters() {

@@ -1,6 +1,6 @@
 /**
  * One direction (sender S → receiver R) of one connection: the seed's method (Figures 5–6C),
- * DESIGN.md §2.
+ * docs/ARCHITECTURE.md §2.
  *
  * `x` is the next original stream position not yet processed. A segment carrying original bytes
  * [n, m) (plus a FIN at m, which occupies position m):
@@ -752,7 +752,7 @@ export class StreamDirection<T> {
   }
 
   /**
-   * Cluster takeover from a snapshot that is behind (DESIGN.md §5): the previous owner went on
+   * Cluster takeover from a snapshot that is behind (docs/ARCHITECTURE.md §5): the previous owner went on
    * processing after it, but published every command before releasing a byte that depended on
    * it — so the bytes between the snapshot's x and what R acknowledged were released unchanged,
    * at the offset after the last command. When R acknowledges new position `ackNew` past

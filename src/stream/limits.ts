@@ -1,5 +1,5 @@
 /**
- * Every queue, buffer and table of the engine has a named limit here (STYLE.md rule 4); each is
+ * Every queue, buffer and table of the engine has a named limit here (docs/ARCHITECTURE.md §7 convention 4); each is
  * paired with a counter in `Counters` that says how often it was hit.
  */
 export interface Limits {

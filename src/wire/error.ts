@@ -1,5 +1,5 @@
 /**
- * Typed parse errors of `wire/` (STYLE.md rule 3: malformed input is a result, not an
+ * Typed parse errors of `wire/` (docs/ARCHITECTURE.md §7 convention 3: malformed input is a result, not an
  * exception). `reason` is a short, stable, machine-friendly code meant to be used as a counter
  * key; `detail` is for humans (logs) and may change.
  */

@@ -1,5 +1,5 @@
 /**
- * Cluster takeover at the engine level (src/cluster/node.ts, DESIGN.md §5), against the reference
+ * Cluster takeover at the engine level (src/cluster/node.ts, docs/ARCHITECTURE.md §5), against the reference
  * TCP pair (test/helpers/tcpsim.ts): the gateway dies at random moments, nothing is forwarded for
  * a while, and a new connection continues from the last snapshot — which is taken before every
  * release that depends on a new command (the invariant) and otherwise only every `periodMs`, so

@@ -1,5 +1,5 @@
 /**
- * The gateway cluster end to end (issue 8, DESIGN.md §5), as root: the lab with 3 nodes on hub
+ * The gateway cluster end to end (issue 8, docs/ARCHITECTURE.md §5), as root: the lab with 3 nodes on hub
  * bridges (every node sees every frame), nats-server with JetStream on the sync network, two
  * clients behind one masquerade address (examples/cluster.yaml: NAT + ftp agent + a replace rule
  * on HTTP port 8001, the http agent on 8002). Transfers in flight while:

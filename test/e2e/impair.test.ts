@@ -28,7 +28,7 @@ const P = 'tgi';
 const SERVER = '10.200.0.2';
 
 // holdTimeoutMs: bytes the agent holds back (a segment ending in "ca" or "needle-") are flushed
-// unrewritten when the next bytes take longer than the hold timeout — by design (DESIGN.md §2).
+// unrewritten when the next bytes take longer than the hold timeout — by design (docs/ARCHITECTURE.md §2).
 // The default (200 ms) equals Linux's minimum RTO, so under loss a retransmission timeout right
 // at a hold leaves a match unrewritten and the content would depend on timing. Here the timeout
 // is long, and the test checks that no hold timed out, so that "exact content" means exact.

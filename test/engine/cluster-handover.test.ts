@@ -1,6 +1,6 @@
 /**
  * Connection hand-over between two in-process gateways (Gateway.exportConnection /
- * importConnection, DESIGN.md §5), with real frames. Gateway A handles a handshake and part of a
+ * importConnection, docs/ARCHITECTURE.md §5), with real frames. Gateway A handles a handshake and part of a
  * stream with matches; its state crosses as JSON text to gateway B, which handles the rest and
  * retransmissions of earlier segments. A third gateway C, with the same config, sees every frame:
  * it is the reference. Shows:

@@ -1,6 +1,6 @@
 /**
  * NAT state moving between cluster nodes (src/nat/nat.ts exportFor / importState / slice,
- * DESIGN.md §5). Shows: a masquerade entry created by translate() on table A, exported by the
+ * docs/ARCHITECTURE.md §5). Shows: a masquerade entry created by translate() on table A, exported by the
  * tuples its packets arrive with and carried as JSON, makes table B translate both directions
  * exactly as A does and keeps B from handing that port out again; expectations tagged with the
  * connection's flow id move with it (others stay) and are consumed on B by the data connection;

@@ -1,5 +1,5 @@
 /**
- * The `http` agent (DESIGN.md §3, issue 16): one per connection, both directions. It parses
+ * The `http` agent (docs/ARCHITECTURE.md §3, issue 16): one per connection, both directions. It parses
  * HTTP/1.0 and 1.1 (RFC 9112) on the ordered streams — requests c2s, responses s2c, paired
  * through a queue so that responses to HEAD and CONNECT, 1xx, 204 and 304 are framed right —,
  * normalises what request smuggling feeds on (RFC 9112 §6.3, §11.2), applies the configured
