@@ -37,7 +37,7 @@
  * stream order, when its line is decided, and never again after a snapshot/restore.
  */
 
-import { parseCidr, type Cidr } from '../config/ipv4.js';
+import { parseCidr, type Cidr } from '../wire/cidr.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import type { Agent, AgentContext, AgentFactory, AgentOutput, Direction, Edit, FlushReason } from './types.js';
 import { NO_EDITS } from './types.js';

@@ -1,6 +1,6 @@
 /** Config: YAML loading, validation with precise errors, rule selection. */
 export { ConfigError, formatIssue, formatPath, type ConfigIssue } from './errors.js';
-export { cidrContains, formatCidr, parseCidr, parseIPv4, type Cidr } from './ipv4.js';
+export { cidrContains, formatCidr, parseCidr, type Cidr } from '../wire/cidr.js';
 export {
   configDigest,
   DEFAULT_POLICY,

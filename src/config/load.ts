@@ -14,7 +14,7 @@ import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
 import type { Direction } from '../agent/types.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
-import { cidrContains, type Cidr } from './ipv4.js';
+import { cidrContains, type Cidr } from '../wire/cidr.js';
 import { configSchema, type PortRange, type RawConfig } from './schema.js';
 import { natConfig, natConfigProblems, type Masquerade, type NatConfig, type NatConfigInput, type NatSide } from '../nat/nat.js';
 

@@ -10,7 +10,7 @@ import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
 import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS } from '../agent/http/config.js';
 import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
-import { parseCidr, type Cidr } from './ipv4.js';
+import { parseCidr, type Cidr } from '../wire/cidr.js';
 
 export interface PortRange {
   lo: number;

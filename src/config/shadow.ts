@@ -5,7 +5,7 @@
  * does not name may still be.
  */
 
-import type { Cidr } from './ipv4.js';
+import type { Cidr } from '../wire/cidr.js';
 import type { Matcher, PortRange, Rule } from './load.js';
 
 /** Every port of `inner` is in `outer` (ranges as written, possibly overlapping). */

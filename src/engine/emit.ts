@@ -23,6 +23,7 @@ import type { Flow } from '../flow/table.js';
 import type { Connection, TcpFields, TcpOut } from '../stream/connection.js';
 import type { FlowTally } from './events.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
+import { seqAdd } from '../wire/seq.js';
 import { TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -127,7 +128,7 @@ export class Emitter {
           const last = off + mss >= o.payload.length;
           const fl: TcpFields = {
             ...o.fields,
-            seq: (o.fields.seq + off) >>> 0,
+            seq: seqAdd(o.fields.seq, off),
             flags: last ? o.fields.flags : o.fields.flags & ~(TCP_FIN | TCP_PSH),
           };
           this.counters.rebuilt++;
@@ -156,7 +157,7 @@ export class Emitter {
       const last = off + len >= n;
       const fl: TcpFields = last && off === 0 ? o.fields : {
         ...o.fields,
-        seq: (o.fields.seq + off) >>> 0,
+        seq: seqAdd(o.fields.seq, off),
         flags: last ? o.fields.flags : o.fields.flags & ~(TCP_FIN | TCP_PSH),
       };
       const gso = len > segSize;

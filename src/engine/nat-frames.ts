@@ -50,7 +50,7 @@
  *   masqueraded source address (other than the shared one) are dropped (`real-address`,
  *   `arp-real-address`).
  */
-import { cidrContains } from '../config/ipv4.js';
+import { cidrContains } from '../wire/cidr.js';
 import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from '../nat/nat.js';
 import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
 import { ARP_OP_REPLY, ARP_OP_REQUEST, type ArpPacket } from '../wire/arp.js';

@@ -18,7 +18,7 @@
  * has NAT. With a vnet header, TCP data also comes as GSO frames with partial checksums.
  */
 import type { Logger } from 'pino';
-import type { Cidr } from '../config/ipv4.js';
+import type { Cidr } from '../wire/cidr.js';
 import type { Config, Rule } from '../config/load.js';
 import { EthernetRepr } from '../wire/ethernet.js';
 import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';

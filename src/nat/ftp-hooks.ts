@@ -19,7 +19,7 @@
 
 import type { AgentContext } from '../agent/types.js';
 import type { FtpEndpoint, FtpExpectation, FtpHooks, FtpHooksProvider } from '../agent/ftp.js';
-import { parseIPv4 } from '../config/ipv4.js';
+import { parseIpv4 } from '../wire/ipv4.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import type { NatSide, NatTable } from './nat.js';
 
@@ -35,9 +35,9 @@ export interface NatFtpOptions {
 export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvider {
   const serverSide: NatSide = opts.clientSide === 0 ? 1 : 0;
   const via = (side: NatSide, e: FtpEndpoint, peer: string, ctx: AgentContext): FtpEndpoint | undefined => {
-    const a = parseIPv4(e.addr);
-    if (a === undefined) return undefined;
-    const r = nat.expectData(side, 'tcp', a, e.port, parseIPv4(peer), opts.now(), ctx.flowId);
+    const a = parseIpv4(e.addr);
+    if (a === null) return undefined;
+    const r = nat.expectData(side, 'tcp', a, e.port, parseIpv4(peer) ?? undefined, opts.now(), ctx.flowId);
     // null = refused (no port / too many expectations, counted by the NAT): announce unchanged;
     // the data connection will then fail as it would without the gateway.
     return r === undefined || r === null ? undefined : { addr: ipv4ToString(r.addr), port: r.port };

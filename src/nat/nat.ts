@@ -31,7 +31,7 @@
  * Addresses are IPv4 as uint32 numbers (the flow table's representation).
  */
 
-import { cidrContains, type Cidr } from '../config/ipv4.js';
+import { cidrContains, type Cidr } from '../wire/cidr.js';
 
 export type NatSide = 0 | 1;
 export type NatProto = 'tcp' | 'udp' | 'icmp';

@@ -5,16 +5,16 @@ import {
   loadConfig,
   parseCidr,
   parseConfig,
-  parseIPv4,
   selectRule,
   type ConnKey,
 } from '../../src/config/index.js';
 import { parseDuration } from '../../src/config/schema.js';
+import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { errorOf, expectOneIssue } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
-const ip = (s: string) => parseIPv4(s)!;
+const ip = (s: string) => parseIpv4(s)!;
 
 
 describe('config: examples', () => {
@@ -218,10 +218,10 @@ rules:
 
 describe('config: IPv4 helpers', () => {
   it('parses dotted quads strictly', () => {
-    expect(parseIPv4('10.0.0.1')).toBe(0x0a000001);
-    expect(parseIPv4('255.255.255.255')).toBe(0xffffffff);
+    expect(parseIpv4('10.0.0.1')).toBe(0x0a000001);
+    expect(parseIpv4('255.255.255.255')).toBe(0xffffffff);
     for (const bad of ['10.0.0', '10.0.0.256', '010.0.0.1', '1.2.3.4.5', ' 1.2.3.4', 'a.b.c.d', '']) {
-      expect(parseIPv4(bad)).toBeUndefined();
+      expect(parseIpv4(bad)).toBeNull();
     }
   });
   it('parses CIDRs including /0 and /32', () => {

@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createAgent } from '../../src/agent/registry.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
-import { loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { loadConfig, parseConfig, selectRule } from '../../src/config/index.js';
+import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { errorOf } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
@@ -12,7 +13,7 @@ const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`
 describe('config: agent ftp', () => {
   it('an ftp rule without match applies to the FTP control port 21 (server side) only', () => {
     const c = parseConfig('rules:\n  - agent: ftp\n', 'conf.yaml');
-    const conn = (serverPort: number) => ({ clientAddr: parseIPv4('10.0.0.1')!, clientPort: 40000, serverAddr: parseIPv4('10.0.0.2')!, serverPort });
+    const conn = (serverPort: number) => ({ clientAddr: parseIpv4('10.0.0.1')!, clientPort: 40000, serverAddr: parseIpv4('10.0.0.2')!, serverPort });
     expect(selectRule(c, conn(21))?.rule.agent).toBe('ftp');
     expect(selectRule(c, conn(80))).toBeUndefined();
     expect(selectRule(c, { ...conn(2121), clientPort: 21 })).toBeUndefined();
@@ -33,7 +34,7 @@ describe('config: agent ftp', () => {
 
   it('a loaded rule drives the agent: PORT and 227 rewritten by the static mapping', () => {
     const c = loadConfig(example('ftp-static.yaml'));
-    const sel = selectRule(c, { clientAddr: parseIPv4('10.200.0.1')!, clientPort: 40000, serverAddr: parseIPv4('10.201.0.2')!, serverPort: 21 });
+    const sel = selectRule(c, { clientAddr: parseIpv4('10.200.0.1')!, clientPort: 40000, serverAddr: parseIpv4('10.201.0.2')!, serverPort: 21 });
     expect(sel?.rule.agent).toBe('ftp');
     const ctx: AgentContext = {
       flowId: 'f',

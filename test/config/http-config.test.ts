@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createAgent } from '../../src/agent/registry.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
-import { loadConfig, parseConfig, parseIPv4, selectRule } from '../../src/config/index.js';
+import { loadConfig, parseConfig, selectRule } from '../../src/config/index.js';
+import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { errorOf } from '../helpers/config-error.js';
 
 const example = (name: string) => fileURLToPath(new URL(`../../examples/${name}`, import.meta.url));
@@ -28,7 +29,7 @@ describe('config: agent http', () => {
 
   it('a loaded rule drives the agent: the response body rewritten, Content-Length fixed', () => {
     const c = loadConfig(example('http.yaml'));
-    const sel = selectRule(c, { clientAddr: parseIPv4('10.200.0.1')!, clientPort: 40000, serverAddr: parseIPv4('10.200.0.2')!, serverPort: 8080 });
+    const sel = selectRule(c, { clientAddr: parseIpv4('10.200.0.1')!, clientPort: 40000, serverAddr: parseIpv4('10.200.0.2')!, serverPort: 8080 });
     expect(sel?.rule.agent).toBe('http');
     const ctx: AgentContext = {
       flowId: 'f',

@@ -9,10 +9,11 @@
  * without preservePort, for expectData too), so nodes sharing one address never collide.
  */
 import { describe, expect, it } from 'vitest';
-import { parseCidr, parseIPv4, type Cidr } from '../../src/config/ipv4.js';
+import { parseCidr, type Cidr } from '../../src/wire/cidr.js';
+import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { NatTable, natConfig, type NatConfig, type NatFlowState, type NatPacket, type Tuple } from '../../src/nat/nat.js';
 
-const ip = (s: string): number => parseIPv4(s)!;
+const ip = (s: string): number => parseIpv4(s)!;
 const cidr = (s: string): Cidr => parseCidr(s) as Cidr;
 const pkt = (from: 0 | 1, src: string, sport: number, dst: string, dport: number, tcpFlags = 0x10): NatPacket => ({
   from, proto: 'tcp', src: ip(src), sport, dst: ip(dst), dport, tcpFlags,

@@ -1,12 +1,13 @@
 /** NAT state: 1:1 both ways, masquerade with deterministic port allocation, exhaustion, expiry, expectations, snapshot round trips. */
 import { describe, expect, it } from 'vitest';
-import { parseCidr, parseIPv4, type Cidr } from '../../src/config/ipv4.js';
+import { parseCidr, type Cidr } from '../../src/wire/cidr.js';
+import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { createFtp, type FtpExpectation } from '../../src/agent/ftp.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
 import { natFtpHooks } from '../../src/nat/ftp-hooks.js';
 import { NatTable, invert, natConfig, natConfigProblems, type NatPacket, type Tuple } from '../../src/nat/nat.js';
 
-const ip = (s: string): number => parseIPv4(s)!;
+const ip = (s: string): number => parseIpv4(s)!;
 const cidr = (s: string): Cidr => parseCidr(s) as Cidr;
 const pkt = (from: 0 | 1, proto: Tuple['proto'], src: string, sport: number, dst: string, dport: number, tcpFlags?: number): NatPacket => {
   const p: NatPacket = { from, proto, src: ip(src), sport, dst: ip(dst), dport };

@@ -1,25 +1,11 @@
 /**
- * IPv4 addresses and CIDR blocks for rule matching. Addresses are uint32 numbers (network byte
- * order read as a big-endian integer), as the flow table keys them. Kept local to config/: the
- * wire/ parsers work on packets, these on configuration text.
+ * Address blocks (CIDR, RFC 4632) as rules, NAT and the ftp agent's allow-lists write them.
+ * IPv4 only for now: addresses are uint32 numbers (network byte order read as a big-endian
+ * integer), as the flow table keys them. Parsing is strict (wire/ipv4.ts parseIpv4) and an
+ * error says what was wrong in the text the user wrote.
  */
 
-import { ipv4ToString } from '../wire/ipv4.js';
-
-/** "10.0.0.1" → 0x0a000001; undefined unless exactly four decimal octets 0..255 (no leading zeros). */
-export function parseIPv4(s: string): number | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let a = 0;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined; // leading zeros read as octal elsewhere
-    const n = Number(p);
-    if (n > 255) return undefined;
-    a = a * 256 + n;
-  }
-  return a;
-}
-
+import { ipv4ToString, parseIpv4 } from './ipv4.js';
 
 export interface Cidr {
   /** Network address (host bits zero). */
@@ -36,8 +22,8 @@ export function prefixMask(prefix: number): number {
 export function parseCidr(s: string): Cidr | string {
   const slash = s.indexOf('/');
   const ipText = slash < 0 ? s : s.slice(0, slash);
-  const addr = parseIPv4(ipText);
-  if (addr === undefined) return `"${ipText}" is not an IPv4 address (a.b.c.d)`;
+  const addr = parseIpv4(ipText);
+  if (addr === null) return `"${ipText}" is not an IPv4 address (a.b.c.d)`;
   if (slash < 0) return { addr, prefix: 32, mask: 0xffff_ffff };
   const pt = s.slice(slash + 1);
   if (!/^(0|[1-9][0-9]?)$/.test(pt) || Number(pt) > 32) return `"/${pt}" is not a prefix length 0..32`;
