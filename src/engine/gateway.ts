@@ -51,7 +51,7 @@
  * frames leave with a vnet header (GSO kept, partial sums, splits): engine/emit.ts.
  *
  * NAT (issue 5, docs/ARCHITECTURE.md §6; `config.nat`, side 0 = client side = the first TAP): every IPv4
- * packet and ARP frame is translated in place, before the flow table, by nat-frames.ts (RFC 1624
+ * packet and ARP frame is translated in place, before the flow table, by the NAT stage (nat/stage.ts, nat/frames.ts; RFC 1624
  * incremental checksum updates; partial sums adjusted with sumReplace32), so every frame leaves
  * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
  * translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
@@ -61,7 +61,7 @@
  * 10.200.0.1 ⇄ 10.200.0.2 in both directions, rules match 10.200.0.1, and the ftp agent's
  * context holds 10.200.0.1 (what natFtpHooks expects). The ftp agent then gets NAT-backed hooks
  * (natFtpHooks: PORT/EPRT/227/229 endpoints translated, expectations registered in the NAT)
- * unless a registry is passed in. With masquerade on Ethernet, MasqL2 (nat-frames.ts) owns the
+ * unless a registry is passed in. With masquerade on Ethernet, MasqL2 (nat/frames.ts) owns the
  * shared address at layer 2 after the IPv4 translation: proxy ARP for it with a MAC of its own
  * (answers go back out of the side they came from), source MACs of masqueraded hosts rewritten
  * to it, replies given the real host's MAC (learnt per real address, bounded), the hosts' ARP
@@ -75,7 +75,8 @@ import { createAgent, makeRegistry, newHttpCounters, newReplaceCounters, type Ag
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
-import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './nat-frames.js';
+import type { MasqL2 } from '../nat/frames.js';
+import { NatStage, type NatView } from '../nat/stage.js';
 import { configDigest, selectRule, type Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
 import { Flow, FlowTable, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
@@ -193,11 +194,6 @@ function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
 
-/** The flow table's endpoints for a NATed segment (see handleFrame). */
-interface NatView {
-  src: { addr: number; port: number };
-  dst: { addr: number; port: number };
-}
 
 export function newGatewayCounters() {
   return {
@@ -252,7 +248,7 @@ export function newGatewayCounters() {
     enginesReleased: 0,
     /** Packets (IPv4 and ARP) rewritten by NAT. */
     natTranslated: 0,
-    /** Packets dropped by NAT, by reason (nat-frames.ts NatDropReason). */
+    /** Packets dropped by NAT, by reason (nat/frames.ts NatDropReason). */
     natDropped: {} as Record<string, number>,
     /** Cluster: TCP frames of connections another node owns; non-TCP frames another node forwards. */
     notOwner: 0,
@@ -290,8 +286,8 @@ export class Gateway {
   private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
   /** NAT on the bridge (docs/ARCHITECTURE.md §6), from `config.nat`; null = none. */
   readonly nat: NatTable | null;
-  /** Masquerade at layer 2 (proxy ARP, MAC rewriting); null without masquerade or Ethernet. */
-  readonly masqL2: MasqL2 | null;
+  /** Address translation of frames (nat/stage.ts); null without `config.nat`. */
+  private readonly natStage: NatStage | null;
   private readonly registry: AgentRegistry;
   /** Time of the frame being handled (the NAT-backed ftp hooks read it). */
   private nowMs = 0;
@@ -362,7 +358,7 @@ export class Gateway {
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
     const natCfg = opts.config?.nat;
     this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
-    this.masqL2 = this.nat !== null && this.nat.cfg.masquerade.length > 0 && this.link === 'ethernet' ? new MasqL2(this.nat) : null;
+    this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg), this.vh);
     if (opts.registry !== undefined) this.registry = opts.registry;
     else if (this.nat !== null) {
       const nat = this.nat;
@@ -384,19 +380,6 @@ export class Gateway {
   }
 
   /** Counts a NAT verdict; true when the frame must be dropped. */
-  private natVerdict(r: NatFrameResult, nowMs: number, what: () => Record<string, unknown>): boolean {
-    if (r.kind === 'translated') this.counters.natTranslated++;
-    else if (r.kind === 'consumed') return true;
-    else if (r.kind === 'drop') {
-      const reason: NatDropReason = r.reason;
-      const c = this.counters.natDropped;
-      c[reason] = (c[reason] ?? 0) + 1;
-      this.warn(`nat:${reason}`, nowMs, () => ({ reason, ...what() }), 'packet dropped by NAT');
-      return true;
-    }
-    return false;
-  }
-
   /** A rate-limited warn line about dropped input (nothing is built when no logger is set). */
   private warn(key: string, nowMs: number, obj: () => Record<string, unknown>, msg: string): void {
     if (this.opts.log === undefined && this.eventRate === null) return;
@@ -467,6 +450,11 @@ export class Gateway {
   }
 
   /** Bytes of virtio-net header before each frame (0 or 10). */
+  /** Masquerade at layer 2 (proxy ARP, MAC rewriting); null without masquerade or Ethernet. */
+  get masqL2(): MasqL2 | null {
+    return this.natStage?.masqL2 ?? null;
+  }
+
   get vnetHeaderLength(): number {
     return this.vh;
   }
@@ -489,93 +477,33 @@ export class Gateway {
     c.framesIn++;
     c.bytesIn += frame.length;
     this.nowMs = nowMs;
-    const vh = this.vh;
     const ad = this.admission.admit(frame, from, nowMs, link);
     if (ad === null) return;
-    switch (ad.kind) {
-      case 'tcp': {
-        const { d, partial } = ad;
-        const tcp = d.tcp;
-        const raw = this.raw;
-        raw.src = d.ip.src;
-        raw.sport = tcp.srcPort;
-        raw.dst = d.ip.dst;
-        raw.dport = tcp.dstPort;
-        if (this.cluster !== null && !this.cluster.preTcp(from, raw, tcp.flags, tcp.ack, frame)) {
-          c.notOwner++;
-          if (this.masqL2 !== null && link === 'ethernet') this.masqL2.observe(frame.subarray(vh), from, raw.src);
-          return;
-        }
-        let view: NatView | undefined;
-        if (this.nat !== null) {
-          // The flow table's view of a NATed connection: each endpoint by its real address on
-          // its own side (the source as it arrived, the destination after translation).
-          const srcA = d.ip.src;
-          const dstA = d.ip.dst;
-          const srcP = tcp.srcPort;
-          const r = natIpv4(this.nat, {
-            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: false, partial, tcpFlags: tcp.flags,
-          }, from, nowMs);
-          if (this.natVerdict(r, nowMs, () => endpoints(d))) return;
-          if (this.masqL2 !== null && link === 'ethernet') {
-            const r2 = this.masqL2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
-            if (r2.kind === 'drop' && this.natVerdict(r2, nowMs, () => endpoints(d))) return;
-          }
-          if (r.kind === 'translated') view = { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: tcp.dstPort } };
-        }
-        this.handleTcp(d, frame, from, nowMs, emit, vh, partial, ad.gsoType, ad.gsoSize, view);
+    const cl = this.cluster;
+    if (ad.kind === 'tcp') {
+      const tcp = ad.d.tcp;
+      const raw = this.raw;
+      raw.src = ad.d.ip.src;
+      raw.sport = tcp.srcPort;
+      raw.dst = ad.d.ip.dst;
+      raw.dport = tcp.dstPort;
+      if (cl !== null && !cl.preTcp(from, raw, tcp.flags, tcp.ack, frame)) {
+        c.notOwner++;
+        this.natStage?.observe(frame, from, raw.src, link);
         return;
       }
-      case 'ipv4-other': {
-        const d = ad.d;
-        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
-          c.nonTcpNotForwarder++;
-          return;
-        }
-        if (this.nat !== null) {
-          const srcA = d.ip.src;
-          const dstA = d.ip.dst;
-          const r = natIpv4(this.nat, {
-            buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: ad.partial,
-          }, from, nowMs);
-          const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
-          if (this.natVerdict(r, nowMs, what)) return;
-          if (this.masqL2 !== null && link === 'ethernet') {
-            const r2 = this.masqL2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
-            if (r2.kind === 'drop' && this.natVerdict(r2, nowMs, what)) return;
-          }
-        }
-        this.out(frame, from, emit);
-        return;
-      }
-      case 'arp': {
-        const d = ad.d;
-        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
-          c.nonTcpNotForwarder++;
-          return;
-        }
-        if (this.nat !== null) {
-          const what = (): Record<string, unknown> => ({ arpSender: ipv4ToString(d.arp.senderIp), arpTarget: ipv4ToString(d.arp.targetIp) });
-          if (this.masqL2 !== null) {
-            const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
-            for (const f of m.back) this.emitter.made(f, from, emit);
-            for (const f of m.across) this.emitter.made(f, (1 - from) as Side, emit);
-            if (this.natVerdict(m.r, nowMs, what)) return;
-          }
-          const r = natArp(this.nat, d.arp, from);
-          if (this.natVerdict(r, nowMs, what)) return;
-        }
-        this.out(frame, from, emit);
-        return;
-      }
-      case 'other':
-        if (this.cluster !== null && !this.cluster.nonTcp(frame, from)) {
-          c.nonTcpNotForwarder++;
-          return;
-        }
-        if (this.masqL2 !== null && link === 'ethernet' && this.natVerdict(this.masqL2.other(frame.subarray(vh), from), nowMs, () => ({}))) return;
-        this.out(frame, from, emit);
+    } else if (cl !== null && !cl.nonTcp(frame, from)) {
+      c.nonTcpNotForwarder++;
+      return;
     }
+    let view: NatView | undefined;
+    if (this.natStage !== null) {
+      const n = this.natStage.frame(ad, frame, from, nowMs, link, (eth, to) => this.emitter.made(eth, to, emit));
+      if (!n.go) return;
+      view = n.view;
+    }
+    if (ad.kind === 'tcp') this.handleTcp(ad.d, frame, from, nowMs, emit, this.vh, ad.partial, ad.gsoType, ad.gsoSize, view);
+    else this.out(frame, from, emit);
   }
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */

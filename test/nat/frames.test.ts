@@ -1,5 +1,5 @@
 /**
- * NAT in the gateway (src/engine/nat-frames.ts wired in gateway.ts): frames built by hand cross
+ * NAT in the gateway (src/nat/frames.ts, the NAT stage nat/stage.ts wired in gateway.ts): frames built by hand cross
  * the gateway; what leaves carries translated addresses/ports/ids with checksums equal to a full
  * recomputation (RFC 1624 updates), ICMP errors are translated inside and out, ARP payloads are
  * translated and real addresses never cross. Plus the `nat:` config section.

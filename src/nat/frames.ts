@@ -51,7 +51,7 @@
  *   `arp-real-address`).
  */
 import { cidrContains } from '../wire/cidr.js';
-import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from '../nat/nat.js';
+import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from './nat.js';
 import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
 import { ARP_OP_REPLY, ARP_OP_REQUEST, type ArpPacket } from '../wire/arp.js';
 

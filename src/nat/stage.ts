@@ -1,0 +1,123 @@
+/**
+ * The NAT stage of the data path: every admitted IPv4 packet and ARP frame translated in place
+ * (./frames.ts on the pure NatTable of ./nat.ts), then layer-2 ownership of masquerade
+ * addresses (MasqL2: proxy ARP, MAC rewriting). It answers whether the frame goes on and, for
+ * TCP, the flow table's view of the connection: each endpoint by its real address on its own
+ * side (the source as it arrived, the destination after translation). Drops are counted by
+ * reason (`natDropped`) and logged rate-limited; frames the stage makes itself (ARP answers,
+ * relayed requests) go out through `made`.
+ */
+import { endpoints, type Admitted, type Warn } from '../engine/admit.js';
+import type { Side } from '../engine/emit.js';
+import type { LinkType } from '../wire/frame.js';
+import { ipv4ToString } from '../wire/ipv4.js';
+import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './frames.js';
+import type { NatTable } from './nat.js';
+
+/** The flow table's endpoints for a translated TCP segment. */
+export interface NatView {
+  src: { addr: number; port: number };
+  dst: { addr: number; port: number };
+}
+
+/** The gateway's counters the stage adds to. */
+export interface NatStageCounters {
+  natTranslated: number;
+  natDropped: Partial<Record<NatDropReason, number>>;
+}
+
+/** A frame the stage made, out to `to` (Ethernet, without a virtio header). */
+export type Made = (eth: Uint8Array, to: Side) => void;
+
+/** What the stage decided: the frame goes on (with the view of a translated TCP segment), or not. */
+export type NatOutcome = { go: true; view?: NatView } | { go: false };
+
+const GO: NatOutcome = Object.freeze({ go: true });
+const STOP: NatOutcome = Object.freeze({ go: false });
+
+export class NatStage {
+  /** Masquerade at layer 2; null without masquerade or Ethernet. */
+  readonly masqL2: MasqL2 | null;
+
+  constructor(
+    readonly table: NatTable,
+    link: LinkType,
+    private readonly counters: NatStageCounters,
+    private readonly warn: Warn,
+    /** Bytes of virtio header in front of every frame (0 or 10). */
+    private readonly vh: number,
+  ) {
+    this.masqL2 = table.cfg.masquerade.length > 0 && link === 'ethernet' ? new MasqL2(table) : null;
+  }
+
+  /** Translates `frame` (as admitted, from `from`) in place. */
+  frame(ad: Admitted, frame: Uint8Array, from: Side, nowMs: number, link: LinkType, made: Made): NatOutcome {
+    const vh = this.vh;
+    const l2 = this.masqL2 !== null && link === 'ethernet' ? this.masqL2 : null;
+    switch (ad.kind) {
+      case 'tcp': {
+        const d = ad.d;
+        const what = (): Record<string, unknown> => endpoints(d);
+        const srcA = d.ip.src;
+        const dstA = d.ip.dst;
+        const srcP = d.tcp.srcPort;
+        const r = natIpv4(this.table, {
+          buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: false, partial: ad.partial, tcpFlags: d.tcp.flags,
+        }, from, nowMs);
+        if (this.stops(r, nowMs, what)) return STOP;
+        if (l2 !== null) {
+          const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
+          if (r2.kind === 'drop' && this.stops(r2, nowMs, what)) return STOP;
+        }
+        return r.kind === 'translated' ? { go: true, view: { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: d.tcp.dstPort } } } : GO;
+      }
+      case 'ipv4-other': {
+        const d = ad.d;
+        const srcA = d.ip.src;
+        const dstA = d.ip.dst;
+        const r = natIpv4(this.table, {
+          buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: ad.partial,
+        }, from, nowMs);
+        const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
+        if (this.stops(r, nowMs, what)) return STOP;
+        if (l2 !== null) {
+          const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
+          if (r2.kind === 'drop' && this.stops(r2, nowMs, what)) return STOP;
+        }
+        return GO;
+      }
+      case 'arp': {
+        const d = ad.d;
+        const what = (): Record<string, unknown> => ({ arpSender: ipv4ToString(d.arp.senderIp), arpTarget: ipv4ToString(d.arp.targetIp) });
+        if (this.masqL2 !== null) {
+          const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
+          for (const f of m.back) made(f, from);
+          for (const f of m.across) made(f, (1 - from) as Side);
+          if (this.stops(m.r, nowMs, what)) return STOP;
+        }
+        return this.stops(natArp(this.table, d.arp, from), nowMs, what) ? STOP : GO;
+      }
+      case 'other':
+        return l2 !== null && this.stops(l2.other(frame.subarray(vh), from), nowMs, () => ({})) ? STOP : GO;
+    }
+  }
+
+  /** A TCP frame this node does not forward: masquerade still learns its sender's MAC. */
+  observe(frame: Uint8Array, from: Side, src: number, link: LinkType): void {
+    if (this.masqL2 !== null && link === 'ethernet') this.masqL2.observe(frame.subarray(this.vh), from, src);
+  }
+
+  /** Counts a translation; true = the frame stops here (consumed, or dropped: counted and logged). */
+  private stops(r: NatFrameResult, nowMs: number, what: () => Record<string, unknown>): boolean {
+    if (r.kind === 'translated') this.counters.natTranslated++;
+    else if (r.kind === 'consumed') return true;
+    else if (r.kind === 'drop') {
+      const reason: NatDropReason = r.reason;
+      const c = this.counters.natDropped;
+      c[reason] = (c[reason] ?? 0) + 1;
+      this.warn(`nat:${reason}`, nowMs, () => ({ reason, ...what() }), 'packet dropped by NAT');
+      return true;
+    }
+    return false;
+  }
+}
