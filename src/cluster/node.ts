@@ -83,6 +83,11 @@ export interface ClusterOptions {
   recentBytesTotal?: number;
   /** JetStream replicas of the bucket (3 in production with 3 NATS servers). */
   replicas?: number;
+  /**
+   * The cluster's clock, Unix ms (default Date.now): heartbeats, snapshots' `ms` and every
+   * timeout here are compared across nodes, so it is wall-clock time, read only through this.
+   */
+  now?: () => number;
 }
 
 /** What goes into the bucket for one connection. */
@@ -252,7 +257,9 @@ export interface NodeInfo {
 export class ClusterNode implements ClusterAttach {
   readonly counters = newClusterCounters();
   readonly id: string;
-  private readonly o: Required<Omit<ClusterOptions, 'log'>>;
+  private readonly o: Required<Omit<ClusterOptions, 'log' | 'now'>>;
+  /** The clock (ClusterOptions.now). */
+  private readonly now: () => number;
   private readonly log: Logger;
   private nc: NatsConnection | null = null;
   private kv: KV | null = null;
@@ -272,7 +279,7 @@ export class ClusterNode implements ClusterAttach {
   /** Heard the bucket's initial values and a heartbeat round: may own connections. */
   private ready = false;
   private draining = false;
-  private readonly startedMs = Date.now();
+  private readonly startedMs: number;
   private readonly spares = new Map<string, Spare>();
   private readonly sparesByRaw = new Map<string, Spare>();
   private readonly local = new Map<Flow<unknown>, LocalRec>();
@@ -303,6 +310,8 @@ export class ClusterNode implements ClusterAttach {
   constructor(opts: ClusterOptions) {
     this.id = opts.nodeId;
     this.log = opts.log;
+    this.now = opts.now ?? Date.now;
+    this.startedMs = this.now();
     this.o = {
       url: opts.url,
       nodeId: opts.nodeId,
@@ -348,7 +357,7 @@ export class ClusterNode implements ClusterAttach {
           this.connected = true;
           this.log.info('cluster sync connection back');
           // Every node seen before the outage gets a fresh deadline.
-          const now = Date.now();
+          const now = this.now();
           for (const m of this.members.values()) m.lastMs = now;
         }
       }
@@ -376,7 +385,7 @@ export class ClusterNode implements ClusterAttach {
     // One heartbeat round to hear the others before owning anything.
     await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
     this.ready = true;
-    this.readyAtMs = Date.now();
+    this.readyAtMs = this.now();
     this.heartbeat();
     this.recomputeView();
     this.log.info({ node: this.id, view: this.view }, 'cluster node ready');
@@ -395,7 +404,7 @@ export class ClusterNode implements ClusterAttach {
     if (this.nc === null || this.stopped) return;
     const info: NodeInfo = {
       id: this.id,
-      lastMs: Date.now(),
+      lastMs: this.now(),
       startedMs: this.startedMs,
       draining: this.draining,
       ready: this.ready,
@@ -419,13 +428,13 @@ export class ClusterNode implements ClusterAttach {
     }
     if (typeof h?.id !== 'string') return;
     const prev = this.members.get(h.id);
-    this.members.set(h.id, { ...h, lastMs: Date.now() });
+    this.members.set(h.id, { ...h, lastMs: this.now() });
     if (prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready) this.recomputeView();
   }
 
   private onTimer(): void {
     if (this.stopped) return;
-    const now = Date.now();
+    const now = this.now();
     if (this.connected) {
       let dead = false;
       for (const [id, m] of this.members) {
@@ -534,7 +543,7 @@ export class ClusterNode implements ClusterAttach {
     // Where a connection began: its SYN's side (replies come from the other). A SYN from an
     // address the NAT owns is a translated copy, never where a connection began.
     if (isSyn && syn === undefined && this.synSide.size < 65536 && this.gw?.nat?.ownsAddress(from, raw.src) !== true) {
-      const e = { side: from, ms: Date.now() };
+      const e = { side: from, ms: this.now() };
       this.synSide.set(dk, e);
       if (synSrc === undefined) this.synSrcSide.set(`${raw.src}:${raw.sport}`, e);
     }
@@ -564,7 +573,7 @@ export class ClusterNode implements ClusterAttach {
   }
 
   private keepRecent(sp: Spare, frame: Uint8Array, from: Side): void {
-    const now = Date.now();
+    const now = this.now();
     const r = sp.recent;
     let drop = 0;
     while (drop < r.length && (now - r[drop]!.ms > this.o.recentMs || sp.recentBytes + frame.length > this.o.recentBytesPerConn)) {
@@ -585,7 +594,7 @@ export class ClusterNode implements ClusterAttach {
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean {
     if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
-    if ((flags & 0x12) === 0x02 && Date.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
+    if ((flags & 0x12) === 0x02 && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
       // talking to one of them through the wrong node (seen in the cluster e2e). The SYN is
@@ -606,7 +615,7 @@ export class ClusterNode implements ClusterAttach {
       // Hand-over in progress: keep the frame until the old owner's final state arrives.
       let w = this.waiting.get(key);
       if (w === undefined) {
-        w = { sinceMs: Date.now(), frames: [] };
+        w = { sinceMs: this.now(), frames: [] };
         this.waiting.set(key, w);
         this.counters.handoffWaits++;
       }
@@ -670,7 +679,7 @@ export class ClusterNode implements ClusterAttach {
   fromSegment(frame: Uint8Array, from: Side): boolean {
     const h = tcpDigest(frame, this.vh);
     if (h === undefined) return true;
-    const now = Date.now();
+    const now = this.now();
     const e = this.seenTcp.get(h);
     if (e !== undefined && now - e.ms <= this.o.loopWindowMs) {
       if (e.side !== from) {
@@ -688,7 +697,7 @@ export class ClusterNode implements ClusterAttach {
     if (!this.nonTcpMine) return false;
     const d = digest(frame);
     const e = this.emitted.get(d);
-    const now = Date.now();
+    const now = this.now();
     if (e !== undefined && e.side === from && now - e.ms <= this.o.loopWindowMs) {
       this.counters.loopDrops++;
       return false;
@@ -727,7 +736,7 @@ export class ClusterNode implements ClusterAttach {
         emit(frame, to);
         return;
       }
-      rec.queue.push({ frame: frame.slice(), to, need: rec.needSeq, sinceMs: Date.now() });
+      rec.queue.push({ frame: frame.slice(), to, need: rec.needSeq, sinceMs: this.now() });
       this.heldBytes += frame.length;
       this.counters.heldFrames++;
     });
@@ -740,7 +749,7 @@ export class ClusterNode implements ClusterAttach {
     if (this.recorder?.inner === inner) return this.recorder.fn;
     const fn: Emit = (frame, to) => {
       const h = tcpDigest(frame, this.vh);
-      if (h !== undefined && this.seenTcp.size < 262144) this.seenTcp.set(h, { side: to, ms: Date.now() });
+      if (h !== undefined && this.seenTcp.size < 262144) this.seenTcp.set(h, { side: to, ms: this.now() });
       inner(frame, to);
     };
     this.recorder = { inner, fn };
@@ -781,7 +790,7 @@ export class ClusterNode implements ClusterAttach {
       owner: this.id,
       ownerEpoch: this.startedMs,
       seq,
-      ms: Date.now(),
+      ms: this.now(),
       host: rec.host,
       raw: rec.raw,
       final,
@@ -815,7 +824,7 @@ export class ClusterNode implements ClusterAttach {
   private releaseQueue(rec: LocalRec, upTo: number, emit0: Emit): number {
     const emit = this.recording(emit0);
     const q = rec.queue;
-    const now = Date.now();
+    const now = this.now();
     let i = 0;
     while (i < q.length && q[i]!.need <= upTo) {
       const h = q[i]!;
@@ -936,7 +945,7 @@ export class ClusterNode implements ClusterAttach {
     }
     this.local.set(f, rec);
     this.localByKey.set(sp.key, f);
-    this.log.info({ flow: f.id, from: sp.snap.owner, final: sp.snap.final !== null, ageMs: Date.now() - sp.snap.ms }, 'connection taken over');
+    this.log.info({ flow: f.id, from: sp.snap.owner, final: sp.snap.final !== null, ageMs: this.now() - sp.snap.ms }, 'connection taken over');
     // Our own first publication: the spares elsewhere now follow us.
     rec.needSeq = this.publish(f, rec, null);
     // What the sender sent while nobody forwarded goes now (after the frame being handled, if
@@ -945,7 +954,7 @@ export class ClusterNode implements ClusterAttach {
     // Only frames from after the old owner was last heard (a heartbeat of margin), and only for
     // a connection still open: older frames it forwarded itself, and replaying a closed
     // connection's frames would only make the endpoints answer with resets.
-    const since = (this.lastHeard.get(sp.snap.owner) ?? Date.now()) - this.o.heartbeatMs;
+    const since = (this.lastHeard.get(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
     const recent = sp.recent.filter((x) => x.ms >= since);
     sp.recent = [];
     const open = f.state !== 'closing' && f.state !== 'closed';
@@ -1007,7 +1016,7 @@ export class ClusterNode implements ClusterAttach {
   // Operations
 
   private maxLagMs(): number {
-    const now = Date.now();
+    const now = this.now();
     let lag = 0;
     for (const rec of this.local.values()) {
       if (rec.pubSeq > rec.ackedSeq) lag = Math.max(lag, now - rec.lastPubMs);
@@ -1017,7 +1026,7 @@ export class ClusterNode implements ClusterAttach {
 
   /** Status of this node for `tapgate cluster status`. */
   status(): Record<string, unknown> {
-    const now = Date.now();
+    const now = this.now();
     let spareAgeMax = 0;
     for (const sp of this.spares.values()) spareAgeMax = Math.max(spareAgeMax, now - sp.snap.ms);
     return {
@@ -1069,8 +1078,8 @@ export class ClusterNode implements ClusterAttach {
     this.heartbeat();
     await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
     this.recomputeView();
-    const deadline = Date.now() + timeoutMs;
-    while (this.pendingAcks.size > 0 && Date.now() < deadline) {
+    const deadline = this.now() + timeoutMs;
+    while (this.pendingAcks.size > 0 && this.now() < deadline) {
       await Promise.race([Promise.allSettled([...this.pendingAcks]), new Promise((r) => setTimeout(r, 50))]);
     }
     this.log.info({ handoffs: this.counters.handoffs, left: this.local.size }, 'cluster node drained');
