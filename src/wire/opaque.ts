@@ -7,7 +7,7 @@
  *
  * - `ipv6-tcp`: TCP over IPv6, found by walking the extension headers (RFC 8200 §4: Hop-by-Hop,
  *   Routing, Fragment, Destination Options; AH per RFC 4302 §2.2, whose payload is in the
- *   clear), at most `MAX_EXT_HEADERS` of them; with the ports when the TCP header is there (a
+ *   clear; wire/ipv6.ts walkIpv6, within its bounds); with the ports when the TCP header is there (a
  *   non-first fragment has none); also, without ports, a fragment that does not show what it
  *   carries (a later one whose Fragment header names an extension header, a first one whose
  *   chain or UDP header is cut: RFC 7112);
@@ -22,6 +22,7 @@
 
 import { get16 } from './bytes.js';
 import { ETHERTYPE_IPV6 } from './ethernet.js';
+import { IP_PROTO_AH, IP_PROTO_DSTOPTS, IP_PROTO_FRAGMENT, IP_PROTO_HOPOPTS, IP_PROTO_ROUTING, IPV6_HEADER_LEN, walkIpv6 } from './ipv6.js';
 
 export type OpaqueClass =
   | 'ipv6-tcp'
@@ -51,15 +52,14 @@ export interface Opaque {
 export const ETHERTYPE_PPPOE_SESSION = 0x8864;
 export const ETHERTYPE_MPLS = 0x8847;
 export const ETHERTYPE_MPLS_MULTICAST = 0x8848;
-/** Extension headers walked before giving up (RFC 7112 asks for the chain in the first fragment; real chains are short). */
-export const MAX_EXT_HEADERS = 8;
 
 const IP_PROTO_IPIP = 4;
 const IP_PROTO_TCP = 6;
 const IP_PROTO_UDP = 17;
 const IP_PROTO_IPV6 = 41;
 const IP_PROTO_GRE = 47;
-const IP_PROTO_AH = 51;
+/** The headers walkIpv6 walks through. */
+const EXTENSION: ReadonlySet<number> = new Set([IP_PROTO_HOPOPTS, IP_PROTO_ROUTING, IP_PROTO_FRAGMENT, IP_PROTO_DSTOPTS, IP_PROTO_AH]);
 const UDP_VXLAN = 4789;
 const UDP_GENEVE = 6081;
 
@@ -105,42 +105,29 @@ export function opaqueIpv4(buf: Uint8Array, proto: number, l4Off: number, end: n
 
 /** The class of what an IPv6 packet at `off` carries (see the file comment), or null. */
 export function opaqueIpv6(buf: Uint8Array, off: number): Opaque | null {
-  if (buf.length - off < 40 || buf[off]! >>> 4 !== 6) return null;
-  const end = Math.min(buf.length, off + 40 + get16(buf, off + 4));
-  let next = buf[off + 6]!;
-  let p = off + 40;
-  let first = true;
-  // Once a Fragment header was seen, a chain that stops short is not harmless: the rest of it
+  if (buf.length - off < IPV6_HEADER_LEN || buf[off]! >>> 4 !== 6) return null;
+  const w = walkIpv6(buf, off);
+  // A chain longer than any real one: whatever it hides, it is not inspected.
+  if (w.error === 'ipv6-chain-too-long' || w.error === 'ipv6-chain-too-big') return { cls: 'ipv6-tcp' };
+  // A chain that stops short is not harmless once a Fragment header was seen: the rest of it
   // (and the upper-layer header) may come in the next fragment (RFC 7112 forbids it; not every
   // receiver drops it), so it is not inspected. Unfragmented, the receiver drops it.
-  let cut: Opaque | null = null;
-  for (let i = 0; i <= MAX_EXT_HEADERS; i++) {
-    if (next === 0 || next === 43 || next === 44 || next === 60 || next === IP_PROTO_AH) {
-      // A later fragment holds the middle of the payload after its Fragment header, never
-      // headers: what it carries was named in the first fragment.
-      if (!first) return { cls: 'ipv6-tcp' };
-      if (end - p < 8) return cut;
-    }
-    if (next === 0 || next === 43 || next === 60) {
-      next = buf[p]!;
-      p += (buf[p + 1]! + 1) * 8;
-    } else if (next === 44) {
-      // Fragment header: offset in 8-byte units in the top 13 bits of bytes 2–3.
-      if (get16(buf, p + 2) >>> 3 !== 0) first = false;
-      cut = { cls: 'ipv6-tcp' };
-      next = buf[p]!;
-      p += 8;
-    } else if (next === IP_PROTO_AH) {
-      next = buf[p]!;
-      p += (buf[p + 1]! + 2) * 4;
-    } else {
-      // A first fragment without the whole UDP header: its port (VXLAN? Geneve?) is in the next one.
-      if (cut !== null && first && next === IP_PROTO_UDP && end - p < 8) return cut;
-      return upper(buf, next, p, end, first);
-    }
+  if (w.error !== null) {
+    if (w.fragment !== null) return { cls: 'ipv6-tcp' };
+    // A header whose length points past the end: what it names next is judged with no bytes
+    // (TCP: not inspected, fail closed); a chain cut before a header: the receiver drops it.
+    if (w.end - w.upperOff < 8) return null;
+    const nx = buf[w.upperOff]!;
+    return EXTENSION.has(nx) ? null : upper(buf, nx, w.end, w.end, true);
   }
-  // A chain longer than any real one: whatever it hides, it is not inspected.
-  return { cls: 'ipv6-tcp' };
+  if (w.fragment !== null && w.fragment.offset !== 0) {
+    // A later fragment holds the middle of the payload after its Fragment header, never
+    // headers: what it carries was named in the first fragment.
+    return EXTENSION.has(w.upperProto) ? { cls: 'ipv6-tcp' } : upper(buf, w.upperProto, w.upperOff, w.end, false);
+  }
+  // A first fragment without the whole UDP header: its port (VXLAN? Geneve?) is in the next one.
+  if (w.fragment !== null && w.upperProto === IP_PROTO_UDP && w.end - w.upperOff < 8) return { cls: 'ipv6-tcp' };
+  return upper(buf, w.upperProto, w.upperOff, w.end, true);
 }
 
 function upper(buf: Uint8Array, proto: number, l4Off: number, end: number, first: boolean): Opaque | null {

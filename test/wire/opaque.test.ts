@@ -11,11 +11,11 @@ import {
   ETHERTYPE_MPLS,
   ETHERTYPE_MPLS_MULTICAST,
   ETHERTYPE_PPPOE_SESSION,
-  MAX_EXT_HEADERS,
   opaqueEtherType,
   opaqueIpv4,
   opaqueIpv6,
 } from '../../src/wire/opaque.js';
+import { IPV6_MAX_EXT_HEADERS as MAX_EXT_HEADERS } from '../../src/wire/ipv6.js';
 import { hex, toHex } from './fixtures.js';
 
 // ---------------------------------------------------------------------------------------------
