@@ -1,6 +1,8 @@
 /**
  * The connection table and passive tracking of both halves of every TCP connection
- * (RFC 9293 §3.3.2 states, seen from the middle; gVisor's tcpconntrack is the model).
+ * (RFC 9293 §3.3.2 states, seen from the middle; gVisor's tcpconntrack is the model). One
+ * connection's record is ./flow.ts, its plain-data form and check ./json.ts, the RST/FIN
+ * judgement ./window.ts.
  *
  * A connection is keyed by its 4-tuple (in either direction). The client is the side that sent
  * the first SYN (for simultaneous open: the first SYN seen). Each half records what it announced
@@ -30,29 +32,12 @@
  * the rewriting) of a live connection.
  */
 import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
-import { ipv4ToString } from '../wire/ipv4.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
+import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint } from './flow.js';
+import { validFlowJson, type FlowJson } from './json.js';
 
-
-export interface Endpoint {
-  addr: number;
-  port: number;
-}
-
-/** What one side announced and did. Field names follow RFC 9293 where there is one. */
-export interface Half {
-  /** ISN of this side (known once its SYN was seen). */
-  isn: Seq | undefined;
-  /** MSS option from its SYN (RFC 9293 §3.7.1; 536 when absent). */
-  mss: number;
-  /** Window scale shift from its SYN (RFC 7323 §2), or −1 when it sent none. */
-  wscale: number;
-  sackPermitted: boolean;
-  timestamps: boolean;
-  finSeen: boolean;
-  rstSeen: boolean;
-}
+export * from './flow.js';
 
 /**
  * How far past the SYN's TSval a RST answering it may echo: 2^20 timestamp ticks, 17 minutes at
@@ -62,311 +47,8 @@ const SYN_TS_SPAN = 2 ** 20;
 /** How far one segment may move a learnt window edge (see FlowTable.observe): 1 GiB. */
 const LEARN_SPAN = 2 ** 30;
 
-export type FlowState = 'syn-sent' | 'syn-received' | 'established' | 'closing' | 'closed';
+export type { FlowJson } from './json.js';
 
-const FLOW_CONFIRMED = 1;
-const FLOW_SEEN = 6;
-const FLOW_MIDSTREAM = 8;
-const FLOW_POLICY = 48;
-const POLICY_SHIFT = 4;
-
-/** What the fail-closed policy decided for a connection first seen mid-stream (engine/policy.ts). */
-export type MidstreamMark = 'none' | 'drop' | 'pass';
-const MARKS: readonly MidstreamMark[] = ['none', 'drop', 'pass'];
-
-export class Flow<C = unknown> {
-  state: FlowState;
-  readonly halves: [TrackedHalf, TrackedHalf];
-  /** Runtime: the connection's stream engine when an agent rewrites it. */
-  conn: C | null = null;
-  lastMs: number;
-  /** Closing started (both FINs, or a RST) at this time. */
-  closedMs = 0;
-  readonly createdMs: number;
-  /** FLOW_* bits: confirmed, seen from side 0 / 1, midstream. */
-  private bits: number;
-  // Endpoints as plain small integers (addresses as int32: no heap number per address; both
-  // ports in one), so that an entry is one object plus its halves; `client`, `server`, `key`,
-  // `id` are derived.
-  private readonly ca: number;
-  private readonly sa: number;
-  /** Client port << 16 | server port. */
-  private readonly ports: number;
-
-  constructor(
-    client: Endpoint,
-    server: Endpoint,
-    midstream: boolean,
-    nowMs: number,
-    /** How many connections this 4-tuple had before this one (the id's "#n"). */
-    readonly gen = 0,
-  ) {
-    this.state = midstream ? 'established' : 'syn-sent';
-    this.halves = [newHalf(), newHalf()];
-    this.lastMs = nowMs;
-    this.createdMs = nowMs;
-    this.bits = midstream ? FLOW_MIDSTREAM : 0;
-    this.ca = client.addr | 0;
-    this.sa = server.addr | 0;
-    this.ports = (client.port << 16) | server.port;
-  }
-
-  private get cp(): number {
-    return this.ports >>> 16;
-  }
-  private get sp(): number {
-    return this.ports & 0xffff;
-  }
-
-  /** Handshake completed, or (mid-stream) both sides seen: no longer counts as half-open. */
-  get confirmed(): boolean {
-    return (this.bits & FLOW_CONFIRMED) !== 0;
-  }
-  set confirmed(v: boolean) {
-    this.bits = v ? this.bits | FLOW_CONFIRMED : this.bits & ~FLOW_CONFIRMED;
-  }
-  /** First seen mid-stream (no SYN): positions unknown, never rewritten. */
-  get midstream(): boolean {
-    return (this.bits & FLOW_MIDSTREAM) !== 0;
-  }
-  /** The policy's decision for this mid-stream connection ('none': not decided or inspected). */
-  get mark(): MidstreamMark {
-    return MARKS[(this.bits & FLOW_POLICY) >>> POLICY_SHIFT]!;
-  }
-  set mark(m: MidstreamMark) {
-    this.bits = (this.bits & ~FLOW_POLICY) | (MARKS.indexOf(m) << POLICY_SHIFT);
-  }
-  /** @internal Bit s set: a segment was seen from side s (mid-stream confirmation); see `seen`. */
-  get seenMask(): number {
-    return (this.bits & FLOW_SEEN) >>> 1;
-  }
-  set seenMask(v: number) {
-    this.bits = (this.bits & ~FLOW_SEEN) | ((v << 1) & FLOW_SEEN);
-  }
-
-  /** The side that sent the first SYN (a fresh object). */
-  get client(): Endpoint {
-    return { addr: this.ca >>> 0, port: this.cp };
-  }
-  get server(): Endpoint {
-    return { addr: this.sa >>> 0, port: this.sp };
-  }
-
-  /** The canonical 4-tuple key (flowKey), derived on demand. */
-  get key(): string {
-    return flowKey(this.client, this.server);
-  }
-
-  /** Connection id, e.g. "10.0.0.1.40000-10.0.0.2.80" ("#n" appended for a reused 4-tuple). */
-  get id(): string {
-    const n = this.gen;
-    return `${ipv4ToString(this.ca >>> 0)}.${this.cp}-${ipv4ToString(this.sa >>> 0)}.${this.sp}${n > 0 ? `#${n}` : ''}`;
-  }
-
-  /** A segment was seen from side 0 / side 1 (a fresh array: read-only view of `seenMask`). */
-  get seen(): [boolean, boolean] {
-    return [(this.seenMask & 1) !== 0, (this.seenMask & 2) !== 0];
-  }
-
-  /** 0 when the segment came from the client, 1 from the server. */
-  sideOf(src: Endpoint): 0 | 1 {
-    return (src.addr | 0) === this.ca && src.port === this.ports >>> 16 ? 0 : 1;
-  }
-
-  /** @internal This flow's 4-tuple is {a, b} (either order). */
-  is(a: Endpoint, b: Endpoint): boolean {
-    const x = a.addr | 0;
-    const y = b.addr | 0;
-    const ports = this.ports;
-    return (
-      (x === this.ca && y === this.sa && ((a.port << 16) | b.port) === ports) ||
-      (x === this.sa && y === this.ca && ((b.port << 16) | a.port) === ports)
-    );
-  }
-
-  /** @internal The table's hash of this flow's 4-tuple (tupleHash). */
-  hash(): number {
-    return tupleHash(this.ca, this.cp, this.sa, this.sp);
-  }
-
-  /** Wscale is in force only if both SYNs carried the option (RFC 7323 §2.2). */
-  get windowScaling(): boolean {
-    return this.halves[0].wscale >= 0 && this.halves[1].wscale >= 0;
-  }
-}
-
-/**
- * A small-integer (Smi) hash of a 4-tuple, the same in both directions: the table is keyed by
- * it (no string per lookup or per entry); colliding flows share a bucket.
- */
-function tupleHash(a1: number, p1: number, a2: number, p2: number): number {
-  let x = Math.imul(a1 ^ (p1 << 16) ^ p1, 0x9e3779b1);
-  let y = Math.imul(a2 ^ (p2 << 16) ^ p2, 0x9e3779b1);
-  x ^= x >>> 15;
-  y ^= y >>> 15;
-  // Symmetric: the same for (a, b) and (b, a).
-  let h = Math.imul(x ^ y, 0x85ebca6b) + Math.imul(x + y, 0xc2b2ae35);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0x27d4eb2f);
-  return (h ^ (h >>> 16)) | 0;
-}
-
-// TrackedHalf.bits: mss in bits 0-15, wscale + 1 in bits 16-19, then one bit per flag.
-const MSS_MASK = 0xffff;
-const WS_SHIFT = 16;
-const WS_MASK = 0xf << WS_SHIFT;
-const SACK_BIT = 1 << 20;
-const TS_BIT = 1 << 21;
-const FIN_BIT = 1 << 22;
-const RST_BIT = 1 << 23;
-const END_BIT = 1 << 24;
-const ACK_BIT = 1 << 25;
-
-/**
- * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
- * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
- * the plain form (but object spread would not: use `plainHalf`).
- */
-/** The part of a TrackedHalf only a handshake or a mid-stream pickup needs. */
-class RareHalf {
-  midBase: Seq | undefined = undefined;
-  synTs: number | undefined = undefined;
-  altIsn: Seq | undefined = undefined;
-}
-
-export class TrackedHalf implements Half {
-  isn: Seq | undefined = undefined;
-  private bits = 536 | (0 << WS_SHIFT); // mss 536, wscale −1, no flags
-
-  get mss(): number {
-    return this.bits & MSS_MASK;
-  }
-  set mss(v: number) {
-    this.bits = (this.bits & ~MSS_MASK) | (v & MSS_MASK);
-  }
-  /** −1 (none) to 14. */
-  get wscale(): number {
-    return ((this.bits & WS_MASK) >>> WS_SHIFT) - 1;
-  }
-  set wscale(v: number) {
-    this.bits = (this.bits & ~WS_MASK) | (((v + 1) << WS_SHIFT) & WS_MASK);
-  }
-  get sackPermitted(): boolean {
-    return (this.bits & SACK_BIT) !== 0;
-  }
-  set sackPermitted(v: boolean) {
-    this.bits = v ? this.bits | SACK_BIT : this.bits & ~SACK_BIT;
-  }
-  get timestamps(): boolean {
-    return (this.bits & TS_BIT) !== 0;
-  }
-  set timestamps(v: boolean) {
-    this.bits = v ? this.bits | TS_BIT : this.bits & ~TS_BIT;
-  }
-  get finSeen(): boolean {
-    return (this.bits & FIN_BIT) !== 0;
-  }
-  set finSeen(v: boolean) {
-    this.bits = v ? this.bits | FIN_BIT : this.bits & ~FIN_BIT;
-  }
-  get rstSeen(): boolean {
-    return (this.bits & RST_BIT) !== 0;
-  }
-  set rstSeen(v: boolean) {
-    this.bits = v ? this.bits | RST_BIT : this.bits & ~RST_BIT;
-  }
-
-  // What the window judgement (flow/window.ts) learns of this side, in byte offsets of the
-  // sequence spaces (small integers for the first GiB, where the sequence numbers themselves
-  // would be heap numbers): see FlowTable.observe. Three fields: a tracked connection is mostly
-  // its halves (issue 7's memory goal), so what only the handshake or a mid-stream pickup needs
-  // lives in `rare`, made when first needed.
-  /** One past the highest offset this side sent (valid with END_BIT). */
-  end = 0;
-  /** This side's highest ACK, an offset of the other side's space (valid with ACK_BIT). */
-  ack = 0;
-  private rare: RareHalf | undefined = undefined;
-
-  /** Start of this side's offsets when its SYN was not seen: the sequence number before its first segment. */
-  get midBase(): Seq | undefined {
-    return this.rare?.midBase;
-  }
-  set midBase(v: Seq | undefined) {
-    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).midBase = v;
-  }
-  /**
-   * TSval of this side's first SYN (RFC 7323), if it sent one: a RST answering it must echo a
-   * time from then on (see FlowTable.judge). Cleared once the handshake completed.
-   */
-  get synTs(): number | undefined {
-    return this.rare?.synTs;
-  }
-  set synTs(v: number | undefined) {
-    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).synTs = v;
-    this.dropRare();
-  }
-  /** Another ISN this side sent in a SYN before any answer (see FlowTable.lookup). */
-  get altIsn(): Seq | undefined {
-    return this.rare?.altIsn;
-  }
-  set altIsn(v: Seq | undefined) {
-    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).altIsn = v;
-    this.dropRare();
-  }
-  private dropRare(): void {
-    const r = this.rare;
-    if (r !== undefined && r.midBase === undefined && r.synTs === undefined && r.altIsn === undefined) this.rare = undefined;
-  }
-
-  /**
-   * The largest window this side may advertise: 65,535 scaled by its shift when scaling is in
-   * force (RFC 7323 §2.2). The judgement takes it as the window (lenient: a wider window only
-   * makes more RSTs "not exact" rather than "out of window"; both keep the connection).
-   */
-  maxWindow(scaling: boolean): number {
-    const ws = this.wscale;
-    return scaling && ws > 0 ? 65_535 << ws : 65_535;
-  }
-
-  /** Offset 0 of this side's sequence space: its ISN, else the one before its first segment. */
-  get base(): Seq | undefined {
-    return this.isn ?? this.midBase;
-  }
-  get endSet(): boolean {
-    return (this.bits & END_BIT) !== 0;
-  }
-  setEnd(v: number): void {
-    this.end = v;
-    this.bits |= END_BIT;
-  }
-  get ackSet(): boolean {
-    return (this.bits & ACK_BIT) !== 0;
-  }
-  setAck(v: number): void {
-    this.ack = v;
-    this.bits |= ACK_BIT;
-  }
-  toJSON(): Half {
-    return plainHalf(this);
-  }
-}
-
-/** A plain-object copy of a Half. */
-export function plainHalf(h: Half): Half {
-  return {
-    isn: h.isn,
-    mss: h.mss,
-    wscale: h.wscale,
-    sackPermitted: h.sackPermitted,
-    timestamps: h.timestamps,
-    finSeen: h.finSeen,
-    rstSeen: h.rstSeen,
-  };
-}
-
-function newHalf(): TrackedHalf {
-  return new TrackedHalf();
-}
 
 export interface SynOptions {
   mss: number | undefined;
@@ -420,14 +102,6 @@ export function newFlowCounters() {
 }
 export type FlowCounters = ReturnType<typeof newFlowCounters>;
 
-export function flowKey(a: Endpoint, b: Endpoint): string {
-  // Canonical order so both directions find the same entry.
-  if (a.addr < b.addr || (a.addr === b.addr && a.port <= b.port)) {
-    return `${a.addr}:${a.port}-${b.addr}:${b.port}`;
-  }
-  return `${b.addr}:${b.port}-${a.addr}:${a.port}`;
-}
-
 
 export type LookupResult<C> =
   | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean }
@@ -436,23 +110,6 @@ export type LookupResult<C> =
   | { kind: 'untracked' }
   /** A bare SYN with a new ISN for a confirmed, open connection: not tracked (see the file comment). */
   | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 };
-
-/** A flow as plain JSON-able data (version 1): the cluster moves entries between nodes. */
-export interface FlowJson {
-  v: 1;
-  client: Endpoint;
-  server: Endpoint;
-  midstream: boolean;
-  state: FlowState;
-  halves: [Half, Half];
-  confirmed: boolean;
-  seen: [boolean, boolean];
-  createdMs: number;
-  lastMs: number;
-  closedMs: number;
-}
-
-const FLOW_STATES: readonly FlowState[] = ['syn-sent', 'syn-received', 'established', 'closing', 'closed'];
 
 /** A bucket of the table: one flow, or (4-tuples with the same hash, rare) several. */
 type Bucket<C> = Flow<C> | Flow<C>[];
@@ -909,60 +566,3 @@ export class FlowTable<C = unknown> {
   }
 }
 
-/** Checks a FlowJson (from another node: untrusted shape); throws Error('flow: bad snapshot (…)'). */
-function validFlowJson(j: unknown): FlowJson {
-  const bad = (why: string): never => {
-    throw new Error(`flow: bad snapshot (${why})`);
-  };
-  if (typeof j !== 'object' || j === null) return bad('not an object');
-  const o = j as Record<string, unknown>;
-  if (o['v'] !== 1) return bad(`version ${String(o['v'])}`);
-  const u32 = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffffffff;
-  const port = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffff;
-  const endpoint = (x: unknown, name: string): Endpoint => {
-    const e = x as Record<string, unknown> | null;
-    if (typeof e !== 'object' || e === null || !u32(e['addr']) || !port(e['port'])) return bad(name);
-    return { addr: e['addr'] as number, port: e['port'] as number };
-  };
-  const client = endpoint(o['client'], 'client');
-  const server = endpoint(o['server'], 'server');
-  const bool = (x: unknown, name: string): boolean => (typeof x === 'boolean' ? x : bad(name));
-  const time = (x: unknown, name: string): number => (Number.isFinite(x) ? (x as number) : bad(name));
-  const pair = (x: unknown, name: string): unknown[] => (Array.isArray(x) && x.length === 2 ? x : bad(name));
-  const half = (x: unknown, i: number): Half => {
-    const h = x as Record<string, unknown> | null;
-    const name = `halves[${i}]`;
-    if (typeof h !== 'object' || h === null) return bad(name);
-    const isn = h['isn'];
-    if (isn !== undefined && isn !== null && !u32(isn)) return bad(`${name}.isn`);
-    if (!port(h['mss'])) return bad(`${name}.mss`);
-    const ws = h['wscale'];
-    if (!Number.isInteger(ws) || (ws as number) < -1 || (ws as number) > 14) return bad(`${name}.wscale`);
-    return {
-      isn: isn === undefined || isn === null ? undefined : (isn as Seq),
-      mss: h['mss'] as number,
-      wscale: ws as number,
-      sackPermitted: bool(h['sackPermitted'], `${name}.sackPermitted`),
-      timestamps: bool(h['timestamps'], `${name}.timestamps`),
-      finSeen: bool(h['finSeen'], `${name}.finSeen`),
-      rstSeen: bool(h['rstSeen'], `${name}.rstSeen`),
-    };
-  };
-  const state = o['state'];
-  if (!FLOW_STATES.includes(state as FlowState)) return bad('state');
-  const halves = pair(o['halves'], 'halves');
-  const seen = pair(o['seen'], 'seen');
-  return {
-    v: 1,
-    client,
-    server,
-    midstream: bool(o['midstream'], 'midstream'),
-    state: state as FlowState,
-    halves: [half(halves[0], 0), half(halves[1], 1)],
-    confirmed: bool(o['confirmed'], 'confirmed'),
-    seen: [bool(seen[0], 'seen[0]'), bool(seen[1], 'seen[1]')],
-    createdMs: time(o['createdMs'], 'createdMs'),
-    lastMs: time(o['lastMs'], 'lastMs'),
-    closedMs: time(o['closedMs'], 'closedMs'),
-  };
-}
