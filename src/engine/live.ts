@@ -13,27 +13,24 @@
  * Both TAPs are opened the same way (`vnetHdr`): with it, GSO super-frames and partial checksums
  * cross the gateway whole (see engine/gateway.ts), which is what makes it fast.
  *
- * Capture (`pcapDir`): DIR/a.pcap holds every frame seen on TAP a — read from it (what the
- * a-side endpoint sent) and written to it (what the gateway delivered to that side); DIR/b.pcap
- * the same for TAP b. So a.pcap is the a-side's view of each connection and b.pcap the b-side's,
- * as tcpdump on each TAP would show them. The virtio header is not recorded; a GSO frame is one
- * large record (as tcpdump shows GSO packets) and partial checksums appear as bad checksums
- * (as with any capture taken with checksum offload). A capture that cannot keep up drops records
- * (counted in `pcapDropped`) rather than buffering without bound.
+ * The two sides are ports (phy/port.ts): the TAP, wrapped by middleware when asked for —
  *
- * Impairment (`impair`, phy/fault.ts; the kernel here has no netem): a fault injector may sit at
- * four points, each with its own spec and seed stream:
+ *   TAP ─ CapturePort (`pcapDir`: DIR/a.pcap, DIR/b.pcap; phy/capture-port.ts)
+ *       ─ FaultPort (`impair`: in-x / out-x injectors; phy/fault-port.ts) ─ this loop
+ *
+ * so a capture records frames as they cross the TAP (read frames before `in-x`, written frames
+ * after `out-x`): a.pcap is the a-side's view of each connection and b.pcap the b-side's, as
+ * tcpdump on each TAP would show them. Impairment (the kernel here has no netem) may sit at four
+ * points, each with its own spec and seed stream:
  *
  *   TAP a ─read─▶ [in-a] ─▶ Gateway ─▶ [out-b] ─write─▶ TAP b
  *   TAP a ◀write─ [out-a] ◀─ Gateway ◀─ [in-b] ◀─read─ TAP b
  *
  * `out-x` impairs the frames the gateway writes to TAP x (what the x-side endpoint receives);
  * `in-x` the frames read from TAP x before the gateway sees them (so the gateway itself meets
- * loss, reordering and duplicates: its delayed/drained/retransmission paths). Frames an injector
- * keeps (delay, reorder, rate queue) are copies; it is polled on every batch and tick and, while
- * it holds frames, on a timer armed for its next due time. Captures record frames as they cross
- * the TAP: read frames before `in-x`, written frames after `out-x`. On stop, everything the
- * injectors still hold is released at once.
+ * loss, reordering and duplicates: its delayed/drained/retransmission paths). Ports are polled on
+ * every batch and tick and, while one holds frames, on a timer armed for its next due time. On
+ * stop, everything they still hold is released at once.
  *
  * Time is read here (the one place that owns a clock) and injected into the gateway and the
  * injectors.
@@ -43,9 +40,11 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { warmUp } from './warmup.js';
-import { FaultInjector, type FaultCounters, type FaultPending, type FaultSpec } from '../phy/fault.js';
-import { PcapWriter } from '../phy/pcap.js';
-import { TapDevice, type FrameBatch, type TapCounters, type TapError } from '../phy/tap.js';
+import { CapturePort } from '../phy/capture-port.js';
+import type { FaultCounters, FaultPending, FaultSpec } from '../phy/fault.js';
+import { FaultPort } from '../phy/fault-port.js';
+import { TapPort, type Port } from '../phy/port.js';
+import { TapDevice, type TapCounters, type TapError } from '../phy/tap.js';
 import type { EventSink } from './events.js';
 import { Gateway, type ClusterHooks, type Side } from './gateway.js';
 import { clock } from '../util/clock.js';
@@ -98,48 +97,29 @@ export interface LiveStats {
   [k: string]: unknown;
 }
 
-interface Capture {
-  writer: PcapWriter;
-  stream: WriteStream;
-  path: string;
-}
-
 /** Most batches one TAP callback handles back to back (see LiveGateway.onBatch). */
 const CHAIN_MAX = 16;
 
 export class LiveGateway {
   readonly gateway: Gateway;
   private readonly devs: TapDevice[] = [];
+  /** The two sides as the loop sees them: each TAP, wrapped by capture and impairment when asked. */
+  private readonly ports: Port[] = [];
+  private readonly caps: CapturePort[] = [];
+  private readonly faults: (FaultPort | undefined)[] = [undefined, undefined];
   private readonly pending: [Uint8Array[], Uint8Array[]] = [[], []];
-  private readonly caps: Capture[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly startedMs = clock();
   /** clock() origin in Unix-epoch ns, for capture timestamps (0 with today's clock). */
   private readonly epochNs = BigInt(Date.now()) * 1_000_000n - BigInt(Math.round(clock() * 1e6));
-  private pcapDropped = 0;
-  /** Fault injectors on the way out to TAP [a, b] and on the way in from TAP [a, b]. */
-  private readonly faultOut: [FaultInjector | undefined, FaultInjector | undefined] = [undefined, undefined];
-  private readonly faultIn: [FaultInjector | undefined, FaultInjector | undefined] = [undefined, undefined];
-  /** What the out-injectors release, per destination, written at the end of a flush. */
-  private readonly released: [Uint8Array[], Uint8Array[]] = [[], []];
-  private readonly releaseTo: [(f: Uint8Array) => void, (f: Uint8Array) => void] = [
-    (f) => this.released[0].push(f),
-    (f) => this.released[1].push(f),
-  ];
-  /** What the in-injectors release goes into the gateway at `this.nowMs`. */
-  private readonly deliverFrom: [(f: Uint8Array) => void, (f: Uint8Array) => void] = [
-    (f) => this.gateway.handleFrame(f, 0, this.nowMs, this.emit),
-    (f) => this.gateway.handleFrame(f, 1, this.nowMs, this.emit),
-  ];
-  /** All injectors (empty without impairment: then no per-batch work is done for them). */
-  private readonly injectors: FaultInjector[] = [];
-  private nowMs = 0;
   /** Frames the last flush wrote to TAP a / b. */
   private readonly written: [number, number] = [0, 0];
   /** Batches read right after a write to their TAP and handled in the same call (onBatch). */
   private chained = 0;
-  private faultTimer: NodeJS.Timeout | undefined;
-  private faultTimerDueMs = Infinity;
+  private portTimer: NodeJS.Timeout | undefined;
+  private portTimerDueMs = Infinity;
+  /** Some port may hold frames back (impairment): then the loop keeps a timer for them. */
+  private holding = false;
   private stopped = false;
   private failure: TapError | undefined;
   /** Resolves when the gateway stops on its own (a TAP vanished). */
@@ -160,20 +140,11 @@ export class LiveGateway {
       inject: (fn) => {
         if (this.stopped) return;
         const now = clock();
-        this.nowMs = now;
         fn(this.emit, now);
         this.flush(now);
       },
     });
     this.failed = new Promise((r) => (this.onFail = r));
-    const vnetHdr = opts.vnetHdr;
-    for (const [point, spec] of Object.entries(opts.impair ?? {}) as Array<[ImpairPoint, FaultSpec | undefined]>) {
-      if (spec === undefined) continue;
-      const inj = new FaultInjector(spec, { vnetHdr, salt: IMPAIR_SALT[point] });
-      const side = point.endsWith('a') ? 0 : 1;
-      (point.startsWith('out') ? this.faultOut : this.faultIn)[side] = inj;
-      this.injectors.push(inj);
-    }
   }
 
   /**
@@ -182,20 +153,41 @@ export class LiveGateway {
    */
   static async start(opts: LiveOptions): Promise<LiveGateway> {
     const g = new LiveGateway(opts);
+    const streams: WriteStream[] = [];
     try {
       for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr }));
-      if (opts.pcapDir !== undefined) {
-        mkdirSync(opts.pcapDir, { recursive: true });
-        for (const n of ['a', 'b']) {
-          const path = join(opts.pcapDir, `${n}.pcap`);
+      if (opts.pcapDir !== undefined) mkdirSync(opts.pcapDir, { recursive: true });
+      g.devs.forEach((d, i) => {
+        let port: Port = new TapPort(d);
+        if (opts.pcapDir !== undefined) {
+          const path = join(opts.pcapDir, `${i === 0 ? 'a' : 'b'}.pcap`);
           const stream = createWriteStream(path);
-          const writer = PcapWriter.fromStream(stream, { link: 'ethernet', precision: 'nano', snaplen: 262144 });
-          g.caps.push({ writer, stream, path });
+          streams.push(stream);
+          const cap = new CapturePort(port, {
+            path,
+            stream,
+            vnetHdrLen: opts.vnetHdr ? 10 : 0,
+            maxQueued: opts.pcapMaxQueued ?? 64 << 20,
+            epochNs: g.epochNs,
+            onError: (file, e) => opts.log.warn({ file, err: e.message }, 'capture write failed'),
+          });
+          g.caps.push(cap);
+          port = cap;
         }
-      }
+        const ab = i === 0 ? 'a' : 'b';
+        const inSpec = opts.impair?.[`in-${ab}`];
+        const outSpec = opts.impair?.[`out-${ab}`];
+        if (inSpec !== undefined || outSpec !== undefined) {
+          const f = FaultPort.wrap(port, { in: inSpec, out: outSpec }, { vnetHdr: opts.vnetHdr, saltIn: IMPAIR_SALT[`in-${ab}`], saltOut: IMPAIR_SALT[`out-${ab}`] });
+          g.faults[i] = f;
+          g.holding = true;
+          port = f;
+        }
+        g.ports.push(port);
+      });
     } catch (e) {
       for (const d of g.devs) d.close();
-      for (const c of g.caps) c.stream.destroy();
+      for (const s of streams) s.destroy();
       throw e;
     }
     if (opts.warmup !== false) {
@@ -203,10 +195,11 @@ export class LiveGateway {
       const w = warmUp({ config: opts.config, vnetHdr: opts.vnetHdr, log: opts.log });
       opts.log.info({ frames: w.frames, ms: Math.round(w.ms) }, 'JIT warm-up done');
     }
-    g.devs.forEach((d, i) => {
+    g.ports.forEach((p, i) => {
       const side = i as Side;
-      d.on('error', (err) => g.fail(err));
-      d.onFrames((b) => g.onBatch(side, b));
+      g.devs[i]!.on('error', (err) => g.fail(err));
+      const gw = g.gateway;
+      p.listen((frame, now) => gw.handleFrame(frame, side, now, g.emit), (now) => g.onBatch(side, now), clock);
     });
     const tickMs = opts.tickMs ?? 10;
     g.timer = setInterval(() => g.onTick(), tickMs);
@@ -229,47 +222,27 @@ export class LiveGateway {
   };
 
   /**
-   * A batch from TAP `side`, then the answers it provoked: a TAP write runs the receiving side's
-   * stack inside write(2), so what the frames just written made the other side send (a ping's
-   * echo reply, a SYN-ACK, an ACK) is often queued on that TAP already. It is read at once
-   * (`readNow`) and handled in this same call — no epoll round trip and no second entry into JS,
-   * which on an idle machine cost more than the frame itself. Each chained read follows a write
-   * to that TAP; a read that finds nothing ends the chain (the event loop reports later
-   * arrivals); at most CHAIN_MAX batches, so timers and the other TAP get their turn.
+   * After a batch from port `side` was handled: write what it provoked, then the answers: a TAP
+   * write runs the receiving side's stack inside write(2), so what the frames just written made
+   * the other side send (a ping's echo reply, a SYN-ACK, an ACK) is often queued on that TAP
+   * already. It is read at once (`readNow`) and handled in this same call — no epoll round trip
+   * and no second entry into JS, which on an idle machine cost more than the frame itself. Each
+   * chained read follows a write to that TAP; a read that finds nothing ends the chain (the
+   * event loop reports later arrivals); at most CHAIN_MAX batches, so timers and the other TAP
+   * get their turn.
    */
-  private onBatch(side: Side, b: FrameBatch): void {
+  private onBatch(side: Side, now: number): void {
     if (this.stopped) return;
+    this.flush(now);
     let s = side;
-    let batch = b;
-    for (let i = 1; ; i++) {
-      const now = clock();
-      this.handleBatch(s, batch, now);
-      this.flush(now);
+    for (let i = 1; i < CHAIN_MAX; i++) {
       const next = (1 - s) as Side;
-      if (this.written[next] === 0 || i >= CHAIN_MAX || this.stopped) return;
-      const dev = this.devs[next]!;
-      if (dev.readNow() === 0) return;
+      if (this.written[next] === 0 || this.stopped) return;
+      const t = clock();
+      if (this.ports[next]!.readNow(t) === 0) return;
       this.chained++;
+      this.flush(t);
       s = next;
-      batch = dev.batch;
-    }
-  }
-
-  private handleBatch(side: Side, b: FrameBatch, now: number): void {
-    this.nowMs = now;
-    const gw = this.gateway;
-    const buf = b.buf;
-    const cap = this.caps.length > 0;
-    const fin = this.faultIn[side];
-    // Frames already due leave before this batch's (an injector never lets a frame overtake one due).
-    if (fin !== undefined) fin.poll(now, this.deliverFrom[side]);
-    for (let i = 0; i < b.count; i++) {
-      const off = b.offset(i);
-      // A plain Uint8Array view, not a Buffer: the engine copies with slice() (see Gateway).
-      const frame = new Uint8Array(buf.buffer, buf.byteOffset + off, b.length(i));
-      if (cap) this.record(side, frame, now);
-      if (fin !== undefined) fin.push(frame, now, this.deliverFrom[side]);
-      else gw.handleFrame(frame, side, now, this.emit);
     }
   }
 
@@ -281,10 +254,10 @@ export class LiveGateway {
     this.flush(now);
   }
 
-  /** An injector's due time came (armed by `armFaultTimer`). */
-  private onFaultTimer(): void {
-    this.faultTimer = undefined;
-    this.faultTimerDueMs = Infinity;
+  /** A port's due time came (armed by `armPortTimer`). */
+  private onPortTimer(): void {
+    this.portTimer = undefined;
+    this.portTimerDueMs = Infinity;
     if (this.stopped) return;
     const now = clock();
     this.pollIn(now);
@@ -292,65 +265,30 @@ export class LiveGateway {
   }
 
   private pollIn(now: number): void {
-    this.nowMs = now;
-    for (const side of [0, 1] as const) this.faultIn[side]?.poll(now, this.deliverFrom[side]);
+    if (this.holding) for (const p of this.ports) p.poll(now);
   }
 
-  /**
-   * Writes what the gateway emitted, through the out-injectors when there are any. `final`
-   * (stop) releases everything the out-injectors still hold.
-   */
+  /** Writes what the gateway emitted; `final` (stop) releases everything the ports still hold. */
   private flush(now: number, final = false): void {
-    this.written[0] = this.flushTo(0, now, final);
-    this.written[1] = this.flushTo(1, now, final);
-    if (!final && this.injectors.length > 0) this.armFaultTimer(now);
-  }
-
-  /** Writes what waits for TAP `to`; returns how many frames the kernel took. */
-  private flushTo(to: Side, now: number, final: boolean): number {
-    let q = this.pending[to];
-    const fo = this.faultOut[to];
-    if (fo !== undefined) {
-      const sink = this.releaseTo[to];
-      fo.poll(now, sink);
-      for (const f of q) fo.push(f, now, sink);
+    for (const to of [0, 1] as const) {
+      const q = this.pending[to];
+      this.written[to] = q.length === 0 && !this.holding ? 0 : this.ports[to]!.write(q, now, final);
       q.length = 0;
-      if (final) fo.flush(sink);
-      q = this.released[to];
     }
-    if (q.length === 0) return 0;
-    if (this.caps.length > 0) for (const f of q) this.record(to, f, now);
-    const n = this.devs[to]!.writeBatch(q);
-    q.length = 0;
-    return n;
+    if (!final && this.holding) this.armPortTimer(now);
   }
 
-  /** Arms one timer for the earliest due time of any injector (none when nothing waits). */
-  private armFaultTimer(now: number): void {
+  /** Arms one timer for the earliest due time of any port (none when nothing waits). */
+  private armPortTimer(now: number): void {
     let due = Infinity;
-    for (const inj of this.injectors) {
-      const d = inj.nextDueMs();
+    for (const p of this.ports) {
+      const d = p.nextDueMs();
       if (d !== undefined && d < due) due = d;
     }
-    if (due === Infinity || due >= this.faultTimerDueMs) return;
-    if (this.faultTimer !== undefined) clearTimeout(this.faultTimer);
-    this.faultTimerDueMs = due;
-    this.faultTimer = setTimeout(() => this.onFaultTimer(), Math.max(0, due - now));
-  }
-
-  private record(side: Side, frame: Uint8Array, nowMs: number): void {
-    const c = this.caps[side]!;
-    if (c.stream.writableLength > (this.opts.pcapMaxQueued ?? 64 << 20)) {
-      this.pcapDropped++;
-      return;
-    }
-    const vh = this.opts.vnetHdr ? 10 : 0;
-    const tsNs = this.epochNs + BigInt(Math.round(nowMs * 1e6));
-    // encodePcapRecord copies synchronously: the TAP's buffer may be reused afterwards.
-    c.writer.write({ data: frame.subarray(vh), tsNs }).catch((e: Error) => {
-      this.pcapDropped++;
-      this.opts.log.warn({ file: c.path, err: e.message }, 'capture write failed');
-    });
+    if (due === Infinity || due >= this.portTimerDueMs) return;
+    if (this.portTimer !== undefined) clearTimeout(this.portTimer);
+    this.portTimerDueMs = due;
+    this.portTimer = setTimeout(() => this.onPortTimer(), Math.max(0, due - now));
   }
 
   stats(): LiveStats {
@@ -367,8 +305,8 @@ export class LiveGateway {
     for (const side of [0, 1] as const) {
       const name = this.opts.taps[side];
       const ab = side === 0 ? 'a' : 'b';
-      const o = this.faultOut[side];
-      const i = this.faultIn[side];
+      const o = this.faults[side]?.outInjector;
+      const i = this.faults[side]?.inInjector;
       if (o !== undefined) impair[`out-${ab}`] = { tap: name, ...o.stats() };
       if (i !== undefined) impair[`in-${ab}`] = { tap: name, ...i.stats() };
     }
@@ -377,7 +315,7 @@ export class LiveGateway {
       out.pcap = {
         files: this.caps.map((c) => c.path),
         records: this.caps.reduce((a, c) => a + c.writer.records, 0),
-        dropped: this.pcapDropped,
+        dropped: this.caps.reduce((a, c) => a + c.dropped, 0),
       };
     }
     return out;
@@ -411,7 +349,7 @@ export class LiveGateway {
 
   /** Impairment totals over all points, for the status line ('' without impairment). */
   private impairLine(): string {
-    const injs = this.injectors;
+    const injs = this.faults.flatMap((f) => [f?.inInjector, f?.outInjector]).filter((x) => x !== undefined);
     if (injs.length === 0) return '';
     const t = { lost: 0, dup: 0, reord: 0, corrupt: 0, dropped: 0 };
     for (const x of injs) {
@@ -433,12 +371,11 @@ export class LiveGateway {
   async stop(): Promise<LiveStats> {
     if (!this.stopped) {
       if (this.timer !== undefined) clearInterval(this.timer);
-      if (this.faultTimer !== undefined) clearTimeout(this.faultTimer);
-      for (const d of this.devs) d.pause();
+      if (this.portTimer !== undefined) clearTimeout(this.portTimer);
+      for (const p of this.ports) p.pause();
       const now = clock();
       if (this.failure === undefined) {
-        this.nowMs = now;
-        for (const side of [0, 1] as const) this.faultIn[side]?.flush(this.deliverFrom[side]);
+        for (const p of this.ports) p.drain(now);
         this.gateway.tick(now + this.gateway.holdTimeoutMs + 1, this.emit);
         this.flush(now, true);
       }
@@ -446,8 +383,9 @@ export class LiveGateway {
       this.stopped = true;
     }
     const st = this.stats();
-    for (const d of this.devs) d.close();
-    await Promise.all(this.caps.map((c) => c.writer.close().catch(() => {})));
+    await Promise.all(this.ports.map((p) => p.close()));
+    // A port not built yet (start failed half-way) leaves its TAP to close here.
+    for (const d of this.devs) if (!d.closed) d.close();
     return st;
   }
 }
