@@ -7,7 +7,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { loadConfig, type Config } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
-import { StreamRecorder } from '../engine/recorder.js';
+import { StreamRecorder } from '../flow/recorder.js';
 import { ChecksumSurvey, fillOffloadedChecksums, newCaptureFixCounters, toReplayable, type CaptureFixCounters } from '../phy/capture-fixup.js';
 import { PcapReader, PcapWriter, type PcapItem } from '../phy/pcap.js';
 import type { LinkType } from '../wire/frame.js';

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
-import { recordStreams } from '../../src/engine/recorder.js';
+import { recordStreams } from '../../src/flow/recorder.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
 import { EthernetRepr } from '../../src/wire/ethernet.js';
 import { decodeFrame } from '../../src/wire/frame.js';

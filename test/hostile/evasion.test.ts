@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { replay } from '../../src/cli/replay.js';
-import { StreamRecorder, type RecordedStream } from '../../src/engine/recorder.js';
+import { StreamRecorder, type RecordedStream } from '../../src/flow/recorder.js';
 import type { Side } from '../../src/engine/gateway.js';
 import { encodePcapHeader, encodePcapRecord, readPcapAll, type PcapRecord } from '../../src/phy/pcap.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN, EthernetFrame, EthernetRepr, type VlanTag } from '../../src/wire/ethernet.js';

@@ -52,7 +52,7 @@ import { ipv4ToString } from '../wire/ipv4.js';
 import { type Seq, seqAdd, seqToOffset } from '../wire/seq.js';
 import { TcpFlag } from '../wire/tcp.js';
 import { WireError } from '../wire/error.js';
-import { judge } from '../flow/window.js';
+import { judge } from './window.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options, counters, results

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { recordStreams, StreamRecorder, type RecordedStream } from '../../src/engine/recorder.js';
+import { recordStreams, StreamRecorder, type RecordedStream } from '../../src/flow/recorder.js';
 import { encodePcapHeader, encodePcapRecord, readPcapAll } from '../../src/phy/pcap.js';
 import { IP_PROTO_TCP, Ipv4Repr } from '../../src/wire/ipv4.js';
 import { TcpFlag, TcpRepr } from '../../src/wire/tcp.js';
