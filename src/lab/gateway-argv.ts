@@ -5,7 +5,7 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseListen } from '../engine/metrics.js';
-import { LAB_IFACES, nodeTaps } from './lab.js';
+import { LAB_IFACES, nodeTaps } from './names.js';
 
 /** bin/tapgate.js of this checkout, from src/ and dist/ alike. */
 export const TAPGATE_BIN = fileURLToPath(new URL('../../bin/tapgate.js', import.meta.url));

@@ -1,0 +1,148 @@
+/**
+ * The lab's vocabulary: roles, the config and its defaults, interface and namespace names, the
+ * state directory, node and TAP names of the cluster lab, and the error a lab operation throws.
+ */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type LabRole = 'client' | 'server' | 'gw' | 'client2' | 'nats';
+/** The namespaces every lab has (`client2` only with `clients: 2`). */
+export type CoreRole = 'client' | 'server' | 'gw';
+
+export interface LabConfig {
+  /** MTU of every lab link (veths, bridges, TAPs). */
+  mtu: number;
+  /** 'on': kernel defaults (TSO/GSO/csum offload, needed to see GSO frames); 'off': ethtool them off. */
+  offloads: 'on' | 'off';
+  /** CIDR of the client's eth0. */
+  clientAddr: string;
+  /** CIDR of the server's eth0. */
+  serverAddr: string;
+  /**
+   * Cluster lab: node TAPs are isolated bridge ports (they receive the endpoints' frames but not
+   * each other's), the layout the README's Cluster section recommends; false lets every node see
+   * the others' output too (the nodes' own loop guards then have to drop it).
+   */
+  isolateNodes: boolean;
+  /** Fixed MACs, so captures and NAT rules are reproducible. */
+  clientMac: string;
+  serverMac: string;
+  /** Bridges forget MACs at once (ageing_time 0): every frame floods, as for cluster nodes (§5). */
+  hub: boolean;
+  /** Leave IPv6 enabled in the namespaces. */
+  ipv6: boolean;
+  /** Client namespaces on br-c: 1, or 2 (adds ${prefix}-client2 with client2Addr/client2Mac). */
+  clients: 1 | 2;
+  client2Addr: string;
+  client2Mac: string;
+  /**
+   * Cluster gateway nodes: 0 = one gateway on tap-c/tap-s (the classic lab); N ≥ 1 = hub
+   * bridges, TAPs tap-c<i>/tap-s<i> for i in 1..N, the sync network and nats-server.
+   */
+  nodes: number;
+}
+
+export const DEFAULT_LAB_CONFIG: LabConfig = {
+  mtu: 1500,
+  offloads: 'on',
+  clientAddr: '10.200.0.1/24',
+  serverAddr: '10.200.0.2/24',
+  clientMac: '02:00:0a:c8:00:01',
+  serverMac: '02:00:0a:c8:00:02',
+  hub: false,
+  isolateNodes: true,
+  ipv6: false,
+  clients: 1,
+  client2Addr: '10.200.0.3/24',
+  client2Mac: '02:00:0a:c8:00:03',
+  nodes: 0,
+};
+
+/** Most nodes a cluster lab has (TAP names stay short). */
+export const MAX_LAB_NODES = 32;
+
+/** The cluster lab's sync network and NATS server (`nodes` ≥ 1). */
+export const LAB_SYNC = {
+  /** veth in gw. */
+  gwIface: 'sync',
+  gwAddr: '10.250.0.1/24',
+  /** veth in ${prefix}-nats. */
+  natsIface: 'eth0',
+  natsAddr: '10.250.0.254/24',
+  natsIp: '10.250.0.254',
+  clientPort: 4222,
+  monitorPort: 8222,
+  natsUrl: 'nats://10.250.0.254:4222',
+  monitorUrl: 'http://10.250.0.254:8222',
+  /** JetStream store, under the state dir. */
+  storeDir: 'nats-js',
+} as const;
+
+/** Where Debian's nats-server package installs the server. */
+export const NATS_SERVER_BIN = '/usr/sbin/nats-server';
+
+/** TAP names of cluster node i (1-based): tap-c<i> on br-c, tap-s<i> on br-s. */
+export function nodeTaps(i: number): { client: string; server: string } {
+  checkNode(i);
+  return { client: `tap-c${i}`, server: `tap-s${i}` };
+}
+
+/** Lab process name of cluster node i. */
+export function nodeProcessName(i: number): string {
+  checkNode(i);
+  return `node${i}`;
+}
+
+function checkNode(i: number): void {
+  if (!Number.isInteger(i) || i < 1 || i > MAX_LAB_NODES) {
+    throw new LabError('LAB_ARG', `node number ${i} must be an integer in 1..${MAX_LAB_NODES}`);
+  }
+}
+
+/** Interface names (fixed: they live in the lab's own namespaces). */
+export const LAB_IFACES = {
+  /** The endpoint's interface in client and server. */
+  endpoint: 'eth0',
+  tapClient: 'tap-c',
+  tapServer: 'tap-s',
+  bridgeClient: 'br-c',
+  bridgeServer: 'br-s',
+  vethClient: 'vc',
+  vethServer: 'vs',
+} as const;
+
+/** A lab operation failed; `code` names what. */
+export class LabError extends Error {
+  constructor(
+    readonly code: 'LAB_ENV' | 'LAB_CMD' | 'LAB_GATEWAY' | 'LAB_ARG' | 'LAB_NATS',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LabError';
+  }
+}
+
+export const ROLES: readonly CoreRole[] = ['client', 'server', 'gw'];
+/** Every namespace labDown removes. */
+export const ALL_ROLES: readonly LabRole[] = ['client', 'client2', 'server', 'gw', 'nats'];
+const PREFIX_RE = /^[a-z][a-z0-9]{0,7}$/;
+
+/** netns/icmp-ping.py, from src/lab/ and dist/lab/ alike. */
+export const PING_SCRIPT = fileURLToPath(new URL('../../netns/icmp-ping.py', import.meta.url));
+
+export function nsName(prefix: string, role: LabRole): string {
+  return `${prefix}-${role}`;
+}
+
+/** Where pid files and logs go: /run/tapgate/<prefix> as (mapped) root, else $XDG_RUNTIME_DIR. */
+export function labStateDir(prefix: string): string {
+  if (process.getuid?.() === 0) return join('/run/tapgate', prefix);
+  return join(process.env['XDG_RUNTIME_DIR'] ?? tmpdir(), 'tapgate', prefix);
+}
+
+export function checkPrefix(prefix: string): void {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new LabError('LAB_ARG', `lab prefix '${prefix}' must match ${PREFIX_RE} (it names namespaces)`);
+  }
+}

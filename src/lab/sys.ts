@@ -1,0 +1,107 @@
+/**
+ * Running the commands the lab is made with (ip, sysctl) and reading what the kernel has: namespaces,
+ * links. Synchronous: the lab is set up and torn down step by step.
+ */
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { LAB_IFACES, LAB_SYNC, LabError, nsName } from './names.js';
+
+export function sh(argv: string[], allowFail = false): SpawnSyncReturns<string> {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  if (r.error !== undefined) throw new LabError('LAB_ENV', `cannot run ${argv[0]}: ${r.error.message}`);
+  if (r.status !== 0 && !allowFail) {
+    throw new LabError('LAB_CMD', `\`${argv.join(' ')}\` failed (${r.status}): ${r.stderr.trim()}`);
+  }
+  return r;
+}
+
+export function nsList(): Set<string> {
+  const r = sh(['ip', 'netns', 'list'], true);
+  const out = new Set<string>();
+  if (r.status !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    const name = line.split(' ')[0];
+    if (name) out.add(name);
+  }
+  return out;
+}
+
+export function linkExists(ns: string, dev: string): boolean {
+  return sh(['ip', '-n', ns, 'link', 'show', 'dev', dev], true).status === 0;
+}
+
+interface LinkInfo {
+  flags?: string[];
+  master?: string;
+}
+
+export function linkInfo(ns: string, dev: string): LinkInfo | undefined {
+  const r = sh(['ip', '-n', ns, '-j', 'link', 'show', 'dev', dev], true);
+  if (r.status !== 0) return undefined;
+  try {
+    const arr = JSON.parse(r.stdout) as LinkInfo[];
+    return arr[0];
+  } catch {
+    return undefined;
+  }
+}
+
+export function sysctl(ns: string, key: string, value: string): void {
+  sh(['ip', 'netns', 'exec', ns, 'sysctl', '-q', '-w', `${key}=${value}`], true);
+}
+
+export function ipOf(cidr: string): string {
+  return cidr.split('/')[0]!;
+}
+
+export function tail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: pid files with the kernel start time, so a recycled pid is never killed.
+
+/** TAPs in gw by kind: the classic pair and cluster node numbers. */
+export function gwTaps(prefix: string): { classic: string[]; nodes: Set<number> } {
+  const r = sh(['ip', '-n', nsName(prefix, 'gw'), '-j', 'link', 'show'], true);
+  const out = { classic: [] as string[], nodes: new Set<number>() };
+  if (r.status !== 0) return out;
+  let links: Array<{ ifname?: string }> = [];
+  try {
+    links = JSON.parse(r.stdout) as Array<{ ifname?: string }>;
+  } catch {
+    return out;
+  }
+  for (const l of links) {
+    const name = l.ifname ?? '';
+    if (name === LAB_IFACES.tapClient || name === LAB_IFACES.tapServer) out.classic.push(name);
+    const m = /^tap-[cs]([0-9]+)$/.exec(name);
+    if (m !== null) out.nodes.add(Number(m[1]));
+  }
+  return out;
+}
+
+const HEALTH_PROBE = [
+  'import sys, urllib.request',
+  'try:',
+  '    r = urllib.request.urlopen(sys.argv[1], timeout=1)',
+  '    sys.stdout.write(r.read().decode())',
+  'except Exception as e:',
+  '    sys.stdout.write(getattr(e, "read", lambda: b"")().decode() if hasattr(e, "read") else "")',
+  '    sys.exit(1)',
+].join('\n');
+
+/** One look at nats-server's /healthz (JetStream included), from the gw namespace. */
+export function natsHealthy(prefix: string): boolean {
+  const url = `${LAB_SYNC.monitorUrl}/healthz?js-enabled-only=true`;
+  const r = spawnSync('ip', ['netns', 'exec', nsName(prefix, 'gw'), 'python3', '-c', HEALTH_PROBE, url], { encoding: 'utf8', timeout: 3000 });
+  return r.status === 0 && /"status"\s*:\s*"ok"/.test(r.stdout);
+}
