@@ -56,6 +56,7 @@ import type { ClusterAttach } from '../engine/live.js';
 import { seqGt } from '../wire/seq.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { clock } from '../util/clock.js';
+import { LoopGuard } from './loop.js';
 import { ownerOf, stringKey } from './rendezvous.js';
 
 export interface ClusterOptions {
@@ -206,43 +207,6 @@ function asTuple(t: RawTuple | null): Tuple | undefined {
   return t === null ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
 }
 
-/**
- * A digest of an IPv4/TCP frame's headers (addresses, ports, IP id and length, seq, ack, flags):
- * the same frame forwarded unchanged by another node has the same one. Undefined when the frame
- * is not Ethernet/IPv4/TCP (at offset vh).
- */
-export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
-  let l3 = vh + 14;
-  if (b.length < l3 + 20) return undefined;
-  let et = (b[vh + 12]! << 8) | b[vh + 13]!;
-  while ((et === 0x8100 || et === 0x88a8) && b.length >= l3 + 24) {
-    et = (b[l3 + 2]! << 8) | b[l3 + 3]!;
-    l3 += 4;
-  }
-  if (et !== 0x0800 || b[l3 + 9] !== 6) return undefined;
-  const l4 = l3 + (b[l3]! & 0x0f) * 4;
-  if (b.length < l4 + 14) return undefined;
-  let h = fnv1a(b, l3 + 2, 4, FNV_BASIS); // total length, identification
-  h = fnv1a(b, l3 + 12, 8, h); // addresses
-  return fnv1a(b, l4, 14, h) >>> 0; // ports, seq, ack, data offset + flags
-}
-
-const FNV_BASIS = 0x811c9dc5;
-
-/** FNV-1a over b[off, off + len), continuing from `h`. */
-function fnv1a(b: Uint8Array, off: number, len: number, h: number): number {
-  for (let i = off; i < off + len; i++) {
-    h ^= b[i]!;
-    h = Math.imul(h, 0x01000193);
-  }
-  return h;
-}
-
-/** A short digest of a frame (FNV-1a), for the non-TCP loop filter. */
-function digest(b: Uint8Array): number {
-  return (fnv1a(b, 0, b.length, FNV_BASIS) >>> 0) ^ (b.length << 20);
-}
-
 export interface NodeInfo {
   id: string;
   lastMs: number;
@@ -296,14 +260,12 @@ export class ClusterNode implements ClusterAttach {
   /** Tuples of local connections' frames as they arrive on each side (tupleKey). */
   private readonly localRaw = new Set<string>();
   private lastSynSweepMs = 0;
-  private lastSeenSweepMs = 0;
-  /** Header digests of TCP frames seen on (or sent to) each side in the last loopWindowMs. */
-  private readonly seenTcp = new Map<number, { side: Side; ms: number }>();
+  /** Copies of frames coming back through the shared segments (./loop.ts). */
+  private readonly loops: LoopGuard;
   /** virtio-net header length of the frames (the gateway's). */
   private vh = 0;
   /** When dead nodes were last heard (frames since then were forwarded by nobody). */
   private readonly lastHeard = new Map<string, number>();
-  private readonly emitted = new Map<number, { side: Side; ms: number }>();
   private readonly pendingAcks = new Set<Promise<unknown>>();
   private stopped = false;
 
@@ -329,6 +291,7 @@ export class ClusterNode implements ClusterAttach {
       recentBytesTotal: opts.recentBytesTotal ?? 64 * 1024 * 1024,
       replicas: opts.replicas ?? 1,
     };
+    this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh);
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
   }
 
@@ -452,11 +415,7 @@ export class ClusterNode implements ClusterAttach {
     this.publishDirty(now);
     this.expireHeld(now);
     this.expireWaiting(now);
-    for (const [d, e] of this.emitted) if (now - e.ms > this.o.loopWindowMs) this.emitted.delete(d);
-    if (now - this.lastSeenSweepMs >= this.o.loopWindowMs) {
-      this.lastSeenSweepMs = now;
-      for (const [d, e] of this.seenTcp) if (now - e.ms > this.o.loopWindowMs) this.seenTcp.delete(d);
-    }
+    this.loops.sweep(now);
     if (now - this.lastSynSweepMs > 1000) {
       this.lastSynSweepMs = now;
       for (const [k, e] of this.synSide) if (now - e.ms > 10_000) this.synSide.delete(k);
@@ -677,33 +636,16 @@ export class ClusterNode implements ClusterAttach {
    * at start it may see a copy before the original.)
    */
   fromSegment(frame: Uint8Array, from: Side): boolean {
-    const h = tcpDigest(frame, this.vh);
-    if (h === undefined) return true;
-    const now = this.now();
-    const e = this.seenTcp.get(h);
-    if (e !== undefined && now - e.ms <= this.o.loopWindowMs) {
-      if (e.side !== from) {
-        this.counters.loopDrops++;
-        return false;
-      }
-      e.ms = now;
-      return true;
-    }
-    if (this.seenTcp.size < 262144) this.seenTcp.set(h, { side: from, ms: now });
-    return true;
+    if (this.loops.fromSegment(frame, from, this.now())) return true;
+    this.counters.loopDrops++;
+    return false;
   }
 
   nonTcp(frame: Uint8Array, from: Side): boolean {
     if (!this.nonTcpMine) return false;
-    const d = digest(frame);
-    const e = this.emitted.get(d);
-    const now = this.now();
-    if (e !== undefined && e.side === from && now - e.ms <= this.o.loopWindowMs) {
-      this.counters.loopDrops++;
-      return false;
-    }
-    if (this.emitted.size < 4096) this.emitted.set(d, { side: (1 - from) as Side, ms: now });
-    return true;
+    if (this.loops.nonTcp(frame, from, this.now())) return true;
+    this.counters.loopDrops++;
+    return false;
   }
 
   gate(f: Flow<unknown>, emit0: Emit): Emit {
@@ -748,8 +690,7 @@ export class ClusterNode implements ClusterAttach {
   private recording(inner: Emit): Emit {
     if (this.recorder?.inner === inner) return this.recorder.fn;
     const fn: Emit = (frame, to) => {
-      const h = tcpDigest(frame, this.vh);
-      if (h !== undefined && this.seenTcp.size < 262144) this.seenTcp.set(h, { side: to, ms: this.now() });
+      this.loops.sentTcp(frame, to, this.now());
       inner(frame, to);
     };
     this.recorder = { inner, fn };

@@ -1,0 +1,112 @@
+/**
+ * Loop suppression for cluster nodes on shared segments. Every node's TAPs see both segments'
+ * frames, and a hub (or a bridge still learning) shows a frame one node forwarded to the others
+ * as well: forwarding it again would duplicate it on the other segment, and back again. So a
+ * node remembers, for `windowMs`, a digest of each TCP frame it saw arrive or sent out and on
+ * which side, and drops a copy that shows up on the other side (`fromSegment`); non-TCP frames
+ * are remembered as sent (`sent`) and one coming back is dropped (`nonTcp`). Bounded: at most
+ * `MAX_TCP` / `MAX_OTHER` digests, the oldest swept each window.
+ */
+import { get16 } from '../wire/bytes.js';
+import { ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import type { Side } from '../engine/emit.js';
+
+/** Digests kept at most: TCP frames seen, non-TCP frames sent. */
+const MAX_TCP = 262144;
+const MAX_OTHER = 4096;
+
+const FNV_BASIS = 0x811c9dc5;
+
+/** FNV-1a over b[off, off + len), continuing from `h`. */
+function fnv1a(b: Uint8Array, off: number, len: number, h: number): number {
+  for (let i = off; i < off + len; i++) {
+    h ^= b[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h;
+}
+
+/**
+ * A digest of an IPv4/TCP frame's headers (addresses, ports, IP id and length, seq, ack, flags):
+ * the same frame forwarded unchanged by another node has the same one. Undefined when the frame
+ * is not Ethernet (802.1Q/802.1ad tags walked) / IPv4 / TCP at offset vh. Read in place: it runs
+ * for every frame.
+ */
+export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
+  let l3 = vh + ETHERNET_HEADER_LEN;
+  if (b.length < l3 + 20) return undefined;
+  let et = get16(b, l3 - 2);
+  while (isVlanTpid(et) && b.length >= l3 + VLAN_TAG_LEN + 20) {
+    et = get16(b, l3 + 2);
+    l3 += VLAN_TAG_LEN;
+  }
+  if (et !== ETHERTYPE_IPV4 || b[l3 + 9] !== IP_PROTO_TCP) return undefined;
+  const l4 = l3 + (b[l3]! & 0x0f) * 4;
+  if (b.length < l4 + 14) return undefined;
+  let h = fnv1a(b, l3 + 2, 4, FNV_BASIS); // total length, identification
+  h = fnv1a(b, l3 + 12, 8, h); // addresses
+  return fnv1a(b, l4, 14, h) >>> 0; // ports, seq, ack, data offset + flags
+}
+
+/** A short digest of a whole frame, for the non-TCP loop filter. */
+export function frameDigest(b: Uint8Array): number {
+  return (fnv1a(b, 0, b.length, FNV_BASIS) >>> 0) ^ (b.length << 20);
+}
+
+interface Seen {
+  side: Side;
+  ms: number;
+}
+
+export class LoopGuard {
+  /** TCP frames seen on (or sent to) each side within the window, by header digest. */
+  private readonly tcp = new Map<number, Seen>();
+  /** Non-TCP frames sent, by digest, with the side a copy coming back would arrive on. */
+  private readonly other = new Map<number, Seen>();
+  private lastSweepMs = 0;
+
+  constructor(
+    private readonly windowMs: number,
+    /** Bytes of virtio header in front of every frame. */
+    private readonly vh: () => number,
+  ) {}
+
+  /** A TCP frame arrived on `from`: false = it is a copy of one seen on the other side (drop). */
+  fromSegment(frame: Uint8Array, from: Side, now: number): boolean {
+    const h = tcpDigest(frame, this.vh());
+    if (h === undefined) return true;
+    const e = this.tcp.get(h);
+    if (e !== undefined && now - e.ms <= this.windowMs) {
+      if (e.side !== from) return false;
+      e.ms = now;
+      return true;
+    }
+    if (this.tcp.size < MAX_TCP) this.tcp.set(h, { side: from, ms: now });
+    return true;
+  }
+
+  /** A TCP frame this node sends to `to`: its copy may come back on that side. */
+  sentTcp(frame: Uint8Array, to: Side, now: number): void {
+    const h = tcpDigest(frame, this.vh());
+    if (h !== undefined && this.tcp.size < MAX_TCP) this.tcp.set(h, { side: to, ms: now });
+  }
+
+  /** A non-TCP frame arrived on `from`: false = one this node forwarded, coming back (drop). */
+  nonTcp(frame: Uint8Array, from: Side, now: number): boolean {
+    const d = frameDigest(frame);
+    const e = this.other.get(d);
+    if (e !== undefined && e.side === from && now - e.ms <= this.windowMs) return false;
+    if (this.other.size < MAX_OTHER) this.other.set(d, { side: (1 - from) as Side, ms: now });
+    return true;
+  }
+
+  /** Forgets what is older than the window. */
+  sweep(now: number): void {
+    for (const [d, e] of this.other) if (now - e.ms > this.windowMs) this.other.delete(d);
+    if (now - this.lastSweepMs >= this.windowMs) {
+      this.lastSweepMs = now;
+      for (const [d, e] of this.tcp) if (now - e.ms > this.windowMs) this.tcp.delete(d);
+    }
+  }
+}

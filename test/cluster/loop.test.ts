@@ -1,0 +1,67 @@
+/** cluster/loop.ts: copies of frames a hub shows every node are dropped on the other side, once. */
+import { describe, expect, it } from 'vitest';
+import { frameDigest, LoopGuard, tcpDigest } from '../../src/cluster/loop.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
+
+const C = 0x0ac80001;
+const S = 0x0ac80002;
+const seg = (seq: number) => tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq, ack: 1, flags: 0x18, payload: new Uint8Array([1, 2, 3]) });
+
+/** The same frame with an 802.1Q tag (VID 7) after the MAC addresses. */
+function tagged(f: Uint8Array): Uint8Array {
+  const out = new Uint8Array(f.length + 4);
+  out.set(f.subarray(0, 12), 0);
+  out.set([0x81, 0x00, 0x00, 0x07], 12);
+  out.set(f.subarray(12), 16);
+  return out;
+}
+
+describe('cluster loop guard', () => {
+  it('digests the TCP headers: equal for the same frame, tagged or not; different seq, different digest; not TCP, none', () => {
+    expect(tcpDigest(seg(100), 0)).toBe(tcpDigest(seg(100), 0));
+    expect(tcpDigest(tagged(seg(100)), 0)).toBe(tcpDigest(seg(100), 0));
+    expect(tcpDigest(seg(101), 0)).not.toBe(tcpDigest(seg(100), 0));
+    const arp = new Uint8Array(42);
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    expect(tcpDigest(arp, 0)).toBeUndefined();
+    expect(tcpDigest(seg(1).subarray(0, 40), 0)).toBeUndefined();
+  });
+
+  it('a TCP frame seen on one side and then on the other within the window is a copy; on the same side it is a retransmission', () => {
+    const g = new LoopGuard(200, () => 0);
+    expect(g.fromSegment(seg(1), 0, 1000)).toBe(true);
+    expect(g.fromSegment(seg(1), 1, 1050)).toBe(false);
+    expect(g.fromSegment(seg(1), 0, 1100)).toBe(true);
+    // After the window it is a new frame wherever it comes from.
+    g.sweep(1400);
+    expect(g.fromSegment(seg(1), 1, 1400)).toBe(true);
+  });
+
+  it('a frame this node sent comes back on the side it was sent to: dropped', () => {
+    const g = new LoopGuard(200, () => 0);
+    g.sentTcp(seg(5), 1, 0);
+    expect(g.fromSegment(seg(5), 0, 10)).toBe(false);
+    expect(g.fromSegment(seg(5), 1, 10)).toBe(true);
+  });
+
+  it('non-TCP: forwarded once, its copy coming back from the other side is dropped', () => {
+    const g = new LoopGuard(200, () => 0);
+    const ping = new Uint8Array(60).fill(9);
+    expect(frameDigest(ping)).toBe(frameDigest(ping.slice()));
+    expect(g.nonTcp(ping, 0, 0)).toBe(true);
+    expect(g.nonTcp(ping, 1, 5)).toBe(false);
+    g.sweep(500);
+    expect(g.nonTcp(ping, 1, 500)).toBe(true);
+  });
+
+  it('reads past a virtio header', () => {
+    const f = seg(9);
+    const withVh = new Uint8Array(10 + f.length);
+    withVh.set(f, 10);
+    expect(tcpDigest(withVh, 10)).toBe(tcpDigest(f, 0));
+    const g = new LoopGuard(200, () => 10);
+    expect(g.fromSegment(withVh, 0, 0)).toBe(true);
+    expect(g.fromSegment(withVh, 1, 1)).toBe(false);
+  });
+});
