@@ -4,15 +4,46 @@
  * becomes an admitted frame for the stages after it, or nothing (dropped, counted by reason,
  * logged rate-limited). It keeps no state of its own besides the counters it adds to.
  *
- * What is dropped here (the gateway's file comment says why for each):
- * - frames over `limits.maxFrameBytes` (`malformed['frame-oversized']`), a frame from the wrong
- *   segment (cluster loop suppression, `wrongSide`), a bad virtio header, every wire error of
- *   decodeFrame under its reason, IPv4 followed by more than Ethernet padding;
- * - TCP: impossible flag combinations (`badFlags`), impossible endpoints (`badEndpoints`), a
- *   partial checksum that is not TCP's (`virtio-csum-not-tcp`), GSO that is not TCPv4 with a
- *   partial sum (`virtio-bad-gso`);
- * - IPv4 fragments of TCP (`tcpFragmentsDropped`);
+ * Malformed frames are dropped and counted by reason (a security gateway does not forward what it
+ * cannot parse); with `verifyChecksums: false` (captures taken with checksum offload) checksums
+ * are not checked, and rewritten frames get correct ones anyway.
+ *
+ * Hostile input (issue 6). Every drop has a counter in `stats()` and a rate-limited warn line
+ * (util/ratelog.ts: a flood costs counter increments, not a log line per frame):
+ * - frames larger than `limits.maxFrameBytes` (`malformed['frame-oversized']`), and IPv4 packets
+ *   followed by more bytes than Ethernet minimum-size padding (`malformed['ipv4-trailing-bytes']`:
+ *   a packet whose total length says less than the frame holds is lying about one of the two;
+ *   what a receiver makes of the extra bytes is not ours to guess), besides every wire error of
+ *   decodeFrame under its own reason code (truncations, bad IHL / data offset, total lengths
+ *   that lie, IPv4 and TCP option lists running past the header, bad checksums);
+ * - IPv4 fragments of TCP (`tcpFragmentsDropped`), first or not: the gateway does not reassemble,
+ *   and a rewriting gateway must not let TCP bytes it never saw in order reach an endpoint (a
+ *   fragmented segment would bypass the rules). Dropping is safe because the endpoints use PMTU
+ *   discovery (DF set, RFC 1191): a TCP sender never needs fragmentation on the lab's or a
+ *   bridged segment's equal-MTU path. Reassembly (bounded, with timeouts, overlaps refused as in
+ *   RFC 5722's spirit) would be the alternative for paths that fragment; it is not needed here and
+ *   is a classic source of evasion and memory exhaustion. Non-TCP fragments are bridged as is;
+ * - TCP segments with flag combinations no TCP sends (`badFlags` by class: `null` (no flags),
+ *   `syn-fin`, `syn-rst`, `rst-fin`, and `fin-no-ack` / `psh-no-ack` / `urg-no-ack`: a segment
+ *   without ACK must carry SYN or RST, RFC 9293 §3.10.7), port 0, the same endpoint as source and
+ *   destination ("land"), or a broadcast/multicast/unspecified address (`badEndpoints`). These
+ *   are scans and stack attacks; dropping them before the flow table also keeps them out of it;
+ * - a partial checksum that is not TCP's (`virtio-csum-not-tcp`), GSO that is not TCPv4 with a
+ *   partial sum (`virtio-bad-gso`), a bad virtio header, a frame from the wrong segment (cluster
+ *   loop suppression, `wrongSide`);
  * - what the policy says of traffic that cannot be inspected (wire/opaque.ts, engine/policy.ts).
+ *
+ * TAP GSO (`vnetHdr: true`, docs/ARCHITECTURE.md §6): every frame in and out starts with the 10-byte
+ * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
+ * the stream engine. Frames flagged NEEDS_CSUM (partial checksum) or DATA_VALID are decoded
+ * without checksum verification; others are verified as usual. What Linux puts in a partial TCP
+ * checksum field was checked on this kernel by reading GSO frames from a TAP (tcp_v4_send_check
+ * → `th->check = ~tcp_v4_check(skb->len, saddr, daddr, 0)`): the folded, NOT complemented,
+ * pseudo-header sum WITH the full TCP length (header + all payload of the super-frame); hdr_len
+ * is Ethernet + IP + TCP header length, csum_start the TCP header, csum_offset 16. The kernel's
+ * GSO code (tcp_gso_segment) adjusts that sum from the super-frame length to each segment's.
+ * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.)
+ * How frames leave with a vnet header (GSO kept, partial sums, splits): engine/emit.ts.
  */
 import type { Limits } from '../stream/limits.js';
 import { decodeFrame, type FrameArp, type FrameIpv4Other, type FrameOther, type FrameTcp, type LinkType } from '../wire/frame.js';

@@ -6,7 +6,7 @@
  * what leaves was decided by the stages before it.
  *
  * TAP GSO (`vnetHdr: true`): every frame in and out starts with the 10-byte virtio_net_hdr
- * (wire/virtio.ts); what a partial checksum holds is described in engine/gateway.ts.
+ * (wire/virtio.ts); what a partial checksum holds is described in engine/admit.ts.
  *
  * Forwarding with a vnet header:
  * - payload unchanged, headers rewritten: a partial frame keeps its partial semantics — fields

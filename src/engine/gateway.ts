@@ -8,65 +8,15 @@
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
  * call returns; anything kept (queued segments, templates) is copied.
  *
- * Malformed frames are dropped and counted by reason (a security gateway does not forward what it
- * cannot parse); with `verifyChecksums: false` (captures taken with checksum offload) checksums
- * are not checked, and rewritten frames get correct ones anyway.
- *
- * Hostile input (issue 6). Most drops below are admission's (engine/admit.ts); every one has a
- * counter in `stats()` and a rate-limited warn line (util/ratelog.ts: a flood costs counter
- * increments, not a log line per frame):
- * - frames larger than `limits.maxFrameBytes` (`malformed['frame-oversized']`), and IPv4 packets
- *   followed by more bytes than Ethernet minimum-size padding (`malformed['ipv4-trailing-bytes']`:
- *   a packet whose total length says less than the frame holds is lying about one of the two;
- *   what a receiver makes of the extra bytes is not ours to guess), besides every wire error of
- *   decodeFrame under its own reason code (truncations, bad IHL / data offset, total lengths
- *   that lie, IPv4 and TCP option lists running past the header, bad checksums);
- * - IPv4 fragments of TCP (`tcpFragmentsDropped`), first or not: the gateway does not reassemble,
- *   and a rewriting gateway must not let TCP bytes it never saw in order reach an endpoint (a
- *   fragmented segment would bypass the rules). Dropping is safe because the endpoints use PMTU
- *   discovery (DF set, RFC 1191): a TCP sender never needs fragmentation on the lab's or a
- *   bridged segment's equal-MTU path. Reassembly (bounded, with timeouts, overlaps refused as in
- *   RFC 5722's spirit) would be the alternative for paths that fragment; it is not needed here and
- *   is a classic source of evasion and memory exhaustion. Non-TCP fragments are bridged as is;
- * - TCP segments with flag combinations no TCP sends (`badFlags` by class: `null` (no flags),
- *   `syn-fin`, `syn-rst`, `rst-fin`, and `fin-no-ack` / `psh-no-ack` / `urg-no-ack`: a segment
- *   without ACK must carry SYN or RST, RFC 9293 §3.10.7), port 0, the same endpoint as source and
- *   destination ("land"), or a broadcast/multicast/unspecified address (`badEndpoints`). These
- *   are scans and stack attacks; dropping them before the flow table also keeps them out of it;
- * - SYN floods: the flow table caps and times out embryonic connections (flow/table.ts;
- *   `flows.halfOpenFull`, `flows.expiredHalfOpen`), so a flood cannot deny established ones;
- * - engine drops (segments far ahead of the window, queue budget overflow, data after FIN,
- *   differing overlaps normalised) are counted by the stream engine (`stream.*`) and logged here.
- *
- * TAP GSO (`vnetHdr: true`, docs/ARCHITECTURE.md §6): every frame in and out starts with the 10-byte
- * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
- * the stream engine. Frames flagged NEEDS_CSUM (partial checksum) or DATA_VALID are decoded
- * without checksum verification; others are verified as usual. What Linux puts in a partial TCP
- * checksum field was checked on this kernel by reading GSO frames from a TAP (tcp_v4_send_check
- * → `th->check = ~tcp_v4_check(skb->len, saddr, daddr, 0)`): the folded, NOT complemented,
- * pseudo-header sum WITH the full TCP length (header + all payload of the super-frame); hdr_len
- * is Ethernet + IP + TCP header length, csum_start the TCP header, csum_offset 16. The kernel's
- * GSO code (tcp_gso_segment) adjusts that sum from the super-frame length to each segment's.
- * (Hardware TSO drivers use a pseudo-header sum without the length; virtio/TAP does not.) How
- * frames leave with a vnet header (GSO kept, partial sums, splits): engine/emit.ts.
- *
- * NAT (issue 5, docs/ARCHITECTURE.md §6; `config.nat`, side 0 = client side = the first TAP): every IPv4
- * packet and ARP frame is translated in place, before the flow table, by the NAT stage (nat/stage.ts, nat/frames.ts; RFC 1624
- * incremental checksum updates; partial sums adjusted with sumReplace32), so every frame leaves
- * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
- * translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
- * rule selection and the agents see ONE view of a NATed connection: each endpoint by its REAL
- * address on its own side — the source as it arrived (before source NAT) and the destination
- * after destination NAT. E.g. with the client 10.200.0.1 mapped to 10.200.0.101, the flow is
- * 10.200.0.1 ⇄ 10.200.0.2 in both directions, rules match 10.200.0.1, and the ftp agent's
- * context holds 10.200.0.1 (what natFtpHooks expects). The ftp agent then gets NAT-backed hooks
- * (natFtpHooks: PORT/EPRT/227/229 endpoints translated, expectations registered in the NAT)
- * unless a registry is passed in. With masquerade on Ethernet, MasqL2 (nat/frames.ts) owns the
- * shared address at layer 2 after the IPv4 translation: proxy ARP for it with a MAC of its own
- * (answers go back out of the side they came from), source MACs of masqueraded hosts rewritten
- * to it, replies given the real host's MAC (learnt per real address, bounded), the hosts' ARP
- * requests relayed as the shared address and the replies delivered to each asker; `nat.l2` in
- * `stats()` counts it.
+ * Admission (engine/admit.ts) drops what a security gateway must not forward, each drop counted
+ * by reason and logged rate-limited; SYN floods meet the flow table's embryonic cap
+ * (flow/table.ts); engine drops (segments far ahead of the window, queue budget overflow, data
+ * after FIN, differing overlaps normalised) are counted by the stream engine (`stream.*`) and
+ * logged here. With TAP GSO a GSO frame is ONE segment to the stream engine (what the virtio
+ * header says on the way in: admit.ts; on the way out: emit.ts). NAT (nat/stage.ts) runs before
+ * the flow table, which sees each endpoint of a translated connection by its real address on its
+ * own side; the ftp agent then gets NAT-backed hooks (nat/ftp-hooks.ts) unless a registry is
+ * passed in.
  */
 import type { Logger } from 'pino';
 import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';

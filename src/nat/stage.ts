@@ -6,6 +6,24 @@
  * side (the source as it arrived, the destination after translation). Drops are counted by
  * reason (`natDropped`) and logged rate-limited; frames the stage makes itself (ARP answers,
  * relayed requests) go out through `made`.
+ *
+ * Configured by `config.nat` (issue 5, docs/ARCHITECTURE.md §6; side 0 = client side = the
+ * first TAP): RFC 1624 incremental checksum updates, partial sums adjusted with sumReplace32, so
+ * every frame leaves
+ * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
+ * translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
+ * rule selection and the agents see ONE view of a NATed connection: each endpoint by its REAL
+ * address on its own side — the source as it arrived (before source NAT) and the destination
+ * after destination NAT. E.g. with the client 10.200.0.1 mapped to 10.200.0.101, the flow is
+ * 10.200.0.1 ⇄ 10.200.0.2 in both directions, rules match 10.200.0.1, and the ftp agent's
+ * context holds 10.200.0.1 (what natFtpHooks expects). The ftp agent then gets NAT-backed hooks
+ * (natFtpHooks: PORT/EPRT/227/229 endpoints translated, expectations registered in the NAT)
+ * unless a registry is passed in. With masquerade on Ethernet, MasqL2 (nat/frames.ts) owns the
+ * shared address at layer 2 after the IPv4 translation: proxy ARP for it with a MAC of its own
+ * (answers go back out of the side they came from), source MACs of masqueraded hosts rewritten
+ * to it, replies given the real host's MAC (learnt per real address, bounded), the hosts' ARP
+ * requests relayed as the shared address and the replies delivered to each asker; `nat.l2` in
+ * `stats()` counts it.
  */
 import { endpoints, type Admitted, type Warn } from '../engine/admit.js';
 import type { Side } from '../engine/emit.js';
