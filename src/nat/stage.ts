@@ -9,9 +9,8 @@
  *
  * Configured by `config.nat` (issue 5, docs/ARCHITECTURE.md §6; side 0 = client side = the
  * first TAP): RFC 1624 incremental checksum updates, partial sums adjusted with sumReplace32, so
- * every frame leaves
- * translated — passed-through, header-rewritten and rebuilt ones alike (rebuilt frames take the
- * translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
+ * every frame leaves translated — passed-through, header-rewritten and rebuilt ones alike
+ * (rebuilt frames take the translated template's addresses). Drops are counted in `natDropped` by reason. The flow table,
  * rule selection and the agents see ONE view of a NATed connection: each endpoint by its REAL
  * address on its own side — the source as it arrived (before source NAT) and the destination
  * after destination NAT. E.g. with the client 10.200.0.1 mapped to 10.200.0.101, the flow is
