@@ -13,7 +13,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gatewayArgv } from '../dist/cli/lab.js';
+import { gatewayArgv } from '../dist/lab/gateway-argv.js';
 import { labDown, labExec, labPreflight, labSpawn, labStateDir, labUp } from '../dist/lab/lab.js';
 
 const PREFIX = 'tgdemo';
@@ -41,12 +41,16 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 /**
  * HTTP/1.1 (keep-alive) file server: `python3 -m http.server --protocol` needs python ≥ 3.11, this
- * runs on any python3 the lab supports.
+ * runs on any python3 the lab supports. Its writes are buffered (64 KiB, flushed after each
+ * response), so a small response leaves in one write, header and body together, as most servers
+ * send it: the agent then fixes its Content-Length. (Unbuffered, http.server writes the header and
+ * then the body; the agent streams such a body as chunked rather than hold it.)
  */
 const SERVE = `
 import http.server, sys
 class H(http.server.SimpleHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
+    wbufsize = 65536
     def __init__(self, *a, **k):
         super().__init__(*a, directory=sys.argv[3], **k)
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
