@@ -1,8 +1,8 @@
 /**
  * The gateway loop body (docs/ARCHITECTURE.md §1): one frame in → zero or more frames out.
  *
- *   frame ─▶ admit.ts ─▶ NAT ─▶ flow table ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
- *            (decode, drops)      non-TCP / ARP / unrewritten connections: passed on unchanged ─▶ emit.ts
+ *   frame ─▶ admit.ts ─▶ nat/stage.ts ─▶ track.ts ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
+ *            (decode, drops)  (translate)   (flow table)  non-TCP / unrewritten: passed unchanged ─▶ emit.ts
  *
  * It owns no device and no clock: the caller (replay, `tapgate run`) passes frames with the time
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
@@ -29,7 +29,7 @@ import type { MasqL2 } from '../nat/frames.js';
 import { NatStage, type NatView } from '../nat/stage.js';
 import { configDigest, selectRule, type Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
-import { Flow, FlowTable, type Endpoint, type FlowJson, type SynOptions } from '../flow/table.js';
+import { Flow, FlowTable, type Endpoint, type FlowJson } from '../flow/table.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
@@ -39,8 +39,9 @@ import type { FrameTcp, LinkType } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
 import { Admission, endpoints } from './admit.js';
+import { Tracker } from './track.js';
 import { Emitter, retainTag, type Emit, type SegTag, type Side } from './emit.js';
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment } from '../wire/tcp.js';
+import { TCP_ACK, TCP_RST, TCP_SYN, TcpSegment } from '../wire/tcp.js';
 import { VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 
 export type { Emit, Side } from './emit.js';
@@ -225,8 +226,9 @@ export class Gateway {
   private readonly verify: boolean;
   private readonly vh: number;
   private readonly outs: TcpOut<SegTag>[] = [];
-  /** Frames in (engine/admit.ts) and out (engine/emit.ts). */
+  /** Frames in (engine/admit.ts), connections (engine/track.ts), frames out (engine/emit.ts). */
   private readonly admission: Admission;
+  private readonly tracker: Tracker<Connection<SegTag>>;
   private readonly emitter: Emitter;
   private lastExpireMs = 0;
   /** Flows whose connection has a timer pending (see tick). */
@@ -294,6 +296,13 @@ export class Gateway {
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
+    this.tracker = new Tracker({
+      flows: this.flows,
+      counters: this.counters,
+      warn: (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg),
+      policy: () => this.policy,
+      cluster: this.cluster,
+    });
     const events = opts.events;
     this.tallies = events !== undefined ? new Map() : null;
     this.eventRate = events !== undefined ? new RateLog((o, m) => events({ event: 'drop', msg: m, ...o }, this.nowMs), opts.logRate) : null;
@@ -502,45 +511,12 @@ export class Gateway {
     const dst = view?.dst ?? { addr: d.ip.dst, port: tcp.dstPort };
     const flags = tcp.flags;
     const seq = tcp.seq;
-    if (flags & TCP_RST) this.counters.rstIn++;
     const cl = this.cluster;
-    if (cl !== null && this.flows.peek(src, dst) === undefined) {
-      const s0 = from === 0 ? src : dst;
-      if (!cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame)) {
-        this.counters.notOwner++;
-        return;
-      }
-    }
-    const r = this.flows.lookup(src, dst, flags, seq, nowMs);
-    if (r.kind === 'refused') {
-      this.counters.synRefused++;
-      this.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: this.flows.halfOpen, flows: this.flows.size }), 'SYN refused: connection table full');
-      return;
-    }
-    if (r.kind === 'stray-syn') {
-      // Not a new connection (flow/table.ts): passed on untracked, so the receiver can answer it
-      // with a challenge ACK (RFC 5961 §4); never with data, which no engine would have seen.
-      this.counters.straySyn++;
-      this.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq }), 'SYN with a new ISN on an established connection: not tracked');
-      if (d.payloadLen === 0) this.out(frame, from, emit);
-      return;
-    }
-    if (r.kind === 'untracked') {
-      // The table has no room: a connection a rule matches cannot be inspected.
-      if (this.policy.covers(src, dst)) {
-        const action = this.policy.count('midstream', this.policy.midstreamAction === 'pass' ? 'pass' : 'drop');
-        this.warn(`policy:midstream-untracked`, nowMs, () => ({ action, ...endpoints(d) }), 'segment of an untracked connection a rule matches (table full)');
-        if (action === 'drop') return;
-      }
-      this.out(frame, from, emit);
-      return;
-    }
+    const r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+    if (r.kind === 'drop') return;
+    if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;
     const side = r.side;
-    if (cl !== null && !cl.tcpLocal(f, side, from, this.raw)) {
-      this.counters.wrongSide++;
-      return;
-    }
     let tally: FlowTally | undefined;
     if (this.tallies !== null) {
       tally = this.tallies.get(f);
@@ -559,43 +535,9 @@ export class Gateway {
       // Inspected from the first byte seen: this side's positions start at its first segment.
       f.halves[side].isn = seqAdd(seq, -1);
     }
-    let opts: SynOptions | undefined;
-    if (flags & TCP_SYN) {
-      opts = {
-        mss: tcp.mss() ?? undefined,
-        wscale: tcp.windowScale() ?? undefined,
-        sackPermitted: tcp.sackPermitted(),
-        timestamps: tcp.tsval() !== null,
-        tsval: tcp.tsval() ?? undefined,
-      };
-    }
-    // Would the receiver take this RST / FIN (flow/window.ts)? Only then does it end anything.
-    const len = d.payloadLen;
-    // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
-    // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.
-    const ack = f.conn !== null && f.conn.ready ? f.conn.ackOriginal(side, tcp.ack) : tcp.ack;
-    let verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : this.flows.judge(f, side, flags, seq, ack, len, tcp.tsecr());
-    if (verdict === 'accept' && (flags & (TCP_FIN | TCP_ACK)) === (TCP_FIN | TCP_ACK) && f.conn !== null && f.conn.ready && f.conn.ackBeyondSent(side, tcp.ack)) {
-      // The upper edge in the receiver's (rewritten) numbering, which the tracker does not see.
-      verdict = 'fin-bad-ack';
-    }
-    if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window' || verdict === 'fin-bad-ack') {
-      const ti = this.counters.tcpInvalid;
-      ti[verdict] = (ti[verdict] ?? 0) + 1;
-      this.warn(`tcp-invalid:${verdict}`, nowMs, () => ({ flow: f.id, class: verdict, seq, ...endpoints(d) }), 'segment outside the window dropped');
-      return;
-    }
+    const verdict = this.tracker.judge(f, side, d, nowMs);
+    if (verdict === null) return;
     const rstTaken = verdict !== 'rst-not-exact';
-    if (!rstTaken) {
-      // Forwarded (the receiver answers with a challenge ACK) but not tracked: the connection
-      // stays open and inspected.
-      this.counters.rstNotExact++;
-      this.warn('rst-not-exact', nowMs, () => ({ flow: f.id, seq, ...endpoints(d) }), 'RST not at the expected sequence number: forwarded, connection kept');
-    } else {
-      if (verdict === 'rst-close') this.counters.rstAccepted++;
-      this.flows.track(f, side, flags, seq, opts, nowMs);
-      this.flows.observe(f, side, flags, seq, ack, len);
-    }
     if (r.isNew && !f.midstream) this.attachAgent(f);
 
     const conn = f.conn;

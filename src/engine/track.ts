@@ -1,0 +1,149 @@
+/**
+ * The tracking stage of the data path, in two steps around the gateway's own decisions (agents,
+ * the mid-stream policy, event tallies):
+ * - `find`: the segment's connection in the flow table (flow/table.ts), or what happens to a
+ *   segment without one: a SYN the full table refuses (dropped, counted), a bare SYN with a new
+ *   ISN on a confirmed connection (passed untracked so the receiver can answer it with a
+ *   challenge ACK, RFC 5961 §4; never with data), a segment the full table cannot track (the
+ *   mid-stream policy decides when a rule matches it). Cluster ownership is asked here: a node
+ *   tracks only connections it owns, from the side they arrive on.
+ * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
+ *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
+ *   untracked (the receiver answers it with a challenge ACK). Everything else is tracked.
+ */
+import type { ClusterHooks, RawTuple } from './gateway.js';
+import { endpoints, type Warn } from './admit.js';
+import type { Side } from './emit.js';
+import type { Policy } from './policy.js';
+import type { Endpoint, Flow, FlowTable, SynOptions } from '../flow/table.js';
+import type { Verdict } from '../flow/window.js';
+import type { FrameTcp } from '../wire/frame.js';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
+
+/** What the stream engine tells the tracker of a rewritten connection (stream/connection.ts). */
+export interface AckView {
+  readonly ready: boolean;
+  /** The receiver's ACK in the sender's original numbering. */
+  ackOriginal(side: 0 | 1, ack: number): number;
+  /** The ACK acknowledges more than was sent to that receiver. */
+  ackBeyondSent(side: 0 | 1, ack: number): boolean;
+}
+
+/** The gateway's counters this stage adds to. */
+export interface TrackCounters {
+  rstIn: number;
+  notOwner: number;
+  synRefused: number;
+  straySyn: number;
+  wrongSide: number;
+  tcpInvalid: Record<string, number>;
+  rstNotExact: number;
+  rstAccepted: number;
+}
+
+export type Found<C> =
+  /** Dropped here (counted, logged). */
+  | { kind: 'drop' }
+  /** Passed on unchanged, untracked. */
+  | { kind: 'pass' }
+  | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean };
+
+export interface TrackOptions<C> {
+  flows: FlowTable<C>;
+  counters: TrackCounters;
+  warn: Warn;
+  policy: () => Policy;
+  cluster: ClusterHooks | null;
+}
+
+export class Tracker<C extends AckView> {
+  constructor(private readonly o: TrackOptions<C>) {}
+
+  /** The connection of a segment from `src` to `dst` (as the flow table sees them), arriving on `from`. */
+  find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, frame: Uint8Array, nowMs: number): Found<C> {
+    const { flows, counters: c, cluster: cl } = this.o;
+    const flags = d.tcp.flags;
+    if (flags & TCP_RST) c.rstIn++;
+    if (cl !== null && flows.peek(src, dst) === undefined) {
+      const s0 = from === 0 ? src : dst;
+      if (!cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame)) {
+        c.notOwner++;
+        return { kind: 'drop' };
+      }
+    }
+    const r = flows.lookup(src, dst, flags, d.tcp.seq, nowMs);
+    switch (r.kind) {
+      case 'refused':
+        c.synRefused++;
+        this.o.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: flows.halfOpen, flows: flows.size }), 'SYN refused: connection table full');
+        return { kind: 'drop' };
+      case 'stray-syn':
+        c.straySyn++;
+        this.o.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq: d.tcp.seq }), 'SYN with a new ISN on an established connection: not tracked');
+        return d.payloadLen === 0 ? { kind: 'pass' } : { kind: 'drop' };
+      case 'untracked': {
+        // The table has no room: a connection a rule matches cannot be inspected.
+        const policy = this.o.policy();
+        if (policy.covers(src, dst)) {
+          const action = policy.count('midstream', policy.midstreamAction === 'pass' ? 'pass' : 'drop');
+          this.o.warn(`policy:midstream-untracked`, nowMs, () => ({ action, ...endpoints(d) }), 'segment of an untracked connection a rule matches (table full)');
+          if (action === 'drop') return { kind: 'drop' };
+        }
+        return { kind: 'pass' };
+      }
+    }
+    if (cl !== null && !cl.tcpLocal(r.flow, r.side, from, raw)) {
+      c.wrongSide++;
+      return { kind: 'drop' };
+    }
+    return { kind: 'flow', flow: r.flow, side: r.side, isNew: r.isNew };
+  }
+
+  /**
+   * Judges a segment of `f` from `side` and tracks it: the verdict of flow/window.ts ('accept',
+   * 'rst-close', 'rst-not-exact', ...), or null when it is dropped (counted, logged).
+   */
+  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, nowMs: number): Verdict | null {
+    const { flows, counters: c } = this.o;
+    const tcp = d.tcp;
+    const flags = tcp.flags;
+    const seq = tcp.seq;
+    let opts: SynOptions | undefined;
+    if (flags & TCP_SYN) {
+      opts = {
+        mss: tcp.mss() ?? undefined,
+        wscale: tcp.windowScale() ?? undefined,
+        sackPermitted: tcp.sackPermitted(),
+        timestamps: tcp.tsval() !== null,
+        tsval: tcp.tsval() ?? undefined,
+      };
+    }
+    const len = d.payloadLen;
+    // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
+    // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.
+    const conn = f.conn;
+    const ack = conn !== null && conn.ready ? conn.ackOriginal(side, tcp.ack) : tcp.ack;
+    let verdict: Verdict = (flags & (TCP_RST | TCP_FIN)) === 0 ? 'accept' : flows.judge(f, side, flags, seq, ack, len, tcp.tsecr());
+    if (verdict === 'accept' && (flags & (TCP_FIN | TCP_ACK)) === (TCP_FIN | TCP_ACK) && conn !== null && conn.ready && conn.ackBeyondSent(side, tcp.ack)) {
+      // The upper edge in the receiver's (rewritten) numbering, which the tracker does not see.
+      verdict = 'fin-bad-ack';
+    }
+    if (verdict === 'rst-out-of-window' || verdict === 'fin-out-of-window' || verdict === 'fin-bad-ack') {
+      const ti = c.tcpInvalid;
+      ti[verdict] = (ti[verdict] ?? 0) + 1;
+      this.o.warn(`tcp-invalid:${verdict}`, nowMs, () => ({ flow: f.id, class: verdict, seq, ...endpoints(d) }), 'segment outside the window dropped');
+      return null;
+    }
+    if (verdict === 'rst-not-exact') {
+      // Forwarded (the receiver answers with a challenge ACK) but not tracked: the connection
+      // stays open and inspected.
+      c.rstNotExact++;
+      this.o.warn('rst-not-exact', nowMs, () => ({ flow: f.id, seq, ...endpoints(d) }), 'RST not at the expected sequence number: forwarded, connection kept');
+    } else {
+      if (verdict === 'rst-close') c.rstAccepted++;
+      flows.track(f, side, flags, seq, opts, nowMs);
+      flows.observe(f, side, flags, seq, ack, len);
+    }
+    return verdict;
+  }
+}
