@@ -6,7 +6,8 @@
  * Membership: each node publishes a heartbeat on core NATS every `heartbeatMs`; a node not heard
  * for `deadMs` is dead. The *view* is the sorted list of live, ready, not-draining nodes. While
  * this node's own NATS connection is down the view is frozen (nobody is declared dead: a NATS
- * restart must not make every node take every connection).
+ * restart must not make every node take every connection). Who is alive and the view:
+ * ./membership.ts.
  *
  * Ownership: rendezvous hashing (rendezvous.ts) of the connection's side-0 host address (the
  * real address of the endpoint on TAP a) over the view. Keying by host keeps an FTP control
@@ -45,7 +46,7 @@
  *
  * Loops: a frame of a local connection arriving on the wrong side was forwarded by another node
  * (Gateway counts `wrongSide`); a non-TCP frame this node forwarded that comes back on the
- * other side within `loopWindowMs` is dropped (`loopDrops`).
+ * other side within `loopWindowMs` is dropped (`loopDrops`; ./loop.ts).
  */
 import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
 import type { Logger } from 'pino';
@@ -57,7 +58,8 @@ import { seqGt } from '../wire/seq.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { clock } from '../util/clock.js';
 import { LoopGuard } from './loop.js';
-import { ownerOf, stringKey } from './rendezvous.js';
+import { Membership, type NodeInfo } from './membership.js';
+export type { NodeInfo } from './membership.js';
 
 export interface ClusterOptions {
   url: string;
@@ -207,16 +209,6 @@ function asTuple(t: RawTuple | null): Tuple | undefined {
   return t === null ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
 }
 
-export interface NodeInfo {
-  id: string;
-  lastMs: number;
-  startedMs: number;
-  draining: boolean;
-  ready: boolean;
-  owned: number;
-  spares: number;
-  lagMs: number;
-}
 
 export class ClusterNode implements ClusterAttach {
   readonly counters = newClusterCounters();
@@ -231,10 +223,8 @@ export class ClusterNode implements ClusterAttach {
   private timers: NodeJS.Timeout[] = [];
   private gw: Gateway | null = null;
   private inject: ((fn: (emit: Emit, nowMs: number) => void) => void) | null = null;
-  readonly members = new Map<string, NodeInfo>();
-  private view: string[] = [];
-  private ownerCache = new Map<number, boolean>();
-  private nonTcpMine = false;
+  /** Who is alive and who owns what (./membership.ts). */
+  private readonly ms: Membership;
   private connected = false;
   /** When this node became ready (its first heartbeats as a member are still on their way). */
   private readyAtMs = 0;
@@ -264,8 +254,6 @@ export class ClusterNode implements ClusterAttach {
   private readonly loops: LoopGuard;
   /** virtio-net header length of the frames (the gateway's). */
   private vh = 0;
-  /** When dead nodes were last heard (frames since then were forwarded by nobody). */
-  private readonly lastHeard = new Map<string, number>();
   private readonly pendingAcks = new Set<Promise<unknown>>();
   private stopped = false;
 
@@ -292,6 +280,7 @@ export class ClusterNode implements ClusterAttach {
       replicas: opts.replicas ?? 1,
     };
     this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh);
+    this.ms = new Membership(this.id);
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
   }
 
@@ -320,8 +309,7 @@ export class ClusterNode implements ClusterAttach {
           this.connected = true;
           this.log.info('cluster sync connection back');
           // Every node seen before the outage gets a fresh deadline.
-          const now = this.now();
-          for (const m of this.members.values()) m.lastMs = now;
+          this.ms.freshen(this.now());
         }
       }
     })();
@@ -351,7 +339,7 @@ export class ClusterNode implements ClusterAttach {
     this.readyAtMs = this.now();
     this.heartbeat();
     this.recomputeView();
-    this.log.info({ node: this.id, view: this.view }, 'cluster node ready');
+    this.log.info({ node: this.id, view: this.ms.view }, 'cluster node ready');
   }
 
   attach(io: { gateway: Gateway; inject: (fn: (emit: Emit, nowMs: number) => void) => void }): void {
@@ -390,27 +378,19 @@ export class ClusterNode implements ClusterAttach {
       return;
     }
     if (typeof h?.id !== 'string') return;
-    const prev = this.members.get(h.id);
-    this.members.set(h.id, { ...h, lastMs: this.now() });
-    if (prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready) this.recomputeView();
+    if (this.ms.heard(h, this.now())) this.recomputeView();
   }
 
   private onTimer(): void {
     if (this.stopped) return;
     const now = this.now();
     if (this.connected) {
-      let dead = false;
-      for (const [id, m] of this.members) {
-        if (id !== this.id && now - m.lastMs > this.o.deadMs) {
-          this.members.delete(id);
-          this.lastHeard.set(id, m.lastMs);
-          if (this.lastHeard.size > 1024) this.lastHeard.clear();
-          this.counters.nodesDead++;
-          this.log.warn({ node: id, silentMs: now - m.lastMs }, 'cluster node dead');
-          dead = true;
-        }
+      const dead = this.ms.expire(now, this.o.deadMs);
+      for (const d of dead) {
+        this.counters.nodesDead++;
+        this.log.warn({ node: d.id, silentMs: d.silentMs }, 'cluster node dead');
       }
-      if (dead) this.recomputeView();
+      if (dead.length > 0) this.recomputeView();
     }
     this.publishDirty(now);
     this.expireHeld(now);
@@ -424,30 +404,19 @@ export class ClusterNode implements ClusterAttach {
   }
 
   private recomputeView(): void {
-    const v = [...this.members.values()].filter((m) => m.ready && !m.draining).map((m) => m.id);
-    if (this.ready && !this.draining && !v.includes(this.id)) v.push(this.id);
-    if (!this.ready || this.draining) {
-      const i = v.indexOf(this.id);
-      if (i >= 0) v.splice(i, 1);
-    }
-    v.sort();
-    if (v.join(',') === this.view.join(',')) return;
-    this.view = v;
-    this.ownerCache.clear();
-    this.nonTcpMine = ownerOf(stringKey('non-tcp'), v) === this.id;
+    if (!this.ms.recompute(this.ready, this.draining)) return;
     this.counters.viewChanges++;
-    this.log.info({ view: v, nonTcp: this.nonTcpMine }, 'cluster view');
+    this.log.info({ view: this.ms.view, nonTcp: this.ms.nonTcpMine }, 'cluster view');
     this.rebalance();
   }
 
+  /** Members as heard (tests, status). */
+  get members(): ReadonlyMap<string, NodeInfo> {
+    return this.ms.members;
+  }
+
   private ownsHost(host: number): boolean {
-    let m = this.ownerCache.get(host);
-    if (m === undefined) {
-      m = ownerOf(host, this.view) === this.id;
-      if (this.ownerCache.size > 65536) this.ownerCache.clear();
-      this.ownerCache.set(host, m);
-    }
-    return m;
+    return this.ms.ownsHost(host);
   }
 
   /** After a view change: hand over what is no longer ours, take over what now is. */
@@ -456,7 +425,7 @@ export class ClusterNode implements ClusterAttach {
     this.inject((emit, now) => {
       for (const [f, rec] of [...this.local]) {
         if (this.ownsHost(rec.host)) continue;
-        const to = ownerOf(rec.host, this.view) ?? null;
+        const to = this.ms.ownerOf(rec.host) ?? null;
         this.handOff(f, rec, to, now, emit);
       }
       for (const sp of [...this.spares.values()]) {
@@ -471,8 +440,7 @@ export class ClusterNode implements ClusterAttach {
   private prevOwnerGone(sp: Spare): boolean {
     if (sp.snap.final !== null) return true;
     if (sp.snap.owner === this.id) return true;
-    const m = this.members.get(sp.snap.owner);
-    return m === undefined || m.startedMs !== sp.snap.ownerEpoch;
+    return !this.ms.alive(sp.snap.owner, sp.snap.ownerEpoch);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -642,7 +610,7 @@ export class ClusterNode implements ClusterAttach {
   }
 
   nonTcp(frame: Uint8Array, from: Side): boolean {
-    if (!this.nonTcpMine) return false;
+    if (!this.ms.nonTcpMine) return false;
     if (this.loops.nonTcp(frame, from, this.now())) return true;
     this.counters.loopDrops++;
     return false;
@@ -895,7 +863,7 @@ export class ClusterNode implements ClusterAttach {
     // Only frames from after the old owner was last heard (a heartbeat of margin), and only for
     // a connection still open: older frames it forwarded itself, and replaying a closed
     // connection's frames would only make the endpoints answer with resets.
-    const since = (this.lastHeard.get(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
+    const since = (this.ms.lastHeardOf(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
     const recent = sp.recent.filter((x) => x.ms >= since);
     sp.recent = [];
     const open = f.state !== 'closing' && f.state !== 'closed';
@@ -976,8 +944,8 @@ export class ClusterNode implements ClusterAttach {
       draining: this.draining,
       connected: this.connected,
       syncOk: this.syncOk,
-      view: this.view,
-      nonTcpForwarder: this.nonTcpMine,
+      view: this.ms.view,
+      nonTcpForwarder: this.ms.nonTcpMine,
       owned: [...this.local.values()].map((r) => ({ key: r.key, pub: r.pubSeq, acked: r.ackedSeq, held: r.queue.length })),
       spares: this.spares.size,
       spareAgeMaxMs: spareAgeMax,

@@ -1,0 +1,109 @@
+/**
+ * Cluster membership as one node sees it: the nodes heard from (heartbeats carry NodeInfo), who
+ * is dead (silent for `deadMs` while this node's own sync connection is up), and the view — the
+ * sorted ids of the ready, non-draining nodes, this one included when it may own connections —
+ * from which rendezvous hashing (./rendezvous.ts) names each connection's owner. Pure: no I/O,
+ * time passed in; the node (./node.ts) logs and counts what it reports.
+ */
+import { ownerOf, stringKey } from './rendezvous.js';
+
+/** What a node says of itself in its heartbeat. */
+export interface NodeInfo {
+  id: string;
+  lastMs: number;
+  startedMs: number;
+  draining: boolean;
+  ready: boolean;
+  owned: number;
+  spares: number;
+  lagMs: number;
+}
+
+/** Dead nodes remembered (when they were last heard) at most. */
+const MAX_LAST_HEARD = 1024;
+/** Owner answers cached per host at most (cleared on every view change). */
+const MAX_OWNER_CACHE = 65536;
+
+export class Membership {
+  readonly members = new Map<string, NodeInfo>();
+  /** Sorted ids of the nodes that own connections now. */
+  private v: string[] = [];
+  private readonly ownerCache = new Map<number, boolean>();
+  private nonTcp = false;
+  /** When dead nodes were last heard (frames since then were forwarded by nobody). */
+  private readonly lastHeard = new Map<string, number>();
+
+  constructor(readonly self: string) {}
+
+  get view(): readonly string[] {
+    return this.v;
+  }
+
+  /** This node forwards non-TCP frames (one node of the view does). */
+  get nonTcpMine(): boolean {
+    return this.nonTcp;
+  }
+
+  /** A heartbeat arrived at `now`: true when it changes who may own connections. */
+  heard(h: NodeInfo, now: number): boolean {
+    const prev = this.members.get(h.id);
+    this.members.set(h.id, { ...h, lastMs: now });
+    return prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready;
+  }
+
+  /** Nodes silent for more than `deadMs` at `now` are removed; returns them with how long they were silent. */
+  expire(now: number, deadMs: number): { id: string; silentMs: number }[] {
+    const dead: { id: string; silentMs: number }[] = [];
+    for (const [id, m] of this.members) {
+      if (id === this.self || now - m.lastMs <= deadMs) continue;
+      this.members.delete(id);
+      if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
+      this.lastHeard.set(id, m.lastMs);
+      dead.push({ id, silentMs: now - m.lastMs });
+    }
+    return dead;
+  }
+
+  /** After an outage of this node's own sync connection: every node seen before gets a fresh deadline. */
+  freshen(now: number): void {
+    for (const m of this.members.values()) m.lastMs = now;
+  }
+
+  /** When a dead node was last heard, if it is remembered. */
+  lastHeardOf(id: string): number | undefined {
+    return this.lastHeard.get(id);
+  }
+
+  /** Whether the node `id` in its incarnation `startedMs` is still a member. */
+  alive(id: string, startedMs: number): boolean {
+    const m = this.members.get(id);
+    return m !== undefined && m.startedMs === startedMs;
+  }
+
+  /** Recomputes the view with this node `ready` / `draining`; true when it changed. */
+  recompute(ready: boolean, draining: boolean): boolean {
+    const v = [...this.members.values()].filter((m) => m.id !== this.self && m.ready && !m.draining).map((m) => m.id);
+    if (ready && !draining) v.push(this.self);
+    v.sort();
+    if (v.join(',') === this.v.join(',')) return false;
+    this.v = v;
+    this.ownerCache.clear();
+    this.nonTcp = ownerOf(stringKey('non-tcp'), v) === this.self;
+    return true;
+  }
+
+  /** The owner of connections of side-0 host `host`, or undefined with an empty view. */
+  ownerOf(host: number): string | undefined {
+    return ownerOf(host, this.v);
+  }
+
+  ownsHost(host: number): boolean {
+    let m = this.ownerCache.get(host);
+    if (m === undefined) {
+      m = ownerOf(host, this.v) === this.self;
+      if (this.ownerCache.size >= MAX_OWNER_CACHE) this.ownerCache.clear();
+      this.ownerCache.set(host, m);
+    }
+    return m;
+  }
+}
