@@ -8,6 +8,7 @@
  */
 import { connect, createInbox, type NatsConnection } from 'nats';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { clusterSubject } from '../cluster/bus.js';
 
 interface ClusterArgs {
   cluster: string;
@@ -44,7 +45,7 @@ async function askAll(url: string, name: string, op: string, waitMs: number): Pr
     const inbox = createInbox();
     const out: Array<Record<string, unknown>> = [];
     const sub = nc.subscribe(inbox, { callback: (_e, m) => out.push(JSON.parse(dec.decode(m.data)) as Record<string, unknown>) });
-    nc.publish(`${name}.ctl.all`, enc.encode(JSON.stringify({ op })), { reply: inbox });
+    nc.publish(clusterSubject(name, 'ctl.all'), enc.encode(JSON.stringify({ op })), { reply: inbox });
     await new Promise((r) => setTimeout(r, waitMs));
     sub.unsubscribe();
     return out.sort((a, b) => String(a['node']).localeCompare(String(b['node'])));
@@ -57,7 +58,7 @@ async function askAll(url: string, name: string, op: string, waitMs: number): Pr
 export async function clusterDrain(url: string, id: string, name = 'tapgate', waitMs = 2000): Promise<Record<string, unknown>> {
   const nc = await open(url);
   try {
-    const m = await nc.request(`${name}.ctl.${id}`, enc.encode(JSON.stringify({ op: 'drain' })), { timeout: waitMs });
+    const m = await nc.request(clusterSubject(name, `ctl.${id}`), enc.encode(JSON.stringify({ op: 'drain' })), { timeout: waitMs });
     return JSON.parse(dec.decode(m.data)) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`node '${id}' did not answer: ${(e as Error).message}`);

@@ -7,7 +7,7 @@
  * for `deadMs` is dead. The *view* is the sorted list of live, ready, not-draining nodes. While
  * this node's own NATS connection is down the view is frozen (nobody is declared dead: a NATS
  * restart must not make every node take every connection). Who is alive and the view:
- * ./membership.ts.
+ * ./membership.ts; the NATS side of it all (heartbeats, control requests, the bucket): ./bus.ts.
  *
  * Ownership: rendezvous hashing (rendezvous.ts) of the connection's side-0 host address (the
  * real address of the endpoint on TAP a) over the view. Keying by host keeps an FTP control
@@ -48,7 +48,6 @@
  * (Gateway counts `wrongSide`); a non-TCP frame this node forwarded that comes back on the
  * other side within `loopWindowMs` is dropped (`loopDrops`; ./loop.ts).
  */
-import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
 import type { Logger } from 'pino';
 import type { Endpoint, Flow } from '../flow/table.js';
 import type { Tuple } from '../nat/nat.js';
@@ -57,6 +56,7 @@ import type { ClusterAttach } from '../engine/live.js';
 import { seqGt } from '../wire/seq.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { clock } from '../util/clock.js';
+import { NatsBus } from './bus.js';
 import { LoopGuard } from './loop.js';
 import { Membership, type NodeInfo } from './membership.js';
 export type { NodeInfo } from './membership.js';
@@ -217,9 +217,8 @@ export class ClusterNode implements ClusterAttach {
   /** The clock (ClusterOptions.now). */
   private readonly now: () => number;
   private readonly log: Logger;
-  private nc: NatsConnection | null = null;
-  private kv: KV | null = null;
-  private subs: Subscription[] = [];
+  /** The sync network (./bus.ts); null until started, and after stop. */
+  private bus: NatsBus | null = null;
   private timers: NodeJS.Timeout[] = [];
   private gw: Gateway | null = null;
   private inject: ((fn: (emit: Emit, nowMs: number) => void) => void) | null = null;
@@ -284,52 +283,29 @@ export class ClusterNode implements ClusterAttach {
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
   }
 
-  private subj(s: string): string {
-    return `${this.o.name}.${s}`;
-  }
-
   /** Connects to NATS, opens the bucket, starts heartbeats and the spare watch. */
   async start(): Promise<void> {
-    const nc = await connect({
-      servers: this.o.url,
-      name: `tapgate-${this.id}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 100,
-      pingInterval: 2000,
-      timeout: 5000,
-    });
-    this.nc = nc;
     this.connected = true;
-    void (async () => {
-      for await (const st of nc.status()) {
-        if (st.type === 'disconnect' || st.type === 'reconnecting') {
-          if (this.connected) this.log.warn({ type: st.type }, 'cluster sync connection lost: view frozen, forwarding goes on');
-          this.connected = false;
-        } else if (st.type === 'reconnect') {
-          this.connected = true;
-          this.log.info('cluster sync connection back');
-          // Every node seen before the outage gets a fresh deadline.
-          this.ms.freshen(this.now());
-        }
-      }
-    })();
-    const js = nc.jetstream();
-    this.kv = await js.views.kv(`${this.o.name}-conns`, { history: 1, replicas: this.o.replicas, ttl: 10 * 60_000 });
-    this.subs.push(
-      nc.subscribe(this.subj('hb'), { callback: (_e, m) => this.onHeartbeat(m.data) }),
-      nc.subscribe(this.subj(`ctl.${this.id}`), { callback: (_e, m) => this.onControl(m.data, (d) => m.respond(d)) }),
-      nc.subscribe(this.subj('ctl.all'), { callback: (_e, m) => this.onControl(m.data, (d) => m.respond(d)) }),
+    this.bus = await NatsBus.connect(
+      { url: this.o.url, name: this.o.name, nodeId: this.id, replicas: this.o.replicas },
+      {
+        heartbeat: (d) => this.onHeartbeat(d),
+        control: (d, respond) => this.onControl(d, respond),
+        put: (key, value) => this.onSpare(key, value),
+        del: (key) => this.dropSpare(key),
+        connection: (up, type) => {
+          if (!up) {
+            if (this.connected) this.log.warn({ type }, 'cluster sync connection lost: view frozen, forwarding goes on');
+            this.connected = false;
+          } else {
+            this.connected = true;
+            this.log.info('cluster sync connection back');
+            // Every node seen before the outage gets a fresh deadline.
+            this.ms.freshen(this.now());
+          }
+        },
+      },
     );
-    let initialized!: () => void;
-    const init = new Promise<void>((r) => (initialized = r));
-    const w = await this.kv.watch({ key: '>', initializedFn: () => initialized() });
-    void (async () => {
-      for await (const e of w) {
-        if (e.operation === 'PUT') this.onSpare(e.key, e.value);
-        else this.dropSpare(e.key);
-      }
-    })();
-    await init;
     this.heartbeat();
     this.timers.push(setInterval(() => this.heartbeat(), this.o.heartbeatMs));
     this.timers.push(setInterval(() => this.onTimer(), Math.min(this.o.periodMs, 10)));
@@ -352,7 +328,7 @@ export class ClusterNode implements ClusterAttach {
   // Membership
 
   private heartbeat(): void {
-    if (this.nc === null || this.stopped) return;
+    if (this.bus === null || this.stopped) return;
     const info: NodeInfo = {
       id: this.id,
       lastMs: this.now(),
@@ -363,11 +339,7 @@ export class ClusterNode implements ClusterAttach {
       spares: this.spares.size,
       lagMs: this.maxLagMs(),
     };
-    try {
-      this.nc.publish(this.subj('hb'), enc.encode(JSON.stringify(info)));
-    } catch {
-      /* disconnected: the client buffers or drops; membership is frozen meanwhile */
-    }
+    this.bus.heartbeat(enc.encode(JSON.stringify(info)));
   }
 
   private onHeartbeat(data: Uint8Array): void {
@@ -681,9 +653,7 @@ export class ClusterNode implements ClusterAttach {
       this.inject((emit) => this.releaseQueue({ ...rec, queue: q }, Infinity, emit));
     }
     this.gated.delete(rec);
-    if (!rec.handedOff && this.kv !== null) {
-      this.kv.delete(rec.key).catch(() => {});
-    }
+    if (!rec.handedOff) this.bus?.delete(rec.key);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -691,9 +661,9 @@ export class ClusterNode implements ClusterAttach {
 
   private publish(f: Flow<unknown>, rec: LocalRec, final: string | null): number {
     const gw = this.gw;
-    const kv = this.kv;
+    const bus = this.bus;
     const seq = ++rec.pubSeq;
-    if (gw === null || kv === null) return seq;
+    if (gw === null || bus === null) return seq;
     const snap: ClusterSnapshot = {
       v: 1,
       owner: this.id,
@@ -707,7 +677,7 @@ export class ClusterNode implements ClusterAttach {
     };
     rec.lastPubMs = snap.ms;
     this.counters.published++;
-    const p = kv
+    const p = bus
       .put(rec.key, enc.encode(JSON.stringify(snap)))
       .then(() => {
         this.counters.acked++;
@@ -998,9 +968,8 @@ export class ClusterNode implements ClusterAttach {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    for (const s of this.subs) s.unsubscribe();
-    const nc = this.nc;
-    this.nc = null;
-    if (nc !== null) await nc.drain().catch(() => nc.close());
+    const bus = this.bus;
+    this.bus = null;
+    if (bus !== null) await bus.close();
   }
 }

@@ -1,0 +1,104 @@
+/**
+ * The cluster's sync network as the node (./node.ts) uses it, over NATS: heartbeats on core NATS
+ * (`<name>.hb`), control requests (`<name>.ctl.<node>`, `<name>.ctl.all`: `tapgate cluster`), and
+ * the connections' snapshots in a JetStream key-value bucket (`<name>-conns`, one value per
+ * connection, history 1, 10-minute TTL), watched from its initial values on. The client
+ * reconnects forever; what the connection does is reported to the node (a lost connection
+ * freezes its view of who is alive). Everything node-specific stays in the node.
+ */
+import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
+
+/** A subject of cluster `name` (the CLI's control requests use it too). */
+export function clusterSubject(name: string, s: string): string {
+  return `${name}.${s}`;
+}
+
+export interface BusOptions {
+  url: string;
+  /** Cluster name: subjects and the bucket are namespaced by it. */
+  name: string;
+  nodeId: string;
+  /** JetStream replicas of the bucket. */
+  replicas: number;
+}
+
+export interface BusHandlers {
+  heartbeat(data: Uint8Array): void;
+  control(data: Uint8Array, respond: (d: Uint8Array) => boolean): void;
+  /** A connection's snapshot stored (also every initial value), or removed. */
+  put(key: string, value: Uint8Array): void;
+  del(key: string): void;
+  /** The NATS connection went down (`disconnect`, `reconnecting`) or came back (`reconnect`). */
+  connection(up: boolean, type: string): void;
+}
+
+export class NatsBus {
+  private readonly subs: Subscription[] = [];
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+    private readonly o: BusOptions,
+  ) {}
+
+  /** Connects, opens the bucket, subscribes; resolves once the bucket's initial values were handed over. */
+  static async connect(o: BusOptions, h: BusHandlers): Promise<NatsBus> {
+    const nc = await connect({
+      servers: o.url,
+      name: `tapgate-${o.nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+      pingInterval: 2000,
+      timeout: 5000,
+    });
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type === 'disconnect' || st.type === 'reconnecting') h.connection(false, st.type);
+        else if (st.type === 'reconnect') h.connection(true, st.type);
+      }
+    })();
+    const kv = await nc.jetstream().views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 });
+    const bus = new NatsBus(nc, kv, o);
+    const subj = (s: string) => clusterSubject(o.name, s);
+    bus.subs.push(
+      nc.subscribe(subj('hb'), { callback: (_e, m) => h.heartbeat(m.data) }),
+      nc.subscribe(subj(`ctl.${o.nodeId}`), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
+      nc.subscribe(subj('ctl.all'), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
+    );
+    let initialized!: () => void;
+    const init = new Promise<void>((r) => (initialized = r));
+    const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+    void (async () => {
+      for await (const e of w) {
+        if (e.operation === 'PUT') h.put(e.key, e.value);
+        else h.del(e.key);
+      }
+    })();
+    await init;
+    return bus;
+  }
+
+  /** Publishes a heartbeat; while disconnected the client buffers or drops it. */
+  heartbeat(data: Uint8Array): void {
+    try {
+      this.nc.publish(clusterSubject(this.o.name, 'hb'), data);
+    } catch {
+      /* disconnected: membership is frozen meanwhile */
+    }
+  }
+
+  /** Stores a connection's snapshot; resolves when JetStream acknowledged it. */
+  put(key: string, value: Uint8Array): Promise<unknown> {
+    return this.kv.put(key, value);
+  }
+
+  /** Removes a connection's snapshot (best effort: the TTL removes what is left). */
+  delete(key: string): void {
+    this.kv.delete(key).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.subs) s.unsubscribe();
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}
