@@ -51,7 +51,7 @@
 import type { Logger } from 'pino';
 import type { Endpoint, Flow } from '../flow/table.js';
 import type { Tuple } from '../nat/nat.js';
-import type { ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
+import type { ClusterImport, ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
 import type { ClusterAttach } from '../engine/live.js';
 import { seqGt } from '../wire/seq.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
@@ -491,7 +491,7 @@ export class ClusterNode implements ClusterAttach {
     this.counters.recentKept++;
   }
 
-  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean {
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
     if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
     if ((flags & 0x12) === 0x02 && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
@@ -524,8 +524,8 @@ export class ClusterNode implements ClusterAttach {
       } else this.counters.heldOverflow++;
       return false;
     }
-    // Imported here, inside the gateway's handling of this frame; it then goes on with it.
-    return this.importSpare(sp) !== null;
+    // The gateway imports it and goes on with this frame (ClusterImport).
+    return { state: sp.snap.state, acks: sp.acks, adopt: (f) => this.adopted(sp, f) !== null };
   }
 
   tcpLocal(f: Flow<unknown>, side: 0 | 1, from: Side, raw: RawTuple): boolean {
@@ -808,8 +808,11 @@ export class ClusterNode implements ClusterAttach {
   private importSpare(sp: Spare): Flow<unknown> | null {
     const gw = this.gw;
     if (gw === null) return null;
-    const now = clock();
-    const f = gw.importConnection(sp.snap.state, now, sp.acks);
+    return this.adopted(sp, gw.importConnection(sp.snap.state, clock(), sp.acks));
+  }
+
+  /** After the gateway imported the spare `sp` as `f` (null: refused): this node's bookkeeping. */
+  private adopted(sp: Spare, f: Flow<unknown> | null): Flow<unknown> | null {
     this.dropSpare(sp.key);
     if (f === null) {
       this.counters.takeoverFailed++;

@@ -84,10 +84,11 @@ export interface ClusterHooks {
   /**
    * A TCP frame after NAT by its connection's real endpoints (side0 = the endpoint on side 0),
    * when no local flow has it: false = not handled here (another node's, or held for a
-   * hand-over in progress; the hook keeps a copy of `frame` if it will replay it). May import
-   * the connection from a spare copy (Gateway.importConnection) before returning true.
+   * hand-over in progress; the hook keeps a copy of `frame` if it will replay it); true = a new
+   * connection of this node; a ClusterImport = this node continues a connection another node
+   * had: the gateway imports its state, tells the hook (`adopt`), and goes on with the frame.
    */
-  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean;
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport;
   /** Every frame first (cluster loops): false = a copy another node forwarded (dropped, counted). */
   fromSegment(frame: Uint8Array, from: Side): boolean;
   /** Every TCP frame of a local connection: false = dropped (it came back from another node). */
@@ -98,6 +99,15 @@ export interface ClusterHooks {
   gate(f: Flow<unknown>, emit: Emit): Emit;
   /** A connection left the table (closed, expired, handed over). */
   flowRemoved(f: Flow<unknown>): void;
+}
+
+/** A connection to take over from a spare copy (ClusterHooks.tcpNew). */
+export interface ClusterImport {
+  state: ConnectionState;
+  /** The highest ACK each side sent since the copy was made (importConnection). */
+  acks: readonly [number | undefined, number | undefined];
+  /** The import's result (null: refused, the table is full); false = drop the frame. */
+  adopt(f: Flow<unknown> | null): boolean;
 }
 
 /** One connection's state, everything a node needs to continue it (src/cluster/snapshot.ts). */
@@ -512,7 +522,12 @@ export class Gateway {
     const flags = tcp.flags;
     const seq = tcp.seq;
     const cl = this.cluster;
-    const r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+    let r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+    if (r.kind === 'import') {
+      if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;
+      r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+      if (r.kind === 'import') return; // imported, yet not found: never reached
+    }
     if (r.kind === 'drop') return;
     if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;

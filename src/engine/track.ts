@@ -6,12 +6,13 @@
  *   ISN on a confirmed connection (passed untracked so the receiver can answer it with a
  *   challenge ACK, RFC 5961 §4; never with data), a segment the full table cannot track (the
  *   mid-stream policy decides when a rule matches it). Cluster ownership is asked here: a node
- *   tracks only connections it owns, from the side they arrive on.
+ *   tracks only connections it owns, from the side they arrive on; one it takes over from
+ *   another node is handed back to the gateway to import (`import`), never imported from here.
  * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
  *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
  *   untracked (the receiver answers it with a challenge ACK). Everything else is tracked.
  */
-import type { ClusterHooks, RawTuple } from './gateway.js';
+import type { ClusterHooks, ClusterImport, RawTuple } from './gateway.js';
 import { endpoints, type Warn } from './admit.js';
 import type { Side } from './emit.js';
 import type { Policy } from './policy.js';
@@ -46,7 +47,9 @@ export type Found<C> =
   | { kind: 'drop' }
   /** Passed on unchanged, untracked. */
   | { kind: 'pass' }
-  | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean };
+  | { kind: 'flow'; flow: Flow<C>; side: 0 | 1; isNew: boolean }
+  /** A connection another node had: import it (ClusterImport), then `find` again. */
+  | { kind: 'import'; imp: ClusterImport };
 
 export interface TrackOptions<C> {
   flows: FlowTable<C>;
@@ -66,10 +69,13 @@ export class Tracker<C extends AckView> {
     if (flags & TCP_RST) c.rstIn++;
     if (cl !== null && flows.peek(src, dst) === undefined) {
       const s0 = from === 0 ? src : dst;
-      if (!cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame)) {
+      const n = cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame);
+      if (n === false) {
         c.notOwner++;
         return { kind: 'drop' };
       }
+      // Taken over from another node: imported by the gateway, then found again.
+      if (n !== true) return { kind: 'import', imp: n };
     }
     const r = flows.lookup(src, dst, flags, d.tcp.seq, nowMs);
     switch (r.kind) {
