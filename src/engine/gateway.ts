@@ -522,6 +522,7 @@ export class Gateway {
     const flags = tcp.flags;
     const seq = tcp.seq;
     const cl = this.cluster;
+    if (flags & TCP_RST) this.counters.rstIn++;
     let r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
     if (r.kind === 'import') {
       if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;

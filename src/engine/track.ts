@@ -32,7 +32,6 @@ export interface AckView {
 
 /** The gateway's counters this stage adds to. */
 export interface TrackCounters {
-  rstIn: number;
   notOwner: number;
   synRefused: number;
   straySyn: number;
@@ -66,7 +65,6 @@ export class Tracker<C extends AckView> {
   find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, frame: Uint8Array, nowMs: number): Found<C> {
     const { flows, counters: c, cluster: cl } = this.o;
     const flags = d.tcp.flags;
-    if (flags & TCP_RST) c.rstIn++;
     if (cl !== null && flows.peek(src, dst) === undefined) {
       const s0 = from === 0 ? src : dst;
       const n = cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame);
