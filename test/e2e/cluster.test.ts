@@ -16,7 +16,7 @@
  * download around the kill, from the client's capture) is reported (median, max).
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
@@ -28,6 +28,7 @@ import {
   labSpawn,
   labStartNats,
   labStartNode,
+  labStateDir,
   labStopNats,
   labUp,
   labWaitNodesAttached,
@@ -138,6 +139,21 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
   /** Transfers of each client still running (set by `transfers`). */
   const running = { client: 0, client2: 0, keepAlive: false };
 
+  /**
+   * For a failed transfer's message: what each node logged about the cluster lately (views,
+   * deaths, the sync connection, takeovers, hand-overs), so that a failure in CI can be read.
+   */
+  function clusterLog(): string {
+    const dir = labStateDir(P);
+    if (!existsSync(dir)) return '';
+    const out: string[] = [];
+    for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort()) {
+      const lines = readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => /cluster|taken over|hand|dead|view/.test(l));
+      out.push(`--- ${f} (last ${Math.min(12, lines.length)} of ${lines.length} cluster lines)`, ...lines.slice(-12).map((l) => l.slice(0, 300)));
+    }
+    return `\n${out.join('\n')}`;
+  }
+
   function transfers(tag: string, seconds: number): Promise<void> {
     const rateHttp = Math.ceil(text.length / seconds);
     const rateFtp = Math.ceil(fx.data.length / seconds);
@@ -157,7 +173,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
         '-o', keep[0]!, `http://${SERVER}:8002/text.txt`, '-o', keep[1]!, `http://${SERVER}:8002/chunked/text.txt?size=4093`]).then((r) => {
         took('http keep-alive');
         running.keepAlive = false;
-        expect(r.code, `http keep-alive ${tag}: ${r.stderr}`).toBe(0);
+        expect(r.code, `http keep-alive ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
         // One connection for both (the second reused it), both answered 200.
         expect(r.stdout.trim().split('\n'), `http keep-alive ${tag}`).toEqual(['1 200', '0 200']);
         const exp = expectedRewrite(text);
@@ -168,7 +184,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       }),
       curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then((r) => {
         took('http');
-        expect(r.code, `http ${tag}: ${r.stderr}`).toBe(0);
+        expect(r.code, `http ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
         const got = readFileSync(http, 'latin1');
         const exp = expectedRewrite(text);
         if (got !== exp) {
@@ -179,12 +195,12 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       }),
       curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then((r) => {
         took('ftp download');
-        expect(r.code, `ftp download ${tag}: ${r.stderr}`).toBe(0);
+        expect(r.code, `ftp download ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
         expect(sha(readFileSync(down))).toBe(sha(fx.data));
       }),
       curl('client', ['-P', C1.ip, '--limit-rate', String(rateFtp), '-T', join(fx.dir, 'upload.bin'), `ftp://${SERVER}/up/${up}`]).then((r) => {
         took('ftp upload');
-        expect(r.code, `ftp upload ${tag}: ${r.stderr}`).toBe(0);
+        expect(r.code, `ftp upload ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
         expect(sha(readFileSync(join(fx.root, 'up', up)))).toBe(sha(fx.data));
       }),
     ];
