@@ -231,7 +231,7 @@ const exec: CommandModule<object, ExecArgs> = {
     y
       .positional('role', { choices: ['client', 'server', 'gw', 'nats'] as const, demandOption: true })
       .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (after --)' })
-      .option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<ExecArgs>,
+      .option('name', NAME_OPTION) as unknown as Argv<ExecArgs>,
   handler: async (a: ArgumentsCamelCase<ExecArgs>) => {
     // yargs puts what follows `--` into `_` after the command names: take it verbatim from argv.
     const dd = process.argv.indexOf('--');
@@ -269,12 +269,17 @@ interface NameArgs {
   json?: boolean;
 }
 
+/** The lab prefix option every lab command has. */
+const NAME_OPTION = { type: 'string', default: 'tg', describe: 'lab prefix' } as const;
+/** A command whose only option is the lab prefix. */
+const nameOnly = (y: Argv): Argv<NameArgs> => y.option('name', NAME_OPTION) as unknown as Argv<NameArgs>;
+
 const status: CommandModule<object, NameArgs> = {
   command: 'status',
   describe: 'Show what of the lab exists and runs',
   builder: (y: Argv) =>
     y
-      .option('name', { type: 'string', default: 'tg', describe: 'lab prefix' })
+      .option('name', NAME_OPTION)
       .option('json', { type: 'boolean', describe: 'as JSON' }) as unknown as Argv<NameArgs>,
   handler: (a: ArgumentsCamelCase<NameArgs>) => {
     try {
@@ -312,7 +317,7 @@ export async function labReload(prefix: string): Promise<{ name: string; pid: nu
 const reload: CommandModule<object, NameArgs> = {
   command: 'reload',
   describe: 'Make the lab gateway (or every cluster node) re-read its config: new connections get the new rules, connections in flight keep theirs',
-  builder: (y: Argv) => y.option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<NameArgs>,
+  builder: nameOnly,
   handler: async (a: ArgumentsCamelCase<NameArgs>) => {
     try {
       const r = await labReload(a.name);
@@ -327,7 +332,7 @@ const reload: CommandModule<object, NameArgs> = {
 const down: CommandModule<object, NameArgs> = {
   command: 'down',
   describe: 'Stop the lab processes and delete its namespaces (harmless when nothing exists)',
-  builder: (y: Argv) => y.option('name', { type: 'string', default: 'tg', describe: 'lab prefix' }) as unknown as Argv<NameArgs>,
+  builder: nameOnly,
   handler: async (a: ArgumentsCamelCase<NameArgs>) => {
     try {
       await labDown(a.name);
