@@ -38,7 +38,7 @@ import { RateLog, type RateLogOptions } from '../util/ratelog.js';
 import type { FrameTcp, LinkType } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
-import { Admission, endpoints } from './admit.js';
+import { Admission, endpoints, type Warn } from './admit.js';
 import { Tracker } from './track.js';
 import { Emitter, retainTag, type Emit, type SegTag, type Side } from './emit.js';
 import { TCP_ACK, TCP_RST, TCP_SYN, TcpSegment } from '../wire/tcp.js';
@@ -294,7 +294,7 @@ export class Gateway {
       limits: this.limits,
       vh: this.vh,
       verify: this.verify,
-      warn: (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg),
+      warn: this.warn,
       policy: () => this.policy,
       fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),
     });
@@ -309,7 +309,7 @@ export class Gateway {
     this.tracker = new Tracker({
       flows: this.flows,
       counters: this.counters,
-      warn: (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg),
+      warn: this.warn,
       policy: () => this.policy,
       cluster: this.cluster,
     });
@@ -327,7 +327,7 @@ export class Gateway {
     this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
     const natCfg = opts.config?.nat;
     this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
-    this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, (key, nowMs, obj, msg) => this.warn(key, nowMs, obj, msg), this.vh);
+    this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, this.warn, this.vh, this.emitter);
     if (opts.registry !== undefined) this.registry = opts.registry;
     else if (this.nat !== null) {
       const nat = this.nat;
@@ -348,14 +348,13 @@ export class Gateway {
     } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters, httpCounters: this.httpCounters });
   }
 
-  /** Counts a NAT verdict; true when the frame must be dropped. */
-  /** A rate-limited warn line about dropped input (nothing is built when no logger is set). */
-  private warn(key: string, nowMs: number, obj: () => Record<string, unknown>, msg: string): void {
+  /** A rate-limited warn line about dropped input (nothing is built when no logger is set); the stages report through it. */
+  private readonly warn: Warn = (key, nowMs, obj, msg) => {
     if (this.opts.log === undefined && this.eventRate === null) return;
     const o = obj();
     if (this.opts.log !== undefined) this.ratelog.log(key, nowMs, o, msg);
     this.eventRate?.log(key, nowMs, o, msg);
-  }
+  };
 
   private ruleStat(label: string): RuleStats {
     let r = this.ruleStats.get(label);
@@ -467,7 +466,7 @@ export class Gateway {
     }
     let view: NatView | undefined;
     if (this.natStage !== null) {
-      const n = this.natStage.frame(ad, frame, from, nowMs, link, (eth, to) => this.emitter.made(eth, to, emit));
+      const n = this.natStage.frame(ad, frame, from, nowMs, link, emit);
       if (!n.go) return;
       view = n.view;
     }

@@ -5,7 +5,7 @@
  * TCP, the flow table's view of the connection: each endpoint by its real address on its own
  * side (the source as it arrived, the destination after translation). Drops are counted by
  * reason (`natDropped`) and logged rate-limited; frames the stage makes itself (ARP answers,
- * relayed requests) go out through `made`.
+ * relayed requests) go out through the emit stage.
  *
  * Configured by `config.nat` (issue 5, docs/ARCHITECTURE.md §6; side 0 = client side = the
  * first TAP): RFC 1624 incremental checksum updates, partial sums adjusted with sumReplace32, so
@@ -25,7 +25,7 @@
  * `stats()` counts it.
  */
 import { endpoints, type Admitted, type Warn } from '../engine/admit.js';
-import type { Side } from '../engine/emit.js';
+import type { Emit, Emitter, Side } from '../engine/emit.js';
 import type { LinkType } from '../wire/frame.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './frames.js';
@@ -42,9 +42,6 @@ export interface NatStageCounters {
   natTranslated: number;
   natDropped: Partial<Record<NatDropReason, number>>;
 }
-
-/** A frame the stage made, out to `to` (Ethernet, without a virtio header). */
-export type Made = (eth: Uint8Array, to: Side) => void;
 
 /** What the stage decided: the frame goes on (with the view of a translated TCP segment), or not. */
 export type NatOutcome = { go: true; view?: NatView } | { go: false };
@@ -63,12 +60,14 @@ export class NatStage {
     private readonly warn: Warn,
     /** Bytes of virtio header in front of every frame (0 or 10). */
     private readonly vh: number,
+    /** Where the frames the stage makes itself leave (engine/emit.ts). */
+    private readonly out: Emitter,
   ) {
     this.masqL2 = table.cfg.masquerade.length > 0 && link === 'ethernet' ? new MasqL2(table) : null;
   }
 
   /** Translates `frame` (as admitted, from `from`) in place. */
-  frame(ad: Admitted, frame: Uint8Array, from: Side, nowMs: number, link: LinkType, made: Made): NatOutcome {
+  frame(ad: Admitted, frame: Uint8Array, from: Side, nowMs: number, link: LinkType, emit: Emit): NatOutcome {
     const vh = this.vh;
     const l2 = this.masqL2 !== null && link === 'ethernet' ? this.masqL2 : null;
     switch (ad.kind) {
@@ -108,8 +107,8 @@ export class NatStage {
         const what = (): Record<string, unknown> => ({ arpSender: ipv4ToString(d.arp.senderIp), arpTarget: ipv4ToString(d.arp.targetIp) });
         if (this.masqL2 !== null) {
           const m = this.masqL2.arp(frame.subarray(vh), d.l3Off, d.arp, from);
-          for (const f of m.back) made(f, from);
-          for (const f of m.across) made(f, (1 - from) as Side);
+          for (const f of m.back) this.out.made(f, from, emit);
+          for (const f of m.across) this.out.made(f, (1 - from) as Side, emit);
           if (this.stops(m.r, nowMs, what)) return STOP;
         }
         return this.stops(natArp(this.table, d.arp, from), nowMs, what) ? STOP : GO;
