@@ -461,7 +461,7 @@ class EditRun {
   readonly edits: Edit[] = [];
   matches = 0;
   /** The open edit: original range [at, end) in buf positions; its output is `first` alone, or
-   *  scratch[0, len) once a second match joined it. */
+   *  scratch[from, from + len) once a second match joined it. */
   private at = -1;
   private end = -1;
   private first: Uint8Array = EMPTY;

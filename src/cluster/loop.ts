@@ -2,9 +2,9 @@
  * Loop suppression for cluster nodes on shared segments. Every node's TAPs see both segments'
  * frames, and a hub (or a bridge still learning) shows a frame one node forwarded to the others
  * as well: forwarding it again would duplicate it on the other segment, and back again. So a
- * node remembers, for `windowMs`, a digest of each TCP frame it saw arrive or sent out and on
+ * node remembers, for `windowMs`, a digest of each TCP frame it saw arrive or sent out (`sentTcp`) and on
  * which side, and drops a copy that shows up on the other side (`fromSegment`); non-TCP frames
- * are remembered as sent (`sent`) and one coming back is dropped (`nonTcp`). Bounded: at most
+ * are remembered as sent and one coming back is dropped (`nonTcp`). Bounded: at most
  * `MAX_TCP` / `MAX_OTHER` digests, the oldest swept each window.
  */
 import { get16 } from '../wire/bytes.js';

@@ -493,7 +493,7 @@ export class ClusterNode implements ClusterAttach {
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
     if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
-    if ((flags & 0x12) === 0x02 && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
       // talking to one of them through the wrong node (seen in the cluster e2e). The SYN is
@@ -504,7 +504,7 @@ export class ClusterNode implements ClusterAttach {
     const key = connKey(side0, side1);
     const sp = this.spares.get(key);
     if (sp === undefined) return true;
-    if ((flags & 0x12) === 0x02) {
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
       // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
       this.dropSpare(key);
       this.counters.sparesStale++;

@@ -154,8 +154,6 @@ function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c
 /** A rule in statistics: its name, else its 1-based position. */
 const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
-
-
 export function newGatewayCounters() {
   return {
     framesIn: 0,
@@ -417,12 +415,12 @@ export class Gateway {
     this.opts.events?.(ev, this.nowMs);
   }
 
-  /** Bytes of virtio-net header before each frame (0 or 10). */
   /** Masquerade at layer 2 (proxy ARP, MAC rewriting); null without masquerade or Ethernet. */
   get masqL2(): MasqL2 | null {
     return this.natStage?.masqL2 ?? null;
   }
 
+  /** Bytes of virtio-net header before each frame (0 or 10). */
   get vnetHeaderLength(): number {
     return this.vh;
   }

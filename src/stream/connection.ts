@@ -175,8 +175,10 @@ export class Connection<T extends { fields: TcpFields }> {
     return { v: 1, dirs: [this.dirs[0].toJSON(withStore), this.dirs[1].toJSON(withStore)] };
   }
 
-  /** State from `toJSON` (on a connection built with the same halves and a restored agent). */
-  /** From a snapshot (cluster takeover at `nowMs`: hold timers restart then, StreamDirection.restore). */
+  /**
+   * State from `toJSON` (on a connection built with the same halves and a restored agent), at a
+   * cluster takeover at `nowMs`: hold timers restart then (StreamDirection.restore).
+   */
   restore(j: ConnectionJson, nowMs: number): void {
     if (j?.v !== 1 || !Array.isArray(j.dirs) || j.dirs.length !== 2) throw new Error('connection: bad snapshot (expected { v: 1, dirs: [2] })');
     this.dirs[0].restore(j.dirs[0], nowMs);

@@ -510,12 +510,12 @@ export class StreamDirection<T> {
     }
   }
 
-  /** Drops every queued segment (connection closed or removed): returns the budget. */
   /** Bytes the rewriting added so far (new − original length; negative when it removed). */
   get growth(): number {
     return this.cmds.offsetAfterLast();
   }
 
+  /** Drops every queued segment (connection closed or removed): returns the budget. */
   dispose(): void {
     this.budget.queueBytes -= this.queueBytes;
     this.queueBytes = 0;

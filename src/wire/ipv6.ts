@@ -25,9 +25,10 @@
  * of the payload; `upperProto` is then the Fragment header's Next Header.
  */
 
-import { get16, get32 } from './bytes.js';
+import { get16, get32, set16 } from './bytes.js';
 import { sum16 } from './checksum.js';
-import { parseIpv4 } from './ipv4.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP, ipv4ToString, parseIpv4 } from './ipv4.js';
+import { TCP_HEADER_LEN } from './tcp.js';
 
 export const IPV6_HEADER_LEN = 40;
 export const IPV6_ADDR_LEN = 16;
@@ -93,26 +94,23 @@ export interface Ipv6Chain {
 export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number) => number = defaultUpperMin): Ipv6Chain {
   const end = Math.min(buf.length, off + IPV6_HEADER_LEN + get16(buf, off + 4));
   const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24 };
-  const drop = (d: Ipv6ChainDrop): void => {
-    c.drop ??= d;
-  };
   let next = c.upperProto;
   let p = c.upperOff;
   for (;;) {
-    if (next !== IP_PROTO_HOPOPTS && next !== IP_PROTO_ROUTING && next !== IP_PROTO_FRAGMENT && next !== IP_PROTO_DSTOPTS && next !== IP_PROTO_AH) break;
+    if (!isIpv6ExtensionHeader(next)) break;
     if (c.headers === IPV6_MAX_EXT_HEADERS) return stop(c, 'ipv6-chain-too-long', next, p);
     if (p - (off + IPV6_HEADER_LEN) >= IPV6_MAX_EXT_BYTES) return stop(c, 'ipv6-chain-too-big', next, p);
     if (end - p < 8) return stop(c, 'ipv6-chain-truncated', next, p);
     const len = next === IP_PROTO_FRAGMENT ? 8 : next === IP_PROTO_AH ? (buf[p + 1]! + 2) * 4 : (buf[p + 1]! + 1) * 8;
     if (end - p < len) return stop(c, 'ipv6-chain-truncated', next, p);
-    if (next === IP_PROTO_HOPOPTS && c.headers > 0) drop('ipv6-hbh-not-first');
+    if (next === IP_PROTO_HOPOPTS && c.headers > 0) drop(c, 'ipv6-hbh-not-first');
     if (next === IP_PROTO_HOPOPTS || next === IP_PROTO_DSTOPTS) {
       const o = checkOptions(buf, p + 2, p + len);
-      if (o !== null) drop(o);
+      if (o !== null) drop(c, o);
     } else if (next === IP_PROTO_ROUTING) {
       const type = buf[p + 2]!;
       const left = buf[p + 3]!;
-      if (type === 0 && left > 0) drop('ipv6-rh0');
+      if (type === 0 && left > 0) drop(c, 'ipv6-rh0');
       // Types 0 and 2 (RFC 6275) carry addresses after 8 bytes; the last one is where the packet is finally for.
       if ((type === 0 || type === 2) && left > 0 && len >= 8 + IPV6_ADDR_LEN) c.finalDstOff = p + len - IPV6_ADDR_LEN;
     } else if (next === IP_PROTO_FRAGMENT) {
@@ -123,7 +121,7 @@ export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number)
       next = buf[p]!;
       p += 8;
       // Atomic fragments (offset 0, no more: RFC 6946) are whole packets.
-      if (f.more && (end - p) % 8 !== 0) drop('ipv6-fragment-bad');
+      if (f.more && (end - p) % 8 !== 0) drop(c, 'ipv6-fragment-bad');
       if (f.offset !== 0) {
         c.upperProto = next;
         c.upperOff = p;
@@ -137,7 +135,7 @@ export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number)
   }
   c.upperProto = next;
   c.upperOff = p;
-  if (c.fragment !== null && c.fragment.more && end - p < upperMin(next)) drop('ipv6-first-fragment-incomplete');
+  if (c.fragment !== null && c.fragment.more && end - p < upperMin(next)) drop(c, 'ipv6-first-fragment-incomplete');
   return c;
 }
 
@@ -149,8 +147,18 @@ function stop(c: Ipv6Chain, e: Ipv6ChainError, next: number, p: number): Ipv6Cha
   return c;
 }
 
+/** The first finding is the one reported. */
+function drop(c: Ipv6Chain, d: Ipv6ChainDrop): void {
+  c.drop ??= d;
+}
+
+/** The headers the walk goes through (RFC 8200 §4; AH, RFC 4302, whose payload is in the clear). */
+export function isIpv6ExtensionHeader(n: number): boolean {
+  return n === IP_PROTO_HOPOPTS || n === IP_PROTO_ROUTING || n === IP_PROTO_FRAGMENT || n === IP_PROTO_DSTOPTS || n === IP_PROTO_AH;
+}
+
 function defaultUpperMin(proto: number): number {
-  return proto === 6 ? 20 : proto === 17 ? 8 : proto === IP_PROTO_ICMPV6 ? 4 : 0;
+  return proto === IP_PROTO_TCP ? TCP_HEADER_LEN : proto === IP_PROTO_UDP ? 8 : proto === IP_PROTO_ICMPV6 ? 4 : 0;
 }
 
 /** The TLV options in [p, end) of a Hop-by-Hop or Destination Options header. */
@@ -217,10 +225,8 @@ export function ipv6PseudoHeaderSum(buf: Uint8Array, srcOff: number, dstOff: num
 /** RFC 5952 text of the address at `off`: lower case, no leading zeros, the longest run (≥ 2) of zero groups as `::` (the first of equal runs), IPv4-mapped as `::ffff:a.b.c.d`. */
 export function ipv6ToString(a: Uint8Array, off = 0): string {
   const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((a[off + 2 * i]! << 8) | a[off + 2 * i + 1]!);
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `::ffff:${a[off + 12]}.${a[off + 13]}.${a[off + 14]}.${a[off + 15]}`;
-  }
+  for (let i = 0; i < 8; i++) g.push(get16(a, off + 2 * i));
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) return `::ffff:${ipv4ToString(get32(a, off + 12))}`;
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
@@ -268,9 +274,6 @@ export function parseIpv6(s: string): Uint8Array | null {
   if (halves.length === 1 ? n !== 8 : n > 7) return null;
   const all = [...head, ...Array<number>(8 - n).fill(0), ...tail];
   const out = new Uint8Array(16);
-  all.forEach((x, i) => {
-    out[2 * i] = x >>> 8;
-    out[2 * i + 1] = x & 0xff;
-  });
+  all.forEach((x, i) => set16(out, 2 * i, x));
   return out;
 }

@@ -22,7 +22,8 @@
 
 import { get16 } from './bytes.js';
 import { ETHERTYPE_IPV6 } from './ethernet.js';
-import { IP_PROTO_AH, IP_PROTO_DSTOPTS, IP_PROTO_FRAGMENT, IP_PROTO_HOPOPTS, IP_PROTO_ROUTING, IPV6_HEADER_LEN, walkIpv6 } from './ipv6.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP } from './ipv4.js';
+import { IP_PROTO_AH, IPV6_HEADER_LEN, isIpv6ExtensionHeader, walkIpv6 } from './ipv6.js';
 
 export type OpaqueClass =
   | 'ipv6-tcp'
@@ -54,12 +55,8 @@ export const ETHERTYPE_MPLS = 0x8847;
 export const ETHERTYPE_MPLS_MULTICAST = 0x8848;
 
 const IP_PROTO_IPIP = 4;
-const IP_PROTO_TCP = 6;
-const IP_PROTO_UDP = 17;
 const IP_PROTO_IPV6 = 41;
 const IP_PROTO_GRE = 47;
-/** The headers walkIpv6 walks through. */
-const EXTENSION: ReadonlySet<number> = new Set([IP_PROTO_HOPOPTS, IP_PROTO_ROUTING, IP_PROTO_FRAGMENT, IP_PROTO_DSTOPTS, IP_PROTO_AH]);
 const UDP_VXLAN = 4789;
 const UDP_GENEVE = 6081;
 
@@ -118,12 +115,12 @@ export function opaqueIpv6(buf: Uint8Array, off: number): Opaque | null {
     // (TCP: not inspected, fail closed); a chain cut before a header: the receiver drops it.
     if (w.end - w.upperOff < 8) return null;
     const nx = buf[w.upperOff]!;
-    return EXTENSION.has(nx) ? null : upper(buf, nx, w.end, w.end, true);
+    return isIpv6ExtensionHeader(nx) ? null : upper(buf, nx, w.end, w.end, true);
   }
   if (w.fragment !== null && w.fragment.offset !== 0) {
     // A later fragment holds the middle of the payload after its Fragment header, never
     // headers: what it carries was named in the first fragment.
-    return EXTENSION.has(w.upperProto) ? { cls: 'ipv6-tcp' } : upper(buf, w.upperProto, w.upperOff, w.end, false);
+    return isIpv6ExtensionHeader(w.upperProto) ? { cls: 'ipv6-tcp' } : upper(buf, w.upperProto, w.upperOff, w.end, false);
   }
   // A first fragment without the whole UDP header: its port (VXLAN? Geneve?) is in the next one.
   if (w.fragment !== null && w.upperProto === IP_PROTO_UDP && w.end - w.upperOff < 8) return { cls: 'ipv6-tcp' };

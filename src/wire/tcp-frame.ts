@@ -3,9 +3,9 @@
  * tests): uses the wire reprs, so every frame has correct checksums (or the partial checksum a
  * TAP with offloads hands over, `checksum: 'partial'`).
  */
-import { EthernetRepr } from '../wire/ethernet.js';
-import { Ipv4Repr } from '../wire/ipv4.js';
-import { TcpRepr, type TcpChecksumMode, type TcpOption } from '../wire/tcp.js';
+import { ETHERTYPE_IPV4, EthernetRepr } from './ethernet.js';
+import { IP_PROTO_TCP, Ipv4Repr } from './ipv4.js';
+import { TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
 
 export interface TcpFrameSpec {
   src: number;
@@ -39,8 +39,8 @@ export function tcpFrame(s: TcpFrameSpec): Uint8Array {
     options: s.options ?? [],
     payload: s.payload ?? new Uint8Array(0),
   });
-  const ip = new Ipv4Repr({ src: s.src, dst: s.dst, protocol: 6, payloadLen: tcp.bufferLen(), ttl: 64, dontFrag: true });
-  const eth = new EthernetRepr(s.dstMac ?? MAC_B, s.srcMac ?? MAC_A, 0x0800);
+  const ip = new Ipv4Repr({ src: s.src, dst: s.dst, protocol: IP_PROTO_TCP, payloadLen: tcp.bufferLen(), ttl: 64, dontFrag: true });
+  const eth = new EthernetRepr(s.dstMac ?? MAC_B, s.srcMac ?? MAC_A, ETHERTYPE_IPV4);
   const head = s.headroom ?? 0;
   const out = new Uint8Array(head + eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
   let o = head + eth.emit(out.subarray(head));
