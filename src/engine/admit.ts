@@ -47,7 +47,7 @@
  */
 import type { Limits } from '../stream/limits.js';
 import { decodeFrame, type FrameArp, type FrameIpv4Other, type FrameOther, type FrameTcp, type LinkType } from '../wire/frame.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { IP_PROTO_TCP, ipv4ToString } from '../wire/ipv4.js';
 import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
 import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG } from '../wire/tcp.js';
 import {
@@ -195,7 +195,7 @@ export class Admission {
         return { kind: 'tcp', d, partial, gsoType: gso ? gsoType : VIRTIO_NET_HDR_GSO_NONE, gsoSize: gso ? gsoSize : 0 };
       }
       case 'ipv4-other': {
-        if (d.protocol === 6 && d.isFragment) {
+        if (d.protocol === IP_PROTO_TCP && d.isFragment) {
           // Every fragment of a TCP packet carries protocol 6 (and Linux reassembles only
           // fragments with equal protocols), so this drops every piece.
           c.tcpFragmentsDropped++;

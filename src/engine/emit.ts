@@ -23,6 +23,8 @@ import type { Flow } from '../flow/table.js';
 import type { Connection, TcpFields, TcpOut } from '../stream/connection.js';
 import type { FlowTally } from './events.js';
 import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
+import { get16, get32 } from '../wire/bytes.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { seqAdd } from '../wire/seq.js';
 import { TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
 import {
@@ -100,7 +102,7 @@ export class Emitter {
       // The receiver's MSS bounds what a grown segment may carry.
       const t = o.tag;
       // Destination port read in place (no subarray view or segment object per frame out).
-      const rcvSide = f.sideOf({ addr: this.dstAddrOf(t), port: (t.frame[t.l4Off + 2]! << 8) | t.frame[t.l4Off + 3]! });
+      const rcvSide = f.sideOf({ addr: get32(t.frame, t.l3Off + 16), port: get16(t.frame, t.l4Off + 2) });
       if (tally !== undefined) {
         tally.framesOut[1 - rcvSide]++;
         tally.bytesOut[1 - rcvSide] += o.payload.length;
@@ -170,12 +172,6 @@ export class Emitter {
       this.count(buildFrame(t, fl, o.payload.subarray(off, off + len), vnet), emit, to);
       off += len;
     } while (off < n);
-  }
-
-  private dstAddrOf(t: SegTag): number {
-    const b = t.frame;
-    const o = t.l3Off + 16;
-    return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
   }
 
   /** A frame the gateway made (Ethernet only), out to `to` with a zero virtio header when TAPs carry one. */
@@ -292,11 +288,11 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
     }
   }
   seg.setChecksum(0);
-  const src = ((out[t.l3Off + 12]! << 24) | (out[t.l3Off + 13]! << 16) | (out[t.l3Off + 14]! << 8) | out[t.l3Off + 15]!) >>> 0;
-  const dst = ((out[t.l3Off + 16]! << 24) | (out[t.l3Off + 17]! << 16) | (out[t.l3Off + 18]! << 8) | out[t.l3Off + 19]!) >>> 0;
+  const src = get32(out, t.l3Off + 12);
+  const dst = get32(out, t.l3Off + 16);
   const tcpLen = tcpHdrLen + payload.length;
   if (t.vh === 0) {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen))));
     return out;
   }
   const v = vnet ?? { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: false };
@@ -314,9 +310,9 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
   if (v.partial) {
     // What Linux's tcp_v4_send_check leaves for the device: the folded pseudo-header sum with
     // the whole TCP length, not complemented (see the file comment).
-    seg.setChecksum(fold16(ipv4PseudoHeaderSum(src, dst, 6, tcpLen)));
+    seg.setChecksum(fold16(ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen)));
   } else {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, 6, tcpLen))));
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen))));
   }
   return out;
 }

@@ -607,7 +607,7 @@ export class Gateway {
       this.lastBudget = budget;
       this.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');
     }
-    this.emitter.segments(f, this.outs, this.tallies?.get(f), cl !== null ? cl.gate(f, emit) : emit);
+    this.emitter.segments(f, this.outs, tally, cl !== null ? cl.gate(f, emit) : emit);
     if (f.state === 'closed' && cl === null && conn.ended && conn.settled) {
       // Both FINs reached in order, everything acknowledged, never rewritten: what is left of
       // it (a retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent

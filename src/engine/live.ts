@@ -158,15 +158,16 @@ export class LiveGateway {
       for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr }));
       if (opts.pcapDir !== undefined) mkdirSync(opts.pcapDir, { recursive: true });
       g.devs.forEach((d, i) => {
+        const ab = i === 0 ? 'a' : 'b';
         let port: Port = new TapPort(d);
         if (opts.pcapDir !== undefined) {
-          const path = join(opts.pcapDir, `${i === 0 ? 'a' : 'b'}.pcap`);
+          const path = join(opts.pcapDir, `${ab}.pcap`);
           const stream = createWriteStream(path);
           streams.push(stream);
           const cap = new CapturePort(port, {
             path,
             stream,
-            vnetHdrLen: opts.vnetHdr ? 10 : 0,
+            vnetHdrLen: g.gateway.vnetHeaderLength,
             maxQueued: opts.pcapMaxQueued ?? 64 << 20,
             epochNs: g.epochNs,
             onError: (file, e) => opts.log.warn({ file, err: e.message }, 'capture write failed'),
@@ -174,7 +175,6 @@ export class LiveGateway {
           g.caps.push(cap);
           port = cap;
         }
-        const ab = i === 0 ? 'a' : 'b';
         const inSpec = opts.impair?.[`in-${ab}`];
         const outSpec = opts.impair?.[`out-${ab}`];
         if (inSpec !== undefined || outSpec !== undefined) {
@@ -270,7 +270,7 @@ export class LiveGateway {
 
   /** Writes what the gateway emitted; `final` (stop) releases everything the ports still hold. */
   private flush(now: number, final = false): void {
-    for (const to of [0, 1] as const) {
+    for (let to: Side = 0; to < 2; to++) {
       const q = this.pending[to];
       this.written[to] = q.length === 0 && !this.holding ? 0 : this.ports[to]!.write(q, now, final);
       q.length = 0;

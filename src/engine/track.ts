@@ -100,7 +100,7 @@ export class Tracker<C extends AckView> {
       c.wrongSide++;
       return { kind: 'drop' };
     }
-    return { kind: 'flow', flow: r.flow, side: r.side, isNew: r.isNew };
+    return r;
   }
 
   /**
@@ -114,12 +114,13 @@ export class Tracker<C extends AckView> {
     const seq = tcp.seq;
     let opts: SynOptions | undefined;
     if (flags & TCP_SYN) {
+      const ts = tcp.tsval();
       opts = {
         mss: tcp.mss() ?? undefined,
         wscale: tcp.windowScale() ?? undefined,
         sackPermitted: tcp.sackPermitted(),
-        timestamps: tcp.tsval() !== null,
-        tsval: tcp.tsval() ?? undefined,
+        timestamps: ts !== null,
+        tsval: ts ?? undefined,
       };
     }
     const len = d.payloadLen;

@@ -74,11 +74,7 @@ export class FaultPort implements Port {
   }
 
   nextDueMs(): number | undefined {
-    let due = this.inner.nextDueMs() ?? Infinity;
-    for (const inj of [this.inInjector, this.outInjector]) {
-      const d = inj?.nextDueMs();
-      if (d !== undefined && d < due) due = d;
-    }
+    const due = Math.min(this.inner.nextDueMs() ?? Infinity, this.inInjector?.nextDueMs() ?? Infinity, this.outInjector?.nextDueMs() ?? Infinity);
     return due === Infinity ? undefined : due;
   }
 
