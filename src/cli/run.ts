@@ -178,9 +178,11 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError(`cannot join the cluster at ${a.cluster}: ${(e as Error).message}`, 2);
     }
   }
+  /** What `stats` reports: the gateway's, with the node's cluster status when it is one. */
+  const allStats = () => (node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats());
   let metricsServer: Server | undefined;
   if (listen !== undefined) {
-    const m = new GatewayMetrics(() => (node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats()));
+    const m = new GatewayMetrics(allStats);
     try {
       metricsServer = await serveMetrics(m, listen.host, listen.port);
     } catch (e) {
@@ -206,7 +208,7 @@ export async function run(a: RunArgs): Promise<number> {
         }, 1000)
       : undefined;
 
-  const onUsr1 = (): void => printStats(node !== undefined ? { ...live.stats(), cluster: node.status() } : live.stats());
+  const onUsr1 = (): void => printStats(allStats());
   process.on('SIGUSR1', onUsr1);
   // Reload (SIGHUP, `tapgate cluster reload`): new connections get the file's rules now; an
   // invalid file is refused with its errors and the running config stays.

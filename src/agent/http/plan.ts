@@ -247,9 +247,11 @@ function chooseBody(
     if (rw !== 'no') d.passWhy = rw;
     return;
   }
+  // A body still to come is streamed rather than held when the peer accepts it (DecideOpts.bodyInHand).
+  const streamRest = b.kind === 'length' && o.bodyInHand !== undefined && b.n > o.bodyInHand && (can.chunked || can.toclose);
   if (b.kind === 'chunked') d.method = 'rechunk';
   else if (b.kind === 'close') d.method = 'close';
-  else if (can.fixlen && !o.noFixlen && !o.noReframe && b.n <= can.fixlenMax && !(b.n > (o.bodyInHand ?? b.n) && (can.chunked || can.toclose))) d.method = 'fixlen';
+  else if (can.fixlen && !o.noFixlen && !o.noReframe && b.n <= can.fixlenMax && !streamRest) d.method = 'fixlen';
   else if (o.noReframe) {
     d.method = 'pass';
     d.passWhy = 'passReleased';

@@ -21,7 +21,7 @@
  * answered from here (the agent only edits the stream it is given), it just goes nowhere.
  */
 
-import type { AgentOutput, Direction, Edit, FlushReason } from '../types.js';
+import type { AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
 import { parseBlock, type BlockKind, type ParsedBlock } from './block.js';
 import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
@@ -111,7 +111,7 @@ export interface StreamEnv {
   count: Tally;
   shared: Shared;
   /** The event log's hook (AgentContext.event), if anyone listens. */
-  event?: ((ev: Record<string, unknown>) => void) | undefined;
+  event?: AgentContext['event'] | undefined;
 }
 
 const CR_BUF = Buffer.from('\r');
