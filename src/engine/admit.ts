@@ -68,8 +68,17 @@ import type { Policy } from './policy.js';
 const ETH_PADDED_MIN = 64;
 
 /** A frame the stages after admission handle. Offsets in `d` do not include the virtio header. */
+/** A TCP frame let in: decoded, and what its virtio header said (partial checksum, GSO). */
+export interface AdmittedTcp {
+  kind: 'tcp';
+  d: FrameTcp;
+  partial: boolean;
+  gsoType: number;
+  gsoSize: number;
+}
+
 export type Admitted =
-  | { kind: 'tcp'; d: FrameTcp; partial: boolean; gsoType: number; gsoSize: number }
+  | AdmittedTcp
   | { kind: 'ipv4-other'; d: FrameIpv4Other; partial: boolean }
   | { kind: 'arp'; d: FrameArp }
   | { kind: 'other'; d: FrameOther };

@@ -1,8 +1,9 @@
 /**
  * The gateway loop body (docs/ARCHITECTURE.md §1): one frame in → zero or more frames out.
  *
- *   frame ─▶ admit.ts ─▶ nat/stage.ts ─▶ track.ts ─▶ Connection (per rewritten connection) ─▶ emit.ts ─▶ frames
- *            (decode, drops)  (translate)   (flow table)  non-TCP / unrewritten: passed unchanged ─▶ emit.ts
+ *   frame ─▶ admit.ts ─▶ nat/stage.ts ─▶ track.ts ─▶ rewrite.ts ─▶ emit.ts ─▶ frames
+ *            (decode, drops)  (translate)   (flow table)  (agents, engines)
+ *   non-TCP / unrewritten: passed unchanged ─▶ emit.ts
  *
  * It owns no device and no clock: the caller (replay, `tapgate run`) passes frames with the time
  * and gets frames back through `emit`. Frames handed in may be reused by the caller after the
@@ -20,28 +21,26 @@
  */
 import type { Logger } from 'pino';
 import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
-import type { AgentContext } from '../agent/types.js';
-import { createAgent, makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
+import { makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
-import { restoreAgent } from '../agent/registry.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
 import type { MasqL2 } from '../nat/frames.js';
 import { NatStage, type NatView } from '../nat/stage.js';
-import { configDigest, selectRule, type Config } from '../config/index.js';
+import type { Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
 import { Flow, FlowTable, type Endpoint, type FlowJson } from '../flow/table.js';
 import { ipv4ToString } from '../wire/ipv4.js';
-import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
-import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
+import type { Connection } from '../stream/connection.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
 import type { FrameTcp, LinkType } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
 import { Policy } from './policy.js';
-import { Admission, endpoints, type Warn } from './admit.js';
+import { Admission, endpoints, type AdmittedTcp, type Warn } from './admit.js';
 import { Tracker } from './track.js';
-import { Emitter, retainTag, type Emit, type SegTag, type Side } from './emit.js';
-import { TCP_ACK, TCP_RST, TCP_SYN, TcpSegment } from '../wire/tcp.js';
+import { Emitter, type Emit, type SegTag, type Side } from './emit.js';
+import { Rewriter, type RewriteState } from './rewrite.js';
+import { TCP_ACK, TCP_RST } from '../wire/tcp.js';
 import { VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 
 export type { Emit, Side } from './emit.js';
@@ -111,20 +110,12 @@ export interface ClusterImport {
 }
 
 /** One connection's state, everything a node needs to continue it (src/cluster/snapshot.ts). */
-export interface ConnectionState {
+export interface ConnectionState extends RewriteState {
   /** The connection's id as its agent and NAT expectations know it (kept across moves). */
   id: string;
-  /** Digest of the config whose rules it runs with (config/load.ts configDigest); absent from older nodes. */
-  config?: string;
   flow: FlowJson;
-  /** Agent name and its snapshot (null: the connection is not rewritten). */
-  agent: { name: string; state: unknown } | null;
-  conn: ConnectionJson | null;
   nat: NatFlowState | null;
 }
-
-/** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
-const MAX_OLD_CONFIGS = 8;
 
 /** How a connection the table drops ended: by its RST or FINs as seen, else by time. */
 function endOf(f: Flow<unknown>): FlowEnd {
@@ -132,27 +123,6 @@ function endOf(f: Flow<unknown>): FlowEnd {
   if (f.halves[0].finSeen && f.halves[1].finSeen) return 'fin';
   return 'timeout';
 }
-
-/** What the connections of one rule did (stats().rules). */
-interface RuleStats {
-  /** Connections given to its agent, and those of them still running here. */
-  connections: number;
-  active: number;
-  /** Rewrites its agents made (matches replaced, FTP endpoints translated). */
-  rewrites: number;
-  /** Bytes the rewriting added per direction (negative: removed). */
-  bytesAdded: { c2s: number; s2c: number };
-}
-
-const newRuleStats = (): RuleStats => ({ connections: 0, active: 0, rewrites: 0, bytesAdded: { c2s: 0, s2c: 0 } });
-
-/** A rewritten connection's running figures (agent rewrites, bytes added per direction). */
-function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c: number } {
-  return { rewrites: conn.agent?.rewrites?.() ?? 0, c2s: conn.dirs[0].growth, s2c: conn.dirs[1].growth };
-}
-
-/** A rule in statistics: its name, else its 1-based position. */
-const ruleLabel = (r: { name?: string | undefined; index: number }): string => r.name ?? String(r.index + 1);
 
 export function newGatewayCounters() {
   return {
@@ -227,23 +197,17 @@ export function newGatewayCounters() {
 export class Gateway {
   readonly flows: FlowTable<Connection<SegTag>>;
   readonly counters = newGatewayCounters();
-  readonly stream = newStreamCounters();
-  private readonly budget: GlobalBudget = { queueBytes: 0 };
   private readonly limits: Limits;
   private readonly link: LinkType;
   private readonly verify: boolean;
   private readonly vh: number;
-  private readonly outs: TcpOut<SegTag>[] = [];
-  /** Frames in (engine/admit.ts), connections (engine/track.ts), frames out (engine/emit.ts). */
+  /** Frames in (engine/admit.ts), connections (engine/track.ts), agents and engines (engine/rewrite.ts), frames out (engine/emit.ts). */
   private readonly admission: Admission;
   private readonly tracker: Tracker<Connection<SegTag>>;
+  private readonly rewriter: Rewriter;
   private readonly emitter: Emitter;
   private lastExpireMs = 0;
-  /** Flows whose connection has a timer pending (see tick). */
-  private readonly timed = new Set<Flow<Connection<SegTag>>>();
   private readonly ratelog: RateLog;
-  /** Engine drop counters as last logged (logStreamEvents). */
-  private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
   /** NAT on the bridge (docs/ARCHITECTURE.md §6), from `config.nat`; null = none. */
   readonly nat: NatTable | null;
   /** Address translation of frames (nat/stage.ts); null without `config.nat`. */
@@ -258,13 +222,8 @@ export class Gateway {
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
   /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
   policy: Policy;
-  /** The rules new connections get (`reload` replaces them), and their digest. */
+  /** The config in force (`reload` replaces it). */
   private config: Config | null;
-  private digest: string;
-  /** Configs connections still run with, by digest (after reloads; at most MAX_OLD_CONFIGS). */
-  private readonly oldConfigs = new Map<string, Config>();
-  /** Connections started under an older config: its digest (the rest run with `digest`). */
-  private readonly connDigest = new WeakMap<object, string>();
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
   private readonly httpCounters = newHttpCounters();
@@ -274,19 +233,34 @@ export class Gateway {
   private removing: FlowEnd | null = null;
   /** Drops and warnings as events, rate-limited per reason like the log. */
   private readonly eventRate: RateLog | null;
-  /** Per rule label (its name, else its 1-based position): what its connections did. */
-  private readonly ruleStats = new Map<string, RuleStats>();
-  /** Connections taken over from another node: their figures at the takeover. */
-  private readonly importedBase = new WeakMap<object, { rewrites: number; c2s: number; s2c: number }>();
-  /** regexBudgetExceeded as last logged. */
-  private lastBudget = 0;
 
   constructor(private readonly opts: GatewayOptions = {}) {
     this.limits = opts.limits ?? opts.config?.limits ?? DEFAULT_LIMITS;
     this.link = opts.link ?? 'ethernet';
     this.verify = opts.verifyChecksums ?? true;
     this.vh = opts.vnetHdr === true ? VIRTIO_NET_HDR_LEN : 0;
-    this.emitter = new Emitter(this.counters, this.stream, this.vh);
+    this.cluster = opts.cluster ?? null;
+    this.config = opts.config ?? null;
+    const log = opts.log;
+    this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
+    const events = opts.events;
+    this.tallies = events !== undefined ? new Map() : null;
+    this.eventRate = events !== undefined ? new RateLog((o, m) => events({ event: 'drop', msg: m, ...o }, this.nowMs), opts.logRate) : null;
+    const natCfg = opts.config?.nat;
+    this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
+    this.registry = opts.registry ?? this.makeRegistry(natCfg?.ftpClientSide ?? 0);
+    this.rewriter = new Rewriter({
+      config: this.config,
+      limits: this.limits,
+      vh: this.vh,
+      registry: this.registry,
+      counters: this.counters,
+      warn: this.warn,
+      log,
+      agentEvent: events !== undefined ? (ev) => this.agentEvent(ev) : undefined,
+      regexBudget: () => this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded,
+    });
+    this.emitter = new Emitter(this.counters, this.rewriter.stream, this.vh);
     this.admission = new Admission({
       counters: this.counters,
       limits: this.limits,
@@ -296,14 +270,17 @@ export class Gateway {
       policy: () => this.policy,
       fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),
     });
-    this.cluster = opts.cluster ?? null;
+    this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, this.warn, this.vh, this.emitter);
     this.flows = new FlowTable(this.limits);
-    this.config = opts.config ?? null;
-    this.digest = configDigest(this.config);
     this.policy = new Policy(opts.config ?? null);
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
+    this.flows.onRemove = (f) => {
+      this.rewriter.drop(f);
+      this.cluster?.flowRemoved(f);
+      if (this.tallies !== null) this.flowEnded(f, this.removing ?? endOf(f));
+    };
     this.tracker = new Tracker({
       flows: this.flows,
       counters: this.counters,
@@ -311,39 +288,26 @@ export class Gateway {
       policy: () => this.policy,
       cluster: this.cluster,
     });
-    const events = opts.events;
-    this.tallies = events !== undefined ? new Map() : null;
-    this.eventRate = events !== undefined ? new RateLog((o, m) => events({ event: 'drop', msg: m, ...o }, this.nowMs), opts.logRate) : null;
-    this.flows.onRemove = (f) => {
-      if (f.conn !== null) this.retire(f.conn);
-      f.conn?.dispose();
-      this.timed.delete(f);
-      this.cluster?.flowRemoved(f);
-      if (this.tallies !== null) this.flowEnded(f, this.removing ?? endOf(f));
-    };
-    const log = opts.log;
-    this.ratelog = new RateLog(log ? (o, m) => log.warn(o, m) : null, opts.logRate);
-    const natCfg = opts.config?.nat;
-    this.nat = opts.nat ?? (natCfg !== undefined ? new NatTable(natCfg.table) : null);
-    this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, this.warn, this.vh, this.emitter);
-    if (opts.registry !== undefined) this.registry = opts.registry;
-    else if (this.nat !== null) {
-      const nat = this.nat;
-      const clientSide = natCfg?.ftpClientSide ?? 0;
-      this.registry = makeRegistry({
-        replaceCounters: this.replaceCounters,
-        httpCounters: this.httpCounters,
-        ftpHooks: natFtpHooks(nat, {
-          clientSide,
-          now: () => this.nowMs,
-          observe: (x) => {
-            const o = { flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original };
-            log?.info(o, 'ftp data connection expected');
-            this.agentEvent({ event: 'ftp', ...o });
-          },
-        }),
-      });
-    } else this.registry = makeRegistry({ replaceCounters: this.replaceCounters, httpCounters: this.httpCounters });
+  }
+
+  /** The agents of this gateway; with NAT the ftp agent gets NAT-backed hooks (nat/ftp-hooks.ts). */
+  private makeRegistry(ftpClientSide: Side): AgentRegistry {
+    const counters = { replaceCounters: this.replaceCounters, httpCounters: this.httpCounters };
+    const nat = this.nat;
+    if (nat === null) return makeRegistry(counters);
+    const log = this.opts.log;
+    return makeRegistry({
+      ...counters,
+      ftpHooks: natFtpHooks(nat, {
+        clientSide: ftpClientSide,
+        now: () => this.nowMs,
+        observe: (x) => {
+          const o = { flow: x.flowId, kind: x.kind, opener: x.opener, announced: x.announced, original: x.original };
+          log?.info(o, 'ftp data connection expected');
+          this.agentEvent({ event: 'ftp', ...o });
+        },
+      }),
+    });
   }
 
   /** A rate-limited warn line about dropped input (nothing is built when no logger is set); the stages report through it. */
@@ -353,44 +317,6 @@ export class Gateway {
     if (this.opts.log !== undefined) this.ratelog.log(key, nowMs, o, msg);
     this.eventRate?.log(key, nowMs, o, msg);
   };
-
-  private ruleStat(label: string): RuleStats {
-    let r = this.ruleStats.get(label);
-    if (r === undefined) this.ruleStats.set(label, (r = newRuleStats()));
-    return r;
-  }
-
-  /** A rewritten connection's engine goes (it ended, or moved): its figures join its rule's. */
-  private retire(conn: Connection<SegTag>): void {
-    if (conn.label === null) return;
-    const r = this.ruleStat(conn.label);
-    r.active--;
-    this.addFigures(r, conn);
-    conn.label = null;
-  }
-
-  /** What `conn` did on this node, added to `r`. */
-  private addFigures(r: RuleStats, conn: Connection<SegTag>): void {
-    const now = figures(conn);
-    const base = this.importedBase.get(conn);
-    r.rewrites += now.rewrites - (base?.rewrites ?? 0);
-    r.bytesAdded.c2s += now.c2s - (base?.c2s ?? 0);
-    r.bytesAdded.s2c += now.s2c - (base?.s2c ?? 0);
-  }
-
-  /** Per rule of the config in force (and any rule label that still has connections). */
-  private ruleStatsNow(): Record<string, RuleStats> {
-    const out: Record<string, RuleStats> = {};
-    for (const r of this.config?.rules ?? []) out[ruleLabel(r)] = newRuleStats();
-    for (const [k, v] of this.ruleStats) out[k] = { ...v, bytesAdded: { ...v.bytesAdded } };
-    // Live connections' rewrites so far (a rule's figures grow while its connections run).
-    for (const f of this.flows.values()) {
-      const c = f.conn;
-      if (c === null || c.label === null) continue;
-      this.addFigures(out[c.label]!, c);
-    }
-    return out;
-  }
 
   /** The flow event of a connection that ends (or is still open at `flushEvents`). */
   private flowEnded(f: Flow<Connection<SegTag>>, end: FlowEnd): void {
@@ -430,7 +356,7 @@ export class Gateway {
   }
 
   get queuedBytes(): number {
-    return this.budget.queueBytes;
+    return this.rewriter.budget.queueBytes;
   }
 
   /** Handles one frame that arrived on `from` (replay: always 0; out frames go to `1 - from`). */
@@ -468,27 +394,13 @@ export class Gateway {
       if (!n.go) return;
       view = n.view;
     }
-    if (ad.kind === 'tcp') this.handleTcp(ad.d, frame, from, nowMs, emit, this.vh, ad.partial, ad.gsoType, ad.gsoSize, view);
+    if (ad.kind === 'tcp') this.handleTcp(ad, frame, from, nowMs, emit, view);
     else this.out(frame, from, emit);
   }
 
-  /** Timers: hold timeouts, retransmission of gateway-originated bytes, expiry. */
+  /** Timers: hold timeouts, retransmission of gateway-originated bytes (engine/rewrite.ts), expiry. */
   tick(nowMs: number, emit: Emit): void {
-    // Only connections with a timer pending (held bytes, a gateway-originated segment) are
-    // visited: walking the whole table every tick made the cost grow with idle connections.
-    for (const f of this.timed) {
-      const conn = f.conn;
-      if (!conn) {
-        this.timed.delete(f);
-        continue;
-      }
-      const due = conn.nextTimerMs();
-      if (due === Infinity) this.timed.delete(f);
-      if (due > nowMs) continue;
-      conn.tick(nowMs, this.outs);
-      this.emitter.segments(f, this.outs, this.tallies?.get(f), this.cluster !== null ? this.cluster.gate(f, emit) : emit);
-      if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
-    }
+    this.rewriter.due(nowMs, (f) => this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), this.cluster !== null ? this.cluster.gate(f, emit) : emit));
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
       this.flows.expire(nowMs);
@@ -501,18 +413,9 @@ export class Gateway {
     this.emitter.pass(frame, from, emit);
   }
 
-  private handleTcp(
-    d: FrameTcp,
-    frame: Uint8Array,
-    from: Side,
-    nowMs: number,
-    emit: Emit,
-    vh: number,
-    partial: boolean,
-    gsoType: number,
-    gsoSize: number,
-    view?: NatView,
-  ): void {
+  /** A TCP frame admission let in (after NAT, which may have given its real endpoints: `view`). */
+  private handleTcp(ad: AdmittedTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit, view?: NatView): void {
+    const d = ad.d;
     const tcp = d.tcp;
     const src = view?.src ?? { addr: d.ip.src, port: tcp.srcPort };
     const dst = view?.dst ?? { addr: d.ip.dst, port: tcp.dstPort };
@@ -550,76 +453,20 @@ export class Gateway {
     }
     const verdict = this.tracker.judge(f, side, d, nowMs);
     if (verdict === null) return;
-    const rstTaken = verdict !== 'rst-not-exact';
-    if (r.isNew && !f.midstream) this.attachAgent(f);
-
-    const conn = f.conn;
-    if (!conn) {
+    if (r.isNew && !f.midstream) this.rewriter.attach(f, tally);
+    const rw = this.rewriter.segment(f, side, ad, frame, from, nowMs, verdict);
+    if (rw === 'drop') return;
+    if (rw === 'pass') {
       this.out(frame, from, emit);
-      if (tally !== undefined) {
+      if (tally !== undefined && f.conn === null) {
         tally.framesOut[side]++;
         tally.bytesOut[side] += d.payloadLen;
       }
       return;
     }
-    if (!(flags & TCP_SYN) && !conn.ready) {
-      if (verdict === 'rst-close' && d.payloadLen === 0) {
-        // A refusal (RST+ACK of the SYN): nothing to translate yet; the client must get it.
-        this.out(frame, from, emit);
-        return;
-      }
-      this.counters.notReady++;
-      this.warn('not-ready', nowMs, () => ({ flow: f.id, state: f.state }), 'segment before the handshake completed dropped');
-      return;
-    }
-    const fields: TcpFields = {
-      seq,
-      ack: tcp.ack,
-      flags,
-      window: tcp.window,
-      urgent: tcp.urgent,
-      sack: readSack(tcp),
-    };
-    const tag: SegTag = {
-      fields,
-      frame,
-      l3Off: d.l3Off + vh,
-      l4Off: d.l4Off + vh,
-      payloadOff: d.payloadOff + vh,
-      from,
-      borrowed: true,
-      vh,
-      partial,
-      gsoType,
-      gsoSize,
-    };
-    const payload = frame.subarray(tag.payloadOff, tag.payloadOff + d.payloadLen);
-    const s = this.stream;
-    const drops0 = s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation;
-    conn.handle(side, fields, payload, tag, nowMs, this.outs, rstTaken);
-    if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
-    if (this.outs.length === 0) this.counters.withheld++;
-    if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
-      this.logStreamEvents(f.id, seq, nowMs);
-    }
-    const budget = this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded;
-    if (budget !== this.lastBudget) {
-      this.lastBudget = budget;
-      this.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');
-    }
-    this.emitter.segments(f, this.outs, tally, cl !== null ? cl.gate(f, emit) : emit);
-    if (f.state === 'closed' && cl === null && conn.ended && conn.settled) {
-      // Both FINs reached in order, everything acknowledged, never rewritten: what is left of
-      // it (a retransmitted FIN, a last ACK) passes unchanged either way. The engine and agent
-      // go now rather than after closedTimeoutMs: short connections' state dies young (cheap
-      // GC). Never at a RST: the endpoints may keep a connection the tracker saw reset (a
-      // spoofed RST that looked exact), and the rest of it must still pass the agent.
-      this.retire(conn);
-      conn.dispose();
-      f.conn = null;
-      this.timed.delete(f);
-      this.counters.enginesReleased++;
-    }
+    this.emitter.segments(f, this.rewriter.outs, tally, cl !== null ? cl.gate(f, emit) : emit);
+    // A cluster node keeps every engine until the connection leaves the table (a spare elsewhere follows it).
+    if (cl === null) this.rewriter.releaseSettled(f);
   }
 
   /**
@@ -637,7 +484,7 @@ export class Gateway {
       // The other side's positions start where this segment's ACK says it is: the connection
       // is ready at once (a side that has nothing to say until it hears is not waited for).
       if (d.tcp.flags & TCP_ACK) f.halves[1 - side]!.isn = seqAdd(d.tcp.ack, -1);
-      this.attachAgent(f);
+      this.rewriter.attach(f, this.tallies?.get(f));
       if (f.conn !== null) {
         this.counters.midstreamInspected++;
         return;
@@ -647,90 +494,26 @@ export class Gateway {
     this.warn(`policy:midstream`, nowMs, () => ({ flow: f.id, action: f.mark, ...endpoints(d) }), f.mark === 'drop' ? 'connection a rule matches picked up mid-stream: dropped (policy)' : 'connection a rule matches picked up mid-stream: passed uninspected (policy)');
   }
 
-  /** Which engine counters moved during the last segment; one rate-limited line per kind. */
-  private logStreamEvents(flow: string, seq: number, nowMs: number): void {
-    const s = this.stream;
-    const last = this.lastStream;
-    for (const k of Object.keys(last) as Array<keyof typeof last>) {
-      if (s[k] === last[k]) continue;
-      last[k] = s[k];
-      this.warn(`stream:${k}`, nowMs, () => ({ flow, seq, event: k, total: s[k] }), STREAM_EVENT_MSG[k]);
-    }
-  }
-
-  /** The config's rule for a connection and the context its agent gets (id: the agent's flow id). */
-  private ruleFor(f: Flow<Connection<SegTag>>, id: string, config = this.config): { sel: NonNullable<ReturnType<typeof selectRule>>; ctx: AgentContext } | undefined {
-    const cfg = config;
-    if (!cfg) return undefined;
-    // f.client / f.server build a fresh object per read: once each per new connection.
-    const client = f.client;
-    const server = f.server;
-    const sel = selectRule(cfg, { clientAddr: client.addr, clientPort: client.port, serverAddr: server.addr, serverPort: server.port });
-    if (!sel) return undefined;
-    const ctx: AgentContext = {
-      flowId: id,
-      client: { addr: ipv4ToString(client.addr), port: client.port },
-      server: { addr: ipv4ToString(server.addr), port: server.port },
-      directions: sel.rule.directions,
-    };
-    if (this.opts.events !== undefined) {
-      const agent = sel.rule.agent;
-      const rule = ruleLabel(sel.rule);
-      ctx.event = (e) => this.agentEvent({ ...e, flow: id, rule, agent });
-    }
-    return { sel, ctx };
-  }
-
-  private attachAgent(f: Flow<Connection<SegTag>>): void {
-    const r = this.ruleFor(f, f.id);
-    if (r === undefined) return;
-    const { sel, ctx } = r;
-    try {
-      const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.registry);
-      f.conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
-      this.counters.connectionsRewritten++;
-      const label = ruleLabel(sel.rule);
-      f.conn.label = label;
-      const rs = this.ruleStat(label);
-      rs.connections++;
-      rs.active++;
-      const t = this.tallies?.get(f);
-      if (t !== undefined) {
-        t.rule = label;
-        t.agent = sel.rule.agent;
-      }
-      if (this.opts.log?.isLevelEnabled('debug')) this.opts.log.debug({ flow: f.id, rule: sel.index, agent: sel.rule.agent }, 'agent attached');
-    } catch (e) {
-      this.counters.agentCreateFailed++;
-      this.opts.log?.error({ flow: f.id, err: (e as Error).message }, 'agent could not be created; connection passes unrewritten');
-    }
-  }
-
   /**
    * A connection's whole state (cluster, docs/ARCHITECTURE.md §5): the flow entry, the engine's two
    * directions, the agent's snapshot and its NAT entries/expectations. `raw` = the tuple its
    * frames have as they arrive on side 0 / side 1 (for the NAT entries).
    */
   exportConnection(f: Flow<Connection<SegTag>>, raw: readonly [Tuple | undefined, Tuple | undefined]): ConnectionState {
-    const conn = f.conn;
-    const agent = conn?.agent ?? null;
     const id = this.ids.get(f) ?? f.id;
     return {
       id,
       flow: this.flows.exportFlow(f),
-      agent: agent === null ? null : { name: agent.name, state: agent.snapshot() },
-      ...(conn === null ? {} : { config: this.connDigest.get(conn) ?? this.digest }),
-      conn: conn === null ? null : conn.toJSON(false),
+      ...this.rewriter.exportState(f),
       nat: this.nat === null ? null : this.nat.exportFor(raw, id),
     };
   }
 
   /**
-   * Continues a connection from another node's state: the flow entry, the agent restored from its
-   * snapshot (the rule is selected again: every node has the same config), the engine's
-   * directions, its NAT state; then `acks` (the highest ACK each side sent meanwhile, seen on the
-   * segments) bring a snapshot that is behind up to what the receivers have. An existing entry
-   * for the same 4-tuple is replaced. Null (counted) when the table is full or the state is bad.
+   * Continues a connection from another node's state: the flow entry, its NAT state, and its
+   * agent and engine (engine/rewrite.ts importState, with `acks`: the highest ACK each side sent
+   * meanwhile). An existing entry for the same 4-tuple is replaced. Null (counted) when the table
+   * is full or the state is bad.
    */
   importConnection(st: ConnectionState, nowMs: number, acks: readonly [number | undefined, number | undefined]): Flow<Connection<SegTag>> | null {
     let f: Flow<Connection<SegTag>> | null = null;
@@ -743,29 +526,9 @@ export class Gateway {
       }
       this.ids.set(f, st.id);
       if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
-      if (st.conn !== null && st.agent !== null && this.config) {
-        // The rules the connection started with (a reload since: the config kept for it).
-        const old = st.config !== undefined && st.config !== this.digest ? this.oldConfigs.get(st.config) : undefined;
-        if (st.config !== undefined && st.config !== this.digest && old === undefined) {
-          this.counters.importConfigUnknown++;
-          this.opts.log?.warn({ flow: st.id, config: st.config, current: this.digest }, 'connection started under a config this node does not know: it continues with the current rules');
-        }
-        const r = this.ruleFor(f, st.id, old ?? this.config);
-        if (r === undefined || r.sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
-        const { sel, ctx } = r;
-        const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.registry);
-        const conn = new Connection<SegTag>(f.halves, agent, this.limits, this.stream, this.budget, retainTag);
-        conn.restore(st.conn, nowMs);
-        f.conn = conn;
-        if (this.tallies !== null) this.tallies.set(f, { ...newTally(), rule: ruleLabel(sel.rule), agent: sel.rule.agent });
-        conn.label = ruleLabel(sel.rule);
-        this.ruleStat(conn.label).active++;
-        // What it did on earlier owners is theirs to count (its agent's counts travel with it).
-        this.importedBase.set(conn, figures(conn));
-        if (old !== undefined) this.connDigest.set(conn, st.config!);
-        conn.adoptAcks(acks);
-        if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
-      }
+      const tally = this.tallies !== null ? newTally() : undefined;
+      this.rewriter.importState(f, st.id, st, nowMs, acks, tally);
+      if (tally !== undefined && f.conn !== null) this.tallies!.set(f, tally);
       this.counters.imported++;
       return f;
     } catch (e) {
@@ -800,15 +563,8 @@ export class Gateway {
     if (!same(next.limits, this.limits)) problems.push('limits');
     if (!same(next.nat ?? null, cur?.nat ?? null)) problems.push('nat');
     if (problems.length > 0) throw new Error(`the ${problems.join(' and ')} section${problems.length > 1 ? 's' : ''} changed: restart the gateway to apply ${problems.length > 1 ? 'them' : 'it'}`);
-    const d = configDigest(next);
-    if (d !== this.digest && cur !== null) {
-      for (const f of this.flows.values()) if (f.conn !== null && !this.connDigest.has(f.conn)) this.connDigest.set(f.conn, this.digest);
-      this.oldConfigs.set(this.digest, cur);
-      while (this.oldConfigs.size > MAX_OLD_CONFIGS) this.oldConfigs.delete(this.oldConfigs.keys().next().value!);
-    }
-    this.oldConfigs.delete(d);
+    this.rewriter.reload(next, this.flows.values());
     this.config = next;
-    this.digest = d;
     this.policy = new Policy(next, this.policy.counters);
     this.counters.reloads++;
   }
@@ -824,10 +580,10 @@ export class Gateway {
         policy: { dropped: { ...this.policy.counters.dropped }, passed: { ...this.policy.counters.passed } },
       },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
-      stream: { ...this.stream, queuedBytes: this.budget.queueBytes },
+      stream: { ...this.rewriter.stream, queuedBytes: this.rewriter.budget.queueBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
-      rules: this.ruleStatsNow(),
-      config: { digest: this.digest, reloads: this.counters.reloads, older: this.oldConfigs.size },
+      rules: this.rewriter.rules(this.flows.values()),
+      config: { ...this.rewriter.configState, reloads: this.counters.reloads },
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
@@ -836,24 +592,6 @@ export class Gateway {
       ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, externalReserved: this.nat.externalReserved, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
     };
   }
-}
-
-const STREAM_EVENT_MSG = {
-  farAhead: 'segment far ahead of the stream discarded',
-  queueOverflow: 'out-of-order segment discarded: queue budget full',
-  dataAfterFin: 'data after FIN cut off',
-  erasedDiscard: 'segment needing an erased command discarded',
-  normalized: 'retransmission with different bytes rewritten to the processed bytes',
-  agentError: 'agent threw: direction passes through unmodified',
-  agentViolation: 'agent broke its contract: direction passes through unmodified',
-} as const;
-
-function readSack(tcp: TcpSegment): Array<[number, number]> | null {
-  if (tcp.sackOptionOffset() < 0) return null;
-  const n = tcp.sackBlockCount();
-  const out: Array<[number, number]> = [];
-  for (let i = 0; i < n; i++) out.push([tcp.sackLeft(i), tcp.sackRight(i)]);
-  return out;
 }
 
 export { TCP_ACK, TCP_RST };
