@@ -17,7 +17,8 @@
  * State transfer: the owner publishes each connection's state (Gateway.exportConnection: flow
  * entry, both stream directions with their command lists, the agent's snapshot, NAT entries and
  * expectations) to a JetStream key-value bucket, key = the connection. Every node watches the
- * bucket and keeps the latest value of every connection it does not own: the spare copies.
+ * bucket and keeps the latest value of every connection it does not own: the spare copies
+ * (./spares.ts).
  *
  * The invariant that makes failover safe: no byte is released whose rewriting depends on a
  * command the spares might not have. When handling a frame creates a command (Connection.changes
@@ -53,12 +54,11 @@ import type { Endpoint, Flow } from '../flow/table.js';
 import type { Tuple } from '../nat/nat.js';
 import type { ClusterImport, ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
 import type { ClusterAttach } from '../engine/live.js';
-import { seqGt } from '../wire/seq.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
-import { clock } from '../util/clock.js';
 import { NatsBus } from './bus.js';
 import { LoopGuard } from './loop.js';
 import { Membership, type NodeInfo } from './membership.js';
+import { SpareStore, tupleKey, type Spare } from './spares.js';
 export type { NodeInfo } from './membership.js';
 
 export interface ClusterOptions {
@@ -110,21 +110,6 @@ export interface ClusterSnapshot {
   /** Final state of a hand-over: the node that takes over (null otherwise). */
   final: string | null;
   state: ConnectionState;
-}
-
-interface Spare {
-  key: string;
-  snap: ClusterSnapshot;
-  /** Highest ACK sent by side 0 / side 1 since (seen on the segments). */
-  acks: [number | undefined, number | undefined];
-  rawKeys: string[];
-  /**
-   * The connection's latest frames as seen on the segments (copies, the last `recentMs`, bounded):
-   * replayed at takeover, so what the sender sent while the owner was dead crosses at once
-   * instead of after its next retransmission timeout.
-   */
-  recent: Array<{ frame: Uint8Array; from: Side; ms: number }>;
-  recentBytes: number;
 }
 
 interface Held {
@@ -197,10 +182,6 @@ export function newClusterCounters() {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function tupleKey(side: Side, t: RawTuple): string {
-  return `${side}:${t.src}:${t.sport}:${t.dst}:${t.dport}`;
-}
-
 function connKey(a: Endpoint, b: Endpoint): string {
   return `c.${a.addr}_${a.port}.${b.addr}_${b.port}`;
 }
@@ -233,15 +214,14 @@ export class ClusterNode implements ClusterAttach {
   private ready = false;
   private draining = false;
   private readonly startedMs: number;
-  private readonly spares = new Map<string, Spare>();
-  private readonly sparesByRaw = new Map<string, Spare>();
+  /** Other nodes' connections, ready to take over (./spares.ts). */
+  private readonly spares: SpareStore;
   private readonly local = new Map<Flow<unknown>, LocalRec>();
   private readonly localByKey = new Map<string, Flow<unknown>>();
   private readonly dirty = new Set<Flow<unknown>>();
   private readonly gated = new Set<LocalRec>();
   private readonly waiting = new Map<string, Waiting>();
   private heldBytes = 0;
-  private recentBytes = 0;
   /** Where each new connection's SYN arrived (tuple as sent), for the loop check; 10 s. */
   private readonly synSide = new Map<string, { side: Side; ms: number }>();
   /** The same by the SYN's source endpoint. */
@@ -278,6 +258,7 @@ export class ClusterNode implements ClusterAttach {
       recentBytesTotal: opts.recentBytesTotal ?? 64 * 1024 * 1024,
       replicas: opts.replicas ?? 1,
     };
+    this.spares = new SpareStore(this.o, this.counters);
     this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh);
     this.ms = new Membership(this.id);
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
@@ -432,10 +413,10 @@ export class ClusterNode implements ClusterAttach {
     // A SYN from an endpoint whose SYN was just seen on the other side: the same SYN, translated
     // (an inbound connection through NAT reaches side 0 with a new destination).
     const synSrc = isSyn ? this.synSrcSide.get(`${raw.src}:${raw.sport}`) : undefined;
-    if (this.sparesByRaw.has(rk) || this.localRaw.has(rk) || (syn !== undefined && syn.side !== from) || synRev?.side === from || (synSrc !== undefined && synSrc.side !== from)) {
+    if (this.spares.byTuple(rk) !== undefined || this.localRaw.has(rk) || (syn !== undefined && syn.side !== from) || synRev?.side === from || (synSrc !== undefined && synSrc.side !== from)) {
       this.counters.loopDrops++;
       if (this.counters.loopDrops <= 50 && this.log.isLevelEnabled('debug')) {
-        this.log.debug({ from, tuple: dk, spare: this.sparesByRaw.has(rk), local: this.localRaw.has(rk), syn: syn?.side, synRev: synRev?.side, synSrc: synSrc?.side }, 'frame taken for a copy');
+        this.log.debug({ from, tuple: dk, spare: this.spares.byTuple(rk) !== undefined, local: this.localRaw.has(rk), syn: syn?.side, synRev: synRev?.side, synSrc: synSrc?.side }, 'frame taken for a copy');
       }
       return false;
     }
@@ -452,7 +433,7 @@ export class ClusterNode implements ClusterAttach {
     else {
       // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
       // translation (tcpNew decides then).
-      sp = this.sparesByRaw.get(tupleKey(1, raw));
+      sp = this.spares.byTuple(tupleKey(1, raw));
       if (sp !== undefined) host = sp.snap.host;
     }
     if (host === undefined) return this.ready && !this.draining ? true : this.observeOnly(from, raw, ack, frame, sp);
@@ -460,35 +441,11 @@ export class ClusterNode implements ClusterAttach {
     return this.observeOnly(from, raw, ack, frame, sp);
   }
 
-  /** Another node's frame: remember the highest ACK for the spare copy; never forwarded. */
+  /** Another node's frame: the spare copy learns its ACK and keeps it for replay; never forwarded. */
   private observeOnly(from: Side, raw: RawTuple, ack: number, frame: Uint8Array, sp?: Spare): false {
-    sp ??= this.sparesByRaw.get(tupleKey(from, raw));
-    if (sp !== undefined) {
-      const a = sp.acks[from];
-      if (a === undefined || seqGt(ack, a)) sp.acks[from] = ack;
-      this.keepRecent(sp, frame, from);
-    }
+    sp ??= this.spares.byTuple(tupleKey(from, raw));
+    if (sp !== undefined) this.spares.observe(sp, from, ack, frame, this.now());
     return false;
-  }
-
-  private keepRecent(sp: Spare, frame: Uint8Array, from: Side): void {
-    const now = this.now();
-    const r = sp.recent;
-    let drop = 0;
-    while (drop < r.length && (now - r[drop]!.ms > this.o.recentMs || sp.recentBytes + frame.length > this.o.recentBytesPerConn)) {
-      sp.recentBytes -= r[drop]!.frame.length;
-      this.recentBytes -= r[drop]!.frame.length;
-      drop++;
-    }
-    if (drop > 0) r.splice(0, drop);
-    if (frame.length > this.o.recentBytesPerConn || this.recentBytes + frame.length > this.o.recentBytesTotal) {
-      this.counters.recentDropped++;
-      return;
-    }
-    r.push({ frame: frame.slice(), from, ms: now });
-    sp.recentBytes += frame.length;
-    this.recentBytes += frame.length;
-    this.counters.recentKept++;
   }
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
@@ -766,29 +723,11 @@ export class ClusterNode implements ClusterAttach {
       return;
     }
     if (snap.owner === this.id && snap.ownerEpoch === this.startedMs && snap.final === null) return; // our own publication
-    let sp = this.spares.get(key);
-    if (sp === undefined) {
-      if (this.spares.size >= this.o.maxSpares) {
-        this.counters.sparesRefused++;
-        return;
-      }
-      sp = { key, snap, acks: [undefined, undefined], rawKeys: [], recent: [], recentBytes: 0 };
-      this.spares.set(key, sp);
-      this.counters.sparesKept++;
-    } else if (sp.snap.owner === snap.owner && snap.seq < sp.snap.seq && snap.final === null) return;
-    sp.snap = snap;
+    const sp = this.spares.keep(key, snap);
+    if (sp === null) return;
     // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
     const r1 = snap.raw[1];
     if (r1 !== null && r1 !== undefined) this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
-    for (const side of [0, 1] as const) {
-      const t = snap.raw[side];
-      if (t === null) continue;
-      const rk = tupleKey(side, t);
-      if (!sp.rawKeys.includes(rk)) {
-        sp.rawKeys.push(rk);
-        this.sparesByRaw.set(rk, sp);
-      }
-    }
     // A hand-over to us (or a final state of a connection that is now ours): continue it.
     if (snap.final !== null && this.ready && this.ownsHost(snap.host) && !this.localByKey.has(key) && this.inject !== null) {
       this.inject((emit, now) => this.takeOver(sp, now, emit));
@@ -796,19 +735,14 @@ export class ClusterNode implements ClusterAttach {
   }
 
   private dropSpare(key: string): void {
-    const sp = this.spares.get(key);
-    if (sp === undefined) return;
-    this.spares.delete(key);
-    this.gw?.nat?.releaseExternal(key);
-    this.recentBytes -= sp.recentBytes;
-    sp.recentBytes = 0;
-    for (const rk of sp.rawKeys) if (this.sparesByRaw.get(rk) === sp) this.sparesByRaw.delete(rk);
+    if (this.spares.drop(key) !== undefined) this.gw?.nat?.releaseExternal(key);
   }
 
-  private importSpare(sp: Spare): Flow<unknown> | null {
+  /** `nowMs`: the gateway's time (the live loop's clock, not the cluster's). */
+  private importSpare(sp: Spare, nowMs: number): Flow<unknown> | null {
     const gw = this.gw;
     if (gw === null) return null;
-    return this.adopted(sp, gw.importConnection(sp.snap.state, clock(), sp.acks));
+    return this.adopted(sp, gw.importConnection(sp.snap.state, nowMs, sp.acks));
   }
 
   /** After the gateway imported the spare `sp` as `f` (null: refused): this node's bookkeeping. */
@@ -856,7 +790,7 @@ export class ClusterNode implements ClusterAttach {
 
   private takeOver(sp: Spare, now: number, emit: Emit): void {
     if (this.localByKey.has(sp.key)) return;
-    const f = this.importSpare(sp);
+    const f = this.importSpare(sp, now);
     const w = this.waiting.get(sp.key);
     if (w !== undefined) {
       this.waiting.delete(sp.key);
@@ -909,8 +843,6 @@ export class ClusterNode implements ClusterAttach {
   /** Status of this node for `tapgate cluster status`. */
   status(): Record<string, unknown> {
     const now = this.now();
-    let spareAgeMax = 0;
-    for (const sp of this.spares.values()) spareAgeMax = Math.max(spareAgeMax, now - sp.snap.ms);
     return {
       node: this.id,
       ready: this.ready,
@@ -921,7 +853,7 @@ export class ClusterNode implements ClusterAttach {
       nonTcpForwarder: this.ms.nonTcpMine,
       owned: [...this.local.values()].map((r) => ({ key: r.key, pub: r.pubSeq, acked: r.ackedSeq, held: r.queue.length })),
       spares: this.spares.size,
-      spareAgeMaxMs: spareAgeMax,
+      spareAgeMaxMs: this.spares.ageMaxMs(now),
       syncLagMs: this.maxLagMs(),
       heldBytes: this.heldBytes,
       counters: { ...this.counters },
