@@ -4,7 +4,7 @@
  * stderr for each rule no connection can reach (config/shadow.ts).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { formatCidr, loadConfig, type Config, type Matcher, type PortRange, type Rule } from '../config/index.js';
+import { formatIpBlock, loadConfig, type Config, type Matcher, type PortRange, type Rule } from '../config/index.js';
 import { shadowedRules } from '../config/shadow.js';
 
 interface CheckArgs {
@@ -18,9 +18,9 @@ function describeMatch(m: Matcher): string {
   if (m.port) parts.push(`port ${ports(m.port)}`);
   if (m.clientPort) parts.push(`client port ${ports(m.clientPort)}`);
   if (m.serverPort) parts.push(`server port ${ports(m.serverPort)}`);
-  if (m.address) parts.push(`address ${m.address.map(formatCidr).join(',')}`);
-  if (m.clientAddress) parts.push(`client ${m.clientAddress.map(formatCidr).join(',')}`);
-  if (m.serverAddress) parts.push(`server ${m.serverAddress.map(formatCidr).join(',')}`);
+  if (m.address) parts.push(`address ${m.address.map(formatIpBlock).join(',')}`);
+  if (m.clientAddress) parts.push(`client ${m.clientAddress.map(formatIpBlock).join(',')}`);
+  if (m.serverAddress) parts.push(`server ${m.serverAddress.map(formatIpBlock).join(',')}`);
   return parts.length === 0 ? 'every connection' : parts.join(', ');
 }
 

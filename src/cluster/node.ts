@@ -186,8 +186,9 @@ function connKey(a: Endpoint, b: Endpoint): string {
   return `c.${a.addr}_${a.port}.${b.addr}_${b.port}`;
 }
 
+/** A cluster node tracks IPv4 only (a gateway with a cluster never decodes IPv6 TCP: engine/gateway.ts). */
 function asTuple(t: RawTuple | null): Tuple | undefined {
-  return t === null ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
+  return t === null ? undefined : { proto: 'tcp', src: t.src as number, sport: t.sport, dst: t.dst as number, dport: t.dport };
 }
 
 
@@ -422,14 +423,14 @@ export class ClusterNode implements ClusterAttach {
     }
     // Where a connection began: its SYN's side (replies come from the other). A SYN from an
     // address the NAT owns is a translated copy, never where a connection began.
-    if (isSyn && syn === undefined && this.synSide.size < 65536 && this.gw?.nat?.ownsAddress(from, raw.src) !== true) {
+    if (isSyn && syn === undefined && this.synSide.size < 65536 && this.gw?.nat?.ownsAddress(from, raw.src as number) !== true) {
       const e = { side: from, ms: this.now() };
       this.synSide.set(dk, e);
       if (synSrc === undefined) this.synSrcSide.set(`${raw.src}:${raw.sport}`, e);
     }
     let host: number | undefined;
     let sp: Spare | undefined;
-    if (from === 0) host = raw.src;
+    if (from === 0) host = raw.src as number;
     else {
       // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
       // translation (tcpNew decides then).
@@ -449,7 +450,8 @@ export class ClusterNode implements ClusterAttach {
   }
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
-    if (!this.ready || this.draining || !this.ownsHost(side0.addr)) return false;
+    // IPv6 is not decoded on a cluster node (engine/gateway.ts): never reached with a key.
+    if (!this.ready || this.draining || typeof side0.addr !== 'number' || !this.ownsHost(side0.addr)) return false;
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
@@ -491,7 +493,7 @@ export class ClusterNode implements ClusterAttach {
       const clientFrom = (side === 0 ? from : 1 - from) as Side;
       const s0 = clientFrom === 0 ? f.client : f.server;
       const s1 = clientFrom === 0 ? f.server : f.client;
-      rec = this.newRec(connKey(s0, s1), s0.addr, clientFrom);
+      rec = this.newRec(connKey(s0, s1), s0.addr as number, clientFrom);
       this.local.set(f, rec);
       this.localByKey.set(rec.key, f);
       this.dirty.add(f);
@@ -727,7 +729,7 @@ export class ClusterNode implements ClusterAttach {
     if (sp === null) return;
     // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
     const r1 = snap.raw[1];
-    if (r1 !== null && r1 !== undefined) this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
+    if (r1 !== null && r1 !== undefined) this.gw?.nat?.reserveExternal(key, [{ addr: r1.src as number, port: r1.sport }, { addr: r1.dst as number, port: r1.dport }]);
     // A hand-over to us (or a final state of a connection that is now ours): continue it.
     if (snap.final !== null && this.ready && this.ownsHost(snap.host) && !this.localByKey.has(key) && this.inject !== null) {
       this.inject((emit, now) => this.takeOver(sp, now, emit));

@@ -1,6 +1,6 @@
 /** Config: YAML loading, validation with precise errors, rule selection. */
 export { ConfigError, formatIssue, formatPath, type ConfigIssue } from './errors.js';
-export { cidrContains, formatCidr, parseCidr, type Cidr } from '../wire/cidr.js';
+export { cidrContains, formatCidr, formatIpBlock, parseCidr, type Cidr } from '../wire/cidr.js';
 export {
   configDigest,
   DEFAULT_POLICY,

@@ -14,7 +14,8 @@ import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
 import type { Direction } from '../agent/types.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
-import { cidrContains, type Cidr } from '../wire/cidr.js';
+import { blockContains, type IpBlock } from '../wire/cidr.js';
+import type { IpAddr } from '../wire/ip.js';
 import { configSchema, type PortRange, type RawConfig } from './schema.js';
 import { natConfig, natConfigProblems, type Masquerade, type NatConfig, type NatConfigInput, type NatSide } from '../nat/nat.js';
 
@@ -27,9 +28,9 @@ export interface Matcher {
   clientPort?: readonly PortRange[];
   serverPort?: readonly PortRange[];
   /** Either side's address. */
-  address?: readonly Cidr[];
-  clientAddress?: readonly Cidr[];
-  serverAddress?: readonly Cidr[];
+  address?: readonly IpBlock[];
+  clientAddress?: readonly IpBlock[];
+  serverAddress?: readonly IpBlock[];
 }
 
 export type RuleDirection = 'both' | 'c2s' | 's2c';
@@ -91,10 +92,10 @@ export interface NatSettings {
 
 /** A new connection as the flow table sees it (client = the side that sent the first SYN). */
 export interface ConnKey {
-  /** IPv4 as uint32. */
-  clientAddr: number;
+  /** IPv4 as uint32, IPv6 as its key (wire/ip.ts). */
+  clientAddr: IpAddr;
   clientPort: number;
-  serverAddr: number;
+  serverAddr: IpAddr;
   serverPort: number;
 }
 
@@ -352,7 +353,7 @@ function compileHttp(h: RawHttp): HttpConfig {
 // Rule selection
 
 const inPorts = (rs: readonly PortRange[], p: number): boolean => rs.some((r) => p >= r.lo && p <= r.hi);
-const inAddrs = (cs: readonly Cidr[], a: number): boolean => cs.some((c) => cidrContains(c, a));
+const inAddrs = (cs: readonly IpBlock[], a: IpAddr): boolean => cs.some((c) => blockContains(c, a));
 
 export function ruleMatches(rule: Rule, c: ConnKey): boolean {
   const m = rule.match;

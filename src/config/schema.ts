@@ -10,7 +10,7 @@ import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
 import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS } from '../agent/http/config.js';
 import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
-import { parseCidr, type Cidr } from '../wire/cidr.js';
+import { parseCidr, parseIpBlock, type Cidr } from '../wire/cidr.js';
 
 export interface PortRange {
   lo: number;
@@ -101,31 +101,39 @@ const portSpec = z.unknown().transform((v, ctx): PortRange[] => {
 });
 
 const ADDR_ERR = 'expected an IPv4 address or CIDR ("10.0.0.0/8"), or a list of those';
+const BLOCK_ERR = 'expected an IPv4 or IPv6 address or prefix ("10.0.0.0/8", "2001:db8::/32"), or a list of those';
 
-/** An address spec: "10.0.0.1" | "10.0.0.0/8" | [...] → CIDR blocks. */
-const addressSpec = z.unknown().transform((v, ctx): Cidr[] => {
-  const items = Array.isArray(v) ? v : [v];
-  if (Array.isArray(v) && v.length === 0) {
-    ctx.issues.push({ code: 'custom', message: `empty list: ${ADDR_ERR}`, input: v });
-  }
-  const out: Cidr[] = [];
-  items.forEach((it, i) => {
-    const r = typeof it === 'string' ? parseCidr(it.trim()) : ADDR_ERR;
-    if (typeof r === 'string') {
-      ctx.issues.push({ code: 'custom', message: r, input: it, path: Array.isArray(v) ? [i] : [] });
-    } else out.push(r);
+/** A list of blocks (or one) parsed by `parse`, each error at its item. */
+function blockList<T>(parse: (s: string) => T | string, err: string) {
+  return z.unknown().transform((v, ctx): T[] => {
+    const items = Array.isArray(v) ? v : [v];
+    if (Array.isArray(v) && v.length === 0) {
+      ctx.issues.push({ code: 'custom', message: `empty list: ${err}`, input: v });
+    }
+    const out: T[] = [];
+    items.forEach((it, i) => {
+      const r = typeof it === 'string' ? parse(it.trim()) : err;
+      if (typeof r === 'string') {
+        ctx.issues.push({ code: 'custom', message: r, input: it, path: Array.isArray(v) ? [i] : [] });
+      } else out.push(r);
+    });
+    return out;
   });
-  return out;
-});
+}
+
+/** An IPv4 address spec (NAT): "10.0.0.1" | "10.0.0.0/8" | [...] → CIDR blocks. */
+const addressSpec = blockList(parseCidr, ADDR_ERR);
+/** A rule's address spec, either family: "10.0.0.1" | "2001:db8::/32" | [...]. */
+const ruleAddressSpec = blockList(parseIpBlock, BLOCK_ERR);
 
 export const matchSchema = strict(
   {
     port: portSpec.optional(),
     clientPort: portSpec.optional(),
     serverPort: portSpec.optional(),
-    address: addressSpec.optional(),
-    clientAddress: addressSpec.optional(),
-    serverAddress: addressSpec.optional(),
+    address: ruleAddressSpec.optional(),
+    clientAddress: ruleAddressSpec.optional(),
+    serverAddress: ruleAddressSpec.optional(),
   },
   'match',
 );

@@ -5,7 +5,7 @@
  * does not name may still be.
  */
 
-import type { Cidr } from '../wire/cidr.js';
+import { blockWithin, type IpBlock } from '../wire/cidr.js';
 import type { Matcher, PortRange, Rule } from './load.js';
 
 /** Every port of `inner` is in `outer` (ranges as written, possibly overlapping). */
@@ -20,8 +20,8 @@ function portsWithin(inner: readonly PortRange[], outer: readonly PortRange[]): 
 }
 
 /** Every address of `inner` is in `outer`. */
-function cidrsWithin(inner: readonly Cidr[], outer: readonly Cidr[]): boolean {
-  return inner.every((c) => outer.some((o) => c.prefix >= o.prefix && ((c.addr & o.mask) >>> 0) === o.addr));
+function cidrsWithin(inner: readonly IpBlock[], outer: readonly IpBlock[]): boolean {
+  return inner.every((c) => outer.some((o) => blockWithin(c, o)));
 }
 
 /**

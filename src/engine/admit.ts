@@ -48,6 +48,7 @@
 import type { Limits } from '../stream/limits.js';
 import { decodeFrame, type FrameArp, type FrameIpv4Other, type FrameOther, type FrameTcp, type LinkType } from '../wire/frame.js';
 import { IP_PROTO_TCP, ipv4ToString } from '../wire/ipv4.js';
+import { endpointToString, type IpAddr } from '../wire/ip.js';
 import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
 import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG } from '../wire/tcp.js';
 import {
@@ -56,6 +57,7 @@ import {
   VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
   VirtioNetHdrRepr,
 } from '../wire/virtio.js';
 import type { Side } from './emit.js';
@@ -107,6 +109,8 @@ export interface AdmitOptions {
   vh: number;
   /** Verify checksums of frames the device did not vouch for. */
   verify: boolean;
+  /** Decode TCP over IPv6 (wire/frame.ts DecodeOptions.ipv6); otherwise it is opaque to the policy. */
+  ipv6: boolean;
   warn: Warn;
   /** The policy in force (a reload replaces it). */
   policy: () => Policy;
@@ -156,11 +160,12 @@ export class Admission {
       if (flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) verify = false;
     }
     const eth = vh === 0 ? frame : frame.subarray(vh);
-    const d = decodeFrame(eth, { link, verifyChecksums: verify });
+    const d = decodeFrame(eth, { link, verifyChecksums: verify, ipv6: this.o.ipv6 });
     if (d.kind === 'tcp' || d.kind === 'ipv4-other') {
       const allowed = link === 'ethernet' ? Math.max(0, ETH_PADDED_MIN - d.ipEnd) : 0;
       if (d.paddingLen > allowed) {
-        this.malformed('ipv4-trailing-bytes', nowMs, () => `${d.paddingLen} bytes after an IPv4 packet of ${d.ipEnd - d.l3Off}`);
+        const v = d.kind === 'tcp' && d.ip6 !== null ? 6 : 4;
+        this.malformed(`ipv${v}-trailing-bytes`, nowMs, () => `${d.paddingLen} bytes after an IPv${v} packet of ${d.ipEnd - d.l3Off}`);
         return null;
       }
     }
@@ -176,7 +181,7 @@ export class Admission {
           this.o.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...endpoints(d) }), 'TCP segment with impossible flags dropped');
           return null;
         }
-        const be = badEndpointClass(d.ip.src, d.ip.dst, tcp.srcPort, tcp.dstPort);
+        const be = badEndpointClass(d.src, d.dst, tcp.srcPort, tcp.dstPort);
         if (be !== null) {
           c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
           this.o.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...endpoints(d) }), 'TCP segment with impossible endpoints dropped');
@@ -195,8 +200,9 @@ export class Admission {
           }
         }
         if (gso) {
-          if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0 || !partial) {
-            this.malformed('virtio-bad-gso', nowMs, () => `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv4 TCP`);
+          const want = d.ip6 === null ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6;
+          if ((gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== want || gsoSize === 0 || !partial) {
+            this.malformed('virtio-bad-gso', nowMs, () => `gso_type 0x${gsoType.toString(16)} gso_size ${gsoSize} flags ${flags} on IPv${d.ip6 === null ? 4 : 6} TCP`);
             return null;
           }
           c.gsoIn++;
@@ -247,7 +253,7 @@ export class Admission {
 
 /** A TCP segment's endpoints and flags, for log lines. */
 export function endpoints(d: FrameTcp): Record<string, unknown> {
-  return { src: `${ipv4ToString(d.ip.src)}:${d.tcp.srcPort}`, dst: `${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort}`, flags: d.tcp.flags };
+  return { src: endpointToString(d.src, d.tcp.srcPort), dst: endpointToString(d.dst, d.tcp.dstPort), flags: d.tcp.flags };
 }
 
 /**
@@ -266,11 +272,25 @@ export function badFlagClass(flags: number): string | null {
 }
 
 /** A TCP endpoint pair no TCP connection can have, or null. */
-export function badEndpointClass(src: number, dst: number, srcPort: number, dstPort: number): string | null {
+export function badEndpointClass(src: IpAddr, dst: IpAddr, srcPort: number, dstPort: number): string | null {
   if (srcPort === 0 || dstPort === 0) return 'port-zero';
   if (src === dst && srcPort === dstPort) return 'land';
+  if (typeof src === 'string' || typeof dst === 'string') return martian6(src as string) || martian6(dst as string) ? 'martian' : null;
   // 224/4 multicast, 240/4 reserved and broadcast: TCP is unicast (RFC 1122 §4.2.3.10); 0/8 as
   // a source is "this host", never on the wire for TCP.
   if (src >>> 28 >= 0xe || dst >>> 28 >= 0xe || src >>> 24 === 0 || dst >>> 24 === 0) return 'martian';
   return null;
+}
+
+/**
+ * An IPv6 address (its key, wire/ip.ts) TCP never uses on a link: multicast ff00::/8 (TCP is
+ * unicast), the unspecified address and loopback ::1 (RFC 4291 §2.5.2–3), IPv4-mapped
+ * ::ffff:0:0/96 (RFC 4291 §2.5.5.2: never on the wire).
+ */
+function martian6(a: string): boolean {
+  if (a.charCodeAt(0) >>> 8 === 0xff) return true;
+  for (let i = 0; i < 5; i++) if (a.charCodeAt(i) !== 0) return false;
+  const g5 = a.charCodeAt(5);
+  if (g5 === 0xffff) return true;
+  return g5 === 0 && a.charCodeAt(6) === 0 && a.charCodeAt(7) <= 1;
 }

@@ -22,8 +22,10 @@
 import type { Flow } from '../flow/table.js';
 import type { Connection, TcpFields, TcpOut } from '../stream/connection.js';
 import type { FlowTally } from './events.js';
-import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
-import { get16, get32 } from '../wire/bytes.js';
+import { finish, fold16, sum16 } from '../wire/checksum.js';
+import { get16, set16 } from '../wire/bytes.js';
+import { ipDstAt, ipVersion, pseudoHeaderSum } from '../wire/ip.js';
+import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { seqAdd } from '../wire/seq.js';
 import { TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
@@ -32,6 +34,7 @@ import {
   VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
   VirtioNetHdrRepr,
 } from '../wire/virtio.js';
 
@@ -40,8 +43,8 @@ export type Side = 0 | 1;
 /** Where frames go out: the caller's writer. */
 export type Emit = (frame: Uint8Array, to: Side) => void;
 
-/** Largest IPv4 total length: bounds what one (GSO) frame may carry. */
-const IPV4_MAX_TOTAL = 65535;
+/** Largest value of IPv4's total length and IPv6's payload length: bounds what one (GSO) frame may carry. */
+const IP_MAX_LENGTH_FIELD = 65535;
 
 /** The gateway's output counters this stage adds to. */
 export interface EmitCounters {
@@ -102,7 +105,7 @@ export class Emitter {
       // The receiver's MSS bounds what a grown segment may carry.
       const t = o.tag;
       // Destination port read in place (no subarray view or segment object per frame out).
-      const rcvSide = f.sideOf({ addr: get32(t.frame, t.l3Off + 16), port: get16(t.frame, t.l4Off + 2) });
+      const rcvSide = f.sideOf({ addr: ipDstAt(t.frame, t.l3Off), port: get16(t.frame, t.l4Off + 2) });
       if (tally !== undefined) {
         tally.framesOut[1 - rcvSide]++;
         tally.bytesOut[1 - rcvSide] += o.payload.length;
@@ -144,13 +147,15 @@ export class Emitter {
   /**
    * A rebuilt segment leaving with a vnet header: kept whole as one GSO frame when it carries more
    * than one segment's worth (the device or the receiving stack segments it), split only where
-   * IPv4's total length forces it.
+   * IPv4's total length (IPv6's payload length) forces it.
    */
   private flushVnet(o: TcpOut<SegTag>, segMax: number, emit: Emit, to: Side): void {
     const t = o.tag;
     // A GSO template's gso_size is what the sender's stack chose per segment: keep it.
     const segSize = t.gsoSize > 0 ? t.gsoSize : segMax;
-    const frameMax = IPV4_MAX_TOTAL - (t.payloadOff - t.l3Off);
+    const v6 = ipVersion(t.frame, t.l3Off) === 6;
+    // The 16-bit length field counts the whole IPv4 packet, the IPv6 payload after the fixed header.
+    const frameMax = IP_MAX_LENGTH_FIELD - (t.payloadOff - t.l3Off - (v6 ? IPV6_HEADER_LEN : 0));
     const n = o.payload.length;
     if (n > frameMax) this.stream.splits++;
     let off = 0;
@@ -167,7 +172,7 @@ export class Emitter {
       if (gso) this.counters.gsoOut++;
       const ecn = t.gsoType & VIRTIO_NET_HDR_GSO_ECN;
       const vnet: VnetOut = gso
-        ? { gsoType: VIRTIO_NET_HDR_GSO_TCPV4 | ecn, gsoSize: segSize, partial: true }
+        ? { gsoType: (v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4) | ecn, gsoSize: segSize, partial: true }
         : { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: t.partial };
       this.count(buildFrame(t, fl, o.payload.subarray(off, off + len), vnet), emit, to);
       off += len;
@@ -263,15 +268,15 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
   const out = new Uint8Array(total);
   out.set(tpl.subarray(0, t.payloadOff), 0);
   out.set(payload, t.payloadOff);
-  // IPv4: total length and header checksum.
-  const ipTotal = ipHdrLen + tcpHdrLen + payload.length;
-  out[t.l3Off + 2] = ipTotal >>> 8;
-  out[t.l3Off + 3] = ipTotal & 0xff;
-  out[t.l3Off + 10] = 0;
-  out[t.l3Off + 11] = 0;
-  const ipc = finish(sum16(out, t.l3Off, t.l4Off));
-  out[t.l3Off + 10] = ipc >>> 8;
-  out[t.l3Off + 11] = ipc & 0xff;
+  if (ipVersion(out, t.l3Off) === 6) {
+    // IPv6: the payload length (extension headers, TCP header and payload); no header checksum.
+    set16(out, t.l3Off + 4, ipHdrLen - IPV6_HEADER_LEN + tcpHdrLen + payload.length);
+  } else {
+    // IPv4: total length and header checksum.
+    set16(out, t.l3Off + 2, ipHdrLen + tcpHdrLen + payload.length);
+    set16(out, t.l3Off + 10, 0);
+    set16(out, t.l3Off + 10, finish(sum16(out, t.l3Off, t.l4Off)));
+  }
   // TCP fields, then the full checksum over pseudo-header, header and payload.
   const seg = TcpSegment.unchecked(out.subarray(t.l4Off));
   seg.setSeq(f.seq);
@@ -288,11 +293,10 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
     }
   }
   seg.setChecksum(0);
-  const src = get32(out, t.l3Off + 12);
-  const dst = get32(out, t.l3Off + 16);
   const tcpLen = tcpHdrLen + payload.length;
+  const pseudo = pseudoHeaderSum(out, t.l3Off, IP_PROTO_TCP, tcpLen);
   if (t.vh === 0) {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen))));
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, pseudo)));
     return out;
   }
   const v = vnet ?? { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: false };
@@ -310,9 +314,9 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
   if (v.partial) {
     // What Linux's tcp_v4_send_check leaves for the device: the folded pseudo-header sum with
     // the whole TCP length, not complemented (see the file comment).
-    seg.setChecksum(fold16(ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen)));
+    seg.setChecksum(fold16(pseudo));
   } else {
-    seg.setChecksum(finish(sum16(out, t.l4Off, total, ipv4PseudoHeaderSum(src, dst, IP_PROTO_TCP, tcpLen))));
+    seg.setChecksum(finish(sum16(out, t.l4Off, total, pseudo)));
   }
   return out;
 }

@@ -29,7 +29,7 @@ import { NatStage, type NatView } from '../nat/stage.js';
 import type { Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
 import { Flow, FlowTable, type Endpoint, type FlowJson } from '../flow/table.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { endpointToString, type IpAddr } from '../wire/ip.js';
 import type { Connection } from '../stream/connection.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { RateLog, type RateLogOptions } from '../util/ratelog.js';
@@ -67,9 +67,9 @@ export interface GatewayOptions {
 
 /** A frame's 4-tuple as it arrived (before NAT), on the side it arrived on. */
 export interface RawTuple {
-  src: number;
+  src: IpAddr;
   sport: number;
-  dst: number;
+  dst: IpAddr;
   dport: number;
 }
 
@@ -266,6 +266,9 @@ export class Gateway {
       limits: this.limits,
       vh: this.vh,
       verify: this.verify,
+      // IPv6 TCP is tracked and rewritten on a gateway without NAT and cluster (both IPv4's so
+      // far); with either it stays opaque, and the policy (`policy.ipv6`) decides.
+      ipv6: this.nat === null && this.cluster === null,
       warn: this.warn,
       policy: () => this.policy,
       fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),
@@ -325,7 +328,7 @@ export class Gateway {
     this.tallies!.delete(f);
     const c = f.client;
     const sv = f.server;
-    const info = { id: this.ids.get(f) ?? f.id, client: `${ipv4ToString(c.addr)}:${c.port}`, server: `${ipv4ToString(sv.addr)}:${sv.port}`, createdMs: f.createdMs, midstream: f.midstream, state: f.state };
+    const info = { id: this.ids.get(f) ?? f.id, client: endpointToString(c.addr, c.port), server: endpointToString(sv.addr, sv.port), createdMs: f.createdMs, midstream: f.midstream, state: f.state };
     this.opts.events!(flowEvent(info, t, end, this.nowMs), this.nowMs);
   }
 
@@ -375,13 +378,13 @@ export class Gateway {
     if (ad.kind === 'tcp') {
       const tcp = ad.d.tcp;
       const raw = this.raw;
-      raw.src = ad.d.ip.src;
+      raw.src = ad.d.src;
       raw.sport = tcp.srcPort;
-      raw.dst = ad.d.ip.dst;
+      raw.dst = ad.d.dst;
       raw.dport = tcp.dstPort;
       if (cl !== null && !cl.preTcp(from, raw, tcp.flags, tcp.ack, frame)) {
         c.notOwner++;
-        this.natStage?.observe(frame, from, raw.src, link);
+        if (typeof raw.src === 'number') this.natStage?.observe(frame, from, raw.src, link);
         return;
       }
     } else if (cl !== null && !cl.nonTcp(frame, from)) {
@@ -417,8 +420,8 @@ export class Gateway {
   private handleTcp(ad: AdmittedTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit, view?: NatView): void {
     const d = ad.d;
     const tcp = d.tcp;
-    const src = view?.src ?? { addr: d.ip.src, port: tcp.srcPort };
-    const dst = view?.dst ?? { addr: d.ip.dst, port: tcp.dstPort };
+    const src = view?.src ?? { addr: d.src, port: tcp.srcPort };
+    const dst = view?.dst ?? { addr: d.dst, port: tcp.dstPort };
     const flags = tcp.flags;
     const seq = tcp.seq;
     const cl = this.cluster;

@@ -25,7 +25,7 @@ import type { Verdict } from '../flow/window.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
 import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
 import type { Limits } from '../stream/limits.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { ipToString } from '../wire/ip.js';
 import { TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import type { AdmittedTcp, Warn } from './admit.js';
 import { retainTag, type SegTag, type Side } from './emit.js';
@@ -340,8 +340,8 @@ export class Rewriter {
     if (!sel) return undefined;
     const ctx: AgentContext = {
       flowId: id,
-      client: { addr: ipv4ToString(client.addr), port: client.port },
-      server: { addr: ipv4ToString(server.addr), port: server.port },
+      client: { addr: ipToString(client.addr), port: client.port },
+      server: { addr: ipToString(server.addr), port: server.port },
       directions: sel.rule.directions,
     };
     const agentEvent = this.o.agentEvent;

@@ -157,7 +157,7 @@ class Seen {
     return this.last.d;
   }
   addr(fallback: number): number {
-    return this.decoded()?.ip.src ?? fallback;
+    return this.decoded()?.ip?.src ?? fallback;
   }
   port(l4Off: number, fallback: number): number {
     const d = this.decoded();

@@ -6,10 +6,11 @@
  * rarely needed fields in a side object made when first needed.
  */
 import type { Seq } from '../wire/seq.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { ipHash, ipToString, type IpAddr } from '../wire/ip.js';
 
 export interface Endpoint {
-  addr: number;
+  /** IPv4 as a number, IPv6 as a key string (wire/ip.ts). */
+  addr: IpAddr;
   port: number;
 }
 
@@ -51,11 +52,11 @@ export class Flow<C = unknown> {
   readonly createdMs: number;
   /** FLOW_* bits: confirmed, seen from side 0 / 1, midstream. */
   private bits: number;
-  // Endpoints as plain small integers (addresses as int32: no heap number per address; both
-  // ports in one), so that an entry is one object plus its halves; `client`, `server`, `key`,
-  // `id` are derived.
-  private readonly ca: number;
-  private readonly sa: number;
+  // Endpoints as plain small values (IPv4 addresses as int32: no heap number per address; IPv6
+  // ones as their key string, wire/ip.ts; both ports in one), so that an entry is one object
+  // plus its halves; `client`, `server`, `key`, `id` are derived.
+  private readonly ca: number | string;
+  private readonly sa: number | string;
   /** Client port << 16 | server port. */
   private readonly ports: number;
 
@@ -72,8 +73,8 @@ export class Flow<C = unknown> {
     this.lastMs = nowMs;
     this.createdMs = nowMs;
     this.bits = midstream ? FLOW_MIDSTREAM : 0;
-    this.ca = client.addr | 0;
-    this.sa = server.addr | 0;
+    this.ca = packAddr(client.addr);
+    this.sa = packAddr(server.addr);
     this.ports = (client.port << 16) | server.port;
   }
 
@@ -112,10 +113,10 @@ export class Flow<C = unknown> {
 
   /** The side that sent the first SYN (a fresh object). */
   get client(): Endpoint {
-    return { addr: this.ca >>> 0, port: this.cp };
+    return { addr: unpackAddr(this.ca), port: this.cp };
   }
   get server(): Endpoint {
-    return { addr: this.sa >>> 0, port: this.sp };
+    return { addr: unpackAddr(this.sa), port: this.sp };
   }
 
   /** The canonical 4-tuple key (flowKey), derived on demand. */
@@ -123,10 +124,13 @@ export class Flow<C = unknown> {
     return flowKey(this.client, this.server);
   }
 
-  /** Connection id, e.g. "10.0.0.1.40000-10.0.0.2.80" ("#n" appended for a reused 4-tuple). */
+  /**
+   * Connection id, e.g. "10.0.0.1.40000-10.0.0.2.80" or "2001:db8::1.40000-2001:db8::2.80"
+   * (RFC 5952 text; "#n" appended for a reused 4-tuple).
+   */
   get id(): string {
     const n = this.gen;
-    return `${ipv4ToString(this.ca >>> 0)}.${this.cp}-${ipv4ToString(this.sa >>> 0)}.${this.sp}${n > 0 ? `#${n}` : ''}`;
+    return `${ipToString(unpackAddr(this.ca))}.${this.cp}-${ipToString(unpackAddr(this.sa))}.${this.sp}${n > 0 ? `#${n}` : ''}`;
   }
 
   /** A segment was seen from side 0 / side 1 (a fresh array: read-only view of `seenMask`). */
@@ -136,13 +140,13 @@ export class Flow<C = unknown> {
 
   /** 0 when the segment came from the client, 1 from the server. */
   sideOf(src: Endpoint): 0 | 1 {
-    return (src.addr | 0) === this.ca && src.port === this.ports >>> 16 ? 0 : 1;
+    return packAddr(src.addr) === this.ca && src.port === this.ports >>> 16 ? 0 : 1;
   }
 
   /** @internal This flow's 4-tuple is {a, b} (either order). */
   is(a: Endpoint, b: Endpoint): boolean {
-    const x = a.addr | 0;
-    const y = b.addr | 0;
+    const x = packAddr(a.addr);
+    const y = packAddr(b.addr);
     const ports = this.ports;
     return (
       (x === this.ca && y === this.sa && ((a.port << 16) | b.port) === ports) ||
@@ -152,7 +156,7 @@ export class Flow<C = unknown> {
 
   /** @internal The table's hash of this flow's 4-tuple (tupleHash). */
   hash(): number {
-    return tupleHash(this.ca, this.cp, this.sa, this.sp);
+    return tupleHash(ipHash(this.ca), this.cp, ipHash(this.sa), this.sp);
   }
 
   /** Wscale is in force only if both SYNs carried the option (RFC 7323 §2.2). */
@@ -161,8 +165,17 @@ export class Flow<C = unknown> {
   }
 }
 
+/** An address as a Flow keeps it: IPv4 as int32, IPv6 as its key. */
+function packAddr(a: IpAddr): number | string {
+  return typeof a === 'number' ? a | 0 : a;
+}
+
+function unpackAddr(a: number | string): IpAddr {
+  return typeof a === 'number' ? a >>> 0 : a;
+}
+
 /**
- * A small-integer (Smi) hash of a 4-tuple, the same in both directions: the table is keyed by
+ * A small-integer (Smi) hash of a 4-tuple (addresses through wire/ip.ts ipHash), the same in both directions: the table is keyed by
  * it (no string per lookup or per entry); colliding flows share a bucket.
  */
 export function tupleHash(a1: number, p1: number, a2: number, p2: number): number {

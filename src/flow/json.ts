@@ -3,13 +3,24 @@
  * moves entries between nodes: an untrusted shape until checked).
  */
 import type { Seq } from '../wire/seq.js';
+import { ipFromJson, ipToJson } from '../wire/ip.js';
 import type { Endpoint, FlowState, Half } from './flow.js';
+
+/** An endpoint as plain data: an IPv4 address as its number, an IPv6 one as RFC 5952 text (wire/ip.ts ipToJson). */
+export interface EndpointJson {
+  addr: number | string;
+  port: number;
+}
+
+export function endpointJson(e: Endpoint): EndpointJson {
+  return { addr: ipToJson(e.addr), port: e.port };
+}
 
 /** A flow as plain JSON-able data (version 1): the cluster moves entries between nodes. */
 export interface FlowJson {
   v: 1;
-  client: Endpoint;
-  server: Endpoint;
+  client: EndpointJson;
+  server: EndpointJson;
   midstream: boolean;
   state: FlowState;
   halves: [Half, Half];
@@ -23,8 +34,11 @@ export interface FlowJson {
 export const FLOW_STATES: readonly FlowState[] = ['syn-sent', 'syn-received', 'established', 'closing', 'closed'];
 
 
+/** A checked FlowJson, its endpoints as the table holds them (wire/ip.ts IpAddr). */
+export type CheckedFlowJson = Omit<FlowJson, 'client' | 'server'> & { client: Endpoint; server: Endpoint };
+
 /** Checks a FlowJson (from another node: untrusted shape); throws Error('flow: bad snapshot (…)'). */
-export function validFlowJson(j: unknown): FlowJson {
+export function validFlowJson(j: unknown): CheckedFlowJson {
   const bad = (why: string): never => {
     throw new Error(`flow: bad snapshot (${why})`);
   };
@@ -35,8 +49,9 @@ export function validFlowJson(j: unknown): FlowJson {
   const port = (x: unknown) => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffff;
   const endpoint = (x: unknown, name: string): Endpoint => {
     const e = x as Record<string, unknown> | null;
-    if (typeof e !== 'object' || e === null || !u32(e['addr']) || !port(e['port'])) return bad(name);
-    return { addr: e['addr'] as number, port: e['port'] as number };
+    const addr = typeof e === 'object' && e !== null ? ipFromJson(e['addr']) : null;
+    if (addr === null || !port(e!['port'])) return bad(name);
+    return { addr, port: e!['port'] as number };
   };
   const client = endpoint(o['client'], 'client');
   const server = endpoint(o['server'], 'server');

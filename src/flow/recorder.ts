@@ -48,7 +48,7 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { endpointToString, ipToString, type IpAddr } from '../wire/ip.js';
 import { type Seq, seqAdd, seqToOffset } from '../wire/seq.js';
 import { TcpFlag } from '../wire/tcp.js';
 import { WireError } from '../wire/error.js';
@@ -202,9 +202,10 @@ interface ConnState {
   v: 1;
   id: string;
   index: number;
-  clientIp: number;
+  /** IPv4 as a number, IPv6 as its key (wire/ip.ts). */
+  clientIp: IpAddr;
   clientPort: number;
-  serverIp: number;
+  serverIp: IpAddr;
   serverPort: number;
   /** The SYN that opened the connection (sent by the client), null if none seen. */
   synSeq: Seq | null;
@@ -343,8 +344,8 @@ class MemorySink implements Sink {
     return this.out.map(({ st, c2s, s2c }) => ({
       id: st.id,
       index: st.index,
-      client: `${ipv4ToString(st.clientIp)}:${st.clientPort}`,
-      server: `${ipv4ToString(st.serverIp)}:${st.serverPort}`,
+      client: endpointToString(st.clientIp, st.clientPort),
+      server: endpointToString(st.serverIp, st.serverPort),
       c2s: Buffer.concat(c2s),
       s2c: Buffer.concat(s2c),
       gapBytes: { c2s: st.c2s.gapBytes, s2c: st.s2c.gapBytes },
@@ -384,7 +385,7 @@ export class StreamRecorder {
     if (this.closed) throw new Error('StreamRecorder.feed after close');
     const k = this.counters;
     k.frames++;
-    const f = decodeFrame(frame, { link, verifyChecksums: false });
+    const f = decodeFrame(frame, { link, verifyChecksums: false, ipv6: true });
     if (f instanceof WireError) {
       k.malformed++;
       return;
@@ -395,8 +396,8 @@ export class StreamRecorder {
     }
     k.tcpSegments++;
     const tcp = f.tcp;
-    const srcIp = f.ip.src;
-    const dstIp = f.ip.dst;
+    const srcIp = f.src;
+    const dstIp = f.dst;
     const sp = tcp.srcPort;
     const dp = tcp.dstPort;
     const flags = tcp.flags;
@@ -503,11 +504,11 @@ export class StreamRecorder {
 
   // ---- internals ----
 
-  private create(srcIp: number, sp: number, dstIp: number, dp: number, flags: number, synSeq: Seq | null): Conn {
+  private create(srcIp: IpAddr, sp: number, dstIp: IpAddr, dp: number, flags: number, synSeq: Seq | null): Conn {
     // Client: SYN sender; SYN-ACK receiver; else the sender of the first segment (tshark Node 0).
     const srcIsClient = (flags & (TcpFlag.SYN | TcpFlag.ACK)) !== (TcpFlag.SYN | TcpFlag.ACK);
     const [cIp, cPort, sIp, sPort] = srcIsClient ? [srcIp, sp, dstIp, dp] : [dstIp, dp, srcIp, sp];
-    const base = `${ipv4ToString(cIp)}.${cPort}-${ipv4ToString(sIp)}.${sPort}`;
+    const base = `${ipToString(cIp)}.${cPort}-${ipToString(sIp)}.${sPort}`;
     const n = this.names.get(base) ?? 0;
     this.names.set(base, n + 1);
     if (this.table.size >= this.maxConns) {

@@ -35,7 +35,8 @@ import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
 import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint } from './flow.js';
-import { validFlowJson, type FlowJson } from './json.js';
+import { endpointJson, validFlowJson, type FlowJson } from './json.js';
+import { ipHash } from '../wire/ip.js';
 
 export * from './flow.js';
 
@@ -166,7 +167,7 @@ export class FlowTable<C = unknown> {
 
   /** The flow of the 4-tuple {a, b} (either direction), if any; changes nothing. */
   peek(a: Endpoint, b: Endpoint): Flow<C> | undefined {
-    return this.find(a, b, tupleHash(a.addr | 0, a.port, b.addr | 0, b.port));
+    return this.find(a, b, tupleHash(ipHash(a.addr), a.port, ipHash(b.addr), b.port));
   }
 
   /** The flow of the 4-tuple {a, b} (either direction), if any. */
@@ -210,7 +211,7 @@ export class FlowTable<C = unknown> {
    * flow.
    */
   lookup(src: Endpoint, dst: Endpoint, flags: number, seq: Seq, nowMs: number): LookupResult<C> {
-    const hash = tupleHash(src.addr | 0, src.port, dst.addr | 0, dst.port);
+    const hash = tupleHash(ipHash(src.addr), src.port, ipHash(dst.addr), dst.port);
     let f = this.find(src, dst, hash);
     const syn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     if (f && (flags & TCP_SYN) && !syn) {
@@ -310,8 +311,8 @@ export class FlowTable<C = unknown> {
     const half = plainHalf;
     return {
       v: 1,
-      client: f.client,
-      server: f.server,
+      client: endpointJson(f.client),
+      server: endpointJson(f.server),
       midstream: f.midstream,
       state: f.state,
       halves: [half(f.halves[0]), half(f.halves[1])],
@@ -330,7 +331,7 @@ export class FlowTable<C = unknown> {
    */
   importFlow(j: FlowJson, nowMs: number): Flow<C> | null {
     const v = validFlowJson(j);
-    const hash = tupleHash(v.client.addr | 0, v.client.port, v.server.addr | 0, v.server.port);
+    const hash = tupleHash(ipHash(v.client.addr), v.client.port, ipHash(v.server.addr), v.server.port);
     const old = this.find(v.client, v.server, hash);
     if (old === undefined && this.count >= this.limits.maxConnections) {
       this.counters.importRefused++;

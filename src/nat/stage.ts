@@ -73,6 +73,8 @@ export class NatStage {
     switch (ad.kind) {
       case 'tcp': {
         const d = ad.d;
+        // NAT is IPv4's: IPv6 TCP is never decoded on a gateway with NAT (engine/gateway.ts).
+        if (d.ip === null) return GO;
         const what = (): Record<string, unknown> => endpoints(d);
         const srcA = d.ip.src;
         const dstA = d.ip.dst;

@@ -19,7 +19,7 @@
 import { hasValidFcs } from '../wire/crc32.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame } from '../wire/ethernet.js';
 import { WireError } from '../wire/error.js';
-import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { decodeFrame, type FrameTcp4, type LinkType } from '../wire/frame.js';
 import { IP_PROTO_TCP, Ipv4Packet } from '../wire/ipv4.js';
 import type { PcapLink } from './pcap.js';
 
@@ -140,9 +140,9 @@ function fixTsoLength(data: Uint8Array, l3: number, c: CaptureFixCounters): Uint
 }
 
 /** The record's IPv4 TCP segment, decoded (checksums not verified), or null. */
-function tcpIn(r: Replayable): FrameTcp | null {
+function tcpIn(r: Replayable): FrameTcp4 | null {
   const d = decodeFrame(r.data, { link: r.link, verifyChecksums: false });
-  return d.kind === 'tcp' ? d : null;
+  return d.kind === 'tcp' && d.ip !== null ? d : null;
 }
 
 /**

@@ -4,7 +4,7 @@
  * key; `detail` is for humans (logs) and may change.
  */
 
-export type WireLayer = 'ethernet' | 'arp' | 'ipv4' | 'tcp' | 'virtio';
+export type WireLayer = 'ethernet' | 'arp' | 'ipv4' | 'ipv6' | 'tcp' | 'virtio';
 
 export type WireErrorReason =
   // Ethernet II / 802.1Q / 802.1ad
@@ -18,6 +18,7 @@ export type WireErrorReason =
   | 'arp-bad-opcode'
   // IPv4 (RFC 791)
   | 'ipv4-truncated'
+  | 'ipv6-truncated'
   | 'ipv4-bad-version'
   | 'ipv4-bad-ihl'
   | 'ipv4-header-exceeds-frame'

@@ -18,12 +18,22 @@ import { WireError } from './error.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame } from './ethernet.js';
 import { IP_PROTO_TCP, Ipv4Packet } from './ipv4.js';
 import { TcpSegment } from './tcp.js';
+import { finish, sum16 } from './checksum.js';
+import { ipv6Key, type IpAddr } from './ip.js';
+import { Ipv6Packet, ipv6PseudoHeaderSum, walkIpv6 } from './ipv6.js';
 
 export type LinkType = 'ethernet' | 'raw-ipv4';
 
 export interface DecodeOptions {
   link: LinkType;
   verifyChecksums: boolean;
+  /**
+   * Decode TCP over IPv6 (`tcp` with `ip6`); otherwise every IPv6 packet comes back as `other`.
+   * Only a packet the gateway can rewrite whole is decoded: no fragment header, no
+   * Authentication Header, no Routing header with segments left, a clean extension-header chain
+   * (wire/ipv6.ts walkIpv6); anything else stays `other` (wire/opaque.ts classifies it).
+   */
+  ipv6?: boolean;
 }
 
 interface FrameIpBase {
@@ -41,14 +51,44 @@ interface FrameIpBase {
   readonly paddingLen: number;
 }
 
-export interface FrameTcp extends FrameIpBase {
+interface FrameTcpBase {
   readonly kind: 'tcp';
+  /** Null for `raw-ipv4`. */
+  readonly eth: EthernetFrame | null;
+  /** Offset of the IP header in the buffer. */
+  readonly l3Off: number;
+  /** Offset of the TCP header in the buffer (after IPv4 options, after IPv6 extension headers). */
+  readonly l4Off: number;
+  /** End of the IP packet; bytes after it are link padding. */
+  readonly ipEnd: number;
+  readonly paddingLen: number;
+  /** The addresses (wire/ip.ts IpAddr: a number for IPv4, a key string for IPv6). */
+  readonly src: IpAddr;
+  readonly dst: IpAddr;
   /** The segment, viewed over [l4Off, ipEnd). */
   readonly tcp: TcpSegment;
   /** Offset of the TCP payload in the buffer. */
   readonly payloadOff: number;
   readonly payloadLen: number;
 }
+
+/** TCP over IPv4. */
+export interface FrameTcp4 extends FrameTcpBase {
+  readonly ip: Ipv4Packet;
+  readonly ip6: null;
+  readonly src: number;
+  readonly dst: number;
+}
+
+/** TCP over IPv6 (only with DecodeOptions.ipv6). */
+export interface FrameTcp6 extends FrameTcpBase {
+  readonly ip: null;
+  readonly ip6: Ipv6Packet;
+  readonly src: string;
+  readonly dst: string;
+}
+
+export type FrameTcp = FrameTcp4 | FrameTcp6;
 
 export interface FrameIpv4Other extends FrameIpBase {
   readonly kind: 'ipv4-other';
@@ -76,7 +116,7 @@ export interface FrameOther {
 }
 
 export type DecodedFrame = FrameTcp | FrameIpv4Other | FrameArp | FrameOther | WireError<FrameErrorLayer>;
-export type FrameErrorLayer = 'ethernet' | 'arp' | 'ipv4' | 'tcp';
+export type FrameErrorLayer = 'ethernet' | 'arp' | 'ipv4' | 'ipv6' | 'tcp';
 
 export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame {
   let eth: EthernetFrame | null = null;
@@ -92,8 +132,10 @@ export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame 
       if (a instanceof WireError) return a;
       return { kind: 'arp', eth: e, arp: a, l3Off };
     }
+    if (et === ETHERTYPE_IPV6 && opts.ipv6 === true) return decodeIpv6(buf, eth, l3Off, opts);
     if (et !== ETHERTYPE_IPV4) return { kind: 'other', eth: e, etherType: et, l3Off };
   } else if (buf.length > 0 && buf[0]! >>> 4 === 6) {
+    if (opts.ipv6 === true) return decodeIpv6(buf, null, 0, opts);
     return { kind: 'other', eth: null, etherType: ETHERTYPE_IPV6, l3Off: 0 };
   }
 
@@ -140,6 +182,9 @@ export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame 
     kind: 'tcp',
     eth,
     ip,
+    ip6: null,
+    src: ip.src,
+    dst: ip.dst,
     tcp,
     l3Off,
     l4Off,
@@ -147,5 +192,40 @@ export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame 
     paddingLen,
     payloadOff: l4Off + thl,
     payloadLen: tl - hl - thl,
+  };
+}
+
+/** An IPv6 packet at `l3Off`: TCP the gateway can rewrite whole (see DecodeOptions.ipv6), else `other`. */
+function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, opts: DecodeOptions): DecodedFrame {
+  const l3 = l3Off === 0 ? buf : buf.subarray(l3Off);
+  const ip6 = Ipv6Packet.parse(l3);
+  if (ip6 === null) return new WireError('ipv6', 'ipv6-truncated', `${l3.length} bytes`);
+  const other: FrameOther = { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
+  const w = walkIpv6(buf, l3Off);
+  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || w.drop !== null || w.fragment !== null || w.ah || w.finalDstOff !== l3Off + 24) return other;
+  const l4Off = w.upperOff;
+  const ipEnd = w.end;
+  const seg = buf.subarray(l4Off, ipEnd);
+  const tcpErr = TcpSegment.check(seg);
+  if (tcpErr) return tcpErr;
+  const tcp = TcpSegment.unchecked(seg);
+  if (opts.verifyChecksums && finish(sum16(seg, 0, seg.length, ipv6PseudoHeaderSum(buf, l3Off + 8, l3Off + 24, IP_PROTO_TCP, seg.length))) !== 0) {
+    return new WireError('tcp', 'tcp-bad-checksum', `checksum 0x${tcp.checksum.toString(16)}`);
+  }
+  const thl = tcp.headerLen;
+  return {
+    kind: 'tcp',
+    eth,
+    ip: null,
+    ip6,
+    src: ipv6Key(buf, l3Off + 8),
+    dst: ipv6Key(buf, l3Off + 24),
+    tcp,
+    l3Off,
+    l4Off,
+    ipEnd,
+    paddingLen: buf.length - ipEnd,
+    payloadOff: l4Off + thl,
+    payloadLen: ipEnd - l4Off - thl,
   };
 }

@@ -83,7 +83,8 @@ export interface Ipv6Chain {
   headers: number;
   fragment: Ipv6Fragment | null;
   /** Offset of the address the packet is finally for (a Routing header's last segment), else the fixed header's destination. */
-  finalDstOff: number;
+  finalDstOff: number;  /** An Authentication Header was walked through (RFC 4302: what follows it is authenticated). */
+  ah: boolean;
 }
 
 /**
@@ -93,7 +94,7 @@ export interface Ipv6Chain {
  */
 export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number) => number = defaultUpperMin): Ipv6Chain {
   const end = Math.min(buf.length, off + IPV6_HEADER_LEN + get16(buf, off + 4));
-  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24 };
+  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24, ah: false };
   let next = c.upperProto;
   let p = c.upperOff;
   for (;;) {
@@ -102,6 +103,7 @@ export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number)
     if (p - (off + IPV6_HEADER_LEN) >= IPV6_MAX_EXT_BYTES) return stop(c, 'ipv6-chain-too-big', next, p);
     if (end - p < 8) return stop(c, 'ipv6-chain-truncated', next, p);
     const len = next === IP_PROTO_FRAGMENT ? 8 : next === IP_PROTO_AH ? (buf[p + 1]! + 2) * 4 : (buf[p + 1]! + 1) * 8;
+    if (next === IP_PROTO_AH) c.ah = true;
     if (end - p < len) return stop(c, 'ipv6-chain-truncated', next, p);
     if (next === IP_PROTO_HOPOPTS && c.headers > 0) drop(c, 'ipv6-hbh-not-first');
     if (next === IP_PROTO_HOPOPTS || next === IP_PROTO_DSTOPTS) {

@@ -1,15 +1,20 @@
 /**
- * Builds Ethernet/IPv4/TCP frames from plain fields (for the JIT warm-up, benchmarks, fuzzing and
- * tests): uses the wire reprs, so every frame has correct checksums (or the partial checksum a
- * TAP with offloads hands over, `checksum: 'partial'`).
+ * Builds Ethernet/IPv4/TCP and Ethernet/IPv6/TCP frames from plain fields (for the JIT warm-up,
+ * benchmarks, fuzzing and tests): uses the wire reprs, so every frame has correct checksums (or
+ * the partial checksum a TAP with offloads hands over, `checksum: 'partial'`).
  */
-import { ETHERTYPE_IPV4, EthernetRepr } from './ethernet.js';
+import { set16 } from './bytes.js';
+import { finish, fold16, sum16 } from './checksum.js';
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetRepr } from './ethernet.js';
+import { ipv6KeyBytes, type IpAddr } from './ip.js';
 import { IP_PROTO_TCP, Ipv4Repr } from './ipv4.js';
-import { TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
+import { IPV6_HEADER_LEN, ipv6PseudoHeaderSum } from './ipv6.js';
+import { TCP_CHECKSUM_OFFSET, TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
 
 export interface TcpFrameSpec {
-  src: number;
-  dst: number;
+  /** IPv4 as a number; IPv6 as its key (wire/ip.ts; both addresses of one family). */
+  src: IpAddr;
+  dst: IpAddr;
   srcPort: number;
   dstPort: number;
   seq: number;
@@ -23,6 +28,9 @@ export interface TcpFrameSpec {
   srcMac?: Uint8Array;
   dstMac?: Uint8Array;
   checksum?: TcpChecksumMode;
+  /** IPv6 only: extension headers between the fixed header and TCP (raw, chained to TCP), and the fixed header's Next Header for them. */
+  ipv6ExtHeaders?: Uint8Array;
+  ipv6FirstHeader?: number;
 }
 
 const MAC_A = new Uint8Array([2, 0, 0, 0, 0, 1]);
@@ -39,12 +47,36 @@ export function tcpFrame(s: TcpFrameSpec): Uint8Array {
     options: s.options ?? [],
     payload: s.payload ?? new Uint8Array(0),
   });
+  const head = s.headroom ?? 0;
+  if (typeof s.src === 'string' || typeof s.dst === 'string') return tcp6Frame(s, tcp, head);
   const ip = new Ipv4Repr({ src: s.src, dst: s.dst, protocol: IP_PROTO_TCP, payloadLen: tcp.bufferLen(), ttl: 64, dontFrag: true });
   const eth = new EthernetRepr(s.dstMac ?? MAC_B, s.srcMac ?? MAC_A, ETHERTYPE_IPV4);
-  const head = s.headroom ?? 0;
   const out = new Uint8Array(head + eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
   let o = head + eth.emit(out.subarray(head));
   o += ip.emit(out.subarray(o));
   tcp.emit(out.subarray(o), s.src, s.dst, s.checksum ?? 'full');
+  return out;
+}
+
+/** The IPv6 frame of `s` (no extension headers; `extHeaders`: raw bytes put between the fixed header and TCP, whose first byte must be TCP's Next Header chain). */
+function tcp6Frame(s: TcpFrameSpec, tcp: TcpRepr, head: number): Uint8Array {
+  const eth = new EthernetRepr(s.dstMac ?? MAC_B, s.srcMac ?? MAC_A, ETHERTYPE_IPV6);
+  const ext = s.ipv6ExtHeaders ?? new Uint8Array(0);
+  const tcpLen = tcp.bufferLen();
+  const out = new Uint8Array(head + eth.bufferLen() + IPV6_HEADER_LEN + ext.length + tcpLen);
+  const l3 = head + eth.emit(out.subarray(head));
+  out[l3] = 0x60;
+  set16(out, l3 + 4, ext.length + tcpLen);
+  out[l3 + 6] = ext.length > 0 ? s.ipv6FirstHeader! : IP_PROTO_TCP;
+  out[l3 + 7] = 64;
+  out.set(ipv6KeyBytes(s.src as string), l3 + 8);
+  out.set(ipv6KeyBytes(s.dst as string), l3 + 24);
+  out.set(ext, l3 + IPV6_HEADER_LEN);
+  const l4 = l3 + IPV6_HEADER_LEN + ext.length;
+  tcp.emit(out.subarray(l4), 0, 0, 'none');
+  const pseudo = ipv6PseudoHeaderSum(out, l3 + 8, l3 + 24, IP_PROTO_TCP, tcpLen);
+  const mode = s.checksum ?? 'full';
+  if (mode === 'full') set16(out, l4 + TCP_CHECKSUM_OFFSET, finish(sum16(out, l4, l4 + tcpLen, pseudo)));
+  else if (mode === 'partial') set16(out, l4 + TCP_CHECKSUM_OFFSET, fold16(pseudo));
   return out;
 }

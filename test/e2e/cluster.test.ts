@@ -221,10 +221,10 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       for (const rec of recs) {
         const d = decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: false });
         if (d.kind !== 'tcp' || Number(rec.tsNs / 1_000_000n) < sinceMs) continue;
-        if ((d.tcp.flags & 0x12) === 0x02) conns.add(key(d.ip.src, d.tcp.srcPort, d.ip.dst, d.tcp.dstPort));
-        if ((d.tcp.flags & 0x04) !== 0 && conns.has(key(d.ip.src, d.tcp.srcPort, d.ip.dst, d.tcp.dstPort))) {
+        if ((d.tcp.flags & 0x12) === 0x02) conns.add(key(d.ip!.src, d.tcp.srcPort, d.ip!.dst, d.tcp.dstPort));
+        if ((d.tcp.flags & 0x04) !== 0 && conns.has(key(d.ip!.src, d.tcp.srcPort, d.ip!.dst, d.tcp.dstPort))) {
           n++;
-          if (n <= 5) console.log(`RST ${ipv4ToString(d.ip.src)}:${d.tcp.srcPort} > ${ipv4ToString(d.ip.dst)}:${d.tcp.dstPort} at ${Number(rec.tsNs / 1_000_000n)}`);
+          if (n <= 5) console.log(`RST ${ipv4ToString(d.ip!.src)}:${d.tcp.srcPort} > ${ipv4ToString(d.ip!.dst)}:${d.tcp.dstPort} at ${Number(rec.tsNs / 1_000_000n)}`);
         }
       }
     }
@@ -241,7 +241,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     for (const rec of (await readPcapAll(caps[c.role]!)).records) {
       const d = decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: false });
       if (d.kind !== 'tcp' || d.payloadLen === 0 || d.tcp.srcPort === 21 || d.tcp.dstPort === 21) continue;
-      if (d.ip.src !== c.addr && d.ip.dst !== c.addr) continue;
+      if (d.ip!.src !== c.addr && d.ip!.dst !== c.addr) continue;
       const x = Number(rec.tsNs / 1_000_000n);
       if (x <= t && x > before) before = x;
       if (x > t && x < after) after = x;

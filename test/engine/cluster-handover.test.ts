@@ -268,7 +268,7 @@ describe('hand-over of an FTP control connection behind masquerade NAT', () => {
     const syn = rig.send(tcpFrame({ src: CL.addr, dst: SV.addr, srcPort: CL.port, dstPort: SV.port, seq: CISN, flags: SYN, options: mss }), 0);
     expect(syn.sut).toHaveLength(1);
     const d = decode(syn.sut[0]!.frame);
-    expect(d.ip.src).toBe(MASQ);
+    expect(d.ip!.src).toBe(MASQ);
     const P = d.tcp.srcPort; // the masqueraded port: replies arrive on side 1 to MASQ:P
     const cFrame = (seq: number, ack: number, flags: number, payload?: Uint8Array): Uint8Array =>
       tcpFrame({ src: CL.addr, dst: SV.addr, srcPort: CL.port, dstPort: SV.port, seq, ack, flags, ...(payload ? { payload } : {}) });
@@ -292,7 +292,7 @@ describe('hand-over of an FTP control connection behind masquerade NAT', () => {
     expect(r.sut).toHaveLength(1);
     expect(r.sut[0]!.to).toBe(0);
     const d = decode(r.sut[0]!.frame);
-    return { dst: d.ip.dst, dport: d.tcp.dstPort, src: d.ip.src, sport: d.tcp.srcPort };
+    return { dst: d.ip!.dst, dport: d.tcp.dstPort, src: d.ip!.src, sport: d.tcp.srcPort };
   }
 
   const CMDS = [
@@ -325,7 +325,7 @@ describe('hand-over of an FTP control connection behind masquerade NAT', () => {
       const ok = '200 ok\r\n';
       const rep = rig.send(sFrame(SISN + 1 + greet.length, CISN + 1 + c2s().length, ACK | PSH, enc(ok)), 1);
       expect(rep.sut).toHaveLength(1);
-      expect(decode(rep.sut[0]!.frame).ip.dst).toBe(CL.addr);
+      expect(decode(rep.sut[0]!.frame).ip!.dst).toBe(CL.addr);
       const t = dataSyn(rig, Q);
       expect(t).toEqual({ src: SV.addr, sport: 20, dst: CL.addr, dport: 5001 });
       expect(rig.b.nat!.counters.expectationsConsumed).toBe(1);

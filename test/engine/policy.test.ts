@@ -85,10 +85,18 @@ const fragHdr = (next: number, offset: number, more: boolean) => {
   return b;
 };
 const cat = (...p: Uint8Array[]) => new Uint8Array(Buffer.concat(p));
+/** A later IPv6 fragment of a TCP segment (no ports): never inspected, whatever the gateway. */
+const v6TcpLater = () => ipv6(44, cat(fragHdr(6, 185, false), new Uint8Array(16)));
+/**
+ * NAT for IPv4 only: on such a gateway IPv6 TCP is not decoded at all (engine/gateway.ts), so
+ * every IPv6 TCP segment is the policy's; without NAT, those it can rewrite are inspected
+ * (test/engine/ipv6.test.ts).
+ */
+const NAT_V4 = 'nat:\n  oneToOne:\n    - { side: client, real: 10.0.0.0/24, mapped: 10.9.0.0/24 }\n';
 
 /** One frame of every class, carrying (or claiming to carry) TCP to port 80. */
 const CLASS_FRAMES_T: Array<[cls: string, frame: () => Uint8Array, setting: 'ipv6' | 'encapsulated']> = [
-  ['ipv6-tcp', () => v6Tcp(40000, 80), 'ipv6'],
+  ['ipv6-tcp', () => v6TcpLater(), 'ipv6'],
   ['ip-in-ip', () => ipv4(4, innerTcp()), 'encapsulated'],
   ['ipv6-in-ip', () => ipv4(41, hexb(`60000000 0014 06 40 ${V6_SRC} ${V6_DST}`)), 'encapsulated'],
   ['gre', () => ipv4(47, cat(hexb('0000 0800'), innerTcp())), 'encapsulated'],
@@ -196,17 +204,17 @@ describe('policy: traffic a rule may cover that cannot be inspected', () => {
 
   it('`uninspectable` sets ipv6 and encapsulated; each setting overrides it', () => {
     const pass = new Gw(withPolicy('  uninspectable: pass\n'));
-    expect(pass.send(v6Tcp(40000, 80))).toHaveLength(1);
+    expect(pass.send(v6TcpLater())).toHaveLength(1);
     expect(pass.send(ipv4(47, innerTcp()))).toHaveLength(1);
     expect(pass.policy).toEqual({ dropped: {}, passed: { 'ipv6-tcp': 1, gre: 1 } });
 
     const mixed = new Gw(withPolicy('  uninspectable: pass\n  ipv6: drop\n'));
-    expect(mixed.send(v6Tcp(40000, 80))).toEqual([]);
+    expect(mixed.send(v6TcpLater())).toEqual([]);
     expect(mixed.send(ipv4(47, innerTcp()))).toHaveLength(1);
     expect(mixed.policy).toEqual({ dropped: { 'ipv6-tcp': 1 }, passed: { gre: 1 } });
 
     const mixed2 = new Gw(withPolicy('  uninspectable: drop\n  encapsulated: pass\n'));
-    expect(mixed2.send(v6Tcp(40000, 80))).toEqual([]);
+    expect(mixed2.send(v6TcpLater())).toEqual([]);
     expect(mixed2.send(eth(0x8847, innerTcp()))).toHaveLength(1);
     expect(mixed2.policy).toEqual({ dropped: { 'ipv6-tcp': 1 }, passed: { mpls: 1 } });
   });
@@ -237,23 +245,23 @@ describe('policy: traffic a rule may cover that cannot be inspected', () => {
   });
 });
 
-describe('policy: TCP over IPv6', () => {
+describe('policy: TCP over IPv6 the gateway does not inspect (a gateway with NAT, fragments)', () => {
   it('on a port no rule names: passes uncounted, both directions', () => {
-    const g = new Gw(RULE_80);
+    const g = new Gw(NAT_V4 + RULE_80);
     expect(g.send(v6Tcp(40000, 443), 0)).toHaveLength(1);
     expect(g.send(v6Tcp(443, 40000), 1)).toHaveLength(1);
     expect(g.policy).toEqual({ dropped: {}, passed: {} });
   });
 
   it('a rule port on either end covers it (the reply from port 80 too)', () => {
-    const g = new Gw(RULE_80);
+    const g = new Gw(NAT_V4 + RULE_80);
     expect(g.send(v6Tcp(40000, 80), 0)).toEqual([]);
     expect(g.send(v6Tcp(80, 40000), 1)).toEqual([]);
     expect(g.policy.dropped).toEqual({ 'ipv6-tcp': 2 });
   });
 
   it('serverPort / clientPort rules are tried in both orientations (who opened it is unknown)', () => {
-    const g = new Gw('rules:\n  - match: { serverPort: 8080 }\n    agent: monitor\n');
+    const g = new Gw(NAT_V4 + 'rules:\n  - match: { serverPort: 8080 }\n    agent: monitor\n');
     expect(g.send(v6Tcp(8080, 40000), 1)).toEqual([]);
     expect(g.send(v6Tcp(40000, 8080), 0)).toEqual([]);
     expect(g.send(v6Tcp(40000, 8081), 0)).toHaveLength(1);
@@ -261,13 +269,13 @@ describe('policy: TCP over IPv6', () => {
   });
 
   it('addresses are not compared: a rule naming only an IPv4 server covers every IPv6 TCP port', () => {
-    const g = new Gw('rules:\n  - match: { serverAddress: 10.0.0.2 }\n    agent: monitor\n');
+    const g = new Gw(NAT_V4 + 'rules:\n  - match: { serverAddress: 10.0.0.2 }\n    agent: monitor\n');
     expect(g.send(v6Tcp(40000, 12345))).toEqual([]);
     expect(g.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
   });
 
   it('through Hop-by-Hop and Destination Options headers: the ports decide', () => {
-    const g = new Gw(RULE_80);
+    const g = new Gw(NAT_V4 + RULE_80);
     const ext = (next: number) => hexb(`${next.toString(16).padStart(2, '0')}00 0104 00000000`);
     expect(g.send(ipv6(0, cat(ext(60), ext(6), tcpHdr(40000, 80))))).toEqual([]);
     expect(g.send(ipv6(0, cat(ext(60), ext(6), tcpHdr(40000, 443))))).toHaveLength(1);

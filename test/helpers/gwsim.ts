@@ -17,6 +17,7 @@ import type { TcpFields } from '../../src/stream/connection.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { offsetToSeq, seq as wrap, type Seq } from '../../src/wire/seq.js';
 import type { TcpOption } from '../../src/wire/tcp.js';
+import type { IpAddr } from '../../src/wire/ip.js';
 import { Endpoint, Heap, type Pkt, type SimOptions } from './tcpsim.js';
 
 export const SIM_CLIENT = 0x0a000001;
@@ -66,6 +67,10 @@ export interface GatewaySimOptions extends Pick<SimOptions, 'rand' | 'data' | 'i
   injections?: readonly Injection[];
   /** Bytes an endpoint sends beyond SND.UNA. */
   window?: number;
+  /** Client and server addresses (default SIM_CLIENT, SIM_SERVER); IPv6 as keys (wire/ip.ts). */
+  addrs?: readonly [IpAddr, IpAddr];
+  /** IPv6 only: extension headers in every frame the endpoints send (tcpFrame's ipv6ExtHeaders). */
+  ipv6Ext?: { bytes: Uint8Array; first: number };
 }
 
 export interface GatewaySimResult {
@@ -122,7 +127,7 @@ export function simulateGateway(o: GatewaySimOptions): GatewaySimResult {
     else send('ep', to, p);
   };
   const toGateway = (from: 0 | 1, p: Pkt): void => {
-    gw.handleFrame(frameOf(from, p, o.mss, o.sack), from, now, emit);
+    gw.handleFrame(frameOf(from, p, o.mss, o.sack, o.addrs ?? [SIM_CLIENT, SIM_SERVER], o.ipv6Ext), from, now, emit);
   };
   const synPkt = (side: 0 | 1): Pkt => ({
     f: {
@@ -218,7 +223,7 @@ export function simulateGateway(o: GatewaySimOptions): GatewaySimResult {
 }
 
 /** The frame of a segment from `side` (10.0.0.1:40000 is the client, 10.0.0.2:80 the server). */
-function frameOf(side: 0 | 1, p: Pkt, mss: number, sack: boolean): Uint8Array {
+function frameOf(side: 0 | 1, p: Pkt, mss: number, sack: boolean, addrs: readonly [IpAddr, IpAddr], ext?: { bytes: Uint8Array; first: number }): Uint8Array {
   const f = p.f;
   const options: TcpOption[] = [];
   if (f.flags & SYN) {
@@ -228,13 +233,16 @@ function frameOf(side: 0 | 1, p: Pkt, mss: number, sack: boolean): Uint8Array {
     options.push({ kind: 'sack', blocks: f.sack.map(([left, right]) => ({ left, right })) });
   }
   const [src, dst, srcPort, dstPort] =
-    side === 0 ? [SIM_CLIENT, SIM_SERVER, SIM_CLIENT_PORT, SIM_SERVER_PORT] : [SIM_SERVER, SIM_CLIENT, SIM_SERVER_PORT, SIM_CLIENT_PORT];
-  return tcpFrame({ src, dst, srcPort, dstPort, seq: f.seq, ack: f.ack, flags: f.flags, window: f.window, options, payload: p.payload });
+    side === 0 ? [addrs[0], addrs[1], SIM_CLIENT_PORT, SIM_SERVER_PORT] : [addrs[1], addrs[0], SIM_SERVER_PORT, SIM_CLIENT_PORT];
+  return tcpFrame({
+    src, dst, srcPort, dstPort, seq: f.seq, ack: f.ack, flags: f.flags, window: f.window, options, payload: p.payload,
+    ...(ext !== undefined ? { ipv6ExtHeaders: ext.bytes, ipv6FirstHeader: ext.first } : {}),
+  });
 }
 
 /** The segment in a frame the gateway emitted (its payload copied), or why it is malformed. */
 function decodePkt(frame: Uint8Array): Pkt | string {
-  const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true });
+  const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true, ipv6: true });
   if (d.kind === 'error') return `${d.reason}: ${d.detail}`;
   if (d.kind !== 'tcp') return `not TCP: ${d.kind}`;
   const t = d.tcp;

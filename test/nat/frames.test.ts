@@ -169,8 +169,8 @@ describe('NAT in the gateway', () => {
     // One flow, seen with the real client address.
     expect(g.flows.size).toBe(1);
     const f = [...g.flows.values()][0]!;
-    expect(str(f.client.addr)).toBe('10.200.0.1');
-    expect(str(f.server.addr)).toBe('10.200.0.2');
+    expect(str(f.client.addr as number)).toBe('10.200.0.1');
+    expect(str(f.server.addr as number)).toBe('10.200.0.2');
     const [u] = send(eth(udp('10.200.0.2', 53, '10.200.0.101', 5353, new TextEncoder().encode('abc'))), 1);
     expect(ipDst(u!)).toBe('10.200.0.1');
     checkSums(u!);
