@@ -52,6 +52,7 @@ export interface LabUpArgs extends ImpairArgs {
   /** The gateway's --events FILE (every cluster node appends to the same file). */
   events?: string;
   offloads: 'on' | 'off';
+  ipv6: boolean;
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
   json?: boolean;
@@ -124,6 +125,7 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('events', { type: 'string', describe: 'the gateway appends events as JSON lines to FILE (cluster: every node, each line names its flow)' })
       .option('metrics', { type: 'string', describe: 'gateway serves Prometheus metrics at http://HOST:PORT/metrics inside the gw namespace (cluster node i: PORT + i - 1)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
+      .option('ipv6', { type: 'boolean', default: false, describe: 'dual-stack endpoints: client fd00:200::1/64, server fd00:200::2/64 beside the IPv4 addresses' })
       .option('nodes', {
         type: 'number',
         default: 0,
@@ -152,7 +154,7 @@ const up: CommandModule<object, LabUpArgs> = {
       }
       const before = labStatus(a.name);
       const wasRunning = before.processes.some((p) => p.name === 'gateway' && p.alive);
-      const info = await labUp({ prefix: a.name, config: { offloads: a.offloads }, gatewayCommand: gatewayArgv(a) });
+      const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6 }, gatewayCommand: gatewayArgv(a) });
       const st = labStatus(a.name);
       const gw = st.processes.find((p) => p.name === 'gateway');
       if (a.json === true) {
@@ -163,8 +165,8 @@ const up: CommandModule<object, LabUpArgs> = {
       }
       const out = [
         `lab '${info.prefix}' is up`,
-        `  client  ${info.namespaces.client.padEnd(12)} eth0 ${info.config.clientAddr} (${info.config.clientMac})`,
-        `  server  ${info.namespaces.server.padEnd(12)} eth0 ${info.config.serverAddr} (${info.config.serverMac})`,
+        `  client  ${info.namespaces.client.padEnd(12)} eth0 ${info.config.clientAddr}${info.config.ipv6 ? ` ${info.config.clientAddr6}` : ''} (${info.config.clientMac})`,
+        `  server  ${info.namespaces.server.padEnd(12)} eth0 ${info.config.serverAddr}${info.config.ipv6 ? ` ${info.config.serverAddr6}` : ''} (${info.config.serverMac})`,
         `  gw      ${info.namespaces.gw.padEnd(12)} ${LAB_IFACES.bridgeClient}[${LAB_IFACES.vethClient}, ${LAB_IFACES.tapClient}]  ${LAB_IFACES.bridgeServer}[${LAB_IFACES.vethServer}, ${LAB_IFACES.tapServer}]  mtu ${info.config.mtu}, offloads ${info.config.offloads}`,
         `  gateway pid ${info.gatewayPid ?? '-'}${wasRunning ? ' (already running; `lab down` first to change its options)' : ''}, log ${gw?.log ?? '-'}`,
         `          ${(gw?.argv ?? gatewayArgv(a)).join(' ')}`,

@@ -90,6 +90,9 @@ export interface LabInfo {
   /** Address without prefix length, e.g. 10.200.0.1. */
   clientIp: string;
   serverIp: string;
+  /** The IPv6 addresses without prefix length (config.ipv6), e.g. fd00:200::1; else undefined. */
+  clientIp6: string | undefined;
+  serverIp6: string | undefined;
   gatewayPid: number | undefined;
   /** Cluster nodes (config.nodes); 0 for the single-gateway lab. */
   nodes: number;
@@ -170,10 +173,9 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     const n = nsName(prefix, role);
     if (!existing.has(n)) sh(['ip', 'netns', 'add', n]);
     sh(['ip', '-n', n, 'link', 'set', 'lo', 'up']);
-    if (!config.ipv6) {
-      sysctl(n, 'net.ipv6.conf.all.disable_ipv6', '1');
-      sysctl(n, 'net.ipv6.conf.default.disable_ipv6', '1');
-    }
+    const v6 = config.ipv6 && (role === 'client' || role === 'server' || role === 'client2');
+    sysctl(n, 'net.ipv6.conf.all.disable_ipv6', v6 ? '0' : '1');
+    sysctl(n, 'net.ipv6.conf.default.disable_ipv6', v6 ? '0' : '1');
   }
 
   // Bridges first, so ports can be enslaved as they appear.
@@ -197,11 +199,11 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   };
 
   const sides = [
-    { role: 'client' as const, veth: I.vethClient, br: I.bridgeClient, tap: I.tapClient, addr: config.clientAddr, mac: config.clientMac },
-    { role: 'server' as const, veth: I.vethServer, br: I.bridgeServer, tap: I.tapServer, addr: config.serverAddr, mac: config.serverMac },
-  ] as Array<{ role: LabRole; veth: string; br: string; tap: string; addr: string; mac: string }>;
+    { role: 'client' as const, veth: I.vethClient, br: I.bridgeClient, tap: I.tapClient, addr: config.clientAddr, addr6: config.clientAddr6, mac: config.clientMac },
+    { role: 'server' as const, veth: I.vethServer, br: I.bridgeServer, tap: I.tapServer, addr: config.serverAddr, addr6: config.serverAddr6, mac: config.serverMac },
+  ] as Array<{ role: LabRole; veth: string; br: string; tap: string; addr: string; addr6: string; mac: string }>;
   // The second client: its own veth (vc2) on br-c, behind the same TAP.
-  if (config.clients === 2) sides.push({ role: 'client2', veth: `${I.vethClient}2`, br: I.bridgeClient, tap: I.tapClient, addr: config.client2Addr, mac: config.client2Mac });
+  if (config.clients === 2) sides.push({ role: 'client2', veth: `${I.vethClient}2`, br: I.bridgeClient, tap: I.tapClient, addr: config.client2Addr, addr6: config.client2Addr6, mac: config.client2Mac });
   for (const s of sides) {
     const endNs = nsName(prefix, s.role);
     if (!linkExists(ns.gw, s.veth) || !linkExists(endNs, I.endpoint)) {
@@ -212,6 +214,7 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     }
     sh(['ip', '-n', endNs, 'link', 'set', I.endpoint, 'address', s.mac, 'mtu', mtu]);
     sh(['ip', '-n', endNs, 'addr', 'replace', s.addr, 'dev', I.endpoint]);
+    if (config.ipv6) sh(['ip', '-n', endNs, 'addr', 'replace', s.addr6, 'dev', I.endpoint, 'nodad']);
     sh(['ip', '-n', endNs, 'link', 'set', I.endpoint, 'up']);
     sh(['ip', '-n', ns.gw, 'link', 'set', s.veth, 'mtu', mtu, 'master', s.br, 'up']);
     hubPort(s.veth);
@@ -279,6 +282,8 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     config,
     clientIp: ipOf(config.clientAddr),
     serverIp: ipOf(config.serverAddr),
+    clientIp6: config.ipv6 ? ipOf(config.clientAddr6) : undefined,
+    serverIp6: config.ipv6 ? ipOf(config.serverAddr6) : undefined,
     gatewayPid,
     nodes,
     natsUrl: nodes > 0 ? LAB_SYNC.natsUrl : undefined,

@@ -30,8 +30,15 @@ export interface LabConfig {
   serverMac: string;
   /** Bridges forget MACs at once (ageing_time 0): every frame floods, as for cluster nodes (§5). */
   hub: boolean;
-  /** Leave IPv6 enabled in the namespaces. */
+  /**
+   * Dual-stack endpoints: IPv6 enabled in the client and server namespaces (never in gw: the
+   * bridge host does not speak on the segments), with `clientAddr6` / `serverAddr6` /
+   * `client2Addr6` (no duplicate address detection: usable at once) beside the IPv4 addresses.
+   */
   ipv6: boolean;
+  clientAddr6: string;
+  serverAddr6: string;
+  client2Addr6: string;
   /** Client namespaces on br-c: 1, or 2 (adds ${prefix}-client2 with client2Addr/client2Mac). */
   clients: 1 | 2;
   client2Addr: string;
@@ -53,6 +60,9 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   hub: false,
   isolateNodes: true,
   ipv6: false,
+  clientAddr6: 'fd00:200::1/64',
+  serverAddr6: 'fd00:200::2/64',
+  client2Addr6: 'fd00:200::3/64',
   clients: 1,
   client2Addr: '10.200.0.3/24',
   client2Mac: '02:00:0a:c8:00:03',

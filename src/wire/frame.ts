@@ -1,9 +1,10 @@
 /**
- * One-call decoder for the engine's per-packet path: Ethernet (or raw IPv4) → ARP | IPv4 →
- * TCP, with optional checksum verification (RFC 1071). It classifies, it does not judge: a
- * well-formed frame the gateway does not rewrite (IPv6, UDP, ICMP, IPv4 fragments, unknown
- * EtherTypes) comes back as `ipv4-other` / `other` to be bridged as is; only frames that are
- * malformed at a layer the gateway must understand come back as `error`.
+ * One-call decoder for the engine's per-packet path: Ethernet (or raw IP) → ARP | IPv4 → TCP
+ * | IPv6 → TCP (when asked: `ipv6`), with optional checksum verification (RFC 1071, with the
+ * family's pseudo-header). It classifies, it does not judge: a well-formed frame the gateway does
+ * not rewrite (UDP, ICMP, IPv4 fragments, IPv6 it cannot rewrite whole, unknown EtherTypes) comes
+ * back as `ipv4-other` / `other` to be bridged as is; only frames that are malformed at a layer
+ * the gateway must understand come back as `error`.
  *
  * A TCP header inside an IPv4 fragment is never decoded: a first fragment may hold only part
  * of it, and rewriting a fragment without its siblings would corrupt the segment.

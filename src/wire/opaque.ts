@@ -5,7 +5,8 @@
  * module names the classes a rule could be bypassed through, so the gateway's policy can drop
  * them (engine/policy.ts). Pure: no state, no judgement of its own.
  *
- * - `ipv6-tcp`: TCP over IPv6, found by walking the extension headers (RFC 8200 §4: Hop-by-Hop,
+ * - `ipv6-tcp`: TCP over IPv6 the decoder did not return as `tcp` (wire/frame.ts DecodeOptions.ipv6:
+ *   fragments, AH, a Routing header in flight, a broken chain; all of it when not asked to), found by walking the extension headers (RFC 8200 §4: Hop-by-Hop,
  *   Routing, Fragment, Destination Options; AH per RFC 4302 §2.2, whose payload is in the
  *   clear; wire/ipv6.ts walkIpv6, within its bounds); with the ports when the TCP header is there (a
  *   non-first fragment has none); also, without ports, a fragment that does not show what it
