@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import {
   decodeProperty,
   gatewayProperty,
+  ipv6Corpus,
   loadCorpus,
   randomBytesDecodeProperty,
   randomBytesGatewayProperty,
@@ -31,7 +32,8 @@ if (!(seconds > 0) || !Number.isInteger(seed) || !(batch > 0)) {
   process.exit(2);
 }
 
-const corpus = await loadCorpus(join(import.meta.dirname, '../test/fixtures'));
+const v4 = await loadCorpus(join(import.meta.dirname, '../test/fixtures'));
+const corpus = [...v4, ...v4.map((c) => ipv6Corpus(c)), ipv6Corpus(v4[0]!, true)];
 const targets: Array<[string, fc.IProperty<never>]> = (
   [
     ['decode', decodeProperty(corpus)],

@@ -1,21 +1,25 @@
 /**
  * The engine benchmark (in process, no I/O): one HTTP-like connection's frames, pre-built, run
  * through `Gateway.handleFrame`. Figures: data segments/s and payload MB/s for pass-through (no
- * rule), for a replace rule that matches every ~4 KiB, in order and with 5% reordering; the
- * baseline measured in the same run is the bare frame decoder over the same frames.
+ * rule), for a replace rule that matches every ~4 KiB, in order and with 5% reordering, over
+ * IPv4 and IPv6; the baseline measured in the same run is the bare frame decoder over the same
+ * frames.
  */
 import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { decodeFrame } from '../wire/frame.js';
 import { mulberry32 } from '../util/prng.js';
 import { tcpFrame } from '../wire/tcp-frame.js';
+import { parseIp, type IpAddr } from '../wire/ip.js';
 
 const SYN = 0x02;
 const ACK = 0x10;
 const PSH = 0x08;
 const FIN = 0x01;
-const C = 0x0a000001;
-const S = 0x0a000002;
+const C4 = 0x0a000001;
+const S4 = 0x0a000002;
+const C6 = parseIp('2001:db8::1') as string;
+const S6 = parseIp('2001:db8::2') as string;
 
 export interface EngineScenario {
   frames: Uint8Array[];
@@ -25,7 +29,8 @@ export interface EngineScenario {
 
 
 /** Server → client: `segments` segments of 1448 bytes; the client ACKs every second one. */
-export function buildScenario(segments: number, reorder: number, seed = 1): EngineScenario {
+export function buildScenario(segments: number, reorder: number, seed = 1, ipv6 = false): EngineScenario {
+  const [C, S]: [IpAddr, IpAddr] = ipv6 ? [C6, S6] : [C4, S4];
   const rand = mulberry32(seed);
   const isnC = 0xfffff000;
   const isnS = 0x7ffff000;
@@ -71,12 +76,13 @@ export function buildScenario(segments: number, reorder: number, seed = 1): Engi
  * SYN-ACK, ACK, a request, its ACK, a response, its ACK, the server's FIN, its ACK, the client's
  * FIN, the last ACK — 11 frames; every connection has its own client port (and address).
  */
-export function buildShortConnections(connections: number): EngineScenario & { connections: number } {
+export function buildShortConnections(connections: number, ipv6 = false): EngineScenario & { connections: number } {
+  const S = ipv6 ? S6 : S4;
   const frames: Uint8Array[] = [];
   const req = Buffer.from('GET / HTTP/1.1\r\nHost: 10.0.0.2\r\nUser-Agent: wrk\r\nConnection: close\r\n\r\n', 'latin1');
   const res = Buffer.from('HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n', 'latin1');
   for (let i = 0; i < connections; i++) {
-    const c = (0x0a010000 + (i >>> 14)) >>> 0;
+    const c = ipv6 ? (parseIp(`2001:db8:1::${(i >>> 14).toString(16)}`) as string) : (0x0a010000 + (i >>> 14)) >>> 0;
     const port = 1024 + (i & 0x3fff);
     const isnC = (0x10000000 + i * 7919) >>> 0;
     const isnS = (0x70000000 + i * 104729) >>> 0;
@@ -155,6 +161,9 @@ export function runEngineBench(opts: { segments?: number; runs?: number } = {}):
   row('pass-through, in order', inOrder, timeIt(inOrder, runs, through(null)));
   row('replace rule, in order', inOrder, timeIt(inOrder, runs, through(RULE)));
   row('replace rule, 5% reordered', reordered, timeIt(reordered, runs, through(RULE)));
+  const inOrder6 = buildScenario(segments, 0, 1, true);
+  row('IPv6: pass-through, in order', inOrder6, timeIt(inOrder6, runs, through(null)));
+  row('IPv6: replace rule, in order', inOrder6, timeIt(inOrder6, runs, through(RULE)));
   // Short connections: "segments" here are frames (11 per connection).
   const short = buildShortConnections(Math.max(1000, Math.round(segments / 2)));
   row('short connections: decode only', short, timeIt(short, runs, (fr) => {
@@ -162,6 +171,8 @@ export function runEngineBench(opts: { segments?: number; runs?: number } = {}):
   }));
   row('short connections: pass-through', short, timeIt(short, runs, through(null)));
   row('short connections: replace rule', short, timeIt(short, runs, through(RULE)));
+  const short6 = buildShortConnections(Math.max(1000, Math.round(segments / 2)), true);
+  row('short connections: replace rule, IPv6', short6, timeIt(short6, runs, through(RULE)));
   if (sink === -1) console.log(sink);
   return rows;
 }

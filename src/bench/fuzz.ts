@@ -1,8 +1,10 @@
 /**
  * Fuzzing the wire decoder and the gateway (issue 6): random bytes, and frames of real captures
  * mutated the ways an attacker or a broken stack would (bit flips, truncation, extension, length
- * and offset fields, option bytes, random seq/ack/flags/window), with the checksums optionally
- * fixed up afterwards so that the mutation reaches the layers behind the checksum check.
+ * and offset fields, option bytes, random seq/ack/flags/window; IPv6 extension headers put in
+ * front of TCP), with the checksums optionally fixed up afterwards so that the mutation reaches
+ * the layers behind the checksum check. The captures are replayed as they are and carried over
+ * IPv6 (`ipv6Corpus`).
  *
  * Properties (fast-check), shared by the CI tests (test/fuzz/, fixed seeds) and the long runner
  * (scripts/fuzz.ts):
@@ -22,6 +24,8 @@ import { isGatewayLink } from '../phy/capture-fixup.js';
 import { readPcapAll } from '../phy/pcap.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { IPV6_HEADER_LEN, walkIpv6 } from '../wire/ipv6.js';
 
 export interface Corpus {
   name: string;
@@ -67,7 +71,9 @@ export type Mutation =
   | { op: 'extend'; bytes: Uint8Array }
   | { op: 'field'; field: Field; value: number }
   /** A byte inside the TCP option area (or the first bytes after the fixed header). */
-  | { op: 'tcpOption'; at: number; value: number };
+  | { op: 'tcpOption'; at: number; value: number }
+  /** IPv6 only: an extension header of type `next` (its length byte from `bytes`) put in front of what follows the fixed header. */
+  | { op: 'ipv6Ext'; next: number; bytes: Uint8Array };
 
 const FIELDS: readonly Field[] = ['ipTotalLen', 'ihl', 'ipFlagsFrag', 'ipProto', 'tcpDataOffset', 'seq', 'ack', 'flags', 'window', 'urgent', 'srcPort'];
 
@@ -82,6 +88,12 @@ export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
     value: fc.oneof(fc.nat(), fc.integer({ min: 0, max: 0xffffffff }), fc.constantFrom(0, 1, 0xffff, 0xffffffff, 0x7fffffff, 0x80000000)),
   }),
   fc.record({ op: fc.constant('tcpOption' as const), at: fc.integer({ min: 0, max: 39 }), value: fc.integer({ min: 0, max: 255 }) }),
+  fc.record({
+    op: fc.constant('ipv6Ext' as const),
+    // Hop-by-Hop, Routing, Fragment, Destination Options, AH, ESP, No Next Header, or anything.
+    next: fc.oneof(fc.constantFrom(0, 43, 44, 60, 51, 50, 59), fc.integer({ min: 0, max: 255 })),
+    bytes: fc.uint8Array({ minLength: 0, maxLength: 40 }),
+  }),
 );
 
 function put16(b: Uint8Array, o: number, v: number): void {
@@ -94,9 +106,12 @@ function put32(b: Uint8Array, o: number, v: number): void {
   put16(b, o + 2, v & 0xffff);
 }
 
-/** Where the layers of an Ethernet/IPv4 frame start (no VLAN tags; the corpus has none). */
+const isV6 = (b: Uint8Array): boolean => b[12] === 0x86 && b[13] === 0xdd;
+
+/** Where the layers of an Ethernet/IPv4 or /IPv6 frame start (no VLAN tags; the corpus has none; IPv6: TCP after the fixed header). */
 function l3l4(b: Uint8Array): { l3: number; l4: number } {
   const l3 = 14;
+  if (isV6(b)) return { l3, l4: l3 + IPV6_HEADER_LEN };
   const ihl = b.length > l3 ? (b[l3]! & 0x0f) * 4 : 20;
   return { l3, l4: l3 + Math.max(20, ihl) };
 }
@@ -126,7 +141,35 @@ export function mutate(frame: Uint8Array, muts: readonly Mutation[], fix: boolea
       case 'tcpOption':
         if (l4 + 20 + m.at < b.length) b[l4 + 20 + m.at] = m.value;
         break;
+      case 'ipv6Ext': {
+        if (!isV6(b) || b.length < l3 + IPV6_HEADER_LEN) break;
+        // The header chains to what the fixed header named; its length byte says (len+1)*8 bytes
+        // (what is given is padded or cut to that: a lying length is what the truncation and
+        // byte mutations are for).
+        const len = m.next === 44 ? 8 : m.next === 51 ? ((m.bytes[1] ?? 0) % 6 + 2) * 4 : ((m.bytes[1] ?? 0) % 4 + 1) * 8;
+        const h = new Uint8Array(len);
+        h.set(m.bytes.subarray(0, len));
+        h[0] = b[l3 + 6]!;
+        if (m.next !== 44) h[1] = m.next === 51 ? len / 4 - 2 : len / 8 - 1;
+        const e = new Uint8Array(b.length + len);
+        e.set(b.subarray(0, l3 + IPV6_HEADER_LEN));
+        e.set(h, l3 + IPV6_HEADER_LEN);
+        e.set(b.subarray(l3 + IPV6_HEADER_LEN), l3 + IPV6_HEADER_LEN + len);
+        e[l3 + 6] = m.next;
+        put16(e, l3 + 4, ((e[l3 + 4]! << 8) | e[l3 + 5]!) + len);
+        b = e;
+        break;
+      }
       case 'field':
+        if (isV6(b)) {
+          switch (m.field) {
+            case 'ipTotalLen': put16(b, l3 + 4, m.value & 0xffff); continue;
+            case 'ihl': if (l3 < b.length) b[l3] = (b[l3]! & 0xf0) | (m.value & 0x0f); continue;
+            case 'ipFlagsFrag': put16(b, l3 + 2, m.value & 0xffff); continue; // the flow label's low bits
+            case 'ipProto': if (l3 + 6 < b.length) b[l3 + 6] = m.value & 0xff; continue;
+            default: break; // TCP fields: at l4 as for IPv4
+          }
+        }
         switch (m.field) {
           case 'ipTotalLen': put16(b, l3 + 2, m.value & 0xffff); break;
           case 'ihl': if (l3 < b.length) b[l3] = (b[l3]! & 0xf0) | (m.value & 0x0f); break;
@@ -146,9 +189,10 @@ export function mutate(frame: Uint8Array, muts: readonly Mutation[], fix: boolea
   return fix ? fixChecksums(b) : b;
 }
 
-/** Recomputes the IPv4 header checksum and the TCP checksum where the lengths allow it. */
+/** Recomputes the IPv4 header checksum and the TCP checksum (IPv6: the TCP checksum) where the lengths allow it. */
 export function fixChecksums(b: Uint8Array): Uint8Array {
   const l3 = 14;
+  if (isV6(b)) return fixChecksums6(b);
   if (b.length < l3 + 20 || b[12] !== 0x08 || b[13] !== 0x00) return b;
   const ihl = (b[l3]! & 0x0f) * 4;
   if (ihl < 20 || l3 + ihl > b.length) return b;
@@ -165,6 +209,56 @@ export function fixChecksums(b: Uint8Array): Uint8Array {
   return b;
 }
 
+function fixChecksums6(b: Uint8Array): Uint8Array {
+  const l3 = 14;
+  if (b.length < l3 + IPV6_HEADER_LEN || b[l3]! >>> 4 !== 6) return b;
+  const w = walkIpv6(b, l3);
+  const end = l3 + IPV6_HEADER_LEN + ((b[l3 + 4]! << 8) | b[l3 + 5]!);
+  if (w.error !== null || w.upperProto !== IP_PROTO_TCP || end > b.length || end < w.upperOff + 18) return b;
+  const l4 = w.upperOff;
+  put16(b, l4 + 16, 0);
+  const len = end - l4;
+  let pseudo = IP_PROTO_TCP + (len >>> 16) + (len & 0xffff);
+  for (let i = 8; i < 40; i += 2) pseudo += (b[l3 + i]! << 8) | b[l3 + i + 1]!;
+  put16(b, l4 + 16, csum(b, l4, end, pseudo));
+  return b;
+}
+
+/**
+ * The corpus carried over IPv6: every IPv4 TCP frame becomes the same segment from
+ * 2001:db8::<the IPv4 address> (its TCP checksum recomputed; `ext`: behind a Destination
+ * Options header of 8 bytes); other frames are left out.
+ */
+export function ipv6Corpus(c: Corpus, ext = false): Corpus {
+  return { name: `${c.name} over IPv6${ext ? ' (Destination Options)' : ''}`, link: c.link, frames: c.frames.flatMap((f) => {
+    const v6 = toIpv6Frame(f, c.link, ext);
+    return v6 === null ? [] : [v6];
+  }) };
+}
+
+/** One IPv4 TCP frame carried over IPv6 (see ipv6Corpus); null for anything else. */
+export function toIpv6Frame(f: Uint8Array, link: LinkType, ext: boolean): Uint8Array | null {
+  const d = decodeFrame(f, { link, verifyChecksums: false });
+  if (d.kind !== 'tcp' || d.ip === null) return null;
+  const seg = f.subarray(d.l4Off, d.ipEnd);
+  const l3 = d.l3Off;
+  const x = ext ? new Uint8Array([IP_PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]) : new Uint8Array(0);
+  const out = new Uint8Array(l3 + IPV6_HEADER_LEN + x.length + seg.length);
+  out.set(f.subarray(0, l3));
+  if (l3 >= 2) out.set([0x86, 0xdd], l3 - 2);
+  out[l3] = 0x60;
+  put16(out, l3 + 4, x.length + seg.length);
+  out[l3 + 6] = ext ? 60 : IP_PROTO_TCP;
+  out[l3 + 7] = 64;
+  for (const [off, a] of [[l3 + 8, d.ip.src], [l3 + 24, d.ip.dst]] as const) {
+    out.set([0x20, 0x01, 0x0d, 0xb8], off);
+    put32(out, off + 12, a);
+  }
+  out.set(x, l3 + IPV6_HEADER_LEN);
+  out.set(seg, l3 + IPV6_HEADER_LEN + x.length);
+  return link === 'ethernet' ? fixChecksums6(out) : out;
+}
+
 function csum(b: Uint8Array, from: number, to: number, acc: number): number {
   let s = acc;
   let i = from;
@@ -179,8 +273,8 @@ function csum(b: Uint8Array, from: number, to: number, acc: number): number {
 /** decodeFrame and every accessor of its result, on arbitrary bytes: must never throw. */
 export function decodeAll(b: Uint8Array, link: LinkType): string {
   let kinds = '';
-  for (const verifyChecksums of [true, false]) {
-    const d = decodeFrame(b, { link, verifyChecksums });
+  for (const [verifyChecksums, ipv6] of [[true, true], [false, true], [true, false]] as const) {
+    const d = decodeFrame(b, { link, verifyChecksums, ipv6 });
     kinds += d.kind;
     if (d.kind === 'tcp') {
       const t = d.tcp;
@@ -190,6 +284,11 @@ export function decodeAll(b: Uint8Array, link: LinkType): string {
       if (d.payloadOff + d.payloadLen > b.length || d.payloadLen < 0) throw new Error(`payload outside the frame: ${d.payloadOff}+${d.payloadLen} > ${b.length}`);
     } else if (d.kind === 'ipv4-other') {
       void [d.ip.options.length, d.ip.payload.length, d.fragOffset, d.moreFrags];
+    }
+    if (d.kind === 'tcp' && d.ip6 !== null) {
+      const p = d.ip6;
+      void [p.payloadLength, p.nextHeader, p.hopLimit, p.src.length, p.dst.length, p.flowLabel, p.trafficClass];
+      if (d.l4Off < d.l3Off + IPV6_HEADER_LEN || d.ipEnd > b.length) throw new Error(`IPv6 TCP outside the packet: l4 ${d.l4Off}, end ${d.ipEnd} of ${b.length}`);
     }
   }
   return kinds;
@@ -343,7 +442,7 @@ export function runGatewayCase(corpus: readonly Corpus[], k: GatewayCase): numbe
 
 function checkEmitted(f: Uint8Array, link: LinkType, verify: boolean, limits: Limits): void {
   if (f.length > limits.maxFrameBytes) throw new Error(`emitted a frame of ${f.length} bytes > maxFrameBytes`);
-  const d = decodeFrame(f, { link, verifyChecksums: verify });
+  const d = decodeFrame(f, { link, verifyChecksums: verify, ipv6: true });
   if (d.kind === 'error') throw new Error(`emitted a malformed frame: ${d.reason}: ${d.detail}`);
   if (d.kind === 'ipv4-other' && d.protocol === 6 && d.isFragment) throw new Error('emitted a TCP fragment');
 }
@@ -354,14 +453,15 @@ export function gatewayProperty(corpus: readonly Corpus[]) {
   });
 }
 
-/** Random bytes (alone, or behind a valid Ethernet + IPv4/TCP prefix) into a gateway with a rule. */
+/** Random bytes (alone, or behind a valid Ethernet + IPv4/TCP or IPv6/TCP prefix of a corpus frame) into a gateway with a rule. */
 export function randomBytesGatewayProperty(corpus: readonly Corpus[]) {
   return fc.property(
     fc.uint8Array({ maxLength: 300 }),
-    fc.nat({ max: 54 }),
+    fc.nat({ max: 82 }),
     fc.boolean(),
-    (bytes, prefixLen, verify) => {
-      const c = corpus[0]!;
+    fc.nat({ max: corpus.length - 1 }),
+    (bytes, prefixLen, verify, ci) => {
+      const c = corpus[ci]!;
       const gw = new Gateway({ config: configOf('replace'), verifyChecksums: verify, limits: FUZZ_LIMITS });
       const emit = (f: Uint8Array): void => checkEmitted(f, c.link, verify, FUZZ_LIMITS);
       for (let i = 0; i < Math.min(3, c.frames.length); i++) gw.handleFrame(c.frames[i]!.slice(), 0, i, emit, c.link);

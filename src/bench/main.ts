@@ -160,7 +160,7 @@ function printMemory(mem: MemoryResult[]): string[] {
   console.log(
     table(
       mem.map((m) => ({
-        case: m.rule ? 'replace rule (Connection + 2 directions)' : 'no rule (flow tracking only)',
+        case: `${m.rule ? 'replace rule (Connection + 2 directions)' : 'no rule (flow tracking only)'}${m.ipv6 ? ', IPv6' : ''}`,
         connections: m.connections,
         tracked: m.tracked,
         'with engine': m.withEngine,
@@ -171,8 +171,9 @@ function printMemory(mem: MemoryResult[]): string[] {
       })),
     ),
   );
-  const r = mem.find((m) => m.rule);
-  return r ? [`memory ≤ 1 KiB per idle connection (rule, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`] : [];
+  return mem
+    .filter((m) => m.rule)
+    .map((r) => `memory ≤ 1 KiB per idle connection (rule, ${r.ipv6 ? 'IPv6' : 'IPv4'}, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`);
 }
 
 async function main(): Promise<void> {
@@ -185,6 +186,7 @@ async function main(): Promise<void> {
     const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
     const base = rows.find((r) => r.name.startsWith('pass-through'))!;
     const bulk = rows.filter((r) => !r.name.startsWith('short'));
+    const byName = (n: string) => rows.find((r) => r.name === n)!;
     console.log(
       table(
         bulk.map((r) => ({
@@ -208,6 +210,9 @@ async function main(): Promise<void> {
         })),
       ),
     );
+    const v6 = byName('IPv6: replace rule, in order').segPerSec / byName('replace rule, in order').segPerSec;
+    const v6c = byName('short connections: replace rule, IPv6').segPerSec / byName('short connections: replace rule').segPerSec;
+    console.log(`IPv6 vs IPv4 with a rule: throughput ×${v6.toFixed(2)} (goal ≥ 0.9: ${v6 >= 0.9 ? 'HOLDS' : 'MISSED'}), connections/s ×${v6c.toFixed(2)}`);
   }
   if (engineOnly) return;
   const goals: string[] = [];

@@ -12,6 +12,7 @@ import { parseConfig } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
 import { DEFAULT_LIMITS } from '../stream/limits.js';
 import { tcpFrame } from '../wire/tcp-frame.js';
+import { parseIp } from '../wire/ip.js';
 
 const SYN = 0x02;
 const ACK = 0x10;
@@ -30,6 +31,8 @@ const RULE = parseConfig(
 export interface MemoryResult {
   connections: number;
   rule: boolean;
+  /** The connections are IPv6. */
+  ipv6: boolean;
   /** Flows in the table at the end (should equal `connections`). */
   tracked: number;
   /** Flows with a Connection (stream engine + agent) attached. */
@@ -49,16 +52,17 @@ function settle(): { heap: number; ab: number } {
   return { heap: m.heapUsed, ab: m.arrayBuffers };
 }
 
-export function measureConnMemory(opts: { connections: number; rule: boolean }): MemoryResult {
+export function measureConnMemory(opts: { connections: number; rule: boolean; ipv6?: boolean }): MemoryResult {
+  const v6 = opts.ipv6 === true;
   const n = opts.connections;
   const limits = { ...DEFAULT_LIMITS, maxConnections: Math.max(n, DEFAULT_LIMITS.maxConnections) };
   const gw = new Gateway({ config: opts.rule ? RULE : null, limits });
   const emit = (): void => {};
   // Warm-up on a throw-away gateway so code and shapes are compiled before the baseline.
   const warm = new Gateway({ config: opts.rule ? RULE : null, limits });
-  handshakes(warm, 200, 1, emit);
+  handshakes(warm, 200, 1, emit, v6);
   const before = settle();
-  handshakes(gw, n, 0, emit);
+  handshakes(gw, n, 0, emit, v6);
   const after = settle();
   let withEngine = 0;
   for (const f of gw.flows.values()) if (f.conn !== undefined && f.conn !== null) withEngine++;
@@ -68,6 +72,7 @@ export function measureConnMemory(opts: { connections: number; rule: boolean }):
   const r: MemoryResult = {
     connections: n,
     rule: opts.rule,
+    ipv6: v6,
     tracked: gw.flows.size,
     withEngine,
     bytesPerConn: per(heap + ab),
@@ -79,12 +84,15 @@ export function measureConnMemory(opts: { connections: number; rule: boolean }):
   return r;
 }
 
-/** `n` connections: client 10.1.x.y:port → server 10.0.0.2:8080, full handshake each. */
-function handshakes(gw: Gateway, n: number, net: number, emit: () => void): void {
-  const S = 0x0a000002;
+/**
+ * `n` connections: client 10.1.x.y:port → server 10.0.0.2:8080 (IPv6: 2001:db8:1::x:y →
+ * 2001:db8::2), full handshake each.
+ */
+function handshakes(gw: Gateway, n: number, net: number, emit: () => void, v6: boolean): void {
+  const S = v6 ? (parseIp('2001:db8::2') as string) : 0x0a000002;
   let now = 1;
   for (let i = 0; i < n; i++) {
-    const C = ((10 << 24) | ((1 + net) << 16) | ((i >>> 14) & 0xffff)) >>> 0;
+    const C = v6 ? (parseIp(`2001:db8:${1 + net}::${(i >>> 14).toString(16)}`) as string) : ((10 << 24) | ((1 + net) << 16) | ((i >>> 14) & 0xffff)) >>> 0;
     const cport = 1024 + (i & 0x3fff);
     const isnC = (i * 2654435761) >>> 0;
     const isnS = (isnC ^ 0x5a5a5a5a) >>> 0;
@@ -100,8 +108,8 @@ function handshakes(gw: Gateway, n: number, net: number, emit: () => void): void
 export function runMemoryBench(connections: number): MemoryResult[] {
   const self = fileURLToPath(import.meta.url);
   const out: MemoryResult[] = [];
-  for (const rule of [false, true]) {
-    const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self, String(connections), rule ? 'rule' : 'none'], {
+  for (const [rule, v6] of [[false, false], [true, false], [true, true]] as const) {
+    const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=8192', self, String(connections), rule ? 'rule' : 'none', v6 ? 'ipv6' : 'ipv4'], {
       encoding: 'utf8',
       timeout: 300_000,
     });
@@ -113,5 +121,5 @@ export function runMemoryBench(connections: number): MemoryResult[] {
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
   const n = Number(process.argv[2] ?? 100_000);
-  process.stdout.write(JSON.stringify(measureConnMemory({ connections: n, rule: process.argv[3] === 'rule' })) + '\n');
+  process.stdout.write(JSON.stringify(measureConnMemory({ connections: n, rule: process.argv[3] === 'rule', ipv6: process.argv[4] === 'ipv6' })) + '\n');
 }

@@ -24,11 +24,12 @@ describe('bench (smoke)', () => {
     const rows = runEngineBench({ segments: 50, runs: 1 });
     expect(rows.map((r) => r.name)).toContain('pass-through, in order');
     expect(rows.map((r) => r.name)).toContain('short connections: replace rule');
+    expect(rows.map((r) => r.name)).toEqual(expect.arrayContaining(['IPv6: replace rule, in order', 'short connections: replace rule, IPv6']));
     for (const r of rows) expect(r.segPerSec).toBeGreaterThan(0);
   });
 
-  it('short-connection scenario: whole connections (handshake, request, response, both FINs)', () => {
-    const sc = buildShortConnections(500);
+  it.each([false, true])('short-connection scenario: whole connections (handshake, request, response, both FINs), IPv6 %s', (ipv6) => {
+    const sc = buildShortConnections(500, ipv6);
     expect(sc.frames.length).toBe(500 * 11);
     const gw = new Gateway({ config: parseConfig(BENCH_RULE_YAML.replace(/port: \[[^\]]*\]/, 'port: 80'), 'b.yaml') });
     let out = 0;
@@ -52,6 +53,8 @@ describe('bench (smoke)', () => {
     expect(rule.tracked).toBe(300);
     expect(rule.withEngine).toBe(300);
     expect(Number.isFinite(rule.bytesPerConn)).toBe(true);
+    const rule6 = measureConnMemory({ connections: 300, rule: true, ipv6: true });
+    expect([rule6.tracked, rule6.withEngine]).toEqual([300, 300]);
   });
 
   it('the live bench config and nginx config are valid', () => {

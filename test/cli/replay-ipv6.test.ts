@@ -11,10 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PcapWriter, readPcapAll } from '../../src/phy/pcap.js';
-import { finish, sum16 } from '../../src/wire/checksum.js';
-import { decodeFrame } from '../../src/wire/frame.js';
-import { IP_PROTO_TCP } from '../../src/wire/ipv4.js';
-import { IP_PROTO_DSTOPTS, ipv6PseudoHeaderSum } from '../../src/wire/ipv6.js';
+import { toIpv6Frame } from '../../src/bench/fuzz.js';
 import { requireTool, tsharkFollowTcp, tsharkStreamCount } from '../helpers/tshark.js';
 
 const run = promisify(execFile);
@@ -41,42 +38,17 @@ interface Carry {
 }
 
 /**
- * The Ethernet capture `src` with every IPv4 TCP segment carried over IPv6 instead: address
- * a.b.c.d becomes 2001:db8::a.b.c.d's groups (2001:db8::ab:cd in hex), the TCP segment kept byte
- * for byte with its checksum recomputed over the IPv6 pseudo-header.
+ * The Ethernet capture `src` with every IPv4 TCP segment carried over IPv6 instead
+ * (src/bench/fuzz.ts toIpv6Frame: 2001:db8::<the IPv4 address>, the segment kept, its checksum
+ * recomputed), optionally behind a Destination Options header or with an 802.1Q tag.
  */
 async function toIpv6(src: string, dst: string, o: Carry = {}): Promise<void> {
   const { records } = await readPcapAll(src);
   const w = await PcapWriter.open(dst, { link: 1 });
   for (const r of records) {
-    const d = decodeFrame(r.data, { link: 'ethernet', verifyChecksums: false });
-    if (d.kind !== 'tcp' || d.ip === null) continue;
-    const seg = r.data.subarray(d.l4Off, d.ipEnd);
-    const ext = o.ext === true ? new Uint8Array([IP_PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]) : new Uint8Array(0);
-    const l2 = o.vlan === true ? 18 : 14;
-    const out = new Uint8Array(l2 + 40 + ext.length + seg.length);
-    out.set(r.data.subarray(0, 12), 0);
-    if (o.vlan === true) out.set([0x81, 0x00, 0x00, 0x2a], 12);
-    out.set([0x86, 0xdd], l2 - 2);
-    const ip = l2;
-    out[ip] = 0x60;
-    const plen = ext.length + seg.length;
-    out[ip + 4] = plen >>> 8;
-    out[ip + 5] = plen & 0xff;
-    out[ip + 6] = ext.length > 0 ? IP_PROTO_DSTOPTS : IP_PROTO_TCP;
-    out[ip + 7] = 64;
-    for (const [off, a] of [[ip + 8, d.ip.src], [ip + 24, d.ip.dst]] as const) {
-      out.set([0x20, 0x01, 0x0d, 0xb8], off);
-      out.set([a >>> 24, (a >>> 16) & 0xff, (a >>> 8) & 0xff, a & 0xff], off + 12);
-    }
-    out.set(ext, ip + 40);
-    const l4 = ip + 40 + ext.length;
-    out.set(seg, l4);
-    out[l4 + 16] = 0;
-    out[l4 + 17] = 0;
-    const c = finish(sum16(out, l4, out.length, ipv6PseudoHeaderSum(out, ip + 8, ip + 24, IP_PROTO_TCP, seg.length)));
-    out[l4 + 16] = c >>> 8;
-    out[l4 + 17] = c & 0xff;
+    const f = toIpv6Frame(new Uint8Array(r.data), 'ethernet', o.ext === true);
+    if (f === null) continue;
+    const out = o.vlan === true ? new Uint8Array([...f.subarray(0, 12), 0x81, 0x00, 0x00, 0x2a, ...f.subarray(12)]) : f;
     await w.write({ data: out, tsNs: r.tsNs });
   }
   await w.close();

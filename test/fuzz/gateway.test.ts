@@ -1,7 +1,7 @@
 /**
  * Fuzzing with fixed seeds (CI): random bytes and mutated frames of the real captures, thrown at
  * decodeFrame and at the Gateway (no rule / replace / regex; connections established first from
- * the capture). No exception escapes, nothing malformed is emitted, budgets hold. The properties
+ * the capture, over IPv4 and IPv6). No exception escapes, nothing malformed is emitted, budgets hold. The properties
  * live in src/bench/fuzz.ts; `npx tsx scripts/fuzz.ts --seconds 600` runs them for longer.
  */
 import fc from 'fast-check';
@@ -10,6 +10,7 @@ import { beforeAll, describe, it } from 'vitest';
 import {
   decodeProperty,
   gatewayProperty,
+  ipv6Corpus,
   loadCorpus,
   randomBytesDecodeProperty,
   randomBytesGatewayProperty,
@@ -19,7 +20,9 @@ import {
 const FIX = join(import.meta.dirname, '../fixtures');
 let corpus: Corpus[] = [];
 beforeAll(async () => {
-  corpus = await loadCorpus(FIX);
+  const v4 = await loadCorpus(FIX);
+  // The same captures carried over IPv6, one of them behind a Destination Options header.
+  corpus = [...v4, ...v4.map((c) => ipv6Corpus(c)), ipv6Corpus(v4[0]!, true)];
 });
 
 describe('fuzz: decodeFrame', () => {
