@@ -582,7 +582,7 @@ export class Gateway {
         tcpInvalid: { ...this.counters.tcpInvalid },
         policy: { dropped: { ...this.policy.counters.dropped }, passed: { ...this.policy.counters.passed } },
       },
-      flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen },
+      flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen, ipv6Addresses: this.flows.ipv6Addresses },
       stream: { ...this.rewriter.stream, queuedBytes: this.rewriter.budget.queueBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
       rules: this.rewriter.rules(this.flows.values()),

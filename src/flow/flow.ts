@@ -111,6 +111,14 @@ export class Flow<C = unknown> {
     this.bits = (this.bits & ~FLOW_SEEN) | ((v << 1) & FLOW_SEEN);
   }
 
+  /** The client's and the server's address (no object made). */
+  get clientAddr(): IpAddr {
+    return unpackAddr(this.ca);
+  }
+  get serverAddr(): IpAddr {
+    return unpackAddr(this.sa);
+  }
+
   /** The side that sent the first SYN (a fresh object). */
   get client(): Endpoint {
     return { addr: unpackAddr(this.ca), port: this.cp };

@@ -36,7 +36,7 @@ import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
 import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint } from './flow.js';
 import { endpointJson, validFlowJson, type FlowJson } from './json.js';
-import { ipHash } from '../wire/ip.js';
+import { ipHash, type IpAddr } from '../wire/ip.js';
 
 export * from './flow.js';
 
@@ -130,6 +130,8 @@ export class FlowTable<C = unknown> {
    * "…#1", "…#2"). A live flow carries its own number (`gen`).
    */
   private readonly reuse = new Map<string, number>();
+  /** IPv6 addresses in use by flows, one string each (intern). */
+  private readonly v6 = new Map<string, { key: string; refs: number }>();
   readonly counters = newFlowCounters();
   /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
   onRemove: ((f: Flow<C>) => void) | undefined;
@@ -179,6 +181,31 @@ export class FlowTable<C = unknown> {
     return undefined;
   }
 
+  /**
+   * An IPv6 address as the table's flows hold it: one string per address for all of them (each
+   * frame decodes its own), so an IPv6 entry costs about what an IPv4 one does. One entry per
+   * address in use, so at most two per flow: bounded by maxConnections.
+   */
+  private intern(e: Endpoint): Endpoint {
+    const a = e.addr;
+    if (typeof a === 'number') return e;
+    let x = this.v6.get(a);
+    if (x === undefined) this.v6.set(a, (x = { key: a, refs: 0 }));
+    x.refs++;
+    return { addr: x.key, port: e.port };
+  }
+
+  private release(a: IpAddr): void {
+    if (typeof a === 'number') return;
+    const x = this.v6.get(a);
+    if (x !== undefined && --x.refs === 0) this.v6.delete(a);
+  }
+
+  /** Distinct IPv6 addresses of the flows in the table. */
+  get ipv6Addresses(): number {
+    return this.v6.size;
+  }
+
   private insert(f: Flow<C>, h: number): void {
     const bucket = this.flows.get(h);
     if (bucket === undefined) this.flows.set(h, f);
@@ -202,6 +229,8 @@ export class FlowTable<C = unknown> {
       if (bucket.length === 1) this.flows.set(h, bucket[0]!);
     }
     this.count--;
+    this.release(f.clientAddr);
+    this.release(f.serverAddr);
     return true;
   }
 
@@ -298,7 +327,7 @@ export class FlowTable<C = unknown> {
     // the client), else the lower port is taken as the server's (a guess).
     const srcIsClient = !midstream || (this.orientMidstream?.(src, dst) ?? dst.port <= src.port);
     const [client, server] = srcIsClient ? [src, dst] : [dst, src];
-    f = new Flow<C>(client, server, midstream, nowMs, n);
+    f = new Flow<C>(this.intern(client), this.intern(server), midstream, nowMs, n);
     this.insert(f, hash);
     this.embryonic++;
     this.counters.created++;
@@ -347,7 +376,7 @@ export class FlowTable<C = unknown> {
         this.reuse.delete(key);
       }
     }
-    const f = new Flow<C>(v.client, v.server, v.midstream, v.createdMs, gen);
+    const f = new Flow<C>(this.intern(v.client), this.intern(v.server), v.midstream, v.createdMs, gen);
     f.state = v.state;
     Object.assign(f.halves[0], v.halves[0]);
     Object.assign(f.halves[1], v.halves[1]);

@@ -98,6 +98,19 @@ describe('IPv6 TCP through the gateway', () => {
     expect(conn(config('{ port: 80, address: "::/0" }'))).toBe(1);
   });
 
+  it('keeps one string per IPv6 address for all flows, and forgets it with the last of them', () => {
+    const gw = gateway();
+    const syn = (sport: number) => gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: sport, dstPort: 80, seq: 1, flags: 0x02 }), 0, 0, () => {});
+    for (let p = 40000; p < 40010; p++) syn(p);
+    const flows = [...gw.flows.values()];
+    expect(flows.length).toBe(10);
+    expect(gw.stats().flows.ipv6Addresses).toBe(2);
+    gw.flows.remove(flows[0]!);
+    expect(gw.stats().flows.ipv6Addresses).toBe(2);
+    for (const f of flows.slice(1)) gw.flows.remove(f);
+    expect(gw.stats().flows.ipv6Addresses).toBe(0);
+  });
+
   it('names connections in RFC 5952 text', () => {
     const gw = gateway();
     gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq: 1, flags: 0x02 }), 0, 0, () => {});
