@@ -15,9 +15,10 @@
  *   header or payload; not the Ethernet header or padding) is XORed with a random non-zero value
  *   (`corrupted`). One changed byte moves one 16-bit word by less than 0xffff, so the Internet
  *   checksum (RFC 1071) of the receiver ALWAYS catches it (except UDP sent without a checksum).
- *   Only IPv4 frames (EtherType 0x0800, untagged) are corrupted: others (ARP...) carry no
- *   checksum that could catch it, and on a real wire the Ethernet FCS would — they pass intact,
- *   counted in `corruptSkipped`. With a virtio-net header (TAP GSO) the checksum must be complete
+ *   IPv6 (0x86dd, TCP/UDP/ICMPv6 right after the fixed header) has no header checksum: one byte
+ *   of its addresses or of the message is changed, which the upper layer's checksum covers.
+ *   Other frames (ARP, IPv6 with extension headers...) carry no checksum that could catch it,
+ *   and on a real wire the Ethernet FCS would — they pass intact, counted in `corruptSkipped`. With a virtio-net header (TAP GSO) the checksum must be complete
  *   BEFORE the byte flips, as on a real wire: a NEEDS_CSUM frame's checksum is completed in
  *   software and its flags cleared (no NEEDS_CSUM, no DATA_VALID, so the receiver verifies).
  *   A GSO super-frame cannot be corrupted faithfully (the kernel would checksum every segment
@@ -674,11 +675,20 @@ export class FaultInjector {
    */
   private corrupt(f: Uint8Array): Uint8Array | undefined {
     const vh = this.vh;
-    const from = vh + 14;
-    // IPv4 only, and only the IP packet: its total length excludes Ethernet padding.
-    const ipTotal = f.length >= from + 20 && f[vh + 12] === 0x08 && f[vh + 13] === 0x00 ? (f[from + 2]! << 8) | f[from + 3]! : 0;
-    const end = Math.min(f.length, from + ipTotal);
-    if (ipTotal < 20 || end <= from) {
+    const l3 = vh + 14;
+    let from = l3;
+    let end = l3;
+    if (f.length >= l3 + 20 && f[vh + 12] === 0x08 && f[vh + 13] === 0x00) {
+      // IPv4: only the IP packet (its total length excludes Ethernet padding).
+      const ipTotal = (f[l3 + 2]! << 8) | f[l3 + 3]!;
+      if (ipTotal >= 20) end = Math.min(f.length, l3 + ipTotal);
+    } else if (f.length >= l3 + 48 && f[vh + 12] === 0x86 && f[vh + 13] === 0xdd && CHECKSUMMED_V6.has(f[l3 + 6]!)) {
+      // IPv6 has no header checksum: only what the upper layer's checksum covers, the
+      // addresses (its pseudo-header) and the TCP/UDP/ICMPv6 message right after the fixed header.
+      from = l3 + 8;
+      end = Math.min(f.length, l3 + 40 + ((f[l3 + 4]! << 8) | f[l3 + 5]!));
+    }
+    if (end <= from) {
       this.counters.corruptSkipped++;
       return undefined;
     }
@@ -709,6 +719,9 @@ export class FaultInjector {
     return g;
   }
 }
+
+/** IPv6 Next Header values whose checksum covers the pseudo-header (TCP, UDP, ICMPv6). */
+const CHECKSUMMED_V6 = new Set([6, 17, 58]);
 
 /** Rounding slack of the token bucket (bits): a poll at the computed due time must send. */
 const TOKEN_EPS = 1e-6;

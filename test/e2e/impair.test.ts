@@ -26,6 +26,8 @@ import {
 
 const P = 'tgi';
 const SERVER = '10.200.0.2';
+/** The lab is dual-stack: the same services over IPv6. */
+const SERVER6 = 'fd00:200::2';
 
 // holdTimeoutMs: bytes the agent holds back (a segment ending in "ca" or "needle-") are flushed
 // unrewritten when the next bytes take longer than the hold timeout — by design (docs/ARCHITECTURE.md §2).
@@ -35,7 +37,7 @@ const SERVER = '10.200.0.2';
 const CONFIG = `
 rules:
   - name: rewrite
-    match: { port: [8001, 8002] }
+    match: { port: [8001, 8002, 8011, 8012] }
     agent: replace
     replace:
       - { find: "${FIND_SHORT}", with: "${WITH_SHORT}" }
@@ -47,7 +49,7 @@ limits:
 /** Reads one connection to EOF at a time and answers "<sha256> <length>\n". */
 const SINK = `
 import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
 while True:
     c, _ = s.accept()
@@ -141,9 +143,11 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
     writeFileSync(join(dir, 'send.py'), SEND);
     await labDown(P);
     // The lab without a gateway first; each case starts its own.
-    await labUp({ prefix: P });
+    await labUp({ prefix: P, config: { ipv6: true } });
     startHttpServer(P, SERVER, 8001, dir);
     labSpawn(P, 'server', 'sink8002', ['python3', join(dir, 'sink.py'), SERVER, '8002']);
+    startHttpServer(P, SERVER6, 8011, dir);
+    labSpawn(P, 'server', 'sink8012', ['python3', join(dir, 'sink.py'), SERVER6, '8012']);
   });
 
   afterAll(async () => {
@@ -163,7 +167,7 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
         await labUpWithGateway(P, join(dir, 'config.yaml'), [
           ...(c.vnet ? [] : ['--no-vnet-hdr']),
           ...Object.entries(c.impair).flatMap(([k, v]) => [`--${k}`, v]),
-        ]);
+        ], { config: { ipv6: true } });
         // The server through the (impaired) gateway: a few tries may be needed.
         await waitUntil(20_000, 200,
           () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `http://${SERVER}:8001/config.yaml`]),
@@ -192,6 +196,22 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
         timings.push(`${c.name}: upload ${Date.now() - t0} ms`);
         expect(r.code, r.stderr).toBe(0);
         expect(r.stdout.trim()).toBe(`${sha(upExpected)} ${Buffer.byteLength(upExpected, 'latin1')}`);
+      });
+
+      it('over IPv6: downloads 3 MiB and uploads 1 MiB, each exactly rewritten', async () => {
+        const out = join(dir, 'got6');
+        const t0 = Date.now();
+        const r = await labExec(P, 'client', ['curl', '-g', '-6', '-sS', '--max-time', '60', '--ignore-content-length', '-o', out, '-w', '%{http_code}', `http://[${SERVER6}]:8011/text.txt`]);
+        timings.push(`${c.name}: IPv6 download ${Date.now() - t0} ms`);
+        expect(r.code, r.stderr).toBe(0);
+        const got = readFileSync(out, 'latin1');
+        rmSync(out);
+        if (sha(got) !== sha(expected)) throw new Error(`IPv6: ${firstDifference(got, expected)}`);
+        const t1 = Date.now();
+        const u = await labExec(P, 'client', ['python3', join(dir, 'send.py'), SERVER6, '8012', join(dir, 'up.txt')], { timeoutMs: 60_000 });
+        timings.push(`${c.name}: IPv6 upload ${Date.now() - t1} ms`);
+        expect(u.code, u.stderr).toBe(0);
+        expect(u.stdout.trim()).toBe(`${sha(upExpected)} ${Buffer.byteLength(upExpected, 'latin1')}`);
       });
 
       it('took the delayed, drained and already-processed paths, and impaired what it was asked to', () => {

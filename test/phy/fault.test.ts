@@ -18,6 +18,8 @@ import { finish, fold16, ipv4PseudoHeaderSum, sum16 } from '../../src/wire/check
 import { WireError } from '../../src/wire/error.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import * as virtio from '../../src/wire/virtio.js';
+import { parseIp } from '../../src/wire/ip.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
 
 /** A frame tagged with its number in bytes 0..3 (no protocol: the injector does not care). */
 function tagged(i: number, len = 100): Uint8Array {
@@ -378,6 +380,21 @@ describe('FaultInjector', () => {
       inj.push(f, i, (g) => {
         expect(g).not.toEqual(f);
         expect(decodeFrame(g, { link: 'ethernet', verifyChecksums: true }), `frame ${i}`).toBeInstanceOf(WireError);
+      });
+    }
+    expect(inj.counters.corrupted).toBe(2000);
+  });
+
+  it('corrupts IPv6 TCP where its checksum looks (addresses, header, payload), so the receiver catches it every time', () => {
+    const inj = new FaultInjector(spec('corrupt=100%,seed=22'));
+    const src = parseIp('2001:db8::1')!;
+    const dst = parseIp('2001:db8::2')!;
+    for (let i = 0; i < 2000; i++) {
+      const f = tcpFrame({ src, dst, srcPort: 40000, dstPort: 80, seq: i, ack: 1, flags: 0x18, payload: Buffer.alloc(200, 'b') });
+      inj.push(f, i, (g) => {
+        // Never the fixed header's first 8 bytes (version, class, label, length, next header, hop limit): no checksum covers them.
+        expect(g.subarray(0, 22)).toEqual(f.subarray(0, 22));
+        expect(decodeFrame(g, { link: 'ethernet', verifyChecksums: true, ipv6: true }), `frame ${i}`).toBeInstanceOf(WireError);
       });
     }
     expect(inj.counters.corrupted).toBe(2000);
