@@ -14,8 +14,8 @@ import { labReload } from '../../src/cli/lab.js';
 import { labDown, labExec, labPing, labSpawn } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
 import {
-  expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText, sha, startHttpServer,
-  tempDir, waitUntil, WITH_LONG, WITH_SHORT,
+  cutsInsidePatterns, expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText,
+  SEND_PY, sha, SINK_PY, startHttpServer, tempDir, waitUntil, WITH_LONG, WITH_SHORT,
 } from './lab-helpers.js';
 
 const P = 'tge';
@@ -26,7 +26,7 @@ const SERVER6 = 'fd00:200::2';
 const CONFIG = `
 rules:
   - name: rewrite-8001
-    match: { port: [8001, 8011] }
+    match: { port: [8001, 8011, 8012] }
     agent: replace
     replace:
       - { find: "${FIND_SHORT}", with: "${WITH_SHORT}" }
@@ -54,6 +54,7 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
   let dir = '';
   const files: Record<string, Buffer> = {};
   let text = '';
+  let upText = '';
 
   beforeAll(() => {
     dir = tempDir('tapgate-e2e-');
@@ -61,6 +62,11 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
     text = rewriteText(3 << 20);
     writeFileSync(join(dir, 'text.txt'), text);
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
+    writeFileSync(join(dir, 'sink.py'), SINK_PY);
+    writeFileSync(join(dir, 'send.py'), SEND_PY);
+    upText = rewriteText(64 << 10);
+    writeFileSync(join(dir, 'up.txt'), upText);
+    writeFileSync(join(dir, 'cuts.json'), JSON.stringify(cutsInsidePatterns(upText)));
   });
 
   afterAll(async () => {
@@ -77,6 +83,7 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
         await labUpWithGateway(P, join(dir, 'config.yaml'), vnet ? ['--metrics', METRICS] : ['--no-vnet-hdr'], { config: { ipv6: true } });
         for (const port of ['8000', '8001']) startHttpServer(P, SERVER, port, dir);
         for (const port of ['8010', '8011']) startHttpServer(P, SERVER6, port, dir);
+        labSpawn(P, 'server', 'sink8012', ['python3', join(dir, 'sink.py'), SERVER6, '8012']);
         labSpawn(P, 'server', 'udpecho', [
           'python3', '-c',
           'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("0.0.0.0",9999))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d[::-1],a)',
@@ -167,6 +174,17 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
           expect(g1['gsoIn'] as number).toBeGreaterThan(g0['gsoIn'] as number);
           expect(g1['gsoOut'] as number).toBeGreaterThan(g0['gsoOut'] as number);
         }
+      });
+
+      it('IPv6: an upload cut inside every pattern, one segment per piece, arrives rewritten exactly', async () => {
+        const before = gatewayStats()['gateway']!;
+        const r = await labExec(P, 'client', ['python3', join(dir, 'send.py'), SERVER6, '8012', join(dir, 'up.txt'), join(dir, 'cuts.json')], { timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(0);
+        const exp = expectedRewrite(upText);
+        expect(r.stdout.trim()).toBe(`${sha(exp)} ${Buffer.byteLength(exp, 'latin1')}`);
+        const after = gatewayStats()['gateway']!;
+        expect(after['rstIn'], 'a RST crossed the gateway').toBe(before['rstIn']);
+        expect(after['connectionsRewritten'] as number).toBe((before['connectionsRewritten'] as number) + 1);
       });
 
       if (vnet) {

@@ -20,8 +20,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labExec, labKill, labSpawn, labStatus, labUp } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
 import {
-  expectedRewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, MAIN, netnsList, rewriteText, sha, startHttpServer, tempDir,
-  waitUntil, WITH_LONG, WITH_SHORT, type GatewayStats,
+  expectedRewrite, FIND_LONG, FIND_SHORT, gatewayStats as stats, labUpWithGateway, MAIN, netnsList, rewriteText, SEND_PY, sha, SINK_PY, startHttpServer,
+  tempDir, waitUntil, WITH_LONG, WITH_SHORT, type GatewayStats,
 } from './lab-helpers.js';
 
 const P = 'tgi';
@@ -44,34 +44,6 @@ rules:
       - { find: "${FIND_LONG}", with: "${WITH_LONG}" }
 limits:
   holdTimeoutMs: 20000
-`;
-
-/** Reads one connection to EOF at a time and answers "<sha256> <length>\n". */
-const SINK = `
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
-while True:
-    c, _ = s.accept()
-    h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(1 << 16)
-        if not d: break
-        h.update(d); n += len(d)
-    c.sendall(("%s %d\\n" % (h.hexdigest(), n)).encode()); c.close()
-`;
-
-/** Sends a file, half-closes, prints the sink's answer. */
-const SEND = `
-import socket, sys
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
-c.sendall(open(sys.argv[3], 'rb').read()); c.shutdown(socket.SHUT_WR)
-r = b''
-while True:
-    d = c.recv(4096)
-    if not d: break
-    r += d
-print(r.decode().strip())
 `;
 
 interface Case {
@@ -139,8 +111,8 @@ describeE2E('tapgate run under impairment', e2eProblems(['ip', 'unshare', 'pytho
     upExpected = expectedRewrite(upText);
     writeFileSync(join(dir, 'up.txt'), upText);
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
-    writeFileSync(join(dir, 'sink.py'), SINK);
-    writeFileSync(join(dir, 'send.py'), SEND);
+    writeFileSync(join(dir, 'sink.py'), SINK_PY);
+    writeFileSync(join(dir, 'send.py'), SEND_PY);
     await labDown(P);
     // The lab without a gateway first; each case starts its own.
     await labUp({ prefix: P, config: { ipv6: true } });

@@ -172,3 +172,64 @@ export async function nsTcpCounters(prefix: string, role: LabRole): Promise<Reco
   }
   return out;
 }
+
+/**
+ * A sink (python, run in the server namespace: `sink.py ADDR PORT`, IPv4 or IPv6): reads one
+ * connection to EOF at a time and answers "<sha256> <length>\n".
+ */
+export const SINK_PY = `
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+while True:
+    c, _ = s.accept()
+    h = hashlib.sha256(); n = 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d: break
+        h.update(d); n += len(d)
+    c.sendall(("%s %d\\n" % (h.hexdigest(), n)).encode()); c.close()
+`;
+
+/**
+ * Sends a file to a sink, half-closes, prints its answer: `send.py ADDR PORT FILE [CUTS]`. With
+ * CUTS (a JSON file of chunk lengths) the file goes in those chunks, Nagle off and 2 ms apart,
+ * so each chunk is a segment of its own: a pattern cut inside, segment by segment.
+ */
+export const SEND_PY = `
+import json, socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+data = open(sys.argv[3], 'rb').read()
+if len(sys.argv) > 4:
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    o = 0
+    for n in json.load(open(sys.argv[4])):
+        c.sendall(data[o:o + n]); o += n; time.sleep(0.002)
+    c.sendall(data[o:])
+else:
+    c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+r = b''
+while True:
+    d = c.recv(4096)
+    if not d: break
+    r += d
+print(r.decode().strip())
+`;
+
+/** Chunk lengths that cut every occurrence of the patterns in `s` inside, at a position moving through it. */
+export function cutsInsidePatterns(s: string): number[] {
+  const at: number[] = [];
+  for (const p of [FIND_SHORT, FIND_LONG]) {
+    let i = 0;
+    for (let k = s.indexOf(p); k >= 0; k = s.indexOf(p, k + 1), i++) at.push(k + 1 + (i % (p.length - 1)));
+  }
+  at.sort((a, b) => a - b);
+  const out: number[] = [];
+  let last = 0;
+  for (const a of at) {
+    if (a > last) out.push(a - last);
+    last = Math.max(last, a);
+  }
+  return out;
+}
