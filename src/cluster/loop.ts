@@ -8,8 +8,9 @@
  * `MAX_TCP` / `MAX_OTHER` digests, the oldest swept each window.
  */
 import { get16 } from '../wire/bytes.js';
-import { ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
+import { ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { IPV6_HEADER_LEN, walkIpv6 } from '../wire/ipv6.js';
 import type { Side } from '../engine/emit.js';
 
 /** Digests kept at most: TCP frames seen, non-TCP frames sent. */
@@ -28,10 +29,11 @@ function fnv1a(b: Uint8Array, off: number, len: number, h: number): number {
 }
 
 /**
- * A digest of an IPv4/TCP frame's headers (addresses, ports, IP id and length, seq, ack, flags):
- * the same frame forwarded unchanged by another node has the same one. Undefined when the frame
- * is not Ethernet (802.1Q/802.1ad tags walked) / IPv4 / TCP at offset vh. Read in place: it runs
- * for every frame.
+ * A digest of an IPv4/TCP or IPv6/TCP frame's headers (addresses, ports, IPv4 id and length or
+ * IPv6 flow label and payload length, seq, ack, flags): the same frame forwarded unchanged by
+ * another node has the same one. Undefined when the frame is not Ethernet (802.1Q/802.1ad tags
+ * walked) / IPv4 or IPv6 (extension headers walked, wire/ipv6.ts) / TCP at offset vh. Read in
+ * place: it runs for every frame.
  */
 export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
   let l3 = vh + ETHERNET_HEADER_LEN;
@@ -41,12 +43,24 @@ export function tcpDigest(b: Uint8Array, vh: number): number | undefined {
     et = get16(b, l3 + 2);
     l3 += VLAN_TAG_LEN;
   }
+  if (et === ETHERTYPE_IPV6) return tcp6Digest(b, l3);
   if (et !== ETHERTYPE_IPV4 || b[l3 + 9] !== IP_PROTO_TCP) return undefined;
   const l4 = l3 + (b[l3]! & 0x0f) * 4;
   if (b.length < l4 + 14) return undefined;
   let h = fnv1a(b, l3 + 2, 4, FNV_BASIS); // total length, identification
   h = fnv1a(b, l3 + 12, 8, h); // addresses
   return fnv1a(b, l4, 14, h) >>> 0; // ports, seq, ack, data offset + flags
+}
+
+function tcp6Digest(b: Uint8Array, l3: number): number | undefined {
+  if (b.length < l3 + IPV6_HEADER_LEN || b[l3]! >>> 4 !== 6) return undefined;
+  const w = walkIpv6(b, l3);
+  if (w.error !== null || w.upperProto !== IP_PROTO_TCP || (w.fragment !== null && w.fragment.offset !== 0)) return undefined;
+  const l4 = w.upperOff;
+  if (b.length < l4 + 14) return undefined;
+  let h = fnv1a(b, l3 + 1, 5, FNV_BASIS); // flow label, payload length
+  h = fnv1a(b, l3 + 8, 32, h); // addresses
+  return fnv1a(b, l4, 14, h) >>> 0;
 }
 
 /** A short digest of a whole frame, for the non-TCP loop filter. */

@@ -10,7 +10,7 @@
  * ./membership.ts; the NATS side of it all (heartbeats, control requests, the bucket): ./bus.ts.
  *
  * Ownership: rendezvous hashing (rendezvous.ts) of the connection's side-0 host address (the
- * real address of the endpoint on TAP a) over the view. Keying by host keeps an FTP control
+ * real address of the endpoint on TAP a; an IPv6 address by its hash, `hostKey`) over the view. Keying by host keeps an FTP control
  * connection and its data connections on one node (NAT expectations are local state), at the
  * price of balancing by host rather than by connection.
  *
@@ -58,6 +58,7 @@ import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { NatsBus } from './bus.js';
 import { LoopGuard } from './loop.js';
 import { Membership, type NodeInfo } from './membership.js';
+import { hostKey } from './rendezvous.js';
 import { SpareStore, tupleKey, type Spare } from './spares.js';
 export type { NodeInfo } from './membership.js';
 
@@ -103,7 +104,7 @@ export interface ClusterSnapshot {
   seq: number;
   /** Unix ms of the publication. */
   ms: number;
-  /** The ownership key: side-0 host. */
+  /** The ownership key: side-0 host (rendezvous.ts hostKey: an IPv4 address, or an IPv6 address's hash). */
   host: number;
   /** The connection's frames as they arrive on side 0 / side 1 (before NAT), when seen. */
   raw: [RawTuple | null, RawTuple | null];
@@ -182,13 +183,24 @@ export function newClusterCounters() {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/**
+ * The bucket key of a connection (NATS KV keys: letters, digits, `-_=./`): an IPv4 address as
+ * its number, an IPv6 address as its 32 hex digits.
+ */
 function connKey(a: Endpoint, b: Endpoint): string {
-  return `c.${a.addr}_${a.port}.${b.addr}_${b.port}`;
+  return `c.${addrKeyText(a.addr)}_${a.port}.${addrKeyText(b.addr)}_${b.port}`;
 }
 
-/** A cluster node tracks IPv4 only (a gateway with a cluster never decodes IPv6 TCP: engine/gateway.ts). */
+function addrKeyText(a: number | string): string {
+  if (typeof a === 'number') return String(a);
+  let s = 'x';
+  for (let i = 0; i < a.length; i++) s += a.charCodeAt(i).toString(16).padStart(4, '0');
+  return s;
+}
+
+/** The NAT's tuple of a frame (NAT is IPv4's: an IPv6 connection has none). */
 function asTuple(t: RawTuple | null): Tuple | undefined {
-  return t === null ? undefined : { proto: 'tcp', src: t.src as number, sport: t.sport, dst: t.dst as number, dport: t.dport };
+  return t === null || typeof t.src !== 'number' || typeof t.dst !== 'number' ? undefined : { proto: 'tcp', src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
 }
 
 
@@ -423,14 +435,14 @@ export class ClusterNode implements ClusterAttach {
     }
     // Where a connection began: its SYN's side (replies come from the other). A SYN from an
     // address the NAT owns is a translated copy, never where a connection began.
-    if (isSyn && syn === undefined && this.synSide.size < 65536 && this.gw?.nat?.ownsAddress(from, raw.src as number) !== true) {
+    if (isSyn && syn === undefined && this.synSide.size < 65536 && (typeof raw.src !== 'number' || this.gw?.nat?.ownsAddress(from, raw.src) !== true)) {
       const e = { side: from, ms: this.now() };
       this.synSide.set(dk, e);
       if (synSrc === undefined) this.synSrcSide.set(`${raw.src}:${raw.sport}`, e);
     }
     let host: number | undefined;
     let sp: Spare | undefined;
-    if (from === 0) host = raw.src as number;
+    if (from === 0) host = hostKey(raw.src);
     else {
       // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
       // translation (tcpNew decides then).
@@ -450,8 +462,7 @@ export class ClusterNode implements ClusterAttach {
   }
 
   tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
-    // IPv6 is not decoded on a cluster node (engine/gateway.ts): never reached with a key.
-    if (!this.ready || this.draining || typeof side0.addr !== 'number' || !this.ownsHost(side0.addr)) return false;
+    if (!this.ready || this.draining || !this.ownsHost(hostKey(side0.addr))) return false;
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
@@ -493,7 +504,7 @@ export class ClusterNode implements ClusterAttach {
       const clientFrom = (side === 0 ? from : 1 - from) as Side;
       const s0 = clientFrom === 0 ? f.client : f.server;
       const s1 = clientFrom === 0 ? f.server : f.client;
-      rec = this.newRec(connKey(s0, s1), s0.addr as number, clientFrom);
+      rec = this.newRec(connKey(s0, s1), hostKey(s0.addr), clientFrom);
       this.local.set(f, rec);
       this.localByKey.set(rec.key, f);
       this.dirty.add(f);
@@ -729,7 +740,7 @@ export class ClusterNode implements ClusterAttach {
     if (sp === null) return;
     // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
     const r1 = snap.raw[1];
-    if (r1 !== null && r1 !== undefined) this.gw?.nat?.reserveExternal(key, [{ addr: r1.src as number, port: r1.sport }, { addr: r1.dst as number, port: r1.dport }]);
+    if (r1 !== null && r1 !== undefined && typeof r1.src === 'number' && typeof r1.dst === 'number') this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
     // A hand-over to us (or a final state of a connection that is now ours): continue it.
     if (snap.final !== null && this.ready && this.ownsHost(snap.host) && !this.localByKey.has(key) && this.inject !== null) {
       this.inject((emit, now) => this.takeOver(sp, now, emit));
@@ -755,7 +766,7 @@ export class ClusterNode implements ClusterAttach {
       return null;
     }
     this.counters.takeovers++;
-    const rec = this.newRec(sp.key, sp.snap.host, f.client.addr === sp.snap.host ? 0 : 1);
+    const rec = this.newRec(sp.key, sp.snap.host, hostKey(f.client.addr) === sp.snap.host ? 0 : 1);
     rec.raw = [sp.snap.raw[0], sp.snap.raw[1]];
     for (const side of [0, 1] as const) {
       const t = rec.raw[side];

@@ -46,6 +46,14 @@ export function ownerOf(key: number, nodes: readonly string[]): string | undefin
   return best;
 }
 
+/**
+ * The ownership key of a host address: an IPv4 address is its own key; an IPv6 address (its
+ * key string, wire/ip.ts) hashes its eight 16-bit groups (stringKey over the code units).
+ */
+export function hostKey(a: number | string): number {
+  return typeof a === 'number' ? a : stringKey(a);
+}
+
 /** A key for things that are not addresses (the non-TCP forwarder role). */
 export function stringKey(s: string): number {
   let h = 0x811c9dc5;

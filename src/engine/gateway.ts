@@ -266,9 +266,9 @@ export class Gateway {
       limits: this.limits,
       vh: this.vh,
       verify: this.verify,
-      // IPv6 TCP is tracked and rewritten on a gateway without NAT and cluster (both IPv4's so
-      // far); with either it stays opaque, and the policy (`policy.ipv6`) decides.
-      ipv6: this.nat === null && this.cluster === null,
+      // IPv6 TCP is tracked and rewritten on a gateway without NAT (IPv4's so far); with NAT it
+      // stays opaque, and the policy (`policy.ipv6`) decides.
+      ipv6: this.nat === null,
       warn: this.warn,
       policy: () => this.policy,
       fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),

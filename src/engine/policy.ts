@@ -7,8 +7,8 @@
  *
  * Classes and when a rule "may cover" them:
  * - `ipv6-tcp` (setting `ipv6`): TCP over IPv6 the gateway does not rewrite (wire/frame.ts: in
- *   fragments, behind AH or a Routing header in flight, a broken chain; on a gateway with NAT or
- *   a cluster, every IPv6 segment), when a rule's port conditions match its ports (addresses are
+ *   fragments, behind AH or a Routing header in flight, a broken chain; on a gateway with NAT,
+ *   every IPv6 segment), when a rule's port conditions match its ports (addresses are
  *   not compared: a rule naming a host's IPv4 address covers that host, and its IPv6 address is
  *   not known here); without ports (a later fragment, an overlong extension-header chain)
  *   whenever any rule exists;

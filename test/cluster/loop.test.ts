@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { frameDigest, LoopGuard, tcpDigest } from '../../src/cluster/loop.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
+import { parseIp } from '../../src/wire/ip.js';
 
 const C = 0x0ac80001;
 const S = 0x0ac80002;
@@ -26,6 +27,26 @@ describe('cluster loop guard', () => {
     arp[13] = 0x06;
     expect(tcpDigest(arp, 0)).toBeUndefined();
     expect(tcpDigest(seg(1).subarray(0, 40), 0)).toBeUndefined();
+  });
+
+  it('digests IPv6 TCP too, through extension headers; a later fragment has none', () => {
+    const C6 = parseIp('fd00:200::1')!;
+    const S6 = parseIp('fd00:200::2')!;
+    const seg6 = (seq: number, ext?: { ipv6ExtHeaders: Uint8Array; ipv6FirstHeader: number }) =>
+      tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq, ack: 1, flags: 0x18, payload: new Uint8Array([1, 2, 3]), ...ext });
+    const d = tcpDigest(seg6(100), 0);
+    expect(d).toBeDefined();
+    expect(tcpDigest(seg6(100), 0)).toBe(d);
+    expect(tcpDigest(tagged(seg6(100)), 0)).toBe(d);
+    expect(tcpDigest(seg6(101), 0)).not.toBe(d);
+    const dst = { ipv6ExtHeaders: new Uint8Array([6, 0, 1, 4, 0, 0, 0, 0]), ipv6FirstHeader: 60 };
+    expect(tcpDigest(seg6(100, dst), 0)).toBeDefined();
+    const later = { ipv6ExtHeaders: new Uint8Array([6, 0, 0, 8, 0, 0, 0, 1]), ipv6FirstHeader: 44 };
+    expect(tcpDigest(seg6(100, later), 0)).toBeUndefined();
+    // A copy of an IPv6 segment seen on the other side is dropped, as for IPv4.
+    const g = new LoopGuard(200, () => 0);
+    expect(g.fromSegment(seg6(5), 0, 0)).toBe(true);
+    expect(g.fromSegment(seg6(5), 1, 10)).toBe(false);
   });
 
   it('a TCP frame seen on one side and then on the other within the window is a copy; on the same side it is a retransmission', () => {

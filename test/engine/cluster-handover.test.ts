@@ -23,6 +23,7 @@ import { Gateway, type ConnectionState, type Side } from '../../src/engine/gatew
 import type { Tuple } from '../../src/nat/nat.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { decodeFrame, type FrameTcp } from '../../src/wire/frame.js';
+import { parseIp, type IpAddr } from '../../src/wire/ip.js';
 
 const SYN = 0x02, ACK = 0x10, PSH = 0x08, FIN = 0x01;
 const ip = (s: string): number => s.split('.').reduce((a, o) => a * 256 + Number(o), 0) >>> 0;
@@ -31,7 +32,7 @@ const latin1 = (b: Uint8Array): string => Buffer.from(b).toString('latin1');
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 function decode(f: Uint8Array): FrameTcp {
-  const d = decodeFrame(f, { link: 'ethernet', verifyChecksums: true });
+  const d = decodeFrame(f, { link: 'ethernet', verifyChecksums: true, ipv6: true });
   if (d.kind !== 'tcp') throw new Error(`not a valid TCP frame: ${d.kind === 'error' ? d.reason : d.kind}`);
   return d as FrameTcp;
 }
@@ -81,7 +82,7 @@ class Rig {
   }
 
   /** A's connection → JSON text → B. */
-  handOver(client: { addr: number; port: number }, server: { addr: number; port: number }, raw: [Tuple | undefined, Tuple | undefined]): ConnectionState {
+  handOver(client: { addr: IpAddr; port: number }, server: { addr: IpAddr; port: number }, raw: [Tuple | undefined, Tuple | undefined]): ConnectionState {
     const f = this.a.flows.peek(client, server);
     expect(f).toBeDefined();
     const text = JSON.stringify(this.a.exportConnection(f!, raw));
@@ -129,7 +130,7 @@ function reassemble(outs: readonly Out[], to: Side, isn: number): { text: string
 
 // -------------------------------------------------------------------------------------------------
 
-describe('hand-over of a rewritten connection (replace rule)', () => {
+for (const v6 of [false, true]) describe(`hand-over of a rewritten connection (replace rule, IPv${v6 ? 6 : 4})`, () => {
   const LONG = 'a much longer replacement text for cat';
   const config = parseConfig(
     [
@@ -144,8 +145,9 @@ describe('hand-over of a rewritten connection (replace rule)', () => {
     ].join('\n'),
     'handover.yaml',
   );
-  const CL = { addr: ip('10.200.0.1'), port: 40000 };
-  const SV = { addr: ip('10.200.1.2'), port: 8001 };
+  // IPv6: the flow entry crosses with its addresses as RFC 5952 text (flow/json.ts).
+  const CL = { addr: v6 ? parseIp('fd00:200::1')! : ip('10.200.0.1'), port: 40000 };
+  const SV = { addr: v6 ? parseIp('fd00:201::2')! : ip('10.200.1.2'), port: 8001 };
   const CISN = 1000;
   const SISN = 0xfffffe00; // the server's sequence numbers wrap during the transfer
 
@@ -210,7 +212,8 @@ describe('hand-over of a rewritten connection (replace rule)', () => {
     const changesOnA = rig.a.flows.peek(CL, SV)!.conn!.changes;
     expect(changesOnA).toBeGreaterThan(0);
 
-    rig.handOver(CL, SV, [undefined, undefined]);
+    const st = rig.handOver(CL, SV, [undefined, undefined]);
+    expect(st.flow.client.addr).toBe(v6 ? 'fd00:200::1' : ip('10.200.0.1'));
     const fB = rig.b.flows.peek(CL, SV)!;
     expect(fB.conn).not.toBeNull();
     expect(fB.conn!.agent?.name).toBe('replace');
