@@ -20,7 +20,6 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
-  LAB_SYNC,
   labDown,
   labExec,
   labKillNode,
@@ -32,7 +31,6 @@ import {
   labStopNats,
   labUp,
   labWaitNodesAttached,
-  nodeTaps,
 } from '../../src/lab/lab.js';
 import { ownerOf } from '../../src/cluster/rendezvous.js';
 import { readPcapAll } from '../../src/phy/pcap.js';
@@ -42,13 +40,12 @@ import { mulberry32 } from '../../src/util/prng.js';
 import { REPO, describeE2E } from '../lab/e2e-env.js';
 import { ftpProblems, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd, type FtpFixture } from './ftp-helpers.js';
 import { expectedRewrite, firstDifference, rewriteText, startHttpServer, waitUntil } from './lab-helpers.js';
+import { BIN, CLUSTER_URL as URL, clusterStatus, nodeArgv as clusterNodeArgv, waitView as clusterWaitView, type NodeStatus } from './cluster-helpers.js';
 
 const P = 'tgk';
 const SERVER = '10.200.0.2';
 const C1 = { role: 'client' as const, ip: '10.200.0.1', addr: 0x0ac80001 };
 const C2 = { role: 'client2' as const, ip: '10.200.0.3', addr: 0x0ac80003 };
-const URL = LAB_SYNC.natsUrl;
-const BIN = join(REPO, 'bin/tapgate.js');
 const CONFIG = join(REPO, 'examples/cluster.yaml');
 const NODES = [1, 2, 3];
 const SEED = Number(process.env['TAPGATE_CLUSTER_SEED'] ?? 20261124);
@@ -56,26 +53,9 @@ const problems = ftpProblems(['ip', 'python3', 'curl', 'vsftpd', 'tcpdump', 'nat
 /** An HTTP/1.1 keep-alive origin (Content-Length and chunked responses) for the http agent's rule. */
 const ORIGIN = join(REPO, 'test/e2e/fixtures/http_origin.py');
 
-const nodeArgv = (i: number): string[] => {
-  const t = nodeTaps(i);
-  return [process.execPath, BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', URL, '--node-id', String(i), '--config', CONFIG];
-};
-
-type NodeStatus = { node: string; ready: boolean; connected: boolean; view: string[]; owned: Array<{ key: string }>; counters: Record<string, number> };
-
-async function status(): Promise<NodeStatus[]> {
-  const r = await labExec(P, 'gw', [process.execPath, BIN, 'cluster', 'status', '--cluster', URL, '--json', '--wait-ms', '300'], { timeoutMs: 10_000 });
-  if (r.code !== 0) return [];
-  return JSON.parse(r.stdout) as NodeStatus[];
-}
-
-/** Until every node in `ids` is ready and all of them see exactly `ids`. */
-async function waitView(ids: number[]): Promise<NodeStatus[]> {
-  const want = ids.map(String).sort().join(',');
-  return waitUntil(30_000, 200, status,
-    (st) => st.length === ids.length && st.every((n) => n.ready && n.connected && [...n.view].sort().join(',') === want),
-    (st) => `cluster view never became [${want}]: ${JSON.stringify(st.map((n) => ({ node: n.node, ready: n.ready, view: n.view })))}`);
-}
+const nodeArgv = (i: number): string[] => clusterNodeArgv(i, CONFIG);
+const status = (): Promise<NodeStatus[]> => clusterStatus(P);
+const waitView = (ids: number[]): Promise<NodeStatus[]> => clusterWaitView(P, ids);
 
 const ownerNode = (addr: number, view: number[]): number => Number(ownerOf(addr, view.map(String)));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
