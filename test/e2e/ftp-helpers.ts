@@ -35,14 +35,16 @@ export function vsftpdTree(tmpPrefix: string): { dir: string; root: string } {
 }
 
 /**
- * A vsftpd config: anonymous (with uploads unless `write` is false), listening on `listen`:21,
+ * A vsftpd config: anonymous (with uploads unless `write` is false), listening on `listen`:21
+ * (an IPv6 address: listen_ipv6 with listen_address6),
  * passive ports 40000-40100, port_promiscuous=NO (PORT/EPRT must name the control connection's
  * peer), the protocol logged to `log`.
  */
 export function vsftpdConf(o: { dir: string; root: string; listen: string; log: string; write?: boolean }): string {
   const write = o.write ?? true;
   return [
-    'listen=YES', 'listen_ipv6=NO', `listen_address=${o.listen}`, 'listen_port=21', 'background=NO',
+    ...(o.listen.includes(':') ? ['listen=NO', 'listen_ipv6=YES', `listen_address6=${o.listen}`] : ['listen=YES', 'listen_ipv6=NO', `listen_address=${o.listen}`]),
+    'listen_port=21', 'background=NO',
     'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${o.root}`, 'local_enable=NO',
     ...(write ? ['write_enable=YES', 'anon_upload_enable=YES', 'anon_mkdir_write_enable=NO', 'anon_umask=022'] : ['write_enable=NO']),
     'pasv_enable=YES', 'pasv_min_port=40000', 'pasv_max_port=40100', 'port_enable=YES', 'connect_from_port_20=NO',
@@ -87,7 +89,8 @@ export function startVsftpd(prefix: string, conf: string): number {
 
 /** Waits (15 s) until curl in `role` lists `server`'s root with data.bin in it. */
 export async function waitVsftpd(prefix: string, server: string, role: LabRole = 'client'): Promise<void> {
-  await waitUntil(15_000, 300, () => labExec(prefix, role, ['curl', '-sS', '--max-time', '3', `ftp://${server}/`]),
+  const url = server.includes(':') ? `ftp://[${server}]/` : `ftp://${server}/`;
+  await waitUntil(15_000, 300, () => labExec(prefix, role, ['curl', '-g', '-sS', '--max-time', '3', url]),
     (r) => r.code === 0 && r.stdout.includes('data.bin'),
     (r) => `vsftpd not reachable at ${server} from ${prefix} ${role}: ${r.stderr}`);
 }
