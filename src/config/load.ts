@@ -226,6 +226,7 @@ const sideOf = (s: 'client' | 'server'): NatSide => (s === 'client' ? 0 : 1);
 function compileNat(n: NonNullable<RawConfig['nat']>): NatSettings {
   const input: NatConfigInput = {
     oneToOne: (n.oneToOne ?? []).map((m) => ({ side: sideOf(m.side), real: m.real, mapped: m.mapped })),
+    nptv6: (n.nptv6 ?? []).map((m) => ({ side: sideOf(m.side), real: m.real, mapped: m.mapped })),
     masquerade: (n.masquerade ?? []).map((m) => {
       const r: Partial<Masquerade> & Pick<Masquerade, 'side' | 'sources' | 'address'> = {
         side: sideOf(m.side),

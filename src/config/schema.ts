@@ -10,7 +10,8 @@ import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
 import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS } from '../agent/http/config.js';
 import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
-import { parseCidr, parseIpBlock, type Cidr } from '../wire/cidr.js';
+import { isCidr6, parseCidr, parseIpBlock, type Cidr, type Cidr6 } from '../wire/cidr.js';
+import { nptv6Problem } from '../nat/nptv6.js';
 
 export interface PortRange {
   lo: number;
@@ -333,6 +334,25 @@ export const natOneToOneSchema = strict(
   }
 });
 
+/** One IPv6 prefix (for NPTv6). */
+const onePrefix6 = z.string({ error: 'expected an IPv6 prefix, e.g. fd00:200::/64' }).transform((v, ctx): Cidr6 => {
+  const r = parseIpBlock(v.trim());
+  if (typeof r === 'string' || !isCidr6(r)) {
+    ctx.issues.push({ code: 'custom', message: typeof r === 'string' ? r : `"${v.trim()}" is IPv4: NPTv6 translates IPv6 prefixes (oneToOne is for IPv4)`, input: v });
+    return { family: 6, bytes: new Uint8Array(16), prefix: 64 };
+  }
+  return r;
+});
+
+/** `{ side, real, mapped }` of IPv6 prefixes: hosts of `real` on `side` appear as `mapped` on the other side (RFC 6296). */
+export const natNptv6Schema = strict(
+  { side: natSide, real: onePrefix6, mapped: onePrefix6 },
+  'an NPTv6 mapping { side, real, mapped }',
+).superRefine((m, ctx) => {
+  const p = nptv6Problem({ side: 0, real: m.real, mapped: m.mapped });
+  if (p !== null) ctx.addIssue({ code: 'custom', message: p, path: ['mapped'] });
+});
+
 /** `{ side, address, ports, sources?, icmpIds?, preservePort? }`: many-to-one with port translation. */
 export const natMasqueradeSchema = strict(
   {
@@ -353,6 +373,7 @@ const msPos = (what: string) => durationIn(1, what).optional();
 export const natSchema = strict(
   {
     oneToOne: z.array(natOneToOneSchema, { error: 'expected a list of { side, real, mapped }' }).optional(),
+    nptv6: z.array(natNptv6Schema, { error: 'expected a list of { side, real, mapped } (IPv6 prefixes)' }).optional(),
     masquerade: z.array(natMasqueradeSchema, { error: 'expected a list of { side, address, ports }' }).optional(),
     timeouts: strict(
       {

@@ -266,9 +266,10 @@ export class Gateway {
       limits: this.limits,
       vh: this.vh,
       verify: this.verify,
-      // IPv6 TCP is tracked and rewritten on a gateway without NAT (IPv4's so far); with NAT it
-      // stays opaque, and the policy (`policy.ipv6`) decides.
-      ipv6: this.nat === null,
+      // IPv6 TCP is tracked and rewritten unless the NAT section has IPv4 translation only: then
+      // IPv6 stays opaque (IPv4 masquerade hides hosts that IPv6 would show), and the policy
+      // (`policy.ipv6`) decides; with `nptv6` the NAT stage translates it (nat/nptv6.ts).
+      ipv6: this.nat === null || this.nat.cfg.nptv6.length > 0,
       warn: this.warn,
       policy: () => this.policy,
       fromSegment: opts.cluster === undefined ? undefined : (frame, from) => opts.cluster!.fromSegment(frame, from),

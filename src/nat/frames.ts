@@ -61,7 +61,9 @@ const IP_PROTO_UDP = 17;
 
 export type NatDropReason =
   | 'table-full' | 'ports-exhausted' | 'no-entry' | 'real-address' | 'fragment' | 'arp-real-address'
-  | 'no-mac' | 'masquerade-untranslated';
+  | 'no-mac' | 'masquerade-untranslated'
+  /** NPTv6: an address whose interface identifier is all 0xFFFF (RFC 6296 §3.4): no checksum-neutral word. */
+  | 'nptv6-untranslatable';
 
 export type NatFrameResult =
   | { kind: 'pass' }

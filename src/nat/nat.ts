@@ -32,6 +32,7 @@
  */
 
 import { cidrContains, type Cidr } from '../wire/cidr.js';
+import { nptv6Problem, type Nptv6 } from './nptv6.js';
 
 export type NatSide = 0 | 1;
 export type NatProto = 'tcp' | 'udp' | 'icmp';
@@ -96,6 +97,8 @@ export interface NatTimeouts {
 
 export interface NatConfig {
   oneToOne: readonly OneToOne[];
+  /** IPv6 prefix translation (nat/nptv6.ts). */
+  nptv6: readonly Nptv6[];
   masquerade: readonly Masquerade[];
   limits: NatLimits;
   timeouts: NatTimeouts;
@@ -113,6 +116,7 @@ export const DEFAULT_NAT_TIMEOUTS: Readonly<NatTimeouts> = Object.freeze({
 
 export interface NatConfigInput {
   oneToOne?: readonly OneToOne[];
+  nptv6?: readonly Nptv6[];
   masquerade?: readonly (Partial<Masquerade> & Pick<Masquerade, 'side' | 'sources' | 'address'>)[];
   limits?: Partial<NatLimits>;
   timeouts?: Partial<NatTimeouts>;
@@ -122,6 +126,7 @@ export interface NatConfigInput {
 export function natConfig(c: NatConfigInput): NatConfig {
   return {
     oneToOne: c.oneToOne ?? [],
+    nptv6: c.nptv6 ?? [],
     masquerade: (c.masquerade ?? []).map((m) => ({
       side: m.side,
       sources: m.sources,
@@ -145,6 +150,10 @@ export function natConfigProblems(c: NatConfig): string[] {
   };
   c.oneToOne.forEach((m, i) => {
     if (m.real.prefix !== m.mapped.prefix) out.push(`oneToOne[${i}]: real /${m.real.prefix} and mapped /${m.mapped.prefix} differ in size`);
+  });
+  c.nptv6.forEach((m, i) => {
+    const p = nptv6Problem(m);
+    if (p !== null) out.push(`nptv6[${i}]: ${p}`);
   });
   c.masquerade.forEach((m, i) => {
     range(m.ports, `masquerade[${i}].ports`, 1);

@@ -28,13 +28,18 @@ import { endpoints, type Admitted, type Warn } from '../engine/admit.js';
 import type { Emit, Emitter, Side } from '../engine/emit.js';
 import type { LinkType } from '../wire/frame.js';
 import { ipv4ToString } from '../wire/ipv4.js';
+import { get16 } from '../wire/bytes.js';
+import { ETHERTYPE_IPV6 } from '../wire/ethernet.js';
+import { ipv6Key, type IpAddr } from '../wire/ip.js';
+import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
+import { nptv6Packet } from './nptv6.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './frames.js';
 import type { NatTable } from './nat.js';
 
 /** The flow table's endpoints for a translated TCP segment. */
 export interface NatView {
-  src: { addr: number; port: number };
-  dst: { addr: number; port: number };
+  src: { addr: IpAddr; port: number };
+  dst: { addr: IpAddr; port: number };
 }
 
 /** The gateway's counters the stage adds to. */
@@ -73,8 +78,7 @@ export class NatStage {
     switch (ad.kind) {
       case 'tcp': {
         const d = ad.d;
-        // NAT is IPv4's: IPv6 TCP is never decoded on a gateway with NAT (engine/gateway.ts).
-        if (d.ip === null) return GO;
+        if (d.ip === null) return this.ipv6(frame, d.l3Off, d.ipEnd, from, nowMs, link, () => endpoints(d), d.tcp.srcPort, d.tcp.dstPort);
         const what = (): Record<string, unknown> => endpoints(d);
         const srcA = d.ip.src;
         const dstA = d.ip.dst;
@@ -115,9 +119,34 @@ export class NatStage {
         }
         return this.stops(natArp(this.table, d.arp, from), nowMs, what) ? STOP : GO;
       }
-      case 'other':
+      case 'other': {
+        const d = ad.d;
+        if (d.etherType === ETHERTYPE_IPV6 && this.table.cfg.nptv6.length > 0) {
+          const l3 = vh + d.l3Off;
+          const end = frame.length >= l3 + IPV6_HEADER_LEN ? Math.min(frame.length, l3 + IPV6_HEADER_LEN + get16(frame, l3 + 4)) - vh : 0;
+          if (end > 0 && !this.ipv6(frame, d.l3Off, end, from, nowMs, link, () => ({ etherType: 'ipv6' })).go) return STOP;
+        }
         return l2 !== null && this.stops(l2.other(frame.subarray(vh), from), nowMs, () => ({})) ? STOP : GO;
+      }
     }
+  }
+
+  /**
+   * NPTv6 (./nptv6.ts) on the IPv6 packet at `l3Off` (offsets without the virtio header), ending
+   * at `end`; with ports (TCP) the flow table's view: the source as it arrived, the destination
+   * after translation.
+   */
+  private ipv6(frame: Uint8Array, l3Off: number, end: number, from: Side, nowMs: number, link: LinkType, what: () => Record<string, unknown>, srcPort?: number, dstPort?: number): NatOutcome {
+    const rules = this.table.cfg.nptv6;
+    if (rules.length === 0) return GO;
+    const eth = frame.subarray(this.vh);
+    const src = srcPort !== undefined ? ipv6Key(eth, l3Off + 8) : null;
+    const r = nptv6Packet(rules, eth, l3Off, end, from, link === 'ethernet');
+    if (r === 'untranslatable') return this.stops({ kind: 'drop', reason: 'nptv6-untranslatable' }, nowMs, what) ? STOP : GO;
+    if (r === 'none') return GO;
+    this.counters.natTranslated++;
+    if (src === null) return GO;
+    return { go: true, view: { src: { addr: src, port: srcPort! }, dst: { addr: ipv6Key(eth, l3Off + 24), port: dstPort! } } };
   }
 
   /** A TCP frame this node does not forward: masquerade still learns its sender's MAC. */
