@@ -6,8 +6,8 @@
  * What is rewritten (RFC 959, RFC 1123 §4.1.2.6, RFC 2428):
  * - c2s `PORT h1,h2,h3,h4,p1,p2` (verb case-insensitive; spaces around the numbers tolerated, as
  *   the seed's "PORT 40, 4, 4, 5, 4, 123" example has them; nothing but spaces/CR may follow);
- * - c2s `EPRT |1|a.b.c.d|port|` (any delimiter 33..126); other families (|2| = IPv6) pass
- *   unchanged, counted;
+ * - c2s `EPRT |1|a.b.c.d|port|` and `EPRT |2|ipv6-address|port|` (any delimiter 33..126; an
+ *   IPv6 address rewritten is written in RFC 5952 text); other families pass unchanged, counted;
  * - s2c `227 ...h1,h2,h3,h4,p1,p2...`: the address starts at the first digit after "227 " (RFC
  *   1123: "the User-PI should scan the reply for the first digit"), with or without parentheses;
  *   what follows the six numbers is free text;
@@ -39,6 +39,7 @@
 
 import { parseCidr, type Cidr } from '../wire/cidr.js';
 import { ipv4ToString } from '../wire/ipv4.js';
+import { ipv6ToString, parseIpv6 } from '../wire/ipv6.js';
 import type { Agent, AgentContext, AgentFactory, AgentOutput, Direction, Edit, FlushReason } from './types.js';
 import { NO_EDITS } from './types.js';
 
@@ -67,7 +68,7 @@ export const FTP_MAX_LINE_LIMIT = 65536;
 export type FtpKind = 'PORT' | 'EPRT' | 'PASV' | 'EPSV';
 
 export interface FtpEndpoint {
-  /** Dotted quad. */
+  /** Dotted quad; RFC 5952 text for `EPRT |2|` (IPv6). */
   addr: string;
   port: number;
 }
@@ -262,8 +263,9 @@ function parseEprt(b: Uint8Array, n: number, complete: boolean): Parse {
   while (i < n && isDigit(b[i]!)) i++;
   if (i === n) return need();
   if (b[i] !== d || i === afStart) return PASS('malformed');
-  if (i - afStart !== 1 || b[afStart] !== 0x31) return PASS('otherFamily');
+  if (i - afStart !== 1 || (b[afStart] !== 0x31 && b[afStart] !== 0x32)) return PASS('otherFamily');
   const start = ++i;
+  if (b[afStart] === 0x32) return parseEprt6(b, n, complete, start, d);
   // IPv4 dotted quad, then the delimiter.
   const parts: number[] = [];
   let v = -1;
@@ -289,6 +291,27 @@ function parseEprt(b: Uint8Array, n: number, complete: boolean): Parse {
   if (e === 'need') return NEED(start);
   if (e === 'bad') return PASS('malformed');
   return { k: 'found', kind: 'EPRT', start, end: p.end, addr: quad(parts), port: p.v, delim: d };
+}
+
+/** The rest of `EPRT |2|` from `start`: an IPv6 address (RFC 4291 text), the delimiter, the port. */
+function parseEprt6(b: Uint8Array, n: number, complete: boolean, start: number, d: number): Parse {
+  let i = start;
+  while (i < n && b[i] !== d && i - start <= 45) {
+    const c = b[i]!;
+    if (!(isDigit(c) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46) || c === 0x3a || c === 0x2e)) return PASS('malformed');
+    i++;
+  }
+  if (i === n) return complete ? PASS('malformed') : NEED(start);
+  if (b[i] !== d) return PASS('malformed');
+  const bytes = parseIpv6(Buffer.from(b.subarray(start, i)).toString('latin1'));
+  if (bytes === null) return PASS('malformed');
+  const p = port5(b, ++i, n, complete);
+  if (p === 'need') return NEED(start);
+  if (p === 'bad' || b[p.end] !== d) return PASS('malformed');
+  const e = lineEnd(b, p.end + 1, n, complete);
+  if (e === 'need') return NEED(start);
+  if (e === 'bad') return PASS('malformed');
+  return { k: 'found', kind: 'EPRT', start, end: p.end, addr: ipv6ToString(bytes), port: p.v, delim: d };
 }
 
 function parse227(b: Uint8Array, n: number, complete: boolean): Parse {
@@ -548,7 +571,9 @@ export class FtpAgent implements Agent {
       t = undefined;
     }
     let addr = t?.addr;
-    if (t !== undefined && (parseAddr(t.addr) === undefined || !Number.isInteger(t.port) || t.port < 0 || t.port > 65535)) {
+    // The announced address must be of the family written (EPRT |2| takes IPv6, the rest IPv4).
+    const v6 = f.addr.includes(':');
+    if (t !== undefined && ((v6 ? parseIpv6(t.addr) === null : parseAddr(t.addr) === undefined) || !Number.isInteger(t.port) || t.port < 0 || t.port > 65535)) {
       this.counters.hookErrors++;
       t = undefined;
       addr = undefined;

@@ -9,6 +9,8 @@
  * - 227/229 (the server announces where the client should connect): the same, from the server's
  *   side (a published server behind 1:1 → its public address; behind masquerade → an allocated
  *   port with an expectation).
+ * - `EPRT |2|` (IPv6): the address as NPTv6 (./nptv6.ts) maps it, same port; stateless, so no
+ *   expectation is made (the data connection is translated by the prefix mapping).
  * The NAT registers the expectation itself (`expectData`), so the agent's `expect` hook only
  * forwards to an optional observer (logs, metrics). Time comes from `now()`, a runtime handle of
  * the gateway (its injected clock), never read inside.
@@ -22,6 +24,8 @@ import type { FtpEndpoint, FtpExpectation, FtpHooks, FtpHooksProvider } from '..
 import { parseIpv4 } from '../wire/ipv4.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import type { NatSide, NatTable } from './nat.js';
+import { ipv6ToString, parseIpv6 } from '../wire/ipv6.js';
+import { nptv6Announced } from './nptv6.js';
 
 export interface NatFtpOptions {
   /** Side of the bridge the FTP clients are on (the servers are on the other). */
@@ -35,6 +39,13 @@ export interface NatFtpOptions {
 export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvider {
   const serverSide: NatSide = opts.clientSide === 0 ? 1 : 0;
   const via = (side: NatSide, e: FtpEndpoint, peer: string, ctx: AgentContext): FtpEndpoint | undefined => {
+    const a6 = e.addr.includes(':') ? parseIpv6(e.addr) : null;
+    if (a6 !== null) {
+      // NPTv6 is stateless: the data connection to the announced address is translated back by
+      // the prefix mapping itself; nothing to expect.
+      const m = nptv6Announced(nat.cfg.nptv6, a6, side);
+      return m === undefined ? undefined : { addr: ipv6ToString(m), port: e.port };
+    }
     const a = parseIpv4(e.addr);
     if (a === null) return undefined;
     const r = nat.expectData(side, 'tcp', a, e.port, parseIpv4(peer) ?? undefined, opts.now(), ctx.flowId);

@@ -125,6 +125,15 @@ export function nptv6Packet(rules: readonly Nptv6[], b: Uint8Array, l3: number, 
   return done ? 'translated' : 'none';
 }
 
+/**
+ * An address written by a host on `side` (e.g. in an FTP `EPRT |2|`) as hosts on the other side
+ * must see it: its translation (RFC 5952 text), or undefined when no rule maps it.
+ */
+export function nptv6Announced(rules: readonly Nptv6[], addr: Uint8Array, side: NatSide): Uint8Array | undefined {
+  const b = addr.slice();
+  return translateAddr(rules, b, 0, side, true) === 'translated' ? b : undefined;
+}
+
 const ND_NS = 135;
 const ND_NA = 136;
 

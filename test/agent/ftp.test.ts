@@ -156,10 +156,11 @@ const S2C_WANT = S2C
   .replace('(10,201,0,2,0,255)', '(203,0,113,222,1,6)');
 
 describe('ftp agent: a control session', () => {
-  it('client commands: PORT/port/EPRT |1| rewritten (lengths change), EPRT |2| and the rest byte-exact', () => {
+  it('client commands: PORT/port/EPRT |1| rewritten (lengths change), EPRT |2| the hook leaves alone and the rest byte-exact', () => {
     const r = run('c2s', C2S);
     expect(r.out).toBe(C2S_WANT);
-    expect(r.counters).toMatchObject({ PORT: 3, EPRT: 1, otherFamily: 1, malformed: 0 });
+    expect(r.counters).toMatchObject({ PORT: 3, EPRT: 1, otherFamily: 0, malformed: 0 });
+    expect(r.counters.unchanged).toBeGreaterThanOrEqual(1);
   });
 
   it('server replies: 227 with and without parentheses, 229, the final line of a 227- reply; 227 Logout. and a 227 inside a 230- reply pass', () => {
@@ -170,7 +171,9 @@ describe('ftp agent: a control session', () => {
 
   it('announces each data connection once, in order, with who opens it and where it really goes', () => {
     const r = run('c2s', C2S);
-    expect(r.expectations).toHaveLength(4);
+    // The four IPv4 endpoints and the IPv6 one of `EPRT |2|` (announced as it was).
+    expect(r.expectations).toHaveLength(5);
+    expect(r.expectations.find((x) => x.original.addr === 'fe80::1')?.announced).toEqual({ addr: 'fe80::1', port: 5282 });
     expect(r.expectations[0]).toEqual({
       flowId: 'ftp#1',
       kind: 'PORT',
@@ -285,8 +288,26 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     expect(r.counters.malformed).toBe(1);
   });
 
+  it('EPRT |2| (IPv6): rewritten in RFC 5952 text when the hook translates it; a hook answering IPv4 is refused', () => {
+    const hooks = (to: string) =>
+      createFtp(() => ({
+        translateClientEndpoint: (x) => (x.endpoint.addr === '2001:db8::1' ? { addr: to, port: x.endpoint.port } : undefined),
+        translateServerEndpoint: () => undefined,
+        expect: () => {},
+      })).create({}, CTX);
+    const a = hooks('2001:db8:1:d550::1');
+    const o = a.feed('c2s', 0, Buffer.from('EPRT !2!2001:DB8:0::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n'));
+    const input = Buffer.from('EPRT !2!2001:DB8:0::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n', 'latin1');
+    expect(applyEdits(input, o.edits).toString('latin1')).toBe('EPRT !2!2001:db8:1:d550::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n');
+    expect((a as FtpAgent).counters).toMatchObject({ EPRT: 1, malformed: 1 });
+    const bad = hooks('192.0.2.1');
+    const o2 = bad.feed('c2s', 0, Buffer.from('EPRT |2|2001:db8::1|5282|\r\n'));
+    expect(o2.edits).toEqual([]);
+    expect((bad as FtpAgent).counters.hookErrors).toBe(1);
+  });
+
   it('EPRT with another family passes unchanged (counted); 229 whose hook only moves the address is unchanged', () => {
-    expect(run('c2s', 'EPRT |2|::1|5282|\r\n').counters.otherFamily).toBe(1);
+    expect(run('c2s', 'EPRT |3|x|5282|\r\n').counters.otherFamily).toBe(1);
     const a = createFtp(() => ({
       translateClientEndpoint: () => undefined,
       translateServerEndpoint: (x) => ({ addr: '1.2.3.4', port: x.endpoint.port }),
@@ -483,7 +504,7 @@ describe('ftp agent in the stream engine (reference TCP pair)', () => {
       expect(res.finished).toBe(true);
       expect(Buffer.from(res.received[0]).toString('latin1')).toBe(C2S_WANT);
       expect(Buffer.from(res.received[1]).toString('latin1')).toBe(S2C_WANT);
-      expect(nat.expectations).toHaveLength(8);
+      expect(nat.expectations).toHaveLength(9); // 8 IPv4 endpoints and the IPv6 one of EPRT |2|
     }
   });
 });
