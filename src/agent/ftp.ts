@@ -284,13 +284,18 @@ function parseEprt(b: Uint8Array, n: number, complete: boolean): Parse {
   if (i === n) return complete ? PASS('malformed') : NEED(start);
   if (v < 0 || parts.length !== 3) return PASS('malformed');
   parts.push(v);
-  const p = port5(b, ++i, n, complete);
+  return eprtTail(b, n, complete, i + 1, start, d, quad(parts));
+}
+
+/** After an EPRT address (`addr`, from `start`) and its delimiter: the port at `i`, the delimiter, the line end. */
+function eprtTail(b: Uint8Array, n: number, complete: boolean, i: number, start: number, d: number, addr: string): Parse {
+  const p = port5(b, i, n, complete);
   if (p === 'need') return NEED(start);
   if (p === 'bad' || b[p.end] !== d) return PASS('malformed');
   const e = lineEnd(b, p.end + 1, n, complete);
   if (e === 'need') return NEED(start);
   if (e === 'bad') return PASS('malformed');
-  return { k: 'found', kind: 'EPRT', start, end: p.end, addr: quad(parts), port: p.v, delim: d };
+  return { k: 'found', kind: 'EPRT', start, end: p.end, addr, port: p.v, delim: d };
 }
 
 /** The rest of `EPRT |2|` from `start`: an IPv6 address (RFC 4291 text), the delimiter, the port. */
@@ -305,13 +310,7 @@ function parseEprt6(b: Uint8Array, n: number, complete: boolean, start: number, 
   if (b[i] !== d) return PASS('malformed');
   const bytes = parseIpv6(Buffer.from(b.subarray(start, i)).toString('latin1'));
   if (bytes === null) return PASS('malformed');
-  const p = port5(b, ++i, n, complete);
-  if (p === 'need') return NEED(start);
-  if (p === 'bad' || b[p.end] !== d) return PASS('malformed');
-  const e = lineEnd(b, p.end + 1, n, complete);
-  if (e === 'need') return NEED(start);
-  if (e === 'bad') return PASS('malformed');
-  return { k: 'found', kind: 'EPRT', start, end: p.end, addr: ipv6ToString(bytes), port: p.v, delim: d };
+  return eprtTail(b, n, complete, i + 1, start, d, ipv6ToString(bytes));
 }
 
 function parse227(b: Uint8Array, n: number, complete: boolean): Parse {

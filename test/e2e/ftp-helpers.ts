@@ -94,3 +94,14 @@ export async function waitVsftpd(prefix: string, server: string, role: LabRole =
     (r) => r.code === 0 && r.stdout.includes('data.bin'),
     (r) => `vsftpd not reachable at ${server} from ${prefix} ${role}: ${r.stderr}`);
 }
+
+/**
+ * lftp in the client namespace against `server` (an IPv6 address goes in brackets): gets
+ * data.bin to `out`, puts `upload` as up/`name`; passive or active. Returns labExec's result.
+ */
+export function lftpGetPut(prefix: string, server: string, passive: boolean, out: string, upload: string, name: string) {
+  const host = server.includes(':') ? `[${server}]` : server;
+  const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
+    `open ftp://${host}; get data.bin -o ${out}; cd up; put ${upload} -o ${name}; bye`;
+  return labExec(prefix, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+}

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec, labKill } from '../../src/lab/lab.js';
 import { describeE2E } from '../lab/e2e-env.js';
-import { ftpProblems, gatewayStats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
+import { ftpProblems, lftpGetPut, gatewayStats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
 import { expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, labUpWithGateway, rewriteText, startHttpServer, waitUntil, WITH_LONG, WITH_SHORT } from './lab-helpers.js';
 
 const P = 'tgf6';
@@ -86,9 +86,7 @@ for (const npt of [false, true]) describeE2E(`FTP over IPv6 through the gateway 
     it(`lftp ${passive ? 'passive' : 'active'}: download and upload`, async () => {
       const out = join(dir, `lftp-${passive}`);
       const name = `lftp-${passive}.bin`;
-      const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
-        `open ftp://[${SERVER6}]; get data.bin -o ${out}; cd up; put ${join(dir, 'upload.bin')} -o ${name}; bye`;
-      const r = await labExec(P, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+      const r = await lftpGetPut(P, SERVER6, passive, out, join(dir, 'upload.bin'), name);
       expect(r.code, r.stderr + r.stdout).toBe(0);
       expect(sha(readFileSync(out))).toBe(sha(data));
       expect(sha(readFileSync(join(root, 'up', name)))).toBe(sha(data));

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec, labPing } from '../../src/lab/lab.js';
 import { describeE2E, REPO } from '../lab/e2e-env.js';
-import { ftpProblems, gatewayStats as stats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
+import { ftpProblems, lftpGetPut, gatewayStats as stats, netnsList, sha, startVsftpd, vsftpdFixture, waitVsftpd } from './ftp-helpers.js';
 import { labUpWithGateway } from './lab-helpers.js';
 
 const P = 'tgf';
@@ -80,9 +80,7 @@ for (const vnet of [true, false]) describeE2E(`FTP through NAT in the lab (${vne
     it(`lftp ${passive ? 'passive' : 'active'}: download and upload`, async () => {
       const out = join(dir, `lftp-${passive}`);
       const name = `lftp-${passive}.bin`;
-      const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
-        `open ftp://${SERVER}; get data.bin -o ${out}; cd up; put ${join(dir, 'upload.bin')} -o ${name}; bye`;
-      const r = await labExec(P, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+      const r = await lftpGetPut(P, SERVER, passive, out, join(dir, 'upload.bin'), name);
       expect(r.code, r.stderr + r.stdout).toBe(0);
       expect(sha(readFileSync(out))).toBe(sha(data));
       expect(sha(readFileSync(join(root, 'up', name)))).toBe(sha(data));
