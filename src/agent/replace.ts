@@ -1,56 +1,11 @@
 /**
- * The `replace` agent (docs/ARCHITECTURE.md §3): literal and regex find/replace on each direction's byte
- * stream, with a result that does not depend on how the stream was cut into `feed` calls.
- *
- * Semantics (per direction, on the original stream S of that direction):
- * - Matches are found left to right and never overlap: from the current position, the match with
- *   the earliest start wins; at equal starts the rule listed first wins; scanning resumes right
- *   after the accepted match. Unmatched bytes pass unchanged.
- * - Literal rule `{ find, with, ignoreCase? }`: `find` and `with` are UTF-8 encoded and matched as
- *   bytes. `ignoreCase` folds ASCII letters only (A-Z = a-z); other bytes must be equal.
- * - Regex rule `{ regex, with, maxMatch, flags?, engine?, maxSteps? }`: JavaScript RegExp syntax
- *   and semantics (flags from "imsu"; ./regex-engine.ts runs it, not V8's backtracking RegExp) on
- *   the stream read as latin1, one char per byte, so any byte value works and lengths are byte
- *   lengths; non-ASCII in the pattern matches latin1 code units (e.g. "é" is the byte 0xE9, not
- *   the UTF-8 pair C3 A9). The match at position p is what the regex finds, sticky at p, in the
- *   *window* S[p-1, p+maxMatch): one byte of context before p (so `^` with the `m` flag, `\b` and
- *   one-byte lookbehinds see the real preceding byte; `^` without `m` is the stream start) and at
- *   most maxMatch bytes from p. Hence a match longer than maxMatch is never found: greedy
- *   quantifiers stop at the window end, and a pattern that needs more bytes fails. The window end
- *   looks like the end of input to `$`, `\b` and lookaheads. Empty matches are ignored.
- *   Engines: `linear` (a Pike VM searching all starts in one pass: time O(text × pattern) per
- *   search whatever the input and maxMatch, so a pattern like `(a|aa)+b` cannot stall the event
- *   loop) runs everything but lookarounds and backreferences; `backtracking` runs those too and
- *   gives an attempt up after `maxSteps` steps (counted: regexBudgetExceeded; no match there), so
- *   a stream costs at most maxSteps steps per byte and rule. Steps rather than a time limit: the same input gives the same result on every
- *   node, and Node's only interruptible RegExp (vm `timeout`) cost 74 µs per call here. Without
- *   `engine` the agent picks linear when it can; the config loader refuses a pattern the linear
- *   engine cannot run unless `engine: backtracking` is written.
- *   In `with`, `$&`, `$1`..`$99`, `$<name>` and `$$` work as in String.prototype.replace; their
- *   text is emitted as the original bytes, the rest of `with` as UTF-8. "$`" and "$'" are refused
- *   (the input around a match is a window, not a string).
- *
- * Streaming (the seed's "PORT 40, " case, Figure 7 text): the agent answers edits for matches that
- * are decided and holds back the *undecided tail*: the earliest position that could still start
- * a match which more bytes might complete or change, and everything after it.
- * - Literal rule: the longest suffix of the data that is a proper prefix of `find` (KMP over at
- *   most len(find)-1 bytes), so at most len(find)-1 bytes.
- * - Regex rule: a start p is decided once p + maxMatch bytes are available (its window is
- *   complete), so the last maxMatch-1 bytes are always held. A match at p is accepted only when
- *   p is decided and no earlier start (and no earlier rule at p) is undecided.
- * - `flush` decides the tail as if the stream ended there (windows are cut at the end of data):
- *   complete matches inside it are still replaced. After a mid-stream flush (hold timeout or
- *   limit) matches spanning the flush point are not found: that is what a flush means.
- * State per direction is the position, the tail (bounded by the longest pattern / maxMatch - 1)
- * and the byte before it; `snapshot` is that as plain JSON.
- *
- * Efficiency: literals are searched with Buffer.indexOf (memchr-like); each rule caches its next
- * candidate so the data is not rescanned from scratch for every match. A regex considers only
- * candidate starts: its literal prefix found with Buffer.indexOf, or bytes that can start a match,
- * with a byte that can end one inside the window (`Candidates`). The linear engine's search
- * stops at the end of the data with its threads kept (`SearchState`, per direction and rule,
- * never in the snapshot), so the next feed goes on from there instead of reading the held tail
- * again: a byte is stepped over once per search, not once per feed while it is held.
+ * The `replace` agent: literal and regex find/replace on each direction's byte stream, with a
+ * result that does not depend on how the stream was cut into `feed` calls. Its semantics
+ * (leftmost match, rule order, the regex window of `maxMatch` bytes, the two regex engines), what
+ * it holds back while undecided and how it avoids rescanning are in docs/ARCHITECTURE.md §3
+ * ("The replace agent"). Invariants kept here: at most len(find)-1 bytes (literal) or
+ * maxMatch-1 bytes (regex) are held per rule; a match is accepted only when no earlier start is
+ * undecided; the snapshot is the position, the held tail and the byte before it.
  */
 
 import type {

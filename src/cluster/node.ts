@@ -1,53 +1,13 @@
 /**
- * A gateway node of a cluster (docs/ARCHITECTURE.md §5; the seed's Figures 8–10). All nodes see every
- * frame of both segments (bridges in hub mode); each TCP connection has one owner, the only node
- * that forwards (and rewrites) it; one node forwards everything that is not TCP.
- *
- * Membership: each node publishes a heartbeat on core NATS every `heartbeatMs`; a node not heard
- * for `deadMs` is dead. The *view* is the sorted list of live, ready, not-draining nodes. While
- * this node's own NATS connection is down the view is frozen (nobody is declared dead: a NATS
- * restart must not make every node take every connection). Who is alive and the view:
- * ./membership.ts; the NATS side of it all (heartbeats, control requests, the bucket): ./bus.ts.
- *
- * Ownership: rendezvous hashing (rendezvous.ts) of the connection's side-0 host address (the
- * real address of the endpoint on TAP a; an IPv6 address by its hash, `hostKey`) over the view. Keying by host keeps an FTP control
- * connection and its data connections on one node (NAT expectations are local state), at the
- * price of balancing by host rather than by connection.
- *
- * State transfer: the owner publishes each connection's state (Gateway.exportConnection: flow
- * entry, both stream directions with their command lists, the agent's snapshot, NAT entries and
- * expectations) to a JetStream key-value bucket, key = the connection. Every node watches the
- * bucket and keeps the latest value of every connection it does not own: the spare copies
- * (./spares.ts).
- *
- * The invariant that makes failover safe: no byte is released whose rewriting depends on a
- * command the spares might not have. When handling a frame creates a command (Connection.changes
- * grows), the state is published at once and every frame of that connection waits (copied)
- * until JetStream acknowledges that put; frames of other connections are not delayed. The wait
- * is bounded by `syncHoldMs`: past it (NATS down) the frames go anyway, counted in
- * `unsyncedReleases` — forwarding outlives a sync outage. While the sync is known to be down (this
- * node's NATS connection lost, or the last put refused and none acknowledged since) nothing waits
- * at all and a refused put releases what waited for it: holding frames for an acknowledgement
- * that cannot come would only throttle every rewriting connection to one burst per `syncHoldMs`
- * (seen once: a 70 s HTTP download across a NATS restart). Without a new command the state is
- * published at most every `periodMs` (20 ms) while the connection changes, not waited for: the
- * spare may then be behind in sequence progress, but everything released after it was released
- * unchanged at the last command's offset, which is what a takeover relies on (below).
- *
- * Takeover: when the owner dies, the next node by rendezvous imports the spare copy on the
- * connection's next frame (or at once, on the view change). The copy may be behind: the highest
- * ACK each side sent meanwhile (spares watch the segments: every node sees every frame) moves
- * each direction forward past what its receiver already has, and the agent resynchronises there
- * (StreamDirection.skipTo, Agent.resync). Nothing already released is decided again: bytes below
- * the new x are rewritten from the commands only.
- *
- * Hand-over (drain, join): the old owner publishes a final state naming the new owner and
- * forgets the connection; the new owner holds the connection's frames (bounded) until that
- * final state arrives (or `handoffWaitMs` passes), imports it, and replays them.
- *
- * Loops: a frame of a local connection arriving on the wrong side was forwarded by another node
- * (Gateway counts `wrongSide`); a non-TCP frame this node forwarded that comes back on the
- * other side within `loopWindowMs` is dropped (`loopDrops`; ./loop.ts).
+ * A gateway node of a cluster (docs/ARCHITECTURE.md §5: membership, ownership, state transfer,
+ * the sync invariant, takeover, hand-over, loops). All nodes see every frame of both segments;
+ * each TCP connection has one owner, the only node that forwards and rewrites it; one node
+ * forwards everything that is not TCP. This class answers the gateway's cluster hooks
+ * (engine/gateway.ts ClusterHooks), publishes local connections' state, keeps the others' as
+ * spare copies (./spares.ts) and takes them over; membership is ./membership.ts, NATS ./bus.ts,
+ * loop suppression ./loop.ts. The invariant it keeps: no byte is released whose rewriting
+ * depends on a command the spares might not have (frames wait, bounded by `syncHoldMs`, for the
+ * acknowledgement of the publication that carries it).
  */
 import type { Logger } from 'pino';
 import type { Endpoint, Flow } from '../flow/table.js';

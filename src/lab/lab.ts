@@ -1,51 +1,18 @@
 /**
- * The lab (docs/ARCHITECTURE.md §6): three network namespaces and the gateway's two TAPs on bridges.
- * This file builds and removes it (`labUp`, `labDown`); its names are in ./names.ts, the commands
- * it runs in ./sys.ts, its processes in ./process.ts, the cluster lab's NATS and nodes in
- * ./cluster.ts, what it looks like in ./status.ts, commands inside it in ./exec.ts.
+ * The lab: network namespaces ${prefix}-client, -server and -gw, the gateway's two TAPs on
+ * bridges in gw (a cluster lab: per-node TAPs on hub bridges, and nats-server). This file builds
+ * and removes it (`labUp`, `labDown`); its names are in ./names.ts, the commands it runs in
+ * ./sys.ts, its processes in ./process.ts, the cluster lab's NATS and nodes in ./cluster.ts, what
+ * it looks like in ./status.ts, commands inside it in ./exec.ts. How it is wired (subnet, MTU and
+ * offloads, IPv6, unprivileged use, processes, the cluster lab): docs/ARCHITECTURE.md §6 ("The
+ * lab in detail").
  *
  *   ${prefix}-client                ${prefix}-gw                              ${prefix}-server
  *   eth0 10.200.0.1/24 ─veth─ vc ─[br-c]─ tap-c ⇄ gateway ⇄ tap-s ─[br-s]─ vs ─veth─ eth0 10.200.0.2/24
  *
- * Client and server are on one IP subnet: the gateway is an Ethernet bridge (it forwards or
- * rewrites frames between tap-c and tap-s; nothing is routed). The TAPs are persistent
- * (`ip tuntap add mode tap`) so the gateway process, started inside ${prefix}-gw, attaches by
- * name; until it does, they have NO-CARRIER and nothing passes.
- *
- * MTU and offloads. Every link gets `config.mtu` (1500). Offloads stay at the kernel defaults
- * (`offloads: 'on'`): the veths do TSO/GSO and TX checksum offload, so the endpoints emit
- * 64 KiB GSO skbs with partial checksums. That is what TAP GSO needs: a gateway attached with a
- * vnet header receives them whole (virtio header gso_type TCPV4, NEEDS_CSUM). A gateway attached
- * WITHOUT a vnet header is also correct with offloads on, because the TAP then advertises no
- * offload features and the kernel segments and completes checksums in software before the frame
- * reaches the TAP (validate_xmit_skb) — the TAP addon explicitly clears TUNSETOFFLOAD for that
- * reason, since offload flags persist on a persistent TAP. `offloads: 'off'` (ethtool -K tso gso
- * gro tx off on the endpoint veths) makes the endpoints themselves emit MTU-sized, fully
- * checksummed frames — for captures that should look like a real wire.
- * IPv6 is disabled in all three namespaces (the gateway is IPv4; no RS/MLD noise on the TAPs).
- *
- * Unprivileged use: run inside `unshare -r -m -n` with a tmpfs on /run (see netns/unpriv.sh);
- * the state dir is then /run/tapgate/<prefix> on that tmpfs. Everything dies with the namespace.
- *
- * Processes the lab starts (the gateway, servers from `labSpawn`) are detached, log to
- * <stateDir>/<name>.log and have <stateDir>/<name>.pid ({pid, startTime, ...}); `labDown` kills
- * them (checking the start time against pid reuse), then any process left in the lab's
- * namespaces, then deletes the namespaces (which deletes every link in them). It needs no
- * memory of `labUp`: it works after a crash.
- *
- * Cluster lab (`nodes: N` ≥ 1, issue 8). N gateway nodes share the two segments instead of one
- * gateway owning them, so both bridges are hubs (ageing_time 0, `learning off` on every port:
- * every frame floods to every port) and each node i gets its own persistent TAP pair
- * `tap-c<i>` on br-c and `tap-s<i>` on br-s (tap-c/tap-s are not made). The nodes sync over NATS
- * JetStream on a separate network:
- *
- *   ${prefix}-gw: sync 10.250.0.1/24 ─veth─ eth0 10.250.0.254/24 :${prefix}-nats (nats-server)
- *
- * nats-server (JetStream on, store <stateDir>/nats-js, client port 4222, monitoring port 8222)
- * is a lab process named `nats`; `labUp` returns once /healthz answers ok from the gw namespace.
- * Node processes are lab processes `node<i>` in gw (`labStartNode`, `labKillNode`);
- * `labStopNats`/`labStartNats`/`labRestartNats` make a sync outage. A hub floods frames a node
- * writes to its TAP to the other nodes' TAPs too: recognising those is the nodes' business.
+ * Invariants: `labUp` is idempotent (what exists is kept, settings re-applied); `labDown` needs
+ * no memory of `labUp` and works after a crash (pid files with start times, then any process left
+ * in the namespaces, then the namespaces).
  */
 
 import { spawnSync } from 'node:child_process';

@@ -1,54 +1,12 @@
 /**
- * NAT applied to frames (docs/ARCHITECTURE.md §6): the gateway's glue between the wire views and the pure
- * NatTable (src/nat/nat.ts). Everything here rewrites a frame IN PLACE with RFC 1624 incremental
- * checksum updates (csumReplace16/32 for full checksums; sumReplace16/32 for a partial checksum,
- * virtio NEEDS_CSUM, whose field holds the uncomplemented pseudo-header sum and whose header
- * bytes the device sums later, so port changes leave it alone).
- *
- * What is translated, per IPv4 packet arriving from side F:
- * - TCP/UDP: addresses (IPv4 header checksum, pseudo-header part of the L4 checksum) and ports
- *   (L4 checksum). UDP checksum 0 (none) stays 0; a computed 0 is sent as 0xffff (RFC 768).
- * - ICMP query (echo, timestamp, info, address mask): addresses and the identifier (ICMP
- *   checksum; ICMP has no pseudo-header).
- * - ICMP errors (3, 4, 5, 11, 12) quoting a packet we translated: the quoted packet is the one
- *   that left on side F, so its inverse is a "reply" arriving from F: the NAT's read-only lookup
- *   (entries) or the stateless 1:1 mapping gives its translation, the quoted header is rewritten
- *   to what the original sender sent (inner IPv4 checksum, inner ports and, when quoted, the
- *   inner TCP/UDP checksum), the outer destination becomes that sender and the outer source is
- *   mapped like any source; the ICMP checksum is recomputed over the message.
- * - Non-first fragments (and first fragments, whose ports other fragments cannot follow): 1:1
- *   address mapping only; a fragment that would need masquerade is dropped (`fragment`).
- * - Leaks: a packet from F addressed to a `real` address of a 1:1 mapping on the other side is
- *   dropped (`real-address`): each side only ever reaches the other's mapped addresses.
- *
- * ARP (choice: translate the payload as it crosses, no proxy ARP). A 1:1 mapping is stateless,
- * so an ARP request "who has mapped? tell X" from the other side becomes "who has real? tell X"
- * and the real host answers with its own MAC, whose reply's sender address becomes the mapped
- * one again. MACs cross the bridge unchanged (the gateway is a bridge), so neighbours learn the
- * real host's MAC for the mapped address, exactly as with proxy ARP, without the gateway
- * keeping any ARP state or needing a MAC of its own. Every sender/target address in the real
- * range of a mapping on the arrival side is mapped; a request from the other side for a real
- * address is dropped (`arp-real-address`), so the real address never leaks and is unreachable.
- *
- * Masquerade on the bridge (MasqL2 below): a masquerade address has no host behind it, so the
- * gateway owns it at layer 2 with a MAC of its own, stable and locally administered, derived from
- * the address (masqMac: 02:74:a.b.c.d). On the shared address's side:
- * - ARP "who has <address>?" is answered by the gateway (proxy ARP) with that MAC, never
- *   forwarded; unicast probes included;
- * - frames of masqueraded hosts leave with that MAC as Ethernet source; replies (to that MAC and
- *   the shared address) get the real host's MAC as destination with the address/port translated
- *   back. The real MAC comes from a per-real-address table learnt from what the hosts send
- *   (IPv4 sources and ARP senders on their side; bounded, `macTableFull` counted; a reply for a
- *   host whose MAC is unknown is dropped, `no-mac`);
- * - ARP requests of masqueraded hosts for addresses on the other side are relayed as the shared
- *   address and MAC (sender rewritten); the reply, addressed to the shared address, is delivered
- *   to each host that asked for that address (pending askers, bounded), as if answered to it;
- * - nothing else from a masqueraded host crosses with its real address or MAC: ARP replies and
- *   requests for its own neighbours (learnt hosts) are dropped (`arp-real-address`), IPv4 packets
- *   the NAT could not translate (unsupported protocol) and non-IPv4 frames from a learnt MAC are
- *   dropped (`masquerade-untranslated`); from the other side, packets and ARP requests for a
- *   masqueraded source address (other than the shared one) are dropped (`real-address`,
- *   `arp-real-address`).
+ * NAT applied to frames: the glue between the wire views and the pure NatTable (./nat.ts). What
+ * is translated per packet, ARP, and masquerade's layer-2 ownership (MasqL2) are described in
+ * docs/ARCHITECTURE.md §6 ("NAT on frames"). Invariants kept here: every frame is rewritten IN
+ * PLACE with RFC 1624 incremental checksum updates (csumReplace16/32 for full checksums,
+ * sumReplace16/32 for a partial checksum, virtio NEEDS_CSUM, whose field holds the uncomplemented
+ * pseudo-header sum); no real address of a mapping ever crosses to the other side (dropped:
+ * `real-address`, `arp-real-address`, `masquerade-untranslated`); every table here is bounded and
+ * counted.
  */
 import { cidrContains } from '../wire/cidr.js';
 import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from './nat.js';

@@ -1,60 +1,22 @@
 /**
- * A fault injector (docs/ARCHITECTURE.md §1 `phy/`): loss, reordering, duplication, delay with jitter, a
- * rate limit and corruption, because this kernel has no `netem` qdisc. Modelled on smoltcp's
- * `phy::FaultInjector`: a stage that sits between a frame source and a frame sink (the gateway's
- * output and a TAP write, or a TAP read and the gateway's input) and knows nothing about TCP.
- *
- * Pipeline, per frame, in this order:
+ * A fault injector (docs/ARCHITECTURE.md §1 `phy/`; what each item does: the README's
+ * "Impairment"): loss, duplication, corruption, reordering, delay with jitter and a rate limit,
+ * because this kernel has no `netem` qdisc. Modelled on smoltcp's `phy::FaultInjector`: a stage
+ * between a frame source and a frame sink that knows nothing about TCP.
  *
  *   push ─▶ loss ─▶ duplication ─▶ corruption ─▶ reorder hold ─▶ delay line ─▶ rate queue ─▶ out
  *
- * - loss: the frame is dropped with probability `loss` (`lost`).
- * - duplication: with probability `dup` a second copy follows right behind (`duplicated`); each
- *   copy goes through the later stages on its own (its own corruption draw, its own hold...).
- * - corruption: with probability `corrupt` one byte of the IPv4 packet (IP header, TCP/UDP
- *   header or payload; not the Ethernet header or padding) is XORed with a random non-zero value
- *   (`corrupted`). One changed byte moves one 16-bit word by less than 0xffff, so the Internet
- *   checksum (RFC 1071) of the receiver ALWAYS catches it (except UDP sent without a checksum).
- *   IPv6 (0x86dd, TCP/UDP/ICMPv6 right after the fixed header) has no header checksum: one byte
- *   of its addresses or of the message is changed, which the upper layer's checksum covers.
- *   Other frames (ARP, IPv6 with extension headers...) carry no checksum that could catch it,
- *   and on a real wire the Ethernet FCS would — they pass intact, counted in `corruptSkipped`. With a virtio-net header (TAP GSO) the checksum must be complete
- *   BEFORE the byte flips, as on a real wire: a NEEDS_CSUM frame's checksum is completed in
- *   software and its flags cleared (no NEEDS_CSUM, no DATA_VALID, so the receiver verifies).
- *   A GSO super-frame cannot be corrupted faithfully (the kernel would checksum every segment
- *   after the flip and deliver bad data as good), so it is passed on untouched and counted in
- *   `corruptSkipped`.
- * - reordering: with probability `reorder` the frame is held back (`reordered`) until N more
- *   frames have passed this stage (`reorder=P:N`, default N = 1), or for T ms (`reorder=P:Tms`).
- *   A frame held by count is released after `hold` ms (default 10 ms) even if fewer frames came,
- *   so a pause in the traffic never strands it. When the hold is full the frame is not held but
- *   passed on in order (`holdFull`): reordering is never a reason to lose a frame.
- * - delay: frames wait `delay ± jitter` ms (uniform; `delayed`). The line stays FIFO — a frame
- *   never leaves before the one ahead of it (reordering is `reorder`'s job, so the two can be
- *   set independently). A full line drops the frame (`queueFull`), as netem's `limit` does.
- * - rate: a token bucket of `rate` bits/s, `burst` bytes deep. A frame costs its bytes as they
- *   would appear on the wire: without the virtio header, and a GSO super-frame as its segments
- *   (headers repeated). The bucket may go into debt by one frame (a 64 KiB GSO frame passes a
- *   bucket shallower than itself; the next frame waits until the debt is paid), so the long-run
- *   rate is exact for any frame size. Frames wait in a bounded FIFO (`rateWaited`); when it is
- *   full the frame is dropped (`rateDropped`).
- *
- * Every queue (hold, delay line, rate queue) is bounded by `limit` frames and `qbytes` bytes.
- * Nothing is lost silently: at every moment
- *   in + duplicated = out + lost + queueFull + rateDropped + (frames pending in the queues).
- *
- * Time is injected: `push(frame, nowMs, out)` and `poll(nowMs, out)`; `nextDueMs()` says when
- * the caller should poll next (it owns the timer). No clock is read here. Randomness comes from
- * one mulberry32 stream (util/prng.ts) seeded with `seed` (XOR the caller's `salt`, so several
- * injectors built from one spec differ): the same frames at the same times give the same result.
- *
- * Frames: a frame handed to `push` may be a view the caller reuses after the call (a TAP batch
- * buffer). Frames given to `out` during the call may be that same view (valid as long as the
- * caller's own frame is); anything kept past the call is copied, and a frame is copied before it
- * is corrupted, so the caller's bytes are never modified. `out` may modify what it is given (the
- * gateway patches headers in place): a duplicate is copied before its twin is handed out.
- *
- * Spec strings: see `parseFaultSpec`.
+ * Invariants:
+ * - Nothing is lost silently: every queue is bounded (`limit` frames, `qbytes` bytes) and at every
+ *   moment in + duplicated = out + lost + queueFull + rateDropped + (frames pending).
+ * - Corruption is always detectable by the receiver's checksum (one byte changed where a checksum
+ *   covers it, after completing a partial checksum); what no checksum would catch, or a GSO
+ *   super-frame, is passed intact (`corruptSkipped`). Reordering never loses a frame.
+ * - Time is injected (`push(frame, nowMs, out)`, `poll(nowMs, out)`, `nextDueMs()`), randomness
+ *   is one seeded mulberry32 stream: the same frames at the same times give the same result.
+ * - A frame handed to `push` may be a reused view: anything kept past the call is copied, and a
+ *   frame is copied before it is corrupted, so the caller's bytes are never modified; `out` may
+ *   modify what it is given (a duplicate is copied before its twin is handed out).
  */
 import { copyBytes } from '../util/bytes.js';
 import { mulberry32 } from '../util/prng.js';
