@@ -16,7 +16,7 @@
  *   what a receiver makes of the extra bytes is not ours to guess), besides every wire error of
  *   decodeFrame under its own reason code (truncations, bad IHL / data offset, total lengths
  *   that lie, IPv4 and TCP option lists running past the header, bad checksums);
- * - IPv4 fragments of TCP (`tcpFragmentsDropped`), first or not: the gateway does not reassemble,
+ * - IPv4 and IPv6 fragments of TCP (`tcpFragmentsDropped`), first or not: the gateway does not reassemble,
  *   and a rewriting gateway must not let TCP bytes it never saw in order reach an endpoint (a
  *   fragmented segment would bypass the rules). Dropping is safe because the endpoints use PMTU
  *   discovery (DF set, RFC 1191): a TCP sender never needs fragmentation on the lab's or a
@@ -171,6 +171,8 @@ export class Admission {
     }
     switch (d.kind) {
       case 'error':
+        // IPv6 TCP in fragments is dropped as IPv4's is (never reassembled), and counted alike.
+        if (d.reason === 'ipv6-tcp-fragment') c.tcpFragmentsDropped++;
         this.malformed(d.reason, nowMs, () => d.detail);
         return null;
       case 'tcp': {

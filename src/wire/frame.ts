@@ -36,6 +36,12 @@ export interface DecodeOptions {
    */
   ipv6?: boolean;
 }
+// With `ipv6`, an IPv6 packet a security gateway must not forward is an `error` (RFC 8200 and
+// the walk's findings, wire/ipv6.ts): a Routing header type 0 with segments left (RFC 5095), an
+// unknown option whose action bits say discard, a Hop-by-Hop header not first, a first fragment
+// without the whole chain (RFC 7112), a bad fragment, a truncated chain, and TCP in fragments
+// (never reassembled, as for IPv4: `ipv6-tcp-fragment`). An atomic fragment (RFC 6946) is a
+// whole packet.
 
 interface FrameIpBase {
   /** Null for `raw-ipv4`. */
@@ -203,7 +209,13 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   if (ip6 === null) return new WireError('ipv6', 'ipv6-truncated', `${l3.length} bytes`);
   const other: FrameOther = { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
   const w = walkIpv6(buf, l3Off);
-  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || w.drop !== null || w.fragment !== null || w.ah || w.finalDstOff !== l3Off + 24) return other;
+  if (w.drop !== null) return new WireError('ipv6', w.drop, `next header ${w.upperProto} at ${w.upperOff - l3Off}`);
+  if (w.error === 'ipv6-chain-truncated') return new WireError('ipv6', w.error, `${w.headers} extension headers, ${w.end - l3Off} bytes`);
+  const atomic = w.fragment !== null && w.fragment.offset === 0 && !w.fragment.more;
+  if (w.fragment !== null && !atomic && w.upperProto === IP_PROTO_TCP) {
+    return new WireError('ipv6', 'ipv6-tcp-fragment', `fragment id ${w.fragment.id} offset ${w.fragment.offset}${w.fragment.more ? ', more' : ''}`);
+  }
+  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah || w.finalDstOff !== l3Off + 24) return other;
   const l4Off = w.upperOff;
   const ipEnd = w.end;
   const seg = buf.subarray(l4Off, ipEnd);

@@ -136,20 +136,48 @@ describe('IPv6 TCP through the gateway', () => {
     expect(gw.stats().gateway.malformed['tcp-bad-checksum']).toBe(1);
   });
 
-  it('leaves to the policy what it cannot rewrite whole: fragments, a Routing header in flight', () => {
-    // A first fragment (offset 0, M set) holding the whole TCP header: never rewritten without its siblings.
-    const frag = new Uint8Array([IP_PROTO_TCP, 0, 0, 1, 0, 0, 0, 1]);
+  it('leaves to the policy what it cannot rewrite whole (a Routing header in flight); drops TCP in fragments as for IPv4', () => {
     const rh = new Uint8Array(24);
     rh.set([IP_PROTO_TCP, 2, 2, 1]); // type 2 (RFC 6275), 1 segment left, one address
     rh.set(ipv6KeyBytesOf('2001:db8::99'), 8);
-    for (const [ext, first] of [[frag, IP_PROTO_FRAGMENT], [rh, IP_PROTO_ROUTING]] as const) {
-      const gw = gateway();
+    const send = (gw: Gateway, ext: Uint8Array, first: number): number => {
       let out = 0;
-      gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq: 1, flags: 0x02, ipv6ExtHeaders: ext, ipv6FirstHeader: first, checksum: 'none' }), 0, 0, () => out++);
-      expect(out).toBe(0);
-      expect(gw.stats().gateway.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
-      expect(gw.stats().gateway.connectionsRewritten).toBe(0);
-    }
+      // With an MSS option the segment is 24 bytes: a fragment's data must be a multiple of 8.
+      const options = [{ kind: 'mss' as const, mss: 1440 }];
+      gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq: 1, flags: 0x02, options, ipv6ExtHeaders: ext, ipv6FirstHeader: first, checksum: 'none' }), 0, 0, () => out++);
+      return out;
+    };
+    const g1 = gateway();
+    expect(send(g1, rh, IP_PROTO_ROUTING)).toBe(0);
+    expect(g1.stats().gateway.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
+    expect(g1.stats().gateway.connectionsRewritten).toBe(0);
+    // A first fragment (offset 0, M set) holding the whole TCP header: never rewritten without its siblings.
+    const g2 = gateway();
+    expect(send(g2, new Uint8Array([IP_PROTO_TCP, 0, 0, 1, 0, 0, 0, 1]), IP_PROTO_FRAGMENT)).toBe(0);
+    expect(g2.stats().gateway).toMatchObject({ tcpFragmentsDropped: 1, malformed: { 'ipv6-tcp-fragment': 1 } });
+    // An atomic fragment (offset 0, no more: RFC 6946) is a whole packet: tracked.
+    const g3 = gateway();
+    expect(send(g3, new Uint8Array([IP_PROTO_TCP, 0, 0, 0, 0, 0, 0, 2]), IP_PROTO_FRAGMENT)).toBe(0); // checksum 'none': dropped as bad, but decoded as TCP
+    expect(g3.stats().gateway.malformed).toEqual({ 'tcp-bad-checksum': 1 });
+  });
+
+  it('drops what RFC 8200 / 5095 / 7112 say a node must not forward, whatever it carries', () => {
+    const gw = gateway();
+    const udp = (next: number, ext: Uint8Array) => {
+      const f = tcpFrame({ src: C6, dst: S6, srcPort: 1, dstPort: 2, seq: 0, flags: 0x02, ipv6ExtHeaders: ext, ipv6FirstHeader: next });
+      return f;
+    };
+    // Routing header type 0 with segments left (RFC 5095).
+    const rh0 = new Uint8Array(24);
+    rh0.set([IP_PROTO_TCP, 2, 0, 1]);
+    // A Destination Options header with an unknown option whose action bits say discard (0b01).
+    const opt = new Uint8Array([IP_PROTO_TCP, 0, 0x42, 4, 0, 0, 0, 0]);
+    // Hop-by-Hop not first: Destination Options, then Hop-by-Hop.
+    const hbh = new Uint8Array([0, 0, 1, 4, 0, 0, 0, 0, IP_PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+    let out = 0;
+    for (const [next, ext] of [[IP_PROTO_ROUTING, rh0], [IP_PROTO_DSTOPTS, opt], [IP_PROTO_DSTOPTS, hbh]] as const) gw.handleFrame(udp(next, ext), 0, 0, () => out++);
+    expect(out).toBe(0);
+    expect(gw.stats().gateway.malformed).toEqual({ 'ipv6-rh0': 1, 'ipv6-option-unknown': 1, 'ipv6-hbh-not-first': 1 });
   });
 
   it('stays opaque to the policy on a gateway with NAT (IPv4 only)', () => {

@@ -85,8 +85,10 @@ const fragHdr = (next: number, offset: number, more: boolean) => {
   return b;
 };
 const cat = (...p: Uint8Array[]) => new Uint8Array(Buffer.concat(p));
-/** A later IPv6 fragment of a TCP segment (no ports): never inspected, whatever the gateway. */
+/** A later IPv6 fragment of a TCP segment (no ports). */
 const v6TcpLater = () => ipv6(44, cat(fragHdr(6, 185, false), new Uint8Array(16)));
+/** TCP behind an Authentication Header (RFC 4302: the payload is in the clear, but authenticated: never rewritten). */
+const v6TcpAh = (sport = 40000, dport = 80) => ipv6(51, cat(hexb('06 01 0000 00000001 00000001'), tcpHdr(sport, dport)));
 /**
  * NAT for IPv4 only: on such a gateway IPv6 TCP is not decoded at all (engine/gateway.ts), so
  * every IPv6 TCP segment is the policy's; without NAT, those it can rewrite are inspected
@@ -96,7 +98,7 @@ const NAT_V4 = 'nat:\n  oneToOne:\n    - { side: client, real: 10.0.0.0/24, mapp
 
 /** One frame of every class, carrying (or claiming to carry) TCP to port 80. */
 const CLASS_FRAMES_T: Array<[cls: string, frame: () => Uint8Array, setting: 'ipv6' | 'encapsulated']> = [
-  ['ipv6-tcp', () => v6TcpLater(), 'ipv6'],
+  ['ipv6-tcp', () => v6TcpAh(), 'ipv6'],
   ['ip-in-ip', () => ipv4(4, innerTcp()), 'encapsulated'],
   ['ipv6-in-ip', () => ipv4(41, hexb(`60000000 0014 06 40 ${V6_SRC} ${V6_DST}`)), 'encapsulated'],
   ['gre', () => ipv4(47, cat(hexb('0000 0800'), innerTcp())), 'encapsulated'],
@@ -204,17 +206,17 @@ describe('policy: traffic a rule may cover that cannot be inspected', () => {
 
   it('`uninspectable` sets ipv6 and encapsulated; each setting overrides it', () => {
     const pass = new Gw(withPolicy('  uninspectable: pass\n'));
-    expect(pass.send(v6TcpLater())).toHaveLength(1);
+    expect(pass.send(v6TcpAh())).toHaveLength(1);
     expect(pass.send(ipv4(47, innerTcp()))).toHaveLength(1);
     expect(pass.policy).toEqual({ dropped: {}, passed: { 'ipv6-tcp': 1, gre: 1 } });
 
     const mixed = new Gw(withPolicy('  uninspectable: pass\n  ipv6: drop\n'));
-    expect(mixed.send(v6TcpLater())).toEqual([]);
+    expect(mixed.send(v6TcpAh())).toEqual([]);
     expect(mixed.send(ipv4(47, innerTcp()))).toHaveLength(1);
     expect(mixed.policy).toEqual({ dropped: { 'ipv6-tcp': 1 }, passed: { gre: 1 } });
 
     const mixed2 = new Gw(withPolicy('  uninspectable: drop\n  encapsulated: pass\n'));
-    expect(mixed2.send(v6TcpLater())).toEqual([]);
+    expect(mixed2.send(v6TcpAh())).toEqual([]);
     expect(mixed2.send(eth(0x8847, innerTcp()))).toHaveLength(1);
     expect(mixed2.policy).toEqual({ dropped: { 'ipv6-tcp': 1 }, passed: { mpls: 1 } });
   });
@@ -283,13 +285,24 @@ describe('policy: TCP over IPv6 the gateway does not inspect (a gateway with NAT
   });
 
   it('a later fragment (no ports) is dropped whenever any rule exists, and passes with ipv6: pass', () => {
-    const later = ipv6(44, cat(fragHdr(6, 185, false), new Uint8Array(16)));
-    const g = new Gw('rules:\n  - match: { port: 5555 }\n    agent: monitor\n');
+    const later = v6TcpLater();
+    const g = new Gw(NAT_V4 + 'rules:\n  - match: { port: 5555 }\n    agent: monitor\n');
     expect(g.send(later)).toEqual([]);
     expect(g.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
-    const p = new Gw(withPolicy('  ipv6: pass\n'));
+    const p = new Gw(NAT_V4 + withPolicy('  ipv6: pass\n'));
     expect(p.send(later)).toHaveLength(1);
     expect(p.policy.passed).toEqual({ 'ipv6-tcp': 1 });
+  });
+
+  it('where IPv6 is inspected, TCP in fragments is dropped whatever the policy, as IPv4\'s (tcpFragmentsDropped)', () => {
+    const p = new Gw(withPolicy('  uninspectable: pass\n'));
+    expect(p.send(v6TcpLater())).toEqual([]);
+    const first = ipv6(44, cat(fragHdr(6, 0, true), tcpHdr(40000, 80), new Uint8Array(4)));
+    expect(p.send(first)).toEqual([]);
+    const g = p.gw.stats().gateway;
+    expect(g.tcpFragmentsDropped).toBe(2);
+    expect(g.malformed).toEqual({ 'ipv6-tcp-fragment': 2 });
+    expect(g.policy.passed).toEqual({});
   });
 
   it('a TCP segment to port 80 split into IPv6 fragments whose first one cuts the header chain: neither fragment passes', () => {
@@ -301,10 +314,16 @@ describe('policy: TCP over IPv6 the gateway does not inspect (a gateway with NAT
     const orig = cat(a, hexb('0600 0104 00000000'), tcpHdr(40000, 80));
     const f1 = ipv6(44, cat(fragHdr(60, 0, true), orig.subarray(0, 8)));
     const f2 = ipv6(44, cat(fragHdr(60, 1, false), orig.subarray(8)));
-    const g = new Gw(RULE_80);
+    const g = new Gw(NAT_V4 + RULE_80);
     expect(g.send(f1)).toEqual([]);
     expect(g.send(f2)).toEqual([]);
     expect(g.policy.dropped).toEqual({ 'ipv6-tcp': 2 });
+    // Where IPv6 is inspected: the first fragment is malformed (RFC 7112), the second the policy's.
+    const h = new Gw(RULE_80);
+    expect(h.send(f1)).toEqual([]);
+    expect(h.send(f2)).toEqual([]);
+    expect(h.gw.stats().gateway.malformed).toEqual({ 'ipv6-first-fragment-incomplete': 1 });
+    expect(h.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
   });
 
   it('IPv4 TCP fragments stay dropped as before (tcpFragmentsDropped), not counted by the policy', () => {
