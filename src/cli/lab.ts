@@ -86,7 +86,8 @@ function describeStatus(st: LabStatus): string {
   const lines = [`lab '${st.prefix}': ${st.up ? 'up' : Object.values(st.namespaces).some(Boolean) ? 'partly up' : 'down'}`];
   const cluster = st.nodes.length > 0 || st.nats !== undefined;
   for (const role of ['client', 'server', 'gw', ...(cluster ? (['nats'] as const) : [])] as const) {
-    lines.push(`  namespace ${nsName(st.prefix, role).padEnd(12)} ${st.namespaces[role] === true ? 'present' : 'missing'}`);
+    const addrs = role === 'client' || role === 'server' ? st.addresses[role] : [];
+    lines.push(`  namespace ${nsName(st.prefix, role).padEnd(12)} ${st.namespaces[role] === true ? 'present' : 'missing'}${addrs.length > 0 ? `  eth0 ${addrs.join(' ')}` : ''}`);
   }
   if (!cluster) {
     for (const [tap, t] of Object.entries(st.taps)) {

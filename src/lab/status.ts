@@ -5,7 +5,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { type CoreRole, LAB_IFACES, LAB_SYNC, checkPrefix, labStateDir, nsName } from './names.js';
 import { type LabProcess, readPidFile } from './process.js';
-import { gwTaps, linkInfo, natsHealthy, nsList } from './sys.js';
+import { endpointAddresses, gwTaps, linkInfo, natsHealthy, nsList } from './sys.js';
 
 export interface LabStatus {
   prefix: string;
@@ -14,6 +14,8 @@ export interface LabStatus {
   namespaces: Record<CoreRole, boolean> & { client2?: boolean; nats?: boolean };
   /** All three namespaces exist. */
   up: boolean;
+  /** The endpoints' addresses on eth0 with their prefix length, both families (link-local left out). */
+  addresses: { client: string[]; server: string[]; client2?: string[] };
   /** Per TAP: exists in gw, and a process is attached (no NO-CARRIER). */
   taps: Record<'tap-c' | 'tap-s', { exists: boolean; attached: boolean }>;
   processes: LabProcess[];
@@ -75,6 +77,8 @@ export function labStatus(prefix = 'tg', opts: { stateDir?: string; probeNats?: 
       if (p !== undefined) processes.push({ name, pid: p.pid, alive: p.alive, role: p.role, argv: p.argv, log: p.log });
     }
   }
+  const addrsOf = (role: 'client' | 'server' | 'client2'): string[] => (existing.has(nsName(prefix, role)) ? endpointAddresses(nsName(prefix, role), LAB_IFACES.endpoint) : []);
+  const addresses = { client: addrsOf('client'), server: addrsOf('server'), ...(namespaces.client2 === true ? { client2: addrsOf('client2') } : {}) };
   const nodeNums = namespaces.gw ? gwTaps(prefix).nodes : new Set<number>();
   for (const p of processes) {
     const m = /^node([0-9]+)$/.exec(p.name);
@@ -103,6 +107,7 @@ export function labStatus(prefix = 'tg', opts: { stateDir?: string; probeNats?: 
     stateDir,
     namespaces,
     up: namespaces.client && namespaces.server && namespaces.gw,
+    addresses,
     taps: { 'tap-c': tap(LAB_IFACES.tapClient), 'tap-s': tap(LAB_IFACES.tapServer) },
     processes,
     nodes,

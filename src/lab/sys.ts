@@ -46,6 +46,19 @@ export function linkInfo(ns: string, dev: string): LinkInfo | undefined {
   }
 }
 
+/** `dev`'s addresses in `ns` as "address/prefix", IPv4 then IPv6, link-local left out. */
+export function endpointAddresses(ns: string, dev: string): string[] {
+  const r = sh(['ip', '-n', ns, '-j', 'addr', 'show', 'dev', dev], true);
+  if (r.status !== 0) return [];
+  try {
+    const arr = JSON.parse(r.stdout) as Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string }> }>;
+    const info = arr[0]?.addr_info ?? [];
+    return info.filter((a) => a.scope !== 'link').sort((a, b) => (a.family === b.family ? 0 : a.family === 'inet' ? -1 : 1)).map((a) => `${a.local}/${a.prefixlen}`);
+  } catch {
+    return [];
+  }
+}
+
 export function sysctl(ns: string, key: string, value: string): void {
   sh(['ip', 'netns', 'exec', ns, 'sysctl', '-q', '-w', `${key}=${value}`], true);
 }

@@ -11,7 +11,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labReload } from '../../src/cli/lab.js';
-import { labDown, labExec, labPing, labSpawn } from '../../src/lab/lab.js';
+import { labDown, labExec, labPing, labSpawn, labStatus } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
 import {
   cutsInsidePatterns, expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText,
@@ -257,6 +257,8 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
         expect(gatewayStats()['chainedBatches'] as unknown as number).toBeGreaterThanOrEqual(c0 + 3);
         const neigh = await labExec(P, 'client', ['ip', 'neigh', 'show', SERVER]);
         expect(neigh.stdout.toLowerCase()).toContain('02:00:0a:c8:00:02');
+        // The lab is dual-stack, and `lab status` says so.
+        expect(labStatus(P).addresses).toMatchObject({ client: ['10.200.0.1/24', 'fd00:200::1/64'], server: ['10.200.0.2/24', 'fd00:200::2/64'] });
         // IPv6: Neighbor Discovery and ICMPv6 echo cross unchanged too.
         const p6 = await labExec(P, 'client', ['ping', '-6', '-c', '2', '-i', '0.2', '-W', '2', SERVER6]);
         expect(p6.code, p6.stdout + p6.stderr).toBe(0);
