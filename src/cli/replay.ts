@@ -11,7 +11,7 @@ import { StreamRecorder } from '../flow/recorder.js';
 import { ChecksumSurvey, fillOffloadedChecksums, newCaptureFixCounters, toReplayable, type CaptureFixCounters } from '../phy/capture-fixup.js';
 import { PcapReader, PcapWriter, type PcapItem } from '../phy/pcap.js';
 import type { LinkType } from '../wire/frame.js';
-import { ipv4ToString } from '../wire/ipv4.js';
+import { ipToString, type IpAddr } from '../wire/ip.js';
 import { CliError, EXIT, fileError, opening } from './errors.js';
 import { captureClock, EventFile } from '../engine/event-file.js';
 import { makeLogger } from './log.js';
@@ -76,13 +76,13 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
   const mode = a.checksums ?? 'auto';
   // --checksums auto: a first pass finds the hosts whose TCP checksums are all wrong (captured
   // before the NIC computed them); their segments get the checksums the wire had.
-  let offload = new Map<number, { good: number; bad: number }>();
+  let offload = new Map<IpAddr, { good: number; bad: number }>();
   if (mode === 'auto') {
     const survey = new ChecksumSurvey();
     for await (const r of replayable(a.in, newCaptureFixCounters())) if (!('error' in r)) survey.add({ link: r.link, data: r.data });
     offload = survey.offloadingHosts();
     for (const [h, e] of offload) {
-      log.warn({ host: ipv4ToString(h), bad: e.bad, good: e.good }, 'checksum offload: this host\'s TCP checksums are wrong in the capture; filled in (--checksums verify to drop them)');
+      log.warn({ host: ipToString(h), bad: e.bad, good: e.good }, 'checksum offload: this host\'s TCP checksums are wrong in the capture; filled in (--checksums verify to drop them)');
     }
   }
   const ev = a.events;
@@ -154,12 +154,12 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
     records: records + fix.linkNotIp,
     written,
     captureError,
-    capture: { ...fix, offloadingHosts: [...offload.keys()].map(ipv4ToString).join(' ') || undefined },
+    capture: { ...fix, offloadingHosts: [...offload.keys()].map(ipToString).join(' ') || undefined },
     ...stats,
     streams: rec ? { connections: rec.connections, files: rec.files.length } : undefined,
     events: events !== undefined ? { ...events.counters, ...(events.error !== undefined ? { error: events.error.message } : {}) } : undefined,
   };
-  return { exitCode: captureError ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(ipv4ToString) };
+  return { exitCode: captureError ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(ipToString) };
 }
 
 /** One line for stderr: what came in, what went out, what was dropped and why. */

@@ -19,7 +19,11 @@
 import { hasValidFcs } from '../wire/crc32.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame } from '../wire/ethernet.js';
 import { WireError } from '../wire/error.js';
-import { decodeFrame, type FrameTcp4, type LinkType } from '../wire/frame.js';
+import { decodeFrame, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { finish, sum16 } from '../wire/checksum.js';
+import { set16 } from '../wire/bytes.js';
+import { pseudoHeaderSum, type IpAddr } from '../wire/ip.js';
+import { TCP_CHECKSUM_OFFSET } from '../wire/tcp.js';
 import { IP_PROTO_TCP, Ipv4Packet } from '../wire/ipv4.js';
 import type { PcapLink } from './pcap.js';
 
@@ -139,25 +143,31 @@ function fixTsoLength(data: Uint8Array, l3: number, c: CaptureFixCounters): Uint
   return out;
 }
 
-/** The record's IPv4 TCP segment, decoded (checksums not verified), or null. */
-function tcpIn(r: Replayable): FrameTcp4 | null {
-  const d = decodeFrame(r.data, { link: r.link, verifyChecksums: false });
-  return d.kind === 'tcp' && d.ip !== null ? d : null;
+/** The record's TCP segment (IPv4 or IPv6), decoded (checksums not verified), or null. */
+function tcpIn(r: Replayable): FrameTcp | null {
+  const d = decodeFrame(r.data, { link: r.link, verifyChecksums: false, ipv6: true });
+  return d.kind === 'tcp' ? d : null;
+}
+
+/** The segment's TCP checksum is right (and, for IPv4, its header checksum). */
+function checksumsOk(r: Replayable, t: FrameTcp): boolean {
+  if (t.ip !== null) return t.ip.verifyChecksum() && t.tcp.verifyChecksum(t.ip.src, t.ip.dst);
+  return finish(sum16(r.data, t.l4Off, t.ipEnd, pseudoHeaderSum(r.data, t.l3Off, IP_PROTO_TCP, t.ipEnd - t.l4Off))) === 0;
 }
 
 /**
- * Per IPv4 source: TCP segments with a right and a wrong checksum (the first pass of
+ * Per source (either family): TCP segments with a right and a wrong checksum (the first pass of
  * `--checksums auto`).
  */
 export class ChecksumSurvey {
-  private readonly seen = new Map<number, { good: number; bad: number }>();
+  private readonly seen = new Map<IpAddr, { good: number; bad: number }>();
 
   add(r: Replayable): void {
     const t = tcpIn(r);
     if (t === null) return;
-    const ok = t.ip.verifyChecksum() && t.tcp.verifyChecksum(t.ip.src, t.ip.dst);
-    let e = this.seen.get(t.ip.src);
-    if (e === undefined) this.seen.set(t.ip.src, (e = { good: 0, bad: 0 }));
+    const ok = checksumsOk(r, t);
+    let e = this.seen.get(t.src);
+    if (e === undefined) this.seen.set(t.src, (e = { good: 0, bad: 0 }));
     if (ok) e.good++;
     else e.bad++;
   }
@@ -167,18 +177,24 @@ export class ChecksumSurvey {
    * host with checksum offload has every captured segment wrong; an attacker's few bad
    * segments among good ones are not offload, and stay dropped).
    */
-  offloadingHosts(): Map<number, { good: number; bad: number }> {
-    const out = new Map<number, { good: number; bad: number }>();
+  offloadingHosts(): Map<IpAddr, { good: number; bad: number }> {
+    const out = new Map<IpAddr, { good: number; bad: number }>();
     for (const [h, e] of this.seen) if (e.bad >= 2 && e.good * 20 <= e.bad) out.set(h, { ...e });
     return out;
   }
 }
 
 /** Fills in the TCP (and IPv4 header) checksum of a segment from one of `hosts` (in place). */
-export function fillOffloadedChecksums(r: Replayable, hosts: ReadonlyMap<number, unknown>, c: CaptureFixCounters): void {
+export function fillOffloadedChecksums(r: Replayable, hosts: ReadonlyMap<IpAddr, unknown>, c: CaptureFixCounters): void {
   const t = tcpIn(r);
-  if (t === null || !hosts.has(t.ip.src)) return;
+  if (t === null || !hosts.has(t.src)) return;
   const tcpOld = t.tcp.checksum;
+  if (t.ip === null) {
+    set16(r.data, t.l4Off + TCP_CHECKSUM_OFFSET, 0);
+    set16(r.data, t.l4Off + TCP_CHECKSUM_OFFSET, finish(sum16(r.data, t.l4Off, t.ipEnd, pseudoHeaderSum(r.data, t.l3Off, IP_PROTO_TCP, t.ipEnd - t.l4Off))));
+    if (t.tcp.checksum !== tcpOld) c.offloadChecksumsFilled++;
+    return;
+  }
   const ipOld = t.ip.checksum;
   t.tcp.fillChecksum(t.ip.src, t.ip.dst);
   t.ip.fillChecksum();

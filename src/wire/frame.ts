@@ -215,16 +215,22 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   if (w.fragment !== null && !atomic && w.upperProto === IP_PROTO_TCP) {
     return new WireError('ipv6', 'ipv6-tcp-fragment', `fragment id ${w.fragment.id} offset ${w.fragment.offset}${w.fragment.more ? ', more' : ''}`);
   }
-  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah || w.finalDstOff !== l3Off + 24) return other;
+  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah) return other;
   const l4Off = w.upperOff;
   const ipEnd = w.end;
   const seg = buf.subarray(l4Off, ipEnd);
   const tcpErr = TcpSegment.check(seg);
   if (tcpErr) return tcpErr;
   const tcp = TcpSegment.unchecked(seg);
-  if (opts.verifyChecksums && finish(sum16(seg, 0, seg.length, ipv6PseudoHeaderSum(buf, l3Off + 8, l3Off + 24, IP_PROTO_TCP, seg.length))) !== 0) {
+  // The pseudo-header takes the final destination (a Routing header's last address) and a Home
+  // Address option's source (Mobile IPv6), RFC 8200 §8.1.
+  const pSrc = w.homeAddrOff >= 0 ? w.homeAddrOff : l3Off + 8;
+  if (opts.verifyChecksums && finish(sum16(seg, 0, seg.length, ipv6PseudoHeaderSum(buf, pSrc, w.finalDstOff, IP_PROTO_TCP, seg.length))) !== 0) {
     return new WireError('tcp', 'tcp-bad-checksum', `checksum 0x${tcp.checksum.toString(16)}`);
   }
+  // Rewritten frames are rebuilt with the fixed header's addresses: a packet whose pseudo-header
+  // takes others (a Routing header in flight, Mobile IPv6) is left to the policy, never rewritten.
+  if (w.finalDstOff !== l3Off + 24 || w.homeAddrOff >= 0) return other;
   const thl = tcp.headerLen;
   return {
     kind: 'tcp',

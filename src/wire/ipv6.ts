@@ -49,6 +49,8 @@ export const IPV6_MAX_EXT_BYTES = 1024;
 
 /** Option types this walk knows (RFC 8200 §4.2 Pad1/PadN; RFC 2473 tunnel limit; RFC 2711 router alert; RFC 2675 jumbo; RFC 6275 home address). */
 const KNOWN_OPTIONS: ReadonlySet<number> = new Set([0x00, 0x01, 0x04, 0x05, 0xc2, 0xc9]);
+/** Mobile IPv6's Home Address destination option (RFC 6275 §6.3). */
+const OPT_HOME_ADDRESS = 0xc9;
 
 /** Why a walk stopped (the chain cannot be followed). */
 export type Ipv6ChainError = 'ipv6-chain-truncated' | 'ipv6-chain-too-long' | 'ipv6-chain-too-big';
@@ -85,6 +87,8 @@ export interface Ipv6Chain {
   /** Offset of the address the packet is finally for (a Routing header's last segment), else the fixed header's destination. */
   finalDstOff: number;  /** An Authentication Header was walked through (RFC 4302: what follows it is authenticated). */
   ah: boolean;
+  /** Offset of a Home Address option's address (Mobile IPv6): the pseudo-header's source; -1 when none. */
+  homeAddrOff: number;
 }
 
 /**
@@ -94,7 +98,7 @@ export interface Ipv6Chain {
  */
 export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number) => number = defaultUpperMin): Ipv6Chain {
   const end = Math.min(buf.length, off + IPV6_HEADER_LEN + get16(buf, off + 4));
-  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24, ah: false };
+  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24, ah: false, homeAddrOff: -1 };
   let next = c.upperProto;
   let p = c.upperOff;
   for (;;) {
@@ -107,7 +111,7 @@ export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number)
     if (end - p < len) return stop(c, 'ipv6-chain-truncated', next, p);
     if (next === IP_PROTO_HOPOPTS && c.headers > 0) drop(c, 'ipv6-hbh-not-first');
     if (next === IP_PROTO_HOPOPTS || next === IP_PROTO_DSTOPTS) {
-      const o = checkOptions(buf, p + 2, p + len);
+      const o = checkOptions(buf, p + 2, p + len, next === IP_PROTO_DSTOPTS ? c : null);
       if (o !== null) drop(c, o);
     } else if (next === IP_PROTO_ROUTING) {
       const type = buf[p + 2]!;
@@ -163,8 +167,12 @@ function defaultUpperMin(proto: number): number {
   return proto === IP_PROTO_TCP ? TCP_HEADER_LEN : proto === IP_PROTO_UDP ? 8 : proto === IP_PROTO_ICMPV6 ? 4 : 0;
 }
 
-/** The TLV options in [p, end) of a Hop-by-Hop or Destination Options header. */
-function checkOptions(buf: Uint8Array, p: number, end: number): Ipv6ChainDrop | null {
+/**
+ * The TLV options in [p, end) of a Hop-by-Hop or Destination Options header; in the latter
+ * (`c`), a Home Address option (RFC 6275 §6.3) is noted: it is the source the upper layer's
+ * pseudo-header uses.
+ */
+function checkOptions(buf: Uint8Array, p: number, end: number, c: Ipv6Chain | null): Ipv6ChainDrop | null {
   while (p < end) {
     const t = buf[p]!;
     if (t === 0) {
@@ -172,6 +180,7 @@ function checkOptions(buf: Uint8Array, p: number, end: number): Ipv6ChainDrop | 
       continue;
     }
     if (end - p < 2 || p + 2 + buf[p + 1]! > end) return 'ipv6-option-bad';
+    if (t === OPT_HOME_ADDRESS && c !== null && buf[p + 1] === IPV6_ADDR_LEN) c.homeAddrOff = p + 2;
     // The two high bits say what a node that does not know the option does: 00 skips it.
     if (!KNOWN_OPTIONS.has(t) && t >>> 6 !== 0) return 'ipv6-option-unknown';
     p += 2 + buf[p + 1]!;

@@ -5,7 +5,7 @@
  * does over IPv4.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -54,8 +54,8 @@ async function toIpv6(src: string, dst: string, o: Carry = {}): Promise<void> {
   await w.close();
 }
 
-/** tshark's "[2001:db8::a00:1]:80" as tapgate names files: "2001:db8::a00:1.80". */
-const fileName = (ep: string) => ep.replace(/^\[(.*)\]:(\d+)$/, '$1.$2');
+/** tshark's "[2001:db8::a00:1]:80" (or "10.0.0.1:80") as tapgate names files: "2001:db8::a00:1.80". */
+const fileName = (ep: string) => (ep.startsWith('[') ? ep.replace(/^\[(.*)\]:(\d+)$/, '$1.$2') : ep.replace(/:(\d+)$/, '.$1'));
 
 describe('tapgate replay over IPv6', () => {
   for (const [name, carry] of [['plain', {}], ['Destination Options header', { ext: true }], ['802.1Q tag', { vlan: true }]] as const) {
@@ -80,6 +80,60 @@ describe('tapgate replay over IPv6', () => {
       }
     });
   }
+
+  it('--checksums auto fills in an IPv6 host\'s offloaded checksums; verify drops them', async () => {
+    const cap = join(tmp, 'offload6.pcap');
+    const { records } = await readPcapAll(join(FIX, 'http-small.pcap'));
+    const w = await PcapWriter.open(cap, { link: 1 });
+    let zeroed = 0;
+    for (const r of records) {
+      const f = toIpv6Frame(new Uint8Array(r.data), 'ethernet', false);
+      if (f === null) continue;
+      // The server (the capturing host, offloading): its checksums are whatever the NIC would fill in.
+      if (f[14 + 8 + 12] === 0x0a && f[14 + 8 + 13] === 0xc7 && f[14 + 8 + 14] === 0 && f[14 + 8 + 15] === 1) {
+        f[14 + 40 + 16] = 0;
+        f[14 + 40 + 17] = 0;
+        zeroed++;
+      }
+      await w.write({ data: f, tsNs: r.tsNs });
+    }
+    await w.close();
+    expect(zeroed).toBeGreaterThan(2);
+    const auto = await tapgate('replay', cap, '-o', join(tmp, 'off-out.pcap'));
+    expect(auto.code, auto.stderr).toBe(0);
+    expect(auto.stderr).toMatch(/, 0 dropped/);
+    expect(auto.stderr).toContain('2001:db8::ac7:1');
+    const verify = await tapgate('replay', cap, '-o', join(tmp, 'off-out.pcap'), '--checksums', 'verify');
+    expect(verify.stderr).toMatch(new RegExp(`${zeroed} dropped \\(tcp-bad-checksum ${zeroed}\\)`));
+  });
+
+  it('public captures (TAPGATE_PUBLIC_CAPTURES): chrissanders http_ip4and6, PcapPlusPlus four_ipv6_http_streams / one_ipv6_http_stream: --streams as tshark follows them; zeek chksums: IPv6 TCP checksums verified', async (ctx) => {
+    const pub = process.env['TAPGATE_PUBLIC_CAPTURES'];
+    const caps = ['http_ip4and6.pcapng', 'four_ipv6_http_streams.pcap', 'one_ipv6_http_stream.pcap'].filter((n) => pub !== undefined && existsSync(join(pub, n)));
+    const sums = ['ip6-tcp-good-chksum.pcap', 'ip6-tcp-bad-chksum.pcap', 'ip6-hoa-tcp-good-chksum.pcap', 'ip6-hoa-tcp-bad-chksum.pcap', 'ip6-route0-tcp-good-chksum.pcap'].filter((n) => pub !== undefined && existsSync(join(pub, n)));
+    if (caps.length + sums.length === 0) ctx.skip();
+    for (const n of caps) {
+      const path = join(pub!, n);
+      const dir = join(tmp, `pub-${n}`);
+      const r = await tapgate('replay', path, '-o', join(tmp, 'pub-out.pcap'), '--streams', dir);
+      expect(r.code, r.stderr).toBe(0);
+      const files = readdirSync(dir);
+      const count = await tsharkStreamCount(path);
+      expect(files.length, n).toBe(2 * count);
+      for (let i = 0; i < count; i++) {
+        const t = await tsharkFollowTcp(path, i);
+        const base = `${fileName(t.client)}-${fileName(t.server)}`;
+        const stems = files.filter((f) => f.startsWith(base) && f.endsWith('.c2s')).map((f) => f.slice(0, -4));
+        expect(stems.some((st) => readFileSync(join(dir, `${st}.c2s`)).equals(t.c2s) && readFileSync(join(dir, `${st}.s2c`)).equals(t.s2c)), `${n} stream ${i} (${base})`).toBe(true);
+      }
+    }
+    for (const n of sums) {
+      const r = await tapgate('replay', join(pub!, n), '-o', join(tmp, 'sum-out.pcap'), '--checksums', 'verify');
+      expect(r.code, r.stderr).toBe(0);
+      const want = n.includes('route0') ? /0 frames written, 1 dropped \(ipv6-rh0 1\)/ : n.includes('bad') ? /0 frames written, 1 dropped \(tcp-bad-checksum 1\)/ : /1 frames written, 0 dropped/;
+      expect(r.stderr, n).toMatch(want);
+    }
+  });
 
   it('rewrites with --config as over IPv4 (loss and holes in the capture; a rule on an IPv6 prefix)', async () => {
     const cap = join(tmp, 'loss-holes-v6.pcap');

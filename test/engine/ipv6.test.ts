@@ -139,16 +139,18 @@ describe('IPv6 TCP through the gateway', () => {
   it('leaves to the policy what it cannot rewrite whole (a Routing header in flight); drops TCP in fragments as for IPv4', () => {
     const rh = new Uint8Array(24);
     rh.set([IP_PROTO_TCP, 2, 2, 1]); // type 2 (RFC 6275), 1 segment left, one address
-    rh.set(ipv6KeyBytesOf('2001:db8::99'), 8);
-    const send = (gw: Gateway, ext: Uint8Array, first: number): number => {
+    // The last address is the final destination, the pseudo-header's: the fixed header's here, so
+    // tcpFrame's checksum is right and the segment is the policy's, not a bad checksum.
+    rh.set(ipv6KeyBytesOf('2001:db8::2'), 8);
+    const send = (gw: Gateway, ext: Uint8Array, first: number, checksum: 'full' | 'none' = 'none'): number => {
       let out = 0;
       // With an MSS option the segment is 24 bytes: a fragment's data must be a multiple of 8.
       const options = [{ kind: 'mss' as const, mss: 1440 }];
-      gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq: 1, flags: 0x02, options, ipv6ExtHeaders: ext, ipv6FirstHeader: first, checksum: 'none' }), 0, 0, () => out++);
+      gw.handleFrame(tcpFrame({ src: C6, dst: S6, srcPort: 40000, dstPort: 80, seq: 1, flags: 0x02, options, ipv6ExtHeaders: ext, ipv6FirstHeader: first, checksum }), 0, 0, () => out++);
       return out;
     };
     const g1 = gateway();
-    expect(send(g1, rh, IP_PROTO_ROUTING)).toBe(0);
+    expect(send(g1, rh, IP_PROTO_ROUTING, 'full')).toBe(0);
     expect(g1.stats().gateway.policy.dropped).toEqual({ 'ipv6-tcp': 1 });
     expect(g1.stats().gateway.connectionsRewritten).toBe(0);
     // A first fragment (offset 0, M set) holding the whole TCP header: never rewritten without its siblings.
