@@ -126,7 +126,7 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('events', { type: 'string', describe: 'the gateway appends events as JSON lines to FILE (cluster: every node, each line names its flow)' })
       .option('metrics', { type: 'string', describe: 'gateway serves Prometheus metrics at http://HOST:PORT/metrics inside the gw namespace (cluster node i: PORT + i - 1)' })
       .option('offloads', { choices: ['on', 'off'] as const, default: 'on' as const, describe: 'endpoint TSO/GSO/checksum offloads' })
-      .option('ipv6', { type: 'boolean', default: false, describe: 'dual-stack endpoints: client fd00:200::1/64, server fd00:200::2/64 beside the IPv4 addresses' })
+      .option('ipv6', { type: 'boolean', default: true, describe: 'dual-stack endpoints (client fd00:200::1/64, server fd00:200::2/64 beside the IPv4 addresses); --no-ipv6 for IPv4 only' })
       .option('nodes', {
         type: 'number',
         default: 0,

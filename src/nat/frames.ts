@@ -8,7 +8,9 @@
  * `real-address`, `arp-real-address`, `masquerade-untranslated`); every table here is bounded and
  * counted.
  */
+import { get16, get32, set16, set32 } from '../wire/bytes.js';
 import { cidrContains } from '../wire/cidr.js';
+import { ETHERTYPE_IPV6, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
 import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from './nat.js';
 import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
 import { ARP_OP_REPLY, ARP_OP_REQUEST, type ArpPacket } from '../wire/arp.js';
@@ -31,18 +33,6 @@ export type NatFrameResult =
   | { kind: 'consumed' }
   | { kind: 'drop'; reason: NatDropReason };
 
-const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
-const set16 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = (v >>> 8) & 0xff;
-  b[o + 1] = v & 0xff;
-};
-const get32 = (b: Uint8Array, o: number): number => ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-const set32 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-};
 const other = (s: NatSide): NatSide => (s === 0 ? 1 : 0);
 
 /** ICMP query types whose identifier is at offset 4 (echo, timestamp, info, address mask). */
@@ -397,11 +387,16 @@ export class MasqL2 {
     return { kind: 'pass' };
   }
 
-  /** A non-IPv4, non-ARP frame from `from`: a masqueraded host's MAC must not cross. */
+  /**
+   * A non-IPv4, non-ARP frame from `from`: a masqueraded host's MAC must not cross. IPv6 from the
+   * masquerade side does not cross at all unless NPTv6 translates that side: there is no IPv6
+   * masquerade, and a host's first IPv6 frames (router and neighbour solicitations, MLD reports,
+   * sent before its MAC is learnt from IPv4) would show its MAC and addresses to the other side.
+   */
   other(eth: Uint8Array, from: NatSide): NatFrameResult {
-    if (this.nat.cfg.masquerade.some((m) => m.side === from) && this.knownMac(eth, 6)) {
-      return { kind: 'drop', reason: 'masquerade-untranslated' };
-    }
+    if (!this.nat.cfg.masquerade.some((m) => m.side === from)) return { kind: 'pass' };
+    if (this.knownMac(eth, 6)) return { kind: 'drop', reason: 'masquerade-untranslated' };
+    if (etherTypeOf(eth) === ETHERTYPE_IPV6 && !this.nat.cfg.nptv6.some((m) => m.side === from)) return { kind: 'drop', reason: 'masquerade-untranslated' };
     return { kind: 'pass' };
   }
 
@@ -483,4 +478,11 @@ export class MasqL2 {
     }
     return { r: { kind: 'pass' }, ...none };
   }
+}
+
+/** The EtherType of an Ethernet frame after its 802.1Q/802.1ad tags (0 when cut short). */
+function etherTypeOf(eth: Uint8Array): number {
+  let o = 12;
+  while (o + 2 <= eth.length && isVlanTpid(get16(eth, o))) o += VLAN_TAG_LEN;
+  return o + 2 <= eth.length ? get16(eth, o) : 0;
 }

@@ -9,7 +9,9 @@
  *   PASV) and active (EPRT, PORT: vsftpd connects to 10.200.0.100 and an allocated port, the
  *   NAT's expectation sends it to the right client), sha256 equal on both ends;
  * - vsftpd's log names 10.200.0.100 only; a capture on the server's interface shows neither
- *   client address nor client MAC; from the server namespace 10.200.0.1 and .3 do not answer.
+ *   client address nor client MAC (the clients are dual-stack: their IPv6 frames, router and
+ *   neighbour solicitations and MLD reports, do not cross either); from the server namespace
+ *   10.200.0.1 and .3 do not answer.
  * With TAP GSO (vnet header, partial checksums) and without.
  */
 import { spawnSync } from 'node:child_process';
@@ -42,7 +44,7 @@ for (const vnet of [true, false]) describeE2E(`FTP through masquerade in the lab
     fx = vsftpdFixture(SERVER, SIZE);
     pcap = join(fx.dir, 'server.pcap');
     await labDown(P);
-    await labUpWithGateway(P, join(REPO, 'examples/masquerade.yaml'), vnet ? [] : ['--no-vnet-hdr'], { config: { clients: 2 } });
+    await labUpWithGateway(P, join(REPO, 'examples/masquerade.yaml'), vnet ? [] : ['--no-vnet-hdr'], { config: { clients: 2, ipv6: true } });
     // Everything the server's interface sees, from before the first frame crosses.
     labSpawn(P, 'server', 'tcpdump', ['tcpdump', '-i', 'eth0', '-nn', '-U', '-s', '128', '-w', pcap]);
     startVsftpd(P, fx.conf);

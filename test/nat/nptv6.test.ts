@@ -161,6 +161,18 @@ describe('NPTv6 through the gateway', () => {
     expect(icmp6Valid(out!)).toBe(true);
   });
 
+  it('with IPv4 masquerade on a side, IPv6 from that side does not cross (it would show the hosts\' MACs and addresses) unless NPTv6 translates that side', () => {
+    const masq = 'nat:\n  masquerade:\n    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100 }\n';
+    // A router solicitation from a client's link-local address, before any IPv4 taught the gateway its MAC.
+    const rs = icmp6Frame(parseIpv6('fe80::1')!, parseIpv6('ff02::2')!, new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]), [0x33, 0x33, 0, 0, 0, 2]);
+    const g1 = new Gateway({ config: parseConfig(masq + 'rules: []\n', 'm.yaml') });
+    expect(run(g1, rs, 0)).toEqual([]);
+    expect(g1.stats().gateway.natDropped).toEqual({ 'masquerade-untranslated': 1 });
+    expect(run(g1, rs, 1)).toHaveLength(1); // the other side's IPv6 is none of the masquerade's business
+    const g2 = new Gateway({ config: parseConfig(masq + '  nptv6:\n    - { side: client, real: "fd00:200::/64", mapped: "fd00:201::/64" }\nrules: []\n', 'm.yaml') });
+    expect(run(g2, rs, 0)).toHaveLength(1);
+  });
+
   it('config errors: IPv4 prefixes, different lengths, lengths NPTv6 does not translate', () => {
     const err = (m: string) => {
       try {
