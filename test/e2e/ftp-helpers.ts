@@ -5,11 +5,12 @@
  * lab-helpers.ts and re-exported here.
  */
 import { spawnSync } from 'node:child_process';
-import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { expect, it } from 'vitest';
 import { join } from 'node:path';
 import { labExec, labSpawn, type LabRole } from '../../src/lab/lab.js';
 import { e2eProblems } from '../lab/e2e-env.js';
-import { randomFile, tempDir, waitUntil } from './lab-helpers.js';
+import { randomFile, sha, tempDir, waitUntil } from './lab-helpers.js';
 
 export { gatewayStats, netnsList, sha } from './lab-helpers.js';
 
@@ -96,12 +97,23 @@ export async function waitVsftpd(prefix: string, server: string, role: LabRole =
 }
 
 /**
- * lftp in the client namespace against `server` (an IPv6 address goes in brackets): gets
- * data.bin to `out`, puts `upload` as up/`name`; passive or active. Returns labExec's result.
+ * Two tests (lftp passive, then active): from the client namespace, get data.bin from `server`
+ * (an IPv6 address goes in brackets) and put upload.bin as up/lftp-<mode>.bin, both sha256
+ * equal to `fx().data`. `fx` is read when the tests run (after beforeAll).
  */
-export function lftpGetPut(prefix: string, server: string, passive: boolean, out: string, upload: string, name: string) {
-  const host = server.includes(':') ? `[${server}]` : server;
-  const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
-    `open ftp://${host}; get data.bin -o ${out}; cd up; put ${upload} -o ${name}; bye`;
-  return labExec(prefix, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+export function itLftpGetPut(prefix: string, server: string, fx: () => { dir: string; root: string; data: Buffer }): void {
+  for (const passive of [true, false]) {
+    it(`lftp ${passive ? 'passive' : 'active'}: download and upload`, async () => {
+      const { dir, root, data } = fx();
+      const out = join(dir, `lftp-${passive}`);
+      const name = `lftp-${passive}.bin`;
+      const host = server.includes(':') ? `[${server}]` : server;
+      const script = `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; ` +
+        `open ftp://${host}; get data.bin -o ${out}; cd up; put ${join(dir, 'upload.bin')} -o ${name}; bye`;
+      const r = await labExec(prefix, 'client', ['lftp', '-u', 'anonymous,', '-e', script], { timeoutMs: 90_000 });
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(sha(readFileSync(out))).toBe(sha(data));
+      expect(sha(readFileSync(join(root, 'up', name)))).toBe(sha(data));
+    }, 120_000);
+  }
 }
