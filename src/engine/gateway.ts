@@ -410,6 +410,7 @@ export class Gateway {
       this.flows.expire(nowMs);
       this.nat?.expire(nowMs);
       this.ratelog.flush(nowMs);
+      this.eventRate?.flush(nowMs);
     }
   }
 

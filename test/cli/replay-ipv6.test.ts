@@ -107,9 +107,11 @@ describe('tapgate replay over IPv6', () => {
     expect(verify.stderr).toMatch(new RegExp(`${zeroed} dropped \\(tcp-bad-checksum ${zeroed}\\)`));
   });
 
-  it('public captures (TAPGATE_PUBLIC_CAPTURES): chrissanders http_ip4and6, PcapPlusPlus four_ipv6_http_streams / one_ipv6_http_stream: --streams as tshark follows them; zeek chksums: IPv6 TCP checksums verified', async (ctx) => {
+  it('public captures (TAPGATE_PUBLIC_CAPTURES): chrissanders http_ip4and6, PcapPlusPlus four_ipv6_http_streams / one_ipv6_http_stream, zeek ftp/ipv6*: --streams as tshark follows them; zeek chksums: IPv6 TCP checksums verified', async (ctx) => {
     const pub = process.env['TAPGATE_PUBLIC_CAPTURES'];
-    const caps = ['http_ip4and6.pcapng', 'four_ipv6_http_streams.pcap', 'one_ipv6_http_stream.pcap'].filter((n) => pub !== undefined && existsSync(join(pub, n)));
+    // zeek's testing/btest/Traces/ftp/ipv6*.pcap are saved as ftp-ipv6*.pcap.
+    const caps = ['http_ip4and6.pcapng', 'four_ipv6_http_streams.pcap', 'one_ipv6_http_stream.pcap', 'ftp-ipv6.pcap', 'ftp-ipv6-multiline-reply.pcap', 'ftp-ipv6-retr-samba.pcap', 'ftp-ipv6-violation.pcap']
+      .filter((n) => pub !== undefined && existsSync(join(pub, n)));
     const sums = ['ip6-tcp-good-chksum.pcap', 'ip6-tcp-bad-chksum.pcap', 'ip6-hoa-tcp-good-chksum.pcap', 'ip6-hoa-tcp-bad-chksum.pcap', 'ip6-route0-tcp-good-chksum.pcap'].filter((n) => pub !== undefined && existsSync(join(pub, n)));
     if (caps.length + sums.length === 0) ctx.skip();
     for (const n of caps) {

@@ -83,6 +83,11 @@ describe('event log', () => {
     expect(drops.length).toBeLessThan(50);
     expect(drops[0]).toMatchObject({ msg: 'malformed frame dropped' });
     expect(String(drops[0]!['reason'])).toMatch(/^ipv4-/);
+    // Once the interval is over, the event log gets the count of what it left out, as the log does.
+    h.advance(20_000);
+    const summary = evs.filter((e) => e.event === 'drop' && typeof e['suppressed'] === 'number');
+    expect(summary).toHaveLength(1);
+    expect(summary[0]!['suppressed']).toBe(50 - drops.length);
   });
 
   it('no sink: no tallies kept', () => {
