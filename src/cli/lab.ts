@@ -21,7 +21,7 @@
  * waited for (use `lab status` to see them attach).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { FaultSpecError, parseFaultSpec } from '../phy/fault.js';
@@ -40,6 +40,7 @@ import {
   type LabStatus,
 } from '../lab/lab.js';
 import { IMPAIR_OPTIONS, gatewayArgv, nodeArgv, type ImpairArgs } from '../lab/gateway-argv.js';
+import { readSince } from '../lab/sys.js';
 
 
 export interface LabUpArgs extends ImpairArgs {
@@ -309,7 +310,7 @@ export async function labReload(prefix: string): Promise<{ name: string; pid: nu
     let line = '';
     while (line === '' && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      const text = existsSync(p.log) ? readFileSync(p.log, 'utf8').slice(before) : '';
+      const text = readSince(p.log, before);
       line = text.split('\n').find((l) => /config reload(ed| refused)/.test(l)) ?? '';
     }
     out.push({ name: p.name, pid: p.pid, ok: /config reloaded/.test(line), line: line === '' ? 'no answer in its log within 5 s' : line });

@@ -3,7 +3,7 @@
  * links. Synchronous: the lab is set up and torn down step by step.
  */
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { LAB_IFACES, LAB_SYNC, LabError, nsName } from './names.js';
 
 export function sh(argv: string[], allowFail = false): SpawnSyncReturns<string> {
@@ -72,6 +72,27 @@ export function tail(file: string, lines = 30): string {
     return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+/**
+ * What `file` holds from byte `offset` on, at most `max` bytes (a log polled for an answer: only
+ * what was written since is read, not the whole file each time); '' when there is nothing.
+ */
+export function readSince(file: string, offset: number, max = 1 << 20): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const size = fstatSync(fd).size;
+    const n = Math.max(0, Math.min(max, size - offset));
+    if (n === 0) return '';
+    const buf = Buffer.alloc(n);
+    const got = readSync(fd, buf, 0, n, offset);
+    return buf.toString('utf8', 0, got);
+  } catch {
+    return '';
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
