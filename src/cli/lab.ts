@@ -186,7 +186,7 @@ const up: CommandModule<object, LabUpArgs> = {
 async function upCluster(a: ArgumentsCamelCase<LabUpArgs>, nodes: number): Promise<void> {
   const before = labStatus(a.name, { probeNats: false });
   const wasRunning = new Set(before.nodes.filter((n) => n.process?.alive === true).map((n) => n.node));
-  const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, nodes } });
+  const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6, nodes } });
   const natsUrl = info.natsUrl ?? LAB_SYNC.natsUrl;
   const started = [];
   for (let i = 1; i <= nodes; i++) {
