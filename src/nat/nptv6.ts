@@ -93,13 +93,10 @@ export type Nptv6Result = 'translated' | 'none' | 'untranslatable';
  * comment).
  */
 export function nptv6Packet(rules: readonly Nptv6[], b: Uint8Array, l3: number, end: number, from: NatSide, ethernet: boolean): Nptv6Result {
-  if (rules.length === 0 || end - l3 < IPV6_HEADER_LEN) return 'none';
-  let done = false;
-  const oldDst = b.slice(l3 + 24, l3 + 40);
-  const r1 = translateAddr(rules, b, l3 + 8, from, true);
-  const r2 = translateAddr(rules, b, l3 + 24, from, false);
-  if (r1 === 'untranslatable' || r2 === 'untranslatable') return 'untranslatable';
-  done = r1 === 'translated' || r2 === 'translated';
+  if (end - l3 < IPV6_HEADER_LEN) return 'none';
+  const fixed = nptv6Addresses(rules, b, l3, from);
+  if (fixed === 'untranslatable' || rules.length === 0) return fixed;
+  let done = fixed === 'translated';
   const w = walkIpv6(b.subarray(0, end), l3);
   if (w.error === null && w.upperProto === IP_PROTO_ICMPV6 && (w.fragment === null || w.fragment.offset === 0) && end - w.upperOff >= 8) {
     const icmp = w.upperOff;
@@ -111,7 +108,7 @@ export function nptv6Packet(rules: readonly Nptv6[], b: Uint8Array, l3: number, 
       if (r === 'untranslatable') return 'untranslatable';
       if (r === 'translated') {
         done = true;
-        if (type === ND_NS) retargetSolicited(b, l3, icmp, oldDst, ethernet);
+        if (type === ND_NS) retargetSolicited(b, l3, icmp, ethernet);
       }
     } else if (type < 128 && end - icmp >= 8 + IPV6_HEADER_LEN) {
       // An error quoting a packet that went the other way: its source is of the receiver's side.
@@ -123,6 +120,19 @@ export function nptv6Packet(rules: readonly Nptv6[], b: Uint8Array, l3: number, 
     }
   }
   return done ? 'translated' : 'none';
+}
+
+/**
+ * The fixed header's source and destination of the IPv6 packet at `l3` (whole: `nptv6Packet`
+ * checked its length), all a TCP or UDP packet needs: their checksums cover the addresses only
+ * through the pseudo-header, which the mapping leaves unchanged.
+ */
+export function nptv6Addresses(rules: readonly Nptv6[], b: Uint8Array, l3: number, from: NatSide): Nptv6Result {
+  if (rules.length === 0) return 'none';
+  const r1 = translateAddr(rules, b, l3 + 8, from, true);
+  const r2 = translateAddr(rules, b, l3 + 24, from, false);
+  if (r1 === 'untranslatable' || r2 === 'untranslatable') return 'untranslatable';
+  return r1 === 'translated' || r2 === 'translated' ? 'translated' : 'none';
 }
 
 /**
@@ -163,15 +173,17 @@ const SOLICITED = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff];
  * goes to the new one's (destination address, Ethernet destination 33:33:ff:xx:xx:xx, and the
  * ICMPv6 checksum, whose pseudo-header holds the destination).
  */
-function retargetSolicited(b: Uint8Array, l3: number, icmp: number, oldDst: Uint8Array, ethernet: boolean): void {
+function retargetSolicited(b: Uint8Array, l3: number, icmp: number, ethernet: boolean): void {
   const dst = l3 + 24;
   for (let i = 0; i < 13; i++) if (b[dst + i] !== SOLICITED[i]) return;
   const t = icmp + 8;
-  let csum = get16(b, icmp + 2);
+  // A multicast destination is in no prefix: it is still the old target's group here.
+  const old6 = get16(b, dst + 12);
+  const old7 = get16(b, dst + 14);
   for (let i = 13; i < 16; i += 1) b[dst + i] = b[t + i]!;
   // The destination's last 24 bits changed: words 6 (low byte) and 7.
-  csum = csumReplace16(csum, (oldDst[12]! << 8) | oldDst[13]!, get16(b, dst + 12));
-  csum = csumReplace16(csum, (oldDst[14]! << 8) | oldDst[15]!, get16(b, dst + 14));
+  let csum = csumReplace16(get16(b, icmp + 2), old6, get16(b, dst + 12));
+  csum = csumReplace16(csum, old7, get16(b, dst + 14));
   set16(b, icmp + 2, csum);
   // The Ethernet destination (`b` starts with the Ethernet header): 33:33:ff + the group's last 24 bits.
   if (ethernet && b[0] === 0x33 && b[1] === 0x33 && b[2] === 0xff) {

@@ -32,7 +32,7 @@ import { get16 } from '../wire/bytes.js';
 import { ETHERTYPE_IPV6 } from '../wire/ethernet.js';
 import { ipv6Key, type IpAddr } from '../wire/ip.js';
 import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
-import { nptv6Packet } from './nptv6.js';
+import { nptv6Addresses, nptv6Packet } from './nptv6.js';
 import { MasqL2, natArp, natIpv4, type NatDropReason, type NatFrameResult } from './frames.js';
 import type { NatTable } from './nat.js';
 
@@ -141,7 +141,8 @@ export class NatStage {
     if (rules.length === 0) return GO;
     const eth = frame.subarray(this.vh);
     const src = srcPort !== undefined ? ipv6Key(eth, l3Off + 8) : null;
-    const r = nptv6Packet(rules, eth, l3Off, end, from, link === 'ethernet');
+    // TCP needs its fixed header only (no second walk of a chain the decoder walked already).
+    const r = src !== null ? nptv6Addresses(rules, eth, l3Off, from) : nptv6Packet(rules, eth, l3Off, end, from, link === 'ethernet');
     if (r === 'untranslatable') return this.stops({ kind: 'drop', reason: 'nptv6-untranslatable' }, nowMs, what) ? STOP : GO;
     if (r === 'none') return GO;
     this.counters.natTranslated++;
