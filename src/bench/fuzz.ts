@@ -25,7 +25,7 @@ import { readPcapAll } from '../phy/pcap.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
-import { IPV6_HEADER_LEN, walkIpv6 } from '../wire/ipv6.js';
+import { emitIpv6Header, IPV6_HEADER_LEN, ipv6PseudoHeaderSum, walkIpv6 } from '../wire/ipv6.js';
 
 export interface Corpus {
   name: string;
@@ -217,10 +217,7 @@ function fixChecksums6(b: Uint8Array): Uint8Array {
   if (w.error !== null || w.upperProto !== IP_PROTO_TCP || end > b.length || end < w.upperOff + 18) return b;
   const l4 = w.upperOff;
   put16(b, l4 + 16, 0);
-  const len = end - l4;
-  let pseudo = IP_PROTO_TCP + (len >>> 16) + (len & 0xffff);
-  for (let i = 8; i < 40; i += 2) pseudo += (b[l3 + i]! << 8) | b[l3 + i + 1]!;
-  put16(b, l4 + 16, csum(b, l4, end, pseudo));
+  put16(b, l4 + 16, csum(b, l4, end, ipv6PseudoHeaderSum(b, l3 + 8, l3 + 24, IP_PROTO_TCP, end - l4)));
   return b;
 }
 
@@ -246,14 +243,13 @@ export function toIpv6Frame(f: Uint8Array, link: LinkType, ext: boolean): Uint8A
   const out = new Uint8Array(l3 + IPV6_HEADER_LEN + x.length + seg.length);
   out.set(f.subarray(0, l3));
   if (l3 >= 2) out.set([0x86, 0xdd], l3 - 2);
-  out[l3] = 0x60;
-  put16(out, l3 + 4, x.length + seg.length);
-  out[l3 + 6] = ext ? 60 : IP_PROTO_TCP;
-  out[l3 + 7] = 64;
-  for (const [off, a] of [[l3 + 8, d.ip.src], [l3 + 24, d.ip.dst]] as const) {
-    out.set([0x20, 0x01, 0x0d, 0xb8], off);
-    put32(out, off + 12, a);
-  }
+  const v6 = (a: number): Uint8Array => {
+    const b = new Uint8Array(16);
+    b.set([0x20, 0x01, 0x0d, 0xb8]);
+    put32(b, 12, a);
+    return b;
+  };
+  emitIpv6Header(out, l3, x.length + seg.length, ext ? 60 : IP_PROTO_TCP, v6(d.ip.src), v6(d.ip.dst));
   out.set(x, l3 + IPV6_HEADER_LEN);
   out.set(seg, l3 + IPV6_HEADER_LEN + x.length);
   return link === 'ethernet' ? fixChecksums6(out) : out;

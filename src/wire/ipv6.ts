@@ -188,6 +188,20 @@ function checkOptions(buf: Uint8Array, p: number, end: number, c: Ipv6Chain | nu
   return null;
 }
 
+/**
+ * Writes a fixed header at `off`: version 6, traffic class and flow label 0, `payloadLen` bytes
+ * after it, Next Header `next`, hop limit 64, the 16-byte addresses.
+ */
+export function emitIpv6Header(b: Uint8Array, off: number, payloadLen: number, next: number, src: Uint8Array, dst: Uint8Array): void {
+  b.fill(0, off, off + 8);
+  b[off] = 0x60;
+  set16(b, off + 4, payloadLen);
+  b[off + 6] = next;
+  b[off + 7] = 64;
+  b.set(src, off + 8);
+  b.set(dst, off + 24);
+}
+
 /** Zero-copy view of an IPv6 fixed header; after `parse` the payload length fits the buffer. */
 export class Ipv6Packet {
   private constructor(readonly buf: Uint8Array) {}

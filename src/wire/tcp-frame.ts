@@ -8,7 +8,7 @@ import { finish, fold16, sum16 } from './checksum.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetRepr } from './ethernet.js';
 import { ipv6KeyBytes, type IpAddr } from './ip.js';
 import { IP_PROTO_TCP, Ipv4Repr } from './ipv4.js';
-import { IPV6_HEADER_LEN, ipv6PseudoHeaderSum } from './ipv6.js';
+import { emitIpv6Header, IPV6_HEADER_LEN, ipv6PseudoHeaderSum } from './ipv6.js';
 import { TCP_CHECKSUM_OFFSET, TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
 
 export interface TcpFrameSpec {
@@ -65,12 +65,7 @@ function tcp6Frame(s: TcpFrameSpec, tcp: TcpRepr, head: number): Uint8Array {
   const tcpLen = tcp.bufferLen();
   const out = new Uint8Array(head + eth.bufferLen() + IPV6_HEADER_LEN + ext.length + tcpLen);
   const l3 = head + eth.emit(out.subarray(head));
-  out[l3] = 0x60;
-  set16(out, l3 + 4, ext.length + tcpLen);
-  out[l3 + 6] = ext.length > 0 ? s.ipv6FirstHeader! : IP_PROTO_TCP;
-  out[l3 + 7] = 64;
-  out.set(ipv6KeyBytes(s.src as string), l3 + 8);
-  out.set(ipv6KeyBytes(s.dst as string), l3 + 24);
+  emitIpv6Header(out, l3, ext.length + tcpLen, ext.length > 0 ? s.ipv6FirstHeader! : IP_PROTO_TCP, ipv6KeyBytes(s.src as string), ipv6KeyBytes(s.dst as string));
   out.set(ext, l3 + IPV6_HEADER_LEN);
   const l4 = l3 + IPV6_HEADER_LEN + ext.length;
   tcp.emit(out.subarray(l4), 0, 0, 'none');
