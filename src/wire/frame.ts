@@ -207,7 +207,6 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   const l3 = l3Off === 0 ? buf : buf.subarray(l3Off);
   const ip6 = Ipv6Packet.parse(l3);
   if (ip6 === null) return new WireError('ipv6', 'ipv6-truncated', `${l3.length} bytes`);
-  const other: FrameOther = { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
   const w = walkIpv6(buf, l3Off);
   if (w.drop !== null) return new WireError('ipv6', w.drop, `next header ${w.upperProto} at ${w.upperOff - l3Off}`);
   if (w.error === 'ipv6-chain-truncated') return new WireError('ipv6', w.error, `${w.headers} extension headers, ${w.end - l3Off} bytes`);
@@ -215,7 +214,7 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   if (w.fragment !== null && !atomic && w.upperProto === IP_PROTO_TCP) {
     return new WireError('ipv6', 'ipv6-tcp-fragment', `fragment id ${w.fragment.id} offset ${w.fragment.offset}${w.fragment.more ? ', more' : ''}`);
   }
-  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah) return other;
+  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah) return { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
   const l4Off = w.upperOff;
   const ipEnd = w.end;
   const seg = buf.subarray(l4Off, ipEnd);
@@ -230,7 +229,7 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   }
   // Rewritten frames are rebuilt with the fixed header's addresses: a packet whose pseudo-header
   // takes others (a Routing header in flight, Mobile IPv6) is left to the policy, never rewritten.
-  if (w.finalDstOff !== l3Off + 24 || w.homeAddrOff >= 0) return other;
+  if (w.finalDstOff !== l3Off + 24 || w.homeAddrOff >= 0) return { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
   const thl = tcp.headerLen;
   return {
     kind: 'tcp',
