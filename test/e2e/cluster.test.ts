@@ -102,7 +102,8 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       const line = `cluster failover forwarding gap (ms): n=${s.length} median=${s[s.length >> 1]!.toFixed(0)} max=${s[s.length - 1]!.toFixed(0)} all=[${s.map((g) => g.toFixed(0)).join(', ')}]`;
       console.log(line);
     }
-    if (process.env['TAPGATE_CLUSTER_KEEP_LOGS'] !== undefined) spawnSync('sh', ['-c', `cp /run/tapgate/${P}/*.log ${process.env['TAPGATE_CLUSTER_KEEP_LOGS']}/`]);
+    // Kept for reading a failure: the nodes' logs and the clients' captures.
+    if (process.env['TAPGATE_CLUSTER_KEEP_LOGS'] !== undefined) spawnSync('sh', ['-c', `cp /run/tapgate/${P}/*.log ${fx.dir}/*.pcap ${process.env['TAPGATE_CLUSTER_KEEP_LOGS']}/`]);
     await labDown(P);
     rmSync(fx.dir, { recursive: true, force: true });
     expect(netnsList().filter((n) => n.startsWith(`${P}-`))).toEqual([]);
