@@ -24,7 +24,7 @@ import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
 import { makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
-import type { MasqL2 } from '../nat/frames.js';
+import type { HostMac, MasqL2 } from '../nat/frames.js';
 import { NatStage, type NatView } from '../nat/stage.js';
 import type { Config } from '../config/index.js';
 import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
@@ -115,6 +115,11 @@ export interface ConnectionState extends RewriteState {
   id: string;
   flow: FlowJson;
   nat: NatFlowState | null;
+  /**
+   * The MACs of its masqueraded endpoints (nat/frames.ts MasqL2): the node that continues it may
+   * never have heard a silent host, yet must address the replies to it. Absent in older snapshots.
+   */
+  macs?: HostMac[];
 }
 
 /** How a connection the table drops ended: by its RST or FINs as seen, else by time. */
@@ -511,6 +516,7 @@ export class Gateway {
       flow: this.flows.exportFlow(f),
       ...this.rewriter.exportState(f),
       nat: this.nat === null ? null : this.nat.exportFor(raw, id),
+      macs: this.masqL2?.exportMacs([f.client.addr, f.server.addr]) ?? [],
     };
   }
 
@@ -531,6 +537,7 @@ export class Gateway {
       }
       this.ids.set(f, st.id);
       if (st.nat !== null && this.nat !== null) this.nat.importState(st.nat);
+      if (st.macs !== undefined) this.masqL2?.importMacs(st.macs);
       const tally = this.tallies !== null ? newTally() : undefined;
       this.rewriter.importState(f, st.id, st, nowMs, acks, tally);
       if (tally !== undefined && f.conn !== null) this.tallies!.set(f, tally);

@@ -10,10 +10,11 @@
  */
 import { get16, get32, set16, set32 } from '../wire/bytes.js';
 import { cidrContains } from '../wire/cidr.js';
-import { ETHERTYPE_IPV6, isVlanTpid, VLAN_TAG_LEN } from '../wire/ethernet.js';
+import { ETHERTYPE_ARP, ETHERTYPE_IPV6, isVlanTpid, macToString, parseMac, VLAN_TAG_LEN } from '../wire/ethernet.js';
+import type { IpAddr } from '../wire/ip.js';
 import type { Masquerade, NatProto, NatSide, NatTable, Tuple } from './nat.js';
 import { csumReplace16, csumReplace32, finish, sum16, sumReplace32 } from '../wire/checksum.js';
-import { ARP_OP_REPLY, ARP_OP_REQUEST, type ArpPacket } from '../wire/arp.js';
+import { ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST, ArpRepr, type ArpPacket } from '../wire/arp.js';
 
 const IP_PROTO_ICMP = 1;
 const IP_PROTO_TCP = 6;
@@ -299,7 +300,22 @@ export function newMasqL2Counters() {
     arpDelivered: 0,
     /** Pending askers not recorded: the table was full. */
     arpPendingFull: 0,
+    /**
+     * ARP requests the gateway sent as the shared address for a host whose MAC it did not know
+     * when a reply to it arrived (that reply was dropped, counted as `no-mac`; at most one request
+     * per host and second).
+     */
+    arpResolve: 0,
+    /** Hosts' MACs learnt from a connection's cluster snapshot (a node that never heard them). */
+    macsImported: 0,
   };
+}
+
+/** A masqueraded host's MAC as a connection's snapshot carries it (engine/gateway.ts ConnectionState). */
+export interface HostMac {
+  addr: number;
+  /** aa:bb:cc:dd:ee:ff */
+  mac: string;
 }
 
 interface Asker {
@@ -315,6 +331,8 @@ export class MasqL2 {
   private readonly macSet = new Set<number>();
   /** Target address of a relayed request → hosts that asked. */
   private readonly pending = new Map<number, Asker[]>();
+  /** Real address → when the gateway last asked for its MAC (ARP resolution, bounded). */
+  private readonly resolving = new Map<number, number>();
   private readonly gwMacs: Uint8Array[];
 
   constructor(private readonly nat: NatTable, readonly maxHosts = 4096) {
@@ -352,6 +370,64 @@ export class MasqL2 {
     this.macs.set(ip, eth.slice(off, off + 6));
     this.macSet.add(k);
     this.counters.macs = this.macs.size;
+  }
+
+  /** The MACs known of the masqueraded hosts among `addrs` (a connection's endpoints), for its snapshot. */
+  exportMacs(addrs: readonly IpAddr[]): HostMac[] {
+    const out: HostMac[] = [];
+    for (const a of addrs) {
+      if (typeof a !== 'number') continue;
+      const mac = this.macs.get(a);
+      if (mac !== undefined) out.push({ addr: a, mac: macToString(mac) });
+    }
+    return out;
+  }
+
+  /**
+   * MACs a connection's snapshot carries, learnt where this node knows none (a MAC heard here is
+   * as fresh or fresher): a node that restarted, or never saw the host speak, can address the
+   * replies of a connection it takes over while the host is silent. Throws on a bad entry.
+   */
+  importMacs(list: readonly HostMac[]): void {
+    if (!Array.isArray(list)) throw new Error('bad state: macs');
+    for (const h of list) {
+      const mac = typeof h?.mac === 'string' ? parseMac(h.mac) : null;
+      if (mac === null || !Number.isInteger(h.addr) || h.addr < 0 || h.addr > 0xffff_ffff) throw new Error('bad state: macs');
+      if (this.macs.has(h.addr) || !this.nat.cfg.masquerade.some((m) => m.address !== h.addr && m.sources.some((c) => cidrContains(c, h.addr)))) continue;
+      const before = this.macs.size;
+      this.learn(h.addr, mac, 0);
+      if (this.macs.size > before) this.counters.macsImported++;
+    }
+  }
+
+  /**
+   * A reply to the shared address `dst0` arrived from `from` for host `dst` whose MAC is unknown
+   * (dropped as `no-mac`): an ARP request for it as the shared address, to send out of the hosts' side with
+   * the dropped frame's layer 2 header (`eth`, `l3Off`: VLAN tags kept) — at most one per host and
+   * second; null otherwise. Its answer teaches every node the MAC (`arp`), so the sender's next
+   * retransmission gets through.
+   */
+  resolve(eth: Uint8Array, l3Off: number, from: NatSide, dst0: number, dst: number, nowMs: number): Uint8Array | null {
+    const ai = this.ruleOfAddress(from, dst0);
+    if (ai < 0) return null;
+    const last = this.resolving.get(dst);
+    if (last !== undefined && nowMs - last < 1000) return null;
+    if (last === undefined && this.resolving.size >= this.maxHosts) {
+      const oldest = this.resolving.keys().next().value as number;
+      this.resolving.delete(oldest);
+    }
+    this.resolving.delete(dst);
+    this.resolving.set(dst, nowMs);
+    const gw = this.gwMacs[ai]!;
+    const typeOff = l3Off - 2;
+    const f = new Uint8Array(l3Off + ARP_LEN);
+    f.set(eth.subarray(0, typeOff));
+    f.fill(0xff, 0, 6);
+    f.set(gw, 6);
+    set16(f, typeOff, ETHERTYPE_ARP);
+    new ArpRepr(ARP_OP_REQUEST, gw, this.nat.cfg.masquerade[ai]!.address, new Uint8Array(6), dst).emit(f.subarray(l3Off));
+    this.counters.arpResolve++;
+    return f;
   }
 
   /**
@@ -413,6 +489,8 @@ export class MasqL2 {
     const ri = this.ruleOfSource(from, spa);
     if (ri >= 0) {
       this.learn(spa, arp.senderMac, 0);
+      // The answer to the gateway's own request (resolve): learnt, taken.
+      if (op === ARP_OP_REPLY && this.ruleOfAddress(other(from), tpa) >= 0) return { r: { kind: 'consumed' }, ...none };
       // Replies, requests for the shared address or for a neighbour of its own side stay there.
       if (op !== ARP_OP_REQUEST || (this.ruleOfSource(from, tpa) >= 0 && this.macs.has(tpa)) || this.ruleOfAddress(other(from), tpa) >= 0 || spa === tpa) {
         return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };

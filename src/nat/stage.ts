@@ -89,7 +89,7 @@ export class NatStage {
         if (this.stops(r, nowMs, what)) return STOP;
         if (l2 !== null) {
           const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
-          if (r2.kind === 'drop' && this.stops(r2, nowMs, what)) return STOP;
+          if (r2.kind === 'drop') return this.l2Drop(r2, frame, d.l3Off, from, dstA, d.ip.dst, nowMs, what, emit);
         }
         return r.kind === 'translated' ? { go: true, view: { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: d.tcp.dstPort } } } : GO;
       }
@@ -104,7 +104,7 @@ export class NatStage {
         if (this.stops(r, nowMs, what)) return STOP;
         if (l2 !== null) {
           const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
-          if (r2.kind === 'drop' && this.stops(r2, nowMs, what)) return STOP;
+          if (r2.kind === 'drop') return this.l2Drop(r2, frame, d.l3Off, from, dstA, d.ip.dst, nowMs, what, emit);
         }
         return GO;
       }
@@ -148,6 +148,19 @@ export class NatStage {
     this.counters.natTranslated++;
     if (src === null) return GO;
     return { go: true, view: { src: { addr: src, port: srcPort! }, dst: { addr: ipv6Key(eth, l3Off + 24), port: dstPort! } } };
+  }
+
+  /**
+   * A frame masquerade's layer 2 refused (counted, logged); when the refusal is a host's unknown
+   * MAC, the gateway asks for it (MasqL2.resolve) out of the hosts' side.
+   */
+  private l2Drop(r: NatFrameResult & { kind: 'drop' }, frame: Uint8Array, l3Off: number, from: Side, dst0: number, dst1: number, nowMs: number, what: () => Record<string, unknown>, emit: Emit): NatOutcome {
+    this.stops(r, nowMs, what);
+    if (r.reason === 'no-mac') {
+      const req = this.masqL2!.resolve(frame.subarray(this.vh), l3Off, from, dst0, dst1, nowMs);
+      if (req !== null) this.out.made(req, (1 - from) as Side, emit);
+    }
+    return STOP;
   }
 
   /** A TCP frame this node does not forward: masquerade still learns its sender's MAC. */

@@ -135,6 +135,24 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     return `\n${out.join('\n')}`;
   }
 
+  /**
+   * Lines the nodes logged (every incarnation: the logs are appended to) since `sinceMs` whose
+   * warning key is `key`: e.g. `nat:no-mac`, a reply the node could not address to its host — the
+   * connection stalls until the host speaks again.
+   */
+  function logged(key: string, sinceMs: number): string[] {
+    const dir = labStateDir(P);
+    const out: string[] = [];
+    for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n))) {
+      for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
+        if (!l.includes(`"key":"${key}"`)) continue;
+        const t = (JSON.parse(l) as { time?: number }).time ?? 0;
+        if (t >= sinceMs) out.push(`${f}: ${l.slice(0, 300)}`);
+      }
+    }
+    return out;
+  }
+
   function transfers(tag: string, seconds: number): Promise<void> {
     const rateHttp = Math.ceil(text.length / seconds);
     const rateFtp = Math.ceil(fx.data.length / seconds);
@@ -259,6 +277,9 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const st = await status();
     totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
     expect(await resets(rst0)).toBe(0);
+    // A node that came back takes connections over whose hosts it never heard: it has their MACs
+    // from the snapshots, so no reply waits for the host to speak again (a 72 s stall once).
+    expect(logged('nat:no-mac', rst0)).toEqual([]);
     for (const k of kills) gaps.push(await gapAt(k.t, k.c));
     console.log(`kills at ${kills.map((k, i) => `${k.t} (${k.c.ip}: gap ${gaps[gaps.length - kills.length + i]!.toFixed(0)} ms)`).join(', ')}`);
     // Kills that hit a transfer in flight (data before and after them in the client's capture):
