@@ -120,7 +120,10 @@ export function newClusterCounters() {
     takeovers: 0,
     takeoverFailed: 0,
     handoffs: 0,
+    /** Connections whose frames waited for a hand-over's final state (held untranslated, replayed at takeover). */
     handoffWaits: 0,
+    /** Frames of a connection in hand-over found only after NAT: dropped (the sender retransmits). */
+    handoffDrops: 0,
     handoffTimeouts: 0,
     replayed: 0,
     /** Frames of other nodes' connections kept for replay, and those not kept (a bound). */
@@ -372,7 +375,7 @@ export class ClusterNode implements ClusterAttach {
   // ---------------------------------------------------------------------------------------------
   // Gateway hooks (engine/gateway.ts ClusterHooks)
 
-  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean {
+  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean | ClusterImport {
     // A frame another node forwarded, seen again on the side it left by (the hub shows it to
     // everyone): its tuple is the reverse of one that *arrives* on this side (the spare copies'
     // and local connections' tuples); or, before the first snapshot, a SYN's tuple seen on the
@@ -400,18 +403,43 @@ export class ClusterNode implements ClusterAttach {
       this.synSide.set(dk, e);
       if (synSrc === undefined) this.synSrcSide.set(`${raw.src}:${raw.sport}`, e);
     }
-    let host: number | undefined;
-    let sp: Spare | undefined;
-    if (from === 0) host = hostKey(raw.src);
-    else {
-      // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
-      // translation (tcpNew decides then).
-      sp = this.spares.byTuple(tupleKey(1, raw));
-      if (sp !== undefined) host = sp.snap.host;
-    }
+    // A connection another node had, known by the tuple its frames carry on this side.
+    const sp = this.spares.byTuple(tupleKey(from, raw));
+    // Side 1 may be behind NAT: the host is known from a spare copy's tuples, else only after
+    // translation (tcpNew decides then).
+    const host = from === 0 ? hostKey(raw.src) : sp?.snap.host;
     if (host === undefined) return this.ready && !this.draining ? true : this.observeOnly(from, raw, ack, frame, sp);
-    if (this.ownsHost(host)) return true;
-    return this.observeOnly(from, raw, ack, frame, sp);
+    if (!this.ownsHost(host)) return this.observeOnly(from, raw, ack, frame, sp);
+    if (sp === undefined || !this.ready || this.draining || this.localByKey.has(sp.key)) return true;
+    return this.continueSpare(sp, from, flags, frame);
+  }
+
+  /**
+   * A frame of a connection this node now owns and knows as a spare copy, before NAT (the
+   * connection's own translation must be imported before the NAT stage sees the frame: a frame
+   * translated first would get a port of this node that the far endpoint never saw, and reset
+   * it): the state to import, or — while its old owner is alive and hands it over — the frame
+   * held untranslated until the final state arrives (replayed then), or bounded by handoffWaitMs.
+   */
+  private continueSpare(sp: Spare, from: Side, flags: number, frame: Uint8Array): boolean | ClusterImport {
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+      // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
+      this.dropSpare(sp.key);
+      this.counters.sparesStale++;
+      return true;
+    }
+    if (this.prevOwnerGone(sp)) return { state: sp.snap.state, acks: sp.acks, adopt: (f) => this.adopted(sp, f) !== null };
+    let w = this.waiting.get(sp.key);
+    if (w === undefined) {
+      w = { sinceMs: this.now(), frames: [] };
+      this.waiting.set(sp.key, w);
+      this.counters.handoffWaits++;
+    }
+    if (this.heldBytes + frame.length <= this.o.maxHeldBytes) {
+      w.frames.push({ frame: frame.slice(), from });
+      this.heldBytes += frame.length;
+    } else this.counters.heldOverflow++;
+    return false;
   }
 
   /** Another node's frame: the spare copy learns its ACK and keeps it for replay; never forwarded. */
@@ -421,7 +449,7 @@ export class ClusterNode implements ClusterAttach {
     return false;
   }
 
-  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport {
+  tcpNew(_from: Side, side0: Endpoint, side1: Endpoint, flags: number): boolean | ClusterImport {
     if (!this.ready || this.draining || !this.ownsHost(hostKey(side0.addr))) return false;
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
@@ -431,27 +459,19 @@ export class ClusterNode implements ClusterAttach {
       this.counters.joinGraceDrops++;
       return false;
     }
-    const key = connKey(side0, side1);
-    const sp = this.spares.get(key);
+    // A spare preTcp did not find by this side's tuple (its snapshot has not seen this side yet).
+    const sp = this.spares.get(connKey(side0, side1));
     if (sp === undefined) return true;
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
       // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
-      this.dropSpare(key);
+      this.dropSpare(sp.key);
       this.counters.sparesStale++;
       return true;
     }
     if (!this.prevOwnerGone(sp)) {
-      // Hand-over in progress: keep the frame until the old owner's final state arrives.
-      let w = this.waiting.get(key);
-      if (w === undefined) {
-        w = { sinceMs: this.now(), frames: [] };
-        this.waiting.set(key, w);
-        this.counters.handoffWaits++;
-      }
-      if (this.heldBytes + frame.length <= this.o.maxHeldBytes) {
-        w.frames.push({ frame: frame.slice(), from });
-        this.heldBytes += frame.length;
-      } else this.counters.heldOverflow++;
+      // Hand-over in progress. The frame went through NAT already: not kept (a replay would
+      // translate it twice); the sender retransmits it.
+      this.counters.handoffDrops++;
       return false;
     }
     // The gateway imports it and goes on with this frame (ClusterImport).

@@ -78,16 +78,21 @@ export interface RawTuple {
  * Without it the gateway handles everything.
  */
 export interface ClusterHooks {
-  /** A TCP frame before NAT: false = another node owns its connection (dropped here, counted). */
-  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean;
+  /**
+   * A TCP frame before NAT: false = not forwarded here (another node owns its connection, or it
+   * is held for a hand-over; counted); true = go on; a ClusterImport = this node continues a
+   * connection another node had, found by the frame's tuple: the gateway imports it first (its
+   * NAT translation with it), tells the hook (`adopt`), and goes on with the frame.
+   */
+  preTcp(from: Side, raw: RawTuple, flags: number, ack: number, frame: Uint8Array): boolean | ClusterImport;
   /**
    * A TCP frame after NAT by its connection's real endpoints (side0 = the endpoint on side 0),
-   * when no local flow has it: false = not handled here (another node's, or held for a
-   * hand-over in progress; the hook keeps a copy of `frame` if it will replay it); true = a new
+   * when no local flow has it: false = not handled here (another node's, or of a hand-over in
+   * progress: dropped, counted); true = a new
    * connection of this node; a ClusterImport = this node continues a connection another node
    * had: the gateway imports its state, tells the hook (`adopt`), and goes on with the frame.
    */
-  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number, frame: Uint8Array): boolean | ClusterImport;
+  tcpNew(from: Side, side0: Endpoint, side1: Endpoint, flags: number): boolean | ClusterImport;
   /** Every frame first (cluster loops): false = a copy another node forwarded (dropped, counted). */
   fromSegment(frame: Uint8Array, from: Side): boolean;
   /** Every TCP frame of a local connection: false = dropped (it came back from another node). */
@@ -100,7 +105,7 @@ export interface ClusterHooks {
   flowRemoved(f: Flow<unknown>): void;
 }
 
-/** A connection to take over from a spare copy (ClusterHooks.tcpNew). */
+/** A connection to take over from a spare copy (ClusterHooks.preTcp, tcpNew). */
 export interface ClusterImport {
   state: ConnectionState;
   /** The highest ACK each side sent since the copy was made (importConnection). */
@@ -388,11 +393,13 @@ export class Gateway {
       raw.sport = tcp.srcPort;
       raw.dst = ad.d.dst;
       raw.dport = tcp.dstPort;
-      if (cl !== null && !cl.preTcp(from, raw, tcp.flags, tcp.ack, frame)) {
+      const pre = cl === null ? true : cl.preTcp(from, raw, tcp.flags, tcp.ack, frame);
+      if (pre === false) {
         c.notOwner++;
         if (typeof raw.src === 'number') this.natStage?.observe(frame, from, raw.src, link);
         return;
       }
+      if (pre !== true && !pre.adopt(this.importConnection(pre.state, nowMs, pre.acks))) return;
     } else if (cl !== null && !cl.nonTcp(frame, from)) {
       c.nonTcpNotForwarder++;
       return;
@@ -433,10 +440,10 @@ export class Gateway {
     const seq = tcp.seq;
     const cl = this.cluster;
     if (flags & TCP_RST) this.counters.rstIn++;
-    let r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+    let r = this.tracker.find(d, src, dst, from, this.raw, nowMs);
     if (r.kind === 'import') {
       if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;
-      r = this.tracker.find(d, src, dst, from, this.raw, frame, nowMs);
+      r = this.tracker.find(d, src, dst, from, this.raw, nowMs);
       if (r.kind === 'import') return; // imported, yet not found: never reached
     }
     if (r.kind === 'drop') return;

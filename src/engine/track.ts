@@ -62,12 +62,12 @@ export class Tracker<C extends AckView> {
   constructor(private readonly o: TrackOptions<C>) {}
 
   /** The connection of a segment from `src` to `dst` (as the flow table sees them), arriving on `from`. */
-  find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, frame: Uint8Array, nowMs: number): Found<C> {
+  find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, nowMs: number): Found<C> {
     const { flows, counters: c, cluster: cl } = this.o;
     const flags = d.tcp.flags;
     if (cl !== null && flows.peek(src, dst) === undefined) {
       const s0 = from === 0 ? src : dst;
-      const n = cl.tcpNew(from, s0, from === 0 ? dst : src, flags, frame);
+      const n = cl.tcpNew(from, s0, from === 0 ? dst : src, flags);
       if (n === false) {
         c.notOwner++;
         return { kind: 'drop' };

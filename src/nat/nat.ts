@@ -205,6 +205,8 @@ export function newNatCounters() {
     oneToOne: 0,
     entriesCreated: 0,
     entriesExpired: 0,
+    /** Entries of this node replaced by a connection's imported translation (cluster: importState). */
+    importReplaced: 0,
     /** maxEntries hit: a new connection was dropped. */
     tableFull: 0,
     /** No free port/id in a masquerade pool. */
@@ -450,16 +452,27 @@ export class NatTable {
     return JSON.parse(JSON.stringify({ entries, expectations })) as NatFlowState;
   }
 
-  /** Merges a connection's NAT state from another node (ids are renumbered here). */
+  /**
+   * Merges a connection's NAT state from another node (ids are renumbered here). The connection's
+   * own translation wins: an entry this node made for the same packets (e.g. a frame it
+   * translated before the state arrived) carries a port the far endpoint has never seen, and is
+   * replaced (counted: `importReplaced`).
+   */
   importState(st: NatFlowState): void {
     const chk = checkSnapshot({ v: 1, nextId: 0, cursors: {}, counters: {}, entries: st.entries, expectations: st.expectations });
     for (const e of chk.entries) {
-      const id = this.byTuple.get(tupleKey(e.init, e.orig));
-      const have = id === undefined ? undefined : this.entries.get(id);
-      if (have !== undefined) {
-        if (e.expiresAt > have.expiresAt) have.expiresAt = e.expiresAt;
-        continue;
+      for (const k of [tupleKey(e.init, e.orig), tupleKey(other(e.init), e.repl)]) {
+        const id = this.byTuple.get(k);
+        const have = id === undefined ? undefined : this.entries.get(id);
+        if (have === undefined) continue;
+        if (tupleKey(have.init, have.orig) === tupleKey(e.init, e.orig) && tupleKey(other(have.init), have.repl) === tupleKey(other(e.init), e.repl)) {
+          if (e.expiresAt > have.expiresAt) have.expiresAt = e.expiresAt;
+          continue;
+        }
+        this.removeEntry(have);
+        this.counters.importReplaced++;
       }
+      if (this.byTuple.has(tupleKey(e.init, e.orig))) continue;
       this.index({ ...e, id: this.nextId++, orig: { ...e.orig }, repl: { ...e.repl } });
     }
     for (const x of chk.expectations) {

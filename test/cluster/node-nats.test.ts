@@ -18,7 +18,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterNode } from '../../src/cluster/node.js';
 import { Gateway, type Emit, type Side } from '../../src/engine/gateway.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
-import { parseConfig } from '../../src/config/index.js';
+import { parseConfig, type Config } from '../../src/config/index.js';
+import { hostKey, ownerOf } from '../../src/cluster/rendezvous.js';
+import { masqMac } from '../../src/nat/frames.js';
+import { get16, get32 } from '../../src/wire/bytes.js';
 
 const NATS = '/usr/sbin/nats-server';
 const HAVE_NATS = existsSync(NATS);
@@ -96,9 +99,14 @@ interface Member {
 
 const REWRITE = parseConfig('rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n      - { find: "Hello", with: "Hi" }\n', 'r.yaml');
 
-function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number } = {}, rewrite = false): Member {
+/** Clients of 10.200.0.0/24 masqueraded as 10.200.0.100 (as in examples/cluster.yaml). */
+const MASQ_CFG = parseConfig('nat:\n  masquerade:\n    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100, ports: "20000-29999" }\nrules: []\n', 'm.yaml');
+const MAC_C = Uint8Array.of(2, 0, 10, 200, 0, 1);
+const MAC_S = Uint8Array.of(2, 0, 10, 200, 0, 2);
+
+function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number } = {}, rewrite = false, config?: Config): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
-  const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : {}) });
+  const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : config !== undefined ? { config } : {}) });
   const out: Member['out'] = [];
   const emit: Emit = (frame, to) => out.push({ frame: frame.slice(), to });
   node.attach({ gateway: gw, inject: (fn) => fn(emit, Date.now()) });
@@ -224,6 +232,46 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     // The reconnect gave every member a fresh deadline: nobody was declared dead on the way.
     expect((a.node.status().counters as Record<string, number>).nodesDead).toBe(0);
     expect((b.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+  });
+
+  it('a joining node holds a frame of a connection handed to it untranslated until the final state, then sends it with the connection\'s own masquerade port', async () => {
+    const name = clusterName();
+    const C = 0x0ac80001; // 10.200.0.1, a masqueraded client
+    const S = 0x0ac80002;
+    const MASQ = 0x0ac80064;
+    // The joining node's id is one that owns C's host among the two.
+    const joinId = ['b', 'c', 'd', 'e', 'f', 'g', 'h'].find((id) => ownerOf(hostKey(C), ['a', id]) === id)!;
+    const a = member(url, 'a', name, {}, false, MASQ_CFG);
+    a.gw.nat!.slice = { index: 0, count: 2 };
+    nodes.push(a);
+    await a.node.start();
+    await sleep(350); // past the join grace: a SYN is taken
+    const out = (m: Member) => (frame: Uint8Array, to: Side) => m.out.push({ frame: frame.slice(), to });
+    const c2s = (seq: number, ack: number, flags: number, text?: string) =>
+      tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq, ack, flags, srcMac: MAC_C, dstMac: MAC_S, ...(text !== undefined ? { payload: Buffer.from(text) } : {}) });
+    a.gw.handleFrame(c2s(100, 0, 0x02), 0, Date.now(), out(a));
+    expect(a.out.length).toBe(1);
+    const port = get16(a.out[0]!.frame, 34);
+    a.gw.handleFrame(tcpFrame({ src: S, dst: MASQ, srcPort: 80, dstPort: port, seq: 500, ack: 101, flags: 0x12, srcMac: MAC_S, dstMac: masqMac(MASQ) }), 1, Date.now(), out(a));
+    a.gw.handleFrame(c2s(101, 501, 0x10), 0, Date.now(), out(a));
+    expect(a.out.length).toBe(3);
+    const acked = () => (a.node.status().counters as Record<string, number>)['acked'] ?? 0;
+    expect(await until(() => acked() > 0, 2000)).toBe(true);
+    await sleep(100); // the established state published too
+
+    const b = member(url, joinId, name, {}, false, MASQ_CFG);
+    b.gw.nat!.slice = { index: 1, count: 2 };
+    nodes.push(b);
+    await b.node.start();
+    // In the same turn (no NATS message handled yet: the old owner's final state cannot be here):
+    b.gw.handleFrame(c2s(101, 501, 0x18, 'data'), 0, Date.now(), out(b));
+    expect(b.out.length, 'held for the hand-over').toBe(0);
+    const bc = () => b.node.status().counters as Record<string, number>;
+    expect(bc()['handoffWaits']).toBe(1);
+    expect(await until(() => bc()['takeovers'] === 1 && b.out.length > 0, 3000)).toBe(true);
+    const sent = b.out[0]!;
+    expect([sent.to, get32(sent.frame, 26), get16(sent.frame, 34), Buffer.from(sent.frame.subarray(54)).toString()]).toEqual([1, MASQ, port, 'data']);
+    expect(b.gw.stats().nat?.importReplaced).toBe(0);
   });
 
   it('frames wait for the snapshot while the sync works, not while it is down (NATS killed)', async () => {

@@ -85,6 +85,27 @@ describe('NatTable.exportFor / importState', () => {
     expect(tiny.translate(pkt(0, '10.200.0.9', 1234, '10.200.0.2', 80, 0x02), T0)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
   });
 
+  it('the connection\'s own translation wins over an entry B made for the same packets before the state arrived', () => {
+    const { a, port, raw } = tableA();
+    const st = wire(a.exportFor(raw, FLOW));
+    // B (another port slice) translated a frame of the connection first: a port the server never saw.
+    const b = new NatTable(cfg());
+    b.slice = { index: 1, count: 2 };
+    const own = b.translate(pkt(0, '10.200.0.1', 40000, '10.200.0.2', 21), T0 + 5);
+    const wrong = (own as { tuple: Tuple }).tuple.sport;
+    expect(wrong).not.toBe(port);
+    b.importState(st);
+    expect(b.counters.importReplaced).toBe(1);
+    expect(b.size.entries).toBe(1);
+    const fwd = pkt(0, '10.200.0.1', 40000, '10.200.0.2', 21);
+    expect((b.translate(fwd, T0 + 20) as { tuple: Tuple }).tuple.sport).toBe(port);
+    expect((b.translate(pkt(1, '10.200.0.2', 21, MASQ_ADDR, port), T0 + 21) as { tuple: Tuple }).tuple).toEqual(tup('10.200.0.2', 21, '10.200.0.1', 40000));
+    // The same state again: the same entry, not replaced.
+    b.importState(st);
+    expect(b.counters.importReplaced).toBe(1);
+    expect(b.size.entries).toBe(1);
+  });
+
   it('expectations tagged with the flow id move with it and are consumed on B', () => {
     const { a, raw, data, other } = tableA();
     const st = wire(a.exportFor(raw, FLOW));
