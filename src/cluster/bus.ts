@@ -1,6 +1,6 @@
 /**
- * The cluster's sync network as the node (./node.ts) uses it, over NATS: heartbeats on core NATS
- * (`<name>.hb`), control requests (`<name>.ctl.<node>`, `<name>.ctl.all`: `tapgate cluster`), and
+ * The cluster's sync network as the node (./node.ts) uses it, over NATS: the others' heartbeats on
+ * core NATS (`<name>.hb`; this node's are published by ./beat.ts from a worker), control requests (`<name>.ctl.<node>`, `<name>.ctl.all`: `tapgate cluster`), and
  * the connections' snapshots in a JetStream key-value bucket (`<name>-conns`, one value per
  * connection, history 1, 10-minute TTL), watched from its initial values on. The client
  * reconnects forever; what the connection does is reported to the node (a lost connection
@@ -38,7 +38,6 @@ export class NatsBus {
   private constructor(
     private readonly nc: NatsConnection,
     private readonly kv: KV,
-    private readonly o: BusOptions,
   ) {}
 
   /** Connects, opens the bucket, subscribes; resolves once the bucket's initial values were handed over. */
@@ -58,7 +57,7 @@ export class NatsBus {
       }
     })();
     const kv = await nc.jetstream().views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 });
-    const bus = new NatsBus(nc, kv, o);
+    const bus = new NatsBus(nc, kv);
     const subj = (s: string) => clusterSubject(o.name, s);
     bus.subs.push(
       nc.subscribe(subj('hb'), { callback: (_e, m) => h.heartbeat(m.data) }),
@@ -76,15 +75,6 @@ export class NatsBus {
     })();
     await init;
     return bus;
-  }
-
-  /** Publishes a heartbeat; while disconnected the client buffers or drops it. */
-  heartbeat(data: Uint8Array): void {
-    try {
-      this.nc.publish(clusterSubject(this.o.name, 'hb'), data);
-    } catch {
-      /* disconnected: membership is frozen meanwhile */
-    }
   }
 
   /** Stores a connection's snapshot; resolves when JetStream acknowledged it. */

@@ -15,7 +15,8 @@ import type { Tuple } from '../nat/nat.js';
 import type { ClusterImport, ConnectionState, Emit, Gateway, RawTuple, Side } from '../engine/gateway.js';
 import type { ClusterAttach } from '../engine/live.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
-import { NatsBus } from './bus.js';
+import { HeartbeatWorker } from './beat.js';
+import { clusterSubject, NatsBus } from './bus.js';
 import { LoopGuard } from './loop.js';
 import { Membership, type NodeInfo } from './membership.js';
 import { hostKey } from './rendezvous.js';
@@ -28,8 +29,12 @@ export interface ClusterOptions {
   log: Logger;
   /** Cluster name: subjects and the bucket are namespaced by it. Default 'tapgate'. */
   name?: string;
+  /** Heartbeats this often (from a worker thread: ./beat.ts). Default 20 ms. */
   heartbeatMs?: number;
+  /** A node not heard for this long is dead. Default 100 ms. */
   deadMs?: number;
+  /** This node's event loop held this long: its heartbeats stop (it is taken for dead). Default 1000 ms. */
+  stallMs?: number;
   /** Longest a frame waits for its snapshot's acknowledgement before it goes anyway. */
   syncHoldMs?: number;
   /** Snapshots at least this often while a connection changes. */
@@ -140,6 +145,8 @@ export function newClusterCounters() {
     loopDrops: 0,
     viewChanges: 0,
     nodesDead: 0,
+    /** Timer rounds that ran late (this loop was held): no one was judged dead in them. */
+    lateTimers: 0,
   };
 }
 
@@ -176,6 +183,10 @@ export class ClusterNode implements ClusterAttach {
   private readonly log: Logger;
   /** The sync network (./bus.ts); null until started, and after stop. */
   private bus: NatsBus | null = null;
+  /** The heartbeat publisher (./beat.ts); null until started, and after stop. */
+  private beat: HeartbeatWorker | null = null;
+  /** When onTimer last ran (a late run means this loop was held). */
+  private lastTimerMs = 0;
   private timers: NodeJS.Timeout[] = [];
   private gw: Gateway | null = null;
   private inject: ((fn: (emit: Emit, nowMs: number) => void) => void) | null = null;
@@ -221,8 +232,9 @@ export class ClusterNode implements ClusterAttach {
       url: opts.url,
       nodeId: opts.nodeId,
       name: opts.name ?? 'tapgate',
-      heartbeatMs: opts.heartbeatMs ?? 100,
-      deadMs: opts.deadMs ?? 400,
+      heartbeatMs: opts.heartbeatMs ?? 20,
+      deadMs: opts.deadMs ?? 100,
+      stallMs: opts.stallMs ?? 1000,
       syncHoldMs: opts.syncHoldMs ?? 500,
       periodMs: opts.periodMs ?? 20,
       handoffWaitMs: opts.handoffWaitMs ?? 300,
@@ -263,8 +275,22 @@ export class ClusterNode implements ClusterAttach {
         },
       },
     );
+    this.beat = new HeartbeatWorker({
+      url: this.o.url,
+      subject: clusterSubject(this.o.name, 'hb'),
+      name: `tapgate-${this.id}-hb`,
+      intervalMs: this.o.heartbeatMs,
+      stallMs: this.o.stallMs,
+    });
+    try {
+      await this.beat.start();
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
     this.heartbeat();
     this.timers.push(setInterval(() => this.heartbeat(), this.o.heartbeatMs));
+    this.lastTimerMs = this.now();
     this.timers.push(setInterval(() => this.onTimer(), Math.min(this.o.periodMs, 10)));
     // One heartbeat round to hear the others before owning anything.
     await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
@@ -284,8 +310,9 @@ export class ClusterNode implements ClusterAttach {
   // ---------------------------------------------------------------------------------------------
   // Membership
 
+  /** This node's NodeInfo to the heartbeat worker (./beat.ts), which publishes it every heartbeatMs. */
   private heartbeat(): void {
-    if (this.bus === null || this.stopped) return;
+    if (this.beat === null || this.stopped) return;
     const info: NodeInfo = {
       id: this.id,
       lastMs: this.now(),
@@ -296,7 +323,7 @@ export class ClusterNode implements ClusterAttach {
       spares: this.spares.size,
       lagMs: this.maxLagMs(),
     };
-    this.bus.heartbeat(enc.encode(JSON.stringify(info)));
+    this.beat.update(enc.encode(JSON.stringify(info)));
   }
 
   private onHeartbeat(data: Uint8Array): void {
@@ -313,7 +340,12 @@ export class ClusterNode implements ClusterAttach {
   private onTimer(): void {
     if (this.stopped) return;
     const now = this.now();
-    if (this.connected) {
+    // This loop was held (the timer ran late): the others' heartbeats of that time may still
+    // wait to be read. No one is judged dead in this round; the next one runs after the reads.
+    const late = now - this.lastTimerMs > Math.max(50, this.o.deadMs / 2);
+    if (late) this.counters.lateTimers++;
+    this.lastTimerMs = now;
+    if (this.connected && !late) {
       const dead = this.ms.expire(now, this.o.deadMs);
       for (const d of dead) {
         this.counters.nodesDead++;
@@ -896,6 +928,9 @@ export class ClusterNode implements ClusterAttach {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    const beat = this.beat;
+    this.beat = null;
+    if (beat !== null) await beat.stop();
     const bus = this.bus;
     this.bus = null;
     if (bus !== null) await bus.close();

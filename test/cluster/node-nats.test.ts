@@ -104,7 +104,7 @@ const MASQ_CFG = parseConfig('nat:\n  masquerade:\n    - { side: client, sources
 const MAC_C = Uint8Array.of(2, 0, 10, 200, 0, 1);
 const MAC_S = Uint8Array.of(2, 0, 10, 200, 0, 2);
 
-function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number } = {}, rewrite = false, config?: Config): Member {
+function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number } = {}, rewrite = false, config?: Config): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
   const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : config !== undefined ? { config } : {}) });
   const out: Member['out'] = [];
@@ -143,7 +143,7 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
-  async function two(extra: { deadMs?: number; heartbeatMs?: number } = {}): Promise<[Member, Member]> {
+  async function two(extra: { deadMs?: number; heartbeatMs?: number; stallMs?: number } = {}): Promise<[Member, Member]> {
     const name = clusterName();
     const a = member(url, 'a', name, extra);
     const b = member(url, 'b', name, extra);
@@ -198,6 +198,31 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     expect(b.node.members.has('a')).toBe(false);
     // b now forwards non-TCP traffic: it is alone.
     expect(b.node.status().nonTcpForwarder).toBe(true);
+  });
+
+  it('an event loop held for 3 × deadMs (both nodes: one process) is no failure: the heartbeats come from the workers, and a late timer round judges no one', async () => {
+    const [a, b] = await two();
+    expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
+    const t = Date.now();
+    while (Date.now() - t < 300) {
+      /* held: rewriting a burst, a major GC */
+    }
+    await sleep(300);
+    for (const m of [a, b]) {
+      const c = m.node.status().counters as Record<string, number>;
+      expect([c['nodesDead'], viewOf(m).join()]).toEqual([0, 'a,b']);
+      expect(c['lateTimers']).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  it('a node whose main thread stops handing its worker the heartbeat (stuck, not busy) is declared dead after stallMs', async () => {
+    const [a, b] = await two({ stallMs: 300 });
+    expect(await until(() => viewOf(b).join() === 'a,b', 2000)).toBe(true);
+    // a's own timers stop (its loop is stuck as far as the worker can tell); b's run on.
+    for (const t of (a.node as unknown as { timers: NodeJS.Timeout[] }).timers) clearInterval(t);
+    const t0 = Date.now();
+    expect(await until(() => viewOf(b).join() === 'b', 2000)).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
   });
 
   it('a NATS outage freezes the view; after a restart the connection and heartbeats come back', async () => {
