@@ -150,6 +150,12 @@ export function newClusterCounters() {
   };
 }
 
+/**
+ * After joining, new connections' SYNs are left to their retransmission this long: the others
+ * hear the joining node's ready heartbeat within a few heartbeats, on a loaded box later.
+ */
+const JOIN_GRACE_MS = 300;
+
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -483,7 +489,7 @@ export class ClusterNode implements ClusterAttach {
 
   tcpNew(_from: Side, side0: Endpoint, side1: Endpoint, flags: number): boolean | ClusterImport {
     if (!this.ready || this.draining || !this.ownsHost(hostKey(side0.addr))) return false;
-    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < this.o.heartbeatMs * 3) {
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < Math.max(JOIN_GRACE_MS, this.o.heartbeatMs * 3)) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
       // talking to one of them through the wrong node (seen in the cluster e2e). The SYN is
