@@ -13,8 +13,8 @@
  * the http agent, one with Content-Length re-framed as chunked, one chunked by the origin, both
  * moved between nodes in the middle of a body), and no endpoint may send a reset: the
  * captures of the client and server segments hold no RST. The forwarding gap at each failover
- * (the longest silence of the HTTP download around the kill, from the client's capture) is
- * reported (median, max).
+ * (the longest silence around the kill of a steady stream the client reads: 100 bytes every 5 ms
+ * from the server, from the client's capture) is reported (median, max).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,6 +51,44 @@ const CONFIG = join(REPO, 'examples/cluster.yaml');
 const NODES = [1, 2, 3];
 const SEED = Number(process.env['TAPGATE_CLUSTER_SEED'] ?? 20261124);
 const problems = ftpProblems(['ip', 'python3', 'curl', 'vsftpd', 'tcpdump', 'nats-server']);
+/**
+ * A steady stream for measuring the forwarding gap at a failover: the server sends 100 bytes
+ * every 5 ms on each connection to TICK_PORT (no rule: a pass-through connection, owned and moved
+ * like the others) until the client closes it.
+ */
+const TICK_PORT = 9100;
+const TICKER = `
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+def serve(c):
+    c.setblocking(False)
+    try:
+        while True:
+            try:
+                if c.recv(16) is not None: break  # the reader's 'q' (or its end): stop
+            except BlockingIOError:
+                pass
+            c.setblocking(True); c.sendall(b'x' * 100); c.setblocking(False)
+            time.sleep(0.005)
+        c.setblocking(True); c.shutdown(socket.SHUT_WR)
+        while c.recv(4096): pass
+    except Exception:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+/** Reads the ticker until the file argv[3] exists, then asks it to stop and reads to its end (no reset). */
+const TICK_READER = `
+import os, socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+while not os.path.exists(sys.argv[3]):
+    if not c.recv(65536): sys.exit('ticker closed early')
+c.sendall(b'q'); c.shutdown(socket.SHUT_WR)
+while c.recv(65536): pass
+c.close()
+`;
 /** An HTTP/1.1 keep-alive origin (Content-Length and chunked responses) for the http agent's rule. */
 const ORIGIN = join(REPO, 'test/e2e/fixtures/http_origin.py');
 
@@ -81,6 +119,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     startVsftpd(P, fx.conf);
     startHttpServer(P, SERVER, 8001, fx.root);
     labSpawn(P, 'server', 'origin-8002', ['python3', ORIGIN, SERVER, '8002', fx.root, 'HTTP/1.1']);
+    labSpawn(P, 'server', 'ticker', ['python3', '-c', TICKER, SERVER, String(TICK_PORT)]);
     // Listening before the first transfer (asked inside the server's namespace: no connection
     // through the cluster). A SYN that arrives too early is refused, and refusals reach the client.
     for (const port of [8001, 8002]) {
@@ -233,16 +272,15 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
   }
 
   /**
-   * Longest silence around time `t` (Unix ms) of the data client `c` exchanges with the server
-   * (its downloads and uploads, not the FTP control connection), from its own capture.
+   * The forwarding gap at time `t` (Unix ms) for client `c`: the longest silence around `t` of
+   * the ticker stream it reads (data every 5 ms from the server), from its own capture.
    */
   async function gapAt(t: number, c: { addr: number; role: 'client' | 'client2' }): Promise<number> {
     let before = -Infinity;
     let after = Infinity;
     for (const rec of (await readPcapAll(caps[c.role]!)).records) {
       const d = decodeFrame(rec.data, { link: 'ethernet', verifyChecksums: false });
-      if (d.kind !== 'tcp' || d.payloadLen === 0 || d.tcp.srcPort === 21 || d.tcp.dstPort === 21) continue;
-      if (d.ip!.src !== c.addr && d.ip!.dst !== c.addr) continue;
+      if (d.kind !== 'tcp' || d.payloadLen === 0 || d.tcp.srcPort !== TICK_PORT || d.ip!.dst !== c.addr) continue;
       const x = Number(rec.tsNs / 1_000_000n);
       if (x <= t && x > before) before = x;
       if (x > t && x < after) after = x;
@@ -253,6 +291,10 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
   it('SIGKILL of the owning node at seeded random moments, repeatedly: every transfer completes exactly, no reset', async () => {
     const rand = mulberry32(SEED);
     const rst0 = Date.now();
+    // The tickers run through every kill, flowing before the first.
+    const tickStop = join(fx.dir, 'tickers-stop');
+    const tickers = [C1, C2].map((c) => labExec(P, c.role, ['python3', '-c', TICK_READER, SERVER, String(TICK_PORT), tickStop], { timeoutMs: 150_000 }));
+    await sleep(1000);
     const done = transfers("kill", 30);
     const kills: Array<{ t: number; c: typeof C1 | typeof C2 }> = [];
     let view = [...NODES];
@@ -274,7 +316,10 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       view = [...NODES];
       await waitView(NODES);
     }
+    await sleep(500);
+    writeFileSync(tickStop, '');
     await done;
+    for (const r of await Promise.all(tickers)) expect(r.code, `ticker: ${r.stderr}`).toBe(0);
     expect(keepAliveHit, 'a kill of client 2\'s owner while its http keep-alive download ran').toBe(true);
     const st = await status();
     totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
@@ -284,9 +329,8 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     expect(logged('nat:no-mac', rst0)).toEqual([]);
     for (const k of kills) gaps.push(await gapAt(k.t, k.c));
     console.log(`kills at ${kills.map((k, i) => `${k.t} (${k.c.ip}: gap ${gaps[gaps.length - kills.length + i]!.toFixed(0)} ms)`).join(', ')}`);
-    // Kills that hit a transfer in flight (data before and after them in the client's capture):
-    // at least two of three (a transfer may finish before a late kill; seen once in a while).
-    expect(gaps.filter(Number.isFinite).length).toBeGreaterThanOrEqual(2);
+    // Every kill falls inside the tickers' run: each has data before and after it.
+    expect(gaps.every(Number.isFinite), `gaps ${gaps.join(', ')}`).toBe(true);
     expect(totals['takeovers']).toBeGreaterThan(0);
   }, 180_000);
 
