@@ -5,7 +5,8 @@
  * its own NATS connection and publishes the node's latest NodeInfo every `intervalMs`; the main
  * thread hands it the info at each of its own heartbeat ticks. A main thread that has not done
  * so for `stallMs` is stuck, not busy: the worker stops beating and the others take the node's
- * connections over (a node that forwards nothing must not look alive for long).
+ * connections over (a node that forwards nothing must not look alive for long). The worker also
+ * answers on `aliveSubject` for as long as its connection lives (see BeatOptions).
  *
  * The worker's source is plain JavaScript (it runs the same in the built CLI and under the test
  * runner), loading the NATS client by the path this module resolves.
@@ -17,6 +18,12 @@ export interface BeatOptions {
   url: string;
   /** Subject the heartbeats go to. */
   subject: string;
+  /**
+   * Subject the worker answers on while its NATS connection lives: a peer's request there gets
+   * "no responders" from the server as soon as this process's connection is gone (a SIGKILL
+   * closes it at once), which is how the others tell a dead node from a slow one.
+   */
+  aliveSubject: string;
   /** Connection name (NATS monitoring shows it). */
   name: string;
   intervalMs: number;
@@ -48,7 +55,12 @@ const timer = setInterval(() => {
   try { nc.publish(o.subject, info); } catch { /* disconnected: the client reconnects */ }
 }, o.intervalMs);
 connect({ servers: o.url, name: o.name, maxReconnectAttempts: -1, reconnectTimeWait: 100, pingInterval: 2000, timeout: 5000 })
-  .then((c) => { nc = c; if (stopped) c.close(); else parentPort.postMessage('up'); })
+  .then((c) => {
+    nc = c;
+    if (stopped) return c.close();
+    c.subscribe(o.aliveSubject, { callback: (_e, m) => { try { m.respond(); } catch { /* */ } } });
+    c.flush().then(() => parentPort.postMessage('up'), (e) => parentPort.postMessage('error:' + (e && e.message)));
+  })
   .catch((e) => parentPort.postMessage('error:' + (e && e.message)));
 `;
 

@@ -6,7 +6,7 @@
  * reconnects forever; what the connection does is reported to the node (a lost connection
  * freezes its view of who is alive). Everything node-specific stays in the node.
  */
-import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
+import { connect, ErrorCode, type KV, type NatsConnection, type Subscription } from 'nats';
 
 /** A subject of cluster `name` (the CLI's control requests use it too). */
 export function clusterSubject(name: string, s: string): string {
@@ -75,6 +75,24 @@ export class NatsBus {
     })();
     await init;
     return bus;
+  }
+
+  /**
+   * Whether anything listens on `subject` (a peer's liveness subject, ./beat.ts): false when the
+   * server answers "no responders" (the peer's connection is gone), true on an answer or when
+   * none comes within `timeoutMs` (a slow peer is not a dead one), null while this node's own
+   * connection is down (nothing can be told).
+   */
+  async probe(subject: string, timeoutMs: number): Promise<boolean | null> {
+    try {
+      await this.nc.request(subject, undefined, { timeout: timeoutMs });
+      return true;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === ErrorCode.NoResponders) return false;
+      if (code === ErrorCode.Timeout) return true;
+      return null;
+    }
   }
 
   /** Stores a connection's snapshot; resolves when JetStream acknowledged it. */

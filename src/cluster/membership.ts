@@ -1,6 +1,7 @@
 /**
  * Cluster membership as one node sees it: the nodes heard from (heartbeats carry NodeInfo), who
- * is dead (silent for `deadMs` while this node's own sync connection is up), and the view — the
+ * is dead (silent for `deadMs` while this node's own sync connection is up, or silent and known
+ * to have lost its sync connection: declareDead), and the view — the
  * sorted ids of the ready, non-draining nodes, this one included when it may own connections —
  * from which rendezvous hashing (./rendezvous.ts) names each connection's owner. Pure: no I/O,
  * time passed in; the node (./node.ts) logs and counts what it reports.
@@ -62,6 +63,26 @@ export class Membership {
       dead.push({ id, silentMs: now - m.lastMs });
     }
     return dead;
+  }
+
+  /** Nodes silent for more than `suspectMs` at `now` (to be probed), this one excluded. */
+  silent(now: number, suspectMs: number): string[] {
+    const out: string[] = [];
+    for (const [id, m] of this.members) if (id !== this.self && now - m.lastMs > suspectMs) out.push(id);
+    return out;
+  }
+
+  /**
+   * Node `id` is known dead at `now` (its sync connection is gone) unless it was heard after
+   * `sinceMs` (when the check began): removed like an expired one; returns how long it was silent.
+   */
+  declareDead(id: string, sinceMs: number, now: number): number | null {
+    const m = this.members.get(id);
+    if (m === undefined || id === this.self || m.lastMs > sinceMs) return null;
+    this.members.delete(id);
+    if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
+    this.lastHeard.set(id, m.lastMs);
+    return now - m.lastMs;
   }
 
   /** After an outage of this node's own sync connection: every node seen before gets a fresh deadline. */

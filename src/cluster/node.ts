@@ -31,7 +31,9 @@ export interface ClusterOptions {
   name?: string;
   /** Heartbeats this often (from a worker thread: ./beat.ts). Default 20 ms. */
   heartbeatMs?: number;
-  /** A node not heard for this long is dead. Default 100 ms. */
+  /** A node not heard for this long is asked about: dead at once if its sync connection is gone. Default 50 ms. */
+  suspectMs?: number;
+  /** A node not heard for this long is dead, connection or not (a host down, a partition). Default 400 ms. */
   deadMs?: number;
   /** This node's event loop held this long: its heartbeats stop (it is taken for dead). Default 1000 ms. */
   stallMs?: number;
@@ -145,6 +147,10 @@ export function newClusterCounters() {
     loopDrops: 0,
     viewChanges: 0,
     nodesDead: 0,
+    /** Of nodesDead: found dead by their sync connection being gone (probe), before deadMs. */
+    nodesGone: 0,
+    /** Silent nodes asked about (probe). */
+    probes: 0,
     /** Timer rounds that ran late (this loop was held): no one was judged dead in them. */
     lateTimers: 0,
   };
@@ -155,6 +161,12 @@ export function newClusterCounters() {
  * hear the joining node's ready heartbeat within a few heartbeats, on a loaded box later.
  */
 const JOIN_GRACE_MS = 300;
+
+/**
+ * A peer's missing connection proves its death only once this node's own connection has been up
+ * this long: after a NATS restart every connection comes back, each in its own time.
+ */
+const PROBE_TRUST_MS = 2000;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -193,6 +205,10 @@ export class ClusterNode implements ClusterAttach {
   private beat: HeartbeatWorker | null = null;
   /** When onTimer last ran (a late run means this loop was held). */
   private lastTimerMs = 0;
+  /** When this node's sync connection came up (last). */
+  private connectedSinceMs = 0;
+  /** Nodes whose liveness subject is being asked about (probe). */
+  private readonly probing = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   private gw: Gateway | null = null;
   private inject: ((fn: (emit: Emit, nowMs: number) => void) => void) | null = null;
@@ -239,7 +255,8 @@ export class ClusterNode implements ClusterAttach {
       nodeId: opts.nodeId,
       name: opts.name ?? 'tapgate',
       heartbeatMs: opts.heartbeatMs ?? 20,
-      deadMs: opts.deadMs ?? 100,
+      suspectMs: opts.suspectMs ?? 50,
+      deadMs: opts.deadMs ?? 400,
       stallMs: opts.stallMs ?? 1000,
       syncHoldMs: opts.syncHoldMs ?? 500,
       periodMs: opts.periodMs ?? 20,
@@ -261,6 +278,7 @@ export class ClusterNode implements ClusterAttach {
   /** Connects to NATS, opens the bucket, starts heartbeats and the spare watch. */
   async start(): Promise<void> {
     this.connected = true;
+    this.connectedSinceMs = this.now();
     this.bus = await NatsBus.connect(
       { url: this.o.url, name: this.o.name, nodeId: this.id, replicas: this.o.replicas },
       {
@@ -274,6 +292,7 @@ export class ClusterNode implements ClusterAttach {
             this.connected = false;
           } else {
             this.connected = true;
+            this.connectedSinceMs = this.now();
             this.log.info('cluster sync connection back');
             // Every node seen before the outage gets a fresh deadline.
             this.ms.freshen(this.now());
@@ -284,6 +303,7 @@ export class ClusterNode implements ClusterAttach {
     this.beat = new HeartbeatWorker({
       url: this.o.url,
       subject: clusterSubject(this.o.name, 'hb'),
+      aliveSubject: clusterSubject(this.o.name, `alive.${this.id}`),
       name: `tapgate-${this.id}-hb`,
       intervalMs: this.o.heartbeatMs,
       stallMs: this.o.stallMs,
@@ -358,6 +378,7 @@ export class ClusterNode implements ClusterAttach {
         this.log.warn({ node: d.id, silentMs: d.silentMs }, 'cluster node dead');
       }
       if (dead.length > 0) this.recomputeView();
+      for (const id of this.ms.silent(now, this.o.suspectMs)) this.probe(id, now);
     }
     this.publishDirty(now);
     this.expireHeld(now);
@@ -368,6 +389,30 @@ export class ClusterNode implements ClusterAttach {
       for (const [k, e] of this.synSide) if (now - e.ms > 10_000) this.synSide.delete(k);
       for (const [k, e] of this.synSrcSide) if (now - e.ms > 10_000) this.synSrcSide.delete(k);
     }
+  }
+
+  /**
+   * A node silent for `suspectMs`: is its sync connection still there? The server says "no
+   * responders" on its liveness subject (./beat.ts) as soon as the connection is gone — a killed
+   * process's socket closes at once — and the node is dead now, unless it was heard meanwhile. A
+   * node that is only slow still has its subscription: it is left to `deadMs`.
+   */
+  private probe(id: string, now: number): void {
+    const bus = this.bus;
+    if (bus === null || this.probing.has(id)) return;
+    this.probing.add(id);
+    this.counters.probes++;
+    void bus.probe(clusterSubject(this.o.name, `alive.${id}`), this.o.deadMs).then((alive) => {
+      this.probing.delete(id);
+      // Just reconnected (a NATS restart): the others' connections may not be back yet.
+      if (alive !== false || this.stopped || !this.connected || this.now() - this.connectedSinceMs < PROBE_TRUST_MS) return;
+      const silentMs = this.ms.declareDead(id, now, this.now());
+      if (silentMs === null) return;
+      this.counters.nodesDead++;
+      this.counters.nodesGone++;
+      this.log.warn({ node: id, silentMs, connection: 'gone' }, 'cluster node dead');
+      this.recomputeView();
+    });
   }
 
   private recomputeView(): void {

@@ -104,7 +104,7 @@ const MASQ_CFG = parseConfig('nat:\n  masquerade:\n    - { side: client, sources
 const MAC_C = Uint8Array.of(2, 0, 10, 200, 0, 1);
 const MAC_S = Uint8Array.of(2, 0, 10, 200, 0, 2);
 
-function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number } = {}, rewrite = false, config?: Config): Member {
+function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number; suspectMs?: number } = {}, rewrite = false, config?: Config): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
   const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : config !== undefined ? { config } : {}) });
   const out: Member['out'] = [];
@@ -200,8 +200,21 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     expect(b.node.status().nonTcpForwarder).toBe(true);
   });
 
-  it('an event loop held for 3 × deadMs (both nodes: one process) is no failure: the heartbeats come from the workers, and a late timer round judges no one', async () => {
-    const [a, b] = await two();
+  it('a node whose sync connection is gone is dead at once (its liveness subject has no responders), long before deadMs', async () => {
+    const [a, b] = await two({ deadMs: 10_000 });
+    expect(await until(() => viewOf(b).join() === 'a,b', 2000)).toBe(true);
+    await sleep(2000); // b's own connection is trusted to judge others' after 2 s (PROBE_TRUST_MS)
+    await a.node.stop();
+    nodes.splice(nodes.indexOf(a), 1);
+    const t0 = Date.now();
+    expect(await until(() => viewOf(b).join() === 'b', 2000)).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const c = b.node.status().counters as Record<string, number>;
+    expect([c['nodesDead'], c['nodesGone']]).toEqual([1, 1]);
+  });
+
+  it('an event loop held for 300 ms (both nodes: one process) is no failure: the heartbeats come from the workers, a silent node that still has its connection is not dead, and a late timer round judges no one', async () => {
+    const [a, b] = await two({ deadMs: 250 });
     expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
     const t = Date.now();
     while (Date.now() - t < 300) {
