@@ -59,7 +59,13 @@ connect({ servers: o.url, name: o.name, maxReconnectAttempts: -1, reconnectTimeW
     nc = c;
     if (stopped) return c.close();
     c.subscribe(o.aliveSubject, { callback: (_e, m) => { try { m.respond(); } catch { /* */ } } });
-    c.flush().then(() => parentPort.postMessage('up'), (e) => parentPort.postMessage('error:' + (e && e.message)));
+    c.flush().then(() => parentPort.postMessage('up:' + ((c.info && c.info.server_id) || '')), (e) => parentPort.postMessage('error:' + (e && e.message)));
+    (async () => {
+      for await (const st of c.status()) {
+        if (st.type === 'reconnect') parentPort.postMessage('server:' + ((c.info && c.info.server_id) || ''));
+        else if (st.type === 'disconnect') parentPort.postMessage('server:');
+      }
+    })();
   })
   .catch((e) => parentPort.postMessage('error:' + (e && e.message)));
 `;
@@ -69,12 +75,24 @@ export class HeartbeatWorker {
   private readonly w: Worker;
   private readonly ready: Promise<void>;
 
+  /**
+   * The NATS server the worker's connection is on ('' while it is down): a peer's missing
+   * liveness subscription proves its death only to a node on that same server (./node.ts probe).
+   */
+  server = '';
+
   constructor(o: BeatOptions) {
     const nats = createRequire(import.meta.url).resolve('nats');
     this.w = new Worker(SOURCE, { eval: true, workerData: { ...o, nats } });
     this.w.unref();
     this.ready = new Promise((resolve, reject) => {
-      this.w.once('message', (m: string) => (m === 'up' ? resolve() : reject(new Error(`cluster heartbeat worker: ${m.replace(/^error:/, '')}`))));
+      this.w.on('message', (m: string) => {
+        if (m.startsWith('up:')) {
+          this.server = m.slice(3);
+          resolve();
+        } else if (m.startsWith('server:')) this.server = m.slice(7);
+        else reject(new Error(`cluster heartbeat worker: ${m.replace(/^error:/, '')}`));
+      });
       this.w.once('error', reject);
     });
   }

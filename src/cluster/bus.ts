@@ -77,6 +77,11 @@ export class NatsBus {
     return bus;
   }
 
+  /** The NATS server this connection is on ('' unknown). */
+  get server(): string {
+    return this.nc.info?.server_id ?? '';
+  }
+
   /**
    * Whether anything listens on `subject` (a peer's liveness subject, ./beat.ts): false when the
    * server answers "no responders" (the peer's connection is gone), true on an answer or when

@@ -18,6 +18,8 @@ export interface NodeInfo {
   owned: number;
   spares: number;
   lagMs: number;
+  /** The NATS server its heartbeat connection is on (./beat.ts; absent from older nodes). */
+  natsServer?: string;
 }
 
 /** Dead nodes remembered (when they were last heard) at most. */
@@ -65,10 +67,14 @@ export class Membership {
     return dead;
   }
 
-  /** Nodes silent for more than `suspectMs` at `now` (to be probed), this one excluded. */
-  silent(now: number, suspectMs: number): string[] {
+  /**
+   * Nodes silent for more than `suspectMs` at `now` whose heartbeat connection is on NATS server
+   * `server` (to be probed: only that server can tell their connection is gone rather than
+   * moving to another server), this one excluded.
+   */
+  silent(now: number, suspectMs: number, server: string): string[] {
     const out: string[] = [];
-    for (const [id, m] of this.members) if (id !== this.self && now - m.lastMs > suspectMs) out.push(id);
+    for (const [id, m] of this.members) if (id !== this.self && now - m.lastMs > suspectMs && server !== '' && m.natsServer === server) out.push(id);
     return out;
   }
 

@@ -348,6 +348,7 @@ export class ClusterNode implements ClusterAttach {
       owned: this.local.size,
       spares: this.spares.size,
       lagMs: this.maxLagMs(),
+      natsServer: this.beat.server,
     };
     this.beat.update(enc.encode(JSON.stringify(info)));
   }
@@ -378,7 +379,7 @@ export class ClusterNode implements ClusterAttach {
         this.log.warn({ node: d.id, silentMs: d.silentMs }, 'cluster node dead');
       }
       if (dead.length > 0) this.recomputeView();
-      for (const id of this.ms.silent(now, this.o.suspectMs)) this.probe(id, now);
+      if (this.bus !== null) for (const id of this.ms.silent(now, this.o.suspectMs, this.bus.server)) this.probe(id, now);
     }
     this.publishDirty(now);
     this.expireHeld(now);

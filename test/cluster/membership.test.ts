@@ -30,6 +30,23 @@ describe('cluster membership', () => {
     expect(m.heard(info('x', { draining: true }), 150)).toBe(true);
   });
 
+  it('silent nodes are probed only when their heartbeat connection is on this node\'s NATS server; one known dead is removed unless heard since the check began', () => {
+    const m = new Membership('a');
+    m.heard(info('a', { natsServer: 'S1' }), 0);
+    m.heard(info('b', { natsServer: 'S1' }), 0);
+    m.heard(info('c', { natsServer: 'S2' }), 0);
+    m.heard(info('d'), 0);
+    m.heard(info('e', { natsServer: 'S1' }), 90);
+    expect(m.silent(100, 50, 'S1')).toEqual(['b']);
+    expect(m.silent(100, 50, '')).toEqual([]);
+    // e was heard after the check of t=80 began: not dead.
+    expect(m.declareDead('e', 80, 100)).toBeNull();
+    expect(m.declareDead('b', 100, 120)).toBe(120);
+    expect(m.declareDead('a', 100, 120)).toBeNull();
+    expect([...m.members.keys()].sort()).toEqual(['a', 'c', 'd', 'e']);
+    expect(m.lastHeardOf('b')).toBe(0);
+  });
+
   it('a node silent for more than deadMs is dead, remembered with when it was last heard; this node never is', () => {
     const m = new Membership('a');
     m.heard(info('a'), 0);
