@@ -178,13 +178,17 @@ describeE2E('cluster lab', e2eProblems(['ip', 'unshare', 'python3', 'curl', 'nat
       ].join('\n')]);
     await send('client');
     await send('server');
-    const counts = await until('frames on every TAP', () => {
-      const c = (JSON.parse(readFileSync(stats, 'utf8')) as { counts: Record<string, number> }).counts;
-      return taps.every((t) => (c[t] ?? 0) >= 10) ? c : undefined;
-    });
-    // Each segment floods to every node's TAP on it, exactly once; nothing crosses between the two.
-    expect(counts).toEqual(Object.fromEntries(taps.map((t) => [t, 10])));
-    await labKill(P, 'counter');
+    try {
+      const counts = await until('frames on every TAP', () => {
+        const c = (JSON.parse(readFileSync(stats, 'utf8')) as { counts: Record<string, number> }).counts;
+        return taps.every((t) => (c[t] ?? 0) >= 10) ? c : undefined;
+      });
+      // Each segment floods to every node's TAP on it, exactly once; nothing crosses between the two.
+      expect(counts).toEqual(Object.fromEntries(taps.map((t) => [t, 10])));
+    } finally {
+      // Whatever happened: the counter must not hold the node TAPs for the next test.
+      await labKill(P, 'counter');
+    }
     await until('TAPs detached', () => (labStatus(P, { probeNats: false }).nodes.every((n) => !n.client.attached) ? true : undefined));
   });
 
