@@ -59,9 +59,7 @@ export class Membership {
     const dead: { id: string; silentMs: number }[] = [];
     for (const [id, m] of this.members) {
       if (id === this.self || now - m.lastMs <= deadMs) continue;
-      this.members.delete(id);
-      if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
-      this.lastHeard.set(id, m.lastMs);
+      this.forget(m);
       dead.push({ id, silentMs: now - m.lastMs });
     }
     return dead;
@@ -85,10 +83,15 @@ export class Membership {
   declareDead(id: string, sinceMs: number, now: number): number | null {
     const m = this.members.get(id);
     if (m === undefined || id === this.self || m.lastMs > sinceMs) return null;
-    this.members.delete(id);
-    if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
-    this.lastHeard.set(id, m.lastMs);
+    this.forget(m);
     return now - m.lastMs;
+  }
+
+  /** A dead node leaves the members; when it was last heard is remembered (bounded). */
+  private forget(m: NodeInfo): void {
+    this.members.delete(m.id);
+    if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
+    this.lastHeard.set(m.id, m.lastMs);
   }
 
   /** After an outage of this node's own sync connection: every node seen before gets a fresh deadline. */

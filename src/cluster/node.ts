@@ -303,7 +303,7 @@ export class ClusterNode implements ClusterAttach {
     this.beat = new HeartbeatWorker({
       url: this.o.url,
       subject: clusterSubject(this.o.name, 'hb'),
-      aliveSubject: clusterSubject(this.o.name, `alive.${this.id}`),
+      aliveSubject: this.aliveSubject(this.id),
       name: `tapgate-${this.id}-hb`,
       intervalMs: this.o.heartbeatMs,
       stallMs: this.o.stallMs,
@@ -403,7 +403,7 @@ export class ClusterNode implements ClusterAttach {
     if (bus === null || this.probing.has(id)) return;
     this.probing.add(id);
     this.counters.probes++;
-    void bus.probe(clusterSubject(this.o.name, `alive.${id}`), this.o.deadMs).then((alive) => {
+    void bus.probe(this.aliveSubject(id), this.o.deadMs).then((alive) => {
       this.probing.delete(id);
       // Just reconnected (a NATS restart): the others' connections may not be back yet.
       if (alive !== false || this.stopped || !this.connected || this.now() - this.connectedSinceMs < PROBE_TRUST_MS) return;
@@ -414,6 +414,11 @@ export class ClusterNode implements ClusterAttach {
       this.log.warn({ node: id, silentMs, connection: 'gone' }, 'cluster node dead');
       this.recomputeView();
     });
+  }
+
+  /** Where node `id`'s heartbeat worker answers while its connection lives (./beat.ts). */
+  private aliveSubject(id: string): string {
+    return clusterSubject(this.o.name, `alive.${id}`);
   }
 
   private recomputeView(): void {
@@ -506,13 +511,8 @@ export class ClusterNode implements ClusterAttach {
    * held untranslated until the final state arrives (replayed then), or bounded by handoffWaitMs.
    */
   private continueSpare(sp: Spare, from: Side, flags: number, frame: Uint8Array): boolean | ClusterImport {
-    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
-      // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
-      this.dropSpare(sp.key);
-      this.counters.sparesStale++;
-      return true;
-    }
-    if (this.prevOwnerGone(sp)) return { state: sp.snap.state, acks: sp.acks, adopt: (f) => this.adopted(sp, f) !== null };
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) return this.staleSpare(sp);
+    if (this.prevOwnerGone(sp)) return this.takeoverOf(sp);
     let w = this.waiting.get(sp.key);
     if (w === undefined) {
       w = { sinceMs: this.now(), frames: [] };
@@ -546,19 +546,25 @@ export class ClusterNode implements ClusterAttach {
     // A spare preTcp did not find by this side's tuple (its snapshot has not seen this side yet).
     const sp = this.spares.get(connKey(side0, side1));
     if (sp === undefined) return true;
-    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
-      // A SYN: a new connection on a 4-tuple an old one used; its state is of no use.
-      this.dropSpare(sp.key);
-      this.counters.sparesStale++;
-      return true;
-    }
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) return this.staleSpare(sp);
     if (!this.prevOwnerGone(sp)) {
       // Hand-over in progress. The frame went through NAT already: not kept (a replay would
       // translate it twice); the sender retransmits it.
       this.counters.handoffDrops++;
       return false;
     }
-    // The gateway imports it and goes on with this frame (ClusterImport).
+    return this.takeoverOf(sp);
+  }
+
+  /** A SYN on a spare's 4-tuple: a new connection an old one's state is of no use to (dropped, counted). */
+  private staleSpare(sp: Spare): true {
+    this.dropSpare(sp.key);
+    this.counters.sparesStale++;
+    return true;
+  }
+
+  /** The spare for the gateway to import before it goes on with the frame (ClusterImport). */
+  private takeoverOf(sp: Spare): ClusterImport {
     return { state: sp.snap.state, acks: sp.acks, adopt: (f) => this.adopted(sp, f) !== null };
   }
 

@@ -323,6 +323,9 @@ interface Asker {
   mac: Uint8Array;
 }
 
+/** Rule `m` hides host `a` (one of its sources, not its shared address). */
+const hides = (m: Masquerade, a: number): boolean => m.address !== a && m.sources.some((c) => cidrContains(c, a));
+
 /** Masquerade at layer 2: the gateway's MACs, the real hosts' MACs, relayed ARP (bounded). */
 export class MasqL2 {
   readonly counters = newMasqL2Counters();
@@ -341,7 +344,7 @@ export class MasqL2 {
 
   /** The rule whose hidden hosts on `side` include `a` (and `a` is not a shared address). */
   private ruleOfSource(side: NatSide, a: number): number {
-    return this.nat.cfg.masquerade.findIndex((m) => m.side === side && m.address !== a && m.sources.some((c) => cidrContains(c, a)));
+    return this.nat.cfg.masquerade.findIndex((m) => m.side === side && hides(m, a));
   }
 
   private ruleOfAddress(otherSide: NatSide, a: number): number {
@@ -393,7 +396,7 @@ export class MasqL2 {
     for (const h of list) {
       const mac = typeof h?.mac === 'string' ? parseMac(h.mac) : null;
       if (mac === null || !Number.isInteger(h.addr) || h.addr < 0 || h.addr > 0xffff_ffff) throw new Error('bad state: macs');
-      if (this.macs.has(h.addr) || !this.nat.cfg.masquerade.some((m) => m.address !== h.addr && m.sources.some((c) => cidrContains(c, h.addr)))) continue;
+      if (this.macs.has(h.addr) || !this.nat.cfg.masquerade.some((m) => hides(m, h.addr))) continue;
       const before = this.macs.size;
       this.learn(h.addr, mac, 0);
       if (this.macs.size > before) this.counters.macsImported++;
