@@ -1,6 +1,6 @@
 /**
  * The cluster's sync network as the node (./node.ts) uses it, over NATS: the others' heartbeats on
- * core NATS (`<name>.hb`; this node's are published by ./beat.ts from a worker), control requests (`<name>.ctl.<node>`, `<name>.ctl.all`: `tapgate cluster`), and
+ * core NATS (`<name>.hb.<node>`; this node's are published by ./beat.ts from a worker), control requests (`<name>.ctl.<node>`, `<name>.ctl.all`: `tapgate cluster`), and
  * the connections' snapshots in a JetStream key-value bucket (`<name>-conns`, one value per
  * connection, history 1, 10-minute TTL), watched from its initial values on. The client
  * reconnects forever; what the connection does is reported to the node (a lost connection
@@ -14,6 +14,7 @@ export function clusterSubject(name: string, s: string): string {
 }
 
 export interface BusOptions {
+  /** NATS URL(s), comma-separated. */
   url: string;
   /** Cluster name: subjects and the bucket are namespaced by it. */
   name: string;
@@ -43,7 +44,7 @@ export class NatsBus {
   /** Connects, opens the bucket, subscribes; resolves once the bucket's initial values were handed over. */
   static async connect(o: BusOptions, h: BusHandlers): Promise<NatsBus> {
     const nc = await connect({
-      servers: o.url,
+      servers: o.url.split(','),
       name: `tapgate-${o.nodeId}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,
@@ -60,7 +61,7 @@ export class NatsBus {
     const bus = new NatsBus(nc, kv);
     const subj = (s: string) => clusterSubject(o.name, s);
     bus.subs.push(
-      nc.subscribe(subj('hb'), { callback: (_e, m) => h.heartbeat(m.data) }),
+      nc.subscribe(subj('hb.*'), { callback: (_e, m) => h.heartbeat(m.data) }),
       nc.subscribe(subj(`ctl.${o.nodeId}`), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
       nc.subscribe(subj('ctl.all'), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
     );

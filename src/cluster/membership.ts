@@ -1,10 +1,12 @@
 /**
  * Cluster membership as one node sees it: the nodes heard from (heartbeats carry NodeInfo), who
- * is dead (silent for `deadMs` while this node's own sync connection is up, or silent and known
- * to have lost its sync connection: declareDead), and the view — the
+ * is dead (silent for `deadMs` while this node's own sync connection is up, silent and known
+ * to have lost its sync connection: declareDead, or fenced by its own word), and the view — the
  * sorted ids of the ready, non-draining nodes, this one included when it may own connections —
  * from which rendezvous hashing (./rendezvous.ts) names each connection's owner. Pure: no I/O,
- * time passed in; the node (./node.ts) logs and counts what it reports.
+ * time passed in; the node (./node.ts) logs and counts what it reports. An incarnation found dead
+ * is dead for good: its late heartbeats (a partition's backlog) are ignored; the node comes
+ * back as a new incarnation (another `startedMs`).
  */
 import { ownerOf, stringKey } from './rendezvous.js';
 
@@ -20,10 +22,15 @@ export interface NodeInfo {
   lagMs: number;
   /** The NATS server its heartbeat connection is on (./beat.ts; absent from older nodes). */
   natsServer?: string;
+  /** Set by the heartbeat worker (./beat.ts): when it was sent, and whether its lease is lost. */
+  sentMs?: number;
+  fenced?: boolean;
 }
 
-/** Dead nodes remembered (when they were last heard) at most. */
+/** Dead nodes (when they were last heard) and dead incarnations remembered at most. */
 const MAX_LAST_HEARD = 1024;
+
+const incKey = (m: NodeInfo): string => `${m.id}@${m.startedMs}`;
 /** Owner answers cached per host at most (cleared on every view change). */
 const MAX_OWNER_CACHE = 65536;
 
@@ -35,6 +42,8 @@ export class Membership {
   private nonTcp = false;
   /** When dead nodes were last heard (frames since then were forwarded by nobody). */
   private readonly lastHeard = new Map<string, number>();
+  /** Incarnations found dead (`id@startedMs`): never members again. */
+  private readonly deadIncs = new Set<string>();
 
   constructor(readonly self: string) {}
 
@@ -47,8 +56,12 @@ export class Membership {
     return this.nonTcp;
   }
 
-  /** A heartbeat arrived at `now`: true when it changes who may own connections. */
-  heard(h: NodeInfo, now: number): boolean {
+  /**
+   * A heartbeat arrived at `now`: true when it changes who may own connections; null when it is
+   * ignored (of an incarnation found dead, or fenced: see `fenced`).
+   */
+  heard(h: NodeInfo, now: number): boolean | null {
+    if (h.fenced === true || this.deadIncs.has(incKey(h))) return null;
     const prev = this.members.get(h.id);
     this.members.set(h.id, { ...h, lastMs: now });
     return prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready;
@@ -87,11 +100,24 @@ export class Membership {
     return now - m.lastMs;
   }
 
-  /** A dead node leaves the members; when it was last heard is remembered (bounded). */
+  /**
+   * A heartbeat saying its node lost its lease (./beat.ts): that incarnation, if a member, is
+   * dead now; returns how long it was silent (null: not a member).
+   */
+  fenced(h: NodeInfo, now: number): number | null {
+    const m = this.members.get(h.id);
+    if (h.fenced !== true || m === undefined || m.startedMs !== h.startedMs || h.id === this.self) return null;
+    this.forget(m);
+    return now - m.lastMs;
+  }
+
+  /** A dead node leaves the members; when it was last heard is remembered (bounded), and that its incarnation is dead. */
   private forget(m: NodeInfo): void {
     this.members.delete(m.id);
     if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
     this.lastHeard.set(m.id, m.lastMs);
+    if (this.deadIncs.size >= MAX_LAST_HEARD) this.deadIncs.clear();
+    this.deadIncs.add(incKey(m));
   }
 
   /** After an outage of this node's own sync connection: every node seen before gets a fresh deadline. */

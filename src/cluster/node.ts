@@ -35,6 +35,14 @@ export interface ClusterOptions {
   suspectMs?: number;
   /** A node not heard for this long is dead, connection or not (a host down, a partition). Default 400 ms. */
   deadMs?: number;
+  /**
+   * The lease (./beat.ts): this node forwards nothing once this long has passed since the send
+   * time of its latest heartbeat heard back from NATS — fenced before any other node may take
+   * its connections over (deadMs after they last heard it); it rejoins as a new incarnation.
+   * Less than deadMs. 0: no fencing (a node cut off from NATS forwards on beside the new owners).
+   * Default three quarters of deadMs (300 ms).
+   */
+  leaseMs?: number;
   /** This node's event loop held this long: its heartbeats stop (it is taken for dead). Default 1000 ms. */
   stallMs?: number;
   /** Longest a frame waits for its snapshot's acknowledgement before it goes anyway. */
@@ -153,6 +161,16 @@ export function newClusterCounters() {
     probes: 0,
     /** Timer rounds that ran late (this loop was held): no one was judged dead in them. */
     lateTimers: 0,
+    /** Of nodesDead: said so themselves (their heartbeat: lease lost). */
+    nodesFenced: 0,
+    /** Heartbeats of an incarnation found dead (a partition's backlog), ignored. */
+    staleHeartbeats: 0,
+    /** Times this node lost its lease and stopped forwarding (then rejoined as a new incarnation). */
+    fences: 0,
+    /** Frames not forwarded because this node's lease had run out (and frames it held then). */
+    fencedDrops: 0,
+    /** Snapshots stored again after a put failed (the frames waiting for it wait on). */
+    republished: 0,
   };
 }
 
@@ -222,7 +240,12 @@ export class ClusterNode implements ClusterAttach {
   /** Heard the bucket's initial values and a heartbeat round: may own connections. */
   private ready = false;
   private draining = false;
-  private readonly startedMs: number;
+  /** This node's incarnation: its start, or when it last lost its lease (a new incarnation). */
+  private startedMs: number;
+  /** The lease ran out (seen on a frame): fence() runs in the next timer round. */
+  private fencing = false;
+  /** This node's own sync worked at the last timer round (it may judge the others). */
+  private syncHealthy = false;
   /** Other nodes' connections, ready to take over (./spares.ts). */
   private readonly spares: SpareStore;
   private readonly local = new Map<Flow<unknown>, LocalRec>();
@@ -257,6 +280,7 @@ export class ClusterNode implements ClusterAttach {
       heartbeatMs: opts.heartbeatMs ?? 20,
       suspectMs: opts.suspectMs ?? 50,
       deadMs: opts.deadMs ?? 400,
+      leaseMs: opts.leaseMs ?? Math.floor(((opts.deadMs ?? 400) * 3) / 4),
       stallMs: opts.stallMs ?? 1000,
       syncHoldMs: opts.syncHoldMs ?? 500,
       periodMs: opts.periodMs ?? 20,
@@ -273,6 +297,9 @@ export class ClusterNode implements ClusterAttach {
     this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh);
     this.ms = new Membership(this.id);
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
+    if (!(this.o.leaseMs >= 0 && this.o.leaseMs < this.o.deadMs)) {
+      throw new Error(`cluster: the lease (${this.o.leaseMs} ms) must be shorter than the dead time (${this.o.deadMs} ms): a node must stop before the others take over`);
+    }
   }
 
   /** Connects to NATS, opens the bucket, starts heartbeats and the spare watch. */
@@ -302,11 +329,12 @@ export class ClusterNode implements ClusterAttach {
     );
     this.beat = new HeartbeatWorker({
       url: this.o.url,
-      subject: clusterSubject(this.o.name, 'hb'),
+      subject: clusterSubject(this.o.name, `hb.${this.id}`),
       aliveSubject: this.aliveSubject(this.id),
       name: `tapgate-${this.id}-hb`,
       intervalMs: this.o.heartbeatMs,
       stallMs: this.o.stallMs,
+      leaseMs: this.o.leaseMs,
     });
     try {
       await this.beat.start();
@@ -318,13 +346,85 @@ export class ClusterNode implements ClusterAttach {
     this.timers.push(setInterval(() => this.heartbeat(), this.o.heartbeatMs));
     this.lastTimerMs = this.now();
     this.timers.push(setInterval(() => this.onTimer(), Math.min(this.o.periodMs, 10)));
-    // One heartbeat round to hear the others before owning anything.
-    await new Promise((r) => setTimeout(r, this.o.heartbeatMs * 2 + 20));
+    await this.join();
+  }
+
+  /**
+   * Becomes ready as the current incarnation: once its heartbeats are heard back (the lease:
+   * every node has heard of it), after one more heartbeat round to hear the others.
+   */
+  private async join(): Promise<void> {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    for (;;) {
+      if (this.stopped || this.beat === null) return;
+      const until = this.beat.leaseUntil(this.startedMs);
+      if (until > this.now()) break;
+      if (until === -1) {
+        // Lost before it was used (the connection dropped): another incarnation tries.
+        this.startedMs = this.now();
+        this.heartbeat();
+      }
+      await sleep(this.o.heartbeatMs);
+    }
+    const inc = this.startedMs;
+    await sleep(this.o.heartbeatMs * 2 + 20);
+    if (this.stopped || inc !== this.startedMs) return;
     this.ready = true;
     this.readyAtMs = this.now();
     this.heartbeat();
     this.recomputeView();
-    this.log.info({ node: this.id, view: this.ms.view }, 'cluster node ready');
+    this.log.info({ node: this.id, incarnation: inc, view: this.ms.view }, 'cluster node ready');
+  }
+
+  /**
+   * Whether this node may forward at `now`: not once its lease has run out (it is fenced). A
+   * node that is not ready forwards nothing anyway.
+   */
+  private leaseHeld(now: number): boolean {
+    return !this.ready || this.beat === null || now <= this.beat.leaseUntil(this.startedMs);
+  }
+
+  /** The live loop asks before each frame it writes (engine/live.ts): false = dropped, counted. */
+  mayForward(): boolean {
+    if (this.leaseHeld(this.now())) return true;
+    this.counters.fencedDrops++;
+    this.fencing = true;
+    return false;
+  }
+
+  /**
+   * The lease ran out: this node may be taken for dead now, and its connections taken over.
+   * It forwards nothing more as this incarnation: frames it holds are dropped, its connections
+   * leave the table as spare copies of their latest state (it takes back those that are still
+   * its own once it is a member again), and it rejoins as a new incarnation.
+   */
+  private fence(now: number): void {
+    this.fencing = false;
+    if (!this.ready) return;
+    this.counters.fences++;
+    this.log.error(
+      { leaseMs: this.o.leaseMs, owned: this.local.size, connected: this.connected, incarnation: this.startedMs },
+      'cluster lease lost (heartbeats not heard back): this node forwards nothing until it rejoins; its connections go to their owners',
+    );
+    this.ready = false;
+    for (const [f, rec] of [...this.local]) {
+      for (const h of rec.queue) this.heldBytes -= h.frame.length;
+      this.counters.fencedDrops += rec.queue.length;
+      rec.queue = [];
+      const snap = this.snapshotOf(f, rec, rec.pubSeq + 1, null);
+      rec.handedOff = true; // its bucket entry stays: the new owner continues from it
+      this.gw?.releaseConnection(f as never);
+      if (snap !== null) this.keepSpare(rec.key, snap);
+    }
+    for (const w of this.waiting.values()) {
+      for (const x of w.frames) this.heldBytes -= x.frame.length;
+      this.counters.fencedDrops += w.frames.length;
+    }
+    this.waiting.clear();
+    this.startedMs = now;
+    this.recomputeView();
+    this.heartbeat();
+    void this.join();
   }
 
   attach(io: { gateway: Gateway; inject: (fn: (emit: Emit, nowMs: number) => void) => void }): void {
@@ -339,7 +439,7 @@ export class ClusterNode implements ClusterAttach {
   /** This node's NodeInfo to the heartbeat worker (./beat.ts), which publishes it every heartbeatMs. */
   private heartbeat(): void {
     if (this.beat === null || this.stopped) return;
-    const info: NodeInfo = {
+    const info: Omit<NodeInfo, 'sentMs' | 'fenced'> = {
       id: this.id,
       lastMs: this.now(),
       startedMs: this.startedMs,
@@ -350,7 +450,7 @@ export class ClusterNode implements ClusterAttach {
       lagMs: this.maxLagMs(),
       natsServer: this.beat.server,
     };
-    this.beat.update(enc.encode(JSON.stringify(info)));
+    this.beat.update(JSON.stringify(info), this.startedMs);
   }
 
   private onHeartbeat(data: Uint8Array): void {
@@ -360,8 +460,20 @@ export class ClusterNode implements ClusterAttach {
     } catch {
       return;
     }
-    if (typeof h?.id !== 'string') return;
-    if (this.ms.heard(h, this.now())) this.recomputeView();
+    if (typeof h?.id !== 'string' || typeof h.startedMs !== 'number') return;
+    const now = this.now();
+    const silentMs = this.ms.fenced(h, now);
+    if (silentMs !== null) {
+      this.counters.nodesDead++;
+      this.counters.nodesFenced++;
+      this.log.warn({ node: h.id, silentMs, lease: 'lost' }, 'cluster node dead');
+      this.recomputeView();
+      return;
+    }
+    const changed = this.ms.heard(h, now);
+    if (changed === null) {
+      if (h.fenced !== true) this.counters.staleHeartbeats++;
+    } else if (changed) this.recomputeView();
   }
 
   private onTimer(): void {
@@ -372,7 +484,13 @@ export class ClusterNode implements ClusterAttach {
     const late = now - this.lastTimerMs > Math.max(50, this.o.deadMs / 2);
     if (late) this.counters.lateTimers++;
     this.lastTimerMs = now;
-    if (this.connected && !late) {
+    if (this.fencing || !this.leaseHeld(now)) this.fence(now);
+    // Only a node whose own heartbeats come back judges the others: one cut off hears no one and
+    // would find everyone dead. After such a time, everyone gets a fresh deadline.
+    const healthy = this.connected && (this.o.leaseMs === 0 || (this.beat !== null && this.beat.leaseUntil(this.startedMs) > now));
+    if (healthy && !this.syncHealthy) this.ms.freshen(now);
+    this.syncHealthy = healthy;
+    if (healthy && !late) {
       const dead = this.ms.expire(now, this.o.deadMs);
       for (const d of dead) {
         this.counters.nodesDead++;
@@ -616,7 +734,13 @@ export class ClusterNode implements ClusterAttach {
    * at start it may see a copy before the original.)
    */
   fromSegment(frame: Uint8Array, from: Side): boolean {
-    if (this.loops.fromSegment(frame, from, this.now())) return true;
+    const now = this.now();
+    if (!this.leaseHeld(now)) {
+      this.counters.fencedDrops++;
+      this.fencing = true;
+      return false;
+    }
+    if (this.loops.fromSegment(frame, from, now)) return true;
     this.counters.loopDrops++;
     return false;
   }
@@ -642,8 +766,11 @@ export class ClusterNode implements ClusterAttach {
       }
     }
     if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
-    if (!this.connected || !this.syncOk) {
-      // Sync down: no acknowledgement is coming. What waits goes first, in order; nothing more waits.
+    if (this.o.leaseMs === 0 ? !this.connected || !this.syncOk : this.connected && !this.syncOk) {
+      // Sync down, or puts refused: no acknowledgement is coming. What waits goes first, in
+      // order; nothing more waits. (With a lease, frames wait while the connection is down: it
+      // comes back and the put is stored, or the lease runs out and they are dropped — a node
+      // about to be taken over must not have sent what its stored state does not explain.)
       this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
       if (rec.ackedSeq < rec.needSeq) this.counters.unsyncedReleases++;
       return emit;
@@ -670,7 +797,13 @@ export class ClusterNode implements ClusterAttach {
   private recording(inner: Emit): Emit {
     if (this.recorder?.inner === inner) return this.recorder.fn;
     const fn: Emit = (frame, to) => {
-      this.loops.sentTcp(frame, to, this.now());
+      const now = this.now();
+      if (!this.leaseHeld(now)) {
+        this.counters.fencedDrops++;
+        this.fencing = true;
+        return;
+      }
+      this.loops.sentTcp(frame, to, now);
       inner(frame, to);
     };
     this.recorder = { inner, fn };
@@ -699,12 +832,11 @@ export class ClusterNode implements ClusterAttach {
   // ---------------------------------------------------------------------------------------------
   // Publishing
 
-  private publish(f: Flow<unknown>, rec: LocalRec, final: string | null): number {
+  /** The snapshot of local connection `f` (null without a gateway). */
+  private snapshotOf(f: Flow<unknown>, rec: LocalRec, seq: number, final: string | null): ClusterSnapshot | null {
     const gw = this.gw;
-    const bus = this.bus;
-    const seq = ++rec.pubSeq;
-    if (gw === null || bus === null) return seq;
-    const snap: ClusterSnapshot = {
+    if (gw === null) return null;
+    return {
       v: 1,
       owner: this.id,
       ownerEpoch: this.startedMs,
@@ -715,6 +847,13 @@ export class ClusterNode implements ClusterAttach {
       final,
       state: gw.exportConnection(f as never, [asTuple(rec.raw[0]), asTuple(rec.raw[1])]),
     };
+  }
+
+  private publish(f: Flow<unknown>, rec: LocalRec, final: string | null): number {
+    const bus = this.bus;
+    const seq = ++rec.pubSeq;
+    const snap = bus === null ? null : this.snapshotOf(f, rec, seq, final);
+    if (bus === null || snap === null) return seq;
     rec.lastPubMs = snap.ms;
     this.counters.published++;
     const p = bus
@@ -729,6 +868,14 @@ export class ClusterNode implements ClusterAttach {
         this.counters.publishErrors++;
         if (this.syncOk) this.log.warn({ err: e.message, key: rec.key }, 'snapshot not stored: frames no longer wait for the sync until a put is acknowledged');
         this.syncOk = false;
+        if (this.o.leaseMs > 0 && final === null && this.local.get(f) === rec) {
+          // Stored again at the next period (the frames waiting for it wait on, bounded by
+          // syncHoldMs): a node that may be fenced must not send what no stored state explains.
+          this.counters.republished++;
+          rec.pubProgress = -2;
+          this.dirty.add(f);
+          return;
+        }
         // The acknowledgement this put's frames wait for will not come.
         if (rec.queue.length > 0 && rec.ackedSeq < seq && this.inject !== null) {
           this.inject((emit) => void (this.counters.unsyncedReleases += this.releaseQueue(rec, seq, emit)));
@@ -806,15 +953,22 @@ export class ClusterNode implements ClusterAttach {
       return;
     }
     if (snap.owner === this.id && snap.ownerEpoch === this.startedMs && snap.final === null) return; // our own publication
-    const sp = this.spares.keep(key, snap);
+    const sp = this.keepSpare(key, snap);
     if (sp === null) return;
-    // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
-    const r1 = snap.raw[1];
-    if (r1 !== null && r1 !== undefined && typeof r1.src === 'number' && typeof r1.dst === 'number') this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
     // A hand-over to us (or a final state of a connection that is now ours): continue it.
     if (snap.final !== null && this.ready && this.ownsHost(snap.host) && !this.localByKey.has(key) && this.inject !== null) {
       this.inject((emit, now) => this.takeOver(sp, now, emit));
     }
+  }
+
+  /** Keeps `snap` as the spare of `key` (SpareStore.keep); its translated ports are reserved. */
+  private keepSpare(key: string, snap: ClusterSnapshot): Spare | null {
+    const sp = this.spares.keep(key, snap);
+    if (sp === null) return null;
+    // Its translated ports are in use: this node's NAT must not hand them out (NatTable.reserveExternal).
+    const r1 = snap.raw[1];
+    if (r1 !== null && r1 !== undefined && typeof r1.src === 'number' && typeof r1.dst === 'number') this.gw?.nat?.reserveExternal(key, [{ addr: r1.src, port: r1.sport }, { addr: r1.dst, port: r1.dport }]);
+    return sp;
   }
 
   private dropSpare(key: string): void {
@@ -931,6 +1085,9 @@ export class ClusterNode implements ClusterAttach {
       ready: this.ready,
       draining: this.draining,
       connected: this.connected,
+      incarnation: this.startedMs,
+      /** How long the lease still runs (ms; null: no fencing or no lease yet). */
+      leaseLeftMs: this.beat === null || this.o.leaseMs === 0 || this.beat.leaseUntil(this.startedMs) <= 0 ? null : this.beat.leaseUntil(this.startedMs) - now,
       syncOk: this.syncOk,
       view: this.ms.view,
       nonTcpForwarder: this.ms.nonTcpMine,

@@ -76,8 +76,8 @@ export class SpareStore {
 
   /**
    * A published snapshot of `key`: kept (the spare returned), or not — the store is full
-   * (counted), or it is older than the one kept from the same owner (a hand-over's final state
-   * always wins).
+   * (counted), or it is older than the one kept from the same owner and incarnation (a
+   * hand-over's final state always wins; a new incarnation numbers its publications anew).
    */
   keep(key: string, snap: ClusterSnapshot): Spare | null {
     let sp = this.byKey.get(key);
@@ -89,7 +89,7 @@ export class SpareStore {
       sp = { key, snap, acks: [undefined, undefined], rawKeys: [], recent: [], recentBytes: 0 };
       this.byKey.set(key, sp);
       this.counters.sparesKept++;
-    } else if (sp.snap.owner === snap.owner && snap.seq < sp.snap.seq && snap.final === null) return null;
+    } else if (sp.snap.owner === snap.owner && sp.snap.ownerEpoch === snap.ownerEpoch && snap.seq < sp.snap.seq && snap.final === null) return null;
     sp.snap = snap;
     for (const side of [0, 1] as const) {
       const t = snap.raw[side];

@@ -51,6 +51,8 @@ import { clock } from '../util/clock.js';
 
 /** Lets a cluster node write frames outside a TAP batch (released gated output, replays). */
 export interface ClusterAttach extends ClusterHooks {
+  /** Asked before each frame is written: false = this node is fenced (its lease ran out), the frame is dropped (the node counts it). */
+  mayForward(): boolean;
   attach(io: { gateway: Gateway; inject: (fn: (emit: (frame: Uint8Array, to: Side) => void, nowMs: number) => void) => void }): void;
 }
 
@@ -218,6 +220,7 @@ export class LiveGateway {
   }
 
   private readonly emit = (frame: Uint8Array, to: Side): void => {
+    if (this.opts.cluster !== undefined && !this.opts.cluster.mayForward()) return;
     this.pending[to].push(frame);
   };
 

@@ -70,6 +70,39 @@ describe('cluster membership', () => {
     expect(m.alive('z', 5)).toBe(false);
   });
 
+  it('an incarnation found dead is dead for good: its late heartbeats (a partition backlog) are ignored; the node comes back as a new incarnation', () => {
+    const m = new Membership('a');
+    m.heard(info('b', { startedMs: 5 }), 0);
+    expect(m.expire(500, 400).map((d) => d.id)).toEqual(['b']);
+    // The backlog: heartbeats b sent before it lost its lease, delivered after the partition healed.
+    expect(m.heard(info('b', { startedMs: 5 }), 600)).toBeNull();
+    expect(m.members.has('b')).toBe(false);
+    // b's next incarnation is a member again.
+    expect(m.heard(info('b', { startedMs: 700, ready: false }), 710)).toBe(true);
+    expect(m.alive('b', 700)).toBe(true);
+    expect(m.alive('b', 5)).toBe(false);
+  });
+
+  it('a heartbeat saying its lease is lost: that incarnation is dead at once; fenced heartbeats are never heard as alive', () => {
+    const m = new Membership('a');
+    m.heard(info('b', { startedMs: 5 }), 0);
+    m.recompute(true, false);
+    expect(m.view).toEqual(['a', 'b']);
+    // Of another incarnation, or not fenced: nothing.
+    expect(m.fenced(info('b', { startedMs: 4, fenced: true }), 50)).toBeNull();
+    expect(m.fenced(info('b', { startedMs: 5 }), 50)).toBeNull();
+    expect(m.fenced(info('b', { startedMs: 5, fenced: true }), 80)).toBe(80);
+    expect(m.members.has('b')).toBe(false);
+    expect(m.recompute(true, false)).toBe(true);
+    expect(m.view).toEqual(['a']);
+    expect(m.heard(info('b', { startedMs: 5, fenced: true }), 90)).toBeNull();
+    expect(m.heard(info('c', { startedMs: 5, fenced: true }), 90)).toBeNull();
+    expect(m.members.has('c')).toBe(false);
+    // This node's own heartbeats never make it dead.
+    m.heard(info('a', { startedMs: 9 }), 0);
+    expect(m.fenced(info('a', { startedMs: 9, fenced: true }), 100)).toBeNull();
+  });
+
   it('ownership follows rendezvous over the view, cached and recomputed on a view change; one node forwards non-TCP', () => {
     const m = new Membership('a');
     for (const id of ['a', 'b', 'c']) m.heard(info(id), 0);

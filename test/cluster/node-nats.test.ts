@@ -91,6 +91,53 @@ class NatsServer {
   }
 }
 
+/**
+ * A TCP relay in front of the NATS server that can stall: both directions stop being read (the
+ * kernel buffers what the endpoints send, as a partition dropping packets would leave it to TCP's
+ * retransmission) until `heal`, when the backlog flows. Neither end sees its connection close.
+ */
+class StallProxy {
+  private readonly pairs: Array<[ReturnType<typeof createConnection>, ReturnType<typeof createConnection>]> = [];
+  private readonly server = createServer((c) => {
+    const u = createConnection({ host: '127.0.0.1', port: this.upstream });
+    c.pipe(u);
+    u.pipe(c);
+    const end = () => {
+      c.destroy();
+      u.destroy();
+    };
+    c.on('error', end).on('close', end);
+    u.on('error', end).on('close', end);
+    this.pairs.push([c, u]);
+    if (this.stalled) for (const x of [c, u]) x.pause();
+  });
+  private stalled = false;
+  port = 0;
+
+  constructor(private readonly upstream: number) {}
+
+  async listen(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    const a = this.server.address();
+    this.port = typeof a === 'object' && a !== null ? a.port : 0;
+  }
+
+  stall(): void {
+    this.stalled = true;
+    for (const p of this.pairs) for (const x of p) x.pause();
+  }
+
+  heal(): void {
+    this.stalled = false;
+    for (const p of this.pairs) for (const x of p) x.resume();
+  }
+
+  close(): void {
+    for (const p of this.pairs) for (const x of p) x.destroy();
+    this.server.close();
+  }
+}
+
 interface Member {
   node: ClusterNode;
   gw: Gateway;
@@ -104,7 +151,9 @@ const MASQ_CFG = parseConfig('nat:\n  masquerade:\n    - { side: client, sources
 const MAC_C = Uint8Array.of(2, 0, 10, 200, 0, 1);
 const MAC_S = Uint8Array.of(2, 0, 10, 200, 0, 2);
 
-function member(url: string, id: string, name: string, extra: { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number; suspectMs?: number } = {}, rewrite = false, config?: Config): Member {
+type Extra = { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number; suspectMs?: number; leaseMs?: number };
+
+function member(url: string, id: string, name: string, extra: Extra = {}, rewrite = false, config?: Config): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
   const gw = new Gateway({ cluster: node, ...(rewrite ? { config: REWRITE } : config !== undefined ? { config } : {}) });
   const out: Member['out'] = [];
@@ -143,10 +192,10 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
-  async function two(extra: { deadMs?: number; heartbeatMs?: number; stallMs?: number } = {}): Promise<[Member, Member]> {
+  async function two(extra: Extra = {}, urlA = url, rewrite = false): Promise<[Member, Member]> {
     const name = clusterName();
-    const a = member(url, 'a', name, extra);
-    const b = member(url, 'b', name, extra);
+    const a = member(urlA, 'a', name, extra, rewrite);
+    const b = member(url, 'b', name, extra, rewrite);
     nodes.push(a, b);
     await Promise.all([a.node.start(), b.node.start()]);
     return [a, b];
@@ -238,8 +287,8 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
   });
 
-  it('a NATS outage freezes the view; after a restart the connection and heartbeats come back', async () => {
-    const [a, b] = await two({ deadMs: 400 });
+  it('without fencing (leaseMs 0) a NATS outage freezes the view; after a restart the connection and heartbeats come back', async () => {
+    const [a, b] = await two({ deadMs: 400, leaseMs: 0 });
     expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
 
     await server.kill();
@@ -270,6 +319,106 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     // The reconnect gave every member a fresh deadline: nobody was declared dead on the way.
     expect((a.node.status().counters as Record<string, number>).nodesDead).toBe(0);
     expect((b.node.status().counters as Record<string, number>).nodesDead).toBe(0);
+  });
+
+  it('fenced: a node cut off from NATS (its traffic stalled, not closed) stops forwarding before the other takes it for dead; its backlog heartbeats are ignored; it rejoins as a new incarnation and gets its connection back', async () => {
+    const proxy = new StallProxy(server.port);
+    await proxy.listen();
+    try {
+      const [a, b] = await two({ syncHoldMs: 3000 }, `nats://127.0.0.1:${proxy.port}`, true);
+      expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
+      const ac = () => a.node.status().counters as Record<string, number>;
+      const bc = () => b.node.status().counters as Record<string, number>;
+      // A rewritten connection of a client a owns.
+      const C = [...Array(64).keys()].map((i) => 0x0a000100 + i).find((h) => ownerOf(hostKey(h), ['a', 'b']) === 'a')!;
+      const S = 0x0a000002;
+      const c2s = (seq: number, ack: number, flags: number) => tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq, ack, flags });
+      const s2c = (seq: number, text: string) => tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq, ack: 101, flags: 0x18, payload: Buffer.from(text) });
+      const sent: number[] = [];
+      const emitA: Emit = (frame, to) => {
+        sent.push(Date.now());
+        a.out.push({ frame: frame.slice(), to });
+      };
+      const emitB: Emit = (frame, to) => b.out.push({ frame: frame.slice(), to });
+      await sleep(350); // past the join grace
+      a.gw.handleFrame(c2s(100, 0, 0x02), 0, Date.now(), emitA);
+      b.gw.handleFrame(c2s(100, 0, 0x02), 0, Date.now(), emitB);
+      a.gw.handleFrame(tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq: 500, ack: 101, flags: 0x12 }), 1, Date.now(), emitA);
+      a.gw.handleFrame(c2s(101, 501, 0x10), 0, Date.now(), emitA);
+      a.gw.handleFrame(s2c(501, 'Hello world\n'), 1, Date.now(), emitA);
+      expect(await until(() => a.out.length === 4, 2000), 'the rewrite goes once stored').toBe(true);
+      expect(Buffer.from(a.out[3]!.frame).includes(Buffer.from('Hi world'))).toBe(true);
+      expect(await until(() => b.node.status().spares === 1, 2000)).toBe(true);
+      await sleep(100);
+
+      const inc = a.node.status().incarnation;
+      proxy.stall();
+      const t0 = Date.now();
+      let tFence = 0;
+      let tDead = 0;
+      let seq = 513;
+      while (Date.now() - t0 < 1500 && (tFence === 0 || tDead === 0)) {
+        // The server goes on sending: a's copy of each segment waits for a snapshot that cannot be stored.
+        a.gw.handleFrame(s2c(seq, 'Hello again\n'), 1, Date.now(), emitA);
+        seq += 12;
+        if (tFence === 0 && ac()['fences'] === 1) tFence = Date.now();
+        if (tDead === 0 && bc()['nodesDead'] === 1) tDead = Date.now();
+        await sleep(2);
+      }
+      expect([tFence > 0, tDead > 0]).toEqual([true, true]);
+      expect(tFence, 'a stops before b takes over').toBeLessThan(tDead);
+      // Each new rewrite waits for its snapshot, which cannot be stored now: nothing goes, and
+      // what waits is dropped when the lease runs out.
+      expect(sent.filter((t) => t >= t0), 'nothing a sent after the cut').toEqual([]);
+      expect(ac()['heldFrames']).toBeGreaterThan(0);
+      expect(ac()['fencedDrops']).toBeGreaterThan(0);
+      expect(a.node.status().owned).toEqual([]);
+      expect(a.node.status().ready).toBe(false);
+      expect(viewOf(b)).toEqual(['b']);
+      // b continues the connection: the segment a could not send, rewritten from the stored state.
+      b.gw.handleFrame(s2c(513, 'Hello again\n'), 1, Date.now(), emitB);
+      expect(bc()['takeovers']).toBe(1);
+      expect(await until(() => b.out.some((o) => Buffer.from(o.frame).includes(Buffer.from('Hi again'))), 2000)).toBe(true);
+
+      proxy.heal();
+      expect(await until(() => viewOf(b).join() === 'a,b' && viewOf(a).join() === 'a,b', 3000), 'a rejoins').toBe(true);
+      expect(a.node.status().incarnation).not.toBe(inc);
+      expect(bc()['staleHeartbeats'], 'the heartbeats a sent before its lease ran out, delivered late').toBeGreaterThan(0);
+      // a owns the client's host again: b hands the connection over, a continues it.
+      expect(await until(() => (a.node.status().owned as unknown[]).length === 1 && (b.node.status().owned as unknown[]).length === 0, 3000)).toBe(true);
+      expect(bc()['handoffs']).toBe(1);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('fenced: NATS killed, both nodes stop forwarding at once (their connections dropped); what waits is dropped, nothing leaves; after the restart both rejoin as new incarnations', async () => {
+    const [a, b] = await two({ syncHoldMs: 3000 });
+    expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
+    await sleep(350);
+    const C = [...Array(64).keys()].map((i) => 0x0a000100 + i).find((h) => ownerOf(hostKey(h), ['a', 'b']) === 'a')!;
+    const S = 0x0a000002;
+    const emit: Emit = (frame, to) => a.out.push({ frame: frame.slice(), to });
+    const send = (f: Uint8Array, from: Side) => a.gw.handleFrame(f, from, Date.now(), emit);
+    send(tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq: 100, ack: 0, flags: 0x02 }), 0);
+    send(tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq: 500, ack: 101, flags: 0x12 }), 1);
+    expect(a.out.length).toBe(2);
+    const incs = [a.node.status().incarnation, b.node.status().incarnation];
+    await server.kill();
+    expect(await until(() => !connectedOf(a) && !connectedOf(b), 3000)).toBe(true);
+    expect(await until(() => a.node.status().ready === false && b.node.status().ready === false, 1000)).toBe(true);
+    send(tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq: 101, ack: 501, flags: 0x10 }), 0);
+    expect(a.out.length, 'nothing forwarded while fenced').toBe(2);
+    expect((a.node.status().counters as Record<string, number>)['fences']).toBe(1);
+    expect(a.node.status().owned).toEqual([]);
+    await server.start();
+    expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 10_000), 'both rejoin').toBe(true);
+    expect([a.node.status().incarnation, b.node.status().incarnation]).not.toContain(incs[0]);
+    expect(b.node.status().incarnation).not.toBe(incs[1]);
+    // a takes its connection back from its own last state and forwards again.
+    send(tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq: 101, ack: 501, flags: 0x10 }), 0);
+    expect(a.out.length).toBe(3);
+    expect((a.node.status().counters as Record<string, number>)['takeovers']).toBe(1);
   });
 
   it('a joining node holds a frame of a connection handed to it untranslated until the final state, then sends it with the connection\'s own masquerade port', async () => {
@@ -312,8 +461,8 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     expect(b.gw.stats().nat?.importReplaced).toBe(0);
   });
 
-  it('frames wait for the snapshot while the sync works, not while it is down (NATS killed)', async () => {
-    const m = member(url, 'a', clusterName(), { syncHoldMs: 3000 }, true);
+  it('without fencing (leaseMs 0) frames wait for the snapshot while the sync works, not while it is down (NATS killed)', async () => {
+    const m = member(url, 'a', clusterName(), { syncHoldMs: 3000, leaseMs: 0 }, true);
     nodes.push(m);
     await m.node.start();
     expect(await until(() => viewOf(m).join() === 'a', 2000)).toBe(true);
