@@ -6,7 +6,7 @@
  * reconnects forever; what the connection does is reported to the node (a lost connection
  * freezes its view of who is alive). Everything node-specific stays in the node.
  */
-import { connect, ErrorCode, type KV, type NatsConnection, type Subscription } from 'nats';
+import { connect, ErrorCode, type KV, type KvEntry, type NatsConnection, type QueuedIterator, type Subscription } from 'nats';
 
 /** A subject of cluster `name` (the CLI's control requests use it too). */
 export function clusterSubject(name: string, s: string): string {
@@ -35,10 +35,17 @@ export interface BusHandlers {
 
 export class NatsBus {
   private readonly subs: Subscription[] = [];
+  /** The bucket's watch: made anew after each reconnect (see `watch`). */
+  private watcher: QueuedIterator<KvEntry> | null = null;
+  /** Watches made (the latest is the current one), and the one whose initial values were handed over. */
+  private watches = 0;
+  private syncedWatch = -1;
+  private closed = false;
 
   private constructor(
     private readonly nc: NatsConnection,
     private readonly kv: KV,
+    private readonly h: BusHandlers,
   ) {}
 
   /** Connects, opens the bucket, subscribes; resolves once the bucket's initial values were handed over. */
@@ -51,31 +58,68 @@ export class NatsBus {
       pingInterval: 2000,
       timeout: 5000,
     });
+    const kv = await nc.jetstream().views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 });
+    const bus = new NatsBus(nc, kv, h);
     void (async () => {
       for await (const st of nc.status()) {
         if (st.type === 'disconnect' || st.type === 'reconnecting') h.connection(false, st.type);
-        else if (st.type === 'reconnect') h.connection(true, st.type);
+        else if (st.type === 'reconnect') {
+          h.connection(true, st.type);
+          void bus.watch();
+        }
       }
     })();
-    const kv = await nc.jetstream().views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 });
-    const bus = new NatsBus(nc, kv);
     const subj = (s: string) => clusterSubject(o.name, s);
     bus.subs.push(
       nc.subscribe(subj('hb.*'), { callback: (_e, m) => h.heartbeat(m.data) }),
       nc.subscribe(subj(`ctl.${o.nodeId}`), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
       nc.subscribe(subj('ctl.all'), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
     );
+    await bus.watch();
+    return bus;
+  }
+
+  /**
+   * Watches the bucket from its current values on. After a reconnect the watch is made anew:
+   * the server may have restarted, and with it lost the watch's consumer, which the client
+   * would notice only after missed idle heartbeats (seconds) — while spare copies go stale. The
+   * values come again; the node keeps the newest of each (SpareStore.keep). Resolves once the
+   * initial values were handed over.
+   */
+  private async watch(): Promise<void> {
+    const n = ++this.watches;
+    this.watcher?.stop();
+    this.watcher = null;
     let initialized!: () => void;
     const init = new Promise<void>((r) => (initialized = r));
-    const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+    let w: QueuedIterator<KvEntry>;
+    for (;;) {
+      try {
+        w = await this.kv.watch({ key: '>', initializedFn: () => initialized() });
+        break;
+      } catch (e) {
+        // JetStream not back yet after a server restart: again shortly, unless superseded.
+        if (this.closed || n !== this.watches) return;
+        if (n === 1) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+        if (this.closed || n !== this.watches) return;
+      }
+    }
+    if (this.closed || n !== this.watches) return void w.stop();
+    this.watcher = w;
     void (async () => {
       for await (const e of w) {
-        if (e.operation === 'PUT') h.put(e.key, e.value);
-        else h.del(e.key);
+        if (e.operation === 'PUT') this.h.put(e.key, e.value);
+        else this.h.del(e.key);
       }
-    })();
+    })().catch(() => {});
     await init;
-    return bus;
+    if (n === this.watches) this.syncedWatch = n;
+  }
+
+  /** The bucket's values as of the last (re)connect were handed over. */
+  get synced(): boolean {
+    return this.syncedWatch === this.watches;
   }
 
   /** The NATS server this connection is on ('' unknown). */
@@ -112,6 +156,8 @@ export class NatsBus {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.stop();
     for (const s of this.subs) s.unsubscribe();
     await this.nc.drain().catch(() => this.nc.close());
   }

@@ -63,6 +63,8 @@ export class Membership {
   heard(h: NodeInfo, now: number): boolean | null {
     if (h.fenced === true || this.deadIncs.has(incKey(h))) return null;
     const prev = this.members.get(h.id);
+    // A new incarnation: the one before is dead (it lost its lease, or it restarted).
+    if (prev !== undefined && prev.startedMs !== h.startedMs && h.id !== this.self) this.forget(prev);
     this.members.set(h.id, { ...h, lastMs: now });
     return prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready;
   }

@@ -358,7 +358,8 @@ export class ClusterNode implements ClusterAttach {
     for (;;) {
       if (this.stopped || this.beat === null) return;
       const until = this.beat.leaseUntil(this.startedMs);
-      if (until > this.now()) break;
+      // Leased, and the spare copies are those of the bucket now (after a reconnect: ./bus.ts).
+      if (until > this.now() && this.bus?.synced !== false) break;
       if (until === -1) {
         // Lost before it was used (the connection dropped): another incarnation tries.
         this.startedMs = this.now();
@@ -374,6 +375,22 @@ export class ClusterNode implements ClusterAttach {
     this.heartbeat();
     this.recomputeView();
     this.log.info({ node: this.id, incarnation: inc, view: this.ms.view }, 'cluster node ready');
+    // The connections of dead owners this node was not given wait for the join grace (joining).
+    const t = setTimeout(() => this.recomputeView(true), this.joinGraceMs() + 5);
+    t.unref();
+  }
+
+  /**
+   * After becoming ready, this long: new connections' SYNs are left to their retransmission, and
+   * connections whose owner is gone are not taken over unless handed to this node. Until the
+   * others have heard this node ready, their views differ from its own, and each would take them.
+   */
+  private joinGraceMs(): number {
+    return Math.max(JOIN_GRACE_MS, this.o.heartbeatMs * 3);
+  }
+
+  private joining(now: number): boolean {
+    return now - this.readyAtMs < this.joinGraceMs();
   }
 
   /**
@@ -539,8 +556,12 @@ export class ClusterNode implements ClusterAttach {
     return clusterSubject(this.o.name, `alive.${id}`);
   }
 
-  private recomputeView(): void {
-    if (!this.ms.recompute(this.ready, this.draining)) return;
+  /** `rebalance`: also when the view is the same (the join grace ended). */
+  private recomputeView(rebalance = false): void {
+    if (!this.ms.recompute(this.ready, this.draining)) {
+      if (rebalance) this.rebalance();
+      return;
+    }
     this.counters.viewChanges++;
     this.log.info({ view: this.ms.view, nonTcp: this.ms.nonTcpMine }, 'cluster view');
     this.rebalance();
@@ -557,7 +578,7 @@ export class ClusterNode implements ClusterAttach {
 
   /** After a view change: hand over what is no longer ours, take over what now is. */
   private rebalance(): void {
-    if (this.inject === null) return;
+    if (this.inject === null || this.stopped) return;
     this.inject((emit, now) => {
       for (const [f, rec] of [...this.local]) {
         if (this.ownsHost(rec.host)) continue;
@@ -566,10 +587,18 @@ export class ClusterNode implements ClusterAttach {
       }
       for (const sp of [...this.spares.values()]) {
         if (!this.ownsHost(sp.snap.host) || this.localByKey.has(sp.key)) continue;
-        if (!this.prevOwnerGone(sp)) continue;
+        if (!this.mayTake(sp)) continue;
         this.takeOver(sp, now, emit);
       }
     });
+  }
+
+  /**
+   * Whether this node, the spare's owner by its view, may take it over now: given to it (a
+   * final state), or its owner is gone and this node is past its join grace.
+   */
+  private mayTake(sp: Spare): boolean {
+    return sp.snap.final !== null || (this.prevOwnerGone(sp) && !this.joining(this.now()));
   }
 
   /** The spare's publisher is dead, or its state is final: importing it cannot race the owner. */
@@ -630,7 +659,7 @@ export class ClusterNode implements ClusterAttach {
    */
   private continueSpare(sp: Spare, from: Side, flags: number, frame: Uint8Array): boolean | ClusterImport {
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) return this.staleSpare(sp);
-    if (this.prevOwnerGone(sp)) return this.takeoverOf(sp);
+    if (this.mayTake(sp)) return this.takeoverOf(sp);
     let w = this.waiting.get(sp.key);
     if (w === undefined) {
       w = { sinceMs: this.now(), frames: [] };
@@ -653,7 +682,7 @@ export class ClusterNode implements ClusterAttach {
 
   tcpNew(_from: Side, side0: Endpoint, side1: Endpoint, flags: number): boolean | ClusterImport {
     if (!this.ready || this.draining || !this.ownsHost(hostKey(side0.addr))) return false;
-    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.now() - this.readyAtMs < Math.max(JOIN_GRACE_MS, this.o.heartbeatMs * 3)) {
+    if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && this.joining(this.now())) {
       // Just joined: a node that has not heard this one's ready heartbeat yet still owns this
       // host and takes the SYN too — two NAT translations, two server connections, a client
       // talking to one of them through the wrong node (seen in the cluster e2e). The SYN is
@@ -665,9 +694,9 @@ export class ClusterNode implements ClusterAttach {
     const sp = this.spares.get(connKey(side0, side1));
     if (sp === undefined) return true;
     if ((flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) return this.staleSpare(sp);
-    if (!this.prevOwnerGone(sp)) {
-      // Hand-over in progress. The frame went through NAT already: not kept (a replay would
-      // translate it twice); the sender retransmits it.
+    if (!this.mayTake(sp)) {
+      // Hand-over in progress (or the join grace). The frame went through NAT already: not kept
+      // (a replay would translate it twice); the sender retransmits it.
       this.counters.handoffDrops++;
       return false;
     }
@@ -1043,13 +1072,16 @@ export class ClusterNode implements ClusterAttach {
 
   private expireWaiting(now: number): void {
     if (this.waiting.size === 0 || this.inject === null) return;
+    if (this.joining(now)) return;
     for (const [key, w] of [...this.waiting]) {
       if (now - w.sinceMs < this.o.handoffWaitMs) continue;
       this.counters.handoffTimeouts++;
       const sp = this.spares.get(key);
-      if (sp === undefined) {
+      if (sp === undefined || !this.ownsHost(sp.snap.host)) {
+        // Gone, or no longer this node's (the view changed): what waited is dropped, counted.
         this.waiting.delete(key);
         for (const x of w.frames) this.heldBytes -= x.frame.length;
+        this.counters.handoffDrops += w.frames.length;
         continue;
       }
       this.inject((emit, t) => this.takeOver(sp, t, emit));
