@@ -29,8 +29,14 @@ import {
   LAB_IFACES,
   LAB_SYNC,
   LabError,
+  MAX_LAB_NATS,
   MAX_LAB_NODES,
   labDown,
+  labPartitionNode,
+  natsNodeAddr,
+  natsNodeUrl,
+  natsPorts,
+  natsProcessName,
   labStartNode,
   labStatus,
   labUp,
@@ -56,6 +62,8 @@ export interface LabUpArgs extends ImpairArgs {
   ipv6: boolean;
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
+  /** Cluster lab: NATS servers (a NATS cluster when more than one). */
+  nats: number;
   json?: boolean;
 }
 
@@ -133,6 +141,11 @@ const up: CommandModule<object, LabUpArgs> = {
         default: 0,
         describe: `cluster lab: N (1..${MAX_LAB_NODES}) gateway nodes on hub bridges (TAPs tap-c<i>/tap-s<i>), a sync network and nats-server; 0 = one gateway`,
       })
+      .option('nats', {
+        type: 'number',
+        default: 1,
+        describe: `cluster lab: NATS servers (1..${MAX_LAB_NATS}); more than one form a NATS cluster, the bucket replicated on up to three (the production layout: --nats 3)`,
+      })
       .option('json', { type: 'boolean', describe: 'print what was made as JSON' })
       .option('impair', { type: 'string', describe: 'gateway impairs frames it writes towards both client and server (spec: see tapgate run --help)' })
       .option('impair-client', { type: 'string', describe: 'impair frames written to tap-c, towards the client; overrides --impair' })
@@ -141,7 +154,8 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('impair-in-client', { type: 'string', describe: 'impair frames read from tap-c (sent by the client), before the gateway' })
       .option('impair-in-server', { type: 'string', describe: 'impair frames read from tap-s (sent by the server), before the gateway' })
       .example('$0 lab up --config examples/demo.yaml --impair "loss=2%,reorder=10%:3"', 'a lossy, reordering path through the gateway')
-      .example('$0 lab up --nodes 3 --config examples/demo.yaml', 'three cluster nodes syncing over nats-server') as unknown as Argv<LabUpArgs>,
+      .example('$0 lab up --nodes 3 --config examples/demo.yaml', 'three cluster nodes syncing over nats-server')
+      .example('$0 lab up --nodes 3 --nats 3 --config examples/cluster.yaml', 'the production layout: three NATS servers, the bucket replicated three times') as unknown as Argv<LabUpArgs>,
   handler: async (a: ArgumentsCamelCase<LabUpArgs>) => {
     try {
       if (a.config !== undefined) loadConfig(a.config); // a bad config fails before anything exists
@@ -186,11 +200,11 @@ const up: CommandModule<object, LabUpArgs> = {
 async function upCluster(a: ArgumentsCamelCase<LabUpArgs>, nodes: number): Promise<void> {
   const before = labStatus(a.name, { probeNats: false });
   const wasRunning = new Set(before.nodes.filter((n) => n.process?.alive === true).map((n) => n.node));
-  const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6, nodes } });
+  const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6, nodes, natsServers: a.nats ?? 1 } });
   const natsUrl = info.natsUrl ?? LAB_SYNC.natsUrl;
   const started = [];
   for (let i = 1; i <= nodes; i++) {
-    const pid = labStartNode(a.name, i, nodeArgv(i, natsUrl, a), { stateDir: info.stateDir });
+    const pid = labStartNode(a.name, i, nodeArgv(i, natsNodeUrl(i, info.natsServers), a, info.natsServers), { stateDir: info.stateDir });
     started.push({ node: i, pid, taps: nodeTaps(i), alreadyRunning: wasRunning.has(i) });
   }
   const st = labStatus(a.name, { probeNats: false });
@@ -211,6 +225,8 @@ async function upCluster(a: ArgumentsCamelCase<LabUpArgs>, nodes: number): Promi
     `  server  ${info.namespaces.server.padEnd(12)} eth0 ${info.config.serverAddr} (${info.config.serverMac})`,
     `  gw      ${info.namespaces.gw.padEnd(12)} ${LAB_IFACES.bridgeClient}[${LAB_IFACES.vethClient}, tap-c1..${nodes}]  ${LAB_IFACES.bridgeServer}[${LAB_IFACES.vethServer}, tap-s1..${nodes}]  sync ${LAB_SYNC.gwAddr}  mtu ${info.config.mtu}, offloads ${info.config.offloads}`,
     `  nats    ${(info.namespaces.nats ?? '').padEnd(12)} eth0 ${LAB_SYNC.natsAddr}: ${natsUrl} (JetStream), monitor ${LAB_SYNC.monitorUrl}; pid ${info.natsPid ?? '-'}, log ${proc('nats')?.log ?? '-'}`,
+    ...info.natsPids.slice(1).map((pid, j) => `          server ${j + 2}: port ${natsPorts(j + 2).client}, monitor ${natsPorts(j + 2).monitor}; pid ${pid}, log ${proc(natsProcessName(j + 2))?.log ?? '-'}`),
+    `          node i reaches NATS at ${natsNodeAddr(1).replace(/\d+$/, '')}(10+i) (its own address: \`lab partition\` cuts one)`,
   ];
   for (const n of started) {
     const p = proc(`node${n.node}`);
@@ -333,6 +349,28 @@ const reload: CommandModule<object, NameArgs> = {
   },
 };
 
+interface PartitionArgs extends NameArgs {
+  node: number;
+  heal?: boolean;
+}
+
+const partition: CommandModule<object, PartitionArgs> = {
+  command: 'partition',
+  describe: 'Cluster lab: cut node N off the sync network (nftables drop its NATS traffic both ways: a partition, no connection closes), or --heal it',
+  builder: (y: Argv) =>
+    (nameOnly(y) as Argv<NameArgs>)
+      .option('node', { type: 'number', demandOption: true, describe: 'the node to cut off (or let back)' })
+      .option('heal', { type: 'boolean', describe: 'let the node back' }) as unknown as Argv<PartitionArgs>,
+  handler: (a: ArgumentsCamelCase<PartitionArgs>) => {
+    try {
+      labPartitionNode(a.name, a.node, a.heal !== true);
+      process.stdout.write(a.heal === true ? `node ${a.node} is back on the sync network\n` : `node ${a.node} is cut off the sync network (${natsNodeAddr(a.node)}): \`tapgate lab partition --node ${a.node} --heal\` lets it back\n`);
+    } catch (e) {
+      fail(e);
+    }
+  },
+};
+
 const down: CommandModule<object, NameArgs> = {
   command: 'down',
   describe: 'Stop the lab processes and delete its namespaces (harmless when nothing exists)',
@@ -356,7 +394,8 @@ export const labCommand: CommandModule = {
       .command(exec)
       .command(status)
       .command(reload)
+      .command(partition)
       .command(down)
-      .demandCommand(1, 'name a lab command: up, exec, status, reload, down'),
+      .demandCommand(1, 'name a lab command: up, exec, status, reload, partition, down'),
   handler: () => {},
 };

@@ -48,6 +48,10 @@ export interface RunArgs {
   impairInB?: string;
   cluster?: string;
   nodeId?: string;
+  /** JetStream replicas of the cluster's bucket (3 with three NATS servers). */
+  clusterReplicas?: number;
+  /** The node's lease (fencing), ms; 0 = none. */
+  clusterLeaseMs?: number;
   /** JIT warm-up before forwarding (default true; src/engine/warmup.ts). */
   warmup?: boolean;
   /** Serve Prometheus metrics at http://HOST:PORT/metrics (src/engine/metrics.ts). */
@@ -128,9 +132,19 @@ export async function run(a: RunArgs): Promise<number> {
   if ((a.cluster === undefined) !== (a.nodeId === undefined)) throw new RunError('--cluster and --node-id go together', 1);
   let node: ClusterNode | undefined;
   if (a.cluster !== undefined) {
-    if (!/^nats:\/\/[^\s]+$/.test(a.cluster)) throw new RunError(`--cluster: expected nats://HOST:PORT, got '${a.cluster}'`, 1);
+    if (!a.cluster.split(',').every((u) => /^nats:\/\/[^\s,]+$/.test(u))) throw new RunError(`--cluster: expected nats://HOST:PORT[,nats://HOST:PORT...], got '${a.cluster}'`, 1);
+    const r = a.clusterReplicas;
+    if (r !== undefined && !(Number.isInteger(r) && r >= 1 && r <= 5)) throw new RunError(`--cluster-replicas: expected 1..5, got ${String(r)}`, 1);
+    const lease = a.clusterLeaseMs;
+    if (lease !== undefined && !(Number.isFinite(lease) && lease >= 0)) throw new RunError(`--cluster-lease-ms: expected a number of ms ≥ 0, got ${String(lease)}`, 1);
     try {
-      node = new ClusterNode({ url: a.cluster, nodeId: String(a.nodeId), log: log.child({ mod: 'cluster' }) });
+      node = new ClusterNode({
+        url: a.cluster,
+        nodeId: String(a.nodeId),
+        log: log.child({ mod: 'cluster' }),
+        ...(r !== undefined ? { replicas: r } : {}),
+        ...(lease !== undefined ? { leaseMs: lease } : {}),
+      });
     } catch (e) {
       throw new RunError((e as Error).message, 1);
     }
@@ -294,7 +308,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('impair-in-b', { type: 'string', describe: 'impair frames read from TAP b; overrides --impair-in' })
       .option('events', { type: 'string', describe: 'append events as JSON lines to FILE: a record per connection when it ends, ftp translations, drops (README "Operating")' })
       .option('metrics', { type: 'string', describe: 'serve Prometheus metrics (every statistics counter, read at scrape time) at http://HOST:PORT/metrics' })
-      .option('cluster', { type: 'string', describe: 'run as a node of a gateway cluster synced over NATS JetStream at this URL (nats://HOST:PORT)' })
+      .option('cluster', { type: 'string', describe: 'run as a node of a gateway cluster synced over NATS JetStream at this URL (nats://HOST:PORT; several servers comma-separated)' })
+      .option('cluster-replicas', { type: 'number', describe: 'JetStream replicas of the cluster\'s bucket (3 with three NATS servers; default 1)' })
+      .option('cluster-lease-ms', {
+        type: 'number',
+        describe: 'the node forwards nothing once this long has passed since its latest heartbeat came back from NATS (fencing; must be under the 400 ms dead time; default 300; 0 = no fencing)',
+      })
       .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })
       .example('$0 run --tap tap-c1 --tap tap-s1 --cluster nats://10.250.0.254:4222 --node-id 1', 'a cluster node (see tapgate cluster --help)')
       .example('$0 run --tap tap-c --tap tap-s --config examples/replace.yaml', 'bridge the lab TAPs, rewriting per config')

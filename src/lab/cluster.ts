@@ -1,15 +1,16 @@
 /**
- * The cluster lab's processes: nats-server (JetStream, in its own namespace on the sync network)
- * and the gateway nodes `node<i>` in the gw namespace; starting, stopping, restarting them makes
- * the failures the cluster tests need.
+ * The cluster lab's processes: the NATS servers (JetStream, in their own namespace on the sync
+ * network; several form a NATS cluster) and the gateway nodes `node<i>` in the gw namespace;
+ * starting, stopping, restarting them, and cutting one node off the sync network (a partition),
+ * make the failures the cluster tests need.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LAB_SYNC, LabError, NATS_SERVER_BIN, checkPrefix, labStateDir, nodeProcessName, nsName } from './names.js';
+import { LAB_SYNC, LabError, NATS_SERVER_BIN, checkPrefix, labStateDir, natsNodeAddr, natsPorts, natsProcessName, nodeProcessName, nsName } from './names.js';
 import { labSpawn, pidAlive, readPidFile, stopProcess } from './process.js';
 import { labStatus } from './status.js';
-import { natsHealthy, nsList, sleep, tail } from './sys.js';
+import { natsHealthy, nsList, sh, sleep, tail } from './sys.js';
 
 /** The nats-server binary (Debian package path, else PATH), or LabError LAB_ENV. */
 export function natsServerBin(): string {
@@ -20,31 +21,63 @@ export function natsServerBin(): string {
   throw new LabError('LAB_ENV', `a cluster lab needs nats-server (${NATS_SERVER_BIN} is missing): apt-get install nats-server`);
 }
 
-function natsArgv(prefix: string, stateDir: string, bin: string): string[] {
-  const S = LAB_SYNC;
-  return [bin, '-n', `${prefix}-nats`, '-js', '-sd', join(stateDir, S.storeDir), '-a', S.natsIp, '-p', String(S.clientPort), '-m', String(S.monitorPort)];
+/**
+ * Server k of n: listening on every address of the nats namespace (each node has its own); with
+ * n > 1, a NATS cluster whose servers route to each other on loopback and never advertise their
+ * addresses to clients (a node keeps to its own address: a partition can cut it).
+ */
+function natsArgv(prefix: string, stateDir: string, bin: string, k: number, n: number): string[] {
+  const p = natsPorts(k);
+  const argv = [bin, '-n', n === 1 ? `${prefix}-nats` : `${prefix}-nats${k}`, '-js', '-sd', join(stateDir, storeDir(k)), '-a', '0.0.0.0', '-p', String(p.client), '-m', String(p.monitor)];
+  if (n === 1) return argv;
+  const routes = Array.from({ length: n }, (_, j) => j + 1).filter((j) => j !== k).map((j) => `nats://127.0.0.1:${natsPorts(j).cluster}`);
+  return [...argv, '--cluster_name', prefix, '--cluster', `nats://127.0.0.1:${p.cluster}`, '--routes', routes.join(','), '--no_advertise=true'];
 }
 
+function storeDir(k: number): string {
+  return k === 1 ? LAB_SYNC.storeDir : `${LAB_SYNC.storeDir}${k}`;
+}
 
-export async function startNats(prefix: string, stateDir: string, bin: string, timeoutMs: number): Promise<number> {
-  const running = readPidFile(stateDir, 'nats');
-  let pid: number;
-  if (running !== undefined && running.alive) {
-    pid = running.pid;
-  } else {
-    mkdirSync(join(stateDir, LAB_SYNC.storeDir), { recursive: true });
-    pid = labSpawn(prefix, 'nats', 'nats', natsArgv(prefix, stateDir, bin), { stateDir });
-  }
+/** Starts server k of n unless it runs (same store dir as before: JetStream state survives); returns its pid. */
+function spawnNats(prefix: string, stateDir: string, bin: string, k: number, n: number): number {
+  const name = natsProcessName(k);
+  const running = readPidFile(stateDir, name);
+  if (running !== undefined && running.alive) return running.pid;
+  mkdirSync(join(stateDir, storeDir(k)), { recursive: true });
+  return labSpawn(prefix, 'nats', name, natsArgv(prefix, stateDir, bin, k, n), { stateDir });
+}
+
+/** Waits until server k (pid) is healthy: JetStream on, and with `current` caught up in its cluster. */
+async function waitNats(prefix: string, stateDir: string, k: number, pid: number, timeoutMs: number, current: boolean): Promise<void> {
+  const name = natsProcessName(k);
+  const port = natsPorts(k).monitor;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (natsHealthy(prefix)) return pid;
+    if (natsHealthy(prefix, port, current)) return;
     if (!pidAlive(pid)) {
-      throw new LabError('LAB_NATS', `nats-server (pid ${pid}) exited before it was healthy; log:\n${tail(join(stateDir, 'nats.log'))}`);
+      throw new LabError('LAB_NATS', `nats-server ${k} (pid ${pid}) exited before it was healthy; log:\n${tail(join(stateDir, `${name}.log`))}`);
     }
     if (Date.now() > deadline) {
-      throw new LabError('LAB_NATS', `nats-server (pid ${pid}) not healthy at ${LAB_SYNC.monitorUrl}/healthz within ${timeoutMs} ms; log:\n${tail(join(stateDir, 'nats.log'))}`);
+      throw new LabError('LAB_NATS', `nats-server ${k} (pid ${pid}) not healthy at http://${LAB_SYNC.natsIp}:${port}/healthz within ${timeoutMs} ms; log:\n${tail(join(stateDir, `${name}.log`))}`);
     }
     await sleep(100);
+  }
+}
+
+/** Starts the lab's n NATS servers (those not running) and waits until each is healthy; returns their pids. */
+export async function startNats(prefix: string, stateDir: string, bin: string, timeoutMs: number, n = 1): Promise<number[]> {
+  const pids = Array.from({ length: n }, (_, j) => spawnNats(prefix, stateDir, bin, j + 1, n));
+  for (let j = 0; j < n; j++) await waitNats(prefix, stateDir, j + 1, pids[j]!, timeoutMs, n > 1);
+  return pids;
+}
+
+/** How many NATS servers the lab was made with (lab.json). */
+function labNatsServers(stateDir: string): number {
+  try {
+    const j = JSON.parse(readFileSync(join(stateDir, 'lab.json'), 'utf8')) as { config?: { natsServers?: number } };
+    return j.config?.natsServers ?? 1;
+  } catch {
+    return 1;
   }
 }
 
@@ -59,29 +92,36 @@ function requireClusterLab(prefix: string): void {
 }
 
 /**
- * Start nats-server in ${prefix}-nats (same store dir as before, so JetStream state survives) and
- * wait until it is healthy from gw. A server already running is kept. Returns its pid.
+ * Start NATS server `server` (default 1) in ${prefix}-nats (same store dir as before, so
+ * JetStream state survives) and wait until it is healthy from gw (in a NATS cluster: caught up).
+ * A server already running is kept. Returns its pid.
  */
-export async function labStartNats(prefix: string, opts: { stateDir?: string; timeoutMs?: number } = {}): Promise<number> {
+export async function labStartNats(prefix: string, opts: { stateDir?: string; timeoutMs?: number; server?: number } = {}): Promise<number> {
   requireClusterLab(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
-  return startNats(prefix, stateDir, natsServerBin(), opts.timeoutMs ?? 15_000);
+  const k = opts.server ?? 1;
+  const n = labNatsServers(stateDir);
+  if (k > n) throw new LabError('LAB_ARG', `the lab has ${n} NATS server${n === 1 ? '' : 's'}, not ${k}`);
+  const pid = spawnNats(prefix, stateDir, natsServerBin(), k, n);
+  await waitNats(prefix, stateDir, k, pid, opts.timeoutMs ?? 15_000, n > 1);
+  return pid;
 }
 
 /**
- * Stop nats-server: 'SIGKILL' (default: a crash, immediate) or 'SIGTERM' (clean shutdown, SIGKILL
- * after graceMs). Returns once it is gone; the sync outage lasts until `labStartNats`.
+ * Stop NATS server `server` (default 1): 'SIGKILL' (default: a crash, immediate) or 'SIGTERM'
+ * (clean shutdown, SIGKILL after graceMs). Returns once it is gone; with one server, the sync
+ * outage lasts until `labStartNats`.
  */
-export async function labStopNats(prefix: string, opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number } = {}): Promise<void> {
+export async function labStopNats(prefix: string, opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; server?: number } = {}): Promise<void> {
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
-  await stopProcess(stateDir, 'nats', opts.signal ?? 'SIGKILL', opts.graceMs ?? 3000);
+  await stopProcess(stateDir, natsProcessName(opts.server ?? 1), opts.signal ?? 'SIGKILL', opts.graceMs ?? 3000);
 }
 
 /** `labStopNats` then `labStartNats` (same store dir), waiting until healthy. Returns the new pid. */
 export async function labRestartNats(
   prefix: string,
-  opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; timeoutMs?: number } = {},
+  opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; timeoutMs?: number; server?: number } = {},
 ): Promise<number> {
   requireClusterLab(prefix);
   await labStopNats(prefix, opts);
@@ -123,6 +163,30 @@ export async function labKillNode(
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
   return stopProcess(stateDir, nodeProcessName(i), signal, opts.graceMs ?? 30_000);
+}
+
+/**
+ * Cut node i off the sync network (`cut`), or let it back: nftables in the nats namespace drop
+ * every packet to and from the node's own NATS address (natsNodeAddr) — a partition, not a
+ * closed connection: neither end is told. The node's TAPs keep working.
+ */
+export function labPartitionNode(prefix: string, i: number, cut: boolean): void {
+  requireClusterLab(prefix);
+  const nft = (...args: string[]) => sh(['ip', 'netns', 'exec', nsName(prefix, 'nats'), 'nft', ...args], true);
+  const addr = natsNodeAddr(i);
+  const table = `tapgate_cut${i}`;
+  nft('delete', 'table', 'inet', table); // absent: nothing to delete
+  if (!cut) return;
+  for (const args of [
+    ['add', 'table', 'inet', table],
+    ['add', 'chain', 'inet', table, 'in', '{', 'type', 'filter', 'hook', 'input', 'priority', '0', ';', '}'],
+    ['add', 'chain', 'inet', table, 'out', '{', 'type', 'filter', 'hook', 'output', 'priority', '0', ';', '}'],
+    ['add', 'rule', 'inet', table, 'in', 'ip', 'daddr', addr, 'drop'],
+    ['add', 'rule', 'inet', table, 'out', 'ip', 'saddr', addr, 'drop'],
+  ]) {
+    const r = nft(...args);
+    if (r.status !== 0) throw new LabError('LAB_CMD', `nft ${args.join(' ')} in ${nsName(prefix, 'nats')} failed: ${r.stderr.trim()}`);
+  }
 }
 
 /** Wait until nodes 1..n have attached their TAPs (carrier up on tap-c<i> and tap-s<i>). */

@@ -63,10 +63,11 @@ export function gatewayArgv(a: GatewayOptionArgs): string[] {
 }
 
 /** The command of cluster node i that `lab up --nodes N` runs in the gw namespace (pcap in DIR/node<i>). */
-export function nodeArgv(i: number, natsUrl: string, a: GatewayOptionArgs): string[] {
+export function nodeArgv(i: number, natsUrl: string, a: GatewayOptionArgs, natsServers = 1): string[] {
   const t = nodeTaps(i);
   return [
     process.execPath, TAPGATE_BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', natsUrl, '--node-id', String(i),
+    ...(natsServers > 1 ? ['--cluster-replicas', String(Math.min(3, natsServers))] : []),
     ...gatewayOptions(a, a.pcap !== undefined ? join(resolve(a.pcap), `node${i}`) : undefined, nodeMetrics(a.metrics, i)),
   ];
 }

@@ -18,7 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ALL_ROLES, type CoreRole, DEFAULT_LAB_CONFIG, LAB_IFACES, LAB_SYNC, type LabConfig, LabError, type LabRole, MAX_LAB_NODES, ROLES, checkPrefix, labStateDir, nodeTaps, nsName } from './names.js';
+import { ALL_ROLES, type CoreRole, DEFAULT_LAB_CONFIG, LAB_IFACES, LAB_SYNC, type LabConfig, LabError, type LabRole, MAX_LAB_NATS, MAX_LAB_NODES, ROLES, checkPrefix, labStateDir, natsNodeAddr, natsNodeUrl, nodeTaps, nsName } from './names.js';
 import { gwTaps, ipOf, linkExists, nsList, sh, sysctl } from './sys.js';
 import { labKill, labSpawn, readPidFile, terminate } from './process.js';
 import { labStartNode, natsServerBin, startNats, waitAttached } from './cluster.js';
@@ -63,8 +63,14 @@ export interface LabInfo {
   gatewayPid: number | undefined;
   /** Cluster nodes (config.nodes); 0 for the single-gateway lab. */
   nodes: number;
-  /** nats://10.250.0.254:4222 with nodes ≥ 1, reachable from the gw namespace; else undefined. */
+  /**
+   * nats://10.250.0.254:4222 with nodes ≥ 1 (server 1), reachable from the gw namespace; else
+   * undefined. Each node has its own address of the NATS servers: natsNodeUrl(i, natsServers).
+   */
   natsUrl: string | undefined;
+  /** NATS servers (config.natsServers with nodes ≥ 1, else 0) and their pids. */
+  natsServers: number;
+  natsPids: number[];
   /** Per node (index 0 = node 1): its TAP names and, if `nodeCommand` was given, its pid. */
   nodeInfo: Array<{ node: number; taps: { client: string; server: string }; pid: number | undefined }>;
   natsPid: number | undefined;
@@ -117,6 +123,9 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   const nodes = config.nodes;
   if (!Number.isInteger(nodes) || nodes < 0 || nodes > MAX_LAB_NODES) {
     throw new LabError('LAB_ARG', `nodes must be an integer in 0..${MAX_LAB_NODES} (got ${nodes})`);
+  }
+  if (!Number.isInteger(config.natsServers) || config.natsServers < 1 || config.natsServers > MAX_LAB_NATS) {
+    throw new LabError('LAB_ARG', `natsServers must be an integer in 1..${MAX_LAB_NATS} (got ${config.natsServers})`);
   }
   if (nodes > 0) {
     config.hub = true; // every node's TAP must get every frame
@@ -200,6 +209,7 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
   writeFileSync(join(stateDir, 'lab.json'), JSON.stringify({ prefix, config, namespaces: nsOut }, null, 2));
 
   let natsPid: number | undefined;
+  let natsPids: number[] = [];
   const nodeInfo: LabInfo['nodeInfo'] = [];
   if (nodes > 0) {
     const natsNs = nsName(prefix, 'nats');
@@ -212,12 +222,15 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     sh(['ip', '-n', ns.gw, 'addr', 'replace', S.gwAddr, 'dev', S.gwIface]);
     sh(['ip', '-n', ns.gw, 'link', 'set', S.gwIface, 'up']);
     sh(['ip', '-n', natsNs, 'addr', 'replace', S.natsAddr, 'dev', S.natsIface]);
+    // Each node's own address of the NATS servers (a partition cuts one: labPartitionNode).
+    for (let i = 1; i <= nodes; i++) sh(['ip', '-n', natsNs, 'addr', 'replace', `${natsNodeAddr(i)}/24`, 'dev', S.natsIface]);
     sh(['ip', '-n', natsNs, 'link', 'set', S.natsIface, 'up']);
-    natsPid = await startNats(prefix, stateDir, natsBin!, options.natsTimeoutMs ?? 15_000);
+    natsPids = await startNats(prefix, stateDir, natsBin!, options.natsTimeoutMs ?? 15_000, config.natsServers);
+    natsPid = natsPids[0];
     for (let i = 1; i <= nodes; i++) {
       let pid: number | undefined;
       if (options.nodeCommand !== undefined) {
-        pid = labStartNode(prefix, i, options.nodeCommand(i, S.natsUrl), {
+        pid = labStartNode(prefix, i, options.nodeCommand(i, natsNodeUrl(i, config.natsServers)), {
           ...(options.gatewayEnv !== undefined ? { env: options.gatewayEnv } : {}),
           ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
           stateDir,
@@ -254,6 +267,8 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     gatewayPid,
     nodes,
     natsUrl: nodes > 0 ? LAB_SYNC.natsUrl : undefined,
+    natsServers: nodes > 0 ? config.natsServers : 0,
+    natsPids,
     nodeInfo,
     natsPid,
   };

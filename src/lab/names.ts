@@ -48,6 +48,12 @@ export interface LabConfig {
    * bridges, TAPs tap-c<i>/tap-s<i> for i in 1..N, the sync network and nats-server.
    */
   nodes: number;
+  /**
+   * Cluster lab: NATS servers with JetStream in ${prefix}-nats (1..MAX_LAB_NATS). More than one
+   * form a NATS cluster (the README's production layout: three, the bucket replicated three
+   * times); server k listens on the ports of `natsPorts(k)`.
+   */
+  natsServers: number;
 }
 
 export const DEFAULT_LAB_CONFIG: LabConfig = {
@@ -67,7 +73,11 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   client2Addr: '10.200.0.3/24',
   client2Mac: '02:00:0a:c8:00:03',
   nodes: 0,
+  natsServers: 1,
 };
+
+/** Most NATS servers a cluster lab has. */
+export const MAX_LAB_NATS = 5;
 
 /** Most nodes a cluster lab has (TAP names stay short). */
 export const MAX_LAB_NODES = 32;
@@ -85,9 +95,35 @@ export const LAB_SYNC = {
   monitorPort: 8222,
   natsUrl: 'nats://10.250.0.254:4222',
   monitorUrl: 'http://10.250.0.254:8222',
-  /** JetStream store, under the state dir. */
+  /** JetStream store, under the state dir (server k > 1: `nats-js<k>`). */
   storeDir: 'nats-js',
+  /** Node i reaches NATS at its own address of the nats namespace, `${nodeNet}${10 + i}` (natsNodeUrl). */
+  nodeNet: '10.250.0.',
+  /** Ports of server k > 1: the first server's + k - 1; routes among servers from clusterPort. */
+  clusterPort: 6222,
 } as const;
+
+/** Server k's (1-based) client, cluster and monitoring ports in the nats namespace. */
+export function natsPorts(k: number): { client: number; cluster: number; monitor: number } {
+  return { client: LAB_SYNC.clientPort + k - 1, cluster: LAB_SYNC.clusterPort + k - 1, monitor: LAB_SYNC.monitorPort + k - 1 };
+}
+
+/** The address node i's NATS traffic goes to: its own, so a partition can cut one node (labPartitionNode). */
+export function natsNodeAddr(i: number): string {
+  checkNode(i);
+  return `${LAB_SYNC.nodeNet}${10 + i}`;
+}
+
+/** Node i's NATS URL(s) with `servers` servers: each server at the node's own address. */
+export function natsNodeUrl(i: number, servers: number): string {
+  return Array.from({ length: servers }, (_, k) => `nats://${natsNodeAddr(i)}:${natsPorts(k + 1).client}`).join(',');
+}
+
+/** Lab process name of NATS server k (1-based): `nats`, `nats2`, ... */
+export function natsProcessName(k: number): string {
+  if (!Number.isInteger(k) || k < 1 || k > MAX_LAB_NATS) throw new LabError('LAB_ARG', `NATS server number ${k} must be an integer in 1..${MAX_LAB_NATS}`);
+  return k === 1 ? 'nats' : `nats${k}`;
+}
 
 /** Where Debian's nats-server package installs the server. */
 export const NATS_SERVER_BIN = '/usr/sbin/nats-server';

@@ -133,9 +133,13 @@ const HEALTH_PROBE = [
   '    sys.exit(1)',
 ].join('\n');
 
-/** One look at nats-server's /healthz (JetStream included), from the gw namespace. */
-export function natsHealthy(prefix: string): boolean {
-  const url = `${LAB_SYNC.monitorUrl}/healthz?js-enabled-only=true`;
+/**
+ * One look at a nats-server's /healthz from the gw namespace (by its monitoring port): JetStream
+ * enabled, or with `current`, also current in its cluster (a meta leader known, its assets
+ * caught up).
+ */
+export function natsHealthy(prefix: string, monitorPort: number = LAB_SYNC.monitorPort, current = false): boolean {
+  const url = `http://${LAB_SYNC.natsIp}:${monitorPort}/healthz${current ? '' : '?js-enabled-only=true'}`;
   const r = spawnSync('ip', ['netns', 'exec', nsName(prefix, 'gw'), 'python3', '-c', HEALTH_PROBE, url], { encoding: 'utf8', timeout: 3000 });
   return r.status === 0 && /"status"\s*:\s*"ok"/.test(r.stdout);
 }
