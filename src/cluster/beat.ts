@@ -13,8 +13,10 @@
  * others judge a node dead only after `deadMs` without one. So the node holds its lease until
  * `leaseMs` (< deadMs) after the send time of the latest heartbeat heard back, and forwards
  * nothing once it has expired: before anyone may take its connections over. A lease that ran
- * out, or whose connection dropped (the others may then find the node gone at once), is lost
- * for good: the heartbeats say `fenced`, and the node comes back only as a new incarnation.
+ * out is lost for good: the heartbeats say `fenced`, and the node comes back only as a new
+ * incarnation. A dropped connection alone does not end it (the client reconnects, to another
+ * server of a NATS cluster, and the heartbeats come back in time): the others find a node gone
+ * before deadMs only when neither of its two connections is there any more (./node.ts probe).
  *
  * The worker's source is plain JavaScript (it runs the same in the built CLI and under the test
  * runner), loading the NATS client by the path this module resolves.
@@ -109,11 +111,7 @@ connect({ servers: o.url.split(','), name: o.name, maxReconnectAttempts: -1, rec
     (async () => {
       for await (const st of c.status()) {
         if (st.type === 'reconnect') parentPort.postMessage('server:' + ((c.info && c.info.server_id) || ''));
-        else if (st.type === 'disconnect') {
-          // The server dropped our subscriptions: the others may find us gone (probe) at once.
-          lose();
-          parentPort.postMessage('server:');
-        }
+        else if (st.type === 'disconnect') parentPort.postMessage('server:');
       }
     })();
   })

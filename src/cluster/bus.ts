@@ -74,6 +74,9 @@ export class NatsBus {
       nc.subscribe(subj('hb.*'), { callback: (_e, m) => h.heartbeat(m.data) }),
       nc.subscribe(subj(`ctl.${o.nodeId}`), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
       nc.subscribe(subj('ctl.all'), { callback: (_e, m) => h.control(m.data, (d) => m.respond(d)) }),
+      // This connection's liveness subject (the heartbeat worker's is `alive.<node>`): a node is
+      // gone at once only when neither answers (./node.ts probe).
+      nc.subscribe(subj(`alive.${o.nodeId}.main`), { callback: (_e, m) => m.respond() }),
     );
     await bus.watch();
     return bus;

@@ -528,17 +528,23 @@ export class ClusterNode implements ClusterAttach {
   }
 
   /**
-   * A node silent for `suspectMs`: is its sync connection still there? The server says "no
-   * responders" on its liveness subject (./beat.ts) as soon as the connection is gone — a killed
-   * process's socket closes at once — and the node is dead now, unless it was heard meanwhile. A
-   * node that is only slow still has its subscription: it is left to `deadMs`.
+   * A node silent for `suspectMs`: are its sync connections still there? The server says "no
+   * responders" on a liveness subject as soon as the connection that subscribed it is gone — a
+   * killed process's sockets close at once — and when neither the heartbeat worker's (./beat.ts)
+   * nor the main connection's answers, the node is dead now, unless it was heard meanwhile. A
+   * node that is only slow still has its subscriptions: it is left to `deadMs`; so is one that
+   * lost one connection (it reconnects, and its lease holds meanwhile).
    */
   private probe(id: string, now: number): void {
     const bus = this.bus;
     if (bus === null || this.probing.has(id)) return;
     this.probing.add(id);
     this.counters.probes++;
-    void bus.probe(this.aliveSubject(id), this.o.deadMs).then((alive) => {
+    // Both of its connections: the heartbeat worker's and the main one's (a connection the server
+    // closed while the node lives is the other's to outlast; a killed process closes both).
+    const subject = this.aliveSubject(id);
+    void Promise.all([bus.probe(subject, this.o.deadMs), bus.probe(`${subject}.main`, this.o.deadMs)]).then(([w, m]) => {
+      const alive = w === false && m === false ? false : w === null || m === null ? null : true;
       this.probing.delete(id);
       // Just reconnected (a NATS restart): the others' connections may not be back yet.
       if (alive !== false || this.stopped || !this.connected || this.now() - this.connectedSinceMs < PROBE_TRUST_MS) return;

@@ -127,6 +127,20 @@ class StallProxy {
     for (const p of this.pairs) for (const x of p) x.pause();
   }
 
+  /**
+   * Closes relayed connection `i` (in the order they came) at both ends, as a server dropping a
+   * client would; new connections are held (not relayed) for `holdMs`.
+   */
+  drop(i: number, holdMs: number): void {
+    const n = this.pairs.length;
+    this.stalled = true;
+    for (const x of this.pairs[i] ?? []) x.destroy();
+    setTimeout(() => {
+      this.stalled = false;
+      for (const p of this.pairs.slice(n)) for (const x of p) x.resume();
+    }, holdMs);
+  }
+
   heal(): void {
     this.stalled = false;
     for (const p of this.pairs) for (const x of p) x.resume();
@@ -392,7 +406,26 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     }
   });
 
-  it('fenced: NATS killed, both nodes stop forwarding at once (their connections dropped); what waits is dropped, nothing leaves; after the restart both rejoin as new incarnations', async () => {
+  it('a node whose heartbeat connection alone is closed is not dead (its main connection still answers), and its lease holds while it reconnects', async () => {
+    const proxy = new StallProxy(server.port);
+    await proxy.listen();
+    try {
+      const [a, b] = await two({ deadMs: 400 }, `nats://127.0.0.1:${proxy.port}`);
+      expect(await until(() => viewOf(b).join() === 'a,b', 2000)).toBe(true);
+      await sleep(2000); // b's own connection is trusted to judge others' after 2 s (PROBE_TRUST_MS)
+      // a's connections through the relay: its main one first, then its heartbeat worker's.
+      proxy.drop(1, 200);
+      await sleep(1000);
+      const ac = a.node.status().counters as Record<string, number>;
+      const bc = b.node.status().counters as Record<string, number>;
+      expect(bc['probes'], 'b asked about the silent a').toBeGreaterThan(0);
+      expect([bc['nodesDead'], ac['fences'], viewOf(b).join(), viewOf(a).join()]).toEqual([0, 0, 'a,b', 'a,b']);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('fenced: NATS killed, both nodes stop forwarding when their lease runs out; nothing leaves then; after the restart both rejoin as new incarnations', async () => {
     const [a, b] = await two({ syncHoldMs: 3000 });
     expect(await until(() => viewOf(a).join() === 'a,b' && viewOf(b).join() === 'a,b', 2000)).toBe(true);
     await sleep(350);
