@@ -70,12 +70,12 @@ export class Membership {
   }
 
   /** Nodes silent for more than `deadMs` at `now` are removed; returns them with how long they were silent. */
-  expire(now: number, deadMs: number): { id: string; silentMs: number }[] {
-    const dead: { id: string; silentMs: number }[] = [];
+  expire(now: number, deadMs: number): { id: string; startedMs: number; silentMs: number }[] {
+    const dead: { id: string; startedMs: number; silentMs: number }[] = [];
     for (const [id, m] of this.members) {
       if (id === this.self || now - m.lastMs <= deadMs) continue;
       this.forget(m);
-      dead.push({ id, silentMs: now - m.lastMs });
+      dead.push({ id, startedMs: m.startedMs, silentMs: now - m.lastMs });
     }
     return dead;
   }

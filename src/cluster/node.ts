@@ -225,6 +225,8 @@ export class ClusterNode implements ClusterAttach {
   private lastTimerMs = 0;
   /** When this node's sync connection came up (last). */
   private connectedSinceMs = 0;
+  /** Dead incarnations (`id@startedMs`): when they surely stopped forwarding (quiet). */
+  private readonly quietSince = new Map<string, number>();
   /** Nodes whose liveness subject is being asked about (probe). */
   private readonly probing = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -481,12 +483,16 @@ export class ClusterNode implements ClusterAttach {
     const now = this.now();
     const silentMs = this.ms.fenced(h, now);
     if (silentMs !== null) {
+      this.quiet(h.id, h.startedMs, now); // it said so: nothing after this from it
       this.counters.nodesDead++;
       this.counters.nodesFenced++;
       this.log.warn({ node: h.id, silentMs, lease: 'lost' }, 'cluster node dead');
       this.recomputeView();
       return;
     }
+    const prev = this.ms.members.get(h.id);
+    // A new incarnation (the old one lost its lease, or restarted): the old one is quiet since.
+    if (prev !== undefined && prev.startedMs !== h.startedMs && h.fenced !== true && h.id !== this.id) this.quiet(h.id, prev.startedMs, now);
     const changed = this.ms.heard(h, now);
     if (changed === null) {
       if (h.fenced !== true) this.counters.staleHeartbeats++;
@@ -510,6 +516,8 @@ export class ClusterNode implements ClusterAttach {
     if (healthy && !late) {
       const dead = this.ms.expire(now, this.o.deadMs);
       for (const d of dead) {
+        // Silent, not gone: it may have forwarded until its lease ran out.
+        this.quiet(d.id, d.startedMs, now - d.silentMs + this.o.leaseMs);
         this.counters.nodesDead++;
         this.log.warn({ node: d.id, silentMs: d.silentMs }, 'cluster node dead');
       }
@@ -555,6 +563,16 @@ export class ClusterNode implements ClusterAttach {
       this.log.warn({ node: id, silentMs, connection: 'gone' }, 'cluster node dead');
       this.recomputeView();
     });
+  }
+
+  /**
+   * Incarnation `startedMs` of node `id`, found dead, forwarded nothing after `ms` (its takeovers
+   * replay only frames seen since: frames it forwarded itself would reach the endpoints twice).
+   * Without an entry: from a heartbeat before it was last heard (a process gone at once).
+   */
+  private quiet(id: string, startedMs: number, ms: number): void {
+    if (this.quietSince.size >= 1024) this.quietSince.clear();
+    this.quietSince.set(`${id}@${startedMs}`, ms);
   }
 
   /** Where node `id`'s heartbeat worker answers while its connection lives (./beat.ts). */
@@ -1042,7 +1060,7 @@ export class ClusterNode implements ClusterAttach {
     // Only frames from after the old owner was last heard (a heartbeat of margin), and only for
     // a connection still open: older frames it forwarded itself, and replaying a closed
     // connection's frames would only make the endpoints answer with resets.
-    const since = (this.ms.lastHeardOf(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
+    const since = this.quietSince.get(`${sp.snap.owner}@${sp.snap.ownerEpoch}`) ?? (this.ms.lastHeardOf(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
     const recent = sp.recent.filter((x) => x.ms >= since);
     sp.recent = [];
     const open = f.state !== 'closing' && f.state !== 'closed';

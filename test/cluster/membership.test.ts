@@ -53,7 +53,7 @@ describe('cluster membership', () => {
     m.heard(info('b'), 100);
     m.heard(info('c'), 350);
     expect(m.expire(500, 400)).toEqual([]);
-    expect(m.expire(501, 400)).toEqual([{ id: 'b', silentMs: 401 }]);
+    expect(m.expire(501, 400)).toEqual([{ id: 'b', startedMs: 1, silentMs: 401 }]);
     expect([...m.members.keys()].sort()).toEqual(['a', 'c']);
     expect(m.lastHeardOf('b')).toBe(100);
     expect(m.lastHeardOf('c')).toBeUndefined();
