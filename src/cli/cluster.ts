@@ -23,7 +23,7 @@ const dec = new TextDecoder();
 
 async function open(url: string): Promise<NatsConnection> {
   try {
-    return await connect({ servers: url, timeout: 3000, maxReconnectAttempts: 0 });
+    return await connect({ servers: url.split(','), timeout: 3000, maxReconnectAttempts: 0 });
   } catch (e) {
     throw new Error(`cannot reach NATS at ${url}: ${(e as Error).message}`);
   }

@@ -93,7 +93,7 @@ const timer = setInterval(() => {
   const fenced = lease[${LEASE_LOST}] === inc;
   try { nc.publish(o.subject, '{"sentMs":' + now + ',"fenced":' + fenced + ',' + info.slice(1)); } catch { /* disconnected: the client reconnects */ }
 }, o.intervalMs);
-connect({ servers: o.url.split(','), name: o.name, maxReconnectAttempts: -1, reconnectTimeWait: 100, pingInterval: 2000, timeout: 5000 })
+connect({ servers: o.url.split(','), noRandomize: true, name: o.name, maxReconnectAttempts: -1, reconnectTimeWait: 100, pingInterval: 2000, timeout: 5000 })
   .then((c) => {
     nc = c;
     if (stopped) return c.close();

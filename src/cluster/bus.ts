@@ -52,6 +52,9 @@ export class NatsBus {
   static async connect(o: BusOptions, h: BusHandlers): Promise<NatsBus> {
     const nc = await connect({
       servers: o.url.split(','),
+      // In the order given, as every node's both connections: the nodes share one server while it
+      // lives, and there a node's closed connections tell the others it is gone (./node.ts probe).
+      noRandomize: true,
       name: `tapgate-${o.nodeId}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,

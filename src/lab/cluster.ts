@@ -92,36 +92,46 @@ function requireClusterLab(prefix: string): void {
 }
 
 /**
- * Start NATS server `server` (default 1) in ${prefix}-nats (same store dir as before, so
- * JetStream state survives) and wait until it is healthy from gw (in a NATS cluster: caught up).
- * A server already running is kept. Returns its pid.
+ * Start NATS server `server` (default 1; 'all': every server of the lab at once, as a NATS
+ * cluster that lost them all needs) in ${prefix}-nats (same store dir as before, so JetStream
+ * state survives) and wait until it is healthy from gw (in a NATS cluster: caught up). A server
+ * already running is kept. Returns the pid (of the first, with 'all').
  */
-export async function labStartNats(prefix: string, opts: { stateDir?: string; timeoutMs?: number; server?: number } = {}): Promise<number> {
+export async function labStartNats(prefix: string, opts: { stateDir?: string; timeoutMs?: number; server?: number | 'all' } = {}): Promise<number> {
   requireClusterLab(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
-  const k = opts.server ?? 1;
   const n = labNatsServers(stateDir);
+  const ks = natsServersOf(opts.server, n);
+  const pids = ks.map((k) => spawnNats(prefix, stateDir, natsServerBin(), k, n));
+  for (let j = 0; j < ks.length; j++) await waitNats(prefix, stateDir, ks[j]!, pids[j]!, opts.timeoutMs ?? 15_000, n > 1);
+  return pids[0]!;
+}
+
+/** The servers `server` names among the lab's n. */
+function natsServersOf(server: number | 'all' | undefined, n: number): number[] {
+  if (server === 'all') return Array.from({ length: n }, (_, j) => j + 1);
+  const k = server ?? 1;
   if (k > n) throw new LabError('LAB_ARG', `the lab has ${n} NATS server${n === 1 ? '' : 's'}, not ${k}`);
-  const pid = spawnNats(prefix, stateDir, natsServerBin(), k, n);
-  await waitNats(prefix, stateDir, k, pid, opts.timeoutMs ?? 15_000, n > 1);
-  return pid;
+  natsProcessName(k); // checks k
+  return [k];
 }
 
 /**
- * Stop NATS server `server` (default 1): 'SIGKILL' (default: a crash, immediate) or 'SIGTERM'
+ * Stop NATS server `server` (default 1; 'all': every one): 'SIGKILL' (default: a crash, immediate) or 'SIGTERM'
  * (clean shutdown, SIGKILL after graceMs). Returns once it is gone; with one server, the sync
  * outage lasts until `labStartNats`.
  */
-export async function labStopNats(prefix: string, opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; server?: number } = {}): Promise<void> {
+export async function labStopNats(prefix: string, opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; server?: number | 'all' } = {}): Promise<void> {
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? labStateDir(prefix);
-  await stopProcess(stateDir, natsProcessName(opts.server ?? 1), opts.signal ?? 'SIGKILL', opts.graceMs ?? 3000);
+  const ks = natsServersOf(opts.server, labNatsServers(stateDir));
+  await Promise.all(ks.map((k) => stopProcess(stateDir, natsProcessName(k), opts.signal ?? 'SIGKILL', opts.graceMs ?? 3000)));
 }
 
 /** `labStopNats` then `labStartNats` (same store dir), waiting until healthy. Returns the new pid. */
 export async function labRestartNats(
   prefix: string,
-  opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; timeoutMs?: number; server?: number } = {},
+  opts: { stateDir?: string; signal?: 'SIGKILL' | 'SIGTERM'; graceMs?: number; timeoutMs?: number; server?: number | 'all' } = {},
 ): Promise<number> {
   requireClusterLab(prefix);
   await labStopNats(prefix, opts);

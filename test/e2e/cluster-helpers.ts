@@ -3,17 +3,23 @@
  * and waiting until every node is ready and sees the same view.
  */
 import { join } from 'node:path';
-import { LAB_SYNC, labExec, nodeTaps } from '../../src/lab/lab.js';
+import { LAB_SYNC, labExec, natsNodeUrl, nodeTaps } from '../../src/lab/lab.js';
 import { REPO } from '../lab/e2e-env.js';
 import { waitUntil } from './lab-helpers.js';
 
 export const CLUSTER_URL = LAB_SYNC.natsUrl;
 export const BIN = join(REPO, 'bin/tapgate.js');
 
-/** `tapgate run` for node `i` of a cluster lab with `config`. */
-export function nodeArgv(i: number, config: string): string[] {
+/**
+ * `tapgate run` for node `i` of a cluster lab with `config` and `natsServers` NATS servers (the
+ * node reaches them at its own address; the bucket is replicated on up to three).
+ */
+export function nodeArgv(i: number, config: string, natsServers = 1): string[] {
   const t = nodeTaps(i);
-  return [process.execPath, BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', CLUSTER_URL, '--node-id', String(i), '--config', config];
+  return [
+    process.execPath, BIN, 'run', '--tap', t.client, '--tap', t.server, '--cluster', natsNodeUrl(i, natsServers), '--node-id', String(i), '--config', config,
+    ...(natsServers > 1 ? ['--cluster-replicas', String(Math.min(3, natsServers))] : []),
+  ];
 }
 
 export type NodeStatus = { node: string; ready: boolean; connected: boolean; view: string[]; owned: Array<{ key: string }>; counters: Record<string, number> };
