@@ -104,7 +104,10 @@ connect({ servers: o.url.split(','), noRandomize: true, name: o.name, maxReconne
       let h;
       try { h = JSON.parse(m.string()); } catch { return; }
       if (h.startedMs !== inc || h.fenced || lease[${LEASE_LOST}] === inc || typeof h.sentMs !== 'number') return;
-      if (expired(Date.now())) return lose();
+      const now = Date.now();
+      if (expired(now)) return lose();
+      // One sent before a partition, heard back after it: too old to extend anything.
+      if (o.leaseMs > 0 && now - h.sentMs > o.leaseMs) return;
       if (h.sentMs > lease[${LEASE_FROM}]) lease[${LEASE_FROM}] = h.sentMs;
     } });
     c.flush().then(() => parentPort.postMessage('up:' + ((c.info && c.info.server_id) || '')), (e) => parentPort.postMessage('error:' + (e && e.message)));

@@ -370,12 +370,16 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
       const t0 = Date.now();
       let tFence = 0;
       let tDead = 0;
+      let incFenced = 0;
       let seq = 513;
       while (Date.now() - t0 < 1500 && (tFence === 0 || tDead === 0)) {
         // The server goes on sending: a's copy of each segment waits for a snapshot that cannot be stored.
         a.gw.handleFrame(s2c(seq, 'Hello again\n'), 1, Date.now(), emitA);
         seq += 12;
-        if (tFence === 0 && ac()['fences'] === 1) tFence = Date.now();
+        if (tFence === 0 && ac()['fences'] === 1) {
+          tFence = Date.now();
+          incFenced = a.node.status().incarnation as number;
+        }
         if (tDead === 0 && bc()['nodesDead'] === 1) tDead = Date.now();
         await sleep(2);
       }
@@ -394,10 +398,14 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
       expect(bc()['takeovers']).toBe(1);
       expect(await until(() => b.out.some((o) => Buffer.from(o.frame).includes(Buffer.from('Hi again'))), 2000)).toBe(true);
 
+      await sleep(800); // a's heartbeats of its next incarnation pile up, unheard
       proxy.heal();
       expect(await until(() => viewOf(b).join() === 'a,b' && viewOf(a).join() === 'a,b', 3000), 'a rejoins').toBe(true);
       expect(a.node.status().incarnation).not.toBe(inc);
       expect(bc()['staleHeartbeats'], 'the heartbeats a sent before its lease ran out, delivered late').toBeGreaterThan(0);
+      // Its heartbeats heard back late (sent during the cut) gave the new incarnation no lease
+      // that ran out at once: it joined as the one it became at the fence.
+      expect(a.node.status().incarnation).toBe(incFenced);
       // a owns the client's host again: b hands the connection over, a continues it.
       expect(await until(() => (a.node.status().owned as unknown[]).length === 1 && (b.node.status().owned as unknown[]).length === 0, 3000)).toBe(true);
       expect(bc()['handoffs']).toBe(1);
