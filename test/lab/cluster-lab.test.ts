@@ -17,6 +17,7 @@ import {
   labExec,
   labKill,
   labKillNode,
+  labPartitionNode,
   labRestartNats,
   labSpawn,
   labStartNats,
@@ -25,6 +26,8 @@ import {
   labStopNats,
   labUp,
   labWaitNodesAttached,
+  natsNodeAddr,
+  natsNodeUrl,
   nodeTaps,
 } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems, REPO } from './e2e-env.js';
@@ -306,7 +309,8 @@ describeE2E('cluster lab', e2eProblems(['ip', 'unshare', 'python3', 'curl', 'nat
     expect(out.nodeInfo.map((n) => n.node)).toEqual([1, 2]);
     for (const n of out.nodeInfo) {
       const a = n.argv;
-      expect(a.slice(1, 11)).toEqual([join(REPO, 'bin/tapgate.js'), 'run', '--tap', `tap-c${n.node}`, '--tap', `tap-s${n.node}`, '--cluster', LAB_SYNC.natsUrl, '--node-id', String(n.node)]);
+      expect(a.slice(1, 11)).toEqual([join(REPO, 'bin/tapgate.js'), 'run', '--tap', `tap-c${n.node}`, '--tap', `tap-s${n.node}`, '--cluster', natsNodeUrl(n.node, 1), '--node-id', String(n.node)]);
+      expect(natsNodeUrl(n.node, 1)).toBe(`nats://10.250.0.${10 + n.node}:4222`);
       expect(a).toContain('--no-vnet-hdr');
       expect(a.slice(a.indexOf('--pcap'), a.indexOf('--pcap') + 2)).toEqual(['--pcap', join(pcap, `node${n.node}`)]);
       expect(a.slice(a.indexOf('--impair'), a.indexOf('--impair') + 2)).toEqual(['--impair', 'loss=1%']);
@@ -326,6 +330,34 @@ describeE2E('cluster lab', e2eProblems(['ip', 'unshare', 'python3', 'curl', 'nat
     expect(downRes.code, downRes.stderr).toBe(0);
     expect(ours()).toEqual([]);
     for (const n of out.nodeInfo) expect(pidGone(n.pid)).toBe(true);
+  });
+
+  it('natsServers: 3 is a NATS cluster (routes, JetStream in each); each node has its own address of it, and labPartitionNode cuts one both ways until healed', async () => {
+    await labDown(P);
+    const info = await labUp({ prefix: P, config: { nodes: 2, natsServers: 3 } });
+    expect([info.natsServers, info.natsPids.length]).toEqual([3, 3]);
+    expect(natsNodeUrl(2, 3)).toBe('nats://10.250.0.12:4222,nats://10.250.0.12:4223,nats://10.250.0.12:4224');
+    for (const port of [8222, 8223, 8224]) {
+      const routez = JSON.parse((await curlGw(`http://${LAB_SYNC.natsIp}:${port}/routez`)).body) as { num_routes: number };
+      expect(routez.num_routes, `server at monitor port ${port}`).toBe(2);
+      // Its client address is not advertised: a node keeps to the address it was given.
+      const varz = JSON.parse((await curlGw(`http://${LAB_SYNC.natsIp}:${port}/varz`)).body) as { cluster?: { name?: string; no_advertise?: boolean } };
+      expect(varz.cluster).toMatchObject({ name: P });
+    }
+    const reach = async (i: number): Promise<boolean> => (await curlGw(`http://${natsNodeAddr(i)}:8223/healthz`)).code === 0;
+    expect([await reach(1), await reach(2)]).toEqual([true, true]);
+    labPartitionNode(P, 1, true);
+    labPartitionNode(P, 1, true); // again: the same single cut
+    expect([await reach(1), await reach(2)]).toEqual([false, true]);
+    labPartitionNode(P, 1, false);
+    expect([await reach(1), await reach(2)]).toEqual([true, true]);
+    // One server of three stops and comes back (the others keep serving).
+    await labStopNats(P, { server: 2 });
+    expect((await curlGw(`http://${natsNodeAddr(2)}:8222/healthz`)).code).toBe(0);
+    await labStartNats(P, { server: 2 });
+    expect(labStatus(P, { probeNats: false }).processes.filter((p) => /^nats\d?$/.test(p.name) && p.alive).map((p) => p.name).sort()).toEqual(['nats', 'nats2', 'nats3']);
+    await labDown(P);
+    expect(ours()).toEqual([]);
   });
 
   it('labDown works after a crash: nats-server and nodes still running, state dir lost', async () => {
