@@ -31,8 +31,8 @@ function suite(name: string, body: () => void): void {
 suite('the cluster under full load: no false failover', () => {
   beforeAll(async () => {
     await labDown(P);
-    await labUp({ prefix: P, config: { nodes: 3, clients: 2 }, cwd: REPO });
-    for (const i of NODES) labStartNode(P, i, nodeArgv(i, CONFIG), { cwd: REPO });
+    await labUp({ prefix: P, config: { nodes: 3, clients: 2, natsServers: 3 }, cwd: REPO });
+    for (const i of NODES) labStartNode(P, i, nodeArgv(i, CONFIG, 3), { cwd: REPO });
     await labWaitNodesAttached(P, 3, { timeoutMs: 30_000 });
     await waitView(P, NODES);
     for (const port of [5201, 5202]) labSpawn(P, 'server', `iperf3-${port}`, ['iperf3', '-s', '-B', SERVER, '-p', String(port)]);
@@ -43,7 +43,7 @@ suite('the cluster under full load: no false failover', () => {
     await labDown(P);
   });
 
-  it(`iperf3 through the cluster from both clients: zero view changes, deaths and takeovers`, async () => {
+  it(`iperf3 through the cluster from both clients: zero view changes, deaths, takeovers and fences`, async () => {
     const before = await clusterStatus(P);
     const sum = (st: NodeStatus[], k: string): number => st.reduce((a, n) => a + (n.counters[k] ?? 0), 0);
     const runs = (['client', 'client2'] as const).map((role, i) =>
@@ -54,9 +54,9 @@ suite('the cluster under full load: no false failover', () => {
       expect(r.code, r.stderr).toBe(0);
       return ((JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9).toFixed(2);
     });
-    const keys = ['viewChanges', 'nodesDead', 'takeovers', 'handoffs', 'lateTimers', 'heldFrames', 'heldMsMax', 'unsyncedReleases'];
+    const keys = ['viewChanges', 'nodesDead', 'takeovers', 'handoffs', 'fences', 'lateTimers', 'heldFrames', 'heldMsMax', 'unsyncedReleases'];
     console.log(`cluster load ${SECONDS} s: ${gbits.join(' + ')} Gbit/s; ${keys.map((k) => `${k} ${sum(after, k) - (k === 'heldMsMax' ? 0 : sum(before, k))}`).join(', ')}`);
     expect(after.length).toBe(3);
-    expect(keys.slice(0, 4).map((k) => sum(after, k) - sum(before, k))).toEqual([0, 0, 0, 0]);
+    expect(keys.slice(0, 5).map((k) => sum(after, k) - sum(before, k))).toEqual([0, 0, 0, 0, 0]);
   }, (SECONDS + 120) * 1000);
 });
