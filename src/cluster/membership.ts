@@ -63,8 +63,15 @@ export class Membership {
   heard(h: NodeInfo, now: number): boolean | null {
     if (h.fenced === true || this.deadIncs.has(incKey(h))) return null;
     const prev = this.members.get(h.id);
-    // A new incarnation: the one before is dead (it lost its lease, or it restarted).
-    if (prev !== undefined && prev.startedMs !== h.startedMs && h.id !== this.self) this.forget(prev);
+    if (prev !== undefined && prev.startedMs !== h.startedMs && h.id !== this.self) {
+      // An older incarnation than the member (a backlog overtaken by its successor): dead.
+      if (h.startedMs < prev.startedMs) {
+        this.deadInc(h);
+        return null;
+      }
+      // A new incarnation: the one before is dead (it lost its lease, or it restarted).
+      this.forget(prev);
+    }
     this.members.set(h.id, { ...h, lastMs: now });
     return prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready;
   }
@@ -118,6 +125,10 @@ export class Membership {
     this.members.delete(m.id);
     if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
     this.lastHeard.set(m.id, m.lastMs);
+    this.deadInc(m);
+  }
+
+  private deadInc(m: NodeInfo): void {
     if (this.deadIncs.size >= MAX_LAST_HEARD) this.deadIncs.clear();
     this.deadIncs.add(incKey(m));
   }

@@ -492,7 +492,7 @@ export class ClusterNode implements ClusterAttach {
     }
     const prev = this.ms.members.get(h.id);
     // A new incarnation (the old one lost its lease, or restarted): the old one is quiet since.
-    if (prev !== undefined && prev.startedMs !== h.startedMs && h.fenced !== true && h.id !== this.id) this.quiet(h.id, prev.startedMs, now);
+    if (prev !== undefined && prev.startedMs < h.startedMs && h.fenced !== true && h.id !== this.id) this.quiet(h.id, prev.startedMs, now);
     const changed = this.ms.heard(h, now);
     if (changed === null) {
       if (h.fenced !== true) this.counters.staleHeartbeats++;

@@ -81,6 +81,10 @@ describe('cluster membership', () => {
     expect(m.heard(info('b', { startedMs: 700, ready: false }), 710)).toBe(true);
     expect(m.alive('b', 700)).toBe(true);
     expect(m.alive('b', 5)).toBe(false);
+    // An incarnation older than the member's (a backlog overtaken by its successor) is dead too.
+    expect(m.heard(info('b', { startedMs: 650 }), 720)).toBeNull();
+    expect(m.alive('b', 700)).toBe(true);
+    expect(m.heard(info('b', { startedMs: 650 }), 730)).toBeNull();
   });
 
   it('a heartbeat saying its lease is lost: that incarnation is dead at once; fenced heartbeats are never heard as alive', () => {
