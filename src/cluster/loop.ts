@@ -89,6 +89,7 @@ export class LoopGuard {
   /** A TCP frame arrived on `from`: false = it is a copy of one seen on the other side (drop). */
   fromSegment(frame: Uint8Array, from: Side, now: number): boolean {
     const h = tcpDigest(frame, this.vh());
+    this.last = h;
     if (h === undefined) return true;
     const e = this.tcp.get(h);
     if (e !== undefined && now - e.ms <= this.windowMs) {
@@ -99,6 +100,9 @@ export class LoopGuard {
     if (this.tcp.size < MAX_TCP) this.tcp.set(h, { side: from, ms: now });
     return true;
   }
+
+  /** The digest of the frame `fromSegment` saw last (the frame being handled: ./node.ts hand-over). */
+  last: number | undefined;
 
   /** A TCP frame this node sends to `to`: its copy may come back on that side. */
   sentTcp(frame: Uint8Array, to: Side, now: number): void {

@@ -17,7 +17,7 @@ import type { ClusterAttach } from '../engine/live.js';
 import { TCP_ACK, TCP_SYN } from '../wire/tcp.js';
 import { HeartbeatWorker } from './beat.js';
 import { clusterSubject, NatsBus } from './bus.js';
-import { LoopGuard } from './loop.js';
+import { LoopGuard, tcpDigest } from './loop.js';
 import { Membership, type NodeInfo } from './membership.js';
 import { hostKey } from './rendezvous.js';
 import { SpareStore, tupleKey, type Spare } from './spares.js';
@@ -85,6 +85,12 @@ export interface ClusterSnapshot {
   raw: [RawTuple | null, RawTuple | null];
   /** Final state of a hand-over: the node that takes over (null otherwise). */
   final: string | null;
+  /**
+   * With a final state: the digest (./loop.ts tcpDigest) of the last frame the old owner
+   * handled from side 0 / side 1. The new owner held the connection's frames meanwhile; those up
+   * to these the old owner forwarded already, and are not sent again.
+   */
+  handled?: [number | null, number | null];
   state: ConnectionState;
 }
 
@@ -113,6 +119,8 @@ interface LocalRec {
   holdEmit: Emit | null;
   /** Given to another node (its removal from the table must not delete the bucket entry). */
   handedOff: boolean;
+  /** Digest of the last frame handled from side 0 / side 1 (ClusterSnapshot.handled). */
+  lastSeen: [number | undefined, number | undefined];
 }
 
 interface Waiting {
@@ -140,6 +148,8 @@ export function newClusterCounters() {
     /** Frames of a connection in hand-over found only after NAT: dropped (the sender retransmits). */
     handoffDrops: 0,
     handoffTimeouts: 0,
+    /** Frames held for a hand-over that the old owner had forwarded before it handed over: not sent again. */
+    handoffSkipped: 0,
     replayed: 0,
     /** Frames of other nodes' connections kept for replay, and those not kept (a bound). */
     recentKept: 0,
@@ -752,6 +762,7 @@ export class ClusterNode implements ClusterAttach {
     }
     const expected = side === 0 ? rec.clientFrom : 1 - rec.clientFrom;
     if (from !== expected) return false;
+    rec.lastSeen[from] = this.loops.last;
     if (rec.raw[from] === null) {
       rec.raw[from] = { ...raw };
       this.localRaw.add(tupleKey(from, raw));
@@ -776,6 +787,7 @@ export class ClusterNode implements ClusterAttach {
       queue: [],
       holdEmit: null,
       handedOff: false,
+      lastSeen: [undefined, undefined],
     };
   }
 
@@ -898,6 +910,7 @@ export class ClusterNode implements ClusterAttach {
       host: rec.host,
       raw: rec.raw,
       final,
+      ...(final !== null ? { handled: [rec.lastSeen[0] ?? null, rec.lastSeen[1] ?? null] as [number | null, number | null] } : {}),
       state: gw.exportConnection(f as never, [asTuple(rec.raw[0]), asTuple(rec.raw[1])]),
     };
   }
@@ -1086,12 +1099,37 @@ export class ClusterNode implements ClusterAttach {
       this.waiting.delete(sp.key);
       for (const x of w.frames) this.heldBytes -= x.frame.length;
       if (f !== null) {
-        for (const x of w.frames) {
+        const skip = this.forwardedBefore(sp.snap, w.frames);
+        this.counters.handoffSkipped += skip.size;
+        w.frames.forEach((x, i) => {
+          if (skip.has(i)) return;
           this.counters.replayed++;
           this.gw!.handleFrame(x.frame, x.from, now, emit);
-        }
+        });
       }
     }
+  }
+
+  /**
+   * Of the frames held for a hand-over, those the old owner handled itself before it handed
+   * the connection over (its views and this node's differed meanwhile): from each side, every
+   * frame up to the last one with the digest its final state names. Frames arrive on the shared
+   * segments in the same order at every node.
+   */
+  private forwardedBefore(snap: ClusterSnapshot, frames: Waiting['frames']): Set<number> {
+    const skip = new Set<number>();
+    const handled = snap.final !== null ? snap.handled : undefined;
+    if (handled === undefined) return skip;
+    for (const side of [0, 1] as const) {
+      const d = handled[side];
+      if (typeof d !== 'number') continue;
+      let upTo = -1;
+      frames.forEach((x, i) => {
+        if (x.from === side && tcpDigest(x.frame, this.vh) === d) upTo = i;
+      });
+      for (let i = 0; i <= upTo; i++) if (frames[i]!.from === side) skip.add(i);
+    }
+    return skip;
   }
 
   private expireWaiting(now: number): void {

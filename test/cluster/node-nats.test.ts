@@ -492,12 +492,23 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     b.gw.nat!.slice = { index: 1, count: 2 };
     nodes.push(b);
     await b.node.start();
-    // In the same turn (no NATS message handled yet: the old owner's final state cannot be here):
-    b.gw.handleFrame(c2s(101, 501, 0x18, 'data'), 0, Date.now(), out(b));
+    // In the same turn (no NATS message handled yet: the old owner's final state cannot be here,
+    // and a has not heard b ready): a frame both see — a, the owner in its view, forwards it;
+    // b holds it — then one only b sees (a's final state will not cover it).
+    const both = c2s(101, 501, 0x18, 'both');
+    const n0 = a.out.length;
+    a.gw.handleFrame(both.slice(), 0, Date.now(), out(a)); // a's own copy (NAT rewrites it in place)
+    expect(a.out.length, 'a forwards it').toBe(n0 + 1);
+    b.gw.handleFrame(both, 0, Date.now(), out(b));
+    b.gw.handleFrame(c2s(105, 501, 0x18, 'data'), 0, Date.now(), out(b));
     expect(b.out.length, 'held for the hand-over').toBe(0);
     const bc = () => b.node.status().counters as Record<string, number>;
     expect(bc()['handoffWaits']).toBe(1);
     expect(await until(() => bc()['takeovers'] === 1 && b.out.length > 0, 3000)).toBe(true);
+    await sleep(50);
+    // The frame a forwarded before it handed over is not sent again.
+    expect(b.out.map((o) => Buffer.from(o.frame.subarray(54)).toString())).toEqual(['data']);
+    expect(bc()['handoffSkipped']).toBe(1);
     const sent = b.out[0]!;
     expect([sent.to, get32(sent.frame, 26), get16(sent.frame, 34), Buffer.from(sent.frame.subarray(54)).toString()]).toEqual([1, MASQ, port, 'data']);
     expect(b.gw.stats().nat?.importReplaced).toBe(0);
