@@ -137,8 +137,10 @@ export function newClusterCounters() {
     heldFrames: 0,
     heldMsSum: 0,
     heldMsMax: 0,
-    /** Frames released without their snapshot acknowledged (sync outage past syncHoldMs, or the bound). */
+    /** Frames released without their snapshot acknowledged (sync outage past syncHoldMs, or the bound; without fencing only). */
     unsyncedReleases: 0,
+    /** With fencing: frames dropped rather than released without their snapshot (past syncHoldMs, the bound, a hand-over). */
+    syncDrops: 0,
     heldOverflow: 0,
     takeovers: 0,
     takeoverFailed: 0,
@@ -831,11 +833,12 @@ export class ClusterNode implements ClusterAttach {
       }
     }
     if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
-    if (this.o.leaseMs === 0 ? !this.connected || !this.syncOk : this.connected && !this.syncOk) {
-      // Sync down, or puts refused: no acknowledgement is coming. What waits goes first, in
-      // order; nothing more waits. (With a lease, frames wait while the connection is down: it
-      // comes back and the put is stored, or the lease runs out and they are dropped — a node
-      // about to be taken over must not have sent what its stored state does not explain.)
+    if (this.o.leaseMs === 0 && (!this.connected || !this.syncOk)) {
+      // Without fencing, sync down or puts refused: no acknowledgement is coming. What waits goes
+      // first, in order; nothing more waits. (With a lease, frames always wait for their
+      // snapshot — dropped past syncHoldMs, the sender retransmits: a node may be fenced and
+      // taken over at any time, and the new owner must not find bytes released that its stored
+      // state does not explain. A pattern it re-decided there would pass unrewritten.)
       this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
       if (rec.ackedSeq < rec.needSeq) this.counters.unsyncedReleases++;
       return emit;
@@ -843,8 +846,13 @@ export class ClusterNode implements ClusterAttach {
     this.gated.add(rec);
     return (rec.holdEmit ??= (frame, to) => {
       if (this.heldBytes + frame.length > this.o.maxHeldBytes) {
-        // Over the bound: this one goes now (order kept: everything before it goes first).
         this.counters.heldOverflow++;
+        if (this.o.leaseMs > 0) {
+          // Over the bound, with fencing: dropped (the sender retransmits).
+          this.counters.syncDrops++;
+          return;
+        }
+        // Over the bound: this one goes now (order kept: everything before it goes first).
         this.releaseQueue(rec, Infinity, emit);
         this.counters.unsyncedReleases++;
         emit(frame, to);
@@ -980,9 +988,24 @@ export class ClusterNode implements ClusterAttach {
       if (h !== undefined && now - h.sinceMs > this.o.syncHoldMs) late.push(rec);
     }
     if (late.length === 0) return;
+    if (this.o.leaseMs > 0) {
+      // With fencing: what waited too long is dropped, not sent unsynced (see gate).
+      for (const rec of late) this.counters.syncDrops += this.dropQueue(rec, (h) => now - h.sinceMs > this.o.syncHoldMs);
+      return;
+    }
     this.inject((emit) => {
       for (const rec of late) this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
     });
+  }
+
+  /** Drops the frames at the head of rec's queue while `late` holds; returns how many. */
+  private dropQueue(rec: LocalRec, late: (h: Held) => boolean): number {
+    const q = rec.queue;
+    let i = 0;
+    while (i < q.length && late(q[i]!)) this.heldBytes -= q[i++]!.frame.length;
+    if (i > 0) q.splice(0, i);
+    if (q.length === 0) this.gated.delete(rec);
+    return i;
   }
 
   /** Periodic snapshots of connections that changed (no waiting on these). */
@@ -1152,7 +1175,10 @@ export class ClusterNode implements ClusterAttach {
 
   /** Publishes the final state of `f` for `to` and forgets it here. */
   private handOff(f: Flow<unknown>, rec: LocalRec, to: string | null, _now: number, emit: Emit): void {
-    this.releaseQueue(rec, Infinity, emit);
+    // What waits for a snapshot goes only if it is stored; with fencing, the rest is dropped (the
+    // new owner continues from the final state and rewrites the sender's retransmissions).
+    this.releaseQueue(rec, this.o.leaseMs > 0 ? rec.ackedSeq : Infinity, emit);
+    if (this.o.leaseMs > 0) this.counters.syncDrops += this.dropQueue(rec, () => true);
     this.publish(f, rec, to ?? '*');
     rec.handedOff = true;
     this.counters.handoffs++;

@@ -514,6 +514,42 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     expect(b.gw.stats().nat?.importReplaced).toBe(0);
   });
 
+  it('with fencing, a rewrite whose snapshot cannot be stored (the bucket gone, NATS up: the lease holds) is never sent unsynced: dropped past syncHoldMs, sent once a put is stored', async () => {
+    const name = clusterName();
+    const m = member(url, 'a', name, { syncHoldMs: 300 }, true);
+    nodes.push(m);
+    await m.node.start();
+    await sleep(350);
+    const C = 0x0a000001;
+    const S = 0x0a000002;
+    const emit: Emit = (frame, to) => m.out.push({ frame: frame.slice(), to });
+    const send = (f: Uint8Array, from: Side) => m.gw.handleFrame(f, from, Date.now(), emit);
+    const s2c = (seq: number, text: string) => tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq, ack: 101, flags: 0x18, payload: Buffer.from(text) });
+    send(tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq: 100, ack: 0, flags: 0x02 }), 0);
+    send(tcpFrame({ src: S, dst: C, srcPort: 80, dstPort: 40000, seq: 500, ack: 101, flags: 0x12 }), 1);
+    send(tcpFrame({ src: C, dst: S, srcPort: 40000, dstPort: 80, seq: 101, ack: 501, flags: 0x10 }), 0);
+    expect(m.out.length).toBe(3);
+    const counters = () => m.node.status().counters as Record<string, number>;
+    // The bucket's stream deleted: puts fail, core NATS (and the lease) work on.
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: url });
+    await (await nc.jetstreamManager()).streams.delete(`KV_${name}-conns`);
+    send(s2c(501, 'Hello world\n'), 1);
+    expect(await until(() => counters()['publishErrors'] > 0, 3000)).toBe(true);
+    expect(await until(() => counters()['syncDrops'] > 0, 3000), 'dropped past syncHoldMs').toBe(true);
+    expect(m.out.length, 'never sent unsynced').toBe(3);
+    expect([counters()['unsyncedReleases'], counters()['fences'], m.node.status().ready]).toEqual([0, 0, true]);
+    expect(counters()['republished']).toBeGreaterThan(0);
+    // The bucket back: the snapshot is stored again, and the sender's retransmission goes, rewritten.
+    await nc.jetstream().views.kv(`${name}-conns`, { history: 1, ttl: 10 * 60_000 });
+    await nc.close();
+    expect(await until(() => counters()['acked'] > 1, 3000)).toBe(true);
+    send(s2c(501, 'Hello world\n'), 1);
+    expect(await until(() => m.out.length === 4, 2000)).toBe(true);
+    expect(Buffer.from(m.out[3]!.frame).includes(Buffer.from('Hi world'))).toBe(true);
+    expect(counters()['unsyncedReleases']).toBe(0);
+  });
+
   it('without fencing (leaseMs 0) frames wait for the snapshot while the sync works, not while it is down (NATS killed)', async () => {
     const m = member(url, 'a', clusterName(), { syncHoldMs: 3000, leaseMs: 0 }, true);
     nodes.push(m);

@@ -376,6 +376,8 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await sleep(2000);
     await labStartNats(P, { server: 1 });
     const st1 = await waitView(NODES);
+    const keys = ['fences', 'nodesDead', 'unsyncedReleases', 'publishErrors', 'republished', 'takeovers'];
+    console.log(`one NATS server killed: ${keys.map((k) => `${k} ${total(st1, k) - total(st0, k)}`).join(', ')}`);
     expect([total(st1, 'fences') - total(st0, 'fences'), total(st1, 'nodesDead') - total(st0, 'nodesDead')], 'one NATS server killed: no fence, no death').toEqual([0, 0]);
     await sleep(1000);
     // All three: no node can renew its lease; each stops forwarding until the servers are back.
@@ -385,6 +387,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await done;
     await expectNoReset(rst0, 'nats');
     const st2 = await waitView(NODES);
+    console.log(`all NATS servers stopped: ${keys.map((k) => `${k} ${total(st2, k) - total(st1, k)}`).join(', ')}`);
     for (const n of st2) expect(n.counters['fences'] ?? 0, `node ${n.node} fenced in the whole outage`).toBeGreaterThan(0);
     // The sync works again: snapshots are acknowledged.
     await transfers('nats-after', 3);
