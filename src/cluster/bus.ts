@@ -33,6 +33,29 @@ export interface BusHandlers {
   connection(up: boolean, type: string): void;
 }
 
+/**
+ * JetStream requests (a snapshot's put) fail after this long without an answer (the client's
+ * default is 5 s): frames waiting for the put are then dropped rather than held, and the put is
+ * made again (./node.ts) — sooner, after a stream leader moved.
+ */
+const JS_TIMEOUT_MS = 2000;
+
+/** How long starting retries what JetStream refuses (not ready yet). */
+const STARTUP_RETRY_MS = 15_000;
+
+/** `f` until it resolves, every 250 ms, rethrowing its error after `ms`. */
+async function retrying<T>(f: () => Promise<T>, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await f();
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
 export class NatsBus {
   private readonly subs: Subscription[] = [];
   /** The bucket's watch: made anew after each reconnect (see `watch`). */
@@ -61,7 +84,8 @@ export class NatsBus {
       pingInterval: 2000,
       timeout: 5000,
     });
-    const kv = await nc.jetstream().views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 });
+    // JetStream may not be ready yet (a NATS cluster just formed, a server just restarted).
+    const kv = await retrying(() => nc.jetstream({ timeout: JS_TIMEOUT_MS }).views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 }), STARTUP_RETRY_MS);
     const bus = new NatsBus(nc, kv, h);
     void (async () => {
       for await (const st of nc.status()) {
@@ -94,6 +118,7 @@ export class NatsBus {
    */
   private async watch(): Promise<void> {
     const n = ++this.watches;
+    const started = Date.now();
     this.watcher?.stop();
     this.watcher = null;
     let initialized!: () => void;
@@ -106,7 +131,7 @@ export class NatsBus {
       } catch (e) {
         // JetStream not back yet after a server restart: again shortly, unless superseded.
         if (this.closed || n !== this.watches) return;
-        if (n === 1) throw e;
+        if (n === 1 && Date.now() - started > STARTUP_RETRY_MS) throw e;
         await new Promise((r) => setTimeout(r, 250));
         if (this.closed || n !== this.watches) return;
       }

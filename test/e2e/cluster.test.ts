@@ -123,7 +123,9 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await labUp({ prefix: P, config: { nodes: 3, clients: 2, natsServers: NATS_SERVERS }, cwd: REPO });
     for (const i of NODES) labStartNode(P, i, nodeArgv(i), { cwd: REPO });
     await labWaitNodesAttached(P, 3, { timeoutMs: 30_000 });
-    await waitView(NODES);
+    await waitView(NODES).catch((e: Error) => {
+      throw new Error(`${e.message}${clusterLog()}`);
+    });
     startVsftpd(P, fx.conf);
     startHttpServer(P, SERVER, 8001, fx.root);
     labSpawn(P, 'server', 'origin-8002', ['python3', ORIGIN, SERVER, '8002', fx.root, 'HTTP/1.1']);
