@@ -442,7 +442,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const v0 = st0.find((n) => n.node === String(victim))!;
     expect((v.counters['fences'] ?? 0) - (v0.counters['fences'] ?? 0), `node ${victim} fenced`).toBe(1);
     expect(total(st, 'takeovers') - total(st0, 'takeovers')).toBeGreaterThan(0);
-    console.log(`partition of node ${victim}: ${healed - cut} ms; fenced drops ${v.counters['fencedDrops'] ?? 0}`);
+    console.log(`partition of node ${victim}: ${healed - cut} ms; ${['fences', 'fencedDrops', 'syncDrops', 'handoffSkipped'].map((k) => `${k} ${total(st, k) - total(st0, k)}`).join(', ')}`);
   }, 180_000);
 
   it('tapgate cluster reload: every node re-reads the config and answers with the same digest', async () => {
