@@ -2,7 +2,8 @@
  * Live figures through real namespaces (issue 7), every one next to its baselines measured in
  * the same run:
  *
- * Throughput — iperf3 (TCP, one flow, client → server, `seconds` s, median of `runs`):
+ * Throughput — iperf3 (TCP, client → server, `seconds` s, median of `runs`; one flow, and with
+ * `flows` also N parallel flows, `iperf3 -P N`, rows named `<path> ×N`):
  * - `kernel bridge`: a veth pair joins br-c and br-s directly (no gateway attached);
  * - `C forwarder`: bench/tapfwd.c (compiled here with `cc -O2`) on tap-c/tap-s in place of the
  *   gateway, with and without the vnet header (TSO);
@@ -62,6 +63,10 @@ export interface LiveReport {
 export interface LiveBenchOptions {
   /** Seconds per iperf3 run. Default 5. */
   seconds?: number;
+  /** Parallel iperf3 flows per throughput case: a row each (`<path> ×N` for N > 1). Default [1]. */
+  flows?: readonly number[];
+  /** Parallel flows of the profiled iperf3 run. Default 1. */
+  profileFlows?: number;
   /** Runs per throughput / connections-per-second case (median). Default 3. */
   runs?: number;
   /** Pings per latency case (median). Default 200. */
@@ -140,6 +145,17 @@ http {
   }
 }
 `;
+}
+
+/** The throughput row of `path` with `n` parallel flows: the path's name for one, `<path> ×n` else. */
+export function flowsRow(path: string, n: number): string {
+  return n === 1 ? path : `${path} ×${n}`;
+}
+
+/** The number of parallel flows a throughput row was measured with (flowsRow). */
+export function rowFlows(row: string): number {
+  const m = / ×(\d+)$/.exec(row);
+  return m === null ? 1 : Number(m[1]);
 }
 
 /** iperf3 -J output → receiver goodput in bit/s. */
@@ -226,21 +242,25 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       if (r === undefined) results.set(name, (r = { tp: [], lat: [], cps: [] }));
       return r;
     };
+    const flows = opts.flows ?? [1];
     const iperfOnce = async (prefix: string, dst: string, name: string, round: number): Promise<void> => {
       // One unmeasured second first: JIT warm-up for the Node rows, ARP and caches for all.
       await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', '1'], { timeoutMs: 20_000 });
       if (!doIperf) return;
-      const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
-        timeoutMs: (seconds + 20) * 1000,
-      });
-      let bps: number;
-      try {
-        bps = parseIperf(r.stdout);
-      } catch (e) {
-        throw new Error(`iperf3 (${name}) failed: ${(e as Error).message} ${r.stderr.slice(0, 300)}`);
+      for (const n of flows) {
+        const row = flowsRow(name, n);
+        const r = await labExec(prefix, 'client', ['iperf3', '-c', dst, '-p', String(IPERF_PORT), '-t', String(seconds), '-P', String(n), '-J'], {
+          timeoutMs: (seconds + 20) * 1000,
+        });
+        let bps: number;
+        try {
+          bps = parseIperf(r.stdout);
+        } catch (e) {
+          throw new Error(`iperf3 (${row}) failed: ${(e as Error).message} ${r.stderr.slice(0, 300)}`);
+        }
+        rec(row).tp.push(bps / 1e9);
+        log(`${row} round ${round + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
       }
-      rec(name).tp.push(bps / 1e9);
-      log(`${name} round ${round + 1}: ${(bps / 1e9).toFixed(2)} Gbit/s`);
     };
     const pingOnce = async (name: string, round: number): Promise<void> => {
       if (!doPing) return;
@@ -354,10 +374,15 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
         }
       }
     }
+    for (const n of flows) {
+      for (const path of paths) {
+        const r = results.get(flowsRow(path.name, n));
+        if (r !== undefined && r.tp.length > 0) report.throughput.push({ name: flowsRow(path.name, n), value: median(r.tp), runs: r.tp });
+      }
+    }
     for (const path of paths) {
       const r = results.get(path.name);
       if (r === undefined) continue;
-      if (r.tp.length > 0) report.throughput.push({ name: path.name, value: median(r.tp), runs: r.tp });
       if (r.lat.length > 0) report.latency.push({ name: path.name, value: median(r.lat), runs: r.lat });
       if (r.cps.length > 0) report.connsPerSec.push({ name: path.name, value: median(r.cps), runs: r.cps });
     }
@@ -370,10 +395,11 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
       await labUp({ prefix: P, gatewayCommand: argv });
       if (profWorkload === 'iperf') {
-        const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+        const pf = opts.profileFlows ?? 1;
+        const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-P', String(pf), '-J'], {
           timeoutMs: (seconds + 20) * 1000,
         });
-        log(`profiled run (tapgate GSO, rule, --cpu-prof, iperf3): ${(parseIperf(r.stdout) / 1e9).toFixed(2)} Gbit/s`);
+        log(`profiled run (tapgate GSO, rule, --cpu-prof, iperf3 ×${pf}): ${(parseIperf(r.stdout) / 1e9).toFixed(2)} Gbit/s`);
       } else if (profWorkload === 'wrk') {
         const r = await labExec(
           P,
