@@ -244,6 +244,7 @@ export class Connection<T extends { fields: TcpFields }> {
       const shift = this.windowShift(side);
       const edgeNew = ackNew + f.window * 2 ** shift;
       const edgeOrg = edgeNew >= rev.mapEnd(rev.x) ? edgeNew - rev.cmds.offsetAfterLast() : rev.unmap(edgeNew);
+      rev.receiverEdge(edgeOrg);
       let w = Math.floor(Math.max(0, edgeOrg - ackOrg) / 2 ** shift);
       if (w === 0 && f.window > 0 && edgeOrg > ackOrg) w = 1;
       out.window = Math.min(w, 0xffff);

@@ -95,6 +95,11 @@ class Busy<T> {
   held: ByteStore | null = null;
   /** When the sender last sent a segment (the hold timer's start). */
   heldSinceMs = 0;
+  /**
+   * The receiver's advertised right edge (ack + window) in this direction's positions, from its
+   * latest ACK (kept only while there is a Busy part: a connection holding bytes has one).
+   */
+  rcvEdge = -1;
   store: ByteStore | null = null;
   queue: Queued<T>[] = NO_LIST;
   queueBytes = 0;
@@ -191,6 +196,11 @@ export class StreamDirection<T> {
 
   private get b(): Busy<T> {
     return (this.busy ??= new Busy<T>());
+  }
+
+  /** The receiver's latest right edge, in this direction's positions (Connection.translate). */
+  receiverEdge(edge: number): void {
+    if (this.busy !== null) this.busy.rcvEdge = edge;
   }
   private get _held(): ByteStore | null {
     return this.busy === null ? null : this.busy.held;
@@ -666,9 +676,16 @@ export class StreamDirection<T> {
     // Not while segments wait in the queue: there is a gap before them that the sender will
     // fill (a retransmission), and flushing now would decide a match that may still complete.
     if (this.reset) return;
-    if (this.heldBytes > 0 && this.queue.length === 0 && nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
-      this.flush('timeout', nowMs);
-      this.takeSynth(out);
+    if (this.heldBytes > 0 && this.queue.length === 0) {
+      if (this.busy !== null && this.busy.rcvEdge >= 0 && this.busy.rcvEdge <= this.x) {
+        // The receiver's window ends at what the sender has sent: the sender cannot send the rest
+        // of a match, however long it is silent (a receiver not reading: a rate-limited client).
+        // Not a timeout: the hold timer restarts once the window opens.
+        this.heldSinceMs = nowMs;
+      } else if (nowMs - this.heldSinceMs >= this.limits.holdTimeoutMs) {
+        this.flush('timeout', nowMs);
+        this.takeSynth(out);
+      }
     }
     const s = this.synth;
     if (s && this.lastTag !== undefined) {

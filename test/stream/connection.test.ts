@@ -214,6 +214,32 @@ describe('hold timer', () => {
   });
 });
 
+describe('hold timer and the receiver window', () => {
+  it('does not time a hold out while the receiver\'s window ends at what the sender sent (it cannot send the rest of a match); the timer restarts when the window opens', () => {
+    const { conn, data, ack, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
+    expect(data(1, 'abc PORT 4', ACK, 0).map((x) => x[1]).join('')).toBe('abc '); // "PORT 4" held
+    // The receiver took "abc " and its buffer is full (window 0): the sender may send only what
+    // the receiver would have room for, and the held bytes take none of it — up to x, no further.
+    expect(ack(5, null, 0)).toMatchObject({ window: 0 });
+    const out: TcpOut<Tag>[] = [];
+    conn.tick(1000, out);
+    conn.tick(5000, out);
+    expect(out).toHaveLength(0);
+    expect(counters.flushTimeout).toBe(0);
+    // Its application reads: the window opens. The sender gets a full hold period from then.
+    ack(5, null, 1000);
+    conn.tick(5050, out);
+    expect(out).toHaveLength(0);
+    const r = data(11, '0, 4abcde', ACK, 5060);
+    expect(r.map((x) => x[1]).join('')).toBe('PORT 10, 1abcde');
+    expect(counters.flushTimeout).toBe(0);
+    // With the window open and the sender silent, a hold times out as before.
+    data(20, 'PORT', ACK, 6000);
+    conn.tick(6200, out);
+    expect(counters.flushTimeout).toBe(1);
+  });
+});
+
 describe('hostile segment patterns', () => {
   it('rewrites an overlapping retransmission with different bytes to the processed bytes', () => {
     const { data, counters } = setup(0, 0, literalAgent('zz', 'y'));
