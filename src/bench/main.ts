@@ -95,7 +95,7 @@ function printLive(live: LiveReport): string[] {
   const cg = find(T1, 'C forwarder GSO');
   const np = find(T1, 'Node proxy');
   // Each row against the baselines with as many flows.
-  const base = (r: LiveRow, path: string): LiveRow | undefined => T.find((x) => x.name === flowsRow(path, rowFlows(r.name)) || (rowFlows(r.name) === rowFlows(x.name) && x.name.startsWith(path)));
+  const base = (r: LiveRow, path: string): LiveRow | undefined => T.find((x) => x.name.startsWith(path) && rowFlows(x.name) === rowFlows(r.name));
   if (T.length > 0) {
     console.log('\nThroughput: iperf3, TCP client → server, one flow (and `×N`: N parallel flows) (median Gbit/s; ratios against rows of this run with as many flows):');
     console.log(

@@ -23,6 +23,7 @@
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { natsConnectOptions } from './bus.js';
 
 export interface BeatOptions {
   /** NATS URL(s), comma-separated. */
@@ -93,7 +94,7 @@ const timer = setInterval(() => {
   const fenced = lease[${LEASE_LOST}] === inc;
   try { nc.publish(o.subject, '{"sentMs":' + now + ',"fenced":' + fenced + ',' + info.slice(1)); } catch { /* disconnected: the client reconnects */ }
 }, o.intervalMs);
-connect({ servers: o.url.split(','), noRandomize: true, name: o.name, maxReconnectAttempts: -1, reconnectTimeWait: 100, pingInterval: 2000, timeout: 5000 })
+connect(o.connect)
   .then((c) => {
     nc = c;
     if (stopped) return c.close();
@@ -135,7 +136,7 @@ export class HeartbeatWorker {
 
   constructor(private readonly o: BeatOptions) {
     const nats = createRequire(import.meta.url).resolve('nats');
-    this.w = new Worker(SOURCE, { eval: true, workerData: { ...o, nats, lease: this.lease.buffer } });
+    this.w = new Worker(SOURCE, { eval: true, workerData: { ...o, nats, lease: this.lease.buffer, connect: natsConnectOptions(o.url, o.name) } });
     this.w.unref();
     this.ready = new Promise((resolve, reject) => {
       this.w.on('message', (m: string) => {

@@ -34,6 +34,16 @@ export interface BusHandlers {
 }
 
 /**
+ * How a node connects to NATS, both its connections (this one and the heartbeat worker's,
+ * ./beat.ts): the servers in the order given — every node's connections share one server while
+ * it lives, and there a node's closed connections tell the others it is gone (./node.ts probe)
+ * — reconnecting forever.
+ */
+export function natsConnectOptions(url: string, name: string) {
+  return { servers: url.split(','), noRandomize: true, name, maxReconnectAttempts: -1, reconnectTimeWait: 100, pingInterval: 2000, timeout: 5000 };
+}
+
+/**
  * JetStream requests (a snapshot's put) fail after this long without an answer (the client's
  * default is 5 s): frames waiting for the put are then dropped rather than held, and the put is
  * made again (./node.ts) — sooner, after a stream leader moved.
@@ -43,15 +53,20 @@ const JS_TIMEOUT_MS = 2000;
 /** How long starting retries what JetStream refuses (not ready yet). */
 const STARTUP_RETRY_MS = 15_000;
 
-/** `f` until it resolves, every 250 ms, rethrowing its error after `ms`. */
-async function retrying<T>(f: () => Promise<T>, ms: number): Promise<T> {
+/**
+ * `f` until it resolves, every 250 ms, rethrowing its error after `ms`; undefined as soon as
+ * `abandoned` says the result is no longer wanted.
+ */
+async function retrying<T>(f: () => Promise<T>, ms: number, abandoned: () => boolean = () => false): Promise<T | undefined> {
   const end = Date.now() + ms;
   for (;;) {
     try {
       return await f();
     } catch (e) {
+      if (abandoned()) return undefined;
       if (Date.now() > end) throw e;
       await new Promise((r) => setTimeout(r, 250));
+      if (abandoned()) return undefined;
     }
   }
 }
@@ -73,19 +88,9 @@ export class NatsBus {
 
   /** Connects, opens the bucket, subscribes; resolves once the bucket's initial values were handed over. */
   static async connect(o: BusOptions, h: BusHandlers): Promise<NatsBus> {
-    const nc = await connect({
-      servers: o.url.split(','),
-      // In the order given, as every node's both connections: the nodes share one server while it
-      // lives, and there a node's closed connections tell the others it is gone (./node.ts probe).
-      noRandomize: true,
-      name: `tapgate-${o.nodeId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 100,
-      pingInterval: 2000,
-      timeout: 5000,
-    });
+    const nc = await connect(natsConnectOptions(o.url, `tapgate-${o.nodeId}`));
     // JetStream may not be ready yet (a NATS cluster just formed, a server just restarted).
-    const kv = await retrying(() => nc.jetstream({ timeout: JS_TIMEOUT_MS }).views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 }), STARTUP_RETRY_MS);
+    const kv = (await retrying(() => nc.jetstream({ timeout: JS_TIMEOUT_MS }).views.kv(`${o.name}-conns`, { history: 1, replicas: o.replicas, ttl: 10 * 60_000 }), STARTUP_RETRY_MS))!;
     const bus = new NatsBus(nc, kv, h);
     void (async () => {
       for await (const st of nc.status()) {
@@ -118,25 +123,15 @@ export class NatsBus {
    */
   private async watch(): Promise<void> {
     const n = ++this.watches;
-    const started = Date.now();
     this.watcher?.stop();
     this.watcher = null;
     let initialized!: () => void;
     const init = new Promise<void>((r) => (initialized = r));
-    let w: QueuedIterator<KvEntry>;
-    for (;;) {
-      try {
-        w = await this.kv.watch({ key: '>', initializedFn: () => initialized() });
-        break;
-      } catch (e) {
-        // JetStream not back yet after a server restart: again shortly, unless superseded.
-        if (this.closed || n !== this.watches) return;
-        if (n === 1 && Date.now() - started > STARTUP_RETRY_MS) throw e;
-        await new Promise((r) => setTimeout(r, 250));
-        if (this.closed || n !== this.watches) return;
-      }
-    }
-    if (this.closed || n !== this.watches) return void w.stop();
+    // JetStream not back yet after a server restart: again shortly, unless superseded.
+    const superseded = () => this.closed || n !== this.watches;
+    const w = await retrying(() => this.kv.watch({ key: '>', initializedFn: () => initialized() }), n === 1 ? STARTUP_RETRY_MS : Infinity, superseded);
+    if (w === undefined) return;
+    if (superseded()) return void w.stop();
     this.watcher = w;
     void (async () => {
       for await (const e of w) {

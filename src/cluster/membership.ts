@@ -42,8 +42,11 @@ export class Membership {
   private nonTcp = false;
   /** When dead nodes were last heard (frames since then were forwarded by nobody). */
   private readonly lastHeard = new Map<string, number>();
-  /** Incarnations found dead (`id@startedMs`): never members again. */
-  private readonly deadIncs = new Set<string>();
+  /**
+   * Incarnations found dead (`id@startedMs`): never members again; with, when known, the time
+   * after which they surely forwarded nothing (`quietSince`).
+   */
+  private readonly deadIncs = new Map<string, number | undefined>();
 
   constructor(readonly self: string) {}
 
@@ -69,19 +72,23 @@ export class Membership {
         this.deadInc(h);
         return null;
       }
-      // A new incarnation: the one before is dead (it lost its lease, or it restarted).
-      this.forget(prev);
+      // A new incarnation: the one before is dead (it lost its lease, or it restarted) and
+      // forwards nothing since.
+      this.forget(prev, now);
     }
     this.members.set(h.id, { ...h, lastMs: now });
     return prev === undefined || prev.draining !== h.draining || prev.ready !== h.ready;
   }
 
-  /** Nodes silent for more than `deadMs` at `now` are removed; returns them with how long they were silent. */
-  expire(now: number, deadMs: number): { id: string; startedMs: number; silentMs: number }[] {
+  /**
+   * Nodes silent for more than `deadMs` at `now` are removed; returns them with how long they
+   * were silent. They may have forwarded until `leaseMs` after they were last heard (quietSince).
+   */
+  expire(now: number, deadMs: number, leaseMs = 0): { id: string; startedMs: number; silentMs: number }[] {
     const dead: { id: string; startedMs: number; silentMs: number }[] = [];
     for (const [id, m] of this.members) {
       if (id === this.self || now - m.lastMs <= deadMs) continue;
-      this.forget(m);
+      this.forget(m, m.lastMs + leaseMs);
       dead.push({ id, startedMs: m.startedMs, silentMs: now - m.lastMs });
     }
     return dead;
@@ -116,21 +123,30 @@ export class Membership {
   fenced(h: NodeInfo, now: number): number | null {
     const m = this.members.get(h.id);
     if (h.fenced !== true || m === undefined || m.startedMs !== h.startedMs || h.id === this.self) return null;
-    this.forget(m);
+    this.forget(m, now); // it says so: nothing from it after this
     return now - m.lastMs;
   }
 
   /** A dead node leaves the members; when it was last heard is remembered (bounded), and that its incarnation is dead. */
-  private forget(m: NodeInfo): void {
+  private forget(m: NodeInfo, quietMs?: number): void {
     this.members.delete(m.id);
     if (this.lastHeard.size >= MAX_LAST_HEARD) this.lastHeard.clear();
     this.lastHeard.set(m.id, m.lastMs);
-    this.deadInc(m);
+    this.deadInc(m, quietMs);
   }
 
-  private deadInc(m: NodeInfo): void {
+  private deadInc(m: NodeInfo, quietMs?: number): void {
     if (this.deadIncs.size >= MAX_LAST_HEARD) this.deadIncs.clear();
-    this.deadIncs.add(incKey(m));
+    this.deadIncs.set(incKey(m), quietMs);
+  }
+
+  /**
+   * After when dead incarnation `startedMs` of node `id` surely forwarded nothing, if known
+   * (silent: until its lease ran out; fenced or succeeded: when that was heard); undefined for
+   * one found gone by its connections (a dead process: from its last heartbeat, lastHeardOf).
+   */
+  quietSince(id: string, startedMs: number): number | undefined {
+    return this.deadIncs.get(`${id}@${startedMs}`);
   }
 
   /** After an outage of this node's own sync connection: every node seen before gets a fresh deadline. */

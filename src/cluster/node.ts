@@ -237,8 +237,6 @@ export class ClusterNode implements ClusterAttach {
   private lastTimerMs = 0;
   /** When this node's sync connection came up (last). */
   private connectedSinceMs = 0;
-  /** Dead incarnations (`id@startedMs`): when they surely stopped forwarding (quiet). */
-  private readonly quietSince = new Map<string, number>();
   /** Nodes whose liveness subject is being asked about (probe). */
   private readonly probing = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -415,12 +413,20 @@ export class ClusterNode implements ClusterAttach {
     return !this.ready || this.beat === null || now <= this.beat.leaseUntil(this.startedMs);
   }
 
-  /** The live loop asks before each frame it writes (engine/live.ts): false = dropped, counted. */
-  mayForward(): boolean {
-    if (this.leaseHeld(this.now())) return true;
+  /**
+   * A frame about to be read or written at `now` while the lease has run out: counted, and
+   * fence() runs in the next timer round. True = drop it.
+   */
+  private fencedNow(now: number): boolean {
+    if (this.leaseHeld(now)) return false;
     this.counters.fencedDrops++;
     this.fencing = true;
-    return false;
+    return true;
+  }
+
+  /** The live loop asks before each frame it writes (engine/live.ts): false = dropped, counted. */
+  mayForward(): boolean {
+    return !this.fencedNow(this.now());
   }
 
   /**
@@ -439,9 +445,7 @@ export class ClusterNode implements ClusterAttach {
     );
     this.ready = false;
     for (const [f, rec] of [...this.local]) {
-      for (const h of rec.queue) this.heldBytes -= h.frame.length;
-      this.counters.fencedDrops += rec.queue.length;
-      rec.queue = [];
+      this.counters.fencedDrops += this.dropQueue(rec, () => true);
       const snap = this.snapshotOf(f, rec, rec.pubSeq + 1, null);
       rec.handedOff = true; // its bucket entry stays: the new owner continues from it
       this.gw?.releaseConnection(f as never);
@@ -495,16 +499,12 @@ export class ClusterNode implements ClusterAttach {
     const now = this.now();
     const silentMs = this.ms.fenced(h, now);
     if (silentMs !== null) {
-      this.quiet(h.id, h.startedMs, now); // it said so: nothing after this from it
       this.counters.nodesDead++;
       this.counters.nodesFenced++;
       this.log.warn({ node: h.id, silentMs, lease: 'lost' }, 'cluster node dead');
       this.recomputeView();
       return;
     }
-    const prev = this.ms.members.get(h.id);
-    // A new incarnation (the old one lost its lease, or restarted): the old one is quiet since.
-    if (prev !== undefined && prev.startedMs < h.startedMs && h.fenced !== true && h.id !== this.id) this.quiet(h.id, prev.startedMs, now);
     const changed = this.ms.heard(h, now);
     if (changed === null) {
       if (h.fenced !== true) this.counters.staleHeartbeats++;
@@ -522,14 +522,13 @@ export class ClusterNode implements ClusterAttach {
     if (this.fencing || !this.leaseHeld(now)) this.fence(now);
     // Only a node whose own heartbeats come back judges the others: one cut off hears no one and
     // would find everyone dead. After such a time, everyone gets a fresh deadline.
-    const healthy = this.connected && (this.o.leaseMs === 0 || (this.beat !== null && this.beat.leaseUntil(this.startedMs) > now));
+    const healthy = this.connected && this.beat !== null && this.beat.leaseUntil(this.startedMs) > now;
     if (healthy && !this.syncHealthy) this.ms.freshen(now);
     this.syncHealthy = healthy;
     if (healthy && !late) {
-      const dead = this.ms.expire(now, this.o.deadMs);
+      // Silent, not gone: it may have forwarded until its lease ran out.
+      const dead = this.ms.expire(now, this.o.deadMs, this.o.leaseMs);
       for (const d of dead) {
-        // Silent, not gone: it may have forwarded until its lease ran out.
-        this.quiet(d.id, d.startedMs, now - d.silentMs + this.o.leaseMs);
         this.counters.nodesDead++;
         this.log.warn({ node: d.id, silentMs: d.silentMs }, 'cluster node dead');
       }
@@ -575,16 +574,6 @@ export class ClusterNode implements ClusterAttach {
       this.log.warn({ node: id, silentMs, connection: 'gone' }, 'cluster node dead');
       this.recomputeView();
     });
-  }
-
-  /**
-   * Incarnation `startedMs` of node `id`, found dead, forwarded nothing after `ms` (its takeovers
-   * replay only frames seen since: frames it forwarded itself would reach the endpoints twice).
-   * Without an entry: from a heartbeat before it was last heard (a process gone at once).
-   */
-  private quiet(id: string, startedMs: number, ms: number): void {
-    if (this.quietSince.size >= 1024) this.quietSince.clear();
-    this.quietSince.set(`${id}@${startedMs}`, ms);
   }
 
   /** Where node `id`'s heartbeat worker answers while its connection lives (./beat.ts). */
@@ -802,11 +791,7 @@ export class ClusterNode implements ClusterAttach {
    */
   fromSegment(frame: Uint8Array, from: Side): boolean {
     const now = this.now();
-    if (!this.leaseHeld(now)) {
-      this.counters.fencedDrops++;
-      this.fencing = true;
-      return false;
-    }
+    if (this.fencedNow(now)) return false;
     if (this.loops.fromSegment(frame, from, now)) return true;
     this.counters.loopDrops++;
     return false;
@@ -871,11 +856,7 @@ export class ClusterNode implements ClusterAttach {
     if (this.recorder?.inner === inner) return this.recorder.fn;
     const fn: Emit = (frame, to) => {
       const now = this.now();
-      if (!this.leaseHeld(now)) {
-        this.counters.fencedDrops++;
-        this.fencing = true;
-        return;
-      }
+      if (this.fencedNow(now)) return;
       this.loops.sentTcp(frame, to, now);
       inner(frame, to);
     };
@@ -945,9 +926,7 @@ export class ClusterNode implements ClusterAttach {
         if (this.o.leaseMs > 0 && final === null && this.local.get(f) === rec) {
           // Stored again at the next period (the frames waiting for it wait on, bounded by
           // syncHoldMs): a node that may be fenced must not send what no stored state explains.
-          this.counters.republished++;
-          rec.pubProgress = -2;
-          this.dirty.add(f);
+          this.republish(f, rec);
           return;
         }
         // The acknowledgement this put's frames wait for will not come.
@@ -996,6 +975,13 @@ export class ClusterNode implements ClusterAttach {
     this.inject((emit) => {
       for (const rec of late) this.counters.unsyncedReleases += this.releaseQueue(rec, Infinity, emit);
     });
+  }
+
+  /** The connection's snapshot is stored again at the next period (publishDirty). */
+  private republish(f: Flow<unknown>, rec: LocalRec): void {
+    this.counters.republished++;
+    rec.pubProgress = -2;
+    this.dirty.add(f);
   }
 
   /** Drops the frames at the head of rec's queue while `late` holds; returns how many. */
@@ -1096,7 +1082,7 @@ export class ClusterNode implements ClusterAttach {
     // Only frames from after the old owner was last heard (a heartbeat of margin), and only for
     // a connection still open: older frames it forwarded itself, and replaying a closed
     // connection's frames would only make the endpoints answer with resets.
-    const since = this.quietSince.get(`${sp.snap.owner}@${sp.snap.ownerEpoch}`) ?? (this.ms.lastHeardOf(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
+    const since = this.ms.quietSince(sp.snap.owner, sp.snap.ownerEpoch) ?? (this.ms.lastHeardOf(sp.snap.owner) ?? this.now()) - this.o.heartbeatMs;
     const recent = sp.recent.filter((x) => x.ms >= since);
     sp.recent = [];
     const open = f.state !== 'closing' && f.state !== 'closed';
@@ -1200,6 +1186,7 @@ export class ClusterNode implements ClusterAttach {
   /** Status of this node for `tapgate cluster status`. */
   status(): Record<string, unknown> {
     const now = this.now();
+    const until = this.beat?.leaseUntil(this.startedMs) ?? Infinity;
     return {
       node: this.id,
       ready: this.ready,
@@ -1207,7 +1194,7 @@ export class ClusterNode implements ClusterAttach {
       connected: this.connected,
       incarnation: this.startedMs,
       /** How long the lease still runs (ms; null: no fencing or no lease yet). */
-      leaseLeftMs: this.beat === null || this.o.leaseMs === 0 || this.beat.leaseUntil(this.startedMs) <= 0 ? null : this.beat.leaseUntil(this.startedMs) - now,
+      leaseLeftMs: until === Infinity || until <= 0 ? null : until - now,
       syncOk: this.syncOk,
       view: this.ms.view,
       nonTcpForwarder: this.ms.nonTcpMine,
