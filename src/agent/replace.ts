@@ -633,12 +633,16 @@ interface DirState {
   /** The byte at undecided - 1 (regex context), -1 at the stream start. */
   prev: number;
   /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`). */
-  searches: (SearchState | undefined)[];
+  searches: (SearchState | undefined)[] | null;
 }
 
 function freshDir(): DirState {
-  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: [] };
+  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: null };
 }
+
+/** The search states of rules that keep none (literal rules never write it). */
+const NO_SEARCHES: (SearchState | undefined)[] = Object.freeze([]) as unknown as (SearchState | undefined)[];
+const isRegexRuleCompiled = (r: CompiledRule): boolean => r.kind !== 'lit';
 
 /** The state of a direction never fed (shared, read-only: `st` copies it before a change). */
 const FRESH: Readonly<DirState> = Object.freeze(freshDir());
@@ -709,7 +713,9 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st.searches, this.opts.joinMatches === true);
+    // Only regex rules keep a search state: literal-only rules allocate none (an idle connection's size).
+    const searches = this.rules.some(isRegexRuleCompiled) ? (st.searches ??= []) : NO_SEARCHES;
+    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', searches, this.opts.joinMatches === true);
     const { edits, matches, hold, giveUps } = scan.run(this.rules, base);
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;
@@ -739,7 +745,7 @@ class ReplaceAgent implements Agent {
     st.undecided = pos;
     st.tail = EMPTY;
     st.prev = -1;
-    st.searches = [];
+    st.searches = null;
   }
 
   snapshot(): ReplaceSnapshot {
@@ -769,7 +775,7 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
   // prev is -1 at the stream start, and after a cluster resync (no context known there).
   if ((undecided as number) === 0 && prev !== -1) return bad('prev at stream start');
-  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: [] };
+  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null };
 }
 
 /** A replace factory whose agents add to `opts.counters` (the registry makes one per gateway). */

@@ -31,7 +31,7 @@
  * removed at the end, also on error (labDown).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,7 +114,7 @@ export const TAPFWD_SOURCE = fileURLToPath(new URL('../../bench/tapfwd.c', impor
 /** dist/bench/proxy.js (the proxy runs from the build). */
 const PROXY_JS = fileURLToPath(new URL('../../dist/bench/proxy.js', import.meta.url));
 /** dist/bench/nodefwd.js: the minimal Node forwarder on the TAP addon. */
-const NODEFWD_JS = fileURLToPath(new URL('../../dist/bench/nodefwd.js', import.meta.url));
+export const NODEFWD_JS = fileURLToPath(new URL('../../dist/bench/nodefwd.js', import.meta.url));
 
 /** Compiles bench/tapfwd.c with `cc -O2` into `dir`; returns the binary's path. */
 export function compileTapfwd(dir: string): string {
@@ -125,26 +125,57 @@ export function compileTapfwd(dir: string): string {
   return out;
 }
 
-export function nginxConf(dir: string, listen: string): string {
-  return `worker_processes 1;
+/**
+ * nginx answering `return 200 BODY` on `listen` (one address:port or several). By default for
+ * new connections/s: keep-alive off, one worker of 4,096 connections. `keepAlive`: connections
+ * stay open (300 s, any number of requests); `connections`: worker_connections; `workers`: worker
+ * processes sharing the listening ports (`reuseport`: the kernel spreads connections over them),
+ * for more connections than one process may have files.
+ */
+export function nginxConf(
+  dir: string,
+  listen: string | readonly string[],
+  opts: { keepAlive?: boolean; connections?: number; workers?: number; body?: string } = {},
+): string {
+  const conns = opts.connections ?? 4096;
+  const workers = opts.workers ?? 1;
+  const reuse = workers > 1 ? ' reuseport' : '';
+  const listens = (typeof listen === 'string' ? [listen] : listen).map((l) => `    listen ${l} backlog=${Math.min(conns * workers, 65535)}${reuse};`).join('\n');
+  const keepAlive = opts.keepAlive === true ? 'keepalive_timeout 300s;\n  keepalive_requests 1000000;' : 'keepalive_timeout 0;';
+  return `worker_processes ${workers};
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/nginx-error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile ${Math.min(conns + 1024, fileLimit())};
+events { worker_connections ${conns}; }
 http {
   access_log off;
-  keepalive_timeout 0;
+  ${keepAlive}
   client_body_temp_path ${dir}/nginx-body;
   proxy_temp_path ${dir}/nginx-proxy;
   fastcgi_temp_path ${dir}/nginx-fastcgi;
   uwsgi_temp_path ${dir}/nginx-uwsgi;
   scgi_temp_path ${dir}/nginx-scgi;
   server {
-    listen ${listen} backlog=4096;
-    location / { return 200 "ok\\n"; }
+${listens}
+    location / { return 200 "${opts.body ?? 'ok\\n'}"; }
   }
 }
 `;
+}
+
+/**
+ * The hard limit on open files of this process (and of what it starts): /proc/self/limits. Raising
+ * it needs CAP_SYS_RESOURCE, which a container may not give even to root (this machine: 20,000).
+ */
+export function fileLimit(): number {
+  try {
+    const m = /^Max open files\s+\S+\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m !== null) return m[1] === 'unlimited' ? 1 << 20 : Number(m[1]);
+  } catch {
+    /* not Linux */
+  }
+  return 1024;
 }
 
 /** The throughput row of `path` with `n` parallel flows: the path's name for one, `<path> ×n` else. */

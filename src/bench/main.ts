@@ -4,7 +4,7 @@
  * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
  *
  *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk]] [--no-live] [--no-memory]
- *                    [--only engine,memory,iperf,ping,wrk,proxy,http] [--keep-profile FILE]
+ *                    [--only engine,memory,iperf,ping,wrk,proxy,conc,http] [--keep-profile FILE]
  *                    [--flows 1,8,32] [--profile-flows N]
  *
  * `--quick` runs smaller workloads (about 1.5 minutes instead of about 4); `--engine-only` only
@@ -15,13 +15,17 @@
  * about a minute). `http` is the HTTP rewriting section (issue 16, http.ts: tapgate's http agent,
  * mitmproxy and nginx sub_filter side by side, about 4.5 minutes, 2–3 with --quick;
  * `--profile=http` profiles tapgate under its 50 MiB downloads, `--profile=http-wrk` under its
- * small keep-alive requests). `--flows 1,8,32` measures every throughput path with that many
+ * small keep-alive requests). `conc` is the concurrency section (issue 18, concurrency.ts: 10,000
+ * keep-alive connections under wrk and 100,000 held open, tapgate with a rule against the Node
+ * forwarder: requests/s, RSS per connection, the table full; about 3 minutes). `--flows 1,8,32` measures every throughput path with that many
  * parallel iperf3 flows too (rows `<path> ×N`, compared with the baselines of as many flows;
  * issue 18), `--profile-flows N` profiles tapgate under N flows. Progress goes to stderr, the
  * tables to stdout.
  */
 import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
+import { benchConcurrency } from './concurrency.js';
+import { printConcurrency } from './concurrency-print.js';
 import { benchHttp } from './http.js';
 import { printHttp } from './http-print.js';
 import { benchLive, flowsRow, LIVE_PARTS, rowFlows, type LivePart, type LiveReport, type LiveRow, type ProfileWorkload } from './live.js';
@@ -55,7 +59,7 @@ for (const n of flows) if (!Number.isInteger(n) || n < 1 || n > 128) throw new E
 const profileFlows = Number(argValue('--profile-flows') ?? 1);
 if (!Number.isInteger(profileFlows) || profileFlows < 1 || profileFlows > 128) throw new Error(`--profile-flows: expected 1..128`);
 const onlyArg = argValue('--only');
-const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS, 'http'];
+const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS, 'conc', 'http'];
 const only = onlyArg === undefined ? undefined : new Set(onlyArg.split(',').filter((x) => x !== ''));
 for (const p of only ?? []) if (!ONLY_PARTS.includes(p)) throw new Error(`--only ${p}: expected some of ${ONLY_PARTS.join(',')}`);
 const liveOnly = only === undefined ? undefined : new Set(LIVE_PARTS.filter((p) => only.has(p))) as ReadonlySet<LivePart>;
@@ -64,6 +68,8 @@ const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly
 /** The HTTP section: measured when selected, or run for its profile alone (`--only= --profile=http`). */
 const httpMeasure = !args.includes('--no-live') && (only === undefined || only.has('http'));
 const httpRun = httpMeasure || (!args.includes('--no-live') && httpProfile !== undefined);
+/** The concurrency section (concurrency.ts): in the full run and with `--only conc`. */
+const concRun = !args.includes('--no-live') && (only === undefined || only.has('conc'));
 const noMemory = args.includes('--no-memory') || (only !== undefined && !only.has('memory'));
 
 type Cell = string | number;
@@ -179,7 +185,7 @@ function printMemory(mem: MemoryResult[]): string[] {
   console.log(
     table(
       mem.map((m) => ({
-        case: `${m.rule ? 'replace rule (Connection + 2 directions)' : 'no rule (flow tracking only)'}${m.ipv6 ? ', IPv6' : ''}`,
+        case: `${m.rule ? 'replace rule (Connection + 2 directions)' : 'no rule (flow tracking only)'}${m.ipv6 ? ', IPv6' : ''}${m.exchange ? ', after one request/response' : ''}`,
         connections: m.connections,
         tracked: m.tracked,
         'with engine': m.withEngine,
@@ -192,7 +198,7 @@ function printMemory(mem: MemoryResult[]): string[] {
   );
   return mem
     .filter((m) => m.rule)
-    .map((r) => `memory ≤ 1 KiB per idle connection (rule, ${r.ipv6 ? 'IPv6' : 'IPv4'}, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`);
+    .map((r) => `memory ≤ 1 KiB per idle connection (rule, ${r.ipv6 ? 'IPv6' : 'IPv4'}${r.exchange ? ', after one request/response' : ''}, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`);
 }
 
 async function main(): Promise<void> {
@@ -256,6 +262,19 @@ async function main(): Promise<void> {
     );
     goals.unshift(...printLive(live));
   }
+  const concGoals: string[] = [];
+  if (concRun && !root) {
+    console.log('\nConcurrency section skipped: it needs root (namespaces, TAPs).');
+  } else if (concRun) {
+    const log = (l: string) => console.error(`  conc: ${l}`);
+    try {
+      const rep = await benchConcurrency({ ...(quick ? { wrkSeconds: 2, open: 20_000, runs: 3 } : { wrkSeconds: 5, open: 100_000, runs: 3 }), log });
+      concGoals.push(...printConcurrency(rep, table));
+    } catch (e) {
+      console.log(`\n!!! Concurrency section FAILED: ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
   const httpGoals: string[] = [];
   if (httpRun && !root) {
     console.log('\nHTTP rewriting section skipped: it needs root (namespaces, TAPs).');
@@ -277,6 +296,7 @@ async function main(): Promise<void> {
     }
   }
   if (goals.length > 0) console.log(`\nGoals (issue 7):\n${goals.map((g) => `  - ${g}`).join('\n')}`);
+  if (concGoals.length > 0) console.log(`\nGoals (issue 18, concurrency):\n${concGoals.map((g) => `  - ${g}`).join('\n')}`);
   if (httpGoals.length > 0) console.log(`\nGoals (issue 16, HTTP rewriting):\n${httpGoals.map((g) => `  - ${g}`).join('\n')}`);
   console.log(`\n(${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${load()})`);
 }

@@ -50,7 +50,8 @@ export interface ConnectionJson {
 export class Connection<T extends { fields: TcpFields }> {
   /** dirs[0]: client → server (data the client sends); dirs[1]: server → client. */
   readonly dirs: [StreamDirection<T>, StreamDirection<T>];
-  /** Last fields seen from each side (for the ACK of gateway-originated segments). */
+  /** Last fields seen from each side (for the ACK of gateway-originated segments), kept only
+   *  while that side's direction may originate one (StreamDirection.originating). */
   private lastFields: [TcpFields | null, TcpFields | null] = [null, null];
   /** The owner's name for what made this connection rewritten (the gateway: its rule), for statistics. */
   label: string | null = null;
@@ -108,11 +109,13 @@ export class Connection<T extends { fields: TcpFields }> {
       const fields = { ...f, sack: f.sack };
       if (f.flags & TCP_ACK) fields.ack = this.translateAck(side, f.ack);
       out.push({ tag, fields, payload: payload.length > 0 ? new Uint8Array(0) : payload, changed: payload.length > 0, synth: false });
+      this.dropFields(side);
       return;
     }
     const hasData = payload.length > 0 || (f.flags & (TCP_FIN | TCP_RST)) !== 0;
     if (!hasData) {
       out.push({ tag, fields: this.translate(side, f, d.mapEmpty(this.pos(side, f.seq)), 0), payload, changed: false, synth: false });
+      this.dropFields(side);
       return;
     }
     const rel: Release<T>[] = [];
@@ -122,6 +125,12 @@ export class Connection<T extends { fields: TcpFields }> {
       rel,
     );
     for (const r of rel) out.push(this.emit(side, r));
+    this.dropFields(side);
+  }
+
+  /** Forgets `side`'s last fields unless its direction may originate a segment (memory). */
+  private dropFields(side: 0 | 1): void {
+    if (!this.dirs[side].originating) this.lastFields[side] = null;
   }
 
   /**

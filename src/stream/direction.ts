@@ -86,20 +86,17 @@ export interface DirectionJson {
 }
 
 /**
- * State a direction needs only once data flowed (bytes held, stored or queued, a FIN, a
- * gateway-originated segment, the agent switched off): created on first use, so a direction
- * that only saw the handshake is small (issue 7). StreamDirection reaches these fields through
- * accessors of the same names; writing a field's initial value does not create the object.
+ * State a direction needs only while data is in flight (bytes held, stored or queued), or once it
+ * ended or changed mode (a FIN, a gateway-originated segment, the agent switched off): created on
+ * first use, and dropped again when everything is acknowledged and nothing is held (`compact`),
+ * so a direction that only saw the handshake, or an idle keep-alive connection, is small (issues
+ * 7 and 18). StreamDirection reaches these fields through accessors of the same names; writing
+ * a field's initial value does not create the object.
  */
 class Busy<T> {
   held: ByteStore | null = null;
   /** When the sender last sent a segment (the hold timer's start). */
   heldSinceMs = 0;
-  /**
-   * The receiver's advertised right edge (ack + window) in this direction's positions, from its
-   * latest ACK (kept only while there is a Busy part: a connection holding bytes has one).
-   */
-  rcvEdge = -1;
   store: ByteStore | null = null;
   queue: Queued<T>[] = NO_LIST;
   queueBytes = 0;
@@ -152,7 +149,12 @@ export class StreamDirection<T> {
   /** Commands created so far (the cluster publishes a snapshot before releasing bytes that
    *  depend on a new one: it compares this number with the one last published). */
   changes = 0;
-  /** The rest of the state, once needed (see Busy). */
+  /**
+   * The receiver's advertised right edge (ack + window) in this direction's positions, from its
+   * latest ACK (−1: none yet). Read by the hold timer.
+   */
+  private rcvEdge = -1;
+  /** The rest of the state, while needed (see Busy). */
   private busy: Busy<T> | null = null;
   private readonly env: Env;
 
@@ -200,7 +202,7 @@ export class StreamDirection<T> {
 
   /** The receiver's latest right edge, in this direction's positions (Connection.translate). */
   receiverEdge(edge: number): void {
-    if (this.busy !== null) this.busy.rcvEdge = edge;
+    this.rcvEdge = edge;
   }
   private get _held(): ByteStore | null {
     return this.busy === null ? null : this.busy.held;
@@ -283,12 +285,12 @@ export class StreamDirection<T> {
    *  must not create it use heldFrom / heldBytes. */
   private get held(): ByteStore {
     const b = this.b;
-    return (b.held ??= new ByteStore(0, true));
+    return (b.held ??= new ByteStore(this.x, true));
   }
   /** The processed-unacknowledged bytes' store, created on first use. */
   private get store(): ByteStore {
     const b = this.b;
-    return (b.store ??= new ByteStore(0));
+    return (b.store ??= new ByteStore(this.x));
   }
 
   get heldFrom(): number {
@@ -356,9 +358,10 @@ export class StreamDirection<T> {
     if (p > this.sndAckOrg) {
       this.sndAckOrg = p;
       this.counters.commandsPruned += this.cmds.prune(p);
-      this.store.dropBelow(p);
+      this.busy?.store?.dropBelow(p);
     }
     if (this.synth && this.rcvAckNew >= this.synth.newPos + this.synth.data.length) this.synth = null;
+    this.compact();
     return p;
   }
 
@@ -367,8 +370,9 @@ export class StreamDirection<T> {
     this.counters.segments++;
     this.lastTag = seg.tag;
     // The hold timer runs from the sender's last segment: while data (or retransmissions) keep
-    // coming, the match may still complete, so the agent is not made to decide yet.
-    this.heldSinceMs = nowMs;
+    // coming, the match may still complete, so the agent is not made to decide yet. (A direction
+    // without a Busy part holds nothing: it is set below if this segment makes it hold.)
+    if (this.busy !== null) this.busy.heldSinceMs = nowMs;
     if (seg.rst) {
       // A RST is not a decision point: it may be spoofed and not taken by the receiver (the
       // tracker only lets exact ones close, but "exact" from the middle can still differ from
@@ -387,8 +391,35 @@ export class StreamDirection<T> {
     this.handle(seg, nowMs, out);
     this.drain(nowMs, out);
     this.takeSynth(out);
-    // A template for segments the gateway may have to originate later, kept only when needed.
-    if (this.heldBytes > 0 || this.synth) this.lastTag = this.retain(seg.tag);
+    // A template for segments the gateway may have to originate later, kept only when needed:
+    // otherwise dropped (an idle keep-alive connection would keep its last segment's tag, its
+    // header fields and, in process, its frame: about 1 KiB per connection).
+    this.lastTag = this.originating ? this.retain(seg.tag) : undefined;
+    if (this.heldBytes > 0) this.heldSinceMs = nowMs;
+    this.compact();
+  }
+
+  /**
+   * Bytes are held or a gateway-originated segment is outstanding: the gateway may have to send
+   * a segment of its own, built on the sender's latest segment (lastTag, Connection.lastFields).
+   */
+  get originating(): boolean {
+    return this.heldBytes > 0 || this.synth !== null;
+  }
+
+  /**
+   * Drops the Busy part when nothing in it is needed any more: everything processed is
+   * acknowledged, nothing is held, queued or originated, no FIN, the agent on, not adopting. An
+   * idle keep-alive connection then costs no more than one that only saw its handshake.
+   */
+  private compact(): void {
+    const b = this.busy;
+    if (b === null) return;
+    if ((b.store !== null && b.store.size > 0) || (b.held !== null && b.held.size > 0) || b.queue.length > 0 || b.synth !== null || b.synthOut.length > 0) return;
+    if (b.finPos >= 0 || b.finProcessed || b.agentOff || b.adopting || b.reset || b.lastTag !== undefined) return;
+    // An empty store's start is where the next byte goes: x for both (see process).
+    if ((b.store !== null && b.store.start !== this.x) || (b.held !== null && b.held.start !== this.x)) return;
+    this.busy = null;
   }
 
   private takeSynth(out: Release<T>[]): void {
@@ -549,6 +580,9 @@ export class StreamDirection<T> {
     const x0 = this.x;
     this.adopting = false;
     this.store.append(data);
+    // The held region [h, x0); a direction without a held store holds nothing (h = x0).
+    const hs = this._held;
+    const h = hs === null ? x0 : hs.start;
     this.x = m;
     const lim = this.limits.normalizeBytesPerConn;
     if (this.store.size > lim) {
@@ -558,7 +592,6 @@ export class StreamDirection<T> {
     this.counters.agentBytes += data.length;
     if (!this.agent || this.agentOff) return;
 
-    const h = this.held.start;
     let res: AgentOutput;
     try {
       res = this.agent.feed(this.dir, x0, data);
@@ -578,13 +611,14 @@ export class StreamDirection<T> {
     if (u <= x0) {
       // Nothing past the old held region is decided: the new bytes join the held region and
       // whatever was decided of it [h, u) is emitted at x0.
-      const decided = this.held.read(h, u);
+      const held = hs ?? (this.b.held = new ByteStore(x0, true));
+      const decided = held.read(h, u);
       const d = applyEdits(edits, decided, h);
       this.ownCmds().add(x0, m - x0, d, now);
       this.counters.commands++;
       this.changes++;
-      this.held.dropBelow(u);
-      this.held.append(data);
+      held.dropBelow(u);
+      held.append(data);
     } else {
       // The old held region [h, x0) is decided, together with any edit that begins in it.
       let e0 = x0;
@@ -605,7 +639,7 @@ export class StreamDirection<T> {
         this.counters.commands++;
         this.changes++;
       }
-      this.held.reset(u);
+      if (u < m || hs !== null) this.held.reset(u);
       if (u < m) {
         this.ownCmds().add(u, m - u, EMPTY, now);
         this.counters.commands++;
@@ -613,7 +647,7 @@ export class StreamDirection<T> {
         this.held.append(data.subarray(u - x0));
       }
     }
-    if (this.held.size > 0) {
+    if (this.heldBytes > 0) {
       if (!(h === this.held.start && h < x0)) this.counters.holds++;
       if (this.held.size > this.limits.maxHeldBytes) this.flush('limit', nowMs);
     }
@@ -677,7 +711,7 @@ export class StreamDirection<T> {
     // fill (a retransmission), and flushing now would decide a match that may still complete.
     if (this.reset) return;
     if (this.heldBytes > 0 && this.queue.length === 0) {
-      if (this.busy !== null && this.busy.rcvEdge >= 0 && this.busy.rcvEdge <= this.x) {
+      if (this.rcvEdge >= 0 && this.rcvEdge <= this.x) {
         // The receiver's window ends at what the sender has sent: the sender cannot send the rest
         // of a match, however long it is silent (a receiver not reading: a rate-limited client).
         // Not a timeout: the hold timer restarts once the window opens.

@@ -1,13 +1,18 @@
 /**
  * Issue 7: a direction that only saw the handshake allocates no stores, queue or command array;
  * its state still serialises (version 1) and round-trips, and it works as before once data flows.
+ * Issue 18: a keep-alive direction whose bytes are all acknowledged drops that state again, and
+ * the next exchange finds its positions where they were (normalisation, holds, commands).
  */
 import { describe, expect, it } from 'vitest';
+import type { Half } from '../../src/flow/table.js';
 import { ByteStore } from '../../src/stream/bytestore.js';
+import { Connection, type TcpFields, type TcpOut } from '../../src/stream/connection.js';
 import { CommandList } from '../../src/stream/commands.js';
 import { newStreamCounters } from '../../src/stream/counters.js';
 import { StreamDirection, type Release } from '../../src/stream/direction.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
+import { literalAgent } from '../helpers/literal-agent.js';
 
 const b = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
 
@@ -78,5 +83,81 @@ describe('lazily allocated direction state', () => {
     l.add(5, 0, b('Z'), 0);
     expect(l.map(5)).toBe(6);
     expect(new CommandList().list()).toEqual([]);
+  });
+
+  it('drops the busy part once everything is acknowledged; the next exchange normalises and holds at the right positions', () => {
+    const counters = newStreamCounters();
+    const d = new StreamDirection<string>('s2c', literalAgent('Hello world', 'Hi there'), DEFAULT_LIMITS, counters, { queueBytes: 0 });
+    const raw = d as unknown as { busy: unknown };
+    const text = (o: Release<string>[]) => o.map((r) => Buffer.from(r.payload).toString('latin1')).join('');
+    // One exchange: the response is processed, then acknowledged in full: nothing is kept.
+    let out: Release<string>[] = [];
+    d.onSegment({ pos: 0, payload: b('HTTP 200 Hello world\n'), fin: false, rst: false, tag: 'r1' }, 0, out);
+    expect(text(out)).toBe('HTTP 200 Hi there\n');
+    expect(raw.busy).not.toBeNull();
+    d.onReceiverAck(d.map(21));
+    expect(raw.busy).toBeNull();
+    // The next response: its bytes are stored from position 21 (a retransmission with other
+    // bytes is normalised to the first ones), and a split match is held and completed.
+    out = [];
+    d.onSegment({ pos: 21, payload: b('second Hello'), fin: false, rst: false, tag: 'r2' }, 10, out);
+    expect(text(out)).toBe('second ');
+    expect(d.heldBytes).toBe(5);
+    expect(d.heldFrom).toBe(28);
+    expect(d.nextTimerMs()).toBe(10 + DEFAULT_LIMITS.holdTimeoutMs);
+    out = [];
+    d.onSegment({ pos: 21, payload: b('SECOND'), fin: false, rst: false, tag: 'r2x' }, 20, out);
+    expect(text(out)).toBe('second');
+    expect(counters.normalized).toBe(1);
+    out = [];
+    d.onSegment({ pos: 33, payload: b(' world!'), fin: false, rst: false, tag: 'r3' }, 30, out);
+    expect(text(out)).toBe('Hi there!');
+    expect(out[0]!.newPos).toBe(d.map(21) + 7);
+    d.onReceiverAck(d.map(40));
+    expect(raw.busy).toBeNull();
+    expect(d.sndAckOrg).toBe(40);
+  });
+
+  it('keeps the busy part while a hold, a FIN or unacknowledged bytes need it', () => {
+    const d = new StreamDirection<string>('c2s', literalAgent('abc', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const raw = d as unknown as { busy: unknown };
+    const out: Release<string>[] = [];
+    d.onSegment({ pos: 0, payload: b('xxab'), fin: false, rst: false, tag: 'a' }, 0, out);
+    d.onReceiverAck(2);
+    expect(d.heldBytes).toBe(2);
+    expect(raw.busy).not.toBeNull(); // held bytes
+    d.onSegment({ pos: 4, payload: b('c'), fin: false, rst: false, tag: 'b' }, 0, out);
+    expect(raw.busy).not.toBeNull(); // not acknowledged yet
+    d.onReceiverAck(d.map(5));
+    expect(raw.busy).toBeNull();
+    d.onSegment({ pos: 5, payload: b(''), fin: true, rst: false, tag: 'f' }, 0, out);
+    d.onReceiverAck(d.map(5) + 1);
+    expect(raw.busy).not.toBeNull(); // the FIN's position stays known
+    expect(d.finPos).toBe(5);
+  });
+
+  it('an idle keep-alive connection keeps neither direction\'s busy part nor its last header fields', () => {
+    const half = (isn: number): Half => ({ isn, mss: 1460, wscale: -1, sackPermitted: true, timestamps: false, finSeen: false, rstSeen: false });
+    type Tag = { fields: TcpFields };
+    const conn = new Connection<Tag>([half(1000), half(5000)], literalAgent('world', 'there'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const seg = (side: 0 | 1, seq: number, ack: number, data: string): TcpOut<Tag>[] => {
+      const fields: TcpFields = { seq, ack, flags: 0x18, window: 65535, urgent: 0, sack: null };
+      const out: TcpOut<Tag>[] = [];
+      conn.handle(side, fields, b(data), { fields }, 0, out);
+      return out;
+    };
+    const req = 'GET / HTTP/1.1\r\n\r\n';
+    const res = 'HTTP/1.1 200 OK\r\n\r\nhello world';
+    for (let i = 0; i < 2; i++) {
+      const c = 1001 + i * req.length;
+      const s0 = 5001 + i * res.length;
+      seg(0, c, s0, req);
+      const out = seg(1, s0, c + req.length, res);
+      expect(Buffer.from(out[0]!.payload).toString()).toBe('HTTP/1.1 200 OK\r\n\r\nhello there');
+      seg(0, c + req.length, out[0]!.fields.seq + out[0]!.payload.length, '');
+      const raw = conn as unknown as { dirs: Array<{ busy: unknown }>; lastFields: unknown[] };
+      expect(raw.dirs.map((d) => d.busy)).toEqual([null, null]);
+      expect(raw.lastFields).toEqual([null, null]);
+    }
   });
 });

@@ -1,0 +1,67 @@
+/**
+ * The concurrency section's tables and goal lines (concurrency.ts; issue 18): requests/s and
+ * resident memory per live connection, tapgate with a rule against the Node forwarder.
+ */
+import type { ConcurrencyReport } from './concurrency.js';
+import { median } from './live.js';
+
+type Cell = string | number;
+type Table = (rows: Array<Record<string, Cell>>) => string;
+
+const kib = (b: number): number => b / 1024;
+
+/** Prints the tables; returns the goal lines. */
+export function printConcurrency(rep: ConcurrencyReport, table: Table): string[] {
+  const nf = rep.paths.find((p) => p.path.startsWith('Node forwarder'));
+  const tg = rep.paths.find((p) => p.path.startsWith('tapgate'));
+  const ratio = (a: number, b: number | undefined): number => (b !== undefined && b > 0 ? a / b : NaN);
+  console.log(`\nConcurrency: wrk -t2 -c${rep.wrkConns} keep-alive against nginx (median of runs; RSS: the gateway's highest resident set during the run minus before it, per connection):`);
+  console.log(
+    table(
+      rep.paths.map((p) => ({
+        path: p.path,
+        'req/s': median(p.wrkRps),
+        runs: p.wrkRps.map((x) => x.toFixed(0)).join(' '),
+        'vs Node fwd': ratio(median(p.wrkRps), nf && median(nf.wrkRps)),
+        'RSS KiB/conn': kib(median(p.wrkRssPerConn)),
+        'wrk errors': p.wrkErrors,
+      })),
+    ),
+  );
+  console.log(`\nConcurrency: ${rep.open} keep-alive connections opened and held (conngen.ts, one request each), then one request on every one:`);
+  console.log(
+    table(
+      rep.paths.map((p) => ({
+        path: p.path,
+        opened: p.opened,
+        failed: p.openFailed,
+        'opened/s': (p.opened / p.openMs) * 1000,
+        tracked: p.tracked ?? '-',
+        'RSS KiB/conn': kib(p.rssPerTracked),
+        'round req/s': p.roundRps,
+        'vs Node fwd': ratio(p.roundRps, nf?.roundRps),
+        'round failed': p.roundFailed,
+      })),
+    ),
+  );
+  const goals: string[] = [];
+  const verdict = (ok: boolean) => (ok ? 'HOLDS' : 'MISSED');
+  if (tg?.full !== undefined) {
+    const f = tg.full;
+    console.log(
+      `Table full (limits.maxConnections ${rep.open}): ${f.failed} of ${f.tried} more connections failed, ${f.tableFull} SYNs refused (tableFull); ` +
+        `afterwards ${f.answeredAfter} of ${f.of} live connections answered`,
+    );
+    goals.push(`table full: every extra connection refused and every live one answering: ${f.failed}/${f.tried} refused, ${f.answeredAfter}/${f.of} answered — ${verdict(f.failed === f.tried && f.tableFull >= f.tried && f.answeredAfter === f.of)}`);
+  }
+  if (tg !== undefined && nf !== undefined) {
+    const r = ratio(median(tg.wrkRps), median(nf.wrkRps));
+    goals.push(`requests/s with ${rep.wrkConns} connections ≥ 0.8× Node forwarder: ${median(tg.wrkRps).toFixed(0)} vs ${median(nf.wrkRps).toFixed(0)} (×${r.toFixed(2)}) — ${verdict(r >= 0.8)}`);
+    const w = kib(median(tg.wrkRssPerConn));
+    goals.push(`RSS per live connection ≤ 2 KiB with a rule (wrk ×${rep.wrkConns}): ${w.toFixed(2)} KiB — ${verdict(w <= 2)}`);
+    const o = kib(tg.rssPerTracked);
+    goals.push(`RSS per live connection ≤ 2 KiB with a rule (${tg.opened} held): ${o.toFixed(2)} KiB — ${verdict(o <= 2)}`);
+  }
+  for (const n of rep.notes) console.log(`note: ${n}`);
+  return goals;
+}

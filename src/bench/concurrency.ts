@@ -1,0 +1,320 @@
+/**
+ * Concurrency at scale, live (issue 18): many keep-alive connections through a rule, next to the
+ * Node forwarder (the TAP addon forwarding every frame, no gateway) measured in the same run.
+ *
+ * - `wrk ×C`: `wrk -t2 -cC` (HTTP/1.1 keep-alive, `wrkSeconds`) against nginx (`return 200`) in
+ *   the server namespace: requests/s, and the gateway's resident memory per live connection
+ *   (the highest RSS sampled during the run minus the RSS before it, over C). Interleaved
+ *   rounds, medians.
+ * - `open ×N`: conngen.ts opens N connections (spread over four nginx ports, so that the
+ *   client's source ports suffice), one request each, and keeps them open; then one more request
+ *   on every one of them (requests/s over N live connections). RSS per tracked connection:
+ *   after the opening minus before it, over N. The gateway's own count of active flows
+ *   (`tapgate_flows_active` from `--metrics`) says they were all tracked.
+ * - Table full (tapgate only; its `limits.maxConnections` is N): `extra` more connections are
+ *   opened; each must fail (the SYN refused, counted in `tapgate_flows_table_full_total`) and
+ *   every one of the N live connections must still answer afterwards.
+ *
+ * Every answer's body is checked: the rule (`tapgate-ok` → `TAPGATE-OK`, same length so the
+ * framing holds) must have rewritten it through tapgate, and nothing must have changed it
+ * through the Node forwarder. Needs root, wrk, nginx, curl and a built dist/.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { gatewayArgv } from '../lab/gateway-argv.js';
+import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName, readPidFile } from '../lab/lab.js';
+import { fileLimit, nginxConf, NODEFWD_JS, parseWrk } from './live.js';
+
+const CONNGEN_JS = fileURLToPath(new URL('../../dist/bench/conngen.js', import.meta.url));
+const SERVER = '10.200.0.2';
+/** wrk's port, and the ports the opened connections are spread over (all under the rule). */
+const WRK_PORT = 8080;
+const OPEN_PORTS = [8081, 8082, 8083, 8084];
+const METRICS = '127.0.0.1:9479';
+/** What nginx answers, and what the rule makes of it (same length: the framing holds). */
+const BODY = 'tapgate-ok\n';
+const REWRITTEN = 'TAPGATE-OK\n';
+
+export function concurrencyRuleYaml(maxConnections: number): string {
+  return `# npm run bench (concurrency): a rule on every measured port, rewriting nginx's answer
+limits:
+  maxConnections: ${maxConnections}
+  closedTimeoutMs: 1000
+rules:
+  - match: { port: [${[WRK_PORT, ...OPEN_PORTS].join(', ')}] }
+    agent: replace
+    replace:
+      - { find: "tapgate-ok", with: "TAPGATE-OK" }
+`;
+}
+
+export interface ConcurrencyOptions {
+  /** wrk's connections. Default 10,000. */
+  wrkConns?: number;
+  wrkSeconds?: number;
+  /** Connections opened and held. Default 100,000. */
+  open?: number;
+  /** Connections tried beyond a full table. Default 1,000. */
+  extra?: number;
+  runs?: number;
+  prefix?: string;
+  log?: (line: string) => void;
+}
+
+export interface ConcurrencyPath {
+  path: string;
+  /** wrk: requests/s per round, and RSS per connection (bytes) per round. */
+  wrkRps: number[];
+  wrkRssPerConn: number[];
+  wrkErrors: number;
+  /** The opened connections. */
+  opened: number;
+  openFailed: number;
+  openMs: number;
+  /** Flows the gateway counted active with every connection open (tapgate only). */
+  tracked?: number;
+  rssPerTracked: number;
+  /** One request on each open connection. */
+  roundRps: number;
+  roundFailed: number;
+  /** Table full (tapgate only). */
+  full?: { tried: number; failed: number; tableFull: number; answeredAfter: number; of: number };
+}
+
+export interface ConcurrencyReport {
+  wrkConns: number;
+  open: number;
+  paths: ConcurrencyPath[];
+  notes: string[];
+}
+
+/** Resident set of a process, bytes. */
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+interface GenAnswer {
+  ok: number;
+  failed: number;
+  ms: number;
+  open: number;
+  why: Record<string, number>;
+}
+
+/** One conngen.ts process in the client namespace, driven one command at a time. */
+class GenProcess {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly waiting: Array<(o: Record<string, unknown>) => void> = [];
+  private stderr = '';
+
+  constructor(prefix: string, expect: string, timeoutMs: number, parallel: number) {
+    const argv = [process.execPath, CONNGEN_JS, SERVER, OPEN_PORTS.join(','), expect.replace(/\n/g, '\\n'), '--parallel', String(parallel), '--timeout-ms', String(timeoutMs)];
+    this.child = spawn('ip', ['netns', 'exec', nsName(prefix, 'client'), ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stderr.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
+    createInterface({ input: this.child.stdout }).on('line', (l) => this.waiting.shift()?.(JSON.parse(l) as Record<string, unknown>));
+    this.child.on('close', () => {
+      for (const w of this.waiting.splice(0)) w({ error: `conngen exited: ${this.stderr.slice(-500)}` });
+    });
+  }
+
+  ask(cmd: string): Promise<GenAnswer> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push((o) => (typeof o.error === 'string' ? reject(new Error(o.error)) : resolve(o as never)));
+      this.child.stdin.write(`${cmd}\n`);
+    });
+  }
+
+  async quit(): Promise<void> {
+    const closed = new Promise((r) => this.child.on('close', r));
+    this.child.stdin.end('quit\n');
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
+    this.child.kill('SIGKILL');
+  }
+}
+
+/**
+ * Enough conngen.ts processes for `conns` connections: a process may not have more open files
+ * than the hard limit (fileLimit), which root cannot raise without CAP_SYS_RESOURCE. Commands go
+ * to all; answers are summed (ms: the slowest).
+ */
+class Generator {
+  private readonly procs: GenProcess[];
+
+  constructor(prefix: string, conns: number, expect: string, timeoutMs: number) {
+    const n = Math.max(1, Math.ceil(conns / perProcess()));
+    this.procs = Array.from({ length: n }, () => new GenProcess(prefix, expect, timeoutMs, Math.max(50, Math.floor(400 / n))));
+  }
+
+  /** `open N` split over the processes, or a command for each. */
+  async ask(cmd: string): Promise<GenAnswer> {
+    const m = /^open (\d+)$/.exec(cmd);
+    const n = this.procs.length;
+    const answers = await Promise.all(
+      this.procs.map((p, i) => (m === null ? p.ask(cmd) : p.ask(`open ${Math.floor(Number(m[1]) / n) + (i < Number(m[1]) % n ? 1 : 0)}`))),
+    );
+    const sum: GenAnswer = { ok: 0, failed: 0, ms: 0, open: 0, why: {} };
+    for (const a of answers) {
+      sum.ok += a.ok;
+      sum.failed += a.failed;
+      sum.open += a.open;
+      sum.ms = Math.max(sum.ms, a.ms);
+      for (const [k, v] of Object.entries(a.why)) sum.why[k] = (sum.why[k] ?? 0) + v;
+    }
+    return sum;
+  }
+
+  async quit(): Promise<void> {
+    await Promise.all(this.procs.map((p) => p.quit()));
+  }
+}
+
+/** Connections per process (conngen, an nginx worker), under the file limit with room to spare. */
+function perProcess(): number {
+  return Math.max(100, Math.floor(fileLimit() * 0.75));
+}
+
+/** A metric of the gateway's `--metrics` endpoint (scraped from inside the gw namespace). */
+async function metric(prefix: string, name: string): Promise<number> {
+  const r = await labExec(prefix, 'gw', ['curl', '-s', '--max-time', '10', `http://${METRICS}/metrics`], { timeoutMs: 15_000 });
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(r.stdout);
+  if (m === null) throw new Error(`metric ${name} not found at ${METRICS}: ${r.stdout.slice(0, 200)} ${r.stderr}`);
+  return Number(m[1]);
+}
+
+/** wrk's figures, or an error with what it said. */
+function parseWrkOrThrow(r: { stdout: string; stderr: string; code: number | null }): ReturnType<typeof parseWrk> {
+  try {
+    return parseWrk(r.stdout);
+  } catch {
+    throw new Error(`wrk failed (exit ${r.code}): ${(r.stderr || r.stdout).slice(0, 500)}`);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<ConcurrencyReport> {
+  const wrkConns = opts.wrkConns ?? 10_000;
+  const wrkSeconds = opts.wrkSeconds ?? 5;
+  const open = opts.open ?? 100_000;
+  const extra = opts.extra ?? 1000;
+  const runs = opts.runs ?? 3;
+  const P = opts.prefix ?? 'tgbconc';
+  const log = opts.log ?? (() => {});
+  const notes: string[] = [];
+  if (wrkConns > perProcess()) throw new Error(`wrk ×${wrkConns}: more connections than one process may open here (hard file limit ${fileLimit()})`);
+  const tmp = mkdtempSync(join(tmpdir(), 'tapgate-conc-'));
+  const config = join(tmp, 'conc.yaml');
+  writeFileSync(config, concurrencyRuleYaml(open));
+  const cases = [
+    { path: 'Node forwarder GSO (addon only)', tapgate: false, argv: [process.execPath, NODEFWD_JS, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet'] },
+    { path: 'tapgate GSO, rule', tapgate: true, argv: gatewayArgv({ vnetHdr: true, config, metrics: METRICS }) },
+  ];
+  const paths: ConcurrencyPath[] = cases.map((c) => ({
+    path: c.path, wrkRps: [], wrkRssPerConn: [], wrkErrors: 0, opened: 0, openFailed: 0, openMs: 0, rssPerTracked: NaN, roundRps: NaN, roundFailed: 0,
+  }));
+  const gatewayPid = (): number => {
+    const p = readPidFile(labStateDir(P), 'gateway');
+    if (p === undefined || !p.alive) throw new Error('the gateway is not running');
+    return p.pid;
+  };
+  const wrk = (conns: number, seconds: number) =>
+    labExec(P, 'client', ['wrk', '-t2', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', `http://${SERVER}:${WRK_PORT}/`], {
+      timeoutMs: (seconds + 60) * 1000,
+    });
+  const sh = (ns: string, ...kv: string[]) => labExec(P, ns as 'client', ['sysctl', '-q', '-w', ...kv]);
+  try {
+    await labDown(P);
+    await labUp({ prefix: P });
+    // Many connections: every source port, TIME_WAIT ports reused, deep accept queues.
+    await sh('client', 'net.ipv4.ip_local_port_range=1024 65535', 'net.ipv4.tcp_tw_reuse=1');
+    await sh('server', 'net.core.somaxconn=65535', 'net.ipv4.tcp_max_syn_backlog=65535');
+    writeFileSync(join(tmp, 'nginx.conf'), nginxConf(tmp, [WRK_PORT, ...OPEN_PORTS].map((p) => `${SERVER}:${p}`), {
+      keepAlive: true,
+      connections: perProcess(),
+      // reuseport spreads connections unevenly: room for a third more per worker.
+      workers: Math.ceil(((open + extra + wrkConns) * 1.34) / perProcess()),
+      body: BODY.replace('\n', '\\n'),
+    }));
+    labSpawn(P, 'server', 'nginx', ['nginx', '-p', tmp, '-c', join(tmp, 'nginx.conf')]);
+    await sleep(500);
+    const up = async (i: number): Promise<void> => {
+      await labUp({ prefix: P, gatewayCommand: cases[i]!.argv });
+      await wrk(100, 1); // JIT warm-up, ARP
+      await sleep(300);
+    };
+
+    // wrk with many keep-alive connections, interleaved rounds.
+    for (let round = 0; round < runs; round++) {
+      for (let i = 0; i < cases.length; i++) {
+        await up(i);
+        try {
+          const pid = gatewayPid();
+          const before = rssOf(pid);
+          let peak = before;
+          const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 100);
+          const r = await wrk(wrkConns, wrkSeconds);
+          clearInterval(sampler);
+          const w = parseWrkOrThrow(r);
+          const pth = paths[i]!;
+          pth.wrkRps.push(w.rps);
+          pth.wrkRssPerConn.push((peak - before) / wrkConns);
+          pth.wrkErrors += w.errors;
+          log(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
+          if (w.errors > w.requests / 100) notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.errors} errors in ${w.requests} requests`);
+        } finally {
+          await sleep(1500); // the closes go through before the gateway stops (else the next one
+          await labKill(P, 'gateway'); // picks their retransmissions up as mid-stream entries)
+        }
+      }
+    }
+
+    // Many connections opened and held, one pass each.
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[i]!;
+      const pth = paths[i]!;
+      await up(i);
+      const gen = new Generator(P, open + extra, c.tapgate ? REWRITTEN : BODY, 3000);
+      try {
+        const pid = gatewayPid();
+        await sleep(3000); // the warm-up's closed connections leave the table (closedTimeoutMs 1 s)
+        const before = rssOf(pid);
+        const o = await gen.ask(`open ${open}`);
+        pth.opened = o.ok;
+        pth.openFailed = o.failed;
+        pth.openMs = o.ms;
+        await sleep(1000);
+        pth.rssPerTracked = (rssOf(pid) - before) / Math.max(1, o.ok);
+        if (c.tapgate) pth.tracked = await metric(P, 'tapgate_flows_active');
+        log(`${pth.path}: opened ${o.ok} in ${o.ms} ms (${o.failed} failed ${JSON.stringify(o.why)}), RSS +${(pth.rssPerTracked * o.ok / 2 ** 20).toFixed(1)} MiB, tracked ${pth.tracked ?? '-'}`);
+        if (o.failed > 0) notes.push(`${pth.path}: ${o.failed} of ${open} connections failed to open: ${JSON.stringify(o.why)}`);
+        const r = await gen.ask('round');
+        pth.roundRps = (r.ok / r.ms) * 1000;
+        pth.roundFailed = r.failed;
+        log(`${pth.path}: one request on each of ${o.ok}: ${r.ok} answered in ${r.ms} ms (${r.failed} failed ${JSON.stringify(r.why)})`);
+        if (c.tapgate) {
+          const full0 = await metric(P, 'tapgate_flows_table_full_total');
+          const x = await gen.ask(`open ${extra}`);
+          const tableFull = (await metric(P, 'tapgate_flows_table_full_total')) - full0;
+          const after = await gen.ask('round');
+          pth.full = { tried: extra, failed: x.failed, tableFull, answeredAfter: after.ok, of: x.open };
+          log(`${pth.path}: table full: ${x.failed} of ${extra} more failed (${JSON.stringify(x.why)}), ${tableFull} SYNs refused; then ${after.ok} of ${x.open} answered`);
+        }
+      } finally {
+        await gen.quit();
+        await sleep(1500);
+        await labKill(P, 'gateway');
+      }
+    }
+  } finally {
+    await labDown(P);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return { wrkConns, open, paths, notes };
+}
+
