@@ -24,7 +24,7 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
         runs: p.wrkRps.map((x) => x.toFixed(0)).join(' '),
         'vs Node fwd': ratio(median(p.wrkRps), nf && median(nf.wrkRps)),
         'RSS KiB/conn': kib(median(p.wrkRssPerConn)),
-        'wrk errors': p.wrkErrors,
+        'wrk errors': String(p.wrkErrors),
       })),
     ),
   );
@@ -33,14 +33,14 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
     table(
       rep.paths.map((p) => ({
         path: p.path,
-        opened: p.opened,
-        failed: p.openFailed,
+        opened: String(p.opened),
+        failed: String(p.openFailed),
         'opened/s': (p.opened / p.openMs) * 1000,
-        tracked: p.tracked ?? '-',
+        tracked: p.tracked === undefined ? '-' : String(p.tracked),
         'RSS KiB/conn': kib(p.rssPerTracked),
         'round req/s': p.roundRps,
         'vs Node fwd': ratio(p.roundRps, nf?.roundRps),
-        'round failed': p.roundFailed,
+        'round failed': String(p.roundFailed),
       })),
     ),
   );

@@ -43,7 +43,6 @@ export function concurrencyRuleYaml(maxConnections: number): string {
   return `# npm run bench (concurrency): a rule on every measured port, rewriting nginx's answer
 limits:
   maxConnections: ${maxConnections}
-  closedTimeoutMs: 1000
 rules:
   - match: { port: [${[WRK_PORT, ...OPEN_PORTS].join(', ')}] }
     agent: replace
@@ -227,6 +226,37 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     labExec(P, 'client', ['wrk', '-t2', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', `http://${SERVER}:${WRK_PORT}/`], {
       timeoutMs: (seconds + 60) * 1000,
     });
+  /**
+   * Waits until every connection's close went through (100,000 take a few seconds) before the gateway stops: a close cut off
+   * leaves sockets whose retransmissions the next gateway would take up as mid-stream entries
+   * (filling its table) and server sockets that answer a reused 4-tuple's SYN with an ACK. (A
+   * first version expired closed connections after 1 s: the server's retransmitted FINs, after
+   * the final ACKs were lost in the burst, then met no connection and were dropped as mid-stream
+   * segments under the rule, and 15,000 server sockets stayed in LAST-ACK.)
+   */
+  const closed = async (): Promise<void> => {
+    const t0 = Date.now();
+    const deadline = t0 + 60_000;
+    for (;;) {
+      // The client's sockets all closed (TIME-WAIT), no client close in progress at the server.
+      // (wrk leaves some server sockets established that its client never had; nginx closes them
+      // 60 s later, and their FINs, for connections nobody tracks, stay in FIN-WAIT: not waited for.)
+      let busy = 0;
+      for (const [ns, closing] of [['client', /^(?!LISTEN|TIME-WAIT)\S/], ['server', /^(LAST-ACK|CLOSE-WAIT)/]] as const) {
+        const r = await labExec(P, ns, ['ss', '-Htan'], { timeoutMs: 30_000 });
+        for (const line of r.stdout.split('\n')) if (closing.test(line)) busy++;
+      }
+      if (busy === 0) {
+        log(`closes done in ${Date.now() - t0} ms`);
+        return;
+      }
+      if (Date.now() > deadline) {
+        notes.push(`${busy} sockets still closing after 60 s`);
+        return;
+      }
+      await sleep(500);
+    }
+  };
   const sh = (ns: string, ...kv: string[]) => labExec(P, ns as 'client', ['sysctl', '-q', '-w', ...kv]);
   try {
     await labDown(P);
@@ -268,8 +298,8 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
           log(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
           if (w.errors > w.requests / 100) notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.errors} errors in ${w.requests} requests`);
         } finally {
-          await sleep(1500); // the closes go through before the gateway stops (else the next one
-          await labKill(P, 'gateway'); // picks their retransmissions up as mid-stream entries)
+          await closed();
+          await labKill(P, 'gateway');
         }
       }
     }
@@ -279,10 +309,12 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
       const c = cases[i]!;
       const pth = paths[i]!;
       await up(i);
-      const gen = new Generator(P, open + extra, c.tapgate ? REWRITTEN : BODY, 3000);
+      const gen = new Generator(P, open + extra, c.tapgate ? REWRITTEN : BODY, 5000);
       try {
         const pid = gatewayPid();
-        await sleep(3000); // the warm-up's closed connections leave the table (closedTimeoutMs 1 s)
+        // The warm-up's connections leave the table first (closed ones stay closedTimeoutMs,
+        // 10 s): the table holds the opened connections alone, and is full with them.
+        if (c.tapgate) await sleep(11_000);
         const before = rssOf(pid);
         const o = await gen.ask(`open ${open}`);
         pth.opened = o.ok;
@@ -307,7 +339,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
         }
       } finally {
         await gen.quit();
-        await sleep(1500);
+        await closed();
         await labKill(P, 'gateway');
       }
     }

@@ -23,7 +23,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -73,6 +73,13 @@ export interface TapCounters {
   txDrops: number;
   /** errno name of the last failed write, if any. */
   lastTxError?: string;
+  /**
+   * Frames the kernel dropped on their way to the gateway because the TAP's queue was full (the
+   * interface's tx_dropped since the device was opened: the gateway fell behind a burst; the
+   * senders retransmit). Read from sysfs when statistics are taken; absent where it is not
+   * readable. Raise the interface's `txqueuelen` if it grows.
+   */
+  queueDrops?: number;
 }
 
 /**
@@ -177,6 +184,19 @@ export interface TapDeviceEvents {
 }
 
 /**
+ * The kernel's count of frames it dropped transmitting on interface `name` (for a TAP: towards
+ * the program reading it, its queue full), or undefined when sysfs does not have it.
+ */
+export function kernelTxDropped(name: string): number | undefined {
+  try {
+    const v = Number(readFileSync(`/sys/class/net/${name}/statistics/tx_dropped`, 'utf8').trim());
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * An attached TAP interface. Events: 'error' (TapError; e.g. TAP_GONE when the interface was
  * deleted — reading stops, the device should be closed), 'close'. As with any EventEmitter, an
  * 'error' without a listener is thrown: attach one.
@@ -191,6 +211,8 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   #batch: Batch;
   #cb: FramesCallback | undefined;
   #closed = false;
+  /** The interface's tx_dropped when it was opened (undefined: not readable). */
+  #queueDropsBase: number | undefined;
 
   private constructor(native: NativeTap, vnetHdr: boolean) {
     super();
@@ -199,6 +221,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
     this.vnetHdr = vnetHdr;
     this.vnetHdrLen = native.vnetHdrLen;
     this.#batch = new Batch(native.batch, native.offsets, native.vnetHdrLen);
+    this.#queueDropsBase = kernelTxDropped(this.name);
   }
 
   /** Attach to (or create) the TAP `name` in the caller's network namespace. Throws TapError. */
@@ -271,7 +294,10 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   }
 
   stats(): TapCounters {
-    return this.#native.stats();
+    const s = this.#native.stats();
+    const base = this.#queueDropsBase;
+    const now = base === undefined ? undefined : kernelTxDropped(this.name);
+    return now === undefined || base === undefined ? s : { ...s, queueDrops: Math.max(0, now - base) };
   }
 
   setUp(up = true): void {

@@ -61,6 +61,16 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect(r['csumFlags']).toBe(vnet ? 150 : 0);
     });
 
+    it(`${mode}: frames the kernel drops because the queue is full are counted (queueDrops, from sysfs)`, () => {
+      // sysfs shows a namespace's devices when mounted in it: a mount namespace of its own.
+      const r = probe('overflow', vnet, ['unshare', '-n', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t sysfs sysfs /sys && exec "$0" "$@"']);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['before']).toBe(0);
+      const st = r['stats'] as Stats & { queueDrops: number };
+      expect(st.queueDrops).toBeGreaterThan(0);
+      expect((r['got'] as number) + st.queueDrops).toBeGreaterThanOrEqual(1500);
+    });
+
     it(`${mode}: readNow reads what is queued at once (the answer to a write), 0 when nothing is, 0 after close`, () => {
       const r = probe('readnow', vnet);
       expect(r['before']).toBe(0);
