@@ -119,7 +119,7 @@ export const NODEFWD_JS = fileURLToPath(new URL('../../dist/bench/nodefwd.js', i
 /** Compiles bench/tapfwd.c with `cc -O2` into `dir`; returns the binary's path. */
 export function compileTapfwd(dir: string): string {
   const out = join(dir, 'tapfwd');
-  const r = spawnSync('cc', ['-O2', '-Wall', '-o', out, TAPFWD_SOURCE], { encoding: 'utf8' });
+  const r = spawnSync('cc', ['-O2', '-Wall', '-pthread', '-o', out, TAPFWD_SOURCE], { encoding: 'utf8' });
   if (r.error !== undefined) throw new Error(`cannot run cc (Debian: apt-get install gcc): ${r.error.message}`);
   if (r.status !== 0) throw new Error(`cc -O2 bench/tapfwd.c failed: ${r.stderr}`);
   return out;
@@ -366,6 +366,17 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
           await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, ...(vnet ? ['--vnet'] : [])] });
         }, async () => void (await labKill(P, 'gateway'))));
       }
+      // Issue 18's multi-queue evaluation: the same C forwarder with one thread per TAP queue
+      // (TAPs recreated multi-queue for it, plain again after), throughput only.
+      if (doIperf) {
+        paths.push(bridged(MQ_PATH, false, false, async () => {
+          retap(P, true);
+          await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet', '--queues', String(MQ_QUEUES)] });
+        }, async () => {
+          await labKill(P, 'gateway');
+          retap(P, false);
+        }));
+      }
       // The runtime's floor: a Node program forwarding frames with the addon and nothing else.
       paths.push(bridged('Node forwarder GSO (addon only)', true, true, async () => {
         await labUp({ prefix: P, gatewayCommand: [process.execPath, NODEFWD_JS, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet'] });
@@ -460,6 +471,25 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
     rmSync(tmp, { recursive: true, force: true });
   }
   return report;
+}
+
+/** The C forwarder with a thread per TAP queue (issue 18's multi-queue evaluation). */
+export const MQ_QUEUES = 2;
+export const MQ_PATH = `${MQ_QUEUES}-queue C forwarder GSO (a thread per queue)`;
+
+/**
+ * Deletes the lab's two TAPs and creates them again, multi-queue or not (a TAP's users must all
+ * attach it the way it was made), in their bridges with their MTU, up.
+ */
+function retap(prefix: string, multiQueue: boolean): void {
+  const gw = nsName(prefix, 'gw');
+  for (const [tap, br] of [[LAB_IFACES.tapClient, LAB_IFACES.bridgeClient], [LAB_IFACES.tapServer, LAB_IFACES.bridgeServer]] as const) {
+    const show = spawnSync('ip', ['-n', gw, '-o', 'link', 'show', tap], { encoding: 'utf8' }).stdout;
+    const mtu = /mtu (\d+)/.exec(show)?.[1] ?? '1500';
+    sh(['ip', '-n', gw, 'link', 'del', tap], true);
+    sh(['ip', '-n', gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap, ...(multiQueue ? ['multi_queue'] : [])]);
+    sh(['ip', '-n', gw, 'link', 'set', tap, 'mtu', mtu, 'master', br, 'up']);
+  }
 }
 
 /**
