@@ -143,7 +143,9 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     return exports;
   }
 
-  // new TapDevice(name, vnetHdr, batchFrames, batchBytes)
+  // new TapDevice(name, vnetHdr, batchFrames, batchBytes, multiQueue)
+  // multiQueue: IFF_MULTI_QUEUE, one queue of a TAP made multi-queue (`ip tuntap add … multi_queue`);
+  // each open attaches one more queue, and the kernel spreads flows over them.
   explicit TapDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapDevice>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean()) {
@@ -159,6 +161,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     if (info.Length() > 3 && info[3].IsNumber()) {
       batch_bytes_ = static_cast<size_t>(info[3].As<Napi::Number>().Int64Value());
     }
+    bool multi_queue = info.Length() > 4 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
     if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
       Napi::Error e = MakeError(env, "TAP_NAME", "invalid interface name '" + name +
                                 "' (1 to 15 characters, no '/')", 0, "");
@@ -193,17 +196,28 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     struct ifreq ifr;
     std::memset(&ifr, 0, sizeof ifr);
     std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_ ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_ ? IFF_VNET_HDR : 0) | (multi_queue ? IFF_MULTI_QUEUE : 0);
     if (ioctl(fd_, TUNSETIFF, &ifr) < 0) {
       int err = errno;
       CloseFd();
+      if (err == EINVAL) {
+        // The kernel refuses an open whose IFF_MULTI_QUEUE differs from how the TAP was made.
+        MakeError(env, "TAP_BUSY",
+                  "cannot attach TAP '" + name + "': " +
+                      (multi_queue ? "it is not multi-queue (create it with `ip tuntap add mode tap name " + name +
+                                         " multi_queue`), or the name is used by a non-TAP device"
+                                   : "it is multi-queue (attach it with --queues), or the name is used by a non-TAP device"),
+                  err, "ioctl(TUNSETIFF)")
+            .ThrowAsJavaScriptException();
+        return;
+      }
       if (err == EPERM || err == EACCES) {
         MakeError(env, "TAP_PERM",
                   "cannot attach TAP '" + name +
                   "': needs CAP_NET_ADMIN: run as root or inside `unshare -r -n`",
                   err, "ioctl(TUNSETIFF)")
             .ThrowAsJavaScriptException();
-      } else if (err == EBUSY || err == EINVAL) {
+      } else if (err == EBUSY) {
         MakeError(env, "TAP_BUSY",
                   "cannot attach TAP '" + name +
                   "': the name is used by a non-TAP device (or a TUN), or the TAP is already "

@@ -367,15 +367,11 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
         }, async () => void (await labKill(P, 'gateway'))));
       }
       // Issue 18's multi-queue evaluation: the same C forwarder with one thread per TAP queue
-      // (TAPs recreated multi-queue for it, plain again after), throughput only.
+      // (the lab makes its TAPs multi-queue for it, plain again for the next path), throughput only.
       if (doIperf) {
         paths.push(bridged(MQ_PATH, false, false, async () => {
-          retap(P, true);
-          await labUp({ prefix: P, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet', '--queues', String(MQ_QUEUES)] });
-        }, async () => {
-          await labKill(P, 'gateway');
-          retap(P, false);
-        }));
+          await labUp({ prefix: P, config: { queues: MQ_QUEUES }, gatewayCommand: [tapfwd, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet', '--queues', String(MQ_QUEUES)] });
+        }, async () => void (await labKill(P, 'gateway'))));
       }
       // The runtime's floor: a Node program forwarding frames with the addon and nothing else.
       paths.push(bridged('Node forwarder GSO (addon only)', true, true, async () => {
@@ -390,6 +386,12 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
         if (!doIperf && !(c.lat && doPing) && !(c.wrk && part('wrk'))) continue;
         paths.push(bridged(c.name, c.lat, c.wrk, async () => {
           await labUp({ prefix: P, gatewayCommand: gatewayArgv({ vnetHdr: c.vnetHdr, ...(c.rule ? { config } : {}) }) });
+        }, async () => void (await labKill(P, 'gateway'))));
+      }
+      // Issue 18: tapgate with a process per TAP queue (`run --queues`), throughput only.
+      if (doIperf) {
+        paths.push(bridged(MQ_TAPGATE_PATH, false, false, async () => {
+          await labUp({ prefix: P, config: { queues: MQ_QUEUES }, gatewayCommand: gatewayArgv({ vnetHdr: true, config, queues: MQ_QUEUES }) });
         }, async () => void (await labKill(P, 'gateway'))));
       }
     }
@@ -476,21 +478,7 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
 /** The C forwarder with a thread per TAP queue (issue 18's multi-queue evaluation). */
 export const MQ_QUEUES = 2;
 export const MQ_PATH = `${MQ_QUEUES}-queue C forwarder GSO (a thread per queue)`;
-
-/**
- * Deletes the lab's two TAPs and creates them again, multi-queue or not (a TAP's users must all
- * attach it the way it was made), in their bridges with their MTU, up.
- */
-function retap(prefix: string, multiQueue: boolean): void {
-  const gw = nsName(prefix, 'gw');
-  for (const [tap, br] of [[LAB_IFACES.tapClient, LAB_IFACES.bridgeClient], [LAB_IFACES.tapServer, LAB_IFACES.bridgeServer]] as const) {
-    const show = spawnSync('ip', ['-n', gw, '-o', 'link', 'show', tap], { encoding: 'utf8' }).stdout;
-    const mtu = /mtu (\d+)/.exec(show)?.[1] ?? '1500';
-    sh(['ip', '-n', gw, 'link', 'del', tap], true);
-    sh(['ip', '-n', gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap, ...(multiQueue ? ['multi_queue'] : [])]);
-    sh(['ip', '-n', gw, 'link', 'set', tap, 'mtu', mtu, 'master', br, 'up']);
-  }
-}
+export const MQ_TAPGATE_PATH = `tapgate GSO, rule, --queues ${MQ_QUEUES}`;
 
 /**
  * Client and server in different subnets, routed by the `gw` namespace (where the Node proxy

@@ -28,7 +28,7 @@ import { benchConcurrency } from './concurrency.js';
 import { printConcurrency } from './concurrency-print.js';
 import { benchHttp } from './http.js';
 import { printHttp } from './http-print.js';
-import { benchLive, flowsRow, LIVE_PARTS, rowFlows, type LivePart, type LiveReport, type LiveRow, type ProfileWorkload } from './live.js';
+import { benchLive, flowsRow, LIVE_PARTS, MQ_QUEUES, MQ_TAPGATE_PATH, rowFlows, type LivePart, type LiveReport, type LiveRow, type ProfileWorkload } from './live.js';
 import { runMemoryBench, type MemoryResult } from './memory.js';
 
 const args = process.argv.slice(2);
@@ -167,6 +167,8 @@ function printLive(live: LiveReport): string[] {
     const t = T.find((r) => r.name === flowsRow('tapgate GSO, rule', n));
     const c = T.find((r) => r.name === flowsRow('C forwarder GSO (vnet hdr)', n));
     if (t && c) goals.push(`throughput with ${n} flows ≥ C forwarder GSO: ${t.value.toFixed(2)} vs ${c.value.toFixed(2)} Gbit/s (×${ratio(t, c).toFixed(2)}) — ${verdict(t.value >= c.value)}`);
+    const q = T.find((r) => r.name === flowsRow(MQ_TAPGATE_PATH, n));
+    if (q && c) goals.push(`… with ${n} flows and --queues ${MQ_QUEUES}: ${q.value.toFixed(2)} vs ${c.value.toFixed(2)} Gbit/s (×${ratio(q, c).toFixed(2)}; ×${t ? ratio(q, t).toFixed(2) : '-'} of one process) — ${verdict(q.value >= c.value)}`);
   }
   const ltg = find(L, 'tapgate GSO, rule');
   if (ltg && lcg) {

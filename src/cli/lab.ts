@@ -62,6 +62,8 @@ export interface LabUpArgs extends ImpairArgs {
   ipv6: boolean;
   /** 0: one gateway on tap-c/tap-s; N ≥ 1: a cluster lab with N nodes and nats-server. */
   nodes: number;
+  /** Multi-queue TAPs and `tapgate run --queues N` (single gateway). */
+  queues?: number;
   /** Cluster lab: NATS servers (a NATS cluster when more than one). */
   nats: number;
   json?: boolean;
@@ -146,6 +148,11 @@ const up: CommandModule<object, LabUpArgs> = {
         default: 1,
         describe: `cluster lab: NATS servers (1..${MAX_LAB_NATS}); more than one form a NATS cluster, the bucket replicated on up to three (the production layout: --nats 3)`,
       })
+      .option('queues', {
+        type: 'number',
+        default: 1,
+        describe: 'the TAPs are made multi-queue and the gateway runs one process per queue (tapgate run --queues N; not with NAT, --pcap, --events)',
+      })
       .option('json', { type: 'boolean', describe: 'print what was made as JSON' })
       .option('impair', { type: 'string', describe: 'gateway impairs frames it writes towards both client and server (spec: see tapgate run --help)' })
       .option('impair-client', { type: 'string', describe: 'impair frames written to tap-c, towards the client; overrides --impair' })
@@ -170,7 +177,9 @@ const up: CommandModule<object, LabUpArgs> = {
       }
       const before = labStatus(a.name);
       const wasRunning = before.processes.some((p) => p.name === 'gateway' && p.alive);
-      const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6 }, gatewayCommand: gatewayArgv(a) });
+      const q = a.queues ?? 1;
+      if (!Number.isInteger(q) || q < 1 || q > 64) throw new LabError('LAB_ARG', '--queues must be an integer in 1..64');
+      const info = await labUp({ prefix: a.name, config: { offloads: a.offloads, ipv6: a.ipv6, queues: q }, gatewayCommand: gatewayArgv(a) });
       const st = labStatus(a.name);
       const gw = st.processes.find((p) => p.name === 'gateway');
       if (a.json === true) {

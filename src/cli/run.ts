@@ -30,6 +30,7 @@ import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
 import { ClusterNode } from '../cluster/node.js';
 import { stringKey } from '../cluster/rendezvous.js';
+import { runQueues } from './run-queues.js';
 
 /** Masquerade port slices: node i allocates ports p with p % NAT_SLICES === its index. */
 export const NAT_SLICES = 16;
@@ -58,6 +59,37 @@ export interface RunArgs {
   metrics?: string;
   /** Append events (flow records, agent events, drops) as JSON lines to this file. */
   events?: string;
+  /** Gateway processes, one per TAP queue (multi-queue TAPs; run-queues.ts). Default 1. */
+  queues?: number;
+  /** Internal: this process serves queue K of N (`K/N`), started by run-queues.ts. */
+  queueOf?: string;
+}
+
+/** Options the queue processes do not get from the supervisor: it serves them itself. */
+const SUPERVISOR_OPTIONS: ReadonlySet<string> = new Set(['--queues', '--metrics', '--status']);
+
+/** `argv` (after `run`) without the supervisor's own options (`--opt value` and `--opt=value`). */
+export function queueProcessArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i]!;
+    const name = x.split('=')[0]!;
+    if (SUPERVISOR_OPTIONS.has(name) || (name.startsWith('--no-') && SUPERVISOR_OPTIONS.has(`--${name.slice(5)}`))) {
+      if (!x.includes('=') && name !== '--status' && !name.startsWith('--no-')) i++;
+      continue;
+    }
+    out.push(x);
+  }
+  return out;
+}
+
+/** `--queue-of K/N` → {k, n}; throws RunError. */
+function parseQueueOf(v: string): { k: number; n: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(v);
+  const k = m === null ? NaN : Number(m[1]);
+  const n = m === null ? NaN : Number(m[2]);
+  if (!(n >= 1 && k < n)) throw new RunError(`--queue-of: expected K/N with K < N, got '${v}'`, 1);
+  return { k, n };
 }
 
 /**
@@ -116,13 +148,21 @@ export function tapProblem(name: string): string | undefined {
   return undefined;
 }
 
+/** The TAP was made multi-queue (`ip -d link` says `multi_queue`); true when iproute2 cannot tell. */
+export function tapIsMultiQueue(name: string): boolean {
+  const r = spawnSync('ip', ['-d', '-o', 'link', 'show', 'dev', name], { encoding: 'utf8' });
+  if (r.error !== undefined || r.status !== 0) return true;
+  return /\bmulti_queue\b/.test(r.stdout);
+}
+
 function printStats(st: LiveStats | (LiveStats & { cluster: unknown })): void {
   process.stdout.write((process.stdout.isTTY ? JSON.stringify(st, null, 2) : JSON.stringify(st)) + '\n');
 }
 
 /** Runs until SIGINT/SIGTERM (or a TAP failure); resolves with the exit code. */
 export async function run(a: RunArgs): Promise<number> {
-  const log = makeLogger().child({ mod: 'run' });
+  const queueOf = a.queueOf === undefined ? undefined : parseQueueOf(a.queueOf);
+  const log = makeLogger().child({ mod: 'run', ...(queueOf !== undefined ? { queue: queueOf.k } : {}) });
   if (a.tap.length !== 2 || a.tap[0] === a.tap[1]) {
     throw new RunError(`tapgate run needs two different TAPs: --tap A --tap B (got ${a.tap.length === 0 ? 'none' : a.tap.join(', ')})`, 1);
   }
@@ -130,6 +170,28 @@ export async function run(a: RunArgs): Promise<number> {
   if (a.config !== undefined) config = loadConfig(a.config); // ConfigError: before any device
   const impair = impairSpecs(a); // RunError: before any device
   if ((a.cluster === undefined) !== (a.nodeId === undefined)) throw new RunError('--cluster and --node-id go together', 1);
+  const queues = a.queues ?? 1;
+  if (!(Number.isInteger(queues) && queues >= 1 && queues <= 64)) throw new RunError(`--queues: expected 1..64, got ${String(a.queues)}`, 1);
+  if (queues > 1 || queueOf !== undefined) {
+    const one = (what: string): never => {
+      throw new RunError(`--queues: not with ${what} (each queue is a process of its own; see README "Many flows")`, 1);
+    };
+    if (a.cluster !== undefined) one('--cluster');
+    if (a.pcap !== undefined) one('--pcap');
+    if (a.events !== undefined) one('--events');
+    if (config?.nat !== undefined) one('NAT in the config (one table for all connections)');
+  }
+  if (queues > 1) {
+    const listenQ = a.metrics === undefined ? undefined : parseListen(a.metrics);
+    if (typeof listenQ === 'string') throw new RunError(listenQ, 1);
+    for (const t of a.tap) {
+      const p = tapProblem(t);
+      if (p !== undefined) throw new RunError(p, 2);
+      if (!tapIsMultiQueue(t)) throw new RunError(`--queues ${queues}: TAP '${t}' is not multi-queue: create it with \`ip tuntap add mode tap name ${t} multi_queue\` (or \`tapgate lab up --queues ${queues}\`)`, 2);
+    }
+    const i = process.argv.indexOf('run');
+    return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen: listenQ, metricsText: a.metrics, status: a.status === true, log });
+  }
   let node: ClusterNode | undefined;
   if (a.cluster !== undefined) {
     if (!a.cluster.split(',').every((u) => /^nats:\/\/[^\s,]+$/.test(u))) throw new RunError(`--cluster: expected nats://HOST:PORT[,nats://HOST:PORT...], got '${a.cluster}'`, 1);
@@ -163,6 +225,7 @@ export async function run(a: RunArgs): Promise<number> {
       taps: [a.tap[0]!, a.tap[1]!],
       config,
       vnetHdr: a.vnetHdr,
+      multiQueue: queueOf !== undefined,
       pcapDir: a.pcap,
       log,
       impair,
@@ -212,7 +275,7 @@ export async function run(a: RunArgs): Promise<number> {
     'gateway running',
   );
 
-  const tty = process.stderr.isTTY === true;
+  const tty = process.stderr.isTTY === true && queueOf === undefined;
   const statusTimer =
     tty || a.status === true
       ? setInterval(() => {
@@ -246,9 +309,19 @@ export async function run(a: RunArgs): Promise<number> {
   const onHup = (): void => void reload();
   process.on('SIGHUP', onHup);
   if (node !== undefined) node.onReload = reload;
+  // A queue process (run-queues.ts) answers its supervisor over IPC, and stops when it goes.
+  const onQueueMessage = (m: unknown): void => {
+    if (m === 'stats') process.send?.({ type: 'stats', stats: allStats() });
+    else if (m === 'reload') process.send?.({ type: 'reloaded', result: reload() });
+  };
+  if (queueOf !== undefined) {
+    process.on('message', onQueueMessage);
+    process.send?.({ type: 'ready' });
+  }
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
+    if (queueOf !== undefined) process.once('disconnect', () => resolve('SIGTERM'));
     // `tapgate cluster drain`: the node hands everything over, then stops as on SIGTERM.
     if (node !== undefined) node.onDrained = () => resolve('SIGTERM');
   });
@@ -269,7 +342,10 @@ export async function run(a: RunArgs): Promise<number> {
     if (events.error !== undefined) log.error({ events: a.events, err: events.error.message }, 'event log write failed');
     st['events'] = { ...events.counters };
   }
-  printStats(node !== undefined ? { ...st, cluster: node.status() } : st);
+  if (queueOf !== undefined) {
+    process.off('message', onQueueMessage);
+    if (process.connected) await new Promise<void>((resolve) => process.send!({ type: 'final', stats: st }, () => resolve()));
+  } else printStats(node !== undefined ? { ...st, cluster: node.status() } : st);
   if (typeof why === 'string') {
     log.info({ signal: why }, 'gateway stopped');
     return 0;
@@ -314,6 +390,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
         type: 'number',
         describe: 'the node forwards nothing once this long has passed since its latest heartbeat came back from NATS (fencing; must be under the 400 ms dead time; default 300; 0 = no fencing)',
       })
+      .option('queues', {
+        type: 'number',
+        default: 1,
+        describe: 'gateway processes, one per queue of multi-queue TAPs (ip tuntap add … multi_queue): the kernel keeps each connection on one queue; not with NAT, --cluster, --pcap, --events',
+      })
+      .option('queue-of', { type: 'string', hidden: true, describe: 'internal: serve queue K of N (K/N), started by --queues' })
       .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })
       .example('$0 run --tap tap-c1 --tap tap-s1 --cluster nats://10.250.0.254:4222 --node-id 1', 'a cluster node (see tapgate cluster --help)')
       .example('$0 run --tap tap-c --tap tap-s --config examples/replace.yaml', 'bridge the lab TAPs, rewriting per config')

@@ -64,6 +64,8 @@ export interface LiveOptions {
   config: Config | null;
   /** Open both TAPs with IFF_VNET_HDR + offloads (TAP GSO). */
   vnetHdr: boolean;
+  /** Attach one more queue of each (multi-queue) TAP: one of `tapgate run --queues N`'s processes. */
+  multiQueue?: boolean;
   /** Record both sides as DIR/a.pcap and DIR/b.pcap. */
   pcapDir?: string | undefined;
   log: Logger;
@@ -157,7 +159,7 @@ export class LiveGateway {
     const g = new LiveGateway(opts);
     const streams: WriteStream[] = [];
     try {
-      for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr }));
+      for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr, multiQueue: opts.multiQueue === true }));
       if (opts.pcapDir !== undefined) mkdirSync(opts.pcapDir, { recursive: true });
       g.devs.forEach((d, i) => {
         const ab = i === 0 ? 'a' : 'b';

@@ -29,7 +29,15 @@ export const IMPAIR_OPTIONS: ReadonlyArray<[keyof ImpairArgs, string, string]> =
   ['impairInServer', 'impair-in-server', 'impair-in-b'],
 ];
 
-export type GatewayOptionArgs = { config?: string | undefined; vnetHdr: boolean; pcap?: string | undefined; metrics?: string | undefined; events?: string | undefined } & ImpairArgs;
+export type GatewayOptionArgs = {
+  config?: string | undefined;
+  vnetHdr: boolean;
+  pcap?: string | undefined;
+  metrics?: string | undefined;
+  events?: string | undefined;
+  /** `--queues N` (single gateway, multi-queue TAPs). */
+  queues?: number | undefined;
+} & ImpairArgs;
 
 /** --metrics HOST:PORT for cluster node i: each node in the gw namespace on its own port (PORT + i - 1). */
 function nodeMetrics(metrics: string | undefined, i: number): string | undefined {
@@ -47,6 +55,7 @@ function gatewayOptions(a: GatewayOptionArgs, pcapDir: string | undefined, metri
   if (pcapDir !== undefined) argv.push('--pcap', pcapDir);
   if (metrics !== undefined) argv.push('--metrics', metrics);
   if (a.events !== undefined) argv.push('--events', resolve(a.events));
+  if (a.queues !== undefined && a.queues > 1) argv.push('--queues', String(a.queues));
   for (const [key, , runOpt] of IMPAIR_OPTIONS) {
     const v = a[key];
     if (v !== undefined) argv.push(`--${runOpt}`, v);

@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ALL_ROLES, type CoreRole, DEFAULT_LAB_CONFIG, LAB_IFACES, LAB_SYNC, type LabConfig, LabError, type LabRole, MAX_LAB_NATS, MAX_LAB_NODES, ROLES, checkPrefix, labStateDir, natsNodeAddr, natsNodeUrl, nodeTaps, nsName } from './names.js';
-import { gwTaps, ipOf, linkExists, nsList, sh, sysctl } from './sys.js';
+import { gwTaps, ipOf, linkExists, nsList, sh, sysctl, tapMultiQueue } from './sys.js';
 import { labKill, labSpawn, readPidFile, terminate } from './process.js';
 import { labStartNode, natsServerBin, startNats, waitAttached } from './cluster.js';
 
@@ -166,7 +166,9 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
     if (nodes > 0) sh(['ip', '-n', ns.gw, 'link', 'set', 'dev', dev, 'type', 'bridge_slave', 'learning', 'off', 'flood', 'on', 'mcast_flood', 'on']);
   };
   const addTap = (tap: string, br: string): void => {
-    if (!linkExists(ns.gw, tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap]);
+    const mq = config.queues > 1 && nodes === 0;
+    if (linkExists(ns.gw, tap) && tapMultiQueue(ns.gw, tap) !== mq) sh(['ip', '-n', ns.gw, 'link', 'del', tap]);
+    if (!linkExists(ns.gw, tap)) sh(['ip', '-n', ns.gw, 'tuntap', 'add', 'mode', 'tap', 'name', tap, ...(mq ? ['multi_queue'] : [])]);
     sh(['ip', '-n', ns.gw, 'link', 'set', tap, 'mtu', mtu, 'master', br, 'up']);
     hubPort(tap);
     // Node ports isolated from each other (as on a switch with protected / private-VLAN edge

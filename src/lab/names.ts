@@ -54,6 +54,11 @@ export interface LabConfig {
    * times); server k listens on the ports of `natsPorts(k)`.
    */
   natsServers: number;
+  /**
+   * The single-gateway lab's TAPs are made multi-queue when > 1 (`ip tuntap add … multi_queue`),
+   * for `tapgate run --queues N`; a TAP of the other kind is made again.
+   */
+  queues: number;
 }
 
 export const DEFAULT_LAB_CONFIG: LabConfig = {
@@ -74,6 +79,7 @@ export const DEFAULT_LAB_CONFIG: LabConfig = {
   client2Mac: '02:00:0a:c8:00:03',
   nodes: 0,
   natsServers: 1,
+  queues: 1,
 };
 
 /** Most NATS servers a cluster lab has. */

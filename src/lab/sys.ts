@@ -30,6 +30,11 @@ export function linkExists(ns: string, dev: string): boolean {
   return sh(['ip', '-n', ns, 'link', 'show', 'dev', dev], true).status === 0;
 }
 
+/** A TAP in `ns` was made multi-queue (`ip -d link` says `multi_queue`). */
+export function tapMultiQueue(ns: string, dev: string): boolean {
+  return /\bmulti_queue\b/.test(sh(['ip', '-n', ns, '-d', '-o', 'link', 'show', 'dev', dev], true).stdout);
+}
+
 interface LinkInfo {
   flags?: string[];
   master?: string;

@@ -59,6 +59,13 @@ export interface TapOpenOptions {
   mtu?: number;
   /** Bring the interface up after attaching. Default false (the lab does it). */
   up?: boolean;
+  /**
+   * Attach one queue of a multi-queue TAP (IFF_MULTI_QUEUE; the TAP must have been made so:
+   * `ip tuntap add mode tap name NAME multi_queue`). Each open attaches one more queue; the
+   * kernel gives every flow one queue by its symmetric hash, and a flow written on a queue comes
+   * back on it.
+   */
+  multiQueue?: boolean;
 }
 
 export interface TapCounters {
@@ -123,7 +130,7 @@ interface NativeTap {
 }
 
 interface NativeModule {
-  TapDevice: new (name: string, vnetHdr: boolean, batchFrames?: number, batchBytes?: number) => NativeTap;
+  TapDevice: new (name: string, vnetHdr: boolean, batchFrames?: number, batchBytes?: number, multiQueue?: boolean) => NativeTap;
   VNET_HDR_LEN: number;
   MAX_FRAME: number;
 }
@@ -227,7 +234,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   /** Attach to (or create) the TAP `name` in the caller's network namespace. Throws TapError. */
   static open(name: string, options: TapOpenOptions): TapDevice {
     const m = loadTapAddon();
-    const native = new m.TapDevice(name, options.vnetHdr, options.batchFrames, options.batchBytes);
+    const native = new m.TapDevice(name, options.vnetHdr, options.batchFrames, options.batchBytes, options.multiQueue === true);
     const dev = new TapDevice(native, options.vnetHdr);
     try {
       if (options.mtu !== undefined) native.setMtu(options.mtu);

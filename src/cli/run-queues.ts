@@ -1,0 +1,170 @@
+/**
+ * `tapgate run --queues N` (issue 18): N gateway processes, process k attaching queue k of both
+ * (multi-queue) TAPs. The kernel gives every flow one queue by its symmetric hash, and a flow a
+ * process wrote on a queue comes back on that queue (tun.c: tun_automq_select_queue and
+ * tun_flow_update), so both directions of a connection, and the segments the gateway originates
+ * for it, meet in one process: connections are partitioned as cluster ownership partitions them,
+ * and nothing per connection is shared. Each process is a whole `tapgate run` (its own event
+ * loop, heap and GC) started with the hidden `--queue-of K/N`; this one supervises them: it
+ * forwards SIGHUP (reload), serves the summed statistics (metrics, SIGUSR1, the status line and
+ * the final JSON), and stops them on SIGINT/SIGTERM. One process failing stops all (exit 2).
+ *
+ * Not with --queues > 1 (refused before anything starts): NAT (its port allocation and
+ * expectations are one table), a cluster node, --pcap and --events (one file each).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { GatewayMetrics, serveMetrics } from '../engine/metrics.js';
+
+/** What a queue process says over IPC (run.ts, `--queue-of`). */
+export type QueueMessage =
+  | { type: 'ready' }
+  | { type: 'stats'; stats: Record<string, unknown> }
+  | { type: 'reloaded'; result: Record<string, unknown> }
+  | { type: 'final'; stats: Record<string, unknown> };
+
+/** Keys whose value is the largest of the queues', not their sum. */
+const MAX_KEYS: ReadonlySet<string> = new Set(['uptimeS']);
+/** Subtrees taken from queue 0 as they are (the same config in every process). */
+const FIRST_KEYS: ReadonlySet<string> = new Set(['config']);
+
+/**
+ * The statistics of all queues as one: numbers summed (levels too: flows active, bytes queued),
+ * `uptimeS` the largest, the `config` block and every non-number from queue 0; objects merged
+ * key by key (a key only some queues have keeps what they have).
+ */
+export function mergeStats(all: readonly Record<string, unknown>[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const st of all) {
+    for (const [k, v] of Object.entries(st)) {
+      const cur = out[k];
+      if (cur === undefined) out[k] = typeof v === 'object' && v !== null && !Array.isArray(v) ? mergeStats([v as Record<string, unknown>]) : v;
+      else if (FIRST_KEYS.has(k)) continue;
+      else if (typeof v === 'number' && typeof cur === 'number') out[k] = MAX_KEYS.has(k) ? Math.max(cur, v) : cur + v;
+      else if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof cur === 'object' && cur !== null && !Array.isArray(cur)) {
+        out[k] = mergeStats([cur as Record<string, unknown>, v as Record<string, unknown>]);
+      }
+    }
+  }
+  return out;
+}
+
+export interface QueuesOptions {
+  queues: number;
+  /** The process's own arguments after `run` (each queue process gets them plus --queue-of). */
+  argv: readonly string[];
+  /** --metrics, parsed. */
+  listen: { host: string; port: number } | undefined;
+  metricsText: string | undefined;
+  status: boolean;
+  log: Logger;
+}
+
+interface Queue {
+  k: number;
+  child: ChildProcess;
+  stats: Record<string, unknown>;
+  final: Record<string, unknown> | undefined;
+  exited: Promise<number>;
+}
+
+/** Supervises the queue processes until SIGINT/SIGTERM or a failure; resolves with the exit code. */
+export async function runQueues(o: QueuesOptions): Promise<number> {
+  const script = process.argv[1]!;
+  const queues: Queue[] = [];
+  let failed: ((code: number) => void) | undefined;
+  const failure = new Promise<number>((resolve) => (failed = resolve));
+  const ready: Promise<void>[] = [];
+  for (let k = 0; k < o.queues; k++) {
+    const child = fork(script, ['run', ...o.argv, '--queue-of', `${k}/${o.queues}`], {
+      execArgv: process.execArgv,
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    const q: Queue = {
+      k,
+      child,
+      stats: {},
+      final: undefined,
+      exited: new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig !== null ? 2 : 0)))),
+    };
+    ready.push(
+      new Promise((resolve, reject) => {
+        child.on('message', (m: QueueMessage) => {
+          if (m.type === 'ready') resolve();
+          else if (m.type === 'stats') q.stats = m.stats;
+          else if (m.type === 'final') q.final = m.stats;
+          else if (m.type === 'reloaded') o.log.info({ queue: k, ...m.result }, 'queue reloaded');
+        });
+        void q.exited.then((code) => {
+          reject(new Error(`queue ${k} exited (${code}) before it was ready`));
+          failed?.(code === 0 ? 2 : code);
+        });
+      }),
+    );
+    queues.push(q);
+  }
+  const stopAll = async (): Promise<void> => {
+    for (const q of queues) q.child.kill('SIGTERM');
+    await Promise.all(queues.map((q) => q.exited));
+  };
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    await stopAll();
+    o.log.error({ err: (e as Error).message }, 'a queue process failed to start: all stopped');
+    return Math.max(...(await Promise.all(queues.map((q) => q.exited))), 2);
+  }
+  const ask = (): void => {
+    for (const q of queues) if (q.child.connected) q.child.send('stats');
+  };
+  const merged = (): Record<string, unknown> => ({ ...mergeStats(queues.map((q) => q.final ?? q.stats)), queues: queues.map((q) => ({ queue: q.k, pid: q.child.pid, ...pick(q.final ?? q.stats) })) });
+  ask();
+  const poll = setInterval(ask, 500);
+  let metricsServer: Server | undefined;
+  if (o.listen !== undefined) {
+    try {
+      metricsServer = await serveMetrics(new GatewayMetrics(merged), o.listen.host, o.listen.port);
+    } catch (e) {
+      clearInterval(poll);
+      await stopAll();
+      throw new Error(`--metrics ${o.metricsText}: cannot listen: ${(e as Error).message}`);
+    }
+  }
+  o.log.info({ queues: o.queues, pids: queues.map((q) => q.child.pid) }, 'gateway running: one process per TAP queue');
+  const statusTimer = o.status ? setInterval(() => process.stderr.write(`${statusLine(merged())}\n`), 1000) : undefined;
+  const onUsr1 = (): void => void process.stdout.write(`${JSON.stringify(merged())}\n`);
+  const onHup = (): void => {
+    for (const q of queues) if (q.child.connected) q.child.send('reload');
+  };
+  process.on('SIGUSR1', onUsr1);
+  process.on('SIGHUP', onHup);
+  const stop = new Promise<number>((resolve) => {
+    process.once('SIGINT', () => resolve(0));
+    process.once('SIGTERM', () => resolve(0));
+  });
+  let code = await Promise.race([stop, failure]);
+  clearInterval(poll);
+  if (statusTimer !== undefined) clearInterval(statusTimer);
+  process.off('SIGUSR1', onUsr1);
+  process.off('SIGHUP', onHup);
+  metricsServer?.close();
+  await stopAll();
+  for (const q of queues) code = Math.max(code, await q.exited);
+  process.stdout.write(`${JSON.stringify(merged())}\n`);
+  return code;
+}
+
+/** A queue's own share, for the per-queue list: frames and flows. */
+function pick(st: Record<string, unknown>): Record<string, unknown> {
+  const g = st['gateway'] as Record<string, unknown> | undefined;
+  const f = st['flows'] as Record<string, unknown> | undefined;
+  return { framesIn: g?.['framesIn'] ?? 0, framesOut: g?.['framesOut'] ?? 0, flows: f?.['active'] ?? 0 };
+}
+
+function statusLine(st: Record<string, unknown>): string {
+  const g = (st['gateway'] ?? {}) as Record<string, number>;
+  const f = (st['flows'] ?? {}) as Record<string, number>;
+  const per = (st['queues'] as Array<{ framesIn: number }>).map((q) => q.framesIn).join('/');
+  return `up ${Number(st['uptimeS'] ?? 0).toFixed(0)}s  frames ${g['framesIn'] ?? 0}/${g['framesOut'] ?? 0} (per queue in ${per})  flows ${f['active'] ?? 0}  rewritten ${g['connectionsRewritten'] ?? 0}`;
+}

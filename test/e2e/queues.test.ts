@@ -1,0 +1,110 @@
+/**
+ * `tapgate run --queues 2` in the lab (issue 18): multi-queue TAPs, one gateway process per
+ * queue. Many parallel connections through a rule that changes lengths come out rewritten
+ * exactly: both directions of every connection (and the ACKs the rewrite depends on) met in one
+ * process — a connection split over two would show up as mid-stream entries and broken
+ * transfers. Both processes carry connections; the statistics are their sum; the supervisor
+ * refuses what one process per queue cannot do, and a TAP that is not multi-queue.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { labDown, labExec } from '../../src/lab/lab.js';
+import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
+import {
+  FIND_LONG,
+  FIND_SHORT,
+  MAIN,
+  WITH_LONG,
+  WITH_SHORT,
+  expectedRewrite,
+  gatewayStats,
+  labUpWithGateway,
+  netnsList,
+  rewriteText,
+  startHttpServer,
+  tempDir,
+  waitUntil,
+} from './lab-helpers.js';
+
+const P = 'tgq';
+const SERVER = '10.200.0.2';
+const CONFIG = `
+rules:
+  - name: rewrite-8001
+    match: { port: 8001 }
+    agent: replace
+    replace:
+      - { find: "${FIND_SHORT}", with: "${WITH_SHORT}" }
+      - { find: "${FIND_LONG}", with: "${WITH_LONG}" }
+`;
+
+describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unshare', 'python3', 'curl']), () => {
+  const nsBefore = netnsList();
+  let dir = '';
+  let text = '';
+
+  beforeAll(async () => {
+    dir = tempDir('tapgate-queues-');
+    text = rewriteText(1 << 20);
+    writeFileSync(join(dir, 'text.txt'), text);
+    writeFileSync(join(dir, 'config.yaml'), CONFIG);
+    await labDown(P);
+    await labUpWithGateway(P, join(dir, 'config.yaml'), ['--queues', '2'], { config: { queues: 2 } });
+    startHttpServer(P, SERVER, 8001, dir);
+    await waitUntil(15_000, 200,
+      () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:8001/config.yaml`]),
+      (r) => r.stdout === '200',
+      (r) => `http.server not reachable through the gateway: ${r.stderr}`);
+  });
+
+  afterAll(async () => {
+    await labDown(P);
+    rmSync(dir, { recursive: true, force: true });
+    expect(netnsList().sort()).toEqual(nsBefore.sort());
+  });
+
+  it('16 parallel downloads through a rule that changes lengths: every one exact, spread over both processes', async () => {
+    const exp = expectedRewrite(text);
+    const script = Array.from({ length: 16 }, (_, i) => `curl -sS --max-time 60 --ignore-content-length -o ${dir}/got${i} http://${SERVER}:8001/text.txt & `).join('') + 'wait';
+    const r = await labExec(P, 'client', ['sh', '-c', script], { timeoutMs: 90_000 });
+    expect(r.code, r.stderr).toBe(0);
+    for (let i = 0; i < 16; i++) {
+      const got = readFileSync(join(dir, `got${i}`), 'latin1');
+      expect(got.length, `download ${i}`).toBe(exp.length);
+      expect(got === exp, `download ${i} differs`).toBe(true);
+    }
+    const st = gatewayStats(P);
+    const per = st['queues'] as unknown as Array<{ queue: number; framesIn: number }>;
+    expect(per.map((q) => q.queue)).toEqual([0, 1]);
+    // 17 connections hashed over two queues: both get some (all on one: 2^-16).
+    for (const q of per) expect(q.framesIn, `queue ${q.queue}`).toBeGreaterThan(0);
+    expect(st['flows']!['midstream'], 'a connection seen by two processes').toBe(0);
+    expect(st['gateway']!['connectionsRewritten']).toBeGreaterThanOrEqual(16);
+    expect(st['gateway']!['framesIn']).toBe(per.reduce((a, q) => a + q.framesIn, 0));
+  }, 120_000);
+
+  it('refuses NAT, --pcap, --events and --cluster with --queues, and a TAP that is not multi-queue', () => {
+    const run = (args: string[]) =>
+      spawnSync('ip', ['netns', 'exec', `${P}-gw`, process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s', ...args], { encoding: 'utf8', timeout: 30_000 });
+    for (const [args, what] of [
+      [['--queues', '2', '--pcap', dir], '--pcap'],
+      [['--queues', '2', '--events', join(dir, 'ev')], '--events'],
+      [['--queues', '2', '--cluster', 'nats://127.0.0.1:4222', '--node-id', '1'], '--cluster'],
+    ] as const) {
+      const r = run([...args]);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toContain(`not with ${what}`);
+    }
+    writeFileSync(join(dir, 'nat.yaml'), 'nat:\n  masquerade:\n    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100, ports: "20000-29999" }\nrules: []\n');
+    const nat = run(['--queues', '2', '--config', join(dir, 'nat.yaml')]);
+    expect(nat.status, nat.stderr).toBe(1);
+    expect(nat.stderr).toContain('not with NAT');
+    spawnSync('ip', ['-n', `${P}-gw`, 'tuntap', 'add', 'mode', 'tap', 'name', 'tq-plain']);
+    const plain = spawnSync('ip', ['netns', 'exec', `${P}-gw`, process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tq-plain', '--tap', 'tap-s', '--queues', '2'], { encoding: 'utf8', timeout: 30_000 });
+    spawnSync('ip', ['-n', `${P}-gw`, 'link', 'del', 'tq-plain']);
+    expect(plain.status, plain.stderr).toBe(2);
+    expect(plain.stderr).toContain("TAP 'tq-plain' is not multi-queue");
+  }, 60_000);
+});
