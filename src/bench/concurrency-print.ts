@@ -13,7 +13,8 @@ const kib = (b: number): number => b / 1024;
 /** Prints the tables; returns the goal lines. */
 export function printConcurrency(rep: ConcurrencyReport, table: Table): string[] {
   const nf = rep.paths.find((p) => p.path.startsWith('Node forwarder'));
-  const tg = rep.paths.find((p) => p.path.startsWith('tapgate'));
+  const tg = rep.paths.find((p) => p.path === 'tapgate GSO, rule');
+  const tq = rep.paths.find((p) => p.path.startsWith('tapgate') && p !== tg);
   const ratio = (a: number, b: number | undefined): number => (b !== undefined && b > 0 ? a / b : NaN);
   console.log(`\nConcurrency: wrk -t2 -c${rep.wrkConns} keep-alive against nginx (median of runs; RSS: the gateway's highest resident set during the run minus before it, per connection):`);
   console.log(
@@ -61,6 +62,10 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
     goals.push(`RSS per live connection ≤ 2 KiB with a rule (wrk ×${rep.wrkConns}): ${w.toFixed(2)} KiB — ${verdict(w <= 2)}`);
     const o = kib(tg.rssPerTracked);
     goals.push(`RSS per live connection ≤ 2 KiB with a rule (${tg.opened} held): ${o.toFixed(2)} KiB — ${verdict(o <= 2)}`);
+  }
+  if (tq !== undefined && nf !== undefined) {
+    const r = ratio(median(tq.wrkRps), median(nf.wrkRps));
+    goals.push(`… ${tq.path}: ${median(tq.wrkRps).toFixed(0)} req/s (×${r.toFixed(2)} the Node forwarder), RSS ${kib(median(tq.wrkRssPerConn)).toFixed(2)} / ${kib(tq.rssPerTracked).toFixed(2)} KiB per connection — ${verdict(r >= 0.8)}`);
   }
   for (const n of rep.notes) console.log(`note: ${n}`);
   return goals;

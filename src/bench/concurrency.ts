@@ -15,6 +15,9 @@
  *   opened; each must fail (the SYN refused, counted in `tapgate_flows_table_full_total`) and
  *   every one of the N live connections must still answer afterwards.
  *
+ * - The same for tapgate with a process per TAP queue (`run --queues N`, the lab's TAPs made
+ *   multi-queue), its RSS the sum of its processes'; not the table-full part (a table each).
+ *
  * Every answer's body is checked: the rule (`tapgate-ok` → `TAPGATE-OK`, same length so the
  * framing holds) must have rewritten it through tapgate, and nothing must have changed it
  * through the Node forwarder. Needs root, wrk, nginx, curl and a built dist/.
@@ -59,6 +62,8 @@ export interface ConcurrencyOptions {
   open?: number;
   /** Connections tried beyond a full table. Default 1,000. */
   extra?: number;
+  /** Also measure tapgate with `run --queues N` (1: not). Default 2. */
+  queues?: number;
   runs?: number;
   prefix?: string;
   log?: (line: string) => void;
@@ -91,11 +96,17 @@ export interface ConcurrencyReport {
   notes: string[];
 }
 
-/** Resident set of a process, bytes. */
+/** Resident set of a process and its children (the queue processes of `run --queues`), bytes. */
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
+  let kids: number[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((x) => x !== '').map(Number);
+  } catch {
+    /* no children file: the process alone */
+  }
+  return Number(m[1]) * 1024 + kids.reduce((a, k) => a + rssOf(k), 0);
 }
 
 interface GenAnswer {
@@ -210,9 +221,13 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
   const tmp = mkdtempSync(join(tmpdir(), 'tapgate-conc-'));
   const config = join(tmp, 'conc.yaml');
   writeFileSync(config, concurrencyRuleYaml(open));
+  const queues = opts.queues ?? 2;
   const cases = [
-    { path: 'Node forwarder GSO (addon only)', tapgate: false, argv: [process.execPath, NODEFWD_JS, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet'] },
-    { path: 'tapgate GSO, rule', tapgate: true, argv: gatewayArgv({ vnetHdr: true, config, metrics: METRICS }) },
+    { path: 'Node forwarder GSO (addon only)', tapgate: false, queues: 1, argv: [process.execPath, NODEFWD_JS, LAB_IFACES.tapClient, LAB_IFACES.tapServer, '--vnet'] },
+    { path: 'tapgate GSO, rule', tapgate: true, queues: 1, argv: gatewayArgv({ vnetHdr: true, config, metrics: METRICS }) },
+    // A process per TAP queue (run --queues): each has its own table of maxConnections, so the
+    // table-full part is not run for it.
+    ...(queues > 1 ? [{ path: `tapgate GSO, rule, --queues ${queues}`, tapgate: true, queues, argv: gatewayArgv({ vnetHdr: true, config, metrics: METRICS, queues }) }] : []),
   ];
   const paths: ConcurrencyPath[] = cases.map((c) => ({
     path: c.path, wrkRps: [], wrkRssPerConn: [], wrkErrors: 0, opened: 0, openFailed: 0, openMs: 0, rssPerTracked: NaN, roundRps: NaN, roundFailed: 0,
@@ -274,7 +289,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     labSpawn(P, 'server', 'nginx', ['nginx', '-p', tmp, '-c', join(tmp, 'nginx.conf')]);
     await sleep(500);
     const up = async (i: number): Promise<void> => {
-      await labUp({ prefix: P, gatewayCommand: cases[i]!.argv });
+      await labUp({ prefix: P, config: { queues: cases[i]!.queues }, gatewayCommand: cases[i]!.argv });
       await wrk(100, 1); // JIT warm-up, ARP
       await sleep(300);
     };
@@ -329,7 +344,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
         pth.roundRps = (r.ok / r.ms) * 1000;
         pth.roundFailed = r.failed;
         log(`${pth.path}: one request on each of ${o.ok}: ${r.ok} answered in ${r.ms} ms (${r.failed} failed ${JSON.stringify(r.why)})`);
-        if (c.tapgate) {
+        if (c.tapgate && c.queues === 1) {
           const full0 = await metric(P, 'tapgate_flows_table_full_total');
           const x = await gen.ask(`open ${extra}`);
           const tableFull = (await metric(P, 'tapgate_flows_table_full_total')) - full0;

@@ -3,7 +3,8 @@
  * keep-alive connections and conngen's held ones through the Node forwarder and through tapgate
  * with a rule, in the lab. Every answer's body is checked by conngen (rewritten through tapgate,
  * untouched through the forwarder); with the table full (limits.maxConnections = the connections
- * held), every further connection is refused and counted, and every live one still answers.
+ * held), every further connection is refused and counted, and every live one still answers; and
+ * the same through tapgate with a process per TAP queue (`run --queues 2`).
  * Runs from dist/ (`npm test` builds it first).
  */
 import { expect, it } from 'vitest';
@@ -29,10 +30,11 @@ describeE2E('bench: concurrency (small)', e2eProblems(['ip', 'wrk', 'nginx', 'cu
     const before = netnsList();
     const rep = await benchConcurrency({ wrkConns: 300, wrkSeconds: 1, open: 1500, extra: 100, runs: 1, prefix: 'tgconc' });
     expect(netnsList().sort()).toEqual(before.sort());
-    const [nf, tg] = rep.paths;
+    const [nf, tg, tq] = rep.paths;
     expect(nf!.path).toMatch(/^Node forwarder/);
-    expect(tg!.path).toMatch(/^tapgate/);
-    for (const p of [nf!, tg!]) {
+    expect(tg!.path).toBe('tapgate GSO, rule');
+    expect(tq!.path).toBe('tapgate GSO, rule, --queues 2');
+    for (const p of [nf!, tg!, tq!]) {
       expect(p.wrkRps[0], p.path).toBeGreaterThan(0);
       expect(p.wrkErrors, p.path).toBe(0);
       expect([p.opened, p.openFailed], `${p.path}: ${rep.notes.join('; ')}`).toEqual([1500, 0]);
@@ -43,5 +45,8 @@ describeE2E('bench: concurrency (small)', e2eProblems(['ip', 'wrk', 'nginx', 'cu
     expect(tg!.full!.failed).toBe(100);
     expect(tg!.full!.tableFull).toBeGreaterThanOrEqual(100);
     expect([tg!.full!.answeredAfter, tg!.full!.of]).toEqual([1500, 1500]);
+    // Two processes, a table each: the flows are their sum; no table-full part.
+    expect(tq!.tracked).toBe(1500);
+    expect(tq!.full).toBeUndefined();
   }, 240_000);
 });
