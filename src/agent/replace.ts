@@ -514,8 +514,9 @@ class Scan {
     private readonly prev: number,
     private readonly final: boolean,
     private readonly perStart: boolean,
-    /** Per rule, where the linear search stopped (kept from feed to feed). */
-    private readonly searches: (SearchState | undefined)[],
+    /** Per rule, where the linear search stopped (kept from feed to feed; created by the first
+     *  regex rule that searches, so literal rules keep none). */
+    private readonly kept: Pick<DirState, 'searches'>,
     private readonly join: boolean,
   ) {
     this.off = prev >= 0 ? 1 : 0;
@@ -576,7 +577,7 @@ class Scan {
     const decidedEnd = this.final ? n : Math.max(pos, n - rule.maxMatch + 1);
     const candidates = (this.cands[r] ??= new Candidates(rule.cp, this.buf, rule.maxMatch));
     if (rule.pike !== null && !this.perStart) {
-      const state = (this.searches[r] ??= new SearchState());
+      const state = ((this.kept.searches ??= [])[r] ??= new SearchState());
       const opts = { base, final: this.final, state, candidates };
       const q = rule.pike.search(() => this.text(), this.buf, this.off, pos, decidedEnd, rule.maxMatch, opts);
       if (q >= 0) {
@@ -632,17 +633,14 @@ interface DirState {
   tail: Buffer;
   /** The byte at undecided - 1 (regex context), -1 at the stream start. */
   prev: number;
-  /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`). */
+  /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`); null
+   *  until a regex rule searches (literal rules keep none: an idle connection's size). */
   searches: (SearchState | undefined)[] | null;
 }
 
 function freshDir(): DirState {
   return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: null };
 }
-
-/** The search states of rules that keep none (literal rules never write it). */
-const NO_SEARCHES: (SearchState | undefined)[] = Object.freeze([]) as unknown as (SearchState | undefined)[];
-const isRegexRuleCompiled = (r: CompiledRule): boolean => r.kind !== 'lit';
 
 /** The state of a direction never fed (shared, read-only: `st` copies it before a change). */
 const FRESH: Readonly<DirState> = Object.freeze(freshDir());
@@ -713,9 +711,7 @@ class ReplaceAgent implements Agent {
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
-    // Only regex rules keep a search state: literal-only rules allocate none (an idle connection's size).
-    const searches = this.rules.some(isRegexRuleCompiled) ? (st.searches ??= []) : NO_SEARCHES;
-    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', searches, this.opts.joinMatches === true);
+    const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
     const { edits, matches, hold, giveUps } = scan.run(this.rules, base);
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;

@@ -30,6 +30,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName, readPidFile } from '../lab/lab.js';
+import { sleep } from '../lab/sys.js';
 import { fileLimit, nginxConf, NODEFWD_JS, parseWrk } from './live.js';
 
 const CONNGEN_JS = fileURLToPath(new URL('../../dist/bench/conngen.js', import.meta.url));
@@ -64,6 +65,8 @@ export interface ConcurrencyOptions {
   extra?: number;
   /** Also measure tapgate with `run --queues N` (1: not). Default 2. */
   queues?: number;
+  /** How long conngen waits for a connection's answer (its SYN retransmitted included). Default 5 s. */
+  answerTimeoutMs?: number;
   runs?: number;
   prefix?: string;
   log?: (line: string) => void;
@@ -206,8 +209,6 @@ function parseWrkOrThrow(r: { stdout: string; stderr: string; code: number | nul
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<ConcurrencyReport> {
   const wrkConns = opts.wrkConns ?? 10_000;
   const wrkSeconds = opts.wrkSeconds ?? 5;
@@ -331,7 +332,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
       const c = cases[i]!;
       const pth = paths[i]!;
       await up(i);
-      const gen = new Generator(P, open + extra, c.tapgate ? REWRITTEN : BODY, 5000);
+      const gen = new Generator(P, open + extra, c.tapgate ? REWRITTEN : BODY, opts.answerTimeoutMs ?? 5000);
       try {
         const pid = gatewayPid();
         // The warm-up's connections leave the table first (closed ones stay closedTimeoutMs,

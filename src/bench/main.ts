@@ -203,6 +203,26 @@ function printMemory(mem: MemoryResult[]): string[] {
     .map((r) => `memory ≤ 1 KiB per idle connection (rule, ${r.ipv6 ? 'IPv6' : 'IPv4'}${r.exchange ? ', after one request/response' : ''}, ${r.connections}): ${r.bytesPerConn} B — ${r.bytesPerConn <= 1024 ? 'HOLDS' : 'MISSED'}`);
 }
 
+/**
+ * A lab section of its own (`run`: selected), measured and printed by `measure`, which returns
+ * its goal lines. It needs root; a failure is printed loudly and the other sections' figures
+ * stand (exit code 1).
+ */
+async function labSection(run: boolean, root: boolean, title: string, tag: string, measure: (log: (l: string) => void) => Promise<string[]>): Promise<string[]> {
+  if (!run) return [];
+  if (!root) {
+    console.log(`\n${title} section skipped: it needs root (namespaces, TAPs).`);
+    return [];
+  }
+  try {
+    return await measure((l) => console.error(`  ${tag}: ${l}`));
+  } catch (e) {
+    console.log(`\n!!! ${title} section FAILED: ${(e as Error).message}`);
+    process.exitCode = 1;
+    return [];
+  }
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const load = () => loadavg()[0]!.toFixed(2);
@@ -264,39 +284,21 @@ async function main(): Promise<void> {
     );
     goals.unshift(...printLive(live));
   }
-  const concGoals: string[] = [];
-  if (concRun && !root) {
-    console.log('\nConcurrency section skipped: it needs root (namespaces, TAPs).');
-  } else if (concRun) {
-    const log = (l: string) => console.error(`  conc: ${l}`);
-    try {
-      const rep = await benchConcurrency({ ...(quick ? { wrkSeconds: 2, open: 20_000, runs: 3 } : { wrkSeconds: 5, open: 100_000, runs: 3 }), log });
-      concGoals.push(...printConcurrency(rep, table));
-    } catch (e) {
-      console.log(`\n!!! Concurrency section FAILED: ${(e as Error).message}`);
-      process.exitCode = 1;
-    }
-  }
-  const httpGoals: string[] = [];
-  if (httpRun && !root) {
-    console.log('\nHTTP rewriting section skipped: it needs root (namespaces, TAPs).');
-  } else if (httpRun) {
-    const log = (l: string) => console.error(`  http: ${l}`);
-    try {
-      const rep = await benchHttp({
+  const concGoals = await labSection(concRun, root, 'Concurrency', 'conc', async (log) =>
+    printConcurrency(await benchConcurrency({ ...(quick ? { wrkSeconds: 2, open: 20_000, runs: 3 } : { wrkSeconds: 5, open: 100_000, runs: 3 }), log }), table),
+  );
+  const httpGoals = await labSection(httpRun, root, 'HTTP rewriting', 'http', async (log) =>
+    printHttp(
+      await benchHttp({
         ...(quick ? { runs: 3, wrkSeconds: 2, keepAliveProbeSeconds: 5 } : { runs: 3, wrkSeconds: 5, keepAliveProbeSeconds: 10 }),
         measure: httpMeasure,
         profile: httpProfile,
         keepProfile: httpProfile !== undefined ? keepProfile : undefined,
         log,
-      });
-      httpGoals.push(...printHttp(rep, table));
-    } catch (e) {
-      // The other sections' figures stand; this one failed loudly.
-      console.log(`\n!!! HTTP rewriting section FAILED: ${(e as Error).message}`);
-      process.exitCode = 1;
-    }
-  }
+      }),
+      table,
+    ),
+  );
   if (goals.length > 0) console.log(`\nGoals (issue 7):\n${goals.map((g) => `  - ${g}`).join('\n')}`);
   if (concGoals.length > 0) console.log(`\nGoals (issue 18, concurrency):\n${concGoals.map((g) => `  - ${g}`).join('\n')}`);
   if (httpGoals.length > 0) console.log(`\nGoals (issue 16, HTTP rewriting):\n${httpGoals.map((g) => `  - ${g}`).join('\n')}`);

@@ -65,20 +65,20 @@ export interface RunArgs {
   queueOf?: string;
 }
 
-/** Options the queue processes do not get from the supervisor: it serves them itself. */
-const SUPERVISOR_OPTIONS: ReadonlySet<string> = new Set(['--queues', '--metrics', '--status']);
+/** Options the queue processes do not get from the supervisor, which serves them itself: with a
+ *  value (`--opt value` or `--opt=value`), and flags. */
+const SUPERVISOR_VALUES: ReadonlySet<string> = new Set(['--queues', '--metrics']);
+const SUPERVISOR_FLAGS: ReadonlySet<string> = new Set(['--status', '--no-status']);
 
-/** `argv` (after `run`) without the supervisor's own options (`--opt value` and `--opt=value`). */
+/** `argv` (after `run`) without the supervisor's own options. */
 export function queueProcessArgv(argv: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i]!;
     const name = x.split('=')[0]!;
-    if (SUPERVISOR_OPTIONS.has(name) || (name.startsWith('--no-') && SUPERVISOR_OPTIONS.has(`--${name.slice(5)}`))) {
-      if (!x.includes('=') && name !== '--status' && !name.startsWith('--no-')) i++;
-      continue;
-    }
-    out.push(x);
+    if (SUPERVISOR_VALUES.has(name)) {
+      if (!x.includes('=')) i++;
+    } else if (!SUPERVISOR_FLAGS.has(name)) out.push(x);
   }
   return out;
 }
@@ -131,8 +131,11 @@ export class RunError extends Error {
 
 const IFNAME_RE = /^[^\s/:]{1,15}$/;
 
-/** Why `name` cannot be used as a TAP here (undefined = looks fine). */
-export function tapProblem(name: string): string | undefined {
+/**
+ * Why `name` cannot be used as a TAP here (undefined = looks fine); with `queues` > 1 (run
+ * --queues) it must also have been made multi-queue.
+ */
+export function tapProblem(name: string, queues = 1): string | undefined {
   if (!IFNAME_RE.test(name)) return `'${name}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)`;
   // Netlink (ip) sees this process's network namespace; sysfs may not (unshare -n keeps the
   // parent's /sys mounted).
@@ -145,14 +148,10 @@ export function tapProblem(name: string): string | undefined {
     );
   }
   if (!/\btun type tap\b/.test(r.stdout)) return `'${name}' exists but is not a TAP device`;
+  if (queues > 1 && !/\bmulti_queue\b/.test(r.stdout)) {
+    return `--queues ${queues}: TAP '${name}' is not multi-queue: create it with \`ip tuntap add mode tap name ${name} multi_queue\` (or \`tapgate lab up --queues ${queues}\`)`;
+  }
   return undefined;
-}
-
-/** The TAP was made multi-queue (`ip -d link` says `multi_queue`); true when iproute2 cannot tell. */
-export function tapIsMultiQueue(name: string): boolean {
-  const r = spawnSync('ip', ['-d', '-o', 'link', 'show', 'dev', name], { encoding: 'utf8' });
-  if (r.error !== undefined || r.status !== 0) return true;
-  return /\bmulti_queue\b/.test(r.stdout);
 }
 
 function printStats(st: LiveStats | (LiveStats & { cluster: unknown })): void {
@@ -181,17 +180,6 @@ export async function run(a: RunArgs): Promise<number> {
     if (a.events !== undefined) one('--events');
     if (config?.nat !== undefined) one('NAT in the config (one table for all connections)');
   }
-  if (queues > 1) {
-    const listenQ = a.metrics === undefined ? undefined : parseListen(a.metrics);
-    if (typeof listenQ === 'string') throw new RunError(listenQ, 1);
-    for (const t of a.tap) {
-      const p = tapProblem(t);
-      if (p !== undefined) throw new RunError(p, 2);
-      if (!tapIsMultiQueue(t)) throw new RunError(`--queues ${queues}: TAP '${t}' is not multi-queue: create it with \`ip tuntap add mode tap name ${t} multi_queue\` (or \`tapgate lab up --queues ${queues}\`)`, 2);
-    }
-    const i = process.argv.indexOf('run');
-    return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen: listenQ, metricsText: a.metrics, status: a.status === true, log });
-  }
   let node: ClusterNode | undefined;
   if (a.cluster !== undefined) {
     if (!a.cluster.split(',').every((u) => /^nats:\/\/[^\s,]+$/.test(u))) throw new RunError(`--cluster: expected nats://HOST:PORT[,nats://HOST:PORT...], got '${a.cluster}'`, 1);
@@ -214,8 +202,13 @@ export async function run(a: RunArgs): Promise<number> {
   const listen = a.metrics === undefined ? undefined : parseListen(a.metrics);
   if (typeof listen === 'string') throw new RunError(listen, 1);
   for (const t of a.tap) {
-    const p = tapProblem(t);
+    const p = tapProblem(t, queues);
     if (p !== undefined) throw new RunError(p, 2);
+  }
+  if (queues > 1) {
+    // No cluster node was made: refused with --queues above.
+    const i = process.argv.indexOf('run');
+    return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen, metricsText: a.metrics, status: a.status === true, log });
   }
   const ev = a.events;
   const events = ev === undefined ? undefined : await opening('--events', () => EventFile.open(ev, wallClock));

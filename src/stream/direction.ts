@@ -284,8 +284,12 @@ export class StreamDirection<T> {
   /** The held bytes' store, created on first use (an idle direction has none). Reads that
    *  must not create it use heldFrom / heldBytes. */
   private get held(): ByteStore {
+    return this.heldAt(this.x);
+  }
+  /** The held bytes' store, created starting at `pos` when there is none. */
+  private heldAt(pos: number): ByteStore {
     const b = this.b;
-    return (b.held ??= new ByteStore(this.x, true));
+    return (b.held ??= new ByteStore(pos, true));
   }
   /** The processed-unacknowledged bytes' store, created on first use. */
   private get store(): ByteStore {
@@ -611,7 +615,7 @@ export class StreamDirection<T> {
     if (u <= x0) {
       // Nothing past the old held region is decided: the new bytes join the held region and
       // whatever was decided of it [h, u) is emitted at x0.
-      const held = hs ?? (this.b.held = new ByteStore(x0, true));
+      const held = this.heldAt(x0);
       const decided = held.read(h, u);
       const d = applyEdits(edits, decided, h);
       this.ownCmds().add(x0, m - x0, d, now);
