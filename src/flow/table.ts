@@ -578,8 +578,15 @@ export class FlowTable<C = unknown> {
         this.counters.expiredHalfOpen++;
         n++;
       } else if (f.state === 'closed' || f.state === 'closing') {
-        const closed = f.state === 'closed';
-        const since = closed ? f.closedMs : f.lastMs;
+        // Closed: reset, or both FINs acknowledged — `closedTimeoutMs` from the close, or from a
+        // segment after it (a retransmitted FIN whose final ACK was lost beyond the gateway);
+        // both FINs seen but one not acknowledged (its final ACK lost before the gateway), the
+        // other side retransmits its FIN for up to two minutes (Linux: an orphan's 8 tries with
+        // doubling timeouts): as long as a closing connection, so every retransmission still
+        // meets its connection and is translated, never dropped as an unknown one.
+        const reset = f.halves[0].rstSeen || f.halves[1].rstSeen;
+        const closed = f.state === 'closed' && (reset || this.finsAcked(f));
+        const since = closed ? (reset ? f.closedMs : Math.max(f.closedMs, f.lastMs)) : f.lastMs;
         const timeout = closed ? (this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs) : this.limits.closingTimeoutMs;
         if (nowMs - since > timeout || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
           this.remove(f);

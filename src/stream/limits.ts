@@ -32,8 +32,10 @@ export interface Limits {
   /** Timeout for closing connections (a FIN seen one way), from their last segment. */
   closingTimeoutMs: number;
   /**
-   * How long a connection closed both ways (both FINs) or reset stays in the table, from its
-   * close: long enough to translate the retransmitted FINs and last ACKs of a close whose final
+   * How long a connection closed both ways (both FINs, both acknowledged) or reset stays in the
+   * table, from its close (closed both ways: or from its last segment); one whose FINs were both
+   * seen but not both acknowledged stays closingTimeoutMs from its last segment, like a closing
+   * one (flow/table.ts expire). Long enough to translate the retransmitted FINs and last ACKs of a close whose final
    * ACK was lost (Linux: 200 ms, then doubling), short enough that a gateway opening thousands of
    * connections a second does not keep minutes of dead ones (Linux conntrack: 10 s after a
    * RST). When the table is full, the oldest of them also makes room for a new SYN.

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { buildShortConnections } from '../../src/bench/engine.js';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway } from '../../src/engine/gateway.js';
+import { decodeFrame } from '../../src/wire/frame.js';
 
 const rule = (find: string) =>
   parseConfig(`rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n      - { find: "${find}", with: "REPLACED" }\n`, 'r.yaml');
@@ -53,5 +54,29 @@ describe('early release of a closed connection\'s engine', () => {
     expect([...gw.flows.values()][0]!.state).toBe('closed');
     expect(gw.stats().gateway.enginesReleased).toBe(0);
     expect([...gw.flows.values()][0]!.conn).not.toBeNull();
+  });
+
+  it('keeps a rewritten connection whose final ACK never came: a FIN retransmitted a minute later is translated, not dropped', () => {
+    const sc = buildShortConnections(1);
+    const gw = new Gateway({ config: rule('200 OK') }); // 6 bytes → 8: the server's numbering moves by 2
+    const out: Uint8Array[] = [];
+    const t0 = 1000.5;
+    // Without frame 10, the server's ACK of the client's FIN (lost before the gateway).
+    sc.frames.slice(0, 10).forEach((f, i) => gw.handleFrame(f.slice(), 0, t0 + i, (g) => out.push(g.slice())));
+    const ackOf = (g: Uint8Array) => decodeFrame(g, { link: 'ethernet' }).tcp!.ack;
+    const firstFin = out.at(-1)!;
+    expect([...gw.flows.values()][0]!.state).toBe('closed');
+    // A minute of the client's FIN retransmissions, then one more; expiry runs meanwhile.
+    for (let s = 1; s <= 60; s++) gw.tick(t0 + 10 + s * 1000, () => {});
+    const fin = sc.frames[9]!;
+    const n = out.length;
+    gw.handleFrame(fin.slice(), 0, t0 + 61_000, (g) => out.push(g.slice()));
+    expect(out.length).toBe(n + 1);
+    expect(ackOf(out.at(-1)!)).toBe(ackOf(firstFin));
+    expect(ackOf(out.at(-1)!)).not.toBe(ackOf(fin)); // translated
+    expect(gw.stats().flows.midstream).toBe(0);
+    // Gone once it has been quiet for closingTimeoutMs (2 min).
+    gw.tick(t0 + 61_000 + 120_001, () => {});
+    expect(gw.flows.size).toBe(0);
   });
 });

@@ -2,7 +2,7 @@
  * Passive tracking of both halves and the bounded connection table.
  */
 import { describe, expect, it } from 'vitest';
-import { FlowTable } from '../../src/flow/table.js';
+import { FlowTable, type Flow } from '../../src/flow/table.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
 
 const C = { addr: 0x0a000001, port: 40000 };
@@ -113,6 +113,51 @@ describe('flow table', () => {
     expect(t.size).toBe(1);
     expect(t.counters.expiredClosed).toBe(2);
     t.expire(40 + 1_001);
+    expect(t.size).toBe(0);
+    expect(t.counters.expiredClosed).toBe(3);
+  });
+
+  it('keeps a close whose final ACK it never saw for closingTimeoutMs, and restarts closedTimeoutMs at a segment after the close', () => {
+    const t = new FlowTable({ ...limits, maxConnections: 10, closedTimeoutMs: 200 });
+    const seg = (f: Flow<unknown>, side: 0 | 1, flags: number, seq: number, ack: number, now: number) => {
+      const r = t.lookup(side === 0 ? f.client : f.server, side === 0 ? f.server : f.client, flags, seq, now);
+      if (r.kind !== 'flow' || r.flow !== f) throw new Error('not this flow');
+      t.track(f, side, flags, seq, undefined, now);
+      t.observe(f, side, flags, seq, ack, 0);
+    };
+    const open = (port: number) => {
+      const r = t.lookup({ ...C, port }, S, TCP_SYN, 1, 0);
+      if (r.kind !== 'flow') throw new Error('no flow');
+      const f = r.flow;
+      t.track(f, 0, TCP_SYN, 1, undefined, 0);
+      t.observe(f, 0, TCP_SYN, 1, 0, 0);
+      seg(f, 1, TCP_SYN | TCP_ACK, 5, 2, 0);
+      seg(f, 0, TCP_ACK, 2, 6, 0);
+      // Client FIN, acknowledged by the server's FIN.
+      seg(f, 0, TCP_FIN | TCP_ACK, 2, 6, 10);
+      seg(f, 1, TCP_FIN | TCP_ACK, 6, 3, 20);
+      return f;
+    };
+    const lost = open(1); // the client's final ACK never reaches the gateway
+    const clean = open(2);
+    seg(clean, 0, TCP_ACK, 3, 7, 30);
+    const late = open(3);
+    seg(late, 0, TCP_ACK, 3, 7, 30);
+    expect([lost.state, clean.state, late.state]).toEqual(['closed', 'closed', 'closed']);
+    // The server's FIN again (the final ACK was lost beyond the gateway), and the ACK again.
+    seg(late, 1, TCP_FIN | TCP_ACK, 6, 3, 150);
+    seg(late, 0, TCP_ACK, 3, 7, 150);
+    t.expire(30 + 201);
+    expect(t.size).toBe(2);
+    expect(t.peek(clean.client, clean.server)).toBeUndefined();
+    t.expire(150 + 201);
+    expect(t.size).toBe(1);
+    expect(t.peek(lost.client, lost.server)).toBe(lost);
+    // Its FIN retransmitted for a while: each one still meets the connection.
+    seg(lost, 1, TCP_FIN | TCP_ACK, 6, 3, 900);
+    t.expire(900 + 999);
+    expect(t.size).toBe(1);
+    t.expire(900 + 1_001);
     expect(t.size).toBe(0);
     expect(t.counters.expiredClosed).toBe(3);
   });
