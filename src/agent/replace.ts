@@ -19,6 +19,7 @@ import type {
 } from './types.js';
 import { NO_EDITS } from './types.js';
 import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
+import { findAll } from './literal-search.js';
 
 export interface LiteralRule {
   find: string;
@@ -500,6 +501,46 @@ interface ScanResult {
   giveUps: number;
 }
 
+/** Occurrence starts fetched per call of findAll, per literal rule (scratch: a scan runs alone). */
+const OCC_BATCH = 256;
+const occScratch: Int32Array[] = [];
+
+/**
+ * The occurrences of one literal rule's pattern in a scanned buffer, in order, fetched from
+ * literal-search.ts a batch at a time: a segment costs one search call per rule, not one per match.
+ */
+class Occurrences {
+  private n = 0;
+  private i = 0;
+  /** Where the next batch starts (one past the last start fetched); -1: none left. */
+  private from = 0;
+
+  constructor(
+    private readonly hay: Buffer,
+    private readonly pat: Buffer,
+    private readonly out: Int32Array,
+  ) {}
+
+  /** The first occurrence starting at or after `pos`, or -1. */
+  first(pos: number): number {
+    const out = this.out;
+    for (;;) {
+      while (this.i < this.n) {
+        const s = out[this.i]!;
+        if (s >= pos) return s;
+        this.i++;
+      }
+      if (this.from < 0) return -1;
+      const n = findAll(this.hay, this.pat, Math.max(pos, this.from), out);
+      if (n < 0) throw new Error('replace: the literal search refused its arguments (addon bug)');
+      this.n = n;
+      this.i = 0;
+      this.from = n === out.length ? out[n - 1]! + 1 : -1;
+      if (n === 0) return -1;
+    }
+  }
+}
+
 class Scan {
   private lowered: Buffer | undefined;
   private str: string | undefined;
@@ -508,6 +549,8 @@ class Scan {
   private giveUps = 0;
   /** Per rule, its candidate starts in buf (searches come at increasing positions). */
   private readonly cands: (Candidates | undefined)[] = [];
+  /** Per literal rule, its occurrences in buf. */
+  private readonly occ: (Occurrences | undefined)[] = [];
 
   constructor(
     private readonly buf: Buffer,
@@ -543,14 +586,15 @@ class Scan {
   }
 
   private next(rule: CompiledRule, r: number, pos: number, base: number): RuleEvent {
-    return rule.kind === 'lit' ? this.nextLiteral(rule, pos) : this.nextRegex(rule, r, pos, base);
+    return rule.kind === 'lit' ? this.nextLiteral(rule, r, pos) : this.nextRegex(rule, r, pos, base);
   }
 
-  private nextLiteral(rule: CompiledLiteral, pos: number): RuleEvent {
+  private nextLiteral(rule: CompiledLiteral, r: number, pos: number): RuleEvent {
     const hay = rule.ci ? (this.lowered ??= asciiLower(this.buf)) : this.buf;
     const pat = rule.pat;
     const m = pat.length;
-    const i = hay.indexOf(pat, pos);
+    const occ = (this.occ[r] ??= new Occurrences(hay, pat, (occScratch[r] ??= new Int32Array(OCC_BATCH))));
+    const i = occ.first(pos);
     if (i >= 0) return { start: i, len: m, decided: true, out: rule.out };
     if (this.final) return NONE;
     // No complete match: the longest suffix (starting at or after pos) that is a proper prefix
