@@ -98,10 +98,17 @@ export class ByteStore {
   private peak = 0;
   private hint = 0;
 
-  /** `longLived`: bytes may stay for long (held bytes of an idle connection): see copyBytes. */
-  constructor(start = 0, private readonly longLived = false) {
+  /** `longLived`: bytes may stay for long (held bytes of an idle connection): see copyBytes.
+   *  `hint`: the capacity of the first ring (a predecessor's nextCapacity). */
+  constructor(start = 0, private readonly longLived = false, hint = 0) {
     this.start = start;
     this.end = start;
+    this.hint = hint;
+  }
+
+  /** The capacity an empty store's next ring starts with (for a successor store). */
+  get nextCapacity(): number {
+    return this.ring === null ? this.hint : this.ring.length;
   }
 
   get size(): number {

@@ -154,6 +154,10 @@ export class StreamDirection<T> {
    * latest ACK (−1: none yet). Read by the hold timer.
    */
   private rcvEdge = -1;
+  /** Capacity the next processed-bytes store starts with: its last ring's, kept when the Busy
+   *  part goes (a bulk flow compacted at a full ACK does not grow a new ring from 256 bytes,
+   *  copying at each doubling). */
+  private storeHint = 0;
   /** The rest of the state, while needed (see Busy). */
   private busy: Busy<T> | null = null;
   private readonly env: Env;
@@ -294,7 +298,7 @@ export class StreamDirection<T> {
   /** The processed-unacknowledged bytes' store, created on first use. */
   private get store(): ByteStore {
     const b = this.b;
-    return (b.store ??= new ByteStore(this.x));
+    return (b.store ??= new ByteStore(this.x, false, this.storeHint));
   }
 
   get heldFrom(): number {
@@ -423,6 +427,7 @@ export class StreamDirection<T> {
     if (b.finPos >= 0 || b.finProcessed || b.agentOff || b.adopting || b.reset || b.lastTag !== undefined) return;
     // An empty store's start is where the next byte goes: x for both (see process).
     if ((b.store !== null && b.store.start !== this.x) || (b.held !== null && b.held.start !== this.x)) return;
+    if (b.store !== null) this.storeHint = b.store.nextCapacity;
     this.busy = null;
   }
 

@@ -136,6 +136,21 @@ describe('lazily allocated direction state', () => {
     expect(d.finPos).toBe(5);
   });
 
+  it('a bulk direction compacted at a full ACK starts its next store at the last ring\'s capacity', () => {
+    const d = new StreamDirection<string>('s2c', literalAgent('never-here', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const raw = d as unknown as { busy: { store: ByteStore | null } | null };
+    const out: Release<string>[] = [];
+    const seg = new Uint8Array(60_000).fill(0x61);
+    let pos = 0;
+    for (let i = 0; i < 4; i++, pos += seg.length) d.onSegment({ pos, payload: seg, fin: false, rst: false, tag: 's' }, 0, out);
+    const grown = raw.busy!.store!.capacity;
+    expect(grown).toBeGreaterThanOrEqual(4 * seg.length);
+    d.onReceiverAck(d.map(pos));
+    expect(raw.busy).toBeNull();
+    d.onSegment({ pos, payload: seg, fin: false, rst: false, tag: 's' }, 0, out);
+    expect(raw.busy!.store!.capacity).toBe(grown); // not 64 KiB, then doubled (copying) again
+  });
+
   it('an idle keep-alive connection keeps neither direction\'s busy part nor its last header fields', () => {
     const half = (isn: number): Half => ({ isn, mss: 1460, wscale: -1, sackPermitted: true, timestamps: false, finSeen: false, rstSeen: false });
     type Tag = { fields: TcpFields };
