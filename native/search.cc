@@ -1,6 +1,7 @@
 // search.cc — literal search for the replace agent (agent/ layer, see src/agent/literal-search.ts).
 //
-// findAll(hay, pat, from, out) writes into `out` (an Int32Array) the start of every occurrence
+// replaceLiterals(...): the agent's whole scan of a segment when its rules are all literals
+// (below). findAll(hay, pat, from, out) writes into `out` (an Int32Array) the start of every occurrence
 // of `pat` in `hay` at or after `from`, overlapping ones included (the search goes on one byte
 // after each start), in increasing order, until `out` is full; returns how many it wrote. A
 // caller that gets out.length back asks again from one past the last start.
@@ -13,6 +14,7 @@
 
 #include <node_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -67,10 +69,202 @@ napi_value FindAll(napi_env env, napi_callback_info info) {
   return Int(env, static_cast<int32_t>(k));
 }
 
+bool Int32View(napi_env env, napi_value v, int32_t** data, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* p = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr) != napi_ok || type != napi_int32_array) return false;
+  *data = static_cast<int32_t*>(p);
+  return true;
+}
+
+constexpr int64_t kNone = INT64_MAX;
+
+// Horspool's search with its shift table built once per scan, over the next kNear bytes, then
+// glibc's memmem: in a dense body the next match is near (memmem builds its table at every call:
+// a call per match), over bytes that do not match memmem's byte-pair shifts run twice as fast.
+constexpr size_t kNear = 512;
+struct Horspool {
+  const uint8_t* pat = nullptr;
+  size_t m = 0;
+  uint32_t skip[256];
+
+  void Init(const uint8_t* p, size_t len) {
+    pat = p;
+    m = len;
+    for (auto& s : skip) s = static_cast<uint32_t>(m);
+    for (size_t i = 0; i + 1 < m; i++) skip[p[i]] = static_cast<uint32_t>(m - 1 - i);
+  }
+
+  // First start at or after `from` in hay[0, n), or kNone.
+  int64_t Find(const uint8_t* hay, size_t n, size_t from) const {
+    const uint8_t last = pat[m - 1];
+    const size_t near = std::min(n, from + kNear);
+    size_t i = from;
+    while (i + m <= near) {
+      const uint8_t c = hay[i + m - 1];
+      if (c == last && memcmp(hay + i, pat, m - 1) == 0) return static_cast<int64_t>(i);
+      i += skip[c];
+    }
+    if (i + m > n) return kNone;
+    const void* f = memmem(hay + i, n - i, pat, m);
+    return f == nullptr ? kNone : static_cast<const uint8_t*>(f) - hay;
+  }
+};
+
+// The replace agent's scan of literal rules, whole (src/agent/replace.ts Scan.run with EditRun,
+// its reference: the tests run both over random inputs). Rules are tried at increasing positions;
+// the leftmost match wins, at equal starts the earlier rule; after a match the search goes on at
+// its end. A rule with no match left but a suffix of the buffer that is a proper prefix of its
+// pattern is undecided there (unless `final`): the scan stops at the leftmost undecided start
+// (the hold). Edits are joined (`join`) as EditRun joins them: a match at most mergeGap bytes
+// after the open edit's end, the edit spanning at most mergeSpan original bytes, extends it with
+// the gap's original bytes and its replacement. Every edit's bytes go to `scratch`.
+//
+// Arguments: buf, lowered (ASCII-lowered buf, searched by case-insensitive rules; buf itself when
+// there are none), pats (the patterns back to back), rules (Int32Array: per rule pattern offset,
+// length, ci, output offset, output length), outs (the outputs back to back), flags (1 final,
+// 2 join), mergeGap, mergeSpan, res (Int32Array: [edits, matches, hold, scratch bytes used, then
+// per edit at, len, from, to]), scratch. Returns 0, or -1 (bad arguments), -2 (res too small),
+// -3 (scratch too small): the caller sizes both from the buffer's length first.
+napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 10) return Int(env, -1);
+  const uint8_t *buf, *low, *pats, *outs;
+  size_t n, nl, np, no, nr, nres, ns;
+  int32_t *rules, *res;
+  const uint8_t* sc;
+  int32_t flags, gap, span;
+  if (!ByteView(env, argv[0], &buf, &n) || !ByteView(env, argv[1], &low, &nl) || nl != n || !ByteView(env, argv[2], &pats, &np) ||
+      !Int32View(env, argv[3], &rules, &nr) || nr % 5 != 0 || !ByteView(env, argv[4], &outs, &no) ||
+      napi_get_value_int32(env, argv[5], &flags) != napi_ok || napi_get_value_int32(env, argv[6], &gap) != napi_ok ||
+      napi_get_value_int32(env, argv[7], &span) != napi_ok || !Int32View(env, argv[8], &res, &nres) || nres < 4 ||
+      !ByteView(env, argv[9], &sc, &ns) || n > INT32_MAX) {
+    return Int(env, -1);
+  }
+  uint8_t* scratch = const_cast<uint8_t*>(sc);
+  const size_t R = nr / 5;
+  for (size_t r = 0; r < R; r++) {
+    const int32_t* q = rules + 5 * r;
+    if (q[0] < 0 || q[1] <= 0 || static_cast<size_t>(q[0]) + q[1] > np || q[3] < 0 || q[4] < 0 || static_cast<size_t>(q[3]) + q[4] > no) return Int(env, -1);
+  }
+  const bool final = (flags & 1) != 0;
+  const bool join = (flags & 2) != 0;
+  // Per rule, its next event: start (kNone: none), decided.
+  int64_t evStart[64];
+  bool evDecided[64];
+  bool evSet[64];
+  if (R > 64) return Int(env, -1);
+  static Horspool hs[64];
+  for (size_t r = 0; r < R; r++) {
+    evSet[r] = false;
+    hs[r].Init(pats + rules[5 * r], rules[5 * r + 1]);
+  }
+  size_t edits = 0, used = 0, matches = 0;
+  const size_t maxEdits = (nres - 4) / 4;
+  // The open edit (EditRun): original [at, end), its first output, or its joined bytes.
+  int64_t at = -1, end = -1;
+  int32_t firstOff = 0, firstLen = 0;
+  int64_t jlen = -1;
+  auto put = [&](const uint8_t* p, size_t k) -> bool {
+    if (used + k > ns) return false;
+    memcpy(scratch + used, p, k);
+    used += k;
+    return true;
+  };
+  size_t from = 0;  // the open joined edit's bytes start here in scratch
+  auto close = [&]() -> int {
+    if (at < 0) return 0;
+    if (edits >= maxEdits) return -2;
+    if (jlen < 0) {
+      from = used;
+      if (!put(outs + firstOff, firstLen)) return -3;
+    }
+    int32_t* e = res + 4 + 4 * edits++;
+    e[0] = static_cast<int32_t>(at);
+    e[1] = static_cast<int32_t>(end - at);
+    e[2] = static_cast<int32_t>(from);
+    e[3] = static_cast<int32_t>(used);
+    at = -1;
+    return 0;
+  };
+  int64_t pos = 0;
+  int64_t hold = static_cast<int64_t>(n);
+  for (;;) {
+    int64_t best = kNone;
+    size_t bestR = 0;
+    for (size_t r = 0; r < R; r++) {
+      if (!evSet[r] || evStart[r] < pos) {
+        const int32_t* q = rules + 5 * r;
+        const uint8_t* pat = pats + q[0];
+        const size_t m = q[1];
+        const uint8_t* hay = q[2] ? low : buf;
+        evSet[r] = true;
+        evDecided[r] = true;
+        evStart[r] = kNone;
+        evStart[r] = hs[r].Find(hay, n, pos);
+        if (evStart[r] == kNone && !final) {
+          // The longest suffix starting at or after max(pos, n - m + 1) that is a prefix of pat.
+          const int64_t lo = std::max<int64_t>(pos, static_cast<int64_t>(n) - static_cast<int64_t>(m) + 1);
+          for (int64_t j = lo; j < static_cast<int64_t>(n); j++) {
+            if (memcmp(hay + j, pat, n - j) == 0) {
+              evStart[r] = j;
+              evDecided[r] = false;
+              break;
+            }
+          }
+        }
+      }
+      if (evStart[r] < best) {
+        best = evStart[r];
+        bestR = r;
+      }
+    }
+    if (best == kNone || !evDecided[bestR]) {
+      hold = best == kNone ? static_cast<int64_t>(n) : best;
+      break;
+    }
+    const int32_t* q = rules + 5 * bestR;
+    const int64_t start = best, len = q[1];
+    matches++;
+    if (join && at >= 0 && start - end <= gap && start + len - at <= span) {
+      if (jlen < 0) {
+        from = used;
+        if (!put(outs + firstOff, firstLen)) return Int(env, -3);
+        jlen = firstLen;
+      }
+      if (!put(buf + end, start - end) || !put(outs + q[3], q[4])) return Int(env, -3);
+      jlen = used - from;
+      end = start + len;
+    } else {
+      const int c = close();
+      if (c < 0) return Int(env, c);
+      at = start;
+      end = start + len;
+      firstOff = q[3];
+      firstLen = q[4];
+      jlen = -1;
+    }
+    pos = start + len;
+  }
+  const int c = close();
+  if (c < 0) return Int(env, c);
+  res[0] = static_cast<int32_t>(edits);
+  res[1] = static_cast<int32_t>(matches);
+  res[2] = static_cast<int32_t>(hold);
+  res[3] = static_cast<int32_t>(used);
+  return Int(env, 0);
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "findAll", NAPI_AUTO_LENGTH, FindAll, nullptr, &fn) == napi_ok) {
     napi_set_named_property(env, exports, "findAll", fn);
+  }
+  if (napi_create_function(env, "replaceLiterals", NAPI_AUTO_LENGTH, ReplaceLiterals, nullptr, &fn) == napi_ok) {
+    napi_set_named_property(env, exports, "replaceLiterals", fn);
   }
   return exports;
 }

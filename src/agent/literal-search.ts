@@ -14,6 +14,14 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 type FindAll = (hay: Uint8Array, pat: Uint8Array, from: number, out: Int32Array) => number;
+type ReplaceLiteralsNative = (
+  buf: Uint8Array, lowered: Uint8Array, pats: Uint8Array, rules: Int32Array, outs: Uint8Array,
+  flags: number, mergeGap: number, mergeSpan: number, res: Int32Array, scratch: Uint8Array,
+) => number;
+interface Native {
+  findAll?: FindAll;
+  replaceLiterals?: ReplaceLiteralsNative;
+}
 
 /** <repo>/build/Release/search.node, from src/agent/ and dist/agent/ alike. */
 const ADDON = fileURLToPath(new URL('../../build/Release/search.node', import.meta.url));
@@ -26,17 +34,18 @@ export const findAllJs: FindAll = (hay, pat, from, out) => {
   return k;
 };
 
-function loadNative(): FindAll | null {
+function loadNative(): Native | null {
   if (process.env.TAPGATE_JS_SEARCH === '1' || !existsSync(ADDON)) return null;
   try {
-    const m = createRequire(import.meta.url)(ADDON) as { findAll?: FindAll };
-    return typeof m.findAll === 'function' ? m.findAll : null;
+    const m = createRequire(import.meta.url)(ADDON) as Native;
+    return typeof m.findAll === 'function' && typeof m.replaceLiterals === 'function' ? m : null;
   } catch {
     return null;
   }
 }
 
-const native = loadNative();
+const addon = loadNative();
+const native = addon?.findAll ?? null;
 
 /** The native search, or null when the addon is not built (or TAPGATE_JS_SEARCH=1). */
 export const findAllNative: FindAll | null = native;
@@ -49,3 +58,66 @@ export const literalSearchBackend: 'native' | 'js' = native !== null ? 'native' 
  * (out.length: there may be more, ask again from one past the last).
  */
 export const findAll: FindAll = native ?? findAllJs;
+
+/** A set of literal rules packed for `replaceLiterals` (made once per compiled rule set). */
+export interface PackedLiterals {
+  pats: Buffer;
+  /** Per rule: pattern offset, length, case-insensitive (0/1), output offset, length. */
+  rules: Int32Array;
+  outs: Buffer;
+  anyCi: boolean;
+  /** Shortest pattern, longest output (the sizes of a scan's results). */
+  minPat: number;
+  maxOut: number;
+}
+
+export function packLiterals(rules: readonly { pat: Buffer; ci: boolean; out: Buffer }[]): PackedLiterals {
+  const t = new Int32Array(rules.length * 5);
+  let po = 0;
+  let oo = 0;
+  rules.forEach((r, i) => {
+    t.set([po, r.pat.length, r.ci ? 1 : 0, oo, r.out.length], i * 5);
+    po += r.pat.length;
+    oo += r.out.length;
+  });
+  return {
+    pats: Buffer.concat(rules.map((r) => r.pat)),
+    rules: t,
+    outs: Buffer.concat(rules.map((r) => r.out)),
+    anyCi: rules.some((r) => r.ci),
+    minPat: Math.min(...rules.map((r) => r.pat.length)),
+    maxOut: Math.max(0, ...rules.map((r) => r.out.length)),
+  };
+}
+
+/** What one native scan found: edits [at, len) of buf → scratch bytes [from, to). */
+export interface LiteralScan {
+  edits: number;
+  matches: number;
+  hold: number;
+  /** [at, len, from, to] per edit. */
+  res: Int32Array;
+  /** The edits' bytes (valid until the next scan). */
+  scratch: Buffer;
+}
+
+let res = new Int32Array(1024);
+let scratch = Buffer.allocUnsafeSlow(1 << 16);
+
+/**
+ * The replace agent's whole scan of a buffer under literal rules alone (replace.ts Scan.run,
+ * EditRun), in one native call: null when the addon is not built (the agent scans in JS then).
+ * At most 64 rules (more: null too).
+ */
+export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | null {
+  const f = addon?.replaceLiterals;
+  if (f === undefined || p.rules.length > 64 * 5) return null;
+  // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
+  const maxEdits = Math.floor(buf.length / p.minPat) + 1;
+  if (res.length < 4 + 4 * maxEdits) res = new Int32Array(4 + 4 * maxEdits);
+  const bound = buf.length + maxEdits * p.maxOut;
+  if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.max(bound, scratch.length * 2));
+  const r = f(buf, lowered ?? buf, p.pats, p.rules, p.outs, (final ? 1 : 0) | (join ? 2 : 0), mergeGap, mergeSpan, res, scratch);
+  if (r !== 0) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);
+  return { edits: res[0]!, matches: res[1]!, hold: res[2]!, res, scratch };
+}

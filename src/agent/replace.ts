@@ -19,7 +19,7 @@ import type {
 } from './types.js';
 import { NO_EDITS } from './types.js';
 import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
-import { findAll } from './literal-search.js';
+import { findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
 
 export interface LiteralRule {
   find: string;
@@ -89,6 +89,11 @@ export interface ReplaceOptions {
    * how the stream was cut; the bytes do not).
    */
   joinMatches?: boolean;
+  /**
+   * Literal rules alone are scanned by the addon in one call per segment (literal-search.ts
+   * replaceLiterals) when it is built; false: always the JS scan (the tests compare both).
+   */
+  nativeScan?: boolean;
 }
 
 /** One problem with a rule: which field, and what is wrong. */
@@ -541,6 +546,28 @@ class Occurrences {
   }
 }
 
+/** A rule set of literals alone, packed for the native scan (null: a regex among them). */
+const packedCache = new WeakMap<readonly CompiledRule[], PackedLiterals | null>();
+function packedOf(rules: readonly CompiledRule[]): PackedLiterals | null {
+  let p = packedCache.get(rules);
+  if (p === undefined) {
+    p = rules.every((r) => r.kind === 'lit') ? packLiterals(rules as readonly CompiledLiteral[]) : null;
+    packedCache.set(rules, p);
+  }
+  return p;
+}
+
+/** The edits of a native scan, their bytes copied out of its scratch into one buffer. */
+function nativeResult(s: LiteralScan, base: number): ScanResult {
+  const edits: Edit[] = new Array(s.edits);
+  const r = s.res;
+  const used = s.edits > 0 ? r[4 + 4 * (s.edits - 1) + 3]! : 0;
+  const own = used > 0 ? Buffer.allocUnsafe(used) : EMPTY;
+  if (used > 0) s.scratch.copy(own, 0, 0, used);
+  for (let i = 0, k = 4; i < s.edits; i++, k += 4) edits[i] = { at: base + r[k]!, len: r[k + 1]!, data: own.subarray(r[k + 2]!, r[k + 3]!) };
+  return { edits, matches: s.matches, hold: s.hold, giveUps: 0 };
+}
+
 class Scan {
   private lowered: Buffer | undefined;
   private str: string | undefined;
@@ -565,7 +592,13 @@ class Scan {
     this.off = prev >= 0 ? 1 : 0;
   }
 
-  run(rules: readonly CompiledRule[], base: number): ScanResult {
+  run(rules: readonly CompiledRule[], base: number, native: boolean): ScanResult {
+    const packed = native ? packedOf(rules) : null;
+    if (packed !== null) {
+      const lowered = packed.anyCi ? (this.lowered ??= asciiLower(this.buf)) : null;
+      const s = replaceLiterals(packed, this.buf, lowered, this.final, this.join, MERGE_GAP, MERGE_SPAN);
+      if (s !== null) return nativeResult(s, base);
+    }
     const run = new EditRun(this.buf, base, this.join);
     const ev: (RuleEvent | undefined)[] = new Array(rules.length);
     let pos = 0;
@@ -756,7 +789,7 @@ class ReplaceAgent implements Agent {
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
     const base = st.undecided;
     const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
-    const { edits, matches, hold, giveUps } = scan.run(this.rules, base);
+    const { edits, matches, hold, giveUps } = scan.run(this.rules, base, this.opts.nativeScan !== false);
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;
       own.regexBudgetExceeded += giveUps;

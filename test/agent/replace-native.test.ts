@@ -1,0 +1,58 @@
+/**
+ * The native scan of literal rules (native/search.cc replaceLiterals, agent/literal-search.ts)
+ * against the JS scan it replaces (agent/replace.ts Scan, EditRun): over random streams cut at
+ * random points, random rule sets (overlapping patterns, prefixes of each other, case-insensitive
+ * ones, empty outputs), joined or not, both give the same edits, the same undecided starts and
+ * the same counts, feed by feed and at the final flush.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { createReplace, type ReplaceRule } from '../../src/agent/replace.js';
+import { literalSearchBackend } from '../../src/agent/literal-search.js';
+import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
+
+const CTX: AgentContext = { flowId: 't', directions: new Set(['c2s', 's2c']) };
+
+const show = (o: AgentOutput) => ({ from: o.undecidedFrom, edits: o.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString('latin1')]) });
+
+function run(rules: ReplaceRule[], chunks: string[], join: boolean, nativeScan: boolean) {
+  const counters = { matches: 0, regexBudgetExceeded: 0 };
+  const a = createReplace({ joinMatches: join, nativeScan, counters }).create(rules, CTX);
+  const outs = [];
+  let pos = 0;
+  for (const c of chunks) {
+    outs.push(show(a.feed('s2c', pos, Buffer.from(c, 'latin1'))));
+    pos += c.length;
+  }
+  outs.push(show(a.flush('s2c', 'fin')));
+  return { outs, matches: counters.matches };
+}
+
+describe('native literal scan', () => {
+  it('runs here (the addon is built by npm install)', () => {
+    expect(literalSearchBackend).toBe('native');
+  });
+
+  it('gives the JS scan\'s edits, holds and counts', () => {
+    const word = fc.stringMatching(/^[abAB]{1,4}$/);
+    const rule = fc.record({ find: word, with: fc.stringMatching(/^[xyz]{0,5}$/), ignoreCase: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(rule, { minLength: 1, maxLength: 4 }), fc.array(fc.stringMatching(/^[abAB-]{0,40}$/), { minLength: 1, maxLength: 6 }), fc.boolean(), (rules, chunks, join) => {
+        const js = run(rules, chunks, join, false);
+        const native = run(rules, chunks, join, true);
+        expect(native).toEqual(js);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('joins a dense body\'s matches as the JS scan does (gaps and spans at their limits)', () => {
+    const body = ('Hello world' + '-'.repeat(250)).repeat(40) + 'Hello wor';
+    const rules = [{ find: 'Hello world', with: 'Hi there' }, { find: 'o w', with: '0_w' }];
+    for (const cut of [1, 7, 1000, body.length]) {
+      const chunks: string[] = [];
+      for (let i = 0; i < body.length; i += cut) chunks.push(body.slice(i, i + cut));
+      expect(run(rules, chunks, true, true)).toEqual(run(rules, chunks, true, false));
+    }
+  });
+});
