@@ -136,6 +136,9 @@ export class HttpStream {
   private st: DirState;
   private rw: BodyRewriter | null;
   private ob = new EditBuilder();
+  /** Runtime, not state: the parse of a held fixlen header section (st.msg.head), so the final
+   *  plan does not parse it again (after a restore it is parsed from the bytes). */
+  private headParsed: { head: Buffer; pb: ParsedBlock } | null = null;
   /** End of the bytes the current run has (what arrived with a header section ending in it). */
   private runEnd = 0;
 
@@ -578,6 +581,7 @@ export class HttpStream {
     if (d.method === 'fixlen') {
       // Held with its body; the plan is rendered when the body's length is known.
       msg.head = st.block;
+      this.headParsed = { head: st.block, pb };
     } else {
       let r = render(pb, d, st.released);
       if (r.frameLost) {
@@ -661,7 +665,11 @@ export class HttpStream {
     this.rw!.out = OUT[d.method as Exclude<BodyMethod, 'none' | 'pass'>];
   }
 
+  /** The held header section's parse (dropped with it: m.head = null follows every call). */
   private reparse(m: Msg): ParsedBlock {
+    const h = this.headParsed;
+    this.headParsed = null;
+    if (h !== null && h.head === m.head) return h.pb;
     return parseBlock(m.head!, m.headAt, this.dir === 'c2s' ? 'request' : 'response');
   }
 
