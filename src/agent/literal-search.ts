@@ -1,13 +1,13 @@
 /**
- * Every occurrence of a literal in a buffer, for the replace agent's literal rules (replace.ts
- * Scan). `findAll` fills an Int32Array with the starts of the occurrences at or after `from`
- * (overlapping ones too), in order, as many as fit, and returns how many: one call per segment
- * and rule, however dense the matches.
- *
- * The search itself is native when the addon `native/search.cc` is built (glibc memmem: about
- * twice Buffer.indexOf's speed over bytes that do not match, and no call per match); without it
- * (a checkout where `npm install` did not build addons) the same answers come from
- * Buffer.indexOf. `literalSearchBackend` says which one runs (in `tapgate` statistics).
+ * The replace agent's literal search (replace.ts Scan), native when the addon `native/search.cc`
+ * is built:
+ * - `replaceLiterals`: the whole scan of a segment under literal rules alone (matches, joined
+ *   edits, their bytes) in one call; null without the addon (the agent scans in JS then).
+ * - `findAll`: the starts of a pattern's occurrences at or after `from` (overlapping ones too), in
+ *   order, as many as fit an Int32Array: for the JS scan (a regex among the rules), one call per
+ *   segment and rule however dense the matches; glibc memmem (about twice Buffer.indexOf's speed
+ *   over bytes that do not match), or Buffer.indexOf without the addon (a checkout where `npm
+ *   install` did not build addons): the same answers. `literalSearchBackend` says which runs.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';

@@ -14,7 +14,12 @@ import { literalSearchBackend } from '../agent/literal-search.js';
 import type { AgentContext, Direction } from '../agent/types.js';
 import { NEVER_PATTERN } from './live.js';
 
-const CTX: AgentContext = { flowId: 'bench', directions: new Set<Direction>(['s2c']) };
+const CTX: AgentContext = {
+  flowId: 'bench',
+  client: { addr: '10.0.0.1', port: 40000 },
+  server: { addr: '10.0.0.2', port: 80 },
+  directions: new Set<Direction>(['s2c']),
+};
 const SEGMENT = 65_536;
 const SEGMENTS = 1024;
 

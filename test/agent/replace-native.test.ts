@@ -55,4 +55,11 @@ describe('native literal scan', () => {
       expect(run(rules, chunks, true, true)).toEqual(run(rules, chunks, true, false));
     }
   });
+
+  it('leaves a set of more than 64 rules to the JS scan, with the same answers', () => {
+    const rules = Array.from({ length: 70 }, (_, i) => ({ find: `k${i}-`, with: `<${i}>` }));
+    const text = Array.from({ length: 200 }, (_, i) => `k${(i * 7) % 75}-`).join('.');
+    expect(run(rules, [text.slice(0, 333), text.slice(333)], true, true)).toEqual(run(rules, [text.slice(0, 333), text.slice(333)], true, false));
+    expect(run(rules, [text], true, true).matches).toBeGreaterThan(150);
+  });
 });
