@@ -53,9 +53,10 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
       `Table full (limits.maxConnections ${rep.open}): ${f.failed} of ${f.tried} more connections failed, ${f.tableFull} SYNs refused (tableFull); ` +
         `afterwards ${f.answeredAfter} of ${f.of} live connections answered`,
     );
-    // Opens that failed earlier (a SYN lost in a burst past its retries) left free entries: as
-    // many of the extra connections may take them.
-    const free = Math.max(0, rep.open - (tg.tracked ?? rep.open));
+    // Opens that failed earlier (a SYN lost in a burst past its retries) left entries that are
+    // free or will be (expired, or closed and taken over by a new SYN): as many of the extra
+    // connections may take them.
+    const free = Math.max(0, rep.open - (tg.opened ?? rep.open));
     goals.push(
       `table full: every extra connection refused (but for ${free} free entries) and every live one answering: ${f.failed}/${f.tried} refused, ${f.answeredAfter}/${f.of} answered — ` +
         verdict(f.failed >= f.tried - free && f.tableFull >= f.failed && f.answeredAfter === f.of),
