@@ -11,7 +11,12 @@ import { createReplace, type ReplaceRule } from '../../src/agent/replace.js';
 import { literalSearchBackend } from '../../src/agent/literal-search.js';
 import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
 
-const CTX: AgentContext = { flowId: 't', directions: new Set(['c2s', 's2c']) };
+const CTX: AgentContext = {
+  flowId: 't',
+  client: { addr: '10.0.0.1', port: 40000 },
+  server: { addr: '10.0.0.2', port: 80 },
+  directions: new Set(['c2s', 's2c']),
+};
 
 const show = (o: AgentOutput) => ({ from: o.undecidedFrom, edits: o.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString('latin1')]) });
 
