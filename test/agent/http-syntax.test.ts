@@ -2,6 +2,7 @@
  * The pure parts of the http agent: grammar (RFC 9112 §3, §4, §7.1; RFC 9110 §5, §8.6), header
  * sections cut into units with their normalised bytes, and the message body length of §6.3.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseBlock } from '../../src/agent/http/block.js';
 import { EditBuilder } from '../../src/agent/http/edits.js';
@@ -60,6 +61,23 @@ describe('http syntax', () => {
 });
 
 describe('http header sections: units and normalised bytes', () => {
+  it('reads the usual lines from the text as the general path reads them (units, errors, tallies)', () => {
+    // Lines from pieces that hit every branch: CRLF and bare LF, bare CR, NUL, folds, whitespace
+    // lines and whitespace before the colon, bad name and value bytes, missing colons.
+    const piece = fc.constantFrom('Host', 'X-A', 'b', ':', ' ', '\t', '\r', '\0', '\x01', '\xe9', 'v', '(', ' : ', '::');
+    const line = fc.tuple(fc.array(piece, { maxLength: 6 }), fc.constantFrom('\r\n', '\n')).map(([p, end]) => p.join('') + end);
+    const start = fc.constantFrom('GET / HTTP/1.1\r\n', 'GET / HTTP/1.1\n', 'GET /\r HTTP/1.1\r\n', 'HTTP/1.1 200 OK\r\n', 'HTTP/1.0 204 No\rpe\r\n', 'HTTP/2 200\r\n', '');
+    fc.assert(
+      fc.property(start, fc.array(line, { maxLength: 8 }), fc.constantFrom('request', 'response', 'trailer') as fc.Arbitrary<'request' | 'response' | 'trailer'>, (st, lines, kind) => {
+        const text = (kind === 'trailer' ? '' : st) + lines.filter((l) => l !== '\r\n' && l !== '\n').join('') + '\r\n';
+        if (kind !== 'trailer' && st === '') return;
+        const general = parseBlock(B(text), 7, kind, false);
+        expect(parseBlock(B(text), 7, kind)).toEqual(general);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   it('a clean section: one unit per line, nothing to normalise', () => {
     const pb = parseBlock(B('GET / HTTP/1.1\r\nHost: a\r\nX-A:  b \r\n\r\n'), 100, 'request');
     expect(pb.error).toBeUndefined();

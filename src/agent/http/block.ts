@@ -19,7 +19,7 @@
  */
 
 import type { RefuseReason } from './counters.js';
-import { CR, HTAB, isFieldChar, isToken, LF, parseRequestLine, parseStatusLine, SP, type RequestLine, type StatusLine } from './syntax.js';
+import { CR, HTAB, isFieldChar, isToken, parseRequestLine, parseStatusLine, SP, type RequestLine, type StatusLine } from './syntax.js';
 
 export type BlockKind = 'request' | 'response' | 'trailer';
 
@@ -59,16 +59,21 @@ const CRLF = Buffer.from('\r\n');
 
 /**
  * Parse a complete section: `b` holds it from its first byte (start-line, or first trailer
- * line) through the LF of the empty line; `base` is the stream position of b[0].
+ * line) through the LF of the empty line; `base` is the stream position of b[0]. `plain: false`
+ * reads every line the general way (the tests compare both).
  */
-export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBlock {
+export function parseBlock(b: Buffer, base: number, kind: BlockKind, plain = true): ParsedBlock {
   const tally: NormTally = { bareLF: 0, bareCR: 0, nulInValue: 0, obsFold: 0, wsBeforeColon: 0, wsLines: 0 };
   // Physical lines: [start, contentEnd) content, up to and including the LF at lf.
+  // The section as latin1 text, once: lines, names and values are found and cut in it (string
+  // searches and substrings, no Buffer call per line); the bytes are read again only for a line
+  // that needs normalising.
+  const t = b.toString('latin1');
   const lines: { s: number; ce: number; lf: number }[] = [];
   for (let s = 0; s < b.length; ) {
-    const lf = b.indexOf(LF, s);
+    const lf = t.indexOf('\n', s);
     if (lf < 0) throw new Error('http: parseBlock without a final LF (agent bug)');
-    const bare = lf === s || b[lf - 1] !== CR;
+    const bare = lf === s || t.charCodeAt(lf - 1) !== CR;
     if (bare) tally.bareLF++;
     lines.push({ s, ce: bare ? lf : lf - 1, lf });
     s = lf + 1;
@@ -79,9 +84,16 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBloc
   let i = 0;
   if (kind !== 'trailer') {
     const l = lines[0]!;
-    const content = cleanCR(b.subarray(l.s, l.ce), tally);
-    const text = content.toString('latin1');
-    units.push(unit('start', base + l.s, l.lf + 1 - l.s, Buffer.concat([content, CRLF]), b.subarray(l.s, l.lf + 1)));
+    let text: string;
+    if (plain && l.ce !== l.lf && !hasCR(t, l.s, l.ce)) {
+      // The usual start-line: CRLF, no bare CR: nothing to normalise.
+      text = t.substring(l.s, l.ce);
+      units.push({ kind: 'start', at: base + l.s, len: l.lf + 1 - l.s, norm: null, name: '', rawName: '', value: '' });
+    } else {
+      const content = cleanCR(b.subarray(l.s, l.ce), tally);
+      text = content.toString('latin1');
+      units.push(unit('start', base + l.s, l.lf + 1 - l.s, Buffer.concat([content, CRLF]), b.subarray(l.s, l.lf + 1)));
+    }
     phys.push([0]);
     if (kind === 'request') {
       const r = parseRequestLine(text);
@@ -130,6 +142,11 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBloc
     const un = units[u]!;
     if (un.kind !== 'field') continue;
     const ph = phys[u]!;
+    if (plain && ph.length === 1) {
+      const r = plainField(t, lines[ph[0]!]!, un, kind);
+      if (r === 'error') return { ...out, error: fieldError(t, lines[ph[0]!]!, kind) };
+      if (r === 'done') continue;
+    }
     let content: Buffer;
     let changed: boolean;
     if (ph.length === 1) {
@@ -179,6 +196,53 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind): ParsedBloc
     un.norm = changed ? Buffer.concat([Buffer.from(`${rawName}:`, 'latin1'), rest, CRLF]) : null;
   }
   return out;
+}
+
+/** A CR in t[from, to). */
+function hasCR(t: string, from: number, to: number): boolean {
+  const i = t.indexOf('\r', from);
+  return i >= 0 && i < to;
+}
+
+/**
+ * The usual field line, read from the text alone: one physical line ending in CRLF, no CR or NUL
+ * inside, no whitespace before the colon. 'done' (name and value set, nothing to normalise),
+ * 'error' (refused: fieldError says why, as the general path would), or 'other' (the general
+ * path reads it; nothing was counted here).
+ */
+function plainField(t: string, l: { s: number; ce: number; lf: number }, un: Unit, kind: BlockKind): 'done' | 'error' | 'other' {
+  if (l.ce === l.lf || hasCR(t, l.s, l.ce)) return 'other';
+  const colon = t.indexOf(':', l.s);
+  if (colon <= l.s || colon >= l.ce) return 'error';
+  const before = t.charCodeAt(colon - 1);
+  if (before === SP || before === HTAB) return kind === 'request' ? 'error' : 'other';
+  const rawName = t.substring(l.s, colon);
+  if (!isToken(rawName)) return 'error';
+  for (let k = colon + 1; k < l.ce; k++) {
+    const c = t.charCodeAt(k);
+    if (c === 0) return 'other';
+    if (!isFieldChar(c)) return 'error';
+  }
+  let vs = colon + 1;
+  let ve = l.ce;
+  while (vs < ve && (t.charCodeAt(vs) === SP || t.charCodeAt(vs) === HTAB)) vs++;
+  while (ve > vs && (t.charCodeAt(ve - 1) === SP || t.charCodeAt(ve - 1) === HTAB)) ve--;
+  un.rawName = rawName;
+  un.name = rawName.toLowerCase();
+  un.value = t.substring(vs, ve);
+  un.norm = null;
+  return 'done';
+}
+
+/** Why plainField refused a line (the general path's answer for it, in its order). */
+function fieldError(t: string, l: { s: number; ce: number }, kind: BlockKind): RefuseReason {
+  const colon = t.indexOf(':', l.s);
+  if (colon <= l.s || colon >= l.ce) return 'fieldName';
+  let nameEnd = colon;
+  while (nameEnd > l.s && (t.charCodeAt(nameEnd - 1) === SP || t.charCodeAt(nameEnd - 1) === HTAB)) nameEnd--;
+  if (nameEnd !== colon && kind === 'request') return 'wsBeforeColon';
+  if (!isToken(t.substring(l.s, nameEnd))) return 'fieldName';
+  return 'fieldValue';
 }
 
 function unit(kind: Unit['kind'], at: number, len: number, norm: Buffer | null, orig: Buffer | null): Unit {
