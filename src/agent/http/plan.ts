@@ -87,6 +87,14 @@ export interface DecideOpts {
 
 const line = (name: string, value: string): Buffer => Buffer.from(`${name}: ${value}\r\n`, 'latin1');
 const TE_CHUNKED = line('Transfer-Encoding', 'chunked');
+// Made once: read-only like TE_CHUNKED (a message's plan only reads them).
+const AE_IDENTITY = line('Accept-Encoding', 'identity');
+const CONNECTION_CLOSE = line('Connection', 'close');
+const ENCODING_FIELDS: ReadonlySet<string> = new Set(['accept-encoding', 'te']);
+const RANGE_FIELDS: ReadonlySet<string> = new Set(['range', 'if-range']);
+const CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
+const ACCEPT_RANGES: ReadonlySet<string> = new Set(['accept-ranges']);
+const TRAILER_FRAMING: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host']);
 
 /** The decision framing alone makes (normalisation of Content-Length / Transfer-Encoding). */
 function base(f: Framing): Decision {
@@ -152,14 +160,14 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
   let forcedClose = false;
   if (cfg.response.replace !== null) {
     if (cfg.identity && !cfg.request.remove.has('accept-encoding')) {
-      removeFields(pb, d, new Set(['accept-encoding', 'te']), 'edit');
-      addLines(d, line('Accept-Encoding', 'identity'), 'edit');
+      removeFields(pb, d, ENCODING_FIELDS, 'edit');
+      addLines(d, AE_IDENTITY, 'edit');
       d.counts.push('identityRequested');
     }
-    if (removeFields(pb, d, new Set(['range', 'if-range']), 'edit') > 0) d.counts.push('rangeRemoved');
+    if (removeFields(pb, d, RANGE_FIELDS, 'edit') > 0) d.counts.push('rangeRemoved');
     if (!v11 && conn.has('keep-alive') && !conn.has('close')) {
-      removeFields(pb, d, new Set(['connection', 'keep-alive']), 'frame');
-      addLines(d, line('Connection', 'close'), 'frame');
+      removeFields(pb, d, CONNECTION_FIELDS, 'frame');
+      addLines(d, CONNECTION_CLOSE, 'frame');
       d.counts.push('keepAliveClosed');
       forcedClose = true;
     }
@@ -202,8 +210,8 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   chooseBody(pb, f, d, rules, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
   if (d.method === 'toclose') {
     // The body now ends with the connection: say so, without a keep-alive beside it.
-    removeFields(pb, d, new Set(['connection', 'keep-alive']), 'frame');
-    addLines(d, line('Connection', 'close'), 'frame');
+    removeFields(pb, d, CONNECTION_FIELDS, 'frame');
+    addLines(d, CONNECTION_CLOSE, 'frame');
   }
   return d;
 }
@@ -221,7 +229,7 @@ function describeRewritten(pb: ParsedBlock, d: Decision, bodiless: boolean): voi
       n++;
     }
   }
-  n += removeFields(pb, d, new Set(['accept-ranges']), 'edit');
+  n += removeFields(pb, d, ACCEPT_RANGES, 'edit');
   for (const u of fieldUnits(pb, 'etag')) {
     const v = pb.units[u]!.value;
     if (d.actions.has(u) || v.startsWith('W/')) continue;
@@ -271,7 +279,7 @@ function chooseBody(
 /** Decision for a trailer section: framing fields are removed (RFC 9110 §6.5.1). */
 export function decideTrailers(pb: ParsedBlock): Decision {
   const d: Decision = { body: { kind: 'none' }, method: 'none', actions: new Map(), adds: [], after: 'start', counts: [] };
-  removeFields(pb, d, new Set(['content-length', 'transfer-encoding', 'host']), 'norm', 'trailerFramingRemoved');
+  removeFields(pb, d, TRAILER_FRAMING, 'norm', 'trailerFramingRemoved');
   return d;
 }
 
