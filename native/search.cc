@@ -157,7 +157,8 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   bool evDecided[64];
   bool evSet[64];
   if (R > 64) return Int(env, -1);
-  static Horspool hs[64];
+  // Per thread (a worker thread may load the addon too), kept between calls (66 KB).
+  static thread_local Horspool hs[64];
   for (size_t r = 0; r < R; r++) {
     evSet[r] = false;
     hs[r].Init(pats + rules[5 * r], rules[5 * r + 1]);

@@ -103,21 +103,28 @@ export interface LiteralScan {
 
 let res = new Int32Array(1024);
 let scratch = Buffer.allocUnsafeSlow(1 << 16);
+/** The most the scratch buffers grow to (bytes each): a scan that could need more (long
+ *  outputs of short patterns, a huge buffer) is sized to this, and one that really needs more
+ *  is done by the JS scan instead. */
+const SCRATCH_MAX = 4 << 20;
 
 /**
  * The replace agent's whole scan of a buffer under literal rules alone (replace.ts Scan.run,
- * EditRun), in one native call: null when the addon is not built (the agent scans in JS then).
- * At most 64 rules (more: null too).
+ * EditRun), in one native call: null when the addon is not built (the agent scans in JS then);
+ * null too for more than 64 rules, or a scan whose output outgrows SCRATCH_MAX.
  */
 export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | null {
   const f = addon?.replaceLiterals;
   if (f === undefined || p.rules.length > 64 * 5) return null;
   // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
   const maxEdits = Math.floor(buf.length / p.minPat) + 1;
+  if ((4 + 4 * maxEdits) * 4 > SCRATCH_MAX) return null;
   if (res.length < 4 + 4 * maxEdits) res = new Int32Array(4 + 4 * maxEdits);
-  const bound = buf.length + maxEdits * p.maxOut;
-  if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.max(bound, scratch.length * 2));
+  const bound = Math.min(buf.length + maxEdits * p.maxOut, SCRATCH_MAX);
+  if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(bound, scratch.length * 2), SCRATCH_MAX));
   const r = f(buf, lowered ?? buf, p.pats, p.rules, p.outs, (final ? 1 : 0) | (join ? 2 : 0), mergeGap, mergeSpan, res, scratch);
+  // More output than SCRATCH_MAX: the JS scan (which allocates as it goes) does this buffer.
+  if (r === -3) return null;
   if (r !== 0) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);
   return { edits: res[0]!, matches: res[1]!, hold: res[2]!, res, scratch };
 }

@@ -586,7 +586,8 @@ export class FlowTable<C = unknown> {
         // meets its connection and is translated, never dropped as an unknown one.
         const reset = f.halves[0].rstSeen || f.halves[1].rstSeen;
         const closed = f.state === 'closed' && (reset || this.finsAcked(f));
-        const since = closed ? (reset ? f.closedMs : Math.max(f.closedMs, f.lastMs)) : f.lastMs;
+        // (A clean close's later segments restart its time, up to closingTimeoutMs after the close.)
+        const since = closed ? (reset ? f.closedMs : Math.min(Math.max(f.closedMs, f.lastMs), f.closedMs + this.limits.closingTimeoutMs)) : f.lastMs;
         const timeout = closed ? (this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs) : this.limits.closingTimeoutMs;
         if (nowMs - since > timeout || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
           this.remove(f);

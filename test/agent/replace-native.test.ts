@@ -67,4 +67,17 @@ describe('native literal scan', () => {
     expect(run(rules, [text.slice(0, 333), text.slice(333)], true, true)).toEqual(run(rules, [text.slice(0, 333), text.slice(333)], true, false));
     expect(run(rules, [text], true, true).matches).toBeGreaterThan(150);
   });
+
+  it('keeps its scratch bounded: long outputs of short patterns are scanned natively up to 4 MiB, then by the JS scan', () => {
+    // The worst case (every byte a match of a 1-byte pattern, each 8 KiB out) would be 537 MB.
+    const big = 'x'.repeat(8192);
+    const rules = [{ find: '\t', with: ' ' }, { find: '</head>', with: big }];
+    const text = ('a\tb</head>' + '-'.repeat(500)).repeat(120);
+    expect(run(rules, [text], true, true)).toEqual(run(rules, [text], true, false));
+    // 200 matches × 64 KiB = 13 MB of output: more than the scratch may hold.
+    const huge = [{ find: 'a', with: 'y'.repeat(65_536) }];
+    const r = run(huge, ['a'.repeat(200)], true, true);
+    expect(r).toEqual(run(huge, ['a'.repeat(200)], true, false));
+    expect(r.matches).toBe(200);
+  });
 });

@@ -160,6 +160,16 @@ describe('flow table', () => {
     t.expire(900 + 1_001);
     expect(t.size).toBe(0);
     expect(t.counters.expiredClosed).toBe(3);
+    // Segments after a clean close keep it at most closingTimeoutMs past the close (+ closedTimeoutMs).
+    const chatty = open(4);
+    seg(chatty, 0, TCP_ACK, 3, 7, 30);
+    for (let now = 100; now <= 1_200; now += 100) {
+      seg(chatty, 0, TCP_ACK, 3, 7, now); // each one would restart its 200 ms
+      t.expire(now);
+      expect(t.size).toBe(1);
+    }
+    t.expire(1_300); // closed at 20: 1,020 + 200 < 1,300
+    expect(t.size).toBe(0);
   });
 
   it('a new SYN takes the place of the oldest closed connection when the table is full', () => {
