@@ -128,7 +128,11 @@ const CL_DIGITS = 15;
  */
 export type ContentLength = { ok: true; n: number; canonical: boolean } | { ok: false; why: string };
 
+/** One plain value: digits, no leading zero (the usual case, answered without splitting). */
+const PLAIN_CL = /^(?:0|[1-9][0-9]*)$/;
+
 export function parseContentLength(values: readonly string[]): ContentLength {
+  if (values.length === 1 && values[0]!.length <= CL_DIGITS && PLAIN_CL.test(values[0]!)) return { ok: true, n: Number(values[0]), canonical: true };
   let n = -1;
   let count = 0;
   let canonical = values.length === 1;
