@@ -31,6 +31,7 @@ import { makeLogger } from './log.js';
 import { ClusterNode } from '../cluster/node.js';
 import { stringKey } from '../cluster/rendezvous.js';
 import { runQueues } from './run-queues.js';
+import { literalSearchBackend } from '../agent/literal-search.js';
 
 /** Masquerade port slices: node i allocates ports p with p % NAT_SLICES === its index. */
 export const NAT_SLICES = 16;
@@ -267,6 +268,9 @@ export async function run(a: RunArgs): Promise<number> {
     { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, ...(config?.nat !== undefined ? { nat: { oneToOne: config.nat.table.oneToOne.length, masquerade: config.nat.table.masquerade.length } } : {}), config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
     'gateway running',
   );
+  if (literalSearchBackend === 'js') {
+    log.warn({ addon: 'build/Release/search.node' }, 'the literal-search addon is not built: literal rules are scanned in JavaScript (same results, slower); `npm install` builds it');
+  }
 
   const tty = process.stderr.isTTY === true && queueOf === undefined;
   const statusTimer =

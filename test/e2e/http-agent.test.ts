@@ -21,7 +21,7 @@
 import { readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labExec, labKill, labSpawn } from '../../src/lab/lab.js';
+import { labDown, labExec, labKill, labSpawn, labStateDir } from '../../src/lab/lab.js';
 import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
 import {
   firstDifference, gatewayStats, labUpWithGateway, netnsList, restartGateway, sha, tempDir, waitForLocalServer, waitUntil, type GatewayStats,
@@ -564,11 +564,16 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
     });
   });
 
-  describe('under impairment (no vnet header; loss, reordering, duplication both sides of the gateway)', () => {
+  // This gateway scans in JavaScript (TAPGATE_JS_SEARCH=1, as without the literal-search addon):
+  // the same bytes must come out, and the log says so once.
+  describe('under impairment (no vnet header; loss, reordering, duplication both sides of the gateway; the JS scan)', () => {
     let before: GatewayStats;
 
     beforeAll(async () => {
-      await restartGateway(P, join(dir, 'config-impair.yaml'), ['--no-vnet-hdr', '--impair-in', 'loss=3%,reorder=10%:3,dup=2%,seed=11', '--impair', 'loss=2%,reorder=10%:2,dup=1%,seed=12']);
+      await restartGateway(P, join(dir, 'config-impair.yaml'), ['--no-vnet-hdr', '--impair-in', 'loss=3%,reorder=10%:3,dup=2%,seed=11', '--impair', 'loss=2%,reorder=10%:2,dup=1%,seed=12'], { TAPGATE_JS_SEARCH: '1' });
+      const warned = (t: string) => t.split('\n').filter((l) => l.includes('the literal-search addon is not built')).length;
+      const log = await waitUntil(10_000, 100, async () => readFileSync(join(labStateDir(P), 'gateway.log'), 'utf8'), (t) => warned(t) > 0, () => 'no warning of the JS scan in gateway.log');
+      expect(warned(log)).toBe(1);
       await waitUntil(30_000, 200,
         () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', `${NGINX}/tiny.txt`]),
         (r) => r.stdout === '200',

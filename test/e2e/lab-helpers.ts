@@ -43,9 +43,10 @@ export function randomFile(path: string, size: number, mode?: number): Buffer<Ar
   return data;
 }
 
-/** `tapgate run` between the lab's TAPs tap-c and tap-s, from the sources. */
-export function gatewayArgv(config: string, extra: string[] = []): string[] {
-  return [process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', config, ...extra];
+/** `tapgate run` between the lab's TAPs tap-c and tap-s, from the sources (`env`: set for it). */
+export function gatewayArgv(config: string, extra: string[] = [], env: Record<string, string> = {}): string[] {
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return [...(vars.length > 0 ? ['env', ...vars] : []), process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s', '--config', config, ...extra];
 }
 
 /** The lab `prefix` with the gateway running `config`, waiting until it has attached both TAPs. */
@@ -54,9 +55,9 @@ export function labUpWithGateway(prefix: string, config: string, extra: string[]
 }
 
 /** Stops the lab's gateway and starts it again with another config or options (same lab). */
-export async function restartGateway(prefix: string, config: string, extra: string[] = []): Promise<LabInfo> {
+export async function restartGateway(prefix: string, config: string, extra: string[] = [], env: Record<string, string> = {}): Promise<LabInfo> {
   await labKill(prefix, 'gateway');
-  return labUpWithGateway(prefix, config, extra);
+  return labUp({ prefix, gatewayCommand: gatewayArgv(config, extra, env), cwd: REPO, attachTimeoutMs: 30_000 });
 }
 
 export type GatewayStats = Record<string, Record<string, any>>;
