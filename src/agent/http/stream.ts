@@ -138,7 +138,7 @@ export class HttpStream {
   private ob = new EditBuilder();
   /** Runtime, not state: the parse of a held fixlen header section (st.msg.head), so the final
    *  plan does not parse it again (after a restore it is parsed from the bytes). */
-  private headParsed: { head: Buffer; pb: ParsedBlock } | null = null;
+  private headParsed: { head: Buffer; pb: ParsedBlock; d: Decision } | null = null;
   /** End of the bytes the current run has (what arrived with a header section ending in it). */
   private runEnd = 0;
 
@@ -581,7 +581,7 @@ export class HttpStream {
     if (d.method === 'fixlen') {
       // Held with its body; the plan is rendered when the body's length is known.
       msg.head = st.block;
-      this.headParsed = { head: st.block, pb };
+      this.headParsed = { head: st.block, pb, d };
     } else {
       let r = render(pb, d, st.released);
       if (r.frameLost) {
@@ -631,8 +631,12 @@ export class HttpStream {
   private fixlenDone(): void {
     const m = this.st.msg!;
     const rw = this.rw!;
+    // The decision made at the header, when this object made it: deciding again without options
+    // gives the same (fixlen was chosen; nothing else depends on the options), and render does
+    // not change it.
+    const held = this.headParsed !== null && this.headParsed.head === m.head ? this.headParsed.d : null;
     const pb = this.reparse(m);
-    const d = this.redecide(pb, m, {});
+    const d = held ?? this.redecide(pb, m, {});
     const r = render(pb, d, m.headAt, rw.outputLength());
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     this.env.count.add('framedFixedLength');
