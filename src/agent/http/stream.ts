@@ -22,7 +22,7 @@
  */
 
 import type { AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
-import { parseBlock, type BlockKind, type ParsedBlock } from './block.js';
+import { parseBlock, type BlockKind, type NormTally, type ParsedBlock } from './block.js';
 import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
@@ -571,7 +571,7 @@ export class HttpStream {
       if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos);
       sh.queue.push(req!);
     }
-    for (const [k, v] of Object.entries(pb.tally)) if (v > 0) c.add(k as keyof typeof pb.tally, v);
+    addTally(c, pb.tally);
     for (const k of d.counts) c.add(k);
     const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
     if (this.env.event !== undefined) {
@@ -705,7 +705,7 @@ export class HttpStream {
     const d = decideTrailers(pb);
     const r = render(pb, d, st.released);
     if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
-    for (const [k, v] of Object.entries(pb.tally)) if (v > 0) c.add(k as keyof typeof pb.tally, v);
+    addTally(c, pb.tally);
     for (const k of d.counts) c.add(k);
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     st.block = EMPTY;
@@ -808,4 +808,12 @@ function carryEndInsertion(edits: Edit[], end: number, und: number, last: number
 /** The answer to a refused response (RFC 9112 §6.3 point 5 / §5.2: a proxy sends 502). */
 function badGateway(reason: RefuseReason): Buffer {
   return Buffer.from(`HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\nX-Tapgate-Refused: ${reason}\r\n\r\n`, 'latin1');
+}
+
+/** Every NormTally key (the Record type makes a new key a compile error here until listed). */
+const TALLY_KEYS = Object.keys({ bareLF: 1, bareCR: 1, nulInValue: 1, obsFold: 1, wsBeforeColon: 1, wsLines: 1 } satisfies Record<keyof NormTally, 1>) as (keyof NormTally)[];
+
+/** A section's normalisations into the counters (no entries array per message). */
+function addTally(c: { add(k: keyof NormTally, n: number): void }, t: NormTally): void {
+  for (const k of TALLY_KEYS) if (t[k] > 0) c.add(k, t[k]);
 }
