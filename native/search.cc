@@ -81,10 +81,18 @@ bool Int32View(napi_env env, napi_value v, int32_t** data, size_t* len) {
 
 constexpr int64_t kNone = INT64_MAX;
 
-// Horspool's search with its shift table built once per scan, over the next kNear bytes, then
-// glibc's memmem: in a dense body the next match is near (memmem builds its table at every call:
+// Horspool's search with its shift table built once per call (at a rule's second search), over
+// the next kNear bytes, then glibc's memmem: in a dense body the next match is near (memmem builds its table at every call:
 // a call per match), over bytes that do not match memmem's byte-pair shifts run twice as fast.
 constexpr size_t kNear = 512;
+
+// First start of pat (m bytes) at or after `from` in hay[0, n) by memmem, or kNone.
+int64_t FindFar(const uint8_t* hay, size_t n, size_t from, const uint8_t* pat, size_t m) {
+  if (from + m > n) return kNone;
+  const void* f = memmem(hay + from, n - from, pat, m);
+  return f == nullptr ? kNone : static_cast<const uint8_t*>(f) - hay;
+}
+
 struct Horspool {
   const uint8_t* pat = nullptr;
   size_t m = 0;
@@ -107,9 +115,7 @@ struct Horspool {
       if (c == last && memcmp(hay + i, pat, m - 1) == 0) return static_cast<int64_t>(i);
       i += skip[c];
     }
-    if (i + m > n) return kNone;
-    const void* f = memmem(hay + i, n - i, pat, m);
-    return f == nullptr ? kNone : static_cast<const uint8_t*>(f) - hay;
+    return FindFar(hay, n, i, pat, m);
   }
 };
 
@@ -157,12 +163,12 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   bool evDecided[64];
   bool evSet[64];
   if (R > 64) return Int(env, -1);
-  // Per thread (a worker thread may load the addon too), kept between calls (66 KB).
+  // Per thread (a worker thread may load the addon too), kept between calls (66 KB). A rule's
+  // table is built at its second search in a call (a rule found at most once per segment, the
+  // usual case and every small body, costs one memmem and no table).
   static thread_local Horspool hs[64];
-  for (size_t r = 0; r < R; r++) {
-    evSet[r] = false;
-    hs[r].Init(pats + rules[5 * r], rules[5 * r + 1]);
-  }
+  bool hsReady[64];
+  for (size_t r = 0; r < R; r++) evSet[r] = hsReady[r] = false;
   size_t edits = 0, used = 0, matches = 0;
   const size_t maxEdits = (nres - 4) / 4;
   // The open edit (EditRun): original [at, end), its first output, or its joined bytes.
@@ -202,10 +208,17 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
         const uint8_t* pat = pats + q[0];
         const size_t m = q[1];
         const uint8_t* hay = q[2] ? low : buf;
-        evSet[r] = true;
         evDecided[r] = true;
-        evStart[r] = kNone;
-        evStart[r] = hs[r].Find(hay, n, pos);
+        if (!evSet[r]) {
+          evSet[r] = true;
+          evStart[r] = FindFar(hay, n, pos, pat, m);
+        } else {
+          if (!hsReady[r]) {
+            hs[r].Init(pat, m);
+            hsReady[r] = true;
+          }
+          evStart[r] = hs[r].Find(hay, n, pos);
+        }
         if (evStart[r] == kNone && !final) {
           // The longest suffix starting at or after max(pos, n - m + 1) that is a prefix of pat.
           const int64_t lo = std::max<int64_t>(pos, static_cast<int64_t>(n) - static_cast<int64_t>(m) + 1);

@@ -45,19 +45,18 @@ function loadNative(): Native | null {
 }
 
 const addon = loadNative();
-const native = addon?.findAll ?? null;
 
 /** The native search, or null when the addon is not built (or TAPGATE_JS_SEARCH=1). */
-export const findAllNative: FindAll | null = native;
+export const findAllNative: FindAll | null = addon?.findAll ?? null;
 
-/** Which search runs: `native` (memmem) or `js` (Buffer.indexOf). */
-export const literalSearchBackend: 'native' | 'js' = native !== null ? 'native' : 'js';
+/** Which search runs: `native` (the addon) or `js` (Buffer.indexOf). */
+export const literalSearchBackend: 'native' | 'js' = addon !== null ? 'native' : 'js';
 
 /**
  * Starts of `pat` in `hay` at or after `from` (pat not empty), into `out`; returns the count
  * (out.length: there may be more, ask again from one past the last).
  */
-export const findAll: FindAll = native ?? findAllJs;
+export const findAll: FindAll = findAllNative ?? findAllJs;
 
 /** A set of literal rules packed for `replaceLiterals` (made once per compiled rule set). */
 export interface PackedLiterals {

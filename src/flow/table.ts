@@ -584,10 +584,11 @@ export class FlowTable<C = unknown> {
         // other side retransmits its FIN for up to two minutes (Linux: an orphan's 8 tries with
         // doubling timeouts): as long as a closing connection, so every retransmission still
         // meets its connection and is translated, never dropped as an unknown one.
+        // A clean close's later segments restart its time, up to closingTimeoutMs after the close.
         const reset = f.halves[0].rstSeen || f.halves[1].rstSeen;
         const closed = f.state === 'closed' && (reset || this.finsAcked(f));
-        // (A clean close's later segments restart its time, up to closingTimeoutMs after the close.)
-        const since = closed ? (reset ? f.closedMs : Math.min(Math.max(f.closedMs, f.lastMs), f.closedMs + this.limits.closingTimeoutMs)) : f.lastMs;
+        let since = f.lastMs;
+        if (closed) since = reset ? f.closedMs : Math.min(Math.max(f.closedMs, f.lastMs), f.closedMs + this.limits.closingTimeoutMs);
         const timeout = closed ? (this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs) : this.limits.closingTimeoutMs;
         if (nowMs - since > timeout || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
           this.remove(f);

@@ -144,8 +144,8 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind, plain = tru
     const ph = phys[u]!;
     if (plain && ph.length === 1) {
       const r = plainField(t, lines[ph[0]!]!, un, kind);
-      if (r === 'error') return { ...out, error: fieldError(t, lines[ph[0]!]!, kind) };
       if (r === 'done') continue;
+      if (r !== 'other') return { ...out, error: r };
     }
     let content: Buffer;
     let changed: boolean;
@@ -206,22 +206,22 @@ function hasCR(t: string, from: number, to: number): boolean {
 
 /**
  * The usual field line, read from the text alone: one physical line ending in CRLF, no CR or NUL
- * inside, no whitespace before the colon. 'done' (name and value set, nothing to normalise),
- * 'error' (refused: fieldError says why, as the general path would), or 'other' (the general
- * path reads it; nothing was counted here).
+ * inside, no whitespace before the colon. 'done' (name and value set, nothing to normalise), the
+ * refusal the general path would give, in its order, or 'other' (the general path reads it;
+ * nothing was counted here).
  */
-function plainField(t: string, l: { s: number; ce: number; lf: number }, un: Unit, kind: BlockKind): 'done' | 'error' | 'other' {
+function plainField(t: string, l: { s: number; ce: number; lf: number }, un: Unit, kind: BlockKind): 'done' | 'other' | RefuseReason {
   if (l.ce === l.lf || hasCR(t, l.s, l.ce)) return 'other';
   const colon = t.indexOf(':', l.s);
-  if (colon <= l.s || colon >= l.ce) return 'error';
+  if (colon <= l.s || colon >= l.ce) return 'fieldName';
   const before = t.charCodeAt(colon - 1);
-  if (before === SP || before === HTAB) return kind === 'request' ? 'error' : 'other';
+  if (before === SP || before === HTAB) return kind === 'request' ? 'wsBeforeColon' : 'other';
   const rawName = t.substring(l.s, colon);
-  if (!isToken(rawName)) return 'error';
+  if (!isToken(rawName)) return 'fieldName';
   for (let k = colon + 1; k < l.ce; k++) {
     const c = t.charCodeAt(k);
     if (c === 0) return 'other';
-    if (!isFieldChar(c)) return 'error';
+    if (!isFieldChar(c)) return 'fieldValue';
   }
   let vs = colon + 1;
   let ve = l.ce;
@@ -232,17 +232,6 @@ function plainField(t: string, l: { s: number; ce: number; lf: number }, un: Uni
   un.value = t.substring(vs, ve);
   un.norm = null;
   return 'done';
-}
-
-/** Why plainField refused a line (the general path's answer for it, in its order). */
-function fieldError(t: string, l: { s: number; ce: number }, kind: BlockKind): RefuseReason {
-  const colon = t.indexOf(':', l.s);
-  if (colon <= l.s || colon >= l.ce) return 'fieldName';
-  let nameEnd = colon;
-  while (nameEnd > l.s && (t.charCodeAt(nameEnd - 1) === SP || t.charCodeAt(nameEnd - 1) === HTAB)) nameEnd--;
-  if (nameEnd !== colon && kind === 'request') return 'wsBeforeColon';
-  if (!isToken(t.substring(l.s, nameEnd))) return 'fieldName';
-  return 'fieldValue';
 }
 
 function unit(kind: Unit['kind'], at: number, len: number, norm: Buffer | null, orig: Buffer | null): Unit {

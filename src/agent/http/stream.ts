@@ -136,8 +136,8 @@ export class HttpStream {
   private st: DirState;
   private rw: BodyRewriter | null;
   private ob = new EditBuilder();
-  /** Runtime, not state: the parse of a held fixlen header section (st.msg.head), so the final
-   *  plan does not parse it again (after a restore it is parsed from the bytes). */
+  /** Runtime, not state: the parse and decision of a held fixlen header section (st.msg.head),
+   *  so the final plan does not parse and decide again (after a restore it is parsed again). */
   private headParsed: { head: Buffer; pb: ParsedBlock; d: Decision } | null = null;
   /** End of the bytes the current run has (what arrived with a header section ending in it). */
   private runEnd = 0;
@@ -631,12 +631,11 @@ export class HttpStream {
   private fixlenDone(): void {
     const m = this.st.msg!;
     const rw = this.rw!;
-    // The decision made at the header, when this object made it: deciding again without options
+    // The decision made at the header when this object made it: deciding again without options
     // gives the same (fixlen was chosen; nothing else depends on the options), and render does
     // not change it.
-    const held = this.headParsed !== null && this.headParsed.head === m.head ? this.headParsed.d : null;
-    const pb = this.reparse(m);
-    const d = held ?? this.redecide(pb, m, {});
+    const { pb, d: kept } = this.takeHead(m);
+    const d = kept ?? this.redecide(pb, m, {});
     const r = render(pb, d, m.headAt, rw.outputLength());
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     this.env.count.add('framedFixedLength');
@@ -652,7 +651,7 @@ export class HttpStream {
   private fixlenFallback(): void {
     const m = this.st.msg!;
     const c = this.env.count;
-    const pb = this.reparse(m);
+    const { pb } = this.takeHead(m);
     const d = this.redecide(pb, m, { noFixlen: true });
     const r = render(pb, d, m.headAt);
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
@@ -669,12 +668,13 @@ export class HttpStream {
     this.rw!.out = OUT[d.method as Exclude<BodyMethod, 'none' | 'pass'>];
   }
 
-  /** The held header section's parse (dropped with it: m.head = null follows every call). */
-  private reparse(m: Msg): ParsedBlock {
+  /** The held header section's parse and decision as kept at the header, else parsed again (no
+   *  decision): after a restore. Dropped with it (m.head = null follows every call). */
+  private takeHead(m: Msg): { pb: ParsedBlock; d?: Decision } {
     const h = this.headParsed;
     this.headParsed = null;
-    if (h !== null && h.head === m.head) return h.pb;
-    return parseBlock(m.head!, m.headAt, this.dir === 'c2s' ? 'request' : 'response');
+    if (h !== null && h.head === m.head) return h;
+    return { pb: parseBlock(m.head!, m.headAt, this.dir === 'c2s' ? 'request' : 'response') };
   }
 
   private redecide(pb: ParsedBlock, m: Msg, o: { noFixlen?: boolean }): Decision {
