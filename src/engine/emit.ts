@@ -27,6 +27,7 @@ import { get16, set16 } from '../wire/bytes.js';
 import { ipDstAt, ipVersion, pseudoHeaderSum } from '../wire/ip.js';
 import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { transientBytes } from '../util/bytes.js';
 import { seqAdd } from '../wire/seq.js';
 import { TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
 import {
@@ -265,7 +266,7 @@ export function buildFrame(t: SegTag, f: TcpFields, payload: Uint8Array, vnet?: 
   const tcpHdrLen = t.payloadOff - t.l4Off;
   const ipHdrLen = t.l4Off - t.l3Off;
   const total = t.payloadOff + payload.length;
-  const out = new Uint8Array(total);
+  const out = transientBytes(total);
   out.set(tpl.subarray(0, t.payloadOff), 0);
   out.set(payload, t.payloadOff);
   if (ipVersion(out, t.l3Off) === 6) {

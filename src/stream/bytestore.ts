@@ -6,20 +6,25 @@
  * buffers (TAP batches) are reused.
  *
  * Storage is one ring per store (capacity a power of two, at least 256 bytes), doubled when an
- * append does not fit. An empty store holds no ring (idle connections cost nothing here). At
- * multi-Gbit/s, a fresh buffer per appended 64 KiB frame meant page faults on newly mapped memory
- * and GC pressure, so rings of 64 KiB or more released by an emptied store go to a bounded
- * module-level free list, keyed by capacity, and the next store needing that capacity reuses one:
- * a busy connection's memory stays mapped and hot.
+ * append does not fit. An empty store holds no ring (idle connections cost nothing here). Rings
+ * released by an emptied store go to a bounded module-level free list, keyed by capacity, and the
+ * next store needing that capacity reuses one. At multi-Gbit/s a fresh buffer per appended 64 KiB
+ * frame meant page faults on newly mapped memory and GC pressure; with small keep-alive requests
+ * every request's store took a new ring and emptied at its ACK, and making their backing stores
+ * (Node's 8 KiB pool slabs, one per 32 rings of 256 bytes) was 7 % of the gateway's time. Reused,
+ * a connection's memory stays mapped and hot. Every ring has its own backing store, so a ring
+ * kept for long (an idle connection's held bytes, the free list) pins nothing else.
  */
 
 /** Smallest ring. */
 const MIN_CAPACITY = 256;
-/** Rings of at least this capacity are pooled when released. */
-const POOL_MIN_CAPACITY = 64 * 1024;
-/** Bounds of the free list: total bytes, and rings per capacity. */
+/** Bounds of the free list: total bytes, and rings per capacity (more of the small ones: one
+ *  per connection with a request in flight). */
 const POOL_MAX_BYTES = 64 * 1024 * 1024;
 const POOL_MAX_PER_CAPACITY = 64;
+const POOL_MAX_PER_SMALL_CAPACITY = 1024;
+/** Rings below this capacity are small. */
+const SMALL_CAPACITY = 64 * 1024;
 
 /** Free rings by capacity. */
 const pool = new Map<number, Uint8Array[]>();
@@ -42,27 +47,23 @@ export function clearBytestorePool(): void {
   bytestorePool.dropped = 0;
 }
 
-function acquireRing(capacity: number, longLived: boolean): Uint8Array {
-  if (capacity >= POOL_MIN_CAPACITY) {
-    const free = pool.get(capacity);
-    if (free !== undefined && free.length > 0) {
-      pooledBytes -= capacity;
-      bytestorePool.reused++;
-      return free.pop()!;
-    }
+function acquireRing(capacity: number): Uint8Array {
+  const free = pool.get(capacity);
+  if (free !== undefined && free.length > 0) {
+    pooledBytes -= capacity;
+    bytestorePool.reused++;
+    return free.pop()!;
   }
-  // Small short-lived rings come from Node's shared 8 KiB pool slabs; a long-lived small one would
-  // pin a whole slab, so it (and every large one) gets its own backing store. See copyBytes.
-  const b = capacity < 4096 && !longLived ? Buffer.allocUnsafe(capacity) : Buffer.allocUnsafeSlow(capacity);
+  const b = Buffer.allocUnsafeSlow(capacity);
   return new Uint8Array(b.buffer, b.byteOffset, capacity);
 }
 
 function releaseRing(ring: Uint8Array): void {
   const capacity = ring.length;
-  if (capacity < POOL_MIN_CAPACITY) return;
   let free = pool.get(capacity);
   if (free === undefined) pool.set(capacity, (free = []));
-  if (free.length >= POOL_MAX_PER_CAPACITY || pooledBytes + capacity > POOL_MAX_BYTES) {
+  const most = capacity < SMALL_CAPACITY ? POOL_MAX_PER_SMALL_CAPACITY : POOL_MAX_PER_CAPACITY;
+  if (free.length >= most || pooledBytes + capacity > POOL_MAX_BYTES) {
     bytestorePool.dropped++;
     return;
   }
@@ -98,9 +99,8 @@ export class ByteStore {
   private peak = 0;
   private hint = 0;
 
-  /** `longLived`: bytes may stay for long (held bytes of an idle connection): see copyBytes.
-   *  `hint`: the capacity of the first ring (a predecessor's nextCapacity). */
-  constructor(start = 0, private readonly longLived = false, hint = 0) {
+  /** `hint`: the capacity of the first ring (a predecessor's nextCapacity). */
+  constructor(start = 0, hint = 0) {
     this.start = start;
     this.end = start;
     this.hint = hint;
@@ -161,7 +161,7 @@ export class ByteStore {
   private grow(need: number): Uint8Array {
     let cap = this.ring === null && this.hint > MIN_CAPACITY ? this.hint : MIN_CAPACITY;
     while (cap < need) cap *= 2;
-    const ring = acquireRing(cap, this.longLived);
+    const ring = acquireRing(cap);
     const old = this.ring;
     if (old !== null) {
       const size = this.end - this.start;

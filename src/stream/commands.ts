@@ -20,6 +20,7 @@
  * `floorPos` — the end of the last pruned command — up to the first remaining command). A
  * segment reaching below `floorPos` is trimmed there: the receiver has those bytes already.
  */
+import { transientBytes } from '../util/bytes.js';
 
 export interface Command {
   /** First original byte replaced (the seed's org_sequence). */
@@ -178,7 +179,8 @@ export class CommandList {
   /**
    * Rewrites original bytes [a, a + payload.length) (plus, when `fin`, the FIN's position
    * a + payload.length, so that an insertion there travels before the FIN). Returns the new
-   * payload: the same object when no command touches the range (zero copy).
+   * payload: the same object when no command touches the range (zero copy), else transient bytes
+   * (util/bytes.ts) that live until the segment's frame is built.
    */
   rewrite(a: number, payload: Uint8Array, fin: boolean): Uint8Array {
     const b = a + payload.length;
@@ -220,7 +222,7 @@ export class CommandList {
     }
     if (parts.length === 1) return parts[0]!;
     if (total === 0) return EMPTY;
-    const out = new Uint8Array(total);
+    const out = transientBytes(total);
     let off = 0;
     for (const part of parts) {
       out.set(part, off);

@@ -293,12 +293,12 @@ export class StreamDirection<T> {
   /** The held bytes' store, created starting at `pos` when there is none. */
   private heldAt(pos: number): ByteStore {
     const b = this.b;
-    return (b.held ??= new ByteStore(pos, true));
+    return (b.held ??= new ByteStore(pos));
   }
   /** The processed-unacknowledged bytes' store, created on first use. */
   private get store(): ByteStore {
     const b = this.b;
-    return (b.store ??= new ByteStore(this.x, false, this.storeHint));
+    return (b.store ??= new ByteStore(this.x, this.storeHint));
   }
 
   get heldFrom(): number {

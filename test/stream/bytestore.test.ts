@@ -102,8 +102,8 @@ describe('ByteStore ring', () => {
     let wrapped = 0; // differences found past the seam of a ring whose live bytes wrap around
     let grown = 0;
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 1_000_000 }), fc.boolean(), slideArb, fc.array(opArb, { minLength: 1, maxLength: 60, size: 'max' }), (start, longLived, slide, ops) => {
-        const s = new ByteStore(start, longLived);
+      fc.property(fc.integer({ min: 0, max: 1_000_000 }), slideArb, fc.array(opArb, { minLength: 1, maxLength: 60, size: 'max' }), (start, slide, ops) => {
+        const s = new ByteStore(start);
         const m = new Model(start);
         let lastCap = 0;
         for (const op of ops) {
@@ -213,7 +213,7 @@ describe('ByteStore ring', () => {
   });
 
   it('an empty store holds no ring', () => {
-    const s = new ByteStore(10, true);
+    const s = new ByteStore(10);
     expect(s.capacity).toBe(0);
     s.append(new Uint8Array(0));
     expect(s.capacity).toBe(0);
@@ -277,6 +277,32 @@ describe('ByteStore ring', () => {
     expect(b.capacity).toBe(1024 * 1024);
     expect(bytestorePool.reused).toBeGreaterThan(before);
     expect(b.read(0, b.end).every((x) => x === 1)).toBe(true);
+  });
+
+  it('reuses a small ring: a store emptied at its ACK hands its ring to the next request', () => {
+    const a = new ByteStore(0);
+    a.append(new Uint8Array(100).fill(7));
+    const ringOf = (s: ByteStore) => (s as unknown as { ring: Uint8Array | null }).ring;
+    const first = ringOf(a);
+    expect(first?.length).toBe(256);
+    a.dropBelow(a.end);
+    expect(bytestorePoolBytes()).toBe(256);
+    const b = new ByteStore(5000);
+    b.append(new Uint8Array(200).fill(9));
+    expect(ringOf(b)).toBe(first);
+    expect(bytestorePool.reused).toBe(1);
+    expect(b.read(5000, 5200).every((x) => x === 9)).toBe(true);
+    // Its own backing store: a kept ring pins no shared slab.
+    expect(first!.buffer.byteLength).toBe(256);
+    // Bounded per capacity.
+    const many = Array.from({ length: 1100 }, () => {
+      const s = new ByteStore(0);
+      s.append(new Uint8Array(10));
+      return s;
+    });
+    for (const s of many) s.reset(100);
+    expect(bytestorePoolBytes()).toBe(1024 * 256);
+    expect(bytestorePool.dropped).toBe(1100 - 1024);
   });
 
   it('keeps the free list within its bound when many stores release at once', () => {
