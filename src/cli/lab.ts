@@ -151,7 +151,7 @@ const up: CommandModule<object, LabUpArgs> = {
       .option('queues', {
         type: 'number',
         default: 1,
-        describe: 'the TAPs are made multi-queue and the gateway runs one process per queue (tapgate run --queues N; not with NAT, --pcap, --events)',
+        describe: 'the TAPs are made multi-queue and the gateway runs one process per queue (tapgate run --queues N; captures and events per queue; not with NAT)',
       })
       .option('json', { type: 'boolean', describe: 'print what was made as JSON' })
       .option('impair', { type: 'string', describe: 'gateway impairs frames it writes towards both client and server (spec: see tapgate run --help)' })

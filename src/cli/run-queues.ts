@@ -9,10 +9,12 @@
  * forwards SIGHUP (reload), serves the summed statistics (metrics, SIGUSR1, the status line and
  * the final JSON), and stops them on SIGINT/SIGTERM. One process failing stops all (exit 2).
  *
- * Not with --queues > 1 (refused before anything starts): NAT (its port allocation and
- * expectations are one table), a cluster node, --pcap and --events (one file each).
+ * --pcap and --events: each process writes its own files (queuePaths). Not with --queues > 1
+ * (refused before anything starts): NAT (its port allocation and expectations are one table), a
+ * cluster node.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { extname, join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { GatewayMetrics, serveMetrics } from '../engine/metrics.js';
@@ -23,6 +25,20 @@ export type QueueMessage =
   | { type: 'stats'; stats: Record<string, unknown> }
   | { type: 'reloaded'; result: Record<string, unknown> }
   | { type: 'final'; stats: Record<string, unknown> };
+
+/**
+ * Where queue k of `run --queues` writes what one process would write to one place: captures in
+ * DIR/queue<k>/ (a.pcap, b.pcap), events in FILE with `.queue<k>` before its extension
+ * (ev.jsonl → ev.queue0.jsonl). A connection stays on one queue, so each of its frames and its
+ * events are in one queue's files.
+ */
+export function queuePaths(k: number, pcap: string | undefined, events: string | undefined): { pcap: string | undefined; events: string | undefined } {
+  const ext = events === undefined ? '' : extname(events);
+  return {
+    pcap: pcap === undefined ? undefined : join(pcap, `queue${k}`),
+    events: events === undefined ? undefined : `${events.slice(0, events.length - ext.length)}.queue${k}${ext}`,
+  };
+}
 
 /** Keys whose value is the largest of the queues', not their sum. */
 const MAX_KEYS: ReadonlySet<string> = new Set(['uptimeS']);

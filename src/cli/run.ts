@@ -30,7 +30,7 @@ import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
 import { ClusterNode } from '../cluster/node.js';
 import { stringKey } from '../cluster/rendezvous.js';
-import { runQueues } from './run-queues.js';
+import { queuePaths, runQueues } from './run-queues.js';
 import { literalSearchBackend } from '../agent/literal-search.js';
 
 /** Masquerade port slices: node i allocates ports p with p % NAT_SLICES === its index. */
@@ -177,8 +177,6 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError(`--queues: not with ${what} (each queue is a process of its own; see README "Many flows")`, 1);
     };
     if (a.cluster !== undefined) one('--cluster');
-    if (a.pcap !== undefined) one('--pcap');
-    if (a.events !== undefined) one('--events');
     if (config?.nat !== undefined) one('NAT in the config (one table for all connections)');
   }
   let node: ClusterNode | undefined;
@@ -211,7 +209,8 @@ export async function run(a: RunArgs): Promise<number> {
     const i = process.argv.indexOf('run');
     return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen, metricsText: a.metrics, status: a.status === true, log });
   }
-  const ev = a.events;
+  const own = queueOf === undefined ? { pcap: a.pcap, events: a.events } : queuePaths(queueOf.k, a.pcap, a.events);
+  const ev = own.events;
   const events = ev === undefined ? undefined : await opening('--events', () => EventFile.open(ev, wallClock));
   let live: LiveGateway;
   try {
@@ -220,7 +219,7 @@ export async function run(a: RunArgs): Promise<number> {
       config,
       vnetHdr: a.vnetHdr,
       multiQueue: queueOf !== undefined,
-      pcapDir: a.pcap,
+      pcapDir: own.pcap,
       log,
       impair,
       cluster: node,
@@ -265,7 +264,7 @@ export async function run(a: RunArgs): Promise<number> {
   }
   const impairLog = Object.fromEntries(Object.entries(impair).map(([p, s]) => [p, formatFaultSpec(s)]));
   log.info(
-    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, ...(config?.nat !== undefined ? { nat: { oneToOne: config.nat.table.oneToOne.length, masquerade: config.nat.table.masquerade.length } } : {}), config: a.config, pcap: a.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
+    { taps: a.tap, vnetHdr: a.vnetHdr, rules: config?.rules.length ?? 0, ...(config?.nat !== undefined ? { nat: { oneToOne: config.nat.table.oneToOne.length, masquerade: config.nat.table.masquerade.length } } : {}), config: a.config, pcap: own.pcap, ...(Object.keys(impairLog).length > 0 ? { impair: impairLog } : {}) },
     'gateway running',
   );
   if (literalSearchBackend === 'js') {
@@ -316,8 +315,12 @@ export async function run(a: RunArgs): Promise<number> {
     process.send?.({ type: 'ready' });
   }
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    // A queue process gets a stop signal twice when its group is signalled (systemd, `kill --
+    // -PGID`, the lab): the group's, then its supervisor's. It keeps listening while it stops, or
+    // the second signal would kill it before its capture and events are written and closed.
+    const listen = queueOf !== undefined ? process.on.bind(process) : process.once.bind(process);
+    listen('SIGINT', () => resolve('SIGINT'));
+    listen('SIGTERM', () => resolve('SIGTERM'));
     if (queueOf !== undefined) process.once('disconnect', () => resolve('SIGTERM'));
     // `tapgate cluster drain`: the node hands everything over, then stops as on SIGTERM.
     if (node !== undefined) node.onDrained = () => resolve('SIGTERM');
@@ -336,7 +339,7 @@ export async function run(a: RunArgs): Promise<number> {
   const st = await live.stop();
   if (events !== undefined) {
     await events.close();
-    if (events.error !== undefined) log.error({ events: a.events, err: events.error.message }, 'event log write failed');
+    if (events.error !== undefined) log.error({ events: ev, err: events.error.message }, 'event log write failed');
     st['events'] = { ...events.counters };
   }
   if (queueOf !== undefined) {
@@ -390,7 +393,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('queues', {
         type: 'number',
         default: 1,
-        describe: 'gateway processes, one per queue of multi-queue TAPs (ip tuntap add … multi_queue): the kernel keeps each connection on one queue; not with NAT, --cluster, --pcap, --events',
+        describe: 'gateway processes, one per queue of multi-queue TAPs (ip tuntap add … multi_queue): the kernel keeps each connection on one queue; --pcap and --events per queue (DIR/queue<k>, FILE.queue<k>); not with NAT or --cluster',
       })
       .option('queue-of', { type: 'string', hidden: true, describe: 'internal: serve queue K of N (K/N), started by --queues' })
       .option('node-id', { type: 'string', describe: 'this node\'s id in the cluster (letters, digits, _ -; a number 1..n with NAT masquerade)' })

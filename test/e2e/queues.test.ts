@@ -3,14 +3,17 @@
  * queue. Many parallel connections through a rule that changes lengths come out rewritten
  * exactly: both directions of every connection (and the ACKs the rewrite depends on) met in one
  * process — a connection split over two would show up as mid-stream entries and broken
- * transfers. Both processes carry connections; the statistics are their sum; the supervisor
- * refuses what one process per queue cannot do, and a TAP that is not multi-queue.
+ * transfers. Both processes carry connections; the statistics are their sum; each writes its own
+ * capture and events, a connection in one queue's files only; the supervisor refuses what one
+ * process per queue cannot do, and a TAP that is not multi-queue.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { labDown, labExec } from '../../src/lab/lab.js';
+import { labDown, labExec, labKill } from '../../src/lab/lab.js';
+import { readPcapAll } from '../../src/phy/pcap-read.js';
+import { decodeFrame } from '../../src/wire/frame.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
 import {
   FIND_LONG,
@@ -51,7 +54,7 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     writeFileSync(join(dir, 'text.txt'), text);
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
     await labDown(P);
-    await labUpWithGateway(P, join(dir, 'config.yaml'), ['--queues', '2'], { config: { queues: 2 } });
+    await labUpWithGateway(P, join(dir, 'config.yaml'), ['--queues', '2', '--pcap', join(dir, 'pcap'), '--events', join(dir, 'ev.jsonl')], { config: { queues: 2 } });
     startHttpServer(P, SERVER, 8001, dir);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:8001/config.yaml`]),
@@ -85,18 +88,44 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     expect(st['gateway']!['framesIn']).toBe(per.reduce((a, q) => a + q.framesIn, 0));
   }, 120_000);
 
-  it('refuses NAT, --pcap, --events and --cluster with --queues, and a TAP that is not multi-queue', () => {
+  it('each process writes its own capture and events: every connection in exactly one queue, both files agreeing', async () => {
+    await labKill(P, 'gateway'); // the queue processes write their open flows' events and close their files
+    const portsInCapture = async (k: number): Promise<Set<number>> => {
+      const ports = new Set<number>();
+      const { records, error } = await readPcapAll(join(dir, 'pcap', `queue${k}`, 'a.pcap'));
+      expect(error).toBeUndefined();
+      for (const r of records) {
+        const d = decodeFrame(r.data, { link: 'ethernet', verifyChecksums: false });
+        if (d.kind === 'tcp' && d.tcp.dstPort === 8001) ports.add(d.tcp.srcPort);
+      }
+      return ports;
+    };
+    const portsInEvents = (k: number): Set<number> => {
+      const ports = new Set<number>();
+      for (const line of readFileSync(join(dir, `ev.queue${k}.jsonl`), 'utf8').split('\n')) {
+        if (line === '') continue;
+        const ev = JSON.parse(line) as { event: string; client?: string; server?: string };
+        if (ev.event === 'flow' && ev.server?.endsWith(':8001')) ports.add(Number(ev.client!.split(':').pop()));
+      }
+      return ports;
+    };
+    const cap = [await portsInCapture(0), await portsInCapture(1)];
+    const evs = [portsInEvents(0), portsInEvents(1)];
+    for (const k of [0, 1]) {
+      expect(cap[k]!.size, `queue ${k} captured connections`).toBeGreaterThan(0);
+      expect([...evs[k]!].sort(), `queue ${k}: the events name the connections its capture holds`).toEqual([...cap[k]!].sort());
+    }
+    expect([...cap[0]!].filter((p) => cap[1]!.has(p)), 'a connection in both queues').toEqual([]);
+    // The 16 downloads and the readiness checks.
+    expect(cap[0]!.size + cap[1]!.size).toBeGreaterThanOrEqual(17);
+  }, 60_000);
+
+  it('refuses NAT and --cluster with --queues, and a TAP that is not multi-queue', () => {
     const run = (args: string[]) =>
       spawnSync('ip', ['netns', 'exec', `${P}-gw`, process.execPath, '--import', 'tsx', MAIN, 'run', '--tap', 'tap-c', '--tap', 'tap-s', ...args], { encoding: 'utf8', timeout: 30_000 });
-    for (const [args, what] of [
-      [['--queues', '2', '--pcap', dir], '--pcap'],
-      [['--queues', '2', '--events', join(dir, 'ev')], '--events'],
-      [['--queues', '2', '--cluster', 'nats://127.0.0.1:4222', '--node-id', '1'], '--cluster'],
-    ] as const) {
-      const r = run([...args]);
-      expect(r.status, r.stderr).toBe(1);
-      expect(r.stderr).toContain(`not with ${what}`);
-    }
+    const cl = run(['--queues', '2', '--cluster', 'nats://127.0.0.1:4222', '--node-id', '1']);
+    expect(cl.status, cl.stderr).toBe(1);
+    expect(cl.stderr).toContain('not with --cluster');
     writeFileSync(join(dir, 'nat.yaml'), 'nat:\n  masquerade:\n    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100, ports: "20000-29999" }\nrules: []\n');
     const nat = run(['--queues', '2', '--config', join(dir, 'nat.yaml')]);
     expect(nat.status, nat.stderr).toBe(1);
