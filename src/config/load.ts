@@ -347,6 +347,7 @@ function compileHttp(h: RawHttp): HttpConfig {
     if (v !== undefined) c[k] = v;
   }
   if (h.assumeHttp11Server !== undefined) c.assumeHttp11Server = h.assumeHttp11Server;
+  if (h.unrewritable !== undefined) c.unrewritable = h.unrewritable;
   return c;
 }
 

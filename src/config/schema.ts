@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { AGENT_NAMES } from '../agent/registry.js';
 import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
-import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS } from '../agent/http/config.js';
+import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS, UNREWRITABLE } from '../agent/http/config.js';
 import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { isCidr6, parseCidr, parseIpBlock, type Cidr, type Cidr6 } from '../wire/cidr.js';
@@ -247,6 +247,7 @@ export const httpSchema = strict(
     maxChunkLine: httpBound('maxChunkLine', 'the longest chunk-size line, in bytes'),
     maxPipeline: httpBound('maxPipeline', 'the requests awaiting responses'),
     assumeHttp11Server: z.boolean({ error: 'expected true or false' }).optional(),
+    unrewritable: z.enum(UNREWRITABLE, { error: `expected one of: ${UNREWRITABLE.join(', ')}` }).optional(),
   },
   'http options',
 );

@@ -21,6 +21,8 @@ const CFG: HttpConfig = {
   maxChunkLine: 64,
   maxPipeline: 4,
 };
+/** The same, bodies the rules cannot rewrite passing (the default refuses them). */
+const CFG_PASS: HttpConfig = { ...CFG, unrewritable: 'pass' };
 
 const REQ_LINES = ['GET / HTTP/1.1', 'HEAD /h HTTP/1.1', 'POST /p HTTP/1.1', 'GET / HTTP/1.0', 'CONNECT h:1 HTTP/1.1', 'GET  / HTTP/1.1', 'GET / HTTP/1.1'];
 const STATUS_LINES = ['HTTP/1.1 200 OK', 'HTTP/1.0 200 OK', 'HTTP/1.1 204 N', 'HTTP/1.1 304 N', 'HTTP/1.1 100 C', 'HTTP/1.1 101 S', 'HTTP/1.1 206 P', 'HTTP/1.1 200 OK'];
@@ -92,13 +94,14 @@ const SEEN = new Set<string>();
 describe('http agent under hostile input', () => {
   it('never throws, keeps the agent contract, stays within its bounds (fast-check)', () => {
     fc.assert(
-      fc.property(stream(REQ_LINES), stream(STATUS_LINES), fc.array(op, { maxLength: 80 }), (a, z, ops) => {
-        let agent = httpFactory.create(CFG, CTX) as HttpAgent;
+      fc.property(stream(REQ_LINES), stream(STATUS_LINES), fc.array(op, { maxLength: 80 }), fc.boolean(), (a, z, ops, pass) => {
+        const cfg = pass ? CFG_PASS : CFG;
+        let agent = httpFactory.create(cfg, CTX) as HttpAgent;
         const d = { c2s: new AgentDriver(agent, 'c2s'), s2c: new AgentDriver(agent, 's2c') };
         const data = { c2s: a, s2c: z };
         for (const o of ops) {
           if ('snapshot' in o) {
-            agent = httpFactory.restore(CFG, CTX, JSON.parse(JSON.stringify(agent.snapshot()))) as HttpAgent;
+            agent = httpFactory.restore(cfg, CTX, JSON.parse(JSON.stringify(agent.snapshot()))) as HttpAgent;
             d.c2s.agent = d.s2c.agent = agent;
           } else if ('flush' in o) d[o.flush].flush();
           else {
@@ -117,9 +120,10 @@ describe('http agent under hostile input', () => {
         }
         const c = agent.counters as unknown as Record<string, number>;
         for (const k of ['bodiesRewritten', 'framedFixedLength', 'framedChunked', 'rechunked', 'tunnels', 'refusedRequests', 'refusedResponses', 'informational', 'passEncoded']) if (c[k]! > 0) SEEN.add(k);
+        if (agent.counters.refused.encoded > 0) SEEN.add('refused.encoded');
       }),
       { numRuns: 1500, seed: 4242 },
     );
-    expect([...SEEN].sort()).toEqual(['bodiesRewritten', 'framedChunked', 'framedFixedLength', 'informational', 'passEncoded', 'rechunked', 'refusedRequests', 'refusedResponses', 'tunnels']);
+    expect([...SEEN].sort()).toEqual(['bodiesRewritten', 'framedChunked', 'framedFixedLength', 'informational', 'passEncoded', 'rechunked', 'refused.encoded', 'refusedRequests', 'refusedResponses', 'tunnels']);
   });
 });

@@ -212,8 +212,8 @@ describe('http: resync after a gap (cluster takeover from a snapshot that is beh
   }
 
   it('inside a Content-Length body: parsing goes on; the next response is rewritten', () => {
-    // The first body passes (content-coded): a body of known length with nothing held.
-    const cfg: HttpConfig = { response: { replace: [{ find: 'Hello world', with: 'Hi' }] } };
+    // The first body passes (content-coded, unrewritable: pass): a body of known length with nothing held.
+    const cfg: HttpConfig = { response: { replace: [{ find: 'Hello world', with: 'Hi' }] }, unrewritable: 'pass' };
     const { a, out } = gap(cfg, 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 30\r\n\r\n', 'aaaaa', 'bbbbbbbbbb', 'c'.repeat(15) + 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world');
     expect(a.counters.resyncKept).toBe(1);
     expect(out).toMatch(/\r\n\r\nHi$/);

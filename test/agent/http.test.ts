@@ -122,22 +122,42 @@ describe('http: framing of a rewritten response body, per message shape', () => 
     expect(m.body.toString()).toBe('Hi there! '.repeat(10));
   });
 
-  it('a persistent connection that cannot take chunked (HTTP/1.0 keep-alive response to 1.1): body passes, counted', () => {
-    const r = run(SMALL, [c2s(get('/') + get('/2')), s2c(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: ${big.length}\r\n\r\n${big}` + ok('Hello world'))]);
+  it('a persistent connection that cannot take chunked (HTTP/1.0 keep-alive response to 1.1): refused (502); with unrewritable: pass the body passes, counted', () => {
+    const steps = [c2s(get('/') + get('/2')), s2c(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: ${big.length}\r\n\r\n${big}` + ok('Hello world'))];
+    const refused = run(SMALL, steps);
+    expect(refused.s2c.toString('latin1')).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n[^]*X-Tapgate-Refused: noFraming\r\n\r\n$/);
+    expect(refused.s2c.toString('latin1')).not.toContain('Hello world');
+    expect(refused.counters.refused.noFraming).toBe(1);
+    expect(refused.counters.passNoFraming).toBe(0);
+    const r = run({ ...SMALL, unrewritable: 'pass' }, steps);
     const [m1, m2] = decode(r.s2c, 'response').msgs;
     expect(m1!.body.toString()).toBe(big);
     expect(m2!.body.toString()).toBe('Hi there');
     expect(r.counters.passNoFraming).toBe(1);
   });
 
-  it('content-coded (gzip) bodies pass unchanged, counted; with identity: false Accept-Encoding is left alone', () => {
-    const r = run({ response: { replace: [{ find: 'Hello world', with: 'Hi' }], identity: false } }, [
-      c2s(get('/', 'Accept-Encoding: gzip\r\n')),
-      s2c(ok('Hello world', 'Content-Encoding: gzip\r\n')),
-    ]);
+  it('content-coded (gzip) bodies are refused (502), or pass unchanged with unrewritable: pass, counted; with identity: false Accept-Encoding is left alone', () => {
+    const steps = [c2s(get('/', 'Accept-Encoding: gzip\r\n')), s2c(ok('Hello world', 'Content-Encoding: gzip\r\n'))];
+    const refused = run({ response: { replace: [{ find: 'Hello world', with: 'Hi' }], identity: false } }, steps);
+    expect(decode(refused.s2c, 'response').msgs[0]!.start).toBe('HTTP/1.1 502 Bad Gateway');
+    expect(refused.s2c.toString('latin1')).toContain('X-Tapgate-Refused: encoded');
+    expect(refused.counters).toMatchObject({ refusedResponses: 1, passEncoded: 0 });
+    expect(refused.counters.refused.encoded).toBe(1);
+    const r = run({ response: { replace: [{ find: 'Hello world', with: 'Hi' }], identity: false }, unrewritable: 'pass' }, steps);
     expect(hv(decode(r.c2s, 'request').msgs[0]!, 'Accept-Encoding')).toEqual(['gzip']);
     expect(decode(r.s2c, 'response').msgs[0]!.body.toString()).toBe('Hello world');
     expect(r.counters.passEncoded).toBe(1);
+    expect(r.counters.refused.encoded).toBe(0);
+  });
+
+  it('a body transfer-coded besides chunked is refused by default, passes with unrewritable: pass', () => {
+    const resp = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nHello\r\n0\r\n\r\n';
+    const refused = run(HELLO, [c2s(get('/')), s2c(resp)]);
+    expect(refused.s2c.toString('latin1')).toContain('X-Tapgate-Refused: transferCoded');
+    expect(refused.counters.refused.transferCoded).toBe(1);
+    const r = run({ ...HELLO, unrewritable: 'pass' }, [c2s(get('/')), s2c(resp)]);
+    expect(r.s2c.toString('latin1')).toMatch(/\r\n\r\n5\r\nHello\r\n0\r\n\r\n$/);
+    expect(r.counters.passTransferCoded).toBe(1);
   });
 
   it('without body rules, bodies and framing pass byte for byte', () => {
@@ -158,9 +178,13 @@ describe('http: request bodies (uploads)', () => {
     expect(hv(m, 'Content-Length')).toEqual(['20']);
   });
 
-  it('a large upload before the server spoke: passes unchanged (no chunked to an unknown server), counted', () => {
+  it('a large upload before the server spoke (no chunked to an unknown server): refused, never forwarded; with unrewritable: pass unchanged, counted', () => {
     const body = 'secret '.repeat(10);
-    const r = run(SMALL, [c2s(post(body))]);
+    const refused = run(SMALL, [c2s(post(body))]);
+    expect(refused.c2s.length).toBe(0);
+    expect(refused.counters).toMatchObject({ refusedRequests: 1, passNoFraming: 0 });
+    expect(refused.counters.refused.noFraming).toBe(1);
+    const r = run({ ...SMALL, unrewritable: 'pass' }, [c2s(post(body))]);
     expect(decode(r.c2s, 'request').msgs[0]!.body.toString()).toBe(body);
     expect(r.counters.passNoFraming).toBe(1);
   });
@@ -180,10 +204,13 @@ describe('http: request bodies (uploads)', () => {
     expect(decode(r.c2s, 'request').msgs[0]!.body.toString()).toBe('[redacted]');
   });
 
-  it('Expect: 100-continue is never held (the client waits for the 100): chunked when known, else passes', () => {
+  it('Expect: 100-continue is never held (the client waits for the 100): chunked when known, else refused (or passes with unrewritable: pass)', () => {
     const body = 'secret';
     const steps = [c2s(post(body, 'Expect: 100-continue\r\n').replace(body, '')), s2c('HTTP/1.1 100 Continue\r\n\r\n'), c2s(body), s2c(ok('done'))];
-    const r = run(HELLO, steps);
+    const refused = run(HELLO, [steps[0]!]);
+    expect(refused.c2s.length).toBe(0);
+    expect(refused.counters.refused.expect).toBe(1);
+    const r = run({ ...HELLO, unrewritable: 'pass' }, steps);
     // The header went out at once (not held for the body), the body unchanged.
     expect(decode(r.c2s, 'request').msgs[0]!.body.toString()).toBe('secret');
     expect(r.counters).toMatchObject({ passExpect: 1, informational: 1, responses: 2 });
@@ -278,9 +305,9 @@ describe('http: header edits, identity, Range', () => {
     expect(hv(h!, 'ETag')).toEqual(['W/"5e1-a"']);
     expect(hv(h!, 'Content-Length')).toEqual([]);
     expect(r.counters.validatorsChanged).toBe(2);
-    // Content-coded: not rewritten, so described as it is.
+    // Content-coded (passing with unrewritable: pass): not rewritten, so described as it is.
     const gz = 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nETag: "z"\r\nContent-Length: 2\r\n\r\nzz';
-    const z = decode(run(HELLO, [c2s(get('/')), s2c(gz)]).s2c, 'response').msgs[0]!;
+    const z = decode(run({ ...HELLO, unrewritable: 'pass' }, [c2s(get('/')), s2c(gz)]).s2c, 'response').msgs[0]!;
     expect(hv(z, 'ETag')).toEqual(['"z"']);
     expect(z.body.toString()).toBe('zz');
     const plain = run({ request: { setHeaders: { 'X-A': '1' } } }, [c2s('HEAD / HTTP/1.1\r\nHost: a\r\n\r\n'), s2c(head)]);
@@ -414,7 +441,7 @@ describe('http: bounds and what happens at them', () => {
 
 describe('http: hold timeouts and flushes', () => {
   it('a header section flushed mid-way is released unchanged; edits on later lines still apply, on released ones are lost (counted)', () => {
-    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    const a = httpFactory.create({ ...HELLO, unrewritable: 'pass' }, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');
     new AgentDriver(a, 'c2s').feed(b(get('/')));
     const text = b(ok('Hello world', 'X-More: 1\r\nServer: late\r\n').replace('Server: nginx', 'Server: early'));
@@ -432,6 +459,21 @@ describe('http: hold timeouts and flushes', () => {
     // Content-Length was released: the body cannot change length, so it passes unchanged.
     expect(out).toMatch(/\r\n\r\nHello world$/);
     expect(a.counters).toMatchObject({ headerFlushed: 1, editsLost: 1, passReleased: 1 });
+  });
+
+  it('by default, a body whose Content-Length a hold timeout released is refused: nothing of it crosses unrewritten', () => {
+    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    const d = new AgentDriver(a, 's2c');
+    new AgentDriver(a, 'c2s').feed(b(get('/')));
+    const text = b(ok('Hello world', 'X-More: 1\r\n'));
+    const cut = text.indexOf('X-More');
+    d.feed(text.subarray(0, cut));
+    d.flush();
+    d.feed(text.subarray(cut));
+    const out = applyEdits(text, d.edits).toString('latin1');
+    expect(out).not.toContain('Hello world');
+    expect(a.counters.refused.released).toBe(1);
+    expect(a.counters.passReleased).toBe(0);
   });
 
   it('a normalisation needed on released header bytes refuses the message (never forwarded ambiguous)', () => {
@@ -475,16 +517,24 @@ describe('http: hold timeouts and flushes', () => {
     expect(m.headers).toContainEqual(['Content-Length', '8']);
   });
 
-  it('an upload held to fix its length (the server\'s version unknown) is flushed by the hold timeout: unchanged, counted', () => {
-    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
-    const d = new AgentDriver(a, 'c2s');
+  it('an upload held to fix its length (the server\'s version unknown) is flushed by the hold timeout: refused (never forwarded), or with unrewritable: pass unchanged, counted', () => {
     const text = b('POST /u HTTP/1.1\r\nHost: lab\r\nContent-Length: 16\r\n\r\nmy secret, again');
     const cut = text.length - 5;
-    d.feed(text.subarray(0, cut));
-    expect(d.undecided).toBe(0);
-    d.flush();
-    d.feed(text.subarray(cut));
-    const m = decode(applyEdits(text, d.edits), 'request').msgs[0]!;
+    const drive = (cfg: HttpConfig) => {
+      const a = httpFactory.create(cfg, CTX) as HttpAgent;
+      const d = new AgentDriver(a, 'c2s');
+      d.feed(text.subarray(0, cut));
+      expect(d.undecided).toBe(0);
+      d.flush();
+      d.feed(text.subarray(cut));
+      return { a, out: applyEdits(text, d.edits) };
+    };
+    const refused = drive(HELLO);
+    expect(refused.out.length).toBe(0);
+    expect(refused.a.counters).toMatchObject({ refusedRequests: 1, passNoFraming: 0, bodiesRewritten: 0 });
+    expect(refused.a.counters.refused.noFraming).toBe(1);
+    const { a, out } = drive({ ...HELLO, unrewritable: 'pass' });
+    const m = decode(out, 'request').msgs[0]!;
     expect(m.body.toString()).toBe('my secret, again');
     expect(a.counters).toMatchObject({ passNoFraming: 1, bodiesRewritten: 0 });
   });

@@ -18,7 +18,7 @@
  * under impairment (no vnet header, loss / reordering / duplication before and after the
  * gateway). The gateway runs from the sources (tsx).
  */
-import { readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labExec, labKill, labSpawn, labStateDir } from '../../src/lab/lab.js';
@@ -464,6 +464,16 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
       refusalRsts += (gatewayStats(P)['gateway']!['rstIn'] as number) - rst0;
     });
 
+    timed('a response gzip-coded though identity was asked for is refused with 502 (the rules cannot read it)', async () => {
+      // As with the 206: the refusal ends the connection while the origin may still be sending.
+      const rst0 = gatewayStats(P)['gateway']!['rstIn'] as number;
+      const x = await curl([[`${PY11}/alwaysgzip/small.txt`, 'gz']], ['--compressed']);
+      expect(x.transfers).toEqual([{ code: 502, connects: 1 }]);
+      expect(field(x.heads[0]!, 'X-Tapgate-Refused')).toEqual(['encoded']);
+      expect(readFileSync(join(out, 'gz')).length, 'no byte of the coded body delivered').toBe(0);
+      refusalRsts += (gatewayStats(P)['gateway']!['rstIn'] as number) - rst0;
+    });
+
     timed('a 304 on a keep-alive connection is followed by a rewritten 200', async () => {
       const d = await labExec(P, 'server', ['curl', '-sS', '-I', `${NGINX}/small.txt`]);
       const etag = /^ETag: (.*)\r$/m.exec(d.stdout)?.[1];
@@ -539,13 +549,18 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
         expectUploadRewritten(r.got, 'up-large', 'chunked');
       });
 
-      timed('documented: a large upload or one with Expect as the first request passes unchanged (server not known to speak HTTP/1.1)', async () => {
+      timed('a large upload or one with Expect as the first request is refused, never forwarded unrewritten (server not known to speak HTTP/1.1)', async () => {
         // README "Framing, per message": no framing the server is known to accept could carry a
-        // changed length (RFC 9112 §6.1); `assumeHttp11Server: true` would re-chunk it.
-        for (const [name, h] of [['up-large', 'Expect:'], ['up-small', 'Expect: 100-continue']] as const) {
-          const r = await upload(name, [h]);
-          expect(r.got.sha256).toBe(sha(Buffer.from(uploads[name]!, 'latin1')));
-          expect(r.got.framing).toBe('length');
+        // changed length (RFC 9112 §6.1); `assumeHttp11Server: true` would re-chunk it, and
+        // `unrewritable: pass` would let it through unchanged.
+        const refused = () => gatewayStats(P)['agents']!['http']!['refused'] as Record<string, number>;
+        for (const [name, h, why] of [['up-large', 'Expect:', 'noFraming'], ['up-small', 'Expect: 100-continue', 'expect']] as const) {
+          const kept = readdirSync(join(dir, 'www/uploads')).length;
+          const before = refused()[why]!;
+          const r = await labExec(P, 'client', ['curl', '-sS', '--max-time', '3', '-H', h, '--data-binary', `@${join(dir, name)}`, '-o', '/dev/null', `${PY11}/upload`], { timeoutMs: 30_000 });
+          expect(r.code, `${name}: curl gets no answer (the request went nowhere): ${r.stderr}`).toBe(28);
+          expect(refused()[why], `${name}: refused.${why}`).toBe(before + 1);
+          expect(readdirSync(join(dir, 'www/uploads')).length, `${name}: the server got no upload`).toBe(kept);
         }
       });
     });

@@ -43,7 +43,17 @@ export interface HttpConfig {
    * false: only after an HTTP/1.1 response on the same connection.
    */
   assumeHttp11Server?: boolean;
+  /**
+   * A body the direction's rules cannot rewrite (content-coded, transfer-coded besides chunked,
+   * or no framing the peer accepts could carry a changed length): 'refuse' (default: the message
+   * is refused as a malformed one is: a response becomes a 502, a request goes nowhere), or
+   * 'pass' (unchanged). Counted either way (passEncoded, …; refused.encoded, …).
+   */
+  unrewritable?: Unrewritable;
 }
+
+export type Unrewritable = 'refuse' | 'pass';
+export const UNREWRITABLE: readonly Unrewritable[] = ['refuse', 'pass'];
 
 export const HTTP_DEFAULTS = Object.freeze({
   maxHeaderBytes: 16 * 1024,
@@ -66,7 +76,7 @@ export const HTTP_LIMITS = Object.freeze({
 export const OWNED_FIELDS: readonly string[] = ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer'];
 
 const SIDE_KEYS = ['replace', 'setHeaders', 'removeHeaders'];
-const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server'];
+const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server', 'unrewritable'];
 
 /** Problems of a field name used in setHeaders / removeHeaders ('' = fine). */
 export function fieldNameProblem(name: string): string {
@@ -92,6 +102,8 @@ export function httpConfigProblems(cfg: unknown): [string, string][] {
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)) out.push([k, `expected an integer from ${lo} to ${hi}`]);
   }
   if (c['assumeHttp11Server'] !== undefined && typeof c['assumeHttp11Server'] !== 'boolean') out.push(['assumeHttp11Server', 'expected a boolean']);
+  const u = c['unrewritable'];
+  if (u !== undefined && !UNREWRITABLE.includes(u as Unrewritable)) out.push(['unrewritable', `expected one of: ${UNREWRITABLE.join(', ')}`]);
   for (const side of ['request', 'response'] as const) {
     const s = c[side];
     if (s === undefined || s === null) continue;
@@ -152,6 +164,7 @@ export interface ResolvedHttpConfig {
   maxChunkLine: number;
   maxPipeline: number;
   assumeHttp11Server: boolean;
+  unrewritable: Unrewritable;
 }
 
 function side(s: HttpSideConfig | undefined): SideRules {
@@ -186,6 +199,7 @@ export function resolveHttpConfig(cfg: HttpConfig | null | undefined): ResolvedH
     maxChunkLine: c.maxChunkLine ?? HTTP_DEFAULTS.maxChunkLine,
     maxPipeline: c.maxPipeline ?? HTTP_DEFAULTS.maxPipeline,
     assumeHttp11Server: c.assumeHttp11Server ?? false,
+    unrewritable: c.unrewritable ?? 'refuse',
   };
   if (cfg !== null && typeof cfg === 'object') resolved.set(cfg, r);
   return r;

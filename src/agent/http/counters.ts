@@ -42,6 +42,16 @@ export const REFUSE_REASONS = [
   'unnormalised',
   /** Cluster takeover after a gap outside a body of known length: where messages start is lost. */
   'resync',
+  /** With `unrewritable: refuse` (the default), a body the rules could not rewrite: content-coded, ... */
+  'encoded',
+  /** ... transfer-coded besides chunked, ... */
+  'transferCoded',
+  /** ... too large to hold and no other framing the peer accepts, ... */
+  'noFraming',
+  /** ... a request with Expect: 100-continue too large or not chunkable, ... */
+  'expect',
+  /** ... its header released early (hold timeout) before its framing could be changed. */
+  'released',
 ] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 
@@ -69,7 +79,8 @@ export function newHttpCounters() {
     framedClose: 0,
     /** ... close-delimited as sent. */
     closeDelimited: 0,
-    /** Bodies with rules that passed unchanged: content-coded (gzip...), ... */
+    /** Bodies with rules that passed unchanged (`unrewritable: pass`; refused ones count in
+     *  `refused`): content-coded (gzip...), ... */
     passEncoded: 0,
     /** ... transfer-coded other than chunked alone, ... */
     passTransferCoded: 0,

@@ -19,7 +19,9 @@
  *   option, or HTTP/1.0 without keep-alive on either side): `toclose` — Content-Length removed,
  *   the body ends when the server closes (§6.3 point 8). HTTP/1.0 keep-alive requests are made
  *   to close (when responses are rewritten) so that this applies to their responses.
- * - Else the body passes unchanged (counted: passNoFraming, passExpect).
+ * - Else the body cannot be rewritten: the message is refused (counted: refused.noFraming,
+ *   refused.expect), or with `unrewritable: pass` it passes unchanged (passNoFraming, passExpect);
+ *   the same for content-coded and transfer-coded bodies.
  * - Chunked bodies stay chunked (`rechunk`); close-delimited ones stay so (`close`).
  * With response rules, requests lose Range / If-Range (the whole representation is asked for,
  * so no original bytes of a rewritten resource are delivered in pieces) and, unless
@@ -48,6 +50,14 @@ export const UNPAIRED: Readonly<ReqInfo> = Object.freeze({ method: 'GET', v11: t
 
 export type BodyMethod = 'none' | 'pass' | 'fixlen' | 'chunked' | 'rechunk' | 'close' | 'toclose';
 export type PassWhy = 'passEncoded' | 'passTransferCoded' | 'passNoFraming' | 'passExpect' | 'passReleased';
+/** The refusal of a body the rules cannot rewrite, with `unrewritable: refuse` (the default). */
+export const PASS_REFUSAL: Readonly<Record<PassWhy, RefuseReason>> = {
+  passEncoded: 'encoded',
+  passTransferCoded: 'transferCoded',
+  passNoFraming: 'noFraming',
+  passExpect: 'expect',
+  passReleased: 'released',
+};
 export type After = 'start' | 'await' | 'tunnel' | 'drop';
 
 interface Action {

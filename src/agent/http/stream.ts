@@ -27,7 +27,7 @@ import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
-import { decideRequest, decideResponse, decideTrailers, render, UNPAIRED, type After, type BodyMethod, type Decision, type ReqInfo } from './plan.js';
+import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type Decision, type ReqInfo } from './plan.js';
 import { CR, LF, parseChunkLine } from './syntax.js';
 
 export type Phase =
@@ -567,6 +567,8 @@ export class HttpStream {
       }
     }
     if (d.error !== undefined) return this.refuse(d.error, st.blockStart, endPos);
+    const cannot = this.unrewritable(d);
+    if (cannot !== null) return this.refuse(cannot, st.blockStart, endPos);
     if (this.dir === 'c2s' && sh.s2cParsing) {
       if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos);
       sh.queue.push(req!);
@@ -590,6 +592,8 @@ export class HttpStream {
         r = render(pb, d, st.released);
       }
       if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
+      const lost = this.unrewritable(d);
+      if (lost !== null) return this.refuse(lost, st.released, endPos);
       if (r.lost > 0) c.add('editsLost', r.lost);
       for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     }
@@ -653,6 +657,11 @@ export class HttpStream {
     const c = this.env.count;
     const { pb } = this.takeHead(m);
     const d = this.redecide(pb, m, { noFixlen: true });
+    const cannot = this.unrewritable(d);
+    if (cannot !== null) {
+      c.add('bodiesRewritten', -1); // counted when the body was held as fixlen
+      return this.refuse(cannot, m.headAt, this.st.pos);
+    }
     const r = render(pb, d, m.headAt);
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     m.head = null;
@@ -675,6 +684,12 @@ export class HttpStream {
     this.headParsed = null;
     if (h !== null && h.head === m.head) return h;
     return { pb: parseBlock(m.head!, m.headAt, this.dir === 'c2s' ? 'request' : 'response') };
+  }
+
+  /** The refusal a decision to pass a body the rules cannot rewrite calls for (`unrewritable:
+   *  refuse`, the default: a rule's body never crosses unrewritten unless the config says so). */
+  private unrewritable(d: Decision): RefuseReason | null {
+    return d.method === 'pass' && d.passWhy !== undefined && this.env.cfg.unrewritable === 'refuse' ? PASS_REFUSAL[d.passWhy] : null;
   }
 
   private redecide(pb: ParsedBlock, m: Msg, o: { noFixlen?: boolean }): Decision {
