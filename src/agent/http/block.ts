@@ -112,7 +112,9 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind, plain = tru
   for (; i < lines.length; i++) {
     const l = lines[i]!;
     if (l.ce === l.s) {
-      units.push(unit('end', base + l.s, l.lf + 1 - l.s, CRLF, b.subarray(l.s, l.lf + 1)));
+      // The usual empty line is CRLF already: nothing to compare.
+      const crlf = plain && l.lf === l.s + 1;
+      units.push(crlf ? { kind: 'end', at: base + l.s, len: 2, norm: null, name: '', rawName: '', value: '' } : unit('end', base + l.s, l.lf + 1 - l.s, CRLF, b.subarray(l.s, l.lf + 1)));
       phys.push([i]);
       break;
     }
