@@ -14,6 +14,7 @@
  * cluster node.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
@@ -39,6 +40,19 @@ export function queuePaths(k: number, pcap: string | undefined, events: string |
     events: events === undefined ? undefined : `${events.slice(0, events.length - ext.length)}.queue${k}${ext}`,
   };
 }
+
+/**
+ * Why `--events FILE` cannot be split per queue (undefined = it can): FILE names something other
+ * than a regular file (/dev/stdout, a FIFO), so FILE.queue<k> would not go where it does.
+ */
+export function queueEventsProblem(events: string): string | undefined {
+  const st = statSync(events, { throwIfNoEntry: false });
+  if (st === undefined || st.isFile()) return undefined;
+  return `--events ${events} with --queues: not a regular file (each queue process writes its own file, ${queuePaths(0, undefined, events).events}, …)`;
+}
+
+/** How long the supervisor waits for its queue processes to stop before it kills them. */
+const STOP_GRACE_MS = 10_000;
 
 /** Keys whose value is the largest of the queues', not their sum. */
 const MAX_KEYS: ReadonlySet<string> = new Set(['uptimeS']);
@@ -122,7 +136,13 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
   }
   const stopAll = async (): Promise<void> => {
     for (const q of queues) q.child.kill('SIGTERM');
+    // A queue that does not stop within STOP_GRACE_MS is killed (it closes its files first when
+    // it can: each writes them as it stops).
+    const grace = setTimeout(() => {
+      for (const q of queues) if (q.child.exitCode === null && q.child.signalCode === null) q.child.kill('SIGKILL');
+    }, STOP_GRACE_MS);
     await Promise.all(queues.map((q) => q.exited));
+    clearTimeout(grace);
   };
   try {
     await Promise.all(ready);

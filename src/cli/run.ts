@@ -30,7 +30,7 @@ import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
 import { ClusterNode } from '../cluster/node.js';
 import { stringKey } from '../cluster/rendezvous.js';
-import { queuePaths, runQueues } from './run-queues.js';
+import { queueEventsProblem, queuePaths, runQueues } from './run-queues.js';
 import { literalSearchBackend } from '../agent/literal-search.js';
 
 /** Masquerade port slices: node i allocates ports p with p % NAT_SLICES === its index. */
@@ -177,6 +177,8 @@ export async function run(a: RunArgs): Promise<number> {
       throw new RunError(`--queues: not with ${what} (each queue is a process of its own; see README "Many flows")`, 1);
     };
     if (a.cluster !== undefined) one('--cluster');
+    const evp = a.events === undefined || queueOf !== undefined ? undefined : queueEventsProblem(a.events);
+    if (evp !== undefined) throw new RunError(evp, 1);
     if (config?.nat !== undefined) one('NAT in the config (one table for all connections)');
   }
   let node: ClusterNode | undefined;
@@ -315,12 +317,23 @@ export async function run(a: RunArgs): Promise<number> {
     process.send?.({ type: 'ready' });
   }
   const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
-    // A queue process gets a stop signal twice when its group is signalled (systemd, `kill --
-    // -PGID`, the lab): the group's, then its supervisor's. It keeps listening while it stops, or
-    // the second signal would kill it before its capture and events are written and closed.
-    const listen = queueOf !== undefined ? process.on.bind(process) : process.once.bind(process);
-    listen('SIGINT', () => resolve('SIGINT'));
-    listen('SIGTERM', () => resolve('SIGTERM'));
+    if (queueOf === undefined) {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    } else {
+      // A queue process gets a stop signal twice when its group is signalled (systemd, `kill --
+      // -PGID`, the lab, Ctrl-C): the group's, then its supervisor's. That second one is ignored,
+      // or it would kill the process before its capture and events are written and closed; a
+      // third stops it at once, as a second one stops a single gateway.
+      let signals = 0;
+      const on = (sig: NodeJS.Signals): void => {
+        signals++;
+        if (signals === 1) resolve(sig);
+        else if (signals > 2) process.exit(2);
+      };
+      process.on('SIGINT', on);
+      process.on('SIGTERM', on);
+    }
     if (queueOf !== undefined) process.once('disconnect', () => resolve('SIGTERM'));
     // `tapgate cluster drain`: the node hands everything over, then stops as on SIGTERM.
     if (node !== undefined) node.onDrained = () => resolve('SIGTERM');

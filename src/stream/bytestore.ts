@@ -18,9 +18,13 @@
 
 /** Smallest ring. */
 const MIN_CAPACITY = 256;
-/** Bounds of the free list: total bytes, and rings per capacity (more of the small ones: one
- *  per connection with a request in flight). */
+/**
+ * Bounds of the free list: rings per capacity (more of the small ones: one per connection with a
+ * request in flight), and bytes, small and large rings apart (small ones must not crowd out the
+ * large rings a bulk flow reuses).
+ */
 const POOL_MAX_BYTES = 64 * 1024 * 1024;
+const POOL_MAX_SMALL_BYTES = 8 * 1024 * 1024;
 const POOL_MAX_PER_CAPACITY = 64;
 const POOL_MAX_PER_SMALL_CAPACITY = 1024;
 /** Rings below this capacity are small. */
@@ -28,20 +32,22 @@ const SMALL_CAPACITY = 64 * 1024;
 
 /** Free rings by capacity. */
 const pool = new Map<number, Uint8Array[]>();
-let pooledBytes = 0;
+/** Bytes in the free list: small rings, large rings. */
+let pooledSmall = 0;
+let pooledLarge = 0;
 
 /** What the free list did: rings taken from it, put into it, and discarded (list full). */
 export const bytestorePool = { reused: 0, released: 0, dropped: 0 };
 
 /** Bytes currently held by the free list. */
 export function bytestorePoolBytes(): number {
-  return pooledBytes;
+  return pooledSmall + pooledLarge;
 }
 
 /** Empties the free list and zeroes its counters (tests). */
 export function clearBytestorePool(): void {
   pool.clear();
-  pooledBytes = 0;
+  pooledSmall = pooledLarge = 0;
   bytestorePool.reused = 0;
   bytestorePool.released = 0;
   bytestorePool.dropped = 0;
@@ -50,7 +56,8 @@ export function clearBytestorePool(): void {
 function acquireRing(capacity: number): Uint8Array {
   const free = pool.get(capacity);
   if (free !== undefined && free.length > 0) {
-    pooledBytes -= capacity;
+    if (capacity < SMALL_CAPACITY) pooledSmall -= capacity;
+    else pooledLarge -= capacity;
     bytestorePool.reused++;
     return free.pop()!;
   }
@@ -62,13 +69,17 @@ function releaseRing(ring: Uint8Array): void {
   const capacity = ring.length;
   let free = pool.get(capacity);
   if (free === undefined) pool.set(capacity, (free = []));
-  const most = capacity < SMALL_CAPACITY ? POOL_MAX_PER_SMALL_CAPACITY : POOL_MAX_PER_CAPACITY;
-  if (free.length >= most || pooledBytes + capacity > POOL_MAX_BYTES) {
+  const small = capacity < SMALL_CAPACITY;
+  const full = small
+    ? free.length >= POOL_MAX_PER_SMALL_CAPACITY || pooledSmall + capacity > POOL_MAX_SMALL_BYTES
+    : free.length >= POOL_MAX_PER_CAPACITY || pooledLarge + capacity > POOL_MAX_BYTES;
+  if (full) {
     bytestorePool.dropped++;
     return;
   }
   free.push(ring);
-  pooledBytes += capacity;
+  if (small) pooledSmall += capacity;
+  else pooledLarge += capacity;
   bytestorePool.released++;
 }
 

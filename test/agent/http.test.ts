@@ -473,7 +473,24 @@ describe('http: hold timeouts and flushes', () => {
     const out = applyEdits(text, d.edits).toString('latin1');
     expect(out).not.toContain('Hello world');
     expect(a.counters.refused.released).toBe(1);
-    expect(a.counters.passReleased).toBe(0);
+    // Nothing of the refused message is counted as done: not its header edits (the one line added
+    // is the request's Accept-Encoding: identity; the response's X-Rewritten-By would be a second).
+    expect(a.counters).toMatchObject({ passReleased: 0, headersAdded: 1, headersRemoved: 0, bodiesRewritten: 0 });
+  });
+
+  it('a refusal at a header section names the message in its event', () => {
+    const events: Record<string, unknown>[] = [];
+    const a = httpFactory.create(HELLO, { ...CTX, event: (e) => events.push(e) }) as HttpAgent;
+    const c = new AgentDriver(a, 'c2s');
+    c.feed(b(get('/a.gz')));
+    new AgentDriver(a, 's2c').feed(b('HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 11\r\n\r\nHello world'));
+    // The server answered HTTP/1.0: a large upload cannot be re-framed.
+    const big = 'secret '.repeat(4000);
+    c.feed(b(`POST /up HTTP/1.1\r\nHost: lab\r\nContent-Length: ${big.length}\r\n\r\n${big}`));
+    expect(events.filter((e) => e['refused'] !== undefined)).toEqual([
+      { event: 'http', dir: 's2c', refused: 'encoded', message: '200' },
+      { event: 'http', dir: 'c2s', refused: 'noFraming', message: 'POST /up' },
+    ]);
   });
 
   it('a normalisation needed on released header bytes refuses the message (never forwarded ambiguous)', () => {
@@ -531,7 +548,8 @@ describe('http: hold timeouts and flushes', () => {
     };
     const refused = drive(HELLO);
     expect(refused.out.length).toBe(0);
-    expect(refused.a.counters).toMatchObject({ refusedRequests: 1, passNoFraming: 0, bodiesRewritten: 0 });
+    // Its match ("secret") was found while the body was held: not counted once it is refused.
+    expect(refused.a.counters).toMatchObject({ refusedRequests: 1, passNoFraming: 0, bodiesRewritten: 0, bodyMatches: 0 });
     expect(refused.a.counters.refused.noFraming).toBe(1);
     const { a, out } = drive({ ...HELLO, unrewritable: 'pass' });
     const m = decode(out, 'request').msgs[0]!;

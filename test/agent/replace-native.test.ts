@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createReplace, type ReplaceRule } from '../../src/agent/replace.js';
+import { createReplace, NATIVE_SCAN_MIN_BYTES, type ReplaceRule } from '../../src/agent/replace.js';
 import { literalSearchBackend } from '../../src/agent/literal-search.js';
 import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
 
@@ -59,6 +59,19 @@ describe('native literal scan', () => {
       for (let i = 0; i < body.length; i += cut) chunks.push(body.slice(i, i + cut));
       expect(run(rules, chunks, true, 'always')).toEqual(run(rules, chunks, true, false));
     }
+  });
+
+  it('by default, a stream whose feeds straddle NATIVE_SCAN_MIN_BYTES switches between the scans with the same answers', () => {
+    const body = ('Hello world' + '-'.repeat(40) + 'Good bye!').repeat(200);
+    const rules = [{ find: 'Hello world', with: 'Hi there' }, { find: 'Good bye!', with: 'Farewell' }];
+    // Feeds under and over the threshold, each ending inside a pattern (a held tail joins the next).
+    const sizes = [NATIVE_SCAN_MIN_BYTES - 5, 30, NATIVE_SCAN_MIN_BYTES + 3, 7, 3000, NATIVE_SCAN_MIN_BYTES - 1, 200];
+    const chunks: string[] = [];
+    for (let i = 0, k = 0; i < body.length; i += sizes[k % sizes.length]!, k++) chunks.push(body.slice(i, i + sizes[k % sizes.length]!));
+    const byDefault = run(rules, chunks, true, true);
+    expect(byDefault).toEqual(run(rules, chunks, true, false));
+    expect(byDefault).toEqual(run(rules, chunks, true, 'always'));
+    expect(byDefault.matches).toBe(400);
   });
 
   it('leaves a set of more than 64 rules to the JS scan, with the same answers', () => {

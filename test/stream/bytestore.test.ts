@@ -305,6 +305,24 @@ describe('ByteStore ring', () => {
     expect(bytestorePool.dropped).toBe(1100 - 1024);
   });
 
+  it('small rings have their own byte budget: a full list of them does not crowd out a large ring', () => {
+    // 1,024 rings of each small capacity would be 64 MiB: bounded at 8 MiB.
+    for (let cap = 256; cap < 64 * 1024; cap *= 2) {
+      const stores = Array.from({ length: 1024 }, () => {
+        const s = new ByteStore(0);
+        s.append(new Uint8Array(cap));
+        return s;
+      });
+      for (const s of stores) s.reset(1e6);
+    }
+    expect(bytestorePoolBytes()).toBeLessThanOrEqual(8 * 1024 * 1024);
+    const big = new ByteStore(0);
+    big.append(new Uint8Array(1 << 20));
+    const before = bytestorePoolBytes();
+    big.reset(1e7);
+    expect(bytestorePoolBytes(), 'the 1 MiB ring is kept').toBe(before + (1 << 20));
+  });
+
   it('keeps the free list within its bound when many stores release at once', () => {
     const chunk = new Uint8Array(1024 * 1024);
     const stores: ByteStore[] = [];

@@ -27,7 +27,7 @@ import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
 import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
-import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type Decision, type ReqInfo } from './plan.js';
+import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type Decision, type Rendered, type ReqInfo } from './plan.js';
 import { CR, LF, parseChunkLine } from './syntax.js';
 
 export type Phase =
@@ -566,34 +566,38 @@ export class HttpStream {
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
     }
-    if (d.error !== undefined) return this.refuse(d.error, st.blockStart, endPos);
+    // Every refusal comes before anything is counted or queued for this message.
+    const line = this.env.event !== undefined ? startLine(pb) : null;
+    const at = Math.max(st.blockStart, st.released);
+    if (d.error !== undefined) return this.refuse(d.error, st.blockStart, endPos, line);
+    // The plan (a fixlen one is rendered when the body's length is known).
+    let r: Rendered | null = null;
+    if (d.method !== 'fixlen') {
+      r = render(pb, d, st.released);
+      if (r.frameLost) {
+        d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, { noReframe: true }) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noReframe: true });
+        r = render(pb, d, st.released);
+      }
+      if (r.refuse) return this.refuse('unnormalised', at, endPos, line);
+    }
     const cannot = this.unrewritable(d);
-    if (cannot !== null) return this.refuse(cannot, st.blockStart, endPos);
+    if (cannot !== null) return this.refuse(cannot, at, endPos, line);
     if (this.dir === 'c2s' && sh.s2cParsing) {
-      if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos);
+      if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos, line);
       sh.queue.push(req!);
     }
     addTally(c, pb.tally);
     for (const k of d.counts) c.add(k);
     const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
-    if (this.env.event !== undefined) {
-      msg.line = pb.request !== undefined ? `${pb.request.method} ${pb.request.target}`.slice(0, 200) : String(pb.status!.status);
+    if (line !== null) {
+      msg.line = line;
       msg.method = d.method;
     }
-    if (d.method === 'fixlen') {
+    if (r === null) {
       // Held with its body; the plan is rendered when the body's length is known.
       msg.head = st.block;
       this.headParsed = { head: st.block, pb, d };
     } else {
-      let r = render(pb, d, st.released);
-      if (r.frameLost) {
-        d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, { noReframe: true }) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noReframe: true });
-        msg.after = d.after;
-        r = render(pb, d, st.released);
-      }
-      if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
-      const lost = this.unrewritable(d);
-      if (lost !== null) return this.refuse(lost, st.released, endPos);
       if (r.lost > 0) c.add('editsLost', r.lost);
       for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     }
@@ -649,17 +653,22 @@ export class HttpStream {
 
   /**
    * A hold timeout (or limit) inside a held fixlen body: the header goes out now with the
-   * framing a body of unknown length can have (chunked, close-delimited), or unchanged with the
-   * body passing unchanged.
+   * framing a body of unknown length can have (chunked, close-delimited); with none, the message
+   * is refused, or (`unrewritable: pass`) goes out unchanged with its body.
    */
   private fixlenFallback(): void {
     const m = this.st.msg!;
     const c = this.env.count;
     const { pb } = this.takeHead(m);
     const d = this.redecide(pb, m, { noFixlen: true });
+    // Counted when the body was held as fixlen; undone when it is not rewritten after all.
+    const uncount = (): void => {
+      c.add('bodiesRewritten', -1);
+      c.add('bodyMatches', -this.rw!.matches);
+    };
     const cannot = this.unrewritable(d);
     if (cannot !== null) {
-      c.add('bodiesRewritten', -1); // counted when the body was held as fixlen
+      uncount();
       return this.refuse(cannot, m.headAt, this.st.pos);
     }
     const r = render(pb, d, m.headAt);
@@ -668,7 +677,7 @@ export class HttpStream {
     m.after = d.after;
     if (d.method === 'pass') {
       if (d.passWhy !== undefined) c.add(d.passWhy);
-      c.add('bodiesRewritten', -1); // counted when the body was held as fixlen
+      uncount();
       this.rw = null;
       return;
     }
@@ -771,11 +780,13 @@ export class HttpStream {
    * Refuse: delete from the first undecided byte of the message (at most `at`) up to p, and
    * everything after. A response whose header is still wholly held becomes a 502.
    */
-  private refuse(reason: RefuseReason, at: number, p: number): void {
+  /** Refuses the message at `at` (p: the end of the data fed); `line`: its start-line, when the
+   *  message is not st.msg yet (a refusal at its header section). */
+  private refuse(reason: RefuseReason, at: number, p: number, line: string | null = null): void {
     const st = this.st;
     const c = this.env.count;
     c.refuse(reason);
-    this.env.event?.({ event: 'http', dir: this.dir, refused: reason, message: st.msg?.line ?? null });
+    this.env.event?.({ event: 'http', dir: this.dir, refused: reason, message: line ?? st.msg?.line ?? null });
     if (this.dir === 'c2s') c.add('refusedRequests');
     else c.add('refusedResponses');
     // Inside a rewritten body: from the first byte not emitted (decided bytes not emitted yet
@@ -829,6 +840,12 @@ function badGateway(reason: RefuseReason): Buffer {
 const TALLY_KEYS = Object.keys({ bareLF: 1, bareCR: 1, nulInValue: 1, obsFold: 1, wsBeforeColon: 1, wsLines: 1 } satisfies Record<keyof NormTally, 1>) as (keyof NormTally)[];
 
 /** A section's normalisations into the counters (no entries array per message). */
+/** A message's start-line as events name it: `GET /a` (at most 200 characters) or `200`. */
+function startLine(pb: ParsedBlock): string | null {
+  if (pb.request !== undefined) return `${pb.request.method} ${pb.request.target}`.slice(0, 200);
+  return pb.status !== undefined ? String(pb.status.status) : null;
+}
+
 function addTally(c: { add(k: keyof NormTally, n: number): void }, t: NormTally): void {
   for (const k of TALLY_KEYS) if (t[k] > 0) c.add(k, t[k]);
 }
