@@ -20,7 +20,7 @@
  * passed in.
  */
 import type { Logger } from 'pino';
-import { bytestorePool, bytestorePoolBytes } from '../stream/bytestore.js';
+import { bytestorePool, bytestorePoolBytes, bytestorePoolRings } from '../stream/bytestore.js';
 import { makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
@@ -606,7 +606,7 @@ export class Gateway {
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
       /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
-      storePool: { ...bytestorePool, bytes: bytestorePoolBytes() },
+      storePool: { ...bytestorePool, rings: bytestorePoolRings(), bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },
       ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, externalReserved: this.nat.externalReserved, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),
     };

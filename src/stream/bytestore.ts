@@ -44,6 +44,13 @@ export function bytestorePoolBytes(): number {
   return pooledSmall + pooledLarge;
 }
 
+/** Rings currently in the free list. */
+export function bytestorePoolRings(): number {
+  let n = 0;
+  for (const free of pool.values()) n += free.length;
+  return n;
+}
+
 /** Empties the free list and zeroes its counters (tests). */
 export function clearBytestorePool(): void {
   pool.clear();

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { ByteStore, bytestorePool, bytestorePoolBytes, clearBytestorePool } from '../../src/stream/bytestore.js';
+import { ByteStore, bytestorePool, bytestorePoolBytes, bytestorePoolRings, clearBytestorePool } from '../../src/stream/bytestore.js';
 
 type Op =
   | { k: 'append'; len: number; seed: number }
@@ -302,6 +302,7 @@ describe('ByteStore ring', () => {
     });
     for (const s of many) s.reset(100);
     expect(bytestorePoolBytes()).toBe(1024 * 256);
+    expect(bytestorePoolRings()).toBe(1024);
     expect(bytestorePool.dropped).toBe(1100 - 1024);
   });
 
