@@ -53,6 +53,11 @@ export interface AgentContext {
   directions: ReadonlySet<Direction>;
   /** Runtime: where the agent reports what it did (the gateway's event log); absent = nobody listens. */
   event?: (ev: Record<string, unknown>) => void;
+  /**
+   * Runtime: a warn line in the gateway's log, rate-limited per `key` as its drop lines are (the
+   * agent refused a message…); `obj` is built only when the line is written. Absent = no log.
+   */
+  log?: (key: string, obj: () => Record<string, unknown>, msg: string) => void;
 }
 
 export interface Agent {

@@ -268,6 +268,8 @@ export class Gateway {
       warn: this.warn,
       log,
       agentEvent: events !== undefined ? (ev) => this.agentEvent(ev) : undefined,
+      // The log only: what an agent refuses is in the event log as its own event.
+      agentLog: log !== undefined ? (key, obj, msg) => this.ratelog.log(key, this.nowMs, obj(), msg) : undefined,
       regexBudget: () => this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded,
     });
     this.emitter = new Emitter(this.counters, this.rewriter.stream, this.vh);

@@ -94,6 +94,8 @@ export interface RewriteOptions {
   log?: Logger | undefined;
   /** Agent events (ftp translations, http refusals) with the connection's id; none without an event sink. */
   agentEvent?: ((ev: Record<string, unknown>) => void) | undefined;
+  /** Agents' warn lines (AgentContext.log): one function for every connection; none without a logger. */
+  agentLog?: AgentContext['log'];
   /** What every replace / http agent of the registry counts, read for the regex budget warning. */
   regexBudget: () => number;
 }
@@ -350,6 +352,7 @@ export class Rewriter {
       const rule = ruleLabel(sel.rule);
       ctx.event = (e) => agentEvent({ ...e, flow: id, rule, agent });
     }
+    if (this.o.agentLog !== undefined) ctx.log = this.o.agentLog;
     return { sel, ctx };
   }
 

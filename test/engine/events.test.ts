@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { parseConfig } from '../../src/config/index.js';
@@ -94,6 +95,25 @@ describe('event log', () => {
     const h = new Harness({}, {}, RULE);
     h.connect(40004);
     expect((h.gw as unknown as { tallies: unknown }).tallies).toBeNull();
+  });
+});
+
+describe('agents in the gateway log', () => {
+  it('an http refusal is a warn line, rate-limited per reason, naming the flow and the message', () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+    const h = new Harness({}, { log }, 'rules:\n  - match: { port: 80 }\n    agent: http\n    http: { response: { replace: [ { find: "Hello", with: "Bye" } ] } }\n');
+    const req = 'GET /a.gz HTTP/1.1\r\nHost: a\r\n\r\n';
+    const resp = 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nHello';
+    for (let i = 0; i < 8; i++) {
+      const c = h.connect(40100 + i);
+      h.send(c.data(0, 0, req), 0);
+      const out = h.send(c.data(1, 0, resp, req.length), 1);
+      expect(out.map((e) => Buffer.from(e.frame).toString("latin1")).join("")).toContain("X-Tapgate-Refused: encoded");
+    }
+    const refused = lines.filter((l) => l['msg'] === 'http response refused');
+    expect(refused).toHaveLength(5); // rate-limited: five lines per interval and reason (util/ratelog.ts)
+    expect(refused[0]).toMatchObject({ flow: '10.0.0.1.40100-10.0.0.2.80', dir: 's2c', reason: 'encoded', message: '200' });
   });
 });
 

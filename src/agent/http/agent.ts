@@ -36,7 +36,7 @@ export class HttpAgent implements Agent {
   constructor(cfg: ResolvedHttpConfig, ctx: AgentContext, snap?: HttpSnapshot, total?: HttpCounters) {
     this.counters = snap !== undefined ? copyCounters(snap.counters) : newHttpCounters();
     this.shared = snap !== undefined ? { ...snap.shared, queue: snap.shared.queue.map((q) => ({ ...q })) } : { queue: [], server11: false, awaitResult: null, s2cParsing: true };
-    const env = { cfg, count: new Tally(this.counters, total), shared: this.shared, event: ctx.event };
+    const env = { cfg, count: new Tally(this.counters, total), shared: this.shared, event: ctx.event, log: ctx.log, flowId: ctx.flowId };
     this.streams = { c2s: new HttpStream('c2s', env, snap?.dirs.c2s), s2c: new HttpStream('s2c', env, snap?.dirs.s2c) };
     // Pairing needs both directions and normalising a request needs editing it: the config
     // refuses `direction:` on an http rule; a context without both makes a pass-through agent.

@@ -112,6 +112,9 @@ export interface StreamEnv {
   shared: Shared;
   /** The event log's hook (AgentContext.event), if anyone listens. */
   event?: AgentContext['event'] | undefined;
+  /** The gateway's log (AgentContext.log), and the connection it names. */
+  log?: AgentContext['log'] | undefined;
+  flowId?: string;
 }
 
 const CR_BUF = Buffer.from('\r');
@@ -567,9 +570,9 @@ export class HttpStream {
       }
     }
     // Every refusal comes before anything is counted or queued for this message.
-    const line = this.env.event !== undefined ? startLine(pb) : null;
+    const refuse = (why: RefuseReason, from: number): void => this.refuse(why, from, endPos, startLine(pb));
     const at = Math.max(st.blockStart, st.released);
-    if (d.error !== undefined) return this.refuse(d.error, st.blockStart, endPos, line);
+    if (d.error !== undefined) return refuse(d.error, st.blockStart);
     // The plan (a fixlen one is rendered when the body's length is known).
     let r: Rendered | null = null;
     if (d.method !== 'fixlen') {
@@ -578,19 +581,19 @@ export class HttpStream {
         d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, { noReframe: true }) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noReframe: true });
         r = render(pb, d, st.released);
       }
-      if (r.refuse) return this.refuse('unnormalised', at, endPos, line);
+      if (r.refuse) return refuse('unnormalised', at);
     }
     const cannot = this.unrewritable(d);
-    if (cannot !== null) return this.refuse(cannot, at, endPos, line);
+    if (cannot !== null) return refuse(cannot, at);
     if (this.dir === 'c2s' && sh.s2cParsing) {
-      if (sh.queue.length >= this.env.cfg.maxPipeline) return this.refuse('pipelineFull', st.blockStart, endPos, line);
+      if (sh.queue.length >= this.env.cfg.maxPipeline) return refuse('pipelineFull', st.blockStart);
       sh.queue.push(req!);
     }
     addTally(c, pb.tally);
     for (const k of d.counts) c.add(k);
     const msg: Msg = { after: d.after, terminate: false, head: null, headAt: st.blockStart, req };
-    if (line !== null) {
-      msg.line = line;
+    if (this.env.event !== undefined) {
+      msg.line = startLine(pb) ?? '';
       msg.method = d.method;
     }
     if (r === null) {
@@ -786,7 +789,9 @@ export class HttpStream {
     const st = this.st;
     const c = this.env.count;
     c.refuse(reason);
-    this.env.event?.({ event: 'http', dir: this.dir, refused: reason, message: line ?? st.msg?.line ?? null });
+    const message = line ?? st.msg?.line ?? null;
+    this.env.event?.({ event: 'http', dir: this.dir, refused: reason, message });
+    this.env.log?.(`http-refused:${reason}`, () => ({ flow: this.env.flowId, dir: this.dir, reason, message }), this.dir === 'c2s' ? 'http request refused' : 'http response refused');
     if (this.dir === 'c2s') c.add('refusedRequests');
     else c.add('refusedResponses');
     // Inside a rewritten body: from the first byte not emitted (decided bytes not emitted yet
