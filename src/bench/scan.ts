@@ -1,15 +1,18 @@
 /**
  * The replace agent's scan of literal rules, native (native/search.cc `replaceLiterals`, one call
- * per segment) against the JS scan in the same run (`nativeScan: false`: Scan and EditRun, the
- * occurrences from `findAll`), over 64 MiB fed in 64 KiB segments (what TAP GSO hands over):
- * random bytes under a pattern that never matches (the iperf3 benchmark's rule), and a dense
- * text body (a match every 59 bytes, joined edits: like the HTTP benchmark's body). GiB/s, medians
- * of `runs` timed runs after one warm-up run, each path's runs together.
+ * per segment: `nativeScan: 'always'`) against the JS scan in the same run (`nativeScan: false`:
+ * Scan and EditRun, the occurrences from `findAll`), and what the gateway runs (the default: the
+ * native scan from NATIVE_SCAN_MIN_BYTES on): over 64 MiB fed in 64 KiB segments (what TAP GSO
+ * hands over), random bytes under a pattern that never matches (the iperf3 benchmark's rule) and
+ * a dense text body (a match every 59 bytes, joined edits: like the HTTP benchmark's body); and
+ * 16 MiB of 256-byte segments with one match each, fed to 1,000 agents in turn (small keep-alive
+ * requests and responses on many connections).
+ * GiB/s, medians of `runs` timed runs after one warm-up run, each path's runs together.
  *
  *   npm run build && node --expose-gc dist/bench/scan.js [--runs N]
  */
 import { randomBytes } from 'node:crypto';
-import { createReplace, type ReplaceRule } from '../agent/replace.js';
+import { createReplace, NATIVE_SCAN_MIN_BYTES, type ReplaceRule } from '../agent/replace.js';
 import { literalSearchBackend } from '../agent/literal-search.js';
 import type { AgentContext, Direction } from '../agent/types.js';
 import { NEVER_PATTERN } from './live.js';
@@ -22,10 +25,17 @@ const CTX: AgentContext = {
 };
 const SEGMENT = 65_536;
 const SEGMENTS = 1024;
+/** The small segments: 16 MiB of them. */
+const SMALL = 256;
+const SMALLS = 65_536;
 
 interface Case {
   name: string;
   rules: ReplaceRule[];
+  /** Bytes per segment. */
+  size: number;
+  /** Agents fed in turn, a segment each (connections sharing the gateway); default 1. */
+  agents?: number;
   /** Made when the case runs (one case's 64 MiB at a time). */
   segments: () => Buffer[];
 }
@@ -33,54 +43,71 @@ interface Case {
 function cases(): Case[] {
   const line = 'Hello world, and a line of a dense body with many matches\n';
   const dense = Buffer.from(line.repeat(Math.ceil(SEGMENT / line.length)).slice(0, SEGMENT), 'latin1');
+  const small = Buffer.alloc(SMALL, 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n');
+  small.write('Hello world', SMALL - 40, 'latin1');
   return [
-    { name: `random bytes, "${NEVER_PATTERN}" (never matches)`, rules: [{ find: NEVER_PATTERN, with: 'REWRITTEN' }], segments: () => Array.from({ length: SEGMENTS }, () => randomBytes(SEGMENT)) },
+    { name: `random bytes, "${NEVER_PATTERN}" (never matches)`, size: SEGMENT, rules: [{ find: NEVER_PATTERN, with: 'REWRITTEN' }], segments: () => Array.from({ length: SEGMENTS }, () => randomBytes(SEGMENT)) },
     {
       name: 'dense text, "Hello world" every 59 bytes and "Good bye!" (none)',
+      size: SEGMENT,
       rules: [{ find: 'Hello world', with: 'Hi there' }, { find: 'Good bye!', with: 'Farewell' }],
       segments: () => Array.from({ length: SEGMENTS }, () => dense),
+    },
+    {
+      name: '256-byte segments, one "Hello world" each, over 1,000 connections in turn',
+      size: SMALL,
+      agents: 1000,
+      rules: [{ find: 'Hello world', with: 'Hi there' }, { find: 'Good bye!', with: 'Farewell' }],
+      segments: () => Array.from({ length: SMALLS }, () => small),
     },
   ];
 }
 
 /** GiB/s of one run: every segment fed to a fresh agent, as the gateway's factory makes it. */
-function once(c: Case, segments: Buffer[], nativeScan: boolean): number {
+function once(c: Case, segments: Buffer[], nativeScan: boolean | 'always'): number {
   // The other path's garbage is not collected on this one's time (node --expose-gc).
   (globalThis as { gc?: () => void }).gc?.();
-  const a = createReplace({ joinMatches: true, nativeScan }).create(c.rules, CTX);
-  let pos = 0;
+  const f = createReplace({ joinMatches: true, nativeScan });
+  const agents = Array.from({ length: c.agents ?? 1 }, () => ({ a: f.create(c.rules, CTX), pos: 0 }));
+  let bytes = 0;
   let edits = 0;
   const t = process.hrtime.bigint();
-  for (const s of segments) {
-    edits += a.feed('s2c', pos, s).edits.length;
-    pos += s.length;
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!;
+    const x = agents[i % agents.length]!;
+    edits += x.a.feed('s2c', x.pos, s).edits.length;
+    x.pos += s.length;
+    bytes += s.length;
   }
   const s = Number(process.hrtime.bigint() - t) / 1e9;
   if (edits < 0) throw new Error('unreachable');
-  return (pos / 2 ** 30) / s;
+  return (bytes / 2 ** 30) / s;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-export function runScanBench(runs = 5): { name: string; js: number; native: number }[] {
+export function runScanBench(runs = 5): { name: string; js: number; native: number; byDefault: number }[] {
   return cases().map((c) => {
     // One path's runs together: interleaved, the JS scan's garbage slows the native runs by half.
     const segments = c.segments();
-    const block = (nativeScan: boolean) => {
+    const block = (nativeScan: boolean | 'always') => {
       once(c, segments, nativeScan);
       return median(Array.from({ length: runs }, () => once(c, segments, nativeScan)));
     };
     const js = block(false);
-    const native = block(true);
-    return { name: c.name, js, native };
+    const native = block('always');
+    const byDefault = block(true);
+    return { name: c.name, js, native, byDefault };
   });
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const i = process.argv.indexOf('--runs');
   const runs = i >= 0 ? Number(process.argv[i + 1]) : 5;
-  console.log(`replace agent, literal rules, 64 MiB in 64 KiB segments (median GiB/s of ${runs} runs; search backend: ${literalSearchBackend}):`);
-  console.log('| input | JS scan | native scan | native / JS |');
-  console.log('|---|---|---|---|');
-  for (const r of runScanBench(runs)) console.log(`| ${r.name} | ${r.js.toFixed(2)} | ${r.native.toFixed(2)} | ${(r.native / r.js).toFixed(2)} |`);
+  console.log(`replace agent, literal rules (median GiB/s of ${runs} runs; search backend: ${literalSearchBackend}; default: native from ${NATIVE_SCAN_MIN_BYTES} bytes):`);
+  console.log('| input | JS scan | native scan | native / JS | default | default / best |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of runScanBench(runs)) {
+    console.log(`| ${r.name} | ${r.js.toFixed(2)} | ${r.native.toFixed(2)} | ${(r.native / r.js).toFixed(2)} | ${r.byDefault.toFixed(2)} | ${(r.byDefault / Math.max(r.js, r.native)).toFixed(2)} |`);
+  }
 }
