@@ -607,7 +607,7 @@ export class Gateway {
       config: { ...this.rewriter.configState, reloads: this.counters.reloads },
       /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
       agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
-      /** The process-wide free list of large stream-store rings (src/stream/bytestore.ts). */
+      /** The process-wide free list of stream-store rings (src/stream/bytestore.ts). */
       storePool: { ...bytestorePool, rings: bytestorePoolRings(), bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },
       ...(this.nat !== null ? { nat: { ...this.nat.counters, ...this.nat.size, externalReserved: this.nat.externalReserved, ...(this.masqL2 !== null ? { l2: { ...this.masqL2.counters } } : {}) } } : {}),

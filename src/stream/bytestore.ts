@@ -16,6 +16,8 @@
  * kept for long (an idle connection's held bytes, the free list) pins nothing else.
  */
 
+import { ownBytes } from '../util/bytes.js';
+
 /** Smallest ring. */
 const MIN_CAPACITY = 256;
 /**
@@ -68,8 +70,7 @@ function acquireRing(capacity: number): Uint8Array {
     bytestorePool.reused++;
     return free.pop()!;
   }
-  const b = Buffer.allocUnsafeSlow(capacity);
-  return new Uint8Array(b.buffer, b.byteOffset, capacity);
+  return ownBytes(capacity);
 }
 
 function releaseRing(ring: Uint8Array): void {

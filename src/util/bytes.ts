@@ -1,3 +1,10 @@
+/** `n` uninitialised bytes with a backing store of their own, as a plain Uint8Array (whose
+ *  `slice` copies): kept as long as they like, they pin nothing else. */
+export function ownBytes(n: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(n);
+  return new Uint8Array(b.buffer, b.byteOffset, n);
+}
+
 /**
  * Copying bytes the engine must keep past the current call (the caller's buffers, TAP batches,
  * are reused). Not `x.slice()`: on a Node Buffer that is a view, not a copy. Not
@@ -8,7 +15,12 @@ export function copyBytes(a: Uint8Array, longLived = false): Uint8Array {
   const n = a.length;
   // Small short-lived copies come from Node's shared 8 KiB pool slabs; a long-lived small copy
   // would pin a whole slab, so it (and every large one) gets its own backing store.
-  const b = n < 4096 && !longLived ? Buffer.allocUnsafe(n) : Buffer.allocUnsafeSlow(n);
+  if (n >= 4096 || longLived) {
+    const own = ownBytes(n);
+    own.set(a);
+    return own;
+  }
+  const b = Buffer.allocUnsafe(n);
   b.set(a);
   return new Uint8Array(b.buffer, b.byteOffset, n);
 }
@@ -28,10 +40,7 @@ let slabUsed = 0;
  * batch (copyBytes is for those). Pieces over 16 KiB get their own backing store.
  */
 export function transientBytes(n: number): Uint8Array {
-  if (n > SLAB_PIECE_MAX) {
-    const b = Buffer.allocUnsafeSlow(n);
-    return new Uint8Array(b.buffer, b.byteOffset, n);
-  }
+  if (n > SLAB_PIECE_MAX) return ownBytes(n);
   if (slabUsed + n > slab.byteLength) {
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES).buffer;
     slabUsed = 0;

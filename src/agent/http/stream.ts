@@ -781,10 +781,9 @@ export class HttpStream {
 
   /**
    * Refuse: delete from the first undecided byte of the message (at most `at`) up to p, and
-   * everything after. A response whose header is still wholly held becomes a 502.
+   * everything after. A response whose header is still wholly held becomes a 502. `line`: the
+   * message's start-line when it is not st.msg yet (a refusal at its header section).
    */
-  /** Refuses the message at `at` (p: the end of the data fed); `line`: its start-line, when the
-   *  message is not st.msg yet (a refusal at its header section). */
   private refuse(reason: RefuseReason, at: number, p: number, line: string | null = null): void {
     const st = this.st;
     const c = this.env.count;
@@ -844,13 +843,13 @@ function badGateway(reason: RefuseReason): Buffer {
 /** Every NormTally key (the Record type makes a new key a compile error here until listed). */
 const TALLY_KEYS = Object.keys({ bareLF: 1, bareCR: 1, nulInValue: 1, obsFold: 1, wsBeforeColon: 1, wsLines: 1 } satisfies Record<keyof NormTally, 1>) as (keyof NormTally)[];
 
-/** A section's normalisations into the counters (no entries array per message). */
 /** A message's start-line as events name it: `GET /a` (at most 200 characters) or `200`. */
 function startLine(pb: ParsedBlock): string | null {
   if (pb.request !== undefined) return `${pb.request.method} ${pb.request.target}`.slice(0, 200);
   return pb.status !== undefined ? String(pb.status.status) : null;
 }
 
+/** A section's normalisations into the counters (no entries array per message). */
 function addTally(c: { add(k: keyof NormTally, n: number): void }, t: NormTally): void {
   for (const k of TALLY_KEYS) if (t[k] > 0) c.add(k, t[k]);
 }
