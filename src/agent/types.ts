@@ -39,6 +39,13 @@ export interface AgentOutput {
   edits: Edit[];
   /** Bytes from this position on are undecided (held back). Absent = everything fed is decided. */
   undecidedFrom?: number;
+  /**
+   * The agent gives up on the connection (why, e.g. `http-refused:noFraming`): its edits still
+   * apply, then the gateway resets both ends and answers whatever either sends later with a RST
+   * (engine/abort.ts). For a message that cannot be forwarded and cannot be answered either (a
+   * refused request), so neither end waits for bytes that will never come.
+   */
+  abort?: string;
 }
 
 export type FlushReason = 'fin' | 'rst' | 'timeout' | 'limit';

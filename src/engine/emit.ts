@@ -188,6 +188,11 @@ export class Emitter {
     this.count(f, emit, to);
   }
 
+  /** A frame the gateway made whole, its virtio header included (engine/abort.ts RSTs): out to `to`. */
+  own(frame: Uint8Array, to: Side, emit: Emit): void {
+    this.count(frame, emit, to);
+  }
+
   /** A frame passed on as it arrived (its header may have been rewritten in place): out on the other side. */
   pass(frame: Uint8Array, from: Side, emit: Emit): void {
     this.count(frame, emit, (1 - from) as Side);

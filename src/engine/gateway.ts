@@ -40,6 +40,7 @@ import { Admission, endpoints, type AdmittedTcp, type Warn } from './admit.js';
 import { Tracker } from './track.js';
 import { Emitter, type Emit, type SegTag, type Side } from './emit.js';
 import { Rewriter, type RewriteState } from './rewrite.js';
+import { Aborter } from './abort.js';
 import { TCP_ACK, TCP_RST } from '../wire/tcp.js';
 import { VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 
@@ -201,6 +202,12 @@ export function newGatewayCounters() {
     importConfigUnknown: 0,
     /** Configs taken by `reload`. */
     reloads: 0,
+    /** Connections reset because their agent gave up on them (engine/abort.ts). */
+    aborted: 0,
+    /** RSTs the gateway made for them (two per abort, one per segment answered after). */
+    rstOriginated: 0,
+    /** Segments of aborted connections dropped. */
+    abortDropped: 0,
   };
 }
 
@@ -216,6 +223,8 @@ export class Gateway {
   private readonly tracker: Tracker<Connection<SegTag>>;
   private readonly rewriter: Rewriter;
   private readonly emitter: Emitter;
+  /** Connections an agent gave up on: reset at both ends (engine/abort.ts). */
+  private readonly aborter: Aborter;
   private lastExpireMs = 0;
   private readonly ratelog: RateLog;
   /** NAT on the bridge (docs/ARCHITECTURE.md §6), from `config.nat`; null = none. */
@@ -288,6 +297,16 @@ export class Gateway {
     });
     this.natStage = this.nat === null ? null : new NatStage(this.nat, this.link, this.counters, this.warn, this.vh, this.emitter);
     this.flows = new FlowTable(this.limits);
+    this.aborter = new Aborter({
+      counters: this.counters,
+      flows: this.flows,
+      emitter: this.emitter,
+      nat: () => this.natStage,
+      warn: this.warn,
+      link: this.link,
+      vh: this.vh,
+      event: events,
+    });
     this.policy = new Policy(opts.config ?? null);
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
@@ -452,6 +471,18 @@ export class Gateway {
     if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;
     const side = r.side;
+    const ab = f.conn?.abort;
+    if (ab != null) {
+      // Its agent gave up: nothing of it is forwarded (engine/abort.ts); an abort that came from
+      // a timer (a flush) has its RSTs sent now, built on this segment.
+      const out = cl !== null ? cl.gate(f, emit) : emit;
+      if (ab.sent) this.aborter.answer(f, d, frame, from, nowMs, out);
+      else {
+        this.counters.abortDropped++;
+        this.aborter.start(f, side, d, frame, from, nowMs, out);
+      }
+      return;
+    }
     let tally: FlowTally | undefined;
     if (this.tallies !== null) {
       tally = this.tallies.get(f);
@@ -483,7 +514,9 @@ export class Gateway {
       }
       return;
     }
-    this.emitter.segments(f, this.rewriter.outs, tally, cl !== null ? cl.gate(f, emit) : emit);
+    const out = cl !== null ? cl.gate(f, emit) : emit;
+    this.emitter.segments(f, this.rewriter.outs, tally, out);
+    if (f.conn?.abort != null) return this.aborter.start(f, side, d, frame, from, nowMs, out);
     // A cluster node keeps every engine until the connection leaves the table (a spare elsewhere follows it).
     if (cl === null) this.rewriter.releaseSettled(f);
   }

@@ -541,6 +541,14 @@ export class FlowTable<C = unknown> {
     f.lastMs = nowMs;
   }
 
+  /** The gateway reset both ends (engine/abort.ts): closed as by a RST each end took. */
+  reset(f: Flow<C>, nowMs: number): void {
+    f.halves[0].rstSeen = true;
+    f.halves[1].rstSeen = true;
+    if (f.state !== 'closed') this.close(f, nowMs);
+    f.lastMs = nowMs;
+  }
+
   private close(f: Flow<C>, nowMs: number): void {
     f.state = 'closed';
     f.closedMs = nowMs;

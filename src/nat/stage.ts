@@ -26,7 +26,7 @@
  */
 import { endpoints, type Admitted, type Warn } from '../engine/admit.js';
 import type { Emit, Emitter, Side } from '../engine/emit.js';
-import type { LinkType } from '../wire/frame.js';
+import { decodeFrame, type LinkType } from '../wire/frame.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { get16 } from '../wire/bytes.js';
 import { ETHERTYPE_IPV6 } from '../wire/ethernet.js';
@@ -69,6 +69,16 @@ export class NatStage {
     private readonly out: Emitter,
   ) {
     this.masqL2 = table.cfg.masquerade.length > 0 && link === 'ethernet' ? new MasqL2(table) : null;
+  }
+
+  /**
+   * A TCP frame the gateway made (engine/abort.ts, virtio header included), translated in place
+   * as if it arrived on `from`; false when NAT drops it (counted as any frame it drops).
+   */
+  originated(frame: Uint8Array, from: Side, nowMs: number, link: LinkType, emit: Emit): boolean {
+    const d = decodeFrame(frame.subarray(this.vh), { link, verifyChecksums: false, ipv6: true });
+    if (d.kind !== 'tcp') return false;
+    return this.frame({ kind: 'tcp', d, partial: false, gsoType: 0, gsoSize: 0 }, frame, from, nowMs, link, emit).go;
   }
 
   /** Translates `frame` (as admitted, from `from`) in place. */

@@ -38,6 +38,16 @@ export interface TcpOut<T> {
   synth: boolean;
 }
 
+/** The connection's agent gave up on it (AgentOutput.abort): the gateway resets both ends (engine/abort.ts). */
+export interface ConnAbort {
+  /** The agent's reason. */
+  reason: string;
+  /** The two RSTs went out: what either end sends now is answered, not forwarded. */
+  sent: boolean;
+  /** RSTs sent in answer since (bounded by the gateway). */
+  answers: number;
+}
+
 const DIRS: readonly [Direction, Direction] = ['c2s', 's2c'];
 const EMPTY = new Uint8Array(0);
 
@@ -45,6 +55,8 @@ const EMPTY = new Uint8Array(0);
 export interface ConnectionJson {
   v: 1;
   dirs: [DirectionJson, DirectionJson];
+  /** Present once the agent gave up on the connection. */
+  abort?: ConnAbort;
 }
 
 export class Connection<T extends { fields: TcpFields }> {
@@ -55,6 +67,8 @@ export class Connection<T extends { fields: TcpFields }> {
   private lastFields: [TcpFields | null, TcpFields | null] = [null, null];
   /** The owner's name for what made this connection rewritten (the gateway: its rule), for statistics. */
   label: string | null = null;
+  /** Set when the agent gives up on the connection (from then on nothing is forwarded). */
+  abort: ConnAbort | null = null;
 
   constructor(
     private readonly halves: [Half, Half],
@@ -126,6 +140,22 @@ export class Connection<T extends { fields: TcpFields }> {
     );
     for (const r of rel) out.push(this.emit(side, r));
     this.dropFields(side);
+    this.takeAbort(side);
+  }
+
+  /** The agent's abort from `side`'s direction, if it gave one (the first reason stays). */
+  private takeAbort(side: 0 | 1): void {
+    const a = this.dirs[side].takeAbort();
+    if (a !== null) this.abort ??= { reason: a, sent: false, answers: 0 };
+  }
+
+  /**
+   * The sequence number that follows everything released from `side` (new numbering): where its
+   * receiver's next byte is once all of it arrived (a RST the gateway sends it goes there).
+   */
+  endSeq(side: 0 | 1): Seq {
+    const d = this.dirs[side];
+    return this.seqOf(side, d.mapEnd(d.x));
   }
 
   /** Forgets `side`'s last fields unless its direction may originate a segment (memory). */
@@ -159,14 +189,18 @@ export class Connection<T extends { fields: TcpFields }> {
 
   /** Timers of both directions; gateway-originated segments go to `out`. */
   tick(nowMs: number, out: TcpOut<T>[]): void {
+    if (this.abort !== null) return;
     for (const side of [0, 1] as const) {
       const rel: Release<T>[] = [];
       this.dirs[side].tick(nowMs, rel);
       for (const r of rel) out.push(this.emit(side, r));
+      this.takeAbort(side);
     }
   }
 
+  /** The next timer (none once aborted: nothing is originated towards a connection being reset). */
   nextTimerMs(): number {
+    if (this.abort !== null) return Infinity;
     return Math.min(this.dirs[0].nextTimerMs(), this.dirs[1].nextTimerMs());
   }
 
@@ -181,7 +215,9 @@ export class Connection<T extends { fields: TcpFields }> {
   }
 
   toJSON(withStore = true): ConnectionJson {
-    return { v: 1, dirs: [this.dirs[0].toJSON(withStore), this.dirs[1].toJSON(withStore)] };
+    const j: ConnectionJson = { v: 1, dirs: [this.dirs[0].toJSON(withStore), this.dirs[1].toJSON(withStore)] };
+    if (this.abort !== null) j.abort = { ...this.abort };
+    return j;
   }
 
   /**
@@ -192,6 +228,11 @@ export class Connection<T extends { fields: TcpFields }> {
     if (j?.v !== 1 || !Array.isArray(j.dirs) || j.dirs.length !== 2) throw new Error('connection: bad snapshot (expected { v: 1, dirs: [2] })');
     this.dirs[0].restore(j.dirs[0], nowMs);
     this.dirs[1].restore(j.dirs[1], nowMs);
+    const a = j.abort;
+    if (a !== undefined) {
+      if (typeof a?.reason !== 'string' || typeof a.sent !== 'boolean' || !Number.isInteger(a.answers)) throw new Error('connection: bad snapshot (abort)');
+      this.abort = { reason: a.reason, sent: a.sent, answers: a.answers };
+    }
   }
 
   /**

@@ -109,6 +109,8 @@ class Busy<T> {
   synth: Synth | null = null;
   synthOut: Release<T>[] = NO_LIST;
   lastTag: T | undefined = undefined;
+  /** The agent gave up on the connection (AgentOutput.abort), until the connection takes it. */
+  abort: string | null = null;
 }
 
 /** What the directions of one gateway share (one object per direction kind and gateway). */
@@ -269,6 +271,15 @@ export class StreamDirection<T> {
   private set synth(v: Synth | null) {
     if (this.busy !== null || v !== null) this.b.synth = v;
   }
+  /** The agent's abort (AgentOutput.abort) not yet taken, and forgets it (Connection.abort). */
+  takeAbort(): string | null {
+    const b = this.busy;
+    if (b === null || b.abort === null) return null;
+    const a = b.abort;
+    b.abort = null;
+    this.compact();
+    return a;
+  }
   /** Gateway-originated releases made while handling a segment: sent after its own release. */
   private get synthOut(): Release<T>[] {
     return this.busy === null ? NO_LIST : this.busy.synthOut;
@@ -424,7 +435,7 @@ export class StreamDirection<T> {
     const b = this.busy;
     if (b === null) return;
     if ((b.store !== null && b.store.size > 0) || (b.held !== null && b.held.size > 0) || b.queue.length > 0 || b.synth !== null || b.synthOut.length > 0) return;
-    if (b.finPos >= 0 || b.finProcessed || b.agentOff || b.adopting || b.reset || b.lastTag !== undefined) return;
+    if (b.finPos >= 0 || b.finProcessed || b.agentOff || b.adopting || b.reset || b.lastTag !== undefined || b.abort !== null) return;
     // An empty store's start is where the next byte goes: x for both (see process).
     if ((b.store !== null && b.store.start !== this.x) || (b.held !== null && b.held.start !== this.x)) return;
     if (b.store !== null) this.storeHint = b.store.nextCapacity;
@@ -610,6 +621,7 @@ export class StreamDirection<T> {
       return;
     }
     const u = res.undecidedFrom ?? m;
+    if (res.abort !== undefined) this.b.abort ??= res.abort;
     if (!validEdits(res.edits, h, u, m)) {
       this.counters.agentViolation++;
       this.disableAgent(x0, m, nowMs, data);
@@ -688,6 +700,7 @@ export class StreamDirection<T> {
     if (this.agent && !this.agentOff) {
       try {
         const res = this.agent.flush(this.dir, reason);
+        if (res.abort !== undefined) this.b.abort ??= res.abort;
         if (validEdits(res.edits, h, this.x, this.x)) d = applyEdits(res.edits, region, h);
         else this.counters.agentViolation++;
       } catch {

@@ -17,8 +17,10 @@
  * the message's first undecided byte on is deleted, counted by reason. The peer never sees the
  * message complete, so no recipient can act on it. A refused *response* whose header is still
  * held is replaced by a generated `502 Bad Gateway` with `Connection: close` (RFC 9112 §5.2,
- * §6.3: a proxy answers 502 for an invalid response), so the client is told; a request cannot be
- * answered from here (the agent only edits the stream it is given), it just goes nowhere.
+ * §6.3: a proxy answers 502 for an invalid response), so the client is told. A request cannot be
+ * answered from here (the agent only edits the stream it is given), nor a response whose header
+ * went out: the agent gives up on the connection (AgentOutput.abort) and the gateway resets both
+ * ends (engine/abort.ts), so neither waits for bytes that will never come.
  */
 
 import type { AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
@@ -144,6 +146,8 @@ export class HttpStream {
   private headParsed: { head: Buffer; pb: ParsedBlock; d: Decision } | null = null;
   /** End of the bytes the current run has (what arrived with a header section ending in it). */
   private runEnd = 0;
+  /** Runtime: a refusal nobody can be told of by a message (AgentOutput.abort), until answered. */
+  private abortWhy: string | null = null;
 
   constructor(
     readonly dir: Direction,
@@ -213,7 +217,15 @@ export class HttpStream {
     }
     this.emitBody();
     st.und = st.pos;
-    return { edits: this.ob.take(), undecidedFrom: st.pos };
+    return this.withAbort({ edits: this.ob.take(), undecidedFrom: st.pos });
+  }
+
+  /** `out` with the abort a refusal asked for, once. */
+  private withAbort(out: AgentOutput): AgentOutput {
+    if (this.abortWhy === null) return out;
+    out.abort = this.abortWhy;
+    this.abortWhy = null;
+    return out;
   }
 
   /**
@@ -278,6 +290,7 @@ export class HttpStream {
       c.refuse('resync');
       c.add('refusedRequests');
       st.phase = 'refused';
+      this.abortWhy = 'http-refused:resync';
     } else {
       st.phase = 'tunnel';
       this.env.shared.s2cParsing = false;
@@ -312,7 +325,7 @@ export class HttpStream {
     const st = this.st;
     const und = this.frontier(st.pos);
     st.und = und;
-    return { edits: carryEndInsertion(this.ob.take(), st.pos, und, last), undecidedFrom: und };
+    return this.withAbort({ edits: carryEndInsertion(this.ob.take(), st.pos, und, last), undecidedFrom: und });
   }
 
   private emitBody(): void {
@@ -806,6 +819,9 @@ export class HttpStream {
       }
       this.env.shared.s2cParsing = false;
     }
+    // Nobody is told by a message (a request; a response whose header went out): the gateway
+    // resets the connection, so neither end waits for what will never come.
+    if (data === EMPTY) this.abortWhy ??= `http-refused:${reason}`;
     this.ob.cutFrom(from);
     this.ob.add(from, p - from, data);
     st.phase = 'refused';

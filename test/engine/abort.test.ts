@@ -1,0 +1,189 @@
+/**
+ * Connections an agent gives up on (engine/abort.ts, AgentOutput.abort): the http agent refuses a
+ * request, or a response whose header already went out, and the gateway resets both ends at the
+ * sequence number each expects, answers later segments with exact RSTs (bounded), forwards
+ * nothing more; a response refused while its header is held gets its 502 and no reset. Under
+ * NAT the RST back to the client carries the client's own addresses.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/index.js';
+import { MAX_ANSWERS, resetFrame } from '../../src/engine/abort.js';
+import { Gateway, type Side } from '../../src/engine/gateway.js';
+import { decodeFrame, type FrameTcp } from '../../src/wire/frame.js';
+import { ipToString, parseIp } from '../../src/wire/ip.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
+import { ACK, FIN, Harness, PSH, RST, SYN, type Emitted } from '../hostile/harness.js';
+
+const HTTP = `
+rules:
+  - match: { port: 80 }
+    agent: http
+    http:
+      response:
+        replace: [ { find: "Hello world", with: "Hi there" } ]
+`;
+
+const REQ1 = 'GET /a HTTP/1.1\r\nHost: a\r\n\r\n';
+const RESP1 = 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world';
+/** An invalid chunk size: refused (RFC 9112 §7.1), and a request cannot be answered. */
+const BAD_UPLOAD = 'POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsecret\r\n0\r\n\r\n';
+
+function tcpOf(e: Emitted): FrameTcp {
+  const d = decodeFrame(e.frame, { link: 'ethernet', verifyChecksums: true });
+  if (d.kind !== 'tcp') throw new Error(`not TCP: ${d.kind}`);
+  return d;
+}
+const isRst = (e: Emitted): boolean => (tcpOf(e).tcp.flags & RST) !== 0;
+const payloadBytes = (es: Emitted[], to: Side): number => es.filter((e) => e.to === to).reduce((n, e) => n + tcpOf(e).payloadLen, 0);
+
+/** A connection with one exchange done: the client received the rewritten response (`outLen` bytes) and acknowledged it. */
+function afterOneExchange(port: number) {
+  const h = new Harness({}, {}, HTTP);
+  const c = h.connect(port);
+  h.send(c.data(0, 0, REQ1), 0);
+  const resp = h.send(c.data(1, 0, RESP1, REQ1.length), 1);
+  const outLen = payloadBytes(resp, 0);
+  expect(outLen).toBe(RESP1.length - 4); // "Hi there", Content-Length: 8
+  h.send(c.data(0, REQ1.length, '', outLen, ACK), 0);
+  return { h, c, outLen };
+}
+
+describe('a refused request resets the connection', () => {
+  it('RSTs to both ends where each expects its next byte, nothing of the request forwarded', () => {
+    const { h, c, outLen } = afterOneExchange(41000);
+    const out = h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
+    const toServer = out.filter((e) => e.to === 1);
+    const toClient = out.filter((e) => e.to === 0);
+    // The header section went out before its body was refused; nothing of the body reaches the
+    // server, then its RST, at the byte after all it had (the requests grew: Accept-Encoding).
+    expect(toServer.map((e) => Buffer.from(e.frame).toString('latin1')).join('')).not.toContain('secret');
+    const rs = toServer.filter(isRst);
+    expect(rs).toHaveLength(1);
+    expect(tcpOf(rs[0]!).tcp.seq).toBe(c.isnC + 1 + payloadBytes(h.out, 1));
+    expect(tcpOf(rs[0]!).tcp.srcPort).toBe(41000);
+    // The client's RST comes as from the server, in the numbering the client sees (after the rewrite).
+    expect(toClient).toHaveLength(1);
+    const rc = tcpOf(toClient[0]!);
+    expect(rc.tcp.flags).toBe(RST);
+    expect(rc.tcp.seq).toBe(c.isnS + 1 + outLen);
+    expect([ipToString(rc.src), rc.tcp.srcPort, ipToString(rc.dst), rc.tcp.dstPort]).toEqual(['10.0.0.2', 80, '10.0.0.1', 41000]);
+    const st = h.gw.stats();
+    expect(st.gateway).toMatchObject({ aborted: 1, rstOriginated: 2 });
+    expect(st.agents.http.refused).toMatchObject({ chunk: 1 });
+    const f = [...h.gw.flows.values()][0]!;
+    expect(f.state).toBe('closed');
+  });
+
+  it('later segments are dropped and answered with a RST at their ACK, at most MAX_ANSWERS; RSTs are not answered', () => {
+    const { h, c, outLen } = afterOneExchange(41001);
+    h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
+    // The server had a segment in flight: it is not forwarded, its sender gets a RST at its own ACK.
+    const late = h.send(c.data(1, RESP1.length, 'more', REQ1.length + 5), 1);
+    expect(late).toHaveLength(1);
+    expect(late[0]!.to).toBe(1);
+    expect(tcpOf(late[0]!).tcp.flags).toBe(RST);
+    expect(tcpOf(late[0]!).tcp.seq).toBe(c.isnC + 1 + REQ1.length + 5);
+    // The client's retransmission of the request: a RST at its ACK.
+    const again = h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen + 2), 0);
+    expect(again.map((e) => [e.to, tcpOf(e).tcp.flags, tcpOf(e).tcp.seq])).toEqual([[0, RST, c.isnS + 1 + outLen + 2]]);
+    // A RST from either end: dropped, not answered.
+    expect(h.send(c.data(0, REQ1.length, '', 0, RST), 0)).toEqual([]);
+    for (let i = 0; i < MAX_ANSWERS + 5; i++) h.send(c.data(0, REQ1.length, '', outLen, ACK), 0);
+    const st = h.gw.stats().gateway;
+    expect(st.rstOriginated).toBe(2 + MAX_ANSWERS);
+    expect(st.abortDropped).toBe(3 + MAX_ANSWERS + 5);
+    // A reset connection leaves the table like any other (closedTimeoutMs).
+    h.advance(20_000);
+    expect(h.gw.flows.size).toBe(0);
+  });
+
+  it('the gateway originates nothing else for it: no hold timer fires after the abort', () => {
+    const { h, c, outLen } = afterOneExchange(41002);
+    // A request whose header section is held when the bad upload follows in the same segment.
+    h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
+    expect(h.advance(5_000)).toEqual([]);
+    expect(h.advance(60_000)).toEqual([]);
+  });
+});
+
+describe('refused responses', () => {
+  it('a response refused after its header went out: RSTs, the client has the part before the bad chunk', () => {
+    const { h, c, outLen } = afterOneExchange(41003);
+    const req2 = 'GET /b HTTP/1.1\r\nHost: a\r\n\r\n';
+    h.send(c.data(0, REQ1.length, req2, outLen), 0);
+    const head = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHello\r\n';
+    const a = h.send(c.data(1, RESP1.length, head, REQ1.length + req2.length), 1);
+    const got = payloadBytes(a, 0);
+    expect(got).toBeGreaterThan(0);
+    expect(h.gw.stats().gateway.aborted).toBe(0);
+    const b = h.send(c.data(1, RESP1.length + head.length, 'zz\r\nworld\r\n', REQ1.length + req2.length), 1);
+    expect(payloadBytes(b, 0)).toBe(0);
+    const rc = b.filter((e) => e.to === 0 && isRst(e));
+    const rs = b.filter((e) => e.to === 1);
+    expect(rc).toHaveLength(1);
+    expect(tcpOf(rc[0]!).tcp.seq).toBe(c.isnS + 1 + outLen + got);
+    expect(rs.map((e) => tcpOf(e).tcp.seq)).toEqual([c.isnC + 1 + payloadBytes(h.out, 1)]);
+    expect(h.gw.stats().gateway).toMatchObject({ aborted: 1, rstOriginated: 2 });
+  });
+
+  it('a response refused while its header is held becomes a 502: no reset', () => {
+    const { h, c, outLen } = afterOneExchange(41004);
+    const req2 = 'GET /b.gz HTTP/1.1\r\nHost: a\r\n\r\n';
+    h.send(c.data(0, REQ1.length, req2, outLen), 0);
+    const out = h.send(c.data(1, RESP1.length, 'HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 11\r\n\r\nHello world', REQ1.length + req2.length), 1);
+    expect(out.map((e) => Buffer.from(e.frame).toString('latin1')).join('')).toContain('X-Tapgate-Refused: encoded');
+    expect(out.some(isRst)).toBe(false);
+    expect(h.gw.stats().gateway).toMatchObject({ aborted: 0, rstOriginated: 0 });
+  });
+});
+
+describe('under NAT', () => {
+  it('1:1 NAT: the RST to the server carries the mapped address, the one back to the client the real one', () => {
+    const cfg = parseConfig(`nat:\n  oneToOne:\n    - { side: client, real: 10.0.0.1, mapped: 10.0.0.101 }\n${HTTP}`, 'nat.yaml');
+    const gw = new Gateway({ config: cfg });
+    const C = parseIp('10.0.0.1') as number;
+    const M = parseIp('10.0.0.101') as number;
+    const S = parseIp('10.0.0.2') as number;
+    const out: Emitted[] = [];
+    let now = 0;
+    const send = (f: Uint8Array, from: Side): Emitted[] => {
+      const got: Emitted[] = [];
+      gw.handleFrame(f, from, (now += 1), (x, to) => got.push({ frame: x.slice(), to }));
+      out.push(...got);
+      return got;
+    };
+    const isnC = 100;
+    const isnS = 900;
+    const c2s = (seq: number, ack: number, flags: number, payload = ''): Uint8Array =>
+      tcpFrame({ src: C, dst: S, srcPort: 42000, dstPort: 80, seq, ack, flags, payload: Buffer.from(payload, 'latin1') });
+    const s2c = (seq: number, ack: number, flags: number, payload = ''): Uint8Array =>
+      tcpFrame({ src: S, dst: M, srcPort: 80, dstPort: 42000, seq, ack, flags, payload: Buffer.from(payload, 'latin1') });
+    send(c2s(isnC, 0, SYN), 0);
+    send(s2c(isnS, isnC + 1, SYN | ACK), 1);
+    send(c2s(isnC + 1, isnS + 1, ACK), 0);
+    const got = send(c2s(isnC + 1, isnS + 1, ACK | PSH, BAD_UPLOAD), 0);
+    const rs = got.filter((e) => e.to === 1 && isRst(e)).map(tcpOf);
+    const rc = got.filter((e) => e.to === 0).map(tcpOf);
+    expect(rs).toHaveLength(1);
+    expect([ipToString(rs[0]!.src), ipToString(rs[0]!.dst), rs[0]!.tcp.seq]).toEqual(['10.0.0.101', '10.0.0.2', isnC + 1 + payloadBytes(got, 1)]);
+    expect(rc).toHaveLength(1);
+    expect([ipToString(rc[0]!.src), ipToString(rc[0]!.dst), rc[0]!.tcp.flags, rc[0]!.tcp.seq]).toEqual(['10.0.0.2', '10.0.0.1', RST, isnS + 1]);
+    expect(gw.stats().gateway.aborted).toBe(1);
+  });
+});
+
+describe('resetFrame', () => {
+  it('IPv6 behind a virtio header, reversed: addresses, ports and MACs swapped, checksums right, no options', () => {
+    const vh = 10;
+    const a = parseIp('2001:db8::1') as string;
+    const b = parseIp('2001:db8::2') as string;
+    const tpl = tcpFrame({ src: a, dst: b, srcPort: 1234, dstPort: 80, seq: 7, ack: 9, flags: ACK | FIN, headroom: vh, options: [{ kind: 'mss', mss: 1400 }], payload: Buffer.from('abc') });
+    const r = resetFrame({ frame: tpl, l3Off: vh + 14, l4Off: vh + 14 + 40 }, vh, true, 0xfffffff0);
+    expect([...r.subarray(0, vh)]).toEqual(new Array(vh).fill(0));
+    const d = decodeFrame(r.subarray(vh), { link: 'ethernet', verifyChecksums: true, ipv6: true });
+    if (d.kind !== 'tcp') throw new Error(d.kind);
+    expect([d.src, d.dst, d.tcp.srcPort, d.tcp.dstPort, d.tcp.seq, d.tcp.flags, d.payloadLen]).toEqual([b, a, 80, 1234, 0xfffffff0, RST, 0]);
+    expect([...r.subarray(vh, vh + 6)]).toEqual([...tpl.subarray(vh + 6, vh + 12)]);
+    expect(d.l4Off + 20).toBe(r.length - vh);
+  });
+});
