@@ -12,7 +12,7 @@ import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { decodeFrame, type FrameTcp } from '../../src/wire/frame.js';
 import { ipToString, parseIp } from '../../src/wire/ip.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
-import { ACK, FIN, Harness, PSH, RST, SYN, type Emitted } from '../hostile/harness.js';
+import { ACK, FIN, fakeLogger, Harness, PSH, RST, SYN, type Emitted } from '../hostile/harness.js';
 
 const HTTP = `
 rules:
@@ -103,6 +103,18 @@ describe('a refused request resets the connection', () => {
     h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
     expect(h.advance(5_000)).toEqual([]);
     expect(h.advance(60_000)).toEqual([]);
+  });
+});
+
+describe('what an operator sees', () => {
+  it('an abort event naming the connection and the reason, and a warn line', () => {
+    const evs: Record<string, unknown>[] = [];
+    const lines: Array<{ o: Record<string, unknown>; m: string }> = [];
+    const h = new Harness({}, { events: (e) => void evs.push(e), log: fakeLogger(lines) }, HTTP);
+    const c = h.connect(41005);
+    h.send(c.data(0, 0, BAD_UPLOAD), 0);
+    expect(evs.filter((e) => e['event'] === 'abort')).toEqual([{ event: 'abort', flow: '10.0.0.1.41005-10.0.0.2.80', reason: 'http-refused:chunk' }]);
+    expect(lines.filter((l) => l.m === 'connection reset by the gateway: its agent gave up on it').map((l) => l.o['reason'])).toEqual(['http-refused:chunk']);
   });
 });
 
