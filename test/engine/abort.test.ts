@@ -49,7 +49,7 @@ function afterOneExchange(port: number) {
 }
 
 describe('a refused request resets the connection', () => {
-  it('RSTs to both ends where each expects its next byte, nothing of the request forwarded', () => {
+  it('RSTs to both ends where each expects its next byte, nothing of the refused body forwarded', () => {
     const { h, c, outLen } = afterOneExchange(41000);
     const out = h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
     const toServer = out.filter((e) => e.to === 1);
@@ -97,12 +97,29 @@ describe('a refused request resets the connection', () => {
     expect(h.gw.flows.size).toBe(0);
   });
 
-  it('the gateway originates nothing else for it: no hold timer fires after the abort', () => {
-    const { h, c, outLen } = afterOneExchange(41002);
-    // A request whose header section is held when the bad upload follows in the same segment.
+  it('the client may open the same 4-tuple again at once: a new connection, inspected from its SYN', () => {
+    const { h, c, outLen } = afterOneExchange(41006);
     h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
+    const again = h.connect(41006, 77_000, 88_000);
+    expect(h.out.slice(-3).map((e) => [e.to, tcpOf(e).tcp.flags])).toEqual([[1, SYN], [0, SYN | ACK], [1, ACK]]);
+    const out = h.send(again.data(0, 0, REQ1), 0);
+    expect(out.map((e) => Buffer.from(e.frame).toString('latin1')).join('')).toContain('GET /a HTTP/1.1');
+    expect(h.gw.stats().gateway.aborted).toBe(1);
+  });
+
+  it('the gateway originates nothing else for it: bytes held at the abort are never sent', () => {
+    const { h, c, outLen } = afterOneExchange(41002);
+    const req2 = 'GET /b HTTP/1.1\r\nHost: a\r\n\r\n';
+    h.send(c.data(0, REQ1.length, req2, outLen), 0);
+    // Half a response header: held by the agent (its hold timer would release it, and the
+    // gateway would originate a segment carrying it).
+    const half = 'HTTP/1.1 200 OK\r\nContent-Le';
+    expect(payloadBytes(h.send(c.data(1, RESP1.length, half, REQ1.length + req2.length), 1), 0)).toBe(0);
+    h.send(c.data(0, REQ1.length + req2.length, BAD_UPLOAD, outLen), 0);
+    expect(h.gw.stats().gateway.aborted).toBe(1);
     expect(h.advance(5_000)).toEqual([]);
     expect(h.advance(60_000)).toEqual([]);
+    expect(h.gw.stats().stream.synthSent).toBe(0);
   });
 });
 
