@@ -11,10 +11,15 @@
  *   same headers reversed, at the sequence number after everything released to *it*. An
  *   endpoint that got all of it takes the RST (RFC 9293 §3.10.7.4: SEG.SEQ = RCV.NXT); one with
  *   bytes still in flight answers with a challenge ACK (RFC 5961 §3.2), which comes next.
+ *   "Released" is what left this node (data, FIN), at least what the receiver acknowledged.
+ * - An abort decided in a timer (a hold timeout made the agent decide) is sent from the timer,
+ *   built on the segment a direction keeps while it holds bytes (either direction's serves: the
+ *   RST to the other end is built on it reversed).
  * - After it: every segment of the connection is dropped (counted). One with an ACK is answered
  *   with a RST at its acknowledgment number, its sender's own RCV.NXT (RFC 9293 §3.10.7.1,
  *   "<SEQ=SEG.ACK><CTL=RST>"): exact, so a challenge ACK or a late segment closes that end. At
- *   most MAX_ANSWERS per connection; RSTs are never answered.
+ *   most MAX_ANSWERS per end, the same ACK once per REANSWER_MS (a window in flight carries one
+ *   ACK); RSTs are never answered.
  * - The flow table closes the connection as reset (flow/table.ts `reset`): it leaves after
  *   closedTimeoutMs like any reset one.
  *
@@ -33,11 +38,13 @@ import { ipVersion, pseudoHeaderSum } from '../wire/ip.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
 import { TCP_ACK, TCP_RST } from '../wire/tcp.js';
-import { endpoints, type Warn } from './admit.js';
+import type { Warn } from './admit.js';
 import type { Emit, Emitter, SegTag, Side } from './emit.js';
 
-/** RSTs sent in answer to segments of one aborted connection, at most. */
+/** RSTs sent in answer to one end's segments of an aborted connection, at most. */
 export const MAX_ANSWERS = 16;
+/** The same ACK from the same end is answered again only after this long. */
+export const REANSWER_MS = 100;
 
 const TCP_HEADER_LEN = 20;
 const IPV4_HEADER_LEN = 20;
@@ -78,31 +85,53 @@ export class Aborter {
   constructor(private readonly o: AbortOptions) {}
 
   /**
-   * `f`'s agent gave up (its Connection.abort is set, not yet sent): a RST to each end, built on
-   * the segment `d` that arrived on `from` from `side` (its releases already sent).
+   * `f`'s agent gave up (its Connection.abort is set, not yet sent) while a segment `d` from
+   * `side`, arrived on `from`, was handled (its releases already sent): a RST to each end built
+   * on it.
    */
   start(f: Flow<Connection<SegTag>>, side: 0 | 1, d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
+    this.reset(f, side, this.template(d, frame), from, nowMs, emit);
+  }
+
+  /**
+   * `f`'s agent gave up in a timer (a hold timeout made it decide): a RST to each end built on
+   * the segment a direction keeps for originating (there is one: the agent was holding bytes).
+   * Without one the abort waits for the connection's next segment.
+   */
+  fromTimer(f: Flow<Connection<SegTag>>, nowMs: number, emit: Emit): void {
+    const t = f.conn!.template();
+    if (t === null) return;
+    this.reset(f, t.side, t.tag, t.tag.from, nowMs, emit);
+  }
+
+  /** A segment of an aborted connection: dropped, and answered with a RST where it says its sender is. */
+  answer(f: Flow<Connection<SegTag>>, side: 0 | 1, d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
+    this.o.counters.abortDropped++;
+    const a = f.conn!.abort!;
+    const flags = d.tcp.flags;
+    if (flags & TCP_RST || !(flags & TCP_ACK) || a.answers[side] >= MAX_ANSWERS) return;
+    // A window of segments in flight carries one ACK: answered once (again after REANSWER_MS,
+    // should that RST be lost), so the budget lasts for what comes later (a challenge ACK).
+    const ack = d.tcp.ack;
+    if (a.lastAck[side] === ack && nowMs - a.lastMs[side] < REANSWER_MS) return;
+    a.answers[side]++;
+    a.lastAck[side] = ack;
+    a.lastMs[side] = nowMs;
+    this.back(this.template(d, frame), ack, from, nowMs, emit);
+  }
+
+  /** The RSTs of an abort, built on `t` (a segment from `side` that arrived on `from`). */
+  private reset(f: Flow<Connection<SegTag>>, side: 0 | 1, t: Template, from: Side, nowMs: number, emit: Emit): void {
     const conn = f.conn!;
     const a = conn.abort!;
     a.sent = true;
     const o = this.o;
     o.counters.aborted++;
-    const t = this.template(d, frame);
     this.send(resetFrame(t, o.vh, false, conn.endSeq(side)), (1 - from) as Side, emit);
     this.back(t, conn.endSeq((1 - side) as 0 | 1), from, nowMs, emit);
     o.flows.reset(f, nowMs);
-    o.warn('abort', nowMs, () => ({ flow: f.id, reason: a.reason, ...endpoints(d) }), 'connection reset by the gateway: its agent gave up on it');
+    o.warn('abort', nowMs, () => ({ flow: f.id, reason: a.reason }), 'connection reset by the gateway: its agent gave up on it');
     o.event?.({ event: 'abort', flow: f.id, reason: a.reason }, nowMs);
-  }
-
-  /** A segment of an aborted connection: dropped, and answered with a RST where it says its sender is. */
-  answer(f: Flow<Connection<SegTag>>, d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
-    this.o.counters.abortDropped++;
-    const a = f.conn!.abort!;
-    const flags = d.tcp.flags;
-    if (flags & TCP_RST || !(flags & TCP_ACK) || a.answers >= MAX_ANSWERS) return;
-    a.answers++;
-    this.back(this.template(d, frame), d.tcp.ack, from, nowMs, emit);
   }
 
   private template(d: FrameTcp, frame: Uint8Array): Template {

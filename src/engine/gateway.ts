@@ -437,7 +437,12 @@ export class Gateway {
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes (engine/rewrite.ts), expiry. */
   tick(nowMs: number, emit: Emit): void {
-    this.rewriter.due(nowMs, (f) => this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), this.cluster !== null ? this.cluster.gate(f, emit) : emit));
+    this.rewriter.due(nowMs, (f) => {
+      const out = this.cluster !== null ? this.cluster.gate(f, emit) : emit;
+      this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), out);
+      // A hold timeout made the agent give up: both ends are reset now (engine/abort.ts).
+      if (f.conn?.abort != null && !f.conn.abort.sent) this.aborter.fromTimer(f, nowMs, out);
+    });
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
       this.flows.expire(nowMs);
@@ -476,7 +481,7 @@ export class Gateway {
       // Its agent gave up: nothing of it is forwarded (engine/abort.ts); an abort that came from
       // a timer (a flush) has its RSTs sent now, built on this segment.
       const out = cl !== null ? cl.gate(f, emit) : emit;
-      if (ab.sent) this.aborter.answer(f, d, frame, from, nowMs, out);
+      if (ab.sent) this.aborter.answer(f, side, d, frame, from, nowMs, out);
       else {
         this.counters.abortDropped++;
         this.aborter.start(f, side, d, frame, from, nowMs, out);

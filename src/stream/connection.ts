@@ -44,8 +44,11 @@ export interface ConnAbort {
   reason: string;
   /** The two RSTs went out: what either end sends now is answered, not forwarded. */
   sent: boolean;
-  /** RSTs sent in answer since (bounded by the gateway). */
-  answers: number;
+  /** Per side (0: client, 1: server): RSTs sent in answer to its segments since (bounded by the
+   *  gateway), the ACK last answered and when. */
+  answers: [number, number];
+  lastAck: [number, number];
+  lastMs: [number, number];
 }
 
 const DIRS: readonly [Direction, Direction] = ['c2s', 's2c'];
@@ -146,16 +149,29 @@ export class Connection<T extends { fields: TcpFields }> {
   /** The agent's abort from `side`'s direction, if it gave one (the first reason stays). */
   private takeAbort(side: 0 | 1): void {
     const a = this.dirs[side].takeAbort();
-    if (a !== null) this.abort ??= { reason: a, sent: false, answers: 0 };
+    if (a !== null) this.abort ??= { reason: a, sent: false, answers: [0, 0], lastAck: [-1, -1], lastMs: [0, 0] };
   }
 
   /**
    * The sequence number that follows everything released from `side` (new numbering): where its
-   * receiver's next byte is once all of it arrived (a RST the gateway sends it goes there).
+   * receiver's next byte is once all of it arrived (a RST the gateway sends it goes there). Not
+   * what is only counted: an insertion waiting at the front for the sender's next segment.
    */
   endSeq(side: 0 | 1): Seq {
     const d = this.dirs[side];
-    return this.seqOf(side, d.mapEnd(d.x));
+    // What the receiver acknowledged is at least that (a node that took the connection over
+    // released nothing yet).
+    return this.seqOf(side, Math.max(d.sentEnd, d.rcvAckNew));
+  }
+
+  /** A segment kept as a template for gateway-originated ones (either direction's), with the
+   *  side it came from; none unless some direction may originate (held bytes). */
+  template(): { tag: T; side: 0 | 1 } | null {
+    for (const side of [0, 1] as const) {
+      const tag = this.dirs[side].template;
+      if (tag !== undefined) return { tag, side };
+    }
+    return null;
   }
 
   /** Forgets `side`'s last fields unless its direction may originate a segment (memory). */
@@ -216,7 +232,8 @@ export class Connection<T extends { fields: TcpFields }> {
 
   toJSON(withStore = true): ConnectionJson {
     const j: ConnectionJson = { v: 1, dirs: [this.dirs[0].toJSON(withStore), this.dirs[1].toJSON(withStore)] };
-    if (this.abort !== null) j.abort = { ...this.abort };
+    const a = this.abort;
+    if (a !== null) j.abort = { ...a, answers: [...a.answers], lastAck: [...a.lastAck], lastMs: [...a.lastMs] };
     return j;
   }
 
@@ -230,8 +247,9 @@ export class Connection<T extends { fields: TcpFields }> {
     this.dirs[1].restore(j.dirs[1], nowMs);
     const a = j.abort;
     if (a !== undefined) {
-      if (typeof a?.reason !== 'string' || typeof a.sent !== 'boolean' || !Number.isInteger(a.answers)) throw new Error('connection: bad snapshot (abort)');
-      this.abort = { reason: a.reason, sent: a.sent, answers: a.answers };
+      const pair = (v: unknown): v is [number, number] => Array.isArray(v) && v.length === 2 && v.every((n) => Number.isSafeInteger(n));
+      if (typeof a?.reason !== 'string' || typeof a.sent !== 'boolean' || !pair(a.answers) || !pair(a.lastAck) || !pair(a.lastMs)) throw new Error('connection: bad snapshot (abort)');
+      this.abort = { reason: a.reason, sent: a.sent, answers: [...a.answers], lastAck: [...a.lastAck], lastMs: [...a.lastMs] };
     }
   }
 
@@ -277,6 +295,9 @@ export class Connection<T extends { fields: TcpFields }> {
     } else if (!r.fin && (f.flags & TCP_FIN)) {
       f = { ...f, flags: f.flags & ~TCP_FIN };
     }
+    const d = this.dirs[side];
+    const end = r.newPos + r.payload.length + (r.fin ? 1 : 0);
+    if (end > d.sentEnd) d.sentEnd = end;
     return { tag: r.tag, fields: f, payload: r.payload, changed: r.changed, synth: r.synth };
   }
 

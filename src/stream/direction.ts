@@ -148,6 +148,9 @@ export class StreamDirection<T> {
   rcvAckNew = 0;
   /** Highest original position acknowledged to S (= G of rcvAckNew). */
   sndAckOrg = 0;
+  /** End (new positions, a FIN counted) of what this node released to R so far: where R's next
+   *  byte is once all of it arrived (Connection.endSeq). */
+  sentEnd = 0;
   /** Commands created so far (the cluster publishes a snapshot before releasing bytes that
    *  depend on a new one: it compares this number with the one last published). */
   changes = 0;
@@ -418,6 +421,11 @@ export class StreamDirection<T> {
     this.compact();
   }
 
+  /** The sender's latest segment, kept while the gateway may originate one (see lastTag). */
+  get template(): T | undefined {
+    return this.lastTag;
+  }
+
   /**
    * Bytes are held or a gateway-originated segment is outstanding: the gateway may have to send
    * a segment of its own, built on the sender's latest segment (lastTag, Connection.lastFields).
@@ -620,14 +628,19 @@ export class StreamDirection<T> {
       this.disableAgent(x0, m, nowMs, data);
       return;
     }
-    const u = res.undecidedFrom ?? m;
-    if (res.abort !== undefined) this.b.abort ??= res.abort;
-    if (!validEdits(res.edits, h, u, m)) {
+    let u = res.undecidedFrom ?? m;
+    let edits = res.edits;
+    if (!validEdits(edits, h, u, m)) {
       this.counters.agentViolation++;
-      this.disableAgent(x0, m, nowMs, data);
-      return;
+      if (res.abort === undefined) {
+        this.disableAgent(x0, m, nowMs, data);
+        return;
+      }
+      // The agent gave up on what it holds and what came: none of it may pass.
+      edits = [{ at: h, len: m - h, data: EMPTY }];
+      u = m;
     }
-    const edits = res.edits;
+    if (res.abort !== undefined) this.b.abort ??= res.abort;
     const now = nowMs;
     if (u <= x0) {
       // Nothing past the old held region is decided: the new bytes join the held region and
@@ -700,9 +713,12 @@ export class StreamDirection<T> {
     if (this.agent && !this.agentOff) {
       try {
         const res = this.agent.flush(this.dir, reason);
-        if (res.abort !== undefined) this.b.abort ??= res.abort;
         if (validEdits(res.edits, h, this.x, this.x)) d = applyEdits(res.edits, region, h);
-        else this.counters.agentViolation++;
+        else {
+          this.counters.agentViolation++;
+          if (res.abort !== undefined) d = EMPTY; // given up on: nothing held passes
+        }
+        if (res.abort !== undefined) this.b.abort ??= res.abort;
       } catch {
         this.counters.agentError++;
       }

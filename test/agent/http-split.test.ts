@@ -246,4 +246,16 @@ describe('http: resync after a gap (cluster takeover from a snapshot that is beh
     expect(c.feed('c2s', 100, b(get('/'))).edits).toEqual([{ at: 100, len: get('/').length, data: Buffer.alloc(0) }]);
     expect(c.counters.refused.resync).toBe(1);
   });
+
+  it('the refused requests after a lost resync give up on the connection (AgentOutput.abort), once, even across a snapshot', () => {
+    const c = httpFactory.create({}, CTX) as HttpAgent;
+    c.feed('c2s', 0, b(get('/')));
+    c.resync('c2s', 100);
+    // Published before the next request came: the node that continues gives up as this one would.
+    const r = httpFactory.restore({}, CTX, JSON.parse(JSON.stringify(c.snapshot()))) as HttpAgent;
+    const out = r.feed('c2s', 100, b(get('/')));
+    expect(out.abort).toBe('http-refused:resync');
+    expect(r.feed('c2s', 100 + get('/').length, b(get('/'))).abort).toBeUndefined();
+    expect(() => httpFactory.restore({}, CTX, { ...c.snapshot(), dirs: { ...c.snapshot().dirs, c2s: { ...c.snapshot().dirs.c2s, abort: 5 } } })).toThrow(/abort/);
+  });
 });

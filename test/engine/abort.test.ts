@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
-import { MAX_ANSWERS, resetFrame } from '../../src/engine/abort.js';
+import { MAX_ANSWERS, REANSWER_MS, resetFrame } from '../../src/engine/abort.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { decodeFrame, type FrameTcp } from '../../src/wire/frame.js';
 import { ipToString, parseIp } from '../../src/wire/ip.js';
@@ -74,7 +74,7 @@ describe('a refused request resets the connection', () => {
     expect(f.state).toBe('closed');
   });
 
-  it('later segments are dropped and answered with a RST at their ACK, at most MAX_ANSWERS; RSTs are not answered', () => {
+  it('later segments are dropped and answered with a RST at their ACK, at most MAX_ANSWERS per end; RSTs are not answered', () => {
     const { h, c, outLen } = afterOneExchange(41001);
     h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
     // The server had a segment in flight: it is not forwarded, its sender gets a RST at its own ACK.
@@ -83,18 +83,41 @@ describe('a refused request resets the connection', () => {
     expect(late[0]!.to).toBe(1);
     expect(tcpOf(late[0]!).tcp.flags).toBe(RST);
     expect(tcpOf(late[0]!).tcp.seq).toBe(c.isnC + 1 + REQ1.length + 5);
+    // The rest of its window carries the same ACK: answered once.
+    expect(h.send(c.data(1, RESP1.length + 4, 'more', REQ1.length + 5), 1)).toEqual([]);
     // The client's retransmission of the request: a RST at its ACK.
     const again = h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen + 2), 0);
     expect(again.map((e) => [e.to, tcpOf(e).tcp.flags, tcpOf(e).tcp.seq])).toEqual([[0, RST, c.isnS + 1 + outLen + 2]]);
     // A RST from either end: dropped, not answered.
     expect(h.send(c.data(0, REQ1.length, '', 0, RST), 0)).toEqual([]);
-    for (let i = 0; i < MAX_ANSWERS + 5; i++) h.send(c.data(0, REQ1.length, '', outLen, ACK), 0);
+    // The same ACK again once REANSWER_MS passed (that RST may have been lost), up to the budget.
+    for (let i = 0; i < MAX_ANSWERS + 5; i++) {
+      h.advance(REANSWER_MS);
+      h.send(c.data(0, REQ1.length, '', outLen + 2, ACK), 0);
+    }
+    // The server's budget is its own: a challenge ACK from it is still answered.
+    expect(h.send(c.data(1, RESP1.length, '', REQ1.length + 9, ACK), 1).map((e) => tcpOf(e).tcp.seq)).toEqual([c.isnC + 1 + REQ1.length + 9]);
     const st = h.gw.stats().gateway;
-    expect(st.rstOriginated).toBe(2 + MAX_ANSWERS);
-    expect(st.abortDropped).toBe(3 + MAX_ANSWERS + 5);
+    expect(st.rstOriginated).toBe(2 + 2 + MAX_ANSWERS);
+    expect(st.abortDropped).toBe(5 + MAX_ANSWERS + 5);
     // A reset connection leaves the table like any other (closedTimeoutMs).
     h.advance(20_000);
     expect(h.gw.flows.size).toBe(0);
+  });
+
+  it('an abort decided in a timer is sent from the timer: pipelined bytes held after an Upgrade request, no answer', () => {
+    const h = new Harness({}, {}, HTTP);
+    const c = h.connect(41007);
+    const up = 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+    h.send(c.data(0, 0, up + 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'), 0);
+    const sent = payloadBytes(h.out, 1);
+    expect(sent).toBeGreaterThanOrEqual(up.length);
+    expect(h.out.map((e) => Buffer.from(e.frame).toString('latin1')).join('')).not.toContain('GET /x'); // held
+    const out = h.advance(60_000);
+    const r = out.filter(isRst).map((e) => [e.to, tcpOf(e).tcp.seq]);
+    expect(r).toEqual([[1, c.isnC + 1 + sent], [0, c.isnS + 1]]);
+    expect(h.gw.stats().gateway.aborted).toBe(1);
+    expect(h.gw.stats().agents.http.refused).toMatchObject({ await: 1 });
   });
 
   it('the client may open the same 4-tuple again at once: a new connection, inspected from its SYN', () => {
@@ -120,6 +143,27 @@ describe('a refused request resets the connection', () => {
     expect(h.advance(5_000)).toEqual([]);
     expect(h.advance(60_000)).toEqual([]);
     expect(h.gw.stats().stream.synthSent).toBe(0);
+  });
+});
+
+describe('the cluster carries the abort', () => {
+  it('exported with the connection, imported as it was; a bad one refuses the import', () => {
+    const { h, c, outLen } = afterOneExchange(41008);
+    h.send(c.data(0, REQ1.length, BAD_UPLOAD, outLen), 0);
+    h.send(c.data(0, REQ1.length, '', outLen + 1, ACK), 0);
+    const f = [...h.gw.flows.values()][0]!;
+    const st = JSON.parse(JSON.stringify(h.gw.exportConnection(f, [undefined, undefined])));
+    expect(st.conn.abort).toEqual({ reason: 'http-refused:chunk', sent: true, answers: [1, 0], lastAck: [c.isnS + 1 + outLen + 1, -1], lastMs: [h.now, 0] });
+    const b = new Harness({}, {}, HTTP);
+    const g = b.gw.importConnection(st, 0, [undefined, undefined]);
+    expect(g?.conn?.abort).toEqual(st.conn.abort);
+    // On the new owner it goes on: a segment is answered, not forwarded.
+    const out = b.send(c.data(0, REQ1.length, 'x', outLen + 3), 0);
+    expect(out.map((e) => [e.to, tcpOf(e).tcp.flags])).toEqual([[0, RST]]);
+    const bad = { ...st, conn: { ...st.conn, abort: { ...st.conn.abort, answers: 'many' } } };
+    const c2 = new Harness({}, {}, HTTP);
+    expect(c2.gw.importConnection(bad, 0, [undefined, undefined])).toBeNull();
+    expect(c2.gw.stats().gateway.importFailed).toBe(1);
   });
 });
 
@@ -198,6 +242,41 @@ describe('under NAT', () => {
     expect(rc).toHaveLength(1);
     expect([ipToString(rc[0]!.src), ipToString(rc[0]!.dst), rc[0]!.tcp.flags, rc[0]!.tcp.seq]).toEqual(['10.0.0.2', '10.0.0.1', RST, isnS + 1]);
     expect(gw.stats().gateway.aborted).toBe(1);
+  });
+});
+
+describe('under masquerade', () => {
+  it('the RST back to the client has its real address, port and MAC; the server\'s has the shared address', () => {
+    const cfg = parseConfig(`nat:\n  masquerade:\n    - { side: client, sources: 10.0.0.0/24, address: 10.0.0.250, ports: "20000-20001" }\n${HTTP}`, 'nat.yaml');
+    const gw = new Gateway({ config: cfg });
+    const C = parseIp('10.0.0.1') as number;
+    const X = parseIp('10.0.0.250') as number;
+    const S = parseIp('10.0.0.2') as number;
+    const macC = new Uint8Array([2, 0, 0, 0, 0, 0x11]);
+    const macS = new Uint8Array([2, 0, 0, 0, 0, 0x22]);
+    let now = 0;
+    const send = (f: Uint8Array, from: Side): Emitted[] => {
+      const got: Emitted[] = [];
+      gw.handleFrame(f, from, (now += 1), (x, to) => got.push({ frame: x.slice(), to }));
+      return got;
+    };
+    const c2s = (seq: number, ack: number, flags: number, payload = ''): Uint8Array =>
+      tcpFrame({ src: C, dst: S, srcPort: 43000, dstPort: 80, seq, ack, flags, srcMac: macC, dstMac: macS, payload: Buffer.from(payload, 'latin1') });
+    const [syn] = send(c2s(100, 0, SYN), 0);
+    const d0 = tcpOf(syn!);
+    expect(ipToString(d0.src)).toBe('10.0.0.250');
+    const xport = d0.tcp.srcPort;
+    const gwMac = syn!.frame.subarray(6, 12);
+    send(tcpFrame({ src: S, dst: X, srcPort: 80, dstPort: xport, seq: 900, ack: 101, flags: SYN | ACK, srcMac: macS, dstMac: gwMac }), 1);
+    send(c2s(101, 901, ACK), 0);
+    const got = send(c2s(101, 901, ACK | PSH, BAD_UPLOAD), 0);
+    const rs = got.filter((e) => e.to === 1 && isRst(e));
+    const rc = got.filter((e) => e.to === 0);
+    expect(rs.map((e) => { const d = tcpOf(e); return [ipToString(d.src), d.tcp.srcPort, ipToString(d.dst)]; })).toEqual([['10.0.0.250', xport, '10.0.0.2']]);
+    expect(rc).toHaveLength(1);
+    const d = tcpOf(rc[0]!);
+    expect([ipToString(d.src), d.tcp.srcPort, ipToString(d.dst), d.tcp.dstPort, d.tcp.flags, d.tcp.seq]).toEqual(['10.0.0.2', 80, '10.0.0.1', 43000, RST, 901]);
+    expect([...rc[0]!.frame.subarray(0, 6)]).toEqual([...macC]);
   });
 });
 

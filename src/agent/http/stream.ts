@@ -105,6 +105,8 @@ export interface StreamJson {
   cr: boolean;
   msg: (Omit<Msg, 'head'> & { head: string | null }) | null;
   rw: RewriterJson | null;
+  /** A refusal's abort not yet answered (AgentOutput.abort). */
+  abort?: string;
 }
 
 export interface StreamEnv {
@@ -158,7 +160,9 @@ export class HttpStream {
       this.st = freshState();
       this.rw = null;
     } else {
-      const { rw, block, line, msg, ...rest } = json;
+      const { rw, block, line, msg, abort, ...rest } = json;
+      if (abort !== undefined && typeof abort !== 'string') throw new Error('http: bad snapshot (abort)');
+      this.abortWhy = abort ?? null;
       this.st = {
         ...rest,
         block: Buffer.from(block, 'base64'),
@@ -313,6 +317,7 @@ export class HttpStream {
       cr: st.cr,
       msg: m === null ? null : { ...m, head: m.head === null ? null : m.head.toString('base64'), req: m.req === null ? null : { ...m.req } },
       rw: this.rw === null ? null : this.rw.toJSON(),
+      ...(this.abortWhy !== null ? { abort: this.abortWhy } : {}),
     };
   }
 
