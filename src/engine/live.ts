@@ -48,6 +48,7 @@ import { TapDevice, type TapCounters, type TapError } from '../phy/tap.js';
 import type { EventSink } from './events.js';
 import { Gateway, type ClusterHooks, type Side } from './gateway.js';
 import { clock } from '../util/clock.js';
+import { transientRecycle } from '../util/bytes.js';
 
 /** Lets a cluster node write frames outside a TAP batch (released gated output, replays). */
 export interface ClusterAttach extends ClusterHooks {
@@ -280,6 +281,9 @@ export class LiveGateway {
       this.written[to] = q.length === 0 && !this.holding ? 0 : this.ports[to]!.write(q, now, final);
       q.length = 0;
     }
+    // Every frame built for the batch is written (or copied by a port that keeps it): the
+    // transient slabs they were cut from are free again (util/bytes.ts).
+    transientRecycle();
     if (!final && this.holding) this.armPortTimer(now);
   }
 

@@ -25,28 +25,58 @@ export function copyBytes(a: Uint8Array, longLived = false): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, n);
 }
 
-/** The slab `transientBytes` cuts from, and the largest piece it cuts (bigger ones get their own). */
-const SLAB_BYTES = 256 * 1024;
-const SLAB_PIECE_MAX = 16 * 1024;
+/** The slabs `transientBytes` cuts from: their size, the largest piece cut (bigger ones get their
+ *  own store: a rebuilt GSO frame of 64 KiB and its payload fit), how many are kept for reuse. */
+const SLAB_BYTES = 1024 * 1024;
+const SLAB_PIECE_MAX = 256 * 1024;
+const SLABS_KEPT = 8;
+/** Slabs reused after `transientRecycle` (the first SLABS_KEPT made). */
+const slabs: ArrayBuffer[] = [];
+/** The slab being cut: its index (≥ slabs.length: one not kept), the slab, bytes cut from it. */
+let slabIndex = -1;
 let slab = new ArrayBuffer(0);
 let slabUsed = 0;
 
 /**
  * Uninitialised bytes for a buffer that dies within the current batch: a rebuilt frame (written
  * to the TAP at the batch's end), a rewritten payload (copied into its frame). Pieces are cut
- * from a shared 256 KiB slab, so a small frame costs a view, not a backing store of its own: per
- * small keep-alive request, making backing stores (and collecting them) was a tenth of the
- * gateway's time. A piece keeps its whole slab alive: never use this for bytes kept past the
- * batch (copyBytes is for those). Pieces over 16 KiB get their own backing store.
+ * from shared 1 MiB slabs, so a frame costs a view, not a backing store of its own: per small
+ * keep-alive request, making backing stores (and collecting them) was a tenth of the gateway's
+ * time, and a fresh 64 KiB store for every rebuilt GSO frame costs its pages' first touch. A
+ * piece keeps its whole slab alive: never use this for bytes kept past the batch (copyBytes is
+ * for those). Pieces over 256 KiB get their own backing store.
+ *
+ * Until `transientRecycle` is called, no byte is handed out twice (a full slab is followed by a
+ * new one). The live loop calls it once a batch is written (engine/live.ts `flush`): from then on
+ * the kept slabs are cut again from their start, no new memory at all.
  */
 export function transientBytes(n: number): Uint8Array {
   if (n > SLAB_PIECE_MAX) return ownBytes(n);
-  if (slabUsed + n > slab.byteLength) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES).buffer;
-    slabUsed = 0;
-  }
+  if (slabUsed + n > slab.byteLength) nextSlab();
   const out = new Uint8Array(slab, slabUsed, n);
   // 8-byte aligned pieces.
   slabUsed += (n + 7) & ~7;
   return out;
+}
+
+function nextSlab(): void {
+  slabIndex++;
+  if (slabIndex < slabs.length) slab = slabs[slabIndex]!;
+  else {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES).buffer;
+    if (slabs.length < SLABS_KEPT && slabIndex === slabs.length) slabs.push(slab);
+  }
+  slabUsed = 0;
+}
+
+/**
+ * Every piece `transientBytes` handed out is dead: the kept slabs are cut again from their start.
+ * Only for the owner of the batch, once everything built in it was written and nothing keeps a
+ * piece (engine/live.ts: every port that keeps a frame past `write` keeps a copy; the cluster's
+ * held frames are copies). Anything else never calls it, and its pieces are never reused.
+ */
+export function transientRecycle(): void {
+  slabIndex = -1;
+  slab = new ArrayBuffer(0);
+  slabUsed = 0;
 }
