@@ -8,5 +8,8 @@ export default defineConfig({
     // e2e tests share namespaces/devices names: run files one at a time.
     fileParallelism: false,
     pool: 'forks',
+    // Recycled transient frame memory is overwritten (util/bytes.ts): a frame kept past its
+    // batch then shows as corrupt bytes in every test that runs a live gateway.
+    env: { TAPGATE_DEBUG_POISON: '1' },
   },
 });

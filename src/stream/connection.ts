@@ -295,9 +295,12 @@ export class Connection<T extends { fields: TcpFields }> {
     } else if (!r.fin && (f.flags & TCP_FIN)) {
       f = { ...f, flags: f.flags & ~TCP_FIN };
     }
-    const d = this.dirs[side];
-    const end = r.newPos + r.payload.length + (r.fin ? 1 : 0);
-    if (end > d.sentEnd) d.sentEnd = end;
+    if (!r.rst) {
+      // What left this node (data, FIN): where a RST to its receiver goes (endSeq).
+      const d = this.dirs[side];
+      const end = r.newPos + r.payload.length + (r.fin ? 1 : 0);
+      if (end > d.sentEnd) d.sentEnd = end;
+    }
     return { tag: r.tag, fields: f, payload: r.payload, changed: r.changed, synth: r.synth };
   }
 

@@ -79,6 +79,8 @@ export interface DirectionJson {
   finProcessed: boolean;
   agentOff: boolean;
   rcvAckNew: number;
+  /** Absent from snapshots before it existed (then 0: what R acknowledged stands in). */
+  sentEnd?: number;
   sndAckOrg: number;
   commands: ReturnType<CommandList['toJSON']>;
   store: { start: number; data: string };
@@ -619,6 +621,16 @@ export class StreamDirection<T> {
     }
     this.counters.agentBytes += data.length;
     if (!this.agent || this.agentOff) return;
+    if (this.busy !== null && this.busy.abort !== null) {
+      // The agent gave up on the connection earlier in this call (a queued segment drained
+      // after the one that made it): nothing more is fed to it, nothing more passes (what it
+      // held stays deleted, the new bytes are deleted).
+      if (hs !== null) this.held.reset(m);
+      this.ownCmds().add(x0, m - x0, EMPTY, nowMs);
+      this.counters.commands++;
+      this.changes++;
+      return;
+    }
 
     let res: AgentOutput;
     try {
@@ -710,7 +722,8 @@ export class StreamDirection<T> {
     const h = this.held.start;
     const region = this.held.read(h, this.x);
     let d = region;
-    if (this.agent && !this.agentOff) {
+    if (this.busy !== null && this.busy.abort !== null) d = EMPTY; // given up on: nothing held passes
+    else if (this.agent && !this.agentOff) {
       try {
         const res = this.agent.flush(this.dir, reason);
         if (validEdits(res.edits, h, this.x, this.x)) d = applyEdits(res.edits, region, h);
@@ -805,6 +818,7 @@ export class StreamDirection<T> {
       finProcessed: this.finProcessed,
       agentOff: this.agentOff,
       rcvAckNew: this.rcvAckNew,
+      sentEnd: this.sentEnd,
       sndAckOrg: this.sndAckOrg,
       commands: this.cmds.toJSON(),
       store: withStore ? { start: this.store.start, data: b64(this.store.read(this.store.start, this.store.end)) } : { start: this.x, data: '' },
@@ -831,6 +845,8 @@ export class StreamDirection<T> {
     this.finProcessed = j.finProcessed;
     this.agentOff = j.agentOff;
     this.rcvAckNew = j.rcvAckNew;
+    if (j.sentEnd !== undefined && !Number.isSafeInteger(j.sentEnd)) throw new Error('stream direction state: bad sentEnd');
+    this.sentEnd = j.sentEnd ?? 0;
     this.sndAckOrg = j.sndAckOrg;
     const c = CommandList.fromJSON(j.commands);
     Object.assign(this.ownCmds(), c);

@@ -30,6 +30,9 @@ export function copyBytes(a: Uint8Array, longLived = false): Uint8Array {
 const SLAB_BYTES = 1024 * 1024;
 const SLAB_PIECE_MAX = 256 * 1024;
 const SLABS_KEPT = 8;
+/** `TAPGATE_DEBUG_POISON=1` (the test suite sets it, vitest.config.ts): recycled bytes are
+ *  overwritten with 0xA5 (see transientRecycle). Off by default: it costs a write per byte. */
+const POISON = process.env['TAPGATE_DEBUG_POISON'] === '1';
 /** Slabs reused after `transientRecycle` (the first SLABS_KEPT made). */
 const slabs: ArrayBuffer[] = [];
 /** The slab being cut: its index (≥ slabs.length: one not kept), the slab, bytes cut from it. */
@@ -76,6 +79,11 @@ function nextSlab(): void {
  * held frames are copies). Anything else never calls it, and its pieces are never reused.
  */
 export function transientRecycle(): void {
+  if (POISON) {
+    // Debugging: every byte handed out since the last recycle is overwritten, so a piece kept
+    // past its batch shows as corrupt bytes (bad checksums, wrong bodies) rather than passing.
+    for (let i = 0; i <= slabIndex && i < slabs.length; i++) new Uint8Array(slabs[i]!, 0, i === slabIndex ? slabUsed : SLAB_BYTES).fill(0xa5);
+  }
   slabIndex = -1;
   slab = new ArrayBuffer(0);
   slabUsed = 0;

@@ -56,3 +56,33 @@ describe('a direction whose agent gives up', () => {
     expect(plain.d.takeAbort()).toBeNull();
   });
 });
+
+describe('after the agent gave up, within the same segment', () => {
+  it('a queued segment drained after it is not fed to the agent and does not pass; nor does a FIN flush what was held', () => {
+    let feeds = 0;
+    const a: Agent = {
+      name: 'test',
+      feed: (_dir, pos, data) => {
+        feeds++;
+        const s = Buffer.from(data).toString('latin1');
+        // Gives up at "!" with edits it may not make; otherwise a broken agent (invalid edits
+        // pass everything unmodified) or one holding its bytes.
+        if (s.includes('!')) return { edits: [{ at: 0, len: pos + data.length + 50, data: b('x') }], abort: 'why' };
+        if (s.includes('LEAK')) return { edits: [{ at: 0, len: pos + data.length + 50, data: b('x') }] };
+        return { edits: [], undecidedFrom: pos };
+      },
+      flush: () => ({ edits: [] }),
+      snapshot: () => null,
+    };
+    const { d } = direction(a);
+    const out: Release<string>[] = [];
+    d.onSegment({ pos: 0, payload: b('secret '), fin: false, rst: false, tag: 't' }, 0, out);
+    // Out of order: queued until the gap before it is filled.
+    d.onSegment({ pos: 12, payload: b('LEAKED'), fin: true, rst: false, tag: 't' }, 0, out);
+    d.onSegment({ pos: 7, payload: b('more!'), fin: false, rst: false, tag: 't' }, 0, out);
+    expect(text(out)).toBe('');
+    expect(feeds).toBe(2);
+    expect(d.takeAbort()).toBe('why');
+    expect(d.finProcessed).toBe(true);
+  });
+});

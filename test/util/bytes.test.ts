@@ -61,6 +61,18 @@ describe('transientBytes', () => {
     expect(new Set([again.buffer, ...again2.map((m) => m.buffer)])).toEqual(used);
   });
 
+  it('under TAPGATE_DEBUG_POISON (the suite sets it) a recycle overwrites what was handed out', () => {
+    expect(process.env['TAPGATE_DEBUG_POISON']).toBe('1');
+    transientRecycle();
+    const a = transientBytes(1000);
+    a.fill(1);
+    const b = transientBytes(3000);
+    b.fill(2);
+    transientRecycle();
+    expect(a.every((x) => x === 0xa5)).toBe(true);
+    expect(b.every((x) => x === 0xa5)).toBe(true);
+  });
+
   it('a piece over 256 KiB has its own backing store', () => {
     transientRecycle();
     const small = transientBytes(10);
