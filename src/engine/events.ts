@@ -29,7 +29,7 @@ export function newTally(): FlowTally {
   return { framesIn: [0, 0], bytesIn: [0, 0], framesOut: [0, 0], bytesOut: [0, 0], rule: null, agent: null };
 }
 
-export type FlowEnd = 'fin' | 'rst' | 'timeout' | 'moved' | 'open';
+export type FlowEnd = 'fin' | 'rst' | 'abort' | 'timeout' | 'moved' | 'open';
 
 export interface FlowInfo {
   id: string;

@@ -129,7 +129,9 @@ export interface ConnectionState extends RewriteState {
 }
 
 /** How a connection the table drops ended: by its RST or FINs as seen, else by time. */
-function endOf(f: Flow<unknown>): FlowEnd {
+function endOf(f: Flow<Connection<SegTag>>): FlowEnd {
+  // Reset by the gateway because its agent gave up (engine/abort.ts).
+  if (f.conn?.abort?.sent === true) return 'abort';
   if (f.halves[0].rstSeen || f.halves[1].rstSeen) return 'rst';
   if (f.halves[0].finSeen && f.halves[1].finSeen) return 'fin';
   return 'timeout';
@@ -312,9 +314,11 @@ export class Gateway {
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
     this.flows.onRemove = (f) => {
+      // How it ended, before its engine (which knows of an abort) goes.
+      const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
       this.rewriter.drop(f);
       this.cluster?.flowRemoved(f);
-      if (this.tallies !== null) this.flowEnded(f, this.removing ?? endOf(f));
+      if (end !== null) this.flowEnded(f, end);
     };
     this.tracker = new Tracker({
       flows: this.flows,

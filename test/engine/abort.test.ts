@@ -176,6 +176,9 @@ describe('what an operator sees', () => {
     h.send(c.data(0, 0, BAD_UPLOAD), 0);
     expect(evs.filter((e) => e['event'] === 'abort')).toEqual([{ event: 'abort', flow: '10.0.0.1.41005-10.0.0.2.80', reason: 'http-refused:chunk' }]);
     expect(lines.filter((l) => l.m === 'connection reset by the gateway: its agent gave up on it').map((l) => l.o['reason'])).toEqual(['http-refused:chunk']);
+    // Its flow record, when it leaves the table, says how it ended.
+    h.advance(20_000);
+    expect(evs.filter((e) => e['event'] === 'flow').map((e) => [e['client'], e['end']])).toEqual([['10.0.0.1:41005', 'abort']]);
   });
 });
 
