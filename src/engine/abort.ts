@@ -31,13 +31,13 @@
 import type { Flow, FlowTable } from '../flow/table.js';
 import type { NatStage } from '../nat/stage.js';
 import type { Connection } from '../stream/connection.js';
-import { set16, set32 } from '../wire/bytes.js';
+import { get16, get32, set16 } from '../wire/bytes.js';
 import { finish, sum16 } from '../wire/checksum.js';
 import type { FrameTcp, LinkType } from '../wire/frame.js';
 import { ipVersion, pseudoHeaderSum } from '../wire/ip.js';
-import { IP_PROTO_TCP } from '../wire/ipv4.js';
-import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
-import { TCP_ACK, TCP_RST } from '../wire/tcp.js';
+import { IP_PROTO_TCP, IPV4_MIN_HEADER_LEN, Ipv4Repr } from '../wire/ipv4.js';
+import { emitIpv6Header, IPV6_HEADER_LEN } from '../wire/ipv6.js';
+import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_HEADER_LEN, TCP_RST, TcpRepr } from '../wire/tcp.js';
 import type { Warn } from './admit.js';
 import type { Emit, Emitter, SegTag, Side } from './emit.js';
 
@@ -46,8 +46,6 @@ export const MAX_ANSWERS = 16;
 /** The same ACK from the same end is answered again only after this long. */
 export const REANSWER_MS = 100;
 
-const TCP_HEADER_LEN = 20;
-const IPV4_HEADER_LEN = 20;
 const TTL = 64;
 
 /** The gateway's counters this stage adds to. */
@@ -104,10 +102,15 @@ export class Aborter {
     this.reset(f, t.side, t.tag, t.tag.from, nowMs, emit);
   }
 
-  /** A segment of an aborted connection: dropped, and answered with a RST where it says its sender is. */
-  answer(f: Flow<Connection<SegTag>>, side: 0 | 1, d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
+  /**
+   * A segment of a connection whose agent gave up: dropped. When the abort came from a timer
+   * without a template, its RSTs are sent now, built on this segment; else the segment is
+   * answered with a RST where it says its sender is.
+   */
+  segment(f: Flow<Connection<SegTag>>, side: 0 | 1, d: FrameTcp, frame: Uint8Array, from: Side, nowMs: number, emit: Emit): void {
     this.o.counters.abortDropped++;
     const a = f.conn!.abort!;
+    if (!a.sent) return this.start(f, side, d, frame, from, nowMs, emit);
     const flags = d.tcp.flags;
     if (flags & TCP_RST || !(flags & TCP_ACK) || a.answers[side] >= MAX_ANSWERS) return;
     // A window of segments in flight carries one ACK: answered once (again after REANSWER_MS,
@@ -163,9 +166,8 @@ export function resetFrame(t: Template, vh: number, reverse: boolean, seq: numbe
   const tpl = t.frame;
   const l2 = t.l3Off - vh;
   const v6 = ipVersion(tpl, t.l3Off) === 6;
-  const ipLen = v6 ? IPV6_HEADER_LEN : IPV4_HEADER_LEN;
   const l3 = vh + l2;
-  const l4 = l3 + ipLen;
+  const l4 = l3 + (v6 ? IPV6_HEADER_LEN : IPV4_MIN_HEADER_LEN);
   const out = new Uint8Array(l4 + TCP_HEADER_LEN);
   out.set(tpl.subarray(vh, t.l3Off), vh);
   if (reverse && l2 >= 12) {
@@ -175,30 +177,14 @@ export function resetFrame(t: Template, vh: number, reverse: boolean, seq: numbe
   // Addresses: IPv4 at 12 and 16 (4 bytes), IPv6 at 8 and 24 (16 bytes).
   const aOff = v6 ? 8 : 12;
   const aLen = v6 ? 16 : 4;
-  const src = tpl.subarray(t.l3Off + aOff, t.l3Off + aOff + aLen);
-  const dst = tpl.subarray(t.l3Off + aOff + aLen, t.l3Off + aOff + 2 * aLen);
-  out.set(reverse ? dst : src, l3 + aOff);
-  out.set(reverse ? src : dst, l3 + aOff + aLen);
-  if (v6) {
-    out[l3] = 0x60;
-    set16(out, l3 + 4, TCP_HEADER_LEN);
-    out[l3 + 6] = IP_PROTO_TCP;
-    out[l3 + 7] = TTL;
-  } else {
-    out[l3] = 0x45;
-    set16(out, l3 + 2, IPV4_HEADER_LEN + TCP_HEADER_LEN);
-    set16(out, l3 + 6, 0x4000); // DF
-    out[l3 + 8] = TTL;
-    out[l3 + 9] = IP_PROTO_TCP;
-    set16(out, l3 + 10, finish(sum16(out, l3, l4)));
-  }
-  const sp = tpl.subarray(t.l4Off, t.l4Off + 2);
-  const dp = tpl.subarray(t.l4Off + 2, t.l4Off + 4);
-  out.set(reverse ? dp : sp, l4);
-  out.set(reverse ? sp : dp, l4 + 2);
-  set32(out, l4 + 4, seq >>> 0);
-  out[l4 + 12] = (TCP_HEADER_LEN / 4) << 4;
-  out[l4 + 13] = TCP_RST;
-  set16(out, l4 + 16, finish(sum16(out, l4, l4 + TCP_HEADER_LEN, pseudoHeaderSum(out, l3, IP_PROTO_TCP, TCP_HEADER_LEN))));
+  const a = tpl.subarray(t.l3Off + aOff, t.l3Off + aOff + aLen);
+  const b = tpl.subarray(t.l3Off + aOff + aLen, t.l3Off + aOff + 2 * aLen);
+  const [src, dst] = reverse ? [b, a] : [a, b];
+  if (v6) emitIpv6Header(out, l3, TCP_HEADER_LEN, IP_PROTO_TCP, src, dst);
+  else new Ipv4Repr({ src: get32(src, 0), dst: get32(dst, 0), protocol: IP_PROTO_TCP, payloadLen: TCP_HEADER_LEN, ttl: TTL }).emit(out.subarray(l3));
+  const sp = get16(tpl, t.l4Off);
+  const dp = get16(tpl, t.l4Off + 2);
+  new TcpRepr({ srcPort: reverse ? dp : sp, dstPort: reverse ? sp : dp, seq, flags: TCP_RST, window: 0 }).emit(out.subarray(l4), 0, 0, 'none');
+  set16(out, l4 + TCP_CHECKSUM_OFFSET, finish(sum16(out, l4, l4 + TCP_HEADER_LEN, pseudoHeaderSum(out, l3, IP_PROTO_TCP, TCP_HEADER_LEN))));
   return out;
 }

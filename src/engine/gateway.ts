@@ -442,7 +442,7 @@ export class Gateway {
   /** Timers: hold timeouts, retransmission of gateway-originated bytes (engine/rewrite.ts), expiry. */
   tick(nowMs: number, emit: Emit): void {
     this.rewriter.due(nowMs, (f) => {
-      const out = this.cluster !== null ? this.cluster.gate(f, emit) : emit;
+      const out = this.gated(f, emit);
       this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), out);
       // A hold timeout made the agent give up: both ends are reset now (engine/abort.ts).
       if (f.conn?.abort != null && !f.conn.abort.sent) this.aborter.fromTimer(f, nowMs, out);
@@ -454,6 +454,11 @@ export class Gateway {
       this.ratelog.flush(nowMs);
       this.eventRate?.flush(nowMs);
     }
+  }
+
+  /** Where `f`'s frames go: through the cluster's gate on a cluster node. */
+  private gated(f: Flow<Connection<SegTag>>, emit: Emit): Emit {
+    return this.cluster !== null ? this.cluster.gate(f, emit) : emit;
   }
 
   private out(frame: Uint8Array, from: Side, emit: Emit): void {
@@ -480,18 +485,8 @@ export class Gateway {
     if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;
     const side = r.side;
-    const ab = f.conn?.abort;
-    if (ab != null) {
-      // Its agent gave up: nothing of it is forwarded (engine/abort.ts); an abort that came from
-      // a timer (a flush) has its RSTs sent now, built on this segment.
-      const out = cl !== null ? cl.gate(f, emit) : emit;
-      if (ab.sent) this.aborter.answer(f, side, d, frame, from, nowMs, out);
-      else {
-        this.counters.abortDropped++;
-        this.aborter.start(f, side, d, frame, from, nowMs, out);
-      }
-      return;
-    }
+    // Its agent gave up: nothing of it is forwarded (engine/abort.ts).
+    if (f.conn?.abort != null) return this.aborter.segment(f, side, d, frame, from, nowMs, this.gated(f, emit));
     let tally: FlowTally | undefined;
     if (this.tallies !== null) {
       tally = this.tallies.get(f);
@@ -523,7 +518,7 @@ export class Gateway {
       }
       return;
     }
-    const out = cl !== null ? cl.gate(f, emit) : emit;
+    const out = this.gated(f, emit);
     this.emitter.segments(f, this.rewriter.outs, tally, out);
     if (f.conn?.abort != null) return this.aborter.start(f, side, d, frame, from, nowMs, out);
     // A cluster node keeps every engine until the connection leaves the table (a spare elsewhere follows it).
