@@ -276,6 +276,10 @@ export class StreamDirection<T> {
   private set synth(v: Synth | null) {
     if (this.busy !== null || v !== null) this.b.synth = v;
   }
+  /** The agent gave up on the connection and the connection has not taken that yet. */
+  private get givenUp(): boolean {
+    return this.busy !== null && this.busy.abort !== null;
+  }
   /** The agent's abort (AgentOutput.abort) not yet taken, and forgets it (Connection.abort). */
   takeAbort(): string | null {
     const b = this.busy;
@@ -621,7 +625,7 @@ export class StreamDirection<T> {
     }
     this.counters.agentBytes += data.length;
     if (!this.agent || this.agentOff) return;
-    if (this.busy !== null && this.busy.abort !== null) {
+    if (this.givenUp) {
       // The agent gave up on the connection earlier in this call (a queued segment drained
       // after the one that made it): nothing more is fed to it, nothing more passes (what it
       // held stays deleted, the new bytes are deleted).
@@ -722,7 +726,7 @@ export class StreamDirection<T> {
     const h = this.held.start;
     const region = this.held.read(h, this.x);
     let d = region;
-    if (this.busy !== null && this.busy.abort !== null) d = EMPTY; // given up on: nothing held passes
+    if (this.givenUp) d = EMPTY; // given up on: nothing held passes
     else if (this.agent && !this.agentOff) {
       try {
         const res = this.agent.flush(this.dir, reason);

@@ -67,7 +67,7 @@ function nextSlab(): void {
   if (slabIndex < slabs.length) slab = slabs[slabIndex]!;
   else {
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES).buffer;
-    if (slabs.length < SLABS_KEPT && slabIndex === slabs.length) slabs.push(slab);
+    if (slabs.length < SLABS_KEPT) slabs.push(slab); // then slabIndex === slabs.length - 1
   }
   slabUsed = 0;
 }
