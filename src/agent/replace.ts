@@ -20,6 +20,7 @@ import type {
 import { NO_EDITS } from './types.js';
 import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
 import { findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
+import { transientBytes } from '../util/bytes.js';
 
 export interface LiteralRule {
   find: string;
@@ -472,13 +473,13 @@ class EditRun {
     this.len = -1;
   }
 
-  /** The edits; the joined ones share one copy of their bytes (one allocation per scan). */
+  /** The edits; the joined ones share one copy of their bytes (transient: the engine copies). */
   finish(): Edit[] {
     this.close();
     const j = this.joined;
     if (j.length > 0) {
-      const own = Buffer.allocUnsafe(this.from);
-      scratch.copy(own, 0, 0, this.from);
+      const own = transientBytes(this.from);
+      own.set(scratch.subarray(0, this.from));
       for (let k = 0; k < j.length; k += 3) this.edits[j[k]!]!.data = own.subarray(j[k + 1]!, j[k + 2]!);
     }
     return this.edits;
@@ -570,13 +571,17 @@ function packedOf(rules: readonly CompiledRule[]): PackedLiterals | null {
   return p;
 }
 
-/** The edits of a native scan, their bytes copied out of its scratch into one buffer. */
+/**
+ * The edits of a native scan, their bytes copied out of its scratch (reused by the next scan)
+ * into transient bytes: the engine copies an answer's bytes into its commands' store
+ * (agent/types.ts), so they need not outlive the batch, and hot memory is reused.
+ */
 function nativeResult(s: LiteralScan, base: number): ScanResult {
   const edits: Edit[] = new Array(s.edits);
   const r = s.res;
   const used = s.edits > 0 ? r[4 + 4 * (s.edits - 1) + 3]! : 0;
-  const own = used > 0 ? Buffer.allocUnsafe(used) : EMPTY;
-  if (used > 0) s.scratch.copy(own, 0, 0, used);
+  const own = used > 0 ? transientBytes(used) : EMPTY;
+  if (used > 0) own.set(s.scratch.subarray(0, used));
   for (let i = 0, k = 4; i < s.edits; i++, k += 4) edits[i] = { at: base + r[k]!, len: r[k + 1]!, data: own.subarray(r[k + 2]!, r[k + 3]!) };
   return { edits, matches: s.matches, hold: s.hold, giveUps: 0 };
 }

@@ -31,7 +31,12 @@ export interface Edit {
   at: number;
   /** How many original bytes are replaced (0 = pure insertion before `at`). */
   len: number;
-  /** Replacement bytes (may be empty: deletion). */
+  /**
+   * Replacement bytes (may be empty: deletion). The engine copies them before the agent's call
+   * returns to the gateway, so they need only live until the current batch is written: an agent
+   * may hand out transient bytes (util/bytes.ts). An agent that keeps edits past its call (the
+   * http agent's held fixlen body) keeps copies.
+   */
   data: Uint8Array;
 }
 

@@ -1,8 +1,9 @@
 /**
  * A contiguous window of bytes addressed by absolute stream position, appended at the front and
  * released from the back: [start, end). Knows nothing about TCP (smoltcp's `storage/` idea).
- * Used for the held-back (undecided) bytes and for the processed-but-unacknowledged bytes that
- * inline normalisation compares retransmissions against. It copies what it is given: callers'
+ * Used for the held-back (undecided) bytes, for the processed-but-unacknowledged bytes that
+ * inline normalisation compares retransmissions against, and for the command list's replacement
+ * bytes (positions there count replacement bytes, not stream bytes). It copies what it is given: callers'
  * buffers (TAP batches) are reused.
  *
  * Storage is one ring per store (capacity a power of two, at least 256 bytes), doubled when an
@@ -222,6 +223,19 @@ export class ByteStore {
     out.set(ring.subarray(i, i + first), 0);
     if (first < n) out.set(ring.subarray(0, n - first), first);
     return out;
+  }
+
+  /** Copies bytes [from, to), which must be stored, into dst at `off` (no allocation). */
+  copyTo(from: number, to: number, dst: Uint8Array, off: number): void {
+    if (from < this.start || to > this.end || to < from) throw new Error(`bytestore: [${from}, ${to}) not held in [${this.start}, ${this.end})`);
+    const n = to - from;
+    if (n === 0) return;
+    const ring = this.ring!;
+    let i = this.head + (from - this.start);
+    if (i >= ring.length) i -= ring.length;
+    const first = Math.min(n, ring.length - i);
+    dst.set(ring.subarray(i, i + first), off);
+    if (first < n) dst.set(ring.subarray(0, n - first), off + first);
   }
 
   /**

@@ -21,14 +21,17 @@
  * segment reaching below `floorPos` is trimmed there: the receiver has those bytes already.
  */
 import { transientBytes } from '../util/bytes.js';
+import { ByteStore } from './bytestore.js';
 
 export interface Command {
   /** First original byte replaced (the seed's org_sequence). */
   org: number;
   /** Original bytes replaced (the seed's org_length; 0 = insertion). */
   orgLen: number;
-  /** Replacement bytes (the seed's new_data). */
-  data: Uint8Array;
+  /** Where the replacement bytes (the seed's new_data) start in the list's data store. */
+  dataPos: number;
+  /** How many replacement bytes. */
+  dataLen: number;
   /** Derived: new position of the replacement's first byte (the seed's new_sequence). */
   newSeq: number;
   /** Derived: cumulative offset new − org after this command (the seed's offset). */
@@ -53,6 +56,13 @@ const NO_COMMANDS = Object.freeze([]) as unknown as Command[];
 export class CommandList {
   /** Ordered, non-overlapping. Invariant: cmds[i].org + cmds[i].orgLen <= cmds[i+1].org. */
   private cmds: Command[] = NO_COMMANDS;
+  /**
+   * The live commands' replacement bytes, in command order ([dataPos, dataPos + dataLen) each),
+   * copied in by `add` and released as commands are pruned: a pooled ring (bytestore.ts), so a
+   * rewritten bulk flow reuses memory that is already mapped instead of a new backing store per
+   * command, and an agent may answer with bytes it reuses after the call. Null while empty.
+   */
+  private store: ByteStore | null = null;
   /** Index of the first live command (pruned ones are removed lazily, in batches). */
   private head = 0;
   /** Cumulative offset of every command below `floorPos` (pruned or erased). */
@@ -89,19 +99,19 @@ export class CommandList {
   }
 
   /**
-   * Appends a command. Commands come in stream order; an insertion at p followed by a command
-   * at p is merged (the insertion's bytes stay first, so anything already released with the
-   * insertion is unchanged). Throws on an out-of-order command: that is an engine bug.
+   * Appends a command; `data` is copied (the caller may reuse it). Commands come in stream
+   * order; an insertion at p followed by a command at p is merged (the insertion's bytes stay
+   * first, so anything already released with the insertion is unchanged). Throws on an
+   * out-of-order command: that is an engine bug.
    */
   add(org: number, orgLen: number, data: Uint8Array, nowMs: number): void {
     if (orgLen === 0 && data.length === 0) return;
     const last = this.last();
     if (last && last.org === org && last.orgLen === 0) {
-      const merged = new Uint8Array(last.data.length + data.length);
-      merged.set(last.data, 0);
-      merged.set(data, last.data.length);
+      // The insertion's bytes are the last stored: the new ones follow them.
+      this.keep(data);
       last.orgLen = orgLen;
-      last.data = merged;
+      last.dataLen += data.length;
       last.offset = last.offset - orgLen + data.length;
       return;
     }
@@ -111,14 +121,38 @@ export class CommandList {
     }
     const prevOffset = last ? last.offset : this.floorOffset;
     if (this.cmds === NO_COMMANDS) this.cmds = [];
+    const dataPos = this.keep(data);
     this.cmds.push({
       org,
       orgLen,
-      data,
+      dataPos,
+      dataLen: data.length,
       newSeq: org + prevOffset,
       offset: prevOffset + data.length - orgLen,
       createdMs: nowMs,
     });
+  }
+
+  /** Copies `data` into the store; returns where it starts. */
+  private keep(data: Uint8Array): number {
+    const st = (this.store ??= new ByteStore());
+    const at = st.end;
+    st.append(data);
+    return at;
+  }
+
+  /** Replacement bytes held for the live commands (and the ring holding them: 0 when none). */
+  get dataBytes(): number {
+    return this.store === null ? 0 : this.store.size;
+  }
+
+  get dataCapacity(): number {
+    return this.store === null ? 0 : this.store.capacity;
+  }
+
+  /** A command's replacement bytes (a copy: snapshots and tests). */
+  dataOf(c: Command): Uint8Array {
+    return c.dataLen === 0 ? EMPTY : this.store!.read(c.dataPos, c.dataPos + c.dataLen);
   }
 
   /** Index (absolute into cmds) of the last command with org <= p, or head-1 if none. */
@@ -156,7 +190,7 @@ export class CommandList {
     const c = this.cmds[i]!;
     if (c.org === p) return c.newSeq;
     const end = c.org + c.orgLen;
-    if (p < end) return c.newSeq + c.data.length;
+    if (p < end) return c.newSeq + c.dataLen;
     return p + c.offset;
   }
 
@@ -171,7 +205,7 @@ export class CommandList {
       p = a - this.floorOffset;
     } else {
       const c = this.cmds[i]!;
-      p = a < c.newSeq + c.data.length ? c.org : a - c.offset;
+      p = a < c.newSeq + c.dataLen ? c.org : a - c.offset;
     }
     return p < limit ? p : limit;
   }
@@ -195,39 +229,58 @@ export class CommandList {
     }
     if (i >= this.cmds.length || this.cmds[i]!.org >= stop) return payload;
 
-    const parts: Uint8Array[] = [];
+    // Two passes over the same pieces (original bytes kept, replacement bytes): their total,
+    // then the copy. A single piece of the payload is returned as a view (zero copy).
+    const first = i;
     let total = 0;
+    let pieces = 0;
+    let only = -1;
     let pos = a;
     for (; i < this.cmds.length; i++) {
       const c = this.cmds[i]!;
       if (c.org >= stop) break;
       if (c.org > pos) {
-        const part = payload.subarray(pos - a, c.org - a);
-        parts.push(part);
-        total += part.length;
+        total += c.org - pos;
+        pieces++;
+        only = pos;
         pos = c.org;
       }
-      if (c.org >= a) {
-        parts.push(c.data);
-        total += c.data.length;
+      if (c.org >= a && c.dataLen > 0) {
+        total += c.dataLen;
+        pieces += 2;
       }
       const cend = c.org + c.orgLen;
       const clipped = cend < b ? cend : b;
       if (clipped > pos) pos = clipped;
     }
     if (pos < b) {
-      const part = payload.subarray(pos - a, b - a);
-      parts.push(part);
-      total += part.length;
+      total += b - pos;
+      pieces++;
+      only = pos;
     }
-    if (parts.length === 1) return parts[0]!;
     if (total === 0) return EMPTY;
+    if (pieces === 1) return payload.subarray(only - a, only - a + total);
     const out = transientBytes(total);
+    const store = this.store;
     let off = 0;
-    for (const part of parts) {
-      out.set(part, off);
-      off += part.length;
+    pos = a;
+    for (i = first; i < this.cmds.length; i++) {
+      const c = this.cmds[i]!;
+      if (c.org >= stop) break;
+      if (c.org > pos) {
+        out.set(payload.subarray(pos - a, c.org - a), off);
+        off += c.org - pos;
+        pos = c.org;
+      }
+      if (c.org >= a && c.dataLen > 0) {
+        store!.copyTo(c.dataPos, c.dataPos + c.dataLen, out, off);
+        off += c.dataLen;
+      }
+      const cend = c.org + c.orgLen;
+      const clipped = cend < b ? cend : b;
+      if (clipped > pos) pos = clipped;
     }
+    if (pos < b) out.set(payload.subarray(pos - a, b - a), off);
     return out;
   }
 
@@ -276,6 +329,8 @@ export class CommandList {
   }
 
   private compact(): void {
+    const st = this.store;
+    if (st !== null) st.dropBelow(this.head < this.cmds.length ? this.cmds[this.head]!.dataPos : st.end);
     if (this.head > 64 && this.head * 2 > this.cmds.length) {
       this.cmds = this.cmds.slice(this.head);
       this.head = 0;
@@ -293,7 +348,7 @@ export class CommandList {
       cmds: this.list().map((c) => ({
         org: c.org,
         orgLen: c.orgLen,
-        data: Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength).toString('base64'),
+        data: Buffer.from(this.dataOf(c)).toString('base64'),
         createdMs: c.createdMs,
       })),
     };

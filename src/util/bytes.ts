@@ -37,7 +37,9 @@ const POISON = process.env['TAPGATE_DEBUG_POISON'] === '1';
 const slabs: ArrayBuffer[] = [];
 /** The slab being cut: its index (≥ slabs.length: one not kept), the slab, bytes cut from it. */
 let slabIndex = -1;
-let slab = new ArrayBuffer(0);
+/** No slab yet (shared: a recycle makes no buffer). */
+const NO_SLAB = new ArrayBuffer(0);
+let slab = NO_SLAB;
 let slabUsed = 0;
 
 /**
@@ -85,6 +87,6 @@ export function transientRecycle(): void {
     for (let i = 0; i <= slabIndex && i < slabs.length; i++) new Uint8Array(slabs[i]!, 0, i === slabIndex ? slabUsed : SLAB_BYTES).fill(0xa5);
   }
   slabIndex = -1;
-  slab = new ArrayBuffer(0);
+  slab = NO_SLAB;
   slabUsed = 0;
 }

@@ -141,6 +141,16 @@ describe('ByteStore ring', () => {
               const a = at(op.a);
               const b = at(op.b);
               expect(Buffer.from(s.read(a, b)).equals(Buffer.from(m.read(a, b)))).toBe(true);
+              // copyTo: the same bytes in place (held ranges), a clear error outside them.
+              const lo = Math.max(a, m.start);
+              const hi = Math.min(b, m.end);
+              if (hi >= lo) {
+                const dst = new Uint8Array(hi - lo + 3).fill(7);
+                s.copyTo(lo, hi, dst, 2);
+                expect(Buffer.from(dst.subarray(2, 2 + hi - lo)).equals(Buffer.from(m.read(lo, hi)))).toBe(true);
+                expect([dst[0], dst[1], dst[dst.length - 1]]).toEqual([7, 7, 7]);
+              }
+              if (a < m.start && b > a) expect(() => s.copyTo(a, Math.min(b, m.end), new Uint8Array(b - a), 0)).toThrow(/not held/);
               break;
             }
             case 'diff': {

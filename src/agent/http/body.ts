@@ -126,9 +126,13 @@ export class BodyRewriter {
     this.decided = this.fed;
   }
 
-  /** Keeps the matcher's edits (their data is never changed after an answer); counts. */
+  /**
+   * Keeps the matcher's edits; counts. Their bytes may be transient (valid for this batch): a
+   * fixlen body keeps its edits until its end, maybe batches later, so it keeps copies.
+   */
   private take(r: AgentOutput): void {
-    for (const e of r.edits) this.edits.push(e);
+    if (this.out === 'fixlen') for (const e of r.edits) this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
+    else for (const e of r.edits) this.edits.push(e);
     this.decided = r.undecidedFrom ?? this.fed;
     const c = this.counts;
     if (c.matches !== this.matched) this.tally.add('bodyMatches', c.matches - this.matched);

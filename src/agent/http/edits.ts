@@ -5,6 +5,7 @@
  */
 
 import type { Edit } from '../types.js';
+import { transientBytes } from '../../util/bytes.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -52,11 +53,20 @@ export class EditBuilder {
     return last === undefined ? -1 : last.at + last.len;
   }
 
+  /** The edits; a joined one's bytes are transient (the engine copies an answer's bytes). */
   take(): Edit[] {
-    return this.list.map((p) => ({
-      at: p.at,
-      len: p.len,
-      data: p.parts.length === 0 ? EMPTY : p.parts.length === 1 ? p.parts[0]! : Buffer.concat(p.parts),
-    }));
+    return this.list.map((p) => ({ at: p.at, len: p.len, data: p.parts.length === 0 ? EMPTY : p.parts.length === 1 ? p.parts[0]! : joined(p.parts) }));
   }
+}
+
+function joined(parts: readonly Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const q of parts) n += q.length;
+  const out = transientBytes(n);
+  let off = 0;
+  for (const q of parts) {
+    out.set(q, off);
+    off += q.length;
+  }
+  return out;
 }
