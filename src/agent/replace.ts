@@ -390,8 +390,14 @@ function kmpFailure(p: Uint8Array): Int32Array {
   return f;
 }
 
+/** A transient Buffer of n bytes (lives for the scan: util/bytes.ts). */
+function scanBytes(n: number): Buffer {
+  const t = transientBytes(n);
+  return Buffer.from(t.buffer, t.byteOffset, n);
+}
+
 function asciiLower(b: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(b.length);
+  const out = scanBytes(b.length);
   for (let i = 0; i < b.length; i++) {
     const c = b[i]!;
     out[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
@@ -791,7 +797,13 @@ class ReplaceAgent implements Agent {
     if (data.length === 0) return { edits: [], undecidedFrom: cur.undecided };
     const st = this.st(dir);
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const buf = st.tail.length > 0 ? Buffer.concat([st.tail, chunk]) : chunk;
+    let buf = chunk;
+    if (st.tail.length > 0) {
+      // The held tail and the new bytes, scanned as one (transient: decide keeps copies).
+      buf = scanBytes(st.tail.length + chunk.length);
+      buf.set(st.tail, 0);
+      buf.set(chunk, st.tail.length);
+    }
     st.pos = pos + data.length;
     return this.decide(st, buf, false);
   }
