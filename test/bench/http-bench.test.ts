@@ -178,6 +178,8 @@ describe('HTTP bench: what it prints', () => {
     verify: [],
     throughput: [],
     cpuSeconds: [],
+    warmThroughput: [],
+    warmCpuSeconds: [],
     sparseThroughput: [],
     sparseCpuSeconds: [],
     rps: [],
@@ -214,5 +216,19 @@ describe('HTTP bench: what it prints', () => {
     expect(goals[1]).toMatch(/≥ nginx sub_filter's: tapgate 90\.0 vs nginx 100\.0 MB\/s \(×0\.90\) — MISSED/);
     expect(goals[2]).toMatch(/keep-alive.*BROKEN/);
     expect(printed()).toMatch(/NOT COMPLETE after 10 s/);
+  });
+
+  it('the second download through the same process (warm): its own table and goal lines, its own CPU rows', () => {
+    const row = (name: string, value: number) => ({ name, value, runs: [value] });
+    const rep = base();
+    rep.bodyBytes = 100e6;
+    rep.throughput = [row(HTTP_PATH_NAMES.tapgate, 50), row(HTTP_PATH_NAMES.mitmproxy, 40), row(HTTP_PATH_NAMES.nginx, 60)];
+    rep.warmThroughput = [row(HTTP_PATH_NAMES.tapgate, 130), row(HTTP_PATH_NAMES.mitmproxy, 40), row(HTTP_PATH_NAMES.nginx, 60)];
+    rep.warmCpuSeconds = [row(HTTP_PATH_NAMES.tapgate, 0.5), row(HTTP_PATH_NAMES.mitmproxy, 1), row(HTTP_PATH_NAMES.nginx, 1)];
+    const goals = printHttp(rep, table);
+    expect(goals[0]).toMatch(/3× mitmproxy's: tapgate 50\.0 vs mitmproxy 40\.0 MB\/s \(×1\.25\) — MISSED/);
+    expect(goals[2]).toMatch(/3× mitmproxy's, warm \(the second download\): tapgate 130\.0 vs mitmproxy 40\.0 MB\/s \(×3\.25; per CPU second 200 vs 100 MB, ×2\.00\) — HOLDS/);
+    expect(goals[3]).toMatch(/nginx sub_filter's, warm: tapgate 130\.0 vs nginx 60\.0 .* — HOLDS/);
+    expect(printed()).toMatch(/the same 50 MiB again right after, through the same process/);
   });
 });
