@@ -43,68 +43,45 @@ export function printHttp(rep: HttpReport, table: Table): string[] {
   const tg = byName(T, HTTP_PATH_NAMES.tapgate);
   const mi = byName(T, HTTP_PATH_NAMES.mitmproxy);
   const ng = byName(T, HTTP_PATH_NAMES.nginx);
-  const di = byName(T, HTTP_PATH_NAMES.direct);
-  if (T.length > 0) {
-    console.log(
-      `\nHTTP, one 50 MiB response body with ${rep.matches.toLocaleString('en-US')} matches (curl, Connection: close; MB/s = 10^6 bytes of the original body per second, median of rounds):`,
-    );
+  /** One table of downloads: MB/s, the middle box's CPU, ratios against rows of the same table. */
+  const downloads = (title: string, rows: LiveRow[], cpuRows: LiveRow[], direct: boolean): void => {
+    if (rows.length === 0) return;
+    const m = byName(rows, HTTP_PATH_NAMES.mitmproxy);
+    const n = byName(rows, HTTP_PATH_NAMES.nginx);
+    const d = byName(rows, HTTP_PATH_NAMES.direct);
+    console.log(`\n${title}`);
     console.log(
       table(
-        T.map((r) => ({
+        rows.map((r) => ({
           path: r.name,
           'MB/s': r.value,
           runs: r.runs.map((x) => x.toFixed(1)).join(' '),
-          'gw CPU s': byName(rep.cpuSeconds, r.name)?.value ?? NaN,
-          'MB per gw CPU s': perCpu(rep, r.name),
-          'vs mitmproxy': ratio(r, mi),
-          'vs nginx sub_filter': ratio(r, ng),
-          'vs direct': ratio(r, di),
+          'gw CPU s': byName(cpuRows, r.name)?.value ?? NaN,
+          'MB per gw CPU s': perCpu(rep, r.name, cpuRows),
+          'vs mitmproxy': ratio(r, m),
+          'vs nginx sub_filter': ratio(r, n),
+          ...(direct ? { 'vs direct': ratio(r, d) } : {}),
         })),
       ),
     );
-  }
+  };
+  downloads(
+    `HTTP, one 50 MiB response body with ${rep.matches.toLocaleString('en-US')} matches (curl, Connection: close; MB/s = 10^6 bytes of the original body per second, median of rounds):`,
+    T,
+    rep.cpuSeconds,
+    true,
+  );
   const W = rep.warmThroughput;
   const wmi = byName(W, HTTP_PATH_NAMES.mitmproxy);
   const wng = byName(W, HTTP_PATH_NAMES.nginx);
   const wtg = byName(W, HTTP_PATH_NAMES.tapgate);
-  if (W.length > 0) {
-    console.log(`\nHTTP, the same 50 MiB again right after, through the same process (warm: its JIT, memory pools and caches; same columns):`);
-    console.log(
-      table(
-        W.map((r) => ({
-          path: r.name,
-          'MB/s': r.value,
-          runs: r.runs.map((x) => x.toFixed(1)).join(' '),
-          'gw CPU s': byName(rep.warmCpuSeconds, r.name)?.value ?? NaN,
-          'MB per gw CPU s': perCpu(rep, r.name, rep.warmCpuSeconds),
-          'vs mitmproxy': ratio(r, wmi),
-          'vs nginx sub_filter': ratio(r, wng),
-          'vs direct': ratio(r, byName(W, HTTP_PATH_NAMES.direct)),
-        })),
-      ),
-    );
-  }
-  const S = rep.sparseThroughput;
-  if (S.length > 0) {
-    const smi = byName(S, HTTP_PATH_NAMES.mitmproxy);
-    const sng = byName(S, HTTP_PATH_NAMES.nginx);
-    console.log(
-      `\nHTTP, the same 50 MiB with few matches (${rep.sparseMatches.toLocaleString('en-US')}, one of each per 64 KiB): the scan without the edits (same columns):`,
-    );
-    console.log(
-      table(
-        S.map((r) => ({
-          path: r.name,
-          'MB/s': r.value,
-          runs: r.runs.map((x) => x.toFixed(1)).join(' '),
-          'gw CPU s': byName(rep.sparseCpuSeconds, r.name)?.value ?? NaN,
-          'MB per gw CPU s': perCpu(rep, r.name, rep.sparseCpuSeconds),
-          'vs mitmproxy': ratio(r, smi),
-          'vs nginx sub_filter': ratio(r, sng),
-        })),
-      ),
-    );
-  }
+  downloads('HTTP, the same 50 MiB again right after, through the same process (warm: its JIT, memory pools and caches; same columns):', W, rep.warmCpuSeconds, true);
+  downloads(
+    `HTTP, the same 50 MiB with few matches (${rep.sparseMatches.toLocaleString('en-US')}, one of each per 64 KiB): the scan without the edits (same columns):`,
+    rep.sparseThroughput,
+    rep.sparseCpuSeconds,
+    false,
+  );
   const R = rep.rps;
   const L = rep.latency;
   if (R.length > 0) {
