@@ -283,7 +283,7 @@ export function compileReplaceRules(cfg: unknown): CompiledRule[] {
     if (!isRegexRule(r)) {
       const ci = r.ignoreCase === true;
       const raw = Buffer.from(r.find, 'utf8');
-      const pat = ci ? asciiLower(raw) : raw;
+      const pat = ci ? asciiLower(raw, Buffer.allocUnsafeSlow(raw.length)) : raw;
       return { kind: 'lit', pat, fail: kmpFailure(pat), ci, out: Buffer.from(r.with, 'utf8') };
     }
     const flags = r.flags ?? '';
@@ -396,8 +396,8 @@ function scanBytes(n: number): Buffer {
   return Buffer.from(t.buffer, t.byteOffset, n);
 }
 
-function asciiLower(b: Uint8Array): Buffer {
-  const out = scanBytes(b.length);
+/** b ASCII-lowered into `out` (a compiled pattern's own memory; by default transient, for a scan). */
+function asciiLower(b: Uint8Array, out = scanBytes(b.length)): Buffer {
   for (let i = 0; i < b.length; i++) {
     const c = b[i]!;
     out[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
