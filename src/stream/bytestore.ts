@@ -181,6 +181,11 @@ export class ByteStore {
   private grow(need: number): Uint8Array {
     let cap = this.ring === null && this.hint > MIN_CAPACITY ? this.hint : MIN_CAPACITY;
     while (cap < need) cap *= 2;
+    return this.moveTo(cap);
+  }
+
+  /** The live bytes moved to a new ring of `cap` bytes (at index 0); the old ring released. */
+  private moveTo(cap: number): Uint8Array {
     const ring = acquireRing(cap);
     const old = this.ring;
     if (old !== null) {
@@ -193,6 +198,22 @@ export class ByteStore {
     this.ring = ring;
     this.head = 0;
     return ring;
+  }
+
+  /**
+   * The live bytes moved to the smallest ring that holds them, and the capacity a next ring
+   * would start with forgotten: for a store left holding a few bytes of a ring that a bulk
+   * transfer grew (an idle connection must not keep megabytes for them).
+   */
+  shrink(): void {
+    this.hint = 0;
+    const ring = this.ring;
+    if (ring === null) return;
+    const size = this.end - this.start;
+    let cap = MIN_CAPACITY;
+    while (cap < size) cap *= 2;
+    if (cap < ring.length) this.moveTo(cap);
+    this.peak = size;
   }
 
   /** Drops every byte below `pos`. */

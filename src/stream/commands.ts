@@ -330,7 +330,13 @@ export class CommandList {
 
   private compact(): void {
     const st = this.store;
-    if (st !== null) st.dropBelow(this.head < this.cmds.length ? this.cmds[this.head]!.dataPos : st.end);
+    if (st !== null) {
+      st.dropBelow(this.head < this.cmds.length ? this.cmds[this.head]!.dataPos : st.end);
+      // A list down to one command or none (what is left when the receiver caught up: an
+      // insertion at the front waits for the next byte) keeps no ring, and starts none, sized
+      // for the bulk transfer before: an idle connection would hold it until it expires.
+      if (this.cmds.length - this.head <= 1) st.shrink();
+    }
     if (this.head > 64 && this.head * 2 > this.cmds.length) {
       this.cmds = this.cmds.slice(this.head);
       this.head = 0;

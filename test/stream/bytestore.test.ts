@@ -12,6 +12,7 @@ type Op =
   | { k: 'drop'; f: number }
   | { k: 'slide'; jitter: number; seed: number }
   | { k: 'reset'; rel: number }
+  | { k: 'shrink' }
   | { k: 'read'; a: number; b: number }
   | { k: 'diff'; a: number; len: number; flip: number; mode: 'equal' | 'flip' | 'random' };
 
@@ -77,6 +78,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ k: fc.constant('slide' as const), jitter: frac(0, 1), seed: fc.integer() }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('drop' as const), f: frac(-0.2, 1.2) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('reset' as const), rel: fc.integer({ min: -1000, max: 1000 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('shrink' as const) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('read' as const), a: frac(-0.2, 1.2), b: frac(-0.2, 1.2) }) },
   {
     weight: 4,
@@ -131,6 +133,14 @@ describe('ByteStore ring', () => {
               const p = at(op.f);
               s.dropBelow(p);
               m.dropBelow(p);
+              break;
+            }
+            case 'shrink': {
+              // The bytes stay; the ring is the smallest power of two (≥ 256) that holds them.
+              s.shrink();
+              let cap = 256;
+              while (cap < m.data.length) cap *= 2;
+              expect(s.capacity).toBe(m.data.length === 0 ? 0 : cap);
               break;
             }
             case 'reset':

@@ -131,6 +131,23 @@ describe('CommandList: replacement bytes in a pooled ring', () => {
     expect(list.map(12)).toBe(9);
   });
 
+  it('a list left with one small command (or none) keeps no ring sized for the bulk transfer before it', () => {
+    const list = new CommandList();
+    const big = new Uint8Array(2000).fill(0x41);
+    for (let i = 0; i < 600; i++) list.add(i * 3000, 1000, big, 0); // 1.2 MB of replacement bytes
+    expect(list.dataCapacity).toBeGreaterThanOrEqual(1 << 20);
+    const front = 600 * 3000;
+    list.add(front, 0, Buffer.from('tail'), 0); // an insertion at the front (a flushed hold)
+    list.prune(front); // the receiver caught up: all but the insertion
+    expect(list.length).toBe(1);
+    expect(list.dataCapacity).toBe(256);
+    expect(Buffer.from(list.rewrite(front, Buffer.from('xy'), false)).toString()).toBe('tailxy');
+    expect(list.prune(front + 1)).toBe(1);
+    expect(list.dataCapacity).toBe(0);
+    list.add(front + 10, 1, Buffer.from('z'), 0); // the next command starts small again
+    expect(list.dataCapacity).toBe(256);
+  });
+
   it('an untouched payload comes back as itself, a single kept piece as a view of it', () => {
     const list = new CommandList();
     list.add(100, 5, new Uint8Array(0), 0);
