@@ -77,6 +77,74 @@ export interface SegTag {
   gsoSize: number;
 }
 
+/** A template as the cluster carries it (engine/rewrite.ts RewriteState.templates): its headers. */
+export interface TagJson {
+  /** The frame's bytes up to its payload (virtio header, Ethernet, IP, TCP), base64. */
+  headers: string;
+  l3Off: number;
+  l4Off: number;
+  from: Side;
+  vh: number;
+  partial: boolean;
+  gsoType: number;
+  gsoSize: number;
+  fields: TcpFields;
+}
+
+export function tagToJson(t: SegTag): TagJson {
+  return {
+    headers: Buffer.from(t.frame.buffer, t.frame.byteOffset, t.payloadOff).toString('base64'),
+    l3Off: t.l3Off,
+    l4Off: t.l4Off,
+    from: t.from,
+    vh: t.vh,
+    partial: t.partial,
+    gsoType: t.gsoType,
+    gsoSize: t.gsoSize,
+    fields: t.fields,
+  };
+}
+
+/**
+ * A template from another node, for a gateway whose frames carry `vh` bytes of virtio header:
+ * null when they do not match (the connection waits for its next segment, as without one).
+ * Throws on one that is not a TCP segment's headers.
+ */
+export function tagFromJson(x: unknown, vh: number): SegTag | null {
+  const bad = (why: string): never => {
+    throw new Error(`bad template (${why})`);
+  };
+  const j = x as Partial<TagJson> | null;
+  if (typeof j !== 'object' || j === null || typeof j.headers !== 'string') return bad('not an object with headers');
+  const frame = new Uint8Array(Buffer.from(j.headers, 'base64'));
+  const int = (v: unknown, max: number): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= max;
+  if (!int(j.vh, 64) || !int(j.l3Off, 128) || !int(j.l4Off, 256) || !int(j.gsoType, 255) || !int(j.gsoSize, 65535)) return bad('offsets');
+  if ((j.from !== 0 && j.from !== 1) || typeof j.partial !== 'boolean') return bad('side');
+  const { l3Off, l4Off } = j;
+  if (l3Off < j.vh || l4Off <= l3Off || l4Off + 20 > frame.length) return bad('offsets');
+  const v = frame[l3Off]! >> 4;
+  if (v !== 4 && v !== 6) return bad('IP version');
+  if ((frame[l4Off + 12]! >> 4) * 4 !== frame.length - l4Off) return bad('TCP header length');
+  const f = j.fields as Partial<TcpFields> | undefined;
+  const u32 = (n: unknown): boolean => int(n, 0xffffffff);
+  if (typeof f !== 'object' || f === null || !u32(f.seq) || !u32(f.ack) || !int(f.flags, 0xfff) || !int(f.window, 0xffff) || !int(f.urgent, 0xffff)) return bad('fields');
+  if (f.sack !== null && !(Array.isArray(f.sack) && f.sack.length <= 4 && f.sack.every((b) => Array.isArray(b) && b.length === 2 && u32(b[0]) && u32(b[1])))) return bad('sack');
+  if (j.vh !== vh) return null;
+  return {
+    fields: { seq: f.seq!, ack: f.ack!, flags: f.flags!, window: f.window!, urgent: f.urgent!, sack: f.sack === null ? null : f.sack!.map(([a, b]) => [a, b] as [number, number]) },
+    frame,
+    l3Off,
+    l4Off,
+    payloadOff: frame.length,
+    from: j.from,
+    borrowed: false,
+    vh,
+    partial: j.partial,
+    gsoType: j.gsoType,
+    gsoSize: j.gsoSize,
+  };
+}
+
 /** A tag the engine keeps past the call (queued, a template): its headers copied. */
 export function retainTag(t: SegTag): SegTag {
   if (!t.borrowed) return t;

@@ -28,7 +28,7 @@ import type { Limits } from '../stream/limits.js';
 import { ipToString } from '../wire/ip.js';
 import { TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import type { AdmittedTcp, Warn } from './admit.js';
-import { retainTag, type SegTag, type Side } from './emit.js';
+import { retainTag, tagFromJson, tagToJson, type SegTag, type Side, type TagJson } from './emit.js';
 import type { FlowTally } from './events.js';
 
 /** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
@@ -72,6 +72,12 @@ export interface RewriteState {
   /** Agent name and its snapshot (null: the connection is not rewritten). */
   agent: { name: string; state: unknown } | null;
   conn: ConnectionJson | null;
+  /**
+   * Per side, the segment its direction keeps as a template for gateway-originated ones (only
+   * while it holds bytes or has such a segment outstanding): the new owner can send a hold
+   * timeout's bytes, or an abort decided in one, before that side sends again. Absent: none.
+   */
+  templates?: [TagJson | null, TagJson | null];
 }
 
 /** Where a segment goes after this stage. */
@@ -259,6 +265,9 @@ export class Rewriter {
       agent: agent === null ? null : { name: agent.name, state: agent.snapshot() },
       ...(conn === null ? {} : { config: this.connDigest.get(conn) ?? this.digest }),
       conn: conn === null ? null : conn.toJSON(false),
+      ...(conn !== null && (conn.dirs[0].template !== undefined || conn.dirs[1].template !== undefined)
+        ? { templates: [conn.dirs[0].template, conn.dirs[1].template].map((t) => (t === undefined ? null : tagToJson(t))) as [TagJson | null, TagJson | null] }
+        : {}),
     };
   }
 
@@ -282,6 +291,12 @@ export class Rewriter {
     const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.o.registry);
     const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
     conn.restore(st.conn, nowMs);
+    for (const side of [0, 1] as const) {
+      const t = st.templates?.[side];
+      if (t === undefined || t === null) continue;
+      const tag = tagFromJson(t, this.o.vh);
+      if (tag !== null) conn.adoptTemplate(side, tag);
+    }
     f.conn = conn;
     const label = ruleLabel(sel.rule);
     if (tally !== undefined) {

@@ -174,6 +174,16 @@ export class Connection<T extends { fields: TcpFields }> {
     return null;
   }
 
+  /**
+   * After `restore`: the segment another node kept as `side`'s template, so a hold timeout (or an
+   * abort decided in one) can originate a segment before that side sends again.
+   */
+  adoptTemplate(side: 0 | 1, tag: T): void {
+    const d = this.dirs[side];
+    d.adoptTemplate(tag);
+    if (d.template === tag) this.lastFields[side] ??= tag.fields;
+  }
+
   /** Forgets `side`'s last fields unless its direction may originate a segment (memory). */
   private dropFields(side: 0 | 1): void {
     if (!this.dirs[side].originating) this.lastFields[side] = null;

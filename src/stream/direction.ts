@@ -432,6 +432,11 @@ export class StreamDirection<T> {
     return this.lastTag;
   }
 
+  /** A template from the node this direction was restored from (owned), kept if it may originate. */
+  adoptTemplate(tag: T): void {
+    if (this.originating && this.lastTag === undefined) this.lastTag = tag;
+  }
+
   /**
    * Bytes are held or a gateway-originated segment is outstanding: the gateway may have to send
    * a segment of its own, built on the sender's latest segment (lastTag, Connection.lastFields).

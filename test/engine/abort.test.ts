@@ -167,6 +167,36 @@ describe('the cluster carries the abort', () => {
   });
 });
 
+describe('after a takeover', () => {
+  it('an abort decided in the new owner\'s timer is sent from it: the template came with the state', () => {
+    const h = new Harness({}, {}, HTTP);
+    const c = h.connect(41009);
+    const up = 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+    h.send(c.data(0, 0, up + 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'), 0);
+    const sent = payloadBytes(h.out, 1);
+    const f = [...h.gw.flows.values()][0]!;
+    const st = JSON.parse(JSON.stringify(h.gw.exportConnection(f, [undefined, undefined])));
+    expect(st.templates[0]).toMatchObject({ from: 0, vh: 0 });
+    expect(st.templates[1]).toBeNull();
+    // The old owner is gone; nobody sends again. The new one's hold timeout decides, and resets.
+    const b = new Harness({}, {}, HTTP);
+    expect(b.gw.importConnection(st, b.now, [undefined, undefined])).not.toBeNull();
+    const out = b.advance(60_000);
+    expect(out.filter(isRst).map((e) => [e.to, tcpOf(e).tcp.seq])).toEqual([[1, c.isnC + 1 + sent], [0, c.isnS + 1]]);
+    expect(b.gw.stats().gateway.aborted).toBe(1);
+    // A template that is not a TCP segment's headers refuses the import; one from a gateway with
+    // another virtio header size is left out (the abort then waits for a segment, as before).
+    const bad = { ...st, templates: [{ ...st.templates[0], headers: Buffer.alloc(30).toString('base64') }, null] };
+    const c2 = new Harness({}, {}, HTTP);
+    expect(c2.gw.importConnection(bad, c2.now, [undefined, undefined])).toBeNull();
+    expect(c2.gw.stats().gateway.importFailed).toBe(1);
+    const other = { ...st, templates: [{ ...st.templates[0], vh: 10 }, null] };
+    const c3 = new Harness({}, {}, HTTP);
+    expect(c3.gw.importConnection(other, c3.now, [undefined, undefined])).not.toBeNull();
+    expect(c3.advance(60_000).filter(isRst)).toEqual([]);
+  });
+});
+
 describe('what an operator sees', () => {
   it('an abort event naming the connection and the reason, and a warn line', () => {
     const evs: Record<string, unknown>[] = [];

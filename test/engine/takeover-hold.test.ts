@@ -3,12 +3,21 @@
  * new owner's hold timer starts at the takeover, not at the old owner's last segment. Else a
  * failover slower than the hold timeout would flush the prefix as it stands on the first tick,
  * and the rest of the pattern, retransmitted by the sender, would reach the receiver unrewritten.
+ * When the timer does flush, the new owner sends the prefix itself, built on the template that
+ * came with the state.
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
+import { decodeFrame } from '../../src/wire/frame.js';
 import { Harness, payloadOf } from '../hostile/harness.js';
+
+function seqOf(frame: Uint8Array): number {
+  const d = decodeFrame(frame, { link: 'ethernet' });
+  if (d.kind !== 'tcp') throw new Error(`not TCP: ${d.kind}`);
+  return d.tcp.seq;
+}
 
 const CONFIG = `
 rules:
@@ -58,11 +67,17 @@ describe('takeover with held bytes', () => {
     // seconds, and the held prefix waits for it (10 s here), then goes as it stands.
     b.advance(10_000 - 10);
     expect(b.gw.stats().stream.flushTimeout).toBe(0);
-    b.advance(20);
+    const flushed = b.advance(20);
     expect(b.gw.stats().stream.flushTimeout).toBe(1);
-    // Released with the sender's next segment (this node has no frame of it to build one from);
-    // decided as it stood, so the pattern's rest is not joined to it (what a flush means).
-    b.send(c.data(1, 'text before needle-long-'.length, 'word'), 1);
-    expect(b.out.filter((g) => g.to === 0).map((g) => payloadOf(g.frame)).join('')).toBe('needle-long-word');
+    // Sent at once, built on the template that came with the state (the old owner kept the
+    // sender's last segment while it held bytes); decided as it stood, so the pattern's rest is
+    // not joined to it (what a flush means).
+    expect(flushed.map((g) => [g.to, payloadOf(g.frame)])).toEqual([[0, 'needle-long-']]);
+    expect(b.gw.stats().stream.synthSent).toBe(1);
+    // The sender's next segment carries it again at the same sequence number (the insertion
+    // travels with the segment at its position), then the rest.
+    const next = b.send(c.data(1, 'text before needle-long-'.length, 'word'), 1);
+    expect(next.map((g) => [g.to, payloadOf(g.frame)])).toEqual([[0, 'needle-long-word']]);
+    expect(seqOf(next[0]!.frame)).toBe(seqOf(flushed[0]!.frame));
   });
 });
