@@ -14,7 +14,7 @@ import { decodeFrame } from '../../src/wire/frame.js';
 import { Harness, payloadOf } from '../hostile/harness.js';
 
 function seqOf(frame: Uint8Array): number {
-  const d = decodeFrame(frame, { link: 'ethernet' });
+  const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true });
   if (d.kind !== 'tcp') throw new Error(`not TCP: ${d.kind}`);
   return d.tcp.seq;
 }
