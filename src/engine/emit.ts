@@ -29,7 +29,9 @@ import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { transientBytes } from '../util/bytes.js';
 import { seqAdd } from '../wire/seq.js';
-import { TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
+import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TcpSegment } from '../wire/tcp.js';
+import { decodeFrame, type LinkType } from '../wire/frame.js';
+import type { Endpoint } from '../flow/flow.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
@@ -91,7 +93,8 @@ export interface TagJson {
   fields: TcpFields;
 }
 
-export function tagToJson(t: SegTag): TagJson {
+/** `fields`: the freshest header fields seen from that side (what an originated segment copies). */
+export function tagToJson(t: SegTag, fields: TcpFields = t.fields): TagJson {
   return {
     headers: Buffer.from(t.frame.buffer, t.frame.byteOffset, t.payloadOff).toString('base64'),
     l3Off: t.l3Off,
@@ -101,35 +104,50 @@ export function tagToJson(t: SegTag): TagJson {
     partial: t.partial,
     gsoType: t.gsoType,
     gsoSize: t.gsoSize,
-    fields: t.fields,
+    fields,
   };
 }
 
 /**
- * A template from another node, for a gateway whose frames carry `vh` bytes of virtio header:
- * null when they do not match (the connection waits for its next segment, as without one).
- * Throws on one that is not a TCP segment's headers.
+ * A template from another node for side `side` of `flow`, on a gateway whose frames carry `vh`
+ * bytes of virtio header and `link` framing: null when the header sizes differ (the connection
+ * then waits for its next segment, as without one). Throws (the reason) on anything a live
+ * segment's tag could not be: the headers must decode as this flow's TCP segment from that side
+ * (its IP length patched to the headers alone), offsets and virtio fields as admission checks them.
  */
-export function tagFromJson(x: unknown, vh: number): SegTag | null {
+export function tagFromJson(x: unknown, vh: number, link: LinkType, flow: { is(a: Endpoint, b: Endpoint): boolean; sideOf(src: Endpoint): 0 | 1 }, side: 0 | 1): SegTag | null {
   const bad = (why: string): never => {
-    throw new Error(`bad template (${why})`);
+    throw new Error(why);
   };
   const j = x as Partial<TagJson> | null;
   if (typeof j !== 'object' || j === null || typeof j.headers !== 'string') return bad('not an object with headers');
-  const frame = new Uint8Array(Buffer.from(j.headers, 'base64'));
   const int = (v: unknown, max: number): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= max;
-  if (!int(j.vh, 64) || !int(j.l3Off, 128) || !int(j.l4Off, 256) || !int(j.gsoType, 255) || !int(j.gsoSize, 65535)) return bad('offsets');
+  if (!int(j.vh, 64) || !int(j.l3Off, 0xffff) || !int(j.l4Off, 0xffff) || !int(j.gsoType, 255) || !int(j.gsoSize, 0xffff)) return bad('offsets');
   if ((j.from !== 0 && j.from !== 1) || typeof j.partial !== 'boolean') return bad('side');
-  const { l3Off, l4Off } = j;
-  if (l3Off < j.vh || l4Off <= l3Off || l4Off + 20 > frame.length) return bad('offsets');
-  const v = frame[l3Off]! >> 4;
-  if (v !== 4 && v !== 6) return bad('IP version');
-  if ((frame[l4Off + 12]! >> 4) * 4 !== frame.length - l4Off) return bad('TCP header length');
   const f = j.fields as Partial<TcpFields> | undefined;
   const u32 = (n: unknown): boolean => int(n, 0xffffffff);
   if (typeof f !== 'object' || f === null || !u32(f.seq) || !u32(f.ack) || !int(f.flags, 0xfff) || !int(f.window, 0xffff) || !int(f.urgent, 0xffff)) return bad('fields');
+  if (!(f.flags! & TCP_ACK)) return bad('fields without ACK');
   if (f.sack !== null && !(Array.isArray(f.sack) && f.sack.length <= 4 && f.sack.every((b) => Array.isArray(b) && b.length === 2 && u32(b[0]) && u32(b[1])))) return bad('sack');
   if (j.vh !== vh) return null;
+  const frame = new Uint8Array(Buffer.from(j.headers, 'base64'));
+  const { l3Off, l4Off } = j;
+  if (l3Off < vh || l4Off <= l3Off || l4Off + 20 > frame.length) return bad('offsets');
+  // Decoded as admission decodes a frame, its IP length patched to the headers alone.
+  const probe = frame.slice(vh);
+  const ip = l3Off - vh;
+  const v = probe[ip]! >> 4;
+  if (v === 4) set16(probe, ip + 2, probe.length - ip);
+  else if (v === 6) set16(probe, ip + 4, probe.length - ip - IPV6_HEADER_LEN);
+  else return bad('IP version');
+  const d = decodeFrame(probe, { link, verifyChecksums: false, ipv6: true });
+  if (d.kind !== 'tcp' || d.l3Off !== ip || d.l4Off + vh !== l4Off || d.payloadOff !== probe.length) return bad(`not a TCP segment's headers (${d.kind})`);
+  const src = { addr: d.src, port: d.tcp.srcPort };
+  if (!flow.is(src, { addr: d.dst, port: d.tcp.dstPort }) || flow.sideOf(src) !== side) return bad('another connection\'s or side\'s headers');
+  const gso = (j.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE;
+  if (gso ? (j.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) !== (d.ip6 === null ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6) || j.gsoSize === 0 || !j.partial : j.gsoSize !== 0) {
+    return bad('virtio fields');
+  }
   return {
     fields: { seq: f.seq!, ack: f.ack!, flags: f.flags!, window: f.window!, urgent: f.urgent!, sack: f.sack === null ? null : f.sack!.map(([a, b]) => [a, b] as [number, number]) },
     frame,

@@ -202,6 +202,8 @@ export function newGatewayCounters() {
     importFailed: 0,
     /** Taken-over connections that started under a config this node does not know (they go on with the current one). */
     importConfigUnknown: 0,
+    /** Taken-over connections whose template (engine/rewrite.ts RewriteState.templates) was refused: not a TCP segment's headers of that connection. */
+    importTemplateRefused: 0,
     /** Configs taken by `reload`. */
     reloads: 0,
     /** Connections reset because their agent gave up on them (engine/abort.ts). */
@@ -274,6 +276,7 @@ export class Gateway {
       config: this.config,
       limits: this.limits,
       vh: this.vh,
+      link: this.link,
       registry: this.registry,
       counters: this.counters,
       warn: this.warn,

@@ -29,6 +29,7 @@ import { ipToString } from '../wire/ip.js';
 import { TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import type { AdmittedTcp, Warn } from './admit.js';
 import { retainTag, tagFromJson, tagToJson, type SegTag, type Side, type TagJson } from './emit.js';
+import type { LinkType } from '../wire/frame.js';
 import type { FlowTally } from './events.js';
 
 /** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
@@ -42,6 +43,7 @@ export interface RewriteCounters {
   connectionsRewritten: number;
   enginesReleased: number;
   importConfigUnknown: number;
+  importTemplateRefused: number;
 }
 
 /** What the connections of one rule did (stats().rules). */
@@ -60,6 +62,12 @@ const newRuleStats = (): RuleStats => ({ connections: 0, active: 0, rewrites: 0,
 /** A rewritten connection's running figures (agent rewrites, bytes added per direction). */
 function figures(conn: Connection<SegTag>): { rewrites: number; c2s: number; s2c: number } {
   return { rewrites: conn.agent?.rewrites?.() ?? 0, c2s: conn.dirs[0].growth, s2c: conn.dirs[1].growth };
+}
+
+/** `side`'s template for the cluster, with the freshest fields seen from that side (its ACK). */
+function templateOf(conn: Connection<SegTag>, side: 0 | 1): TagJson | null {
+  const t = conn.dirs[side].template;
+  return t === undefined ? null : tagToJson(t, conn.fieldsOf(side) ?? t.fields);
 }
 
 /** A rule in statistics: its name, else its 1-based position. */
@@ -94,6 +102,8 @@ export interface RewriteOptions {
   limits: Limits;
   /** Bytes of virtio-net header in front of each frame (0 or 10). */
   vh: number;
+  /** The frames' link layer (an imported template must decode as one of them). */
+  link: LinkType;
   registry: AgentRegistry;
   counters: RewriteCounters;
   warn: Warn;
@@ -266,7 +276,7 @@ export class Rewriter {
       ...(conn === null ? {} : { config: this.connDigest.get(conn) ?? this.digest }),
       conn: conn === null ? null : conn.toJSON(false),
       ...(conn !== null && (conn.dirs[0].template !== undefined || conn.dirs[1].template !== undefined)
-        ? { templates: [conn.dirs[0].template, conn.dirs[1].template].map((t) => (t === undefined ? null : tagToJson(t))) as [TagJson | null, TagJson | null] }
+        ? { templates: [templateOf(conn, 0), templateOf(conn, 1)] }
         : {}),
     };
   }
@@ -291,12 +301,6 @@ export class Rewriter {
     const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.o.registry);
     const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
     conn.restore(st.conn, nowMs);
-    for (const side of [0, 1] as const) {
-      const t = st.templates?.[side];
-      if (t === undefined || t === null) continue;
-      const tag = tagFromJson(t, this.o.vh);
-      if (tag !== null) conn.adoptTemplate(side, tag);
-    }
     f.conn = conn;
     const label = ruleLabel(sel.rule);
     if (tally !== undefined) {
@@ -309,6 +313,19 @@ export class Rewriter {
     this.importedBase.set(conn, figures(conn));
     if (old !== undefined) this.connDigest.set(conn, st.config!);
     conn.adoptAcks(acks);
+    // After the ACKs: a direction they moved past its held bytes keeps no template.
+    for (const side of [0, 1] as const) {
+      const t = st.templates?.[side];
+      if (t === undefined || t === null) continue;
+      try {
+        const tag = tagFromJson(t, this.o.vh, this.o.link, f, side);
+        if (tag !== null) conn.adoptTemplate(side, tag);
+      } catch (e) {
+        // Optional: without it the connection waits for that side's next segment, as before.
+        this.o.counters.importTemplateRefused++;
+        this.o.log?.warn({ flow: id, side, why: (e as Error).message }, 'taken-over connection: its template is refused (a hold timeout waits for that side to send)');
+      }
+    }
     if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
   }
 

@@ -184,6 +184,11 @@ export class Connection<T extends { fields: TcpFields }> {
     if (d.template === tag) this.lastFields[side] ??= tag.fields;
   }
 
+  /** The latest header fields seen from `side` while its direction may originate (else null). */
+  fieldsOf(side: 0 | 1): TcpFields | null {
+    return this.lastFields[side];
+  }
+
   /** Forgets `side`'s last fields unless its direction may originate a segment (memory). */
   private dropFields(side: 0 | 1): void {
     if (!this.dirs[side].originating) this.lastFields[side] = null;

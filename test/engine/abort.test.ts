@@ -184,15 +184,30 @@ describe('after a takeover', () => {
     const out = b.advance(60_000);
     expect(out.filter(isRst).map((e) => [e.to, tcpOf(e).tcp.seq])).toEqual([[1, c.isnC + 1 + sent], [0, c.isnS + 1]]);
     expect(b.gw.stats().gateway.aborted).toBe(1);
-    // A template that is not a TCP segment's headers refuses the import; one from a gateway with
-    // another virtio header size is left out (the abort then waits for a segment, as before).
-    const bad = { ...st, templates: [{ ...st.templates[0], headers: Buffer.alloc(30).toString('base64') }, null] };
-    const c2 = new Harness({}, {}, HTTP);
-    expect(c2.gw.importConnection(bad, c2.now, [undefined, undefined])).toBeNull();
-    expect(c2.gw.stats().gateway.importFailed).toBe(1);
+    // A template that is not this connection's TCP headers from that side is refused (counted,
+    // the import goes on), as is one from a gateway with another virtio header size (left out):
+    // the abort then waits for a segment, as before.
+    const hdr = Buffer.from(st.templates[0].headers, 'base64');
+    const otherPort = Buffer.from(hdr);
+    otherPort.writeUInt16BE(41010, st.templates[0].l4Off); // another connection's source port
+    const refused: [string, unknown][] = [
+      ['not TCP', { ...st.templates[0], headers: Buffer.alloc(60).toString('base64') }],
+      ['another connection', { ...st.templates[0], headers: otherPort.toString('base64') }],
+      ['the other side', null],
+      ['GSO without a partial sum', { ...st.templates[0], gsoType: 1, gsoSize: 1448 }],
+      ['no ACK', { ...st.templates[0], fields: { ...st.templates[0].fields, flags: 0 } }],
+    ];
+    for (const [what, t] of refused) {
+      const templates = t === null ? [null, st.templates[0]] : [t, null];
+      const n = new Harness({}, {}, HTTP);
+      expect(n.gw.importConnection({ ...st, templates }, n.now, [undefined, undefined]), what).not.toBeNull();
+      expect(n.gw.stats().gateway.importTemplateRefused, what).toBe(1);
+      expect(n.advance(60_000).filter(isRst), what).toEqual([]);
+    }
     const other = { ...st, templates: [{ ...st.templates[0], vh: 10 }, null] };
     const c3 = new Harness({}, {}, HTTP);
     expect(c3.gw.importConnection(other, c3.now, [undefined, undefined])).not.toBeNull();
+    expect(c3.gw.stats().gateway.importTemplateRefused).toBe(0);
     expect(c3.advance(60_000).filter(isRst)).toEqual([]);
   });
 });

@@ -11,13 +11,15 @@ import { parseConfig } from '../../src/config/index.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { Harness, payloadOf } from '../hostile/harness.js';
+import { ACK, Harness, payloadOf } from '../hostile/harness.js';
 
-function seqOf(frame: Uint8Array): number {
+function tcpOf(frame: Uint8Array) {
   const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true });
   if (d.kind !== 'tcp') throw new Error(`not TCP: ${d.kind}`);
-  return d.tcp.seq;
+  return d.tcp;
 }
+const seqOf = (frame: Uint8Array): number => tcpOf(frame).seq;
+const ackOf = (frame: Uint8Array): number => tcpOf(frame).ack;
 
 const CONFIG = `
 rules:
@@ -55,6 +57,10 @@ describe('takeover with held bytes', () => {
     const a = new Harness({}, {}, CONFIG);
     const c = a.connect(40001);
     a.send(c.data(1, 0, 'text before needle-long-'), 1);
+    // The client sends on, and the server acknowledges with pure ACKs: the segment originated
+    // later must carry the server's latest ACK, not its data segment's.
+    a.send(c.data(0, 0, 'upload'), 0);
+    a.send(c.data(1, 'text before needle-long-'.length, '', 'upload'.length, ACK), 1);
     const f = [...(a.gw as unknown as { flows: { values(): Iterable<unknown> } }).flows.values()][0] as Parameters<Gateway['exportConnection']>[0];
     const st = JSON.parse(JSON.stringify(a.gw.exportConnection(f, [undefined, undefined])));
     const b = Object.assign(Object.create(Harness.prototype) as Harness, {
@@ -73,6 +79,7 @@ describe('takeover with held bytes', () => {
     // sender's last segment while it held bytes); decided as it stood, so the pattern's rest is
     // not joined to it (what a flush means).
     expect(flushed.map((g) => [g.to, payloadOf(g.frame)])).toEqual([[0, 'needle-long-']]);
+    expect(ackOf(flushed[0]!.frame)).toBe((c.isnC + 1 + 'upload'.length) >>> 0);
     expect(b.gw.stats().stream.synthSent).toBe(1);
     // The sender's next segment carries it again at the same sequence number (the insertion
     // travels with the segment at its position), then the rest.
