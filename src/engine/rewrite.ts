@@ -23,7 +23,7 @@ import { configDigest, selectRule, type Config } from '../config/index.js';
 import type { Flow } from '../flow/table.js';
 import type { Verdict } from '../flow/window.js';
 import { Connection, type ConnectionJson, type TcpFields, type TcpOut } from '../stream/connection.js';
-import { newStreamCounters, type GlobalBudget } from '../stream/counters.js';
+import { newStreamCounters, type GlobalBudget, type StreamCounters } from '../stream/counters.js';
 import type { Limits } from '../stream/limits.js';
 import { ipToString } from '../wire/ip.js';
 import { TCP_SYN, type TcpSegment } from '../wire/tcp.js';
@@ -136,7 +136,7 @@ export class Rewriter {
   /** Connections taken over from another node: their figures at the takeover. */
   private readonly importedBase = new WeakMap<object, { rewrites: number; c2s: number; s2c: number }>();
   /** Engine drop counters as last logged (logStreamEvents). */
-  private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0 };
+  private readonly lastStream = { farAhead: 0, queueOverflow: 0, dataAfterFin: 0, erasedDiscard: 0, normalized: 0, agentError: 0, agentViolation: 0, flushTimeout: 0, flushLimit: 0 };
   /** regexBudget() as last logged. */
   private lastBudget = 0;
 
@@ -206,11 +206,11 @@ export class Rewriter {
     };
     const payload = frame.subarray(tag.payloadOff, tag.payloadOff + d.payloadLen);
     const s = this.stream;
-    const drops0 = s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation;
+    const drops0 = streamEvents(s);
     conn.handle(side, fields, payload, tag, nowMs, this.outs, verdict !== 'rst-not-exact');
     if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
     if (this.outs.length === 0) c.withheld++;
-    if (s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation !== drops0) {
+    if (streamEvents(s) !== drops0) {
       this.logStreamEvents(f.id, tcp.seq, nowMs);
     }
     const budget = this.o.regexBudget();
@@ -236,7 +236,9 @@ export class Rewriter {
       const due = conn.nextTimerMs();
       if (due === Infinity) this.timed.delete(f);
       if (due > nowMs) continue;
+      const timeouts = this.stream.flushTimeout;
       conn.tick(nowMs, this.outs);
+      if (this.stream.flushTimeout !== timeouts) this.logStreamEvents(f.id, undefined, nowMs);
       each(f);
       if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
     }
@@ -413,15 +415,23 @@ export class Rewriter {
   }
 
   /** Which engine counters moved during the last segment; one rate-limited line per kind. */
-  private logStreamEvents(flow: string, seq: number, nowMs: number): void {
+  /** A warn line per stream event counted since the last call (`seq`: the segment's, if one). */
+  private logStreamEvents(flow: string, seq: number | undefined, nowMs: number): void {
     const s = this.stream;
     const last = this.lastStream;
     for (const k of Object.keys(last) as Array<keyof typeof last>) {
       if (s[k] === last[k]) continue;
       last[k] = s[k];
-      this.o.warn(`stream:${k}`, nowMs, () => ({ flow, seq, event: k, total: s[k] }), STREAM_EVENT_MSG[k]);
+      this.o.warn(`stream:${k}`, nowMs, () => ({ flow, ...(seq !== undefined ? { seq } : {}), event: k, total: s[k] }), STREAM_EVENT_MSG[k]);
     }
   }
+}
+
+/** How many stream events were counted so far (a segment that adds one gets its warn line). */
+function streamEvents(s: StreamCounters): number {
+  let n = 0;
+  for (const k of STREAM_EVENT_KEYS) n += s[k];
+  return n;
 }
 
 const STREAM_EVENT_MSG = {
@@ -432,7 +442,10 @@ const STREAM_EVENT_MSG = {
   normalized: 'retransmission with different bytes rewritten to the processed bytes',
   agentError: 'agent threw: direction passes through unmodified',
   agentViolation: 'agent broke its contract: direction passes through unmodified',
+  flushTimeout: 'held bytes decided by the hold timeout: a pattern split around the sender\'s silence went as it stood',
+  flushLimit: 'held bytes decided at the hold limit (maxHeldBytes): a longer match is not found',
 } as const;
+const STREAM_EVENT_KEYS = Object.keys(STREAM_EVENT_MSG) as (keyof typeof STREAM_EVENT_MSG)[];
 
 function readSack(tcp: TcpSegment): Array<[number, number]> | null {
   if (tcp.sackOptionOffset() < 0) return null;

@@ -230,7 +230,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
         const exp = expectedRewrite(text);
         for (const f of keep) {
           const got = readFileSync(f, 'latin1');
-          if (got !== exp) throw new Error(`http keep-alive ${tag} (${f}): ${firstDifference(got, exp)}`);
+          if (got !== exp) throw new Error(`http keep-alive ${tag} (${f}): ${firstDifference(got, exp)}${clusterLog()}`);
         }
       }),
       curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then((r) => {
@@ -241,7 +241,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
         if (got !== exp) {
           let i = 0;
           while (got[i] === exp[i]) i++;
-          throw new Error(`http ${tag}: ${got.length} bytes vs ${exp.length} expected, first difference at ${i}: ${JSON.stringify(got.slice(i - 20, i + 20))}`);
+          throw new Error(`http ${tag}: ${got.length} bytes vs ${exp.length} expected, first difference at ${i}: ${JSON.stringify(got.slice(i - 20, i + 20))}${clusterLog()}`);
         }
       }),
       curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then((r) => {

@@ -96,6 +96,19 @@ describe('SYN floods against the connection table', () => {
 });
 
 describe('hostile segments against the stream engine, at frame level', () => {
+  it('a hold decided by its timeout (the sender silent mid-pattern) is counted and logged with the flow', () => {
+    const lines: Array<{ o: Record<string, unknown>; m: string }> = [];
+    const h = new Harness({}, { log: fakeLogger(lines) });
+    const c = h.connect(44010);
+    expect(c.sendData(0, 0, 'a secr').map((g) => payloadOf(g.frame))).toEqual(['a ']); // "secr" held
+    h.advance(60_000);
+    expect(h.gw.stats().stream.flushTimeout).toBe(1);
+    const l = lines.find((x) => x.o['key'] === 'stream:flushTimeout');
+    expect(l?.o).toMatchObject({ event: 'flushTimeout', total: 1 });
+    expect(String(l?.o['flow'])).toContain('.44010-');
+    expect(l?.m).toMatch(/hold timeout/);
+  });
+
   it('discards a segment far outside the window, counted by the gateway stats and logged', () => {
     const lines: Array<{ o: Record<string, unknown>; m: string }> = [];
     const h = new Harness({ maxAheadBytes: 100_000 }, { log: fakeLogger(lines) });
