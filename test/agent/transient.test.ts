@@ -11,17 +11,8 @@ import { httpFactory } from '../../src/agent/http/agent.js';
 import type { Agent, Direction, Edit } from '../../src/agent/types.js';
 import { transientRecycle } from '../../src/util/bytes.js';
 import { mulberry32 } from '../../src/util/prng.js';
+import { applyEdits } from '../helpers/agent-driver.js';
 
-function apply(s: Buffer, edits: Edit[]): Buffer {
-  const parts: Uint8Array[] = [];
-  let p = 0;
-  for (const e of edits) {
-    parts.push(s.subarray(p, e.at), e.data);
-    p = e.at + e.len;
-  }
-  parts.push(s.subarray(p));
-  return Buffer.concat(parts);
-}
 type Step = { dir: Direction; data: Buffer };
 /** Feeds the steps cut as `cuts` says (each piece's buffer overwritten after its call), then FIN. */
 function drive(mk: () => Agent, steps: Step[], cuts: number[][], recycle: boolean): Record<Direction, Buffer> {
@@ -51,7 +42,7 @@ function drive(mk: () => Agent, steps: Step[], cuts: number[][], recycle: boolea
     }
   });
   for (const dir of ['c2s', 's2c'] as const) take(dir, a.flush(dir, 'fin'));
-  return { c2s: apply(Buffer.concat(all.c2s), edits.c2s), s2c: apply(Buffer.concat(all.s2c), edits.s2c) };
+  return { c2s: applyEdits(Buffer.concat(all.c2s), edits.c2s), s2c: applyEdits(Buffer.concat(all.s2c), edits.s2c) };
 }
 const CTX = { flowId: 'x', client: { addr: '1.1.1.1', port: 1 }, server: { addr: '2.2.2.2', port: 2 }, directions: new Set<Direction>(['c2s', 's2c']) };
 
