@@ -20,7 +20,7 @@ import type {
 import { NO_EDITS } from './types.js';
 import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
 import { findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
-import { transientBytes } from '../util/bytes.js';
+import { transientBytes, transientConcat } from '../util/bytes.js';
 
 export interface LiteralRule {
   find: string;
@@ -390,14 +390,13 @@ function kmpFailure(p: Uint8Array): Int32Array {
   return f;
 }
 
-/** A transient Buffer of n bytes (lives for the scan: util/bytes.ts). */
-function scanBytes(n: number): Buffer {
-  const t = transientBytes(n);
-  return Buffer.from(t.buffer, t.byteOffset, n);
+/** A Buffer over the same bytes. */
+function asBuffer(t: Uint8Array): Buffer {
+  return Buffer.from(t.buffer, t.byteOffset, t.length);
 }
 
 /** b ASCII-lowered into `out` (a compiled pattern's own memory; by default transient, for a scan). */
-function asciiLower(b: Uint8Array, out = scanBytes(b.length)): Buffer {
+function asciiLower(b: Uint8Array, out = asBuffer(transientBytes(b.length))): Buffer {
   for (let i = 0; i < b.length; i++) {
     const c = b[i]!;
     out[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
@@ -797,13 +796,8 @@ class ReplaceAgent implements Agent {
     if (data.length === 0) return { edits: [], undecidedFrom: cur.undecided };
     const st = this.st(dir);
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    let buf = chunk;
-    if (st.tail.length > 0) {
-      // The held tail and the new bytes, scanned as one (transient: decide keeps copies).
-      buf = scanBytes(st.tail.length + chunk.length);
-      buf.set(st.tail, 0);
-      buf.set(chunk, st.tail.length);
-    }
+    // The held tail and the new bytes are scanned as one (transient: decide keeps copies).
+    const buf = st.tail.length > 0 ? asBuffer(transientConcat([st.tail, chunk])) : chunk;
     st.pos = pos + data.length;
     return this.decide(st, buf, false);
   }

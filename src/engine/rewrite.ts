@@ -236,9 +236,9 @@ export class Rewriter {
       const due = conn.nextTimerMs();
       if (due === Infinity) this.timed.delete(f);
       if (due > nowMs) continue;
-      const timeouts = this.stream.flushTimeout;
+      const events0 = streamEvents(this.stream);
       conn.tick(nowMs, this.outs);
-      if (this.stream.flushTimeout !== timeouts) this.logStreamEvents(f.id, undefined, nowMs);
+      if (streamEvents(this.stream) !== events0) this.logStreamEvents(f.id, undefined, nowMs);
       each(f);
       if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
     }
@@ -414,8 +414,7 @@ export class Rewriter {
     r.bytesAdded.s2c += now.s2c - (base?.s2c ?? 0);
   }
 
-  /** Which engine counters moved during the last segment; one rate-limited line per kind. */
-  /** A warn line per stream event counted since the last call (`seq`: the segment's, if one). */
+  /** A rate-limited warn line per kind of stream event counted since the last call (`seq`: the segment's, if one). */
   private logStreamEvents(flow: string, seq: number | undefined, nowMs: number): void {
     const s = this.stream;
     const last = this.lastStream;
@@ -427,7 +426,7 @@ export class Rewriter {
   }
 }
 
-/** How many stream events were counted so far (a segment that adds one gets its warn line). */
+/** How many stream events were counted so far (a segment or timer that adds one gets its warn line). */
 function streamEvents(s: StreamCounters): number {
   let n = 0;
   for (const k of STREAM_EVENT_KEYS) n += s[k];

@@ -230,11 +230,13 @@ export class CommandList {
     if (i >= this.cmds.length || this.cmds[i]!.org >= stop) return payload;
 
     // Two passes over the same pieces (original bytes kept, replacement bytes): their total,
-    // then the copy. A single piece of the payload is returned as a view (zero copy).
+    // then the copy. Without replacement bytes, a single piece of the payload is returned as a
+    // view (zero copy).
     const first = i;
     let total = 0;
     let pieces = 0;
     let only = -1;
+    let replaced = false;
     let pos = a;
     for (; i < this.cmds.length; i++) {
       const c = this.cmds[i]!;
@@ -247,7 +249,7 @@ export class CommandList {
       }
       if (c.org >= a && c.dataLen > 0) {
         total += c.dataLen;
-        pieces += 2;
+        replaced = true;
       }
       const cend = c.org + c.orgLen;
       const clipped = cend < b ? cend : b;
@@ -259,7 +261,7 @@ export class CommandList {
       only = pos;
     }
     if (total === 0) return EMPTY;
-    if (pieces === 1) return payload.subarray(only - a, only - a + total);
+    if (!replaced && pieces === 1) return payload.subarray(only - a, only - a + total);
     const out = transientBytes(total);
     const store = this.store;
     let off = 0;
@@ -354,7 +356,7 @@ export class CommandList {
       cmds: this.list().map((c) => ({
         org: c.org,
         orgLen: c.orgLen,
-        data: Buffer.from(this.dataOf(c)).toString('base64'),
+        data: base64(this.dataOf(c)),
         createdMs: c.createdMs,
       })),
     };
@@ -371,4 +373,8 @@ export class CommandList {
     l.erasedPos = j.erasedPos;
     return l;
   }
+}
+
+function base64(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64');
 }

@@ -64,6 +64,19 @@ export function transientBytes(n: number): Uint8Array {
   return out;
 }
 
+/** `parts` one after the other in transient bytes (see transientBytes). */
+export function transientConcat(parts: readonly Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const q of parts) n += q.length;
+  const out = transientBytes(n);
+  let off = 0;
+  for (const q of parts) {
+    out.set(q, off);
+    off += q.length;
+  }
+  return out;
+}
+
 function nextSlab(): void {
   slabIndex++;
   if (slabIndex < slabs.length) slab = slabs[slabIndex]!;

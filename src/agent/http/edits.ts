@@ -5,7 +5,7 @@
  */
 
 import type { Edit } from '../types.js';
-import { transientBytes } from '../../util/bytes.js';
+import { transientConcat } from '../../util/bytes.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -55,18 +55,6 @@ export class EditBuilder {
 
   /** The edits; a joined one's bytes are transient (the engine copies an answer's bytes). */
   take(): Edit[] {
-    return this.list.map((p) => ({ at: p.at, len: p.len, data: p.parts.length === 0 ? EMPTY : p.parts.length === 1 ? p.parts[0]! : joined(p.parts) }));
+    return this.list.map((p) => ({ at: p.at, len: p.len, data: p.parts.length === 0 ? EMPTY : p.parts.length === 1 ? p.parts[0]! : transientConcat(p.parts) }));
   }
-}
-
-function joined(parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const q of parts) n += q.length;
-  const out = transientBytes(n);
-  let off = 0;
-  for (const q of parts) {
-    out.set(q, off);
-    off += q.length;
-  }
-  return out;
 }
