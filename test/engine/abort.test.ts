@@ -48,6 +48,16 @@ function afterOneExchange(port: number) {
   return { h, c, outLen };
 }
 
+const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+
+/** An Upgrade request with a pipelined request behind it (held until the answer: the agent's hold timeout gives up): `sent` bytes went to the server. */
+function heldAfterUpgrade(port: number) {
+  const h = new Harness({}, {}, HTTP);
+  const c = h.connect(port);
+  h.send(c.data(0, 0, UPGRADE + 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'), 0);
+  return { h, c, sent: payloadBytes(h.out, 1) };
+}
+
 describe('a refused request resets the connection', () => {
   it('RSTs to both ends where each expects its next byte, nothing of the refused body forwarded', () => {
     const { h, c, outLen } = afterOneExchange(41000);
@@ -106,12 +116,8 @@ describe('a refused request resets the connection', () => {
   });
 
   it('an abort decided in a timer is sent from the timer: pipelined bytes held after an Upgrade request, no answer', () => {
-    const h = new Harness({}, {}, HTTP);
-    const c = h.connect(41007);
-    const up = 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
-    h.send(c.data(0, 0, up + 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'), 0);
-    const sent = payloadBytes(h.out, 1);
-    expect(sent).toBeGreaterThanOrEqual(up.length);
+    const { h, c, sent } = heldAfterUpgrade(41007);
+    expect(sent).toBeGreaterThanOrEqual(UPGRADE.length);
     expect(h.out.map((e) => Buffer.from(e.frame).toString('latin1')).join('')).not.toContain('GET /x'); // held
     const out = h.advance(60_000);
     const r = out.filter(isRst).map((e) => [e.to, tcpOf(e).tcp.seq]);
@@ -169,11 +175,7 @@ describe('the cluster carries the abort', () => {
 
 describe('after a takeover', () => {
   it('an abort decided in the new owner\'s timer is sent from it: the template came with the state', () => {
-    const h = new Harness({}, {}, HTTP);
-    const c = h.connect(41009);
-    const up = 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
-    h.send(c.data(0, 0, up + 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'), 0);
-    const sent = payloadBytes(h.out, 1);
+    const { h, c, sent } = heldAfterUpgrade(41009);
     const f = [...h.gw.flows.values()][0]!;
     const st = JSON.parse(JSON.stringify(h.gw.exportConnection(f, [undefined, undefined])));
     expect(st.templates[0]).toMatchObject({ from: 0, vh: 0 });
