@@ -342,12 +342,13 @@ function compileHttp(h: RawHttp): HttpConfig {
     const id = (h.response as { identity?: boolean } | null | undefined)?.identity;
     if (id !== undefined) c.response.identity = id;
   }
-  for (const k of ['maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline'] as const) {
+  for (const k of ['maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'maxDecodedRatio'] as const) {
     const v = h[k];
     if (v !== undefined) c[k] = v;
   }
   if (h.assumeHttp11Server !== undefined) c.assumeHttp11Server = h.assumeHttp11Server;
   if (h.unrewritable !== undefined) c.unrewritable = h.unrewritable;
+  if (h.decode !== undefined) c.decode = h.decode;
   return c;
 }
 

@@ -248,6 +248,8 @@ export const httpSchema = strict(
     maxPipeline: httpBound('maxPipeline', 'the requests awaiting responses'),
     assumeHttp11Server: z.boolean({ error: 'expected true or false' }).optional(),
     unrewritable: z.enum(UNREWRITABLE, { error: `expected one of: ${UNREWRITABLE.join(', ')}` }).optional(),
+    decode: z.boolean({ error: 'expected true or false' }).optional(),
+    maxDecodedRatio: httpBound('maxDecodedRatio', 'how many times its coded size a coded body may decode to'),
   },
   'http options',
 );

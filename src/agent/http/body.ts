@@ -21,7 +21,8 @@
 
 import { createReplace, newReplaceCounters, type ReplaceConfig } from '../replace.js';
 import type { Agent, AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
-import type { Tally } from './counters.js';
+import type { CodedJson } from './coded-body.js';
+import type { RefuseReason, Tally } from './counters.js';
 import { EMPTY, type EditBuilder } from './edits.js';
 
 export type OutFraming = 'fixlen' | 'chunked' | 'close';
@@ -56,7 +57,82 @@ const MATCH_CTX: AgentContext = Object.freeze({
   directions: new Set<Direction>([BODY]),
 });
 
-export class BodyRewriter {
+/**
+ * The replace agent over one body (positions are body positions), counting its matches and
+ * regex give-ups into the tally as they are decided.
+ */
+export class BodyMatcher {
+  private readonly agent: Agent;
+  private readonly counts = newReplaceCounters();
+  /** counts as last added to the tally. */
+  private matched = 0;
+  private giveUps = 0;
+
+  constructor(
+    rules: ReplaceConfig,
+    private readonly tally: Tally,
+    json?: unknown,
+  ) {
+    const f = createReplace({ counters: this.counts, joinMatches: true });
+    this.agent = json === undefined ? f.create(rules, MATCH_CTX) : f.restore(rules, MATCH_CTX, json);
+  }
+
+  feed(pos: number, data: Uint8Array): AgentOutput {
+    return this.counted(this.agent.feed(BODY, pos, data));
+  }
+
+  flush(reason: FlushReason): AgentOutput {
+    return this.counted(this.agent.flush(BODY, reason));
+  }
+
+  resync(pos: number): void {
+    this.agent.resync!(BODY, pos);
+  }
+
+  /** Matches replaced in this body so far (since this node has it). */
+  get matches(): number {
+    return this.counts.matches;
+  }
+
+  snapshot(): unknown {
+    return this.agent.snapshot();
+  }
+
+  private counted(r: AgentOutput): AgentOutput {
+    const c = this.counts;
+    if (c.matches !== this.matched) this.tally.add('bodyMatches', c.matches - this.matched);
+    if (c.regexBudgetExceeded !== this.giveUps) this.tally.add('regexBudgetExceeded', c.regexBudgetExceeded - this.giveUps);
+    this.matched = c.matches;
+    this.giveUps = c.regexBudgetExceeded;
+    return r;
+  }
+}
+
+/** What the http stream needs of a body's rewriter: this file's, or ./coded-body.ts's. */
+export interface Body {
+  out: OutFraming;
+  /** Body bytes at stream position o. */
+  body(o: number, data: Uint8Array): void;
+  /** Framing bytes at stream position o (deleted), or an insertion (n = 0) of rep. */
+  frame(o: number, n: number, rep?: Buffer): void;
+  /** Decide what is held: at the body's end ('fin') or mid-body when the engine flushes. */
+  decideAll(reason: FlushReason): void;
+  /** Length of the output for what is decided and not emitted (a fixlen body's length). */
+  outputLength(): number;
+  /** Emit everything decided (all of it for fixlen: call after decideAll). */
+  emit(ob: EditBuilder): void;
+  /** Stream position of the first byte not emitted. */
+  readonly start: number;
+  /** Stream position of the first byte not decided. */
+  frontier(): number;
+  readonly matches: number;
+  readonly bodyFed: number;
+  /** Why the body cannot go on (a coded body that does not decode), or null. */
+  readonly failure: RefuseReason | null;
+  toJSON(): RewriterJson | CodedJson;
+}
+
+export class BodyRewriter implements Body {
   /** Body bytes fed to the matcher; the matcher's undecidedFrom; body bytes emitted. */
   private fed: number;
   private decided: number;
@@ -66,19 +142,15 @@ export class BodyRewriter {
   private segs: Seg[];
   /** Decided matcher edits (body positions) not emitted yet. */
   private edits: Edit[];
-  private readonly matcher: Agent;
-  /** The matcher's counts (matches decided so far). */
-  private readonly counts = newReplaceCounters();
-  /** counts as last added to the tally. */
-  private matched = 0;
-  private giveUps = 0;
+  private readonly matcher: BodyMatcher;
+  readonly failure = null;
 
   constructor(
     rules: ReplaceConfig,
     public out: OutFraming,
     outPos: number,
     /** Where matches (bodyMatches) and regex give-ups (regexBudgetExceeded) are counted. */
-    private readonly tally: Tally,
+    tally: Tally,
     json?: RewriterJson,
   ) {
     if (json === undefined) {
@@ -86,7 +158,7 @@ export class BodyRewriter {
       this.outPos = outPos;
       this.segs = [];
       this.edits = [];
-      this.matcher = createReplace({ counters: this.counts, joinMatches: true }).create(rules, MATCH_CTX);
+      this.matcher = new BodyMatcher(rules, tally);
     } else {
       this.fed = json.fed;
       this.decided = json.decided;
@@ -94,7 +166,7 @@ export class BodyRewriter {
       this.outPos = json.outPos;
       this.segs = json.segs.map((s) => ({ o: s.o, n: s.n, b: s.b, rep: Buffer.from(s.rep, 'base64') }));
       this.edits = json.edits.map((e) => ({ at: e.at, len: e.len, data: Buffer.from(e.data, 'base64') }));
-      this.matcher = createReplace({ counters: this.counts, joinMatches: true }).restore(rules, MATCH_CTX, json.matcher);
+      this.matcher = new BodyMatcher(rules, tally, json.matcher);
     }
   }
 
@@ -104,7 +176,7 @@ export class BodyRewriter {
     const last = this.segs[this.segs.length - 1];
     if (last !== undefined && last.b >= 0 && last.o + last.n === o && last.b + last.n === this.fed) last.n += data.length;
     else this.segs.push({ o, n: data.length, b: this.fed, rep: EMPTY });
-    const r = this.matcher.feed(BODY, this.fed, data);
+    const r = this.matcher.feed(this.fed, data);
     this.fed += data.length;
     this.take(r);
   }
@@ -122,7 +194,7 @@ export class BodyRewriter {
    * replaced), or mid-body when the engine flushes (matches across that point are not found).
    */
   decideAll(reason: FlushReason): void {
-    this.take(this.matcher.flush(BODY, reason));
+    this.take(this.matcher.flush(reason));
     this.decided = this.fed;
   }
 
@@ -134,11 +206,6 @@ export class BodyRewriter {
     if (this.out === 'fixlen') for (const e of r.edits) this.edits.push({ at: e.at, len: e.len, data: Buffer.from(e.data) });
     else for (const e of r.edits) this.edits.push(e);
     this.decided = r.undecidedFrom ?? this.fed;
-    const c = this.counts;
-    if (c.matches !== this.matched) this.tally.add('bodyMatches', c.matches - this.matched);
-    if (c.regexBudgetExceeded !== this.giveUps) this.tally.add('regexBudgetExceeded', c.regexBudgetExceeded - this.giveUps);
-    this.matched = c.matches;
-    this.giveUps = c.regexBudgetExceeded;
   }
 
   /** Length of the output for the decided, not yet emitted body bytes. */
@@ -155,7 +222,7 @@ export class BodyRewriter {
 
   /** Matches replaced in this body so far (since this node has it). */
   get matches(): number {
-    return this.counts.matches;
+    return this.matcher.matches;
   }
 
   /** Body bytes given to the matcher so far. */
@@ -228,7 +295,7 @@ export class BodyRewriter {
 
   /** Cluster takeover inside the body: stream position o is body position b; held bytes are gone. */
   resync(o: number, b: number): void {
-    this.matcher.resync!(BODY, b);
+    this.matcher.resync(b);
     this.fed = this.decided = this.emitted = b;
     this.segs = [];
     this.edits = [];

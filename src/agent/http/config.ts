@@ -50,6 +50,18 @@ export interface HttpConfig {
    * 'pass' (unchanged). Counted either way (passEncoded, …; refused.encoded, …).
    */
   unrewritable?: Unrewritable;
+  /**
+   * Bodies coded gzip (x-gzip) or deflate are decoded, rewritten and coded again (as the same
+   * coding) instead of being unrewritable; requests then offer only those codings (and identity)
+   * in Accept-Encoding rather than asking for identity. Default false.
+   */
+  decode?: boolean;
+  /**
+   * A coded body may decode to at most this many times its coded size (after its first MiB):
+   * more is refused, counted (refused.codingRatio), so that a small "zip bomb" cannot make the
+   * gateway decode and scan gigabytes.
+   */
+  maxDecodedRatio?: number;
 }
 
 export type Unrewritable = 'refuse' | 'pass';
@@ -60,6 +72,7 @@ export const HTTP_DEFAULTS = Object.freeze({
   maxBufferedBody: 16 * 1024,
   maxChunkLine: 4096,
   maxPipeline: 64,
+  maxDecodedRatio: 100,
 });
 
 export const HTTP_LIMITS = Object.freeze({
@@ -67,6 +80,7 @@ export const HTTP_LIMITS = Object.freeze({
   maxBufferedBody: [0, 64 * 1024] as const,
   maxChunkLine: [32, 64 * 1024] as const,
   maxPipeline: [1, 4096] as const,
+  maxDecodedRatio: [1, 1032] as const,
 });
 
 /**
@@ -76,7 +90,7 @@ export const HTTP_LIMITS = Object.freeze({
 export const OWNED_FIELDS: readonly string[] = ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer'];
 
 const SIDE_KEYS = ['replace', 'setHeaders', 'removeHeaders'];
-const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server', 'unrewritable'];
+const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server', 'unrewritable', 'decode', 'maxDecodedRatio'];
 
 /** Problems of a field name used in setHeaders / removeHeaders ('' = fine). */
 export function fieldNameProblem(name: string): string {
@@ -101,7 +115,7 @@ export function httpConfigProblems(cfg: unknown): [string, string][] {
     const v = c[k];
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)) out.push([k, `expected an integer from ${lo} to ${hi}`]);
   }
-  if (c['assumeHttp11Server'] !== undefined && typeof c['assumeHttp11Server'] !== 'boolean') out.push(['assumeHttp11Server', 'expected a boolean']);
+  for (const k of ['assumeHttp11Server', 'decode']) if (c[k] !== undefined && typeof c[k] !== 'boolean') out.push([k, 'expected a boolean']);
   const u = c['unrewritable'];
   if (u !== undefined && !UNREWRITABLE.includes(u as Unrewritable)) out.push(['unrewritable', `expected one of: ${UNREWRITABLE.join(', ')}`]);
   for (const side of ['request', 'response'] as const) {
@@ -157,8 +171,14 @@ export interface SideRules {
 export interface ResolvedHttpConfig {
   request: SideRules;
   response: SideRules;
-  /** Ask for identity-coded responses and whole representations (response rules present). */
-  identity: boolean;
+  /**
+   * What requests may accept (with response rules): `identity` (Accept-Encoding: identity),
+   * `decodable` (the codings `decode` handles, and identity), `asSent` (unchanged).
+   */
+  acceptEncoding: 'identity' | 'decodable' | 'asSent';
+  /** Decode gzip / deflate bodies to rewrite them (HttpConfig.decode). */
+  decode: boolean;
+  maxDecodedRatio: number;
   maxHeaderBytes: number;
   maxBufferedBody: number;
   maxChunkLine: number;
@@ -193,7 +213,9 @@ export function resolveHttpConfig(cfg: HttpConfig | null | undefined): ResolvedH
   const r: ResolvedHttpConfig = {
     request: side(c.request),
     response,
-    identity: response.replace !== null && c.response?.identity !== false,
+    acceptEncoding: response.replace === null || c.response?.identity === false ? 'asSent' : c.decode === true ? 'decodable' : 'identity',
+    decode: c.decode ?? false,
+    maxDecodedRatio: c.maxDecodedRatio ?? HTTP_DEFAULTS.maxDecodedRatio,
     maxHeaderBytes: c.maxHeaderBytes ?? HTTP_DEFAULTS.maxHeaderBytes,
     maxBufferedBody: c.maxBufferedBody ?? HTTP_DEFAULTS.maxBufferedBody,
     maxChunkLine: c.maxChunkLine ?? HTTP_DEFAULTS.maxChunkLine,

@@ -52,6 +52,10 @@ export const REFUSE_REASONS = [
   'expect',
   /** ... its header released early (hold timeout) before its framing could be changed. */
   'released',
+  /** A gzip / deflate body (with `decode`) that does not decode: bad data, check value, length, truncated. */
+  'coding',
+  /** ... that decodes to more than maxDecodedRatio times its coded size. */
+  'codingRatio',
 ] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 
@@ -96,6 +100,10 @@ export function newHttpCounters() {
     headersAdded: 0,
     /** Requests asked for identity coding (Accept-Encoding), Range/If-Range removed. */
     identityRequested: 0,
+    /** Requests whose Accept-Encoding lost codings `decode` does not handle (br, zstd, *...). */
+    acceptEncodingFiltered: 0,
+    /** Rewritten bodies that were gzip / deflate coded: decoded, rewritten, coded again. */
+    bodiesDecoded: 0,
     rangeRemoved: 0,
     /**
      * Responses of a resource the rules rewrite whose metadata described the original bytes:

@@ -25,7 +25,9 @@
  * - Chunked bodies stay chunked (`rechunk`); close-delimited ones stay so (`close`).
  * With response rules, requests lose Range / If-Range (the whole representation is asked for,
  * so no original bytes of a rewritten resource are delivered in pieces) and, unless
- * `identity: false`, ask for `Accept-Encoding: identity` (and lose TE).
+ * `identity: false`, ask for `Accept-Encoding: identity` (and lose TE); with `decode`, they
+ * offer only gzip, deflate and identity instead, and a body coded with one of those is decoded,
+ * rewritten and coded again (./coded-body.ts) with the same methods.
  */
 
 import { fieldUnits, fieldValues, type ParsedBlock } from './block.js';
@@ -34,6 +36,7 @@ import type { CountKey, RefuseReason } from './counters.js';
 import { EMPTY } from './edits.js';
 import { requestFraming, responseFraming, type BodyFraming, type Framing } from './framing.js';
 import { connectionOptions } from './syntax.js';
+import { codingOf, type Coding } from '../coding/codec.js';
 
 /** What a response needs to know of its request. Plain data (it is queued and snapshotted). */
 export interface ReqInfo {
@@ -71,6 +74,8 @@ export interface Decision {
   body: BodyFraming;
   method: BodyMethod;
   passWhy?: PassWhy;
+  /** The body's content coding, decoded to be rewritten (`decode`); absent: identity. */
+  coding?: Coding;
   actions: Map<number, Action>;
   /** Lines added before the empty line, with their kind. */
   adds: { data: Buffer; kind: Action['kind'] }[];
@@ -101,6 +106,8 @@ const TE_CHUNKED = line('Transfer-Encoding', 'chunked');
 const AE_IDENTITY = line('Accept-Encoding', 'identity');
 const CONNECTION_CLOSE = line('Connection', 'close');
 const ENCODING_FIELDS: ReadonlySet<string> = new Set(['accept-encoding', 'te']);
+const ACCEPT_ENCODING: ReadonlySet<string> = new Set(['accept-encoding']);
+const TE_FIELD: ReadonlySet<string> = new Set(['te']);
 const RANGE_FIELDS: ReadonlySet<string> = new Set(['range', 'if-range']);
 const CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
 const ACCEPT_RANGES: ReadonlySet<string> = new Set(['accept-ranges']);
@@ -140,15 +147,43 @@ function addLines(d: Decision, data: Buffer, kind: Action['kind']): void {
   if (kind === 'edit') for (let i = data.indexOf(0x0a); i >= 0; i = data.indexOf(0x0a, i + 1)) d.counts.push('headersAdded');
 }
 
-/** Body rewriting possible at all: rules present and the body identity-coded. */
-function rewritable(pb: ParsedBlock, f: Framing, rules: unknown): PassWhy | 'yes' | 'no' {
+/**
+ * Body rewriting possible at all: rules present and the body identity-coded, or (with `decode`)
+ * coded once with a coding the agent decodes: that coding.
+ */
+function rewritable(pb: ParsedBlock, f: Framing, rules: unknown, decode: boolean): PassWhy | 'yes' | 'no' | Coding {
   if (rules === null) return 'no';
   if (!(f.codings.length === 0 || (f.codings.length === 1 && f.codings[0] === 'chunked'))) return 'passTransferCoded';
-  const ce = fieldValues(pb, 'content-encoding')
+  const ce = listItems(fieldValues(pb, 'content-encoding'))
+    .map((s) => s.toLowerCase())
+    .filter((s) => s !== 'identity');
+  if (ce.length === 0) return 'yes';
+  const c = ce.length === 1 && decode ? codingOf(ce[0]!) : undefined;
+  return c ?? 'passEncoded';
+}
+
+/** The items of comma-separated list fields (RFC 9110 §5.6.1), empty ones left out. */
+function listItems(values: readonly string[]): string[] {
+  return values
     .flatMap((v) => v.split(','))
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => s !== '' && s !== 'identity');
-  return ce.length > 0 ? 'passEncoded' : 'yes';
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/**
+ * Accept-Encoding offering only what `decode` handles (RFC 9110 §12.5.3): other codings and
+ * "*" are taken out, identity when nothing is left. Unchanged when nothing is taken out.
+ */
+function acceptDecodable(pb: ParsedBlock, d: Decision): void {
+  const items = listItems(fieldValues(pb, 'accept-encoding'));
+  const keep = items.filter((s) => {
+    const name = s.split(';')[0]!.trim().toLowerCase();
+    return name === 'identity' || codingOf(name) !== undefined;
+  });
+  if (keep.length === items.length) return;
+  removeFields(pb, d, ACCEPT_ENCODING, 'edit');
+  addLines(d, line('Accept-Encoding', keep.length > 0 ? keep.join(', ') : 'identity'), 'edit');
+  d.counts.push('acceptEncodingFiltered');
 }
 
 /** Replace every Content-Length line by `first` (EMPTY = remove them all). */
@@ -169,10 +204,13 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
   addLines(d, side.add, 'edit');
   let forcedClose = false;
   if (cfg.response.replace !== null) {
-    if (cfg.identity && !cfg.request.remove.has('accept-encoding')) {
+    if (cfg.acceptEncoding === 'identity' && !cfg.request.remove.has('accept-encoding')) {
       removeFields(pb, d, ENCODING_FIELDS, 'edit');
       addLines(d, AE_IDENTITY, 'edit');
       d.counts.push('identityRequested');
+    } else if (cfg.acceptEncoding === 'decodable') {
+      removeFields(pb, d, TE_FIELD, 'edit');
+      if (!cfg.request.remove.has('accept-encoding')) acceptDecodable(pb, d);
     }
     if (removeFields(pb, d, RANGE_FIELDS, 'edit') > 0) d.counts.push('rangeRemoved');
     if (!v11 && conn.has('keep-alive') && !conn.has('close')) {
@@ -186,7 +224,7 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
   d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel };
   d.after = tunnel !== null ? 'await' : 'start';
   const expect = fieldValues(pb, 'expect').some((v) => /(^|,)[ \t]*100-continue[ \t]*(,|$)/i.test(v));
-  chooseBody(pb, f, d, cfg.request.replace, o, {
+  chooseBody(pb, f, d, cfg.request.replace, cfg.decode, o, {
     fixlen: !expect,
     fixlenMax: cfg.maxBufferedBody,
     chunked: v11 && (server11 || cfg.assumeHttp11Server),
@@ -214,10 +252,11 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   if (s === 206 && rules !== null && f.body.kind !== 'none') return { ...d, error: 'range' };
   removeFields(pb, d, cfg.response.remove, 'edit', 'headersRemoved');
   addLines(d, cfg.response.add, 'edit');
-  if (req.tunnel !== 'connect' && rewritable(pb, f, rules) === 'yes') describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
+  const how = rewritable(pb, f, rules, cfg.decode);
+  if (req.tunnel !== 'connect' && (how === 'yes' || how === 'gzip' || how === 'deflate')) describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
   const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
-  chooseBody(pb, f, d, rules, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
+  chooseBody(pb, f, d, rules, cfg.decode, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
   if (d.method === 'toclose') {
     // The body now ends with the connection: say so, without a keep-alive beside it.
     removeFields(pb, d, CONNECTION_FIELDS, 'frame');
@@ -254,13 +293,15 @@ function chooseBody(
   f: Framing,
   d: Decision,
   rules: unknown,
+  decode: boolean,
   o: DecideOpts,
   can: { fixlen: boolean; fixlenMax: number; chunked: boolean; toclose: boolean; tooLarge: PassWhy },
 ): void {
   const b = f.body;
   if (b.kind === 'none') return;
-  const rw = rewritable(pb, f, rules);
-  if (rw !== 'yes') {
+  const rw = rewritable(pb, f, rules, decode);
+  if (rw === 'gzip' || rw === 'deflate') d.coding = rw;
+  else if (rw !== 'yes') {
     d.method = 'pass';
     if (rw !== 'no') d.passWhy = rw;
     return;

@@ -25,7 +25,9 @@
 
 import type { AgentContext, AgentOutput, Direction, Edit, FlushReason } from '../types.js';
 import { parseBlock, type BlockKind, type NormTally, type ParsedBlock } from './block.js';
-import { BodyRewriter, type OutFraming, type RewriterJson } from './body.js';
+import { BodyRewriter, type Body, type OutFraming, type RewriterJson } from './body.js';
+import { CodedBody, type CodedJson } from './coded-body.js';
+import type { Coding } from '../coding/codec.js';
 import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
@@ -104,7 +106,7 @@ export interface StreamJson {
   line: string;
   cr: boolean;
   msg: (Omit<Msg, 'head'> & { head: string | null }) | null;
-  rw: RewriterJson | null;
+  rw: RewriterJson | CodedJson | null;
   /** A refusal's abort not yet answered (AgentOutput.abort). */
   abort?: string;
 }
@@ -141,7 +143,7 @@ const TERMINAL: ReadonlySet<Phase> = new Set(['tunnel', 'refused', 'drop']);
 
 export class HttpStream {
   private st: DirState;
-  private rw: BodyRewriter | null;
+  private rw: Body | null;
   private ob = new EditBuilder();
   /** Runtime, not state: the parse and decision of a held fixlen header section (st.msg.head),
    *  so the final plan does not parse and decide again (after a restore it is parsed again). */
@@ -169,7 +171,7 @@ export class HttpStream {
         line: Buffer.from(line, 'base64'),
         msg: msg === null ? null : { ...msg, head: msg.head === null ? null : Buffer.from(msg.head, 'base64'), req: msg.req === null ? null : { ...msg.req } },
       };
-      this.rw = rw === null ? null : new BodyRewriter(this.rules()!, rw.out, 0, this.env.count, rw);
+      this.rw = rw === null ? null : this.rewriter(rw.out, 0, 'coded' in rw ? rw.coded : undefined, rw);
     }
   }
 
@@ -179,6 +181,12 @@ export class HttpStream {
 
   private rules() {
     return this.dir === 'c2s' ? this.env.cfg.request.replace : this.env.cfg.response.replace;
+  }
+
+  /** A body's rewriter: an identity body's, or a coded one's (decoded and coded again). */
+  private rewriter(out: OutFraming, at: number, coding: Coding | undefined, json?: RewriterJson | CodedJson): Body {
+    if (coding === undefined) return new BodyRewriter(this.rules()!, out, at, this.env.count, json as RewriterJson | undefined);
+    return new CodedBody(coding, this.rules()!, out, at, this.env.count, this.env.cfg.maxDecodedRatio, json as CodedJson | undefined);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -250,12 +258,21 @@ export class HttpStream {
     if (m !== null && m.head !== null) this.fixlenFallback();
     if (this.rw !== null) {
       this.rw.decideAll(reason);
+      if (this.codingFailed(this.st.pos)) return;
       if (reason === 'fin') this.reportBody(this.rw); // a close-delimited body ends with the stream
     }
   }
 
+  /** A coded body that does not decode (or decodes too much) is refused from its first byte not emitted. */
+  private codingFailed(p: number): boolean {
+    const why = this.rw?.failure ?? null;
+    if (why === null) return false;
+    this.refuse(why, p, p);
+    return true;
+  }
+
   /** The event of a body that went through the rules, when it is complete. */
-  private reportBody(rw: BodyRewriter): void {
+  private reportBody(rw: Body): void {
     const m = this.st.msg;
     this.env.event?.({ event: 'http', dir: this.dir, message: m?.line ?? null, framing: m?.method ?? null, matches: rw.matches, bodyBytes: rw.bodyFed });
   }
@@ -272,9 +289,17 @@ export class HttpStream {
     const c = this.env.count;
     if (pos < st.pos) throw new Error(`http: resync back to ${pos} from ${st.pos} (engine bug)`);
     const known = (st.phase === 'body' || st.phase === 'chunkData') && pos <= st.end && st.msg?.head === null;
+    const gap = pos > st.pos || st.und < st.pos;
+    if (this.rw instanceof CodedBody && gap) {
+      // Decoding cannot go on without the coded bytes in the gap: the connection is given up.
+      c.add('resyncLost');
+      st.pos = st.und = pos;
+      this.abortWhy = 'http-refused:resync';
+      return this.refuse('resync', pos, pos);
+    }
     if (TERMINAL.has(st.phase) || known || st.phase === 'close' || (pos === st.pos && st.und === st.pos)) {
       if (!TERMINAL.has(st.phase) && pos > st.pos) c.add('resyncKept');
-      if (this.rw !== null) this.rw.resync(pos, this.rw.bodyFed + (pos - st.pos));
+      if (this.rw instanceof BodyRewriter) this.rw.resync(pos, this.rw.bodyFed + (pos - st.pos));
       st.pos = st.und = pos;
       return;
     }
@@ -383,7 +408,10 @@ export class HttpStream {
           i = this.chunkCrlf(buf, i, base);
           break;
         case 'close':
-          if (this.rw !== null) this.rw.body(p, buf.subarray(i));
+          if (this.rw !== null) {
+            this.rw.body(p, buf.subarray(i));
+            this.codingFailed(base + n);
+          }
           i = n;
           break;
         case 'await':
@@ -477,7 +505,10 @@ export class HttpStream {
     const st = this.st;
     const p = base + i;
     const k = Math.min(buf.length - i, st.end - p);
-    if (k > 0 && this.rw !== null) this.rw.body(p, buf.subarray(i, i + k));
+    if (k > 0 && this.rw !== null) {
+      this.rw.body(p, buf.subarray(i, i + k));
+      if (this.codingFailed(p + k)) return i + k;
+    }
     if (p + k < st.end) return i + k;
     if (st.phase === 'chunkData') {
       st.phase = 'chunkCrlf';
@@ -521,6 +552,7 @@ export class HttpStream {
     // The last chunk: the body ends here; trailers (or the empty line) follow.
     if (this.rw !== null) {
       this.rw.decideAll('fin');
+      if (this.codingFailed(base + end)) return end;
       this.rw.frame(base + end, 0, LAST_CHUNK);
       this.rw.emit(this.ob);
       this.reportBody(this.rw);
@@ -635,8 +667,9 @@ export class HttpStream {
     if (d.method !== 'none' && d.method !== 'pass') {
       if (d.method !== 'fixlen') c.add(METHOD_COUNTER[d.method]);
       c.add('bodiesRewritten');
+      if (d.coding !== undefined) c.add('bodiesDecoded');
       msg.terminate = d.method === 'chunked';
-      this.rw = new BodyRewriter(this.rules()!, OUT[d.method], endPos, this.env.count);
+      this.rw = this.rewriter(OUT[d.method], endPos, d.coding);
     }
     switch (d.body.kind) {
       case 'none':
@@ -731,6 +764,7 @@ export class HttpStream {
     const rw = this.rw;
     if (rw !== null) {
       rw.decideAll('fin');
+      if (this.codingFailed(p)) return;
       if (this.st.msg?.head != null) this.fixlenDone();
       else {
         if (this.st.msg?.terminate === true) rw.frame(p, 0, LAST_CHUNK_END);

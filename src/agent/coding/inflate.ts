@@ -1,0 +1,506 @@
+/**
+ * A resumable raw inflate (RFC 1951) whose whole state is plain data, so that a body being
+ * decoded moves between cluster nodes with its connection (zlib's state cannot be exported).
+ * Input comes in arbitrary pieces; every bit is consumed as it arrives (a code split across
+ * pieces waits in the bit buffer), output goes to a sink in pieces of at most OUT_PIECE bytes.
+ * The window (the last 32 KiB of output) is part of the state.
+ */
+
+/** RFC 1951 §3.2.5: length codes 257..285, distance codes 0..29. */
+const LEN_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+const LEN_EXTRA = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
+const DIST_BASE = [1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577];
+const DIST_EXTRA = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
+/** §3.2.7: the order code length code lengths come in. */
+const CL_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
+
+const WSIZE = 32768;
+const WMASK = WSIZE - 1;
+/** Output is handed to the sink in pieces of at most this many bytes. */
+export const OUT_PIECE = 64 * 1024;
+
+type Mode = 'header' | 'storedLen' | 'storedNlen' | 'stored' | 'table' | 'clens' | 'lens' | 'lensExtra' | 'codes' | 'lenExtra' | 'dist' | 'distExtra' | 'done';
+const MODES: readonly Mode[] = ['header', 'storedLen', 'storedNlen', 'stored', 'table', 'clens', 'lens', 'lensExtra', 'codes', 'lenExtra', 'dist', 'distExtra', 'done'];
+
+/** A decoding table: entry = symbol << 4 | code length (0: no code), indexed by `bits` bits LSB first. */
+interface Table {
+  t: Int32Array;
+  bits: number;
+}
+
+/**
+ * Canonical Huffman table from code lengths (§3.2.2). Null when the lengths over-subscribe the
+ * code space; an incomplete code is allowed (a missing code is found when it is read).
+ */
+function buildTable(lens: ArrayLike<number>, n: number): Table | null {
+  let max = 0;
+  const count = new Int32Array(16);
+  for (let i = 0; i < n; i++) {
+    const l = lens[i]!;
+    count[l]!++;
+    if (l > max) max = l;
+  }
+  count[0] = 0;
+  let left = 1;
+  for (let l = 1; l < 16; l++) {
+    left = (left << 1) - count[l]!;
+    if (left < 0) return null;
+  }
+  const bits = Math.max(max, 1);
+  const t = new Int32Array(1 << bits);
+  const next = new Int32Array(16);
+  for (let l = 1, code = 0; l < 16; l++) {
+    code = (code + count[l - 1]!) << 1;
+    next[l] = code;
+  }
+  for (let s = 0; s < n; s++) {
+    const l = lens[s]!;
+    if (l === 0) continue;
+    const code = next[l]!++;
+    let r = 0;
+    for (let k = 0; k < l; k++) r |= ((code >> k) & 1) << (l - 1 - k);
+    const e = (s << 4) | l;
+    for (let i = r; i < 1 << bits; i += 1 << l) t[i] = e;
+  }
+  return { t, bits };
+}
+
+const FIXED_LENS: number[] = [];
+for (let i = 0; i < 288; i++) FIXED_LENS.push(i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8);
+const FIXED_DIST_LENS: number[] = new Array<number>(30).fill(5);
+const FIXED_LIT = buildTable(FIXED_LENS, 288)!;
+const FIXED_DIST = buildTable(FIXED_DIST_LENS, 30)!;
+
+export class InflateError extends Error {}
+
+export interface InflateJson {
+  mode: Mode;
+  last: boolean;
+  bitBuf: number;
+  bitCnt: number;
+  /** Output so far (total), and the window's valid bytes in order (base64). */
+  total: number;
+  win: string;
+  /** Stored block bytes left; code-length progress; a length / distance being read. */
+  stored: number;
+  hlit: number;
+  hdist: number;
+  hclen: number;
+  idx: number;
+  /** Code lengths: of the code-length code (19), then the block's literal/length + distance lengths. */
+  lens: string;
+  sym: number;
+  len: number;
+  /** The block's codes: 'fixed', or the lengths in `lens` (dynamic). */
+  fixed: boolean;
+}
+
+export class Inflater {
+  private mode: Mode = 'header';
+  private last = false;
+  private bitBuf = 0;
+  private bitCnt = 0;
+  private total = 0;
+  private readonly win = new Uint8Array(WSIZE);
+  private stored = 0;
+  private hlit = 0;
+  private hdist = 0;
+  private hclen = 0;
+  private idx = 0;
+  /** 19 code-length code lengths, then up to 288 + 32 code lengths. */
+  private readonly lens = new Uint8Array(19 + 320);
+  private sym = 0;
+  private len = 0;
+  private fixed = true;
+  private lit: Table = FIXED_LIT;
+  private dist: Table = FIXED_DIST;
+  private cl: Table | null = null;
+  /** Output not handed to the sink yet (runtime: empty between calls). */
+  private readonly out = new Uint8Array(OUT_PIECE);
+
+  /** The final block ended: bytes after it are not deflate data (see `leftover`). */
+  get done(): boolean {
+    return this.mode === 'done';
+  }
+
+  /** Output bytes so far. */
+  get produced(): number {
+    return this.total;
+  }
+
+  /**
+   * Consumes `input` from `from` on; returns where it stopped: the end, or the first byte after
+   * the final block (when `done`). Output goes to `sink` (a view valid during the call).
+   * Throws InflateError on data that is not deflate.
+   */
+  push(input: Uint8Array, from: number, sink: (piece: Uint8Array) => void): number {
+    let ip = from;
+    const n = input.length;
+    let bb = this.bitBuf;
+    let bc = this.bitCnt;
+    const win = this.win;
+    const out = this.out;
+    let op = 0;
+    let total = this.total;
+    const flushOut = (): void => {
+      const k = op;
+      op = 0;
+      if (k > 0) sink(out.subarray(0, k));
+    };
+    const fail = (why: string): never => {
+      this.bitBuf = bb;
+      this.bitCnt = bc;
+      throw new InflateError(why);
+    };
+    try {
+      for (;;) {
+        switch (this.mode) {
+          case 'header': {
+            while (bc < 3 && ip < n) {
+              bb |= input[ip++]! << bc;
+              bc += 8;
+            }
+            if (bc < 3) return ip;
+            this.last = (bb & 1) === 1;
+            const type = (bb >>> 1) & 3;
+            bb >>>= 3;
+            bc -= 3;
+            if (type === 0) {
+              bb >>>= bc & 7;
+              bc -= bc & 7;
+              this.mode = 'storedLen';
+            } else if (type === 1) {
+              this.fixed = true;
+              this.lit = FIXED_LIT;
+              this.dist = FIXED_DIST;
+              this.mode = 'codes';
+            } else if (type === 2) this.mode = 'table';
+            else fail('invalid block type');
+            break;
+          }
+          case 'storedLen':
+          case 'storedNlen': {
+            while (bc < 16 && ip < n) {
+              bb |= input[ip++]! << bc;
+              bc += 8;
+            }
+            if (bc < 16) return ip;
+            const v = bb & 0xffff;
+            bb >>>= 16;
+            bc -= 16;
+            if (this.mode === 'storedLen') {
+              this.stored = v;
+              this.mode = 'storedNlen';
+            } else {
+              if ((v ^ 0xffff) !== this.stored) fail('stored block length check');
+              this.mode = this.stored > 0 ? 'stored' : this.last ? 'done' : 'header';
+            }
+            break;
+          }
+          case 'stored': {
+            // Whole bytes still in the bit buffer first (the stream is byte aligned here).
+            while (this.stored > 0 && bc >= 8) {
+              const c = bb & 0xff;
+              bb >>>= 8;
+              bc -= 8;
+              out[op++] = c;
+              win[total++ & WMASK] = c;
+              this.stored--;
+              if (op === OUT_PIECE) flushOut();
+            }
+            while (this.stored > 0 && ip < n) {
+              const k = Math.min(this.stored, n - ip, OUT_PIECE - op);
+              out.set(input.subarray(ip, ip + k), op);
+              for (let j = 0; j < k; j++) win[(total + j) & WMASK] = input[ip + j]!;
+              ip += k;
+              op += k;
+              total += k;
+              this.stored -= k;
+              if (op === OUT_PIECE) flushOut();
+            }
+            if (this.stored > 0) return ip;
+            this.mode = this.last ? 'done' : 'header';
+            break;
+          }
+          case 'table': {
+            while (bc < 14 && ip < n) {
+              bb |= input[ip++]! << bc;
+              bc += 8;
+            }
+            if (bc < 14) return ip;
+            this.hlit = (bb & 31) + 257;
+            this.hdist = ((bb >>> 5) & 31) + 1;
+            this.hclen = ((bb >>> 10) & 15) + 4;
+            bb >>>= 14;
+            bc -= 14;
+            if (this.hlit > 286 || this.hdist > 30) fail('too many length or distance codes');
+            this.lens.fill(0, 0, 19);
+            this.idx = 0;
+            this.mode = 'clens';
+            break;
+          }
+          case 'clens': {
+            while (this.idx < this.hclen) {
+              while (bc < 3 && ip < n) {
+                bb |= input[ip++]! << bc;
+                bc += 8;
+              }
+              if (bc < 3) return ip;
+              this.lens[CL_ORDER[this.idx++]!] = bb & 7;
+              bb >>>= 3;
+              bc -= 3;
+            }
+            this.cl = buildTable(this.lens, 19);
+            if (this.cl === null) fail('invalid code lengths set');
+            this.idx = 0;
+            this.mode = 'lens';
+            break;
+          }
+          case 'lens':
+          case 'lensExtra': {
+            const cl = this.cl ?? (this.cl = buildTable(this.lens, 19)!);
+            const lens = this.lens;
+            const want = this.hlit + this.hdist;
+            while (this.idx < want) {
+              if (this.mode === 'lens') {
+                while (bc < cl.bits && ip < n) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                const e = cl.t[bb & ((1 << cl.bits) - 1)]!;
+                const l = e & 15;
+                if (l === 0 || l > bc) {
+                  if (bc >= cl.bits) fail('invalid code length code');
+                  return ip;
+                }
+                bb >>>= l;
+                bc -= l;
+                const s = e >> 4;
+                if (s < 16) {
+                  lens[19 + this.idx++] = s;
+                  continue;
+                }
+                if (s === 16 && this.idx === 0) fail('repeat with no previous length');
+                this.sym = s;
+                this.mode = 'lensExtra';
+              }
+              const s = this.sym;
+              const eb = s === 16 ? 2 : s === 17 ? 3 : 7;
+              while (bc < eb && ip < n) {
+                bb |= input[ip++]! << bc;
+                bc += 8;
+              }
+              if (bc < eb) return ip;
+              const rep = (s === 16 ? 3 : s === 17 ? 3 : 11) + (bb & ((1 << eb) - 1));
+              bb >>>= eb;
+              bc -= eb;
+              if (this.idx + rep > want) fail('too many code lengths');
+              const v = s === 16 ? lens[19 + this.idx - 1]! : 0;
+              lens.fill(v, 19 + this.idx, 19 + this.idx + rep);
+              this.idx += rep;
+              this.mode = 'lens';
+            }
+            if (lens[19 + 256] === 0) fail('no end-of-block code');
+            this.tablesFromLens();
+            this.mode = 'codes';
+            break;
+          }
+          case 'codes':
+          case 'lenExtra':
+          case 'dist':
+          case 'distExtra': {
+            const lt = this.lit.t;
+            const lbits = this.lit.bits;
+            const lmask = (1 << lbits) - 1;
+            const dt = this.dist.t;
+            const dbits = this.dist.bits;
+            const dmask = (1 << dbits) - 1;
+            for (;;) {
+              if (this.mode === 'codes') {
+                while (bc < lbits && ip < n) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                const e = lt[bb & lmask]!;
+                const l = e & 15;
+                if (l === 0 || l > bc) {
+                  if (bc >= lbits) fail('invalid literal/length code');
+                  return ip;
+                }
+                bb >>>= l;
+                bc -= l;
+                const s = e >> 4;
+                if (s < 256) {
+                  out[op++] = s;
+                  win[total++ & WMASK] = s;
+                  if (op === OUT_PIECE) flushOut();
+                  continue;
+                }
+                if (s === 256) {
+                  this.mode = this.last ? 'done' : 'header';
+                  break;
+                }
+                if (s > 285) fail('invalid literal/length code');
+                this.sym = s - 257;
+                this.mode = 'lenExtra';
+              }
+              if (this.mode === 'lenExtra') {
+                const eb = LEN_EXTRA[this.sym]!;
+                while (bc < eb && ip < n) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                if (bc < eb) return ip;
+                this.len = LEN_BASE[this.sym]! + (bb & ((1 << eb) - 1));
+                bb >>>= eb;
+                bc -= eb;
+                this.mode = 'dist';
+              }
+              if (this.mode === 'dist') {
+                while (bc < dbits && ip < n) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                const e = dt[bb & dmask]!;
+                const l = e & 15;
+                if (l === 0 || l > bc) {
+                  if (bc >= dbits) fail('invalid distance code');
+                  return ip;
+                }
+                bb >>>= l;
+                bc -= l;
+                const s = e >> 4;
+                if (s > 29) fail('invalid distance code');
+                this.sym = s;
+                this.mode = 'distExtra';
+              }
+              // distExtra: the copy is made as soon as the distance is known.
+              const eb = DIST_EXTRA[this.sym]!;
+              while (bc < eb && ip < n) {
+                bb |= input[ip++]! << bc;
+                bc += 8;
+              }
+              if (bc < eb) return ip;
+              const d = DIST_BASE[this.sym]! + (bb & ((1 << eb) - 1));
+              bb >>>= eb;
+              bc -= eb;
+              if (d > total || d > WSIZE) fail('distance too far back');
+              let len = this.len;
+              while (len > 0) {
+                const k = Math.min(len, OUT_PIECE - op);
+                for (let j = 0; j < k; j++) {
+                  const c = win[(total - d) & WMASK]!;
+                  out[op++] = c;
+                  win[total++ & WMASK] = c;
+                }
+                len -= k;
+                if (op === OUT_PIECE) flushOut();
+              }
+              this.mode = 'codes';
+            }
+            break;
+          }
+          case 'done':
+            return ip;
+        }
+      }
+    } finally {
+      this.bitBuf = bb;
+      this.bitCnt = bc;
+      this.total = total;
+      flushOut();
+    }
+  }
+
+  /**
+   * After the final block: the whole bytes the bit buffer read ahead (they follow the deflate
+   * data: a trailer's first bytes); the bits left in a partial byte are padding.
+   */
+  leftover(): Uint8Array {
+    if (this.mode !== 'done') throw new Error('inflate: leftover before the end (bug)');
+    const pad = this.bitCnt & 7;
+    let bb = this.bitBuf >>> pad;
+    const k = (this.bitCnt - pad) >> 3;
+    const r = new Uint8Array(k);
+    for (let i = 0; i < k; i++) {
+      r[i] = bb & 0xff;
+      bb >>>= 8;
+    }
+    this.bitBuf = 0;
+    this.bitCnt = 0;
+    return r;
+  }
+
+  private tablesFromLens(): void {
+    const lens = this.lens;
+    const lit = buildTable(lens.subarray(19, 19 + this.hlit), this.hlit);
+    const dist = buildTable(lens.subarray(19 + this.hlit, 19 + this.hlit + this.hdist), this.hdist);
+    if (lit === null || dist === null) throw new InflateError('invalid literal/length or distance code lengths');
+    this.fixed = false;
+    this.lit = lit;
+    this.dist = dist;
+  }
+
+  toJSON(): InflateJson {
+    const have = Math.min(this.total, WSIZE);
+    const w = new Uint8Array(have);
+    for (let i = 0; i < have; i++) w[i] = this.win[(this.total - have + i) & WMASK]!;
+    return {
+      mode: this.mode,
+      last: this.last,
+      bitBuf: this.bitBuf >>> 0,
+      bitCnt: this.bitCnt,
+      total: this.total,
+      win: Buffer.from(w).toString('base64'),
+      stored: this.stored,
+      hlit: this.hlit,
+      hdist: this.hdist,
+      hclen: this.hclen,
+      idx: this.idx,
+      lens: Buffer.from(this.lens).toString('base64'),
+      sym: this.sym,
+      len: this.len,
+      fixed: this.fixed,
+    };
+  }
+
+  /** Rebuilds from toJSON's output; throws on a state that does not fit. */
+  static fromJSON(j: InflateJson): Inflater {
+    const x = new Inflater();
+    const int = (v: unknown, lo: number, hi: number): number => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new Error('inflate: bad state');
+      return v;
+    };
+    if (!MODES.includes(j.mode)) throw new Error('inflate: bad state (mode)');
+    x.mode = j.mode;
+    x.last = j.last === true;
+    x.bitCnt = int(j.bitCnt, 0, 32);
+    x.bitBuf = int(j.bitBuf, 0, 2 ** 32 - 1) | 0;
+    x.total = int(j.total, 0, Number.MAX_SAFE_INTEGER);
+    const w = Buffer.from(String(j.win), 'base64');
+    if (w.length !== Math.min(x.total, WSIZE)) throw new Error('inflate: bad state (window)');
+    for (let i = 0; i < w.length; i++) x.win[(x.total - w.length + i) & WMASK] = w[i]!;
+    x.stored = int(j.stored, 0, 0xffff);
+    x.hlit = int(j.hlit, 0, 286);
+    x.hdist = int(j.hdist, 0, 30);
+    x.hclen = int(j.hclen, 0, 19);
+    x.idx = int(j.idx, 0, 320);
+    x.sym = int(j.sym, 0, 285);
+    x.len = int(j.len, 0, 258);
+    const lens = Buffer.from(String(j.lens), 'base64');
+    if (lens.length !== x.lens.length) throw new Error('inflate: bad state (lengths)');
+    x.lens.set(lens);
+    for (const l of x.lens) if (l > 15) throw new Error('inflate: bad state (lengths)');
+    x.fixed = j.fixed === true;
+    const symMax: Partial<Record<Mode, [number, number]>> = { lensExtra: [16, 18], lenExtra: [0, 28], distExtra: [0, 29] };
+    const sm = symMax[x.mode];
+    if (sm !== undefined) int(x.sym, sm[0], sm[1]);
+    const inBlock = x.mode === 'codes' || x.mode === 'lenExtra' || x.mode === 'dist' || x.mode === 'distExtra';
+    if (inBlock && !x.fixed) x.tablesFromLens();
+    if (x.mode === 'lens' || x.mode === 'lensExtra') {
+      x.cl = buildTable(x.lens, 19);
+      if (x.cl === null) throw new Error('inflate: bad state (code lengths)');
+    }
+    return x;
+  }
+}
