@@ -38,6 +38,7 @@ const PIPELINE = join(REPO, 'test/e2e/fixtures/http_pipeline.py');
 const RESP: [string, string][] = [['Hello world', 'Hi there'], ['needle', 'a considerably longer haystack of text']];
 const REQ: [string, string][] = [['secret', '[redacted]'], ['hunter2-password', '***']];
 const yamlRules = (pairs: [string, string][]): string => pairs.map(([f, w]) => `\n          - { find: "${f}", with: "${w}" }`).join('');
+const NGINX_DECODE = `http://${SERVER}:8083`;
 const config = (limits = ''): string => `${limits}
 rules:
   - name: http
@@ -52,6 +53,15 @@ rules:
         replace:${yamlRules(REQ)}
         setHeaders: { X-Via: tapgate }
         removeHeaders: [ User-Agent ]
+  - name: http-decode
+    match: { port: [8083] }
+    agent: http
+    http:
+      decode: true
+      response:
+        replace:${yamlRules(RESP)}
+        setHeaders: { X-Rewritten-By: tapgate }
+        removeHeaders: [ Server ]
 `;
 
 const rewrite = (s: string, pairs: [string, string][]): string => pairs.reduce((a, [f, w]) => a.split(f).join(w), s);
@@ -130,6 +140,7 @@ http {
   sendfile on;
   server {
     listen ${SERVER}:8080;
+    listen ${SERVER}:8083;
     root ${dir}/www;
     location /gz/ { alias ${dir}/www/; gzip on; gzip_types text/plain; gzip_min_length 0; gzip_comp_level 1; }
     location /ssi/ { alias ${dir}/www/; ssi on; chunked_transfer_encoding on; }
@@ -362,6 +373,34 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
       expect((await nginxLast(3, mark)).map((l) => l.acceptEncoding)).toEqual(['identity', 'identity', 'identity']);
       const direct = await labExec(P, 'server', ['curl', '-sS', '--compressed', '-D', '-', '-o', '/dev/null', `${NGINX}/gz/large.txt`]);
       expect(direct.stdout, 'the location does gzip when asked').toMatch(/^Content-Encoding: gzip/m);
+    });
+
+    timed('with decode: gzip bodies are decoded, rewritten and coded again; curl --compressed reads the rewrite', async () => {
+      const names = ['small.txt', 'tiny.txt', 'large.txt', 'edge16385.txt', 'empty.txt', 'page.html'];
+      const mark = nginxLog().length;
+      const before = (gatewayStats(P)['agents'] as { http: Record<string, number> }).http;
+      const r = await curl(names.map((n, i) => [`${NGINX_DECODE}/gz/${n}`, `dec-${i}`]), ['--compressed']);
+      expect(r.transfers).toEqual(names.map((_, i) => ({ code: 200, connects: i === 0 ? 1 : 0 })));
+      let coded = 0;
+      names.forEach((n, i) => {
+        expectRewritten(`dec-${i}`, n);
+        const gz = field(r.heads[i]!, 'Content-Encoding').join() === 'gzip';
+        if (gz) coded++;
+        // nginx sends what it compresses chunked (its length is not known in advance).
+        expectHead(r.heads[i]!, gz ? 'chunked' : 'length|chunked', rewrittenLength(n));
+      });
+      expect(coded, 'nginx compressed every non-empty file').toBeGreaterThanOrEqual(names.length - 1);
+      // nginx got the codings the agent decodes, and only those.
+      for (const l of await nginxLast(names.length, mark)) {
+        expect(l.acceptEncoding).toContain('gzip');
+        expect(l.acceptEncoding).not.toMatch(/br|zstd/);
+      }
+      const after = (gatewayStats(P)['agents'] as { http: Record<string, number> }).http;
+      expect(after['bodiesDecoded']! - before['bodiesDecoded']!).toBe(coded);
+      // Without --compressed the same location answers identity and is rewritten as such.
+      const id = await curl([[`${NGINX_DECODE}/gz/small.txt`, 'dec-id']]);
+      expectRewritten('dec-id', 'small.txt');
+      expect(field(id.heads[0]!, 'Content-Encoding')).toEqual([]);
     });
 
     timed('HTTP/1.0 (curl -0): length fixed for small bodies that came with their header, else close-delimited', async () => {
