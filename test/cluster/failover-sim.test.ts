@@ -9,9 +9,13 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { httpFactory } from '../../src/agent/http/agent.js';
+import type { HttpConfig } from '../../src/agent/http/config.js';
 import { replaceFactory } from '../../src/agent/replace.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
 import { mulberry32 } from '../../src/util/prng.js';
+import { decode } from '../agent/http-helpers.js';
 import { abcData, simulate } from '../helpers/tcpsim.js';
 
 const CTX: AgentContext = {
@@ -106,5 +110,59 @@ describe('takeover from a spare snapshot (behind, with observed ACKs)', () => {
     expect(res.counters.adoptSkips).toBeGreaterThanOrEqual(1);
     expect(res.counters.adoptSkippedBytes).toBeGreaterThan(0);
     expect(res.counters.agentError).toBe(0);
+  });
+});
+
+describe('takeover inside a gzip body the http agent decodes (decode: state that moves with the connection)', () => {
+  it('delivers a response whose decoded body is exactly the rewrite, through repeated failovers under loss and reordering', () => {
+    const cfg: HttpConfig = { response: { replace: [{ find: 'ab', with: 'XYZ' }, { find: 'cc', with: '' }] }, decode: true };
+    let takeovers = 0;
+    fc.assert(
+      fc.property(
+        fc.record({
+          seed: fc.integer(),
+          len: fc.integer({ min: 500, max: 30_000 }),
+          chunked: fc.boolean(),
+          level: fc.constantFrom(0, 1, 9),
+          mss: fc.integer({ min: 20, max: 1400 }),
+          loss: fc.constantFrom(0, 0.05),
+          reorder: fc.constantFrom(0, 0.2),
+          periodMs: fc.constantFrom(1, 20, 200),
+          kills: fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 4 }),
+        }),
+        (c) => {
+          const rand = mulberry32(c.seed);
+          const plain = Buffer.from(abcData(rand, c.len));
+          const z = gzipSync(plain, { level: c.level });
+          const req = Buffer.from('GET /x HTTP/1.1\r\nHost: lab\r\nAccept-Encoding: gzip\r\n\r\n', 'latin1');
+          const body = c.chunked ? Buffer.concat([Buffer.from(`${z.length.toString(16)}\r\n`), z, Buffer.from('\r\n0\r\n\r\n')]) : z;
+          const resp = Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n${c.chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${z.length}`}\r\n\r\n`, 'latin1'), body]);
+          const res = simulate({
+            rand,
+            data: [new Uint8Array(req), new Uint8Array(resp)],
+            isn: [1000, 0xfffffff0],
+            mss: c.mss,
+            loss: c.loss,
+            dup: 0,
+            reorder: c.reorder,
+            sack: true,
+            agent: httpFactory.create(cfg, CTX),
+            limits: { holdTimeoutMs: 1e9 },
+            window: 4000,
+            failover: { times: c.kills, periodMs: c.periodMs, gapMs: 5, restore: (st) => httpFactory.restore(cfg, CTX, st) },
+          });
+          expect(res.errors).toEqual([]);
+          expect(res.finished).toBe(true);
+          expect(res.counters.agentError).toBe(0);
+          const got = decode(Buffer.from(res.received[1]), 'response');
+          expect(got.msgs).toHaveLength(1);
+          const want = plain.toString('latin1').split('ab').join('XYZ').split('cc').join('');
+          expect(gunzipSync(got.msgs[0]!.body).toString('latin1')).toBe(want);
+          takeovers += c.kills.length;
+        },
+      ),
+      { numRuns: 60, seed: 3 },
+    );
+    expect(takeovers).toBeGreaterThan(60);
   });
 });

@@ -655,6 +655,12 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
       expect(py.transfers.map((t) => t.connects)).toEqual([1, 0]);
       expectRewritten('imp-py-0', 'large.txt');
       expectRewritten('imp-py-1', 'small.txt');
+      // gzip bodies decoded, rewritten and coded again (decode), retransmissions included.
+      const gz = await curl([[`${NGINX_DECODE}/gz/large.txt`, 'imp-gz-0'], [`${NGINX_DECODE}/gz/small.txt`, 'imp-gz-1']], ['--compressed']);
+      expect(gz.transfers.map((t) => t.connects)).toEqual([1, 0]);
+      expectRewritten('imp-gz-0', 'large.txt');
+      expectRewritten('imp-gz-1', 'small.txt');
+      for (const h of gz.heads) expect(field(h, 'Content-Encoding')).toEqual(['gzip']);
     });
 
     it('took the gap, reordering and retransmission paths, and impaired what it was asked to', () => {
