@@ -39,7 +39,7 @@ function chunked(body: Buffer, size: number): Buffer {
 }
 
 /** Random cuts (1..max bytes) for every step. */
-const cuts = (seed: number, max: number): RunOpts['cuts'] => {
+const cuts = (seed: number, max: number): NonNullable<RunOpts['cuts']> => {
   const rnd = mulberry32(seed);
   return (_i, n) => {
     const out: number[] = [];
