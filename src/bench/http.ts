@@ -15,7 +15,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gatewayArgv } from '../lab/gateway-argv.js';
@@ -82,7 +82,11 @@ export function countMatches(body: Buffer, find: string): number {
   return n;
 }
 
-/** tapgate's rule: the http agent on the port, response body replacements (examples/http.yaml). */
+/**
+ * tapgate's rule: the http agent on the port, response body replacements (examples/http.yaml),
+ * with `decode` (gzip bodies are decoded, rewritten and coded again; a request without
+ * Accept-Encoding, as curl and wrk send them here, is not changed by it).
+ */
 export function tapgateHttpYaml(port = HTTP_BENCH_PORT, rewrites = HTTP_REWRITES): string {
   const entries = rewrites.map((r) => `          - { find: ${JSON.stringify(r.find)}, with: ${JSON.stringify(r.with)} }`).join('\n');
   return `# npm run bench, HTTP section: the http agent rewriting response bodies
@@ -90,6 +94,7 @@ rules:
   - match: { port: [${port}] }
     agent: http
     http:
+      decode: true
       response:
         replace:
 ${entries}
@@ -99,7 +104,10 @@ ${entries}
 const tempPaths = (dir: string, tag: string): string =>
   ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${dir}/${tag}-${k};`).join('\n');
 
-/** The origin: static files, keep-alive on (for wrk and the proxies' upstream pools), gzip off. */
+/**
+ * The origin: static files, keep-alive on (for wrk and the proxies' upstream pools), gzip off but
+ * under /gz/ (level 1, for clients that ask: the coded download).
+ */
 export function originNginxConf(dir: string, listen: string, root: string): string {
   return `worker_processes 1;
 daemon off;
@@ -118,6 +126,7 @@ ${tempPaths(dir, 'origin')}
   server {
     listen ${listen} backlog=4096;
     root ${root};
+    location /gz/ { alias ${root}/; gzip on; gzip_types *; gzip_comp_level 1; gzip_min_length 0; gzip_proxied any; gzip_http_version 1.0; }
   }
 }
 `;
@@ -128,7 +137,9 @@ const nginxQuote = (s: string): string => `'${s.replace(/\\/g, '\\\\').replace(/
 
 /**
  * The nginx path: one worker (tapgate and mitmproxy are one thread each), a reverse proxy with
- * HTTP/1.1 keep-alive to the origin, sub_filter on every match of every type.
+ * HTTP/1.1 keep-alive to the origin, sub_filter on every match of every type. sub_filter reads
+ * identity only, so the upstream is asked for identity and nginx compresses (level 1, as the
+ * origin) for clients that ask: the coded download.
  * `proxy_buffering off` is nginx at its best here: with buffering on (and
  * `proxy_max_temp_file_size 0`, so nothing goes to disk) a 50 MiB body cost 0.6–0.9 s of CPU and
  * 1.7–2.8 s against 0.37 s and 0.63 s without (same box, same run).
@@ -157,6 +168,10 @@ ${tempPaths(dir, 'proxy')}
       proxy_set_header Connection "";
       proxy_set_header Accept-Encoding "";
       proxy_buffering off;
+      gzip on;
+      gzip_types *;
+      gzip_comp_level 1;
+      gzip_min_length 0;
       sub_filter_once off;
       sub_filter_types *;
 ${rewrites.map((r) => `      sub_filter ${nginxQuote(r.find)} ${nginxQuote(r.with)};`).join('\n')}
@@ -173,7 +188,9 @@ const pyBytes = (s: string): string => `bytes.fromhex("${Buffer.from(s, 'latin1'
  * it streams: `Content-Length` goes, the body is chunked (HTTP/1.1; close-delimited otherwise),
  * and a stateful function replaces in each chunk, keeping back the bytes that could start a match
  * (at most the longest pattern − 1) and never cutting inside one. Smaller responses are rewritten
- * whole in the `response` hook (mitmproxy fixes their Content-Length). It never returns an empty
+ * whole in the `response` hook (mitmproxy fixes their Content-Length), and so are content-coded
+ * ones (gzip: a stream function would get the coded bytes; `content` decodes, and setting it
+ * codes again with the same coding). It never returns an empty
  * chunk: mitmproxy 8.1 would frame it as the last chunk. `bytes.replace` runs in C: this is the
  * fast way to write such an addon, so the comparison is with mitmproxy at its best.
  */
@@ -219,6 +236,8 @@ def streamer():
 
 
 def responseheaders(flow):
+    if flow.response.stream and "content-encoding" in flow.response.headers:
+        flow.response.stream = False
     if flow.response.stream:
         flow.response.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
@@ -268,6 +287,8 @@ export interface HttpVerify {
   bigOk: boolean;
   sparseOk: boolean;
   smallOk: boolean;
+  /** The big body asked for gzip (curl --compressed): it came gzip-coded and decodes to the expected bytes. */
+  gzipOk: boolean;
   bigSha: string;
   /** A 50 MiB download on a keep-alive connection (no `Connection: close`): seconds to the end
    *  of the response, or undefined when curl gave up after `keepAliveProbeSeconds`. */
@@ -292,6 +313,9 @@ export interface HttpReport {
   /** The big body again through the same process right after (warm: JIT, memory pools). */
   warmThroughput: LiveRow[];
   warmCpuSeconds: LiveRow[];
+  /** The big body gzip-coded (curl --compressed; MB/s of the decoded body). */
+  gzipThroughput: LiveRow[];
+  gzipCpuSeconds: LiveRow[];
   /** The same for the sparse body (few matches: the scan without the edits). */
   sparseThroughput: LiveRow[];
   sparseCpuSeconds: LiveRow[];
@@ -406,6 +430,8 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
     cpuSeconds: [],
     warmThroughput: [],
     warmCpuSeconds: [],
+    gzipThroughput: [],
+    gzipCpuSeconds: [],
     sparseThroughput: [],
     sparseCpuSeconds: [],
     rps: [],
@@ -570,14 +596,20 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
           const b = await got('big.txt', ['-H', 'Connection: close']);
           const sp = await got('sparse.txt', ['-H', 'Connection: close']);
           const s = await got('small.txt', []);
+          const hdr = join(tmp, `verify-${p.id}.hdr`);
+          const gz = await got('gz/big.txt', ['--compressed', '-H', 'Connection: close', '-D', hdr]);
+          const coded = /^content-encoding:\s*gzip\s*$/im.test(readFileSync(hdr, 'latin1'));
+          rmSync(hdr, { force: true });
           const wantB = p.rewrites ? bigExpected : big;
           const wantSp = p.rewrites ? sparseExpected : sparse;
           const wantS = p.rewrites ? smallExpected : small;
-          const v: HttpVerify = { path: name, bigOk: b.equals(wantB), sparseOk: sp.equals(wantSp), smallOk: s.equals(wantS), bigSha: sha256(b), keepAliveSeconds: undefined };
+          const v: HttpVerify = { path: name, bigOk: b.equals(wantB), sparseOk: sp.equals(wantSp), smallOk: s.equals(wantS), gzipOk: coded && gz.equals(wantB), bigSha: sha256(b), keepAliveSeconds: undefined };
           const differs = (what: string, got: Buffer, want: Buffer) =>
             `${name}: ${what} sha256 ${sha256(got).slice(0, 16)}…, ${got.length} bytes; expected ${sha256(want).slice(0, 16)}…, ${want.length} bytes; first difference at byte ${firstDiff(got, want)}`;
           if (!v.bigOk) problems.push(differs('50 MiB body', b, wantB));
           if (!v.sparseOk) problems.push(differs('sparse 50 MiB body', sp, wantSp));
+          if (!coded) problems.push(`${name}: the gzip download did not come gzip-coded`);
+          else if (!v.gzipOk) problems.push(differs('gzip 50 MiB body (decoded)', gz, wantB));
           if (!v.smallOk) problems.push(`${name}: small body ${JSON.stringify(s.toString('latin1').slice(0, 120))}, expected ${JSON.stringify(wantS.toString('latin1'))}`);
           if (p.rewrites) {
             // The same download on a keep-alive connection: the client waits for the end of the
@@ -587,7 +619,7 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
             else if (r.exit !== 28) problems.push(`${name}: keep-alive download failed (curl exit ${r.exit}): ${r.err.slice(0, 300)}`);
           }
           report.verify.push(v);
-          log(`verify ${name}: big ${v.bigOk ? 'ok' : 'DIFFERS'}, sparse ${v.sparseOk ? 'ok' : 'DIFFERS'}, small ${v.smallOk ? 'ok' : 'DIFFERS'}, sha256 ${v.bigSha.slice(0, 16)}…${p.rewrites ? `, keep-alive ${v.keepAliveSeconds === undefined ? `not complete in ${kaSeconds} s` : `${v.keepAliveSeconds.toFixed(2)} s`}` : ''}`);
+          log(`verify ${name}: big ${v.bigOk ? 'ok' : 'DIFFERS'}, sparse ${v.sparseOk ? 'ok' : 'DIFFERS'}, small ${v.smallOk ? 'ok' : 'DIFFERS'}, gzip ${v.gzipOk ? 'ok' : 'DIFFERS'}, sha256 ${v.bigSha.slice(0, 16)}…${p.rewrites ? `, keep-alive ${v.keepAliveSeconds === undefined ? `not complete in ${kaSeconds} s` : `${v.keepAliveSeconds.toFixed(2)} s`}` : ''}`);
         } finally {
           await p.down();
         }
@@ -599,8 +631,8 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
     }
 
     // ---- 2. Interleaved rounds ----
-    const results = new Map<HttpPathId, { mbps: number[]; cpu: number[]; warmMbps: number[]; warmCpu: number[]; spMbps: number[]; spCpu: number[]; rps: number[]; lat: number[] }>();
-    for (const p of paths) results.set(p.id, { mbps: [], cpu: [], warmMbps: [], warmCpu: [], spMbps: [], spCpu: [], rps: [], lat: [] });
+    const results = new Map<HttpPathId, { mbps: number[]; cpu: number[]; warmMbps: number[]; warmCpu: number[]; gzMbps: number[]; gzCpu: number[]; spMbps: number[]; spCpu: number[]; rps: number[]; lat: number[] }>();
+    for (const p of paths) results.set(p.id, { mbps: [], cpu: [], warmMbps: [], warmCpu: [], gzMbps: [], gzCpu: [], spMbps: [], spCpu: [], rps: [], lat: [] });
     for (let round = 0; measure && round < runs; round++) {
       for (const p of paths) {
         const name = HTTP_PATH_NAMES[p.id];
@@ -609,13 +641,17 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
         try {
           // Unmeasured: JIT (tapgate), caches, the proxies' upstream connections.
           await curl(url(p, 'warm.txt'), ['-H', 'Connection: close']);
-          /** One 50 MiB download: MB/s and the middle box's CPU seconds. */
-          const download = async (file: string, want: number): Promise<[number, number]> => {
+          /** One 50 MiB download: MB/s and the middle box's CPU seconds. `coded`: asked for gzip
+           *  (curl decodes; its size_download is the coded size, so the file's size is checked). */
+          const download = async (file: string, want: number, coded = false): Promise<[number, number]> => {
+            const out = coded ? join(tmp, 'coded.bin') : '/dev/null';
             const cpu0 = namespaceCpuSeconds(gw);
-            const r = await curl(url(p, file), ['-H', 'Connection: close']);
+            const r = await curl(url(p, file), ['-H', 'Connection: close', ...(coded ? ['--compressed'] : [])], out);
             const cpu1 = namespaceCpuSeconds(gw);
             const c = r.exit === 0 ? parseCurlW(r.out) : undefined;
-            if (c === undefined || c.code !== 200 || c.bytes !== want) {
+            const got = coded ? (statSync(out, { throwIfNoEntry: false })?.size ?? -1) : c?.bytes;
+            if (coded) rmSync(out, { force: true });
+            if (c === undefined || c.code !== 200 || got !== want) {
               throw new Error(`${name} round ${round + 1}: ${file} download failed (curl exit ${r.exit}, ${r.out}, expected ${want} bytes): ${r.err.slice(0, 300)}`);
             }
             return [BIG_BODY_BYTES / c.seconds / 1e6, cpu1 - cpu0];
@@ -626,6 +662,9 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
           const [warmMbps, warmCpu] = await download('big.txt', p.rewrites ? bigExpected.length : big.length);
           res.warmMbps.push(warmMbps);
           res.warmCpu.push(warmCpu);
+          const [gzMbps, gzCpu] = await download('gz/big.txt', p.rewrites ? bigExpected.length : big.length, true);
+          res.gzMbps.push(gzMbps);
+          res.gzCpu.push(gzCpu);
           const [spMbps, spCpu] = await download('sparse.txt', p.rewrites ? sparseExpected.length : sparse.length);
           res.spMbps.push(spMbps);
           res.spCpu.push(spCpu);
@@ -636,7 +675,7 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
           const l = await labExec(P, 'client', ['wrk', '-t1', '-c1', `-d${wrkSeconds}s`, '--latency', url(p, 'small.txt')], { timeoutMs: (wrkSeconds + 20) * 1000 });
           const lat = parseWrkLatency(l.stdout);
           res.lat.push(lat.p50Us);
-          log(`${name} round ${round + 1}: ${mbps.toFixed(1)} MB/s (gw CPU ${cpu.toFixed(2)} s), again ${warmMbps.toFixed(1)} MB/s (${warmCpu.toFixed(2)} s), sparse ${spMbps.toFixed(1)} MB/s (${spCpu.toFixed(2)} s), ${wr.rps.toFixed(0)} req/s, p50 ${lat.p50Us.toFixed(0)} µs`);
+          log(`${name} round ${round + 1}: ${mbps.toFixed(1)} MB/s (gw CPU ${cpu.toFixed(2)} s), again ${warmMbps.toFixed(1)} MB/s (${warmCpu.toFixed(2)} s), gzip ${gzMbps.toFixed(1)} MB/s (${gzCpu.toFixed(2)} s), sparse ${spMbps.toFixed(1)} MB/s (${spCpu.toFixed(2)} s), ${wr.rps.toFixed(0)} req/s, p50 ${lat.p50Us.toFixed(0)} µs`);
         } finally {
           await p.down();
         }
@@ -649,6 +688,8 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
       if (r.cpu.length > 0) report.cpuSeconds.push({ name, value: median(r.cpu), runs: r.cpu });
       if (r.warmMbps.length > 0) report.warmThroughput.push({ name, value: median(r.warmMbps), runs: r.warmMbps });
       if (r.warmCpu.length > 0) report.warmCpuSeconds.push({ name, value: median(r.warmCpu), runs: r.warmCpu });
+      if (r.gzMbps.length > 0) report.gzipThroughput.push({ name, value: median(r.gzMbps), runs: r.gzMbps });
+      if (r.gzCpu.length > 0) report.gzipCpuSeconds.push({ name, value: median(r.gzCpu), runs: r.gzCpu });
       if (r.spMbps.length > 0) report.sparseThroughput.push({ name, value: median(r.spMbps), runs: r.spMbps });
       if (r.spCpu.length > 0) report.sparseCpuSeconds.push({ name, value: median(r.spCpu), runs: r.spCpu });
       if (r.rps.length > 0) report.rps.push({ name, value: median(r.rps), runs: r.rps });

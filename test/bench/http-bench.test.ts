@@ -180,6 +180,8 @@ describe('HTTP bench: what it prints', () => {
     cpuSeconds: [],
     warmThroughput: [],
     warmCpuSeconds: [],
+    gzipThroughput: [],
+    gzipCpuSeconds: [],
     sparseThroughput: [],
     sparseCpuSeconds: [],
     rps: [],
@@ -210,7 +212,7 @@ describe('HTTP bench: what it prints', () => {
     const row = (name: string, value: number) => ({ name, value, runs: [value] });
     const rep = base();
     rep.throughput = [row(HTTP_PATH_NAMES.tapgate, 90), row(HTTP_PATH_NAMES.mitmproxy, 30), row(HTTP_PATH_NAMES.nginx, 100)];
-    rep.verify = [{ path: HTTP_PATH_NAMES.tapgate, bigOk: true, sparseOk: true, smallOk: true, bigSha: 'ab', keepAliveSeconds: undefined }];
+    rep.verify = [{ path: HTTP_PATH_NAMES.tapgate, bigOk: true, sparseOk: true, smallOk: true, gzipOk: true, bigSha: 'ab', keepAliveSeconds: undefined }];
     const goals = printHttp(rep, table);
     expect(goals[0]).toMatch(/≥ 3× mitmproxy's: tapgate 90\.0 vs mitmproxy 30\.0 MB\/s \(×3\.00\) — HOLDS/);
     expect(goals[1]).toMatch(/≥ nginx sub_filter's: tapgate 90\.0 vs nginx 100\.0 MB\/s \(×0\.90\) — MISSED/);
@@ -230,5 +232,25 @@ describe('HTTP bench: what it prints', () => {
     expect(goals[2]).toMatch(/3× mitmproxy's, warm \(the second download\): tapgate 130\.0 vs mitmproxy 40\.0 MB\/s \(×3\.25; per CPU second 200 vs 100 MB, ×2\.00\) — HOLDS/);
     expect(goals[3]).toMatch(/nginx sub_filter's, warm: tapgate 130\.0 vs nginx 60\.0 .* — HOLDS/);
     expect(printed()).toMatch(/the same 50 MiB again right after, through the same process/);
+  });
+
+  it('the gzip download: its own table with ratios against mitmproxy and nginx, no goal line', () => {
+    const row = (name: string, value: number) => ({ name, value, runs: [value] });
+    const rep = base();
+    rep.bodyBytes = 100e6;
+    rep.gzipThroughput = [row(HTTP_PATH_NAMES.tapgate, 60), row(HTTP_PATH_NAMES.mitmproxy, 20), row(HTTP_PATH_NAMES.nginx, 120)];
+    rep.gzipCpuSeconds = [row(HTTP_PATH_NAMES.tapgate, 2), row(HTTP_PATH_NAMES.mitmproxy, 4), row(HTTP_PATH_NAMES.nginx, 1)];
+    expect(printHttp(rep, table)).toEqual([]);
+    const out = printed();
+    expect(out).toMatch(/asked for gzip \(curl --compressed/);
+    const rows = JSON.parse(out.split('\n').find((l) => l.startsWith('[') && l.includes('"MB/s":60'))!) as Array<Record<string, number>>;
+    expect(rows[0]).toMatchObject({ 'MB/s': 60, 'gw CPU s': 2, 'MB per gw CPU s': 50, 'vs mitmproxy': 3, 'vs nginx sub_filter': 0.5 });
+  });
+
+  it('the nginx and mitmproxy paths are set up for the gzip download', () => {
+    expect(subFilterNginxConf('/d', '127.0.0.1:1', '127.0.0.1:2')).toMatch(/gzip on;[\s\S]*proxy_set_header Accept-Encoding "";|proxy_set_header Accept-Encoding "";[\s\S]*gzip on;/);
+    expect(originNginxConf('/d', '127.0.0.1:1', '/w')).toMatch(/location \/gz\/ \{ alias \/w\/; gzip on;/);
+    expect(mitmAddonPy()).toMatch(/"content-encoding" in flow\.response\.headers:\n\s+flow\.response\.stream = False/);
+    expect(tapgateHttpYaml(8080)).toMatch(/decode: true/);
   });
 });
