@@ -188,14 +188,17 @@ const pyBytes = (s: string): string => `bytes.fromhex("${Buffer.from(s, 'latin1'
  * it streams: `Content-Length` goes, the body is chunked (HTTP/1.1; close-delimited otherwise),
  * and a stateful function replaces in each chunk, keeping back the bytes that could start a match
  * (at most the longest pattern − 1) and never cutting inside one. Smaller responses are rewritten
- * whole in the `response` hook (mitmproxy fixes their Content-Length), and so are content-coded
- * ones (gzip: a stream function would get the coded bytes; `content` decodes, and setting it
- * codes again with the same coding). It never returns an empty
+ * whole in the `response` hook (mitmproxy fixes their Content-Length). A gzip-coded response
+ * streams too, through zlib: decoded, the same replacement, coded again at level 1 with a sync
+ * flush per chunk (as tapgate does; the stream function is set before mitmproxy's own
+ * `stream_large_bodies` check, which keeps a function it finds). It never returns an empty
  * chunk: mitmproxy 8.1 would frame it as the last chunk. `bytes.replace` runs in C: this is the
  * fast way to write such an addon, so the comparison is with mitmproxy at its best.
  */
 export function mitmAddonPy(rewrites = HTTP_REWRITES): string {
   return `"""npm run bench, HTTP section: the http agent's body replacements, as a mitmproxy addon."""
+import zlib
+
 REPLACE = [
 ${rewrites.map((r) => `    (${pyBytes(r.find)}, ${pyBytes(r.with)}),`).join('\n')}
 ]
@@ -235,16 +238,40 @@ def streamer():
     return stream
 
 
+def gzip_streamer():
+    """The streamer between a gzip decoder and a gzip encoder (one member out)."""
+    inner = streamer()
+    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    enc = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def stream(chunk):
+        if chunk == b"":
+            plain = dec.flush()
+            parts = (inner(plain) if plain else []) + inner(b"")
+            out = b"".join(enc.compress(p) for p in parts) + enc.flush()
+        else:
+            plain = dec.decompress(chunk)
+            parts = inner(plain) if plain else []
+            out = b"".join(enc.compress(p) for p in parts)
+            if parts:
+                out += enc.flush(zlib.Z_SYNC_FLUSH)
+        return [out] if out else []
+
+    return stream
+
+
 def responseheaders(flow):
-    if flow.response.stream and "content-encoding" in flow.response.headers:
-        flow.response.stream = False
+    coded = flow.response.headers.get("content-encoding", "").strip().lower()
+    if coded == "gzip":
+        flow.response.stream = gzip_streamer()
     if flow.response.stream:
         flow.response.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
             flow.response.headers["transfer-encoding"] = "chunked"
         else:
             flow.response.headers["connection"] = "close"
-        flow.response.stream = streamer()
+        if not callable(flow.response.stream):
+            flow.response.stream = streamer()
 
 
 def response(flow):
