@@ -15,9 +15,12 @@ const DIST_EXTRA = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 
 const CL_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
 const WSIZE = 32768;
-const WMASK = WSIZE - 1;
 /** Output is handed to the sink in pieces of at most this many bytes. */
 export const OUT_PIECE = 64 * 1024;
+/** The history (the window) and the output after it are one buffer: a copy reads back into it. */
+const BUF = WSIZE + OUT_PIECE;
+/** Output is handed over once this far: the longest copy (258) still fits. */
+const FLUSH_AT = BUF - 258;
 
 type Mode = 'header' | 'storedLen' | 'storedNlen' | 'stored' | 'table' | 'clens' | 'lens' | 'lensExtra' | 'codes' | 'lenExtra' | 'dist' | 'distExtra' | 'done';
 const MODES: readonly Mode[] = ['header', 'storedLen', 'storedNlen', 'stored', 'table', 'clens', 'lens', 'lensExtra', 'codes', 'lenExtra', 'dist', 'distExtra', 'done'];
@@ -101,7 +104,8 @@ export class Inflater {
   private bitBuf = 0;
   private bitCnt = 0;
   private total = 0;
-  private readonly win = new Uint8Array(WSIZE);
+  /** [WSIZE - window, WSIZE): the window between calls; output goes after it during a call. */
+  private readonly buf = new Uint8Array(BUF);
   private stored = 0;
   private hlit = 0;
   private hdist = 0;
@@ -115,8 +119,6 @@ export class Inflater {
   private lit: Table = FIXED_LIT;
   private dist: Table = FIXED_DIST;
   private cl: Table | null = null;
-  /** Output not handed to the sink yet (runtime: empty between calls). */
-  private readonly out = new Uint8Array(OUT_PIECE);
 
   /** The final block ended: bytes after it are not deflate data (see `leftover`). */
   get done(): boolean {
@@ -138,14 +140,21 @@ export class Inflater {
     const n = input.length;
     let bb = this.bitBuf;
     let bc = this.bitCnt;
-    const win = this.win;
-    const out = this.out;
-    let op = 0;
-    let total = this.total;
+    const buf = this.buf;
+    let op = WSIZE;
+    /** Output before this call's unflushed part (total = base + op - WSIZE). */
+    let base = this.total;
     const flushOut = (): void => {
-      const k = op;
-      op = 0;
-      if (k > 0) sink(out.subarray(0, k));
+      const k = op - WSIZE;
+      if (k === 0) return;
+      base += k;
+      op = WSIZE;
+      try {
+        sink(buf.subarray(WSIZE, WSIZE + k));
+      } finally {
+        // The last WSIZE bytes become the history (also when the sink throws: a bound).
+        buf.copyWithin(0, k, WSIZE + k);
+      }
     };
     const fail = (why: string): never => {
       this.bitBuf = bb;
@@ -200,23 +209,19 @@ export class Inflater {
           case 'stored': {
             // Whole bytes still in the bit buffer first (the stream is byte aligned here).
             while (this.stored > 0 && bc >= 8) {
-              const c = bb & 0xff;
+              buf[op++] = bb & 0xff;
               bb >>>= 8;
               bc -= 8;
-              out[op++] = c;
-              win[total++ & WMASK] = c;
               this.stored--;
-              if (op === OUT_PIECE) flushOut();
+              if (op >= FLUSH_AT) flushOut();
             }
             while (this.stored > 0 && ip < n) {
-              const k = Math.min(this.stored, n - ip, OUT_PIECE - op);
-              out.set(input.subarray(ip, ip + k), op);
-              for (let j = 0; j < k; j++) win[(total + j) & WMASK] = input[ip + j]!;
+              const k = Math.min(this.stored, n - ip, BUF - op);
+              buf.set(input.subarray(ip, ip + k), op);
               ip += k;
               op += k;
-              total += k;
               this.stored -= k;
-              if (op === OUT_PIECE) flushOut();
+              if (op >= FLUSH_AT) flushOut();
             }
             if (this.stored > 0) return ip;
             this.mode = this.last ? 'done' : 'header';
@@ -316,6 +321,75 @@ export class Inflater {
             const dbits = this.dist.bits;
             const dmask = (1 << dbits) - 1;
             for (;;) {
+              // Fast path: input enough for a whole symbol (a literal, or a length and a distance
+              // with their extra bits: at most 48 bits), so no state is kept between its parts.
+              let blockEnd = false;
+              while (this.mode === 'codes' && n - ip >= 8) {
+                if (bc < 15) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                  if (bc < 15) {
+                    bb |= input[ip++]! << bc;
+                    bc += 8;
+                  }
+                }
+                let e = lt[bb & lmask]!;
+                let l = e & 15;
+                if (l === 0) fail('invalid literal/length code');
+                bb >>>= l;
+                bc -= l;
+                let s = e >> 4;
+                if (s < 256) {
+                  buf[op++] = s;
+                  if (op >= FLUSH_AT) flushOut();
+                  continue;
+                }
+                if (s === 256) {
+                  this.mode = this.last ? 'done' : 'header';
+                  blockEnd = true;
+                  break;
+                }
+                if (s > 285) fail('invalid literal/length code');
+                s -= 257;
+                let eb = LEN_EXTRA[s]!;
+                if (bc < eb) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                const len = LEN_BASE[s]! + (bb & ((1 << eb) - 1));
+                bb >>>= eb;
+                bc -= eb;
+                if (bc < 15) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                  if (bc < 15) {
+                    bb |= input[ip++]! << bc;
+                    bc += 8;
+                  }
+                }
+                e = dt[bb & dmask]!;
+                l = e & 15;
+                if (l === 0) fail('invalid distance code');
+                bb >>>= l;
+                bc -= l;
+                s = e >> 4;
+                if (s > 29) fail('invalid distance code');
+                eb = DIST_EXTRA[s]!;
+                while (bc < eb) {
+                  bb |= input[ip++]! << bc;
+                  bc += 8;
+                }
+                const d = DIST_BASE[s]! + (bb & ((1 << eb) - 1));
+                bb >>>= eb;
+                bc -= eb;
+                if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
+                const src = op - d;
+                if (d >= len && len > 16) buf.copyWithin(op, src, src + len);
+                else for (let j = 0; j < len; j++) buf[op + j] = buf[src + j]!;
+                op += len;
+                if (op >= FLUSH_AT) flushOut();
+              }
+              if (blockEnd) break;
               if (this.mode === 'codes') {
                 while (bc < lbits && ip < n) {
                   bb |= input[ip++]! << bc;
@@ -331,9 +405,8 @@ export class Inflater {
                 bc -= l;
                 const s = e >> 4;
                 if (s < 256) {
-                  out[op++] = s;
-                  win[total++ & WMASK] = s;
-                  if (op === OUT_PIECE) flushOut();
+                  buf[op++] = s;
+                  if (op >= FLUSH_AT) flushOut();
                   continue;
                 }
                 if (s === 256) {
@@ -384,18 +457,13 @@ export class Inflater {
               const d = DIST_BASE[this.sym]! + (bb & ((1 << eb) - 1));
               bb >>>= eb;
               bc -= eb;
-              if (d > total || d > WSIZE) fail('distance too far back');
-              let len = this.len;
-              while (len > 0) {
-                const k = Math.min(len, OUT_PIECE - op);
-                for (let j = 0; j < k; j++) {
-                  const c = win[(total - d) & WMASK]!;
-                  out[op++] = c;
-                  win[total++ & WMASK] = c;
-                }
-                len -= k;
-                if (op === OUT_PIECE) flushOut();
-              }
+              if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
+              const len = this.len;
+              const src = op - d;
+              if (d >= len && len > 16) buf.copyWithin(op, src, src + len);
+              else for (let j = 0; j < len; j++) buf[op + j] = buf[src + j]!;
+              op += len;
+              if (op >= FLUSH_AT) flushOut();
               this.mode = 'codes';
             }
             break;
@@ -407,7 +475,7 @@ export class Inflater {
     } finally {
       this.bitBuf = bb;
       this.bitCnt = bc;
-      this.total = total;
+      this.total = base + op - WSIZE;
       flushOut();
     }
   }
@@ -443,8 +511,7 @@ export class Inflater {
 
   toJSON(): InflateJson {
     const have = Math.min(this.total, WSIZE);
-    const w = new Uint8Array(have);
-    for (let i = 0; i < have; i++) w[i] = this.win[(this.total - have + i) & WMASK]!;
+    const w = this.buf.subarray(WSIZE - have, WSIZE);
     return {
       mode: this.mode,
       last: this.last,
@@ -479,7 +546,7 @@ export class Inflater {
     x.total = int(j.total, 0, Number.MAX_SAFE_INTEGER);
     const w = Buffer.from(String(j.win), 'base64');
     if (w.length !== Math.min(x.total, WSIZE)) throw new Error('inflate: bad state (window)');
-    for (let i = 0; i < w.length; i++) x.win[(x.total - w.length + i) & WMASK] = w[i]!;
+    x.buf.set(w, WSIZE - w.length);
     x.stored = int(j.stored, 0, 0xffff);
     x.hlit = int(j.hlit, 0, 286);
     x.hdist = int(j.hdist, 0, 30);
