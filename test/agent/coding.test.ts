@@ -107,9 +107,11 @@ describe('inflate', () => {
     ['an over-subscribed code length code', bits([[1, 1], [2, 2], [0, 5], [0, 5], [15, 4], ...Array.from({ length: 19 }, (): [number, number] => [1, 3])]), /invalid code lengths set/],
     ['a code length code with no codes', bits([[1, 1], [2, 2], [0, 5], [0, 5], [15, 4], [0, 3], [0, 3], [0, 3], ...Array.from({ length: 16 }, (): [number, number] => [0, 3])]), /invalid|repeat/],
   ];
-  it.each(bad)('refuses %s', (_what, z, msg) => {
-    expect(() => new Inflater().push(z, 0, () => {})).toThrow(InflateError);
-    expect(() => new Inflater().push(z, 0, () => {})).toThrow(msg);
+  it.each(bad)('refuses %s (read bit by bit at the end of the input, and on the whole-symbol path)', (_what, z, msg) => {
+    for (const input of [z, Buffer.concat([z, Buffer.alloc(16)])]) {
+      expect(() => new Inflater().push(input, 0, () => {})).toThrow(InflateError);
+      expect(() => new Inflater().push(input, 0, () => {})).toThrow(msg);
+    }
   });
 
   it('refuses a snapshot that does not fit', () => {
