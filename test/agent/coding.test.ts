@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { deflateRawSync, deflateSync, gunzipSync, gzipSync, inflateRawSync, inflateSync, constants } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { adler32, CodingError, Decoder, Encoder } from '../../src/agent/coding/codec.js';
-import { InflateError, Inflater, OUT_PIECE } from '../../src/agent/coding/inflate.js';
+import { buildTable, InflateError, Inflater, OUT_PIECE } from '../../src/agent/coding/inflate.js';
 import { mulberry32 } from '../../src/util/prng.js';
 
 function text(n: number, seed: number): Buffer {
@@ -44,6 +44,7 @@ describe('inflate', () => {
     ['one byte', Buffer.from('a')],
     ['empty', Buffer.alloc(0)],
     ['a long run (distance 1, longest lengths)', Buffer.alloc(300_000, 'z')],
+    ['skewed (byte i 2^i times: codes of 15 bits, read past the table)', Buffer.concat(Array.from({ length: 20 }, (_, i) => Buffer.alloc(2 ** i, i)).reverse())],
   ];
   for (const [name, data] of inputs) {
     it(`${name}: every level and strategy, in pieces of 1, 7, 1000 bytes and whole, snapshots between`, () => {
@@ -60,6 +61,18 @@ describe('inflate', () => {
       }
     });
   }
+
+  it('a table costs at most 2^10 entries, whatever the longest code (a stream of tiny blocks of 15-bit codes is cheap)', () => {
+    const lens = Array.from({ length: 288 }, (_, i) => (i < 2 ? 15 : i < 16 ? 14 : 0));
+    lens[256] = 1;
+    // 1 + 14 codes of 14 bits + 2 of 15 bits: 1/2 + 14/16384 + 2/32768 ≠ 1, so not complete: refused.
+    expect(buildTable(lens, 288, true)).toBeNull();
+    const full = Array.from({ length: 288 }, (_, i) => (i === 256 ? 1 : i < 14 ? i + 2 : 0));
+    full[14] = 15; // 1/2 + (1/4 + … + 1/2^15) + 1/2^15 = 1
+    const t = buildTable(full, 288, true)!;
+    expect(t.max).toBe(15);
+    expect(t.t.length).toBeLessThanOrEqual(1024);
+  });
 
   it('hands output to the sink in pieces of at most OUT_PIECE bytes', () => {
     const z = deflateRawSync(Buffer.alloc(1 << 20, 'q'));
@@ -105,6 +118,8 @@ describe('inflate', () => {
     ['a distance before the start', bits([[1, 1], [1, 2], [1, 7, 'huff'], [0, 5, 'huff']]), /distance too far back/],
     // Dynamic: 19 code length code lengths, all 1: more codes than the code space holds.
     ['an over-subscribed code length code', bits([[1, 1], [2, 2], [0, 5], [0, 5], [15, 4], ...Array.from({ length: 19 }, (): [number, number] => [1, 3])]), /invalid code lengths set/],
+    // Literal/length code: only end-of-block, 2 bits long (incomplete; zlib: "invalid literal/lengths set").
+    ['an incomplete literal/length code', bits([[1, 1], [2, 2], [0, 5], [0, 5], [12, 4], ...[0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2].map((v): [number, number] => [v, 3]), [0, 1, 'huff'], [127, 7], [0, 1, 'huff'], [107, 7], [3, 2, 'huff'], [2, 2, 'huff']]), /invalid literal\/length or distance code lengths/],
     ['a code length code with no codes', bits([[1, 1], [2, 2], [0, 5], [0, 5], [15, 4], [0, 3], [0, 3], [0, 3], ...Array.from({ length: 16 }, (): [number, number] => [0, 3])]), /invalid|repeat/],
   ];
   it.each(bad)('refuses %s (read bit by bit at the end of the input, and on the whole-symbol path)', (_what, z, msg) => {

@@ -25,17 +25,32 @@ const FLUSH_AT = BUF - 258;
 type Mode = 'header' | 'storedLen' | 'storedNlen' | 'stored' | 'table' | 'clens' | 'lens' | 'lensExtra' | 'codes' | 'lenExtra' | 'dist' | 'distExtra' | 'done';
 const MODES: readonly Mode[] = ['header', 'storedLen', 'storedNlen', 'stored', 'table', 'clens', 'lens', 'lensExtra', 'codes', 'lenExtra', 'dist', 'distExtra', 'done'];
 
-/** A decoding table: entry = symbol << 4 | code length (0: no code), indexed by `bits` bits LSB first. */
-interface Table {
+/** Codes up to this long are found with one table lookup; longer ones (rare) canonically. */
+const ROOT_BITS = 10;
+/** A table entry for the root bits of a longer code. */
+const LONG = -1;
+
+/**
+ * A decoding table: `t` indexed by `bits` (≤ ROOT_BITS) stream bits, LSB first; entry = symbol
+ * << 4 | code length, 0 for no code, LONG for a code longer than `bits` (decodeLong). `max`: the
+ * longest code. `count` / `sorted`: codes per length and symbols in code order (RFC 1951 §3.2.2),
+ * for the long codes. Building one costs O(2^ROOT_BITS + symbols): a stream cannot make the
+ * gateway fill 2^15 entries per block for a block of a few bytes.
+ */
+export interface Table {
   t: Int32Array;
   bits: number;
+  max: number;
+  count: Int32Array;
+  sorted: Int32Array;
 }
 
 /**
  * Canonical Huffman table from code lengths (§3.2.2). Null when the lengths over-subscribe the
- * code space; an incomplete code is allowed (a missing code is found when it is read).
+ * code space, or leave it incomplete (as zlib: allowed only for a single code of length 1 in a
+ * literal/length or distance code, `single`); no code at all is allowed (its use fails).
  */
-function buildTable(lens: ArrayLike<number>, n: number): Table | null {
+export function buildTable(lens: ArrayLike<number>, n: number, single: boolean): Table | null {
   let max = 0;
   const count = new Int32Array(16);
   for (let i = 0; i < n; i++) {
@@ -49,30 +64,58 @@ function buildTable(lens: ArrayLike<number>, n: number): Table | null {
     left = (left << 1) - count[l]!;
     if (left < 0) return null;
   }
-  const bits = Math.max(max, 1);
+  if (left > 0 && max > 0 && !(single && max === 1)) return null;
+  const bits = Math.min(Math.max(max, 1), ROOT_BITS);
   const t = new Int32Array(1 << bits);
   const next = new Int32Array(16);
+  const offs = new Int32Array(16);
   for (let l = 1, code = 0; l < 16; l++) {
     code = (code + count[l - 1]!) << 1;
     next[l] = code;
+    offs[l] = offs[l - 1]! + count[l - 1]!;
   }
+  const sorted = new Int32Array(n);
   for (let s = 0; s < n; s++) {
     const l = lens[s]!;
     if (l === 0) continue;
+    sorted[offs[l]!++] = s;
     const code = next[l]!++;
     let r = 0;
     for (let k = 0; k < l; k++) r |= ((code >> k) & 1) << (l - 1 - k);
-    const e = (s << 4) | l;
-    for (let i = r; i < 1 << bits; i += 1 << l) t[i] = e;
+    if (l <= bits) {
+      const e = (s << 4) | l;
+      for (let i = r; i < 1 << bits; i += 1 << l) t[i] = e;
+    } else t[r & ((1 << bits) - 1)] = LONG;
   }
-  return { t, bits };
+  return { t, bits, max, count, sorted };
+}
+
+/**
+ * A code longer than the root bits, read canonically from the bit buffer (as zlib's puff):
+ * symbol << 4 | length, or 0 when the `bc` bits held do not complete a code (more input, or,
+ * with `max` bits held, an invalid code).
+ */
+function decodeLong(h: Table, bb: number, bc: number): number {
+  let code = 0;
+  let first = 0;
+  let index = 0;
+  for (let len = 1; len <= h.max && len <= bc; len++) {
+    code |= (bb >>> (len - 1)) & 1;
+    const c = h.count[len]!;
+    if (code - c < first) return (h.sorted[index + (code - first)]! << 4) | len;
+    index += c;
+    first = (first + c) << 1;
+    code <<= 1;
+  }
+  return 0;
 }
 
 const FIXED_LENS: number[] = [];
 for (let i = 0; i < 288; i++) FIXED_LENS.push(i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8);
-const FIXED_DIST_LENS: number[] = new Array<number>(30).fill(5);
-const FIXED_LIT = buildTable(FIXED_LENS, 288)!;
-const FIXED_DIST = buildTable(FIXED_DIST_LENS, 30)!;
+/** 32 distance codes of 5 bits: 30 and 31 are codes of no distance (refused when read). */
+const FIXED_DIST_LENS: number[] = new Array<number>(32).fill(5);
+const FIXED_LIT = buildTable(FIXED_LENS, 288, true)!;
+const FIXED_DIST = buildTable(FIXED_DIST_LENS, 32, true)!;
 
 export class InflateError extends Error {}
 
@@ -255,7 +298,7 @@ export class Inflater {
               bb >>>= 3;
               bc -= 3;
             }
-            this.cl = buildTable(this.lens, 19);
+            this.cl = buildTable(this.lens, 19, false);
             if (this.cl === null) fail('invalid code lengths set');
             this.idx = 0;
             this.mode = 'lens';
@@ -263,7 +306,7 @@ export class Inflater {
           }
           case 'lens':
           case 'lensExtra': {
-            const cl = this.cl ?? (this.cl = buildTable(this.lens, 19)!);
+            const cl = this.cl ?? (this.cl = buildTable(this.lens, 19, false)!);
             const lens = this.lens;
             const want = this.hlit + this.hdist;
             while (this.idx < want) {
@@ -315,11 +358,13 @@ export class Inflater {
           case 'dist':
           case 'distExtra': {
             const lt = this.lit.t;
-            const lbits = this.lit.bits;
-            const lmask = (1 << lbits) - 1;
+            const lit = this.lit;
+            const dist = this.dist;
+            const lmax = lit.max;
+            const lmask = (1 << lit.bits) - 1;
+            const dmax = dist.max;
             const dt = this.dist.t;
-            const dbits = this.dist.bits;
-            const dmask = (1 << dbits) - 1;
+            const dmask = (1 << dist.bits) - 1;
             for (;;) {
               // Fast path: input enough for a whole symbol (a literal, or a length and a distance
               // with their extra bits: at most 48 bits), so no state is kept between its parts.
@@ -334,6 +379,7 @@ export class Inflater {
                   }
                 }
                 let e = lt[bb & lmask]!;
+                if (e === LONG) e = decodeLong(lit, bb, bc);
                 let l = e & 15;
                 if (l === 0) fail('invalid literal/length code');
                 bb >>>= l;
@@ -368,6 +414,7 @@ export class Inflater {
                   }
                 }
                 e = dt[bb & dmask]!;
+                if (e === LONG) e = decodeLong(dist, bb, bc);
                 l = e & 15;
                 if (l === 0) fail('invalid distance code');
                 bb >>>= l;
@@ -391,14 +438,15 @@ export class Inflater {
               }
               if (blockEnd) break;
               if (this.mode === 'codes') {
-                while (bc < lbits && ip < n) {
+                while (bc < lmax && ip < n) {
                   bb |= input[ip++]! << bc;
                   bc += 8;
                 }
-                const e = lt[bb & lmask]!;
+                let e = lt[bb & lmask]!;
+                if (e === LONG) e = decodeLong(lit, bb, bc);
                 const l = e & 15;
                 if (l === 0 || l > bc) {
-                  if (bc >= lbits) fail('invalid literal/length code');
+                  if (bc >= lmax) fail('invalid literal/length code');
                   return ip;
                 }
                 bb >>>= l;
@@ -430,14 +478,15 @@ export class Inflater {
                 this.mode = 'dist';
               }
               if (this.mode === 'dist') {
-                while (bc < dbits && ip < n) {
+                while (bc < dmax && ip < n) {
                   bb |= input[ip++]! << bc;
                   bc += 8;
                 }
-                const e = dt[bb & dmask]!;
+                let e = dt[bb & dmask]!;
+                if (e === LONG) e = decodeLong(dist, bb, bc);
                 const l = e & 15;
                 if (l === 0 || l > bc) {
-                  if (bc >= dbits) fail('invalid distance code');
+                  if (bc >= dmax) fail('invalid distance code');
                   return ip;
                 }
                 bb >>>= l;
@@ -501,8 +550,8 @@ export class Inflater {
 
   private tablesFromLens(): void {
     const lens = this.lens;
-    const lit = buildTable(lens.subarray(19, 19 + this.hlit), this.hlit);
-    const dist = buildTable(lens.subarray(19 + this.hlit, 19 + this.hlit + this.hdist), this.hdist);
+    const lit = buildTable(lens.subarray(19, 19 + this.hlit), this.hlit, true);
+    const dist = buildTable(lens.subarray(19 + this.hlit, 19 + this.hlit + this.hdist), this.hdist, true);
     if (lit === null || dist === null) throw new InflateError('invalid literal/length or distance code lengths');
     this.fixed = false;
     this.lit = lit;
@@ -565,7 +614,7 @@ export class Inflater {
     const inBlock = x.mode === 'codes' || x.mode === 'lenExtra' || x.mode === 'dist' || x.mode === 'distExtra';
     if (inBlock && !x.fixed) x.tablesFromLens();
     if (x.mode === 'lens' || x.mode === 'lensExtra') {
-      x.cl = buildTable(x.lens, 19);
+      x.cl = buildTable(x.lens, 19, false);
       if (x.cl === null) throw new Error('inflate: bad state (code lengths)');
     }
     return x;
