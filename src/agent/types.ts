@@ -14,7 +14,9 @@
  *   decided yet (the seed's "PORT 40, " case): the engine releases the segment without them and
  *   asks again when more bytes come. It never decreases, and bytes before it are final.
  * - `flush` decides everything still undecided (end of stream, hold timeout, hold limit): its
- *   answer's `undecidedFrom` is ignored and taken as the end of the data fed.
+ *   answer's `undecidedFrom` is ignored and taken as the end of the data fed. At the end of the
+ *   stream (FIN) it is called even when nothing is held: an insertion at the end (`len` 0 at the
+ *   end of the data fed) then travels with the FIN segment.
  * - A pure insertion (`len` 0) travels with the segment that *starts* at its position (F maps
  *   an insertion at p to the front of p). One at the very end of the data fed therefore waits
  *   for the sender's next byte, which may never come (a keep-alive connection between

@@ -724,10 +724,13 @@ export class StreamDirection<T> {
   /**
    * Makes the agent decide everything it holds (FIN, RST, timeout, limit) and emits the decision
    * as an insertion at x. For FIN the FIN segment itself carries it; otherwise the gateway
-   * originates a segment with it.
+   * originates a segment with it. At FIN the agent is asked even with nothing held: it may end
+   * the stream with bytes of its own (the http agent's coded body: its final block and check
+   * value).
    */
   flush(reason: FlushReason, nowMs: number): void {
-    if (this.heldBytes === 0) return;
+    const held = this.heldBytes > 0;
+    if (!held && (reason !== 'fin' || this.givenUp || !this.agent || this.agentOff)) return;
     const h = this.held.start;
     const region = this.held.read(h, this.x);
     let d = region;
@@ -746,11 +749,13 @@ export class StreamDirection<T> {
       }
     }
     this.held.reset(this.x);
-    switch (reason) {
-      case 'fin': this.counters.flushFin++; break;
-      case 'rst': this.counters.flushRst++; break;
-      case 'timeout': this.counters.flushTimeout++; break;
-      case 'limit': this.counters.flushLimit++; break;
+    if (held) {
+      switch (reason) {
+        case 'fin': this.counters.flushFin++; break;
+        case 'rst': this.counters.flushRst++; break;
+        case 'timeout': this.counters.flushTimeout++; break;
+        case 'limit': this.counters.flushLimit++; break;
+      }
     }
     if (d.length === 0) return;
     const newPos = this.mapEnd(this.x);

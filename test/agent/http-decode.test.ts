@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { httpFactory, type HttpAgent } from '../../src/agent/http/agent.js';
 import type { HttpConfig } from '../../src/agent/http/config.js';
 import { mulberry32 } from '../../src/util/prng.js';
+import { simulate } from '../helpers/tcpsim.js';
 import { b, c2s, CTX, decode, hv, run, s2c, type RunOpts } from './http-helpers.js';
 
 const DECODE: HttpConfig = {
@@ -205,5 +206,43 @@ describe('http decode: what does not decode is refused, never passed', () => {
     expect(out.abort).toBe('http-refused:resync');
     expect(out.edits).toEqual([{ at: 4000, len: 1000, data: expect.anything() }]);
     expect((restored as HttpAgent).counters.refused.resync).toBe(1);
+  });
+});
+
+describe('http decode: through the engine (the reference TCP pair)', () => {
+  const plain = text(60_000, 21);
+  const z = gzipSync(plain);
+  const req = Buffer.from('GET / HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n', 'latin1');
+  const closeResp = Buffer.concat([b('HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\n\r\n'), z]);
+  const sim = (resp: Buffer, holdTimeoutMs: number, seed: number) =>
+    simulate({
+      rand: mulberry32(seed),
+      data: [new Uint8Array(req), new Uint8Array(resp)],
+      isn: [7, 0xfffffff0],
+      mss: 1000,
+      loss: 0,
+      dup: 0,
+      reorder: 0,
+      sack: true,
+      agent: httpFactory.create(DECODE, CTX),
+      limits: { holdTimeoutMs },
+      window: 8000,
+    });
+
+  it('a close-delimited coded body gets its final block and trailer at the FIN, nothing held or not', () => {
+    for (const [hold, seed] of [[1e9, 1], [1, 2], [1, 3]] as const) {
+      const r = sim(closeResp, hold, seed);
+      expect(r.errors).toEqual([]);
+      expect(r.finished).toBe(true);
+      const m = decode(Buffer.from(r.received[1]), 'response').msgs[0]!;
+      expect(m.framing).toBe('close');
+      expect(gunzipSync(m.body).toString('latin1') === rewrite(plain), `hold ${hold}`).toBe(true);
+    }
+  });
+
+  it('a close-delimited coded body cut short: the connection is reset, no valid end is made up', () => {
+    const r = sim(closeResp.subarray(0, closeResp.length - 100), 1e9, 4);
+    const m = decode(Buffer.from(r.received[1]), 'response').msgs[0]!;
+    expect(() => gunzipSync(m.body)).toThrow();
   });
 });
