@@ -135,6 +135,20 @@ describe('http decode: coded responses are rewritten in their coding', () => {
 });
 
 describe('http decode: requests', () => {
+  it.each([
+    ['gzip, deflate, br, zstd', 'gzip, deflate'],
+    ['br', 'identity'],
+    ['*', 'gzip, deflate'],
+    ['gzip;q=0, *;q=0.5', 'gzip;q=0, deflate;q=0.5'],
+    ['br, *;q=0', '*;q=0'],
+    ['identity', 'identity'],
+    [null, 'identity'],
+  ])('Accept-Encoding %j is sent as %j (RFC 9110 §12.5.3: what the agent decodes, no more)', (sent, got) => {
+    const r = run(DECODE, [c2s(`GET / HTTP/1.1\r\nHost: lab\r\n${sent === null ? '' : `Accept-Encoding: ${sent}\r\n`}\r\n`)]);
+    expect(hv(decode(r.c2s, 'request').msgs[0]!, 'Accept-Encoding')).toEqual([got]);
+    expect(r.counters.acceptEncodingFiltered).toBe(sent === got ? 0 : 1);
+  });
+
   it('Accept-Encoding offers only what the agent decodes; identity when nothing is left', () => {
     const r = run(DECODE, [c2s(get('/a') + 'GET /b HTTP/1.1\r\nHost: lab\r\nAccept-Encoding: br\r\nTE: gzip\r\n\r\nGET /c HTTP/1.1\r\nHost: lab\r\nAccept-Encoding: gzip;q=1.0, deflate\r\n\r\n')]);
     const d = decode(r.c2s, 'request');
@@ -154,6 +168,34 @@ describe('http decode: requests', () => {
 describe('http decode: what does not decode is refused, never passed', () => {
   const plain = text(100_000, 10);
   const respond = (z: Buffer) => s2c(Buffer.concat([head(`Content-Encoding: gzip\r\nContent-Length: ${z.length}\r\n`), z]));
+
+  it('an empty coded body stays empty (chunked, close-delimited)', () => {
+    const r = run(DECODE, [c2s(get('/')), s2c(Buffer.concat([head('Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n'), b('0\r\n\r\n')]))]);
+    const m = decode(r.s2c, 'response').msgs[0]!;
+    expect(m.body.length).toBe(0);
+    expect(r.counters.refused.coding).toBe(0);
+    const c = run(DECODE, [c2s('GET / HTTP/1.0\r\n\r\n'), s2c('HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\n\r\n')]);
+    expect(decode(c.s2c, 'response').msgs[0]!.body.length).toBe(0);
+    expect(c.counters.refused.coding).toBe(0);
+  });
+
+  it('bytes after the gzip data are dropped and counted; the body is rewritten', () => {
+    const z = Buffer.concat([gzipSync('Hello world'), b('\n\n')]);
+    const r = run(DECODE, [c2s(get('/')), respond(z)]);
+    const m = decode(r.s2c, 'response').msgs[0]!;
+    expect(gunzipSync(m.body).toString()).toBe('Hi there');
+    expect(r.counters.codedTrailingBytes).toBe(2);
+  });
+
+  it('a small held body cut short by FIN becomes a 502 (its header was still held)', () => {
+    const z = gzipSync('Hello world');
+    // An HTTP/1.0 keep-alive answer: neither chunked nor close-delimited, so the body is held.
+    const r = run(DECODE, [c2s(get('/')), s2c(Buffer.concat([b(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Encoding: gzip\r\nContent-Length: ${z.length}\r\n\r\n`), z.subarray(0, z.length - 5)]))]);
+    expect(r.maxHeld.s2c).toBeGreaterThan(z.length - 5);
+    const m = decode(r.s2c, 'response').msgs[0]!;
+    expect(m.start).toBe('HTTP/1.1 502 Bad Gateway');
+    expect(hv(m, 'X-Tapgate-Refused')).toEqual(['coding']);
+  });
 
   it('a bad CRC-32 at the end: the connection is reset, the trailer is not made good', () => {
     const z = gzipSync(plain);

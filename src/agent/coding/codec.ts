@@ -38,6 +38,9 @@ export function adler32(a: number, data: Uint8Array): number {
 
 type Phase = 'head' | 'extraLen' | 'extra' | 'name' | 'comment' | 'hcrc' | 'data' | 'trailer' | 'between' | 'end';
 const PHASES: readonly Phase[] = ['head', 'extraLen', 'extra', 'name', 'comment', 'hcrc', 'data', 'trailer', 'between', 'end'];
+/** gzip's magic bytes (RFC 1952 §2.3.1). */
+const ID1 = 0x1f;
+const ID2 = 0x8b;
 
 /** gzip FLG bits (RFC 1952 §2.3.1). */
 const FHCRC = 2;
@@ -58,6 +61,7 @@ export interface DecoderJson {
   size: number;
   consumed: number;
   produced: number;
+  ignored: number;
   inflate: InflateJson | null;
 }
 
@@ -76,6 +80,11 @@ export class Decoder {
   /** Coded bytes consumed and bytes decoded (for the caller's ratio bound). */
   consumed = 0;
   produced = 0;
+  /**
+   * Bytes after the end of the coded data (after the last gzip member, the zlib or deflate
+   * stream), ignored as gzip(1) and browsers ignore them: the caller drops and counts them.
+   */
+  ignored = 0;
   private inf: Inflater | null = null;
 
   constructor(readonly coding: Coding) {
@@ -147,23 +156,43 @@ export class Decoder {
           i = inf.push(data, i, out);
           if (!inf.done) return;
           this.part = Array.from(inf.leftover());
-          this.phase = this.rawDeflate ? 'end' : 'trailer';
-          if (this.rawDeflate && this.part.length > 0) throw new CodingError('deflate: data after the end');
-          if (this.phase === 'trailer') this.trailerCheck();
+          if (this.rawDeflate) {
+            this.ignored += this.part.length;
+            this.part = [];
+            this.phase = 'end';
+          } else {
+            this.phase = 'trailer';
+            this.trailerCheck();
+          }
           break;
         }
         case 'trailer':
           i = this.collect(data, i, this.coding === 'gzip' ? 8 : 4);
           this.trailerCheck();
           break;
-        case 'between':
-          // Another gzip member (RFC 1952 §2.2: a file is a series of members).
-          if (this.coding !== 'gzip') throw new CodingError('deflate: data after the end');
-          this.phase = 'head';
-          this.inf = null;
+        case 'between': {
+          // Another gzip member (RFC 1952 §2.2: a file is a series of members), or bytes that
+          // do not start one (its magic bytes decide; they may come in two pieces).
+          if (this.coding !== 'gzip') {
+            this.phase = 'end';
+            break;
+          }
+          i = this.collect(data, i, 2);
+          const p = this.part;
+          if (p[0] === ID1 && p.length < 2) return;
+          if (p[0] === ID1 && p[1] === ID2) {
+            this.phase = 'head';
+            this.inf = null;
+          } else {
+            this.ignored += p.length;
+            this.part = [];
+            this.phase = 'end';
+          }
           break;
+        }
         case 'end':
-          throw new CodingError(`${this.coding}: data after the end`);
+          this.ignored += data.length - i;
+          return;
       }
     }
   }
@@ -171,6 +200,8 @@ export class Decoder {
   /** The coded body ended: it must have ended with a complete member. */
   finish(): void {
     if (this.phase !== 'between' && this.phase !== 'end') throw new CodingError(`${this.coding}: body ends inside the coded data`);
+    this.ignored += this.part.length; // a lone first magic byte after the last member
+    this.part = [];
   }
 
   /** Takes up to `want` bytes of a fixed part; returns where it stopped. */
@@ -206,7 +237,7 @@ export class Decoder {
     const first = Uint8Array.from(h);
     const at = inf.push(first, 0, out);
     if (inf.done) {
-      if (at < first.length || inf.leftover().length > 0) throw new CodingError('deflate: data after the end');
+      this.ignored += first.length - at + inf.leftover().length;
       this.phase = 'end';
     }
   }
@@ -246,6 +277,7 @@ export class Decoder {
       size: this.size,
       consumed: this.consumed,
       produced: this.produced,
+      ignored: this.ignored,
       inflate: this.inf === null ? null : this.inf.toJSON(),
     };
   }
@@ -264,6 +296,7 @@ export class Decoder {
     d.size = Number(j.size) >>> 0;
     d.consumed = Math.max(0, Number(j.consumed) || 0);
     d.produced = Math.max(0, Number(j.produced) || 0);
+    d.ignored = Math.max(0, Number(j.ignored) || 0);
     d.inf = j.inflate === null ? null : Inflater.fromJSON(j.inflate);
     return d;
   }

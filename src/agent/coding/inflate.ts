@@ -16,7 +16,7 @@ const CL_ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 
 
 const WSIZE = 32768;
 /** Output is handed to the sink in pieces of at most this many bytes. */
-export const OUT_PIECE = 64 * 1024;
+export const OUT_PIECE = 32 * 1024;
 /** The history (the window) and the output after it are one buffer: a copy reads back into it. */
 const BUF = WSIZE + OUT_PIECE;
 /** Output is handed over once this far: the longest copy (258) still fits. */

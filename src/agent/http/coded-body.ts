@@ -73,7 +73,7 @@ export class CodedBody implements Body {
     rules: ReplaceConfig,
     public out: OutFraming,
     outPos: number,
-    tally: Tally,
+    private readonly tally: Tally,
     private readonly maxRatio: number,
     json?: CodedJson,
   ) {
@@ -107,8 +107,10 @@ export class CodedBody implements Body {
     this.end = this.lastBody = o + data.length;
     this.fed += data.length;
     if (this.failure !== null) return;
+    const ignored = this.dec.ignored;
     try {
       this.dec.push(data, this.sink);
+      if (this.dec.ignored > ignored) this.tally.add('codedTrailingBytes', this.dec.ignored - ignored);
     } catch (e) {
       if (!(e instanceof CodingError)) throw e;
       this.fail(e.message.includes('decoded more than') ? 'codingRatio' : 'coding');
@@ -165,14 +167,18 @@ export class CodedBody implements Body {
     const r = this.matcher.flush(reason);
     this.decide(r.edits, this.plainFed, EMPTY);
     if (reason !== 'fin') return;
+    this.finished = true;
+    // An empty body stays empty (as the identity path, and as clients read it).
+    if (this.dec.consumed === 0) return;
+    const ignored = this.dec.ignored;
     try {
       this.dec.finish();
     } catch (e) {
       if (!(e instanceof CodingError)) throw e;
       return this.fail('coding');
     }
+    if (this.dec.ignored > ignored) this.tally.add('codedTrailingBytes', this.dec.ignored - ignored);
     this.pending.push(this.encoder().finish());
-    this.finished = true;
   }
 
   private fail(why: RefuseReason): void {

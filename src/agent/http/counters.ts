@@ -104,6 +104,9 @@ export function newHttpCounters() {
     acceptEncodingFiltered: 0,
     /** Rewritten bodies that were gzip / deflate coded: decoded, rewritten, coded again. */
     bodiesDecoded: 0,
+    /** Bytes after the end of a coded body's data (after its last gzip member, or its zlib or
+     *  deflate stream): dropped, as clients ignore them. */
+    codedTrailingBytes: 0,
     rangeRemoved: 0,
     /**
      * Responses of a resource the rules rewrite whose metadata described the original bytes:

@@ -171,16 +171,36 @@ function listItems(values: readonly string[]): string[] {
 }
 
 /**
- * Accept-Encoding offering only what `decode` handles (RFC 9110 §12.5.3): other codings and
- * "*" are taken out, identity when nothing is left. Unchanged when nothing is taken out.
+ * Accept-Encoding offering only what `decode` handles (RFC 9110 §12.5.3): other codings are
+ * taken out; "*" with a weight above 0 becomes gzip and deflate with that weight (those not
+ * listed), "*;q=0" stays (it only forbids); identity when nothing is left. A request without the
+ * field gets `identity`: without it any coding is acceptable (a server may pick br).
  */
 function acceptDecodable(pb: ParsedBlock, d: Decision): void {
+  const units = fieldUnits(pb, 'accept-encoding');
+  if (units.length === 0) {
+    addLines(d, AE_IDENTITY, 'edit');
+    d.counts.push('acceptEncodingFiltered');
+    return;
+  }
   const items = listItems(fieldValues(pb, 'accept-encoding'));
-  const keep = items.filter((s) => {
-    const name = s.split(';')[0]!.trim().toLowerCase();
-    return name === 'identity' || codingOf(name) !== undefined;
-  });
-  if (keep.length === items.length) return;
+  const name = (item: string): string => item.split(';')[0]!.trim().toLowerCase();
+  const listed = new Set(items.map(name));
+  const keep: string[] = [];
+  let changed = false;
+  for (const item of items) {
+    const n = name(item);
+    if (n === 'identity' || codingOf(n) !== undefined) keep.push(item);
+    else if (n === '*') {
+      const q = /;\s*q\s*=\s*([0-9.]+)/i.exec(item)?.[1];
+      if (q !== undefined && Number(q) === 0) keep.push(item);
+      else {
+        changed = true;
+        for (const c of ['gzip', 'deflate']) if (!listed.has(c)) keep.push(q === undefined ? c : `${c};q=${q}`);
+      }
+    } else changed = true;
+  }
+  if (!changed) return;
   removeFields(pb, d, ACCEPT_ENCODING, 'edit');
   addLines(d, line('Accept-Encoding', keep.length > 0 ? keep.join(', ') : 'identity'), 'edit');
   d.counts.push('acceptEncodingFiltered');

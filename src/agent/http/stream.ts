@@ -255,6 +255,12 @@ export class HttpStream {
       return;
     }
     const m = this.st.msg;
+    if (reason === 'fin' && m !== null && m.head !== null && this.rw instanceof CodedBody) {
+      // A held coded body that ends here is decoded to its end first: if it does not decode,
+      // its header is still held and the refusal is a 502, not a header and a reset.
+      this.rw.decideAll('fin');
+      if (this.codingFailed(this.st.pos)) return;
+    }
     if (m !== null && m.head !== null) this.fixlenFallback();
     if (this.rw !== null) {
       this.rw.decideAll(reason);
@@ -718,6 +724,7 @@ export class HttpStream {
     // Counted when the body was held as fixlen; undone when it is not rewritten after all.
     const uncount = (): void => {
       c.add('bodiesRewritten', -1);
+      if (this.rw instanceof CodedBody) c.add('bodiesDecoded', -1);
       c.add('bodyMatches', -this.rw!.matches);
     };
     const cannot = this.unrewritable(d);
