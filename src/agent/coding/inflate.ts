@@ -199,6 +199,15 @@ export class Inflater {
         buf.copyWithin(0, k, WSIZE + k);
       }
     };
+    /** A length / distance pair (RFC 1951 §3.2.3): `len` bytes from `d` back, maybe overlapping. */
+    const copy = (d: number, len: number): void => {
+      if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
+      const src = op - d;
+      if (d >= len && len > 16) buf.copyWithin(op, src, src + len);
+      else for (let j = 0; j < len; j++) buf[op + j] = buf[src + j]!;
+      op += len;
+      if (op >= FLUSH_AT) flushOut();
+    };
     const fail = (why: string): never => {
       this.bitBuf = bb;
       this.bitCnt = bc;
@@ -429,12 +438,7 @@ export class Inflater {
                 const d = DIST_BASE[s]! + (bb & ((1 << eb) - 1));
                 bb >>>= eb;
                 bc -= eb;
-                if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
-                const src = op - d;
-                if (d >= len && len > 16) buf.copyWithin(op, src, src + len);
-                else for (let j = 0; j < len; j++) buf[op + j] = buf[src + j]!;
-                op += len;
-                if (op >= FLUSH_AT) flushOut();
+                copy(d, len);
               }
               if (blockEnd) break;
               if (this.mode === 'codes') {
@@ -506,13 +510,7 @@ export class Inflater {
               const d = DIST_BASE[this.sym]! + (bb & ((1 << eb) - 1));
               bb >>>= eb;
               bc -= eb;
-              if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
-              const len = this.len;
-              const src = op - d;
-              if (d >= len && len > 16) buf.copyWithin(op, src, src + len);
-              else for (let j = 0; j < len; j++) buf[op + j] = buf[src + j]!;
-              op += len;
-              if (op >= FLUSH_AT) flushOut();
+              copy(d, this.len);
               this.mode = 'codes';
             }
             break;
