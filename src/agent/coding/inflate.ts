@@ -199,6 +199,28 @@ export class Inflater {
         buf.copyWithin(0, k, WSIZE + k);
       }
     };
+    /** At least `k` bits in the bit buffer, taking input bytes as needed; false: the input ended. */
+    const need = (k: number): boolean => {
+      while (bc < k && ip < n) {
+        bb |= input[ip++]! << bc;
+        bc += 8;
+      }
+      return bc >= k;
+    };
+    /** The next symbol of `h` where the input may end inside it (then -1); `what` names a bad code. */
+    const symbol = (h: Table, what: string): number => {
+      need(h.max);
+      let e = h.t[bb & ((1 << h.bits) - 1)]!;
+      if (e === LONG) e = decodeLong(h, bb, bc);
+      const l = e & 15;
+      if (l === 0 || l > bc) {
+        if (bc >= h.max) fail(what);
+        return -1;
+      }
+      bb >>>= l;
+      bc -= l;
+      return e >> 4;
+    };
     /** A length / distance pair (RFC 1951 §3.2.3): `len` bytes from `d` back, maybe overlapping. */
     const copy = (d: number, len: number): void => {
       if (d > base + op - WSIZE || d > WSIZE) fail('distance too far back');
@@ -217,11 +239,7 @@ export class Inflater {
       for (;;) {
         switch (this.mode) {
           case 'header': {
-            while (bc < 3 && ip < n) {
-              bb |= input[ip++]! << bc;
-              bc += 8;
-            }
-            if (bc < 3) return ip;
+            if (!need(3)) return ip;
             this.last = (bb & 1) === 1;
             const type = (bb >>> 1) & 3;
             bb >>>= 3;
@@ -241,11 +259,7 @@ export class Inflater {
           }
           case 'storedLen':
           case 'storedNlen': {
-            while (bc < 16 && ip < n) {
-              bb |= input[ip++]! << bc;
-              bc += 8;
-            }
-            if (bc < 16) return ip;
+            if (!need(16)) return ip;
             const v = bb & 0xffff;
             bb >>>= 16;
             bc -= 16;
@@ -280,11 +294,7 @@ export class Inflater {
             break;
           }
           case 'table': {
-            while (bc < 14 && ip < n) {
-              bb |= input[ip++]! << bc;
-              bc += 8;
-            }
-            if (bc < 14) return ip;
+            if (!need(14)) return ip;
             this.hlit = (bb & 31) + 257;
             this.hdist = ((bb >>> 5) & 31) + 1;
             this.hclen = ((bb >>> 10) & 15) + 4;
@@ -298,11 +308,7 @@ export class Inflater {
           }
           case 'clens': {
             while (this.idx < this.hclen) {
-              while (bc < 3 && ip < n) {
-                bb |= input[ip++]! << bc;
-                bc += 8;
-              }
-              if (bc < 3) return ip;
+              if (!need(3)) return ip;
               this.lens[CL_ORDER[this.idx++]!] = bb & 7;
               bb >>>= 3;
               bc -= 3;
@@ -320,19 +326,8 @@ export class Inflater {
             const want = this.hlit + this.hdist;
             while (this.idx < want) {
               if (this.mode === 'lens') {
-                while (bc < cl.bits && ip < n) {
-                  bb |= input[ip++]! << bc;
-                  bc += 8;
-                }
-                const e = cl.t[bb & ((1 << cl.bits) - 1)]!;
-                const l = e & 15;
-                if (l === 0 || l > bc) {
-                  if (bc >= cl.bits) fail('invalid code length code');
-                  return ip;
-                }
-                bb >>>= l;
-                bc -= l;
-                const s = e >> 4;
+                const s = symbol(cl, 'invalid code length code');
+                if (s < 0) return ip;
                 if (s < 16) {
                   lens[19 + this.idx++] = s;
                   continue;
@@ -343,11 +338,7 @@ export class Inflater {
               }
               const s = this.sym;
               const eb = s === 16 ? 2 : s === 17 ? 3 : 7;
-              while (bc < eb && ip < n) {
-                bb |= input[ip++]! << bc;
-                bc += 8;
-              }
-              if (bc < eb) return ip;
+              if (!need(eb)) return ip;
               const rep = (s === 16 ? 3 : s === 17 ? 3 : 11) + (bb & ((1 << eb) - 1));
               bb >>>= eb;
               bc -= eb;
@@ -369,9 +360,7 @@ export class Inflater {
             const lt = this.lit.t;
             const lit = this.lit;
             const dist = this.dist;
-            const lmax = lit.max;
             const lmask = (1 << lit.bits) - 1;
-            const dmax = dist.max;
             const dt = this.dist.t;
             const dmask = (1 << dist.bits) - 1;
             for (;;) {
@@ -442,20 +431,8 @@ export class Inflater {
               }
               if (blockEnd) break;
               if (this.mode === 'codes') {
-                while (bc < lmax && ip < n) {
-                  bb |= input[ip++]! << bc;
-                  bc += 8;
-                }
-                let e = lt[bb & lmask]!;
-                if (e === LONG) e = decodeLong(lit, bb, bc);
-                const l = e & 15;
-                if (l === 0 || l > bc) {
-                  if (bc >= lmax) fail('invalid literal/length code');
-                  return ip;
-                }
-                bb >>>= l;
-                bc -= l;
-                const s = e >> 4;
+                const s = symbol(lit, 'invalid literal/length code');
+                if (s < 0) return ip;
                 if (s < 256) {
                   buf[op++] = s;
                   if (op >= FLUSH_AT) flushOut();
@@ -471,42 +448,22 @@ export class Inflater {
               }
               if (this.mode === 'lenExtra') {
                 const eb = LEN_EXTRA[this.sym]!;
-                while (bc < eb && ip < n) {
-                  bb |= input[ip++]! << bc;
-                  bc += 8;
-                }
-                if (bc < eb) return ip;
+                if (!need(eb)) return ip;
                 this.len = LEN_BASE[this.sym]! + (bb & ((1 << eb) - 1));
                 bb >>>= eb;
                 bc -= eb;
                 this.mode = 'dist';
               }
               if (this.mode === 'dist') {
-                while (bc < dmax && ip < n) {
-                  bb |= input[ip++]! << bc;
-                  bc += 8;
-                }
-                let e = dt[bb & dmask]!;
-                if (e === LONG) e = decodeLong(dist, bb, bc);
-                const l = e & 15;
-                if (l === 0 || l > bc) {
-                  if (bc >= dmax) fail('invalid distance code');
-                  return ip;
-                }
-                bb >>>= l;
-                bc -= l;
-                const s = e >> 4;
+                const s = symbol(dist, 'invalid distance code');
+                if (s < 0) return ip;
                 if (s > 29) fail('invalid distance code');
                 this.sym = s;
                 this.mode = 'distExtra';
               }
               // distExtra: the copy is made as soon as the distance is known.
               const eb = DIST_EXTRA[this.sym]!;
-              while (bc < eb && ip < n) {
-                bb |= input[ip++]! << bc;
-                bc += 8;
-              }
-              if (bc < eb) return ip;
+              if (!need(eb)) return ip;
               const d = DIST_BASE[this.sym]! + (bb & ((1 << eb) - 1));
               bb >>>= eb;
               bc -= eb;
