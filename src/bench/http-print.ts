@@ -77,7 +77,7 @@ export function printHttp(rep: HttpReport, table: Table): string[] {
   const wtg = byName(W, HTTP_PATH_NAMES.tapgate);
   downloads('HTTP, the same 50 MiB again right after, through the same process (warm: its JIT, memory pools and caches; same columns):', W, rep.warmCpuSeconds, true);
   downloads(
-    'HTTP, the same 50 MiB asked for gzip (curl --compressed; the origin codes at level 1; tapgate decodes, rewrites and codes again, mitmproxy does it on the whole body, nginx asks its upstream for identity and codes the rewrite; MB/s of the decoded body; same columns):',
+    'HTTP, the same 50 MiB asked for gzip (curl --compressed; the origin codes at level 1; tapgate decodes, rewrites and codes again, so does the mitmproxy addon with zlib, nginx asks its upstream for identity and codes the rewrite; MB/s of the decoded body; same columns):',
     rep.gzipThroughput,
     rep.gzipCpuSeconds,
     true,
