@@ -141,6 +141,10 @@ describe('http decode: requests', () => {
     ['*', 'gzip, deflate'],
     ['gzip;q=0, *;q=0.5', 'gzip;q=0, deflate;q=0.5'],
     ['br, *;q=0', '*;q=0'],
+    ['*, *;q=0.5', 'gzip, deflate'],
+    ['br, *;q=0.0.0', 'identity'],
+    ['deflate, *;q=0.2', 'deflate, gzip;q=0.2'],
+    ['gzip, *;q=0', 'gzip, *;q=0'],
     ['identity', 'identity'],
     [null, 'identity'],
   ])('Accept-Encoding %j is sent as %j (RFC 9110 §12.5.3: what the agent decodes, no more)', (sent, got) => {
@@ -194,7 +198,34 @@ describe('http decode: what does not decode is refused, never passed', () => {
     expect(r.maxHeld.s2c).toBeGreaterThan(z.length - 5);
     const m = decode(r.s2c, 'response').msgs[0]!;
     expect(m.start).toBe('HTTP/1.1 502 Bad Gateway');
-    expect(hv(m, 'X-Tapgate-Refused')).toEqual(['coding']);
+    expect(hv(m, 'X-Tapgate-Refused')).toEqual(['truncated']);
+  });
+
+  it('cut short by FIN where the client could not tell: a coded body (even before its first byte), an identity body re-framed as close-delimited: reset', () => {
+    const z = gzipSync(plain);
+    const cases: [string, Buffer][] = [
+      ['coded, nothing of it', Buffer.concat([head(`Content-Encoding: gzip\r\nContent-Length: ${z.length}\r\n`)])],
+      ['coded, half of it', Buffer.concat([head(`Content-Encoding: gzip\r\nContent-Length: ${z.length}\r\n`), z.subarray(0, z.length >> 1)])],
+      ['identity, re-framed close-delimited', Buffer.concat([head(`Content-Length: ${plain.length}\r\n`), b(plain.slice(0, 30_000))])],
+    ];
+    for (const [what, resp] of cases) {
+      const a = httpFactory.create(DECODE, CTX);
+      a.feed('c2s', 0, b('GET / HTTP/1.0\r\n\r\n'));
+      a.feed('s2c', 0, resp);
+      const out = a.flush('s2c', 'fin');
+      expect(out.abort, what).toBe('http-refused:truncated');
+      expect((a as HttpAgent).counters.refused.truncated, what).toBe(1);
+    }
+  });
+
+  it('cut short by FIN inside a re-chunked identity body: no reset (the missing last chunk tells), the event says truncated', () => {
+    const events: Record<string, unknown>[] = [];
+    const a = httpFactory.create(DECODE, { ...CTX, event: (e) => events.push(e) });
+    a.feed('c2s', 0, b(get('/')));
+    a.feed('s2c', 0, Buffer.concat([head(`Content-Length: ${plain.length}\r\n`), b(plain.slice(0, 30_000))]));
+    const out = a.flush('s2c', 'fin');
+    expect(out.abort).toBeUndefined();
+    expect(events).toContainEqual(expect.objectContaining({ event: 'http', framing: 'chunked', truncated: true }));
   });
 
   it('a bad CRC-32 at the end: the connection is reset, the trailer is not made good', () => {

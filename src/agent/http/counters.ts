@@ -56,6 +56,11 @@ export const REFUSE_REASONS = [
   'coding',
   /** ... that decodes to more than maxDecodedRatio times its coded size. */
   'codingRatio',
+  /**
+   * The connection ended inside a body whose framing said more was coming, where the peer could
+   * not tell: a coded body (no valid end can be made up) or one re-framed as close-delimited.
+   */
+  'truncated',
 ] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 

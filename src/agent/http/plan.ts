@@ -176,6 +176,9 @@ function listItems(values: readonly string[]): string[] {
  * listed), "*;q=0" stays (it only forbids); identity when nothing is left. A request without the
  * field gets `identity`: without it any coding is acceptable (a server may pick br).
  */
+/** A weight (RFC 9110 §12.4.2): `q=` 0 to 1 with up to three decimals, the item's only parameter here. */
+const WEIGHT = /^\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*$/i;
+
 function acceptDecodable(pb: ParsedBlock, d: Decision): void {
   const units = fieldUnits(pb, 'accept-encoding');
   if (units.length === 0) {
@@ -192,11 +195,18 @@ function acceptDecodable(pb: ParsedBlock, d: Decision): void {
     const n = name(item);
     if (n === 'identity' || codingOf(n) !== undefined) keep.push(item);
     else if (n === '*') {
-      const q = /;\s*q\s*=\s*([0-9.]+)/i.exec(item)?.[1];
-      if (q !== undefined && Number(q) === 0) keep.push(item);
-      else {
-        changed = true;
-        for (const c of ['gzip', 'deflate']) if (!listed.has(c)) keep.push(q === undefined ? c : `${c};q=${q}`);
+      const params = item.slice(item.indexOf(';') + 1);
+      const q = item.includes(';') ? WEIGHT.exec(params)?.[1] : undefined;
+      if (q !== undefined && Number(q) === 0) {
+        keep.push(item); // it only forbids
+        continue;
+      }
+      changed = true;
+      if (item.includes(';') && q === undefined) continue; // a weight that does not parse: left out
+      for (const c of ['gzip', 'deflate']) {
+        if (listed.has(c)) continue;
+        listed.add(c);
+        keep.push(q === undefined ? c : `${c};q=${q}`);
       }
     } else changed = true;
   }

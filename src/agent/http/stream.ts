@@ -140,6 +140,8 @@ function freshState(): DirState {
 }
 
 const TERMINAL: ReadonlySet<Phase> = new Set(['tunnel', 'refused', 'drop']);
+/** Phases inside a body whose framing (Content-Length, chunked) says where it ends. */
+const CUT_PHASES: ReadonlySet<Phase> = new Set(['body', 'chunkData', 'chunkLine', 'chunkCrlf']);
 
 export class HttpStream {
   private st: DirState;
@@ -246,6 +248,8 @@ export class HttpStream {
    * body matcher decides its tail.
    */
   private decideHeld(reason: FlushReason): void {
+    // The stream ends inside a body whose framing said more was coming.
+    const cut = reason === 'fin' && this.rw !== null && CUT_PHASES.has(this.st.phase);
     if (this.st.phase === 'chunkLine' || this.st.phase === 'chunkCrlf') this.st.released = this.st.pos;
     if (this.st.phase === 'head' || this.st.phase === 'trailers') {
       if (this.st.released < this.st.pos) {
@@ -255,17 +259,15 @@ export class HttpStream {
       return;
     }
     const m = this.st.msg;
-    if (reason === 'fin' && m !== null && m.head !== null && this.rw instanceof CodedBody) {
-      // A held coded body that ends here is decoded to its end first: if it does not decode,
-      // its header is still held and the refusal is a 502, not a header and a reset.
-      this.rw.decideAll('fin');
-      if (this.codingFailed(this.st.pos)) return;
-    }
+    // Cut short where the peer could not tell: a coded body (its end cannot be made up: a 502
+    // while its header is held, else a reset) or one re-framed as close-delimited (the close
+    // would read as its end). Re-chunked, the missing last chunk tells.
+    if (cut && (this.rw instanceof CodedBody || (m?.head == null && this.rw!.out === 'close'))) return this.refuse('truncated', this.st.pos, this.st.pos);
     if (m !== null && m.head !== null) this.fixlenFallback();
     if (this.rw !== null) {
       this.rw.decideAll(reason);
       if (this.codingFailed(this.st.pos)) return;
-      if (reason === 'fin') this.reportBody(this.rw); // a close-delimited body ends with the stream
+      if (reason === 'fin') this.reportBody(this.rw, cut); // a close-delimited body ends with the stream
     }
   }
 
@@ -277,10 +279,10 @@ export class HttpStream {
     return true;
   }
 
-  /** The event of a body that went through the rules, when it is complete. */
-  private reportBody(rw: Body): void {
+  /** The event of a body that went through the rules, when it ends (`truncated`: cut short by the stream's end). */
+  private reportBody(rw: Body, truncated = false): void {
     const m = this.st.msg;
-    this.env.event?.({ event: 'http', dir: this.dir, message: m?.line ?? null, framing: m?.method ?? null, matches: rw.matches, bodyBytes: rw.bodyFed });
+    this.env.event?.({ event: 'http', dir: this.dir, message: m?.line ?? null, framing: m?.method ?? null, matches: rw.matches, bodyBytes: rw.bodyFed, ...(truncated ? { truncated } : {}) });
   }
 
   /**
