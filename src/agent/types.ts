@@ -88,6 +88,12 @@ export interface Agent {
   resync?(dir: Direction, pos: number): void;
   /** Rewrites made so far (matches replaced, endpoints translated): per-rule statistics. */
   rewrites?(): number;
+  /**
+   * The connection leaves this gateway (closed, expired, moved to another node; a move takes a
+   * snapshot first): free what the agent holds of gateway-wide bounds (the http agent's bodies
+   * being decoded). Called once; the agent is not used after it.
+   */
+  dispose?(): void;
 }
 
 export interface AgentFactory<Cfg = unknown> {

@@ -342,7 +342,7 @@ function compileHttp(h: RawHttp): HttpConfig {
     const id = (h.response as { identity?: boolean } | null | undefined)?.identity;
     if (id !== undefined) c.response.identity = id;
   }
-  for (const k of ['maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'maxDecodedRatio'] as const) {
+  for (const k of ['maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'maxDecodedRatio', 'maxDecoding'] as const) {
     const v = h[k];
     if (v !== undefined) c[k] = v;
   }

@@ -250,6 +250,7 @@ export const httpSchema = strict(
     unrewritable: z.enum(UNREWRITABLE, { error: `expected one of: ${UNREWRITABLE.join(', ')}` }).optional(),
     decode: z.boolean({ error: 'expected true or false' }).optional(),
     maxDecodedRatio: httpBound('maxDecodedRatio', 'how many times its coded size a coded body may decode to'),
+    maxDecoding: httpBound('maxDecoding', 'the coded bodies decoded at once on the gateway'),
   },
   'http options',
 );

@@ -265,6 +265,7 @@ export class Rewriter {
     this.timed.delete(f);
     if (conn === null) return;
     this.retire(conn);
+    conn.agent?.dispose?.();
     conn.dispose();
     f.conn = null;
   }
@@ -302,7 +303,12 @@ export class Rewriter {
     const { sel, ctx } = r;
     const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.o.registry);
     const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
-    conn.restore(st.conn, nowMs);
+    try {
+      conn.restore(st.conn, nowMs);
+    } catch (e) {
+      agent.dispose?.(); // not attached: drop() will not see it
+      throw e;
+    }
     f.conn = conn;
     const label = ruleLabel(sel.rule);
     if (tally !== undefined) {

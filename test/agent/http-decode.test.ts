@@ -5,7 +5,8 @@
  */
 import { deflateRawSync, deflateSync, gunzipSync, gzipSync, inflateRawSync, inflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { httpFactory, type HttpAgent } from '../../src/agent/http/agent.js';
+import { createHttp, httpFactory, type HttpAgent } from '../../src/agent/http/agent.js';
+import { newHttpCounters } from '../../src/agent/http/counters.js';
 import type { HttpConfig } from '../../src/agent/http/config.js';
 import { mulberry32 } from '../../src/util/prng.js';
 import { simulate } from '../helpers/tcpsim.js';
@@ -317,5 +318,40 @@ describe('http decode: through the engine (the reference TCP pair)', () => {
     const r = sim(closeResp.subarray(0, closeResp.length - 100), 1e9, 4);
     const m = decode(Buffer.from(r.received[1]), 'response').msgs[0]!;
     expect(() => gunzipSync(m.body)).toThrow();
+  });
+});
+
+describe('http decode: the gateway-wide bound on bodies being decoded (maxDecoding)', () => {
+  it('counts bodies being decoded across connections, refuses one over the bound as not decodable, frees places at the body end, at dispose and on import', () => {
+    const total = newHttpCounters();
+    const f = createHttp(total);
+    const cfg: HttpConfig = { ...DECODE, maxDecoding: 2 };
+    const z = gzipSync(text(50_000, 30));
+    const headOnly = Buffer.concat([head(`Content-Encoding: gzip\r\nContent-Length: ${z.length}\r\n`), z.subarray(0, 100)]);
+    const open = () => {
+      const a = f.create(cfg, CTX);
+      a.feed('c2s', 0, b(get('/')));
+      return { a, out: a.feed('s2c', 0, headOnly) };
+    };
+    const x = open();
+    const y = open();
+    expect(total.decodingNow).toBe(2);
+    const w = open();
+    expect(total.decodingNow).toBe(2);
+    expect(total.decodeLimited).toBe(1);
+    expect((w.a as HttpAgent).counters.refused.encoded).toBe(1);
+    expect(decode(Buffer.from(w.out.edits[0]!.data), 'response').msgs[0]!.start).toBe('HTTP/1.1 502 Bad Gateway');
+    // x's body ends: its place is free again.
+    x.a.feed('s2c', headOnly.length, z.subarray(100));
+    expect(total.decodingNow).toBe(1);
+    // y moves to another node: disposed here, taken there (whatever the bound).
+    const snap = JSON.parse(JSON.stringify(y.a.snapshot())) as unknown;
+    y.a.dispose!();
+    expect(total.decodingNow).toBe(0);
+    const y2 = f.restore(cfg, CTX, snap);
+    expect(total.decodingNow).toBe(1);
+    y2.dispose!();
+    y2.dispose!();
+    expect(total.decodingNow).toBe(0);
   });
 });

@@ -58,8 +58,8 @@ describe('config: agent http', () => {
     expect(d.rules[0]!.config).toEqual({ request: { setHeaders: { 'X-Version': '2' } }, maxPipeline: 8 });
     const u = parseConfig('rules:\n  - agent: http\n    http: { unrewritable: pass }\n', 'f.yaml');
     expect(u.rules[0]!.config).toEqual({ unrewritable: 'pass' });
-    const g = parseConfig('rules:\n  - agent: http\n    http: { decode: true, maxDecodedRatio: 20 }\n', 'f.yaml');
-    expect(g.rules[0]!.config).toEqual({ decode: true, maxDecodedRatio: 20 });
+    const g = parseConfig('rules:\n  - agent: http\n    http: { decode: true, maxDecodedRatio: 20, maxDecoding: 10 }\n', 'f.yaml');
+    expect(g.rules[0]!.config).toEqual({ decode: true, maxDecodedRatio: 20, maxDecoding: 10 });
   });
 
   it('body rules are the replace agent\'s: a regex rule keeps its fields', () => {
@@ -83,6 +83,7 @@ describe('config: agent http', () => {
     ['maxHeaderBytes too small', http('      maxHeaderBytes: 100\n'), 4, 'rules[0].http.maxHeaderBytes', /integer from 256 to 65536, got 100/],
     ['identity not a boolean', http('      response:\n        identity: maybe\n'), 5, 'rules[0].http.response.identity', /expected true or false/],
     ['decode not a boolean', http('      decode: gzip\n'), 4, 'rules[0].http.decode', /expected true or false/],
+    ['maxDecoding out of range', http('      maxDecoding: 0\n'), 4, 'rules[0].http.maxDecoding', /integer from 1 to 1000000, got 0/],
     ['maxDecodedRatio out of range', http('      maxDecodedRatio: 2000\n'), 4, 'rules[0].http.maxDecodedRatio', /integer from 1 to 1032, got 2000/],
     ['unrewritable not refuse or pass', http('      unrewritable: drop\n'), 4, 'rules[0].http.unrewritable', /expected one of: refuse, pass/],
     ['held header and body over maxHeldBytes', http('      maxBufferedBody: 60000\n'), 4, 'rules[0].http.maxBufferedBody', /16384 \+ 60000\) is more than limits.maxHeldBytes \(65536\)/],

@@ -5,7 +5,8 @@
  * the http agents did, add up across connections (`agents.replace.matches`, `agents.http`).
  */
 import { describe, expect, it } from 'vitest';
-import { Harness, fakeLogger, payloadOf } from '../hostile/harness.js';
+import { gzipSync } from 'node:zlib';
+import { ACK, Harness, RST, fakeLogger, payloadOf } from '../hostile/harness.js';
 
 const BUDGET_CONFIG = `
 rules:
@@ -75,5 +76,22 @@ rules:
     h2.send(r.data(0, 0, 'Hello world, Hello world, Hello world'), 0);
     h2.advance(5000);
     expect(h2.gw.stats().agents.replace.matches).toBe(3);
+  });
+
+  it('http bodies being decoded (decode): counted gateway-wide while they are, and freed when their connection leaves the table', () => {
+    const h = new Harness({}, {}, 'rules:\n  - match: { port: 80 }\n    agent: http\n    http:\n      decode: true\n      response:\n        replace: [ { find: "Hello world", with: "Hi there" } ]\n');
+    const req = 'GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n';
+    const z = gzipSync(Buffer.from('Hello world\n'.repeat(20_000)));
+    const conns = [40020, 40021].map((port) => {
+      const c = h.connect(port);
+      h.send(c.data(0, 0, req), 0);
+      const resp = Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: ${z.length}\r\n\r\n`, 'latin1'), z.subarray(0, 200)]);
+      h.send(c.data(1, 0, resp, req.length), 1);
+      return { c, at: resp.length };
+    });
+    expect(h.gw.stats().agents.http).toMatchObject({ bodiesDecoded: 2, decodingNow: 2 });
+    for (const { c, at } of conns) h.send(c.frame(1, { flags: RST | ACK, seq: (c.isnS + 1 + at) >>> 0, ack: (c.isnC + 1 + req.length) >>> 0 }), 1);
+    h.advance(600_000);
+    expect(h.gw.stats().agents.http.decodingNow).toBe(0);
   });
 });

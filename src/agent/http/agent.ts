@@ -37,7 +37,13 @@ export class HttpAgent implements Agent {
     this.counters = snap !== undefined ? copyCounters(snap.counters) : newHttpCounters();
     this.shared = snap !== undefined ? { ...snap.shared, queue: snap.shared.queue.map((q) => ({ ...q })) } : { queue: [], server11: false, awaitResult: null, s2cParsing: true };
     const env = { cfg, count: new Tally(this.counters, total), shared: this.shared, event: ctx.event, log: ctx.log, flowId: ctx.flowId };
-    this.streams = { c2s: new HttpStream('c2s', env, snap?.dirs.c2s), s2c: new HttpStream('s2c', env, snap?.dirs.s2c) };
+    const c2s = new HttpStream('c2s', env, snap?.dirs.c2s);
+    try {
+      this.streams = { c2s, s2c: new HttpStream('s2c', env, snap?.dirs.s2c) };
+    } catch (e) {
+      c2s.dispose(); // a bad snapshot: what the first direction took is given back
+      throw e;
+    }
     // Pairing needs both directions and normalising a request needs editing it: the config
     // refuses `direction:` on an http rule; a context without both makes a pass-through agent.
     this.on = ctx.directions.has('c2s') && ctx.directions.has('s2c');
@@ -59,6 +65,11 @@ export class HttpAgent implements Agent {
 
   rewrites(): number {
     return this.counters.bodyMatches;
+  }
+
+  dispose(): void {
+    this.streams.c2s.dispose();
+    this.streams.s2c.dispose();
   }
 
   /** Where each direction's parser is (for tests and status). */

@@ -62,6 +62,12 @@ export interface HttpConfig {
    * gateway decode and scan gigabytes.
    */
   maxDecodedRatio?: number;
+  /**
+   * Coded bodies decoded at once on the gateway (every http rule's count together; each holds
+   * about 70 KB). One more is treated as not decodable (`unrewritable` decides: refused as
+   * `encoded`, or passed), counted in decodeLimited.
+   */
+  maxDecoding?: number;
 }
 
 export type Unrewritable = 'refuse' | 'pass';
@@ -73,6 +79,7 @@ export const HTTP_DEFAULTS = Object.freeze({
   maxChunkLine: 4096,
   maxPipeline: 64,
   maxDecodedRatio: 100,
+  maxDecoding: 4096,
 });
 
 export const HTTP_LIMITS = Object.freeze({
@@ -81,6 +88,7 @@ export const HTTP_LIMITS = Object.freeze({
   maxChunkLine: [32, 64 * 1024] as const,
   maxPipeline: [1, 4096] as const,
   maxDecodedRatio: [1, 1032] as const,
+  maxDecoding: [1, 1_000_000] as const,
 });
 
 /**
@@ -90,7 +98,7 @@ export const HTTP_LIMITS = Object.freeze({
 export const OWNED_FIELDS: readonly string[] = ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer'];
 
 const SIDE_KEYS = ['replace', 'setHeaders', 'removeHeaders'];
-const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server', 'unrewritable', 'decode', 'maxDecodedRatio'];
+const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'maxChunkLine', 'maxPipeline', 'assumeHttp11Server', 'unrewritable', 'decode', 'maxDecodedRatio', 'maxDecoding'];
 
 /** Problems of a field name used in setHeaders / removeHeaders ('' = fine). */
 export function fieldNameProblem(name: string): string {
@@ -179,6 +187,7 @@ export interface ResolvedHttpConfig {
   /** Decode gzip / deflate bodies to rewrite them (HttpConfig.decode). */
   decode: boolean;
   maxDecodedRatio: number;
+  maxDecoding: number;
   maxHeaderBytes: number;
   maxBufferedBody: number;
   maxChunkLine: number;
@@ -216,6 +225,7 @@ export function resolveHttpConfig(cfg: HttpConfig | null | undefined): ResolvedH
     acceptEncoding: response.replace === null || c.response?.identity === false ? 'asSent' : c.decode === true ? 'decodable' : 'identity',
     decode: c.decode ?? false,
     maxDecodedRatio: c.maxDecodedRatio ?? HTTP_DEFAULTS.maxDecodedRatio,
+    maxDecoding: c.maxDecoding ?? HTTP_DEFAULTS.maxDecoding,
     maxHeaderBytes: c.maxHeaderBytes ?? HTTP_DEFAULTS.maxHeaderBytes,
     maxBufferedBody: c.maxBufferedBody ?? HTTP_DEFAULTS.maxBufferedBody,
     maxChunkLine: c.maxChunkLine ?? HTTP_DEFAULTS.maxChunkLine,

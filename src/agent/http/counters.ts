@@ -155,6 +155,13 @@ export function newHttpCounters() {
     /** Cluster takeovers after a gap: continued inside a known-length body / lost. */
     resyncKept: 0,
     resyncLost: 0,
+    /**
+     * Gateway-wide, in the gateway's counters only (0 in a connection's): coded bodies being
+     * decoded now (each holds about 70 KB), bounded by `maxDecoding`; and coded bodies that found
+     * the bound reached (treated as not decodable: refused as `encoded`, or passed).
+     */
+    decodingNow: 0,
+    decodeLimited: 0,
   };
 }
 export type HttpCounters = ReturnType<typeof newHttpCounters>;
@@ -179,6 +186,25 @@ export class Tally {
   refuse(reason: RefuseReason): void {
     this.own.refused[reason]++;
     if (this.all !== undefined) this.all.refused[reason]++;
+  }
+
+  /** One more coded body being decoded on the gateway (see decoderFree). */
+  takeDecoder(): void {
+    if (this.all !== undefined) this.all.decodingNow++;
+  }
+
+  /**
+   * Whether one more coded body may be decoded now, `max` at once on the gateway (taken with
+   * takeDecoder when it starts; a cluster import takes its place whatever the bound). Without
+   * gateway counters there is no gateway-wide bound.
+   */
+  decoderFree(max: number): boolean {
+    return this.all === undefined || this.all.decodingNow < max;
+  }
+
+  /** A coded body being decoded ended (or its connection left the gateway). */
+  releaseDecoder(): void {
+    if (this.all !== undefined && this.all.decodingNow > 0) this.all.decodingNow--;
   }
 }
 

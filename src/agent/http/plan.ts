@@ -89,6 +89,8 @@ export interface Decision {
 export interface DecideOpts {
   /** Do not hold the body (a hold timeout flushed, or the header was partly released). */
   noFixlen?: boolean;
+  /** Coded bodies are not decoded (the gateway's maxDecoding is reached): as without `decode`. */
+  noDecode?: boolean;
   /** Framing cannot be changed (its Content-Length line was released): pass instead. */
   noReframe?: boolean;
   /**
@@ -254,7 +256,7 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
   d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel };
   d.after = tunnel !== null ? 'await' : 'start';
   const expect = fieldValues(pb, 'expect').some((v) => /(^|,)[ \t]*100-continue[ \t]*(,|$)/i.test(v));
-  chooseBody(pb, f, d, cfg.request.replace, cfg.decode, o, {
+  chooseBody(pb, f, d, cfg.request.replace, cfg.decode && o.noDecode !== true, o, {
     fixlen: !expect,
     fixlenMax: cfg.maxBufferedBody,
     chunked: v11 && (server11 || cfg.assumeHttp11Server),
@@ -282,11 +284,11 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   if (s === 206 && rules !== null && f.body.kind !== 'none') return { ...d, error: 'range' };
   removeFields(pb, d, cfg.response.remove, 'edit', 'headersRemoved');
   addLines(d, cfg.response.add, 'edit');
-  const how = rewritable(pb, f, rules, cfg.decode);
+  const how = rewritable(pb, f, rules, cfg.decode && o.noDecode !== true);
   if (req.tunnel !== 'connect' && (how === 'yes' || how === 'gzip' || how === 'deflate')) describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
   const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
-  chooseBody(pb, f, d, rules, cfg.decode, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
+  chooseBody(pb, f, d, rules, cfg.decode && o.noDecode !== true, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
   if (d.method === 'toclose') {
     // The body now ends with the connection: say so, without a keep-alive beside it.
     removeFields(pb, d, CONNECTION_FIELDS, 'frame');

@@ -31,7 +31,7 @@ import type { Coding } from '../coding/codec.js';
 import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
-import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type Decision, type Rendered, type ReqInfo } from './plan.js';
+import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type DecideOpts, type Decision, type Rendered, type ReqInfo } from './plan.js';
 import { CR, LF, parseChunkLine } from './syntax.js';
 
 export type Phase =
@@ -145,7 +145,8 @@ const CUT_PHASES: ReadonlySet<Phase> = new Set(['body', 'chunkData', 'chunkLine'
 
 export class HttpStream {
   private st: DirState;
-  private rw: Body | null;
+  /** The current body's rewriter (see `rw`). */
+  private body: Body | null = null;
   private ob = new EditBuilder();
   /** Runtime, not state: the parse and decision of a held fixlen header section (st.msg.head),
    *  so the final plan does not parse and decide again (after a restore it is parsed again). */
@@ -174,11 +175,28 @@ export class HttpStream {
         msg: msg === null ? null : { ...msg, head: msg.head === null ? null : Buffer.from(msg.head, 'base64'), req: msg.req === null ? null : { ...msg.req } },
       };
       this.rw = rw === null ? null : this.rewriter(rw.out, 0, 'coded' in rw ? rw.coded : undefined, rw);
+      // A coded body imported is being decoded here now, whatever the bound.
+      if (this.body instanceof CodedBody) this.env.count.takeDecoder();
     }
   }
 
   get phase(): Phase {
     return this.st.phase;
+  }
+
+  /** The body's rewriter; replacing a coded one frees its place under the gateway's maxDecoding. */
+  private get rw(): Body | null {
+    return this.body;
+  }
+
+  private set rw(x: Body | null) {
+    if (this.body instanceof CodedBody && this.body !== x) this.env.count.releaseDecoder();
+    this.body = x;
+  }
+
+  /** The connection leaves the gateway: what the direction holds of gateway-wide bounds is freed. */
+  dispose(): void {
+    this.rw = null;
   }
 
   private rules() {
@@ -605,12 +623,17 @@ export class HttpStream {
     const pb = parseBlock(st.block, st.blockStart, kind);
     if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
     const partly = st.released > st.blockStart;
-    const first = { noFixlen: partly, bodyInHand: this.runEnd - endPos };
+    const first: DecideOpts = { noFixlen: partly, bodyInHand: this.runEnd - endPos };
     let d: Decision;
     let req: ReqInfo | null;
     if (this.dir === 'c2s') {
       c.add('requests');
       d = decideRequest(pb, this.env.cfg, sh.server11, first);
+      if (d.coding !== undefined && !c.decoderFree(this.env.cfg.maxDecoding)) {
+        c.add('decodeLimited');
+        first.noDecode = true;
+        d = decideRequest(pb, this.env.cfg, sh.server11, first);
+      }
       req = d.req ?? null;
     } else {
       c.add('responses');
@@ -624,6 +647,11 @@ export class HttpStream {
         req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
         if (req === null && status !== 101) c.add('unpairedResponses');
         d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first);
+        if (d.coding !== undefined && !c.decoderFree(this.env.cfg.maxDecoding)) {
+          c.add('decodeLimited');
+          first.noDecode = true;
+          d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first);
+        }
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
     }
@@ -636,7 +664,8 @@ export class HttpStream {
     if (d.method !== 'fixlen') {
       r = render(pb, d, st.released);
       if (r.frameLost) {
-        d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, { noReframe: true }) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, { noReframe: true });
+        const o: DecideOpts = { noReframe: true, ...(first.noDecode === true ? { noDecode: true } : {}) };
+        d = this.dir === 'c2s' ? decideRequest(pb, this.env.cfg, sh.server11, o) : decideResponse(pb, this.env.cfg, req ?? UNPAIRED, o);
         r = render(pb, d, st.released);
       }
       if (r.refuse) return refuse('unnormalised', at);
@@ -678,6 +707,7 @@ export class HttpStream {
       if (d.coding !== undefined) c.add('bodiesDecoded');
       msg.terminate = d.method === 'chunked';
       this.rw = this.rewriter(OUT[d.method], endPos, d.coding);
+      if (d.coding !== undefined) c.takeDecoder();
     }
     switch (d.body.kind) {
       case 'none':
