@@ -53,6 +53,8 @@ const GAUGES: ReadonlySet<string> = new Set([
   'impair.pending.delay',
   'impair.pending.rate',
   'impair.pending.bytes',
+  // http bodies being decoded now (the agent's maxDecoding bound).
+  'agents.http.decodingNow',
 ]);
 
 export interface Sample {

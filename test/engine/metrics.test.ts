@@ -37,6 +37,7 @@ describe('metrics from statistics', () => {
     expect(malformed.every((x) => typeof x.labels['reason'] === 'string')).toBe(true);
     expect(malformed.reduce((n, x) => n + x.value, 0)).toBe(1);
     expect(find('tapgate_agents_http_refused_total', { reason: 'chunk' })).toMatchObject({ value: 0 });
+    expect(find('tapgate_agents_http_decoding_now')).toMatchObject({ type: 'gauge', value: 0 });
     // Every name is a valid Prometheus metric name, and one name has one set of label names.
     const labelsOf = new Map<string, string>();
     for (const x of s) {
