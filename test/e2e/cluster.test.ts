@@ -16,7 +16,8 @@
  * Every transfer must complete with the exact expected content (HTTP body rewritten, FTP files
  * byte-exact through NAT, passive and active; two files over one keep-alive connection through
  * the http agent, one with Content-Length re-framed as chunked, one chunked by the origin, both
- * moved between nodes in the middle of a body), and no endpoint may send a reset: the
+ * moved between nodes in the middle of a body; a gzip body the http agent decodes, rewrites and
+ * codes again, its decoder moved between nodes mid-body), and no endpoint may send a reset: the
  * captures of the client and server segments hold no RST. The forwarding gap at each failover
  * (the longest silence around the kill of a steady stream the client reads: 100 bytes every 5 ms
  * from the server, from the client's capture) is reported (median, max).
@@ -24,6 +25,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
   labDown,
@@ -170,7 +172,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
    * `seconds`.
    */
   /** Transfers of each client still running (set by `transfers`). */
-  const running = { client: 0, client2: 0, keepAlive: false };
+  const running = { client: 0, client2: 0, keepAlive: false, gzip: false };
 
   /**
    * For a failed transfer's message: what each node logged about the cluster lately (views,
@@ -209,6 +211,9 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const rateHttp = Math.ceil(text.length / seconds);
     const rateFtp = Math.ceil(fx.data.length / seconds);
     const http = join(fx.dir, `http-${tag}`);
+    const gz = join(fx.dir, `gzip-${tag}`);
+    // The coded body is about 23 KB (the text repeats): it lasts the whole run at this rate.
+    const rateGzip = Math.max(512, Math.ceil(gzipSync(text).length / seconds));
     const down = join(fx.dir, `ftp-${tag}`);
     const up = `up-${tag}.bin`;
     const curl = (role: 'client' | 'client2', args: string[]) => {
@@ -219,6 +224,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const took = (what: string): void => console.log(`${tag}: ${what} done after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const keep = [join(fx.dir, `ka1-${tag}`), join(fx.dir, `ka2-${tag}`)];
     running.keepAlive = true;
+    running.gzip = true;
     const runs = [
       curl('client2', ['--limit-rate', String(2 * rateHttp), '-w', '%{num_connects} %{http_code}\\n',
         '-o', keep[0]!, `http://${SERVER}:8002/text.txt`, '-o', keep[1]!, `http://${SERVER}:8002/chunked/text.txt?size=4093`]).then((r) => {
@@ -243,6 +249,17 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
           while (got[i] === exp[i]) i++;
           throw new Error(`http ${tag}: ${got.length} bytes vs ${exp.length} expected, first difference at ${i}: ${JSON.stringify(got.slice(i - 20, i + 20))}${clusterLog()}`);
         }
+      }),
+      // A gzip body through the http agent's decode, its decoder's state moving with every
+      // takeover of client 2's owner (the origin codes whatever was asked; curl decodes).
+      curl('client2', ['--compressed', '--limit-rate', String(rateGzip), '-D', `${gz}.head`, '-o', gz, `http://${SERVER}:8002/alwaysgzip/text.txt`]).then((r) => {
+        took('http gzip');
+        running.gzip = false;
+        expect(r.code, `http gzip ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        expect(readFileSync(`${gz}.head`, 'latin1'), `http gzip ${tag}: the response came gzip-coded`).toMatch(/^Content-Encoding: gzip\r$/m);
+        const got = readFileSync(gz, 'latin1');
+        const exp = expectedRewrite(text);
+        if (got !== exp) throw new Error(`http gzip ${tag}: ${firstDifference(got, exp)}${clusterLog()}`);
       }),
       curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then((r) => {
         took('ftp download');
@@ -309,6 +326,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     const kills: Array<{ t: number; c: typeof C1 | typeof C2 }> = [];
     let view = [...NODES];
     let keepAliveHit = false;
+    let gzipHit = false;
     for (let round = 0; round < 5; round++) {
       await sleep(600 + rand() * 900);
       // Alternately the owner of client 2 and of client 1, whichever still has a transfer
@@ -317,6 +335,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       const c = round % 2 === 0 && running.client2 > 0 ? C2 : C1;
       const victim = ownerNode(c.addr, view);
       if (c === C2 && running.keepAlive) keepAliveHit = true;
+      if (c === C2 && running.gzip) gzipHit = true;
       await labKillNode(P, victim, 'SIGKILL');
       kills.push({ t: Date.now(), c });
       view = view.filter((n) => n !== victim);
@@ -331,6 +350,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await done;
     for (const r of await Promise.all(tickers)) expect(r.code, `ticker: ${r.stderr}`).toBe(0);
     expect(keepAliveHit, 'a kill of client 2\'s owner while its http keep-alive download ran').toBe(true);
+    expect(gzipHit, 'a kill of client 2\'s owner while its gzip download (decoded by the http agent) ran').toBe(true);
     const st = await status();
     totals['takeovers'] = st.reduce((a, n) => a + (n.counters['takeovers'] ?? 0), 0);
     await expectNoReset(rst0, `kills at ${kills.map((k) => `${k.t} (${k.c.ip})`).join(', ')}`);

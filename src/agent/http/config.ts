@@ -57,7 +57,8 @@ export interface HttpConfig {
    */
   decode?: boolean;
   /**
-   * A coded body may decode to at most this many times its coded size (after its first MiB):
+   * A coded body may decode to at most this many times its coded size (after its first MiB;
+   * default 200, as Apache mod_deflate's DeflateInflateRatioLimit: repetitive text reaches 135):
    * more is refused, counted (refused.codingRatio), so that a small "zip bomb" cannot make the
    * gateway decode and scan gigabytes.
    */
@@ -78,7 +79,7 @@ export const HTTP_DEFAULTS = Object.freeze({
   maxBufferedBody: 16 * 1024,
   maxChunkLine: 4096,
   maxPipeline: 64,
-  maxDecodedRatio: 100,
+  maxDecodedRatio: 200,
   maxDecoding: 4096,
 });
 
