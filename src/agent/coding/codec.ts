@@ -19,6 +19,11 @@ export function codingOf(name: string): Coding | undefined {
 
 export class CodingError extends Error {}
 
+/** The check value of an empty body: CRC-32 (gzip) or Adler-32 (zlib, RFC 1950 §8.2). */
+const checkStart = (c: Coding): number => (c === 'gzip' ? 0 : 1);
+/** The check value continued over `p`. */
+const checkOver = (c: Coding, check: number, p: Uint8Array): number => (c === 'gzip' ? crc32(p, check) : adler32(check, p));
+
 /** Adler-32 (RFC 1950 §8.2) of `data` continuing from `a`. */
 export function adler32(a: number, data: Uint8Array): number {
   let s1 = a & 0xffff;
@@ -88,7 +93,7 @@ export class Decoder {
   private inf: Inflater | null = null;
 
   constructor(readonly coding: Coding) {
-    if (coding === 'deflate') this.check = 1;
+    this.check = checkStart(coding);
   }
 
   /** A deflate body without the zlib wrapper (known after its first two bytes). */
@@ -100,7 +105,7 @@ export class Decoder {
   push(data: Uint8Array, sink: (piece: Uint8Array) => void): void {
     this.consumed += data.length;
     const out = (p: Uint8Array): void => {
-      this.check = this.coding === 'gzip' ? crc32(p, this.check) : adler32(this.check, p);
+      this.check = checkOver(this.coding, this.check, p);
       this.size = (this.size + p.length) >>> 0;
       this.produced += p.length;
       sink(p);
@@ -214,7 +219,7 @@ export class Decoder {
     const h = this.part;
     this.part = [];
     if (this.coding === 'gzip') {
-      if (h[0] !== 0x1f || h[1] !== 0x8b || h[2] !== 8) throw new CodingError('gzip: not a gzip header');
+      if (h[0] !== ID1 || h[1] !== ID2 || h[2] !== 8) throw new CodingError('gzip: not a gzip header');
       this.flags = h[3]!;
       if (this.flags & FRESERVED) throw new CodingError('gzip: reserved flags set');
       this.check = 0;
@@ -333,7 +338,7 @@ export class Encoder {
     readonly coding: Coding,
     readonly raw = false,
   ) {
-    this.check = coding === 'gzip' ? 0 : 1;
+    this.check = checkStart(coding);
   }
 
   encode(plain: Uint8Array): Buffer {
@@ -361,7 +366,7 @@ export class Encoder {
   }
 
   private track(p: Uint8Array): void {
-    this.check = this.coding === 'gzip' ? crc32(p, this.check) : adler32(this.check, p);
+    this.check = checkOver(this.coding, this.check, p);
     this.size = (this.size + p.length) >>> 0;
   }
 

@@ -25,6 +25,9 @@ export const RATIO_FREE = 1 << 20;
 
 const CRLF = Buffer.from('\r\n');
 
+/** Decoding stopped by maxDecodedRatio (refused as codingRatio, not coding). */
+class RatioExceeded extends CodingError {}
+
 export interface CodedJson {
   coded: Coding;
   out: OutFraming;
@@ -107,13 +110,11 @@ export class CodedBody implements Body {
     this.end = this.lastBody = o + data.length;
     this.fed += data.length;
     if (this.failure !== null) return;
-    const ignored = this.dec.ignored;
     try {
       this.dec.push(data, this.sink);
-      if (this.dec.ignored > ignored) this.tally.add('codedTrailingBytes', this.dec.ignored - ignored);
     } catch (e) {
       if (!(e instanceof CodingError)) throw e;
-      this.fail(e.message.includes('decoded more than') ? 'codingRatio' : 'coding');
+      this.fail(e instanceof RatioExceeded ? 'codingRatio' : 'coding');
     }
   }
 
@@ -128,7 +129,7 @@ export class CodedBody implements Body {
   /** Decoded bytes: through the matcher, what it decides coded again. */
   private plain(p: Uint8Array): void {
     const d = this.dec;
-    if (d.produced > RATIO_FREE && d.produced > this.maxRatio * d.consumed) throw new CodingError(`decoded more than ${this.maxRatio} times the coded size`);
+    if (d.produced > RATIO_FREE && d.produced > this.maxRatio * d.consumed) throw new RatioExceeded(`decoded more than ${this.maxRatio} times the coded size`);
     const r = this.matcher.feed(this.plainFed, p);
     this.plainFed += p.length;
     this.decide(r.edits, r.undecidedFrom ?? this.plainFed, p);
@@ -170,14 +171,14 @@ export class CodedBody implements Body {
     this.finished = true;
     // An empty body stays empty (as the identity path, and as clients read it).
     if (this.dec.consumed === 0) return;
-    const ignored = this.dec.ignored;
     try {
       this.dec.finish();
     } catch (e) {
       if (!(e instanceof CodingError)) throw e;
       return this.fail('coding');
     }
-    if (this.dec.ignored > ignored) this.tally.add('codedTrailingBytes', this.dec.ignored - ignored);
+    // Counted once, at the end (the count travels with the decoder's state until then).
+    if (this.dec.ignored > 0) this.tally.add('codedTrailingBytes', this.dec.ignored);
     this.pending.push(this.encoder().finish());
   }
 
@@ -212,11 +213,12 @@ export class CodedBody implements Body {
   emit(ob: EditBuilder): void {
     if (this.failure !== null) return;
     const to = this.frontier();
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+    const n = this.outputLength();
+    // The output, framed as one chunk when chunked: one copy (transient: the engine copies it).
+    const parts = this.out === 'chunked' && n > 0 ? [Buffer.from(`${n.toString(16)}\r\n`, 'latin1'), ...this.pending, CRLF] : this.pending;
     this.pending = [];
-    if (to > this.outPos || data.length > 0) {
-      const framed = this.out === 'chunked' && data.length > 0 ? transientConcat([Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1'), data, CRLF]) : data;
-      ob.add(this.outPos, to - this.outPos, framed);
+    if (to > this.outPos || n > 0) {
+      ob.add(this.outPos, to - this.outPos, parts.length === 1 ? parts[0]! : transientConcat(parts));
       this.outPos = to;
     }
     while (this.inserts.length > 0 && this.inserts[0]!.o <= to) {

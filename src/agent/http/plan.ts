@@ -172,15 +172,15 @@ function listItems(values: readonly string[]): string[] {
     .filter((s) => s !== '');
 }
 
+/** A weight (RFC 9110 §12.4.2): `q=` 0 to 1 with up to three decimals, the item's only parameter here. */
+const WEIGHT = /^\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*$/i;
+
 /**
  * Accept-Encoding offering only what `decode` handles (RFC 9110 §12.5.3): other codings are
  * taken out; "*" with a weight above 0 becomes gzip and deflate with that weight (those not
  * listed), "*;q=0" stays (it only forbids); identity when nothing is left. A request without the
  * field gets `identity`: without it any coding is acceptable (a server may pick br).
  */
-/** A weight (RFC 9110 §12.4.2): `q=` 0 to 1 with up to three decimals, the item's only parameter here. */
-const WEIGHT = /^\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*$/i;
-
 function acceptDecodable(pb: ParsedBlock, d: Decision): void {
   const units = fieldUnits(pb, 'accept-encoding');
   if (units.length === 0) {

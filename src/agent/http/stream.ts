@@ -628,12 +628,7 @@ export class HttpStream {
     let req: ReqInfo | null;
     if (this.dir === 'c2s') {
       c.add('requests');
-      d = decideRequest(pb, this.env.cfg, sh.server11, first);
-      if (d.coding !== undefined && !c.decoderFree(this.env.cfg.maxDecoding)) {
-        c.add('decodeLimited');
-        first.noDecode = true;
-        d = decideRequest(pb, this.env.cfg, sh.server11, first);
-      }
+      d = this.decodable(decideRequest(pb, this.env.cfg, sh.server11, first), first, () => decideRequest(pb, this.env.cfg, sh.server11, first));
       req = d.req ?? null;
     } else {
       c.add('responses');
@@ -646,12 +641,7 @@ export class HttpStream {
       } else {
         req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
         if (req === null && status !== 101) c.add('unpairedResponses');
-        d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first);
-        if (d.coding !== undefined && !c.decoderFree(this.env.cfg.maxDecoding)) {
-          c.add('decodeLimited');
-          first.noDecode = true;
-          d = decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first);
-        }
+        d = this.decodable(decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first), first, () => decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first));
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
     }
@@ -692,6 +682,17 @@ export class HttpStream {
       for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
     }
     this.startBody(d, msg, endPos);
+  }
+
+  /**
+   * A decision to decode a coded body when the gateway already decodes maxDecoding: decided
+   * `again` as not decodable (`o.noDecode`, kept for any later decision of this message).
+   */
+  private decodable(d: Decision, o: DecideOpts, again: () => Decision): Decision {
+    if (d.coding === undefined || this.env.count.decoderFree(this.env.cfg.maxDecoding)) return d;
+    this.env.count.add('decodeLimited');
+    o.noDecode = true;
+    return again();
   }
 
   private startBody(d: Decision, msg: Msg, endPos: number): void {
