@@ -25,8 +25,12 @@
  * as the endpoint is complete (227 after the sixth number, 229 at the closing ")"), or when it is
  * malformed (a number > 255, a missing field, a stray byte: passed unchanged, counted). A
  * candidate line longer than `maxLine` bytes is decided as pass-through (counted) and skipped to
- * its LF, so at most maxLine bytes are ever held. `flush` releases held bytes unchanged (counted)
- * and skips the rest of that line. The decision depends only on the bytes, never on how they
+ * its LF, so at most maxLine bytes are ever held. `flush` releases held bytes unchanged (counted);
+ * at the end of the stream that is all, mid-stream (a hold timeout or limit) the line is parsed
+ * on: if it turns out to carry an endpoint, that endpoint cannot be translated any more (part of
+ * it went as it stood), so the rest is deleted and the agent gives up on the connection
+ * (`splitLines`, abort `ftp:split-command`), the way the replace agent treats a match a flush
+ * split; any other line passes. The decision depends only on the bytes, never on how they
  * were cut into `feed` calls.
  *
  * Translation is not state: it comes from runtime hooks (`FtpHooks`) that the factory gets from
@@ -384,6 +388,11 @@ export function newFtpCounters() {
     longLines: 0,
     /** Lines whose held bytes were released by a flush. */
     flushedLines: 0,
+    /**
+     * Of those, lines a hold timeout or limit released that turned out to carry an endpoint to
+     * translate: it cannot be any more, so the rest never passes and the agent gives up.
+     */
+    splitLines: 0,
     /** A hook threw or returned an invalid endpoint. */
     hookErrors: 0,
   };
@@ -397,8 +406,12 @@ interface DirState {
   lineStart: number;
   /** The current line's bytes while it is a candidate (≤ maxLine + 1); empty when skipping. */
   line: Buffer;
-  /** 'scan': the line may still be a candidate; 'skip': decided, pass up to its LF. */
-  mode: 'scan' | 'skip';
+  /**
+   * 'scan': the line may still be a candidate; 'skip': decided, pass up to its LF; 'forced': a
+   * hold timeout or limit released part of a candidate line, which is parsed on: an endpoint
+   * found in it makes the agent give up (it can no longer be translated), anything else passes.
+   */
+  mode: 'scan' | 'skip' | 'forced';
   /** The last undecidedFrom answered. */
   undecided: number;
   /** s2c: up to the first 4 bytes of the current line (latin1), for multi-line reply tracking. */
@@ -456,6 +469,7 @@ export class FtpAgent implements Agent {
     if (!this.ctx.directions.has(dir)) return NO_EDITS;
     const st = this.st[dir];
     if (pos !== st.pos) throw new Error(`ftp: ${dir} fed at ${pos}, expected ${st.pos} (engine bug)`);
+    const released = st.undecided;
     const edits: Edit[] = [];
     const n = data.length;
     let i = 0;
@@ -463,7 +477,7 @@ export class FtpAgent implements Agent {
       const lf = data.indexOf(LF, i);
       const end = lf < 0 ? n : lf; // bytes [i, end) belong to the current line
       if (dir === 's2c' && st.head.length < 4) st.head += Buffer.from(data.buffer, data.byteOffset + i, Math.min(end - i, 4 - st.head.length)).toString('latin1');
-      if (st.mode === 'scan') {
+      if (st.mode !== 'skip') {
         // Keep at most maxLine + 1 bytes: one more than allowed decides the line as too long.
         const room = this.maxLine + 1 - st.line.length;
         const take = Math.min(end - i, room);
@@ -471,9 +485,17 @@ export class FtpAgent implements Agent {
         const line = st.line.length === 0 ? part : Buffer.concat([st.line, part]);
         const complete = lf >= 0 && take === end - i;
         st.pos = pos + i + take;
-        this.decide(dir, st, line, complete, edits);
+        if (this.decide(dir, st, line, complete, edits)) {
+          // The forced line is the first of this feed: nothing before it was answered here.
+          this.counters.splitLines++;
+          st.pos = pos + n;
+          st.mode = 'skip';
+          st.line = EMPTY;
+          st.undecided = st.pos;
+          return { edits: [{ at: released, len: st.pos - released, data: EMPTY }], undecidedFrom: st.pos, abort: 'ftp:split-command' };
+        }
         i += take;
-        if (st.mode === 'scan' && !complete) {
+        if ((st.mode as DirState['mode']) !== 'skip' && !complete) { // decide() may have switched it
           if (i < end) continue; // cut at maxLine + 1: decide() switched to skip
           st.line = Buffer.from(line); // copy: the caller may reuse its buffer
           continue;
@@ -490,14 +512,18 @@ export class FtpAgent implements Agent {
     return { edits, undecidedFrom: st.undecided };
   }
 
-  flush(dir: Direction, _reason: FlushReason): AgentOutput {
+  flush(dir: Direction, reason: FlushReason): AgentOutput {
     if (!this.ctx.directions.has(dir)) return NO_EDITS;
     const st = this.st[dir];
     if (st.undecided < st.pos) {
-      // Held bytes leave unchanged; the rest of this line is not a candidate any more.
+      // Held bytes leave unchanged. At the end of the stream the line is over; mid-stream
+      // (timeout, limit) it is parsed on, so that an endpoint it turns out to carry never
+      // passes untranslated.
       this.counters.flushedLines++;
-      st.mode = 'skip';
-      st.line = EMPTY;
+      if (reason === 'fin' || reason === 'rst') {
+        st.mode = 'skip';
+        st.line = EMPTY;
+      } else st.mode = 'forced';
     }
     st.undecided = st.pos;
     return { edits: [], undecidedFrom: st.pos };
@@ -517,7 +543,8 @@ export class FtpAgent implements Agent {
   }
 
   /** Apply the verdict on the current line so far; `st.pos` is the end of `line`. */
-  private decide(dir: Direction, st: DirState, line: Buffer, complete: boolean, edits: Edit[]): void {
+  /** Decides the line if it can be; true when a forced line carries an endpoint (give up). */
+  private decide(dir: Direction, st: DirState, line: Buffer, complete: boolean, edits: Edit[]): boolean {
     // Only the first maxLine bytes are looked at; one byte more (not the LF) makes a line that is
     // still undecided there a long line. Parsing is monotone in the prefix, so this does not
     // depend on where the chunks end.
@@ -529,17 +556,20 @@ export class FtpAgent implements Agent {
     }
     if (v.k === 'need') {
       st.undecided = Math.max(st.undecided, st.lineStart + v.hold);
-      return;
+      return false;
     }
+    const forced = st.mode === 'forced';
     st.mode = 'skip';
     st.line = EMPTY;
     st.undecided = st.pos;
     if (v.k === 'pass') {
       if (v.why !== 'none') this.counters[v.why]++;
-      return;
+      return false;
     }
+    if (forced) return true;
     const rep = this.translate(dir, v);
     if (rep !== undefined) edits.push({ at: st.lineStart + v.start, len: v.end - v.start, data: Buffer.from(rep, 'latin1') });
+    return false;
   }
 
   private endLine(dir: Direction, st: DirState): void {
@@ -627,7 +657,7 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if (typeof o !== 'object' || o === null) return bad('not an object');
   const { pos, lineStart, line, mode, undecided, head, ml } = o;
   if (![pos, lineStart, undecided].every((v) => Number.isSafeInteger(v) && (v as number) >= 0)) return bad('positions');
-  if (typeof line !== 'string' || (mode !== 'scan' && mode !== 'skip') || typeof head !== 'string' || head.length > 4) return bad('line');
+  if (typeof line !== 'string' || (mode !== 'scan' && mode !== 'skip' && mode !== 'forced') || typeof head !== 'string' || head.length > 4) return bad('line');
   if (!Number.isInteger(ml) || (ml as number) < -1 || (ml as number) > 999) return bad('ml');
   const l = Buffer.from(line, 'base64');
   if ((lineStart as number) + l.length > (pos as number) || (undecided as number) > (pos as number)) return bad('line length');

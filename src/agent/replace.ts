@@ -71,6 +71,11 @@ export function newReplaceCounters() {
     regexBudgetExceeded: 0,
     /** Matches replaced (several close ones may travel as one edit: see `EditRun`). */
     matches: 0,
+    /**
+     * Matches a forced decision split (a hold timeout or limit released their start undecided)
+     * that the bytes after it completed: the rest never passed, the connection was given up.
+     */
+    splitMatches: 0,
   };
 }
 export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
@@ -119,7 +124,7 @@ export interface RuleProblem {
 /** The state `snapshot` returns (version 1). */
 export interface ReplaceSnapshot {
   v: 1;
-  dirs: Record<Direction, { pos: number; undecided: number; prev: number; tail: string }>;
+  dirs: Record<Direction, { pos: number; undecided: number; prev: number; tail: string; forced?: ForcedJson }>;
   /** Present once a counter is non-zero. */
   counters?: ReplaceCounters;
 }
@@ -736,10 +741,36 @@ interface DirState {
   /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`); null
    *  until a regex rule searches (literal rules keep none: an idle connection's size). */
   searches: (SearchState | undefined)[] | null;
+  /** After a forced decision (hold timeout or limit), what may still show it split a match. */
+  forced: Forced | null;
+}
+
+/**
+ * A hold timeout or limit decided a tail that may have been the start of a match (the seed's
+ * method can only wait or decide). The rule's promise holds only if no match crosses such a
+ * point: the bytes from the earliest start still undecided there are kept and scanned with what
+ * comes (and, at the next flush, as if the stream ended there: what that flush would release
+ * must not complete a match either), until every start before the last point is decided. A
+ * match found across a point is a pattern the stream would have carried split: the agent gives
+ * up on the connection (fail closed).
+ */
+interface Forced {
+  /** Positions of the forced decisions still open (ascending; each the end of the data fed then). */
+  points: number[];
+  /** Original bytes [pos - bytes.length, pos): from the earliest start undecided at a point. */
+  bytes: Buffer;
+  /** The byte before them (regex context), -1 at the stream start. */
+  prev: number;
+}
+
+interface ForcedJson {
+  points: number[];
+  prev: number;
+  bytes: string;
 }
 
 function freshDir(): DirState {
-  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: null };
+  return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: null, forced: null };
 }
 
 /** The state of a direction never fed (shared, read-only: `st` copies it before a change). */
@@ -796,18 +827,81 @@ class ReplaceAgent implements Agent {
     if (data.length === 0) return { edits: [], undecidedFrom: cur.undecided };
     const st = this.st(dir);
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const f = st.forced;
+    if (f !== null && this.crossed(st, f, asBuffer(transientConcat([f.bytes, chunk])), st.pos - f.bytes.length, false)) {
+      // The rest of the match never passes: what came is deleted, the connection given up.
+      st.pos = pos + data.length;
+      return this.gaveUp(st, { at: pos, len: data.length, data: EMPTY });
+    }
     // The held tail and the new bytes are scanned as one (transient: decide keeps copies).
     const buf = st.tail.length > 0 ? asBuffer(transientConcat([st.tail, chunk])) : chunk;
     st.pos = pos + data.length;
     return this.decide(st, buf, false);
   }
 
-  flush(dir: Direction, _reason: FlushReason): AgentOutput {
+  flush(dir: Direction, reason: FlushReason): AgentOutput {
     if (!this.dirs.has(dir)) return NO_EDITS;
     const cur = this.peek(dir);
-    if (cur.tail.length === 0) return { edits: [], undecidedFrom: cur.pos };
+    if (cur.tail.length === 0 && cur.forced === null) return { edits: [], undecidedFrom: cur.pos };
     const st = this.st(dir);
-    return this.decide(st, st.tail, true);
+    const tail = st.tail;
+    const tailPrev = st.prev;
+    const f = st.forced;
+    // What this flush releases must not complete a match across an earlier point: checked as if
+    // the stream ended here (a regex window not yet complete is cut, as the flush cuts it).
+    if (f !== null && this.crossed(st, f, f.bytes, st.pos - f.bytes.length, true)) {
+      return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY });
+    }
+    const out = tail.length > 0 ? this.decide(st, tail, true) : { edits: [], undecidedFrom: st.pos };
+    if (reason === 'fin' || reason === 'rst') {
+      st.forced = null;
+      return out;
+    }
+    // Still open: starts before an earlier point that more bytes may complete.
+    if (f !== null) this.crossed(st, f, f.bytes, st.pos - f.bytes.length, false);
+    const open = st.forced;
+    if (open === null) {
+      if (tail.length > 0) st.forced = { points: [st.pos], bytes: tail, prev: tailPrev };
+    } else {
+      open.points.push(st.pos);
+      if (tail.length > open.bytes.length) {
+        open.bytes = tail;
+        open.prev = tailPrev;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Whether `buf` (original bytes from stream position `start`, ending where the data fed ends)
+   * holds a match across one of `f`'s points. Not final: also what stays open of `f` (null once
+   * every start before its last point is decided).
+   */
+  private crossed(st: DirState, f: Forced, buf: Buffer, start: number, final: boolean): boolean {
+    // Each match its own edit (not joined), on the JS scan, with its own search state: a check
+    // only, nothing of it is counted or kept.
+    const scan = new Scan(buf, f.prev, final, this.opts.linearSearch === 'per-start', { searches: null }, false);
+    const { edits, hold } = scan.run(this.rules, start, false);
+    for (const e of edits) {
+      if (f.points.some((p) => e.at < p && e.at + e.len > p)) return true;
+    }
+    if (final) return false;
+    const from = start + hold;
+    const points = f.points.filter((p) => p > from);
+    st.forced = points.length === 0 ? null : { points, bytes: Buffer.from(buf.subarray(hold)), prev: hold > 0 ? buf[hold - 1]! : f.prev };
+    return false;
+  }
+
+  /** A match a forced decision split: `del` deletes what is not released yet; the agent gives up. */
+  private gaveUp(st: DirState, del: Edit): AgentOutput {
+    st.forced = null;
+    st.undecided = st.pos;
+    st.tail = EMPTY;
+    st.prev = -1;
+    this.counters.splitMatches++;
+    const all = this.opts.counters;
+    if (all !== undefined) all.splitMatches++;
+    return { edits: del.len > 0 ? [del] : [], undecidedFrom: st.pos, abort: 'replace:split-match' };
   }
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
@@ -845,6 +939,7 @@ class ReplaceAgent implements Agent {
     st.tail = EMPTY;
     st.prev = -1;
     st.searches = null;
+    st.forced = null;
   }
 
   snapshot(): ReplaceSnapshot {
@@ -853,9 +948,10 @@ class ReplaceAgent implements Agent {
       undecided: s.undecided,
       prev: s.prev,
       tail: s.tail.toString('base64'),
+      ...(s.forced !== null ? { forced: { points: [...s.forced.points], prev: s.forced.prev, bytes: s.forced.bytes.toString('base64') } } : {}),
     });
     const snap: ReplaceSnapshot = { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
-    if (this.ctr !== null && (this.ctr.regexBudgetExceeded > 0 || this.ctr.matches > 0)) snap.counters = { ...this.ctr };
+    if (this.ctr !== null && (Object.values(this.ctr).some((v) => v > 0))) snap.counters = { ...this.ctr };
     return snap;
   }
 }
@@ -866,15 +962,33 @@ function restoreDir(x: unknown, dir: Direction): DirState {
     throw new Error(`replace: bad snapshot (${dir}: ${why})`);
   };
   if (typeof o !== 'object' || o === null) return bad('not an object');
-  const { pos, undecided, prev, tail } = o;
+  const { pos, undecided, prev, tail, forced } = o;
   if (!Number.isSafeInteger(pos) || !Number.isSafeInteger(undecided)) return bad('positions');
-  if (!Number.isInteger(prev) || (prev as number) < -1 || (prev as number) > 255) return bad('prev');
+  if (!isByteOrNone(prev)) return bad('prev');
   if (typeof tail !== 'string') return bad('tail');
   const t = Buffer.from(tail, 'base64');
   if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
   // prev is -1 at the stream start, and after a cluster resync (no context known there).
   if ((undecided as number) === 0 && prev !== -1) return bad('prev at stream start');
-  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null };
+  let f: Forced | null = null;
+  if (forced !== undefined) {
+    const j = forced as Partial<ForcedJson> | null;
+    if (typeof j !== 'object' || j === null || typeof j.bytes !== 'string' || !Array.isArray(j.points) || !isByteOrNone(j.prev)) return bad('forced');
+    const bytes = Buffer.from(j.bytes, 'base64');
+    const from = (pos as number) - bytes.length;
+    // Its bytes end where the data fed ends; its points lie after their start, ascending.
+    const pts = j.points as unknown[];
+    let last = from;
+    const ok = bytes.length > 0 && from >= 0 && pts.length > 0 && pts.length <= bytes.length &&
+      pts.every((p) => Number.isSafeInteger(p) && (p as number) > last && (p as number) <= (pos as number) && ((last = p as number), true));
+    if (!ok) return bad('forced bounds');
+    f = { points: pts as number[], prev: j.prev as number, bytes };
+  }
+  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null, forced: f };
+}
+
+function isByteOrNone(v: unknown): boolean {
+  return Number.isInteger(v) && (v as number) >= -1 && (v as number) <= 255;
 }
 
 /** A replace factory whose agents add to `opts.counters` (the registry makes one per gateway). */

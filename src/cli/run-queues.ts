@@ -51,6 +51,9 @@ export function queueEventsProblem(events: string): string | undefined {
   return `--events ${events} with --queues: not a regular file (each queue process writes its own file, ${queuePaths(0, undefined, events).events}, …)`;
 }
 
+/** How long SIGUSR1 waits for the queue processes' statistics before it prints what it has. */
+const FRESH_WAIT_MS = 2000;
+
 /** How long the supervisor waits for its queue processes to stop before it kills them. */
 const STOP_GRACE_MS = 10_000;
 
@@ -95,6 +98,8 @@ interface Queue {
   k: number;
   child: ChildProcess;
   stats: Record<string, unknown>;
+  /** Statistics answers received: a fresh read waits until every live queue's count moved. */
+  answers: number;
   final: Record<string, unknown> | undefined;
   exited: Promise<number>;
 }
@@ -115,6 +120,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
       k,
       child,
       stats: {},
+      answers: 0,
       final: undefined,
       exited: new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig !== null ? 2 : 0)))),
     };
@@ -122,7 +128,10 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
       new Promise((resolve, reject) => {
         child.on('message', (m: QueueMessage) => {
           if (m.type === 'ready') resolve();
-          else if (m.type === 'stats') q.stats = m.stats;
+          else if (m.type === 'stats') {
+            q.stats = m.stats;
+            q.answers++;
+          }
           else if (m.type === 'final') q.final = m.stats;
           else if (m.type === 'reloaded') o.log.info({ queue: k, ...m.result }, 'queue reloaded');
         });
@@ -154,6 +163,18 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
   const ask = (): void => {
     for (const q of queues) if (q.child.connected) q.child.send('stats');
   };
+  /**
+   * Asks every queue and waits (at most FRESH_WAIT_MS) for their answers: what SIGUSR1 prints
+   * includes everything that happened before the signal, not the last poll's numbers.
+   */
+  const fresh = async (): Promise<void> => {
+    const before = queues.map((q) => q.answers);
+    ask();
+    const end = Date.now() + FRESH_WAIT_MS;
+    while (Date.now() < end && queues.some((q, i) => q.child.connected && q.answers === before[i])) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
   const merged = (): Record<string, unknown> => ({ ...mergeStats(queues.map((q) => q.final ?? q.stats)), queues: queues.map((q) => ({ queue: q.k, pid: q.child.pid, ...pick(q.final ?? q.stats) })) });
   ask();
   const poll = setInterval(ask, 500);
@@ -169,7 +190,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
   }
   o.log.info({ queues: o.queues, pids: queues.map((q) => q.child.pid) }, 'gateway running: one process per TAP queue');
   const statusTimer = o.status ? setInterval(() => process.stderr.write(`${statusLine(merged())}\n`), 1000) : undefined;
-  const onUsr1 = (): void => void process.stdout.write(`${JSON.stringify(merged())}\n`);
+  const onUsr1 = (): void => void fresh().then(() => process.stdout.write(`${JSON.stringify(merged())}\n`));
   const onHup = (): void => {
     for (const q of queues) if (q.child.connected) q.child.send('reload');
   };

@@ -104,6 +104,10 @@ export interface LiveStats {
 
 /** Most batches one TAP callback handles back to back (see LiveGateway.onBatch). */
 const CHAIN_MAX = 16;
+/** A tick later than this after the one before means the loop stalled (ticks come every ~10 ms). */
+const STALL_MS = 100;
+/** Most batches per TAP a late tick reads before it runs the timers (a TAP queue's worth). */
+const CATCH_UP_MAX = 256;
 
 export class LiveGateway {
   readonly gateway: Gateway;
@@ -121,6 +125,11 @@ export class LiveGateway {
   private readonly written: [number, number] = [0, 0];
   /** Batches read right after a write to their TAP and handled in the same call (onBatch). */
   private chained = 0;
+  /** When the last tick ran; ticks later than STALL_MS after it are counted and catch up first. */
+  private lastTickMs = clock();
+  private stalls = 0;
+  /** Frames those late ticks read before running the timers. */
+  private caughtUp = 0;
   private portTimer: NodeJS.Timeout | undefined;
   private portTimerDueMs = Infinity;
   /** Some port may hold frames back (impairment): then the loop keeps a timer for them. */
@@ -254,10 +263,36 @@ export class LiveGateway {
 
   private onTick(): void {
     if (this.stopped) return;
-    const now = clock();
+    let now = clock();
+    if (now - this.lastTickMs > STALL_MS) {
+      // This process ran late (not scheduled, a long GC, a long batch): the senders went on and
+      // their frames wait in the TAPs. They are read before the timers judge silence, or a hold
+      // would time out on a match whose next bytes sit unread (libuv runs timers before I/O).
+      this.stalls++;
+      now = this.catchUp(now);
+    }
+    this.lastTickMs = now;
     this.pollIn(now);
     this.gateway.tick(now, this.emit);
     this.flush(now);
+  }
+
+  /** Reads both TAPs until they are empty (at most CATCH_UP_MAX batches each); the time after. */
+  private catchUp(now: number): number {
+    for (let i = 0; i < CATCH_UP_MAX && !this.stopped; i++) {
+      let n = 0;
+      for (const p of this.ports) {
+        const t = clock();
+        const got = p.readNow(t);
+        if (got > 0) {
+          this.caughtUp += got;
+          this.flush(t);
+        }
+        n += got;
+      }
+      if (n === 0) break;
+    }
+    return Math.max(now, clock());
   }
 
   /** A port's due time came (armed by `armPortTimer`). */
@@ -308,6 +343,7 @@ export class LiveGateway {
       vnetHdr: this.opts.vnetHdr,
       taps,
       chainedBatches: this.chained,
+      loop: { lateTicks: this.stalls, framesReadBeforeTimers: this.caughtUp },
       ...this.gateway.stats(),
     };
     const impair: Partial<Record<ImpairPoint, ImpairStats>> = {};

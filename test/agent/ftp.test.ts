@@ -345,6 +345,31 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     expect((d.agent as FtpAgent).counters.flushedLines).toBe(1);
   });
 
+  it('a hold timeout in the middle of a PORT: the line is parsed on; an endpoint it carries cannot be translated any more, so the rest never passes and the agent gives up', () => {
+    const nat = new FakeNat();
+    const a = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
+    expect(a.feed('c2s', 0, Buffer.from('PORT 10,200')).undecidedFrom).toBe(5);
+    expect(a.flush('c2s', 'timeout')).toEqual({ edits: [], undecidedFrom: 11 }); // "10,200" as it stood
+    expect(a.feed('c2s', 11, Buffer.from(',0,1,1'))).toEqual({ edits: [], undecidedFrom: 11 }); // held: not decided yet
+    const out = a.feed('c2s', 17, Buffer.from(',1\r\nNOOP\r\n'));
+    expect(out).toEqual({ edits: [{ at: 11, len: 16, data: Buffer.alloc(0) }], undecidedFrom: 27, abort: 'ftp:split-command' });
+    expect(a.counters).toMatchObject({ flushedLines: 1, splitLines: 1, PORT: 0 });
+    expect(nat.calls).toEqual([]); // no expectation for an endpoint that went untranslated
+
+    // Not an endpoint after all (a number over 255): it passes, and the next line is translated.
+    const b = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
+    b.feed('c2s', 0, Buffer.from('PORT 10,200'));
+    b.flush('c2s', 'limit');
+    const snap = JSON.parse(JSON.stringify(b.snapshot()));
+    expect(snap.dirs.c2s.mode).toBe('forced');
+    const c = createFtp(nat.hooks).restore({}, CTX, snap) as FtpAgent;
+    const rest = Buffer.from(',0,1,1,999\r\nPORT 10,200,0,1,1,1\r\n');
+    const more = c.feed('c2s', 11, rest);
+    expect(more.abort).toBeUndefined();
+    expect(applyEdits(rest, more.edits.map((e) => ({ ...e, at: e.at - 11 }))).toString()).toBe(',0,1,1,999\r\nPORT 192,0,2,1,1,2\r\n');
+    expect(c.counters).toMatchObject({ malformed: 1, splitLines: 0, PORT: 1 });
+  });
+
   it('a direction outside ctx.directions is not edited', () => {
     const a = createFtp(new FakeNat().hooks).create({}, { ...CTX, directions: new Set<Direction>(['s2c']) });
     expect(a.feed('c2s', 0, Buffer.from('PORT 10,200,0,1,1,1\r\n'))).toEqual({ edits: [] });

@@ -254,6 +254,20 @@ describe('http decode: what does not decode is refused, never passed', () => {
     expect(r.counters.refused.coding).toBe(1);
   });
 
+  it('a decoded match a hold timeout split: refused (splitMatch), the rest never passes', () => {
+    const plain = `${'x'.repeat(3000)}Hello world${'y'.repeat(100)}`;
+    const z = gzipSync(plain, { level: 0 }); // stored: decoded byte i is coded byte 15 + i
+    const resp = Buffer.concat([head('Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n'), chunked(z, 1 << 16)]);
+    const cut = resp.indexOf(b('Hello wo')) + 'Hello wo'.length;
+    const a = httpFactory.create(DECODE, CTX) as HttpAgent;
+    a.feed('c2s', 0, b(get('/')));
+    a.feed('s2c', 0, resp.subarray(0, cut));
+    expect(a.flush('s2c', 'timeout').abort).toBeUndefined();
+    const rest = a.feed('s2c', cut, resp.subarray(cut));
+    expect(rest.abort).toBe('http-refused:splitMatch');
+    expect(a.counters.refused.splitMatch).toBe(1);
+  });
+
   it('a zip bomb stops at maxDecodedRatio', () => {
     const z = gzipSync(Buffer.alloc(20 << 20, 'a'));
     const r = run({ ...DECODE, maxDecodedRatio: 50 }, [c2s(get('/')), respond(z)], { cuts: cuts(12, 1400) });

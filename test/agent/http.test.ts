@@ -461,6 +461,27 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters).toMatchObject({ headerFlushed: 1, editsLost: 1, passReleased: 1 });
   });
 
+  it('a body match a hold timeout split ("Hello wo" released, "rld" completes it): refused, the rest never passes, the connection reset', () => {
+    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    const d = new AgentDriver(a, 's2c');
+    new AgentDriver(a, 'c2s').feed(b(get('/')));
+    const body = b(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${(5990 + 11).toString(16)}\r\n${'x'.repeat(5990)}Hello world\r\n0\r\n\r\n`);
+    const cut = body.indexOf('Hello wo') + 'Hello wo'.length;
+    d.feed(body.subarray(0, cut));
+    expect(d.undecided).toBeLessThan(cut);
+    const f = a.flush('s2c', 'timeout');
+    d.edits.push(...f.edits);
+    d.undecided = cut;
+    const rest = a.feed('s2c', cut, body.subarray(cut));
+    expect(rest.abort).toBe('http-refused:splitMatch');
+    d.edits.push(...rest.edits);
+    const out = applyEdits(body, d.edits).toString('latin1');
+    expect(out).toContain('Hello wo'); // released by the timeout
+    expect(out).not.toContain('rld');
+    expect(out).not.toContain('0\r\n\r\n'); // the body never ends well framed
+    expect(a.counters.refused.splitMatch).toBe(1);
+  });
+
   it('by default, a body whose Content-Length a hold timeout released is refused: nothing of it crosses unrewritten', () => {
     const a = httpFactory.create(HELLO, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createReplace, NATIVE_SCAN_MIN_BYTES, type ReplaceRule } from '../../src/agent/replace.js';
+import { createReplace, NATIVE_SCAN_MIN_BYTES, newReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
 import { literalSearchBackend } from '../../src/agent/literal-search.js';
 import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
 
@@ -21,7 +21,7 @@ const CTX: AgentContext = {
 const show = (o: AgentOutput) => ({ from: o.undecidedFrom, edits: o.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString('latin1')]) });
 
 function run(rules: ReplaceRule[], chunks: string[], join: boolean, nativeScan: boolean | 'always') {
-  const counters = { matches: 0, regexBudgetExceeded: 0 };
+  const counters = newReplaceCounters();
   const a = createReplace({ joinMatches: join, nativeScan, counters }).create(rules, CTX);
   const outs = [];
   let pos = 0;

@@ -339,13 +339,13 @@ describe('replace agent: behaviour', () => {
     expect(applyEdits(s, edits).toString()).toBe('1cd');
   });
 
-  it('continues correctly after a mid-stream (timeout) flush', () => {
-    const d = new AgentDriver(replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH));
-    d.feed(Buffer.from('zab'));
-    d.flush(); // "ab" decided as is
-    d.feed(Buffer.from('cabc'));
-    d.flush();
-    expect(d.edits.map((e) => [e.at, e.len])).toEqual([[4, 3]]);
+  it('continues correctly after a mid-stream (timeout) flush the next bytes do not complete', () => {
+    const agent = replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH);
+    agent.feed('c2s', 0, Buffer.from('zab'));
+    expect(agent.flush('c2s', 'timeout')).toEqual({ edits: [], undecidedFrom: 3 }); // "ab" decided as is
+    const out = agent.feed('c2s', 3, Buffer.from('xabc'));
+    expect(out.abort).toBeUndefined();
+    expect(out.edits.map((e) => [e.at, e.len])).toEqual([[4, 3]]);
   });
 
   it('throws on a feed at the wrong position (engine bug)', () => {
@@ -401,5 +401,145 @@ describe('replace agent: behaviour', () => {
     expect(norm(got)).toEqual(norm(one));
     expect(got.length).toBeGreaterThan(1900);
     expect(ms).toBeLessThan(20_000);
+  });
+});
+
+describe('replace agent: a match a forced decision split (fail closed)', () => {
+  const split = (out: AgentOutput) => out.abort === 'replace:split-match';
+
+  it('a hold timeout releases "needle-lo"; "ng-word" completes it: the rest is deleted and the agent gives up, counted', () => {
+    const counters = newReplaceCounters();
+    const agent = createReplace({ counters }).create([{ find: 'needle-long-word', with: 'pin' }], BOTH);
+    expect(agent.feed('s2c', 0, Buffer.from('xx needle-lo')).undecidedFrom).toBe(3);
+    expect(agent.flush('s2c', 'timeout')).toEqual({ edits: [], undecidedFrom: 12 });
+    const out = agent.feed('s2c', 12, Buffer.from('ng-word yy'));
+    expect(split(out)).toBe(true);
+    expect(out.edits).toEqual([{ at: 12, len: 10, data: Buffer.alloc(0) }]);
+    expect(counters.splitMatches).toBe(1);
+    expect((agent.snapshot() as { counters: { splitMatches: number } }).counters.splitMatches).toBe(1);
+    // The other direction is not concerned.
+    expect(split(agent.feed('c2s', 0, Buffer.from('needle-long-word')))).toBe(false);
+  });
+
+  it('completed over several feeds, and across a second forced decision; settled once no start before the point is open', () => {
+    const agent = replaceFactory.create([{ find: 'needle-long-word', with: 'pin' }], BOTH);
+    agent.feed('c2s', 0, Buffer.from('needle'));
+    agent.flush('c2s', 'timeout');
+    expect(split(agent.feed('c2s', 6, Buffer.from('-lo')))).toBe(false);
+    agent.flush('c2s', 'limit');
+    expect(split(agent.feed('c2s', 9, Buffer.from('ng-wo')))).toBe(false);
+    expect(split(agent.feed('c2s', 14, Buffer.from('rd')))).toBe(true);
+
+    const b = replaceFactory.create([{ find: 'needle-long-word', with: 'pin' }], BOTH);
+    b.feed('c2s', 0, Buffer.from('needle-lo'));
+    b.flush('c2s', 'timeout');
+    expect(split(b.feed('c2s', 9, Buffer.from('ng-wore')))).toBe(false); // not the pattern: settled
+    const later = b.feed('c2s', 16, Buffer.from(' needle-long-word'));
+    expect(split(later)).toBe(false);
+    expect(later.edits.map((e) => [e.at, e.len])).toEqual([[17, 16]]);
+  });
+
+  it('a match starting after the point, or before it and decided, is not a split', () => {
+    const agent = replaceFactory.create([{ find: 'abc', with: 'X' }], BOTH);
+    expect(agent.feed('c2s', 0, Buffer.from('zabcab')).edits.map((e) => [e.at, e.len])).toEqual([[1, 3]]);
+    agent.flush('c2s', 'timeout'); // "ab" as it stands
+    expect(split(agent.feed('c2s', 6, Buffer.from('x')))).toBe(false);
+    const ab = agent.feed('c2s', 7, Buffer.from('abca'));
+    expect(ab.edits.map((e) => [e.at, e.len])).toEqual([[7, 3]]);
+    expect(agent.feed('c2s', 11, Buffer.from('bc')).edits.map((e) => [e.at, e.len])).toEqual([[10, 3]]);
+    agent.flush('c2s', 'timeout');
+    const out = agent.feed('c2s', 13, Buffer.from('xabc'));
+    expect(split(out)).toBe(false);
+    expect(out.edits.map((e) => [e.at, e.len])).toEqual([[14, 3]]);
+  });
+
+  it('a regex match whose end the timeout cut off (a header value): the rest is refused', () => {
+    const rules = [{ regex: 'Server: [^\\r]*\\r', with: 'Server: tapgate\r', maxMatch: 40 }];
+    const agent = replaceFactory.create(rules, BOTH);
+    agent.feed('s2c', 0, Buffer.from('HTTP/1.1 200 OK\r\nServer: ng'));
+    agent.flush('s2c', 'timeout'); // no \r yet: no match, decided as it stood
+    // Its window is not complete (maxMatch 40): held, not released...
+    const more = agent.feed('s2c', 27, Buffer.from('inx\r\n'));
+    expect(split(more)).toBe(false);
+    expect(more.undecidedFrom).toBe(27);
+    // ...and what the next flush would release completes it: refused then, at a timeout as at the end.
+    for (const reason of ['timeout', 'fin'] as const) {
+      const b = replaceFactory.restore(rules, BOTH, agent.snapshot());
+      const f = b.flush('s2c', reason);
+      expect(split(f)).toBe(true);
+      expect(f.edits).toEqual([{ at: 27, len: 5, data: Buffer.alloc(0) }]);
+    }
+    // Or the bytes that complete its window.
+    expect(split(agent.feed('s2c', 32, Buffer.alloc(40, 0x61)))).toBe(true);
+  });
+
+  it('what is kept of the forced tail moves with the snapshot; fin, rst and resync end it', () => {
+    const rules = [{ find: 'needle-long-word', with: 'pin' }];
+    const a = replaceFactory.create(rules, BOTH);
+    a.feed('c2s', 0, Buffer.from('x needle-lo'));
+    a.flush('c2s', 'timeout');
+    const snap = JSON.parse(JSON.stringify(a.snapshot()));
+    expect(snap.dirs.c2s.forced).toEqual({ points: [11], prev: 0x20, bytes: Buffer.from('needle-lo').toString('base64') });
+    expect(split(replaceFactory.restore(rules, BOTH, snap).feed('c2s', 11, Buffer.from('ng-word')))).toBe(true);
+    for (const end of ['fin', 'rst'] as const) {
+      const b = replaceFactory.restore(rules, BOTH, snap);
+      b.flush('c2s', end);
+      expect(split(b.feed('c2s', 11, Buffer.from('ng-word')))).toBe(false);
+    }
+    const c = replaceFactory.restore(rules, BOTH, snap);
+    c.resync!('c2s', 20);
+    expect(split(c.feed('c2s', 20, Buffer.from('ng-word')))).toBe(false);
+    // A hostile snapshot: bytes that do not end where the data fed ends, a point outside them.
+    const ok = snap.dirs.c2s.forced;
+    for (const forced of [{ ...ok, bytes: 'AAAAAAAAAAAAAAAAAAAA' }, { ...ok, points: [2] }, { ...ok, points: [12] }, { ...ok, points: [9, 8] }, { ...ok, points: [] }, { ...ok, points: ['11'] }, { ...ok, prev: 300 }, { ...ok, bytes: '' }, 'x']) {
+      const bad = JSON.parse(JSON.stringify(snap));
+      bad.dirs.c2s.forced = forced;
+      expect(() => replaceFactory.restore(rules, BOTH, bad)).toThrow(/bad snapshot \(c2s: forced/);
+    }
+  });
+
+  it('property: after forced decisions at random points, no pattern ever passes; the agent gives up only on a pattern across a point', () => {
+    const pats = ['abc', 'bcab', 'cc'];
+    const rules = pats.map((find) => ({ find, with: 'X' }));
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'b', 'c'), minLength: 1, maxLength: 60 }),
+        fc.array(fc.integer({ min: 1, max: 59 }), { maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 59 }), { maxLength: 4 }),
+        (text, cuts, forcedAt) => {
+          const s = Buffer.from(text);
+          const points = [...new Set([...cuts, ...forcedAt].filter((p) => p < s.length))].sort((x, y) => x - y);
+          const forced = new Set(forcedAt.filter((p) => p < s.length));
+          const agent = replaceFactory.create(rules, BOTH);
+          const edits: Edit[] = [];
+          let gaveUpAt = -1;
+          let at = 0;
+          for (const p of [...points, s.length]) {
+            const out = agent.feed('c2s', at, s.subarray(at, p));
+            edits.push(...out.edits.map((e) => ({ ...e, data: Buffer.from(e.data) })));
+            if (out.abort !== undefined) {
+              gaveUpAt = at;
+              break;
+            }
+            at = p;
+            if (forced.has(p)) edits.push(...agent.flush('c2s', 'timeout').edits.map((e) => ({ ...e, data: Buffer.from(e.data) })));
+          }
+          if (gaveUpAt < 0) edits.push(...agent.flush('c2s', 'fin').edits);
+          const upto = gaveUpAt < 0 ? s.length : gaveUpAt;
+          // What the receiver got: the stream up to where the agent gave up, edits applied
+          // (the give-up's own edit deletes the rest of its feed).
+          const got = applyEdits(s.subarray(0, upto), edits.filter((e) => e.at < upto)).toString();
+          for (const p of pats) expect(got.includes(p), `${JSON.stringify(text)} forced at ${[...forced]} cut at ${points}: ${got}`).toBe(false);
+          if (gaveUpAt >= 0) {
+            const crossing = [...forced].some((q) => q < gaveUpAt + 1 && pats.some((p) => {
+              for (let i = Math.max(0, q - p.length + 1); i < q; i++) if (text.startsWith(p, i) && i + p.length > q) return true;
+              return false;
+            }));
+            expect(crossing, `gave up without a pattern across a forced point: ${JSON.stringify(text)}`).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 });

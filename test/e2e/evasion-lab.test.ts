@@ -17,6 +17,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec } from '../../src/lab/lab.js';
+import { labSpawn } from '../../src/lab/process.js';
 import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
 import { gatewayStats, labUpWithGateway, netnsList, nsTcpCounters, sha, startHttpServer, tempDir, waitUntil } from './lab-helpers.js';
 
@@ -35,11 +36,41 @@ const RATE = '1M';
 /** Server bytes (as seen on the client's segment) at which each round is injected. */
 const ROUNDS = [128 << 10, 2 << 20];
 const ATTACK = join(REPO, 'test/e2e/fixtures/tcp_rst_attack.py');
+/** A server that records what each connection brought (file rec<n>), up to its close or reset. */
+const SLOW_PORT = 8003;
+const RECORD_PY = `
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+n = 0
+while True:
+    c, _ = s.accept(); got = b''; how = 'fin'
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d: break
+            got += d
+    except ConnectionResetError:
+        how = 'rst'
+    open('%s/rec%d' % (sys.argv[3], n), 'wb').write(how.encode() + b' ' + got); n += 1; c.close()
+`;
+/** Sends argv[3], waits argv[4] seconds (the sender's silence), sends argv[5]; says whether it was reset. */
+const SLOW_SEND_PY = `
+import json, socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+c.sendall(sys.argv[3].encode()); time.sleep(float(sys.argv[4]))
+try:
+    c.sendall(sys.argv[5].encode()); c.shutdown(socket.SHUT_WR); r = c.recv(100)
+    print(json.dumps({'reset': False, 'got': r.decode()}))
+except (ConnectionResetError, BrokenPipeError):
+    print(json.dumps({'reset': True}))
+`;
 
 const CONFIG = `
 rules:
   - name: hello-${PORT}
-    match: { port: ${PORT} }
+    match: { port: [${PORT}, ${SLOW_PORT}] }
     agent: replace
     replace:
       - { find: "${FIND}", with: "${WITH}" }
@@ -116,6 +147,9 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     const sc = await labExec(P, 'client', ['sysctl', '-q', '-w', 'net.ipv4.tcp_rmem=4096 65536 65536']);
     expect(sc.code, sc.stderr).toBe(0);
     startHttpServer(P, SERVER, PORT, dir);
+    writeFileSync(join(dir, 'record.py'), RECORD_PY);
+    writeFileSync(join(dir, 'slow.py'), SLOW_SEND_PY);
+    labSpawn(P, 'server', `record${SLOW_PORT}`, ['python3', join(dir, 'record.py'), SERVER, String(SLOW_PORT), dir]);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${PORT}/ping.txt`]),
       (r) => r.stdout === '200',
@@ -191,4 +225,20 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     expect((invalid['rst-out-of-window'] ?? 0) - (invalid0['rst-out-of-window'] ?? 0), "tcpInvalid['rst-out-of-window']").toBeGreaterThanOrEqual(ROUNDS.length);
     expect(g1['malformed']).toEqual({});
   }, 60_000);
+
+  it('a sender silent past the hold timeout in the middle of the pattern: the start goes, the rest never does, both ends are reset', async () => {
+    const st0 = gatewayStats(P);
+    // "x Hello wo" (the gateway holds "Hello wo"), 2.5 s of silence (the hold timeout is 1.5 s:
+    // the held bytes go to the server as they stood), then "rld!" completes the pattern.
+    const r = await labExec(P, 'client', ['python3', join(dir, 'slow.py'), SERVER, String(SLOW_PORT), 'x Hello wo', '2.5', 'rld!'], { timeoutMs: 20_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(lastJson<{ reset: boolean }>(r.stdout, 'slow.py')).toEqual({ reset: true });
+    await waitUntil(5000, 100, async () => existsSync(join(dir, 'rec0')), (ok) => ok, () => 'the server recorded no connection');
+    expect(readFileSync(join(dir, 'rec0'), 'latin1')).toBe('rst x Hello wo');
+    const st1 = gatewayStats(P);
+    const d = (a: Record<string, Record<string, any>>, path: string[]) => path.reduce((o: any, k) => o?.[k], a) as number;
+    for (const [path, n] of [[['agents', 'replace', 'splitMatches'], 1], [['stream', 'flushTimeout'], 1], [['gateway', 'aborted'], 1]] as const) {
+      expect(d(st1, [...path]) - (d(st0, [...path]) ?? 0), path.join('.')).toBe(n);
+    }
+  }, 30_000);
 });

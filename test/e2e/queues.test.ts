@@ -12,6 +12,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec, labKill } from '../../src/lab/lab.js';
+import { labStateDir } from '../../src/lab/names.js';
 import { readPcapAll } from '../../src/phy/pcap-read.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
@@ -70,15 +71,21 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
 
   it('16 parallel downloads through a rule that changes lengths: every one exact, spread over both processes', async () => {
     const exp = expectedRewrite(text);
-    const script = Array.from({ length: 16 }, (_, i) => `curl -sS --max-time 60 --ignore-content-length -o ${dir}/got${i} http://${SERVER}:8001/text.txt & `).join('') + 'wait';
+    const script = Array.from({ length: 16 }, (_, i) => `curl -sS --max-time 60 --ignore-content-length -o ${dir}/got${i} http://${SERVER}:8001/text.txt & p="$p $!"; `).join('') + 'for q in $p; do wait $q || exit 1; done';
     const r = await labExec(P, 'client', ['sh', '-c', script], { timeoutMs: 90_000 });
     expect(r.code, r.stderr).toBe(0);
+    const st = gatewayStats(P);
     for (let i = 0; i < 16; i++) {
       const got = readFileSync(join(dir, `got${i}`), 'latin1');
-      expect(got.length, `download ${i}`).toBe(exp.length);
-      expect(got === exp, `download ${i} differs`).toBe(true);
+      if (got !== exp) {
+        let at = 0;
+        while (at < got.length && got[at] === exp[at]) at++;
+        const log = readFileSync(join(labStateDir(P), 'gateway.log'), 'utf8').split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-40).join('\n');
+        expect.fail(`download ${i}: ${got.length} bytes, ${exp.length} expected, first difference at ${at}: ` +
+          `${JSON.stringify(got.slice(Math.max(0, at - 40), at + 40))} for ${JSON.stringify(exp.slice(Math.max(0, at - 40), at + 40))}\n` +
+          `stream: ${JSON.stringify(st['stream'])}\ngateway log:\n${log}`);
+      }
     }
-    const st = gatewayStats(P);
     const per = st['queues'] as unknown as Array<{ queue: number; framesIn: number }>;
     expect(per.map((q) => q.queue)).toEqual([0, 1]);
     // 17 connections hashed over two queues: both get some (all on one: 2^-16).
@@ -86,6 +93,41 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     expect(st['flows']!['midstream'], 'a connection seen by two processes').toBe(0);
     expect(st['gateway']!['connectionsRewritten']).toBeGreaterThanOrEqual(16);
     expect(st['gateway']!['framesIn']).toBe(per.reduce((a, q) => a + q.framesIn, 0));
+  }, 120_000);
+
+  it('both processes stopped (SIGSTOP) for longer than the hold timeout mid-download: the frames queued meanwhile are read before the timers run, no hold times out', async () => {
+    // Every segment boundary of this text falls inside a match but one in 17: nearly every
+    // segment ends with a held tail when the processes stop. Before the late tick read the TAPs,
+    // the hold timer fired first on resume (libuv runs timers before I/O) and released tails
+    // whose next bytes were queued unread: a match split, a pattern through.
+    const dense = `x${FIND_SHORT}`.repeat((8 << 20) / 17);
+    writeFileSync(join(dir, 'dense.txt'), dense);
+    const exp = expectedRewrite(dense);
+    const before = gatewayStats(P);
+    const pids = (before['queues'] as unknown as Array<{ pid: number }>).map((q) => q.pid);
+    const script = Array.from({ length: 16 }, (_, i) => `curl -sS --max-time 60 --ignore-content-length -o ${dir}/dense${i} http://${SERVER}:8001/dense.txt & p="$p $!"; `).join('') + 'for q in $p; do wait $q || exit 1; done';
+    const downloads = labExec(P, 'client', ['sh', '-c', script], { timeoutMs: 90_000 });
+    try {
+      for (const wait of [300, 300]) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        for (const pid of pids) process.kill(pid, 'SIGSTOP');
+        await new Promise((resolve) => setTimeout(resolve, 2000)); // the hold timeout is 1500 ms
+        for (const pid of pids) process.kill(pid, 'SIGCONT');
+      }
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+    }
+    const r = await downloads;
+    expect(r.code, r.stderr).toBe(0);
+    const after = gatewayStats(P);
+    for (let i = 0; i < 16; i++) {
+      const got = readFileSync(join(dir, `dense${i}`), 'latin1');
+      expect(got.length, `download ${i}: a match the hold timeout split`).toBe(exp.length);
+      expect(got === exp, `download ${i} differs`).toBe(true);
+    }
+    expect(after['stream']!['flushTimeout'] - before['stream']!['flushTimeout'], 'a hold timed out').toBe(0);
+    expect(after['loop']!['lateTicks'] - before['loop']!['lateTicks'], 'the stops were seen').toBeGreaterThanOrEqual(2);
+    expect(after['loop']!['framesReadBeforeTimers'], 'frames queued during a stop').toBeGreaterThan(before['loop']!['framesReadBeforeTimers']);
   }, 120_000);
 
   it('each process writes its own capture and events: every connection in exactly one queue, both files agreeing', async () => {

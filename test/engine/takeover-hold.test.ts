@@ -2,15 +2,16 @@
  * A connection taken over with held bytes (a pattern's prefix the old owner was holding): the
  * new owner's hold timer starts at the takeover, not at the old owner's last segment. Else a
  * failover slower than the hold timeout would flush the prefix as it stands on the first tick,
- * and the rest of the pattern, retransmitted by the sender, would reach the receiver unrewritten.
- * When the timer does flush, the new owner sends the prefix itself, built on the template that
- * came with the state.
+ * and the connection would be reset when the sender's retransmission completed the pattern (a
+ * match split by a flush never passes: agent/replace.ts `Forced`). When the timer does flush, the
+ * new owner sends the prefix itself, built on the template that came with the state.
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { DEFAULT_LIMITS } from '../../src/stream/limits.js';
 import { decodeFrame } from '../../src/wire/frame.js';
+import { TCP_RST } from '../../src/wire/tcp.js';
 import { ACK, Harness, payloadOf } from '../hostile/harness.js';
 
 function tcpOf(frame: Uint8Array) {
@@ -76,15 +77,17 @@ describe('takeover with held bytes', () => {
     const flushed = b.advance(20);
     expect(b.gw.stats().stream.flushTimeout).toBe(1);
     // Sent at once, built on the template that came with the state (the old owner kept the
-    // sender's last segment while it held bytes); decided as it stood, so the pattern's rest is
-    // not joined to it (what a flush means).
+    // sender's last segment while it held bytes); decided as it stood (what a flush means).
     expect(flushed.map((g) => [g.to, payloadOf(g.frame)])).toEqual([[0, 'needle-long-']]);
     expect(ackOf(flushed[0]!.frame)).toBe((c.isnC + 1 + 'upload'.length) >>> 0);
     expect(b.gw.stats().stream.synthSent).toBe(1);
-    // The sender's next segment carries it again at the same sequence number (the insertion
-    // travels with the segment at its position), then the rest.
+    // The sender's next segment completes the match the flush split: the new owner carried what
+    // the old one kept of the forced tail, so the rest never passes (it carries the flushed bytes
+    // again at the same sequence number, without 'word'), and both ends are reset.
     const next = b.send(c.data(1, 'text before needle-long-'.length, 'word'), 1);
-    expect(next.map((g) => [g.to, payloadOf(g.frame)])).toEqual([[0, 'needle-long-word']]);
+    expect(next.map((g) => [g.to, payloadOf(g.frame), (tcpOf(g.frame).flags & TCP_RST) !== 0])).toEqual([[0, 'needle-long-', false], [0, '', true], [1, '', true]]);
     expect(seqOf(next[0]!.frame)).toBe(seqOf(flushed[0]!.frame));
+    expect(b.gw.stats().gateway.aborted).toBe(1);
+    expect(b.gw.stats().agents.replace.splitMatches).toBe(1);
   });
 });

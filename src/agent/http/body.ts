@@ -127,7 +127,7 @@ export interface Body {
   frontier(): number;
   readonly matches: number;
   readonly bodyFed: number;
-  /** Why the body cannot go on (a coded body that does not decode), or null. */
+  /** Why the body cannot go on (a coded body that does not decode, a match split), or null. */
   readonly failure: RefuseReason | null;
   toJSON(): RewriterJson | CodedJson;
 }
@@ -143,7 +143,8 @@ export class BodyRewriter implements Body {
   /** Decided matcher edits (body positions) not emitted yet. */
   private edits: Edit[];
   private readonly matcher: BodyMatcher;
-  readonly failure = null;
+  /** 'splitMatch' once the matcher gave up (a match a forced decision split). */
+  failure: RefuseReason | null = null;
 
   constructor(
     rules: ReplaceConfig,
@@ -179,6 +180,7 @@ export class BodyRewriter implements Body {
     const r = this.matcher.feed(this.fed, data);
     this.fed += data.length;
     this.take(r);
+    if (r.abort !== undefined) this.failure = 'splitMatch';
   }
 
   /** Framing bytes at stream position o (deleted), or an insertion (n = 0) of rep. */

@@ -130,8 +130,10 @@ export class CodedBody implements Body {
   private plain(p: Uint8Array): void {
     const d = this.dec;
     if (d.produced > RATIO_FREE && d.produced > this.maxRatio * d.consumed) throw new RatioExceeded(`decoded more than ${this.maxRatio} times the coded size`);
+    if (this.failure !== null) return;
     const r = this.matcher.feed(this.plainFed, p);
     this.plainFed += p.length;
+    if (r.abort !== undefined) return this.fail('splitMatch');
     this.decide(r.edits, r.undecidedFrom ?? this.plainFed, p);
   }
 

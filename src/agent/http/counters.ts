@@ -61,6 +61,11 @@ export const REFUSE_REASONS = [
    * not tell: a coded body (no valid end can be made up) or one re-framed as close-delimited.
    */
   'truncated',
+  /**
+   * A match the hold timeout (or limit) split: its start went out undecided and the bytes after
+   * completed it (the replace agent's `splitMatches`); the rest never passes.
+   */
+  'splitMatch',
 ] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 

@@ -284,13 +284,13 @@ export class HttpStream {
     if (m !== null && m.head !== null) this.fixlenFallback();
     if (this.rw !== null) {
       this.rw.decideAll(reason);
-      if (this.codingFailed(this.st.pos)) return;
+      if (this.bodyFailed(this.st.pos)) return;
       if (reason === 'fin') this.reportBody(this.rw, cut); // a close-delimited body ends with the stream
     }
   }
 
-  /** A coded body that does not decode (or decodes too much) is refused from its first byte not emitted. */
-  private codingFailed(p: number): boolean {
+  /** A body that cannot go on (a coded one that does not decode or decodes too much, a match split) is refused from its first byte not emitted. */
+  private bodyFailed(p: number): boolean {
     const why = this.rw?.failure ?? null;
     if (why === null) return false;
     this.refuse(why, p, p);
@@ -436,7 +436,7 @@ export class HttpStream {
         case 'close':
           if (this.rw !== null) {
             this.rw.body(p, buf.subarray(i));
-            this.codingFailed(base + n);
+            this.bodyFailed(base + n);
           }
           i = n;
           break;
@@ -533,7 +533,7 @@ export class HttpStream {
     const k = Math.min(buf.length - i, st.end - p);
     if (k > 0 && this.rw !== null) {
       this.rw.body(p, buf.subarray(i, i + k));
-      if (this.codingFailed(p + k)) return i + k;
+      if (this.bodyFailed(p + k)) return i + k;
     }
     if (p + k < st.end) return i + k;
     if (st.phase === 'chunkData') {
@@ -578,7 +578,7 @@ export class HttpStream {
     // The last chunk: the body ends here; trailers (or the empty line) follow.
     if (this.rw !== null) {
       this.rw.decideAll('fin');
-      if (this.codingFailed(base + end)) return end;
+      if (this.bodyFailed(base + end)) return end;
       this.rw.frame(base + end, 0, LAST_CHUNK);
       this.rw.emit(this.ob);
       this.reportBody(this.rw);
@@ -804,7 +804,7 @@ export class HttpStream {
     const rw = this.rw;
     if (rw !== null) {
       rw.decideAll('fin');
-      if (this.codingFailed(p)) return;
+      if (this.bodyFailed(p)) return;
       if (this.st.msg?.head != null) this.fixlenDone();
       else {
         if (this.st.msg?.terminate === true) rw.frame(p, 0, LAST_CHUNK_END);
