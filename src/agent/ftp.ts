@@ -566,9 +566,12 @@ export class FtpAgent implements Agent {
       if (v.why !== 'none') this.counters[v.why]++;
       return false;
     }
-    if (forced) return true;
     const rep = this.translate(dir, v);
-    if (rep !== undefined) edits.push({ at: st.lineStart + v.start, len: v.end - v.start, data: Buffer.from(rep, 'latin1') });
+    if (rep === undefined) return false;
+    // Part of a forced line went as it stood: an endpoint that needs new text cannot get it.
+    if (forced) return true;
+    this.counters[v.kind]++;
+    edits.push({ at: st.lineStart + v.start, len: v.end - v.start, data: Buffer.from(rep, 'latin1') });
     return false;
   }
 
@@ -588,7 +591,7 @@ export class FtpAgent implements Agent {
     st.mode = 'scan';
   }
 
-  /** Call the hooks for an endpoint; the replacement text, or undefined to leave it. */
+  /** Call the hooks for an endpoint; the replacement text (the caller counts it), or undefined to leave it. */
   private translate(dir: Direction, f: Extract<Parse, { k: 'found' }>): string | undefined {
     const original: FtpEndpoint = { addr: f.addr, port: f.port };
     const a: FtpAnnouncement = { kind: f.kind, endpoint: { ...original }, ctx: this.ctx };
@@ -625,7 +628,6 @@ export class FtpAgent implements Agent {
       this.counters.unchanged++;
       return undefined;
     }
-    this.counters[f.kind]++;
     const [a1, a2, a3, a4] = announced.addr.split('.').map(Number) as [number, number, number, number];
     switch (f.kind) {
       case 'PORT':

@@ -599,8 +599,12 @@ export class PikeVM {
     let pos = 0;
     let next = fromS; // starts from here on are yet to be considered
     let best = Infinity; // the earliest start that matched
-    if (opts.state !== undefined && st.at >= 0 && st.at - A >= off && st.at - A <= len && st.from <= A + fromS && (st.best < 0 || st.best >= A + fromS)) {
-      pos = st.at - A;
+    // Threads alive need the text from where they wait; with none alive only `next` matters (the
+    // loop moves to the next start first), so a search that found nothing resumes whatever the
+    // new text's start (a held tail that moved on: a sender dribbling bytes is not rescanned).
+    const resumable = st.classes === 0 || (st.at - A >= off && st.at - A <= len);
+    if (opts.state !== undefined && st.at >= 0 && resumable && st.next - A <= len && st.from <= A + fromS && (st.best < 0 || st.best >= A + fromS)) {
+      pos = Math.max(st.at - A, 0);
       next = Math.max(st.next - A, fromS);
       if (st.best >= 0) best = st.best - A;
       this.trim(st, A + fromS);

@@ -761,6 +761,17 @@ interface Forced {
   bytes: Buffer;
   /** The byte before them (regex context), -1 at the stream start. */
   prev: number;
+  /**
+   * Runtime, not state: where the check's linear searches stopped, for all rules and for each
+   * rule alone (as `DirState.searches`), so a sender dribbling bytes after a forced decision
+   * costs what the normal scan costs, not a rescan of the kept bytes per feed.
+   */
+  searches: Pick<DirState, 'searches'>;
+  alone: Pick<DirState, 'searches'>[];
+}
+
+function forcedOf(points: number[], bytes: Buffer, prev: number): Forced {
+  return { points, bytes, prev, searches: { searches: null }, alone: [] };
 }
 
 interface ForcedJson {
@@ -829,9 +840,10 @@ class ReplaceAgent implements Agent {
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const f = st.forced;
     if (f !== null && this.crossed(st, f, asBuffer(transientConcat([f.bytes, chunk])), st.pos - f.bytes.length, false)) {
-      // The rest of the match never passes: what came is deleted, the connection given up.
+      // The rest of the match never passes: what is held and what came are deleted, the
+      // connection given up.
       st.pos = pos + data.length;
-      return this.gaveUp(st, { at: pos, len: data.length, data: EMPTY });
+      return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY });
     }
     // The held tail and the new bytes are scanned as one (transient: decide keeps copies).
     const buf = st.tail.length > 0 ? asBuffer(transientConcat([st.tail, chunk])) : chunk;
@@ -861,14 +873,9 @@ class ReplaceAgent implements Agent {
     if (f !== null) this.crossed(st, f, f.bytes, st.pos - f.bytes.length, false);
     const open = st.forced;
     if (open === null) {
-      if (tail.length > 0) st.forced = { points: [st.pos], bytes: tail, prev: tailPrev };
-    } else {
-      open.points.push(st.pos);
-      if (tail.length > open.bytes.length) {
-        open.bytes = tail;
-        open.prev = tailPrev;
-      }
-    }
+      if (tail.length > 0) st.forced = forcedOf([st.pos], tail, tailPrev);
+    } else if (tail.length > open.bytes.length) st.forced = forcedOf([...open.points, st.pos], tail, tailPrev);
+    else open.points.push(st.pos);
     return out;
   }
 
@@ -878,17 +885,35 @@ class ReplaceAgent implements Agent {
    * every start before its last point is decided).
    */
   private crossed(st: DirState, f: Forced, buf: Buffer, start: number, final: boolean): boolean {
-    // Each match its own edit (not joined), on the JS scan, with its own search state: a check
-    // only, nothing of it is counted or kept.
-    const scan = new Scan(buf, f.prev, final, this.opts.linearSearch === 'per-start', { searches: null }, false);
+    // Each match its own edit (not joined), on the JS scan, with search states of its own (a
+    // final check's are thrown away): a check only, nothing of it is counted.
+    const perStart = this.opts.linearSearch === 'per-start';
+    const across = (edits: readonly Edit[]) => edits.some((e) => f.points.some((p) => e.at < p && e.at + e.len > p));
+    const scan = new Scan(buf, f.prev, final, perStart, final ? { searches: null } : f.searches, false);
     const { edits, hold } = scan.run(this.rules, start, false);
-    for (const e of edits) {
-      if (f.points.some((p) => e.at < p && e.at + e.len > p)) return true;
+    if (across(edits)) return true;
+    const from = start + hold;
+    const last = f.points[f.points.length - 1]!;
+    // An undecided start (a longer rule's prefix: "abcdefgh" over "abcd") stops the leftmost
+    // scan and hides a later match across a point (of "bcd") that the normal scan, restarted at
+    // the point, releases: each rule alone from there.
+    if (this.rules.length > 1 && from < last) {
+      const rest = buf.subarray(hold);
+      const prev = hold > 0 ? buf[hold - 1]! : f.prev;
+      for (let r = 0; r < this.rules.length; r++) {
+        const kept = final ? { searches: null } : (f.alone[r] ??= { searches: null });
+        if (across(new Scan(rest, prev, final, perStart, kept, false).run([this.rules[r]!], from, false).edits)) return true;
+      }
     }
     if (final) return false;
-    const from = start + hold;
     const points = f.points.filter((p) => p > from);
-    st.forced = points.length === 0 ? null : { points, bytes: Buffer.from(buf.subarray(hold)), prev: hold > 0 ? buf[hold - 1]! : f.prev };
+    if (points.length === 0) st.forced = null;
+    else {
+      f.points = points;
+      f.bytes = Buffer.from(buf.subarray(hold));
+      f.prev = hold > 0 ? buf[hold - 1]! : f.prev;
+      st.forced = f;
+    }
     return false;
   }
 
@@ -982,7 +1007,7 @@ function restoreDir(x: unknown, dir: Direction): DirState {
     const ok = bytes.length > 0 && from >= 0 && pts.length > 0 && pts.length <= bytes.length &&
       pts.every((p) => Number.isSafeInteger(p) && (p as number) > last && (p as number) <= (pos as number) && ((last = p as number), true));
     if (!ok) return bad('forced bounds');
-    f = { points: pts as number[], prev: j.prev as number, bytes };
+    f = forcedOf(pts as number[], bytes, j.prev as number);
   }
   return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null, forced: f };
 }

@@ -23,7 +23,7 @@ import { GatewayMetrics, serveMetrics } from '../engine/metrics.js';
 /** What a queue process says over IPC (run.ts, `--queue-of`). */
 export type QueueMessage =
   | { type: 'ready' }
-  | { type: 'stats'; stats: Record<string, unknown> }
+  | { type: 'stats'; stats: Record<string, unknown>; seq: number }
   | { type: 'reloaded'; result: Record<string, unknown> }
   | { type: 'final'; stats: Record<string, unknown> };
 
@@ -98,8 +98,8 @@ interface Queue {
   k: number;
   child: ChildProcess;
   stats: Record<string, unknown>;
-  /** Statistics answers received: a fresh read waits until every live queue's count moved. */
-  answers: number;
+  /** The request number (`ask`) its latest statistics answer: a fresh read waits for its own. */
+  answered: number;
   final: Record<string, unknown> | undefined;
   exited: Promise<number>;
 }
@@ -120,7 +120,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
       k,
       child,
       stats: {},
-      answers: 0,
+      answered: 0,
       final: undefined,
       exited: new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig !== null ? 2 : 0)))),
     };
@@ -130,7 +130,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
           if (m.type === 'ready') resolve();
           else if (m.type === 'stats') {
             q.stats = m.stats;
-            q.answers++;
+            q.answered = m.seq;
           }
           else if (m.type === 'final') q.final = m.stats;
           else if (m.type === 'reloaded') o.log.info({ queue: k, ...m.result }, 'queue reloaded');
@@ -160,18 +160,20 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
     o.log.error({ err: (e as Error).message }, 'a queue process failed to start: all stopped');
     return Math.max(...(await Promise.all(queues.map((q) => q.exited))), 2);
   }
+  let asked = 0;
   const ask = (): void => {
-    for (const q of queues) if (q.child.connected) q.child.send('stats');
+    asked++;
+    for (const q of queues) if (q.child.connected) q.child.send({ type: 'stats', seq: asked });
   };
   /**
    * Asks every queue and waits (at most FRESH_WAIT_MS) for their answers: what SIGUSR1 prints
    * includes everything that happened before the signal, not the last poll's numbers.
    */
   const fresh = async (): Promise<void> => {
-    const before = queues.map((q) => q.answers);
     ask();
+    const seq = asked;
     const end = Date.now() + FRESH_WAIT_MS;
-    while (Date.now() < end && queues.some((q, i) => q.child.connected && q.answers === before[i])) {
+    while (Date.now() < end && queues.some((q) => q.child.connected && q.answered < seq)) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   };

@@ -309,7 +309,8 @@ export async function run(a: RunArgs): Promise<number> {
   if (node !== undefined) node.onReload = reload;
   // A queue process (run-queues.ts) answers its supervisor over IPC, and stops when it goes.
   const onQueueMessage = (m: unknown): void => {
-    if (m === 'stats') process.send?.({ type: 'stats', stats: allStats() });
+    const ask = m as { type?: unknown; seq?: unknown } | null;
+    if (typeof ask === 'object' && ask !== null && ask.type === 'stats') process.send?.({ type: 'stats', stats: allStats(), seq: ask.seq });
     else if (m === 'reload') process.send?.({ type: 'reloaded', result: reload() });
   };
   if (queueOf !== undefined) {

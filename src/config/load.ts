@@ -79,10 +79,17 @@ export interface PolicySettings {
   encapsulated: PolicyAction;
   /** Connections first seen mid-stream that a rule matches: dropped, passed, or inspected from the first byte seen. */
   midstream: PolicyAction | 'inspect';
+  /**
+   * TCP urgent data on a rule's connections: `inline` clears URG and the urgent pointer, so the
+   * receiver reads the urgent byte in the stream, where the agent saw it (a receiver without
+   * SO_OOBINLINE takes it out of the stream: "Hellox world" with an urgent "x" reads "Hello
+   * world"); `keep` forwards them, translated.
+   */
+  urgent: 'inline' | 'keep';
 }
 
 /** A security gateway's defaults: nothing a rule may cover passes uninspected unless the config says so. */
-export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop' });
+export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
 
 export interface NatSettings {
   table: NatConfig;
@@ -210,6 +217,7 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
     ipv6: p.ipv6 ?? p.uninspectable ?? DEFAULT_POLICY.ipv6,
     encapsulated: p.encapsulated ?? p.uninspectable ?? DEFAULT_POLICY.encapsulated,
     midstream: p.midstream ?? DEFAULT_POLICY.midstream,
+    urgent: p.urgent ?? DEFAULT_POLICY.urgent,
   };
   const cfg: Config = { fileName, rules: raw.rules.map((r, i) => compileRule(r, i, locate(doc, ['rules', i]), lc)), limits, policy };
   if (raw.nat !== undefined) {

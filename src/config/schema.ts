@@ -412,6 +412,7 @@ export const policySchema = strict(
     ipv6: policyAction.optional(),
     encapsulated: policyAction.optional(),
     midstream: z.enum(['drop', 'pass', 'inspect'], { error: 'expected drop, pass or inspect' }).optional(),
+    urgent: z.enum(['inline', 'keep'], { error: 'expected inline or keep' }).optional(),
   },
   'the policy section',
 );

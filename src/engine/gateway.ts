@@ -443,6 +443,14 @@ export class Gateway {
   }
 
   /** Timers: hold timeouts, retransmission of gateway-originated bytes (engine/rewrite.ts), expiry. */
+  /**
+   * The caller (the live loop) did not run for `ms`: held bytes' timers do not count it, so the
+   * gateway's own stall is not taken for the senders' silence.
+   */
+  outage(ms: number): void {
+    this.rewriter.outage(ms);
+  }
+
   tick(nowMs: number, emit: Emit): void {
     this.rewriter.due(nowMs, (f) => {
       const out = this.gated(f, emit);

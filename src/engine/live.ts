@@ -106,6 +106,8 @@ export interface LiveStats {
 const CHAIN_MAX = 16;
 /** A tick later than this after the one before means the loop stalled (ticks come every ~10 ms). */
 const STALL_MS = 100;
+/** A stall from which on the TAP queues may have overflowed: senders' retransmission timers backed off. */
+const OUTAGE_MS = 500;
 /** Most batches per TAP a late tick reads before it runs the timers (a TAP queue's worth). */
 const CATCH_UP_MAX = 256;
 
@@ -264,12 +266,17 @@ export class LiveGateway {
   private onTick(): void {
     if (this.stopped) return;
     let now = clock();
-    if (now - this.lastTickMs > STALL_MS) {
+    const late = now - this.lastTickMs;
+    if (late > STALL_MS) {
       // This process ran late (not scheduled, a long GC, a long batch): the senders went on and
       // their frames wait in the TAPs. They are read before the timers judge silence, or a hold
       // would time out on a match whose next bytes sit unread (libuv runs timers before I/O).
+      // Held bytes do not count the stall (Gateway.outage); after a long one, what the full TAP
+      // queues dropped meanwhile the senders retransmit after a timer that backed off about as
+      // long: they wait that long again.
       this.stalls++;
       now = this.catchUp(now);
+      this.gateway.outage(late >= OUTAGE_MS ? 2 * late : late);
     }
     this.lastTickMs = now;
     this.pollIn(now);

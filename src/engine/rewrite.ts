@@ -154,6 +154,7 @@ export class Rewriter {
     try {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.o.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
+      f.conn.urgentInline = this.config!.policy.urgent === 'inline';
       c.connectionsRewritten++;
       const label = ruleLabel(sel.rule);
       f.conn.label = label;
@@ -226,6 +227,11 @@ export class Rewriter {
    * connection whose timer was due, its segments in `outs`. Only connections with a timer
    * pending are visited: walking the whole table every tick made the cost grow with idle ones.
    */
+  /** The gateway did not run for `ms`: the connections with timers do not count it (StreamDirection.outage). */
+  outage(ms: number): void {
+    for (const f of this.timed) f.conn?.outage(ms);
+  }
+
   due(nowMs: number, each: (f: Flow<Connection<SegTag>>) => void): void {
     for (const f of this.timed) {
       const conn = f.conn;
@@ -303,6 +309,7 @@ export class Rewriter {
     const { sel, ctx } = r;
     const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.o.registry);
     const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
+    conn.urgentInline = (old ?? this.config).policy.urgent === 'inline';
     try {
       conn.restore(st.conn, nowMs);
     } catch (e) {

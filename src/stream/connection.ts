@@ -4,7 +4,7 @@
  * - sequence numbers of data, FIN and RST follow F of the sender's direction;
  * - ACKs follow G of the reverse direction; SACK blocks are translated conservatively (never
  *   claim bytes the receiver did not get: RFC 2018 blocks shrink inward); the advertised window's
- *   right edge is translated too (RFC 7323 scaling applied); the urgent pointer follows F.
+ *   right edge is translated too (RFC 7323 scaling applied); the urgent pointer follows F (or, by default, is cleared with URG: `urgentInline`).
  *
  * Sequence numbers are converted to positions here, once, with `wire/seq`; the directions work in
  * positions. Headers come in and go out as plain `TcpFields`; building frames is the caller's job.
@@ -72,6 +72,11 @@ export class Connection<T extends { fields: TcpFields }> {
   label: string | null = null;
   /** Set when the agent gives up on the connection (from then on nothing is forwarded). */
   abort: ConnAbort | null = null;
+  /**
+   * Urgent data reaches the receiver inline (`policy.urgent`): URG and the urgent pointer are
+   * cleared, else translated through F. Set by the owner from the connection's config.
+   */
+  urgentInline = true;
 
   constructor(
     private readonly halves: [Half, Half],
@@ -218,6 +223,12 @@ export class Connection<T extends { fields: TcpFields }> {
     return this.pos(other, ack) > Math.max(rev.mapEnd(rev.x), rev.x);
   }
 
+  /** The owner did not run for `ms` (StreamDirection.outage). */
+  outage(ms: number): void {
+    this.dirs[0].outage(ms);
+    this.dirs[1].outage(ms);
+  }
+
   /** Timers of both directions; gateway-originated segments go to `out`. */
   tick(nowMs: number, out: TcpOut<T>[]): void {
     if (this.abort !== null) return;
@@ -353,7 +364,11 @@ export class Connection<T extends { fields: TcpFields }> {
         out.sack = blocks;
       }
     }
-    if ((f.flags & TCP_URG) && f.urgent > 0) {
+    if ((f.flags & TCP_URG) && this.urgentInline) {
+      out.flags &= ~TCP_URG;
+      out.urgent = 0;
+      this.counters.urgentInlined++;
+    } else if ((f.flags & TCP_URG) && f.urgent > 0) {
       const d = this.dirs[side];
       const origPos = this.pos(side, f.seq) + f.urgent;
       const u = d.map(origPos) - newPos;

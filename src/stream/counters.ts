@@ -60,6 +60,8 @@ export function newStreamCounters() {
     dataAfterFin: 0,
     /** ACKs translated, SACK blocks translated, SACK blocks dropped (nothing left to claim). */
     acksTranslated: 0,
+    /** Segments whose URG flag and urgent pointer were cleared (`policy.urgent: inline`). */
+    urgentInlined: 0,
     sackTranslated: 0,
     sackDropped: 0,
     /** Cluster takeovers from a snapshot behind the receiver: skips, bytes taken as passed, held bytes dropped. */

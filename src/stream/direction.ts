@@ -770,6 +770,11 @@ export class StreamDirection<T> {
     }
   }
 
+  /** Held bytes wait `ms` more: time the gateway did not run is not the sender's silence (engine/live.ts). */
+  outage(ms: number): void {
+    if (this.heldBytes > 0) this.heldSinceMs += ms;
+  }
+
   /** Timers: hold timeout, retransmission of gateway-originated bytes, the command age cap. */
   tick(nowMs: number, out: Release<T>[]): void {
     // Not while segments wait in the queue: there is a gap before them that the sender will

@@ -354,7 +354,8 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     const out = a.feed('c2s', 17, Buffer.from(',1\r\nNOOP\r\n'));
     expect(out).toEqual({ edits: [{ at: 11, len: 16, data: Buffer.alloc(0) }], undecidedFrom: 27, abort: 'ftp:split-command' });
     expect(a.counters).toMatchObject({ flushedLines: 1, splitLines: 1, PORT: 0 });
-    expect(nat.calls).toEqual([]); // no expectation for an endpoint that went untranslated
+    // Asked whether the endpoint changes (it does: the NAT's mapping), and so refused.
+    expect(nat.calls).toEqual(['c PORT 10.200.0.1:257']);
 
     // Not an endpoint after all (a number over 255): it passes, and the next line is translated.
     const b = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
@@ -368,6 +369,14 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     expect(more.abort).toBeUndefined();
     expect(applyEdits(rest, more.edits.map((e) => ({ ...e, at: e.at - 11 }))).toString()).toBe(',0,1,1,999\r\nPORT 192,0,2,1,1,2\r\n');
     expect(c.counters).toMatchObject({ malformed: 1, splitLines: 0, PORT: 1 });
+
+    // An endpoint the mapping leaves as it is: nothing was lost, it passes.
+    const d = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
+    d.feed('c2s', 0, Buffer.from('PORT 172,16'));
+    d.flush('c2s', 'timeout');
+    const same = d.feed('c2s', 11, Buffer.from(',0,5,4,1\r\n'));
+    expect(same).toEqual({ edits: [], undecidedFrom: 21 });
+    expect(d.counters).toMatchObject({ unchanged: 1, splitLines: 0, PORT: 0 });
   });
 
   it('a direction outside ctx.directions is not edited', () => {

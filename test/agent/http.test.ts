@@ -482,6 +482,21 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters.refused.splitMatch).toBe(1);
   });
 
+  it('... and when the body\'s end decides it (a regex whose window the last chunk cuts): refused all the same', () => {
+    const a = httpFactory.create({ response: { replace: [{ regex: 'Hello w[a-z]*d', with: 'Hi', maxMatch: 40 }] } }, CTX) as HttpAgent;
+    a.feed('c2s', 0, b(get('/')));
+    const payload = `${'x'.repeat(5990)}Hello world yy`;
+    const body = b(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${payload.length.toString(16)}\r\n${payload}\r\n0\r\n\r\n`);
+    const cut = body.indexOf('Hello wo') + 'Hello wo'.length;
+    const edits = [...a.feed('s2c', 0, body.subarray(0, cut)).edits, ...a.flush('s2c', 'timeout').edits];
+    const rest = a.feed('s2c', cut, body.subarray(cut));
+    expect(rest.abort).toBe('http-refused:splitMatch');
+    const out = applyEdits(body, [...edits, ...rest.edits]).toString('latin1');
+    expect(out).not.toContain('rld');
+    expect(out).not.toContain('0\r\n\r\n');
+    expect(a.counters.refused.splitMatch).toBe(1);
+  });
+
   it('by default, a body whose Content-Length a hold timeout released is refused: nothing of it crosses unrewritten', () => {
     const a = httpFactory.create(HELLO, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

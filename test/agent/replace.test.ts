@@ -498,6 +498,29 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
     }
   });
 
+  it('gives up with what it holds deleted too: a regex window still open when the match completes ("sec" | "ret")', () => {
+    const agent = replaceFactory.create([{ regex: 'secret', with: 'X', maxMatch: 64 }], BOTH);
+    agent.feed('c2s', 0, Buffer.from('hello sec'));
+    agent.flush('c2s', 'timeout');
+    const held = agent.feed('c2s', 9, Buffer.from('ret'));
+    // Either the check sees it at once, or "ret" is held and the next bytes make it give up
+    // with "ret" deleted: never released.
+    const out = held.abort !== undefined ? held : agent.feed('c2s', 12, Buffer.alloc(80, 0x79));
+    expect(split(out)).toBe(true);
+    expect(out.edits).toEqual([{ at: 9, len: out.edits[0]!.at + out.edits[0]!.len - 9, data: Buffer.alloc(0) }]);
+  });
+
+  it('a longer rule\'s open prefix does not hide a shorter rule\'s match across the point (each rule alone)', () => {
+    const a = replaceFactory.create([{ find: 'abcdefgh', with: 'X' }, { find: 'bcd', with: 'Y' }], BOTH);
+    a.feed('c2s', 0, Buffer.from('abc'));
+    a.flush('c2s', 'timeout');
+    expect(split(a.feed('c2s', 3, Buffer.from('d')))).toBe(true);
+    const b = replaceFactory.create([{ find: 'Authorization: Bearer', with: 'X', ignoreCase: true }, { find: 'bear', with: 'Y', ignoreCase: true }], BOTH);
+    b.feed('c2s', 0, Buffer.from('authorization: Be'));
+    b.flush('c2s', 'timeout');
+    expect(split(b.feed('c2s', 17, Buffer.from('ar')))).toBe(true);
+  });
+
   it('property: after forced decisions at random points, no pattern ever passes; the agent gives up only on a pattern across a point', () => {
     const pats = ['abc', 'bcab', 'cc'];
     const rules = pats.map((find) => ({ find, with: 'X' }));
@@ -540,6 +563,60 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
         },
       ),
       { numRuns: 3000 },
+    );
+  });
+
+  it('property: random rules (literal, ignoreCase, regex), cuts, forced decisions, snapshots and scan options: what the receiver gets never holds a pattern, and the contract holds', () => {
+    type Step = { feed: string } | { flush: 'timeout' | 'limit' } | { snap: true };
+    const alpha = ['a', 'b', 'c', 'A', 'B'];
+    const pat = fc.string({ unit: fc.constantFrom('a', 'b', 'c'), minLength: 1, maxLength: 6 });
+    const rule: fc.Arbitrary<ReplaceRule> = fc.oneof(
+      fc.tuple(pat, fc.integer({ min: 0, max: 6 })).map(([p, extra]) => ({ regex: p, with: 'Z', maxMatch: p.length + extra })),
+      fc.tuple(pat, pat, fc.integer({ min: 0, max: 4 })).map(([p, q, extra]) => ({ regex: `${p}|${q}`, with: 'Z', maxMatch: Math.max(p.length, q.length) + extra })),
+      fc.tuple(pat, fc.boolean()).map(([find, ci]) => ({ find, with: 'Z', ...(ci ? { ignoreCase: true } : {}) })),
+    );
+    const step: fc.Arbitrary<Step> = fc.oneof(
+      { weight: 5, arbitrary: fc.string({ unit: fc.constantFrom(...alpha), minLength: 1, maxLength: 5 }).map((feed) => ({ feed })) },
+      { weight: 2, arbitrary: fc.constantFrom<'timeout' | 'limit'>('timeout', 'limit').map((flush) => ({ flush })) },
+      { weight: 1, arbitrary: fc.constant({ snap: true as const }) },
+    );
+    const opts = fc.record({ nativeScan: fc.constantFrom<boolean | 'always'>(false, 'always'), joinMatches: fc.boolean(), linearSearch: fc.constantFrom<'unanchored' | 'per-start'>('unanchored', 'per-start') });
+    const holds = (out: string, rules: ReplaceRule[]) =>
+      rules.some((r) => ('find' in r ? (r.ignoreCase ? out.toLowerCase().includes(r.find.toLowerCase()) : out.includes(r.find)) : new RegExp(r.regex).test(out)));
+    fc.assert(
+      fc.property(fc.array(rule, { minLength: 1, maxLength: 3 }), fc.array(step, { minLength: 1, maxLength: 14 }), opts, (rules, steps, o) => {
+        const f = createReplace(o);
+        let agent = f.create(rules, BOTH);
+        let orig = Buffer.alloc(0);
+        let h = 0; // what the engine released: [0, h)
+        const out: Buffer[] = [];
+        const take = (r: AgentOutput, m: number, flushed: boolean): boolean => {
+          const u = flushed ? m : (r.undecidedFrom ?? m);
+          expect(u).toBeGreaterThanOrEqual(h);
+          let prev = h;
+          for (const e of r.edits) {
+            expect(e.at >= prev && e.at + e.len <= u, 'edit inside the undecided region').toBe(true);
+            prev = e.at + e.len;
+          }
+          out.push(applyEdits(orig.subarray(h, u), r.edits.map((e) => ({ ...e, at: e.at - h }))));
+          h = u;
+          return r.abort !== undefined;
+        };
+        let gaveUp = false;
+        for (const s of [...steps, { flush: 'fin' as const }]) {
+          if ('snap' in s) agent = f.restore(rules, BOTH, JSON.parse(JSON.stringify(agent.snapshot())));
+          else if ('feed' in s) {
+            const data = Buffer.from(s.feed, 'latin1');
+            const r = agent.feed('c2s', orig.length, new Uint8Array(data));
+            orig = Buffer.concat([orig, data]);
+            gaveUp = take(r, orig.length, false);
+          } else if (s.flush === 'fin' || h < orig.length) gaveUp = take(agent.flush('c2s', s.flush), orig.length, true);
+          if (gaveUp) break;
+        }
+        const got = Buffer.concat(out).toString('latin1');
+        expect(holds(got, rules), `${JSON.stringify({ rules, steps, o })}: ${got}`).toBe(false);
+      }),
+      { numRuns: 4000 },
     );
   });
 });

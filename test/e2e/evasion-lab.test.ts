@@ -54,6 +54,15 @@ while True:
         how = 'rst'
     open('%s/rec%d' % (sys.argv[3], n), 'wb').write(how.encode() + b' ' + got); n += 1; c.close()
 `;
+/** Sends argv[3], then argv[4] as urgent data (MSG_OOB: the URG flag and pointer), then argv[5]; closes. */
+const URGENT_SEND_PY = `
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+c.sendall(sys.argv[3].encode()); time.sleep(0.05)
+c.send(sys.argv[4].encode(), socket.MSG_OOB); time.sleep(0.05)
+c.sendall(sys.argv[5].encode()); c.shutdown(socket.SHUT_WR); c.recv(100)
+`;
 /** Sends argv[3], waits argv[4] seconds (the sender's silence), sends argv[5]; says whether it was reset. */
 const SLOW_SEND_PY = `
 import json, socket, sys, time
@@ -149,6 +158,7 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     startHttpServer(P, SERVER, PORT, dir);
     writeFileSync(join(dir, 'record.py'), RECORD_PY);
     writeFileSync(join(dir, 'slow.py'), SLOW_SEND_PY);
+    writeFileSync(join(dir, 'urgent.py'), URGENT_SEND_PY);
     labSpawn(P, 'server', `record${SLOW_PORT}`, ['python3', join(dir, 'record.py'), SERVER, String(SLOW_PORT), dir]);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${PORT}/ping.txt`]),
@@ -226,6 +236,23 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     expect(g1['malformed']).toEqual({});
   }, 60_000);
 
+  /** What the record server read of the next connection it closes (rec0, rec1, … in order). */
+  let records = 0;
+  const recorded = async (): Promise<string> => {
+    const file = join(dir, `rec${records++}`);
+    await waitUntil(5000, 100, async () => existsSync(file), (ok) => ok, () => `the server recorded no connection (${file})`);
+    return readFileSync(file, 'latin1');
+  };
+
+  it('an urgent byte inside the pattern ("Hello" + urgent "x" + " world"): the receiver reads it in the stream, as the agent did, never "Hello world"', async () => {
+    const st0 = gatewayStats(P);
+    const r = await labExec(P, 'client', ['python3', join(dir, 'urgent.py'), SERVER, String(SLOW_PORT), 'ab Hello', 'x', ' world'], { timeoutMs: 20_000 });
+    expect(r.code, r.stderr).toBe(0);
+    // Without SO_OOBINLINE the server's stack would take "x" out: "ab Hello world", unrewritten.
+    expect(await recorded()).toBe('fin ab Hellox world');
+    expect(gatewayStats(P)['stream']!['urgentInlined'] - st0['stream']!['urgentInlined']).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
   it('a sender silent past the hold timeout in the middle of the pattern: the start goes, the rest never does, both ends are reset', async () => {
     const st0 = gatewayStats(P);
     // "x Hello wo" (the gateway holds "Hello wo"), 2.5 s of silence (the hold timeout is 1.5 s:
@@ -233,8 +260,8 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     const r = await labExec(P, 'client', ['python3', join(dir, 'slow.py'), SERVER, String(SLOW_PORT), 'x Hello wo', '2.5', 'rld!'], { timeoutMs: 20_000 });
     expect(r.code, r.stderr).toBe(0);
     expect(lastJson<{ reset: boolean }>(r.stdout, 'slow.py')).toEqual({ reset: true });
-    await waitUntil(5000, 100, async () => existsSync(join(dir, 'rec0')), (ok) => ok, () => 'the server recorded no connection');
-    expect(readFileSync(join(dir, 'rec0'), 'latin1')).toBe('rst x Hello wo');
+    const rec = await recorded();
+    expect(rec).toBe('rst x Hello wo');
     const st1 = gatewayStats(P);
     const d = (a: Record<string, Record<string, any>>, path: string[]) => path.reduce((o: any, k) => o?.[k], a) as number;
     for (const [path, n] of [[['agents', 'replace', 'splitMatches'], 1], [['stream', 'flushTimeout'], 1], [['gateway', 'aborted'], 1]] as const) {

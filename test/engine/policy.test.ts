@@ -590,18 +590,20 @@ describe('policy: the connection table full', () => {
 
 
 describe('policy: config', () => {
-  it('defaults: drop, drop, drop', () => {
-    expect(parseConfig('rules: []\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop' });
-    expect(parseConfig('rules: []\npolicy: {}\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop' });
+  it('defaults: drop, drop, drop; urgent data inline', () => {
+    expect(parseConfig('rules: []\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
+    expect(parseConfig('rules: []\npolicy: {}\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
   });
 
   it('uninspectable is the default of ipv6 and encapsulated, not of midstream; the specific keys win', () => {
-    expect(parseConfig('rules: []\npolicy: { uninspectable: pass }\n', 'p.yaml').policy).toEqual({ ipv6: 'pass', encapsulated: 'pass', midstream: 'drop' });
+    expect(parseConfig('rules: []\npolicy: { uninspectable: pass }\n', 'p.yaml').policy).toEqual({ ipv6: 'pass', encapsulated: 'pass', midstream: 'drop', urgent: 'inline' });
     expect(parseConfig('rules: []\npolicy:\n  uninspectable: pass\n  encapsulated: drop\n  midstream: inspect\n', 'p.yaml').policy).toEqual({
       ipv6: 'pass',
       encapsulated: 'drop',
       midstream: 'inspect',
+      urgent: 'inline',
     });
+    expect(parseConfig('rules: []\npolicy:\n  urgent: keep\n', 'p.yaml').policy.urgent).toBe('keep');
   });
 
   const cases: [string, string, number, string, RegExp][] = [
@@ -610,7 +612,8 @@ describe('policy: config', () => {
     ['uninspectable: inspect', 'rules: []\npolicy:\n  uninspectable: inspect\n', 3, 'policy.uninspectable', /expected drop or pass/],
     ['midstream not drop|pass|inspect', 'rules: []\npolicy:\n  ipv6: pass\n  midstream: yes\n', 4, 'policy.midstream', /expected drop, pass or inspect/],
     ['a boolean', 'rules: []\npolicy:\n  ipv6: false\n', 3, 'policy.ipv6', /expected drop or pass/],
-    ['unknown key', 'rules: []\npolicy:\n  ipv4: drop\n', 3, 'policy.ipv4', /unknown key "ipv4" in the policy section; allowed: uninspectable, ipv6, encapsulated, midstream/],
+    ['urgent not inline|keep', 'rules: []\npolicy:\n  urgent: drop\n', 3, 'policy.urgent', /expected inline or keep/],
+    ['unknown key', 'rules: []\npolicy:\n  ipv4: drop\n', 3, 'policy.ipv4', /unknown key "ipv4" in the policy section; allowed: uninspectable, ipv6, encapsulated, midstream, urgent/],
   ];
 
   it.each(cases)('%s: file:line and path', (_what, text, line, path, msg) => {

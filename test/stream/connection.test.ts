@@ -214,6 +214,23 @@ describe('hold timer', () => {
   });
 });
 
+describe('hold timer and the gateway\'s own outage', () => {
+  it('time the owner did not run is not counted (Connection.outage): the hold times out that much later', () => {
+    const { conn, data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
+    data(1, 'abc PORT 4', ACK, 0); // "PORT 4" held since 0
+    conn.outage(500); // the owner was stopped for 500 ms
+    const out: TcpOut<Tag>[] = [];
+    conn.tick(599, out);
+    expect(out).toHaveLength(0);
+    conn.tick(600, out);
+    expect(out.map((o) => dec(o.payload))).toEqual(['PORT 4']);
+    expect(counters.flushTimeout).toBe(1);
+    // Nothing held: nothing to extend.
+    conn.outage(10_000);
+    expect(conn.nextTimerMs()).toBeLessThan(10_000);
+  });
+});
+
 describe('hold timer and the receiver window', () => {
   it('does not time a hold out while the receiver\'s window ends at what the sender sent (it cannot send the rest of a match); the timer restarts when the window opens', () => {
     const { conn, data, ack, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
@@ -298,14 +315,25 @@ describe('hostile segment patterns', () => {
 });
 
 describe('more header cases', () => {
-  it('translates the urgent pointer through F', () => {
+  it('translates the urgent pointer through F (urgentInline off: policy.urgent keep)', () => {
     const { conn } = setup(0, 0, literalAgent('ab', 'X'));
+    conn.urgentInline = false;
     const f: TcpFields = { seq: 1, ack: 1, flags: ACK | 0x20, window: 100, urgent: 6, sack: null };
     const out: TcpOut<Tag>[] = [];
     // "ababcd": urgent data ends before byte 7 (1-based), i.e. after "ababcd"[0..6) → "XXcd".
     conn.handle(0, f, enc('ababcd'), { fields: f, id: 'u' }, 0, out);
     expect(dec(out[0]!.payload)).toBe('XXcd');
     expect(out[0]!.fields.urgent).toBe(4);
+    expect(out[0]!.fields.flags & 0x20).toBe(0x20);
+  });
+
+  it('clears URG and the urgent pointer by default (urgentInline): the receiver reads the byte in the stream', () => {
+    const { conn } = setup(0, 0, literalAgent('ab', 'X'));
+    const f: TcpFields = { seq: 1, ack: 1, flags: ACK | 0x20, window: 100, urgent: 6, sack: null };
+    const out: TcpOut<Tag>[] = [];
+    conn.handle(0, f, enc('ababcd'), { fields: f, id: 'u' }, 0, out);
+    expect(out[0]!.fields.flags & 0x20).toBe(0);
+    expect(out[0]!.fields.urgent).toBe(0);
   });
 
   it('makes the agent decide when held bytes exceed maxHeldBytes (flush on limit)', () => {

@@ -196,8 +196,10 @@ export class BodyRewriter implements Body {
    * replaced), or mid-body when the engine flushes (matches across that point are not found).
    */
   decideAll(reason: FlushReason): void {
-    this.take(this.matcher.flush(reason));
+    const r = this.matcher.flush(reason);
+    this.take(r);
     this.decided = this.fed;
+    if (r.abort !== undefined) this.failure = 'splitMatch';
   }
 
   /**

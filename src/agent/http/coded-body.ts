@@ -168,6 +168,7 @@ export class CodedBody implements Body {
   decideAll(reason: FlushReason): void {
     if (this.failure !== null || this.finished) return;
     const r = this.matcher.flush(reason);
+    if (r.abort !== undefined) return this.fail('splitMatch');
     this.decide(r.edits, this.plainFed, EMPTY);
     if (reason !== 'fin') return;
     this.finished = true;
