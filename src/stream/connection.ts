@@ -343,7 +343,12 @@ export class Connection<T extends { fields: TcpFields }> {
       // Window: the right edge ack + wnd (in the reverse direction's new space) → original space.
       const shift = this.windowShift(side);
       const edgeNew = ackNew + f.window * 2 ** shift;
-      const edgeOrg = edgeNew >= rev.mapEnd(rev.x) ? edgeNew - rev.cmds.offsetAfterLast() : rev.unmap(edgeNew);
+      const edgeRaw = edgeNew >= rev.mapEnd(rev.x) ? edgeNew - rev.cmds.offsetAfterLast() : rev.unmap(edgeNew);
+      // The sender may have no more unacknowledged than the normalisation store keeps to check
+      // its retransmissions (StreamDirection.handle drops what goes past): the window ends there.
+      const cap = ackOrg + rev.maxUnacked;
+      const edgeOrg = Math.min(edgeRaw, cap);
+      if (edgeRaw > cap) this.counters.windowClamped++;
       rev.receiverEdge(edgeOrg);
       let w = Math.floor(Math.max(0, edgeOrg - ackOrg) / 2 ** shift);
       if (w === 0 && f.window > 0 && edgeOrg > ackOrg) w = 1;

@@ -62,6 +62,13 @@ export function newStreamCounters() {
     acksTranslated: 0,
     /** Segments whose URG flag and urgent pointer were cleared (`policy.urgent: inline`). */
     urgentInlined: 0,
+    /**
+     * Segments (or their tails) dropped because they went past what the normalisation store
+     * keeps unacknowledged (`normalizeBytesPerConn`): a sender that ignored the window it was given.
+     */
+    beyondStore: 0,
+    /** ACKs whose window was cut to the normalisation store's bound. */
+    windowClamped: 0,
     sackTranslated: 0,
     sackDropped: 0,
     /** Cluster takeovers from a snapshot behind the receiver: skips, bytes taken as passed, held bytes dropped. */

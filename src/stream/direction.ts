@@ -393,6 +393,11 @@ export class StreamDirection<T> {
     return p;
   }
 
+  /** Original bytes a sender may have processed and unacknowledged: the store's bound (the window it is given ends there). */
+  get maxUnacked(): number {
+    return this.limits.normalizeBytesPerConn;
+  }
+
   /** Handles one segment from S; releases go to `out` in the order they must be sent. */
   onSegment(seg: SegIn<T>, nowMs: number, out: Release<T>[]): void {
     this.counters.segments++;
@@ -482,6 +487,20 @@ export class StreamDirection<T> {
       }
       payload = payload.subarray(0, this.finPos - n);
       return this.handle({ ...seg, payload, fin: true }, nowMs, out);
+    }
+
+    // Never more processed and unacknowledged than the normalisation store keeps: a
+    // retransmission of bytes it no longer had could not be checked, and a receiver that never
+    // took the first copy (its window was ahead of the store, or it dropped the segment) would
+    // take different bytes from it. The window the sender is given ends there
+    // (Connection.translate); bytes past it are dropped, counted, and come again once the
+    // receiver acknowledges.
+    // (A segment after a gap is queued as it is, and checked when it drains.)
+    const cap = (this.busy?.store?.start ?? this.x) + this.limits.normalizeBytesPerConn;
+    if (m > cap && m > this.x && n <= this.x) {
+      this.counters.beyondStore++;
+      if (n >= cap || this.x >= cap) return;
+      return this.handle({ ...seg, payload: payload.subarray(0, cap - n), fin: false }, nowMs, out);
     }
 
     // Below the floor: the receiver has these bytes and their commands may be gone.
@@ -625,6 +644,7 @@ export class StreamDirection<T> {
     this.x = m;
     const lim = this.limits.normalizeBytesPerConn;
     if (this.store.size > lim) {
+      // Not reached: handle() keeps x within the store's bound (kept as a last resort, counted).
       this.counters.normalizeEvicted += this.store.size - lim;
       this.store.dropBelow(this.store.end - lim);
     }

@@ -21,7 +21,7 @@ export interface Limits {
    * segment's retransmission, not the timer, normally completes a split match.
    */
   holdTimeoutMs: number;
-  /** Processed-but-unacknowledged original bytes kept per direction for inline normalisation. */
+  /** Processed-but-unacknowledged original bytes kept per direction for inline normalisation: also the most a sender may have unacknowledged (its window is cut there, bytes past it dropped). */
   normalizeBytesPerConn: number;
   /** Commands kept per direction above the acknowledged point; older ones are erased. 0 = no cap. */
   maxCommands: number;

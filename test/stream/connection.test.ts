@@ -214,6 +214,39 @@ describe('hold timer', () => {
   });
 });
 
+describe('the normalisation store\'s bound (normalizeBytesPerConn)', () => {
+  it('a sender never has more processed and unacknowledged than the store keeps: the window ends there, bytes past it are dropped until the receiver acknowledges', () => {
+    const { data, ack, counters } = setup(0, 0, literalAgent('Hello world', 'Hi there'), { normalizeBytesPerConn: 100 });
+    // The receiver offers 1000 bytes: the sender is told 100 (no window scaling here).
+    expect(ack(1, null, 1000).window).toBe(100);
+    expect(counters.windowClamped).toBe(1);
+    expect(data(1, 'a'.repeat(60))).toHaveLength(1);
+    // 60 more would make 120 unacknowledged: the first 40 go, the rest is dropped.
+    const r = data(61, 'b'.repeat(60));
+    expect(r.map((x) => [x[0], x[1].length])).toEqual([[61, 40]]);
+    expect(counters.beyondStore).toBe(1);
+    expect(data(101, 'c'.repeat(10))).toEqual([]);
+    expect(counters.beyondStore).toBe(2);
+    // Acknowledged: room again, and the window follows.
+    expect(ack(61, null, 1000).window).toBe(100);
+    expect(data(101, 'b'.repeat(20)).map((x) => x[1].length)).toEqual([20]);
+    expect(counters.normalizeEvicted).toBe(0);
+  });
+
+  it('so a first copy the receiver never took stays checkable: its retransmission with other bytes ("Hello world" for "Hellx world") gets the processed bytes', () => {
+    const { data, counters } = setup(0, 0, literalAgent('Hello world', 'Hi there'), { normalizeBytesPerConn: 100 });
+    expect(data(1, 'Hellx world')).toEqual([[1, 'Hellx world', ACK]]);
+    // The sender goes on past what the receiver acknowledged (it dropped the first copy and
+    // buffers the rest out of order): without the bound the store would drop [0, 11) here.
+    data(12, 'z'.repeat(200));
+    expect(counters.beyondStore).toBe(1);
+    const again = data(1, 'Hello world');
+    expect(again.map((x) => x[1])).toEqual(['Hellx world']);
+    expect(counters.normalized).toBe(1);
+    expect(counters.normalizeUnverified).toBe(0);
+  });
+});
+
 describe('hold timer and the gateway\'s own outage', () => {
   it('time the owner did not run is not counted (Connection.outage): the hold times out that much later', () => {
     const { conn, data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
