@@ -497,6 +497,21 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters.refused.splitMatch).toBe(1);
   });
 
+  it('by default, a header the rule removes on a line a hold timeout released: the message is refused (a pause inside the header section keeps no header through)', () => {
+    const a = httpFactory.create({ ...HELLO, response: { removeHeaders: ['Server'] } }, CTX) as HttpAgent;
+    const d = new AgentDriver(a, 's2c');
+    new AgentDriver(a, 'c2s').feed(b(get('/')));
+    const text = b(ok('no match here', 'X-More: 1\r\n'));
+    const cut = text.indexOf('X-More');
+    d.feed(text.subarray(0, cut)); // "Server: nginx" among the held lines
+    d.edits.push(...a.flush('s2c', 'timeout').edits);
+    d.undecided = cut;
+    const rest = a.feed('s2c', cut, text.subarray(cut));
+    expect(rest.abort).toBe('http-refused:released');
+    expect(a.counters.refused.released).toBe(1);
+    expect(a.counters.editsLost).toBe(0);
+  });
+
   it('by default, a body whose Content-Length a hold timeout released is refused: nothing of it crosses unrewritten', () => {
     const a = httpFactory.create(HELLO, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

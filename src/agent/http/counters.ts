@@ -50,7 +50,7 @@ export const REFUSE_REASONS = [
   'noFraming',
   /** ... a request with Expect: 100-continue too large or not chunkable, ... */
   'expect',
-  /** ... its header released early (hold timeout) before its framing could be changed. */
+  /** ... its header released early (hold timeout) before its framing, or a configured header edit, could be made. */
   'released',
   /** A gzip / deflate body (with `decode`) that does not decode: bad data, check value, length, truncated. */
   'coding',

@@ -659,6 +659,10 @@ export class HttpStream {
         r = render(pb, d, st.released);
       }
       if (r.refuse) return refuse('unnormalised', at);
+      // Configured header edits on lines a hold timeout released: the rule cannot be kept for
+      // this message (a client pausing inside its header section must not keep a header the
+      // rule removes). Refused; with `unrewritable: pass` it goes on without them, counted.
+      if (r.lost > 0 && this.env.cfg.unrewritable === 'refuse') return refuse('released', at);
     }
     const cannot = this.unrewritable(d);
     if (cannot !== null) return refuse(cannot, at);
