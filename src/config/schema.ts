@@ -295,11 +295,16 @@ export const ruleSchema = strict(
 
 /** Limits that may be 0 ("no cap" / "never retry"); the others must be at least 1. */
 const ZERO_OK: ReadonlySet<keyof Limits> = new Set(['maxCommands', 'commandMaxAgeMs', 'maxSynthRetries']);
+/**
+ * Limits with a larger least value: the normalisation store's bound is also the most a sender is
+ * given as its window, which must be able to say 65535 unscaled and one unit at scale 14.
+ */
+const LEAST: Partial<Record<keyof Limits, number>> = { normalizeBytesPerConn: 65536 };
 
 const limitsShape = Object.fromEntries(
   (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((k) => [
     k,
-    (k.endsWith('Ms') ? durationIn(ZERO_OK.has(k) ? 0 : 1, k) : intIn(ZERO_OK.has(k) ? 0 : 1, Number.MAX_SAFE_INTEGER, k)).optional(),
+    (k.endsWith('Ms') ? durationIn(ZERO_OK.has(k) ? 0 : 1, k) : intIn(LEAST[k] ?? (ZERO_OK.has(k) ? 0 : 1), Number.MAX_SAFE_INTEGER, k)).optional(),
   ]),
 ) as unknown as { [K in keyof Limits]: z.ZodOptional<z.ZodType<number, unknown>> };
 

@@ -447,8 +447,8 @@ export class Gateway {
    * The caller (the live loop) did not run for `ms`: held bytes' timers do not count it, so the
    * gateway's own stall is not taken for the senders' silence.
    */
-  outage(ms: number): void {
-    this.rewriter.outage(ms);
+  outage(ms: number, nowMs: number): void {
+    this.rewriter.outage(ms, nowMs);
   }
 
   tick(nowMs: number, emit: Emit): void {

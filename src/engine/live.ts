@@ -127,6 +127,9 @@ export class LiveGateway {
   private readonly written: [number, number] = [0, 0];
   /** Batches read right after a write to their TAP and handled in the same call (onBatch). */
   private chained = 0;
+  private get tickMs(): number {
+    return this.opts.tickMs ?? 10;
+  }
   /** When the last tick ran; ticks later than STALL_MS after it are counted and catch up first. */
   private lastTickMs = clock();
   private stalls = 0;
@@ -217,8 +220,7 @@ export class LiveGateway {
       const gw = g.gateway;
       p.listen((frame, now) => gw.handleFrame(frame, side, now, g.emit), (now) => g.onBatch(side, now), clock);
     });
-    const tickMs = opts.tickMs ?? 10;
-    g.timer = setInterval(() => g.onTick(), tickMs);
+    g.timer = setInterval(() => g.onTick(), g.tickMs);
     return g;
   }
 
@@ -268,6 +270,10 @@ export class LiveGateway {
     let now = clock();
     const late = now - this.lastTickMs;
     if (late > STALL_MS) {
+      // The time lost is what came after the tick was due; directions that get a segment in the
+      // catch-up below restart their timer then (outage first, so that is not extended again).
+      const lost = late - this.tickMs;
+      this.gateway.outage(lost >= OUTAGE_MS ? 2 * lost : lost, now);
       // This process ran late (not scheduled, a long GC, a long batch): the senders went on and
       // their frames wait in the TAPs. They are read before the timers judge silence, or a hold
       // would time out on a match whose next bytes sit unread (libuv runs timers before I/O).
@@ -276,7 +282,6 @@ export class LiveGateway {
       // long: they wait that long again.
       this.stalls++;
       now = this.catchUp(now);
-      this.gateway.outage(late >= OUTAGE_MS ? 2 * late : late);
     }
     this.lastTickMs = now;
     this.pollIn(now);

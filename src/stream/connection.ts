@@ -223,10 +223,10 @@ export class Connection<T extends { fields: TcpFields }> {
     return this.pos(other, ack) > Math.max(rev.mapEnd(rev.x), rev.x);
   }
 
-  /** The owner did not run for `ms` (StreamDirection.outage). */
-  outage(ms: number): void {
-    this.dirs[0].outage(ms);
-    this.dirs[1].outage(ms);
+  /** The owner did not run for `ms` until `nowMs` (StreamDirection.outage). */
+  outage(ms: number, nowMs: number): void {
+    this.dirs[0].outage(ms, nowMs);
+    this.dirs[1].outage(ms, nowMs);
   }
 
   /** Timers of both directions; gateway-originated segments go to `out`. */
@@ -351,7 +351,7 @@ export class Connection<T extends { fields: TcpFields }> {
       if (edgeRaw > cap) this.counters.windowClamped++;
       rev.receiverEdge(edgeOrg);
       let w = Math.floor(Math.max(0, edgeOrg - ackOrg) / 2 ** shift);
-      if (w === 0 && f.window > 0 && edgeOrg > ackOrg) w = 1;
+      if (w === 0 && f.window > 0 && edgeOrg > ackOrg && edgeOrg === edgeRaw) w = 1;
       out.window = Math.min(w, 0xffff);
       if (f.sack) {
         const blocks: Array<[Seq, Seq]> = [];

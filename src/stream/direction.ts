@@ -499,8 +499,15 @@ export class StreamDirection<T> {
     const cap = (this.busy?.store?.start ?? this.x) + this.limits.normalizeBytesPerConn;
     if (m > cap && m > this.x && n <= this.x) {
       this.counters.beyondStore++;
-      if (n >= cap || this.x >= cap) return;
-      return this.handle({ ...seg, payload: payload.subarray(0, cap - n), fin: false }, nowMs, out);
+      // What was processed already still goes (normalised); the rest is cut off. Nothing left:
+      // an empty segment below what the receiver has carries the ACK and window on, and makes
+      // the receiver answer (a duplicate ACK: the sender learns sooner).
+      const keep = Math.max(cap, this.x) - n;
+      if (keep <= 0 || payload.length === 0) {
+        out.push(this.release(seg, this.cmds.map(this.x) - 1, EMPTY, false, true));
+        return;
+      }
+      return this.handle({ ...seg, payload: payload.subarray(0, keep), fin: false }, nowMs, out);
     }
 
     // Below the floor: the receiver has these bytes and their commands may be gone.
@@ -790,9 +797,15 @@ export class StreamDirection<T> {
     }
   }
 
-  /** Held bytes wait `ms` more: time the gateway did not run is not the sender's silence (engine/live.ts). */
-  outage(ms: number): void {
-    if (this.heldBytes > 0) this.heldSinceMs += ms;
+  /**
+   * Held bytes wait `ms` more: time the gateway did not run is not the sender's silence
+   * (engine/live.ts). Never past what a cluster takeover grants (the later of 3 hold timeouts
+   * and TAKEOVER_HOLD_MS from now), so stalls that keep coming cannot keep a hold forever.
+   */
+  outage(ms: number, nowMs: number): void {
+    if (this.heldBytes === 0) return;
+    const hold = this.limits.holdTimeoutMs;
+    this.heldSinceMs = Math.min(this.heldSinceMs + ms, Math.max(this.heldSinceMs, nowMs + Math.max(3 * hold, TAKEOVER_HOLD_MS) - hold));
   }
 
   /** Timers: hold timeout, retransmission of gateway-originated bytes, the command age cap. */

@@ -225,8 +225,13 @@ describe('the normalisation store\'s bound (normalizeBytesPerConn)', () => {
     const r = data(61, 'b'.repeat(60));
     expect(r.map((x) => [x[0], x[1].length])).toEqual([[61, 40]]);
     expect(counters.beyondStore).toBe(1);
-    expect(data(101, 'c'.repeat(10))).toEqual([]);
+    // Nothing fits: an empty segment just below what the receiver has goes on instead (its ACK
+    // and window travel, and the receiver answers with a duplicate ACK).
+    expect(data(101, 'c'.repeat(10))).toEqual([[100, '', ACK]]);
     expect(counters.beyondStore).toBe(2);
+    // A retransmission that straddles the bound: its processed part goes, normalised.
+    expect(data(51, 'a'.repeat(10) + 'X'.repeat(40) + 'c'.repeat(20))).toEqual([[51, 'a'.repeat(10) + 'b'.repeat(40), ACK]]);
+    expect(counters.beyondStore).toBe(3);
     // Acknowledged: room again, and the window follows.
     expect(ack(61, null, 1000).window).toBe(100);
     expect(data(101, 'b'.repeat(20)).map((x) => x[1].length)).toEqual([20]);
@@ -251,7 +256,7 @@ describe('hold timer and the gateway\'s own outage', () => {
   it('time the owner did not run is not counted (Connection.outage): the hold times out that much later', () => {
     const { conn, data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
     data(1, 'abc PORT 4', ACK, 0); // "PORT 4" held since 0
-    conn.outage(500); // the owner was stopped for 500 ms
+    conn.outage(500, 500); // the owner was stopped for 500 ms
     const out: TcpOut<Tag>[] = [];
     conn.tick(599, out);
     expect(out).toHaveLength(0);
@@ -259,8 +264,18 @@ describe('hold timer and the gateway\'s own outage', () => {
     expect(out.map((o) => dec(o.payload))).toEqual(['PORT 4']);
     expect(counters.flushTimeout).toBe(1);
     // Nothing held: nothing to extend.
-    conn.outage(10_000);
+    conn.outage(10_000, 10_600);
     expect(conn.nextTimerMs()).toBeLessThan(10_000);
+  });
+
+  it('outages that keep coming cannot keep a hold forever: at most what a takeover grants from now', () => {
+    const { conn, data, counters } = setup(0, 0, literalAgent('PORT 40, 4', 'PORT 10, 1'), { holdTimeoutMs: 100 });
+    data(1, 'abc PORT 4', ACK, 0);
+    conn.outage(1_000_000, 0);
+    expect(conn.nextTimerMs()).toBe(10_000); // max(3 hold timeouts, 10 s) from now
+    const out: TcpOut<Tag>[] = [];
+    conn.tick(10_000, out);
+    expect(counters.flushTimeout).toBe(1);
   });
 });
 
