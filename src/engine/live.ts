@@ -108,6 +108,8 @@ const CHAIN_MAX = 16;
 const STALL_MS = 100;
 /** A stall from which on the TAP queues may have overflowed: senders' retransmission timers backed off. */
 const OUTAGE_MS = 500;
+/** How often the TAPs' kernel queue drops are read (a sysfs file each). */
+const DROP_CHECK_MS = 100;
 /** Most batches per TAP a late tick reads before it runs the timers (a TAP queue's worth). */
 const CATCH_UP_MAX = 256;
 
@@ -135,6 +137,10 @@ export class LiveGateway {
   private stalls = 0;
   /** Frames those late ticks read before running the timers. */
   private caughtUp = 0;
+  /** The TAPs' kernel queue drops as last read (checkInputDrops), and how often they grew. */
+  private lastDropCheckMs = clock();
+  private readonly dropsSeen = [0, 0];
+  private dropGraces = 0;
   private portTimer: NodeJS.Timeout | undefined;
   private portTimerDueMs = Infinity;
   /** Some port may hold frames back (impairment): then the loop keeps a timer for them. */
@@ -284,9 +290,30 @@ export class LiveGateway {
       now = this.catchUp(now);
     }
     this.lastTickMs = now;
+    this.checkInputDrops(now);
     this.pollIn(now);
     this.gateway.tick(now, this.emit);
     this.flush(now);
+  }
+
+  /**
+   * Frames the kernel dropped at a full TAP queue never reached the gateway: their senders resend
+   * them after a retransmission timer that may back off for seconds, a silence that is not the
+   * sender's. Held bytes then get what a cluster takeover grants (Gateway.outage, capped there).
+   */
+  private checkInputDrops(now: number): void {
+    if (now - this.lastDropCheckMs < DROP_CHECK_MS) return;
+    this.lastDropCheckMs = now;
+    let grew = false;
+    this.devs.forEach((d, i) => {
+      const n = d.queueDrops();
+      if (n === undefined) return;
+      if (n > this.dropsSeen[i]!) grew = true;
+      this.dropsSeen[i] = n;
+    });
+    if (!grew) return;
+    this.dropGraces++;
+    this.gateway.outage(Infinity, now);
   }
 
   /** Reads both TAPs until they are empty (at most CATCH_UP_MAX batches each); the time after. */
@@ -355,7 +382,7 @@ export class LiveGateway {
       vnetHdr: this.opts.vnetHdr,
       taps,
       chainedBatches: this.chained,
-      loop: { lateTicks: this.stalls, framesReadBeforeTimers: this.caughtUp },
+      loop: { lateTicks: this.stalls, framesReadBeforeTimers: this.caughtUp, holdGraceAfterDrops: this.dropGraces },
       ...this.gateway.stats(),
     };
     const impair: Partial<Record<ImpairPoint, ImpairStats>> = {};

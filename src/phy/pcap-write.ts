@@ -77,6 +77,8 @@ export class PcapWriter {
   private readonly opts: PcapWriterOptions;
   private failure: Error | undefined;
   private closed = false;
+  /** The wait for room in the stream that writes finding it full share (waitForRoom). */
+  private room: Promise<void> | undefined;
   /** Records written so far. */
   records = 0;
   /** Bytes handed to the stream so far (header included). */
@@ -116,23 +118,30 @@ export class PcapWriter {
     const buf = encodePcapRecord(rec, this.opts);
     this.records++;
     this.bytes += buf.byteLength;
-    if (!this.out.write(buf)) {
-      // Whichever event comes first, the other listeners are removed (no listener leak).
-      const ac = new AbortController();
-      const { signal } = ac;
-      try {
-        await Promise.race([
-          once(this.out, 'drain', { signal }),
-          once(this.out, 'error', { signal }).then(([e]) => {
-            throw e;
-          }),
-          once(this.out, 'close', { signal }),
-        ]);
-      } finally {
-        ac.abort();
-      }
-    }
+    if (!this.out.write(buf)) await (this.room ??= this.waitForRoom());
     if (this.failure !== undefined) throw this.failure;
+  }
+
+  /**
+   * One wait for the stream's 'drain' shared by every write that found it full (a producer that
+   * does not await each write would otherwise add listeners per write); whichever event comes
+   * first, the other listeners are removed.
+   */
+  private async waitForRoom(): Promise<void> {
+    const ac = new AbortController();
+    const { signal } = ac;
+    try {
+      await Promise.race([
+        once(this.out, 'drain', { signal }),
+        once(this.out, 'error', { signal }).then(([e]) => {
+          throw e;
+        }),
+        once(this.out, 'close', { signal }),
+      ]);
+    } finally {
+      ac.abort();
+      this.room = undefined;
+    }
   }
 
   /** Flush and close the underlying stream. Idempotent. */

@@ -300,6 +300,13 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
     return this.#native.writeBatch(frames);
   }
 
+  /** Frames the kernel dropped because the TAP's queue was full (undefined: not readable). */
+  queueDrops(): number | undefined {
+    const base = this.#queueDropsBase;
+    const now = base === undefined ? undefined : kernelTxDropped(this.name);
+    return now === undefined || base === undefined ? undefined : Math.max(0, now - base);
+  }
+
   stats(): TapCounters {
     const s = this.#native.stats();
     const base = this.#queueDropsBase;

@@ -100,7 +100,9 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     // segment ends with a held tail when the processes stop. Before the late tick read the TAPs,
     // the hold timer fired first on resume (libuv runs timers before I/O) and released tails
     // whose next bytes were queued unread: a match split, a pattern through.
-    const dense = `x${FIND_SHORT}`.repeat((8 << 20) / 17);
+    // 2 MiB each: downloads still run across both stops, and the captures (every frame, both
+    // sides) stay small enough to be written before the processes stop.
+    const dense = `x${FIND_SHORT}`.repeat((2 << 20) / 17);
     writeFileSync(join(dir, 'dense.txt'), dense);
     const exp = expectedRewrite(dense);
     const before = gatewayStats(P);
@@ -118,7 +120,8 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
       for (const pid of pids) process.kill(pid, 'SIGCONT');
     }
     const r = await downloads;
-    expect(r.code, r.stderr).toBe(0);
+    const log = (): string => readFileSync(join(labStateDir(P), 'gateway.log'), 'utf8').split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-30).join('\n');
+    expect(r.code, `${r.stderr}\ngateway log:\n${log()}`).toBe(0);
     const after = gatewayStats(P);
     for (let i = 0; i < 16; i++) {
       const got = readFileSync(join(dir, `dense${i}`), 'latin1');
@@ -153,9 +156,10 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     };
     const cap = [await portsInCapture(0), await portsInCapture(1)];
     const evs = [portsInEvents(0), portsInEvents(1)];
+    const log = (): string => readFileSync(join(labStateDir(P), 'gateway.log'), 'utf8').split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-30).join('\n');
     for (const k of [0, 1]) {
       expect(cap[k]!.size, `queue ${k} captured connections`).toBeGreaterThan(0);
-      expect([...evs[k]!].sort(), `queue ${k}: the events name the connections its capture holds`).toEqual([...cap[k]!].sort());
+      expect([...evs[k]!].sort(), `queue ${k}: the events name the connections its capture holds; gateway log:\n${log()}`).toEqual([...cap[k]!].sort());
     }
     expect([...cap[0]!].filter((p) => cap[1]!.has(p)), 'a connection in both queues').toEqual([]);
     // The 16 downloads and the readiness checks.

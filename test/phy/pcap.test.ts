@@ -311,6 +311,23 @@ describe('writer', () => {
     expect(w.bytes).toBe(24 + 50 * 1516);
   });
 
+  it('writes not awaited while the stream is full share one wait: no listener per write (a capture does not await each frame)', async () => {
+    const { Writable } = await import('node:stream');
+    const slow = new Writable({
+      highWaterMark: 1024,
+      write(_chunk, _enc, cb) {
+        setTimeout(cb, 1);
+      },
+    });
+    const w = PcapWriter.fromStream(slow);
+    const writes = Array.from({ length: 50 }, (_, i) => w.write({ data: new Uint8Array(1500), tsNs: BigInt(i) }));
+    expect(slow.listenerCount('drain')).toBeLessThanOrEqual(1);
+    expect(slow.listenerCount('close')).toBeLessThanOrEqual(2); // one of Writable's own, at most
+    await Promise.all(writes);
+    await w.close();
+    expect(w.records).toBe(50);
+  });
+
   it('close() resolves once and write() after close is a bug (throws)', async () => {
     const w = await PcapWriter.open(join(tmp, 'closed.pcap'));
     await w.close();
