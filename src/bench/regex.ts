@@ -5,12 +5,13 @@
  * engine, and, as the baseline in the same run, the RegExp path the agent used before that (a
  * global RegExp search per 16 KiB block, then a sticky RegExp in the candidate's window;
  * reimplemented here for one rule, same algorithm). Each figure is the median of `runs` timed
- * runs after warm-up runs.
+ * runs after warm-up runs. Then a sender dribbling 1-byte segments (`runDribbleBench`).
  *
  *   npx tsx src/bench/regex.ts [--runs N]
  */
 import { createReplace, type RegexRule } from '../agent/replace.js';
 import type { AgentContext, Direction } from '../agent/types.js';
+import { transientRecycle } from '../util/bytes.js';
 
 const MSS = 1448;
 const CTX: AgentContext = {
@@ -207,6 +208,51 @@ export function runRegexBench(opts: { runs?: number; scale?: number } = {}): Reg
   return rows;
 }
 
+export interface DribbleRow {
+  case: string;
+  ms: number;
+  usPerFeed: number;
+}
+
+/**
+ * A sender dribbling one byte per segment under a regex rule with a large window (`maxMatch`):
+ * every feed holds the last maxMatch - 1 bytes, so what a feed costs beyond its byte is the
+ * rescan the search state saves. Measured as is, and after a hold timeout (the agent then also
+ * checks that no match crosses the forced decision: replace.ts `Forced`), in the same run.
+ */
+export function runDribbleBench(opts: { runs?: number; maxMatch?: number } = {}): DribbleRow[] {
+  const runs = opts.runs ?? 5;
+  const mm = opts.maxMatch ?? 16384;
+  const rule: RegexRule = { regex: '(?:token|key)[:=][A-Za-z0-9]{8}', with: 'x', maxMatch: mm };
+  const one = Buffer.from('b');
+  const run = (forced: boolean): number => {
+    const a = createReplace({ joinMatches: true }).create([rule], CTX);
+    let pos = 0;
+    const big = Buffer.alloc(mm * 2, 0x61);
+    a.feed('c2s', pos, big);
+    pos += big.length;
+    if (forced) a.flush('c2s', 'timeout');
+    const t0 = process.hrtime.bigint();
+    for (let n = 0; n < mm; n++) {
+      a.feed('c2s', pos++, one);
+      transientRecycle(); // as the engine does after every batch
+    }
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const cases: [string, boolean][] = [['1-byte feeds, maxMatch ' + mm, false], ['the same after a hold timeout', true]];
+  const times = cases.map(() => [] as number[]);
+  for (let r = 0; r < runs + 1; r++) {
+    cases.forEach(([, forced], i) => {
+      const ms = run(forced);
+      if (r >= 1) times[i]!.push(ms);
+    });
+  }
+  return cases.map(([name], i) => {
+    const ms = median(times[i]!);
+    return { case: name, ms, usPerFeed: (ms * 1000) / mm };
+  });
+}
+
 function main(): void {
   const i = process.argv.indexOf('--runs');
   const runs = i > 0 ? Number(process.argv[i + 1]) : 7;
@@ -220,6 +266,10 @@ function main(): void {
     const ratio = base === undefined ? 'n/a' : (base.ms / r.ms).toFixed(2);
     console.log(`| ${r.scenario} | ${r.engine} | ${r.ms.toFixed(2)} | ${r.mbPerSec.toFixed(1)} | ${r.usPerKiB.toFixed(1)} | ${ratio} | ${r.edits} |`);
   }
+  const d = runDribbleBench({ runs });
+  console.log('\n| dribble | median ms | µs per feed | × without a hold timeout |');
+  console.log('|---|---|---|---|');
+  for (const r of d) console.log(`| ${r.case} | ${r.ms.toFixed(1)} | ${r.usPerFeed.toFixed(1)} | ${(r.ms / d[0]!.ms).toFixed(2)} |`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) main();
