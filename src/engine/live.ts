@@ -276,17 +276,14 @@ export class LiveGateway {
     let now = clock();
     const late = now - this.lastTickMs;
     if (late > STALL_MS) {
-      // The time lost is what came after the tick was due; directions that get a segment in the
-      // catch-up below restart their timer then (outage first, so that is not extended again).
+      // This process ran late (not scheduled, a long GC, a long batch). Held bytes do not count
+      // the time after the tick was due (Gateway.outage); after a long stall, what the full TAP
+      // queues dropped meanwhile the senders resend after a timer that backed off about as long,
+      // so twice it. Then the frames that wait in the TAPs are read before the timers judge
+      // silence (libuv runs timers before I/O); a direction that gets one restarts its timer.
+      this.stalls++;
       const lost = late - this.tickMs;
       this.gateway.outage(lost >= OUTAGE_MS ? 2 * lost : lost, now);
-      // This process ran late (not scheduled, a long GC, a long batch): the senders went on and
-      // their frames wait in the TAPs. They are read before the timers judge silence, or a hold
-      // would time out on a match whose next bytes sit unread (libuv runs timers before I/O).
-      // Held bytes do not count the stall (Gateway.outage); after a long one, what the full TAP
-      // queues dropped meanwhile the senders retransmit after a timer that backed off about as
-      // long: they wait that long again.
-      this.stalls++;
       now = this.catchUp(now);
     }
     this.lastTickMs = now;

@@ -222,16 +222,16 @@ export class Rewriter {
     return 'out';
   }
 
-  /**
-   * Timers (hold timeouts, retransmission of gateway-originated bytes): `each` gets every
-   * connection whose timer was due, its segments in `outs`. Only connections with a timer
-   * pending are visited: walking the whole table every tick made the cost grow with idle ones.
-   */
   /** The gateway did not run for `ms` until `nowMs`: the connections with timers do not count it (StreamDirection.outage). */
   outage(ms: number, nowMs: number): void {
     for (const f of this.timed) f.conn?.outage(ms, nowMs);
   }
 
+  /**
+   * Timers (hold timeouts, retransmission of gateway-originated bytes): `each` gets every
+   * connection whose timer was due, its segments in `outs`. Only connections with a timer
+   * pending are visited: walking the whole table every tick made the cost grow with idle ones.
+   */
   due(nowMs: number, each: (f: Flow<Connection<SegTag>>) => void): void {
     for (const f of this.timed) {
       const conn = f.conn;

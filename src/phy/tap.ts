@@ -309,9 +309,8 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
 
   stats(): TapCounters {
     const s = this.#native.stats();
-    const base = this.#queueDropsBase;
-    const now = base === undefined ? undefined : kernelTxDropped(this.name);
-    return now === undefined || base === undefined ? s : { ...s, queueDrops: Math.max(0, now - base) };
+    const queueDrops = this.queueDrops();
+    return queueDrops === undefined ? s : { ...s, queueDrops };
   }
 
   setUp(up = true): void {

@@ -369,11 +369,12 @@ export class Connection<T extends { fields: TcpFields }> {
         out.sack = blocks;
       }
     }
-    if ((f.flags & TCP_URG) && this.urgentInline) {
+    if (!(f.flags & TCP_URG)) return out;
+    if (this.urgentInline) {
       out.flags &= ~TCP_URG;
       out.urgent = 0;
       this.counters.urgentInlined++;
-    } else if ((f.flags & TCP_URG) && f.urgent > 0) {
+    } else if (f.urgent > 0) {
       const d = this.dirs[side];
       const origPos = this.pos(side, f.seq) + f.urgent;
       const u = d.map(origPos) - newPos;

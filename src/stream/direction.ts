@@ -496,7 +496,7 @@ export class StreamDirection<T> {
     // (Connection.translate); bytes past it are dropped, counted, and come again once the
     // receiver acknowledges.
     // (A segment after a gap is queued as it is, and checked when it drains.)
-    const cap = (this.busy?.store?.start ?? this.x) + this.limits.normalizeBytesPerConn;
+    const cap = (this.busy?.store?.start ?? this.x) + this.maxUnacked;
     if (m > cap && m > this.x && n <= this.x) {
       this.counters.beyondStore++;
       // What was processed already still goes (normalised); the rest is cut off. Nothing left:
@@ -804,8 +804,13 @@ export class StreamDirection<T> {
    */
   outage(ms: number, nowMs: number): void {
     if (this.heldBytes === 0) return;
+    this.heldSinceMs = Math.min(this.heldSinceMs + ms, Math.max(this.heldSinceMs, this.outageHoldStart(nowMs)));
+  }
+
+  /** A hold start that first times out max(3 hold timeouts, TAKEOVER_HOLD_MS) after `nowMs`: what an outage grants held bytes. */
+  private outageHoldStart(nowMs: number): number {
     const hold = this.limits.holdTimeoutMs;
-    this.heldSinceMs = Math.min(this.heldSinceMs + ms, Math.max(this.heldSinceMs, nowMs + Math.max(3 * hold, TAKEOVER_HOLD_MS) - hold));
+    return nowMs + Math.max(3 * hold, TAKEOVER_HOLD_MS) - hold;
   }
 
   /** Timers: hold timeout, retransmission of gateway-originated bytes, the command age cap. */
@@ -891,8 +896,7 @@ export class StreamDirection<T> {
     this.x = j.x;
     this.held.reset(j.heldFrom);
     this.held.append(unb64(j.held));
-    const hold = this.limits.holdTimeoutMs;
-    this.heldSinceMs = this.held.end > this.held.start ? Math.max(j.heldSinceMs, nowMs + Math.max(3 * hold, TAKEOVER_HOLD_MS) - hold) : j.heldSinceMs;
+    this.heldSinceMs = this.held.end > this.held.start ? Math.max(j.heldSinceMs, this.outageHoldStart(nowMs)) : j.heldSinceMs;
     this.finPos = j.finPos;
     this.finProcessed = j.finProcessed;
     this.agentOff = j.agentOff;
