@@ -84,6 +84,8 @@ export interface ConcurrencyPath {
   openMs: number;
   /** Flows the gateway counted active with every connection open (tapgate only). */
   tracked?: number;
+  /** Flows it counted active just before the opens (left by the warm-up; tapgate only). */
+  trackedBefore?: number;
   rssPerTracked: number;
   /** One request on each open connection. */
   roundRps: number;
@@ -198,6 +200,32 @@ async function metric(prefix: string, name: string): Promise<number> {
   const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(r.stdout);
   if (m === null) throw new Error(`metric ${name} not found at ${METRICS}: ${r.stdout.slice(0, 200)} ${r.stderr}`);
   return Number(m[1]);
+}
+
+/** How many TCP sockets are in each state, per namespace ("client: ESTAB 3, TIME-WAIT 100; server: …"), listeners left out. */
+async function socketStates(prefix: string): Promise<string> {
+  const out: string[] = [];
+  for (const ns of ['client', 'server'] as const) {
+    const r = await labExec(prefix, ns, ['ss', '-Htan'], { timeoutMs: 30_000 });
+    const n = new Map<string, number>();
+    for (const line of r.stdout.split('\n')) {
+      const st = line.split(/\s+/)[0];
+      if (st !== undefined && st !== '' && st !== 'LISTEN') n.set(st, (n.get(st) ?? 0) + 1);
+    }
+    out.push(`${ns}: ${[...n].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`);
+  }
+  return out.join('; ');
+}
+
+/** The gateway's last log lines, without its periodic statistics. */
+function gatewayLog(prefix: string): string {
+  let text: string;
+  try {
+    text = readFileSync(join(labStateDir(prefix), 'gateway.log'), 'utf8');
+  } catch (e) {
+    return `(no gateway log: ${(e as Error).message})`;
+  }
+  return text.split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-20).join('\n');
 }
 
 /** wrk's figures, or an error with what it said. */
@@ -315,6 +343,10 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
             continue;
           }
           const w = parseWrkOrThrow(r);
+          if (w.rps === 0 || !(readPidFile(labStateDir(P), 'gateway')?.alive ?? false)) {
+            // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
+            notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps} req/s, gateway ${readPidFile(labStateDir(P), 'gateway')?.alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
+          }
           pth.wrkRps.push(w.rps);
           pth.wrkRssPerConn.push((peak - before) / wrkConns);
           pth.wrkErrors += w.errors;
@@ -337,7 +369,11 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
         const pid = gatewayPid();
         // The warm-up's connections leave the table first (closed ones stay closedTimeoutMs,
         // 10 s): the table holds the opened connections alone, and is full with them.
-        if (c.tapgate) await sleep(11_000);
+        if (c.tapgate) {
+          await sleep(11_000);
+          pth.trackedBefore = await metric(P, 'tapgate_flows_active');
+          if (pth.trackedBefore > 0) notes.push(`${pth.path}: ${pth.trackedBefore} flows still tracked before the opens; sockets: ${await socketStates(P)}`);
+        }
         const before = rssOf(pid);
         const o = await gen.ask(`open ${open}`);
         pth.opened = o.ok;
@@ -345,8 +381,11 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
         pth.openMs = o.ms;
         await sleep(1000);
         pth.rssPerTracked = (rssOf(pid) - before) / Math.max(1, o.ok);
-        if (c.tapgate) pth.tracked = await metric(P, 'tapgate_flows_active');
-        log(`${pth.path}: opened ${o.ok} in ${o.ms} ms (${o.failed} failed ${JSON.stringify(o.why)}), RSS +${(pth.rssPerTracked * o.ok / 2 ** 20).toFixed(1)} MiB, tracked ${pth.tracked ?? '-'}`);
+        if (c.tapgate) {
+          pth.tracked = await metric(P, 'tapgate_flows_active');
+          if (pth.tracked !== o.ok + pth.trackedBefore!) notes.push(`${pth.path}: ${pth.tracked} flows tracked with ${o.ok} opened (${pth.trackedBefore} before); sockets: ${await socketStates(P)}`);
+        }
+        log(`${pth.path}: opened ${o.ok} in ${o.ms} ms (${o.failed} failed ${JSON.stringify(o.why)}), RSS +${(pth.rssPerTracked * o.ok / 2 ** 20).toFixed(1)} MiB, tracked ${pth.tracked ?? '-'} (${pth.trackedBefore ?? '-'} before)`);
         if (o.failed > 0) notes.push(`${pth.path}: ${o.failed} of ${open} connections failed to open: ${JSON.stringify(o.why)}`);
         const r = await gen.ask('round');
         pth.roundRps = (r.ok / r.ms) * 1000;

@@ -7,10 +7,10 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LAB_SYNC, LabError, NATS_SERVER_BIN, checkPrefix, labStateDir, natsNodeAddr, natsPorts, natsProcessName, nodeProcessName, nsName } from './names.js';
+import { LAB_IFACES, LAB_SYNC, LabError, NATS_SERVER_BIN, checkPrefix, labStateDir, natsNodeAddr, natsPorts, natsProcessName, nodeProcessName, nsName } from './names.js';
 import { labSpawn, pidAlive, readPidFile, stopProcess } from './process.js';
 import { labStatus } from './status.js';
-import { natsHealthy, nsList, sh, sleep, tail } from './sys.js';
+import { attachedQueues, natsHealthy, nsList, sh, sleep, tail } from './sys.js';
 
 /** The nats-server binary (Debian package path, else PATH), or LabError LAB_ENV. */
 export function natsServerBin(): string {
@@ -223,16 +223,20 @@ export async function labWaitNodesAttached(prefix: string, n: number, opts: { st
   }
 }
 
-export async function waitAttached(prefix: string, stateDir: string, pid: number, timeoutMs: number): Promise<void> {
+/** Wait until the lab's gateway (pid) has attached tap-c and tap-s, `queues` queues of each. */
+export async function waitAttached(prefix: string, stateDir: string, pid: number, timeoutMs: number, queues = 1): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  // Carrier comes up with the first queue attached; with `run --queues N` the other processes may
+  // attach seconds later, and until then the kernel spreads flows over fewer queues.
+  const allQueues = (): boolean => queues <= 1 || [LAB_IFACES.tapClient, LAB_IFACES.tapServer].every((t) => attachedQueues(nsName(prefix, 'gw'), t) >= queues);
   for (;;) {
     const st = labStatus(prefix, { stateDir });
-    if (st.taps['tap-c'].attached && st.taps['tap-s'].attached) return;
+    if (st.taps['tap-c'].attached && st.taps['tap-s'].attached && allQueues()) return;
     if (!pidAlive(pid)) {
       throw new LabError('LAB_GATEWAY', `the gateway (pid ${pid}) exited before attaching the TAPs; log:\n${tail(join(stateDir, 'gateway.log'))}`);
     }
     if (Date.now() > deadline) {
-      throw new LabError('LAB_GATEWAY', `the gateway (pid ${pid}) did not attach tap-c and tap-s within ${timeoutMs} ms; log:\n${tail(join(stateDir, 'gateway.log'))}`);
+      throw new LabError('LAB_GATEWAY', `the gateway (pid ${pid}) did not attach tap-c and tap-s${queues > 1 ? ` (${queues} queues each)` : ''} within ${timeoutMs} ms; log:\n${tail(join(stateDir, 'gateway.log'))}`);
     }
     await sleep(50);
   }

@@ -255,7 +255,7 @@ export async function labUp(options: LabOptions = {}): Promise<LabInfo> {
       });
     }
     const wait = options.attachTimeoutMs ?? 15_000;
-    if (wait > 0) await waitAttached(prefix, stateDir, gatewayPid, wait);
+    if (wait > 0) await waitAttached(prefix, stateDir, gatewayPid, wait, config.queues);
   }
   return {
     prefix,

@@ -51,6 +51,16 @@ export function linkInfo(ns: string, dev: string): LinkInfo | undefined {
   }
 }
 
+/**
+ * How many queues of TAP `dev` in `ns` a process has attached: the kernel lists a tx-K in sysfs
+ * for each (tun.c sets the real queue count on every attach and detach); 0 when it cannot tell.
+ */
+export function attachedQueues(ns: string, dev: string): number {
+  const r = sh(['ip', 'netns', 'exec', ns, 'ls', `/sys/class/net/${dev}/queues`], true);
+  if (r.status !== 0) return 0;
+  return r.stdout.split(/\s+/).filter((q) => q.startsWith('tx-')).length;
+}
+
 /** `dev`'s addresses in `ns` as "address/prefix", IPv4 then IPv6, link-local left out. */
 export function endpointAddresses(ns: string, dev: string): string[] {
   const r = sh(['ip', '-n', ns, '-j', 'addr', 'show', 'dev', dev], true);

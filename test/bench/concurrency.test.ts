@@ -29,25 +29,27 @@ describeE2E('bench: concurrency (small)', e2eProblems(['ip', 'wrk', 'nginx', 'cu
   it('holds connections through the rule, and a full table refuses the rest and keeps every live one', async () => {
     const before = netnsList();
     // A SYN lost twice on a busy CI box (1 s, then 3 s) must not fail an open: 15 s to answer.
-    const rep = await benchConcurrency({ wrkConns: 300, wrkSeconds: 1, open: 1500, extra: 100, runs: 1, prefix: 'tgconc', answerTimeoutMs: 15_000 });
+    const lines: string[] = [];
+    const rep = await benchConcurrency({ wrkConns: 300, wrkSeconds: 1, open: 1500, extra: 100, runs: 1, prefix: 'tgconc', answerTimeoutMs: 15_000, log: (l) => lines.push(l) });
+    const said = `\n${lines.join('\n')}\nnotes: ${rep.notes.join('\n')}`;
     expect(netnsList().sort()).toEqual(before.sort());
     const [nf, tg, tq] = rep.paths;
     expect(nf!.path).toMatch(/^Node forwarder/);
     expect(tg!.path).toBe('tapgate GSO, rule');
     expect(tq!.path).toBe('tapgate GSO, rule, --queues 2');
     for (const p of [nf!, tg!, tq!]) {
-      expect(p.wrkRps[0], p.path).toBeGreaterThan(0);
-      expect(p.wrkErrors, p.path).toBe(0);
-      expect([p.opened, p.openFailed], `${p.path}: ${rep.notes.join('; ')}`).toEqual([1500, 0]);
-      expect(p.roundFailed, p.path).toBe(0);
+      expect(p.wrkRps[0], p.path + said).toBeGreaterThan(0);
+      expect(p.wrkErrors, p.path + said).toBe(0);
+      expect([p.opened, p.openFailed], p.path + said).toEqual([1500, 0]);
+      expect(p.roundFailed, p.path + said).toBe(0);
       expect(Number.isFinite(p.rssPerTracked), p.path).toBe(true);
     }
-    expect(tg!.tracked).toBe(1500);
-    expect(tg!.full!.failed).toBe(100);
+    expect(tg!.tracked, said).toBe(1500);
+    expect(tg!.full!.failed, said).toBe(100);
     expect(tg!.full!.tableFull).toBeGreaterThanOrEqual(100);
     expect([tg!.full!.answeredAfter, tg!.full!.of]).toEqual([1500, 1500]);
     // Two processes, a table each: the flows are their sum; no table-full part.
-    expect(tq!.tracked).toBe(1500);
+    expect(tq!.tracked, said).toBe(1500);
     expect(tq!.full).toBeUndefined();
   }, 240_000);
 });

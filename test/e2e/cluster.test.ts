@@ -207,6 +207,12 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     return out;
   }
 
+  /** A transfer's failure: what curl said, every RST the segments carried since `sinceMs`, the nodes' cluster lines. */
+  async function failure(what: string, stderr: string, sinceMs: number): Promise<string> {
+    const r = await resets(sinceMs);
+    return `${what}: ${stderr.trim()}\n${r.length} RST since the transfers began\n${r.slice(0, 10).join('\n')}${clusterLog()}`;
+  }
+
   function transfers(tag: string, seconds: number): Promise<void> {
     const rateHttp = Math.ceil(text.length / seconds);
     const rateFtp = Math.ceil(fx.data.length / seconds);
@@ -227,10 +233,10 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     running.gzip = true;
     const runs = [
       curl('client2', ['--limit-rate', String(2 * rateHttp), '-w', '%{num_connects} %{http_code}\\n',
-        '-o', keep[0]!, `http://${SERVER}:8002/text.txt`, '-o', keep[1]!, `http://${SERVER}:8002/chunked/text.txt?size=4093`]).then((r) => {
+        '-o', keep[0]!, `http://${SERVER}:8002/text.txt`, '-o', keep[1]!, `http://${SERVER}:8002/chunked/text.txt?size=4093`]).then(async (r) => {
         took('http keep-alive');
         running.keepAlive = false;
-        expect(r.code, `http keep-alive ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        if (r.code !== 0) throw new Error(await failure(`http keep-alive ${tag}`, r.stderr, t0));
         // One connection for both (the second reused it), both answered 200.
         expect(r.stdout.trim().split('\n'), `http keep-alive ${tag}`).toEqual(['1 200', '0 200']);
         const exp = expectedRewrite(text);
@@ -239,9 +245,9 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
           if (got !== exp) throw new Error(`http keep-alive ${tag} (${f}): ${firstDifference(got, exp)}${clusterLog()}`);
         }
       }),
-      curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then((r) => {
+      curl('client', ['--ignore-content-length', '--limit-rate', String(rateHttp), '-o', http, `http://${SERVER}:8001/text.txt`]).then(async (r) => {
         took('http');
-        expect(r.code, `http ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        if (r.code !== 0) throw new Error(await failure(`http ${tag}`, r.stderr, t0));
         const got = readFileSync(http, 'latin1');
         const exp = expectedRewrite(text);
         if (got !== exp) {
@@ -252,23 +258,23 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
       }),
       // A gzip body through the http agent's decode, its decoder's state moving with every
       // takeover of client 2's owner (the origin codes whatever was asked; curl decodes).
-      curl('client2', ['--compressed', '--limit-rate', String(rateGzip), '-D', `${gz}.head`, '-o', gz, `http://${SERVER}:8002/alwaysgzip/text.txt`]).then((r) => {
+      curl('client2', ['--compressed', '--limit-rate', String(rateGzip), '-D', `${gz}.head`, '-o', gz, `http://${SERVER}:8002/alwaysgzip/text.txt`]).then(async (r) => {
         took('http gzip');
         running.gzip = false;
-        expect(r.code, `http gzip ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        if (r.code !== 0) throw new Error(await failure(`http gzip ${tag}`, r.stderr, t0));
         expect(readFileSync(`${gz}.head`, 'latin1'), `http gzip ${tag}: the response came gzip-coded`).toMatch(/^Content-Encoding: gzip\r$/m);
         const got = readFileSync(gz, 'latin1');
         const exp = expectedRewrite(text);
         if (got !== exp) throw new Error(`http gzip ${tag}: ${firstDifference(got, exp)}${clusterLog()}`);
       }),
-      curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then((r) => {
+      curl('client2', ['--limit-rate', String(rateFtp), '-o', down, `ftp://${SERVER}/data.bin`]).then(async (r) => {
         took('ftp download');
-        expect(r.code, `ftp download ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        if (r.code !== 0) throw new Error(await failure(`ftp download ${tag}`, r.stderr, t0));
         expect(sha(readFileSync(down))).toBe(sha(fx.data));
       }),
-      curl('client', ['-P', C1.ip, '--limit-rate', String(rateFtp), '-T', join(fx.dir, 'upload.bin'), `ftp://${SERVER}/up/${up}`]).then((r) => {
+      curl('client', ['-P', C1.ip, '--limit-rate', String(rateFtp), '-T', join(fx.dir, 'upload.bin'), `ftp://${SERVER}/up/${up}`]).then(async (r) => {
         took('ftp upload');
-        expect(r.code, `ftp upload ${tag}: ${r.stderr}${r.code !== 0 ? clusterLog() : ''}`).toBe(0);
+        if (r.code !== 0) throw new Error(await failure(`ftp upload ${tag}`, r.stderr, t0));
         expect(sha(readFileSync(join(fx.root, 'up', up)))).toBe(sha(fx.data));
       }),
     ];

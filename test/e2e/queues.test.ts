@@ -12,7 +12,8 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec, labKill } from '../../src/lab/lab.js';
-import { labStateDir } from '../../src/lab/names.js';
+import { LAB_IFACES, labStateDir, nsName } from '../../src/lab/names.js';
+import { attachedQueues } from '../../src/lab/sys.js';
 import { readPcapAll } from '../../src/phy/pcap-read.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
@@ -56,6 +57,9 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     writeFileSync(join(dir, 'config.yaml'), CONFIG);
     await labDown(P);
     await labUpWithGateway(P, join(dir, 'config.yaml'), ['--queues', '2', '--pcap', join(dir, 'pcap'), '--events', join(dir, 'ev.jsonl')], { config: { queues: 2 } });
+    // The lab came up only when both processes had attached their queue of each TAP (carrier
+    // comes with the first): no flow spread over fewer queues than the test measures.
+    for (const t of [LAB_IFACES.tapClient, LAB_IFACES.tapServer]) expect(attachedQueues(nsName(P, 'gw'), t), t).toBe(2);
     startHttpServer(P, SERVER, 8001, dir);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:8001/config.yaml`]),

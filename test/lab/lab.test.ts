@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec, labKill, labPing, labSpawn, labStatus, labUp } from '../../src/lab/lab.js';
+import { LAB_IFACES } from '../../src/lab/names.js';
+import { attachedQueues } from '../../src/lab/sys.js';
 import { describeE2E, e2eProblems } from './e2e-env.js';
 
 const P = 'tgl';
@@ -171,5 +173,23 @@ describeE2E('lab', e2eProblems(['ip', 'unshare', 'python3', 'curl']), () => {
     expect(netnsList().filter((n) => NS.includes(n))).toEqual([]);
     await until('stray process to end', () => (existsSync(`/proc/${stray.pid}`) ? undefined : true), 5000);
     await until('gateway to end', () => (existsSync(`/proc/${info.gatewayPid}`) ? undefined : true), 5000);
+  });
+
+  it('with queues: 2, labUp returns once both queues of each TAP are attached, not when carrier comes with the first', async () => {
+    // A "gateway" that attaches queue 0 of both TAPs, and queue 1 of each 1.5 s later.
+    const attach = [
+      'import fcntl, os, struct, time',
+      'def q(name):',
+      "  fd = os.open('/dev/net/tun', os.O_RDWR)",
+      "  fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', name, 0x0002 | 0x1000 | 0x0100))",
+      '  return fd',
+      "held = [q(b'tap-c'), q(b'tap-s')]",
+      'time.sleep(1.5)',
+      "held += [q(b'tap-c'), q(b'tap-s')]",
+      'time.sleep(600)',
+    ].join('\n');
+    await labUp({ prefix: P, config: { queues: 2 }, gatewayCommand: ['python3', '-c', attach] });
+    for (const t of [LAB_IFACES.tapClient, LAB_IFACES.tapServer]) expect(attachedQueues(`${P}-gw`, t), t).toBe(2);
+    await labDown(P);
   });
 });
