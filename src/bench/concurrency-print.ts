@@ -16,6 +16,12 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
   const tg = rep.paths.find((p) => p.path === 'tapgate GSO, rule');
   const tq = rep.paths.find((p) => p.path.startsWith('tapgate') && p !== tg);
   const ratio = (a: number, b: number | undefined): number => (b !== undefined && b > 0 ? a / b : NaN);
+  if (rep.paths.every((p) => p.wrkRps.length === 0 && p.opened === 0)) {
+    // The profile alone (`--only= --profile=conc`): nothing measured.
+    printProfile(rep, table);
+    for (const n of rep.notes) console.log(`note: ${n}`);
+    return [];
+  }
   console.log(`\nConcurrency: wrk -t2 -c${rep.wrkConns} keep-alive against nginx (median of runs; RSS: the gateway's highest resident set during the run minus before it, per connection):`);
   console.log(
     table(
@@ -75,5 +81,12 @@ export function printConcurrency(rep: ConcurrencyReport, table: Table): string[]
     goals.push(`… ${tq.path}: ${median(tq.wrkRps).toFixed(0)} req/s (×${r.toFixed(2)} the Node forwarder), RSS ${kib(median(tq.wrkRssPerConn)).toFixed(2)} / ${kib(tq.rssPerTracked).toFixed(2)} KiB per connection — ${verdict(r >= 0.8)}`);
   }
   for (const n of rep.notes) console.log(`note: ${n}`);
+  printProfile(rep, table);
   return goals;
+}
+
+function printProfile(rep: ConcurrencyReport, table: Table): void {
+  if (rep.profile === undefined) return;
+  console.log(`\nCPU profile of tapgate (GSO, rule) under wrk -c${rep.wrkConns} (${rep.profile.rps.toFixed(0)} req/s profiled): top self time (idle excluded)`);
+  console.log(table(rep.profile.entries.map((p) => ({ function: p.fn, where: p.where, 'self ms': p.selfMs, '%': p.pct }))));
 }

@@ -23,7 +23,7 @@
  * through the Node forwarder. Needs root, wrk, nginx, curl and a built dist/.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -32,6 +32,7 @@ import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName, readPidFile } from '../lab/lab.js';
 import { sleep } from '../lab/sys.js';
 import { fileLimit, nginxConf, NODEFWD_JS, parseWrk } from './live.js';
+import { summarizeProfileFile, type ProfileEntry } from './profile.js';
 
 const CONNGEN_JS = fileURLToPath(new URL('../../dist/bench/conngen.js', import.meta.url));
 const SERVER = '10.200.0.2';
@@ -70,6 +71,12 @@ export interface ConcurrencyOptions {
   runs?: number;
   prefix?: string;
   log?: (line: string) => void;
+  /** Measure (default true); false with `profile`: the profile alone. */
+  measure?: boolean;
+  /** After the measurements: a CPU profile of tapgate (rule, one process) under wrk ×`wrkConns` (10 s at least). */
+  profile?: boolean;
+  /** Where to keep the profile's .cpuprofile. */
+  keepProfile?: string;
 }
 
 export interface ConcurrencyPath {
@@ -99,6 +106,8 @@ export interface ConcurrencyReport {
   open: number;
   paths: ConcurrencyPath[];
   notes: string[];
+  /** Top self time of tapgate under wrk (`profile`), with the requests/s of the profiled run. */
+  profile?: { entries: ProfileEntry[]; rps: number };
 }
 
 /** Resident set of a process and its children (the queue processes of `run --queues`), bytes. */
@@ -246,6 +255,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
   const P = opts.prefix ?? 'tgbconc';
   const log = opts.log ?? (() => {});
   const notes: string[] = [];
+  let profile: ConcurrencyReport['profile'];
   if (wrkConns > perProcess()) throw new Error(`wrk ×${wrkConns}: more connections than one process may open here (hard file limit ${fileLimit()})`);
   const tmp = mkdtempSync(join(tmpdir(), 'tapgate-conc-'));
   const config = join(tmp, 'conc.yaml');
@@ -324,7 +334,8 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     };
 
     // wrk with many keep-alive connections, interleaved rounds.
-    for (let round = 0; round < runs; round++) {
+    const measure = opts.measure !== false;
+    for (let round = 0; measure && round < runs; round++) {
       for (let i = 0; i < cases.length; i++) {
         await up(i);
         try {
@@ -360,7 +371,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     }
 
     // Many connections opened and held, one pass each.
-    for (let i = 0; i < cases.length; i++) {
+    for (let i = 0; measure && i < cases.length; i++) {
       const c = cases[i]!;
       const pth = paths[i]!;
       await up(i);
@@ -405,10 +416,30 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
         await labKill(P, 'gateway');
       }
     }
+
+    // A CPU profile of tapgate (rule, one process) under wrk's many connections.
+    if (opts.profile === true) {
+      const profDir = join(tmp, 'prof');
+      const argv = [...cases[1]!.argv];
+      argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
+      await labUp({ prefix: P, gatewayCommand: argv });
+      await wrk(100, 1);
+      // 10 s at least: start-up and the JIT warm-up are a fixed ~1 s of the profile.
+      const w = parseWrkOrThrow(await wrk(wrkConns, Math.max(10, wrkSeconds)));
+      log(`profiled wrk ×${wrkConns} (tapgate GSO, rule, --cpu-prof): ${w.rps.toFixed(0)} req/s`);
+      await closed();
+      await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
+      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+      if (files.length === 0) notes.push('profile: no .cpuprofile written');
+      else {
+        profile = { entries: summarizeProfileFile(join(profDir, files[0]!), 20), rps: w.rps };
+        if (opts.keepProfile !== undefined) copyFileSync(join(profDir, files[0]!), opts.keepProfile);
+      }
+    }
   } finally {
     await labDown(P);
     rmSync(tmp, { recursive: true, force: true });
   }
-  return { wrkConns, open, paths, notes };
+  return { wrkConns, open, paths, notes, ...(profile !== undefined ? { profile } : {}) };
 }
 

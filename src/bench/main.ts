@@ -3,7 +3,7 @@
  * (issue 7). Sections: engine (in process), memory per idle tracked connection (child process
  * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
  *
- *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk]] [--no-live] [--no-memory]
+ *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk|conc]] [--no-live] [--no-memory]
  *                    [--only engine,memory,iperf,ping,wrk,proxy,conc,http] [--keep-profile FILE]
  *                    [--flows 1,8,32] [--profile-flows N]
  *
@@ -17,7 +17,8 @@
  * `--profile=http` profiles tapgate under its 50 MiB downloads, `--profile=http-wrk` under its
  * small keep-alive requests). `conc` is the concurrency section (issue 18, concurrency.ts: 10,000
  * keep-alive connections under wrk and 100,000 held open, tapgate with a rule against the Node
- * forwarder: requests/s, RSS per connection, the table full; about 3 minutes). `--flows 1,8,32` measures every throughput path with that many
+ * forwarder: requests/s, RSS per connection, the table full; about 3 minutes; `--profile=conc`
+ * profiles tapgate with the rule under its wrk run). `--flows 1,8,32` measures every throughput path with that many
  * parallel iperf3 flows too (rows `<path> ×N`, compared with the baselines of as many flows;
  * issue 18), `--profile-flows N` profiles tapgate under N flows. Progress goes to stderr, the
  * tables to stdout.
@@ -42,14 +43,15 @@ function argValue(name: string): string | undefined {
 }
 const profArg = args.find((a) => a === '--profile' || a.startsWith('--profile='));
 type HttpProfile = 'http' | 'http-wrk';
-const profile: ProfileWorkload | HttpProfile | undefined =
-  profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload | HttpProfile);
-if (profile !== undefined && !['iperf', 'wrk', 'ping', 'http', 'http-wrk'].includes(profile)) {
-  throw new Error(`--profile=${profile}: expected iperf, wrk, ping, http or http-wrk`);
+const profile: ProfileWorkload | HttpProfile | 'conc' | undefined =
+  profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload | HttpProfile | 'conc');
+if (profile !== undefined && !['iperf', 'wrk', 'ping', 'http', 'http-wrk', 'conc'].includes(profile)) {
+  throw new Error(`--profile=${profile}: expected iperf, wrk, ping, http, http-wrk or conc`);
 }
-/** `--profile=http` / `=http-wrk` belong to the HTTP section, the others to the live section. */
+/** `--profile=http` / `=http-wrk` belong to the HTTP section, `conc` to the concurrency section, the others to the live section. */
 const httpProfile = profile === 'http' ? 'download' : profile === 'http-wrk' ? 'wrk' : undefined;
-const liveProfile = httpProfile !== undefined ? undefined : (profile as ProfileWorkload | undefined);
+const concProfile = profile === 'conc';
+const liveProfile = httpProfile !== undefined || concProfile ? undefined : (profile as ProfileWorkload | undefined);
 const keepProfile = argValue('--keep-profile');
 /** `--flows 1,8,32`: throughput rows with that many parallel iperf3 flows (default 1). */
 const flowsArg = argValue('--flows');
@@ -68,8 +70,9 @@ const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly
 /** The HTTP section: measured when selected, or run for its profile alone (`--only= --profile=http`). */
 const httpMeasure = !args.includes('--no-live') && (only === undefined || only.has('http'));
 const httpRun = httpMeasure || (!args.includes('--no-live') && httpProfile !== undefined);
-/** The concurrency section (concurrency.ts): in the full run and with `--only conc`. */
-const concRun = !args.includes('--no-live') && (only === undefined || only.has('conc'));
+/** The concurrency section (concurrency.ts): in the full run and with `--only conc`, or for its profile alone (`--only= --profile=conc`). */
+const concMeasure = !args.includes('--no-live') && (only === undefined || only.has('conc'));
+const concRun = concMeasure || (!args.includes('--no-live') && concProfile);
 const noMemory = args.includes('--no-memory') || (only !== undefined && !only.has('memory'));
 
 type Cell = string | number;
@@ -285,7 +288,16 @@ async function main(): Promise<void> {
     goals.unshift(...printLive(live));
   }
   const concGoals = await labSection(concRun, root, 'Concurrency', 'conc', async (log) =>
-    printConcurrency(await benchConcurrency({ ...(quick ? { wrkSeconds: 2, open: 20_000, runs: 3 } : { wrkSeconds: 5, open: 100_000, runs: 3 }), log }), table),
+    printConcurrency(
+      await benchConcurrency({
+        ...(quick ? { wrkSeconds: 2, open: 20_000, runs: 3 } : { wrkSeconds: 5, open: 100_000, runs: 3 }),
+        measure: concMeasure,
+        profile: concProfile,
+        ...(concProfile && keepProfile !== undefined ? { keepProfile } : {}),
+        log,
+      }),
+      table,
+    ),
   );
   const httpGoals = await labSection(httpRun, root, 'HTTP rewriting', 'http', async (log) =>
     printHttp(
