@@ -210,7 +210,17 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
   /** A transfer's failure: what curl said, every RST the segments carried since `sinceMs`, the nodes' cluster lines. */
   async function failure(what: string, stderr: string, sinceMs: number): Promise<string> {
     const r = await resets(sinceMs);
-    return `${what}: ${stderr.trim()}\n${r.length} RST since the transfers began\n${r.slice(0, 10).join('\n')}${clusterLog()}`;
+    // What the nodes logged about the RSTs' ports (NAT entries, takeovers of their connections).
+    const ports = new Set(r.flatMap((x) => [...x.matchAll(/:(\d+) > [\d.]+:(\d+)/g)].flatMap((m) => [m[1]!, m[2]!])));
+    const about: string[] = [];
+    const dir = labStateDir(P);
+    for (const f of existsSync(dir) ? readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort() : []) {
+      for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
+        if ([...ports].some((p) => l.includes(`:${p}"`) || l.includes(`.${p}-`) || l.includes(`.${p}"`) || l.includes(`.${p}#`))) about.push(`${f}: ${l.slice(0, 300)}`);
+      }
+    }
+    return `${what}: ${stderr.trim()}\n${r.length} RST since the transfers began\n${r.slice(0, 10).join('\n')}\n` +
+      `node lines about ports ${[...ports].join(', ')} (last 30 of ${about.length}):\n${about.slice(-30).join('\n')}${clusterLog()}`;
   }
 
   function transfers(tag: string, seconds: number): Promise<void> {
