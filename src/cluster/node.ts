@@ -817,6 +817,14 @@ export class ClusterNode implements ClusterAttach {
         rec.needSeq = this.publish(f, rec, null);
       }
     }
+    if (rec.pubSeq === 0 && this.gw?.nat != null) {
+      // A connection new here, through NAT: its translation (the masquerade port the far end
+      // learns from the first frame) is state no other node can rebuild. Its first frame waits
+      // until the snapshot carrying it is stored, as a rewrite's does: an owner killed right
+      // after the handshake left the connection to a node without its port, and the server's
+      // answers to that port were dropped everywhere until the connection died.
+      rec.needSeq = this.publish(f, rec, null);
+    }
     if (rec.ackedSeq >= rec.needSeq && rec.queue.length === 0) return emit;
     if (this.o.leaseMs === 0 && (!this.connected || !this.syncOk)) {
       // Without fencing, sync down or puts refused: no acknowledgement is coming. What waits goes

@@ -522,7 +522,8 @@ export class Gateway {
     const rw = this.rewriter.segment(f, side, ad, frame, from, nowMs, verdict);
     if (rw === 'drop') return;
     if (rw === 'pass') {
-      this.out(frame, from, emit);
+      // On a cluster node with NAT a connection's first frame waits for its translation's snapshot (ClusterHooks.gate).
+      this.out(frame, from, cl !== null && this.nat !== null ? this.gated(f, emit) : emit);
       if (tally !== undefined && f.conn === null) {
         tally.framesOut[side]++;
         tally.bytesOut[side] += d.payloadLen;
