@@ -23,16 +23,16 @@
  * through the Node forwarder. Needs root, wrk, nginx, curl and a built dist/.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName, readPidFile } from '../lab/lab.js';
-import { sleep } from '../lab/sys.js';
+import { sleep, tail } from '../lab/sys.js';
 import { fileLimit, nginxConf, NODEFWD_JS, parseWrk } from './live.js';
-import { summarizeProfileFile, type ProfileEntry } from './profile.js';
+import { profiledArgv, readProfileDir, type ProfileEntry } from './profile.js';
 
 const CONNGEN_JS = fileURLToPath(new URL('../../dist/bench/conngen.js', import.meta.url));
 const SERVER = '10.200.0.2';
@@ -228,13 +228,7 @@ async function socketStates(prefix: string): Promise<string> {
 
 /** The gateway's last log lines, without its periodic statistics. */
 function gatewayLog(prefix: string): string {
-  let text: string;
-  try {
-    text = readFileSync(join(labStateDir(prefix), 'gateway.log'), 'utf8');
-  } catch (e) {
-    return `(no gateway log: ${(e as Error).message})`;
-  }
-  return text.split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-20).join('\n');
+  return tail(join(labStateDir(prefix), 'gateway.log'), 400).split('\n').filter((l) => !l.startsWith('{"uptimeS"')).slice(-20).join('\n');
 }
 
 /** wrk's figures, or an error with what it said. */
@@ -354,9 +348,10 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
             continue;
           }
           const w = parseWrkOrThrow(r);
-          if (w.rps === 0 || !(readPidFile(labStateDir(P), 'gateway')?.alive ?? false)) {
+          const alive = readPidFile(labStateDir(P), 'gateway')?.alive === true;
+          if (w.rps === 0 || !alive) {
             // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
-            notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps} req/s, gateway ${readPidFile(labStateDir(P), 'gateway')?.alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
+            notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps} req/s, gateway ${alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
           }
           pth.wrkRps.push(w.rps);
           pth.wrkRssPerConn.push((peak - before) / wrkConns);
@@ -420,21 +415,16 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     // A CPU profile of tapgate (rule, one process) under wrk's many connections.
     if (opts.profile === true) {
       const profDir = join(tmp, 'prof');
-      const argv = [...cases[1]!.argv];
-      argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
-      await labUp({ prefix: P, gatewayCommand: argv });
+      await labUp({ prefix: P, gatewayCommand: profiledArgv(cases[1]!.argv, profDir) });
       await wrk(100, 1);
       // 10 s at least: start-up and the JIT warm-up are a fixed ~1 s of the profile.
       const w = parseWrkOrThrow(await wrk(wrkConns, Math.max(10, wrkSeconds)));
       log(`profiled wrk ×${wrkConns} (tapgate GSO, rule, --cpu-prof): ${w.rps.toFixed(0)} req/s`);
       await closed();
       await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
-      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-      if (files.length === 0) notes.push('profile: no .cpuprofile written');
-      else {
-        profile = { entries: summarizeProfileFile(join(profDir, files[0]!), 20), rps: w.rps };
-        if (opts.keepProfile !== undefined) copyFileSync(join(profDir, files[0]!), opts.keepProfile);
-      }
+      const entries = readProfileDir(profDir, opts.keepProfile);
+      if (entries === undefined) notes.push('profile: no .cpuprofile written');
+      else profile = { entries, rps: w.rps };
     }
   } finally {
     await labDown(P);

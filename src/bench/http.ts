@@ -15,13 +15,13 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labStateDir, labUp, nsName } from '../lab/lab.js';
 import { median, parseWrk, type LiveRow } from './live.js';
-import { summarizeProfileFile, type ProfileEntry } from './profile.js';
+import { profiledArgv, readProfileDir, type ProfileEntry } from './profile.js';
 
 /** The rewrite every path applies to response bodies. Neither replacement contains a pattern,
  *  and no pattern overlaps another, so applying them one after the other (mitmproxy's addon),
@@ -726,9 +726,7 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
     // ---- 3. Profile of tapgate (http agent) under the big downloads ----
     if (opts.profile !== undefined) {
       const profDir = join(tmp, 'prof');
-      const argv = gatewayArgv({ vnetHdr: true, config: rules });
-      argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
-      await labUp({ prefix: P, gatewayCommand: argv });
+      await labUp({ prefix: P, gatewayCommand: profiledArgv(gatewayArgv({ vnetHdr: true, config: rules }), profDir) });
       await waitReady(ORIGIN, 'tapgate (profiled)', 'gateway');
       if (opts.profile === 'download') {
         for (let i = 0; i < (opts.profileDownloads ?? 3); i++) {
@@ -742,12 +740,11 @@ export async function benchHttp(opts: HttpBenchOptions = {}): Promise<HttpReport
         log(`profiled wrk run (tapgate, http agent, --cpu-prof): ${parseWrk(w.stdout).rps.toFixed(0)} req/s`);
       }
       await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
-      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-      if (files.length === 0) report.notes.push('profile: no .cpuprofile written');
+      const entries = readProfileDir(profDir, opts.keepProfile);
+      if (entries === undefined) report.notes.push('profile: no .cpuprofile written');
       else {
-        report.profile = summarizeProfileFile(join(profDir, files[0]!), 20);
+        report.profile = entries;
         report.profileWorkload = opts.profile;
-        if (opts.keepProfile !== undefined) copyFileSync(join(profDir, files[0]!), opts.keepProfile);
       }
     }
     await labDown(P);

@@ -31,13 +31,13 @@
  * removed at the end, also on error (labDown).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gatewayArgv } from '../lab/gateway-argv.js';
 import { LAB_IFACES, labDown, labExec, labKill, labSpawn, labUp, nsName } from '../lab/lab.js';
-import { summarizeProfileFile, type ProfileEntry } from './profile.js';
+import { profiledArgv, readProfileDir, type ProfileEntry } from './profile.js';
 
 export type LivePart = 'iperf' | 'ping' | 'wrk' | 'proxy';
 export const LIVE_PARTS: readonly LivePart[] = ['iperf', 'ping', 'wrk', 'proxy'];
@@ -435,9 +435,7 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
       // The profile covers the process's whole life: start-up (module loading) is a fixed ~0.5 s,
       // diluted by the workload; the event loop's idle time is left out of the summary.
       const profDir = join(tmp, 'prof');
-      const argv = gatewayArgv({ vnetHdr: true, config });
-      argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', profDir);
-      await labUp({ prefix: P, gatewayCommand: argv });
+      await labUp({ prefix: P, gatewayCommand: profiledArgv(gatewayArgv({ vnetHdr: true, config }), profDir) });
       if (profWorkload === 'iperf') {
         const pf = opts.profileFlows ?? 1;
         const r = await labExec(P, 'client', ['iperf3', '-c', server, '-p', String(IPERF_PORT), '-t', String(seconds), '-P', String(pf), '-J'], {
@@ -457,12 +455,11 @@ export async function benchLive(opts: LiveBenchOptions = {}): Promise<LiveReport
         log(`profiled run (tapgate GSO, rule, --cpu-prof, ping): median ${median(parsePing(r.stdout).map((ms) => ms * 1000)).toFixed(1)} µs`);
       }
       await labKill(P, 'gateway', { graceMs: 15_000 }); // SIGTERM: a graceful exit writes the profile
-      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-      if (files.length === 0) notes.push('profile: no .cpuprofile written');
+      const entries = readProfileDir(profDir, opts.keepProfile);
+      if (entries === undefined) notes.push('profile: no .cpuprofile written');
       else {
-        report.profile = summarizeProfileFile(join(profDir, files[0]!), 20);
+        report.profile = entries;
         report.profileWorkload = profWorkload;
-        if (opts.keepProfile !== undefined) copyFileSync(join(profDir, files[0]!), opts.keepProfile);
       }
     }
     await labDown(P);

@@ -2,7 +2,8 @@
  * Summary of a V8 `.cpuprofile` (node --cpu-prof): self time per function, aggregated over
  * all nodes of the same function (name + script + line), largest first.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { relative } from 'node:path';
 
 interface CpuProfileNode {
@@ -67,4 +68,20 @@ export function summarizeProfile(p: CpuProfile, top = 20, root = process.cwd()):
 
 export function summarizeProfileFile(file: string, top = 20): ProfileEntry[] {
   return summarizeProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, top);
+}
+
+/** `argv` (node, then its script) with V8's CPU profiler on: a graceful exit writes a .cpuprofile into `dir`. */
+export function profiledArgv(argv: readonly string[], dir: string): string[] {
+  return [argv[0]!, '--cpu-prof', '--cpu-prof-dir', dir, ...argv.slice(1)];
+}
+
+/**
+ * The top self-time functions of the profile a `profiledArgv` process wrote into `dir`, the file
+ * copied to `keep` when given; undefined when none was written.
+ */
+export function readProfileDir(dir: string, keep?: string, top = 20): ProfileEntry[] | undefined {
+  const name = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  if (name === undefined) return undefined;
+  if (keep !== undefined) copyFileSync(join(dir, name), keep);
+  return summarizeProfileFile(join(dir, name), top);
 }

@@ -3,7 +3,7 @@
  * `npm test`. No timing assertions: only that every part runs and its output is well-formed.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,7 @@ import { buildShortConnections, runEngineBench } from '../../src/bench/engine.js
 import { Gateway } from '../../src/engine/gateway.js';
 import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
 import { measureConnMemory } from '../../src/bench/memory.js';
-import { summarizeProfile } from '../../src/bench/profile.js';
+import { profiledArgv, readProfileDir, summarizeProfile } from '../../src/bench/profile.js';
 import { startProxy } from '../../src/bench/proxy.js';
 
 const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).error === undefined;
@@ -96,6 +96,24 @@ describe('bench (smoke)', () => {
     expect(top[0]).toMatchObject({ fn: 'hot', where: 'a.js:10' });
     expect(top[0]!.pct).toBeGreaterThan(top[1]!.pct);
     expect(top.some((e) => e.fn === '(idle)')).toBe(false);
+  });
+
+  it('profiledArgv makes node write a profile that readProfileDir summarizes and keeps; none written: undefined', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prof-test-'));
+    try {
+      const prof = join(dir, 'prof');
+      const argv = profiledArgv([process.execPath, '-e', 'let x = 0; for (let i = 0; i < 3e7; i++) x += i % 7; console.log(x)'], prof);
+      expect(argv.slice(0, 4)).toEqual([process.execPath, '--cpu-prof', '--cpu-prof-dir', prof]);
+      expect(spawnSync(argv[0]!, argv.slice(1)).status).toBe(0);
+      const keep = join(dir, 'kept.cpuprofile');
+      const top = readProfileDir(prof, keep);
+      expect(top!.length).toBeGreaterThan(0);
+      expect(existsSync(keep)).toBe(true);
+      mkdirSync(join(dir, 'empty'));
+      expect(readProfileDir(join(dir, 'empty'))).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.skipIf(!hasCc)('bench/tapfwd.c compiles with cc -O2', () => {
