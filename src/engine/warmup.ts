@@ -16,6 +16,13 @@
  * retransmitted —, FIN, RST) on a port without a rule and on one port per rule (the rule's agent
  * and its options, the match replaced by that port), from an address its NAT hides if the config
  * has NAT. With a vnet header, TCP data also comes as GSO frames with partial checksums.
+ *
+ * The TCP is shaped like Linux's, since V8 throws optimised code away at the first value or path
+ * it never saw: every segment has the options Linux sends (timestamps; MSS, SACK permitted and
+ * window scaling on SYNs; a D-SACK for the repeated segment), sequence numbers and timestamps
+ * spread over the whole 32-bit space (above 2^30 they are no small integers to V8, above 2^31 no
+ * int32), and each side acknowledges what the gateway delivered to it (a rewrite moves the
+ * numbers), partly first. What the connections say is the rule's protocol (warmup-talk.ts).
  */
 import type { Logger } from 'pino';
 import type { Cidr } from '../wire/cidr.js';
@@ -25,10 +32,11 @@ import { finish, ipv4PseudoHeaderSum, sum16 } from '../wire/checksum.js';
 import { ArpRepr, ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST } from '../wire/arp.js';
 import { Ipv4Repr, IP_PROTO_ICMP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { decodeFrame, type DecodedFrame } from '../wire/frame.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../wire/tcp.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type SackBlock, type TcpOption } from '../wire/tcp.js';
 import { tcpFrame } from '../wire/tcp-frame.js';
 import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
+import { warmupTalk, type Talk } from './warmup-talk.js';
 
 export interface WarmupOptions {
   config: Config | null;
@@ -67,6 +75,8 @@ const MSS = 1448;
 /** Rule ports start here (one per rule); PLAIN_PORT has no rule. */
 const RULE_PORT_BASE = 40000;
 const PLAIN_PORT = 39999;
+/** Variants of each port's talk (warmup-talk.ts: its shapes and its patterns' order). */
+const TALK_VARIANTS = 8;
 /** 10.254.0.1, on side 1. */
 const SERVER = 0x0afe0001;
 
@@ -88,30 +98,33 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
   // Two different functions as the output: a call site that saw only one inlines it, and the
   // real gateway's output function would then deoptimise it ("wrong call target").
   const sink = (f: Uint8Array, to: Side): void => {
-    if (to === 1) seen.frame = f;
+    seen.out(f, to);
   };
   const sink2 = function (f: Uint8Array, to: Side): void {
-    if (to === 1) seen.frame = f;
+    seen.out(f, to);
   };
   const send = (f: Uint8Array, from: Side): void => {
-    seen.frame = null;
+    seen.clear();
     gw.handleFrame(f, from, now, (frames & 1) === 0 ? sink : sink2);
     frames++;
   };
-  const text = Buffer.from('GET / HTTP/1.1\r\nHost: warm\r\n\r\n' + 'the quick brown fox jumps over the lazy dog\n'.repeat(80), 'latin1');
+  // What each port's connections say, in the rule's protocol (a few variants per port, made once).
+  const rules = opts.config?.rules ?? [];
+  const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v)));
   for (let k = 0; frames < target; k++) {
     now += 5.25;
+    const probe = talks[0]![0]!.request;
     send(b.icmp(client, server, 8, k), 0);
     const sc = seen.addr(client);
     send(b.icmp(server, sc, 0, seen.port(4, k)), 1);
     send(b.arp(ARP_OP_REQUEST, client, server), 0);
     send(b.arp(ARP_OP_REPLY, server, sc), 1);
-    send(b.udp(client, server, 30000 + k, 53, text.subarray(0, 40)), 0);
-    send(b.udp(server, seen.addr(sc), 53, seen.port(0, 30000 + k), text.subarray(0, 80)), 1);
-    for (const port of ports) {
+    send(b.udp(client, server, 30000 + k, 53, probe.subarray(0, 40)), 0);
+    send(b.udp(server, seen.addr(sc), 53, seen.port(0, 30000 + k), probe.subarray(0, 80)), 1);
+    ports.forEach((port, i) => {
       const cport = 1024 + ((k * ports.length + port) % 60000);
-      tcpConnection(b, send, seen, client, server, cport, port, text, k, () => (now += 1.125));
-    }
+      tcpConnection(b, send, seen, client, server, cport, port, talks[i]![k % TALK_VARIANTS]!, k, () => (now += 1.125));
+    });
     gw.tick(now, sink);
   }
   return { frames, ms: performance.now() - t0, stats: gw.stats() };
@@ -139,86 +152,157 @@ function hostOf(c: Cidr): number {
 }
 
 /**
- * What the server side saw of the client in the last frame the gateway sent there (NAT may have
- * changed the address and the port or ICMP id): source address and the 16 bits at `l4Off` of
- * the IPv4 payload.
+ * What each side saw of the last frames the gateway sent it: the server side's view of the client
+ * (NAT may have changed the address and the port or ICMP id: source address and the 16 bits at
+ * `l4Off` of the IPv4 payload of the last frame to side 1), and per side the end of the TCP
+ * sequence space delivered to it (what that side acknowledges: a rewrite changes it).
  */
 class Seen {
-  frame: Uint8Array | null = null;
-  constructor(private readonly vh: number) {}
+  private frame: Uint8Array | null = null;
   private last: { f: Uint8Array; d: (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null } | null = null;
-  private decoded(): (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null {
-    const f = this.frame;
-    if (f === null) return null;
+  /** Per side: one past the last sequence number delivered (SYN and FIN count), or -1. */
+  private readonly ends = [-1, -1];
+  private firstEnd = -1;
+  constructor(private readonly vh: number) {}
+
+  /** Before each frame sent to the gateway: nothing of it seen yet. */
+  clear(): void {
+    this.frame = null;
+  }
+
+  /** A frame the gateway sent to side `to`. */
+  out(f: Uint8Array, to: Side): void {
+    if (to === 1) this.frame = f;
+    const d = this.decode(f);
+    if (d?.kind !== 'tcp') return;
+    const t = d.tcp;
+    const end = (t.seq + d.payloadLen + (t.flags & SYN ? 1 : 0) + (t.flags & FIN ? 1 : 0)) >>> 0;
+    const was = this.ends[to]!;
+    if (was < 0 || ((end - was) | 0) > 0) this.ends[to] = end;
+    if (to === 0 && d.payloadLen > 0 && this.firstEnd < 0) this.firstEnd = end;
+  }
+
+  /** Where the first data segment delivered to side 0 since the last call ended (or `fallback`). */
+  takeFirstEnd(fallback: number): number {
+    const e = this.firstEnd;
+    this.firstEnd = -1;
+    return e < 0 ? fallback : e;
+  }
+
+  /** What side `to` acknowledges (`fallback` before anything was delivered to it). */
+  end(to: Side, fallback: number): number {
+    const e = this.ends[to]!;
+    return e < 0 ? fallback : e;
+  }
+
+  /** A new connection: nothing delivered yet. */
+  resetEnds(): void {
+    this.ends[0] = this.ends[1] = -1;
+    this.firstEnd = -1;
+  }
+
+  addr(fallback: number): number {
+    return this.decodedLast()?.ip?.src ?? fallback;
+  }
+
+  port(l4Off: number, fallback: number): number {
+    const d = this.decodedLast();
+    if (d === null) return fallback;
+    const at = this.vh + d.l4Off + l4Off;
+    const f = this.frame!;
+    return at + 2 <= f.length ? (f[at]! << 8) | f[at + 1]! : fallback;
+  }
+
+  private decodedLast(): (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null {
+    return this.frame === null ? null : this.decode(this.frame);
+  }
+
+  private decode(f: Uint8Array): (DecodedFrame & { kind: 'tcp' | 'ipv4-other' }) | null {
     if (this.last?.f !== f) {
       const d = decodeFrame(f.subarray(this.vh), { link: 'ethernet', verifyChecksums: false });
       this.last = { f, d: d.kind === 'tcp' || d.kind === 'ipv4-other' ? d : null };
     }
     return this.last.d;
   }
-  addr(fallback: number): number {
-    return this.decoded()?.ip?.src ?? fallback;
-  }
-  port(l4Off: number, fallback: number): number {
-    const d = this.decoded();
-    if (d === null) return fallback;
-    const at = this.vh + d.l4Off + l4Off;
-    const f = this.frame!;
-    return at + 2 <= f.length ? (f[at]! << 8) | f[at + 1]! : fallback;
-  }
 }
 
 type Send = (f: Uint8Array, from: Side) => void;
 
-/** One TCP connection: handshake, data both ways (reordered, retransmitted, GSO), FIN, or RST. */
-function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number, cport: number, sport: number, text: Uint8Array, k: number, step: () => void): void {
-  const isnC = (0x10000000 + k * 7919) >>> 0;
-  const isnS = (0x70000000 + k * 104729) >>> 0;
+/**
+ * One TCP connection: handshake, the request (in MSS segments), the response (its second segment
+ * first, the first one repeated, the rest in GSO frames with a vnet header), FIN, or RST. Each
+ * side acknowledges what it was delivered: a rewrite moves the sequence numbers.
+ */
+function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number, cport: number, sport: number, talk: Talk, k: number, step: () => void): void {
+  // Initial sequence numbers over the whole 32-bit space, as real ones are: code that only saw
+  // numbers below 2^30 (small integers to V8) or 2^31 was thrown away ("not a Smi", "lost
+  // precision") at the first real connection, and field representations changed ("wrong map").
+  const isnC = Math.imul(k + 1, 0x9e3779b9) >>> 0;
+  const isnS = Math.imul(k + 7, 0x85ebca6b) >>> 0;
   let cs = isnC + 1;
   let ss = isnS + 1;
-  const c2s = (seq: number, ack: number, flags: number, payload?: Uint8Array): void => send(b.tcp(c, s, cport, sport, seq, ack, flags, payload), 0);
-  const s2c = (seq: number, ack: number, flags: number, payload?: Uint8Array): void => send(b.tcp(s, sc, sport, scport, seq, ack, flags, payload), 1);
-  c2s(isnC, 0, SYN);
+  seen.resetEnds();
+  // Each side's timestamp clock (random offsets over the 32-bit space, as Linux's), one tick a
+  // segment; each echoes the other's last.
+  let tsC = Math.imul(k + 3, 0xc2b2ae35) >>> 0;
+  let tsS = Math.imul(k + 5, 0x27d4eb2f) >>> 0;
+  const cTimes = (): TcpTimes => ({ tsval: (tsC = (tsC + 1) >>> 0), tsecr: tsS });
+  const sTimes = (): TcpTimes => ({ tsval: (tsS = (tsS + 1) >>> 0), tsecr: tsC });
+  const c2s = (seq: number, flags: number, payload?: Uint8Array, sack?: readonly SackBlock[], ack = seen.end(0, ss)): void =>
+    send(b.tcp(c, s, cport, sport, seq, ack, flags, cTimes(), payload, false, sack), 0);
+  const s2c = (seq: number, flags: number, payload?: Uint8Array, gso = false): void => send(b.tcp(s, sc, sport, scport, seq, seen.end(1, cs), flags, sTimes(), payload, gso), 1);
+  send(b.tcp(c, s, cport, sport, isnC, 0, SYN, { tsval: (tsC = (tsC + 1) >>> 0), tsecr: 0 }), 0);
   // The client as the server side sees it (after NAT), from the SYN the gateway forwarded.
   const sc = seen.addr(c);
   const scport = seen.port(0, cport);
-  s2c(isnS, cs, SYN | ACK);
-  c2s(cs, ss, ACK);
-  // A request, acknowledged.
-  const req = text.subarray(0, 30);
-  c2s(cs, ss, ACK | PSH, req);
+  s2c(isnS, SYN | ACK);
+  c2s(cs, ACK);
+  // The request, acknowledged.
+  const req = talk.request;
+  for (let o = 0; o < req.length; o += MSS) c2s(cs + o, ACK | PSH, req.subarray(o, o + MSS));
   cs += req.length;
-  s2c(ss, cs, ACK);
-  // A response of three segments: the second arrives first, the first is retransmitted.
-  const seg = (i: number): Uint8Array => text.subarray((i * 997) % (text.length - MSS), ((i * 997) % (text.length - MSS)) + MSS);
-  const r0 = seg(k);
-  const r1 = seg(k + 1);
-  const r2 = seg(k + 2);
-  s2c(ss + MSS, cs, ACK, r1);
-  s2c(ss, cs, ACK, r0);
-  s2c(ss, cs, ACK, r0);
-  s2c(ss + 2 * MSS, cs, ACK | PSH, r2);
-  ss += 3 * MSS;
-  c2s(cs, ss - MSS, ACK);
-  c2s(cs, ss, ACK);
-  if (b.vnet) {
-    // One GSO frame of 8 segments (partial checksum), as a TAP with offloads hands them over.
-    const big = new Uint8Array(8 * MSS);
-    for (let i = 0; i < 8; i++) big.set(seg(k + 3 + i), i * MSS);
-    send(b.tcp(s, sc, sport, scport, ss, cs, ACK, big, true), 1);
-    ss += big.length;
-    c2s(cs, ss, ACK);
+  s2c(ss, ACK);
+  // The response: the second segment arrives first, the first is retransmitted (a response of
+  // one segment: that one twice).
+  const res = talk.response;
+  const piece = (i: number): Uint8Array => res.subarray(i * MSS, (i + 1) * MSS);
+  if (res.length > MSS) s2c(ss + MSS, ACK, piece(1));
+  s2c(ss, ACK, piece(0));
+  s2c(ss, ACK, piece(0));
+  // The duplicate reported as a D-SACK (RFC 2883: a block below the cumulative ACK).
+  const got = seen.end(0, ss);
+  c2s(cs, ACK, undefined, [{ left: (got - Math.min(MSS, res.length)) >>> 0, right: got }]);
+  if (res.length > 2 * MSS) s2c(ss + 2 * MSS, ACK | PSH, piece(2));
+  c2s(cs, ACK);
+  // The rest: GSO frames of up to 44 segments (partial checksum) as a TAP with offloads hands
+  // them over, or one segment each.
+  const per = b.vnet ? 44 * MSS : MSS;
+  seen.takeFirstEnd(0);
+  for (let o = 3 * MSS; o < res.length; o += per) {
+    const p = res.subarray(o, o + per);
+    s2c(ss + o, ACK | PSH, p, b.vnet && p.length > MSS);
   }
+  ss += res.length;
+  // A partial ACK first (the first segment of the rest: rewritten bytes beyond it move the
+  // window's right edge), then all.
+  c2s(cs, ACK, undefined, undefined, seen.takeFirstEnd(seen.end(0, ss)));
+  c2s(cs, ACK);
   step();
   if (k % 4 === 3) {
-    c2s(cs, ss, RST | ACK);
+    c2s(cs, RST | ACK);
     return;
   }
-  c2s(cs, ss, FIN | ACK);
+  c2s(cs, FIN | ACK);
   cs += 1;
-  s2c(ss, cs, FIN | ACK);
+  s2c(ss, FIN | ACK);
   ss += 1;
-  c2s(cs, ss, ACK);
+  c2s(cs, ACK);
+}
+
+/** A segment's timestamps option. */
+interface TcpTimes {
+  tsval: number;
+  tsecr: number;
 }
 
 /** Frames with correct checksums (and a virtio-net header when the TAPs have one). */
@@ -266,13 +350,23 @@ class Builder {
     return this.ip(src, dst, IP_PROTO_UDP, body);
   }
 
-  tcp(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, payload?: Uint8Array, gso = false): Uint8Array {
+  /**
+   * A TCP segment with the options Linux sends: MSS, SACK permitted, timestamps and window scale
+   * on a SYN, timestamps on every other segment (and `sack` blocks when given), a scaled window.
+   */
+  tcp(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, ts: TcpTimes, payload?: Uint8Array, gso = false, sack?: readonly SackBlock[]): Uint8Array {
     const toServer = dst === SERVER;
     const partial = gso && this.vh > 0;
+    const stamps: TcpOption = { kind: 'timestamps', tsval: ts.tsval, tsecr: ts.tsecr };
+    const options: TcpOption[] =
+      flags & SYN
+        ? [{ kind: 'mss', mss: MSS + 12 }, { kind: 'sack-permitted' }, stamps, { kind: 'nop' }, { kind: 'wscale', shift: 7 }]
+        : [{ kind: 'nop' }, { kind: 'nop' }, stamps, ...(sack !== undefined ? [{ kind: 'nop' } as const, { kind: 'nop' } as const, { kind: 'sack', blocks: sack } as const] : [])];
     const f = tcpFrame({
       src, dst, srcPort: sport, dstPort: dport, seq, ack,
       flags: flags | (flags & SYN ? 0 : ACK),
-      options: flags & SYN ? [{ kind: 'mss', mss: MSS }] : [],
+      window: flags & SYN ? 64240 : 502,
+      options,
       ...(payload !== undefined ? { payload } : {}),
       headroom: this.vh,
       srcMac: toServer ? MAC_C : MAC_S,
@@ -281,8 +375,8 @@ class Builder {
     });
     if (partial) {
       // A GSO frame as a TAP with offloads hands it over: partial checksum, segments of MSS
-      // (a data segment: IPv4 and TCP headers of 20 bytes, no options).
-      new VirtioNetHdrRepr({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 14 + 20 + 20, gsoSize: MSS, csumStart: 14 + 20, csumOffset: 16 }).emit(f);
+      // (a data segment: IPv4 header of 20 bytes, TCP header of 32 with the timestamps).
+      new VirtioNetHdrRepr({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 14 + 20 + 32, gsoSize: MSS, csumStart: 14 + 20, csumOffset: 16 }).emit(f);
     }
     return f;
   }

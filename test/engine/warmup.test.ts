@@ -6,6 +6,8 @@
  * optimised code, without deoptimising handleFrame or its output path.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
@@ -81,4 +83,58 @@ describe('warmUp', () => {
     const bailouts = during.split('\n').filter((l) => l.includes('bailout') && /<JSFunction (handleFrame|handleTcp|out|decodeFrame|lookup|onSegment|handle)\b/.test(l));
     expect(bailouts).toEqual([]);
   });
+
+  it('leaves the paths of a real Linux connection optimised: options, sequence numbers over 2^31, SACK (V8 trace)', () => {
+    // A real capture (test/fixtures/http-loss.pcap: curl and python's http.server, with
+    // timestamps, window scaling, SACK, loss and retransmissions) replayed into a gateway after
+    // the warm-up, a replace rule rewriting its body. The code that parses and tracks the
+    // segments and translates their numbers must have run during the warm-up: no deoptimisation
+    // for a path it never took ("Insufficient type feedback") or for numbers it never saw ("not
+    // a Smi", "lost precision"), as happened when warm-up segments had no options and
+    // sequence numbers below 2^31.
+    const script = `
+      import { Gateway } from './src/engine/gateway.ts';
+      import { warmUp } from './src/engine/warmup.ts';
+      import { loadConfig } from './src/config/index.ts';
+      import { readPcapAll } from './src/phy/pcap-read.ts';
+      import { pino } from 'pino';
+      import { writeFileSync } from 'node:fs';
+      const log = pino({ level: 'silent' });
+      const file = process.env.TMPDIR_WARM + '/fox.yaml';
+      writeFileSync(file, 'rules:\\n  - match: { port: 8000 }\\n    agent: replace\\n    replace:\\n      - { find: "quick brown", with: "slow red" }\\n');
+      const config = loadConfig(file);
+      const gw = new Gateway({ config, vnetHdr: false, verifyChecksums: true, log: log.child({ mod: 'gateway' }) });
+      const { records } = await readPcapAll('test/fixtures/http-loss.pcap');
+      warmUp({ config, vnetHdr: false, log });
+      await new Promise((r) => setTimeout(r, 300)); // concurrent compilation finishes
+      console.log('REAL-TRAFFIC-START');
+      const emit = function realEmit(f) {};
+      const t0 = Number(records[0].tsNs / 1000n) / 1000;
+      for (const r of records) {
+        const d = r.data;
+        const side = ((d[34] << 8) | d[35]) === 8000 ? 1 : 0;
+        gw.handleFrame(new Uint8Array(d), side, 1e6 + Number(r.tsNs / 1000n) / 1000 - t0, emit);
+      }
+      console.log('REAL-TRAFFIC-END', gw.stats().agents.replace.matches);
+    `;
+    const tmp = mkdtempSync(join(tmpdir(), 'tapgate-warm-'));
+    try {
+      const r = spawnSync(process.execPath, ['--trace-deopt-verbose', '--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO, encoding: 'utf8', timeout: 60_000, env: { ...process.env, TMPDIR_WARM: tmp } });
+      expect(r.status, r.stderr).toBe(0);
+      const after = r.stdout.slice(r.stdout.indexOf('REAL-TRAFFIC-START'));
+      expect(after).toContain('REAL-TRAFFIC-END 1600'); // every line's match replaced
+      const during = after.slice(0, after.indexOf('REAL-TRAFFIC-END')).split('\n');
+      const found: string[] = [];
+      during.forEach((l, i) => {
+        const m = /^\[bailout \(kind: [^,]*, reason: ([^)]*)\): begin\. deoptimizing \S+ <JSFunction (\S+)/.exec(l);
+        if (m === null || !/^(Insufficient type feedback|not a Smi|lost precision|Smi)/.test(m[1]!)) return;
+        const at = /deoptimize at <[^>]*\/src\/((?:wire|flow|engine|stream\/connection)[^:>]*)/.exec(during[i + 1] ?? '');
+        if (at !== null) found.push(`${m[2]} (${at[1]}): ${m[1]}`);
+      });
+      expect(found).toEqual([]);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
+
