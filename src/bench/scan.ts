@@ -4,7 +4,8 @@
  * Scan and EditRun, the occurrences from `findAll`), and what the gateway runs (the default: the
  * native scan from NATIVE_SCAN_MIN_BYTES on): over 64 MiB fed in 64 KiB segments (what TAP GSO
  * hands over), random bytes under a pattern that never matches (the iperf3 benchmark's rule) and
- * a dense text body (a match every 59 bytes, joined edits: like the HTTP benchmark's body); and
+ * a dense text body (a match every 59 bytes, joined edits), the HTTP benchmark's own body (two
+ * matches on every 91-byte line); and
  * 16 MiB of 256-byte segments with one match each, fed to 1,000 agents in turn (small keep-alive
  * requests and responses on many connections).
  * GiB/s, medians of `runs` timed runs after one warm-up run, each path's runs together.
@@ -16,6 +17,7 @@ import { createReplace, NATIVE_SCAN_MIN_BYTES, type ReplaceRule } from '../agent
 import { literalSearchBackend } from '../agent/literal-search.js';
 import type { AgentContext, Direction } from '../agent/types.js';
 import { NEVER_PATTERN } from './live.js';
+import { HTTP_REWRITES, makeBody } from './http.js';
 
 const CTX: AgentContext = {
   flowId: 'bench',
@@ -49,6 +51,14 @@ function cases(): Case[] {
       name: 'dense text, "Hello world" every 59 bytes and "Good bye!" (none)',
       rules: [{ find: 'Hello world', with: 'Hi there' }, { find: 'Good bye!', with: 'Farewell' }],
       segments: () => Array.from({ length: SEGMENTS }, () => dense),
+    },
+    {
+      name: 'the HTTP bench\'s dense body (big.txt: "Hello world" and "Good bye!" on every 91-byte line)',
+      rules: HTTP_REWRITES.map((r) => ({ ...r })),
+      segments: () => {
+        const body = makeBody(SEGMENT * SEGMENTS);
+        return Array.from({ length: SEGMENTS }, (_, i) => body.subarray(i * SEGMENT, (i + 1) * SEGMENT));
+      },
     },
     {
       name: '256-byte segments, one "Hello world" each, over 1,000 connections in turn',

@@ -51,6 +51,22 @@ describe('native literal scan', () => {
     );
   });
 
+  it('gives the JS scan\'s answers over long segments: matches far apart and near, false candidates of the rare byte', () => {
+    // Segments of up to 3,000 bytes over a four-letter alphabet: a rule's next match is searched
+    // near the last one by its rarest byte (which occurs everywhere here: the fall-back to memmem
+    // after a few false candidates) and past 512 bytes by memmem alone.
+    const word = fc.stringMatching(/^[abcd]{1,12}$/);
+    const rule = fc.record({ find: word, with: fc.stringMatching(/^[xyz]{0,5}$/), ignoreCase: fc.boolean() });
+    const filler = fc.tuple(fc.constantFrom('a', 'b', 'c', 'd', 'ab', 'abc', 'dddd', 'acbd'), fc.integer({ min: 1, max: 400 })).map(([w, k]) => w.repeat(k));
+    const segment = fc.array(filler, { minLength: 1, maxLength: 12 }).map((xs) => xs.join('').slice(0, 3000));
+    fc.assert(
+      fc.property(fc.array(rule, { minLength: 1, maxLength: 3 }), fc.array(segment, { minLength: 1, maxLength: 4 }), fc.boolean(), (rules, chunks, join) => {
+        expect(run(rules, chunks, join, 'always')).toEqual(run(rules, chunks, join, false));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
   it('joins a dense body\'s matches as the JS scan does (gaps and spans at their limits)', () => {
     const body = ('Hello world' + '-'.repeat(250)).repeat(40) + 'Hello wor';
     const rules = [{ find: 'Hello world', with: 'Hi there' }, { find: 'o w', with: '0_w' }];
