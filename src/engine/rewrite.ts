@@ -439,11 +439,14 @@ export class Rewriter {
   }
 }
 
-/** How many stream events were counted so far (a segment or timer that adds one gets its warn line). */
-function streamEvents(s: StreamCounters): number {
-  let n = 0;
-  for (const k of STREAM_EVENT_KEYS) n += s[k];
-  return n;
+/**
+ * How many stream events were counted so far (a segment or timer that adds one gets its warn
+ * line). Written out, not a loop over STREAM_EVENT_KEYS: twice per segment, and a keyed load per
+ * name was 1.9 % of the gateway's time under wrk ×10,000 (`--profile=conc`). A test checks that it
+ * names every key.
+ */
+export function streamEvents(s: StreamCounters): number {
+  return s.farAhead + s.queueOverflow + s.dataAfterFin + s.erasedDiscard + s.normalized + s.agentError + s.agentViolation + s.flushTimeout + s.flushLimit;
 }
 
 const STREAM_EVENT_MSG = {
@@ -457,7 +460,7 @@ const STREAM_EVENT_MSG = {
   flushTimeout: 'held bytes decided by the hold timeout: a pattern split around the sender\'s silence went as it stood',
   flushLimit: 'held bytes decided at the hold limit (maxHeldBytes): a longer match is not found',
 } as const;
-const STREAM_EVENT_KEYS = Object.keys(STREAM_EVENT_MSG) as (keyof typeof STREAM_EVENT_MSG)[];
+export const STREAM_EVENT_KEYS = Object.keys(STREAM_EVENT_MSG) as (keyof typeof STREAM_EVENT_MSG)[];
 
 function readSack(tcp: TcpSegment): Array<[number, number]> | null {
   if (tcp.sackOptionOffset() < 0) return null;
