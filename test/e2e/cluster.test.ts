@@ -104,7 +104,23 @@ const ORIGIN = join(REPO, 'test/e2e/fixtures/http_origin.py');
 const NATS_SERVERS = 3;
 const nodeArgv = (i: number): string[] => clusterNodeArgv(i, CONFIG, NATS_SERVERS);
 const status = (): Promise<NodeStatus[]> => clusterStatus(P);
-const waitView = (ids: number[]): Promise<NodeStatus[]> => clusterWaitView(P, ids);
+/** The view `ids` on every node; failing, with what each node logged of its membership. */
+const waitView = (ids: number[]): Promise<NodeStatus[]> =>
+  clusterWaitView(P, ids).catch((e: Error) => {
+    throw new Error(`${e.message}${membershipLog()}`);
+  });
+
+/** The nodes' membership lines (views, nodes found dead, leases lost, readiness), the last 20 of each log. */
+function membershipLog(): string {
+  const dir = labStateDir(P);
+  if (!existsSync(dir)) return '';
+  const out: string[] = [];
+  for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort()) {
+    const lines = readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => /cluster (view|node dead|node ready|lease lost)|"mod":"cluster".*"level":[45]0|"level":[45]0.*"mod":"cluster"/.test(l));
+    out.push(`--- ${f} (last ${Math.min(20, lines.length)} of ${lines.length} membership lines)`, ...lines.slice(-20).map((l) => l.slice(0, 300)));
+  }
+  return `\n${out.join('\n')}`;
+}
 
 const ownerNode = (addr: number, view: number[]): number => Number(ownerOf(addr, view.map(String)));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -125,9 +141,7 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     await labUp({ prefix: P, config: { nodes: 3, clients: 2, natsServers: NATS_SERVERS }, cwd: REPO });
     for (const i of NODES) labStartNode(P, i, nodeArgv(i), { cwd: REPO });
     await labWaitNodesAttached(P, 3, { timeoutMs: 30_000 });
-    await waitView(NODES).catch((e: Error) => {
-      throw new Error(`${e.message}${clusterLog()}`);
-    });
+    await waitView(NODES);
     startVsftpd(P, fx.conf);
     startHttpServer(P, SERVER, 8001, fx.root);
     labSpawn(P, 'server', 'origin-8002', ['python3', ORIGIN, SERVER, '8002', fx.root, 'HTTP/1.1']);
