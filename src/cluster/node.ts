@@ -258,6 +258,16 @@ export class ClusterNode implements ClusterAttach {
   private fencing = false;
   /** This node's own sync worked at the last timer round (it may judge the others). */
   private syncHealthy = false;
+  /**
+   * When a heartbeat of this node's own last arrived on the main connection, where the others'
+   * arrive (0: none yet). The lease says the heartbeat worker's connection works; this says the
+   * main one delivers too. After a partition the two come back apart — each TCP connection
+   * retransmits on its own backoff, a second or more apart — and a node that judged the others
+   * by its lease alone found them all silent for deadMs and dead, for good (their incarnations),
+   * while they took it back into their view: a cluster split until it restarted (seen once in
+   * CI, `test/e2e/cluster.test.ts` "a partition").
+   */
+  private selfHeardMs = 0;
   /** Other nodes' connections, ready to take over (./spares.ts). */
   private readonly spares: SpareStore;
   private readonly local = new Map<Flow<unknown>, LocalRec>();
@@ -424,6 +434,14 @@ export class ClusterNode implements ClusterAttach {
     return true;
   }
 
+  /**
+   * A heartbeat of this node's own arrived on the main connection within half the dead time: the
+   * others', had they sent any, would have arrived too.
+   */
+  private selfHeard(now: number): boolean {
+    return this.selfHeardMs > 0 && now - this.selfHeardMs <= this.o.deadMs / 2;
+  }
+
   /** The live loop asks before each frame it writes (engine/live.ts): false = dropped, counted. */
   mayForward(): boolean {
     return !this.fencedNow(this.now());
@@ -497,6 +515,7 @@ export class ClusterNode implements ClusterAttach {
     }
     if (typeof h?.id !== 'string' || typeof h.startedMs !== 'number') return;
     const now = this.now();
+    if (h.id === this.id) this.selfHeardMs = now;
     const silentMs = this.ms.fenced(h, now);
     if (silentMs !== null) {
       this.counters.nodesDead++;
@@ -521,8 +540,10 @@ export class ClusterNode implements ClusterAttach {
     this.lastTimerMs = now;
     if (this.fencing || !this.leaseHeld(now)) this.fence(now);
     // Only a node whose own heartbeats come back judges the others: one cut off hears no one and
-    // would find everyone dead. After such a time, everyone gets a fresh deadline.
-    const healthy = this.connected && this.beat !== null && this.beat.leaseUntil(this.startedMs) > now;
+    // would find everyone dead. Back on both connections: its lease (the worker's), and recently
+    // on the main one, where the others' arrive (see selfHeardMs). After such a time, everyone
+    // gets a fresh deadline.
+    const healthy = this.connected && this.beat !== null && this.beat.leaseUntil(this.startedMs) > now && this.selfHeard(now);
     if (healthy && !this.syncHealthy) this.ms.freshen(now);
     this.syncHealthy = healthy;
     if (healthy && !late) {
