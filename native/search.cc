@@ -102,14 +102,10 @@ int64_t FindFar(const uint8_t* hay, size_t n, size_t from, const uint8_t* pat, s
 // ripgrep's memchr "rare byte" prefilter, coarser): space and lower-case letters by English
 // frequency, then line ends, digits, common punctuation, upper case, other printable bytes,
 // control and non-ASCII bytes.
-uint8_t ByteRank(uint8_t c) {
+uint8_t RankOf(uint8_t c) {
   static const char kLower[] = "etaoinshrdlcumwfgypbvkjxqz";
   if (c == ' ') return 255;
-  if (c >= 'a' && c <= 'z') {
-    for (int i = 0; kLower[i] != 0; i++) {
-      if (kLower[i] == c) return static_cast<uint8_t>(250 - 4 * i);
-    }
-  }
+  if (c >= 'a' && c <= 'z') return static_cast<uint8_t>(250 - 4 * (strchr(kLower, c) - kLower));
   if (c == '\n' || c == '\r' || c == '\t') return 140;
   if (c >= '0' && c <= '9') return 130;
   if (c == '.' || c == ',' || c == '-' || c == '/' || c == ':' || c == '=' || c == '"') return 120;
@@ -117,6 +113,15 @@ uint8_t ByteRank(uint8_t c) {
   if (c >= 0x21 && c < 0x7f) return 60;
   return 20;
 }
+
+// RankOf for every byte, made once.
+struct ByteRanks {
+  uint8_t r[256];
+  ByteRanks() {
+    for (int c = 0; c < 256; c++) r[c] = RankOf(static_cast<uint8_t>(c));
+  }
+};
+const ByteRanks kRanks;
 
 struct Near {
   const uint8_t* pat = nullptr;
@@ -130,7 +135,7 @@ struct Near {
     m = len;
     rareAt = 0;
     for (size_t i = 1; i < m; i++) {
-      if (ByteRank(p[i]) <= ByteRank(p[rareAt])) rareAt = i;
+      if (kRanks.r[p[i]] <= kRanks.r[p[rareAt]]) rareAt = i;
     }
     rare = p[rareAt];
   }

@@ -3,8 +3,7 @@
  * all nodes of the same function (name + script + line), largest first.
  */
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
 
 interface CpuProfileNode {
   id: number;

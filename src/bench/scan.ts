@@ -54,7 +54,7 @@ function cases(): Case[] {
     },
     {
       name: 'the HTTP bench\'s dense body (big.txt: "Hello world" and "Good bye!" on every 91-byte line)',
-      rules: HTTP_REWRITES.map((r) => ({ ...r })),
+      rules: [...HTTP_REWRITES],
       segments: () => {
         const body = makeBody(SEGMENT * SEGMENTS);
         return Array.from({ length: SEGMENTS }, (_, i) => body.subarray(i * SEGMENT, (i + 1) * SEGMENT));

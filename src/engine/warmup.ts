@@ -111,9 +111,9 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
   // What each port's connections say, in the rule's protocol (a few variants per port, made once).
   const rules = opts.config?.rules ?? [];
   const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v)));
+  const probe = talks[0]![0]!.request;
   for (let k = 0; frames < target; k++) {
     now += 5.25;
-    const probe = talks[0]![0]!.request;
     send(b.icmp(client, server, 8, k), 0);
     const sc = seen.addr(client);
     send(b.icmp(server, sc, 0, seen.port(4, k)), 1);

@@ -110,17 +110,34 @@ const waitView = (ids: number[]): Promise<NodeStatus[]> =>
     throw new Error(`${e.message}${membershipLog()}`);
   });
 
-/** The nodes' membership lines (views, nodes found dead, leases lost, readiness), the last 20 of each log. */
-function membershipLog(): string {
+/** Each node's log (every incarnation: the logs are appended to), as lines. */
+function nodeLogs(): { file: string; lines: string[] }[] {
   const dir = labStateDir(P);
-  if (!existsSync(dir)) return '';
-  const out: string[] = [];
-  for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort()) {
-    const lines = readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => /cluster (view|node dead|node ready|lease lost)|"mod":"cluster".*"level":[45]0|"level":[45]0.*"mod":"cluster"/.test(l));
-    out.push(`--- ${f} (last ${Math.min(20, lines.length)} of ${lines.length} membership lines)`, ...lines.slice(-20).map((l) => l.slice(0, 300)));
-  }
-  return `\n${out.join('\n')}`;
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((n) => /^node\d+\.log$/.test(n))
+    .sort()
+    .map((file) => ({ file, lines: readFileSync(join(dir, file), 'utf8').split('\n') }));
 }
+
+/** The last `n` lines of each node's log that `re` matches, under a heading naming them `what`. */
+function lastNodeLines(what: string, re: RegExp, n: number): string {
+  const out: string[] = [];
+  for (const { file, lines } of nodeLogs()) {
+    const hit = lines.filter((l) => re.test(l));
+    out.push(`--- ${file} (last ${Math.min(n, hit.length)} of ${hit.length} ${what})`, ...hit.slice(-n).map((l) => l.slice(0, 300)));
+  }
+  return out.length === 0 ? '' : `\n${out.join('\n')}`;
+}
+
+/** The nodes' membership lines (views, nodes found dead, leases lost, readiness). */
+const membershipLog = (): string => lastNodeLines('membership lines', /cluster (view|node dead|node ready|lease lost)|"mod":"cluster".*"level":[45]0|"level":[45]0.*"mod":"cluster"/, 20);
+
+/**
+ * For a failed transfer's message: what each node logged about the cluster lately (views,
+ * deaths, the sync connection, takeovers, hand-overs), so that a failure in CI can be read.
+ */
+const clusterLog = (): string => lastNodeLines('cluster lines', /cluster|taken over|hand|dead|view|"level":[45]0/, 12);
 
 const ownerNode = (addr: number, view: number[]): number => Number(ownerOf(addr, view.map(String)));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -178,30 +195,8 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     expect(nsBefore.filter((n) => n.startsWith(`${P}-`))).toEqual([]);
   });
 
-  /**
-   * Four transfers at once: client 1 downloads the HTTP text (rewritten) and uploads by active
-   * FTP (EPRT through the masquerade: vsftpd connects back to the NAT's expected port); client 2
-   * downloads by passive FTP and fetches the text twice over one keep-alive connection through
-   * the http agent (Content-Length from the origin, then chunked). Rate-limited to last about
-   * `seconds`.
-   */
   /** Transfers of each client still running (set by `transfers`). */
   const running = { client: 0, client2: 0, keepAlive: false, gzip: false };
-
-  /**
-   * For a failed transfer's message: what each node logged about the cluster lately (views,
-   * deaths, the sync connection, takeovers, hand-overs), so that a failure in CI can be read.
-   */
-  function clusterLog(): string {
-    const dir = labStateDir(P);
-    if (!existsSync(dir)) return '';
-    const out: string[] = [];
-    for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort()) {
-      const lines = readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => /cluster|taken over|hand|dead|view|"level":[45]0/.test(l));
-      out.push(`--- ${f} (last ${Math.min(12, lines.length)} of ${lines.length} cluster lines)`, ...lines.slice(-12).map((l) => l.slice(0, 300)));
-    }
-    return `\n${out.join('\n')}`;
-  }
 
   /**
    * Lines the nodes logged (every incarnation: the logs are appended to) since `sinceMs` whose
@@ -209,13 +204,12 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
    * connection stalls until the host speaks again.
    */
   function logged(key: string, sinceMs: number): string[] {
-    const dir = labStateDir(P);
     const out: string[] = [];
-    for (const f of readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n))) {
-      for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
+    for (const { file, lines } of nodeLogs()) {
+      for (const l of lines) {
         if (!l.includes(`"key":"${key}"`)) continue;
         const t = (JSON.parse(l) as { time?: number }).time ?? 0;
-        if (t >= sinceMs) out.push(`${f}: ${l.slice(0, 300)}`);
+        if (t >= sinceMs) out.push(`${file}: ${l.slice(0, 300)}`);
       }
     }
     return out;
@@ -227,16 +221,22 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     // What the nodes logged about the RSTs' ports (NAT entries, takeovers of their connections).
     const ports = new Set(r.flatMap((x) => [...x.matchAll(/:(\d+) > [\d.]+:(\d+)/g)].flatMap((m) => [m[1]!, m[2]!])));
     const about: string[] = [];
-    const dir = labStateDir(P);
-    for (const f of existsSync(dir) ? readdirSync(dir).filter((n) => /^node\d+\.log$/.test(n)).sort() : []) {
-      for (const l of readFileSync(join(dir, f), 'utf8').split('\n')) {
-        if ([...ports].some((p) => l.includes(`:${p}"`) || l.includes(`.${p}-`) || l.includes(`.${p}"`) || l.includes(`.${p}#`))) about.push(`${f}: ${l.slice(0, 300)}`);
+    for (const { file, lines } of nodeLogs()) {
+      for (const l of lines) {
+        if ([...ports].some((p) => l.includes(`:${p}"`) || l.includes(`.${p}-`) || l.includes(`.${p}"`) || l.includes(`.${p}#`))) about.push(`${file}: ${l.slice(0, 300)}`);
       }
     }
     return `${what}: ${stderr.trim()}\n${r.length} RST since the transfers began\n${r.slice(0, 10).join('\n')}\n` +
       `node lines about ports ${[...ports].join(', ')} (last 30 of ${about.length}):\n${about.slice(-30).join('\n')}${clusterLog()}`;
   }
 
+  /**
+   * Four transfers at once: client 1 downloads the HTTP text (rewritten) and uploads by active
+   * FTP (EPRT through the masquerade: vsftpd connects back to the NAT's expected port); client 2
+   * downloads by passive FTP and fetches the text twice over one keep-alive connection through
+   * the http agent (Content-Length from the origin, then chunked). Rate-limited to last about
+   * `seconds`.
+   */
   function transfers(tag: string, seconds: number): Promise<void> {
     const rateHttp = Math.ceil(text.length / seconds);
     const rateFtp = Math.ceil(fx.data.length / seconds);
