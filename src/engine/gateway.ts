@@ -64,6 +64,12 @@ export interface GatewayOptions {
   nat?: NatTable;
   /** Cluster membership (src/cluster): which frames this node handles, and output gating. */
   cluster?: ClusterHooks;
+  /**
+   * Frames are handled in batches and the caller calls `endBatch` after each (the live loop): a
+   * grown segment's last piece may then wait for the connection's next one (engine/emit.ts,
+   * Coalescing). Off by default: every frame out leaves within the call that made it.
+   */
+  batched?: boolean;
 }
 
 /** A frame's 4-tuple as it arrived (before NAT), on the side it arrived on. */
@@ -286,7 +292,7 @@ export class Gateway {
       agentLog: log !== undefined ? (key, obj, msg) => this.ratelog.log(key, this.nowMs, obj(), msg) : undefined,
       regexBudget: () => this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded,
     });
-    this.emitter = new Emitter(this.counters, this.rewriter.stream, this.vh);
+    this.emitter = new Emitter(this.counters, this.rewriter.stream, this.vh, opts.batched === true);
     this.admission = new Admission({
       counters: this.counters,
       limits: this.limits,
@@ -399,6 +405,11 @@ export class Gateway {
 
   get queuedBytes(): number {
     return this.rewriter.budget.queueBytes;
+  }
+
+  /** The end of a batch (`batched`): what the emit stage kept for the next frame out leaves now. */
+  endBatch(): void {
+    this.emitter.release();
   }
 
   /** Handles one frame that arrived on `from` (replay: always 0; out frames go to `1 - from`). */

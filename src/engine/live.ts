@@ -156,6 +156,7 @@ export class LiveGateway {
       config: opts.config,
       vnetHdr: opts.vnetHdr,
       verifyChecksums: true,
+      batched: true,
       log: opts.log.child({ mod: 'gateway' }),
       ...(opts.cluster !== undefined ? { cluster: opts.cluster } : {}),
       ...(opts.events !== undefined ? { events: opts.events } : {}),
@@ -347,6 +348,7 @@ export class LiveGateway {
 
   /** Writes what the gateway emitted; `final` (stop) releases everything the ports still hold. */
   private flush(now: number, final = false): void {
+    this.gateway.endBatch();
     for (let to: Side = 0; to < 2; to++) {
       const q = this.pending[to];
       this.written[to] = q.length === 0 && !this.holding ? 0 : this.ports[to]!.write(q, now, final);

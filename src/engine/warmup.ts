@@ -84,7 +84,7 @@ const SERVER = 0x0afe0001;
 export function warmUp(opts: WarmupOptions): WarmupResult {
   const t0 = performance.now();
   const cfg = warmupConfig(opts.config);
-  const gw = new Gateway({ config: cfg, vnetHdr: opts.vnetHdr, verifyChecksums: true, ...(opts.log !== undefined ? { log: opts.log.child({ mod: 'warmup' }) } : {}) });
+  const gw = new Gateway({ config: cfg, vnetHdr: opts.vnetHdr, verifyChecksums: true, batched: true, ...(opts.log !== undefined ? { log: opts.log.child({ mod: 'warmup' }) } : {}) });
   const b = new Builder(opts.vnetHdr);
   const client = clientAddress(opts.config);
   const server = SERVER;
@@ -106,6 +106,8 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
   const send = (f: Uint8Array, from: Side): void => {
     seen.clear();
     gw.handleFrame(f, from, now, (frames & 1) === 0 ? sink : sink2);
+    // As the live loop does after each batch (engine/live.ts flush).
+    gw.endBatch();
     frames++;
   };
   // What each port's connections say, in the rule's protocol (a few variants per port, made once).

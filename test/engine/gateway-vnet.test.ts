@@ -4,7 +4,8 @@
  * partial checksum holding the pseudo-header sum with the new length (what Linux's
  * tcp_v4_send_check leaves; checked against kernel frames in the lab); small rebuilt frames keep
  * partial or full checksum semantics; header-only rewrites of partial frames leave the partial
- * sum alone; Buffers from a reused batch buffer are never aliased.
+ * sum alone; Buffers from a reused batch buffer are never aliased; with `batched` (the live loop),
+ * a connection's grown segments leave in frames as full as IPv4 allows, in order.
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
@@ -112,8 +113,8 @@ const ACK = 0x10;
 const PSH = 0x08;
 
 /** A gateway with a handshake done; returns it and a collector of frames per side. */
-function connected() {
-  const gw = new Gateway({ config: CONFIG, vnetHdr: true });
+function connected(batched = false) {
+  const gw = new Gateway({ config: CONFIG, vnetHdr: true, batched });
   const out: Array<{ f: Uint8Array; to: number }> = [];
   const emit = (f: Uint8Array, to: number) => out.push({ f: f.slice(), to });
   gw.handleFrame(frame({ fromClient: true, seq: C_ISN, ack: 0, flags: SYN, mss: 1460 }), 0, 0, emit);
@@ -241,6 +242,83 @@ describe('gateway with a vnet header (TAP GSO)', () => {
       got += o.payload;
     }
     expect(got).toBe(rewrite(data));
+  });
+
+  /** Grown GSO segments of the server, back to back from S_ISN + 1; the last with PSH. */
+  function grownBatch(gw: Gateway, emit: (f: Uint8Array, to: number) => void, parts: string[]): void {
+    let seq = S_ISN + 1;
+    parts.forEach((p, i) => {
+      const last = i === parts.length - 1;
+      gw.handleFrame(frame({ fromClient: false, seq, ack: C_ISN + 1, flags: last ? ACK | PSH : ACK, payload: enc(p), csum: 'gso', gsoSize: 1448 }), 1, 3 + i, emit);
+      seq += p.length;
+    });
+  }
+
+  /** The frames to the client, checked, in order: contiguous from S_ISN + 1; their payloads joined. */
+  function stream(out: Array<{ f: Uint8Array; to: number }>): { sizes: number[]; data: string; flags: number[] } {
+    let seq = (S_ISN + 1) >>> 0;
+    let data = '';
+    const sizes: number[] = [];
+    const flags: number[] = [];
+    for (const { f, to } of out) {
+      expect(to).toBe(0);
+      const o = inspect(f);
+      expect(o.seq).toBe(seq);
+      expect(o.ack).toBe(C_ISN + 1);
+      if (o.payload.length > 1448) expect([o.gsoType, o.gsoSize]).toEqual([1, 1448]);
+      seq = (seq + o.payload.length) >>> 0;
+      data += o.payload;
+      sizes.push(o.payload.length);
+      flags.push(f[L4 + 13]!);
+    }
+    return { sizes, data, flags };
+  }
+
+  it('batched: a connection\'s grown segments leave in frames as full as IPv4 allows, then the rest at the batch end', () => {
+    // Four 60,000-byte segments that grow past one frame each (about 1.3×).
+    const parts = [1, 2, 3, 4].map((k) => text(60_000, k * 7));
+    const whole = rewrite(parts.join(''));
+    const frameMax = 65535 - 40;
+    // Unbatched: every segment leaves on its own, in two frames.
+    const one = connected();
+    grownBatch(one.gw, one.emit, parts);
+    expect(stream(one.out).data).toBe(whole);
+    expect(one.out.length).toBe(8);
+    // Batched: full frames while the batch lasts, the last piece at its end.
+    const { gw, out, emit } = connected(true);
+    grownBatch(gw, emit, parts);
+    const held = out.length;
+    gw.endBatch();
+    expect(out.length).toBe(held + 1);
+    const s = stream(out);
+    expect(s.data).toBe(whole);
+    expect(out.length).toBe(Math.ceil(whole.length / frameMax));
+    expect(s.sizes.slice(0, -1).every((n) => n === frameMax)).toBe(true);
+    // PSH only where the server put it: on the last byte.
+    expect(s.flags.map((x) => x & PSH)).toEqual([...s.flags.slice(1).map(() => 0), PSH]);
+    gw.endBatch();
+    expect(out.length).toBe(held + 1);
+  });
+
+  it('batched: a kept piece leaves before any other frame out, and joins only the bytes that follow it', () => {
+    const { gw, out, emit } = connected(true);
+    const a = text(60_000, 3);
+    grownBatch(gw, emit, [a]);
+    expect(out.length).toBe(1);
+    // The client's ACK (other direction) arrives in the same batch: the piece leaves first.
+    gw.handleFrame(frame({ fromClient: true, seq: C_ISN + 1, ack: S_ISN + 1 + 1000, flags: ACK, csum: 'partial' }), 0, 9, emit);
+    expect(out.map((o) => o.to)).toEqual([0, 0, 1]);
+    expect(stream(out.slice(0, 2)).data).toBe(rewrite(a));
+    // A segment that does not follow the piece (a retransmission of the first one's start).
+    out.length = 0;
+    const b = text(60_000, 5);
+    gw.handleFrame(frame({ fromClient: false, seq: S_ISN + 1 + a.length, ack: C_ISN + 1, flags: ACK, payload: enc(b), csum: 'gso', gsoSize: 1448 }), 1, 10, emit);
+    gw.handleFrame(frame({ fromClient: false, seq: S_ISN + 1, ack: C_ISN + 1, flags: ACK, payload: enc(a.slice(0, 1000)), csum: 'gso', gsoSize: 1448 }), 1, 11, emit);
+    gw.endBatch();
+    const seqs = out.map(({ f }) => inspect(f).seq);
+    const grownA = rewrite(a).length;
+    expect(seqs).toEqual([(S_ISN + 1 + grownA) >>> 0, (S_ISN + 1 + grownA + 65535 - 40) >>> 0, (S_ISN + 1) >>> 0]);
+    expect(inspect(out[2]!.f).payload).toBe(rewrite(a).slice(0, inspect(out[2]!.f).payload.length));
   });
 
   it('header-only rewrite of a partial frame leaves the partial sum alone (ACK translated)', () => {
