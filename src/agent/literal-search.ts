@@ -5,8 +5,9 @@
  *   edits, their bytes) in one call; null without the addon (the agent scans in JS then).
  * - `findAll`: the starts of a pattern's occurrences at or after `from` (overlapping ones too), in
  *   order, as many as fit an Int32Array: for the JS scan (a regex among the rules), one call per
- *   segment and rule however dense the matches; glibc memmem (about twice Buffer.indexOf's speed
- *   over bytes that do not match), or Buffer.indexOf without the addon (a checkout where `npm
+ *   segment and rule however dense the matches; the addon's far search (AVX2 on the pattern's
+ *   first and last bytes, glibc memmem without it: two to three times Buffer.indexOf's speed over
+ *   bytes that do not match), or Buffer.indexOf without the addon (a checkout where `npm
  *   install` did not build addons): the same answers. `literalSearchBackend` says which runs.
  */
 import { createRequire } from 'node:module';
