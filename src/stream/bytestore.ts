@@ -30,6 +30,8 @@ const POOL_MAX_BYTES = 64 * 1024 * 1024;
 const POOL_MAX_SMALL_BYTES = 8 * 1024 * 1024;
 const POOL_MAX_PER_CAPACITY = 64;
 const POOL_MAX_PER_SMALL_CAPACITY = 1024;
+/** Rings in a row used below a quarter before the next one starts at half the size (ByteStore.reset). */
+const UNDERUSED_RINGS = 8;
 /** Rings below this capacity are small. */
 const SMALL_CAPACITY = 64 * 1024;
 
@@ -118,6 +120,8 @@ export class ByteStore {
   /** Most bytes held by the current ring, and the capacity to start the next ring with. */
   private peak = 0;
   private hint = 0;
+  /** Rings in a row that held less than a quarter of their capacity. */
+  private underused = 0;
 
   /** `hint`: the capacity of the first ring (a predecessor's nextCapacity). */
   constructor(start = 0, hint = 0) {
@@ -144,10 +148,16 @@ export class ByteStore {
   reset(pos: number): void {
     const ring = this.ring;
     if (ring !== null) {
-      // The next ring starts at this one's capacity when it was well used (a busy connection
-      // empties its store at every full ACK: it must not grow again step by step, copying, each
-      // time), at half of it otherwise (a burst long ago does not keep a big ring).
-      this.hint = this.peak * 4 > ring.length ? ring.length : ring.length >>> 1;
+      // The next ring starts at this one's capacity (a busy connection empties its store at
+      // every full ACK: it must not grow again step by step, copying, each time), at half of it
+      // after UNDERUSED_RINGS rings in a row held less than a quarter of it (a burst long ago
+      // does not keep a big ring). Halved at the first such ring, a bulk flow whose bytes in
+      // flight come and go (iperf3, 8 flows) grew its ring back, copying, a fifth of the bytes
+      // it stored over again.
+      this.underused = this.peak * 4 > ring.length ? 0 : this.underused + 1;
+      const halve = this.underused >= UNDERUSED_RINGS;
+      if (halve) this.underused = 0;
+      this.hint = halve ? ring.length >>> 1 : ring.length;
       this.peak = 0;
       releaseRing(ring);
       this.ring = null;
@@ -207,6 +217,7 @@ export class ByteStore {
    */
   shrink(): void {
     this.hint = 0;
+    this.underused = 0;
     const ring = this.ring;
     if (ring === null) return;
     const size = this.end - this.start;

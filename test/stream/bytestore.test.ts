@@ -264,7 +264,7 @@ describe('ByteStore ring', () => {
     expect(Buffer.from(s.read(0, 5)).toString()).toBe('hello');
   });
 
-  it('starts the next ring at the last one\'s size when it was well used, at half when not', () => {
+  it('starts the next ring at the last one\'s size, at half after 8 rings in a row held less than a quarter', () => {
     const s = new ByteStore(0);
     const chunk = new Uint8Array(64 << 10);
     for (let i = 0; i < 16; i++) s.append(chunk); // 1 MiB, grown step by step
@@ -273,12 +273,33 @@ describe('ByteStore ring', () => {
     expect(s.capacity).toBe(0);
     s.append(chunk);
     expect(s.capacity, 'no regrowth from 256 bytes for a busy connection').toBe(1 << 20);
-    s.dropBelow(s.end); // this ring held 64 KiB of 1 MiB
+    // Rings that held 64 KiB of 1 MiB: a bulk flow's bytes in flight come and go, its ring stays.
+    for (let i = 1; i < 8; i++) {
+      s.dropBelow(s.end);
+      s.append(chunk);
+      expect(s.capacity, `underused ring ${i}`).toBe(1 << 20);
+    }
+    // A well-used ring starts the count again.
+    for (let i = 0; i < 7; i++) s.append(chunk);
+    s.dropBelow(s.end);
+    for (let i = 0; i < 7; i++) {
+      s.append(new Uint8Array(10));
+      s.dropBelow(s.end);
+    }
+    s.append(new Uint8Array(10));
+    expect(s.capacity).toBe(1 << 20);
+    s.dropBelow(s.end); // the 8th underused ring in a row
     s.append(new Uint8Array(10));
     expect(s.capacity).toBe(512 << 10);
+    for (let i = 0; i < 8; i++) {
+      s.reset(s.end);
+      s.append(new Uint8Array(10));
+    }
+    expect(s.capacity).toBe(256 << 10);
+    s.shrink();
     s.reset(s.end);
     s.append(new Uint8Array(10));
-    expect(s.capacity).toBe(256 << 10);
+    expect(s.capacity, 'shrink forgets the size').toBe(256);
   });
 
   it('reuses a released ring from the free list', () => {
