@@ -16,12 +16,24 @@
 // readNow() reads a batch synchronously into the same buffer and returns its count instead of
 // calling back (the live gateway reads the other device right after writing to it).
 //
-// Writing. write(buf) / writeBatch(bufs) call write(2) synchronously. A TAP write does not
+// Writing. write(buf) / writeBatch(bufs) call write(2) synchronously, or — with the transmit
+// thread (`txThread`, TxThread below) — hand large batches to a thread of their own. A TAP write does not
 // queue (the frame is handed to netif_rx at once), so it practically never returns EAGAIN; when
 // it does (or ENOBUFS), the frame is counted in txDrops and writeBatch stops and counts the rest
 // as dropped too (the fd is full, retrying now would only spin). A frame the kernel refuses
 // (EINVAL: malformed virtio header, EIO: link down, EBADFD: device gone) is counted in txDrops
 // and writeBatch goes on with the next frame. Writes never throw for such per-frame errors.
+//
+// The transmit thread. A TAP write runs the receiving side's whole stack inside write(2) (bridge,
+// veth, the receiver's TCP): under bulk traffic about a third of the gateway's time, on the one
+// thread that also reads and rewrites. With `txThread`, a batch of at least kTxAsyncMinBytes is
+// copied into a ring (4 MiB, allocated at first use) and written by a thread, so that work
+// overlaps the next batch; smaller batches are written at once as before, unless the ring still
+// holds frames (then they queue behind them: frames leave in the order they were handed over).
+// A full ring makes writeBatch wait for room. The thread counts what it writes and drops as the
+// synchronous path does (per frame); close() lets it write what it holds, then joins it.
+// Measured: iperf3, 8 flows under a rule, 7.9 → 9.1 Gbit/s (bench/README.md); small frames
+// (wrk) stay synchronous, where handing over cost more than it saved.
 //
 // Errors. open() throws a JS Error with `code`: TAP_NO_TUN (no /dev/net/tun), TAP_PERM (needs
 // CAP_NET_ADMIN), TAP_BUSY (name used by a non-TAP device, or a TAP already attached),
@@ -32,9 +44,16 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <fcntl.h>
 #include <net/if.h>
@@ -118,6 +137,140 @@ int IfIoctl(const char* name, unsigned long req, struct ifreq* ifr) {
   return err;
 }
 
+// One producer (the JS thread), one consumer (the thread). Entries: [u32 length][u32 0][bytes],
+// 8-byte aligned; one that does not fit before the ring's end is preceded by a wrap mark.
+class TxThread {
+ public:
+  static constexpr size_t kCapacity = 4u << 20;
+
+  explicit TxThread(int fd) : fd_(fd) {}
+  ~TxThread() { Stop(); }
+
+  // Frames handed over and not yet written (the JS thread's view).
+  bool Busy() const { return tail_.load(std::memory_order_relaxed) != head_.load(std::memory_order_acquire); }
+
+  // Copies one frame in, waiting for room while the ring is full. False: stopped.
+  bool Put(const uint8_t* data, size_t len) {
+    if (ring_ == nullptr && !Begin()) return false;
+    const size_t need = (8 + len + 7) & ~size_t{7};
+    const uint64_t t = tail_.load(std::memory_order_relaxed);
+    const size_t idx = t % kCapacity;
+    const size_t skip = idx + need > kCapacity ? kCapacity - idx : 0;
+    if (!WaitRoom(t + skip + need)) return false;
+    if (skip != 0) {
+      const uint32_t mark[2] = {kWrap, 0};
+      std::memcpy(ring_ + idx, mark, 8);
+    }
+    uint8_t* at = ring_ + (t + skip) % kCapacity;
+    const uint32_t hdr[2] = {static_cast<uint32_t>(len), 0};
+    std::memcpy(at, hdr, 8);
+    std::memcpy(at + 8, data, len);
+    tail_.store(t + skip + need, std::memory_order_seq_cst);
+    return true;
+  }
+
+  // After a batch was put: wakes the thread if it sleeps (one futex call per batch at most).
+  void Kick() {
+    if (!consumer_waiting_.load(std::memory_order_seq_cst)) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    data_cv_.notify_one();
+  }
+
+  // Lets the thread write what it holds, then joins it. Idempotent.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    data_cv_.notify_one();
+    space_cv_.notify_one();
+    if (th_.joinable()) th_.join();
+    std::free(ring_);
+    ring_ = nullptr;
+  }
+
+  std::atomic<uint64_t> frames{0}, bytes{0}, drops{0};
+  std::atomic<int> last_errno{0};
+
+ private:
+  static constexpr uint32_t kWrap = 0xffffffffu;
+
+  bool Begin() {
+    if (stop_) return false;
+    // Uninitialised: pages are touched as the ring is used (an idle device costs no RSS).
+    ring_ = static_cast<uint8_t*>(std::malloc(kCapacity));
+    if (ring_ == nullptr) return false;
+    th_ = std::thread([this] { Run(); });
+    return true;
+  }
+
+  bool WaitRoom(uint64_t end) {
+    if (end - head_.load(std::memory_order_acquire) <= kCapacity) return true;
+    std::unique_lock<std::mutex> lk(mu_);
+    producer_waiting_.store(true, std::memory_order_seq_cst);
+    while (end - head_.load(std::memory_order_seq_cst) > kCapacity && !stop_) {
+      space_cv_.wait_for(lk, std::chrono::milliseconds(1));
+    }
+    producer_waiting_.store(false, std::memory_order_relaxed);
+    return !stop_;
+  }
+
+  void Run() {
+    uint64_t h = head_.load(std::memory_order_relaxed);
+    for (;;) {
+      uint64_t t = tail_.load(std::memory_order_acquire);
+      if (h == t) {
+        std::unique_lock<std::mutex> lk(mu_);
+        consumer_waiting_.store(true, std::memory_order_seq_cst);
+        while ((t = tail_.load(std::memory_order_seq_cst)) == h && !stop_) data_cv_.wait(lk);
+        consumer_waiting_.store(false, std::memory_order_relaxed);
+        if (h == t) return;  // stopped, and everything written
+      }
+      while (h != t) {
+        const size_t idx = h % kCapacity;
+        uint32_t hdr[2];
+        std::memcpy(hdr, ring_ + idx, 8);
+        if (hdr[0] == kWrap) {
+          h += kCapacity - idx;
+          continue;
+        }
+        const size_t len = hdr[0];
+        for (;;) {
+          const ssize_t r = write(fd_, ring_ + idx + 8, len);
+          if (r >= 0) {
+            frames.fetch_add(1, std::memory_order_relaxed);
+            bytes.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+          } else if (errno == EINTR) {
+            continue;
+          } else {
+            drops.fetch_add(1, std::memory_order_relaxed);
+            last_errno.store(errno, std::memory_order_relaxed);
+          }
+          break;
+        }
+        h += (8 + len + 7) & ~size_t{7};
+        head_.store(h, std::memory_order_seq_cst);
+        if (producer_waiting_.load(std::memory_order_seq_cst)) {
+          std::lock_guard<std::mutex> lk(mu_);
+          space_cv_.notify_one();
+        }
+      }
+    }
+  }
+
+  const int fd_;
+  uint8_t* ring_ = nullptr;
+  std::atomic<uint64_t> head_{0}, tail_{0};
+  std::atomic<bool> consumer_waiting_{false}, producer_waiting_{false};
+  std::mutex mu_;
+  std::condition_variable data_cv_, space_cv_;
+  bool stop_ = false;
+  std::thread th_;
+};
+
+// Batches of at least this many bytes go to the transmit thread.
+constexpr size_t kTxAsyncMinBytes = 64 * 1024;
+
 class TapDevice : public Napi::ObjectWrap<TapDevice> {
  public:
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -143,7 +296,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     return exports;
   }
 
-  // new TapDevice(name, vnetHdr, batchFrames, batchBytes, multiQueue)
+  // new TapDevice(name, vnetHdr, batchFrames, batchBytes, multiQueue, txThread)
   // multiQueue: IFF_MULTI_QUEUE, one queue of a TAP made multi-queue (`ip tuntap add … multi_queue`);
   // each open attaches one more queue, and the kernel spreads flows over them.
   explicit TapDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TapDevice>(info) {
@@ -162,6 +315,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       batch_bytes_ = static_cast<size_t>(info[3].As<Napi::Number>().Int64Value());
     }
     bool multi_queue = info.Length() > 4 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+    const bool tx_thread = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
     if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
       Napi::Error e = MakeError(env, "TAP_NAME", "invalid interface name '" + name +
                                 "' (1 to 15 characters, no '/')", 0, "");
@@ -231,6 +385,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       return;
     }
     name_ = ifr.ifr_name;  // the kernel may have expanded a pattern like "tap%d"
+    if (tx_thread) tx_ = new TxThread(fd_);
 
     // Offloads live on the device, not on the fd: a persistent TAP keeps what its previous
     // user set. Without a vnet header, TSO/CSUM offload MUST be off or the kernel would hand us
@@ -478,6 +633,13 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       Napi::TypeError::New(env, "write(frame: Uint8Array)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    if (tx_ != nullptr && tx_->Busy()) {
+      // Behind the frames the thread still holds.
+      const bool ok = tx_->Put(data, len);
+      tx_->Kick();
+      if (!ok) counters_[kTxDrops] += 1;
+      return Napi::Boolean::New(env, ok);
+    }
     int err;
     return Napi::Boolean::New(env, WriteOne(this, data, len, &err));
   }
@@ -492,7 +654,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     }
     Napi::Array arr = info[0].As<Napi::Array>();
     uint32_t n = arr.Length();
-    uint32_t written = 0;
+    views_.clear();
+    size_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* data;
       size_t len;
@@ -501,8 +664,21 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
             .ThrowAsJavaScriptException();
         return env.Undefined();
       }
+      views_.push_back({data, len});
+      total += len;
+    }
+    uint32_t written = 0;
+    if (tx_ != nullptr && (total >= kTxAsyncMinBytes || tx_->Busy())) {
+      for (const auto& v : views_) {
+        if (tx_->Put(v.first, v.second)) written++;
+        else counters_[kTxDrops] += 1;
+      }
+      tx_->Kick();
+      return Napi::Number::New(env, written);
+    }
+    for (uint32_t i = 0; i < n; i++) {
       int err;
-      if (WriteOne(this, data, len, &err)) {
+      if (WriteOne(this, views_[i].first, views_[i].second, &err)) {
         written++;
       } else if (err == EAGAIN || err == ENOBUFS) {
         counters_[kTxDrops] += n - i - 1;  // the fd is full: the rest of the batch is dropped
@@ -519,10 +695,14 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(counters_[kRxBytes])));
     o.Set("rxBatches", Napi::Number::New(env, static_cast<double>(counters_[kRxBatches])));
     o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(counters_[kRxErrors])));
-    o.Set("txFrames", Napi::Number::New(env, static_cast<double>(counters_[kTxFrames])));
-    o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes])));
-    o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops])));
-    if (last_tx_errno_ != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last_tx_errno_)));
+    const TxThread* tx = tx_;
+    const uint64_t thread_frames = tx != nullptr ? tx->frames.load() : 0;
+    o.Set("txFrames", Napi::Number::New(env, static_cast<double>(counters_[kTxFrames] + thread_frames)));
+    o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes] + (tx != nullptr ? tx->bytes.load() : 0))));
+    o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops] + (tx != nullptr ? tx->drops.load() : 0))));
+    o.Set("txThreadFrames", Napi::Number::New(env, static_cast<double>(thread_frames)));
+    const int last = tx != nullptr && tx->last_errno.load() != 0 ? tx->last_errno.load() : last_tx_errno_;
+    if (last != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last)));
     return o;
   }
 
@@ -617,6 +797,10 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   }
 
   void CloseFd() {
+    if (tx_ != nullptr) {
+      delete tx_;  // writes what it holds first
+      tx_ = nullptr;
+    }
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;
@@ -655,6 +839,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   bool cleanup_hook_ = false;
   uint64_t counters_[kCounterCount] = {};
   int last_tx_errno_ = 0;
+  TxThread* tx_ = nullptr;
+  std::vector<std::pair<const uint8_t*, size_t>> views_;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) { return TapDevice::Init(env, exports); }

@@ -35,6 +35,7 @@
  * Time is read here (the one place that owns a clock) and injected into the gateway and the
  * injectors.
  */
+import { availableParallelism } from 'node:os';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -67,6 +68,12 @@ export interface LiveOptions {
   vnetHdr: boolean;
   /** Attach one more queue of each (multi-queue) TAP: one of `tapgate run --queues N`'s processes. */
   multiQueue?: boolean;
+  /**
+   * Write large batches from the TAP addon's transmit thread (phy/tap.ts `txThread`). Default:
+   * on a machine with two CPUs or more, when not one of several queue processes (those each
+   * have a core's worth already: a thread more each made `--queues 2` slower).
+   */
+  txThread?: boolean;
   /** Record both sides as DIR/a.pcap and DIR/b.pcap. */
   pcapDir?: string | undefined;
   log: Logger;
@@ -181,7 +188,8 @@ export class LiveGateway {
     const g = new LiveGateway(opts);
     const streams: WriteStream[] = [];
     try {
-      for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr, multiQueue: opts.multiQueue === true }));
+      const txThread = opts.txThread ?? (opts.multiQueue !== true && availableParallelism() >= 2);
+      for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr, multiQueue: opts.multiQueue === true, txThread }));
       if (opts.pcapDir !== undefined) mkdirSync(opts.pcapDir, { recursive: true });
       g.devs.forEach((d, i) => {
         const ab = i === 0 ? 'a' : 'b';

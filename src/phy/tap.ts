@@ -18,8 +18,11 @@
  * offloads are switched off on the device, so the kernel segments and checksums before handing
  * frames over: every frame is ≤ MTU + 14 and carries full checksums.
  *
- * Writes are synchronous (a TAP write never waits: the kernel takes the frame at once). A frame
- * the kernel does not take is counted in `txDrops` and never throws; see `write`/`writeBatch`.
+ * Writes are synchronous (a TAP write never waits: the kernel takes the frame at once), or with
+ * `txThread` a batch of 64 KiB or more is copied and written by the addon's transmit thread (and
+ * what follows it queues behind it, in order): the receiving side's stack, which runs inside a
+ * TAP write, then overlaps the caller's next batch. A frame the kernel does not take is counted
+ * in `txDrops` and never throws; see `write`/`writeBatch`.
  */
 
 import { EventEmitter } from 'node:events';
@@ -66,6 +69,12 @@ export interface TapOpenOptions {
    * back on it.
    */
   multiQueue?: boolean;
+  /**
+   * Write large batches (64 KiB or more) from a thread of the addon (native/tap.cc TxThread):
+   * for a process that has a core to spare for it (the live gateway on two or more CPUs, one
+   * process). Default false: every write in the caller's thread.
+   */
+  txThread?: boolean;
 }
 
 export interface TapCounters {
@@ -80,6 +89,8 @@ export interface TapCounters {
   txDrops: number;
   /** errno name of the last failed write, if any. */
   lastTxError?: string;
+  /** Of txFrames, those the transmit thread wrote (`txThread`). */
+  txThreadFrames: number;
   /**
    * Frames the kernel dropped on their way to the gateway because the TAP's queue was full (the
    * interface's tx_dropped since the device was opened: the gateway fell behind a burst; the
@@ -130,7 +141,7 @@ interface NativeTap {
 }
 
 interface NativeModule {
-  TapDevice: new (name: string, vnetHdr: boolean, batchFrames?: number, batchBytes?: number, multiQueue?: boolean) => NativeTap;
+  TapDevice: new (name: string, vnetHdr: boolean, batchFrames?: number, batchBytes?: number, multiQueue?: boolean, txThread?: boolean) => NativeTap;
   VNET_HDR_LEN: number;
   MAX_FRAME: number;
 }
@@ -234,7 +245,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   /** Attach to (or create) the TAP `name` in the caller's network namespace. Throws TapError. */
   static open(name: string, options: TapOpenOptions): TapDevice {
     const m = loadTapAddon();
-    const native = new m.TapDevice(name, options.vnetHdr, options.batchFrames, options.batchBytes, options.multiQueue === true);
+    const native = new m.TapDevice(name, options.vnetHdr, options.batchFrames, options.batchBytes, options.multiQueue === true, options.txThread === true);
     const dev = new TapDevice(native, options.vnetHdr);
     try {
       if (options.mtu !== undefined) native.setMtu(options.mtu);
@@ -295,6 +306,8 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   /**
    * Write frames in order; returns how many the kernel took. A refused frame is counted in
    * txDrops and skipped; on EAGAIN/ENOBUFS the remaining frames are dropped (counted) at once.
+   * With `txThread`, a batch the thread takes returns how many were handed over (copied: the
+   * caller's buffers are free at return); what the kernel refuses later is counted in txDrops.
    */
   writeBatch(frames: readonly Uint8Array[]): number {
     return this.#native.writeBatch(frames);

@@ -16,14 +16,15 @@ interface Stats {
   txDrops: number;
   rxErrors: number;
   lastTxError?: string;
+  txThreadFrames: number;
 }
 interface Err {
   code: string;
   message: string;
 }
 
-function probe(scenario: string, vnet: boolean, wrapper: string[] = ['unshare', '-n']): Record<string, unknown> {
-  const r = runFixture(wrapper, PROBE, [scenario, ...(vnet ? ['--vnet'] : [])]);
+function probe(scenario: string, vnet: boolean, wrapper: string[] = ['unshare', '-n'], more: string[] = []): Record<string, unknown> {
+  const r = runFixture(wrapper, PROBE, [scenario, ...(vnet ? ['--vnet'] : []), ...more]);
   if (r.json === undefined || typeof r.json !== 'object') {
     throw new Error(`tap-probe ${scenario} printed no result (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
@@ -80,6 +81,21 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect(r['arpReply']).toBe(true);
       expect(r['after']).toBe(0);
       expect(r['closed']).toBe(0);
+    });
+
+    it(`${mode}: with the transmit thread, frames reach the kernel in the order handed over; close writes what it holds`, () => {
+      const r = probe('txthread', vnet);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['got']).toEqual(Array.from({ length: r['total'] as number }, (_, i) => i));
+      const st = r['before'] as Stats;
+      expect(st.txDrops).toBe(0);
+      // The large batches went through the thread (and possibly what queued behind them).
+      expect(st.txThreadFrames).toBeGreaterThanOrEqual(12 * 60);
+      // Without it: the same order, every frame written in the caller's thread.
+      const sync = probe('txthread', vnet, ['unshare', '-n'], ['--sync']);
+      expect(sync['got']).toEqual(Array.from({ length: sync['total'] as number }, (_, i) => i));
+      expect((sync['before'] as Stats).txThreadFrames).toBe(0);
+      expect((sync['before'] as Stats).txFrames).toBe(sync['total']);
     });
 
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
