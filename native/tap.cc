@@ -137,6 +137,15 @@ int IfIoctl(const char* name, unsigned long req, struct ifreq* ifr) {
   return err;
 }
 
+// One write(2) of a frame, again on EINTR: 0 and the bytes written, or the errno.
+int WriteFrame(int fd, const uint8_t* data, size_t len, ssize_t* wrote) {
+  for (;;) {
+    *wrote = write(fd, data, len);
+    if (*wrote >= 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
 // One producer (the JS thread), one consumer (the thread). Entries: [u32 length][u32 0][bytes],
 // 8-byte aligned; one that does not fit before the ring's end is preceded by a wrap mark.
 class TxThread {
@@ -235,18 +244,13 @@ class TxThread {
           continue;
         }
         const size_t len = hdr[0];
-        for (;;) {
-          const ssize_t r = write(fd_, ring_ + idx + 8, len);
-          if (r >= 0) {
-            frames.fetch_add(1, std::memory_order_relaxed);
-            bytes.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
-          } else if (errno == EINTR) {
-            continue;
-          } else {
-            drops.fetch_add(1, std::memory_order_relaxed);
-            last_errno.store(errno, std::memory_order_relaxed);
-          }
-          break;
+        ssize_t r;
+        if (const int err = WriteFrame(fd_, ring_ + idx + 8, len, &r); err == 0) {
+          frames.fetch_add(1, std::memory_order_relaxed);
+          bytes.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+        } else {
+          drops.fetch_add(1, std::memory_order_relaxed);
+          last_errno.store(err, std::memory_order_relaxed);
         }
         h += (8 + len + 7) & ~size_t{7};
         head_.store(h, std::memory_order_seq_cst);
@@ -597,20 +601,23 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   }
 
   static bool WriteOne(TapDevice* self, const uint8_t* data, size_t len, int* err) {
-    for (;;) {
-      ssize_t r = write(self->fd_, data, len);
-      if (r >= 0) {
-        self->counters_[kTxFrames] += 1;
-        self->counters_[kTxBytes] += static_cast<uint64_t>(r);
-        *err = 0;
-        return true;
-      }
-      if (errno == EINTR) continue;
-      *err = errno;
-      self->counters_[kTxDrops] += 1;
-      self->last_tx_errno_ = errno;
-      return false;
+    ssize_t r;
+    *err = WriteFrame(self->fd_, data, len, &r);
+    if (*err == 0) {
+      self->counters_[kTxFrames] += 1;
+      self->counters_[kTxBytes] += static_cast<uint64_t>(r);
+      return true;
     }
+    self->counters_[kTxDrops] += 1;
+    self->last_tx_errno_ = *err;
+    return false;
+  }
+
+  // One frame to the transmit thread (behind what it holds); false: dropped, counted.
+  bool Queue(const uint8_t* data, size_t len) {
+    if (tx_->Put(data, len)) return true;
+    counters_[kTxDrops] += 1;
+    return false;
   }
 
   static bool AsBytes(Napi::Value v, const uint8_t** data, size_t* len) {
@@ -635,9 +642,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     }
     if (tx_ != nullptr && tx_->Busy()) {
       // Behind the frames the thread still holds.
-      const bool ok = tx_->Put(data, len);
+      const bool ok = Queue(data, len);
       tx_->Kick();
-      if (!ok) counters_[kTxDrops] += 1;
       return Napi::Boolean::New(env, ok);
     }
     int err;
@@ -669,10 +675,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     }
     uint32_t written = 0;
     if (tx_ != nullptr && (total >= kTxAsyncMinBytes || tx_->Busy())) {
-      for (const auto& v : views_) {
-        if (tx_->Put(v.first, v.second)) written++;
-        else counters_[kTxDrops] += 1;
-      }
+      for (const auto& v : views_) written += Queue(v.first, v.second) ? 1 : 0;
       tx_->Kick();
       return Napi::Number::New(env, written);
     }
@@ -701,7 +704,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes] + (tx != nullptr ? tx->bytes.load() : 0))));
     o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops] + (tx != nullptr ? tx->drops.load() : 0))));
     o.Set("txThreadFrames", Napi::Number::New(env, static_cast<double>(thread_frames)));
-    const int last = tx != nullptr && tx->last_errno.load() != 0 ? tx->last_errno.load() : last_tx_errno_;
+    const int thread_errno = tx != nullptr ? tx->last_errno.load() : 0;
+    const int last = thread_errno != 0 ? thread_errno : last_tx_errno_;
     if (last != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last)));
     return o;
   }

@@ -321,12 +321,14 @@ export class Emitter {
     do {
       const len = Math.min(frameMax, n - off);
       const last = off + len >= n;
+      // The piece's bytes: [off, off + len) of head ‖ body.
+      const a = off < hn ? head.subarray(off, Math.min(hn, off + len)) : EMPTY;
+      const b = body.subarray(Math.max(0, off - hn), off + len - hn);
       if (last && off > 0 && flow !== null && this.coalesce && (fields.flags & NOT_HELD) === 0) {
         // The last piece of a split: kept for the connection's next segment (see Coalescing).
         const bytes = transientBytes(len);
-        const fromHead = off < hn ? hn - off : 0;
-        if (fromHead > 0) bytes.set(head.subarray(off), 0);
-        bytes.set(body.subarray(off + fromHead - hn), fromHead);
+        bytes.set(a, 0);
+        bytes.set(b, a.length);
         this.held = { flow, to, emit, fields: { ...fields, seq: seqAdd(fields.seq, off) }, tag: t, segMax, bytes };
         return;
       }
@@ -342,10 +344,7 @@ export class Emitter {
       const vnet: VnetOut = gso
         ? { gsoType: (v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4) | ecn, gsoSize: segSize, partial: true }
         : { gsoType: VIRTIO_NET_HDR_GSO_NONE, gsoSize: 0, partial: t.partial };
-      // The frame's payload: bytes [off, off + len) of head ‖ body.
-      const a = off < hn ? head.subarray(off, Math.min(hn, off + len)) : EMPTY;
-      const b = body.subarray(Math.max(0, off - hn), off + len - hn);
-      this.count(buildFrame(t, fl, a.length === 0 ? b : a, vnet, a.length === 0 ? EMPTY : b), emit, to);
+      this.count(buildFrame(t, fl, a, vnet, b), emit, to);
       off += len;
     } while (off < n);
   }
@@ -433,7 +432,7 @@ export interface VnetOut {
 }
 
 /**
- * Builds a new frame from a template's headers, new TCP fields and a new payload (`payload`, then
+ * Builds a new frame from a template's headers, new TCP fields and a new payload (`first`, then
  * `more`). With a vnet header in the template (`t.vh`), `vnet` says what the rebuilt frame's
  * virtio header carries (default: no GSO, full checksum).
  */
@@ -446,7 +445,7 @@ export function buildFrame(t: SegTag, f: TcpFields, first: Uint8Array, vnet?: Vn
   const out = transientBytes(total);
   out.set(tpl.subarray(0, t.payloadOff), 0);
   out.set(first, t.payloadOff);
-  if (more.length > 0) out.set(more, t.payloadOff + first.length);
+  out.set(more, t.payloadOff + first.length);
   if (ipVersion(out, t.l3Off) === 6) {
     // IPv6: the payload length (extension headers, TCP header and payload); no header checksum.
     set16(out, t.l3Off + 4, ipHdrLen - IPV6_HEADER_LEN + tcpHdrLen + payloadLen);
