@@ -183,6 +183,11 @@ export function newGatewayCounters() {
     rstAccepted: 0,
     /** RSTs inside the window but not exact: forwarded (challenge ACK), the connection kept. */
     rstNotExact: 0,
+    /**
+     * Segments of an old connection on a 4-tuple whose new SYN waits for its answer (the server's
+     * challenge ACK, the client's RST to it): forwarded unchanged, untracked (engine/track.ts).
+     */
+    staleSegments: 0,
     /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`, `fin-bad-ack`. */
     tcpInvalid: {} as Record<string, number>,
     /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */
@@ -529,6 +534,7 @@ export class Gateway {
     }
     const verdict = this.tracker.judge(f, side, d, nowMs);
     if (verdict === null) return;
+    if (verdict === 'stale') return this.out(frame, from, emit);
     if (r.isNew && !f.midstream) this.rewriter.attach(f, tally);
     const rw = this.rewriter.segment(f, side, ad, frame, from, nowMs, verdict);
     if (rw === 'drop') return;

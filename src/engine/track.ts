@@ -10,7 +10,15 @@
  *   another node is handed back to the gateway to import (`import`), never imported from here.
  * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
  *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
- *   untracked (the receiver answers it with a challenge ACK). Everything else is tracked.
+ *   untracked (the receiver answers it with a challenge ACK). While a new connection's SYN waits
+ *   for its answer, the two segments by which the endpoints clear an old connection on the same
+ *   4-tuple pass untracked (`staleSegments`): the server's challenge ACK to the SYN (RFC 5961
+ *   §4, sent by a server that still has the old connection open: the client's RST or FIN was
+ *   lost) and the client's RST answering it (<SEQ=SEG.ACK><CTL=RST>, RFC 9293 §3.10.7.3), which
+ *   resets the old connection; the client's SYN, retransmitted a second later, then finds the
+ *   server free. Dropped, they would stall the new connection for as long as the client retries
+ *   its SYN (two minutes on Linux). Neither carries data; neither is learnt by the tracker.
+ *   Everything else is tracked.
  */
 import type { ClusterHooks, ClusterImport, RawTuple } from './gateway.js';
 import { endpoints, type Warn } from './admit.js';
@@ -19,6 +27,7 @@ import type { Policy } from './policy.js';
 import type { Endpoint, Flow, FlowTable, SynOptions } from '../flow/table.js';
 import type { Verdict } from '../flow/window.js';
 import type { FrameTcp } from '../wire/frame.js';
+import { seqAdd } from '../wire/seq.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 
 /** What the stream engine tells the tracker of a rewritten connection (stream/connection.ts). */
@@ -39,6 +48,7 @@ export interface TrackCounters {
   tcpInvalid: Record<string, number>;
   rstNotExact: number;
   rstAccepted: number;
+  staleSegments: number;
 }
 
 export type Found<C> =
@@ -105,13 +115,19 @@ export class Tracker<C extends AckView> {
 
   /**
    * Judges a segment of `f` from `side` and tracks it: the verdict of flow/window.ts ('accept',
-   * 'rst-close', 'rst-not-exact', ...), or null when it is dropped (counted, logged).
+   * 'rst-close', 'rst-not-exact', ...), 'stale' for an old connection's segment to forward
+   * unchanged and untracked (see the file comment), or null when it is dropped (counted, logged).
    */
-  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, nowMs: number): Verdict | null {
+  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, nowMs: number): Verdict | 'stale' | null {
     const { flows, counters: c } = this.o;
     const tcp = d.tcp;
     const flags = tcp.flags;
     const seq = tcp.seq;
+    if (f.state === 'syn-sent' && !f.midstream && d.payloadLen === 0 && this.stale(f, side, flags, seq)) {
+      c.staleSegments++;
+      this.o.warn('stale', nowMs, () => ({ flow: f.id, side, flags, seq }), 'segment of an old connection on the 4-tuple passed while the SYN waits for its answer');
+      return 'stale';
+    }
     let opts: SynOptions | undefined;
     if (flags & TCP_SYN) {
       const ts = tcp.tsval();
@@ -150,5 +166,16 @@ export class Tracker<C extends AckView> {
       flows.observe(f, side, flags, seq, ack, len);
     }
     return verdict;
+  }
+
+  /**
+   * Before the server answered the client's SYN (`f` in SYN-SENT): the server's bare ACK (its
+   * challenge ACK from an old connection), or the client's RST other than at its SYN's next
+   * sequence number (its answer to that ACK; a RST right after the SYN is judged as usual).
+   */
+  private stale(f: Flow<C>, side: 0 | 1, flags: number, seq: number): boolean {
+    if (side === 1) return (flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK)) === TCP_ACK;
+    const isn = f.halves[0].isn;
+    return (flags & (TCP_SYN | TCP_RST)) === TCP_RST && isn !== undefined && seq !== seqAdd(isn, 1);
   }
 }

@@ -208,6 +208,8 @@ const FIN_BIT = 1 << 22;
 const RST_BIT = 1 << 23;
 const END_BIT = 1 << 24;
 const ACK_BIT = 1 << 25;
+/** `end` is one past this side's FIN (set by the FIN's segment, cleared when anything goes beyond it). */
+const FIN_END_BIT = 1 << 26;
 
 /**
  * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
@@ -322,9 +324,14 @@ export class TrackedHalf implements Half {
   get endSet(): boolean {
     return (this.bits & END_BIT) !== 0;
   }
-  setEnd(v: number): void {
+  /** Sets `end`; `fin`: the segment that set it ended with this side's FIN. */
+  setEnd(v: number, fin = false): void {
     this.end = v;
-    this.bits |= END_BIT;
+    this.bits = fin ? this.bits | END_BIT | FIN_END_BIT : (this.bits | END_BIT) & ~FIN_END_BIT;
+  }
+  /** Offset of this side's FIN when `end` is right after it, else undefined. */
+  get finOffset(): number | undefined {
+    return (this.bits & FIN_END_BIT) !== 0 ? this.end - 1 : undefined;
   }
   get ackSet(): boolean {
     return (this.bits & ACK_BIT) !== 0;

@@ -445,7 +445,7 @@ export class StreamRecorder {
       const rst = (flags & TcpFlag.RST) !== 0;
       const synSent = rst && !fromClient && !h.started && c.st.synSeq !== null;
       const ackOfSyn = synSent && (flags & TcpFlag.ACK) !== 0 && c.st.synSeq !== null && tcp.ack === seqAdd(c.st.synSeq, 1);
-      const view = { end: h.sentEnd, ack: h.acked, maxWin: h.rcvMaxWin };
+      const view = { end: h.sentEnd, ack: h.acked, fin: h.finOff >= 0 && h.sentEnd === h.finOff + 1 ? h.finOff : undefined, maxWin: h.rcvMaxWin };
       const v = judge(view, rst, !rst, h.started ? seqToOffset(dataSeq, h.base, h.next) : NaN, len, synSent, ackOfSyn);
       if (v === 'rst-close') {
         k.rstDataBytes += len;

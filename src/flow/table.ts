@@ -395,7 +395,7 @@ export class FlowTable<C = unknown> {
   private view(f: Flow<C>, side: 0 | 1): WindowView {
     const s = f.halves[side];
     const r = f.halves[1 - side]!;
-    return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, maxWin: r.maxWindow(f.windowScaling) };
+    return { end: s.endSet ? s.end : undefined, ack: r.ackSet ? r.ack : undefined, fin: s.finOffset, maxWin: r.maxWindow(f.windowScaling) };
   }
 
   /**
@@ -485,7 +485,7 @@ export class FlowTable<C = unknown> {
     // node, a capture with holes) is caught up with at the next segment. A forged segment inside
     // the span can only widen the window, which makes judgements more lenient (a RST forwarded
     // rather than dropped), never closes anything.
-    if (!s.endSet || (end > s.end && end - s.end < LEARN_SPAN)) s.setEnd(end);
+    if (!s.endSet || (end > s.end && end - s.end < LEARN_SPAN)) s.setEnd(end, (flags & TCP_FIN) !== 0);
     if (flags & TCP_ACK) {
       if (r.base === undefined) r.midBase = seqAdd(ack, -1);
       const a = this.offsetOf(f, (1 - side) as 0 | 1, ack);

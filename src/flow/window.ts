@@ -8,8 +8,14 @@
  * Why it matters: a tracker that closes a connection at any RST lets a spoofed RST end the
  * inspection of a connection the endpoints keep. So:
  * - a RST closes only when its sequence number is the next one expected: the sender's next
- *   sequence number or the receiver's last ACK (RCV.NXT when it sent it). In SYN-SENT (nothing
- *   acknowledged yet) a RST is taken only with an ACK of the SYN (RFC 9293 §3.10.7.3);
+ *   sequence number or the receiver's last ACK (RCV.NXT when it sent it), or, after the sender's
+ *   FIN, the FIN's own sequence number: Linux takes RCV.NXT − 1 in CLOSE-WAIT, LAST-ACK and
+ *   CLOSING (`tcp_reset_check`, extending RFC 5961 §3.2), and a receiver the FIN has not reached
+ *   has it as RCV.NXT. A Linux client that closes with unread data sends exactly that RST; a
+ *   tracker that kept such a connection would take the next SYN on the 4-tuple (the client's
+ *   port reused, the server's socket gone) for a stray one and stall the new connection. In
+ *   SYN-SENT (nothing acknowledged yet) a RST is taken only with an ACK of the SYN (RFC 9293
+ *   §3.10.7.3);
  * - a RST inside the receiver's window but not exact is one the receiver answers with a challenge
  *   ACK and otherwise ignores (RFC 5961 §3.2): it is forwarded, the connection stays open;
  * - a RST or a FIN outside the window is one no receiver takes: it is dropped.
@@ -26,6 +32,8 @@ export interface WindowView {
   end: number | undefined;
   /** The receiver's highest ACK of this direction, if it sent one. */
   ack: number | undefined;
+  /** Offset of the sender's FIN when nothing was sent beyond it (undefined: no FIN, or data after it). */
+  fin?: number | undefined;
   /** The largest window the receiver may advertise (scaled, bytes). */
   maxWin: number;
 }
@@ -58,7 +66,7 @@ const MIN_WINDOW = 65_535;
 export function judge(v: WindowView, rst: boolean, fin: boolean, off: number, len: number, synSent: boolean, ackOfSyn: boolean): Verdict {
   if (!rst && !fin) return 'accept';
   if (rst && synSent) return ackOfSyn ? 'rst-close' : 'rst-out-of-window';
-  if (rst && (off === v.end || off === v.ack)) return 'rst-close';
+  if (rst && (off === v.end || off === v.ack || off === v.fin)) return 'rst-close';
   if (v.end === undefined && v.ack === undefined) {
     // Nothing learnt of this direction (picked up mid-stream from the other side only): no
     // window to judge against. A RST is kept from closing; a FIN is taken.

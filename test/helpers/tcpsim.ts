@@ -7,7 +7,8 @@
  * with what was received before at the same position.
  *
  * RST and SYN are judged as endpoints following RFC 9293 §3.10.7.4 and RFC 5961 do in a
- * synchronized state: a RST resets only at exactly RCV.NXT, one elsewhere in the window is
+ * synchronized state: a RST resets only at exactly RCV.NXT (or RCV.NXT − 1 after the peer's FIN, as
+ * Linux), one elsewhere in the window is
  * answered with a challenge ACK (an ACK with the current RCV.NXT), one outside it is ignored; a
  * SYN is always answered with a challenge ACK. `strict` endpoints (gwsim.ts, where segments may
  * be forged) judge every other segment too: without the ACK flag, with an ACK outside
@@ -269,8 +270,10 @@ export class Endpoint {
     const nxt = this.rcvNxt + (this.finReceived ? 1 : 0);
     const pos = seqToOffset(f.seq, this.peerIsn, nxt + 1) - 1;
     if (f.flags & RST) {
-      if (pos === nxt) {
-        this.disrupted = `reset by a RST at RCV.NXT (${pos})`;
+      // Linux also takes RCV.NXT − 1 once the peer's FIN arrived (tcp_reset_check: CLOSE-WAIT,
+      // LAST-ACK, CLOSING), as flow/window.ts assumes.
+      if (pos === nxt || (this.finReceived && pos === nxt - 1)) {
+        this.disrupted = `reset by a RST at RCV.NXT${pos === nxt ? '' : ' − 1 after the FIN'} (${pos})`;
         return 'drop';
       }
       return pos > nxt && pos < nxt + RCV_WND ? 'ack' : 'drop';
