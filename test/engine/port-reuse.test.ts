@@ -38,7 +38,7 @@ function harness() {
   const send = (from: Side, seq: number, ack: number, flags: number, payload?: Uint8Array, advanceMs = 1): Out[] => {
     const [src, dst, srcPort, dstPort] = from === 0 ? [CL, SV, CPORT, 8080] : [SV, CL, 8080, CPORT];
     const out: Out[] = [];
-    gw.handleFrame(tcpFrame({ src, dst, srcPort, dstPort, seq, ack, flags, payload, options: flags & TCP_SYN ? [{ kind: 'mss', mss: 1460 }] : [] }), from, (now += advanceMs), (f, to) => {
+    gw.handleFrame(tcpFrame({ src, dst, srcPort, dstPort, seq, ack, flags, ...(payload !== undefined ? { payload } : {}), options: flags & TCP_SYN ? [{ kind: 'mss', mss: 1460 }] : [] }), from, (now += advanceMs), (f, to) => {
       const d = decodeFrame(f, { link: 'ethernet', verifyChecksums: true });
       if (d.kind !== 'tcp') throw new Error(`not TCP out: ${d.kind}`);
       out.push({ to, flags: d.tcp.flags, seq: d.tcp.seq, payload: Buffer.from(f.subarray(d.payloadOff, d.payloadOff + d.payloadLen)).toString('latin1') });
