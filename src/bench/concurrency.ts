@@ -5,7 +5,8 @@
  * - `wrk ×C`: `wrk -t2 -cC` (HTTP/1.1 keep-alive, `wrkSeconds`) against nginx (`return 200`) in
  *   the server namespace: requests/s, and the gateway's resident memory per live connection
  *   (the highest RSS sampled during the run minus the RSS before it, over C). Interleaved
- *   rounds, medians.
+ *   rounds, medians; each path started afresh per round and measured twice, the first wrk run
+ *   after its start and a second ("warm") once the first's closes went through.
  * - `open ×N`: conngen.ts opens N connections (spread over four nginx ports, so that the
  *   client's source ports suffice), one request each, and keeps them open; then one more request
  *   on every one of them (requests/s over N live connections). RSS per tracked connection:
@@ -81,8 +82,10 @@ export interface ConcurrencyOptions {
 
 export interface ConcurrencyPath {
   path: string;
-  /** wrk: requests/s per round, and RSS per connection (bytes) per round. */
+  /** wrk: requests/s per round (the first run after the path's start), and RSS per connection (bytes) per round. */
   wrkRps: number[];
+  /** wrk: requests/s of the second run after each start (every close of the first went through). */
+  wrkRpsWarm: number[];
   wrkRssPerConn: number[];
   wrkErrors: number;
   /** The opened connections. */
@@ -263,7 +266,7 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     ...(queues > 1 ? [{ path: `tapgate GSO, rule, --queues ${queues}`, tapgate: true, queues, argv: gatewayArgv({ vnetHdr: true, config, metrics: METRICS, queues }) }] : []),
   ];
   const paths: ConcurrencyPath[] = cases.map((c) => ({
-    path: c.path, wrkRps: [], wrkRssPerConn: [], wrkErrors: 0, opened: 0, openFailed: 0, openMs: 0, rssPerTracked: NaN, roundRps: NaN, roundFailed: 0,
+    path: c.path, wrkRps: [], wrkRpsWarm: [], wrkRssPerConn: [], wrkErrors: 0, opened: 0, openFailed: 0, openMs: 0, rssPerTracked: NaN, roundRps: NaN, roundFailed: 0,
   }));
   const gatewayPid = (): number => {
     const p = readPidFile(labStateDir(P), 'gateway');
@@ -327,39 +330,48 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
       await sleep(300);
     };
 
-    // wrk with many keep-alive connections, interleaved rounds.
+    // wrk with many keep-alive connections, interleaved rounds. Each start of a path is measured
+    // twice: its first wrk run at full load (the gateway's table, pools and code paths new to
+    // 10,000 connections: its resident memory grows here) and, once every close went through,
+    // a second one (a middle box that has been running: the "warm" figures).
     const measure = opts.measure !== false;
     for (let round = 0; measure && round < runs; round++) {
       for (let i = 0; i < cases.length; i++) {
         await up(i);
         try {
-          const pid = gatewayPid();
-          const before = rssOf(pid);
-          let peak = before;
-          const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 100);
-          const r = await wrk(wrkConns, wrkSeconds);
-          clearInterval(sampler);
-          const pth = paths[i]!;
-          if (r.code === null) {
-            // Seen once in many runs: wrk still running a minute after its duration. The round
-            // is left out, said in the notes; the other rounds stand.
-            notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: wrk did not finish within ${wrkSeconds + 60} s (killed); round left out`);
-            log(`${pth.path} wrk ×${wrkConns} round ${round + 1}: wrk killed after ${wrkSeconds + 60} s`);
-            continue;
+          for (const warm of [false, true]) {
+            const pid = gatewayPid();
+            const before = rssOf(pid);
+            let peak = before;
+            const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 100);
+            const r = await wrk(wrkConns, wrkSeconds);
+            clearInterval(sampler);
+            const pth = paths[i]!;
+            const what = `${pth.path} wrk ×${wrkConns} round ${round + 1}${warm ? ', warm' : ''}`;
+            if (r.code === null) {
+              // wrk still running a minute after its duration: the round is left out, said in
+              // the notes; the other rounds stand. (Seen before the tracker let an old
+              // connection's challenge ACK through: wrk's first connect met a server socket its
+              // previous round's lost RST had left open.)
+              notes.push(`${what}: wrk did not finish within ${wrkSeconds + 60} s (killed); round left out`);
+              log(`${what}: wrk killed after ${wrkSeconds + 60} s`);
+              await closed();
+              continue;
+            }
+            const w = parseWrkOrThrow(r);
+            const alive = readPidFile(labStateDir(P), 'gateway')?.alive === true;
+            if (w.rps === 0 || !alive) {
+              // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
+              notes.push(`${what}: ${w.rps} req/s, gateway ${alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
+            }
+            (warm ? pth.wrkRpsWarm : pth.wrkRps).push(w.rps);
+            if (!warm) pth.wrkRssPerConn.push((peak - before) / wrkConns);
+            pth.wrkErrors += w.errors;
+            log(`${what}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
+            if (w.errors > w.requests / 100) notes.push(`${what}: ${w.errors} errors in ${w.requests} requests`);
+            await closed();
           }
-          const w = parseWrkOrThrow(r);
-          const alive = readPidFile(labStateDir(P), 'gateway')?.alive === true;
-          if (w.rps === 0 || !alive) {
-            // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
-            notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps} req/s, gateway ${alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
-          }
-          pth.wrkRps.push(w.rps);
-          pth.wrkRssPerConn.push((peak - before) / wrkConns);
-          pth.wrkErrors += w.errors;
-          log(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
-          if (w.errors > w.requests / 100) notes.push(`${pth.path} wrk ×${wrkConns} round ${round + 1}: ${w.errors} errors in ${w.requests} requests`);
         } finally {
-          await closed();
           await labKill(P, 'gateway');
         }
       }

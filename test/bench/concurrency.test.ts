@@ -39,6 +39,7 @@ describeE2E('bench: concurrency (small)', e2eProblems(['ip', 'wrk', 'nginx', 'cu
     expect(tq!.path).toBe('tapgate GSO, rule, --queues 2');
     for (const p of [nf!, tg!, tq!]) {
       expect(p.wrkRps[0], p.path + said).toBeGreaterThan(0);
+      expect(p.wrkRpsWarm[0], p.path + said).toBeGreaterThan(0);
       expect(p.wrkErrors, p.path + said).toBe(0);
       expect([p.opened, p.openFailed], p.path + said).toEqual([1500, 0]);
       expect(p.roundFailed, p.path + said).toBe(0);
