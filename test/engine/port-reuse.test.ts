@@ -157,3 +157,64 @@ describe('a 4-tuple reused after a close ended by the client\'s RST at its FIN',
     expect([...h.gw.flows.values()][0]!.state).not.toBe('closed');
   });
 });
+
+describe('a connection the tracker missed the end of, its 4-tuple opened again', () => {
+  // The old connection is open as far as the gateway knows, but gone at both ends (its close was
+  // lost before the gateway, or an endpoint gave up on it). The client's new SYN is stray; the
+  // server, with nothing open on the 4-tuple, answers it with a SYN-ACK of exactly that SYN.
+  function established(h: ReturnType<typeof harness>): void {
+    h.send(0, 100, 0, TCP_SYN);
+    h.send(1, 500, 101, TCP_SYN | TCP_ACK);
+    h.send(0, 101, 501, TCP_ACK);
+    expect(h.send(0, 101, 501, TCP_ACK | TCP_PSH, GET)[0]!.payload).toBe(GET.toString('latin1'));
+    expect(h.send(1, 501, 101 + GET.length, TCP_ACK | TCP_PSH, RESP)[0]!.payload).toContain('TAPGATE-OK');
+  }
+
+  it('the SYN-ACK of the stray SYN replaces the old connection: the new one is tracked and rewritten', () => {
+    const h = harness();
+    established(h);
+    const c = 90_000;
+    const s = 70_000;
+    expect(h.send(0, c, 0, TCP_SYN, undefined, 5000).map((o) => [o.to, o.flags])).toEqual([[1, TCP_SYN]]);
+    expect(h.send(1, s, c + 1, TCP_SYN | TCP_ACK).map((o) => [o.to, o.flags])).toEqual([[0, TCP_SYN | TCP_ACK]]);
+    expect(h.send(0, c + 1, s + 1, TCP_ACK).map((o) => o.to)).toEqual([1]);
+    expect(h.send(0, c + 1, s + 1, TCP_ACK | TCP_PSH, GET).map((o) => [o.to, o.payload])).toEqual([[1, GET.toString('latin1')]]);
+    const resp = h.send(1, s + 1, c + 1 + GET.length, TCP_ACK | TCP_PSH, RESP);
+    expect(resp.map((o) => [o.to, o.payload])).toEqual([[0, RESP.toString('latin1').replace('tapgate-ok', 'TAPGATE-OK')]]);
+    const st = h.gw.stats();
+    expect(st.flows.resynced).toBe(1);
+    expect(st.flows.straySyn).toBe(1); // the SYN; its SYN-ACK resynchronised
+    expect(st.flows.active).toBe(1);
+    expect([...h.gw.flows.values()][0]!.halves[0].isn).toBe(c);
+  });
+
+  it('a forged SYN and SYN-ACK pair on a live connection costs it its tracking, never its rewriting: what it still sends is dropped, not passed raw', () => {
+    const h = harness();
+    established(h);
+    h.send(0, 90_000, 0, TCP_SYN);
+    h.send(1, 70_000, 90_001, TCP_SYN | TCP_ACK);
+    expect(h.gw.stats().flows.resynced).toBe(1);
+    const c2 = 101 + GET.length;
+    const s2 = 501 + RESP.length;
+    h.send(0, c2, s2, TCP_ACK | TCP_PSH, GET);
+    const out = h.send(1, s2, c2 + GET.length, TCP_ACK | TCP_PSH, RESP);
+    for (const o of out) expect(o.payload).not.toContain('tapgate-ok');
+  });
+
+  it('a SYN-ACK of anything else, or too late, leaves the old connection tracked and rewritten', () => {
+    for (const [ack, lateMs] of [[90_002, 0], [90_001, 31_000]] as const) {
+      const h = harness();
+      established(h);
+      h.send(0, 90_000, 0, TCP_SYN);
+      expect(h.send(1, 70_000, ack, TCP_SYN | TCP_ACK, undefined, 1 + lateMs).map((o) => o.flags)).toEqual([TCP_SYN | TCP_ACK]); // passed, stray
+      const st = h.gw.stats();
+      expect(st.flows.resynced).toBe(0);
+      expect(st.flows.straySyn).toBe(2);
+      // The old connection goes on, rewritten.
+      const c2 = 101 + GET.length;
+      const s2 = 501 + RESP.length;
+      expect(h.send(0, c2, s2, TCP_ACK | TCP_PSH, GET).map((o) => o.payload)).toEqual([GET.toString('latin1')]);
+      expect(h.send(1, s2, c2 + GET.length, TCP_ACK | TCP_PSH, RESP)[0]!.payload).toContain('TAPGATE-OK');
+    }
+  });
+});
