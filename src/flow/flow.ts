@@ -211,11 +211,6 @@ const ACK_BIT = 1 << 25;
 /** `end` is one past this side's FIN (set by the FIN's segment, cleared when anything goes beyond it). */
 const FIN_END_BIT = 1 << 26;
 
-/**
- * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
- * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
- * the plain form (but object spread would not: use `plainHalf`).
- */
 /** What a SYN announces (FlowTable.track). */
 export interface SynOptions {
   mss: number | undefined;
@@ -241,6 +236,11 @@ class RareHalf {
   straySyn: StraySyn | undefined = undefined;
 }
 
+/**
+ * A Half as the table keeps it: the ISN and one small integer (two fields instead of seven; a
+ * table entry is mostly its halves). Reads and writes like a plain Half; JSON.stringify gives
+ * the plain form (but object spread would not: use `plainHalf`).
+ */
 export class TrackedHalf implements Half {
   isn: Seq | undefined = undefined;
   private bits = 536 | (0 << WS_SHIFT); // mss 536, wscale −1, no flags
