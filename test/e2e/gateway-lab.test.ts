@@ -4,7 +4,12 @@
  * - a replace rule (port 8001), shorter and longer replacements, occurrences spread so that many
  *   straddle segment and GSO-frame boundaries: the body arrives exactly rewritten, the connection
  *   closes cleanly (no RST seen by the gateway, curl exit 0);
- * - ping, ARP and UDP are bridged unchanged.
+ * - ping, ARP and UDP are bridged unchanged;
+ * - a client port used again after a connection whose end the gateway never saw (RSTs dropped in
+ *   the namespaces with iptables): against a fresh gateway and a server that kept the old
+ *   connection (the challenge ACK and the client's RST pass), and with both ends gone under a
+ *   gateway that still tracks it (the SYN-ACK of the stray SYN resynchronises): the new
+ *   connection opens within a SYN retransmission, rewritten.
  * The gateway runs from the sources (tsx), so the test does not depend on a fresh dist/.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +21,7 @@ import { readPcapAll } from '../../src/phy/pcap.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { describeE2E, e2eProblems } from '../lab/e2e-env.js';
 import {
-  cutsInsidePatterns, expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, rewriteText,
+  cutsInsidePatterns, expectedRewrite, FIND_LONG, FIND_SHORT, firstDifference, gatewayStats as stats, labUpWithGateway, netnsList, randomFile, restartGateway, rewriteText,
   SEND_PY, sha, SINK_PY, startHttpServer, tempDir, waitUntil, WITH_LONG, WITH_SHORT,
 } from './lab-helpers.js';
 
@@ -28,7 +33,7 @@ const SERVER6 = 'fd00:200::2';
 const CONFIG = `
 rules:
   - name: rewrite-8001
-    match: { port: [8001, 8011, 8012] }
+    match: { port: [8001, 8011, 8012, 8013] }
     agent: replace
     replace:
       - { find: "${FIND_SHORT}", with: "${WITH_SHORT}" }
@@ -36,6 +41,72 @@ rules:
 `;
 
 const gatewayStats = (): Record<string, Record<string, unknown>> => stats(P);
+
+/**
+ * A line server for the 4-tuple reuse tests (port 8013, under the rule): answers each line with
+ * one naming FIND_SHORT; on "ABORT" it resets the connection (SO_LINGER 0).
+ */
+const LINE_SERVER_PY = `
+import socket, struct, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(64)
+def serve(c):
+    buf = b''
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        buf += d
+        while b'\\n' in buf:
+            line, buf = buf.split(b'\\n', 1)
+            if line == b'ABORT':
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                c.close()
+                return
+            c.sendall(b'reply to ' + line + b': ${FIND_SHORT}\\n')
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+
+/**
+ * The client of those tests, from a fixed local port: \`exchange\` connects, sends a line, prints
+ * the answer and the seconds it took (10 s timeouts); \`abort\` also resets its end with the RST
+ * dropped before it leaves the namespace (iptables), and with \`both\` first makes the server reset
+ * its end: so the gateway never sees either end go.
+ */
+const REUSE_CLIENT_PY = `
+import socket, struct, subprocess, sys, time
+server, port, lport, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+t0 = time.monotonic()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', lport))
+s.settimeout(10)
+s.connect((server, port))
+s.sendall(b'hello\\n')
+got = b''
+while not got.endswith(b'\\n'):
+    d = s.recv(4096)
+    if not d:
+        break
+    got += d
+print(got.decode().strip())
+print('%.2f' % (time.monotonic() - t0))
+if mode.startswith('abort'):
+    rule = ['OUTPUT', '-p', 'tcp', '--sport', str(lport), '--tcp-flags', 'RST', 'RST', '-j', 'DROP']
+    subprocess.run(['iptables', '-I'] + rule, check=True)
+    if mode == 'abort-both':
+        s.sendall(b'ABORT\\n')
+        time.sleep(0.5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+    time.sleep(0.2)
+    subprocess.run(['iptables', '-D'] + rule, check=True)
+`;
 /** Where the gateway (with TAP GSO) serves its metrics, inside the gw namespace. */
 const METRICS = '127.0.0.1:9464';
 
@@ -110,6 +181,7 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
         for (const port of ['8000', '8001']) startHttpServer(P, SERVER, port, dir);
         startHttpServer(P, SERVER6, '8011', dir);
         labSpawn(P, 'server', 'sink8012', ['python3', join(dir, 'sink.py'), SERVER6, '8012']);
+        labSpawn(P, 'server', 'lines8013', ['python3', '-c', LINE_SERVER_PY, SERVER, '8013']);
         labSpawn(P, 'server', 'udpecho', [
           'python3', '-c',
           'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(("0.0.0.0",9999))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d[::-1],a)',
@@ -309,6 +381,50 @@ describeE2E('tapgate run in the lab', e2eProblems(['ip', 'unshare', 'python3', '
         ], { timeoutMs: 20_000 });
         expect(udp.stdout.trim().split('\n'), udp.stderr).toEqual([0, 1, 2, 3, 4].map((i) => `hello-${i}`.split('').reverse().join('')));
       });
+
+      if (vnet) {
+        // A client port used again after a connection whose end the gateway never saw (engine/track.ts,
+        // flow/table.ts): the new connection must open within a SYN retransmission, rewritten.
+        const reuse = async (lport: number, mode: 'exchange' | 'abort' | 'abort-both'): Promise<{ answer: string; seconds: number }> => {
+          const r = await labExec(P, 'client', ['python3', '-c', REUSE_CLIENT_PY, SERVER, '8013', String(lport), mode], { timeoutMs: 30_000 });
+          expect(r.code, `${mode} from port ${lport}: ${r.stdout}${r.stderr}`).toBe(0);
+          const [answer, seconds] = r.stdout.trim().split('\n');
+          return { answer: answer!, seconds: Number(seconds) };
+        };
+        const rewrittenAnswer = `reply to hello: ${WITH_SHORT}`;
+        const serverSockets = async (lport: number): Promise<string> =>
+          (await labExec(P, 'server', ['ss', '-Htan', 'sport', '= :8013', 'dport', `= :${lport}`])).stdout.trim();
+
+        it('a fresh gateway, a server still holding the old connection: its challenge ACK and the client\'s RST pass, the next SYN connects', async () => {
+          const lport = 61013;
+          expect((await reuse(lport, 'abort')).answer).toBe(rewrittenAnswer);
+          // The client's RST never left its namespace: the server keeps the connection.
+          expect(await serverSockets(lport)).toMatch(/^ESTAB/);
+          await restartGateway(P, join(dir, 'config.yaml'), ['--metrics', METRICS]);
+          const again = await reuse(lport, 'exchange');
+          expect(again.answer).toBe(rewrittenAnswer);
+          expect(again.seconds).toBeLessThan(8); // one SYN retransmission (1 s), not the two minutes of all of them
+          expect(gatewayStats()['gateway']!['staleSegments']).toBeGreaterThanOrEqual(2);
+        });
+
+        it('both ends gone without the gateway seeing it: the SYN-ACK of the stray SYN resynchronises, the new connection is rewritten', async () => {
+          const lport = 61014;
+          // The server's RSTs never leave its namespace either.
+          const rule = ['OUTPUT', '-p', 'tcp', '--sport', '8013', '--tcp-flags', 'RST', 'RST', '-j', 'DROP'];
+          expect((await labExec(P, 'server', ['iptables', '-I', ...rule])).code).toBe(0);
+          try {
+            expect((await reuse(lport, 'abort-both')).answer).toBe(rewrittenAnswer);
+          } finally {
+            expect((await labExec(P, 'server', ['iptables', '-D', ...rule])).code).toBe(0);
+          }
+          expect(await serverSockets(lport)).toBe('');
+          const resynced0 = gatewayStats()['flows']!['resynced'] as number;
+          const again = await reuse(lport, 'exchange');
+          expect(again.answer).toBe(rewrittenAnswer);
+          expect(again.seconds).toBeLessThan(8);
+          expect(gatewayStats()['flows']!['resynced']).toBe(resynced0 + 1);
+        });
+      }
     });
   }
 });
