@@ -85,28 +85,14 @@ export class Tracker<C extends AckView> {
       // Taken over from another node: imported by the gateway, then found again.
       if (n !== true) return { kind: 'import', imp: n };
     }
-    let r = flows.lookup(src, dst, flags, d.tcp.seq, nowMs, d.tcp.ack);
-    if (r.kind === 'resync') {
-      // The server took the client's stray SYN: the old connection is gone at both ends.
-      const old = r.flow.id;
-      r = flows.resync(r.flow, r.syn, nowMs);
-      this.o.warn('resync', nowMs, () => ({ flow: old }), 'SYN-ACK of a stray SYN: the connection it opened replaces the one tracked');
-      if (r.kind === 'flow') {
-        r = flows.lookup(src, dst, flags, d.tcp.seq, nowMs, d.tcp.ack);
-        // The new connection's first segment through the gateway: its agent is attached now.
-        if (r.kind === 'flow') return { ...r, isNew: true };
-      }
-    }
+    const r = flows.lookup(src, dst, flags, d.tcp.seq, nowMs);
     switch (r.kind) {
       case 'refused':
         c.synRefused++;
         this.o.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: flows.halfOpen, flows: flows.size }), 'SYN refused: connection table full');
         return { kind: 'drop' };
-      case 'resync':
-        return { kind: 'drop' }; // a second resync in a row: never reached
       case 'stray-syn':
         c.straySyn++;
-        if (r.side === 0 && (flags & TCP_ACK) === 0) flows.noteStraySyn(r.flow, d.tcp.seq, synOptions(d.tcp), nowMs);
         this.o.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq: d.tcp.seq }), 'SYN with a new ISN on an established connection: not tracked');
         return d.payloadLen === 0 ? { kind: 'pass' } : { kind: 'drop' };
       case 'untracked': {
@@ -142,7 +128,17 @@ export class Tracker<C extends AckView> {
       this.o.warn('stale', nowMs, () => ({ flow: f.id, side, flags, seq }), 'segment of an old connection on the 4-tuple passed while the SYN waits for its answer');
       return 'stale';
     }
-    const opts = flags & TCP_SYN ? synOptions(tcp) : undefined;
+    let opts: SynOptions | undefined;
+    if (flags & TCP_SYN) {
+      const ts = tcp.tsval();
+      opts = {
+        mss: tcp.mss() ?? undefined,
+        wscale: tcp.windowScale() ?? undefined,
+        sackPermitted: tcp.sackPermitted(),
+        timestamps: ts !== null,
+        tsval: ts ?? undefined,
+      };
+    }
     const len = d.payloadLen;
     // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
     // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.
@@ -182,16 +178,4 @@ export class Tracker<C extends AckView> {
     const isn = f.halves[0].isn;
     return (flags & (TCP_SYN | TCP_RST)) === TCP_RST && isn !== undefined && seq !== seqAdd(isn, 1);
   }
-}
-
-/** What a SYN announces in its options. */
-function synOptions(tcp: FrameTcp['tcp']): SynOptions {
-  const ts = tcp.tsval();
-  return {
-    mss: tcp.mss() ?? undefined,
-    wscale: tcp.windowScale() ?? undefined,
-    sackPermitted: tcp.sackPermitted(),
-    timestamps: ts !== null,
-    tsval: ts ?? undefined,
-  };
 }

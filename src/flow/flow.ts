@@ -211,29 +211,11 @@ const ACK_BIT = 1 << 25;
 /** `end` is one past this side's FIN (set by the FIN's segment, cleared when anything goes beyond it). */
 const FIN_END_BIT = 1 << 26;
 
-/** What a SYN announces (FlowTable.track). */
-export interface SynOptions {
-  mss: number | undefined;
-  wscale: number | undefined;
-  sackPermitted: boolean;
-  timestamps: boolean;
-  /** TSval of the timestamps option, when present. */
-  tsval?: number | undefined;
-}
-
-/** A client's SYN with a new ISN on a confirmed connection, kept until the server answers it (FlowTable.noteStraySyn). */
-export interface StraySyn {
-  seq: Seq;
-  opts: SynOptions | undefined;
-  ms: number;
-}
-
 /** The part of a TrackedHalf only a handshake or a mid-stream pickup needs. */
 class RareHalf {
   midBase: Seq | undefined = undefined;
   synTs: number | undefined = undefined;
   altIsn: Seq | undefined = undefined;
-  straySyn: StraySyn | undefined = undefined;
 }
 
 /**
@@ -320,17 +302,9 @@ export class TrackedHalf implements Half {
     if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).altIsn = v;
     this.dropRare();
   }
-  /** The last stray SYN of this side (the client's) on a confirmed connection. */
-  get straySyn(): StraySyn | undefined {
-    return this.rare?.straySyn;
-  }
-  set straySyn(v: StraySyn | undefined) {
-    if (v !== undefined || this.rare !== undefined) (this.rare ??= new RareHalf()).straySyn = v;
-    this.dropRare();
-  }
   private dropRare(): void {
     const r = this.rare;
-    if (r !== undefined && r.midBase === undefined && r.synTs === undefined && r.altIsn === undefined && r.straySyn === undefined) this.rare = undefined;
+    if (r !== undefined && r.midBase === undefined && r.synTs === undefined && r.altIsn === undefined) this.rare = undefined;
   }
 
   /**

@@ -29,19 +29,12 @@
  * connection (RFC 9293 §3.10.7.4 / RFC 5961 §4: the receiver answers it with a challenge ACK):
  * it is reported `stray-syn` and the state is left alone, as Linux conntrack ignores it. Taking
  * it as a new connection would let one spoofed SYN with a known 4-tuple reset the tracking (and
- * the rewriting) of a live connection. The client's stray SYN is remembered, though
- * (`noteStraySyn`): when the server answers it with a SYN-ACK of exactly that SYN, the server has
- * no old connection any more (one it still had would have sent a challenge ACK) and both ends
- * are in the new one, which the tracker missed the end of (a close lost before the gateway, an
- * endpoint that gave up): the lookup says `resync`, and `resync` replaces the entry with the new
- * connection (`resynced`), as conntrack does (`tcp_in_window`'s "SYN/ACK acknowledges a SYN that
- * we earlier ignored"). Kept, the old entry would pass the new connection's SYN-ACK and drop
- * its data as outside the old windows for as long as the client retried.
+ * the rewriting) of a live connection.
  */
 import { seqAdd, seqDiff, seqGe, seqToOffset, type Seq } from '../wire/seq.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
-import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint, type StraySyn, type SynOptions } from './flow.js';
+import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint } from './flow.js';
 import { endpointJson, validFlowJson, type FlowJson } from './json.js';
 import { ipHash, type IpAddr } from '../wire/ip.js';
 
@@ -57,6 +50,15 @@ const LEARN_SPAN = 2 ** 30;
 
 export type { FlowJson } from './json.js';
 
+
+export interface SynOptions {
+  mss: number | undefined;
+  wscale: number | undefined;
+  sackPermitted: boolean;
+  timestamps: boolean;
+  /** TSval of the timestamps option, when present. */
+  tsval?: number | undefined;
+}
 
 export interface TableLimits {
   maxConnections: number;
@@ -86,8 +88,6 @@ export function newFlowCounters() {
     expiredHalfOpen: 0,
     /** Bare SYNs with a new ISN on a confirmed connection: not a new connection, ignored. */
     straySyn: 0,
-    /** Connections replaced by the one a stray SYN opened, once the server's SYN-ACK acknowledged it. */
-    resynced: 0,
     expiredIdle: 0,
     expiredClosed: 0,
     /** A new SYN replaced a closed/closing connection with the same 4-tuple. */
@@ -110,9 +110,7 @@ export type LookupResult<C> =
   | { kind: 'refused'; why: 'table-full' | 'half-open-full' }
   | { kind: 'untracked' }
   /** A bare SYN with a new ISN for a confirmed, open connection: not tracked (see the file comment). */
-  | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 }
-  /** The server's SYN-ACK of the client's stray SYN `syn` on `flow`: call `resync`. */
-  | { kind: 'resync'; flow: Flow<C>; syn: StraySyn };
+  | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 };
 
 /** A bucket of the table: one flow, or (4-tuples with the same hash, rare) several. */
 type Bucket<C> = Flow<C> | Flow<C>[];
@@ -241,21 +239,16 @@ export class FlowTable<C = unknown> {
    * flow (or replaces a closed one); anything else for an unknown 4-tuple creates a mid-stream
    * flow.
    */
-  lookup(src: Endpoint, dst: Endpoint, flags: number, seq: Seq, nowMs: number, ack?: Seq): LookupResult<C> {
+  lookup(src: Endpoint, dst: Endpoint, flags: number, seq: Seq, nowMs: number): LookupResult<C> {
     const hash = tupleHash(ipHash(src.addr), src.port, ipHash(dst.addr), dst.port);
     let f = this.find(src, dst, hash);
     const syn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     if (f && (flags & TCP_SYN) && !syn) {
       // A SYN-ACK with a new ISN on a confirmed connection: not an answer to anything the
-      // endpoints have open (they challenge-ACK it, RFC 5961 §4); it must not reset the tracked
-      // ISN — unless it acknowledges the client's stray SYN (see the file comment).
+      // endpoints have open (they challenge-ACK it, RFC 5961 §4); it must not reset the tracked ISN.
       const side = f.sideOf(src);
       const h = f.halves[side];
       if (f.confirmed && h.isn !== undefined && h.isn !== seq) {
-        const st = f.halves[0].straySyn;
-        if (side === 1 && st !== undefined && ack === seqAdd(st.seq, 1) && nowMs - st.ms <= (this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs)) {
-          return { kind: 'resync', flow: f, syn: st };
-        }
         this.counters.straySyn++;
         return { kind: 'stray-syn', flow: f, side };
       }
@@ -511,28 +504,6 @@ export class FlowTable<C = unknown> {
         this.confirm(f);
       }
     }
-  }
-
-  /** Remembers the client's stray SYN on `f` (lookup said `stray-syn` for it), for `resync`. */
-  noteStraySyn(f: Flow<C>, seq: Seq, opts: SynOptions | undefined, nowMs: number): void {
-    f.halves[0].straySyn = { seq, opts, ms: nowMs };
-  }
-
-  /**
-   * Replaces `f` by the connection its client's stray SYN `syn` opened (lookup said `resync`):
-   * `f` leaves the table (onRemove), the new entry has seen that SYN. Its lookup result, or why
-   * there is none (the table or the half-open cap full).
-   */
-  resync(f: Flow<C>, syn: StraySyn, nowMs: number): LookupResult<C> {
-    const client = f.client;
-    const server = f.server;
-    this.remove(f);
-    this.counters.resynced++;
-    const r = this.lookup(client, server, TCP_SYN, syn.seq, nowMs);
-    if (r.kind !== 'flow') return r;
-    this.track(r.flow, 0, TCP_SYN, syn.seq, syn.opts, nowMs);
-    this.observe(r.flow, 0, TCP_SYN, syn.seq, 0, 0);
-    return r;
   }
 
   /** Updates the tracked state with a segment from `side`. */

@@ -113,6 +113,10 @@ describe('a new SYN on a 4-tuple the server still has an old connection on', () 
     // The data before the handshake (notReady); the FIN, whose ACK the client would refuse.
     expect(st.gateway.notReady).toBe(1);
     expect(st.gateway.tcpInvalid).toEqual({ 'fin-bad-ack': 1 });
+    // The client's RST right after its SYN is its own abort, judged as ever: it closes.
+    expect(h.send(0, 1001, 0, TCP_RST).map((o) => o.flags)).toEqual([TCP_RST]);
+    expect(h.gw.stats().gateway.staleSegments).toBe(0);
+    expect(h.gw.stats().gateway.rstAccepted).toBe(1);
   });
 });
 
@@ -158,63 +162,28 @@ describe('a 4-tuple reused after a close ended by the client\'s RST at its FIN',
   });
 });
 
-describe('a connection the tracker missed the end of, its 4-tuple opened again', () => {
-  // The old connection is open as far as the gateway knows, but gone at both ends (its close was
-  // lost before the gateway, or an endpoint gave up on it). The client's new SYN is stray; the
-  // server, with nothing open on the 4-tuple, answers it with a SYN-ACK of exactly that SYN.
-  function established(h: ReturnType<typeof harness>): void {
+describe('a stray SYN and a SYN-ACK of it on a tracked connection', () => {
+  // Taken as a new connection (conntrack's resync), the pair would end the tracked one's
+  // inspection: two forged segments with a known 4-tuple (the forger picks the SYN's number),
+  // and the old connection, once the new entry expired unconfirmed, picked up mid-stream (passed
+  // with `policy.midstream: pass`, a fresh agent with `inspect`). They stay stray: the connection
+  // keeps its entry and its agent. (The cost: a connection whose both ends went unseen, then
+  // reopened on the same port, stalls until its entry expires.)
+  it('passes both as stray; the connection goes on tracked and rewritten', () => {
+    const h = harness();
     h.send(0, 100, 0, TCP_SYN);
     h.send(1, 500, 101, TCP_SYN | TCP_ACK);
     h.send(0, 101, 501, TCP_ACK);
-    expect(h.send(0, 101, 501, TCP_ACK | TCP_PSH, GET)[0]!.payload).toBe(GET.toString('latin1'));
+    h.send(0, 101, 501, TCP_ACK | TCP_PSH, GET);
     expect(h.send(1, 501, 101 + GET.length, TCP_ACK | TCP_PSH, RESP)[0]!.payload).toContain('TAPGATE-OK');
-  }
-
-  it('the SYN-ACK of the stray SYN replaces the old connection: the new one is tracked and rewritten', () => {
-    const h = harness();
-    established(h);
-    const c = 90_000;
-    const s = 70_000;
-    expect(h.send(0, c, 0, TCP_SYN, undefined, 5000).map((o) => [o.to, o.flags])).toEqual([[1, TCP_SYN]]);
-    expect(h.send(1, s, c + 1, TCP_SYN | TCP_ACK).map((o) => [o.to, o.flags])).toEqual([[0, TCP_SYN | TCP_ACK]]);
-    expect(h.send(0, c + 1, s + 1, TCP_ACK).map((o) => o.to)).toEqual([1]);
-    expect(h.send(0, c + 1, s + 1, TCP_ACK | TCP_PSH, GET).map((o) => [o.to, o.payload])).toEqual([[1, GET.toString('latin1')]]);
-    const resp = h.send(1, s + 1, c + 1 + GET.length, TCP_ACK | TCP_PSH, RESP);
-    expect(resp.map((o) => [o.to, o.payload])).toEqual([[0, RESP.toString('latin1').replace('tapgate-ok', 'TAPGATE-OK')]]);
+    expect(h.send(0, 90_000, 0, TCP_SYN).map((o) => o.flags)).toEqual([TCP_SYN]);
+    expect(h.send(1, 70_000, 90_001, TCP_SYN | TCP_ACK).map((o) => o.flags)).toEqual([TCP_SYN | TCP_ACK]);
     const st = h.gw.stats();
-    expect(st.flows.resynced).toBe(1);
-    expect(st.flows.straySyn).toBe(1); // the SYN; its SYN-ACK resynchronised
-    expect(st.flows.active).toBe(1);
-    expect([...h.gw.flows.values()][0]!.halves[0].isn).toBe(c);
-  });
-
-  it('a forged SYN and SYN-ACK pair on a live connection costs it its tracking, never its rewriting: what it still sends is dropped, not passed raw', () => {
-    const h = harness();
-    established(h);
-    h.send(0, 90_000, 0, TCP_SYN);
-    h.send(1, 70_000, 90_001, TCP_SYN | TCP_ACK);
-    expect(h.gw.stats().flows.resynced).toBe(1);
+    expect(st.flows.straySyn).toBe(2);
+    expect([...h.gw.flows.values()][0]!.halves[0].isn).toBe(100);
     const c2 = 101 + GET.length;
     const s2 = 501 + RESP.length;
-    h.send(0, c2, s2, TCP_ACK | TCP_PSH, GET);
-    const out = h.send(1, s2, c2 + GET.length, TCP_ACK | TCP_PSH, RESP);
-    for (const o of out) expect(o.payload).not.toContain('tapgate-ok');
-  });
-
-  it('a SYN-ACK of anything else, or too late, leaves the old connection tracked and rewritten', () => {
-    for (const [ack, lateMs] of [[90_002, 0], [90_001, 31_000]] as const) {
-      const h = harness();
-      established(h);
-      h.send(0, 90_000, 0, TCP_SYN);
-      expect(h.send(1, 70_000, ack, TCP_SYN | TCP_ACK, undefined, 1 + lateMs).map((o) => o.flags)).toEqual([TCP_SYN | TCP_ACK]); // passed, stray
-      const st = h.gw.stats();
-      expect(st.flows.resynced).toBe(0);
-      expect(st.flows.straySyn).toBe(2);
-      // The old connection goes on, rewritten.
-      const c2 = 101 + GET.length;
-      const s2 = 501 + RESP.length;
-      expect(h.send(0, c2, s2, TCP_ACK | TCP_PSH, GET).map((o) => o.payload)).toEqual([GET.toString('latin1')]);
-      expect(h.send(1, s2, c2 + GET.length, TCP_ACK | TCP_PSH, RESP)[0]!.payload).toContain('TAPGATE-OK');
-    }
+    expect(h.send(0, c2, s2, TCP_ACK | TCP_PSH, GET).map((o) => o.payload)).toEqual([GET.toString('latin1')]);
+    expect(h.send(1, s2, c2 + GET.length, TCP_ACK | TCP_PSH, RESP)[0]!.payload).toContain('TAPGATE-OK');
   });
 });

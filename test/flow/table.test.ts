@@ -54,6 +54,24 @@ describe('flow table', () => {
     expect(t.counters.midstream).toBe(1);
   });
 
+  it('takes a RST at the sender\'s FIN (Linux: RCV.NXT − 1 after a FIN), but not once anything went past the FIN', () => {
+    const t = new FlowTable(limits);
+    const f = handshake(t);
+    t.observe(f, 0, TCP_ACK, 101, 201, 10); // bytes 101..110
+    expect(t.judge(f, 0, TCP_FIN | TCP_ACK, 111, 201, 0)).toBe('accept');
+    t.track(f, 0, TCP_FIN | TCP_ACK, 111, undefined, 1);
+    t.observe(f, 0, TCP_FIN | TCP_ACK, 111, 201, 0); // the FIN at 111
+    expect(t.judge(f, 0, TCP_RST, 111, 0, 0)).toBe('rst-close');
+    expect(t.judge(f, 0, TCP_RST, 112, 0, 0)).toBe('rst-close'); // the next number, as before
+    expect(t.judge(f, 0, TCP_RST, 110, 0, 0)).toBe('rst-not-exact');
+    // Bytes after the FIN (no receiver takes them, but they moved the edge): the FIN's number is
+    // no longer where a RST closes.
+    t.observe(f, 0, TCP_ACK, 112, 201, 5);
+    expect(t.judge(f, 0, TCP_RST, 111, 0, 0)).toBe('rst-not-exact');
+    expect(t.judge(f, 0, TCP_RST, 116, 0, 0)).toBe('rst-not-exact');
+    expect(t.judge(f, 0, TCP_RST, 117, 0, 0)).toBe('rst-close');
+  });
+
   it('handles simultaneous open', () => {
     const t = new FlowTable(limits);
     const r1 = t.lookup(C, S, TCP_SYN, 1, 0);
