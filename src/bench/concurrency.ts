@@ -338,38 +338,40 @@ export async function benchConcurrency(opts: ConcurrencyOptions = {}): Promise<C
     for (let round = 0; measure && round < runs; round++) {
       for (let i = 0; i < cases.length; i++) {
         await up(i);
+        const pth = paths[i]!;
         try {
           for (const warm of [false, true]) {
-            const pid = gatewayPid();
-            const before = rssOf(pid);
-            let peak = before;
-            const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 100);
-            const r = await wrk(wrkConns, wrkSeconds);
-            clearInterval(sampler);
-            const pth = paths[i]!;
             const what = `${pth.path} wrk ×${wrkConns} round ${round + 1}${warm ? ', warm' : ''}`;
-            if (r.code === null) {
-              // wrk still running a minute after its duration: the round is left out, said in
-              // the notes; the other rounds stand. (Seen before the tracker let an old
-              // connection's challenge ACK through: wrk's first connect met a server socket its
-              // previous round's lost RST had left open.)
-              notes.push(`${what}: wrk did not finish within ${wrkSeconds + 60} s (killed); round left out`);
-              log(`${what}: wrk killed after ${wrkSeconds + 60} s`);
+            try {
+              const pid = gatewayPid();
+              const before = rssOf(pid);
+              let peak = before;
+              const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 100);
+              const r = await wrk(wrkConns, wrkSeconds);
+              clearInterval(sampler);
+              if (r.code === null) {
+                // wrk still running a minute after its duration: the round is left out, said in
+                // the notes; the other rounds stand. (Seen before the tracker let an old
+                // connection's challenge ACK through: wrk's first connect met a server socket its
+                // previous round's lost RST had left open.)
+                notes.push(`${what}: wrk did not finish within ${wrkSeconds + 60} s (killed); round left out`);
+                log(`${what}: wrk killed after ${wrkSeconds + 60} s`);
+                continue;
+              }
+              const w = parseWrkOrThrow(r);
+              const alive = readPidFile(labStateDir(P), 'gateway')?.alive === true;
+              if (w.rps === 0 || !alive) {
+                // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
+                notes.push(`${what}: ${w.rps} req/s, gateway ${alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
+              }
+              (warm ? pth.wrkRpsWarm : pth.wrkRps).push(w.rps);
+              if (!warm) pth.wrkRssPerConn.push((peak - before) / wrkConns);
+              pth.wrkErrors += w.errors;
+              log(`${what}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
+              if (w.errors > w.requests / 100) notes.push(`${what}: ${w.errors} errors in ${w.requests} requests`);
+            } finally {
               await closed();
-              continue;
             }
-            const w = parseWrkOrThrow(r);
-            const alive = readPidFile(labStateDir(P), 'gateway')?.alive === true;
-            if (w.rps === 0 || !alive) {
-              // Nothing answered for the whole round, or the gateway is gone: what wrk and the gateway said.
-              notes.push(`${what}: ${w.rps} req/s, gateway ${alive ? 'running' : 'gone'}; wrk: ${r.stdout.trim()} ${r.stderr.trim()}; gateway log:\n${gatewayLog(P)}`);
-            }
-            (warm ? pth.wrkRpsWarm : pth.wrkRps).push(w.rps);
-            if (!warm) pth.wrkRssPerConn.push((peak - before) / wrkConns);
-            pth.wrkErrors += w.errors;
-            log(`${what}: ${w.rps.toFixed(0)} req/s, RSS +${((peak - before) / 2 ** 20).toFixed(1)} MiB (${w.errors} errors)`);
-            if (w.errors > w.requests / 100) notes.push(`${what}: ${w.errors} errors in ${w.requests} requests`);
-            await closed();
           }
         } finally {
           await labKill(P, 'gateway');

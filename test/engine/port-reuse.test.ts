@@ -11,18 +11,14 @@
  * ACK and a RST, which the gateway must pass.
  */
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/index.js';
 import type { Side } from '../../src/engine/emit.js';
-import { Gateway } from '../../src/engine/gateway.js';
-import { tcpFrame } from '../../src/wire/tcp-frame.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
+import { Conn, Harness, payloadOf } from '../hostile/harness.js';
 
-const CL = 0x0ac80001; // 10.200.0.1
-const SV = 0x0ac80002; // 10.200.0.2
 const CPORT = 18826;
-const config = parseConfig('rules:\n  - match: { port: 8080 }\n    agent: replace\n    replace:\n      - { find: "tapgate-ok", with: "TAPGATE-OK" }\n', 'r.yaml');
-const GET = Buffer.from('GET / HTTP/1.1\r\nHost: 10.200.0.2:8080\r\n\r\n');
+const CONFIG = 'rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n      - { find: "tapgate-ok", with: "TAPGATE-OK" }\n';
+const GET = Buffer.from('GET / HTTP/1.1\r\nHost: 10.0.0.2\r\n\r\n');
 const RESP = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\ntapgate-ok\n');
 
 interface Out {
@@ -32,20 +28,21 @@ interface Out {
   payload: string;
 }
 
+/** The hostile tests' Harness, one connection's frames by absolute sequence numbers, what leaves decoded. */
 function harness() {
-  const gw = new Gateway({ config });
-  let now = 1000;
+  const h = new Harness({}, {}, CONFIG);
+  h.now = 1000;
+  const c = new Conn(h, CPORT, 0, 0);
   const send = (from: Side, seq: number, ack: number, flags: number, payload?: Uint8Array, advanceMs = 1): Out[] => {
-    const [src, dst, srcPort, dstPort] = from === 0 ? [CL, SV, CPORT, 8080] : [SV, CL, 8080, CPORT];
-    const out: Out[] = [];
-    gw.handleFrame(tcpFrame({ src, dst, srcPort, dstPort, seq, ack, flags, ...(payload !== undefined ? { payload } : {}), options: flags & TCP_SYN ? [{ kind: 'mss', mss: 1460 }] : [] }), from, (now += advanceMs), (f, to) => {
-      const d = decodeFrame(f, { link: 'ethernet', verifyChecksums: true });
+    h.now += advanceMs;
+    const f = c.frame(from, { flags, seq, ack, ...(payload !== undefined ? { payload } : {}), options: flags & TCP_SYN ? [{ kind: 'mss', mss: 1460 }] : [] });
+    return h.send(f, from).map((e) => {
+      const d = decodeFrame(e.frame, { link: 'ethernet', verifyChecksums: true });
       if (d.kind !== 'tcp') throw new Error(`not TCP out: ${d.kind}`);
-      out.push({ to, flags: d.tcp.flags, seq: d.tcp.seq, payload: Buffer.from(f.subarray(d.payloadOff, d.payloadOff + d.payloadLen)).toString('latin1') });
+      return { to: e.to, flags: d.tcp.flags, seq: d.tcp.seq, payload: payloadOf(e.frame) };
     });
-    return out;
   };
-  return { gw, send };
+  return { gw: h.gw, send };
 }
 
 /** One keep-alive connection of wrk's: a request answered, a second one cut off by the client's close. */
