@@ -33,6 +33,30 @@ import { benchLive, flowsRow, LIVE_PARTS, MQ_QUEUES, MQ_TAPGATE_PATH, rowFlows, 
 import { runMemoryBench, type MemoryResult } from './memory.js';
 
 const args = process.argv.slice(2);
+const USAGE =
+  'usage: npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk|conc]] [--no-live] [--no-memory]\n' +
+  '                     [--only engine,memory,iperf,ping,wrk,proxy,conc,http] [--keep-profile FILE] [--flows 1,8,32] [--profile-flows N]';
+/** A bad argument or a missing tool: one line on stderr and the usage, no stack trace. */
+function fail(message: string, usage = false): never {
+  console.error(`tapgate bench: ${message}${usage ? `\n${USAGE}` : ''}`);
+  process.exit(2);
+}
+if (args.includes('--help') || args.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const FLAGS = ['--quick', '--engine-only', '--no-live', '--no-memory', '--profile'];
+const VALUED = ['--only', '--keep-profile', '--flows', '--profile-flows'];
+for (let i = 0; i < args.length; i++) {
+  const a = args[i]!;
+  if (FLAGS.includes(a) || a.startsWith('--profile=') || VALUED.some((v) => a.startsWith(`${v}=`))) continue;
+  if (VALUED.includes(a)) {
+    if (args[i + 1] === undefined) fail(`${a} needs a value`, true);
+    i++;
+    continue;
+  }
+  fail(`unknown argument ${a}`, true);
+}
 const quick = args.includes('--quick');
 const engineOnly = args.includes('--engine-only');
 /** `--name value` or `--name=value`. */
@@ -46,7 +70,7 @@ type HttpProfile = 'http' | 'http-wrk';
 const profile: ProfileWorkload | HttpProfile | 'conc' | undefined =
   profArg === undefined ? undefined : profArg === '--profile' ? 'iperf' : (profArg.slice('--profile='.length) as ProfileWorkload | HttpProfile | 'conc');
 if (profile !== undefined && !['iperf', 'wrk', 'ping', 'http', 'http-wrk', 'conc'].includes(profile)) {
-  throw new Error(`--profile=${profile}: expected iperf, wrk, ping, http, http-wrk or conc`);
+  fail(`--profile=${profile}: expected iperf, wrk, ping, http, http-wrk or conc`);
 }
 /** `--profile=http` / `=http-wrk` belong to the HTTP section, `conc` to the concurrency section, the others to the live section. */
 const httpProfile = profile === 'http' ? 'download' : profile === 'http-wrk' ? 'wrk' : undefined;
@@ -56,14 +80,14 @@ const keepProfile = argValue('--keep-profile');
 /** `--flows 1,8,32`: throughput rows with that many parallel iperf3 flows (default 1). */
 const flowsArg = argValue('--flows');
 const flows = flowsArg === undefined ? [1] : flowsArg.split(',').map(Number);
-for (const n of flows) if (!Number.isInteger(n) || n < 1 || n > 128) throw new Error(`--flows ${flowsArg}: expected numbers of flows in 1..128, e.g. 1,8,32`);
+for (const n of flows) if (!Number.isInteger(n) || n < 1 || n > 128) fail(`--flows ${flowsArg}: expected numbers of flows in 1..128, e.g. 1,8,32`);
 /** `--profile-flows N`: parallel flows of the profiled iperf3 run (default 1). */
 const profileFlows = Number(argValue('--profile-flows') ?? 1);
-if (!Number.isInteger(profileFlows) || profileFlows < 1 || profileFlows > 128) throw new Error(`--profile-flows: expected 1..128`);
+if (!Number.isInteger(profileFlows) || profileFlows < 1 || profileFlows > 128) fail(`--profile-flows: expected 1..128`);
 const onlyArg = argValue('--only');
 const ONLY_PARTS = ['engine', 'memory', ...LIVE_PARTS, 'conc', 'http'];
 const only = onlyArg === undefined ? undefined : new Set(onlyArg.split(',').filter((x) => x !== ''));
-for (const p of only ?? []) if (!ONLY_PARTS.includes(p)) throw new Error(`--only ${p}: expected some of ${ONLY_PARTS.join(',')}`);
+for (const p of only ?? []) if (!ONLY_PARTS.includes(p)) fail(`--only ${p}: expected some of ${ONLY_PARTS.join(',')}`);
 const liveOnly = only === undefined ? undefined : new Set(LIVE_PARTS.filter((p) => only.has(p))) as ReadonlySet<LivePart>;
 const noEngine = only !== undefined && !only.has('engine');
 const noLive = args.includes('--no-live') || (liveOnly !== undefined && liveOnly.size === 0 && liveProfile === undefined);
@@ -317,4 +341,4 @@ async function main(): Promise<void> {
   console.log(`\n(${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${load()})`);
 }
 
-await main();
+await main().catch((e: unknown) => fail(e instanceof Error ? e.message : String(e)));

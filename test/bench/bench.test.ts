@@ -20,6 +20,24 @@ import { startProxy } from '../../src/bench/proxy.js';
 const hasCc = spawnSync('cc', ['--version'], { stdio: 'ignore' }).error === undefined;
 
 describe('bench (smoke)', () => {
+  it('answers --help with the usage and bad arguments with one line, no stack trace', () => {
+    const main = join(import.meta.dirname, '../../dist/bench/main.js');
+    const help = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^usage: npm run bench/);
+    for (const [argv, msg] of [
+      [['--bogus'], 'unknown argument --bogus'],
+      [['--only', 'x'], '--only x: expected some of'],
+      [['--flows', '0'], '--flows 0: expected'],
+      [['--keep-profile'], '--keep-profile needs a value'],
+    ] as const) {
+      const r = spawnSync(process.execPath, [main, ...argv], { encoding: 'utf8' });
+      expect(r.status, argv.join(' ')).toBe(2);
+      expect(r.stderr).toContain(`tapgate bench: ${msg}`);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stdout).toBe('');
+    }
+  });
   it('engine bench runs', () => {
     const rows = runEngineBench({ segments: 50, runs: 1 });
     expect(rows.map((r) => r.name)).toContain('pass-through, in order');
