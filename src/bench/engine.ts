@@ -107,6 +107,53 @@ export function buildShortConnections(connections: number, ipv6 = false): Engine
   return { frames, dataSegments: frames.length, payloadBytes: connections * (req.length + res.length), connections };
 }
 
+/**
+ * Keep-alive requests over many live connections (what wrk ×10,000 makes, issue 18): the
+ * handshakes of `connections` connections (`open`, not timed), then `rounds` rounds of one
+ * request on each connection in turn — the request, the response (acknowledging it), the
+ * client's ACK: 3 frames per request, every frame of a round on another connection.
+ */
+export function buildKeepAlive(connections: number, rounds: number): { open: Uint8Array[]; frames: Uint8Array[]; requests: number } {
+  const S = S4;
+  const open: Uint8Array[] = [];
+  const frames: Uint8Array[] = [];
+  const req = Buffer.from('GET / HTTP/1.1\r\nHost: 10.0.0.2:8080\r\n\r\n', 'latin1');
+  const res = Buffer.from('HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\ntapgate-ok\n', 'latin1');
+  const conns = Array.from({ length: connections }, (_, i) => ({
+    c: (0x0a010000 + (i >>> 14)) >>> 0,
+    port: 1024 + (i & 0x3fff),
+    seqC: (0x10000000 + i * 7919) >>> 0,
+    seqS: (0x70000000 + i * 104729) >>> 0,
+  }));
+  for (const k of conns) {
+    open.push(tcpFrame({ src: k.c, dst: S, srcPort: k.port, dstPort: 80, seq: k.seqC, flags: SYN, options: [{ kind: 'mss', mss: 1448 }] }));
+    open.push(tcpFrame({ src: S, dst: k.c, srcPort: 80, dstPort: k.port, seq: k.seqS, ack: (k.seqC + 1) >>> 0, flags: SYN | ACK, options: [{ kind: 'mss', mss: 1448 }] }));
+    k.seqC = (k.seqC + 1) >>> 0;
+    k.seqS = (k.seqS + 1) >>> 0;
+    open.push(tcpFrame({ src: k.c, dst: S, srcPort: k.port, dstPort: 80, seq: k.seqC, ack: k.seqS, flags: ACK }));
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const k of conns) {
+      frames.push(tcpFrame({ src: k.c, dst: S, srcPort: k.port, dstPort: 80, seq: k.seqC, ack: k.seqS, flags: ACK | PSH, payload: req }));
+      k.seqC = (k.seqC + req.length) >>> 0;
+      frames.push(tcpFrame({ src: S, dst: k.c, srcPort: 80, dstPort: k.port, seq: k.seqS, ack: k.seqC, flags: ACK | PSH, payload: res }));
+      k.seqS = (k.seqS + res.length) >>> 0;
+      frames.push(tcpFrame({ src: k.c, dst: S, srcPort: k.port, dstPort: 80, seq: k.seqC, ack: k.seqS, flags: ACK }));
+    }
+  }
+  return { open, frames, requests: connections * rounds };
+}
+
+const KEEPALIVE_RULE = parseConfig(
+  `rules:
+  - match: { port: 80 }
+    agent: replace
+    replace:
+      - { find: "tapgate-ok", with: "TAPGATE-OK" }
+`,
+  'bench.yaml',
+);
+
 const RULE = parseConfig(
   `rules:
   - match: { port: 80 }
@@ -173,6 +220,26 @@ export function runEngineBench(opts: { segments?: number; runs?: number } = {}):
   row('short connections: replace rule', short, timeIt(short, runs, through(RULE)));
   const short6 = buildShortConnections(Math.max(1000, Math.round(segments / 2)), true);
   row('short connections: replace rule, IPv6', short6, timeIt(short6, runs, through(RULE)));
+  // Keep-alive requests over many live connections: "segments" are requests (3 frames each).
+  const conns = Math.min(10_000, Math.max(1000, Math.round(segments / 2)));
+  const ka = buildKeepAlive(conns, 4);
+  const kaSc = { frames: ka.frames, dataSegments: ka.requests, payloadBytes: 0 };
+  row('keep-alive requests: decode only', kaSc, timeIt(kaSc, runs, (fr) => {
+    for (const f of fr) sink += decodeFrame(f, { link: 'ethernet', verifyChecksums: true }).kind.length;
+  }));
+  for (const [name, config] of [['pass-through', null], ['replace rule', KEEPALIVE_RULE]] as const) {
+    const times: number[] = [];
+    for (let r = 0; r < runs + 2; r++) {
+      const gw = new Gateway({ config });
+      let t = 0;
+      for (const f of ka.open) gw.handleFrame(f.slice(), 0, (t += 0.001), () => sink++);
+      const copies = ka.frames.map((f) => f.slice());
+      const t0 = process.hrtime.bigint();
+      for (const f of copies) gw.handleFrame(f, 0, (t += 0.001), () => sink++);
+      if (r >= 2) times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    row(`keep-alive requests: ${name}`, kaSc, median(times));
+  }
   if (sink === -1) console.log(sink);
   return rows;
 }

@@ -259,7 +259,7 @@ async function main(): Promise<void> {
     console.log('\nEngine, in process (median of runs; ratio against pass-through in the same run):');
     const rows = runEngineBench(quick ? { segments: 5000, runs: 3 } : {});
     const base = rows.find((r) => r.name.startsWith('pass-through'))!;
-    const bulk = rows.filter((r) => !r.name.startsWith('short'));
+    const bulk = rows.filter((r) => !r.name.startsWith('short') && !r.name.startsWith('keep-alive'));
     const byName = (n: string) => rows.find((r) => r.name === n)!;
     console.log(
       table(
@@ -281,6 +281,19 @@ async function main(): Promise<void> {
           'frames/s': Math.round(r.segPerSec),
           'connections/s': Math.round(r.segPerSec / 11),
           'vs decode only': r.segPerSec / sbase.segPerSec,
+        })),
+      ),
+    );
+    const ka = rows.filter((r) => r.name.startsWith('keep-alive'));
+    const kbase = ka.find((r) => r.name.endsWith('decode only'))!;
+    console.log('\nKeep-alive requests over many live connections (3 frames each: request, response, ACK; every frame on another connection), in process:');
+    console.log(
+      table(
+        ka.map((r) => ({
+          case: r.name.replace('keep-alive requests: ', ''),
+          'requests/s': Math.round(r.segPerSec),
+          'µs/request': 1e6 / r.segPerSec,
+          'vs decode only': r.segPerSec / kbase.segPerSec,
         })),
       ),
     );
