@@ -70,6 +70,12 @@ export interface GatewayOptions {
    * Coalescing). Off by default: every frame out leaves within the call that made it.
    */
   batched?: boolean;
+  /**
+   * Frames arrive on the TAP of their sender's side (the live gateway): a tracked connection's
+   * segment arriving on the other side is dropped, counted `wrongSide` (engine/track.ts). Off
+   * for a replayed capture, whose frames all come in on side 0.
+   */
+  sided?: boolean;
 }
 
 /** A frame's 4-tuple as it arrived (before NAT), on the side it arrived on. */
@@ -340,6 +346,7 @@ export class Gateway {
       warn: this.warn,
       policy: () => this.policy,
       cluster: this.cluster,
+      sided: opts.sided === true,
     });
   }
 

@@ -164,6 +164,7 @@ export class LiveGateway {
       vnetHdr: opts.vnetHdr,
       verifyChecksums: true,
       batched: true,
+      sided: true,
       log: opts.log.child({ mod: 'gateway' }),
       ...(opts.cluster !== undefined ? { cluster: opts.cluster } : {}),
       ...(opts.events !== undefined ? { events: opts.events } : {}),

@@ -8,6 +8,12 @@
  *   mid-stream policy decides when a rule matches it). Cluster ownership is asked here: a node
  *   tracks only connections it owns, from the side they arrive on; one it takes over from
  *   another node is handed back to the gateway to import (`import`), never imported from here.
+ *   A live gateway (`sided`) also learns per connection which TAP its client's segments arrive
+ *   on, from the first one tracked; a segment of the connection arriving on the other side than
+ *   its sender's is dropped (`wrongSide`): in a bridge each endpoint lives on one side, so that
+ *   segment was forged by a host on the far side, and taken, it would let one endpoint speak
+ *   for the other to the tracker (a forged RST or FIN of the peer's closes the tracked
+ *   connection while both endpoints keep it, a forged ACK releases bytes the peer never got).
  * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
  *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
  *   untracked (the receiver answers it with a challenge ACK). While a new connection's SYN waits
@@ -66,6 +72,12 @@ export interface TrackOptions<C> {
   warn: Warn;
   policy: () => Policy;
   cluster: ClusterHooks | null;
+  /**
+   * Frames arrive on the TAP of their sender's side (the live gateway; a capture replayed has
+   * one side only): a tracked connection's segment from the other side is dropped (`wrongSide`).
+   * A cluster node checks this itself (ClusterHooks.tcpLocal).
+   */
+  sided?: boolean;
 }
 
 export class Tracker<C extends AckView> {
@@ -92,6 +104,7 @@ export class Tracker<C extends AckView> {
         this.o.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: flows.halfOpen, flows: flows.size }), 'SYN refused: connection table full');
         return { kind: 'drop' };
       case 'stray-syn':
+        if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
         c.straySyn++;
         this.o.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq: d.tcp.seq }), 'SYN with a new ISN on an established connection: not tracked');
         return d.payloadLen === 0 ? { kind: 'pass' } : { kind: 'drop' };
@@ -110,7 +123,26 @@ export class Tracker<C extends AckView> {
       c.wrongSide++;
       return { kind: 'drop' };
     }
+    if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
     return r;
+  }
+
+  /**
+   * With `sided` (and no cluster, which checks itself): whether a segment of `f` from `side`
+   * arrived on that side's TAP; the first segment tracked sets where the client is. False:
+   * counted `wrongSide`, logged.
+   */
+  private fromOwnSide(f: Flow<C>, side: 0 | 1, from: Side, d: FrameTcp, nowMs: number): boolean {
+    if (this.o.sided !== true || this.o.cluster !== null) return true;
+    const clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
+    const known = f.clientFrom;
+    if (known === undefined) f.clientFrom = clientFrom;
+    else if (known !== clientFrom) {
+      this.o.counters.wrongSide++;
+      this.o.warn('wrong-side', nowMs, () => ({ flow: f.id, from, ...endpoints(d) }), 'segment of a tracked connection arrived on the other side than its sender\'s (forged): dropped');
+      return false;
+    }
+    return true;
   }
 
   /**

@@ -84,7 +84,7 @@ const SERVER = 0x0afe0001;
 export function warmUp(opts: WarmupOptions): WarmupResult {
   const t0 = performance.now();
   const cfg = warmupConfig(opts.config);
-  const gw = new Gateway({ config: cfg, vnetHdr: opts.vnetHdr, verifyChecksums: true, batched: true, ...(opts.log !== undefined ? { log: opts.log.child({ mod: 'warmup' }) } : {}) });
+  const gw = new Gateway({ config: cfg, vnetHdr: opts.vnetHdr, verifyChecksums: true, batched: true, sided: true, ...(opts.log !== undefined ? { log: opts.log.child({ mod: 'warmup' }) } : {}) });
   const b = new Builder(opts.vnetHdr);
   const client = clientAddress(opts.config);
   const server = SERVER;

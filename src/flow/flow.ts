@@ -36,6 +36,9 @@ const FLOW_SEEN = 6;
 const FLOW_MIDSTREAM = 8;
 const FLOW_POLICY = 48;
 const POLICY_SHIFT = 4;
+/** The TAP side the client's segments arrive on is known (FLOW_CLIENT_FROM holds it). */
+const FLOW_SIDED = 64;
+const FLOW_CLIENT_FROM = 128;
 
 /** What the fail-closed policy decided for a connection first seen mid-stream (engine/policy.ts). */
 export type MidstreamMark = 'none' | 'drop' | 'pass';
@@ -50,7 +53,7 @@ export class Flow<C = unknown> {
   /** Closing started (both FINs, or a RST) at this time. */
   closedMs = 0;
   readonly createdMs: number;
-  /** FLOW_* bits: confirmed, seen from side 0 / 1, midstream. */
+  /** FLOW_* bits: confirmed, seen from side 0 / 1, midstream, policy mark, the client's TAP side. */
   private bits: number;
   // Endpoints as plain small values (IPv4 addresses as int32: no heap number per address; IPv6
   // ones as their key string, wire/ip.ts; both ports in one), so that an entry is one object
@@ -102,6 +105,16 @@ export class Flow<C = unknown> {
   }
   set mark(m: MidstreamMark) {
     this.bits = (this.bits & ~FLOW_POLICY) | (MARKS.indexOf(m) << POLICY_SHIFT);
+  }
+  /**
+   * The TAP side (0 or 1) the client's segments arrive on, learnt from the first segment tracked
+   * (engine/track.ts, live gateway only); the server's arrive on the other. Undefined until then.
+   */
+  get clientFrom(): 0 | 1 | undefined {
+    return (this.bits & FLOW_SIDED) === 0 ? undefined : (this.bits & FLOW_CLIENT_FROM) !== 0 ? 1 : 0;
+  }
+  set clientFrom(v: 0 | 1 | undefined) {
+    this.bits = v === undefined ? this.bits & ~(FLOW_SIDED | FLOW_CLIENT_FROM) : (this.bits & ~FLOW_CLIENT_FROM) | FLOW_SIDED | (v === 1 ? FLOW_CLIENT_FROM : 0);
   }
   /** @internal Bit s set: a segment was seen from side s (mid-stream confirmation); see `seen`. */
   get seenMask(): number {

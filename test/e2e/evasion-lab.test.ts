@@ -76,10 +76,42 @@ except (ConnectionResetError, BrokenPipeError):
     print(json.dumps({'reset': True}))
 `;
 
+/** A server that sends argv[4], waits argv[3] seconds, sends argv[5] and closes, per connection. */
+const PAUSE_SERVER_PY = `
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(sys.argv[4].encode()); time.sleep(float(sys.argv[3])); c.sendall(sys.argv[5].encode())
+    except OSError:
+        pass
+    c.close()
+`;
+/** Reads to the end; says what came and whether the connection was reset. */
+const READ_ALL_PY = `
+import json, socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15); got = b''; reset = False
+try:
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        got += d
+except ConnectionResetError:
+    reset = True
+print(json.dumps({'got': got.decode('latin1'), 'reset': reset}))
+`;
+/** The pause server's port: its second part comes after the gateway's closedTimeoutMs. */
+const PAUSE_PORT = 8004;
+
+// \`midstream: pass\`: a connection whose entry left the table too early would pass uninspected
+// (the tests below catch that), where the default would only drop it.
 const CONFIG = `
+policy: { midstream: pass }
 rules:
   - name: hello-${PORT}
-    match: { port: [${PORT}, ${SLOW_PORT}] }
+    match: { port: [${PORT}, ${SLOW_PORT}, ${PAUSE_PORT}] }
     agent: replace
     replace:
       - { find: "${FIND}", with: "${WITH}" }
@@ -160,6 +192,9 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     writeFileSync(join(dir, 'slow.py'), SLOW_SEND_PY);
     writeFileSync(join(dir, 'urgent.py'), URGENT_SEND_PY);
     labSpawn(P, 'server', `record${SLOW_PORT}`, ['python3', join(dir, 'record.py'), SERVER, String(SLOW_PORT), dir]);
+    writeFileSync(join(dir, 'pause.py'), PAUSE_SERVER_PY);
+    writeFileSync(join(dir, 'readall.py'), READ_ALL_PY);
+    labSpawn(P, 'server', `pause${PAUSE_PORT}`, ['python3', join(dir, 'pause.py'), SERVER, String(PAUSE_PORT), '3.5', 'part one\n', `${FIND}, part two\n`]);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${PORT}/ping.txt`]),
       (r) => r.stdout === '200',
@@ -267,5 +302,25 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     for (const [path, n] of [[['agents', 'replace', 'splitMatches'], 1], [['stream', 'flushTimeout'], 1], [['gateway', 'aborted'], 1]] as const) {
       expect(d(st1, [...path]) - (d(st0, [...path]) ?? 0), path.join('.')).toBe(n);
     }
+  }, 30_000);
+
+  it("the server's exact RST spoofed on the client's segment (the client never takes it): dropped as from the wrong side; the server's later bytes are still rewritten", async () => {
+    const g0 = gatewayStats(P)['gateway']!;
+    const ready = join(dir, 'peer.ready');
+    const attack = labExec(P, 'client2', [
+      'python3', ATTACK, 'peer-rst', '--server', SERVER, '--port', String(PAUSE_PORT), '--dst-mac', SERVER_MAC, '--timeout', '15', '--ready', ready,
+    ], { timeoutMs: 20_000 });
+    await waitUntil(5000, 20, async () => existsSync(ready), (ok) => ok, () => 'peer-rst: the raw socket did not open');
+    // The server's second part comes 3.5 s after its first: a gateway that took the RST would
+    // have let the entry go after closedTimeoutMs (1 s) and pass the rest as mid-stream.
+    const r = await labExec(P, 'client', ['python3', join(dir, 'readall.py'), SERVER, String(PAUSE_PORT)], { timeoutMs: 20_000 });
+    const a = await attack;
+    expect(a.code, `${a.stdout} ${a.stderr}`).toBe(0);
+    expect(lastJson<{ injected: { seq: number } | null }>(a.stdout, 'peer-rst').injected).not.toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    expect(lastJson<{ got: string; reset: boolean }>(r.stdout, 'readall.py')).toEqual({ got: `part one\n${WITH}, part two\n`, reset: false });
+    const g1 = gatewayStats(P)['gateway']!;
+    expect(g1['wrongSide'] - g0['wrongSide']).toBeGreaterThanOrEqual(1);
+    expect(g1['rstAccepted'] - g0['rstAccepted']).toBe(0);
   }, 30_000);
 });

@@ -1,0 +1,81 @@
+/**
+ * A segment of a tracked connection arriving on the other TAP than its sender's (engine/track.ts,
+ * `sided`): in a bridge each endpoint lives on one side, so a "server" segment coming in on the
+ * client's side was forged there. Taken, it would let a host of one segment speak for the other
+ * end to the tracker without that end ever seeing it (the frame leaves toward the segment the
+ * forged sender lives on, whose stack drops it): a RST or FIN of the server's closes the tracked
+ * connection while both endpoints keep it, and what the server sends after the entry left the
+ * table is picked up mid-stream (passed uninspected with `policy.midstream: pass`). Dropped,
+ * counted `wrongSide`. A replayed capture (one side only) is not checked.
+ */
+import { describe, expect, it } from 'vitest';
+import { ACK, Conn, FIN, Harness, RST, SYN, payloadOf } from '../hostile/harness.js';
+
+const PASS_MIDSTREAM = `
+policy: { midstream: pass }
+rules:
+  - match: { port: 80 }
+    agent: replace
+    replace:
+      - { find: "secret", with: "[gone]" }
+`;
+
+function live(config = PASS_MIDSTREAM) {
+  const h = new Harness({ closedTimeoutMs: 1000 }, { sided: true }, config);
+  const c = h.connect(40000);
+  expect(c.sendData(0, 0, 'GET / HTTP/1.0\r\n\r\n').map((e) => e.to)).toEqual([1]);
+  expect(c.sendData(1, 0, 'a secret\n', 18).map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+  return { h, c };
+}
+
+/** The server's later data, 5 s on: still tracked and rewritten, or (the bypass) passed as it is. */
+function later(h: Harness, c: ReturnType<typeof live>['c']): string[] {
+  h.advance(5000);
+  return c.sendData(1, 9, 'another secret\n', 18).map((e) => payloadOf(e.frame));
+}
+
+describe('a segment of a tracked connection from the other side', () => {
+  it("the server's exact RST forged on the client's side: dropped; the connection stays tracked and rewritten", () => {
+    const { h, c } = live();
+    const out = h.send(c.frame(1, { flags: RST | ACK, seq: c.isnS + 1 + 9, ack: c.isnC + 1 + 18 }), 0);
+    expect(out).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+    expect(h.gw.stats().gateway.rstAccepted).toBe(0);
+    expect([...h.gw.flows.values()].map((f) => f.state)).toEqual(['established']);
+    expect(later(h, c)).toEqual(['another [gone]\n']);
+  });
+
+  it("the server's FIN and the ACK of the client's FIN forged on the client's side: dropped; the server's data still rewritten", () => {
+    const { h, c } = live();
+    h.send(c.frame(0, { flags: FIN | ACK, seq: c.isnC + 1 + 18, ack: c.isnS + 1 + 9 }), 0);
+    expect(h.send(c.frame(1, { flags: FIN | ACK, seq: c.isnS + 1 + 9, ack: c.isnC + 1 + 19 }), 0)).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+    expect(later(h, c)).toEqual(['another [gone]\n']);
+  });
+
+  it("the client's segments forged on the server's side, a stray SYN among them: dropped", () => {
+    const { h, c } = live();
+    expect(h.send(c.data(0, 18, 'forged'), 1)).toEqual([]);
+    expect(h.send(c.frame(0, { flags: SYN, seq: 777 }), 1)).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(2);
+    expect(h.gw.stats().gateway.straySyn).toBe(0); // not passed as a stray SYN
+    // From its own side the client goes on.
+    expect(c.sendData(0, 18, 'ok').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, 'ok']]);
+  });
+
+  it('learns the sides of a connection picked up mid-stream from its first segment', () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('midstream: pass', 'midstream: inspect'));
+    const c = new Conn(h, 41000, 1000, 5000);
+    expect(c.sendData(1, 0, 'a secret\n', 0).map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+    expect(h.send(c.data(1, 9, 'forged'), 0)).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+    expect(c.sendData(1, 9, 'more secret\n').map((e) => payloadOf(e.frame))).toEqual(['more [gone]\n']);
+  });
+
+  it('without `sided` (a replayed capture: every frame on side 0) nothing is checked', () => {
+    const h = new Harness({}, {});
+    const c = h.connect(40000);
+    expect(h.send(c.data(1, 0, 'a secret\n'), 0).map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().gateway.wrongSide).toBe(0);
+  });
+});
