@@ -136,7 +136,11 @@ export class Tracker<C extends AckView> {
     if (this.o.sided !== true || this.o.cluster !== null) return true;
     const clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
     const known = f.clientFrom;
-    if (known === undefined) f.clientFrom = clientFrom;
+    // The client's SYN on a connection not yet confirmed is a new attempt (the table takes its
+    // ISN): it says where the client is, so a SYN forged ahead of it on the far segment cannot
+    // keep the real client out.
+    const retry = !f.confirmed && side === 0 && (d.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+    if (known === undefined || (retry && known !== clientFrom)) f.clientFrom = clientFrom;
     else if (known !== clientFrom) {
       this.o.counters.wrongSide++;
       this.o.warn('wrong-side', nowMs, () => ({ flow: f.id, from, ...endpoints(d) }), 'segment of a tracked connection arrived on the other side than its sender\'s (forged): dropped');

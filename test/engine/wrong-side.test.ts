@@ -63,6 +63,21 @@ describe('a segment of a tracked connection from the other side', () => {
     expect(c.sendData(0, 18, 'ok').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, 'ok']]);
   });
 
+  it("a client SYN forged ahead of the real one on the server's segment does not keep the client out", () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+    const c = new Conn(h, 42000, 1000, 5000);
+    // Forged on side 1 (the server's segment) as the client's SYN: the entry learns side 1 first.
+    expect(h.send(c.frame(0, { flags: SYN, seq: 333 }), 1).map((e) => e.to)).toEqual([0]);
+    // The real client's SYN from side 0 is a new attempt on the unconfirmed entry.
+    expect(h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0).map((e) => e.to)).toEqual([1]);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+    // Now the forger's segments as the client are from the wrong side.
+    expect(h.send(c.data(0, 0, 'forged'), 1)).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+  });
+
   it('learns the sides of a connection picked up mid-stream from its first segment', () => {
     const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('midstream: pass', 'midstream: inspect'));
     const c = new Conn(h, 41000, 1000, 5000);
