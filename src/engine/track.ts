@@ -9,11 +9,12 @@
  *   tracks only connections it owns, from the side they arrive on; one it takes over from
  *   another node is handed back to the gateway to import (`import`), never imported from here.
  *   A live gateway (`sided`) also learns per connection which TAP its client's segments arrive
- *   on, from the first one tracked; a segment of the connection arriving on the other side than
- *   its sender's is dropped (`wrongSide`): in a bridge each endpoint lives on one side, so that
- *   segment was forged by a host on the far side, and taken, it would let one endpoint speak
- *   for the other to the tracker (a forged RST or FIN of the peer's closes the tracked
- *   connection while both endpoints keep it, a forged ACK releases bytes the peer never got).
+ *   on, from the server's SYN-ACK (or a connection's first segment picked up mid-stream); a
+ *   segment of a connection an agent inspects arriving on the other side than its sender's is
+ *   dropped (`wrongSide`): in a bridge each endpoint lives on one side, so that segment was
+ *   forged by a host on the far side, and taken, it would let one endpoint speak for the other
+ *   to the tracker (a forged RST or FIN of the peer's closes the tracked connection while both
+ *   endpoints keep it, a forged ACK releases bytes the peer never got).
  * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
  *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
  *   untracked (the receiver answers it with a challenge ACK). While a new connection's SYN waits
@@ -128,33 +129,37 @@ export class Tracker<C extends AckView> {
   }
 
   /**
-   * With `sided` (and no cluster, which checks itself): whether a segment of `f` from `side`
-   * arrived on that side's TAP; the first segment tracked sets where the client is. False:
-   * counted `wrongSide`, logged.
+   * With `sided` (and no cluster, which checks itself): false when a segment of `f` from `side`
+   * arrived on the other TAP than its sender's (counted `wrongSide`, logged). Only a connection
+   * an agent inspects is checked (what no rule covers is bridged as it comes), and nothing
+   * before its sides are known (`learnSide`).
    */
   private fromOwnSide(f: Flow<C>, side: 0 | 1, from: Side, d: FrameTcp, nowMs: number): boolean {
-    if (this.o.sided !== true || this.o.cluster !== null) return true;
-    const clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
+    if (this.o.sided !== true || this.o.cluster !== null || f.conn === null) return true;
     const known = f.clientFrom;
-    // The client's SYN on a connection not yet confirmed is a new attempt (the table takes its
-    // ISN): it says where the client is, so a SYN forged ahead of it on the far segment cannot
-    // keep the real client out.
-    const retry = !f.confirmed && side === 0 && (d.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
-    if (known === undefined || (retry && known !== clientFrom)) f.clientFrom = clientFrom;
-    else if (known !== clientFrom) {
-      this.o.counters.wrongSide++;
-      this.o.warn('wrong-side', nowMs, () => ({ flow: f.id, from, ...endpoints(d) }), 'segment of a tracked connection arrived on the other side than its sender\'s (forged): dropped');
-      return false;
-    }
-    return true;
+    if (known === undefined || known === (side === 0 ? from : 1 - from)) return true;
+    this.o.counters.wrongSide++;
+    this.o.warn('wrong-side', nowMs, () => ({ flow: f.id, from, ...endpoints(d) }), 'segment of a tracked connection arrived on the other side than its sender\'s (forged): dropped');
+    return false;
   }
 
   /**
-   * Judges a segment of `f` from `side` and tracks it: the verdict of flow/window.ts ('accept',
+   * With `sided`: where the client is, from the first segment tracked once the connection is
+   * synchronized — the server's SYN-ACK, or a connection's first segment picked up mid-stream.
+   * Not from the client's SYNs: one forged ahead of the real one on the far segment would keep
+   * the client out (the SYN-ACK picks among them, flow/table.ts).
+   */
+  private learnSide(f: Flow<C>, side: 0 | 1, from: Side): void {
+    if (this.o.sided !== true || this.o.cluster !== null || f.clientFrom !== undefined || f.state === 'syn-sent') return;
+    f.clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
+  }
+
+  /**
+   * Judges a segment of `f` from `side` (arrived on `from`) and tracks it: the verdict of flow/window.ts ('accept',
    * 'rst-close', 'rst-not-exact', ...), 'stale' for an old connection's segment to forward
    * unchanged and untracked (see the file comment), or null when it is dropped (counted, logged).
    */
-  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, nowMs: number): Verdict | 'stale' | null {
+  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, from: Side, nowMs: number): Verdict | 'stale' | null {
     const { flows, counters: c } = this.o;
     const tcp = d.tcp;
     const flags = tcp.flags;
@@ -200,6 +205,7 @@ export class Tracker<C extends AckView> {
       if (verdict === 'rst-close') c.rstAccepted++;
       flows.track(f, side, flags, seq, opts, nowMs);
       flows.observe(f, side, flags, seq, ack, len);
+      this.learnSide(f, side, from);
     }
     return verdict;
   }

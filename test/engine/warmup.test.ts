@@ -32,6 +32,7 @@ describe('warmUp', () => {
       expect(s.gateway.framesIn).toBe(r.frames);
       expect(s.gateway.malformed).toEqual({});
       expect(s.gateway.natDropped).toEqual({});
+      expect(s.gateway.wrongSide, 'the warm-up sends every frame from its sender\'s side').toBe(0);
       // Every frame goes out again (the retransmitted duplicate too); rewrites may add some.
       expect(s.gateway.framesOut).toBeGreaterThanOrEqual(r.frames);
       expect(s.flows.created).toBeGreaterThan(0);

@@ -78,6 +78,29 @@ describe('a segment of a tracked connection from the other side', () => {
     expect(h.gw.stats().gateway.wrongSide).toBe(1);
   });
 
+  it("a client SYN forged on the server's segment during the handshake (SYN-RECEIVED): dropped; the client's ACK and data go on", () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+    const c = new Conn(h, 43000, 1000, 5000);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    expect(h.send(c.frame(0, { flags: SYN, seq: 0xdead }), 1)).toEqual([]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+    expect(h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0).map((e) => e.to)).toEqual([1]);
+    expect(c.sendData(0, 0, 'GET /secret').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, 'GET /[gone]']]);
+    expect(c.sendData(1, 0, 'a secret\n', 11).map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+  });
+
+  it("a SYN forged the other way round (the server's address, on the client's segment) ahead of the client's: the connection still opens", () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+    const c = new Conn(h, 44000, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(h.gw.stats().gateway.wrongSide).toBe(0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+  });
+
   it('learns the sides of a connection picked up mid-stream from its first segment', () => {
     const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('midstream: pass', 'midstream: inspect'));
     const c = new Conn(h, 41000, 1000, 5000);
@@ -85,6 +108,14 @@ describe('a segment of a tracked connection from the other side', () => {
     expect(h.send(c.data(1, 9, 'forged'), 0)).toEqual([]);
     expect(h.gw.stats().gateway.wrongSide).toBe(1);
     expect(c.sendData(1, 9, 'more secret\n').map((e) => payloadOf(e.frame))).toEqual(['more [gone]\n']);
+  });
+
+  it('a connection no rule covers is bridged as it comes, from either side', () => {
+    // The rule names port 81; the harness's connections go to port 80.
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('port: 80', 'port: 81'));
+    const c = h.connect(45000);
+    expect(h.send(c.data(1, 0, 'a secret\n'), 0).map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, 'a secret\n']]);
+    expect(h.gw.stats().gateway.wrongSide).toBe(0);
   });
 
   it('without `sided` (a replayed capture: every frame on side 0) nothing is checked', () => {
