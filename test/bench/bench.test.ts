@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
-import { buildShortConnections, runEngineBench } from '../../src/bench/engine.js';
+import { buildKeepAlive, buildShortConnections, runEngineBench } from '../../src/bench/engine.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
 import { measureConnMemory } from '../../src/bench/memory.js';
@@ -38,11 +38,23 @@ describe('bench (smoke)', () => {
       expect(r.stdout).toBe('');
     }
   });
+  it('the keep-alive scenario: every request answered and rewritten through the rule', () => {
+    const ka = buildKeepAlive(50, 3);
+    expect(ka.requests).toBe(150);
+    expect(ka.frames.length).toBe(450);
+    const gw = new Gateway({ config: parseConfig('rules:\n  - match: { port: 80 }\n    agent: replace\n    replace:\n      - { find: "tapgate-ok", with: "TAPGATE-OK" }\n', 'k.yaml') });
+    let out = 0;
+    for (const f of [...ka.open, ...ka.frames]) gw.handleFrame(f, 0, 1, () => out++);
+    expect(out).toBe(ka.open.length + ka.frames.length);
+    expect(gw.stats().agents.replace.matches).toBe(150);
+  });
+
   it('engine bench runs', () => {
     const rows = runEngineBench({ segments: 50, runs: 1 });
     expect(rows.map((r) => r.name)).toContain('pass-through, in order');
     expect(rows.map((r) => r.name)).toContain('short connections: replace rule');
     expect(rows.map((r) => r.name)).toEqual(expect.arrayContaining(['IPv6: replace rule, in order', 'short connections: replace rule, IPv6']));
+    expect(rows.map((r) => r.name)).toEqual(expect.arrayContaining(['keep-alive requests: decode only', 'keep-alive requests: pass-through', 'keep-alive requests: replace rule']));
     for (const r of rows) expect(r.segPerSec).toBeGreaterThan(0);
   });
 
