@@ -539,7 +539,7 @@ export class Gateway {
       // Inspected from the first byte seen: this side's positions start at its first segment.
       f.halves[side].isn = seqAdd(seq, -1);
     }
-    const verdict = this.tracker.judge(f, side, d, from, nowMs);
+    const verdict = this.tracker.judge(f, side, d, nowMs);
     if (verdict === null) return;
     if (verdict === 'stale') return this.out(frame, from, emit);
     if (r.isNew && !f.midstream) this.rewriter.attach(f, tally);

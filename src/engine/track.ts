@@ -9,8 +9,8 @@
  *   tracks only connections it owns, from the side they arrive on; one it takes over from
  *   another node is handed back to the gateway to import (`import`), never imported from here.
  *   A live gateway (`sided`) also learns per connection which TAP its client's segments arrive
- *   on, from the server's SYN-ACK (or a connection's first segment picked up mid-stream); a
- *   segment of a connection an agent inspects arriving on the other side than its sender's is
+ *   on, from the server's SYN-ACK paired with the SYN it answers (or a connection's first segment
+ *   picked up mid-stream); a segment of a connection an agent inspects arriving on the other side than its sender's is
  *   dropped (`wrongSide`): in a bridge each endpoint lives on one side, so that segment was
  *   forged by a host on the far side, and taken, it would let one endpoint speak for the other
  *   to the tracker (a forged RST or FIN of the peer's closes the tracked connection while both
@@ -81,7 +81,13 @@ export interface TrackOptions<C> {
   sided?: boolean;
 }
 
+/** Client ISNs whose SYN's TAP a handshake keeps (the table answers for two: its ISN and one other). */
+const MAX_SYNS = 8;
+
 export class Tracker<C extends AckView> {
+  /** `sided`: per connection in SYN-SENT, the TAP each client ISN's SYN came in on (fromOwnSide). */
+  private readonly syns = new WeakMap<Flow<C>, Map<number, Side>>();
+
   constructor(private readonly o: TrackOptions<C>) {}
 
   /** The connection of a segment from `src` to `dst` (as the flow table sees them), arriving on `from`. */
@@ -130,36 +136,63 @@ export class Tracker<C extends AckView> {
 
   /**
    * With `sided` (and no cluster, which checks itself): false when a segment of `f` from `side`
-   * arrived on the other TAP than its sender's (counted `wrongSide`, logged). Only a connection
-   * an agent inspects is checked (what no rule covers is bridged as it comes), and nothing
-   * before its sides are known (`learnSide`).
+   * arrived on the other TAP than its sender's (counted `wrongSide`, logged). Where the client is
+   * is learnt from the server's SYN-ACK, paired with the client's SYN it answers: the SYN-ACK
+   * must come in on the other TAP than that SYN (else it is dropped, never learnt from). Not from
+   * a SYN alone (one forged ahead of the client's on the far segment), nor from a RST or FIN (one
+   * forged in SYN-SENT would lock the real handshake out until the entry expired, and the
+   * connection could then be picked up mid-stream). A connection picked up mid-stream learns it
+   * from its first segment. Only a connection an agent inspects is checked (what no rule covers
+   * is bridged as it comes), and nothing before its sides are known.
    */
   private fromOwnSide(f: Flow<C>, side: 0 | 1, from: Side, d: FrameTcp, nowMs: number): boolean {
-    if (this.o.sided !== true || this.o.cluster !== null || f.conn === null) return true;
+    if (this.o.sided !== true || this.o.cluster !== null) return true;
     const known = f.clientFrom;
-    if (known === undefined || known === (side === 0 ? from : 1 - from)) return true;
+    if (known === undefined) {
+      const flags = d.tcp.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
+      if (f.midstream) {
+        f.clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
+        return true;
+      }
+      if (side === 0 && flags === TCP_SYN) {
+        this.noteSyn(f, d.tcp.seq, from);
+        return true;
+      }
+      // An answer to a SYN (SYN-ACK, RST) from the server comes in on the other TAP than that
+      // SYN; the client's own RST right after it on the same.
+      const syns = this.syns.get(f);
+      const syn = syns === undefined ? undefined : side === 1 && flags & TCP_ACK ? syns.get(seqAdd(d.tcp.ack, -1)) : side === 0 && flags & TCP_RST ? syns.get(seqAdd(d.tcp.seq, -1)) : undefined;
+      if (syn === undefined) return true;
+      if ((side === 1) === (syn === from)) return f.conn === null || this.wrongSide(f, from, d, nowMs);
+      if (flags === (TCP_SYN | TCP_ACK)) {
+        f.clientFrom = syn;
+        this.syns.delete(f);
+      }
+      return true;
+    }
+    if (f.conn === null || known === (side === 0 ? from : 1 - from)) return true;
+    return this.wrongSide(f, from, d, nowMs);
+  }
+
+  /** The TAP a client's SYN came in on, per ISN (the first copy's; at most MAX_SYNS ISNs). */
+  private noteSyn(f: Flow<C>, seq: number, from: Side): void {
+    let m = this.syns.get(f);
+    if (m === undefined) this.syns.set(f, (m = new Map()));
+    if (!m.has(seq) && m.size < MAX_SYNS) m.set(seq, from);
+  }
+
+  private wrongSide(f: Flow<C>, from: Side, d: FrameTcp, nowMs: number): false {
     this.o.counters.wrongSide++;
     this.o.warn('wrong-side', nowMs, () => ({ flow: f.id, from, ...endpoints(d) }), 'segment of a tracked connection arrived on the other side than its sender\'s (forged): dropped');
     return false;
   }
 
   /**
-   * With `sided`: where the client is, from the first segment tracked once the connection is
-   * synchronized — the server's SYN-ACK, or a connection's first segment picked up mid-stream.
-   * Not from the client's SYNs: one forged ahead of the real one on the far segment would keep
-   * the client out (the SYN-ACK picks among them, flow/table.ts).
-   */
-  private learnSide(f: Flow<C>, side: 0 | 1, from: Side): void {
-    if (this.o.sided !== true || this.o.cluster !== null || f.clientFrom !== undefined || f.state === 'syn-sent') return;
-    f.clientFrom = (side === 0 ? from : 1 - from) as 0 | 1;
-  }
-
-  /**
-   * Judges a segment of `f` from `side` (arrived on `from`) and tracks it: the verdict of flow/window.ts ('accept',
+   * Judges a segment of `f` from `side` and tracks it: the verdict of flow/window.ts ('accept',
    * 'rst-close', 'rst-not-exact', ...), 'stale' for an old connection's segment to forward
    * unchanged and untracked (see the file comment), or null when it is dropped (counted, logged).
    */
-  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, from: Side, nowMs: number): Verdict | 'stale' | null {
+  judge(f: Flow<C>, side: 0 | 1, d: FrameTcp, nowMs: number): Verdict | 'stale' | null {
     const { flows, counters: c } = this.o;
     const tcp = d.tcp;
     const flags = tcp.flags;
@@ -205,7 +238,6 @@ export class Tracker<C extends AckView> {
       if (verdict === 'rst-close') c.rstAccepted++;
       flows.track(f, side, flags, seq, opts, nowMs);
       flows.observe(f, side, flags, seq, ack, len);
-      this.learnSide(f, side, from);
     }
     return verdict;
   }

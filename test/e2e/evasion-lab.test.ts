@@ -36,23 +36,31 @@ const RATE = '1M';
 /** Server bytes (as seen on the client's segment) at which each round is injected. */
 const ROUNDS = [128 << 10, 2 << 20];
 const ATTACK = join(REPO, 'test/e2e/fixtures/tcp_rst_attack.py');
-/** A server that records what each connection brought (file rec<n>), up to its close or reset. */
 const SLOW_PORT = 8003;
-const RECORD_PY = `
-import socket, sys
+/** The start of a Python server on argv[1]:argv[2] taking one connection `c` at a time. */
+const PY_ACCEPT = `
+import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
 n = 0
 while True:
-    c, _ = s.accept(); got = b''; how = 'fin'
+    c, _ = s.accept()`;
+/** Python: what a socket brings up to its close, and whether it was reset. */
+const PY_READ_ALL = `
+def read_all(c):
+    got = b''
     try:
         while True:
             d = c.recv(65536)
-            if not d: break
+            if not d: return got, False
             got += d
     except ConnectionResetError:
-        how = 'rst'
-    open('%s/rec%d' % (sys.argv[3], n), 'wb').write(how.encode() + b' ' + got); n += 1; c.close()
+        return got, True
+`;
+/** A server that records what each connection brought (file rec<n>), up to its close or reset. */
+const RECORD_PY = `${PY_READ_ALL}${PY_ACCEPT}
+    got, reset = read_all(c)
+    open('%s/rec%d' % (sys.argv[3], n), 'wb').write((b'rst ' if reset else b'fin ') + got); n += 1; c.close()
 `;
 /** Sends argv[3], then argv[4] as urgent data (MSG_OOB: the URG flag and pointer), then argv[5]; closes. */
 const URGENT_SEND_PY = `
@@ -77,12 +85,7 @@ except (ConnectionResetError, BrokenPipeError):
 `;
 
 /** A server that sends argv[4], waits argv[3] seconds, sends argv[5] and closes, per connection. */
-const PAUSE_SERVER_PY = `
-import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
-while True:
-    c, _ = s.accept()
+const PAUSE_SERVER_PY = `${PY_ACCEPT}
     try:
         c.sendall(sys.argv[4].encode()); time.sleep(float(sys.argv[3])); c.sendall(sys.argv[5].encode())
     except OSError:
@@ -92,14 +95,9 @@ while True:
 /** Reads to the end; says what came and whether the connection was reset. */
 const READ_ALL_PY = `
 import json, socket, sys
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15); got = b''; reset = False
-try:
-    while True:
-        d = c.recv(65536)
-        if not d: break
-        got += d
-except ConnectionResetError:
-    reset = True
+${PY_READ_ALL}
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15)
+got, reset = read_all(c)
 print(json.dumps({'got': got.decode('latin1'), 'reset': reset}))
 `;
 /** The pause server's port: its second part comes after the gateway's closedTimeoutMs. */

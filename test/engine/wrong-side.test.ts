@@ -101,6 +101,35 @@ describe('a segment of a tracked connection from the other side', () => {
     expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
   });
 
+  // A forger in SYN-SENT (review): taught the side by a forged answer, the gateway would drop the
+  // real handshake until the entry expired, and the connection could then be picked up
+  // mid-stream (passed uninspected with `midstream: pass`).
+  for (const [what, forged, from] of [
+    ["the server's SYN-ACK forged on the client's segment", { side: 1, flags: SYN | ACK, seq: 9999, ack: 1001 }, 0],
+    ["the server's RST answering the SYN forged on the client's segment", { side: 1, flags: RST | ACK, seq: 0, ack: 1001 }, 0],
+    ["the client's RST forged on the server's segment", { side: 0, flags: RST, seq: 1001, ack: 0 }, 1],
+    ["the client's SYN replayed on the server's segment", { side: 0, flags: SYN, seq: 1000, ack: 0 }, 1],
+  ] as const) {
+    it(`${what} in SYN-SENT teaches nothing: the real handshake opens the connection, inspected`, () => {
+      const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+      const c = new Conn(h, 46000, 1000, 5000);
+      h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+      const out = h.send(c.frame(forged.side, { flags: forged.flags, seq: forged.seq, ack: forged.ack }), from);
+      // An answer to the SYN (or the client's RST after it) from the wrong TAP is dropped; a
+      // copy of the SYN is not an answer (it passes, as any retransmission).
+      const answer = (forged.flags & SYN) === 0 || forged.side === 1;
+      expect(out.length).toBe(answer ? 0 : 1);
+      expect(h.gw.stats().gateway.wrongSide).toBe(answer ? 1 : 0);
+      expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+      expect(h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0).map((e) => e.to)).toEqual([1]);
+      expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+      // And the sides are known now: the forger's next segment is dropped.
+      const w0 = h.gw.stats().gateway.wrongSide;
+      expect(h.send(c.data(1, 9, 'forged'), 0)).toEqual([]);
+      expect(h.gw.stats().gateway.wrongSide).toBe(w0 + 1);
+    });
+  }
+
   it('learns the sides of a connection picked up mid-stream from its first segment', () => {
     const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('midstream: pass', 'midstream: inspect'));
     const c = new Conn(h, 41000, 1000, 5000);
