@@ -107,8 +107,9 @@ export class Flow<C = unknown> {
     this.bits = (this.bits & ~FLOW_POLICY) | (MARKS.indexOf(m) << POLICY_SHIFT);
   }
   /**
-   * The TAP side (0 or 1) the client's segments arrive on, learnt from the server's SYN-ACK or a
-   * mid-stream connection's first segment (engine/track.ts, live gateway only); the server's
+   * The TAP side (0 or 1) the client's segments arrive on, learnt from the server's SYN-ACK paired
+   * with the SYN it answers, or a mid-stream connection's first segment (engine/track.ts, live
+   * gateway only); the server's
    * arrive on the other. Undefined until then.
    */
   get clientFrom(): 0 | 1 | undefined {

@@ -80,7 +80,7 @@ c.sendall(sys.argv[3].encode()); time.sleep(float(sys.argv[4]))
 try:
     c.sendall(sys.argv[5].encode()); c.shutdown(socket.SHUT_WR); r = c.recv(100)
     print(json.dumps({'reset': False, 'got': r.decode()}))
-except (ConnectionResetError, BrokenPipeError):
+except OSError:  # reset: ECONNRESET, EPIPE, or ENOTCONN when the RST came before shutdown()
     print(json.dumps({'reset': True}))
 `;
 
