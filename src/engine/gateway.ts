@@ -333,6 +333,7 @@ export class Gateway {
     // A connection picked up mid-stream is oriented the way a rule names its client, when one does.
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
+    this.flows.inspected = (f) => f.conn !== null;
     this.flows.onRemove = (f) => {
       // How it ended, before its engine (which knows of an abort) goes.
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
@@ -673,7 +674,7 @@ export class Gateway {
         tcpInvalid: { ...this.counters.tcpInvalid },
         policy: { dropped: { ...this.policy.counters.dropped }, passed: { ...this.policy.counters.passed } },
       },
-      flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen, ipv6Addresses: this.flows.ipv6Addresses },
+      flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen, handshakeTombs: this.flows.handshakeTombs, ipv6Addresses: this.flows.ipv6Addresses },
       stream: { ...this.rewriter.stream, queuedBytes: this.rewriter.budget.queueBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
       rules: this.rewriter.rules(this.flows.values()),

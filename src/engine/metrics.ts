@@ -31,6 +31,7 @@ const GAUGES: ReadonlySet<string> = new Set([
   'uptimeS',
   'flows.active',
   'flows.halfOpen',
+  'flows.handshakeTombs',
   'stream.queuedBytes',
   'storePool.rings',
   'storePool.bytes',

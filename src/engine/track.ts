@@ -110,6 +110,11 @@ export class Tracker<C extends AckView> {
         c.synRefused++;
         this.o.warn(`syn-refused:${r.why}`, nowMs, () => ({ why: r.why, ...endpoints(d), halfOpen: flows.halfOpen, flows: flows.size }), 'SYN refused: connection table full');
         return { kind: 'drop' };
+      case 'handshake-expired':
+        // Not a connection seen mid-stream: its handshake went through the agent's rule and
+        // stalled past synTimeoutMs (flow/table.ts `inspected`).
+        this.o.warn('handshake-expired', nowMs, () => ({ ...endpoints(d) }), 'segment of a connection whose inspected handshake expired: dropped, not taken up mid-stream');
+        return { kind: 'drop' };
       case 'stray-syn':
         if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
         c.straySyn++;

@@ -23,7 +23,9 @@
  * random 4-tuples) holds at most `maxHalfOpen` entries for at most `synTimeoutMs`, and the rest
  * of the table stays for confirmed and new legitimate connections; nothing is ever evicted to
  * make room (evicting an entry with an agent would let the rest of its connection through
- * unrewritten as a mid-stream one).
+ * unrewritten as a mid-stream one). For the same reason an inspected handshake that expires
+ * leaves its 4-tuple behind for a while (`inspected`): what comes late for it is not taken up as
+ * a connection seen mid-stream.
  *
  * A bare SYN with a new ISN for a *confirmed* connection that is not closing is not a new
  * connection (RFC 9293 §3.10.7.4 / RFC 5961 §4: the receiver answers it with a challenge ACK):
@@ -99,6 +101,10 @@ export function newFlowCounters() {
     importRefused: 0,
     /** Connections closed by a RST that carried data again afterwards: the RST did not end them. */
     rstRevived: 0,
+    /** Segments of a 4-tuple whose inspected handshake expired, not taken up mid-stream (see `inspected`). */
+    handshakeExpired: 0,
+    /** Such 4-tuples forgotten early to stay within `maxHalfOpen` of them. */
+    handshakeTombsEvicted: 0,
   };
 }
 export type FlowCounters = ReturnType<typeof newFlowCounters>;
@@ -110,7 +116,16 @@ export type LookupResult<C> =
   | { kind: 'refused'; why: 'table-full' | 'half-open-full' }
   | { kind: 'untracked' }
   /** A bare SYN with a new ISN for a confirmed, open connection: not tracked (see the file comment). */
-  | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 };
+  | { kind: 'stray-syn'; flow: Flow<C>; side: 0 | 1 }
+  /** A segment (not a SYN) of a 4-tuple whose inspected handshake expired a moment ago: not a mid-stream connection. */
+  | { kind: 'handshake-expired' };
+
+/**
+ * How long an expired inspected handshake's 4-tuple is kept (`FlowTable.inspected`): longer than a
+ * Linux server keeps the handshake (63 s: 5 SYN-ACK retransmissions) and than its SYN cookies
+ * accept the final ACK (up to about 3 minutes).
+ */
+export const HANDSHAKE_TOMB_MS = 240_000;
 
 /** A bucket of the table: one flow, or (4-tuples with the same hash, rare) several. */
 type Bucket<C> = Flow<C> | Flow<C>[];
@@ -145,6 +160,17 @@ export class FlowTable<C = unknown> {
    * false = the receiver, undefined = no opinion (the lower port is taken as the server's).
    */
   orientMidstream: ((src: Endpoint, dst: Endpoint) => boolean | undefined) | undefined;
+  /**
+   * Whether an agent inspects the flow. An inspected connection whose handshake expires
+   * (`synTimeoutMs`) leaves its 4-tuple behind for HANDSHAKE_TOMB_MS: a later segment of it other
+   * than a new SYN (the client's final ACK and data, sent late on purpose: a Linux server keeps
+   * the handshake 63 s, and SYN cookies accept an ACK for minutes) is `handshake-expired`, not a
+   * connection picked up mid-stream, which `policy.midstream: pass` would let through
+   * uninspected. A new SYN clears it.
+   */
+  inspected: ((f: Flow<C>) => boolean) | undefined;
+  /** 4-tuples (flowKey) of inspected handshakes that expired → when they are forgotten, oldest first. */
+  private readonly tombs = new Map<string, number>();
   /** Embryonic (not yet confirmed) connections in the table. */
   private embryonic = 0;
 
@@ -291,6 +317,16 @@ export class FlowTable<C = unknown> {
     if (f) {
       f.lastMs = nowMs;
       return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: false };
+    }
+    if (this.tombs.size > 0) {
+      const key = flowKey(src, dst);
+      if (this.tombs.has(key)) {
+        if (!syn) {
+          this.counters.handshakeExpired++;
+          return { kind: 'handshake-expired' };
+        }
+        this.tombs.delete(key);
+      }
     }
     if (this.count >= this.limits.maxConnections && syn && this.closed.size > 0) {
       const oldest = this.closed.values().next().value as Flow<C>;
@@ -575,13 +611,34 @@ export class FlowTable<C = unknown> {
     this.onRemove?.(f);
   }
 
+  /** Keeps an expired inspected handshake's 4-tuple (see `inspected`), at most maxHalfOpen of them. */
+  private tomb(key: string, nowMs: number): void {
+    this.tombs.delete(key);
+    this.tombs.set(key, nowMs + HANDSHAKE_TOMB_MS);
+    if (this.tombs.size > (this.limits.maxHalfOpen ?? 25_000)) {
+      this.tombs.delete(this.tombs.keys().next().value as string);
+      this.counters.handshakeTombsEvicted++;
+    }
+  }
+
+  /** 4-tuples of expired inspected handshakes kept (see `inspected`). */
+  get handshakeTombs(): number {
+    return this.tombs.size;
+  }
+
   /** Removes idle and long-closed connections. */
   expire(nowMs: number): number {
     let n = 0;
+    // Oldest first, all kept as long: stop at the first one still due later.
+    for (const [key, until] of this.tombs) {
+      if (until > nowMs) break;
+      this.tombs.delete(key);
+    }
     const synTimeout = this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs;
     for (const f of this.values()) {
       if (!f.confirmed && nowMs - f.createdMs > synTimeout) {
         // Whatever its state (a SYN answered by a RST is `closed` but was never a connection).
+        if (!f.midstream && this.inspected?.(f) === true) this.tomb(flowKey(f.client, f.server), nowMs);
         this.remove(f);
         this.counters.expiredHalfOpen++;
         n++;

@@ -115,6 +115,7 @@ rules:
       - { find: "${FIND}", with: "${WITH}" }
 limits:
   closedTimeoutMs: 1000
+  synTimeoutMs: 5000
 `;
 
 /** A clean prefix, then the pattern after fillers of varying length (it falls across segments). */
@@ -321,4 +322,27 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     expect(g1['wrongSide'] - g0['wrongSide']).toBeGreaterThanOrEqual(1);
     expect(g1['rstAccepted'] - g0['rstAccepted']).toBe(0);
   }, 30_000);
+
+  it("a client that sends its handshake's final ACK and data after the gateway's synTimeoutMs: dropped, never taken up mid-stream", async () => {
+    const f0 = gatewayStats(P)['flows']!;
+    // The client host's own stack would answer the raw client's SYN-ACK with a RST.
+    const rule = ['OUTPUT', '-p', 'tcp', '--sport', '47001', '--tcp-flags', 'RST', 'RST', '-j', 'DROP'];
+    const add = await labExec(P, 'client', ['iptables', '-I', ...rule]);
+    expect(add.code, add.stderr).toBe(0);
+    try {
+      // 8 s: past synTimeoutMs (5 s here), well within the server's 63 s of SYN-RECEIVED.
+      const r = await labExec(P, 'client', [
+        'python3', ATTACK, 'late-ack', '--server', SERVER, '--port', String(PAUSE_PORT), '--dst-mac', SERVER_MAC,
+        '--src', CLIENT, '--sport', '47001', '--wait', '8', '--payload', `GET /${FIND}\n`,
+      ], { timeoutMs: 30_000 });
+      expect(r.code, `${r.stdout} ${r.stderr}`).toBe(0);
+      // Taken up mid-stream (\`midstream: pass\`), the server would have acknowledged it unrewritten.
+      expect(lastJson<{ synAck: boolean; answered: boolean }>(r.stdout, 'late-ack')).toEqual({ synAck: true, answered: false });
+    } finally {
+      await labExec(P, 'client', ['iptables', '-D', ...rule]);
+    }
+    const f1 = gatewayStats(P)['flows']!;
+    expect(f1['handshakeExpired'] - f0['handshakeExpired']).toBeGreaterThanOrEqual(1);
+    expect(f1['midstream'] - f0['midstream']).toBe(0);
+  }, 40_000);
 });

@@ -227,4 +227,28 @@ describe('flow table', () => {
     expect(t.counters.untrackedFull).toBe(1);
     expect(t.size).toBe(3);
   });
+
+  it("keeps at most maxHalfOpen expired inspected handshakes' 4-tuples, oldest forgotten first", () => {
+    const t = new FlowTable({ ...limits, maxConnections: 10, synTimeoutMs: 1000, maxHalfOpen: 2 });
+    t.inspected = () => true;
+    const client = (i: number) => ({ addr: C.addr, port: 41000 + i });
+    for (let i = 0; i < 2; i++) {
+      const r = t.lookup(client(i), S, TCP_SYN, 100, i);
+      if (r.kind !== 'flow') throw new Error(r.kind);
+      t.track(r.flow, r.side, TCP_SYN, 100, undefined, i);
+    }
+    expect(t.expire(5000)).toBe(2);
+    expect(t.handshakeTombs).toBe(2);
+    expect(t.lookup(client(0), S, TCP_ACK, 101, 5001).kind).toBe('handshake-expired');
+    expect(t.lookup(client(1), S, TCP_ACK, 101, 5001).kind).toBe('handshake-expired');
+    // A third expired handshake pushes out the oldest.
+    const r = t.lookup(client(2), S, TCP_SYN, 100, 5002);
+    if (r.kind !== 'flow') throw new Error(r.kind);
+    t.track(r.flow, r.side, TCP_SYN, 100, undefined, 5002);
+    t.expire(7000);
+    expect(t.handshakeTombs).toBe(2);
+    expect(t.counters.handshakeTombsEvicted).toBe(1);
+    expect(t.lookup(client(0), S, TCP_ACK, 101, 7001).kind).toBe('flow'); // mid-stream, forgotten
+    expect(t.lookup(client(2), S, TCP_ACK, 101, 7001).kind).toBe('handshake-expired');
+  });
 });
