@@ -23,9 +23,9 @@
  * random 4-tuples) holds at most `maxHalfOpen` entries for at most `synTimeoutMs`, and the rest
  * of the table stays for confirmed and new legitimate connections; nothing is ever evicted to
  * make room (evicting an entry with an agent would let the rest of its connection through
- * unrewritten as a mid-stream one). For the same reason an inspected handshake that expires
- * leaves its 4-tuple behind for a while (`inspected`): what comes late for it is not taken up as
- * a connection seen mid-stream.
+ * unrewritten as a mid-stream one). For the same reason an inspected connection that leaves
+ * before it was confirmed leaves its 4-tuple behind for a while (`inspected`): what comes late
+ * for it is not taken up as a connection seen mid-stream.
  *
  * A bare SYN with a new ISN for a *confirmed* connection that is not closing is not a new
  * connection (RFC 9293 §3.10.7.4 / RFC 5961 §4: the receiver answers it with a challenge ACK):
@@ -161,12 +161,13 @@ export class FlowTable<C = unknown> {
    */
   orientMidstream: ((src: Endpoint, dst: Endpoint) => boolean | undefined) | undefined;
   /**
-   * Whether an agent inspects the flow. An inspected connection whose handshake expires
-   * (`synTimeoutMs`) leaves its 4-tuple behind for HANDSHAKE_TOMB_MS: a later segment of it other
-   * than a new SYN (the client's final ACK and data, sent late on purpose: a Linux server keeps
-   * the handshake 63 s, and SYN cookies accept an ACK for minutes) is `handshake-expired`, not a
-   * connection picked up mid-stream, which `policy.midstream: pass` would let through
-   * uninspected. A new SYN clears it.
+   * Whether an agent inspects the flow. An inspected connection that leaves the table before it
+   * was confirmed (its handshake expired after `synTimeoutMs`, or it closed by a RST and expired,
+   * or was evicted or replaced; see `remove`) leaves its 4-tuple behind for HANDSHAKE_TOMB_MS: a
+   * later segment of it other than a new SYN (the client's final ACK and data, sent late on
+   * purpose: a Linux server keeps the handshake 63 s, and SYN cookies accept an ACK for minutes)
+   * is `handshake-expired`, not a connection picked up mid-stream, which `policy.midstream: pass`
+   * would let through uninspected. A new SYN that opens a connection clears it.
    */
   inspected: ((f: Flow<C>) => boolean) | undefined;
   /** 4-tuples (flowKey) of inspected handshakes that expired → when they are forgotten, oldest first. */
@@ -306,7 +307,7 @@ export class FlowTable<C = unknown> {
         return { kind: 'stray-syn', flow: f, side };
       }
       if (closing || newIsn) {
-        this.remove(f);
+        this.remove(f, nowMs);
         this.counters.reused++;
         f = undefined;
       } else if (side === 1 && f.state === 'syn-sent') {
@@ -318,19 +319,13 @@ export class FlowTable<C = unknown> {
       f.lastMs = nowMs;
       return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: false };
     }
-    if (this.tombs.size > 0) {
-      const key = flowKey(src, dst);
-      if (this.tombs.has(key)) {
-        if (!syn) {
-          this.counters.handshakeExpired++;
-          return { kind: 'handshake-expired' };
-        }
-        this.tombs.delete(key);
-      }
+    if (!syn && this.tombs.size > 0 && this.tombs.has(flowKey(src, dst))) {
+      this.counters.handshakeExpired++;
+      return { kind: 'handshake-expired' };
     }
     if (this.count >= this.limits.maxConnections && syn && this.closed.size > 0) {
       const oldest = this.closed.values().next().value as Flow<C>;
-      this.remove(oldest);
+      this.remove(oldest, nowMs);
       this.counters.evictedClosed++;
     }
     if (this.count >= this.limits.maxConnections) {
@@ -365,6 +360,8 @@ export class FlowTable<C = unknown> {
     const [client, server] = srcIsClient ? [src, dst] : [dst, src];
     f = new Flow<C>(this.intern(client), this.intern(server), midstream, nowMs, n);
     this.insert(f, hash);
+    // A new SYN on a 4-tuple whose handshake expired: that one is over (only now, once it is in).
+    if (this.tombs.size > 0) this.tombs.delete(f.key);
     this.embryonic++;
     this.counters.created++;
     if (midstream) this.counters.midstream++;
@@ -601,8 +598,14 @@ export class FlowTable<C = unknown> {
    * Takes `f` out of the table (expired, replaced, or moved to another node): onRemove is called.
    * Nothing happens when `f` is not (or no longer) in the table.
    */
-  remove(f: Flow<C>): void {
+  /**
+   * Takes `f` out of the table. With `nowMs` (the table's own removals: expiry, replacement,
+   * eviction; not a connection moved to another cluster node): an inspected connection that was
+   * never confirmed leaves its 4-tuple behind (see `inspected`).
+   */
+  remove(f: Flow<C>, nowMs?: number): void {
     if (!this.unlink(f)) return;
+    if (nowMs !== undefined && !f.confirmed && !f.midstream && this.inspected?.(f) === true) this.tomb(f.key, nowMs);
     this.closed.delete(f);
     if (!f.confirmed) this.embryonic--;
     // A later connection of this 4-tuple gets the next number.
@@ -611,11 +614,15 @@ export class FlowTable<C = unknown> {
     this.onRemove?.(f);
   }
 
-  /** Keeps an expired inspected handshake's 4-tuple (see `inspected`), at most maxHalfOpen of them. */
+  /**
+   * Keeps an expired inspected handshake's 4-tuple (see `inspected`): at most as many as
+   * `maxHalfOpen` handshakes expiring every `synTimeoutMs` leave in HANDSHAKE_TOMB_MS.
+   */
   private tomb(key: string, nowMs: number): void {
     this.tombs.delete(key);
     this.tombs.set(key, nowMs + HANDSHAKE_TOMB_MS);
-    if (this.tombs.size > (this.limits.maxHalfOpen ?? 25_000)) {
+    const synTimeout = this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs;
+    if (this.tombs.size > (this.limits.maxHalfOpen ?? 25_000) * Math.ceil(HANDSHAKE_TOMB_MS / Math.max(1, synTimeout))) {
       this.tombs.delete(this.tombs.keys().next().value as string);
       this.counters.handshakeTombsEvicted++;
     }
@@ -638,8 +645,7 @@ export class FlowTable<C = unknown> {
     for (const f of this.values()) {
       if (!f.confirmed && nowMs - f.createdMs > synTimeout) {
         // Whatever its state (a SYN answered by a RST is `closed` but was never a connection).
-        if (!f.midstream && this.inspected?.(f) === true) this.tomb(flowKey(f.client, f.server), nowMs);
-        this.remove(f);
+        this.remove(f, nowMs);
         this.counters.expiredHalfOpen++;
         n++;
       } else if (f.state === 'closed' || f.state === 'closing') {
@@ -656,12 +662,12 @@ export class FlowTable<C = unknown> {
         if (closed) since = reset ? f.closedMs : Math.min(Math.max(f.closedMs, f.lastMs), f.closedMs + this.limits.closingTimeoutMs);
         const timeout = closed ? (this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs) : this.limits.closingTimeoutMs;
         if (nowMs - since > timeout || nowMs - f.lastMs > this.limits.closingTimeoutMs) {
-          this.remove(f);
+          this.remove(f, nowMs);
           this.counters.expiredClosed++;
           n++;
         }
       } else if (nowMs - f.lastMs > this.limits.idleTimeoutMs) {
-        this.remove(f);
+        this.remove(f, nowMs);
         this.counters.expiredIdle++;
         n++;
       }

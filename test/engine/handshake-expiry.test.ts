@@ -7,7 +7,7 @@
  * segments are dropped (counted `handshakeExpired`) until a new SYN opens it again.
  */
 import { describe, expect, it } from 'vitest';
-import { ACK, Conn, Harness, SYN, payloadOf } from '../hostile/harness.js';
+import { ACK, Conn, Harness, RST, SYN, payloadOf } from '../hostile/harness.js';
 import { HANDSHAKE_TOMB_MS } from '../../src/flow/table.js';
 
 const CONFIG = (port: number) => `
@@ -46,6 +46,16 @@ describe('a handshake an inspected connection stalled past synTimeoutMs', () => 
     expect(st.flows.handshakeExpired).toBe(4);
     expect(st.flows.midstream).toBe(0);
     expect(st.gateway.policy.passed).toEqual({});
+  });
+
+  it('a new SYN then its RST (the entry closes unconfirmed and leaves) do not clear the way for the late ACK', () => {
+    const { h, c } = stalled();
+    h.send(c.frame(0, { flags: SYN, seq: 9000 }), 0);
+    h.send(c.frame(0, { flags: RST, seq: 9001 }), 0);
+    h.advance(11_000); // closedTimeoutMs
+    expect(h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0)).toEqual([]);
+    expect(c.sendData(0, 0, 'GET /secret')).toEqual([]);
+    expect(h.gw.stats().gateway.policy.passed).toEqual({});
   });
 
   it('a new SYN on the 4-tuple opens a connection, inspected', () => {

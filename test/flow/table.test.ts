@@ -228,27 +228,52 @@ describe('flow table', () => {
     expect(t.size).toBe(3);
   });
 
-  it("keeps at most maxHalfOpen expired inspected handshakes' 4-tuples, oldest forgotten first", () => {
-    const t = new FlowTable({ ...limits, maxConnections: 10, synTimeoutMs: 1000, maxHalfOpen: 2 });
+  it("keeps the 4-tuples of inspected connections that left unconfirmed, within its cap, oldest forgotten first", () => {
+    // The cap: maxHalfOpen × ⌈HANDSHAKE_TOMB_MS / synTimeoutMs⌉ = 2 × 1.
+    const t = new FlowTable({ ...limits, maxConnections: 2, maxHalfOpen: 2, synTimeoutMs: 240_000 });
     t.inspected = () => true;
     const client = (i: number) => ({ addr: C.addr, port: 41000 + i });
-    for (let i = 0; i < 2; i++) {
-      const r = t.lookup(client(i), S, TCP_SYN, 100, i);
+    let now = 0;
+    /** A SYN answered by a RST: closed, never confirmed. */
+    const refused = (i: number) => {
+      const r = t.lookup(client(i), S, TCP_SYN, 100, ++now);
       if (r.kind !== 'flow') throw new Error(r.kind);
-      t.track(r.flow, r.side, TCP_SYN, 100, undefined, i);
-    }
-    expect(t.expire(5000)).toBe(2);
+      t.track(r.flow, r.side, TCP_SYN, 100, undefined, now);
+      t.track(r.flow, 1, TCP_RST | TCP_ACK, 0, undefined, now);
+    };
+    refused(0);
+    refused(1);
+    // The table is full: each new SYN takes the oldest closed entry's place, which leaves its 4-tuple.
+    refused(2);
+    refused(3);
     expect(t.handshakeTombs).toBe(2);
-    expect(t.lookup(client(0), S, TCP_ACK, 101, 5001).kind).toBe('handshake-expired');
-    expect(t.lookup(client(1), S, TCP_ACK, 101, 5001).kind).toBe('handshake-expired');
-    // A third expired handshake pushes out the oldest.
-    const r = t.lookup(client(2), S, TCP_SYN, 100, 5002);
-    if (r.kind !== 'flow') throw new Error(r.kind);
-    t.track(r.flow, r.side, TCP_SYN, 100, undefined, 5002);
-    t.expire(7000);
+    expect(t.lookup(client(0), S, TCP_ACK, 101, ++now).kind).toBe('handshake-expired');
+    refused(4);
     expect(t.handshakeTombs).toBe(2);
     expect(t.counters.handshakeTombsEvicted).toBe(1);
-    expect(t.lookup(client(0), S, TCP_ACK, 101, 7001).kind).toBe('flow'); // mid-stream, forgotten
-    expect(t.lookup(client(2), S, TCP_ACK, 101, 7001).kind).toBe('handshake-expired');
+    expect(t.lookup(client(0), S, TCP_ACK, 101, ++now).kind).not.toBe('handshake-expired');
+    expect(t.lookup(client(2), S, TCP_ACK, 101, ++now).kind).toBe('handshake-expired');
+  });
+
+  it('a SYN the half-open cap refuses does not clear a kept 4-tuple; one that opens a connection does', () => {
+    const t = new FlowTable({ ...limits, maxConnections: 10, maxHalfOpen: 1, synTimeoutMs: 1000 });
+    t.inspected = () => true;
+    const A = { addr: C.addr, port: 42000 };
+    const B = { addr: C.addr, port: 42001 };
+    const syn = (e: typeof A, now: number) => {
+      const r = t.lookup(e, S, TCP_SYN, 100, now);
+      if (r.kind === 'flow') t.track(r.flow, r.side, TCP_SYN, 100, undefined, now);
+      return r.kind;
+    };
+    expect(syn(A, 1)).toBe('flow');
+    t.expire(1002);
+    expect(t.handshakeTombs).toBe(1);
+    expect(syn(B, 1003)).toBe('flow');
+    expect(syn(A, 1004)).toBe('refused');
+    expect(t.lookup(A, S, TCP_ACK, 101, 1005).kind).toBe('handshake-expired');
+    t.expire(2004);
+    expect(syn(A, 2005)).toBe('flow');
+    expect(t.handshakeTombs).toBe(1); // B's now; A's cleared
+    expect(t.lookup(A, S, TCP_ACK, 101, 2006).kind).toBe('flow');
   });
 });
