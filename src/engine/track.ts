@@ -9,12 +9,14 @@
  *   tracks only connections it owns, from the side they arrive on; one it takes over from
  *   another node is handed back to the gateway to import (`import`), never imported from here.
  *   A live gateway (`sided`) also learns per connection which TAP its client's segments arrive
- *   on, from the server's SYN-ACK paired with the SYN it answers (or a connection's first segment
- *   picked up mid-stream); a segment of a connection an agent inspects arriving on the other side than its sender's is
- *   dropped (`wrongSide`): in a bridge each endpoint lives on one side, so that segment was
- *   forged by a host on the far side, and taken, it would let one endpoint speak for the other
- *   to the tracker (a forged RST or FIN of the peer's closes the tracked connection while both
- *   endpoints keep it, a forged ACK releases bytes the peer never got).
+ *   on, from the server's SYN-ACK paired with the SYN it answers (or a connection's first
+ *   segment picked up mid-stream); a segment of a connection an agent inspects arriving on the
+ *   other side than its sender's is dropped (`wrongSide`): in a bridge each endpoint lives on one
+ *   side, so that segment was forged by a host on the far side, and taken, it would let one
+ *   endpoint speak for the other to the tracker (a forged RST or FIN of the peer's closes the
+ *   tracked connection while both endpoints keep it, a forged ACK releases bytes the peer never
+ *   got). A segment of a 4-tuple whose inspected handshake left the table unconfirmed is not a
+ *   connection seen mid-stream either (`handshake-expired`, flow/table.ts `inspected`).
  * - `judge`: would the receiver take this RST or FIN (flow/window.ts)? Only then does it end
  *   anything. Out of the window it is dropped; a RST in the window but not exact is forwarded
  *   untracked (the receiver answers it with a challenge ACK). While a new connection's SYN waits
