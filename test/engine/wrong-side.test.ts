@@ -148,7 +148,7 @@ describe('a segment of a tracked connection from the other side', () => {
   });
 
   it('without `sided` (a replayed capture: every frame on side 0) nothing is checked', () => {
-    const h = new Harness({}, {});
+    const h = new Harness({}, { sided: false });
     const c = h.connect(40000);
     expect(h.send(c.data(1, 0, 'a secret\n'), 0).map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
     expect(h.gw.stats().gateway.wrongSide).toBe(0);

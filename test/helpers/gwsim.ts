@@ -36,8 +36,14 @@ const EMPTY = new Uint8Array(0);
 export interface Injection {
   /** Sent just before the gateway gets the n-th genuine frame after the handshake. */
   atFrame: number;
-  /** The endpoint it pretends to come from (it arrives on that endpoint's side). */
+  /** The endpoint it pretends to come from (it arrives on that endpoint's side, unless `farSide`). */
   from: 0 | 1;
+  /**
+   * Forged on the other segment: it arrives on the side of the endpoint it is addressed to, and
+   * what the gateway lets out goes toward the pretended sender, whose stack ignores it (not its
+   * address).
+   */
+  farSide?: boolean;
   flags: number;
   /**
    * seq = base + delta: `snd` the pretended sender's next sequence number, `ack` the last ACK
@@ -120,14 +126,17 @@ export function simulateGateway(o: GatewaySimOptions): GatewaySimResult {
   };
   /** Frames the gateway emits: decoded (checksums verified) and put on the network. */
   let emitted = 0;
+  const addrs = o.addrs ?? [SIM_CLIENT, SIM_SERVER];
   const emit = (frame: Uint8Array, to: Side): void => {
     emitted++;
-    const p = decodePkt(frame);
+    const p = decodePkt(frame, addrs[to]);
+    if (p === null) return; // not for the endpoint on that side: its stack ignores it
     if (typeof p === 'string') errors.push(`gateway emitted a malformed frame: ${p}`);
     else send('ep', to, p);
   };
-  const toGateway = (from: 0 | 1, p: Pkt): void => {
-    gw.handleFrame(frameOf(from, p, o.mss, o.sack, o.addrs ?? [SIM_CLIENT, SIM_SERVER], o.ipv6Ext), from, now, emit);
+  /** A segment from endpoint `from`, arriving on side `arrive` (its own, unless forged on the far segment). */
+  const toGateway = (from: 0 | 1, p: Pkt, arrive: 0 | 1 = from): void => {
+    gw.handleFrame(frameOf(from, p, o.mss, o.sack, addrs, o.ipv6Ext), arrive, now, emit);
   };
   const synPkt = (side: 0 | 1): Pkt => ({
     f: {
@@ -147,7 +156,7 @@ export function simulateGateway(o: GatewaySimOptions): GatewaySimResult {
     const seqValue = wrap((j.seq.base === 'snd' ? snd : j.seq.base === 'ack' ? rcvAck : 0) + j.seq.delta);
     const ackValue = wrap((j.ack.base === 'ack' ? e.ackFields(false).ack : 0) + j.ack.delta);
     const before = emitted;
-    toGateway(j.from, { f: { seq: seqValue, ack: ackValue, flags: j.flags, window: 65535, urgent: 0, sack: null }, payload: EMPTY });
+    toGateway(j.from, { f: { seq: seqValue, ack: ackValue, flags: j.flags, window: 65535, urgent: 0, sack: null }, payload: EMPTY }, j.farSide === true ? ((1 - j.from) as 0 | 1) : j.from);
     injected.push({ ...j, seqValue, ackValue, forwarded: emitted - before });
   };
   /** A segment reaching endpoint `s`: the handshake here, then the endpoint's own judgement. */
@@ -241,10 +250,12 @@ function frameOf(side: 0 | 1, p: Pkt, mss: number, sack: boolean, addrs: readonl
 }
 
 /** The segment in a frame the gateway emitted (its payload copied), or why it is malformed. */
-function decodePkt(frame: Uint8Array): Pkt | string {
+/** The segment of a frame the gateway emitted; null when it is not addressed to `to`. */
+function decodePkt(frame: Uint8Array, to: IpAddr): Pkt | string | null {
   const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true, ipv6: true });
   if (d.kind === 'error') return `${d.reason}: ${d.detail}`;
   if (d.kind !== 'tcp') return `not TCP: ${d.kind}`;
+  if (d.dst !== to) return null;
   const t = d.tcp;
   let sack: Array<[Seq, Seq]> | null = null;
   if (t.sackOptionOffset() >= 0) {

@@ -257,11 +257,12 @@ describe('forged segments against the reference TCP pair through the gateway', (
     fc.integer({ min: -200_000, max: 200_000 }),
   );
   const u32 = fc.integer({ min: 0, max: 0xffffffff });
-  const injection = (flags: readonly number[]): fc.Arbitrary<Injection> =>
+  const injection = (flags: readonly number[], farSide = false): fc.Arbitrary<Injection> =>
     fc.record({
       // Most connections here take 20 to 200 frames: most forged segments land during the transfer.
       atFrame: fc.integer({ min: 0, max: 60 }),
       from: fc.constantFrom(0 as const, 1 as const),
+      farSide: fc.constant(farSide),
       flags: fc.constantFrom(...flags),
       seq: fc.oneof(
         fc.record({ base: fc.constantFrom('snd' as const, 'ack' as const), delta }),
@@ -277,8 +278,9 @@ describe('forged segments against the reference TCP pair through the gateway', (
     kept: number;
     disrupted: number;
     rstNotExact: number;
+    wrongSide: number;
   }
-  const CLASSES: Array<{ name: string; flags: number[]; seed: number; covered: (t: Tally) => void }> = [
+  const CLASSES: Array<{ name: string; flags: number[]; seed: number; farSide?: boolean; covered: (t: Tally) => void }> = [
     {
       name: 'RSTs',
       flags: [RST, RST | ACK],
@@ -301,11 +303,24 @@ describe('forged segments against the reference TCP pair through the gateway', (
       seed: 0x5964,
       covered: (t) => expect(t.disrupted).toBeGreaterThan(0),
     },
+    {
+      // Forged on the other segment (the live gateway's sides, engine/track.ts): what the
+      // gateway let out would reach only the pretended sender, who ignores it, so no endpoint is
+      // ever disrupted; the gateway must not take it either.
+      name: 'segments on the far segment (RSTs, FINs, SYNs, ACKs)',
+      flags: [RST, RST | ACK, FIN | ACK, FIN, SYN, SYN | ACK, ACK],
+      seed: 0x5965,
+      farSide: true,
+      covered: (t) => {
+        expect(t.disrupted, 'no endpoint takes a segment not addressed to it').toBe(0);
+        expect(t.wrongSide, 'the gateway dropped them as from the wrong side').toBeGreaterThan(0);
+      },
+    },
   ];
 
   for (const k of CLASSES) {
     it(`forged ${k.name}: no unrewritten pattern reaches a receiver; a connection the endpoints keep completes exactly`, () => {
-      const tally: Tally = { injected: 0, kept: 0, disrupted: 0, rstNotExact: 0 };
+      const tally: Tally = { injected: 0, kept: 0, disrupted: 0, rstNotExact: 0, wrongSide: 0 };
       fc.assert(
         fc.property(
           fc.record({
@@ -319,13 +334,13 @@ describe('forged segments against the reference TCP pair through the gateway', (
             reorder: fc.constantFrom(0, 0.1, 0.3),
             dup: fc.constantFrom(0, 0.05),
             sack: fc.boolean(),
-            injections: fc.array(injection(k.flags), { minLength: 1, maxLength: 4 }),
+            injections: fc.array(injection(k.flags, k.farSide), { minLength: 1, maxLength: 4 }),
           }),
           (c) => {
             const data = [latin1(c.c2s), latin1(c.s2c)] as [Uint8Array, Uint8Array];
             const expected = [latin1(c.c2s.split(FIND).join(WITH)), latin1(c.s2c.split(FIND).join(WITH))] as [Uint8Array, Uint8Array];
             // A hold timeout decides a partial match on purpose (README): not what is tested here.
-            const gateway = new Gateway({ config: parseConfig(HELLO_CONFIG, 'evasion.yaml'), limits: { ...DEFAULT_LIMITS, holdTimeoutMs: 1e9 } });
+            const gateway = new Gateway({ config: parseConfig(HELLO_CONFIG, 'evasion.yaml'), limits: { ...DEFAULT_LIMITS, holdTimeoutMs: 1e9 }, sided: true });
             const res = simulateGateway({
               rand: mulberry32(c.seed),
               data,
@@ -361,6 +376,7 @@ describe('forged segments against the reference TCP pair through the gateway', (
             if (res.disrupted === null) tally.kept++;
             else tally.disrupted++;
             if (gateway.stats().gateway.rstNotExact > 0) tally.rstNotExact++;
+            if (gateway.stats().gateway.wrongSide > 0) tally.wrongSide++;
           },
         ),
         { numRuns: NUM_RUNS, seed: SEED !== undefined ? Number(SEED) : k.seed },

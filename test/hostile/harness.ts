@@ -2,7 +2,7 @@
  * A Gateway with a replace rule, driven frame by frame: every frame it emits is decoded with
  * checksum verification and must not be an error (nothing malformed ever leaves the gateway).
  * Connections are built with `tcpFrame` (correct checksums) between 10.0.0.1 (client, TAP side 0)
- * and 10.0.0.2:80 (server, side 1).
+ * and 10.0.0.2:80 (server, side 1); the gateway checks the sides as the live one does (`sided`).
  */
 import { expect } from 'vitest';
 import { tcpFrame, type TcpFrameSpec } from '../../src/wire/tcp-frame.js';
@@ -50,6 +50,8 @@ export class Harness {
 
   constructor(limits: Partial<Limits> = {}, opts: Omit<GatewayOptions, 'limits' | 'config'> = {}, config: string | null = REPLACE_CONFIG) {
     this.gw = new Gateway({
+      // As the live gateway: frames come in on their sender's side (engine/track.ts).
+      sided: true,
       ...opts,
       config: config === null ? null : parseConfig(config, 'hostile.yaml'),
       limits: { ...DEFAULT_LIMITS, ...limits },
