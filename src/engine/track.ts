@@ -83,12 +83,19 @@ export interface TrackOptions<C> {
   sided?: boolean;
 }
 
-/** Client ISNs whose SYN's TAP a handshake keeps (the table answers for two: its ISN and one other). */
-const MAX_SYNS = 8;
+/**
+ * The TAP the client's SYN came in on, for the two ISNs the flow table answers for in SYN-SENT
+ * (flow/table.ts: the first SYN's `isn`, and `altIsn`, the latest other one): each the first
+ * copy's of its ISN.
+ */
+interface SynSides {
+  isn: [seq: number, from: Side] | null;
+  alt: [seq: number, from: Side] | null;
+}
 
 export class Tracker<C extends AckView> {
-  /** `sided`: per connection in SYN-SENT, the TAP each client ISN's SYN came in on (fromOwnSide). */
-  private readonly syns = new WeakMap<Flow<C>, Map<number, Side>>();
+  /** `sided`: per connection in SYN-SENT, the TAPs its client ISNs' SYNs came in on (fromOwnSide). */
+  private readonly syns = new WeakMap<Flow<C>, SynSides>();
 
   constructor(private readonly o: TrackOptions<C>) {}
 
@@ -165,12 +172,17 @@ export class Tracker<C extends AckView> {
         this.noteSyn(f, d.tcp.seq, from);
         return true;
       }
-      // An answer to a SYN (SYN-ACK, RST) from the server comes in on the other TAP than that
-      // SYN; the client's own RST right after it on the same.
+      // The server's answer to a SYN (SYN-ACK, RST+ACK) comes in on the other TAP than that SYN.
+      // Nothing else is judged here: a bare ACK (the server's challenge ACK to the client's SYN,
+      // about an older SYN forged on its segment) must reach the client, and the client's RST
+      // to it (at that older SYN's number) the server, to clear the way; a RST at the client's
+      // own ISN closes nothing the SYN-ACK does not revive (flow/table.ts observe).
+      if (side !== 1 || (flags & TCP_ACK) === 0 || (flags & (TCP_SYN | TCP_RST)) === 0) return true;
       const syns = this.syns.get(f);
-      const syn = syns === undefined ? undefined : side === 1 && flags & TCP_ACK ? syns.get(seqAdd(d.tcp.ack, -1)) : side === 0 && flags & TCP_RST ? syns.get(seqAdd(d.tcp.seq, -1)) : undefined;
+      const acked = seqAdd(d.tcp.ack, -1);
+      const syn = syns?.isn?.[0] === acked ? syns.isn[1] : syns?.alt?.[0] === acked ? syns.alt[1] : undefined;
       if (syn === undefined) return true;
-      if ((side === 1) === (syn === from)) return f.conn === null || this.wrongSide(f, from, d, nowMs);
+      if (syn === from) return f.conn === null || this.wrongSide(f, from, d, nowMs);
       if (flags === (TCP_SYN | TCP_ACK)) {
         f.clientFrom = syn;
         this.syns.delete(f);
@@ -181,11 +193,14 @@ export class Tracker<C extends AckView> {
     return this.wrongSide(f, from, d, nowMs);
   }
 
-  /** The TAP a client's SYN came in on, per ISN (the first copy's; at most MAX_SYNS ISNs). */
+  /** The TAP a client's SYN came in on, for the ISN the table keeps it as (after its lookup). */
   private noteSyn(f: Flow<C>, seq: number, from: Side): void {
     let m = this.syns.get(f);
-    if (m === undefined) this.syns.set(f, (m = new Map()));
-    if (!m.has(seq) && m.size < MAX_SYNS) m.set(seq, from);
+    if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null }));
+    const h = f.halves[0];
+    if (h.isn === undefined || h.isn === seq) {
+      if (m.isn === null || m.isn[0] !== seq) m.isn = [seq, from];
+    } else if (h.altIsn === seq && (m.alt === null || m.alt[0] !== seq)) m.alt = [seq, from];
   }
 
   private wrongSide(f: Flow<C>, from: Side, d: FrameTcp, nowMs: number): false {

@@ -616,13 +616,15 @@ export class FlowTable<C = unknown> {
 
   /**
    * Keeps an expired inspected handshake's 4-tuple (see `inspected`): at most as many as
-   * `maxHalfOpen` handshakes expiring every `synTimeoutMs` leave in HANDSHAKE_TOMB_MS.
+   * `maxHalfOpen` handshakes leaving as soon as they can (`synTimeoutMs`, or `closedTimeoutMs`
+   * after a RST) leave in HANDSHAKE_TOMB_MS.
    */
   private tomb(key: string, nowMs: number): void {
     this.tombs.delete(key);
     this.tombs.set(key, nowMs + HANDSHAKE_TOMB_MS);
-    const synTimeout = this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs;
-    if (this.tombs.size > (this.limits.maxHalfOpen ?? 25_000) * Math.ceil(HANDSHAKE_TOMB_MS / Math.max(1, synTimeout))) {
+    // An embryonic entry leaves after synTimeoutMs, or after closedTimeoutMs once a RST closed it.
+    const soonest = Math.min(this.limits.synTimeoutMs ?? this.limits.idleTimeoutMs, this.limits.closedTimeoutMs ?? this.limits.closingTimeoutMs);
+    if (this.tombs.size > (this.limits.maxHalfOpen ?? 25_000) * Math.ceil(HANDSHAKE_TOMB_MS / Math.max(1, soonest))) {
       this.tombs.delete(this.tombs.keys().next().value as string);
       this.counters.handshakeTombsEvicted++;
     }

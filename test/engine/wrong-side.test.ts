@@ -115,9 +115,9 @@ describe('a segment of a tracked connection from the other side', () => {
       const c = new Conn(h, 46000, 1000, 5000);
       h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
       const out = h.send(c.frame(forged.side, { flags: forged.flags, seq: forged.seq, ack: forged.ack }), from);
-      // An answer to the SYN (or the client's RST after it) from the wrong TAP is dropped; a
-      // copy of the SYN is not an answer (it passes, as any retransmission).
-      const answer = (forged.flags & SYN) === 0 || forged.side === 1;
+      // The server's answer to the SYN from the SYN's own TAP is dropped; the client's RST and a
+      // copy of its SYN pass as before (the real SYN-ACK revives what the RST closed).
+      const answer = forged.side === 1;
       expect(out.length).toBe(answer ? 0 : 1);
       expect(h.gw.stats().gateway.wrongSide).toBe(answer ? 1 : 0);
       expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
@@ -129,6 +129,36 @@ describe('a segment of a tracked connection from the other side', () => {
       expect(h.gw.stats().gateway.wrongSide).toBe(w0 + 1);
     });
   }
+
+  it('SYNs forged on the server\'s segment ahead of the client\'s, however many, do not switch the check off', () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+    const c = new Conn(h, 48000, 1000, 5000);
+    for (let i = 0; i < 12; i++) h.send(c.frame(0, { flags: SYN, seq: 70_000 + i }), 1);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+    // The server's exact RST forged on the client's segment: dropped.
+    expect(h.send(c.frame(1, { flags: RST | ACK, seq: 5001 + 9, ack: 1001 }), 0)).toEqual([]);
+    expect(h.gw.stats().gateway.rstAccepted).toBe(0);
+  });
+
+  it("a client SYN forged on the server's segment and answered by the server: the server's challenge ACK to the real SYN and the client's RST to it pass, the connection opens", () => {
+    const h = new Harness({}, { sided: true }, PASS_MIDSTREAM);
+    const c = new Conn(h, 49000, 1000, 5000);
+    const X = 60_000;
+    h.send(c.frame(0, { flags: SYN, seq: X }), 1); // the forger's, seen by the server too
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 7000, ack: X + 1 }), 1)).toEqual([]); // its answer: dropped
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0); // the real client
+    // The server, in SYN-RECEIVED for X, answers with a challenge ACK; the client resets X.
+    expect(h.send(c.frame(1, { flags: ACK, seq: 7001, ack: X + 1 }), 1).map((e) => e.to)).toEqual([0]);
+    expect(h.send(c.frame(0, { flags: RST, seq: X + 1 }), 0).map((e) => e.to)).toEqual([1]);
+    // The client's SYN again, now answered.
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+  });
 
   it('learns the sides of a connection picked up mid-stream from its first segment', () => {
     const h = new Harness({}, { sided: true }, PASS_MIDSTREAM.replace('midstream: pass', 'midstream: inspect'));

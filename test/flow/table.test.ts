@@ -229,8 +229,8 @@ describe('flow table', () => {
   });
 
   it("keeps the 4-tuples of inspected connections that left unconfirmed, within its cap, oldest forgotten first", () => {
-    // The cap: maxHalfOpen × ⌈HANDSHAKE_TOMB_MS / synTimeoutMs⌉ = 2 × 1.
-    const t = new FlowTable({ ...limits, maxConnections: 2, maxHalfOpen: 2, synTimeoutMs: 240_000 });
+    // The cap: maxHalfOpen × ⌈HANDSHAKE_TOMB_MS / min(synTimeoutMs, closedTimeoutMs)⌉ = 2 × 1.
+    const t = new FlowTable({ ...limits, maxConnections: 2, maxHalfOpen: 2, synTimeoutMs: 240_000, closedTimeoutMs: 240_000 });
     t.inspected = () => true;
     const client = (i: number) => ({ addr: C.addr, port: 41000 + i });
     let now = 0;
