@@ -552,7 +552,12 @@ export class FlowTable<C = unknown> {
         h.timestamps = opts.timestamps;
         if (opts.tsval !== undefined && !(flags & TCP_ACK) && h.synTs === undefined) h.synTs = opts.tsval;
       }
-      if (side === 1 && (flags & TCP_ACK) && f.state === 'syn-sent') f.state = 'syn-received';
+      // The answer to the other side's SYN. Usually the server's (side 1); side 0's when the
+      // first SYN the table saw went the other way (a simultaneous open, or a SYN forged from
+      // the server toward the client ahead of the client's own): then side 0's next ACK
+      // confirms below, as the client's would. Left in SYN-SENT, the running connection would
+      // expire after synTimeoutMs.
+      if ((flags & TCP_ACK) && f.state === 'syn-sent' && (side === 1 || f.halves[1].isn !== undefined)) f.state = 'syn-received';
     } else if ((flags & TCP_ACK) && f.state === 'syn-received' && side === 0) {
       f.state = 'established';
       f.halves[0].synTs = undefined;

@@ -80,4 +80,20 @@ describe('a handshake an inspected connection stalled past synTimeoutMs', () => 
     expect(h.gw.stats().flows.handshakeTombs).toBe(0);
     expect(c.sendData(0, 0, 'GET /secret').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, 'GET /secret']]);
   });
+
+  it('a SYN forged from the server toward the client ahead of the handshake: the connection still confirms, runs past synTimeoutMs inspected, leaves nothing behind', () => {
+    const h = new Harness({}, {}, CONFIG(80));
+    const c = new Conn(h, 47100, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 1);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'a [gone]\n']]);
+    h.advance(35_000);
+    h.advance(1000);
+    const st = h.gw.stats().flows;
+    expect(st.expiredHalfOpen).toBe(0);
+    expect(st.handshakeTombs).toBe(0);
+    expect(c.sendData(1, 9, 'another secret\n').map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'another [gone]\n']]);
+  });
 });
