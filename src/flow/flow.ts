@@ -109,8 +109,7 @@ export class Flow<C = unknown> {
   /**
    * The TAP side (0 or 1) the client's segments arrive on, learnt from the server's SYN-ACK paired
    * with the SYN it answers, or a mid-stream connection's first segment (engine/track.ts, live
-   * gateway only); the server's
-   * arrive on the other. Undefined until then.
+   * gateway only); the server's arrive on the other. Undefined until then.
    */
   get clientFrom(): 0 | 1 | undefined {
     return (this.bits & FLOW_SIDED) === 0 ? undefined : (this.bits & FLOW_CLIENT_FROM) !== 0 ? 1 : 0;

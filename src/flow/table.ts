@@ -101,9 +101,9 @@ export function newFlowCounters() {
     importRefused: 0,
     /** Connections closed by a RST that carried data again afterwards: the RST did not end them. */
     rstRevived: 0,
-    /** Segments of a 4-tuple whose inspected handshake expired, not taken up mid-stream (see `inspected`). */
+    /** Segments of a 4-tuple whose inspected connection left unconfirmed, not taken up mid-stream (see `inspected`). */
     handshakeExpired: 0,
-    /** Such 4-tuples forgotten early to stay within `maxHalfOpen` of them. */
+    /** Such 4-tuples forgotten early to stay within their cap (`tomb`). */
     handshakeTombsEvicted: 0,
   };
 }
@@ -170,7 +170,7 @@ export class FlowTable<C = unknown> {
    * would let through uninspected. A new SYN that opens a connection clears it.
    */
   inspected: ((f: Flow<C>) => boolean) | undefined;
-  /** 4-tuples (flowKey) of inspected handshakes that expired → when they are forgotten, oldest first. */
+  /** 4-tuples (flowKey) of inspected connections that left unconfirmed → when they are forgotten, oldest first. */
   private readonly tombs = new Map<string, number>();
   /** Embryonic (not yet confirmed) connections in the table. */
   private embryonic = 0;
@@ -319,7 +319,9 @@ export class FlowTable<C = unknown> {
       f.lastMs = nowMs;
       return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: false };
     }
-    if (!syn && this.tombs.size > 0 && this.tombs.has(flowKey(src, dst))) {
+    // The 4-tuple's key, for the maps of 4-tuples without a live entry (made once, when one is in use).
+    const key = this.tombs.size > 0 || this.reuse.size > 0 ? flowKey(src, dst) : undefined;
+    if (!syn && key !== undefined && this.tombs.has(key)) {
       this.counters.handshakeExpired++;
       return { kind: 'handshake-expired' };
     }
@@ -345,8 +347,7 @@ export class FlowTable<C = unknown> {
       return { kind: 'untracked' };
     }
     let n = 0;
-    if (this.reuse.size > 0) {
-      const key = flowKey(src, dst);
+    if (key !== undefined) {
       const r = this.reuse.get(key);
       if (r !== undefined) {
         n = r;
@@ -361,7 +362,7 @@ export class FlowTable<C = unknown> {
     f = new Flow<C>(this.intern(client), this.intern(server), midstream, nowMs, n);
     this.insert(f, hash);
     // A new SYN on a 4-tuple whose handshake expired: that one is over (only now, once it is in).
-    if (this.tombs.size > 0) this.tombs.delete(f.key);
+    if (key !== undefined) this.tombs.delete(key);
     this.embryonic++;
     this.counters.created++;
     if (midstream) this.counters.midstream++;
@@ -601,12 +602,9 @@ export class FlowTable<C = unknown> {
 
   /**
    * Takes `f` out of the table (expired, replaced, or moved to another node): onRemove is called.
-   * Nothing happens when `f` is not (or no longer) in the table.
-   */
-  /**
-   * Takes `f` out of the table. With `nowMs` (the table's own removals: expiry, replacement,
-   * eviction; not a connection moved to another cluster node): an inspected connection that was
-   * never confirmed leaves its 4-tuple behind (see `inspected`).
+   * Nothing happens when `f` is not (or no longer) in the table. With `nowMs` (the table's own
+   * removals: expiry, replacement, eviction; not a connection moved to another cluster node): an
+   * inspected connection that was never confirmed leaves its 4-tuple behind (see `inspected`).
    */
   remove(f: Flow<C>, nowMs?: number): void {
     if (!this.unlink(f)) return;
