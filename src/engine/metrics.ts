@@ -32,6 +32,7 @@ const GAUGES: ReadonlySet<string> = new Set([
   'flows.active',
   'flows.halfOpen',
   'flows.handshakeTombs',
+  'flows.ipv6Addresses',
   'stream.queuedBytes',
   'storePool.rings',
   'storePool.bytes',

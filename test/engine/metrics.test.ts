@@ -38,6 +38,9 @@ describe('metrics from statistics', () => {
     expect(malformed.reduce((n, x) => n + x.value, 0)).toBe(1);
     expect(find('tapgate_agents_http_refused_total', { reason: 'chunk' })).toMatchObject({ value: 0 });
     expect(find('tapgate_agents_http_decoding_now')).toMatchObject({ type: 'gauge', value: 0 });
+    // A level, not a count: the IPv6 addresses of the flows now in the table.
+    expect(find('tapgate_flows_ipv6_addresses')).toMatchObject({ type: 'gauge', value: 0 });
+    expect(s.some((x) => x.name === 'tapgate_flows_ipv6_addresses_total')).toBe(false);
     // Every name is a valid Prometheus metric name, and one name has one set of label names.
     const labelsOf = new Map<string, string>();
     for (const x of s) {
