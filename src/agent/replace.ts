@@ -875,7 +875,7 @@ class ReplaceAgent implements Agent {
     if (open === null) {
       if (tail.length > 0) st.forced = forcedOf([st.pos], tail, tailPrev);
     } else if (tail.length > open.bytes.length) st.forced = forcedOf([...open.points, st.pos], tail, tailPrev);
-    else open.points.push(st.pos);
+    else if (open.points[open.points.length - 1] !== st.pos) open.points.push(st.pos); // a second flush with nothing fed between: one point
     return out;
   }
 

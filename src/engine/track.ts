@@ -91,6 +91,8 @@ export interface TrackOptions<C> {
 interface SynSides {
   isn: [seq: number, from: Side] | null;
   alt: [seq: number, from: Side] | null;
+  /** The TAPs side 1's SYNs came in on (bit `1 << from`): see `reoriented`. */
+  rev: number;
 }
 
 export class Tracker<C extends AckView> {
@@ -128,6 +130,9 @@ export class Tracker<C extends AckView> {
         if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
         c.straySyn++;
         this.o.warn('stray-syn', nowMs, () => ({ flow: r.flow.id, seq: d.tcp.seq }), 'SYN with a new ISN on an established connection: not tracked');
+        // A second SYN-ACK before the handshake completed (flow/table.ts lookup) is dropped: a
+        // client that lost the first would take this one, and its positions would not be ours.
+        if ((flags & TCP_ACK) && !r.flow.confirmed) return { kind: 'drop' };
         return d.payloadLen === 0 ? { kind: 'pass' } : { kind: 'drop' };
       case 'untracked': {
         // The table has no room: a connection a rule matches cannot be inspected.
@@ -144,8 +149,43 @@ export class Tracker<C extends AckView> {
       c.wrongSide++;
       return { kind: 'drop' };
     }
+    const ro = this.reoriented(r.flow, r.side, from, d, nowMs);
+    if (ro !== null) return ro;
     if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
     return r;
+  }
+
+  /**
+   * The server's SYN-ACK to a client whose SYN the table saw second, after a SYN "from the server"
+   * (forged on the client's segment, or by the client itself): the entry took the server for the
+   * client, so the server's address and port would choose the rule (a `serverPort: 80` rule would
+   * not match, a `direction: s2c` one would rewrite the requests) and the connection would run
+   * uninspected. The entry is re-made with the real client as the client (flow/table.ts
+   * `reorient`), as a new connection the gateway attaches its rule to. Live (`sided`), the
+   * gateway sees the TAPs: the SYN-ACK arrives on the other TAP than side 1's SYN (it answers
+   * that SYN across the gateway) and than side 0's (whose sender would be on the SYN-ACK's own
+   * side): a real simultaneous open (each SYN on its sender's side) is left as it is, and the
+   * answer can come before or after anything forged on the client's segment. Without TAPs (a
+   * replayed capture), the SYN-ACK must answer side 1's SYN with another ISN than side 0's
+   * (flow/table.ts `answersReverseSyn`). A cluster node learns sides from its first segment and
+   * drops the server's SYN-ACK as from the wrong side there (the handshake fails, closed).
+   */
+  private reoriented(f: Flow<C>, side: 0 | 1, from: Side, d: FrameTcp, nowMs: number): Found<C> | null {
+    const tcp = d.tcp;
+    const flags = tcp.flags;
+    if (this.o.cluster !== null || side !== 0 || (flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== (TCP_SYN | TCP_ACK) || f.confirmed || f.midstream) return null;
+    let clientFrom: Side | undefined;
+    if (this.o.sided === true) {
+      const m = this.syns.get(f);
+      const first = m?.isn?.[1];
+      if (f.clientFrom !== undefined || m === undefined || first === undefined || first === from || (m.rev & (1 << (1 - from))) === 0) return null;
+      clientFrom = (1 - from) as Side;
+    } else if (!this.o.flows.answersReverseSyn(f, side, flags, tcp.seq, tcp.ack)) return null;
+    const nf = this.o.flows.reorient(f, seqAdd(tcp.ack, -1), nowMs);
+    this.syns.delete(f);
+    if (clientFrom !== undefined) nf.clientFrom = clientFrom;
+    this.o.warn('reoriented', nowMs, () => ({ flow: nf.id, ...endpoints(d) }), 'the first SYN of a connection was not its client\'s (the server answered the other one): the entry is re-made with the real client');
+    return { kind: 'flow', flow: nf, side: 1, isNew: true };
   }
 
   /**
@@ -172,6 +212,14 @@ export class Tracker<C extends AckView> {
         this.noteSyn(f, d.tcp.seq, from);
         return true;
       }
+      if (side === 1 && flags === TCP_SYN) {
+        // A SYN the other way (a simultaneous open, or the real client's after a SYN forged
+        // from the server): its TAP, for `reoriented`.
+        let m = this.syns.get(f);
+        if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: 0 }));
+        m.rev |= 1 << from;
+        return true;
+      }
       // The server's answer to a SYN (SYN-ACK, RST+ACK) comes in on the other TAP than that SYN.
       // Nothing else is judged here: a bare ACK (the server's challenge ACK to the client's SYN,
       // about an older SYN forged on its segment) must reach the client, and the client's RST
@@ -182,7 +230,9 @@ export class Tracker<C extends AckView> {
       const acked = seqAdd(d.tcp.ack, -1);
       const syn = syns?.isn?.[0] === acked ? syns.isn[1] : syns?.alt?.[0] === acked ? syns.alt[1] : undefined;
       if (syn === undefined) return true;
-      if (syn === from) return f.conn === null || this.wrongSide(f, from, d, nowMs);
+      // A rule in either orientation: a forged answer must not move the handshake on in the
+      // orientation that no rule covers (see `reoriented`).
+      if (syn === from) return !this.covered(f) || this.wrongSide(f, from, d, nowMs);
       if (flags === (TCP_SYN | TCP_ACK)) {
         f.clientFrom = syn;
         this.syns.delete(f);
@@ -196,11 +246,16 @@ export class Tracker<C extends AckView> {
   /** The TAP a client's SYN came in on, for the ISN the table keeps it as (after its lookup). */
   private noteSyn(f: Flow<C>, seq: number, from: Side): void {
     let m = this.syns.get(f);
-    if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null }));
+    if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: 0 }));
     const h = f.halves[0];
     if (h.isn === undefined || h.isn === seq) {
       if (m.isn === null || m.isn[0] !== seq) m.isn = [seq, from];
     } else if (h.altIsn === seq && (m.alt === null || m.alt[0] !== seq)) m.alt = [seq, from];
+  }
+
+  /** An agent inspects `f`, or a rule would with the other side as the client. */
+  private covered(f: Flow<C>): boolean {
+    return f.conn !== null || this.o.policy().covers(f.client, f.server);
   }
 
   private wrongSide(f: Flow<C>, from: Side, d: FrameTcp, nowMs: number): false {

@@ -5,7 +5,8 @@
  * judgement ./window.ts.
  *
  * A connection is keyed by its 4-tuple (in either direction). The client is the side that sent
- * the first SYN (for simultaneous open: the first SYN seen). Each half records what it announced
+ * the first SYN (for simultaneous open: the first SYN seen), unless the server's SYN-ACK answers
+ * the other side's SYN instead (`reorient`: that first SYN was forged). Each half records what it announced
  * in its SYN (ISN, MSS, window scale, SACK-permitted, timestamps) and whether it closed. A
  * connection first seen mid-stream (no SYN) is tracked with `midstream` set: no agent may rewrite
  * it, since positions in its streams are unknown.
@@ -97,6 +98,11 @@ export function newFlowCounters() {
     /** Closed connections removed early to make room for a new one (the table was full). */
     evictedClosed: 0,
     simultaneousOpen: 0,
+    /**
+     * Entries re-made with the other side as the client: the first SYN was not the connection's
+     * (forged from the server toward the client ahead of the client's own; `reorient`).
+     */
+    reoriented: 0,
     /** importFlow refused because the table was full. */
     importRefused: 0,
     /** Connections closed by a RST that carried data again afterwards: the RST did not end them. */
@@ -275,7 +281,12 @@ export class FlowTable<C = unknown> {
       // endpoints have open (they challenge-ACK it, RFC 5961 §4); it must not reset the tracked ISN.
       const side = f.sideOf(src);
       const h = f.halves[side];
-      if (f.confirmed && h.isn !== undefined && h.isn !== seq) {
+      // Nor, before the final ACK, a second SYN-ACK of the server's with another ISN than the
+      // first: the client took the first (it answers this one with a challenge ACK), and
+      // learning this one would shift every position of the server's stream (bytes sent below
+      // the first ISN would reach the agent, never the client).
+      const answered = side === 1 && f.state === 'syn-received' && !f.midstream;
+      if ((f.confirmed || answered) && h.isn !== undefined && h.isn !== seq) {
         this.counters.straySyn++;
         return { kind: 'stray-syn', flow: f, side };
       }
@@ -367,6 +378,55 @@ export class FlowTable<C = unknown> {
     this.counters.created++;
     if (midstream) this.counters.midstream++;
     return { kind: 'flow', flow: f, side: f.sideOf(src), isNew: true };
+  }
+
+  /**
+   * A SYN-ACK from side 0 (flags, seq, ack) answering side 1's SYN while side 0's own SYN is
+   * unanswered, with another ISN than that SYN's: side 0's endpoint did not send the SYN that
+   * made the entry (in a simultaneous open each side's SYN-ACK repeats its own SYN's ISN), so
+   * the connection is side 1's: it sent the SYN its peer answers. See `reorient`.
+   */
+  answersReverseSyn(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, ack: Seq): boolean {
+    if (side !== 0 || (flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== (TCP_SYN | TCP_ACK)) return false;
+    if (f.confirmed || f.midstream || f.state !== 'syn-sent') return false;
+    const [h0, h1] = f.halves;
+    return h1.isn !== undefined && ack === seqAdd(h1.isn, 1) && h0.isn !== seq;
+  }
+
+  /**
+   * Re-makes `f` with its side 1 as the client: who sent the first SYN the table saw is not who
+   * opened the connection (a SYN forged from the server toward the client ahead of the client's:
+   * taken as the client, the server would have chosen which rule, and which direction of it,
+   * applies to the real client's connection). The entry is removed (onRemove; no tombstone: it
+   * was never a connection) and a new one made from side 1's SYN, whose ISN is `clientIsn` (the
+   * one the server's SYN-ACK acknowledges). Returns the new entry, in SYN-SENT.
+   */
+  reorient(f: Flow<C>, clientIsn: Seq, nowMs: number): Flow<C> {
+    const client = f.server;
+    const server = f.client;
+    const half = plainHalf(f.halves[1]);
+    const synTs = f.halves[1].synTs;
+    this.remove(f);
+    const hash = tupleHash(ipHash(client.addr), client.port, ipHash(server.addr), server.port);
+    let gen = 0;
+    const key = flowKey(client, server);
+    const r = this.reuse.get(key);
+    if (r !== undefined) {
+      gen = r;
+      this.reuse.delete(key);
+    }
+    const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, gen);
+    const h = nf.halves[0];
+    Object.assign(h, half);
+    h.isn = clientIsn;
+    h.finSeen = false;
+    h.rstSeen = false;
+    h.synTs = synTs;
+    h.setEnd(1);
+    this.insert(nf, hash);
+    this.embryonic++;
+    this.counters.reoriented++;
+    return nf;
   }
 
   /** The flow as plain JSON-able data (see FlowJson; `conn` is not part of it). */
@@ -555,8 +615,8 @@ export class FlowTable<C = unknown> {
       }
       // The answer to the other side's SYN. Usually the server's (side 1); side 0's when the
       // first SYN the table saw went the other way (a simultaneous open, or a SYN forged from
-      // the server toward the client ahead of the client's own): then side 0's next ACK
-      // confirms below, as the client's would. Left in SYN-SENT, the running connection would
+      // the server toward the client ahead of the client's own that `reorient` could not tell
+      // from one: on a cluster node): then side 0's next ACK confirms below, as the client's would. Left in SYN-SENT, the running connection would
       // expire after synTimeoutMs.
       if ((flags & TCP_ACK) && f.state === 'syn-sent' && (side === 1 || f.halves[1].isn !== undefined)) f.state = 'syn-received';
     } else if ((flags & TCP_ACK) && f.state === 'syn-received' && side === 0) {

@@ -130,6 +130,15 @@ export class Connection<T extends { fields: TcpFields }> {
       // segment so the sender retransmits it after the handshake (RFC 7413 §4.2 fallback).
       const fields = { ...f, sack: f.sack };
       if (f.flags & TCP_ACK) fields.ack = this.translateAck(side, f.ack);
+      if (f.flags & TCP_URG) {
+        // An urgent pointer on a SYN-ACK points into the data to come: a Linux receiver in
+        // SYN-SENT takes it (tcp_urg after the handshake's ACK) and drops the byte before it
+        // from the stream (without SO_OOBINLINE), a byte the agent reads. Its positions are not
+        // translatable either (no command exists yet): cleared, under either policy.
+        fields.flags &= ~TCP_URG;
+        fields.urgent = 0;
+        this.counters.urgentInlined++;
+      }
       out.push({ tag, fields, payload: payload.length > 0 ? new Uint8Array(0) : payload, changed: payload.length > 0, synth: false });
       this.dropFields(side);
       return;

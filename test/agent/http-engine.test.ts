@@ -26,6 +26,10 @@ const S2C =
   'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nHello \r\n6\r\nworld!\r\n0\r\n\r\n' +
   'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbye\r\n';
 
+/** Each response is sent once its request has arrived (as the server reads it): a server answers what it received. */
+const RESPONSE_ENDS = [...S2C.matchAll(/HTTP\/1\.1 200/g)].map((m) => m.index).slice(1).concat(S2C.length);
+const ANSWERS = (received: Uint8Array): number => [0, ...RESPONSE_ENDS][decode(Buffer.from(received), 'request').msgs.length]!;
+
 function once(seed: number, limits: Record<string, number>) {
   const rand = mulberry32(seed);
   return simulate({
@@ -39,6 +43,7 @@ function once(seed: number, limits: Record<string, number>) {
     sack: seed % 2 === 0,
     agent: httpFactory.create(CFG, CTX),
     limits,
+    answers: ANSWERS,
   });
 }
 
@@ -84,6 +89,7 @@ describe('http agent in the stream engine over a lossy, reordering TCP', () => {
         sack: true,
         agent: httpFactory.create(CFG, CTX),
         limits: { holdTimeoutMs: 1e9 },
+        answers: ANSWERS,
         failover: {
           times: [5 + seed, 30 + seed * 3, 80],
           periodMs: 20,

@@ -57,6 +57,12 @@ export interface SimOptions {
    * otherwise — with the highest ACK each side sent meanwhile (spares watch the segments).
    */
   failover?: { times: number[]; periodMs: number; gapMs: number; restore: (state: unknown) => Agent | null };
+  /**
+   * Side 1 answers what it received (a server its requests): given the bytes it has received in
+   * order, how much of its data it may have sent. Without it both sides send all their data from
+   * the start.
+   */
+  answers?: (received: Uint8Array) => number;
 }
 
 export interface Pkt {
@@ -90,6 +96,8 @@ export class Endpoint {
   acksSeen: number[] = [];
   /** Judge every segment, not only RST and SYN (see the file comment). */
   strict = false;
+  /** How much of `data` may be sent yet (SimOptions.answers). */
+  sendable: number;
   /**
    * Where the peer's real FIN is (the length of its stream as received), when known: a FIN taken
    * anywhere else is a forged one that got through, or a real one the middle moved.
@@ -107,6 +115,7 @@ export class Endpoint {
   ) {
     this.rcvBuf = new Uint8Array(capacity);
     this.have = new Uint8Array(capacity);
+    this.sendable = data.length;
   }
 
   get done(): boolean {
@@ -147,12 +156,12 @@ export class Endpoint {
       if (this.finSent && !this.finAcked) this.finSent = false;
       this.rto = Math.min(this.rto * 2, 400);
     }
-    while (this.sndNxt < this.data.length && this.sndNxt - this.sndUna < window) {
+    while (this.sndNxt < this.sendable && this.sndNxt - this.sndUna < window) {
       if (sack && this.isSacked(this.sndNxt)) {
         this.sndNxt++;
         continue;
       }
-      const len = Math.min(1 + Math.floor(rand() * mss), this.data.length - this.sndNxt);
+      const len = Math.min(1 + Math.floor(rand() * mss), this.sendable - this.sndNxt);
       const payload = this.data.subarray(this.sndNxt, this.sndNxt + len);
       const f = this.ackFields(sack);
       f.seq = offsetToSeq(this.sndNxt + 1, this.isn);
@@ -395,7 +404,14 @@ export function simulate(o: SimOptions): SimResult {
   };
   const window = o.window ?? 4000;
   const maxT = o.maxTimeMs ?? 60_000;
+  const answers = o.answers;
+  let answered = -1;
+  if (answers !== undefined) ep[1]!.sendable = 0;
   while (now < maxT) {
+    if (answers !== undefined && ep[1]!.rcvNxt !== answered) {
+      answered = ep[1]!.rcvNxt;
+      ep[1]!.sendable = Math.max(ep[1]!.sendable, Math.min(answers(ep[1]!.received()), ep[1]!.data.length));
+    }
     for (const side of [0, 1] as const) {
       for (const p of ep[side]!.output(now, o.mss, o.rand, window, o.sack)) send('gw', side, p);
     }

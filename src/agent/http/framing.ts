@@ -101,9 +101,13 @@ export function responseFraming(pb: ParsedBlock, req: ResponseContext): Framing 
   if (transferCodings(pb, f, st.version.minor === 0)) {
     if (f.error !== undefined) return f;
     const chunked = f.codings.filter((c) => c === 'chunked').length;
-    if (chunked > 1) f.error = 'transferEncoding';
-    // §6.3 point 4: chunked not final in a response: read until the connection closes.
-    else f.body = f.codings[f.codings.length - 1] === 'chunked' ? { kind: 'chunked' } : { kind: 'close' };
+    const last = f.codings[f.codings.length - 1] === 'chunked';
+    // §6.3 point 4 reads a response whose chunked is not final until the connection closes;
+    // curl and nginx read it as chunked and keep the connection: what follows would be one
+    // more message there and body here. Ambiguous, so refused (as more than one chunked).
+    if (chunked > 1 || (chunked === 1 && !last)) f.error = 'transferEncoding';
+    // §6.3 point 4: no chunked at all: read until the connection closes.
+    else f.body = last ? { kind: 'chunked' } : { kind: 'close' };
     return f;
   }
   contentLength(pb, f);

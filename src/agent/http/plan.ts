@@ -48,7 +48,12 @@ export interface ReqInfo {
   tunnel: 'connect' | 'upgrade' | null;
 }
 
-/** A response with no request waiting for it is read as the answer to a GET. */
+/**
+ * A response with no request waiting for it (sent ahead of one, or one more than was asked for)
+ * is read as the answer to a GET, and is the connection's last (decideResponse): the client reads
+ * it as the answer to its next request, whatever that is, so what the server sends after it
+ * could be paired one way here and another way there.
+ */
 export const UNPAIRED: Readonly<ReqInfo> = Object.freeze({ method: 'GET', v11: true, close: false, tunnel: null });
 
 export type BodyMethod = 'none' | 'pass' | 'fixlen' | 'chunked' | 'rechunk' | 'close' | 'toclose';
@@ -107,6 +112,8 @@ const TE_CHUNKED = line('Transfer-Encoding', 'chunked');
 // Made once: read-only like TE_CHUNKED (a message's plan only reads them).
 const AE_IDENTITY = line('Accept-Encoding', 'identity');
 const CONNECTION_CLOSE = line('Connection', 'close');
+/** host:port, the host a reg-name, an IPv4 address or an IPv6 literal in brackets (RFC 9112 §3.2.3). */
+const AUTHORITY_FORM = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+):[0-9]{1,5}$/;
 const ENCODING_FIELDS: ReadonlySet<string> = new Set(['accept-encoding', 'te']);
 const ACCEPT_ENCODING: ReadonlySet<string> = new Set(['accept-encoding']);
 const TE_FIELD: ReadonlySet<string> = new Set(['te']);
@@ -252,7 +259,12 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
       forcedClose = true;
     }
   }
-  const tunnel = r.method === 'CONNECT' ? 'connect' : fieldUnits(pb, 'upgrade').length > 0 ? 'upgrade' : null;
+  // CONNECT names its target in authority form (RFC 9112 §3.2.3): any other is no tunnel
+  // request but a malformed request line (a client sending `CONNECT /x` reads a 2xx as an
+  // ordinary answer, and its body would pass as tunnel bytes). Upgrade is asked for only with
+  // the `upgrade` connection option (RFC 9110 §7.8): without it a 101 is unexpected.
+  if (r.method === 'CONNECT' && !AUTHORITY_FORM.test(r.target)) return { ...d, error: 'startLine' };
+  const tunnel = r.method === 'CONNECT' ? 'connect' : fieldUnits(pb, 'upgrade').length > 0 && conn.has('upgrade') ? 'upgrade' : null;
   d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel };
   d.after = tunnel !== null ? 'await' : 'start';
   const expect = fieldValues(pb, 'expect').some((v) => /(^|,)[ \t]*100-continue[ \t]*(,|$)/i.test(v));
@@ -287,13 +299,18 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   const how = rewritable(pb, f, rules, cfg.decode && o.noDecode !== true);
   if (req.tunnel !== 'connect' && (how === 'yes' || how === 'gzip' || how === 'deflate')) describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
-  const closes = req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
+  const unpaired = req === UNPAIRED;
+  const closes = unpaired || req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
   chooseBody(pb, f, d, rules, cfg.decode && o.noDecode !== true, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
-  if (d.method === 'toclose') {
-    // The body now ends with the connection: say so, without a keep-alive beside it.
+  if (d.method === 'toclose' || unpaired) {
+    // The body now ends with the connection, or the answer is the connection's last (UNPAIRED):
+    // say so, without a keep-alive beside it.
     removeFields(pb, d, CONNECTION_FIELDS, 'frame');
     addLines(d, CONNECTION_CLOSE, 'frame');
   }
+  // What the server sends after an unpaired answer is deleted (afterCloseBytes): a HEAD's
+  // answer taken for a GET's would make the next answer's body a message of its own here.
+  if (unpaired) d.after = 'drop';
   return d;
 }
 

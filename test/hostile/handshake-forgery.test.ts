@@ -1,0 +1,237 @@
+/**
+ * What a handshake's segments, forged or odd, may make the gateway believe (found by a review,
+ * 2026-12-07): each case read as a Linux receiver reads it, so a test says what the client's
+ * application gets.
+ * - An urgent pointer on the server's SYN-ACK: a Linux client in SYN-SENT takes it (tcp_urg after
+ *   the handshake's ACK, "step 6 by hand") and, without SO_OOBINLINE, drops the byte at it from
+ *   the stream when it comes: "Hellox world" inspected, "Hello world" read. Cleared.
+ * - A second SYN-ACK of the server's with another ISN before the final ACK: the client took the
+ *   first (the second gets a challenge ACK); learnt, it shifted every position of the server's
+ *   stream, so bytes below the first ISN reached the agent as the stream's start and never the
+ *   client. Dropped.
+ * - A SYN "from the server" (forged on the client's segment, or by the client itself) ahead of the
+ *   client's: the entry took the server for the client, so its address and port chose the rule (a
+ *   `serverPort: 80` rule did not match, a `direction: s2c` one rewrote the requests). The
+ *   server's SYN-ACK to the real client re-makes the entry (flows.reoriented).
+ */
+import { describe, expect, it } from 'vitest';
+import { decodeFrame } from '../../src/wire/frame.js';
+import { ACK, Conn, Harness, PSH, RST, SYN, URG, payloadOf, refix } from './harness.js';
+
+interface Seg {
+  seq: number;
+  flags: number;
+  urgent: number;
+  payload: Buffer;
+}
+
+function tcpOf(frame: Uint8Array): Seg {
+  const d = decodeFrame(frame, { link: 'ethernet', verifyChecksums: true });
+  if (d.kind !== 'tcp') throw new Error(`not tcp: ${d.kind}`);
+  return { seq: d.tcp.seq, flags: d.tcp.flags, urgent: d.tcp.urgent, payload: Buffer.from(frame.subarray(d.payloadOff, d.payloadOff + d.payloadLen)) };
+}
+
+/**
+ * What a Linux client (no SO_OOBINLINE) hands its application from the segments it receives in
+ * order: RCV.NXT from the first SYN-ACK (a later one is answered with a challenge ACK); bytes
+ * before RCV.NXT dropped, an overlap trimmed (tcp_data_queue); an urgent pointer
+ * (seq + pointer − 1) at or past RCV.NXT remembered from any segment with URG, the SYN-ACK's
+ * included, and the byte at it skipped (tcp_check_urg, tcp_recvmsg).
+ */
+function linuxClient(segs: Seg[]): string {
+  let rcvNxt = -1;
+  let urgSeq = -1;
+  let out = '';
+  for (const t of segs) {
+    if (t.flags & SYN) {
+      if (rcvNxt >= 0) continue;
+      rcvNxt = (t.seq + 1) >>> 0;
+    }
+    if (t.flags & URG) {
+      const ptr = (t.seq + t.urgent - 1) >>> 0;
+      if (((ptr - rcvNxt) | 0) >= 0) urgSeq = ptr;
+    }
+    if (t.flags & SYN) continue;
+    const off = (rcvNxt - t.seq) | 0;
+    if (off < 0 || off >= t.payload.length) continue;
+    for (let i = off; i < t.payload.length; i++) if (((t.seq + i) >>> 0) !== urgSeq) out += String.fromCharCode(t.payload[i]!);
+    rcvNxt = (t.seq + t.payload.length) >>> 0;
+  }
+  return out;
+}
+
+const MSS = [{ kind: 'mss' as const, mss: 1460 }];
+const HELLO = `
+rules:
+  - match: { port: 80 }
+    agent: replace
+    replace:
+      - { find: "Hello world", with: "Hi there" }
+`;
+
+/** Sets the urgent pointer of an untagged Ethernet/IPv4 TCP frame, checksums fixed. */
+function withUrgent(f: Uint8Array, ptr: number): Uint8Array {
+  const l4 = 14 + (f[14]! & 0x0f) * 4;
+  f[l4 + 18] = ptr >>> 8;
+  f[l4 + 19] = ptr & 0xff;
+  return refix(f);
+}
+
+describe('an urgent pointer on the server\'s SYN-ACK', () => {
+  for (const urgent of ['inline', 'keep'] as const) {
+    it(`is cleared (policy.urgent: ${urgent}): "Hellox world" with the pointer at the x reads as the agent saw it`, () => {
+      const h = new Harness({}, {}, `policy: { urgent: ${urgent} }\n${HELLO}`);
+      const c = new Conn(h, 40001, 1000, 5000);
+      const toClient: Seg[] = [];
+      const take = (es: { frame: Uint8Array; to: number }[]) => { for (const e of es) if (e.to === 0) toClient.push(tcpOf(e.frame)); };
+      h.send(c.frame(0, { flags: SYN, seq: 1000, options: MSS }), 0);
+      // Pointer 7 on the SYN-ACK (seq 5000): the urgent byte is stream position 5.
+      take(h.send(withUrgent(c.frame(1, { flags: SYN | ACK | URG, seq: 5000, ack: 1001, options: MSS }), 7), 1));
+      h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+      take(c.sendData(1, 0, 'Hellox world\n', 0, ACK | PSH));
+      expect(toClient[0]!.flags & URG).toBe(0);
+      expect(toClient[0]!.urgent).toBe(0);
+      expect(h.gw.stats().stream.urgentInlined).toBe(1);
+      expect(linuxClient(toClient)).toBe('Hellox world\n');
+    });
+  }
+});
+
+describe("a second SYN-ACK of the server's with another ISN before the final ACK", () => {
+  /** The server answers twice (b1, then b1 − junk.length), sends `junk` below b1 and `real` from b1. */
+  function run(config: string, junk: string, real: string, request = '') {
+    const h = new Harness({}, {}, config);
+    const b1 = 50_000;
+    const b2 = b1 - junk.length;
+    const c = new Conn(h, 40002, 1000, b2);
+    const toClient: Seg[] = [];
+    const take = (es: { frame: Uint8Array; to: number }[]) => { for (const e of es) if (e.to === 0) toClient.push(tcpOf(e.frame)); };
+    h.send(c.frame(0, { flags: SYN, seq: 1000, options: MSS }), 0);
+    take(h.send(c.frame(1, { flags: SYN | ACK, seq: b1, ack: 1001, options: MSS }), 1));
+    const second = h.send(c.frame(1, { flags: SYN | ACK, seq: b2, ack: 1001, options: MSS }), 1);
+    take(second);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: b1 + 1 }), 0);
+    if (request !== '') h.send(c.data(0, 0, request, 0, ACK | PSH), 0);
+    if (junk !== '') take(c.sendData(1, 0, junk, request.length, ACK | PSH));
+    take(c.sendData(1, junk.length, real, request.length, ACK | PSH));
+    take(h.advance(5000));
+    return { h, second, app: linuxClient(toClient) };
+  }
+
+  it('is dropped: a rule anchored at the stream start sees what the client reads', () => {
+    const cfg = `
+rules:
+  - match: { port: 80 }
+    agent: replace
+    replace:
+      - { regex: "^Hello world", with: "Hi there", maxMatch: 32 }
+`;
+    expect(run(cfg, '', 'Hello world\n').app).toBe('Hi there\n');
+    const r = run(cfg, 'XXXX', 'Hello world\n');
+    expect(r.second).toEqual([]);
+    expect(r.h.gw.stats().flows.straySyn).toBe(1);
+    expect(r.app).toBe('Hi there\n');
+  });
+
+  it('is dropped: the http agent parses the response the client reads, not one made of bytes it never gets', () => {
+    const cfg = `
+rules:
+  - match: { port: 80 }
+    agent: http
+    http:
+      response:
+        removeHeaders: [ Server ]
+`;
+    const real = 'HTTP/1.1 200 OK\r\nServer: secret-server/1.0\r\nContent-Length: 2\r\n\r\nok';
+    const junk = `HTTP/1.1 200 OK\r\nContent-Length: ${real.length}\r\n\r\n`;
+    const r = run(cfg, junk, real, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(r.second).toEqual([]);
+    expect(r.app).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(r.app).not.toContain('Server:');
+  });
+});
+
+describe('a SYN "from the server" ahead of the client\'s', () => {
+  const rule = (match: string) => `
+policy: { midstream: pass }
+rules:
+  - match: ${match}
+    agent: replace
+    replace:
+      - { find: "secret", with: "[gone]" }
+`;
+  const SERVER_PORT = rule('{ serverPort: 80 }');
+  const S2C = rule('{ port: 80 }\n    direction: s2c');
+
+  /** The real handshake after `forge` ran; returns the server's data as the client gets it. */
+  function handshake(h: Harness, c: Conn, forge: () => void): string[] {
+    forge();
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    return c.sendData(1, 0, 'a secret\n').map((e) => payloadOf(e.frame));
+  }
+
+  for (const [what, config] of [['serverPort: 80', SERVER_PORT], ['direction: s2c', S2C]] as const) {
+    it(`(${what}) forged on the client's segment: the server's answer to the client re-makes the entry, the rule applies as to any client`, () => {
+      const h = new Harness({}, { sided: true }, config);
+      const c = new Conn(h, 44000, 1000, 5000);
+      const out = handshake(h, c, () => h.send(c.frame(1, { flags: SYN, seq: 777 }), 0));
+      expect(out).toEqual(['a [gone]\n']);
+      const flows = [...h.gw.flows.values()];
+      expect(flows.map((f) => [f.client.port, f.state])).toEqual([[44000, 'established']]);
+      expect(h.gw.stats().flows.reoriented).toBe(1);
+      // The client's side is known: the server's RST forged on it is dropped.
+      expect(h.send(c.frame(1, { flags: RST | ACK, seq: 5010, ack: 1001 }), 0)).toEqual([]);
+      expect(h.gw.stats().gateway.wrongSide).toBe(1);
+    });
+  }
+
+  it('and the forger answering its own SYN as the client, then the server\'s SYN-ACK forged on the client\'s segment: dropped, the real answer re-makes the entry', () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44001, 1000, 5000);
+    const out = handshake(h, c, () => {
+      h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+      // The client's SYN-ACK to it, from the client's segment: its answer from the same side.
+      expect(h.send(c.frame(0, { flags: SYN | ACK, seq: 1000, ack: 778 }), 0)).toEqual([]);
+    });
+    expect(out).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().flows.reoriented).toBe(1);
+    expect(h.gw.stats().gateway.wrongSide).toBe(1);
+  });
+
+  it("and the server's SYN-ACK to the client forged on the client's segment ahead of the real one: the real one re-makes the entry", () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44002, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 9999, ack: 1001 }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().flows.reoriented).toBe(1);
+  });
+
+  it('in a replayed capture (no sides): the SYN-ACK answering the second SYN with another ISN than the first\'s re-makes the entry', () => {
+    const h = new Harness({}, { sided: false }, SERVER_PORT);
+    const c = new Conn(h, 44003, 1000, 5000);
+    expect(handshake(h, c, () => h.send(c.frame(1, { flags: SYN, seq: 777 }), 0))).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().flows.reoriented).toBe(1);
+  });
+
+  it('a real simultaneous open (each SYN and SYN-ACK from its sender\'s side, each SYN-ACK with its own ISN) keeps the first SYN\'s sender as the client', () => {
+    for (const [sided, firstAnswer] of [[true, 1], [true, 0], [false, 1], [false, 0]] as const) {
+      const h = new Harness({}, { sided }, rule('{ port: 80 }'));
+      const c = new Conn(h, 44004, 1000, 5000);
+      h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+      h.send(c.frame(1, { flags: SYN, seq: 5000 }), 1);
+      const answers = [() => h.send(c.frame(0, { flags: SYN | ACK, seq: 1000, ack: 5001 }), 0), () => h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1)];
+      answers[firstAnswer]!();
+      answers[1 - firstAnswer]!();
+      h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+      expect(h.gw.stats().flows.reoriented).toBe(0);
+      expect([...h.gw.flows.values()].map((f) => f.client.port)).toEqual([44004]);
+      expect(c.sendData(1, 0, 'a secret\n').map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    }
+  });
+});
