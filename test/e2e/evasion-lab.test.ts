@@ -102,6 +102,16 @@ print(json.dumps({'got': got.decode('latin1'), 'reset': reset}))
 `;
 /** The pause server's port: its second part comes after the gateway's closedTimeoutMs. */
 const PAUSE_PORT = 8004;
+/** A port only a `serverPort` rule names (the reverse-SYN test): its server sends the pattern at once. */
+const SERVER_PORT_ONLY = 8005;
+/** Connects from argv[3] (a fixed local port) to argv[1]:argv[2] and reads everything. */
+const READ_FROM_PORT_PY = `${PY_READ_ALL}
+import json, socket, sys
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.bind(('', int(sys.argv[3]))); c.settimeout(10); c.connect((sys.argv[1], int(sys.argv[2])))
+got, reset = read_all(c)
+print(json.dumps({'got': got.decode('latin1'), 'reset': reset}))
+`;
 
 // \`midstream: pass\`: a connection whose entry left the table too early would pass uninspected
 // (the tests below catch that), where the default would only drop it.
@@ -110,6 +120,11 @@ policy: { midstream: pass }
 rules:
   - name: hello-${PORT}
     match: { port: [${PORT}, ${SLOW_PORT}, ${PAUSE_PORT}] }
+    agent: replace
+    replace:
+      - { find: "${FIND}", with: "${WITH}" }
+  - name: server-port-${SERVER_PORT_ONLY}
+    match: { serverPort: ${SERVER_PORT_ONLY} }
     agent: replace
     replace:
       - { find: "${FIND}", with: "${WITH}" }
@@ -194,6 +209,8 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     writeFileSync(join(dir, 'pause.py'), PAUSE_SERVER_PY);
     writeFileSync(join(dir, 'readall.py'), READ_ALL_PY);
     labSpawn(P, 'server', `pause${PAUSE_PORT}`, ['python3', join(dir, 'pause.py'), SERVER, String(PAUSE_PORT), '3.5', 'part one\n', `${FIND}, part two\n`]);
+    labSpawn(P, 'server', `pause${SERVER_PORT_ONLY}`, ['python3', join(dir, 'pause.py'), SERVER, String(SERVER_PORT_ONLY), '0', `${FIND}\n`, 'end\n']);
+    writeFileSync(join(dir, 'readfrom.py'), READ_FROM_PORT_PY);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${PORT}/ping.txt`]),
       (r) => r.stdout === '200',
@@ -321,6 +338,21 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     const g1 = gatewayStats(P)['gateway']!;
     expect(g1['wrongSide'] - g0['wrongSide']).toBeGreaterThanOrEqual(1);
     expect(g1['rstAccepted'] - g0['rstAccepted']).toBe(0);
+  }, 30_000);
+
+  it('a SYN spoofed as the server ahead of the client\'s own (a `serverPort` rule): the server\'s answer makes the real client the client, and the rule applies', async () => {
+    const f0 = gatewayStats(P)['flows']!;
+    const cport = 47002;
+    const a = await labExec(P, 'client', [
+      'python3', ATTACK, 'reverse-syn', '--server', SERVER, '--port', String(SERVER_PORT_ONLY), '--dst-mac', SERVER_MAC, '--src', CLIENT, '--sport', String(cport),
+    ]);
+    expect(a.code, `${a.stdout} ${a.stderr}`).toBe(0);
+    // Taken as the client, the server's port would not be the server's: no rule, the pattern through.
+    const r = await labExec(P, 'client', ['python3', join(dir, 'readfrom.py'), SERVER, String(SERVER_PORT_ONLY), String(cport)], { timeoutMs: 20_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(lastJson<{ got: string; reset: boolean }>(r.stdout, 'readfrom.py')).toEqual({ got: `${WITH}\nend\n`, reset: false });
+    const f1 = gatewayStats(P)['flows']!;
+    expect(f1['reoriented'] - f0['reoriented']).toBe(1);
   }, 30_000);
 
   it("a client that sends its handshake's final ACK and data after the gateway's synTimeoutMs: dropped, never taken up mid-stream", async () => {
