@@ -23,9 +23,13 @@
  * ("It is possible to leave 'PORT_' within the first data packet", seed). The line is decided at
  * its end (PORT/EPRT: the line end, since trailing garbage makes the command invalid) or as soon
  * as the endpoint is complete (227 after the sixth number, 229 at the closing ")"), or when it is
- * malformed (a number > 255, a missing field, a stray byte: passed unchanged, counted). A
- * candidate line longer than `maxLine` bytes is decided as pass-through (counted) and skipped to
- * its LF, so at most maxLine bytes are ever held. `flush` releases held bytes unchanged (counted);
+ * malformed (a number > 255, a missing field, a stray byte, another EPRT family) or longer than
+ * `maxLine` bytes, so at most maxLine bytes are ever held. A malformed or overlong 227/229 passes
+ * (counted: the server's text); a PORT / EPRT that does not parse strictly makes the agent give
+ * up on the connection (`refusedCommands`, abort `ftp:malformed-command`): servers take some
+ * such lines (vsftpd: trailing bytes, leading zeros) and would get an address untranslated. An
+ * endpoint a hook refuses (`FtpHooks`: another host's address, the NAT full) ends the same way
+ * (`refusedEndpoints`). After giving up, everything fed is deleted and no hook is called. `flush` releases held bytes unchanged (counted);
  * at the end of the stream that is all, mid-stream (a hold timeout or limit) the line is parsed
  * on: if it turns out to carry an endpoint, that endpoint cannot be translated any more (part of
  * it went as it stood), so the rest is deleted and the agent gives up on the connection
@@ -99,14 +103,18 @@ export interface FtpExpectation {
 }
 
 /**
- * Runtime hooks of one ftp agent. A translate hook returns the endpoint to announce instead, or
- * undefined to leave it unchanged. For EPSV only the port can be written: the returned address
- * is reported in the expectation but not in the stream. A hook that throws or returns an invalid
- * endpoint leaves the text unchanged (counted as hookErrors).
+ * Runtime hooks of one ftp agent. A translate hook returns the endpoint to announce instead,
+ * undefined to leave it unchanged (no translation applies), or null to refuse it (an endpoint
+ * that would open a path the config did not mean: another host's address, the other family, no
+ * room for its expectation): the agent then gives up on the connection (`refusedEndpoints`, abort
+ * `ftp:refused-endpoint`), so the line reaches the peer neither translated nor as written. For
+ * EPSV only the port can be written: the returned address is reported in the expectation but not
+ * in the stream. A hook that throws or returns an invalid endpoint leaves the text unchanged
+ * (counted as hookErrors).
  */
 export interface FtpHooks {
-  translateClientEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined;
-  translateServerEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined;
+  translateClientEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined | null;
+  translateServerEndpoint(a: FtpAnnouncement): FtpEndpoint | undefined | null;
   expect(x: FtpExpectation): void;
 }
 
@@ -395,6 +403,14 @@ export function newFtpCounters() {
     splitLines: 0,
     /** A hook threw or returned an invalid endpoint. */
     hookErrors: 0,
+    /** Endpoints a hook refused (FtpHooks): the agent gave up on the connection. */
+    refusedEndpoints: 0,
+    /**
+     * PORT / EPRT commands that did not parse strictly (malformed, another family, longer than
+     * maxLine): servers take some of them (vsftpd: trailing bytes, leading zeros), and passed
+     * unchanged they would carry an address untranslated, so the agent gives up on the connection.
+     */
+    refusedCommands: 0,
   };
 }
 export type FtpCounters = ReturnType<typeof newFtpCounters>;
@@ -410,8 +426,10 @@ interface DirState {
    * 'scan': the line may still be a candidate; 'skip': decided, pass up to its LF; 'forced': a
    * hold timeout or limit released part of a candidate line, which is parsed on: an endpoint
    * found in it makes the agent give up (it can no longer be translated), anything else passes.
+   * 'gone': the agent gave up on the connection (an abort): everything fed after is deleted and
+   * no hook is called again (no expectation is made for a connection being reset).
    */
-  mode: 'scan' | 'skip' | 'forced';
+  mode: 'scan' | 'skip' | 'forced' | 'gone';
   /** The last undecidedFrom answered. */
   undecided: number;
   /** s2c: up to the first 4 bytes of the current line (latin1), for multi-line reply tracking. */
@@ -460,9 +478,17 @@ export class FtpAgent implements Agent {
     private readonly hooks: FtpHooks,
     private readonly maxLine: number,
     snap?: { st: Record<Direction, DirState>; counters: FtpCounters },
+    /** What every ftp agent of a registry adds to (the gateway's `stats().agents.ftp`). */
+    private readonly total?: FtpCounters,
   ) {
     this.st = snap?.st ?? { c2s: freshDir(), s2c: freshDir() };
     this.counters = snap?.counters ?? newFtpCounters();
+  }
+
+  /** Counts in this connection's counters (they travel in its snapshot) and the registry's. */
+  private count(k: keyof FtpCounters): void {
+    this.counters[k]++;
+    if (this.total !== undefined) this.total[k]++;
   }
 
   feed(dir: Direction, pos: number, data: Uint8Array): AgentOutput {
@@ -472,6 +498,10 @@ export class FtpAgent implements Agent {
     const released = st.undecided;
     const edits: Edit[] = [];
     const n = data.length;
+    if (st.mode === 'gone') {
+      st.pos = st.undecided = pos + n;
+      return { edits: n > 0 ? [{ at: pos, len: n, data: EMPTY }] : [], undecidedFrom: st.pos };
+    }
     let i = 0;
     while (i < n) {
       const lf = data.indexOf(LF, i);
@@ -485,14 +515,17 @@ export class FtpAgent implements Agent {
         const line = st.line.length === 0 ? part : Buffer.concat([st.line, part]);
         const complete = lf >= 0 && take === end - i;
         st.pos = pos + i + take;
-        if (this.decide(dir, st, line, complete, edits)) {
-          // The forced line is the first of this feed: nothing before it was answered here.
-          this.counters.splitLines++;
+        const heldFrom = st.undecided;
+        const giveUp = this.decide(dir, st, line, complete, edits);
+        if (giveUp !== null) {
+          // What this line held, and everything after it, never passes; lines decided before it
+          // in this feed keep their edits (they end before it).
+          const from = Math.max(released, heldFrom);
           st.pos = pos + n;
-          st.mode = 'skip';
+          st.mode = 'gone';
           st.line = EMPTY;
           st.undecided = st.pos;
-          return { edits: [{ at: released, len: st.pos - released, data: EMPTY }], undecidedFrom: st.pos, abort: 'ftp:split-command' };
+          return { edits: [...edits, { at: from, len: st.pos - from, data: EMPTY }], undecidedFrom: st.pos, abort: giveUp };
         }
         i += take;
         if ((st.mode as DirState['mode']) !== 'skip' && !complete) { // decide() may have switched it
@@ -519,7 +552,7 @@ export class FtpAgent implements Agent {
       // Held bytes leave unchanged. At the end of the stream the line is over; mid-stream
       // (timeout, limit) it is parsed on, so that an endpoint it turns out to carry never
       // passes untranslated.
-      this.counters.flushedLines++;
+      this.count('flushedLines');
       if (reason === 'fin' || reason === 'rst') {
         st.mode = 'skip';
         st.line = EMPTY;
@@ -534,7 +567,8 @@ export class FtpAgent implements Agent {
    * of the current line passes unexamined (skip to its LF), as after a line too long.
    */
   resync(dir: Direction, pos: number): void {
-    this.st[dir] = { pos, lineStart: pos, line: EMPTY, mode: 'skip', undecided: pos, head: 'xxxx', ml: -1 };
+    const gone = this.st[dir].mode === 'gone';
+    this.st[dir] = { pos, lineStart: pos, line: EMPTY, mode: gone ? 'gone' : 'skip', undecided: pos, head: 'xxxx', ml: -1 };
   }
 
   snapshot(): FtpSnapshot {
@@ -542,46 +576,62 @@ export class FtpAgent implements Agent {
     return { v: 1, dirs: { c2s: d(this.st.c2s), s2c: d(this.st.s2c) }, counters: { ...this.counters } };
   }
 
-  /** Apply the verdict on the current line so far; `st.pos` is the end of `line`. */
-  /** Decides the line if it can be; true when a forced line carries an endpoint (give up). */
-  private decide(dir: Direction, st: DirState, line: Buffer, complete: boolean, edits: Edit[]): boolean {
+  /**
+   * Decides the current line so far (`st.pos` is the end of `line`) if it can be; the abort
+   * reason when the agent gives up on the connection instead (a forced line that carries an
+   * endpoint, a refused endpoint, a PORT / EPRT that does not parse), else null.
+   */
+  private decide(dir: Direction, st: DirState, line: Buffer, complete: boolean, edits: Edit[]): string | null {
     // Only the first maxLine bytes are looked at; one byte more (not the LF) makes a line that is
     // still undecided there a long line. Parsing is monotone in the prefix, so this does not
     // depend on where the chunks end.
     const long = line.length > this.maxLine;
     let v = parseLine(dir, line, long ? this.maxLine : line.length, complete && !long, st.ml, this.ctx.server.addr);
+    // A command still a PORT / EPRT candidate at maxLine is one too long to read (c2s).
+    const command = dir === 'c2s' && (v.k === 'need' || (v.k === 'pass' && v.why !== 'none'));
     if (v.k === 'need' && long) {
-      this.counters.longLines++;
+      this.count('longLines');
       v = PASS('none');
     }
     if (v.k === 'need') {
       st.undecided = Math.max(st.undecided, st.lineStart + v.hold);
-      return false;
+      return null;
     }
     const forced = st.mode === 'forced';
     st.mode = 'skip';
     st.line = EMPTY;
     st.undecided = st.pos;
     if (v.k === 'pass') {
-      if (v.why !== 'none') this.counters[v.why]++;
-      return false;
+      if (v.why !== 'none') this.count(v.why);
+      if (!command) return null;
+      this.count('refusedCommands');
+      return 'ftp:malformed-command';
+    }
+    // Part of a forced line went as it stood: an endpoint cannot get new text, nor be expected.
+    if (forced) {
+      this.count('splitLines');
+      return 'ftp:split-command';
     }
     const rep = this.translate(dir, v);
-    if (rep === undefined) return false;
-    // Part of a forced line went as it stood: an endpoint that needs new text cannot get it.
-    if (forced) return true;
-    this.counters[v.kind]++;
+    if (rep === null) {
+      this.count('refusedEndpoints');
+      return 'ftp:refused-endpoint';
+    }
+    if (rep === undefined) return null;
+    this.count(v.kind);
     edits.push({ at: st.lineStart + v.start, len: v.end - v.start, data: Buffer.from(rep, 'latin1') });
-    return false;
+    return null;
   }
 
   private endLine(dir: Direction, st: DirState): void {
     if (dir === 's2c') {
-      const m = /^(\d{3})([- ])/.exec(st.head);
+      // A multi-line reply ends at a line of its code followed by anything but '-' (a bare
+      // "211" line included, as Python's ftplib reads it; RFC 959 writes a space).
+      const m = /^(\d{3})([^]?)/.exec(st.head);
       if (m !== null) {
         const code = Number(m[1]);
         if (st.ml === -1 && m[2] === '-') st.ml = code;
-        else if (st.ml === code && m[2] === ' ') st.ml = -1;
+        else if (st.ml === code && m[2] !== '-') st.ml = -1;
       }
     }
     st.lineStart = st.pos;
@@ -591,22 +641,26 @@ export class FtpAgent implements Agent {
     st.mode = 'scan';
   }
 
-  /** Call the hooks for an endpoint; the replacement text (the caller counts it), or undefined to leave it. */
-  private translate(dir: Direction, f: Extract<Parse, { k: 'found' }>): string | undefined {
+  /**
+   * Call the hooks for an endpoint; the replacement text (the caller counts it), undefined to
+   * leave it, or null when a hook refused it.
+   */
+  private translate(dir: Direction, f: Extract<Parse, { k: 'found' }>): string | undefined | null {
     const original: FtpEndpoint = { addr: f.addr, port: f.port };
     const a: FtpAnnouncement = { kind: f.kind, endpoint: { ...original }, ctx: this.ctx };
-    let t: FtpEndpoint | undefined;
+    let t: FtpEndpoint | undefined | null;
     try {
       t = dir === 'c2s' ? this.hooks.translateClientEndpoint(a) : this.hooks.translateServerEndpoint(a);
     } catch {
-      this.counters.hookErrors++;
+      this.count('hookErrors');
       t = undefined;
     }
+    if (t === null) return null;
     let addr = t?.addr;
     // The announced address must be of the family written (EPRT |2| takes IPv6, the rest IPv4).
     const v6 = f.addr.includes(':');
     if (t !== undefined && ((v6 ? parseIpv6(t.addr) === null : parseAddr(t.addr) === undefined) || !Number.isInteger(t.port) || t.port < 0 || t.port > 65535)) {
-      this.counters.hookErrors++;
+      this.count('hookErrors');
       t = undefined;
       addr = undefined;
     }
@@ -621,11 +675,11 @@ export class FtpAgent implements Agent {
         original,
       });
     } catch {
-      this.counters.hookErrors++;
+      this.count('hookErrors');
     }
     const same = f.kind === 'EPSV' ? announced.port === original.port : announced.addr === original.addr && announced.port === original.port;
     if (same) {
-      this.counters.unchanged++;
+      this.count('unchanged');
       return undefined;
     }
     const [a1, a2, a3, a4] = announced.addr.split('.').map(Number) as [number, number, number, number];
@@ -659,7 +713,7 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if (typeof o !== 'object' || o === null) return bad('not an object');
   const { pos, lineStart, line, mode, undecided, head, ml } = o;
   if (![pos, lineStart, undecided].every((v) => Number.isSafeInteger(v) && (v as number) >= 0)) return bad('positions');
-  if (typeof line !== 'string' || (mode !== 'scan' && mode !== 'skip' && mode !== 'forced') || typeof head !== 'string' || head.length > 4) return bad('line');
+  if (typeof line !== 'string' || (mode !== 'scan' && mode !== 'skip' && mode !== 'forced' && mode !== 'gone') || typeof head !== 'string' || head.length > 4) return bad('line');
   if (!Number.isInteger(ml) || (ml as number) < -1 || (ml as number) > 999) return bad('ml');
   const l = Buffer.from(line, 'base64');
   if ((lineStart as number) + l.length > (pos as number) || (undecided as number) > (pos as number)) return bad('line length');
@@ -667,12 +721,12 @@ function restoreDir(x: unknown, dir: Direction): DirState {
 }
 
 /** The ftp agent factory; hooks per connection come from `hooksFor` (default: static mapping). */
-export function createFtp(hooksFor: FtpHooksProvider = staticFtpHooks): AgentFactory<FtpConfig | undefined> {
+export function createFtp(hooksFor: FtpHooksProvider = staticFtpHooks, total?: FtpCounters): AgentFactory<FtpConfig | undefined> {
   return {
     name: 'ftp',
     create(cfg, ctx) {
       const c = checkCfg(cfg);
-      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c));
+      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c), undefined, total);
     },
     restore(cfg, ctx, state) {
       const c = checkCfg(cfg);
@@ -681,7 +735,7 @@ export function createFtp(hooksFor: FtpHooksProvider = staticFtpHooks): AgentFac
         throw new Error('ftp: bad snapshot (expected { v: 1, dirs, counters })');
       }
       const st = { c2s: restoreDir(s.dirs.c2s, 'c2s'), s2c: restoreDir(s.dirs.s2c, 's2c') };
-      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c), { st, counters: { ...newFtpCounters(), ...s.counters } });
+      return new FtpAgent(ctx, hooksFor(c, ctx), maxLineOf(c), { st, counters: { ...newFtpCounters(), ...s.counters } }, total);
     },
   };
 }

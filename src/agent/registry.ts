@@ -5,7 +5,7 @@
  * stored in agent state.
  */
 
-import { createFtp, type FtpHooksProvider } from './ftp.js';
+import { createFtp, type FtpCounters, type FtpHooksProvider } from './ftp.js';
 import { createHttp } from './http/agent.js';
 import type { HttpCounters } from './http/counters.js';
 import { createMonitor } from './monitor.js';
@@ -31,16 +31,19 @@ export interface RegistryOptions {
   replaceCounters?: ReplaceCounters;
   /** Counters every http agent adds to (`newHttpCounters()`). */
   httpCounters?: HttpCounters;
+  /** Counters every ftp agent adds to (`newFtpCounters()`). */
+  ftpCounters?: FtpCounters;
 }
 
 export { newReplaceCounters, type ReplaceCounters } from './replace.js';
 export { newHttpCounters, type HttpCounters } from './http/counters.js';
+export { newFtpCounters, type FtpCounters } from './ftp.js';
 
 export function makeRegistry(opts: RegistryOptions = {}): AgentRegistry {
   return new Map<string, AgentFactory<unknown>>([
     ['replace', createReplace({ counters: opts.replaceCounters, joinMatches: true }) as AgentFactory<unknown>],
     ['monitor', createMonitor(opts.monitorSink) as AgentFactory<unknown>],
-    ['ftp', createFtp(opts.ftpHooks) as AgentFactory<unknown>],
+    ['ftp', createFtp(opts.ftpHooks, opts.ftpCounters) as AgentFactory<unknown>],
     ['http', createHttp(opts.httpCounters) as AgentFactory<unknown>],
   ]);
 }

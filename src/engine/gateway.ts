@@ -21,7 +21,7 @@
  */
 import type { Logger } from 'pino';
 import { bytestorePool, bytestorePoolBytes, bytestorePoolRings } from '../stream/bytestore.js';
-import { makeRegistry, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
+import { makeRegistry, newFtpCounters, newHttpCounters, newReplaceCounters, type AgentRegistry } from '../agent/registry.js';
 import { NatTable, type NatFlowState, type Tuple } from '../nat/nat.js';
 import { natFtpHooks } from '../nat/ftp-hooks.js';
 import type { HostMac, MasqL2 } from '../nat/frames.js';
@@ -267,6 +267,7 @@ export class Gateway {
   /** What every replace agent of this gateway counts (regex match attempts given up on their step budget). */
   private readonly replaceCounters = newReplaceCounters();
   private readonly httpCounters = newHttpCounters();
+  private readonly ftpCounters = newFtpCounters();
   /** Per connection, what it carried (only with an event sink: engine/events.ts). */
   private readonly tallies: Map<Flow<Connection<SegTag>>, FlowTally> | null;
   /** Why the flow being removed goes (set around FlowTable.remove calls that know it). */
@@ -337,6 +338,8 @@ export class Gateway {
     this.flows.onRemove = (f) => {
       // How it ended, before its engine (which knows of an abort) goes.
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
+      // Its FTP data connections expected by the NAT go with it (nat/ftp-hooks.ts: tagged with its id).
+      if (f.conn !== null) this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
       this.rewriter.drop(f);
       this.cluster?.flowRemoved(f);
       if (end !== null) this.flowEnded(f, end);
@@ -353,7 +356,7 @@ export class Gateway {
 
   /** The agents of this gateway; with NAT the ftp agent gets NAT-backed hooks (nat/ftp-hooks.ts). */
   private makeRegistry(ftpClientSide: Side): AgentRegistry {
-    const counters = { replaceCounters: this.replaceCounters, httpCounters: this.httpCounters };
+    const counters = { replaceCounters: this.replaceCounters, httpCounters: this.httpCounters, ftpCounters: this.ftpCounters };
     const nat = this.nat;
     if (nat === null) return makeRegistry(counters);
     const log = this.opts.log;
@@ -480,7 +483,10 @@ export class Gateway {
       const out = this.gated(f, emit);
       this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), out);
       // A hold timeout made the agent give up: both ends are reset now (engine/abort.ts).
-      if (f.conn?.abort != null && !f.conn.abort.sent) this.aborter.fromTimer(f, nowMs, out);
+      if (f.conn?.abort != null && !f.conn.abort.sent) {
+        this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
+        this.aborter.fromTimer(f, nowMs, out);
+      }
     });
     if (nowMs - this.lastExpireMs >= 1000) {
       this.lastExpireMs = nowMs;
@@ -557,7 +563,10 @@ export class Gateway {
     }
     const out = this.gated(f, emit);
     this.emitter.segments(f, this.rewriter.outs, tally, out);
-    if (f.conn?.abort != null) return this.aborter.start(f, side, d, frame, from, nowMs, out);
+    if (f.conn?.abort != null) {
+      this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
+      return this.aborter.start(f, side, d, frame, from, nowMs, out);
+    }
     // A cluster node keeps every engine until the connection leaves the table (a spare elsewhere follows it).
     if (cl === null) this.rewriter.releaseSettled(f);
   }
@@ -679,8 +688,8 @@ export class Gateway {
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
       rules: this.rewriter.rules(this.flows.values()),
       config: { ...this.rewriter.configState, reloads: this.counters.reloads },
-      /** Added to by every replace / http agent of this gateway (agent/replace.ts, agent/http/counters.ts). */
-      agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } } },
+      /** Added to by every replace / http / ftp agent of this gateway (agent/replace.ts, agent/http/counters.ts, agent/ftp.ts). */
+      agents: { replace: { ...this.replaceCounters }, http: { ...this.httpCounters, refused: { ...this.httpCounters.refused } }, ftp: { ...this.ftpCounters } },
       /** The process-wide free list of stream-store rings (src/stream/bytestore.ts). */
       storePool: { ...bytestorePool, rings: bytestorePoolRings(), bytes: bytestorePoolBytes() },
       log: { ...this.ratelog.counters },

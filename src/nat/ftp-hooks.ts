@@ -38,24 +38,35 @@ export interface NatFtpOptions {
 
 export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvider {
   const serverSide: NatSide = opts.clientSide === 0 ? 1 : 0;
-  const via = (side: NatSide, e: FtpEndpoint, peer: string, ctx: AgentContext): FtpEndpoint | undefined => {
+  /**
+   * `e` as announced from `side` by `own` (the announcer's real address) for `peer` to connect
+   * to. An endpoint that is not the announcer's own address (FTP bounce: another host, another
+   * family than the control connection's) is refused (null): expected, it would open a path from
+   * the peer to that host; passed, it would carry an inside address out. The same when the NAT
+   * has no room for its expectation. EPSV (no address) has the announcer's.
+   */
+  const via = (side: NatSide, e: FtpEndpoint, own: string, peer: string, ctx: AgentContext): FtpEndpoint | undefined | null => {
     const a6 = e.addr.includes(':') ? parseIpv6(e.addr) : null;
     if (a6 !== null) {
+      const o6 = parseIpv6(own);
+      if (o6 === null || ipv6ToString(o6) !== ipv6ToString(a6)) return null;
       // NPTv6 is stateless: the data connection to the announced address is translated back by
       // the prefix mapping itself; nothing to expect.
       const m = nptv6Announced(nat.cfg.nptv6, a6, side);
       return m === undefined ? undefined : { addr: ipv6ToString(m), port: e.port };
     }
     const a = parseIpv4(e.addr);
-    if (a === null) return undefined;
-    const r = nat.expectData(side, 'tcp', a, e.port, parseIpv4(peer) ?? undefined, opts.now(), ctx.flowId);
-    // null = refused (no port / too many expectations, counted by the NAT): announce unchanged;
-    // the data connection will then fail as it would without the gateway.
-    return r === undefined || r === null ? undefined : { addr: ipv4ToString(r.addr), port: r.port };
+    const o = parseIpv4(own);
+    const p = parseIpv4(peer);
+    if (a === null || o === null || p === null || a !== o) return null;
+    const r = nat.expectData(side, 'tcp', a, e.port, p, opts.now(), ctx.flowId);
+    // null = refused (no port, too many expectations: counted by the NAT).
+    if (r === null) return null;
+    return r === undefined ? undefined : { addr: ipv4ToString(r.addr), port: r.port };
   };
   return (_cfg, ctx): FtpHooks => ({
-    translateClientEndpoint: (a) => via(opts.clientSide, a.endpoint, ctx.server.addr, ctx),
-    translateServerEndpoint: (a) => via(serverSide, a.endpoint, ctx.client.addr, ctx),
+    translateClientEndpoint: (a) => via(opts.clientSide, a.endpoint, ctx.client.addr, ctx.server.addr, ctx),
+    translateServerEndpoint: (a) => via(serverSide, a.endpoint, ctx.server.addr, ctx.client.addr, ctx),
     expect: (x) => opts.observe?.(x),
   });
 }

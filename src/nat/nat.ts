@@ -218,9 +218,19 @@ export function newNatCounters() {
     expectationsExpired: 0,
     /** maxExpectations hit, or no port for it. */
     expectationsRefused: 0,
+    /** A control connection's oldest expectation dropped for its next (MAX_EXPECTATIONS_PER_TAG). */
+    expectationsEvicted: 0,
+    /** Expectations dropped with their control connection (it left the table, or was aborted). */
+    expectationsDropped: 0,
   };
 }
 export type NatCounters = ReturnType<typeof newNatCounters>;
+
+/**
+ * Expectations one control connection (one `tag`) may hold at once: a new one drops its oldest
+ * (Linux's FTP helper keeps one), so one connection cannot take the table from the others.
+ */
+export const MAX_EXPECTATIONS_PER_TAG = 4;
 
 export interface NatSnapshot {
   v: 1;
@@ -381,6 +391,7 @@ export class NatTable {
     }
     const m = this.cfg.masquerade.find((r) => r.side === side && r.sources.some((c) => cidrContains(c, addr)));
     if (m === undefined) return undefined;
+    if (tag !== undefined) this.evictOldestOf(tag);
     if (this.expectations.size >= this.cfg.limits.maxExpectations) {
       this.counters.expectationsRefused++;
       return null;
@@ -396,6 +407,30 @@ export class NatTable {
     this.usedPorts.delete(portKey(proto, m.address, p)); // expect() re-adds it
     this.expect(x, now);
     return { addr: m.address, port: p };
+  }
+
+  /** Drops the oldest of `tag`'s expectations while it holds MAX_EXPECTATIONS_PER_TAG. */
+  private evictOldestOf(tag: string): void {
+    const mine = [...this.expectations.values()].filter((x) => x.tag === tag);
+    for (let i = 0; i <= mine.length - MAX_EXPECTATIONS_PER_TAG; i++) {
+      this.removeExpectation(mine[i]!);
+      this.counters.expectationsEvicted++;
+    }
+  }
+
+  /**
+   * The control connection `tag` is gone (or its agent gave up): its expectations go with it, as
+   * conntrack removes a master's. Returns how many.
+   */
+  dropExpectations(tag: string): number {
+    let n = 0;
+    for (const x of [...this.expectations.values()]) {
+      if (x.tag !== tag) continue;
+      this.removeExpectation(x);
+      n++;
+    }
+    this.counters.expectationsDropped += n;
+    return n;
   }
 
   /** Remove expired entries and expectations; returns how many went. */

@@ -51,7 +51,10 @@ class FakeNat {
 
 
 interface RunResult {
+  /** What the peer gets; after the agent gave up, up to the last complete line before it. */
   out: string;
+  /** The agent gave up (AgentOutput.abort), or undefined. */
+  abort: string | undefined;
   calls: string[];
   expectations: FtpExpectation[];
   counters: FtpAgent['counters'];
@@ -71,9 +74,13 @@ function run(
   const d = new AgentDriver(f.create(cfg, CTX), dir);
   let p = 0;
   let maxHeld = 0;
+  let abort: string | undefined;
   const ends = [...cuts.filter((c) => c > 0 && c < s.length), s.length];
   ends.forEach((end, i) => {
-    if (end > p) d.feed(s.subarray(p, end));
+    if (end > p) {
+      const o = d.feed(s.subarray(p, end));
+      abort ??= o.abort;
+    }
     p = Math.max(p, end);
     maxHeld = Math.max(maxHeld, d.fed - d.undecided);
     if (snapshotAfter.has(i)) {
@@ -81,9 +88,13 @@ function run(
       d.agent = f.restore(cfg, CTX, snap);
     }
   });
-  d.flush();
+  const last = d.flush();
+  abort ??= last.abort;
+  const all = applyEdits(s, d.edits).toString('latin1');
   return {
-    out: applyEdits(s, d.edits).toString('latin1'),
+    // Giving up, the agent deletes the rest; how much of the line's verb went before depends on the cut.
+    out: abort === undefined ? all : all.slice(0, all.lastIndexOf('\n') + 1),
+    abort,
     calls: nat.calls,
     expectations: nat.expectations,
     counters: (d.agent as FtpAgent).counters,
@@ -246,13 +257,19 @@ describe('ftp agent: hold-back only as far as needed (seed "PORT 40, " case)', (
     expect(feedAll('s2c', ['227 Logout 2 users'])[0]!.undecidedFrom).toBe(18);
   });
 
-  it('at most maxLine + 1 bytes are ever held', () => {
+  it('at most maxLine + 1 bytes are ever held; a PORT longer than that is refused (its address never passes)', () => {
     const t = `PORT ${' '.repeat(200)}10,200,0,1,1,1\r\nPORT 10,200,0,1,1,1\r\n`;
     const every = Array.from({ length: t.length }, (_, i) => i);
     const r = run('c2s', t, every, new Set(), { maxLine: 64 });
     expect(r.maxHeld).toBeLessThanOrEqual(65);
-    expect(r.out).toBe(`PORT ${' '.repeat(200)}10,200,0,1,1,1\r\nPORT 192,0,2,1,1,2\r\n`);
-    expect(r.counters.longLines).toBe(1);
+    expect(r.abort).toBe('ftp:malformed-command');
+    expect(r.out).toBe('');
+    expect(r.counters).toMatchObject({ longLines: 1, refusedCommands: 1 });
+    // A reply that long is the server's text: it passes.
+    const l = `227 ${'x'.repeat(200)} (10,201,0,2,1,1)\r\n227 (10,201,0,2,1,1)\r\n`;
+    const q = run('s2c', l, [], new Set(), { maxLine: 64 });
+    expect(q.abort).toBeUndefined();
+    expect(q.out).toBe(`227 ${'x'.repeat(200)} (10,201,0,2,1,1)\r\n227 (203,0,113,222,1,8)\r\n`);
   });
 });
 
@@ -266,17 +283,31 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
   });
 
   it.each([
-    ['PORT 10,200,0,1,195,256\r\n', 'c2s'],
-    ['PORT 10,200,0,1,195\r\n', 'c2s'],
-    ['PORT 10,200,0,1,195,80x\r\n', 'c2s'],
-    ['PORT 10,200,0,1,195,1000\r\n', 'c2s'],
-    ['PORT 10,200,,1,195,80\r\n', 'c2s'],
-    ['PORT \r\n', 'c2s'],
-    ['EPRT |1|10.200.0.256|5|\r\n', 'c2s'],
-    ['EPRT |1|10.200.0|5|\r\n', 'c2s'],
-    ['EPRT |1|10.200.0.1|65536|\r\n', 'c2s'],
-    ['EPRT |1|10.200.0.1|5\r\n', 'c2s'],
-    ['EPRT 1|10.200.0.1|5|\r\n', 'c2s'],
+    'PORT 10,200,0,1,195,256\r\n',
+    'PORT 10,200,0,1,195\r\n',
+    'PORT 10,200,0,1,195,80x\r\n',
+    'PORT 10,200,0,1,195,1000\r\n',
+    'PORT 10,200,,1,195,80\r\n',
+    'PORT \r\n',
+    'PORT 10,200,0,1,200,10\0junk\r\n',
+    'PORT 10,200,0,1,200,10\r\r\n',
+    'PORT 10,200,0,1,200,0010\r\n',
+    'EPRT |1|10.200.0.256|5|\r\n',
+    'EPRT |1|10.200.0|5|\r\n',
+    'EPRT |1|10.200.0.1|65536|\r\n',
+    'EPRT |1|10.200.0.1|051210|\r\n',
+    'EPRT |1|10.200.0.1|5\r\n',
+    'EPRT 1|10.200.0.1|5|\r\n',
+    'EPRT |3|x|5282|\r\n',
+  ])('a PORT / EPRT that does not parse strictly (%j): refused, the agent gives up, nothing of its address passes', (t) => {
+    const r = run('c2s', `NOOP\r\n${t}PORT 10,200,0,1,0,1\r\n`);
+    expect(r.abort).toBe('ftp:malformed-command');
+    expect(r.out).toBe('NOOP\r\n');
+    expect(r.counters.refusedCommands).toBe(1);
+    expect(r.calls).toEqual([]);
+  });
+
+  it.each([
     ['227 Entering Passive Mode (10,201,0,2,195)\r\n', 's2c'],
     ['227 Entering Passive Mode (10,201,0,999,195,80)\r\n', 's2c'],
     ['229 Entering Extended Passive Mode (|||99999|)\r\n', 's2c'],
@@ -298,16 +329,18 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     const a = hooks('2001:db8:1:d550::1');
     const o = a.feed('c2s', 0, Buffer.from('EPRT !2!2001:DB8:0::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n'));
     const input = Buffer.from('EPRT !2!2001:DB8:0::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n', 'latin1');
-    expect(applyEdits(input, o.edits).toString('latin1')).toBe('EPRT !2!2001:db8:1:d550::1!5282!\r\nEPRT |2|2001:db8::zz|1|\r\n');
-    expect((a as FtpAgent).counters).toMatchObject({ EPRT: 1, malformed: 1 });
+    // The second does not parse: refused, deleted from its address on.
+    expect(o.abort).toBe('ftp:malformed-command');
+    expect(applyEdits(input, o.edits).toString('latin1')).toBe('EPRT !2!2001:db8:1:d550::1!5282!\r\n');
+    expect((a as FtpAgent).counters).toMatchObject({ EPRT: 1, malformed: 1, refusedCommands: 1 });
     const bad = hooks('192.0.2.1');
     const o2 = bad.feed('c2s', 0, Buffer.from('EPRT |2|2001:db8::1|5282|\r\n'));
     expect(o2.edits).toEqual([]);
     expect((bad as FtpAgent).counters.hookErrors).toBe(1);
   });
 
-  it('EPRT with another family passes unchanged (counted); 229 whose hook only moves the address is unchanged', () => {
-    expect(run('c2s', 'EPRT |3|x|5282|\r\n').counters.otherFamily).toBe(1);
+  it('EPRT with another family is refused (counted); 229 whose hook only moves the address is unchanged', () => {
+    expect(run('c2s', 'EPRT |3|x|5282|\r\n').counters).toMatchObject({ otherFamily: 1, refusedCommands: 1 });
     const a = createFtp(() => ({
       translateClientEndpoint: () => undefined,
       translateServerEndpoint: (x) => ({ addr: '1.2.3.4', port: x.endpoint.port }),
@@ -354,29 +387,37 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     const out = a.feed('c2s', 17, Buffer.from(',1\r\nNOOP\r\n'));
     expect(out).toEqual({ edits: [{ at: 11, len: 16, data: Buffer.alloc(0) }], undecidedFrom: 27, abort: 'ftp:split-command' });
     expect(a.counters).toMatchObject({ flushedLines: 1, splitLines: 1, PORT: 0 });
-    // Asked whether the endpoint changes (it does: the NAT's mapping), and so refused.
-    expect(nat.calls).toEqual(['c PORT 10.200.0.1:257']);
+    // No hook is asked: it would expect a data connection for a command the server never gets.
+    expect(nat.calls).toEqual([]);
+    // Given up: what comes after is deleted, and no hook is called.
+    expect(a.feed('c2s', 27, Buffer.from('PORT 10,200,0,1,1,1\r\n'))).toEqual({ edits: [{ at: 27, len: 21, data: Buffer.alloc(0) }], undecidedFrom: 48 });
+    expect(nat.calls).toEqual([]);
+    expect((JSON.parse(JSON.stringify(a.snapshot())) as { dirs: { c2s: { mode: string } } }).dirs.c2s.mode).toBe('gone');
 
-    // Not an endpoint after all (a number over 255): it passes, and the next line is translated.
+    // Not an endpoint after all (a number over 255): a malformed PORT, refused as any.
     const b = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
     b.feed('c2s', 0, Buffer.from('PORT 10,200'));
     b.flush('c2s', 'limit');
     const snap = JSON.parse(JSON.stringify(b.snapshot()));
     expect(snap.dirs.c2s.mode).toBe('forced');
     const c = createFtp(nat.hooks).restore({}, CTX, snap) as FtpAgent;
-    const rest = Buffer.from(',0,1,1,999\r\nPORT 10,200,0,1,1,1\r\n');
-    const more = c.feed('c2s', 11, rest);
-    expect(more.abort).toBeUndefined();
-    expect(applyEdits(rest, more.edits.map((e) => ({ ...e, at: e.at - 11 }))).toString()).toBe(',0,1,1,999\r\nPORT 192,0,2,1,1,2\r\n');
-    expect(c.counters).toMatchObject({ malformed: 1, splitLines: 0, PORT: 1 });
+    const more = c.feed('c2s', 11, Buffer.from(',0,1,1,999\r\nPORT 10,200,0,1,1,1\r\n'));
+    expect(more.abort).toBe('ftp:malformed-command');
+    expect(c.counters).toMatchObject({ malformed: 1, refusedCommands: 1, splitLines: 0, PORT: 0 });
 
-    // An endpoint the mapping leaves as it is: nothing was lost, it passes.
+    // Any endpoint in a forced line ends it, even one no mapping would change (asking would be expecting).
     const d = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
     d.feed('c2s', 0, Buffer.from('PORT 172,16'));
     d.flush('c2s', 'timeout');
-    const same = d.feed('c2s', 11, Buffer.from(',0,5,4,1\r\n'));
-    expect(same).toEqual({ edits: [], undecidedFrom: 21 });
-    expect(d.counters).toMatchObject({ unchanged: 1, splitLines: 0, PORT: 0 });
+    expect(d.feed('c2s', 11, Buffer.from(',0,5,4,1\r\n')).abort).toBe('ftp:split-command');
+  });
+
+  it('a multi-line reply ends at a line of its code followed by anything but "-" (a bare "211", as ftplib reads it): the next 227 is translated', () => {
+    const t = '211-status\r\n211\r\n227 Entering Passive Mode (10,201,0,2,195,80)\r\n';
+    expect(run('s2c', t).out).toBe('211-status\r\n211\r\n227 Entering Passive Mode (203,0,113,222,195,87)\r\n');
+    // Still text inside the reply: a "211-" line or one of another code.
+    const u = '211-status\r\n227 (10,201,0,2,1,1)\r\n211-more\r\n211 end\r\n227 (10,201,0,2,1,1)\r\n';
+    expect(run('s2c', u).out).toBe('211-status\r\n227 (10,201,0,2,1,1)\r\n211-more\r\n211 end\r\n227 (203,0,113,222,1,8)\r\n');
   });
 
   it('a direction outside ctx.directions is not edited', () => {

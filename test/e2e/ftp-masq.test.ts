@@ -101,6 +101,35 @@ for (const vnet of [true, false]) describeE2E(`FTP through masquerade in the lab
     expect(l2['macs']).toBe(2);
   });
 
+  it("a client's PORT naming the other client (FTP bounce): the gateway resets the control connection, vsftpd never answers it, nothing is expected", async () => {
+    const py = `
+import json, socket
+s = socket.create_connection(('${SERVER}', 21), timeout=5)
+f = s.makefile('rb')
+def reply():
+    line = f.readline()
+    while line[3:4] == b'-': line = f.readline()
+    return line.decode('latin1').strip()
+out = {'banner': reply()}
+s.sendall(b'USER anonymous\\r\\n'); out['user'] = reply()
+s.sendall(b'PASS x@\\r\\n'); out['pass'] = reply()
+s.sendall(b'PORT ${CLIENTS[1]!.ip.replace(/\./g, ',')},0,22\\r\\n')
+try:
+    out['port'] = reply()
+except (ConnectionResetError, socket.timeout) as e:
+    out['port'] = type(e).__name__
+print(json.dumps(out))
+`;
+    const g0 = gatewayStats(P)['agents'] as Record<string, Record<string, number>>;
+    const r = await labExec(P, 'client', ['python3', '-c', py], { timeoutMs: 15_000 });
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, string>;
+    expect(out['pass']).toMatch(/^230/);
+    expect(['ConnectionResetError', '']).toContain(out['port']);
+    const g1 = gatewayStats(P)['agents'] as Record<string, Record<string, number>>;
+    expect(g1['ftp']!['refusedEndpoints']! - (g0['ftp']?.['refusedEndpoints'] ?? 0)).toBe(1);
+  }, 30_000);
+
   it('vsftpd sees only the shared address', () => {
     const log = readFileSync(fx.vlog, 'utf8');
     expect(log).toContain(`"${SHARED}"`);

@@ -1,11 +1,11 @@
 /** NAT state: 1:1 both ways, masquerade with deterministic port allocation, exhaustion, expiry, expectations, snapshot round trips. */
 import { describe, expect, it } from 'vitest';
-import { parseCidr, type Cidr } from '../../src/wire/cidr.js';
+import { parseCidr, parseIpBlock, type Cidr, type Cidr6 } from '../../src/wire/cidr.js';
 import { parseIpv4 } from '../../src/wire/ipv4.js';
 import { createFtp, type FtpExpectation } from '../../src/agent/ftp.js';
 import type { AgentContext, Direction } from '../../src/agent/types.js';
 import { natFtpHooks } from '../../src/nat/ftp-hooks.js';
-import { NatTable, invert, natConfig, natConfigProblems, type NatPacket, type Tuple } from '../../src/nat/nat.js';
+import { MAX_EXPECTATIONS_PER_TAG, NatTable, invert, natConfig, natConfigProblems, type NatPacket, type Tuple } from '../../src/nat/nat.js';
 
 const ip = (s: string): number => parseIpv4(s)!;
 const cidr = (s: string): Cidr => parseCidr(s) as Cidr;
@@ -256,11 +256,55 @@ describe('nat: ftp agent hooks backed by the table', () => {
     expect(nat.size).toEqual({ entries: 0, expectations: 0 });
   });
 
-  it('a refused expectation leaves the command unchanged', () => {
+  it('a refused expectation (no port left) refuses the command: the agent gives up, the real address never passes', () => {
     const nat = new NatTable(MASQ({ lo: 6000, hi: 6000 }));
     nat.translate(pkt(0, 'tcp', '10.200.0.9', 6000, '8.8.8.8', 80), 0);
     const agent = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, CTX);
-    expect(agent.feed('c2s', 0, Buffer.from('PORT 10,200,0,1,195,80\r\n')).edits).toEqual([]);
+    const out = agent.feed('c2s', 0, Buffer.from('PORT 10,200,0,1,195,80\r\n'));
+    expect(out.abort).toBe('ftp:refused-endpoint');
+    expect(out.edits).toEqual([{ at: 0, len: 24, data: Buffer.alloc(0) }]);
     expect(nat.counters.expectationsRefused).toBe(1);
+  });
+
+  // FTP bounce / NAT slipstreaming (review, 2026-12-07): an endpoint that is not its announcer's
+  // own address would have the NAT open a path from the peer to another host.
+  it.each([
+    ['PORT naming another inside host', 'c2s', 'PORT 10,200,0,7,0,22\r\n'],
+    ['EPRT naming another inside host', 'c2s', 'EPRT |1|10.200.0.8|445|\r\n'],
+    ['a 227 naming another host than the server', 's2c', '227 Entering Passive Mode (10,200,0,7,0,22).\r\n'],
+  ] as const)('%s: refused, nothing expected, the line deleted', (_what, dir, line) => {
+    const nat = new NatTable(MASQ({ lo: 6000, hi: 6009 }));
+    const agent = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, { ...CTX, server: { addr: '10.200.0.2', port: 21 } });
+    const out = agent.feed(dir, 0, Buffer.from(line));
+    expect(out.abort).toBe('ftp:refused-endpoint');
+    expect(nat.expectationList()).toEqual([]);
+    expect(Buffer.from(line).subarray(0, out.edits[0]!.at).toString()).not.toMatch(/\d/);
+  });
+
+  it('EPRT |1| on an IPv6 control connection (the other family): refused, no expectation from any source', () => {
+    const nat = new NatTable(MASQ({ lo: 6000, hi: 6009 }, { nptv6: [{ side: 0, real: parseIpBlock('fd00:200::/64') as Cidr6, mapped: parseIpBlock('fd00:201::/64') as Cidr6 }] }));
+    const ctx6: AgentContext = { ...CTX, client: { addr: 'fd00:200::1', port: 40000 }, server: { addr: 'fd00:300::2', port: 21 } };
+    const agent = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, ctx6);
+    expect(agent.feed('c2s', 0, Buffer.from('EPRT |1|10.200.0.1|22|\r\n')).abort).toBe('ftp:refused-endpoint');
+    expect(nat.expectationList()).toEqual([]);
+    // Its own address in its own family is translated by the prefix.
+    const ok = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, ctx6);
+    const out = ok.feed('c2s', 0, Buffer.from('EPRT |2|fd00:200::1|5282|\r\n'));
+    expect(out.abort).toBeUndefined();
+    expect(out.edits.map((e) => Buffer.from(e.data).toString())).toEqual([expect.stringMatching(/^fd00:201:[0-9a-f:]+\|5282$/)]);
+  });
+
+  it('one control connection holds at most MAX_EXPECTATIONS_PER_TAG: a new one drops its oldest, the others\' are untouched', () => {
+    const nat = new NatTable(MASQ({ lo: 6000, hi: 6099 }));
+    const a = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, CTX);
+    for (let i = 0; i < 10; i++) expect(a.feed('c2s', i * 22, Buffer.from(`PORT 10,200,0,1,4,${10 + i}\r\n`)).abort).toBeUndefined();
+    expect(nat.expectationList().filter((x) => x.tag === 'ctl#1')).toHaveLength(MAX_EXPECTATIONS_PER_TAG);
+    expect(nat.counters.expectationsEvicted).toBe(10 - MAX_EXPECTATIONS_PER_TAG);
+    const b = createFtp(natFtpHooks(nat, { clientSide: 0, now: () => 0 })).create({}, { ...CTX, flowId: 'ctl#2', client: { addr: '10.200.0.3', port: 40001 } });
+    expect(b.feed('c2s', 0, Buffer.from('PORT 10,200,0,3,195,80\r\n')).edits.map((e) => Buffer.from(e.data).toString())).toEqual([expect.stringMatching(/^192,0,2,1,/)]);
+    // The control connection goes: its expectations with it.
+    expect(nat.dropExpectations('ctl#1')).toBe(MAX_EXPECTATIONS_PER_TAG);
+    expect(nat.expectationList().map((x) => x.tag)).toEqual(['ctl#2']);
+    expect(nat.counters.expectationsDropped).toBe(MAX_EXPECTATIONS_PER_TAG);
   });
 });
