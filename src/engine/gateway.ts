@@ -194,6 +194,11 @@ export function newGatewayCounters() {
      * challenge ACK, the client's RST to it): forwarded unchanged, untracked (engine/track.ts).
      */
     staleSegments: 0,
+    /**
+     * Live: segments of a connection whose handshake has not crossed the gateway, that no rule
+     * covers as oriented but one would the other way round (engine/track.ts `unproven`): dropped.
+     */
+    unproven: 0,
     /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`, `fin-bad-ack`. */
     tcpInvalid: {} as Record<string, number>,
     /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */

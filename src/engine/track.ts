@@ -58,6 +58,7 @@ export interface TrackCounters {
   rstNotExact: number;
   rstAccepted: number;
   staleSegments: number;
+  unproven: number;
 }
 
 export type Found<C> =
@@ -91,8 +92,8 @@ export interface TrackOptions<C> {
 interface SynSides {
   isn: [seq: number, from: Side] | null;
   alt: [seq: number, from: Side] | null;
-  /** The TAPs side 1's SYNs came in on (bit `1 << from`): see `reoriented`. */
-  rev: number;
+  /** Side 1's SYNs (a simultaneous open, or the real client's after a SYN forged from the server): the first ISN's and the latest other one's, see `reoriented`. */
+  rev: [seq: number, from: Side][];
 }
 
 export class Tracker<C extends AckView> {
@@ -152,7 +153,34 @@ export class Tracker<C extends AckView> {
     const ro = this.reoriented(r.flow, r.side, from, d, nowMs);
     if (ro !== null) return ro;
     if (!this.fromOwnSide(r.flow, r.side, from, d, nowMs)) return { kind: 'drop' };
+    if (this.unproven(r.flow, d)) {
+      c.unproven++;
+      this.o.warn('unproven', nowMs, () => ({ flow: r.flow.id, ...endpoints(d) }), 'segment of a connection whose handshake has not crossed the gateway, that a rule covers the other way round: dropped');
+      return { kind: 'drop' };
+    }
     return r;
+  }
+
+  /**
+   * Live (`sided`): a connection a rule covers (as its entry is oriented, or the other way round)
+   * whose handshake has not crossed the gateway: no SYN-ACK paired with a SYN from the other TAP,
+   * so `clientFrom` is unknown. That is the entry a host on the client's segment makes with
+   * segments forged "from the server" (a SYN, with or without a forged answer and final ACK from
+   * that same segment): taken as oriented, the server's port and address would choose the rule
+   * (none, or the wrong direction of one) and the real client's handshake would pass as a stray
+   * of it. Until a paired SYN-ACK proves the orientation (`fromOwnSide`, `reoriented`), only the
+   * handshake passes: bare SYNs and SYN-ACKs (a covered entry's SYN data is stripped by the
+   * engine; an uncovered one's is dropped), and an unconfirmed entry's bare ACKs and RSTs (the
+   * answer to a SYN, an old connection's clearing: judged as they are). Data, FINs and anything
+   * after a confirmation that never paired are dropped. A cluster node checks sides itself.
+   */
+  private unproven(f: Flow<C>, d: FrameTcp): boolean {
+    if (this.o.sided !== true || this.o.cluster !== null || f.midstream || f.clientFrom !== undefined) return false;
+    const flags = d.tcp.flags;
+    if (flags & TCP_SYN) {
+      if (d.payloadLen === 0 || f.conn !== null) return false;
+    } else if (!f.confirmed && d.payloadLen === 0 && (flags & TCP_FIN) === 0) return false;
+    return f.conn !== null || this.o.policy().covers(f.client, f.server);
   }
 
   /**
@@ -162,10 +190,12 @@ export class Tracker<C extends AckView> {
    * not match, a `direction: s2c` one would rewrite the requests) and the connection would run
    * uninspected. The entry is re-made with the real client as the client (flow/table.ts
    * `reorient`), as a new connection the gateway attaches its rule to. Live (`sided`), the
-   * gateway sees the TAPs: the SYN-ACK arrives on the other TAP than side 1's SYN (it answers
-   * that SYN across the gateway) and than side 0's (whose sender would be on the SYN-ACK's own
-   * side): a real simultaneous open (each SYN on its sender's side) is left as it is, and the
-   * answer can come before or after anything forged on the client's segment. Without TAPs (a
+   * gateway sees the TAPs: the SYN-ACK acknowledges exactly a SYN of side 1's that came in on
+   * the other TAP (it answers that SYN across the gateway), and side 0's own SYN was not its
+   * sender's (it came in on that other TAP too, or the SYN-ACK does not repeat its ISN): a real
+   * simultaneous open (each SYN on its sender's side, each SYN-ACK repeating it) is left as it
+   * is, and the answer can come before or after anything forged on the client's segment (what
+   * comes of such an entry meanwhile is held to its handshake: `unproven`). Without TAPs (a
    * replayed capture), the SYN-ACK must answer side 1's SYN with another ISN than side 0's
    * (flow/table.ts `answersReverseSyn`). A cluster node learns sides from its first segment and
    * drops the server's SYN-ACK as from the wrong side there (the handshake fails, closed).
@@ -175,13 +205,20 @@ export class Tracker<C extends AckView> {
     const flags = tcp.flags;
     if (this.o.cluster !== null || side !== 0 || (flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== (TCP_SYN | TCP_ACK) || f.confirmed || f.midstream) return null;
     let clientFrom: Side | undefined;
+    const acked = seqAdd(tcp.ack, -1);
     if (this.o.sided === true) {
+      // The SYN-ACK answers (exactly) a SYN of side 1's from the other TAP, and side 0's own SYN
+      // was not its sender's: it came in on that other TAP too (its claimed sender lives on the
+      // SYN-ACK's side), or this SYN-ACK does not repeat its ISN.
       const m = this.syns.get(f);
-      const first = m?.isn?.[1];
-      if (f.clientFrom !== undefined || m === undefined || first === undefined || first === from || (m.rev & (1 << (1 - from))) === 0) return null;
-      clientFrom = (1 - from) as Side;
+      if (f.clientFrom !== undefined || m === undefined) return null;
+      const syn = m.rev.find(([seq, at]) => seq === acked && at !== from);
+      if (syn === undefined) return null;
+      // A real simultaneous open: side 0's SYN came in on this SYN-ACK's own TAP, which repeats its ISN.
+      if (m.isn !== null && m.isn[1] === from && m.isn[0] === tcp.seq) return null;
+      clientFrom = syn[1];
     } else if (!this.o.flows.answersReverseSyn(f, side, flags, tcp.seq, tcp.ack)) return null;
-    const nf = this.o.flows.reorient(f, seqAdd(tcp.ack, -1), nowMs);
+    const nf = this.o.flows.reorient(f, acked, nowMs);
     this.syns.delete(f);
     if (clientFrom !== undefined) nf.clientFrom = clientFrom;
     this.o.warn('reoriented', nowMs, () => ({ flow: nf.id, ...endpoints(d) }), 'the first SYN of a connection was not its client\'s (the server answered the other one): the entry is re-made with the real client');
@@ -216,8 +253,10 @@ export class Tracker<C extends AckView> {
         // A SYN the other way (a simultaneous open, or the real client's after a SYN forged
         // from the server): its TAP, for `reoriented`.
         let m = this.syns.get(f);
-        if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: 0 }));
-        m.rev |= 1 << from;
+        if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: [] }));
+        const seq = d.tcp.seq;
+        if (m.rev.length === 0) m.rev.push([seq, from]);
+        else if (m.rev[0]![0] !== seq && m.rev[1]?.[0] !== seq) m.rev[1] = [seq, from];
         return true;
       }
       // The server's answer to a SYN (SYN-ACK, RST+ACK) comes in on the other TAP than that SYN.
@@ -246,7 +285,7 @@ export class Tracker<C extends AckView> {
   /** The TAP a client's SYN came in on, for the ISN the table keeps it as (after its lookup). */
   private noteSyn(f: Flow<C>, seq: number, from: Side): void {
     let m = this.syns.get(f);
-    if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: 0 }));
+    if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: [] }));
     const h = f.halves[0];
     if (h.isn === undefined || h.isn === seq) {
       if (m.isn === null || m.isn[0] !== seq) m.isn = [seq, from];

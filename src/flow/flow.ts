@@ -224,6 +224,8 @@ const END_BIT = 1 << 24;
 const ACK_BIT = 1 << 25;
 /** `end` is one past this side's FIN (set by the FIN's segment, cleared when anything goes beyond it). */
 const FIN_END_BIT = 1 << 26;
+/** This side sent its SYN again after the other side's SYN-ACK (see `synAgain`). */
+const SYN_AGAIN_BIT = 1 << 27;
 
 /** The part of a TrackedHalf only a handshake or a mid-stream pickup needs. */
 class RareHalf {
@@ -274,6 +276,17 @@ export class TrackedHalf implements Half {
   }
   get rstSeen(): boolean {
     return (this.bits & RST_BIT) !== 0;
+  }
+  /**
+   * The client sent its SYN again while the server's SYN-ACK was out: it did not get that
+   * SYN-ACK, so the server's next one may carry another ISN (SYN cookies change with the minute);
+   * taken once, by the next SYN-ACK (flow/table.ts lookup).
+   */
+  get synAgain(): boolean {
+    return (this.bits & SYN_AGAIN_BIT) !== 0;
+  }
+  set synAgain(v: boolean) {
+    this.bits = v ? this.bits | SYN_AGAIN_BIT : this.bits & ~SYN_AGAIN_BIT;
   }
   set rstSeen(v: boolean) {
     this.bits = v ? this.bits | RST_BIT : this.bits & ~RST_BIT;

@@ -26,6 +26,8 @@ export interface FlowJson {
   halves: [Half, Half];
   confirmed: boolean;
   seen: [boolean, boolean];
+  /** The TAP the client's segments arrive on (Flow.clientFrom), when known. */
+  clientFrom?: 0 | 1;
   createdMs: number;
   lastMs: number;
   closedMs: number;
@@ -90,6 +92,7 @@ export function validFlowJson(j: unknown): CheckedFlowJson {
     halves: [half(halves[0], 0), half(halves[1], 1)],
     confirmed: bool(o['confirmed'], 'confirmed'),
     seen: [bool(seen[0], 'seen[0]'), bool(seen[1], 'seen[1]')],
+    ...(o['clientFrom'] === undefined ? {} : { clientFrom: o['clientFrom'] === 0 || o['clientFrom'] === 1 ? o['clientFrom'] : bad('clientFrom') }),
     createdMs: time(o['createdMs'], 'createdMs'),
     lastMs: time(o['lastMs'], 'lastMs'),
     closedMs: time(o['closedMs'], 'closedMs'),

@@ -285,7 +285,9 @@ export class FlowTable<C = unknown> {
       // first: the client took the first (it answers this one with a challenge ACK), and
       // learning this one would shift every position of the server's stream (bytes sent below
       // the first ISN would reach the agent, never the client).
-      const answered = side === 1 && f.state === 'syn-received' && !f.midstream;
+      // (Unless the client sent its SYN again since: it did not get the first; SYN cookies
+      // answer a later SYN with another ISN.)
+      const answered = side === 1 && f.state === 'syn-received' && !f.midstream && !f.halves[0].synAgain;
       if ((f.confirmed || answered) && h.isn !== undefined && h.isn !== seq) {
         this.counters.straySyn++;
         return { kind: 'stray-syn', flow: f, side };
@@ -441,6 +443,7 @@ export class FlowTable<C = unknown> {
       halves: [half(f.halves[0]), half(f.halves[1])],
       confirmed: f.confirmed,
       seen: f.seen,
+      ...(f.clientFrom === undefined ? {} : { clientFrom: f.clientFrom }),
       createdMs: f.createdMs,
       lastMs: f.lastMs,
       closedMs: f.closedMs,
@@ -476,6 +479,7 @@ export class FlowTable<C = unknown> {
     Object.assign(f.halves[1], v.halves[1]);
 
     f.seenMask = (v.seen[0] ? 1 : 0) | (v.seen[1] ? 2 : 0);
+    if (v.clientFrom !== undefined) f.clientFrom = v.clientFrom;
     f.lastMs = Math.max(v.lastMs, nowMs);
     f.closedMs = v.closedMs;
     f.confirmed = v.confirmed;
@@ -604,6 +608,8 @@ export class FlowTable<C = unknown> {
   track(f: Flow<C>, side: 0 | 1, flags: number, seq: Seq, opts: SynOptions | undefined, nowMs: number): void {
     const h = f.halves[side];
     if (flags & TCP_SYN) {
+      if (side === 0 && !(flags & TCP_ACK) && f.state === 'syn-received' && h.isn === seq) h.synAgain = true;
+      else if (side === 1 && (flags & TCP_ACK)) f.halves[0].synAgain = false;
       // A confirmed connection's ISNs are settled (lookup turns SYNs with new ones away).
       if (!f.confirmed || h.isn === undefined) h.isn = seq;
       if (opts) {

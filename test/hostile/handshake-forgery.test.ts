@@ -235,3 +235,125 @@ rules:
     }
   });
 });
+
+describe('a wrong-way entry made of segments forged on the client\'s segment (a second review)', () => {
+  const rule = (match: string, mid = 'drop') => `
+policy: { midstream: ${mid} }
+rules:
+  - match: ${match}
+    agent: replace
+    replace:
+      - { find: "secret", with: "[gone]" }
+`;
+  const SERVER_PORT = rule('{ serverPort: 80 }');
+  const S2C = rule('{ port: 80 }\n    direction: s2c');
+  const C2S = rule('{ serverPort: 80 }\n    direction: c2s');
+  const P = (s: string) => new Uint8Array(Buffer.from(s));
+
+  /** What the real client and server get of each other's data: never a pattern unrewritten. */
+  function exchange(c: Conn, reqOff = 0, respOff = 0) {
+    const req = c.sendData(0, reqOff, 'GET /secret\n', respOff).map((e) => payloadOf(e.frame));
+    const resp = c.sendData(1, respOff, 'a secret\n', reqOff + 12).map((e) => payloadOf(e.frame));
+    return { req, resp };
+  }
+  const leaks = (x: { req: string[]; resp: string[] }) => [...x.req, ...x.resp].filter((p) => p.includes('secret'));
+
+  for (const [what, config] of [['serverPort: 80', SERVER_PORT], ['port: 80, direction: s2c', S2C]] as const) {
+    it(`(${what}) a SYN, SYN-ACK and ACK "from the server" forged around the client's SYN confirm a wrong-way entry: its data is dropped until a paired SYN-ACK (never), nothing passes uninspected`, () => {
+      const h = new Harness({}, { sided: true }, config);
+      const c = new Conn(h, 44100, 1000, 5000);
+      h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+      h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+      h.send(c.frame(1, { flags: SYN | ACK, seq: 9999, ack: 1001 }), 0);
+      h.send(c.frame(1, { flags: ACK, seq: 10000, ack: 1001 }), 0);
+      h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+      h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+      const x = exchange(c);
+      expect(leaks(x)).toEqual([]);
+      expect(h.gw.stats().gateway.unproven).toBeGreaterThanOrEqual(2);
+    });
+  }
+
+  it('a forged SYN "from the server", an answer to it with any ACK and a final ACK, all on the client\'s segment, then the real handshake: nothing passes uninspected', () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44101, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    h.send(c.frame(0, { flags: SYN | ACK, seq: 1000, ack: 12345 }), 0);
+    h.send(c.frame(1, { flags: ACK, seq: 778, ack: 1001 }), 0);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(leaks(exchange(c))).toEqual([]);
+  });
+
+  it('TFO: the client\'s SYN with data after a SYN forged "from the server" never reaches the server with its data', () => {
+    const h = new Harness({}, { sided: true }, C2S);
+    const c = new Conn(h, 44103, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    const syn = h.send(c.frame(0, { flags: SYN, seq: 1000, payload: P('GET /secret\n') }), 0);
+    expect(syn.filter((e) => payloadOf(e.frame).includes('secret'))).toEqual([]);
+    // A server that took the data anyway (acknowledging 12 bytes): no reorientation on an ISN no SYN had.
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1013 }), 1);
+    expect(h.gw.stats().flows.reoriented).toBe(0);
+    const more = h.send(c.frame(0, { flags: ACK | PSH, seq: 1013, ack: 5001, payload: P('x secret\n') }), 0);
+    expect(more).toEqual([]);
+  });
+
+  for (const mid of ['drop', 'pass'] as const) {
+    it(`(midstream: ${mid}) a stalled handshake's tombstone cleared by a SYN "from the server": the late final ACK's data and the server's are dropped`, () => {
+      const h = new Harness({}, { sided: true }, rule('{ serverPort: 80 }', mid));
+      const c = new Conn(h, 44200, 1000, 5000);
+      h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+      h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+      h.advance(31_000);
+      h.advance(1_000);
+      h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+      h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+      const req = h.send(c.data(0, 0, 'GET /secret\n'), 0);
+      const resp = h.send(c.data(1, 0, 'a secret\n', 12), 1);
+      expect([...req, ...resp]).toEqual([]);
+    });
+  }
+
+  it('a connection first seen mid-stream (midstream: drop) stays dropped after a SYN forged "from the server" makes an entry', () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44201, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    expect(h.send(c.data(0, 0, 'GET /secret\n'), 0)).toEqual([]);
+    expect(h.send(c.data(1, 0, 'a secret\n', 12), 1)).toEqual([]);
+  });
+
+  it('the client\'s RST (kept from the server) and a SYN "from the server" replacing the entry: nothing passes uninspected, however long', () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44304, 1000, 5000);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(0, { flags: RST, seq: 1001 }), 0);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    h.send(c.frame(0, { flags: SYN | ACK, seq: 1000, ack: 4242 }), 0);
+    h.send(c.frame(1, { flags: ACK, seq: 778, ack: 1001 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(leaks(exchange(c))).toEqual([]);
+    h.advance(60_000);
+    h.advance(1000);
+    expect(c.sendData(1, 9, 'b secret\n', 12).filter((e) => payloadOf(e.frame).includes('secret'))).toEqual([]);
+  });
+
+  it('legit: the first SYN-ACK lost past the gateway, the server answers the client\'s retransmitted SYN with another ISN (SYN cookies): taken, the connection opens at once', () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44300, 1000, 6000);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1); // lost on the client's segment
+    h.advance(1000);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 6000, ack: 1001 }), 1).map((e) => e.to)).toEqual([0]);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 6001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n').map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    // Without the client's second SYN, a second ISN is still no answer to take.
+    const h2 = new Harness({}, { sided: true }, SERVER_PORT);
+    const c2 = new Conn(h2, 44301, 1000, 5000);
+    h2.send(c2.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h2.send(c2.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    expect(h2.send(c2.frame(1, { flags: SYN | ACK, seq: 6000, ack: 1001 }), 1)).toEqual([]);
+  });
+});
