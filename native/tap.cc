@@ -34,6 +34,13 @@
 // synchronous path does (per frame); close() lets it write what it holds, then joins it.
 // Measured: iperf3, 8 flows under a rule, 7.9 → 9.1 Gbit/s (bench/README.md); small frames
 // (wrk) stay synchronous, where handing over cost more than it saved.
+// Bulk mode. While any device of the process handed a large batch to its thread in the last
+// kBulkNs, every device's batches go to its thread whatever their size: under a bulk transfer
+// the small batches are the receiver's ACKs going back to the sender, whose stack sends its
+// next data inside that write(2) — the other half of the kernel's work, and under 8 iperf3
+// flows a quarter of the gateway's time on its one thread (8 flows under a rule: 8.7 → 10.6–11.2
+// Gbit/s, bench/README.md). Request/response traffic (wrk) has no large batch and stays
+// synchronous.
 //
 // Errors. open() throws a JS Error with `code`: TAP_NO_TUN (no /dev/net/tun), TAP_PERM (needs
 // CAP_NET_ADMIN), TAP_BUSY (name used by a non-TAP device, or a TAP already attached),
@@ -50,6 +57,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -274,6 +282,26 @@ class TxThread {
 
 // Batches of at least this many bytes go to the transmit thread.
 constexpr size_t kTxAsyncMinBytes = 64 * 1024;
+// Bulk mode (see the file comment): how long after a large batch every batch goes to a thread.
+constexpr int64_t kBulkNs = 20'000'000;
+// CLOCK_MONOTONIC time until which bulk mode holds (any device of the process sets it).
+std::atomic<int64_t> g_bulk_until_ns{0};
+
+int64_t MonotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Whether a batch of `total` bytes goes to the thread `tx` (not null): a large one (which starts
+// or extends bulk mode), any while the thread holds frames (order), any in bulk mode.
+bool ToThread(const TxThread* tx, size_t total) {
+  if (total >= kTxAsyncMinBytes) {
+    g_bulk_until_ns.store(MonotonicNs() + kBulkNs, std::memory_order_relaxed);
+    return true;
+  }
+  return tx->Busy() || MonotonicNs() < g_bulk_until_ns.load(std::memory_order_relaxed);
+}
 
 class TapDevice : public Napi::ObjectWrap<TapDevice> {
  public:
@@ -640,8 +668,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       Napi::TypeError::New(env, "write(frame: Uint8Array)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    if (tx_ != nullptr && tx_->Busy()) {
-      // Behind the frames the thread still holds.
+    if (tx_ != nullptr && ToThread(tx_, len)) {
+      // Behind the frames the thread still holds, or bulk mode.
       const bool ok = Queue(data, len);
       tx_->Kick();
       return Napi::Boolean::New(env, ok);
@@ -674,7 +702,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       total += len;
     }
     uint32_t written = 0;
-    if (tx_ != nullptr && (total >= kTxAsyncMinBytes || tx_->Busy())) {
+    if (tx_ != nullptr && ToThread(tx_, total)) {
       for (const auto& v : views_) written += Queue(v.first, v.second) ? 1 : 0;
       tx_->Kick();
       return Napi::Number::New(env, written);

@@ -98,6 +98,16 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect((sync['before'] as Stats).txFrames).toBe(sync['total']);
     });
 
+    it(`${mode}: bulk mode: within 20 ms of a large batch a small one goes to the transmit thread too; before and well after, it is written at once`, () => {
+      const r = probe('bulkmode', vnet);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['smallFirst']).toBe(0);
+      expect(r['afterLarge']).toBe(60);
+      expect(r['smallInBulk']).toBe(65);
+      expect(r['smallLater']).toBe(65);
+      expect((r['stats'] as Stats).txFrames).toBe(75);
+    });
+
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
       const r = probe('baddrop', vnet);
       expect(r['tooShort']).toBe(false);
