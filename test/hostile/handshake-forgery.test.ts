@@ -151,15 +151,18 @@ rules:
   });
 });
 
-describe('a SYN "from the server" ahead of the client\'s', () => {
-  const rule = (match: string) => `
-policy: { midstream: pass }
+/** A replace rule of "secret" on `match`, with `policy.midstream: mid`. */
+const secretRule = (match: string, mid: 'drop' | 'pass') => `
+policy: { midstream: ${mid} }
 rules:
   - match: ${match}
     agent: replace
     replace:
       - { find: "secret", with: "[gone]" }
 `;
+
+describe('a SYN "from the server" ahead of the client\'s', () => {
+  const rule = (match: string) => secretRule(match, 'pass');
   const SERVER_PORT = rule('{ serverPort: 80 }');
   const S2C = rule('{ port: 80 }\n    direction: s2c');
 
@@ -237,14 +240,7 @@ rules:
 });
 
 describe('a wrong-way entry made of segments forged on the client\'s segment (a second review)', () => {
-  const rule = (match: string, mid = 'drop') => `
-policy: { midstream: ${mid} }
-rules:
-  - match: ${match}
-    agent: replace
-    replace:
-      - { find: "secret", with: "[gone]" }
-`;
+  const rule = (match: string, mid: 'drop' | 'pass' = 'drop') => secretRule(match, mid);
   const SERVER_PORT = rule('{ serverPort: 80 }');
   const S2C = rule('{ port: 80 }\n    direction: s2c');
   const C2S = rule('{ serverPort: 80 }\n    direction: c2s');
