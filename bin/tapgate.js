@@ -1,2 +1,4 @@
 #!/usr/bin/env node
-import '../dist/cli/main.js';
+// First the SIGUSR1 listener (src/cli/signals.ts), then the rest: loading it takes a moment.
+import '../dist/cli/signals.js';
+await import('../dist/cli/main.js');

@@ -3,6 +3,7 @@
  * user can cause end in one line on stderr and an exit code from ./errors.ts; only a bug shows a
  * stack trace (with -v).
  */
+import './signals.js'; // first: before anything else loads
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ConfigError } from '../config/index.js';

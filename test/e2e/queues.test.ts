@@ -111,7 +111,9 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     const exp = expectedRewrite(dense);
     const before = gatewayStats(P);
     const pids = (before['queues'] as unknown as Array<{ pid: number }>).map((q) => q.pid);
-    const script = Array.from({ length: 8 }, (_, i) => `curl -sS --max-time 60 --ignore-content-length -o ${dir}/dense${i} http://${SERVER}:8001/dense.txt & p="$p $!"; `).join('') + 'for q in $p; do wait $q || exit 1; done';
+    // Read at 1 MB/s each (about 4 s): still running at both stops however fast the machine (at
+    // full speed the 8 downloads were over before the first).
+    const script = Array.from({ length: 8 }, (_, i) => `curl -sS --limit-rate 1M --max-time 60 --ignore-content-length -o ${dir}/dense${i} http://${SERVER}:8001/dense.txt & p="$p $!"; `).join('') + 'for q in $p; do wait $q || exit 1; done';
     const downloads = labExec(P, 'client', ['sh', '-c', script], { timeoutMs: 90_000 });
     try {
       for (const wait of [200, 300]) {

@@ -7,6 +7,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { describeE2E, e2eProblems, ensureTestUser, REPO, SAFE_PATH } from '../lab/e2e-env.js';
+import { TAPGATE_BIN } from '../../src/lab/gateway-argv.js';
 import { MAIN, tempDir } from './lab-helpers.js';
 
 function tapgate(args: string[], wrapper: string[] = []): { code: number | null; stdout: string; stderr: string } {
@@ -53,6 +54,25 @@ describeE2E('tapgate run errors', e2eProblems(['ip', 'unshare', 'runuser', 'user
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('TAP_PERM');
     expect(r.stderr).toMatch(/CAP_NET_ADMIN/);
+  });
+
+  it('SIGUSR1 while it starts (before it prints statistics) never opens Node\'s inspector', () => {
+    // The installed command (bin/tapgate.js: the listener before the rest loads), as the lab
+    // starts it. Two TAPs in a private namespace; the gateway's warm-up takes a few hundred ms, during which
+    // SIGUSR1 arrives every 20 ms; then SIGTERM. Without a listener, Node would start a debugger
+    // on 127.0.0.1:9229 (code execution as root for any local user).
+    const script = [
+      'ip tuntap add mode tap name tgs0 && ip tuntap add mode tap name tgs1 && ip link set tgs0 up && ip link set tgs1 up || exit 90',
+      `${process.execPath} ${TAPGATE_BIN} run --tap tgs0 --tap tgs1 & pid=$!`,
+      // (Not in Node's first milliseconds: before its own start-up, SIGUSR1's default ends the process.)
+      'sleep 0.15; i=0; while [ $i -lt 100 ]; do kill -USR1 $pid 2>/dev/null; sleep 0.02; i=$((i+1)); done',
+      'kill -TERM $pid; wait $pid',
+    ].join('\n');
+    const r = spawnSync('unshare', ['-n', 'sh', '-c', script], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/Debugger listening|inspector/i);
+    // It did answer SIGUSR1 once running: statistics on stdout.
+    expect(r.stdout).toMatch(/\{"uptimeS"/);
   });
 
   it('reports a bad config before touching any device (exit 1)', () => {
