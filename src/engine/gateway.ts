@@ -199,6 +199,8 @@ export function newGatewayCounters() {
      * covers as oriented but one would the other way round (engine/track.ts `unproven`): dropped.
      */
     unproven: 0,
+    /** TCP-MD5 / TCP-AO segments of connections a rule covers: uninspectable, dropped (engine/track.ts). */
+    signed: 0,
     /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`, `fin-bad-ack`. */
     tcpInvalid: {} as Record<string, number>,
     /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */

@@ -75,6 +75,12 @@ export class Policy {
     return ab === ba ? undefined : ab;
   }
 
+  /** A rule matches the connection with `client` as its client. */
+  matches(client: Endpoint, server: Endpoint): boolean {
+    const cfg = this.config;
+    return cfg !== null && this.rules.length > 0 && selectRule(cfg, { clientAddr: client.addr, clientPort: client.port, serverAddr: server.addr, serverPort: server.port }) !== undefined;
+  }
+
   /** A rule matches the connection between `a` and `b` in one orientation or the other. */
   covers(a: Endpoint, b: Endpoint): boolean {
     const [ab, ba] = this.orientations(a, b);

@@ -59,6 +59,7 @@ export interface TrackCounters {
   rstAccepted: number;
   staleSegments: number;
   unproven: number;
+  signed: number;
 }
 
 export type Found<C> =
@@ -106,6 +107,15 @@ export class Tracker<C extends AckView> {
   find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, nowMs: number): Found<C> {
     const { flows, counters: c, cluster: cl } = this.o;
     const flags = d.tcp.flags;
+    if (d.tcp.headerLen > 20 && d.tcp.signed() && this.o.policy().covers(src, dst)) {
+      // TCP-MD5 / TCP-AO on a connection a rule covers: the receiver checks what the gateway
+      // cannot (a RST it would drop for want of a key, taken here, would end the tracking of a
+      // connection both ends keep; SYNs it drops would fill the handshake's records), and a
+      // rewritten segment fails the check anyway. Uninspectable: dropped.
+      c.signed++;
+      this.o.warn('tcp-signed', nowMs, () => ({ ...endpoints(d), flags }), 'TCP-MD5/TCP-AO segment of a connection a rule covers: dropped (cannot be inspected)');
+      return { kind: 'drop' };
+    }
     if (cl !== null && flows.peek(src, dst) === undefined) {
       const s0 = from === 0 ? src : dst;
       const n = cl.tcpNew(from, s0, from === 0 ? dst : src, flags);
@@ -178,9 +188,13 @@ export class Tracker<C extends AckView> {
     if (this.o.sided !== true || this.o.cluster !== null || f.midstream || f.clientFrom !== undefined) return false;
     const flags = d.tcp.flags;
     if (flags & TCP_SYN) {
-      if (d.payloadLen === 0 || f.conn !== null) return false;
+      if (d.payloadLen === 0) return false;
+      // SYN data (TFO): a connection a rule covers as oriented gets its rule and the engine
+      // strips the data (the client sends it again after the handshake); a wrong-way entry's
+      // (only the other orientation covered) would reach the server uninspected.
+      if (f.conn !== null || ((flags & TCP_ACK) === 0 && this.o.policy().matches(f.client, f.server))) return false;
     } else if (!f.confirmed && d.payloadLen === 0 && (flags & TCP_FIN) === 0) return false;
-    return f.conn !== null || this.o.policy().covers(f.client, f.server);
+    return this.covered(f);
   }
 
   /**
@@ -214,8 +228,14 @@ export class Tracker<C extends AckView> {
       if (f.clientFrom !== undefined || m === undefined) return null;
       const syn = m.rev.find(([seq, at]) => seq === acked && at !== from);
       if (syn === undefined) return null;
-      // A real simultaneous open: side 0's SYN came in on this SYN-ACK's own TAP, which repeats its ISN.
-      if (m.isn !== null && m.isn[1] === from && m.isn[0] === tcp.seq) return null;
+      // A real simultaneous open: side 0's SYN came in on this SYN-ACK's own TAP, which repeats
+      // its ISN. That pairing proves the sides too (side 1's SYN came in on the other TAP, which
+      // only the far host can send): side 1's own SYN-ACK may be lost before the gateway.
+      if (m.isn !== null && m.isn[1] === from && m.isn[0] === tcp.seq) {
+        f.clientFrom = from;
+        this.syns.delete(f);
+        return null;
+      }
       clientFrom = syn[1];
     } else if (!this.o.flows.answersReverseSyn(f, side, flags, tcp.seq, tcp.ack)) return null;
     const nf = this.o.flows.reorient(f, acked, nowMs);
@@ -233,8 +253,9 @@ export class Tracker<C extends AckView> {
    * a SYN alone (one forged ahead of the client's on the far segment), nor from a RST or FIN (one
    * forged in SYN-SENT would lock the real handshake out until the entry expired, and the
    * connection could then be picked up mid-stream). A connection picked up mid-stream learns it
-   * from its first segment. Only a connection an agent inspects is checked (what no rule covers
-   * is bridged as it comes), and nothing before its sides are known.
+   * from its first segment. Only a connection a rule covers is checked (one an agent inspects,
+   * or one the mid-stream policy passes or drops: `covered`; what no rule covers is bridged as it
+   * comes), and nothing before its sides are known.
    */
   private fromOwnSide(f: Flow<C>, side: 0 | 1, from: Side, d: FrameTcp, nowMs: number): boolean {
     if (this.o.sided !== true || this.o.cluster !== null) return true;
@@ -278,7 +299,10 @@ export class Tracker<C extends AckView> {
       }
       return true;
     }
-    if (f.conn === null || known === (side === 0 ? from : 1 - from)) return true;
+    if (known === (side === 0 ? from : 1 - from)) return true;
+    // Also a connection no agent inspects that a rule covers (one picked up mid-stream that the
+    // policy passes or drops): a forged segment from the far side would confirm it.
+    if (f.conn === null && !this.covered(f)) return true;
     return this.wrongSide(f, from, d, nowMs);
   }
 
@@ -292,9 +316,15 @@ export class Tracker<C extends AckView> {
     } else if (h.altIsn === seq && (m.alt === null || m.alt[0] !== seq)) m.alt = [seq, from];
   }
 
-  /** An agent inspects `f`, or a rule would with the other side as the client. */
+  /**
+   * An agent inspects `f`, or a rule covered it either way round when first asked (`Flow.covered`:
+   * a reload that adds a rule does not make a connection in flight unproven).
+   */
   private covered(f: Flow<C>): boolean {
-    return f.conn !== null || this.o.policy().covers(f.client, f.server);
+    if (f.conn !== null) return true;
+    let c = f.covered;
+    if (c === undefined) f.covered = c = this.o.policy().covers(f.client, f.server);
+    return c;
   }
 
   private wrongSide(f: Flow<C>, from: Side, d: FrameTcp, nowMs: number): false {

@@ -39,6 +39,9 @@ const POLICY_SHIFT = 4;
 /** The TAP side the client's segments arrive on is known (FLOW_CLIENT_FROM holds it). */
 const FLOW_SIDED = 64;
 const FLOW_CLIENT_FROM = 128;
+/** Whether a rule covers the connection (either way round) is known (FLOW_COVERED holds it). */
+const FLOW_COVER_KNOWN = 256;
+const FLOW_COVERED = 512;
 
 /** What the fail-closed policy decided for a connection first seen mid-stream (engine/policy.ts). */
 export type MidstreamMark = 'none' | 'drop' | 'pass';
@@ -116,6 +119,17 @@ export class Flow<C = unknown> {
   }
   set clientFrom(v: 0 | 1 | undefined) {
     this.bits = v === undefined ? this.bits & ~(FLOW_SIDED | FLOW_CLIENT_FROM) : (this.bits & ~FLOW_CLIENT_FROM) | FLOW_SIDED | (v === 1 ? FLOW_CLIENT_FROM : 0);
+  }
+  /**
+   * Whether a rule covered the connection, either way round, under the config in force when the
+   * tracker first asked (engine/track.ts `covered`): a reload does not change it for a connection
+   * in flight. Undefined until asked.
+   */
+  get covered(): boolean | undefined {
+    return (this.bits & FLOW_COVER_KNOWN) === 0 ? undefined : (this.bits & FLOW_COVERED) !== 0;
+  }
+  set covered(v: boolean | undefined) {
+    this.bits = v === undefined ? this.bits & ~(FLOW_COVER_KNOWN | FLOW_COVERED) : (this.bits & ~FLOW_COVERED) | FLOW_COVER_KNOWN | (v ? FLOW_COVERED : 0);
   }
   /** @internal Bit s set: a segment was seen from side s (mid-stream confirmation); see `seen`. */
   get seenMask(): number {

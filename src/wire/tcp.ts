@@ -56,6 +56,10 @@ export const TcpOptionKind = {
   TIMESTAMPS: 8,
 } as const;
 
+/** TCP-MD5 signature (RFC 2385) and TCP-AO (RFC 5925) option kinds. */
+const TCP_OPTION_MD5 = 19;
+const TCP_OPTION_AO = 29;
+
 const SRC_PORT = 0;
 const DST_PORT = 2;
 const SEQ = 4;
@@ -227,6 +231,28 @@ export class TcpSegment {
       else i += b[i + 1]!;
     }
     return -1;
+  }
+
+  /**
+   * Carries a TCP-MD5 (RFC 2385, kind 19) or TCP-AO (RFC 5925, kind 29) option: a receiver
+   * without the key drops the segment, and one rewritten fails its check.
+   */
+  signed(): boolean {
+    const b = this.buf;
+    const hl = this.headerLen;
+    let i = TCP_HEADER_LEN;
+    while (i < hl) {
+      const k = b[i]!;
+      if (k === TCP_OPTION_MD5 || k === TCP_OPTION_AO) return true;
+      if (k === TcpOptionKind.EOL) return false;
+      if (k === TcpOptionKind.NOP) i++;
+      else {
+        const len = b[i + 1] ?? 0;
+        if (len < 2) return false;
+        i += len;
+      }
+    }
+    return false;
   }
 
   /** MSS option value, or null. */

@@ -16,7 +16,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { ACK, Conn, Harness, PSH, RST, SYN, URG, payloadOf, refix } from './harness.js';
+import { parseConfig } from '../../src/config/index.js';
+import { tcpFrame } from '../../src/wire/tcp-frame.js';
+import { ACK, CLIENT, Conn, Harness, PSH, RST, SERVER, SYN, URG, payloadOf, refix } from './harness.js';
 
 interface Seg {
   seq: number;
@@ -351,5 +353,92 @@ describe('a wrong-way entry made of segments forged on the client\'s segment (a 
     h2.send(c2.frame(0, { flags: SYN, seq: 1000 }), 0);
     h2.send(c2.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
     expect(h2.send(c2.frame(1, { flags: SYN | ACK, seq: 6000, ack: 1001 }), 1)).toEqual([]);
+  });
+});
+
+describe('handshakes the gateway must still let through, and forgeries it must still stop (a third review)', () => {
+  const P = (s: string) => new Uint8Array(Buffer.from(s));
+  const TFO = [{ kind: 'mss' as const, mss: 1460 }, { kind: 'unknown' as const, code: 34, data: new Uint8Array(8) }];
+  const MD5 = [{ kind: 'unknown' as const, code: 19, data: new Uint8Array(16) }];
+  const leaks = (es: { frame: Uint8Array }[]) => es.map((e) => payloadOf(e.frame)).filter((p) => p.includes('secret'));
+
+  it('TFO: a client\'s first SYN with data to a port a rule covers passes without its data (sent again after the handshake), as before', () => {
+    const h = new Harness({}, { sided: true }, secretRule('{ port: 80 }', 'drop'));
+    const c = new Conn(h, 45000, 1000, 5000);
+    const out = h.send(c.frame(0, { flags: SYN, seq: 1000, options: TFO, payload: P('GET /secret\n') }), 0);
+    expect(out.map((e) => [e.to, payloadOf(e.frame)])).toEqual([[1, '']]);
+    expect(h.gw.stats().gateway.unproven).toBe(0);
+  });
+
+  it('simultaneous open with one side\'s SYN-ACK lost before the gateway: the other\'s SYN-ACK proves the sides; the data is rewritten', () => {
+    const h = new Harness({}, { sided: true }, secretRule('{ port: 80 }', 'drop'));
+    const c = new Conn(h, 48000, 1000, 5000);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    h.send(c.frame(1, { flags: SYN, seq: 5000 }), 1);
+    h.send(c.frame(0, { flags: SYN | ACK, seq: 1000, ack: 5001 }), 0);
+    const b = h.send(c.frame(1, { flags: ACK | PSH, seq: 5001, ack: 1001, payload: P('b secret\n') }), 1);
+    expect(b.map((e) => payloadOf(e.frame))).toEqual(['b [gone]\n']);
+    expect(h.gw.stats().gateway.unproven).toBe(0);
+  });
+
+  it('a reload that adds a rule does not cut a connection in flight whose handshake never paired (TFO data the server took)', () => {
+    const h = new Harness({}, { sided: true }, secretRule('{ port: 80 }', 'drop'));
+    const f = (side: 0 | 1, flags: number, seq: number, ack: number, payload?: string) =>
+      tcpFrame({ src: side === 0 ? CLIENT : SERVER, dst: side === 0 ? SERVER : CLIENT, srcPort: side === 0 ? 45100 : 8080, dstPort: side === 0 ? 8080 : 45100, flags, seq, ack, ...(payload === undefined ? {} : { payload: P(payload) }), ...(flags & SYN ? { options: TFO } : {}) });
+    expect(h.send(f(0, SYN, 1000, 0, 'GET /\n'), 0)).toHaveLength(1);
+    expect(h.send(f(1, SYN | ACK, 5000, 1007), 1)).toHaveLength(1); // acknowledges the 6 data bytes: pairs with no SYN
+    h.send(f(0, ACK, 1007, 5001), 0);
+    h.gw.reload(parseConfig(secretRule('{ port: 8080 }', 'drop'), 'reload.yaml'));
+    expect(h.send(f(1, ACK | PSH, 5001, 1007, 'more\n'), 1)).toHaveLength(1);
+    expect(h.send(f(0, ACK | PSH, 1007, 5006, 'GET /2\n'), 0)).toHaveLength(1);
+    expect(h.gw.stats().gateway.unproven).toBe(0);
+  });
+
+  for (const mid of ['pass', 'inspect', 'drop'] as const) {
+    it(`(midstream: ${mid}) two ACKs forged on the client's segment, "from the client" and "from the server", confirm no mid-stream entry: the real connection is inspected`, () => {
+      const h = new Harness({}, { sided: true }, `policy: { midstream: ${mid} }\n${secretRule('{ port: 80 }', 'drop').replace('policy: { midstream: drop }\n', '')}`);
+      const c = new Conn(h, 46000, 1000, 5000);
+      h.send(c.frame(0, { flags: ACK, seq: 77777, ack: 88888 }), 0);
+      expect(h.send(c.frame(1, { flags: ACK, seq: 88888, ack: 77777 }), 0)).toEqual([]);
+      expect(h.gw.stats().gateway.wrongSide).toBe(1);
+      h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+      h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+      h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+      expect(c.sendData(0, 0, 'GET /secret\n').map((e) => payloadOf(e.frame))).toEqual(['GET /[gone]\n']);
+      expect(c.sendData(1, 0, 'a secret\n', 12).map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    });
+  }
+
+  it('TCP-MD5 segments on a covered connection are dropped (signed): forged client SYNs the server would drop cannot crowd out the real one\'s record', () => {
+    const h = new Harness({}, { sided: true }, secretRule('{ serverPort: 80 }', 'drop'));
+    const c = new Conn(h, 46300, 1000, 5000);
+    expect(h.send(c.frame(0, { flags: SYN, seq: 4242, options: MD5 }), 0)).toEqual([]);
+    h.send(c.frame(0, { flags: SYN, seq: 1000 }), 0);
+    expect(h.send(c.frame(0, { flags: SYN, seq: 4343, options: MD5 }), 0)).toEqual([]);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001 }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001 }), 0);
+    expect(c.sendData(1, 0, 'a secret\n', 0).map((e) => payloadOf(e.frame))).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().gateway.signed).toBe(2);
+  });
+
+  for (const mid of ['pass', 'drop', 'inspect'] as const) {
+    it(`(midstream: ${mid}) the client's exact RST with a TCP-MD5 option (a server without the key drops it) ends nothing: dropped, the connection stays inspected`, () => {
+      const h = new Harness({}, { sided: true }, `policy: { midstream: ${mid} }\n${secretRule('{ port: 80 }', 'drop').replace('policy: { midstream: drop }\n', '')}`);
+      const c = h.connect(46400);
+      expect(leaks(c.sendData(0, 0, 'GET /secret\n'))).toEqual([]);
+      expect(h.send(c.frame(0, { flags: RST, seq: c.isnC + 1 + 12, options: MD5 }), 0)).toEqual([]);
+      h.advance(5000);
+      h.advance(5000);
+      h.advance(1500);
+      expect([...leaks(c.sendData(0, 12, 'GET /secret\n')), ...leaks(c.sendData(1, 0, 'a secret\n', 24))]).toEqual([]);
+      expect(h.gw.stats().gateway.rstAccepted).toBe(0);
+    });
+  }
+
+  it('a signed segment of a connection no rule covers passes (BGP with TCP-MD5 through the bridge)', () => {
+    const h = new Harness({}, { sided: true }, secretRule('{ port: 80 }', 'drop'));
+    const f = tcpFrame({ src: CLIENT, dst: SERVER, srcPort: 40179, dstPort: 179, flags: SYN, seq: 1, options: MD5 });
+    expect(h.send(f, 0)).toHaveLength(1);
+    expect(h.gw.stats().gateway.signed).toBe(0);
   });
 });
