@@ -345,8 +345,7 @@ export class Gateway {
     this.flows.onRemove = (f) => {
       // How it ended, before its engine (which knows of an abort) goes.
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
-      // Its FTP data connections expected by the NAT go with it (nat/ftp-hooks.ts: tagged with its id).
-      if (f.conn !== null) this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
+      if (f.conn !== null) this.dropExpectations(f);
       this.rewriter.drop(f);
       this.cluster?.flowRemoved(f);
       if (end !== null) this.flowEnded(f, end);
@@ -491,7 +490,7 @@ export class Gateway {
       this.emitter.segments(f, this.rewriter.outs, this.tallies?.get(f), out);
       // A hold timeout made the agent give up: both ends are reset now (engine/abort.ts).
       if (f.conn?.abort != null && !f.conn.abort.sent) {
-        this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
+        this.dropExpectations(f);
         this.aborter.fromTimer(f, nowMs, out);
       }
     });
@@ -502,6 +501,11 @@ export class Gateway {
       this.ratelog.flush(nowMs);
       this.eventRate?.flush(nowMs);
     }
+  }
+
+  /** `f` left or gave up: the FTP data connections the NAT expects for it go (nat/ftp-hooks.ts tags them with its id). */
+  private dropExpectations(f: Flow<Connection<SegTag>>): void {
+    this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
   }
 
   /** Where `f`'s frames go: through the cluster's gate on a cluster node. */
@@ -571,7 +575,7 @@ export class Gateway {
     const out = this.gated(f, emit);
     this.emitter.segments(f, this.rewriter.outs, tally, out);
     if (f.conn?.abort != null) {
-      this.nat?.dropExpectations(this.ids.get(f) ?? f.id);
+      this.dropExpectations(f);
       return this.aborter.start(f, side, d, frame, from, nowMs, out);
     }
     // A cluster node keeps every engine until the connection leaves the table (a spare elsewhere follows it).

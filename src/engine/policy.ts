@@ -89,12 +89,7 @@ export class Policy {
 
   /** Whether a rule matches with `a` as the client, and with `b` as the client. */
   private orientations(a: Endpoint, b: Endpoint): [boolean, boolean] {
-    const cfg = this.config;
-    if (cfg === null || this.rules.length === 0) return [false, false];
-    return [
-      selectRule(cfg, { clientAddr: a.addr, clientPort: a.port, serverAddr: b.addr, serverPort: b.port }) !== undefined,
-      selectRule(cfg, { clientAddr: b.addr, clientPort: b.port, serverAddr: a.addr, serverPort: a.port }) !== undefined,
-    ];
+    return [this.matches(a, b), this.matches(b, a)];
   }
 
   /** Counts a decision of class `cls`; returns it. */

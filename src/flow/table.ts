@@ -239,6 +239,15 @@ export class FlowTable<C = unknown> {
     return this.v6.size;
   }
 
+  /** The number a new entry of the 4-tuple `key` (flowKey) carries: the next after its last (`reuse`), taken. */
+  private takeGen(key: string | undefined): number {
+    if (key === undefined) return 0;
+    const r = this.reuse.get(key);
+    if (r === undefined) return 0;
+    this.reuse.delete(key); // the new flow carries it from now on
+    return r;
+  }
+
   private insert(f: Flow<C>, h: number): void {
     const bucket = this.flows.get(h);
     if (bucket === undefined) this.flows.set(h, f);
@@ -359,14 +368,7 @@ export class FlowTable<C = unknown> {
       this.counters.untrackedHalfOpen++;
       return { kind: 'untracked' };
     }
-    let n = 0;
-    if (key !== undefined) {
-      const r = this.reuse.get(key);
-      if (r !== undefined) {
-        n = r;
-        this.reuse.delete(key); // the new flow carries it from now on
-      }
-    }
+    const n = this.takeGen(key);
     const midstream = !syn;
     // Mid-stream: who opened is unknown; `orientMidstream` may know (the side a rule names as
     // the client), else the lower port is taken as the server's (a guess).
@@ -410,14 +412,7 @@ export class FlowTable<C = unknown> {
     const synTs = f.halves[1].synTs;
     this.remove(f);
     const hash = tupleHash(ipHash(client.addr), client.port, ipHash(server.addr), server.port);
-    let gen = 0;
-    const key = flowKey(client, server);
-    const r = this.reuse.get(key);
-    if (r !== undefined) {
-      gen = r;
-      this.reuse.delete(key);
-    }
-    const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, gen);
+    const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, this.takeGen(flowKey(client, server)));
     const h = nf.halves[0];
     Object.assign(h, half);
     h.isn = clientIsn;
@@ -464,15 +459,7 @@ export class FlowTable<C = unknown> {
       return null;
     }
     if (old !== undefined) this.remove(old);
-    let gen = 0;
-    if (this.reuse.size > 0) {
-      const key = flowKey(v.client, v.server);
-      const r = this.reuse.get(key);
-      if (r !== undefined) {
-        gen = r;
-        this.reuse.delete(key);
-      }
-    }
+    const gen = this.takeGen(this.reuse.size > 0 ? flowKey(v.client, v.server) : undefined);
     const f = new Flow<C>(this.intern(v.client), this.intern(v.server), v.midstream, v.createdMs, gen);
     f.state = v.state;
     Object.assign(f.halves[0], v.halves[0]);

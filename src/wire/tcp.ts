@@ -238,21 +238,7 @@ export class TcpSegment {
    * without the key drops the segment, and one rewritten fails its check.
    */
   signed(): boolean {
-    const b = this.buf;
-    const hl = this.headerLen;
-    let i = TCP_HEADER_LEN;
-    while (i < hl) {
-      const k = b[i]!;
-      if (k === TCP_OPTION_MD5 || k === TCP_OPTION_AO) return true;
-      if (k === TcpOptionKind.EOL) return false;
-      if (k === TcpOptionKind.NOP) i++;
-      else {
-        const len = b[i + 1] ?? 0;
-        if (len < 2) return false;
-        i += len;
-      }
-    }
-    return false;
+    return this.findOption(TCP_OPTION_MD5) >= 0 || this.findOption(TCP_OPTION_AO) >= 0;
   }
 
   /** MSS option value, or null. */
