@@ -197,7 +197,10 @@ describeE2E('cluster lab', e2eProblems(['ip', 'unshare', 'python3', 'curl', 'nat
 
   it('labStartNode / labKillNode: node<i> runs in gw; SIGKILL is immediate, SIGTERM lets it exit', async () => {
     const pid = labStartNode(P, 2, ['sleep', '600']);
-    expect(spawnSync('ip', ['netns', 'identify', String(pid)], { encoding: 'utf8' }).stdout.trim()).toBe(`${P}-gw`);
+    // The process enters the namespace a moment after it is spawned (seen once: '' at once).
+    const ns = (): string => spawnSync('ip', ['netns', 'identify', String(pid)], { encoding: 'utf8' }).stdout.trim();
+    for (let i = 0; i < 40 && ns() !== `${P}-gw`; i++) spawnSync('sleep', ['0.05']);
+    expect(ns()).toBe(`${P}-gw`);
     expect(labStartNode(P, 2, ['sleep', '600'])).toBe(pid); // running: kept
     const st = labStatus(P, { probeNats: false });
     expect(st.nodes.find((n) => n.node === 2)?.process).toMatchObject({ name: 'node2', pid, alive: true, role: 'gw' });
