@@ -27,7 +27,8 @@
  * `maxLine` bytes, so at most maxLine bytes are ever held. A malformed or overlong 227/229 passes
  * (counted: the server's text); a PORT / EPRT that does not parse strictly makes the agent give
  * up on the connection (`refusedCommands`, abort `ftp:malformed-command`): servers take some
- * such lines (vsftpd: trailing bytes, leading zeros) and would get an address untranslated. An
+ * such lines (vsftpd: trailing bytes, leading zeros) and would get an address untranslated; so
+ * does a PORT / EPRT behind Telnet commands or blanks, or with a tab after it (`disguisedCommand`). An
  * endpoint a hook refuses (`FtpHooks`: another host's address, the NAT full) ends the same way
  * (`refusedEndpoints`). After giving up, everything fed is deleted and no hook is called. `flush` releases held bytes unchanged (counted);
  * at the end of the stream that is all, mid-stream (a hold timeout or limit) the line is parsed
@@ -177,6 +178,9 @@ export const staticFtpHooks: FtpHooksProvider = (cfg) => {
 const SP = 0x20;
 const CR = 0x0d;
 const LF = 0x0a;
+const TAB = 0x09;
+/** Telnet "interpret as command" (RFC 854): IAC IP, IAC DM come before an ABOR (RFC 959 §4.1.3). */
+const IAC = 0xff;
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 const upper = (c: number): number => (c >= 0x61 && c <= 0x7a ? c - 0x20 : c);
 
@@ -195,6 +199,36 @@ function startsWith(b: Uint8Array, n: number, word: string): 'yes' | 'maybe' | '
   const m = Math.min(n, word.length);
   for (let i = 0; i < m; i++) if (upper(b[i]!) !== word.charCodeAt(i)) return 'no';
   return n >= word.length ? 'yes' : 'maybe';
+}
+
+/**
+ * A PORT / EPRT that a lenient server could read although the line is not in the form above:
+ * Telnet commands (IAC x) or blanks before the verb, a tab after it ("\xff\xf4PORT 10,…",
+ * " PORT 10,…", "PORT\t10,…"). vsftpd rejects these; servers that strip Telnet commands or
+ * blanks would take an address untranslated. 'yes' once anything but blanks follows the verb,
+ * 'maybe' while the line could still become one. The strict form is not asked here.
+ */
+function disguisedCommand(b: Uint8Array, n: number, complete: boolean): 'yes' | 'maybe' | 'no' {
+  let i = 0;
+  // A Telnet command is IAC and a byte from 240 on; an IAC before anything else is skipped alone.
+  while (i < n && (b[i] === IAC || b[i] === SP || b[i] === TAB)) i += b[i] === IAC && i + 1 < n && b[i + 1]! >= 0xf0 ? 2 : 1;
+  const blank = (c: number): boolean => c === SP || c === TAB || c === CR;
+  const more = complete ? 'no' : 'maybe';
+  if (i >= n) return more;
+  const m = Math.min(n - i, 4);
+  let port = true;
+  let eprt = true;
+  for (let k = 0; k < m; k++) {
+    const c = upper(b[i + k]!);
+    port &&= c === 'PORT'.charCodeAt(k);
+    eprt &&= c === 'EPRT'.charCodeAt(k);
+  }
+  if (!port && !eprt) return 'no';
+  let j = i + 4;
+  if (j > n) return more;
+  if (j < n && !blank(b[j]!)) return 'no'; // another verb ("PORTS")
+  for (; j < n; j++) if (!blank(b[j]!)) return 'yes';
+  return more;
 }
 
 /** Index after a run of spaces. */
@@ -364,7 +398,9 @@ function parseLine(dir: Direction, b: Uint8Array, n: number, complete: boolean, 
     const eprt = startsWith(b, n, 'EPRT ');
     if (port === 'yes') return parsePortCmd(b, n, complete);
     if (eprt === 'yes') return parseEprt(b, n, complete);
-    return (port === 'maybe' || eprt === 'maybe') && !complete ? NEED(n) : PASS('none');
+    const hidden = disguisedCommand(b, n, complete);
+    if (hidden === 'yes') return PASS('malformed');
+    return (port === 'maybe' || eprt === 'maybe' || hidden === 'maybe') && !complete ? NEED(n) : PASS('none');
   }
   const ok = (code: number): boolean => ml === -1 || ml === code;
   const r227 = ok(227) ? startsWith(b, n, '227 ') : 'no';

@@ -308,6 +308,36 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
   });
 
   it.each([
+    '\xff\xf4\xff\xf2PORT 10,200,0,1,0,22\r\n',
+    ' PORT 10,200,0,1,0,22\r\n',
+    '\tport 10,200,0,1,0,22\r\n',
+    'PORT\t10,200,0,1,0,22\r\n',
+    '\xffPORT 10,200,0,1,0,22\r\n',
+    '\xff\xf4EPRT |1|10.200.0.7|22|\r\n',
+    'EPRT\t|1|10.200.0.7|22|\r\n',
+  ])('a PORT / EPRT behind Telnet commands or blanks (%j), which a lenient server reads: refused, none of its argument passes', (t) => {
+    const text = `NOOP\r\n${t}PORT 10,200,0,1,0,1\r\n`;
+    for (const cuts of [[], Array.from({ length: text.length }, (_, i) => i)]) {
+      const r = run('c2s', text, cuts);
+      expect(r.abort).toBe('ftp:malformed-command');
+      expect(r.out.startsWith('NOOP\r\n')).toBe(true);
+      expect(r.out.slice(6)).toMatch(/^[\xff\xf4\xf2 \tPORTEPRTport]*$/); // the verb at most, never an argument byte
+      expect(r.counters.refusedCommands).toBe(1);
+      expect(r.calls).toEqual([]);
+    }
+  });
+
+  it('Telnet commands before other verbs (ABOR), blank-led other commands, PORTS and a bare PORT pass; the next PORT is translated', () => {
+    const t = '\xff\xf4\xff\xf2ABOR\r\n NOOP\r\nPORTS 1\r\nPORT\r\n \t\r\nPORT 10,200,0,1,0,1\r\n';
+    for (const cuts of [[], Array.from({ length: t.length }, (_, i) => i)]) {
+      const r = run('c2s', t, cuts);
+      expect(r.abort).toBeUndefined();
+      expect(r.out).toBe('\xff\xf4\xff\xf2ABOR\r\n NOOP\r\nPORTS 1\r\nPORT\r\n \t\r\nPORT 192,0,2,1,0,2\r\n');
+      expect(r.counters.refusedCommands).toBe(0);
+    }
+  });
+
+  it.each([
     ['227 Entering Passive Mode (10,201,0,2,195)\r\n', 's2c'],
     ['227 Entering Passive Mode (10,201,0,999,195,80)\r\n', 's2c'],
     ['229 Entering Extended Passive Mode (|||99999|)\r\n', 's2c'],
