@@ -65,6 +65,11 @@ export interface AgentContext {
   server: { addr: string; port: number };
   /** Which directions this agent may edit (a rule may restrict itself to one). */
   directions: ReadonlySet<Direction>;
+  /**
+   * Runtime: the TAP (0 or 1) the client's segments arrive on, once the gateway knows it (live:
+   * from the handshake, engine/track.ts); undefined before, in a replay, or on a cluster node.
+   */
+  clientFrom?: () => 0 | 1 | undefined;
   /** Runtime: where the agent reports what it did (the gateway's event log); absent = nobody listens. */
   event?: (ev: Record<string, unknown>) => void;
   /**

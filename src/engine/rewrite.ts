@@ -392,6 +392,7 @@ export class Rewriter {
       client: { addr: ipToString(client.addr), port: client.port },
       server: { addr: ipToString(server.addr), port: server.port },
       directions: sel.rule.directions,
+      clientFrom: () => f.clientFrom,
     };
     const agentEvent = this.o.agentEvent;
     if (agentEvent !== undefined) {

@@ -28,7 +28,10 @@ import { ipv6ToString, parseIpv6 } from '../wire/ipv6.js';
 import { nptv6Announced } from './nptv6.js';
 
 export interface NatFtpOptions {
-  /** Side of the bridge the FTP clients are on (the servers are on the other). */
+  /**
+   * Side of the bridge the FTP clients are on (the servers are on the other) when a connection's
+   * own is not known (`AgentContext.clientFrom`: a replay, a cluster node).
+   */
   clientSide: NatSide;
   /** The gateway's clock, ms. */
   now: () => number;
@@ -37,7 +40,6 @@ export interface NatFtpOptions {
 }
 
 export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvider {
-  const serverSide: NatSide = opts.clientSide === 0 ? 1 : 0;
   /**
    * `e` as announced from `side` by `own` (the announcer's real address) for `peer` to connect
    * to. An endpoint that is not the announcer's own address (FTP bounce: another host, another
@@ -64,9 +66,11 @@ export function natFtpHooks(nat: NatTable, opts: NatFtpOptions): FtpHooksProvide
     if (r === null) return null;
     return r === undefined ? undefined : { addr: ipv4ToString(r.addr), port: r.port };
   };
+  /** The side this control connection's client is on: its own where the gateway knows it. */
+  const clientSide = (ctx: AgentContext): NatSide => ctx.clientFrom?.() ?? opts.clientSide;
   return (_cfg, ctx): FtpHooks => ({
-    translateClientEndpoint: (a) => via(opts.clientSide, a.endpoint, ctx.client.addr, ctx.server.addr, ctx),
-    translateServerEndpoint: (a) => via(serverSide, a.endpoint, ctx.server.addr, ctx.client.addr, ctx),
+    translateClientEndpoint: (a) => via(clientSide(ctx), a.endpoint, ctx.client.addr, ctx.server.addr, ctx),
+    translateServerEndpoint: (a) => via(clientSide(ctx) === 0 ? 1 : 0, a.endpoint, ctx.server.addr, ctx.client.addr, ctx),
     expect: (x) => opts.observe?.(x),
   });
 }

@@ -109,3 +109,42 @@ describe('ftp through masquerade: what a control connection can open', () => {
     expect(r.expectations()).toEqual([]);
   });
 });
+
+describe('ftp through masquerade: the client\'s side is each connection\'s own', () => {
+  it('a control connection whose client is on the server TAP: its PORT is translated by that side\'s masquerade and the server\'s data connection reaches the client', () => {
+    // Masquerade for hosts on side 1 only; `nat.ftpClientSide` left at its default (client, side 0).
+    const gw = new Gateway({
+      config: parseConfig(`
+nat:
+  masquerade:
+    - { side: server, sources: 10.201.0.0/24, address: 10.201.0.100, ports: "30000-30999" }
+rules:
+  - match: { serverPort: 21 }
+    agent: ftp
+`, 'ftp-side.yaml'),
+      sided: true,
+    });
+    let now = 1000;
+    const send = (f: Uint8Array, from: Side): Out[] => {
+      const got: Out[] = [];
+      gw.handleFrame(f, from, (now += 1), (x, to) => got.push({ frame: x.slice(), to }));
+      return got;
+    };
+    const CL = ip('10.201.0.5');
+    const SV = ip('10.200.0.2');
+    const MASQ = ip('10.201.0.100');
+    const syn = send(tcpFrame({ src: CL, dst: SV, srcPort: 40000, dstPort: 21, seq: 7000, flags: SYN, options: mss }), 1);
+    expect(syn.map((o) => o.to)).toEqual([0]);
+    const P0 = dec(syn[0]!).sport;
+    expect(dec(syn[0]!).src).toBe('10.201.0.100');
+    send(tcpFrame({ src: SV, dst: MASQ, srcPort: 21, dstPort: P0, seq: 90000, ack: 7001, flags: SYN | ACK, options: mss }), 0);
+    send(tcpFrame({ src: CL, dst: SV, srcPort: 40000, dstPort: 21, seq: 7001, ack: 90001, flags: ACK }), 1);
+    const o = send(tcpFrame({ src: CL, dst: SV, srcPort: 40000, dstPort: 21, seq: 7001, ack: 90001, flags: ACK | PSH, payload: Buffer.from('PORT 10,201,0,5,195,80\r\n') }), 1).map(dec);
+    const m = /^PORT 10,201,0,100,(\d+),(\d+)\r\n$/.exec(o.map((x) => x.payload).join(''));
+    expect(m).not.toBeNull();
+    expect(gw.stats().agents.ftp).toMatchObject({ PORT: 1, refusedEndpoints: 0 });
+    const port = Number(m![1]) * 256 + Number(m![2]);
+    const data = send(tcpFrame({ src: SV, dst: MASQ, srcPort: 20, dstPort: port, seq: 1, flags: SYN, options: mss }), 0).map(dec);
+    expect(data.map((x) => `${x.dst}:${x.dport}`)).toEqual(['10.201.0.5:50000']);
+  });
+});
