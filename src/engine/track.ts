@@ -93,8 +93,17 @@ export interface TrackOptions<C> {
 interface SynSides {
   isn: [seq: number, from: Side] | null;
   alt: [seq: number, from: Side] | null;
-  /** Side 1's SYNs (a simultaneous open, or the real client's after a SYN forged from the server): the first ISN's and the latest other one's, see `reoriented`. */
-  rev: [seq: number, from: Side][];
+  /**
+   * Side 1's SYNs (a simultaneous open, or the real client's after a SYN forged from the server):
+   * the first ISN's and the latest other one's, with their options, see `reoriented`.
+   */
+  rev: [seq: number, from: Side, opts: SynOptions][];
+}
+
+/** What a SYN's options say (flow/table.ts learns them). */
+function synOptions(tcp: FrameTcp['tcp']): SynOptions {
+  const ts = tcp.tsval();
+  return { mss: tcp.mss() ?? undefined, wscale: tcp.windowScale() ?? undefined, sackPermitted: tcp.sackPermitted(), timestamps: ts !== null, tsval: ts ?? undefined };
 }
 
 export class Tracker<C extends AckView> {
@@ -219,6 +228,7 @@ export class Tracker<C extends AckView> {
     const flags = tcp.flags;
     if (this.o.cluster !== null || side !== 0 || (flags & (TCP_SYN | TCP_ACK | TCP_RST)) !== (TCP_SYN | TCP_ACK) || f.confirmed || f.midstream) return null;
     let clientFrom: Side | undefined;
+    let opts: SynOptions | undefined;
     const acked = seqAdd(tcp.ack, -1);
     if (this.o.sided === true) {
       // The SYN-ACK answers (exactly) a SYN of side 1's from the other TAP, and side 0's own SYN
@@ -237,8 +247,9 @@ export class Tracker<C extends AckView> {
         return null;
       }
       clientFrom = syn[1];
+      opts = syn[2];
     } else if (!this.o.flows.answersReverseSyn(f, side, flags, tcp.seq, tcp.ack)) return null;
-    const nf = this.o.flows.reorient(f, acked, nowMs);
+    const nf = this.o.flows.reorient(f, acked, nowMs, opts);
     this.syns.delete(f);
     if (clientFrom !== undefined) nf.clientFrom = clientFrom;
     this.o.warn('reoriented', nowMs, () => ({ flow: nf.id, ...endpoints(d) }), 'the first SYN of a connection was not its client\'s (the server answered the other one): the entry is re-made with the real client');
@@ -276,8 +287,8 @@ export class Tracker<C extends AckView> {
         let m = this.syns.get(f);
         if (m === undefined) this.syns.set(f, (m = { isn: null, alt: null, rev: [] }));
         const seq = d.tcp.seq;
-        if (m.rev.length === 0) m.rev.push([seq, from]);
-        else if (m.rev[0]![0] !== seq && m.rev[1]?.[0] !== seq) m.rev[1] = [seq, from];
+        if (m.rev.length === 0) m.rev.push([seq, from, synOptions(d.tcp)]);
+        else if (m.rev[0]![0] !== seq && m.rev[1]?.[0] !== seq) m.rev[1] = [seq, from, synOptions(d.tcp)];
         return true;
       }
       // The server's answer to a SYN (SYN-ACK, RST+ACK) comes in on the other TAP than that SYN.
@@ -348,17 +359,7 @@ export class Tracker<C extends AckView> {
       this.o.warn('stale', nowMs, () => ({ flow: f.id, side, flags, seq }), 'segment of an old connection on the 4-tuple passed while the SYN waits for its answer');
       return 'stale';
     }
-    let opts: SynOptions | undefined;
-    if (flags & TCP_SYN) {
-      const ts = tcp.tsval();
-      opts = {
-        mss: tcp.mss() ?? undefined,
-        wscale: tcp.windowScale() ?? undefined,
-        sackPermitted: tcp.sackPermitted(),
-        timestamps: ts !== null,
-        tsval: ts ?? undefined,
-      };
-    }
+    const opts = flags & TCP_SYN ? synOptions(tcp) : undefined;
     const len = d.payloadLen;
     // On a rewritten connection the receiver's ACKs count the rewritten stream; the tracker
     // learns them in the sender's original numbering, as the sender's RSTs and FINs carry it.

@@ -63,6 +63,15 @@ export interface SynOptions {
   tsval?: number | undefined;
 }
 
+/** A half takes what its SYN says (`synTs`: and its TSval as the SYN's, a client's first). */
+function learnSynOptions(h: TrackedHalf, opts: SynOptions, synTs: boolean): void {
+  if (opts.mss !== undefined) h.mss = opts.mss;
+  h.wscale = opts.wscale !== undefined ? Math.min(opts.wscale, 14) : -1;
+  h.sackPermitted = opts.sackPermitted;
+  h.timestamps = opts.timestamps;
+  if (synTs && opts.tsval !== undefined) h.synTs = opts.tsval;
+}
+
 export interface TableLimits {
   maxConnections: number;
   idleTimeoutMs: number;
@@ -403,9 +412,10 @@ export class FlowTable<C = unknown> {
    * taken as the client, the server would have chosen which rule, and which direction of it,
    * applies to the real client's connection). The entry is removed (onRemove; no tombstone: it
    * was never a connection) and a new one made from side 1's SYN, whose ISN is `clientIsn` (the
-   * one the server's SYN-ACK acknowledges). Returns the new entry, in SYN-SENT.
+   * one the server's SYN-ACK acknowledges) and whose options are `opts` (that SYN's, when the
+   * caller kept them: side 1's half holds its latest SYN's). Returns the new entry, in SYN-SENT.
    */
-  reorient(f: Flow<C>, clientIsn: Seq, nowMs: number): Flow<C> {
+  reorient(f: Flow<C>, clientIsn: Seq, nowMs: number, opts?: SynOptions): Flow<C> {
     const client = f.server;
     const server = f.client;
     const half = plainHalf(f.halves[1]);
@@ -419,6 +429,11 @@ export class FlowTable<C = unknown> {
     h.finSeen = false;
     h.rstSeen = false;
     h.synTs = synTs;
+    // The options of the SYN the server answered (side 1 keeps its latest SYN's, which may be another).
+    if (opts !== undefined) {
+      h.synTs = undefined;
+      learnSynOptions(h, opts, true);
+    }
     h.setEnd(1);
     this.insert(nf, hash);
     this.embryonic++;
@@ -599,13 +614,7 @@ export class FlowTable<C = unknown> {
       else if (side === 1 && (flags & TCP_ACK)) f.halves[0].synAgain = false;
       // A confirmed connection's ISNs are settled (lookup turns SYNs with new ones away).
       if (!f.confirmed || h.isn === undefined) h.isn = seq;
-      if (opts) {
-        if (opts.mss !== undefined) h.mss = opts.mss;
-        h.wscale = opts.wscale !== undefined ? Math.min(opts.wscale, 14) : -1;
-        h.sackPermitted = opts.sackPermitted;
-        h.timestamps = opts.timestamps;
-        if (opts.tsval !== undefined && !(flags & TCP_ACK) && h.synTs === undefined) h.synTs = opts.tsval;
-      }
+      if (opts) learnSynOptions(h, opts, !(flags & TCP_ACK) && h.synTs === undefined);
       // The answer to the other side's SYN. Usually the server's (side 1); side 0's when the
       // first SYN the table saw went the other way (a simultaneous open, or a SYN forged from
       // the server toward the client ahead of the client's own that `reorient` could not tell

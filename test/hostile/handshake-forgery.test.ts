@@ -217,6 +217,18 @@ describe('a SYN "from the server" ahead of the client\'s', () => {
     expect(h.gw.stats().flows.reoriented).toBe(1);
   });
 
+  it("and a second SYN forged as the client's with other options: the re-made entry has the options of the SYN the server answered", () => {
+    const h = new Harness({}, { sided: true }, SERVER_PORT);
+    const c = new Conn(h, 44005, 1000, 5000);
+    h.send(c.frame(1, { flags: SYN, seq: 777 }), 0);
+    h.send(c.frame(0, { flags: SYN, seq: 1000, options: [{ kind: 'mss', mss: 1400 }, { kind: 'wscale', shift: 7 }, { kind: 'sack-permitted' }, { kind: 'timestamps', tsval: 4242, tsecr: 0 }] }), 0);
+    h.send(c.frame(0, { flags: SYN, seq: 3333, options: [{ kind: 'mss', mss: 9000 }] }), 0);
+    expect(h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001, options: MSS }), 1).map((e) => e.to)).toEqual([0]);
+    expect(h.gw.stats().flows.reoriented).toBe(1);
+    const [f] = [...h.gw.flows.values()];
+    expect(f!.halves[0]).toMatchObject({ isn: 1000, mss: 1400, wscale: 7, sackPermitted: true, timestamps: true, synTs: 4242 });
+  });
+
   it('in a replayed capture (no sides): the SYN-ACK answering the second SYN with another ISN than the first\'s re-makes the entry', () => {
     const h = new Harness({}, { sided: false }, SERVER_PORT);
     const c = new Conn(h, 44003, 1000, 5000);
