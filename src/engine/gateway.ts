@@ -201,6 +201,9 @@ export function newGatewayCounters() {
     unproven: 0,
     /** TCP-MD5 / TCP-AO segments of connections a rule covers: uninspectable, dropped (engine/track.ts). */
     signed: 0,
+    /** Multipath TCP (RFC 8684) on connections a rule covers: segments dropped, and SYNs whose MPTCP options were taken out (engine/track.ts). */
+    mptcp: 0,
+    mptcpStripped: 0,
     /** Segments no receiver would take, dropped, by class: `rst-out-of-window`, `fin-out-of-window`, `fin-bad-ack`. */
     tcpInvalid: {} as Record<string, number>,
     /** Connections picked up mid-stream and inspected from the first byte seen (`policy.midstream: inspect`). */
@@ -527,10 +530,10 @@ export class Gateway {
     const seq = tcp.seq;
     const cl = this.cluster;
     if (flags & TCP_RST) this.counters.rstIn++;
-    let r = this.tracker.find(d, src, dst, from, this.raw, nowMs);
+    let r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
     if (r.kind === 'import') {
       if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;
-      r = this.tracker.find(d, src, dst, from, this.raw, nowMs);
+      r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
       if (r.kind === 'import') return; // imported, yet not found: never reached
     }
     if (r.kind === 'drop') return;

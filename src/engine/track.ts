@@ -37,7 +37,7 @@ import type { Endpoint, Flow, FlowTable, SynOptions } from '../flow/table.js';
 import type { Verdict } from '../flow/window.js';
 import type { FrameTcp } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
+import { TCP_ACK, TCP_FIN, TCP_OPTION_MPTCP, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 
 /** What the stream engine tells the tracker of a rewritten connection (stream/connection.ts). */
 export interface AckView {
@@ -60,6 +60,8 @@ export interface TrackCounters {
   staleSegments: number;
   unproven: number;
   signed: number;
+  mptcp: number;
+  mptcpStripped: number;
 }
 
 export type Found<C> =
@@ -113,7 +115,7 @@ export class Tracker<C extends AckView> {
   constructor(private readonly o: TrackOptions<C>) {}
 
   /** The connection of a segment from `src` to `dst` (as the flow table sees them), arriving on `from`. */
-  find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, nowMs: number): Found<C> {
+  find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, nowMs: number, partial = false): Found<C> {
     const { flows, counters: c, cluster: cl } = this.o;
     const flags = d.tcp.flags;
     if (d.tcp.headerLen > 20 && d.tcp.signed() && this.o.policy().covers(src, dst)) {
@@ -124,6 +126,22 @@ export class Tracker<C extends AckView> {
       c.signed++;
       this.o.warn('tcp-signed', nowMs, () => ({ ...endpoints(d), flags }), 'TCP-MD5/TCP-AO segment of a connection a rule covers: dropped (cannot be inspected)');
       return { kind: 'drop' };
+    }
+    if (d.tcp.headerLen > 20 && d.tcp.mptcp() && this.o.policy().covers(src, dst)) {
+      // Multipath TCP (RFC 8684) on a connection a rule covers: the receiver orders a subflow's
+      // bytes by its DSS mappings' data sequence numbers and joins other subflows' bytes in, so
+      // what the agent reads in TCP order is not what the application reads ("world" mapped
+      // after "Hello " reads "Hello world"), and a rewrite breaks the mappings. Taken out of
+      // SYNs (MP_CAPABLE, MP_JOIN: the endpoints fall back to plain TCP, RFC 8684 §3.7);
+      // anything else carrying it is dropped.
+      if (flags & TCP_SYN) {
+        d.tcp.nopOptions(TCP_OPTION_MPTCP, partial);
+        c.mptcpStripped++;
+      } else {
+        c.mptcp++;
+        this.o.warn('tcp-mptcp', nowMs, () => ({ ...endpoints(d), flags }), 'Multipath TCP segment of a connection a rule covers: dropped (cannot be inspected)');
+        return { kind: 'drop' };
+      }
     }
     if (cl !== null && flows.peek(src, dst) === undefined) {
       const s0 = from === 0 ? src : dst;

@@ -214,7 +214,7 @@ function decodeIpv6(buf: Uint8Array, eth: EthernetFrame | null, l3Off: number, o
   if (w.fragment !== null && !atomic && w.upperProto === IP_PROTO_TCP) {
     return new WireError('ipv6', 'ipv6-tcp-fragment', `fragment id ${w.fragment.id} offset ${w.fragment.offset}${w.fragment.more ? ', more' : ''}`);
   }
-  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah) return { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
+  if (w.upperProto !== IP_PROTO_TCP || w.error !== null || (w.fragment !== null && !atomic) || w.ah || w.routed) return { kind: 'other', eth, etherType: ETHERTYPE_IPV6, l3Off };
   const l4Off = w.upperOff;
   const ipEnd = w.end;
   const seg = buf.subarray(l4Off, ipEnd);

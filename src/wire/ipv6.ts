@@ -89,6 +89,8 @@ export interface Ipv6Chain {
   ah: boolean;
   /** Offset of a Home Address option's address (Mobile IPv6): the pseudo-header's source; -1 when none. */
   homeAddrOff: number;
+  /** A Routing header with segments left whose final destination is not read (not types 0, 2, 4). */
+  routed: boolean;
 }
 
 /**
@@ -98,7 +100,7 @@ export interface Ipv6Chain {
  */
 export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number) => number = defaultUpperMin): Ipv6Chain {
   const end = Math.min(buf.length, off + IPV6_HEADER_LEN + get16(buf, off + 4));
-  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24, ah: false, homeAddrOff: -1 };
+  const c: Ipv6Chain = { error: null, drop: null, upperProto: buf[off + 6]!, upperOff: off + IPV6_HEADER_LEN, end, headers: 0, fragment: null, finalDstOff: off + 24, ah: false, homeAddrOff: -1, routed: false };
   let next = c.upperProto;
   let p = c.upperOff;
   for (;;) {
@@ -119,6 +121,11 @@ export function walkIpv6(buf: Uint8Array, off: number, upperMin: (proto: number)
       if (type === 0 && left > 0) drop(c, 'ipv6-rh0');
       // Types 0 and 2 (RFC 6275) carry addresses after 8 bytes; the last one is where the packet is finally for.
       if ((type === 0 || type === 2) && left > 0 && len >= 8 + IPV6_ADDR_LEN) c.finalDstOff = p + len - IPV6_ADDR_LEN;
+      // A Segment Routing Header (type 4, RFC 8754): Segment List[0], right after its 8 bytes, is the last segment.
+      else if (type === 4 && left > 0 && len >= 8 + IPV6_ADDR_LEN) c.finalDstOff = p + 8;
+      // Any other routing with segments left (RPL, type 3, RFC 6554: compressed addresses; unknown
+      // types): the packet is for another address than the fixed header's, which cannot be read here.
+      else if (left > 0) c.routed = true;
     } else if (next === IP_PROTO_FRAGMENT) {
       const w = get16(buf, p + 2);
       const f: Ipv6Fragment = { offset: w & 0xfff8, more: (w & 1) === 1, id: get32(buf, p + 4) };

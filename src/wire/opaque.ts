@@ -14,15 +14,16 @@
  *   chain or UDP header is cut: RFC 7112);
  * - tunnels that carry IP (and so TCP) the gateway does not unwrap: IPv4 or IPv6 protocol 4
  *   (IP-in-IP, RFC 2003), 41 (IPv6 in IP, RFC 4213), 47 (GRE, RFC 2784), 51 (AH) around TCP,
- *   97/115/137 (EtherIP, L2TPv3, MPLS-in-IP), UDP to the ports of L2TP, GTP-U, Teredo, VXLAN,
- *   VXLAN-GPE, Geneve and MPLS-in-UDP (`UDP_TUNNEL`), and the EtherTypes 0x8864 (PPPoE session,
- *   RFC 2516) and 0x8847/0x8848 (MPLS, RFC 3032).
+ *   97/115/137 (EtherIP, L2TPv3, MPLS-in-IP), UDP to the ports of L2TP, GTP-U, Teredo, GRE-in-UDP,
+ *   VXLAN (also Linux's default port), VXLAN-GPE, Geneve and MPLS-in-UDP (`UDP_TUNNEL`), the
+ *   EtherTypes 0x8864 (PPPoE session, RFC 2516) and 0x8847/0x8848 (MPLS, RFC 3032), and IP in an
+ *   802.3 frame's LLC/SNAP header (RFC 1042).
  * Anything else (ICMP, UDP, ARP, ESP whose payload nobody can read, unknown EtherTypes) is not
  * a way around a TCP rule and gets null.
  */
 
 import { get16 } from './bytes.js';
-import { ETHERTYPE_IPV6 } from './ethernet.js';
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from './ethernet.js';
 import { IP_PROTO_TCP, IP_PROTO_UDP } from './ipv4.js';
 import { IP_PROTO_AH, IPV6_HEADER_LEN, isIpv6ExtensionHeader, walkIpv6 } from './ipv6.js';
 
@@ -42,7 +43,8 @@ export type OpaqueClass =
   | 'teredo'
   | 'mpls-in-udp'
   | 'pppoe'
-  | 'mpls';
+  | 'mpls'
+  | 'llc-snap';
 
 export interface Opaque {
   cls: OpaqueClass;
@@ -72,21 +74,34 @@ const TUNNEL: Readonly<Record<number, OpaqueClass>> = {
 };
 /**
  * UDP destination ports of tunnels: 1701 L2TP (RFC 2661), 2152 GTP-U (3GPP TS 29.281), 3544
- * Teredo (RFC 4380), 4789 VXLAN (RFC 7348), 4790 VXLAN-GPE, 6081 Geneve (RFC 8926), 6635
- * MPLS-in-UDP (RFC 7510).
+ * Teredo (RFC 4380), 4754 GRE-in-UDP (RFC 8086), 4789 VXLAN (RFC 7348), 4790 VXLAN-GPE, 6081
+ * Geneve (RFC 8926), 6635 MPLS-in-UDP (RFC 7510), 8472 VXLAN on Linux's default port (`ip link
+ * add … type vxlan` without `dstport`; flannel).
  */
 const UDP_TUNNEL: ReadonlyMap<number, OpaqueClass> = new Map<number, OpaqueClass>([
   [1701, 'l2tp'],
   [2152, 'gtp-u'],
   [3544, 'teredo'],
+  [4754, 'gre'],
   [UDP_VXLAN, 'vxlan'],
   [4790, 'vxlan-gpe'],
   [UDP_GENEVE, 'geneve'],
   [6635, 'mpls-in-udp'],
+  [8472, 'vxlan'],
 ]);
+
+function isLlcSnapIp(b: Uint8Array, o: number): boolean {
+  if (b.length - o < 8 || b[o] !== 0xaa || b[o + 1] !== 0xaa || b[o + 2] !== 0x03 || b[o + 3] !== 0 || b[o + 4] !== 0 || b[o + 5] !== 0) return false;
+  const t = get16(b, o + 6);
+  return t === ETHERTYPE_IPV4 || t === ETHERTYPE_IPV6;
+}
 
 /** An EtherType the decoder hands back undecoded, with its payload at `l3Off`. */
 export function opaqueEtherType(buf: Uint8Array, etherType: number, l3Off: number): Opaque | null {
+  // An 802.3 length instead of an EtherType, with the LLC/SNAP header of IP (RFC 1042: DSAP/SSAP
+  // 0xaa, UI, OUI 0, then the EtherType): IP in it is not decoded here, and a host SHOULD take it
+  // (RFC 1122 §2.3.3; Linux does not). Other SNAP frames (CDP's OUI…) are not IP.
+  if (etherType < 0x0600 && isLlcSnapIp(buf, l3Off)) return { cls: 'llc-snap' };
   if (etherType === ETHERTYPE_PPPOE_SESSION) return { cls: 'pppoe' };
   if (etherType === ETHERTYPE_MPLS || etherType === ETHERTYPE_MPLS_MULTICAST) return { cls: 'mpls' };
   if (etherType === ETHERTYPE_IPV6) return opaqueIpv6(buf, l3Off);
@@ -140,7 +155,10 @@ function upper(buf: Uint8Array, proto: number, l4Off: number, end: number, first
     // A later fragment has no AH header to read (its first fragment was classified).
     if (!first || end - l4Off < 8) return null;
     const inner = buf[l4Off]!;
-    return inner === IP_PROTO_TCP || TUNNEL[inner] !== undefined ? { cls: 'ah' } : null;
+    if (inner === IP_PROTO_TCP || inner === IP_PROTO_AH) return { cls: 'ah' };
+    // What AH protects is judged as if it were there: VXLAN or GRE-in-UDP inside AH carries TCP too.
+    const ahLen = (buf[l4Off + 1]! + 2) * 4;
+    return end - l4Off >= ahLen && upper(buf, inner, l4Off + ahLen, end, first) !== null ? { cls: 'ah' } : null;
   }
   if (proto === IP_PROTO_UDP && first && end - l4Off >= 8) {
     const cls = UDP_TUNNEL.get(get16(buf, l4Off + 2));

@@ -13,7 +13,7 @@
  * `unknown` option, byte-exact, and the structured getters ignore it.
  */
 
-import { csumReplace16, csumReplace32, finish, fold16, ipv4PseudoHeaderSum, sum16, sumReplace16, sumReplace32 } from './checksum.js';
+import { csumReplace16, csumReplace32, csumReplaceBytes, finish, fold16, ipv4PseudoHeaderSum, sum16, sumReplace16, sumReplace32 } from './checksum.js';
 import { get16, get32, set16, set32 } from './bytes.js';
 import { WireError } from './error.js';
 import { IP_PROTO_TCP } from './ipv4.js';
@@ -59,6 +59,8 @@ export const TcpOptionKind = {
 /** TCP-MD5 signature (RFC 2385) and TCP-AO (RFC 5925) option kinds. */
 const TCP_OPTION_MD5 = 19;
 const TCP_OPTION_AO = 29;
+/** Multipath TCP (RFC 8684) option kind. */
+export const TCP_OPTION_MPTCP = 30;
 
 const SRC_PORT = 0;
 const DST_PORT = 2;
@@ -239,6 +241,31 @@ export class TcpSegment {
    */
   signed(): boolean {
     return this.findOption(TCP_OPTION_MD5) >= 0 || this.findOption(TCP_OPTION_AO) >= 0;
+  }
+
+  /**
+   * Carries a Multipath TCP option (RFC 8684, kind 30): the receiver orders the bytes by the DSS
+   * mappings' data sequence numbers and joins other subflows' bytes in, not by TCP order.
+   */
+  mptcp(): boolean {
+    return this.findOption(TCP_OPTION_MPTCP) >= 0;
+  }
+
+  /**
+   * Overwrites every option of kind `code` with NOPs (the header keeps its length). The checksum
+   * stays right (RFC 1624) unless `partial`: a NEEDS_CSUM frame's field holds the pseudo-header
+   * sum only, and the device sums the header later. Returns whether anything changed.
+   */
+  nopOptions(code: number, partial: boolean): boolean {
+    let changed = false;
+    for (let o = this.findOption(code); o >= 0; o = this.findOption(code)) {
+      const end = o + this.buf[o + 1]!;
+      const old = this.buf.slice(o, end);
+      this.buf.fill(TcpOptionKind.NOP, o, end);
+      if (!partial) this.setChecksum(csumReplaceBytes(this.checksum, old, this.buf.subarray(o, end), o));
+      changed = true;
+    }
+    return changed;
   }
 
   /** MSS option value, or null. */
