@@ -113,13 +113,33 @@ got, reset = read_all(c)
 print(json.dumps({'got': got.decode('latin1'), 'reset': reset}))
 `;
 
+/** A port the hello rule covers, and one no rule names, for Multipath TCP sockets (IPPROTO_MPTCP). */
+const MPTCP_PORT = 8006;
+const MPTCP_UNRULED = 8007;
+/** An MPTCP server on argv[1]:argv[2] sending argv[3] to each connection. */
+const MPTCP_SERVER_PY = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+while True:
+    c, _ = s.accept(); c.sendall(sys.argv[3].encode()); c.close()
+`;
+/** An MPTCP client: what it read, and whether the connection is MPTCP (TCP_IS_MPTCP) or fell back to TCP. */
+const MPTCP_CLIENT_PY = `${PY_READ_ALL}
+import json, socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); c.settimeout(10); c.connect((sys.argv[1], int(sys.argv[2])))
+mp = c.getsockopt(socket.SOL_TCP, 43)
+got, reset = read_all(c)
+print(json.dumps({'got': got.decode('latin1'), 'reset': reset, 'mptcp': mp}))
+`;
+
 // \`midstream: pass\`: a connection whose entry left the table too early would pass uninspected
 // (the tests below catch that), where the default would only drop it.
 const CONFIG = `
 policy: { midstream: pass }
 rules:
   - name: hello-${PORT}
-    match: { port: [${PORT}, ${SLOW_PORT}, ${PAUSE_PORT}] }
+    match: { port: [${PORT}, ${SLOW_PORT}, ${PAUSE_PORT}, ${MPTCP_PORT}] }
     agent: replace
     replace:
       - { find: "${FIND}", with: "${WITH}" }
@@ -211,6 +231,9 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     labSpawn(P, 'server', `pause${PAUSE_PORT}`, ['python3', join(dir, 'pause.py'), SERVER, String(PAUSE_PORT), '3.5', 'part one\n', `${FIND}, part two\n`]);
     labSpawn(P, 'server', `pause${SERVER_PORT_ONLY}`, ['python3', join(dir, 'pause.py'), SERVER, String(SERVER_PORT_ONLY), '0', `${FIND}\n`, 'end\n']);
     writeFileSync(join(dir, 'readfrom.py'), READ_FROM_PORT_PY);
+    writeFileSync(join(dir, 'mptcp-server.py'), MPTCP_SERVER_PY);
+    writeFileSync(join(dir, 'mptcp-client.py'), MPTCP_CLIENT_PY);
+    for (const port of [MPTCP_PORT, MPTCP_UNRULED]) labSpawn(P, 'server', `mptcp${port}`, ['python3', join(dir, 'mptcp-server.py'), SERVER, String(port), `${FIND}\n`]);
     await waitUntil(15_000, 200,
       () => labExec(P, 'client', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SERVER}:${PORT}/ping.txt`]),
       (r) => r.stdout === '200',
@@ -338,6 +361,21 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     const g1 = gatewayStats(P)['gateway']!;
     expect(g1['wrongSide'] - g0['wrongSide']).toBeGreaterThanOrEqual(1);
     expect(g1['rstAccepted'] - g0['rstAccepted']).toBe(0);
+  }, 30_000);
+
+  it('Multipath TCP sockets on both ends: on a covered port the connection falls back to TCP and is rewritten; on a port no rule names it stays MPTCP', async () => {
+    const g0 = gatewayStats(P)['gateway']!;
+    const run = async (port: number) => {
+      const r = await labExec(P, 'client', ['python3', join(dir, 'mptcp-client.py'), SERVER, String(port)], { timeoutMs: 20_000 });
+      expect(r.code, r.stderr).toBe(0);
+      return lastJson<{ got: string; reset: boolean; mptcp: number }>(r.stdout, 'mptcp-client.py');
+    };
+    // The control: this kernel negotiates MPTCP across the lab (else the first case proves nothing).
+    expect(await run(MPTCP_UNRULED)).toEqual({ got: `${FIND}\n`, reset: false, mptcp: 1 });
+    expect(await run(MPTCP_PORT)).toEqual({ got: `${WITH}\n`, reset: false, mptcp: 0 });
+    const g1 = gatewayStats(P)['gateway']!;
+    expect(g1['mptcpStripped'] - g0['mptcpStripped']).toBeGreaterThanOrEqual(1);
+    expect(g1['mptcp'] - g0['mptcp']).toBe(0);
   }, 30_000);
 
   it('a SYN spoofed as the server ahead of the client\'s own (a `serverPort` rule): the server\'s answer makes the real client the client, and the rule applies', async () => {
