@@ -187,7 +187,7 @@ export class Decoder {
           if (p[0] === ID1 && p.length < 2) return;
           if (p[0] === ID1 && p[1] === ID2) {
             this.phase = 'head';
-            this.inf = null;
+            this.inf?.reset(); // one window buffer for every member
           } else {
             this.ignored += p.length;
             this.part = [];

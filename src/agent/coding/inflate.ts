@@ -163,6 +163,17 @@ export class Inflater {
   private dist: Table = FIXED_DIST;
   private cl: Table | null = null;
 
+  /** Ready for another deflate stream (the next gzip member), without a new window buffer. */
+  reset(): void {
+    this.mode = 'header';
+    this.last = false;
+    this.bitBuf = this.bitCnt = this.total = 0;
+    this.fixed = true;
+    this.lit = FIXED_LIT;
+    this.dist = FIXED_DIST;
+    this.cl = null;
+  }
+
   /** The final block ended: bytes after it are not deflate data (see `leftover`). */
   get done(): boolean {
     return this.mode === 'done';

@@ -117,6 +117,8 @@ function checkSnapshot(s: unknown): HttpSnapshot {
     if (typeof x.phase !== 'string' || !PHASES.has(x.phase)) return bad(`${d}: phase`);
     if (typeof x.block !== 'string' || typeof x.line !== 'string' || typeof x.cr !== 'boolean') return bad(`${d}: buffers`);
     if (!(x.msg === null || typeof x.msg === 'object') || !(x.rw === null || typeof x.rw === 'object')) return bad(`${d}: message`);
+    const cd = x.coded;
+    if (cd !== undefined && (typeof cd !== 'object' || cd === null || ![cd.consumed, cd.produced].every((v) => Number.isSafeInteger(v) && v >= 0))) return bad(`${d}: coded`);
   }
   if (typeof o.counters !== 'object' || o.counters === null) return bad('counters');
   return o as HttpSnapshot;

@@ -22,6 +22,8 @@ import { EMPTY, type EditBuilder } from './edits.js';
 
 /** Decoded bytes a body may have before maxDecodedRatio applies. */
 export const RATIO_FREE = 1 << 20;
+/** Decoded bytes collected before they go through the matcher and the encoder. */
+const BATCH = 64 * 1024;
 
 const CRLF = Buffer.from('\r\n');
 
@@ -69,7 +71,18 @@ export class CodedBody implements Body {
   /** Made with the first output: a deflate body is coded back with or without the zlib wrapper as it came. */
   private enc: Encoder | null;
   private readonly matcher: BodyMatcher;
-  private readonly sink = (p: Uint8Array): void => this.plain(p);
+  /** Decoded pieces of one push, fed to the matcher and coded together (a gzip member or a
+   *  segment is one piece each: per-piece costs must not be per member). */
+  private batch: Buffer[] = [];
+  private batched = 0;
+  private readonly sink = (p: Uint8Array): void => {
+    const t = this.totals;
+    t.produced += p.length;
+    if (t.produced > RATIO_FREE && t.produced > this.maxRatio * t.consumed) throw new RatioExceeded(`decoded more than ${this.maxRatio} times the coded size`);
+    this.batch.push(Buffer.from(p));
+    this.batched += p.length;
+    if (this.batched >= BATCH) this.drain();
+  };
 
   constructor(
     coding: Coding,
@@ -78,6 +91,9 @@ export class CodedBody implements Body {
     outPos: number,
     private readonly tally: Tally,
     private readonly maxRatio: number,
+    /** Coded and decoded bytes of this direction's coded bodies so far (the ratio's bound is
+     *  per connection direction: many small bodies do not each get RATIO_FREE). */
+    private readonly totals: { consumed: number; produced: number },
     json?: CodedJson,
   ) {
     if (json === undefined) {
@@ -110,12 +126,24 @@ export class CodedBody implements Body {
     this.end = this.lastBody = o + data.length;
     this.fed += data.length;
     if (this.failure !== null) return;
+    this.totals.consumed += data.length;
     try {
       this.dec.push(data, this.sink);
+      this.drain();
     } catch (e) {
+      this.batch = [];
+      this.batched = 0;
       if (!(e instanceof CodingError)) throw e;
       this.fail(e instanceof RatioExceeded ? 'codingRatio' : 'coding');
     }
+  }
+
+  private drain(): void {
+    if (this.batched === 0) return;
+    const p = this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch);
+    this.batch = [];
+    this.batched = 0;
+    this.plain(p);
   }
 
   frame(o: number, n: number, rep: Buffer = EMPTY): void {
@@ -128,8 +156,6 @@ export class CodedBody implements Body {
 
   /** Decoded bytes: through the matcher, what it decides coded again. */
   private plain(p: Uint8Array): void {
-    const d = this.dec;
-    if (d.produced > RATIO_FREE && d.produced > this.maxRatio * d.consumed) throw new RatioExceeded(`decoded more than ${this.maxRatio} times the coded size`);
     if (this.failure !== null) return;
     const r = this.matcher.feed(this.plainFed, p);
     this.plainFed += p.length;

@@ -284,6 +284,9 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   const f = responseFraming(pb, { head: req.method === 'HEAD', connect: req.tunnel === 'connect' });
   const d = base(f);
   if (d.error !== undefined) return d;
+  // A 1xx is a response too: its fields reach the client (curl stores the Set-Cookie of a 103
+  // or a 101; browsers that of a WebSocket handshake's 101).
+  if (s < 200) removeFields(pb, d, cfg.response.remove, 'edit', 'headersRemoved');
   if (s === 101) {
     if (req.tunnel !== 'upgrade') return { ...d, error: 'unexpected101' };
     d.after = 'tunnel';
@@ -377,9 +380,12 @@ function chooseBody(
 }
 
 /** Decision for a trailer section: framing fields are removed (RFC 9110 §6.5.1). */
-export function decideTrailers(pb: ParsedBlock): Decision {
+export function decideTrailers(pb: ParsedBlock, remove: ReadonlySet<string>): Decision {
   const d: Decision = { body: { kind: 'none' }, method: 'none', actions: new Map(), adds: [], after: 'start', counts: [] };
   removeFields(pb, d, TRAILER_FRAMING, 'norm', 'trailerFramingRemoved');
+  // A field the rule removes (or sets) does not cross as a trailer either: recipients that merge
+  // trailers into the header fields would take it (CVE-2013-5704, Apache's RequestHeader unset).
+  removeFields(pb, d, remove, 'edit', 'headersRemoved');
   return d;
 }
 

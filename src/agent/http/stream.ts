@@ -92,6 +92,8 @@ interface DirState {
   line: Buffer;
   cr: boolean;
   msg: Msg | null;
+  /** This direction's coded bodies: coded bytes fed and decoded bytes (maxDecodedRatio). */
+  coded?: { consumed: number; produced: number };
 }
 
 export interface StreamJson {
@@ -105,6 +107,7 @@ export interface StreamJson {
   end: number;
   line: string;
   cr: boolean;
+  coded?: { consumed: number; produced: number };
   msg: (Omit<Msg, 'head'> & { head: string | null }) | null;
   rw: RewriterJson | CodedJson | null;
   /** A refusal's abort not yet answered (AgentOutput.abort). */
@@ -206,7 +209,7 @@ export class HttpStream {
   /** A body's rewriter: an identity body's, or a coded one's (decoded and coded again). */
   private rewriter(out: OutFraming, at: number, coding: Coding | undefined, json?: RewriterJson | CodedJson): Body {
     if (coding === undefined) return new BodyRewriter(this.rules()!, out, at, this.env.count, json as RewriterJson | undefined);
-    return new CodedBody(coding, this.rules()!, out, at, this.env.count, this.env.cfg.maxDecodedRatio, json as CodedJson | undefined);
+    return new CodedBody(coding, this.rules()!, out, at, this.env.count, this.env.cfg.maxDecodedRatio, (this.st.coded ??= { consumed: 0, produced: 0 }), json as CodedJson | undefined);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -366,6 +369,7 @@ export class HttpStream {
       end: st.end,
       line: st.line.toString('base64'),
       cr: st.cr,
+      ...(st.coded !== undefined ? { coded: { ...st.coded } } : {}),
       msg: m === null ? null : { ...m, head: m.head === null ? null : m.head.toString('base64'), req: m.req === null ? null : { ...m.req } },
       rw: this.rw === null ? null : this.rw.toJSON(),
       ...(this.abortWhy !== null ? { abort: this.abortWhy } : {}),
@@ -825,9 +829,10 @@ export class HttpStream {
     const c = this.env.count;
     const pb = parseBlock(st.block, st.blockStart, 'trailer');
     if (pb.error !== undefined) return this.refuse(pb.error, st.blockStart, endPos);
-    const d = decideTrailers(pb);
+    const d = decideTrailers(pb, this.dir === 'c2s' ? this.env.cfg.request.remove : this.env.cfg.response.remove);
     const r = render(pb, d, st.released);
     if (r.refuse) return this.refuse('unnormalised', st.released, endPos);
+    if (r.lost > 0 && this.env.cfg.unrewritable === 'refuse') return this.refuse('released', st.released, endPos);
     addTally(c, pb.tally);
     for (const k of d.counts) c.add(k);
     for (const o of r.ops) this.ob.add(o.at, o.len, o.data);
