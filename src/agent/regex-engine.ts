@@ -71,6 +71,8 @@ export interface CompiledPattern {
   names: ReadonlyMap<string, number>;
   /** The first backreference or lookaround (the Pike VM cannot run it), or undefined. */
   nonLinear: { what: string; offset: number } | undefined;
+  /** The source of the first lookbehind whose body may match more than one character, or undefined. */
+  longLookbehind: string | undefined;
   /** Chars that can start a non-empty match (a superset). */
   first: Uint8Array;
   /** Chars that can end a non-empty match (a superset). */
@@ -190,6 +192,9 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
     const element = (e: AST.Element): void => {
       switch (e.type) {
         case 'Character':
+          // By its value: the raw text of an Annex B escape may not stand alone ("\\c" is "\\").
+          emit(backward ? CHARB : CHAR, 0, 0, charSet(e.value > 0xffff ? `\\u{${e.value.toString(16)}}` : `\\u${e.value.toString(16).padStart(4, '0')}`));
+          return;
         case 'CharacterClass':
         case 'CharacterSet':
         case 'ExpressionCharacterClass':
@@ -307,12 +312,47 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
     depth,
     names,
     nonLinear,
+    longLookbehind: longLookbehind(ast)?.raw,
     first,
     last,
     prefix,
     literal,
     canon,
   };
+}
+
+/** The first lookbehind whose body may be longer than one character (a rule keeps one byte of context), or null. */
+function longLookbehind(n: AST.Node): AST.LookbehindAssertion | null {
+  if (n.type === 'Assertion' && n.kind === 'lookbehind' && Math.max(...n.alternatives.map(maxWidth)) > 1) return n;
+  for (const c of children(n)) {
+    const l = longLookbehind(c);
+    if (l !== null) return l;
+  }
+  return null;
+}
+
+/** The most characters the node can match (Infinity: unbounded, or a backreference). */
+function maxWidth(n: AST.Node): number {
+  switch (n.type) {
+    case 'Character':
+    case 'CharacterClass':
+    case 'CharacterSet':
+    case 'ExpressionCharacterClass':
+      return 1;
+    case 'Alternative':
+      return n.elements.reduce((a, e) => a + maxWidth(e), 0);
+    case 'Group':
+    case 'CapturingGroup':
+      return Math.max(0, ...n.alternatives.map(maxWidth));
+    case 'Quantifier': {
+      const w = maxWidth(n.element);
+      return w === 0 ? 0 : n.max === Infinity ? Infinity : w * n.max;
+    }
+    case 'Backreference':
+      return Infinity;
+    default:
+      return 0; // assertions
+  }
 }
 
 /** Whether the node can match the empty string (lookarounds and backreferences can). */

@@ -239,6 +239,10 @@ export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boole
   if (cp.nonLinear !== undefined && engine !== 'backtracking' && (engine === 'linear' || opts.requireEngine === true)) {
     out.push({ field: 'regex', message: linearRefusal(cp.nonLinear) });
   }
+  if (cp.longLookbehind !== undefined) {
+    const raw = cp.longLookbehind.length > 24 ? `${cp.longLookbehind.slice(0, 21)}...` : cp.longLookbehind;
+    out.push({ field: 'regex', message: `lookbehind "${raw}" can match more than one byte, and a rule sees one byte before a match: it would never hold (negated: always); match the context and put it back with a capture group, e.g. "(Host: )[^\\r]+" with "$1example.org"` });
+  }
   if (typeof r['with'] === 'string') {
     const p = parseTemplate(r['with'], re);
     if (typeof p === 'string') out.push({ field: 'with', message: p });
@@ -602,6 +606,7 @@ class Scan {
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
   private giveUps = 0;
+  private limit = Infinity;
   /** Per rule, its candidate starts in buf (searches come at increasing positions). */
   private readonly cands: (Candidates | undefined)[] = [];
   /** Per literal rule, its occurrences in buf. */
@@ -621,6 +626,11 @@ class Scan {
   }
 
   run(rules: readonly CompiledRule[], base: number, native: boolean): ScanResult {
+    // No start at or after `limit` can be accepted by this scan: a regex rule is undecided from
+    // n - maxMatch + 1 on. A rule's search stops there (else a backtracking rule retries, at every
+    // feed, every start another rule's long window holds back).
+    this.limit = Infinity;
+    if (!this.final) for (const r of rules) if (r.kind === 're') this.limit = Math.min(this.limit, this.buf.length - r.maxMatch + 1);
     const packed = native ? packedOf(rules) : null;
     if (packed !== null) {
       const lowered = packed.anyCi ? (this.lowered ??= asciiLower(this.buf)) : null;
@@ -679,7 +689,7 @@ class Scan {
   private nextRegex(rule: CompiledRegex, r: number, pos: number, base: number): RuleEvent {
     const n = this.buf.length;
     // Starts below decidedEnd have their whole window available.
-    const decidedEnd = this.final ? n : Math.max(pos, n - rule.maxMatch + 1);
+    const decidedEnd = this.final ? n : Math.min(Math.max(pos, n - rule.maxMatch + 1), Math.max(pos, this.limit) + 1);
     const candidates = (this.cands[r] ??= new Candidates(rule.cp, this.buf, rule.maxMatch));
     if (rule.pike !== null && !this.perStart) {
       const state = ((this.kept.searches ??= [])[r] ??= new SearchState());
@@ -768,16 +778,22 @@ interface Forced {
    */
   searches: Pick<DirState, 'searches'>;
   alone: Pick<DirState, 'searches'>[];
+  /** Flat [from, to) pairs: the tails the forced decisions decided as if the stream ended there. */
+  regions: number[];
+  /** Flat [at, len) pairs: the matches those decisions replaced (each its own, not joined). */
+  made: number[];
 }
 
-function forcedOf(points: number[], bytes: Buffer, prev: number): Forced {
-  return { points, bytes, prev, searches: { searches: null }, alone: [] };
+function forcedOf(points: number[], bytes: Buffer, prev: number, regions: number[] = [], made: number[] = []): Forced {
+  return { points, bytes, prev, searches: { searches: null }, alone: [], regions, made };
 }
 
 interface ForcedJson {
   points: number[];
   prev: number;
   bytes: string;
+  regions?: number[];
+  made?: number[];
 }
 
 function freshDir(): DirState {
@@ -864,6 +880,15 @@ class ReplaceAgent implements Agent {
     if (f !== null && this.crossed(st, f, f.bytes, st.pos - f.bytes.length, true)) {
       return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY });
     }
+    const forcedNow = reason !== 'fin' && reason !== 'rst' && tail.length > 0;
+    const from0 = st.undecided;
+    // What this forced decision replaces, match by match: a match the rest of the stream makes
+    // (a lookahead, \b, \B or $ that saw the cut as the end) that is not one of these was released unreplaced.
+    const made: number[] = [];
+    if (forcedNow) {
+      const es = new Scan(tail, tailPrev, true, this.opts.linearSearch === 'per-start', { searches: null }, false).run(this.rules, from0, false).edits;
+      for (const e of es) made.push(e.at, e.len);
+    }
     const out = tail.length > 0 ? this.decide(st, tail, true) : { edits: [], undecidedFrom: st.pos };
     if (reason === 'fin' || reason === 'rst') {
       st.forced = null;
@@ -873,9 +898,15 @@ class ReplaceAgent implements Agent {
     if (f !== null) this.crossed(st, f, f.bytes, st.pos - f.bytes.length, false);
     const open = st.forced;
     if (open === null) {
-      if (tail.length > 0) st.forced = forcedOf([st.pos], tail, tailPrev);
-    } else if (tail.length > open.bytes.length) st.forced = forcedOf([...open.points, st.pos], tail, tailPrev);
-    else if (open.points[open.points.length - 1] !== st.pos) open.points.push(st.pos); // a second flush with nothing fed between: one point
+      if (tail.length > 0) st.forced = forcedOf([st.pos], tail, tailPrev, [from0, st.pos], made);
+    } else if (tail.length > open.bytes.length) st.forced = forcedOf([...open.points, st.pos], tail, tailPrev, [...open.regions, ...(forcedNow ? [from0, st.pos] : [])], [...open.made, ...made]);
+    else {
+      if (open.points[open.points.length - 1] !== st.pos) open.points.push(st.pos); // a second flush with nothing fed between: one point
+      if (forcedNow) {
+        open.regions.push(from0, st.pos);
+        open.made.push(...made);
+      }
+    }
     return out;
   }
 
@@ -888,7 +919,15 @@ class ReplaceAgent implements Agent {
     // Each match its own edit (not joined), on the JS scan, with search states of its own (a
     // final check's are thrown away): a check only, nothing of it is counted.
     const perStart = this.opts.linearSearch === 'per-start';
-    const across = (edits: readonly Edit[]) => edits.some((e) => f.points.some((p) => e.at < p && e.at + e.len > p));
+    const inRegion = (at: number): boolean => {
+      for (let i = 0; i < f.regions.length; i += 2) if (at >= f.regions[i]! && at < f.regions[i + 1]!) return true;
+      return false;
+    };
+    const made = (e: Edit): boolean => {
+      for (let i = 0; i < f.made.length; i += 2) if (f.made[i] === e.at && f.made[i + 1] === e.len) return true;
+      return false;
+    };
+    const across = (edits: readonly Edit[]) => edits.some((e) => f.points.some((p) => e.at < p && e.at + e.len > p) || (inRegion(e.at) && !made(e)));
     const scan = new Scan(buf, f.prev, final, perStart, final ? { searches: null } : f.searches, false);
     const { edits, hold } = scan.run(this.rules, start, false);
     if (across(edits)) return true;
@@ -910,6 +949,12 @@ class ReplaceAgent implements Agent {
     if (points.length === 0) st.forced = null;
     else {
       f.points = points;
+      const keptR: number[] = [];
+      for (let i = 0; i < f.regions.length; i += 2) if (f.regions[i + 1]! > from) keptR.push(f.regions[i]!, f.regions[i + 1]!);
+      f.regions = keptR;
+      const keptM: number[] = [];
+      for (let i = 0; i < f.made.length; i += 2) if (f.made[i]! >= from) keptM.push(f.made[i]!, f.made[i + 1]!);
+      f.made = keptM;
       f.bytes = Buffer.from(buf.subarray(hold));
       f.prev = hold > 0 ? buf[hold - 1]! : f.prev;
       st.forced = f;
@@ -973,7 +1018,7 @@ class ReplaceAgent implements Agent {
       undecided: s.undecided,
       prev: s.prev,
       tail: s.tail.toString('base64'),
-      ...(s.forced !== null ? { forced: { points: [...s.forced.points], prev: s.forced.prev, bytes: s.forced.bytes.toString('base64') } } : {}),
+      ...(s.forced !== null ? { forced: { points: [...s.forced.points], prev: s.forced.prev, bytes: s.forced.bytes.toString('base64'), regions: [...s.forced.regions], made: [...s.forced.made] } } : {}),
     });
     const snap: ReplaceSnapshot = { v: 1, dirs: { c2s: d(this.peek('c2s')), s2c: d(this.peek('s2c')) } };
     if (this.ctr !== null && (Object.values(this.ctr).some((v) => v > 0))) snap.counters = { ...this.ctr };
@@ -1007,7 +1052,8 @@ function restoreDir(x: unknown, dir: Direction): DirState {
     const ok = bytes.length > 0 && from >= 0 && pts.length > 0 && pts.length <= bytes.length &&
       pts.every((p) => Number.isSafeInteger(p) && (p as number) > last && (p as number) <= (pos as number) && ((last = p as number), true));
     if (!ok) return bad('forced bounds');
-    f = forcedOf(pts as number[], bytes, j.prev as number);
+    const ints = (x: unknown): number[] => (Array.isArray(x) && x.length % 2 === 0 && x.every((v) => Number.isSafeInteger(v) && (v as number) >= 0) ? (x as number[]) : bad('forced regions'));
+    f = forcedOf(pts as number[], bytes, j.prev as number, j.regions === undefined ? [] : ints(j.regions), j.made === undefined ? [] : ints(j.made));
   }
   return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null, forced: f };
 }

@@ -479,7 +479,8 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
     a.feed('c2s', 0, Buffer.from('x needle-lo'));
     a.flush('c2s', 'timeout');
     const snap = JSON.parse(JSON.stringify(a.snapshot()));
-    expect(snap.dirs.c2s.forced).toEqual({ points: [11], prev: 0x20, bytes: Buffer.from('needle-lo').toString('base64') });
+    // The region the flush decided as if the stream ended there, and the matches it made (none).
+    expect(snap.dirs.c2s.forced).toEqual({ points: [11], prev: 0x20, bytes: Buffer.from('needle-lo').toString('base64'), regions: [2, 11], made: [] });
     expect(split(replaceFactory.restore(rules, BOTH, snap).feed('c2s', 11, Buffer.from('ng-word')))).toBe(true);
     for (const end of ['fin', 'rst'] as const) {
       const b = replaceFactory.restore(rules, BOTH, snap);
@@ -491,7 +492,7 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
     expect(split(c.feed('c2s', 20, Buffer.from('ng-word')))).toBe(false);
     // A hostile snapshot: bytes that do not end where the data fed ends, a point outside them.
     const ok = snap.dirs.c2s.forced;
-    for (const forced of [{ ...ok, bytes: 'AAAAAAAAAAAAAAAAAAAA' }, { ...ok, points: [2] }, { ...ok, points: [12] }, { ...ok, points: [9, 8] }, { ...ok, points: [] }, { ...ok, points: ['11'] }, { ...ok, prev: 300 }, { ...ok, bytes: '' }, 'x']) {
+    for (const forced of [{ ...ok, bytes: 'AAAAAAAAAAAAAAAAAAAA' }, { ...ok, points: [2] }, { ...ok, points: [12] }, { ...ok, points: [9, 8] }, { ...ok, points: [] }, { ...ok, points: ['11'] }, { ...ok, prev: 300 }, { ...ok, bytes: '' }, { ...ok, regions: [2] }, { ...ok, made: [-1, 3] }, { ...ok, regions: 'x' }, 'x']) {
       const bad = JSON.parse(JSON.stringify(snap));
       bad.dirs.c2s.forced = forced;
       expect(() => replaceFactory.restore(rules, BOTH, bad)).toThrow(/bad snapshot \(c2s: forced/);
