@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -56,6 +57,8 @@ bool Int32View(napi_env env, napi_value v, int32_t** data, size_t* len) {
 }
 
 constexpr int64_t kNone = INT64_MAX;
+// The KMP failure function of the literal whose held suffix is being found (one scan at a time per thread).
+thread_local std::vector<int32_t> kmpFail;
 
 // The next match near `from` (the next kNear bytes) is found by its rarest byte: glibc's memchr
 // (SIMD) jumps to the next place that byte occurs, memcmp checks the pattern there. In a dense
@@ -308,13 +311,30 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
           evStart[r] = hs[r].Find(hay, n, pos);
         }
         if (evStart[r] == kNone && !final) {
-          // The longest suffix starting at or after max(pos, n - m + 1) that is a prefix of pat.
+          // The longest suffix starting at or after max(pos, n - m + 1) that is a prefix of pat:
+          // the KMP automaton over those bytes (linear; a memcmp at each start was quadratic in
+          // a long pattern's length). Its state never passes the bytes read, so the failure
+          // function is needed only that far.
           const int64_t lo = std::max<int64_t>(pos, static_cast<int64_t>(n) - static_cast<int64_t>(m) + 1);
-          for (int64_t j = lo; j < static_cast<int64_t>(n); j++) {
-            if (memcmp(hay + j, pat, n - j) == 0) {
-              evStart[r] = j;
+          const size_t L = std::min<size_t>(m, static_cast<size_t>(static_cast<int64_t>(n) - lo));
+          if (L > 0) {
+            if (kmpFail.size() < L) kmpFail.resize(L);
+            kmpFail[0] = 0;
+            for (size_t i = 1, k = 0; i < L; i++) {
+              while (k > 0 && pat[i] != pat[k]) k = kmpFail[k - 1];
+              if (pat[i] == pat[k]) k++;
+              kmpFail[i] = static_cast<int32_t>(k);
+            }
+            size_t k = 0;
+            for (int64_t j = lo; j < static_cast<int64_t>(n); j++) {
+              const uint8_t c = hay[j];
+              while (k > 0 && pat[k] != c) k = kmpFail[k - 1];
+              if (pat[k] == c) k++;
+              if (k == m) k = kmpFail[k - 1];  // a whole occurrence: found above, never here
+            }
+            if (k > 0) {
+              evStart[r] = static_cast<int64_t>(n) - static_cast<int64_t>(k);
               evDecided[r] = false;
-              break;
             }
           }
         }

@@ -51,6 +51,21 @@ describe('native literal scan', () => {
     );
   });
 
+  it('holds the same tail as the JS scan for long periodic patterns (the held suffix found by KMP, in linear time)', () => {
+    const word = fc.stringMatching(/^[ab]{5,14}$/);
+    fc.assert(
+      fc.property(fc.array(word, { minLength: 1, maxLength: 3 }), fc.array(fc.stringMatching(/^[ab]{0,60}$/), { minLength: 1, maxLength: 6 }), (pats, chunks) => {
+        const rules = pats.map((find) => ({ find, with: 'x' }));
+        expect(run(rules, chunks, false, 'always')).toEqual(run(rules, chunks, false, false));
+      }),
+      { numRuns: 1000 },
+    );
+    // A 64 KiB pattern a…aZ over 64 KiB segments a…ab: each segment holds nothing, in linear time.
+    const rules = [{ find: 'a'.repeat(65535) + 'Z', with: 'x' }];
+    const seg = 'a'.repeat(65535) + 'b';
+    expect(run(rules, [seg, seg, seg], false, 'always')).toEqual(run(rules, [seg, seg, seg], false, false));
+  });
+
   it('gives the JS scan\'s answers over long segments: matches far apart and near, false candidates of the rare byte', () => {
     // Segments of up to 3,000 bytes over a four-letter alphabet: a rule's next match is searched
     // near the last one by its rarest byte (which occurs everywhere here: the fall-back to memmem
