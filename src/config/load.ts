@@ -14,8 +14,8 @@ import type { ReplaceConfig, ReplaceRule } from '../agent/replace.js';
 import type { Direction } from '../agent/types.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
-import { blockContains, type IpBlock } from '../wire/cidr.js';
-import type { IpAddr } from '../wire/ip.js';
+import { blockContains, formatIpBlock, isCidr6, type IpBlock } from '../wire/cidr.js';
+import { ipv6Key, type IpAddr } from '../wire/ip.js';
 import { configSchema, type PortRange, type RawConfig } from './schema.js';
 import { natConfig, natConfigProblems, type Masquerade, type NatConfig, type NatConfigInput, type NatSide } from '../nat/nat.js';
 
@@ -224,6 +224,22 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
     const nat = compileNat(raw.nat);
     const problems = natConfigProblems(nat.table);
     if (problems.length > 0) throw new ConfigError(fileName, problems.map((m) => issue(['nat'], m)));
+    // Rules see each endpoint by its real address: a rule naming only addresses the NAT hands
+    // out (a 1:1 or NPTv6 mapped range, a masquerade address) would never match.
+    const t = nat.table;
+    const natOnly = (b: IpBlock): boolean => {
+      if (isCidr6(b)) return t.nptv6.some((m) => b.prefix >= m.mapped.prefix && blockContains(m.mapped, ipv6Key(b.bytes, 0)));
+      return t.oneToOne.some((m) => b.prefix >= m.mapped.prefix && blockContains(m.mapped, b.addr)) || (b.prefix === 32 && t.masquerade.some((m) => m.address === b.addr));
+    };
+    const mapped: ConfigIssue[] = [];
+    raw.rules.forEach((r, i) => {
+      for (const k of ['address', 'clientAddress', 'serverAddress'] as const) {
+        (r.match?.[k] ?? []).forEach((b, j) => {
+          if (natOnly(b)) mapped.push(issue(['rules', i, 'match', k, j], `${formatIpBlock(b)} is an address the NAT hands out; rules see real addresses (name the real one)`));
+        });
+      }
+    });
+    if (mapped.length > 0) throw new ConfigError(fileName, mapped);
     cfg.nat = nat;
   }
   return cfg;

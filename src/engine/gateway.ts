@@ -268,6 +268,8 @@ export class Gateway {
   private readonly cluster: ClusterHooks | null;
   /** The TCP frame being handled as it arrived (before NAT), for the cluster hooks. */
   private readonly raw: RawTuple = { src: 0, sport: 0, dst: 0, dport: 0 };
+  /** The NAT entries that translated each connection (settled when it leaves the table). */
+  private readonly natEntries = new WeakMap<Flow<Connection<SegTag>>, Set<number>>();
   /** Ids of connections imported from another node (their agent's and NAT's id), when not f.id. */
   private readonly ids = new WeakMap<Flow<Connection<SegTag>>, string>();
   /** What happens to traffic a rule may cover that cannot be inspected (`policy:`). */
@@ -349,6 +351,8 @@ export class Gateway {
       // How it ended, before its engine (which knows of an abort) goes.
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
       if (f.conn !== null) this.dropExpectations(f);
+      const ne = this.natEntries.get(f);
+      if (ne !== undefined && this.nat !== null) for (const id of ne) this.nat.settle(id, this.nowMs);
       this.rewriter.drop(f);
       this.cluster?.flowRemoved(f);
       if (end !== null) this.flowEnded(f, end);
@@ -540,6 +544,11 @@ export class Gateway {
     if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;
     const side = r.side;
+    if (view?.entry !== undefined) {
+      const ne = this.natEntries.get(f);
+      if (ne === undefined) this.natEntries.set(f, new Set([view.entry]));
+      else if (ne.size < 4) ne.add(view.entry);
+    }
     // Its agent gave up: nothing of it is forwarded (engine/abort.ts).
     if (f.conn?.abort != null) return this.aborter.segment(f, side, d, frame, from, nowMs, this.gated(f, emit));
     let tally: FlowTally | undefined;

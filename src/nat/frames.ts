@@ -23,13 +23,15 @@ const IP_PROTO_UDP = 17;
 export type NatDropReason =
   | 'table-full' | 'ports-exhausted' | 'no-entry' | 'real-address' | 'fragment' | 'arp-real-address'
   | 'no-mac' | 'masquerade-untranslated'
+  /** An ICMP error not sent to the source of the packet it quotes (Linux: nf_conntrack_inet_error). */
+  | 'icmp-unrelated'
   /** NPTv6: an address whose interface identifier is all 0xFFFF (RFC 6296 §3.4): no checksum-neutral word. */
   | 'nptv6-untranslatable';
 
 export type NatFrameResult =
   | { kind: 'pass' }
-  /** Rewritten in place. */
-  | { kind: 'translated' }
+  /** Rewritten in place (`entry`: the NAT entry that translated it, when one did). */
+  | { kind: 'translated'; entry?: number }
   /** Taken by the gateway (an ARP request it answered, a reply it delivered): not forwarded. */
   | { kind: 'consumed' }
   | { kind: 'drop'; reason: NatDropReason };
@@ -39,6 +41,24 @@ const other = (s: NatSide): NatSide => (s === 0 ? 1 : 0);
 /** ICMP query types whose identifier is at offset 4 (echo, timestamp, info, address mask). */
 const ICMP_QUERY = new Set([0, 8, 13, 14, 15, 16, 17, 18]);
 const ICMP_ERROR = new Set([3, 4, 5, 11, 12]);
+/** The query types that ask (their answers are the type + 1): only these open an entry, only from its initiator. */
+const ICMP_REQUEST = new Set([8, 13, 15, 17]);
+
+/** A packet from `from` to a masquerade address of the other side's hosts. */
+const toMasq = (nat: NatTable, from: NatSide, dst: number): boolean => nat.cfg.masquerade.some((m) => m.side !== from && m.address === dst);
+
+/**
+ * IPv4 options carry addresses (Record Route, Timestamp, source routes) that no translation
+ * rewrites: a host echoes a Record Route with its own address in it (ping -R, a SYN-ACK). They
+ * become NOPs (same length), the header checksum recomputed.
+ */
+function scrubOptions(b: Uint8Array, l3: number): void {
+  const ihl = (b[l3]! & 0x0f) * 4;
+  if (ihl <= 20) return;
+  b.fill(1, l3 + 20, l3 + ihl);
+  set16(b, l3 + 10, 0);
+  set16(b, l3 + 10, finish(sum16(b, l3, l3 + ihl)));
+}
 
 /** Stateless 1:1 translation of the addresses of a packet from `from` (src real → mapped, dst mapped → real). */
 export function oneToOneAddrs(nat: NatTable, from: NatSide, src: number, dst: number): [number, number] {
@@ -76,8 +96,14 @@ export interface PacketRef {
   tcpFlags?: number;
 }
 
-/** Translates one IPv4 packet from `from` in place. */
+/** Translates one IPv4 packet from `from` in place (IP options of a translated packet scrubbed). */
 export function natIpv4(nat: NatTable, p: PacketRef, from: NatSide, now: number): NatFrameResult {
+  const r = natIpv4Addrs(nat, p, from, now);
+  if (r.kind === 'translated') scrubOptions(p.buf, p.l3Off);
+  return r;
+}
+
+function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): NatFrameResult {
   const b = p.buf;
   const proto = b[p.l3Off + 9]!;
   const src = get32(b, p.l3Off + 12);
@@ -97,17 +123,17 @@ export function natIpv4(nat: NatTable, p: PacketRef, from: NatSide, now: number)
   let sport: number;
   let dport: number;
   if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) {
-    if (l4 + 4 > p.ipEnd) return { kind: 'pass' };
+    if (l4 + 4 > p.ipEnd) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
     np = proto === IP_PROTO_TCP ? 'tcp' : 'udp';
     sport = get16(b, l4);
     dport = get16(b, l4 + 2);
   } else if (proto === IP_PROTO_ICMP) {
-    if (l4 + 8 > p.ipEnd) return { kind: 'pass' };
+    if (l4 + 8 > p.ipEnd) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
     const type = b[l4]!;
     if (ICMP_ERROR.has(type)) return natIcmpError(nat, p, from, now);
     if (!ICMP_QUERY.has(type)) {
       const [s, d] = oneToOneAddrs(nat, from, src, dst);
-      if (s === src && d === dst) return { kind: 'pass' };
+      if (s === src && d === dst) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
       rewriteAddrs(p, proto, s, d, true);
       return { kind: 'translated' };
     }
@@ -115,11 +141,15 @@ export function natIpv4(nat: NatTable, p: PacketRef, from: NatSide, now: number)
     sport = dport = get16(b, l4 + 4);
   } else {
     const [s, d] = oneToOneAddrs(nat, from, src, dst);
-    if (s === src && d === dst) return { kind: 'pass' };
+    if (s === src && d === dst) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
     rewriteAddrs(p, proto, s, d, true);
     return { kind: 'translated' };
   }
-  const pkt = { proto: np, src, sport, dst, dport, from, ...(p.tcpFlags !== undefined ? { tcpFlags: p.tcpFlags } : {}) };
+  const pkt = {
+    proto: np, src, sport, dst, dport, from,
+    ...(p.tcpFlags !== undefined ? { tcpFlags: p.tcpFlags } : {}),
+    ...(np === 'icmp' ? { icmpRequest: ICMP_REQUEST.has(b[l4]!) } : {}),
+  };
   const v = nat.translate(pkt, now);
   if (v.kind === 'none') return { kind: 'pass' };
   if (v.kind === 'drop') return { kind: 'drop', reason: v.reason };
@@ -139,7 +169,7 @@ export function natIpv4(nat: NatTable, p: PacketRef, from: NatSide, now: number)
       if (co >= 0 && !noCsum && !p.partial) set16(b, co, udpFix(proto, csumReplace16(get16(b, co), old, nw)));
     }
   }
-  return { kind: 'translated' };
+  return v.entry !== undefined ? { kind: 'translated', entry: v.entry } : { kind: 'translated' };
 }
 
 function isFirstFragment(p: PacketRef): boolean {
@@ -194,6 +224,12 @@ function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
   }
   let t: Tuple | undefined;
   if (np !== undefined) t = nat.lookup(from, { proto: np, src: idst, sport: idp, dst: isrc, dport: isp }, now);
+  // An error goes to the source of the packet it quotes; one about a packet no entry translated
+  // must neither reach a masqueraded host (nor the shared address) nor quote one going out.
+  if (t !== undefined && outerDst !== isrc) return { kind: 'drop', reason: 'icmp-unrelated' };
+  if (t === undefined && nat.cfg.masquerade.some((m) => (m.side !== from && (m.address === isrc || hides(m, isrc))) || (m.side === from && hides(m, idst)))) {
+    return { kind: 'drop', reason: 'no-entry' };
+  }
   // New inner = invert(t): src = t.dst, sport = t.dport, dst = t.src, dport = t.sport.
   let nsrc: number;
   let ndst: number;
@@ -238,6 +274,8 @@ function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
       if (ico >= 0 && !iNoCsum) set16(b, ico, udpFix(iproto, csumReplace16(get16(b, ico), old, nw)));
     }
   }
+  // The quoted header's options (a Record Route the hidden host filled in) go as the packet's do.
+  scrubOptions(b, i3);
   // Outer addresses (no pseudo-header for ICMP), then the ICMP checksum over the message.
   for (const [off, nw] of [[p.l3Off + 12, nOuterSrc], [p.l3Off + 16, nOuterDst]] as const) {
     const old = get32(b, off);
@@ -434,6 +472,16 @@ export class MasqL2 {
   }
 
   /**
+   * An IPv4 frame from a masqueraded side for one of that side's own hosts (a flooded unicast, a
+   * cache pointed at the other side): not for the other side, whose NAT would send it there
+   * with the host's real address as its destination.
+   */
+  insideBound(eth: Uint8Array, from: NatSide, dst: number): boolean {
+    if (!this.nat.cfg.masquerade.some((m) => m.side === from)) return false;
+    return this.knownMac(eth, 0) || (this.macs.has(dst) && this.ruleOfSource(from, dst) >= 0);
+  }
+
+  /**
    * Learning only, for frames another cluster node forwards: every node keeps the masqueraded
    * hosts' MACs, so the one that takes a connection over can address replies at once.
    */
@@ -502,8 +550,9 @@ export class MasqL2 {
       let list = this.pending.get(tpa);
       if (list === undefined) {
         if (this.pending.size >= this.maxHosts) {
+          // Targets that never answered would hold the table for good: the oldest goes.
           this.counters.arpPendingFull++;
-          return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
+          this.pending.delete(this.pending.keys().next().value as number);
         }
         list = [];
         this.pending.set(tpa, list);
@@ -519,6 +568,9 @@ export class MasqL2 {
       this.counters.arpRelayed++;
       return { r: { kind: 'translated' }, ...none };
     }
+    // The other side claiming a masqueraded host's address (or the shared one) as its own: it
+    // would point the hosts' caches for it at a MAC of that side.
+    if (this.macs.has(spa) || this.ruleOfAddress(from, spa) >= 0) return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
     // The other side about a shared address.
     const ai = this.ruleOfAddress(from, tpa);
     if (ai >= 0) {

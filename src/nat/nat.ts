@@ -51,6 +51,12 @@ export interface NatPacket extends Tuple {
   from: NatSide;
   /** TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); selects the TCP timeout. */
   tcpFlags?: number;
+  /**
+   * ICMP queries: a request (echo, timestamp, information, address mask) or an answer. Only a
+   * request opens an entry, and only its initiator's side asks through it (conntrack's tuples
+   * hold the type: an echo request from the remote is not the reply of one).
+   */
+  icmpRequest?: boolean;
 }
 
 export interface PortRange {
@@ -300,7 +306,11 @@ export class NatTable {
     const hit = this.find(p.from, t, now);
     if (hit !== undefined) {
       const [e, isOrig] = hit;
-      e.expiresAt = now + this.timeout(p);
+      if (p.icmpRequest !== undefined && p.icmpRequest !== isOrig) return this.drop('no-entry');
+      // A packet never shortens an entry: a RST or SYN anyone can send with the tuple (the NAT
+      // stage runs before the tracker checks its sequence number) would end an idle connection's
+      // mapping. The gateway shortens it when the connection closes (settle).
+      e.expiresAt = Math.max(e.expiresAt, now + this.timeout(p));
       this.counters.translated++;
       return { kind: 'translate', tuple: invert(isOrig ? e.repl : e.orig), entry: e.id };
     }
@@ -321,7 +331,7 @@ export class NatTable {
       this.counters.translated++;
       return { kind: 'translate', tuple: s };
     }
-    const m = this.cfg.masquerade.find((r) => r.side === p.from && r.sources.some((c) => cidrContains(c, t.src)));
+    const m = p.icmpRequest === false ? undefined : this.cfg.masquerade.find((r) => r.side === p.from && r.sources.some((c) => cidrContains(c, t.src)));
     if (m !== undefined) {
       if (this.entries.size >= this.cfg.limits.maxEntries) return this.drop('table-full');
       const port = this.allocate(m, t.proto, t.sport);
@@ -334,6 +344,12 @@ export class NatTable {
     }
     if (this.cfg.masquerade.some((r) => r.side !== p.from && r.address === t.dst)) return this.drop('no-entry');
     return { kind: 'none' };
+  }
+
+  /** The connection of entry `id` closed: it goes after the transitory timeout at most. */
+  settle(id: number, now: number): void {
+    const e = this.entries.get(id);
+    if (e !== undefined && e.orig.proto === 'tcp') e.expiresAt = Math.min(e.expiresAt, now + this.cfg.timeouts.tcpTransitory);
   }
 
   /**

@@ -40,6 +40,8 @@ import type { NatTable } from './nat.js';
 export interface NatView {
   src: { addr: IpAddr; port: number };
   dst: { addr: IpAddr; port: number };
+  /** The NAT entry that translated it (the gateway settles it when the connection closes). */
+  entry?: number;
 }
 
 /** The gateway's counters the stage adds to. */
@@ -93,6 +95,7 @@ export class NatStage {
         const srcA = d.ip.src;
         const dstA = d.ip.dst;
         const srcP = d.tcp.srcPort;
+        if (l2 !== null && l2.insideBound(frame.subarray(vh), from, dstA)) return this.stops({ kind: 'drop', reason: 'real-address' }, nowMs, what) ? STOP : GO;
         const r = natIpv4(this.table, {
           buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: false, partial: ad.partial, tcpFlags: d.tcp.flags,
         }, from, nowMs);
@@ -101,16 +104,17 @@ export class NatStage {
           const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
           if (r2.kind === 'drop') return this.l2Drop(r2, frame, d.l3Off, from, dstA, d.ip.dst, nowMs, what, emit);
         }
-        return r.kind === 'translated' ? { go: true, view: { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: d.tcp.dstPort } } } : GO;
+        return r.kind === 'translated' ? { go: true, view: { src: { addr: srcA, port: srcP }, dst: { addr: d.ip.dst, port: d.tcp.dstPort }, ...(r.entry !== undefined ? { entry: r.entry } : {}) } } : GO;
       }
       case 'ipv4-other': {
         const d = ad.d;
         const srcA = d.ip.src;
         const dstA = d.ip.dst;
+        const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
+        if (l2 !== null && l2.insideBound(frame.subarray(vh), from, dstA)) return this.stops({ kind: 'drop', reason: 'real-address' }, nowMs, what) ? STOP : GO;
         const r = natIpv4(this.table, {
           buf: frame, l3Off: d.l3Off + vh, l4Off: d.l4Off + vh, ipEnd: d.ipEnd + vh, fragment: d.isFragment, partial: ad.partial,
         }, from, nowMs);
-        const what = (): Record<string, unknown> => ({ src: ipv4ToString(srcA), dst: ipv4ToString(dstA), proto: d.protocol });
         if (this.stops(r, nowMs, what)) return STOP;
         if (l2 !== null) {
           const r2 = l2.ipv4(frame.subarray(vh), from, srcA, dstA, d.ip.src, d.ip.dst);
@@ -154,6 +158,11 @@ export class NatStage {
     // TCP needs its fixed header only (no second walk of a chain the decoder walked already).
     const r = src !== null ? nptv6Addresses(rules, eth, l3Off, from) : nptv6Packet(rules, eth, l3Off, end, from, link === 'ethernet');
     if (r === 'untranslatable') return this.stops({ kind: 'drop', reason: 'nptv6-untranslatable' }, nowMs, what) ? STOP : GO;
+    // TCP from a masqueraded side crosses only with its source translated (MasqL2.other's rule
+    // for the rest of IPv6: the host's address and MAC would show).
+    if (src !== null && this.masqL2 !== null && this.table.cfg.masquerade.some((m) => m.side === from) && ipv6Key(eth, l3Off + 8) === src) {
+      return this.stops({ kind: 'drop', reason: 'masquerade-untranslated' }, nowMs, what) ? STOP : GO;
+    }
     if (r === 'none') return GO;
     this.counters.natTranslated++;
     if (src === null) return GO;
