@@ -149,7 +149,20 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
     return s;
   };
 
-  const compileInto = (out: Ins[], body: AST.Alternative[], backward: boolean): void => {
+  /** An atom's byte set; one that matches no byte (outside a negative lookaround) is refused. */
+  const atomSet = (e: AST.Node, raw: string, neg: boolean): Uint8Array => {
+    const set = charSet(raw);
+    if (!neg && set.indexOf(1) < 0) {
+      const lone = e.type === 'Character' && e.value >= 0xd800 && e.value <= 0xdfff;
+      throw new CompileRefusal(
+        `${lone ? `U+${e.value.toString(16).toUpperCase()} (half of a surrogate pair)` : `"${e.raw}"`} matches no byte: a rule's pattern runs on bytes read as latin1 (one character per byte, \\x00-\\xff), ` +
+          'so a character above \\xff is never seen; for UTF-8 text write its bytes, e.g. "€" as "\\xe2\\x82\\xac"',
+      );
+    }
+    return set;
+  };
+
+  const compileInto = (out: Ins[], body: AST.Alternative[], backward: boolean, neg = false): void => {
     const stack: number[] = []; // registers of the optional iterations being emitted
     const emit = (op: number, a = 0, b = 0, set: Uint8Array | null = null): number => {
       if (++total > MAX_PROGRAM) {
@@ -193,12 +206,12 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
       switch (e.type) {
         case 'Character':
           // By its value: the raw text of an Annex B escape may not stand alone ("\\c" is "\\").
-          emit(backward ? CHARB : CHAR, 0, 0, charSet(e.value > 0xffff ? `\\u{${e.value.toString(16)}}` : `\\u${e.value.toString(16).padStart(4, '0')}`));
+          emit(backward ? CHARB : CHAR, 0, 0, atomSet(e, e.value > 0xffff ? `\\u{${e.value.toString(16)}}` : `\\u${e.value.toString(16).padStart(4, '0')}`, neg));
           return;
         case 'CharacterClass':
         case 'CharacterSet':
         case 'ExpressionCharacterClass':
-          emit(backward ? CHARB : CHAR, 0, 0, charSet(e.raw));
+          emit(backward ? CHARB : CHAR, 0, 0, atomSet(e, e.raw, neg));
           return;
         case 'Group':
           alts(e.alternatives);
@@ -224,7 +237,7 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
             const sub: Ins[] = [];
             subs.push(sub);
             const idx = subs.length - 1;
-            compileInto(sub, e.alternatives, e.kind === 'lookbehind');
+            compileInto(sub, e.alternatives, e.kind === 'lookbehind', neg || e.negate);
             sub.push({ op: MATCH, a: 0, b: 0, set: null, encl: null });
             emit(LOOK, idx, (e.negate ? 1 : 0) | (e.kind === 'lookbehind' ? 2 : 0));
           }
@@ -312,7 +325,7 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
     depth,
     names,
     nonLinear,
-    longLookbehind: longLookbehind(ast)?.raw,
+    longLookbehind: longLookbehind(ast, multiline)?.raw,
     first,
     last,
     prefix,
@@ -321,14 +334,68 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
   };
 }
 
-/** The first lookbehind whose body may be longer than one character (a rule keeps one byte of context), or null. */
-function longLookbehind(n: AST.Node): AST.LookbehindAssertion | null {
-  if (n.type === 'Assertion' && n.kind === 'lookbehind' && Math.max(...n.alternatives.map(maxWidth)) > 1) return n;
+/**
+ * The first lookbehind that may look further back than the one character of context a rule has,
+ * or null. Not only its body's width counts: inside a lookbehind, `\\b`, `\\B` and `^` with `m`
+ * read the character before where they stand, `^` without `m` (the stream start) cannot be told
+ * from the window's first character once anything stands right of it, and a nested lookaround's
+ * own reach adds to the characters right of it.
+ */
+function longLookbehind(n: AST.Node, multiline: boolean): AST.LookbehindAssertion | null {
+  if (n.type === 'Assertion' && n.kind === 'lookbehind' && Math.max(...n.alternatives.map((a) => reachBack(a.elements, 0, multiline))) > 1) return n;
   for (const c of children(n)) {
-    const l = longLookbehind(c);
+    const l = longLookbehind(c, multiline);
     if (l !== null) return l;
   }
   return null;
+}
+
+/**
+ * How many characters before the lookbehind's position `els` (a lookbehind body, matched right to
+ * left) may read, `w` characters already consumed right of it. Infinity: unbounded, or a `^`
+ * without `m` with characters right of it.
+ */
+function reachBack(els: readonly AST.Element[], w: number, multiline: boolean): number {
+  let need = w;
+  for (let i = els.length - 1; i >= 0; i--) {
+    const e = els[i]!;
+    switch (e.type) {
+      case 'Assertion':
+        if (e.kind === 'word' || (e.kind === 'start' && multiline)) need = Math.max(need, w + 1);
+        else if (e.kind === 'start' && w > 0) return Infinity;
+        else if (e.kind === 'lookbehind') need = Math.max(need, ...e.alternatives.map((a) => reachBack(a.elements, w, multiline)));
+        else if (e.kind === 'lookahead' && hasAssertion(e)) {
+          // A lookahead reads forward from here; one with assertions inside is taken (conservatively)
+          // as if its body stood left of here.
+          need = Math.max(need, ...e.alternatives.map((a) => reachBack([...a.elements].reverse(), w, multiline)));
+        }
+        break;
+      case 'Group':
+      case 'CapturingGroup':
+        need = Math.max(need, ...e.alternatives.map((a) => reachBack(a.elements, w, multiline)));
+        w += maxWidth(e);
+        break;
+      case 'Quantifier': {
+        const width = maxWidth(e);
+        if (width === Infinity) return Infinity;
+        // Every iteration may stand anywhere up to the quantifier's full width.
+        need = Math.max(need, reachBack([e.element], w + width - maxWidth(e.element), multiline));
+        w += width;
+        break;
+      }
+      case 'Backreference':
+        return Infinity;
+      default:
+        w += maxWidth(e);
+    }
+    need = Math.max(need, w);
+  }
+  return need;
+}
+
+/** Whether an assertion (anchor, word boundary, lookaround) is inside the node's children. */
+function hasAssertion(n: AST.Node): boolean {
+  return children(n).some((c) => c.type === 'Assertion' || hasAssertion(c));
 }
 
 /** The most characters the node can match (Infinity: unbounded, or a backreference). */

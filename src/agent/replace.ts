@@ -241,7 +241,7 @@ export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boole
   }
   if (cp.longLookbehind !== undefined) {
     const raw = cp.longLookbehind.length > 24 ? `${cp.longLookbehind.slice(0, 21)}...` : cp.longLookbehind;
-    out.push({ field: 'regex', message: `lookbehind "${raw}" can match more than one byte, and a rule sees one byte before a match: it would never hold (negated: always); match the context and put it back with a capture group, e.g. "(Host: )[^\\r]+" with "$1example.org"` });
+    out.push({ field: 'regex', message: `lookbehind "${raw}" can look more than one byte back (its body, or a \\b, \\B, ^ or lookaround inside it), and a rule sees one byte before a match: it would never hold (negated: always); match the context and put it back with a capture group, e.g. "(Host: )[^\\r]+" with "$1example.org"` });
   }
   if (typeof r['with'] === 'string') {
     const p = parseTemplate(r['with'], re);
@@ -359,8 +359,12 @@ function parseTemplate(t: string, re: RegExp): TplPart[] | string {
       if (end < 0) {
         lit += '$';
       } else {
+        const name = t.slice(i + 2, end);
+        // JavaScript puts nothing for a name the regex lacks: in a config that is a typo that
+        // silently deletes the matched text.
+        if (!Object.hasOwn(probe.groups!, name)) return `"$<${name}>" names no group of the regex (its named groups: ${Object.keys(probe.groups!).join(', ')})`;
         pushLit();
-        parts.push(t.slice(i + 2, end));
+        parts.push(name);
         i = end;
       }
     } else {

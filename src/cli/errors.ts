@@ -43,6 +43,9 @@ const FS_REASONS: Readonly<Record<string, string>> = {
   EEXIST: 'exists and is not a directory',
   EROFS: 'read-only file system',
   ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EFBIG: 'file too large',
+  EIO: 'input/output error',
   EMFILE: 'too many open files',
 };
 

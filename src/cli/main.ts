@@ -15,6 +15,20 @@ import { logLevel, LOG_LEVELS } from './log.js';
 import { replayCommand } from './replay.js';
 import { runCommand } from './run.js';
 
+/** Options that take several values; any other given twice is refused (yargs would make it an array). */
+const MULTI: ReadonlySet<string> = new Set(['_', '$0', 'tap', 'cmd']);
+/** Options naming a file or directory: an empty value is refused, not taken as "not given". */
+const PATHS: ReadonlySet<string> = new Set(['config', 'out', 'streams', 'events', 'pcap']);
+const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+function checkValues(a: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(a)) {
+    if (MULTI.has(k) || k.length === 1) continue; // aliases (-o, -q, -v, -h) repeat their long names
+    if (Array.isArray(v)) throw new CliError(`--${kebab(k)} is given more than once`);
+    if (PATHS.has(k) && v === '') throw new CliError(`--${k}: expected a path, got an empty value`);
+  }
+}
+
 function report(err: unknown): void {
   if (err instanceof CliError || err instanceof ConfigError) {
     process.stderr.write(`tapgate: ${err.message}\n`);
@@ -38,6 +52,7 @@ try {
       const level = a['logLevel'] as string | undefined ?? (a['verbose'] === true ? 'debug' : a['quiet'] === true ? 'error' : undefined);
       if (level !== undefined) process.env.TAPGATE_LOG = level;
       logLevel(); // an unknown TAPGATE_LOG is a usage error before anything starts
+      checkValues(a);
     })
     .command(replayCommand)
     .command(runCommand)

@@ -3,7 +3,7 @@
  * capture's time injected, writes the frames the gateway releases, and (with --streams) each TCP
  * connection's two reassembled byte streams as the receivers get them.
  */
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, statSync, type Stats } from 'node:fs';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { loadConfig, type Config } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
@@ -38,14 +38,39 @@ export interface ReplayResult {
   offloading: string[];
 }
 
-/** The input must be a readable file: a clear error before anything is created. */
-function checkInput(path: string): void {
+/**
+ * The input must be a readable file: a clear error before anything is created. `--checksums
+ * auto` reads it twice, so it must be a regular file then (a pipe would be empty the second time).
+ */
+function checkInput(path: string, twice: boolean): Stats {
   try {
-    if (statSync(path).isDirectory()) throw new CliError(`capture ${path}: is a directory`, EXIT.io);
+    const st = statSync(path);
+    if (st.isDirectory()) throw new CliError(`capture ${path}: is a directory`, EXIT.io);
+    if (twice && !st.isFile()) {
+      throw new CliError(`capture ${path}: not a regular file (a pipe?): --checksums auto reads the capture twice; save it to a file, or use --checksums verify or ignore`, EXIT.io);
+    }
+    return st;
   } catch (e) {
     throw fileError(e, 'capture') ?? e;
   }
 }
+
+/** An output must not be the input: it would be truncated (-o) or appended to (--events) while it is read. */
+function notTheInput(input: Stats, path: string | undefined, what: string): void {
+  if (path === undefined) return;
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch {
+    return; // does not exist yet: cannot be the input
+  }
+  if (st.isFile() && st.dev === input.dev && st.ino === input.ino) {
+    throw new CliError(`${what} ${path} is the input capture: it would be overwritten while it is read`, EXIT.usage);
+  }
+}
+
+/** Largest timestamp a classic pcap record holds (32-bit seconds). */
+const PCAP_MAX_NS = 0xffff_ffffn * 1_000_000_000n + 999_999_999n;
 
 function makeStreamsDir(dir: string): void {
   try {
@@ -70,10 +95,12 @@ async function* replayable(path: string, fix: CaptureFixCounters): AsyncGenerato
 
 export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: ChecksumMode }): Promise<ReplayResult> {
   const log = makeLogger().child({ mod: 'replay' });
-  checkInput(a.in);
-  let config: Config | null = null;
-  if (a.config) config = loadConfig(a.config);
   const mode = a.checksums ?? 'auto';
+  const input = checkInput(a.in, mode === 'auto');
+  notTheInput(input, a.out, '--out');
+  notTheInput(input, a.events, '--events');
+  let config: Config | null = null;
+  if (a.config !== undefined) config = loadConfig(a.config);
   // --checksums auto: a first pass finds the hosts whose TCP checksums are all wrong (captured
   // before the NIC computed them); their segments get the checksums the wire had.
   let offload = new Map<IpAddr, { good: number; bad: number }>();
@@ -90,11 +117,20 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
   const gw = new Gateway({ config, verifyChecksums: mode !== 'ignore', log: log.child({ mod: 'gateway' }), ...(events !== undefined ? { events: events.sink } : {}) });
   let writer: PcapWriter | null = null;
   let recorder: StreamRecorder | null = null;
-  if (a.streams) {
+  if (a.streams !== undefined) {
     makeStreamsDir(a.streams);
     recorder = new StreamRecorder({ dir: a.streams });
   }
   const openOut = (link: LinkType): Promise<PcapWriter> => opening('--out', () => PcapWriter.open(a.out!, { link, precision: 'nano' }));
+  let outLink: LinkType | undefined;
+  /** A file-system error of an output as a CliError naming it (disk full, EIO…). */
+  const io = async <T>(what: string, f: () => T | Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      throw fileError(e, what) ?? e;
+    }
+  };
   const fix = newCaptureFixCounters();
   let link: LinkType = 'ethernet';
   let tsNs = 0n;
@@ -109,8 +145,13 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
   const drain = async () => {
     for (const f of pending) {
       written++;
-      if (writer) await writer.write({ data: f, tsNs });
-      recorder?.feed(f, link);
+      if (writer) {
+        if (tsNs < 0n || tsNs > PCAP_MAX_NS) {
+          throw new CliError(`--out ${a.out}: record ${records} of the capture is stamped ${tsNs} ns from 1970, which a pcap record cannot hold (1970 to 2106)`, EXIT.io);
+        }
+        await io('--out', () => writer!.write({ data: f, tsNs }));
+      }
+      if (recorder !== null) await io('--streams', () => recorder!.feed(f, link));
     }
     pending.length = 0;
   };
@@ -120,7 +161,10 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
       break;
     }
     records++;
-    if (!writer && a.out) writer = await openOut(r.link);
+    if (!writer && a.out !== undefined) writer = await openOut((outLink = r.link));
+    if (writer && r.link !== outLink) {
+      throw new CliError(`--out ${a.out}: record ${records} is ${r.link}, the ones before ${outLink}: a pcap file has one link type (split the capture by interface, e.g. with tshark -i, or leave out -o)`, EXIT.io);
+    }
     if (offload.size > 0) fillOffloadedChecksums(r, offload, fix);
     link = r.link;
     tsNs = r.item.tsNs;
@@ -133,11 +177,11 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
   // End of capture: let hold timeouts fire so held bytes are not lost from the output.
   gw.tick(nowMs + gw.holdTimeoutMs + 1, emit);
   await drain();
-  if (!writer && a.out) writer = await openOut(link);
-  await writer?.close();
+  if (!writer && a.out !== undefined) writer = await openOut(link);
+  if (writer) await io('--out', () => writer!.close());
   gw.flushEvents(nowMs + gw.holdTimeoutMs + 1);
   await events?.close();
-  const rec = recorder ? await recorder.close() : null;
+  const rec = recorder ? await io('--streams', () => recorder!.close()) : null;
   const stats = gw.stats();
   const g = stats.gateway;
   const dropped: Record<string, number> = {};
@@ -159,7 +203,10 @@ export async function replay(a: Omit<ReplayArgs, 'checksums'> & { checksums?: Ch
     streams: rec ? { connections: rec.connections, files: rec.files.length } : undefined,
     events: events !== undefined ? { ...events.counters, ...(events.error !== undefined ? { error: events.error.message } : {}) } : undefined,
   };
-  return { exitCode: captureError ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(ipToString) };
+  if (events?.error !== undefined) {
+    log.error({ events: a.events, err: events.error.message }, 'event log write failed: events after it were dropped');
+  }
+  return { exitCode: captureError || events?.error !== undefined ? EXIT.io : EXIT.ok, summary, dropped, offloading: [...offload.keys()].map(ipToString) };
 }
 
 /** One line for stderr: what came in, what went out, what was dropped and why. */

@@ -18,13 +18,14 @@
  * device is touched. The counters appear in the statistics under `impair`.
  */
 import { spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { LiveGateway, type ImpairPoint, type ImpairSpecs, type LiveStats } from '../engine/live.js';
 import { GatewayMetrics, parseListen, serveMetrics } from '../engine/metrics.js';
 import { EventFile, wallClock } from '../engine/event-file.js';
-import { opening } from './errors.js';
+import { fileError, opening } from './errors.js';
 import { FaultSpecError, formatFaultSpec, parseFaultSpec } from '../phy/fault.js';
 import type { TapError } from '../phy/tap.js';
 import { makeLogger } from './log.js';
@@ -163,6 +164,20 @@ function printStats(st: LiveStats | (LiveStats & { cluster: unknown })): void {
 export async function run(a: RunArgs): Promise<number> {
   const queueOf = a.queueOf === undefined ? undefined : parseQueueOf(a.queueOf);
   const log = makeLogger().child({ mod: 'run', ...(queueOf !== undefined ? { queue: queueOf.k } : {}) });
+  // Without a listener SIGHUP ends the process (Node's default): one sent while the gateway
+  // loads its config, opens its TAPs or warms up, or while it drains and writes its capture on
+  // the way out, must not kill it. The reload listener below replaces this one while it runs.
+  let hup = (): void => log.warn('SIGHUP: not running yet (or stopping): nothing reloaded');
+  const onHupAlways = (): void => hup();
+  process.on('SIGHUP', onHupAlways);
+  try {
+    return await runInner(a, queueOf, log, (f) => (hup = f));
+  } finally {
+    process.off('SIGHUP', onHupAlways);
+  }
+}
+
+async function runInner(a: RunArgs, queueOf: { k: number; n: number } | undefined, log: ReturnType<typeof makeLogger>, onHup: (f: () => void) => void): Promise<number> {
   if (a.tap.length !== 2 || a.tap[0] === a.tap[1]) {
     throw new RunError(`tapgate run needs two different TAPs: --tap A --tap B (got ${a.tap.length === 0 ? 'none' : a.tap.join(', ')})`, 1);
   }
@@ -202,6 +217,18 @@ export async function run(a: RunArgs): Promise<number> {
   }
   const listen = a.metrics === undefined ? undefined : parseListen(a.metrics);
   if (typeof listen === 'string') throw new RunError(listen, 1);
+  // --pcap: a directory that can be made and written, found out before any device is touched
+  // (LiveGateway.start would meet a file there after opening the TAPs, as an internal error).
+  if (a.pcap !== undefined) {
+    try {
+      mkdirSync(a.pcap, { recursive: true });
+      if (!statSync(a.pcap).isDirectory()) throw new RunError(`--pcap ${a.pcap}: is not a directory`, 2);
+      accessSync(a.pcap, constants.W_OK);
+    } catch (e) {
+      const fe = fileError(e, '--pcap');
+      throw fe !== undefined ? new RunError(fe.message, 2) : e;
+    }
+  }
   for (const t of a.tap) {
     const p = tapProblem(t, queues);
     if (p !== undefined) throw new RunError(p, 2);
@@ -304,8 +331,8 @@ export async function run(a: RunArgs): Promise<number> {
       return { error: msg };
     }
   };
-  const onHup = (): void => void reload();
-  process.on('SIGHUP', onHup);
+  const idleHup = (): void => log.warn('SIGHUP: not running yet (or stopping): nothing reloaded');
+  onHup(() => void reload());
   if (node !== undefined) node.onReload = reload;
   // A queue process (run-queues.ts) answers its supervisor over IPC, and stops when it goes.
   const onQueueMessage = (m: unknown): void => {
@@ -343,7 +370,7 @@ export async function run(a: RunArgs): Promise<number> {
   if (statusTimer !== undefined) clearInterval(statusTimer);
   if (tty) process.stderr.write('\r\x1b[2K');
   process.off('SIGUSR1', onUsr1);
-  process.off('SIGHUP', onHup);
+  onHup(idleHup);
   if (node !== undefined) {
     // Graceful: every connection goes to another node with its final state before we leave.
     await node.drain();

@@ -5,7 +5,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { FtpConfig } from '../agent/ftp.js';
 import { HTTP_DEFAULTS, type HttpConfig, type HttpSideConfig } from '../agent/http/config.js';
@@ -119,14 +119,37 @@ export function configDigest(c: Config | null): string {
   return createHash('sha256').update(JSON.stringify({ rules, policy: c.policy })).digest('hex').slice(0, 16);
 }
 
+/** Largest config file read: a device or a wrong path (/dev/zero, a log) must not be read forever. */
+export const MAX_CONFIG_BYTES = 16 << 20;
+
 export function loadConfig(path: string): Config {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBounded(path, MAX_CONFIG_BYTES);
   } catch (e) {
     throw new ConfigError(path, [{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
   return parseConfig(text, path);
+}
+
+/** The file's text, read in pieces (a FIFO or device has no size to trust); throws past `max` bytes. */
+function readBounded(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const parts: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const b = Buffer.allocUnsafe(64 * 1024);
+      const n = readSync(fd, b, 0, b.length, null);
+      if (n === 0) break;
+      total += n;
+      if (total > max) throw new Error(`larger than ${max >> 20} MiB: not a config file`);
+      parts.push(b.subarray(0, n));
+    }
+    return Buffer.concat(parts, total).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function parseConfig(text: string, fileName = '<config>'): Config {
@@ -457,6 +480,7 @@ function show(v: unknown): string {
   if (Array.isArray(v)) return v.length === 0 ? 'an empty list' : `a list of ${v.length}`;
   if (v === null) return 'null (empty)';
   if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v); // JSON would say null
   const s = JSON.stringify(v);
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }

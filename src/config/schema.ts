@@ -47,7 +47,7 @@ const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60
  * "7d" — that comes to whole milliseconds.
  */
 export function parseDuration(v: unknown): number | string {
-  if (typeof v === 'number') return v;
+  if (typeof v === 'number') return Number.isFinite(v) ? v : `${v} is not a duration: expected milliseconds, or a number with a unit (ms, s, m, h, d), e.g. "10s"`;
   if (typeof v !== 'string') return 'expected a duration: milliseconds, or a number with a unit (ms, s, m, h, d), e.g. "10s"';
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*$/.exec(v);
   if (m === null) return `"${v}" is not a duration: expected a number with a unit (ms, s, m, h, d), e.g. "10s", "2m"`;

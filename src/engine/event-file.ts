@@ -42,8 +42,14 @@ export class EventFile {
     this.counters.written++;
   };
 
+  /** Flushes and closes; a write error found then (ENOSPC at the last write) is kept in `error`. */
   close(): Promise<void> {
-    return new Promise((resolve) => this.stream.end(() => resolve()));
+    return new Promise((resolve) =>
+      this.stream.end((e?: Error | null) => {
+        if (e) this.error ??= this.stream.errored ?? e;
+        resolve();
+      }),
+    );
   }
 }
 

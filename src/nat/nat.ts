@@ -31,7 +31,8 @@
  * Addresses are IPv4 as uint32 numbers (the flow table's representation).
  */
 
-import { cidrContains, type Cidr } from '../wire/cidr.js';
+import { blockWithin, cidrContains, formatIpBlock, type Cidr, type IpBlock } from '../wire/cidr.js';
+import { ipv4ToString } from '../wire/ipv4.js';
 import { nptv6Problem, type Nptv6 } from './nptv6.js';
 
 export type NatSide = 0 | 1;
@@ -160,6 +161,33 @@ export function natConfigProblems(c: NatConfig): string[] {
   c.nptv6.forEach((m, i) => {
     const p = nptv6Problem(m);
     if (p !== null) out.push(`nptv6[${i}]: ${p}`);
+  });
+  // One address must stand for one host on each side: overlapping blocks on the same side would
+  // send a host's replies (or its own traffic) to another host.
+  const clash = <T extends IpBlock>(list: readonly { side: NatSide; real: T; mapped: T }[], what: string): void => {
+    list.forEach((a, i) => {
+      for (let j = 0; j < i; j++) {
+        const b = list[j]!;
+        if (a.side !== b.side) continue;
+        for (const k of ['mapped', 'real'] as const) {
+          if (blockWithin(a[k], b[k]) || blockWithin(b[k], a[k])) {
+            out.push(`${what}[${i}].${k} ${formatIpBlock(a[k])} overlaps ${what}[${j}].${k} ${formatIpBlock(b[k])} on the same side: one address would stand for two hosts`);
+          }
+        }
+      }
+    });
+  };
+  clash(c.oneToOne, 'oneToOne');
+  clash(c.nptv6, 'nptv6');
+  c.masquerade.forEach((m, i) => {
+    const o = c.oneToOne.findIndex((x) => x.side === m.side && cidrContains(x.mapped, m.address));
+    if (o >= 0) out.push(`masquerade[${i}].address ${ipv4ToString(m.address)} is inside oneToOne[${o}].mapped ${formatIpBlock(c.oneToOne[o]!.mapped)}: its replies would go to the mapped host`);
+    for (let j = 0; j < i; j++) {
+      const n = c.masquerade[j]!;
+      if (n.side === m.side && n.address === m.address && n.ports.lo <= m.ports.hi && m.ports.lo <= n.ports.hi) {
+        out.push(`masquerade[${i}] shares address ${ipv4ToString(m.address)} and ports with masquerade[${j}]: give each its own address or port range`);
+      }
+    }
   });
   c.masquerade.forEach((m, i) => {
     range(m.ports, `masquerade[${i}].ports`, 1);

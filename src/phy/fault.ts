@@ -98,6 +98,10 @@ const TIME_RE = new RegExp(`^${NUM}(us|ms|s)$`);
 const RATE_RE = new RegExp(`^${NUM}(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$`, 'i');
 const SIZE_RE = new RegExp(`^${NUM}(b|k|kb|kib|m|mb|mib)?$`, 'i');
 const INT_RE = /^\d+$/;
+/** Longest time a spec may give (delay, jitter, hold, reorder by time). */
+const MAX_TIME_MS = 3_600_000;
+/** Largest size a spec may give (burst, qbytes). */
+const MAX_SIZE = 1 << 30;
 
 const RATE_UNIT: Record<string, number> = {
   bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9,
@@ -205,6 +209,7 @@ export function parseFaultSpec(text: string): FaultSpec {
         }
         spec.rateBps = Number(m![1]) * RATE_UNIT[m![2]!.toLowerCase()]!;
         if (!(spec.rateBps >= 1000)) bad(`${what}: at least 1kbit (leave rate out for no limit)`);
+        if (!(spec.rateBps <= 1e12)) bad(`${what}: at most 1000gbit (leave rate out for no limit)`);
         break;
       }
       case 'burst':
@@ -261,13 +266,18 @@ function time(v: string, what: string, bad: (d: string) => never): number {
         : `${what}: expected a time such as 2ms, 500us or 1s`,
     );
   }
-  return Number(m[1]) * TIME_UNIT[m[2]!]!;
+  const t = Number(m[1]) * TIME_UNIT[m[2]!]!;
+  // A frame held longer than this is as good as lost, and a timer cannot wait past 2^31 ms.
+  if (!(t <= MAX_TIME_MS)) return bad(`${what}: at most 1h`);
+  return t;
 }
 
 function size(v: string, what: string, bad: (d: string) => never): number {
   const m = SIZE_RE.exec(v);
   if (m === null) return bad(`${what}: expected a size such as 65536, 64k or 16m`);
-  return Math.round(Number(m[1]) * SIZE_UNIT[(m[2] ?? 'b').toLowerCase()]!);
+  const n = Math.round(Number(m[1]) * SIZE_UNIT[(m[2] ?? 'b').toLowerCase()]!);
+  if (!(n <= MAX_SIZE)) return bad(`${what}: at most 1024m`);
+  return n;
 }
 
 function editDistance(a: string, b: string): number {

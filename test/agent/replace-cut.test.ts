@@ -107,6 +107,26 @@ describe('lookbehinds: a rule sees one byte before a match', () => {
     expect(() => parseConfig('rules:\n  - agent: replace\n    match: { port: 80 }\n    replace:\n      - { regex: "(?<=Host: )[^\\\\r]+", with: "x", maxMatch: 100, engine: backtracking }\n', 'lb.yaml')).toThrow(/lookbehind/);
   });
 
+  it('a lookbehind whose assertions read further back is refused too (\\b, ^, a nested lookbehind): they matched otherwise than JS', () => {
+    for (const regex of ['(?<=(?<=a)b)c', '(?<=^a)b', '(?<=\\ba)b', '(?<=\\Ba)b']) {
+      const p = replaceRuleProblems({ regex, with: 'x', maxMatch: 10, engine: 'backtracking' });
+      expect(p.map((x) => x.field), regex).toEqual(['regex']);
+      expect(p[0]!.message).toMatch(/lookbehind .* more than one byte back/);
+    }
+  });
+
+  it('a character no byte can be (above \\xff: bytes are read as latin1) and a $<name> the regex lacks are refused', () => {
+    for (const [regex, flags] of [['€', ''], ['\\p{Script=Greek}', 'u'], ['a\\u2192b', '']] as const) {
+      const p = replaceRuleProblems({ regex, with: 'x', maxMatch: 10, ...(flags ? { flags } : {}) });
+      expect(p.map((x) => x.field), regex).toEqual(['regex']);
+      expect(p[0]!.message).toMatch(/matches no byte.*latin1/);
+    }
+    expect(replaceRuleProblems({ regex: '(?!€)a', with: 'x', maxMatch: 10, engine: 'backtracking' })).toEqual([]);
+    const t = replaceRuleProblems({ regex: '(?<n>x)', with: '[$<nmae>]', maxMatch: 4 });
+    expect(t.map((x) => [x.field, x.message])).toEqual([['with', expect.stringMatching(/\$<nmae>.*names no group.*n/)]]);
+    expect(replaceRuleProblems({ regex: '(?<n>x)', with: '[$<n>]', maxMatch: 4 })).toEqual([]);
+  });
+
   it('what the README does instead: the context matched and put back', () => {
     const s = 'GET / HTTP/1.1\r\nHost: secret.internal\r\n\r\n';
     expect(drive([{ regex: '(Host: )[^\\r]+', with: '$1example.org', maxMatch: 100 }], [s])).toEqual({ out: 'GET / HTTP/1.1\r\nHost: example.org\r\n\r\n', aborted: false });

@@ -279,7 +279,14 @@ describe('tapgate: user errors end in one line on stderr and an exit code, never
     ['a bad TAPGATE_LOG', ['replay', join(FIX, 'http-small.pcap')], 1, /log level 'loud' .*expected one of fatal, error/, { TAPGATE_LOG: 'loud' }],
     ['an unknown option', ['replay', join(FIX, 'http-small.pcap'), '--bogus'], 1, /Unknown argument: bogus/],
     ['check of a missing config', ['check', '/nonexistent.yaml'], 1, /\/nonexistent\.yaml: cannot read/],
+    // Found by a review (2026-12-07): these ended in exit 70, a silent wrong result, or a hang.
+    ['an option given twice', ['replay', join(FIX, 'http-small.pcap'), '-o', join(tmp, 'a.pcap'), '-o', join(tmp, 'b.pcap')], 1, /--out is given more than once/],
+    ['an empty path', ['replay', join(FIX, 'http-small.pcap'), '--config', ''], 1, /--config: expected a path, got an empty value/],
+    ['-o onto the input capture', ['replay', join(tmp, 'self.pcap'), '-o', join(tmp, 'self.pcap')], 1, /--out .*self\.pcap is the input capture/],
+    ['--events onto a full disk', ['replay', join(FIX, 'http-small.pcap'), '--events', '/dev/full'], 2, /event log write failed/],
+    ['check of a device that never ends', ['check', '/dev/zero'], 1, /\/dev\/zero: cannot read: larger than 16 MiB/],
   ];
+  beforeAll(() => writeFileSync(join(tmp, 'self.pcap'), readFileSync(join(FIX, 'http-small.pcap'))));
   for (const [what, args, code, msg, env] of cases) {
     it(what, async () => {
       const r = await runWith({ TAPGATE_LOG: 'warn', ...env }, args);
@@ -288,6 +295,10 @@ describe('tapgate: user errors end in one line on stderr and an exit code, never
       expect(r.stderr).not.toMatch(/\n\s+at /);
     });
   }
+
+  it('the input capture is left whole when -o names it', () => {
+    expect(readFileSync(join(tmp, 'self.pcap')).equals(readFileSync(join(FIX, 'http-small.pcap')))).toBe(true);
+  });
 
   it('--help names the exit codes', async () => {
     const r = await tapgate('--help');

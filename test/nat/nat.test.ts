@@ -61,6 +61,14 @@ describe('nat: 1:1 mappings (stateless, both directions)', () => {
     expect(natConfigProblems(natConfig({ oneToOne: [{ side: 0, real: cidr('10.0.0.0/24'), mapped: cidr('10.1.0.0/16') }] }))[0]).toMatch(/differ in size/);
     expect(() => new NatTable(MASQ({ lo: 10, hi: 5 }))).toThrow(/ports/);
   });
+
+  it('refuses one address standing for two hosts on a side (a review, 2026-12-07: the second host\'s replies went to the first)', () => {
+    const one = (real: string, mapped: string, side: 0 | 1 = 0) => ({ side, real: cidr(real), mapped: cidr(mapped) });
+    expect(natConfigProblems(natConfig({ oneToOne: [one('10.200.0.1/32', '10.200.0.101/32'), one('10.200.0.3/32', '10.200.0.101/32')] }))).toEqual([expect.stringMatching(/oneToOne\[1\]\.mapped 10\.200\.0\.101.* overlaps oneToOne\[0\]\.mapped/)]);
+    expect(natConfigProblems(natConfig({ oneToOne: [one('10.200.0.0/30', '10.201.0.0/30'), one('10.200.0.2/32', '10.202.0.2/32')] }))).toEqual([expect.stringMatching(/real .* overlaps/)]);
+    expect(natConfigProblems(natConfig({ oneToOne: [one('10.200.0.1/32', '10.200.0.101/32'), one('10.200.0.3/32', '10.200.0.101/32', 1)] }))).toEqual([]);
+    expect(natConfigProblems(MASQ(undefined, { oneToOne: [one('10.200.0.9/32', '192.0.2.1/32')] }))).toEqual([expect.stringMatching(/masquerade\[0\]\.address 192\.0\.2\.1 is inside oneToOne\[0\]\.mapped/)]);
+  });
 });
 
 describe('nat: masquerade (many-to-one with port translation)', () => {

@@ -119,6 +119,12 @@ describe('parseFaultSpec', () => {
     ['qbytes=100', /qbytes=100: at least 2k/],
     ['seed=-3', /seed=-3: expected a whole number 0 to 4294967295/],
     ['seed=4294967296', /seed=4294967296: expected a whole number/],
+    // Values that parsed to Infinity or past a timer's 2^31 ms black-holed every frame (a review, 2026-12-07).
+    [`delay=${'9'.repeat(400)}ms`, /at most 1h/],
+    ['delay=3000000s', /delay=3000000s: at most 1h/],
+    ['jitter=2h'.replace('2h', '7200s'), /at most 1h/],
+    ['rate=2000gbit', /at most 1000gbit/],
+    ['rate=100mbit,burst=2048m', /at most 1024m/],
   ];
   for (const [text, re] of errors) {
     it(`refuses ${JSON.stringify(text)} saying what is wrong`, () => {
