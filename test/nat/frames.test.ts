@@ -9,54 +9,12 @@ import { ConfigError, parseConfig } from '../../src/config/index.js';
 import { Gateway, type ConnectionState, type Side } from '../../src/engine/gateway.js';
 import { finish, ipv4PseudoHeaderSum, sum16 } from '../../src/wire/checksum.js';
 import { decodeFrame } from '../../src/wire/frame.js';
+import { arpPayload, ethFrame, get16, get32, icmpMsg, ip, ipv4, l4csum, put16, put32, str, udpPacket } from './packets.js';
 
-const ip = (s: string): number => s.split('.').reduce((a, o) => a * 256 + Number(o), 0) >>> 0;
-const str = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
 const MAC_C = [2, 0, 10, 200, 0, 1];
 const MAC_S = [2, 0, 10, 200, 0, 2];
 
-function put16(b: Uint8Array, o: number, v: number): void {
-  b[o] = (v >>> 8) & 255;
-  b[o + 1] = v & 255;
-}
-function put32(b: Uint8Array, o: number, v: number): void {
-  put16(b, o, v >>> 16);
-  put16(b, o + 2, v & 0xffff);
-}
-const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
-const get32 = (b: Uint8Array, o: number): number => ((get16(b, o) << 16) | get16(b, o + 2)) >>> 0;
-
-/** An IPv4 packet (header checksum set) with `l4` as payload; the L4 checksum is the caller's. */
-function ipv4(proto: number, src: string, dst: string, l4: Uint8Array, id = 1): Uint8Array {
-  const b = new Uint8Array(20 + l4.length);
-  b[0] = 0x45;
-  put16(b, 2, b.length);
-  put16(b, 4, id);
-  b[6] = 0x40;
-  b[8] = 64;
-  b[9] = proto;
-  put32(b, 12, ip(src));
-  put32(b, 16, ip(dst));
-  put16(b, 10, finish(sum16(b, 0, 20)));
-  b.set(l4, 20);
-  return b;
-}
-
-function l4csum(proto: number, src: string, dst: string, l4: Uint8Array, off: number): void {
-  put16(l4, off, 0);
-  let c = finish(sum16(l4, 0, l4.length, ipv4PseudoHeaderSum(ip(src), ip(dst), proto, l4.length)));
-  if (proto === 17 && c === 0) c = 0xffff;
-  put16(l4, off, c);
-}
-
-function eth(payload: Uint8Array, type = 0x0800, dstMac = MAC_S, srcMac = MAC_C): Uint8Array {
-  const b = new Uint8Array(14 + payload.length);
-  b.set(dstMac, 0);
-  b.set(srcMac, 6);
-  put16(b, 12, type);
-  b.set(payload, 14);
-  return b;
-}
+const eth = (payload: Uint8Array, type = 0x0800, dstMac = MAC_S, srcMac = MAC_C): Uint8Array => ethFrame(payload, dstMac, srcMac, type);
 
 function tcp(src: string, sport: number, dst: string, dport: number, flags = 0x02, payload = new Uint8Array(0)): Uint8Array {
   const l4 = new Uint8Array(20 + payload.length);
@@ -72,24 +30,7 @@ function tcp(src: string, sport: number, dst: string, dport: number, flags = 0x0
   return eth(ipv4(6, src, dst, l4));
 }
 
-function udp(src: string, sport: number, dst: string, dport: number, payload: Uint8Array, csum = true): Uint8Array {
-  const l4 = new Uint8Array(8 + payload.length);
-  put16(l4, 0, sport);
-  put16(l4, 2, dport);
-  put16(l4, 4, l4.length);
-  l4.set(payload, 8);
-  if (csum) l4csum(17, src, dst, l4, 6);
-  return ipv4(17, src, dst, l4);
-}
-
-function icmpMsg(type: number, code: number, rest: Uint8Array): Uint8Array {
-  const l4 = new Uint8Array(4 + rest.length);
-  l4[0] = type;
-  l4[1] = code;
-  l4.set(rest, 4);
-  put16(l4, 2, finish(sum16(l4, 0, l4.length)));
-  return l4;
-}
+const udp = udpPacket;
 
 function echo(src: string, dst: string, type: number, id: number, seq = 1): Uint8Array {
   const rest = new Uint8Array(4 + 8);
@@ -99,16 +40,7 @@ function echo(src: string, dst: string, type: number, id: number, seq = 1): Uint
 }
 
 function arp(op: number, smac: number[], sip: string, tip: string): Uint8Array {
-  const a = new Uint8Array(28);
-  put16(a, 0, 1);
-  put16(a, 2, 0x0800);
-  a[4] = 6;
-  a[5] = 4;
-  put16(a, 6, op);
-  a.set(smac, 8);
-  put32(a, 14, ip(sip));
-  put32(a, 24, ip(tip));
-  return eth(a, 0x0806, [255, 255, 255, 255, 255, 255], smac);
+  return eth(arpPayload(op, smac, sip, [0, 0, 0, 0, 0, 0], tip), 0x0806, [255, 255, 255, 255, 255, 255], smac);
 }
 
 /** Every checksum of an Ethernet/IPv4 frame verified by full recomputation. */

@@ -12,22 +12,10 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { Gateway, type Side } from '../../src/engine/gateway.js';
-import { finish, ipv4PseudoHeaderSum, sum16 } from '../../src/wire/checksum.js';
+import { finish, sum16 } from '../../src/wire/checksum.js';
 import { parseIp } from '../../src/wire/ip.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
-
-const ip = (s: string): number => s.split('.').reduce((a, o) => a * 256 + Number(o), 0) >>> 0;
-const str = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
-const put16 = (b: Uint8Array, o: number, v: number): void => {
-  b[o] = (v >>> 8) & 255;
-  b[o + 1] = v & 255;
-};
-const put32 = (b: Uint8Array, o: number, v: number): void => {
-  put16(b, o, v >>> 16);
-  put16(b, o + 2, v & 0xffff);
-};
-const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
-const get32 = (b: Uint8Array, o: number): number => ((get16(b, o) << 16) | get16(b, o + 2)) >>> 0;
+import { arpPayload, ethFrame, get16, get32, icmpMsg, ip, ipv4, put16, put32, str, udpPacket } from './packets.js';
 
 const MAC_H1 = [2, 0, 10, 200, 0, 1];
 const MAC_H2 = [2, 0, 10, 200, 0, 3];
@@ -35,50 +23,9 @@ const MAC_R = [2, 0, 10, 200, 0, 200];
 const GW_MAC = [0x02, 0x74, 10, 200, 0, 250];
 const BCAST = [255, 255, 255, 255, 255, 255];
 
-/** IPv4 packet; `opts` = IP options (length a multiple of 4). */
-function ipv4(proto: number, src: string, dst: string, l4: Uint8Array, opts: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const hl = 20 + opts.length;
-  const b = new Uint8Array(hl + l4.length);
-  b[0] = 0x40 | (hl / 4);
-  put16(b, 2, b.length);
-  put16(b, 4, 1);
-  b[6] = 0x40;
-  b[8] = 64;
-  b[9] = proto;
-  put32(b, 12, ip(src));
-  put32(b, 16, ip(dst));
-  b.set(opts, 20);
-  put16(b, 10, finish(sum16(b, 0, hl)));
-  b.set(l4, hl);
-  return b;
-}
-function eth(payload: Uint8Array, dstMac: number[], srcMac: number[], type = 0x0800): Uint8Array {
-  const b = new Uint8Array(14 + payload.length);
-  b.set(dstMac, 0);
-  b.set(srcMac, 6);
-  put16(b, 12, type);
-  b.set(payload, 14);
-  return b;
-}
-function udp(src: string, sport: number, dst: string, dport: number, payload = new Uint8Array([1, 2, 3, 4])): Uint8Array {
-  const l4 = new Uint8Array(8 + payload.length);
-  put16(l4, 0, sport);
-  put16(l4, 2, dport);
-  put16(l4, 4, l4.length);
-  l4.set(payload, 8);
-  let c = finish(sum16(l4, 0, l4.length, ipv4PseudoHeaderSum(ip(src), ip(dst), 17, l4.length)));
-  if (c === 0) c = 0xffff;
-  put16(l4, 6, c);
-  return ipv4(17, src, dst, l4);
-}
-function icmp(type: number, code: number, rest: Uint8Array): Uint8Array {
-  const l4 = new Uint8Array(4 + rest.length);
-  l4[0] = type;
-  l4[1] = code;
-  l4.set(rest, 4);
-  put16(l4, 2, finish(sum16(l4, 0, l4.length)));
-  return l4;
-}
+const eth = ethFrame;
+const udp = (src: string, sport: number, dst: string, dport: number): Uint8Array => udpPacket(src, sport, dst, dport, new Uint8Array([1, 2, 3, 4]));
+const icmp = icmpMsg;
 function echoMsg(type: number, id: number, seq = 1): Uint8Array {
   const rest = new Uint8Array(4 + 8);
   put16(rest, 0, id);
@@ -103,17 +50,7 @@ function rr(filled: number[]): Uint8Array {
   return o;
 }
 function arp(op: number, smac: number[], sip: string, tmac: number[], tip: string, dstMac = BCAST): Uint8Array {
-  const a = new Uint8Array(28);
-  put16(a, 0, 1);
-  put16(a, 2, 0x0800);
-  a[4] = 6;
-  a[5] = 4;
-  put16(a, 6, op);
-  a.set(smac, 8);
-  put32(a, 14, ip(sip));
-  a.set(tmac, 18);
-  put32(a, 24, ip(tip));
-  return eth(a, dstMac, smac, 0x0806);
+  return eth(arpPayload(op, smac, sip, tmac, tip), dstMac, smac, 0x0806);
 }
 
 const MASQ = `
