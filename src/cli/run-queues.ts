@@ -92,6 +92,12 @@ export interface QueuesOptions {
   metricsText: string | undefined;
   status: boolean;
   log: Logger;
+  /**
+   * What a SIGHUP does (run.ts keeps one listener for the whole run, so one before the queues run
+   * is not fatal): set to forwarding while they run, back to `idle` after.
+   */
+  onHup: (f: () => void) => void;
+  idle: () => void;
 }
 
 interface Queue {
@@ -197,7 +203,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
     for (const q of queues) if (q.child.connected) q.child.send('reload');
   };
   process.on('SIGUSR1', onUsr1);
-  process.on('SIGHUP', onHup);
+  o.onHup(onHup);
   const stop = new Promise<number>((resolve) => {
     process.once('SIGINT', () => resolve(0));
     process.once('SIGTERM', () => resolve(0));
@@ -206,7 +212,7 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
   clearInterval(poll);
   if (statusTimer !== undefined) clearInterval(statusTimer);
   process.off('SIGUSR1', onUsr1);
-  process.off('SIGHUP', onHup);
+  o.onHup(o.idle);
   metricsServer?.close();
   await stopAll();
   for (const q of queues) code = Math.max(code, await q.exited);

@@ -236,7 +236,8 @@ async function runInner(a: RunArgs, queueOf: { k: number; n: number } | undefine
   if (queues > 1) {
     // No cluster node was made: refused with --queues above.
     const i = process.argv.indexOf('run');
-    return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen, metricsText: a.metrics, status: a.status === true, log });
+    const idle = (): void => log.warn('SIGHUP: the queue processes are not running yet (or stopping): nothing reloaded');
+    return runQueues({ queues, argv: queueProcessArgv(process.argv.slice(i + 1)), listen, metricsText: a.metrics, status: a.status === true, log, onHup, idle });
   }
   const own = queueOf === undefined ? { pcap: a.pcap, events: a.events } : queuePaths(queueOf.k, a.pcap, a.events);
   const ev = own.events;

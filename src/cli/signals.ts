@@ -10,3 +10,8 @@
  * then ends the process).
  */
 process.on('SIGUSR1', () => {});
+
+// SIGHUP asks `run` to reload its config (./run.ts); by default it ends the process. One that
+// comes while `run` is still loading (a config, its TAPs, the warm-up) must not end the gateway:
+// run.ts logs it as nothing reloaded. Other commands keep the default (a hangup ends them).
+if (process.argv.includes('run')) process.on('SIGHUP', () => {});

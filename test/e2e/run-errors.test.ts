@@ -63,16 +63,38 @@ describeE2E('tapgate run errors', e2eProblems(['ip', 'unshare', 'runuser', 'user
     // on 127.0.0.1:9229 (code execution as root for any local user).
     const script = [
       'ip tuntap add mode tap name tgs0 && ip tuntap add mode tap name tgs1 && ip link set tgs0 up && ip link set tgs1 up || exit 90',
-      `${process.execPath} ${TAPGATE_BIN} run --tap tgs0 --tap tgs1 & pid=$!`,
+      `out=${join(dir, 'usr1.out')}`,
+      `${process.execPath} ${TAPGATE_BIN} run --tap tgs0 --tap tgs1 >$out & pid=$!`,
       // (Not in Node's first milliseconds: before its own start-up, SIGUSR1's default ends the process.)
       'sleep 0.15; i=0; while [ $i -lt 100 ]; do kill -USR1 $pid 2>/dev/null; sleep 0.02; i=$((i+1)); done',
-      'kill -TERM $pid; wait $pid',
+      // Then on until it answers with its statistics (a slow start on a busy machine; at most 20 s more).
+      "i=0; until grep -q uptimeS $out || [ $i -gt 100 ]; do kill -USR1 $pid 2>/dev/null; sleep 0.2; i=$((i+1)); done",
+      'kill -TERM $pid; wait $pid; s=$?; cat $out; exit $s',
     ].join('\n');
     const r = spawnSync('unshare', ['-n', 'sh', '-c', script], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/Debugger listening|inspector/i);
     // It did answer SIGUSR1 once running: statistics on stdout.
     expect(r.stdout).toMatch(/\{"uptimeS"/);
+  });
+
+  it('SIGHUP while it starts (loading its config, opening its TAPs, warming up) does not end it; once running it reloads', () => {
+    // Found by a review (2026-12-07): without a listener until the reload handler, SIGHUP's
+    // default ended the process (exit 129, no message). A config of 300 rules makes the load slower.
+    const cfg = join(dir, 'many.yaml');
+    writeFileSync(cfg, `rules:\n${Array.from({ length: 300 }, (_, i) => `  - match: { port: ${10000 + i} }\n    agent: replace\n    replace: [ { find: "x${i}", with: "y" } ]\n`).join('')}`);
+    const script = [
+      'ip tuntap add mode tap name tgs0 && ip tuntap add mode tap name tgs1 && ip link set tgs0 up && ip link set tgs1 up || exit 90',
+      `log=${join(dir, 'hup.log')}`,
+      `${process.execPath} ${TAPGATE_BIN} run --tap tgs0 --tap tgs1 --config ${cfg} 2>$log & pid=$!`,
+      // Every 20 ms through the start, then on until a reload is logged (at most 20 s more).
+      'sleep 0.15; i=0; while [ $i -lt 100 ]; do kill -HUP $pid 2>/dev/null; sleep 0.02; i=$((i+1)); done',
+      "i=0; until grep -q 'config reloaded' $log || [ $i -gt 100 ]; do kill -HUP $pid 2>/dev/null; sleep 0.2; i=$((i+1)); done",
+      'kill -TERM $pid; wait $pid; s=$?; cat $log >&2; exit $s',
+    ].join('\n');
+    const r = spawnSync('unshare', ['-n', 'sh', '-c', script], { cwd: REPO, encoding: 'utf8', timeout: 90_000, env: { ...process.env, TAPGATE_LOG: 'info' } });
+    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    expect(r.stderr).toMatch(/config reloaded/);
   });
 
   it('reports a bad config before touching any device (exit 1)', () => {
