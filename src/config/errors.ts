@@ -18,6 +18,9 @@ export function formatIssue(i: ConfigIssue): string {
   return i.path === '' ? `${where}: ${i.message}` : `${where}: ${i.path}: ${i.message}`;
 }
 
+/** Issues a ConfigError's message lists; the rest are counted (a large broken file made a message of megabytes). */
+export const MAX_LISTED_ISSUES = 50;
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 
@@ -26,7 +29,9 @@ export class ConfigError extends Error {
     readonly issues: readonly ConfigIssue[],
   ) {
     const head = `invalid config ${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}`;
-    super([head, ...issues.map((i) => `  ${formatIssue(i)}`)].join('\n'));
+    const listed = issues.slice(0, MAX_LISTED_ISSUES).map((i) => `  ${formatIssue(i)}`);
+    const more = issues.length > MAX_LISTED_ISSUES ? [`  … and ${issues.length - MAX_LISTED_ISSUES} more`] : [];
+    super([head, ...listed, ...more].join('\n'));
   }
 }
 

@@ -109,6 +109,19 @@ describe('config: errors name the file, line:column, document path and what was 
     expect(errorOf('').message).toContain('conf.yaml:1:1: empty config');
     expect(() => loadConfig('/nonexistent/tapgate.yaml')).toThrow(/\/nonexistent\/tapgate\.yaml: cannot read/);
   });
+
+  it('a file with thousands of errors lists the first 50 and counts the rest (a 3 MB broken file made a 28 MB message)', () => {
+    const text = `rules:\n${'  - { match: { port: 99999 }, agent: replace, replace: [] }\n'.repeat(3000)}`;
+    let err: Error | undefined;
+    try {
+      parseConfig(text, 'big.yaml');
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message.split('\n').length).toBeLessThanOrEqual(52);
+    expect(err?.message).toMatch(/^invalid config big\.yaml: \d{4,} errors/);
+    expect(err?.message).toMatch(/… and \d+ more$/);
+  });
 });
 
 describe('config: regex engines', () => {
