@@ -116,7 +116,9 @@ describeE2E('tapgate run --queues (multi-queue TAPs)', e2eProblems(['ip', 'unsha
     const script = Array.from({ length: 8 }, (_, i) => `curl -sS --limit-rate 1M --max-time 60 --ignore-content-length -o ${dir}/dense${i} http://${SERVER}:8001/dense.txt & p="$p $!"; `).join('') + 'for q in $p; do wait $q || exit 1; done';
     const downloads = labExec(P, 'client', ['sh', '-c', script], { timeoutMs: 90_000 });
     try {
-      for (const wait of [200, 300]) {
+      // The first stop once the curls are surely sending (200 ms was before some had connected on
+      // a loaded box: no frame was queued during either stop, in one full CI run).
+      for (const wait of [800, 400]) {
         await new Promise((resolve) => setTimeout(resolve, wait));
         for (const pid of pids) process.kill(pid, 'SIGSTOP');
         await new Promise((resolve) => setTimeout(resolve, 1800)); // the hold timeout is 1500 ms
