@@ -37,7 +37,7 @@ import type { Endpoint, Flow, FlowTable, SynOptions } from '../flow/table.js';
 import type { Verdict } from '../flow/window.js';
 import type { FrameTcp } from '../wire/frame.js';
 import { seqAdd } from '../wire/seq.js';
-import { TCP_ACK, TCP_FIN, TCP_OPTION_MPTCP, TCP_RST, TCP_SYN } from '../wire/tcp.js';
+import { OPT_SIGNED, TCP_ACK, TCP_FIN, TCP_OPTION_MPTCP, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 
 /** What the stream engine tells the tracker of a rewritten connection (stream/connection.ts). */
 export interface AckView {
@@ -118,16 +118,17 @@ export class Tracker<C extends AckView> {
   find(d: FrameTcp, src: Endpoint, dst: Endpoint, from: Side, raw: RawTuple, nowMs: number, partial = false): Found<C> {
     const { flows, counters: c, cluster: cl } = this.o;
     const flags = d.tcp.flags;
-    if (d.tcp.headerLen > 20 && d.tcp.signed() && this.o.policy().covers(src, dst)) {
-      // TCP-MD5 / TCP-AO on a connection a rule covers: the receiver checks what the gateway
-      // cannot (a RST it would drop for want of a key, taken here, would end the tracking of a
-      // connection both ends keep; SYNs it drops would fill the handshake's records), and a
-      // rewritten segment fails the check anyway. Uninspectable: dropped.
-      c.signed++;
-      this.o.warn('tcp-signed', nowMs, () => ({ ...endpoints(d), flags }), 'TCP-MD5/TCP-AO segment of a connection a rule covers: dropped (cannot be inspected)');
-      return { kind: 'drop' };
-    }
-    if (d.tcp.headerLen > 20 && d.tcp.mptcp() && this.o.policy().covers(src, dst)) {
+    const guarded = d.tcp.headerLen > 20 ? d.tcp.guardedOptions() : 0;
+    if (guarded !== 0 && this.o.policy().covers(src, dst)) {
+      if (guarded & OPT_SIGNED) {
+        // TCP-MD5 / TCP-AO on a connection a rule covers: the receiver checks what the gateway
+        // cannot (a RST it would drop for want of a key, taken here, would end the tracking of a
+        // connection both ends keep; SYNs it drops would fill the handshake's records), and a
+        // rewritten segment fails the check anyway. Uninspectable: dropped.
+        c.signed++;
+        this.o.warn('tcp-signed', nowMs, () => ({ ...endpoints(d), flags }), 'TCP-MD5/TCP-AO segment of a connection a rule covers: dropped (cannot be inspected)');
+        return { kind: 'drop' };
+      }
       // Multipath TCP (RFC 8684) on a connection a rule covers: the receiver orders a subflow's
       // bytes by its DSS mappings' data sequence numbers and joins other subflows' bytes in, so
       // what the agent reads in TCP order is not what the application reads ("world" mapped

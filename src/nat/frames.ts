@@ -44,8 +44,6 @@ const ICMP_ERROR = new Set([3, 4, 5, 11, 12]);
 /** The query types that ask (their answers are the type + 1): only these open an entry, only from its initiator. */
 const ICMP_REQUEST = new Set([8, 13, 15, 17]);
 
-/** A packet from `from` to a masquerade address of the other side's hosts. */
-const toMasq = (nat: NatTable, from: NatSide, dst: number): boolean => nat.cfg.masquerade.some((m) => m.side !== from && m.address === dst);
 
 /**
  * IPv4 options carry addresses (Record Route, Timestamp, source routes) that no translation
@@ -119,21 +117,23 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     return { kind: 'translated' };
   }
   const l4 = p.l4Off;
+  // Nothing to translate: to the shared address that is one without an entry.
+  const untranslated = (): NatFrameResult => (nat.isMasqAddress(dst, from) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' });
   let np: NatProto;
   let sport: number;
   let dport: number;
   if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) {
-    if (l4 + 4 > p.ipEnd) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
+    if (l4 + 4 > p.ipEnd) return untranslated();
     np = proto === IP_PROTO_TCP ? 'tcp' : 'udp';
     sport = get16(b, l4);
     dport = get16(b, l4 + 2);
   } else if (proto === IP_PROTO_ICMP) {
-    if (l4 + 8 > p.ipEnd) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
+    if (l4 + 8 > p.ipEnd) return untranslated();
     const type = b[l4]!;
     if (ICMP_ERROR.has(type)) return natIcmpError(nat, p, from, now);
     if (!ICMP_QUERY.has(type)) {
       const [s, d] = oneToOneAddrs(nat, from, src, dst);
-      if (s === src && d === dst) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
+      if (s === src && d === dst) return untranslated();
       rewriteAddrs(p, proto, s, d, true);
       return { kind: 'translated' };
     }
@@ -141,7 +141,7 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     sport = dport = get16(b, l4 + 4);
   } else {
     const [s, d] = oneToOneAddrs(nat, from, src, dst);
-    if (s === src && d === dst) return toMasq(nat, from, dst) ? { kind: 'drop', reason: 'no-entry' } : { kind: 'pass' };
+    if (s === src && d === dst) return untranslated();
     rewriteAddrs(p, proto, s, d, true);
     return { kind: 'translated' };
   }

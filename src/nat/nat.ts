@@ -370,7 +370,7 @@ export class NatTable {
       this.counters.translated++;
       return { kind: 'translate', tuple: out, entry: e.id };
     }
-    if (this.cfg.masquerade.some((r) => r.side !== p.from && r.address === t.dst)) return this.drop('no-entry');
+    if (this.isMasqAddress(t.dst, p.from)) return this.drop('no-entry');
     return { kind: 'none' };
   }
 
@@ -401,7 +401,7 @@ export class NatTable {
       this.counters.expectationsRefused++;
       return undefined;
     }
-    const masq = this.isMasqAddress(x.proto, x.dst, x.from);
+    const masq = this.isMasqAddress(x.dst, x.from);
     if (masq && this.usedPorts.has(portKey(x.proto, x.dst, x.dport))) {
       this.counters.expectationsRefused++;
       return undefined;
@@ -629,7 +629,7 @@ export class NatTable {
   }
 
   /** Is `addr` a masquerade address as seen by packets arriving from `from`? */
-  private isMasqAddress(_proto: NatProto, addr: number, from: NatSide): boolean {
+  isMasqAddress(addr: number, from: NatSide): boolean {
     return this.cfg.masquerade.some((m) => m.address === addr && m.side !== from);
   }
 
@@ -732,8 +732,8 @@ export class NatTable {
   private entryPorts(e: Entry): string[] {
     const out: string[] = [];
     const { orig: o, repl: r } = e;
-    if (this.isMasqAddress(r.proto, r.dst, other(e.init))) out.push(portKey(r.proto, r.dst, r.dport));
-    if (this.isMasqAddress(o.proto, o.dst, e.init)) out.push(portKey(o.proto, o.dst, o.dport));
+    if (this.isMasqAddress(r.dst, other(e.init))) out.push(portKey(r.proto, r.dst, r.dport));
+    if (this.isMasqAddress(o.dst, e.init)) out.push(portKey(o.proto, o.dst, o.dport));
     return out;
   }
 
@@ -755,7 +755,7 @@ export class NatTable {
   /** An expectation from saved state (a snapshot, another node's): indexed, its port taken. */
   private addStoredExpectation(x: Expectation): void {
     this.addExpectation({ ...x, to: { ...x.to } });
-    if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
+    if (this.isMasqAddress(x.dst, x.from)) this.usedPorts.add(portKey(x.proto, x.dst, x.dport));
   }
 
   /** Forget an expectation but keep its port (consumed: the new entry takes the port over). */
@@ -769,7 +769,7 @@ export class NatTable {
 
   private removeExpectation(x: Expectation): void {
     this.unindexExpectation(x);
-    if (this.isMasqAddress(x.proto, x.dst, x.from)) this.usedPorts.delete(portKey(x.proto, x.dst, x.dport));
+    if (this.isMasqAddress(x.dst, x.from)) this.usedPorts.delete(portKey(x.proto, x.dst, x.dport));
   }
 
   private load(s: NatSnapshot): void {

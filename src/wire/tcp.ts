@@ -61,6 +61,9 @@ const TCP_OPTION_MD5 = 19;
 const TCP_OPTION_AO = 29;
 /** Multipath TCP (RFC 8684) option kind. */
 export const TCP_OPTION_MPTCP = 30;
+/** `TcpSegment.guardedOptions` bits: TCP-MD5 or TCP-AO, Multipath TCP. */
+export const OPT_SIGNED = 1;
+export const OPT_MPTCP = 2;
 
 const SRC_PORT = 0;
 const DST_PORT = 2;
@@ -236,19 +239,41 @@ export class TcpSegment {
   }
 
   /**
-   * Carries a TCP-MD5 (RFC 2385, kind 19) or TCP-AO (RFC 5925, kind 29) option: a receiver
-   * without the key drops the segment, and one rewritten fails its check.
+   * The options a gateway cannot inspect around, found in one walk of the list (every segment
+   * with options asks, most of them for nothing): `OPT_SIGNED` for a TCP-MD5 (RFC 2385) or TCP-AO
+   * (RFC 5925) option (a receiver without the key drops the segment, one rewritten fails its
+   * check), `OPT_MPTCP` for a Multipath TCP option (RFC 8684: the receiver orders the bytes by
+   * the DSS mappings' data sequence numbers and joins other subflows' bytes in, not by TCP order).
    */
-  signed(): boolean {
-    return this.findOption(TCP_OPTION_MD5) >= 0 || this.findOption(TCP_OPTION_AO) >= 0;
+  guardedOptions(): number {
+    const b = this.buf;
+    const hl = this.headerLen;
+    let m = 0;
+    let i = TCP_HEADER_LEN;
+    while (i < hl) {
+      const k = b[i]!;
+      if (k === TcpOptionKind.EOL) break;
+      if (k === TcpOptionKind.NOP) {
+        i++;
+        continue;
+      }
+      if (lengthFits(k, b[i + 1]!)) {
+        if (k === TCP_OPTION_MD5 || k === TCP_OPTION_AO) m |= OPT_SIGNED;
+        else if (k === TCP_OPTION_MPTCP) m |= OPT_MPTCP;
+      }
+      i += b[i + 1]!;
+    }
+    return m;
   }
 
-  /**
-   * Carries a Multipath TCP option (RFC 8684, kind 30): the receiver orders the bytes by the DSS
-   * mappings' data sequence numbers and joins other subflows' bytes in, not by TCP order.
-   */
+  /** Carries a TCP-MD5 or TCP-AO option (`guardedOptions`). */
+  signed(): boolean {
+    return (this.guardedOptions() & OPT_SIGNED) !== 0;
+  }
+
+  /** Carries a Multipath TCP option (`guardedOptions`). */
   mptcp(): boolean {
-    return this.findOption(TCP_OPTION_MPTCP) >= 0;
+    return (this.guardedOptions() & OPT_MPTCP) !== 0;
   }
 
   /**
