@@ -73,6 +73,12 @@ export interface CompiledPattern {
   nonLinear: { what: string; offset: number } | undefined;
   /** The source of the first lookbehind whose body may match more than one character, or undefined. */
   longLookbehind: string | undefined;
+  /**
+   * Whether a match may read the character before its start (an anchor `^`, a word boundary, a
+   * lookbehind, anywhere in the pattern): where that character is unknown (after a cluster
+   * resync gap) no match of it may start.
+   */
+  looksBack: boolean;
   /** Chars that can start a non-empty match (a superset). */
   first: Uint8Array;
   /** Chars that can end a non-empty match (a superset). */
@@ -326,6 +332,7 @@ export function compilePattern(source: string, flags: string): CompiledPattern |
     names,
     nonLinear,
     longLookbehind: longLookbehind(ast, multiline)?.raw,
+    looksBack: looksBack(ast),
     first,
     last,
     prefix,
@@ -348,6 +355,12 @@ function longLookbehind(n: AST.Node, multiline: boolean): AST.LookbehindAssertio
     if (l !== null) return l;
   }
   return null;
+}
+
+/** Whether `n` holds a `^`, `\\b`, `\\B` or lookbehind (see CompiledPattern.looksBack). */
+function looksBack(n: AST.Node): boolean {
+  if (n.type === 'Assertion' && (n.kind === 'start' || n.kind === 'word' || n.kind === 'lookbehind')) return true;
+  return children(n).some(looksBack);
 }
 
 /**

@@ -690,8 +690,10 @@ class Scan {
    * searches all candidate starts in one pass and runs the Pike VM once, at the start found, for
    * the match and its captures; the backtracking engine is tried at each candidate in turn.
    */
-  private nextRegex(rule: CompiledRegex, r: number, pos: number, base: number): RuleEvent {
+  private nextRegex(rule: CompiledRegex, r: number, at: number, base: number): RuleEvent {
     const n = this.buf.length;
+    // The byte before buf unknown (a resync gap): no match that may read it starts at buf[0].
+    const pos = this.prev === PREV_UNKNOWN && rule.cp.looksBack ? Math.max(at, 1) : at;
     // Starts below decidedEnd have their whole window available.
     const decidedEnd = this.final ? n : Math.min(Math.max(pos, n - rule.maxMatch + 1), Math.max(pos, this.limit) + 1);
     const candidates = (this.cands[r] ??= new Candidates(rule.cp, this.buf, rule.maxMatch));
@@ -750,7 +752,8 @@ interface DirState {
   undecided: number;
   /** Bytes [undecided, pos). */
   tail: Buffer;
-  /** The byte at undecided - 1 (regex context), -1 at the stream start. */
+  /** The byte at undecided - 1 (regex context), -1 at the stream start, PREV_UNKNOWN after a
+   *  resync gap until a byte is decided. */
   prev: number;
   /** Runtime, not state: per rule, where its linear search stopped (see `SearchState`); null
    *  until a regex rule searches (literal rules keep none: an idle connection's size). */
@@ -799,6 +802,13 @@ interface ForcedJson {
   regions?: number[];
   made?: number[];
 }
+
+/**
+ * `DirState.prev` after a cluster resync gap: the byte before is not known (not the stream start,
+ * where `^` and `\b` would match): a regex rule that reads it (CompiledPattern.looksBack) takes no
+ * match starting at the first byte after the gap; literal rules are not affected.
+ */
+const PREV_UNKNOWN = -2;
 
 function freshDir(): DirState {
   return { pos: 0, undecided: 0, tail: EMPTY, prev: -1, searches: null, forced: null };
@@ -971,7 +981,7 @@ class ReplaceAgent implements Agent {
     st.forced = null;
     st.undecided = st.pos;
     st.tail = EMPTY;
-    st.prev = -1;
+    st.prev = PREV_UNKNOWN;
     this.counters.splitMatches++;
     const all = this.opts.counters;
     if (all !== undefined) all.splitMatches++;
@@ -1011,7 +1021,7 @@ class ReplaceAgent implements Agent {
     st.pos = pos;
     st.undecided = pos;
     st.tail = EMPTY;
-    st.prev = -1;
+    st.prev = pos === 0 ? -1 : PREV_UNKNOWN;
     st.searches = null;
     st.forced = null;
   }
@@ -1042,8 +1052,10 @@ function restoreDir(x: unknown, dir: Direction): DirState {
   if (typeof tail !== 'string') return bad('tail');
   const t = Buffer.from(tail, 'base64');
   if ((undecided as number) < 0 || (undecided as number) + t.length !== pos) return bad('tail length');
-  // prev is -1 at the stream start, and after a cluster resync (no context known there).
+  // prev is -1 at the stream start, PREV_UNKNOWN after a cluster resync gap (a node before it
+  // wrote -1 there: read as unknown).
   if ((undecided as number) === 0 && prev !== -1) return bad('prev at stream start');
+  const before = (undecided as number) > 0 && prev === -1 ? PREV_UNKNOWN : (prev as number);
   let f: Forced | null = null;
   if (forced !== undefined) {
     const j = forced as Partial<ForcedJson> | null;
@@ -1059,11 +1071,11 @@ function restoreDir(x: unknown, dir: Direction): DirState {
     const ints = (x: unknown): number[] => (Array.isArray(x) && x.length % 2 === 0 && x.every((v) => Number.isSafeInteger(v) && (v as number) >= 0) ? (x as number[]) : bad('forced regions'));
     f = forcedOf(pts as number[], bytes, j.prev as number, j.regions === undefined ? [] : ints(j.regions), j.made === undefined ? [] : ints(j.made));
   }
-  return { pos: pos as number, undecided: undecided as number, prev: prev as number, tail: t, searches: null, forced: f };
+  return { pos: pos as number, undecided: undecided as number, prev: before, tail: t, searches: null, forced: f };
 }
 
 function isByteOrNone(v: unknown): boolean {
-  return Number.isInteger(v) && (v as number) >= -1 && (v as number) <= 255;
+  return Number.isInteger(v) && (v as number) >= PREV_UNKNOWN && (v as number) <= 255;
 }
 
 /** A replace factory whose agents add to `opts.counters` (the registry makes one per gateway). */

@@ -473,6 +473,41 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
     expect(split(agent.feed('s2c', 32, Buffer.alloc(40, 0x61)))).toBe(true);
   });
 
+  it('after a resync gap the byte before is unknown: no ^, \\b or lookbehind match starts at the gap, other rules do', () => {
+    const out = (rules: ReplaceRule[], text: string, snap = false): string => {
+      let a: Agent = replaceFactory.create(rules, BOTH);
+      a.feed('c2s', 0, Buffer.from('first part '));
+      if (snap) a = replaceFactory.restore(rules, BOTH, JSON.parse(JSON.stringify(a.snapshot())));
+      // Bytes 11..99 were released by another node: unseen here.
+      a.resync!('c2s', 100);
+      const o: AgentOutput[] = [a.feed('c2s', 100, Buffer.from(text)), a.flush('c2s', 'fin')];
+      return applyEdits(Buffer.from(text), o.flatMap((x) => x.edits).map((e) => ({ ...e, at: e.at - 100 }))).toString('latin1');
+    };
+    for (const snap of [false, true]) {
+      // What came before the gap may have been "x" (no boundary, not a line start): no match here.
+      expect(out([{ regex: '^token', maxMatch: 16, with: 'T' }], 'token token', snap)).toBe('token token');
+      expect(out([{ regex: '\\btoken', maxMatch: 16, with: 'T' }], 'token token', snap)).toBe('token T');
+      expect(out([{ regex: '\\Btoken', maxMatch: 16, with: 'T' }], 'token xtoken', snap)).toBe('token xT');
+      expect(out([{ regex: '(?<=a)b', maxMatch: 16, with: 'B' }], 'bab', snap)).toBe('baB');
+      expect(out([{ regex: '^line', flags: 'm', maxMatch: 16, with: 'L' }], 'line\nline', snap)).toBe('line\nL');
+      // Rules that do not read the byte before match at the gap.
+      expect(out([{ regex: 'tok(en)', maxMatch: 16, with: 'T$1' }], 'token', snap)).toBe('Ten');
+      expect(out([{ find: 'token', with: 'T' }], 'token', snap)).toBe('T');
+    }
+    // Fed from the stream start the same rules match there.
+    const a = replaceFactory.create([{ regex: '^token\\b', maxMatch: 16, with: 'T' }], BOTH);
+    expect(applyEdits(Buffer.from('token x'), [...a.feed('c2s', 0, Buffer.from('token x')).edits, ...a.flush('c2s', 'fin').edits]).toString()).toBe('T x');
+    // A snapshot of a node that wrote -1 after a gap is read as unknown; -1 nowhere else but at 0.
+    const b = replaceFactory.create([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH);
+    b.feed('c2s', 0, Buffer.from('abc'));
+    const snap = JSON.parse(JSON.stringify(b.snapshot()));
+    snap.dirs.c2s = { ...snap.dirs.c2s, pos: 50, undecided: 50, prev: -1, tail: '' };
+    const r = replaceFactory.restore([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH, snap);
+    expect([...r.feed('c2s', 50, Buffer.from('token')).edits, ...r.flush('c2s', 'fin').edits]).toEqual([]);
+    snap.dirs.c2s.prev = -3;
+    expect(() => replaceFactory.restore([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH, snap)).toThrow(/bad snapshot \(c2s: prev\)/);
+  });
+
   it('what is kept of the forced tail moves with the snapshot; fin, rst and resync end it', () => {
     const rules = [{ find: 'needle-long-word', with: 'pin' }];
     const a = replaceFactory.create(rules, BOTH);
