@@ -43,9 +43,17 @@ export interface RegexRule {
   engine?: RegexEngine;
   /** Backtracking only: steps one match attempt may take, 1..MAX_STEPS_LIMIT. */
   maxSteps?: number;
+  /**
+   * Backtracking only: what a match attempt stopped by maxSteps does. 'reset' (the default: the
+   * bytes from that start were not inspected) gives the connection up, those bytes never pass;
+   * 'pass' takes it as no match there. Counted either way (regexBudgetExceeded).
+   */
+  budgetExceeded?: BudgetExceeded;
 }
 
 export type RegexEngine = 'linear' | 'backtracking';
+export const BUDGET_EXCEEDED_ACTIONS = ['reset', 'pass'] as const;
+export type BudgetExceeded = (typeof BUDGET_EXCEEDED_ACTIONS)[number];
 
 export type ReplaceRule = LiteralRule | RegexRule;
 export type ReplaceConfig = readonly ReplaceRule[];
@@ -76,6 +84,8 @@ export function newReplaceCounters() {
      * that the bytes after it completed: the rest never passed, the connection was given up.
      */
     splitMatches: 0,
+    /** Connections given up at a match attempt stopped by its budget (budgetExceeded: reset). */
+    regexBudgetResets: 0,
   };
 }
 export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
@@ -117,7 +127,7 @@ export const NATIVE_SCAN_MIN_BYTES = 1024;
 
 /** One problem with a rule: which field, and what is wrong. */
 export interface RuleProblem {
-  field: 'find' | 'regex' | 'with' | 'maxMatch' | 'flags' | 'ignoreCase' | 'engine' | 'maxSteps' | 'rule';
+  field: 'find' | 'regex' | 'with' | 'maxMatch' | 'flags' | 'ignoreCase' | 'engine' | 'maxSteps' | 'budgetExceeded' | 'rule';
   message: string;
 }
 
@@ -152,6 +162,8 @@ interface CompiledRegex {
   /** The linear engine, or null: backtracking with maxSteps. */
   pike: PikeVM | null;
   maxSteps: number;
+  /** An attempt stopped by maxSteps gives the connection up (budgetExceeded: reset). */
+  failClosed: boolean;
   tpl: TplPart[];
 }
 
@@ -231,6 +243,14 @@ export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boole
       out.push({ field: 'maxSteps', message: 'applies to engine: backtracking only (the linear engine needs no budget)' });
     }
   }
+  const onBudget = r['budgetExceeded'];
+  if (onBudget !== undefined) {
+    if (!BUDGET_EXCEEDED_ACTIONS.includes(onBudget as BudgetExceeded)) {
+      out.push({ field: 'budgetExceeded', message: `expected one of: ${BUDGET_EXCEEDED_ACTIONS.join(', ')}` });
+    } else if (engine !== 'backtracking') {
+      out.push({ field: 'budgetExceeded', message: 'applies to engine: backtracking only (the linear engine needs no budget)' });
+    }
+  }
   const cp = compilePattern(r['regex'], flags);
   if (typeof cp === 'string') {
     out.push({ field: 'regex', message: cp });
@@ -256,7 +276,8 @@ function linearRefusal(n: { what: string; offset: number }): string {
     `the linear engine cannot run the ${n.what} at pattern index ${n.offset}: lookarounds and ` +
     'backreferences need backtracking, which can take exponential time; rewrite the pattern ' +
     'without it, or set `engine: backtracking` (each match attempt then stops after `maxSteps` ' +
-    `steps, default ${DEFAULT_MAX_STEPS}, counted as regexBudgetExceeded)`
+    `steps, default ${DEFAULT_MAX_STEPS}, counted as regexBudgetExceeded; the connection is then ` +
+    'reset unless the rule says `budgetExceeded: pass`)'
   );
 }
 
@@ -305,6 +326,7 @@ export function compileReplaceRules(cfg: unknown): CompiledRule[] {
       cp,
       pike: linear ? new PikeVM(cp) : null,
       maxSteps: r.maxSteps ?? DEFAULT_MAX_STEPS,
+      failClosed: r.budgetExceeded !== 'pass',
       tpl,
     };
   });
@@ -536,6 +558,8 @@ interface ScanResult {
   hold: number;
   /** Backtracking attempts stopped by their budget. */
   giveUps: number;
+  /** Index in buf of the first such attempt of a rule that fails closed (Infinity: none). */
+  resetAt: number;
 }
 
 /** Occurrence starts fetched per call of findAll, per literal rule (scratch: a scan runs alone). */
@@ -601,7 +625,7 @@ function nativeResult(s: LiteralScan, base: number): ScanResult {
   const own = used > 0 ? transientBytes(used) : EMPTY;
   if (used > 0) own.set(s.scratch.subarray(0, used));
   for (let i = 0, k = 4; i < s.edits; i++, k += 4) edits[i] = { at: base + r[k]!, len: r[k + 1]!, data: own.subarray(r[k + 2]!, r[k + 3]!) };
-  return { edits, matches: s.matches, hold: s.hold, giveUps: 0 };
+  return { edits, matches: s.matches, hold: s.hold, giveUps: 0, resetAt: Infinity };
 }
 
 class Scan {
@@ -610,6 +634,7 @@ class Scan {
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
   private giveUps = 0;
+  private resetAt = Infinity;
   private limit = Infinity;
   /** Per rule, its candidate starts in buf (searches come at increasing positions). */
   private readonly cands: (Candidates | undefined)[] = [];
@@ -651,9 +676,10 @@ class Scan {
         if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, r, pos, base);
         if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
       }
-      if (best.start === Infinity || !best.decided) {
-        const hold = best.start === Infinity ? this.buf.length : best.start;
-        return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps };
+      // Past a start whose attempt a fail-closed rule gave up nothing is taken (decide cuts there).
+      if (best.start === Infinity || !best.decided || best.start >= this.resetAt) {
+        const hold = best.start === Infinity || best.start >= this.resetAt ? this.buf.length : best.start;
+        return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps, resetAt: this.resetAt };
       }
       run.add(best.start, best.len, best.out);
       pos = best.start + best.len;
@@ -733,6 +759,7 @@ class Scan {
       const r = backtrackRun(rule.cp, s, lo, at, hi, { left: rule.maxSteps });
       if (r === BUDGET_EXCEEDED) {
         this.giveUps++;
+        if (rule.failClosed && q < this.resetAt) this.resetAt = q;
         return undefined;
       }
       caps = r;
@@ -904,6 +931,7 @@ class ReplaceAgent implements Agent {
       for (const e of es) made.push(e.at, e.len);
     }
     const out = tail.length > 0 ? this.decide(st, tail, true) : { edits: [], undecidedFrom: st.pos };
+    if (out.abort !== undefined) return out;
     if (reason === 'fin' || reason === 'rst') {
       st.forced = null;
       return out;
@@ -976,16 +1004,22 @@ class ReplaceAgent implements Agent {
     return false;
   }
 
-  /** A match a forced decision split: `del` deletes what is not released yet; the agent gives up. */
-  private gaveUp(st: DirState, del: Edit): AgentOutput {
+  /**
+   * The agent gives up on the connection: a match a forced decision split, or a match attempt
+   * stopped by its budget (`budgetExceeded: reset`). `kept`: the edits decided before; `del`
+   * deletes what is not released yet from there.
+   */
+  private gaveUp(st: DirState, del: Edit, why: 'split-match' | 'regex-budget' = 'split-match', kept: Edit[] = []): AgentOutput {
     st.forced = null;
     st.undecided = st.pos;
     st.tail = EMPTY;
     st.prev = PREV_UNKNOWN;
-    this.counters.splitMatches++;
+    const counter = why === 'split-match' ? 'splitMatches' : 'regexBudgetResets';
+    this.counters[counter]++;
     const all = this.opts.counters;
-    if (all !== undefined) all.splitMatches++;
-    return { edits: del.len > 0 ? [del] : [], undecidedFrom: st.pos, abort: 'replace:split-match' };
+    if (all !== undefined) all[counter]++;
+    if (del.len > 0) kept.push(del);
+    return { edits: kept, undecidedFrom: st.pos, abort: `replace:${why}` };
   }
 
   private decide(st: DirState, buf: Buffer, final: boolean): AgentOutput {
@@ -993,7 +1027,7 @@ class ReplaceAgent implements Agent {
     const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
     const ns = this.opts.nativeScan;
     const native = ns === 'always' || (ns !== false && buf.length >= NATIVE_SCAN_MIN_BYTES);
-    const { edits, matches, hold, giveUps } = scan.run(this.rules, base, native);
+    const { edits, matches, hold, giveUps, resetAt } = scan.run(this.rules, base, native);
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;
       own.regexBudgetExceeded += giveUps;
@@ -1003,6 +1037,20 @@ class ReplaceAgent implements Agent {
         all.regexBudgetExceeded += giveUps;
         all.matches += matches;
       }
+    }
+    if (resetAt !== Infinity) {
+      // A start whose attempt was stopped: the bytes from it were not inspected and never pass
+      // (nor those of an edit that reaches it); the edits before it still apply.
+      let cut = base + resetAt;
+      const kept: Edit[] = [];
+      for (const e of edits) {
+        if (e.at + e.len <= cut) kept.push(e);
+        else {
+          if (e.at < cut) cut = e.at;
+          break;
+        }
+      }
+      return this.gaveUp(st, { at: cut, len: st.pos - cut, data: EMPTY }, 'regex-budget', kept);
     }
     if (hold > 0) {
       st.prev = buf[hold - 1]!;

@@ -319,6 +319,7 @@ function compileRule(r: RawConfig['rules'][number], index: number, offset: numbe
         if (x.flags !== undefined) rr.flags = x.flags;
         if (x.engine !== undefined) rr.engine = x.engine;
         if (x.maxSteps !== undefined) rr.maxSteps = x.maxSteps;
+        if (x.budgetExceeded !== undefined) rr.budgetExceeded = x.budgetExceeded;
         return rr;
       }
       const lr: ReplaceRule = { find: x.find ?? '', with: x.with };

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { AGENT_NAMES } from '../agent/registry.js';
 import { FTP_MAX_LINE_LIMIT } from '../agent/ftp.js';
 import { fieldNameProblem, fieldValueProblem, HTTP_LIMITS, UNREWRITABLE } from '../agent/http/config.js';
-import { MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
+import { BUDGET_EXCEEDED_ACTIONS, MAX_MATCH_LIMIT, MAX_STEPS_LIMIT, REGEX_ENGINES, REGEX_FLAGS, replaceRuleProblems } from '../agent/replace.js';
 import { DEFAULT_LIMITS, type Limits } from '../stream/limits.js';
 import { isCidr6, parseCidr, parseIpBlock, type Cidr, type Cidr6 } from '../wire/cidr.js';
 import { nptv6Problem } from '../nat/nptv6.js';
@@ -149,6 +149,9 @@ export const replaceItemSchema = strict(
     flags: z.string({ error: `expected a string of regex flags from "${REGEX_FLAGS}"` }).optional(),
     engine: z.enum(REGEX_ENGINES, { error: `expected one of: ${REGEX_ENGINES.join(', ')}` }).optional(),
     maxSteps: intIn(1, MAX_STEPS_LIMIT, 'the steps one backtracking match attempt may take').optional(),
+    budgetExceeded: z
+      .enum(BUDGET_EXCEEDED_ACTIONS, { error: `expected one of: ${BUDGET_EXCEEDED_ACTIONS.join(', ')} (what an attempt stopped by maxSteps does)` })
+      .optional(),
   },
   'a replace rule',
 ).superRefine((r, ctx) => {
@@ -158,7 +161,7 @@ export const replaceItemSchema = strict(
     // A present maxMatch / maxSteps / engine was checked by zod already: do not report it twice.
     if (p.field === 'maxMatch' && r.maxMatch !== undefined) continue;
     if (p.field === 'engine') continue;
-    if (p.field === 'maxSteps' && p.message.startsWith('expected')) continue;
+    if ((p.field === 'maxSteps' || p.field === 'budgetExceeded') && p.message.startsWith('expected')) continue;
     ctx.addIssue({ code: 'custom', message: p.message, path: p.field === 'rule' ? [] : [p.field] });
   }
   if (r.find !== undefined && r.regex === undefined) {
@@ -166,6 +169,7 @@ export const replaceItemSchema = strict(
     if (r.flags !== undefined) ctx.addIssue({ code: 'custom', message: '`flags` applies to regex rules only', path: ['flags'] });
     if (r.engine !== undefined) ctx.addIssue({ code: 'custom', message: '`engine` applies to regex rules only', path: ['engine'] });
     if (r.maxSteps !== undefined) ctx.addIssue({ code: 'custom', message: '`maxSteps` applies to regex rules only', path: ['maxSteps'] });
+    if (r.budgetExceeded !== undefined) ctx.addIssue({ code: 'custom', message: '`budgetExceeded` applies to regex rules only', path: ['budgetExceeded'] });
   }
   if (r.regex !== undefined && r.find === undefined && r.ignoreCase !== undefined) {
     ctx.addIssue({ code: 'custom', message: '`ignoreCase` applies to find rules; for a regex use flags: "i"', path: ['ignoreCase'] });

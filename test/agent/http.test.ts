@@ -497,6 +497,30 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters.refused.splitMatch).toBe(1);
   });
 
+  it('a backtracking body rule whose attempt its budget stopped (budgetExceeded: reset, the default): refused from there, counted; with pass it goes on', () => {
+    const rule = { regex: '(a|aa)+b', with: 'X', maxMatch: 64, engine: 'backtracking' as const, maxSteps: 200 };
+    const payload = `ab ${'a'.repeat(40)}xb ab`;
+    const body = b(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${payload.length.toString(16)}\r\n${payload}\r\n0\r\n\r\n`);
+    const run = (r: typeof rule & { budgetExceeded?: 'reset' | 'pass' }) => {
+      const a = httpFactory.create({ response: { replace: [r] } }, CTX) as HttpAgent;
+      a.feed('c2s', 0, b(get('/')));
+      const o = a.feed('s2c', 0, body);
+      const f = a.flush('s2c', 'fin');
+      return { a, abort: o.abort ?? f.abort, out: applyEdits(body, [...o.edits, ...f.edits]).toString('latin1') };
+    };
+    const reset = run(rule);
+    expect(reset.abort).toBe('http-refused:regexBudget');
+    expect(reset.out).not.toContain('a'.repeat(40)); // not inspected: never passes
+    expect(reset.out).not.toContain('0\r\n\r\n');
+    expect(reset.a.counters.refused.regexBudget).toBe(1);
+    expect(reset.a.counters.regexBudgetExceeded).toBeGreaterThan(0);
+    const pass = run({ ...rule, budgetExceeded: 'pass' });
+    expect(pass.abort).toBeUndefined();
+    expect(pass.out).toContain(`X ${'a'.repeat(40)}xb X\r\n0\r\n\r\n`);
+    expect(pass.a.counters.refused.regexBudget).toBe(0);
+    expect(pass.a.counters.regexBudgetExceeded).toBeGreaterThan(0);
+  });
+
   it('by default, a header the rule removes on a line a hold timeout released: the message is refused (a pause inside the header section keeps no header through)', () => {
     const a = httpFactory.create({ ...HELLO, response: { removeHeaders: ['Server'] } }, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

@@ -11,6 +11,7 @@ import { createAgent, makeRegistry, newReplaceCounters } from '../../src/agent/r
 import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from '../../src/agent/regex-engine.js';
 import { compileReplaceRules, createReplace, replaceFactory, type ReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
 import type { Agent, AgentContext, Direction, Edit } from '../../src/agent/types.js';
+import { applyEdits } from '../helpers/agent-driver.js';
 
 const compiled = (p: string, f: string): CompiledPattern => {
   const cp = compilePattern(p, f);
@@ -243,9 +244,9 @@ describe('replace agent: regexes cannot stall the event loop', () => {
     ]);
   });
 
-  it('engine: backtracking gives up an attempt after maxSteps, counted, and goes on', () => {
+  it('engine: backtracking with budgetExceeded: pass gives up an attempt after maxSteps, counted, and goes on', () => {
     const data = Buffer.from(`${'a'.repeat(40)}xb${'a'.repeat(3)}b`, 'latin1');
-    const rule: ReplaceRule = { regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 1000 };
+    const rule: ReplaceRule = { regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 1000, budgetExceeded: 'pass' };
     const { edits, counters, ms } = feedAll([rule], data);
     // The attempts on the 40-byte run need ~fib(40) steps: given up. The 3-byte run matches.
     expect(counters.regexBudgetExceeded).toBeGreaterThan(20);
@@ -255,6 +256,44 @@ describe('replace agent: regexes cannot stall the event loop', () => {
     const big = feedAll([{ ...rule, maxSteps: 10_000_000 }], Buffer.from('aaaaab', 'latin1'));
     expect(big.counters.regexBudgetExceeded).toBe(0);
     expect(big.edits.map((e) => [e.at, e.len])).toEqual([[0, 5]]);
+  });
+
+  it('engine: backtracking by default gives the connection up at an attempt stopped by maxSteps: the bytes from its start never pass', () => {
+    const rule: ReplaceRule = { regex: '(a|aa)+b', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 200 };
+    const counters = newReplaceCounters();
+    const text = `ab ab aab ${'a'.repeat(40)}xb ab`;
+    for (const cut of [text.length, 12, 1]) {
+      // Fed whole, in two pieces, or byte by byte: the edits before the stopped attempt apply,
+      // the rest is deleted, the agent says why.
+      const a = createReplace({ counters }).create([rule], CTX);
+      const edits: Edit[] = [];
+      let abort: string | undefined;
+      for (let p = 0; p < text.length && abort === undefined; p += cut) {
+        const o = a.feed('c2s', p, Buffer.from(text.slice(p, p + cut), 'latin1'));
+        edits.push(...o.edits);
+        abort = o.abort;
+      }
+      if (abort === undefined) {
+        const o = a.flush('c2s', 'fin');
+        edits.push(...o.edits);
+        abort = o.abort;
+      }
+      expect(abort).toBe('replace:regex-budget');
+      expect(applyEdits(Buffer.from(text, 'latin1'), edits).toString('latin1')).toBe('X X X ');
+    }
+    expect(counters.regexBudgetResets).toBe(3);
+    expect(counters.regexBudgetExceeded).toBeGreaterThanOrEqual(3);
+    // A budget large enough: no give-up, no reset.
+    const big = feedAll([{ ...rule, maxSteps: 10_000_000 }], Buffer.from('aaaaab', 'latin1'));
+    expect(big.counters.regexBudgetResets).toBe(0);
+    expect(big.edits.map((e) => [e.at, e.len])).toEqual([[0, 6]]);
+    // An edit reaching past the stopped start (joined matches) goes with the bytes after it.
+    const joined = createReplace({ joinMatches: true }).create([rule, { find: 'zz', with: 'Z' }], CTX);
+    const t2 = `ab ab ${'a'.repeat(40)}xb zz`;
+    const fed = joined.feed('c2s', 0, Buffer.from(t2, 'latin1')); // the run's windows end past the data: decided at the end
+    const o = joined.flush('c2s', 'fin');
+    expect(o.abort).toBe('replace:regex-budget');
+    expect(applyEdits(Buffer.from(t2, 'latin1'), [...fed.edits, ...o.edits]).toString('latin1')).toBe('X X ');
   });
 
   // Crafted for each pattern: every window holds a byte that can end a match (nothing is
@@ -291,7 +330,7 @@ describe('replace agent: regexes cannot stall the event loop', () => {
   );
 
   it('the budget counter travels in the snapshot (only once non-zero)', () => {
-    const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100 }];
+    const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100, budgetExceeded: 'pass' }];
     const a = replaceFactory.create(rules, CTX);
     expect(a.snapshot()).not.toHaveProperty('counters');
     a.feed('c2s', 0, Buffer.alloc(100, 'a'));
@@ -353,7 +392,7 @@ describe('replace agent: the linear search kept from segment to segment', () => 
 });
 
 describe('replace agent: counters', () => {
-  const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100 }];
+  const rules: ReplaceRule[] = [{ regex: '(a|aa)+(?=b)', with: 'X', maxMatch: 64, engine: 'backtracking', maxSteps: 100, budgetExceeded: 'pass' }];
   const counted = (a: Agent): number => (a as Agent & { counters: ReplaceCounters }).counters.regexBudgetExceeded;
 
   it('budget give-ups add to the gateway-wide counters of the factory; each agent keeps and snapshots its own', () => {

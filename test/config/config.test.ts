@@ -129,7 +129,7 @@ describe('config: regex engines', () => {
   const BT =
     'lookarounds and backreferences need backtracking, which can take exponential time; rewrite the pattern ' +
     'without it, or set `engine: backtracking` (each match attempt then stops after `maxSteps` steps, default ' +
-    '10000, counted as regexBudgetExceeded)';
+    '10000, counted as regexBudgetExceeded; the connection is then reset unless the rule says `budgetExceeded: pass`)';
 
   it('refuses a lookahead or a backreference for the linear engine, with the file:line:column and the reason', () => {
     expect(errorOf(one('{ regex: "Server: (?=nginx)\\\\w+", with: "x", maxMatch: 64 }')).message).toBe(
@@ -146,6 +146,8 @@ describe('config: regex engines', () => {
   it('accepts them with engine: backtracking and a step budget, passed through to the agent', () => {
     const c = parseConfig(one('{ regex: "(a)\\\\1(?=b)", with: "x", maxMatch: 64, engine: backtracking, maxSteps: 5000 }'), 'conf.yaml');
     expect(c.rules[0]!.config).toEqual([{ regex: '(a)\\1(?=b)', with: 'x', maxMatch: 64, engine: 'backtracking', maxSteps: 5000 }]);
+    const p = parseConfig(one('{ regex: "a(?=b)", with: "x", maxMatch: 64, engine: backtracking, budgetExceeded: pass }'), 'conf.yaml');
+    expect(p.rules[0]!.config).toEqual([{ regex: 'a(?=b)', with: 'x', maxMatch: 64, engine: 'backtracking', budgetExceeded: 'pass' }]);
     const d = parseConfig(one('{ regex: "(a|aa)+b", with: "x", maxMatch: 64, engine: linear }'), 'conf.yaml');
     expect(d.rules[0]!.config).toEqual([{ regex: '(a|aa)+b', with: 'x', maxMatch: 64, engine: 'linear' }]);
   });
@@ -154,6 +156,9 @@ describe('config: regex engines', () => {
     ['maxSteps without backtracking', one('{ regex: "a", with: "x", maxMatch: 64, maxSteps: 5000 }'), 58, 'rules[0].replace[0].maxSteps', 'applies to engine: backtracking only (the linear engine needs no budget)'],
     ['unknown engine', one('{ regex: "a", with: "x", maxMatch: 64, engine: fast }'), 56, 'rules[0].replace[0].engine', 'expected one of: linear, backtracking, got "fast"'],
     ['engine on a literal rule', one('{ find: "a", with: "x", engine: linear }'), 41, 'rules[0].replace[0].engine', '`engine` applies to regex rules only'],
+    ['budgetExceeded without backtracking', one('{ regex: "a", with: "x", maxMatch: 64, budgetExceeded: pass }'), 64, 'rules[0].replace[0].budgetExceeded', 'applies to engine: backtracking only (the linear engine needs no budget)'],
+    ['budgetExceeded on a literal rule', one('{ find: "a", with: "x", budgetExceeded: pass }'), 49, 'rules[0].replace[0].budgetExceeded', '`budgetExceeded` applies to regex rules only'],
+    ['unknown budgetExceeded', one('{ regex: "a(?=b)", with: "x", maxMatch: 64, engine: backtracking, budgetExceeded: skip }'), 91, 'rules[0].replace[0].budgetExceeded', 'expected one of: reset, pass (what an attempt stopped by maxSteps does), got "skip"'],
     ['maxSteps out of range', one('{ regex: "a", with: "x", maxMatch: 64, engine: backtracking, maxSteps: 0 }'), 80, 'rules[0].replace[0].maxSteps', 'expected the steps one backtracking match attempt may take: an integer from 1 to 10000000, got 0'],
     ['program too large', one('{ regex: "(?:a{1000}){30}", with: "x", maxMatch: 64 }'), 18, 'rules[0].replace[0].regex', 'too large: more than 20000 instructions once counted repetitions are expanded; lower the {n,m} counts'],
   ];

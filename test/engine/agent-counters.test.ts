@@ -1,7 +1,8 @@
 /**
  * Counters the agents of one gateway share reach its statistics and its log: a regex rule on the
  * opt-in backtracking engine whose step budget runs out is counted (`agents.replace`) and logged
- * (rate-limited), and the traffic still passes; matches of replace and http agents, and what
+ * (rate-limited), and the connection is reset (or, with `budgetExceeded: pass`, the traffic
+ * passes); matches of replace and http agents, and what
  * the http agents did, add up across connections (`agents.replace.matches`, `agents.http`).
  */
 import { describe, expect, it } from 'vitest';
@@ -13,11 +14,26 @@ rules:
   - match: { port: 80 }
     agent: replace
     replace:
-      - { regex: "(a|aa)+(?=b)", with: "X", maxMatch: 64, engine: backtracking, maxSteps: 200 }
+      - { regex: "(a|aa)+(?=b)", with: "X", maxMatch: 64, engine: backtracking, maxSteps: 200, budgetExceeded: pass }
 `;
 
 describe('gateway: agent counters', () => {
-  it('a backtracking regex out of steps is counted in stats().agents.replace and logged; the bytes pass', () => {
+  it('a backtracking regex out of steps (budgetExceeded: reset, the default): both ends reset, the bytes from that start never pass, counted', () => {
+    const h = new Harness({}, {}, BUDGET_CONFIG.replace(', budgetExceeded: pass', ''));
+    const c = h.connect(40002);
+    const text = 'ab ab ' + 'a'.repeat(100) + 'b';
+    h.send(c.data(0, 0, text), 0);
+    h.advance(5000);
+    const out = h.out.filter((g) => g.to === 1).map((g) => payloadOf(g.frame)).join('');
+    expect(out).toBe('Xb Xb ');
+    expect(h.out.filter((g) => (g.frame[14 + 20 + 13]! & RST) !== 0).map((g) => g.to).sort()).toEqual([0, 1]);
+    const st = h.gw.stats();
+    expect(st.agents.replace.regexBudgetResets).toBe(1);
+    expect(st.agents.replace.regexBudgetExceeded).toBeGreaterThan(0);
+    expect(st.gateway.aborted).toBe(1);
+  });
+
+  it('a backtracking regex out of steps with budgetExceeded: pass is counted in stats().agents.replace and logged; the bytes pass', () => {
     const lines: Array<{ o: Record<string, unknown>; m: string }> = [];
     const h = new Harness({}, { log: fakeLogger(lines) }, BUDGET_CONFIG);
     expect(h.gw.stats().agents.replace.regexBudgetExceeded).toBe(0);
@@ -55,7 +71,7 @@ rules:
       response:
         replace:
           - { find: "Hello world", with: "Hi there" }
-          - { regex: "(a|aa)+(?=b)", with: "X", maxMatch: 64, engine: backtracking, maxSteps: 200 }
+          - { regex: "(a|aa)+(?=b)", with: "X", maxMatch: 64, engine: backtracking, maxSteps: 200, budgetExceeded: pass }
 `);
     const req = 'GET / HTTP/1.1\r\nHost: a\r\n\r\n';
     const body = 'Hello world Hello world\n' + 'a'.repeat(100) + '\n';

@@ -108,6 +108,11 @@ export class BodyMatcher {
   }
 }
 
+/** The refusal a body matcher's abort stands for (the replace agent's `replace:<why>`). */
+export function matcherFailure(abort: string): RefuseReason {
+  return abort === 'replace:regex-budget' ? 'regexBudget' : 'splitMatch';
+}
+
 /** What the http stream needs of a body's rewriter: this file's, or ./coded-body.ts's. */
 export interface Body {
   out: OutFraming;
@@ -143,7 +148,7 @@ export class BodyRewriter implements Body {
   /** Decided matcher edits (body positions) not emitted yet. */
   private edits: Edit[];
   private readonly matcher: BodyMatcher;
-  /** 'splitMatch' once the matcher gave up (a match a forced decision split). */
+  /** Set once the matcher gave up (a match a forced decision split, a regex budget: matcherFailure). */
   failure: RefuseReason | null = null;
 
   constructor(
@@ -180,7 +185,7 @@ export class BodyRewriter implements Body {
     const r = this.matcher.feed(this.fed, data);
     this.fed += data.length;
     this.take(r);
-    if (r.abort !== undefined) this.failure = 'splitMatch';
+    if (r.abort !== undefined) this.failure = matcherFailure(r.abort);
   }
 
   /** Framing bytes at stream position o (deleted), or an insertion (n = 0) of rep. */
@@ -199,7 +204,7 @@ export class BodyRewriter implements Body {
     const r = this.matcher.flush(reason);
     this.take(r);
     this.decided = this.fed;
-    if (r.abort !== undefined) this.failure = 'splitMatch';
+    if (r.abort !== undefined) this.failure = matcherFailure(r.abort);
   }
 
   /**

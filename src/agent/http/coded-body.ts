@@ -16,7 +16,7 @@ import { CodingError, Decoder, Encoder, type Coding, type DecoderJson, type Enco
 import type { ReplaceConfig } from '../replace.js';
 import type { FlushReason } from '../types.js';
 import { transientConcat } from '../../util/bytes.js';
-import { BodyMatcher, type Body, type OutFraming } from './body.js';
+import { BodyMatcher, matcherFailure, type Body, type OutFraming } from './body.js';
 import type { RefuseReason, Tally } from './counters.js';
 import { EMPTY, type EditBuilder } from './edits.js';
 
@@ -159,7 +159,7 @@ export class CodedBody implements Body {
     if (this.failure !== null) return;
     const r = this.matcher.feed(this.plainFed, p);
     this.plainFed += p.length;
-    if (r.abort !== undefined) return this.fail('splitMatch');
+    if (r.abort !== undefined) return this.fail(matcherFailure(r.abort));
     this.decide(r.edits, r.undecidedFrom ?? this.plainFed, p);
   }
 
@@ -194,7 +194,7 @@ export class CodedBody implements Body {
   decideAll(reason: FlushReason): void {
     if (this.failure !== null || this.finished) return;
     const r = this.matcher.flush(reason);
-    if (r.abort !== undefined) return this.fail('splitMatch');
+    if (r.abort !== undefined) return this.fail(matcherFailure(r.abort));
     this.decide(r.edits, this.plainFed, EMPTY);
     if (reason !== 'fin') return;
     this.finished = true;

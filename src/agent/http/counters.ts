@@ -66,6 +66,8 @@ export const REFUSE_REASONS = [
    * completed it (the replace agent's `splitMatches`); the rest never passes.
    */
   'splitMatch',
+  /** A backtracking body rule's match attempt stopped by its maxSteps (budgetExceeded: reset). */
+  'regexBudget',
 ] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 
