@@ -25,6 +25,7 @@
  */
 import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
+import { runRuleBench } from './rules.js';
 import { benchConcurrency } from './concurrency.js';
 import { printConcurrency } from './concurrency-print.js';
 import { benchHttp } from './http.js';
@@ -300,6 +301,8 @@ async function main(): Promise<void> {
     const v6 = byName('IPv6: replace rule, in order').segPerSec / byName('replace rule, in order').segPerSec;
     const v6c = byName('short connections: replace rule, IPv6').segPerSec / byName('short connections: replace rule').segPerSec;
     console.log(`IPv6 vs IPv4 with a rule: throughput ×${v6.toFixed(2)} (goal ≥ 0.9: ${v6 >= 0.9 ? 'HOLDS' : 'MISSED'}), connections/s ×${v6c.toFixed(2)}`);
+    console.log('\nLong rule lists, in process (median µs; speed-up against the baseline of the same run):');
+    console.log(table(runRuleBench(quick ? { runs: 3 } : {}).map((r) => ({ case: r.name, 'µs': r.us, 'vs baseline': r.speedup }))));
   }
   if (engineOnly) return;
   const goals: string[] = [];

@@ -6,9 +6,6 @@ export {
   DEFAULT_POLICY,
   loadConfig,
   parseConfig,
-  ruleMatches,
-  rulePortsMatch,
-  selectRule,
   type Config,
   type ConnKey,
   type NatSettings,
@@ -19,3 +16,4 @@ export {
   type Rule,
   type RuleDirection,
 } from './load.js';
+export { ruleMatches, rulePortsMatch, selectRule } from './select.js';

@@ -1,7 +1,7 @@
 /**
  * Loading the YAML config: parse (yaml), validate (zod, ./schema.ts), map every issue back to the
  * file's line:column through the document's node ranges, check cross-field limits, and compile
- * the rules into matchers. `selectRule` picks the agent rule for a new connection.
+ * the rules into matchers (config/select.ts picks the rule of a new connection).
  */
 
 import { createHash } from 'node:crypto';
@@ -398,41 +398,6 @@ function compileHttp(h: RawHttp): HttpConfig {
   if (h.unrewritable !== undefined) c.unrewritable = h.unrewritable;
   if (h.decode !== undefined) c.decode = h.decode;
   return c;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rule selection
-
-const inPorts = (rs: readonly PortRange[], p: number): boolean => rs.some((r) => p >= r.lo && p <= r.hi);
-const inAddrs = (cs: readonly IpBlock[], a: IpAddr): boolean => cs.some((c) => blockContains(c, a));
-
-export function ruleMatches(rule: Rule, c: ConnKey): boolean {
-  const m = rule.match;
-  return (
-    rulePortsMatch(rule, c.clientPort, c.serverPort) &&
-    (m.address === undefined || inAddrs(m.address, c.clientAddr) || inAddrs(m.address, c.serverAddr)) &&
-    (m.clientAddress === undefined || inAddrs(m.clientAddress, c.clientAddr)) &&
-    (m.serverAddress === undefined || inAddrs(m.serverAddress, c.serverAddr))
-  );
-}
-
-/** The rule's port conditions hold for this client and server port (its addresses are not looked at). */
-export function rulePortsMatch(rule: Rule, clientPort: number, serverPort: number): boolean {
-  const m = rule.match;
-  return (
-    (m.port === undefined || inPorts(m.port, clientPort) || inPorts(m.port, serverPort)) &&
-    (m.clientPort === undefined || inPorts(m.clientPort, clientPort)) &&
-    (m.serverPort === undefined || inPorts(m.serverPort, serverPort))
-  );
-}
-
-/** The first rule matching the connection, or undefined (pass-through, no agent). */
-export function selectRule(config: Config, conn: ConnKey): { rule: Rule; index: number } | undefined {
-  const rules = config.rules;
-  for (let i = 0; i < rules.length; i++) {
-    if (ruleMatches(rules[i]!, conn)) return { rule: rules[i]!, index: i };
-  }
-  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,11 +2,14 @@
  * Rules that can never match: rules are tried in order and the first match wins, so a rule is
  * shadowed when an earlier rule matches every connection it matches. The test is sufficient,
  * not complete (it looks at each condition on its own): a rule it names is surely dead; one it
- * does not name may still be.
+ * does not name may still be. Only the earlier rules that match one connection of a rule are
+ * tried (config/select.ts RuleIndex), so a long rule list is not compared pair by pair.
  */
 
-import { blockWithin, type IpBlock } from '../wire/cidr.js';
-import type { Matcher, PortRange, Rule } from './load.js';
+import { blockWithin, isCidr6, type IpBlock } from '../wire/cidr.js';
+import { ipv6Key, type IpAddr } from '../wire/ip.js';
+import type { ConnKey, Matcher, PortRange, Rule } from './load.js';
+import { ruleIndex, ruleMatches } from './select.js';
 
 /** Every port of `inner` is in `outer` (ranges as written, possibly overlapping). */
 function portsWithin(inner: readonly PortRange[], outer: readonly PortRange[]): boolean {
@@ -48,11 +51,37 @@ export function covers(a: Matcher, b: Matcher): boolean {
   );
 }
 
+/**
+ * One connection the matcher matches (the first port and address of each condition), or null
+ * when that one does not (conditions that exclude each other there).
+ */
+function witness(m: Matcher): ConnKey | null {
+  const first = (bs: readonly IpBlock[] | undefined): IpAddr | undefined => {
+    const b = bs?.[0];
+    return b === undefined ? undefined : isCidr6(b) ? ipv6Key(b.bytes, 0) : b.addr;
+  };
+  const serverAddr = first(m.serverAddress) ?? first(m.address);
+  const clientAddr = first(m.clientAddress) ?? first(m.address);
+  // An address condition on one side only: the other side of the same family.
+  const other = typeof (serverAddr ?? clientAddr) === 'string' ? '\0\0\0\0\0\0\0\0' : 0;
+  const c: ConnKey = {
+    clientAddr: clientAddr ?? other,
+    clientPort: m.clientPort?.[0]?.lo ?? m.port?.[0]?.lo ?? 0,
+    serverAddr: serverAddr ?? other,
+    serverPort: m.serverPort?.[0]?.lo ?? m.port?.[0]?.lo ?? 0,
+  };
+  return ruleMatches({ match: m } as Rule, c) ? c : null;
+}
+
 /** Each rule no connection can reach, with the first earlier rule that takes all of its connections. */
 export function shadowedRules(rules: readonly Rule[]): { rule: Rule; by: Rule }[] {
   const out: { rule: Rule; by: Rule }[] = [];
+  const index = ruleIndex(rules);
   rules.forEach((r, i) => {
-    const by = rules.slice(0, i).find((e) => covers(e.match, r.match));
+    // A rule that takes all of r's connections takes this one: only those that do are tried.
+    const w = witness(r.match);
+    const earlier = w === null ? rules.slice(0, i) : index.matching(w, i).map((j) => rules[j]!);
+    const by = earlier.find((e) => covers(e.match, r.match));
     if (by !== undefined) out.push({ rule: r, by });
   });
   return out;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { buildKeepAlive, buildShortConnections, runEngineBench } from '../../src/bench/engine.js';
+import { runRuleBench } from '../../src/bench/rules.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
 import { measureConnMemory } from '../../src/bench/memory.js';
@@ -47,6 +48,13 @@ describe('bench (smoke)', () => {
     for (const f of [...ka.open, ...ka.frames]) gw.handleFrame(f, 0, 1, () => out++);
     expect(out).toBe(ka.open.length + ka.frames.length);
     expect(gw.stats().agents.replace.matches).toBe(150);
+  });
+
+  it('rule list bench runs: the index gives the in-order answer, faster', () => {
+    const rows = runRuleBench({ rules: 500, shadowRules: 100, runs: 1 });
+    expect(rows).toHaveLength(6);
+    for (const r of rows) expect(r.us).toBeGreaterThan(0);
+    expect(rows.filter((r) => r.name.endsWith('(baseline)')).map((r) => r.speedup)).toEqual([1, 1, 1]);
   });
 
   it('engine bench runs', () => {

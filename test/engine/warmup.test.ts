@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { warmUp } from '../../src/engine/warmup.js';
+import { loadConfig, parseConfig } from '../../src/config/index.js';
+import { WARM_RULES_MAX, warmUp, warmupRules } from '../../src/engine/warmup.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const example = (f: string) => loadConfig(join(REPO, 'examples', f));
@@ -49,6 +49,22 @@ describe('warmUp', () => {
       if (c.nat) expect(s.nat!.translated).toBeGreaterThan(0);
     });
   }
+
+  it('warms one rule of each shape, at most WARM_RULES_MAX: 2,000 rules cost what a few do', () => {
+    const rule = (i: number) =>
+      i % 500 === 7
+        ? `  - match: { serverAddress: 10.1.${i >> 8}.${i & 255} }\n    agent: replace\n    replace: [ { regex: "x${i}+", with: "y", maxMatch: 8 } ]\n`
+        : `  - match: { serverAddress: 10.1.${i >> 8}.${i & 255} }\n    agent: replace\n    replace: [ { find: "x${i}", with: "y${i}" } ]\n`;
+    const config = parseConfig(`rules:\n${Array.from({ length: 2000 }, (_, i) => rule(i)).join('')}  - { agent: ftp }\n`, 'many.yaml');
+    // Literal rules alike, regex rules alike, the ftp rule: three shapes, in config order.
+    expect(warmupRules(config).map((r) => r.index)).toEqual([0, 7, 2000]);
+    const r = warmUp({ config, vnetHdr: true, frames: 3000 });
+    // One round is a connection per warmed rule (17 frames each): not one per rule (34,000).
+    expect(r.frames).toBeLessThan(3000 + 17 * 4);
+    expect(r.stats.stream.agentBytes).toBeGreaterThan(0);
+    const distinct = parseConfig(`rules:\n${Array.from({ length: 100 }, (_, i) => `  - match: { port: ${1000 + i} }\n    agent: replace\n    replace: [ { find: "x", with: "y" }${', { find: "z", with: "w" }'.repeat(i % 70)} ]\n`).join('')}`, 'shapes.yaml');
+    expect(warmupRules(distinct)).toHaveLength(WARM_RULES_MAX);
+  });
 
   it('leaves a real gateway built with the same options optimised for every frame kind (V8 trace)', () => {
     // The child builds the real gateway first (as LiveGateway does), warms up, then sends the real
