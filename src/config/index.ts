@@ -16,4 +16,4 @@ export {
   type Rule,
   type RuleDirection,
 } from './load.js';
-export { ruleMatches, rulePortsMatch, selectRule } from './select.js';
+export { ruleIndex, ruleMatches, rulePortsMatch, selectRule } from './select.js';

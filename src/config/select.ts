@@ -129,6 +129,10 @@ function bytesKey(b: Uint8Array): string {
   return s;
 }
 
+function fileByPorts(m: Lists<number>, rs: readonly PortRange[], i: number): void {
+  for (const pr of rs) for (let p = pr.lo; p <= pr.hi; p++) add(m, p, i);
+}
+
 function portCount(rs: readonly PortRange[]): number {
   let n = 0;
   for (const r of rs) n += r.hi - r.lo + 1;
@@ -144,8 +148,11 @@ function blockShare(bs: readonly IpBlock[]): number {
 
 type Key = 'serverPort' | 'clientPort' | 'port' | 'serverAddress' | 'clientAddress' | 'address';
 
-/** The condition a rule is filed under (the narrowest), or null (tried always). */
-export function keyOf(m: Matcher): Key | null {
+type PortKey = 'serverPort' | 'clientPort' | 'port';
+const PORT_KEYS: readonly PortKey[] = ['serverPort', 'clientPort', 'port'];
+
+/** The condition a rule is filed under (the narrowest; `portsOnly`: of its port conditions), or null (tried always). */
+export function keyOf(m: Matcher, portsOnly = false): Key | null {
   let best: Key | null = null;
   let share = Infinity;
   const consider = (k: Key, s: number): void => {
@@ -155,12 +162,13 @@ export function keyOf(m: Matcher): Key | null {
     }
   };
   // Either-side conditions are looked up twice (both ports, both addresses): counted double.
-  for (const k of ['serverPort', 'clientPort', 'port'] as const) {
+  for (const k of PORT_KEYS) {
     const rs = m[k];
     if (rs === undefined) continue;
     const n = portCount(rs);
     if (n <= MAX_KEY_PORTS) consider(k, (n / 65536) * (k === 'port' ? 2 : 1));
   }
+  if (portsOnly) return best;
   for (const k of ['serverAddress', 'clientAddress', 'address'] as const) {
     const bs = m[k];
     if (bs !== undefined) consider(k, blockShare(bs) * (k === 'address' ? 2 : 1));
@@ -176,16 +184,31 @@ export class RuleIndex {
   private readonly clientAddress = new BlockLists();
   private readonly address = new BlockLists();
   private readonly always: number[] = [];
+  /** The rules again, filed by port conditions alone (`portsMatch`). */
+  private readonly byPort: Record<PortKey, Lists<number>> = { serverPort: new Map(), clientPort: new Map(), port: new Map() };
+  private readonly portsAlways: number[] = [];
 
   constructor(private readonly rules: readonly Rule[]) {
     rules.forEach((r, i) => {
       const m = r.match;
       const k = keyOf(m);
       if (k === null) this.always.push(i);
-      else if (k === 'serverPort' || k === 'clientPort' || k === 'port') {
-        for (const pr of m[k]!) for (let p = pr.lo; p <= pr.hi; p++) add(this[k], p, i);
-      } else for (const b of m[k]!) this[k].add(b, i);
+      else if (k === 'serverPort' || k === 'clientPort' || k === 'port') fileByPorts(this[k], m[k]!, i);
+      else for (const b of m[k]!) this[k].add(b, i);
+      const pk = keyOf(m, true) as PortKey | null;
+      if (pk === null) this.portsAlways.push(i);
+      else fileByPorts(this.byPort[pk], m[pk]!, i);
     });
+  }
+
+  /** Whether some rule's port conditions hold for these ports (its addresses not looked at: rulePortsMatch). */
+  portsMatch(clientPort: number, serverPort: number): boolean {
+    const b = this.byPort;
+    for (const l of [this.portsAlways, b.serverPort.get(serverPort), b.clientPort.get(clientPort), b.port.get(serverPort), b.port.get(clientPort)]) {
+      if (l === undefined) continue;
+      for (const i of l) if (rulePortsMatch(this.rules[i]!, clientPort, serverPort)) return true;
+    }
+    return false;
   }
 
   /** The lists that may hold a rule matching `c` (every rule matching it is in one of them). */

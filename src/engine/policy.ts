@@ -19,7 +19,7 @@
  *   table is full. `inspect` attaches the rule's agent from the first byte seen instead.
  * Traffic no rule can cover is not the policy's business: it is bridged as before.
  */
-import { rulePortsMatch, selectRule, DEFAULT_POLICY, type Config, type PolicyAction, type PolicySettings, type Rule } from '../config/index.js';
+import { ruleIndex, selectRule, DEFAULT_POLICY, type Config, type PolicyAction, type PolicySettings, type Rule } from '../config/index.js';
 import type { Endpoint } from '../flow/table.js';
 import type { OpaqueClass } from '../wire/opaque.js';
 
@@ -59,7 +59,10 @@ export class Policy {
     if (this.rules.length === 0) return 'pass';
     let action: PolicyAction;
     if (cls === 'ipv6-tcp') {
-      if (srcPort !== undefined && dstPort !== undefined && !this.rules.some((r) => rulePortsMatch(r, srcPort, dstPort) || rulePortsMatch(r, dstPort, srcPort))) return 'pass';
+      if (srcPort !== undefined && dstPort !== undefined) {
+        const ix = ruleIndex(this.rules);
+        if (!ix.portsMatch(srcPort, dstPort) && !ix.portsMatch(dstPort, srcPort)) return 'pass';
+      }
       action = this.settings.ipv6;
     } else action = this.settings.encapsulated;
     return this.count(cls, action);

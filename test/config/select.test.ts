@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ConnKey, type Rule } from '../../src/config/index.js';
 import { covers, shadowedRules } from '../../src/config/shadow.js';
-import { keyOf, MAX_KEY_PORTS, ruleIndex, ruleMatches, selectRule } from '../../src/config/select.js';
+import { keyOf, MAX_KEY_PORTS, ruleIndex, ruleMatches, rulePortsMatch, selectRule } from '../../src/config/select.js';
 import { parseIp } from '../../src/wire/ip.js';
 
 const PORTS = ['80', '443', '21', '8000-8099', '1-65535', '1024-4096', '[80, 8080]', '22'];
@@ -64,6 +64,7 @@ describe('rule selection through the index', () => {
           expect(selectRule({ rules } as never, c)?.index ?? -1).toBe(want);
           const all = rules.flatMap((r, i) => (ruleMatches(r, c) ? [i] : []));
           expect(ruleIndex(rules).matching(c)).toEqual(all);
+          expect(ruleIndex(rules).portsMatch(c.clientPort, c.serverPort)).toBe(rules.some((r) => rulePortsMatch(r, c.clientPort, c.serverPort)));
         }
       }),
       { seed: 4242, numRuns: 400 },
