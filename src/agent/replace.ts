@@ -634,7 +634,13 @@ class Scan {
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
   private giveUps = 0;
-  private resetAt = Infinity;
+  /**
+   * Starts where an attempt of a fail-closed rule was given up, and the rule's index, not yet
+   * known to be covered (run: a match taken over them, or at them by an earlier rule, would have
+   * been taken anyway; one the scan passes uncovered was not inspected).
+   */
+  private readonly stopped: number[] = [];
+  private readonly stoppedRule: number[] = [];
   private limit = Infinity;
   /** Per rule, its candidate starts in buf (searches come at increasing positions). */
   private readonly cands: (Candidates | undefined)[] = [];
@@ -671,19 +677,45 @@ class Scan {
     let pos = 0;
     for (;;) {
       let best: RuleEvent = NONE;
+      let bestR = rules.length;
       for (let r = 0; r < rules.length; r++) {
         let e = ev[r];
         if (e === undefined || e.start < pos) ev[r] = e = this.next(rules[r]!, r, pos, base);
-        if (e.start < best.start) best = e; // strict: at equal starts the earlier rule stays
+        if (e.start < best.start) {
+          best = e; // strict: at equal starts the earlier rule stays
+          bestR = r;
+        }
       }
-      // Past a start whose attempt a fail-closed rule gave up nothing is taken (decide cuts there).
-      if (best.start === Infinity || !best.decided || best.start >= this.resetAt) {
-        const hold = best.start === Infinity || best.start >= this.resetAt ? this.buf.length : best.start;
-        return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps, resetAt: this.resetAt };
-      }
+      const done = best.start === Infinity || !best.decided;
+      const hold = best.start === Infinity ? this.buf.length : best.start;
+      // A stopped start the scan passes uncovered: decide cuts there, nothing from it is taken.
+      const resetAt = this.stopped.length > 0 ? this.uncovered(done ? hold : best.start, done ? hold : best.start + best.len, done ? -1 : bestR) : Infinity;
+      if (done || resetAt !== Infinity) return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps, resetAt };
       run.add(best.start, best.len, best.out);
       pos = best.start + best.len;
     }
+  }
+
+  /**
+   * The first stopped start before `start` (nothing is taken there), or at it when the stopped
+   * rule comes before rule `r` (it would have won there): Infinity when none. Starts the match
+   * [start, end) covers are forgotten (and, at the end of a scan, those from the hold on: they
+   * are scanned again with more bytes).
+   */
+  private uncovered(start: number, end: number, r: number): number {
+    const q = this.stopped;
+    const qr = this.stoppedRule;
+    let first = Infinity;
+    let k = 0;
+    for (let i = 0; i < q.length; i++) {
+      if (q[i]! < start || (q[i] === start && qr[i]! < r)) first = Math.min(first, q[i]!);
+      else if (q[i]! >= end) {
+        q[k] = q[i]!;
+        qr[k++] = qr[i]!;
+      }
+    }
+    q.length = qr.length = k;
+    return first;
   }
 
   private next(rule: CompiledRule, r: number, pos: number, base: number): RuleEvent {
@@ -728,13 +760,13 @@ class Scan {
       const opts = { base, final: this.final, state, candidates };
       const q = rule.pike.search(() => this.text(), this.buf, this.off, pos, decidedEnd, rule.maxMatch, opts);
       if (q >= 0) {
-        const e = this.windowMatch(rule, q);
+        const e = this.windowMatch(rule, r, q);
         if (e === undefined) throw new Error(`replace: the linear search found a match at ${q} that the Pike VM does not (engine bug)`);
         return e;
       }
     } else {
       for (let q = candidates.next(pos, decidedEnd); q >= 0; q = candidates.next(q + 1, decidedEnd)) {
-        const e = this.windowMatch(rule, q);
+        const e = this.windowMatch(rule, r, q);
         if (e) return e;
       }
     }
@@ -748,7 +780,7 @@ class Scan {
   }
 
   /** The rule's match at buf index q, seen through its window, or undefined. */
-  private windowMatch(rule: CompiledRegex, q: number): RuleEvent | undefined {
+  private windowMatch(rule: CompiledRegex, ri: number, q: number): RuleEvent | undefined {
     const s = this.text();
     const at = q + this.off;
     const lo = at > 0 ? at - 1 : 0;
@@ -759,7 +791,10 @@ class Scan {
       const r = backtrackRun(rule.cp, s, lo, at, hi, { left: rule.maxSteps });
       if (r === BUDGET_EXCEEDED) {
         this.giveUps++;
-        if (rule.failClosed && q < this.resetAt) this.resetAt = q;
+        if (rule.failClosed) {
+          this.stopped.push(q);
+          this.stoppedRule.push(ri);
+        }
         return undefined;
       }
       caps = r;
@@ -896,11 +931,12 @@ class ReplaceAgent implements Agent {
     const st = this.st(dir);
     const chunk = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const f = st.forced;
-    if (f !== null && this.crossed(st, f, asBuffer(transientConcat([f.bytes, chunk])), st.pos - f.bytes.length, false)) {
-      // The rest of the match never passes: what is held and what came are deleted, the
-      // connection given up.
+    const why = f !== null ? this.crossed(st, f, asBuffer(transientConcat([f.bytes, chunk])), st.pos - f.bytes.length, false) : false;
+    if (why !== false) {
+      // The rest of the match (or of what was not inspected) never passes: what is held and
+      // what came are deleted, the connection given up.
       st.pos = pos + data.length;
-      return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY });
+      return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY }, why);
     }
     // The held tail and the new bytes are scanned as one (transient: decide keeps copies).
     const buf = st.tail.length > 0 ? asBuffer(transientConcat([st.tail, chunk])) : chunk;
@@ -918,9 +954,8 @@ class ReplaceAgent implements Agent {
     const f = st.forced;
     // What this flush releases must not complete a match across an earlier point: checked as if
     // the stream ended here (a regex window not yet complete is cut, as the flush cuts it).
-    if (f !== null && this.crossed(st, f, f.bytes, st.pos - f.bytes.length, true)) {
-      return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY });
-    }
+    const why = f !== null ? this.crossed(st, f, f.bytes, st.pos - f.bytes.length, true) : false;
+    if (why !== false) return this.gaveUp(st, { at: st.undecided, len: st.pos - st.undecided, data: EMPTY }, why);
     const forcedNow = reason !== 'fin' && reason !== 'rst' && tail.length > 0;
     const from0 = st.undecided;
     // What this forced decision replaces, match by match: a match the rest of the stream makes
@@ -957,7 +992,7 @@ class ReplaceAgent implements Agent {
    * holds a match across one of `f`'s points. Not final: also what stays open of `f` (null once
    * every start before its last point is decided).
    */
-  private crossed(st: DirState, f: Forced, buf: Buffer, start: number, final: boolean): boolean {
+  private crossed(st: DirState, f: Forced, buf: Buffer, start: number, final: boolean): false | 'split-match' | 'regex-budget' {
     // Each match its own edit (not joined), on the JS scan, with search states of its own (a
     // final check's are thrown away): a check only, nothing of it is counted.
     const perStart = this.opts.linearSearch === 'per-start';
@@ -971,10 +1006,13 @@ class ReplaceAgent implements Agent {
     };
     const across = (edits: readonly Edit[]) => edits.some((e) => f.points.some((p) => e.at < p && e.at + e.len > p) || (inRegion(e.at) && !made(e)));
     const scan = new Scan(buf, f.prev, final, perStart, final ? { searches: null } : f.searches, false);
-    const { edits, hold } = scan.run(this.rules, start, false);
-    if (across(edits)) return true;
-    const from = start + hold;
+    const { edits, hold, resetAt } = scan.run(this.rules, start, false);
+    if (across(edits)) return 'split-match';
     const last = f.points[f.points.length - 1]!;
+    // An attempt stopped by its budget at a start a forced decision decided: that start is
+    // never scanned again (the normal scan goes on from the last point), so it was not inspected.
+    if (start + resetAt < last) return 'regex-budget';
+    const from = start + hold;
     // An undecided start (a longer rule's prefix: "abcdefgh" over "abcd") stops the leftmost
     // scan and hides a later match across a point (of "bcd") that the normal scan, restarted at
     // the point, releases: each rule alone from there.
@@ -983,7 +1021,9 @@ class ReplaceAgent implements Agent {
       const prev = hold > 0 ? buf[hold - 1]! : f.prev;
       for (let r = 0; r < this.rules.length; r++) {
         const kept = final ? { searches: null } : (f.alone[r] ??= { searches: null });
-        if (across(new Scan(rest, prev, final, perStart, kept, false).run([this.rules[r]!], from, false).edits)) return true;
+        const alone = new Scan(rest, prev, final, perStart, kept, false).run([this.rules[r]!], from, false);
+        if (across(alone.edits)) return 'split-match';
+        if (from + alone.resetAt < last) return 'regex-budget';
       }
     }
     if (final) return false;
@@ -1116,8 +1156,11 @@ function restoreDir(x: unknown, dir: Direction): DirState {
     const ok = bytes.length > 0 && from >= 0 && pts.length > 0 && pts.length <= bytes.length &&
       pts.every((p) => Number.isSafeInteger(p) && (p as number) > last && (p as number) <= (pos as number) && ((last = p as number), true));
     if (!ok) return bad('forced bounds');
+    // As prev: -1 at the stream start only (where an older node's -1 after a gap is unknown).
+    if (from === 0 && j.prev !== -1) return bad('forced prev at stream start');
+    const fprev = from > 0 && j.prev === -1 ? PREV_UNKNOWN : (j.prev as number);
     const ints = (x: unknown): number[] => (Array.isArray(x) && x.length % 2 === 0 && x.every((v) => Number.isSafeInteger(v) && (v as number) >= 0) ? (x as number[]) : bad('forced regions'));
-    f = forcedOf(pts as number[], bytes, j.prev as number, j.regions === undefined ? [] : ints(j.regions), j.made === undefined ? [] : ints(j.made));
+    f = forcedOf(pts as number[], bytes, fprev, j.regions === undefined ? [] : ints(j.regions), j.made === undefined ? [] : ints(j.made));
   }
   return { pos: pos as number, undecided: undecided as number, prev: before, tail: t, searches: null, forced: f };
 }

@@ -144,13 +144,27 @@ export function warmupRules(config: Config | null): Rule[] {
   const out: Rule[] = [];
   const shapes = new Set<string>();
   for (const r of config?.rules ?? []) {
-    const shape = `${r.agent}:${JSON.stringify(r.config ?? null, (_k, v: unknown) => (typeof v === 'string' ? '' : typeof v === 'number' ? 0 : v))}:${r.direction}`;
+    const shape = `${r.agent}:${JSON.stringify(r.config ?? null, shapeOf)}:${r.direction}`;
     if (shapes.has(shape)) continue;
     shapes.add(shape);
     out.push(r);
     if (out.length === WARM_RULES_MAX) break;
   }
   return out;
+}
+
+/** Option values that choose code (an engine, an action, regex flags) are kept. */
+const CHOOSING = new Set(['engine', 'budgetExceeded', 'flags', 'unrewritable']);
+
+/**
+ * A JSON replacer: numbers and free text alike, but for the options in CHOOSING and a regex's
+ * kind (one with a lookaround or backreference runs on the backtracking engine when `engine` is
+ * not written).
+ */
+function shapeOf(key: string, v: unknown): unknown {
+  if (typeof v === 'number') return 0;
+  if (typeof v !== 'string' || CHOOSING.has(key)) return v;
+  return key === 'regex' ? (/\(\?<?[=!]|\\[1-9]|\\k</.test(v) ? 'backtracking' : 'linear') : '';
 }
 
 /** The config with `rules` alone, their matches replaced by one port each (so warm-up traffic meets every agent). */

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { createAgent, makeRegistry, newReplaceCounters } from '../../src/agent/registry.js';
 import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from '../../src/agent/regex-engine.js';
 import { compileReplaceRules, createReplace, replaceFactory, type ReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
-import type { Agent, AgentContext, Direction, Edit } from '../../src/agent/types.js';
+import type { Agent, AgentContext, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
 import { applyEdits } from '../helpers/agent-driver.js';
 
 const compiled = (p: string, f: string): CompiledPattern => {
@@ -294,6 +294,39 @@ describe('replace agent: regexes cannot stall the event loop', () => {
     const o = joined.flush('c2s', 'fin');
     expect(o.abort).toBe('replace:regex-budget');
     expect(applyEdits(Buffer.from(t2, 'latin1'), [...fed.edits, ...o.edits]).toString('latin1')).toBe('X X ');
+  });
+
+  it('a stopped attempt fails closed after a pause too: the forced decision\'s check scans its start again, and stops there as well', () => {
+    // "x(?:a|a)*b" is exponential over the a's; "xa+c" is the real match. A hold timeout after
+    // "x" decides it; the check of what the bytes after make of it must not pass the stopped start.
+    const rule: ReplaceRule = { regex: 'x(?:a|a)*b|xa+c', with: 'HIT', maxMatch: 40, engine: 'backtracking', maxSteps: 500 };
+    const text = `x${'a'.repeat(30)}c${'z'.repeat(20)}`;
+    for (const pause of [false, true]) {
+      const a = createReplace({}).create([rule], CTX);
+      const outs: AgentOutput[] = [a.feed('c2s', 0, Buffer.from('x'))];
+      if (pause) outs.push(a.flush('c2s', 'timeout'));
+      outs.push(a.feed('c2s', 1, Buffer.from(text.slice(1), 'latin1')), a.flush('c2s', 'fin'));
+      expect(outs.map((o) => o.abort).filter((x) => x !== undefined)).toEqual(['replace:regex-budget']);
+      expect(applyEdits(Buffer.from(text, 'latin1'), outs.flatMap((o) => o.edits)).toString('latin1')).not.toContain('aaaac');
+    }
+  });
+
+  it('a stopped start that a match of the scan covers, or an earlier rule takes, was inspected: no reset, whatever the cut', () => {
+    const text = `${'a'.repeat(40)}xb${'z'.repeat(70)}`;
+    for (const piece of [text.length, 7, 1]) {
+      const counters = newReplaceCounters();
+      const a = createReplace({ counters }).create([{ find: 'a'.repeat(40), with: 'L' }, { regex: '(a|aa)+b', with: 'R', maxMatch: 64, engine: 'backtracking', maxSteps: 200 }], CTX);
+      const outs: AgentOutput[] = [];
+      for (let p = 0; p < text.length; p += piece) outs.push(a.feed('c2s', p, Buffer.from(text.slice(p, p + piece))));
+      outs.push(a.flush('c2s', 'fin'));
+      expect(outs.map((o) => o.abort).filter((x) => x !== undefined)).toEqual([]);
+      expect(applyEdits(Buffer.from(text), outs.flatMap((o) => o.edits)).toString()).toBe(`Lxb${'z'.repeat(70)}`);
+      expect(counters.regexBudgetResets).toBe(0);
+    }
+    // At the same start a later rule's match does not cover the earlier rule's stopped attempt.
+    const b = createReplace({}).create([{ regex: '(a|aa)+b', with: 'R', maxMatch: 64, engine: 'backtracking', maxSteps: 200 }, { find: 'a'.repeat(40), with: 'L' }], CTX);
+    const o = [b.feed('c2s', 0, Buffer.from(text)), b.flush('c2s', 'fin')];
+    expect(o.map((x) => x.abort).filter((x) => x !== undefined)).toEqual(['replace:regex-budget']);
   });
 
   // Crafted for each pattern: every window holds a byte that can end a match (nothing is

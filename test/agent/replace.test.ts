@@ -506,6 +506,21 @@ describe('replace agent: a match a forced decision split (fail closed)', () => {
     expect([...r.feed('c2s', 50, Buffer.from('token')).edits, ...r.flush('c2s', 'fin').edits]).toEqual([]);
     snap.dirs.c2s.prev = -3;
     expect(() => replaceFactory.restore([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH, snap)).toThrow(/bad snapshot \(c2s: prev\)/);
+    // The same for a forced decision's bytes: an older node's -1 after a gap (resync at 100, "to",
+    // a hold timeout) is unknown; -2 where they start the stream is refused.
+    const b64 = (t: string) => Buffer.from(t).toString('base64');
+    const forced = (prev: number, at: number) => ({
+      v: 1,
+      dirs: {
+        c2s: { pos: at + 2, undecided: at + 2, prev: 0x6f, tail: '', forced: { points: [at + 2], prev, bytes: b64('to'), regions: [at, at + 2], made: [] } },
+        s2c: { pos: 0, undecided: 0, prev: -1, tail: '' },
+      },
+    });
+    for (const prev of [-2, -1]) {
+      const f = replaceFactory.restore([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH, forced(prev, 100));
+      expect(f.feed('c2s', 102, Buffer.from(`ken${'z'.repeat(20)}`)).abort).toBeUndefined();
+    }
+    expect(() => replaceFactory.restore([{ regex: '^token', maxMatch: 16, with: 'T' }], BOTH, forced(-2, 0))).toThrow(/bad snapshot \(c2s: forced prev at stream start\)/);
   });
 
   it('what is kept of the forced tail moves with the snapshot; fin, rst and resync end it', () => {

@@ -64,6 +64,9 @@ describe('warmUp', () => {
     expect(r.stats.stream.agentBytes).toBeGreaterThan(0);
     const distinct = parseConfig(`rules:\n${Array.from({ length: 100 }, (_, i) => `  - match: { port: ${1000 + i} }\n    agent: replace\n    replace: [ { find: "x", with: "y" }${', { find: "z", with: "w" }'.repeat(i % 70)} ]\n`).join('')}`, 'shapes.yaml');
     expect(warmupRules(distinct)).toHaveLength(WARM_RULES_MAX);
+    // Options that choose code make shapes of their own: the engines, a budget action, flags.
+    const engines = parseConfig(`rules:\n${['{ regex: "ab+c", with: "x", maxMatch: 16 }', '{ regex: "ab+d", engine: linear, with: "y", maxMatch: 9 }', '{ regex: "(?<=a)b+c", with: "x", maxMatch: 16, engine: backtracking }', '{ regex: "(?<=b)b+c", with: "x", maxMatch: 16, engine: backtracking, budgetExceeded: pass }', '{ regex: "ab+c", with: "x", maxMatch: 16, flags: "i" }', '{ regex: "a(?=b)", with: "x", maxMatch: 16, engine: backtracking }'].map((e, i) => `  - match: { port: ${81 + i} }\n    agent: replace\n    replace: [ ${e} ]\n`).join('')}`, 'engines.yaml');
+    expect(warmupRules(engines).map((r) => r.index)).toEqual([0, 1, 2, 3, 4]);
   });
 
   it('leaves a real gateway built with the same options optimised for every frame kind (V8 trace)', () => {
