@@ -6,7 +6,8 @@
  * rarely needed fields in a side object made when first needed.
  */
 import type { Seq } from '../wire/seq.js';
-import { ipHash, ipToString, type IpAddr } from '../wire/ip.js';
+import { randomFillSync } from 'node:crypto';
+import { ipToString, type IpAddr } from '../wire/ip.js';
 
 export interface Endpoint {
   /** IPv4 as a number, IPv6 as a key string (wire/ip.ts). */
@@ -192,7 +193,7 @@ export class Flow<C = unknown> {
 
   /** @internal The table's hash of this flow's 4-tuple (tupleHash). */
   hash(): number {
-    return tupleHash(ipHash(this.ca), this.cp, ipHash(this.sa), this.sp);
+    return tupleHash(this.ca, this.cp, this.sa, this.sp);
   }
 
   /** Wscale is in force only if both SYNs carried the option (RFC 7323 §2.2). */
@@ -211,14 +212,41 @@ function unpackAddr(a: number | string): IpAddr {
 }
 
 /**
- * A small-integer (Smi) hash of a 4-tuple (addresses through wire/ip.ts ipHash), the same in both directions: the table is keyed by
- * it (no string per lookup or per entry); colliding flows share a bucket.
+ * The hash's key, random per process: a sender cannot choose 4-tuples that fall into one bucket
+ * (with a fixed hash whose address and port entered as `addr ^ port·0x10001`, sources
+ * (K ^ p·0x10001, p) collided for every port: 20,000 spoofed SYNs in one bucket made each lookup
+ * scan them all, 86 µs per SYN). As Linux keys its conntrack hash (a random seed).
  */
-export function tupleHash(a1: number, p1: number, a2: number, p2: number): number {
-  let x = Math.imul(a1 ^ (p1 << 16) ^ p1, 0x9e3779b1);
-  let y = Math.imul(a2 ^ (p2 << 16) ^ p2, 0x9e3779b1);
+const KEY = randomFillSync(new Int32Array(2));
+
+/**
+ * One endpoint mixed under the key: the address (IPv4's one word, or IPv6's eight 16-bit groups,
+ * wire/ip.ts) and then the port, each through a multiply-xorshift round that starts from the key.
+ */
+function endpointHash(a: IpAddr, p: number): number {
+  let x: number;
+  if (typeof a === 'number') x = Math.imul(a ^ KEY[0]!, 0x9e3779b1);
+  else {
+    x = KEY[0]!;
+    for (let i = 0; i < a.length; i++) {
+      x = Math.imul(x ^ a.charCodeAt(i), 0x9e3779b1);
+      x ^= x >>> 15;
+    }
+  }
   x ^= x >>> 15;
-  y ^= y >>> 15;
+  x = Math.imul(x ^ p ^ KEY[1]!, 0x85ebca6b);
+  x ^= x >>> 13;
+  x = Math.imul(x, 0xc2b2ae35);
+  return x ^ (x >>> 16);
+}
+
+/**
+ * A small-integer (Smi) hash of a 4-tuple, keyed (KEY), the same in both directions: the table is
+ * keyed by it (no string per lookup or per entry); colliding flows share a bucket.
+ */
+export function tupleHash(a1: IpAddr, p1: number, a2: IpAddr, p2: number): number {
+  const x = endpointHash(a1, p1);
+  const y = endpointHash(a2, p2);
   // Symmetric: the same for (a, b) and (b, a).
   let h = Math.imul(x ^ y, 0x85ebca6b) + Math.imul(x + y, 0xc2b2ae35);
   h ^= h >>> 13;

@@ -39,7 +39,7 @@ import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { judge, type Verdict, type WindowView } from './window.js';
 import { Flow, flowKey, plainHalf, TrackedHalf, tupleHash, type Endpoint } from './flow.js';
 import { endpointJson, validFlowJson, type FlowJson } from './json.js';
-import { ipHash, type IpAddr } from '../wire/ip.js';
+import type { IpAddr } from '../wire/ip.js';
 
 export * from './flow.js';
 
@@ -211,7 +211,7 @@ export class FlowTable<C = unknown> {
 
   /** The flow of the 4-tuple {a, b} (either direction), if any; changes nothing. */
   peek(a: Endpoint, b: Endpoint): Flow<C> | undefined {
-    return this.find(a, b, tupleHash(ipHash(a.addr), a.port, ipHash(b.addr), b.port));
+    return this.find(a, b, tupleHash(a.addr, a.port, b.addr, b.port));
   }
 
   /** The flow of the 4-tuple {a, b} (either direction), if any. */
@@ -291,7 +291,7 @@ export class FlowTable<C = unknown> {
    * flow.
    */
   lookup(src: Endpoint, dst: Endpoint, flags: number, seq: Seq, nowMs: number): LookupResult<C> {
-    const hash = tupleHash(ipHash(src.addr), src.port, ipHash(dst.addr), dst.port);
+    const hash = tupleHash(src.addr, src.port, dst.addr, dst.port);
     let f = this.find(src, dst, hash);
     const syn = (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     if (f && (flags & TCP_SYN) && !syn) {
@@ -421,7 +421,7 @@ export class FlowTable<C = unknown> {
     const half = plainHalf(f.halves[1]);
     const synTs = f.halves[1].synTs;
     this.remove(f);
-    const hash = tupleHash(ipHash(client.addr), client.port, ipHash(server.addr), server.port);
+    const hash = tupleHash(client.addr, client.port, server.addr, server.port);
     const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, this.takeGen(flowKey(client, server)));
     const h = nf.halves[0];
     Object.assign(h, half);
@@ -467,7 +467,7 @@ export class FlowTable<C = unknown> {
    */
   importFlow(j: FlowJson, nowMs: number): Flow<C> | null {
     const v = validFlowJson(j);
-    const hash = tupleHash(ipHash(v.client.addr), v.client.port, ipHash(v.server.addr), v.server.port);
+    const hash = tupleHash(v.client.addr, v.client.port, v.server.addr, v.server.port);
     const old = this.find(v.client, v.server, hash);
     if (old === undefined && this.count >= this.limits.maxConnections) {
       this.counters.importRefused++;

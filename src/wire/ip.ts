@@ -69,13 +69,6 @@ export function ipFromJson(v: unknown): IpAddr | null {
   return b === null ? null : ipv6Key(b, 0);
 }
 
-/** A 32-bit hash of an address (the flow table's buckets, cluster ownership). */
-export function ipHash(a: IpAddr): number {
-  if (typeof a === 'number') return a | 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < a.length; i++) h = Math.imul(h ^ a.charCodeAt(i), 0x01000193);
-  return h | 0;
-}
 
 /** The IP version of the packet at `l3Off` (its first nibble). */
 export function ipVersion(buf: Uint8Array, l3Off: number): number {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { hostKey } from '../../src/cluster/rendezvous.js';
 import { blockContains, blockWithin, formatIpBlock, parseIpBlock, type IpBlock } from '../../src/wire/cidr.js';
 import { finish, sum16 } from '../../src/wire/checksum.js';
-import { endpointToString, ipFromJson, ipHash, ipSrcAt, ipDstAt, ipToJson, ipToString, ipv6Key, ipv6KeyBytes, parseIp, pseudoHeaderSum } from '../../src/wire/ip.js';
+import { endpointToString, ipFromJson, ipSrcAt, ipDstAt, ipToJson, ipToString, ipv6Key, ipv6KeyBytes, parseIp, pseudoHeaderSum } from '../../src/wire/ip.js';
 import { parseIpv6 } from '../../src/wire/ipv6.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
 
@@ -41,13 +41,9 @@ describe('IpAddr', () => {
     for (const bad of [-1, 2 ** 32, 1.5, '10.0.0.1', 'zz::1', null, {}]) expect(ipFromJson(bad), String(bad)).toBeNull();
   });
 
-  it('endpoints print with brackets for IPv6; hashes are 32-bit and differ by address', () => {
+  it('endpoints print with brackets for IPv6; host keys', () => {
     expect(endpointToString(0x0a000001, 80)).toBe('10.0.0.1:80');
     expect(endpointToString(parseIp('2001:db8::1')!, 80)).toBe('[2001:db8::1]:80');
-    const h = ipHash(parseIp('2001:db8::1')!);
-    expect(h | 0).toBe(h);
-    expect(ipHash(parseIp('2001:db8::2')!)).not.toBe(h);
-    expect(ipHash(0x0a000001)).toBe(0x0a000001);
     expect(hostKey(parseIp('2001:db8::1')!)).toBe(hostKey(parseIp('2001:db8:0::1')!));
     expect(hostKey(0x0a000001)).toBe(0x0a000001);
   });
