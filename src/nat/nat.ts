@@ -297,7 +297,20 @@ export class NatTable {
    * Cluster: this node allocates masquerade ports/ids p with p % count === index only, so nodes
    * sharing one address never hand out the same port (null = all of the range).
    */
-  slice: { index: number; count: number } | null = null;
+  get slice(): { index: number; count: number } | null {
+    return this.sliceOf;
+  }
+  set slice(v: { index: number; count: number } | null) {
+    this.sliceOf = v;
+    this.exhausted.clear(); // other ports are this node's now
+  }
+  private sliceOf: { index: number; count: number } | null = null;
+  /**
+   * Per pool "proto|address" that a full walk found without a free port: the ports released in it
+   * since (released), the only ones allocate may hand out until one of them is (a new connection
+   * to a used-up pool cost a walk over every port: 32 ms per SYN with the default range).
+   */
+  private readonly exhausted = new Map<string, number[]>();
   private nextId = 1;
   /** Per pool "proto|address": the last port handed out. */
   private readonly cursors = new Map<string, number>();
@@ -658,8 +671,10 @@ export class NatTable {
     this.externalOwners.delete(owner);
     for (const k of keys) {
       const n = (this.externalPorts.get(k) ?? 1) - 1;
-      if (n <= 0) this.externalPorts.delete(k);
-      else this.externalPorts.set(k, n);
+      if (n <= 0) {
+        this.externalPorts.delete(k);
+        this.released(k);
+      } else this.externalPorts.set(k, n);
     }
   }
 
@@ -688,7 +703,7 @@ export class NatTable {
     const r = proto === 'icmp' ? m.icmpIds : m.ports;
     const pool = `${proto}|${m.address}`;
     const used = this.usedPorts;
-    const sl = this.slice;
+    const sl = this.sliceOf;
     const mine = (p: number): boolean => sl === null || p % sl.count === sl.index;
     // Taken: used here, or by another node's connection (reserveExternal).
     const taken = (k: string): boolean => used.has(k) || this.externalPorts.has(k);
@@ -696,6 +711,17 @@ export class NatTable {
     if (m.preservePort && want >= r.lo && want <= r.hi && mine(want) && !taken(wk)) {
       used.add(wk);
       return want;
+    }
+    const freed = this.exhausted.get(pool);
+    if (freed !== undefined) {
+      for (let p = freed.pop(); p !== undefined; p = freed.pop()) {
+        const k = portKey(proto, m.address, p);
+        if (p >= r.lo && p <= r.hi && mine(p) && !taken(k)) {
+          used.add(k);
+          return p;
+        }
+      }
+      return undefined;
     }
     const n = r.hi - r.lo + 1;
     const cur = this.cursors.get(pool) ?? r.hi;
@@ -708,6 +734,7 @@ export class NatTable {
         return p;
       }
     }
+    this.exhausted.set(pool, []);
     return undefined;
   }
 
@@ -741,7 +768,7 @@ export class NatTable {
     this.entries.delete(e.id);
     this.byTuple.delete(tupleKey(e.init, e.orig));
     this.byTuple.delete(tupleKey(other(e.init), e.repl));
-    for (const k of this.entryPorts(e)) this.usedPorts.delete(k);
+    for (const k of this.entryPorts(e)) if (this.usedPorts.delete(k)) this.released(k);
   }
 
   private addExpectation(x: Expectation): void {
@@ -769,7 +796,21 @@ export class NatTable {
 
   private removeExpectation(x: Expectation): void {
     this.unindexExpectation(x);
-    if (this.isMasqAddress(x.dst, x.from)) this.usedPorts.delete(portKey(x.proto, x.dst, x.dport));
+    if (this.isMasqAddress(x.dst, x.from)) {
+      const k = portKey(x.proto, x.dst, x.dport);
+      if (this.usedPorts.delete(k)) this.released(k);
+    }
+  }
+
+  /** A port of a used-up pool is free again (see `exhausted`). */
+  private released(k: string): void {
+    const cut = k.lastIndexOf('|');
+    const freed = this.exhausted.get(k.slice(0, cut));
+    if (freed === undefined) return;
+    // A port released, taken again by another way and released again is listed twice: past the
+    // pool's size the list is dropped and the next allocation walks the pool again.
+    if (freed.length >= 65536) this.exhausted.delete(k.slice(0, cut));
+    else freed.push(Number(k.slice(cut + 1)));
   }
 
   private load(s: NatSnapshot): void {

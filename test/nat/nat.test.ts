@@ -103,6 +103,37 @@ describe('nat: masquerade (many-to-one with port translation)', () => {
     expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 3, '8.8.8.8', 53), 100).kind).toBe('translate');
   });
 
+  it('a used-up pool refuses at once (no walk over its ports per connection); each port freed since is handed out, exactly those', () => {
+    const nat = new NatTable(MASQ({ lo: 20000, hi: 20999 }, { timeouts: { ...natConfig({}).timeouts, udp: 100 } }));
+    // Count the port lookups an allocation makes.
+    const used = (nat as unknown as { usedPorts: Set<string> }).usedPorts;
+    let looks = 0;
+    const has = used.has.bind(used);
+    used.has = (k: string) => (looks++, has(k));
+    for (let i = 0; i < 1000; i++) expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 1000 + i, '8.8.8.8', 53), i < 500 ? 0 : 50).kind).toBe('translate');
+    looks = 0;
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.2', 1, '8.8.8.8', 53), 60)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
+    expect(looks).toBeGreaterThanOrEqual(1000); // the walk that finds the pool used up
+    looks = 0;
+    for (let i = 0; i < 100; i++) expect(nat.translate(pkt(0, 'udp', '10.200.0.3', i + 1, '8.8.8.8', 53), 60)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
+    expect(looks).toBeLessThan(100 * 5); // then: no walk per connection
+    expect(nat.counters.portsExhausted).toBe(101);
+    // The first 500 expire: exactly their ports are handed out again, then the pool is used up again.
+    expect(nat.expire(100)).toBe(500);
+    const got = new Set<number>();
+    for (let i = 0; i < 500; i++) {
+      const v = nat.translate(pkt(0, 'udp', '10.200.0.4', i + 1, '8.8.8.8', 53), 101);
+      expect(v.kind).toBe('translate');
+      if (v.kind === 'translate') got.add(v.tuple.sport);
+    }
+    expect(got.size).toBe(500);
+    for (const p of got) expect(p).toBeLessThan(20000 + 1000);
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.5', 1, '8.8.8.8', 53), 101)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
+    // Another slice of the pool (a cluster node's): walked again.
+    nat.slice = { index: 0, count: 2 };
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.5', 1, '8.8.8.8', 53), 101)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
+  });
+
   it('table full: maxEntries refuses new connections, counted, existing ones still work', () => {
     const nat = new NatTable(MASQ({ lo: 5000, hi: 6000 }, { limits: { maxEntries: 1, maxExpectations: 1 } }));
     const a = nat.translate(pkt(0, 'tcp', '10.200.0.1', 1, '8.8.8.8', 80), 0);
