@@ -31,6 +31,7 @@ import type { AdmittedTcp, Warn } from './admit.js';
 import { retainTag, tagFromJson, tagToJson, type SegTag, type Side, type TagJson } from './emit.js';
 import type { LinkType } from '../wire/frame.js';
 import type { FlowTally } from './events.js';
+import { TimerQueue } from './timers.js';
 
 /** Configs kept after reloads for connections (and cluster takeovers) that started under them. */
 const MAX_OLD_CONFIGS = 8;
@@ -122,8 +123,10 @@ export class Rewriter {
   readonly budget: GlobalBudget = { queueBytes: 0 };
   /** The engine's output for the segment or timer just handled (reused). */
   readonly outs: TcpOut<SegTag>[] = [];
-  /** Flows whose connection has a timer pending (see `due`). */
-  private readonly timed = new Set<Flow<Connection<SegTag>>>();
+  /** Flows whose connection has a timer pending, by when (see `due`). */
+  private readonly timed = new TimerQueue<Flow<Connection<SegTag>>>();
+  /** `due`'s list of the flows it takes (reused). */
+  private readonly dueNow: Flow<Connection<SegTag>>[] = [];
   /** The rules new connections get (`reload` replaces them), and their digest. */
   private config: Config | null;
   private digest: string;
@@ -209,7 +212,7 @@ export class Rewriter {
     const s = this.stream;
     const drops0 = streamEvents(s);
     conn.handle(side, fields, payload, tag, nowMs, this.outs, verdict !== 'rst-not-exact');
-    if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
+    this.timed.schedule(f, conn.nextTimerMs());
     if (this.outs.length === 0) c.withheld++;
     if (streamEvents(s) !== drops0) {
       this.logStreamEvents(f.id, tcp.seq, nowMs);
@@ -224,30 +227,34 @@ export class Rewriter {
 
   /** The gateway did not run for `ms` until `nowMs`: the connections with timers do not count it (StreamDirection.outage). */
   outage(ms: number, nowMs: number): void {
-    for (const f of this.timed) f.conn?.outage(ms, nowMs);
+    for (const f of this.timed.keys()) f.conn?.outage(ms, nowMs);
   }
 
   /**
    * Timers (hold timeouts, retransmission of gateway-originated bytes): `each` gets every
-   * connection whose timer was due, its segments in `outs`. Only connections with a timer
-   * pending are visited: walking the whole table every tick made the cost grow with idle ones.
+   * connection whose timer was due, its segments in `outs`. Only connections whose timer is due
+   * are visited (engine/timers.ts): walking the whole table, then every connection with a timer,
+   * made a tick's cost grow with connections that wait.
    */
   due(nowMs: number, each: (f: Flow<Connection<SegTag>>) => void): void {
-    for (const f of this.timed) {
+    // Taken first, then ticked: one whose timer is due again at once waits for the next tick.
+    const list = this.dueNow;
+    for (let f = this.timed.takeDue(nowMs); f !== undefined; f = this.timed.takeDue(nowMs)) list.push(f);
+    for (let i = 0; i < list.length; i++) {
+      const f = list[i]!;
       const conn = f.conn;
-      if (!conn) {
-        this.timed.delete(f);
-        continue;
+      if (!conn) continue;
+      // Queued at its earliest timer: one moved later since is queued again at its time.
+      if (conn.nextTimerMs() <= nowMs) {
+        const events0 = streamEvents(this.stream);
+        conn.tick(nowMs, this.outs);
+        if (streamEvents(this.stream) !== events0) this.logStreamEvents(f.id, undefined, nowMs);
+        each(f);
       }
-      const due = conn.nextTimerMs();
-      if (due === Infinity) this.timed.delete(f);
-      if (due > nowMs) continue;
-      const events0 = streamEvents(this.stream);
-      conn.tick(nowMs, this.outs);
-      if (streamEvents(this.stream) !== events0) this.logStreamEvents(f.id, undefined, nowMs);
-      each(f);
-      if (conn.nextTimerMs() === Infinity) this.timed.delete(f);
+      // A connection given up or released meanwhile (each) is not queued again.
+      if (f.conn === conn) this.timed.schedule(f, conn.nextTimerMs());
     }
+    list.length = 0;
   }
 
   /**
@@ -268,7 +275,7 @@ export class Rewriter {
   /** The connection leaves this gateway (closed, expired, moved): its engine and agent go. */
   drop(f: Flow<Connection<SegTag>>): void {
     const conn = f.conn;
-    this.timed.delete(f);
+    this.timed.cancel(f);
     if (conn === null) return;
     this.retire(conn);
     conn.agent?.dispose?.();
@@ -341,7 +348,7 @@ export class Rewriter {
         this.o.log?.warn({ flow: id, side, why: (e as Error).message }, 'taken-over connection: its template is refused (a hold timeout waits for that side to send)');
       }
     }
-    if (conn.nextTimerMs() !== Infinity) this.timed.add(f);
+    this.timed.schedule(f, conn.nextTimerMs());
   }
 
   /**

@@ -1,0 +1,77 @@
+/**
+ * Timers (engine/timers.ts TimerQueue, engine/rewrite.ts `due`): a tick takes the connections
+ * whose timer is due, in time order, and visits no other (a sender keeping thousands of
+ * connections holding bytes made every tick walk them all); what it takes equals what a walk
+ * over all of them would take.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { TimerQueue } from '../../src/engine/timers.js';
+import { Connection } from '../../src/stream/connection.js';
+import { Harness, payloadOf } from '../hostile/harness.js';
+
+describe('TimerQueue', () => {
+  it('takes exactly the items due, whatever the schedules, cancels and reschedules before', () => {
+    const op = fc.oneof(
+      fc.record({ k: fc.constant('schedule' as const), x: fc.nat(20), t: fc.oneof(fc.nat(1000), fc.constant(Infinity)) }),
+      fc.record({ k: fc.constant('cancel' as const), x: fc.nat(20) }),
+      fc.record({ k: fc.constant('take' as const), now: fc.nat(1000) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+        const items = Array.from({ length: 21 }, (_, i) => ({ i }));
+        const q = new TimerQueue<{ i: number }>();
+        // Reference: each item's due time (the earliest scheduled since it was last taken or cancelled).
+        const ref = new Map<number, number>();
+        for (const o of ops) {
+          if (o.k === 'schedule') {
+            q.schedule(items[o.x]!, o.t);
+            if (o.t === Infinity) ref.delete(o.x);
+            else ref.set(o.x, Math.min(ref.get(o.x) ?? Infinity, o.t));
+          } else if (o.k === 'cancel') {
+            q.cancel(items[o.x]!);
+            ref.delete(o.x);
+          } else {
+            const got: number[] = [];
+            for (let x = q.takeDue(o.now); x !== undefined; x = q.takeDue(o.now)) got.push(x.i);
+            const want = [...ref].filter(([, t]) => t <= o.now).sort((a, b) => a[1] - b[1]);
+            // In time order (items due at the same time in any order).
+            expect(got.map((i) => ref.get(i))).toEqual(want.map(([, t]) => t));
+            expect(new Set(got)).toEqual(new Set(want.map(([i]) => i)));
+            for (const i of got) ref.delete(i);
+          }
+          expect(q.size).toBe(ref.size);
+        }
+      }),
+      { seed: 1212, numRuns: 500 },
+    );
+  });
+});
+
+describe('gateway ticks', () => {
+  it('visit only the connections whose timer is due: 3,000 holding bytes cost a tick nothing until their hold timeout', () => {
+    const h = new Harness({ maxConnections: 10_000 });
+    const n = 3000;
+    const conns = Array.from({ length: n }, (_, i) => h.connect(20000 + i));
+    // Each ends with "sec", a prefix of the rule's "secret": held until the hold timeout.
+    for (const c of conns) c.sendData(0, 0, 'hello sec');
+    const before = h.out.length;
+    let looked = 0;
+    const orig = Connection.prototype.nextTimerMs;
+    Connection.prototype.nextTimerMs = function (this: Connection<never>) {
+      looked++;
+      return orig.call(this);
+    };
+    try {
+      for (let k = 0; k < 10; k++) h.advance(10);
+      expect(looked).toBeLessThan(100);
+      expect(h.out.length).toBe(before);
+      // Past the hold timeout every one releases what it held: "sec" reaches the server n times.
+      h.advance(5000);
+      const released = h.out.slice(before).filter((g) => g.to === 1 && payloadOf(g.frame) === 'sec');
+      expect(released).toHaveLength(n);
+    } finally {
+      Connection.prototype.nextTimerMs = orig;
+    }
+  });
+});
