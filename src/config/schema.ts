@@ -303,7 +303,7 @@ const ZERO_OK: ReadonlySet<keyof Limits> = new Set(['maxCommands', 'commandMaxAg
  * Limits with a larger least value: the normalisation store's bound is also the most a sender is
  * given as its window, which must be able to say 65535 unscaled and one unit at scale 14.
  */
-const LEAST: Partial<Record<keyof Limits, number>> = { normalizeBytesPerConn: 65536 };
+const LEAST: Partial<Record<keyof Limits, number>> = { normalizeBytesPerConn: 65536, normalizeBytesGlobal: 65536 };
 
 const limitsShape = Object.fromEntries(
   (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((k) => [

@@ -707,7 +707,7 @@ export class Gateway {
         policy: { dropped: { ...this.policy.counters.dropped }, passed: { ...this.policy.counters.passed } },
       },
       flows: { ...this.flows.counters, active: this.flows.size, halfOpen: this.flows.halfOpen, handshakeTombs: this.flows.handshakeTombs, ipv6Addresses: this.flows.ipv6Addresses },
-      stream: { ...this.rewriter.stream, queuedBytes: this.rewriter.budget.queueBytes },
+      stream: { ...this.rewriter.stream, queuedBytes: this.rewriter.budget.queueBytes, storedBytes: this.rewriter.budget.storeBytes },
       /** Per rule (its name, else its 1-based position): connections given to its agent. */
       rules: this.rewriter.rules(this.flows.values()),
       config: { ...this.rewriter.configState, reloads: this.counters.reloads },

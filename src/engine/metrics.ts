@@ -34,6 +34,7 @@ const GAUGES: ReadonlySet<string> = new Set([
   'flows.handshakeTombs',
   'flows.ipv6Addresses',
   'stream.queuedBytes',
+  'stream.storedBytes',
   'storePool.rings',
   'storePool.bytes',
   'nat.entries',

@@ -120,7 +120,7 @@ export interface RewriteOptions {
 export class Rewriter {
   /** The stream engines' counters (stream/counters.ts), shared by every connection. */
   readonly stream = newStreamCounters();
-  readonly budget: GlobalBudget = { queueBytes: 0 };
+  readonly budget: GlobalBudget = { queueBytes: 0, storeBytes: 0 };
   /** The engine's output for the segment or timer just handled (reused). */
   readonly outs: TcpOut<SegTag>[] = [];
   /** Flows whose connection has a timer pending, by when (see `due`). */

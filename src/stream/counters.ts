@@ -69,6 +69,8 @@ export function newStreamCounters() {
     beyondStore: 0,
     /** ACKs whose window was cut to the normalisation store's bound. */
     windowClamped: 0,
+    /** Of `beyondStore`: the stores of all connections held `normalizeBytesGlobal`. */
+    storeBudgetFull: 0,
     sackTranslated: 0,
     sackDropped: 0,
     /** Cluster takeovers from a snapshot behind the receiver: skips, bytes taken as passed, held bytes dropped. */
@@ -80,7 +82,8 @@ export function newStreamCounters() {
 
 export type StreamCounters = ReturnType<typeof newStreamCounters>;
 
-/** Shared between all connections: the global queue budget. */
+/** Shared between all connections: the global queue budget, and the bytes of every normalisation store. */
 export interface GlobalBudget {
   queueBytes: number;
+  storeBytes: number;
 }

@@ -165,6 +165,8 @@ export class StreamDirection<T> {
    *  part goes (a bulk flow compacted at a full ACK does not grow a new ring from 256 bytes,
    *  copying at each doubling). */
   private storeHint = 0;
+  /** This direction's store bytes as counted in the budget (GlobalBudget.storeBytes). */
+  private stored = 0;
   /** The rest of the state, while needed (see Busy). */
   private busy: Busy<T> | null = null;
   private readonly env: Env;
@@ -390,12 +392,27 @@ export class StreamDirection<T> {
     }
     if (this.synth && this.rcvAckNew >= this.synth.newPos + this.synth.data.length) this.synth = null;
     this.compact();
+    this.account();
     return p;
   }
 
-  /** Original bytes a sender may have processed and unacknowledged: the store's bound (the window it is given ends there). */
+  /**
+   * Original bytes a sender may have processed and unacknowledged: the store's bound (the window
+   * it is given ends there): normalizeBytesPerConn, less while the stores of all connections hold
+   * normalizeBytesGlobal (this one's own bytes and what is free).
+   */
   get maxUnacked(): number {
-    return this.limits.normalizeBytesPerConn;
+    const l = this.limits;
+    return Math.max(0, Math.min(l.normalizeBytesPerConn, l.normalizeBytesGlobal - this.budget.storeBytes + this.stored));
+  }
+
+  /** Brings the global count of stored bytes up to date with this direction's store. */
+  private account(): void {
+    const s = this.busy?.store?.size ?? 0;
+    if (s !== this.stored) {
+      this.budget.storeBytes += s - this.stored;
+      this.stored = s;
+    }
   }
 
   /** Handles one segment from S; releases go to `out` in the order they must be sent. */
@@ -430,6 +447,7 @@ export class StreamDirection<T> {
     this.lastTag = this.originating ? this.retain(seg.tag) : undefined;
     if (this.heldBytes > 0) this.heldSinceMs = nowMs;
     this.compact();
+    this.account();
   }
 
   /** The sender's latest segment, kept while the gateway may originate one (see lastTag). */
@@ -499,6 +517,7 @@ export class StreamDirection<T> {
     const cap = (this.busy?.store?.start ?? this.x) + this.maxUnacked;
     if (m > cap && m > this.x && n <= this.x) {
       this.counters.beyondStore++;
+      if (this.maxUnacked < this.limits.normalizeBytesPerConn) this.counters.storeBudgetFull++;
       // What was processed already still goes (normalised); the rest is cut off. Nothing left:
       // an empty segment below what the receiver has carries the ACK and window on, and makes
       // the receiver answer (a duplicate ACK: the sender learns sooner).
@@ -626,6 +645,8 @@ export class StreamDirection<T> {
     this.budget.queueBytes -= this.queueBytes;
     this.queueBytes = 0;
     this.queue = NO_LIST;
+    this.budget.storeBytes -= this.stored;
+    this.stored = 0;
   }
 
   private normalize(n: number, payload: Uint8Array): Uint8Array {
@@ -845,6 +866,7 @@ export class StreamDirection<T> {
       }
     }
     this.capCommands(nowMs);
+    this.account();
   }
 
   /** When the next timer of this direction is due (Infinity when none). */

@@ -23,6 +23,12 @@ export interface Limits {
   holdTimeoutMs: number;
   /** Processed-but-unacknowledged original bytes kept per direction for inline normalisation: also the most a sender may have unacknowledged (its window is cut there, bytes past it dropped). */
   normalizeBytesPerConn: number;
+  /**
+   * The same bytes over all connections: a direction's store grows only while the stores of all
+   * hold less (its sender's window is cut there too, bytes past it dropped, counted
+   * `storeBudgetFull`), so senders whose receivers never acknowledge cannot fill the memory.
+   */
+  normalizeBytesGlobal: number;
   /** Commands kept per direction above the acknowledged point; older ones are erased. 0 = no cap. */
   maxCommands: number;
   /** Commands older than this are erased. 0 = no cap. */
@@ -70,6 +76,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxHeldBytes: 64 << 10,
   holdTimeoutMs: 1500,
   normalizeBytesPerConn: 4 << 20,
+  normalizeBytesGlobal: 512 << 20,
   maxCommands: 0,
   commandMaxAgeMs: 0,
   idleTimeoutMs: 3_600_000,

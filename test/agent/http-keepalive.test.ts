@@ -27,7 +27,7 @@ const CFG: HttpConfig = {
 function connection() {
   const agent = httpFactory.create(CFG, CTX);
   const counters = newStreamCounters();
-  const mk = (d: Direction) => new StreamDirection<string>(d, agent, { ...DEFAULT_LIMITS }, counters, { queueBytes: 0 });
+  const mk = (d: Direction) => new StreamDirection<string>(d, agent, { ...DEFAULT_LIMITS }, counters, { queueBytes: 0, storeBytes: 0 });
   const dirs = { c2s: mk('c2s'), s2c: mk('s2c') };
   const sent = { c2s: 0, s2c: 0 };
   const got = { c2s: Buffer.alloc(0), s2c: Buffer.alloc(0) };

@@ -338,7 +338,7 @@ export function simulate(o: SimOptions): SimResult {
   ];
   const counters = newStreamCounters();
   const limits = { ...DEFAULT_LIMITS, ...(o.limits ?? {}) };
-  let conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0 });
+  let conn = new Connection<Tag>(halves, o.agent, limits, counters, { queueBytes: 0, storeBytes: 0 });
   const fo = o.failover;
   const failTimes = [...(fo?.times ?? [])].sort((a, b) => a - b);
   // In a box: assigned inside takeSnap, read in the loop (a plain `let` would be narrowed to null).
@@ -423,7 +423,7 @@ export function simulate(o: SimOptions): SimResult {
       if (deadUntil >= 0 && now >= deadUntil) {
         deadUntil = -1;
         const s0 = last.snap;
-        const next = new Connection<Tag>(halves, s0 === null ? o.agent : fo.restore(JSON.parse(JSON.stringify(s0.agent))), limits, counters, { queueBytes: 0 });
+        const next = new Connection<Tag>(halves, s0 === null ? o.agent : fo.restore(JSON.parse(JSON.stringify(s0.agent))), limits, counters, { queueBytes: 0, storeBytes: 0 });
         if (s0 !== null) next.restore(JSON.parse(JSON.stringify(s0.conn)) as ConnectionJson, now);
         next.adoptAcks(acks);
         conn = next;

@@ -189,3 +189,40 @@ describe('hostile segments against the stream engine, at frame level', () => {
     expect(process.memoryUsage().heapUsed - heap0).toBeLessThan(64 << 20);
   });
 });
+
+describe('senders whose receivers never acknowledge', () => {
+  it('fill the normalisation stores only up to normalizeBytesGlobal: past it new bytes are dropped (counted), the window shrinks, and acknowledged bytes free room', () => {
+    const h = new Harness({ normalizeBytesPerConn: 65536, normalizeBytesGlobal: 100_000 });
+    const send = (c: ReturnType<Harness['connect']>, from: number, to: number): number => {
+      let passed = 0;
+      for (let p = from; p < to; p += 1000) {
+        for (const g of c.sendData(0, p, 'x'.repeat(1000))) if (g.to === 1) passed += payloadOf(g.frame).length;
+      }
+      return passed;
+    };
+    const a = h.connect(30001);
+    const b = h.connect(30002);
+    expect(send(a, 0, 60_000)).toBe(60_000);
+    expect(h.gw.stats().stream.storedBytes).toBe(60_000);
+    // b gets what is left of the 100,000: its bytes past it are dropped.
+    const bPassed = send(b, 0, 60_000);
+    expect(bPassed).toBe(40_000);
+    const st = h.gw.stats().stream;
+    expect(st.storedBytes).toBe(100_000);
+    expect(st.storeBudgetFull).toBeGreaterThan(0);
+    // b's server acknowledges what it got: a window no wider than what is free comes back to b's client.
+    const ackB = h.send(b.frame(1, { flags: ACK, seq: b.isnS + 1, ack: (b.isnC + 1 + 40_000) >>> 0, window: 65535 }), 1);
+    expect(h.gw.stats().stream.storedBytes).toBe(60_000);
+    const win = ackB.find((g) => g.to === 0)!.frame;
+    expect((win[14 + 20 + 14]! << 8) | win[14 + 20 + 15]!).toBeLessThanOrEqual(40_000);
+    // a's server acknowledges everything: the rest of b's bytes pass.
+    h.send(a.frame(1, { flags: ACK, seq: a.isnS + 1, ack: (a.isnC + 1 + 60_000) >>> 0, window: 65535 }), 1);
+    expect(h.gw.stats().stream.storedBytes).toBe(0);
+    // (b's segments after the first one dropped waited in the queue: they drain now, and the
+    // ones sent again pass as retransmissions.)
+    const full = h.gw.stats().stream.storeBudgetFull;
+    expect(send(b, 40_000, 60_000)).toBeGreaterThanOrEqual(20_000);
+    expect(h.gw.stats().stream.storedBytes).toBe(20_000);
+    expect(h.gw.stats().stream.storeBudgetFull).toBe(full);
+  });
+});

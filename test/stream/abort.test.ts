@@ -25,7 +25,7 @@ function agent(then: (pos: number, len: number) => AgentOutput): Agent {
 
 function direction(a: Agent) {
   const counters = newStreamCounters();
-  return { d: new StreamDirection<string>('c2s', a, DEFAULT_LIMITS, counters, { queueBytes: 0 }), counters };
+  return { d: new StreamDirection<string>('c2s', a, DEFAULT_LIMITS, counters, { queueBytes: 0, storeBytes: 0 }), counters };
 }
 
 describe('a direction whose agent gives up', () => {

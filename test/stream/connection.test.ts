@@ -35,7 +35,7 @@ function scripted(script: Record<number, Edit[]>): Agent {
 
 function setup(isnC: number, isnS: number, agent: Agent | null, limits: Partial<Limits> = {}) {
   const counters = newStreamCounters();
-  const budget = { queueBytes: 0 };
+  const budget = { queueBytes: 0, storeBytes: 0 };
   const conn = new Connection<Tag>([half(isnC), half(isnS)], agent, { ...DEFAULT_LIMITS, ...limits }, counters, budget);
   /** Client sends data at 1-based seed position `p` (seq = isnC + p). */
   const data = (p: number, text: string, flags = ACK, now = 0) => {
@@ -340,7 +340,7 @@ describe('hostile segment patterns', () => {
 
   it('shares the global queue budget between connections', () => {
     const counters = newStreamCounters();
-    const budget = { queueBytes: 0 };
+    const budget = { queueBytes: 0, storeBytes: 0 };
     const limits = { ...DEFAULT_LIMITS, queueBytesGlobal: 100 };
     const conns = [0, 1, 2].map(() => new Connection<Tag>([half(0), half(0)], literalAgent('zz', 'y'), limits, counters, budget));
     for (const c of conns) {

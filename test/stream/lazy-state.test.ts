@@ -18,8 +18,8 @@ const b = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
 
 describe('lazily allocated direction state', () => {
   it('an idle direction holds no busy state and a shared, frozen empty command list', () => {
-    const d = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
-    const e = new StreamDirection<string>('s2c', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const d = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
+    const e = new StreamDirection<string>('s2c', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     expect(d.onReceiverAck(0)).toBe(0);
     expect(d.mapEmpty(0)).toBe(0);
     expect(d.nextTimerMs()).toBe(Infinity);
@@ -38,10 +38,10 @@ describe('lazily allocated direction state', () => {
   });
 
   it('idle state round-trips through toJSON / restore, and data then flows normally', () => {
-    const d = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const d = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     const j = JSON.parse(JSON.stringify(d.toJSON()));
     expect(j).toMatchObject({ v: 1, x: 0, heldFrom: 0, held: '', finPos: -1, synth: null, store: { start: 0, data: '' } });
-    const r = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const r = new StreamDirection<string>('c2s', null, DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     r.restore(j, 0);
     expect(JSON.parse(JSON.stringify(r.toJSON()))).toEqual(j);
     const out: Release<string>[] = [];
@@ -87,7 +87,7 @@ describe('lazily allocated direction state', () => {
 
   it('drops the busy part once everything is acknowledged; the next exchange normalises and holds at the right positions', () => {
     const counters = newStreamCounters();
-    const d = new StreamDirection<string>('s2c', literalAgent('Hello world', 'Hi there'), DEFAULT_LIMITS, counters, { queueBytes: 0 });
+    const d = new StreamDirection<string>('s2c', literalAgent('Hello world', 'Hi there'), DEFAULT_LIMITS, counters, { queueBytes: 0, storeBytes: 0 });
     const raw = d as unknown as { busy: unknown };
     const text = (o: Release<string>[]) => o.map((r) => Buffer.from(r.payload).toString('latin1')).join('');
     // One exchange: the response is processed, then acknowledged in full: nothing is kept.
@@ -119,7 +119,7 @@ describe('lazily allocated direction state', () => {
   });
 
   it('keeps the busy part while a hold, a FIN or unacknowledged bytes need it', () => {
-    const d = new StreamDirection<string>('c2s', literalAgent('abc', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const d = new StreamDirection<string>('c2s', literalAgent('abc', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     const raw = d as unknown as { busy: unknown };
     const out: Release<string>[] = [];
     d.onSegment({ pos: 0, payload: b('xxab'), fin: false, rst: false, tag: 'a' }, 0, out);
@@ -137,7 +137,7 @@ describe('lazily allocated direction state', () => {
   });
 
   it('a bulk direction compacted at a full ACK starts its next store at the last ring\'s capacity', () => {
-    const d = new StreamDirection<string>('s2c', literalAgent('never-here', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const d = new StreamDirection<string>('s2c', literalAgent('never-here', 'X'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     const raw = d as unknown as { busy: { store: ByteStore | null } | null };
     const out: Release<string>[] = [];
     const seg = new Uint8Array(60_000).fill(0x61);
@@ -154,7 +154,7 @@ describe('lazily allocated direction state', () => {
   it('an idle keep-alive connection keeps neither direction\'s busy part nor its last header fields', () => {
     const half = (isn: number): Half => ({ isn, mss: 1460, wscale: -1, sackPermitted: true, timestamps: false, finSeen: false, rstSeen: false });
     type Tag = { fields: TcpFields };
-    const conn = new Connection<Tag>([half(1000), half(5000)], literalAgent('world', 'there'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0 });
+    const conn = new Connection<Tag>([half(1000), half(5000)], literalAgent('world', 'there'), DEFAULT_LIMITS, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     const seg = (side: 0 | 1, seq: number, ack: number, data: string): TcpOut<Tag>[] => {
       const fields: TcpFields = { seq, ack, flags: 0x18, window: 65535, urgent: 0, sack: null };
       const out: TcpOut<Tag>[] = [];

@@ -35,7 +35,7 @@ function seedDirection() {
     9: [{ at: 9, len: 2, data: enc('re') }], // seed <10,2,"re">
   });
   const counters = newStreamCounters();
-  const dir = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, counters, { queueBytes: 0 });
+  const dir = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, counters, { queueBytes: 0, storeBytes: 0 });
   const send = (seedSeq: number, text: string) => {
     const out: Release<string>[] = [];
     dir.onSegment({ pos: seedSeq - 1, payload: enc(text.replace(/_/g, ' ')), fin: false, rst: false, tag: text }, 0, out);
@@ -103,7 +103,7 @@ describe('direction state is plain data', () => {
       flush: () => ({ edits: [] }),
       snapshot: () => null,
     };
-    const b = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, newStreamCounters(), { queueBytes: 0 });
+    const b = new StreamDirection<string>('c2s', agent, { ...DEFAULT_LIMITS }, newStreamCounters(), { queueBytes: 0, storeBytes: 0 });
     b.restore(state, 0);
     const out: Release<string>[] = [];
     b.onSegment({ pos: 3, payload: enc('lo wor'), fin: false, rst: false, tag: 'x' }, 0, out);
