@@ -84,6 +84,8 @@ export class LoopGuard {
     private readonly windowMs: number,
     /** Bytes of virtio header in front of every frame. */
     private readonly vh: () => number,
+    /** A frame that could not be remembered (the table full: a copy of it coming back would pass). */
+    private readonly full: () => void = () => {},
   ) {}
 
   /** A TCP frame arrived on `from`: false = it is a copy of one seen on the other side (drop). */
@@ -97,8 +99,13 @@ export class LoopGuard {
       e.ms = now;
       return true;
     }
-    if (this.tcp.size < MAX_TCP) this.tcp.set(h, { side: from, ms: now });
+    this.remember(this.tcp, MAX_TCP, h, from, now);
     return true;
+  }
+
+  private remember(m: Map<number, Seen>, max: number, d: number, side: Side, now: number): void {
+    if (m.size < max || m.has(d)) m.set(d, { side, ms: now });
+    else this.full();
   }
 
   /** The digest of the frame `fromSegment` saw last (the frame being handled: ./node.ts hand-over). */
@@ -107,7 +114,7 @@ export class LoopGuard {
   /** A TCP frame this node sends to `to`: its copy may come back on that side. */
   sentTcp(frame: Uint8Array, to: Side, now: number): void {
     const h = tcpDigest(frame, this.vh());
-    if (h !== undefined && this.tcp.size < MAX_TCP) this.tcp.set(h, { side: to, ms: now });
+    if (h !== undefined) this.remember(this.tcp, MAX_TCP, h, to, now);
   }
 
   /** A non-TCP frame arrived on `from`: false = one this node forwarded, coming back (drop). */
@@ -115,7 +122,7 @@ export class LoopGuard {
     const d = frameDigest(frame);
     const e = this.other.get(d);
     if (e !== undefined && e.side === from && now - e.ms <= this.windowMs) return false;
-    if (this.other.size < MAX_OTHER) this.other.set(d, { side: (1 - from) as Side, ms: now });
+    this.remember(this.other, MAX_OTHER, d, (1 - from) as Side, now);
     return true;
   }
 

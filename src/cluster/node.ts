@@ -165,6 +165,8 @@ export function newClusterCounters() {
     joinGraceDrops: 0,
     badSnapshots: 0,
     loopDrops: 0,
+    /** Frames the loop guard could not remember (its tables full within the window): a copy of one coming back would pass. */
+    loopGuardFull: 0,
     viewChanges: 0,
     nodesDead: 0,
     /** Of nodesDead: found dead by their sync connection being gone (probe), before deadMs. */
@@ -316,7 +318,7 @@ export class ClusterNode implements ClusterAttach {
       replicas: opts.replicas ?? 1,
     };
     this.spares = new SpareStore(this.o, this.counters);
-    this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh);
+    this.loops = new LoopGuard(this.o.loopWindowMs, () => this.vh, () => this.counters.loopGuardFull++);
     this.ms = new Membership(this.id);
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.id)) throw new Error(`cluster: bad node id '${this.id}' (letters, digits, _ and -, at most 32)`);
     if (!(this.o.leaseMs >= 0 && this.o.leaseMs < this.o.deadMs)) {

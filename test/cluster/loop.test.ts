@@ -76,6 +76,22 @@ describe('cluster loop guard', () => {
     expect(g.nonTcp(ping, 1, 500)).toBe(true);
   });
 
+  it('full within its window: what it cannot remember is counted (a copy of it would pass), known digests still refresh', () => {
+    let full = 0;
+    const g = new LoopGuard(200, () => 0, () => full++);
+    const frame = (i: number) => Uint8Array.from([i & 255, (i >> 8) & 255, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x06]);
+    for (let i = 0; i < 4096; i++) expect(g.nonTcp(frame(i), 0, 0)).toBe(true);
+    expect(full).toBe(0);
+    expect(g.nonTcp(frame(5000), 0, 1)).toBe(true);
+    expect(full).toBe(1);
+    expect(g.nonTcp(frame(5000), 1, 2)).toBe(true); // not remembered: its copy passes
+    expect(g.nonTcp(frame(7), 1, 3)).toBe(false); // remembered: its copy is dropped
+    g.sweep(1000);
+    expect(g.nonTcp(frame(5000), 0, 1001)).toBe(true);
+    expect(full).toBe(2);
+    expect(g.nonTcp(frame(5000), 1, 1002)).toBe(false);
+  });
+
   it('reads past a virtio header', () => {
     const f = seg(9);
     const withVh = new Uint8Array(10 + f.length);
