@@ -13,13 +13,15 @@
  *    also what `tshark -z follow,tcp` does with a mid-stream capture.
  *  - Every position is delivered once; the FIRST copy seen wins (a retransmission, in order or
  *    buffered, only contributes the positions not seen before).
- *  - Out-of-order data is buffered (copied), bounded by `maxBufferedBytes` per connection.
+ *  - Out-of-order data is buffered (copied), bounded by `maxBufferedBytes` per connection and by
+ *    MAX_OOO_CHUNKS pieces (a capture of 1-byte segments out of order made millions of pieces,
+ *    each insert re-sorting them: quadratic).
  *  - A gap is given up on (its length counted in `gapBytes`, the data after it delivered, the
  *    file simply has the bytes after the gap next, no marker) when:
  *      * the peer ACKs beyond the start of the buffered data: the receiver has the missing bytes,
  *        the capture does not (tshark does the same and inserts a text
  *        "[N bytes missing in capture file]" chunk, which a byte-exact stream must not);
- *      * the buffer limit is exceeded (`oooLimitHits`);
+ *      * the buffer limit (bytes or pieces) is exceeded (`oooLimitHits`);
  *      * the connection ends (RST, a new SYN on the 4-tuple, eviction, `close()`): buffered data
  *        after a gap that was never filled is flushed and the gap counted (`gapsAtEnd`).
  *        tshark drops such data silently; we report it instead.
@@ -74,6 +76,9 @@ export interface RecorderLimits {
   maxAheadBytes?: number;
 }
 
+/** Out-of-order pieces buffered per connection, at most (see the file comment). */
+export const MAX_OOO_CHUNKS = 4096;
+
 export const RECORDER_DEFAULTS = {
   maxBufferedBytes: 4 * 1024 * 1024,
   maxConnections: 65_536,
@@ -101,7 +106,7 @@ export interface RecorderCounters {
   gapBytes: number;
   /** Gaps given up because the peer acknowledged beyond them. */
   gapsAcked: number;
-  /** Gaps given up because `maxBufferedBytes` was exceeded. */
+  /** Gaps given up because `maxBufferedBytes` (or MAX_OOO_CHUNKS) was exceeded. */
   oooLimitHits: number;
   /** Gaps given up when the connection ended with data buffered after them. */
   gapsAtEnd: number;
@@ -591,6 +596,10 @@ export class StreamRecorder {
       k.oooLimitHits++;
       this.skipGap(c, c.c2s.buffered >= c.s2c.buffered ? c.c2s : c.s2c);
     }
+    while (c.c2s.ooo.length + c.s2c.ooo.length > MAX_OOO_CHUNKS) {
+      k.oooLimitHits++;
+      this.skipGap(c, c.c2s.ooo.length >= c.s2c.ooo.length ? c.c2s : c.s2c);
+    }
   }
 
   private drain(c: Conn, half: Half): void {
@@ -603,6 +612,7 @@ export class StreamRecorder {
   }
 
   /** Gives up on the gap before the first buffered chunk and delivers what follows it. */
+  /** Gives up the gap before the first buffered piece of `half` (delivering what follows it). */
   private skipGap(c: Conn, half: Half): void {
     const first = half.ooo[0];
     if (first === undefined) return;
