@@ -15,7 +15,8 @@
  * rules that match one connection of a rule: only those can take all of its connections.
  */
 
-import { blockContains, isCidr6, prefixMask, type IpBlock } from '../wire/cidr.js';
+import { blockContains, type IpBlock } from '../wire/cidr.js';
+import { BlockLists } from '../wire/block-lists.js';
 import type { IpAddr } from '../wire/ip.js';
 import type { PortRange } from './schema.js';
 import type { Config, ConnKey, Matcher, Rule } from './load.js';
@@ -71,62 +72,6 @@ function add<K>(m: Lists<K>, k: K, i: number): void {
   const l = m.get(k);
   if (l === undefined) m.set(k, [i]);
   else if (l[l.length - 1] !== i) l.push(i);
-}
-
-/** Rules filed under address blocks: per family, per prefix length, by network. */
-class BlockLists {
-  private readonly v4 = new Map<number, Lists<number>>();
-  private readonly v6 = new Map<number, Lists<string>>();
-  /** The prefix lengths present (each is one map lookup per address). */
-  private lens4: number[] = [];
-  private lens6: number[] = [];
-
-  add(b: IpBlock, i: number): void {
-    if (isCidr6(b)) {
-      let m = this.v6.get(b.prefix);
-      if (m === undefined) {
-        this.v6.set(b.prefix, (m = new Map()));
-        this.lens6 = [...this.v6.keys()];
-      }
-      add(m, key6(bytesKey(b.bytes), b.prefix), i);
-    } else {
-      let m = this.v4.get(b.prefix);
-      if (m === undefined) {
-        this.v4.set(b.prefix, (m = new Map()));
-        this.lens4 = [...this.v4.keys()];
-      }
-      add(m, b.addr, i);
-    }
-  }
-
-  /** The lists of the blocks holding `a`. */
-  lists(a: IpAddr, out: (readonly number[])[]): void {
-    if (typeof a === 'number') {
-      for (const len of this.lens4) {
-        const l = this.v4.get(len)!.get((a & prefixMask(len)) >>> 0);
-        if (l !== undefined) out.push(l);
-      }
-    } else {
-      for (const len of this.lens6) {
-        const l = this.v6.get(len)!.get(key6(a, len));
-        if (l !== undefined) out.push(l);
-      }
-    }
-  }
-}
-
-/** An IPv6 address key (wire/ip.ts: eight 16-bit groups as chars) cut to its first `len` bits. */
-function key6(a: string, len: number): string {
-  const full = len >>> 4;
-  const rest = len & 15;
-  const head = a.slice(0, full);
-  return rest === 0 ? head : head + String.fromCharCode(a.charCodeAt(full) & ((0xffff << (16 - rest)) & 0xffff));
-}
-
-function bytesKey(b: Uint8Array): string {
-  let s = '';
-  for (let g = 0; g < 8; g++) s += String.fromCharCode((b[2 * g]! << 8) | b[2 * g + 1]!);
-  return s;
 }
 
 function fileByPorts(m: Lists<number>, rs: readonly PortRange[], i: number): void {

@@ -58,20 +58,9 @@ function scrubOptions(b: Uint8Array, l3: number): void {
   set16(b, l3 + 10, finish(sum16(b, l3, l3 + ihl)));
 }
 
-/** Stateless 1:1 translation of the addresses of a packet from `from` (src real → mapped, dst mapped → real). */
-export function oneToOneAddrs(nat: NatTable, from: NatSide, src: number, dst: number): [number, number] {
-  let s = src;
-  let d = dst;
-  for (const m of nat.cfg.oneToOne) {
-    if (m.side === from && s === src && cidrContains(m.real, src)) s = (m.mapped.addr | (src & ~m.real.mask)) >>> 0;
-    if (m.side !== from && d === dst && cidrContains(m.mapped, dst)) d = (m.real.addr | (dst & ~m.mapped.mask)) >>> 0;
-  }
-  return [s, d];
-}
-
 /** Is `a` a real (hidden) address of a 1:1 mapping whose hosts are on `side`? */
 export function isHiddenReal(nat: NatTable, side: NatSide, a: number): boolean {
-  return nat.cfg.oneToOne.some((m) => m.side === side && cidrContains(m.real, a));
+  return nat.realMapping(side, a) >= 0;
 }
 
 /** Where the L4 checksum is, or -1 (none / not in the packet). */
@@ -108,7 +97,7 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
   const dst = get32(b, p.l3Off + 16);
   if (isHiddenReal(nat, other(from), dst)) return { kind: 'drop', reason: 'real-address' };
   if (p.fragment) {
-    const [s, d] = oneToOneAddrs(nat, from, src, dst);
+    const [s, d] = nat.oneToOneAddrs(from, src, dst);
     if (s === src && d === dst) {
       const masq = nat.cfg.masquerade.some((m) => (m.side === from && m.sources.some((c) => cidrContains(c, src))) || (m.side !== from && m.address === dst));
       return masq ? { kind: 'drop', reason: 'fragment' } : { kind: 'pass' };
@@ -132,7 +121,7 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     const type = b[l4]!;
     if (ICMP_ERROR.has(type)) return natIcmpError(nat, p, from, now);
     if (!ICMP_QUERY.has(type)) {
-      const [s, d] = oneToOneAddrs(nat, from, src, dst);
+      const [s, d] = nat.oneToOneAddrs(from, src, dst);
       if (s === src && d === dst) return untranslated();
       rewriteAddrs(p, proto, s, d, true);
       return { kind: 'translated' };
@@ -140,7 +129,7 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     np = 'icmp';
     sport = dport = get16(b, l4 + 4);
   } else {
-    const [s, d] = oneToOneAddrs(nat, from, src, dst);
+    const [s, d] = nat.oneToOneAddrs(from, src, dst);
     if (s === src && d === dst) return untranslated();
     rewriteAddrs(p, proto, s, d, true);
     return { kind: 'translated' };
@@ -241,11 +230,11 @@ function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     nsp = t.dport;
     ndp = t.sport;
   } else {
-    const [rs, rd] = oneToOneAddrs(nat, from, idst, isrc);
+    const [rs, rd] = nat.oneToOneAddrs(from, idst, isrc);
     nsrc = rd;
     ndst = rs;
   }
-  const [os] = oneToOneAddrs(nat, from, outerSrc, outerDst);
+  const [os] = nat.oneToOneAddrs(from, outerSrc, outerDst);
   const masq = nat.cfg.masquerade.find((m) => m.side === from && m.sources.some((c) => cidrContains(c, outerSrc)));
   const nOuterSrc = os !== outerSrc ? os : masq !== undefined ? masq.address : outerSrc;
   const nOuterDst = nsrc;
@@ -305,12 +294,14 @@ export function natArp(nat: NatTable, arp: ArpPacket, from: NatSide): NatFrameRe
   return { kind: 'translated' };
 }
 
+/** An address in an ARP payload from `from`: a real one of that side → mapped, a mapped one of the other side → real (the first mapping that names it). */
 function mapArpAddr(nat: NatTable, from: NatSide, a: number): number {
-  for (const m of nat.cfg.oneToOne) {
-    if (m.side === from && cidrContains(m.real, a)) return (m.mapped.addr | (a & ~m.real.mask)) >>> 0;
-    if (m.side !== from && cidrContains(m.mapped, a)) return (m.real.addr | (a & ~m.mapped.mask)) >>> 0;
-  }
-  return a;
+  const i = nat.realMapping(from, a);
+  const j = nat.mappedMapping(from === 0 ? 1 : 0, a);
+  if (i < 0 && j < 0) return a;
+  const m = nat.cfg.oneToOne;
+  if (j < 0 || (i >= 0 && i < j)) return (m[i]!.mapped.addr | (a & ~m[i]!.real.mask)) >>> 0;
+  return (m[j]!.real.addr | (a & ~m[j]!.mapped.mask)) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------
