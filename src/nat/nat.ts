@@ -307,11 +307,12 @@ export class NatTable {
   }
   private sliceOf: { index: number; count: number } | null = null;
   /**
-   * Per pool "proto|address" that a full walk found without a free port: the ports released in it
-   * since (released), the only ones allocate may hand out until one of them is (a new connection
-   * to a used-up pool cost a walk over every port: 32 ms per SYN with the default range).
+   * Per pool (a rule's range on its address: "proto|address|lo|hi"; rules may share an address
+   * with ranges of their own) that a full walk found without a free port: the ports released in it
+   * since (released), the only ones allocate may hand out (a new connection to a used-up pool cost
+   * a walk over every port: 32 ms per SYN with the default range).
    */
-  private readonly exhausted = new Map<string, number[]>();
+  private readonly exhausted = new Map<string, { proto: NatProto; address: number; lo: number; hi: number; freed: number[] }>();
   private nextId = 1;
   /** Per pool "proto|address": the last port handed out. */
   private readonly cursors = new Map<string, number>();
@@ -742,11 +743,12 @@ export class NatTable {
       used.add(wk);
       return want;
     }
-    const freed = this.exhausted.get(pool);
-    if (freed !== undefined) {
-      for (let p = freed.pop(); p !== undefined; p = freed.pop()) {
+    const range = `${pool}|${r.lo}|${r.hi}`;
+    const ex = this.exhausted.get(range);
+    if (ex !== undefined) {
+      for (let p = ex.freed.pop(); p !== undefined; p = ex.freed.pop()) {
         const k = portKey(proto, m.address, p);
-        if (p >= r.lo && p <= r.hi && mine(p) && !taken(k)) {
+        if (mine(p) && !taken(k)) {
           used.add(k);
           return p;
         }
@@ -764,7 +766,7 @@ export class NatTable {
         return p;
       }
     }
-    this.exhausted.set(pool, []);
+    this.exhausted.set(range, { proto, address: m.address, lo: r.lo, hi: r.hi, freed: [] });
     return undefined;
   }
 
@@ -832,15 +834,19 @@ export class NatTable {
     }
   }
 
-  /** A port of a used-up pool is free again (see `exhausted`). */
+  /** A port of used-up pools is free again (see `exhausted`; `k` a portKey). */
   private released(k: string): void {
-    const cut = k.lastIndexOf('|');
-    const freed = this.exhausted.get(k.slice(0, cut));
-    if (freed === undefined) return;
-    // A port released, taken again by another way and released again is listed twice: past the
-    // pool's size the list is dropped and the next allocation walks the pool again.
-    if (freed.length >= 65536) this.exhausted.delete(k.slice(0, cut));
-    else freed.push(Number(k.slice(cut + 1)));
+    if (this.exhausted.size === 0) return;
+    const [proto, addr, port] = k.split('|');
+    const a = Number(addr);
+    const p = Number(port);
+    for (const [key, e] of this.exhausted) {
+      if (e.proto !== proto || e.address !== a || p < e.lo || p > e.hi) continue;
+      // A port released, taken again by another way and released again is listed twice: past the
+      // pool's size the list is dropped and the next allocation walks the pool again.
+      if (e.freed.length > e.hi - e.lo) this.exhausted.delete(key);
+      else e.freed.push(p);
+    }
   }
 
   private load(s: NatSnapshot): void {

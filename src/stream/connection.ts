@@ -358,7 +358,7 @@ export class Connection<T extends { fields: TcpFields }> {
       const cap = ackOrg + rev.maxUnacked;
       const edgeOrg = Math.min(edgeRaw, cap);
       if (edgeRaw > cap) this.counters.windowClamped++;
-      rev.receiverEdge(edgeOrg);
+      rev.receiverEdge(edgeRaw, ackOrg);
       let w = Math.floor(Math.max(0, edgeOrg - ackOrg) / 2 ** shift);
       if (w === 0 && f.window > 0 && edgeOrg > ackOrg && edgeOrg === edgeRaw) w = 1;
       out.window = Math.min(w, 0xffff);

@@ -213,9 +213,15 @@ export class StreamDirection<T> {
     return (this.busy ??= new Busy<T>());
   }
 
-  /** The receiver's latest right edge, in this direction's positions (Connection.translate). */
-  receiverEdge(edge: number): void {
-    this.rcvEdge = edge;
+  /**
+   * The receiver's latest right edge (`edgeRaw`, with its ACK `ackOrg`), in this direction's
+   * positions (Connection.translate), cut to what the store keeps per connection — not to the
+   * global bound: an edge the global bound closed is not the receiver's, and taking it for a
+   * closed window (tick) kept held bytes forever when the bound was reached just as everything
+   * else was acknowledged (nothing would come to open it again).
+   */
+  receiverEdge(edgeRaw: number, ackOrg: number): void {
+    this.rcvEdge = Math.min(edgeRaw, ackOrg + this.limits.normalizeBytesPerConn);
   }
   private get _held(): ByteStore | null {
     return this.busy === null ? null : this.busy.held;

@@ -225,4 +225,19 @@ describe('senders whose receivers never acknowledge', () => {
     expect(h.gw.stats().stream.storedBytes).toBe(20_000);
     expect(h.gw.stats().stream.storeBudgetFull).toBe(full);
   });
+
+  it('a held pattern prefix is still decided at its hold timeout when the bound was reached just as the rest was acknowledged (the bound closes the window, not the receiver)', () => {
+    const h = new Harness({ normalizeBytesPerConn: 65536, normalizeBytesGlobal: 65536 });
+    const a = h.connect(30011);
+    const b = h.connect(30012);
+    // a's client sends a request ending with a prefix of "secret": 4 bytes held; its server acknowledges the rest.
+    expect(a.sendData(0, 0, `${'y'.repeat(4996)}secr`).filter((g) => g.to === 1).map((g) => payloadOf(g.frame)).join('')).toHaveLength(4996);
+    h.send(a.frame(1, { flags: ACK, seq: a.isnS + 1, ack: (a.isnC + 1 + 4996) >>> 0, window: 65535 }), 1);
+    // b fills the bound; then a's server sends one more ACK (a window of 0 goes to a's client).
+    for (let p = 0; p < 70_000; p += 1000) b.sendData(0, p, 'x'.repeat(1000));
+    h.send(a.frame(1, { flags: ACK, seq: a.isnS + 1, ack: (a.isnC + 1 + 4996) >>> 0, window: 65535 }), 1);
+    let flushed = '';
+    for (let i = 0; i < 5; i++) for (const g of h.advance(1000)) if (g.to === 1 && g.frame[14 + 20 + 1] !== undefined) flushed += payloadOf(g.frame);
+    expect(flushed.startsWith('secr')).toBe(true);
+  });
 });

@@ -134,6 +134,26 @@ describe('nat: masquerade (many-to-one with port translation)', () => {
     expect(nat.translate(pkt(0, 'udp', '10.200.0.5', 1, '8.8.8.8', 53), 101)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
   });
 
+  it('rules sharing an address with ranges of their own are used up apart: one used up leaves the other, and its freed ports stay its own', () => {
+    const nat = new NatTable(
+      natConfig({
+        timeouts: { ...natConfig({}).timeouts, udp: 100 },
+        masquerade: [
+          { side: 0, sources: [cidr('10.200.0.0/24')], address: ip('192.0.2.1'), ports: { lo: 5000, hi: 5001 }, icmpIds: { lo: 100, hi: 101 } },
+          { side: 0, sources: [cidr('10.201.0.0/24')], address: ip('192.0.2.1'), ports: { lo: 6000, hi: 6999 }, icmpIds: { lo: 102, hi: 103 } },
+        ],
+      }),
+    );
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 1, '8.8.8.8', 53), 0).kind).toBe('translate');
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 2, '8.8.8.8', 53), 50).kind).toBe('translate');
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 3, '8.8.8.8', 53), 50)).toEqual({ kind: 'drop', reason: 'ports-exhausted' });
+    expect(nat.translate(pkt(0, 'udp', '10.201.0.1', 1, '8.8.8.8', 53), 50).kind).toBe('translate');
+    expect(nat.expire(100)).toBe(1); // one of 5000, 5001 free again
+    const b2 = nat.translate(pkt(0, 'udp', '10.201.0.1', 2, '8.8.8.8', 53), 100);
+    expect(b2.kind === 'translate' && b2.tuple.sport >= 6000 && b2.tuple.sport <= 6999).toBe(true); // not A's freed port
+    expect(nat.translate(pkt(0, 'udp', '10.200.0.1', 4, '8.8.8.8', 53), 100)).toMatchObject({ kind: 'translate', tuple: { sport: 5000 } });
+  });
+
   it('table full: maxEntries refuses new connections, counted, existing ones still work', () => {
     const nat = new NatTable(MASQ({ lo: 5000, hi: 6000 }, { limits: { maxEntries: 1, maxExpectations: 1 } }));
     const a = nat.translate(pkt(0, 'tcp', '10.200.0.1', 1, '8.8.8.8', 80), 0);
