@@ -99,7 +99,7 @@ function natIpv4Addrs(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
   if (p.fragment) {
     const [s, d] = nat.oneToOneAddrs(from, src, dst);
     if (s === src && d === dst) {
-      const masq = nat.cfg.masquerade.some((m) => (m.side === from && m.sources.some((c) => cidrContains(c, src))) || (m.side !== from && m.address === dst));
+      const masq = nat.masqueradeOf(from, src) >= 0 || nat.isMasqAddress(dst, from);
       return masq ? { kind: 'drop', reason: 'fragment' } : { kind: 'pass' };
     }
     rewriteAddrs(p, proto, s, d, !isFirstFragment(p));
@@ -216,7 +216,7 @@ function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
   // An error goes to the source of the packet it quotes; one about a packet no entry translated
   // must neither reach a masqueraded host (nor the shared address) nor quote one going out.
   if (t !== undefined && outerDst !== isrc) return { kind: 'drop', reason: 'icmp-unrelated' };
-  if (t === undefined && nat.cfg.masquerade.some((m) => (m.side !== from && (m.address === isrc || hides(m, isrc))) || (m.side === from && hides(m, idst)))) {
+  if (t === undefined && (nat.isMasqAddress(isrc, from) || nat.hiderOf(from === 0 ? 1 : 0, isrc) >= 0 || nat.hiderOf(from, idst) >= 0)) {
     return { kind: 'drop', reason: 'no-entry' };
   }
   // New inner = invert(t): src = t.dst, sport = t.dport, dst = t.src, dport = t.sport.
@@ -235,7 +235,8 @@ function natIcmpError(nat: NatTable, p: PacketRef, from: NatSide, now: number): 
     ndst = rs;
   }
   const [os] = nat.oneToOneAddrs(from, outerSrc, outerDst);
-  const masq = nat.cfg.masquerade.find((m) => m.side === from && m.sources.some((c) => cidrContains(c, outerSrc)));
+  const mi = nat.masqueradeOf(from, outerSrc);
+  const masq = mi < 0 ? undefined : nat.cfg.masquerade[mi];
   const nOuterSrc = os !== outerSrc ? os : masq !== undefined ? masq.address : outerSrc;
   const nOuterDst = nsrc;
   if (nsrc === isrc && ndst === idst && nsp === isp && ndp === idp && nOuterSrc === outerSrc && nOuterDst === outerDst) {
@@ -373,7 +374,7 @@ export class MasqL2 {
 
   /** The rule whose hidden hosts on `side` include `a` (and `a` is not a shared address). */
   private ruleOfSource(side: NatSide, a: number): number {
-    return this.nat.cfg.masquerade.findIndex((m) => m.side === side && hides(m, a));
+    return this.nat.hiderOf(side, a);
   }
 
   private ruleOfAddress(otherSide: NatSide, a: number): number {

@@ -335,6 +335,8 @@ export class NatTable {
    */
   private readonly realIx: readonly [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
   private readonly mappedIx: readonly [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
+  /** The masquerade rules by their sources' blocks, per side of their hosts (indices into cfg.masquerade). */
+  private readonly sourceIx: readonly [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
 
   constructor(readonly cfg: NatConfig, snap?: NatSnapshot) {
     const problems = natConfigProblems(cfg);
@@ -342,6 +344,9 @@ export class NatTable {
     cfg.oneToOne.forEach((m, i) => {
       this.realIx[m.side].add(m.real, i);
       this.mappedIx[m.side].add(m.mapped, i);
+    });
+    cfg.masquerade.forEach((m, i) => {
+      for (const c of m.sources) this.sourceIx[m.side].add(c, i);
     });
     this.counters = newNatCounters();
     if (snap !== undefined) this.load(snap);
@@ -386,7 +391,8 @@ export class NatTable {
       this.counters.translated++;
       return { kind: 'translate', tuple: s };
     }
-    const m = p.icmpRequest === false ? undefined : this.cfg.masquerade.find((r) => r.side === p.from && r.sources.some((c) => cidrContains(c, t.src)));
+    const mi = p.icmpRequest === false ? -1 : this.masqueradeOf(p.from, t.src);
+    const m = mi < 0 ? undefined : this.cfg.masquerade[mi];
     if (m !== undefined) {
       if (this.entries.size >= this.cfg.limits.maxEntries) return this.drop('table-full');
       const port = this.allocate(m, t.proto, t.sport);
@@ -459,7 +465,8 @@ export class NatTable {
   ): { addr: number; port: number } | undefined | null {
     const o = this.realMapping(side, addr);
     if (o >= 0) return { addr: mapAddr(addr, this.cfg.oneToOne[o]!.real, this.cfg.oneToOne[o]!.mapped), port };
-    const m = this.cfg.masquerade.find((r) => r.side === side && r.sources.some((c) => cidrContains(c, addr)));
+    const mi = this.masqueradeOf(side, addr);
+    const m = mi < 0 ? undefined : this.cfg.masquerade[mi];
     if (m === undefined) return undefined;
     if (tag !== undefined) this.evictOldestOf(tag);
     if (this.expectations.size >= this.cfg.limits.maxExpectations) {
@@ -655,6 +662,30 @@ export class NatTable {
     const l: (readonly number[])[] = [];
     this.realIx[side].lists(a, l);
     return lowest(l);
+  }
+
+  /** The first masquerade rule (its index in cfg.masquerade) whose hosts are on `side` and whose sources hold `a`, or -1. */
+  masqueradeOf(side: NatSide, a: number): number {
+    const l: (readonly number[])[] = [];
+    this.sourceIx[side].lists(a, l);
+    return lowest(l);
+  }
+
+  /** The first masquerade rule on `side` that hides host `a` (one of its sources, not its shared address), or -1. */
+  hiderOf(side: NatSide, a: number): number {
+    const l: (readonly number[])[] = [];
+    this.sourceIx[side].lists(a, l);
+    let best = -1;
+    for (const list of l) {
+      for (const i of list) {
+        if (best >= 0 && i >= best) break;
+        if (this.cfg.masquerade[i]!.address !== a) {
+          best = i;
+          break;
+        }
+      }
+    }
+    return best;
   }
 
   /** The first 1:1 mapping whose hosts are on `side` and whose mapped block holds `a`, or -1. */

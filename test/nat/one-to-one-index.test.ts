@@ -1,12 +1,13 @@
 /**
- * The NAT's 1:1 lookups through its index (wire/block-lists.ts) give what trying every mapping in
- * order gives: random mapping sets (prefixes /8 to /32 on both sides) against addresses inside and
- * outside their blocks; and a packet costs lookups per prefix length, not per mapping.
+ * The NAT's lookups through its indexes (wire/block-lists.ts) give what trying every mapping or
+ * rule in order gives: random 1:1 mapping sets and masquerade rules (prefixes /8 to /32, both
+ * sides, shared addresses inside their own sources) against addresses inside and outside their
+ * blocks; and a packet costs lookups per prefix length, not per mapping.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { cidrContains, type Cidr } from '../../src/wire/cidr.js';
-import { NatTable, natConfig, natConfigProblems, type OneToOne } from '../../src/nat/nat.js';
+import { NatTable, natConfig, natConfigProblems, type Masquerade, type OneToOne } from '../../src/nat/nat.js';
 
 const block = (a: number, prefix: number): Cidr => {
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
@@ -63,5 +64,32 @@ describe('NAT 1:1 lookups through the index', () => {
     expect(nat.oneToOneAddrs(0, 0x0a000063, 0x08080808)).toEqual([0x0b000063, 0x08080808]);
     expect(nat.oneToOneAddrs(1, 0x08080808, 0x0b000063)).toEqual([0x08080808, 0x0a000063]);
     expect(reads).toBeLessThanOrEqual(4);
+  });
+
+  it('masquerade: the first rule whose sources hold an address, and the first that hides it (not its shared address), as in order', () => {
+    const rule = fc.record({ side: fc.constantFrom(0 as const, 1 as const), a: fc.nat(), prefixes: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 8, max: 32 })), { minLength: 1, maxLength: 3 }), own: fc.boolean(), lo: fc.integer({ min: 1024, max: 60000 }) });
+    fc.assert(
+      fc.property(fc.array(rule, { maxLength: 8 }), fc.array(fc.tuple(fc.nat(), fc.nat(31), fc.constantFrom(0 as const, 1 as const)), { minLength: 1, maxLength: 30 }), (rs, probes) => {
+        const masquerade: Masquerade[] = rs.map((r, i) => {
+          const sources = r.prefixes.map(([x, p]) => block(x, p));
+          // Sometimes the shared address lies inside the rule's own sources.
+          const address = r.own ? (sources[0]!.addr | 1) >>> 0 : (0xc0000000 + i) >>> 0;
+          return { side: r.side, sources, address, ports: { lo: r.lo + i * 10, hi: r.lo + i * 10 + 5 }, icmpIds: { lo: 100 + i * 10, hi: 105 + i * 10 }, preservePort: false };
+        });
+        const cfg = natConfig({ masquerade });
+        if (natConfigProblems(cfg).length > 0) return;
+        const nat = new NatTable(cfg);
+        for (const [k, bits, side] of probes) {
+          const a = masquerade.length === 0 || k % 3 === 0 ? k >>> 0 : k % 5 === 1 ? masquerade[k % masquerade.length]!.address : (() => {
+            const r = masquerade[k % masquerade.length]!;
+            const b = r.sources[k % r.sources.length]!;
+            return (b.addr | ((k >>> bits) & ~b.mask)) >>> 0;
+          })();
+          expect(nat.masqueradeOf(side, a)).toBe(masquerade.findIndex((m) => m.side === side && m.sources.some((c) => cidrContains(c, a))));
+          expect(nat.hiderOf(side, a)).toBe(masquerade.findIndex((m) => m.side === side && m.address !== a && m.sources.some((c) => cidrContains(c, a))));
+        }
+      }),
+      { seed: 4711, numRuns: 400 },
+    );
   });
 });
