@@ -18,11 +18,6 @@ export class TimerQueue<T extends object> {
     return this.queued.size;
   }
 
-  /** Entries in the heap, live and stale (for tests and limits). */
-  get entries(): number {
-    return this.at.length;
-  }
-
   /** The items queued, in no order. */
   keys(): IterableIterator<T> {
     return this.queued.keys();

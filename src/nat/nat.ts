@@ -34,7 +34,7 @@
 import { blockWithin, cidrContains, formatIpBlock, type Cidr, type IpBlock } from '../wire/cidr.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { nptv6Problem, type Nptv6 } from './nptv6.js';
-import { BlockLists, lowest } from '../wire/block-lists.js';
+import { BlockLists } from '../wire/block-lists.js';
 
 export type NatSide = 0 | 1;
 export type NatProto = 'tcp' | 'udp' | 'icmp';
@@ -659,40 +659,22 @@ export class NatTable {
 
   /** The first 1:1 mapping (its index in cfg.oneToOne) whose hosts are on `side` and whose real block holds `a`, or -1. */
   realMapping(side: NatSide, a: number): number {
-    const l: (readonly number[])[] = [];
-    this.realIx[side].lists(a, l);
-    return lowest(l);
+    return this.realIx[side].first(a);
   }
 
   /** The first masquerade rule (its index in cfg.masquerade) whose hosts are on `side` and whose sources hold `a`, or -1. */
   masqueradeOf(side: NatSide, a: number): number {
-    const l: (readonly number[])[] = [];
-    this.sourceIx[side].lists(a, l);
-    return lowest(l);
+    return this.sourceIx[side].first(a);
   }
 
   /** The first masquerade rule on `side` that hides host `a` (one of its sources, not its shared address), or -1. */
   hiderOf(side: NatSide, a: number): number {
-    const l: (readonly number[])[] = [];
-    this.sourceIx[side].lists(a, l);
-    let best = -1;
-    for (const list of l) {
-      for (const i of list) {
-        if (best >= 0 && i >= best) break;
-        if (this.cfg.masquerade[i]!.address !== a) {
-          best = i;
-          break;
-        }
-      }
-    }
-    return best;
+    return this.sourceIx[side].first(a, (i) => this.cfg.masquerade[i]!.address !== a);
   }
 
   /** The first 1:1 mapping whose hosts are on `side` and whose mapped block holds `a`, or -1. */
   mappedMapping(side: NatSide, a: number): number {
-    const l: (readonly number[])[] = [];
-    this.mappedIx[side].lists(a, l);
-    return lowest(l);
+    return this.mappedIx[side].first(a);
   }
 
   /** Stateless 1:1 translation of the addresses of a packet from `from` (src real → mapped, dst mapped → real). */

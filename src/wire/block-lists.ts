@@ -32,6 +32,17 @@ export class BlockLists {
     }
   }
 
+  /**
+   * The lowest index filed under a block holding `a` (that `accept` takes, when given), or -1:
+   * what trying the items in order finds (each list is ascending), without gathering the lists.
+   */
+  first(a: IpAddr, accept?: (i: number) => boolean): number {
+    let best = -1;
+    if (typeof a === 'number') for (const len of this.lens4) best = lower(this.v4.get(len)!.get((a & prefixMask(len)) >>> 0), best, accept);
+    else for (const len of this.lens6) best = lower(this.v6.get(len)!.get(key6(a, len)), best, accept);
+    return best;
+  }
+
   /** The lists of the blocks holding `a`. */
   lists(a: IpAddr, out: (readonly number[])[]): void {
     if (typeof a === 'number') {
@@ -69,9 +80,12 @@ function push<K>(m: Map<K, number[]>, k: K, i: number): void {
   else if (l[l.length - 1] !== i) l.push(i);
 }
 
-/** The lowest index in `lists` (each ascending), or -1. */
-export function lowest(lists: readonly (readonly number[])[]): number {
-  let best = -1;
-  for (const l of lists) if (l.length > 0 && (best < 0 || l[0]! < best)) best = l[0]!;
+/** The first index of the ascending list `l` below `best` (-1: none yet) that `accept` takes, else `best`. */
+function lower(l: readonly number[] | undefined, best: number, accept: ((i: number) => boolean) | undefined): number {
+  if (l === undefined) return best;
+  for (const i of l) {
+    if (best >= 0 && i >= best) return best;
+    if (accept === undefined || accept(i)) return i;
+  }
   return best;
 }
