@@ -3,11 +3,18 @@
  * with 20,000 address rules, trying every rule in order (the baseline, what selection did before
  * the index) against the index, for a connection that matches a rule and one that matches none
  * (the cost of a SYN to anything else, a flood's); and `tapgate check`'s shadow analysis of 2,000
- * rules, every pair compared (the baseline) against the index's candidates.
+ * rules, every pair compared (the baseline) against the index's candidates. The same for NAT's
+ * lists: an IPv6 packet's NPTv6 mapping among 2,000 (each tried in turn, the baseline, against the
+ * index of their blocks), and the config check's overlap test of 10,000 1:1 mappings (every pair,
+ * against the sorted sweep).
  */
 import { parseConfig, type Config, type ConnKey, type Rule } from '../config/index.js';
 import { covers, shadowedRules } from '../config/shadow.js';
 import { ruleMatches, selectRule } from '../config/select.js';
+import { natConfig, natConfigProblems } from '../nat/nat.js';
+import { nptv6Addresses, type Nptv6 } from '../nat/nptv6.js';
+import { blockContains, blockWithin, type Cidr, type Cidr6 } from '../wire/cidr.js';
+import { ipv6Key } from '../wire/ip.js';
 
 export interface RuleBenchRow {
   name: string;
@@ -71,6 +78,57 @@ export function runRuleBench(opts: { rules?: number; shadowRules?: number; runs?
     sink += shadowedRules(few).length;
   });
   rows.push({ name: `check's shadow analysis, ${m.toLocaleString('en-US')} rules: index`, us: ix, speedup: pairs / ix });
+  rows.push(...natRows(runs));
+  if (sink === 0.5) console.log(sink);
+  return rows;
+}
+
+/** NPTv6 lookups and the NAT config check with long mapping lists (see the file comment). */
+function natRows(runs: number): RuleBenchRow[] {
+  const rows: RuleBenchRow[] = [];
+  let sink = 0;
+  const n6 = 2000;
+  const block6 = (a: number, b: number): Cidr6 => {
+    const bytes = new Uint8Array(16);
+    bytes.set([a >> 8, a & 255, 0x0d, 0xb8, b >> 8, b & 255]);
+    return { family: 6, bytes, prefix: 48 };
+  };
+  const maps: Nptv6[] = Array.from({ length: n6 }, (_, i) => ({ side: 0, real: block6(0xfd00, i), mapped: block6(0x2001, i) }));
+  // A packet from the last mapping's hosts, to an address no mapping holds.
+  const pkt = new Uint8Array(40);
+  pkt.set(maps[n6 - 1]!.real.bytes, 8);
+  pkt[23] = 1;
+  pkt.set([0x20, 0x01, 0x0d, 0xb9], 24);
+  const work = new Uint8Array(40);
+  const inTurn = time(runs, 2000, () => {
+    const src = ipv6Key(pkt, 8);
+    const dst = ipv6Key(pkt, 24);
+    sink += maps.findIndex((m) => m.side === 0 && blockContains(m.real, src)) + maps.findIndex((m) => m.side !== 0 && blockContains(m.mapped, dst));
+  });
+  rows.push({ name: `NPTv6, ${n6.toLocaleString('en-US')} mappings, an IPv6 packet's addresses: each mapping in turn (baseline)`, us: inTurn, speedup: 1 });
+  const ix = time(runs, 20_000, () => {
+    work.set(pkt);
+    sink += nptv6Addresses(maps, work, 0, 0) === 'translated' ? 1 : 0;
+  });
+  rows.push({ name: `NPTv6, ${n6.toLocaleString('en-US')} mappings, an IPv6 packet's addresses: index`, us: ix, speedup: inTurn / ix });
+  const n4 = 10_000;
+  const cidr = (addr: number): Cidr => ({ addr, prefix: 32, mask: 0xffffffff });
+  const one = Array.from({ length: n4 }, (_, i) => ({ side: 0 as const, real: cidr(0x0a000000 + i), mapped: cidr(0x0b000000 + i) }));
+  const pairs = time(1, 1, () => {
+    for (let i = 0; i < n4; i++) {
+      for (let j = 0; j < i; j++) {
+        const a = one[i]!;
+        const b = one[j]!;
+        if (blockWithin(a.real, b.real) || blockWithin(b.real, a.real) || blockWithin(a.mapped, b.mapped) || blockWithin(b.mapped, a.mapped)) sink++;
+      }
+    }
+  });
+  rows.push({ name: `NAT config check, ${n4.toLocaleString('en-US')} 1:1 mappings, overlaps: every pair (baseline)`, us: pairs, speedup: 1 });
+  const cfg = natConfig({ oneToOne: one });
+  const sweep = time(Math.min(runs, 3), 1, () => {
+    sink += natConfigProblems(cfg).length;
+  });
+  rows.push({ name: `NAT config check, ${n4.toLocaleString('en-US')} 1:1 mappings: sorted sweep`, us: sweep, speedup: pairs / sweep });
   if (sink === 0.5) console.log(sink);
   return rows;
 }

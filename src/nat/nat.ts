@@ -31,7 +31,7 @@
  * Addresses are IPv4 as uint32 numbers (the flow table's representation).
  */
 
-import { blockWithin, cidrContains, formatIpBlock, type Cidr, type IpBlock } from '../wire/cidr.js';
+import { cidrContains, formatIpBlock, nestedPairs, type Cidr, type IpBlock } from '../wire/cidr.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { nptv6Problem, type Nptv6 } from './nptv6.js';
 import { BlockLists } from '../wire/block-lists.js';
@@ -148,6 +148,9 @@ export function natConfig(c: NatConfigInput): NatConfig {
   };
 }
 
+/** Overlapping mappings named one by one in a config's problems (the rest are counted). */
+const MAX_OVERLAPS_LISTED = 32;
+
 /** Everything wrong with a config (empty = valid). */
 export function natConfigProblems(c: NatConfig): string[] {
   const out: string[] = [];
@@ -166,17 +169,22 @@ export function natConfigProblems(c: NatConfig): string[] {
   // One address must stand for one host on each side: overlapping blocks on the same side would
   // send a host's replies (or its own traffic) to another host.
   const clash = <T extends IpBlock>(list: readonly { side: NatSide; real: T; mapped: T }[], what: string): void => {
-    list.forEach((a, i) => {
-      for (let j = 0; j < i; j++) {
-        const b = list[j]!;
-        if (a.side !== b.side) continue;
-        for (const k of ['mapped', 'real'] as const) {
-          if (blockWithin(a[k], b[k]) || blockWithin(b[k], a[k])) {
-            out.push(`${what}[${i}].${k} ${formatIpBlock(a[k])} overlaps ${what}[${j}].${k} ${formatIpBlock(b[k])} on the same side: one address would stand for two hosts`);
-          }
-        }
+    const found: [number, number, 'mapped' | 'real'][] = [];
+    let total = 0;
+    for (const side of [0, 1] as const) {
+      const at = list.flatMap((m, i) => (m.side === side ? [i] : []));
+      for (const k of ['mapped', 'real'] as const) {
+        const n = nestedPairs(at.map((i) => list[i]![k]), MAX_OVERLAPS_LISTED);
+        total += n.total;
+        for (const [x, y] of n.pairs) found.push([at[y]!, at[x]!, k]);
       }
-    });
+    }
+    found.sort((a, b) => a[0] - b[0] || a[1] - b[1] || (a[2] === b[2] ? 0 : a[2] === 'mapped' ? -1 : 1));
+    const listed = found.slice(0, MAX_OVERLAPS_LISTED);
+    for (const [i, j, k] of listed) {
+      out.push(`${what}[${i}].${k} ${formatIpBlock(list[i]![k])} overlaps ${what}[${j}].${k} ${formatIpBlock(list[j]![k])} on the same side: one address would stand for two hosts`);
+    }
+    if (total > listed.length) out.push(`${what}: ${total - listed.length} more overlapping pairs not listed`);
   };
   clash(c.oneToOne, 'oneToOne');
   clash(c.nptv6, 'nptv6');

@@ -21,6 +21,8 @@
 import { get16, set16 } from '../wire/bytes.js';
 import { csumReplace16, fold16, sum16 } from '../wire/checksum.js';
 import type { Cidr6 } from '../wire/cidr.js';
+import { BlockLists } from '../wire/block-lists.js';
+import { ipv6Key } from '../wire/ip.js';
 import { IP_PROTO_ICMPV6, IPV6_ADDR_LEN, IPV6_HEADER_LEN, walkIpv6 } from '../wire/ipv6.js';
 import type { NatSide } from './nat.js';
 
@@ -46,16 +48,6 @@ export function nptv6Problem(r: Nptv6): string | null {
 /** The one's complement sum of a prefix's words (host bits are zero). */
 function prefixSum(c: Cidr6): number {
   return fold16(sum16(c.bytes, 0, IPV6_ADDR_LEN));
-}
-
-/** Does the address at `off` fall in the prefix? */
-function inPrefix(c: Cidr6, b: Uint8Array, off: number): boolean {
-  let bits = c.prefix;
-  for (let i = 0; bits > 0; i++, bits -= 8) {
-    const m = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((b[off + i]! & m) !== c.bytes[i]) return false;
-  }
-  return true;
 }
 
 /**
@@ -153,11 +145,41 @@ const ND_NA = 136;
  * (mapped → real when the receiver is on a rule's side).
  */
 function translateAddr(rules: readonly Nptv6[], b: Uint8Array, off: number, from: NatSide, asSource: boolean): Nptv6Result {
-  for (const r of rules) {
-    if (asSource && r.side === from && inPrefix(r.real, b, off)) return mapAddress(b, off, r.real, r.mapped) ? 'translated' : 'untranslatable';
-    if (!asSource && r.side !== from && inPrefix(r.mapped, b, off)) return mapAddress(b, off, r.mapped, r.real) ? 'translated' : 'untranslatable';
+  if (rules.length === 0) return 'none';
+  // The first rule (in order) whose block holds the address: its real block on the sender's side
+  // (a source), its mapped block on the receiver's (a destination).
+  const x = nptv6Index(rules);
+  const i = (asSource ? x.real[from] : x.mapped[1 - from]!).first(ipv6Key(b, off));
+  if (i < 0) return 'none';
+  const r = rules[i]!;
+  const ok = asSource ? mapAddress(b, off, r.real, r.mapped) : mapAddress(b, off, r.mapped, r.real);
+  return ok ? 'translated' : 'untranslatable';
+}
+
+/**
+ * The rules' real and mapped blocks filed by the side they are on (wire/block-lists.ts): an
+ * address costs one lookup per prefix length in use (at most 17), not one test per rule — 2,000
+ * mappings were 30–57 µs per IPv6 packet tried in order.
+ */
+interface Nptv6Index {
+  real: readonly [BlockLists, BlockLists];
+  mapped: readonly [BlockLists, BlockLists];
+}
+
+/** Each rule list's index, made at its first use (a config's rules are not changed after loading). */
+const indexes = new WeakMap<readonly Nptv6[], Nptv6Index>();
+
+function nptv6Index(rules: readonly Nptv6[]): Nptv6Index {
+  let x = indexes.get(rules);
+  if (x === undefined) {
+    x = { real: [new BlockLists(), new BlockLists()], mapped: [new BlockLists(), new BlockLists()] };
+    rules.forEach((r, i) => {
+      x!.real[r.side].add(r.real, i);
+      x!.mapped[r.side].add(r.mapped, i);
+    });
+    indexes.set(rules, x);
   }
-  return 'none';
+  return x;
 }
 
 function isUnspecified(b: Uint8Array, off: number): boolean {

@@ -107,6 +107,33 @@ export function blockWithin(inner: IpBlock, outer: IpBlock): boolean {
   return inner.prefix >= o.prefix && maskBytes(inner.bytes, o.prefix).every((b, i) => b === o.bytes[i]);
 }
 
+/**
+ * Pairs [j, i] (j < i) of `blocks` of which one holds the other, at most `max` of them, and how
+ * many there are in all. Blocks of one family are nested or apart: sorted by network, then
+ * length, a block is held by exactly the blocks still open before it (a stack, at most one per
+ * prefix length plus equal ones), so finding them costs a sort, not a comparison of every pair.
+ * The pairs are sorted by i, then j; when there are more than `max`, which are listed is not
+ * specified.
+ */
+export function nestedPairs(blocks: readonly IpBlock[], max: number): { pairs: [number, number][]; total: number } {
+  const keys = blocks.map((b) => (isCidr6(b) ? `6${String.fromCharCode(...b.bytes)}` : `4${String.fromCharCode(b.addr >>> 24, (b.addr >>> 16) & 0xff, (b.addr >>> 8) & 0xff, b.addr & 0xff)}`));
+  const order = blocks.map((_, i) => i).sort((x, y) => (keys[x]! < keys[y]! ? -1 : keys[x]! > keys[y]! ? 1 : blocks[x]!.prefix - blocks[y]!.prefix || x - y));
+  const open: number[] = [];
+  const pairs: [number, number][] = [];
+  let total = 0;
+  for (const i of order) {
+    while (open.length > 0 && !blockWithin(blocks[i]!, blocks[open[open.length - 1]!]!)) open.pop();
+    total += open.length;
+    for (let k = 0; k < open.length && pairs.length < max; k++) {
+      const o = open[k]!;
+      pairs.push(o < i ? [o, i] : [i, o]);
+    }
+    open.push(i);
+  }
+  pairs.sort((a, b) => a[1] - b[1] || a[0] - b[0]);
+  return { pairs, total };
+}
+
 function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
   const out = new Uint8Array(16);
   for (let i = 0; i < 16; i++) {

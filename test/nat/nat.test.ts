@@ -69,6 +69,21 @@ describe('nat: 1:1 mappings (stateless, both directions)', () => {
     expect(natConfigProblems(natConfig({ oneToOne: [one('10.200.0.1/32', '10.200.0.101/32'), one('10.200.0.3/32', '10.200.0.101/32', 1)] }))).toEqual([]);
     expect(natConfigProblems(MASQ(undefined, { oneToOne: [one('10.200.0.9/32', '192.0.2.1/32')] }))).toEqual([expect.stringMatching(/masquerade\[0\]\.address 192\.0\.2\.1 is inside oneToOne\[0\]\.mapped/)]);
   });
+
+  it('many mappings: overlaps are found without comparing every pair, a bounded number named and the rest counted (5,000 equal mappings: 25 million pairs)', () => {
+    const many = Array.from({ length: 5000 }, (_, i) => ({ side: 0 as const, real: cidr(`10.${i >> 8}.${i & 0xff}.0/24`), mapped: cidr(`10.${100 + (i >> 8)}.${i & 0xff}.0/24`) }));
+    expect(natConfigProblems(natConfig({ oneToOne: many }))).toEqual([]);
+    const nested = [...many, { side: 0 as const, real: cidr('10.0.0.0/16'), mapped: cidr('172.16.0.0/16') }];
+    const p = natConfigProblems(natConfig({ oneToOne: nested }));
+    expect(p.slice(0, 2)).toEqual([expect.stringMatching(/^oneToOne\[5000\]\.real 10\.0\.0\.0\/16 overlaps oneToOne\[0\]\.real 10\.0\.0\.0\/24/), expect.stringMatching(/^oneToOne\[5000\]\.real .* overlaps oneToOne\[1\]\.real/)]);
+    expect(p.at(-1)).toBe('oneToOne: 224 more overlapping pairs not listed'); // 256 /24s in 10.0/16
+    const same = Array.from({ length: 5000 }, () => ({ side: 1 as const, real: cidr('10.0.0.0/24'), mapped: cidr('10.1.0.0/24') }));
+    const q = natConfigProblems(natConfig({ oneToOne: same }));
+    expect(q).toHaveLength(33);
+    expect(q[0]).toMatch(/^oneToOne\[1\]\.mapped .* overlaps oneToOne\[0\]\.mapped/);
+    expect(q[1]).toMatch(/^oneToOne\[1\]\.real .* overlaps oneToOne\[0\]\.real/);
+    expect(q[32]).toBe(`oneToOne: ${2 * ((5000 * 4999) / 2) - 32} more overlapping pairs not listed`);
+  });
 });
 
 describe('nat: masquerade (many-to-one with port translation)', () => {

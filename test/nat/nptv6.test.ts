@@ -74,6 +74,81 @@ describe('NPTv6 address mapping', () => {
     expect(nptv6Packet([r], b, 0, 40, 0, false)).toBe('none'); // the destination is real, on the client side: not for the server side to map
     expect(nptv6Packet([r], packet('fd00:200:0:0:ffff:ffff:ffff:ffff', '::1'), 0, 40, 0, false)).toBe('untranslatable');
   });
+
+  it('many mappings: each address takes the first rule (in order) whose block on the right side holds it, as trying them in turn does (fast-check, overlapping blocks included)', () => {
+    /** Does block `c` hold the 16 bytes `a`? */
+    const holds = (c: Cidr6, a: Uint8Array): boolean => {
+      for (let i = 0, bits = c.prefix; bits > 0; i++, bits -= 8) {
+        const m = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+        if ((a[i]! & m) !== c.bytes[i]) return false;
+      }
+      return true;
+    };
+    const block = (base: Uint8Array, len: number): Cidr6 => {
+      const bytes = base.slice();
+      for (let i = 0; i < 16; i++) {
+        const bits = Math.max(0, Math.min(8, len - 8 * i));
+        bytes[i]! &= (0xff << (8 - bits)) & 0xff;
+      }
+      return { family: 6, prefix: len, bytes };
+    };
+    // Few bases, so that blocks share networks and nest (a list the config check would refuse
+    // still gets the in-order answer).
+    const bases = [parseIpv6('fd00:1:2:3::')!, parseIpv6('fd00:1:2:3:8000::')!, parseIpv6('2001:db8:7::')!];
+    const arbRule = fc.record({
+      side: fc.constantFrom(0 as const, 1 as const),
+      real: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 48, max: 64 })),
+      mapped: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 48, max: 64 })),
+    });
+    const arbAddr = fc.tuple(fc.integer({ min: 0, max: 2 }), fc.uint8Array({ minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 0xff }));
+    const addr = ([k, id, mid]: [number, Uint8Array, number]): Uint8Array => {
+      const a = bases[k]!.slice();
+      a[7] = mid; // inside or outside the longer prefixes
+      a.set(id, 8);
+      a[8]! &= 0x7f; // an identifier never all ffff
+      return a;
+    };
+    fc.assert(
+      fc.property(fc.array(arbRule, { minLength: 1, maxLength: 12 }), arbAddr, arbAddr, fc.constantFrom(0 as const, 1 as const), (spec, s, d, from) => {
+        const rules: Nptv6[] = spec.map((x) => {
+          const len = x.real[1];
+          return { side: x.side, real: block(bases[x.real[0]]!, len), mapped: block(bases[x.mapped[0]]!, len) };
+        });
+        const src = addr(s);
+        const dst = addr(d);
+        const b = new Uint8Array(40);
+        b[0] = 0x60;
+        b[6] = 59;
+        b.set(src, 8);
+        b.set(dst, 24);
+        const got = b.slice();
+        const res = nptv6Packet(rules, got, 0, 40, from, false);
+        // In turn: the first rule holding the source in its real block on the sender's side, the
+        // first holding the destination in its mapped block on the receiver's.
+        const rs = rules.find((r) => r.side === from && holds(r.real, src));
+        const rd = rules.find((r) => r.side !== from && holds(r.mapped, dst));
+        const want = b.slice();
+        const one = (r: Nptv6 | undefined, off: number, asSource: boolean): void => {
+          if (r === undefined) return;
+          // The rule alone, applied to a packet whose other address it cannot touch.
+          const p = new Uint8Array(40);
+          p[0] = 0x60;
+          p[6] = 59;
+          p.set(b.subarray(off, off + 16), off);
+          const other = asSource ? 24 : 8;
+          p.fill(0xff, other, other + 16); // ff…: multicast, in no block here
+          nptv6Packet([r], p, 0, 40, from, false);
+          want.set(p.subarray(off, off + 16), off);
+        };
+        one(rs, 8, true);
+        one(rd, 24, false);
+        expect(res).toBe(rs !== undefined || rd !== undefined ? 'translated' : 'none');
+        expect(ipv6ToString(got.subarray(8, 24))).toBe(ipv6ToString(want.subarray(8, 24)));
+        expect(ipv6ToString(got.subarray(24, 40))).toBe(ipv6ToString(want.subarray(24, 40)));
+      }),
+      { seed: 0x6297, numRuns: 2000 },
+    );
+  });
 });
 
 // ---- through the gateway ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /** wire/ip.ts (addresses of either family) and wire/cidr.ts's blocks of either family. */
 import { describe, expect, it } from 'vitest';
 import { hostKey } from '../../src/cluster/rendezvous.js';
-import { blockContains, blockWithin, formatIpBlock, parseIpBlock, type IpBlock } from '../../src/wire/cidr.js';
+import fc from 'fast-check';
+import { blockContains, blockWithin, formatIpBlock, nestedPairs, parseIpBlock, type IpBlock } from '../../src/wire/cidr.js';
 import { finish, sum16 } from '../../src/wire/checksum.js';
 import { endpointToString, ipFromJson, ipSrcAt, ipDstAt, ipToJson, ipToString, ipv6Key, ipv6KeyBytes, parseIp, pseudoHeaderSum } from '../../src/wire/ip.js';
 import { parseIpv6 } from '../../src/wire/ipv6.js';
@@ -112,4 +113,34 @@ describe('IpBlock', () => {
     expect(blockWithin(block('10.1.0.0/16'), block('10.0.0.0/8'))).toBe(true);
     expect(blockWithin(block('10.0.0.0/8'), block('::/0'))).toBe(false);
   });
+
+  it('nested pairs: the same pairs as comparing every two blocks (fast-check, both families, equal blocks too); listed up to a bound, all counted', () => {
+    const arb = fc.oneof(
+      fc.tuple(fc.constantFrom(0x0a000000, 0x0a010000, 0xc0a80000), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 8, max: 32 })).map(([net, low, len]) => block(`${ipv4(((net | low) & mask(len)) >>> 0)}/${len}`)),
+      fc.tuple(fc.constantFrom('2001:db8:', 'fd00:1:'), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 32, max: 48 })).map(([net, g, len]) => block(masked6(`${net}${g.toString(16)}::`, len))),
+    );
+    fc.assert(
+      fc.property(fc.array(arb, { maxLength: 40 }), fc.integer({ min: 0, max: 20 }), (blocks, max) => {
+        const all: [number, number][] = [];
+        for (let i = 0; i < blocks.length; i++) for (let j = 0; j < i; j++) if (blockWithin(blocks[i]!, blocks[j]!) || blockWithin(blocks[j]!, blocks[i]!)) all.push([j, i]);
+        const got = nestedPairs(blocks, max);
+        expect(got.total).toBe(all.length);
+        if (all.length <= max) expect(got.pairs).toEqual(all);
+        else {
+          expect(got.pairs).toHaveLength(max);
+          for (const p of got.pairs) expect(all).toContainEqual(p);
+        }
+      }),
+      { seed: 0x4632, numRuns: 500 },
+    );
+  });
 });
+
+const ipv4 = (a: number): string => [a >>> 24, (a >>> 16) & 0xff, (a >>> 8) & 0xff, a & 0xff].join('.');
+const mask = (len: number): number => (len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
+/** `a/len` with the host bits of `a` cleared. */
+function masked6(a: string, len: number): string {
+  const b = parseIpv6(a)!;
+  for (let i = 0; i < 16; i++) b[i]! &= (0xff << (8 - Math.max(0, Math.min(8, len - 8 * i)))) & 0xff;
+  return `${formatIpBlock({ family: 6, bytes: b, prefix: len } as IpBlock)}`;
+}
