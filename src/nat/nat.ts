@@ -330,6 +330,8 @@ export class NatTable {
   private readonly expectations = new Map<number, Expectation>();
   /** expectKey → ids of the expectations waiting there (a new connection looks up one key). */
   private readonly expectIndex = new Map<string, Set<number>>();
+  /** Expectation ids by the tag of their control connection, oldest first. */
+  private readonly expectByTag = new Map<string, Set<number>>();
   /** Ports/ids in use on masquerade addresses (entries and expectations). */
   private readonly usedPorts = new Set<string>();
   /** portKey → how many of other nodes' connections use it; owner (spare key) → its portKeys. */
@@ -345,6 +347,8 @@ export class NatTable {
   private readonly mappedIx: readonly [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
   /** The masquerade rules by their sources' blocks, per side of their hosts (indices into cfg.masquerade). */
   private readonly sourceIx: readonly [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
+  /** The masquerade rules' shared addresses, per side of their hosts. */
+  private readonly masqAddrs: readonly [Set<number>, Set<number>] = [new Set(), new Set()];
 
   constructor(readonly cfg: NatConfig, snap?: NatSnapshot) {
     const problems = natConfigProblems(cfg);
@@ -355,6 +359,7 @@ export class NatTable {
     });
     cfg.masquerade.forEach((m, i) => {
       for (const c of m.sources) this.sourceIx[m.side].add(c, i);
+      this.masqAddrs[m.side].add(m.address);
     });
     this.counters = newNatCounters();
     if (snap !== undefined) this.load(snap);
@@ -496,7 +501,7 @@ export class NatTable {
 
   /** Drops the oldest of `tag`'s expectations while it holds MAX_EXPECTATIONS_PER_TAG. */
   private evictOldestOf(tag: string): void {
-    const mine = [...this.expectations.values()].filter((x) => x.tag === tag);
+    const mine = this.tagged(tag);
     for (let i = 0; i <= mine.length - MAX_EXPECTATIONS_PER_TAG; i++) {
       this.removeExpectation(mine[i]!);
       this.counters.expectationsEvicted++;
@@ -508,27 +513,30 @@ export class NatTable {
    * conntrack removes a master's. Returns how many.
    */
   dropExpectations(tag: string): number {
-    let n = 0;
-    for (const x of [...this.expectations.values()]) {
-      if (x.tag !== tag) continue;
-      this.removeExpectation(x);
-      n++;
-    }
-    this.counters.expectationsDropped += n;
-    return n;
+    const mine = this.tagged(tag);
+    for (const x of mine) this.removeExpectation(x);
+    this.counters.expectationsDropped += mine.length;
+    return mine.length;
+  }
+
+  /** The expectations of control connection `tag`, oldest first. */
+  private tagged(tag: string): Expectation[] {
+    const ids = this.expectByTag.get(tag);
+    return ids === undefined ? [] : [...ids].map((id) => this.expectations.get(id)!);
   }
 
   /** Remove expired entries and expectations; returns how many went. */
   expire(now: number): number {
     let n = 0;
-    for (const e of [...this.entries.values()]) {
+    // Deleting the entry at hand while iterating a Map is safe: no copy of the whole table.
+    for (const e of this.entries.values()) {
       if (e.expiresAt <= now) {
         this.removeEntry(e);
         this.counters.entriesExpired++;
         n++;
       }
     }
-    for (const x of [...this.expectations.values()]) {
+    for (const x of this.expectations.values()) {
       if (x.expiresAt <= now) {
         this.removeExpectation(x);
         this.counters.expectationsExpired++;
@@ -551,7 +559,7 @@ export class NatTable {
    * there (a masquerade address, a 1:1 mapped address): such a packet is a translated copy.
    */
   ownsAddress(from: NatSide, addr: number): boolean {
-    return this.cfg.masquerade.some((m) => m.side !== from && m.address === addr) || this.mappedMapping(other(from), addr) >= 0;
+    return this.isMasqAddress(addr, from) || this.mappedMapping(other(from), addr) >= 0;
   }
 
   /**
@@ -568,7 +576,7 @@ export class NatTable {
       const e = id === undefined ? undefined : this.entries.get(id);
       if (e !== undefined && !entries.includes(e)) entries.push(e);
     }
-    const expectations = [...this.expectations.values()].filter((x) => x.tag === tag);
+    const expectations = this.tagged(tag);
     return JSON.parse(JSON.stringify({ entries, expectations })) as NatFlowState;
   }
 
@@ -695,7 +703,7 @@ export class NatTable {
 
   /** Is `addr` a masquerade address as seen by packets arriving from `from`? */
   isMasqAddress(addr: number, from: NatSide): boolean {
-    return this.cfg.masquerade.some((m) => m.address === addr && m.side !== from);
+    return this.masqAddrs[other(from)].has(addr);
   }
 
   /**
@@ -830,6 +838,11 @@ export class NatTable {
     const ids = this.expectIndex.get(k);
     if (ids === undefined) this.expectIndex.set(k, new Set([x.id]));
     else ids.add(x.id);
+    if (x.tag !== undefined) {
+      const mine = this.expectByTag.get(x.tag);
+      if (mine === undefined) this.expectByTag.set(x.tag, new Set([x.id]));
+      else mine.add(x.id);
+    }
   }
 
   /** An expectation from saved state (a snapshot, another node's): indexed, its port taken. */
@@ -845,6 +858,11 @@ export class NatTable {
     const ids = this.expectIndex.get(k);
     ids?.delete(x.id);
     if (ids?.size === 0) this.expectIndex.delete(k);
+    if (x.tag !== undefined) {
+      const mine = this.expectByTag.get(x.tag);
+      mine?.delete(x.id);
+      if (mine?.size === 0) this.expectByTag.delete(x.tag);
+    }
   }
 
   private removeExpectation(x: Expectation): void {
