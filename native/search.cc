@@ -211,6 +211,222 @@ struct Near {
   }
 };
 
+// Many rules (src/agent/literal-search.ts packLiterals builds the index once per rule set): one
+// pass over the buffer instead of one search per rule (R searches of the whole buffer). A position
+// whose first two bytes start no pattern (`any`) is skipped at once; at one that does, each
+// length of pattern with those two bytes is tried by a hash of the bytes there (FNV-1a, one
+// running hash for the lengths in ascending order) in a table of the patterns: the cost of a
+// position is its longest candidate length, not the number of rules, whatever the input — many
+// patterns sharing a prefix the input repeats cost no more than one.
+//
+// The index (Int32Array): a header [K0, K1, SBITS, offLens, nLens, offLists, nLists, offTable,
+// offChain]; per kind (0: case-sensitive; 1: case-insensitive, patterns lowered, looked up in
+// `low`) heads by byte of the one-byte patterns (257) and of the longer ones by their first byte
+// (257: a partial at the buffer's last byte); per kind its K sorted two-byte keys, their heads
+// into lens (K + 1: the distinct lengths, ascending) and into lists (K + 1: the rules, ascending);
+// then lens, lists, the hash table (2^SBITS heads) and the chains (R: the next rule in a slot,
+// ascending; -1 ends one). `any` (Uint8Array, 65,536): bit 0 when a case-sensitive rule starts
+// with those two bytes, bit 1 a case-insensitive one, bit 2 when a one-byte pattern (either kind)
+// is the first of them.
+constexpr size_t kH1 = 257;
+constexpr size_t kHeader = 9;
+constexpr uint32_t kFnvOffset = 0x811C9DC5u;
+constexpr uint32_t kFnvPrime = 0x01000193u;
+
+// The table slot of a pattern of length `len` whose bytes hash to `h` (literal-search.ts slotOf).
+inline size_t SlotOf(uint32_t h, size_t len, unsigned bits) {
+  const uint32_t x = (h ^ (static_cast<uint32_t>(len) * 0x9E3779B1u)) * 0x85EBCA6Bu;
+  return static_cast<size_t>(x >> (32 - bits));
+}
+
+struct Many {
+  const int32_t* h1[2];
+  const int32_t* hf[2];
+  const int32_t* keys[2];
+  const int32_t* lensAt[2];
+  const int32_t* listAt[2];
+  size_t nkeys[2];
+  const int32_t* lens;
+  size_t nLens;
+  const int32_t* lists;
+  size_t nLists;
+  const int32_t* table;
+  unsigned bits;
+  const int32_t* chain;
+  const uint8_t* any;
+  size_t nr;
+  const int32_t* rules;
+  const uint8_t* pats;
+
+  // Checks the index's sizes (it is built in JS; a bad one must not read past): false if bad.
+  // Only the sizes, per call (the whole index would cost as much as a small segment's scan);
+  // every read below is bounded by them.
+  bool Init(const int32_t* ix, size_t nix, const uint8_t* a, const int32_t* rl, const uint8_t* pt, size_t R) {
+    if (nix < kHeader) return false;
+    for (size_t i = 0; i < kHeader; i++) {
+      if (ix[i] < 0) return false;
+    }
+    nkeys[0] = static_cast<size_t>(ix[0]);
+    nkeys[1] = static_cast<size_t>(ix[1]);
+    bits = static_cast<unsigned>(ix[2]);
+    if (bits < 1 || bits > 26) return false;
+    size_t at = kHeader;
+    for (int k = 0; k < 2; k++) {
+      h1[k] = ix + at;
+      hf[k] = ix + at + kH1;
+      at += 2 * kH1;
+    }
+    for (int k = 0; k < 2; k++) {
+      keys[k] = ix + at;
+      lensAt[k] = keys[k] + nkeys[k];
+      listAt[k] = lensAt[k] + nkeys[k] + 1;
+      at += 3 * nkeys[k] + 2;
+    }
+    const size_t offLens = static_cast<size_t>(ix[3]), offLists = static_cast<size_t>(ix[5]);
+    const size_t offTable = static_cast<size_t>(ix[7]), offChain = static_cast<size_t>(ix[8]);
+    nLens = static_cast<size_t>(ix[4]);
+    nLists = static_cast<size_t>(ix[6]);
+    if (at > nix || offLens > nix || nLens > nix - offLens || offLists > nix || nLists > nix - offLists ||
+        offTable > nix || (size_t{1} << bits) > nix - offTable || offChain > nix || R > nix - offChain) {
+      return false;
+    }
+    lens = ix + offLens;
+    lists = ix + offLists;
+    table = ix + offTable;
+    chain = ix + offChain;
+    any = a;
+    nr = R;
+    rules = rl;
+    pats = pt;
+    return true;
+  }
+
+  // The first rule of the list [h[k], h[k+1]) of `lists`, or nr (none, or out of bounds).
+  size_t FirstOf(const int32_t* h, size_t k) const {
+    const int32_t a = h[k], b = h[k + 1];
+    if (a < 0 || a >= b || static_cast<size_t>(b) > nLists) return nr;
+    const int32_t r = lists[a];
+    return r < 0 ? nr : std::min(static_cast<size_t>(r), nr);
+  }
+
+  // The index of kind k's two-byte key, or -1.
+  int64_t KeyOf(int k, size_t key) const {
+    const int32_t* ks = keys[k];
+    size_t lo = 0, hi = nkeys[k];
+    while (lo < hi) {
+      const size_t mid = (lo + hi) >> 1;
+      if (static_cast<size_t>(ks[mid]) < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < nkeys[k] && static_cast<size_t>(ks[lo]) == key ? static_cast<int64_t>(lo) : -1;
+  }
+
+  // The lowest rule of kind k starting with the two bytes `key` below `best` with an event at s
+  // (a whole match, or unless final a proper prefix of its pattern ending the buffer), or `best`.
+  size_t Check(int kind, size_t key, const uint8_t* hay, size_t n, size_t s, bool final, size_t best, bool* decided) const {
+    const int64_t x = KeyOf(kind, key);
+    if (x < 0) return best;
+    const size_t rest = n - s;
+    const int32_t la = lensAt[kind][x], lb = lensAt[kind][x + 1];
+    if (la < 0 || la > lb || static_cast<size_t>(lb) > nLens) return best;
+    // Whole matches, by length: one running hash of the bytes at s.
+    uint32_t h = kFnvOffset;
+    size_t j = 0;
+    bool longer = false;  // a pattern of this key longer than what is left
+    for (int32_t i = la; i < lb; i++) {
+      if (lens[i] <= 0) return best;
+      const size_t len = static_cast<size_t>(lens[i]);
+      if (len > rest) {
+        longer = true;
+        break;
+      }
+      for (; j < len; j++) h = (h ^ hay[s + j]) * kFnvPrime;
+      size_t steps = 0;
+      for (int32_t r = table[SlotOf(h, len, bits)]; r >= 0 && static_cast<size_t>(r) < best && steps < nr; r = chain[r], steps++) {
+        const int32_t* q = rules + 5 * r;
+        if (static_cast<size_t>(q[1]) == len && q[2] == kind && memcmp(hay + s, pats + q[0], len) == 0) {
+          best = static_cast<size_t>(r);
+          *decided = true;
+          break;
+        }
+      }
+    }
+    if (final || !longer) return best;
+    // Near the end: a longer pattern whose beginning is all that is left holds the scan there.
+    const int32_t a = listAt[kind][x], b = listAt[kind][x + 1];
+    if (a < 0 || a > b || static_cast<size_t>(b) > nLists) return best;
+    for (int32_t i = a; i < b; i++) {
+      const int32_t li = lists[i];
+      if (li < 0 || static_cast<size_t>(li) >= best) break;  // best <= nr: li is a rule
+      const int32_t* q = rules + 5 * li;
+      if (static_cast<size_t>(q[1]) > rest && memcmp(hay + s, pats + q[0], rest) == 0) {
+        best = static_cast<size_t>(li);
+        *decided = false;
+        break;
+      }
+    }
+    return best;
+  }
+
+  // The leftmost event at or after `pos` (kNone: none), its rule (the lowest at that start) and
+  // whether it is decided: what the per-rule search below finds, in one pass.
+  int64_t Next(const uint8_t* buf, const uint8_t* low, size_t n, size_t pos, bool final, size_t R, size_t* rule, bool* decided) const {
+    const uint8_t* const flags = any;
+    const bool ci = low != buf;
+    for (size_t s = pos; s < n; s++) {
+      // Most positions start no pattern: skip them in a tight loop (one or two table reads each).
+      if (ci) {
+        while (s + 1 < n && ((flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] & 5) | (flags[(static_cast<size_t>(low[s]) << 8) | low[s + 1]] & 2)) == 0) s++;
+      } else {
+        while (s + 4 < n && flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0 && flags[(static_cast<size_t>(buf[s + 1]) << 8) | buf[s + 2]] == 0 &&
+               flags[(static_cast<size_t>(buf[s + 2]) << 8) | buf[s + 3]] == 0 && flags[(static_cast<size_t>(buf[s + 3]) << 8) | buf[s + 4]] == 0) {
+          s += 4;
+        }
+        while (s + 1 < n && flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0) s++;
+      }
+      size_t best = R;
+      if (s + 1 < n) {
+        const size_t kc = (static_cast<size_t>(buf[s]) << 8) | buf[s + 1];
+        const size_t kl = (static_cast<size_t>(low[s]) << 8) | low[s + 1];
+        const uint8_t a = static_cast<uint8_t>((any[kc] & 5) | (any[kl] & 2));
+        if (a == 0) continue;
+        if (a & 4) {
+          // One-byte patterns: a whole match at s.
+          for (int kind = 0; kind < 2; kind++) {
+            const size_t r = FirstOf(h1[kind], kind ? low[s] : buf[s]);
+            if (r < best) {
+              best = r;
+              *decided = true;
+            }
+          }
+        }
+        if (a & 1) best = Check(0, kc, buf, n, s, final, best, decided);
+        if (a & 2) best = Check(1, kl, low, n, s, final, best, decided);
+      } else {
+        // The last byte: one-byte patterns match, longer ones are undecided there.
+        for (int kind = 0; kind < 2; kind++) {
+          const size_t k = kind ? low[s] : buf[s];
+          const size_t r1 = FirstOf(h1[kind], k);
+          if (r1 < best) {
+            best = r1;
+            *decided = true;
+          }
+          const size_t rf = final ? nr : FirstOf(hf[kind], k);
+          if (rf < best) {
+            best = rf;
+            *decided = false;
+          }
+        }
+      }
+      if (best < R) {
+        *rule = best;
+        return static_cast<int64_t>(s);
+      }
+    }
+    return kNone;
+  }
+};
+
 // The replace agent's scan of literal rules, whole (src/agent/replace.ts Scan.run with EditRun,
 // its reference: the tests run both over random inputs). Rules are tried at increasing positions;
 // the leftmost match wins, at equal starts the earlier rule; after a match the search goes on at
@@ -224,11 +440,12 @@ struct Near {
 // there are none), pats (the patterns back to back), rules (Int32Array: per rule pattern offset,
 // length, ci, output offset, output length), outs (the outputs back to back), flags (1 final,
 // 2 join), mergeGap, mergeSpan, res (Int32Array: [edits, matches, hold, scratch bytes used, then
-// per edit at, len, from, to]), scratch. Returns 0, or -1 (bad arguments), -2 (res too small),
-// -3 (scratch too small): the caller sizes both from the buffer's length first.
+// per edit at, len, from, to]), scratch; for more than 64 rules also index and any (Many). Returns
+// 0, or -1 (bad arguments), -2 (res too small), -3 (scratch too small): the caller sizes both from
+// the buffer's length first.
 napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 12;
+  napi_value argv[12];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 10) return Int(env, -1);
   const uint8_t *buf, *low, *pats, *outs;
   size_t n, nl, np, no, nr, nres, ns;
@@ -250,16 +467,25 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   }
   const bool final = (flags & 1) != 0;
   const bool join = (flags & 2) != 0;
+  Many many{};
+  const bool useMany = argc >= 12;
+  if (useMany) {
+    int32_t* ix;
+    size_t nix, nany;
+    const uint8_t* any;
+    if (!Int32View(env, argv[10], &ix, &nix) || !ByteView(env, argv[11], &any, &nany) || nany != 65536 || !many.Init(ix, nix, any, rules, pats, R)) return Int(env, -1);
+  } else if (R > 64) {
+    return Int(env, -1);
+  }
   // Per rule, its next event: start (kNone: none), decided.
   int64_t evStart[64];
   bool evDecided[64];
   bool evSet[64];
-  if (R > 64) return Int(env, -1);
   // A rule's near search is set up at its second search in a call (a rule found at most once per
   // segment, the usual case and every small body, costs one memmem).
   Near hs[64];
   bool hsReady[64];
-  for (size_t r = 0; r < R; r++) evSet[r] = hsReady[r] = false;
+  for (size_t r = 0; r < R && r < 64; r++) evSet[r] = hsReady[r] = false;
   size_t edits = 0, used = 0, matches = 0;
   const size_t maxEdits = (nres - 4) / 4;
   // The open edit (EditRun): original [at, end), its first output, or its joined bytes.
@@ -293,7 +519,15 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   for (;;) {
     int64_t best = kNone;
     size_t bestR = 0;
-    for (size_t r = 0; r < R; r++) {
+    if (useMany) {
+      bool decided = true;
+      best = many.Next(buf, low, n, static_cast<size_t>(pos), final, R, &bestR, &decided);
+      if (best == kNone || !decided) {
+        hold = best == kNone ? static_cast<int64_t>(n) : best;
+        break;
+      }
+    }
+    for (size_t r = 0; r < R && !useMany; r++) {
       if (!evSet[r] || evStart[r] < pos) {
         const int32_t* q = rules + 5 * r;
         const uint8_t* pat = pats + q[0];
@@ -344,7 +578,7 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
         bestR = r;
       }
     }
-    if (best == kNone || !evDecided[bestR]) {
+    if (!useMany && (best == kNone || !evDecided[bestR])) {
       hold = best == kNone ? static_cast<int64_t>(n) : best;
       break;
     }

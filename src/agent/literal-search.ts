@@ -18,6 +18,7 @@ type FindAll = (hay: Uint8Array, pat: Uint8Array, from: number, out: Int32Array)
 type ReplaceLiteralsNative = (
   buf: Uint8Array, lowered: Uint8Array, pats: Uint8Array, rules: Int32Array, outs: Uint8Array,
   flags: number, mergeGap: number, mergeSpan: number, res: Int32Array, scratch: Uint8Array,
+  index?: Int32Array, any?: Uint8Array,
 ) => number;
 interface Native {
   findAll?: FindAll;
@@ -69,6 +70,125 @@ export interface PackedLiterals {
   /** Shortest pattern, longest output (the sizes of a scan's results). */
   minPat: number;
   maxOut: number;
+  /** More than FEW_RULES rules: the index of their first bytes (manyIndex), else null. */
+  many: { index: Int32Array; any: Uint8Array } | null;
+}
+
+/**
+ * Up to this many rules the native scan searches for each rule on its own (a vector search per
+ * rule, 25 GB/s over bytes that do not match: fastest for a few); past it, one pass looks every
+ * position up by its first two bytes (native/search.cc Many), 1–3 GB/s whatever the number of
+ * rules. Measured on 64 KiB of English words (`node --expose-gc dist/bench/scan.js`, and per
+ * segment by hand): 8 rules 53 µs each way, 64 rules 323 µs searched one by one against 41 µs
+ * in one pass, 1,000 rules 45–71 µs (the JS scan, which had them past 64: 5 ms).
+ */
+export const FEW_RULES = 8;
+
+/** Heads by byte (native/search.cc kH1). */
+const H1 = 257;
+
+/** FNV-1a of bytes, and the table slot of a pattern (native/search.cc SlotOf). */
+function fnv(b: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193) >>> 0;
+  return h;
+}
+function slotOf(h: number, len: number, bits: number): number {
+  return Math.imul(h ^ Math.imul(len, 0x9e3779b1), 0x85ebca6b) >>> (32 - bits);
+}
+
+/**
+ * The index of `Many` (native/search.cc, where its layout is): per kind (case-sensitive, then
+ * case-insensitive with lowered patterns), the one-byte patterns by their byte, the longer ones by
+ * their first byte and by their first two bytes (the distinct pairs sorted, each with its
+ * patterns' distinct lengths and its rules), and every pattern in a hash table by its bytes
+ * (chains ascending by rule; a pattern a rule before it has too is left out: it never wins).
+ * Its size grows with the rules, but for `any`'s 64 KiB.
+ */
+function manyIndex(rules: readonly { pat: Buffer; ci: boolean }[]): { index: Int32Array; any: Uint8Array } {
+  const one: number[][][] = [];
+  const first: number[][][] = [];
+  const two: Map<number, number[]>[] = [];
+  for (let kind = 0; kind < 2; kind++) {
+    one.push(Array.from({ length: H1 - 1 }, () => []));
+    first.push(Array.from({ length: H1 - 1 }, () => []));
+    two.push(new Map());
+  }
+  rules.forEach((r, i) => {
+    const kind = r.ci ? 1 : 0;
+    const p = r.pat;
+    if (p.length === 1) one[kind]![p[0]!]!.push(i);
+    else {
+      first[kind]![p[0]!]!.push(i);
+      const k = (p[0]! << 8) | p[1]!;
+      const l = two[kind]!.get(k);
+      if (l === undefined) two[kind]!.set(k, [i]);
+      else l.push(i);
+    }
+  });
+  const keys = two.map((m) => [...m.keys()].sort((a, b) => a - b));
+  const head: number[] = [keys[0]!.length, keys[1]!.length, 0, 0, 0, 0, 0, 0, 0];
+  const lens: number[] = [];
+  const lists: number[] = [];
+  const heads = (ls: readonly (readonly number[])[], into: number[]): void => {
+    for (const l of ls) {
+      head.push(into.length);
+      for (const x of l) into.push(x);
+    }
+    head.push(into.length);
+  };
+  for (let kind = 0; kind < 2; kind++) {
+    heads(one[kind]!, lists);
+    heads(first[kind]!, lists);
+  }
+  for (let kind = 0; kind < 2; kind++) {
+    const ls = keys[kind]!.map((k) => two[kind]!.get(k)!);
+    for (const k of keys[kind]!) head.push(k);
+    heads(ls.map((l) => [...new Set(l.map((r) => rules[r]!.pat.length))].sort((a, b) => a - b)), lens);
+    heads(ls, lists);
+  }
+  // The hash table: at least twice as many slots as patterns.
+  let bits = 1;
+  while (1 << bits < 2 * rules.length) bits++;
+  const table = new Int32Array(1 << bits).fill(-1);
+  const tail = new Int32Array(1 << bits).fill(-1);
+  const chain = new Int32Array(rules.length).fill(-1);
+  const seen = new Set<string>();
+  rules.forEach((r, i) => {
+    if (r.pat.length < 2) return;
+    const id = `${r.ci ? 1 : 0}:${r.pat.toString('latin1')}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    const slot = slotOf(fnv(r.pat), r.pat.length, bits);
+    if (table[slot] === -1) table[slot] = i;
+    else chain[tail[slot]!] = i;
+    tail[slot] = i;
+  });
+  const offLens = head.length;
+  head[2] = bits;
+  head[3] = offLens;
+  head[4] = lens.length;
+  head[5] = offLens + lens.length;
+  head[6] = lists.length;
+  head[7] = head[5] + lists.length;
+  head[8] = head[7] + table.length;
+  const index = new Int32Array(head[8] + rules.length);
+  index.set(head);
+  index.set(lens, head[3]);
+  index.set(lists, head[5]);
+  index.set(table, head[7]);
+  index.set(chain, head[8]);
+  const any = new Uint8Array(65536);
+  rules.forEach((r) => {
+    const p = r.pat;
+    if (p.length >= 2) any[(p[0]! << 8) | p[1]!]! |= r.ci ? 2 : 1;
+    else {
+      // Bit 2 is read at the buffer's own bytes: a case-insensitive byte both ways.
+      const bytes = r.ci && p[0]! >= 0x61 && p[0]! <= 0x7a ? [p[0]!, p[0]! - 0x20] : [p[0]!];
+      for (const b of bytes) for (let k = 0; k < 256; k++) any[(b << 8) | k]! |= 4;
+    }
+  });
+  return { index, any };
 }
 
 export function packLiterals(rules: readonly { pat: Buffer; ci: boolean; out: Buffer }[]): PackedLiterals {
@@ -85,8 +205,9 @@ export function packLiterals(rules: readonly { pat: Buffer; ci: boolean; out: Bu
     rules: t,
     outs: Buffer.concat(rules.map((r) => r.out)),
     anyCi: rules.some((r) => r.ci),
-    minPat: Math.min(...rules.map((r) => r.pat.length)),
-    maxOut: Math.max(0, ...rules.map((r) => r.out.length)),
+    minPat: rules.reduce((m, r) => Math.min(m, r.pat.length), Infinity),
+    maxOut: rules.reduce((m, r) => Math.max(m, r.out.length), 0),
+    many: rules.length > FEW_RULES ? manyIndex(rules) : null,
   };
 }
 
@@ -110,19 +231,23 @@ const SCRATCH_MAX = 4 << 20;
 
 /**
  * The replace agent's whole scan of a buffer under literal rules alone (replace.ts Scan.run,
- * EditRun), in one native call: null when the addon is not built (the agent scans in JS then);
- * null too for more than 64 rules, or a scan whose output outgrows SCRATCH_MAX.
+ * EditRun), in one native call: null when the addon is not built (the agent scans in JS then),
+ * or for a scan whose output outgrows SCRATCH_MAX.
  */
 export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | null {
   const f = addon?.replaceLiterals;
-  if (f === undefined || p.rules.length > 64 * 5) return null;
+  if (f === undefined) return null;
   // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
   const maxEdits = Math.floor(buf.length / p.minPat) + 1;
   if ((4 + 4 * maxEdits) * 4 > SCRATCH_MAX) return null;
   if (res.length < 4 + 4 * maxEdits) res = new Int32Array(4 + 4 * maxEdits);
   const bound = Math.min(buf.length + maxEdits * p.maxOut, SCRATCH_MAX);
   if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(bound, scratch.length * 2), SCRATCH_MAX));
-  const r = f(buf, lowered ?? buf, p.pats, p.rules, p.outs, (final ? 1 : 0) | (join ? 2 : 0), mergeGap, mergeSpan, res, scratch);
+  const flags = (final ? 1 : 0) | (join ? 2 : 0);
+  const m = p.many;
+  const r = m === null
+    ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch)
+    : f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m.index, m.any);
   // More output than SCRATCH_MAX: the JS scan (which allocates as it goes) does this buffer.
   if (r === -3) return null;
   if (r !== 0) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);

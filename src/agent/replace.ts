@@ -19,7 +19,7 @@ import type {
 } from './types.js';
 import { NO_EDITS } from './types.js';
 import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
-import { findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
+import { FEW_RULES, findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
 import { transientBytes, transientConcat } from '../util/bytes.js';
 
 export interface LiteralRule {
@@ -107,7 +107,8 @@ export interface ReplaceOptions {
   joinMatches?: boolean;
   /**
    * Literal rules alone are scanned by the addon in one call per segment (literal-search.ts
-   * replaceLiterals) when it is built and the segment has NATIVE_SCAN_MIN_BYTES or more;
+   * replaceLiterals) when it is built and the segment has NATIVE_SCAN_MIN_BYTES or more, or
+   * there are more than FEW_RULES of them (the JS scan searches for each rule in turn);
    * 'always': every segment; false: always the JS scan (the tests compare both).
    */
   nativeScan?: boolean | 'always';
@@ -1066,7 +1067,7 @@ class ReplaceAgent implements Agent {
     const base = st.undecided;
     const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
     const ns = this.opts.nativeScan;
-    const native = ns === 'always' || (ns !== false && buf.length >= NATIVE_SCAN_MIN_BYTES);
+    const native = ns === 'always' || (ns !== false && (buf.length >= NATIVE_SCAN_MIN_BYTES || this.rules.length > FEW_RULES));
     const { edits, matches, hold, giveUps, resetAt } = scan.run(this.rules, base, native);
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;

@@ -7,7 +7,9 @@
  * a dense text body (a match every 59 bytes, joined edits), the HTTP benchmark's own body (two
  * matches on every 91-byte line); and
  * 16 MiB of 256-byte segments with one match each, fed to 1,000 agents in turn (small keep-alive
- * requests and responses on many connections).
+ * requests and responses on many connections); and 8 MiB of English words under 8, 64 and 1,000
+ * rules (a redaction list: each rule searched on its own up to FEW_RULES, one pass past it), and
+ * 1 MiB of the prefix all 1,000 rules share, repeated (a list's hostile input).
  * GiB/s, medians of `runs` timed runs after one warm-up run, each path's runs together.
  *
  *   npm run build && node --expose-gc dist/bench/scan.js [--runs N]
@@ -45,6 +47,10 @@ function cases(): Case[] {
   const dense = Buffer.from(line.repeat(Math.ceil(SEGMENT / line.length)).slice(0, SEGMENT), 'latin1');
   const small = Buffer.alloc(SMALL, 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n');
   small.write('Hello world', SMALL - 40, 'latin1');
+  const words = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu'.split(' ');
+  const text = Buffer.from(Array.from({ length: 12_000 }, (_, i) => words[(i * 7919) % words.length] + (i % 13 === 0 ? '.\n' : ' ')).join('').slice(0, SEGMENT), 'latin1');
+  const list = (n: number): ReplaceRule[] => Array.from({ length: n }, (_, i) => ({ find: i === 0 ? 'papa echo' : `secret-${i}-${words[i % words.length]!}`, with: 'X' }));
+  const many = (n: number): Case => ({ name: `English words, ${n.toLocaleString('en-US')} rules (a match every 166 bytes)`, rules: list(n), segments: () => Array.from({ length: SEGMENTS / 8 }, () => text) });
   return [
     { name: `random bytes, "${NEVER_PATTERN}" (never matches)`, rules: [{ find: NEVER_PATTERN, with: 'REWRITTEN' }], segments: () => Array.from({ length: SEGMENTS }, () => randomBytes(SEGMENT)) },
     {
@@ -65,6 +71,16 @@ function cases(): Case[] {
       agents: 1000,
       rules: [{ find: 'Hello world', with: 'Hi there' }, { find: 'Good bye!', with: 'Farewell' }],
       segments: () => Array.from({ length: SMALLS }, () => small),
+    },
+    many(8),
+    many(64),
+    many(1000),
+    {
+      // Hostile input for a long list: the prefix its rules share, over and over (each position
+      // starts a candidate of every rule; the one-pass scan tries a hash per length there).
+      name: '"secret-" repeated, 1,000 rules that all begin with it (none matches)',
+      rules: list(1000).slice(1),
+      segments: () => Array.from({ length: SEGMENTS / 64 }, () => Buffer.from('secret-'.repeat(Math.ceil(SEGMENT / 7)).slice(0, SEGMENT), 'latin1')),
     },
   ];
 }

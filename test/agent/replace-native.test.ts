@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createReplace, NATIVE_SCAN_MIN_BYTES, newReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
-import { literalSearchBackend } from '../../src/agent/literal-search.js';
+import { FEW_RULES, literalSearchBackend } from '../../src/agent/literal-search.js';
 import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
 
 const CTX: AgentContext = {
@@ -48,6 +48,25 @@ describe('native literal scan', () => {
         expect(native).toEqual(js);
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it('more than FEW_RULES rules (one pass looking positions up by their first bytes): the JS scan\'s edits, holds and counts', () => {
+    const word = fc.stringMatching(/^[abcAB\x00\xff]{1,5}$/);
+    const rule = fc.record({ find: word, with: fc.stringMatching(/^[xyz]{0,5}$/), ignoreCase: fc.boolean() });
+    fc.assert(
+      fc.property(
+        fc.array(rule, { minLength: FEW_RULES + 1, maxLength: FEW_RULES + 40 }),
+        fc.array(fc.stringMatching(/^[abcAB\x00\xff-]{0,60}$/), { minLength: 1, maxLength: 6 }),
+        fc.boolean(),
+        (rules, chunks, join) => {
+          const js = run(rules, chunks, join, false);
+          // 'always' and the default alike (many rules go native whatever the segment's size).
+          expect(run(rules, chunks, join, 'always')).toEqual(js);
+          expect(run(rules, chunks, join, true)).toEqual(js);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 
@@ -105,7 +124,18 @@ describe('native literal scan', () => {
     expect(byDefault.matches).toBe(400);
   });
 
-  it('leaves a set of more than 64 rules to the JS scan, with the same answers', () => {
+  it('more than FEW_RULES rules: a case-sensitive and a case-insensitive rule with the same pattern (one table slot) each match only what they should', () => {
+    const filler = Array.from({ length: FEW_RULES }, (_, i) => ({ find: `zz${i}q`, with: '-' }));
+    const rules = [...filler, { find: 'ab', with: '1' }, { find: 'ab', with: '2', ignoreCase: true }, { find: 'AB', with: '3' }];
+    const text = 'xAB ab aB Ab AB';
+    for (const nativeScan of ['always', true] as const) {
+      const r = run(rules, [text.slice(0, 5), text.slice(5)], false, nativeScan);
+      expect(r).toEqual(run(rules, [text.slice(0, 5), text.slice(5)], false, false));
+      expect(r.outs.flatMap((o) => o.edits.map((e) => e[2])).join('')).toBe('21222');
+    }
+  });
+
+  it('a set of more than 64 rules, prefixes of each other (k1- in k12-): the same answers as the JS scan', () => {
     const rules = Array.from({ length: 70 }, (_, i) => ({ find: `k${i}-`, with: `<${i}>` }));
     const text = Array.from({ length: 200 }, (_, i) => `k${(i * 7) % 75}-`).join('.');
     expect(run(rules, [text.slice(0, 333), text.slice(333)], true, 'always')).toEqual(run(rules, [text.slice(0, 333), text.slice(333)], true, false));
