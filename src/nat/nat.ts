@@ -31,7 +31,7 @@
  * Addresses are IPv4 as uint32 numbers (the flow table's representation).
  */
 
-import { cidrContains, formatIpBlock, nestedPairs, type Cidr, type IpBlock } from '../wire/cidr.js';
+import { formatIpBlock, nestedPairs, type Cidr, type IpBlock } from '../wire/cidr.js';
 import { ipv4ToString } from '../wire/ipv4.js';
 import { nptv6Problem, type Nptv6 } from './nptv6.js';
 import { BlockLists } from '../wire/block-lists.js';
@@ -188,14 +188,25 @@ export function natConfigProblems(c: NatConfig): string[] {
   };
   clash(c.oneToOne, 'oneToOne');
   clash(c.nptv6, 'nptv6');
+  // The 1:1 mapped blocks per side, and the masquerade rules per side and address: each rule is
+  // compared with those that could clash, not with every mapping and rule before it.
+  const mapped: [BlockLists, BlockLists] = [new BlockLists(), new BlockLists()];
+  c.oneToOne.forEach((x, i) => mapped[x.side].add(x.mapped, i));
+  const sharing = new Map<string, number[]>();
   c.masquerade.forEach((m, i) => {
-    const o = c.oneToOne.findIndex((x) => x.side === m.side && cidrContains(x.mapped, m.address));
+    const o = mapped[m.side].first(m.address);
     if (o >= 0) out.push(`masquerade[${i}].address ${ipv4ToString(m.address)} is inside oneToOne[${o}].mapped ${formatIpBlock(c.oneToOne[o]!.mapped)}: its replies would go to the mapped host`);
-    for (let j = 0; j < i; j++) {
-      const n = c.masquerade[j]!;
-      if (n.side === m.side && n.address === m.address && n.ports.lo <= m.ports.hi && m.ports.lo <= n.ports.hi) {
-        out.push(`masquerade[${i}] shares address ${ipv4ToString(m.address)} and ports with masquerade[${j}]: give each its own address or port range`);
+    const key = `${m.side}|${m.address}`;
+    const before = sharing.get(key);
+    if (before === undefined) sharing.set(key, [i]);
+    else {
+      for (const j of before) {
+        const n = c.masquerade[j]!;
+        if (n.ports.lo <= m.ports.hi && m.ports.lo <= n.ports.hi) {
+          out.push(`masquerade[${i}] shares address ${ipv4ToString(m.address)} and ports with masquerade[${j}]: give each its own address or port range`);
+        }
       }
+      before.push(i);
     }
   });
   c.masquerade.forEach((m, i) => {

@@ -84,6 +84,18 @@ describe('nat: 1:1 mappings (stateless, both directions)', () => {
     expect(q[1]).toMatch(/^oneToOne\[1\]\.real .* overlaps oneToOne\[0\]\.real/);
     expect(q[32]).toBe(`oneToOne: ${2 * ((5000 * 4999) / 2) - 32} more overlapping pairs not listed`);
   });
+
+  it('masquerade rules on one address need their own port ranges, per side (each compared with the rules on its address only)', () => {
+    const m = (side: 0 | 1, address: string, lo: number, hi: number) => ({ side, sources: [cidr('10.200.0.0/24')], address: ip(address), ports: { lo, hi } });
+    const rules = [m(0, '192.0.2.1', 1000, 1999), m(0, '192.0.2.2', 1000, 1999), m(1, '192.0.2.1', 1500, 1600), m(0, '192.0.2.1', 2000, 2999), m(0, '192.0.2.1', 1999, 2000)];
+    expect(natConfigProblems(natConfig({ masquerade: rules }))).toEqual([
+      'masquerade[4] shares address 192.0.2.1 and ports with masquerade[0]: give each its own address or port range',
+      'masquerade[4] shares address 192.0.2.1 and ports with masquerade[3]: give each its own address or port range',
+    ]);
+    // 10,000 rules on 10,000 addresses, and one more on the last one's ports.
+    const many = Array.from({ length: 10_000 }, (_, i) => m(0, `10.9.${i >> 8}.${i & 255}`, 1024, 65535));
+    expect(natConfigProblems(natConfig({ masquerade: [...many, m(0, '10.9.39.15', 60000, 60001)] }))).toEqual(['masquerade[10000] shares address 10.9.39.15 and ports with masquerade[9999]: give each its own address or port range']);
+  });
 });
 
 describe('nat: masquerade (many-to-one with port translation)', () => {
