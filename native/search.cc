@@ -257,6 +257,14 @@ struct Many {
   size_t nr;
   const int32_t* rules;
   const uint8_t* pats;
+  // Bytes hashed and entries tried so far in this call, and how many it may take (Bailed).
+  mutable size_t work = 0;
+  size_t budget = 0;
+
+  // The work went past the budget: input crafted against the patterns (a position that begins
+  // a candidate at every byte, each hashed to its longest length). The caller scans the rest
+  // rule by rule, or in JS: their costs do not depend on what begins where.
+  bool Bailed() const { return work > budget; }
 
   // Checks the index's sizes (it is built in JS; a bad one must not read past): false if bad.
   // Only the sizes, per call (the whole index would cost as much as a small segment's scan);
@@ -340,6 +348,7 @@ struct Many {
         longer = true;
         break;
       }
+      work += len - j + 1;
       for (; j < len; j++) h = (h ^ hay[s + j]) * kFnvPrime;
       size_t steps = 0;
       for (int32_t r = table[SlotOf(h, len, bits)]; r >= 0 && static_cast<size_t>(r) < best && steps < nr; r = chain[r], steps++) {
@@ -358,6 +367,7 @@ struct Many {
     for (int32_t i = a; i < b; i++) {
       const int32_t li = lists[i];
       if (li < 0 || static_cast<size_t>(li) >= best) break;  // best <= nr: li is a rule
+      work += rest;
       const int32_t* q = rules + 5 * li;
       if (static_cast<size_t>(q[1]) > rest && memcmp(hay + s, pats + q[0], rest) == 0) {
         best = static_cast<size_t>(li);
@@ -369,7 +379,8 @@ struct Many {
   }
 
   // The leftmost event at or after `pos` (kNone: none), its rule (the lowest at that start) and
-  // whether it is decided: what the per-rule search below finds, in one pass.
+  // whether it is decided: what the per-rule search below finds, in one pass. Past the budget it
+  // returns kNone early (Bailed: the answer is not known).
   int64_t Next(const uint8_t* buf, const uint8_t* low, size_t n, size_t pos, bool final, size_t R, size_t* rule, bool* decided) const {
     const uint8_t* const flags = any;
     const bool ci = low != buf;
@@ -402,6 +413,7 @@ struct Many {
         }
         if (a & 1) best = Check(0, kc, buf, n, s, final, best, decided);
         if (a & 2) best = Check(1, kl, low, n, s, final, best, decided);
+        if (Bailed()) return kNone;
       } else {
         // The last byte: one-byte patterns match, longer ones are undecided there.
         for (int kind = 0; kind < 2; kind++) {
@@ -441,7 +453,9 @@ struct Many {
 // length, ci, output offset, output length), outs (the outputs back to back), flags (1 final,
 // 2 join), mergeGap, mergeSpan, res (Int32Array: [edits, matches, hold, scratch bytes used, then
 // per edit at, len, from, to]), scratch; for more than 64 rules also index and any (Many). Returns
-// 0, or -1 (bad arguments), -2 (res too small), -3 (scratch too small): the caller sizes both from
+// 0, or 1 (the same, Many having bailed out and done the rest rule by rule), -1 (bad arguments),
+// -2 (res too small), -3 (scratch too small), -4 (Many bailed out past 64 rules: the JS scan does
+// the buffer): the caller sizes both from
 // the buffer's length first.
 napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   size_t argc = 12;
@@ -468,12 +482,16 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   const bool final = (flags & 1) != 0;
   const bool join = (flags & 2) != 0;
   Many many{};
-  const bool useMany = argc >= 12;
+  bool useMany = argc >= 12;
+  bool bailed = false;
   if (useMany) {
     int32_t* ix;
     size_t nix, nany;
     const uint8_t* any;
     if (!Int32View(env, argv[10], &ix, &nix) || !ByteView(env, argv[11], &any, &nany) || nany != 65536 || !many.Init(ix, nix, any, rules, pats, R)) return Int(env, -1);
+    // Eight bytes hashed per byte of the buffer: ordinary text takes a small part of it (1,000
+    // redaction patterns over English, the prefix all of them share repeated: about 4).
+    many.budget = 8 * n + 4096;
   } else if (R > 64) {
     return Int(env, -1);
   }
@@ -522,6 +540,14 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
     if (useMany) {
       bool decided = true;
       best = many.Next(buf, low, n, static_cast<size_t>(pos), final, R, &bestR, &decided);
+      if (many.Bailed()) {
+        // Hostile input: the rest rule by rule from here (the same answers), or past 64 rules
+        // the JS scan for the whole buffer.
+        if (R > 64) return Int(env, -4);
+        useMany = false;
+        bailed = true;
+        continue;
+      }
       if (best == kNone || !decided) {
         hold = best == kNone ? static_cast<int64_t>(n) : best;
         break;
@@ -611,7 +637,7 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   res[1] = static_cast<int32_t>(matches);
   res[2] = static_cast<int32_t>(hold);
   res[3] = static_cast<int32_t>(used);
-  return Int(env, 0);
+  return Int(env, bailed ? 1 : 0);
 }
 
 napi_value Init(napi_env env, napi_value exports) {
@@ -622,6 +648,9 @@ napi_value Init(napi_env env, napi_value exports) {
   if (napi_create_function(env, "replaceLiterals", NAPI_AUTO_LENGTH, ReplaceLiterals, nullptr, &fn) == napi_ok) {
     napi_set_named_property(env, exports, "replaceLiterals", fn);
   }
+  // replaceLiterals takes the one-pass index (Many): literal-search.ts asks before passing it.
+  napi_value yes;
+  if (napi_get_boolean(env, true, &yes) == napi_ok) napi_set_named_property(env, exports, "many", yes);
   return exports;
 }
 

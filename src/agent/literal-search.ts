@@ -23,6 +23,8 @@ type ReplaceLiteralsNative = (
 interface Native {
   findAll?: FindAll;
   replaceLiterals?: ReplaceLiteralsNative;
+  /** The addon takes the one-pass index (native/search.cc Many); an addon built before it does not. */
+  many?: boolean;
 }
 
 /** <repo>/build/Release/search.node, from src/agent/ and dist/agent/ alike. */
@@ -79,10 +81,25 @@ export interface PackedLiterals {
  * rule, 25 GB/s over bytes that do not match: fastest for a few); past it, one pass looks every
  * position up by its first two bytes (native/search.cc Many), 1–3 GB/s whatever the number of
  * rules. Measured on 64 KiB of English words (`node --expose-gc dist/bench/scan.js`, and per
- * segment by hand): 8 rules 53 µs each way, 64 rules 323 µs searched one by one against 41 µs
- * in one pass, 1,000 rules 45–71 µs (the JS scan, which had them past 64: 5 ms).
+ * segment by hand): 8 rules 53 µs each way, 64 rules 323 µs searched one by one against 36 µs
+ * in one pass, 1,000 rules 35–71 µs (the JS scan, which had them past 64: 5 ms).
  */
 export const FEW_RULES = 8;
+
+/**
+ * The longest pattern the one-pass scan takes: a position that begins a candidate costs a hash
+ * of up to this many bytes (a hostile input can make every position one), and the end of a
+ * segment up to this many partial checks. A set with a longer pattern is scanned as before (per
+ * rule up to 64 rules, past them in JS), where a long pattern costs its own search only
+ * (measured by a review: one rule of 10,000 bytes in a set of 9, over 64 KiB of its first byte,
+ * took 700 ms per segment in one pass, 0.1 ms per rule).
+ */
+export const MANY_MAX_PATTERN = 64;
+
+/** Whether a rule set is scanned in one pass (the addon takes it, more than FEW_RULES, none too long). */
+function oneByOne(rules: readonly { pat: Buffer }[]): boolean {
+  return addon?.many !== true || rules.length <= FEW_RULES || rules.some((r) => r.pat.length > MANY_MAX_PATTERN);
+}
 
 /** Heads by byte (native/search.cc kH1). */
 const H1 = 257;
@@ -207,7 +224,7 @@ export function packLiterals(rules: readonly { pat: Buffer; ci: boolean; out: Bu
     anyCi: rules.some((r) => r.ci),
     minPat: rules.reduce((m, r) => Math.min(m, r.pat.length), Infinity),
     maxOut: rules.reduce((m, r) => Math.max(m, r.out.length), 0),
-    many: rules.length > FEW_RULES ? manyIndex(rules) : null,
+    many: oneByOne(rules) ? null : manyIndex(rules),
   };
 }
 
@@ -220,6 +237,8 @@ export interface LiteralScan {
   res: Int32Array;
   /** The edits' bytes (valid until the next scan). */
   scratch: Buffer;
+  /** The one-pass scan met input crafted against it and did the rest rule by rule. */
+  bailed: boolean;
 }
 
 let res = new Int32Array(1024);
@@ -232,11 +251,14 @@ const SCRATCH_MAX = 4 << 20;
 /**
  * The replace agent's whole scan of a buffer under literal rules alone (replace.ts Scan.run,
  * EditRun), in one native call: null when the addon is not built (the agent scans in JS then),
- * or for a scan whose output outgrows SCRATCH_MAX.
+ * or for a scan whose output outgrows SCRATCH_MAX; 'bailed' when the one-pass scan of more than
+ * 64 rules met input crafted against it (the agent scans this buffer in JS: its cost does not
+ * depend on what begins where).
  */
-export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | null {
+export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | 'bailed' | null {
   const f = addon?.replaceLiterals;
-  if (f === undefined) return null;
+  // Searched rule by rule, the addon takes at most 64.
+  if (f === undefined || (p.many === null && p.rules.length > 64 * 5)) return null;
   // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
   const maxEdits = Math.floor(buf.length / p.minPat) + 1;
   if ((4 + 4 * maxEdits) * 4 > SCRATCH_MAX) return null;
@@ -250,6 +272,8 @@ export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer 
     : f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m.index, m.any);
   // More output than SCRATCH_MAX: the JS scan (which allocates as it goes) does this buffer.
   if (r === -3) return null;
-  if (r !== 0) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);
-  return { edits: res[0]!, matches: res[1]!, hold: res[2]!, res, scratch };
+  if (r === -4) return 'bailed';
+  // 1: the one-pass scan bailed out and did the rest rule by rule (64 rules or fewer).
+  if (r !== 0 && r !== 1) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);
+  return { edits: res[0]!, matches: res[1]!, hold: res[2]!, res, scratch, bailed: r === 1 };
 }

@@ -86,6 +86,12 @@ export function newReplaceCounters() {
     splitMatches: 0,
     /** Connections given up at a match attempt stopped by its budget (budgetExceeded: reset). */
     regexBudgetResets: 0,
+    /**
+     * Segments where the one-pass scan of a long list of literals (literal-search.ts FEW_RULES)
+     * met input crafted against it (a candidate of its longest length at every byte) and the rest
+     * was scanned rule by rule, or in JS: the same answers, at their cost.
+     */
+    longListFallbacks: 0,
   };
 }
 export type ReplaceCounters = ReturnType<typeof newReplaceCounters>;
@@ -561,6 +567,8 @@ interface ScanResult {
   giveUps: number;
   /** Index in buf of the first such attempt of a rule that fails closed (Infinity: none). */
   resetAt: number;
+  /** The one-pass scan of a long list gave up on this buffer (ReplaceCounters.longListFallbacks). */
+  bailed?: boolean;
 }
 
 /** Occurrence starts fetched per call of findAll, per literal rule (scratch: a scan runs alone). */
@@ -626,7 +634,7 @@ function nativeResult(s: LiteralScan, base: number): ScanResult {
   const own = used > 0 ? transientBytes(used) : EMPTY;
   if (used > 0) own.set(s.scratch.subarray(0, used));
   for (let i = 0, k = 4; i < s.edits; i++, k += 4) edits[i] = { at: base + r[k]!, len: r[k + 1]!, data: own.subarray(r[k + 2]!, r[k + 3]!) };
-  return { edits, matches: s.matches, hold: s.hold, giveUps: 0, resetAt: Infinity };
+  return { edits, matches: s.matches, hold: s.hold, giveUps: 0, resetAt: Infinity, bailed: s.bailed };
 }
 
 class Scan {
@@ -635,6 +643,8 @@ class Scan {
   /** 1 when str starts with the context byte before buf, else 0. */
   private readonly off: number;
   private giveUps = 0;
+  /** The native one-pass scan gave this buffer up (replaceLiterals 'bailed'): the JS scan does it. */
+  private bailed = false;
   /**
    * Starts where an attempt of a fail-closed rule was given up, and the rule's index, not yet
    * known to be covered (run: a match taken over them, or at them by an earlier rule, would have
@@ -671,7 +681,8 @@ class Scan {
     if (packed !== null) {
       const lowered = packed.anyCi ? (this.lowered ??= asciiLower(this.buf)) : null;
       const s = replaceLiterals(packed, this.buf, lowered, this.final, this.join, MERGE_GAP, MERGE_SPAN);
-      if (s !== null) return nativeResult(s, base);
+      if (s === 'bailed') this.bailed = true;
+      else if (s !== null) return nativeResult(s, base);
     }
     const run = new EditRun(this.buf, base, this.join);
     const ev: (RuleEvent | undefined)[] = new Array(rules.length);
@@ -691,7 +702,7 @@ class Scan {
       const hold = best.start === Infinity ? this.buf.length : best.start;
       // A stopped start the scan passes uncovered: decide cuts there, nothing from it is taken.
       const resetAt = this.stopped.length > 0 ? this.uncovered(done ? hold : best.start, done ? hold : best.start + best.len, done ? -1 : bestR) : Infinity;
-      if (done || resetAt !== Infinity) return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps, resetAt };
+      if (done || resetAt !== Infinity) return { edits: run.finish(), matches: run.matches, hold, giveUps: this.giveUps, resetAt, bailed: this.bailed };
       run.add(best.start, best.len, best.out);
       pos = best.start + best.len;
     }
@@ -1068,7 +1079,11 @@ class ReplaceAgent implements Agent {
     const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
     const ns = this.opts.nativeScan;
     const native = ns === 'always' || (ns !== false && (buf.length >= NATIVE_SCAN_MIN_BYTES || this.rules.length > FEW_RULES));
-    const { edits, matches, hold, giveUps, resetAt } = scan.run(this.rules, base, native);
+    const { edits, matches, hold, giveUps, resetAt, bailed } = scan.run(this.rules, base, native);
+    if (bailed === true) {
+      this.counters.longListFallbacks++;
+      if (this.opts.counters !== undefined) this.opts.counters.longListFallbacks++;
+    }
     if (giveUps > 0 || matches > 0) {
       const own = this.counters;
       own.regexBudgetExceeded += giveUps;

@@ -9,7 +9,8 @@
  * 16 MiB of 256-byte segments with one match each, fed to 1,000 agents in turn (small keep-alive
  * requests and responses on many connections); and 8 MiB of English words under 8, 64 and 1,000
  * rules (a redaction list: each rule searched on its own up to FEW_RULES, one pass past it), and
- * 1 MiB of the prefix all 1,000 rules share, repeated (a list's hostile input).
+ * 1 MiB of the prefix all 1,000 rules share, repeated, and 1 MiB of a run of their first byte
+ * (a list's hostile inputs).
  * GiB/s, medians of `runs` timed runs after one warm-up run, each path's runs together.
  *
  *   npm run build && node --expose-gc dist/bench/scan.js [--runs N]
@@ -81,6 +82,13 @@ function cases(): Case[] {
       name: '"secret-" repeated, 1,000 rules that all begin with it (none matches)',
       rules: list(1000).slice(1),
       segments: () => Array.from({ length: SEGMENTS / 64 }, () => Buffer.from('secret-'.repeat(Math.ceil(SEGMENT / 7)).slice(0, SEGMENT), 'latin1')),
+    },
+    {
+      // Worse: every byte begins a candidate of the longest length (64), so the one-pass scan
+      // gives each segment up after 8 bytes hashed per byte, and the JS scan does it.
+      name: 'a run of "a", 1,000 rules "a"×60 + 4 digits (none matches; the one-pass scan gives up)',
+      rules: Array.from({ length: 1000 }, (_, i) => ({ find: 'a'.repeat(60) + String(i).padStart(4, '0'), with: 'X' })),
+      segments: () => Array.from({ length: SEGMENTS / 64 }, () => Buffer.alloc(SEGMENT, 'a')),
     },
   ];
 }

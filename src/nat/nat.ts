@@ -377,7 +377,7 @@ export class NatTable {
   }
 
   static restore(cfg: NatConfig, snap: unknown): NatTable {
-    return new NatTable(cfg, checkSnapshot(snap));
+    return new NatTable(cfg, checkIds(checkSnapshot(snap)));
   }
 
   get size(): { entries: number; expectations: number } {
@@ -938,6 +938,21 @@ function checkSnapshot(x: unknown): NatSnapshot {
       typeof to !== 'object' || to === null || !addrOk(to.addr) || !portOk(to.port) ||
       !addrOk(e.dst) || !portOk(e.dport) || (e.src !== undefined && !addrOk(e.src)) || !Number.isFinite(e.expiresAt)
     ) bad(`expectation ${JSON.stringify(e)}`);
+    if (e.tag !== undefined && typeof e.tag !== 'string') bad(`expectation ${JSON.stringify(e)}: tag`);
   }
   return s as NatSnapshot;
+}
+
+/**
+ * A whole table's snapshot (restore; an import renumbers what it takes): one id counter numbers
+ * entries and expectations, so every id once, each below nextId — the tables are keyed by them:
+ * a repeated id would leave one of two in an index, and a later one be given out again.
+ */
+function checkIds(s: NatSnapshot): NatSnapshot {
+  const ids = new Set<number>();
+  for (const x of [...s.entries, ...s.expectations]) {
+    if (ids.has(x.id) || x.id >= s.nextId) throw new Error(`nat: bad snapshot (id ${x.id} ${ids.has(x.id) ? 'given twice' : `not below nextId ${s.nextId}`})`);
+    ids.add(x.id);
+  }
+  return s;
 }

@@ -135,6 +135,27 @@ describe('native literal scan', () => {
     }
   });
 
+  it('more than FEW_RULES rules, input crafted against the one-pass scan (a candidate of the longest length at every byte): the same answers, the rest scanned rule by rule or in JS', () => {
+    for (const n of [FEW_RULES + 1, 64, 65, 300]) {
+      const rules = Array.from({ length: n }, (_, i) => ({ find: i === 0 ? 'Hello world' : 'a'.repeat(50 + (i % 13)) + String.fromCharCode(0x62 + (i % 20)), with: `<${i}>` }));
+      rules.push({ find: 'a'.repeat(40) + 'c', with: '<C>' });
+      const text = 'Hello world. ' + 'a'.repeat(20_000) + 'c Hello world ' + 'a'.repeat(52) + 'b' + ' Hello world ' + 'a'.repeat(30);
+      for (const cuts of [[text], [text.slice(0, 7000), text.slice(7000, 20_040), text.slice(20_040)]]) {
+        const js = run(rules, cuts, true, false);
+        expect(run(rules, cuts, true, 'always')).toEqual(js);
+        expect(js.matches).toBeGreaterThanOrEqual(4);
+      }
+      // The one-pass scan gave the 'a' run up (counted), and ordinary text it keeps.
+      const counters = newReplaceCounters();
+      const a = createReplace({ nativeScan: 'always', counters }).create(rules, CTX);
+      a.feed('s2c', 0, Buffer.from(text, 'latin1'));
+      expect(counters.longListFallbacks).toBe(1);
+      const b = createReplace({ nativeScan: 'always', counters }).create(rules, CTX);
+      b.feed('s2c', 0, Buffer.from('Hello world, and a line of text with no run of a. '.repeat(2000), 'latin1'));
+      expect(counters.longListFallbacks).toBe(1);
+    }
+  });
+
   it('a set of more than 64 rules, prefixes of each other (k1- in k12-): the same answers as the JS scan', () => {
     const rules = Array.from({ length: 70 }, (_, i) => ({ find: `k${i}-`, with: `<${i}>` }));
     const text = Array.from({ length: 200 }, (_, i) => `k${(i * 7) % 75}-`).join('.');
