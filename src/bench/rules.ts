@@ -45,7 +45,7 @@ function time(runs: number, calls: number, f: () => void): number {
   return median(ts);
 }
 
-export function runRuleBench(opts: { rules?: number; shadowRules?: number; runs?: number } = {}): RuleBenchRow[] {
+export function runRuleBench(opts: { rules?: number; shadowRules?: number; nptv6?: number; mappings?: number; runs?: number } = {}): RuleBenchRow[] {
   const n = opts.rules ?? 20_000;
   const runs = opts.runs ?? 5;
   const config = addressRules(n);
@@ -78,16 +78,15 @@ export function runRuleBench(opts: { rules?: number; shadowRules?: number; runs?
     sink += shadowedRules(few).length;
   });
   rows.push({ name: `check's shadow analysis, ${m.toLocaleString('en-US')} rules: index`, us: ix, speedup: pairs / ix });
-  rows.push(...natRows(runs));
+  rows.push(...natRows(runs, opts.nptv6 ?? 2000, opts.mappings ?? 10_000));
   if (sink === 0.5) console.log(sink);
   return rows;
 }
 
 /** NPTv6 lookups and the NAT config check with long mapping lists (see the file comment). */
-function natRows(runs: number): RuleBenchRow[] {
+function natRows(runs: number, n6: number, n4: number): RuleBenchRow[] {
   const rows: RuleBenchRow[] = [];
   let sink = 0;
-  const n6 = 2000;
   const block6 = (a: number, b: number): Cidr6 => {
     const bytes = new Uint8Array(16);
     bytes.set([a >> 8, a & 255, 0x0d, 0xb8, b >> 8, b & 255]);
@@ -111,7 +110,6 @@ function natRows(runs: number): RuleBenchRow[] {
     sink += nptv6Addresses(maps, work, 0, 0) === 'translated' ? 1 : 0;
   });
   rows.push({ name: `NPTv6, ${n6.toLocaleString('en-US')} mappings, an IPv6 packet's addresses: index`, us: ix, speedup: inTurn / ix });
-  const n4 = 10_000;
   const cidr = (addr: number): Cidr => ({ addr, prefix: 32, mask: 0xffffffff });
   const one = Array.from({ length: n4 }, (_, i) => ({ side: 0 as const, real: cidr(0x0a000000 + i), mapped: cidr(0x0b000000 + i) }));
   const pairs = time(1, 1, () => {
