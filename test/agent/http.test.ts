@@ -521,6 +521,20 @@ describe('http: hold timeouts and flushes', () => {
     expect(pass.a.counters.regexBudgetExceeded).toBeGreaterThan(0);
   });
 
+  it('a long list of body literals over input crafted against its one-pass scan: the same rewrite, the fallback counted in the http agent\'s counters', () => {
+    const rules = [{ find: 'Hello world', with: 'Hi there' }, ...Array.from({ length: 20 }, (_, i) => ({ find: 'a'.repeat(40 + i) + 'z', with: '-' }))];
+    const payload = `Hello world ${'a'.repeat(30_000)} Hello world`;
+    const body = b(`HTTP/1.1 200 OK\r\nContent-Length: ${payload.length}\r\n\r\n${payload}`);
+    const a = httpFactory.create({ response: { replace: rules } }, CTX) as HttpAgent;
+    a.feed('c2s', 0, b(get('/')));
+    const o = a.feed('s2c', 0, body);
+    const f = a.flush('s2c', 'fin');
+    const out = applyEdits(body, [...o.edits, ...f.edits]).toString('latin1');
+    expect(out).toContain(`Hi there ${'a'.repeat(30_000)} Hi there`);
+    expect(out).not.toContain('Hello world');
+    expect(a.counters.longListFallbacks).toBeGreaterThan(0);
+  });
+
   it('by default, a header the rule removes on a line a hold timeout released: the message is refused (a pause inside the header section keeps no header through)', () => {
     const a = httpFactory.create({ ...HELLO, response: { removeHeaders: ['Server'] } }, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

@@ -67,6 +67,7 @@ export class BodyMatcher {
   /** counts as last added to the tally. */
   private matched = 0;
   private giveUps = 0;
+  private fallbacks = 0;
 
   constructor(
     rules: ReplaceConfig,
@@ -102,8 +103,10 @@ export class BodyMatcher {
     const c = this.counts;
     if (c.matches !== this.matched) this.tally.add('bodyMatches', c.matches - this.matched);
     if (c.regexBudgetExceeded !== this.giveUps) this.tally.add('regexBudgetExceeded', c.regexBudgetExceeded - this.giveUps);
+    if (c.longListFallbacks !== this.fallbacks) this.tally.add('longListFallbacks', c.longListFallbacks - this.fallbacks);
     this.matched = c.matches;
     this.giveUps = c.regexBudgetExceeded;
+    this.fallbacks = c.longListFallbacks;
     return r;
   }
 }

@@ -85,6 +85,8 @@ export function newHttpCounters() {
     bodyMatches: 0,
     /** Backtracking regex attempts in bodies stopped by their maxSteps budget (no match there). */
     regexBudgetExceeded: 0,
+    /** Body segments a long list of literals scanned rule by rule or in JS (the replace agent's). */
+    longListFallbacks: 0,
     /** How rewritten bodies were framed: Content-Length fixed (held whole), ... */
     framedFixedLength: 0,
     /** ... Content-Length re-framed as chunked, ... */
