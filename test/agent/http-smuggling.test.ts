@@ -69,6 +69,42 @@ describe('smuggling: TE.TE obfuscations (one side must not see chunked where the
   ];
   it.each(cases)('%s: refused', (_w, head, reason) => refused(req(head, '0\r\n\r\n'), reason));
 
+  // TE.0 (a review, 2026-12-07): gunicorn 20.1 and 21.2 compare the value with "chunked", read no
+  // body for these, and take the chunk-size line for a request line (`ABC ;x="/ HTTP/1.1"`); the
+  // chunk data then carried a whole request past the agent's rules.
+  const te0: [string, string][] = [
+    ['another coding before chunked', 'Transfer-Encoding: gzip, chunked\r\n'],
+    ['identity before chunked', 'Transfer-Encoding: identity, chunked\r\n'],
+    ['a parameter on chunked (RFC 9112 §7.1)', 'Transfer-Encoding: chunked;a=b\r\n'],
+  ];
+  it.each(te0)('TE.0, %s: refused', (_w, head) => refused(req(head, '0\r\n\r\n'), 'transferEncoding'));
+
+  it('TE.0, list forms every parser does not read as chunked (",chunked", "chunked,", a trailing tab, two lines): forwarded as one canonical line', () => {
+    for (const head of ['Transfer-Encoding: ,chunked\r\n', 'Transfer-Encoding: chunked,\r\n', 'Transfer-Encoding: chunked\t\r\n', 'Transfer-Encoding: \r\nTransfer-Encoding: chunked\r\n', 'transfer-encoding: Chunked \r\n']) {
+      const { msgs, counters, out } = normalised(req(head, '3\r\nabc\r\n0\r\n\r\n') + NEXT);
+      expect(out).toContain('\r\nTransfer-Encoding: chunked\r\n');
+      expect(out.match(/transfer-encoding/gi)).toHaveLength(1);
+      expect(msgs.map((m) => m.body.toString())).toEqual(['abc', '']);
+      expect(counters.transferEncodingFixed).toBe(1);
+    }
+    // The usual line is left as it is.
+    const { counters, out } = normalised(req('Transfer-Encoding: chunked\r\n', '3\r\nabc\r\n0\r\n\r\n'));
+    expect(out).toBe(req('Transfer-Encoding: chunked\r\n', '3\r\nabc\r\n0\r\n\r\n'));
+    expect(counters.transferEncodingFixed).toBe(0);
+  });
+
+  it('in a response: chunked after another coding refused (Python reads it close-delimited), odd list forms made canonical', () => {
+    const bad = run({}, [c2s(NEXT), s2c('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n')]);
+    expect(bad.counters.refused.transferEncoding).toBe(1);
+    for (const te of ['chunked,', 'chunked\t', ', chunked']) {
+      const r = run({}, [c2s(NEXT + NEXT), s2c(`HTTP/1.1 200 OK\r\nTransfer-Encoding: ${te}\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n`)]);
+      const d = decode(r.s2c, 'response');
+      expect(hv(d.msgs[0]!, 'Transfer-Encoding')).toEqual(['chunked']);
+      expect(d.msgs.map((m) => [m.start, m.body.toString()])).toEqual([['HTTP/1.1 200 OK', 'ok'], ['HTTP/1.1 204 No Content', '']]);
+      expect(r.counters.transferEncodingFixed).toBe(1);
+    }
+  });
+
   it('Transfer-Encoding in HTTP/1.0 is refused (RFC 9112 §6.1: framing faulty)', () => {
     refused('POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n', 'teHttp10');
   });
@@ -218,5 +254,24 @@ describe('smuggling: responses that must not carry a body', () => {
     expect(r.c2s.toString()).toBe(NEXT);
     expect(decode(r.s2c, 'response').msgs[0]!.body.toString()).toBe('ok');
     expect(r.agent.phase('c2s')).toBe('refused');
+  });
+});
+
+describe('smuggling: what a review found (2026-12-07)', () => {
+  it('a status code under 100 is no informational answer: refused (Node and Go took "099" for the final answer, the real one for its body)', () => {
+    const r = run({ response: { replace: [{ find: 'secret', with: 'XXXXXX' }] } }, [c2s(NEXT), s2c('HTTP/1.1 099 X\r\n\r\nHTTP/1.1 200 OK\r\nX-Leak: secret\r\nContent-Length: 6\r\n\r\nsecret')]);
+    expect(r.s2c.toString('latin1')).not.toContain('secret');
+    expect(r.s2c.toString('latin1')).not.toContain('099');
+    expect(r.counters.refused.startLine).toBe(1);
+  });
+
+  it('removeHeaders and setHeaders take the spelling with "_" for "-" too (CGI, WSGI and Rack read both as one variable)', () => {
+    const cfg = { request: { removeHeaders: ['X-Remote-User'], setHeaders: { 'X-Auth-Role': 'guest' } } };
+    const r = run(cfg, [c2s('GET / HTTP/1.1\r\nHost: a\r\nX_Remote_User: admin\r\nX-Remote-User: admin\r\nX_Auth_Role: admin\r\nX_Other: kept\r\n\r\n')]);
+    const out = r.c2s.toString('latin1');
+    expect(out).not.toMatch(/remote.user/i);
+    expect(out.match(/auth.role/gi)).toHaveLength(1);
+    expect(out).toContain('\r\nX-Auth-Role: guest\r\n');
+    expect(out).toContain('\r\nX_Other: kept\r\n');
   });
 });

@@ -150,14 +150,22 @@ describe('http: framing of a rewritten response body, per message shape', () => 
     expect(r.counters.refused.encoded).toBe(0);
   });
 
-  it('a body transfer-coded besides chunked is refused by default, passes with unrewritable: pass', () => {
-    const resp = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nHello\r\n0\r\n\r\n';
+  it('a body transfer-coded otherwise than chunked is refused by default, passes with unrewritable: pass; chunked after another coding is refused either way (clients read it differently)', () => {
+    const resp = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nHello';
     const refused = run(HELLO, [c2s(get('/')), s2c(resp)]);
     expect(refused.s2c.toString('latin1')).toContain('X-Tapgate-Refused: transferCoded');
     expect(refused.counters.refused.transferCoded).toBe(1);
     const r = run({ ...HELLO, unrewritable: 'pass' }, [c2s(get('/')), s2c(resp)]);
-    expect(r.s2c.toString('latin1')).toMatch(/\r\n\r\n5\r\nHello\r\n0\r\n\r\n$/);
+    expect(r.s2c.toString('latin1')).toMatch(/\r\n\r\nHello$/);
     expect(r.counters.passTransferCoded).toBe(1);
+    // gzip, chunked: chunked to curl and nginx, close-delimited to Python's http.client (a review,
+    // 2026-12-07): what follows would be a message to one and body to the other.
+    const both = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nHello\r\n0\r\n\r\n';
+    for (const cfg of [HELLO, { ...HELLO, unrewritable: 'pass' as const }, {}]) {
+      const x = run(cfg, [c2s(get('/')), s2c(both)]);
+      expect(x.s2c.toString('latin1')).toContain('X-Tapgate-Refused: transferEncoding');
+      expect(x.counters.refused.transferEncoding).toBe(1);
+    }
   });
 
   it('without body rules, bodies and framing pass byte for byte', () => {

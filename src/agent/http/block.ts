@@ -36,6 +36,8 @@ export interface Unit {
   rawName: string;
   /** Field units: the value, OWS trimmed, folds and bare CR / NUL as SP. */
   value: string;
+  /** Field units: whitespace followed the value (trimmed from `value`; not every parser trims it). */
+  trailOws?: boolean;
 }
 
 export interface NormTally {
@@ -195,6 +197,7 @@ export function parseBlock(b: Buffer, base: number, kind: BlockKind, plain = tru
     un.rawName = rawName;
     un.name = rawName.toLowerCase();
     un.value = rest.toString('latin1', vs, ve);
+    if (ve < rest.length) un.trailOws = true;
     un.norm = changed ? Buffer.concat([Buffer.from(`${rawName}:`, 'latin1'), rest, CRLF]) : null;
   }
   return out;
@@ -233,6 +236,7 @@ function plainField(t: string, l: { s: number; ce: number; lf: number }, un: Uni
   un.name = rawName.toLowerCase();
   un.value = t.substring(vs, ve);
   un.norm = null;
+  if (ve < l.ce) un.trailOws = true;
   return 'done';
 }
 

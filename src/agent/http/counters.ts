@@ -147,6 +147,8 @@ export function newHttpCounters() {
     /** ... Content-Length removed beside Transfer-Encoding, or rewritten to one plain value, ... */
     teWithCl: 0,
     contentLengthFixed: 0,
+    /** ... Transfer-Encoding rewritten to one canonical line (`chunked,`, a trailing tab, several lines), ... */
+    transferEncodingFixed: 0,
     /** ... framing fields removed from messages that have no body (1xx, 204, 304) or trailers. */
     bodylessFraming: 0,
     trailerFramingRemoved: 0,

@@ -8,7 +8,14 @@
  *   to one plain value (RFC 9110 §8.6 allows replacing it with a single instance); differing or
  *   invalid values are refused (§6.3 point 5).
  * - Transfer-Encoding in HTTP/1.0 refused (§6.1: "MUST treat the message as if the framing is
- *   faulty"); in a request it must end in chunked, once (§6.3 point 4: else 400).
+ *   faulty"); in a request it must be chunked alone (§6.3 point 4 asks for chunked last; other
+ *   codings before it are read otherwise by servers that compare the value with "chunked":
+ *   gunicorn 20–21 took `gzip, chunked` for no body, and what followed for a request — TE.0
+ *   smuggling); in a response chunked must be alone where it is present (Python's http.client
+ *   and Node's llhttp read `gzip, chunked` and `chunked,` as close-delimited); chunked takes no
+ *   parameters (RFC 9112 §7.1). What is accepted goes out as one canonical line (the parsed
+ *   codings: `Transfer-Encoding: chunked`) instead of the lines as received (`chunked,`, a
+ *   trailing tab, several lines).
  * - Responses without a body (1xx, 204, 304, HEAD, 2xx to CONNECT; §6.3 points 1, 2) lose any
  *   Transfer-Encoding (and Content-Length where it is forbidden: 1xx, 204, 2xx to CONNECT), so
  *   that no lax client reads a body after them.
@@ -26,9 +33,11 @@ export interface Framing {
   /** Transfer codings as listed (lower case); [] without Transfer-Encoding. */
   codings: string[];
   /** Units removed, with the counter that says why. */
-  drop: { unit: number; why: 'teWithCl' | 'contentLengthFixed' | 'bodylessFraming' }[];
+  drop: { unit: number; why: 'teWithCl' | 'contentLengthFixed' | 'bodylessFraming' | 'transferEncodingFixed' }[];
   /** The Content-Length unit rewritten to one plain value. */
   clFix?: { unit: number; n: number };
+  /** The Transfer-Encoding unit rewritten to one canonical line (the others dropped). */
+  teFix?: { unit: number; value: string };
   error?: RefuseReason;
 }
 
@@ -64,6 +73,15 @@ function transferCodings(pb: ParsedBlock, f: Framing, http10: boolean): boolean 
   }
   f.codings = c;
   for (const u of fieldUnits(pb, 'content-length')) f.drop.push({ unit: u, why: 'teWithCl' });
+  // One canonical line unless it is one already (a single line, exactly the parsed list, nothing
+  // after it: the bytes every parser reads alike).
+  const units = fieldUnits(pb, 'transfer-encoding');
+  const want = c.join(', ');
+  const u0 = pb.units[units[0]!]!;
+  if (units.length !== 1 || u0.norm !== null || u0.trailOws === true || u0.value !== want) {
+    f.teFix = { unit: units[0]!, value: want };
+    for (const u of units.slice(1)) f.drop.push({ unit: u, why: 'transferEncodingFixed' });
+  }
   return true;
 }
 
@@ -72,8 +90,7 @@ export function requestFraming(pb: ParsedBlock): Framing {
   const v = pb.request!.version;
   if (transferCodings(pb, f, v.minor === 0)) {
     if (f.error !== undefined) return f;
-    const chunked = f.codings.filter((c) => c === 'chunked').length;
-    if (chunked !== 1 || f.codings[f.codings.length - 1] !== 'chunked') f.error = 'transferEncoding';
+    if (f.codings.length !== 1 || f.codings[0] !== 'chunked') f.error = 'transferEncoding';
     else f.body = { kind: 'chunked' };
     return f;
   }
@@ -101,13 +118,13 @@ export function responseFraming(pb: ParsedBlock, req: ResponseContext): Framing 
   if (transferCodings(pb, f, st.version.minor === 0)) {
     if (f.error !== undefined) return f;
     const chunked = f.codings.filter((c) => c === 'chunked').length;
-    const last = f.codings[f.codings.length - 1] === 'chunked';
     // §6.3 point 4 reads a response whose chunked is not final until the connection closes;
     // curl and nginx read it as chunked and keep the connection: what follows would be one
-    // more message there and body here. Ambiguous, so refused (as more than one chunked).
-    if (chunked > 1 || (chunked === 1 && !last)) f.error = 'transferEncoding';
+    // more message there and body here. And chunked after another coding (`gzip, chunked`) is
+    // chunked to curl and nginx, close-delimited to Python's http.client. Ambiguous: refused.
+    if (chunked > 1 || (chunked === 1 && f.codings.length > 1)) f.error = 'transferEncoding';
     // §6.3 point 4: no chunked at all: read until the connection closes.
-    else f.body = last ? { kind: 'chunked' } : { kind: 'close' };
+    else f.body = chunked === 1 ? { kind: 'chunked' } : { kind: 'close' };
     return f;
   }
   contentLength(pb, f);

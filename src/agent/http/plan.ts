@@ -128,20 +128,30 @@ function base(f: Framing): Decision {
   if (f.error !== undefined) d.error = f.error;
   for (const x of f.drop) {
     d.actions.set(x.unit, { data: EMPTY, kind: 'norm' });
-    d.counts.push(x.why);
+    // A Transfer-Encoding line dropped is part of the one canonical line (counted once below).
+    if (x.why !== 'transferEncodingFixed') d.counts.push(x.why);
   }
   if (f.clFix !== undefined) {
     d.actions.set(f.clFix.unit, { data: line('Content-Length', String(f.clFix.n)), kind: 'norm' });
     d.counts.push('contentLengthFixed');
   }
+  if (f.teFix !== undefined) {
+    d.actions.set(f.teFix.unit, { data: f.teFix.value === 'chunked' ? TE_CHUNKED : line('Transfer-Encoding', f.teFix.value), kind: 'norm' });
+    d.counts.push('transferEncodingFixed');
+  }
   return d;
 }
 
-/** Remove every line of `names` (not already acted on). */
+/**
+ * Remove every line of `names` (not already acted on), and of the names that differ from one only
+ * by `_` for `-`: CGI, WSGI and Rack give both the same variable (`X_Auth_Role` and `X-Auth-Role`
+ * are HTTP_X_AUTH_ROLE to gunicorn's app; Puma CVE-2024-45614), so a field the rule removes or sets
+ * would reach the application under the other spelling.
+ */
 function removeFields(pb: ParsedBlock, d: Decision, names: ReadonlySet<string>, kind: Action['kind'], count?: CountKey): number {
   let n = 0;
   pb.units.forEach((u, i) => {
-    if (u.kind === 'field' && names.has(u.name) && !d.actions.has(i)) {
+    if (u.kind === 'field' && (names.has(u.name) || (u.name.includes('_') && names.has(u.name.replace(/_/g, '-')))) && !d.actions.has(i)) {
       d.actions.set(i, { data: EMPTY, kind });
       if (count !== undefined) d.counts.push(count);
       n++;

@@ -72,7 +72,9 @@ export function parseRequestLine(line: string): RequestLine | undefined {
  * status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4); a missing
  * "SP reason" is accepted (common, and nothing can be read into it).
  */
-const STATUS_LINE = /^HTTP\/([0-9])\.([0-9]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
+// A status code of 100 or more (RFC 9110 §15: 1xx–5xx; clients read 000–099 differently: Node and
+// Go as final answers, where 1xx would be informational).
+const STATUS_LINE = /^HTTP\/([0-9])\.([0-9]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 
 export function parseStatusLine(line: string): StatusLine | undefined {
   const m = STATUS_LINE.exec(line);
@@ -166,7 +168,11 @@ export function parseTransferCodings(values: readonly string[]): string[] | unde
   for (const e of listElements(values)) {
     const m = CODING.exec(e);
     if (m === null) return undefined;
-    out.push(m[1]!.toLowerCase());
+    const name = m[1]!.toLowerCase();
+    // "The chunked coding does not define any parameters. Their presence SHOULD be treated as an
+    // error" (RFC 9112 §7.1): `chunked;a=b` is not chunked to every parser.
+    if (name === 'chunked' && m[0].length !== m[1]!.length) return undefined;
+    out.push(name);
   }
   return out;
 }
