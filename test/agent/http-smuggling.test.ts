@@ -275,3 +275,23 @@ describe('smuggling: what a review found (2026-12-07)', () => {
     expect(out).toContain('\r\nX_Other: kept\r\n');
   });
 });
+
+describe('smuggling: connection options (RFC 9110 §7.6.1)', () => {
+  it('an option naming a field the rule sets or removes, or a framing field, is dropped: the next hop would remove that field', () => {
+    const cfg = { request: { setHeaders: { 'X-Auth-Role': 'guest' }, removeHeaders: ['X-Remote-User'] } };
+    const r = run(cfg, [c2s('GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Auth-Role, x_remote_user, Content-Length\r\n\r\n' + NEXT)]);
+    const out = r.c2s.toString('latin1');
+    expect(out).toContain('\r\nConnection: keep-alive\r\n');
+    expect(out).toContain('\r\nX-Auth-Role: guest\r\n');
+    expect(r.counters.connectionOptionsRemoved).toBe(1);
+    expect(decode(r.c2s, 'request').msgs.map((m) => m.start)).toEqual(['GET / HTTP/1.1', 'GET /next HTTP/1.1']);
+    // Options naming nothing the rule manages stay as they are.
+    const plain = run(cfg, [c2s('GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Other\r\n\r\n')]);
+    expect(plain.c2s.toString('latin1')).toContain('\r\nConnection: keep-alive, X-Other\r\n');
+    expect(plain.counters.connectionOptionsRemoved).toBe(0);
+    // In a response too, and a list left empty goes whole.
+    const resp = run({ response: { setHeaders: { 'X-Frame-Options': 'DENY' } } }, [c2s(NEXT), s2c('HTTP/1.1 200 OK\r\nConnection: X-Frame-Options\r\nContent-Length: 2\r\n\r\nok')]);
+    expect(resp.s2c.toString('latin1')).not.toMatch(/Connection:/);
+    expect(resp.s2c.toString('latin1')).toContain('\r\nX-Frame-Options: DENY\r\n');
+  });
+});

@@ -149,6 +149,8 @@ export function newHttpCounters() {
     contentLengthFixed: 0,
     /** ... Transfer-Encoding rewritten to one canonical line (`chunked,`, a trailing tab, several lines), ... */
     transferEncodingFixed: 0,
+    /** ... Connection options naming a field the rule removes or sets, or a framing field, dropped, ... */
+    connectionOptionsRemoved: 0,
     /** ... framing fields removed from messages that have no body (1xx, 204, 304) or trailers. */
     bodylessFraming: 0,
     trailerFramingRemoved: 0,

@@ -285,6 +285,7 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
     toclose: false,
     tooLarge: expect ? 'passExpect' : 'passNoFraming',
   });
+  guardConnection(pb, d, conn, side.remove);
   return d;
 }
 
@@ -324,7 +325,27 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   // What the server sends after an unpaired answer is deleted (afterCloseBytes): a HEAD's
   // answer taken for a GET's would make the next answer's body a message of its own here.
   if (unpaired) d.after = 'drop';
+  guardConnection(pb, d, conn, cfg.response.remove);
   return d;
+}
+
+/** Fields no connection option may name: the framing ones. */
+const FRAMING_FIELDS: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host', 'connection']);
+
+/**
+ * Connection options naming a field the rule removes or sets, or a framing field, are dropped
+ * (the Connection lines rewritten without them): the next hop removes the fields a Connection
+ * option names (RFC 9110 §7.6.1; Apache's mod_proxy, Varnish), so `Connection: close,
+ * X-Auth-Role` would take away the line setHeaders added.
+ */
+function guardConnection(pb: ParsedBlock, d: Decision, conn: ReadonlySet<string>, managed: ReadonlySet<string>): void {
+  const named = (o: string): boolean => managed.has(o) || managed.has(o.replace(/_/g, '-')) || FRAMING_FIELDS.has(o);
+  if (![...conn].some(named)) return;
+  const units = fieldUnits(pb, 'connection').filter((u) => !d.actions.has(u));
+  if (units.length === 0) return;
+  const keep = [...conn].filter((o) => !named(o));
+  units.forEach((u, i) => d.actions.set(u, { data: i === 0 && keep.length > 0 ? line('Connection', keep.join(', ')) : EMPTY, kind: 'edit' }));
+  d.counts.push('connectionOptionsRemoved');
 }
 
 /**
