@@ -295,3 +295,39 @@ describe('smuggling: connection options (RFC 9110 §7.6.1)', () => {
     expect(resp.s2c.toString('latin1')).toContain('\r\nX-Frame-Options: DENY\r\n');
   });
 });
+
+describe('smuggling: a second review (2026-12-07)', () => {
+  const cfg = { request: { setHeaders: { 'X-Auth-Role': 'guest' }, removeHeaders: ['X-Remote-User'] }, response: { setHeaders: { 'X-Frame-Options': 'DENY' } } };
+
+  it('a Connection list that does not parse still loses the options naming managed fields (proxies split it at commas, spaces and ";")', () => {
+    for (const v of ['close X-Auth-Role', 'X-Auth-Role, @', 'X-Auth-Role, "x"', 'X-Auth-Role;q=1, close']) {
+      const r = run(cfg, [c2s(`GET / HTTP/1.1\r\nHost: a\r\nConnection: ${v}\r\n\r\n`), s2c('HTTP/1.1 200 OK\r\nConnection: X-Frame-Options x\r\nContent-Length: 0\r\n\r\n')]);
+      const out = r.c2s.toString('latin1');
+      expect(out.match(/^Connection:.*$/im)?.[0] ?? '').not.toMatch(/auth/i);
+      expect(out).toContain('\r\nX-Auth-Role: guest\r\n');
+      expect(r.s2c.toString('latin1')).not.toMatch(/^Connection:.*frame/im);
+      expect(r.counters.connectionOptionsRemoved).toBe(2);
+    }
+  });
+
+  it('names are told apart as CGI-style gateways tell them: "_" and other bytes for "-", in the config too', () => {
+    const r = run(cfg, [c2s("GET / HTTP/1.1\r\nHost: a\r\nX.Auth.Role: admin\r\nX~Remote~User: admin\r\nX'Remote'User: root\r\n\r\n")]);
+    expect(r.c2s.toString('latin1')).toBe('GET / HTTP/1.1\r\nHost: a\r\nX-Auth-Role: guest\r\n\r\n');
+    for (const c of [{ request: { removeHeaders: ['X_Remote_User'] } }, { request: { setHeaders: { 'X-Auth_Role': 'guest' } } }]) {
+      const x = run(c, [c2s('GET / HTTP/1.1\r\nHost: a\r\nX-Remote-User: admin\r\nX_Auth-Role: admin\r\nX-Auth-Role: admin\r\n\r\n')]);
+      const out = x.c2s.toString('latin1');
+      if ('removeHeaders' in c.request) expect(out).not.toMatch(/remote.user/i);
+      else expect(out.match(/auth.role/gi)).toHaveLength(1);
+    }
+  });
+
+  it('connection management fields do not cross as trailers; a Content-Length with whitespace after it goes out plain', () => {
+    const r = run(cfg, [c2s('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: X-Auth-Role\r\nKeep-Alive: 1\r\nUpgrade: x\r\nX-T: kept\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\t\r\n\r\nabc')]);
+    const out = r.c2s.toString('latin1');
+    expect(out).not.toMatch(/Connection|Keep-Alive|Upgrade/);
+    expect(out).toContain('\r\nX-T: kept\r\n');
+    expect(out).toContain('\r\nContent-Length: 3\r\n');
+    expect(out).not.toContain('\t');
+    expect(decode(r.c2s, 'request').msgs.map((m) => m.body.toString())).toEqual(['', 'abc']);
+  });
+});

@@ -77,6 +77,7 @@ describe('config: agent http', () => {
     ['a field name that is not a token', http('      request:\n        setHeaders: { "X Y": a }\n'), 5, 'rules[0].http.request.setHeaders["X Y"]', /not a field name/],
     ['a value with a line break', http('      request:\n        setHeaders: { X-A: "a\\r\\nX-B: b" }\n'), 5, 'rules[0].http.request.setHeaders["X-A"]', /no CR\/LF\/NUL/],
     ['removing a framing field', http('      response:\n        removeHeaders: [ Transfer-Encoding ]\n'), 5, 'rules[0].http.response.removeHeaders[0]', /managed by the http agent/],
+    ['removing a framing field spelled with "_" (the same name to a CGI-style gateway)', http('      response:\n        removeHeaders: [ Transfer_Encoding ]\n'), 5, 'rules[0].http.response.removeHeaders[0]', /managed by the http agent/],
     ['a regex body rule without maxMatch', http('      response:\n        replace:\n          - { regex: "a+", with: b }\n'), 6, 'rules[0].http.response.replace[0].maxMatch', /required for a regex rule/],
     ['an empty body rule list', http('      response:\n        replace: []\n'), 5, 'rules[0].http.response.replace', /at least one find\/regex rule/],
     ['maxPipeline out of range', http('      maxPipeline: 0\n'), 4, 'rules[0].http.maxPipeline', /integer from 1 to 4096, got 0/],

@@ -38,6 +38,8 @@ export interface Unit {
   value: string;
   /** Field units: whitespace followed the value (trimmed from `value`; not every parser trims it). */
   trailOws?: boolean;
+  /** Field units: `fieldKey(name)`, once it was asked for. */
+  key?: string;
 }
 
 export interface NormTally {

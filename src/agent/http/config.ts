@@ -7,7 +7,7 @@
  */
 
 import { replaceRuleProblems, type ReplaceConfig } from '../replace.js';
-import { isFieldValue, isToken } from './syntax.js';
+import { fieldKey, isFieldValue, isToken } from './syntax.js';
 
 export interface HttpSideConfig {
   /** Body find/replace: the replace agent's rules (find / regex), matched on the de-chunked body. */
@@ -104,7 +104,7 @@ const TOP_KEYS = ['request', 'response', 'maxHeaderBytes', 'maxBufferedBody', 'm
 /** Problems of a field name used in setHeaders / removeHeaders ('' = fine). */
 export function fieldNameProblem(name: string): string {
   if (!isToken(name)) return `"${name}" is not a field name (token characters only)`;
-  if (OWNED_FIELDS.includes(name.toLowerCase())) return `"${name}" is managed by the http agent (framing / connection); allowed: any other field`;
+  if (OWNED_FIELDS.includes(fieldKey(name))) return `"${name}" is managed by the http agent (framing / connection); allowed: any other field`;
   return '';
 }
 
@@ -171,7 +171,7 @@ export function httpConfigProblems(cfg: unknown): [string, string][] {
 export interface SideRules {
   /** Body rules (the replace agent's config), or null: bodies pass. */
   replace: ReplaceConfig | null;
-  /** Lower-case names whose lines are removed (removeHeaders and the names set). */
+  /** Names whose lines are removed (removeHeaders and the names set), as `fieldKey` gives them. */
   remove: ReadonlySet<string>;
   /** Lines added at the end of the header section: "Name: value\r\n". */
   add: Buffer;
@@ -198,10 +198,10 @@ export interface ResolvedHttpConfig {
 }
 
 function side(s: HttpSideConfig | undefined): SideRules {
-  const remove = new Set<string>((s?.removeHeaders ?? []).map((n) => n.toLowerCase()));
+  const remove = new Set<string>((s?.removeHeaders ?? []).map((n) => fieldKey(n)));
   let add = '';
   for (const [n, v] of Object.entries(s?.setHeaders ?? {})) {
-    remove.add(n.toLowerCase());
+    remove.add(fieldKey(n));
     add += `${n}: ${v}\r\n`;
   }
   const r = s?.replace;

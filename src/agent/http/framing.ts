@@ -51,7 +51,8 @@ function contentLength(pb: ParsedBlock, f: Framing): void {
     f.error = 'contentLength';
     return;
   }
-  if (!cl.canonical) {
+  // Whitespace after the value is trimmed here, not by every parser (llhttp refuses "3\t").
+  if (!cl.canonical || units.some((u) => pb.units[u]!.trailOws === true)) {
     f.clFix = { unit: units[0]!, n: cl.n };
     for (const u of units.slice(1)) f.drop.push({ unit: u, why: 'contentLengthFixed' });
   }

@@ -35,7 +35,7 @@ import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason } from './counters.js';
 import { EMPTY } from './edits.js';
 import { requestFraming, responseFraming, type BodyFraming, type Framing } from './framing.js';
-import { connectionOptions } from './syntax.js';
+import { connectionOptions, fieldKey, isToken } from './syntax.js';
 import { codingOf, type Coding } from '../coding/codec.js';
 
 /** What a response needs to know of its request. Plain data (it is queued and snapshotted). */
@@ -120,7 +120,8 @@ const TE_FIELD: ReadonlySet<string> = new Set(['te']);
 const RANGE_FIELDS: ReadonlySet<string> = new Set(['range', 'if-range']);
 const CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
 const ACCEPT_RANGES: ReadonlySet<string> = new Set(['accept-ranges']);
-const TRAILER_FRAMING: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host']);
+/** Fields no trailer carries: framing, Host, and what connection management reads (RFC 9110 §6.5.1). */
+const TRAILER_FRAMING: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer']);
 
 /** The decision framing alone makes (normalisation of Content-Length / Transfer-Encoding). */
 function base(f: Framing): Decision {
@@ -143,15 +144,15 @@ function base(f: Framing): Decision {
 }
 
 /**
- * Remove every line of `names` (not already acted on), and of the names that differ from one only
- * by `_` for `-`: CGI, WSGI and Rack give both the same variable (`X_Auth_Role` and `X-Auth-Role`
- * are HTTP_X_AUTH_ROLE to gunicorn's app; Puma CVE-2024-45614), so a field the rule removes or sets
- * would reach the application under the other spelling.
+ * Remove every line (not already acted on) whose name is one of `names` (`fieldKey` forms) as an
+ * application behind a CGI-style gateway reads it: `X_Auth_Role` and `X.Auth.Role` are
+ * HTTP_X_AUTH_ROLE there like `X-Auth-Role` (gunicorn's WSGI environ; Puma CVE-2024-45614;
+ * lighttpd), so a field the rule removes or sets would reach it under another spelling.
  */
 function removeFields(pb: ParsedBlock, d: Decision, names: ReadonlySet<string>, kind: Action['kind'], count?: CountKey): number {
   let n = 0;
   pb.units.forEach((u, i) => {
-    if (u.kind === 'field' && (names.has(u.name) || (u.name.includes('_') && names.has(u.name.replace(/_/g, '-')))) && !d.actions.has(i)) {
+    if (u.kind === 'field' && names.has((u.key ??= fieldKey(u.name))) && !d.actions.has(i)) {
       d.actions.set(i, { data: EMPTY, kind });
       if (count !== undefined) d.counts.push(count);
       n++;
@@ -285,7 +286,7 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
     toclose: false,
     tooLarge: expect ? 'passExpect' : 'passNoFraming',
   });
-  guardConnection(pb, d, conn, side.remove);
+  guardConnection(pb, d, side.remove);
   return d;
 }
 
@@ -325,7 +326,7 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   // What the server sends after an unpaired answer is deleted (afterCloseBytes): a HEAD's
   // answer taken for a GET's would make the next answer's body a message of its own here.
   if (unpaired) d.after = 'drop';
-  guardConnection(pb, d, conn, cfg.response.remove);
+  guardConnection(pb, d, cfg.response.remove);
   return d;
 }
 
@@ -335,15 +336,22 @@ const FRAMING_FIELDS: ReadonlySet<string> = new Set(['content-length', 'transfer
 /**
  * Connection options naming a field the rule removes or sets, or a framing field, are dropped
  * (the Connection lines rewritten without them): the next hop removes the fields a Connection
- * option names (RFC 9110 §7.6.1; Apache's mod_proxy, Varnish), so `Connection: close,
- * X-Auth-Role` would take away the line setHeaders added.
+ * option names (RFC 9110 §7.6.1), so `Connection: close, X-Auth-Role` would take away the line
+ * setHeaders added. Read as leniently as those next hops read it (Apache's mod_proxy splits at
+ * commas, whitespace and ";", Varnish at commas): a piece that is no token goes too, so that an
+ * invalid list does not carry a name past this.
  */
-function guardConnection(pb: ParsedBlock, d: Decision, conn: ReadonlySet<string>, managed: ReadonlySet<string>): void {
-  const named = (o: string): boolean => managed.has(o) || managed.has(o.replace(/_/g, '-')) || FRAMING_FIELDS.has(o);
-  if (![...conn].some(named)) return;
+function guardConnection(pb: ParsedBlock, d: Decision, managed: ReadonlySet<string>): void {
   const units = fieldUnits(pb, 'connection').filter((u) => !d.actions.has(u));
   if (units.length === 0) return;
-  const keep = [...conn].filter((o) => !named(o));
+  const pieces = units.flatMap((u) => pb.units[u]!.value.split(/[\s,;]+/)).filter((p) => p !== '');
+  const drop = (p: string): boolean => {
+    if (!isToken(p)) return true;
+    const k = fieldKey(p.toLowerCase());
+    return managed.has(k) || FRAMING_FIELDS.has(k);
+  };
+  if (!pieces.some(drop)) return;
+  const keep = pieces.filter((p) => !drop(p));
   units.forEach((u, i) => d.actions.set(u, { data: i === 0 && keep.length > 0 ? line('Connection', keep.join(', ')) : EMPTY, kind: 'edit' }));
   d.counts.push('connectionOptionsRemoved');
 }

@@ -20,6 +20,20 @@ for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = TCHAR[c + 0x20] = 1;
 
 export const isTchar = (c: number): boolean => TCHAR[c] === 1;
 
+/**
+ * A field name as the applications behind CGI-style gateways tell names apart: lower case, every
+ * byte but a letter or digit as "-". CGI, WSGI and Rack turn `-` into `_` (`X_Auth_Role` and
+ * `X-Auth-Role` are both HTTP_X_AUTH_ROLE), lighttpd every other byte too (`X.Auth.Role`).
+ * The name itself when it has nothing to map (no copy).
+ */
+export function fieldKey(name: string): string {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (!((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d)) return name.toLowerCase().replace(/[^a-z0-9]/g, '-');
+  }
+  return name;
+}
+
 export function isToken(s: string): boolean {
   if (s.length === 0) return false;
   for (let i = 0; i < s.length; i++) if (TCHAR[s.charCodeAt(i)] !== 1) return false;
