@@ -331,3 +331,12 @@ describe('smuggling: a second review (2026-12-07)', () => {
     expect(decode(r.c2s, 'request').msgs.map((m) => m.body.toString())).toEqual(['', 'abc']);
   });
 });
+
+describe('smuggling: Content-Length of answers without a body', () => {
+  it('HEAD and 304: a valid Content-Length is kept (one plain value), an invalid one removed (Node refuses the answer)', () => {
+    const HEAD = 'HEAD / HTTP/1.1\r\nHost: a\r\n\r\n';
+    const r = run({}, [c2s(HEAD + HEAD + NEXT + NEXT), s2c('HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5,6\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 0,0\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: x\r\n\r\n')]);
+    expect(r.s2c.toString('latin1')).toBe('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n');
+    expect(r.counters.refusedResponses).toBe(0);
+  });
+});

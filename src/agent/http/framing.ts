@@ -113,6 +113,18 @@ export function responseFraming(pb: ParsedBlock, req: ResponseContext): Framing 
   if (req.head || s < 200 || s === 204 || s === 304 || connect2xx) {
     for (const u of fieldUnits(pb, 'transfer-encoding')) f.drop.push({ unit: u, why: 'bodylessFraming' });
     if (s < 200 || s === 204 || connect2xx) for (const u of fieldUnits(pb, 'content-length')) f.drop.push({ unit: u, why: 'bodylessFraming' });
+    else {
+      // HEAD, 304: the Content-Length is the representation's, no body follows; kept when valid
+      // (one plain value), removed when not (Node refuses an answer with `5,6` or `0,0`).
+      contentLength(pb, f);
+      f.body = NONE;
+      if (f.error !== undefined) {
+        delete f.error;
+        delete f.clFix;
+        f.drop = f.drop.filter((x) => x.why !== 'contentLengthFixed');
+        for (const u of fieldUnits(pb, 'content-length')) f.drop.push({ unit: u, why: 'bodylessFraming' });
+      }
+    }
     f.drop.sort((a, b) => a.unit - b.unit);
     return f;
   }
