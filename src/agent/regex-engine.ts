@@ -106,6 +106,47 @@ interface Ins {
 class CompileRefusal extends Error {}
 
 /**
+ * The fewest chars a non-empty match of the program can take (assertions, lookarounds and
+ * backreferences taken as passable and empty: a lower bound), or Infinity when no path to MATCH
+ * reads a char: the pattern can only match the empty string (or nothing). A 0-1 breadth-first
+ * walk over (instruction, a char read yet).
+ */
+export function shortestMatch(p: Program): number {
+  const n = p.ops.length;
+  const dist = new Float64Array(2 * n).fill(Infinity);
+  const dq: number[] = [0];
+  let head = 0;
+  dist[0] = 0;
+  // A deque as an array: 0-weight edges go in front (unshift past head), 1-weight at the back.
+  const front: number[] = [];
+  const relax = (to: number, d: number, zero: boolean): void => {
+    if (d < dist[to]!) {
+      dist[to] = d;
+      if (zero) front.push(to);
+      else dq.push(to);
+    }
+  };
+  while (front.length > 0 || head < dq.length) {
+    const st = front.length > 0 ? front.pop()! : dq[head++]!;
+    const pc = st >> 1;
+    const read = st & 1;
+    const d = dist[st]!;
+    const op = p.ops[pc]!;
+    if (op === MATCH) {
+      if (read === 1) return d;
+      continue;
+    }
+    if (op === CHAR || op === CHARB) relax(((pc + 1) << 1) | 1, d + 1, false);
+    else if (op === SPLIT) {
+      relax((p.a[pc]! << 1) | read, d, true);
+      relax((p.b[pc]! << 1) | read, d, true);
+    } else if (op === JMP) relax((p.a[pc]! << 1) | read, d, true);
+    else if (pc + 1 < n) relax(((pc + 1) << 1) | read, d, true);
+  }
+  return Infinity;
+}
+
+/**
  * Compile `source` with `flags` (already accepted by `new RegExp`). Returns an error message
  * when regexpp cannot parse it or the program would be too large.
  */

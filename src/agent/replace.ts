@@ -18,7 +18,7 @@ import type {
   FlushReason,
 } from './types.js';
 import { NO_EDITS } from './types.js';
-import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, type CompiledPattern } from './regex-engine.js';
+import { backtrackRun, BUDGET_EXCEEDED, Candidates, compilePattern, PikeVM, SearchState, shortestMatch, type CompiledPattern } from './regex-engine.js';
 import { FEW_RULES, findAll, packLiterals, replaceLiterals, type LiteralScan, type PackedLiterals } from './literal-search.js';
 import { transientBytes, transientConcat } from '../util/bytes.js';
 
@@ -184,7 +184,13 @@ function isRegexRule(r: ReplaceRule): r is RegexRule {
  * Everything wrong with one rule (empty = valid). The config loader reports these with file
  * positions; `compileReplaceRules` throws on the first.
  */
-export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boolean } = {}): RuleProblem[] {
+/**
+ * Problems of one rule. `requireEngine`: a config's rule (the engine a pattern needs must be
+ * chosen); `refuseDead`: a config's rule, refused when it could never match (only the empty
+ * string, or a shortest match longer than maxMatch): its bytes would pass unrewritten while the
+ * config reads as if they were caught. The agent itself runs such a rule (it never matches).
+ */
+export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boolean; refuseDead?: boolean } = {}): RuleProblem[] {
   const out: RuleProblem[] = [];
   if (typeof rule !== 'object' || rule === null) {
     return [{ field: 'rule', message: 'expected an object with `find` or `regex`' }];
@@ -269,6 +275,14 @@ export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boole
   if (cp.longLookbehind !== undefined) {
     const raw = cp.longLookbehind.length > 24 ? `${cp.longLookbehind.slice(0, 21)}...` : cp.longLookbehind;
     out.push({ field: 'regex', message: `lookbehind "${raw}" can look more than one byte back (its body, or a \\b, \\B, ^ or lookaround inside it), and a rule sees one byte before a match: it would never hold (negated: always); match the context and put it back with a capture group, e.g. "(Host: )[^\\r]+" with "$1example.org"` });
+  }
+  // A rule that can never match passes every byte it was written to catch (a review, 2026-12-07:
+  // `Authorization: Bearer \S+` with maxMatch 16 was accepted and never fired).
+  const shortest = opts.refuseDead === true ? shortestMatch(cp.main) : 0;
+  if (shortest === Infinity) {
+    out.push({ field: 'regex', message: 'can only match the empty string, and empty matches are ignored: it would never rewrite anything' });
+  } else if (typeof mm === 'number' && Number.isInteger(mm) && shortest > mm) {
+    out.push({ field: 'maxMatch', message: `${mm} is shorter than the shortest match of the regex (${shortest} bytes): a match longer than maxMatch is never found, so it would never rewrite anything` });
   }
   if (typeof r['with'] === 'string') {
     const p = parseTemplate(r['with'], re);

@@ -157,9 +157,9 @@ export const replaceItemSchema = strict(
 ).superRefine((r, ctx) => {
   // requireEngine: a pattern only the backtracking engine can run must say so (engine:
   // backtracking), so that no rule can stall the gateway unless it was written to accept a budget.
-  for (const p of replaceRuleProblems(r, { requireEngine: true })) {
+  for (const p of replaceRuleProblems(r, { requireEngine: true, refuseDead: true })) {
     // A present maxMatch / maxSteps / engine was checked by zod already: do not report it twice.
-    if (p.field === 'maxMatch' && r.maxMatch !== undefined) continue;
+    if (p.field === 'maxMatch' && r.maxMatch !== undefined && p.message.startsWith('expected')) continue;
     if (p.field === 'engine') continue;
     if ((p.field === 'maxSteps' || p.field === 'budgetExceeded') && p.message.startsWith('expected')) continue;
     ctx.addIssue({ code: 'custom', message: p.message, path: p.field === 'rule' ? [] : [p.field] });

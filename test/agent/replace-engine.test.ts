@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createAgent, makeRegistry, newReplaceCounters } from '../../src/agent/registry.js';
-import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, type CompiledPattern } from '../../src/agent/regex-engine.js';
+import { backtrackRun, BUDGET_EXCEEDED, compilePattern, PikeVM, shortestMatch, type CompiledPattern } from '../../src/agent/regex-engine.js';
 import { compileReplaceRules, createReplace, replaceFactory, type ReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
 import type { Agent, AgentContext, AgentOutput, Direction, Edit } from '../../src/agent/types.js';
 import { applyEdits } from '../helpers/agent-driver.js';
@@ -75,6 +75,31 @@ const patternArb = (withNonLinear: boolean): fc.Arbitrary<string> =>
   })).re;
 
 const textArb = fc.array(fc.constantFrom('a', 'b', 'A', ' ', '\n', '\r', '\xe9', '\xc9', '_'), { maxLength: 12 }).map((a) => a.join(''));
+
+describe('shortestMatch (a config refuses a rule that could never match)', () => {
+  it('no non-empty JavaScript match of a pattern is shorter, and a pattern with none it calls empty-only matches only empty (fast-check)', () => {
+    fc.assert(
+      fc.property(patternArb(true), fc.constantFrom('', 'i', 'm', 's'), fc.array(textArb, { minLength: 1, maxLength: 4 }), (p, f, texts) => {
+        const cp = compilePattern(p, f);
+        if (typeof cp === 'string') return;
+        const min = shortestMatch(cp.main);
+        const re = new RegExp(p, `${f}y`);
+        for (const t of texts) {
+          for (let i = 0; i < t.length; i++) {
+            re.lastIndex = i;
+            const m = re.exec(t);
+            if (m !== null && m[0].length > 0) expect(m[0].length).toBeGreaterThanOrEqual(min);
+          }
+        }
+      }),
+      { seed: 0x5407, numRuns: 3000 },
+    );
+    expect(shortestMatch((compilePattern('Authorization: Bearer \\S+', '') as CompiledPattern).main)).toBe(23);
+    expect(shortestMatch((compilePattern('a{3,}|bb', '') as CompiledPattern).main)).toBe(2);
+    expect(shortestMatch((compilePattern('a*', '') as CompiledPattern).main)).toBe(1);
+    for (const empty of ['^', '\\b', '(?:)', '^|$', '(?=a)']) expect(shortestMatch((compilePattern(empty, '') as CompiledPattern).main)).toBe(Infinity);
+  });
+});
 const flagsArb = fc.constantFrom('', 'i', 'm', 's', 'u', 'im', 'is', 'iu', 'msu');
 const caseArb = (nonLinear: boolean) =>
   fc.record({ p: patternArb(nonLinear), f: flagsArb, s: textArb, cut: fc.tuple(fc.nat(), fc.nat(), fc.nat()) }).map(({ p, f, s, cut }) => {

@@ -53,6 +53,9 @@ describe('config: errors name the file, line:column, document path and what was 
     ['regex does not compile', base('      - { regex: "a(", with: "x", maxMatch: 5 }\n'), 5, 'rules[0].replace[0].regex', /does not compile/],
     ['maxMatch out of range', base('      - { find: "a", with: "x" }\n      - { regex: "a", with: "x", maxMatch: 70000 }\n'), 6, 'rules[0].replace[1].maxMatch', /1 to 65536, got 70000/],
     ['maxMatch missing', base('      - { regex: "a", with: "x" }\n'), 5, 'rules[0].replace[0].maxMatch', /required for a regex rule/],
+    // A rule that could never match (a review, 2026-12-07): its bytes would pass while the config reads as if they were caught.
+    ['maxMatch shorter than any match', base('      - { regex: "Authorization: Bearer \\\\S+", with: "x", maxMatch: 16 }\n'), 5, 'rules[0].replace[0].maxMatch', /16 is shorter than the shortest match of the regex \(23 bytes\)/],
+    ['a regex that only matches empty', base('      - { regex: "^|\\\\b", with: "x", maxMatch: 16 }\n'), 5, 'rules[0].replace[0].regex', /can only match the empty string/],
     ['normalizeBytesPerConn below a window\'s worth', 'rules: []\nlimits:\n  normalizeBytesPerConn: 1000\n', 3, 'limits.normalizeBytesPerConn', /65536/],
     ['empty find', base('      - { find: "", with: "x" }\n'), 5, 'rules[0].replace[0].find', /non-empty/],
     ['with missing', base('      - find: "a"\n'), 5, 'rules[0].replace[0].with', /missing; expected a string/],

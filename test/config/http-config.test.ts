@@ -79,6 +79,7 @@ describe('config: agent http', () => {
     ['removing a framing field', http('      response:\n        removeHeaders: [ Transfer-Encoding ]\n'), 5, 'rules[0].http.response.removeHeaders[0]', /managed by the http agent/],
     ['removing a framing field spelled with "_" (the same name to a CGI-style gateway)', http('      response:\n        removeHeaders: [ Transfer_Encoding ]\n'), 5, 'rules[0].http.response.removeHeaders[0]', /managed by the http agent/],
     ['a regex body rule without maxMatch', http('      response:\n        replace:\n          - { regex: "a+", with: b }\n'), 6, 'rules[0].http.response.replace[0].maxMatch', /required for a regex rule/],
+    ['a regex body rule that could never match (maxMatch under its shortest match)', http('      response:\n        replace:\n          - { regex: "x{20}", with: b, maxMatch: 5 }\n'), 6, 'rules[0].http.response.replace[0].maxMatch', /5 is shorter than the shortest match of the regex \(20 bytes\)/],
     ['an empty body rule list', http('      response:\n        replace: []\n'), 5, 'rules[0].http.response.replace', /at least one find\/regex rule/],
     ['maxPipeline out of range', http('      maxPipeline: 0\n'), 4, 'rules[0].http.maxPipeline', /integer from 1 to 4096, got 0/],
     ['maxHeaderBytes too small', http('      maxHeaderBytes: 100\n'), 4, 'rules[0].http.maxHeaderBytes', /integer from 256 to 65536, got 100/],

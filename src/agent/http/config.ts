@@ -140,7 +140,7 @@ export function httpConfigProblems(cfg: unknown): [string, string][] {
     const r = o['replace'];
     if (r !== undefined) {
       if (!Array.isArray(r) || r.length === 0) out.push([`${side}.replace`, 'expected a non-empty list of find/regex rules']);
-      else r.forEach((rule: unknown, i) => replaceRuleProblems(rule).forEach((p) => out.push([`${side}.replace[${i}]${p.field === 'rule' ? '' : `.${p.field}`}`, p.message])));
+      else r.forEach((rule: unknown, i) => replaceRuleProblems(rule, { refuseDead: true }).forEach((p) => out.push([`${side}.replace[${i}]${p.field === 'rule' ? '' : `.${p.field}`}`, p.message])));
     }
     const set = o['setHeaders'];
     if (set !== undefined && set !== null) {
