@@ -258,7 +258,7 @@ struct Many {
   const int32_t* rules;
   const uint8_t* pats;
   // Bytes hashed and entries tried so far in this call, and how many it may take (Bailed).
-  mutable size_t work = 0;
+  size_t work = 0;
   size_t budget = 0;
 
   // The work went past the budget: input crafted against the patterns (a position that begins
@@ -331,7 +331,7 @@ struct Many {
 
   // The lowest rule of kind k starting with the two bytes `key` below `best` with an event at s
   // (a whole match, or unless final a proper prefix of its pattern ending the buffer), or `best`.
-  size_t Check(int kind, size_t key, const uint8_t* hay, size_t n, size_t s, bool final, size_t best, bool* decided) const {
+  size_t Check(int kind, size_t key, const uint8_t* hay, size_t n, size_t s, bool final, size_t best, bool* decided) {
     const int64_t x = KeyOf(kind, key);
     if (x < 0) return best;
     const size_t rest = n - s;
@@ -381,19 +381,18 @@ struct Many {
   // The leftmost event at or after `pos` (kNone: none), its rule (the lowest at that start) and
   // whether it is decided: what the per-rule search below finds, in one pass. Past the budget it
   // returns kNone early (Bailed: the answer is not known).
-  int64_t Next(const uint8_t* buf, const uint8_t* low, size_t n, size_t pos, bool final, size_t R, size_t* rule, bool* decided) const {
-    const uint8_t* const flags = any;
+  int64_t Next(const uint8_t* buf, const uint8_t* low, size_t n, size_t pos, bool final, size_t R, size_t* rule, bool* decided) {
     const bool ci = low != buf;
     for (size_t s = pos; s < n; s++) {
       // Most positions start no pattern: skip them in a tight loop (one or two table reads each).
       if (ci) {
-        while (s + 1 < n && ((flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] & 5) | (flags[(static_cast<size_t>(low[s]) << 8) | low[s + 1]] & 2)) == 0) s++;
+        while (s + 1 < n && ((any[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] & 5) | (any[(static_cast<size_t>(low[s]) << 8) | low[s + 1]] & 2)) == 0) s++;
       } else {
-        while (s + 4 < n && flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0 && flags[(static_cast<size_t>(buf[s + 1]) << 8) | buf[s + 2]] == 0 &&
-               flags[(static_cast<size_t>(buf[s + 2]) << 8) | buf[s + 3]] == 0 && flags[(static_cast<size_t>(buf[s + 3]) << 8) | buf[s + 4]] == 0) {
+        while (s + 4 < n && any[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0 && any[(static_cast<size_t>(buf[s + 1]) << 8) | buf[s + 2]] == 0 &&
+               any[(static_cast<size_t>(buf[s + 2]) << 8) | buf[s + 3]] == 0 && any[(static_cast<size_t>(buf[s + 3]) << 8) | buf[s + 4]] == 0) {
           s += 4;
         }
-        while (s + 1 < n && flags[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0) s++;
+        while (s + 1 < n && any[(static_cast<size_t>(buf[s]) << 8) | buf[s + 1]] == 0) s++;
       }
       size_t best = R;
       if (s + 1 < n) {
@@ -455,8 +454,7 @@ struct Many {
 // per edit at, len, from, to]), scratch; for more than 64 rules also index and any (Many). Returns
 // 0, or 1 (the same, Many having bailed out and done the rest rule by rule), -1 (bad arguments),
 // -2 (res too small), -3 (scratch too small), -4 (Many bailed out past 64 rules: the JS scan does
-// the buffer): the caller sizes both from
-// the buffer's length first.
+// the buffer): the caller sizes res and scratch from the buffer's length first.
 napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   size_t argc = 12;
   napi_value argv[12];

@@ -97,8 +97,8 @@ export const FEW_RULES = 8;
 export const MANY_MAX_PATTERN = 64;
 
 /** Whether a rule set is scanned in one pass (the addon takes it, more than FEW_RULES, none too long). */
-function oneByOne(rules: readonly { pat: Buffer }[]): boolean {
-  return addon?.many !== true || rules.length <= FEW_RULES || rules.some((r) => r.pat.length > MANY_MAX_PATTERN);
+function onePass(rules: readonly { pat: Buffer }[]): boolean {
+  return addon?.many === true && rules.length > FEW_RULES && rules.every((r) => r.pat.length <= MANY_MAX_PATTERN);
 }
 
 /** Heads by byte (native/search.cc kH1). */
@@ -224,7 +224,7 @@ export function packLiterals(rules: readonly { pat: Buffer; ci: boolean; out: Bu
     anyCi: rules.some((r) => r.ci),
     minPat: rules.reduce((m, r) => Math.min(m, r.pat.length), Infinity),
     maxOut: rules.reduce((m, r) => Math.max(m, r.out.length), 0),
-    many: oneByOne(rules) ? null : manyIndex(rules),
+    many: onePass(rules) ? manyIndex(rules) : null,
   };
 }
 

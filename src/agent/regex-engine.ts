@@ -114,11 +114,12 @@ class CompileRefusal extends Error {}
 export function shortestMatch(p: Program): number {
   const n = p.ops.length;
   const dist = new Float64Array(2 * n).fill(Infinity);
+  dist[0] = 0;
+  // The deque of the walk: states reached by an empty step are taken first (a stack, all at the
+  // distance being taken), those one char further after them (a queue, in distance order).
+  const front: number[] = [];
   const dq: number[] = [0];
   let head = 0;
-  dist[0] = 0;
-  // A deque as an array: 0-weight edges go in front (unshift past head), 1-weight at the back.
-  const front: number[] = [];
   const relax = (to: number, d: number, zero: boolean): void => {
     if (d < dist[to]!) {
       dist[to] = d;

@@ -182,13 +182,11 @@ function isRegexRule(r: ReplaceRule): r is RegexRule {
 
 /**
  * Everything wrong with one rule (empty = valid). The config loader reports these with file
- * positions; `compileReplaceRules` throws on the first.
- */
-/**
- * Problems of one rule. `requireEngine`: a config's rule (the engine a pattern needs must be
- * chosen); `refuseDead`: a config's rule, refused when it could never match (only the empty
- * string, or a shortest match longer than maxMatch): its bytes would pass unrewritten while the
- * config reads as if they were caught. The agent itself runs such a rule (it never matches).
+ * positions; `compileReplaceRules` throws on the first. A config's rule also sets
+ * `requireEngine` (the engine a pattern needs must be chosen) and `refuseDead`: refused when it
+ * could never match (only the empty string, or a shortest match longer than maxMatch), its bytes
+ * passing unrewritten while the config reads as if they were caught; the agent itself runs such a
+ * rule (it never matches).
  */
 export function replaceRuleProblems(rule: unknown, opts: { requireEngine?: boolean; refuseDead?: boolean } = {}): RuleProblem[] {
   const out: RuleProblem[] = [];

@@ -43,12 +43,17 @@ export interface Framing {
 
 const NONE: BodyFraming = { kind: 'none' };
 
-function contentLength(pb: ParsedBlock, f: Framing): void {
+/**
+ * Content-Length of a message: refused when invalid, or (`bodiless`: a HEAD or 304 answer, whose
+ * Content-Length is the representation's and no body follows) removed.
+ */
+function contentLength(pb: ParsedBlock, f: Framing, bodiless = false): void {
   const units = fieldUnits(pb, 'content-length');
   if (units.length === 0) return;
   const cl = parseContentLength(fieldValues(pb, 'content-length'));
   if (!cl.ok) {
-    f.error = 'contentLength';
+    if (bodiless) for (const u of units) f.drop.push({ unit: u, why: 'bodylessFraming' });
+    else f.error = 'contentLength';
     return;
   }
   // Whitespace after the value is trimmed here, not by every parser (llhttp refuses "3\t").
@@ -56,7 +61,7 @@ function contentLength(pb: ParsedBlock, f: Framing): void {
     f.clFix = { unit: units[0]!, n: cl.n };
     for (const u of units.slice(1)) f.drop.push({ unit: u, why: 'contentLengthFixed' });
   }
-  f.body = cl.n > 0 ? { kind: 'length', n: cl.n } : NONE;
+  if (!bodiless) f.body = cl.n > 0 ? { kind: 'length', n: cl.n } : NONE;
 }
 
 /** Transfer codings; sets `error` when unparseable or (for HTTP/1.0) present at all. */
@@ -113,18 +118,8 @@ export function responseFraming(pb: ParsedBlock, req: ResponseContext): Framing 
   if (req.head || s < 200 || s === 204 || s === 304 || connect2xx) {
     for (const u of fieldUnits(pb, 'transfer-encoding')) f.drop.push({ unit: u, why: 'bodylessFraming' });
     if (s < 200 || s === 204 || connect2xx) for (const u of fieldUnits(pb, 'content-length')) f.drop.push({ unit: u, why: 'bodylessFraming' });
-    else {
-      // HEAD, 304: the Content-Length is the representation's, no body follows; kept when valid
-      // (one plain value), removed when not (Node refuses an answer with `5,6` or `0,0`).
-      contentLength(pb, f);
-      f.body = NONE;
-      if (f.error !== undefined) {
-        delete f.error;
-        delete f.clFix;
-        f.drop = f.drop.filter((x) => x.why !== 'contentLengthFixed');
-        for (const u of fieldUnits(pb, 'content-length')) f.drop.push({ unit: u, why: 'bodylessFraming' });
-      }
-    }
+    // HEAD, 304: kept when valid (one plain value), removed when not (Node refuses `5,6`, `0,0`).
+    else contentLength(pb, f, true);
     f.drop.sort((a, b) => a.unit - b.unit);
     return f;
   }

@@ -31,7 +31,7 @@
  */
 
 import { fieldUnits, fieldValues, type ParsedBlock } from './block.js';
-import type { ResolvedHttpConfig } from './config.js';
+import { OWNED_FIELDS, type ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason } from './counters.js';
 import { EMPTY } from './edits.js';
 import { requestFraming, responseFraming, type BodyFraming, type Framing } from './framing.js';
@@ -121,7 +121,7 @@ const RANGE_FIELDS: ReadonlySet<string> = new Set(['range', 'if-range']);
 const CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
 const ACCEPT_RANGES: ReadonlySet<string> = new Set(['accept-ranges']);
 /** Fields no trailer carries: framing, Host, and what connection management reads (RFC 9110 §6.5.1). */
-const TRAILER_FRAMING: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer']);
+const TRAILER_FRAMING: ReadonlySet<string> = new Set([...OWNED_FIELDS, 'host']);
 
 /** The decision framing alone makes (normalisation of Content-Length / Transfer-Encoding). */
 function base(f: Framing): Decision {
@@ -347,7 +347,7 @@ function guardConnection(pb: ParsedBlock, d: Decision, managed: ReadonlySet<stri
   const pieces = units.flatMap((u) => pb.units[u]!.value.split(/[\s,;]+/)).filter((p) => p !== '');
   const drop = (p: string): boolean => {
     if (!isToken(p)) return true;
-    const k = fieldKey(p.toLowerCase());
+    const k = fieldKey(p);
     return managed.has(k) || FRAMING_FIELDS.has(k);
   };
   if (!pieces.some(drop)) return;
