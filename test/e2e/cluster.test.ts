@@ -437,7 +437,8 @@ describeE2E('a 3-node gateway cluster in the lab (hub bridges, NATS JetStream)',
     // All three: no node can renew its lease; each stops forwarding until the servers are back.
     await labStopNats(P, { server: 'all' });
     await sleep(1500);
-    await labStartNats(P, { server: 'all' });
+    // The same for all three (a stream not current yet after 15 s failed a CI run once).
+    await labStartNats(P, { server: 'all', timeoutMs: 60_000 });
     await done;
     await expectNoReset(rst0, 'nats');
     const st2 = await waitView(NODES);
