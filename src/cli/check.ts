@@ -34,7 +34,7 @@ export function describeConfig(c: Config): string[] {
     lines.push(`  ${ruleLabel(r)}: ${describeMatch(r.match)} → agent ${r.agent}${dir}`);
   }
   const p = c.policy;
-  lines.push(`  policy: ipv6 ${p.ipv6}, encapsulated ${p.encapsulated}, midstream ${p.midstream}, urgent ${p.urgent}`);
+  lines.push(`  policy: ipv6 ${p.ipv6}, encapsulated ${p.encapsulated}, sourceRouted ${p.sourceRouted}, midstream ${p.midstream}, urgent ${p.urgent}`);
   if (c.nat !== undefined) {
     const t = c.nat.table;
     lines.push(`  nat: ${t.oneToOne.length} one-to-one, ${t.masquerade.length} masquerade mapping${t.masquerade.length === 1 ? '' : 's'}`);

@@ -77,6 +77,8 @@ export interface PolicySettings {
   ipv6: PolicyAction;
   /** Tunnels and encapsulations the gateway does not unwrap (wire/opaque.ts), when any rule exists. */
   encapsulated: PolicyAction;
+  /** IPv4 TCP with a source route in flight (its header names a hop, not the host it is for) that a rule may cover. */
+  sourceRouted: PolicyAction;
   /** Connections first seen mid-stream that a rule matches: dropped, passed, or inspected from the first byte seen. */
   midstream: PolicyAction | 'inspect';
   /**
@@ -89,7 +91,7 @@ export interface PolicySettings {
 }
 
 /** A security gateway's defaults: nothing a rule may cover passes uninspected unless the config says so. */
-export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
+export const DEFAULT_POLICY: Readonly<PolicySettings> = Object.freeze({ ipv6: 'drop', encapsulated: 'drop', sourceRouted: 'drop', midstream: 'drop', urgent: 'inline' });
 
 export interface NatSettings {
   table: NatConfig;
@@ -239,6 +241,7 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
   const policy: PolicySettings = {
     ipv6: p.ipv6 ?? p.uninspectable ?? DEFAULT_POLICY.ipv6,
     encapsulated: p.encapsulated ?? p.uninspectable ?? DEFAULT_POLICY.encapsulated,
+    sourceRouted: p.sourceRouted ?? p.uninspectable ?? DEFAULT_POLICY.sourceRouted,
     midstream: p.midstream ?? DEFAULT_POLICY.midstream,
     urgent: p.urgent ?? DEFAULT_POLICY.urgent,
   };

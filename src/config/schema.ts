@@ -420,6 +420,7 @@ export const policySchema = strict(
     uninspectable: policyAction.optional(),
     ipv6: policyAction.optional(),
     encapsulated: policyAction.optional(),
+    sourceRouted: policyAction.optional(),
     midstream: z.enum(['drop', 'pass', 'inspect'], { error: 'expected drop, pass or inspect' }).optional(),
     urgent: z.enum(['inline', 'keep'], { error: 'expected inline or keep' }).optional(),
   },

@@ -31,7 +31,8 @@
  * - a partial checksum that is not TCP's (`virtio-csum-not-tcp`), GSO that is not TCPv4 with a
  *   partial sum (`virtio-bad-gso`), a bad virtio header, a frame from the wrong segment (cluster
  *   loop suppression, `wrongSide`);
- * - what the policy says of traffic that cannot be inspected (wire/opaque.ts, engine/policy.ts).
+ * - what the policy says of traffic that cannot be inspected (wire/opaque.ts, engine/policy.ts),
+ *   TCP with an IPv4 source route in flight among it (`policy.sourceRouted`).
  *
  * TAP GSO (`vnetHdr: true`, docs/ARCHITECTURE.md §6): every frame in and out starts with the 10-byte
  * virtio_net_hdr (wire/virtio.ts). A GSO frame (gso_type TCPV4, up to 64 KiB) is ONE segment to
@@ -47,6 +48,7 @@
  */
 import type { Limits } from '../stream/limits.js';
 import { decodeFrame, type FrameArp, type FrameIpv4Other, type FrameOther, type FrameTcp, type LinkType } from '../wire/frame.js';
+import { get16 } from '../wire/bytes.js';
 import { IP_PROTO_TCP, ipv4ToString } from '../wire/ipv4.js';
 import { endpointToString, type IpAddr } from '../wire/ip.js';
 import { opaqueEtherType, opaqueIpv4, type Opaque } from '../wire/opaque.js';
@@ -222,8 +224,12 @@ export class Admission {
           return null;
         }
         c.nonTcp++;
-        const o = opaqueIpv4(eth, d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
-        if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return null;
+        if (d.routedTo >= 0) {
+          if (this.sourceRoutedDropped(eth, d, nowMs)) return null;
+        } else {
+          const o = opaqueIpv4(eth, d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
+          if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return null;
+        }
         return { kind: 'ipv4-other', d, partial: (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && csumStart === d.l4Off };
       }
       case 'arp':
@@ -236,6 +242,23 @@ export class Admission {
         return { kind: 'other', d };
       }
     }
+  }
+
+  /**
+   * The policy on TCP whose source route is still in flight (wire/frame.ts `routedTo`): covered
+   * when a rule matches it towards the route's last address or towards the hop the header names,
+   * in either orientation; true = dropped (counted and logged).
+   */
+  private sourceRoutedDropped(buf: Uint8Array, d: FrameIpv4Other, nowMs: number): boolean {
+    const ports = d.ipEnd - d.l4Off >= 4;
+    const sport = ports ? get16(buf, d.l4Off) : undefined;
+    const dport = ports ? get16(buf, d.l4Off + 2) : undefined;
+    const action = this.o.policy().sourceRouted(d.ip.src, d.routedTo, d.ip.dst, sport, dport);
+    if (action === 'pass') return false;
+    this.o.warn('policy:source-routed', nowMs, () => ({
+      class: 'source-routed', src: ipv4ToString(d.ip.src), hop: ipv4ToString(d.ip.dst), dst: ipv4ToString(d.routedTo), ...(ports ? { srcPort: sport, dstPort: dport } : {}),
+    }), 'TCP with a source route a rule may cover cannot be inspected: dropped (policy)');
+    return true;
   }
 
   /** The policy on a frame wire/opaque.ts classified: true = dropped (counted and logged). */

@@ -14,6 +14,11 @@
  *   whenever any rule exists;
  * - tunnels and encapsulations (`encapsulated`; wire/opaque.ts names them): whenever any rule
  *   exists, since what they carry is not decoded;
+ * - `source-routed` (`sourceRouted`): IPv4 TCP with a Loose or Strict Source Route option whose
+ *   route is not done (wire/ipv4.ts sourceRouteDestination): its header names the next hop, not
+ *   the host it is for, so it is never decoded as TCP. Covered when a rule matches it, either
+ *   orientation, towards the route's last address or the hop (ports from its TCP header); without
+ *   a TCP header's ports, whenever any rule exists;
  * - `midstream` (`midstream`): a TCP connection first seen without its handshake that a rule
  *   matches (either orientation: who opened it is unknown), or that cannot be tracked because the
  *   table is full. `inspect` attaches the rule's agent from the first byte seen instead.
@@ -23,7 +28,7 @@ import { ruleIndex, selectRule, DEFAULT_POLICY, type Config, type PolicyAction, 
 import type { Endpoint } from '../flow/table.js';
 import type { OpaqueClass } from '../wire/opaque.js';
 
-export type PolicyClass = OpaqueClass | 'midstream';
+export type PolicyClass = OpaqueClass | 'midstream' | 'source-routed';
 
 export function newPolicyCounters() {
   return {
@@ -66,6 +71,20 @@ export class Policy {
       action = this.settings.ipv6;
     } else action = this.settings.encapsulated;
     return this.count(cls, action);
+  }
+
+  /**
+   * TCP from `src` with a source route in flight towards `dst` through the hop `hop` (IPv4
+   * addresses; ports when its header holds them): 'pass' or 'drop' (counted either way when a
+   * rule may cover it; uncovered traffic passes uncounted).
+   */
+  sourceRouted(src: number, dst: number, hop: number, srcPort?: number, dstPort?: number): PolicyAction {
+    if (this.rules.length === 0) return 'pass';
+    if (srcPort !== undefined && dstPort !== undefined) {
+      const from = { addr: src, port: srcPort };
+      if (!this.covers(from, { addr: dst, port: dstPort }) && !this.covers(from, { addr: hop, port: dstPort })) return 'pass';
+    }
+    return this.count('source-routed', this.settings.sourceRouted);
   }
 
   /**

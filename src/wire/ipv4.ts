@@ -57,6 +57,39 @@ export function parseIpv4(s: string): number | null {
   return a;
 }
 
+/** Loose and strict source route options (RFC 791 §3.1: types 131 and 137). */
+export const IPV4_OPT_LSRR = 0x83;
+export const IPV4_OPT_SSRR = 0x89;
+
+/**
+ * The destination a source-routed IPv4 packet is finally for, when its route is not yet done: a
+ * Loose or Strict Source Route option (RFC 791 §3.1) whose pointer is not past its length (the
+ * header's destination is then only the next hop, and a host that honours the option — Linux with
+ * `accept_source_route` — sends the packet on). The last address of the route data is the final
+ * destination; a route too short to hold one gives the header's destination. -1: no route in
+ * flight (no such option, or its route done). `buf` holds the packet at `off` and passed
+ * `Ipv4Packet.check` (its option list is well formed).
+ */
+export function sourceRouteDestination(buf: Uint8Array, off = 0): number {
+  const hl = (buf[off + VER_IHL]! & 0x0f) * 4;
+  let i = IPV4_MIN_HEADER_LEN;
+  while (i < hl) {
+    const k = buf[off + i]!;
+    if (k === 0) break;
+    if (k === 1) {
+      i++;
+      continue;
+    }
+    const l = buf[off + i + 1]!;
+    if ((k === IPV4_OPT_LSRR || k === IPV4_OPT_SSRR) && l >= 3 && buf[off + i + 2]! <= l) {
+      const last = 3 + Math.floor((l - 3) / 4) * 4 - 4;
+      return last >= 3 ? get32(buf, off + i + last) : get32(buf, off + DST);
+    }
+    i += l;
+  }
+  return -1;
+}
+
 /** Zero-copy view of an IPv4 packet; after `parse` the header and total length are consistent. */
 export class Ipv4Packet {
   private constructor(readonly buf: Uint8Array) {}

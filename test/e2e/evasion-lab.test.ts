@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { labDown, labExec } from '../../src/lab/lab.js';
 import { labSpawn } from '../../src/lab/process.js';
+import { sleep } from '../../src/lab/sys.js';
 import { describeE2E, e2eProblems, REPO } from '../lab/e2e-env.js';
 import { gatewayStats, labUpWithGateway, netnsList, nsTcpCounters, sha, startHttpServer, tempDir, waitUntil } from './lab-helpers.js';
 
@@ -133,6 +134,27 @@ got, reset = read_all(c)
 print(json.dumps({'got': got.decode('latin1'), 'reset': reset, 'mptcp': mp}))
 `;
 
+/**
+ * A port only a rule naming the server's *address* covers (the source-route test), the hop the
+ * route goes through (an address of the server host that no rule names), and a client that
+ * connects to argv[1]:argv[2] with a Loose Source Route through argv[3] (IP_OPTIONS: Linux puts
+ * the hop in the header and the real destination last in the option; no argv[3]: a plain connection).
+ */
+const ROUTED_PORT = 8008;
+const HOP = '10.200.0.3';
+const ROUTED_CLIENT_PY = `${PY_READ_ALL}
+import json, socket, sys
+c = socket.socket()
+if len(sys.argv) > 3: c.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([0x83, 7, 4]) + socket.inet_aton(sys.argv[3]) + bytes([1]))
+c.settimeout(3)
+try:
+    c.connect((sys.argv[1], int(sys.argv[2])))
+except OSError as e:
+    print(json.dumps({'connected': False, 'error': type(e).__name__})); sys.exit(0)
+got, reset = read_all(c)
+print(json.dumps({'connected': True, 'got': got.decode('latin1'), 'reset': reset}))
+`;
+
 // \`midstream: pass\`: a connection whose entry left the table too early would pass uninspected
 // (the tests below catch that), where the default would only drop it.
 const CONFIG = `
@@ -140,6 +162,11 @@ policy: { midstream: pass }
 rules:
   - name: hello-${PORT}
     match: { port: [${PORT}, ${SLOW_PORT}, ${PAUSE_PORT}, ${MPTCP_PORT}] }
+    agent: replace
+    replace:
+      - { find: "${FIND}", with: "${WITH}" }
+  - name: server-address-${ROUTED_PORT}
+    match: { serverAddress: ${SERVER}, port: ${ROUTED_PORT} }
     agent: replace
     replace:
       - { find: "${FIND}", with: "${WITH}" }
@@ -231,6 +258,13 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     labSpawn(P, 'server', `pause${PAUSE_PORT}`, ['python3', join(dir, 'pause.py'), SERVER, String(PAUSE_PORT), '3.5', 'part one\n', `${FIND}, part two\n`]);
     labSpawn(P, 'server', `pause${SERVER_PORT_ONLY}`, ['python3', join(dir, 'pause.py'), SERVER, String(SERVER_PORT_ONLY), '0', `${FIND}\n`, 'end\n']);
     writeFileSync(join(dir, 'readfrom.py'), READ_FROM_PORT_PY);
+    labSpawn(P, 'server', `pause${ROUTED_PORT}`, ['python3', join(dir, 'pause.py'), SERVER, String(ROUTED_PORT), '0', `${FIND}\n`, 'end\n']);
+    writeFileSync(join(dir, 'routed.py'), ROUTED_CLIENT_PY);
+    // The server host has the hop's address too, and honours source routes (a router would).
+    for (const cmd of [['ip', 'addr', 'add', `${HOP}/32`, 'dev', 'lo'], ['sh', '-c', 'for f in /proc/sys/net/ipv4/conf/*/accept_source_route; do echo 1 > $f; done']]) {
+      const r = await labExec(P, 'server', cmd);
+      expect(r.code, `${cmd.join(' ')}: ${r.stderr}`).toBe(0);
+    }
     writeFileSync(join(dir, 'mptcp-server.py'), MPTCP_SERVER_PY);
     writeFileSync(join(dir, 'mptcp-client.py'), MPTCP_CLIENT_PY);
     for (const port of [MPTCP_PORT, MPTCP_UNRULED]) labSpawn(P, 'server', `mptcp${port}`, ['python3', join(dir, 'mptcp-server.py'), SERVER, String(port), `${FIND}\n`]);
@@ -414,5 +448,23 @@ describeE2E('spoofed RSTs from a third host on the client segment', e2eProblems(
     const f1 = gatewayStats(P)['flows']!;
     expect(f1['handshakeExpired'] - f0['handshakeExpired']).toBeGreaterThanOrEqual(1);
     expect(f1['midstream'] - f0['midstream']).toBe(0);
+  }, 40_000);
+  it('a connection with a loose source route through a host no rule names, to a server an address rule covers: dropped (policy.sourceRouted), never reaches the server host', async () => {
+    // Plainly, the address rule rewrites the server's answer.
+    const plain = await labExec(P, 'client', ['python3', join(dir, 'routed.py'), SERVER, String(ROUTED_PORT)], { timeoutMs: 20_000 });
+    expect(lastJson<{ got?: string }>(plain.stdout, 'routed.py').got, plain.stderr).toBe(`${WITH}\nend\n`);
+    const p0 = (gatewayStats(P)['gateway']!['policy'] as { dropped: Record<string, number> }).dropped['source-routed'] ?? 0;
+    // Through the hop: the SYN's header names 10.200.0.3, which no rule covers, and the server
+    // host is set to honour source routes (accept_source_route). Read as TCP to the hop, it
+    // passed uninspected (a capture on the server host saw the client's three SYNs arrive).
+    const capture = labExec(P, 'server', ['timeout', '6', 'tcpdump', '-n', '-i', 'any', `dst host ${HOP} and tcp dst port ${ROUTED_PORT}`], { timeoutMs: 20_000 });
+    await sleep(1000);
+    const routed = await labExec(P, 'client', ['python3', join(dir, 'routed.py'), SERVER, String(ROUTED_PORT), HOP], { timeoutMs: 20_000 });
+    expect(lastJson<{ connected: boolean }>(routed.stdout, 'routed.py'), routed.stderr).toEqual({ connected: false, error: 'TimeoutError' });
+    const cap = await capture;
+    const arrived = Number(/(\d+) packets? captured/.exec(cap.stderr)?.[1] ?? NaN);
+    expect(arrived, 'segments for the hop that reached the server host').toBe(0);
+    const p1 = (gatewayStats(P)['gateway']!['policy'] as { dropped: Record<string, number> }).dropped['source-routed'] ?? 0;
+    expect(p1 - p0).toBeGreaterThanOrEqual(1);
   }, 40_000);
 });

@@ -16,6 +16,7 @@ import { DEFAULT_LIMITS, type Limits } from '../../src/stream/limits.js';
 import { EthernetRepr } from '../../src/wire/ethernet.js';
 import { decodeFrame } from '../../src/wire/frame.js';
 import { Ipv4Repr } from '../../src/wire/ipv4.js';
+import { finish, ipv4PseudoHeaderSum, sum16 } from '../../src/wire/checksum.js';
 import { ACK, CLIENT, FIN, PSH, SERVER, SYN, expectWellFormed } from '../hostile/harness.js';
 import { errorOf, expectOneIssue } from '../helpers/config-error.js';
 
@@ -586,20 +587,110 @@ describe('policy: the connection table full', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// IPv4 source routes
+
+/** A hop between the client and the server (neither's address). */
+const HOP = 0x0a000063;
+/** A Loose (0x83) or Strict (0x89) Source Route option: pointer, then the addresses; NOP-padded to a multiple of 4. */
+function routeOpt(type: number, pointer: number, addrs: number[]): Uint8Array {
+  const l = 3 + 4 * addrs.length;
+  const b = new Uint8Array(Math.ceil(l / 4) * 4).fill(1);
+  b[0] = type;
+  b[1] = l;
+  b[2] = pointer;
+  addrs.forEach((a, i) => new DataView(b.buffer).setUint32(3 + 4 * i, a));
+  return b;
+}
+/** A TCP SYN from the client to `dport` whose header names `dst` (the next hop), with `options`. */
+function routedSyn(options: Uint8Array, dport = 80, dst = HOP, sport = 40000): Uint8Array {
+  const tcp = tcpHdr(sport, dport);
+  tcp[13] = SYN;
+  const ip = new Ipv4Repr({ src: CLIENT, dst, protocol: 6, payloadLen: tcp.length, dontFrag: true, moreFrags: false, fragOffset: 0, ident: 9, options });
+  const b = new Uint8Array(ip.bufferLen() + tcp.length);
+  const at = ip.emit(b);
+  b.set(tcp, at);
+  // The TCP checksum over the pseudo-header with the header's destination (right for a done
+  // route; a sender in flight sums the route's last address, RFC 1122 §4.2.2.7 — not read here).
+  const seg = b.subarray(at);
+  new DataView(seg.buffer, seg.byteOffset).setUint16(16, finish(sum16(seg, 0, seg.length, ipv4PseudoHeaderSum(CLIENT, dst, 6, seg.length))));
+  return eth(0x0800, b);
+}
+/** The route still to go: the server is its last address. */
+const LSRR = () => routeOpt(0x83, 4, [SERVER]);
+const SSRR = () => routeOpt(0x89, 4, [HOP + 1, SERVER]);
+
+describe('policy: IPv4 TCP with a source route in flight (its header names a hop, not the host)', () => {
+  it.each([
+    ['loose', LSRR],
+    ['strict', SSRR],
+    ['loose, half done (pointer at the second address)', () => routeOpt(0x83, 8, [HOP + 1, SERVER])],
+  ])('%s: dropped by default when a rule covers it, from either side, counted as source-routed', (_what, opt) => {
+    const g = new Gw(RULE_80);
+    expect(g.send(routedSyn(opt()), 0)).toEqual([]);
+    expect(g.send(routedSyn(opt()), 1)).toEqual([]);
+    expect(g.policy).toEqual({ dropped: { 'source-routed': 2 }, passed: {} });
+    // Never decoded as TCP: no connection was opened for it.
+    expect(g.gw.stats().gateway.tcp).toBe(0);
+  });
+
+  it('`sourceRouted: pass` (or `uninspectable: pass`) forwards it unchanged, counted; the specific key wins', () => {
+    for (const policy of ['  sourceRouted: pass\n', '  uninspectable: pass\n']) {
+      const g = new Gw(withPolicy(policy));
+      const f = routedSyn(LSRR());
+      const got = g.send(f, 0);
+      expect(got.map((o) => [o.to, same(o.frame, f)])).toEqual([[1, true]]);
+      expect(g.policy).toEqual({ dropped: {}, passed: { 'source-routed': 1 } });
+    }
+    const g = new Gw(withPolicy('  uninspectable: pass\n  sourceRouted: drop\n'));
+    expect(g.send(routedSyn(SSRR()))).toEqual([]);
+    expect(g.policy).toEqual({ dropped: { 'source-routed': 1 }, passed: {} });
+  });
+
+  it('covered when a rule names the route\'s last address or the hop; passes uncounted when no rule could match it', () => {
+    const onServer = `rules:\n  - match: { serverAddress: 10.0.0.2, port: 80 }\n    agent: monitor\n`;
+    const g = new Gw(onServer);
+    expect(g.send(routedSyn(LSRR()))).toEqual([]); // header to the hop, finally for the server
+    expect(g.policy.dropped).toEqual({ 'source-routed': 1 });
+    const onHop = new Gw(`rules:\n  - match: { serverAddress: 10.0.0.99, port: 80 }\n    agent: monitor\n`);
+    expect(onHop.send(routedSyn(routeOpt(0x83, 4, [0x0a000077])))).toEqual([]);
+    expect(onHop.policy.dropped).toEqual({ 'source-routed': 1 });
+    // Another port, another host: nothing a rule could cover.
+    const other = new Gw(onServer);
+    expect(other.send(routedSyn(LSRR(), 5555))).toHaveLength(1);
+    expect(other.send(routedSyn(routeOpt(0x83, 4, [0x0a000077])))).toHaveLength(1);
+    expect(other.policy).toEqual({ dropped: {}, passed: {} });
+  });
+
+  it('a route that is done (pointer past its length), Record Route, Timestamp: TCP as usual, inspected', () => {
+    for (const opt of [routeOpt(0x83, 8, [HOP]), routeOpt(0x07, 4, [0, 0]), hexb('44 0c 05 00 00000000 00000000')]) {
+      const g = new Gw(RULE_80);
+      const f = routedSyn(opt, 80, SERVER);
+      // The receiver's view: the header's destination is the host (a done route recorded the hops).
+      const d = decodeFrame(f, { link: 'ethernet', verifyChecksums: false });
+      expect(d.kind).toBe('tcp');
+      expect(g.send(f)).toHaveLength(1);
+      expect(g.gw.stats().gateway.tcp).toBe(1);
+      expect(g.policy).toEqual({ dropped: {}, passed: {} });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // Config
 
 
 describe('policy: config', () => {
-  it('defaults: drop, drop, drop; urgent data inline', () => {
-    expect(parseConfig('rules: []\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
-    expect(parseConfig('rules: []\npolicy: {}\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', midstream: 'drop', urgent: 'inline' });
+  it('defaults: drop, drop, drop, drop; urgent data inline', () => {
+    expect(parseConfig('rules: []\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', sourceRouted: 'drop', midstream: 'drop', urgent: 'inline' });
+    expect(parseConfig('rules: []\npolicy: {}\n', 'p.yaml').policy).toEqual({ ipv6: 'drop', encapsulated: 'drop', sourceRouted: 'drop', midstream: 'drop', urgent: 'inline' });
   });
 
-  it('uninspectable is the default of ipv6 and encapsulated, not of midstream; the specific keys win', () => {
-    expect(parseConfig('rules: []\npolicy: { uninspectable: pass }\n', 'p.yaml').policy).toEqual({ ipv6: 'pass', encapsulated: 'pass', midstream: 'drop', urgent: 'inline' });
+  it('uninspectable is the default of ipv6, encapsulated and sourceRouted, not of midstream; the specific keys win', () => {
+    expect(parseConfig('rules: []\npolicy: { uninspectable: pass }\n', 'p.yaml').policy).toEqual({ ipv6: 'pass', encapsulated: 'pass', sourceRouted: 'pass', midstream: 'drop', urgent: 'inline' });
     expect(parseConfig('rules: []\npolicy:\n  uninspectable: pass\n  encapsulated: drop\n  midstream: inspect\n', 'p.yaml').policy).toEqual({
       ipv6: 'pass',
       encapsulated: 'drop',
+      sourceRouted: 'pass',
       midstream: 'inspect',
       urgent: 'inline',
     });
@@ -612,8 +703,9 @@ describe('policy: config', () => {
     ['uninspectable: inspect', 'rules: []\npolicy:\n  uninspectable: inspect\n', 3, 'policy.uninspectable', /expected drop or pass/],
     ['midstream not drop|pass|inspect', 'rules: []\npolicy:\n  ipv6: pass\n  midstream: yes\n', 4, 'policy.midstream', /expected drop, pass or inspect/],
     ['a boolean', 'rules: []\npolicy:\n  ipv6: false\n', 3, 'policy.ipv6', /expected drop or pass/],
+    ['sourceRouted not drop|pass', 'rules: []\npolicy:\n  sourceRouted: inspect\n', 3, 'policy.sourceRouted', /expected drop or pass/],
     ['urgent not inline|keep', 'rules: []\npolicy:\n  urgent: drop\n', 3, 'policy.urgent', /expected inline or keep/],
-    ['unknown key', 'rules: []\npolicy:\n  ipv4: drop\n', 3, 'policy.ipv4', /unknown key "ipv4" in the policy section; allowed: uninspectable, ipv6, encapsulated, midstream, urgent/],
+    ['unknown key', 'rules: []\npolicy:\n  ipv4: drop\n', 3, 'policy.ipv4', /unknown key "ipv4" in the policy section; allowed: uninspectable, ipv6, encapsulated, sourceRouted, midstream, urgent/],
   ];
 
   it.each(cases)('%s: file:line and path', (_what, text, line, path, msg) => {

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { WireError } from '../../src/wire/error.js';
-import { IP_PROTO_TCP, Ipv4Packet, Ipv4Repr, ipv4ToString, parseIpv4 } from '../../src/wire/ipv4.js';
+import { IP_PROTO_TCP, Ipv4Packet, Ipv4Repr, ipv4ToString, parseIpv4, sourceRouteDestination } from '../../src/wire/ipv4.js';
 import { csumReplace16, csumReplace32 } from '../../src/wire/checksum.js';
 import { ACK_PADDED, IGMP_RA, SYN, TCP_FRAG1, hex, refChecksum, toHex } from './fixtures.js';
 
@@ -167,5 +167,48 @@ describe('ipv4: address helpers', () => {
     for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.0.0.1', '01.2.3.4', '1.2.3.4 ', ' 1.2.3.4', 'a.b.c.d', '1..2.3', '-1.2.3.4', '1.2.3.1e2', '0x1.2.3.4']) {
       expect(parseIpv4(bad), bad).toBeNull();
     }
+  });
+});
+
+describe('ipv4: source routes (RFC 791 §3.1)', () => {
+  /** A 20-byte header (IHL from the options) to 10.0.0.99 with `opts` (padded to a multiple of 4 with EOL). */
+  const withOptions = (opts: number[]): Uint8Array => {
+    const ol = Math.ceil(opts.length / 4) * 4;
+    const b = new Uint8Array(20 + ol);
+    b.set([0x45 + ol / 4, 0, 0, 20 + ol, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 99]);
+    b.set(opts, 20);
+    expect(Ipv4Packet.check(b)).toBeNull();
+    return b;
+  };
+  const A = [10, 0, 0, 7];
+  const B = [10, 0, 0, 2];
+  const final = (b: Uint8Array) => sourceRouteDestination(b);
+
+  it('a loose or strict route not yet done: its last address; done (pointer past the length): none', () => {
+    expect(final(withOptions([0x83, 7, 4, ...B]))).toBe(0x0a000002);
+    expect(final(withOptions([0x89, 11, 4, ...A, ...B]))).toBe(0x0a000002);
+    expect(final(withOptions([0x83, 11, 8, ...A, ...B]))).toBe(0x0a000002); // half done
+    expect(final(withOptions([0x83, 11, 12, ...A, ...B]))).toBe(-1);
+    expect(final(withOptions([0x89, 7, 8, ...B]))).toBe(-1);
+  });
+
+  it('found after NOPs and other options, not after EOL; none without options or with Record Route / Timestamp', () => {
+    expect(final(withOptions([1, 1, 0x07, 7, 4, 0, 0, 0, 0, 0x83, 7, 4, ...B]))).toBe(0x0a000002);
+    expect(final(withOptions([0, 0x83, 7, 4, ...B]))).toBe(-1);
+    expect(final(withOptions([0x07, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0]))).toBe(-1);
+    expect(final(withOptions([0x44, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toBe(-1);
+    expect(final(withOptions([]))).toBe(-1);
+  });
+
+  it('a route with no whole address to go: the header destination (in flight all the same); a ragged length: its last whole address', () => {
+    expect(final(withOptions([0x83, 3, 3]))).toBe(0x0a000063);
+    expect(final(withOptions([0x83, 9, 4, ...B, 0, 0]))).toBe(0x0a000002);
+  });
+
+  it('at an offset in a larger buffer (the frame decoder passes the IPv4 packet itself)', () => {
+    const p = withOptions([0x83, 7, 4, ...B]);
+    const framed = new Uint8Array(14 + p.length);
+    framed.set(p, 14);
+    expect(sourceRouteDestination(framed, 14)).toBe(0x0a000002);
   });
 });
