@@ -224,8 +224,8 @@ export class Admission {
           return null;
         }
         c.nonTcp++;
-        if (d.routedTo >= 0) {
-          if (this.sourceRoutedDropped(eth, d, nowMs)) return null;
+        if (d.route !== null) {
+          if (this.sourceRoutedDropped(eth, d, d.route, nowMs)) return null;
         } else {
           const o = opaqueIpv4(eth, d.protocol, d.l4Off, d.ipEnd, d.fragOffset === 0);
           if (o !== null && this.opaqueDropped(o, nowMs, () => ({ src: ipv4ToString(d.ip.src), dst: ipv4ToString(d.ip.dst), proto: d.protocol }))) return null;
@@ -245,19 +245,37 @@ export class Admission {
   }
 
   /**
-   * The policy on TCP whose source route is still in flight (wire/frame.ts `routedTo`): covered
-   * when a rule matches it towards the route's last address or towards the hop the header names,
-   * in either orientation; true = dropped (counted and logged).
+   * TCP whose source route is still in flight (wire/frame.ts `route`): first the checks every TCP
+   * segment gets (impossible flags; impossible endpoints, towards the hop its header names),
+   * then the policy — covered when a rule matches it towards the hop or an address of the route,
+   * in either orientation (by ports alone on a gateway with NAT, whose rules see translated
+   * addresses). True = dropped (counted and logged).
    */
-  private sourceRoutedDropped(buf: Uint8Array, d: FrameIpv4Other, nowMs: number): boolean {
+  private sourceRoutedDropped(buf: Uint8Array, d: FrameIpv4Other, route: readonly number[], nowMs: number): boolean {
+    const c = this.o.counters;
     const ports = d.ipEnd - d.l4Off >= 4;
     const sport = ports ? get16(buf, d.l4Off) : undefined;
     const dport = ports ? get16(buf, d.l4Off + 2) : undefined;
-    const action = this.o.policy().sourceRouted(d.ip.src, d.routedTo, d.ip.dst, sport, dport);
+    const what = (): Record<string, unknown> => ({
+      src: ipv4ToString(d.ip.src), hop: ipv4ToString(d.ip.dst), route: route.map(ipv4ToString), ...(ports ? { srcPort: sport, dstPort: dport } : {}),
+    });
+    if (d.ipEnd - d.l4Off >= 14) {
+      const bf = badFlagClass(buf[d.l4Off + 13]!);
+      if (bf !== null) {
+        c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
+        this.o.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...what() }), 'TCP segment with impossible flags dropped');
+        return true;
+      }
+    }
+    const be = sport !== undefined && dport !== undefined ? badEndpointClass(d.ip.src, d.ip.dst, sport, dport) : null;
+    if (be !== null) {
+      c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
+      this.o.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...what() }), 'TCP segment with impossible endpoints dropped');
+      return true;
+    }
+    const action = this.o.policy().sourceRouted(d.ip.src, [d.ip.dst, ...route], sport, dport);
     if (action === 'pass') return false;
-    this.o.warn('policy:source-routed', nowMs, () => ({
-      class: 'source-routed', src: ipv4ToString(d.ip.src), hop: ipv4ToString(d.ip.dst), dst: ipv4ToString(d.routedTo), ...(ports ? { srcPort: sport, dstPort: dport } : {}),
-    }), 'TCP with a source route a rule may cover cannot be inspected: dropped (policy)');
+    this.o.warn('policy:source-routed', nowMs, () => ({ class: 'source-routed', ...what() }), 'TCP with a source route a rule may cover cannot be inspected: dropped (policy)');
     return true;
   }
 

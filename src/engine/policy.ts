@@ -15,10 +15,11 @@
  * - tunnels and encapsulations (`encapsulated`; wire/opaque.ts names them): whenever any rule
  *   exists, since what they carry is not decoded;
  * - `source-routed` (`sourceRouted`): IPv4 TCP with a Loose or Strict Source Route option whose
- *   route is not done (wire/ipv4.ts sourceRouteDestination): its header names the next hop, not
- *   the host it is for, so it is never decoded as TCP. Covered when a rule matches it, either
- *   orientation, towards the route's last address or the hop (ports from its TCP header); without
- *   a TCP header's ports, whenever any rule exists;
+ *   route is not done (wire/ipv4.ts sourceRoute): its header names the next hop, not the host it
+ *   is for, so it is never decoded as TCP. Covered when a rule matches it, either orientation,
+ *   towards the hop or an address of the route (ports from its TCP header); on a gateway with NAT
+ *   when a rule's port conditions match (its rules see translated addresses, and the NAT stage
+ *   makes the options of what it translates NOPs); without ports, whenever any rule exists;
  * - `midstream` (`midstream`): a TCP connection first seen without its handshake that a rule
  *   matches (either orientation: who opened it is unknown), or that cannot be tracked because the
  *   table is full. `inspect` attaches the rule's agent from the first byte seen instead.
@@ -74,15 +75,20 @@ export class Policy {
   }
 
   /**
-   * TCP from `src` with a source route in flight towards `dst` through the hop `hop` (IPv4
-   * addresses; ports when its header holds them): 'pass' or 'drop' (counted either way when a
-   * rule may cover it; uncovered traffic passes uncounted).
+   * TCP from `src` (IPv4) with a source route in flight towards any of `dsts` (the hop its header
+   * names and the route's addresses), ports when its header holds them: 'pass' or 'drop' (counted
+   * either way when a rule may cover it; uncovered traffic passes uncounted).
    */
-  sourceRouted(src: number, dst: number, hop: number, srcPort?: number, dstPort?: number): PolicyAction {
+  sourceRouted(src: number, dsts: readonly number[], srcPort?: number, dstPort?: number): PolicyAction {
     if (this.rules.length === 0) return 'pass';
     if (srcPort !== undefined && dstPort !== undefined) {
-      const from = { addr: src, port: srcPort };
-      if (!this.covers(from, { addr: dst, port: dstPort }) && !this.covers(from, { addr: hop, port: dstPort })) return 'pass';
+      if (this.config?.nat !== undefined) {
+        const ix = ruleIndex(this.rules);
+        if (!ix.portsMatch(srcPort, dstPort) && !ix.portsMatch(dstPort, srcPort)) return 'pass';
+      } else {
+        const from = { addr: src, port: srcPort };
+        if (!dsts.some((addr) => this.covers(from, { addr, port: dstPort }))) return 'pass';
+      }
     }
     return this.count('source-routed', this.settings.sourceRouted);
   }

@@ -8,7 +8,7 @@
  *
  * A TCP header inside an IPv4 fragment is never decoded: a first fragment may hold only part
  * of it, and rewriting a fragment without its siblings would corrupt the segment. Nor is TCP
- * whose packet has a source route in flight (`routedTo`): its header's destination is a hop.
+ * whose packet has a source route in flight (`route`): its header's destination is a hop.
  *
  * Per call: the result object and the views of the layers present (no closures, no copies).
  * With TAP GSO / NEEDS_CSUM (virtio.ts) the TCP checksum holds a partial sum: pass
@@ -18,7 +18,7 @@
 import { ArpPacket } from './arp.js';
 import { WireError } from './error.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetFrame } from './ethernet.js';
-import { IP_PROTO_TCP, IPV4_MIN_HEADER_LEN, Ipv4Packet, sourceRouteDestination } from './ipv4.js';
+import { IP_PROTO_TCP, IPV4_MIN_HEADER_LEN, Ipv4Packet, sourceRoute } from './ipv4.js';
 import { TcpSegment } from './tcp.js';
 import { finish, sum16 } from './checksum.js';
 import { ipv6Key, type IpAddr } from './ip.js';
@@ -106,11 +106,11 @@ export interface FrameIpv4Other extends FrameIpBase {
   readonly fragOffset: number;
   readonly moreFrags: boolean;
   /**
-   * Where a TCP packet with a source route in flight is finally for (wire/ipv4.ts
-   * sourceRouteDestination): such a packet is not decoded as TCP — its header names only the next
-   * hop, so a rule would be judged against the wrong host — and is left to the policy; -1 otherwise.
+   * A TCP packet with a source route in flight: where it may go (wire/ipv4.ts sourceRoute). Such a
+   * packet is not decoded as TCP — its header names only the next hop, so a rule would be judged
+   * against the wrong host — and is left to the policy; null otherwise.
    */
-  readonly routedTo: number;
+  readonly route: readonly number[] | null;
 }
 
 export interface FrameArp {
@@ -168,8 +168,8 @@ export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame 
   const proto = ip.protocol;
   const frag = ip.isFragment;
 
-  const routedTo = proto === IP_PROTO_TCP && !frag && hl > IPV4_MIN_HEADER_LEN ? sourceRouteDestination(l3) : -1;
-  if (proto !== IP_PROTO_TCP || frag || routedTo >= 0) {
+  const route = proto === IP_PROTO_TCP && !frag && hl > IPV4_MIN_HEADER_LEN ? sourceRoute(l3) : null;
+  if (proto !== IP_PROTO_TCP || frag || route !== null) {
     return {
       kind: 'ipv4-other',
       eth,
@@ -182,7 +182,7 @@ export function decodeFrame(buf: Uint8Array, opts: DecodeOptions): DecodedFrame 
       isFragment: frag,
       fragOffset: ip.fragOffset,
       moreFrags: ip.moreFrags,
-      routedTo,
+      route,
     };
   }
 

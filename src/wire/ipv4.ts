@@ -62,15 +62,19 @@ export const IPV4_OPT_LSRR = 0x83;
 export const IPV4_OPT_SSRR = 0x89;
 
 /**
- * The destination a source-routed IPv4 packet is finally for, when its route is not yet done: a
- * Loose or Strict Source Route option (RFC 791 §3.1) whose pointer is not past its length (the
- * header's destination is then only the next hop, and a host that honours the option — Linux with
- * `accept_source_route` — sends the packet on). The last address of the route data is the final
- * destination; a route too short to hold one gives the header's destination. -1: no route in
- * flight (no such option, or its route done). `buf` holds the packet at `off` and passed
- * `Ipv4Packet.check` (its option list is well formed).
+ * Where a source-routed IPv4 packet may go when its route is not yet done: a Loose or Strict
+ * Source Route option (RFC 791 §3.1) whose pointer is not past its length. The header's
+ * destination is then only the next hop, and a host that honours the option (Linux with
+ * `accept_source_route`) sends the packet on. The addresses, deduplicated: every one from the
+ * pointer on as Linux reads them (net/ipv4/ip_options.c `ip_options_rcv_srr`: at pointer - 1, then
+ * every 4 bytes, while a whole address fits — it checks only that the pointer is at least 4, not
+ * that it is aligned), the option's last four bytes (where every route Linux completes ends) and
+ * the last whole address at the aligned offsets; the header's destination when the option holds
+ * none. null: no route in flight (no such option, or its route done). `buf` holds the packet at
+ * `off` and passed `Ipv4Packet.check` (its option list is well formed). Allocates only for a
+ * packet that has such an option.
  */
-export function sourceRouteDestination(buf: Uint8Array, off = 0): number {
+export function sourceRoute(buf: Uint8Array, off = 0): number[] | null {
   const hl = (buf[off + VER_IHL]! & 0x0f) * 4;
   let i = IPV4_MIN_HEADER_LEN;
   while (i < hl) {
@@ -81,13 +85,24 @@ export function sourceRouteDestination(buf: Uint8Array, off = 0): number {
       continue;
     }
     const l = buf[off + i + 1]!;
-    if ((k === IPV4_OPT_LSRR || k === IPV4_OPT_SSRR) && l >= 3 && buf[off + i + 2]! <= l) {
-      const last = 3 + Math.floor((l - 3) / 4) * 4 - 4;
-      return last >= 3 ? get32(buf, off + i + last) : get32(buf, off + DST);
+    const ptr = buf[off + i + 2]!;
+    if ((k === IPV4_OPT_LSRR || k === IPV4_OPT_SSRR) && l >= 3 && ptr <= l) {
+      const o = off + i;
+      const out: number[] = [];
+      const add = (at: number): void => {
+        const a = get32(buf, o + at);
+        if (!out.includes(a)) out.push(a);
+      };
+      for (let at = Math.max(ptr, 1) - 1; at + 4 <= l; at += 4) add(at);
+      if (l >= 7) add(l - 4);
+      const aligned = 3 + Math.floor((l - 3) / 4) * 4 - 4;
+      if (aligned >= 3) add(aligned);
+      if (out.length === 0) out.push(get32(buf, off + DST));
+      return out;
     }
     i += l;
   }
-  return -1;
+  return null;
 }
 
 /** Zero-copy view of an IPv4 packet; after `parse` the header and total length are consistent. */

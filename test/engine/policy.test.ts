@@ -661,6 +661,39 @@ describe('policy: IPv4 TCP with a source route in flight (its header names a hop
     expect(other.policy).toEqual({ dropped: {}, passed: {} });
   });
 
+  it('addresses read where Linux reads them: a pointer that is not 4-aligned still finds the server (10.0.0.2 at option bytes 4..7)', () => {
+    const g = new Gw(`rules:\n  - match: { serverAddress: 10.0.0.2, port: 80 }\n    agent: monitor\n`);
+    const unaligned = new Uint8Array([0x83, 8, 5, 0, 10, 0, 0, 2]);
+    expect(g.send(routedSyn(unaligned))).toEqual([]);
+    // Two addresses from an unaligned pointer: the first to visit (10.0.0.7) and the server.
+    expect(g.send(routedSyn(new Uint8Array([0x83, 12, 5, 0, 10, 0, 0, 7, 10, 0, 0, 2])))).toEqual([]);
+    // Each address of the route counts, not only the last: a rule naming the first hop's host.
+    const first = new Gw(`rules:\n  - match: { serverAddress: 10.0.0.7, port: 80 }\n    agent: monitor\n`);
+    expect(first.send(routedSyn(routeOpt(0x83, 4, [0x0a000007, 0x0a000077])))).toEqual([]);
+    expect([g.policy.dropped, first.policy.dropped]).toEqual([{ 'source-routed': 2 }, { 'source-routed': 1 }]);
+  });
+
+  it('on a gateway with NAT, judged by ports (its rules see real addresses, the route the mapped one): a route to a published server is dropped', () => {
+    const nat = 'nat:\n  oneToOne:\n    - { side: server, real: 10.0.0.2, mapped: 10.0.0.102 }\n';
+    const g = new Gw(`${nat}rules:\n  - match: { serverAddress: 10.0.0.2, port: 80 }\n    agent: monitor\n`);
+    // Hop and route both the mapped address (the NAT would translate it to the server and make the option NOPs).
+    expect(g.send(routedSyn(routeOpt(0x83, 4, [0x0a000066]), 80, 0x0a000066))).toEqual([]);
+    expect(g.policy.dropped).toEqual({ 'source-routed': 1 });
+    // A port no rule names passes (and is translated as any packet).
+    expect(g.send(routedSyn(routeOpt(0x83, 4, [0x0a000066]), 5555, 0x0a000066))).toHaveLength(1);
+    expect(g.policy.dropped).toEqual({ 'source-routed': 1 });
+  });
+
+  it('impossible flags and endpoints are dropped as for any TCP segment, whatever the policy', () => {
+    const g = new Gw(withPolicy('  sourceRouted: pass\n'));
+    const synFin = routedSyn(LSRR(), 5555);
+    synFin[14 + 28 + 13] = SYN | FIN; // Ethernet, IPv4 with the 8 option bytes, TCP flags
+    expect(g.send(synFin)).toEqual([]);
+    expect(g.send(routedSyn(LSRR(), 0))).toEqual([]);
+    const st = g.gw.stats().gateway;
+    expect([st.badFlags, st.badEndpoints, st.policy]).toEqual([{ 'syn-fin': 1 }, { 'port-zero': 1 }, { dropped: {}, passed: {} }]);
+  });
+
   it('a route that is done (pointer past its length), Record Route, Timestamp: TCP as usual, inspected', () => {
     for (const opt of [routeOpt(0x83, 8, [HOP]), routeOpt(0x07, 4, [0, 0]), hexb('44 0c 05 00 00000000 00000000')]) {
       const g = new Gw(RULE_80);

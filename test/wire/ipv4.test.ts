@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { WireError } from '../../src/wire/error.js';
-import { IP_PROTO_TCP, Ipv4Packet, Ipv4Repr, ipv4ToString, parseIpv4, sourceRouteDestination } from '../../src/wire/ipv4.js';
+import { IP_PROTO_TCP, Ipv4Packet, Ipv4Repr, ipv4ToString, parseIpv4, sourceRoute } from '../../src/wire/ipv4.js';
 import { csumReplace16, csumReplace32 } from '../../src/wire/checksum.js';
 import { ACK_PADDED, IGMP_RA, SYN, TCP_FRAG1, hex, refChecksum, toHex } from './fixtures.js';
 
@@ -182,33 +182,37 @@ describe('ipv4: source routes (RFC 791 §3.1)', () => {
   };
   const A = [10, 0, 0, 7];
   const B = [10, 0, 0, 2];
-  const final = (b: Uint8Array) => sourceRouteDestination(b);
+  const route = (b: Uint8Array) => sourceRoute(b);
 
-  it('a loose or strict route not yet done: its last address; done (pointer past the length): none', () => {
-    expect(final(withOptions([0x83, 7, 4, ...B]))).toBe(0x0a000002);
-    expect(final(withOptions([0x89, 11, 4, ...A, ...B]))).toBe(0x0a000002);
-    expect(final(withOptions([0x83, 11, 8, ...A, ...B]))).toBe(0x0a000002); // half done
-    expect(final(withOptions([0x83, 11, 12, ...A, ...B]))).toBe(-1);
-    expect(final(withOptions([0x89, 7, 8, ...B]))).toBe(-1);
+  it('a loose or strict route not yet done: its addresses from the pointer on; done (pointer past the length): none', () => {
+    expect(route(withOptions([0x83, 7, 4, ...B]))).toEqual([0x0a000002]);
+    expect(route(withOptions([0x89, 11, 4, ...A, ...B]))).toEqual([0x0a000007, 0x0a000002]);
+    expect(route(withOptions([0x83, 11, 8, ...A, ...B]))).toEqual([0x0a000002]); // half done
+    expect(route(withOptions([0x83, 11, 12, ...A, ...B]))).toBeNull();
+    expect(route(withOptions([0x89, 7, 8, ...B]))).toBeNull();
   });
 
   it('found after NOPs and other options, not after EOL; none without options or with Record Route / Timestamp', () => {
-    expect(final(withOptions([1, 1, 0x07, 7, 4, 0, 0, 0, 0, 0x83, 7, 4, ...B]))).toBe(0x0a000002);
-    expect(final(withOptions([0, 0x83, 7, 4, ...B]))).toBe(-1);
-    expect(final(withOptions([0x07, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0]))).toBe(-1);
-    expect(final(withOptions([0x44, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toBe(-1);
-    expect(final(withOptions([]))).toBe(-1);
+    expect(route(withOptions([1, 1, 0x07, 7, 4, 0, 0, 0, 0, 0x83, 7, 4, ...B]))).toEqual([0x0a000002]);
+    expect(route(withOptions([0, 0x83, 7, 4, ...B]))).toBeNull();
+    expect(route(withOptions([0x07, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0]))).toBeNull();
+    expect(route(withOptions([0x44, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toBeNull();
+    expect(route(withOptions([]))).toBeNull();
   });
 
-  it('a route with no whole address to go: the header destination (in flight all the same); a ragged length: its last whole address', () => {
-    expect(final(withOptions([0x83, 3, 3]))).toBe(0x0a000063);
-    expect(final(withOptions([0x83, 9, 4, ...B, 0, 0]))).toBe(0x0a000002);
+  it('read where Linux reads (ip_options_rcv_srr: from pointer - 1, unaligned too), plus the last four bytes and the last aligned address', () => {
+    expect(route(withOptions([0x83, 8, 5, 0, ...B]))).toEqual([0x0a000002, 0x000a0000]);
+    expect(route(withOptions([0x83, 12, 5, 0, ...A, ...B]))).toEqual([0x0a000007, 0x0a000002, 0x070a0000]);
+    // A ragged length: Linux visits B, and the packet dies at the next hop; the tail counts too.
+    expect(route(withOptions([0x83, 9, 4, ...B, 0, 0]))).toEqual([0x0a000002, 0x00020000]);
+    // No whole address to go: the header's destination (in flight all the same).
+    expect(route(withOptions([0x83, 3, 3]))).toEqual([0x0a000063]);
   });
 
   it('at an offset in a larger buffer (the frame decoder passes the IPv4 packet itself)', () => {
     const p = withOptions([0x83, 7, 4, ...B]);
     const framed = new Uint8Array(14 + p.length);
     framed.set(p, 14);
-    expect(sourceRouteDestination(framed, 14)).toBe(0x0a000002);
+    expect(sourceRoute(framed, 14)).toEqual([0x0a000002]);
   });
 });
