@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every figure next to baselines measured in the same run, medians, ratios
- * (issue 7). Sections: engine (in process), memory per idle tracked connection (child process
- * with --expose-gc), live (lab: throughput, latency, connections/s; needs root), the goals.
+ * (issue 7). Sections: engine (in process), the frame path right after the JIT warm-up (child
+ * process, warm.ts), memory per idle tracked connection (child process with --expose-gc), live
+ * (lab: throughput, latency, connections/s; needs root), the goals.
  *
  *   npm run bench [-- --quick] [--engine-only] [--profile[=iperf|wrk|ping|http|http-wrk|conc]] [--no-live] [--no-memory]
  *                    [--only engine,memory,iperf,ping,wrk,proxy,conc,http] [--keep-profile FILE]
@@ -25,6 +26,7 @@
  */
 import { cpus, loadavg } from 'node:os';
 import { runEngineBench } from './engine.js';
+import { runWarmBench } from './warm.js';
 import { runRuleBench } from './rules.js';
 import { benchConcurrency } from './concurrency.js';
 import { printConcurrency } from './concurrency-print.js';
@@ -301,6 +303,9 @@ async function main(): Promise<void> {
     const v6 = byName('IPv6: replace rule, in order').segPerSec / byName('replace rule, in order').segPerSec;
     const v6c = byName('short connections: replace rule, IPv6').segPerSec / byName('short connections: replace rule').segPerSec;
     console.log(`IPv6 vs IPv4 with a rule: throughput ×${v6.toFixed(2)} (goal ≥ 0.9: ${v6 >= 0.9 ? 'HOLDS' : 'MISSED'}), connections/s ×${v6c.toFixed(2)}`);
+    const warm = runWarmBench(quick ? { mib: 20 } : {});
+    console.log(`\nRight after the JIT warm-up (a fresh process: the http agent's dense rewrite, ${warm.mib} MiB per pass through one connection, GSO frames; warm-up ${warm.warmupMs.toFixed(0)} ms):`);
+    console.log(table(warm.passes.map((r, i) => ({ pass: String(i + 1), 'MB/s': r, 'vs last pass': r / warm.passes[warm.passes.length - 1]! }))));
     console.log('\nLong rule lists, in process (median µs; speed-up against the baseline of the same run):');
     console.log(table(runRuleBench(quick ? { runs: 3 } : {}).map((r) => ({ case: r.name, 'µs': r.us, 'vs baseline': r.speedup }))));
   }

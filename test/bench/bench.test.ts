@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { buildKeepAlive, buildShortConnections, runEngineBench } from '../../src/bench/engine.js';
 import { runRuleBench } from '../../src/bench/rules.js';
+import { runWarmBench } from '../../src/bench/warm.js';
 import { Gateway } from '../../src/engine/gateway.js';
 import { BENCH_RULE_YAML, compileTapfwd, median, nginxConf, parseIperf, parsePing, parseWrk } from '../../src/bench/live.js';
 import { measureConnMemory } from '../../src/bench/memory.js';
@@ -56,6 +57,14 @@ describe('bench (smoke)', () => {
     for (const r of rows) expect(r.us).toBeGreaterThan(0);
     expect(rows.filter((r) => r.name.endsWith('(baseline)')).map((r) => r.speedup)).toEqual([1, 1, 1, 1, 1]);
   });
+
+  it('runs the warm-up bench in a fresh process (dist/): a rate per pass, the body the client was sent checked against the rewrite', () => {
+    const r = runWarmBench({ mib: 1, passes: 2 });
+    expect(r.mib).toBe(1);
+    expect(r.passes).toHaveLength(2);
+    for (const x of r.passes) expect(x).toBeGreaterThan(0);
+    expect(r.warmupMs).toBeGreaterThan(0);
+  }, 60_000);
 
   it('engine bench runs', () => {
     const rows = runEngineBench({ segments: 50, runs: 1 });
