@@ -2,12 +2,12 @@
  * What a JIT warm-up connection says (engine/warmup.ts): bytes shaped like the traffic the rule's
  * agent will meet, so that V8 optimises the paths real traffic takes, not only the scan.
  * - A replace rule: text with its literal patterns in it (the match, edit and sequence-shift
- *   paths), both ways.
+ *   paths), both ways; talk BULK_TALK's answer is a download.
  * - An http rule: an HTTP/1.1 exchange whose bodies carry the rule's literals, one of four shapes
  *   in turn: a small body (held whole, its Content-Length fixed), a large one with
  *   Content-Length (re-framed as chunked), a chunked one, and — with `decode` — a gzip-coded one
- *   (else a second Content-Length one). With request rules the request is a POST whose body
- *   carries theirs.
+ *   (else a second Content-Length one); talk BULK_TALK's large body is a download's. With request
+ *   rules the request is a POST whose body carries theirs.
  * - Anything else (no rule, monitor, ftp), and a rule whose patterns are all regexes (a match
  *   cannot be made up for them): plain text.
  * Without this, an http rule's warm-up connections were answered with text: the agent refused
@@ -34,19 +34,32 @@ const PLAIN_RESPONSE = 11 * 1448;
  *  above the held-whole bound. */
 const SMALL_BODY = 1024;
 const LARGE_EXTRA = 32 * 1024;
+/**
+ * Talk number BULK_TALK answers with BULK_BYTES (a download: GSO frames acknowledged as they come,
+ * the stores and command lists growing and shrinking): a gateway warmed on short answers alone
+ * threw code away in its first real download ("insufficient type feedback" on paths no warm-up
+ * answer reached), which ran at about half the speed of the second.
+ */
+const BULK_TALK = 5;
+const BULK_BYTES = 512 * 1024;
 
-/** The warm-up connection number `k` on a port with `rule` (undefined: no rule). */
-export function warmupTalk(rule: Rule | undefined, k: number): Talk {
-  if (rule?.agent === 'http') return httpTalk(rule.config, k);
+/**
+ * The warm-up connection number `k` on a port with `rule` (undefined: no rule); `gso`: the TAPs
+ * hand over GSO frames (a download is then a few frames: BULK_TALK is one only then).
+ */
+export function warmupTalk(rule: Rule | undefined, k: number, gso = true): Talk {
+  const bulk = gso && k === BULK_TALK;
+  if (rule?.agent === 'http') return httpTalk(rule.config, k, bulk);
   const finds = rule?.agent === 'replace' ? literals(rule.config) : [];
-  const request = Buffer.from('GET / HTTP/1.1\r\nHost: warm\r\n\r\n' + text(finds, 600, k), 'latin1');
-  return { request, response: Buffer.from(text(finds, PLAIN_RESPONSE, k), 'latin1') };
+  // A download's request carries no pattern: its direction is never rewritten (settled at the end).
+  const request = Buffer.from('GET / HTTP/1.1\r\nHost: warm\r\n\r\n' + (bulk ? '' : text(finds, 600, k)), 'latin1');
+  return { request, response: Buffer.from(text(finds, bulk ? BULK_BYTES : PLAIN_RESPONSE, k), 'latin1') };
 }
 
-function httpTalk(cfg: Extract<Rule, { agent: 'http' }>['config'], k: number): Talk {
+function httpTalk(cfg: Extract<Rule, { agent: 'http' }>['config'], k: number, bulk: boolean): Talk {
   const resFinds = literals(cfg.response?.replace);
   const reqFinds = literals(cfg.request?.replace);
-  const large = (cfg.maxBufferedBody ?? HTTP_DEFAULTS.maxBufferedBody) + LARGE_EXTRA;
+  const large = bulk ? BULK_BYTES : (cfg.maxBufferedBody ?? HTTP_DEFAULTS.maxBufferedBody) + LARGE_EXTRA;
   const shape = k % 4;
   let head = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: warm\r\n';
   let body: Buffer;

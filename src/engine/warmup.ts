@@ -115,7 +115,7 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
     frames++;
   };
   // What each port's connections say, in the rule's protocol (a few variants per port, made once).
-  const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v)));
+  const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v, b.vnet)));
   const probe = talks[0]![0]!.request;
   for (let k = 0; frames < target; k++) {
     now += 5.25;
@@ -128,7 +128,9 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
     send(b.udp(server, seen.addr(sc), 53, seen.port(0, 30000 + k), probe.subarray(0, 80)), 1);
     ports.forEach((port, i) => {
       const cport = 1024 + ((k * ports.length + port) % 60000);
-      tcpConnection(b, send, seen, client, server, cport, port, talks[i]![k % TALK_VARIANTS]!, k, () => (now += 1.125));
+      // Every fourth connection carries a second exchange (it ends with a FIN: k % 4 !== 3).
+      const again = k % 4 === 1 ? talks[i]![(k + 1) % TALK_VARIANTS]! : undefined;
+      tcpConnection(b, send, seen, client, server, cport, port, talks[i]![k % TALK_VARIANTS]!, k, () => (now += 1.125), again);
     });
     gw.tick(now, sink);
   }
@@ -265,10 +267,11 @@ type Send = (f: Uint8Array, from: Side) => void;
 
 /**
  * One TCP connection: handshake, the request (in MSS segments), the response (its second segment
- * first, the first one repeated, the rest in GSO frames with a vnet header), FIN, or RST. Each
- * side acknowledges what it was delivered: a rewrite moves the sequence numbers.
+ * first, the first one repeated, the rest in GSO frames with a vnet header, acknowledged every
+ * second frame), with `again` a second request and response on it, FIN, or RST. Each side
+ * acknowledges what it was delivered: a rewrite moves the sequence numbers.
  */
-function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number, cport: number, sport: number, talk: Talk, k: number, step: () => void): void {
+function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number, cport: number, sport: number, talk: Talk, k: number, step: () => void, again?: Talk): void {
   // Initial sequence numbers over the whole 32-bit space, as real ones are: code that only saw
   // numbers below 2^30 (small integers to V8) or 2^31 was thrown away ("not a Smi", "lost
   // precision") at the first real connection, and field representations changed ("wrong map").
@@ -292,37 +295,49 @@ function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number,
   const scport = seen.port(0, cport);
   s2c(isnS, SYN | ACK);
   c2s(cs, ACK);
-  // The request, acknowledged.
-  const req = talk.request;
-  for (let o = 0; o < req.length; o += MSS) c2s(cs + o, ACK | PSH, req.subarray(o, o + MSS));
-  cs += req.length;
-  s2c(ss, ACK);
-  // The response: the second segment arrives first, the first is retransmitted (a response of
-  // one segment: that one twice).
-  const res = talk.response;
-  const piece = (i: number): Uint8Array => res.subarray(i * MSS, (i + 1) * MSS);
-  if (res.length > MSS) s2c(ss + MSS, ACK, piece(1));
-  s2c(ss, ACK, piece(0));
-  s2c(ss, ACK, piece(0));
-  // The duplicate reported as a D-SACK (RFC 2883: a block below the cumulative ACK).
-  const got = seen.end(0, ss);
-  c2s(cs, ACK, undefined, [{ left: (got - Math.min(MSS, res.length)) >>> 0, right: got }]);
-  if (res.length > 2 * MSS) s2c(ss + 2 * MSS, ACK | PSH, piece(2));
-  c2s(cs, ACK);
-  // The rest: GSO frames of up to 44 segments (partial checksum) as a TAP with offloads hands
-  // them over, or one segment each.
-  const per = b.vnet ? 44 * MSS : MSS;
-  seen.takeFirstEnd(0);
-  for (let o = 3 * MSS; o < res.length; o += per) {
-    const p = res.subarray(o, o + per);
-    s2c(ss + o, ACK | PSH, p, b.vnet && p.length > MSS);
+  // One exchange, or two on the same connection (keep-alive: the agent's state after a message).
+  for (const t of again === undefined ? [talk] : [talk, again]) {
+    // The request, acknowledged.
+    const req = t.request;
+    for (let o = 0; o < req.length; o += MSS) c2s(cs + o, ACK | PSH, req.subarray(o, o + MSS));
+    cs += req.length;
+    s2c(ss, ACK);
+    // The response: the second segment arrives first, the first is retransmitted (a response of
+    // one segment: that one twice).
+    const res = t.response;
+    const piece = (i: number): Uint8Array => res.subarray(i * MSS, (i + 1) * MSS);
+    if (res.length > MSS) s2c(ss + MSS, ACK, piece(1));
+    s2c(ss, ACK, piece(0));
+    s2c(ss, ACK, piece(0));
+    // The duplicate reported as a D-SACK (RFC 2883: a block below the cumulative ACK).
+    const got = seen.end(0, ss);
+    c2s(cs, ACK, undefined, [{ left: (got - Math.min(MSS, res.length)) >>> 0, right: got }]);
+    if (res.length > 2 * MSS) s2c(ss + 2 * MSS, ACK | PSH, piece(2));
+    c2s(cs, ACK);
+    // The rest: GSO frames of up to 44 segments (partial checksum) as a TAP with offloads hands
+    // them over, or one segment each.
+    const per = b.vnet ? 44 * MSS : MSS;
+    seen.takeFirstEnd(0);
+    let acks = 0;
+    for (let o = 3 * MSS, n = 0; o < res.length; o += per, n++) {
+      const p = res.subarray(o, o + per);
+      const before = seen.end(0, ss);
+      s2c(ss + o, ACK | PSH, p, b.vnet && p.length > MSS);
+      // A bulk response is acknowledged as it comes, every second frame and a frame behind (as a
+      // client's delayed ACKs reach the gateway while the server sends on): the stores drop, the
+      // commands are pruned and the window is translated while the list holds later ones.
+      if (n % 2 === 1 && o + per < res.length) {
+        c2s(cs, ACK, undefined, undefined, before);
+        acks++;
+      }
+    }
+    ss += res.length;
+    // A partial ACK first (the first segment of the rest: rewritten bytes beyond it move the
+    // window's right edge), then all.
+    if (acks === 0) c2s(cs, ACK, undefined, undefined, seen.takeFirstEnd(seen.end(0, ss)));
+    c2s(cs, ACK);
+    step();
   }
-  ss += res.length;
-  // A partial ACK first (the first segment of the rest: rewritten bytes beyond it move the
-  // window's right edge), then all.
-  c2s(cs, ACK, undefined, undefined, seen.takeFirstEnd(seen.end(0, ss)));
-  c2s(cs, ACK);
-  step();
   if (k % 4 === 3) {
     c2s(cs, RST | ACK);
     return;
