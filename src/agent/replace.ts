@@ -463,7 +463,8 @@ function asciiLower(b: Uint8Array, out = asBuffer(transientBytes(b.length))): Bu
 
 /**
  * "No position" among the scan's indices in buf (RuleEvent.start, ScanResult.resetAt, the scan's
- * limit): above any index (a scanned buffer is a segment plus held bytes, far below it) and, unlike
+ * limit): above any index (a scanned buffer is a segment plus held bytes, far below it; Scan.run
+ * refuses one of NO_POS bytes or more, which only the agent's API could be given) and, unlike
  * Infinity, a small integer. A field that once holds a double makes V8 box every value of it (a
  * heap number for each read that escapes), and from RuleEvent.start such boxed positions spread
  * into the edits, the commands and the stream engine's fields: the representation of those
@@ -695,6 +696,8 @@ class Scan {
   }
 
   run(rules: readonly CompiledRule[], base: number, native: boolean): ScanResult {
+    // Far above anything the gateway feeds (a segment and the held bytes before it).
+    if (this.buf.length >= NO_POS) throw new RangeError(`replace: a scan of ${this.buf.length} bytes (at most ${NO_POS - 1})`);
     // No start at or after `limit` can be accepted by this scan: a regex rule is undecided from
     // n - maxMatch + 1 on. A rule's search stops there (else a backtracking rule retries, at every
     // feed, every start another rule's long window holds back).

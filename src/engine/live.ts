@@ -226,7 +226,7 @@ export class LiveGateway {
       throw e;
     }
     if (opts.warmup !== false) {
-      // Frames arriving meanwhile wait in the TAP queues (a tenth of a second).
+      // Frames arriving meanwhile wait in the TAP queues (0.2–1 s; README, the warm-up).
       const w = warmUp({ config: opts.config, vnetHdr: opts.vnetHdr, log: opts.log });
       opts.log.info({ frames: w.frames, ms: Math.round(w.ms) }, 'JIT warm-up done');
     }

@@ -44,11 +44,11 @@ const BULK_TALK = 5;
 const BULK_BYTES = 512 * 1024;
 
 /**
- * The warm-up connection number `k` on a port with `rule` (undefined: no rule); `gso`: the TAPs
- * hand over GSO frames (a download is then a few frames: BULK_TALK is one only then).
+ * The warm-up connection number `k` on a port with `rule` (undefined: no rule); `downloads`: talk
+ * BULK_TALK is a download on this port (warmup.ts bulkPorts says where).
  */
-export function warmupTalk(rule: Rule | undefined, k: number, gso = true): Talk {
-  const bulk = gso && k === BULK_TALK;
+export function warmupTalk(rule: Rule | undefined, k: number, downloads = false): Talk {
+  const bulk = downloads && k === BULK_TALK;
   if (rule?.agent === 'http') return httpTalk(rule.config, k, bulk);
   const finds = rule?.agent === 'replace' ? literals(rule.config) : [];
   // A download's request carries no pattern: its direction is never rewritten (settled at the end).

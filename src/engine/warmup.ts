@@ -38,6 +38,7 @@ import { tcpFrame } from '../wire/tcp-frame.js';
 import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
 import { warmupTalk, type Talk } from './warmup-talk.js';
+import { DEFAULT_LIMITS } from '../stream/limits.js';
 
 export interface WarmupOptions {
   config: Config | null;
@@ -115,7 +116,8 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
     frames++;
   };
   // What each port's connections say, in the rule's protocol (a few variants per port, made once).
-  const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v, b.vnet)));
+  const bulk = bulkPorts(rules, cfg, b.vnet);
+  const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v, bulk[i] === true)));
   const probe = talks[0]![0]!.request;
   for (let k = 0; frames < target; k++) {
     now += 5.25;
@@ -168,6 +170,28 @@ function shapeOf(key: string, v: unknown): unknown {
   if (typeof v !== 'string' || CHOOSING.has(key)) return v;
   return key === 'regex' ? (/\(\?<?[=!]|\\[1-9]|\\k</.test(v) ? 'backtracking' : 'linear') : '';
 }
+
+/**
+ * Per port (0: the plain one, then one per warmed rule): whether its talks include a download
+ * (warmup-talk.ts BULK_TALK). Only with GSO (without, a download is hundreds of frames), only on
+ * the first port of each agent that rewrites (the stream engine's download paths are the same
+ * under every rule; 64 regex shapes with one each took 4 s instead of 1.3), and only when the
+ * stores hold what the warm-up's server keeps in flight (a smaller `normalizeBytesPerConn` or
+ * `normalizeBytesGlobal` would drop its data: the drop paths would be warmed, not the download's).
+ */
+function bulkPorts(rules: readonly Rule[], cfg: Config | null, gso: boolean): boolean[] {
+  const limits = cfg?.limits ?? DEFAULT_LIMITS;
+  if (!gso || Math.min(limits.normalizeBytesPerConn, limits.normalizeBytesGlobal) < BULK_MIN_STORE) return [];
+  const seen = new Set<string>();
+  return [false, ...rules.map((r) => {
+    if ((r.agent !== 'replace' && r.agent !== 'http') || seen.has(r.agent)) return false;
+    seen.add(r.agent);
+    return true;
+  })];
+}
+
+/** What a download's stores need: the warm-up's server keeps up to three GSO frames in flight, and one more. */
+const BULK_MIN_STORE = 4 * 44 * MSS;
 
 /** The config with `rules` alone, their matches replaced by one port each (so warm-up traffic meets every agent). */
 function warmupConfig(config: Config, rules: readonly Rule[]): Config {
