@@ -181,14 +181,12 @@ export class Admission {
         const tcp = d.tcp;
         const bf = badFlagClass(tcp.flags);
         if (bf !== null) {
-          c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
-          this.o.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...endpoints(d) }), 'TCP segment with impossible flags dropped');
+          this.impossible('flags', bf, nowMs, () => endpoints(d));
           return null;
         }
         const be = badEndpointClass(d.src, d.dst, tcp.srcPort, tcp.dstPort);
         if (be !== null) {
-          c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
-          this.o.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...endpoints(d) }), 'TCP segment with impossible endpoints dropped');
+          this.impossible('endpoints', be, nowMs, () => endpoints(d));
           return null;
         }
         c.tcp++;
@@ -252,31 +250,33 @@ export class Admission {
    * addresses). True = dropped (counted and logged).
    */
   private sourceRoutedDropped(buf: Uint8Array, d: FrameIpv4Other, route: readonly number[], nowMs: number): boolean {
-    const c = this.o.counters;
     const ports = d.ipEnd - d.l4Off >= 4;
     const sport = ports ? get16(buf, d.l4Off) : undefined;
     const dport = ports ? get16(buf, d.l4Off + 2) : undefined;
     const what = (): Record<string, unknown> => ({
       src: ipv4ToString(d.ip.src), hop: ipv4ToString(d.ip.dst), route: route.map(ipv4ToString), ...(ports ? { srcPort: sport, dstPort: dport } : {}),
     });
-    if (d.ipEnd - d.l4Off >= 14) {
-      const bf = badFlagClass(buf[d.l4Off + 13]!);
-      if (bf !== null) {
-        c.badFlags[bf] = (c.badFlags[bf] ?? 0) + 1;
-        this.o.warn(`bad-flags:${bf}`, nowMs, () => ({ class: bf, ...what() }), 'TCP segment with impossible flags dropped');
-        return true;
-      }
+    const bf = d.ipEnd - d.l4Off >= 14 ? badFlagClass(buf[d.l4Off + 13]!) : null;
+    if (bf !== null) {
+      this.impossible('flags', bf, nowMs, what);
+      return true;
     }
     const be = sport !== undefined && dport !== undefined ? badEndpointClass(d.ip.src, d.ip.dst, sport, dport) : null;
     if (be !== null) {
-      c.badEndpoints[be] = (c.badEndpoints[be] ?? 0) + 1;
-      this.o.warn(`bad-endpoints:${be}`, nowMs, () => ({ class: be, ...what() }), 'TCP segment with impossible endpoints dropped');
+      this.impossible('endpoints', be, nowMs, what);
       return true;
     }
     const action = this.o.policy().sourceRouted(d.ip.src, [d.ip.dst, ...route], sport, dport);
     if (action === 'pass') return false;
     this.o.warn('policy:source-routed', nowMs, () => ({ class: 'source-routed', ...what() }), 'TCP with a source route a rule may cover cannot be inspected: dropped (policy)');
     return true;
+  }
+
+  /** A TCP segment dropped for impossible flags or endpoints (badFlagClass / badEndpointClass `cls`): counted and logged. */
+  private impossible(what: 'flags' | 'endpoints', cls: string, nowMs: number, detail: () => Record<string, unknown>): void {
+    const counts = what === 'flags' ? this.o.counters.badFlags : this.o.counters.badEndpoints;
+    counts[cls] = (counts[cls] ?? 0) + 1;
+    this.o.warn(`bad-${what}:${cls}`, nowMs, () => ({ class: cls, ...detail() }), `TCP segment with impossible ${what} dropped`);
   }
 
   /** The policy on a frame wire/opaque.ts classified: true = dropped (counted and logged). */

@@ -65,10 +65,7 @@ export class Policy {
     if (this.rules.length === 0) return 'pass';
     let action: PolicyAction;
     if (cls === 'ipv6-tcp') {
-      if (srcPort !== undefined && dstPort !== undefined) {
-        const ix = ruleIndex(this.rules);
-        if (!ix.portsMatch(srcPort, dstPort) && !ix.portsMatch(dstPort, srcPort)) return 'pass';
-      }
+      if (srcPort !== undefined && dstPort !== undefined && !this.portsCovered(srcPort, dstPort)) return 'pass';
       action = this.settings.ipv6;
     } else action = this.settings.encapsulated;
     return this.count(cls, action);
@@ -82,15 +79,17 @@ export class Policy {
   sourceRouted(src: number, dsts: readonly number[], srcPort?: number, dstPort?: number): PolicyAction {
     if (this.rules.length === 0) return 'pass';
     if (srcPort !== undefined && dstPort !== undefined) {
-      if (this.config?.nat !== undefined) {
-        const ix = ruleIndex(this.rules);
-        if (!ix.portsMatch(srcPort, dstPort) && !ix.portsMatch(dstPort, srcPort)) return 'pass';
-      } else {
-        const from = { addr: src, port: srcPort };
-        if (!dsts.some((addr) => this.covers(from, { addr, port: dstPort }))) return 'pass';
-      }
+      const from = { addr: src, port: srcPort };
+      const covered = this.config?.nat !== undefined ? this.portsCovered(srcPort, dstPort) : dsts.some((addr) => this.covers(from, { addr, port: dstPort }));
+      if (!covered) return 'pass';
     }
     return this.count('source-routed', this.settings.sourceRouted);
+  }
+
+  /** A rule's port conditions match a connection between these ports, either orientation (addresses not compared). */
+  private portsCovered(a: number, b: number): boolean {
+    const ix = ruleIndex(this.rules);
+    return ix.portsMatch(a, b) || ix.portsMatch(b, a);
   }
 
   /**

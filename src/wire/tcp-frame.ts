@@ -1,7 +1,8 @@
 /**
  * Builds Ethernet/IPv4/TCP and Ethernet/IPv6/TCP frames from plain fields (for the JIT warm-up,
  * benchmarks, fuzzing and tests): uses the wire reprs, so every frame has correct checksums (or
- * the partial checksum a TAP with offloads hands over, `checksum: 'partial'`).
+ * the partial checksum a TAP with offloads hands over, `checksum: 'partial'`; with `gsoSize`, the
+ * virtio-net header of a GSO frame in front).
  */
 import { set16 } from './bytes.js';
 import { finish, fold16, sum16 } from './checksum.js';
@@ -10,6 +11,7 @@ import { ipv6KeyBytes, type IpAddr } from './ip.js';
 import { IP_PROTO_TCP, Ipv4Repr } from './ipv4.js';
 import { emitIpv6Header, IPV6_HEADER_LEN, ipv6PseudoHeaderSum } from './ipv6.js';
 import { TCP_CHECKSUM_OFFSET, TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
+import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from './virtio.js';
 
 export interface TcpFrameSpec {
   /** IPv4 as a number; IPv6 as its key (wire/ip.ts; both addresses of one family). */
@@ -28,6 +30,12 @@ export interface TcpFrameSpec {
   srcMac?: Uint8Array;
   dstMac?: Uint8Array;
   checksum?: TcpChecksumMode;
+  /**
+   * IPv4 only: a GSO frame as a TAP with offloads hands it over (wire/virtio.ts) — a virtio-net
+   * header at the end of the headroom (at least VIRTIO_NET_HDR_LEN) with NEEDS_CSUM, GSO TCPv4 of
+   * segments of this size, and the checksum partial (`checksum` is not read).
+   */
+  gsoSize?: number;
   /** IPv6 only: extension headers between the fixed header and TCP (raw, chained to TCP), and the fixed header's Next Header for them. */
   ipv6ExtHeaders?: Uint8Array;
   ipv6FirstHeader?: number;
@@ -54,7 +62,15 @@ export function tcpFrame(s: TcpFrameSpec): Uint8Array {
   const out = new Uint8Array(head + eth.bufferLen() + ip.bufferLen() + tcp.bufferLen());
   let o = head + eth.emit(out.subarray(head));
   o += ip.emit(out.subarray(o));
-  tcp.emit(out.subarray(o), s.src, s.dst, s.checksum ?? 'full');
+  const gso = s.gsoSize;
+  tcp.emit(out.subarray(o), s.src, s.dst, gso !== undefined ? 'partial' : (s.checksum ?? 'full'));
+  if (gso !== undefined) {
+    if (head < VIRTIO_NET_HDR_LEN) throw new RangeError(`tcpFrame: a GSO frame needs ${VIRTIO_NET_HDR_LEN} bytes of headroom, not ${head}`);
+    const l4 = o - head;
+    new VirtioNetHdrRepr({
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: l4 + tcp.bufferLen() - (s.payload?.length ?? 0), gsoSize: gso, csumStart: l4, csumOffset: TCP_CHECKSUM_OFFSET,
+    }).emit(out.subarray(head - VIRTIO_NET_HDR_LEN));
+  }
   return out;
 }
 
