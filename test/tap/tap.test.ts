@@ -23,8 +23,8 @@ interface Err {
   message: string;
 }
 
-function probe(scenario: string, vnet: boolean, wrapper: string[] = ['unshare', '-n'], more: string[] = []): Record<string, unknown> {
-  const r = runFixture(wrapper, PROBE, [scenario, ...(vnet ? ['--vnet'] : []), ...more]);
+function probe(scenario: string, vnet: boolean, wrapper: string[] = ['unshare', '-n'], more: string[] = [], timeoutMs?: number): Record<string, unknown> {
+  const r = runFixture(wrapper, PROBE, [scenario, ...(vnet ? ['--vnet'] : []), ...more], {}, timeoutMs);
   if (r.json === undefined || typeof r.json !== 'object') {
     throw new Error(`tap-probe ${scenario} printed no result (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
@@ -106,6 +106,15 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect(r['smallInBulk']).toBe(65);
       expect(r['smallLater']).toBe(65);
       expect((r['stats'] as Stats).txFrames).toBe(75);
+    });
+
+    it(`${mode}: a batch larger than the transmit thread's ring, handed to a sleeping thread, is all written`, () => {
+      const r = probe('txbig', vnet, ['unshare', '-n'], [], 20_000);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['handed']).toBe(4000);
+      const st = r['stats'] as Stats;
+      expect(st.txFrames + st.txDrops).toBe(r['total']);
+      expect(st.txThreadFrames).toBe(r['total']);
     });
 
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
