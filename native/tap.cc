@@ -62,10 +62,10 @@
 #include <ctime>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -162,15 +162,24 @@ class TxThread {
  public:
   static constexpr size_t kCapacity = 1u << 20;
 
-  explicit TxThread(int fd) : fd_(fd) {}
+  // `last_errno`: the device's latest write error, shared with the caller's own writes.
+  TxThread(int fd, std::atomic<int>* last_errno) : fd_(fd), last_errno_(last_errno) {}
   ~TxThread() { Stop(); }
 
   // Frames handed over and not yet written (the JS thread's view).
   bool Busy() const { return tail_.load(std::memory_order_relaxed) != head_.load(std::memory_order_acquire); }
 
-  // Copies one frame in, waiting for room while the ring is full. False: stopped.
+  // The ring and the thread exist (made at first use). False: they could not be made (no memory,
+  // no thread: the caller writes itself) or the thread was stopped.
+  bool Ready() {
+    if (ring_ != nullptr) return !stop_;
+    return !failed_ && Begin();
+  }
+
+  // Copies one frame (at most kMaxFrame bytes: half the ring, so it always fits once the ring
+  // drains) in, waiting for room while the ring is full. False: stopped. Call Ready() first.
   bool Put(const uint8_t* data, size_t len) {
-    if (ring_ == nullptr && !Begin()) return false;
+    if (ring_ == nullptr || len > kMaxFrame) return false;
     const size_t need = (8 + len + 7) & ~size_t{7};
     const uint64_t t = tail_.load(std::memory_order_relaxed);
     const size_t idx = t % kCapacity;
@@ -203,24 +212,38 @@ class TxThread {
     }
     data_cv_.notify_one();
     space_cv_.notify_one();
-    if (th_.joinable()) th_.join();
+    if (started_) {
+      pthread_join(th_, nullptr);
+      started_ = false;
+    }
     std::free(ring_);
     ring_ = nullptr;
   }
 
   std::atomic<uint64_t> frames{0}, bytes{0}, drops{0};
-  std::atomic<int> last_errno{0};
 
  private:
   static constexpr uint32_t kWrap = 0xffffffffu;
 
+  // pthread rather than std::thread: the addon is built without exceptions, where a failed
+  // std::thread (no more threads) would abort the process; this way the device writes itself.
   bool Begin() {
     if (stop_) return false;
     // Uninitialised: pages are touched as the ring is used (an idle device costs no RSS).
     ring_ = static_cast<uint8_t*>(std::malloc(kCapacity));
-    if (ring_ == nullptr) return false;
-    th_ = std::thread([this] { Run(); });
-    return true;
+    if (ring_ != nullptr && pthread_create(&th_, nullptr, &TxThread::Main, this) == 0) {
+      started_ = true;
+      return true;
+    }
+    std::free(ring_);
+    ring_ = nullptr;
+    failed_ = true;
+    return false;
+  }
+
+  static void* Main(void* self) {
+    static_cast<TxThread*>(self)->Run();
+    return nullptr;
   }
 
   bool WaitRoom(uint64_t end) {
@@ -264,7 +287,7 @@ class TxThread {
           bytes.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
         } else {
           drops.fetch_add(1, std::memory_order_relaxed);
-          last_errno.store(err, std::memory_order_relaxed);
+          last_errno_->store(err, std::memory_order_relaxed);
         }
         h += (8 + len + 7) & ~size_t{7};
         head_.store(h, std::memory_order_seq_cst);
@@ -277,14 +300,19 @@ class TxThread {
   }
 
   const int fd_;
+  std::atomic<int>* const last_errno_;
   uint8_t* ring_ = nullptr;
   std::atomic<uint64_t> head_{0}, tail_{0};
   std::atomic<bool> consumer_waiting_{false}, producer_waiting_{false};
   std::mutex mu_;
   std::condition_variable data_cv_, space_cv_;
   bool stop_ = false;
-  std::thread th_;
+  bool failed_ = false;
+  bool started_ = false;
+  pthread_t th_{};
 };
+
+static_assert(((8 + kMaxFrame + 7) & ~size_t{7}) <= TxThread::kCapacity / 2, "a frame must fit the ring once it drains");
 
 // Batches of at least this many bytes go to the transmit thread.
 constexpr size_t kTxAsyncMinBytes = 64 * 1024;
@@ -300,13 +328,17 @@ int64_t MonotonicNs() {
 }
 
 // Whether a batch of `total` bytes goes to the thread `tx` (not null): a large one (which starts
-// or extends bulk mode), any while the thread holds frames (order), any in bulk mode.
-bool ToThread(const TxThread* tx, size_t total) {
+// or extends bulk mode), any while the thread holds frames (order), any in bulk mode — if the
+// thread could be started (else the caller writes).
+bool ToThread(TxThread* tx, size_t total) {
+  bool to;
   if (total >= kTxAsyncMinBytes) {
     g_bulk_until_ns.store(MonotonicNs() + kBulkNs, std::memory_order_relaxed);
-    return true;
+    to = true;
+  } else {
+    to = tx->Busy() || MonotonicNs() < g_bulk_until_ns.load(std::memory_order_relaxed);
   }
-  return tx->Busy() || MonotonicNs() < g_bulk_until_ns.load(std::memory_order_relaxed);
+  return to && tx->Ready();
 }
 
 class TapDevice : public Napi::ObjectWrap<TapDevice> {
@@ -423,7 +455,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       return;
     }
     name_ = ifr.ifr_name;  // the kernel may have expanded a pattern like "tap%d"
-    if (tx_thread) tx_ = new TxThread(fd_);
+    if (tx_thread) tx_ = new TxThread(fd_, &last_tx_errno_);
 
     // Offloads live on the device, not on the fd: a persistent TAP keeps what its previous
     // user set. Without a vnet header, TSO/CSUM offload MUST be off or the kernel would hand us
@@ -647,10 +679,12 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     return false;
   }
 
-  // One frame to the transmit thread (behind what it holds); false: dropped, counted.
+  // One frame to the transmit thread (behind what it holds); false: dropped, counted (larger
+  // than any frame a TAP takes: EMSGSIZE).
   bool Queue(const uint8_t* data, size_t len) {
     if (tx_->Put(data, len)) return true;
     counters_[kTxDrops] += 1;
+    if (len > kMaxFrame) last_tx_errno_ = EMSGSIZE;
     return false;
   }
 
@@ -692,14 +726,31 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       Napi::TypeError::New(env, "writeBatch(frames: Uint8Array[])").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    if (in_batch_) {
+      Napi::TypeError::New(env, "writeBatch: called again while collecting a batch").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     Napi::Array arr = info[0].As<Napi::Array>();
     uint32_t n = arr.Length();
+    // The elements first (a getter may run JS: another writeBatch is refused, a buffer it
+    // detaches is seen below), then their bytes, with no JS running until they are written.
+    in_batch_ = true;
+    values_.clear();
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Value v = arr.Get(i);
+      if (env.IsExceptionPending()) {
+        in_batch_ = false;
+        return env.Undefined();
+      }
+      values_.push_back(v);
+    }
+    in_batch_ = false;
     views_.clear();
     size_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* data;
       size_t len;
-      if (!AsBytes(arr.Get(i), &data, &len)) {
+      if (!AsBytes(Napi::Value(env, values_[i]), &data, &len)) {
         Napi::TypeError::New(env, "writeBatch: element " + std::to_string(i) + " is not a Uint8Array")
             .ThrowAsJavaScriptException();
         return env.Undefined();
@@ -732,14 +783,14 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(counters_[kRxBytes])));
     o.Set("rxBatches", Napi::Number::New(env, static_cast<double>(counters_[kRxBatches])));
     o.Set("rxErrors", Napi::Number::New(env, static_cast<double>(counters_[kRxErrors])));
+    // A closed device's thread's counts were folded into its own (CloseFd).
     const TxThread* tx = tx_;
-    const uint64_t thread_frames = tx != nullptr ? tx->frames.load() : 0;
-    o.Set("txFrames", Napi::Number::New(env, static_cast<double>(counters_[kTxFrames] + thread_frames)));
+    const uint64_t running = tx != nullptr ? tx->frames.load() : 0;
+    o.Set("txFrames", Napi::Number::New(env, static_cast<double>(counters_[kTxFrames] + running)));
     o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes] + (tx != nullptr ? tx->bytes.load() : 0))));
     o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops] + (tx != nullptr ? tx->drops.load() : 0))));
-    o.Set("txThreadFrames", Napi::Number::New(env, static_cast<double>(thread_frames)));
-    const int thread_errno = tx != nullptr ? tx->last_errno.load() : 0;
-    const int last = thread_errno != 0 ? thread_errno : last_tx_errno_;
+    o.Set("txThreadFrames", Napi::Number::New(env, static_cast<double>(thread_frames_ + running)));
+    const int last = last_tx_errno_.load();
     if (last != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last)));
     return o;
   }
@@ -836,7 +887,14 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
 
   void CloseFd() {
     if (tx_ != nullptr) {
-      delete tx_;  // writes what it holds first
+      tx_->Stop();  // writes what it holds first
+      // Its counts stay the device's: counters never go back at close.
+      const uint64_t frames = tx_->frames.load();
+      counters_[kTxFrames] += frames;
+      counters_[kTxBytes] += tx_->bytes.load();
+      counters_[kTxDrops] += tx_->drops.load();
+      thread_frames_ += frames;
+      delete tx_;
       tx_ = nullptr;
     }
     if (fd_ >= 0) {
@@ -876,8 +934,12 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   bool loop_ref_ = true;
   bool cleanup_hook_ = false;
   uint64_t counters_[kCounterCount] = {};
-  int last_tx_errno_ = 0;
+  // The latest write error, of this thread's writes or the transmit thread's.
+  std::atomic<int> last_tx_errno_{0};
+  uint64_t thread_frames_ = 0;
   TxThread* tx_ = nullptr;
+  bool in_batch_ = false;
+  std::vector<napi_value> values_;
   std::vector<std::pair<const uint8_t*, size_t>> views_;
 };
 

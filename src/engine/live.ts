@@ -478,6 +478,9 @@ export class LiveGateway {
     await Promise.all(this.ports.map((p) => p.close()));
     // A port not built yet (start failed half-way) leaves its TAP to close here.
     for (const d of this.devs) if (!d.closed) d.close();
+    // The TAPs' counts once closed: what the transmit threads still held when the last flush
+    // handed it over was written at close (the kernel's queue drops, from sysfs, as before).
+    for (const d of this.devs) st.taps[d.name] = { ...st.taps[d.name], ...d.stats() };
     return st;
   }
 }

@@ -108,13 +108,23 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect((r['stats'] as Stats).txFrames).toBe(75);
     });
 
-    it(`${mode}: a batch larger than the transmit thread's ring, handed to a sleeping thread, is all written`, () => {
+    it(`${mode}: the transmit thread: a batch larger than its ring handed to it asleep is all written; a frame no TAP takes is a counted drop, a batch re-entered from a getter refused; its counts outlive close`, () => {
       const r = probe('txbig', vnet, ['unshare', '-n'], [], 20_000);
       expect(r['timeout']).toBeUndefined();
       expect(r['handed']).toBe(4000);
       const st = r['stats'] as Stats;
       expect(st.txFrames + st.txDrops).toBe(r['total']);
       expect(st.txThreadFrames).toBe(r['total']);
+      // A frame no TAP takes (2 MiB, more than the ring): a counted drop, not a hang.
+      expect(r['huge']).toBe(0);
+      const hs = r['hugeStats'] as Stats;
+      expect(hs.txDrops).toBe(st.txDrops + 1);
+      expect(hs.lastTxError).toBe('EMSGSIZE');
+      expect(r['reentry']).toMatch(/called again/);
+      // Closed: the thread's counts stay (60 more frames written at close), never go back.
+      const closed = r['closed'] as Stats;
+      expect(closed.txFrames + closed.txDrops).toBe((r['total'] as number) + 60 + 1);
+      expect(closed.txThreadFrames).toBe((r['total'] as number) + 60);
     });
 
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
