@@ -314,7 +314,7 @@ export class Gateway {
       agentEvent: events !== undefined ? (ev) => this.agentEvent(ev) : undefined,
       // The log only: what an agent refuses is in the event log as its own event.
       agentLog: log !== undefined ? (key, obj, msg) => this.ratelog.log(key, this.nowMs, obj(), msg) : undefined,
-      regexBudget: () => this.replaceCounters.regexBudgetExceeded + this.httpCounters.regexBudgetExceeded,
+      regexBudget: [this.replaceCounters, this.httpCounters],
     });
     this.emitter = new Emitter(this.counters, this.rewriter.stream, this.vh, opts.batched === true);
     this.admission = new Admission({

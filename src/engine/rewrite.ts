@@ -113,8 +113,12 @@ export interface RewriteOptions {
   agentEvent?: ((ev: Record<string, unknown>) => void) | undefined;
   /** Agents' warn lines (AgentContext.log): one function for every connection; none without a logger. */
   agentLog?: AgentContext['log'];
-  /** What every replace / http agent of the registry counts, read for the regex budget warning. */
-  regexBudget: () => number;
+  /**
+   * What the replace and http agents of the registry count, read for the regex budget warning
+   * (the counters themselves, not a function of the gateway's: a closure per gateway made the
+   * JIT's code for the warm-up's gateway wrong for the next one, "wrong call target").
+   */
+  regexBudget: readonly { readonly regexBudgetExceeded: number }[];
 }
 
 export class Rewriter {
@@ -217,7 +221,8 @@ export class Rewriter {
     if (streamEvents(s) !== drops0) {
       this.logStreamEvents(f.id, tcp.seq, nowMs);
     }
-    const budget = this.o.regexBudget();
+    let budget = 0;
+    for (const k of this.o.regexBudget) budget += k.regexBudgetExceeded;
     if (budget !== this.lastBudget) {
       this.lastBudget = budget;
       this.o.warn('regex-budget', nowMs, () => ({ flow: f.id, total: budget }), 'regex match attempt gave up on its step budget (engine: backtracking)');

@@ -85,7 +85,9 @@ function httpTalk(cfg: Extract<Rule, { agent: 'http' }>['config'], k: number, bu
     head += `Content-Length: ${body.length}\r\n`;
   }
   const response = Buffer.concat([Buffer.from(head + '\r\n', 'latin1'), body]);
-  const accept = cfg.decode === true ? 'Accept-Encoding: gzip\r\n' : '';
+  // A download's request is curl's: no Accept-Encoding, which the agent adds (the request grows:
+  // every frame of the answer has its ACK translated, as in a real download).
+  const accept = cfg.decode === true && !bulk ? 'Accept-Encoding: gzip\r\n' : '';
   if (reqFinds.length === 0 || k % 2 === 0) return { request: Buffer.from(`GET /warm HTTP/1.1\r\nHost: warm\r\n${accept}\r\n`, 'latin1'), response };
   const b = text(reqFinds, SMALL_BODY, k);
   const request = Buffer.from(`POST /warm HTTP/1.1\r\nHost: warm\r\n${accept}Content-Type: text/plain\r\nContent-Length: ${b.length}\r\n\r\n${b}`, 'latin1');

@@ -108,11 +108,13 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
   const sink2 = function (f: Uint8Array, to: Side): void {
     seen.out(f, to);
   };
-  const send = (f: Uint8Array, from: Side): void => {
+  // `last`: the batch ends with this frame (the live loop reads several at once: a download's
+  // frames of one connection in a batch join a split segment's last piece to the next one).
+  const send = (f: Uint8Array, from: Side, last = true): void => {
     seen.clear();
     gw.handleFrame(f, from, now, (frames & 1) === 0 ? sink : sink2);
     // As the live loop does after each batch (engine/live.ts flush).
-    gw.endBatch();
+    if (last) gw.endBatch();
     frames++;
   };
   // What each port's connections say, in the rule's protocol (a few variants per port, made once).
@@ -192,6 +194,12 @@ function bulkPorts(rules: readonly Rule[], cfg: Config | null, gso: boolean): bo
 
 /** What a download's stores need: the warm-up's server keeps up to three GSO frames in flight, and one more. */
 const BULK_MIN_STORE = 4 * 44 * MSS;
+/**
+ * The window a downloading client announces (scaled by 2^7: 8 MiB, as Linux's autotuned receive
+ * window grows to): more than the stores keep, so the gateway clamps it as it does for a real
+ * download (Connection.translate); the warm-up's other segments announce 64 KiB.
+ */
+const DOWNLOAD_WINDOW = 65535;
 
 /** The config with `rules` alone, their matches replaced by one port each (so warm-up traffic meets every agent). */
 function warmupConfig(config: Config, rules: readonly Rule[]): Config {
@@ -287,7 +295,7 @@ class Seen {
   }
 }
 
-type Send = (f: Uint8Array, from: Side) => void;
+type Send = (f: Uint8Array, from: Side, last?: boolean) => void;
 
 /**
  * One TCP connection: handshake, the request (in MSS segments), the response (its second segment
@@ -304,15 +312,17 @@ function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number,
   let cs = isnC + 1;
   let ss = isnS + 1;
   seen.resetEnds();
+  b.localStacks = k % 2 === 1;
   // Each side's timestamp clock (random offsets over the 32-bit space, as Linux's), one tick a
   // segment; each echoes the other's last.
   let tsC = Math.imul(k + 3, 0xc2b2ae35) >>> 0;
   let tsS = Math.imul(k + 5, 0x27d4eb2f) >>> 0;
   const cTimes = (): TcpTimes => ({ tsval: (tsC = (tsC + 1) >>> 0), tsecr: tsS });
   const sTimes = (): TcpTimes => ({ tsval: (tsS = (tsS + 1) >>> 0), tsecr: tsC });
-  const c2s = (seq: number, flags: number, payload?: Uint8Array, sack?: readonly SackBlock[], ack = seen.end(0, ss)): void =>
-    send(b.tcp(c, s, cport, sport, seq, ack, flags, cTimes(), payload, false, sack), 0);
-  const s2c = (seq: number, flags: number, payload?: Uint8Array, gso = false): void => send(b.tcp(s, sc, sport, scport, seq, seen.end(1, cs), flags, sTimes(), payload, gso), 1);
+  const c2s = (seq: number, flags: number, payload?: Uint8Array, sack?: readonly SackBlock[], ack = seen.end(0, ss), window?: number): void =>
+    send(b.tcp(c, s, cport, sport, seq, ack, flags, cTimes(), payload, false, sack, window), 0);
+  const s2c = (seq: number, flags: number, payload?: Uint8Array, gso = false, last = true): void =>
+    send(b.tcp(s, sc, sport, scport, seq, seen.end(1, cs), flags, sTimes(), payload, gso), 1, last);
   send(b.tcp(c, s, cport, sport, isnC, 0, SYN, { tsval: (tsC = (tsC + 1) >>> 0), tsecr: 0 }), 0);
   // The client as the server side sees it (after NAT), from the SYN the gateway forwarded.
   const sc = seen.addr(c);
@@ -346,12 +356,13 @@ function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number,
     for (let o = 3 * MSS, n = 0; o < res.length; o += per, n++) {
       const p = res.subarray(o, o + per);
       const before = seen.end(0, ss);
-      s2c(ss + o, ACK | PSH, p, b.vnet && p.length > MSS);
+      // Two frames to a batch, as a TAP read hands a download's over.
+      s2c(ss + o, ACK | PSH, p, b.vnet && p.length > MSS, n % 2 === 1 || o + per >= res.length);
       // A bulk response is acknowledged as it comes, every second frame and a frame behind (as a
       // client's delayed ACKs reach the gateway while the server sends on): the stores drop, the
       // commands are pruned and the window is translated while the list holds later ones.
       if (n % 2 === 1 && o + per < res.length) {
-        c2s(cs, ACK, undefined, undefined, before);
+        c2s(cs, ACK, undefined, undefined, before, DOWNLOAD_WINDOW);
         acks++;
       }
     }
@@ -382,6 +393,14 @@ interface TcpTimes {
 /** Frames with correct checksums (and a virtio-net header when the TAPs have one). */
 class Builder {
   readonly vh: number;
+  /**
+   * With a vnet header: every segment of the current connection says NEEDS_CSUM (a partial
+   * checksum), as a TAP with offloads hands over what a local stack sends — a pure ACK, a short
+   * answer, not only GSO frames; else only GSO frames do (as frames from another host through a
+   * bridge). Every other connection each way: a gateway warmed on full checksums alone threw its
+   * code for the partial ones away in its first real download.
+   */
+  localStacks = false;
   constructor(readonly vnet: boolean) {
     this.vh = vnet ? VIRTIO_NET_HDR_LEN : 0;
   }
@@ -428,9 +447,10 @@ class Builder {
    * A TCP segment with the options Linux sends: MSS, SACK permitted, timestamps and window scale
    * on a SYN, timestamps on every other segment (and `sack` blocks when given), a scaled window.
    */
-  tcp(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, ts: TcpTimes, payload?: Uint8Array, gso = false, sack?: readonly SackBlock[]): Uint8Array {
+  tcp(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number, ts: TcpTimes, payload?: Uint8Array, gso = false, sack?: readonly SackBlock[], window?: number): Uint8Array {
     const toServer = dst === SERVER;
     const partial = gso && this.vh > 0;
+    const needsCsum = !partial && this.localStacks && this.vh > 0;
     const stamps: TcpOption = { kind: 'timestamps', tsval: ts.tsval, tsecr: ts.tsecr };
     const options: TcpOption[] =
       flags & SYN
@@ -439,7 +459,7 @@ class Builder {
     const f = tcpFrame({
       src, dst, srcPort: sport, dstPort: dport, seq, ack,
       flags: flags | (flags & SYN ? 0 : ACK),
-      window: flags & SYN ? 64240 : 502,
+      window: window ?? (flags & SYN ? 64240 : 502),
       options,
       ...(payload !== undefined ? { payload } : {}),
       headroom: this.vh,
@@ -447,6 +467,7 @@ class Builder {
       dstMac: toServer ? MAC_S : MAC_C,
       // A GSO frame as a TAP with offloads hands it over: partial checksum, segments of MSS.
       ...(partial ? { gsoSize: MSS } : {}),
+      ...(needsCsum ? { needsCsum } : {}),
     });
     return f;
   }

@@ -11,7 +11,7 @@ import { ipv6KeyBytes, type IpAddr } from './ip.js';
 import { IP_PROTO_TCP, Ipv4Repr } from './ipv4.js';
 import { emitIpv6Header, IPV6_HEADER_LEN, ipv6PseudoHeaderSum } from './ipv6.js';
 import { TCP_CHECKSUM_OFFSET, TcpRepr, type TcpChecksumMode, type TcpOption } from './tcp.js';
-import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from './virtio.js';
+import { VirtioNetHdrRepr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_LEN } from './virtio.js';
 
 export interface TcpFrameSpec {
   /** IPv4 as a number; IPv6 as its key (wire/ip.ts; both addresses of one family). */
@@ -36,6 +36,12 @@ export interface TcpFrameSpec {
    * segments of this size, and the checksum partial (`checksum` is not read).
    */
   gsoSize?: number;
+  /**
+   * IPv4 only: NEEDS_CSUM without GSO (`gsoSize` absent), as a TAP with offloads hands over every
+   * other segment a local stack sends (a pure ACK, a short answer): the virtio-net header says so
+   * and the checksum is partial.
+   */
+  needsCsum?: boolean;
   /** IPv6 only: extension headers between the fixed header and TCP (raw, chained to TCP), and the fixed header's Next Header for them. */
   ipv6ExtHeaders?: Uint8Array;
   ipv6FirstHeader?: number;
@@ -63,12 +69,19 @@ export function tcpFrame(s: TcpFrameSpec): Uint8Array {
   let o = head + eth.emit(out.subarray(head));
   o += ip.emit(out.subarray(o));
   const gso = s.gsoSize;
-  tcp.emit(out.subarray(o), s.src, s.dst, gso !== undefined ? 'partial' : (s.checksum ?? 'full'));
-  if (gso !== undefined) {
-    if (head < VIRTIO_NET_HDR_LEN) throw new RangeError(`tcpFrame: a GSO frame needs ${VIRTIO_NET_HDR_LEN} bytes of headroom, not ${head}`);
+  const partial = gso !== undefined || s.needsCsum === true;
+  tcp.emit(out.subarray(o), s.src, s.dst, partial ? 'partial' : (s.checksum ?? 'full'));
+  if (partial) {
+    if (head < VIRTIO_NET_HDR_LEN) throw new RangeError(`tcpFrame: a GSO or NEEDS_CSUM frame needs ${VIRTIO_NET_HDR_LEN} bytes of headroom, not ${head}`);
     const l4 = o - head;
+    // Linux fills hdr_len for GSO frames only (virtio_net_hdr_from_skb).
     new VirtioNetHdrRepr({
-      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: l4 + tcp.bufferLen() - (s.payload?.length ?? 0), gsoSize: gso, csumStart: l4, csumOffset: TCP_CHECKSUM_OFFSET,
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      gsoType: gso !== undefined ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_NONE,
+      hdrLen: gso !== undefined ? l4 + tcp.bufferLen() - (s.payload?.length ?? 0) : 0,
+      gsoSize: gso ?? 0,
+      csumStart: l4,
+      csumOffset: TCP_CHECKSUM_OFFSET,
     }).emit(out.subarray(head - VIRTIO_NET_HDR_LEN));
   }
   return out;
