@@ -7,14 +7,16 @@
 //
 // Reading. The fd is O_NONBLOCK and watched with a libuv uv_poll_t on the Node event loop, so no
 // thread is parked per device. When readable, frames are read in a batch (until EAGAIN, the
-// frame cap, or until the batch buffer has less than one maximal frame left) into ONE
-// preallocated Buffer, packed back to back (each frame start 8-byte aligned); a preallocated
-// Uint32Array holds [offset0, length0, offset1, length1, ...]. Both are created once, when the
-// device is opened, and exposed as properties; the JS callback receives only the frame count.
-// So a batch costs one JS call and zero allocations. The price: frames are only valid until
-// the callback returns (the next batch overwrites them); a consumer that keeps one must copy.
-// readNow() reads a batch synchronously into the same buffer and returns its count instead of
-// calling back (the live gateway reads the other device right after writing to it).
+// frame cap, or until the batch buffer has less than one maximal frame left) into one of
+// kReadBuffers preallocated Buffers, packed back to back (each frame start 8-byte aligned); a
+// preallocated Uint32Array holds [offset0, length0, offset1, length1, ...] and, last, the index of
+// the buffer. All are created once, when the device is opened, and exposed as properties; the JS
+// callback receives only the frame count. So a batch costs one JS call and zero allocations. A
+// batch goes into the last batch's buffer unless a transmit thread still writes frames from it
+// (below), else into the next free one. The price: frames are only valid until the callback
+// returns (a later batch overwrites them); a consumer that keeps one must copy. readNow() reads a
+// batch synchronously the same way and returns its count instead of calling back (the live
+// gateway reads the other device right after writing to it).
 //
 // Writing. write(buf) / writeBatch(bufs) call write(2) synchronously, or — with the transmit
 // thread (`txThread`, TxThread below) — hand large batches to a thread of their own. A TAP write does not
@@ -31,7 +33,10 @@
 // overlaps the next batch; smaller batches are written at once as before, unless the ring still
 // holds frames (then they queue behind them: frames leave in the order they were handed over).
 // A full ring makes writeBatch wait for room (waking the thread: a batch larger than the ring
-// is written while it is put). The ring is small so that the copy lands in cache: with 4 MiB
+// is written while it is put). A frame of 4 KiB or more that lies in a read buffer of a device of
+// the process (a frame forwarded as it came, its headers rewritten in place) is not copied: the
+// ring holds a reference, and that buffer is not read into again until the thread wrote it
+// (under 8 iperf3 flows the copy into the ring was 5–14 % of the process's CPU). The ring is small so that the copy lands in cache: with 4 MiB
 // the copy was 14 % of the process's CPU under 8 iperf3 flows (perf), with 1 MiB 5 %. The thread counts what it writes and drops as the
 // synchronous path does (per frame); close() lets it write what it holds, then joins it.
 // Measured: iperf3, 8 flows under a rule, 7.9 → 9.1 Gbit/s (bench/README.md); small frames
@@ -81,6 +86,11 @@ constexpr size_t kVnetHdrLen = 10;
 constexpr size_t kMaxFrame = 65600;
 constexpr uint32_t kDefaultBatchFrames = 64;
 constexpr size_t kDefaultBatchBytes = 1 << 20;
+// Read buffers per device: a batch is read into one no transmit thread still writes from.
+constexpr uint32_t kReadBuffers = 4;
+// Frames of at least this size a transmit thread writes from the read buffer they came in (when
+// they did); smaller ones are copied into its ring (cheaper than the bookkeeping).
+constexpr size_t kZeroCopyMin = 4096;
 
 enum Counter {
   kRxFrames,
@@ -156,8 +166,69 @@ int WriteFrame(int fd, const uint8_t* data, size_t len, ssize_t* wrote) {
   }
 }
 
+// A device's read buffer (kReadBuffers each). A frame handed to a transmit thread that lies in
+// one (of any device of the process) is written from it rather than copied into the ring: the
+// buffer is not read into again until every such frame was written (`refs`).
+struct ReadBuf {
+  uint8_t* data = nullptr;
+  size_t len = 0;
+  std::atomic<uint32_t> refs{0};
+};
+
+// The read buffers of the process's open devices. Looked up and referenced under one lock, so a
+// buffer leaving (its device closing) is never referenced after it left.
+class ReadBufs {
+ public:
+  static void Add(ReadBuf* b) {
+    std::lock_guard<std::mutex> lk(mu());
+    list().push_back(b);
+  }
+  static void Remove(ReadBuf* b) {
+    std::lock_guard<std::mutex> lk(mu());
+    auto& l = list();
+    for (size_t i = 0; i < l.size(); i++) {
+      if (l[i] == b) {
+        l[i] = l.back();
+        l.pop_back();
+        return;
+      }
+    }
+  }
+  // The read buffer holding [p, p + len), one more reference taken; null if none does.
+  static ReadBuf* Take(const uint8_t* p, size_t len) {
+    std::lock_guard<std::mutex> lk(mu());
+    for (ReadBuf* b : list()) {
+      if (p >= b->data && p + len <= b->data + b->len) {
+        b->refs.fetch_add(1, std::memory_order_relaxed);
+        return b;
+      }
+    }
+    return nullptr;
+  }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<ReadBuf*>& list() {
+    static std::vector<ReadBuf*> l;
+    return l;
+  }
+};
+
+// Waits until nothing references `b` (the transmit threads holding its frames write them: they
+// wait for nothing but frames to write).
+void AwaitUnreferenced(const ReadBuf& b) {
+  while (b.refs.load(std::memory_order_acquire) != 0) {
+    struct timespec ts = {0, 20'000};
+    nanosleep(&ts, nullptr);
+  }
+}
+
 // One producer (the JS thread), one consumer (the thread). Entries: [u32 length][u32 0][bytes],
-// 8-byte aligned; one that does not fit before the ring's end is preceded by a wrap mark.
+// or [u32 length][u32 kRef][frame pointer][ReadBuf pointer] for a frame written from a read
+// buffer; 8-byte aligned; one that does not fit before the ring's end is preceded by a wrap mark.
 class TxThread {
  public:
   static constexpr size_t kCapacity = 1u << 20;
@@ -180,20 +251,26 @@ class TxThread {
   // drains) in, waiting for room while the ring is full. False: stopped. Call Ready() first.
   bool Put(const uint8_t* data, size_t len) {
     if (ring_ == nullptr || len > kMaxFrame) return false;
-    const size_t need = (8 + len + 7) & ~size_t{7};
-    const uint64_t t = tail_.load(std::memory_order_relaxed);
-    const size_t idx = t % kCapacity;
-    const size_t skip = idx + need > kCapacity ? kCapacity - idx : 0;
-    if (!WaitRoom(t + skip + need)) return false;
-    if (skip != 0) {
-      const uint32_t mark[2] = {kWrap, 0};
-      std::memcpy(ring_ + idx, mark, 8);
-    }
-    uint8_t* at = ring_ + (t + skip) % kCapacity;
+    uint8_t* at = Reserve((8 + len + 7) & ~size_t{7});
+    if (at == nullptr) return false;
     const uint32_t hdr[2] = {static_cast<uint32_t>(len), 0};
     std::memcpy(at, hdr, 8);
     std::memcpy(at + 8, data, len);
-    tail_.store(t + skip + need, std::memory_order_seq_cst);
+    Publish();
+    return true;
+  }
+
+  // One frame written from the read buffer `rb` holding it (the caller took a reference, which
+  // the thread drops once it wrote the frame; on false the caller drops it).
+  bool PutRef(const uint8_t* data, size_t len, ReadBuf* rb) {
+    if (ring_ == nullptr || len > kMaxFrame) return false;
+    uint8_t* at = Reserve(kRefEntry);
+    if (at == nullptr) return false;
+    const uint32_t hdr[2] = {static_cast<uint32_t>(len), kRef};
+    std::memcpy(at, hdr, 8);
+    std::memcpy(at + 8, &data, sizeof data);
+    std::memcpy(at + 16, &rb, sizeof rb);
+    Publish();
     return true;
   }
 
@@ -220,10 +297,30 @@ class TxThread {
     ring_ = nullptr;
   }
 
-  std::atomic<uint64_t> frames{0}, bytes{0}, drops{0};
+  // `direct`: of `frames`, those written from a read buffer (not copied into the ring).
+  std::atomic<uint64_t> frames{0}, bytes{0}, drops{0}, direct{0};
 
  private:
   static constexpr uint32_t kWrap = 0xffffffffu;
+  static constexpr uint32_t kRef = 1;
+  static constexpr size_t kRefEntry = 24;
+
+  // Room for an entry of `need` bytes at the tail (after a wrap mark if it does not fit before
+  // the ring's end), waiting for it; null: stopped. Publish() makes it the thread's.
+  uint8_t* Reserve(size_t need) {
+    const uint64_t t = tail_.load(std::memory_order_relaxed);
+    const size_t idx = t % kCapacity;
+    const size_t skip = idx + need > kCapacity ? kCapacity - idx : 0;
+    if (!WaitRoom(t + skip + need)) return nullptr;
+    if (skip != 0) {
+      const uint32_t mark[2] = {kWrap, 0};
+      std::memcpy(ring_ + idx, mark, 8);
+    }
+    reserved_ = t + skip + need;
+    return ring_ + (t + skip) % kCapacity;
+  }
+
+  void Publish() { tail_.store(reserved_, std::memory_order_seq_cst); }
 
   // pthread rather than std::thread: the addon is built without exceptions, where a failed
   // std::thread (no more threads) would abort the process; this way the device writes itself.
@@ -281,15 +378,25 @@ class TxThread {
           continue;
         }
         const size_t len = hdr[0];
+        const bool ref = hdr[1] == kRef;
+        const uint8_t* data = ring_ + idx + 8;
+        ReadBuf* rb = nullptr;
+        if (ref) {
+          std::memcpy(&data, ring_ + idx + 8, sizeof data);
+          std::memcpy(&rb, ring_ + idx + 16, sizeof rb);
+        }
         ssize_t r;
-        if (const int err = WriteFrame(fd_, ring_ + idx + 8, len, &r); err == 0) {
+        const int err = WriteFrame(fd_, data, len, &r);
+        if (rb != nullptr) rb->refs.fetch_sub(1, std::memory_order_release);
+        if (err == 0) {
           frames.fetch_add(1, std::memory_order_relaxed);
           bytes.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+          if (ref) direct.fetch_add(1, std::memory_order_relaxed);
         } else {
           drops.fetch_add(1, std::memory_order_relaxed);
           last_errno_->store(err, std::memory_order_relaxed);
         }
-        h += (8 + len + 7) & ~size_t{7};
+        h += ref ? kRefEntry : (8 + len + 7) & ~size_t{7};
         head_.store(h, std::memory_order_seq_cst);
         if (producer_waiting_.load(std::memory_order_seq_cst)) {
           std::lock_guard<std::mutex> lk(mu_);
@@ -310,6 +417,7 @@ class TxThread {
   bool failed_ = false;
   bool started_ = false;
   pthread_t th_{};
+  uint64_t reserved_ = 0;
 };
 
 static_assert(((8 + kMaxFrame + 7) & ~size_t{7}) <= TxThread::kCapacity / 2, "a frame must fit the ring once it drains");
@@ -481,20 +589,28 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       return;
     }
 
-    // The batch buffer and the offsets array live in the JS heap (so no external-buffer
-    // restrictions apply) and are never reallocated: their backing stores do not move.
-    Napi::Buffer<uint8_t> batch = Napi::Buffer<uint8_t>::New(env, batch_bytes_);
-    batch_ = batch.Data();
-    Napi::Uint32Array offsets = Napi::Uint32Array::New(env, 2 * batch_frames_);
+    // The batch buffers and the offsets array live in the JS heap (so no external-buffer
+    // restrictions apply) and are never reallocated: their backing stores do not move. The
+    // offsets array's last element is the index of the buffer the last batch was read into.
+    Napi::Array batches = Napi::Array::New(env, kReadBuffers);
+    for (uint32_t i = 0; i < kReadBuffers; i++) {
+      Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(env, batch_bytes_);
+      bufs_[i].data = b.Data();
+      bufs_[i].len = batch_bytes_;
+      batches.Set(i, b);
+    }
+    Napi::Uint32Array offsets = Napi::Uint32Array::New(env, 2 * batch_frames_ + 1);
     offsets_ = offsets.Data();
     Napi::Object self = info.This().As<Napi::Object>();
     self.Set("name", Napi::String::New(env, name_));
     self.Set("vnetHdrLen", Napi::Number::New(env, vnet_ ? kVnetHdrLen : 0));
-    self.Set("batch", batch);
+    self.Set("batches", batches);
     self.Set("offsets", offsets);
     self.Set("batchFrames", Napi::Number::New(env, batch_frames_));
-    batch_ref_ = Napi::Persistent(batch.As<Napi::Object>());
+    batches_ref_ = Napi::Persistent(batches.As<Napi::Object>());
     offsets_ref_ = Napi::Persistent(offsets.As<Napi::Object>());
+    for (ReadBuf& b : bufs_) ReadBufs::Add(&b);
+    registered_ = true;
 
     env_ = env;
     napi_add_env_cleanup_hook(env, &TapDevice::EnvCleanup, this);
@@ -592,6 +708,8 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   // Reads until EAGAIN or the batch is full; `*count` = frames read. With `call_js` the frame
   // callback gets them. Returns true when a read error was reported (Fail called).
   bool ReadBatch(bool call_js, uint32_t* count) {
+    const uint32_t at = NextReadBuf();
+    uint8_t* const batch_ = bufs_[at].data;
     size_t off = 0;
     uint32_t n = 0;
     int err = 0;
@@ -613,6 +731,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     }
     *count = n;
     if (n > 0) {
+      offsets_[2 * batch_frames_] = at;
       counters_[kRxFrames] += n;
       counters_[kRxBytes] += bytes;
       counters_[kRxBatches] += 1;
@@ -626,6 +745,18 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       return true;
     }
     return false;
+  }
+
+  // The read buffer the next batch goes into: the last one when no transmit thread still writes
+  // from it (hot in the cache), else the next free one, else the next one once it is free.
+  uint32_t NextReadBuf() {
+    for (uint32_t k = 0; k < kReadBuffers; k++) {
+      const uint32_t i = (cur_ + k) % kReadBuffers;
+      if (bufs_[i].refs.load(std::memory_order_acquire) == 0) return cur_ = i;
+    }
+    cur_ = (cur_ + 1) % kReadBuffers;
+    AwaitUnreferenced(bufs_[cur_]);
+    return cur_;
   }
 
   // Call into JS from a libuv callback: MakeCallback runs the microtask/nextTick queues after
@@ -682,6 +813,14 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   // One frame to the transmit thread (behind what it holds); false: dropped, counted (larger
   // than any frame a TAP takes: EMSGSIZE).
   bool Queue(const uint8_t* data, size_t len) {
+    if (len >= kZeroCopyMin && len <= kMaxFrame) {
+      if (ReadBuf* rb = ReadBufs::Take(data, len)) {
+        if (tx_->PutRef(data, len, rb)) return true;
+        rb->refs.fetch_sub(1, std::memory_order_release);
+        counters_[kTxDrops] += 1;
+        return false;
+      }
+    }
     if (tx_->Put(data, len)) return true;
     counters_[kTxDrops] += 1;
     if (len > kMaxFrame) last_tx_errno_ = EMSGSIZE;
@@ -790,6 +929,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     o.Set("txBytes", Napi::Number::New(env, static_cast<double>(counters_[kTxBytes] + (tx != nullptr ? tx->bytes.load() : 0))));
     o.Set("txDrops", Napi::Number::New(env, static_cast<double>(counters_[kTxDrops] + (tx != nullptr ? tx->drops.load() : 0))));
     o.Set("txThreadFrames", Napi::Number::New(env, static_cast<double>(thread_frames_ + running)));
+    o.Set("txThreadDirectFrames", Napi::Number::New(env, static_cast<double>(direct_frames_ + (tx != nullptr ? tx->direct.load() : 0))));
     const int last = last_tx_errno_.load();
     if (last != 0) o.Set("lastTxError", Napi::String::New(env, ErrnoName(last)));
     return o;
@@ -894,8 +1034,16 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       counters_[kTxBytes] += tx_->bytes.load();
       counters_[kTxDrops] += tx_->drops.load();
       thread_frames_ += frames;
+      direct_frames_ += tx_->direct.load();
       delete tx_;
       tx_ = nullptr;
+    }
+    if (registered_) {
+      // No thread may write from the read buffers once they may be freed: none takes one now,
+      // and those that hold frames from them write them first.
+      registered_ = false;
+      for (ReadBuf& b : bufs_) ReadBufs::Remove(&b);
+      for (const ReadBuf& b : bufs_) AwaitUnreferenced(b);
     }
     if (fd_ >= 0) {
       close(fd_);
@@ -921,9 +1069,11 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   std::string name_;
   uint32_t batch_frames_ = kDefaultBatchFrames;
   size_t batch_bytes_ = kDefaultBatchBytes;
-  uint8_t* batch_ = nullptr;
+  ReadBuf bufs_[kReadBuffers];
+  uint32_t cur_ = 0;
+  bool registered_ = false;
   uint32_t* offsets_ = nullptr;
-  Napi::ObjectReference batch_ref_;
+  Napi::ObjectReference batches_ref_;
   Napi::ObjectReference offsets_ref_;
   Napi::FunctionReference on_frames_;
   Napi::FunctionReference on_error_;
@@ -937,6 +1087,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   // The latest write error, of this thread's writes or the transmit thread's.
   std::atomic<int> last_tx_errno_{0};
   uint64_t thread_frames_ = 0;
+  uint64_t direct_frames_ = 0;
   TxThread* tx_ = nullptr;
   bool in_batch_ = false;
   std::vector<napi_value> values_;

@@ -19,7 +19,8 @@
  * frames over: every frame is ≤ MTU + 14 and carries full checksums.
  *
  * Writes are synchronous (a TAP write never waits: the kernel takes the frame at once), or with
- * `txThread` a batch of 64 KiB or more is copied and written by the addon's transmit thread (and
+ * `txThread` a batch of 64 KiB or more is handed to the addon's transmit thread (copied, or for
+ * a frame of 4 KiB or more read from a TAP of this process, written from its read buffer; and
  * what follows it queues behind it, in order): the receiving side's stack, which runs inside a
  * TAP write, then overlaps the caller's next batch. A frame the kernel does not take is counted
  * in `txDrops` and never throws; see `write`/`writeBatch`.
@@ -92,6 +93,11 @@ export interface TapCounters {
   /** Of txFrames, those the transmit thread wrote (`txThread`). */
   txThreadFrames: number;
   /**
+   * Of txThreadFrames, those written from the read buffer they came in (4 KiB or more, from a TAP
+   * of this process, not rebuilt: no copy into the thread's ring).
+   */
+  txThreadDirectFrames: number;
+  /**
    * Frames the kernel dropped on their way to the gateway because the TAP's queue was full (the
    * interface's tx_dropped since the device was opened: the gateway fell behind a burst; the
    * senders retransmit). Read from sysfs when statistics are taken; absent where it is not
@@ -106,6 +112,7 @@ export interface TapCounters {
  * `vnetHdrLen` is 10.
  */
 export interface FrameBatch {
+  /** The buffer this batch was read into (one of the device's few: read it per batch). */
   readonly buf: Buffer;
   /** [offset0, length0, offset1, length1, ...]; only the first 2 * count entries are valid. */
   readonly offsets: Uint32Array;
@@ -123,7 +130,9 @@ export type FramesCallback = (batch: FrameBatch) => void;
 interface NativeTap {
   readonly name: string;
   readonly vnetHdrLen: number;
-  readonly batch: Buffer;
+  /** The read buffers; a batch goes into one no transmit thread still writes from. */
+  readonly batches: Buffer[];
+  /** Frame offsets and lengths, then (last element) the index of the last batch's buffer. */
   readonly offsets: Uint32Array;
   readonly batchFrames: number;
   start(onFrames: (count: number) => void, onError: (err: TapError) => void): void;
@@ -179,11 +188,21 @@ function tapError(code: TapErrorCode, message: string): TapError {
 
 class Batch implements FrameBatch {
   count = 0;
+  buf: Buffer;
+  private readonly at: number;
   constructor(
-    readonly buf: Buffer,
+    private readonly bufs: readonly Buffer[],
     readonly offsets: Uint32Array,
     readonly vnetHdrLen: number,
-  ) {}
+  ) {
+    this.buf = bufs[0]!;
+    this.at = offsets.length - 1;
+  }
+  /** After a read of `count` frames: the buffer they are in. */
+  filled(count: number): void {
+    this.count = count;
+    if (count > 0) this.buf = this.bufs[this.offsets[this.at]!]!;
+  }
   offset(i: number): number {
     return this.offsets[2 * i]!;
   }
@@ -238,7 +257,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
     this.name = native.name;
     this.vnetHdr = vnetHdr;
     this.vnetHdrLen = native.vnetHdrLen;
-    this.#batch = new Batch(native.batch, native.offsets, native.vnetHdrLen);
+    this.#batch = new Batch(native.batches, native.offsets, native.vnetHdrLen);
     this.#queueDropsBase = kernelTxDropped(this.name);
   }
 
@@ -289,7 +308,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   readNow(): number {
     if (this.#closed) return 0;
     const n = this.#native.readNow();
-    this.#batch.count = n;
+    this.#batch.filled(n);
     return n;
   }
 
@@ -306,8 +325,10 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   /**
    * Write frames in order; returns how many the kernel took. A refused frame is counted in
    * txDrops and skipped; on EAGAIN/ENOBUFS the remaining frames are dropped (counted) at once.
-   * With `txThread`, a batch the thread takes returns how many were handed over (copied: the
-   * caller's buffers are free at return); what the kernel refuses later is counted in txDrops.
+   * With `txThread`, a batch the thread takes returns how many were handed over (the caller's
+   * buffers are free at return: they are copied; only frames in the addon's own read buffers are
+   * written from there, which no later read overwrites first); what the kernel refuses later is
+   * counted in txDrops. A frame in a read buffer must not be changed once handed over.
    */
   writeBatch(frames: readonly Uint8Array[]): number {
     return this.#native.writeBatch(frames);
@@ -363,7 +384,7 @@ export class TapDevice extends EventEmitter<TapDeviceEvents> {
   }
 
   #onCount = (count: number): void => {
-    this.#batch.count = count;
+    this.#batch.filled(count);
     this.#cb?.(this.#batch);
   };
 

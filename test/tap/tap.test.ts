@@ -127,6 +127,18 @@ describeE2E('TAP device', e2eProblems(['ip', 'unshare', 'runuser', 'useradd']), 
       expect(closed.txThreadFrames).toBe((r['total'] as number) + 60);
     });
 
+    it(`${mode}: frames read from a TAP go out through another's transmit thread from the buffer they came in, never read over before they are written`, () => {
+      const r = probe('txdirect', vnet);
+      expect(r['timeout']).toBeUndefined();
+      expect(r['forwarded']).toBe(r['sent']);
+      // Every datagram arrives once, byte for byte (a buffer read over too soon: some twice, some never).
+      expect(r['bad']).toBe(0);
+      expect(r['dups']).toBe(0);
+      expect(r['got']).toBe(r['sent']);
+      const st = r['stats'] as Stats & { txThreadDirectFrames: number };
+      expect(st.txThreadDirectFrames).toBe(r['sent']);
+    });
+
     it(`${mode}: frames the kernel refuses are dropped and counted, not thrown`, () => {
       const r = probe('baddrop', vnet);
       expect(r['tooShort']).toBe(false);
