@@ -598,6 +598,9 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
       bufs_[i].data = b.Data();
       bufs_[i].len = batch_bytes_;
       batches.Set(i, b);
+      // Each buffer held itself (not only through the array JS could change): read(2) and the
+      // transmit threads use its memory for as long as the device lives.
+      buf_refs_[i] = Napi::Persistent(b.As<Napi::Object>());
     }
     Napi::Uint32Array offsets = Napi::Uint32Array::New(env, 2 * batch_frames_ + 1);
     offsets_ = offsets.Data();
@@ -1074,6 +1077,7 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   bool registered_ = false;
   uint32_t* offsets_ = nullptr;
   Napi::ObjectReference batches_ref_;
+  Napi::ObjectReference buf_refs_[kReadBuffers];
   Napi::ObjectReference offsets_ref_;
   Napi::FunctionReference on_frames_;
   Napi::FunctionReference on_error_;

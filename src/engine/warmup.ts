@@ -39,6 +39,7 @@ import { VIRTIO_NET_HDR_LEN } from '../wire/virtio.js';
 import { Gateway, type Side } from './gateway.js';
 import { warmupTalk, type Talk } from './warmup-talk.js';
 import { DEFAULT_LIMITS } from '../stream/limits.js';
+import { ByteStore } from '../stream/bytestore.js';
 
 export interface WarmupOptions {
   config: Config | null;
@@ -121,6 +122,8 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
   const bulk = bulkPorts(rules, cfg, b.vnet);
   const talks = ports.map((_, i) => Array.from({ length: TALK_VARIANTS }, (_, v) => warmupTalk(i === 0 ? undefined : rules[i - 1], v, bulk[i] === true)));
   const probe = talks[0]![0]!.request;
+  // First: the code the traffic below gets optimised with must already know these paths.
+  storeRarePaths();
   for (let k = 0; frames < target; k++) {
     now += 5.25;
     send(b.icmp(client, server, 8, k), 0);
@@ -139,6 +142,37 @@ export function warmUp(opts: WarmupOptions): WarmupResult {
     gw.tick(now, sink);
   }
   return { frames, ms: performance.now() - t0, stats: gw.stats() };
+}
+
+/**
+ * The byte store's paths a long connection takes and the warm-up's short ones do not: a ring
+ * grown while its bytes wrap round its end, a ring halved after rings in a row held little, a
+ * ring shrunk (stream/bytestore.ts). Their first run in a real download threw the optimised code of the
+ * stream engine that inlines them away ("insufficient type feedback"). Run before the traffic:
+ * code optimised before a path first ran keeps its deoptimisation exit there.
+ */
+function storeRarePaths(): void {
+  const bytes = new Uint8Array(200);
+  // More runs than V8 lets a function go before it keeps feedback (8 calls): fewer record none.
+  for (let r = 0; r < 16; r++) {
+    const s = new ByteStore(1_000 * r, 0);
+    s.append(bytes);
+    s.dropBelow(s.end - 50);
+    // 50 held from index 150 of a 256-byte ring: 200 more wrap round its end, then 200 more
+    // than it holds move the wrapped bytes to a larger one.
+    s.append(bytes);
+    s.append(bytes);
+    // Grown to 2 KiB, then most of it acknowledged: the ring shrinks to what is left.
+    for (let i = 0; i < 4; i++) s.append(bytes);
+    s.dropBelow(s.end - 300);
+    s.shrink();
+    // Rings in a row far below their size: the next one starts at half (ByteStore.reset).
+    for (let i = 0; i < 10; i++) {
+      s.reset(s.end);
+      s.append(bytes.subarray(0, 20));
+    }
+    s.reset(s.end);
+  }
 }
 
 /**

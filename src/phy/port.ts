@@ -7,7 +7,8 @@
  *
  * Frames read are handed to the handler one by one, as views valid only during the call; a
  * port that keeps a frame (a delayed one) copies it. `write` takes frames the caller may reuse
- * after the call. Time is passed in: a port owns no clock, except that a device's read event
+ * after the call, but for frames read from a TAP (views of its read buffer), which must not be
+ * changed once written: the TAP's transmit thread may still write from them (phy/tap.ts). Time is passed in: a port owns no clock, except that a device's read event
  * must say when it happened (`listen`'s `clock`).
  */
 import type { TapCounters, TapDevice } from './tap.js';
