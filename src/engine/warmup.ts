@@ -399,6 +399,9 @@ function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number,
         c2s(cs, ACK, undefined, undefined, before, DOWNLOAD_WINDOW);
         acks++;
       }
+      // Once, segments of the frame not yet acknowledged sent again (as after a loss): a
+      // retransmission inside the rewritten range, starting inside a command and past one.
+      if (n === 5 && per > 12 * MSS) for (let k = 1; k <= 10; k++) s2c(ss + o + k * MSS, ACK, res.subarray(o + k * MSS, o + (k + 1) * MSS));
     }
     ss += res.length;
     // A partial ACK first (the first segment of the rest: rewritten bytes beyond it move the
