@@ -126,7 +126,13 @@ export class Rewriter {
   readonly stream = newStreamCounters();
   readonly budget: GlobalBudget = { queueBytes: 0, storeBytes: 0 };
   /** The engine's output for the segment or timer just handled (reused). */
-  readonly outs: TcpOut<SegTag>[] = [];
+  /**
+   * Made as an array of objects from the start: the live gateway's is made before the JIT
+   * warm-up, whose own arrays of this kind went from small integers to objects at their first
+   * element, and code optimised on those took the live one's first element for another map
+   * ("wrong map" at the first real SYN).
+   */
+  readonly outs: TcpOut<SegTag>[] = objectArray<TcpOut<SegTag>>();
   /** Flows whose connection has a timer pending, by when (see `due`). */
   private readonly timed = new TimerQueue<Flow<Connection<SegTag>>>();
   /** `due`'s list of the flows it takes (reused). */
@@ -481,4 +487,11 @@ function readSack(tcp: TcpSegment): Array<[number, number]> | null {
   const out: Array<[number, number]> = [];
   for (let i = 0; i < n; i++) out.push([tcp.sackLeft(i), tcp.sackRight(i)]);
   return out;
+}
+
+/** An empty array whose elements are objects already (V8's elements kind), not small integers. */
+function objectArray<T>(): T[] {
+  const a: T[] = [undefined as unknown as T];
+  a.length = 0;
+  return a;
 }
