@@ -33,12 +33,12 @@
 // overlaps the next batch; smaller batches are written at once as before, unless the ring still
 // holds frames (then they queue behind them: frames leave in the order they were handed over).
 // A full ring makes writeBatch wait for room (waking the thread: a batch larger than the ring
-// is written while it is put). A frame of 4 KiB or more that lies in a read buffer of a device of
-// the process (a frame forwarded as it came, its headers rewritten in place) is not copied: the
-// ring holds a reference, and that buffer is not read into again until the thread wrote it
-// (under 8 iperf3 flows the copy into the ring was 5–14 % of the process's CPU). The ring is small so that the copy lands in cache: with 4 MiB
-// the copy was 14 % of the process's CPU under 8 iperf3 flows (perf), with 1 MiB 5 %. The thread counts what it writes and drops as the
-// synchronous path does (per frame); close() lets it write what it holds, then joins it.
+// is written while it is put). The ring is small so that the copy lands in cache: under 8 iperf3
+// flows the copy was 14 % of the process's CPU with 4 MiB, 5 % with 1 MiB (perf). A frame of 4 KiB
+// or more that lies in a read buffer of a device of the process (forwarded as it came, its
+// headers rewritten in place) is not copied at all: the ring holds a reference, and that buffer
+// is not read into again until the thread wrote it. The thread counts what it writes and drops
+// as the synchronous path does (per frame); close() lets it write what it holds, then joins it.
 // Measured: iperf3, 8 flows under a rule, 7.9 → 9.1 Gbit/s (bench/README.md); small frames
 // (wrk) stay synchronous, where handing over cost more than it saved.
 // Bulk mode. While any device of the process handed a large batch to its thread in the last
@@ -610,7 +610,6 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
     self.Set("batches", batches);
     self.Set("offsets", offsets);
     self.Set("batchFrames", Napi::Number::New(env, batch_frames_));
-    batches_ref_ = Napi::Persistent(batches.As<Napi::Object>());
     offsets_ref_ = Napi::Persistent(offsets.As<Napi::Object>());
     for (ReadBuf& b : bufs_) ReadBufs::Add(&b);
     registered_ = true;
@@ -1076,7 +1075,6 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   uint32_t cur_ = 0;
   bool registered_ = false;
   uint32_t* offsets_ = nullptr;
-  Napi::ObjectReference batches_ref_;
   Napi::ObjectReference buf_refs_[kReadBuffers];
   Napi::ObjectReference offsets_ref_;
   Napi::FunctionReference on_frames_;
