@@ -62,13 +62,35 @@ export async function restartGateway(prefix: string, config: string, extra: stri
 
 export type GatewayStats = Record<string, Record<string, any>>;
 
+/** Gateway pids whose 'gateway running' line was seen (gatewayStats asks each once). */
+const seenRunning = new Set<string>();
+
 /**
- * The gateway's statistics line, printed on SIGUSR1 into the lab's gateway.log. The pid is read
- * from the lab's gateway.pid unless given.
+ * Waits until the gateway `pid` logged that it runs: a SIGUSR1 before finds the listener that
+ * keeps Node's inspector off and prints nothing (src/cli/signals.ts). The lab is up once the TAPs
+ * are attached, before the warm-up ends; under --queues a queue process may already forward
+ * while another warms up and the supervisor waits for it.
+ */
+function awaitRunning(log: string, pid: number): void {
+  const key = `${log}:${pid}`;
+  if (seenRunning.has(key)) return;
+  const end = Date.now() + 30_000;
+  const mine = (line: string): boolean => line.includes(`"pid":${pid},`) && line.includes('"msg":"gateway running');
+  while (!readFileSync(log, 'utf8').split('\n').some(mine)) {
+    if (Date.now() > end) throw new Error(`the gateway (pid ${pid}) did not log that it runs within 30 s; log:\n${readFileSync(log, 'utf8').slice(-3000)}`);
+    spawnSync('sleep', ['0.05']);
+  }
+  seenRunning.add(key);
+}
+
+/**
+ * The gateway's statistics line, printed on SIGUSR1 into the lab's gateway.log once it runs. The
+ * pid is read from the lab's gateway.pid unless given.
  */
 export function gatewayStats(prefix: string, pid?: number): GatewayStats {
   const target = pid ?? (JSON.parse(readFileSync(join(labStateDir(prefix), 'gateway.pid'), 'utf8')).pid as number);
   const log = join(labStateDir(prefix), 'gateway.log');
+  awaitRunning(log, target);
   const before = readFileSync(log, 'utf8').length;
   process.kill(target, 'SIGUSR1');
   const end = Date.now() + 5000;
