@@ -438,6 +438,324 @@ struct Many {
   }
 };
 
+// Aho–Corasick automata of a long list (more than 64 rules), for input crafted against the
+// one-pass scan above (Many gives up past its budget) and for lists Many does not take (a pattern
+// longer than MANY_MAX_PATTERN): before them the JS scan did such a buffer, each rule's search on
+// its own (1,000 rules over a run of "a": 0.02 GiB/s). Built once per rule set (literalAutomaton,
+// kept by literal-search.ts), its cost per byte does not depend on what the bytes are.
+//
+// The scan's question at a position s: the lowest rule whose pattern occurs at s, or (unless
+// final) whose pattern is longer than what is left and begins with it. The first is answered for
+// every position of the buffer in one pass from its end: the automaton of the reversed patterns,
+// run over the reversed buffer, is after reading the bytes from the end down to s in the state of
+// the longest reversed pattern prefix that ends there, and every pattern occurring at s is a
+// pattern of that state or of its failure chain; the lowest rule among them is a property of the
+// state (`out`). A complete table (a DFA over byte classes: the bytes no pattern has are one
+// class), one read per byte. The second needs only the last maxLen - 1 starts: the automaton of the
+// patterns themselves (a trie with failure links) over them ends in the state of the longest
+// suffix that begins a pattern; its failure chain holds every shorter one, and the lowest rule of a
+// longer pattern below each is a property of the state (`sub`).
+struct RevDfa {
+  int32_t C = 0;
+  uint8_t cls[256] = {};
+  // A row of C + 1 per state: the lowest rule among the patterns that start where the state was
+  // reached (R: none), then per class the next state's row offset (one dependent load a byte).
+  std::vector<int32_t> table;
+};
+
+struct FwdTrie {
+  std::vector<std::vector<std::pair<uint8_t, int32_t>>> kids;  // per state, sorted by byte
+  std::vector<int32_t> fail, depth;
+  std::vector<int32_t> sub;  // per state: the lowest rule of a pattern longer than the state that begins with it
+  int32_t Goto(int32_t u, uint8_t c) const {
+    for (const auto& e : kids[static_cast<size_t>(u)]) {
+      if (e.first == c) return e.second;
+      if (e.first > c) break;
+    }
+    return -1;
+  }
+  int32_t Step(int32_t u, uint8_t c) const {
+    for (;;) {
+      const int32_t v = Goto(u, c);
+      if (v >= 0) return v;
+      if (u == 0) return 0;
+      u = fail[static_cast<size_t>(u)];
+    }
+  }
+};
+
+struct Automaton {
+  size_t R = 0;
+  size_t maxLen = 0;
+  size_t bytes = 0;
+  bool has[2] = {false, false};
+  RevDfa rev[2];
+  FwdTrie fwd[2];
+};
+
+// The most memory one rule set's automata may take; a bigger set keeps the JS scan.
+constexpr size_t kAutomatonMaxBytes = 64u << 20;
+const napi_type_tag kAutomatonTag = {0x7461706761746521ull, 0x41686f436f726173ull};
+
+// The automata of kind `kind`'s patterns (0: case-sensitive, 1: case-insensitive, lowered).
+// False when they would take more than `room` bytes.
+bool BuildKind(Automaton* a, int kind, const uint8_t* pats, const int32_t* rules, size_t R, size_t room) {
+  size_t total = 0;
+  bool used[256] = {};
+  for (size_t r = 0; r < R; r++) {
+    const int32_t* q = rules + 5 * r;
+    if (q[2] != kind) continue;
+    total += static_cast<size_t>(q[1]);
+    for (int32_t j = 0; j < q[1]; j++) used[pats[q[0] + j]] = true;
+  }
+  if (total == 0) return true;
+  a->has[kind] = true;
+  RevDfa& d = a->rev[kind];
+  int32_t C = 1;
+  for (int b = 0; b < 256; b++) d.cls[b] = used[b] ? static_cast<uint8_t>(C++) : 0;
+  d.C = C;
+  const size_t maxStates = total + 1;
+  // The reverse table, and the forward trie's arrays and edges (about 32 bytes a state).
+  const size_t need = maxStates * static_cast<size_t>(C + 1) * 4 + maxStates * (4 + 48);
+  if (need > room) return false;
+  a->bytes += need;
+  const int32_t none = static_cast<int32_t>(R);
+  // The reversed patterns' trie, then completed into a DFA (breadth first: a state's failure is
+  // shallower, its row complete when the state's is made).
+  std::vector<int32_t> delta(static_cast<size_t>(C), -1);
+  std::vector<int32_t> own(1, none);
+  for (size_t r = 0; r < R; r++) {
+    const int32_t* q = rules + 5 * r;
+    if (q[2] != kind) continue;
+    const uint8_t* p = pats + q[0];
+    const size_t m = static_cast<size_t>(q[1]);
+    int32_t u = 0;
+    for (size_t j = 0; j < m; j++) {
+      const size_t at = static_cast<size_t>(u) * C + d.cls[p[m - 1 - j]];
+      int32_t v = delta[at];
+      if (v < 0) {
+        v = static_cast<int32_t>(own.size());
+        own.push_back(none);
+        delta.resize(delta.size() + C, -1);
+        delta[at] = v;
+      }
+      u = v;
+    }
+    own[static_cast<size_t>(u)] = std::min(own[static_cast<size_t>(u)], static_cast<int32_t>(r));
+  }
+  const size_t S = own.size();
+  std::vector<int32_t> fail(S, 0), out(S, none), queue;
+  queue.reserve(S);
+  for (int32_t c = 0; c < C; c++) {
+    const int32_t v = delta[c];
+    if (v < 0) delta[c] = 0;
+    else queue.push_back(v);
+  }
+  for (size_t h = 0; h < queue.size(); h++) {
+    const int32_t u = queue[h];
+    const size_t us = static_cast<size_t>(u);
+    out[us] = std::min(own[us], out[static_cast<size_t>(fail[us])]);
+    const size_t row = us * C, frow = static_cast<size_t>(fail[us]) * C;
+    for (int32_t c = 0; c < C; c++) {
+      const int32_t v = delta[row + c];
+      if (v < 0) delta[row + c] = delta[frow + c];
+      else {
+        fail[static_cast<size_t>(v)] = delta[frow + c];
+        queue.push_back(v);
+      }
+    }
+  }
+  const size_t W = static_cast<size_t>(C) + 1;
+  d.table.resize(S * W);
+  for (size_t u = 0; u < S; u++) {
+    d.table[u * W] = out[u];
+    for (size_t c = 0; c < static_cast<size_t>(C); c++) d.table[u * W + 1 + c] = delta[u * C + c] * static_cast<int32_t>(W);
+  }
+  // The patterns' own trie (only the last maxLen - 1 bytes of a buffer go through it).
+  FwdTrie& t = a->fwd[kind];
+  t.kids.assign(1, {});
+  t.depth.assign(1, 0);
+  std::vector<int32_t> fown(1, none), parent(1, -1);
+  for (size_t r = 0; r < R; r++) {
+    const int32_t* q = rules + 5 * r;
+    if (q[2] != kind) continue;
+    const uint8_t* p = pats + q[0];
+    int32_t u = 0;
+    for (int32_t j = 0; j < q[1]; j++) {
+      int32_t v = t.Goto(u, p[j]);
+      if (v < 0) {
+        v = static_cast<int32_t>(t.kids.size());
+        auto& ks = t.kids[static_cast<size_t>(u)];
+        ks.insert(std::lower_bound(ks.begin(), ks.end(), std::make_pair(p[j], int32_t{-1})), std::make_pair(p[j], v));
+        t.kids.emplace_back();
+        t.depth.push_back(j + 1);
+        fown.push_back(none);
+        parent.push_back(u);
+      }
+      u = v;
+    }
+    fown[static_cast<size_t>(u)] = std::min(fown[static_cast<size_t>(u)], static_cast<int32_t>(r));
+  }
+  const size_t F = t.kids.size();
+  // A child is made after its parent: from the last state back, each gives its parent its own
+  // pattern's rule and those below it.
+  t.sub.assign(F, none);
+  for (size_t v = F - 1; v >= 1; v--) {
+    const size_t pu = static_cast<size_t>(parent[v]);
+    t.sub[pu] = std::min(t.sub[pu], std::min(fown[v], t.sub[v]));
+  }
+  t.fail.assign(F, 0);
+  queue.clear();
+  for (const auto& e : t.kids[0]) queue.push_back(e.second);
+  for (size_t h = 0; h < queue.size(); h++) {
+    const int32_t u = queue[h];
+    for (const auto& e : t.kids[static_cast<size_t>(u)]) {
+      t.fail[static_cast<size_t>(e.second)] = t.Step(t.fail[static_cast<size_t>(u)], e.first);
+      queue.push_back(e.second);
+    }
+  }
+  return true;
+}
+
+void FreeAutomaton(napi_env env, void* data, void* /*hint*/) {
+  Automaton* a = static_cast<Automaton*>(data);
+  int64_t left = 0;
+  napi_adjust_external_memory(env, -static_cast<int64_t>(a->bytes), &left);
+  delete a;
+}
+
+// literalAutomaton(pats, rules): the automata of a packed rule set (replaceLiterals' `pats` and
+// `rules`), an opaque value replaceLiterals takes; null when they would take more than
+// kAutomatonMaxBytes (or bad arguments).
+napi_value LiteralAutomaton(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_value null;
+  napi_get_null(env, &null);
+  const uint8_t* pats;
+  size_t np, nr;
+  int32_t* rules;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 2 || !ByteView(env, argv[0], &pats, &np) ||
+      !Int32View(env, argv[1], &rules, &nr) || nr % 5 != 0 || nr == 0) {
+    return null;
+  }
+  const size_t R = nr / 5;
+  Automaton* a = new Automaton();
+  a->R = R;
+  for (size_t r = 0; r < R; r++) {
+    const int32_t* q = rules + 5 * r;
+    if (q[0] < 0 || q[1] <= 0 || static_cast<size_t>(q[0]) + q[1] > np || (q[2] != 0 && q[2] != 1)) {
+      delete a;
+      return null;
+    }
+    a->maxLen = std::max(a->maxLen, static_cast<size_t>(q[1]));
+  }
+  for (int kind = 0; kind < 2; kind++) {
+    if (!BuildKind(a, kind, pats, rules, R, kAutomatonMaxBytes - a->bytes)) {
+      delete a;
+      return null;
+    }
+  }
+  napi_value v;
+  if (napi_create_external(env, a, FreeAutomaton, nullptr, &v) != napi_ok) {
+    delete a;
+    return null;
+  }
+  napi_type_tag_object(env, v, &kAutomatonTag);
+  int64_t total = 0;
+  napi_adjust_external_memory(env, static_cast<int64_t>(a->bytes), &total);
+  return v;
+}
+
+// Per call: the lowest rule whose pattern starts at each position from `lo` (R: none), and from
+// `tailLo` on the lowest rule of a longer pattern that begins with the rest of the buffer.
+thread_local std::vector<int32_t> acRule;
+thread_local std::vector<int32_t> acUndecided;
+
+struct AcScan {
+  const Automaton* a = nullptr;
+  size_t n = 0, lo = 0, tailLo = 0;
+  int32_t none = 0;
+  bool final = true;
+  // acRule's and acUndecided's data (a thread_local costs a call per access).
+  const int32_t* ruleAt = nullptr;
+  int32_t* undecidedAt = nullptr;
+
+  void Prepare(const Automaton* au, const uint8_t* buf, const uint8_t* low, size_t len, size_t from, bool fin) {
+    a = au;
+    n = len;
+    lo = from;
+    final = fin;
+    none = static_cast<int32_t>(a->R);
+    std::vector<int32_t>& rules = acRule;
+    if (rules.size() < n - lo) rules.resize(n - lo);
+    int32_t* rule = rules.data();
+    bool first = true;
+    for (int kind = 0; kind < 2; kind++) {
+      if (!a->has[kind]) continue;
+      const uint8_t* hay = (kind ? low : buf) + lo;
+      const RevDfa& d = a->rev[kind];
+      const int32_t* table = d.table.data();
+      uint8_t cls[256];
+      memcpy(cls, d.cls, sizeof cls);
+      size_t row = 0;
+      if (first) {
+        for (size_t i = n - lo; i > 0; i--) {
+          row = static_cast<size_t>(table[row + 1 + cls[hay[i - 1]]]);
+          rule[i - 1] = table[row];
+        }
+      } else {
+        for (size_t i = n - lo; i > 0; i--) {
+          row = static_cast<size_t>(table[row + 1 + cls[hay[i - 1]]]);
+          rule[i - 1] = std::min(rule[i - 1], table[row]);
+        }
+      }
+      first = false;
+    }
+    if (first) std::fill(rule, rule + (n - lo), none);
+    ruleAt = rule;
+    if (final) return;
+    tailLo = n - lo > a->maxLen - 1 ? n - (a->maxLen - 1) : lo;
+    acUndecided.assign(n - tailLo, none);
+    undecidedAt = acUndecided.data();
+    for (int kind = 0; kind < 2; kind++) {
+      if (!a->has[kind]) continue;
+      const uint8_t* hay = kind ? low : buf;
+      const FwdTrie& t = a->fwd[kind];
+      int32_t u = 0;
+      for (size_t i = tailLo; i < n; i++) u = t.Step(u, hay[i]);
+      for (; u != 0; u = t.fail[static_cast<size_t>(u)]) {
+        const size_t us = static_cast<size_t>(u);
+        if (t.sub[us] >= none) continue;
+        int32_t& x = undecidedAt[n - static_cast<size_t>(t.depth[us]) - tailLo];
+        x = std::min(x, t.sub[us]);
+      }
+    }
+  }
+
+  // The leftmost event at or after `pos` (kNone: none), its rule and whether it is decided.
+  int64_t Next(size_t pos, size_t* rule, bool* decided) const {
+    const size_t tail = final ? n : tailLo;
+    size_t s = std::max(pos, lo);
+    // Most positions start nothing: skip them in a tight loop.
+    while (s < tail && ruleAt[s - lo] >= none) s++;
+    for (; s < n; s++) {
+      int32_t r = ruleAt[s - lo];
+      bool dec = true;
+      if (s >= tail && undecidedAt[s - tailLo] < r) {
+        r = undecidedAt[s - tailLo];
+        dec = false;
+      }
+      if (r < none) {
+        *rule = static_cast<size_t>(r);
+        *decided = dec;
+        return static_cast<int64_t>(s);
+      }
+    }
+    return kNone;
+  }
+};
+
 // The replace agent's scan of literal rules, whole (src/agent/replace.ts Scan.run with EditRun,
 // its reference: the tests run both over random inputs). Rules are tried at increasing positions;
 // the leftmost match wins, at equal starts the earlier rule; after a match the search goes on at
@@ -451,13 +769,16 @@ struct Many {
 // there are none), pats (the patterns back to back), rules (Int32Array: per rule pattern offset,
 // length, ci, output offset, output length), outs (the outputs back to back), flags (1 final,
 // 2 join), mergeGap, mergeSpan, res (Int32Array: [edits, matches, hold, scratch bytes used, then
-// per edit at, len, from, to]), scratch; for more than 64 rules also index and any (Many). Returns
-// 0, or 1 (the same, Many having bailed out and done the rest rule by rule), -1 (bad arguments),
-// -2 (res too small), -3 (scratch too small), -4 (Many bailed out past 64 rules: the JS scan does
-// the buffer): the caller sizes res and scratch from the buffer's length first.
+// per edit at, len, from, to]), scratch; then index and any (Many: null/undefined for none, needed
+// past 64 rules unless the automata do it all), then the rule set's automata (literalAutomaton;
+// flags 4: they scan the whole buffer, Many not asked). Returns 0, or 1 (the same, Many having
+// bailed out and the rest done by the automata or rule by rule), -1 (bad arguments), -2 (res too
+// small), -3 (scratch too small), -4 (Many bailed out past 64 rules and no automata were given:
+// the caller builds them, or has the JS scan do the buffer): the caller sizes res and scratch from
+// the buffer's length first.
 napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
-  size_t argc = 12;
-  napi_value argv[12];
+  size_t argc = 13;
+  napi_value argv[13];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 10) return Int(env, -1);
   const uint8_t *buf, *low, *pats, *outs;
   size_t n, nl, np, no, nr, nres, ns;
@@ -479,8 +800,24 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   }
   const bool final = (flags & 1) != 0;
   const bool join = (flags & 2) != 0;
+  // The automata of the rule set (literalAutomaton), when given: they do what Many gives up, or
+  // (flags 4) the whole buffer.
+  const Automaton* automaton = nullptr;
+  if (argc >= 13) {
+    bool ours = false;
+    void* data = nullptr;
+    if (napi_check_object_type_tag(env, argv[12], &kAutomatonTag, &ours) == napi_ok && ours &&
+        napi_get_value_external(env, argv[12], &data) == napi_ok) {
+      automaton = static_cast<const Automaton*>(data);
+      if (automaton->R != R) return Int(env, -1);
+    }
+  }
+  AcScan ac;
+  bool useAc = automaton != nullptr && (flags & 4) != 0;
+  if (useAc) ac.Prepare(automaton, buf, low, n, 0, final);
   Many many{};
-  bool useMany = argc >= 12;
+  napi_valuetype t10 = napi_undefined;
+  bool useMany = !useAc && argc >= 12 && napi_typeof(env, argv[10], &t10) == napi_ok && t10 == napi_object;
   bool bailed = false;
   if (useMany) {
     int32_t* ix;
@@ -489,8 +826,8 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
     if (!Int32View(env, argv[10], &ix, &nix) || !ByteView(env, argv[11], &any, &nany) || nany != 65536 || !many.Init(ix, nix, any, rules, pats, R)) return Int(env, -1);
     // Eight bytes hashed per byte of the buffer: ordinary text takes a small part of it (1,000
     // redaction patterns over English, the prefix all of them share repeated: about 4).
-    many.budget = 8 * n + 4096;
-  } else if (R > 64) {
+    many.budget = (automaton != nullptr ? 2 : 8) * n + 4096;
+  } else if (R > 64 && !useAc) {
     return Int(env, -1);
   }
   // Per rule, its next event: start (kNone: none), decided.
@@ -535,15 +872,27 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   for (;;) {
     int64_t best = kNone;
     size_t bestR = 0;
-    if (useMany) {
+    if (useAc) {
+      bool decided = true;
+      best = ac.Next(static_cast<size_t>(pos), &bestR, &decided);
+      if (best == kNone || !decided) {
+        hold = best == kNone ? static_cast<int64_t>(n) : best;
+        break;
+      }
+    } else if (useMany) {
       bool decided = true;
       best = many.Next(buf, low, n, static_cast<size_t>(pos), final, R, &bestR, &decided);
       if (many.Bailed()) {
-        // Hostile input: the rest rule by rule from here (the same answers), or past 64 rules
-        // the JS scan for the whole buffer.
-        if (R > 64) return Int(env, -4);
+        // Hostile input: the rest by the automata from here when given, else rule by rule (the
+        // same answers), or past 64 rules the caller builds the automata or has the JS scan do it.
         useMany = false;
         bailed = true;
+        if (automaton != nullptr) {
+          useAc = true;
+          ac.Prepare(automaton, buf, low, n, static_cast<size_t>(pos), final);
+        } else if (R > 64) {
+          return Int(env, -4);
+        }
         continue;
       }
       if (best == kNone || !decided) {
@@ -551,7 +900,7 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
         break;
       }
     }
-    for (size_t r = 0; r < R && !useMany; r++) {
+    for (size_t r = 0; r < R && !useMany && !useAc; r++) {
       if (!evSet[r] || evStart[r] < pos) {
         const int32_t* q = rules + 5 * r;
         const uint8_t* pat = pats + q[0];
@@ -602,7 +951,7 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
         bestR = r;
       }
     }
-    if (!useMany && (best == kNone || !evDecided[bestR])) {
+    if (!useMany && !useAc && (best == kNone || !evDecided[bestR])) {
       hold = best == kNone ? static_cast<int64_t>(n) : best;
       break;
     }
@@ -645,6 +994,9 @@ napi_value Init(napi_env env, napi_value exports) {
   }
   if (napi_create_function(env, "replaceLiterals", NAPI_AUTO_LENGTH, ReplaceLiterals, nullptr, &fn) == napi_ok) {
     napi_set_named_property(env, exports, "replaceLiterals", fn);
+  }
+  if (napi_create_function(env, "literalAutomaton", NAPI_AUTO_LENGTH, LiteralAutomaton, nullptr, &fn) == napi_ok) {
+    napi_set_named_property(env, exports, "literalAutomaton", fn);
   }
   // replaceLiterals takes the one-pass index (Many): literal-search.ts asks before passing it.
   napi_value yes;

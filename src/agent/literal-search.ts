@@ -2,7 +2,9 @@
  * The replace agent's literal search (replace.ts Scan), native when the addon `native/search.cc`
  * is built:
  * - `replaceLiterals`: the whole scan of a segment under literal rules alone (matches, joined
- *   edits, their bytes) in one call; null without the addon (the agent scans in JS then).
+ *   edits, their bytes) in one call; null without the addon (the agent scans in JS then). Past
+ *   64 rules what the one-pass scan gives up (and every segment of a set it does not take) goes
+ *   to the set's Aho–Corasick automata (`literalAutomaton`, made once per set, kept here).
  * - `findAll`: the starts of a pattern's occurrences at or after `from` (overlapping ones too), in
  *   order, as many as fit an Int32Array: for the JS scan (a regex among the rules), one call per
  *   segment and rule however dense the matches; the addon's far search (AVX2 on the pattern's
@@ -18,11 +20,13 @@ type FindAll = (hay: Uint8Array, pat: Uint8Array, from: number, out: Int32Array)
 type ReplaceLiteralsNative = (
   buf: Uint8Array, lowered: Uint8Array, pats: Uint8Array, rules: Int32Array, outs: Uint8Array,
   flags: number, mergeGap: number, mergeSpan: number, res: Int32Array, scratch: Uint8Array,
-  index?: Int32Array, any?: Uint8Array,
+  index?: Int32Array | null, any?: Uint8Array | null, automaton?: object,
 ) => number;
 interface Native {
   findAll?: FindAll;
   replaceLiterals?: ReplaceLiteralsNative;
+  /** The Aho–Corasick automata of a packed rule set (native/search.cc), or null (too big); an addon built before them has none. */
+  literalAutomaton?: (pats: Uint8Array, rules: Int32Array) => object | null;
   /** The addon takes the one-pass index (native/search.cc Many); an addon built before it does not. */
   many?: boolean;
 }
@@ -74,6 +78,12 @@ export interface PackedLiterals {
   maxOut: number;
   /** More than FEW_RULES rules: the index of their first bytes (manyIndex), else null. */
   many: { index: Int32Array; any: Uint8Array } | null;
+  /**
+   * Past 64 rules, the Aho–Corasick automata of the set (native/search.cc literalAutomaton),
+   * made the first time a scan needs them: undefined until then, null when they would take
+   * more than its memory bound (the JS scan then does what they would).
+   */
+  automaton?: object | null;
 }
 
 /**
@@ -248,32 +258,52 @@ let scratch = Buffer.allocUnsafeSlow(1 << 16);
  *  is done by the JS scan instead. */
 const SCRATCH_MAX = 4 << 20;
 
+/** The automata of `p` (made at the first call), or null: too big, or an addon without them. */
+function automatonOf(p: PackedLiterals): object | null {
+  if (p.automaton === undefined) p.automaton = addon?.literalAutomaton?.(p.pats, p.rules) ?? null;
+  return p.automaton;
+}
+
 /**
  * The replace agent's whole scan of a buffer under literal rules alone (replace.ts Scan.run,
  * EditRun), in one native call: null when the addon is not built (the agent scans in JS then),
  * or for a scan whose output outgrows SCRATCH_MAX; 'bailed' when the one-pass scan of more than
- * 64 rules met input crafted against it (the agent scans this buffer in JS: its cost does not
- * depend on what begins where).
+ * 64 rules met input crafted against it and the set's automata could not be made (the agent
+ * scans this buffer in JS). Past 64 rules the automata (native/search.cc AcScan) do what the
+ * one-pass scan gives up, and the whole buffer for a set it does not take (a pattern longer than
+ * MANY_MAX_PATTERN); `automaton`: they do every buffer (tests and the scan bench compare).
  */
-export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number): LiteralScan | 'bailed' | null {
+export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number, automaton = false): LiteralScan | 'bailed' | null {
   const f = addon?.replaceLiterals;
-  // Searched rule by rule, the addon takes at most 64.
-  if (f === undefined || (p.many === null && p.rules.length > 64 * 5)) return null;
+  if (f === undefined) return null;
+  // Searched rule by rule, the addon takes at most 64; past them the automata do a set Many does not take.
+  const whole = automaton || (p.many === null && p.rules.length > 64 * 5);
+  const ac = (whole ? automatonOf(p) : p.automaton) ?? undefined;
+  if (whole && ac === undefined) return null;
   // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
   const maxEdits = Math.floor(buf.length / p.minPat) + 1;
   if ((4 + 4 * maxEdits) * 4 > SCRATCH_MAX) return null;
   if (res.length < 4 + 4 * maxEdits) res = new Int32Array(4 + 4 * maxEdits);
   const bound = Math.min(buf.length + maxEdits * p.maxOut, SCRATCH_MAX);
   if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(bound, scratch.length * 2), SCRATCH_MAX));
-  const flags = (final ? 1 : 0) | (join ? 2 : 0);
+  const flags = (final ? 1 : 0) | (join ? 2 : 0) | (whole ? 4 : 0);
   const m = p.many;
-  const r = m === null
-    ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch)
-    : f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m.index, m.any);
+  const call = (a: object | undefined): number =>
+    a === undefined && m === null
+      ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch)
+      : a === undefined
+        ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m!.index, m!.any)
+        : f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m?.index ?? null, m?.any ?? null, a);
+  let r = call(ac);
+  if (r === -4) {
+    // The one-pass scan gave up past 64 rules before the automata were made: made now, once.
+    const a = automatonOf(p);
+    if (a === null) return 'bailed';
+    r = call(a);
+  }
   // More output than SCRATCH_MAX: the JS scan (which allocates as it goes) does this buffer.
   if (r === -3) return null;
-  if (r === -4) return 'bailed';
-  // 1: the one-pass scan bailed out and did the rest rule by rule (64 rules or fewer).
+  // 1: the one-pass scan bailed out and the rest was done by the automata or rule by rule.
   if (r !== 0 && r !== 1) throw new Error(`replace: the native literal scan failed (${r}: addon bug)`);
   return { edits: res[0]!, matches: res[1]!, hold: res[2]!, res, scratch, bailed: r === 1 };
 }

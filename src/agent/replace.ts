@@ -89,7 +89,8 @@ export function newReplaceCounters() {
     /**
      * Segments where the one-pass scan of a long list of literals (literal-search.ts FEW_RULES)
      * met input crafted against it (a candidate of its longest length at every byte) and the rest
-     * was scanned rule by rule, or in JS: the same answers, at their cost.
+     * was scanned by the list's Aho–Corasick automata (past 64 rules), rule by rule, or in JS
+     * (automata too big): the same answers, at their cost.
      */
     longListFallbacks: 0,
   };
@@ -115,9 +116,11 @@ export interface ReplaceOptions {
    * Literal rules alone are scanned by the addon in one call per segment (literal-search.ts
    * replaceLiterals) when it is built and the segment has NATIVE_SCAN_MIN_BYTES or more, or
    * there are more than FEW_RULES of them (the JS scan searches for each rule in turn);
-   * 'always': every segment; false: always the JS scan (the tests compare both).
+   * 'always': every segment; 'automaton': every segment, by the rule set's Aho–Corasick
+   * automata (what does a long list's segment the one-pass scan gives up); false: always the JS
+   * scan (the tests compare them).
    */
-  nativeScan?: boolean | 'always';
+  nativeScan?: boolean | 'always' | 'automaton';
 }
 
 /**
@@ -695,7 +698,7 @@ class Scan {
     this.off = prev >= 0 ? 1 : 0;
   }
 
-  run(rules: readonly CompiledRule[], base: number, native: boolean): ScanResult {
+  run(rules: readonly CompiledRule[], base: number, native: boolean, automaton = false): ScanResult {
     // Far above anything the gateway feeds (a segment and the held bytes before it).
     if (this.buf.length >= NO_POS) throw new RangeError(`replace: a scan of ${this.buf.length} bytes (at most ${NO_POS - 1})`);
     // No start at or after `limit` can be accepted by this scan: a regex rule is undecided from
@@ -706,7 +709,7 @@ class Scan {
     const packed = native ? packedOf(rules) : null;
     if (packed !== null) {
       const lowered = packed.anyCi ? (this.lowered ??= asciiLower(this.buf)) : null;
-      const s = replaceLiterals(packed, this.buf, lowered, this.final, this.join, MERGE_GAP, MERGE_SPAN);
+      const s = replaceLiterals(packed, this.buf, lowered, this.final, this.join, MERGE_GAP, MERGE_SPAN, automaton);
       if (s === 'bailed') this.bailed = true;
       else if (s !== null) return nativeResult(s, base);
     }
@@ -1104,8 +1107,8 @@ class ReplaceAgent implements Agent {
     const base = st.undecided;
     const scan = new Scan(buf, st.prev, final, this.opts.linearSearch === 'per-start', st, this.opts.joinMatches === true);
     const ns = this.opts.nativeScan;
-    const native = ns === 'always' || (ns !== false && (buf.length >= NATIVE_SCAN_MIN_BYTES || this.rules.length > FEW_RULES));
-    const { edits, matches, hold, giveUps, resetAt, bailed } = scan.run(this.rules, base, native);
+    const native = ns === 'always' || ns === 'automaton' || (ns !== false && (buf.length >= NATIVE_SCAN_MIN_BYTES || this.rules.length > FEW_RULES));
+    const { edits, matches, hold, giveUps, resetAt, bailed } = scan.run(this.rules, base, native, ns === 'automaton');
     if (bailed === true) {
       this.counters.longListFallbacks++;
       if (this.opts.counters !== undefined) this.opts.counters.longListFallbacks++;

@@ -1,7 +1,9 @@
 /**
  * The replace agent's scan of literal rules, native (native/search.cc `replaceLiterals`, one call
  * per segment: `nativeScan: 'always'`) against the JS scan in the same run (`nativeScan: false`:
- * Scan and EditRun, the occurrences from `findAll`), and what the gateway runs (the default: the
+ * Scan and EditRun, the occurrences from `findAll`), the rule set's Aho–Corasick automata alone
+ * (`nativeScan: 'automaton'`: what scans a long list's segments the one-pass scan gives up), and
+ * what the gateway runs (the default: the
  * native scan from NATIVE_SCAN_MIN_BYTES on): over 64 MiB fed in 64 KiB segments (what TAP GSO
  * hands over), random bytes under a pattern that never matches (the iperf3 benchmark's rule) and
  * a dense text body (a match every 59 bytes, joined edits), the HTTP benchmark's own body (two
@@ -94,7 +96,7 @@ function cases(): Case[] {
 }
 
 /** GiB/s of one run: the segments fed to fresh agents (c.agents in turn), as the gateway's factory makes them. */
-function once(c: Case, segments: Buffer[], nativeScan: boolean | 'always'): number {
+function once(c: Case, segments: Buffer[], nativeScan: boolean | 'always' | 'automaton'): number {
   // The other path's garbage is not collected on this one's time (node --expose-gc).
   (globalThis as { gc?: () => void }).gc?.();
   const f = createReplace({ joinMatches: true, nativeScan });
@@ -116,18 +118,19 @@ function once(c: Case, segments: Buffer[], nativeScan: boolean | 'always'): numb
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-export function runScanBench(runs = 5): { name: string; js: number; native: number; byDefault: number }[] {
+export function runScanBench(runs = 5): { name: string; js: number; native: number; automata: number; byDefault: number }[] {
   return cases().map((c) => {
     // One path's runs together: interleaved, the JS scan's garbage slows the native runs by half.
     const segments = c.segments();
-    const block = (nativeScan: boolean | 'always') => {
+    const block = (nativeScan: boolean | 'always' | 'automaton') => {
       once(c, segments, nativeScan);
       return median(Array.from({ length: runs }, () => once(c, segments, nativeScan)));
     };
     const js = block(false);
     const native = block('always');
+    const automata = block('automaton');
     const byDefault = block(true);
-    return { name: c.name, js, native, byDefault };
+    return { name: c.name, js, native, automata, byDefault };
   });
 }
 
@@ -135,9 +138,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const i = process.argv.indexOf('--runs');
   const runs = i >= 0 ? Number(process.argv[i + 1]) : 5;
   console.log(`replace agent, literal rules (median GiB/s of ${runs} runs; search backend: ${literalSearchBackend}; default: native from ${NATIVE_SCAN_MIN_BYTES} bytes):`);
-  console.log('| input | JS scan | native scan | native / JS | default | default / best |');
-  console.log('|---|---|---|---|---|---|');
+  console.log('| input | JS scan | native scan | native / JS | automata | default | default / best |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const r of runScanBench(runs)) {
-    console.log(`| ${r.name} | ${r.js.toFixed(2)} | ${r.native.toFixed(2)} | ${(r.native / r.js).toFixed(2)} | ${r.byDefault.toFixed(2)} | ${(r.byDefault / Math.max(r.js, r.native)).toFixed(2)} |`);
+    console.log(`| ${r.name} | ${r.js.toFixed(2)} | ${r.native.toFixed(2)} | ${(r.native / r.js).toFixed(2)} | ${r.automata.toFixed(2)} | ${r.byDefault.toFixed(2)} | ${(r.byDefault / Math.max(r.js, r.native)).toFixed(2)} |`);
   }
 }

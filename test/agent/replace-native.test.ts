@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createReplace, NATIVE_SCAN_MIN_BYTES, newReplaceCounters, type ReplaceRule } from '../../src/agent/replace.js';
-import { FEW_RULES, literalSearchBackend } from '../../src/agent/literal-search.js';
+import { FEW_RULES, literalSearchBackend, packLiterals, replaceLiterals } from '../../src/agent/literal-search.js';
 import type { AgentContext, AgentOutput } from '../../src/agent/types.js';
 
 const CTX: AgentContext = {
@@ -20,7 +20,7 @@ const CTX: AgentContext = {
 
 const show = (o: AgentOutput) => ({ from: o.undecidedFrom, edits: o.edits.map((e) => [e.at, e.len, Buffer.from(e.data).toString('latin1')]) });
 
-function run(rules: ReplaceRule[], chunks: string[], join: boolean, nativeScan: boolean | 'always') {
+function run(rules: ReplaceRule[], chunks: string[], join: boolean, nativeScan: boolean | 'always' | 'automaton') {
   const counters = newReplaceCounters();
   const a = createReplace({ joinMatches: join, nativeScan, counters }).create(rules, CTX);
   const outs = [];
@@ -68,6 +68,66 @@ describe('native literal scan', () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('the Aho–Corasick automata of a rule set (what scans a long list\'s segments the one-pass scan gives up): the JS scan\'s edits, holds and counts', () => {
+    // Few rules and many, prefixes and suffixes of each other, the same pattern twice and both
+    // ways of case, one-byte patterns: every segment through the automata.
+    const word = fc.stringMatching(/^[abcAB\x00\xff]{1,6}$/);
+    const rule = fc.record({ find: word, with: fc.stringMatching(/^[xyz]{0,5}$/), ignoreCase: fc.boolean() });
+    fc.assert(
+      fc.property(
+        fc.array(rule, { minLength: 1, maxLength: 30 }),
+        fc.array(fc.stringMatching(/^[abcAB\x00\xff-]{0,60}$/), { minLength: 1, maxLength: 6 }),
+        fc.boolean(),
+        (rules, chunks, join) => {
+          expect(run(rules, chunks, join, 'automaton')).toEqual(run(rules, chunks, join, false));
+        },
+      ),
+      { numRuns: 1500 },
+    );
+    // Periodic patterns, long ones held across segments.
+    const periodic = fc.stringMatching(/^[ab]{1,14}$/);
+    fc.assert(
+      fc.property(fc.array(periodic, { minLength: 1, maxLength: 6 }), fc.array(fc.stringMatching(/^[ab]{0,60}$/), { minLength: 1, maxLength: 6 }), (pats, chunks) => {
+        const rules = pats.map((find, i) => ({ find, with: `<${i}>` }));
+        expect(run(rules, chunks, false, 'automaton')).toEqual(run(rules, chunks, false, false));
+      }),
+      { numRuns: 800 },
+    );
+  });
+
+  it('past 64 rules, input crafted against the one-pass scan and a set it does not take (a pattern longer than it takes): the automata give the JS scan\'s answers', () => {
+    // 300 rules a×(50..62)+letter, one of them far longer: no one-pass index, every segment through the automata.
+    const long = Array.from({ length: 300 }, (_, i) => ({ find: 'a'.repeat(50 + (i % 13)) + String.fromCharCode(0x62 + (i % 20)), with: `<${i}>` }));
+    const text = 'Hello world. ' + 'a'.repeat(20_000) + 'c Hello world ' + 'a'.repeat(52) + 'b' + ' Hello world ' + 'a'.repeat(30);
+    const cuts = [text.slice(0, 7000), text.slice(7000, 20_040), text.slice(20_040)];
+    for (const rules of [[{ find: 'Hello world', with: 'Hi' }, ...long], [{ find: 'Hello world', with: 'Hi' }, ...long, { find: 'b'.repeat(100) + 'a', with: 'B' }]]) {
+      const js = run(rules, cuts, true, false);
+      expect(js.matches).toBeGreaterThanOrEqual(4);
+      expect(run(rules, cuts, true, 'always')).toEqual(js);
+      expect(run(rules, cuts, true, true)).toEqual(js);
+      expect(run(rules, [text], true, 'automaton')).toEqual(run(rules, [text], true, false));
+    }
+  });
+
+  it('the automata are made once per rule set, within their memory bound: a set too big for them keeps the JS scan', () => {
+    const pack = (pats: string[]) => packLiterals(pats.map((p) => ({ pat: Buffer.from(p, 'latin1'), ci: false, out: Buffer.from('x') })));
+    const small = pack(Array.from({ length: 100 }, (_, i) => `k${i}-`));
+    const text = Buffer.from('k1- k42- k99- k100-', 'latin1');
+    const r = replaceLiterals(small, text, null, true, false, 0, 0, true);
+    expect(r).not.toBeNull();
+    expect(r !== null && r !== 'bailed' ? r.matches : -1).toBe(3); // k100- is none of k0- … k99-
+    const made = small.automaton;
+    expect(made).toBeTruthy();
+    replaceLiterals(small, text, null, true, false, 0, 0, true);
+    expect(small.automaton).toBe(made);
+    // 300 patterns of 1,000 bytes over every byte value: about 300 MB of table, over the 64 MiB bound.
+    let seed = 7;
+    const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24;
+    const big = pack(Array.from({ length: 300 }, () => String.fromCharCode(...Array.from({ length: 1000 }, rnd))));
+    expect(replaceLiterals(big, text, null, true, false, 0, 0, true)).toBeNull();
+    expect(big.automaton).toBeNull();
   });
 
   it('holds the same tail as the JS scan for long periodic patterns (the held suffix found by KMP, in linear time)', () => {
