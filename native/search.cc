@@ -17,8 +17,10 @@
 #include <node_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -463,14 +465,16 @@ struct RevDfa {
   std::vector<int32_t> table;
 };
 
+// The forward trie, flat: per state its first child, next sibling and the byte that leads to it
+// (no allocation per state), its failure, depth and `sub`.
 struct FwdTrie {
-  std::vector<std::vector<std::pair<uint8_t, int32_t>>> kids;  // per state, sorted by byte
+  std::vector<int32_t> child, sibling;
+  std::vector<uint8_t> byte;
   std::vector<int32_t> fail, depth;
   std::vector<int32_t> sub;  // per state: the lowest rule of a pattern longer than the state that begins with it
   int32_t Goto(int32_t u, uint8_t c) const {
-    for (const auto& e : kids[static_cast<size_t>(u)]) {
-      if (e.first == c) return e.second;
-      if (e.first > c) break;
+    for (int32_t v = child[static_cast<size_t>(u)]; v >= 0; v = sibling[static_cast<size_t>(v)]) {
+      if (byte[static_cast<size_t>(v)] == c) return v;
     }
     return -1;
   }
@@ -491,39 +495,58 @@ struct Automaton {
   bool has[2] = {false, false};
   RevDfa rev[2];
   FwdTrie fwd[2];
+  // Per rule its pattern's length and kind: a call's rules must be the set the automata were made of.
+  std::vector<int32_t> lens, kinds;
 };
 
-// The most memory one rule set's automata may take; a bigger set keeps the JS scan.
+// The most memory one rule set's automata may take, and all of them together (each compiled rule
+// set has its own; a reload makes new ones before the old are collected); past either the JS scan
+// does what they would.
 constexpr size_t kAutomatonMaxBytes = 64u << 20;
+constexpr size_t kAutomataMaxBytes = 256u << 20;
+std::atomic<size_t> g_automataBytes{0};
 const napi_type_tag kAutomatonTag = {0x7461706761746521ull, 0x41686f436f726173ull};
 
+template <typename T>
+size_t Bytes(const std::vector<T>& v) {
+  return v.capacity() * sizeof(T);
+}
+
 // The automata of kind `kind`'s patterns (0: case-sensitive, 1: case-insensitive, lowered).
-// False when they would take more than `room` bytes.
+// False when they would take more than `room` bytes (checked before anything is allocated: per
+// state a row of C + 1 and the forward trie's 21 bytes, kept; 16 bytes while building).
 bool BuildKind(Automaton* a, int kind, const uint8_t* pats, const int32_t* rules, size_t R, size_t room) {
   size_t total = 0;
+  for (size_t r = 0; r < R; r++) {
+    if (rules[5 * r + 2] == kind) total += static_cast<size_t>(rules[5 * r + 1]);
+  }
+  if (total == 0) return true;
+  const size_t maxStates = total + 1;
+  constexpr size_t kPerState = 21 + 16;
+  // At least two classes: refused before the bytes are read when even that does not fit.
+  if (maxStates > room / (3 * 4 + kPerState)) return false;
   bool used[256] = {};
   for (size_t r = 0; r < R; r++) {
     const int32_t* q = rules + 5 * r;
     if (q[2] != kind) continue;
-    total += static_cast<size_t>(q[1]);
     for (int32_t j = 0; j < q[1]; j++) used[pats[q[0] + j]] = true;
   }
-  if (total == 0) return true;
-  a->has[kind] = true;
   RevDfa& d = a->rev[kind];
   int32_t C = 1;
   for (int b = 0; b < 256; b++) d.cls[b] = used[b] ? static_cast<uint8_t>(C++) : 0;
   d.C = C;
-  const size_t maxStates = total + 1;
-  // The reverse table, and the forward trie's arrays and edges (about 32 bytes a state).
-  const size_t need = maxStates * static_cast<size_t>(C + 1) * 4 + maxStates * (4 + 48);
-  if (need > room) return false;
-  a->bytes += need;
+  const size_t W = static_cast<size_t>(C) + 1;
+  if (maxStates > room / (W * 4 + kPerState)) return false;
+  a->has[kind] = true;
   const int32_t none = static_cast<int32_t>(R);
-  // The reversed patterns' trie, then completed into a DFA (breadth first: a state's failure is
-  // shallower, its row complete when the state's is made).
-  std::vector<int32_t> delta(static_cast<size_t>(C), -1);
+  // The reversed patterns' trie in rows of W (slot 0 for `out`, state numbers until the end),
+  // then completed into a DFA breadth first (a state's failure is shallower: its row is complete
+  // when the state's is made).
+  std::vector<int32_t>& t = d.table;
+  t.reserve(maxStates * W);
+  t.assign(W, -1);
   std::vector<int32_t> own(1, none);
+  own.reserve(maxStates);
   for (size_t r = 0; r < R; r++) {
     const int32_t* q = rules + 5 * r;
     if (q[2] != kind) continue;
@@ -531,64 +554,70 @@ bool BuildKind(Automaton* a, int kind, const uint8_t* pats, const int32_t* rules
     const size_t m = static_cast<size_t>(q[1]);
     int32_t u = 0;
     for (size_t j = 0; j < m; j++) {
-      const size_t at = static_cast<size_t>(u) * C + d.cls[p[m - 1 - j]];
-      int32_t v = delta[at];
+      const size_t at = static_cast<size_t>(u) * W + 1 + d.cls[p[m - 1 - j]];
+      int32_t v = t[at];
       if (v < 0) {
         v = static_cast<int32_t>(own.size());
         own.push_back(none);
-        delta.resize(delta.size() + C, -1);
-        delta[at] = v;
+        t.resize(t.size() + W, -1);
+        t[at] = v;
       }
       u = v;
     }
     own[static_cast<size_t>(u)] = std::min(own[static_cast<size_t>(u)], static_cast<int32_t>(r));
   }
   const size_t S = own.size();
-  std::vector<int32_t> fail(S, 0), out(S, none), queue;
-  queue.reserve(S);
-  for (int32_t c = 0; c < C; c++) {
-    const int32_t v = delta[c];
-    if (v < 0) delta[c] = 0;
-    else queue.push_back(v);
-  }
-  for (size_t h = 0; h < queue.size(); h++) {
-    const int32_t u = queue[h];
-    const size_t us = static_cast<size_t>(u);
-    out[us] = std::min(own[us], out[static_cast<size_t>(fail[us])]);
-    const size_t row = us * C, frow = static_cast<size_t>(fail[us]) * C;
-    for (int32_t c = 0; c < C; c++) {
-      const int32_t v = delta[row + c];
-      if (v < 0) delta[row + c] = delta[frow + c];
-      else {
-        fail[static_cast<size_t>(v)] = delta[frow + c];
-        queue.push_back(v);
+  {
+    std::vector<int32_t> fail(S, 0), queue;
+    queue.reserve(S);
+    t[0] = none;
+    for (size_t c = 1; c < W; c++) {
+      const int32_t v = t[c];
+      if (v < 0) t[c] = 0;
+      else queue.push_back(v);
+    }
+    for (size_t h = 0; h < queue.size(); h++) {
+      const size_t u = static_cast<size_t>(queue[h]);
+      const size_t row = u * W, frow = static_cast<size_t>(fail[u]) * W;
+      t[row] = std::min(own[u], t[frow]);
+      for (size_t c = 1; c < W; c++) {
+        const int32_t v = t[row + c];
+        if (v < 0) t[row + c] = t[frow + c];
+        else {
+          fail[static_cast<size_t>(v)] = t[frow + c];
+          queue.push_back(v);
+        }
       }
     }
   }
-  const size_t W = static_cast<size_t>(C) + 1;
-  d.table.resize(S * W);
   for (size_t u = 0; u < S; u++) {
-    d.table[u * W] = out[u];
-    for (size_t c = 0; c < static_cast<size_t>(C); c++) d.table[u * W + 1 + c] = delta[u * C + c] * static_cast<int32_t>(W);
+    for (size_t c = 1; c < W; c++) t[u * W + c] *= static_cast<int32_t>(W);
   }
   // The patterns' own trie (only the last maxLen - 1 bytes of a buffer go through it).
-  FwdTrie& t = a->fwd[kind];
-  t.kids.assign(1, {});
-  t.depth.assign(1, 0);
+  FwdTrie& f = a->fwd[kind];
+  f.child.assign(1, -1);
+  f.sibling.assign(1, -1);
+  f.byte.assign(1, 0);
+  f.depth.assign(1, 0);
+  for (auto* v : {&f.child, &f.sibling, &f.depth}) v->reserve(maxStates);
+  f.byte.reserve(maxStates);
   std::vector<int32_t> fown(1, none), parent(1, -1);
+  fown.reserve(maxStates);
+  parent.reserve(maxStates);
   for (size_t r = 0; r < R; r++) {
     const int32_t* q = rules + 5 * r;
     if (q[2] != kind) continue;
     const uint8_t* p = pats + q[0];
     int32_t u = 0;
     for (int32_t j = 0; j < q[1]; j++) {
-      int32_t v = t.Goto(u, p[j]);
+      int32_t v = f.Goto(u, p[j]);
       if (v < 0) {
-        v = static_cast<int32_t>(t.kids.size());
-        auto& ks = t.kids[static_cast<size_t>(u)];
-        ks.insert(std::lower_bound(ks.begin(), ks.end(), std::make_pair(p[j], int32_t{-1})), std::make_pair(p[j], v));
-        t.kids.emplace_back();
-        t.depth.push_back(j + 1);
+        v = static_cast<int32_t>(f.child.size());
+        f.child.push_back(-1);
+        f.sibling.push_back(f.child[static_cast<size_t>(u)]);
+        f.byte.push_back(p[j]);
+        f.child[static_cast<size_t>(u)] = v;
+        f.depth.push_back(j + 1);
         fown.push_back(none);
         parent.push_back(u);
       }
@@ -596,29 +625,32 @@ bool BuildKind(Automaton* a, int kind, const uint8_t* pats, const int32_t* rules
     }
     fown[static_cast<size_t>(u)] = std::min(fown[static_cast<size_t>(u)], static_cast<int32_t>(r));
   }
-  const size_t F = t.kids.size();
+  const size_t F = f.child.size();
   // A child is made after its parent: from the last state back, each gives its parent its own
   // pattern's rule and those below it.
-  t.sub.assign(F, none);
+  f.sub.assign(F, none);
   for (size_t v = F - 1; v >= 1; v--) {
     const size_t pu = static_cast<size_t>(parent[v]);
-    t.sub[pu] = std::min(t.sub[pu], std::min(fown[v], t.sub[v]));
+    f.sub[pu] = std::min(f.sub[pu], std::min(fown[v], f.sub[v]));
   }
-  t.fail.assign(F, 0);
+  f.fail.assign(F, 0);
+  std::vector<int32_t>& queue = parent;  // reused: the parents are no longer needed
   queue.clear();
-  for (const auto& e : t.kids[0]) queue.push_back(e.second);
+  for (int32_t v = f.child[0]; v >= 0; v = f.sibling[static_cast<size_t>(v)]) queue.push_back(v);
   for (size_t h = 0; h < queue.size(); h++) {
     const int32_t u = queue[h];
-    for (const auto& e : t.kids[static_cast<size_t>(u)]) {
-      t.fail[static_cast<size_t>(e.second)] = t.Step(t.fail[static_cast<size_t>(u)], e.first);
-      queue.push_back(e.second);
+    for (int32_t v = f.child[static_cast<size_t>(u)]; v >= 0; v = f.sibling[static_cast<size_t>(v)]) {
+      f.fail[static_cast<size_t>(v)] = f.Step(f.fail[static_cast<size_t>(u)], f.byte[static_cast<size_t>(v)]);
+      queue.push_back(v);
     }
   }
+  a->bytes += Bytes(t) + Bytes(f.child) + Bytes(f.sibling) + Bytes(f.byte) + Bytes(f.fail) + Bytes(f.depth) + Bytes(f.sub);
   return true;
 }
 
 void FreeAutomaton(napi_env env, void* data, void* /*hint*/) {
   Automaton* a = static_cast<Automaton*>(data);
+  g_automataBytes.fetch_sub(a->bytes);
   int64_t left = 0;
   napi_adjust_external_memory(env, -static_cast<int64_t>(a->bytes), &left);
   delete a;
@@ -626,7 +658,7 @@ void FreeAutomaton(napi_env env, void* data, void* /*hint*/) {
 
 // literalAutomaton(pats, rules): the automata of a packed rule set (replaceLiterals' `pats` and
 // `rules`), an opaque value replaceLiterals takes; null when they would take more than
-// kAutomatonMaxBytes (or bad arguments).
+// kAutomatonMaxBytes, or all of them more than kAutomataMaxBytes (or bad arguments).
 napi_value LiteralAutomaton(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -640,30 +672,31 @@ napi_value LiteralAutomaton(napi_env env, napi_callback_info info) {
     return null;
   }
   const size_t R = nr / 5;
-  Automaton* a = new Automaton();
+  std::unique_ptr<Automaton> a(new Automaton());
   a->R = R;
+  a->lens.resize(R);
+  a->kinds.resize(R);
   for (size_t r = 0; r < R; r++) {
     const int32_t* q = rules + 5 * r;
-    if (q[0] < 0 || q[1] <= 0 || static_cast<size_t>(q[0]) + q[1] > np || (q[2] != 0 && q[2] != 1)) {
-      delete a;
-      return null;
-    }
+    if (q[0] < 0 || q[1] <= 0 || static_cast<size_t>(q[0]) + q[1] > np || (q[2] != 0 && q[2] != 1)) return null;
     a->maxLen = std::max(a->maxLen, static_cast<size_t>(q[1]));
+    a->lens[r] = q[1];
+    a->kinds[r] = q[2];
   }
+  a->bytes = Bytes(a->lens) + Bytes(a->kinds);
+  const size_t inUse = g_automataBytes.load();
+  const size_t room = std::min(kAutomatonMaxBytes, inUse < kAutomataMaxBytes ? kAutomataMaxBytes - inUse : 0);
   for (int kind = 0; kind < 2; kind++) {
-    if (!BuildKind(a, kind, pats, rules, R, kAutomatonMaxBytes - a->bytes)) {
-      delete a;
-      return null;
-    }
+    if (a->bytes > room || !BuildKind(a.get(), kind, pats, rules, R, room - a->bytes)) return null;
   }
   napi_value v;
-  if (napi_create_external(env, a, FreeAutomaton, nullptr, &v) != napi_ok) {
-    delete a;
-    return null;
-  }
-  napi_type_tag_object(env, v, &kAutomatonTag);
+  if (napi_create_external(env, a.get(), FreeAutomaton, nullptr, &v) != napi_ok) return null;
+  Automaton* made = a.release();  // the finalizer owns it now
+  g_automataBytes.fetch_add(made->bytes);
   int64_t total = 0;
-  napi_adjust_external_memory(env, static_cast<int64_t>(a->bytes), &total);
+  napi_adjust_external_memory(env, static_cast<int64_t>(made->bytes), &total);
+  // Untagged it would never be taken (replaceLiterals checks the tag): null, and freed when collected.
+  if (napi_type_tag_object(env, v, &kAutomatonTag) != napi_ok) return null;
   return v;
 }
 
@@ -671,6 +704,15 @@ napi_value LiteralAutomaton(napi_env env, napi_callback_info info) {
 // `tailLo` on the lowest rule of a longer pattern that begins with the rest of the buffer.
 thread_local std::vector<int32_t> acRule;
 thread_local std::vector<int32_t> acUndecided;
+
+// The per-call arrays go back to the allocator after a call over more than a mebibyte's worth of
+// positions (a long held buffer): a thread keeps at most that between calls.
+struct AcRelease {
+  ~AcRelease() {
+    if (acRule.capacity() > (size_t{1} << 18)) std::vector<int32_t>().swap(acRule);
+    if (acUndecided.capacity() > (size_t{1} << 18)) std::vector<int32_t>().swap(acUndecided);
+  }
+};
 
 struct AcScan {
   const Automaton* a = nullptr;
@@ -803,15 +845,21 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
   // The automata of the rule set (literalAutomaton), when given: they do what Many gives up, or
   // (flags 4) the whole buffer.
   const Automaton* automaton = nullptr;
-  if (argc >= 13) {
+  napi_valuetype t12 = napi_undefined;
+  if (argc >= 13 && napi_typeof(env, argv[12], &t12) == napi_ok && t12 == napi_external) {
     bool ours = false;
     void* data = nullptr;
     if (napi_check_object_type_tag(env, argv[12], &kAutomatonTag, &ours) == napi_ok && ours &&
         napi_get_value_external(env, argv[12], &data) == napi_ok) {
       automaton = static_cast<const Automaton*>(data);
+      // Made of this very set: every rule's length and kind (a match's length is the rule's).
       if (automaton->R != R) return Int(env, -1);
+      for (size_t r = 0; r < R; r++) {
+        if (automaton->lens[r] != rules[5 * r + 1] || automaton->kinds[r] != rules[5 * r + 2]) return Int(env, -1);
+      }
     }
   }
+  AcRelease release;
   AcScan ac;
   bool useAc = automaton != nullptr && (flags & 4) != 0;
   if (useAc) ac.Prepare(automaton, buf, low, n, 0, final);

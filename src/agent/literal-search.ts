@@ -271,7 +271,8 @@ function automatonOf(p: PackedLiterals): object | null {
  * 64 rules met input crafted against it and the set's automata could not be made (the agent
  * scans this buffer in JS). Past 64 rules the automata (native/search.cc AcScan) do what the
  * one-pass scan gives up, and the whole buffer for a set it does not take (a pattern longer than
- * MANY_MAX_PATTERN); `automaton`: they do every buffer (tests and the scan bench compare).
+ * MANY_MAX_PATTERN); `automaton`: they do every buffer (tests and the scan bench compare; an error
+ * when they cannot be made).
  */
 export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer | null, final: boolean, join: boolean, mergeGap: number, mergeSpan: number, automaton = false): LiteralScan | 'bailed' | null {
   const f = addon?.replaceLiterals;
@@ -279,7 +280,11 @@ export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer 
   // Searched rule by rule, the addon takes at most 64; past them the automata do a set Many does not take.
   const whole = automaton || (p.many === null && p.rules.length > 64 * 5);
   const ac = (whole ? automatonOf(p) : p.automaton) ?? undefined;
-  if (whole && ac === undefined) return null;
+  if (whole && ac === undefined) {
+    // Asked for by name (tests, the scan bench): no silent JS scan in their place.
+    if (automaton) throw new Error('replace: the automata of this rule set could not be made (over their memory bound, or an addon without them)');
+    return null;
+  }
   // Every match is at least minPat bytes and becomes at most maxOut bytes (gaps are copied once).
   const maxEdits = Math.floor(buf.length / p.minPat) + 1;
   if ((4 + 4 * maxEdits) * 4 > SCRATCH_MAX) return null;
