@@ -2,7 +2,8 @@
  * Builds Ethernet/IPv4/TCP and Ethernet/IPv6/TCP frames from plain fields (for the JIT warm-up,
  * benchmarks, fuzzing and tests): uses the wire reprs, so every frame has correct checksums (or
  * the partial checksum a TAP with offloads hands over, `checksum: 'partial'`; with `gsoSize`, the
- * virtio-net header of a GSO frame in front).
+ * virtio-net header of a GSO frame in front; with `needsCsum` (IPv4), the virtio-net header of a single
+ * segment with a partial checksum, as a local stack with offloads sends even its pure ACKs).
  */
 import { set16 } from './bytes.js';
 import { finish, fold16, sum16 } from './checksum.js';
