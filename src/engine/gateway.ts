@@ -27,7 +27,7 @@ import { natFtpHooks } from '../nat/ftp-hooks.js';
 import type { HostMac, MasqL2 } from '../nat/frames.js';
 import { NatStage, type NatView } from '../nat/stage.js';
 import type { Config } from '../config/index.js';
-import { flowEvent, newTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
+import { flowEvent, newTally, swappedTally, type EventSink, type FlowEnd, type FlowTally } from './events.js';
 import { Flow, FlowTable, type Endpoint, type FlowJson } from '../flow/table.js';
 import { endpointToString, type IpAddr } from '../wire/ip.js';
 import type { Connection } from '../stream/connection.js';
@@ -284,6 +284,8 @@ export class Gateway {
   private readonly tallies: Map<Flow<Connection<SegTag>>, FlowTally> | null;
   /** Why the flow being removed goes (set around FlowTable.remove calls that know it). */
   private removing: FlowEnd | null = null;
+  /** What the entry `reorient` removed leaves to the one it makes (handleTcp takes it at once). */
+  private remade: { label: string | null; tally: FlowTally | undefined } | null = null;
   /** Drops and warnings as events, rate-limited per reason like the log. */
   private readonly eventRate: RateLog | null;
 
@@ -347,8 +349,17 @@ export class Gateway {
     this.flows.orientMidstream = (src, dst) => this.policy.midstreamRule(src, dst);
     this.flows.ended = (f) => f.conn === null || f.conn.ended;
     this.flows.inspected = (f) => f.conn !== null;
-    this.flows.onRemove = (f) => {
-      // How it ended, before its engine (which knows of an abort) goes.
+    this.flows.onRemove = (f, remade) => {
+      // Re-made with its real client (FlowTable.reorient): the same connection goes on in the
+      // new entry, which takes what this one carried (sides swapped) and is not counted again
+      // by a rule that covered this one (handleTcp).
+      if (remade) {
+        const t = this.tallies?.get(f);
+        this.tallies?.delete(f);
+        // The new entry's rule is its own to find (attach).
+        this.remade = { label: f.conn?.label ?? null, tally: t === undefined ? undefined : { ...swappedTally(t), rule: null, agent: null } };
+      }
+      // How it ended, before its engine (which knows of an abort) goes (none for one re-made: its tally went on).
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
       if (f.conn !== null) this.dropExpectations(f);
       const ne = this.natEntries.get(f);
@@ -535,6 +546,8 @@ export class Gateway {
     const cl = this.cluster;
     if (flags & TCP_RST) this.counters.rstIn++;
     let r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
+    const remade = this.remade;
+    this.remade = null;
     if (r.kind === 'import') {
       if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;
       r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
@@ -554,7 +567,7 @@ export class Gateway {
     let tally: FlowTally | undefined;
     if (this.tallies !== null) {
       tally = this.tallies.get(f);
-      if (tally === undefined) this.tallies.set(f, (tally = newTally()));
+      if (tally === undefined) this.tallies.set(f, (tally = remade?.tally ?? newTally()));
       tally.framesIn[side]++;
       tally.bytesIn[side] += d.payloadLen;
     }
@@ -572,7 +585,7 @@ export class Gateway {
     const verdict = this.tracker.judge(f, side, d, nowMs);
     if (verdict === null) return;
     if (verdict === 'stale') return this.out(frame, from, emit);
-    if (r.isNew && !f.midstream) this.rewriter.attach(f, tally);
+    if (r.isNew && !f.midstream) this.rewriter.attach(f, tally, remade?.label);
     const rw = this.rewriter.segment(f, side, ad, frame, from, nowMs, verdict);
     if (rw === 'drop') return;
     if (rw === 'pass') {

@@ -158,8 +158,12 @@ export class Rewriter {
     this.digest = configDigest(o.config);
   }
 
-  /** A new connection: the agent of the first rule that selects it, if any (`tally` learns which). */
-  attach(f: Flow<Connection<SegTag>>, tally: FlowTally | undefined): void {
+  /**
+   * A new connection: the agent of the first rule that selects it, if any (`tally` learns which).
+   * `remadeFrom`: the rule label of the entry this one re-makes (FlowTable.reorient): the same
+   * connection, not counted again under that rule.
+   */
+  attach(f: Flow<Connection<SegTag>>, tally: FlowTally | undefined, remadeFrom?: string | null): void {
     const r = this.ruleFor(f, f.id);
     if (r === undefined) return;
     const { sel, ctx } = r;
@@ -168,11 +172,12 @@ export class Rewriter {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.o.registry);
       f.conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
       f.conn.urgentInline = this.config!.policy.urgent === 'inline';
-      c.connectionsRewritten++;
       const label = ruleLabel(sel.rule);
+      const again = label === remadeFrom;
+      if (!again) c.connectionsRewritten++;
       f.conn.label = label;
       const rs = this.ruleStat(label);
-      rs.connections++;
+      if (!again) rs.connections++;
       rs.active++;
       if (tally !== undefined) {
         tally.rule = label;

@@ -163,8 +163,13 @@ export class FlowTable<C = unknown> {
   /** IPv6 addresses in use by flows, one string each (intern). */
   private readonly v6 = new Map<string, { key: string; refs: number }>();
   readonly counters = newFlowCounters();
-  /** Called when a flow leaves the table (runtime cleanup: queue budgets). */
-  onRemove: ((f: Flow<C>) => void) | undefined;
+  /**
+   * Called when a flow leaves the table (runtime cleanup: queue budgets); `remade`: by `reorient`,
+   * whose new entry is the same connection (not one that ended: no flow event, not counted again).
+   */
+  onRemove: ((f: Flow<C>, remade: boolean) => void) | undefined;
+  /** Within `reorient`'s removal of the entry it re-makes. */
+  private remaking = false;
   /**
    * Whether a closed flow's streams really ended (the engine reached both FINs); undefined =
    * closed is ended. A SYN replaces only a flow that ended.
@@ -410,19 +415,26 @@ export class FlowTable<C = unknown> {
    * Re-makes `f` with its side 1 as the client: who sent the first SYN the table saw is not who
    * opened the connection (a SYN forged from the server toward the client ahead of the client's:
    * taken as the client, the server would have chosen which rule, and which direction of it,
-   * applies to the real client's connection). The entry is removed (onRemove; no tombstone: it
-   * was never a connection) and a new one made from side 1's SYN, whose ISN is `clientIsn` (the
-   * one the server's SYN-ACK acknowledges) and whose options are `opts` (that SYN's, when the
-   * caller kept them: side 1's half holds its latest SYN's). Returns the new entry, in SYN-SENT.
+   * applies to the real client's connection). The entry is removed (onRemove, `remade`; no
+   * tombstone: it was never a connection) and a new one made, with its number, from side 1's
+   * SYN, whose ISN is `clientIsn` (the one the server's SYN-ACK acknowledges) and whose options
+   * are `opts` (that SYN's, when the caller kept them: side 1's half holds its latest SYN's).
+   * Returns the new entry, in SYN-SENT.
    */
   reorient(f: Flow<C>, clientIsn: Seq, nowMs: number, opts?: SynOptions): Flow<C> {
     const client = f.server;
     const server = f.client;
     const half = plainHalf(f.halves[1]);
     const synTs = f.halves[1].synTs;
-    this.remove(f);
+    this.remaking = true;
+    try {
+      this.remove(f);
+    } finally {
+      this.remaking = false;
+    }
     const hash = tupleHash(client.addr, client.port, server.addr, server.port);
-    const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, this.takeGen(flowKey(client, server)));
+    // The same connection: its number stays (not the 4-tuple's next).
+    const nf = new Flow<C>(this.intern(client), this.intern(server), false, nowMs, f.gen);
     const h = nf.halves[0];
     Object.assign(h, half);
     h.isn = clientIsn;
@@ -673,10 +685,12 @@ export class FlowTable<C = unknown> {
     if (nowMs !== undefined && !f.confirmed && !f.midstream && this.inspected?.(f) === true) this.tomb(f.key, nowMs);
     this.closed.delete(f);
     if (!f.confirmed) this.embryonic--;
-    // A later connection of this 4-tuple gets the next number.
-    this.reuse.set(f.key, f.gen + 1);
-    if (this.reuse.size > this.limits.maxConnections * 2) this.reuse.clear();
-    this.onRemove?.(f);
+    // A later connection of this 4-tuple gets the next number (one re-made keeps it).
+    if (!this.remaking) {
+      this.reuse.set(f.key, f.gen + 1);
+      if (this.reuse.size > this.limits.maxConnections * 2) this.reuse.clear();
+    }
+    this.onRemove?.(f, this.remaking);
   }
 
   /**

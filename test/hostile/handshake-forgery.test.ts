@@ -192,6 +192,25 @@ describe('a SYN "from the server" ahead of the client\'s', () => {
     });
   }
 
+  it('the entry re-made is the same connection: one flow event (what the first entry carried included), one connection of its rule, its number kept', () => {
+    const events: Array<Record<string, unknown>> = [];
+    const h = new Harness({}, { sided: true, events: (ev) => events.push(ev) }, S2C);
+    const c = new Conn(h, 44006, 1000, 5000);
+    // Under `port: 80` both orientations have the rule: the forged one got it first.
+    expect(handshake(h, c, () => h.send(c.frame(1, { flags: SYN, seq: 777 }), 0))).toEqual(['a [gone]\n']);
+    expect(h.gw.stats().flows.reoriented).toBe(1);
+    const [f] = [...h.gw.flows.values()];
+    expect(f!.id).not.toContain('#');
+    expect(h.gw.stats().gateway.connectionsRewritten).toBe(1);
+    expect(h.gw.stats().rules['1']).toMatchObject({ connections: 1, active: 1 });
+    h.gw.flushEvents(h.now);
+    const flowEvents = events.filter((e) => e['event'] === 'flow');
+    expect(flowEvents).toHaveLength(1);
+    // The forged SYN (the first entry's side 0: the server's side of the real one), the client's
+    // SYN and ACK, the server's SYN-ACK and its data.
+    expect(flowEvents[0]).toMatchObject({ client: '10.0.0.1:44006', end: 'open', rule: '1', c2s: { frames: 2 }, s2c: { frames: 3 } });
+  });
+
   it('and the forger answering its own SYN as the client, then the server\'s SYN-ACK forged on the client\'s segment: dropped, the real answer re-makes the entry', () => {
     const h = new Harness({}, { sided: true }, SERVER_PORT);
     const c = new Conn(h, 44001, 1000, 5000);
