@@ -42,6 +42,14 @@ const LARGE_EXTRA = 32 * 1024;
  */
 const BULK_TALK = 5;
 const BULK_BYTES = 512 * 1024;
+/**
+ * The talk whose request carries no pattern whatever the port (a download's has none either, but
+ * downloads come only with TAP GSO): a direction never rewritten, settled when the connection
+ * ends — the path of a real connection's unrewritten requests at its close (`Connection.settled`
+ * read both directions' state there; a gateway without vnet headers first read it at the first
+ * real close: "insufficient type feedback").
+ */
+const PLAIN_REQUEST_TALK = 6;
 
 /**
  * The warm-up connection number `k` on a port with `rule` (undefined: no rule); `downloads`: talk
@@ -51,8 +59,8 @@ export function warmupTalk(rule: Rule | undefined, k: number, downloads = false)
   const bulk = downloads && k === BULK_TALK;
   if (rule?.agent === 'http') return httpTalk(rule.config, k, bulk);
   const finds = rule?.agent === 'replace' ? literals(rule.config) : [];
-  // A download's request carries no pattern: its direction is never rewritten (settled at the end).
-  const request = Buffer.from('GET / HTTP/1.1\r\nHost: warm\r\n\r\n' + (bulk ? '' : text(finds, 600, k)), 'latin1');
+  // A download's request carries no pattern, nor PLAIN_REQUEST_TALK's: their direction is never rewritten (settled at the end).
+  const request = Buffer.from('GET / HTTP/1.1\r\nHost: warm\r\n\r\n' + (bulk || k === PLAIN_REQUEST_TALK ? '' : text(finds, 600, k)), 'latin1');
   return { request, response: Buffer.from(text(finds, bulk ? BULK_BYTES : PLAIN_RESPONSE, k), 'latin1') };
 }
 
