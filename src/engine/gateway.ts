@@ -285,7 +285,7 @@ export class Gateway {
   /** Why the flow being removed goes (set around FlowTable.remove calls that know it). */
   private removing: FlowEnd | null = null;
   /** What the entry `reorient` removed leaves to the one it makes (handleTcp takes it at once). */
-  private remade: { label: string | null; tally: FlowTally | undefined } | null = null;
+  private remade: { key: string; label: string | null; tally: FlowTally | undefined } | null = null;
   /** Drops and warnings as events, rate-limited per reason like the log. */
   private readonly eventRate: RateLog | null;
 
@@ -357,7 +357,7 @@ export class Gateway {
         const t = this.tallies?.get(f);
         this.tallies?.delete(f);
         // The new entry's rule is its own to find (attach).
-        this.remade = { label: f.conn?.label ?? null, tally: t === undefined ? undefined : { ...swappedTally(t), rule: null, agent: null } };
+        this.remade = { key: f.key, label: f.conn?.label ?? null, tally: t === undefined ? undefined : { ...swappedTally(t), rule: null, agent: null } };
       }
       // How it ended, before its engine (which knows of an abort) goes (none for one re-made: its tally went on).
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
@@ -546,13 +546,14 @@ export class Gateway {
     const cl = this.cluster;
     if (flags & TCP_RST) this.counters.rstIn++;
     let r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
-    const remade = this.remade;
-    this.remade = null;
     if (r.kind === 'import') {
       if (!r.imp.adopt(this.importConnection(r.imp.state, nowMs, r.imp.acks))) return;
       r = this.tracker.find(d, src, dst, from, this.raw, nowMs, ad.partial);
       if (r.kind === 'import') return; // imported, yet not found: never reached
     }
+    // What an entry re-made by this segment left (only to the entry of its 4-tuple).
+    const remade = this.remade !== null && r.kind === 'flow' && r.flow.key === this.remade.key ? this.remade : null;
+    this.remade = null;
     if (r.kind === 'drop') return;
     if (r.kind === 'pass') return this.out(frame, from, emit);
     const f = r.flow;
