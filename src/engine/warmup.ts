@@ -380,6 +380,9 @@ function tcpConnection(b: Builder, send: Send, seen: Seen, c: number, s: number,
     // The duplicate reported as a D-SACK (RFC 2883: a block below the cumulative ACK).
     const got = seen.end(0, ss);
     c2s(cs, ACK, undefined, [{ left: (got - Math.min(MSS, res.length)) >>> 0, right: got }]);
+    // Now and then a block that covers no byte of the sender's: the translation drops it (a block
+    // inside a replacement does so too; a real capture's first one threw `translate` away).
+    if (k % 4 === 2) c2s(cs, ACK, undefined, [{ left: got, right: got }]);
     if (res.length > 2 * MSS) s2c(ss + 2 * MSS, ACK | PSH, piece(2));
     c2s(cs, ACK);
     // The rest: GSO frames of up to 44 segments (partial checksum) as a TAP with offloads hands
