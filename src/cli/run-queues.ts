@@ -22,6 +22,7 @@ import { GatewayMetrics, serveMetrics } from '../engine/metrics.js';
 
 /** What a queue process says over IPC (run.ts, `--queue-of`). */
 export type QueueMessage =
+  | { type: 'attached' }
   | { type: 'ready' }
   | { type: 'stats'; stats: Record<string, unknown>; seq: number }
   | { type: 'reloaded'; result: Record<string, unknown> }
@@ -130,24 +131,35 @@ export async function runQueues(o: QueuesOptions): Promise<number> {
       final: undefined,
       exited: new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig !== null ? 2 : 0)))),
     };
-    ready.push(
-      new Promise((resolve, reject) => {
-        child.on('message', (m: QueueMessage) => {
-          if (m.type === 'ready') resolve();
-          else if (m.type === 'stats') {
-            q.stats = m.stats;
-            q.answered = m.seq;
-          }
-          else if (m.type === 'final') q.final = m.stats;
-          else if (m.type === 'reloaded') o.log.info({ queue: k, ...m.result }, 'queue reloaded');
-        });
-        void q.exited.then((code) => {
-          reject(new Error(`queue ${k} exited (${code}) before it was ready`));
-          failed?.(code === 0 ? 2 : code);
-        });
-      }),
-    );
+    let onAttached: () => void = () => {};
+    const attached = new Promise<void>((resolve) => (onAttached = resolve));
+    const isReady = new Promise<void>((resolve, reject) => {
+      child.on('message', (m: QueueMessage) => {
+        if (m.type === 'attached') onAttached();
+        else if (m.type === 'ready') resolve();
+        else if (m.type === 'stats') {
+          q.stats = m.stats;
+          q.answered = m.seq;
+        }
+        else if (m.type === 'final') q.final = m.stats;
+        else if (m.type === 'reloaded') o.log.info({ queue: k, ...m.result }, 'queue reloaded');
+      });
+      void q.exited.then((code) => {
+        onAttached();
+        reject(new Error(`queue ${k} exited (${code}) before it was ready`));
+        failed?.(code === 0 ? 2 : code);
+      });
+    });
+    // Awaited below with the others (a rejection before then is not unhandled).
+    isReady.catch(() => {});
+    ready.push(isReady);
     queues.push(q);
+    // The kernel numbers a TAP's queues in the order they are attached, and spreads the flows a
+    // TAP transmits over them by that number: queue k must be the k-th on both TAPs, or a flow's
+    // two directions reach two processes (each a connection picked up mid-stream). Attached one
+    // process after the other (their warm-ups still overlap).
+    await attached;
+    if (child.exitCode !== null || child.signalCode !== null) break;
   }
   const stopAll = async (): Promise<void> => {
     for (const q of queues) q.child.kill('SIGTERM');

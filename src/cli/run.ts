@@ -255,6 +255,9 @@ async function runInner(a: RunArgs, queueOf: { k: number; n: number } | undefine
       cluster: node,
       warmup: a.warmup !== false,
       events: events?.sink,
+      // Under --queues the supervisor starts the next queue process once this one holds its queue
+      // of both TAPs (sent before the warm-up blocks the event loop).
+      ...(queueOf !== undefined ? { onAttached: () => new Promise<void>((resolve) => void process.send?.({ type: 'attached' }, undefined, {}, () => resolve())) } : {}),
     });
   } catch (e) {
     const te = e as TapError;

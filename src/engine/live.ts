@@ -63,6 +63,11 @@ export interface LiveOptions {
   cluster?: ClusterAttach | undefined;
   /** TAP a (side 0) and TAP b (side 1); both must exist in this network namespace. */
   taps: readonly [string, string];
+  /**
+   * Called once both TAPs are attached, before the warm-up (awaited): `run --queues` attaches its
+   * processes one after the other, so that each holds the same queue number on both TAPs.
+   */
+  onAttached?: () => Promise<void> | void;
   config: Config | null;
   /** Open both TAPs with IFF_VNET_HDR + offloads (TAP GSO). */
   vnetHdr: boolean;
@@ -225,6 +230,7 @@ export class LiveGateway {
       for (const s of streams) s.destroy();
       throw e;
     }
+    await opts.onAttached?.();
     if (opts.warmup !== false) {
       // Frames arriving meanwhile wait in the TAP queues (0.2–1 s; README, the warm-up).
       const w = warmUp({ config: opts.config, vnetHdr: opts.vnetHdr, log: opts.log });
