@@ -705,16 +705,16 @@ napi_value LiteralAutomaton(napi_env env, napi_callback_info info) {
 thread_local std::vector<int32_t> acRule;
 thread_local std::vector<int32_t> acUndecided;
 
-// The per-call arrays go back to the allocator after a call over more than a mebibyte's worth of
-// positions (a long held buffer): a thread keeps at most that between calls.
-struct AcRelease {
-  ~AcRelease() {
+struct AcScan {
+  // The per-call arrays go back to the allocator after a scan over more than a mebibyte's worth
+  // of positions (a long held buffer): a thread keeps at most that between calls. Only a scan
+  // that ran (Prepare) touches them.
+  ~AcScan() {
+    if (a == nullptr) return;
     if (acRule.capacity() > (size_t{1} << 18)) std::vector<int32_t>().swap(acRule);
     if (acUndecided.capacity() > (size_t{1} << 18)) std::vector<int32_t>().swap(acUndecided);
   }
-};
 
-struct AcScan {
   const Automaton* a = nullptr;
   size_t n = 0, lo = 0, tailLo = 0;
   int32_t none = 0;
@@ -859,7 +859,6 @@ napi_value ReplaceLiterals(napi_env env, napi_callback_info info) {
       }
     }
   }
-  AcRelease release;
   AcScan ac;
   bool useAc = automaton != nullptr && (flags & 4) != 0;
   if (useAc) ac.Prepare(automaton, buf, low, n, 0, final);

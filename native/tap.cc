@@ -815,15 +815,9 @@ class TapDevice : public Napi::ObjectWrap<TapDevice> {
   // One frame to the transmit thread (behind what it holds); false: dropped, counted (larger
   // than any frame a TAP takes: EMSGSIZE).
   bool Queue(const uint8_t* data, size_t len) {
-    if (len >= kZeroCopyMin && len <= kMaxFrame) {
-      if (ReadBuf* rb = ReadBufs::Take(data, len)) {
-        if (tx_->PutRef(data, len, rb)) return true;
-        rb->refs.fetch_sub(1, std::memory_order_release);
-        counters_[kTxDrops] += 1;
-        return false;
-      }
-    }
-    if (tx_->Put(data, len)) return true;
+    ReadBuf* rb = len >= kZeroCopyMin && len <= kMaxFrame ? ReadBufs::Take(data, len) : nullptr;
+    if (rb != nullptr ? tx_->PutRef(data, len, rb) : tx_->Put(data, len)) return true;
+    if (rb != nullptr) rb->refs.fetch_sub(1, std::memory_order_release);
     counters_[kTxDrops] += 1;
     if (len > kMaxFrame) last_tx_errno_ = EMSGSIZE;
     return false;

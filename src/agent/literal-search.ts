@@ -292,19 +292,14 @@ export function replaceLiterals(p: PackedLiterals, buf: Buffer, lowered: Buffer 
   const bound = Math.min(buf.length + maxEdits * p.maxOut, SCRATCH_MAX);
   if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(bound, scratch.length * 2), SCRATCH_MAX));
   const flags = (final ? 1 : 0) | (join ? 2 : 0) | (whole ? 4 : 0);
-  const m = p.many;
-  const call = (a: object | undefined): number =>
-    a === undefined && m === null
-      ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch)
-      : a === undefined
-        ? f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m!.index, m!.any)
-        : f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, m?.index ?? null, m?.any ?? null, a);
-  let r = call(ac);
+  const index = p.many?.index ?? null;
+  const any = p.many?.any ?? null;
+  let r = f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, index, any, ac);
   if (r === -4) {
     // The one-pass scan gave up past 64 rules before the automata were made: made now, once.
     const a = automatonOf(p);
     if (a === null) return 'bailed';
-    r = call(a);
+    r = f(buf, lowered ?? buf, p.pats, p.rules, p.outs, flags, mergeGap, mergeSpan, res, scratch, index, any, a);
   }
   // More output than SCRATCH_MAX: the JS scan (which allocates as it goes) does this buffer.
   if (r === -3) return null;

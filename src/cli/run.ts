@@ -257,7 +257,7 @@ async function runInner(a: RunArgs, queueOf: { k: number; n: number } | undefine
       events: events?.sink,
       // Under --queues the supervisor starts the next queue process once this one holds its queue
       // of both TAPs (sent before the warm-up blocks the event loop).
-      ...(queueOf !== undefined ? { onAttached: () => new Promise<void>((resolve) => void process.send?.({ type: 'attached' }, undefined, {}, () => resolve())) } : {}),
+      ...(queueOf !== undefined ? { onAttached: () => new Promise<void>((resolve) => void process.send!({ type: 'attached' }, () => resolve())) } : {}),
     });
   } catch (e) {
     const te = e as TapError;

@@ -29,10 +29,13 @@ export function newTally(): FlowTally {
   return { framesIn: [0, 0], bytesIn: [0, 0], framesOut: [0, 0], bytesOut: [0, 0], rule: null, agent: null };
 }
 
-/** `t` with its sides swapped (an entry re-made with its other side as the client). */
+/**
+ * What `t` counted, for an entry re-made with its other side as the client: sides swapped, no
+ * rule yet (the new entry's is its own to find).
+ */
 export function swappedTally(t: FlowTally): FlowTally {
   const sw = (x: [number, number]): [number, number] => [x[1], x[0]];
-  return { framesIn: sw(t.framesIn), bytesIn: sw(t.bytesIn), framesOut: sw(t.framesOut), bytesOut: sw(t.bytesOut), rule: t.rule, agent: t.agent };
+  return { framesIn: sw(t.framesIn), bytesIn: sw(t.bytesIn), framesOut: sw(t.framesOut), bytesOut: sw(t.bytesOut), rule: null, agent: null };
 }
 
 export type FlowEnd = 'fin' | 'rst' | 'abort' | 'timeout' | 'moved' | 'open';

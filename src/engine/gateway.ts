@@ -356,8 +356,7 @@ export class Gateway {
       if (remade) {
         const t = this.tallies?.get(f);
         this.tallies?.delete(f);
-        // The new entry's rule is its own to find (attach).
-        this.remade = { key: f.key, label: f.conn?.label ?? null, tally: t === undefined ? undefined : { ...swappedTally(t), rule: null, agent: null } };
+        this.remade = { key: f.key, label: f.conn?.label ?? null, tally: t === undefined ? undefined : swappedTally(t) };
       }
       // How it ended, before its engine (which knows of an abort) goes (none for one re-made: its tally went on).
       const end = this.tallies !== null ? (this.removing ?? endOf(f)) : null;
