@@ -322,10 +322,11 @@ export class FlowTable<C = unknown> {
       // Only a connection that really ended (closed both ways, or reset) makes room for a new
       // one: a half-closed one, or one whose FINs were seen but not reached, is still
       // synchronized, and its endpoints answer a SYN with a challenge ACK (RFC 5961 §4) — so
-      // one spoofed FIN and SYN cannot restart its tracking. A copy of the SYN that opened it
-      // (a late duplicate) is not a new connection either.
-      const repeat = side === 0 && h.isn === seq;
-      const closing = f.state === 'closed' && !repeat && (f.halves[0].rstSeen || f.halves[1].rstSeen || (this.finsAcked(f) && (this.ended?.(f) ?? true)));
+      // one spoofed FIN and SYN cannot restart its tracking. Once it ended, any SYN starts a new
+      // one, whatever its ISN: a host with no socket left for the 4-tuple (or the client's side
+      // in TIME-WAIT) takes a SYN that repeats the old ISN as a new connection, and on the old
+      // entry (its engine released once settled) that connection's data would pass uninspected.
+      const closing = f.state === 'closed' && (f.halves[0].rstSeen || f.halves[1].rstSeen || (this.finsAcked(f) && (this.ended?.(f) ?? true)));
       if (f.state === 'syn-sent' && side === 0 && h.isn !== undefined && h.isn !== seq) {
         // Another ISN before any answer: a forged SYN, or the client starting over. The first
         // stays tracked; the other is remembered, and the SYN-ACK's ACK decides (observe).

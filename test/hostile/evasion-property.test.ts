@@ -243,6 +243,22 @@ describe('holes the properties below found', () => {
     expect(h.gw.stats().flows.reused).toBe(0);
     expect(textTo(c.sendData(0, 0, body, 1, ACK | PSH), 1)).toBe(`${WITH}, goodbye`);
   });
+  it('takes a SYN that repeats the ISN of a connection that ended cleanly as a new connection, which the rule covers', () => {
+    // A host with no socket left for the 4-tuple takes that SYN as a new connection (the client's
+    // stack picks the ISN; a raw client picks the old one). On the old entry, whose engine was
+    // released once both FINs were acknowledged, everything of it passed unrewritten both ways.
+    const { h, c } = open(41024);
+    settled(h, c);
+    h.send(c.data(0, 5, '', 3, FIN | ACK), 0);
+    h.send(c.data(1, 3, '', 6, FIN | ACK), 1);
+    h.send(c.data(0, 6, '', 4, ACK), 0);
+    expect(flowOf(h, c).state).toBe('closed');
+    expect(flowOf(h, c).conn, 'the engine is released once the connection settled').toBeNull();
+    const again = h.connect(41024, c.isnC, 0x1234);
+    expect(h.gw.stats().flows.reused).toBe(1);
+    expect(textTo(again.sendData(0, 0, `GET /${FIND}`), 1)).toBe(`GET /${WITH}`);
+    expect(textTo(again.sendData(1, 0, FIND, 15), 0)).toBe(WITH);
+  });
 });
 
 describe('forged segments against the reference TCP pair through the gateway', () => {
