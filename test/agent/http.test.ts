@@ -469,6 +469,40 @@ describe('http: hold timeouts and flushes', () => {
     expect(a.counters).toMatchObject({ headerFlushed: 1, editsLost: 1, passReleased: 1 });
   });
 
+  it('a start-line is judged when it ends, not with its section: an HTTP/0.9 request (no empty line ever follows) is refused at once, the connection reset', () => {
+    const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+    const o = a.feed('c2s', 0, b('GET /hw.html\r\n'));
+    expect(o.abort).toBe('http-refused:startLine');
+    expect(applyEdits(b('GET /hw.html\r\n'), o.edits).toString()).toBe('');
+    expect(a.counters.refused.startLine).toBe(1);
+    // A response that is no status-line (an HTTP/0.9 answer: the body from its first byte): a 502.
+    const r = run(HELLO, [c2s(get('/')), s2c('<html>Hello world</html>\n<p>more</p>\n')], { fin: false });
+    expect(r.s2c.toString()).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    expect(r.s2c.toString()).not.toContain('Hello world');
+  });
+
+  it('a start-line still arriving when a hold timeout or the end comes: released only while it can still become one (a slow sender), else refused', () => {
+    const flushed = (dir: Direction, text: string, reason: 'timeout' | 'fin') => {
+      const a = httpFactory.create(HELLO, CTX) as HttpAgent;
+      if (dir === 's2c') a.feed('c2s', 0, b(get('/')));
+      const o = a.feed(dir, 0, b(text));
+      const f = a.flush(dir, reason);
+      return { a, undecidedFrom: f.undecidedFrom, out: applyEdits(b(text), [...o.edits, ...f.edits]).toString('latin1'), abort: o.abort ?? f.abort };
+    };
+    for (const [dir, text] of [['c2s', 'GE'], ['c2s', 'GET /a'], ['c2s', 'GET /a HTTP/1.'], ['c2s', 'GET /a HTTP/1.1\r'], ['s2c', 'HTTP/1.1 20'], ['s2c', 'HTTP/1.1 200 O'], ['s2c', 'HTTP/1.1 200\r']] as const) {
+      const r = flushed(dir, text, 'timeout');
+      expect({ text, out: r.out, undecidedFrom: r.undecidedFrom }).toEqual({ text, out: text, undecidedFrom: text.length });
+      expect(r.a.counters.headerFlushed).toBe(1);
+    }
+    for (const [dir, text] of [['c2s', 'GET  /'], ['c2s', 'GET /a HTTP/1.1 '], ['c2s', 'GET /a HTTP/x'], ['c2s', '<html>'], ['s2c', '<html>Hello world'], ['s2c', 'HTTP/1.1 2x'], ['s2c', 'HTTP/1.1 200 OK\r\r']] as const) {
+      for (const reason of ['timeout', 'fin'] as const) {
+        const r = flushed(dir, text, reason);
+        expect({ text, out: r.out.includes(text) }).toEqual({ text, out: false });
+        expect(r.a.counters.refused.startLine).toBe(1);
+      }
+    }
+  });
+
   it('a body match a hold timeout split ("Hello wo" released, "rld" completes it): refused, the rest never passes, the connection reset', () => {
     const a = httpFactory.create(HELLO, CTX) as HttpAgent;
     const d = new AgentDriver(a, 's2c');

@@ -11,7 +11,8 @@
  * - bytes a client sends after CONNECT / Upgrade before the answer came (maxHeaderBytes).
  * Everything else is decided as it arrives. A flush (FIN, hold timeout, engine limit) decides
  * what is held: a partial section is released unchanged (what it then needs on released bytes
- * is refused or dropped, see ./plan.ts `render`), a held body falls back to streaming.
+ * is refused or dropped, see ./plan.ts `render`) — a start-line not yet ended only if it can still
+ * become one (a start-line is judged as soon as it ends) — and a held body falls back to streaming.
  *
  * Refusal (a message that cannot be forwarded unambiguously): every byte of this direction from
  * the message's first undecided byte on is deleted, counted by reason. The peer never sees the
@@ -32,7 +33,7 @@ import type { ResolvedHttpConfig } from './config.js';
 import type { CountKey, RefuseReason, Tally } from './counters.js';
 import { EditBuilder, EMPTY } from './edits.js';
 import { decideRequest, decideResponse, decideTrailers, PASS_REFUSAL, render, UNPAIRED, type After, type BodyMethod, type DecideOpts, type Decision, type Rendered, type ReqInfo } from './plan.js';
-import { CR, LF, parseChunkLine } from './syntax.js';
+import { CR, LF, parseChunkLine, startLinePrefix } from './syntax.js';
 
 export type Phase =
   | 'start' // before a start-line: empty lines are removed
@@ -272,6 +273,11 @@ export class HttpStream {
     // The stream ends inside a body whose framing said more was coming.
     const cut = reason === 'fin' && this.rw !== null && CUT_PHASES.has(this.st.phase);
     if (this.st.phase === 'chunkLine' || this.st.phase === 'chunkCrlf') this.st.released = this.st.pos;
+    if (this.st.phase === 'head' && this.st.blkLine === 0 && !startLinePrefix(this.st.block.toString('latin1'), this.dir === 'c2s' ? 'request' : 'response')) {
+      // The start-line has not ended, and what came of it cannot become one: released, these
+      // bytes (an HTTP/0.9 answer's body, another protocol) would pass the rules unparsed.
+      return this.refuse('startLine', this.st.blockStart, this.st.pos);
+    }
     if (this.st.phase === 'head' || this.st.phase === 'trailers') {
       if (this.st.released < this.st.pos) {
         this.env.count.add('headerFlushed');
@@ -518,6 +524,18 @@ export class HttpStream {
       const ls = st.blkLine;
       const le = len - 1;
       st.blkLine = len;
+      if (ls === 0 && st.phase === 'head') {
+        // The start-line is judged as soon as it ends, not with its section: a message that
+        // never sends the section's empty line (HTTP/0.9's `GET /path`) must not wait for a
+        // hold timeout to release it unparsed, nor its answer (a body from its first byte).
+        const line = held === 0 ? buf.subarray(from, i) : Buffer.concat([st.block, buf.subarray(from, i)]);
+        const bad = parseBlock(line, st.blockStart, this.dir === 'c2s' ? 'request' : 'response').error;
+        if (bad !== undefined) {
+          take(i);
+          this.refuse(bad, st.blockStart, base + i);
+          return i;
+        }
+      }
       if (le === ls || (le === ls + 1 && at(ls) === CR)) {
         take(i);
         this.st.pos = base + i;

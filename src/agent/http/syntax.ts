@@ -97,6 +97,19 @@ export function parseStatusLine(line: string): StatusLine | undefined {
 }
 
 /**
+ * Whether `held` (a start-line's first bytes, no LF yet) can still become a request-line or
+ * status-line that parses: what a hold timeout may release before the line ends (a slow
+ * sender). Anything else is no HTTP/1.x start-line (an HTTP/0.9 answer is its body from the
+ * first byte), and releasing it would let its bytes past the rules unparsed.
+ */
+const REQUEST_LINE_PREFIX = /^(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]*|[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ (?:H(?:T(?:T(?:P(?:\/(?:[0-9](?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)$/;
+const STATUS_LINE_PREFIX = /^(?:H(?:T(?:T(?:P(?:\/(?:[0-9](?:\.(?:[0-9](?: (?:[1-9](?:[0-9](?:[0-9](?: [\t\x20-\x7e\x80-\xff]*)?\r?)?)?)?)?)?)?)?)?)?)?)?)$/;
+
+export function startLinePrefix(held: string, kind: 'request' | 'response'): boolean {
+  return (kind === 'request' ? REQUEST_LINE_PREFIX : STATUS_LINE_PREFIX).test(held);
+}
+
+/**
  * Elements of a comma-separated list (RFC 9110 §5.6.1): OWS trimmed, empty elements dropped; a
  * comma inside a quoted-string (with its quoted-pairs) does not separate.
  */
