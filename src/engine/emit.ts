@@ -38,7 +38,7 @@ import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { transientBytes } from '../util/bytes.js';
 import { seqAdd } from '../wire/seq.js';
-import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpSegment } from '../wire/tcp.js';
+import { TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpOptionKind, TcpSegment } from '../wire/tcp.js';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
 import type { Endpoint } from '../flow/flow.js';
 import {
@@ -178,6 +178,21 @@ export function retainTag(t: SegTag): SegTag {
   if (!t.borrowed) return t;
   // Only the headers are needed to rebuild a frame; the payload travels separately.
   return { ...t, frame: new Uint8Array(t.frame.subarray(0, t.payloadOff)), borrowed: false };
+}
+
+/**
+ * A kept template (retained: its own copy of the headers) takes the timestamps option's values of
+ * `from`, a later segment of the same sender (Connection's `stamp`): both must carry the option.
+ */
+export function stampTag(template: SegTag, from: SegTag): void {
+  if (template.borrowed) return;
+  const a = TcpSegment.unchecked(template.frame.subarray(template.l4Off, template.payloadOff));
+  const ta = a.findOption(TcpOptionKind.TIMESTAMPS);
+  if (ta < 0) return;
+  const b = TcpSegment.unchecked(from.frame.subarray(from.l4Off, from.payloadOff));
+  const tb = b.findOption(TcpOptionKind.TIMESTAMPS);
+  if (tb < 0) return;
+  template.frame.set(from.frame.subarray(from.l4Off + tb + 2, from.l4Off + tb + 10), template.l4Off + ta + 2);
 }
 
 /** The last piece of a split GSO segment, kept for the next frame out (see Coalescing above). */

@@ -28,7 +28,7 @@ import type { Limits } from '../stream/limits.js';
 import { ipToString } from '../wire/ip.js';
 import { TCP_SYN, type TcpSegment } from '../wire/tcp.js';
 import type { AdmittedTcp, Warn } from './admit.js';
-import { retainTag, tagFromJson, tagToJson, type SegTag, type Side, type TagJson } from './emit.js';
+import { retainTag, stampTag, tagFromJson, tagToJson, type SegTag, type Side, type TagJson } from './emit.js';
 import type { LinkType } from '../wire/frame.js';
 import type { FlowTally } from './events.js';
 import { TimerQueue } from './timers.js';
@@ -170,7 +170,7 @@ export class Rewriter {
     const c = this.o.counters;
     try {
       const agent = createAgent(sel.rule.agent, sel.rule.config, ctx, this.o.registry);
-      f.conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
+      f.conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag, stampTag);
       f.conn.urgentInline = this.config!.policy.urgent === 'inline';
       const label = ruleLabel(sel.rule);
       const again = label === remadeFrom;
@@ -331,7 +331,7 @@ export class Rewriter {
     if (r === undefined || r.sel.rule.agent !== st.agent.name) throw new Error(`no rule with agent ${st.agent.name} selects ${f.id} here`);
     const { sel, ctx } = r;
     const agent = restoreAgent(sel.rule.agent, sel.rule.config, ctx, st.agent.state, this.o.registry);
-    const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag);
+    const conn = new Connection<SegTag>(f.halves, agent, this.o.limits, this.stream, this.budget, retainTag, stampTag);
     conn.urgentInline = (old ?? this.config).policy.urgent === 'inline';
     try {
       conn.restore(st.conn, nowMs);

@@ -85,6 +85,13 @@ export class Connection<T extends { fields: TcpFields }> {
     private readonly counters: StreamCounters,
     budget: GlobalBudget,
     retain?: (tag: T) => T,
+    /**
+     * Gives a kept template the timestamps (RFC 7323) of a later segment of its sender that
+     * carried no data (a pure ACK passes without becoming the template): a segment the gateway
+     * originates from the template must not carry a TSval older than one its receiver already
+     * took (PAWS, RFC 7323 §5: Linux drops it, and the stream stalls until the sender sends again).
+     */
+    private readonly stamp?: (template: T, from: T) => void,
   ) {
     this.dirs = [
       new StreamDirection<T>(DIRS[0], agent, limits, counters, budget, retain),
@@ -145,6 +152,8 @@ export class Connection<T extends { fields: TcpFields }> {
     }
     const hasData = payload.length > 0 || (f.flags & (TCP_FIN | TCP_RST)) !== 0;
     if (!hasData) {
+      const t = d.template;
+      if (t !== undefined) this.stamp?.(t, tag);
       out.push({ tag, fields: this.translate(side, f, d.mapEmpty(this.pos(side, f.seq)), 0), payload, changed: false, synth: false });
       this.dropFields(side);
       return;

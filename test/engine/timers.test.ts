@@ -8,7 +8,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TimerQueue } from '../../src/engine/timers.js';
 import { Connection } from '../../src/stream/connection.js';
-import { Harness, payloadOf } from '../hostile/harness.js';
+import { decodeFrame } from '../../src/wire/frame.js';
+import { ACK, Conn, Harness, PSH, SYN, payloadOf } from '../hostile/harness.js';
 
 describe('TimerQueue', () => {
   it('takes exactly the items due, whatever the schedules, cancels and reschedules before', () => {
@@ -73,5 +74,26 @@ describe('gateway ticks', () => {
     } finally {
       Connection.prototype.nextTimerMs = orig;
     }
+  });
+});
+
+describe('segments the gateway originates', () => {
+  it('carry the timestamps of the sender\'s latest segment, also one without data (else the receiver drops them: PAWS)', () => {
+    const h = new Harness();
+    const c = new Conn(h, 20500, 1000, 5000);
+    const ts = (tsval: number, tsecr: number) => [{ kind: 'nop' as const }, { kind: 'nop' as const }, { kind: 'timestamps' as const, tsval, tsecr }];
+    h.send(c.frame(0, { flags: SYN, seq: 1000, options: [{ kind: 'mss', mss: 1460 }, ...ts(100, 0)] }), 0);
+    h.send(c.frame(1, { flags: SYN | ACK, seq: 5000, ack: 1001, options: [{ kind: 'mss', mss: 1460 }, ...ts(500, 100)] }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1001, ack: 5001, options: ts(101, 500) }), 0);
+    // "sec" (a prefix of the rule's "secret") is held; the client's next segment is a pure ACK
+    // of the server's answer, with a later TSval: the server takes that one as TS.Recent.
+    expect(h.send(c.frame(0, { flags: ACK | PSH, seq: 1001, ack: 5001, options: ts(102, 500), payload: Buffer.from('hello sec') }), 0).map((e) => payloadOf(e.frame))).toEqual(['hello ']);
+    h.send(c.frame(1, { flags: ACK | PSH, seq: 5001, ack: 1007, options: ts(600, 102), payload: Buffer.from('ok\n') }), 1);
+    h.send(c.frame(0, { flags: ACK, seq: 1010, ack: 5004, options: ts(250, 600) }), 0);
+    const out = h.advance(5000).filter((e) => e.to === 1 && payloadOf(e.frame) === 'sec');
+    expect(out).toHaveLength(1);
+    const d = decodeFrame(out[0]!.frame, { link: 'ethernet', verifyChecksums: true });
+    if (d.kind !== 'tcp') throw new Error(d.kind);
+    expect([d.tcp.tsval(), d.tcp.tsecr(), d.tcp.ack]).toEqual([250, 600, 5004]);
   });
 });
