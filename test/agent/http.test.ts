@@ -231,6 +231,44 @@ describe('http: request bodies (uploads)', () => {
   });
 });
 
+describe('http: a final answer to a request waiting on 100-continue before its body (417, 413, 401)', () => {
+  const cfg: HttpConfig = { ...HELLO, assumeHttp11Server: true };
+  const head = 'POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n';
+  const retry = 'POST /up HTTP/1.1\r\nHost: a\r\nUser-Agent: curl\r\nContent-Length: 6\r\n\r\nsecret';
+  const refusal = 'HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n';
+
+  it('is the connection\'s last, and what the client sends after it (its next request, as curl after a 417, or the body) is deleted', () => {
+    for (const after of [retry, 'x'.repeat(500)]) {
+      const r = run(cfg, [c2s(head), s2c(refusal), c2s(after), s2c('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')]);
+      // What the server got: the request's header (its body re-framed as chunked) and nothing more,
+      // so no byte of the client's can be read as a request here and as a body there.
+      const got = r.c2s.toString('latin1');
+      expect(got.startsWith('POST /up HTTP/1.1\r\n') && got.endsWith('\r\n\r\n') && got.indexOf('\r\n\r\n') === got.length - 4, got).toBe(true);
+      expect(got).toContain('Transfer-Encoding: chunked\r\n');
+      const msgs = decode(r.s2c, 'response').msgs;
+      expect(msgs.map((m) => [m.start, hv(m, 'Connection')])).toEqual([['HTTP/1.1 417 Expectation Failed', ['close']]]);
+      expect(r.counters).toMatchObject({ expectAbandoned: 1, afterCloseBytes: after.length + 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'.length });
+      expect(r.counters.refusedRequests).toBe(0);
+    }
+  });
+
+  it('not after a 100 (the body follows), nor once the body started: the connection goes on', () => {
+    const cont = run(cfg, [c2s(head), s2c('HTTP/1.1 100 Continue\r\n\r\n'), c2s('secret'), s2c(refusal), c2s(get('/next'))]);
+    expect(cont.counters.expectAbandoned).toBe(0);
+    expect(decode(cont.s2c, 'response').msgs.map((m) => hv(m, 'Connection'))).toEqual([[], []]);
+    expect(cont.c2s.toString('latin1')).toContain('[redacted]');
+    const started = run(cfg, [c2s(head + 'sec'), s2c(refusal), c2s('ret')]);
+    expect(started.counters.expectAbandoned).toBe(0);
+    expect(started.c2s.toString('latin1')).toContain('[redacted]');
+  });
+
+  it('survives a snapshot between the answer and what the client sends next', () => {
+    const r = run(cfg, [c2s(head), s2c(refusal), c2s(retry)], { snapshot: true });
+    expect(r.counters.expectAbandoned).toBe(1);
+    expect(r.c2s.toString('latin1')).not.toContain('secret');
+  });
+});
+
 describe('http: pairing responses with requests', () => {
   it('pipelined HEAD, 204, 304, 1xx: no body read after them; the last response is rewritten', () => {
     const r = run(HELLO, [

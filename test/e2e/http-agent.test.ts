@@ -583,6 +583,30 @@ describeE2E('the http agent against nginx, python and curl', e2eProblems(['ip', 
         }
       });
 
+      timed('an Expect: 100-continue upload the server answers 417 at once, on a kept connection: that answer closes it, and nothing the client sends after it reaches the server', async () => {
+        // The 417 comes before any of the body: the client may now send the body or its next
+        // request (curl, directly: the request again without Expect, on the same connection),
+        // which the server and the agent could read differently (the agent had read curl's
+        // retried request as the upload's body, "Received HTTP/0.9" for curl). The 417 is made
+        // the connection's last (expectAbandoned): curl reports it, the server got no body.
+        const a0 = gatewayStats(P)['agents']!['http']!['expectAbandoned'] as number;
+        const kept = readdirSync(join(dir, 'www/uploads')).length;
+        const hdr = join(out, 'headers-417');
+        rmSync(hdr, { force: true });
+        const argv = ['curl', '-sS', '--max-time', '60', '-o', '/dev/null', `${PY11}/tiny.txt`, '--next', '-D', hdr, '-H', 'Expect: 100-continue',
+          '--data-binary', `@${join(dir, 'up-large')}`, '-o', '/dev/null', `${PY11}/upload417`];
+        const r = await labExec(P, 'client', argv, { timeoutMs: 90_000 });
+        expect(r.code, `${argv.join(' ')}: ${r.stderr}`).toBe(0);
+        const heads = parseHeads(readFileSync(hdr, 'latin1'));
+        expect(heads.map((h) => [h.status, field(h, 'Connection')])).toEqual([[417, ['close']]]);
+        expect(readdirSync(join(dir, 'www/uploads')).length, 'the server stored no upload').toBe(kept);
+        expect((gatewayStats(P)['agents']!['http']!['expectAbandoned'] as number) - a0).toBe(1);
+        // Without Expect the same upload goes through (re-chunked after the GET's 1.1 answer).
+        const again = await labExec(P, 'client', ['curl', '-sS', '--max-time', '60', '-o', '/dev/null', `${PY11}/tiny.txt`, '--next', '-H', 'Expect:', '--data-binary', `@${join(dir, 'up-large')}`, '-o', join(out, 'upload417.json'), `${PY11}/upload417`], { timeoutMs: 90_000 });
+        expect(again.code, again.stderr).toBe(0);
+        expectUploadRewritten(JSON.parse(readFileSync(join(out, 'upload417.json'), 'utf8')) as Got, 'up-large', 'chunked');
+      });
+
       timed('a chunked Expect: 100-continue upload is re-chunked as the first request of a connection', async () => {
         const r = await upload('up-large', ['Transfer-Encoding: chunked', 'Expect: 100-continue']);
         expectUploadRewritten(r.got, 'up-large', 'chunked');

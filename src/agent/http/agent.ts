@@ -35,7 +35,16 @@ export class HttpAgent implements Agent {
 
   constructor(cfg: ResolvedHttpConfig, ctx: AgentContext, snap?: HttpSnapshot, total?: HttpCounters) {
     this.counters = snap !== undefined ? copyCounters(snap.counters) : newHttpCounters();
-    this.shared = snap !== undefined ? { ...snap.shared, queue: snap.shared.queue.map((q) => ({ ...q })) } : { queue: [], server11: false, awaitResult: null, s2cParsing: true };
+    this.shared =
+      snap !== undefined
+        ? {
+            ...snap.shared,
+            // A snapshot of a version without them.
+            expectWaiting: snap.shared.expectWaiting === true,
+            c2sDrop: snap.shared.c2sDrop === true,
+            queue: snap.shared.queue.map((q) => ({ ...q, expect: q.expect ?? 'no' })),
+          }
+        : { queue: [], server11: false, awaitResult: null, s2cParsing: true, expectWaiting: false, c2sDrop: false };
     const env = { cfg, count: new Tally(this.counters, total), shared: this.shared, event: ctx.event, log: ctx.log, flowId: ctx.flowId };
     const c2s = new HttpStream('c2s', env, snap?.dirs.c2s);
     try {
@@ -103,9 +112,11 @@ function checkSnapshot(s: unknown): HttpSnapshot {
   const sh = o.shared;
   if (typeof sh !== 'object' || sh === null || !Array.isArray(sh.queue) || typeof sh.server11 !== 'boolean' || typeof sh.s2cParsing !== 'boolean') return bad('shared');
   if (!(sh.awaitResult === null || sh.awaitResult === 'tunnel' || sh.awaitResult === 'http')) return bad('shared.awaitResult');
+  if (![sh.expectWaiting, sh.c2sDrop].every((v) => v === undefined || typeof v === 'boolean')) return bad('shared: expect');
   for (const q of sh.queue as unknown[]) {
     const r = q as Partial<ReqInfo> | null;
     if (typeof r !== 'object' || r === null || typeof r.method !== 'string' || typeof r.v11 !== 'boolean' || typeof r.close !== 'boolean') return bad('queue');
+    if (r.expect !== undefined && r.expect !== 'no' && r.expect !== 'yes' && r.expect !== 'abandoned') return bad('queue: expect');
   }
   if (typeof o.dirs !== 'object' || o.dirs === null) return bad('dirs');
   for (const d of ['c2s', 's2c'] as const) {

@@ -159,6 +159,8 @@ export function newHttpCounters() {
     refusedRequests: 0,
     refusedResponses: 0,
     refused: Object.fromEntries(REFUSE_REASONS.map((r) => [r, 0])) as Record<RefuseReason, number>,
+    /** Requests that waited on 100-continue and got a final answer before their body: made the connection's last. */
+    expectAbandoned: 0,
     /** Header sections released by a hold timeout before they were complete. */
     headerFlushed: 0,
     /** Cosmetic header edits (set/remove) that fell on bytes already released. */

@@ -46,6 +46,11 @@ export interface ReqInfo {
   close: boolean;
   /** CONNECT, or a request with Upgrade: the connection may become a tunnel. */
   tunnel: 'connect' | 'upgrade' | null;
+  /**
+   * Expect: 100-continue with a body to come ('yes'); 'abandoned' once a final answer came
+   * before any of that body (./stream.ts): the answer is the connection's last.
+   */
+  expect: 'no' | 'yes' | 'abandoned';
 }
 
 /**
@@ -54,7 +59,7 @@ export interface ReqInfo {
  * it as the answer to its next request, whatever that is, so what the server sends after it
  * could be paired one way here and another way there.
  */
-export const UNPAIRED: Readonly<ReqInfo> = Object.freeze({ method: 'GET', v11: true, close: false, tunnel: null });
+export const UNPAIRED: Readonly<ReqInfo> = Object.freeze({ method: 'GET', v11: true, close: false, tunnel: null, expect: 'no' });
 
 export type BodyMethod = 'none' | 'pass' | 'fixlen' | 'chunked' | 'rechunk' | 'close' | 'toclose';
 export type PassWhy = 'passEncoded' | 'passTransferCoded' | 'passNoFraming' | 'passExpect' | 'passReleased';
@@ -276,9 +281,10 @@ export function decideRequest(pb: ParsedBlock, cfg: ResolvedHttpConfig, server11
   // the `upgrade` connection option (RFC 9110 §7.8): without it a 101 is unexpected.
   if (r.method === 'CONNECT' && !AUTHORITY_FORM.test(r.target)) return { ...d, error: 'startLine' };
   const tunnel = r.method === 'CONNECT' ? 'connect' : fieldUnits(pb, 'upgrade').length > 0 && conn.has('upgrade') ? 'upgrade' : null;
-  d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel };
-  d.after = tunnel !== null ? 'await' : 'start';
   const expect = fieldValues(pb, 'expect').some((v) => /(^|,)[ \t]*100-continue[ \t]*(,|$)/i.test(v));
+  const body = f.body.kind === 'chunked' || (f.body.kind === 'length' && f.body.n > 0);
+  d.req = { method: r.method, v11, close: forcedClose || conn.has('close') || (!v11 && !conn.has('keep-alive')), tunnel, expect: expect && body ? 'yes' : 'no' };
+  d.after = tunnel !== null ? 'await' : 'start';
   chooseBody(pb, f, d, cfg.request.replace, cfg.decode && o.noDecode !== true, o, {
     fixlen: !expect,
     fixlenMax: cfg.maxBufferedBody,
@@ -315,17 +321,20 @@ export function decideResponse(pb: ParsedBlock, cfg: ResolvedHttpConfig, req: Re
   if (req.tunnel !== 'connect' && (how === 'yes' || how === 'gzip' || how === 'deflate')) describeRewritten(pb, d, req.method === 'HEAD' || s === 304);
   if (req.tunnel === 'connect' && s >= 200 && s < 300) d.after = 'tunnel';
   const unpaired = req === UNPAIRED;
-  const closes = unpaired || req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
+  // The connection's last answer: to nothing asked (UNPAIRED), or a final one before the body of
+  // a request that waited on 100-continue (./stream.ts `abandonExpect`).
+  const last = unpaired || req.expect === 'abandoned';
+  const closes = last || req.close || conn.has('close') || (!v11 && !conn.has('keep-alive'));
   chooseBody(pb, f, d, rules, cfg.decode && o.noDecode !== true, o, { fixlen: true, fixlenMax: cfg.maxBufferedBody, chunked: req.v11 && v11, toclose: closes, tooLarge: 'passNoFraming' });
-  if (d.method === 'toclose' || unpaired) {
-    // The body now ends with the connection, or the answer is the connection's last (UNPAIRED):
-    // say so, without a keep-alive beside it.
+  if (d.method === 'toclose' || last) {
+    // The body now ends with the connection, or the answer is the connection's last: say so,
+    // without a keep-alive beside it.
     removeFields(pb, d, CONNECTION_FIELDS, 'frame');
     addLines(d, CONNECTION_CLOSE, 'frame');
   }
-  // What the server sends after an unpaired answer is deleted (afterCloseBytes): a HEAD's
-  // answer taken for a GET's would make the next answer's body a message of its own here.
-  if (unpaired) d.after = 'drop';
+  // What the server sends after its last answer is deleted (afterCloseBytes): a HEAD's answer
+  // taken for a GET's would make the next answer's body a message of its own here.
+  if (last) d.after = 'drop';
   guardConnection(pb, d, cfg.response.remove);
   return d;
 }

@@ -59,6 +59,10 @@ export interface Shared {
   awaitResult: 'tunnel' | 'http' | null;
   /** s2c still parses responses (not a tunnel, not refused): c2s queues requests for it. */
   s2cParsing: boolean;
+  /** c2s is at the start of the body of a request that waits on 100-continue (none of it came yet). */
+  expectWaiting: boolean;
+  /** A final answer came before that body: c2s deletes what the client sends from then on. */
+  c2sDrop: boolean;
 }
 
 /** The message in progress. */
@@ -222,6 +226,7 @@ export class HttpStream {
     this.ob = new EditBuilder();
     let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     let base = pos;
+    if (this.env.shared.c2sDrop === true && this.dir === 'c2s' && st.phase !== 'drop') this.toDrop();
     if (st.phase === 'await' && this.env.shared.awaitResult !== null) {
       // The answer came: the held bytes are parsed (or passed) together with the new ones.
       buf = Buffer.concat([st.block, buf]);
@@ -235,6 +240,7 @@ export class HttpStream {
   flush(reason: FlushReason): AgentOutput {
     const st = this.st;
     this.ob = new EditBuilder();
+    if (this.env.shared.c2sDrop === true && this.dir === 'c2s' && st.phase !== 'drop') this.toDrop();
     const p = st.pos;
     switch (st.phase) {
       case 'await':
@@ -423,6 +429,7 @@ export class HttpStream {
     const n = buf.length;
     this.runEnd = base + n;
     let i = 0;
+    if (this.env.shared.expectWaiting === true && this.dir === 'c2s' && n > 0) this.env.shared.expectWaiting = false;
     while (i < n) {
       const p = base + i;
       switch (this.st.phase) {
@@ -663,6 +670,7 @@ export class HttpStream {
       } else {
         req = status === 101 && sh.queue[0]?.tunnel !== 'upgrade' ? null : (sh.queue.shift() ?? null);
         if (req === null && status !== 101) c.add('unpairedResponses');
+        if (req !== null && status >= 200 && this.abandonExpect(req)) c.add('expectAbandoned');
         d = this.decodable(decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first), first, () => decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first));
         if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
       }
@@ -736,6 +744,7 @@ export class HttpStream {
       this.rw = this.rewriter(OUT[d.method], endPos, d.coding);
       if (d.coding !== undefined) c.takeDecoder();
     }
+    if (this.dir === 'c2s' && msg.req?.expect === 'yes' && d.body.kind !== 'none') this.env.shared.expectWaiting = this.runEnd === endPos;
     switch (d.body.kind) {
       case 'none':
         return this.messageDone(endPos);
@@ -882,6 +891,30 @@ export class HttpStream {
         if (this.dir === 's2c') this.env.shared.s2cParsing = false;
         return;
     }
+  }
+
+  /**
+   * A final answer to a request that waits on 100-continue, before any of its body came (the
+   * server refused it: 417, 413, 401): the client may now send that body or its next request
+   * (RFC 9110 §10.1.1; curl retries after a 417 on the same connection), and which one it is the
+   * server and this parser could read differently. So the answer is the connection's last
+   * (`Connection: close`) and c2s deletes what the client sends from here (afterCloseBytes).
+   */
+  private abandonExpect(req: ReqInfo): boolean {
+    const sh = this.env.shared;
+    if (req.expect !== 'yes' || sh.expectWaiting !== true) return false;
+    req.expect = 'abandoned';
+    sh.expectWaiting = false;
+    sh.c2sDrop = true;
+    return true;
+  }
+
+  /** c2s after an abandoned 100-continue request (abandonExpect): everything from here is deleted. */
+  private toDrop(): void {
+    this.rw = null;
+    this.st.msg = null;
+    this.st.block = this.st.line = EMPTY;
+    this.st.phase = 'drop';
   }
 
   /** This direction (and a c2s waiting on this answer) becomes a tunnel. */
