@@ -37,7 +37,7 @@ export interface MonitorSnapshot {
 }
 
 function freshStats(): MonitorDirStats {
-  return { bytes: 0, chunks: 0, flushes: { fin: 0, rst: 0, timeout: 0, limit: 0 } };
+  return { bytes: 0, chunks: 0, flushes: { fin: 0, rst: 0, timeout: 0, limit: 0, answer: 0 } };
 }
 
 export class MonitorAgent implements Agent {
@@ -91,7 +91,9 @@ function restoreStats(x: unknown, dir: Direction): MonitorDirStats {
     typeof o.flushes === 'object' && o.flushes !== null &&
     (['fin', 'rst', 'timeout', 'limit'] as const).every((k) => Number.isSafeInteger(o.flushes![k]));
   if (!ok) throw new Error(`monitor: bad snapshot (${dir})`);
-  return structuredClone(o as MonitorDirStats);
+  const s = structuredClone(o as MonitorDirStats);
+  s.flushes.answer ??= 0; // a snapshot of a version without it
+  return s;
 }
 
 /** A monitor factory whose agents hand every chunk to `sink` (if given). */

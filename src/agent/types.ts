@@ -53,9 +53,17 @@ export interface AgentOutput {
    * refused request), so neither end waits for bytes that will never come.
    */
   abort?: string;
+  /**
+   * What the other direction holds can be decided now (the http agent: the answer to CONNECT /
+   * Upgrade opened a tunnel, and bytes the client sent ahead of it wait): the engine flushes that
+   * direction at once (reason 'answer') instead of at its hold timeout.
+   */
+  wake?: boolean;
 }
 
-export type FlushReason = 'fin' | 'rst' | 'timeout' | 'limit';
+/** Why held bytes must be decided: the stream's end, a RST, the hold timeout, the size limit, or
+ *  the other direction's answer (AgentOutput.wake). */
+export type FlushReason = 'fin' | 'rst' | 'timeout' | 'limit' | 'answer';
 
 /** What an agent knows about its connection. Runtime handles (sinks, loggers) live here, not in state. */
 export interface AgentContext {

@@ -167,6 +167,17 @@ export class Connection<T extends { fields: TcpFields }> {
     for (const r of rel) out.push(this.emit(side, r));
     this.dropFields(side);
     this.takeAbort(side);
+    if (d.takeWake()) {
+      // The agent's answer decided what the other direction holds: flushed now, not at its hold
+      // timeout (a segment originated on that side's template, after this segment's release).
+      const other = (1 - side) as 0 | 1;
+      const od = this.dirs[other];
+      const orel: Release<T>[] = [];
+      od.flushNow('answer', nowMs, orel);
+      for (const r of orel) out.push(this.emit(other, r));
+      this.dropFields(other);
+      this.takeAbort(other);
+    }
   }
 
   /** The agent's abort from `side`'s direction, if it gave one (the first reason stays). */

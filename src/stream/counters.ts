@@ -42,11 +42,12 @@ export function newStreamCounters() {
     normalizeEvicted: 0,
     /** Times an agent held bytes back. */
     holds: 0,
-    /** Held bytes flushed on FIN / RST / timeout / limit. */
+    /** Held bytes flushed on FIN / RST / timeout / limit / the other direction's answer (AgentOutput.wake). */
     flushFin: 0,
     flushRst: 0,
     flushTimeout: 0,
     flushLimit: 0,
+    flushAnswer: 0,
     /** Segments the gateway originated (flushed held bytes) and their retransmissions. */
     synthSent: 0,
     synthRetransmit: 0,

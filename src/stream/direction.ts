@@ -169,6 +169,8 @@ export class StreamDirection<T> {
   private stored = 0;
   /** The rest of the state, while needed (see Busy). */
   private busy: Busy<T> | null = null;
+  /** The agent's last answer asked for the other direction to be flushed (takeWake). */
+  private wake = false;
   private readonly env: Env;
 
   constructor(
@@ -288,6 +290,20 @@ export class StreamDirection<T> {
   private get givenUp(): boolean {
     return this.busy !== null && this.busy.abort !== null;
   }
+  /** The agent asked for the other direction to be flushed (AgentOutput.wake), and forgets it. */
+  takeWake(): boolean {
+    const w = this.wake;
+    this.wake = false;
+    return w;
+  }
+
+  /** Flushes held bytes for `reason` now and hands what that originates to `out` (AgentOutput.wake). */
+  flushNow(reason: FlushReason, nowMs: number, out: Release<T>[]): void {
+    this.flush(reason, nowMs);
+    this.takeSynth(out);
+    this.account();
+  }
+
   /** The agent's abort (AgentOutput.abort) not yet taken, and forgets it (Connection.abort). */
   takeAbort(): string | null {
     const b = this.busy;
@@ -716,6 +732,7 @@ export class StreamDirection<T> {
       u = m;
     }
     if (res.abort !== undefined) this.b.abort ??= res.abort;
+    if (res.wake === true) this.wake = true;
     const now = nowMs;
     if (u <= x0) {
       // Nothing past the old held region is decided: the new bytes join the held region and
@@ -809,6 +826,7 @@ export class StreamDirection<T> {
         case 'rst': this.counters.flushRst++; break;
         case 'timeout': this.counters.flushTimeout++; break;
         case 'limit': this.counters.flushLimit++; break;
+        case 'answer': this.counters.flushAnswer++; break;
       }
     }
     if (d.length === 0) return;

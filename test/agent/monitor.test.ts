@@ -22,7 +22,7 @@ describe('monitor agent', () => {
     expect(a.flush('c2s', 'fin')).toEqual({ edits: [] });
     expect(seen).toEqual(['f#0 c2s@0:GET /', 'f#0 s2c@0:HTTP', 'f#0 c2s@5: HTTP/1.1']);
     const snap = a.snapshot() as MonitorSnapshot;
-    expect(snap.dirs.c2s).toEqual({ bytes: 14, chunks: 2, flushes: { fin: 1, rst: 0, timeout: 0, limit: 0 } });
+    expect(snap.dirs.c2s).toEqual({ bytes: 14, chunks: 2, flushes: { fin: 1, rst: 0, timeout: 0, limit: 0, answer: 0 } });
     expect(snap.dirs.s2c.bytes).toBe(4);
   });
 

@@ -97,3 +97,28 @@ describe('segments the gateway originates', () => {
     expect([d.tcp.tsval(), d.tcp.tsecr(), d.tcp.ack]).toEqual([250, 600, 5004]);
   });
 });
+
+describe('an agent\'s answer that decides what the other direction holds (AgentOutput.wake)', () => {
+  it('releases bytes a client sent ahead of the answer to CONNECT as soon as the tunnel opens, not at the hold timeout', () => {
+    const h = new Harness({}, {}, `
+rules:
+  - match: { port: 80 }
+    agent: http
+    http:
+      response:
+        replace: [ { find: "Hello world", with: "Hi there" } ]
+`);
+    const c = h.connect(20600);
+    const connect = 'CONNECT example.net:443 HTTP/1.1\r\nHost: example.net:443\r\n\r\n';
+    const early = '\x16\x03\x01 a TLS ClientHello, sent ahead';
+    // The request goes on; the bytes after it wait for the answer.
+    const sent = c.sendData(0, 0, connect + early).filter((e) => e.to === 1).map((e) => payloadOf(e.frame));
+    expect(sent).toEqual([connect.replace('\r\n\r\n', '\r\nAccept-Encoding: identity\r\n\r\n')]);
+    h.advance(100);
+    // The server's 200 (it has the request): the early bytes leave with it, towards the server.
+    const out = c.sendData(1, 0, 'HTTP/1.1 200 Connection established\r\n\r\n', connect.length);
+    expect(out.map((e) => [e.to, payloadOf(e.frame)])).toEqual([[0, 'HTTP/1.1 200 Connection established\r\n\r\n'], [1, early]]);
+    const st = h.gw.stats().stream;
+    expect([st.flushAnswer, st.flushTimeout, st.synthSent]).toEqual([1, 0, 1]);
+  });
+});

@@ -163,6 +163,8 @@ export class HttpStream {
   private runEnd = 0;
   /** Runtime: a refusal nobody can be told of by a message (AgentOutput.abort), until answered. */
   private abortWhy: string | null = null;
+  /** s2c: this answer opened the tunnel a held c2s waits on (AgentOutput.wake, once). */
+  private wakeOther = false;
 
   constructor(
     readonly dir: Direction,
@@ -397,7 +399,12 @@ export class HttpStream {
     const st = this.st;
     const und = this.frontier(st.pos);
     st.und = und;
-    return this.withAbort({ edits: carryEndInsertion(this.ob.take(), st.pos, und, last), undecidedFrom: und });
+    const out = this.withAbort({ edits: carryEndInsertion(this.ob.take(), st.pos, und, last), undecidedFrom: und });
+    if (this.wakeOther) {
+      this.wakeOther = false;
+      out.wake = true;
+    }
+    return out;
   }
 
   private emitBody(): void {
@@ -672,7 +679,12 @@ export class HttpStream {
         if (req === null && status !== 101) c.add('unpairedResponses');
         if (req !== null && status >= 200 && this.abandonExpect(req)) c.add('expectAbandoned');
         d = this.decodable(decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first), first, () => decideResponse(pb, this.env.cfg, req ?? UNPAIRED, first));
-        if (req?.tunnel != null && d.error === undefined) sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
+        if (req?.tunnel != null && d.error === undefined) {
+          sh.awaitResult = d.after === 'tunnel' ? 'tunnel' : 'http';
+          // Bytes the client sent ahead of a tunnel's answer go at once, not at c2s's next segment
+          // or hold timeout (an answer that is no tunnel leaves them to be parsed as they come).
+          if (sh.awaitResult === 'tunnel') this.wakeOther = true;
+        }
       }
     }
     // Every refusal comes before anything is counted or queued for this message.
