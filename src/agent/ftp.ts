@@ -30,10 +30,12 @@
  * such lines (vsftpd: trailing bytes, leading zeros) and would get an address untranslated; so
  * does a PORT / EPRT behind Telnet commands or blanks, or with a tab after it (`disguisedCommand`). An
  * endpoint a hook refuses (`FtpHooks`: another host's address, the NAT full) ends the same way
- * (`refusedEndpoints`). After giving up, everything fed is deleted and no hook is called. `flush` releases held bytes unchanged (counted);
- * at the end of the stream that is all, mid-stream (a hold timeout or limit) the line is parsed
- * on: if it turns out to carry an endpoint, that endpoint cannot be translated any more (part of
- * it went as it stood), so the rest is deleted and the agent gives up on the connection
+ * (`refusedEndpoints`). After giving up, everything fed is deleted and no hook is called. `flush` deletes held bytes (counted):
+ * they are the part of a candidate line that may carry an endpoint, and released they would
+ * cross untranslated (the inside address a NAT hides, a client pausing inside PORT). At the end
+ * of the stream that is all, mid-stream (a hold timeout or limit) the line is parsed on: if it
+ * turns out to carry an endpoint, that endpoint cannot be translated any more (part of it is
+ * gone), so the rest is deleted and the agent gives up on the connection
  * (`splitLines`, abort `ftp:split-command`), the way the replace agent treats a match a flush
  * split; any other line passes. The decision depends only on the bytes, never on how they
  * were cut into `feed` calls.
@@ -584,18 +586,21 @@ export class FtpAgent implements Agent {
   flush(dir: Direction, reason: FlushReason): AgentOutput {
     if (!this.ctx.directions.has(dir)) return NO_EDITS;
     const st = this.st[dir];
+    let edits: Edit[] = [];
     if (st.undecided < st.pos) {
-      // Held bytes leave unchanged. At the end of the stream the line is over; mid-stream
-      // (timeout, limit) it is parsed on, so that an endpoint it turns out to carry never
-      // passes untranslated.
+      // Held bytes are the part of a candidate line that may carry an endpoint (address digits):
+      // deleted, never released untranslated (under NAT they are the address the NAT hides). At
+      // the end of the stream the line is over; mid-stream (timeout, limit) it is parsed on, so
+      // that an endpoint it turns out to carry never passes (the agent gives up).
       this.count('flushedLines');
+      edits = [{ at: st.undecided, len: st.pos - st.undecided, data: EMPTY }];
       if (reason === 'fin' || reason === 'rst') {
         st.mode = 'skip';
         st.line = EMPTY;
       } else st.mode = 'forced';
     }
     st.undecided = st.pos;
-    return { edits: [], undecidedFrom: st.pos };
+    return { edits, undecidedFrom: st.pos };
   }
 
   /**

@@ -395,7 +395,7 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     expect(a.counters.hookErrors + b.counters.hookErrors).toBe(3);
   });
 
-  it('a mid-line flush releases the held bytes unchanged and skips the rest of that line', () => {
+  it('a mid-line flush deletes the held bytes (the address digits: never released untranslated) and skips the rest of that line', () => {
     const nat = new FakeNat();
     const d = new AgentDriver(createFtp(nat.hooks).create({}, CTX), 'c2s');
     d.feed(Buffer.from('PORT 10,200'));
@@ -404,7 +404,7 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     d.feed(Buffer.from(',0,1,1,1\r\nPORT 10,200,0,1,1,1\r\n'));
     d.flush();
     const s = Buffer.from('PORT 10,200,0,1,1,1\r\nPORT 10,200,0,1,1,1\r\n');
-    expect(applyEdits(s, d.edits).toString()).toBe('PORT 10,200,0,1,1,1\r\nPORT 192,0,2,1,1,2\r\n');
+    expect(applyEdits(s, d.edits).toString()).toBe('PORT ,0,1,1,1\r\nPORT 192,0,2,1,1,2\r\n');
     expect((d.agent as FtpAgent).counters.flushedLines).toBe(1);
   });
 
@@ -412,7 +412,8 @@ describe('ftp agent: odd input passes unchanged, counted, and never stalls', () 
     const nat = new FakeNat();
     const a = createFtp(nat.hooks).create({}, CTX) as FtpAgent;
     expect(a.feed('c2s', 0, Buffer.from('PORT 10,200')).undecidedFrom).toBe(5);
-    expect(a.flush('c2s', 'timeout')).toEqual({ edits: [], undecidedFrom: 11 }); // "10,200" as it stood
+    // "10,200" deleted: released, the inside address would cross untranslated.
+    expect(a.flush('c2s', 'timeout')).toEqual({ edits: [{ at: 5, len: 6, data: Buffer.alloc(0) }], undecidedFrom: 11 });
     expect(a.feed('c2s', 11, Buffer.from(',0,1,1'))).toEqual({ edits: [], undecidedFrom: 11 }); // held: not decided yet
     const out = a.feed('c2s', 17, Buffer.from(',1\r\nNOOP\r\n'));
     expect(out).toEqual({ edits: [{ at: 11, len: 16, data: Buffer.alloc(0) }], undecidedFrom: 27, abort: 'ftp:split-command' });
