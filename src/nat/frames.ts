@@ -539,7 +539,10 @@ export class MasqL2 {
         return { r: { kind: 'drop', reason: 'arp-real-address' }, ...none };
       }
       const m = this.nat.cfg.masquerade[ri]!;
-      let list = this.pending.get(tpa);
+      // Asked as the other side knows it (natArp maps a published server's address next): its
+      // reply comes from that address.
+      const key = mapArpAddr(this.nat, from, tpa);
+      let list = this.pending.get(key);
       if (list === undefined) {
         if (this.pending.size >= this.maxHosts) {
           // Targets that never answered would hold the table for good: the oldest goes.
@@ -547,7 +550,7 @@ export class MasqL2 {
           this.pending.delete(this.pending.keys().next().value as number);
         }
         list = [];
-        this.pending.set(tpa, list);
+        this.pending.set(key, list);
       }
       if (!list.some((a) => a.ip === spa)) {
         if (list.length >= 64) list.shift();
@@ -584,10 +587,13 @@ export class MasqL2 {
       if (op === ARP_OP_REPLY) {
         const askers = this.pending.get(spa) ?? [];
         this.pending.delete(spa);
+        // The sender as the askers know it (a published server: its mapped address).
+        const as = mapArpAddr(this.nat, from, spa);
         const across = askers.map((a) => {
           const f = eth.slice();
           f.set(a.mac, 0);
           const rep = f.subarray(arpOff);
+          set32(rep, 14, as);
           rep.set(a.mac, 18);
           set32(rep, 24, a.ip);
           return f;

@@ -410,18 +410,20 @@ export class NatTable {
       return { kind: 'translate', tuple: out, entry: e.id };
     }
     const s = this.oneToOne(p.from, t);
-    if (s.src !== t.src || s.dst !== t.dst) {
+    // A source no 1:1 mapping names, in a masquerade range: masqueraded, toward the destination
+    // as 1:1 maps it (a published server). The 1:1 translation alone would leave the source real.
+    const mi = p.icmpRequest === false || s.src !== t.src ? -1 : this.masqueradeOf(p.from, t.src);
+    const m = mi < 0 ? undefined : this.cfg.masquerade[mi];
+    if (m === undefined && (s.src !== t.src || s.dst !== t.dst)) {
       this.counters.oneToOne++;
       this.counters.translated++;
       return { kind: 'translate', tuple: s };
     }
-    const mi = p.icmpRequest === false ? -1 : this.masqueradeOf(p.from, t.src);
-    const m = mi < 0 ? undefined : this.cfg.masquerade[mi];
     if (m !== undefined) {
       if (this.entries.size >= this.cfg.limits.maxEntries) return this.drop('table-full');
       const port = this.allocate(m, t.proto, t.sport);
       if (port === undefined) return this.drop('ports-exhausted');
-      const out: Tuple = { ...t, src: m.address, sport: port };
+      const out: Tuple = { ...s, src: m.address, sport: port };
       if (t.proto === 'icmp') out.dport = port;
       const e = this.addEntry(p.from, t, out, now + this.timeout(p), 'masquerade');
       this.counters.translated++;

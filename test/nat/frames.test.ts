@@ -283,6 +283,34 @@ describe('masquerade at layer 2 (proxy ARP, MAC rewriting)', () => {
     expect(g.stats().nat?.['l2']).toMatchObject({ arpRelayed: 2, arpDelivered: 2, macs: 2 });
   });
 
+  it('with a published server (1:1 on the server side): a client reaches it at its mapped address, masqueraded, and ARP for that address is answered as that address', () => {
+    const { g, send } = gwAny(`
+nat:
+  masquerade:
+    - { side: client, sources: 10.200.0.0/24, address: 10.200.0.100, ports: "20000-29999" }
+  oneToOne:
+    - { side: server, real: 10.200.0.2, mapped: 10.200.0.102 }
+rules: []
+`);
+    // ARP: the client asks for 10.200.0.102; the server is asked for 10.200.0.2 by the shared address.
+    const [q] = send(arp(1, MAC_C, '10.200.0.1', '10.200.0.102'), 0);
+    expect([q!.to, str(get32(q!.f, 14 + 14)), str(get32(q!.f, 14 + 24))]).toEqual([1, '10.200.0.100', '10.200.0.2']);
+    const rep = arp(2, MAC_S, '10.200.0.2', '10.200.0.100');
+    rep.set(GW_MAC, 0);
+    rep.set(GW_MAC, 14 + 18);
+    const out = send(rep, 1);
+    expect(out.map((o) => [o.to, str(get32(o.f, 14 + 14)), macAt(o.f, 14 + 8), str(get32(o.f, 14 + 24)), macAt(o.f, 0)])).toEqual([[0, '10.200.0.102', MAC_S, '10.200.0.1', MAC_C]]);
+    // IP: source masqueraded and destination mapped, both ways.
+    const [a] = send(withMacs(tcp('10.200.0.1', 40000, '10.200.0.102', 21, 0x02), MAC_S, MAC_C), 0);
+    expect([a!.to, ipSrc(a!.f), ipDst(a!.f), macAt(a!.f, 6)]).toEqual([1, '10.200.0.100', '10.200.0.2', GW_MAC]);
+    checkSums(a!.f);
+    const [r] = send(withMacs(tcp('10.200.0.2', 21, '10.200.0.100', get16(a!.f, 34), 0x12), GW_MAC, MAC_S), 1);
+    expect([r!.to, ipSrc(r!.f), ipDst(r!.f), get16(r!.f, 36), macAt(r!.f, 0)]).toEqual([0, '10.200.0.102', '10.200.0.1', 40000, MAC_C]);
+    checkSums(r!.f);
+    expect(g.stats().gateway.natDropped).toEqual({});
+    expect(g.stats().nat?.['l2']).toMatchObject({ arpRelayed: 1, arpDelivered: 1 });
+  });
+
   it('the server side never sees or reaches a real client address or MAC', () => {
     const { g, send } = gwAny(MASQ_L2);
     send(withMacs(tcp('10.200.0.1', 40000, '10.200.0.2', 21, 0x02), MAC_S, MAC_C), 0);
