@@ -47,6 +47,10 @@ const FS_REASONS: Readonly<Record<string, string>> = {
   EFBIG: 'file too large',
   EIO: 'input/output error',
   EMFILE: 'too many open files',
+  ELOOP: 'too many symbolic links (a loop?)',
+  ENAMETOOLONG: 'file name too long',
+  EPIPE: 'broken pipe (its reader is gone)',
+  ENXIO: 'no such device or address (a FIFO no one reads?)',
 };
 
 /**

@@ -271,7 +271,12 @@ const exec: CommandModule<object, ExecArgs> = {
       process.exitCode = 1;
       return;
     }
-    const st = labStatus(a.name);
+    let st: ReturnType<typeof labStatus>;
+    try {
+      st = labStatus(a.name); // a bad --name: LabError
+    } catch (e) {
+      return fail(e);
+    }
     if (st.namespaces[a.role as 'client' | 'server' | 'gw' | 'nats'] !== true) {
       process.stderr.write(`tapgate lab exec: namespace ${nsName(a.name, a.role)} does not exist: run \`tapgate lab up\` first\n`);
       process.exitCode = 1;

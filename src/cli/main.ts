@@ -15,6 +15,18 @@ import { logLevel, LOG_LEVELS } from './log.js';
 import { replayCommand } from './replay.js';
 import { runCommand } from './run.js';
 
+// Standard output whose reader went away (EPIPE: `tapgate run … | tee log` after tee exited,
+// `tapgate check … | head -1`): unhandled, the stream's 'error' event ended the process with a
+// stack trace — the live gateway too, at its next SIGUSR1. What would be printed is lost, said
+// once; the command goes on (the gateway keeps forwarding). Standard error likewise, silently.
+let stdoutClosed = false;
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (stdoutClosed) return;
+  stdoutClosed = true;
+  process.stderr.write(`tapgate: standard output is closed (${e.code ?? e.message}): what would be printed there is lost\n`);
+});
+process.stderr.on('error', () => {});
+
 /** Options that take several values; any other given twice is refused (yargs would make it an array). */
 const MULTI: ReadonlySet<string> = new Set(['_', '$0', 'tap', 'cmd']);
 /** Options naming a file or directory: an empty value is refused, not taken as "not given". */

@@ -3,7 +3,8 @@
  * capture's time injected, writes the frames the gateway releases, and (with --streams) each TCP
  * connection's two reassembled byte streams as the receivers get them.
  */
-import { mkdirSync, statSync, type Stats } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
+import { makeDirs } from '../util/dirs.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { loadConfig, type Config } from '../config/index.js';
 import { Gateway } from '../engine/gateway.js';
@@ -74,7 +75,7 @@ const PCAP_MAX_NS = 0xffff_ffffn * 1_000_000_000n + 999_999_999n;
 
 function makeStreamsDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     if (!statSync(dir).isDirectory()) throw new CliError(`--streams ${dir}: is not a directory`, EXIT.io);
   } catch (e) {
     throw fileError(e, '--streams') ?? e;

@@ -18,7 +18,8 @@
  * device is touched. The counters appear in the statistics under `impair`.
  */
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
+import { makeDirs } from '../util/dirs.js';
 import type { Server } from 'node:http';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
@@ -221,7 +222,7 @@ async function runInner(a: RunArgs, queueOf: { k: number; n: number } | undefine
   // (LiveGateway.start would meet a file there after opening the TAPs, as an internal error).
   if (a.pcap !== undefined) {
     try {
-      mkdirSync(a.pcap, { recursive: true });
+      makeDirs(a.pcap);
       if (!statSync(a.pcap).isDirectory()) throw new RunError(`--pcap ${a.pcap}: is not a directory`, 2);
       accessSync(a.pcap, constants.W_OK);
     } catch (e) {

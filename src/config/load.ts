@@ -5,7 +5,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { FtpConfig } from '../agent/ftp.js';
 import { HTTP_DEFAULTS, type HttpConfig, type HttpSideConfig } from '../agent/http/config.js';
@@ -134,24 +134,69 @@ export function loadConfig(path: string): Config {
   return parseConfig(text, path);
 }
 
-/** The file's text, read in pieces (a FIFO or device has no size to trust); throws past `max` bytes. */
+/** How long a config that is a pipe may keep the reader waiting between pieces (`check <(…)`). */
+const PIPE_WAIT_MS = 5000;
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * The file's text, read in pieces (a FIFO or device has no size to trust); throws past `max`
+ * bytes, when a pipe's writer stays silent for PIPE_WAIT_MS, or when the bytes are not UTF-8.
+ * Opened non-blocking: a FIFO no one writes reads as empty at once instead of stopping the
+ * process (a running gateway reloads on SIGHUP on its event loop: it forwarded nothing meanwhile).
+ */
 function readBounded(path: string, max: number): string {
-  const fd = openSync(path, 'r');
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const parts: Buffer[] = [];
     let total = 0;
+    let waitedMs = 0;
     for (;;) {
       const b = Buffer.allocUnsafe(64 * 1024);
-      const n = readSync(fd, b, 0, b.length, null);
+      let n: number;
+      try {
+        n = readSync(fd, b, 0, b.length, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+        if (waitedMs >= PIPE_WAIT_MS) throw new Error(`nothing came for ${PIPE_WAIT_MS / 1000} s (a pipe whose writer stalled)`);
+        Atomics.wait(napCell, 0, 0, 10);
+        waitedMs += 10;
+        continue;
+      }
       if (n === 0) break;
+      waitedMs = 0;
       total += n;
       if (total > max) throw new Error(`larger than ${max >> 20} MiB: not a config file`);
       parts.push(b.subarray(0, n));
     }
-    return Buffer.concat(parts, total).toString('utf8');
+    const bytes = Buffer.concat(parts, total);
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      throw new Error(`not UTF-8 text (first bad byte at offset ${firstBadUtf8(bytes)}): a pattern's raw bytes would be read as something else`);
+    }
   } finally {
     closeSync(fd);
   }
+}
+
+/** Offset of the first byte that makes `b` invalid UTF-8 (by halving: the decoder says only whether). */
+function firstBadUtf8(b: Buffer): number {
+  const ok = (n: number): boolean => {
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(0, n), { stream: true });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let lo = 0;
+  let hi = b.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (ok(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 export function parseConfig(text: string, fileName = '<config>'): Config {

@@ -36,7 +36,9 @@
  * injectors.
  */
 import { availableParallelism } from 'node:os';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { makeDirs } from '../util/dirs.js';
+import { RateLog } from '../util/ratelog.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
@@ -196,7 +198,8 @@ export class LiveGateway {
     try {
       const txThread = opts.txThread ?? (opts.multiQueue !== true && availableParallelism() >= 2);
       for (const name of opts.taps) g.devs.push(TapDevice.open(name, { vnetHdr: opts.vnetHdr, multiQueue: opts.multiQueue === true, txThread }));
-      if (opts.pcapDir !== undefined) mkdirSync(opts.pcapDir, { recursive: true });
+      if (opts.pcapDir !== undefined) makeDirs(opts.pcapDir);
+      const captureLog = new RateLog((o, m) => opts.log.warn(o, m));
       g.devs.forEach((d, i) => {
         const ab = i === 0 ? 'a' : 'b';
         let port: Port = new TapPort(d);
@@ -210,7 +213,8 @@ export class LiveGateway {
             vnetHdrLen: g.gateway.vnetHeaderLength,
             maxQueued: opts.pcapMaxQueued ?? 64 << 20,
             epochNs: g.epochNs,
-            onError: (file, e) => opts.log.warn({ file, err: e.message }, 'capture write failed'),
+            // A full disk fails every frame's write: at most a few lines per 10 s, then a count.
+            onError: (file, e) => captureLog.log(`capture:${file}`, performance.now(), { file, err: e.message }, 'capture write failed (frames not captured)'),
           });
           g.caps.push(cap);
           port = cap;

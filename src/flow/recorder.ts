@@ -47,7 +47,8 @@
  * (tests).
  */
 
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { makeDirs } from '../util/dirs.js';
 import { join } from 'node:path';
 import { decodeFrame, type LinkType } from '../wire/frame.js';
 import { endpointToString, ipToString, type IpAddr } from '../wire/ip.js';
@@ -271,7 +272,7 @@ class FileSink implements Sink {
     private readonly maxOpen: number,
     private readonly counters: RecorderCounters,
   ) {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
   }
 
   private path(c: ConnState, dir: 'c2s' | 's2c'): string {

@@ -71,6 +71,12 @@ export function parseIpBlock(s: string): IpBlock | string {
   }
   const bytes = parseIpv6(ipText);
   if (bytes === null) return `"${ipText}" is not an IPv6 address (2001:db8::1; no brackets, no zone)`;
+  // ::ffff:a.b.c.d is how a dual-stack socket shows an IPv4 peer; on the wire that peer sends
+  // IPv4, so a block of such addresses would name traffic it never sees.
+  const mapped = bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (mapped && (slash < 0 || Number(s.slice(slash + 1)) >= 96)) {
+    return `"${s}" is an IPv4-mapped IPv6 address, which no packet carries (an IPv4 peer sends IPv4): name ${bytes.slice(12).join('.')} instead`;
+  }
   if (slash < 0) return { family: 6, bytes, prefix: 128 };
   const pt = s.slice(slash + 1);
   if (!/^(0|[1-9][0-9]{0,2})$/.test(pt) || Number(pt) > 128) return `"/${pt}" is not a prefix length 0..128`;
