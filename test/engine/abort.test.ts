@@ -12,16 +12,9 @@ import { Gateway, type Side } from '../../src/engine/gateway.js';
 import { decodeFrame, type FrameTcp } from '../../src/wire/frame.js';
 import { ipToString, parseIp } from '../../src/wire/ip.js';
 import { tcpFrame } from '../../src/wire/tcp-frame.js';
-import { ACK, FIN, fakeLogger, Harness, PSH, RST, SYN, type Emitted } from '../hostile/harness.js';
+import { ACK, FIN, fakeLogger, Harness, HTTP_CONFIG, PSH, RST, SYN, type Emitted } from '../hostile/harness.js';
 
-const HTTP = `
-rules:
-  - match: { port: 80 }
-    agent: http
-    http:
-      response:
-        replace: [ { find: "Hello world", with: "Hi there" } ]
-`;
+const HTTP = HTTP_CONFIG;
 
 const REQ1 = 'GET /a HTTP/1.1\r\nHost: a\r\n\r\n';
 const RESP1 = 'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello world';

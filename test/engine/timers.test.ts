@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { TimerQueue } from '../../src/engine/timers.js';
 import { Connection } from '../../src/stream/connection.js';
 import { decodeFrame } from '../../src/wire/frame.js';
-import { ACK, Conn, Harness, PSH, SYN, payloadOf } from '../hostile/harness.js';
+import { ACK, Conn, Harness, HTTP_CONFIG, PSH, SYN, payloadOf } from '../hostile/harness.js';
 
 describe('TimerQueue', () => {
   it('takes exactly the items due, whatever the schedules, cancels and reschedules before', () => {
@@ -100,14 +100,7 @@ describe('segments the gateway originates', () => {
 
 describe('an agent\'s answer that decides what the other direction holds (AgentOutput.wake)', () => {
   it('releases bytes a client sent ahead of the answer to CONNECT as soon as the tunnel opens, not at the hold timeout', () => {
-    const h = new Harness({}, {}, `
-rules:
-  - match: { port: 80 }
-    agent: http
-    http:
-      response:
-        replace: [ { find: "Hello world", with: "Hi there" } ]
-`);
+    const h = new Harness({}, {}, HTTP_CONFIG);
     const c = h.connect(20600);
     const connect = 'CONNECT example.net:443 HTTP/1.1\r\nHost: example.net:443\r\n\r\n';
     const early = '\x16\x03\x01 a TLS ClientHello, sent ahead';

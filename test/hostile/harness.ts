@@ -38,6 +38,16 @@ rules:
       - { regex: "token=[0-9a-f]+\\n", with: "token=X\\n", maxMatch: 256 }
 `;
 
+/** The http agent on port 80, rewriting response bodies. */
+export const HTTP_CONFIG = `
+rules:
+  - match: { port: 80 }
+    agent: http
+    http:
+      response:
+        replace: [ { find: "Hello world", with: "Hi there" } ]
+`;
+
 export interface Emitted {
   frame: Uint8Array;
   to: Side;
