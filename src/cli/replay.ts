@@ -44,6 +44,9 @@ export interface ReplayResult {
  * auto` reads it twice, so it must be a regular file then (a pipe would be empty the second time).
  */
 function checkInput(path: string, twice: boolean): Stats {
+  if (path === '-' || path === '') {
+    throw new CliError('capture from standard input: name it /dev/stdin (with --checksums verify or ignore: a pipe is read once)', EXIT.usage);
+  }
   try {
     const st = statSync(path);
     if (st.isDirectory()) throw new CliError(`capture ${path}: is a directory`, EXIT.io);

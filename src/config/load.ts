@@ -251,7 +251,9 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
           msg = `${msg}, got ${show(value)}`;
         }
         return issue(iss.path, msg);
-      }),
+      })
+        // One value can fail two checks with one message (1e300: not a safe integer, and too big).
+        .filter((x, i, all) => all.findIndex((y) => y.path === x.path && y.message === x.message) === i),
     );
   }
   const raw = res.data;

@@ -85,4 +85,16 @@ describe('the command line, where a review found it failing', () => {
     expect(c.code).toBe(1);
     expect(c.stderr).toMatch(/IPv4-mapped IPv6 address, which no packet carries .*name 10\.0\.0\.1 instead/);
   });
+
+  it('a value failing two checks with one message is reported once; `replay -` says how to read standard input', () => {
+    const cfg = join(tmp, 'huge.yaml');
+    writeFileSync(cfg, 'limits: { maxHeldBytes: 1e300 }\nrules: []\n');
+    const c = tapgate('check', cfg);
+    expect(c.code).toBe(1);
+    expect(c.stderr.split('\n').filter((l) => l.includes('limits.maxHeldBytes'))).toHaveLength(1);
+    expect(c.stderr).toMatch(/1 error\n/);
+    const r = tapgate('replay', '-');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^tapgate: capture from standard input: name it \/dev\/stdin/);
+  });
 });
