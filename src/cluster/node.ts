@@ -449,6 +449,14 @@ export class ClusterNode implements ClusterAttach {
     return !this.fencedNow(this.now());
   }
 
+  /** The live loop asks again before it writes a batch's `frames` (engine/live.ts): false = all dropped, counted. */
+  mayWrite(frames: number): boolean {
+    if (this.leaseHeld(this.now())) return true;
+    this.counters.fencedDrops += frames;
+    this.fencing = true;
+    return false;
+  }
+
   /**
    * The lease ran out: this node may be taken for dead now, and its connections taken over.
    * It forwards nothing more as this incarnation: frames it holds are dropped, its connections

@@ -57,6 +57,12 @@ import { transientRecycle } from '../util/bytes.js';
 export interface ClusterAttach extends ClusterHooks {
   /** Asked before each frame is written: false = this node is fenced (its lease ran out), the frame is dropped (the node counts it). */
   mayForward(): boolean;
+  /**
+   * Asked again when a batch's `frames` queued frames are about to be written: false = the lease
+   * ran out while the batch was handled (a stall between queueing and writing), none is written
+   * (the node counts them).
+   */
+  mayWrite(frames: number): boolean;
   attach(io: { gateway: Gateway; inject: (fn: (emit: (frame: Uint8Array, to: Side) => void, nowMs: number) => void) => void }): void;
 }
 
@@ -368,6 +374,13 @@ export class LiveGateway {
   /** Writes what the gateway emitted; `final` (stop) releases everything the ports still hold. */
   private flush(now: number, final = false): void {
     this.gateway.endBatch();
+    const cl = this.opts.cluster;
+    const queued = this.pending[0].length + this.pending[1].length;
+    if (cl !== undefined && queued > 0 && !cl.mayWrite(queued)) {
+      // Fenced since these were queued: another node may own their connections by now.
+      this.pending[0].length = 0;
+      this.pending[1].length = 0;
+    }
     for (let to: Side = 0; to < 2; to++) {
       const q = this.pending[to];
       this.written[to] = q.length === 0 && !this.holding ? 0 : this.ports[to]!.write(q, now, final);

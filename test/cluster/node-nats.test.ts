@@ -165,7 +165,7 @@ const MASQ_CFG = parseConfig('nat:\n  masquerade:\n    - { side: client, sources
 const MAC_C = Uint8Array.of(2, 0, 10, 200, 0, 1);
 const MAC_S = Uint8Array.of(2, 0, 10, 200, 0, 2);
 
-type Extra = { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number; suspectMs?: number; leaseMs?: number };
+type Extra = { deadMs?: number; heartbeatMs?: number; syncHoldMs?: number; stallMs?: number; suspectMs?: number; leaseMs?: number; now?: () => number };
 
 function member(url: string, id: string, name: string, extra: Extra = {}, rewrite = false, config?: Config): Member {
   const node = new ClusterNode({ url, nodeId: id, name, log: pino({ level: 'silent' }), ...extra });
@@ -412,6 +412,21 @@ describe.skipIf(!HAVE_NATS)('ClusterNode over a real nats-server', () => {
     } finally {
       proxy.close();
     }
+  });
+
+  it('a batch whose frames were queued while the lease held is not written once it ran out (the live loop asks again at the write: mayWrite)', async () => {
+    let skew = 0;
+    const [a] = await two({ now: () => Date.now() + skew });
+    expect(await until(() => viewOf(a).join() === 'a,b', 2000)).toBe(true);
+    const fd = () => (a.node.status().counters as Record<string, number>)['fencedDrops']!;
+    expect(a.node.mayWrite(3), 'the lease holds: the batch goes').toBe(true);
+    expect(fd()).toBe(0);
+    // The batch took longer than the lease has left (a stall between queueing and writing): no
+    // timer round ran in between, so nothing else fenced the node yet.
+    skew = 10_000;
+    expect(a.node.mayWrite(3)).toBe(false);
+    expect(fd()).toBe(3);
+    skew = 0;
   });
 
   it('a node whose heartbeat connection alone is closed is not dead (its main connection still answers), and its lease holds while it reconnects', async () => {
