@@ -444,12 +444,7 @@ export class ClusterNode implements ClusterAttach {
     return this.selfHeardMs > 0 && now - this.selfHeardMs <= this.o.deadMs / 2;
   }
 
-  /** The live loop asks before each frame it writes (engine/live.ts): false = dropped, counted. */
-  mayForward(): boolean {
-    return !this.fencedNow(this.now());
-  }
-
-  /** The live loop asks again before it writes a batch's `frames` (engine/live.ts): false = all dropped, counted. */
+  /** The live loop asks before it writes a batch's `frames` (engine/live.ts): false = all dropped, counted. */
   mayWrite(frames: number): boolean {
     if (this.leaseHeld(this.now())) return true;
     this.counters.fencedDrops += frames;

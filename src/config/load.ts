@@ -237,24 +237,21 @@ export function parseConfig(text: string, fileName = '<config>'): Config {
 
   const res = configSchema.safeParse(data);
   if (!res.success) {
-    throw new ConfigError(
-      fileName,
-      res.error.issues.map((iss) => {
-        if (iss.code === 'unrecognized_keys') {
-          // Point at the (first) unknown key itself.
-          return issue([...iss.path, iss.keys[0]!], iss.message, true);
-        }
-        const value = valueAt(data, iss.path);
-        let msg = iss.message;
-        if (value === undefined && (iss.code === 'invalid_type' || iss.code === 'invalid_value')) msg = `missing; ${msg}`;
-        else if (value !== undefined && ['invalid_type', 'invalid_value', 'too_small', 'too_big'].includes(iss.code)) {
-          msg = `${msg}, got ${show(value)}`;
-        }
-        return issue(iss.path, msg);
-      })
-        // One value can fail two checks with one message (1e300: not a safe integer, and too big).
-        .filter((x, i, all) => all.findIndex((y) => y.path === x.path && y.message === x.message) === i),
-    );
+    const issues = res.error.issues.map((iss) => {
+      if (iss.code === 'unrecognized_keys') {
+        // Point at the (first) unknown key itself.
+        return issue([...iss.path, iss.keys[0]!], iss.message, true);
+      }
+      const value = valueAt(data, iss.path);
+      let msg = iss.message;
+      if (value === undefined && (iss.code === 'invalid_type' || iss.code === 'invalid_value')) msg = `missing; ${msg}`;
+      else if (value !== undefined && ['invalid_type', 'invalid_value', 'too_small', 'too_big'].includes(iss.code)) {
+        msg = `${msg}, got ${show(value)}`;
+      }
+      return issue(iss.path, msg);
+    });
+    // One value can fail two checks with one message (1e300: not a safe integer, and too big): said once.
+    throw new ConfigError(fileName, [...new Map(issues.map((x) => [`${x.path}\n${x.message}`, x])).values()]);
   }
   const raw = res.data;
   const limits: Limits = { ...DEFAULT_LIMITS };

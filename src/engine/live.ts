@@ -55,12 +55,10 @@ import { transientRecycle } from '../util/bytes.js';
 
 /** Lets a cluster node write frames outside a TAP batch (released gated output, replays). */
 export interface ClusterAttach extends ClusterHooks {
-  /** Asked before each frame is written: false = this node is fenced (its lease ran out), the frame is dropped (the node counts it). */
-  mayForward(): boolean;
   /**
-   * Asked again when a batch's `frames` queued frames are about to be written: false = the lease
-   * ran out while the batch was handled (a stall between queueing and writing), none is written
-   * (the node counts them).
+   * Asked when a batch's `frames` queued frames are about to be written (not as each is queued:
+   * a stall in between must not carry one past the lease): false = this node is fenced (its lease
+   * ran out), none is written (the node counts them).
    */
   mayWrite(frames: number): boolean;
   attach(io: { gateway: Gateway; inject: (fn: (emit: (frame: Uint8Array, to: Side) => void, nowMs: number) => void) => void }): void;
@@ -268,7 +266,6 @@ export class LiveGateway {
   }
 
   private readonly emit = (frame: Uint8Array, to: Side): void => {
-    if (this.opts.cluster !== undefined && !this.opts.cluster.mayForward()) return;
     this.pending[to].push(frame);
   };
 
@@ -377,7 +374,7 @@ export class LiveGateway {
     const cl = this.opts.cluster;
     const queued = this.pending[0].length + this.pending[1].length;
     if (cl !== undefined && queued > 0 && !cl.mayWrite(queued)) {
-      // Fenced since these were queued: another node may own their connections by now.
+      // Fenced: another node may own their connections by now.
       this.pending[0].length = 0;
       this.pending[1].length = 0;
     }

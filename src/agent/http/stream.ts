@@ -228,7 +228,7 @@ export class HttpStream {
     this.ob = new EditBuilder();
     let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     let base = pos;
-    if (this.env.shared.c2sDrop === true && this.dir === 'c2s' && st.phase !== 'drop') this.toDrop();
+    this.dropIfAbandoned();
     if (st.phase === 'await' && this.env.shared.awaitResult !== null) {
       // The answer came: the held bytes are parsed (or passed) together with the new ones.
       buf = Buffer.concat([st.block, buf]);
@@ -242,7 +242,7 @@ export class HttpStream {
   flush(reason: FlushReason): AgentOutput {
     const st = this.st;
     this.ob = new EditBuilder();
-    if (this.env.shared.c2sDrop === true && this.dir === 'c2s' && st.phase !== 'drop') this.toDrop();
+    this.dropIfAbandoned();
     const p = st.pos;
     switch (st.phase) {
       case 'await':
@@ -524,6 +524,8 @@ export class HttpStream {
     const take = (to: number): void => {
       if (to > from) st.block = held === 0 ? Buffer.from(buf.subarray(from, to)) : Buffer.concat([st.block, buf.subarray(from, to)]);
     };
+    /** The block's length through the start-line's LF, when that line ended in this call. */
+    let startLineEnd = 0;
     while (i < n) {
       const lf = buf.indexOf(LF, i);
       const end = lf < 0 ? n : lf + 1;
@@ -538,18 +540,7 @@ export class HttpStream {
       const ls = st.blkLine;
       const le = len - 1;
       st.blkLine = len;
-      if (ls === 0 && st.phase === 'head') {
-        // The start-line is judged as soon as it ends, not with its section: a message that
-        // never sends the section's empty line (HTTP/0.9's `GET /path`) must not wait for a
-        // hold timeout to release it unparsed, nor its answer (a body from its first byte).
-        const line = held === 0 ? buf.subarray(from, i) : Buffer.concat([st.block, buf.subarray(from, i)]);
-        const bad = parseBlock(line, st.blockStart, this.dir === 'c2s' ? 'request' : 'response').error;
-        if (bad !== undefined) {
-          take(i);
-          this.refuse(bad, st.blockStart, base + i);
-          return i;
-        }
-      }
+      if (ls === 0 && st.phase === 'head') startLineEnd = len;
       if (le === ls || (le === ls + 1 && at(ls) === CR)) {
         take(i);
         this.st.pos = base + i;
@@ -559,6 +550,14 @@ export class HttpStream {
       }
     }
     take(i);
+    if (startLineEnd > 0) {
+      // The start-line is judged as soon as it ends, not with its section (when the section is
+      // not complete in the same call): a message that never sends the section's empty line
+      // (HTTP/0.9's `GET /path`) must not wait for a hold timeout to release it unparsed, nor
+      // its answer (a body from its first byte).
+      const bad = parseBlock(st.block.subarray(0, startLineEnd), st.blockStart, this.dir === 'c2s' ? 'request' : 'response').error;
+      if (bad !== undefined) this.refuse(bad, st.blockStart, base + i);
+    }
     return i;
   }
 
@@ -922,7 +921,8 @@ export class HttpStream {
   }
 
   /** c2s after an abandoned 100-continue request (abandonExpect): everything from here is deleted. */
-  private toDrop(): void {
+  private dropIfAbandoned(): void {
+    if (!this.env.shared.c2sDrop || this.dir !== 'c2s' || this.st.phase === 'drop') return;
     this.rw = null;
     this.st.msg = null;
     this.st.block = this.st.line = EMPTY;
